@@ -1,0 +1,63 @@
+// AdamW (decoupled weight decay, as torch.optim.AdamW) over one flat parameter buffer.
+// Parameter groups are segments [start, end) with their own lr and weight-decay multipliers
+// (layer-wise lr decay, no decay on norms and biases); each element finds its segment by binary
+// search, so one dispatch updates the whole model.
+//   p ← p − lr·wd·p;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
+//   p ← p − lr · (m / bc1) / (sqrt(v / bc2) + eps),   bc1 = 1 − β1^t, bc2 = 1 − β2^t
+// Elements outside every segment are left alone. Dispatch: grid_1d(ceil(n / 256)).
+
+struct Params {
+    n: u32,
+    n_segments: u32,
+    _pad0: u32,
+    _pad1: u32,
+    lr: f32,
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    bc1: f32,
+    bc2: f32,
+    _pad2: u32,
+}
+
+// One parameter group: start and end element (as u32 bits), lr and weight-decay multipliers.
+struct Segment {
+    start: u32,
+    end: u32,
+    lr_scale: f32,
+    wd_scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> param: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m2: array<f32>;
+@group(0) @binding(5) var<storage, read> segments: array<Segment>;
+
+@compute @workgroup_size(256)
+fn adamw_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    // Last segment whose start <= i.
+    var lo = 0u;
+    var hi = p.n_segments;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (segments[mid].start <= i) { lo = mid; } else { hi = mid; }
+    }
+    let s = segments[lo];
+    if (i < s.start || i >= s.end) { return; }
+    let lr = p.lr * s.lr_scale;
+    let wd = p.weight_decay * s.wd_scale;
+    let g = grad[i];
+    var w = param[i] * (1.0 - lr * wd);
+    let m = p.beta1 * m1[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * m2[i] + (1.0 - p.beta2) * g * g;
+    m1[i] = m;
+    m2[i] = v;
+    w -= lr * (m / p.bc1) / (sqrt(v / p.bc2) + p.eps);
+    param[i] = w;
+}

@@ -1,0 +1,299 @@
+// Fused scaled-dot-product attention, flash style: O = softmax(scale·Q·Kᵀ)·V per (batch, head).
+// Q, K, V (and dQ, dK, dV) are read through strides, so they can live inside one fused qkv
+// buffer [B, N, 3, H, d] or be plain [B, H, N, d] tensors; O and dO use their own strides.
+// The score matrix is never stored: the forward keeps the log-sum-exp per query (lse, natural
+// log, of the scaled scores) and the backward recomputes the probabilities from it.
+//
+// attention_forward: one thread per query, 64 queries per workgroup; keys and values stream
+//   through workgroup memory 16 at a time with an online softmax. Writes O and lse.
+// attention_probs: P = exp(scale·q·k − lse), for the layers whose maps are asked for.
+// attention_backward_delta: D_i = Σ_c dO_i·O_i.
+// attention_backward_dq: thread per query: dQ_i = scale·Σ_j P_ij(dO_i·v_j − D_i)·k_j.
+// attention_backward_dkv: thread per key: dV_j = Σ_i P_ij·dO_i, dK_j = scale·Σ_i dS_ij·q_i.
+// Two backward kernels (one by queries, one by keys) avoid float atomics.
+// HEAD_DIM (override, ≤ 64) is the head dimension.
+// Dispatch: forward/dq/dkv grid_1d(ceil(rows/64)·B·H); probs and delta grid_1d(ceil(n/256)).
+
+struct Params {
+    batch: u32,
+    heads: u32,
+    n_q: u32,
+    n_k: u32,
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    _pad0: u32,
+    s_batch: u32,
+    s_head: u32,
+    s_tok: u32,
+    _pad1: u32,
+    o_batch: u32,
+    o_head: u32,
+    o_tok: u32,
+    _pad2: u32,
+    scale: f32,
+    _pad3: u32,
+    _pad4: u32,
+    _pad5: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> o: array<f32>;
+@group(0) @binding(5) var<storage, read> dout: array<f32>;
+@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> res0: array<f32>;
+@group(0) @binding(9) var<storage, read_write> res1: array<f32>;
+
+override HEAD_DIM: u32 = 64u;
+const D_MAX: u32 = 64u;
+const WG: u32 = 64u;
+const KT: u32 = 16u;
+
+var<workgroup> tile_a: array<f32, 1024>; // [KT][D_MAX]
+var<workgroup> tile_b: array<f32, 1024>; // [KT][D_MAX]
+var<workgroup> tile_s: array<f32, 32>;   // [2][KT]: lse and delta of a query tile
+
+// Offset of element 0 of token `t` of head `h` of batch `b` in the q/k/v layout.
+fn qkv_base(off: u32, b: u32, h: u32, t: u32) -> u32 {
+    return off + b * p.s_batch + h * p.s_head + t * p.s_tok;
+}
+
+fn o_base(b: u32, h: u32, t: u32) -> u32 {
+    return b * p.o_batch + h * p.o_head + t * p.o_tok;
+}
+
+@compute @workgroup_size(64)
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let nqb = (p.n_q + WG - 1u) / WG;
+    let gi = group_index(wid, nwg);
+    let bh = gi / nqb;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let i = (gi % nqb) * WG + lid;
+    let valid = i < p.n_q;
+    var qr: array<f32, 64>;
+    var acc: array<f32, 64>;
+    if (valid) {
+        let qb = qkv_base(p.q_off, b, h, i);
+        for (var c = 0u; c < HEAD_DIM; c++) { qr[c] = q[qb + c] * p.scale; }
+    }
+    var m = -3.4e38;
+    var l = 0.0;
+    for (var j0 = 0u; j0 < p.n_k; j0 += KT) {
+        for (var e = lid; e < KT * HEAD_DIM; e += WG) {
+            let jj = e / HEAD_DIM;
+            let c = e % HEAD_DIM;
+            var kv = 0.0;
+            var vv = 0.0;
+            if (j0 + jj < p.n_k) {
+                kv = k[qkv_base(p.k_off, b, h, j0 + jj) + c];
+                vv = v[qkv_base(p.v_off, b, h, j0 + jj) + c];
+            }
+            tile_a[jj * D_MAX + c] = kv;
+            tile_b[jj * D_MAX + c] = vv;
+        }
+        workgroupBarrier();
+        if (valid) {
+            let nj = min(KT, p.n_k - j0);
+            var s: array<f32, 16>;
+            var tmax = -3.4e38;
+            for (var jj = 0u; jj < nj; jj++) {
+                var d = 0.0;
+                for (var c = 0u; c < HEAD_DIM; c++) { d = fma(qr[c], tile_a[jj * D_MAX + c], d); }
+                s[jj] = d;
+                tmax = max(tmax, d);
+            }
+            let m_new = max(m, tmax);
+            let corr = exp(m - m_new);
+            l *= corr;
+            for (var c = 0u; c < HEAD_DIM; c++) { acc[c] *= corr; }
+            for (var jj = 0u; jj < nj; jj++) {
+                let pj = exp(s[jj] - m_new);
+                l += pj;
+                for (var c = 0u; c < HEAD_DIM; c++) { acc[c] = fma(pj, tile_b[jj * D_MAX + c], acc[c]); }
+            }
+            m = m_new;
+        }
+        workgroupBarrier();
+    }
+    if (valid) {
+        let ob = o_base(b, h, i);
+        let inv = 1.0 / l;
+        for (var c = 0u; c < HEAD_DIM; c++) { res0[ob + c] = acc[c] * inv; }
+        lse[bh * p.n_q + i] = m + log(l);
+    }
+}
+
+@compute @workgroup_size(256)
+fn attention_probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let idx = group_index(wid, nwg) * 256u + lid;
+    if (idx >= p.batch * p.heads * p.n_q * p.n_k) { return; }
+    let j = idx % p.n_k;
+    let row = idx / p.n_k;
+    let i = row % p.n_q;
+    let bh = row / p.n_q;
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let qb = qkv_base(p.q_off, b, h, i);
+    let kb = qkv_base(p.k_off, b, h, j);
+    var d = 0.0;
+    for (var c = 0u; c < HEAD_DIM; c++) { d = fma(q[qb + c], k[kb + c], d); }
+    res0[idx] = exp(d * p.scale - lse[row]);
+}
+
+@compute @workgroup_size(256)
+fn attention_backward_delta(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg) * 256u + lid;
+    if (row >= p.batch * p.heads * p.n_q) { return; }
+    let i = row % p.n_q;
+    let bh = row / p.n_q;
+    let ob = o_base(bh / p.heads, bh % p.heads, i);
+    var d = 0.0;
+    for (var c = 0u; c < HEAD_DIM; c++) { d = fma(dout[ob + c], o[ob + c], d); }
+    delta[row] = d;
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let nqb = (p.n_q + WG - 1u) / WG;
+    let gi = group_index(wid, nwg);
+    let bh = gi / nqb;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let i = (gi % nqb) * WG + lid;
+    let valid = i < p.n_q;
+    var qr: array<f32, 64>;
+    var dor: array<f32, 64>;
+    var dq: array<f32, 64>;
+    var li = 0.0;
+    var di = 0.0;
+    if (valid) {
+        let qb = qkv_base(p.q_off, b, h, i);
+        let ob = o_base(b, h, i);
+        for (var c = 0u; c < HEAD_DIM; c++) {
+            qr[c] = q[qb + c] * p.scale;
+            dor[c] = dout[ob + c];
+        }
+        li = lse[bh * p.n_q + i];
+        di = delta[bh * p.n_q + i];
+    }
+    for (var j0 = 0u; j0 < p.n_k; j0 += KT) {
+        for (var e = lid; e < KT * HEAD_DIM; e += WG) {
+            let jj = e / HEAD_DIM;
+            let c = e % HEAD_DIM;
+            var kv = 0.0;
+            var vv = 0.0;
+            if (j0 + jj < p.n_k) {
+                kv = k[qkv_base(p.k_off, b, h, j0 + jj) + c];
+                vv = v[qkv_base(p.v_off, b, h, j0 + jj) + c];
+            }
+            tile_a[jj * D_MAX + c] = kv;
+            tile_b[jj * D_MAX + c] = vv;
+        }
+        workgroupBarrier();
+        if (valid) {
+            let nj = min(KT, p.n_k - j0);
+            for (var jj = 0u; jj < nj; jj++) {
+                var s = 0.0;
+                var dp = 0.0;
+                for (var c = 0u; c < HEAD_DIM; c++) {
+                    s = fma(qr[c], tile_a[jj * D_MAX + c], s);
+                    dp = fma(dor[c], tile_b[jj * D_MAX + c], dp);
+                }
+                let ds = exp(s - li) * (dp - di);
+                for (var c = 0u; c < HEAD_DIM; c++) { dq[c] = fma(ds, tile_a[jj * D_MAX + c], dq[c]); }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (valid) {
+        let qb = qkv_base(p.q_off, b, h, i);
+        for (var c = 0u; c < HEAD_DIM; c++) { res0[qb + c] = dq[c] * p.scale; }
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let nkb = (p.n_k + WG - 1u) / WG;
+    let gi = group_index(wid, nwg);
+    let bh = gi / nkb;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let j = (gi % nkb) * WG + lid;
+    let valid = j < p.n_k;
+    var kr: array<f32, 64>;
+    var vr: array<f32, 64>;
+    var dk: array<f32, 64>;
+    var dv: array<f32, 64>;
+    if (valid) {
+        let kb = qkv_base(p.k_off, b, h, j);
+        let vb = qkv_base(p.v_off, b, h, j);
+        for (var c = 0u; c < HEAD_DIM; c++) {
+            kr[c] = k[kb + c];
+            vr[c] = v[vb + c];
+        }
+    }
+    for (var i0 = 0u; i0 < p.n_q; i0 += KT) {
+        for (var e = lid; e < KT * HEAD_DIM; e += WG) {
+            let ii = e / HEAD_DIM;
+            let c = e % HEAD_DIM;
+            var qv = 0.0;
+            var dov = 0.0;
+            if (i0 + ii < p.n_q) {
+                qv = q[qkv_base(p.q_off, b, h, i0 + ii) + c];
+                dov = dout[o_base(b, h, i0 + ii) + c];
+            }
+            tile_a[ii * D_MAX + c] = qv;
+            tile_b[ii * D_MAX + c] = dov;
+        }
+        if (lid < KT) {
+            var lv = 0.0;
+            var dl = 0.0;
+            if (i0 + lid < p.n_q) {
+                lv = lse[bh * p.n_q + i0 + lid];
+                dl = delta[bh * p.n_q + i0 + lid];
+            }
+            tile_s[lid] = lv;
+            tile_s[KT + lid] = dl;
+        }
+        workgroupBarrier();
+        if (valid) {
+            let ni = min(KT, p.n_q - i0);
+            for (var ii = 0u; ii < ni; ii++) {
+                var s = 0.0;
+                var dp = 0.0;
+                for (var c = 0u; c < HEAD_DIM; c++) {
+                    s = fma(tile_a[ii * D_MAX + c], kr[c], s);
+                    dp = fma(tile_b[ii * D_MAX + c], vr[c], dp);
+                }
+                let pij = exp(s * p.scale - tile_s[ii]);
+                let ds = pij * (dp - tile_s[KT + ii]);
+                for (var c = 0u; c < HEAD_DIM; c++) {
+                    dv[c] = fma(pij, tile_b[ii * D_MAX + c], dv[c]);
+                    dk[c] = fma(ds, tile_a[ii * D_MAX + c], dk[c]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (valid) {
+        let kb = qkv_base(p.k_off, b, h, j);
+        let vb = qkv_base(p.v_off, b, h, j);
+        for (var c = 0u; c < HEAD_DIM; c++) {
+            res0[kb + c] = dk[c] * p.scale;
+            res1[vb + c] = dv[c];
+        }
+    }
+}

@@ -1,0 +1,35 @@
+// Prelude: prepended to every kernel source by the shader registry (src/gpu/registry.rs).
+
+const SQRT_HALF: f32 = 0.7071067811865476;
+const INV_SQRT_2PI: f32 = 0.3989422804014327;
+
+// Linear workgroup index of a grid laid out by grid_1d (x up to 65,535, then y).
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// erfc(x) with a relative error below 1.2e-7 everywhere (Chebyshev fit of erfc(z)·exp(z²)).
+// Working on erfc keeps the negative tail of GELU accurate, where 1 + erf(x) would cancel.
+fn erfc_f32(x: f32) -> f32 {
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806
+        + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+    let r = t * exp(-z * z + poly);
+    return select(2.0 - r, r, x >= 0.0);
+}
+
+// Standard normal CDF Φ(x).
+fn normal_cdf(x: f32) -> f32 {
+    return 0.5 * erfc_f32(-x * SQRT_HALF);
+}
+
+// Exact GELU: x·Φ(x).
+fn gelu_f32(x: f32) -> f32 {
+    return x * normal_cdf(x);
+}
+
+// d/dx GELU = Φ(x) + x·φ(x).
+fn gelu_grad_f32(x: f32) -> f32 {
+    return normal_cdf(x) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
+}

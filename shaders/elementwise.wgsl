@@ -1,0 +1,54 @@
+// Elementwise ops over flat tensors; `b` broadcasts by wrapping (b[i % nb]): a row vector over
+// the last dimension, a scalar (nb = 1), or a full tensor (nb = n).
+// add_forward:  out = a + b          mul_forward: out = a · b
+// axpby:        out = alpha·a + beta·out   (scale: beta = 0; accumulate: beta = 1)
+// Backward passes compose these: d(a+b)/da = dy (axpby), d(a·b)/da = dy·b (mul_forward),
+// and a broadcast operand's gradient is a column sum (reduce.wgsl).
+// accumulate=1 makes add/mul write out += result.
+// Dispatch: grid_1d(ceil(n / 256)).
+
+struct Params {
+    n: u32,
+    nb: u32,
+    accumulate: u32,
+    _pad: u32,
+    alpha: f32,
+    beta: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256)
+fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    var v = a[i] + b[i % p.nb];
+    if (p.accumulate != 0u) { v += out[i]; }
+    out[i] = v;
+}
+
+@compute @workgroup_size(256)
+fn mul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    var v = a[i] * b[i % p.nb];
+    if (p.accumulate != 0u) { v += out[i]; }
+    out[i] = v;
+}
+
+@compute @workgroup_size(256)
+fn axpby(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    var v = p.alpha * a[i];
+    if (p.beta != 0.0) { v += p.beta * out[i]; }
+    out[i] = v;
+}

@@ -1,0 +1,122 @@
+// Batched matmul with optional transposes and a fused epilogue:
+//   C[z] = alpha · op(A[z]) · op(B[z])  (+ C[z] if accumulate)  (+ bias[n] if epilogue ≥ 1)
+//   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation).
+// op(A) is [M, K]: A stored [M, K], or [K, M] when trans_a = 1. op(B) is [K, N]: B stored
+// [K, N], or [N, K] when trans_b = 1 (the linear layer's y = x·Wᵀ). A batch stride of 0
+// broadcasts an operand (one weight for every batch).
+// Backward is the same kernel with other transposes: dA = dC·op(B)ᵀ, dB = op(A)ᵀ·dC
+// (see src/kernels/matmul.rs); bias and GELU backward are reduce.wgsl and gelu.wgsl.
+// Tiles: 64×64 outputs per workgroup of 256 threads, 4×4 per thread, K in steps of 16 through
+// workgroup memory (8 KiB). Dispatch: (ceil(N/64), ceil(M/64), batches ≤ 65,535 per dispatch,
+// batch_offset for the rest).
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_offset: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    trans_a: u32,
+    trans_b: u32,
+    epilogue: u32,
+    accumulate: u32,
+    _pad0: u32,
+    alpha: f32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> aux: array<f32>;
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+var<workgroup> As: array<f32, 1024>; // [BK][BM]
+var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
+
+@compute @workgroup_size(256)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z + p.batch_offset;
+    let a_base = z * p.a_batch_stride;
+    let b_base = z * p.b_batch_stride;
+    let c_base = z * p.c_batch_stride;
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc: array<f32, 16>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        for (var i = 0u; i < 4u; i++) {
+            let l = lid + i * 256u;
+            // A tile element (mi, ki), loaded along A's contiguous dimension.
+            var mi = l / BK;
+            var ki = l % BK;
+            if (p.trans_a != 0u) {
+                ki = l / BM;
+                mi = l % BM;
+            }
+            let gm = row0 + mi;
+            let gk = k0 + ki;
+            var va = 0.0;
+            if (gm < p.m && gk < p.k) {
+                if (p.trans_a != 0u) { va = a[a_base + gk * p.m + gm]; } else { va = a[a_base + gm * p.k + gk]; }
+            }
+            As[ki * BM + mi] = va;
+            // B tile element (kj, nj).
+            var kj = l / BN;
+            var nj = l % BN;
+            if (p.trans_b != 0u) {
+                nj = l / BK;
+                kj = l % BK;
+            }
+            let gn = col0 + nj;
+            let gk2 = k0 + kj;
+            var vb = 0.0;
+            if (gn < p.n && gk2 < p.k) {
+                if (p.trans_b != 0u) { vb = b[b_base + gn * p.k + gk2]; } else { vb = b[b_base + gk2 * p.n + gn]; }
+            }
+            Bs[kj * BN + nj] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            var ar: array<f32, 4>;
+            var br: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                ar[i] = As[kk * BM + ty + 16u * i];
+                br[i] = Bs[kk * BN + tx + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i * 4u + j] = fma(ar[i], br[j], acc[i * 4u + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let gm = row0 + ty + 16u * i;
+        if (gm >= p.m) { continue; }
+        for (var j = 0u; j < 4u; j++) {
+            let gn = col0 + tx + 16u * j;
+            if (gn >= p.n) { continue; }
+            let idx = c_base + gm * p.n + gn;
+            var v = p.alpha * acc[i * 4u + j];
+            if (p.accumulate != 0u) { v += c[idx]; }
+            if (p.epilogue >= 1u) { v += bias[gn]; }
+            if (p.epilogue == 2u) {
+                aux[idx] = v;
+                v = gelu_f32(v);
+            }
+            c[idx] = v;
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `dinoscope bench kernels`: GPU timestamps where the adapter has them, wall clock otherwise;
+//! the median of repetitions.
+
+use crate::gpu::{Gpu, Recorder, Result};
+use crate::kernels;
+use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
+use crate::kernels::matmul::MatmulDims;
+use crate::selftest::checks_random as random;
+use std::time::Instant;
+
+/// Times `record` (one recording, one submit) `reps` times after a warm-up; median seconds and
+/// whether GPU timestamps were used.
+pub fn time(gpu: &Gpu, reps: usize, mut record: impl FnMut(&mut Recorder)) -> Result<(f64, bool)> {
+    let mut times = Vec::new();
+    let mut gpu_ts = false;
+    for i in 0..=reps {
+        let mut rec = Recorder::new_timed(gpu);
+        record(&mut rec);
+        let t0 = Instant::now();
+        let ts = rec.finish_timed()?;
+        let wall = t0.elapsed().as_secs_f64();
+        if i == 0 {
+            continue; // warm-up: pipelines compile, buffers allocate
+        }
+        gpu_ts = ts.is_some();
+        times.push(ts.unwrap_or(wall));
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok((times[times.len() / 2], gpu_ts))
+}
+
+/// Prints the kernel benchmark table.
+pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
+    let reps = reps.max(1);
+    println!(
+        "adapter: {} ({:?}), {} repetitions, median",
+        gpu.info.name, gpu.info.backend, reps
+    );
+    println!(
+        "{:<44} {:>12} {:>14}  {}",
+        "kernel", "time", "rate", "clock"
+    );
+    let clock = |ts: bool| if ts { "gpu" } else { "wall" };
+    let mut sizes = vec![(1024, 1024, 1024), (2048, 2048, 2048)];
+    if !quick {
+        sizes.push((4096, 4096, 4096));
+    }
+    // ViT-S/14 shapes: 64 images × 261 tokens, width 384, MLP 1536.
+    let rows = 64 * 261;
+    let vits = [
+        (rows, 3 * 384, 384, "qkv"),
+        (rows, 384, 384, "proj"),
+        (rows, 1536, 384, "fc1"),
+        (rows, 384, 1536, "fc2"),
+    ];
+    for &(m, n, k) in &sizes {
+        let a = gpu.upload(&random(m * k, 1, -1.0, 1.0), &[m, k]);
+        let b = gpu.upload(&random(k * n, 2, -1.0, 1.0), &[k, n]);
+        let c = gpu.empty(&[m, n]);
+        let (t, ts) = time(gpu, reps, |rec| {
+            kernels::matmul::matmul_forward(rec, &c, &a, &b, MatmulDims::new(m, n, k))
+        })?;
+        let gf = 2.0 * (m * n * k) as f64 / t / 1e9;
+        println!(
+            "{:<44} {:>9.3} ms {:>9.1} GFLOP/s  {}",
+            format!("matmul {m}x{n}x{k}"),
+            t * 1e3,
+            gf,
+            clock(ts)
+        );
+    }
+    for &(m, n, k, name) in &vits {
+        let x = gpu.upload(&random(m * k, 3, -1.0, 1.0), &[m, k]);
+        let w = gpu.upload(&random(n * k, 4, -0.1, 0.1), &[n, k]);
+        let bias = gpu.upload(&random(n, 5, -0.1, 0.1), &[n]);
+        let y = gpu.empty(&[m, n]);
+        let (t, ts) = time(gpu, reps, |rec| {
+            kernels::linear::linear_forward(rec, &y, &x, &w, Some(&bias), None)
+        })?;
+        let gf = 2.0 * (m * n * k) as f64 / t / 1e9;
+        println!(
+            "{:<44} {:>9.3} ms {:>9.1} GFLOP/s  {}",
+            format!("linear ViT-S {name} {m}x{n}x{k}"),
+            t * 1e3,
+            gf,
+            clock(ts)
+        );
+    }
+    {
+        let (r, d) = (rows, 384);
+        let x = gpu.upload(&random(r * d, 6, -1.0, 1.0), &[r, d]);
+        let w = gpu.upload(&vec![1.0; d], &[d]);
+        let b = gpu.upload(&vec![0.0; d], &[d]);
+        let y = gpu.empty(&[r, d]);
+        let (t, ts) = time(gpu, reps, |rec| {
+            let _ = kernels::layernorm::layernorm_forward(rec, &y, &x, &w, &b, 1e-6);
+        })?;
+        let gb = (2 * r * d * 4) as f64 / t / 1e9;
+        println!(
+            "{:<44} {:>9.3} ms {:>9.1} GB/s     {}",
+            format!("layernorm {r}x{d}"),
+            t * 1e3,
+            gb,
+            clock(ts)
+        );
+        let n = r * 1536;
+        let xg = gpu.upload(&random(n, 7, -3.0, 3.0), &[n]);
+        let yg = gpu.empty(&[n]);
+        let (t, ts) = time(gpu, reps, |rec| kernels::gelu::gelu_forward(rec, &yg, &xg))?;
+        println!(
+            "{:<44} {:>9.3} ms {:>9.1} GB/s     {}",
+            format!("gelu {n}"),
+            t * 1e3,
+            (2 * n * 4) as f64 / t / 1e9,
+            clock(ts)
+        );
+        let (sr, sc) = (64 * 6 * 261, 261);
+        let xs = gpu.upload(&random(sr * sc, 8, -3.0, 3.0), &[sr, sc]);
+        let ys = gpu.empty(&[sr, sc]);
+        let (t, ts) = time(gpu, reps, |rec| {
+            kernels::softmax::softmax_forward(rec, &ys, &xs, sc, 1.0)
+        })?;
+        println!(
+            "{:<44} {:>9.3} ms {:>9.1} GB/s     {}",
+            format!("softmax {sr}x{sc}"),
+            t * 1e3,
+            (2 * sr * sc * 4) as f64 / t / 1e9,
+            clock(ts)
+        );
+    }
+    let batch = if quick { 4 } else { 64 };
+    let (h, n, d) = (6, 261, 64);
+    let dims = AttnDims::new(batch, h, n, d);
+    let len = batch * n * 3 * h * d;
+    let qkv = gpu.upload(&random(len, 9, -1.0, 1.0), &[batch, n, 3 * h * d]);
+    let out = gpu.empty(&[batch, n, h * d]);
+    let dout = gpu.upload(
+        &random(batch * n * h * d, 10, -1.0, 1.0),
+        &[batch, n, h * d],
+    );
+    let dqkv = gpu.empty(&[batch, n, 3 * h * d]);
+    let layout = QkvLayout::fused(h, n, d);
+    let ol = OutLayout::bnhd(h, n, d);
+    let mut lse = None;
+    let (t, ts) = time(gpu, reps, |rec| {
+        lse = Some(kernels::attention::attention_forward(
+            rec, &out, &qkv, &qkv, &qkv, dims, layout, ol,
+        ));
+    })?;
+    let flops = 4.0 * (batch * h * n * n * d) as f64;
+    println!(
+        "{:<44} {:>9.3} ms {:>9.1} GFLOP/s  {}",
+        format!("attention fwd B={batch} H={h} T={n} d={d}"),
+        t * 1e3,
+        flops / t / 1e9,
+        clock(ts)
+    );
+    if let Some(lse) = lse {
+        let (t, ts) = time(gpu, reps, |rec| {
+            kernels::attention::attention_backward(
+                rec, &dqkv, &dqkv, &dqkv, &dout, &qkv, &qkv, &qkv, &out, &lse, dims, layout, ol,
+            )
+        })?;
+        println!(
+            "{:<44} {:>9.3} ms {:>9.1} GFLOP/s  {}",
+            format!("attention bwd B={batch} H={h} T={n} d={d}"),
+            t * 1e3,
+            2.5 * flops / t / 1e9,
+            clock(ts)
+        );
+    }
+    let stats = gpu.pool_stats();
+    println!(
+        "peak pooled GPU memory: {:.1} MiB",
+        stats.peak_bytes as f64 / (1 << 20) as f64
+    );
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Reading the golden-tensor format: a folder with `manifest.json` and safetensors files
+//! (`ops.safetensors`, `losses.safetensors`, model folders). Shapes are read from the files;
+//! nothing assumes the sizes of one particular set.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A problem with a fixtures folder or one of its files.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FixtureError {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FixtureError {
+    /// An error about `path`.
+    pub fn new(path: &Path, message: impl Into<String>) -> Self {
+        FixtureError {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One tensor's entry in `manifest.json`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ManifestEntry {
+    /// File relative to the folder.
+    pub file: String,
+    /// Tensor name.
+    pub name: String,
+    /// input, output, grad, param, info.
+    #[serde(default)]
+    pub role: String,
+    /// How it was made.
+    #[serde(default)]
+    pub description: String,
+    /// max |float32 − float64| of the reference computation.
+    #[serde(default)]
+    pub f64_max_abs_diff: Option<f64>,
+    /// Zero in exact arithmetic (compare with an absolute tolerance).
+    #[serde(default)]
+    pub exactly_zero_in_exact_arithmetic: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct ManifestFile {
+    #[serde(default)]
+    tensors: Vec<ManifestEntry>,
+}
+
+/// The manifest of a fixtures folder, indexed by (file, name).
+#[derive(Default)]
+pub struct Manifest {
+    entries: HashMap<(String, String), ManifestEntry>,
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Manifest, FixtureError> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| FixtureError::new(&path, format!("cannot read: {e}")))?;
+        let m: ManifestFile = serde_json::from_str(&text)
+            .map_err(|e| FixtureError::new(&path, format!("not a valid manifest: {e}")))?;
+        Ok(Manifest {
+            entries: m
+                .tensors
+                .into_iter()
+                .map(|e| ((e.file.clone(), e.name.clone()), e))
+                .collect(),
+        })
+    }
+
+    /// The entry of `name` in `file`.
+    pub fn get(&self, file: &str, name: &str) -> Option<&ManifestEntry> {
+        self.entries.get(&(file.to_string(), name.to_string()))
+    }
+
+    /// The tolerance rule of the golden README for an expected tensor:
+    /// `max(20·f64_max_abs_diff, 1e-6·max(1, max|expected|))`, at least 1e-5 for values that are
+    /// zero in exact arithmetic. Without an entry: `1e-5·max(1, max|expected|)`.
+    pub fn tolerance(&self, file: &str, name: &str, expected: &[f32]) -> f32 {
+        let max_abs = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        match self.get(file, name) {
+            Some(e) => {
+                let mut tol =
+                    (20.0 * e.f64_max_abs_diff.unwrap_or(0.0) as f32).max(1e-6 * max_abs.max(1.0));
+                if e.exactly_zero_in_exact_arithmetic == Some(true) {
+                    tol = tol.max(1e-5);
+                }
+                tol
+            }
+            None => 1e-5 * max_abs.max(1.0),
+        }
+    }
+}
+
+/// A tensor read from a safetensors file, converted to f32 (or kept as integers).
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values as f32 (integers converted).
+    pub data: Vec<f32>,
+}
+
+/// All tensors of one safetensors file.
+pub struct TensorFile {
+    /// Where it came from.
+    pub path: PathBuf,
+    tensors: HashMap<String, HostTensor>,
+    order: Vec<String>,
+}
+
+impl TensorFile {
+    /// Reads and decodes a whole file (F32, F16, BF16, F64, I32, I64, U8).
+    pub fn open(path: &Path) -> Result<TensorFile, FixtureError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| FixtureError::new(path, format!("cannot read: {e}")))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Decodes safetensors bytes; `path` names them in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<TensorFile, FixtureError> {
+        use safetensors::{Dtype, SafeTensors};
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| FixtureError::new(path, format!("not a valid safetensors file ({e})")))?;
+        let mut tensors = HashMap::new();
+        let mut order = Vec::new();
+        for (name, view) in st.tensors() {
+            let raw = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                Dtype::F64 => raw
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                    .collect(),
+                Dtype::F16 => raw
+                    .chunks_exact(2)
+                    .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+                Dtype::BF16 => raw
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                    .collect(),
+                Dtype::I32 => raw
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                    .collect(),
+                Dtype::I64 => raw
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                    .collect(),
+                Dtype::U8 | Dtype::BOOL => raw.iter().map(|&b| b as f32).collect(),
+                other => {
+                    return Err(FixtureError::new(
+                        path,
+                        format!("tensor '{name}' has unsupported dtype {other:?}"),
+                    ));
+                }
+            };
+            order.push(name.clone());
+            tensors.insert(
+                name,
+                HostTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
+        }
+        order.sort();
+        Ok(TensorFile {
+            path: path.to_path_buf(),
+            tensors,
+            order,
+        })
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.order
+    }
+
+    /// Whether a tensor exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// A tensor, or an error naming the file and the tensor.
+    pub fn get(&self, name: &str) -> Result<&HostTensor, FixtureError> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| FixtureError::new(&self.path, format!("missing tensor '{name}'")))
+    }
+}
+
+/// IEEE half to f32.
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: renormalise.
+            let shift = m.leading_zeros() - 21;
+            let m = (m << shift) & 0x3ff;
+            sign | ((127 - 15 + 1 - shift) << 23) | (m << 13)
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Largest |a − b| and whether every element is within `tol`, plus a note on the first misses.
+pub fn compare(got: &[f32], want: &[f32], tol: f32) -> (f32, bool, String) {
+    if got.len() != want.len() {
+        return (
+            f32::INFINITY,
+            false,
+            format!("length {} vs expected {}", got.len(), want.len()),
+        );
+    }
+    let mut max = 0.0f32;
+    let mut misses = Vec::new();
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        let bad = !(d <= tol);
+        if bad && misses.len() < 3 {
+            misses.push(format!("[{i}] got {g} want {w}"));
+        }
+        if d > max || d.is_nan() {
+            max = if d.is_nan() { f32::INFINITY } else { d };
+        }
+    }
+    let ok = misses.is_empty();
+    (max, ok, misses.join(", "))
+}

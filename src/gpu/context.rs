@@ -1,0 +1,556 @@
+//! Adapter choice, device creation, pipeline cache and readback.
+
+use super::pool::{Pool, PoolStats};
+use super::registry::{shader_source, Access, Kernel};
+use super::tensor::Tensor;
+use super::{GpuError, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Which backend and adapter to use; `None` means "the best one available".
+#[derive(Clone, Debug, Default)]
+pub struct AdapterChoice {
+    /// Backend name: vulkan, metal, dx12, gl, webgpu (comma list allowed).
+    pub backend: Option<String>,
+    /// Case-insensitive substring of the adapter name.
+    pub adapter: Option<String>,
+}
+
+impl AdapterChoice {
+    /// Reads `DINOSCOPE_BACKEND` and `DINOSCOPE_ADAPTER` (and wgpu's `WGPU_BACKEND`,
+    /// `WGPU_ADAPTER_NAME` as fallbacks); explicit values given later override them.
+    pub fn from_env() -> Self {
+        let get = |a: &str, b: &str| {
+            std::env::var(a)
+                .ok()
+                .or_else(|| std::env::var(b).ok())
+                .filter(|s| !s.trim().is_empty())
+        };
+        AdapterChoice {
+            backend: get("DINOSCOPE_BACKEND", "WGPU_BACKEND"),
+            adapter: get("DINOSCOPE_ADAPTER", "WGPU_ADAPTER_NAME"),
+        }
+    }
+}
+
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+}
+
+type PipelineKey = (&'static str, &'static str, Vec<(String, u64)>);
+
+/// A wgpu device with the runtime's caches. Cheap to share behind an `Arc`.
+pub struct Gpu {
+    /// The device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// What the adapter says about itself.
+    pub info: wgpu::AdapterInfo,
+    /// Limits the device was created with (the adapter's own).
+    pub limits: wgpu::Limits,
+    /// Features enabled on the device.
+    pub features: wgpu::Features,
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    pub(crate) pool: Arc<Mutex<Pool>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    /// Bound where a kernel's optional input is absent.
+    pub(crate) dummy_read: Tensor,
+    /// Bound where a kernel's optional output is absent.
+    pub(crate) dummy_write: Tensor,
+}
+
+/// Features we use when the adapter offers them.
+fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY
+}
+
+impl Gpu {
+    /// Opens a device on the chosen adapter, with the adapter's own limits.
+    pub async fn new(choice: &AdapterChoice) -> Result<Gpu> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if let Some(b) = &choice.backend {
+            let backends = wgpu::Backends::from_comma_list(b);
+            if backends.is_empty() {
+                return Err(GpuError::NoAdapter(format!(
+                    ": unknown backend '{b}' (use vulkan, metal, dx12, gl or webgpu)"
+                )));
+            }
+            desc.backends = backends;
+        }
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pick_adapter(&instance, backends, choice).await?;
+        Self::from_adapter(adapter).await
+    }
+
+    /// Blocking [`Gpu::new`] for native code.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(choice: &AdapterChoice) -> Result<Gpu> {
+        pollster::block_on(Self::new(choice))
+    }
+
+    /// Opens a device on an adapter the caller already chose.
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let features = adapter.features() & wanted_features();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("dinoscope"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self::from_device(device, queue, info))
+    }
+
+    /// Wraps an existing device (for example eframe's), so the UI and the runtime share it.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("wgpu: {e}");
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let limits = device.limits();
+        let features = device.features();
+        let pool = Arc::new(Mutex::new(Pool::default()));
+        let dummy = |label| {
+            let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            Tensor::from_buffer(buffer, vec![4], 16, std::sync::Weak::new())
+        };
+        let dummy_read = dummy("dummy-read");
+        let dummy_write = dummy("dummy-write");
+        Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+            pool,
+            errors,
+            dummy_read,
+            dummy_write,
+        }
+    }
+
+    /// Returns (and clears) errors wgpu reported since the last call.
+    pub fn check(&self) -> Result<()> {
+        let mut errs = self
+            .errors
+            .lock()
+            .map_err(|_| GpuError::Wgpu("poisoned".into()))?;
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            let msg = errs.join("; ");
+            errs.clear();
+            Err(GpuError::Wgpu(msg))
+        }
+    }
+
+    /// Whether GPU timestamps can be taken on this device.
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Buffer pool statistics (bytes live, cached, peak).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.lock().map(|p| p.stats()).unwrap_or_default()
+    }
+
+    /// Frees the buffers the pool keeps for reuse.
+    pub fn trim_pool(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.trim();
+        }
+    }
+
+    fn module(&self, shader: &'static str) -> Arc<wgpu::ShaderModule> {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        modules
+            .entry(shader)
+            .or_insert_with(|| {
+                let src =
+                    shader_source(shader).unwrap_or_else(|| panic!("unknown shader '{shader}'"));
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some(shader),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                };
+                #[cfg(not(target_arch = "wasm32"))]
+                let module = {
+                    // Loop bounding keeps accumulator arrays from being unrolled into registers: on
+                    // NVIDIA a tiled matmul ran 17x slower with it. Our loops all have fixed bounds.
+                    let checks = wgpu::ShaderRuntimeChecks {
+                        force_loop_bounding: false,
+                        ..wgpu::ShaderRuntimeChecks::checked()
+                    };
+                    // SAFETY: every loop in our shaders terminates (bounded by params or constants).
+                    unsafe { self.device.create_shader_module_trusted(desc, checks) }
+                };
+                #[cfg(target_arch = "wasm32")]
+                let module = self.device.create_shader_module(desc);
+                Arc::new(module)
+            })
+            .clone()
+    }
+
+    /// The compute pipeline for a kernel with the given override constants (cached).
+    pub(crate) fn pipeline(&self, k: &'static Kernel, overrides: &[(&str, f64)]) -> Arc<Pipeline> {
+        let key: PipelineKey = (
+            k.shader,
+            k.entry,
+            overrides
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_bits()))
+                .collect(),
+        );
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return p.clone();
+        }
+        let module = self.module(k.shader);
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for &(binding, a) in k.bindings {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: a == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(k.entry),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(k.entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.entry),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(k.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: overrides,
+                    // Every kernel writes its workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        let p = Arc::new(Pipeline { pipeline, layout });
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, p.clone());
+        p
+    }
+
+    /// Uploads f32 data as a new tensor.
+    pub fn upload(&self, data: &[f32], shape: &[usize]) -> Tensor {
+        self.upload_bytes(bytemuck::cast_slice(data), shape)
+    }
+
+    /// Uploads u32 data (indices, masks) as a new tensor.
+    pub fn upload_u32(&self, data: &[u32], shape: &[usize]) -> Tensor {
+        self.upload_bytes(bytemuck::cast_slice(data), shape)
+    }
+
+    fn upload_bytes(&self, bytes: &[u8], shape: &[usize]) -> Tensor {
+        let numel: usize = shape.iter().product();
+        assert_eq!(
+            numel * 4,
+            bytes.len(),
+            "upload: shape {shape:?} does not match the data"
+        );
+        // A fresh buffer (not a pooled one): a pooled buffer may still be read by recorded work,
+        // and queue writes land before the whole next submission.
+        let t = self.empty_fresh(shape);
+        if !bytes.is_empty() {
+            self.queue.write_buffer(t.buffer(), 0, bytes);
+        }
+        t
+    }
+
+    fn empty_fresh(&self, shape: &[usize]) -> Tensor {
+        let numel: usize = shape.iter().product();
+        let size = Pool::round_size(numel as u64 * 4);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: Pool::USAGE,
+            mapped_at_creation: false,
+        });
+        if let Ok(mut p) = self.pool.lock() {
+            p.note_created(size);
+        }
+        Tensor::from_buffer(buffer, shape.to_vec(), size, Arc::downgrade(&self.pool))
+    }
+
+    /// A tensor with undefined contents, from the pool when a buffer of that size is free.
+    /// Kernels that write every element need no clearing; use [`Recorder::zeros`] otherwise.
+    pub fn empty(&self, shape: &[usize]) -> Tensor {
+        let numel: usize = shape.iter().product();
+        let size = Pool::round_size(numel as u64 * 4);
+        let reused = self.pool.lock().ok().and_then(|mut p| p.take(size));
+        match reused {
+            Some(buffer) => {
+                Tensor::from_buffer(buffer, shape.to_vec(), size, Arc::downgrade(&self.pool))
+            }
+            None => self.empty_fresh(shape),
+        }
+    }
+
+    /// Reads a tensor back as f32 (blocks; native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        pollster::block_on(self.read_async(t))
+    }
+
+    /// Reads a tensor back as u32 (blocks; native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
+        let v = self.read(t)?;
+        Ok(v.into_iter().map(f32::to_bits).collect())
+    }
+
+    /// Reads a tensor back as f32. On native the future polls the device; on the web it resolves
+    /// when the browser maps the buffer, so it never blocks the page.
+    pub async fn read_async(&self, t: &Tensor) -> Result<Vec<f32>> {
+        let bytes = t.numel() as u64 * 4;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let mapped = rx.await;
+        self.check()?;
+        mapped.map_err(|e| GpuError::Readback(e.to_string()))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Waits until all submitted work has finished (native); a no-op on the web.
+    pub fn wait(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Wgpu(e.to_string()))?;
+        self.check()
+    }
+
+    /// A multi-line description: adapter, backend, driver, limits and features.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        let l = &self.limits;
+        let mut s = String::new();
+        s += &format!("adapter:  {} ({:?})\n", i.name, i.device_type);
+        s += &format!("backend:  {:?}\n", i.backend);
+        s += &format!("driver:   {} {}\n", i.driver, i.driver_info);
+        s += &format!("vendor:   0x{:04x}  device: 0x{:04x}\n", i.vendor, i.device);
+        s += "limits:\n";
+        s += &format!(
+            "  max_storage_buffer_binding_size     {}\n",
+            l.max_storage_buffer_binding_size
+        );
+        s += &format!(
+            "  max_buffer_size                     {}\n",
+            l.max_buffer_size
+        );
+        s += &format!(
+            "  max_storage_buffers_per_shader_stage {}\n",
+            l.max_storage_buffers_per_shader_stage
+        );
+        s += &format!(
+            "  max_compute_workgroup_storage_size  {}\n",
+            l.max_compute_workgroup_storage_size
+        );
+        s += &format!(
+            "  max_compute_invocations_per_workgroup {}\n",
+            l.max_compute_invocations_per_workgroup
+        );
+        s += &format!(
+            "  max_compute_workgroup_size          {}x{}x{}\n",
+            l.max_compute_workgroup_size_x,
+            l.max_compute_workgroup_size_y,
+            l.max_compute_workgroup_size_z
+        );
+        s += &format!(
+            "  max_compute_workgroups_per_dimension {}\n",
+            l.max_compute_workgroups_per_dimension
+        );
+        s += &format!(
+            "  max_uniform_buffer_binding_size     {}\n",
+            l.max_uniform_buffer_binding_size
+        );
+        s += &format!(
+            "  min_uniform_buffer_offset_alignment {}\n",
+            l.min_uniform_buffer_offset_alignment
+        );
+        s += &format!(
+            "  max_bind_groups                     {}\n",
+            l.max_bind_groups
+        );
+        let f = self.features;
+        let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+        s += "features:\n";
+        s += &format!("  SHADER_F16      {}\n", has(wgpu::Features::SHADER_F16));
+        s += &format!("  SUBGROUP        {}\n", has(wgpu::Features::SUBGROUP));
+        s += &format!(
+            "  TIMESTAMP_QUERY {}\n",
+            has(wgpu::Features::TIMESTAMP_QUERY)
+        );
+        s
+    }
+}
+
+async fn pick_adapter(
+    instance: &wgpu::Instance,
+    backends: wgpu::Backends,
+    choice: &AdapterChoice,
+) -> Result<wgpu::Adapter> {
+    let hint = "; on Linux without a GPU install the software Vulkan driver \
+                (apt-get install mesa-vulkan-drivers), or try --backend gl";
+    if let Some(name) = &choice.adapter {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let adapters = instance.enumerate_adapters(backends).await;
+            let names: Vec<String> = adapters
+                .iter()
+                .map(|a| {
+                    let i = a.get_info();
+                    format!("{} ({:?})", i.name, i.backend)
+                })
+                .collect();
+            let want = name.to_lowercase();
+            return adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                .ok_or_else(|| {
+                    GpuError::NoAdapter(format!(
+                        " matching '{name}'; available: {}",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ))
+                });
+        }
+        #[cfg(target_arch = "wasm32")]
+        log::warn!("adapter choice by name ('{name}') is not available in the browser");
+    }
+    let _ = backends;
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        })
+        .await
+        .map_err(|e| GpuError::NoAdapter(format!(" ({e}){hint}")))
+}
+
+/// A one-shot channel that works without an executor on both native and web.
+fn futures_channel<T>() -> (OneshotTx<T>, OneshotRx<T>) {
+    let shared = Arc::new(Mutex::new(OneshotState {
+        value: None,
+        waker: None,
+    }));
+    (OneshotTx(shared.clone()), OneshotRx(shared))
+}
+
+struct OneshotState<T> {
+    value: Option<T>,
+    waker: Option<std::task::Waker>,
+}
+struct OneshotTx<T>(Arc<Mutex<OneshotState<T>>>);
+struct OneshotRx<T>(Arc<Mutex<OneshotState<T>>>);
+
+impl<T> OneshotTx<T> {
+    fn send(self, v: T) {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.value = Some(v);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<T> std::future::Future for OneshotRx<T> {
+    type Output = T;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match s.value.take() {
+            Some(v) => std::task::Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The recorder: a whole step of kernels in one command encoder, one compute pass where possible,
+//! and one submission. Params go into a uniform arena written once per submission.
+
+use super::context::Gpu;
+use super::registry::Kernel;
+use super::tensor::Tensor;
+use super::Result;
+
+/// WebGPU guarantees at least this many workgroups per grid dimension.
+pub const MAX_GROUPS: u32 = 65_535;
+
+/// A grid of `groups` workgroups laid out as x (≤ 65,535) × y. Kernels rebuild the linear group
+/// index as `wid.y * nwg.x + wid.x` and check it against their element count.
+pub fn grid_1d(groups: usize) -> [u32; 3] {
+    let groups = groups.max(1);
+    let x = groups.min(MAX_GROUPS as usize);
+    let y = groups.div_ceil(x);
+    assert!(
+        y <= MAX_GROUPS as usize,
+        "grid of {groups} workgroups is too large"
+    );
+    [x as u32, y as u32, 1]
+}
+
+/// A grid with one workgroup per row (rows may exceed 65,535).
+pub fn grid_rows(rows: usize) -> [u32; 3] {
+    grid_1d(rows)
+}
+
+const ARENA_CHUNK: u64 = 256 * 1024;
+
+struct ArenaChunk {
+    buffer: wgpu::Buffer,
+    bytes: Vec<u8>,
+}
+
+/// Records dispatches, clears and copies; [`Recorder::finish`] submits them all at once.
+pub struct Recorder<'g> {
+    gpu: &'g Gpu,
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    arena: Vec<ArenaChunk>,
+    align: u64,
+    held: Vec<Tensor>,
+    timestamps: Option<(wgpu::QuerySet, bool)>,
+    dispatches: usize,
+}
+
+impl<'g> Recorder<'g> {
+    /// A new, empty recording.
+    pub fn new(gpu: &'g Gpu) -> Recorder<'g> {
+        let encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        Recorder {
+            gpu,
+            encoder: Some(encoder),
+            pass: None,
+            arena: Vec::new(),
+            align: gpu.limits.min_uniform_buffer_offset_alignment.max(16) as u64,
+            held: Vec::new(),
+            timestamps: None,
+            dispatches: 0,
+        }
+    }
+
+    /// A recording whose first compute pass is timed with GPU timestamps (when available).
+    pub fn new_timed(gpu: &'g Gpu) -> Recorder<'g> {
+        let mut r = Self::new(gpu);
+        if gpu.has_timestamps() {
+            let qs = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            r.timestamps = Some((qs, false));
+        }
+        r
+    }
+
+    /// The device this recording is for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches
+    }
+
+    fn end_pass(&mut self) {
+        self.pass = None;
+    }
+
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.end_pass();
+        self.encoder.as_mut().expect("encoder present until finish")
+    }
+
+    fn params_slot(&mut self, bytes: &[u8]) -> (usize, u64) {
+        let need = (bytes.len() as u64).div_ceil(self.align) * self.align;
+        let fits = self
+            .arena
+            .last()
+            .is_some_and(|c| c.bytes.len() as u64 + need <= c.buffer.size());
+        if !fits {
+            let size = ARENA_CHUNK.max(need);
+            let buffer = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.arena.push(ArenaChunk {
+                buffer,
+                bytes: Vec::new(),
+            });
+        }
+        let idx = self.arena.len() - 1;
+        let chunk = &mut self.arena[idx];
+        let offset = chunk.bytes.len() as u64;
+        chunk.bytes.extend_from_slice(bytes);
+        chunk.bytes.resize((offset + need) as usize, 0);
+        (idx, offset)
+    }
+
+    /// Records one dispatch of `k` with its params and storage bindings (in binding order).
+    pub fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        k: &'static Kernel,
+        params: &P,
+        bufs: &[&Tensor],
+        grid: [u32; 3],
+    ) {
+        self.dispatch_with(k, &[], params, bufs, grid)
+    }
+
+    /// [`Recorder::dispatch`] with WGSL override constants.
+    pub fn dispatch_with<P: bytemuck::Pod>(
+        &mut self,
+        k: &'static Kernel,
+        overrides: &[(&str, f64)],
+        params: &P,
+        bufs: &[&Tensor],
+        grid: [u32; 3],
+    ) {
+        assert_eq!(
+            std::mem::size_of::<P>(),
+            k.params_size,
+            "{}: params struct size",
+            k.entry
+        );
+        assert_eq!(
+            bufs.len(),
+            k.bindings.len(),
+            "{}: number of bindings",
+            k.entry
+        );
+        if grid.contains(&0) {
+            return;
+        }
+        let max = self.gpu.limits.max_compute_workgroups_per_dimension;
+        assert!(
+            grid.iter().all(|&g| g <= max),
+            "{}: grid {grid:?} exceeds {max}",
+            k.entry
+        );
+        let pipeline = self.gpu.pipeline(k, overrides);
+        let (chunk, offset) = self.params_slot(bytemuck::bytes_of(params));
+        let psize = (k.params_size as u64).div_ceil(16) * 16;
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.arena[chunk].buffer,
+                offset,
+                size: wgpu::BufferSize::new(psize),
+            }),
+        }];
+        for (t, &(binding, _)) in bufs.iter().zip(k.bindings) {
+            entries.push(wgpu::BindGroupEntry {
+                binding,
+                resource: t.buffer().as_entire_binding(),
+            });
+        }
+        let bind_group = self
+            .gpu
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(k.entry),
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
+        for t in bufs {
+            self.held.push((*t).clone());
+        }
+        if self.pass.is_none() {
+            let timestamp_writes = match &mut self.timestamps {
+                Some((qs, used)) if !*used => {
+                    *used = true;
+                    Some(wgpu::ComputePassTimestampWrites {
+                        query_set: qs,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    })
+                }
+                _ => None,
+            };
+            let enc = self.encoder.as_mut().expect("encoder present until finish");
+            let pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("step"),
+                    timestamp_writes,
+                })
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        let pass = self.pass.as_mut().expect("pass just opened");
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+        self.dispatches += 1;
+    }
+
+    /// Fills a tensor with zeros.
+    pub fn clear(&mut self, t: &Tensor) {
+        self.held.push(t.clone());
+        let bytes = t.numel() as u64 * 4;
+        if bytes > 0 {
+            let size = bytes.div_ceil(4) * 4;
+            self.encoder().clear_buffer(t.buffer(), 0, Some(size));
+        }
+    }
+
+    /// A new tensor filled with zeros (for kernels that accumulate).
+    pub fn zeros(&mut self, shape: &[usize]) -> Tensor {
+        let t = self.gpu.empty(shape);
+        self.clear(&t);
+        t
+    }
+
+    /// Copies all of `src` into `dst` (same element count).
+    pub fn copy(&mut self, src: &Tensor, dst: &Tensor) {
+        assert_eq!(src.numel(), dst.numel(), "copy: element counts differ");
+        self.held.push(src.clone());
+        self.held.push(dst.clone());
+        let bytes = src.numel() as u64 * 4;
+        if bytes > 0 {
+            self.encoder()
+                .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes);
+        }
+    }
+
+    /// Copies `len` elements from `src[src_off..]` to `dst[dst_off..]`.
+    pub fn copy_range(
+        &mut self,
+        src: &Tensor,
+        src_off: usize,
+        dst: &Tensor,
+        dst_off: usize,
+        len: usize,
+    ) {
+        assert!(
+            src_off + len <= src.numel() && dst_off + len <= dst.numel(),
+            "copy_range: out of bounds"
+        );
+        self.held.push(src.clone());
+        self.held.push(dst.clone());
+        if len > 0 {
+            self.encoder().copy_buffer_to_buffer(
+                src.buffer(),
+                src_off as u64 * 4,
+                dst.buffer(),
+                dst_off as u64 * 4,
+                len as u64 * 4,
+            );
+        }
+    }
+
+    /// Submits everything recorded.
+    pub fn finish(mut self) -> Result<()> {
+        self.submit()?;
+        Ok(())
+    }
+
+    fn submit(&mut self) -> Result<Option<wgpu::Buffer>> {
+        self.end_pass();
+        let mut enc = self.encoder.take().expect("finish called once");
+        let mut ts_read = None;
+        if let Some((qs, true)) = &self.timestamps {
+            let resolve = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("ts-resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("ts-read"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.resolve_query_set(qs, 0..2, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, 16);
+            ts_read = Some(read);
+        }
+        for c in &self.arena {
+            self.gpu.queue.write_buffer(&c.buffer, 0, &c.bytes);
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        self.held.clear();
+        self.gpu.check()?;
+        Ok(ts_read)
+    }
+
+    /// Submits, waits, and returns the GPU time of the first compute pass in seconds (or `None`
+    /// without timestamp support). Native only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn finish_timed(mut self) -> Result<Option<f64>> {
+        let read = self.submit()?;
+        let gpu = self.gpu;
+        let Some(read) = read else {
+            gpu.wait()?;
+            return Ok(None);
+        };
+        read.map_async(wgpu::MapMode::Read, .., |_| {});
+        gpu.wait()?;
+        let ticks: Vec<u64> = {
+            let view = read
+                .get_mapped_range(..)
+                .map_err(|e| super::GpuError::Readback(e.to_string()))?;
+            bytemuck::cast_slice(&view).to_vec()
+        };
+        read.unmap();
+        let period = gpu.queue.get_timestamp_period() as f64;
+        Ok(Some(
+            ticks[1].saturating_sub(ticks[0]) as f64 * period * 1e-9,
+        ))
+    }
+}

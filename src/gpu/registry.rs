@@ -1,0 +1,77 @@
+//! Shader registry: every WGSL source embedded at compile time, and the kernel descriptors that
+//! say which entry point of which shader takes which bindings.
+
+/// Helpers prepended to every shader (erf, grid indexing).
+pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
+
+/// Every shader by name (file stem under `shaders/`).
+pub const SHADERS: &[(&str, &str)] = &[
+    ("adamw", include_str!("../../shaders/adamw.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    (
+        "cross_entropy",
+        include_str!("../../shaders/cross_entropy.wgsl"),
+    ),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
+    ("ema", include_str!("../../shaders/ema.wgsl")),
+    ("gelu", include_str!("../../shaders/gelu.wgsl")),
+    ("interp", include_str!("../../shaders/interp.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    (
+        "patch_embed",
+        include_str!("../../shaders/patch_embed.wgsl"),
+    ),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
+];
+
+/// The full source of a shader (prelude + file), or `None` for an unknown name.
+pub fn shader_source(name: &str) -> Option<String> {
+    SHADERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, src)| format!("{PRELUDE}\n{src}"))
+}
+
+/// How a kernel uses one storage binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `var<storage, read>`
+    Read,
+    /// `var<storage, read_write>`
+    ReadWrite,
+}
+
+/// One entry point: binding 0 is always the uniform params struct; `bindings` lists the storage
+/// bindings the entry point uses, as (binding number, access), in the order launchers pass them.
+#[derive(Debug)]
+pub struct Kernel {
+    /// Shader name in [`SHADERS`].
+    pub shader: &'static str,
+    /// WGSL entry point.
+    pub entry: &'static str,
+    /// Storage bindings used by this entry point.
+    pub bindings: &'static [(u32, Access)],
+    /// Size in bytes of the Rust params struct (checked against WGSL by a test).
+    pub params_size: usize,
+}
+
+impl Kernel {
+    /// Descriptor for an entry point whose params struct is `P`.
+    pub const fn new<P>(
+        shader: &'static str,
+        entry: &'static str,
+        bindings: &'static [(u32, Access)],
+    ) -> Self {
+        Kernel {
+            shader,
+            entry,
+            bindings,
+            params_size: std::mem::size_of::<P>(),
+        }
+    }
+}

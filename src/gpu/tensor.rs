@@ -1,0 +1,86 @@
+//! `Tensor`: a GPU buffer with a shape. No autograd: backward passes are explicit launcher calls.
+
+use super::pool::Pool;
+use std::sync::{Arc, Mutex, Weak};
+
+struct Storage {
+    buffer: Option<wgpu::Buffer>,
+    size: u64,
+    pool: Weak<Mutex<Pool>>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let (Some(b), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
+            if let Ok(mut p) = pool.lock() {
+                p.give_back(self.size, b);
+            }
+        }
+    }
+}
+
+/// A dense row-major tensor of 4-byte elements (f32, or u32 for indices and masks) on the GPU.
+/// Clones share the buffer; the buffer returns to the pool when the last clone is dropped.
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor{:?}", self.shape)
+    }
+}
+
+impl Tensor {
+    pub(crate) fn from_buffer(
+        buffer: wgpu::Buffer,
+        shape: Vec<usize>,
+        size: u64,
+        pool: Weak<Mutex<Pool>>,
+    ) -> Tensor {
+        Tensor {
+            storage: Arc::new(Storage {
+                buffer: Some(buffer),
+                size,
+                pool,
+            }),
+            shape,
+        }
+    }
+
+    /// The wgpu buffer (may be larger than the tensor).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        // The buffer is only taken in Drop.
+        self.storage
+            .buffer
+            .as_ref()
+            .expect("tensor buffer present until drop")
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The same buffer seen with another shape of equal element count.
+    pub fn reshape(&self, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        assert_eq!(n, self.numel(), "reshape {:?} -> {:?}", self.shape, shape);
+        Tensor {
+            storage: self.storage.clone(),
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// Whether two tensors share one buffer.
+    pub fn same_buffer(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+}

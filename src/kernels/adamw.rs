@@ -1,0 +1,132 @@
+//! AdamW over a flat parameter buffer with per-segment lr and weight-decay multipliers
+//! (shaders/adamw.wgsl).
+
+use crate::gpu::{grid_1d, Access::*, Gpu, Kernel, Recorder, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    n_segments: u32,
+    _pad0: [u32; 2],
+    lr: f32,
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    bc1: f32,
+    bc2: f32,
+    _pad1: u32,
+}
+
+/// One AdamW step.
+pub static ADAMW_STEP: Kernel = Kernel::new::<Params>(
+    "adamw",
+    "adamw_step",
+    &[
+        (1, ReadWrite),
+        (2, Read),
+        (3, ReadWrite),
+        (4, ReadWrite),
+        (5, Read),
+    ],
+);
+
+/// A parameter group: elements [start, end) with lr and weight-decay multipliers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Segment {
+    /// First element.
+    pub start: usize,
+    /// One past the last element.
+    pub end: usize,
+    /// Multiplies the learning rate (layer-wise decay, patch-embed ×0.2, frozen last layer = 0).
+    pub lr_scale: f32,
+    /// Multiplies the weight decay (0 for norms, biases, tokens).
+    pub wd_scale: f32,
+}
+
+/// Hyper-parameters of one step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    /// Learning rate.
+    pub lr: f32,
+    /// Weight decay.
+    pub weight_decay: f32,
+    /// β1.
+    pub beta1: f32,
+    /// β2.
+    pub beta2: f32,
+    /// ε.
+    pub eps: f32,
+    /// Step number, from 1.
+    pub t: u32,
+}
+
+/// Sorted, non-overlapping segments uploaded once.
+pub struct Segments {
+    table: Tensor,
+    count: usize,
+}
+
+impl Segments {
+    /// Uploads the table; segments must be sorted and disjoint.
+    pub fn new(gpu: &Gpu, segs: &[Segment]) -> Segments {
+        assert!(!segs.is_empty(), "adamw: no parameter segments");
+        let mut raw: Vec<u32> = Vec::with_capacity(segs.len() * 4);
+        let mut last = 0;
+        for s in segs {
+            assert!(
+                s.start >= last && s.end >= s.start,
+                "adamw: segments must be sorted and disjoint"
+            );
+            last = s.end;
+            raw.extend([
+                s.start as u32,
+                s.end as u32,
+                s.lr_scale.to_bits(),
+                s.wd_scale.to_bits(),
+            ]);
+        }
+        Segments {
+            table: gpu.upload_u32(&raw, &[segs.len(), 4]),
+            count: segs.len(),
+        }
+    }
+}
+
+/// param, m, v ← one AdamW step with gradient `grad` (all flat, equal length).
+pub fn adamw_step(
+    rec: &mut Recorder,
+    param: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    segs: &Segments,
+    h: AdamWStep,
+) {
+    let n = param.numel();
+    assert!(
+        grad.numel() == n && m.numel() == n && v.numel() == n,
+        "adamw_step: sizes"
+    );
+    assert!(h.t >= 1, "adamw_step: steps count from 1");
+    let p = Params {
+        n: n as u32,
+        n_segments: segs.count as u32,
+        _pad0: [0; 2],
+        lr: h.lr,
+        weight_decay: h.weight_decay,
+        beta1: h.beta1,
+        beta2: h.beta2,
+        eps: h.eps,
+        bc1: 1.0 - h.beta1.powi(h.t as i32),
+        bc2: 1.0 - h.beta2.powi(h.t as i32),
+        _pad1: 0,
+    };
+    rec.dispatch(
+        &ADAMW_STEP,
+        &p,
+        &[param, grad, m, v, &segs.table],
+        grid_1d(n.div_ceil(256)),
+    );
+}

@@ -1,0 +1,318 @@
+//! Fused flash-style attention, forward and recomputing backward (shaders/attention.wgsl).
+
+use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    heads: u32,
+    n_q: u32,
+    n_k: u32,
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    _pad0: u32,
+    s_batch: u32,
+    s_head: u32,
+    s_tok: u32,
+    _pad1: u32,
+    o_batch: u32,
+    o_head: u32,
+    o_tok: u32,
+    _pad2: u32,
+    scale: f32,
+    _pad3: [u32; 3],
+}
+
+/// O and lse from Q, K, V.
+pub static ATTENTION_FORWARD: Kernel = Kernel::new::<Params>(
+    "attention",
+    "attention_forward",
+    &[
+        (1, Read),
+        (2, Read),
+        (3, Read),
+        (6, ReadWrite),
+        (8, ReadWrite),
+    ],
+);
+/// Probabilities from Q, K and lse.
+pub static ATTENTION_PROBS: Kernel = Kernel::new::<Params>(
+    "attention",
+    "attention_probs",
+    &[(1, Read), (2, Read), (6, ReadWrite), (8, ReadWrite)],
+);
+/// D = rowsum(dO⊙O).
+pub static ATTENTION_BACKWARD_DELTA: Kernel = Kernel::new::<Params>(
+    "attention",
+    "attention_backward_delta",
+    &[(4, Read), (5, Read), (7, ReadWrite)],
+);
+/// dQ.
+pub static ATTENTION_BACKWARD_DQ: Kernel = Kernel::new::<Params>(
+    "attention",
+    "attention_backward_dq",
+    &[
+        (1, Read),
+        (2, Read),
+        (3, Read),
+        (5, Read),
+        (6, ReadWrite),
+        (7, ReadWrite),
+        (8, ReadWrite),
+    ],
+);
+/// dK and dV.
+pub static ATTENTION_BACKWARD_DKV: Kernel = Kernel::new::<Params>(
+    "attention",
+    "attention_backward_dkv",
+    &[
+        (1, Read),
+        (2, Read),
+        (3, Read),
+        (5, Read),
+        (6, ReadWrite),
+        (7, ReadWrite),
+        (8, ReadWrite),
+        (9, ReadWrite),
+    ],
+);
+
+/// Largest head dimension the kernels hold in registers (every DINOv2 model uses 64).
+pub const MAX_HEAD_DIM: usize = 64;
+
+/// Sizes of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnDims {
+    /// Batch size.
+    pub batch: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Query tokens.
+    pub n_q: usize,
+    /// Key/value tokens.
+    pub n_k: usize,
+    /// Head dimension (≤ 64).
+    pub head_dim: usize,
+    /// Score scale, usually 1/sqrt(head_dim).
+    pub scale: f32,
+}
+
+impl AttnDims {
+    /// Self-attention over `n` tokens with the usual 1/sqrt(d) scale.
+    pub fn new(batch: usize, heads: usize, n: usize, head_dim: usize) -> Self {
+        AttnDims {
+            batch,
+            heads,
+            n_q: n,
+            n_k: n,
+            head_dim,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        }
+    }
+}
+
+/// Where Q, K and V live: element offsets and strides (in elements) per batch, head and token.
+#[derive(Clone, Copy, Debug)]
+pub struct QkvLayout {
+    /// Offset of Q.
+    pub q_off: usize,
+    /// Offset of K.
+    pub k_off: usize,
+    /// Offset of V.
+    pub v_off: usize,
+    /// Batch stride.
+    pub batch: usize,
+    /// Head stride.
+    pub head: usize,
+    /// Token stride.
+    pub tok: usize,
+}
+
+impl QkvLayout {
+    /// Separate [B, H, N, d] tensors.
+    pub fn bhnd(heads: usize, n: usize, d: usize) -> Self {
+        QkvLayout {
+            q_off: 0,
+            k_off: 0,
+            v_off: 0,
+            batch: heads * n * d,
+            head: n * d,
+            tok: d,
+        }
+    }
+    /// One fused buffer [B, N, 3, H, d], as a qkv linear layer writes it.
+    pub fn fused(heads: usize, n: usize, d: usize) -> Self {
+        let w = heads * d;
+        QkvLayout {
+            q_off: 0,
+            k_off: w,
+            v_off: 2 * w,
+            batch: n * 3 * w,
+            head: d,
+            tok: 3 * w,
+        }
+    }
+}
+
+/// Strides of O and dO.
+#[derive(Clone, Copy, Debug)]
+pub struct OutLayout {
+    /// Batch stride.
+    pub batch: usize,
+    /// Head stride.
+    pub head: usize,
+    /// Token stride.
+    pub tok: usize,
+}
+
+impl OutLayout {
+    /// [B, H, N, d].
+    pub fn bhnd(heads: usize, n: usize, d: usize) -> Self {
+        OutLayout {
+            batch: heads * n * d,
+            head: n * d,
+            tok: d,
+        }
+    }
+    /// [B, N, H, d] = [B, N, D]: heads merged, ready for the output projection.
+    pub fn bnhd(heads: usize, n: usize, d: usize) -> Self {
+        OutLayout {
+            batch: n * heads * d,
+            head: d,
+            tok: heads * d,
+        }
+    }
+}
+
+fn params(d: &AttnDims, l: &QkvLayout, o: &OutLayout) -> Params {
+    assert!(
+        d.head_dim >= 1 && d.head_dim <= MAX_HEAD_DIM,
+        "attention: head dim {} > {MAX_HEAD_DIM}",
+        d.head_dim
+    );
+    Params {
+        batch: d.batch as u32,
+        heads: d.heads as u32,
+        n_q: d.n_q as u32,
+        n_k: d.n_k as u32,
+        q_off: l.q_off as u32,
+        k_off: l.k_off as u32,
+        v_off: l.v_off as u32,
+        _pad0: 0,
+        s_batch: l.batch as u32,
+        s_head: l.head as u32,
+        s_tok: l.tok as u32,
+        _pad1: 0,
+        o_batch: o.batch as u32,
+        o_head: o.head as u32,
+        o_tok: o.tok as u32,
+        _pad2: 0,
+        scale: d.scale,
+        _pad3: [0; 3],
+    }
+}
+
+fn overrides(d: &AttnDims) -> [(&'static str, f64); 1] {
+    [("HEAD_DIM", d.head_dim as f64)]
+}
+
+/// O = softmax(scale·Q·Kᵀ)·V; returns lse [B, H, n_q] (natural log of the scaled scores).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    rec: &mut Recorder,
+    out: &Tensor,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    d: AttnDims,
+    layout: QkvLayout,
+    o_layout: OutLayout,
+) -> Tensor {
+    assert_eq!(
+        out.numel(),
+        d.batch * d.heads * d.n_q * d.head_dim,
+        "attention_forward: out size"
+    );
+    let p = params(&d, &layout, &o_layout);
+    let lse = rec.gpu().empty(&[d.batch, d.heads, d.n_q]);
+    let groups = d.n_q.div_ceil(64) * d.batch * d.heads;
+    rec.dispatch_with(
+        &ATTENTION_FORWARD,
+        &overrides(&d),
+        &p,
+        &[q, k, v, &lse, out],
+        grid_1d(groups),
+    );
+    lse
+}
+
+/// The attention probabilities [B, H, n_q, n_k], recomputed from Q, K and the forward's lse.
+pub fn attention_probs(
+    rec: &mut Recorder,
+    probs: &Tensor,
+    q: &Tensor,
+    k: &Tensor,
+    lse: &Tensor,
+    d: AttnDims,
+    layout: QkvLayout,
+) {
+    let n = d.batch * d.heads * d.n_q * d.n_k;
+    assert_eq!(probs.numel(), n, "attention_probs: probs size");
+    let p = params(&d, &layout, &OutLayout::bhnd(d.heads, d.n_q, d.head_dim));
+    rec.dispatch_with(
+        &ATTENTION_PROBS,
+        &overrides(&d),
+        &p,
+        &[q, k, lse, probs],
+        grid_1d(n.div_ceil(256)),
+    );
+}
+
+/// Gradients of O w.r.t. Q, K, V, written (not accumulated) with the Q/K/V layout; dq, dk and
+/// dv may be one fused buffer (distinct from the one holding q, k, v).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    rec: &mut Recorder,
+    dq: &Tensor,
+    dk: &Tensor,
+    dv: &Tensor,
+    dout: &Tensor,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    d: AttnDims,
+    layout: QkvLayout,
+    o_layout: OutLayout,
+) {
+    let p = params(&d, &layout, &o_layout);
+    let ov = overrides(&d);
+    let rows = d.batch * d.heads * d.n_q;
+    let delta = rec.gpu().empty(&[rows]);
+    rec.dispatch_with(
+        &ATTENTION_BACKWARD_DELTA,
+        &ov,
+        &p,
+        &[out, dout, &delta],
+        grid_1d(rows.div_ceil(256)),
+    );
+    let gq = d.n_q.div_ceil(64) * d.batch * d.heads;
+    rec.dispatch_with(
+        &ATTENTION_BACKWARD_DQ,
+        &ov,
+        &p,
+        &[q, k, v, dout, lse, &delta, dq],
+        grid_1d(gq),
+    );
+    let gk = d.n_k.div_ceil(64) * d.batch * d.heads;
+    rec.dispatch_with(
+        &ATTENTION_BACKWARD_DKV,
+        &ov,
+        &p,
+        &[q, k, v, dout, lse, &delta, dk, dv],
+        grid_1d(gk),
+    );
+}

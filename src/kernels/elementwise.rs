@@ -1,0 +1,109 @@
+//! Elementwise add, mul and axpby with wrap-around broadcasting (shaders/elementwise.wgsl).
+
+use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    nb: u32,
+    accumulate: u32,
+    _pad: u32,
+    alpha: f32,
+    beta: f32,
+    _pad1: [u32; 2],
+}
+
+const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, ReadWrite)];
+/// out = a + b.
+pub static ADD_FORWARD: Kernel = Kernel::new::<Params>("elementwise", "add_forward", B);
+/// out = a·b.
+pub static MUL_FORWARD: Kernel = Kernel::new::<Params>("elementwise", "mul_forward", B);
+/// out = alpha·a + beta·out.
+pub static AXPBY: Kernel = Kernel::new::<Params>("elementwise", "axpby", B);
+
+fn launch(
+    rec: &mut Recorder,
+    k: &'static Kernel,
+    out: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    accumulate: bool,
+) {
+    let n = a.numel();
+    let nb = b.numel();
+    assert_eq!(out.numel(), n, "{}: out and a sizes", k.entry);
+    assert!(
+        nb > 0 && n % nb == 0,
+        "{}: b ({nb}) must divide a ({n})",
+        k.entry
+    );
+    let p = Params {
+        n: n as u32,
+        nb: nb as u32,
+        accumulate: super::flag(accumulate),
+        _pad: 0,
+        alpha: 0.0,
+        beta: 0.0,
+        _pad1: [0; 2],
+    };
+    rec.dispatch(k, &p, &[a, b, out], grid_1d(n.div_ceil(256)));
+}
+
+/// out (+)= a + b, b broadcast by wrapping (row vector, scalar or full).
+pub fn add_forward(rec: &mut Recorder, out: &Tensor, a: &Tensor, b: &Tensor, accumulate: bool) {
+    launch(rec, &ADD_FORWARD, out, a, b, accumulate)
+}
+
+/// out (+)= a·b, b broadcast by wrapping. Also the backward of mul: da = dy·b.
+pub fn mul_forward(rec: &mut Recorder, out: &Tensor, a: &Tensor, b: &Tensor, accumulate: bool) {
+    launch(rec, &MUL_FORWARD, out, a, b, accumulate)
+}
+
+/// Backward of `out = a + b` with b broadcast over rows of width b.numel():
+/// da (+)= dy, db (+)= Σ_rows dy.
+pub fn add_backward(rec: &mut Recorder, da: &Tensor, db: &Tensor, dy: &Tensor, accumulate: bool) {
+    axpby(rec, da, dy, 1.0, if accumulate { 1.0 } else { 0.0 });
+    let cols = db.numel();
+    super::reduce::sum_rows(rec, db, dy, dy.numel() / cols, cols, 1.0, accumulate);
+}
+
+/// Backward of `out = a·b` with b broadcast over rows of width b.numel():
+/// da (+)= dy·b, db (+)= Σ_rows dy·a.
+pub fn mul_backward(
+    rec: &mut Recorder,
+    da: &Tensor,
+    db: &Tensor,
+    dy: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    accumulate: bool,
+) {
+    mul_forward(rec, da, dy, b, accumulate);
+    let tmp = rec.gpu().empty(dy.shape());
+    mul_forward(rec, &tmp, dy, a, false);
+    let cols = db.numel();
+    super::reduce::sum_rows(rec, db, &tmp, dy.numel() / cols, cols, 1.0, accumulate);
+}
+
+/// out = alpha·a + beta·out (beta = 0 overwrites: a scaled copy).
+pub fn axpby(rec: &mut Recorder, out: &Tensor, a: &Tensor, alpha: f32, beta: f32) {
+    let n = a.numel();
+    assert_eq!(out.numel(), n, "axpby: sizes");
+    let p = Params {
+        n: n as u32,
+        nb: 1,
+        accumulate: 0,
+        _pad: 0,
+        alpha,
+        beta,
+        _pad1: [0; 2],
+    };
+    let dummy = rec.gpu().dummy_read.clone();
+    rec.dispatch(&AXPBY, &p, &[a, &dummy, out], grid_1d(n.div_ceil(256)));
+}
+
+/// out = alpha·a; its backward is da = alpha·dy.
+pub fn scale_forward(rec: &mut Recorder, out: &Tensor, a: &Tensor, alpha: f32) {
+    axpby(rec, out, a, alpha, 0.0)
+}

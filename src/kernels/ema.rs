@@ -1,0 +1,32 @@
+//! Teacher EMA (shaders/ema.wgsl).
+
+use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    momentum: f32,
+    _pad: [u32; 2],
+}
+
+/// teacher = m·teacher + (1 − m)·student.
+pub static EMA_UPDATE: Kernel =
+    Kernel::new::<Params>("ema", "ema_update", &[(1, Read), (2, ReadWrite)]);
+
+/// teacher ← momentum·teacher + (1 − momentum)·student over flat buffers.
+pub fn ema_update(rec: &mut Recorder, teacher: &Tensor, student: &Tensor, momentum: f32) {
+    let n = teacher.numel();
+    assert_eq!(student.numel(), n, "ema_update: sizes");
+    let p = Params {
+        n: n as u32,
+        momentum,
+        _pad: [0; 2],
+    };
+    rec.dispatch(
+        &EMA_UPDATE,
+        &p,
+        &[student, teacher],
+        grid_1d(n.div_ceil(256)),
+    );
+}

@@ -1,0 +1,144 @@
+//! Bicubic resize of a grid (position embeddings), plain or antialiased, with backward
+//! (shaders/interp.wgsl). The per-axis weights come from [`crate::cpu::interp::axis_weights`].
+
+use crate::cpu::interp::{axis_weights, InterpMode};
+use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    channels: u32,
+    h_in: u32,
+    w_in: u32,
+    h_out: u32,
+    w_out: u32,
+    x_cs: u32,
+    x_ss: u32,
+    y_cs: u32,
+    y_ss: u32,
+    accumulate: u32,
+    _pad: [u32; 2],
+}
+
+const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, Read), (4, ReadWrite)];
+/// y from x.
+pub static INTERP_FORWARD: Kernel = Kernel::new::<Params>("interp", "interp_forward", B);
+/// dx from dy.
+pub static INTERP_BACKWARD: Kernel = Kernel::new::<Params>("interp", "interp_backward", B);
+
+/// Memory order of a grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GridLayout {
+    /// [C, H, W] (PyTorch's NCHW with N = 1).
+    ChannelFirst,
+    /// [H·W, C] (a position-embedding table without its CLS row).
+    ChannelLast,
+}
+
+/// A resize of a `channels`-deep grid from h_in×w_in to h_out×w_out.
+#[derive(Clone, Copy, Debug)]
+pub struct InterpDims {
+    /// Channels.
+    pub channels: usize,
+    /// Input rows.
+    pub h_in: usize,
+    /// Input columns.
+    pub w_in: usize,
+    /// Output rows.
+    pub h_out: usize,
+    /// Output columns.
+    pub w_out: usize,
+    /// Plain or antialiased bicubic.
+    pub mode: InterpMode,
+    /// Memory order of input and output.
+    pub layout: GridLayout,
+}
+
+/// Uploaded per-axis weights of one resize; build once per image size and reuse.
+pub struct InterpWeights {
+    wy: Tensor,
+    wx: Tensor,
+    dims: InterpDims,
+}
+
+impl InterpWeights {
+    /// Computes and uploads the weights.
+    pub fn new(gpu: &crate::gpu::Gpu, dims: InterpDims) -> Self {
+        let wy = axis_weights(dims.h_in, dims.h_out, dims.mode);
+        let wx = axis_weights(dims.w_in, dims.w_out, dims.mode);
+        InterpWeights {
+            wy: gpu.upload(&wy, &[dims.h_out, dims.h_in]),
+            wx: gpu.upload(&wx, &[dims.w_out, dims.w_in]),
+            dims,
+        }
+    }
+
+    fn params(&self, accumulate: bool) -> Params {
+        let d = &self.dims;
+        let (x_cs, x_ss, y_cs, y_ss) = match d.layout {
+            GridLayout::ChannelFirst => (d.h_in * d.w_in, 1, d.h_out * d.w_out, 1),
+            GridLayout::ChannelLast => (1, d.channels, 1, d.channels),
+        };
+        Params {
+            channels: d.channels as u32,
+            h_in: d.h_in as u32,
+            w_in: d.w_in as u32,
+            h_out: d.h_out as u32,
+            w_out: d.w_out as u32,
+            x_cs: x_cs as u32,
+            x_ss: x_ss as u32,
+            y_cs: y_cs as u32,
+            y_ss: y_ss as u32,
+            accumulate: super::flag(accumulate),
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// y = resize(x).
+pub fn interp_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, w: &InterpWeights) {
+    let d = &w.dims;
+    assert_eq!(
+        x.numel(),
+        d.channels * d.h_in * d.w_in,
+        "interp_forward: x shape"
+    );
+    assert_eq!(
+        y.numel(),
+        d.channels * d.h_out * d.w_out,
+        "interp_forward: y shape"
+    );
+    rec.dispatch(
+        &INTERP_FORWARD,
+        &w.params(false),
+        &[x, &w.wy, &w.wx, y],
+        grid_1d(y.numel().div_ceil(256)),
+    );
+}
+
+/// dx (+)= resizeᵀ(dy).
+pub fn interp_backward(
+    rec: &mut Recorder,
+    dx: &Tensor,
+    dy: &Tensor,
+    w: &InterpWeights,
+    accumulate: bool,
+) {
+    let d = &w.dims;
+    assert_eq!(
+        dx.numel(),
+        d.channels * d.h_in * d.w_in,
+        "interp_backward: dx shape"
+    );
+    assert_eq!(
+        dy.numel(),
+        d.channels * d.h_out * d.w_out,
+        "interp_backward: dy shape"
+    );
+    rec.dispatch(
+        &INTERP_BACKWARD,
+        &w.params(accumulate),
+        &[dy, &w.wy, &w.wx, dx],
+        grid_1d(dx.numel().div_ceil(256)),
+    );
+}

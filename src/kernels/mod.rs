@@ -1,0 +1,61 @@
+//! Kernel launchers: one file per `shaders/<op>.wgsl`, each with its params struct, its kernel
+//! descriptors and `<op>_forward` / `<op>_backward` functions that record into a [`Recorder`].
+//!
+//! Conventions: outputs first, dimensions last; shapes are checked with `assert!` naming the op
+//! (a mismatch is a programming error, not user input). `accumulate` flags mean `+=` into the
+//! output (parameter gradients, the residual stream); otherwise outputs are overwritten.
+//!
+//! [`Recorder`]: crate::gpu::Recorder
+
+pub mod adamw;
+pub mod attention;
+pub mod cross_entropy;
+pub mod elementwise;
+pub mod ema;
+pub mod gelu;
+pub mod interp;
+pub mod layernorm;
+pub mod linear;
+pub mod matmul;
+pub mod patch_embed;
+pub mod reduce;
+pub mod softmax;
+
+use crate::gpu::Kernel;
+
+/// Every kernel descriptor, for the shader validation test and pipeline warm-up.
+pub fn all_kernels() -> Vec<&'static Kernel> {
+    vec![
+        &adamw::ADAMW_STEP,
+        &attention::ATTENTION_FORWARD,
+        &attention::ATTENTION_PROBS,
+        &attention::ATTENTION_BACKWARD_DELTA,
+        &attention::ATTENTION_BACKWARD_DQ,
+        &attention::ATTENTION_BACKWARD_DKV,
+        &cross_entropy::CE_FORWARD,
+        &cross_entropy::CE_BACKWARD,
+        &elementwise::ADD_FORWARD,
+        &elementwise::MUL_FORWARD,
+        &elementwise::AXPBY,
+        &ema::EMA_UPDATE,
+        &gelu::GELU_FORWARD,
+        &gelu::GELU_BACKWARD,
+        &interp::INTERP_FORWARD,
+        &interp::INTERP_BACKWARD,
+        &layernorm::LN_FORWARD,
+        &layernorm::LN_BACKWARD,
+        &layernorm::LN_BACKWARD_PARAMS,
+        &matmul::MATMUL,
+        &patch_embed::IM2COL,
+        &patch_embed::COL2IM,
+        &reduce::SUM_ROWS,
+        &reduce::REDUCE_FULL,
+        &reduce::REDUCE_BACKWARD,
+        &softmax::SOFTMAX_FORWARD,
+        &softmax::SOFTMAX_BACKWARD,
+    ]
+}
+
+fn flag(b: bool) -> u32 {
+    b as u32
+}

@@ -1,0 +1,65 @@
+//! Row softmax (shaders/softmax.wgsl).
+
+use crate::gpu::{grid_rows, Access::*, Kernel, Recorder, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    accumulate: u32,
+    _pad: u32,
+    scale: f32,
+    _pad1: [u32; 3],
+}
+
+const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, ReadWrite)];
+/// y = softmax(scale·x).
+pub static SOFTMAX_FORWARD: Kernel = Kernel::new::<Params>("softmax", "softmax_forward", B);
+/// dx = scale·y⊙(dy − Σ dy⊙y).
+pub static SOFTMAX_BACKWARD: Kernel = Kernel::new::<Params>("softmax", "softmax_backward", B);
+
+/// y = softmax(scale·x) along rows of width `cols`.
+pub fn softmax_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, scale: f32) {
+    let rows = x.numel() / cols;
+    assert!(
+        rows * cols == x.numel() && y.numel() == x.numel(),
+        "softmax_forward: shapes"
+    );
+    let p = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        accumulate: 0,
+        _pad: 0,
+        scale,
+        _pad1: [0; 3],
+    };
+    let dummy = rec.gpu().dummy_read.clone();
+    rec.dispatch(&SOFTMAX_FORWARD, &p, &[x, &dummy, y], grid_rows(rows));
+}
+
+/// dx (+)= scale·y⊙(dy − Σ dy⊙y), with y the forward output.
+pub fn softmax_backward(
+    rec: &mut Recorder,
+    dx: &Tensor,
+    dy: &Tensor,
+    y: &Tensor,
+    cols: usize,
+    scale: f32,
+    accumulate: bool,
+) {
+    let rows = y.numel() / cols;
+    assert!(
+        dx.numel() == y.numel() && dy.numel() == y.numel(),
+        "softmax_backward: shapes"
+    );
+    let p = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        accumulate: super::flag(accumulate),
+        _pad: 0,
+        scale,
+        _pad1: [0; 3],
+    };
+    rec.dispatch(&SOFTMAX_BACKWARD, &p, &[y, dy, dx], grid_rows(rows));
+}

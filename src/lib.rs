@@ -1,0 +1,17 @@
+//! dinoscope: DINOv2-style self-supervised Vision Transformers trained and run on any GPU through
+//! wgpu, with hand-written WGSL kernels.
+//!
+//! Layers, bottom up: [`gpu`] (device, tensors, recorder), [`kernels`] (one launcher file per
+//! WGSL shader, forward and backward), [`cpu`] (plain-loop twins of every kernel), [`fixtures`]
+//! (the PyTorch golden-tensor format) and [`selftest`] (kernels against their twins and the
+//! golden tensors on the user's adapter).
+
+#![warn(missing_docs)]
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
+pub mod cpu;
+pub mod fixtures;
+pub mod gpu;
+pub mod kernels;
+pub mod selftest;

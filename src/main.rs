@@ -1,0 +1,154 @@
+//! The `dinoscope` command line.
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use clap::{Parser, Subcommand};
+    use dinoscope::gpu::{AdapterChoice, Gpu};
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+
+    /// DINOv2-style Vision Transformers on any GPU through wgpu and hand-written WGSL.
+    #[derive(Parser)]
+    #[command(name = "dinoscope", version, about)]
+    struct Cli {
+        /// GPU backend: vulkan, metal, dx12, gl (default: the best available; env DINOSCOPE_BACKEND).
+        #[arg(long, global = true)]
+        backend: Option<String>,
+        /// Adapter whose name contains this text (env DINOSCOPE_ADAPTER).
+        #[arg(long, global = true)]
+        adapter: Option<String>,
+        #[command(subcommand)]
+        command: Option<Command>,
+    }
+
+    #[derive(Subcommand)]
+    enum Command {
+        /// Print the adapter, backend, driver, limits and features.
+        Info,
+        /// Check every kernel against its CPU twin and against a golden fixtures folder.
+        Selftest {
+            /// Folder in the golden format (manifest.json + safetensors); default: the bundled one.
+            #[arg(long)]
+            fixtures: Option<PathBuf>,
+        },
+        /// Benchmarks.
+        Bench {
+            #[command(subcommand)]
+            what: BenchWhat,
+        },
+    }
+
+    #[derive(Subcommand)]
+    enum BenchWhat {
+        /// Kernel throughput: matmul GFLOP/s, layer norm / GELU / softmax GB/s, attention times.
+        Kernels {
+            /// Repetitions per measurement (the median is reported).
+            #[arg(long, default_value_t = 5)]
+            reps: usize,
+            /// Skip the largest sizes (matmul 4096, attention at batch 64).
+            #[arg(long)]
+            quick: bool,
+        },
+    }
+
+    fn open_gpu(cli: &Cli) -> Result<Gpu, String> {
+        let mut choice = AdapterChoice::from_env();
+        if cli.backend.is_some() {
+            choice.backend = cli.backend.clone();
+        }
+        if cli.adapter.is_some() {
+            choice.adapter = cli.adapter.clone();
+        }
+        Gpu::new_blocking(&choice).map_err(|e| e.to_string())
+    }
+
+    /// The fixtures shipped with the crate (tests/fixtures), found next to the sources or the binary.
+    fn bundled_fixtures() -> PathBuf {
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        if src.is_dir() {
+            return src;
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("fixtures")))
+            .filter(|p| p.is_dir())
+            .unwrap_or(src)
+    }
+
+    pub fn main() -> ExitCode {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        let cli = Cli::parse();
+        let result = match &cli.command {
+            None => {
+                println!("dinoscope: the desktop app is not built yet; running `dinoscope info`.");
+                println!("Try `dinoscope selftest` to check every kernel on this GPU.\n");
+                open_gpu(&cli).map(|gpu| {
+                    print!("{}", gpu.describe());
+                    ExitCode::SUCCESS
+                })
+            }
+            Some(Command::Info) => open_gpu(&cli).map(|gpu| {
+                print!("{}", gpu.describe());
+                ExitCode::SUCCESS
+            }),
+            Some(Command::Selftest { fixtures }) => open_gpu(&cli).and_then(|gpu| {
+                let dir = fixtures.clone().unwrap_or_else(bundled_fixtures);
+                println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+                println!("fixtures: {}\n", dir.display());
+                println!(
+                    "{:<28} {:<11} {:>10} {:>10}",
+                    "case", "result", "max err", "tolerance"
+                );
+                let mut failed = 0;
+                let mut n = 0;
+                let mut unsupported = 0;
+                let mut print = |r: dinoscope::selftest::CaseResult| {
+                    println!("{}", r.row());
+                    n += 1;
+                    failed += r.failed() as usize;
+                    unsupported +=
+                        matches!(r.status, dinoscope::selftest::Status::Unsupported(_)) as usize;
+                };
+                for c in dinoscope::selftest::kernel_checks() {
+                    print((c.run)(&gpu));
+                }
+                let rows =
+                    dinoscope::selftest::run_fixtures(&dinoscope::selftest::Exec::Gpu(&gpu), &dir)
+                        .map_err(|e| e.to_string())?;
+                for r in rows {
+                    print(r);
+                }
+                println!(
+                    "\n{} passed, {failed} failed, {unsupported} unsupported",
+                    n - failed - unsupported
+                );
+                Ok(if failed > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
+            }),
+            Some(Command::Bench {
+                what: BenchWhat::Kernels { reps, quick },
+            }) => open_gpu(&cli).and_then(|gpu| {
+                dinoscope::bench::kernels(&gpu, *reps, *quick).map_err(|e| e.to_string())?;
+                Ok(ExitCode::SUCCESS)
+            }),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}

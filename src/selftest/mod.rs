@@ -1,0 +1,228 @@
+//! `dinoscope selftest`: every kernel against its CPU twin at awkward sizes and extreme values,
+//! and every case of a golden fixtures folder, on the user's own adapter.
+
+mod checks;
+mod ops;
+
+pub use checks::{kernel_checks, random as checks_random, KernelCheck};
+pub use ops::{op_case_kind, run_op_case, Exec, OpKind};
+
+use crate::fixtures::{FixtureError, Manifest, TensorFile};
+use crate::gpu::Gpu;
+use std::path::Path;
+
+/// How a case ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    /// Every output within tolerance.
+    Pass,
+    /// Some output out of tolerance, or the case could not run; the text says why.
+    Fail(String),
+    /// The part this case tests is not built yet.
+    Unsupported(String),
+}
+
+/// One row of the selftest table.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    /// Case name (`matmul`, `layer_norm_offset`, `interp.aa_5x6`, `kernel.softmax_extreme`, …).
+    pub name: String,
+    /// Outcome.
+    pub status: Status,
+    /// Largest absolute error of the worst output (relative to its tolerance).
+    pub max_err: f32,
+    /// That output's tolerance.
+    pub tol: f32,
+}
+
+impl CaseResult {
+    /// Whether this row counts as a failure.
+    pub fn failed(&self) -> bool {
+        matches!(self.status, Status::Fail(_))
+    }
+
+    /// One table row: name, pass/FAIL/unsupported, max abs error, tolerance.
+    pub fn row(&self) -> String {
+        let (word, note) = match &self.status {
+            Status::Pass => ("pass", String::new()),
+            Status::Fail(why) => ("FAIL", format!("  {why}")),
+            Status::Unsupported(why) => ("unsupported", format!("  {why}")),
+        };
+        if matches!(self.status, Status::Unsupported(_)) {
+            format!(
+                "{:<28} {:<11} {:>10} {:>10}{note}",
+                self.name, word, "-", "-"
+            )
+        } else {
+            format!(
+                "{:<28} {:<11} {:>10.3e} {:>10.3e}{note}",
+                self.name, word, self.max_err, self.tol
+            )
+        }
+    }
+}
+
+/// Accumulates output comparisons into one case result.
+pub(crate) struct Judge {
+    name: String,
+    worst_ratio: f32,
+    max_err: f32,
+    tol: f32,
+    failures: Vec<String>,
+}
+
+impl Judge {
+    pub(crate) fn new(name: &str) -> Self {
+        Judge {
+            name: name.to_string(),
+            worst_ratio: -1.0,
+            max_err: 0.0,
+            tol: 0.0,
+            failures: Vec::new(),
+        }
+    }
+
+    pub(crate) fn check(&mut self, what: &str, got: &[f32], want: &[f32], tol: f32) {
+        let (err, ok, note) = crate::fixtures::compare(got, want, tol);
+        let ratio = if tol > 0.0 { err / tol } else { err };
+        if ratio > self.worst_ratio || !ratio.is_finite() {
+            self.worst_ratio = if ratio.is_finite() {
+                ratio
+            } else {
+                f32::INFINITY
+            };
+            self.max_err = err;
+            self.tol = tol;
+        }
+        if !ok {
+            self.failures
+                .push(format!("{what}: max err {err:.3e} > {tol:.3e} ({note})"));
+        }
+    }
+
+    pub(crate) fn fail(&mut self, why: String) {
+        self.failures.push(why);
+    }
+
+    pub(crate) fn finish(self) -> CaseResult {
+        let status = if self.failures.is_empty() {
+            if self.worst_ratio < 0.0 {
+                Status::Fail("no outputs to compare".into())
+            } else {
+                Status::Pass
+            }
+        } else {
+            Status::Fail(self.failures.join("; "))
+        };
+        CaseResult {
+            name: self.name,
+            status,
+            max_err: self.max_err,
+            tol: self.tol,
+        }
+    }
+}
+
+/// Runs every case of a fixtures folder in the golden format with `exec` (the GPU, or the CPU
+/// twins): the op cases of each top-level safetensors file grouped by name prefix, and the
+/// model folders and loss cases as `unsupported` until those parts exist.
+pub fn run_fixtures(exec: &Exec, dir: &Path) -> Result<Vec<CaseResult>, FixtureError> {
+    if !dir.is_dir() {
+        return Err(FixtureError::new(
+            dir,
+            "not a folder (expected manifest.json and *.safetensors)",
+        ));
+    }
+    let manifest = Manifest::load(dir)?;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| FixtureError::new(dir, format!("cannot list: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut results = Vec::new();
+    let mut found_any = false;
+    for path in &files {
+        if path.is_dir() {
+            if path.join("config.json").is_file() {
+                found_any = true;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                results.push(CaseResult {
+                    name,
+                    status: Status::Unsupported(
+                        "model cases need the ViT backbone (not built yet)".into(),
+                    ),
+                    max_err: 0.0,
+                    tol: 0.0,
+                });
+            }
+            continue;
+        }
+        if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            continue;
+        }
+        found_any = true;
+        let file = TensorFile::open(path)?;
+        let rel = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        for case in case_names(&file) {
+            let result = match op_case_kind(&case) {
+                Some(kind) => run_op_case(exec, &file, &manifest, &rel, &case, kind),
+                None => CaseResult {
+                    name: case.clone(),
+                    status: Status::Unsupported(unsupported_reason(&case)),
+                    max_err: 0.0,
+                    tol: 0.0,
+                },
+            };
+            results.push(result);
+        }
+    }
+    if !found_any {
+        return Err(FixtureError::new(
+            dir,
+            "no *.safetensors files or model folders found",
+        ));
+    }
+    Ok(results)
+}
+
+fn unsupported_reason(case: &str) -> String {
+    match case {
+        "dino" | "ibot" | "koleo" => "loss cases need the training losses (not built yet)".into(),
+        _ => "unknown case".into(),
+    }
+}
+
+/// Case names of a file: tensors grouped by their first name component (`interp.*` by its first
+/// two, since `interp.x` is the input all resize cases share).
+pub fn case_names(file: &TensorFile) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for n in file.names() {
+        let mut parts = n.split('.');
+        let first = parts.next().unwrap_or_default();
+        let case = if first == "interp" {
+            match parts.next() {
+                Some(second) if parts.next().is_some() => format!("interp.{second}"),
+                _ => continue,
+            }
+        } else {
+            first.to_string()
+        };
+        if !names.contains(&case) {
+            names.push(case);
+        }
+    }
+    names
+}
+
+/// Runs the kernel-vs-CPU checks on `gpu`, then every case of `dir`.
+pub fn run_all(gpu: &Gpu, dir: &Path) -> Result<Vec<CaseResult>, FixtureError> {
+    let mut rows: Vec<CaseResult> = kernel_checks().iter().map(|c| (c.run)(gpu)).collect();
+    rows.extend(run_fixtures(&Exec::Gpu(gpu), dir)?);
+    Ok(rows)
+}

@@ -1,0 +1,147 @@
+//! No GPU needed: naga parses and validates every shader; every kernel descriptor matches its
+//! WGSL entry point (bindings, access modes, params struct size); every .wgsl file is used.
+
+use dinoscope::gpu::{shader_source, Access, SHADERS};
+use dinoscope::kernels::all_kernels;
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+fn parse(name: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let src = shader_source(name).expect("registered shader");
+    let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+        panic!(
+            "shader '{name}' does not parse:\n{}",
+            e.emit_to_string(&src)
+        )
+    });
+    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+        .validate(&module)
+        .unwrap_or_else(|e| {
+            panic!(
+                "shader '{name}' does not validate:\n{}",
+                e.emit_to_string(&src)
+            )
+        });
+    (module, info)
+}
+
+#[test]
+fn every_shader_parses_and_validates() {
+    for (name, _) in SHADERS {
+        parse(name);
+    }
+}
+
+#[test]
+fn kernel_descriptors_match_wgsl() {
+    for k in all_kernels() {
+        let (module, info) = parse(k.shader);
+        let idx = module
+            .entry_points
+            .iter()
+            .position(|e| e.name == k.entry)
+            .unwrap_or_else(|| panic!("{}: no entry point '{}'", k.shader, k.entry));
+        let ep_info = info.get_entry_point(idx);
+        let mut used = Vec::new();
+        for (handle, var) in module.global_variables.iter() {
+            let Some(binding) = &var.binding else {
+                continue;
+            };
+            if ep_info[handle].is_empty() {
+                continue;
+            }
+            assert_eq!(binding.group, 0, "{}: only group 0 is used", k.entry);
+            match var.space {
+                naga::AddressSpace::Uniform => {
+                    assert_eq!(binding.binding, 0, "{}: params must be binding 0", k.entry);
+                    let size = module.types[var.ty].inner.size(module.to_ctx()) as usize;
+                    assert_eq!(
+                        size, k.params_size,
+                        "{}: WGSL Params is {size} bytes, Rust {}",
+                        k.entry, k.params_size
+                    );
+                }
+                naga::AddressSpace::Storage { access } => {
+                    let a = if access.contains(naga::StorageAccess::STORE) {
+                        Access::ReadWrite
+                    } else {
+                        Access::Read
+                    };
+                    used.push((binding.binding, a));
+                }
+                _ => panic!("{}: unexpected resource space", k.entry),
+            }
+        }
+        used.sort_by_key(|b| b.0);
+        let mut declared = k.bindings.to_vec();
+        declared.sort_by_key(|b| b.0);
+        // Every binding the entry point uses must be declared with the same access; declared
+        // ones it does not use are allowed only if they exist in the module.
+        for u in &used {
+            assert!(
+                declared.contains(u),
+                "{}: uses binding {:?} not declared as such ({declared:?})",
+                k.entry,
+                u
+            );
+        }
+        for d in &declared {
+            let exists = module.global_variables.iter().any(|(_, v)| {
+                v.binding.as_ref().is_some_and(|b| b.binding == d.0)
+                    && matches!(v.space, naga::AddressSpace::Storage { access }
+                        if (access.contains(naga::StorageAccess::STORE)) == (d.1 == Access::ReadWrite))
+            });
+            assert!(
+                exists,
+                "{}: declared binding {d:?} is not in the shader",
+                k.entry
+            );
+        }
+        assert!(
+            declared.len() <= 8,
+            "{}: more than 8 storage buffers (WebGPU's default limit)",
+            k.entry
+        );
+    }
+}
+
+#[test]
+fn every_wgsl_file_is_registered_and_used() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let kernels = all_kernels();
+    for entry in std::fs::read_dir(&dir).expect("shaders dir") {
+        let path = entry.expect("dir entry").path();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if path.extension().and_then(|e| e.to_str()) != Some("wgsl") || stem == "common" {
+            continue;
+        }
+        assert!(
+            SHADERS.iter().any(|(n, _)| *n == stem),
+            "{stem}.wgsl is not in the shader registry"
+        );
+        assert!(
+            kernels.iter().any(|k| k.shader == stem),
+            "{stem}.wgsl has no kernel using it"
+        );
+    }
+}
+
+#[test]
+fn workgroup_memory_fits_webgpu_defaults() {
+    for (name, _) in SHADERS {
+        let (module, _) = parse(name);
+        let bytes: u32 = module
+            .global_variables
+            .iter()
+            .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()))
+            .sum();
+        assert!(
+            bytes <= 16384,
+            "{name}: {bytes} bytes of workgroup memory > 16 KiB"
+        );
+    }
+}
