@@ -30,6 +30,9 @@ mod cli {
             /// Folder in the golden format (manifest.json + safetensors); default: the bundled one.
             #[arg(long)]
             fixtures: Option<PathBuf>,
+            /// Skip the kernel-vs-CPU checks; run only the fixture cases.
+            #[arg(long)]
+            fixtures_only: bool,
         },
         /// Benchmarks.
         Bench {
@@ -91,7 +94,10 @@ mod cli {
                 print!("{}", gpu.describe());
                 ExitCode::SUCCESS
             }),
-            Some(Command::Selftest { fixtures }) => open_gpu(&cli).and_then(|gpu| {
+            Some(Command::Selftest {
+                fixtures,
+                fixtures_only,
+            }) => open_gpu(&cli).and_then(|gpu| {
                 let dir = fixtures.clone().unwrap_or_else(bundled_fixtures);
                 println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
                 println!("fixtures: {}\n", dir.display());
@@ -109,8 +115,10 @@ mod cli {
                     unsupported +=
                         matches!(r.status, dinoscope::selftest::Status::Unsupported(_)) as usize;
                 };
-                for c in dinoscope::selftest::kernel_checks() {
-                    print((c.run)(&gpu));
+                if !fixtures_only {
+                    for c in dinoscope::selftest::kernel_checks() {
+                        print((c.run)(&gpu));
+                    }
                 }
                 let rows =
                     dinoscope::selftest::run_fixtures(&dinoscope::selftest::Exec::Gpu(&gpu), &dir)

@@ -1,0 +1,62 @@
+//! Shared test helpers: one GPU per test binary, and the rule that CI never skips GPU tests.
+
+#![allow(dead_code)]
+
+use dinoscope::gpu::{AdapterChoice, Gpu};
+use std::sync::OnceLock;
+
+/// The test GPU, or `None` (with a note) when no adapter exists outside CI.
+/// With CI=true a missing adapter fails the test instead.
+pub fn gpu() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    let g = GPU.get_or_init(|| match Gpu::new_blocking(&AdapterChoice::from_env()) {
+        Ok(g) => {
+            eprintln!("test adapter: {} ({:?})", g.info.name, g.info.backend);
+            Some(g)
+        }
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("CI=true but no GPU adapter: {e}");
+            }
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    });
+    g.as_ref()
+}
+
+/// The bundled golden fixtures.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Tolerance tiers: `|got − want| ≤ atol + rtol·|want|`.
+pub struct Tol {
+    pub atol: f32,
+    pub rtol: f32,
+}
+
+/// Finite differences of f32 functions evaluated in f64 inside.
+pub const FD: Tol = Tol {
+    atol: 2e-3,
+    rtol: 2e-3,
+};
+
+/// Asserts closeness and prints the first mismatches.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: &Tol) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut bad = Vec::new();
+    let mut max = 0.0f32;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        max = max.max(d);
+        if !(d <= tol.atol + tol.rtol * w.abs()) && bad.len() < 5 {
+            bad.push(format!("[{i}] got {g} want {w}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{what}: max diff {max:e}; first mismatches: {}",
+        bad.join(", ")
+    );
+}

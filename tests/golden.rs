@@ -1,0 +1,52 @@
+//! The PyTorch golden op cases (tests/fixtures, the format of ../shared/golden): every op case,
+//! forward and every gradient, on the GPU and with the CPU twins.
+
+mod common;
+
+use dinoscope::selftest::{run_fixtures, Exec, Status};
+
+const OP_CASES: &[&str] = &[
+    "matmul",
+    "bmm",
+    "layer_norm",
+    "layer_norm_offset",
+    "layer_norm_small_var",
+    "gelu",
+    "softmax",
+    "sdpa",
+    "linear",
+    "cross_entropy",
+    "patch_embed",
+    "interp.5x6",
+    "interp.3x7",
+    "interp.2x2",
+    "interp.aa_5x6",
+    "interp.aa_3x7",
+    "interp.aa_2x2",
+];
+
+fn check_all(exec: &Exec) {
+    let rows = run_fixtures(exec, &common::fixtures_dir()).expect("fixtures load");
+    for r in &rows {
+        eprintln!("{}", r.row());
+    }
+    for name in OP_CASES {
+        let r = rows
+            .iter()
+            .find(|r| r.name == *name)
+            .unwrap_or_else(|| panic!("op case {name} not run"));
+        assert_eq!(r.status, Status::Pass, "{}", r.row());
+    }
+    assert!(!rows.iter().any(|r| r.failed()), "a case failed");
+}
+
+#[test]
+fn golden_ops_on_gpu() {
+    let Some(gpu) = common::gpu() else { return };
+    check_all(&Exec::Gpu(gpu));
+}
+
+#[test]
+fn golden_ops_on_cpu_twins() {
+    check_all(&Exec::Cpu);
+}

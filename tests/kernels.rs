@@ -1,0 +1,126 @@
+//! Every GPU kernel (forward and backward) against its CPU twin at awkward sizes and extreme
+//! values, on the test adapter (lavapipe in CI).
+
+mod common;
+
+use dinoscope::selftest::{kernel_checks, Status};
+
+fn check(name: &str) {
+    let Some(gpu) = common::gpu() else { return };
+    let checks = kernel_checks();
+    let c = checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name}"));
+    let r = (c.run)(gpu);
+    eprintln!("{}", r.row());
+    assert_eq!(r.status, Status::Pass, "{}", r.row());
+}
+
+#[test]
+fn matmul_vs_cpu() {
+    check("kernel.matmul");
+}
+#[test]
+fn matmul_epilogue_vs_cpu() {
+    check("kernel.matmul_epilogue");
+}
+#[test]
+fn linear_vs_cpu() {
+    check("kernel.linear");
+}
+#[test]
+fn layernorm_vs_cpu() {
+    check("kernel.layernorm");
+}
+#[test]
+fn layernorm_extreme_vs_cpu() {
+    check("kernel.layernorm_extreme");
+}
+#[test]
+fn gelu_vs_cpu() {
+    check("kernel.gelu");
+}
+#[test]
+fn softmax_vs_cpu() {
+    check("kernel.softmax");
+}
+#[test]
+fn attention_vs_cpu() {
+    check("kernel.attention");
+}
+#[test]
+fn attention_fused_qkv_vs_cpu() {
+    check("kernel.attention_fused_qkv");
+}
+#[test]
+fn patch_embed_vs_cpu() {
+    check("kernel.patch_embed");
+}
+#[test]
+fn interp_vs_cpu() {
+    check("kernel.interp");
+}
+#[test]
+fn cross_entropy_vs_cpu() {
+    check("kernel.cross_entropy");
+}
+#[test]
+fn elementwise_vs_cpu() {
+    check("kernel.elementwise");
+}
+#[test]
+fn reduce_vs_cpu() {
+    check("kernel.reduce");
+}
+#[test]
+fn adamw_vs_cpu() {
+    check("kernel.adamw");
+}
+#[test]
+fn ema_vs_cpu() {
+    check("kernel.ema");
+}
+#[test]
+fn grids_past_65535_workgroups() {
+    check("kernel.large_grids");
+}
+
+#[test]
+fn every_check_has_a_test() {
+    let src = include_str!("kernels.rs");
+    for c in kernel_checks() {
+        assert!(
+            src.contains(&format!("check(\"{}\")", c.name)),
+            "{} has no test",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn recorder_keeps_one_submission_and_pool_reuses_buffers() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    let x = gpu.upload(&[1.0, 2.0, 3.0], &[3]);
+    // A first step allocates, later steps of the same shapes reuse pooled buffers.
+    let step = || {
+        let mut rec = Recorder::new(gpu);
+        let y = gpu.empty(&[3]);
+        dinoscope::kernels::gelu::gelu_forward(&mut rec, &y, &x);
+        let z = gpu.empty(&[3]);
+        dinoscope::kernels::elementwise::add_forward(&mut rec, &z, &y, &x, false);
+        assert_eq!(rec.dispatch_count(), 2);
+        rec.finish().expect("submit");
+        gpu.read(&z).expect("read")
+    };
+    let first = step();
+    let created = gpu.pool_stats().created;
+    let second = step();
+    assert_eq!(first, second);
+    assert_eq!(
+        gpu.pool_stats().created,
+        created,
+        "second step created new buffers"
+    );
+}
