@@ -33,3 +33,48 @@ fn gelu_f32(x: f32) -> f32 {
 fn gelu_grad_f32(x: f32) -> f32 {
     return normal_cdf(x) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
 }
+
+// Workgroup reductions over 256 invocations (the row kernels' workgroup size). Call from uniform
+// control flow; every invocation gets the result.
+var<workgroup> red: array<f32, 256>;
+var<workgroup> red2: array<f32, 256>;
+
+fn wg_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn wg_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) { red[lid] += red[lid + s]; }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn wg_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
+    red[lid] = a;
+    red2[lid] = b;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+            red2[lid] += red2[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(red[0], red2[0]);
+    workgroupBarrier();
+    return r;
+}

@@ -23,49 +23,18 @@ struct Params {
 @group(0) @binding(4) var<storage, read> upstream: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-var<workgroup> red2: array<f32, 256>;
-
-fn reduce_max(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
-    red[lid] = a;
-    red2[lid] = b;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-            red2[lid] += red2[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(red[0], red2[0]);
-    workgroupBarrier();
-    return r;
-}
-
 // Row max and log-sum-exp of s/T, and Σ t.
 fn row_stats(lid: u32, base: u32) -> vec3<f32> {
     var m = -3.4e38;
     for (var c = lid; c < p.cols; c += 256u) { m = max(m, logits[base + c] * p.inv_temp); }
-    m = reduce_max(lid, m);
+    m = wg_max(lid, m);
     var se = 0.0;
     var st = 0.0;
     for (var c = lid; c < p.cols; c += 256u) {
         se += exp(logits[base + c] * p.inv_temp - m);
         st += targets[base + c];
     }
-    let r = reduce_sum2(lid, se, st);
+    let r = wg_sum2(lid, se, st);
     return vec3<f32>(m, m + log(r.x), r.y);
 }
 
@@ -81,7 +50,7 @@ fn cross_entropy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     for (var c = lid; c < p.cols; c += 256u) {
         acc += targets[base + c] * (logits[base + c] * p.inv_temp - st.y);
     }
-    let r = reduce_sum2(lid, acc, 0.0);
+    let r = wg_sum2(lid, acc, 0.0);
     if (lid == 0u) { out[row] = -r.x; }
 }
 

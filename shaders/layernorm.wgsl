@@ -29,37 +29,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-var<workgroup> red2: array<f32, 256>;
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
-    red[lid] = a;
-    red2[lid] = b;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-            red2[lid] += red2[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(red[0], red2[0]);
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(256)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
@@ -69,13 +38,13 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let inv_d = 1.0 / f32(p.dim);
     var s = 0.0;
     for (var c = lid; c < p.dim; c += 256u) { s += x[base + c]; }
-    let mu = reduce_sum(lid, s) * inv_d;
+    let mu = wg_sum(lid, s) * inv_d;
     var v = 0.0;
     for (var c = lid; c < p.dim; c += 256u) {
         let d = x[base + c] - mu;
         v += d * d;
     }
-    let r = inverseSqrt(reduce_sum(lid, v) * inv_d + p.eps);
+    let r = inverseSqrt(wg_sum(lid, v) * inv_d + p.eps);
     for (var c = lid; c < p.dim; c += 256u) {
         out[base + c] = (x[base + c] - mu) * r * w[c] + b_or_dy[c];
     }
@@ -100,7 +69,7 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         sg += g;
         sgx += g * (x[base + c] - mu) * r;
     }
-    let sums = reduce_sum2(lid, sg, sgx);
+    let sums = wg_sum2(lid, sg, sgx);
     let inv_d = 1.0 / f32(p.dim);
     let mg = sums.x * inv_d;
     let mgx = sums.y * inv_d;

@@ -6,9 +6,14 @@
 // broadcasts an operand (one weight for every batch).
 // Backward is the same kernel with other transposes: dA = dC·op(B)ᵀ, dB = op(A)ᵀ·dC
 // (see src/kernels/matmul.rs); bias and GELU backward are reduce.wgsl and gelu.wgsl.
-// Tiles: 64×64 outputs per workgroup of 256 threads, 4×4 per thread, K in steps of 16 through
-// workgroup memory (8 KiB). Dispatch: (ceil(N/64), ceil(M/64), batches ≤ 65,535 per dispatch,
-// batch_offset for the rest).
+//
+// Register tiling: a workgroup computes a BM×BN tile of C, each invocation a TM×TN block of it
+// (rows ty + i·BM/TM, columns tx + j·BN/TN, so neighbouring invocations touch neighbouring
+// columns); K advances BK at a time through workgroup memory. The tile shape is an override
+// chosen per problem size by the launcher: 128×128 with 8×8 per invocation for large products
+// (loop bounds are pipeline constants, so the accumulators stay in registers), 64×64 with 4×4
+// for small ones. BM·BK = BN·BK = 1024 in both. Workgroup memory: 8 KiB.
+// Dispatch: (ceil(N/BN), ceil(M/BM), batches ≤ 65,535 per dispatch, batch_offset for the rest).
 
 struct Params {
     m: u32,
@@ -36,14 +41,17 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> aux: array<f32>;
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
+override BM: u32 = 64u;
+override BN: u32 = 64u;
+override BK: u32 = 16u;
+override TM: u32 = 4u;
+override TN: u32 = 4u;
+override WG: u32 = 256u; // (BM / TM) · (BN / TN)
 
 var<workgroup> As: array<f32, 1024>; // [BK][BM]
 var<workgroup> Bs: array<f32, 1024>; // [BK][BN]
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let z = wid.z + p.batch_offset;
     let a_base = z * p.a_batch_stride;
@@ -51,13 +59,16 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let c_base = z * p.c_batch_stride;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
-    let tx = lid % 16u;
-    let ty = lid / 16u;
-    var acc: array<f32, 16>;
+    let threads_n = BN / TN;
+    let tx = lid % threads_n;
+    let ty = lid / threads_n;
+    let rows_step = BM / TM;
+    var acc: array<f32, 64>;
+    var ar: array<f32, 8>;
+    var br: array<f32, 8>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        for (var i = 0u; i < 4u; i++) {
-            let l = lid + i * 256u;
-            // A tile element (mi, ki), loaded along A's contiguous dimension.
+        for (var l = lid; l < BM * BK; l += WG) {
+            // A tile element (mi, ki), read along A's contiguous dimension.
             var mi = l / BK;
             var ki = l % BK;
             if (p.trans_a != 0u) {
@@ -71,7 +82,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
                 if (p.trans_a != 0u) { va = a[a_base + gk * p.m + gm]; } else { va = a[a_base + gm * p.k + gk]; }
             }
             As[ki * BM + mi] = va;
-            // B tile element (kj, nj).
+        }
+        for (var l = lid; l < BN * BK; l += WG) {
             var kj = l / BN;
             var nj = l % BN;
             if (p.trans_b != 0u) {
@@ -79,37 +91,33 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
                 kj = l % BK;
             }
             let gn = col0 + nj;
-            let gk2 = k0 + kj;
+            let gk = k0 + kj;
             var vb = 0.0;
-            if (gn < p.n && gk2 < p.k) {
-                if (p.trans_b != 0u) { vb = b[b_base + gn * p.k + gk2]; } else { vb = b[b_base + gk2 * p.n + gn]; }
+            if (gn < p.n && gk < p.k) {
+                if (p.trans_b != 0u) { vb = b[b_base + gn * p.k + gk]; } else { vb = b[b_base + gk * p.n + gn]; }
             }
             Bs[kj * BN + nj] = vb;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            var ar: array<f32, 4>;
-            var br: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                ar[i] = As[kk * BM + ty + 16u * i];
-                br[i] = Bs[kk * BN + tx + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(ar[i], br[j], acc[i * 4u + j]);
+            for (var i = 0u; i < TM; i++) { ar[i] = As[kk * BM + ty + i * rows_step]; }
+            for (var j = 0u; j < TN; j++) { br[j] = Bs[kk * BN + tx + j * threads_n]; }
+            for (var i = 0u; i < TM; i++) {
+                for (var j = 0u; j < TN; j++) {
+                    acc[i * TN + j] = fma(ar[i], br[j], acc[i * TN + j]);
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let gm = row0 + ty + 16u * i;
+    for (var i = 0u; i < TM; i++) {
+        let gm = row0 + ty + i * rows_step;
         if (gm >= p.m) { continue; }
-        for (var j = 0u; j < 4u; j++) {
-            let gn = col0 + tx + 16u * j;
+        for (var j = 0u; j < TN; j++) {
+            let gn = col0 + tx + j * threads_n;
             if (gn >= p.n) { continue; }
             let idx = c_base + gm * p.n + gn;
-            var v = p.alpha * acc[i * 4u + j];
+            var v = p.alpha * acc[i * TN + j];
             if (p.accumulate != 0u) { v += c[idx]; }
             if (p.epilogue >= 1u) { v += bias[gn]; }
             if (p.epilogue == 2u) {

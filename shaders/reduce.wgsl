@@ -46,8 +46,6 @@ fn sum_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     out[o] = v;
 }
 
-var<workgroup> partial: array<f32, 256>;
-
 @compute @workgroup_size(256)
 fn reduce_full(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
@@ -60,14 +58,9 @@ fn reduce_full(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
         let v = x[i];
         acc += select(v, v * v, p.mode == 1u);
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) { partial[lid] += partial[lid + s]; }
-        workgroupBarrier();
-    }
+    let total = wg_sum(lid, acc);
     if (lid == 0u) {
-        var v = p.scale * partial[0];
+        var v = p.scale * total;
         if (p.beta != 0.0) { v += p.beta * out[gi]; }
         out[gi] = v;
     }

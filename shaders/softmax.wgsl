@@ -19,32 +19,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-
-fn reduce_max(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(256)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
@@ -53,10 +27,10 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let base = row * p.cols;
     var m = -3.4e38;
     for (var c = lid; c < p.cols; c += 256u) { m = max(m, p.scale * x[base + c]); }
-    m = reduce_max(lid, m);
+    m = wg_max(lid, m);
     var s = 0.0;
     for (var c = lid; c < p.cols; c += 256u) { s += exp(p.scale * x[base + c] - m); }
-    s = reduce_sum(lid, s);
+    s = wg_sum(lid, s);
     let inv = 1.0 / s;
     for (var c = lid; c < p.cols; c += 256u) {
         out[base + c] = exp(p.scale * x[base + c] - m) * inv;
@@ -72,7 +46,7 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let base = row * p.cols;
     var d = 0.0;
     for (var c = lid; c < p.cols; c += 256u) { d += dy[base + c] * x[base + c]; }
-    d = reduce_sum(lid, d);
+    d = wg_sum(lid, d);
     for (var c = lid; c < p.cols; c += 256u) {
         var v = p.scale * x[base + c] * (dy[base + c] - d);
         if (p.accumulate != 0u) { v += out[base + c]; }

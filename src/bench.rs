@@ -36,10 +36,7 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
         "adapter: {} ({:?}), {} repetitions, median",
         gpu.info.name, gpu.info.backend, reps
     );
-    println!(
-        "{:<44} {:>12} {:>14}  {}",
-        "kernel", "time", "rate", "clock"
-    );
+    println!("{:<44} {:>12} {:>14}  clock", "kernel", "time", "rate");
     let clock = |ts: bool| if ts { "gpu" } else { "wall" };
     let mut sizes = vec![(1024, 1024, 1024), (2048, 2048, 2048)];
     if !quick {

@@ -234,7 +234,7 @@ pub fn compare(got: &[f32], want: &[f32], tol: f32) -> (f32, bool, String) {
     let mut misses = Vec::new();
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let d = (g - w).abs();
-        let bad = !(d <= tol);
+        let bad = d.is_nan() || d > tol;
         if bad && misses.len() < 3 {
             misses.push(format!("[{i}] got {g} want {w}"));
         }

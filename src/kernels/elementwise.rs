@@ -34,7 +34,7 @@ fn launch(
     let nb = b.numel();
     assert_eq!(out.numel(), n, "{}: out and a sizes", k.entry);
     assert!(
-        nb > 0 && n % nb == 0,
+        nb > 0 && n.is_multiple_of(nb),
         "{}: b ({nb}) must divide a ({n})",
         k.entry
     );

@@ -34,6 +34,45 @@ pub static MATMUL: Kernel = Kernel::new::<Params>(
     ],
 );
 
+/// Tile shape of one matmul pipeline (WGSL overrides BM, BN, BK, TM, TN, WG).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    /// Output rows per workgroup.
+    pub bm: usize,
+    /// Output columns per workgroup.
+    pub bn: usize,
+    /// K step through workgroup memory.
+    pub bk: usize,
+    /// Rows per invocation.
+    pub tm: usize,
+    /// Columns per invocation.
+    pub tn: usize,
+}
+
+impl Tile {
+    /// 128×128 tiles with 8×8 per invocation for large products; 64×64 with 4×4 otherwise, so
+    /// small products still spread over enough workgroups.
+    pub fn for_problem(m: usize, n: usize) -> Tile {
+        if m >= 256 && n >= 256 {
+            Tile { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 }
+        } else {
+            Tile { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }
+        }
+    }
+
+    fn overrides(&self) -> [(&'static str, f64); 6] {
+        let wg = (self.bm / self.tm) * (self.bn / self.tn);
+        [
+            ("BM", self.bm as f64),
+            ("BN", self.bn as f64),
+            ("BK", self.bk as f64),
+            ("TM", self.tm as f64),
+            ("TN", self.tn as f64),
+            ("WG", wg as f64),
+        ]
+    }
+}
+
 /// What happens to each output after the product.
 #[derive(Clone, Copy, Debug)]
 pub enum Epilogue<'a> {
@@ -103,6 +142,7 @@ impl MatmulDims {
 }
 
 /// C (+)= alpha·op(A)·op(B) with an epilogue. `accumulate` adds into C before the epilogue.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul(
     rec: &mut Recorder,
     c: &Tensor,
@@ -155,6 +195,8 @@ pub fn matmul(
     if mode >= 1 {
         assert_eq!(bias.numel(), d.n, "matmul: bias must have N elements");
     }
+    let tile = Tile::for_problem(d.m, d.n);
+    let overrides = tile.overrides();
     let max_z = gpu.limits.max_compute_workgroups_per_dimension as usize;
     let mut offset = 0;
     while offset < d.batch {
@@ -175,8 +217,8 @@ pub fn matmul(
             alpha,
             _pad1: [0; 3],
         };
-        let grid = [d.n.div_ceil(64) as u32, d.m.div_ceil(64) as u32, nb as u32];
-        rec.dispatch(&MATMUL, &p, &[a, b, &bias, c, &aux], grid);
+        let grid = [d.n.div_ceil(tile.bn) as u32, d.m.div_ceil(tile.bm) as u32, nb as u32];
+        rec.dispatch_with(&MATMUL, &overrides, &p, &[a, b, &bias, c, &aux], grid);
         offset += nb;
     }
 }
@@ -188,6 +230,7 @@ pub fn matmul_forward(rec: &mut Recorder, c: &Tensor, a: &Tensor, b: &Tensor, d:
 
 /// Gradients of C = A·B (no transposes in the forward): dA (+)= dC·Bᵀ, dB (+)= Aᵀ·dC.
 /// A broadcast B (a shared weight) gets its gradient summed over the batch.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_backward(
     rec: &mut Recorder,
     da: Option<&Tensor>,

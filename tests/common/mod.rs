@@ -50,7 +50,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: &Tol) {
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let d = (g - w).abs();
         max = max.max(d);
-        if !(d <= tol.atol + tol.rtol * w.abs()) && bad.len() < 5 {
+        if (d.is_nan() || d > tol.atol + tol.rtol * w.abs()) && bad.len() < 5 {
             bad.push(format!("[{i}] got {g} want {w}"));
         }
     }
