@@ -161,6 +161,9 @@ fn matmul(gpu: &Gpu) -> CaseResult {
         (197, 257, 7),
         (261, 1, 65),
         (1, 261, 257),
+        // These two take the 128×128 tile (M, N ≥ 256), with partial edge tiles.
+        (261, 257, 33),
+        (300, 513, 17),
     ];
     for (i, &(m, n, k)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
