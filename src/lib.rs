@@ -11,7 +11,10 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod cpu;
+pub mod data;
 pub mod fixtures;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod selftest;
+pub mod viz;

@@ -124,3 +124,20 @@ fn recorder_keeps_one_submission_and_pool_reuses_buffers() {
         "second step created new buffers"
     );
 }
+
+#[test]
+fn a_tensor_over_the_binding_limit_is_a_clear_error() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    let limit = gpu.limits.max_storage_buffer_binding_size as usize;
+    let n = limit / 4 + 1024;
+    let x = gpu.empty(&[n]);
+    let y = gpu.empty(&[n]);
+    let mut rec = Recorder::new(gpu);
+    dinoscope::kernels::gelu::gelu_forward(&mut rec, &y, &x);
+    let err = rec.finish().expect_err("over the limit").to_string();
+    assert!(err.contains("max_storage_buffer_binding_size") && err.contains("gelu_forward"), "{err}");
+    drop((x, y));
+    gpu.trim_pool();
+    gpu.check().expect("no stray wgpu errors");
+}

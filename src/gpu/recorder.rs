@@ -44,6 +44,7 @@ pub struct Recorder<'g> {
     held: Vec<Tensor>,
     timestamps: Option<(wgpu::QuerySet, bool)>,
     dispatches: usize,
+    error: Option<super::GpuError>,
 }
 
 impl<'g> Recorder<'g> {
@@ -63,6 +64,7 @@ impl<'g> Recorder<'g> {
             held: Vec::new(),
             timestamps: None,
             dispatches: 0,
+            error: None,
         }
     }
 
@@ -167,6 +169,21 @@ impl<'g> Recorder<'g> {
             "{}: grid {grid:?} exceeds {max}",
             k.entry
         );
+        let max_binding = self.gpu.limits.max_storage_buffer_binding_size as u64;
+        if let Some(t) = bufs.iter().find(|t| t.buffer().size() > max_binding) {
+            // Skipped and reported by finish(): the model does not fit this adapter.
+            if self.error.is_none() {
+                self.error = Some(super::GpuError::Limit(format!(
+                    "{}: a tensor of shape {:?} takes {:.1} MiB, more than this adapter's \
+                     max_storage_buffer_binding_size ({:.1} MiB); use a smaller batch or model",
+                    k.entry,
+                    t.shape(),
+                    t.buffer().size() as f64 / 1048576.0,
+                    max_binding as f64 / 1048576.0
+                )));
+            }
+            return;
+        }
         let pipeline = self.gpu.pipeline(k, overrides);
         let (chunk, offset) = self.params_slot(bytemuck::bytes_of(params));
         let psize = (k.params_size as u64).div_ceil(16) * 16;
@@ -286,6 +303,10 @@ impl<'g> Recorder<'g> {
 
     fn submit(&mut self) -> Result<Option<wgpu::Buffer>> {
         self.end_pass();
+        if let Some(e) = self.error.take() {
+            self.held.clear();
+            return Err(e);
+        }
         let mut enc = self.encoder.take().expect("finish called once");
         let mut ts_read = None;
         if let Some((qs, true)) = &self.timestamps {

@@ -1,0 +1,3 @@
+//! Data: image decoding and preprocessing (datasets and augmentation come with training).
+
+pub mod image;

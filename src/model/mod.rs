@@ -1,0 +1,4 @@
+//! The DINOv2 ViT backbone: configs, weights, forward.
+
+pub mod config;
+pub mod weights;
