@@ -2,6 +2,7 @@
 // the last dimension, a scalar (nb = 1), or a full tensor (nb = n).
 // add_forward:  out = a + b          mul_forward: out = a · b
 // axpby:        out = alpha·a + beta·out   (scale: beta = 0; accumulate: beta = 1)
+// add_mul:      out = a + b · c            (a residual with LayerScale; c wraps like b does above)
 // Backward passes compose these: d(a+b)/da = dy (axpby), d(a·b)/da = dy·b (mul_forward),
 // and a broadcast operand's gradient is a column sum (reduce.wgsl).
 // accumulate=1 makes add/mul write out += result.
@@ -22,6 +23,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> c: array<f32>;
 
 @compute @workgroup_size(256)
 fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -51,4 +53,13 @@ fn axpby(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     var v = p.alpha * a[i];
     if (p.beta != 0.0) { v += p.beta * out[i]; }
     out[i] = v;
+}
+
+// Here nb is the wrap length of c; b has n elements.
+@compute @workgroup_size(256)
+fn add_mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    out[i] = a[i] + b[i] * c[i % p.nb];
 }

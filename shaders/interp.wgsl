@@ -3,7 +3,8 @@
 // built on the CPU by src/cpu/interp.rs, so both modes share these kernels):
 //   y[c, i, j] = Σ_a Σ_b wy[i, a]·wx[j, b]·x[c, a, b]
 //   dx[c, a, b] (+)= Σ_i Σ_j wy[i, a]·wx[j, b]·dy[c, i, j]
-// Element (c, r, s) of a grid lives at c·cs + (r·w + s)·ss: channel-first [C, H, W] has
+// Element (c, r, s) of a grid lives at off + c·cs + (r·w + s)·ss (x_off skips a position table's
+// CLS row): channel-first [C, H, W] has
 // cs = H·W, ss = 1; channel-last [H·W, C] (a position table) has cs = 1, ss = C.
 // interp_forward: thread per output element. interp_backward: thread per input element.
 // Dispatch: grid_1d(ceil(count / 256)).
@@ -19,8 +20,8 @@ struct Params {
     y_cs: u32,
     y_ss: u32,
     accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
+    x_off: u32,
+    y_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -43,11 +44,11 @@ fn interp_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         if (wa == 0.0) { continue; }
         var row = 0.0;
         for (var b = 0u; b < p.w_in; b++) {
-            row = fma(wx[j * p.w_in + b], src[c * p.x_cs + (a * p.w_in + b) * p.x_ss], row);
+            row = fma(wx[j * p.w_in + b], src[p.x_off + c * p.x_cs + (a * p.w_in + b) * p.x_ss], row);
         }
         acc = fma(wa, row, acc);
     }
-    dst[c * p.y_cs + (i * p.w_out + j) * p.y_ss] = acc;
+    dst[p.y_off + c * p.y_cs + (i * p.w_out + j) * p.y_ss] = acc;
 }
 
 @compute @workgroup_size(256)
@@ -64,11 +65,11 @@ fn interp_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         if (wa == 0.0) { continue; }
         var row = 0.0;
         for (var j = 0u; j < p.w_out; j++) {
-            row = fma(wx[j * p.w_in + b], src[c * p.y_cs + (i * p.w_out + j) * p.y_ss], row);
+            row = fma(wx[j * p.w_in + b], src[p.y_off + c * p.y_cs + (i * p.w_out + j) * p.y_ss], row);
         }
         acc = fma(wa, row, acc);
     }
-    let o = c * p.x_cs + (a * p.w_in + b) * p.x_ss;
+    let o = p.x_off + c * p.x_cs + (a * p.w_in + b) * p.x_ss;
     if (p.accumulate != 0u) { acc += dst[o]; }
     dst[o] = acc;
 }

@@ -82,6 +82,10 @@ fn ema_vs_cpu() {
     check("kernel.ema");
 }
 #[test]
+fn tokens_vs_cpu() {
+    check("kernel.tokens");
+}
+#[test]
 fn grids_past_65535_workgroups() {
     check("kernel.large_grids");
 }

@@ -12,3 +12,4 @@ pub mod matmul;
 pub mod optim;
 pub mod patch_embed;
 pub mod softmax;
+pub mod tokens;

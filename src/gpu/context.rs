@@ -316,6 +316,15 @@ impl Gpu {
         t
     }
 
+    /// Overwrites a tensor's contents from the host before the next submission. Only for
+    /// tensors no recorded-but-unsubmitted work reads (parameters between steps, fresh uploads).
+    pub fn write(&self, t: &Tensor, data: &[f32]) {
+        assert_eq!(data.len(), t.numel(), "write: {} values into a tensor of {}", data.len(), t.numel());
+        if !data.is_empty() {
+            self.queue.write_buffer(t.buffer(), t.offset() as u64 * 4, bytemuck::cast_slice(data));
+        }
+    }
+
     fn empty_fresh(&self, shape: &[usize]) -> Tensor {
         let numel: usize = shape.iter().product();
         let size = Pool::round_size(numel as u64 * 4);
@@ -372,7 +381,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, bytes);
+        enc.copy_buffer_to_buffer(t.buffer(), t.offset() as u64 * 4, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = futures_channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));

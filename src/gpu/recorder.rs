@@ -170,7 +170,7 @@ impl<'g> Recorder<'g> {
             k.entry
         );
         let max_binding = self.gpu.limits.max_storage_buffer_binding_size as u64;
-        if let Some(t) = bufs.iter().find(|t| t.buffer().size() > max_binding) {
+        if let Some(t) = bufs.iter().find(|t| t.binding_bytes() > max_binding) {
             // Skipped and reported by finish(): the model does not fit this adapter.
             if self.error.is_none() {
                 self.error = Some(super::GpuError::Limit(format!(
@@ -178,7 +178,7 @@ impl<'g> Recorder<'g> {
                      max_storage_buffer_binding_size ({:.1} MiB); use a smaller batch or model",
                     k.entry,
                     t.shape(),
-                    t.buffer().size() as f64 / 1048576.0,
+                    t.binding_bytes() as f64 / 1048576.0,
                     max_binding as f64 / 1048576.0
                 )));
             }
@@ -198,7 +198,7 @@ impl<'g> Recorder<'g> {
         for (t, &(binding, _)) in bufs.iter().zip(k.bindings) {
             entries.push(wgpu::BindGroupEntry {
                 binding,
-                resource: t.buffer().as_entire_binding(),
+                resource: t.binding(),
             });
         }
         let bind_group = self
@@ -246,7 +246,8 @@ impl<'g> Recorder<'g> {
         let bytes = t.numel() as u64 * 4;
         if bytes > 0 {
             let size = bytes.div_ceil(4) * 4;
-            self.encoder().clear_buffer(t.buffer(), 0, Some(size));
+            let offset = t.offset() as u64 * 4;
+            self.encoder().clear_buffer(t.buffer(), offset, Some(size));
         }
     }
 
@@ -287,9 +288,9 @@ impl<'g> Recorder<'g> {
         if len > 0 {
             self.encoder().copy_buffer_to_buffer(
                 src.buffer(),
-                src_off as u64 * 4,
+                (src.offset() + src_off) as u64 * 4,
                 dst.buffer(),
-                dst_off as u64 * 4,
+                (dst.offset() + dst_off) as u64 * 4,
                 len as u64 * 4,
             );
         }

@@ -27,6 +27,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];
 
 /// The full source of a shader (prelude + file), or `None` for an unknown name.

@@ -24,6 +24,7 @@ impl Drop for Storage {
 #[derive(Clone)]
 pub struct Tensor {
     storage: Arc<Storage>,
+    offset: usize,
     shape: Vec<usize>,
 }
 
@@ -46,8 +47,46 @@ impl Tensor {
                 size,
                 pool,
             }),
+            offset: 0,
             shape,
         }
+    }
+
+    /// Views start on 64-element (256-byte) boundaries: WebGPU's largest
+    /// `min_storage_buffer_offset_alignment`.
+    pub const VIEW_ALIGN: usize = 64;
+
+    /// A view of `shape` starting `offset` elements into this tensor (a multiple of
+    /// [`Tensor::VIEW_ALIGN`]), sharing its buffer: parameters live in one flat buffer this way.
+    pub fn view(&self, offset: usize, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let start = self.offset + offset;
+        assert!(start % Self::VIEW_ALIGN == 0, "view offset {start} is not a multiple of {}", Self::VIEW_ALIGN);
+        assert!(offset + n <= self.numel(), "view [{offset}, +{n}) outside a tensor of {}", self.numel());
+        Tensor {
+            storage: self.storage.clone(),
+            offset: start,
+            shape: shape.to_vec(),
+        }
+    }
+
+    /// Offset of element 0 in the buffer, in elements.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The binding of exactly this tensor's elements.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer(),
+            offset: self.offset as u64 * 4,
+            size: wgpu::BufferSize::new(self.numel().max(1) as u64 * 4),
+        })
+    }
+
+    /// Bytes this tensor's binding spans.
+    pub fn binding_bytes(&self) -> u64 {
+        self.numel().max(1) as u64 * 4
     }
 
     /// The wgpu buffer (may be larger than the tensor).
@@ -75,6 +114,7 @@ impl Tensor {
         assert_eq!(n, self.numel(), "reshape {:?} -> {:?}", self.shape, shape);
         Tensor {
             storage: self.storage.clone(),
+            offset: self.offset,
             shape: shape.to_vec(),
         }
     }

@@ -19,6 +19,9 @@ const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, ReadWrite)];
 pub static ADD_FORWARD: Kernel = Kernel::new::<Params>("elementwise", "add_forward", B);
 /// out = a·b.
 pub static MUL_FORWARD: Kernel = Kernel::new::<Params>("elementwise", "mul_forward", B);
+/// out = a + b·c.
+pub static ADD_MUL: Kernel =
+    Kernel::new::<Params>("elementwise", "add_mul", &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)]);
 /// out = alpha·a + beta·out.
 pub static AXPBY: Kernel = Kernel::new::<Params>("elementwise", "axpby", B);
 
@@ -106,4 +109,24 @@ pub fn axpby(rec: &mut Recorder, out: &Tensor, a: &Tensor, alpha: f32, beta: f32
 /// out = alpha·a; its backward is da = alpha·dy.
 pub fn scale_forward(rec: &mut Recorder, out: &Tensor, a: &Tensor, alpha: f32) {
     axpby(rec, out, a, alpha, 0.0)
+}
+
+/// out = a + b·c with c wrapping (a residual branch scaled by LayerScale), written to a new
+/// tensor so `a` survives for the backward pass. Backward: da = dy, db = dy·c (mul_forward),
+/// dc = Σ_rows dy·b (mul_backward).
+pub fn add_mul(rec: &mut Recorder, out: &Tensor, a: &Tensor, b: &Tensor, c: &Tensor) {
+    let n = a.numel();
+    let nc = c.numel();
+    assert!(out.numel() == n && b.numel() == n, "add_mul: sizes");
+    assert!(nc > 0 && n.is_multiple_of(nc), "add_mul: c ({nc}) must divide a ({n})");
+    let p = Params {
+        n: n as u32,
+        nb: nc as u32,
+        accumulate: 0,
+        _pad: 0,
+        alpha: 0.0,
+        beta: 0.0,
+        _pad1: [0; 2],
+    };
+    rec.dispatch(&ADD_MUL, &p, &[a, b, out, c], grid_1d(n.div_ceil(256)));
 }

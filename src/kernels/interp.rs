@@ -17,7 +17,8 @@ struct Params {
     y_cs: u32,
     y_ss: u32,
     accumulate: u32,
-    _pad: [u32; 2],
+    x_off: u32,
+    y_off: u32,
 }
 
 const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, Read), (4, ReadWrite)];
@@ -59,6 +60,7 @@ pub struct InterpWeights {
     wy: Tensor,
     wx: Tensor,
     dims: InterpDims,
+    x_off: usize,
 }
 
 impl InterpWeights {
@@ -70,7 +72,15 @@ impl InterpWeights {
             wy: gpu.upload(&wy, &[dims.h_out, dims.h_in]),
             wx: gpu.upload(&wx, &[dims.w_out, dims.w_in]),
             dims,
+            x_off: 0,
         }
+    }
+
+    /// The input grid starts `offset` elements into the input tensor (a position table's CLS
+    /// row comes first).
+    pub fn with_input_offset(mut self, offset: usize) -> Self {
+        self.x_off = offset;
+        self
     }
 
     fn params(&self, accumulate: bool) -> Params {
@@ -90,7 +100,8 @@ impl InterpWeights {
             y_cs: y_cs as u32,
             y_ss: y_ss as u32,
             accumulate: super::flag(accumulate),
-            _pad: [0; 2],
+            x_off: self.x_off as u32,
+            y_off: 0,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod matmul;
 pub mod patch_embed;
 pub mod reduce;
 pub mod softmax;
+pub mod tokens;
 
 use crate::gpu::Kernel;
 
@@ -37,6 +38,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &elementwise::ADD_FORWARD,
         &elementwise::MUL_FORWARD,
         &elementwise::AXPBY,
+        &elementwise::ADD_MUL,
         &ema::EMA_UPDATE,
         &gelu::GELU_FORWARD,
         &gelu::GELU_BACKWARD,
@@ -53,6 +55,9 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &reduce::REDUCE_BACKWARD,
         &softmax::SOFTMAX_FORWARD,
         &softmax::SOFTMAX_BACKWARD,
+        &tokens::TOKENS_FORWARD,
+        &tokens::TOKENS_BACKWARD_PATCHES,
+        &tokens::TOKENS_BACKWARD_PARAMS,
     ]
 }
 

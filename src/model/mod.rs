@@ -1,4 +1,6 @@
 //! The DINOv2 ViT backbone: configs, weights, forward.
 
 pub mod config;
+pub mod params;
+// pub mod vit; (enabled once weights.rs lands)
 pub mod weights;

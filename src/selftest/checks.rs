@@ -90,6 +90,10 @@ pub fn kernel_checks() -> Vec<KernelCheck> {
             run: ema,
         },
         KernelCheck {
+            name: "kernel.tokens",
+            run: tokens,
+        },
+        KernelCheck {
             name: "kernel.large_grids",
             run: large_grids,
         },
@@ -743,7 +747,9 @@ fn elementwise(gpu: &Gpu) -> CaseResult {
         kernels::elementwise::add_backward(rec, &gadd_a, &gadd_b, &tdy, false);
         let t = gpu.upload(&dy, &[rows, cols]);
         kernels::elementwise::axpby(rec, &t, &ta, 0.5, 2.0);
-        vec![tadd, tmul, gda, gdb, gadd_a, gadd_b, t]
+        let tam = gpu.empty(&[rows, cols]);
+        kernels::elementwise::add_mul(rec, &tam, &ta, &tdy, &tb);
+        vec![tadd, tmul, gda, gdb, gadd_a, gadd_b, t, tam]
     }) {
         j.check("add", &out[0], &add, 1e-6);
         j.check("mul", &out[1], &mul, 1e-6);
@@ -752,6 +758,8 @@ fn elementwise(gpu: &Gpu) -> CaseResult {
         j.check("add da", &out[4], &dy, 0.0);
         j.check("add db", &out[5], &dbias, tol(&dbias, 1e-6));
         j.check("axpby", &out[6], &axpby, 1e-6);
+        let add_mul: Vec<f32> = (0..rows * cols).map(|i| a[i] + dy[i] * b[i % cols]).collect();
+        j.check("add_mul", &out[7], &add_mul, 1e-6);
     }
     j.finish()
 }
@@ -962,6 +970,78 @@ fn large_grids(gpu: &Gpu) -> CaseResult {
         j.check("attention 70000 batches", &out[2], &x, 1e-6);
         j.check("matmul 70000 batches", &out[3], &prod, 1e-5);
         j.check("cross-entropy 70000 rows", &out[4], &ce, 1e-5);
+    }
+    j.finish()
+}
+
+fn tokens(gpu: &Gpu) -> CaseResult {
+    use crate::kernels::tokens::{PosSource, TokenDims, TokenParams};
+    let mut j = Judge::new("kernel.tokens");
+    for &(batch, p, d, r, use_mask) in &[(1, 1, 1, 0, false), (2, 7, 65, 4, true), (3, 16, 64, 0, true)] {
+        let patches = random(batch * p * d, 161, -1.0, 1.0);
+        let cls = random(d, 162, -1.0, 1.0);
+        let regs = random(r * d, 163, -1.0, 1.0);
+        let mt = random(d, 164, -1.0, 1.0);
+        let pos = random((1 + p) * d, 165, -1.0, 1.0);
+        let mask: Vec<f32> = (0..batch * p).map(|i| ((i * 7 + 3) % 3 == 0) as u8 as f32).collect();
+        let m = use_mask.then_some(mask.as_slice());
+        let n = 1 + r + p;
+        let dout = random(batch * n * d, 166, -1.0, 1.0);
+        let want = cpu::tokens::tokens_forward(&patches, &cls, &regs, &mt, &pos, m, batch);
+        let (dp, dcls, dregs, dpos, dmask) = cpu::tokens::tokens_backward(&dout, d, r, p, m, batch);
+        // Two position sources: the table with offsets (CLS row, then the grid) and a separate grid.
+        for separate in [false, true] {
+            if let Some(out) = run(gpu, &mut j, |rec| {
+                let tp = gpu.upload(&patches, &[batch, p, d]);
+                let tc = gpu.upload(&cls, &[d]);
+                let tr = (r > 0).then(|| gpu.upload(&regs, &[r, d]));
+                let tm = gpu.upload(&mt, &[d]);
+                let table = gpu.upload(&pos, &[1 + p, d]);
+                let grid = gpu.upload(&pos[d..], &[p, d]);
+                let tmask = gpu.upload(&mask, &[batch, p]);
+                let td = TokenDims { batch, n_patches: p, dim: d, registers: r };
+                let src = if separate {
+                    PosSource { cls: &table, cls_off: 0, patch: &grid, patch_off: 0 }
+                } else {
+                    PosSource { cls: &table, cls_off: 0, patch: &table, patch_off: d }
+                };
+                let params = TokenParams { cls: &tc, registers: tr.as_ref(), mask_token: &tm };
+                let out = gpu.empty(&[batch, n, d]);
+                let mk = use_mask.then_some(&tmask);
+                kernels::tokens::tokens_forward(rec, &out, &tp, params, src, mk, td);
+                let tdo = gpu.upload(&dout, &[batch, n, d]);
+                let gp = gpu.empty(&[batch, p, d]);
+                let (gc, gm) = (rec.zeros(&[d]), rec.zeros(&[d]));
+                let gr = (r > 0).then(|| rec.zeros(&[r, d]));
+                let gtable = rec.zeros(&[1 + p, d]);
+                let ggrid = rec.zeros(&[p, d]);
+                let dsrc = if separate {
+                    PosSource { cls: &gtable, cls_off: 0, patch: &ggrid, patch_off: 0 }
+                } else {
+                    PosSource { cls: &gtable, cls_off: 0, patch: &gtable, patch_off: d }
+                };
+                let grads = TokenParams { cls: &gc, registers: gr.as_ref(), mask_token: &gm };
+                kernels::tokens::tokens_backward(rec, Some(&gp), grads, dsrc, &tdo, mk, td);
+                let mut v = vec![out, gp, gc, gm, gtable, ggrid];
+                v.extend(gr);
+                v
+            }) {
+                let tag = format!("B={batch} P={p} D={d} R={r} mask={use_mask} separate={separate}");
+                j.check(&format!("{tag} tokens"), &out[0], &want, 1e-6);
+                j.check(&format!("{tag} d_patches"), &out[1], &dp, 1e-6);
+                j.check(&format!("{tag} d_cls"), &out[2], &dcls, 1e-5);
+                j.check(&format!("{tag} d_mask_token"), &out[3], &dmask, 1e-5);
+                let gpos: Vec<f32> = if separate {
+                    out[4][..d].iter().chain(out[5].iter()).copied().collect()
+                } else {
+                    out[4].clone()
+                };
+                j.check(&format!("{tag} d_pos"), &gpos, &dpos, 1e-5);
+                if r > 0 {
+                    j.check(&format!("{tag} d_regs"), &out[6], &dregs, 1e-5);
+                }
+            }
+        }
     }
     j.finish()
 }

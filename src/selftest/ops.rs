@@ -126,6 +126,11 @@ fn on_gpu(
         .collect()
 }
 
+/// Reads a tensor back, with the error as text.
+pub(crate) fn read_tensor(gpu: &Gpu, t: &Tensor) -> Result<Vec<f32>, String> {
+    read(gpu, t).map_err(|e| e.to_string())
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn read(gpu: &Gpu, t: &Tensor) -> crate::gpu::Result<Vec<f32>> {
     gpu.read(t)

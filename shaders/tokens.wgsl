@@ -1,0 +1,117 @@
+// Token assembly of a DINOv2 ViT: [CLS, registers, patches] with the mask token and position
+// embeddings (registers get none, masked patches take the mask token before the position is added).
+//   out[b, 0]       = cls + pos_cls
+//   out[b, 1 + r]   = regs[r]
+//   out[b, 1+R+p]   = (mask[b, p] ? mask_token : patches[b, p]) + pos_patch[p]
+// pos_cls and pos_patch are element offsets into their buffers: the stored table [1+M², D]
+// serves both (offsets 0 and D) when no resize is needed, otherwise pos_patch is the resized grid.
+// tokens_forward: thread per output element. Dispatch grid_1d(ceil(B·N·D / 256)).
+// tokens_backward_patches: d_patches[b, p] = mask ? 0 : dout[b, 1+R+p]. Dispatch grid_1d(ceil(B·P·D / 256)).
+// tokens_backward_params (+=): thread per (token row t, channel c) summing over the batch:
+//   t = 0 → d_cls and d_pos_cls; 1 ≤ t ≤ R → d_regs; t > R → d_pos_patch; one extra row t = N
+//   sums the masked patches into d_mask_token. Dispatch grid_1d(ceil((N + 1)·D / 256)).
+
+struct Params {
+    batch: u32,
+    n_patches: u32,
+    dim: u32,
+    registers: u32,
+    use_mask: u32,
+    pos_cls_off: u32,
+    pos_patch_off: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> patches: array<f32>;
+@group(0) @binding(2) var<storage, read> cls: array<f32>;
+@group(0) @binding(3) var<storage, read> regs: array<f32>;
+@group(0) @binding(4) var<storage, read> mask_token: array<f32>;
+@group(0) @binding(5) var<storage, read> pos_cls: array<f32>;
+@group(0) @binding(6) var<storage, read> pos_patch: array<f32>;
+@group(0) @binding(7) var<storage, read> mask: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+// Backward bindings.
+@group(0) @binding(9) var<storage, read> dout: array<f32>;
+@group(0) @binding(10) var<storage, read_write> d_patches: array<f32>;
+@group(0) @binding(11) var<storage, read_write> d_cls: array<f32>;
+@group(0) @binding(12) var<storage, read_write> d_regs: array<f32>;
+@group(0) @binding(13) var<storage, read_write> d_pos_cls: array<f32>;
+@group(0) @binding(14) var<storage, read_write> d_pos_patch: array<f32>;
+@group(0) @binding(15) var<storage, read_write> d_mask_token: array<f32>;
+
+fn is_masked(b: u32, pi: u32) -> bool {
+    return p.use_mask != 0u && mask[b * p.n_patches + pi] != 0.0;
+}
+
+@compute @workgroup_size(256)
+fn tokens_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let idx = group_index(wid, nwg) * 256u + lid;
+    let n = 1u + p.registers + p.n_patches;
+    if (idx >= p.batch * n * p.dim) { return; }
+    let c = idx % p.dim;
+    let t = (idx / p.dim) % n;
+    let b = idx / (p.dim * n);
+    var v = 0.0;
+    if (t == 0u) {
+        v = cls[c] + pos_cls[p.pos_cls_off + c];
+    } else if (t <= p.registers) {
+        v = regs[(t - 1u) * p.dim + c];
+    } else {
+        let pi = t - 1u - p.registers;
+        if (is_masked(b, pi)) {
+            v = mask_token[c];
+        } else {
+            v = patches[(b * p.n_patches + pi) * p.dim + c];
+        }
+        v += pos_patch[p.pos_patch_off + pi * p.dim + c];
+    }
+    out[idx] = v;
+}
+
+@compute @workgroup_size(256)
+fn tokens_backward_patches(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let idx = group_index(wid, nwg) * 256u + lid;
+    if (idx >= p.batch * p.n_patches * p.dim) { return; }
+    let c = idx % p.dim;
+    let pi = (idx / p.dim) % p.n_patches;
+    let b = idx / (p.dim * p.n_patches);
+    let n = 1u + p.registers + p.n_patches;
+    var g = 0.0;
+    if (!is_masked(b, pi)) {
+        g = dout[(b * n + 1u + p.registers + pi) * p.dim + c];
+    }
+    d_patches[idx] = g;
+}
+
+@compute @workgroup_size(256)
+fn tokens_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let idx = group_index(wid, nwg) * 256u + lid;
+    let n = 1u + p.registers + p.n_patches;
+    if (idx >= (n + 1u) * p.dim) { return; }
+    let c = idx % p.dim;
+    let t = idx / p.dim;
+    if (t == n) {
+        var s = 0.0;
+        for (var b = 0u; b < p.batch; b++) {
+            for (var pi = 0u; pi < p.n_patches; pi++) {
+                if (is_masked(b, pi)) { s += dout[(b * n + 1u + p.registers + pi) * p.dim + c]; }
+            }
+        }
+        d_mask_token[c] += s;
+        return;
+    }
+    var s = 0.0;
+    for (var b = 0u; b < p.batch; b++) { s += dout[(b * n + t) * p.dim + c]; }
+    if (t == 0u) {
+        d_cls[c] += s;
+        d_pos_cls[p.pos_cls_off + c] += s;
+    } else if (t <= p.registers) {
+        d_regs[(t - 1u) * p.dim + c] += s;
+    } else {
+        d_pos_patch[p.pos_patch_off + (t - 1u - p.registers) * p.dim + c] += s;
+    }
+}

@@ -1,0 +1,318 @@
+//! The DINOv2 ViT forward pass on the GPU, recorded into one [`Recorder`].
+//!
+//! Order of operations (pre-norm blocks with LayerScale):
+//! patch embedding → mask token → [CLS, registers, patches] + positions (resized when the patch
+//! grid differs from the stored one) → per block `x += ls1 ⊙ proj(attn(LN1 x))`,
+//! `x += ls2 ⊙ fc2(gelu(fc1(LN2 x)))` → final LayerNorm.
+
+use super::config::{Ffn, VitConfig};
+use super::params::{ParamLayout, ParamStore};
+use super::weights::{expected_tensors, BackboneWeights};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::kernels;
+use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
+use crate::kernels::interp::{GridLayout, InterpDims, InterpWeights};
+use crate::kernels::layernorm::LayerNormSaved;
+use crate::kernels::patch_embed::PatchDims;
+use crate::kernels::tokens::{PosSource, TokenDims, TokenParams};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// A problem building or running the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The input does not fit the model.
+    #[error("{0}")]
+    Input(String),
+    /// The configuration is not supported by the runtime.
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+}
+
+/// What a forward pass should keep besides the final tokens.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardOptions {
+    /// Layers whose attention probabilities [B, H, N, N] are computed.
+    pub attention_layers: Vec<usize>,
+    /// Keep the embedding output and every block output (before the final norm).
+    pub hidden_states: bool,
+    /// Keep what the backward pass needs.
+    pub save_for_backward: bool,
+}
+
+/// Activations of one block kept for the backward pass.
+pub struct BlockActs {
+    /// Block input.
+    pub x_in: Tensor,
+    /// LN1 statistics and output.
+    pub ln1: LayerNormSaved,
+    /// LN1 output [B·N, D].
+    pub h1: Tensor,
+    /// qkv [B, N, 3D].
+    pub qkv: Tensor,
+    /// Attention output, heads merged [B·N, D].
+    pub attn: Tensor,
+    /// Attention log-sum-exp [B, H, N].
+    pub lse: Tensor,
+    /// Output projection [B·N, D] (before LayerScale).
+    pub proj: Tensor,
+    /// After the attention residual.
+    pub x_mid: Tensor,
+    /// LN2 statistics.
+    pub ln2: LayerNormSaved,
+    /// LN2 output.
+    pub h2: Tensor,
+    /// fc1 pre-activation [B·N, hidden].
+    pub pre: Tensor,
+    /// GELU output.
+    pub act: Tensor,
+    /// fc2 output (before LayerScale).
+    pub mlp: Tensor,
+}
+
+/// Everything a forward pass produced.
+pub struct VitOutput {
+    /// Final-normed tokens [B, N, D]: CLS, registers, patches.
+    pub tokens: Tensor,
+    /// Patch-embedding output [B, P, D].
+    pub patch_embeddings: Tensor,
+    /// The resized patch position embeddings [P, D]; `None` when the stored grid was used as is.
+    pub pos_patch: Option<Tensor>,
+    /// Embedding output and each block output, before the final norm (if asked).
+    pub hidden_states: Vec<Tensor>,
+    /// (layer, probabilities [B, H, N, N]) for the layers asked.
+    pub attentions: Vec<(usize, Tensor)>,
+    /// Patch grid (rows, columns).
+    pub grid: (usize, usize),
+    /// Tokens per image.
+    pub n_tokens: usize,
+    /// For the backward pass (if asked): im2col rows, per-block activations, final-norm stats,
+    /// the pre-norm output.
+    pub saved: Option<SavedForward>,
+}
+
+/// Forward activations the backward pass reads.
+pub struct SavedForward {
+    /// im2col rows of the patch embedding.
+    pub cols: Tensor,
+    /// Per-block activations.
+    pub blocks: Vec<BlockActs>,
+    /// Final-norm input.
+    pub x_final: Tensor,
+    /// Final-norm statistics.
+    pub norm: LayerNormSaved,
+}
+
+/// A DINOv2 backbone on the GPU.
+pub struct Vit {
+    /// Its configuration.
+    pub cfg: VitConfig,
+    /// Parameters (torch-hub names) in one flat buffer.
+    pub params: ParamStore,
+    interp_cache: Mutex<HashMap<(usize, usize), Arc<InterpWeights>>>,
+}
+
+/// The parameter layout of a config: torch-hub names in [`expected_tensors`] order.
+pub fn param_layout(cfg: &VitConfig) -> ParamLayout {
+    ParamLayout::new(&expected_tensors(cfg))
+}
+
+impl Vit {
+    /// Uploads loaded weights.
+    pub fn new(gpu: &Gpu, cfg: VitConfig, weights: &BackboneWeights) -> Result<Vit, ModelError> {
+        let values: BTreeMap<String, Vec<f32>> =
+            weights.tensors.iter().map(|(k, v)| (k.clone(), v.data.clone())).collect();
+        Self::from_host(gpu, cfg, &values)
+    }
+
+    /// Uploads named host values (torch-hub names); missing ones are zero.
+    pub fn from_host(gpu: &Gpu, cfg: VitConfig, values: &BTreeMap<String, Vec<f32>>) -> Result<Vit, ModelError> {
+        if cfg.ffn != Ffn::Mlp {
+            return Err(ModelError::Unsupported("SwiGLU feed-forward (ViT-g) is not implemented yet".into()));
+        }
+        if cfg.dim % cfg.heads != 0 || cfg.dim / cfg.heads > kernels::attention::MAX_HEAD_DIM {
+            return Err(ModelError::Unsupported(format!(
+                "head dim {} (dim {} / {} heads): the attention kernel supports up to {}",
+                cfg.dim / cfg.heads.max(1),
+                cfg.dim,
+                cfg.heads,
+                kernels::attention::MAX_HEAD_DIM
+            )));
+        }
+        let layout = param_layout(&cfg);
+        let flat = layout.pack(values);
+        Ok(Vit {
+            params: ParamStore::upload(gpu, layout, &flat),
+            cfg,
+            interp_cache: Mutex::default(),
+        })
+    }
+
+    fn p(&self, name: &str) -> Tensor {
+        self.params.get(name)
+    }
+
+    /// Number of tokens for an image of `h`×`w` pixels.
+    pub fn tokens_for(&self, h: usize, w: usize) -> usize {
+        1 + self.cfg.registers + (h / self.cfg.patch) * (w / self.cfg.patch)
+    }
+
+    /// Position embeddings for a gh×gw grid: the stored table, or a resize of its grid.
+    fn positions(&self, rec: &mut Recorder, gh: usize, gw: usize) -> Tensor {
+        let m = self.cfg.pos_grid;
+        let d = self.cfg.dim;
+        let table = self.p("pos_embed");
+        if gh == m && gw == m {
+            return table.view(0, &[1 + m * m, d]);
+        }
+        let weights = {
+            let mut cache = self.interp_cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .entry((gh, gw))
+                .or_insert_with(|| {
+                    let dims = InterpDims {
+                        channels: d,
+                        h_in: m,
+                        w_in: m,
+                        h_out: gh,
+                        w_out: gw,
+                        mode: self.cfg.interp,
+                        layout: GridLayout::ChannelLast,
+                    };
+                    Arc::new(InterpWeights::new(rec.gpu(), dims).with_input_offset(d))
+                })
+                .clone()
+        };
+        let out = rec.gpu().empty(&[gh * gw, d]);
+        kernels::interp::interp_forward(rec, &out, &table, &weights);
+        out
+    }
+
+    /// Interpolation weights used for a grid (for the backward pass).
+    pub(crate) fn interp_for(&self, gh: usize, gw: usize) -> Option<Arc<InterpWeights>> {
+        self.interp_cache.lock().ok()?.get(&(gh, gw)).cloned()
+    }
+
+    /// Checks an input size against the model.
+    pub fn check_input(&self, h: usize, w: usize) -> Result<(usize, usize), ModelError> {
+        let p = self.cfg.patch;
+        if h < p || w < p || h % p != 0 || w % p != 0 {
+            return Err(ModelError::Input(format!(
+                "image size {h}×{w} is not a positive multiple of the patch size {p}"
+            )));
+        }
+        Ok((h / p, w / p))
+    }
+
+    /// Records the forward pass of `pixels` [B, 3, H, W] (normalised), with an optional patch
+    /// mask [B, P] (1 = replaced by the mask token).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        rec: &mut Recorder,
+        pixels: &Tensor,
+        batch: usize,
+        h: usize,
+        w: usize,
+        mask: Option<&Tensor>,
+        opts: &ForwardOptions,
+    ) -> Result<VitOutput, ModelError> {
+        let cfg = &self.cfg;
+        let (gh, gw) = self.check_input(h, w)?;
+        if pixels.numel() != batch * cfg.in_chans * h * w {
+            return Err(ModelError::Input(format!(
+                "pixel tensor has {} values, expected {batch}×{}×{h}×{w}",
+                pixels.numel(),
+                cfg.in_chans
+            )));
+        }
+        let gpu = rec.gpu();
+        let d = cfg.dim;
+        let n_p = gh * gw;
+        let n = 1 + cfg.registers + n_p;
+        let rows = batch * n;
+        let pd = PatchDims { batch, channels: cfg.in_chans, height: h, width: w, patch: cfg.patch };
+        let patch_embeddings = gpu.empty(&[batch, n_p, d]);
+        let cols = kernels::patch_embed::patch_embed_forward(
+            rec,
+            &patch_embeddings,
+            pixels,
+            &self.p("patch_embed.proj.weight"),
+            &self.p("patch_embed.proj.bias"),
+            pd,
+        );
+        let pos_patch_src = self.positions(rec, gh, gw);
+        let table = self.p("pos_embed");
+        let (pos, pos_patch) = if pos_patch_src.same_buffer(&table) {
+            (PosSource { cls: &table, cls_off: 0, patch: &table, patch_off: d }, None)
+        } else {
+            (PosSource { cls: &table, cls_off: 0, patch: &pos_patch_src, patch_off: 0 }, Some(pos_patch_src.clone()))
+        };
+        let regs = (cfg.registers > 0).then(|| self.p("register_tokens"));
+        let tp = TokenParams { cls: &self.p("cls_token"), registers: regs.as_ref(), mask_token: &self.p("mask_token") };
+        let td = TokenDims { batch, n_patches: n_p, dim: d, registers: cfg.registers };
+        let mut x = gpu.empty(&[batch, n, d]);
+        kernels::tokens::tokens_forward(rec, &x, &patch_embeddings, tp, pos, mask, td);
+
+        let mut hidden_states = Vec::new();
+        if opts.hidden_states {
+            hidden_states.push(x.clone());
+        }
+        let mut attentions = Vec::new();
+        let mut blocks = Vec::new();
+        let heads = cfg.heads;
+        let hd = d / heads;
+        let ad = AttnDims::new(batch, heads, n, hd);
+        let layout = QkvLayout::fused(heads, n, hd);
+        let ol = OutLayout::bnhd(heads, n, hd);
+        for i in 0..cfg.depth {
+            let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
+            let x_in = x.clone();
+            let h1 = gpu.empty(&[rows, d]);
+            let ln1 = kernels::layernorm::layernorm_forward(rec, &h1, &x, &b("norm1.weight"), &b("norm1.bias"), cfg.ln_eps);
+            let qkv = gpu.empty(&[batch, n, 3 * d]);
+            kernels::linear::linear_forward(rec, &qkv, &h1, &b("attn.qkv.weight"), Some(&b("attn.qkv.bias")), None);
+            let attn = gpu.empty(&[rows, d]);
+            let lse = kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
+            if opts.attention_layers.contains(&i) {
+                let probs = gpu.empty(&[batch, heads, n, n]);
+                kernels::attention::attention_probs(rec, &probs, &qkv, &qkv, &lse, ad, layout);
+                attentions.push((i, probs));
+            }
+            let proj = gpu.empty(&[rows, d]);
+            kernels::linear::linear_forward(rec, &proj, &attn, &b("attn.proj.weight"), Some(&b("attn.proj.bias")), None);
+            // New buffers for the residual stream, so every block input survives for backward.
+            let x_mid = gpu.empty(&[batch, n, d]);
+            kernels::elementwise::add_mul(rec, &x_mid, &x, &proj, &b("ls1.gamma"));
+            let h2 = gpu.empty(&[rows, d]);
+            let ln2 = kernels::layernorm::layernorm_forward(rec, &h2, &x_mid, &b("norm2.weight"), &b("norm2.bias"), cfg.ln_eps);
+            let pre = gpu.empty(&[rows, cfg.mlp_hidden]);
+            let act = gpu.empty(&[rows, cfg.mlp_hidden]);
+            kernels::linear::linear_forward(rec, &act, &h2, &b("mlp.fc1.weight"), Some(&b("mlp.fc1.bias")), Some(&pre));
+            let mlp = gpu.empty(&[rows, d]);
+            kernels::linear::linear_forward(rec, &mlp, &act, &b("mlp.fc2.weight"), Some(&b("mlp.fc2.bias")), None);
+            let x_out = gpu.empty(&[batch, n, d]);
+            kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &b("ls2.gamma"));
+            if opts.hidden_states {
+                hidden_states.push(x_out.clone());
+            }
+            if opts.save_for_backward {
+                blocks.push(BlockActs { x_in, ln1, h1, qkv, attn, lse, proj, x_mid, ln2, h2, pre, act, mlp });
+            }
+            x = x_out;
+        }
+        let tokens = gpu.empty(&[batch, n, d]);
+        let norm = kernels::layernorm::layernorm_forward(rec, &tokens, &x, &self.p("norm.weight"), &self.p("norm.bias"), cfg.ln_eps);
+        let saved = opts.save_for_backward.then(|| SavedForward { cols, blocks, x_final: x, norm });
+        Ok(VitOutput {
+            tokens,
+            patch_embeddings,
+            pos_patch,
+            hidden_states,
+            attentions,
+            grid: (gh, gw),
+            n_tokens: n,
+            saved,
+        })
+    }
+}

@@ -1,0 +1,94 @@
+//! Golden model cases: a folder with config.json, model.safetensors and io.safetensors (the
+//! format of tests/fixtures/tiny_dinov2). Every forward output of every input is compared.
+
+use super::{CaseResult, Judge, Status};
+use crate::fixtures::{Manifest, TensorFile};
+use crate::gpu::{Gpu, Recorder};
+use crate::model::config::VitConfig;
+use crate::model::vit::{ForwardOptions, Vit};
+use crate::model::weights::load_backbone;
+use std::path::Path;
+
+/// Runs one model folder; `rel` is its name relative to the fixtures root (manifest paths).
+pub fn run_model_case(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str) -> CaseResult {
+    let mut judge = Judge::new(rel);
+    let cfg = match VitConfig::load(&dir.join("config.json")) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = e.to_string();
+            if msg.contains("not supported") {
+                return CaseResult { name: rel.to_string(), status: Status::Unsupported(msg), max_err: 0.0, tol: 0.0 };
+            }
+            judge.fail(msg);
+            return judge.finish();
+        }
+    };
+    if let Err(e) = compare_forward(gpu, dir, manifest, rel, cfg, &mut judge) {
+        judge.fail(e);
+    }
+    judge.finish()
+}
+
+fn compare_forward(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str, cfg: VitConfig, judge: &mut Judge) -> Result<(), String> {
+    let weights = load_backbone(&dir.join("model.safetensors"), &cfg).map_err(|e| e.to_string())?;
+    let vit = Vit::new(gpu, cfg.clone(), &weights).map_err(|e| e.to_string())?;
+    let io = TensorFile::open(&dir.join("io.safetensors")).map_err(|e| e.to_string())?;
+    let io_rel = format!("{rel}/io.safetensors");
+    let tags: Vec<String> = io
+        .names()
+        .iter()
+        .filter_map(|n| n.strip_suffix(".last_hidden_state").map(str::to_string))
+        .collect();
+    if tags.is_empty() {
+        return Err(format!("{}: no '*.last_hidden_state' outputs", io.path.display()));
+    }
+    for tag in tags {
+        let (base, masked) = match tag.strip_suffix("_masked") {
+            Some(b) => (b.to_string(), true),
+            None => (tag.clone(), false),
+        };
+        let input_tag = base.replacen("out", "input", 1);
+        let px = io.get(&format!("{input_tag}.pixel_values")).map_err(|e| e.to_string())?;
+        if px.shape.len() != 4 {
+            return Err(format!("{input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]", px.shape));
+        }
+        let (b, h, w) = (px.shape[0], px.shape[2], px.shape[3]);
+        let mask = if masked {
+            Some(io.get(&format!("{input_tag}.bool_masked_pos")).map_err(|e| e.to_string())?.data.clone())
+        } else {
+            None
+        };
+        let opts = ForwardOptions { attention_layers: (0..cfg.depth).collect(), hidden_states: true, save_for_backward: false };
+        let mut rec = Recorder::new(gpu);
+        let pixels = gpu.upload(&px.data, &px.shape);
+        let mask_t = mask.as_ref().map(|m| gpu.upload(m, &[m.len()]));
+        let out = vit.forward(&mut rec, &pixels, b, h, w, mask_t.as_ref(), &opts).map_err(|e| e.to_string())?;
+        rec.finish().map_err(|e| e.to_string())?;
+        let read = |t: &crate::gpu::Tensor| super::ops::read_tensor(gpu, t);
+        let mut check = |name: String, got: Vec<f32>| {
+            if let Ok(want) = io.get(&name) {
+                let tol = manifest.tolerance(&io_rel, &name, &want.data);
+                judge.check(&name, &got, &want.data, tol);
+            }
+        };
+        let tokens = read(&out.tokens)?;
+        let (n, d) = (out.n_tokens, cfg.dim);
+        let pooled: Vec<f32> = (0..b).flat_map(|i| tokens[i * n * d..i * n * d + d].to_vec()).collect();
+        check(format!("{tag}.last_hidden_state"), tokens);
+        check(format!("{tag}.pooler_output"), pooled);
+        check(format!("{tag}.patch_embeddings"), read(&out.patch_embeddings)?);
+        for (l, t) in &out.attentions {
+            check(format!("{tag}.attentions.{l}"), read(t)?);
+        }
+        for (l, t) in out.hidden_states.iter().enumerate() {
+            check(format!("{tag}.hidden_states.{l}"), read(t)?);
+        }
+        if let Some(pp) = &out.pos_patch {
+            let table = read(&vit.params.get("pos_embed"))?;
+            let mut full = table[..d].to_vec();
+            full.extend(read(pp)?);
+            check(format!("{tag}.interp_pos_embed"), full);
+        }
+    }
+    Ok(())
+}
