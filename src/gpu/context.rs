@@ -319,9 +319,19 @@ impl Gpu {
     /// Overwrites a tensor's contents from the host before the next submission. Only for
     /// tensors no recorded-but-unsubmitted work reads (parameters between steps, fresh uploads).
     pub fn write(&self, t: &Tensor, data: &[f32]) {
-        assert_eq!(data.len(), t.numel(), "write: {} values into a tensor of {}", data.len(), t.numel());
+        assert_eq!(
+            data.len(),
+            t.numel(),
+            "write: {} values into a tensor of {}",
+            data.len(),
+            t.numel()
+        );
         if !data.is_empty() {
-            self.queue.write_buffer(t.buffer(), t.offset() as u64 * 4, bytemuck::cast_slice(data));
+            self.queue.write_buffer(
+                t.buffer(),
+                t.offset() as u64 * 4,
+                bytemuck::cast_slice(data),
+            );
         }
     }
 

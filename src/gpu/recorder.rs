@@ -169,7 +169,7 @@ impl<'g> Recorder<'g> {
             "{}: grid {grid:?} exceeds {max}",
             k.entry
         );
-        let max_binding = self.gpu.limits.max_storage_buffer_binding_size as u64;
+        let max_binding = self.gpu.limits.max_storage_buffer_binding_size;
         if let Some(t) = bufs.iter().find(|t| t.binding_bytes() > max_binding) {
             // Skipped and reported by finish(): the model does not fit this adapter.
             if self.error.is_none() {

@@ -61,8 +61,16 @@ impl Tensor {
     pub fn view(&self, offset: usize, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
         let start = self.offset + offset;
-        assert!(start % Self::VIEW_ALIGN == 0, "view offset {start} is not a multiple of {}", Self::VIEW_ALIGN);
-        assert!(offset + n <= self.numel(), "view [{offset}, +{n}) outside a tensor of {}", self.numel());
+        assert!(
+            start.is_multiple_of(Self::VIEW_ALIGN),
+            "view offset {start} is not a multiple of {}",
+            Self::VIEW_ALIGN
+        );
+        assert!(
+            offset + n <= self.numel(),
+            "view [{offset}, +{n}) outside a tensor of {}",
+            self.numel()
+        );
         Tensor {
             storage: self.storage.clone(),
             offset: start,

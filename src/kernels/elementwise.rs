@@ -20,8 +20,11 @@ pub static ADD_FORWARD: Kernel = Kernel::new::<Params>("elementwise", "add_forwa
 /// out = a·b.
 pub static MUL_FORWARD: Kernel = Kernel::new::<Params>("elementwise", "mul_forward", B);
 /// out = a + b·c.
-pub static ADD_MUL: Kernel =
-    Kernel::new::<Params>("elementwise", "add_mul", &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)]);
+pub static ADD_MUL: Kernel = Kernel::new::<Params>(
+    "elementwise",
+    "add_mul",
+    &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)],
+);
 /// out = alpha·a + beta·out.
 pub static AXPBY: Kernel = Kernel::new::<Params>("elementwise", "axpby", B);
 
@@ -118,7 +121,10 @@ pub fn add_mul(rec: &mut Recorder, out: &Tensor, a: &Tensor, b: &Tensor, c: &Ten
     let n = a.numel();
     let nc = c.numel();
     assert!(out.numel() == n && b.numel() == n, "add_mul: sizes");
-    assert!(nc > 0 && n.is_multiple_of(nc), "add_mul: c ({nc}) must divide a ({n})");
+    assert!(
+        nc > 0 && n.is_multiple_of(nc),
+        "add_mul: c ({nc}) must divide a ({n})"
+    );
     let p = Params {
         n: n as u32,
         nb: nc as u32,

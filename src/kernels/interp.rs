@@ -111,7 +111,7 @@ pub fn interp_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, w: &InterpWeig
     let d = &w.dims;
     assert_eq!(
         x.numel(),
-        d.channels * d.h_in * d.w_in,
+        w.x_off + d.channels * d.h_in * d.w_in,
         "interp_forward: x shape"
     );
     assert_eq!(
@@ -138,7 +138,7 @@ pub fn interp_backward(
     let d = &w.dims;
     assert_eq!(
         dx.numel(),
-        d.channels * d.h_in * d.w_in,
+        w.x_off + d.channels * d.h_in * d.w_in,
         "interp_backward: dx shape"
     );
     assert_eq!(

@@ -54,9 +54,21 @@ impl Tile {
     /// small products still spread over enough workgroups.
     pub fn for_problem(m: usize, n: usize) -> Tile {
         if m >= 256 && n >= 256 {
-            Tile { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 }
+            Tile {
+                bm: 128,
+                bn: 128,
+                bk: 8,
+                tm: 8,
+                tn: 8,
+            }
         } else {
-            Tile { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 }
+            Tile {
+                bm: 64,
+                bn: 64,
+                bk: 16,
+                tm: 4,
+                tn: 4,
+            }
         }
     }
 
@@ -217,7 +229,11 @@ pub fn matmul(
             alpha,
             _pad1: [0; 3],
         };
-        let grid = [d.n.div_ceil(tile.bn) as u32, d.m.div_ceil(tile.bm) as u32, nb as u32];
+        let grid = [
+            d.n.div_ceil(tile.bn) as u32,
+            d.m.div_ceil(tile.bm) as u32,
+            nb as u32,
+        ];
         rec.dispatch_with(&MATMUL, &overrides, &p, &[a, b, &bias, c, &aux], grid);
         offset += nb;
     }

@@ -19,16 +19,36 @@ struct Params {
 pub static TOKENS_FORWARD: Kernel = Kernel::new::<Params>(
     "tokens",
     "tokens_forward",
-    &[(1, Read), (2, Read), (3, Read), (4, Read), (5, Read), (6, Read), (7, Read), (8, ReadWrite)],
+    &[
+        (1, Read),
+        (2, Read),
+        (3, Read),
+        (4, Read),
+        (5, Read),
+        (6, Read),
+        (7, Read),
+        (8, ReadWrite),
+    ],
 );
 /// Patch-embedding gradients.
-pub static TOKENS_BACKWARD_PATCHES: Kernel =
-    Kernel::new::<Params>("tokens", "tokens_backward_patches", &[(7, Read), (9, Read), (10, ReadWrite)]);
+pub static TOKENS_BACKWARD_PATCHES: Kernel = Kernel::new::<Params>(
+    "tokens",
+    "tokens_backward_patches",
+    &[(7, Read), (9, Read), (10, ReadWrite)],
+);
 /// CLS, register, position and mask-token gradients (+=).
 pub static TOKENS_BACKWARD_PARAMS: Kernel = Kernel::new::<Params>(
     "tokens",
     "tokens_backward_params",
-    &[(7, Read), (9, Read), (11, ReadWrite), (12, ReadWrite), (13, ReadWrite), (14, ReadWrite), (15, ReadWrite)],
+    &[
+        (7, Read),
+        (9, Read),
+        (11, ReadWrite),
+        (12, ReadWrite),
+        (13, ReadWrite),
+        (14, ReadWrite),
+        (15, ReadWrite),
+    ],
 );
 
 /// Where the position embeddings come from: the CLS entry and the patch grid, each a tensor
@@ -99,22 +119,50 @@ pub fn tokens_forward(
     mask: Option<&Tensor>,
     d: TokenDims,
 ) {
-    assert_eq!(patches.numel(), d.batch * d.n_patches * d.dim, "tokens_forward: patches shape");
-    assert_eq!(out.numel(), d.batch * d.tokens() * d.dim, "tokens_forward: out shape");
-    assert_eq!(t.registers.map_or(0, |r| r.numel()), d.registers * d.dim, "tokens_forward: registers shape");
-    assert!(pos.patch.numel() >= pos.patch_off + d.n_patches * d.dim, "tokens_forward: position grid too small");
+    assert_eq!(
+        patches.numel(),
+        d.batch * d.n_patches * d.dim,
+        "tokens_forward: patches shape"
+    );
+    assert_eq!(
+        out.numel(),
+        d.batch * d.tokens() * d.dim,
+        "tokens_forward: out shape"
+    );
+    assert_eq!(
+        t.registers.map_or(0, |r| r.numel()),
+        d.registers * d.dim,
+        "tokens_forward: registers shape"
+    );
+    assert!(
+        pos.patch.numel() >= pos.patch_off + d.n_patches * d.dim,
+        "tokens_forward: position grid too small"
+    );
     let gpu = rec.gpu();
     let dummy = gpu.dummy_read.clone();
     let regs = t.registers.cloned().unwrap_or_else(|| dummy.clone());
     let m = mask.cloned().unwrap_or_else(|| dummy.clone());
     if let Some(m) = mask {
-        assert_eq!(m.numel(), d.batch * d.n_patches, "tokens_forward: mask shape");
+        assert_eq!(
+            m.numel(),
+            d.batch * d.n_patches,
+            "tokens_forward: mask shape"
+        );
     }
     let p = d.params(mask.is_some(), &pos);
     rec.dispatch(
         &TOKENS_FORWARD,
         &p,
-        &[patches, t.cls, &regs, t.mask_token, pos.cls, pos.patch, &m, out],
+        &[
+            patches,
+            t.cls,
+            &regs,
+            t.mask_token,
+            pos.cls,
+            pos.patch,
+            &m,
+            out,
+        ],
         grid_1d(out.numel().div_ceil(256)),
     );
 }
@@ -131,20 +179,44 @@ pub fn tokens_backward(
     mask: Option<&Tensor>,
     d: TokenDims,
 ) {
-    assert_eq!(dout.numel(), d.batch * d.tokens() * d.dim, "tokens_backward: dout shape");
+    assert_eq!(
+        dout.numel(),
+        d.batch * d.tokens() * d.dim,
+        "tokens_backward: dout shape"
+    );
     let gpu = rec.gpu();
     let m = mask.cloned().unwrap_or_else(|| gpu.dummy_read.clone());
     let p = d.params(mask.is_some(), &d_pos);
     if let Some(dp) = d_patches {
-        assert_eq!(dp.numel(), d.batch * d.n_patches * d.dim, "tokens_backward: d_patches shape");
-        rec.dispatch(&TOKENS_BACKWARD_PATCHES, &p, &[&m, dout, dp], grid_1d(dp.numel().div_ceil(256)));
+        assert_eq!(
+            dp.numel(),
+            d.batch * d.n_patches * d.dim,
+            "tokens_backward: d_patches shape"
+        );
+        rec.dispatch(
+            &TOKENS_BACKWARD_PATCHES,
+            &p,
+            &[&m, dout, dp],
+            grid_1d(dp.numel().div_ceil(256)),
+        );
     }
-    let regs = grads.registers.cloned().unwrap_or_else(|| gpu.dummy_write.clone());
+    let regs = grads
+        .registers
+        .cloned()
+        .unwrap_or_else(|| gpu.dummy_write.clone());
     let rows = d.tokens() + 1;
     rec.dispatch(
         &TOKENS_BACKWARD_PARAMS,
         &p,
-        &[&m, dout, grads.cls, &regs, d_pos.cls, d_pos.patch, grads.mask_token],
+        &[
+            &m,
+            dout,
+            grads.cls,
+            &regs,
+            d_pos.cls,
+            d_pos.patch,
+            grads.mask_token,
+        ],
         grid_1d((rows * d.dim).div_ceil(256)),
     );
 }

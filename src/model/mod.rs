@@ -2,5 +2,5 @@
 
 pub mod config;
 pub mod params;
-// pub mod vit; (enabled once weights.rs lands)
+pub mod vit;
 pub mod weights;

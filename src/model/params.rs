@@ -39,11 +39,23 @@ impl ParamLayout {
         let mut offset = 0;
         for (name, shape) in specs {
             let n: usize = shape.iter().product();
-            entries.push(ParamEntry { name: name.clone(), offset, shape: shape.clone() });
+            entries.push(ParamEntry {
+                name: name.clone(),
+                offset,
+                shape: shape.clone(),
+            });
             offset += n.div_ceil(Tensor::VIEW_ALIGN).max(1) * Tensor::VIEW_ALIGN;
         }
-        let index = entries.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
-        ParamLayout { entries, total: offset, index }
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        ParamLayout {
+            entries,
+            total: offset,
+            index,
+        }
     }
 
     /// The entry of `name`.
@@ -72,7 +84,12 @@ impl ParamLayout {
     pub fn unpack(&self, flat: &[f32]) -> BTreeMap<String, Vec<f32>> {
         self.entries
             .iter()
-            .map(|e| (e.name.clone(), flat[e.offset..e.offset + e.numel()].to_vec()))
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    flat[e.offset..e.offset + e.numel()].to_vec(),
+                )
+            })
             .collect()
     }
 }
@@ -96,12 +113,17 @@ impl ParamStore {
 
     /// The view of one parameter; panics on an unknown name (names come from the layout).
     pub fn get(&self, name: &str) -> Tensor {
-        let e = self.layout.get(name).unwrap_or_else(|| panic!("no parameter '{name}'"));
+        let e = self
+            .layout
+            .get(name)
+            .unwrap_or_else(|| panic!("no parameter '{name}'"));
         self.flat.view(e.offset, &e.shape)
     }
 
     /// The view of one parameter, if it exists.
     pub fn try_get(&self, name: &str) -> Option<Tensor> {
-        self.layout.get(name).map(|e| self.flat.view(e.offset, &e.shape))
+        self.layout
+            .get(name)
+            .map(|e| self.flat.view(e.offset, &e.shape))
     }
 }

@@ -120,17 +120,28 @@ pub fn param_layout(cfg: &VitConfig) -> ParamLayout {
 impl Vit {
     /// Uploads loaded weights.
     pub fn new(gpu: &Gpu, cfg: VitConfig, weights: &BackboneWeights) -> Result<Vit, ModelError> {
-        let values: BTreeMap<String, Vec<f32>> =
-            weights.tensors.iter().map(|(k, v)| (k.clone(), v.data.clone())).collect();
+        let values: BTreeMap<String, Vec<f32>> = weights
+            .tensors
+            .iter()
+            .map(|(k, v)| (k.clone(), v.data.clone()))
+            .collect();
         Self::from_host(gpu, cfg, &values)
     }
 
     /// Uploads named host values (torch-hub names); missing ones are zero.
-    pub fn from_host(gpu: &Gpu, cfg: VitConfig, values: &BTreeMap<String, Vec<f32>>) -> Result<Vit, ModelError> {
+    pub fn from_host(
+        gpu: &Gpu,
+        cfg: VitConfig,
+        values: &BTreeMap<String, Vec<f32>>,
+    ) -> Result<Vit, ModelError> {
         if cfg.ffn != Ffn::Mlp {
-            return Err(ModelError::Unsupported("SwiGLU feed-forward (ViT-g) is not implemented yet".into()));
+            return Err(ModelError::Unsupported(
+                "SwiGLU feed-forward (ViT-g) is not implemented yet".into(),
+            ));
         }
-        if cfg.dim % cfg.heads != 0 || cfg.dim / cfg.heads > kernels::attention::MAX_HEAD_DIM {
+        if !cfg.dim.is_multiple_of(cfg.heads)
+            || cfg.dim / cfg.heads > kernels::attention::MAX_HEAD_DIM
+        {
             return Err(ModelError::Unsupported(format!(
                 "head dim {} (dim {} / {} heads): the attention kernel supports up to {}",
                 cfg.dim / cfg.heads.max(1),
@@ -196,7 +207,7 @@ impl Vit {
     /// Checks an input size against the model.
     pub fn check_input(&self, h: usize, w: usize) -> Result<(usize, usize), ModelError> {
         let p = self.cfg.patch;
-        if h < p || w < p || h % p != 0 || w % p != 0 {
+        if h < p || w < p || !h.is_multiple_of(p) || !w.is_multiple_of(p) {
             return Err(ModelError::Input(format!(
                 "image size {h}×{w} is not a positive multiple of the patch size {p}"
             )));
@@ -231,7 +242,13 @@ impl Vit {
         let n_p = gh * gw;
         let n = 1 + cfg.registers + n_p;
         let rows = batch * n;
-        let pd = PatchDims { batch, channels: cfg.in_chans, height: h, width: w, patch: cfg.patch };
+        let pd = PatchDims {
+            batch,
+            channels: cfg.in_chans,
+            height: h,
+            width: w,
+            patch: cfg.patch,
+        };
         let patch_embeddings = gpu.empty(&[batch, n_p, d]);
         let cols = kernels::patch_embed::patch_embed_forward(
             rec,
@@ -244,13 +261,38 @@ impl Vit {
         let pos_patch_src = self.positions(rec, gh, gw);
         let table = self.p("pos_embed");
         let (pos, pos_patch) = if pos_patch_src.same_buffer(&table) {
-            (PosSource { cls: &table, cls_off: 0, patch: &table, patch_off: d }, None)
+            (
+                PosSource {
+                    cls: &table,
+                    cls_off: 0,
+                    patch: &table,
+                    patch_off: d,
+                },
+                None,
+            )
         } else {
-            (PosSource { cls: &table, cls_off: 0, patch: &pos_patch_src, patch_off: 0 }, Some(pos_patch_src.clone()))
+            (
+                PosSource {
+                    cls: &table,
+                    cls_off: 0,
+                    patch: &pos_patch_src,
+                    patch_off: 0,
+                },
+                Some(pos_patch_src.clone()),
+            )
         };
         let regs = (cfg.registers > 0).then(|| self.p("register_tokens"));
-        let tp = TokenParams { cls: &self.p("cls_token"), registers: regs.as_ref(), mask_token: &self.p("mask_token") };
-        let td = TokenDims { batch, n_patches: n_p, dim: d, registers: cfg.registers };
+        let tp = TokenParams {
+            cls: &self.p("cls_token"),
+            registers: regs.as_ref(),
+            mask_token: &self.p("mask_token"),
+        };
+        let td = TokenDims {
+            batch,
+            n_patches: n_p,
+            dim: d,
+            registers: cfg.registers,
+        };
         let mut x = gpu.empty(&[batch, n, d]);
         kernels::tokens::tokens_forward(rec, &x, &patch_embeddings, tp, pos, mask, td);
 
@@ -269,41 +311,110 @@ impl Vit {
             let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
             let x_in = x.clone();
             let h1 = gpu.empty(&[rows, d]);
-            let ln1 = kernels::layernorm::layernorm_forward(rec, &h1, &x, &b("norm1.weight"), &b("norm1.bias"), cfg.ln_eps);
+            let ln1 = kernels::layernorm::layernorm_forward(
+                rec,
+                &h1,
+                &x,
+                &b("norm1.weight"),
+                &b("norm1.bias"),
+                cfg.ln_eps,
+            );
             let qkv = gpu.empty(&[batch, n, 3 * d]);
-            kernels::linear::linear_forward(rec, &qkv, &h1, &b("attn.qkv.weight"), Some(&b("attn.qkv.bias")), None);
+            kernels::linear::linear_forward(
+                rec,
+                &qkv,
+                &h1,
+                &b("attn.qkv.weight"),
+                Some(&b("attn.qkv.bias")),
+                None,
+            );
             let attn = gpu.empty(&[rows, d]);
-            let lse = kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
+            let lse =
+                kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
             if opts.attention_layers.contains(&i) {
                 let probs = gpu.empty(&[batch, heads, n, n]);
                 kernels::attention::attention_probs(rec, &probs, &qkv, &qkv, &lse, ad, layout);
                 attentions.push((i, probs));
             }
             let proj = gpu.empty(&[rows, d]);
-            kernels::linear::linear_forward(rec, &proj, &attn, &b("attn.proj.weight"), Some(&b("attn.proj.bias")), None);
+            kernels::linear::linear_forward(
+                rec,
+                &proj,
+                &attn,
+                &b("attn.proj.weight"),
+                Some(&b("attn.proj.bias")),
+                None,
+            );
             // New buffers for the residual stream, so every block input survives for backward.
             let x_mid = gpu.empty(&[batch, n, d]);
             kernels::elementwise::add_mul(rec, &x_mid, &x, &proj, &b("ls1.gamma"));
             let h2 = gpu.empty(&[rows, d]);
-            let ln2 = kernels::layernorm::layernorm_forward(rec, &h2, &x_mid, &b("norm2.weight"), &b("norm2.bias"), cfg.ln_eps);
+            let ln2 = kernels::layernorm::layernorm_forward(
+                rec,
+                &h2,
+                &x_mid,
+                &b("norm2.weight"),
+                &b("norm2.bias"),
+                cfg.ln_eps,
+            );
             let pre = gpu.empty(&[rows, cfg.mlp_hidden]);
             let act = gpu.empty(&[rows, cfg.mlp_hidden]);
-            kernels::linear::linear_forward(rec, &act, &h2, &b("mlp.fc1.weight"), Some(&b("mlp.fc1.bias")), Some(&pre));
+            kernels::linear::linear_forward(
+                rec,
+                &act,
+                &h2,
+                &b("mlp.fc1.weight"),
+                Some(&b("mlp.fc1.bias")),
+                Some(&pre),
+            );
             let mlp = gpu.empty(&[rows, d]);
-            kernels::linear::linear_forward(rec, &mlp, &act, &b("mlp.fc2.weight"), Some(&b("mlp.fc2.bias")), None);
+            kernels::linear::linear_forward(
+                rec,
+                &mlp,
+                &act,
+                &b("mlp.fc2.weight"),
+                Some(&b("mlp.fc2.bias")),
+                None,
+            );
             let x_out = gpu.empty(&[batch, n, d]);
             kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &b("ls2.gamma"));
             if opts.hidden_states {
                 hidden_states.push(x_out.clone());
             }
             if opts.save_for_backward {
-                blocks.push(BlockActs { x_in, ln1, h1, qkv, attn, lse, proj, x_mid, ln2, h2, pre, act, mlp });
+                blocks.push(BlockActs {
+                    x_in,
+                    ln1,
+                    h1,
+                    qkv,
+                    attn,
+                    lse,
+                    proj,
+                    x_mid,
+                    ln2,
+                    h2,
+                    pre,
+                    act,
+                    mlp,
+                });
             }
             x = x_out;
         }
         let tokens = gpu.empty(&[batch, n, d]);
-        let norm = kernels::layernorm::layernorm_forward(rec, &tokens, &x, &self.p("norm.weight"), &self.p("norm.bias"), cfg.ln_eps);
-        let saved = opts.save_for_backward.then(|| SavedForward { cols, blocks, x_final: x, norm });
+        let norm = kernels::layernorm::layernorm_forward(
+            rec,
+            &tokens,
+            &x,
+            &self.p("norm.weight"),
+            &self.p("norm.bias"),
+            cfg.ln_eps,
+        );
+        let saved = opts.save_for_backward.then(|| SavedForward {
+            cols,
+            blocks,
+            x_final: x,
+            norm,
+        });
         Ok(VitOutput {
             tokens,
             patch_embeddings,
@@ -314,5 +425,235 @@ impl Vit {
             n_tokens: n,
             saved,
         })
+    }
+}
+
+/// d_branch = dy ⊙ γ (overwritten); dγ += Σ_rows dy ⊙ branch. The backward of `x + γ ⊙ branch`
+/// for the branch side (the residual side passes dy through unchanged).
+fn layerscale_backward(
+    rec: &mut Recorder,
+    d_branch: &Tensor,
+    d_gamma: &Tensor,
+    dy: &Tensor,
+    branch: &Tensor,
+    gamma: &Tensor,
+) {
+    kernels::elementwise::mul_forward(rec, d_branch, dy, gamma, false);
+    let prod = rec.gpu().empty(dy.shape());
+    kernels::elementwise::mul_forward(rec, &prod, dy, branch, false);
+    let d = gamma.numel();
+    kernels::reduce::sum_rows(rec, d_gamma, &prod, dy.numel() / d, d, 1.0, true);
+}
+
+impl Vit {
+    /// A zeroed gradient store with the parameters' layout.
+    pub fn zero_grads(&self, rec: &mut Recorder) -> ParamStore {
+        let flat = rec.zeros(&[self.params.layout.total]);
+        ParamStore {
+            layout: self.params.layout.clone(),
+            flat,
+        }
+    }
+
+    /// Records the backward pass from `d_tokens` (dL/d final tokens [B, N, D]) through a forward
+    /// run with `save_for_backward`. Parameter gradients are added into `grads` (same layout as
+    /// the parameters); `d_pixels` [B, 3, H, W] is written when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        rec: &mut Recorder,
+        out: &VitOutput,
+        d_tokens: &Tensor,
+        grads: &ParamStore,
+        d_pixels: Option<&Tensor>,
+        pixels_shape: (usize, usize, usize),
+        mask: Option<&Tensor>,
+    ) -> Result<(), ModelError> {
+        let saved = out.saved.as_ref().ok_or_else(|| {
+            ModelError::Input("backward needs a forward run with save_for_backward".into())
+        })?;
+        let cfg = &self.cfg;
+        let gpu = rec.gpu();
+        let (batch, h, w) = pixels_shape;
+        let (gh, gw) = out.grid;
+        let n = out.n_tokens;
+        let d = cfg.dim;
+        let rows = batch * n;
+        let g = |name: &str| grads.get(name);
+        // Final norm.
+        let mut dx = gpu.empty(&[batch, n, d]);
+        kernels::layernorm::layernorm_backward(
+            rec,
+            &dx,
+            &g("norm.weight"),
+            &g("norm.bias"),
+            d_tokens,
+            &saved.x_final,
+            &self.p("norm.weight"),
+            &saved.norm,
+            false,
+            true,
+        );
+        let heads = cfg.heads;
+        let hd = d / heads;
+        let ad = AttnDims::new(batch, heads, n, hd);
+        let layout = QkvLayout::fused(heads, n, hd);
+        let ol = OutLayout::bnhd(heads, n, hd);
+        for (i, a) in saved.blocks.iter().enumerate().rev() {
+            let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
+            let gb = |s: &str| grads.get(&format!("blocks.{i}.{s}"));
+            // x_out = x_mid + ls2 ⊙ mlp: dx flows to x_mid unchanged.
+            let d_x_mid = dx.clone();
+            let d_mlp = gpu.empty(&[rows, d]);
+            layerscale_backward(rec, &d_mlp, &gb("ls2.gamma"), &dx, &a.mlp, &b("ls2.gamma"));
+            let d_act = gpu.empty(&[rows, cfg.mlp_hidden]);
+            kernels::linear::linear_backward(
+                rec,
+                Some(&d_act),
+                &gb("mlp.fc2.weight"),
+                Some(&gb("mlp.fc2.bias")),
+                &d_mlp,
+                &a.act,
+                &b("mlp.fc2.weight"),
+                false,
+                true,
+            );
+            let d_pre = gpu.empty(&[rows, cfg.mlp_hidden]);
+            kernels::gelu::gelu_backward(rec, &d_pre, &d_act, &a.pre, false);
+            let d_h2 = gpu.empty(&[rows, d]);
+            kernels::linear::linear_backward(
+                rec,
+                Some(&d_h2),
+                &gb("mlp.fc1.weight"),
+                Some(&gb("mlp.fc1.bias")),
+                &d_pre,
+                &a.h2,
+                &b("mlp.fc1.weight"),
+                false,
+                true,
+            );
+            kernels::layernorm::layernorm_backward(
+                rec,
+                &d_x_mid,
+                &gb("norm2.weight"),
+                &gb("norm2.bias"),
+                &d_h2,
+                &a.x_mid,
+                &b("norm2.weight"),
+                &a.ln2,
+                true,
+                true,
+            );
+            // x_mid = x_in + ls1 ⊙ proj.
+            let d_x_in = d_x_mid.clone();
+            let d_proj = gpu.empty(&[rows, d]);
+            layerscale_backward(
+                rec,
+                &d_proj,
+                &gb("ls1.gamma"),
+                &d_x_mid,
+                &a.proj,
+                &b("ls1.gamma"),
+            );
+            let d_attn = gpu.empty(&[rows, d]);
+            kernels::linear::linear_backward(
+                rec,
+                Some(&d_attn),
+                &gb("attn.proj.weight"),
+                Some(&gb("attn.proj.bias")),
+                &d_proj,
+                &a.attn,
+                &b("attn.proj.weight"),
+                false,
+                true,
+            );
+            let d_qkv = gpu.empty(&[batch, n, 3 * d]);
+            kernels::attention::attention_backward(
+                rec, &d_qkv, &d_qkv, &d_qkv, &d_attn, &a.qkv, &a.qkv, &a.qkv, &a.attn, &a.lse, ad,
+                layout, ol,
+            );
+            let d_h1 = gpu.empty(&[rows, d]);
+            kernels::linear::linear_backward(
+                rec,
+                Some(&d_h1),
+                &gb("attn.qkv.weight"),
+                Some(&gb("attn.qkv.bias")),
+                &d_qkv,
+                &a.h1,
+                &b("attn.qkv.weight"),
+                false,
+                true,
+            );
+            kernels::layernorm::layernorm_backward(
+                rec,
+                &d_x_in,
+                &gb("norm1.weight"),
+                &gb("norm1.bias"),
+                &d_h1,
+                &a.x_in,
+                &b("norm1.weight"),
+                &a.ln1,
+                true,
+                true,
+            );
+            dx = d_x_in;
+        }
+        // Token assembly.
+        let n_p = gh * gw;
+        let td = TokenDims {
+            batch,
+            n_patches: n_p,
+            dim: d,
+            registers: cfg.registers,
+        };
+        let d_patches = gpu.empty(&[batch, n_p, d]);
+        let d_table = g("pos_embed");
+        let d_regs = (cfg.registers > 0).then(|| g("register_tokens"));
+        let tg = TokenParams {
+            cls: &g("cls_token"),
+            registers: d_regs.as_ref(),
+            mask_token: &g("mask_token"),
+        };
+        match self.interp_for(gh, gw).filter(|_| out.pos_patch.is_some()) {
+            Some(weights) => {
+                let d_grid = rec.zeros(&[n_p, d]);
+                let src = PosSource {
+                    cls: &d_table,
+                    cls_off: 0,
+                    patch: &d_grid,
+                    patch_off: 0,
+                };
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, &dx, mask, td);
+                kernels::interp::interp_backward(rec, &d_table, &d_grid, &weights, true);
+            }
+            None => {
+                let src = PosSource {
+                    cls: &d_table,
+                    cls_off: 0,
+                    patch: &d_table,
+                    patch_off: d,
+                };
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, &dx, mask, td);
+            }
+        }
+        let pd = PatchDims {
+            batch,
+            channels: cfg.in_chans,
+            height: h,
+            width: w,
+            patch: cfg.patch,
+        };
+        kernels::patch_embed::patch_embed_backward(
+            rec,
+            d_pixels,
+            &g("patch_embed.proj.weight"),
+            &g("patch_embed.proj.bias"),
+            &d_patches,
+            &saved.cols,
+            &self.p("patch_embed.proj.weight"),
+            pd,
+            true,
+        );
+        Ok(())
     }
 }

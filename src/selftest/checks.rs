@@ -758,7 +758,9 @@ fn elementwise(gpu: &Gpu) -> CaseResult {
         j.check("add da", &out[4], &dy, 0.0);
         j.check("add db", &out[5], &dbias, tol(&dbias, 1e-6));
         j.check("axpby", &out[6], &axpby, 1e-6);
-        let add_mul: Vec<f32> = (0..rows * cols).map(|i| a[i] + dy[i] * b[i % cols]).collect();
+        let add_mul: Vec<f32> = (0..rows * cols)
+            .map(|i| a[i] + dy[i] * b[i % cols])
+            .collect();
         j.check("add_mul", &out[7], &add_mul, 1e-6);
     }
     j.finish()
@@ -977,13 +979,19 @@ fn large_grids(gpu: &Gpu) -> CaseResult {
 fn tokens(gpu: &Gpu) -> CaseResult {
     use crate::kernels::tokens::{PosSource, TokenDims, TokenParams};
     let mut j = Judge::new("kernel.tokens");
-    for &(batch, p, d, r, use_mask) in &[(1, 1, 1, 0, false), (2, 7, 65, 4, true), (3, 16, 64, 0, true)] {
+    for &(batch, p, d, r, use_mask) in &[
+        (1, 1, 1, 0, false),
+        (2, 7, 65, 4, true),
+        (3, 16, 64, 0, true),
+    ] {
         let patches = random(batch * p * d, 161, -1.0, 1.0);
         let cls = random(d, 162, -1.0, 1.0);
         let regs = random(r * d, 163, -1.0, 1.0);
         let mt = random(d, 164, -1.0, 1.0);
         let pos = random((1 + p) * d, 165, -1.0, 1.0);
-        let mask: Vec<f32> = (0..batch * p).map(|i| ((i * 7 + 3) % 3 == 0) as u8 as f32).collect();
+        let mask: Vec<f32> = (0..batch * p)
+            .map(|i| ((i * 7 + 3) % 3 == 0) as u8 as f32)
+            .collect();
         let m = use_mask.then_some(mask.as_slice());
         let n = 1 + r + p;
         let dout = random(batch * n * d, 166, -1.0, 1.0);
@@ -999,13 +1007,32 @@ fn tokens(gpu: &Gpu) -> CaseResult {
                 let table = gpu.upload(&pos, &[1 + p, d]);
                 let grid = gpu.upload(&pos[d..], &[p, d]);
                 let tmask = gpu.upload(&mask, &[batch, p]);
-                let td = TokenDims { batch, n_patches: p, dim: d, registers: r };
-                let src = if separate {
-                    PosSource { cls: &table, cls_off: 0, patch: &grid, patch_off: 0 }
-                } else {
-                    PosSource { cls: &table, cls_off: 0, patch: &table, patch_off: d }
+                let td = TokenDims {
+                    batch,
+                    n_patches: p,
+                    dim: d,
+                    registers: r,
                 };
-                let params = TokenParams { cls: &tc, registers: tr.as_ref(), mask_token: &tm };
+                let src = if separate {
+                    PosSource {
+                        cls: &table,
+                        cls_off: 0,
+                        patch: &grid,
+                        patch_off: 0,
+                    }
+                } else {
+                    PosSource {
+                        cls: &table,
+                        cls_off: 0,
+                        patch: &table,
+                        patch_off: d,
+                    }
+                };
+                let params = TokenParams {
+                    cls: &tc,
+                    registers: tr.as_ref(),
+                    mask_token: &tm,
+                };
                 let out = gpu.empty(&[batch, n, d]);
                 let mk = use_mask.then_some(&tmask);
                 kernels::tokens::tokens_forward(rec, &out, &tp, params, src, mk, td);
@@ -1016,17 +1043,32 @@ fn tokens(gpu: &Gpu) -> CaseResult {
                 let gtable = rec.zeros(&[1 + p, d]);
                 let ggrid = rec.zeros(&[p, d]);
                 let dsrc = if separate {
-                    PosSource { cls: &gtable, cls_off: 0, patch: &ggrid, patch_off: 0 }
+                    PosSource {
+                        cls: &gtable,
+                        cls_off: 0,
+                        patch: &ggrid,
+                        patch_off: 0,
+                    }
                 } else {
-                    PosSource { cls: &gtable, cls_off: 0, patch: &gtable, patch_off: d }
+                    PosSource {
+                        cls: &gtable,
+                        cls_off: 0,
+                        patch: &gtable,
+                        patch_off: d,
+                    }
                 };
-                let grads = TokenParams { cls: &gc, registers: gr.as_ref(), mask_token: &gm };
+                let grads = TokenParams {
+                    cls: &gc,
+                    registers: gr.as_ref(),
+                    mask_token: &gm,
+                };
                 kernels::tokens::tokens_backward(rec, Some(&gp), grads, dsrc, &tdo, mk, td);
                 let mut v = vec![out, gp, gc, gm, gtable, ggrid];
                 v.extend(gr);
                 v
             }) {
-                let tag = format!("B={batch} P={p} D={d} R={r} mask={use_mask} separate={separate}");
+                let tag =
+                    format!("B={batch} P={p} D={d} R={r} mask={use_mask} separate={separate}");
                 j.check(&format!("{tag} tokens"), &out[0], &want, 1e-6);
                 j.check(&format!("{tag} d_patches"), &out[1], &dp, 1e-6);
                 j.check(&format!("{tag} d_cls"), &out[2], &dcls, 1e-5);

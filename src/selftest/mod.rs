@@ -2,10 +2,11 @@
 //! and every case of a golden fixtures folder, on the user's own adapter.
 
 mod checks;
-// mod model;
+mod model;
 mod ops;
 
 pub use checks::{kernel_checks, random as checks_random, KernelCheck};
+pub use model::{hub_grads_to_hf, run_model_case};
 pub use ops::{op_case_kind, run_op_case, Exec, OpKind};
 
 use crate::fixtures::{FixtureError, Manifest, TensorFile};
@@ -34,9 +35,22 @@ pub struct CaseResult {
     pub max_err: f32,
     /// That output's tolerance.
     pub tol: f32,
+    /// How many tensors were compared.
+    pub compared: usize,
 }
 
 impl CaseResult {
+    /// A row for a case whose part is not built (or cannot run here).
+    pub fn unsupported(name: &str, why: impl Into<String>) -> CaseResult {
+        CaseResult {
+            name: name.to_string(),
+            status: Status::Unsupported(why.into()),
+            max_err: 0.0,
+            tol: 0.0,
+            compared: 0,
+        }
+    }
+
     /// Whether this row counts as a failure.
     pub fn failed(&self) -> bool {
         matches!(self.status, Status::Fail(_))
@@ -66,6 +80,7 @@ impl CaseResult {
 /// Accumulates output comparisons into one case result.
 pub(crate) struct Judge {
     name: String,
+    compared: usize,
     worst_ratio: f32,
     max_err: f32,
     tol: f32,
@@ -76,6 +91,7 @@ impl Judge {
     pub(crate) fn new(name: &str) -> Self {
         Judge {
             name: name.to_string(),
+            compared: 0,
             worst_ratio: -1.0,
             max_err: 0.0,
             tol: 0.0,
@@ -84,6 +100,7 @@ impl Judge {
     }
 
     pub(crate) fn check(&mut self, what: &str, got: &[f32], want: &[f32], tol: f32) {
+        self.compared += 1;
         let (err, ok, note) = crate::fixtures::compare(got, want, tol);
         let ratio = if tol > 0.0 { err / tol } else { err };
         if ratio > self.worst_ratio || !ratio.is_finite() {
@@ -120,6 +137,7 @@ impl Judge {
             status,
             max_err: self.max_err,
             tol: self.tol,
+            compared: self.compared,
         }
     }
 }
@@ -151,13 +169,8 @@ pub fn run_fixtures(exec: &Exec, dir: &Path) -> Result<Vec<CaseResult>, FixtureE
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
                 results.push(match exec {
-                    Exec::Gpu(_gpu) => CaseResult { name, status: Status::Unsupported("model cases need the ViT backbone (not built yet)".into()), max_err: 0.0, tol: 0.0 },
-                    Exec::Cpu => CaseResult {
-                        name,
-                        status: Status::Unsupported("model cases run on the GPU only".into()),
-                        max_err: 0.0,
-                        tol: 0.0,
-                    },
+                    Exec::Gpu(gpu) => run_model_case(gpu, path, &manifest, &name),
+                    Exec::Cpu => CaseResult::unsupported(&name, "model cases run on the GPU only"),
                 });
             }
             continue;
@@ -174,12 +187,7 @@ pub fn run_fixtures(exec: &Exec, dir: &Path) -> Result<Vec<CaseResult>, FixtureE
         for case in case_names(&file) {
             let result = match op_case_kind(&case) {
                 Some(kind) => run_op_case(exec, &file, &manifest, &rel, &case, kind),
-                None => CaseResult {
-                    name: case.clone(),
-                    status: Status::Unsupported(unsupported_reason(&case)),
-                    max_err: 0.0,
-                    tol: 0.0,
-                },
+                None => CaseResult::unsupported(&case, unsupported_reason(&case)),
             };
             results.push(result);
         }

@@ -1,7 +1,7 @@
 //! Golden model cases: a folder with config.json, model.safetensors and io.safetensors (the
 //! format of tests/fixtures/tiny_dinov2). Every forward output of every input is compared.
 
-use super::{CaseResult, Judge, Status};
+use super::{CaseResult, Judge};
 use crate::fixtures::{Manifest, TensorFile};
 use crate::gpu::{Gpu, Recorder};
 use crate::model::config::VitConfig;
@@ -17,19 +17,189 @@ pub fn run_model_case(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str) -> 
         Err(e) => {
             let msg = e.to_string();
             if msg.contains("not supported") {
-                return CaseResult { name: rel.to_string(), status: Status::Unsupported(msg), max_err: 0.0, tol: 0.0 };
+                return CaseResult::unsupported(rel, msg);
             }
             judge.fail(msg);
             return judge.finish();
         }
     };
-    if let Err(e) = compare_forward(gpu, dir, manifest, rel, cfg, &mut judge) {
+    if let Err(e) = compare_forward(gpu, dir, manifest, rel, cfg.clone(), &mut judge) {
         judge.fail(e);
+    }
+    if dir.join("grads.safetensors").is_file() {
+        if let Err(e) = compare_backward(gpu, dir, manifest, rel, cfg, &mut judge) {
+            judge.fail(e);
+        }
     }
     judge.finish()
 }
 
-fn compare_forward(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str, cfg: VitConfig, judge: &mut Judge) -> Result<(), String> {
+/// Gradients named as Hugging Face names them, from ours in torch-hub names (qkv split into
+/// query, key and value rows).
+pub fn hub_grads_to_hf(
+    hub: &std::collections::BTreeMap<String, Vec<f32>>,
+    dim: usize,
+) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, v) in hub {
+        let simple = |s: &str| Some(s.to_string());
+        let mapped = match name.as_str() {
+            "cls_token" => simple("embeddings.cls_token"),
+            "mask_token" => simple("embeddings.mask_token"),
+            "register_tokens" => simple("embeddings.register_tokens"),
+            "pos_embed" => simple("embeddings.position_embeddings"),
+            "patch_embed.proj.weight" => simple("embeddings.patch_embeddings.projection.weight"),
+            "patch_embed.proj.bias" => simple("embeddings.patch_embeddings.projection.bias"),
+            "norm.weight" => simple("layernorm.weight"),
+            "norm.bias" => simple("layernorm.bias"),
+            _ => None,
+        };
+        if let Some(m) = mapped {
+            out.insert(m, v.clone());
+            continue;
+        }
+        let Some(rest) = name.strip_prefix("blocks.") else {
+            continue;
+        };
+        let Some((i, tail)) = rest.split_once('.') else {
+            continue;
+        };
+        let pre = format!("encoder.layer.{i}.");
+        if let Some(kind) = tail.strip_prefix("attn.qkv.") {
+            // Rows [0, D) are q, [D, 2D) k, [2D, 3D) v, for the weight and the bias alike.
+            let per = v.len() / 3;
+            for (j, which) in ["query", "key", "value"].iter().enumerate() {
+                out.insert(
+                    format!("{pre}attention.attention.{which}.{kind}"),
+                    v[j * per..(j + 1) * per].to_vec(),
+                );
+            }
+            let _ = dim;
+            continue;
+        }
+        let t = match tail {
+            "attn.proj.weight" => "attention.output.dense.weight".to_string(),
+            "attn.proj.bias" => "attention.output.dense.bias".to_string(),
+            "ls1.gamma" => "layer_scale1.lambda1".to_string(),
+            "ls2.gamma" => "layer_scale2.lambda1".to_string(),
+            other => other.to_string(),
+        };
+        out.insert(format!("{pre}{t}"), v.clone());
+    }
+    out
+}
+
+fn compare_backward(
+    gpu: &Gpu,
+    dir: &Path,
+    manifest: &Manifest,
+    rel: &str,
+    cfg: VitConfig,
+    judge: &mut Judge,
+) -> Result<(), String> {
+    let weights = load_backbone(&dir.join("model.safetensors"), &cfg).map_err(|e| e.to_string())?;
+    let vit = Vit::new(gpu, cfg.clone(), &weights).map_err(|e| e.to_string())?;
+    let io = TensorFile::open(&dir.join("io.safetensors")).map_err(|e| e.to_string())?;
+    let grads_file = TensorFile::open(&dir.join("grads.safetensors")).map_err(|e| e.to_string())?;
+    let g_rel = format!("{rel}/grads.safetensors");
+    let tags: Vec<String> = grads_file
+        .names()
+        .iter()
+        .filter_map(|n| n.strip_suffix(".upstream").map(str::to_string))
+        .collect();
+    for tag in tags {
+        let (base, masked) = match tag.strip_suffix("_masked") {
+            Some(b) => (b.to_string(), true),
+            None => (tag.clone(), false),
+        };
+        let input_tag = base.replacen("out", "input", 1);
+        let px = io
+            .get(&format!("{input_tag}.pixel_values"))
+            .map_err(|e| e.to_string())?;
+        if px.shape.len() != 4 {
+            return Err(format!(
+                "{input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]",
+                px.shape
+            ));
+        }
+        let (b, h, w) = (px.shape[0], px.shape[2], px.shape[3]);
+        let up = grads_file
+            .get(&format!("{tag}.upstream"))
+            .map_err(|e| e.to_string())?;
+        let mask = if masked {
+            Some(
+                io.get(&format!("{input_tag}.bool_masked_pos"))
+                    .map_err(|e| e.to_string())?
+                    .data
+                    .clone(),
+            )
+        } else {
+            None
+        };
+        let opts = ForwardOptions {
+            attention_layers: vec![],
+            hidden_states: false,
+            save_for_backward: true,
+        };
+        let mut rec = Recorder::new(gpu);
+        let pixels = gpu.upload(&px.data, &px.shape);
+        let mask_t = mask.as_ref().map(|m| gpu.upload(m, &[m.len()]));
+        let out = vit
+            .forward(&mut rec, &pixels, b, h, w, mask_t.as_ref(), &opts)
+            .map_err(|e| e.to_string())?;
+        let d_tokens = gpu.upload(&up.data, &up.shape);
+        let grads = vit.zero_grads(&mut rec);
+        let d_pixels = gpu.empty(&px.shape);
+        vit.backward(
+            &mut rec,
+            &out,
+            &d_tokens,
+            &grads,
+            Some(&d_pixels),
+            (b, h, w),
+            mask_t.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
+        rec.finish().map_err(|e| e.to_string())?;
+        let flat = super::ops::read_tensor(gpu, &grads.flat)?;
+        let hf = hub_grads_to_hf(&grads.layout.unpack(&flat), cfg.dim);
+        let mut check = |name: String, got: &[f32]| {
+            if let Ok(want) = grads_file.get(&name) {
+                let tol = manifest.tolerance(&g_rel, &name, &want.data);
+                judge.check(&name, got, &want.data, tol);
+                true
+            } else {
+                false
+            }
+        };
+        check(
+            format!("{tag}.grad.pixel_values"),
+            &super::ops::read_tensor(gpu, &d_pixels)?,
+        );
+        let mut compared = 0;
+        for (name, v) in &hf {
+            if name == "embeddings.mask_token" && !masked {
+                continue;
+            }
+            compared += check(format!("{tag}.grad.{name}"), v) as usize;
+        }
+        if compared == 0 {
+            return Err(format!(
+                "{g_rel}: no '{tag}.grad.*' weight gradients matched our parameter names"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compare_forward(
+    gpu: &Gpu,
+    dir: &Path,
+    manifest: &Manifest,
+    rel: &str,
+    cfg: VitConfig,
+    judge: &mut Judge,
+) -> Result<(), String> {
     let weights = load_backbone(&dir.join("model.safetensors"), &cfg).map_err(|e| e.to_string())?;
     let vit = Vit::new(gpu, cfg.clone(), &weights).map_err(|e| e.to_string())?;
     let io = TensorFile::open(&dir.join("io.safetensors")).map_err(|e| e.to_string())?;
@@ -40,7 +210,10 @@ fn compare_forward(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str, cfg: V
         .filter_map(|n| n.strip_suffix(".last_hidden_state").map(str::to_string))
         .collect();
     if tags.is_empty() {
-        return Err(format!("{}: no '*.last_hidden_state' outputs", io.path.display()));
+        return Err(format!(
+            "{}: no '*.last_hidden_state' outputs",
+            io.path.display()
+        ));
     }
     for tag in tags {
         let (base, masked) = match tag.strip_suffix("_masked") {
@@ -48,21 +221,37 @@ fn compare_forward(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str, cfg: V
             None => (tag.clone(), false),
         };
         let input_tag = base.replacen("out", "input", 1);
-        let px = io.get(&format!("{input_tag}.pixel_values")).map_err(|e| e.to_string())?;
+        let px = io
+            .get(&format!("{input_tag}.pixel_values"))
+            .map_err(|e| e.to_string())?;
         if px.shape.len() != 4 {
-            return Err(format!("{input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]", px.shape));
+            return Err(format!(
+                "{input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]",
+                px.shape
+            ));
         }
         let (b, h, w) = (px.shape[0], px.shape[2], px.shape[3]);
         let mask = if masked {
-            Some(io.get(&format!("{input_tag}.bool_masked_pos")).map_err(|e| e.to_string())?.data.clone())
+            Some(
+                io.get(&format!("{input_tag}.bool_masked_pos"))
+                    .map_err(|e| e.to_string())?
+                    .data
+                    .clone(),
+            )
         } else {
             None
         };
-        let opts = ForwardOptions { attention_layers: (0..cfg.depth).collect(), hidden_states: true, save_for_backward: false };
+        let opts = ForwardOptions {
+            attention_layers: (0..cfg.depth).collect(),
+            hidden_states: true,
+            save_for_backward: false,
+        };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);
         let mask_t = mask.as_ref().map(|m| gpu.upload(m, &[m.len()]));
-        let out = vit.forward(&mut rec, &pixels, b, h, w, mask_t.as_ref(), &opts).map_err(|e| e.to_string())?;
+        let out = vit
+            .forward(&mut rec, &pixels, b, h, w, mask_t.as_ref(), &opts)
+            .map_err(|e| e.to_string())?;
         rec.finish().map_err(|e| e.to_string())?;
         let read = |t: &crate::gpu::Tensor| super::ops::read_tensor(gpu, t);
         let mut check = |name: String, got: Vec<f32>| {
@@ -73,10 +262,15 @@ fn compare_forward(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str, cfg: V
         };
         let tokens = read(&out.tokens)?;
         let (n, d) = (out.n_tokens, cfg.dim);
-        let pooled: Vec<f32> = (0..b).flat_map(|i| tokens[i * n * d..i * n * d + d].to_vec()).collect();
+        let pooled: Vec<f32> = (0..b)
+            .flat_map(|i| tokens[i * n * d..i * n * d + d].to_vec())
+            .collect();
         check(format!("{tag}.last_hidden_state"), tokens);
         check(format!("{tag}.pooler_output"), pooled);
-        check(format!("{tag}.patch_embeddings"), read(&out.patch_embeddings)?);
+        check(
+            format!("{tag}.patch_embeddings"),
+            read(&out.patch_embeddings)?,
+        );
         for (l, t) in &out.attentions {
             check(format!("{tag}.attentions.{l}"), read(t)?);
         }

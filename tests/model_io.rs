@@ -1,0 +1,768 @@
+//! Model configs and backbone weights: presets, Hugging Face and RON configs, safetensors loading
+//! under both namings, writing, error reports and config inference. No GPU needed.
+
+use dinoscope::cpu::interp::InterpMode;
+use dinoscope::fixtures::{HostTensor, TensorFile};
+use dinoscope::model::config::{ConfigError, Ffn, VitConfig, PRESETS};
+use dinoscope::model::weights::{
+    config_for_weights, expected_tensors, from_bytes, hub_safetensors_bytes, infer_config,
+    infer_config_from_bytes, load_backbone, save_hub_safetensors, BackboneWeights, Naming,
+    WeightsError,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(dir: &str, file: &str) -> PathBuf {
+    root().join("tests/fixtures").join(dir).join(file)
+}
+
+fn fixture_config(dir: &str) -> VitConfig {
+    VitConfig::load(&fixture(dir, "config.json")).expect("fixture config")
+}
+
+/// A fresh, empty temporary folder for one test.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dinoscope_model_io_{}_{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn same(a: &HostTensor, b: &HostTensor) -> bool {
+    a.shape == b.shape
+        && a.data.len() == b.data.len()
+        && a.data
+            .iter()
+            .zip(&b.data)
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+fn assert_same_weights(a: &BackboneWeights, b: &BackboneWeights) {
+    assert_eq!(
+        a.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &a.tensors {
+        assert!(same(t, &b.tensors[name]), "{name} differs");
+    }
+}
+
+#[test]
+fn preset_param_counts() {
+    let cases = [
+        ("vits14", 22_056_576u64),
+        ("vits14_reg", 22_058_112),
+        ("vitb14", 86_580_480),
+        ("vitb14_reg", 86_580_480 + 4 * 768),
+        ("vitl14", 304_368_640),
+        ("vitl14_reg", 304_368_640 + 4 * 1024),
+        ("vitg14", 1_136_480_768),
+        ("vitg14_reg", 1_136_480_768 + 4 * 1536),
+    ];
+    for (name, want) in cases {
+        let cfg = VitConfig::preset(name).unwrap();
+        assert_eq!(cfg.num_params(), want, "{name}");
+        cfg.validate().unwrap();
+        assert_eq!(cfg.head_dim(), 64, "{name}");
+        // expected_tensors agrees with num_params.
+        let n: u64 = expected_tensors(&cfg)
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>() as u64)
+            .sum();
+        assert_eq!(n, want, "{name}: expected_tensors");
+    }
+    let s = VitConfig::preset("vits14").unwrap();
+    assert_eq!(expected_tensors(&s).len(), 175);
+    let sr = VitConfig::preset("dinov2_vits14_reg").unwrap();
+    assert_eq!(expected_tensors(&sr).len(), 176);
+    assert_eq!(sr.registers, 4);
+    assert_eq!(sr.interp, InterpMode::BicubicAntialias);
+    assert_eq!(s.interp, InterpMode::Bicubic);
+    let g = VitConfig::preset("vitg14").unwrap();
+    assert_eq!((g.ffn, g.mlp_hidden), (Ffn::SwiGlu, 4096));
+    assert_eq!((g.dim, g.depth, g.heads), (1536, 40, 24));
+    let l = VitConfig::preset("vitl14").unwrap();
+    assert_eq!(
+        (l.dim, l.depth, l.heads, l.mlp_hidden),
+        (1024, 24, 16, 4096)
+    );
+}
+
+#[test]
+fn unknown_preset_lists_known_names() {
+    let err = VitConfig::preset("vitx14").unwrap_err();
+    assert!(matches!(err, ConfigError::UnknownPreset { .. }));
+    let text = err.to_string();
+    assert!(text.contains("vitx14"), "{text}");
+    for p in PRESETS {
+        assert!(text.contains(p), "{text}");
+    }
+}
+
+#[test]
+fn hf_json_fixture_configs() {
+    let plain = fixture_config("tiny_dinov2");
+    assert_eq!(
+        plain,
+        VitConfig {
+            dim: 64,
+            depth: 2,
+            heads: 4,
+            mlp_hidden: 256,
+            ffn: Ffn::Mlp,
+            patch: 14,
+            in_chans: 3,
+            registers: 0,
+            pos_grid: 4,
+            ln_eps: 1e-6,
+            interp: InterpMode::Bicubic,
+            qkv_bias: true,
+            layerscale: true,
+        }
+    );
+    assert_eq!(plain.head_dim(), 16);
+    let reg = fixture_config("tiny_dinov2_reg");
+    assert_eq!(
+        reg,
+        VitConfig {
+            registers: 4,
+            interp: InterpMode::BicubicAntialias,
+            ..plain.clone()
+        }
+    );
+    assert_eq!(reg.num_params(), plain.num_params() + 4 * 64);
+}
+
+#[test]
+fn hf_json_small_and_giant_like_hub_configs() {
+    // The published facebook/dinov2-small config, reduced to its fields.
+    let small = r#"{"architectures":["Dinov2Model"],"hidden_act":"gelu","hidden_size":384,
+        "image_size":518,"layer_norm_eps":1e-06,"layerscale_value":1.0,"mlp_ratio":4,
+        "model_type":"dinov2","num_attention_heads":6,"num_channels":3,"num_hidden_layers":12,
+        "patch_size":14,"qkv_bias":true,"use_swiglu_ffn":false}"#;
+    let cfg = VitConfig::from_hf_json(small, "small/config.json").unwrap();
+    assert_eq!(cfg, VitConfig::preset("vits14").unwrap());
+    let giant = small
+        .replace("\"hidden_size\":384", "\"hidden_size\":1536")
+        .replace("\"num_attention_heads\":6", "\"num_attention_heads\":24")
+        .replace("\"num_hidden_layers\":12", "\"num_hidden_layers\":40")
+        .replace("\"use_swiglu_ffn\":false", "\"use_swiglu_ffn\":true")
+        .replace(
+            "\"model_type\":\"dinov2\"",
+            "\"model_type\":\"dinov2_with_registers\"",
+        )
+        .replace(
+            "\"patch_size\":14",
+            "\"patch_size\":14,\"num_register_tokens\":4",
+        );
+    let cfg = VitConfig::from_hf_json(&giant, "giant/config.json").unwrap();
+    assert_eq!(cfg, VitConfig::preset("vitg14_reg").unwrap());
+}
+
+#[test]
+fn hf_json_errors() {
+    let text = std::fs::read_to_string(fixture("tiny_dinov3", "config.json")).unwrap();
+    let err = VitConfig::from_hf_json(&text, "tiny_dinov3/config.json").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::Unsupported { .. }), "{msg}");
+    assert!(msg.contains("DINOv3 is not supported yet"), "{msg}");
+    assert!(msg.contains("tiny_dinov3/config.json"), "{msg}");
+    // Through load() as well.
+    let err = VitConfig::load(&fixture("tiny_dinov3", "config.json")).unwrap_err();
+    assert!(err.to_string().contains("DINOv3 is not supported yet"));
+
+    let base = std::fs::read_to_string(fixture("tiny_dinov2", "config.json")).unwrap();
+    let tanh = base.replace("\"gelu\"", "\"gelu_pytorch_tanh\"");
+    let msg = VitConfig::from_hf_json(&tanh, "x.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("gelu_pytorch_tanh") && msg.contains("x.json"),
+        "{msg}"
+    );
+
+    let no_dim = base.replace("\"hidden_size\": 64,", "");
+    let msg = VitConfig::from_hf_json(&no_dim, "nodim.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("hidden_size") && msg.contains("nodim.json"),
+        "{msg}"
+    );
+
+    let bad_heads = base.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 3");
+    let err = VitConfig::from_hf_json(&bad_heads, "heads.json").unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid { .. }));
+    assert!(err.to_string().contains("not divisible"), "{err}");
+
+    let msg = VitConfig::from_hf_json("not json", "junk.json")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("junk.json"), "{msg}");
+}
+
+#[test]
+fn validate_reports_problems() {
+    let mut cfg = VitConfig::preset("vits14").unwrap();
+    cfg.heads = 3; // head dim 128
+    let msg = cfg.validate().unwrap_err().to_string();
+    assert!(msg.contains("head dim 128") && msg.contains("64"), "{msg}");
+    cfg.heads = 5;
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("divisible"));
+    cfg.heads = 6;
+    cfg.patch = 0;
+    cfg.ln_eps = 0.0;
+    let msg = cfg.validate().unwrap_err().to_string();
+    assert!(msg.contains("patch") && msg.contains("ln_eps"), "{msg}");
+}
+
+#[test]
+fn ron_round_trip() {
+    let mut configs: Vec<VitConfig> = PRESETS
+        .iter()
+        .map(|p| VitConfig::preset(p).unwrap())
+        .collect();
+    configs.push(fixture_config("tiny_dinov2_reg"));
+    for cfg in configs {
+        let text = cfg.to_ron().unwrap();
+        let back = VitConfig::from_ron(&text, "round.ron").unwrap();
+        assert_eq!(back, cfg, "{text}");
+    }
+    let dir = temp_dir("ron");
+    let path = dir.join("m.ron");
+    let cfg = VitConfig::preset("vitb14_reg").unwrap();
+    std::fs::write(&path, cfg.to_ron().unwrap()).unwrap();
+    assert_eq!(VitConfig::load(&path).unwrap(), cfg);
+    // Errors name the file.
+    std::fs::write(&path, "(dim: 384, oops: 1)").unwrap();
+    let msg = VitConfig::load(&path).unwrap_err().to_string();
+    assert!(msg.contains("m.ron"), "{msg}");
+    let msg = VitConfig::load(&dir.join("missing.ron"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("missing.ron"), "{msg}");
+    let msg = VitConfig::load(&dir.join("m.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("m.yaml"), "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn asset_configs() {
+    let dir = root().join("assets/configs");
+    for name in ["vits14", "vits14_reg"] {
+        let cfg = VitConfig::load(&dir.join(format!("{name}.ron"))).unwrap();
+        assert_eq!(cfg, VitConfig::preset(name).unwrap(), "{name}.ron");
+    }
+    let tiny = VitConfig::load(&dir.join("tiny.ron")).unwrap();
+    assert_eq!((tiny.dim, tiny.depth, tiny.heads), (192, 6, 3));
+    assert_eq!(tiny.head_dim(), 64);
+    tiny.validate().unwrap();
+}
+
+/// Checks a model loaded from Hugging Face names against the raw file.
+fn check_hf_fixture(dir: &str) {
+    let cfg = fixture_config(dir);
+    let path = fixture(dir, "model.safetensors");
+    let w = load_backbone(&path, &cfg).unwrap();
+    assert_eq!(w.naming, Naming::HuggingFace);
+    assert!(w.ignored.is_empty());
+    let want: Vec<String> = {
+        let mut v: Vec<String> = expected_tensors(&cfg).into_iter().map(|(n, _)| n).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(w.tensors.keys().cloned().collect::<Vec<_>>(), want);
+    assert_eq!(w.num_params(), cfg.num_params());
+
+    let raw = TensorFile::open(&path).unwrap();
+    let d = cfg.dim;
+    for i in 0..cfg.depth {
+        for param in ["weight", "bias"] {
+            let qkv = &w.tensors[&format!("blocks.{i}.attn.qkv.{param}")];
+            let per = if param == "weight" { d * d } else { d };
+            assert_eq!(qkv.data.len(), 3 * per);
+            for (k, part) in ["query", "key", "value"].iter().enumerate() {
+                let src = raw
+                    .get(&format!(
+                        "encoder.layer.{i}.attention.attention.{part}.{param}"
+                    ))
+                    .unwrap();
+                assert_eq!(
+                    &qkv.data[k * per..(k + 1) * per],
+                    &src.data[..],
+                    "{i} {part}"
+                );
+            }
+        }
+        let pairs = [
+            ("ls1.gamma", "layer_scale1.lambda1"),
+            ("ls2.gamma", "layer_scale2.lambda1"),
+            ("attn.proj.weight", "attention.output.dense.weight"),
+            ("mlp.fc2.bias", "mlp.fc2.bias"),
+            ("norm2.weight", "norm2.weight"),
+        ];
+        for (hub, hf) in pairs {
+            let a = &w.tensors[&format!("blocks.{i}.{hub}")];
+            let b = raw.get(&format!("encoder.layer.{i}.{hf}")).unwrap();
+            assert!(same(a, b), "{hub}");
+        }
+    }
+    for (hub, hf) in [
+        ("pos_embed", "embeddings.position_embeddings"),
+        ("mask_token", "embeddings.mask_token"),
+        ("cls_token", "embeddings.cls_token"),
+        (
+            "patch_embed.proj.weight",
+            "embeddings.patch_embeddings.projection.weight",
+        ),
+        ("norm.bias", "layernorm.bias"),
+    ] {
+        assert!(same(&w.tensors[hub], raw.get(hf).unwrap()), "{hub}");
+    }
+    if cfg.registers > 0 {
+        assert!(same(
+            &w.tensors["register_tokens"],
+            raw.get("embeddings.register_tokens").unwrap()
+        ));
+    }
+    // The bytes variant gives the same.
+    let bytes = std::fs::read(&path).unwrap();
+    let wb = from_bytes(&path, &bytes, &cfg).unwrap();
+    assert_same_weights(&w, &wb);
+}
+
+#[test]
+fn load_hf_fixture_plain() {
+    check_hf_fixture("tiny_dinov2");
+}
+
+#[test]
+fn load_hf_fixture_registers() {
+    check_hf_fixture("tiny_dinov2_reg");
+}
+
+#[test]
+fn hub_names_round_trip() {
+    for dir_name in ["tiny_dinov2", "tiny_dinov2_reg"] {
+        let cfg = fixture_config(dir_name);
+        let w = load_backbone(&fixture(dir_name, "model.safetensors"), &cfg).unwrap();
+        let dir = temp_dir(&format!("hub_{dir_name}"));
+        let path = dir.join("hub.safetensors");
+        save_hub_safetensors(&path, &w.tensors).unwrap();
+        // Overwriting an existing file works too, and leaves no temporary file.
+        save_hub_safetensors(&path, &w.tensors).unwrap();
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let back = load_backbone(&path, &cfg).unwrap();
+        assert_eq!(back.naming, Naming::TorchHub);
+        assert_same_weights(&w, &back);
+        // In-memory bytes are the same file.
+        let bytes = hub_safetensors_bytes(&path, &w.tensors).unwrap();
+        assert_eq!(bytes, std::fs::read(&path).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn prefixes_chunks_and_heads() {
+    let cfg = fixture_config("tiny_dinov2_reg");
+    let w = load_backbone(&fixture("tiny_dinov2_reg", "model.safetensors"), &cfg).unwrap();
+    let dir = temp_dir("prefixes");
+
+    // Training-checkpoint layout: teacher.backbone. prefix, 2 chunks of blocks, heads.
+    let mut t: BTreeMap<String, HostTensor> = BTreeMap::new();
+    for (name, tensor) in &w.tensors {
+        // One block per chunk: blocks.{i}.{i}.…
+        let name = match name.strip_prefix("blocks.") {
+            Some(rest) => {
+                let i: usize = rest.split('.').next().unwrap().parse().unwrap();
+                format!("blocks.{i}.{rest}")
+            }
+            None => name.clone(),
+        };
+        t.insert(format!("teacher.backbone.{name}"), tensor.clone());
+    }
+    let head = HostTensor {
+        shape: vec![2, 2],
+        data: vec![1.0; 4],
+    };
+    t.insert("teacher.dino_head.mlp.0.weight".into(), head.clone());
+    t.insert("ibot_head.last_layer.weight_g".into(), head.clone());
+    let path = dir.join("ckpt.safetensors");
+    save_hub_safetensors(&path, &t).unwrap();
+    let back = load_backbone(&path, &cfg).unwrap();
+    assert_eq!(back.naming, Naming::TorchHub);
+    assert_same_weights(&w, &back);
+    assert_eq!(
+        back.ignored,
+        vec![
+            "ibot_head.last_layer.weight_g".to_string(),
+            "teacher.dino_head.mlp.0.weight".to_string()
+        ]
+    );
+
+    // Hugging Face classification checkpoint: dinov2_with_registers. prefix plus a classifier.
+    let raw = TensorFile::open(&fixture("tiny_dinov2_reg", "model.safetensors")).unwrap();
+    let mut t: BTreeMap<String, HostTensor> = BTreeMap::new();
+    for name in raw.names() {
+        t.insert(
+            format!("dinov2_with_registers.{name}"),
+            raw.get(name).unwrap().clone(),
+        );
+    }
+    t.insert("classifier.weight".into(), head.clone());
+    let path = dir.join("cls.safetensors");
+    save_hub_safetensors(&path, &t).unwrap();
+    let back = load_backbone(&path, &cfg).unwrap();
+    assert_eq!(back.naming, Naming::HuggingFace);
+    assert_same_weights(&w, &back);
+    assert_eq!(back.ignored, vec!["classifier.weight".to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mismatch_lists_every_problem() {
+    let cfg = fixture_config("tiny_dinov2");
+    let w = load_backbone(&fixture("tiny_dinov2", "model.safetensors"), &cfg).unwrap();
+    let dir = temp_dir("mismatch");
+
+    // Hub names: one missing, one mis-shaped, one unexpected.
+    let mut t = w.tensors.clone();
+    t.remove("blocks.1.mlp.fc2.bias");
+    t.insert(
+        "pos_embed".into(),
+        HostTensor {
+            shape: vec![1, 10, 64],
+            data: vec![0.0; 640],
+        },
+    );
+    t.insert(
+        "blocks.7.norm1.weight".into(),
+        HostTensor {
+            shape: vec![64],
+            data: vec![0.0; 64],
+        },
+    );
+    let path = dir.join("broken.safetensors");
+    save_hub_safetensors(&path, &t).unwrap();
+    let err = load_backbone(&path, &cfg).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, WeightsError::Mismatch { .. }), "{msg}");
+    assert!(msg.contains("broken.safetensors"), "{msg}");
+    assert!(msg.contains("blocks.1.mlp.fc2.bias [64]"), "{msg}");
+    assert!(
+        msg.contains("pos_embed: expected [1, 17, 64], found [1, 10, 64]"),
+        "{msg}"
+    );
+    assert!(msg.contains("blocks.7.norm1.weight [64]"), "{msg}");
+
+    // Hugging Face names: a missing key projection and a mis-shaped fc1.
+    let raw = TensorFile::open(&fixture("tiny_dinov2", "model.safetensors")).unwrap();
+    let mut t: BTreeMap<String, HostTensor> = BTreeMap::new();
+    for name in raw.names() {
+        t.insert(name.clone(), raw.get(name).unwrap().clone());
+    }
+    t.remove("encoder.layer.0.attention.attention.key.weight");
+    t.insert(
+        "encoder.layer.1.mlp.fc1.weight".into(),
+        HostTensor {
+            shape: vec![128, 64],
+            data: vec![0.0; 128 * 64],
+        },
+    );
+    let path = dir.join("broken_hf.safetensors");
+    save_hub_safetensors(&path, &t).unwrap();
+    let msg = load_backbone(&path, &cfg).unwrap_err().to_string();
+    assert!(msg.contains("broken_hf.safetensors"), "{msg}");
+    assert!(
+        msg.contains("encoder.layer.0.attention.attention.key.weight"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("blocks.1.mlp.fc1.weight: expected [256, 64], found [128, 64]")
+            && msg.contains("encoder.layer.1.mlp.fc1.weight"),
+        "{msg}"
+    );
+
+    // A config that does not fit at all (registers expected, none present).
+    let reg = fixture_config("tiny_dinov2_reg");
+    let msg = load_backbone(&fixture("tiny_dinov2", "model.safetensors"), &reg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("register_tokens [1, 4, 64]") && msg.contains("embeddings.register_tokens"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_files_give_clear_errors() {
+    let cfg = fixture_config("tiny_dinov2");
+    let dir = temp_dir("bad");
+    let good = std::fs::read(fixture("tiny_dinov2", "model.safetensors")).unwrap();
+
+    let truncated = dir.join("truncated.safetensors");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let msg = load_backbone(&truncated, &cfg).unwrap_err().to_string();
+    assert!(
+        msg.contains("truncated.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
+
+    let tiny = dir.join("tiny.safetensors");
+    std::fs::write(&tiny, &good[..5]).unwrap();
+    let msg = load_backbone(&tiny, &cfg).unwrap_err().to_string();
+    assert!(msg.contains("tiny.safetensors"), "{msg}");
+    let msg = infer_config(&tiny).unwrap_err().to_string();
+    assert!(msg.contains("tiny.safetensors"), "{msg}");
+
+    let text = dir.join("notes.safetensors");
+    std::fs::write(
+        &text,
+        "these are not tensors, just some words in a text file",
+    )
+    .unwrap();
+    let err = load_backbone(&text, &cfg).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, WeightsError::Format { .. }), "{msg}");
+    assert!(msg.contains("notes.safetensors"), "{msg}");
+    assert!(msg.contains("not a valid safetensors"), "{msg}");
+    let msg = infer_config(&text).unwrap_err().to_string();
+    assert!(msg.contains("notes.safetensors"), "{msg}");
+
+    let missing = dir.join("absent.safetensors");
+    let msg = load_backbone(&missing, &cfg).unwrap_err().to_string();
+    assert!(msg.contains("absent.safetensors"), "{msg}");
+
+    // Integer tensors are not weights.
+    let mut meta = BTreeMap::new();
+    let bytes: Vec<u8> = 7i32.to_le_bytes().to_vec();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1], &bytes).unwrap();
+    meta.insert("cls_token".to_string(), view);
+    let ints = safetensors::serialize(meta, None).unwrap();
+    let msg = from_bytes(Path::new("ints.safetensors"), &ints, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("ints.safetensors") && msg.contains("I32"),
+        "{msg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn infer_config_matches_fixture_configs() {
+    for dir in ["tiny_dinov2", "tiny_dinov2_reg"] {
+        let cfg = fixture_config(dir);
+        let path = fixture(dir, "model.safetensors");
+        let inferred = infer_config(&path).unwrap();
+        // Heads cannot be inferred: DINOv2's head dim 64 gives 1 head for dim 64 (the fixture
+        // has 4). ln_eps cannot be inferred either (1e-6 assumed, as the fixture).
+        assert_eq!(inferred.heads, 1);
+        assert_eq!(
+            VitConfig {
+                heads: cfg.heads,
+                ..inferred.clone()
+            },
+            cfg,
+            "{dir}"
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(infer_config_from_bytes(&path, &bytes).unwrap(), inferred);
+        // With config.json next to the weights, that config is used.
+        assert_eq!(config_for_weights(&path).unwrap(), cfg);
+    }
+    // Hub names (after a round trip), no config in the folder: inferred.
+    let cfg = fixture_config("tiny_dinov2_reg");
+    let w = load_backbone(&fixture("tiny_dinov2_reg", "model.safetensors"), &cfg).unwrap();
+    let dir = temp_dir("infer");
+    let path = dir.join("w.safetensors");
+    save_hub_safetensors(&path, &w.tensors).unwrap();
+    let inferred = config_for_weights(&path).unwrap();
+    assert_eq!(
+        VitConfig {
+            heads: 4,
+            ..inferred
+        },
+        cfg
+    );
+    // A config.ron next to it wins.
+    std::fs::write(dir.join("config.ron"), cfg.to_ron().unwrap()).unwrap();
+    assert_eq!(config_for_weights(&path).unwrap(), cfg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn infer_config_of_a_full_size_layout() {
+    // A giant-like layout (SwiGLU, registers, head dim 64) at toy size, under prefixed hub names.
+    let cfg = VitConfig {
+        dim: 128,
+        depth: 3,
+        heads: 2,
+        mlp_hidden: 344,
+        ffn: Ffn::SwiGlu,
+        patch: 14,
+        in_chans: 3,
+        registers: 4,
+        pos_grid: 5,
+        ln_eps: 1e-6,
+        interp: InterpMode::BicubicAntialias,
+        qkv_bias: true,
+        layerscale: true,
+    };
+    let mut t = BTreeMap::new();
+    for (name, shape) in expected_tensors(&cfg) {
+        let n = shape.iter().product();
+        t.insert(
+            format!("module.backbone.{name}"),
+            HostTensor {
+                shape,
+                data: vec![0.5; n],
+            },
+        );
+    }
+    let bytes = hub_safetensors_bytes(Path::new("toy.safetensors"), &t).unwrap();
+    let inferred = infer_config_from_bytes(Path::new("toy.safetensors"), &bytes).unwrap();
+    assert_eq!(inferred, cfg);
+    let w = from_bytes(Path::new("toy.safetensors"), &bytes, &cfg).unwrap();
+    assert_eq!(w.num_params(), cfg.num_params());
+}
+
+/// The tensor list of a Hugging Face `Dinov2Model` / `Dinov2WithRegistersModel` file (spec §9.2).
+fn hf_layout(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
+    let d = cfg.dim;
+    let h = cfg.mlp_hidden;
+    let m2 = cfg.pos_grid * cfg.pos_grid;
+    let mut v: Vec<(String, Vec<usize>)> = vec![
+        ("embeddings.cls_token".into(), vec![1, 1, d]),
+        ("embeddings.mask_token".into(), vec![1, d]),
+        ("embeddings.position_embeddings".into(), vec![1, 1 + m2, d]),
+        (
+            "embeddings.patch_embeddings.projection.weight".into(),
+            vec![d, 3, 14, 14],
+        ),
+        (
+            "embeddings.patch_embeddings.projection.bias".into(),
+            vec![d],
+        ),
+        ("layernorm.weight".into(), vec![d]),
+        ("layernorm.bias".into(), vec![d]),
+    ];
+    if cfg.registers > 0 {
+        v.push((
+            "embeddings.register_tokens".into(),
+            vec![1, cfg.registers, d],
+        ));
+    }
+    for i in 0..cfg.depth {
+        let l = |s: &str| format!("encoder.layer.{i}.{s}");
+        for n in ["norm1", "norm2"] {
+            v.push((l(&format!("{n}.weight")), vec![d]));
+            v.push((l(&format!("{n}.bias")), vec![d]));
+        }
+        for p in ["query", "key", "value"] {
+            v.push((l(&format!("attention.attention.{p}.weight")), vec![d, d]));
+            v.push((l(&format!("attention.attention.{p}.bias")), vec![d]));
+        }
+        v.push((l("attention.output.dense.weight"), vec![d, d]));
+        v.push((l("attention.output.dense.bias"), vec![d]));
+        v.push((l("layer_scale1.lambda1"), vec![d]));
+        v.push((l("layer_scale2.lambda1"), vec![d]));
+        v.push((l("mlp.fc1.weight"), vec![h, d]));
+        v.push((l("mlp.fc1.bias"), vec![h]));
+        v.push((l("mlp.fc2.weight"), vec![d, h]));
+        v.push((l("mlp.fc2.bias"), vec![d]));
+    }
+    v
+}
+
+#[test]
+fn dinov2_small_hf_layout_loads() {
+    for name in ["vits14", "vits14_reg"] {
+        let cfg = VitConfig::preset(name).unwrap();
+        let layout = hf_layout(&cfg);
+        assert_eq!(layout.len(), if cfg.registers > 0 { 224 } else { 223 });
+        let mut t = BTreeMap::new();
+        for (k, (n, shape)) in layout.into_iter().enumerate() {
+            let len = shape.iter().product();
+            t.insert(
+                n,
+                HostTensor {
+                    shape,
+                    data: vec![k as f32; len],
+                },
+            );
+        }
+        let p = Path::new("dinov2-small/model.safetensors");
+        let bytes = hub_safetensors_bytes(p, &t).unwrap();
+        assert_eq!(infer_config_from_bytes(p, &bytes).unwrap(), cfg);
+        let w = from_bytes(p, &bytes, &cfg).unwrap();
+        assert_eq!(w.naming, Naming::HuggingFace);
+        assert_eq!(w.tensors.len(), if cfg.registers > 0 { 176 } else { 175 });
+        assert_eq!(w.num_params(), cfg.num_params());
+        let qkv = &w.tensors["blocks.11.attn.qkv.bias"];
+        let q = t["encoder.layer.11.attention.attention.query.bias"].data[0];
+        let v = t["encoder.layer.11.attention.attention.value.bias"].data[0];
+        assert_eq!((qkv.data[0], qkv.data[1151]), (q, v));
+    }
+}
+
+#[test]
+fn half_precision_files_decode_to_f32() {
+    let cfg = fixture_config("tiny_dinov2");
+    let w = load_backbone(&fixture("tiny_dinov2", "model.safetensors"), &cfg).unwrap();
+    // BF16 keeps the top 16 bits of an f32.
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = w
+        .tensors
+        .iter()
+        .map(|(n, t)| {
+            let bytes = t
+                .data
+                .iter()
+                .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                .collect();
+            (n.clone(), t.shape.clone(), bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = encoded
+        .iter()
+        .map(|(n, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), b)
+                .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    let back = from_bytes(Path::new("bf16.safetensors"), &bytes, &cfg).unwrap();
+    for (name, t) in &w.tensors {
+        let want: Vec<f32> = t
+            .data
+            .iter()
+            .map(|v| f32::from_bits(v.to_bits() & 0xffff_0000))
+            .collect();
+        assert_eq!(back.tensors[name].data, want, "{name}");
+    }
+}
+
+#[test]
+fn dinov3_style_mask_token_is_accepted() {
+    let cfg = fixture_config("tiny_dinov2");
+    let w = load_backbone(&fixture("tiny_dinov2", "model.safetensors"), &cfg).unwrap();
+    let mut t = w.tensors.clone();
+    t.get_mut("mask_token").unwrap().shape = vec![1, 1, 64];
+    let bytes = hub_safetensors_bytes(Path::new("m.safetensors"), &t).unwrap();
+    let back = from_bytes(Path::new("m.safetensors"), &bytes, &cfg).unwrap();
+    assert_same_weights(&w, &back);
+}
