@@ -20,14 +20,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let y = gpu.empty(&[rows, d_out]);
     let pre = gpu.empty(&[rows, d_out]);
     let dy = gpu.upload(&vec![1.0; rows * d_out], &[rows, d_out]);
-    let (dx, dw, db) = (gpu.empty(&[rows, d_in]), gpu.empty(&[d_out, d_in]), gpu.empty(&[d_out]));
+    let (dx, dw, db) = (
+        gpu.empty(&[rows, d_in]),
+        gpu.empty(&[d_out, d_in]),
+        gpu.empty(&[d_out]),
+    );
     let dpre = gpu.empty(&[rows, d_out]);
 
     // Forward and backward recorded together, submitted once.
     let mut rec = Recorder::new(&gpu);
     linear_forward(&mut rec, &y, &tx, &tw, Some(&tb), Some(&pre)); // y = gelu(x·Wᵀ + b)
     dinoscope::kernels::gelu::gelu_backward(&mut rec, &dpre, &dy, &pre, false);
-    linear_backward(&mut rec, Some(&dx), &dw, Some(&db), &dpre, &tx, &tw, false, false);
+    linear_backward(
+        &mut rec,
+        Some(&dx),
+        &dw,
+        Some(&db),
+        &dpre,
+        &tx,
+        &tw,
+        false,
+        false,
+    );
     rec.finish()?;
 
     let y_gpu = gpu.read(&y)?;

@@ -14,6 +14,8 @@ pub mod cpu;
 pub mod data;
 pub mod fixtures;
 pub mod gpu;
+pub mod infer;
+pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod selftest;

@@ -1,7 +1,11 @@
 //! The `dinoscope` command line.
 
 #[cfg(not(target_arch = "wasm32"))]
+mod commands;
+
+#[cfg(not(target_arch = "wasm32"))]
 mod cli {
+    use super::commands;
     use clap::{Parser, Subcommand};
     use dinoscope::gpu::{AdapterChoice, Gpu};
     use std::path::PathBuf;
@@ -33,6 +37,52 @@ mod cli {
             /// Skip the kernel-vs-CPU checks; run only the fixture cases.
             #[arg(long)]
             fixtures_only: bool,
+        },
+        /// Image features (CLS and mean patch token) of images or folders, into a safetensors file.
+        Embed {
+            /// Backbone weights (safetensors, Hugging Face or torch-hub names).
+            #[arg(long)]
+            weights: PathBuf,
+            /// Config: a preset (vits14, vits14_reg, …), a config.json or a .ron file
+            /// (default: the config next to the weights, else inferred from them).
+            #[arg(long)]
+            config: Option<String>,
+            /// Images (png, jpeg, webp) or folders of them (searched recursively).
+            #[arg(required = true)]
+            images: Vec<PathBuf>,
+            /// Output file.
+            #[arg(short, long, default_value = "features.safetensors")]
+            output: PathBuf,
+            /// Shorter side, then centre crop (a multiple of the patch size is kept).
+            #[arg(long, default_value_t = 224)]
+            size: usize,
+            /// Images per forward pass.
+            #[arg(long, default_value_t = 16)]
+            batch: usize,
+        },
+        /// CLS attention per head (raw and thresholded), its head mean over the image, and a PCA
+        /// map of the patch features, as PNG files.
+        Attention {
+            /// Backbone weights (safetensors).
+            #[arg(long)]
+            weights: PathBuf,
+            /// Config: preset name, config.json or .ron (default: next to the weights, or inferred).
+            #[arg(long)]
+            config: Option<String>,
+            /// The image.
+            image: PathBuf,
+            /// Output folder.
+            #[arg(short, long, default_value = "attention")]
+            output: PathBuf,
+            /// Layer whose attention is shown (default: the last).
+            #[arg(long)]
+            layer: Option<usize>,
+            /// Shorter side of the resized image.
+            #[arg(long, default_value_t = 448)]
+            size: usize,
+            /// Share of the attention mass the thresholded maps keep.
+            #[arg(long, default_value_t = 0.6)]
+            threshold: f32,
         },
         /// Benchmarks.
         Bench {
@@ -135,6 +185,44 @@ mod cli {
                 } else {
                     ExitCode::SUCCESS
                 })
+            }),
+            Some(Command::Embed {
+                weights,
+                config,
+                images,
+                output,
+                size,
+                batch,
+            }) => open_gpu(&cli).and_then(|gpu| {
+                commands::embed(
+                    &gpu,
+                    weights,
+                    config.as_deref(),
+                    images,
+                    output,
+                    *size,
+                    *batch,
+                )
+            }),
+            Some(Command::Attention {
+                weights,
+                config,
+                image,
+                output,
+                layer,
+                size,
+                threshold,
+            }) => open_gpu(&cli).and_then(|gpu| {
+                commands::attention(
+                    &gpu,
+                    weights,
+                    config.as_deref(),
+                    image,
+                    output,
+                    *layer,
+                    *size,
+                    *threshold,
+                )
             }),
             Some(Command::Bench {
                 what: BenchWhat::Kernels { reps, quick },

@@ -140,7 +140,10 @@ fn a_tensor_over_the_binding_limit_is_a_clear_error() {
     let mut rec = Recorder::new(gpu);
     dinoscope::kernels::gelu::gelu_forward(&mut rec, &y, &x);
     let err = rec.finish().expect_err("over the limit").to_string();
-    assert!(err.contains("max_storage_buffer_binding_size") && err.contains("gelu_forward"), "{err}");
+    assert!(
+        err.contains("max_storage_buffer_binding_size") && err.contains("gelu_forward"),
+        "{err}"
+    );
     drop((x, y));
     gpu.trim_pool();
     gpu.check().expect("no stray wgpu errors");

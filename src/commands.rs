@@ -1,0 +1,194 @@
+//! The CLI's model commands: `embed` and `attention`.
+
+use dinoscope::data::image::{load_image, preprocess, Preprocessed, Resize};
+use dinoscope::gpu::Gpu;
+use dinoscope::infer;
+use dinoscope::model::config::VitConfig;
+use dinoscope::model::vit::Vit;
+use dinoscope::model::weights::{config_for_weights, load_backbone};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Loads a backbone: config from `config` (preset, config.json, .ron) or next to the weights.
+pub fn load_model(gpu: &Gpu, weights: &Path, config: Option<&str>) -> Result<Vit, String> {
+    let cfg = match config {
+        Some(c) if Path::new(c).is_file() => {
+            VitConfig::load(Path::new(c)).map_err(|e| e.to_string())?
+        }
+        Some(c) => VitConfig::preset(c).map_err(|e| e.to_string())?,
+        None => config_for_weights(weights).map_err(|e| e.to_string())?,
+    };
+    let w = load_backbone(weights, &cfg).map_err(|e| e.to_string())?;
+    Vit::new(gpu, cfg, &w).map_err(|e| format!("{}: {e}", weights.display()))
+}
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg" | "webp")
+    )
+}
+
+/// Files, and image files found recursively in folders, sorted per folder.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(dir) = stack.pop() {
+                let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
+                entries.sort();
+                for e in entries {
+                    if e.is_dir() {
+                        stack.push(e);
+                    } else if is_image(&e) {
+                        out.push(e);
+                    }
+                }
+            }
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{}: no such file or folder", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+/// `dinoscope embed`.
+pub fn embed(
+    gpu: &Gpu,
+    weights: &Path,
+    config: Option<&str>,
+    inputs: &[PathBuf],
+    output: &Path,
+    size: usize,
+    batch: usize,
+) -> Result<ExitCode, String> {
+    let vit = load_model(gpu, weights, config)?;
+    let files = collect_images(inputs)?;
+    if files.is_empty() {
+        return Err("no images found (png, jpeg, webp)".into());
+    }
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut cls = Vec::new();
+    let mut mean_patch = Vec::new();
+    let mut names = Vec::new();
+    let mut skipped = Vec::new();
+    for chunk in files.chunks(batch.max(1)) {
+        let mut imgs: Vec<Preprocessed> = Vec::new();
+        for f in chunk {
+            match load_image(f)
+                .and_then(|i| preprocess(&i, Resize::CenterCrop(size), vit.cfg.patch))
+            {
+                Ok(p) => {
+                    imgs.push(p);
+                    names.push(f.display().to_string());
+                }
+                Err(e) => {
+                    bar.suspend(|| eprintln!("skipped: {e}"));
+                    skipped.push(f.display().to_string());
+                }
+            }
+            bar.inc(1);
+        }
+        let e = infer::embed(gpu, &vit, &imgs).map_err(|e| e.to_string())?;
+        cls.extend(e.cls);
+        mean_patch.extend(e.mean_patch);
+    }
+    bar.finish_and_clear();
+    let n = names.len();
+    if n == 0 {
+        return Err(format!("none of the {} images could be read", files.len()));
+    }
+    let d = vit.cfg.dim;
+    let mut meta = HashMap::new();
+    meta.insert(
+        "files".to_string(),
+        serde_json::to_string(&names).unwrap_or_default(),
+    );
+    meta.insert("image_size".to_string(), size.to_string());
+    meta.insert("weights".to_string(), weights.display().to_string());
+    let bytes = dinoscope::io::safetensors_bytes(
+        &[
+            ("cls".into(), vec![n, d], &cls[..]),
+            ("mean_patch".into(), vec![n, d], &mean_patch[..]),
+        ],
+        Some(meta),
+    )?;
+    dinoscope::io::write_atomic(output, &bytes)
+        .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
+    println!(
+        "{n} images → {} (cls and mean_patch, [{n}, {d}])",
+        output.display()
+    );
+    if !skipped.is_empty() {
+        println!("{} unreadable images skipped", skipped.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dinoscope attention`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    gpu: &Gpu,
+    weights: &Path,
+    config: Option<&str>,
+    image: &Path,
+    out_dir: &Path,
+    layer: Option<usize>,
+    size: usize,
+    keep: f32,
+) -> Result<ExitCode, String> {
+    let vit = load_model(gpu, weights, config)?;
+    let img = load_image(image).map_err(|e| e.to_string())?;
+    let pre =
+        preprocess(&img, Resize::ShorterSide(size), vit.cfg.patch).map_err(|e| e.to_string())?;
+    let maps = infer::attention_maps(gpu, &vit, &pre, layer, keep).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("{}: cannot create: {e}", out_dir.display()))?;
+    let save = |img: &image::RgbImage, name: &str| -> Result<PathBuf, String> {
+        let p = out_dir.join(name);
+        dinoscope::viz::save_png(img, &p).map_err(|e| e.to_string())?;
+        Ok(p)
+    };
+    let mut written = vec![save(&maps.image, "input.png")?];
+    for (i, (raw, th)) in maps.heads.iter().zip(&maps.heads_thresholded).enumerate() {
+        written.push(save(raw, &format!("head{i}.png"))?);
+        written.push(save(th, &format!("head{i}_threshold.png"))?);
+    }
+    let cols = maps.heads.len().min(4).max(1);
+    written.push(save(
+        &dinoscope::viz::tile_images(&maps.heads, cols),
+        "heads.png",
+    )?);
+    written.push(save(&maps.mean, "mean.png")?);
+    written.push(save(&maps.mean_overlay, "mean_overlay.png")?);
+    written.push(save(&maps.pca, "pca.png")?);
+    let (gh, gw) = maps.grid;
+    println!(
+        "{}: {}×{} pixels, {gh}×{gw} patches, layer {}, {} heads",
+        image.display(),
+        pre.width,
+        pre.height,
+        layer.unwrap_or(vit.cfg.depth - 1),
+        maps.heads.len()
+    );
+    for p in written {
+        println!("  {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,67 @@
+//! Files written so that a crash never leaves a half-written one: a temporary file in the same
+//! folder, fsync, then rename over the target (and fsync of the folder where the OS allows).
+
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
+    let mut attempt = 0u32;
+    let (tmp, mut file) = loop {
+        let tmp = dir.join(format!(".{name}.tmp{attempt}"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 => {
+                attempt += 1
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let result = file.write_all(bytes).and_then(|_| file.sync_all());
+    drop(file);
+    if let Err(e) = result.and_then(|_| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// F32 tensors (name, shape, values) and string metadata as safetensors bytes.
+pub fn safetensors_bytes(
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, String> {
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                s.clone(),
+                bytemuck::cast_slice::<f32, u8>(d).to_vec(),
+            )
+        })
+        .collect();
+    let mut views = Vec::with_capacity(raw.len());
+    for (n, s, b) in &raw {
+        let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            .map_err(|e| format!("tensor '{n}': {e}"))?;
+        views.push((n.clone(), v));
+    }
+    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
+}
