@@ -170,7 +170,7 @@ pub fn attention(
         written.push(save(raw, &format!("head{i}.png"))?);
         written.push(save(th, &format!("head{i}_threshold.png"))?);
     }
-    let cols = maps.heads.len().min(4).max(1);
+    let cols = maps.heads.len().clamp(1, 4);
     written.push(save(
         &dinoscope::viz::tile_images(&maps.heads, cols),
         "heads.png",

@@ -40,8 +40,17 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
 /// A fixture folder in the golden format with sizes unlike the bundled set; expected values
 /// from the CPU twins (themselves checked against PyTorch in tests/golden.rs).
 fn other_sizes(dir: &Path, break_matmul: bool) {
+    // A model folder under another name, judged with the default tolerance (no manifest entries).
     std::fs::create_dir_all(dir.join("some_model")).expect("mkdir");
-    std::fs::write(dir.join("some_model/config.json"), "{}").expect("config");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_dinov2_reg");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "io.safetensors",
+        "grads.safetensors",
+    ] {
+        std::fs::copy(src.join(f), dir.join("some_model").join(f)).expect("copy model fixture");
+    }
     std::fs::write(
         dir.join("manifest.json"),
         r#"{"format_version": 1, "tensors": []}"#,
@@ -205,7 +214,7 @@ fn selftest_runs_a_fixture_set_of_other_sizes() {
     }
     assert!(text
         .lines()
-        .any(|l| l.starts_with("some_model") && l.contains("unsupported")));
+        .any(|l| l.split_whitespace().take(2).eq(["some_model", "pass"])));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -303,4 +312,143 @@ fn unknown_backend_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("unknown backend 'banana'"), "{err}");
+}
+
+fn dinoscope(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run dinoscope")
+}
+
+#[test]
+fn attention_writes_maps_of_the_right_size_that_are_not_constant() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out_dir = tmp("attention");
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov2_reg/model.safetensors",
+        "assets/images/chelsea.png",
+        "--size",
+        "224",
+        "-o",
+        out_dir.to_str().expect("utf-8 path"),
+    ]);
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    // chelsea.png is 451×300: shorter side 224 → 336×224 after cropping to multiples of 14.
+    for name in [
+        "input.png",
+        "head0.png",
+        "head3_threshold.png",
+        "mean.png",
+        "mean_overlay.png",
+        "pca.png",
+    ] {
+        let img = image::open(out_dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_rgb8();
+        assert_eq!((img.width(), img.height()), (336, 224), "{name} size");
+        let first = *img.get_pixel(0, 0);
+        assert!(img.pixels().any(|p| *p != first), "{name} is constant");
+    }
+    let heads = image::open(out_dir.join("heads.png"))
+        .expect("heads.png")
+        .to_rgb8();
+    assert!(
+        heads.width() > 336 * 2,
+        "the head grid holds the four heads side by side"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn a_wrong_weights_file_lists_the_tensors() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov2/model.safetensors",
+        "--config",
+        "vits14",
+        "assets/images/chelsea.png",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("tests/fixtures/tiny_dinov2/model.safetensors"),
+        "{err}"
+    );
+    assert!(
+        err.contains("missing") && err.contains("blocks.11.attn.qkv.weight [1152, 384]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pos_embed") && err.contains("[1, 1370, 384]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn embed_writes_features_and_skips_unreadable_images() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("embed");
+    std::fs::create_dir_all(dir.join("more")).expect("mkdir");
+    std::fs::copy("assets/images/coffee.png", dir.join("more/coffee.png")).expect("copy");
+    std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").expect("write");
+    let out_file = dir.join("feats.safetensors");
+    let out = dinoscope(&[
+        "embed",
+        "--weights",
+        "tests/fixtures/tiny_dinov2/model.safetensors",
+        "assets/images/chelsea.png",
+        "assets/images/astronaut.png",
+        dir.to_str().expect("utf-8 path"),
+        "--size",
+        "56",
+        "--batch",
+        "2",
+        "-o",
+        out_file.to_str().expect("utf-8 path"),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success());
+    assert!(
+        text.contains("broken.png") && text.contains("1 unreadable images skipped"),
+        "{text}"
+    );
+    let bytes = std::fs::read(&out_file).expect("features file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    for name in ["cls", "mean_patch"] {
+        let t = st.tensor(name).expect("tensor");
+        assert_eq!(t.shape(), &[3, 64]);
+        let v: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert!(v.iter().all(|x| x.is_finite()));
+        assert!(
+            v[..64] != v[64..128],
+            "{name}: two different images gave the same features"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
