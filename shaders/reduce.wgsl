@@ -4,7 +4,7 @@
 //   chunks of `chunk` rows. One pass with chunk ≥ rows gives a column sum (bias gradients);
 //   larger inputs reduce in two or more passes (the launcher chains them).
 //   Dispatch: (ceil(cols / 64), n_chunks, 1), 64 threads; each thread walks its column.
-// reduce_full: out[g] = Σ over a strided slice of x (mode 0: x, mode 1: x²), one partial per
+// reduce_full: out[g] = Σ over a strided slice of x (mode 0: x, mode 1: x²; mode 2: the max), one partial per
 //   workgroup of 256; the launcher chains passes down to one value, then scales.
 //   Dispatch: grid_1d(n_groups).
 // reduce_backward: dx[i] (+)= g[0]·scale·(mode 0: 1, mode 1: 2·x[i]).
@@ -53,6 +53,13 @@ fn reduce_full(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     // Each workgroup covers `chunk` consecutive elements.
     let start = gi * p.chunk;
     let end = min(start + p.chunk, p.n);
+    if (p.mode == 2u) {
+        var m = -3.4e38;
+        for (var i = start + lid; i < end; i += 256u) { m = max(m, x[i]); }
+        let top = wg_max(lid, m);
+        if (lid == 0u) { out[gi] = top; }
+        return;
+    }
     var acc = 0.0;
     for (var i = start + lid; i < end; i += 256u) {
         let v = x[i];

@@ -173,3 +173,72 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
     );
     Ok(())
 }
+
+/// ViT inference throughput: images per second and peak pooled GPU memory for each
+/// (image size, batch) pair, with random weights of the given config.
+pub fn vit(
+    gpu: &Gpu,
+    cfg: &crate::model::config::VitConfig,
+    runs: &[(usize, usize)],
+    reps: usize,
+) -> Result<()> {
+    use crate::model::vit::{ForwardOptions, Vit};
+    let layout = crate::model::vit::param_layout(cfg);
+    let values = layout
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            (
+                e.name.clone(),
+                random(e.numel(), 1000 + i as u64, -0.02, 0.02),
+            )
+        })
+        .collect();
+    let vit = Vit::from_host(gpu, cfg.clone(), &values)
+        .map_err(|e| crate::gpu::GpuError::Wgpu(e.to_string()))?;
+    println!(
+        "adapter: {} ({:?}); model dim {} depth {} heads {} patch {} registers {}; {} repetitions, median",
+        gpu.info.name, gpu.info.backend, cfg.dim, cfg.depth, cfg.heads, cfg.patch, cfg.registers, reps
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>14}  clock",
+        "input", "time", "img/s", "peak memory"
+    );
+    for &(size, batch) in runs {
+        let side = size / cfg.patch * cfg.patch;
+        let pixels = gpu.upload(
+            &random(batch * 3 * side * side, 7, -2.0, 2.0),
+            &[batch, 3, side, side],
+        );
+        gpu.trim_pool();
+        gpu.reset_peak_memory();
+        let mut err = None;
+        let (t, ts) = time(gpu, reps, |rec| {
+            if let Err(e) = vit.forward(
+                rec,
+                &pixels,
+                batch,
+                side,
+                side,
+                None,
+                &ForwardOptions::default(),
+            ) {
+                err = Some(e);
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(crate::gpu::GpuError::Wgpu(e.to_string()));
+        }
+        let peak = gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64;
+        println!(
+            "{:<28} {:>9.1} ms {:>12.2} {:>10.1} MiB  {}",
+            format!("{side}x{side} batch {batch}"),
+            t * 1e3,
+            batch as f64 / t,
+            peak,
+            if ts { "gpu" } else { "wall" }
+        );
+    }
+    Ok(())
+}

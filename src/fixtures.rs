@@ -47,16 +47,74 @@ pub struct ManifestEntry {
     pub exactly_zero_in_exact_arithmetic: Option<bool>,
 }
 
+/// The loss settings a fixture set was made with (`settings.losses` of the manifest).
+#[derive(Clone, Debug, Deserialize)]
+pub struct LossSettings {
+    /// Teacher temperature.
+    #[serde(default = "default_teacher_temp")]
+    pub teacher_temp: f32,
+    /// Student temperature.
+    #[serde(default = "default_student_temp")]
+    pub student_temp: f32,
+    /// Center EMA momentum.
+    #[serde(default = "default_center_momentum")]
+    pub center_momentum: f32,
+    /// Sinkhorn-Knopp iterations.
+    #[serde(default = "default_sk_iters")]
+    pub sk_iters: usize,
+    /// Global crops.
+    #[serde(default = "default_n_global")]
+    pub n_global: usize,
+}
+
+fn default_teacher_temp() -> f32 {
+    0.04
+}
+fn default_student_temp() -> f32 {
+    0.1
+}
+fn default_center_momentum() -> f32 {
+    0.9
+}
+fn default_sk_iters() -> usize {
+    3
+}
+fn default_n_global() -> usize {
+    2
+}
+
+impl Default for LossSettings {
+    fn default() -> Self {
+        LossSettings {
+            teacher_temp: default_teacher_temp(),
+            student_temp: default_student_temp(),
+            center_momentum: default_center_momentum(),
+            sk_iters: default_sk_iters(),
+            n_global: default_n_global(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Settings {
+    #[serde(default)]
+    losses: Option<LossSettings>,
+}
+
 #[derive(Deserialize)]
 struct ManifestFile {
     #[serde(default)]
     tensors: Vec<ManifestEntry>,
+    #[serde(default)]
+    settings: Option<Settings>,
 }
 
 /// The manifest of a fixtures folder, indexed by (file, name).
 #[derive(Default)]
 pub struct Manifest {
     entries: HashMap<(String, String), ManifestEntry>,
+    /// Loss settings (the DINOv2 defaults when the manifest has none).
+    pub losses: LossSettings,
 }
 
 impl Manifest {
@@ -68,6 +126,7 @@ impl Manifest {
         let m: ManifestFile = serde_json::from_str(&text)
             .map_err(|e| FixtureError::new(&path, format!("not a valid manifest: {e}")))?;
         Ok(Manifest {
+            losses: m.settings.and_then(|s| s.losses).unwrap_or_default(),
             entries: m
                 .tensors
                 .into_iter()

@@ -93,6 +93,18 @@ mod cli {
 
     #[derive(Subcommand)]
     enum BenchWhat {
+        /// ViT inference img/s and peak GPU memory with random weights.
+        Vit {
+            /// Model preset (vits14, vits14_reg, vitb14, …) or config file.
+            #[arg(long, default_value = "vits14")]
+            config: String,
+            /// Runs as SIZExBATCH (default: 224x1, 224x64, 518x8).
+            #[arg(long, value_delimiter = ',', default_value = "224x1,224x64,518x8")]
+            runs: Vec<String>,
+            /// Repetitions per run (the median is reported).
+            #[arg(long, default_value_t = 5)]
+            reps: usize,
+        },
         /// Kernel throughput: matmul GFLOP/s, layer norm / GELU / softmax GB/s, attention times.
         Kernels {
             /// Repetitions per measurement (the median is reported).
@@ -223,6 +235,28 @@ mod cli {
                     *size,
                     *threshold,
                 )
+            }),
+            Some(Command::Bench {
+                what: BenchWhat::Vit { config, runs, reps },
+            }) => open_gpu(&cli).and_then(|gpu| {
+                let cfg = if std::path::Path::new(config).is_file() {
+                    dinoscope::model::config::VitConfig::load(std::path::Path::new(config))
+                } else {
+                    dinoscope::model::config::VitConfig::preset(config)
+                }
+                .map_err(|e| e.to_string())?;
+                let mut parsed = Vec::new();
+                for r in runs {
+                    let bad = || format!("--runs: '{r}' is not SIZExBATCH (e.g. 224x64)");
+                    let (s, b) = r.split_once('x').ok_or_else(bad)?;
+                    parsed.push((
+                        s.trim().parse().map_err(|_| bad())?,
+                        b.trim().parse().map_err(|_| bad())?,
+                    ));
+                }
+                dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1))
+                    .map_err(|e| e.to_string())?;
+                Ok(ExitCode::SUCCESS)
             }),
             Some(Command::Bench {
                 what: BenchWhat::Kernels { reps, quick },

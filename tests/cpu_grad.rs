@@ -236,3 +236,47 @@ fn erfc_matches_known_values() {
         );
     }
 }
+
+#[test]
+fn dino_loss_grad() {
+    let (b, k) = (3, 5);
+    // 2 global + 2 local student crops against 2 teacher crops.
+    let s = random(4 * b * k, 40, -2.0, 2.0);
+    let t = cpu::losses::teacher_softmax(&random(2 * b * k, 41, -2.0, 2.0), &vec![0.0; k], 0.5);
+    let (_, g) = cpu::losses::dino_loss(&s, &t, k, b, 2, 2, 0.3, 0.1, 1.0);
+    let u = vec![1.0f32];
+    check("dino dS", &s, &u, &g, |s| {
+        vec![cpu::losses::dino_loss(s, &t, k, b, 2, 2, 0.3, 0.1, 1.0).0]
+    });
+}
+
+#[test]
+fn koleo_grad() {
+    let (n, d) = (6, 5);
+    let x = random(n * d, 42, -1.0, 1.0);
+    let (_, g, _) = cpu::losses::koleo(&x, d, 3, 1.0 / 3.0, 1.0);
+    check("koleo dx", &x, &[1.0], &g, |x| {
+        vec![cpu::losses::koleo(x, d, 3, 1.0 / 3.0, 1.0).0]
+    });
+}
+
+#[test]
+fn sinkhorn_rows_sum_to_one_and_prototypes_balance() {
+    let (n, k) = (6, 4);
+    // Large logits at a low temperature: exp would overflow without the shift.
+    let t: Vec<f32> = random(n * k, 43, -30.0, 30.0);
+    let q = cpu::losses::sinkhorn(&t, k, 0.04, 50);
+    assert!(q.iter().all(|v| v.is_finite()));
+    for row in q.chunks(k) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    }
+    // With moderate logits, many iterations give every prototype about n/k of the mass.
+    let q = cpu::losses::sinkhorn(&random(n * k, 44, -1.0, 1.0), k, 0.5, 50);
+    for c in 0..k {
+        let col: f32 = (0..n).map(|r| q[r * k + c]).sum();
+        assert!(
+            (col - n as f32 / k as f32).abs() < 1e-2,
+            "prototype {c}: {col}"
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! The PyTorch golden op cases (tests/fixtures, the format of ../shared/golden): every op case,
-//! forward and every gradient, on the GPU and with the CPU twins.
+//! The PyTorch golden op and loss cases (tests/fixtures, the format of ../shared/golden): every
+//! op case, forward and every gradient, and the DINO, iBOT and KoLeo losses of the official dinov2
+//! code (values, centers, Sinkhorn targets, student gradients), on the GPU and with the CPU twins.
 
 mod common;
 
@@ -23,6 +24,9 @@ const OP_CASES: &[&str] = &[
     "interp.aa_5x6",
     "interp.aa_3x7",
     "interp.aa_2x2",
+    "dino",
+    "ibot",
+    "koleo",
 ];
 
 fn check_all(exec: &Exec) {

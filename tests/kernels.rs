@@ -82,6 +82,10 @@ fn ema_vs_cpu() {
     check("kernel.ema");
 }
 #[test]
+fn losses_vs_cpu() {
+    check("kernel.losses");
+}
+#[test]
 fn tokens_vs_cpu() {
     check("kernel.tokens");
 }
@@ -104,8 +108,13 @@ fn every_check_has_a_test() {
 
 #[test]
 fn recorder_keeps_one_submission_and_pool_reuses_buffers() {
-    let Some(gpu) = common::gpu() else { return };
-    use dinoscope::gpu::Recorder;
+    if common::gpu().is_none() {
+        return;
+    }
+    // A device of its own: the other tests allocate from the shared one concurrently.
+    use dinoscope::gpu::{AdapterChoice, Gpu, Recorder};
+    let own = Gpu::new_blocking(&AdapterChoice::from_env()).expect("second device");
+    let gpu = &own;
     let x = gpu.upload(&[1.0, 2.0, 3.0], &[3]);
     // A first step allocates, later steps of the same shapes reuse pooled buffers.
     let step = || {

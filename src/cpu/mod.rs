@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod gelu;
 pub mod interp;
 pub mod layernorm;
+pub mod losses;
 pub mod matmul;
 pub mod optim;
 pub mod patch_embed;

@@ -176,6 +176,13 @@ impl Gpu {
         self.pool.lock().map(|p| p.stats()).unwrap_or_default()
     }
 
+    /// Starts a new peak-memory measurement from what is allocated now.
+    pub fn reset_peak_memory(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.reset_peak();
+        }
+    }
+
     /// Frees the buffers the pool keeps for reuse.
     pub fn trim_pool(&self) {
         if let Ok(mut p) = self.pool.lock() {

@@ -61,6 +61,10 @@ impl Pool {
         self.stats.cached_bytes = 0;
     }
 
+    pub(crate) fn reset_peak(&mut self) {
+        self.stats.peak_bytes = self.stats.live_bytes + self.stats.cached_bytes;
+    }
+
     pub(crate) fn stats(&self) -> PoolStats {
         self.stats
     }

@@ -17,9 +17,11 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/elementwise.wgsl"),
     ),
     ("ema", include_str!("../../shaders/ema.wgsl")),
+    ("gather", include_str!("../../shaders/gather.wgsl")),
     ("gelu", include_str!("../../shaders/gelu.wgsl")),
     ("interp", include_str!("../../shaders/interp.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("losses", include_str!("../../shaders/losses.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (
         "patch_embed",

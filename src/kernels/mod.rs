@@ -12,10 +12,12 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod ema;
+pub mod gather;
 pub mod gelu;
 pub mod interp;
 pub mod layernorm;
 pub mod linear;
+pub mod losses;
 pub mod matmul;
 pub mod patch_embed;
 pub mod reduce;
@@ -40,6 +42,17 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &elementwise::AXPBY,
         &elementwise::ADD_MUL,
         &ema::EMA_UPDATE,
+        &gather::GATHER_ROWS,
+        &gather::SCATTER_ADD_ROWS,
+        &losses::TEACHER_SOFTMAX,
+        &losses::DINO_LOSS_FORWARD,
+        &losses::DINO_LOSS_BACKWARD,
+        &losses::SINKHORN_INIT,
+        &losses::SINKHORN_COL_LSE,
+        &losses::SINKHORN_SUB_COLS,
+        &losses::SINKHORN_ROWS,
+        &losses::KOLEO_FORWARD,
+        &losses::KOLEO_BACKWARD,
         &gelu::GELU_FORWARD,
         &gelu::GELU_BACKWARD,
         &interp::INTERP_FORWARD,

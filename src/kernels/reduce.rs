@@ -39,6 +39,8 @@ pub enum Reduce {
     Mean,
     /// Σ x²
     SumSquares,
+    /// max x (no backward: used for numerical shifts only)
+    Max,
 }
 
 /// out[c] (+)= scale·Σ_r x[r, c] for x viewed as [rows, cols].
@@ -132,7 +134,15 @@ pub fn reduce(rec: &mut Recorder, out: &Tensor, x: &Tensor, kind: Reduce, accumu
         Reduce::Mean => 1.0 / n.max(1) as f32,
         _ => 1.0,
     };
-    let mode = (kind == Reduce::SumSquares) as u32;
+    let mode = match kind {
+        Reduce::SumSquares => 1,
+        Reduce::Max => 2,
+        _ => 0,
+    };
+    assert!(
+        !(accumulate && kind == Reduce::Max),
+        "reduce: a max does not accumulate"
+    );
     reduce_pass(rec, out, x, n, mode, scale, accumulate);
 }
 
@@ -177,8 +187,9 @@ fn reduce_pass(
         _pad: [0; 3],
     };
     rec.dispatch(&REDUCE_FULL, &p, &[x, &dummy, &partial], grid_1d(groups));
-    // Partials are plain sums whatever the mode.
-    reduce_pass(rec, out, &partial, groups, 0, scale, accumulate);
+    // Partial sums of x² are plain sums in the next pass; partial maxima stay maxima.
+    let next = if mode == 2 { 2 } else { 0 };
+    reduce_pass(rec, out, &partial, groups, next, scale, accumulate);
 }
 
 /// Backward of [`reduce`]: dx (+)= g[0]·(1 | 1/n | 2x).

@@ -94,6 +94,10 @@ pub fn kernel_checks() -> Vec<KernelCheck> {
             run: tokens,
         },
         KernelCheck {
+            name: "kernel.losses",
+            run: losses,
+        },
+        KernelCheck {
             name: "kernel.large_grids",
             run: large_grids,
         },
@@ -1083,6 +1087,99 @@ fn tokens(gpu: &Gpu) -> CaseResult {
                     j.check(&format!("{tag} d_regs"), &out[6], &dregs, 1e-5);
                 }
             }
+        }
+    }
+    j.finish()
+}
+
+fn losses(gpu: &Gpu) -> CaseResult {
+    use crate::kernels::losses::DinoPairs;
+    let mut j = Judge::new("kernel.losses");
+    for &(b, k, nl, big) in &[(1, 7, 0, false), (7, 261, 3, false), (4, 65, 2, true)] {
+        let ng = 2;
+        // `big`: logits far beyond what exp takes in f32 at τ = 0.04 (Sinkhorn must shift them).
+        let amp = if big { 50.0 } else { 2.0 };
+        let tl = random(ng * b * k, 171, -amp, amp);
+        let center = random(k, 172, -0.5, 0.5);
+        let s = random((ng + nl) * b * k, 173, -3.0, 3.0);
+        let pairs = DinoPairs {
+            batch: b,
+            n_student: ng + nl,
+            n_global: ng,
+            n_teacher: ng,
+            temp: 0.1,
+        };
+        let scale = pairs.default_scale();
+        let tsm = cpu::losses::teacher_softmax(&tl, &center, 0.04);
+        let c_after = cpu::losses::center_update(&center, &tl, 0.9);
+        let sk = cpu::losses::sinkhorn(&tl, k, 0.04, 3);
+        let (loss, grad) = cpu::losses::dino_loss(&s, &tsm, k, b, ng, ng, 0.1, scale, 0.5);
+        let x = random(ng * b.max(2) * 65, 174, -1.0, 1.0);
+        let kb = b.max(2);
+        let (kl, kg, knn) = cpu::losses::koleo(&x, 65, kb, 1.0 / kb as f32, 0.5);
+        if let Some(out) = run(gpu, &mut j, |rec| {
+            let ttl = gpu.upload(&tl, &[ng * b, k]);
+            let tc = gpu.upload(&center, &[k]);
+            let ts = gpu.upload(&s, &[(ng + nl) * b, k]);
+            let up = gpu.upload(&[0.5], &[1]);
+            let probs = gpu.empty(&[ng * b, k]);
+            kernels::losses::teacher_softmax(rec, &probs, &ttl, &tc, 0.04);
+            kernels::losses::center_update(rec, &tc, &ttl, 0.9);
+            let tsk = gpu.empty(&[ng * b, k]);
+            kernels::losses::sinkhorn(rec, &tsk, &ttl, k, 0.04, 3);
+            let tl_ = gpu.empty(&[1]);
+            let _ = kernels::losses::dino_loss_forward(rec, &tl_, &ts, &probs, k, pairs, scale);
+            let tg = gpu.empty(&[(ng + nl) * b, k]);
+            kernels::losses::dino_loss_backward(rec, &tg, &up, &ts, &probs, k, pairs, scale, false);
+            let tx = gpu.upload(&x, &[ng * kb, 65]);
+            let kloss = gpu.empty(&[1]);
+            let saved = kernels::losses::koleo_forward(rec, &kloss, &tx, 65, kb, 1.0 / kb as f32);
+            let kgrad = gpu.empty(&[ng * kb, 65]);
+            kernels::losses::koleo_backward(
+                rec,
+                &kgrad,
+                &up,
+                &tx,
+                &saved,
+                65,
+                kb,
+                1.0 / kb as f32,
+                false,
+            );
+            vec![probs, tc, tsk, tl_, tg, kloss, kgrad, saved.pairs]
+        }) {
+            let tag = format!("B={b} K={k} locals={nl} amp={amp}");
+            // Dividing by τ = 0.04 multiplies the f32 rounding of the logits by 25.
+            j.check(
+                &format!("{tag} teacher softmax"),
+                &out[0],
+                &tsm,
+                2.5e-5 * amp,
+            );
+            j.check(&format!("{tag} center"), &out[1], &c_after, 1e-5);
+            j.check(&format!("{tag} sinkhorn"), &out[2], &sk, 2.5e-5 * amp);
+            j.check(
+                &format!("{tag} dino loss"),
+                &out[3],
+                &[loss],
+                tol(&[loss], 1e-5),
+            );
+            j.check(
+                &format!("{tag} dino grad"),
+                &out[4],
+                &grad,
+                tol(&grad, 1e-5),
+            );
+            j.check(
+                &format!("{tag} koleo loss"),
+                &out[5],
+                &[kl],
+                tol(&[kl], 1e-5),
+            );
+            j.check(&format!("{tag} koleo grad"), &out[6], &kg, tol(&kg, 1e-4));
+            let nn: Vec<f32> = out[7].iter().step_by(2).copied().collect();
+            let want_nn: Vec<f32> = knn.iter().map(|&i| i as f32).collect();
+            j.check(&format!("{tag} koleo neighbours"), &nn, &want_nn, 0.0);
         }
     }
     j.finish()

@@ -42,6 +42,12 @@ pub enum OpKind {
     PatchEmbed,
     /// interp.<h>x<w> and interp.aa_<h>x<w>.
     Interp,
+    /// dino: centering, center update, Sinkhorn, the global, local and total DINO losses.
+    Dino,
+    /// ibot: masked-patch loss with centering and with Sinkhorn.
+    Ibot,
+    /// koleo: nearest neighbours and the loss over one chunk and per crop.
+    Koleo,
 }
 
 /// The kind of an op case by its name, or `None` when no op here handles it.
@@ -56,6 +62,9 @@ pub fn op_case_kind(case: &str) -> Option<OpKind> {
         "patch_embed" => OpKind::PatchEmbed,
         c if c.starts_with("layer_norm") => OpKind::LayerNorm,
         c if c.starts_with("interp.") => OpKind::Interp,
+        "dino" => OpKind::Dino,
+        "ibot" => OpKind::Ibot,
+        "koleo" => OpKind::Koleo,
         _ => return None,
     })
 }
@@ -87,9 +96,9 @@ pub fn run_op_case(
     judge.finish()
 }
 
-type Outputs = Vec<(&'static str, Vec<f32>)>;
+pub(crate) type Outputs = Vec<(&'static str, Vec<f32>)>;
 
-fn bad(file: &TensorFile, msg: String) -> FixtureError {
+pub(crate) fn bad(file: &TensorFile, msg: String) -> FixtureError {
     FixtureError::new(&file.path, msg)
 }
 
@@ -112,7 +121,7 @@ fn rank_at_least<'a>(
 }
 
 /// Runs `f` on a recorder and reads back the listed tensors.
-fn on_gpu(
+pub(crate) fn on_gpu(
     gpu: &Gpu,
     f: impl FnOnce(&mut Recorder) -> Vec<(&'static str, Tensor)>,
 ) -> Result<Outputs, FixtureError> {
@@ -168,6 +177,9 @@ fn compute(
 ) -> Result<Outputs, FixtureError> {
     let t = |s: &str| file.get(&format!("{case}.{s}"));
     match kind {
+        OpKind::Dino | OpKind::Ibot | OpKind::Koleo => {
+            super::losses::compute(exec, file, manifest, case, kind)
+        }
         OpKind::Matmul => {
             let (a, b, up) = (t("a")?, t("b")?, t("upstream_c")?);
             let sa = rank_at_least(file, "a", a, 2)?;

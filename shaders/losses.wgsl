@@ -1,0 +1,261 @@
+// DINOv2 losses (spec §3): teacher targets (centered softmax, Sinkhorn-Knopp), the DINO CLS-token
+// cross-entropy over (student crop, teacher crop) pairs, and the KoLeo regulariser.
+// The iBOT loss is the weighted soft-target cross-entropy of cross_entropy.wgsl over gathered
+// masked patches (gather.wgsl).
+//
+// teacher_softmax:     out[r] = softmax((x[r] − center)·inv_temp); workgroup per row.
+// dino_loss_forward:   out[r] = Σ_{g paired with r's crop} −Σ_k T[g·B + b]_k · log_softmax(S[r]·inv_temp)_k,
+//                      student row r = v·B + b; the first n_global student crops are global crops,
+//                      paired with every *other* teacher crop; local crops with every teacher crop.
+// dino_loss_backward:  dS[r] (+)= up·scale·inv_temp·(softmax(S[r]·inv_temp)·Σ_g Σ_k T_g − Σ_g T_g).
+// sinkhorn_*:          Sinkhorn-Knopp targets in the log domain (see below); rows sum to 1.
+// koleo_forward:       per row i of a chunk of `batch` rows: nearest neighbour j by cosine (j ≠ i),
+//                      d_i = ‖x̂_i − x̂_j + 1e-8‖, out[i] = −log(d_i + 1e-8); saved = (j, d_i).
+// koleo_backward:      dx[i] (+)= through x̂ = x / max(‖x‖, 1e-8) of
+//                      dL/dx̂_i = −g·u_i/(d_i(d_i + ε)) + Σ_{k: nn(k) = i} g·u_k/(d_k(d_k + ε)),
+//                      g = up·scale, u_i = x̂_i − x̂_nn(i) + ε. The neighbour choice is constant.
+// Dispatch: row kernels grid_rows(rows); elementwise kernels grid_1d(ceil(n / 256)).
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    batch: u32,
+    n_teacher: u32,
+    n_global: u32,
+    accumulate: u32,
+    n_samples: u32,
+    last: u32,
+    inv_temp: f32,
+    scale: f32,
+    _pad0: f32,
+    _pad1: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> t: array<f32>;
+@group(0) @binding(3) var<storage, read> aux: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> saved: array<f32>;
+
+const EPS: f32 = 1e-8;
+
+@compute @workgroup_size(256)
+fn teacher_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let r = group_index(wid, nwg);
+    if (r >= p.rows) { return; }
+    let base = r * p.cols;
+    var m = -3.4e38;
+    for (var k = lid; k < p.cols; k += 256u) { m = max(m, (x[base + k] - t[k]) * p.inv_temp); }
+    m = wg_max(lid, m);
+    var s = 0.0;
+    for (var k = lid; k < p.cols; k += 256u) { s += exp((x[base + k] - t[k]) * p.inv_temp - m); }
+    let inv = 1.0 / wg_sum(lid, s);
+    for (var k = lid; k < p.cols; k += 256u) {
+        out[base + k] = exp((x[base + k] - t[k]) * p.inv_temp - m) * inv;
+    }
+}
+
+fn paired(v: u32, g: u32) -> bool {
+    return v >= p.n_global || v != g;
+}
+
+// Log-sum-exp of S[r]·inv_temp.
+fn student_lse(lid: u32, base: u32) -> f32 {
+    var m = -3.4e38;
+    for (var k = lid; k < p.cols; k += 256u) { m = max(m, x[base + k] * p.inv_temp); }
+    m = wg_max(lid, m);
+    var s = 0.0;
+    for (var k = lid; k < p.cols; k += 256u) { s += exp(x[base + k] * p.inv_temp - m); }
+    return m + log(wg_sum(lid, s));
+}
+
+@compute @workgroup_size(256)
+fn dino_loss_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let r = group_index(wid, nwg);
+    if (r >= p.rows) { return; }
+    let v = r / p.batch;
+    let b = r % p.batch;
+    let base = r * p.cols;
+    let lse = student_lse(lid, base);
+    var acc = 0.0;
+    for (var g = 0u; g < p.n_teacher; g++) {
+        if (!paired(v, g)) { continue; }
+        let tb = (g * p.batch + b) * p.cols;
+        for (var k = lid; k < p.cols; k += 256u) {
+            acc -= t[tb + k] * (x[base + k] * p.inv_temp - lse);
+        }
+    }
+    let total = wg_sum(lid, acc);
+    if (lid == 0u) { out[r] = total; }
+}
+
+@compute @workgroup_size(256)
+fn dino_loss_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let r = group_index(wid, nwg);
+    if (r >= p.rows) { return; }
+    let v = r / p.batch;
+    let b = r % p.batch;
+    let base = r * p.cols;
+    let lse = student_lse(lid, base);
+    var mass = 0.0;
+    for (var g = 0u; g < p.n_teacher; g++) {
+        if (!paired(v, g)) { continue; }
+        let tb = (g * p.batch + b) * p.cols;
+        for (var k = lid; k < p.cols; k += 256u) { mass += t[tb + k]; }
+    }
+    let total_mass = wg_sum(lid, mass);
+    let gscale = aux[0] * p.scale * p.inv_temp;
+    for (var k = lid; k < p.cols; k += 256u) {
+        var tsum = 0.0;
+        for (var g = 0u; g < p.n_teacher; g++) {
+            if (paired(v, g)) { tsum += t[(g * p.batch + b) * p.cols + k]; }
+        }
+        var d = gscale * (exp(x[base + k] * p.inv_temp - lse) * total_mass - tsum);
+        if (p.accumulate != 0u) { d += out[base + k]; }
+        out[base + k] = d;
+    }
+}
+
+// Sinkhorn-Knopp in the log domain: the same iterations as the official code, but every
+// normalisation is a log-sum-exp subtraction, so no exp ever overflows or underflows to a zero
+// row or column, whatever the logits (the official total normalisation is a global shift,
+// which the first column step cancels).
+@compute @workgroup_size(256)
+fn sinkhorn_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.rows * p.cols) { return; }
+    out[i] = x[i] * p.inv_temp;
+}
+
+// saved[k] = log Σ_b exp(out[b, k]): thread per prototype (column).
+@compute @workgroup_size(256)
+fn sinkhorn_col_lse(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let k = group_index(wid, nwg) * 256u + lid;
+    if (k >= p.cols) { return; }
+    var m = -3.4e38;
+    for (var b = 0u; b < p.rows; b++) { m = max(m, out[b * p.cols + k]); }
+    var s = 0.0;
+    for (var b = 0u; b < p.rows; b++) { s += exp(out[b * p.cols + k] - m); }
+    saved[k] = m + log(s);
+}
+
+// Each prototype gets mass 1/K.
+@compute @workgroup_size(256)
+fn sinkhorn_sub_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.rows * p.cols) { return; }
+    out[i] = out[i] - saved[i % p.cols] - log(f32(p.cols));
+}
+
+// Each sample gets mass 1/n; the last iteration multiplies n back and leaves the log domain.
+@compute @workgroup_size(256)
+fn sinkhorn_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let r = group_index(wid, nwg);
+    if (r >= p.rows) { return; }
+    let base = r * p.cols;
+    var m = -3.4e38;
+    for (var k = lid; k < p.cols; k += 256u) { m = max(m, out[base + k]); }
+    m = wg_max(lid, m);
+    var s = 0.0;
+    for (var k = lid; k < p.cols; k += 256u) { s += exp(out[base + k] - m); }
+    let lse = m + log(wg_sum(lid, s));
+    for (var k = lid; k < p.cols; k += 256u) {
+        if (p.last != 0u) {
+            out[base + k] = exp(out[base + k] - lse);
+        } else {
+            out[base + k] = out[base + k] - lse - log(f32(p.n_samples));
+        }
+    }
+}
+
+fn row_norm(lid: u32, row: u32) -> f32 {
+    var s = 0.0;
+    for (var c = lid; c < p.cols; c += 256u) { s += x[row * p.cols + c] * x[row * p.cols + c]; }
+    return max(sqrt(wg_sum(lid, s)), EPS);
+}
+
+// ‖x̂_a − x̂_b + ε‖.
+fn pair_distance(lid: u32, a: u32, na: f32, b: u32, nb: f32) -> f32 {
+    var s = 0.0;
+    for (var c = lid; c < p.cols; c += 256u) {
+        let u = x[a * p.cols + c] / na - x[b * p.cols + c] / nb + EPS;
+        s += u * u;
+    }
+    return sqrt(wg_sum(lid, s));
+}
+
+@compute @workgroup_size(256)
+fn koleo_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg);
+    if (i >= p.rows) { return; }
+    let chunk0 = (i / p.batch) * p.batch;
+    let ni = row_norm(lid, i);
+    var best = -3.4e38;
+    var best_j = i;
+    for (var j = chunk0; j < chunk0 + p.batch; j++) {
+        if (j == i) { continue; }
+        let nj = row_norm(lid, j);
+        var s = 0.0;
+        for (var c = lid; c < p.cols; c += 256u) { s += x[i * p.cols + c] * x[j * p.cols + c]; }
+        let cosv = wg_sum(lid, s) / (ni * nj);
+        if (cosv > best) {
+            best = cosv;
+            best_j = j;
+        }
+    }
+    let d = pair_distance(lid, i, ni, best_j, row_norm(lid, best_j));
+    if (lid == 0u) {
+        out[i] = -log(d + EPS);
+        saved[2u * i] = f32(best_j);
+        saved[2u * i + 1u] = d;
+    }
+}
+
+// Here `t` holds the forward's saved (neighbour, distance) pairs and `aux` the upstream scalar.
+@compute @workgroup_size(256)
+fn koleo_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg);
+    if (i >= p.rows) { return; }
+    let chunk0 = (i / p.batch) * p.batch;
+    let g = aux[0] * p.scale;
+    let ni = row_norm(lid, i);
+    let j = u32(t[2u * i]);
+    let di = t[2u * i + 1u];
+    let nj = row_norm(lid, j);
+    let own = -g / (di * (di + EPS));
+    // G = dL/dx̂_i, one component per invocation stride, kept in the scratch `saved` [rows, D].
+    for (var c = lid; c < p.cols; c += 256u) {
+        let u = x[i * p.cols + c] / ni - x[j * p.cols + c] / nj + EPS;
+        saved[i * p.cols + c] = own * u;
+    }
+    for (var k = chunk0; k < chunk0 + p.batch; k++) {
+        if (k == i || u32(t[2u * k]) != i) { continue; }
+        let nk = row_norm(lid, k);
+        let dk = t[2u * k + 1u];
+        let w = g / (dk * (dk + EPS));
+        for (var c = lid; c < p.cols; c += 256u) {
+            let u = x[k * p.cols + c] / nk - x[i * p.cols + c] / ni + EPS;
+            saved[i * p.cols + c] += w * u;
+        }
+    }
+    var dot = 0.0;
+    for (var c = lid; c < p.cols; c += 256u) { dot += saved[i * p.cols + c] * x[i * p.cols + c] / ni; }
+    let proj = wg_sum(lid, dot);
+    for (var c = lid; c < p.cols; c += 256u) {
+        let gc = saved[i * p.cols + c];
+        var d = (gc - x[i * p.cols + c] / ni * proj) / ni;
+        if (ni <= EPS) { d = gc / EPS; }
+        if (p.accumulate != 0u) { d += out[i * p.cols + c]; }
+        out[i * p.cols + c] = d;
+    }
+}
