@@ -19,4 +19,5 @@ pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod selftest;
+pub mod train;
 pub mod viz;

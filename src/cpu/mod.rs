@@ -10,6 +10,7 @@ pub mod interp;
 pub mod layernorm;
 pub mod losses;
 pub mod matmul;
+pub mod normalize;
 pub mod optim;
 pub mod patch_embed;
 pub mod softmax;

@@ -23,6 +23,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("losses", include_str!("../../shaders/losses.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("normalize", include_str!("../../shaders/normalize.wgsl")),
     (
         "patch_embed",
         include_str!("../../shaders/patch_embed.wgsl"),

@@ -19,6 +19,7 @@ pub mod layernorm;
 pub mod linear;
 pub mod losses;
 pub mod matmul;
+pub mod normalize;
 pub mod patch_embed;
 pub mod reduce;
 pub mod softmax;
@@ -61,6 +62,10 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &layernorm::LN_BACKWARD,
         &layernorm::LN_BACKWARD_PARAMS,
         &matmul::MATMUL,
+        &normalize::L2NORM_FORWARD,
+        &normalize::L2NORM_BACKWARD,
+        &normalize::WEIGHTNORM_FORWARD,
+        &normalize::WEIGHTNORM_BACKWARD,
         &patch_embed::IM2COL,
         &patch_embed::COL2IM,
         &reduce::SUM_ROWS,

@@ -1,0 +1,58 @@
+//! Initialisation from scratch (spec §1.8 and §2), deterministic from a seed.
+
+use crate::data::rng::Rng;
+use crate::model::params::ParamLayout;
+use std::collections::BTreeMap;
+
+/// A normal sample (Box-Muller).
+pub fn normal(rng: &mut Rng) -> f32 {
+    let u1 = rng.uniform_f64().max(1e-300);
+    let u2 = rng.uniform_f64();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// Truncated normal with absolute bounds ±2 (PyTorch's default `trunc_normal_`).
+pub fn trunc_normal(rng: &mut Rng, std: f32) -> f32 {
+    loop {
+        let v = normal(rng) * std;
+        if v.abs() <= 2.0 {
+            return v;
+        }
+    }
+}
+
+/// Initial values of every parameter of a layout, by name: Linear weights trunc_normal(0.02)
+/// and zero biases; the patch convolution PyTorch's default uniform ±1/√fan_in; LayerNorm 1 and
+/// 0; LayerScale 1e-5; CLS and registers N(0, 1e-6); mask token 0; position table
+/// trunc_normal(0.02); the head's weight-normed last layer v uniform ±1/√fan_in and g = 1.
+pub fn init_params(layout: &ParamLayout, seed: u64) -> BTreeMap<String, Vec<f32>> {
+    let mut out = BTreeMap::new();
+    for (i, e) in layout.entries.iter().enumerate() {
+        let mut rng = Rng::derive(seed, &[0x1417, i as u64]);
+        let n = e.numel();
+        let name = e.name.as_str();
+        let fan_in = if e.shape.len() >= 2 { e.shape[1..].iter().product::<usize>() } else { n };
+        let uniform = |rng: &mut Rng, bound: f32| (0..n).map(|_| rng.range(-bound, bound)).collect::<Vec<f32>>();
+        let v: Vec<f32> = if name.ends_with("patch_embed.proj.weight") || name.ends_with("patch_embed.proj.bias") {
+            // Conv2d default: bias bound also 1/√fan_in of the weight.
+            let fan = layout.entries.iter().find(|x| x.name.ends_with("patch_embed.proj.weight")).map_or(fan_in, |w| w.shape[1..].iter().product());
+            uniform(&mut rng, 1.0 / (fan as f32).sqrt())
+        } else if name.ends_with("weight_v") {
+            uniform(&mut rng, 1.0 / (fan_in as f32).sqrt())
+        } else if name.ends_with("weight_g") {
+            vec![1.0; n]
+        } else if name.contains("norm") && name.ends_with("weight") {
+            vec![1.0; n]
+        } else if name.ends_with(".bias") || name.ends_with("mask_token") {
+            vec![0.0; n]
+        } else if name.ends_with("gamma") {
+            vec![1e-5; n]
+        } else if name.ends_with("cls_token") || name.ends_with("register_tokens") {
+            (0..n).map(|_| normal(&mut rng) * 1e-6).collect()
+        } else {
+            (0..n).map(|_| trunc_normal(&mut rng, 0.02)).collect()
+        };
+        out.insert(e.name.clone(), v);
+    }
+    out
+}
