@@ -83,3 +83,14 @@ fn reduce_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     if (p.accumulate != 0u) { d += out[i]; }
     out[i] = d;
 }
+
+// clip_by_norm: out[i] *= min(1, scale / (sqrt(g[0]) + 1e-6)), g[0] a sum of squares: gradient
+// clipping without a readback. Dispatch: grid_1d(ceil(n / 256)).
+@compute @workgroup_size(256)
+fn clip_by_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    let f = min(1.0, p.scale / (sqrt(g[0]) + 1e-6));
+    out[i] = out[i] * f;
+}

@@ -84,6 +84,46 @@ mod cli {
             #[arg(long, default_value_t = 0.6)]
             threshold: f32,
         },
+        /// Train a ViT with DINOv2 (DINO + iBOT + KoLeo) on images; the bundled Fashion-MNIST by default.
+        Train {
+            /// Training config: a preset (debug, tiny, vits14) or a .ron file.
+            #[arg(long, default_value = "debug")]
+            config: String,
+            /// Training data: a folder of images (searched recursively) or an IDX file.
+            #[arg(long)]
+            data: Option<PathBuf>,
+            /// Run folder (checkpoints, metrics.jsonl).
+            #[arg(long, default_value = "runs/latest")]
+            out: PathBuf,
+            /// Continue from the run folder's last checkpoint (exactly where it stopped).
+            #[arg(long)]
+            resume: bool,
+            /// Stop after this many steps in this invocation.
+            #[arg(long)]
+            stop_after: Option<u64>,
+        },
+        /// k-NN accuracy (k = 20, T = 0.07) of a backbone's CLS features.
+        Knn {
+            /// Backbone weights (safetensors; ours or Hugging Face's).
+            #[arg(long)]
+            weights: PathBuf,
+            /// Config: preset name, config.json or .ron (default: next to the weights, or inferred).
+            #[arg(long)]
+            config: Option<String>,
+            /// Labelled training images: a folder with one subfolder per class, an IDX file, or
+            /// `fashion-mnist` for the bundled subset.
+            #[arg(long)]
+            train: String,
+            /// Labelled test images (same forms).
+            #[arg(long)]
+            test: String,
+            /// Image size.
+            #[arg(long, default_value_t = 224)]
+            size: usize,
+            /// Neighbours.
+            #[arg(long, default_value_t = 20)]
+            k: usize,
+        },
         /// Benchmarks.
         Bench {
             #[command(subcommand)]
@@ -198,6 +238,10 @@ mod cli {
                     ExitCode::SUCCESS
                 })
             }),
+            Some(Command::Train { config, data, out, resume, stop_after }) => open_gpu(&cli)
+                .and_then(|gpu| commands::train(&gpu, config, data.as_deref(), out, *resume, *stop_after)),
+            Some(Command::Knn { weights, config, train, test, size, k }) => open_gpu(&cli)
+                .and_then(|gpu| commands::knn(&gpu, weights, config.as_deref(), train, test, *size, *k)),
             Some(Command::Embed {
                 weights,
                 config,

@@ -71,6 +71,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &reduce::SUM_ROWS,
         &reduce::REDUCE_FULL,
         &reduce::REDUCE_BACKWARD,
+        &reduce::CLIP_BY_NORM,
         &softmax::SOFTMAX_FORWARD,
         &softmax::SOFTMAX_BACKWARD,
         &tokens::TOKENS_FORWARD,

@@ -23,6 +23,8 @@ const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, ReadWrite)];
 pub static SUM_ROWS: Kernel = Kernel::new::<Params>("reduce", "sum_rows", B);
 /// Workgroup partial sums of x or x².
 pub static REDUCE_FULL: Kernel = Kernel::new::<Params>("reduce", "reduce_full", B);
+/// x *= min(1, max_norm / (‖·‖ + 1e-6)) given a sum of squares.
+pub static CLIP_BY_NORM: Kernel = Kernel::new::<Params>("reduce", "clip_by_norm", &[(2, Read), (3, ReadWrite)]);
 /// dx = g·scale (·2x).
 pub static REDUCE_BACKWARD: Kernel = Kernel::new::<Params>("reduce", "reduce_backward", B);
 
@@ -221,4 +223,26 @@ pub fn reduce_backward(
         _pad: [0; 3],
     };
     rec.dispatch(&REDUCE_BACKWARD, &p, &[x, g, dx], grid_1d(n.div_ceil(256)));
+}
+
+/// Scales `x` so its L2 norm is at most `max_norm` (torch.nn.utils.clip_grad_norm_), on the GPU;
+/// returns the sum of squares before clipping [1].
+pub fn clip_grad_norm(rec: &mut Recorder, x: &Tensor, max_norm: f32) -> Tensor {
+    let ss = rec.gpu().empty(&[1]);
+    reduce(rec, &ss, x, Reduce::SumSquares, false);
+    let n = x.numel();
+    let p = Params {
+        rows: 0,
+        cols: 0,
+        chunk: 0,
+        mode: 0,
+        scale: max_norm,
+        beta: 0.0,
+        n: n as u32,
+        accumulate: 0,
+        x_offset: 0,
+        _pad: [0; 3],
+    };
+    rec.dispatch(&CLIP_BY_NORM, &p, &[&ss, x], grid_1d(n.div_ceil(256)));
+    ss
 }

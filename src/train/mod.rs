@@ -1,4 +1,8 @@
 //! DINOv2 training: heads, initialisation, schedules, the training step, checkpoints, k-NN.
 
+pub mod config;
 pub mod head;
 pub mod init;
+pub mod knn;
+pub mod run;
+pub mod trainer;

@@ -1,0 +1,194 @@
+//! Training configuration (RON) with presets, and the schedules of spec §4.2.
+
+use super::head::HeadConfig;
+use crate::data::augment::AugmentConfig;
+use crate::model::config::VitConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// How teacher targets are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Targets {
+    /// Softmax with centering (the default DINOv2 config).
+    Centering,
+    /// Sinkhorn-Knopp, 3 iterations (the ViT-L/g configs and DINOv3).
+    SinkhornKnopp,
+}
+
+/// Everything a training run needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Backbone.
+    pub model: VitConfig,
+    /// DINO head, shared with iBOT (the default DINOv2 config shares it).
+    pub head: HeadConfig,
+    /// Multi-crop augmentation.
+    pub augment: AugmentConfig,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Total steps.
+    pub steps: u64,
+    /// Steps per "epoch" for the schedules' epoch-based parts (DINOv2: 1250).
+    pub epoch_steps: u64,
+    /// Peak learning rate before √(batch/1024) scaling.
+    pub base_lr: f32,
+    /// Final learning rate.
+    pub min_lr: f32,
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// Weight decay at the start and at the end (cosine).
+    pub weight_decay: (f32, f32),
+    /// Teacher EMA momentum at the start and at the end (cosine).
+    pub momentum: (f32, f32),
+    /// Teacher temperature warmup: from, to, over steps.
+    pub teacher_temp: (f32, f32, u64),
+    /// Student temperature.
+    pub student_temp: f32,
+    /// Steps with the prototype layer's learning rate at 0.
+    pub freeze_last_layer_steps: u64,
+    /// Layer-wise learning-rate decay.
+    pub layer_decay: f32,
+    /// Extra learning-rate multiplier of the patch embedding.
+    pub patch_embed_lr_mult: f32,
+    /// Per-module gradient-norm clip.
+    pub clip_grad: f32,
+    /// Loss weights.
+    pub dino_weight: f32,
+    /// iBOT weight (0 disables masking and the iBOT loss).
+    pub ibot_weight: f32,
+    /// KoLeo weight.
+    pub koleo_weight: f32,
+    /// Teacher targets.
+    pub targets: Targets,
+    /// Share of global crops masked, and the mask-ratio range.
+    pub mask_prob: f32,
+    /// Mask-ratio range of masked crops.
+    pub mask_ratio: (f32, f32),
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Data workers (0: on the training thread).
+    pub workers: usize,
+    /// Log a metrics line every N steps.
+    pub log_every: u64,
+    /// k-NN evaluation every N steps (0: only at the end).
+    pub eval_every: u64,
+    /// Checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// k-NN: train and test images used (0: all).
+    pub knn_train: usize,
+    /// Test images.
+    pub knn_test: usize,
+}
+
+/// Preset names.
+pub const TRAIN_PRESETS: [&str; 3] = ["debug", "tiny", "vits14"];
+
+impl TrainConfig {
+    /// A preset: `debug` (a minute on a CPU Vulkan driver), `tiny`, `vits14`.
+    pub fn preset(name: &str) -> Result<TrainConfig, String> {
+        let text = match name {
+            "debug" => include_str!("../../assets/configs/train_debug.ron"),
+            "tiny" => include_str!("../../assets/configs/train_tiny.ron"),
+            "vits14" => include_str!("../../assets/configs/train_vits14.ron"),
+            _ => return Err(format!("unknown training preset '{name}' (known: {})", TRAIN_PRESETS.join(", "))),
+        };
+        Self::from_ron(text, name)
+    }
+
+    /// Parses RON.
+    pub fn from_ron(text: &str, name: &str) -> Result<TrainConfig, String> {
+        let c: TrainConfig = ron::from_str(text).map_err(|e| format!("{name}: not a valid training config: {e}"))?;
+        c.validate().map_err(|e| format!("{name}: {e}"))?;
+        Ok(c)
+    }
+
+    /// A preset name or a .ron file.
+    pub fn load(name_or_path: &str) -> Result<TrainConfig, String> {
+        let p = Path::new(name_or_path);
+        if p.is_file() {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
+            Self::from_ron(&text, &p.display().to_string())
+        } else {
+            Self::preset(name_or_path)
+        }
+    }
+
+    /// As RON.
+    pub fn to_ron(&self) -> String {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default()).unwrap_or_default()
+    }
+
+    /// Checks values that would make training meaningless or crash.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate().map_err(|e| e.to_string())?;
+        let p = self.model.patch;
+        let a = &self.augment;
+        if a.global_size % p != 0 || a.local_size % p != 0 {
+            return Err(format!("crop sizes {} and {} must be multiples of the patch size {p}", a.global_size, a.local_size));
+        }
+        if self.batch_size < 2 {
+            return Err("batch_size must be at least 2 (KoLeo needs a neighbour)".into());
+        }
+        if self.steps == 0 {
+            return Err("steps must be at least 1".into());
+        }
+        if self.model.dim % 64 != 0 {
+            return Err(format!("model dim {} must be a multiple of 64 for training", self.model.dim));
+        }
+        if self.head.prototypes == 0 || self.head.bottleneck == 0 || self.head.hidden == 0 {
+            return Err("head sizes must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// DINOv2's CosineScheduler: linear warmup from `start` to `base` over `warmup` steps, then a
+/// cosine from `base` to `end` until `total`; `end` afterwards.
+pub fn cosine(step: u64, base: f64, end: f64, total: u64, warmup: u64, start: f64) -> f64 {
+    if step < warmup {
+        if warmup <= 1 {
+            return base;
+        }
+        return start + (base - start) * step as f64 / (warmup - 1) as f64;
+    }
+    if step >= total {
+        return end;
+    }
+    let j = (step - warmup) as f64;
+    let span = (total - warmup).max(1) as f64;
+    end + 0.5 * (base - end) * (1.0 + (std::f64::consts::PI * j / span).cos())
+}
+
+/// The values of every schedule at one step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepValues {
+    /// Learning rate (already √(batch/1024)-scaled).
+    pub lr: f32,
+    /// Weight decay.
+    pub weight_decay: f32,
+    /// Teacher momentum.
+    pub momentum: f32,
+    /// Teacher temperature.
+    pub teacher_temp: f32,
+    /// Whether the prototype layer is frozen.
+    pub freeze_last_layer: bool,
+}
+
+impl TrainConfig {
+    /// Schedules at `step`.
+    pub fn at(&self, step: u64) -> StepValues {
+        let scale = (self.batch_size as f64 / 1024.0).sqrt();
+        let lr = cosine(step, self.base_lr as f64 * scale, self.min_lr as f64, self.steps, self.warmup_steps, 0.0);
+        let wd = cosine(step, self.weight_decay.0 as f64, self.weight_decay.1 as f64, self.steps, 0, 0.0);
+        let m = cosine(step, self.momentum.0 as f64, self.momentum.1 as f64, self.steps, 0, 0.0);
+        let (t0, t1, tw) = self.teacher_temp;
+        let tt = if step < tw && tw > 1 { t0 as f64 + (t1 - t0) as f64 * step as f64 / (tw - 1) as f64 } else { t1 as f64 };
+        StepValues {
+            lr: lr as f32,
+            weight_decay: wd as f32,
+            momentum: m as f32,
+            teacher_temp: tt as f32,
+            freeze_last_layer: step < self.freeze_last_layer_steps,
+        }
+    }
+}
