@@ -194,11 +194,23 @@ pub fn attention(
 }
 
 /// `dinoscope train`.
-pub fn train(gpu: &Gpu, config: &str, data: Option<&Path>, out: &Path, resume: bool, stop_after: Option<u64>) -> Result<ExitCode, String> {
+pub fn train(
+    gpu: &Gpu,
+    config: &str,
+    data: Option<&Path>,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
     use dinoscope::train::run::{run, RunOptions};
     let cfg = TrainConfig::load(config)?;
-    let opts = RunOptions { out_dir: out.to_path_buf(), resume, data: data.map(Path::to_path_buf), stop_after };
+    let opts = RunOptions {
+        out_dir: out.to_path_buf(),
+        resume,
+        data: data.map(Path::to_path_buf),
+        stop_after,
+    };
     let total = cfg.steps;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
@@ -223,7 +235,10 @@ pub fn train(gpu: &Gpu, config: &str, data: Option<&Path>, out: &Path, resume: b
     })?;
     bar.finish_and_clear();
     if let Some(m) = &summary.last {
-        println!("step {}: loss {:.4} (dino {:.4}, ibot {:.4}, koleo {:.4})", summary.steps, m.loss, m.dino, m.ibot, m.koleo);
+        println!(
+            "step {}: loss {:.4} (dino {:.4}, ibot {:.4}, koleo {:.4})",
+            summary.steps, m.loss, m.dino, m.ibot, m.koleo
+        );
     }
     for (s, a) in &summary.knn {
         println!("k-NN accuracy at step {s}: {:.1}%", a * 100.0);
@@ -232,21 +247,44 @@ pub fn train(gpu: &Gpu, config: &str, data: Option<&Path>, out: &Path, resume: b
     Ok(ExitCode::SUCCESS)
 }
 
-fn labelled(spec: &str, test: bool) -> Result<std::sync::Arc<dyn dinoscope::data::dataset::Dataset>, String> {
+fn labelled(
+    spec: &str,
+    test: bool,
+) -> Result<std::sync::Arc<dyn dinoscope::data::dataset::Dataset>, String> {
     if spec == "fashion-mnist" {
-        let (tr, te) = dinoscope::data::dataset::fashion_mnist_bundled().map_err(|e| e.to_string())?;
-        return Ok(if test { std::sync::Arc::new(te) } else { std::sync::Arc::new(tr) });
+        let (tr, te) =
+            dinoscope::data::dataset::fashion_mnist_bundled().map_err(|e| e.to_string())?;
+        return Ok(if test {
+            std::sync::Arc::new(te)
+        } else {
+            std::sync::Arc::new(tr)
+        });
     }
-    Ok(std::sync::Arc::from(dinoscope::data::dataset::open_dataset(Path::new(spec)).map_err(|e| e.to_string())?))
+    Ok(std::sync::Arc::from(
+        dinoscope::data::dataset::open_dataset(Path::new(spec)).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// `dinoscope knn`.
-pub fn knn(gpu: &Gpu, weights: &Path, config: Option<&str>, train: &str, test: &str, size: usize, k: usize) -> Result<ExitCode, String> {
+pub fn knn(
+    gpu: &Gpu,
+    weights: &Path,
+    config: Option<&str>,
+    train: &str,
+    test: &str,
+    size: usize,
+    k: usize,
+) -> Result<ExitCode, String> {
     let vit = load_model(gpu, weights, config)?;
     let (tr, te) = (labelled(train, false)?, labelled(test, true)?);
     let (trf, try_) = dinoscope::train::knn::features(gpu, &vit, tr.as_ref(), 0, size, 64)?;
     let (tef, tey) = dinoscope::train::knn::features(gpu, &vit, te.as_ref(), 0, size, 64)?;
     let acc = dinoscope::train::knn::knn_accuracy(&trf, &try_, &tef, &tey, vit.cfg.dim, k, 0.07);
-    println!("k-NN (k = {k}, T = 0.07) on {} train → {} test images: {:.2}%", try_.len(), tey.len(), acc * 100.0);
+    println!(
+        "k-NN (k = {k}, T = 0.07) on {} train → {} test images: {:.2}%",
+        try_.len(),
+        tey.len(),
+        acc * 100.0
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -238,10 +238,25 @@ mod cli {
                     ExitCode::SUCCESS
                 })
             }),
-            Some(Command::Train { config, data, out, resume, stop_after }) => open_gpu(&cli)
-                .and_then(|gpu| commands::train(&gpu, config, data.as_deref(), out, *resume, *stop_after)),
-            Some(Command::Knn { weights, config, train, test, size, k }) => open_gpu(&cli)
-                .and_then(|gpu| commands::knn(&gpu, weights, config.as_deref(), train, test, *size, *k)),
+            Some(Command::Train {
+                config,
+                data,
+                out,
+                resume,
+                stop_after,
+            }) => open_gpu(&cli).and_then(|gpu| {
+                commands::train(&gpu, config, data.as_deref(), out, *resume, *stop_after)
+            }),
+            Some(Command::Knn {
+                weights,
+                config,
+                train,
+                test,
+                size,
+                k,
+            }) => open_gpu(&cli).and_then(|gpu| {
+                commands::knn(&gpu, weights, config.as_deref(), train, test, *size, *k)
+            }),
             Some(Command::Embed {
                 weights,
                 config,

@@ -4,7 +4,12 @@
 pub fn l2norm_forward(x: &[f32], cols: usize, eps: f32) -> Vec<f32> {
     x.chunks(cols)
         .flat_map(|r| {
-            let n = r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt().max(eps as f64);
+            let n = r
+                .iter()
+                .map(|&v| v as f64 * v as f64)
+                .sum::<f64>()
+                .sqrt()
+                .max(eps as f64);
             r.iter().map(move |&v| (v as f64 / n) as f32)
         })
         .collect()
@@ -21,7 +26,11 @@ pub fn l2norm_backward(dy: &[f32], x: &[f32], cols: usize, eps: f32) -> Vec<f32>
             }
             continue;
         }
-        let ydy: f64 = r.iter().zip(g).map(|(&v, &gg)| v as f64 / n * gg as f64).sum();
+        let ydy: f64 = r
+            .iter()
+            .zip(g)
+            .map(|(&v, &gg)| v as f64 / n * gg as f64)
+            .sum();
         for ((oo, &v), &gg) in o.iter_mut().zip(r).zip(g) {
             *oo = ((gg as f64 - v as f64 / n * ydy) / n) as f32;
         }
@@ -50,7 +59,11 @@ pub fn weightnorm_backward(dw: &[f32], v: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f
         let r = &v[k * cols..(k + 1) * cols];
         let d = &dw[k * cols..(k + 1) * cols];
         let n = r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        let s: f64 = r.iter().zip(d).map(|(&x, &y)| x as f64 / n * y as f64).sum();
+        let s: f64 = r
+            .iter()
+            .zip(d)
+            .map(|(&x, &y)| x as f64 / n * y as f64)
+            .sum();
         dg[k] = s as f32;
         for c in 0..cols {
             dv[k * cols + c] = (g[k] as f64 / n * (d[c] as f64 - r[c] as f64 / n * s)) as f32;

@@ -24,7 +24,8 @@ pub static SUM_ROWS: Kernel = Kernel::new::<Params>("reduce", "sum_rows", B);
 /// Workgroup partial sums of x or x².
 pub static REDUCE_FULL: Kernel = Kernel::new::<Params>("reduce", "reduce_full", B);
 /// x *= min(1, max_norm / (‖·‖ + 1e-6)) given a sum of squares.
-pub static CLIP_BY_NORM: Kernel = Kernel::new::<Params>("reduce", "clip_by_norm", &[(2, Read), (3, ReadWrite)]);
+pub static CLIP_BY_NORM: Kernel =
+    Kernel::new::<Params>("reduce", "clip_by_norm", &[(2, Read), (3, ReadWrite)]);
 /// dx = g·scale (·2x).
 pub static REDUCE_BACKWARD: Kernel = Kernel::new::<Params>("reduce", "reduce_backward", B);
 

@@ -162,9 +162,15 @@ impl Vit {
     /// A model over an existing parameter store (a view of a training buffer).
     pub fn from_store(cfg: VitConfig, params: ParamStore) -> Result<Vit, ModelError> {
         if cfg.ffn != Ffn::Mlp {
-            return Err(ModelError::Unsupported("SwiGLU feed-forward (ViT-g) is not implemented yet".into()));
+            return Err(ModelError::Unsupported(
+                "SwiGLU feed-forward (ViT-g) is not implemented yet".into(),
+            ));
         }
-        Ok(Vit { cfg, params, interp_cache: Mutex::default() })
+        Ok(Vit {
+            cfg,
+            params,
+            interp_cache: Mutex::default(),
+        })
     }
 
     fn p(&self, name: &str) -> Tensor {

@@ -90,14 +90,20 @@ impl TrainConfig {
             "debug" => include_str!("../../assets/configs/train_debug.ron"),
             "tiny" => include_str!("../../assets/configs/train_tiny.ron"),
             "vits14" => include_str!("../../assets/configs/train_vits14.ron"),
-            _ => return Err(format!("unknown training preset '{name}' (known: {})", TRAIN_PRESETS.join(", "))),
+            _ => {
+                return Err(format!(
+                    "unknown training preset '{name}' (known: {})",
+                    TRAIN_PRESETS.join(", ")
+                ))
+            }
         };
         Self::from_ron(text, name)
     }
 
     /// Parses RON.
     pub fn from_ron(text: &str, name: &str) -> Result<TrainConfig, String> {
-        let c: TrainConfig = ron::from_str(text).map_err(|e| format!("{name}: not a valid training config: {e}"))?;
+        let c: TrainConfig =
+            ron::from_str(text).map_err(|e| format!("{name}: not a valid training config: {e}"))?;
         c.validate().map_err(|e| format!("{name}: {e}"))?;
         Ok(c)
     }
@@ -106,7 +112,8 @@ impl TrainConfig {
     pub fn load(name_or_path: &str) -> Result<TrainConfig, String> {
         let p = Path::new(name_or_path);
         if p.is_file() {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
             Self::from_ron(&text, &p.display().to_string())
         } else {
             Self::preset(name_or_path)
@@ -124,7 +131,10 @@ impl TrainConfig {
         let p = self.model.patch;
         let a = &self.augment;
         if a.global_size % p != 0 || a.local_size % p != 0 {
-            return Err(format!("crop sizes {} and {} must be multiples of the patch size {p}", a.global_size, a.local_size));
+            return Err(format!(
+                "crop sizes {} and {} must be multiples of the patch size {p}",
+                a.global_size, a.local_size
+            ));
         }
         if self.batch_size < 2 {
             return Err("batch_size must be at least 2 (KoLeo needs a neighbour)".into());
@@ -133,7 +143,10 @@ impl TrainConfig {
             return Err("steps must be at least 1".into());
         }
         if self.model.dim % 64 != 0 {
-            return Err(format!("model dim {} must be a multiple of 64 for training", self.model.dim));
+            return Err(format!(
+                "model dim {} must be a multiple of 64 for training",
+                self.model.dim
+            ));
         }
         if self.head.prototypes == 0 || self.head.bottleneck == 0 || self.head.hidden == 0 {
             return Err("head sizes must be positive".into());
@@ -178,11 +191,36 @@ impl TrainConfig {
     /// Schedules at `step`.
     pub fn at(&self, step: u64) -> StepValues {
         let scale = (self.batch_size as f64 / 1024.0).sqrt();
-        let lr = cosine(step, self.base_lr as f64 * scale, self.min_lr as f64, self.steps, self.warmup_steps, 0.0);
-        let wd = cosine(step, self.weight_decay.0 as f64, self.weight_decay.1 as f64, self.steps, 0, 0.0);
-        let m = cosine(step, self.momentum.0 as f64, self.momentum.1 as f64, self.steps, 0, 0.0);
+        let lr = cosine(
+            step,
+            self.base_lr as f64 * scale,
+            self.min_lr as f64,
+            self.steps,
+            self.warmup_steps,
+            0.0,
+        );
+        let wd = cosine(
+            step,
+            self.weight_decay.0 as f64,
+            self.weight_decay.1 as f64,
+            self.steps,
+            0,
+            0.0,
+        );
+        let m = cosine(
+            step,
+            self.momentum.0 as f64,
+            self.momentum.1 as f64,
+            self.steps,
+            0,
+            0.0,
+        );
         let (t0, t1, tw) = self.teacher_temp;
-        let tt = if step < tw && tw > 1 { t0 as f64 + (t1 - t0) as f64 * step as f64 / (tw - 1) as f64 } else { t1 as f64 };
+        let tt = if step < tw && tw > 1 {
+            t0 as f64 + (t1 - t0) as f64 * step as f64 / (tw - 1) as f64
+        } else {
+            t1 as f64
+        };
         StepValues {
             lr: lr as f32,
             weight_decay: wd as f32,

@@ -29,10 +29,19 @@ pub fn head_tensors(dim: usize, h: &HeadConfig, prefix: &str) -> Vec<(String, Ve
         (format!("{prefix}mlp.0.bias"), vec![h.hidden]),
         (format!("{prefix}mlp.2.weight"), vec![h.hidden, h.hidden]),
         (format!("{prefix}mlp.2.bias"), vec![h.hidden]),
-        (format!("{prefix}mlp.4.weight"), vec![h.bottleneck, h.hidden]),
+        (
+            format!("{prefix}mlp.4.weight"),
+            vec![h.bottleneck, h.hidden],
+        ),
         (format!("{prefix}mlp.4.bias"), vec![h.bottleneck]),
-        (format!("{prefix}last_layer.weight_g"), vec![h.prototypes, 1]),
-        (format!("{prefix}last_layer.weight_v"), vec![h.prototypes, h.bottleneck]),
+        (
+            format!("{prefix}last_layer.weight_g"),
+            vec![h.prototypes, 1],
+        ),
+        (
+            format!("{prefix}last_layer.weight_v"),
+            vec![h.prototypes, h.bottleneck],
+        ),
     ]
 }
 
@@ -61,7 +70,11 @@ pub struct DinoHead {
 impl DinoHead {
     /// A head reading its parameters under `prefix` ("dino_head.").
     pub fn new(dim: usize, cfg: HeadConfig, prefix: &str) -> DinoHead {
-        DinoHead { cfg, dim, prefix: prefix.to_string() }
+        DinoHead {
+            cfg,
+            dim,
+            prefix: prefix.to_string(),
+        }
     }
 
     fn name(&self, s: &str) -> String {
@@ -69,29 +82,90 @@ impl DinoHead {
     }
 
     /// logits [rows, K] of x [rows, D].
-    pub fn forward(&self, rec: &mut Recorder, params: &ParamStore, x: &Tensor, rows: usize) -> (Tensor, HeadActs) {
+    pub fn forward(
+        &self,
+        rec: &mut Recorder,
+        params: &ParamStore,
+        x: &Tensor,
+        rows: usize,
+    ) -> (Tensor, HeadActs) {
         let gpu = rec.gpu();
         let h = &self.cfg;
         let p = |s: &str| params.get(&self.name(s));
         let pre0 = gpu.empty(&[rows, h.hidden]);
         let h0 = gpu.empty(&[rows, h.hidden]);
-        kernels::linear::linear_forward(rec, &h0, x, &p("mlp.0.weight"), Some(&p("mlp.0.bias")), Some(&pre0));
+        kernels::linear::linear_forward(
+            rec,
+            &h0,
+            x,
+            &p("mlp.0.weight"),
+            Some(&p("mlp.0.bias")),
+            Some(&pre0),
+        );
         let pre2 = gpu.empty(&[rows, h.hidden]);
         let h2 = gpu.empty(&[rows, h.hidden]);
-        kernels::linear::linear_forward(rec, &h2, &h0, &p("mlp.2.weight"), Some(&p("mlp.2.bias")), Some(&pre2));
+        kernels::linear::linear_forward(
+            rec,
+            &h2,
+            &h0,
+            &p("mlp.2.weight"),
+            Some(&p("mlp.2.bias")),
+            Some(&pre2),
+        );
         let z = gpu.empty(&[rows, h.bottleneck]);
-        kernels::linear::linear_forward(rec, &z, &h2, &p("mlp.4.weight"), Some(&p("mlp.4.bias")), None);
+        kernels::linear::linear_forward(
+            rec,
+            &z,
+            &h2,
+            &p("mlp.4.weight"),
+            Some(&p("mlp.4.bias")),
+            None,
+        );
         let zn = gpu.empty(&[rows, h.bottleneck]);
         kernels::normalize::l2norm_forward(rec, &zn, &z, h.bottleneck, L2_EPS);
         let w = gpu.empty(&[h.prototypes, h.bottleneck]);
-        kernels::normalize::weightnorm_forward(rec, &w, &p("last_layer.weight_v"), &p("last_layer.weight_g"));
+        kernels::normalize::weightnorm_forward(
+            rec,
+            &w,
+            &p("last_layer.weight_v"),
+            &p("last_layer.weight_g"),
+        );
         let logits = gpu.empty(&[rows, h.prototypes]);
-        matmul(rec, &logits, &zn, &w, MatmulDims::new(rows, h.prototypes, h.bottleneck).tb(), 1.0, false, Epilogue::None);
-        (logits, HeadActs { x: x.clone(), pre0, h0, pre2, h2, z, zn, w, rows })
+        matmul(
+            rec,
+            &logits,
+            &zn,
+            &w,
+            MatmulDims::new(rows, h.prototypes, h.bottleneck).tb(),
+            1.0,
+            false,
+            Epilogue::None,
+        );
+        (
+            logits,
+            HeadActs {
+                x: x.clone(),
+                pre0,
+                h0,
+                pre2,
+                h2,
+                z,
+                zn,
+                w,
+                rows,
+            },
+        )
     }
 
     /// Adds the parameter gradients into `grads` and returns dL/dx [rows, D].
-    pub fn backward(&self, rec: &mut Recorder, params: &ParamStore, grads: &ParamStore, a: &HeadActs, d_logits: &Tensor) -> Tensor {
+    pub fn backward(
+        &self,
+        rec: &mut Recorder,
+        params: &ParamStore,
+        grads: &ParamStore,
+        a: &HeadActs,
+        d_logits: &Tensor,
+    ) -> Tensor {
         let gpu = rec.gpu();
         let h = &self.cfg;
         let rows = a.rows;
@@ -99,9 +173,27 @@ impl DinoHead {
         let g = |s: &str| grads.get(&self.name(s));
         // logits = zn·Wᵀ.
         let d_zn = gpu.empty(&[rows, h.bottleneck]);
-        matmul(rec, &d_zn, d_logits, &a.w, MatmulDims::new(rows, h.bottleneck, h.prototypes), 1.0, false, Epilogue::None);
+        matmul(
+            rec,
+            &d_zn,
+            d_logits,
+            &a.w,
+            MatmulDims::new(rows, h.bottleneck, h.prototypes),
+            1.0,
+            false,
+            Epilogue::None,
+        );
         let d_w = gpu.empty(&[h.prototypes, h.bottleneck]);
-        matmul(rec, &d_w, d_logits, &a.zn, MatmulDims::new(h.prototypes, h.bottleneck, rows).ta(), 1.0, false, Epilogue::None);
+        matmul(
+            rec,
+            &d_w,
+            d_logits,
+            &a.zn,
+            MatmulDims::new(h.prototypes, h.bottleneck, rows).ta(),
+            1.0,
+            false,
+            Epilogue::None,
+        );
         kernels::normalize::weightnorm_backward(
             rec,
             &g("last_layer.weight_v"),
@@ -113,26 +205,73 @@ impl DinoHead {
         let d_z = gpu.empty(&[rows, h.bottleneck]);
         kernels::normalize::l2norm_backward(rec, &d_z, &d_zn, &a.z, h.bottleneck, L2_EPS, false);
         let d_h2 = gpu.empty(&[rows, h.hidden]);
-        kernels::linear::linear_backward(rec, Some(&d_h2), &g("mlp.4.weight"), Some(&g("mlp.4.bias")), &d_z, &a.h2, &p("mlp.4.weight"), false, true);
+        kernels::linear::linear_backward(
+            rec,
+            Some(&d_h2),
+            &g("mlp.4.weight"),
+            Some(&g("mlp.4.bias")),
+            &d_z,
+            &a.h2,
+            &p("mlp.4.weight"),
+            false,
+            true,
+        );
         let d_pre2 = gpu.empty(&[rows, h.hidden]);
         kernels::gelu::gelu_backward(rec, &d_pre2, &d_h2, &a.pre2, false);
         let d_h0 = gpu.empty(&[rows, h.hidden]);
-        kernels::linear::linear_backward(rec, Some(&d_h0), &g("mlp.2.weight"), Some(&g("mlp.2.bias")), &d_pre2, &a.h0, &p("mlp.2.weight"), false, true);
+        kernels::linear::linear_backward(
+            rec,
+            Some(&d_h0),
+            &g("mlp.2.weight"),
+            Some(&g("mlp.2.bias")),
+            &d_pre2,
+            &a.h0,
+            &p("mlp.2.weight"),
+            false,
+            true,
+        );
         let d_pre0 = gpu.empty(&[rows, h.hidden]);
         kernels::gelu::gelu_backward(rec, &d_pre0, &d_h0, &a.pre0, false);
         let dx = gpu.empty(&[rows, self.dim]);
-        kernels::linear::linear_backward(rec, Some(&dx), &g("mlp.0.weight"), Some(&g("mlp.0.bias")), &d_pre0, &a.x, &p("mlp.0.weight"), false, true);
+        kernels::linear::linear_backward(
+            rec,
+            Some(&dx),
+            &g("mlp.0.weight"),
+            Some(&g("mlp.0.bias")),
+            &d_pre0,
+            &a.x,
+            &p("mlp.0.weight"),
+            false,
+            true,
+        );
         dx
     }
 }
 
 /// CPU twin of the head forward: logits of x [rows, D] from named values.
-pub fn head_forward_cpu(values: &std::collections::BTreeMap<String, Vec<f32>>, prefix: &str, dim: usize, h: &HeadConfig, x: &[f32]) -> Vec<f32> {
+pub fn head_forward_cpu(
+    values: &std::collections::BTreeMap<String, Vec<f32>>,
+    prefix: &str,
+    dim: usize,
+    h: &HeadConfig,
+    x: &[f32],
+) -> Vec<f32> {
     use crate::cpu;
     let v = |s: &str| values[&format!("{prefix}{s}")].as_slice();
-    let h0 = cpu::gelu::gelu_forward(&cpu::matmul::linear_forward(x, v("mlp.0.weight"), Some(v("mlp.0.bias")), h.hidden));
-    let h2 = cpu::gelu::gelu_forward(&cpu::matmul::linear_forward(&h0, v("mlp.2.weight"), Some(v("mlp.2.bias")), h.hidden));
-    let z = cpu::matmul::linear_forward(&h2, v("mlp.4.weight"), Some(v("mlp.4.bias")), h.bottleneck);
+    let h0 = cpu::gelu::gelu_forward(&cpu::matmul::linear_forward(
+        x,
+        v("mlp.0.weight"),
+        Some(v("mlp.0.bias")),
+        h.hidden,
+    ));
+    let h2 = cpu::gelu::gelu_forward(&cpu::matmul::linear_forward(
+        &h0,
+        v("mlp.2.weight"),
+        Some(v("mlp.2.bias")),
+        h.hidden,
+    ));
+    let z =
+        cpu::matmul::linear_forward(&h2, v("mlp.4.weight"), Some(v("mlp.4.bias")), h.bottleneck);
     let _ = dim;
     let zn = cpu::normalize::l2norm_forward(&z, h.bottleneck, L2_EPS);
     let w = cpu::normalize::weightnorm_forward(v("last_layer.weight_v"), v("last_layer.weight_g"));

@@ -31,11 +31,25 @@ pub fn init_params(layout: &ParamLayout, seed: u64) -> BTreeMap<String, Vec<f32>
         let mut rng = Rng::derive(seed, &[0x1417, i as u64]);
         let n = e.numel();
         let name = e.name.as_str();
-        let fan_in = if e.shape.len() >= 2 { e.shape[1..].iter().product::<usize>() } else { n };
-        let uniform = |rng: &mut Rng, bound: f32| (0..n).map(|_| rng.range(-bound, bound)).collect::<Vec<f32>>();
-        let v: Vec<f32> = if name.ends_with("patch_embed.proj.weight") || name.ends_with("patch_embed.proj.bias") {
+        let fan_in = if e.shape.len() >= 2 {
+            e.shape[1..].iter().product::<usize>()
+        } else {
+            n
+        };
+        let uniform = |rng: &mut Rng, bound: f32| {
+            (0..n)
+                .map(|_| rng.range(-bound, bound))
+                .collect::<Vec<f32>>()
+        };
+        let v: Vec<f32> = if name.ends_with("patch_embed.proj.weight")
+            || name.ends_with("patch_embed.proj.bias")
+        {
             // Conv2d default: bias bound also 1/√fan_in of the weight.
-            let fan = layout.entries.iter().find(|x| x.name.ends_with("patch_embed.proj.weight")).map_or(fan_in, |w| w.shape[1..].iter().product());
+            let fan = layout
+                .entries
+                .iter()
+                .find(|x| x.name.ends_with("patch_embed.proj.weight"))
+                .map_or(fan_in, |w| w.shape[1..].iter().product());
             uniform(&mut rng, 1.0 / (fan as f32).sqrt())
         } else if name.ends_with("weight_v") {
             uniform(&mut rng, 1.0 / (fan_in as f32).sqrt())

@@ -7,7 +7,14 @@ use crate::gpu::{Gpu, Recorder};
 use crate::model::vit::{ForwardOptions, Vit};
 
 /// Features and labels of the first `n` images (all when n = 0) of a labelled dataset.
-pub fn features(gpu: &Gpu, vit: &Vit, ds: &dyn Dataset, n: usize, size: usize, batch: usize) -> Result<(Vec<f32>, Vec<u32>), String> {
+pub fn features(
+    gpu: &Gpu,
+    vit: &Vit,
+    ds: &dyn Dataset,
+    n: usize,
+    size: usize,
+    batch: usize,
+) -> Result<(Vec<f32>, Vec<u32>), String> {
     let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
     let d = vit.cfg.dim;
     let mut feats = Vec::with_capacity(n * d);
@@ -20,7 +27,10 @@ pub fn features(gpu: &Gpu, vit: &Vit, ds: &dyn Dataset, n: usize, size: usize, b
         for j in i..end {
             let s = ds.get(j).map_err(|e: DataError| e.to_string())?;
             let Some(label) = s.label.or_else(|| ds.label(j)) else {
-                return Err(format!("{}: image {j} has no label (k-NN needs class labels)", ds.describe()));
+                return Err(format!(
+                    "{}: image {j} has no label (k-NN needs class labels)",
+                    ds.describe()
+                ));
             };
             pixels.extend(eval_view(&s.image, size));
             labels.push(label);
@@ -29,7 +39,17 @@ pub fn features(gpu: &Gpu, vit: &Vit, ds: &dyn Dataset, n: usize, size: usize, b
         let side = size / vit.cfg.patch * vit.cfg.patch;
         let mut rec = Recorder::new(gpu);
         let px = gpu.upload(&pixels, &[count, 3, side, side]);
-        let out = vit.forward(&mut rec, &px, count, side, side, None, &ForwardOptions::default()).map_err(|e| e.to_string())?;
+        let out = vit
+            .forward(
+                &mut rec,
+                &px,
+                count,
+                side,
+                side,
+                None,
+                &ForwardOptions::default(),
+            )
+            .map_err(|e| e.to_string())?;
         rec.finish().map_err(|e| e.to_string())?;
         let tokens = read(gpu, &out.tokens)?;
         let nt = out.n_tokens;
@@ -54,13 +74,35 @@ fn read(_gpu: &Gpu, _t: &crate::gpu::Tensor) -> Result<Vec<f32>, String> {
 }
 
 /// Top-1 accuracy of weighted cosine k-NN (features already L2-normalised, [n, d]).
-pub fn knn_accuracy(train: &[f32], train_y: &[u32], test: &[f32], test_y: &[u32], d: usize, k: usize, temperature: f32) -> f32 {
-    let classes = train_y.iter().chain(test_y).copied().max().map_or(0, |m| m as usize + 1);
+pub fn knn_accuracy(
+    train: &[f32],
+    train_y: &[u32],
+    test: &[f32],
+    test_y: &[u32],
+    d: usize,
+    k: usize,
+    temperature: f32,
+) -> f32 {
+    let classes = train_y
+        .iter()
+        .chain(test_y)
+        .copied()
+        .max()
+        .map_or(0, |m| m as usize + 1);
     let n_train = train_y.len();
     let mut correct = 0usize;
     for (t, &y) in test.chunks(d).zip(test_y) {
         let mut sims: Vec<(f32, u32)> = (0..n_train)
-            .map(|i| (train[i * d..(i + 1) * d].iter().zip(t).map(|(a, b)| a * b).sum::<f32>(), train_y[i]))
+            .map(|i| {
+                (
+                    train[i * d..(i + 1) * d]
+                        .iter()
+                        .zip(t)
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>(),
+                    train_y[i],
+                )
+            })
             .collect();
         let kk = k.min(n_train);
         if kk == 0 {
@@ -71,14 +113,22 @@ pub fn knn_accuracy(train: &[f32], train_y: &[u32], test: &[f32], test_y: &[u32]
         for &(s, c) in &sims[..kk] {
             votes[c as usize] += ((s / temperature) as f64).exp();
         }
-        let pred = votes.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+        let pred = votes
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
         correct += (pred as u32 == y) as usize;
     }
     correct as f32 / test_y.len().max(1) as f32
 }
 
 /// k-NN accuracy of raw pixels (normalised eval views) — the baseline features must beat.
-pub fn pixel_features(ds: &dyn Dataset, n: usize, size: usize) -> Result<(Vec<f32>, Vec<u32>), String> {
+pub fn pixel_features(
+    ds: &dyn Dataset,
+    n: usize,
+    size: usize,
+) -> Result<(Vec<f32>, Vec<u32>), String> {
     let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
     let mut feats = Vec::new();
     let mut labels = Vec::new();

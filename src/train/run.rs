@@ -62,14 +62,26 @@ const STATE: &str = "state.safetensors";
 pub fn save_checkpoint(dir: &Path, cfg: &TrainConfig, trainer: &Trainer) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     let st = trainer.state().map_err(|e| e.to_string())?;
-    let backbone = trainer.teacher_backbone_values().map_err(|e| e.to_string())?;
+    let backbone = trainer
+        .teacher_backbone_values()
+        .map_err(|e| e.to_string())?;
     let layout = crate::model::vit::param_layout(&cfg.model);
-    let tensors: Vec<(String, Vec<usize>, &[f32])> =
-        layout.entries.iter().map(|e| (e.name.clone(), e.shape.clone(), backbone[&e.name].as_slice())).collect();
+    let tensors: Vec<(String, Vec<usize>, &[f32])> = layout
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                e.shape.clone(),
+                backbone[&e.name].as_slice(),
+            )
+        })
+        .collect();
     let bytes = crate::io::safetensors_bytes(&tensors, None)?;
     let write = |name: &str, bytes: &[u8]| {
         let p = dir.join(name);
-        crate::io::write_atomic(&p, bytes).map_err(|e| format!("{}: cannot write: {e}", p.display()))
+        crate::io::write_atomic(&p, bytes)
+            .map_err(|e| format!("{}: cannot write: {e}", p.display()))
     };
     write("teacher_backbone.safetensors", &bytes)?;
     write("config.ron", model_ron(cfg).as_bytes())?;
@@ -101,14 +113,19 @@ fn model_ron(cfg: &TrainConfig) -> String {
 /// Reads a run folder's checkpoint: its training config and state.
 pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> {
     let p = dir.join(STATE);
-    let bytes = std::fs::read(&p).map_err(|e| format!("{}: cannot read the checkpoint: {e}", p.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("{}: not a valid checkpoint ({e})", p.display()))?;
+    let bytes = std::fs::read(&p)
+        .map_err(|e| format!("{}: cannot read the checkpoint: {e}", p.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format!("{}: not a valid checkpoint ({e})", p.display()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     let step: u64 = meta
         .get("step")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("{}: the checkpoint has no step", p.display()))?;
-    let cfg = TrainConfig::from_ron(meta.get("train_config").map_or("", |s| s.as_str()), &p.display().to_string())?;
+    let cfg = TrainConfig::from_ron(
+        meta.get("train_config").map_or("", |s| s.as_str()),
+        &p.display().to_string(),
+    )?;
     let f = crate::fixtures::TensorFile::from_bytes(&p, &bytes).map_err(|e| e.to_string())?;
     let get = |n: &str| f.get(n).map(|t| t.data.clone()).map_err(|e| e.to_string());
     let st = TrainState {
@@ -123,18 +140,22 @@ pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> 
     Ok((cfg, st))
 }
 
-/// Teacher entropy of the DINO targets is not read every step; the collapse check uses the loss
-/// against ln K and the student feature spread the metrics carry.
-fn collapse_warning(m: &StepMetrics, k: usize) -> Option<String> {
+/// The collapse check compares the DINO loss with ln K: a loss stuck at ln K long after warmup
+/// means uniform targets, a loss near 0 means every image lands on one prototype. (DINO starts
+/// near ln K, so nothing is said before twice the warmup.)
+fn collapse_warning(m: &StepMetrics, k: usize, settle: u64) -> Option<String> {
     let ln_k = (k as f32).ln();
-    if m.step > 20 && (m.dino - ln_k).abs() < 0.02 * ln_k {
+    if m.step < settle {
+        return None;
+    }
+    if (m.dino - ln_k).abs() < 0.01 * ln_k {
         return Some(format!(
             "DINO loss {:.3} ≈ ln K = {ln_k:.3}: the student matches a uniform teacher (collapse to uniform). \
              Try a lower teacher temperature, more KoLeo, or a smaller learning rate.",
             m.dino
         ));
     }
-    if m.step > 20 && m.dino < 0.05 {
+    if m.dino < 0.05 {
         return Some(format!(
             "DINO loss {:.4} ≈ 0: teacher and student agree on one prototype (collapse to one prototype). \
              Check centering (or use Sinkhorn-Knopp) and the teacher momentum.",
@@ -145,7 +166,12 @@ fn collapse_warning(m: &StepMetrics, k: usize) -> Option<String> {
 }
 
 /// Trains (or continues) a run; `on_step` sees every step's metrics.
-pub fn run(gpu: &Gpu, cfg: TrainConfig, opts: &RunOptions, mut on_step: impl FnMut(&StepMetrics)) -> Result<RunSummary, String> {
+pub fn run(
+    gpu: &Gpu,
+    cfg: TrainConfig,
+    opts: &RunOptions,
+    mut on_step: impl FnMut(&StepMetrics),
+) -> Result<RunSummary, String> {
     let (train_ds, eval) = datasets(opts.data.as_deref())?;
     let mut trainer = if opts.resume {
         let (ck_cfg, st) = load_checkpoint(&opts.out_dir)?;
@@ -158,16 +184,23 @@ pub fn run(gpu: &Gpu, cfg: TrainConfig, opts: &RunOptions, mut on_step: impl FnM
     };
     let cfg = trainer.cfg.clone();
     let start = trainer.step;
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
+    std::fs::create_dir_all(&opts.out_dir)
+        .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
     let metrics_path = opts.out_dir.join("metrics.jsonl");
     // Lines past the checkpoint are dropped: those steps are done again, identically.
     let kept: String = std::fs::read_to_string(&metrics_path)
         .unwrap_or_default()
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("step")?.as_u64()).is_some_and(|s| s < start))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step")?.as_u64())
+                .is_some_and(|s| s < start)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(&metrics_path, kept).map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+    std::fs::write(&metrics_path, kept)
+        .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
     let mut log_file = std::fs::OpenOptions::new()
         .append(true)
         .open(&metrics_path)
@@ -178,13 +211,22 @@ pub fn run(gpu: &Gpu, cfg: TrainConfig, opts: &RunOptions, mut on_step: impl FnM
         workers: cfg.workers,
         prefetch: 2,
         patch: cfg.model.patch,
-        mask_prob: if cfg.ibot_weight > 0.0 { cfg.mask_prob } else { 0.0 },
+        mask_prob: if cfg.ibot_weight > 0.0 {
+            cfg.mask_prob
+        } else {
+            0.0
+        },
         mask_ratio: cfg.mask_ratio,
         augment: cfg.augment.clone(),
     };
     let mut loader = Loader::new(train_ds, loader_cfg, start);
-    let end = opts.stop_after.map_or(cfg.steps, |s| (start + s).min(cfg.steps));
-    let mut summary = RunSummary { steps: start, ..Default::default() };
+    let end = opts
+        .stop_after
+        .map_or(cfg.steps, |s| (start + s).min(cfg.steps));
+    let mut summary = RunSummary {
+        steps: start,
+        ..Default::default()
+    };
     let mut warned = false;
     while trainer.step < end {
         let batch = loader.next_batch().map_err(|e| e.to_string())?;
@@ -198,7 +240,11 @@ pub fn run(gpu: &Gpu, cfg: TrainConfig, opts: &RunOptions, mut on_step: impl FnM
             ));
         }
         let mut line = serde_json::to_value(&m).unwrap_or_default();
-        if let Some(w) = collapse_warning(&m, cfg.head.prototypes) {
+        if let Some(w) = collapse_warning(
+            &m,
+            cfg.head.prototypes,
+            (2 * cfg.warmup_steps).max(cfg.steps / 2),
+        ) {
             if !warned {
                 log::warn!("{w}");
                 warned = true;
@@ -213,7 +259,8 @@ pub fn run(gpu: &Gpu, cfg: TrainConfig, opts: &RunOptions, mut on_step: impl FnM
                 summary.knn.push((done, acc));
             }
         }
-        writeln!(log_file, "{line}").map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+        writeln!(log_file, "{line}")
+            .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
         on_step(&m);
         if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == end {
             save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
@@ -225,10 +272,24 @@ pub fn run(gpu: &Gpu, cfg: TrainConfig, opts: &RunOptions, mut on_step: impl FnM
 }
 
 /// k-NN accuracy (k = 20, T = 0.07) of the teacher backbone's CLS features.
-pub fn knn_eval(gpu: &Gpu, trainer: &Trainer, train: &dyn Dataset, test: &dyn Dataset, cfg: &TrainConfig) -> Result<f32, String> {
+pub fn knn_eval(
+    gpu: &Gpu,
+    trainer: &Trainer,
+    train: &dyn Dataset,
+    test: &dyn Dataset,
+    cfg: &TrainConfig,
+) -> Result<f32, String> {
     let size = cfg.augment.global_size;
     let vit = trainer.teacher_backbone();
     let (trf, try_) = super::knn::features(gpu, vit, train, cfg.knn_train, size, 128)?;
     let (tef, tey) = super::knn::features(gpu, vit, test, cfg.knn_test, size, 128)?;
-    Ok(super::knn::knn_accuracy(&trf, &try_, &tef, &tey, cfg.model.dim, 20, 0.07))
+    Ok(super::knn::knn_accuracy(
+        &trf,
+        &try_,
+        &tef,
+        &tey,
+        cfg.model.dim,
+        20,
+        0.07,
+    ))
 }

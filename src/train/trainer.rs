@@ -90,19 +90,35 @@ pub struct Trainer<'g> {
 }
 
 fn store(layout: &ParamLayout, flat: &Tensor, offset: usize) -> ParamStore {
-    ParamStore { layout: layout.clone(), flat: flat.view(offset, &[layout.total]) }
+    ParamStore {
+        layout: layout.clone(),
+        flat: flat.view(offset, &[layout.total]),
+    }
 }
 
 /// AdamW parameter groups (spec §4.3): layer-wise lr decay, patch embedding ×0.2, the prototype
 /// layer frozen while `freeze`, no weight decay on biases, norms and LayerScale.
-pub fn param_segments(cfg: &TrainConfig, backbone: &ParamLayout, head: &ParamLayout, freeze: bool) -> Vec<Segment> {
+pub fn param_segments(
+    cfg: &TrainConfig,
+    backbone: &ParamLayout,
+    head: &ParamLayout,
+    freeze: bool,
+) -> Vec<Segment> {
     let depth = cfg.model.depth;
     let mut segs = Vec::new();
     for e in &backbone.entries {
         let n = e.name.as_str();
         let layer_id = if n.starts_with("blocks.") {
-            n.split('.').nth(1).and_then(|i| i.parse::<usize>().ok()).map_or(depth + 1, |i| i + 1)
-        } else if n.starts_with("pos_embed") || n.starts_with("patch_embed") || n == "mask_token" || n == "cls_token" || n == "register_tokens" {
+            n.split('.')
+                .nth(1)
+                .and_then(|i| i.parse::<usize>().ok())
+                .map_or(depth + 1, |i| i + 1)
+        } else if n.starts_with("pos_embed")
+            || n.starts_with("patch_embed")
+            || n == "mask_token"
+            || n == "cls_token"
+            || n == "register_tokens"
+        {
             0
         } else {
             depth + 1
@@ -112,14 +128,28 @@ pub fn param_segments(cfg: &TrainConfig, backbone: &ParamLayout, head: &ParamLay
             lr *= cfg.patch_embed_lr_mult;
         }
         let no_wd = n.ends_with(".bias") || n.contains("norm") || n.contains("gamma");
-        segs.push(Segment { start: e.offset, end: e.offset + e.numel(), lr_scale: lr, wd_scale: if no_wd { 0.0 } else { 1.0 } });
+        segs.push(Segment {
+            start: e.offset,
+            end: e.offset + e.numel(),
+            lr_scale: lr,
+            wd_scale: if no_wd { 0.0 } else { 1.0 },
+        });
     }
     let base = backbone.total;
     for e in &head.entries {
         let n = e.name.as_str();
-        let lr = if freeze && n.contains("last_layer") { 0.0 } else { 1.0 };
+        let lr = if freeze && n.contains("last_layer") {
+            0.0
+        } else {
+            1.0
+        };
         let no_wd = n.ends_with(".bias");
-        segs.push(Segment { start: base + e.offset, end: base + e.offset + e.numel(), lr_scale: lr, wd_scale: if no_wd { 0.0 } else { 1.0 } });
+        segs.push(Segment {
+            start: base + e.offset,
+            end: base + e.offset + e.numel(),
+            lr_scale: lr,
+            wd_scale: if no_wd { 0.0 } else { 1.0 },
+        });
     }
     segs
 }
@@ -130,16 +160,39 @@ impl<'g> Trainer<'g> {
         cfg.validate().map_err(TrainError::Other)?;
         let backbone_layout = param_layout(&cfg.model);
         let head_layout = ParamLayout::new(&head_tensors(cfg.model.dim, &cfg.head, "dino_head."));
-        let mut specs: Vec<(String, Vec<usize>)> =
-            backbone_layout.entries.iter().map(|e| (e.name.clone(), e.shape.clone())).collect();
+        let mut specs: Vec<(String, Vec<usize>)> = backbone_layout
+            .entries
+            .iter()
+            .map(|e| (e.name.clone(), e.shape.clone()))
+            .collect();
         // Keep the head's start aligned: pad the backbone part to its own total.
-        let pad = backbone_layout.total - backbone_layout.entries.last().map_or(0, |e| e.offset + e.numel().div_ceil(64) * 64);
+        let pad = backbone_layout.total
+            - backbone_layout
+                .entries
+                .last()
+                .map_or(0, |e| e.offset + e.numel().div_ceil(64) * 64);
         debug_assert_eq!(pad, 0);
-        specs.extend(head_layout.entries.iter().map(|e| (e.name.clone(), e.shape.clone())));
+        specs.extend(
+            head_layout
+                .entries
+                .iter()
+                .map(|e| (e.name.clone(), e.shape.clone())),
+        );
         let layout = ParamLayout::new(&specs);
         let values = super::init::init_params(&layout, cfg.seed);
         let flat = layout.pack(&values);
-        Self::from_flats(gpu, cfg, layout, backbone_layout, head_layout, &flat, &flat, None, None, 0)
+        Self::from_flats(
+            gpu,
+            cfg,
+            layout,
+            backbone_layout,
+            head_layout,
+            &flat,
+            &flat,
+            None,
+            None,
+            0,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -168,7 +221,10 @@ impl<'g> Trainer<'g> {
         let teacher_vit = Vit::from_store(cfg.model.clone(), store(&backbone_layout, &t, 0))?;
         let head = DinoHead::new(cfg.model.dim, cfg.head.clone(), "dino_head.");
         let frozen = cfg.at(step).freeze_last_layer;
-        let segments = Segments::new(gpu, &param_segments(&cfg, &backbone_layout, &head_layout, frozen));
+        let segments = Segments::new(
+            gpu,
+            &param_segments(&cfg, &backbone_layout, &head_layout, frozen),
+        );
         let _ = b_total;
         Ok(Trainer {
             gpu,
@@ -221,18 +277,33 @@ impl<'g> Trainer<'g> {
         let cfg = self.cfg.clone();
         let sv: StepValues = cfg.at(self.step);
         if sv.freeze_last_layer != self.segments_frozen {
-            self.segments = Segments::new(gpu, &param_segments(&cfg, &self.backbone_layout, &self.head_layout, sv.freeze_last_layer));
+            self.segments = Segments::new(
+                gpu,
+                &param_segments(
+                    &cfg,
+                    &self.backbone_layout,
+                    &self.head_layout,
+                    sv.freeze_last_layer,
+                ),
+            );
             self.segments_frozen = sv.freeze_last_layer;
         }
         let b = cfg.batch_size;
-        let (g, l, nl) = (cfg.augment.global_size, cfg.augment.local_size, cfg.augment.n_local);
+        let (g, l, nl) = (
+            cfg.augment.global_size,
+            cfg.augment.local_size,
+            cfg.augment.n_local,
+        );
         let d = cfg.model.dim;
         let k = cfg.head.prototypes;
         let first_patch = 1 + cfg.model.registers;
         let n_g = self.student_vit.tokens_for(g, g);
         let n_l = self.student_vit.tokens_for(l, l);
         let p_g = n_g - first_patch;
-        if batch.globals.len() != 2 * b * 3 * g * g || batch.locals.len() != nl * b * 3 * l * l || batch.masks.len() != 2 * b * p_g {
+        if batch.globals.len() != 2 * b * 3 * g * g
+            || batch.locals.len() != nl * b * 3 * l * l
+            || batch.masks.len() != 2 * b * p_g
+        {
             return Err(TrainError::Other(format!(
                 "batch does not match the config ({} global, {} local values, {} mask entries)",
                 batch.globals.len(),
@@ -262,30 +333,70 @@ impl<'g> Trainer<'g> {
         let globals = gpu.upload(&batch.globals, &[2 * b, 3, g, g]);
         let locals = gpu.upload(&batch.locals, &[nl * b, 3, l, l]);
         let mask = gpu.upload(&batch.masks, &[2 * b, p_g]);
-        let cls_g_idx = gpu.upload(&(0..2 * b).map(|c| (c * n_g) as f32).collect::<Vec<_>>(), &[2 * b]);
-        let cls_l_idx = gpu.upload(&(0..nl * b).map(|c| (c * n_l) as f32).collect::<Vec<_>>(), &[(nl * b).max(1)]);
+        let cls_g_idx = gpu.upload(
+            &(0..2 * b).map(|c| (c * n_g) as f32).collect::<Vec<_>>(),
+            &[2 * b],
+        );
+        let cls_l_idx = gpu.upload(
+            &(0..nl * b).map(|c| (c * n_l) as f32).collect::<Vec<_>>(),
+            &[(nl * b).max(1)],
+        );
         let t_head = self.head_store(&self.teacher);
         let s_head = self.head_store(&self.student);
         let g_head = self.head_store(&self.grads);
         let g_backbone = self.backbone_store(&self.grads);
 
         // Teacher: global crops, unmasked.
-        let t_out = self.teacher_vit.forward(&mut rec, &globals, 2 * b, g, g, None, &ForwardOptions::default())?;
+        let t_out = self.teacher_vit.forward(
+            &mut rec,
+            &globals,
+            2 * b,
+            g,
+            g,
+            None,
+            &ForwardOptions::default(),
+        )?;
         let t_cls = gpu.empty(&[2 * b, d]);
         kernels::gather::gather_rows(&mut rec, &t_cls, &t_out.tokens, &cls_g_idx, d);
         let (t_logits, _) = self.head.forward(&mut rec, &t_head, &t_cls, 2 * b);
         let t_probs = gpu.empty(&[2 * b, k]);
         match cfg.targets {
             Targets::Centering => {
-                kernels::losses::teacher_softmax(&mut rec, &t_probs, &t_logits, &self.center_dino, sv.teacher_temp);
+                kernels::losses::teacher_softmax(
+                    &mut rec,
+                    &t_probs,
+                    &t_logits,
+                    &self.center_dino,
+                    sv.teacher_temp,
+                );
                 kernels::losses::center_update(&mut rec, &self.center_dino, &t_logits, 0.9);
             }
-            Targets::SinkhornKnopp => kernels::losses::sinkhorn(&mut rec, &t_probs, &t_logits, k, sv.teacher_temp, 3),
+            Targets::SinkhornKnopp => {
+                kernels::losses::sinkhorn(&mut rec, &t_probs, &t_logits, k, sv.teacher_temp, 3)
+            }
         }
         // Student: masked global crops and local crops.
-        let save = ForwardOptions { save_for_backward: true, ..Default::default() };
-        let s_out_g = self.student_vit.forward(&mut rec, &globals, 2 * b, g, g, use_ibot.then_some(&mask), &save)?;
-        let s_out_l = if nl > 0 { Some(self.student_vit.forward(&mut rec, &locals, nl * b, l, l, None, &save)?) } else { None };
+        let save = ForwardOptions {
+            save_for_backward: true,
+            ..Default::default()
+        };
+        let s_out_g = self.student_vit.forward(
+            &mut rec,
+            &globals,
+            2 * b,
+            g,
+            g,
+            use_ibot.then_some(&mask),
+            &save,
+        )?;
+        let s_out_l = if nl > 0 {
+            Some(
+                self.student_vit
+                    .forward(&mut rec, &locals, nl * b, l, l, None, &save)?,
+            )
+        } else {
+            None
+        };
         let cls_all = gpu.empty(&[(2 + nl) * b, d]);
         let s_cls_g = gpu.empty(&[2 * b, d]);
         kernels::gather::gather_rows(&mut rec, &s_cls_g, &s_out_g.tokens, &cls_g_idx, d);
@@ -296,11 +407,26 @@ impl<'g> Trainer<'g> {
             rec.copy_range(&s_cls_l, 0, &cls_all, 2 * b * d, nl * b * d);
         }
         let (s_logits, s_acts) = self.head.forward(&mut rec, &s_head, &cls_all, (2 + nl) * b);
-        let pairs = DinoPairs { batch: b, n_student: 2 + nl, n_global: 2, n_teacher: 2, temp: cfg.student_temp };
+        let pairs = DinoPairs {
+            batch: b,
+            n_student: 2 + nl,
+            n_global: 2,
+            n_teacher: 2,
+            temp: cfg.student_temp,
+        };
         let dino_loss = gpu.empty(&[1]);
-        let _ = kernels::losses::dino_loss_forward(&mut rec, &dino_loss, &s_logits, &t_probs, k, pairs, pairs.default_scale());
+        let _ = kernels::losses::dino_loss_forward(
+            &mut rec,
+            &dino_loss,
+            &s_logits,
+            &t_probs,
+            k,
+            pairs,
+            pairs.default_scale(),
+        );
         let koleo_loss = gpu.empty(&[1]);
-        let koleo_saved = kernels::losses::koleo_forward(&mut rec, &koleo_loss, &s_cls_g, d, b, 1.0 / b as f32);
+        let koleo_saved =
+            kernels::losses::koleo_forward(&mut rec, &koleo_loss, &s_cls_g, d, b, 1.0 / b as f32);
         let ibot_loss = rec.zeros(&[1]);
         let ibot_scale = 1.0 / (2 * b) as f32;
         let mut ibot_parts = None;
@@ -313,21 +439,41 @@ impl<'g> Trainer<'g> {
             let t_pprobs = gpu.empty(&[n_masked, k]);
             match cfg.targets {
                 Targets::Centering => {
-                    kernels::losses::teacher_softmax(&mut rec, &t_pprobs, &t_plog, &self.center_ibot, sv.teacher_temp);
+                    kernels::losses::teacher_softmax(
+                        &mut rec,
+                        &t_pprobs,
+                        &t_plog,
+                        &self.center_ibot,
+                        sv.teacher_temp,
+                    );
                     kernels::losses::center_update(&mut rec, &self.center_ibot, &t_plog, 0.9);
                 }
-                Targets::SinkhornKnopp => kernels::losses::sinkhorn(&mut rec, &t_pprobs, &t_plog, k, sv.teacher_temp, 3),
+                Targets::SinkhornKnopp => {
+                    kernels::losses::sinkhorn(&mut rec, &t_pprobs, &t_plog, k, sv.teacher_temp, 3)
+                }
             }
             let s_patch = gpu.empty(&[n_masked, d]);
             kernels::gather::gather_rows(&mut rec, &s_patch, &s_out_g.tokens, &idx, d);
             let (s_plog, s_pacts) = self.head.forward(&mut rec, &s_head, &s_patch, n_masked);
             let per_row = gpu.empty(&[n_masked]);
-            let opt = CrossEntropy { temperature: cfg.student_temp, scale: ibot_scale, row_weight: Some(&w) };
-            kernels::cross_entropy::cross_entropy_forward(&mut rec, &per_row, None, &s_plog, &t_pprobs, k, opt);
+            let opt = CrossEntropy {
+                temperature: cfg.student_temp,
+                scale: ibot_scale,
+                row_weight: Some(&w),
+            };
+            kernels::cross_entropy::cross_entropy_forward(
+                &mut rec, &per_row, None, &s_plog, &t_pprobs, k, opt,
+            );
             let weighted = gpu.empty(&[n_masked]);
             kernels::elementwise::mul_forward(&mut rec, &weighted, &per_row, &w, false);
             let sum = gpu.empty(&[1]);
-            kernels::reduce::reduce(&mut rec, &sum, &weighted, kernels::reduce::Reduce::Sum, false);
+            kernels::reduce::reduce(
+                &mut rec,
+                &sum,
+                &weighted,
+                kernels::reduce::Reduce::Sum,
+                false,
+            );
             kernels::elementwise::axpby(&mut rec, &ibot_loss, &sum, ibot_scale, 0.0);
             ibot_parts = Some((idx, w, s_plog, t_pprobs, s_pacts));
         }
@@ -337,36 +483,101 @@ impl<'g> Trainer<'g> {
         let up_ibot = gpu.upload(&[cfg.ibot_weight], &[1]);
         let up_koleo = gpu.upload(&[cfg.koleo_weight], &[1]);
         let d_logits = gpu.empty(&[(2 + nl) * b, k]);
-        kernels::losses::dino_loss_backward(&mut rec, &d_logits, &up_dino, &s_logits, &t_probs, k, pairs, pairs.default_scale(), false);
-        let d_cls_all = self.head.backward(&mut rec, &s_head, &g_head, &s_acts, &d_logits);
+        kernels::losses::dino_loss_backward(
+            &mut rec,
+            &d_logits,
+            &up_dino,
+            &s_logits,
+            &t_probs,
+            k,
+            pairs,
+            pairs.default_scale(),
+            false,
+        );
+        let d_cls_all = self
+            .head
+            .backward(&mut rec, &s_head, &g_head, &s_acts, &d_logits);
         let d_tokens_g = rec.zeros(&[2 * b * n_g, d]);
         let d_cls_g = gpu.empty(&[2 * b, d]);
         rec.copy_range(&d_cls_all, 0, &d_cls_g, 0, 2 * b * d);
-        kernels::losses::koleo_backward(&mut rec, &d_cls_g, &up_koleo, &s_cls_g, &koleo_saved, d, b, 1.0 / b as f32, true);
+        kernels::losses::koleo_backward(
+            &mut rec,
+            &d_cls_g,
+            &up_koleo,
+            &s_cls_g,
+            &koleo_saved,
+            d,
+            b,
+            1.0 / b as f32,
+            true,
+        );
         kernels::gather::scatter_add_rows(&mut rec, &d_tokens_g, &d_cls_g, &cls_g_idx, d);
         if let Some((idx, w, s_plog, t_pprobs, s_pacts)) = &ibot_parts {
             let d_plog = gpu.empty(&[n_masked, k]);
-            let opt = CrossEntropy { temperature: cfg.student_temp, scale: ibot_scale, row_weight: Some(w) };
-            kernels::cross_entropy::cross_entropy_backward(&mut rec, &d_plog, &up_ibot, s_plog, t_pprobs, k, opt, false);
-            let d_patch = self.head.backward(&mut rec, &s_head, &g_head, s_pacts, &d_plog);
+            let opt = CrossEntropy {
+                temperature: cfg.student_temp,
+                scale: ibot_scale,
+                row_weight: Some(w),
+            };
+            kernels::cross_entropy::cross_entropy_backward(
+                &mut rec, &d_plog, &up_ibot, s_plog, t_pprobs, k, opt, false,
+            );
+            let d_patch = self
+                .head
+                .backward(&mut rec, &s_head, &g_head, s_pacts, &d_plog);
             kernels::gather::scatter_add_rows(&mut rec, &d_tokens_g, &d_patch, idx, d);
         }
         let d_tokens_g = d_tokens_g.reshape(&[2 * b, n_g, d]);
-        self.student_vit.backward(&mut rec, &s_out_g, &d_tokens_g, &g_backbone, None, (2 * b, g, g), use_ibot.then_some(&mask))?;
+        self.student_vit.backward(
+            &mut rec,
+            &s_out_g,
+            &d_tokens_g,
+            &g_backbone,
+            None,
+            (2 * b, g, g),
+            use_ibot.then_some(&mask),
+        )?;
         if let Some(o) = &s_out_l {
             let d_tokens_l = rec.zeros(&[nl * b * n_l, d]);
             let d_cls_l = gpu.empty(&[nl * b, d]);
             rec.copy_range(&d_cls_all, 2 * b * d, &d_cls_l, 0, nl * b * d);
             kernels::gather::scatter_add_rows(&mut rec, &d_tokens_l, &d_cls_l, &cls_l_idx, d);
             let d_tokens_l = d_tokens_l.reshape(&[nl * b, n_l, d]);
-            self.student_vit.backward(&mut rec, o, &d_tokens_l, &g_backbone, None, (nl * b, l, l), None)?;
+            self.student_vit.backward(
+                &mut rec,
+                o,
+                &d_tokens_l,
+                &g_backbone,
+                None,
+                (nl * b, l, l),
+                None,
+            )?;
         }
         // Per-module clipping, AdamW, EMA.
         let bt = self.backbone_layout.total;
         kernels::reduce::clip_grad_norm(&mut rec, &self.grads.view(0, &[bt]), cfg.clip_grad);
-        kernels::reduce::clip_grad_norm(&mut rec, &self.grads.view(bt, &[self.head_layout.total]), cfg.clip_grad);
-        let h = AdamWStep { lr: sv.lr, weight_decay: sv.weight_decay, beta1: 0.9, beta2: 0.999, eps: 1e-8, t: (self.step + 1) as u32 };
-        kernels::adamw::adamw_step(&mut rec, &self.student, &self.m1, &self.m2, &self.grads, &self.segments, h);
+        kernels::reduce::clip_grad_norm(
+            &mut rec,
+            &self.grads.view(bt, &[self.head_layout.total]),
+            cfg.clip_grad,
+        );
+        let h = AdamWStep {
+            lr: sv.lr,
+            weight_decay: sv.weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t: (self.step + 1) as u32,
+        };
+        kernels::adamw::adamw_step(
+            &mut rec,
+            &self.student,
+            &self.m1,
+            &self.m2,
+            &self.grads,
+            &self.segments,
+            h,
+        );
         kernels::ema::ema_update(&mut rec, &self.teacher, &self.student, sv.momentum);
         let metrics = gpu.empty(&[3]);
         rec.copy_range(&dino_loss, 0, &metrics, 0, 1);
@@ -406,18 +617,31 @@ impl<'g> Trainer<'g> {
     }
 
     /// Continues from a saved state (the same config).
-    pub fn from_state(gpu: &'g Gpu, cfg: TrainConfig, st: &TrainState) -> Result<Trainer<'g>, TrainError> {
+    pub fn from_state(
+        gpu: &'g Gpu,
+        cfg: TrainConfig,
+        st: &TrainState,
+    ) -> Result<Trainer<'g>, TrainError> {
         let fresh_layout = {
             let bl = param_layout(&cfg.model);
             let hl = ParamLayout::new(&head_tensors(cfg.model.dim, &cfg.head, "dino_head."));
-            let mut specs: Vec<(String, Vec<usize>)> = bl.entries.iter().map(|e| (e.name.clone(), e.shape.clone())).collect();
+            let mut specs: Vec<(String, Vec<usize>)> = bl
+                .entries
+                .iter()
+                .map(|e| (e.name.clone(), e.shape.clone()))
+                .collect();
             specs.extend(hl.entries.iter().map(|e| (e.name.clone(), e.shape.clone())));
             (ParamLayout::new(&specs), bl, hl)
         };
         let (layout, bl, hl) = fresh_layout;
         let n = layout.total;
         let k = cfg.head.prototypes;
-        if [st.student.len(), st.teacher.len(), st.m1.len(), st.m2.len()].iter().any(|&x| x != n) || st.center_dino.len() != k || st.center_ibot.len() != k {
+        if [st.student.len(), st.teacher.len(), st.m1.len(), st.m2.len()]
+            .iter()
+            .any(|&x| x != n)
+            || st.center_dino.len() != k
+            || st.center_ibot.len() != k
+        {
             return Err(TrainError::Other(format!("checkpoint state does not match the config ({n} parameters, {k} prototypes expected)")));
         }
         Self::from_flats(
@@ -436,7 +660,10 @@ impl<'g> Trainer<'g> {
 
     /// Teacher backbone values by torch-hub name.
     pub fn teacher_backbone_values(&self) -> Result<BTreeMap<String, Vec<f32>>, TrainError> {
-        let flat = read(self.gpu, &self.teacher.view(0, &[self.backbone_layout.total]))?;
+        let flat = read(
+            self.gpu,
+            &self.teacher.view(0, &[self.backbone_layout.total]),
+        )?;
         Ok(self.backbone_layout.unpack(&flat))
     }
 }
@@ -467,5 +694,7 @@ fn read(gpu: &Gpu, t: &Tensor) -> Result<Vec<f32>, TrainError> {
 
 #[cfg(target_arch = "wasm32")]
 fn read(_gpu: &Gpu, _t: &Tensor) -> Result<Vec<f32>, TrainError> {
-    Err(TrainError::Other("blocking readback is not available in the browser".into()))
+    Err(TrainError::Other(
+        "blocking readback is not available in the browser".into(),
+    ))
 }

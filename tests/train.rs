@@ -1,0 +1,240 @@
+//! Training: schedules and parameter groups, exact resume (in process and after SIGKILL),
+//! checkpoints that load as backbones, and learning on Fashion-MNIST.
+
+mod common;
+
+use dinoscope::train::config::{cosine, TrainConfig};
+use dinoscope::train::run::{load_checkpoint, run, RunOptions};
+use std::path::{Path, PathBuf};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dinoscope-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A very small run for exactness tests: a 1-block ViT on 16-px crops.
+fn micro() -> TrainConfig {
+    let mut c = TrainConfig::preset("debug").expect("preset");
+    c.model.depth = 1;
+    c.model.pos_grid = 4;
+    c.augment.global_size = 16;
+    c.augment.local_size = 8;
+    c.augment.n_local = 1;
+    c.head.hidden = 64;
+    c.head.bottleneck = 16;
+    c.head.prototypes = 32;
+    c.batch_size = 4;
+    c.steps = 6;
+    c.warmup_steps = 2;
+    c.freeze_last_layer_steps = 2;
+    c.teacher_temp = (0.04, 0.07, 3);
+    c.checkpoint_every = 3;
+    c.eval_every = 0;
+    c.knn_train = 40;
+    c.knn_test = 20;
+    c.workers = 0;
+    c
+}
+
+#[test]
+fn schedules_follow_dinov2() {
+    // Warmup is linear and inclusive at both ends, then cosine to the end value.
+    assert_eq!(cosine(0, 1.0, 0.0, 100, 11, 0.0), 0.0);
+    assert!((cosine(10, 1.0, 0.0, 100, 11, 0.0) - 1.0).abs() < 1e-12);
+    assert!((cosine(11, 1.0, 0.0, 100, 11, 0.0) - 1.0).abs() < 1e-12);
+    assert!(cosine(100, 1.0, 0.1, 100, 11, 0.0) == 0.1);
+    let c = TrainConfig::preset("vits14").expect("preset");
+    let s0 = c.at(0);
+    assert_eq!(s0.lr, 0.0);
+    assert!((c.at(c.warmup_steps - 1).lr - 4e-3 * (64.0f32 / 1024.0).sqrt()).abs() < 1e-7);
+    assert!(
+        (s0.weight_decay - 0.04).abs() < 1e-7 && (c.at(c.steps).weight_decay - 0.4).abs() < 1e-7
+    );
+    assert!((s0.momentum - 0.992).abs() < 1e-7 && c.at(c.steps).momentum == 1.0);
+    assert!(
+        (s0.teacher_temp - 0.04).abs() < 1e-7 && (c.at(37_500).teacher_temp - 0.07).abs() < 1e-7
+    );
+    assert!(s0.freeze_last_layer && !c.at(1250).freeze_last_layer);
+}
+
+#[test]
+fn parameter_groups_follow_dinov2() {
+    use dinoscope::model::params::ParamLayout;
+    use dinoscope::train::head::head_tensors;
+    let c = TrainConfig::preset("vits14").expect("preset");
+    let bl = dinoscope::model::vit::param_layout(&c.model);
+    let hl = ParamLayout::new(&head_tensors(c.model.dim, &c.head, "dino_head."));
+    let segs = dinoscope::train::trainer::param_segments(&c, &bl, &hl, true);
+    let seg = |name: &str| {
+        let e = bl
+            .get(name)
+            .map(|e| e.offset)
+            .or_else(|| hl.get(name).map(|e| e.offset + bl.total))
+            .expect(name);
+        *segs.iter().find(|s| s.start == e).expect("segment")
+    };
+    let d = 0.9f32;
+    assert!(
+        (seg("pos_embed").lr_scale - d.powi(13)).abs() < 1e-7 && seg("pos_embed").wd_scale == 1.0
+    );
+    assert!((seg("patch_embed.proj.weight").lr_scale - 0.2 * d.powi(13)).abs() < 1e-7);
+    assert!((seg("blocks.0.attn.qkv.weight").lr_scale - d.powi(12)).abs() < 1e-7);
+    assert!((seg("blocks.11.mlp.fc1.weight").lr_scale - d).abs() < 1e-7);
+    assert_eq!(seg("blocks.3.attn.qkv.bias").wd_scale, 0.0);
+    assert_eq!(seg("blocks.3.norm1.weight").wd_scale, 0.0);
+    assert_eq!(seg("blocks.3.ls1.gamma").wd_scale, 0.0);
+    assert_eq!(seg("norm.weight").lr_scale, 1.0);
+    assert_eq!(seg("dino_head.last_layer.weight_v").lr_scale, 0.0);
+    assert_eq!(seg("dino_head.last_layer.weight_g").wd_scale, 1.0);
+    assert_eq!(seg("dino_head.mlp.0.bias").wd_scale, 0.0);
+}
+
+fn state_of(dir: &Path) -> dinoscope::train::trainer::TrainState {
+    load_checkpoint(dir).expect("checkpoint").1
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let Some(gpu) = common::gpu() else { return };
+    let cfg = micro();
+    let straight = tmp("straight");
+    run(
+        gpu,
+        cfg.clone(),
+        &RunOptions {
+            out_dir: straight.clone(),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .expect("run");
+    let split = tmp("split");
+    let first = RunOptions {
+        out_dir: split.clone(),
+        stop_after: Some(3),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &first, |_| {}).expect("first half");
+    assert_eq!(state_of(&split).step, 3);
+    let second = RunOptions {
+        out_dir: split.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg, &second, |_| {}).expect("second half");
+    let (a, b) = (state_of(&straight), state_of(&split));
+    assert_eq!(a.step, 6);
+    assert!(a == b, "6 steps straight differ from 3 + resume + 3");
+    // The metrics log holds each step once.
+    let lines = std::fs::read_to_string(split.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(lines.lines().count(), 6);
+    let _ = std::fs::remove_dir_all(&straight);
+    let _ = std::fs::remove_dir_all(&split);
+}
+
+#[test]
+fn a_killed_run_resumes_exactly() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let mut cfg = micro();
+    cfg.steps = 8;
+    cfg.checkpoint_every = 2;
+    let cfg_dir = tmp("killcfg");
+    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
+    let cfg_path = cfg_dir.join("micro.ron");
+    std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
+    let exe = env!("CARGO_BIN_EXE_dinoscope");
+    let train = |out: &Path, resume: bool| {
+        let mut c = std::process::Command::new(exe);
+        c.args(["train", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(out);
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let straight = tmp("kill-straight");
+    assert!(train(&straight, false).status().expect("run").success());
+    let killed = tmp("killed");
+    let mut child = train(&killed, false).spawn().expect("spawn");
+    // Kill it with SIGKILL once a checkpoint past the start exists and before it finishes.
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok((_, st)) = load_checkpoint(&killed) {
+            if st.step >= 2 {
+                break;
+            }
+        }
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let at_kill = state_of(&killed).step;
+    eprintln!("killed after the checkpoint of step {at_kill}");
+    assert!(train(&killed, true).status().expect("resume").success());
+    let (a, b) = (state_of(&straight), state_of(&killed));
+    assert_eq!(a.step, 8);
+    assert!(a == b, "the resumed run differs from the uninterrupted one");
+    // The exported teacher backbone loads with its config, with exactly the expected tensors.
+    let w = killed.join("teacher_backbone.safetensors");
+    let mcfg =
+        dinoscope::model::weights::config_for_weights(&w).expect("config.ron next to the weights");
+    let loaded = dinoscope::model::weights::load_backbone(&w, &mcfg).expect("strict load");
+    assert_eq!(
+        loaded.tensors.len(),
+        dinoscope::model::weights::expected_tensors(&mcfg).len()
+    );
+    for d in [straight, killed, cfg_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn debug_preset_learns_features_on_fashion_mnist() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::train::run::{datasets, knn_eval};
+    let cfg = TrainConfig::preset("debug").expect("preset");
+    let (_, eval) = datasets(None).expect("bundled data");
+    let (tr, te) = eval.expect("labelled sets");
+    assert!(tr.len() >= 2000 && te.len() >= 1000);
+    let init = dinoscope::train::trainer::Trainer::new(gpu, cfg.clone()).expect("trainer");
+    let before = knn_eval(gpu, &init, tr.as_ref(), te.as_ref(), &cfg).expect("k-NN at init");
+    drop(init);
+    let out = tmp("learn");
+    let t0 = std::time::Instant::now();
+    let summary = run(
+        gpu,
+        cfg.clone(),
+        &RunOptions {
+            out_dir: out.clone(),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .expect("train");
+    let after = summary
+        .knn
+        .last()
+        .map(|&(_, a)| a)
+        .expect("k-NN at the end");
+    eprintln!(
+        "debug preset, {} steps of {} images ({:.0} s): k-NN (k=20, T=0.07, {} train → {} test) {:.1}% at init → {:.1}% trained",
+        cfg.steps,
+        cfg.batch_size,
+        t0.elapsed().as_secs_f64(),
+        cfg.knn_train,
+        cfg.knn_test,
+        before * 100.0,
+        after * 100.0
+    );
+    assert!(
+        after >= before + 0.05,
+        "k-NN {after} is not 5 points above {before} at init"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
