@@ -242,3 +242,56 @@ pub fn vit(
     }
     Ok(())
 }
+
+/// Training throughput: images per second (wall clock, data loading included) and peak pooled GPU
+/// memory over `steps` steps of a config on the bundled Fashion-MNIST subset, after one warm-up step.
+pub fn train(
+    gpu: &Gpu,
+    cfg: &crate::train::config::TrainConfig,
+    steps: u64,
+) -> std::result::Result<(), String> {
+    use crate::data::loader::{Loader, LoaderConfig};
+    let (ds, _) = crate::train::run::datasets(None)?;
+    let mut trainer =
+        crate::train::trainer::Trainer::new(gpu, cfg.clone()).map_err(|e| e.to_string())?;
+    let lc = LoaderConfig {
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        workers: cfg.workers,
+        prefetch: 2,
+        patch: cfg.model.patch,
+        mask_prob: cfg.mask_prob,
+        mask_ratio: cfg.mask_ratio,
+        augment: cfg.augment.clone(),
+    };
+    let mut loader = Loader::new(ds, lc, 0);
+    let batch = loader.next_batch().map_err(|e| e.to_string())?;
+    trainer.train_step(&batch).map_err(|e| e.to_string())?;
+    gpu.reset_peak_memory();
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let batch = loader.next_batch().map_err(|e| e.to_string())?;
+        trainer.train_step(&batch).map_err(|e| e.to_string())?;
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    let a = &cfg.augment;
+    println!(
+        "adapter: {} ({:?}); model dim {} depth {}; batch {} × (2×{} + {}×{} crops), {} prototypes",
+        gpu.info.name,
+        gpu.info.backend,
+        cfg.model.dim,
+        cfg.model.depth,
+        cfg.batch_size,
+        a.global_size,
+        a.n_local,
+        a.local_size,
+        cfg.head.prototypes
+    );
+    println!(
+        "{steps} steps: {:.2} s/step, {:.1} img/s, peak pooled GPU memory {:.1} MiB (wall clock, data loading included)",
+        dt / steps.max(1) as f64,
+        (steps as usize * cfg.batch_size) as f64 / dt,
+        gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64
+    );
+    Ok(())
+}

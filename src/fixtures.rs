@@ -193,38 +193,25 @@ impl TensorFile {
         let mut order = Vec::new();
         for (name, view) in st.tensors() {
             let raw = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                Dtype::F64 => raw
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                    .collect(),
-                Dtype::F16 => raw
-                    .chunks_exact(2)
-                    .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-                Dtype::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                    .collect(),
-                Dtype::I32 => raw
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-                    .collect(),
-                Dtype::I64 => raw
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                    .collect(),
-                Dtype::U8 | Dtype::BOOL => raw.iter().map(|&b| b as f32).collect(),
-                other => {
-                    return Err(FixtureError::new(
-                        path,
-                        format!("tensor '{name}' has unsupported dtype {other:?}"),
-                    ));
-                }
+            let data: Vec<f32> = match decode_float(view.dtype(), raw) {
+                Some(v) => v,
+                None => match view.dtype() {
+                    Dtype::I32 => raw
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                        .collect(),
+                    Dtype::I64 => raw
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                        .collect(),
+                    Dtype::U8 | Dtype::BOOL => raw.iter().map(|&b| b as f32).collect(),
+                    other => {
+                        return Err(FixtureError::new(
+                            path,
+                            format!("tensor '{name}' has unsupported dtype {other:?}"),
+                        ));
+                    }
+                },
             };
             order.push(name.clone());
             tensors.insert(
@@ -259,6 +246,30 @@ impl TensorFile {
             .get(name)
             .ok_or_else(|| FixtureError::new(&self.path, format!("missing tensor '{name}'")))
     }
+}
+
+/// Floating-point safetensors data (F32, F64, F16, BF16) as f32; `None` for other dtypes.
+pub fn decode_float(dtype: safetensors::Dtype, raw: &[u8]) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    Some(match dtype {
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        Dtype::F16 => raw
+            .chunks_exact(2)
+            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        Dtype::BF16 => raw
+            .chunks_exact(2)
+            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+            .collect(),
+        _ => return None,
+    })
 }
 
 /// IEEE half to f32.

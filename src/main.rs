@@ -133,6 +133,15 @@ mod cli {
 
     #[derive(Subcommand)]
     enum BenchWhat {
+        /// Training-step img/s and peak GPU memory on the bundled Fashion-MNIST subset.
+        Train {
+            /// Training preset or .ron file.
+            #[arg(long, default_value = "debug")]
+            config: String,
+            /// Steps to time (after one warm-up step).
+            #[arg(long, default_value_t = 5)]
+            steps: u64,
+        },
         /// ViT inference img/s and peak GPU memory with random weights.
         Vit {
             /// Model preset (vits14, vits14_reg, vitb14, …) or config file.
@@ -315,6 +324,13 @@ mod cli {
                 }
                 dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1))
                     .map_err(|e| e.to_string())?;
+                Ok(ExitCode::SUCCESS)
+            }),
+            Some(Command::Bench {
+                what: BenchWhat::Train { config, steps },
+            }) => open_gpu(&cli).and_then(|gpu| {
+                let cfg = dinoscope::train::config::TrainConfig::load(config)?;
+                dinoscope::bench::train(&gpu, &cfg, *steps)?;
                 Ok(ExitCode::SUCCESS)
             }),
             Some(Command::Bench {

@@ -34,3 +34,44 @@ fn tiny_dinov2_matches_pytorch() {
 fn tiny_dinov2_reg_matches_pytorch() {
     parity("tiny_dinov2_reg", 154);
 }
+
+/// The same random weights saved under torch-hub names give bit-identical outputs.
+#[test]
+fn hub_named_weights_give_the_same_outputs() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    use dinoscope::model::vit::{ForwardOptions, Vit};
+    use dinoscope::model::weights::{load_backbone, save_hub_safetensors, Naming};
+    let dir = common::fixtures_dir().join("tiny_dinov2_reg");
+    let cfg = dinoscope::model::config::VitConfig::load(&dir.join("config.json")).expect("config");
+    let hf = load_backbone(&dir.join("model.safetensors"), &cfg).expect("HF weights");
+    let tmp = std::env::temp_dir().join(format!("dinoscope-hub-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    let hub_path = tmp.join("hub.safetensors");
+    save_hub_safetensors(&hub_path, &hf.tensors).expect("save");
+    let hub = load_backbone(&hub_path, &cfg).expect("hub weights");
+    assert_eq!(hf.naming, Naming::HuggingFace);
+    assert_eq!(hub.naming, Naming::TorchHub);
+    let io = dinoscope::fixtures::TensorFile::open(&dir.join("io.safetensors")).expect("io");
+    let px = io.get("input1.pixel_values").expect("input");
+    let run = |w| {
+        let vit = Vit::new(gpu, cfg.clone(), w).expect("model");
+        let mut rec = Recorder::new(gpu);
+        let pixels = gpu.upload(&px.data, &px.shape);
+        let out = vit
+            .forward(
+                &mut rec,
+                &pixels,
+                px.shape[0],
+                px.shape[2],
+                px.shape[3],
+                None,
+                &ForwardOptions::default(),
+            )
+            .expect("forward");
+        rec.finish().expect("submit");
+        gpu.read(&out.tokens).expect("read")
+    };
+    assert_eq!(run(&hf), run(&hub));
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -27,7 +27,7 @@
 //! functions read files with `std::fs`; every one of them has a bytes-based twin for targets
 //! without a file system.
 
-use crate::fixtures::{f16_to_f32, HostTensor};
+use crate::fixtures::HostTensor;
 use crate::model::config::{ConfigError, Ffn, VitConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -501,32 +501,18 @@ fn decode(
     name: &str,
     view: &safetensors::tensor::TensorView<'_>,
 ) -> Result<HostTensor, WeightsError> {
-    use safetensors::Dtype;
     let raw = view.data();
-    let data: Vec<f32> = match view.dtype() {
-        Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        Dtype::F16 => raw
-            .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        Dtype::BF16 => raw
-            .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-            .collect(),
-        other => {
+    let data: Vec<f32> = match crate::fixtures::decode_float(view.dtype(), raw) {
+        Some(v) => v,
+        None => {
+            let other = view.dtype();
+
             return Err(format_err(
                 path,
                 format!(
                     "tensor '{name}' has dtype {other:?}; weights must be F32, F16, BF16 or F64"
                 ),
-            ))
+            ));
         }
     };
     let shape = view.shape().to_vec();

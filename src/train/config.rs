@@ -130,7 +130,7 @@ impl TrainConfig {
         self.model.validate().map_err(|e| e.to_string())?;
         let p = self.model.patch;
         let a = &self.augment;
-        if a.global_size % p != 0 || a.local_size % p != 0 {
+        if !a.global_size.is_multiple_of(p) || !a.local_size.is_multiple_of(p) {
             return Err(format!(
                 "crop sizes {} and {} must be multiples of the patch size {p}",
                 a.global_size, a.local_size
@@ -142,7 +142,7 @@ impl TrainConfig {
         if self.steps == 0 {
             return Err("steps must be at least 1".into());
         }
-        if self.model.dim % 64 != 0 {
+        if !self.model.dim.is_multiple_of(64) {
             return Err(format!(
                 "model dim {} must be a multiple of 64 for training",
                 self.model.dim

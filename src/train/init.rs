@@ -53,9 +53,8 @@ pub fn init_params(layout: &ParamLayout, seed: u64) -> BTreeMap<String, Vec<f32>
             uniform(&mut rng, 1.0 / (fan as f32).sqrt())
         } else if name.ends_with("weight_v") {
             uniform(&mut rng, 1.0 / (fan_in as f32).sqrt())
-        } else if name.ends_with("weight_g") {
-            vec![1.0; n]
-        } else if name.contains("norm") && name.ends_with("weight") {
+        } else if name.ends_with("weight_g") || (name.contains("norm") && name.ends_with("weight"))
+        {
             vec![1.0; n]
         } else if name.ends_with(".bias") || name.ends_with("mask_token") {
             vec![0.0; n]

@@ -140,27 +140,31 @@ pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> 
     Ok((cfg, st))
 }
 
-/// The collapse check compares the DINO loss with ln K: a loss stuck at ln K long after warmup
-/// means uniform targets, a loss near 0 means every image lands on one prototype. (DINO starts
-/// near ln K, so nothing is said before twice the warmup.)
+/// Collapse checks (after `settle` steps: DINO starts near ln K): every image on one prototype
+/// (the batch's mean teacher target far from uniform, or the loss near 0), uniform targets (the
+/// loss stuck at ln K with high teacher entropy), or collapsed features (no spread over the batch).
 fn collapse_warning(m: &StepMetrics, k: usize, settle: u64) -> Option<String> {
     let ln_k = (k as f32).ln();
     if m.step < settle {
         return None;
     }
-    if (m.dino - ln_k).abs() < 0.01 * ln_k {
+    if m.teacher_kl_uniform.is_some_and(|kl| kl > 0.9 * ln_k) || m.dino < 0.05 {
         return Some(format!(
-            "DINO loss {:.3} ≈ ln K = {ln_k:.3}: the student matches a uniform teacher (collapse to uniform). \
-             Try a lower teacher temperature, more KoLeo, or a smaller learning rate.",
+            "collapse to one prototype: the teacher puts the whole batch on few prototypes (KL to uniform {:.2} of ln K = {ln_k:.2}, DINO loss {:.3}). \
+             Check centering or use Sinkhorn-Knopp targets, raise the teacher momentum, lower the learning rate.",
+            m.teacher_kl_uniform.unwrap_or(f32::NAN),
             m.dino
         ));
     }
-    if m.dino < 0.05 {
+    if (m.dino - ln_k).abs() < 0.01 * ln_k && m.teacher_entropy.is_none_or(|h| h > 0.95 * ln_k) {
         return Some(format!(
-            "DINO loss {:.4} ≈ 0: teacher and student agree on one prototype (collapse to one prototype). \
-             Check centering (or use Sinkhorn-Knopp) and the teacher momentum.",
+            "collapse to uniform: DINO loss {:.3} ≈ ln K = {ln_k:.3} with near-uniform teacher targets. \
+             Lower the teacher temperature, raise KoLeo, or lower the learning rate.",
             m.dino
         ));
+    }
+    if m.feature_std.is_some_and(|s| s < 1e-4) {
+        return Some("collapsed features: the student's CLS features barely vary over the batch. Lower the learning rate or raise KoLeo.".into());
     }
     None
 }
@@ -253,7 +257,7 @@ pub fn run(
         }
         let done = trainer.step;
         if let Some((tr, te)) = &eval {
-            if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps {
+            if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
                 let acc = knn_eval(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
                 line["knn"] = serde_json::json!(acc);
                 summary.knn.push((done, acc));
@@ -262,7 +266,7 @@ pub fn run(
         writeln!(log_file, "{line}")
             .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
         on_step(&m);
-        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == end {
+        if (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) || done == end {
             save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
         }
         summary.last = Some(m);

@@ -55,6 +55,17 @@ pub struct StepMetrics {
     pub teacher_temp: f32,
     /// Masked patches in the batch.
     pub masked: usize,
+    /// Mean entropy of the teacher's DINO targets (every `log_every` steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_entropy: Option<f32>,
+    /// KL divergence of the mean teacher target from uniform, ln K − H(mean target): 0 when the
+    /// batch spreads over all prototypes, ln K when every image lands on one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_kl_uniform: Option<f32>,
+    /// Standard deviation of the student's normed CLS features over the batch, averaged over
+    /// channels (near 0 means collapsed features).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_std: Option<f32>,
 }
 
 /// The training state on the GPU.
@@ -586,6 +597,47 @@ impl<'g> Trainer<'g> {
         rec.finish()?;
         let m = read(gpu, &metrics)?;
         let step = self.step;
+        let diagnose = cfg.log_every > 0 && step.is_multiple_of(cfg.log_every);
+        let (mut teacher_entropy, mut teacher_kl_uniform, mut feature_std) = (None, None, None);
+        if diagnose {
+            let t = read(gpu, &t_probs)?;
+            let rows = t.len() / k;
+            let h: f64 = t
+                .iter()
+                .map(|&p| {
+                    if p > 0.0 {
+                        -(p as f64) * (p as f64).ln()
+                    } else {
+                        0.0
+                    }
+                })
+                .sum::<f64>()
+                / rows as f64;
+            let mut mean = vec![0.0f64; k];
+            for r in t.chunks(k) {
+                for (m, &p) in mean.iter_mut().zip(r) {
+                    *m += p as f64 / rows as f64;
+                }
+            }
+            let hm: f64 = mean
+                .iter()
+                .map(|&p| if p > 0.0 { -p * p.ln() } else { 0.0 })
+                .sum();
+            teacher_entropy = Some(h as f32);
+            teacher_kl_uniform = Some(((k as f64).ln() - hm) as f32);
+            let f = read(gpu, &s_cls_g)?;
+            let n = f.len() / d;
+            let mut std_sum = 0.0f64;
+            for c in 0..d {
+                let mu: f64 = (0..n).map(|r| f[r * d + c] as f64).sum::<f64>() / n as f64;
+                let var: f64 = (0..n)
+                    .map(|r| (f[r * d + c] as f64 - mu).powi(2))
+                    .sum::<f64>()
+                    / n as f64;
+                std_sum += var.sqrt();
+            }
+            feature_std = Some((std_sum / d as f64) as f32);
+        }
         self.step += 1;
         let (dino, ibot, koleo) = (m[0], m[1], m[2]);
         Ok(StepMetrics {
@@ -599,6 +651,9 @@ impl<'g> Trainer<'g> {
             momentum: sv.momentum,
             teacher_temp: sv.teacher_temp,
             masked: n_masked,
+            teacher_entropy,
+            teacher_kl_uniform,
+            feature_std,
         })
     }
 
