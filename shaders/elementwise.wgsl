@@ -3,6 +3,8 @@
 // add_forward:  out = a + b          mul_forward: out = a · b
 // axpby:        out = alpha·a + beta·out   (scale: beta = 0; accumulate: beta = 1)
 // add_mul:      out = a + b · c            (a residual with LayerScale; c wraps like b does above)
+// scale_rows:   out = a · s[i / row_len]   (per-sample drop path: s is 0 or 1/keep per sample;
+//               its backward is the same op on the gradient)
 // Backward passes compose these: d(a+b)/da = dy (axpby), d(a·b)/da = dy·b (mul_forward),
 // and a broadcast operand's gradient is a column sum (reduce.wgsl).
 // accumulate=1 makes add/mul write out += result.
@@ -12,7 +14,7 @@ struct Params {
     n: u32,
     nb: u32,
     accumulate: u32,
-    _pad: u32,
+    row_len: u32,
     alpha: f32,
     beta: f32,
     _pad1: u32,
@@ -24,6 +26,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> c: array<f32>;
+@group(0) @binding(5) var<storage, read> srow: array<f32>;
 
 @compute @workgroup_size(256)
 fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -62,4 +65,12 @@ fn add_mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
     out[i] = a[i] + b[i] * c[i % p.nb];
+}
+
+@compute @workgroup_size(256)
+fn scale_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    out[i] = a[i] * srow[i / p.row_len];
 }

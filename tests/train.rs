@@ -34,6 +34,8 @@ fn micro() -> TrainConfig {
     c.knn_train = 40;
     c.knn_test = 20;
     c.workers = 0;
+    // Drop path draws per step: resuming must draw the same.
+    c.drop_path = 0.3;
     c
 }
 

@@ -8,7 +8,7 @@ struct Params {
     n: u32,
     nb: u32,
     accumulate: u32,
-    _pad: u32,
+    row_len: u32,
     alpha: f32,
     beta: f32,
     _pad1: [u32; 2],
@@ -24,6 +24,12 @@ pub static ADD_MUL: Kernel = Kernel::new::<Params>(
     "elementwise",
     "add_mul",
     &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)],
+);
+/// out = a·s[row].
+pub static SCALE_ROWS: Kernel = Kernel::new::<Params>(
+    "elementwise",
+    "scale_rows",
+    &[(1, Read), (3, ReadWrite), (5, Read)],
 );
 /// out = alpha·a + beta·out.
 pub static AXPBY: Kernel = Kernel::new::<Params>("elementwise", "axpby", B);
@@ -48,7 +54,7 @@ fn launch(
         n: n as u32,
         nb: nb as u32,
         accumulate: super::flag(accumulate),
-        _pad: 0,
+        row_len: 1,
         alpha: 0.0,
         beta: 0.0,
         _pad1: [0; 2],
@@ -100,7 +106,7 @@ pub fn axpby(rec: &mut Recorder, out: &Tensor, a: &Tensor, alpha: f32, beta: f32
         n: n as u32,
         nb: 1,
         accumulate: 0,
-        _pad: 0,
+        row_len: 1,
         alpha,
         beta,
         _pad1: [0; 2],
@@ -129,10 +135,30 @@ pub fn add_mul(rec: &mut Recorder, out: &Tensor, a: &Tensor, b: &Tensor, c: &Ten
         n: n as u32,
         nb: nc as u32,
         accumulate: 0,
-        _pad: 0,
+        row_len: 1,
         alpha: 0.0,
         beta: 0.0,
         _pad1: [0; 2],
     };
     rec.dispatch(&ADD_MUL, &p, &[a, b, out, c], grid_1d(n.div_ceil(256)));
+}
+
+/// out = a·s[i / row_len]: one scale per sample (drop path); also its own backward.
+pub fn scale_rows(rec: &mut Recorder, out: &Tensor, a: &Tensor, s: &Tensor) {
+    let n = a.numel();
+    let rows = s.numel();
+    assert!(
+        out.numel() == n && rows > 0 && n.is_multiple_of(rows),
+        "scale_rows: sizes"
+    );
+    let p = Params {
+        n: n as u32,
+        nb: 1,
+        accumulate: 0,
+        row_len: (n / rows) as u32,
+        alpha: 0.0,
+        beta: 0.0,
+        _pad1: [0; 2],
+    };
+    rec.dispatch(&SCALE_ROWS, &p, &[a, out, s], grid_1d(n.div_ceil(256)));
 }

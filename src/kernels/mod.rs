@@ -42,6 +42,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &elementwise::MUL_FORWARD,
         &elementwise::AXPBY,
         &elementwise::ADD_MUL,
+        &elementwise::SCALE_ROWS,
         &ema::EMA_UPDATE,
         &gather::GATHER_ROWS,
         &gather::SCATTER_ADD_ROWS,

@@ -38,6 +38,9 @@ pub struct ForwardOptions {
     pub hidden_states: bool,
     /// Keep what the backward pass needs.
     pub save_for_backward: bool,
+    /// Per-sample drop path (training only): for each block, the scales [B] of its attention and
+    /// MLP branches (0 for a dropped sample, 1/keep otherwise).
+    pub drop_path: Option<Vec<(Tensor, Tensor)>>,
 }
 
 /// Activations of one block kept for the backward pass.
@@ -66,8 +69,10 @@ pub struct BlockActs {
     pub pre: Tensor,
     /// GELU output.
     pub act: Tensor,
-    /// fc2 output (before LayerScale).
+    /// fc2 output (before LayerScale, after drop path).
     pub mlp: Tensor,
+    /// Drop-path scales of the two branches.
+    pub drop: Option<(Tensor, Tensor)>,
 }
 
 /// Everything a forward pass produced.
@@ -350,7 +355,7 @@ impl Vit {
                 kernels::attention::attention_probs(rec, &probs, &qkv, &qkv, &lse, ad, layout);
                 attentions.push((i, probs));
             }
-            let proj = gpu.empty(&[rows, d]);
+            let mut proj = gpu.empty(&[rows, d]);
             kernels::linear::linear_forward(
                 rec,
                 &proj,
@@ -359,6 +364,12 @@ impl Vit {
                 Some(&b("attn.proj.bias")),
                 None,
             );
+            let drop = opts.drop_path.as_ref().and_then(|v| v.get(i)).cloned();
+            if let Some((s1, _)) = &drop {
+                let dropped = gpu.empty(&[rows, d]);
+                kernels::elementwise::scale_rows(rec, &dropped, &proj, s1);
+                proj = dropped;
+            }
             // New buffers for the residual stream, so every block input survives for backward.
             let x_mid = gpu.empty(&[batch, n, d]);
             kernels::elementwise::add_mul(rec, &x_mid, &x, &proj, &b("ls1.gamma"));
@@ -381,7 +392,7 @@ impl Vit {
                 Some(&b("mlp.fc1.bias")),
                 Some(&pre),
             );
-            let mlp = gpu.empty(&[rows, d]);
+            let mut mlp = gpu.empty(&[rows, d]);
             kernels::linear::linear_forward(
                 rec,
                 &mlp,
@@ -390,6 +401,11 @@ impl Vit {
                 Some(&b("mlp.fc2.bias")),
                 None,
             );
+            if let Some((_, s2)) = &drop {
+                let dropped = gpu.empty(&[rows, d]);
+                kernels::elementwise::scale_rows(rec, &dropped, &mlp, s2);
+                mlp = dropped;
+            }
             let x_out = gpu.empty(&[batch, n, d]);
             kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &b("ls2.gamma"));
             if opts.hidden_states {
@@ -410,6 +426,7 @@ impl Vit {
                     pre,
                     act,
                     mlp,
+                    drop,
                 });
             }
             x = x_out;
@@ -520,6 +537,15 @@ impl Vit {
             let d_x_mid = dx.clone();
             let d_mlp = gpu.empty(&[rows, d]);
             layerscale_backward(rec, &d_mlp, &gb("ls2.gamma"), &dx, &a.mlp, &b("ls2.gamma"));
+            // Through drop path: the same per-sample scale.
+            let d_mlp = match &a.drop {
+                Some((_, s2)) => {
+                    let t = gpu.empty(&[rows, d]);
+                    kernels::elementwise::scale_rows(rec, &t, &d_mlp, s2);
+                    t
+                }
+                None => d_mlp,
+            };
             let d_act = gpu.empty(&[rows, cfg.mlp_hidden]);
             kernels::linear::linear_backward(
                 rec,
@@ -569,6 +595,14 @@ impl Vit {
                 &a.proj,
                 &b("ls1.gamma"),
             );
+            let d_proj = match &a.drop {
+                Some((s1, _)) => {
+                    let t = gpu.empty(&[rows, d]);
+                    kernels::elementwise::scale_rows(rec, &t, &d_proj, s1);
+                    t
+                }
+                None => d_proj,
+            };
             let d_attn = gpu.empty(&[rows, d]);
             kernels::linear::linear_backward(
                 rec,

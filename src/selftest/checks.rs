@@ -753,7 +753,13 @@ fn elementwise(gpu: &Gpu) -> CaseResult {
         kernels::elementwise::axpby(rec, &t, &ta, 0.5, 2.0);
         let tam = gpu.empty(&[rows, cols]);
         kernels::elementwise::add_mul(rec, &tam, &ta, &tdy, &tb);
-        vec![tadd, tmul, gda, gdb, gadd_a, gadd_b, t, tam]
+        let srow = gpu.upload(
+            &(0..rows).map(|r| (r % 3) as f32 * 0.5).collect::<Vec<_>>(),
+            &[rows],
+        );
+        let tsr = gpu.empty(&[rows, cols]);
+        kernels::elementwise::scale_rows(rec, &tsr, &ta, &srow);
+        vec![tadd, tmul, gda, gdb, gadd_a, gadd_b, t, tam, tsr]
     }) {
         j.check("add", &out[0], &add, 1e-6);
         j.check("mul", &out[1], &mul, 1e-6);
@@ -766,6 +772,10 @@ fn elementwise(gpu: &Gpu) -> CaseResult {
             .map(|i| a[i] + dy[i] * b[i % cols])
             .collect();
         j.check("add_mul", &out[7], &add_mul, 1e-6);
+        let scaled: Vec<f32> = (0..rows * cols)
+            .map(|i| a[i] * ((i / cols) % 3) as f32 * 0.5)
+            .collect();
+        j.check("scale_rows", &out[8], &scaled, 1e-6);
     }
     j.finish()
 }

@@ -140,6 +140,7 @@ fn compare_backward(
             attention_layers: vec![],
             hidden_states: false,
             save_for_backward: true,
+            drop_path: None,
         };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);
@@ -245,6 +246,7 @@ fn compare_forward(
             attention_layers: (0..cfg.depth).collect(),
             hidden_states: true,
             save_for_backward: false,
+            drop_path: None,
         };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);

@@ -52,6 +52,9 @@ pub struct TrainConfig {
     pub patch_embed_lr_mult: f32,
     /// Per-module gradient-norm clip.
     pub clip_grad: f32,
+    /// Stochastic depth of the student's residual branches (per-sample form, uniform over blocks).
+    #[serde(default)]
+    pub drop_path: f32,
     /// Loss weights.
     pub dino_weight: f32,
     /// iBOT weight (0 disables masking and the iBOT loss).
@@ -135,6 +138,9 @@ impl TrainConfig {
                 "crop sizes {} and {} must be multiples of the patch size {p}",
                 a.global_size, a.local_size
             ));
+        }
+        if !(0.0..1.0).contains(&self.drop_path) {
+            return Err(format!("drop_path {} must be in [0, 1)", self.drop_path));
         }
         if self.batch_size < 2 {
             return Err("batch_size must be at least 2 (KoLeo needs a neighbour)".into());

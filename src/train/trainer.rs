@@ -387,8 +387,14 @@ impl<'g> Trainer<'g> {
             }
         }
         // Student: masked global crops and local crops.
-        let save = ForwardOptions {
+        let save_g = ForwardOptions {
             save_for_backward: true,
+            drop_path: self.drop_masks(0, 2 * b),
+            ..Default::default()
+        };
+        let save_l = ForwardOptions {
+            save_for_backward: true,
+            drop_path: self.drop_masks(1, nl * b),
             ..Default::default()
         };
         let s_out_g = self.student_vit.forward(
@@ -398,12 +404,12 @@ impl<'g> Trainer<'g> {
             g,
             g,
             use_ibot.then_some(&mask),
-            &save,
+            &save_g,
         )?;
         let s_out_l = if nl > 0 {
             Some(
                 self.student_vit
-                    .forward(&mut rec, &locals, nl * b, l, l, None, &save)?,
+                    .forward(&mut rec, &locals, nl * b, l, l, None, &save_l)?,
             )
         } else {
             None
@@ -655,6 +661,33 @@ impl<'g> Trainer<'g> {
             teacher_kl_uniform,
             feature_std,
         })
+    }
+
+    /// Per-sample drop-path scales for one student forward (`which`: 0 globals, 1 locals), drawn
+    /// from the seed and the step so a resumed run draws the same.
+    fn drop_masks(&self, which: u64, samples: usize) -> Option<Vec<(Tensor, Tensor)>> {
+        let p = self.cfg.drop_path;
+        if p <= 0.0 || samples == 0 {
+            return None;
+        }
+        let keep = 1.0 - p;
+        let mut v = Vec::with_capacity(self.cfg.model.depth);
+        for blk in 0..self.cfg.model.depth {
+            let draw = |branch: u64| {
+                let mut rng = crate::data::rng::Rng::derive(
+                    self.cfg.seed,
+                    &[0xD809, self.step, which, blk as u64, branch],
+                );
+                let s: Vec<f32> = (0..samples)
+                    .map(|_| if rng.bernoulli(keep) { 1.0 / keep } else { 0.0 })
+                    .collect();
+                self.gpu.upload(&s, &[samples])
+            };
+            let a = draw(0);
+            let m = draw(1);
+            v.push((a, m));
+        }
+        Some(v)
     }
 
     /// Host copies of every piece of state, for checkpoints.
