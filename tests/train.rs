@@ -240,3 +240,37 @@ fn debug_preset_learns_features_on_fashion_mnist() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn separate_ibot_head_and_sinkhorn_targets_train() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::train::head::HeadConfig;
+    let mut cfg = micro();
+    cfg.ibot_head = Some(HeadConfig {
+        hidden: 64,
+        bottleneck: 16,
+        prototypes: 24,
+    });
+    cfg.targets = dinoscope::train::config::Targets::SinkhornKnopp;
+    cfg.steps = 2;
+    let out = tmp("ibot-head");
+    let mut seen = Vec::new();
+    run(
+        gpu,
+        cfg.clone(),
+        &RunOptions {
+            out_dir: out.clone(),
+            ..Default::default()
+        },
+        |m| seen.push(m.clone()),
+    )
+    .expect("run");
+    assert_eq!(seen.len(), 2);
+    for m in &seen {
+        assert!(m.dino.is_finite() && m.ibot.is_finite() && m.koleo.is_finite());
+        assert!(m.masked > 0 && m.ibot > 0.0, "iBOT loss on masked patches");
+    }
+    let (_, st) = load_checkpoint(&out).expect("checkpoint");
+    assert_eq!(st.center_ibot.len(), 24);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -20,8 +20,11 @@ pub enum Targets {
 pub struct TrainConfig {
     /// Backbone.
     pub model: VitConfig,
-    /// DINO head, shared with iBOT (the default DINOv2 config shares it).
+    /// DINO head (also the iBOT head unless `ibot_head` is set, as in the default DINOv2 config).
     pub head: HeadConfig,
+    /// A separate iBOT head (the ViT-L/g configs of DINOv2); `None` shares the DINO head.
+    #[serde(default)]
+    pub ibot_head: Option<HeadConfig>,
     /// Multi-crop augmentation.
     pub augment: AugmentConfig,
     /// Images per step.
@@ -234,5 +237,23 @@ impl TrainConfig {
             teacher_temp: tt as f32,
             freeze_last_layer: step < self.freeze_last_layer_steps,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Prototypes of the head that scores masked patches.
+    pub fn ibot_prototypes(&self) -> usize {
+        self.ibot_head
+            .as_ref()
+            .map_or(self.head.prototypes, |h| h.prototypes)
+    }
+
+    /// (name, shape) of every head parameter: `dino_head.*`, then `ibot_head.*` when separate.
+    pub fn head_specs(&self) -> Vec<(String, Vec<usize>)> {
+        let mut v = super::head::head_tensors(self.model.dim, &self.head, "dino_head.");
+        if let Some(h) = &self.ibot_head {
+            v.extend(super::head::head_tensors(self.model.dim, h, "ibot_head."));
+        }
+        v
     }
 }

@@ -99,7 +99,11 @@ pub fn save_checkpoint(dir: &Path, cfg: &TrainConfig, trainer: &Trainer) -> Resu
             ("adamw_m".into(), vec![n], &st.m1[..]),
             ("adamw_v".into(), vec![n], &st.m2[..]),
             ("center_dino".into(), vec![k], &st.center_dino[..]),
-            ("center_ibot".into(), vec![k], &st.center_ibot[..]),
+            (
+                "center_ibot".into(),
+                vec![cfg.ibot_prototypes()],
+                &st.center_ibot[..],
+            ),
         ],
         Some(meta),
     )?;

@@ -7,7 +7,7 @@
 //! (backbone, then `dino_head.*`), so each of AdamW, EMA and clipping is one dispatch per module.
 
 use super::config::{StepValues, Targets, TrainConfig};
-use super::head::{head_tensors, DinoHead};
+use super::head::DinoHead;
 use crate::data::loader::Batch;
 use crate::gpu::{Gpu, GpuError, Recorder, Tensor};
 use crate::kernels;
@@ -94,6 +94,7 @@ pub struct Trainer<'g> {
     student_vit: Vit,
     teacher_vit: Vit,
     head: DinoHead,
+    ibot_head: DinoHead,
     segments: Segments,
     segments_frozen: bool,
     /// Steps done.
@@ -170,7 +171,7 @@ impl<'g> Trainer<'g> {
     pub fn new(gpu: &'g Gpu, cfg: TrainConfig) -> Result<Trainer<'g>, TrainError> {
         cfg.validate().map_err(TrainError::Other)?;
         let backbone_layout = param_layout(&cfg.model);
-        let head_layout = ParamLayout::new(&head_tensors(cfg.model.dim, &cfg.head, "dino_head."));
+        let head_layout = ParamLayout::new(&cfg.head_specs());
         let mut specs: Vec<(String, Vec<usize>)> = backbone_layout
             .entries
             .iter()
@@ -226,11 +227,16 @@ impl<'g> Trainer<'g> {
         let (m1, m2) = moments.unwrap_or((&zeros, &zeros));
         let k = cfg.head.prototypes;
         let zk = vec![0.0f32; k];
-        let (cd, ci) = centers.unwrap_or((&zk, &zk));
+        let zki = vec![0.0f32; cfg.ibot_prototypes()];
+        let (cd, ci) = centers.unwrap_or((&zk, &zki));
         let b_total = backbone_layout.total;
         let student_vit = Vit::from_store(cfg.model.clone(), store(&backbone_layout, &s, 0))?;
         let teacher_vit = Vit::from_store(cfg.model.clone(), store(&backbone_layout, &t, 0))?;
         let head = DinoHead::new(cfg.model.dim, cfg.head.clone(), "dino_head.");
+        let ibot_head = match &cfg.ibot_head {
+            Some(h) => DinoHead::new(cfg.model.dim, h.clone(), "ibot_head."),
+            None => DinoHead::new(cfg.model.dim, cfg.head.clone(), "dino_head."),
+        };
         let frozen = cfg.at(step).freeze_last_layer;
         let segments = Segments::new(
             gpu,
@@ -246,10 +252,11 @@ impl<'g> Trainer<'g> {
             m1: gpu.upload(m1, &[total]),
             m2: gpu.upload(m2, &[total]),
             center_dino: gpu.upload(cd, &[k]),
-            center_ibot: gpu.upload(ci, &[k]),
+            center_ibot: gpu.upload(ci, &[cfg.ibot_prototypes()]),
             student_vit,
             teacher_vit,
             head,
+            ibot_head,
             segments,
             segments_frozen: frozen,
             step,
@@ -452,8 +459,11 @@ impl<'g> Trainer<'g> {
             let w = gpu.upload(&masked_w, &[n_masked]);
             let t_patch = gpu.empty(&[n_masked, d]);
             kernels::gather::gather_rows(&mut rec, &t_patch, &t_out.tokens, &idx, d);
-            let (t_plog, _) = self.head.forward(&mut rec, &t_head, &t_patch, n_masked);
-            let t_pprobs = gpu.empty(&[n_masked, k]);
+            let (t_plog, _) = self
+                .ibot_head
+                .forward(&mut rec, &t_head, &t_patch, n_masked);
+            let ki = cfg.ibot_prototypes();
+            let t_pprobs = gpu.empty(&[n_masked, ki]);
             match cfg.targets {
                 Targets::Centering => {
                     kernels::losses::teacher_softmax(
@@ -466,12 +476,14 @@ impl<'g> Trainer<'g> {
                     kernels::losses::center_update(&mut rec, &self.center_ibot, &t_plog, 0.9);
                 }
                 Targets::SinkhornKnopp => {
-                    kernels::losses::sinkhorn(&mut rec, &t_pprobs, &t_plog, k, sv.teacher_temp, 3)
+                    kernels::losses::sinkhorn(&mut rec, &t_pprobs, &t_plog, ki, sv.teacher_temp, 3)
                 }
             }
             let s_patch = gpu.empty(&[n_masked, d]);
             kernels::gather::gather_rows(&mut rec, &s_patch, &s_out_g.tokens, &idx, d);
-            let (s_plog, s_pacts) = self.head.forward(&mut rec, &s_head, &s_patch, n_masked);
+            let (s_plog, s_pacts) = self
+                .ibot_head
+                .forward(&mut rec, &s_head, &s_patch, n_masked);
             let per_row = gpu.empty(&[n_masked]);
             let opt = CrossEntropy {
                 temperature: cfg.student_temp,
@@ -479,7 +491,7 @@ impl<'g> Trainer<'g> {
                 row_weight: Some(&w),
             };
             kernels::cross_entropy::cross_entropy_forward(
-                &mut rec, &per_row, None, &s_plog, &t_pprobs, k, opt,
+                &mut rec, &per_row, None, &s_plog, &t_pprobs, ki, opt,
             );
             let weighted = gpu.empty(&[n_masked]);
             kernels::elementwise::mul_forward(&mut rec, &weighted, &per_row, &w, false);
@@ -530,17 +542,18 @@ impl<'g> Trainer<'g> {
         );
         kernels::gather::scatter_add_rows(&mut rec, &d_tokens_g, &d_cls_g, &cls_g_idx, d);
         if let Some((idx, w, s_plog, t_pprobs, s_pacts)) = &ibot_parts {
-            let d_plog = gpu.empty(&[n_masked, k]);
+            let ki = cfg.ibot_prototypes();
+            let d_plog = gpu.empty(&[n_masked, ki]);
             let opt = CrossEntropy {
                 temperature: cfg.student_temp,
                 scale: ibot_scale,
                 row_weight: Some(w),
             };
             kernels::cross_entropy::cross_entropy_backward(
-                &mut rec, &d_plog, &up_ibot, s_plog, t_pprobs, k, opt, false,
+                &mut rec, &d_plog, &up_ibot, s_plog, t_pprobs, ki, opt, false,
             );
             let d_patch = self
-                .head
+                .ibot_head
                 .backward(&mut rec, &s_head, &g_head, s_pacts, &d_plog);
             kernels::gather::scatter_add_rows(&mut rec, &d_tokens_g, &d_patch, idx, d);
         }
@@ -573,11 +586,20 @@ impl<'g> Trainer<'g> {
         // Per-module clipping, AdamW, EMA.
         let bt = self.backbone_layout.total;
         kernels::reduce::clip_grad_norm(&mut rec, &self.grads.view(0, &[bt]), cfg.clip_grad);
-        kernels::reduce::clip_grad_norm(
-            &mut rec,
-            &self.grads.view(bt, &[self.head_layout.total]),
-            cfg.clip_grad,
-        );
+        // Each head is its own module (the DINO head, then the iBOT head when separate).
+        let ibot_start = self
+            .head_layout
+            .get("ibot_head.mlp.0.weight")
+            .map_or(self.head_layout.total, |e| e.offset);
+        for (start, end) in [(0, ibot_start), (ibot_start, self.head_layout.total)] {
+            if end > start {
+                kernels::reduce::clip_grad_norm(
+                    &mut rec,
+                    &self.grads.view(bt + start, &[end - start]),
+                    cfg.clip_grad,
+                );
+            }
+        }
         let h = AdamWStep {
             lr: sv.lr,
             weight_decay: sv.weight_decay,
@@ -712,7 +734,7 @@ impl<'g> Trainer<'g> {
     ) -> Result<Trainer<'g>, TrainError> {
         let fresh_layout = {
             let bl = param_layout(&cfg.model);
-            let hl = ParamLayout::new(&head_tensors(cfg.model.dim, &cfg.head, "dino_head."));
+            let hl = ParamLayout::new(&cfg.head_specs());
             let mut specs: Vec<(String, Vec<usize>)> = bl
                 .entries
                 .iter()
@@ -728,7 +750,7 @@ impl<'g> Trainer<'g> {
             .iter()
             .any(|&x| x != n)
             || st.center_dino.len() != k
-            || st.center_ibot.len() != k
+            || st.center_ibot.len() != cfg.ibot_prototypes()
         {
             return Err(TrainError::Other(format!("checkpoint state does not match the config ({n} parameters, {k} prototypes expected)")));
         }
