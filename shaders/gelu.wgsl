@@ -1,12 +1,16 @@
+// Activations of the feed-forward layers.
 // Exact (erf) GELU, y = x·Φ(x), elementwise.
 // gelu_forward:  y = gelu(x)
 // gelu_backward: dx = dy·gelu'(x)   (accumulate=1: dx += ...), reads the forward input x.
 // Dispatch: grid_1d(ceil(n / 256)).
 
+// SwiGLU (ViT-g): x [rows, 2h] = [x1 | x2] → y [rows, h] = silu(x1)·x2, silu(v) = v·σ(v).
+// swiglu_backward: dx1 = dy·x2·σ(x1)(1 + x1(1 − σ(x1))), dx2 = dy·silu(x1); n = rows·h.
+
 struct Params {
     n: u32,
     accumulate: u32,
-    _pad0: u32,
+    hidden: u32,
     _pad1: u32,
 }
 
@@ -31,4 +35,43 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     var g = dy[i] * gelu_grad_f32(x[i]);
     if (p.accumulate != 0u) { g += out[i]; }
     out[i] = g;
+}
+
+fn sigmoid_f32(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+
+@compute @workgroup_size(256)
+fn swiglu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    let r = i / p.hidden;
+    let j = i % p.hidden;
+    let x1 = x[r * 2u * p.hidden + j];
+    let x2 = x[r * 2u * p.hidden + p.hidden + j];
+    out[i] = x1 * sigmoid_f32(x1) * x2;
+}
+
+// Here out is dx [rows, 2h]; thread per element of dy.
+@compute @workgroup_size(256)
+fn swiglu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    let r = i / p.hidden;
+    let j = i % p.hidden;
+    let a = r * 2u * p.hidden + j;
+    let b = a + p.hidden;
+    let x1 = x[a];
+    let x2 = x[b];
+    let s = sigmoid_f32(x1);
+    var d1 = dy[i] * x2 * s * (1.0 + x1 * (1.0 - s));
+    var d2 = dy[i] * x1 * s;
+    if (p.accumulate != 0u) {
+        d1 += out[a];
+        d2 += out[b];
+    }
+    out[a] = d1;
+    out[b] = d2;
 }

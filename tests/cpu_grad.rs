@@ -280,3 +280,14 @@ fn sinkhorn_rows_sum_to_one_and_prototypes_balance() {
         );
     }
 }
+
+#[test]
+fn swiglu_grad() {
+    let h = 4;
+    let x = random(3 * 2 * h, 45, -3.0, 3.0);
+    let u = random(3 * h, 46, -1.0, 1.0);
+    let dx = cpu::gelu::swiglu_backward(&u, &x, h);
+    check("swiglu dx", &x, &u, &dx, |x| {
+        cpu::gelu::swiglu_forward(x, h)
+    });
+}

@@ -75,3 +75,112 @@ fn hub_named_weights_give_the_same_outputs() {
     assert_eq!(run(&hf), run(&hub));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// A SwiGLU (ViT-g style) backbone: the analytic gradient along a random direction of all
+/// parameters matches central differences of the GPU forward.
+#[test]
+fn swiglu_backbone_gradient_matches_finite_differences() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    use dinoscope::model::config::{Ffn, VitConfig};
+    use dinoscope::model::vit::{param_layout, ForwardOptions, Vit};
+    use dinoscope::selftest::checks_random as random;
+    let mut cfg = VitConfig::preset("vitg14").expect("preset");
+    cfg.dim = 64;
+    cfg.depth = 2;
+    cfg.heads = 2;
+    cfg.mlp_hidden = 40;
+    cfg.pos_grid = 2;
+    assert_eq!(cfg.ffn, Ffn::SwiGlu);
+    let layout = param_layout(&cfg);
+    let base: std::collections::BTreeMap<String, Vec<f32>> = layout
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let v = if e.name.contains("norm") && e.name.ends_with("weight") {
+                vec![1.0; e.numel()]
+            } else {
+                random(e.numel(), 300 + i as u64, -0.2, 0.2)
+            };
+            (e.name.clone(), v)
+        })
+        .collect();
+    let dir: std::collections::BTreeMap<String, Vec<f32>> = layout
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.clone(), random(e.numel(), 500 + i as u64, -1.0, 1.0)))
+        .collect();
+    let (b, hgt, wid) = (2, 28, 42);
+    let px = random(b * 3 * hgt * wid, 7, -1.0, 1.0);
+    let n = 1 + (hgt / 14) * (wid / 14);
+    let u = random(b * n * cfg.dim, 8, -1.0, 1.0);
+    let loss = |vals: &std::collections::BTreeMap<String, Vec<f32>>| -> f64 {
+        let vit = Vit::from_host(gpu, cfg.clone(), vals).expect("model");
+        let mut rec = Recorder::new(gpu);
+        let pixels = gpu.upload(&px, &[b, 3, hgt, wid]);
+        let out = vit
+            .forward(
+                &mut rec,
+                &pixels,
+                b,
+                hgt,
+                wid,
+                None,
+                &ForwardOptions::default(),
+            )
+            .expect("forward");
+        rec.finish().expect("submit");
+        gpu.read(&out.tokens)
+            .expect("read")
+            .iter()
+            .zip(&u)
+            .map(|(a, c)| *a as f64 * *c as f64)
+            .sum()
+    };
+    let vit = Vit::from_host(gpu, cfg.clone(), &base).expect("model");
+    let mut rec = Recorder::new(gpu);
+    let pixels = gpu.upload(&px, &[b, 3, hgt, wid]);
+    let opts = ForwardOptions {
+        save_for_backward: true,
+        ..Default::default()
+    };
+    let out = vit
+        .forward(&mut rec, &pixels, b, hgt, wid, None, &opts)
+        .expect("forward");
+    let grads = vit.zero_grads(&mut rec);
+    let d_tokens = gpu.upload(&u, &[b, n, cfg.dim]);
+    vit.backward(&mut rec, &out, &d_tokens, &grads, None, (b, hgt, wid), None)
+        .expect("backward");
+    rec.finish().expect("submit");
+    let g = layout.unpack(&gpu.read(&grads.flat).expect("read"));
+    let analytic: f64 = layout
+        .entries
+        .iter()
+        .map(|e| {
+            g[&e.name]
+                .iter()
+                .zip(&dir[&e.name])
+                .map(|(a, c)| *a as f64 * *c as f64)
+                .sum::<f64>()
+        })
+        .sum();
+    let eps = 1e-2f32;
+    let shifted = |s: f32| {
+        base.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.iter().zip(&dir[k]).map(|(a, c)| a + s * c).collect(),
+                )
+            })
+            .collect()
+    };
+    let numeric = (loss(&shifted(eps)) - loss(&shifted(-eps))) / (2.0 * eps as f64);
+    eprintln!("directional derivative: analytic {analytic:.5}, numeric {numeric:.5}");
+    assert!(
+        (analytic - numeric).abs() <= 2e-2 * numeric.abs().max(1.0),
+        "analytic {analytic} vs numeric {numeric}"
+    );
+}

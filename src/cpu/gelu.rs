@@ -43,3 +43,29 @@ pub fn gelu_backward(dy: &[f32], x: &[f32]) -> Vec<f32> {
         })
         .collect()
 }
+
+/// y [rows, h] = silu(x1)·x2 for x [rows, 2h].
+pub fn swiglu_forward(x: &[f32], hidden: usize) -> Vec<f32> {
+    x.chunks(2 * hidden)
+        .flat_map(|r| {
+            (0..hidden).map(move |j| {
+                let (a, b) = (r[j] as f64, r[hidden + j] as f64);
+                (a / (1.0 + (-a).exp()) * b) as f32
+            })
+        })
+        .collect()
+}
+
+/// dx [rows, 2h] of [`swiglu_forward`].
+pub fn swiglu_backward(dy: &[f32], x: &[f32], hidden: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    for (r, (xr, gr)) in x.chunks(2 * hidden).zip(dy.chunks(hidden)).enumerate() {
+        for j in 0..hidden {
+            let (a, b, g) = (xr[j] as f64, xr[hidden + j] as f64, gr[j] as f64);
+            let s = 1.0 / (1.0 + (-a).exp());
+            dx[r * 2 * hidden + j] = (g * b * s * (1.0 + a * (1.0 - s))) as f32;
+            dx[r * 2 * hidden + hidden + j] = (g * a * s) as f32;
+        }
+    }
+    dx
+}

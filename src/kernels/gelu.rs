@@ -1,4 +1,4 @@
-//! Exact erf GELU (shaders/gelu.wgsl).
+//! Feed-forward activations: exact erf GELU and SwiGLU (shaders/gelu.wgsl).
 
 use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
 
@@ -7,7 +7,8 @@ use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
 struct Params {
     n: u32,
     accumulate: u32,
-    _pad: [u32; 2],
+    hidden: u32,
+    _pad: u32,
 }
 
 /// y = gelu(x).
@@ -30,7 +31,8 @@ pub fn gelu_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor) {
     let p = Params {
         n: n as u32,
         accumulate: 0,
-        _pad: [0; 2],
+        hidden: 1,
+        _pad: 0,
     };
     let dummy = rec.gpu().dummy_read.clone();
     rec.dispatch(&GELU_FORWARD, &p, &[x, &dummy, y], grid_1d(n.div_ceil(256)));
@@ -43,7 +45,63 @@ pub fn gelu_backward(rec: &mut Recorder, dx: &Tensor, dy: &Tensor, x: &Tensor, a
     let p = Params {
         n: n as u32,
         accumulate: super::flag(accumulate),
-        _pad: [0; 2],
+        hidden: 1,
+        _pad: 0,
     };
     rec.dispatch(&GELU_BACKWARD, &p, &[x, dy, dx], grid_1d(n.div_ceil(256)));
+}
+
+/// y = silu(x1)·x2.
+pub static SWIGLU_FORWARD: Kernel = Kernel::new::<Params>(
+    "gelu",
+    "swiglu_forward",
+    &[(1, Read), (2, Read), (3, ReadWrite)],
+);
+/// SwiGLU backward.
+pub static SWIGLU_BACKWARD: Kernel = Kernel::new::<Params>(
+    "gelu",
+    "swiglu_backward",
+    &[(1, Read), (2, Read), (3, ReadWrite)],
+);
+
+/// y [rows, h] = silu(x[:, :h])·x[:, h:] for x [rows, 2h].
+pub fn swiglu_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, hidden: usize) {
+    let n = y.numel();
+    assert_eq!(x.numel(), 2 * n, "swiglu_forward: x must be [rows, 2h]");
+    let p = Params {
+        n: n as u32,
+        accumulate: 0,
+        hidden: hidden as u32,
+        _pad: 0,
+    };
+    let dummy = rec.gpu().dummy_read.clone();
+    rec.dispatch(
+        &SWIGLU_FORWARD,
+        &p,
+        &[x, &dummy, y],
+        grid_1d(n.div_ceil(256)),
+    );
+}
+
+/// dx [rows, 2h] (+)= the SwiGLU gradient given dy [rows, h].
+pub fn swiglu_backward(
+    rec: &mut Recorder,
+    dx: &Tensor,
+    dy: &Tensor,
+    x: &Tensor,
+    hidden: usize,
+    accumulate: bool,
+) {
+    let n = dy.numel();
+    assert!(
+        x.numel() == 2 * n && dx.numel() == 2 * n,
+        "swiglu_backward: shapes"
+    );
+    let p = Params {
+        n: n as u32,
+        accumulate: super::flag(accumulate),
+        hidden: hidden as u32,
+        _pad: 0,
+    };
+    rec.dispatch(&SWIGLU_BACKWARD, &p, &[x, dy, dx], grid_1d(n.div_ceil(256)));
 }

@@ -57,6 +57,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &losses::KOLEO_BACKWARD,
         &gelu::GELU_FORWARD,
         &gelu::GELU_BACKWARD,
+        &gelu::SWIGLU_FORWARD,
+        &gelu::SWIGLU_BACKWARD,
         &interp::INTERP_FORWARD,
         &interp::INTERP_BACKWARD,
         &layernorm::LN_FORWARD,

@@ -139,11 +139,6 @@ impl Vit {
         cfg: VitConfig,
         values: &BTreeMap<String, Vec<f32>>,
     ) -> Result<Vit, ModelError> {
-        if cfg.ffn != Ffn::Mlp {
-            return Err(ModelError::Unsupported(
-                "SwiGLU feed-forward (ViT-g) is not implemented yet".into(),
-            ));
-        }
         if !cfg.dim.is_multiple_of(cfg.heads)
             || cfg.dim / cfg.heads > kernels::attention::MAX_HEAD_DIM
         {
@@ -166,11 +161,6 @@ impl Vit {
 
     /// A model over an existing parameter store (a view of a training buffer).
     pub fn from_store(cfg: VitConfig, params: ParamStore) -> Result<Vit, ModelError> {
-        if cfg.ffn != Ffn::Mlp {
-            return Err(ModelError::Unsupported(
-                "SwiGLU feed-forward (ViT-g) is not implemented yet".into(),
-            ));
-        }
         Ok(Vit {
             cfg,
             params,
@@ -382,23 +372,35 @@ impl Vit {
                 &b("norm2.bias"),
                 cfg.ln_eps,
             );
-            let pre = gpu.empty(&[rows, cfg.mlp_hidden]);
+            let swiglu = cfg.ffn == Ffn::SwiGlu;
+            let (fc1, fc2) = if swiglu {
+                ("mlp.w12", "mlp.w3")
+            } else {
+                ("mlp.fc1", "mlp.fc2")
+            };
+            let pre = gpu.empty(&[
+                rows,
+                if swiglu {
+                    2 * cfg.mlp_hidden
+                } else {
+                    cfg.mlp_hidden
+                },
+            ]);
             let act = gpu.empty(&[rows, cfg.mlp_hidden]);
-            kernels::linear::linear_forward(
-                rec,
-                &act,
-                &h2,
-                &b("mlp.fc1.weight"),
-                Some(&b("mlp.fc1.bias")),
-                Some(&pre),
-            );
+            let (w1, b1) = (b(&format!("{fc1}.weight")), b(&format!("{fc1}.bias")));
+            if swiglu {
+                kernels::linear::linear_forward(rec, &pre, &h2, &w1, Some(&b1), None);
+                kernels::gelu::swiglu_forward(rec, &act, &pre, cfg.mlp_hidden);
+            } else {
+                kernels::linear::linear_forward(rec, &act, &h2, &w1, Some(&b1), Some(&pre));
+            }
             let mut mlp = gpu.empty(&[rows, d]);
             kernels::linear::linear_forward(
                 rec,
                 &mlp,
                 &act,
-                &b("mlp.fc2.weight"),
-                Some(&b("mlp.fc2.bias")),
+                &b(&format!("{fc2}.weight")),
+                Some(&b(&format!("{fc2}.bias"))),
                 None,
             );
             if let Some((_, s2)) = &drop {
@@ -546,29 +548,41 @@ impl Vit {
                 }
                 None => d_mlp,
             };
+            let swiglu = cfg.ffn == Ffn::SwiGlu;
+            let (fc1, fc2) = if swiglu {
+                ("mlp.w12", "mlp.w3")
+            } else {
+                ("mlp.fc1", "mlp.fc2")
+            };
+            let w = |n: &str| b(&format!("{n}.weight"));
+            let gw = |n: &str, t: &str| gb(&format!("{n}.{t}"));
             let d_act = gpu.empty(&[rows, cfg.mlp_hidden]);
             kernels::linear::linear_backward(
                 rec,
                 Some(&d_act),
-                &gb("mlp.fc2.weight"),
-                Some(&gb("mlp.fc2.bias")),
+                &gw(fc2, "weight"),
+                Some(&gw(fc2, "bias")),
                 &d_mlp,
                 &a.act,
-                &b("mlp.fc2.weight"),
+                &w(fc2),
                 false,
                 true,
             );
-            let d_pre = gpu.empty(&[rows, cfg.mlp_hidden]);
-            kernels::gelu::gelu_backward(rec, &d_pre, &d_act, &a.pre, false);
+            let d_pre = gpu.empty(a.pre.shape());
+            if swiglu {
+                kernels::gelu::swiglu_backward(rec, &d_pre, &d_act, &a.pre, cfg.mlp_hidden, false);
+            } else {
+                kernels::gelu::gelu_backward(rec, &d_pre, &d_act, &a.pre, false);
+            }
             let d_h2 = gpu.empty(&[rows, d]);
             kernels::linear::linear_backward(
                 rec,
                 Some(&d_h2),
-                &gb("mlp.fc1.weight"),
-                Some(&gb("mlp.fc1.bias")),
+                &gw(fc1, "weight"),
+                Some(&gw(fc1, "bias")),
                 &d_pre,
                 &a.h2,
-                &b("mlp.fc1.weight"),
+                &w(fc1),
                 false,
                 true,
             );

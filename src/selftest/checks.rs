@@ -391,6 +391,22 @@ fn gelu(gpu: &Gpu) -> CaseResult {
             j.check(&format!("n={n} dx"), &out[1], &dx, tol(&dx, 1e-6));
         }
     }
+    // SwiGLU (ViT-g's feed-forward) on rows of 2·65.
+    let (rows, h) = (7, 65);
+    let x = random(rows * 2 * h, 44, -6.0, 6.0);
+    let dy = random(rows * h, 45, -1.0, 1.0);
+    let y = cpu::gelu::swiglu_forward(&x, h);
+    let dx = cpu::gelu::swiglu_backward(&dy, &x, h);
+    if let Some(out) = run(gpu, &mut j, |rec| {
+        let (tx, tdy) = (gpu.upload(&x, &[rows, 2 * h]), gpu.upload(&dy, &[rows, h]));
+        let (ty, tdx) = (gpu.empty(&[rows, h]), gpu.empty(&[rows, 2 * h]));
+        kernels::gelu::swiglu_forward(rec, &ty, &tx, h);
+        kernels::gelu::swiglu_backward(rec, &tdx, &tdy, &tx, h, false);
+        vec![ty, tdx]
+    }) {
+        j.check("swiglu y", &out[0], &y, tol(&y, 1e-6));
+        j.check("swiglu dx", &out[1], &dx, tol(&dx, 1e-6));
+    }
     j.finish()
 }
 
