@@ -108,34 +108,12 @@ fn compare_backward(
         .filter_map(|n| n.strip_suffix(".upstream").map(str::to_string))
         .collect();
     for tag in tags {
-        let (base, masked) = match tag.strip_suffix("_masked") {
-            Some(b) => (b.to_string(), true),
-            None => (tag.clone(), false),
-        };
-        let input_tag = base.replacen("out", "input", 1);
-        let px = io
-            .get(&format!("{input_tag}.pixel_values"))
-            .map_err(|e| e.to_string())?;
-        if px.shape.len() != 4 {
-            return Err(format!(
-                "{input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]",
-                px.shape
-            ));
-        }
+        let (px, mask) = case_input(&io, &tag)?;
+        let masked = mask.is_some();
         let (b, h, w) = (px.shape[0], px.shape[2], px.shape[3]);
         let up = grads_file
             .get(&format!("{tag}.upstream"))
             .map_err(|e| e.to_string())?;
-        let mask = if masked {
-            Some(
-                io.get(&format!("{input_tag}.bool_masked_pos"))
-                    .map_err(|e| e.to_string())?
-                    .data
-                    .clone(),
-            )
-        } else {
-            None
-        };
         let opts = ForwardOptions {
             attention_layers: vec![],
             hidden_states: false,
@@ -217,31 +195,8 @@ fn compare_forward(
         ));
     }
     for tag in tags {
-        let (base, masked) = match tag.strip_suffix("_masked") {
-            Some(b) => (b.to_string(), true),
-            None => (tag.clone(), false),
-        };
-        let input_tag = base.replacen("out", "input", 1);
-        let px = io
-            .get(&format!("{input_tag}.pixel_values"))
-            .map_err(|e| e.to_string())?;
-        if px.shape.len() != 4 {
-            return Err(format!(
-                "{input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]",
-                px.shape
-            ));
-        }
+        let (px, mask) = case_input(&io, &tag)?;
         let (b, h, w) = (px.shape[0], px.shape[2], px.shape[3]);
-        let mask = if masked {
-            Some(
-                io.get(&format!("{input_tag}.bool_masked_pos"))
-                    .map_err(|e| e.to_string())?
-                    .data
-                    .clone(),
-            )
-        } else {
-            None
-        };
         let opts = ForwardOptions {
             attention_layers: (0..cfg.depth).collect(),
             hidden_states: true,
@@ -287,4 +242,37 @@ fn compare_forward(
         }
     }
     Ok(())
+}
+
+/// The pixels and (for `*_masked` tags) the patch mask of an output tag `outK[_masked]`, from
+/// the io file's `inputK.*` tensors.
+fn case_input(
+    io: &TensorFile,
+    tag: &str,
+) -> Result<(crate::fixtures::HostTensor, Option<Vec<f32>>), String> {
+    let (base, masked) = match tag.strip_suffix("_masked") {
+        Some(b) => (b, true),
+        None => (tag, false),
+    };
+    let input_tag = base.replacen("out", "input", 1);
+    let px = io
+        .get(&format!("{input_tag}.pixel_values"))
+        .map_err(|e| e.to_string())?;
+    if px.shape.len() != 4 {
+        return Err(format!(
+            "{input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]",
+            px.shape
+        ));
+    }
+    let mask = if masked {
+        Some(
+            io.get(&format!("{input_tag}.bool_masked_pos"))
+                .map_err(|e| e.to_string())?
+                .data
+                .clone(),
+        )
+    } else {
+        None
+    };
+    Ok((px.clone(), mask))
 }
