@@ -1043,12 +1043,6 @@ pub fn hub_safetensors_bytes(
     .map_err(|e| write_err(e.to_string()))
 }
 
-fn write_synced(file: &mut std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
 /// Writes `tensors` as an F32 safetensors file, atomically: a temporary file in the same folder
 /// is written, synced and renamed over `path`.
 pub fn save_hub_safetensors(
@@ -1056,47 +1050,9 @@ pub fn save_hub_safetensors(
     tensors: &BTreeMap<String, HostTensor>,
 ) -> Result<(), WeightsError> {
     let bytes = hub_safetensors_bytes(path, tensors)?;
-    let write_err = |message: String| WeightsError::Write {
+    crate::io::write_atomic(path, &bytes).map_err(|e| WeightsError::Write {
         path: path.to_path_buf(),
-        message,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| write_err("the path has no file name".into()))?
-        .to_string_lossy()
-        .into_owned();
-    // A fresh temporary name (create_new never reuses a file another writer holds).
-    let mut attempt = 0u32;
-    let (tmp, mut file) = loop {
-        let tmp = dir.join(format!(".{file_name}.tmp{attempt}"));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => break (tmp, f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 => {
-                attempt += 1;
-            }
-            Err(e) => return Err(write_err(format!("cannot create {}: {e}", tmp.display()))),
-        }
-    };
-    let result = write_synced(&mut file, &bytes).and_then(|_| {
-        drop(file);
-        std::fs::rename(&tmp, path)
-    });
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_err(e.to_string()));
-    }
-    // Make the rename itself durable where directories can be synced.
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
+        message: e.to_string(),
+    })?;
     Ok(())
 }

@@ -23,11 +23,27 @@ pub fn run_model_case(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str) -> 
             return judge.finish();
         }
     };
-    if let Err(e) = compare_forward(gpu, dir, manifest, rel, cfg.clone(), &mut judge) {
+    let loaded = load_backbone(&dir.join("model.safetensors"), &cfg)
+        .map_err(|e| e.to_string())
+        .and_then(|w| Vit::new(gpu, cfg.clone(), &w).map_err(|e| e.to_string()))
+        .and_then(|vit| {
+            Ok((
+                vit,
+                TensorFile::open(&dir.join("io.safetensors")).map_err(|e| e.to_string())?,
+            ))
+        });
+    let (vit, io) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            judge.fail(e);
+            return judge.finish();
+        }
+    };
+    if let Err(e) = compare_forward(gpu, &vit, &io, manifest, rel, &mut judge) {
         judge.fail(e);
     }
     if dir.join("grads.safetensors").is_file() {
-        if let Err(e) = compare_backward(gpu, dir, manifest, rel, cfg, &mut judge) {
+        if let Err(e) = compare_backward(gpu, &vit, &io, dir, manifest, rel, &mut judge) {
             judge.fail(e);
         }
     }
@@ -91,15 +107,14 @@ pub fn hub_grads_to_hf(
 
 fn compare_backward(
     gpu: &Gpu,
+    vit: &Vit,
+    io: &TensorFile,
     dir: &Path,
     manifest: &Manifest,
     rel: &str,
-    cfg: VitConfig,
     judge: &mut Judge,
 ) -> Result<(), String> {
-    let weights = load_backbone(&dir.join("model.safetensors"), &cfg).map_err(|e| e.to_string())?;
-    let vit = Vit::new(gpu, cfg.clone(), &weights).map_err(|e| e.to_string())?;
-    let io = TensorFile::open(&dir.join("io.safetensors")).map_err(|e| e.to_string())?;
+    let cfg = &vit.cfg;
     let grads_file = TensorFile::open(&dir.join("grads.safetensors")).map_err(|e| e.to_string())?;
     let g_rel = format!("{rel}/grads.safetensors");
     let tags: Vec<String> = grads_file
@@ -108,7 +123,7 @@ fn compare_backward(
         .filter_map(|n| n.strip_suffix(".upstream").map(str::to_string))
         .collect();
     for tag in tags {
-        let (px, mask) = case_input(&io, &tag)?;
+        let (px, mask) = case_input(io, &tag)?;
         let masked = mask.is_some();
         let (b, h, w) = (px.shape[0], px.shape[2], px.shape[3]);
         let up = grads_file
@@ -173,15 +188,13 @@ fn compare_backward(
 
 fn compare_forward(
     gpu: &Gpu,
-    dir: &Path,
+    vit: &Vit,
+    io: &TensorFile,
     manifest: &Manifest,
     rel: &str,
-    cfg: VitConfig,
     judge: &mut Judge,
 ) -> Result<(), String> {
-    let weights = load_backbone(&dir.join("model.safetensors"), &cfg).map_err(|e| e.to_string())?;
-    let vit = Vit::new(gpu, cfg.clone(), &weights).map_err(|e| e.to_string())?;
-    let io = TensorFile::open(&dir.join("io.safetensors")).map_err(|e| e.to_string())?;
+    let cfg = &vit.cfg;
     let io_rel = format!("{rel}/io.safetensors");
     let tags: Vec<String> = io
         .names()
@@ -195,7 +208,7 @@ fn compare_forward(
         ));
     }
     for tag in tags {
-        let (px, mask) = case_input(&io, &tag)?;
+        let (px, mask) = case_input(io, &tag)?;
         let (b, h, w) = (px.shape[0], px.shape[2], px.shape[3]);
         let opts = ForwardOptions {
             attention_layers: (0..cfg.depth).collect(),
