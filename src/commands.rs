@@ -3,25 +3,11 @@
 use dinoscope::data::image::{load_image, preprocess, Preprocessed, Resize};
 use dinoscope::gpu::Gpu;
 use dinoscope::infer;
-use dinoscope::model::config::VitConfig;
-use dinoscope::model::vit::Vit;
-use dinoscope::model::weights::{config_for_weights, load_backbone};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Loads a backbone: config from `config` (preset, config.json, .ron) or next to the weights.
-pub fn load_model(gpu: &Gpu, weights: &Path, config: Option<&str>) -> Result<Vit, String> {
-    let cfg = match config {
-        Some(c) if Path::new(c).is_file() => {
-            VitConfig::load(Path::new(c)).map_err(|e| e.to_string())?
-        }
-        Some(c) => VitConfig::preset(c).map_err(|e| e.to_string())?,
-        None => config_for_weights(weights).map_err(|e| e.to_string())?,
-    };
-    let w = load_backbone(weights, &cfg).map_err(|e| e.to_string())?;
-    Vit::new(gpu, cfg, &w).map_err(|e| format!("{}: {e}", weights.display()))
-}
+pub use dinoscope::infer::load_model;
 
 fn is_image(p: &Path) -> bool {
     matches!(

@@ -36,6 +36,37 @@ fn read(_gpu: &Gpu, _t: &Tensor) -> Result<Vec<f32>, InferError> {
     ))
 }
 
+/// Loads a backbone: config from `config` (a preset name, a `config.json`, a `.ron`) or found
+/// next to the weights (`config.json`, `config.ron`), else inferred from the tensor shapes.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_model(
+    gpu: &Gpu,
+    weights: &std::path::Path,
+    config: Option<&str>,
+) -> Result<Vit, String> {
+    use crate::model::config::VitConfig;
+    use crate::model::weights::{config_for_weights, load_backbone};
+    let cfg = match config {
+        Some(c) if std::path::Path::new(c).is_file() => {
+            VitConfig::load(std::path::Path::new(c)).map_err(|e| e.to_string())?
+        }
+        Some(c) => VitConfig::preset(c).map_err(|e| e.to_string())?,
+        None => config_for_weights(weights).map_err(|e| e.to_string())?,
+    };
+    let w = load_backbone(weights, &cfg).map_err(|e| e.to_string())?;
+    Vit::new(gpu, cfg, &w).map_err(|e| format!("{}: {e}", weights.display()))
+}
+
+/// Loads a backbone from the bytes of a safetensors file (a dropped file in the browser),
+/// config inferred from the shapes; `name` names the file in errors.
+pub fn load_model_bytes(gpu: &Gpu, name: &str, bytes: &[u8]) -> Result<Vit, String> {
+    use crate::model::weights::{from_bytes, infer_config_from_bytes};
+    let path = std::path::Path::new(name);
+    let cfg = infer_config_from_bytes(path, bytes).map_err(|e| e.to_string())?;
+    let w = from_bytes(path, bytes, &cfg).map_err(|e| e.to_string())?;
+    Vit::new(gpu, cfg, &w).map_err(|e| format!("{name}: {e}"))
+}
+
 /// Image-level features of a batch of same-size images.
 pub struct Embeddings {
     /// Final-normed CLS token per image [B, D].
@@ -172,5 +203,105 @@ pub fn attention_maps(
         mean_overlay,
         pca: pca_big,
         image: img.rgb.clone(),
+    })
+}
+
+/// One layer's CLS attention and the final patch features of one image: what the app's views
+/// are drawn from.
+#[derive(Clone, Debug)]
+pub struct LayerView {
+    /// Patch grid (rows, columns).
+    pub grid: (usize, usize),
+    /// The layer the maps belong to.
+    pub layer: usize,
+    /// CLS→patch attention per head, `grid.0·grid.1` values each.
+    pub heads: Vec<Vec<f32>>,
+    /// Final-normed patch tokens `[grid.0·grid.1, dim]` (registers excluded).
+    pub patch_features: Vec<f32>,
+    /// Feature width.
+    pub dim: usize,
+}
+
+impl LayerView {
+    /// Mean attention over heads.
+    pub fn mean(&self) -> Vec<f32> {
+        viz::head_mean(&self.heads)
+    }
+
+    /// PCA colours of the patch features, one pixel per patch.
+    pub fn pca(&self) -> Result<viz::PcaMaps, InferError> {
+        let (gh, gw) = self.grid;
+        Ok(viz::pca_rgb(
+            &self.patch_features,
+            gh * gw,
+            self.dim,
+            gh,
+            gw,
+        )?)
+    }
+
+    /// Cosine similarity of every patch to patch `index` (row-major).
+    pub fn similarity_to(&self, index: usize) -> Vec<f32> {
+        let d = self.dim;
+        let n = self.patch_features.len() / d.max(1);
+        if index >= n {
+            return vec![0.0; n];
+        }
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        let q = &self.patch_features[index * d..(index + 1) * d];
+        let qn = norm(q);
+        self.patch_features
+            .chunks_exact(d)
+            .map(|p| p.iter().zip(q).map(|(a, b)| a * b).sum::<f32>() / (norm(p) * qn))
+            .collect()
+    }
+}
+
+/// Runs the backbone on one image and reads back `layer`'s CLS attention and the final patch
+/// features. Asynchronous so the browser never blocks; native callers use `pollster`.
+pub async fn layer_view(
+    gpu: &Gpu,
+    vit: &Vit,
+    img: &Preprocessed,
+    layer: usize,
+) -> Result<LayerView, InferError> {
+    let depth = vit.cfg.depth;
+    if layer >= depth {
+        return Err(InferError::Input(format!(
+            "layer {layer} does not exist: the model has {depth} layers (0..{})",
+            depth.saturating_sub(1)
+        )));
+    }
+    let (h, w) = (img.height, img.width);
+    let mut rec = Recorder::new(gpu);
+    let pixels = gpu.upload(&img.data, &[1, 3, h, w]);
+    let opts = ForwardOptions {
+        attention_layers: vec![layer],
+        ..Default::default()
+    };
+    let out = vit.forward(&mut rec, &pixels, 1, h, w, None, &opts)?;
+    rec.finish()?;
+    let (gh, gw) = out.grid;
+    let probs = match out.attentions.first() {
+        Some((_, t)) => gpu.read_async(t).await?,
+        None => return Err(InferError::Input("no attention maps were produced".into())),
+    };
+    let heads = viz::cls_attention(
+        &probs,
+        vit.cfg.heads,
+        out.n_tokens,
+        vit.cfg.registers,
+        gh,
+        gw,
+    )?;
+    let tokens = gpu.read_async(&out.tokens).await?;
+    let d = vit.cfg.dim;
+    let first_patch = 1 + vit.cfg.registers;
+    Ok(LayerView {
+        grid: (gh, gw),
+        layer,
+        heads,
+        patch_features: tokens[first_patch * d..].to_vec(),
+        dim: d,
     })
 }

@@ -9,6 +9,8 @@
 #![warn(missing_docs)]
 
 #[cfg(not(target_arch = "wasm32"))]
+#[cfg(feature = "app")]
+pub mod app;
 pub mod bench;
 pub mod cpu;
 pub mod data;

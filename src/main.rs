@@ -27,6 +27,20 @@ mod cli {
 
     #[derive(Subcommand)]
     enum Command {
+        /// Open the window: train with live curves and attention maps, or inspect a model
+        /// (the default when no command is given).
+        App {
+            /// Ignore the saved settings and start as on a first run.
+            #[arg(long)]
+            reset: bool,
+            /// Save a screenshot of the window here once `--after-steps` steps are trained and
+            /// their attention maps shown, then quit (for tests and docs).
+            #[arg(long)]
+            screenshot: Option<PathBuf>,
+            /// Steps to train before the screenshot.
+            #[arg(long, default_value_t = 3)]
+            after_steps: u64,
+        },
         /// Print the adapter, backend, driver, limits and features.
         Info,
         /// Check every kernel against its CPU twin and against a golden fixtures folder.
@@ -177,6 +191,29 @@ mod cli {
     }
 
     /// The fixtures shipped with the crate (tests/fixtures), found next to the sources or the binary.
+    #[cfg(feature = "app")]
+    fn run_app(
+        reset: bool,
+        screenshot: Option<PathBuf>,
+        after_steps: u64,
+    ) -> Result<ExitCode, String> {
+        let automation = dinoscope::app::Automation {
+            screenshot,
+            after_steps,
+        };
+        dinoscope::app::run_native(reset, automation)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    #[cfg(not(feature = "app"))]
+    fn run_app(_: bool, _: Option<PathBuf>, _: u64) -> Result<ExitCode, String> {
+        Err(
+            "this build has no window (built without the `app` feature); try `dinoscope train` \
+             or `dinoscope --help`"
+                .into(),
+        )
+    }
+
     fn bundled_fixtures() -> PathBuf {
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         if src.is_dir() {
@@ -193,14 +230,12 @@ mod cli {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
         let cli = Cli::parse();
         let result = match &cli.command {
-            None => {
-                println!("dinoscope: the desktop app is not built yet; running `dinoscope info`.");
-                println!("Try `dinoscope selftest` to check every kernel on this GPU.\n");
-                open_gpu(&cli).map(|gpu| {
-                    print!("{}", gpu.describe());
-                    ExitCode::SUCCESS
-                })
-            }
+            None => run_app(false, None, 0),
+            Some(Command::App {
+                reset,
+                screenshot,
+                after_steps,
+            }) => run_app(*reset, screenshot.clone(), *after_steps),
             Some(Command::Info) => open_gpu(&cli).map(|gpu| {
                 print!("{}", gpu.describe());
                 ExitCode::SUCCESS

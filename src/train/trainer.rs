@@ -68,6 +68,76 @@ pub struct StepMetrics {
     pub feature_std: Option<f32>,
 }
 
+/// A submitted step whose metrics are still on the GPU.
+pub struct PendingStep {
+    metrics: Tensor,
+    diagnostics: Option<(Tensor, Tensor)>,
+    prototypes: usize,
+    dim: usize,
+    base: StepMetrics,
+    weights: (f32, f32, f32),
+}
+
+impl PendingStep {
+    /// The step index this pending step belongs to.
+    pub fn step(&self) -> u64 {
+        self.base.step
+    }
+
+    /// Reads the step's losses (and, on logging steps, the collapse diagnostics) back. Never
+    /// blocks the browser: there the future resolves when the buffers are mapped.
+    pub async fn read(self, gpu: &Gpu) -> Result<StepMetrics, TrainError> {
+        let m = gpu.read_async(&self.metrics).await?;
+        let mut out = self.base;
+        let (dino, ibot, koleo) = (m[0], m[1], m[2]);
+        let (wd, wi, wk) = self.weights;
+        out.loss = wd * dino + wi * ibot + wk * koleo;
+        (out.dino, out.ibot, out.koleo) = (dino, ibot, koleo);
+        if let Some((t_probs, s_cls)) = &self.diagnostics {
+            let k = self.prototypes;
+            let d = self.dim;
+            let t = gpu.read_async(t_probs).await?;
+            let rows = (t.len() / k).max(1);
+            let h: f64 = t
+                .iter()
+                .map(|&p| {
+                    if p > 0.0 {
+                        -(p as f64) * (p as f64).ln()
+                    } else {
+                        0.0
+                    }
+                })
+                .sum::<f64>()
+                / rows as f64;
+            let mut mean = vec![0.0f64; k];
+            for r in t.chunks(k) {
+                for (m, &p) in mean.iter_mut().zip(r) {
+                    *m += p as f64 / rows as f64;
+                }
+            }
+            let hm: f64 = mean
+                .iter()
+                .map(|&p| if p > 0.0 { -p * p.ln() } else { 0.0 })
+                .sum();
+            out.teacher_entropy = Some(h as f32);
+            out.teacher_kl_uniform = Some(((k as f64).ln() - hm) as f32);
+            let f = gpu.read_async(s_cls).await?;
+            let n = (f.len() / d).max(1);
+            let mut std_sum = 0.0f64;
+            for c in 0..d {
+                let mu: f64 = (0..n).map(|r| f[r * d + c] as f64).sum::<f64>() / n as f64;
+                let var: f64 = (0..n)
+                    .map(|r| (f[r * d + c] as f64 - mu).powi(2))
+                    .sum::<f64>()
+                    / n as f64;
+                std_sum += var.sqrt();
+            }
+            out.feature_std = Some((std_sum / d as f64) as f32);
+        }
+        Ok(out)
+    }
+}
+
 /// The training state on the GPU.
 pub struct Trainer<'g> {
     /// Configuration.
@@ -289,8 +359,17 @@ impl<'g> Trainer<'g> {
         store(&self.backbone_layout, flat, 0)
     }
 
-    /// Runs one step on a batch; returns its metrics (one small readback).
+    /// Runs one step on a batch; returns its metrics (one small readback). Native only: the
+    /// browser uses [`Trainer::submit_step`] and [`PendingStep::read`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn train_step(&mut self, batch: &Batch) -> Result<StepMetrics, TrainError> {
+        let pending = self.submit_step(batch)?;
+        pollster::block_on(pending.read(self.gpu))
+    }
+
+    /// Records and submits one step on a batch without waiting for it; the step counter
+    /// advances at once. Read its metrics with [`PendingStep::read`].
+    pub fn submit_step(&mut self, batch: &Batch) -> Result<PendingStep, TrainError> {
         let gpu = self.gpu;
         let cfg = self.cfg.clone();
         let sv: StepValues = cfg.at(self.step);
@@ -623,65 +702,24 @@ impl<'g> Trainer<'g> {
         rec.copy_range(&ibot_loss, 0, &metrics, 1, 1);
         rec.copy_range(&koleo_loss, 0, &metrics, 2, 1);
         rec.finish()?;
-        let m = read(gpu, &metrics)?;
         let step = self.step;
         let diagnose = cfg.log_every > 0 && step.is_multiple_of(cfg.log_every);
-        let (mut teacher_entropy, mut teacher_kl_uniform, mut feature_std) = (None, None, None);
-        if diagnose {
-            let t = read(gpu, &t_probs)?;
-            let rows = t.len() / k;
-            let h: f64 = t
-                .iter()
-                .map(|&p| {
-                    if p > 0.0 {
-                        -(p as f64) * (p as f64).ln()
-                    } else {
-                        0.0
-                    }
-                })
-                .sum::<f64>()
-                / rows as f64;
-            let mut mean = vec![0.0f64; k];
-            for r in t.chunks(k) {
-                for (m, &p) in mean.iter_mut().zip(r) {
-                    *m += p as f64 / rows as f64;
-                }
-            }
-            let hm: f64 = mean
-                .iter()
-                .map(|&p| if p > 0.0 { -p * p.ln() } else { 0.0 })
-                .sum();
-            teacher_entropy = Some(h as f32);
-            teacher_kl_uniform = Some(((k as f64).ln() - hm) as f32);
-            let f = read(gpu, &s_cls_g)?;
-            let n = f.len() / d;
-            let mut std_sum = 0.0f64;
-            for c in 0..d {
-                let mu: f64 = (0..n).map(|r| f[r * d + c] as f64).sum::<f64>() / n as f64;
-                let var: f64 = (0..n)
-                    .map(|r| (f[r * d + c] as f64 - mu).powi(2))
-                    .sum::<f64>()
-                    / n as f64;
-                std_sum += var.sqrt();
-            }
-            feature_std = Some((std_sum / d as f64) as f32);
-        }
         self.step += 1;
-        let (dino, ibot, koleo) = (m[0], m[1], m[2]);
-        Ok(StepMetrics {
-            step,
-            loss: cfg.dino_weight * dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo,
-            dino,
-            ibot,
-            koleo,
-            lr: sv.lr,
-            weight_decay: sv.weight_decay,
-            momentum: sv.momentum,
-            teacher_temp: sv.teacher_temp,
-            masked: n_masked,
-            teacher_entropy,
-            teacher_kl_uniform,
-            feature_std,
+        Ok(PendingStep {
+            metrics,
+            diagnostics: diagnose.then_some((t_probs, s_cls_g)),
+            prototypes: k,
+            dim: d,
+            base: StepMetrics {
+                step,
+                lr: sv.lr,
+                weight_decay: sv.weight_decay,
+                momentum: sv.momentum,
+                teacher_temp: sv.teacher_temp,
+                masked: n_masked,
+                ..Default::default()
+            },
+            weights: (cfg.dino_weight, cfg.ibot_weight, cfg.koleo_weight),
         })
     }
 

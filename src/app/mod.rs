@@ -1,0 +1,1183 @@
+//! The dinoscope window (eframe, wgpu renderer): train a ViT with DINO and watch its loss,
+//! k-NN accuracy and attention maps as it learns, or inspect a trained model's attention.
+//!
+//! The runtime shares eframe's wgpu device: [`device_descriptor`] asks for the adapter's own
+//! limits and the features the kernels use, and [`DinoscopeApp::new`] wraps that device in a
+//! [`Gpu`]. On native a worker thread owns the training loop ([`worker`]); in the browser the
+//! app steps within a per-frame time budget ([`web`]).
+
+pub mod curves;
+pub mod images;
+pub mod inspect;
+pub mod session;
+pub mod settings;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod worker;
+
+use crate::gpu::Gpu;
+use curves::History;
+use eframe::egui;
+use images::{render, texture, MapKind};
+use inspect::Inspect;
+use session::{LogPoint, Snapshot};
+use settings::{AppSettings, DataSource};
+use std::sync::{Arc, Mutex};
+
+/// Key of the persisted settings in eframe's storage.
+pub const STORAGE_KEY: &str = "dinoscope-settings";
+
+/// Snapshots kept for the replay slider; older ones are thinned out beyond this.
+const MAX_SNAPSHOTS: usize = 240;
+
+/// The result of work that finishes later (a GPU readback in the browser); native work
+/// finishes before [`Task::spawn`] returns.
+pub struct Task<T>(Arc<Mutex<Option<T>>>);
+
+impl<T: 'static> Task<T> {
+    /// Runs a future: to completion on native, in the background in the browser (the UI is
+    /// asked to repaint when it is done).
+    pub fn spawn(ctx: &egui::Context, fut: impl std::future::Future<Output = T> + 'static) -> Self {
+        let slot = Arc::new(Mutex::new(None));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = ctx;
+            let v = pollster::block_on(fut);
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(v);
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let s2 = slot.clone();
+            let ctx = ctx.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let v = fut.await;
+                if let Ok(mut s) = s2.lock() {
+                    *s = Some(v);
+                }
+                ctx.request_repaint();
+            });
+        }
+        Task(slot)
+    }
+
+    /// The result, once (None while running).
+    pub fn take(&self) -> Option<T> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// The device a [`Gpu`] wants from an adapter: its own limits and the features the kernels use.
+pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    let wanted =
+        wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+    wgpu::DeviceDescriptor {
+        label: Some("dinoscope"),
+        required_features: adapter.features() & wanted,
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }
+}
+
+/// eframe's wgpu setup with [`device_descriptor`].
+pub fn wgpu_options() -> eframe::egui_wgpu::WgpuConfiguration {
+    let mut setup = eframe::egui_wgpu::WgpuSetupCreateNew::without_display_handle();
+    setup.device_descriptor = Arc::new(device_descriptor);
+    eframe::egui_wgpu::WgpuConfiguration {
+        wgpu_setup: eframe::egui_wgpu::WgpuSetup::CreateNew(setup),
+        ..Default::default()
+    }
+}
+
+/// Where training stands.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum RunState {
+    /// No run.
+    #[default]
+    Idle,
+    /// Setting up.
+    Starting,
+    /// Stepping.
+    Running,
+    /// Paused by the user.
+    Paused,
+    /// Ended (finished, stopped or failed).
+    Ended,
+}
+
+/// A message in the notices list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// The text.
+    pub text: String,
+    /// Errors are red.
+    pub error: bool,
+}
+
+/// Which tab is open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    /// Training with live curves and attention.
+    Train,
+    /// Attention of a loaded model on one picture.
+    Inspect,
+}
+
+/// Options of an automated run (tests, screenshots for the docs).
+#[derive(Clone, Debug, Default)]
+pub struct Automation {
+    /// Save a screenshot here once `after_steps` steps are done (and a snapshot shown), then quit.
+    pub screenshot: Option<std::path::PathBuf>,
+    /// Steps to train before the screenshot.
+    pub after_steps: u64,
+}
+
+/// The app.
+pub struct DinoscopeApp {
+    gpu: &'static Gpu,
+    /// Persisted settings.
+    pub settings: AppSettings,
+    /// Open tab.
+    pub tab: Tab,
+    /// Training state.
+    pub state: RunState,
+    /// Logged history of the current run.
+    pub history: History,
+    /// Probe snapshots of the current run.
+    pub snapshots: Vec<Snapshot>,
+    /// Snapshot shown (None: the latest).
+    pub replay: Option<usize>,
+    /// Probe map columns: the picture, mean, each head, thresholded, PCA.
+    probe_textures: Option<((usize, u64), Vec<Vec<egui::TextureHandle>>)>,
+    /// Probe pictures (the RGB crops the maps are drawn over).
+    probe_images: Vec<image::RgbImage>,
+    /// Notices, newest last.
+    pub notices: Vec<Notice>,
+    /// Steps done / total of the current run.
+    pub progress: (u64, u64),
+    run_started: Option<web_time::Instant>,
+    steps_at_start: u64,
+    /// The inspect view.
+    pub inspect: Inspect,
+    /// Path typed in the weights field.
+    pub weights_field: String,
+    /// Path typed in the picture field.
+    pub image_field: String,
+    /// Path typed in the data field.
+    pub data_field: String,
+    #[cfg(not(target_arch = "wasm32"))]
+    worker: Option<worker::Worker>,
+    #[cfg(target_arch = "wasm32")]
+    web: Option<web::WebRun>,
+    automation: Automation,
+    screenshot_requested: bool,
+    /// Where the curves and the probe grid were drawn (for tests and screenshots).
+    pub panel_rects: Vec<(String, egui::Rect)>,
+    wake: Arc<Mutex<Option<egui::Context>>>,
+}
+
+impl DinoscopeApp {
+    /// An app on a device (leaked: it lives as long as the program, and the training thread
+    /// borrows it).
+    pub fn new(gpu: Gpu, settings: AppSettings, automation: Automation) -> Self {
+        let gpu: &'static Gpu = Box::leak(Box::new(gpu));
+        let data_field = match &settings.train.data {
+            DataSource::Bundled => String::new(),
+            DataSource::Path(p) => p.display().to_string(),
+        };
+        let weights_field = settings
+            .weights
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let image_field = settings
+            .image
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        DinoscopeApp {
+            gpu,
+            settings,
+            tab: Tab::Train,
+            state: RunState::Idle,
+            history: History::default(),
+            snapshots: Vec::new(),
+            replay: None,
+            probe_textures: None,
+            probe_images: Vec::new(),
+            notices: Vec::new(),
+            progress: (0, 0),
+            run_started: None,
+            steps_at_start: 0,
+            inspect: Inspect::default(),
+            weights_field,
+            image_field,
+            data_field,
+            #[cfg(not(target_arch = "wasm32"))]
+            worker: None,
+            #[cfg(target_arch = "wasm32")]
+            web: None,
+            automation,
+            screenshot_requested: false,
+            panel_rects: Vec::new(),
+            wake: Arc::default(),
+        }
+    }
+
+    /// The app eframe creates: its device wrapped, settings restored.
+    pub fn from_creation_context(
+        cc: &eframe::CreationContext<'_>,
+        reset: bool,
+        automation: Automation,
+    ) -> Result<Self, String> {
+        let rs = cc
+            .wgpu_render_state
+            .as_ref()
+            .ok_or("the window has no wgpu renderer")?;
+        let gpu = Gpu::from_device(rs.device.clone(), rs.queue.clone(), rs.adapter.get_info());
+        let settings = if reset {
+            None
+        } else {
+            cc.storage
+                .and_then(|s| eframe::get_value::<AppSettings>(s, STORAGE_KEY))
+        };
+        let mut app = Self::new(
+            gpu,
+            settings.unwrap_or_else(AppSettings::first_run),
+            automation,
+        );
+        if let Ok(mut w) = app.wake.lock() {
+            *w = Some(cc.egui_ctx.clone());
+        }
+        if app.settings.autostart || app.automation.screenshot.is_some() {
+            app.start(None);
+        }
+        Ok(app)
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &'static Gpu {
+        self.gpu
+    }
+
+    /// Adds a notice (errors are also logged).
+    pub fn notify(&mut self, text: impl Into<String>, error: bool) {
+        let text = text.into();
+        if error {
+            log::error!("{text}");
+        } else {
+            log::info!("{text}");
+        }
+        self.notices.push(Notice { text, error });
+        if self.notices.len() > 50 {
+            self.notices.remove(0);
+        }
+    }
+
+    /// Whether a run is in progress (running or paused).
+    pub fn running(&self) -> bool {
+        matches!(
+            self.state,
+            RunState::Starting | RunState::Running | RunState::Paused
+        )
+    }
+
+    /// Starts training from the settings, or resumes the checkpoint in `resume_from`.
+    pub fn start(&mut self, resume_from: Option<std::path::PathBuf>) {
+        if self.running() {
+            return;
+        }
+        self.settings.train.data = if self.data_field.trim().is_empty() {
+            DataSource::Bundled
+        } else {
+            DataSource::Path(self.data_field.trim().into())
+        };
+        if resume_from.is_none() {
+            if let Err(e) = self.settings.train.to_config() {
+                self.notify(format!("settings: {e}"), true);
+                return;
+            }
+        }
+        self.history = History::default();
+        self.snapshots.clear();
+        self.replay = None;
+        self.probe_textures = None;
+        self.probe_images.clear();
+        self.state = RunState::Starting;
+        self.start_backend(resume_from);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn start_backend(&mut self, resume_from: Option<std::path::PathBuf>) {
+        let job = worker::Job {
+            settings: self.settings.train.clone(),
+            resume_from,
+            snapshot_every: self.settings.train.snapshot_every,
+        };
+        let wake = self.wake.clone();
+        match worker::Worker::spawn(self.gpu, job, move || {
+            if let Ok(w) = wake.lock() {
+                if let Some(ctx) = w.as_ref() {
+                    ctx.request_repaint();
+                }
+            }
+        }) {
+            Ok(w) => self.worker = Some(w),
+            Err(e) => {
+                self.state = RunState::Ended;
+                self.notify(e, true);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn start_backend(&mut self, resume_from: Option<std::path::PathBuf>) {
+        if resume_from.is_some() {
+            self.state = RunState::Ended;
+            self.notify("resuming a checkpoint needs the desktop app", true);
+            return;
+        }
+        match web::WebRun::start(self.gpu, &self.settings.train) {
+            Ok(mut run) => {
+                run.first_snapshot(&self.wake_ctx());
+                let (step, total) = (run.session.trainer.step, run.session.config().steps);
+                let desc = run.session.data_description.clone();
+                self.probe_images = run.session.probes.iter().map(|p| p.rgb.clone()).collect();
+                self.on_started(step, total, &desc, run.session.has_knn());
+                self.web = Some(run);
+            }
+            Err(e) => {
+                self.state = RunState::Ended;
+                self.notify(e, true);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn step_web(&mut self, ctx: &egui::Context) {
+        let Some(run) = &mut self.web else {
+            return;
+        };
+        run.paused = self.state == RunState::Paused;
+        let p = run.frame(ctx, self.settings.train.snapshot_every);
+        for pt in p.points {
+            self.on_step(pt);
+        }
+        if let Some(s) = p.snapshot {
+            self.on_snapshot(s);
+        }
+        if let Some(n) = p.notice {
+            self.notify(n, false);
+        }
+        if let Some(e) = p.error {
+            self.state = RunState::Ended;
+            self.web = None;
+            self.notify(format!("training stopped: {e}"), true);
+        } else if p.finished {
+            self.state = RunState::Ended;
+            self.web = None;
+            let step = self.progress.0;
+            self.notify(format!("training ended at step {step}"), false);
+        }
+        web::publish_status(self);
+        ctx.request_repaint();
+    }
+
+    fn on_started(&mut self, step: u64, total: u64, data: &str, knn: bool) {
+        self.state = RunState::Running;
+        self.progress = (step, total);
+        self.steps_at_start = step;
+        self.run_started = Some(web_time::Instant::now());
+        let knn = if knn { "" } else { " (no labels: no k-NN)" };
+        self.notify(format!("training on {data}{knn}"), false);
+    }
+
+    fn on_step(&mut self, p: LogPoint) {
+        self.progress.0 = p.metrics.step + 1;
+        self.history.points.push(p);
+    }
+
+    fn on_snapshot(&mut self, s: Snapshot) {
+        self.snapshots.push(s);
+        if self.snapshots.len() > MAX_SNAPSHOTS {
+            // Keep the first and every other one after it: replay still spans the whole run.
+            let mut i = 0;
+            self.snapshots.retain(|_| {
+                i += 1;
+                i == 1 || i % 2 == 0
+            });
+            self.replay = None;
+        }
+    }
+
+    /// Takes what the training backend reported since the last frame.
+    pub fn poll_training(&mut self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let events = match &self.worker {
+                Some(w) => w.events(),
+                None => return,
+            };
+            for e in events {
+                match e {
+                    worker::Event::Started {
+                        step,
+                        total,
+                        data,
+                        params,
+                        knn,
+                        probes,
+                    } => {
+                        self.probe_images = probes;
+                        self.on_started(step, total, &data, knn);
+                        self.notify(format!("{params} parameters"), false);
+                    }
+                    worker::Event::Step(p) => self.on_step(p),
+                    worker::Event::Knn { step, accuracy } => {
+                        self.history.knn.push((step, accuracy))
+                    }
+                    worker::Event::Snapshot(s) => self.on_snapshot(s),
+                    worker::Event::Saved { step, dir } => self.notify(
+                        format!("checkpoint at step {step} written to {}", dir.display()),
+                        false,
+                    ),
+                    worker::Event::Notice(t) => self.notify(t, false),
+                    worker::Event::Ended { step, error } => {
+                        self.state = RunState::Ended;
+                        match error {
+                            Some(e) => self.notify(format!("training stopped: {e}"), true),
+                            None => self.notify(format!("training ended at step {step}"), false),
+                        }
+                    }
+                }
+            }
+            if self.state == RunState::Ended
+                && self.worker.as_ref().is_some_and(|w| w.is_finished())
+            {
+                self.worker = None;
+            }
+        }
+    }
+
+    /// Pauses, resumes, saves or stops the run.
+    pub fn control(&mut self, what: &str) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(w) = &self.worker {
+            let c = match what {
+                "pause" => worker::Command::Pause,
+                "resume" => worker::Command::Resume,
+                "save" => worker::Command::Save,
+                _ => worker::Command::Stop,
+            };
+            w.send(c);
+        }
+        #[cfg(target_arch = "wasm32")]
+        if let Some(w) = &mut self.web {
+            if what == "stop" {
+                self.state = RunState::Ended;
+                self.web = None;
+                return;
+            }
+            if what == "save" {
+                self.notify("checkpoints need the desktop app", false);
+            }
+        }
+        match what {
+            "pause" if self.state == RunState::Running => self.state = RunState::Paused,
+            "resume" if self.state == RunState::Paused => self.state = RunState::Running,
+            _ => {}
+        }
+    }
+
+    /// Images per second over the last few steps.
+    pub fn throughput(&self) -> f32 {
+        let n = self.history.points.len();
+        let recent = &self.history.points[n.saturating_sub(10)..];
+        if recent.is_empty() {
+            return 0.0;
+        }
+        recent.iter().map(|p| p.images_per_s).sum::<f32>() / recent.len() as f32
+    }
+
+    /// Handles files dropped on the window: weights, pictures, image folders, IDX files.
+    pub fn handle_dropped(&mut self, paths: Vec<(std::path::PathBuf, Option<Vec<u8>>)>) {
+        for (path, bytes) in paths {
+            let name = path.display().to_string();
+            let lower = name.to_ascii_lowercase();
+            if lower.ends_with(".safetensors") {
+                self.tab = Tab::Inspect;
+                self.weights_field = name.clone();
+                self.load_weights(&path, bytes);
+            } else if [".png", ".jpg", ".jpeg", ".webp"]
+                .iter()
+                .any(|e| lower.ends_with(e))
+            {
+                self.tab = Tab::Inspect;
+                self.image_field = name.clone();
+                self.load_image(&path, bytes);
+            } else if path.is_dir() || lower.contains("-ubyte") {
+                self.tab = Tab::Train;
+                self.data_field = name;
+                self.notify(
+                    format!("training data set to {}; press Start", path.display()),
+                    false,
+                );
+            } else {
+                self.notify(
+                    format!(
+                        "{name}: not something dinoscope opens (weights: .safetensors; pictures: \
+                         png, jpeg, webp; data: a folder or an IDX file)"
+                    ),
+                    true,
+                );
+            }
+        }
+    }
+
+    /// Loads backbone weights into the inspect view; a bad file is refused with the reason.
+    pub fn load_weights(&mut self, path: &std::path::Path, bytes: Option<Vec<u8>>) {
+        let name = path.display().to_string();
+        let result = match bytes {
+            Some(b) => crate::infer::load_model_bytes(self.gpu, &name, &b),
+            #[cfg(not(target_arch = "wasm32"))]
+            None => {
+                let file = if path.is_dir() {
+                    path.join("teacher_backbone.safetensors")
+                } else {
+                    path.to_path_buf()
+                };
+                crate::infer::load_model(self.gpu, &file, None)
+            }
+            #[cfg(target_arch = "wasm32")]
+            None => Err(format!("{name}: drop the file on the page to open it")),
+        };
+        match result {
+            Ok(vit) => {
+                let c = &vit.cfg;
+                self.notify(
+                    format!(
+                        "loaded {name}: width {}, depth {}, heads {}, patch {}",
+                        c.dim, c.depth, c.heads, c.patch
+                    ),
+                    false,
+                );
+                self.inspect.set_model(vit, name);
+                self.settings.weights = Some(path.to_path_buf());
+            }
+            Err(e) => {
+                self.inspect.error = Some(format!("weights refused: {e}"));
+                self.notify(format!("weights refused: {e}"), true);
+            }
+        }
+    }
+
+    /// Loads a picture into the inspect view; a bad one is refused with the reason.
+    pub fn load_image(&mut self, path: &std::path::Path, bytes: Option<Vec<u8>>) {
+        let name = path.display().to_string();
+        let bytes = match bytes {
+            Some(b) => Ok(b),
+            None => std::fs::read(path).map_err(|e| format!("{name}: cannot read: {e}")),
+        };
+        match bytes.and_then(|b| self.inspect.set_image_bytes(&name, &b)) {
+            Ok(()) => {
+                self.inspect.error = None;
+                self.settings.image = Some(path.to_path_buf());
+            }
+            Err(e) => {
+                self.inspect.error = Some(format!("picture refused: {e}"));
+                self.notify(format!("picture refused: {e}"), true);
+            }
+        }
+    }
+
+    /// One frame of the whole UI.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.set_waker(&ctx);
+        self.poll_training();
+        #[cfg(target_arch = "wasm32")]
+        self.step_web(&ctx);
+        let dropped: Vec<(std::path::PathBuf, Option<Vec<u8>>)> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| (f.path().to_path_buf(), dropped_bytes(f.as_ref())))
+                .collect()
+        });
+        if !dropped.is_empty() {
+            self.handle_dropped(dropped);
+        }
+        self.inspect.update(self.gpu, &ctx);
+        self.panel_rects.clear();
+
+        egui::Panel::top("tabs").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.heading("dinoscope");
+                ui.separator();
+                ui.selectable_value(&mut self.tab, Tab::Train, "Train");
+                ui.selectable_value(&mut self.tab, Tab::Inspect, "Inspect");
+            });
+        });
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        if !self.notices.is_empty() {
+            egui::Panel::bottom("notices")
+                .resizable(true)
+                .default_size(70.0)
+                .show(ui, |ui| self.notices_panel(ui));
+        }
+        match self.tab {
+            Tab::Train => {
+                egui::Panel::left("train-settings")
+                    .resizable(true)
+                    .default_size(250.0)
+                    .show(ui, |ui| {
+                        egui::ScrollArea::vertical().show(ui, |ui| self.train_settings(ui));
+                    });
+                egui::CentralPanel::default().show(ui, |ui| self.train_central(ui));
+            }
+            Tab::Inspect => {
+                egui::Panel::left("inspect-settings")
+                    .resizable(true)
+                    .default_size(250.0)
+                    .show(ui, |ui| self.inspect_settings(ui));
+                egui::CentralPanel::default().show(ui, |ui| {
+                    egui::ScrollArea::both().show(ui, |ui| {
+                        if let Some(e) = &self.inspect.error {
+                            ui.colored_label(egui::Color32::LIGHT_RED, e);
+                        }
+                        self.inspect.show_maps(ui, self.settings.alpha);
+                    })
+                });
+            }
+        }
+        if self.running() || self.inspect.busy() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+        self.automate(&ctx);
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn wake_ctx(&self) -> egui::Context {
+        self.wake
+            .lock()
+            .ok()
+            .and_then(|w| w.clone())
+            .unwrap_or_default()
+    }
+
+    fn set_waker(&mut self, ctx: &egui::Context) {
+        if let Ok(mut w) = self.wake.lock() {
+            if w.is_none() {
+                *w = Some(ctx.clone());
+            }
+        }
+    }
+
+    fn status_bar(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let info = &self.gpu.info;
+            ui.label(format!("{} · {:?}", info.name, info.backend));
+            ui.separator();
+            let s = self.gpu.pool_stats();
+            ui.label(format!(
+                "GPU memory {:.0} MiB (peak {:.0})",
+                (s.live_bytes + s.cached_bytes) as f64 / 1048576.0,
+                s.peak_bytes as f64 / 1048576.0
+            ));
+            ui.separator();
+            let (done, total) = self.progress;
+            ui.label(format!("{:?} · step {done}/{total}", self.state));
+            if self.running() {
+                let ips = self.throughput();
+                ui.separator();
+                ui.label(format!("{ips:.1} img/s"));
+                if let Some(t0) = self.run_started {
+                    let did = done.saturating_sub(self.steps_at_start);
+                    if did > 0 && total > done {
+                        let per = t0.elapsed().as_secs_f64() / did as f64;
+                        ui.separator();
+                        ui.label(format!("ETA {}", fmt_duration(per * (total - done) as f64)));
+                    }
+                }
+            }
+            if let Some(&(_, acc)) = self.history.knn.last() {
+                ui.separator();
+                ui.label(format!("k-NN {:.1}%", 100.0 * acc));
+            }
+        });
+    }
+
+    fn notices_panel(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label(egui::RichText::new("Messages").strong());
+            if ui.small_button("clear").clicked() {
+                self.notices.clear();
+            }
+        });
+        egui::ScrollArea::vertical()
+            .stick_to_bottom(true)
+            .show(ui, |ui| {
+                for n in &self.notices {
+                    if n.error {
+                        ui.colored_label(egui::Color32::LIGHT_RED, &n.text);
+                    } else {
+                        ui.label(&n.text);
+                    }
+                }
+            });
+    }
+
+    fn train_settings(&mut self, ui: &mut egui::Ui) {
+        let idle = !self.running();
+        ui.heading("Data");
+        ui.add_enabled_ui(idle, |ui| {
+            ui.label("Image folder or IDX file (empty: bundled Fashion-MNIST). Drop one here.");
+            ui.text_edit_singleline(&mut self.data_field);
+            if ui.button("Use bundled Fashion-MNIST").clicked() {
+                self.data_field.clear();
+            }
+        });
+        ui.separator();
+        ui.heading("Model and recipe");
+        let t = &mut self.settings.train;
+        ui.add_enabled_ui(idle, |ui| {
+            egui::ComboBox::from_label("preset")
+                .selected_text(t.preset.clone())
+                .show_ui(ui, |ui| {
+                    for p in crate::train::config::TRAIN_PRESETS {
+                        if ui.selectable_label(t.preset == p, p).clicked() {
+                            t.preset = p.to_string();
+                            if let Ok(cfg) = crate::train::config::TrainConfig::preset(p) {
+                                t.take_preset(&cfg);
+                            }
+                        }
+                    }
+                });
+            egui::Grid::new("train-grid").num_columns(2).show(ui, |ui| {
+                ui.label("width");
+                egui::ComboBox::from_id_salt("width")
+                    .selected_text(t.dim.to_string())
+                    .show_ui(ui, |ui| {
+                        for w in [64, 128, 192, 384, 768] {
+                            ui.selectable_value(&mut t.dim, w, w.to_string());
+                        }
+                    });
+                ui.end_row();
+                ui.label("depth");
+                ui.add(egui::Slider::new(&mut t.depth, 1..=12));
+                ui.end_row();
+                ui.label("patch");
+                ui.add(egui::Slider::new(&mut t.patch, 2..=16));
+                ui.end_row();
+                ui.label("prototypes");
+                ui.add(egui::DragValue::new(&mut t.prototypes).range(2..=65536));
+                ui.end_row();
+                ui.label("batch");
+                ui.add(egui::DragValue::new(&mut t.batch_size).range(2..=1024));
+                ui.end_row();
+                ui.label("base lr");
+                ui.add(
+                    egui::DragValue::new(&mut t.base_lr)
+                        .speed(0.0005)
+                        .range(0.0..=1.0),
+                );
+                ui.end_row();
+                ui.label("global crop");
+                ui.add(egui::DragValue::new(&mut t.global_size).range(4..=518));
+                ui.end_row();
+                ui.label("local crop");
+                ui.add(egui::DragValue::new(&mut t.local_size).range(2..=224));
+                ui.end_row();
+                ui.label("local crops");
+                ui.add(egui::Slider::new(&mut t.n_local, 0..=10));
+                ui.end_row();
+                ui.label("steps");
+                ui.add(egui::DragValue::new(&mut t.steps).range(1..=10_000_000));
+                ui.end_row();
+                ui.label("k-NN every");
+                ui.add(egui::DragValue::new(&mut t.eval_every).range(0..=100_000));
+                ui.end_row();
+                ui.label("maps every");
+                ui.add(egui::DragValue::new(&mut t.snapshot_every).range(1..=100_000));
+                ui.end_row();
+                ui.label("checkpoint every");
+                ui.add(egui::DragValue::new(&mut t.checkpoint_every).range(0..=100_000));
+                ui.end_row();
+            });
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                ui.label("run folder");
+                let mut dir = t.run_dir.display().to_string();
+                if ui.text_edit_singleline(&mut dir).changed() {
+                    t.run_dir = dir.into();
+                }
+            }
+        });
+        ui.checkbox(
+            &mut self.settings.autostart,
+            "start training when the app opens",
+        );
+        ui.separator();
+        ui.horizontal_wrapped(|ui| match self.state {
+            RunState::Idle | RunState::Ended => {
+                if ui.button("▶ Start").clicked() {
+                    self.start(None);
+                }
+                #[cfg(not(target_arch = "wasm32"))]
+                if ui
+                    .button("⟳ Resume run folder")
+                    .on_hover_text("continue from the checkpoint in the run folder")
+                    .clicked()
+                {
+                    let dir = self.settings.train.run_dir.clone();
+                    self.start(Some(dir));
+                }
+            }
+            RunState::Starting => {
+                ui.spinner();
+                ui.label("starting…");
+            }
+            RunState::Running | RunState::Paused => {
+                if self.state == RunState::Running {
+                    if ui.button("⏸ Pause").clicked() {
+                        self.control("pause");
+                    }
+                } else if ui.button("▶ Resume").clicked() {
+                    self.control("resume");
+                }
+                #[cfg(not(target_arch = "wasm32"))]
+                if ui.button("💾 Save checkpoint").clicked() {
+                    self.control("save");
+                }
+                if ui.button("⏹ Stop").clicked() {
+                    self.control("stop");
+                }
+            }
+        });
+    }
+
+    fn train_central(&mut self, ui: &mut egui::Ui) {
+        let full = ui.available_size();
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut self.settings.log_scale, "log scale");
+            ui.add(egui::Slider::new(&mut self.settings.smoothing, 0.0..=0.99).text("smoothing"));
+            if ui.button("Export CSV").clicked() {
+                self.export_csv();
+            }
+        });
+        let curves_h = (full.y * 0.45).max(160.0);
+        let top = ui.available_rect_before_wrap();
+        egui::ScrollArea::vertical()
+            .id_salt("curves")
+            .max_height(curves_h)
+            .show(ui, |ui| {
+                let plot_h = (curves_h / 2.0 - 40.0).max(90.0);
+                egui::Grid::new("curves-grid")
+                    .num_columns(3)
+                    .show(ui, |ui| {
+                        let w = (ui.available_width() / 3.0 - 12.0).max(150.0);
+                        for (i, (title, series)) in curves::PLOTS.iter().enumerate() {
+                            ui.vertical(|ui| {
+                                ui.set_width(w);
+                                curves::plot(
+                                    ui,
+                                    &self.history,
+                                    title,
+                                    series,
+                                    self.settings.log_scale && i != 1,
+                                    self.settings.smoothing,
+                                    plot_h,
+                                );
+                            });
+                            if i % 3 == 2 {
+                                ui.end_row();
+                            }
+                        }
+                    });
+            });
+        let mut curves_rect = top;
+        curves_rect.max.y = ui.min_rect().max.y;
+        self.panel_rects.push(("curves".into(), curves_rect));
+        ui.separator();
+        let probes_top = ui.available_rect_before_wrap();
+        self.probe_grid(ui);
+        let mut probes_rect = probes_top;
+        probes_rect.max.y = ui.min_rect().max.y;
+        self.panel_rects.push(("attention".into(), probes_rect));
+    }
+
+    fn probe_grid(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label(egui::RichText::new("Attention of the teacher's last layer").strong());
+            let n = self.snapshots.len();
+            if n > 1 {
+                let mut idx = self.replay.unwrap_or(n - 1);
+                let step = self.snapshots.get(idx).map_or(0, |s| s.step);
+                if ui
+                    .add(
+                        egui::Slider::new(&mut idx, 0..=n - 1).text(format!("replay: step {step}")),
+                    )
+                    .changed()
+                {
+                    self.replay = if idx + 1 == n { None } else { Some(idx) };
+                }
+                if self.replay.is_some() && ui.button("live").clicked() {
+                    self.replay = None;
+                }
+            }
+        });
+        let Some(idx) = self.replay.or(self.snapshots.len().checked_sub(1)) else {
+            ui.label("The first maps appear once the run has started.");
+            return;
+        };
+        let step = self.snapshots[idx].step;
+        let key = (idx, step);
+        if self.probe_textures.as_ref().is_none_or(|(k, _)| *k != key) {
+            let snap = &self.snapshots[idx];
+            let ctx = ui.ctx().clone();
+            let rows: Vec<Vec<egui::TextureHandle>> = snap
+                .views
+                .iter()
+                .zip(&self.probe_images)
+                .enumerate()
+                .map(|(r, (v, img))| {
+                    let mut kinds = vec![MapKind::Image, MapKind::Mean];
+                    kinds.extend((0..v.heads.len()).map(MapKind::Head));
+                    kinds.push(MapKind::Thresholded);
+                    kinds.push(MapKind::Pca);
+                    kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(c, k)| {
+                            texture(&ctx, &format!("probe-{r}-{c}"), &render(v, img, *k, 0.6))
+                        })
+                        .collect()
+                })
+                .collect();
+            self.probe_textures = Some((key, rows));
+        }
+        let Some((_, rows)) = &self.probe_textures else {
+            return;
+        };
+        let heads = rows.first().map_or(0, |r| r.len().saturating_sub(4));
+        let cols = rows.first().map_or(1, |r| r.len()).max(1);
+        egui::ScrollArea::both().id_salt("probes").show(ui, |ui| {
+            let side =
+                ((ui.available_width() - 8.0 * cols as f32) / cols as f32).clamp(32.0, 112.0);
+            egui::Grid::new("probe-grid")
+                .spacing([4.0, 4.0])
+                .show(ui, |ui| {
+                    ui.label("image");
+                    ui.label("mean");
+                    for h in 0..heads {
+                        ui.label(format!("head {h}"));
+                    }
+                    ui.label("60% mass");
+                    ui.label("PCA");
+                    ui.end_row();
+                    for row in rows {
+                        for t in row {
+                            ui.image((t.id(), egui::vec2(side, side)));
+                        }
+                        ui.end_row();
+                    }
+                });
+        });
+    }
+
+    fn export_csv(&mut self) {
+        let csv = self.history.to_csv();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let dir = self.settings.train.run_dir.clone();
+            let path = dir.join("curves.csv");
+            let r = std::fs::create_dir_all(&dir)
+                .and_then(|_| crate::io::write_atomic(&path, csv.as_bytes()));
+            match r {
+                Ok(()) => self.notify(format!("curves written to {}", path.display()), false),
+                Err(e) => self.notify(format!("{}: cannot write: {e}", path.display()), true),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        web::download("dinoscope-curves.csv", &csv);
+    }
+
+    fn inspect_settings(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Weights");
+        ui.label("A run folder, our teacher_backbone.safetensors, or a Hugging Face DINOv2 model.safetensors. Drop one here.");
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            ui.text_edit_singleline(&mut self.weights_field);
+            if ui.button("Load weights").clicked() {
+                let p = std::path::PathBuf::from(self.weights_field.trim());
+                self.load_weights(&p, None);
+            }
+        }
+        if let Some((m, name)) = &self.inspect.model {
+            ui.label(format!(
+                "{name}\nwidth {} · depth {} · heads {} · patch {}",
+                m.cfg.dim, m.cfg.depth, m.cfg.heads, m.cfg.patch
+            ));
+        }
+        ui.separator();
+        ui.heading("Picture");
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            ui.text_edit_singleline(&mut self.image_field);
+            if ui.button("Open picture").clicked() {
+                let p = std::path::PathBuf::from(self.image_field.trim());
+                self.load_image(&p, None);
+            }
+        }
+        ui.horizontal(|ui| {
+            ui.label("size");
+            let r = ui.add(egui::DragValue::new(&mut self.inspect.size).range(28..=1036));
+            if r.lost_focus() || r.drag_stopped() {
+                if let Some(p) = self.settings.image.clone() {
+                    self.load_image(&p, None);
+                }
+            }
+        });
+        ui.separator();
+        ui.heading("View");
+        if let Some((m, _)) = &self.inspect.model {
+            let depth = m.cfg.depth;
+            let heads = m.cfg.heads;
+            let before = self.inspect.layer;
+            ui.add(egui::Slider::new(&mut self.inspect.layer, 0..=depth - 1).text("layer"));
+            if before != self.inspect.layer {
+                self.inspect.error = None;
+            }
+            egui::ComboBox::from_label("head")
+                .selected_text(match self.inspect.head {
+                    None => "mean".to_string(),
+                    Some(h) => format!("head {h}"),
+                })
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut self.inspect.head, None, "mean");
+                    for h in 0..heads {
+                        ui.selectable_value(&mut self.inspect.head, Some(h), format!("head {h}"));
+                    }
+                });
+        }
+        ui.add(egui::Slider::new(&mut self.settings.alpha, 0.0..=1.0).text("overlay"));
+    }
+
+    fn automate(&mut self, ctx: &egui::Context) {
+        let Some(path) = self.automation.screenshot.clone() else {
+            return;
+        };
+        let failed = self.state == RunState::Ended && self.progress.0 < self.automation.after_steps;
+        if failed {
+            eprintln!(
+                "automation: training ended before {} steps",
+                self.automation.after_steps
+            );
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        }
+        let ready = self.progress.0 >= self.automation.after_steps
+            && self.snapshots.last().is_some_and(|s| s.step > 0);
+        if !ready || self.screenshot_requested {
+            return;
+        }
+        self.screenshot_requested = true;
+        let rects: Vec<(String, [f32; 4])> = self
+            .panel_rects
+            .iter()
+            .map(|(n, r)| (n.clone(), [r.min.x, r.min.y, r.max.x, r.max.y]))
+            .collect();
+        let ppp = ctx.pixels_per_point();
+        let step = self.progress.0;
+        let knn = self.history.knn.last().map(|k| k.1);
+        let ctx2 = ctx.clone();
+        ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
+            egui::ScreenshotCallback::new(move |img| {
+                let rgb: Vec<u8> = img.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect();
+                let saved = image::RgbImage::from_raw(img.size[0] as u32, img.size[1] as u32, rgb)
+                    .ok_or_else(|| "bad screenshot size".to_string())
+                    .and_then(|im| crate::viz::save_png(&im, &path).map_err(|e| e.to_string()));
+                let meta = serde_json::json!({
+                    "step": step,
+                    "knn": knn,
+                    "pixels_per_point": ppp,
+                    "panels": rects.iter().map(|(n, r)| (n.clone(), r.to_vec())).collect::<std::collections::BTreeMap<_, _>>(),
+                });
+                let meta_path = path.with_extension("json");
+                let _ = std::fs::write(&meta_path, meta.to_string());
+                match saved {
+                    Ok(()) => println!("screenshot {} at step {step}", path.display()),
+                    Err(e) => eprintln!("screenshot failed: {e}"),
+                }
+                ctx2.send_viewport_cmd(egui::ViewportCommand::Close);
+            }),
+        ));
+    }
+}
+
+fn fmt_duration(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn dropped_bytes(_f: &dyn egui::DroppedFile) -> Option<Vec<u8>> {
+    None
+}
+
+#[cfg(target_arch = "wasm32")]
+fn dropped_bytes(_f: &dyn egui::DroppedFile) -> Option<Vec<u8>> {
+    None
+}
+
+impl eframe::App for DinoscopeApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.settings);
+    }
+}
+
+/// Opens the window (native). Errors when no display or no GPU is available.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_native(reset: bool, automation: Automation) -> Result<(), String> {
+    let no_display = std::env::var_os("DISPLAY").is_none()
+        && std::env::var_os("WAYLAND_DISPLAY").is_none()
+        && cfg!(target_os = "linux");
+    if no_display {
+        return Err(
+            "no display found (DISPLAY and WAYLAND_DISPLAY are unset): the app needs a \
+                    window. Train without one with `dinoscope train`, or see `dinoscope --help`."
+                .into(),
+        );
+    }
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("dinoscope")
+            .with_app_id("dinoscope")
+            .with_inner_size([1280.0, 800.0]),
+        renderer: eframe::Renderer::Wgpu,
+        wgpu_options: wgpu_options(),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "dinoscope",
+        options,
+        Box::new(move |cc| {
+            DinoscopeApp::from_creation_context(cc, reset, automation)
+                .map(|a| Box::new(a) as Box<dyn eframe::App>)
+                .map_err(|e| e.into())
+        }),
+    )
+    .map_err(|e| format!("the window could not open: {e}"))
+}

@@ -1,0 +1,294 @@
+//! One training run as the app drives it: the trainer, its data, the probe images whose
+//! attention is re-rendered as it learns, k-NN and checkpoints. No UI and no threads here, so
+//! the native worker thread and the browser's per-frame stepping share it.
+
+use super::settings::{DataSource, TrainSettings};
+use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
+use crate::data::image::{preprocess, Preprocessed, Resize};
+use crate::data::loader::{Loader, LoaderConfig};
+use crate::gpu::Gpu;
+use crate::infer::{layer_view, LayerView};
+use crate::train::config::TrainConfig;
+use crate::train::trainer::{StepMetrics, Trainer};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Probe images shown in the live attention grid.
+pub const PROBES: usize = 8;
+
+/// One logged step: the trainer's metrics plus what the app measures around it.
+#[derive(Clone, Debug, Default)]
+pub struct LogPoint {
+    /// The step's metrics.
+    pub metrics: StepMetrics,
+    /// Images per second over this step (data loading included).
+    pub images_per_s: f32,
+    /// Unreadable images skipped in this step's batch.
+    pub skipped: usize,
+}
+
+/// The probe grid's maps at one step.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Steps done when it was taken.
+    pub step: u64,
+    /// One view per probe image (last layer of the teacher).
+    pub views: Vec<LayerView>,
+}
+
+/// A training run in progress.
+pub struct Session {
+    gpu: &'static Gpu,
+    /// The trainer (student, teacher, optimiser state).
+    pub trainer: Trainer<'static>,
+    loader: Loader,
+    eval: Option<(Arc<dyn Dataset>, Arc<dyn Dataset>)>,
+    /// The probe images, preprocessed at the global crop size.
+    pub probes: Vec<Preprocessed>,
+    /// Where checkpoints go (`None` in the browser).
+    pub run_dir: Option<PathBuf>,
+    /// Unreadable images skipped so far.
+    pub skipped_total: usize,
+    /// What the data is, for the status line.
+    pub data_description: String,
+}
+
+fn open_data(
+    source: &DataSource,
+) -> Result<
+    (
+        Arc<dyn Dataset>,
+        Option<(Arc<dyn Dataset>, Arc<dyn Dataset>)>,
+    ),
+    String,
+> {
+    match source {
+        DataSource::Bundled => {
+            let (train, test) = fashion_mnist_bundled().map_err(|e| e.to_string())?;
+            let train: Arc<dyn Dataset> = Arc::new(train);
+            Ok((train.clone(), Some((train, Arc::new(test)))))
+        }
+        DataSource::Path(p) => Ok((Arc::from(open_dataset(p).map_err(|e| e.to_string())?), None)),
+    }
+}
+
+/// The first readable image of each class (then any readable ones) until `n` are found.
+fn pick_probes(ds: &dyn Dataset, n: usize, size: usize, patch: usize) -> Vec<Preprocessed> {
+    let mut seen = std::collections::HashSet::new();
+    let mut picked: Vec<(usize, Preprocessed)> = Vec::new();
+    let limit = ds.len().min(500);
+    for pass in 0..2 {
+        for i in 0..limit {
+            if picked.len() >= n {
+                break;
+            }
+            if picked.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            let label = ds.label(i);
+            if pass == 0 && label.is_some_and(|l| !seen.insert(l)) {
+                continue;
+            }
+            if let Ok(s) = ds.get(i) {
+                if let Ok(p) = preprocess(&s.image, Resize::CenterCrop(size), patch) {
+                    picked.push((i, p));
+                }
+            }
+        }
+    }
+    picked.into_iter().map(|(_, p)| p).collect()
+}
+
+impl Session {
+    /// Starts a run: fresh from the settings, or from the checkpoint in `resume_from`.
+    pub fn start(
+        gpu: &'static Gpu,
+        settings: &TrainSettings,
+        resume_from: Option<PathBuf>,
+        run_dir: Option<PathBuf>,
+    ) -> Result<Session, String> {
+        let (trainer, cfg) = match &resume_from {
+            #[cfg(not(target_arch = "wasm32"))]
+            Some(dir) => {
+                let (cfg, st) = crate::train::run::load_checkpoint(dir)?;
+                let t = Trainer::from_state(gpu, cfg.clone(), &st).map_err(|e| e.to_string())?;
+                (t, cfg)
+            }
+            #[cfg(target_arch = "wasm32")]
+            Some(_) => return Err("resuming needs a file system (desktop app)".into()),
+            None => {
+                let cfg = settings.to_config()?;
+                let t = Trainer::new(gpu, cfg.clone()).map_err(|e| e.to_string())?;
+                (t, cfg)
+            }
+        };
+        let (train, eval) = open_data(&settings.data)?;
+        let loader_cfg = loader_config(&cfg);
+        let data_description = train.describe();
+        let probe_source: &dyn Dataset = match &eval {
+            Some((_, test)) => test.as_ref(),
+            None => train.as_ref(),
+        };
+        let probes = pick_probes(
+            probe_source,
+            PROBES,
+            cfg.augment.global_size,
+            cfg.model.patch,
+        );
+        let loader = Loader::new(train, loader_cfg, trainer.step);
+        Ok(Session {
+            gpu,
+            trainer,
+            loader,
+            eval,
+            probes,
+            run_dir: resume_from.or(run_dir),
+            skipped_total: 0,
+            data_description,
+        })
+    }
+
+    /// The run's training config.
+    pub fn config(&self) -> &TrainConfig {
+        &self.trainer.cfg
+    }
+
+    /// Whether every scheduled step is done.
+    pub fn finished(&self) -> bool {
+        self.trainer.step >= self.trainer.cfg.steps
+    }
+
+    /// Builds the next batch and submits its step; the metrics come from [`PendingStep::read`].
+    ///
+    /// [`PendingStep::read`]: crate::train::trainer::PendingStep::read
+    pub fn submit(&mut self) -> Result<(crate::train::trainer::PendingStep, usize), String> {
+        let batch = self.loader.next_batch().map_err(|e| e.to_string())?;
+        self.skipped_total += batch.skipped;
+        let pending = self
+            .trainer
+            .submit_step(&batch)
+            .map_err(|e| gpu_message(&e.to_string()))?;
+        Ok((pending, batch.skipped))
+    }
+
+    /// Runs one step and reads its metrics back (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn step(&mut self) -> Result<LogPoint, String> {
+        let t0 = web_time::Instant::now();
+        let (pending, skipped) = self.submit()?;
+        let metrics =
+            pollster::block_on(pending.read(self.gpu)).map_err(|e| gpu_message(&e.to_string()))?;
+        let dt = t0.elapsed().as_secs_f32().max(1e-6);
+        self.check_finite(&metrics)?;
+        Ok(LogPoint {
+            images_per_s: self.config().batch_size as f32 / dt,
+            metrics,
+            skipped,
+        })
+    }
+
+    /// An error when the loss is not finite, naming the last checkpoint.
+    pub fn check_finite(&self, m: &StepMetrics) -> Result<(), String> {
+        if m.loss.is_finite() {
+            return Ok(());
+        }
+        Err(format!(
+            "step {}: the loss is not finite ({}); training stopped{}",
+            m.step,
+            m.loss,
+            self.last_checkpoint_note()
+        ))
+    }
+
+    /// " — the last checkpoint in DIR is intact" when there is one.
+    pub fn last_checkpoint_note(&self) -> String {
+        match &self.run_dir {
+            Some(d) if d.join("state.safetensors").is_file() => {
+                format!("; the last checkpoint in {} is intact", d.display())
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// The teacher's last-layer maps of every probe image.
+    pub async fn snapshot(&self) -> Result<Snapshot, String> {
+        let vit = self.trainer.teacher_backbone();
+        let layer = vit.cfg.depth.saturating_sub(1);
+        let mut views = Vec::with_capacity(self.probes.len());
+        for p in &self.probes {
+            views.push(
+                layer_view(self.gpu, vit, p, layer)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(Snapshot {
+            step: self.trainer.step,
+            views,
+        })
+    }
+
+    /// Whether k-NN accuracy can be measured (labelled evaluation sets).
+    pub fn has_knn(&self) -> bool {
+        self.eval.is_some()
+    }
+
+    /// k-NN accuracy of the teacher's features (native; `None` without labelled sets).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn knn(&self) -> Option<Result<f32, String>> {
+        let (train, test) = self.eval.as_ref()?;
+        Some(crate::train::run::knn_eval(
+            self.gpu,
+            &self.trainer,
+            train.as_ref(),
+            test.as_ref(),
+            self.config(),
+        ))
+    }
+
+    /// Writes a checkpoint into the run folder (atomically); returns the folder.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save(&self) -> Result<PathBuf, String> {
+        let dir = self
+            .run_dir
+            .clone()
+            .ok_or_else(|| "no run folder is set".to_string())?;
+        crate::train::run::save_checkpoint(&dir, self.config(), &self.trainer)?;
+        Ok(dir)
+    }
+}
+
+/// The loader settings of a training config.
+pub fn loader_config(cfg: &TrainConfig) -> LoaderConfig {
+    LoaderConfig {
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        workers: if cfg!(target_arch = "wasm32") {
+            0
+        } else {
+            cfg.workers
+        },
+        prefetch: 2,
+        patch: cfg.model.patch,
+        mask_prob: if cfg.ibot_weight > 0.0 {
+            cfg.mask_prob
+        } else {
+            0.0
+        },
+        mask_ratio: cfg.mask_ratio,
+        augment: cfg.augment.clone(),
+    }
+}
+
+/// Device errors in words a user can act on.
+pub fn gpu_message(e: &str) -> String {
+    if e.contains("Out of Memory") || e.contains("OutOfMemory") {
+        format!(
+            "the GPU ran out of memory: lower the batch size, the model width or the crop sizes \
+             ({})",
+            e.lines().next().unwrap_or(e)
+        )
+    } else {
+        e.to_string()
+    }
+}

@@ -1,0 +1,243 @@
+//! The native training worker: a thread owns the [`Session`] and the training loop, and talks
+//! to the UI over channels, so the window never waits for the GPU.
+
+use super::session::{LogPoint, Session, Snapshot};
+use super::settings::TrainSettings;
+use crate::gpu::Gpu;
+use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+
+/// What the UI asks of the worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Stop stepping until resumed.
+    Pause,
+    /// Go on stepping.
+    Resume,
+    /// Write a checkpoint now.
+    Save,
+    /// Write a checkpoint and end the run.
+    Stop,
+}
+
+/// What the worker tells the UI.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The run is set up.
+    Started {
+        /// Steps already done (a resumed run).
+        step: u64,
+        /// Steps scheduled.
+        total: u64,
+        /// The data, in words.
+        data: String,
+        /// Trainable parameters (student backbone and head).
+        params: usize,
+        /// Whether k-NN accuracy will be measured.
+        knn: bool,
+        /// The probe pictures the snapshots' maps are drawn over.
+        probes: Vec<image::RgbImage>,
+    },
+    /// A step finished.
+    Step(LogPoint),
+    /// k-NN accuracy after `step` steps.
+    Knn {
+        /// Steps done.
+        step: u64,
+        /// Accuracy in [0, 1].
+        accuracy: f32,
+    },
+    /// Fresh probe maps.
+    Snapshot(Snapshot),
+    /// A checkpoint was written.
+    Saved {
+        /// Steps done.
+        step: u64,
+        /// The run folder.
+        dir: PathBuf,
+    },
+    /// Something the user should know that did not stop the run.
+    Notice(String),
+    /// The run ended (finished, stopped, or failed with the message).
+    Ended {
+        /// Steps done.
+        step: u64,
+        /// `None` when it ended normally.
+        error: Option<String>,
+    },
+}
+
+/// The UI's handle on a running worker.
+pub struct Worker {
+    tx: Sender<Command>,
+    rx: Receiver<Event>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How a run starts.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The settings.
+    pub settings: TrainSettings,
+    /// Resume from this run folder's checkpoint.
+    pub resume_from: Option<PathBuf>,
+    /// Probe snapshots every N steps.
+    pub snapshot_every: u64,
+}
+
+impl Worker {
+    /// Starts the training thread; `wake` is called after each event (the UI repaints).
+    pub fn spawn(
+        gpu: &'static Gpu,
+        job: Job,
+        wake: impl Fn() + Send + 'static,
+    ) -> Result<Worker, String> {
+        let (tx, cmd_rx) = channel();
+        let (ev_tx, rx) = channel();
+        let handle = std::thread::Builder::new()
+            .name("dinoscope-train".into())
+            .spawn(move || {
+                let send = |e: Event| {
+                    let _ = ev_tx.send(e);
+                    wake();
+                };
+                let step = run(gpu, job, &cmd_rx, &send);
+                let (step, error) = match step {
+                    Ok(s) => (s, None),
+                    Err((s, e)) => (s, Some(e)),
+                };
+                send(Event::Ended { step, error });
+            })
+            .map_err(|e| format!("cannot start the training thread: {e}"))?;
+        Ok(Worker {
+            tx,
+            rx,
+            handle: Some(handle),
+        })
+    }
+
+    /// Sends a command (ignored once the run has ended).
+    pub fn send(&self, c: Command) {
+        let _ = self.tx.send(c);
+    }
+
+    /// Events that arrived since the last call.
+    pub fn events(&self) -> Vec<Event> {
+        self.rx.try_iter().collect()
+    }
+
+    /// Whether the thread has exited.
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Stop);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run(
+    gpu: &'static Gpu,
+    job: Job,
+    commands: &Receiver<Command>,
+    send: &dyn Fn(Event),
+) -> Result<u64, (u64, String)> {
+    let mut session = Session::start(
+        gpu,
+        &job.settings,
+        job.resume_from.clone(),
+        Some(job.settings.run_dir.clone()),
+    )
+    .map_err(|e| (0, e))?;
+    let cfg = session.config().clone();
+    send(Event::Started {
+        step: session.trainer.step,
+        total: cfg.steps,
+        data: session.data_description.clone(),
+        params: session.trainer.layout.total,
+        knn: session.has_knn(),
+        probes: session.probes.iter().map(|p| p.rgb.clone()).collect(),
+    });
+    let snapshot = |s: &Session| match pollster::block_on(s.snapshot()) {
+        Ok(snap) => send(Event::Snapshot(snap)),
+        Err(e) => send(Event::Notice(format!("attention snapshot failed: {e}"))),
+    };
+    let save = |s: &Session| match s.save() {
+        Ok(dir) => send(Event::Saved {
+            step: s.trainer.step,
+            dir,
+        }),
+        Err(e) => send(Event::Notice(format!("checkpoint not written: {e}"))),
+    };
+    snapshot(&session);
+    let mut paused = false;
+    let mut warned_skips = 0usize;
+    loop {
+        // While paused, block on the next command; otherwise only look.
+        let cmd = if paused {
+            commands.recv().ok().or(Some(Command::Stop))
+        } else {
+            match commands.try_recv() {
+                Ok(c) => Some(c),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Command::Stop),
+            }
+        };
+        match cmd {
+            Some(Command::Pause) => {
+                paused = true;
+                continue;
+            }
+            Some(Command::Resume) => paused = false,
+            Some(Command::Save) => save(&session),
+            Some(Command::Stop) => {
+                if session.trainer.step > 0 {
+                    save(&session);
+                }
+                return Ok(session.trainer.step);
+            }
+            None => {}
+        }
+        if paused {
+            continue;
+        }
+        if session.finished() {
+            save(&session);
+            return Ok(session.trainer.step);
+        }
+        let point = session
+            .step()
+            .map_err(|e| (session.trainer.step, e + &session.last_checkpoint_note()))?;
+        if session.skipped_total > warned_skips {
+            warned_skips = session.skipped_total;
+            send(Event::Notice(format!(
+                "{} unreadable image(s) skipped so far (see the log for their names)",
+                session.skipped_total
+            )));
+        }
+        send(Event::Step(point));
+        let done = session.trainer.step;
+        if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
+            snapshot(&session);
+        }
+        if cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every) {
+            if let Some(r) = session.knn() {
+                match r {
+                    Ok(accuracy) => send(Event::Knn {
+                        step: done,
+                        accuracy,
+                    }),
+                    Err(e) => send(Event::Notice(format!("k-NN failed: {e}"))),
+                }
+            }
+        }
+        if cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every) {
+            save(&session);
+        }
+    }
+}
