@@ -111,12 +111,12 @@ pub const PLOTS: [(&str, &[&str]); 6] = [
     ("k-NN accuracy (%)", &["knn"]),
     ("Learning rate", &["lr"]),
     (
-        "Weight decay · momentum · teacher temp",
+        "Schedules: weight decay, momentum, teacher temp",
         &["weight_decay", "momentum", "teacher_temp"],
     ),
     ("Throughput (img/s)", &["images_per_s"]),
     (
-        "Collapse: teacher entropy, KL from uniform, feature std",
+        "Collapse diagnostics",
         &["teacher_entropy", "teacher_kl_uniform", "feature_std"],
     ),
 ];
@@ -129,13 +129,21 @@ pub fn plot(
     series: &[&str],
     log_scale: bool,
     smoothing: f32,
+    width: f32,
     height: f32,
 ) {
     ui.label(egui::RichText::new(title).strong());
     let mut plot = Plot::new(title)
+        .width(width)
         .height(height)
-        .legend(Legend::default())
         .x_axis_label("step");
+    if series.len() > 1 {
+        plot = plot.legend(
+            Legend::default()
+                .position(egui_plot::Corner::LeftBottom)
+                .background_alpha(0.5),
+        );
+    }
     if log_scale {
         plot = plot.y_axis_formatter(|m, _| format!("{:.3e}", 10f64.powf(m.value)));
     }

@@ -822,12 +822,12 @@ impl DinoscopeApp {
         ui.separator();
         ui.horizontal_wrapped(|ui| match self.state {
             RunState::Idle | RunState::Ended => {
-                if ui.button("▶ Start").clicked() {
+                if ui.button("Start").clicked() {
                     self.start(None);
                 }
                 #[cfg(not(target_arch = "wasm32"))]
                 if ui
-                    .button("⟳ Resume run folder")
+                    .button("Resume run folder")
                     .on_hover_text("continue from the checkpoint in the run folder")
                     .clicked()
                 {
@@ -841,17 +841,17 @@ impl DinoscopeApp {
             }
             RunState::Running | RunState::Paused => {
                 if self.state == RunState::Running {
-                    if ui.button("⏸ Pause").clicked() {
+                    if ui.button("Pause").clicked() {
                         self.control("pause");
                     }
-                } else if ui.button("▶ Resume").clicked() {
+                } else if ui.button("Resume").clicked() {
                     self.control("resume");
                 }
                 #[cfg(not(target_arch = "wasm32"))]
-                if ui.button("💾 Save checkpoint").clicked() {
+                if ui.button("Save checkpoint").clicked() {
                     self.control("save");
                 }
-                if ui.button("⏹ Stop").clicked() {
+                if ui.button("Stop").clicked() {
                     self.control("stop");
                 }
             }
@@ -867,20 +867,19 @@ impl DinoscopeApp {
                 self.export_csv();
             }
         });
-        let curves_h = (full.y * 0.45).max(160.0);
+        let curves_h = (full.y * 0.5).max(180.0);
         let top = ui.available_rect_before_wrap();
+        let w = ((ui.available_width() - 40.0) / 3.0).max(150.0);
         egui::ScrollArea::vertical()
             .id_salt("curves")
             .max_height(curves_h)
             .show(ui, |ui| {
-                let plot_h = (curves_h / 2.0 - 40.0).max(90.0);
+                let plot_h = (curves_h / 2.0 - 48.0).max(90.0);
                 egui::Grid::new("curves-grid")
                     .num_columns(3)
                     .show(ui, |ui| {
-                        let w = (ui.available_width() / 3.0 - 12.0).max(150.0);
                         for (i, (title, series)) in curves::PLOTS.iter().enumerate() {
                             ui.vertical(|ui| {
-                                ui.set_width(w);
                                 curves::plot(
                                     ui,
                                     &self.history,
@@ -888,6 +887,7 @@ impl DinoscopeApp {
                                     series,
                                     self.settings.log_scale && i != 1,
                                     self.settings.smoothing,
+                                    w,
                                     plot_h,
                                 );
                             });

@@ -175,6 +175,12 @@ fn run(
         Err(e) => send(Event::Notice(format!("checkpoint not written: {e}"))),
     };
     snapshot(&session);
+    // The accuracy of random features: the baseline the curve should climb from.
+    if cfg.eval_every > 0 && session.trainer.step == 0 {
+        if let Some(Ok(accuracy)) = session.knn() {
+            send(Event::Knn { step: 0, accuracy });
+        }
+    }
     let mut paused = false;
     let mut warned_skips = 0usize;
     loop {

@@ -1,0 +1,337 @@
+//! The app's logic driven headless: egui frames run without a window, on the test GPU.
+
+#![cfg(feature = "app")]
+
+mod common;
+
+use dinoscope::app::curves::{log10, smooth, History};
+use dinoscope::app::session::LogPoint;
+use dinoscope::app::settings::{AppSettings, TrainSettings};
+use dinoscope::app::{Automation, DinoscopeApp, RunState, Tab};
+use dinoscope::gpu::{AdapterChoice, Gpu};
+use eframe::egui;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dinoscope-app-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn app() -> Option<DinoscopeApp> {
+    common::gpu()?;
+    let gpu = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
+    let settings = AppSettings {
+        autostart: false,
+        ..AppSettings::first_run()
+    };
+    Some(DinoscopeApp::new(gpu, settings, Automation::default()))
+}
+
+/// Runs one UI frame of the app at 1280×800.
+fn frame(ctx: &egui::Context, app: &mut DinoscopeApp) {
+    let input = egui::RawInput {
+        screen_rect: Some(egui::Rect::from_min_size(
+            egui::Pos2::ZERO,
+            egui::vec2(1280.0, 800.0),
+        )),
+        ..Default::default()
+    };
+    let _ = ctx.run_ui(input, |ui| app.show(ui));
+}
+
+fn frames_until(
+    ctx: &egui::Context,
+    app: &mut DinoscopeApp,
+    limit: Duration,
+    done: impl Fn(&DinoscopeApp) -> bool,
+) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        frame(ctx, app);
+        if done(app) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn errors(app: &DinoscopeApp) -> Vec<String> {
+    app.notices
+        .iter()
+        .filter(|n| n.error)
+        .map(|n| n.text.clone())
+        .collect()
+}
+
+#[test]
+fn wrong_weights_are_refused_in_the_ui_and_the_app_goes_on() {
+    let Some(mut app) = app() else { return };
+    let ctx = egui::Context::default();
+    let dir = tmp("weights");
+    let bad = dir.join("not_a_model.safetensors");
+    std::fs::write(&bad, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1").expect("write");
+    app.handle_dropped(vec![(bad.clone(), None)]);
+    frame(&ctx, &mut app);
+    assert_eq!(app.tab, Tab::Inspect);
+    let errs = errors(&app);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("not_a_model.safetensors"), "{}", errs[0]);
+    assert!(app.inspect.model.is_none());
+    assert!(app
+        .inspect
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("weights refused")));
+
+    // A file that is not a picture is refused too, with its name.
+    let junk = dir.join("broken.png");
+    std::fs::write(&junk, b"not a png at all").expect("write");
+    app.load_image(&junk, None);
+    assert!(errors(&app).iter().any(|e| e.contains("broken.png")));
+
+    // The app still works: real weights and a real picture give maps.
+    let fixtures = common::fixtures_dir().join("tiny_dinov2");
+    app.load_weights(&fixtures.join("model.safetensors"), None);
+    assert!(app.inspect.model.is_some(), "{:?}", errors(&app));
+    app.inspect.size = 56;
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images/chelsea.png");
+    app.load_image(&photo, None);
+    assert!(app.inspect.error.is_none(), "{:?}", app.inspect.error);
+    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+        a.inspect.current().is_some()
+    }));
+    let view = app.inspect.current().expect("view");
+    let (_, cfg_heads) = (
+        view.grid,
+        app.inspect.model.as_ref().expect("model").0.cfg.heads,
+    );
+    assert_eq!(view.heads.len(), cfg_heads);
+    let mean = view.mean();
+    let spread = mean.iter().cloned().fold(f32::MIN, f32::max)
+        - mean.iter().cloned().fold(f32::MAX, f32::min);
+    assert!(spread > 0.0, "attention map is constant");
+    // Another layer is computed on demand.
+    app.inspect.layer = 0;
+    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+        a.inspect.current().is_some_and(|v| v.layer == 0)
+    }));
+    // Similarity to a patch is 1 at that patch.
+    let v = app.inspect.current().expect("view");
+    let sim = v.similarity_to(3);
+    assert!((sim[3] - 1.0).abs() < 1e-4, "{}", sim[3]);
+}
+
+fn write_png(path: &Path, seed: u32) {
+    let img = image::RgbImage::from_fn(28, 28, |x, y| {
+        let v = ((x * 7 + y * 13 + seed * 31) % 255) as u8;
+        image::Rgb([v, v.wrapping_mul(3), 255 - v])
+    });
+    img.save(path).expect("png");
+}
+
+#[test]
+fn a_corrupt_image_in_the_folder_is_skipped_and_counted_while_training_goes_on() {
+    let Some(mut app) = app() else { return };
+    let ctx = egui::Context::default();
+    let dir = tmp("folder");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    for i in 0..3 {
+        write_png(&data.join(format!("img{i}.png")), i);
+    }
+    std::fs::write(data.join("broken.png"), b"\x89PNG\r\n\x1a\n truncated").expect("write");
+    app.handle_dropped(vec![(data.clone(), None)]);
+    assert_eq!(app.tab, Tab::Train);
+    let t = &mut app.settings.train;
+    *t = TrainSettings {
+        batch_size: 4,
+        steps: 2,
+        eval_every: 0,
+        snapshot_every: 1,
+        checkpoint_every: 0,
+        run_dir: dir.join("run"),
+        ..TrainSettings::default()
+    };
+    app.start(None);
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(300),
+        |a| { a.state == RunState::Ended }
+    ));
+    assert_eq!(app.progress, (2, 2), "{:?}", app.notices);
+    assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+    assert!(
+        app.notices
+            .iter()
+            .any(|n| n.text.contains("unreadable image")),
+        "{:?}",
+        app.notices
+    );
+    assert_eq!(app.history.points.len(), 2);
+    assert!(app.history.points.iter().any(|p| p.skipped > 0));
+    assert!(app
+        .history
+        .points
+        .iter()
+        .all(|p| p.metrics.loss.is_finite()));
+    // Snapshots at start and after each step, each with a map per probe (3 readable images).
+    assert_eq!(
+        app.snapshots.iter().map(|s| s.step).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(app.snapshots[2].views.len(), 3);
+    // The run ends with a checkpoint that resumes.
+    assert!(dir.join("run/state.safetensors").is_file());
+    assert!(app
+        .notices
+        .iter()
+        .any(|n| n.text.contains("checkpoint at step 2")));
+}
+
+#[test]
+fn pause_resume_and_stop_control_the_worker() {
+    let Some(mut app) = app() else { return };
+    let ctx = egui::Context::default();
+    let dir = tmp("control");
+    app.settings.train = TrainSettings {
+        batch_size: 8,
+        steps: 1000,
+        eval_every: 0,
+        snapshot_every: 1000,
+        checkpoint_every: 0,
+        run_dir: dir.join("run"),
+        ..TrainSettings::default()
+    };
+    app.start(None);
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(120),
+        |a| { a.progress.0 >= 1 }
+    ));
+    app.control("pause");
+    assert_eq!(app.state, RunState::Paused);
+    // At most the step in flight finishes after the pause.
+    std::thread::sleep(Duration::from_secs(3));
+    frame(&ctx, &mut app);
+    let at_pause = app.progress.0;
+    std::thread::sleep(Duration::from_secs(3));
+    frame(&ctx, &mut app);
+    assert_eq!(app.progress.0, at_pause, "stepped while paused");
+    app.control("resume");
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(120),
+        |a| { a.progress.0 > at_pause }
+    ));
+    app.control("stop");
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(120),
+        |a| { a.state == RunState::Ended }
+    ));
+    assert!(app.progress.0 < 1000);
+    // Stopping writes a checkpoint the run can resume from.
+    assert!(dir.join("run/state.safetensors").is_file());
+    let stopped_at = app.progress.0;
+    app.start(Some(dir.join("run")));
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(120),
+        |a| { a.progress.0 > stopped_at }
+    ));
+    app.control("stop");
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(120),
+        |a| { a.state == RunState::Ended }
+    ));
+    assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+}
+
+#[test]
+fn bad_settings_are_reported_not_started() {
+    let Some(mut app) = app() else { return };
+    app.settings.train.patch = 0;
+    app.start(None);
+    assert_ne!(app.state, RunState::Running);
+    let errs = errors(&app);
+    assert!(errs.iter().any(|e| e.starts_with("settings:")), "{errs:?}");
+}
+
+#[test]
+fn settings_persist_and_every_preset_makes_a_valid_config() {
+    let s = AppSettings::first_run();
+    let text = ron::to_string(&s).expect("ron");
+    let back: AppSettings = ron::from_str(&text).expect("parse");
+    assert_eq!(s, back);
+    // Settings saved by an older version (fewer fields) still load.
+    let old: AppSettings = ron::from_str("(log_scale: true)").expect("parse old");
+    assert!(old.log_scale);
+    for preset in dinoscope::train::config::TRAIN_PRESETS {
+        let mut t = TrainSettings {
+            preset: preset.to_string(),
+            ..TrainSettings::default()
+        };
+        let cfg = dinoscope::train::config::TrainConfig::preset(preset).expect("preset");
+        t.take_preset(&cfg);
+        let made = t.to_config().expect("valid");
+        assert_eq!(made.model, cfg.model, "{preset}");
+        assert_eq!(made.batch_size, cfg.batch_size);
+    }
+    let mut t = TrainSettings {
+        dim: 192,
+        ..TrainSettings::default()
+    };
+    let cfg = t.to_config().expect("width 192");
+    assert_eq!(
+        (cfg.model.dim, cfg.model.heads, cfg.model.mlp_hidden),
+        (192, 3, 768)
+    );
+    t.patch = 0;
+    assert!(t.to_config().is_err());
+}
+
+fn point(step: u64, loss: f32) -> LogPoint {
+    let mut p = LogPoint::default();
+    p.metrics.step = step;
+    p.metrics.loss = loss;
+    p.images_per_s = 10.0;
+    p
+}
+
+#[test]
+fn curves_export_smooth_and_log_scale() {
+    let mut h = History::default();
+    for (i, l) in [4.0, 2.0, 1.0].into_iter().enumerate() {
+        h.points.push(point(i as u64, l));
+    }
+    h.knn.push((2, 0.5));
+    let csv = h.to_csv();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with("step,loss,dino"));
+    assert!(lines[0].ends_with(",knn_accuracy"));
+    assert!(lines[1].starts_with("1,4,"));
+    assert!(lines[2].ends_with(",0.5"), "{}", lines[2]);
+    assert!(lines[3].ends_with(','), "{}", lines[3]);
+    let loss = h.series("loss");
+    assert_eq!(loss, vec![[1.0, 4.0], [2.0, 2.0], [3.0, 1.0]]);
+    assert_eq!(smooth(&loss, 0.0), loss);
+    let s = smooth(&loss, 0.5);
+    assert_eq!(s[1], [2.0, 3.0]);
+    assert_eq!(s[2], [3.0, 2.0]);
+    let l = log10(&[[1.0, 100.0], [2.0, 0.0], [3.0, 0.1]]);
+    assert_eq!(l.len(), 2);
+    assert!((l[0][1] - 2.0).abs() < 1e-12 && (l[1][1] + 1.0).abs() < 1e-12);
+    assert_eq!(h.series("knn"), vec![[2.0, 50.0]]);
+}

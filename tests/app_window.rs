@@ -1,0 +1,109 @@
+//! The real app in a real window: `dinoscope app` under Xvfb trains on the bundled data, takes a
+//! screenshot of itself and quits; the curves and the attention grid must not be blank.
+
+#![cfg(all(feature = "app", target_os = "linux"))]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Distinct colours and the share of pixels that differ from the panel's most common colour.
+fn busyness(img: &image::RgbImage, rect: [f32; 4], ppp: f32) -> (usize, f32) {
+    let [x0, y0, x1, y1] = rect.map(|v| (v * ppp).max(0.0) as u32);
+    let (x1, y1) = (x1.min(img.width()), y1.min(img.height()));
+    let mut counts = std::collections::HashMap::new();
+    let mut total = 0usize;
+    for y in y0..y1 {
+        for x in x0..x1 {
+            *counts.entry(img.get_pixel(x, y).0).or_insert(0usize) += 1;
+            total += 1;
+        }
+    }
+    let most = counts.values().copied().max().unwrap_or(0);
+    (counts.len(), 1.0 - most as f32 / total.max(1) as f32)
+}
+
+#[test]
+fn the_app_trains_under_xvfb_and_its_screenshot_shows_curves_and_attention() {
+    if !have("xvfb-run") {
+        assert!(!ci(), "CI=true but xvfb-run is not installed");
+        eprintln!("skipping: xvfb-run is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dinoscope-window-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("xdg")).expect("temp dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir.join("xdg"), std::fs::Permissions::from_mode(0o700));
+    }
+    let shot = dir.join("shot.png");
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg("xvfb-run")
+        .args(["-a", "-s", "-screen 0 1280x800x24"])
+        .arg(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["app", "--reset", "--after-steps", "3", "--screenshot"])
+        .arg(&shot)
+        .current_dir(&dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_RUNTIME_DIR", dir.join("xdg"))
+        .output()
+        .expect("run xvfb-run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && shot.is_file(),
+        "app failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(shot.with_extension("json")).expect("screenshot metadata"),
+    )
+    .expect("json");
+    let step = meta["step"].as_u64().expect("step");
+    assert!(step >= 3, "training did not advance: step {step}");
+    let ppp = meta["pixels_per_point"].as_f64().unwrap_or(1.0) as f32;
+    let img = image::open(&shot).expect("png").to_rgb8();
+    assert!(
+        img.width() >= 800 && img.height() >= 600,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+    for (panel, min_colours) in [("curves", 100), ("attention", 200)] {
+        let r: Vec<f32> = meta["panels"][panel]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {panel} rect in {meta}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(0.0) as f32)
+            .collect();
+        let (colours, busy) = busyness(&img, [r[0], r[1], r[2], r[3]], ppp);
+        eprintln!(
+            "{panel}: {colours} colours, {:.0}% non-background",
+            busy * 100.0
+        );
+        assert!(
+            colours >= min_colours && busy > 0.05,
+            "{panel} panel looks blank: {colours} colours, {busy} non-background"
+        );
+    }
+    // Nothing failed along the way.
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    let keep = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/app-screenshot.png");
+    let _ = std::fs::copy(&shot, &keep);
+    eprintln!("screenshot: {}", keep.display());
+}
