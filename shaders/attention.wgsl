@@ -32,7 +32,8 @@ struct Params {
     o_tok: u32,
     _pad2: u32,
     scale: f32,
-    _pad3: u32,
+    // attention_backward_dkv: 1 when dV lives in dK's buffer (fused qkv), so both go to res0.
+    dv_in_res0: u32,
     _pad4: u32,
     _pad5: u32,
 }
@@ -293,7 +294,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         let vb = qkv_base(p.v_off, b, h, j);
         for (var c = 0u; c < HEAD_DIM; c++) {
             res0[kb + c] = dk[c] * p.scale;
-            res1[vb + c] = dv[c];
+            if (p.dv_in_res0 != 0u) { res0[vb + c] = dv[c]; } else { res1[vb + c] = dv[c]; }
         }
     }
 }

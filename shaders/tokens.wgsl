@@ -19,7 +19,9 @@ struct Params {
     use_mask: u32,
     pos_cls_off: u32,
     pos_patch_off: u32,
-    _pad: u32,
+    // tokens_backward_params: 1 when the CLS and patch positions share one tensor (the stored
+    // table); d_pos_patch then receives both, since WebGPU forbids two writable views of it.
+    pos_shared: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -108,7 +110,11 @@ fn tokens_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     for (var b = 0u; b < p.batch; b++) { s += dout[(b * n + t) * p.dim + c]; }
     if (t == 0u) {
         d_cls[c] += s;
-        d_pos_cls[p.pos_cls_off + c] += s;
+        if (p.pos_shared != 0u) {
+            d_pos_patch[p.pos_cls_off + c] += s;
+        } else {
+            d_pos_cls[p.pos_cls_off + c] += s;
+        }
     } else if (t <= p.registers) {
         d_regs[(t - 1u) * p.dim + c] += s;
     } else {

@@ -123,8 +123,13 @@ impl Manifest {
         let path = dir.join("manifest.json");
         let text = std::fs::read_to_string(&path)
             .map_err(|e| FixtureError::new(&path, format!("cannot read: {e}")))?;
-        let m: ManifestFile = serde_json::from_str(&text)
-            .map_err(|e| FixtureError::new(&path, format!("not a valid manifest: {e}")))?;
+        Self::from_json(&text, &path)
+    }
+
+    /// Parses a manifest's text; `path` names it in errors.
+    pub fn from_json(text: &str, path: &Path) -> Result<Manifest, FixtureError> {
+        let m: ManifestFile = serde_json::from_str(text)
+            .map_err(|e| FixtureError::new(path, format!("not a valid manifest: {e}")))?;
         Ok(Manifest {
             losses: m.settings.and_then(|s| s.losses).unwrap_or_default(),
             entries: m

@@ -8,9 +8,9 @@
 
 #![warn(missing_docs)]
 
-#[cfg(not(target_arch = "wasm32"))]
 #[cfg(feature = "app")]
 pub mod app;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod cpu;
 pub mod data;

@@ -381,7 +381,6 @@ impl DinoscopeApp {
             let step = self.progress.0;
             self.notify(format!("training ended at step {step}"), false);
         }
-        web::publish_status(self);
         ctx.request_repaint();
     }
 
@@ -474,7 +473,7 @@ impl DinoscopeApp {
             w.send(c);
         }
         #[cfg(target_arch = "wasm32")]
-        if let Some(w) = &mut self.web {
+        if self.web.is_some() {
             if what == "stop" {
                 self.state = RunState::Ended;
                 self.web = None;
@@ -656,6 +655,8 @@ impl DinoscopeApp {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }
         self.automate(&ctx);
+        #[cfg(target_arch = "wasm32")]
+        web::publish_status(self, ctx.pixels_per_point());
     }
 
     #[cfg(target_arch = "wasm32")]

@@ -160,3 +160,139 @@ pub fn download(name: &str, text: &str) {
         }
     }
 }
+
+thread_local! {
+    static STATUS: std::cell::RefCell<String> = std::cell::RefCell::new("{}".into());
+    static RUNNER: std::cell::RefCell<Option<eframe::WebRunner>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Records the app's state for [`status_json`] (called every frame).
+pub fn publish_status(app: &super::DinoscopeApp, pixels_per_point: f32) {
+    let panels: std::collections::BTreeMap<&str, [f32; 4]> = app
+        .panel_rects
+        .iter()
+        .map(|(n, r)| (n.as_str(), [r.min.x, r.min.y, r.max.x, r.max.y]))
+        .collect();
+    let losses: Vec<f32> = app.history.points.iter().map(|p| p.metrics.loss).collect();
+    let v = serde_json::json!({
+        "state": format!("{:?}", app.state),
+        "step": app.progress.0,
+        "total": app.progress.1,
+        "losses": losses,
+        "snapshots": app.snapshots.len(),
+        "last_snapshot_step": app.snapshots.last().map(|s| s.step),
+        "adapter": app.gpu().info.name,
+        "backend": format!("{:?}", app.gpu().info.backend),
+        "errors": app.notices.iter().filter(|n| n.error).map(|n| n.text.clone()).collect::<Vec<_>>(),
+        "panels": panels,
+        "pixels_per_point": pixels_per_point,
+        "notices": app.notices.iter().map(|n| n.text.clone()).collect::<Vec<_>>(),
+    });
+    STATUS.with(|s| *s.borrow_mut() = v.to_string());
+}
+
+/// The last published state as JSON.
+pub fn status_json() -> String {
+    STATUS.with(|s| s.borrow().clone())
+}
+
+/// Shows a message in the page's message box (no WebGPU, a failed start).
+pub fn show_page_message(text: &str) {
+    log::error!("{text}");
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    if let Some(el) = doc.get_element_by_id("message") {
+        el.set_text_content(Some(text));
+        let _ = el.set_attribute("class", "shown");
+    }
+    STATUS.with(|s| {
+        *s.borrow_mut() = serde_json::json!({ "state": "Failed", "errors": [text] }).to_string()
+    });
+}
+
+/// Starts the app on the canvas with this id, on WebGPU.
+pub async fn start_page(canvas_id: &str) -> Result<(), String> {
+    use wasm_bindgen::JsCast;
+    let window = web_sys::window().ok_or("no window")?;
+    let gpu = js_sys::Reflect::get(&window.navigator(), &"gpu".into()).unwrap_or_default();
+    if gpu.is_undefined() || gpu.is_null() {
+        return Err(
+            "This browser has no WebGPU (navigator.gpu is missing). dinoscope computes on \
+                    the GPU through WebGPU: use a recent Chrome, Edge or Firefox with WebGPU \
+                    enabled, or the desktop app."
+                .into(),
+        );
+    }
+    let canvas = window
+        .document()
+        .and_then(|d| d.get_element_by_id(canvas_id))
+        .ok_or_else(|| format!("no element with id '{canvas_id}'"))?
+        .dyn_into::<web_sys::HtmlCanvasElement>()
+        .map_err(|_| format!("'{canvas_id}' is not a canvas"))?;
+    let mut wgpu_options = super::wgpu_options();
+    if let eframe::egui_wgpu::WgpuSetup::CreateNew(setup) = &mut wgpu_options.wgpu_setup {
+        setup.instance_descriptor.backends = wgpu::Backends::BROWSER_WEBGPU;
+    }
+    let options = eframe::WebOptions {
+        wgpu_options,
+        ..Default::default()
+    };
+    let runner = eframe::WebRunner::new();
+    runner
+        .start(
+            canvas,
+            options,
+            Box::new(|cc| {
+                super::DinoscopeApp::from_creation_context(cc, false, super::Automation::default())
+                    .map(|a| Box::new(a) as Box<dyn eframe::App>)
+                    .map_err(|e| e.into())
+            }),
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "WebGPU did not start: {}",
+                e.as_string().unwrap_or_else(|| format!("{e:?}"))
+            )
+        })?;
+    RUNNER.with(|r| *r.borrow_mut() = Some(runner));
+    Ok(())
+}
+
+/// A golden model case on this browser's adapter, as JSON: name, pass, worst error and
+/// tolerance, tensors compared, and the reason when it fails.
+pub async fn check_fixture(
+    name: &str,
+    config_json: &str,
+    model: &[u8],
+    io: &[u8],
+    manifest_json: &str,
+) -> String {
+    let result = async {
+        let manifest = crate::fixtures::Manifest::from_json(
+            manifest_json,
+            std::path::Path::new("manifest.json"),
+        )
+        .map_err(|e| e.to_string())?;
+        let gpu = Gpu::new(&crate::gpu::AdapterChoice::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = crate::selftest::check_model_forward(&gpu, name, config_json, model, io, &manifest)
+            .await;
+        Ok::<_, String>(r)
+    }
+    .await;
+    match result {
+        Ok(r) => serde_json::json!({
+            "name": r.name,
+            "pass": matches!(r.status, crate::selftest::Status::Pass),
+            "max_err": r.max_err,
+            "tol": r.tol,
+            "compared": r.compared,
+            "row": r.row(),
+        })
+        .to_string(),
+        Err(e) => serde_json::json!({ "name": name, "pass": false, "row": e }).to_string(),
+    }
+}

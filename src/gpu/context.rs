@@ -60,6 +60,8 @@ pub struct Gpu {
     pub(crate) dummy_read: Tensor,
     /// Bound where a kernel's optional output is absent.
     pub(crate) dummy_write: Tensor,
+    /// A second one, for kernels with two absent outputs (writable bindings must not alias).
+    pub(crate) dummy_write2: Tensor,
 }
 
 /// Features we use when the adapter offers them.
@@ -136,6 +138,7 @@ impl Gpu {
         };
         let dummy_read = dummy("dummy-read");
         let dummy_write = dummy("dummy-write");
+        let dummy_write2 = dummy("dummy-write-2");
         Gpu {
             device,
             queue,
@@ -148,6 +151,7 @@ impl Gpu {
             errors,
             dummy_read,
             dummy_write,
+            dummy_write2,
         }
     }
 

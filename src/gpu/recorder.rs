@@ -184,6 +184,13 @@ impl<'g> Recorder<'g> {
             }
             return;
         }
+        if let Some((a, b)) = writable_alias(k, bufs) {
+            panic!(
+                "{}: bindings {a} and {b} overlap in one buffer and one of them is writable \
+                 (WebGPU rejects this; bind one range or use separate tensors)",
+                k.entry
+            );
+        }
         let pipeline = self.gpu.pipeline(k, overrides);
         let (chunk, offset) = self.params_slot(bytemuck::bytes_of(params));
         let psize = (k.params_size as u64).div_ceil(16) * 16;
@@ -360,4 +367,29 @@ impl<'g> Recorder<'g> {
             ticks[1].saturating_sub(ticks[0]) as f64 * period * 1e-9,
         ))
     }
+}
+
+/// The first pair of bindings that overlap in one buffer where at least one is writable: WebGPU
+/// (Dawn) rejects such bind groups, and native backends would race on them.
+fn writable_alias(k: &Kernel, bufs: &[&Tensor]) -> Option<(u32, u32)> {
+    let range = |t: &Tensor| {
+        let start = t.offset() as u64 * 4;
+        (start, start + t.binding_bytes())
+    };
+    for (i, (ta, &(ba, aa))) in bufs.iter().zip(k.bindings).enumerate() {
+        for (tb, &(bb, ab)) in bufs.iter().zip(k.bindings).skip(i + 1) {
+            if aa != super::registry::Access::ReadWrite && ab != super::registry::Access::ReadWrite
+            {
+                continue;
+            }
+            if ta.buffer() != tb.buffer() {
+                continue;
+            }
+            let ((s0, e0), (s1, e1)) = (range(ta), range(tb));
+            if s0 < e1 && s1 < e0 {
+                return Some((ba, bb));
+            }
+        }
+    }
+    None
 }

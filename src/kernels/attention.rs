@@ -22,7 +22,8 @@ struct Params {
     o_tok: u32,
     _pad2: u32,
     scale: f32,
-    _pad3: [u32; 3],
+    dv_in_res0: u32,
+    _pad3: [u32; 2],
 }
 
 /// O and lse from Q, K, V.
@@ -210,7 +211,8 @@ fn params(d: &AttnDims, l: &QkvLayout, o: &OutLayout) -> Params {
         o_tok: o.tok as u32,
         _pad2: 0,
         scale: d.scale,
-        _pad3: [0; 3],
+        dv_in_res0: 0,
+        _pad3: [0; 2],
     }
 }
 
@@ -308,11 +310,20 @@ pub fn attention_backward(
         grid_1d(gq),
     );
     let gk = d.n_k.div_ceil(64) * d.batch * d.heads;
+    // Two writable bindings of one buffer are invalid in WebGPU: a fused dqkv buffer is bound
+    // once and dV is written through dK's binding.
+    let shared = dk.buffer() == dv.buffer() && dk.offset() == dv.offset();
+    let p = Params {
+        dv_in_res0: u32::from(shared),
+        ..p
+    };
+    let dummy = rec.gpu().dummy_write.clone();
+    let dv_bound = if shared { &dummy } else { dv };
     rec.dispatch_with(
         &ATTENTION_BACKWARD_DKV,
         &ov,
         &p,
-        &[q, k, v, dout, lse, &delta, dk, dv],
+        &[q, k, v, dout, lse, &delta, dk, dv_bound],
         grid_1d(gk),
     );
 }

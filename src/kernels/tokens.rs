@@ -12,7 +12,7 @@ struct Params {
     use_mask: u32,
     pos_cls_off: u32,
     pos_patch_off: u32,
-    _pad: u32,
+    pos_shared: u32,
 }
 
 /// [CLS, registers, patches] + positions.
@@ -92,7 +92,7 @@ impl TokenDims {
             use_mask: use_mask as u32,
             pos_cls_off: pos.cls_off as u32,
             pos_patch_off: pos.patch_off as u32,
-            _pad: 0,
+            pos_shared: 0,
         }
     }
 }
@@ -205,6 +205,15 @@ pub fn tokens_backward(
         .cloned()
         .unwrap_or_else(|| gpu.dummy_write.clone());
     let rows = d.tokens() + 1;
+    let shared =
+        d_pos.cls.buffer() == d_pos.patch.buffer() && d_pos.cls.offset() == d_pos.patch.offset();
+    let p = Params {
+        pos_shared: u32::from(shared),
+        ..p
+    };
+    // One binding of a shared table: WebGPU rejects two writable views of one buffer.
+    let dummy = gpu.dummy_write2.clone();
+    let cls_bound = if shared { &dummy } else { d_pos.cls };
     rec.dispatch(
         &TOKENS_BACKWARD_PARAMS,
         &p,
@@ -213,7 +222,7 @@ pub fn tokens_backward(
             dout,
             grads.cls,
             &regs,
-            d_pos.cls,
+            cls_bound,
             d_pos.patch,
             grads.mask_token,
         ],

@@ -7,7 +7,7 @@ mod model;
 mod ops;
 
 pub use checks::{kernel_checks, random as checks_random, KernelCheck};
-pub use model::{hub_grads_to_hf, run_model_case};
+pub use model::{check_model_forward, hub_grads_to_hf, run_model_case};
 pub use ops::{op_case_kind, run_op_case, Exec, OpKind};
 
 use crate::fixtures::{FixtureError, Manifest, TensorFile};

@@ -39,13 +39,51 @@ pub fn run_model_case(gpu: &Gpu, dir: &Path, manifest: &Manifest, rel: &str) -> 
             return judge.finish();
         }
     };
-    if let Err(e) = compare_forward(gpu, &vit, &io, manifest, rel, &mut judge) {
+    #[cfg(not(target_arch = "wasm32"))]
+    let forward = pollster::block_on(compare_forward(gpu, &vit, &io, manifest, rel, &mut judge));
+    #[cfg(target_arch = "wasm32")]
+    let forward: Result<(), String> =
+        Err("in the browser use check_model_forward (asynchronous)".into());
+    if let Err(e) = forward {
         judge.fail(e);
     }
     if dir.join("grads.safetensors").is_file() {
         if let Err(e) = compare_backward(gpu, &vit, &io, dir, manifest, rel, &mut judge) {
             judge.fail(e);
         }
+    }
+    judge.finish()
+}
+
+/// The forward half of a model case from file contents (the browser has no file system):
+/// every output of `io.safetensors` compared against the model's, tolerances from `manifest`.
+pub async fn check_model_forward(
+    gpu: &Gpu,
+    rel: &str,
+    config_json: &str,
+    model: &[u8],
+    io: &[u8],
+    manifest: &Manifest,
+) -> CaseResult {
+    let mut judge = Judge::new(rel);
+    let base = Path::new(rel);
+    let loaded = VitConfig::from_text(config_json, &format!("{rel}/config.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| {
+            let w = crate::model::weights::from_bytes(&base.join("model.safetensors"), model, &cfg)
+                .map_err(|e| e.to_string())?;
+            let vit = Vit::new(gpu, cfg, &w).map_err(|e| e.to_string())?;
+            let io = TensorFile::from_bytes(&base.join("io.safetensors"), io)
+                .map_err(|e| e.to_string())?;
+            Ok((vit, io))
+        });
+    match loaded {
+        Ok((vit, io)) => {
+            if let Err(e) = compare_forward(gpu, &vit, &io, manifest, rel, &mut judge).await {
+                judge.fail(e);
+            }
+        }
+        Err(e) => judge.fail(e),
     }
     judge.finish()
 }
@@ -186,7 +224,7 @@ fn compare_backward(
     Ok(())
 }
 
-fn compare_forward(
+async fn compare_forward(
     gpu: &Gpu,
     vit: &Vit,
     io: &TensorFile,
@@ -223,14 +261,15 @@ fn compare_forward(
             .forward(&mut rec, &pixels, b, h, w, mask_t.as_ref(), &opts)
             .map_err(|e| e.to_string())?;
         rec.finish().map_err(|e| e.to_string())?;
-        let read = |t: &crate::gpu::Tensor| super::ops::read_tensor(gpu, t);
+        let read =
+            async |t: &crate::gpu::Tensor| gpu.read_async(t).await.map_err(|e| e.to_string());
         let mut check = |name: String, got: Vec<f32>| {
             if let Ok(want) = io.get(&name) {
                 let tol = manifest.tolerance(&io_rel, &name, &want.data);
                 judge.check(&name, &got, &want.data, tol);
             }
         };
-        let tokens = read(&out.tokens)?;
+        let tokens = read(&out.tokens).await?;
         let (n, d) = (out.n_tokens, cfg.dim);
         let pooled: Vec<f32> = (0..b)
             .flat_map(|i| tokens[i * n * d..i * n * d + d].to_vec())
@@ -239,18 +278,18 @@ fn compare_forward(
         check(format!("{tag}.pooler_output"), pooled);
         check(
             format!("{tag}.patch_embeddings"),
-            read(&out.patch_embeddings)?,
+            read(&out.patch_embeddings).await?,
         );
         for (l, t) in &out.attentions {
-            check(format!("{tag}.attentions.{l}"), read(t)?);
+            check(format!("{tag}.attentions.{l}"), read(t).await?);
         }
         for (l, t) in out.hidden_states.iter().enumerate() {
-            check(format!("{tag}.hidden_states.{l}"), read(t)?);
+            check(format!("{tag}.hidden_states.{l}"), read(t).await?);
         }
         if let Some(pp) = &out.pos_patch {
-            let table = read(&vit.params.get("pos_embed"))?;
+            let table = read(&vit.params.get("pos_embed")).await?;
             let mut full = table[..d].to_vec();
-            full.extend(read(pp)?);
+            full.extend(read(pp).await?);
             check(format!("{tag}.interp_pos_embed"), full);
         }
     }

@@ -9,9 +9,11 @@
 use super::config::TrainConfig;
 use super::trainer::{StepMetrics, TrainState, Trainer};
 use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::gpu::Gpu;
 use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -147,6 +149,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> 
 /// Collapse checks (after `settle` steps: DINO starts near ln K): every image on one prototype
 /// (the batch's mean teacher target far from uniform, or the loss near 0), uniform targets (the
 /// loss stuck at ln K with high teacher entropy), or collapsed features (no spread over the batch).
+#[cfg(not(target_arch = "wasm32"))]
 fn collapse_warning(m: &StepMetrics, k: usize, settle: u64) -> Option<String> {
     let ln_k = (k as f32).ln();
     if m.step < settle {
@@ -174,6 +177,7 @@ fn collapse_warning(m: &StepMetrics, k: usize, settle: u64) -> Option<String> {
 }
 
 /// Trains (or continues) a run; `on_step` sees every step's metrics.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run(
     gpu: &Gpu,
     cfg: TrainConfig,

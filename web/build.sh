@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds the browser app into web/dist: the wasm module (WebGPU only), its JS glue, the page, and
+# the golden fixtures the browser test loads. Installs wasm-bindgen-cli (matching Cargo.lock) when
+# missing, and runs wasm-opt when it is on the PATH (npm's binaryen).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
+if ! command -v wasm-bindgen >/dev/null || [[ "$(wasm-bindgen --version)" != *"$version"* ]]; then
+  echo "installing wasm-bindgen-cli $version (a few minutes, once)"
+  cargo install wasm-bindgen-cli --version "$version"
+fi
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+cargo build --release --target wasm32-unknown-unknown -p dinoscope-web
+rm -rf web/dist
+mkdir -p web/dist/fixtures/tiny_dinov2
+wasm-bindgen --target web --no-typescript --out-dir web/dist \
+  target/wasm32-unknown-unknown/release/dinoscope_web.wasm
+if command -v wasm-opt >/dev/null; then
+  wasm-opt -O2 --enable-bulk-memory --enable-nontrapping-float-to-int \
+    web/dist/dinoscope_web_bg.wasm -o web/dist/dinoscope_web_bg.wasm
+fi
+cp web/index.html web/dist/
+cp tests/fixtures/manifest.json web/dist/fixtures/
+cp tests/fixtures/tiny_dinov2/{config.json,model.safetensors,io.safetensors} web/dist/fixtures/tiny_dinov2/
+ls -l web/dist/dinoscope_web_bg.wasm

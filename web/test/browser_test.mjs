@@ -1,0 +1,177 @@
+// Browser test of the web app: serves web/dist, drives Debian's headless Chromium with WebGPU on
+// its software adapter, and checks (1) the page starts, (2) the tiny golden model matches PyTorch
+// on WebGPU, (3) training runs 20+ steps with a finite, falling loss and live attention maps, (4)
+// the screenshot's curve and attention panels are not blank, (5) a browser without WebGPU gets a
+// message instead of a blank page. Prints "N passed, N failed"; exits non-zero on any failure.
+
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import zlib from "node:zlib";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const dist = path.resolve(here, "../dist");
+const out = process.env.OUT_DIR || path.resolve(here, "out");
+const steps = Number(process.env.STEPS || 20);
+const trainTimeout = Number(process.env.TRAIN_TIMEOUT_S || 1500) * 1000;
+const flags = [
+  "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader",
+  "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-angle=swiftshader",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--no-first-run", "--disable-quic", "--window-size=1280,800",
+];
+mkdirSync(out, { recursive: true });
+
+let passed = 0, failed = 0;
+function check(name, ok, detail = "") {
+  if (ok) { passed++; console.log(`ok   ${name} ${detail}`); }
+  else { failed++; console.log(`FAIL ${name} ${detail}`); }
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A PNG decoder for 8-bit RGB/RGBA screenshots (no dependencies).
+function decodePng(buf) {
+  let pos = 8, width = 0, height = 0, channels = 0;
+  const idat = [];
+  while (pos < buf.length) {
+    const len = buf.readUInt32BE(pos), type = buf.toString("ascii", pos + 4, pos + 8);
+    const data = buf.subarray(pos + 8, pos + 8 + len);
+    if (type === "IHDR") {
+      width = data.readUInt32BE(0); height = data.readUInt32BE(4);
+      channels = { 2: 3, 6: 4 }[data[9]];
+      if (data[8] !== 8 || !channels) throw new Error("unsupported PNG format");
+    } else if (type === "IDAT") idat.push(data);
+    pos += 12 + len;
+  }
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = width * channels, px = Buffer.alloc(height * stride);
+  for (let y = 0; y < height; y++) {
+    const f = raw[y * (stride + 1)], row = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let x = 0; x < stride; x++) {
+      const a = x >= channels ? px[y * stride + x - channels] : 0;
+      const b = y > 0 ? px[(y - 1) * stride + x] : 0;
+      const c = x >= channels && y > 0 ? px[(y - 1) * stride + x - channels] : 0;
+      let v = row[x];
+      if (f === 1) v += a; else if (f === 2) v += b; else if (f === 3) v += (a + b) >> 1;
+      else if (f === 4) { const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+        v += pa <= pb && pa <= pc ? a : pb <= pc ? b : c; }
+      px[y * stride + x] = v & 255;
+    }
+  }
+  return { width, height, channels, px };
+}
+
+function busyness(img, [x0, y0, x1, y1]) {
+  const counts = new Map();
+  let total = 0;
+  for (let y = Math.max(0, Math.floor(y0)); y < Math.min(img.height, y1); y++) {
+    for (let x = Math.max(0, Math.floor(x0)); x < Math.min(img.width, x1); x++) {
+      const i = (y * img.width + x) * img.channels;
+      const key = (img.px[i] << 16) | (img.px[i + 1] << 8) | img.px[i + 2];
+      counts.set(key, (counts.get(key) || 0) + 1);
+      total++;
+    }
+  }
+  const most = Math.max(0, ...counts.values());
+  return { colours: counts.size, busy: 1 - most / Math.max(1, total) };
+}
+
+const port = 8100 + Math.floor(Math.random() * 800);
+const server = spawn("python3", ["-m", "http.server", "--bind", "127.0.0.1", String(port)],
+  { cwd: dist, stdio: "ignore" });
+const url = `http://127.0.0.1:${port}/`;
+let browser;
+try {
+  for (let i = 0; i < 50; i++) {
+    try { if ((await fetch(url)).ok) break; } catch { /* not up yet */ }
+    await sleep(200);
+  }
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: false, args: flags,
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const logs = [];
+  page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
+  const t0 = Date.now();
+  await page.goto(url);
+  await page.waitForFunction(() => window.dinoscope || document.getElementById("message")?.className === "shown",
+    null, { timeout: 180000 });
+  const message = await page.evaluate(() => document.getElementById("message")?.textContent || "");
+  check("page starts on WebGPU", message === "", message);
+  let status = {};
+  for (let i = 0; i < 600; i++) {
+    status = JSON.parse(await page.evaluate(() => window.dinoscope?.status() || "{}"));
+    if (status.adapter) break;
+    await sleep(100);
+  }
+  const firstPaint = Date.now() - t0;
+  console.log(`adapter: ${status.adapter} (${status.backend}); app running after ${firstPaint} ms`);
+  writeFileSync(path.join(out, "first_paint_ms.txt"), String(firstPaint));
+
+  // The tiny golden model on this adapter.
+  const fixture = JSON.parse(await page.evaluate(async () => {
+    const get = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
+    const text = async (p) => (await fetch(p)).text();
+    return window.dinoscope.check_fixture("tiny_dinov2", await text("fixtures/tiny_dinov2/config.json"),
+      await get("fixtures/tiny_dinov2/model.safetensors"), await get("fixtures/tiny_dinov2/io.safetensors"),
+      await text("fixtures/manifest.json"));
+  }));
+  check("tiny_dinov2 outputs match the golden tensors on WebGPU", fixture.pass && fixture.compared > 10,
+    fixture.row + ` (${fixture.compared} tensors)`);
+
+  // Training in the page.
+  const tTrain = Date.now();
+  while (Date.now() - tTrain < trainTimeout) {
+    status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
+    if ((status.step || 0) >= steps && (status.last_snapshot_step || 0) >= steps - 5) break;
+    if (status.state === "Ended" || status.state === "Failed") break;
+    await sleep(2000);
+  }
+  const secs = (Date.now() - tTrain) / 1000;
+  const losses = status.losses || [];
+  console.log(`trained ${status.step} steps in ${secs.toFixed(0)} s; snapshots ${status.snapshots}`);
+  writeFileSync(path.join(out, "status.json"), JSON.stringify(status, null, 1));
+  check(`${steps}+ training steps in the browser`, (status.step || 0) >= steps, `step ${status.step}`);
+  check("no errors in the app", (status.errors || []).length === 0, JSON.stringify(status.errors));
+  check("every loss is finite", losses.length >= steps && losses.every(Number.isFinite));
+  const mean = (a) => a.reduce((s, v) => s + v, 0) / Math.max(1, a.length);
+  const first = mean(losses.slice(0, 5)), last = mean(losses.slice(-5));
+  check("the loss falls", last < first, `first 5 steps ${first.toFixed(3)} → last 5 ${last.toFixed(3)}`);
+  check("attention maps were re-rendered while training", (status.snapshots || 0) >= 3,
+    `${status.snapshots} snapshots`);
+
+  await sleep(1500);
+  const shotPath = path.join(out, "browser.png");
+  const png = await page.screenshot({ path: shotPath });
+  const img = decodePng(png);
+  status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
+  const ppp = status.pixels_per_point || 1;
+  for (const [panel, minColours] of [["curves", 100], ["attention", 200]]) {
+    const r = (status.panels || {})[panel];
+    const b = r ? busyness(img, r.map((v) => v * ppp)) : { colours: 0, busy: 0 };
+    check(`screenshot: ${panel} panel is drawn`, b.colours >= minColours && b.busy > 0.05,
+      `${b.colours} colours, ${(100 * b.busy).toFixed(0)}% non-background`);
+  }
+  console.log(`screenshot: ${shotPath}`);
+
+  // Without WebGPU: a message, not a blank page.
+  const bare = await browser.newPage();
+  await bare.addInitScript(() => { delete Navigator.prototype.gpu; });
+  await bare.goto(url);
+  await bare.waitForFunction(() => document.getElementById("message")?.className === "shown",
+    null, { timeout: 30000 }).catch(() => {});
+  const text = await bare.evaluate(() => document.getElementById("message")?.textContent || "");
+  check("a browser without WebGPU gets a message", text.includes("WebGPU"), JSON.stringify(text.slice(0, 60)));
+  if (failed) console.log(logs.slice(-40).join("\n"));
+} catch (e) {
+  failed++;
+  console.log(`FAIL browser test crashed: ${e.stack || e}`);
+} finally {
+  if (browser) await browser.close();
+  server.kill();
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
