@@ -40,6 +40,10 @@ mod cli {
             /// Steps to train before the screenshot.
             #[arg(long, default_value_t = 3)]
             after_steps: u64,
+            /// A setting over the first-run defaults, KEY=VALUE (repeatable): train, preset,
+            /// batch, width, depth, locals, steps, maps, seed.
+            #[arg(long = "set", value_name = "KEY=VALUE")]
+            set: Vec<String>,
         },
         /// Print the adapter, backend, driver, limits and features.
         Info,
@@ -190,23 +194,32 @@ mod cli {
         Gpu::new_blocking(&choice).map_err(|e| e.to_string())
     }
 
-    /// The fixtures shipped with the crate (tests/fixtures), found next to the sources or the binary.
+    /// Opens the app window (`dinoscope` or `dinoscope app`).
     #[cfg(feature = "app")]
     fn run_app(
         reset: bool,
         screenshot: Option<PathBuf>,
         after_steps: u64,
+        set: &[String],
     ) -> Result<ExitCode, String> {
+        let mut params = Vec::new();
+        for kv in set {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--set {kv}: expected KEY=VALUE"))?;
+            params.push((k.trim().to_string(), v.trim().to_string()));
+        }
         let automation = dinoscope::app::Automation {
             screenshot,
             after_steps,
+            params,
         };
         dinoscope::app::run_native(reset, automation)?;
         Ok(ExitCode::SUCCESS)
     }
 
     #[cfg(not(feature = "app"))]
-    fn run_app(_: bool, _: Option<PathBuf>, _: u64) -> Result<ExitCode, String> {
+    fn run_app(_: bool, _: Option<PathBuf>, _: u64, _: &[String]) -> Result<ExitCode, String> {
         Err(
             "this build has no window (built without the `app` feature); try `dinoscope train` \
              or `dinoscope --help`"
@@ -214,6 +227,7 @@ mod cli {
         )
     }
 
+    /// The fixtures shipped with the crate (tests/fixtures), found next to the sources or the binary.
     fn bundled_fixtures() -> PathBuf {
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         if src.is_dir() {
@@ -230,12 +244,13 @@ mod cli {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
         let cli = Cli::parse();
         let result = match &cli.command {
-            None => run_app(false, None, 0),
+            None => run_app(false, None, 0, &[]),
             Some(Command::App {
                 reset,
                 screenshot,
                 after_steps,
-            }) => run_app(*reset, screenshot.clone(), *after_steps),
+                set,
+            }) => run_app(*reset, screenshot.clone(), *after_steps, set),
             Some(Command::Info) => open_gpu(&cli).map(|gpu| {
                 print!("{}", gpu.describe());
                 ExitCode::SUCCESS

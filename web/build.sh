@@ -15,9 +15,14 @@ rm -rf web/dist
 mkdir -p web/dist/fixtures/tiny_dinov2
 wasm-bindgen --target web --no-typescript --out-dir web/dist \
   target/wasm32-unknown-unknown/release/dinoscope_web.wasm
-if command -v wasm-opt >/dev/null; then
-  wasm-opt -O2 --enable-bulk-memory --enable-nontrapping-float-to-int \
+opt=$(command -v wasm-opt || true)
+[ -n "$opt" ] || [ ! -x web/test/node_modules/.bin/wasm-opt ] || opt=web/test/node_modules/.bin/wasm-opt
+if [ -n "$opt" ]; then
+  before=$(stat -c %s web/dist/dinoscope_web_bg.wasm)
+  "$opt" -O2 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue \
     web/dist/dinoscope_web_bg.wasm -o web/dist/dinoscope_web_bg.wasm
+  echo "wasm-opt: $before -> $(stat -c %s web/dist/dinoscope_web_bg.wasm) bytes"
 fi
 cp web/index.html web/dist/
 cp tests/fixtures/manifest.json web/dist/fixtures/

@@ -132,6 +132,9 @@ pub struct Automation {
     pub screenshot: Option<std::path::PathBuf>,
     /// Steps to train before the screenshot.
     pub after_steps: u64,
+    /// Settings given on the command line or in the page's link (`key=value`), applied over
+    /// the first-run defaults.
+    pub params: Vec<(String, String)>,
 }
 
 /// The app.
@@ -237,17 +240,23 @@ impl DinoscopeApp {
             .as_ref()
             .ok_or("the window has no wgpu renderer")?;
         let gpu = Gpu::from_device(rs.device.clone(), rs.queue.clone(), rs.adapter.get_info());
-        let settings = if reset {
+        let settings = if reset || !automation.params.is_empty() {
             None
         } else {
             cc.storage
                 .and_then(|s| eframe::get_value::<AppSettings>(s, STORAGE_KEY))
         };
-        let mut app = Self::new(
-            gpu,
-            settings.unwrap_or_else(AppSettings::first_run),
-            automation,
-        );
+        let mut settings = settings.unwrap_or_else(AppSettings::first_run);
+        let mut problems = Vec::new();
+        for (k, v) in &automation.params {
+            if let Err(e) = settings.apply_param(k, v) {
+                problems.push(e);
+            }
+        }
+        let mut app = Self::new(gpu, settings, automation);
+        for p in problems {
+            app.notify(p, true);
+        }
         if let Ok(mut w) = app.wake.lock() {
             *w = Some(cc.egui_ctx.clone());
         }

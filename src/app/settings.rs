@@ -168,3 +168,31 @@ impl AppSettings {
         }
     }
 }
+
+impl AppSettings {
+    /// Applies one `key=value` setting from a link (the browser page's query string):
+    /// `train` (0/1: start at once), `preset`, `batch`, `width`, `depth`, `locals`, `steps`,
+    /// `maps` (snapshot every N steps), `seed`.
+    pub fn apply_param(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let bad = || format!("setting '{key}': '{value}' is not a valid value");
+        let num = |v: &str| v.parse::<u64>().map_err(|_| bad());
+        let t = &mut self.train;
+        match key {
+            "train" => self.autostart = value != "0" && value != "false",
+            "preset" => {
+                let cfg = TrainConfig::preset(value)?;
+                t.preset = value.to_string();
+                t.take_preset(&cfg);
+            }
+            "batch" => t.batch_size = num(value)? as usize,
+            "width" => t.dim = num(value)? as usize,
+            "depth" => t.depth = num(value)? as usize,
+            "locals" => t.n_local = num(value)? as usize,
+            "steps" => t.steps = num(value)?,
+            "maps" => t.snapshot_every = num(value)?.max(1),
+            "seed" => t.seed = num(value)?,
+            _ => return Err(format!("unknown setting '{key}'")),
+        }
+        Ok(())
+    }
+}

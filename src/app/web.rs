@@ -234,6 +234,17 @@ pub async fn start_page(canvas_id: &str) -> Result<(), String> {
     if let eframe::egui_wgpu::WgpuSetup::CreateNew(setup) = &mut wgpu_options.wgpu_setup {
         setup.instance_descriptor.backends = wgpu::Backends::BROWSER_WEBGPU;
     }
+    // Settings in the link: ?preset=debug&batch=8&train=0 …
+    let search = window.location().search().unwrap_or_default();
+    let params: Vec<(String, String)> = search
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
     let options = eframe::WebOptions {
         wgpu_options,
         ..Default::default()
@@ -244,7 +255,11 @@ pub async fn start_page(canvas_id: &str) -> Result<(), String> {
             canvas,
             options,
             Box::new(|cc| {
-                super::DinoscopeApp::from_creation_context(cc, false, super::Automation::default())
+                let automation = super::Automation {
+                    params,
+                    ..Default::default()
+                };
+                super::DinoscopeApp::from_creation_context(cc, false, automation)
                     .map(|a| Box::new(a) as Box<dyn eframe::App>)
                     .map_err(|e| e.into())
             }),

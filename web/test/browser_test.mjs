@@ -15,6 +15,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.resolve(here, "../dist");
 const out = process.env.OUT_DIR || path.resolve(here, "out");
 const steps = Number(process.env.STEPS || 20);
+// Training settings in the page's link: small enough for a software adapter on two cores.
+const trainQuery = process.env.TRAIN_QUERY || "batch=8&depth=2&maps=4";
 const trainTimeout = Number(process.env.TRAIN_TIMEOUT_S || 1500) * 1000;
 const flags = [
   "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader",
@@ -92,11 +94,13 @@ try {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: false, args: flags,
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  const logs = [];
+  var logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
+  page.on("crash", () => logs.push("the page crashed"));
   const t0 = Date.now();
-  await page.goto(url);
+  // The golden check first, with training off so it has the adapter to itself.
+  await page.goto(url + "?train=0");
   await page.waitForFunction(() => window.dinoscope || document.getElementById("message")?.className === "shown",
     null, { timeout: 180000 });
   const message = await page.evaluate(() => document.getElementById("message")?.textContent || "");
@@ -123,11 +127,16 @@ try {
     fixture.row + ` (${fixture.compared} tensors)`);
 
   // Training in the page.
+  await page.goto(url + "?" + trainQuery);
+  await page.waitForFunction(() => window.dinoscope, null, { timeout: 180000 });
   const tTrain = Date.now();
   while (Date.now() - tTrain < trainTimeout) {
     status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
     if ((status.step || 0) >= steps && (status.last_snapshot_step || 0) >= steps - 5) break;
     if (status.state === "Ended" || status.state === "Failed") break;
+    if (Math.floor((Date.now() - tTrain) / 2000) % 15 === 0) {
+      console.log(`  … step ${status.step}, ${status.snapshots} snapshots, ${((Date.now() - tTrain) / 1000).toFixed(0)} s`);
+    }
     await sleep(2000);
   }
   const secs = (Date.now() - tTrain) / 1000;
@@ -169,6 +178,7 @@ try {
 } catch (e) {
   failed++;
   console.log(`FAIL browser test crashed: ${e.stack || e}`);
+  console.log(logs.slice(-40).join("\n"));
 } finally {
   if (browser) await browser.close();
   server.kill();
