@@ -15,7 +15,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "out".into());
     let mut attempt = 0u32;
-    let (tmp, mut file) = loop {
+    let (tmp, file) = loop {
         let tmp = dir.join(format!(".{name}.tmp{attempt}"));
         match std::fs::OpenOptions::new()
             .write(true)
@@ -29,8 +29,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     };
-    let result = file.write_all(bytes).and_then(|_| file.sync_all());
-    drop(file);
+    // The file is closed at the end of this block, before the rename.
+    let result = {
+        let mut file = file;
+        file.write_all(bytes).and_then(|_| file.sync_all())
+    };
     if let Err(e) = result.and_then(|_| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

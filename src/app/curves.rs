@@ -4,8 +4,11 @@ use super::session::LogPoint;
 use eframe::egui;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
+/// Reads one series' value from a log point (`None` where the step did not measure it).
+pub type Getter = fn(&LogPoint) -> Option<f64>;
+
 /// Every series the curves panel can show, with how to read it from a log point.
-pub const SERIES: [(&str, fn(&LogPoint) -> Option<f64>); 12] = [
+pub const SERIES: [(&str, Getter); 12] = [
     ("loss", |p| Some(p.metrics.loss as f64)),
     ("dino", |p| Some(p.metrics.dino as f64)),
     ("ibot", |p| Some(p.metrics.ibot as f64)),
@@ -122,6 +125,7 @@ pub const PLOTS: [(&str, &[&str]); 6] = [
 ];
 
 /// Draws one plot of the history.
+#[allow(clippy::too_many_arguments)]
 pub fn plot(
     ui: &mut egui::Ui,
     history: &History,

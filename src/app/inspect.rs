@@ -12,6 +12,9 @@ use eframe::egui;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// What the cached textures show: layer, head, clicked patch, overlay opacity in percent.
+type TextureKey = (usize, Option<usize>, Option<usize>, u32);
+
 /// The inspect view's state.
 pub struct Inspect {
     /// The loaded model and the name of its file.
@@ -31,10 +34,7 @@ pub struct Inspect {
     pending: Option<(usize, Task<Result<LayerView, String>>)>,
     /// The last problem, shown in the panel.
     pub error: Option<String>,
-    textures: Option<(
-        (usize, Option<usize>, Option<usize>, u32),
-        Vec<egui::TextureHandle>,
-    )>,
+    textures: Option<(TextureKey, Vec<egui::TextureHandle>)>,
 }
 
 impl Default for Inspect {

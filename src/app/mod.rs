@@ -25,6 +25,9 @@ use session::{LogPoint, Snapshot};
 use settings::{AppSettings, DataSource};
 use std::sync::{Arc, Mutex};
 
+/// The probe grid's textures (rows of maps) for (snapshot index, step).
+type ProbeTextures = ((usize, u64), Vec<Vec<egui::TextureHandle>>);
+
 /// Key of the persisted settings in eframe's storage.
 pub const STORAGE_KEY: &str = "dinoscope-settings";
 
@@ -153,7 +156,7 @@ pub struct DinoscopeApp {
     /// Snapshot shown (None: the latest).
     pub replay: Option<usize>,
     /// Probe map columns: the picture, mean, each head, thresholded, PCA.
-    probe_textures: Option<((usize, u64), Vec<Vec<egui::TextureHandle>>)>,
+    probe_textures: Option<ProbeTextures>,
     /// Probe pictures (the RGB crops the maps are drawn over).
     probe_images: Vec<image::RgbImage>,
     /// Notices, newest last.

@@ -9,6 +9,7 @@ use crate::data::loader::{Loader, LoaderConfig};
 use crate::gpu::Gpu;
 use crate::infer::{layer_view, LayerView};
 use crate::train::config::TrainConfig;
+use crate::train::run::EvalSets;
 use crate::train::trainer::{StepMetrics, Trainer};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,7 +43,7 @@ pub struct Session {
     /// The trainer (student, teacher, optimiser state).
     pub trainer: Trainer<'static>,
     loader: Loader,
-    eval: Option<(Arc<dyn Dataset>, Arc<dyn Dataset>)>,
+    eval: EvalSets,
     /// The probe images, preprocessed at the global crop size.
     pub probes: Vec<Preprocessed>,
     /// Where checkpoints go (`None` in the browser).
@@ -53,15 +54,7 @@ pub struct Session {
     pub data_description: String,
 }
 
-fn open_data(
-    source: &DataSource,
-) -> Result<
-    (
-        Arc<dyn Dataset>,
-        Option<(Arc<dyn Dataset>, Arc<dyn Dataset>)>,
-    ),
-    String,
-> {
+fn open_data(source: &DataSource) -> Result<(Arc<dyn Dataset>, EvalSets), String> {
     match source {
         DataSource::Bundled => {
             let (train, test) = fashion_mnist_bundled().map_err(|e| e.to_string())?;

@@ -12,12 +12,15 @@ use std::rc::Rc;
 /// Milliseconds of a frame spent submitting training work.
 pub const FRAME_BUDGET_MS: f64 = 12.0;
 
+/// A submitted step: its metrics to come, when it was submitted, images skipped in its batch.
+type InFlight = (Task<Result<StepMetrics, String>>, web_time::Instant, usize);
+
 /// A training run driven by the page's frames.
 pub struct WebRun {
     /// The run.
     pub session: Rc<Session>,
     gpu: &'static Gpu,
-    in_flight: Option<(Task<Result<StepMetrics, String>>, web_time::Instant, usize)>,
+    in_flight: Option<InFlight>,
     snapshot: Option<Task<Result<Snapshot, String>>>,
     snapshot_due: bool,
     /// Whether stepping is paused.
