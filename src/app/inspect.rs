@@ -23,6 +23,8 @@ pub struct Inspect {
     pub image: Option<(Arc<Preprocessed>, String)>,
     /// Shorter side the picture is resized to.
     pub size: usize,
+    /// The decoded picture before resizing (kept so a new size needs no file access).
+    original: Option<(image::RgbImage, String)>,
     /// Layer shown.
     pub layer: usize,
     /// Head shown (`None`: the mean over heads).
@@ -43,6 +45,7 @@ impl Default for Inspect {
             model: None,
             image: None,
             size: 224,
+            original: None,
             layer: 0,
             head: None,
             patch: None,
@@ -71,6 +74,21 @@ impl Inspect {
         let p = preprocess(&img, Resize::ShorterSide(self.size), patch)
             .map_err(|e| format!("{name}: {e}"))?;
         self.image = Some((Arc::new(p), name.to_string()));
+        self.original = Some((img, name.to_string()));
+        self.patch = None;
+        self.reset_views();
+        Ok(())
+    }
+
+    /// Resizes the picture again after `size` changed.
+    pub fn reprocess(&mut self) -> Result<(), String> {
+        let Some((img, name)) = &self.original else {
+            return Ok(());
+        };
+        let patch = self.model.as_ref().map_or(14, |(m, _)| m.cfg.patch);
+        let p = preprocess(img, Resize::ShorterSide(self.size), patch)
+            .map_err(|e| format!("{name}: {e}"))?;
+        self.image = Some((Arc::new(p), name.clone()));
         self.patch = None;
         self.reset_views();
         Ok(())

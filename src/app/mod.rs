@@ -25,6 +25,10 @@ use session::{LogPoint, Snapshot};
 use settings::{AppSettings, DataSource};
 use std::sync::{Arc, Mutex};
 
+/// A dropped file's name and contents (read asynchronously in the browser).
+#[cfg(target_arch = "wasm32")]
+type DroppedRead = (std::path::PathBuf, Result<Vec<u8>, String>);
+
 /// The probe grid's textures (rows of maps) for (snapshot index, step).
 type ProbeTextures = ((usize, u64), Vec<Vec<egui::TextureHandle>>);
 
@@ -177,6 +181,8 @@ pub struct DinoscopeApp {
     worker: Option<worker::Worker>,
     #[cfg(target_arch = "wasm32")]
     web: Option<web::WebRun>,
+    #[cfg(target_arch = "wasm32")]
+    dropped_reads: Vec<Task<DroppedRead>>,
     automation: Automation,
     screenshot_requested: bool,
     /// Where the curves and the probe grid were drawn (for tests and screenshots).
@@ -225,6 +231,8 @@ impl DinoscopeApp {
             worker: None,
             #[cfg(target_arch = "wasm32")]
             web: None,
+            #[cfg(target_arch = "wasm32")]
+            dropped_reads: Vec::new(),
             automation,
             screenshot_requested: false,
             panel_rects: Vec::new(),
@@ -610,15 +618,41 @@ impl DinoscopeApp {
         self.poll_training();
         #[cfg(target_arch = "wasm32")]
         self.step_web(&ctx);
-        let dropped: Vec<(std::path::PathBuf, Option<Vec<u8>>)> = ctx.input(|i| {
-            i.raw
-                .dropped_files
-                .iter()
-                .map(|f| (f.path().to_path_buf(), dropped_bytes(f.as_ref())))
-                .collect()
-        });
-        if !dropped.is_empty() {
-            self.handle_dropped(dropped);
+        let files: Vec<egui::DroppedFileHandle> = ctx.input(|i| i.raw.dropped_files.clone());
+        #[cfg(not(target_arch = "wasm32"))]
+        if !files.is_empty() {
+            // Native drops carry paths; the loaders read the files themselves.
+            self.handle_dropped(
+                files
+                    .iter()
+                    .map(|f| (f.path().to_path_buf(), None))
+                    .collect(),
+            );
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            // The browser hands over file contents asynchronously.
+            for f in files {
+                let path = f.path().to_path_buf();
+                self.dropped_reads.push(Task::spawn(
+                    &ctx,
+                    async move { (path, f.bytes_async().await) },
+                ));
+            }
+            let mut ready = Vec::new();
+            self.dropped_reads.retain(|t| match t.take() {
+                Some(r) => {
+                    ready.push(r);
+                    false
+                }
+                None => true,
+            });
+            for (path, bytes) in ready {
+                match bytes {
+                    Ok(b) => self.handle_dropped(vec![(path, Some(b))]),
+                    Err(e) => self.notify(format!("{}: cannot read: {e}", path.display()), true),
+                }
+            }
         }
         self.inspect.update(self.gpu, &ctx);
         self.panel_rects.clear();
@@ -1048,8 +1082,8 @@ impl DinoscopeApp {
             ui.label("size");
             let r = ui.add(egui::DragValue::new(&mut self.inspect.size).range(28..=1036));
             if r.lost_focus() || r.drag_stopped() {
-                if let Some(p) = self.settings.image.clone() {
-                    self.load_image(&p, None);
+                if let Err(e) = self.inspect.reprocess() {
+                    self.inspect.error = Some(format!("picture refused: {e}"));
                 }
             }
         });
@@ -1139,16 +1173,6 @@ fn fmt_duration(s: f64) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn dropped_bytes(_f: &dyn egui::DroppedFile) -> Option<Vec<u8>> {
-    None
-}
-
-#[cfg(target_arch = "wasm32")]
-fn dropped_bytes(_f: &dyn egui::DroppedFile) -> Option<Vec<u8>> {
-    None
 }
 
 impl eframe::App for DinoscopeApp {
