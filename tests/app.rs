@@ -335,3 +335,22 @@ fn curves_export_smooth_and_log_scale() {
     assert!((l[0][1] - 2.0).abs() < 1e-12 && (l[1][1] + 1.0).abs() < 1e-12);
     assert_eq!(h.series("knn"), vec![[2.0, 50.0]]);
 }
+
+#[test]
+fn settings_from_a_link_apply_and_bad_ones_are_named() {
+    let mut s = AppSettings::first_run();
+    s.apply_param("batch", "8").expect("batch");
+    s.apply_param("depth", "2").expect("depth");
+    s.apply_param("train", "0").expect("train");
+    assert_eq!(
+        (s.train.batch_size, s.train.depth, s.autostart),
+        (8, 2, false)
+    );
+    s.apply_param("preset", "tiny").expect("preset");
+    assert_eq!(s.train.dim, 192);
+    let e = s.apply_param("batch", "many").expect_err("not a number");
+    assert!(e.contains("batch") && e.contains("many"), "{e}");
+    let e = s.apply_param("colour", "red").expect_err("unknown");
+    assert!(e.contains("colour"), "{e}");
+    assert!(s.apply_param("preset", "huge").is_err());
+}

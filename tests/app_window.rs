@@ -107,3 +107,29 @@ fn the_app_trains_under_xvfb_and_its_screenshot_shows_curves_and_attention() {
     let _ = std::fs::copy(&shot, &keep);
     eprintln!("screenshot: {}", keep.display());
 }
+
+#[test]
+fn without_a_display_the_app_says_so_and_points_to_train() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run dinoscope");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no display"), "{stderr}");
+    assert!(stderr.contains("dinoscope train"), "{stderr}");
+}
+
+#[test]
+fn a_bad_setting_on_the_command_line_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["app", "--set", "batch"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run dinoscope");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("KEY=VALUE"), "{stderr}");
+}

@@ -25,6 +25,6 @@ if [ -n "$opt" ]; then
   echo "wasm-opt: $before -> $(stat -c %s web/dist/dinoscope_web_bg.wasm) bytes"
 fi
 cp web/index.html web/dist/
-cp tests/fixtures/manifest.json web/dist/fixtures/
+cp tests/fixtures/manifest.json assets/images/chelsea.png web/dist/fixtures/
 cp tests/fixtures/tiny_dinov2/{config.json,model.safetensors,io.safetensors} web/dist/fixtures/tiny_dinov2/
 ls -l web/dist/dinoscope_web_bg.wasm

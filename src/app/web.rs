@@ -188,6 +188,14 @@ pub fn publish_status(app: &super::DinoscopeApp, pixels_per_point: f32) {
         "backend": format!("{:?}", app.gpu().info.backend),
         "errors": app.notices.iter().filter(|n| n.error).map(|n| n.text.clone()).collect::<Vec<_>>(),
         "panels": panels,
+        "tab": format!("{:?}", app.tab),
+        "inspect": {
+            "model": app.inspect.model.as_ref().map(|(_, n)| n.clone()),
+            "image": app.inspect.image.as_ref().map(|(_, n)| n.clone()),
+            "layer": app.inspect.current().map(|v| v.layer),
+            "heads": app.inspect.current().map(|v| v.heads.len()),
+            "error": app.inspect.error.clone(),
+        },
         "pixels_per_point": pixels_per_point,
         "notices": app.notices.iter().map(|n| n.text.clone()).collect::<Vec<_>>(),
     });

@@ -126,6 +126,29 @@ try {
   check("tiny_dinov2 outputs match the golden tensors on WebGPU", fixture.pass && fixture.compared > 10,
     fixture.row + ` (${fixture.compared} tensors)`);
 
+  // Inspect: drop the fixture model and a photo on the canvas, as a visitor would.
+  const drop = async (file, name) => {
+    const dt = await page.evaluateHandle(async ([f, n]) => {
+      const d = new DataTransfer();
+      d.items.add(new File([await (await fetch(f)).blob()], n));
+      return d;
+    }, [file, name]);
+    await page.dispatchEvent("canvas", "dragover", { dataTransfer: dt });
+    await page.dispatchEvent("canvas", "drop", { dataTransfer: dt });
+  };
+  await drop("fixtures/tiny_dinov2/model.safetensors", "model.safetensors");
+  await drop("fixtures/chelsea.png", "chelsea.png");
+  let inspect = {};
+  for (let i = 0; i < 300; i++) {
+    const st = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
+    inspect = st.inspect || {};
+    if (inspect.heads || inspect.error) break;
+    await sleep(500);
+  }
+  check("inspect: dropped weights and photo give attention maps", inspect.heads > 0 && !inspect.error,
+    JSON.stringify(inspect));
+  await page.screenshot({ path: path.join(out, "browser_inspect.png") });
+
   // Training in the page.
   await page.goto(url + "?" + trainQuery);
   await page.waitForFunction(() => window.dinoscope, null, { timeout: 180000 });
