@@ -1010,23 +1010,49 @@ impl DinoscopeApp {
         };
         let heads = rows.first().map_or(0, |r| r.len().saturating_sub(4));
         let cols = rows.first().map_or(1, |r| r.len()).max(1);
+        // Fit every probe in view when the window allows (probes side by side in groups when
+        // it is wide); scroll otherwise.
+        let n = rows.len().max(1);
+        let avail = ui.available_size();
+        let groups = ((avail.x / (cols as f32 * 64.0)) as usize).clamp(1, n);
+        let per_group = n.div_ceil(groups);
+        let by_width = (avail.x - 12.0 * groups as f32) / (cols * groups) as f32 - 4.0;
+        let by_height = (avail.y - 24.0) / per_group as f32 - 4.0;
+        let side = by_width.min(by_height.max(40.0)).clamp(32.0, 112.0);
         egui::ScrollArea::both().id_salt("probes").show(ui, |ui| {
-            let side =
-                ((ui.available_width() - 8.0 * cols as f32) / cols as f32).clamp(32.0, 112.0);
             egui::Grid::new("probe-grid")
                 .spacing([4.0, 4.0])
                 .show(ui, |ui| {
-                    ui.label("image");
-                    ui.label("mean");
-                    for h in 0..heads {
-                        ui.label(format!("head {h}"));
+                    for g in 0..groups {
+                        ui.label("image");
+                        ui.label("mean");
+                        for h in 0..heads {
+                            ui.label(format!("head {h}"));
+                        }
+                        ui.label("60% mass");
+                        ui.label("PCA");
+                        if g + 1 < groups {
+                            ui.label("");
+                        }
                     }
-                    ui.label("60% mass");
-                    ui.label("PCA");
                     ui.end_row();
-                    for row in rows {
-                        for t in row {
-                            ui.image((t.id(), egui::vec2(side, side)));
+                    for r in 0..per_group {
+                        for g in 0..groups {
+                            match rows.get(g * per_group + r) {
+                                Some(row) => {
+                                    for t in row {
+                                        ui.image((t.id(), egui::vec2(side, side)));
+                                    }
+                                }
+                                None => {
+                                    for _ in 0..cols {
+                                        ui.label("");
+                                    }
+                                }
+                            }
+                            if g + 1 < groups {
+                                ui.label("");
+                            }
                         }
                         ui.end_row();
                     }
