@@ -1016,7 +1016,7 @@ impl DinoscopeApp {
         let avail = ui.available_size();
         let groups = ((avail.x / (cols as f32 * 64.0)) as usize).clamp(1, n);
         let per_group = n.div_ceil(groups);
-        let by_width = (avail.x - 12.0 * groups as f32) / (cols * groups) as f32 - 4.0;
+        let by_width = (avail.x - 32.0 * groups as f32) / (cols * groups) as f32 - 6.0;
         let by_height = (avail.y - 24.0) / per_group as f32 - 4.0;
         let side = by_width.min(by_height.max(40.0)).clamp(32.0, 112.0);
         egui::ScrollArea::both().id_salt("probes").show(ui, |ui| {
