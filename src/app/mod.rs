@@ -167,6 +167,8 @@ pub struct DinoscopeApp {
     pub notices: Vec<Notice>,
     /// Steps done / total of the current run.
     pub progress: (u64, u64),
+    /// Whether the current run measures k-NN accuracy.
+    knn_expected: bool,
     run_started: Option<web_time::Instant>,
     steps_at_start: u64,
     /// The inspect view.
@@ -221,6 +223,7 @@ impl DinoscopeApp {
             probe_images: Vec::new(),
             notices: Vec::new(),
             progress: (0, 0),
+            knn_expected: true,
             run_started: None,
             steps_at_start: 0,
             inspect: Inspect::default(),
@@ -364,8 +367,9 @@ impl DinoscopeApp {
                 run.first_snapshot(&self.wake_ctx());
                 let (step, total) = (run.session.trainer.step, run.session.config().steps);
                 let desc = run.session.data_description.clone();
+                // The browser does not evaluate k-NN (it would need blocking readbacks).
                 self.probe_images = run.session.probes.iter().map(|p| p.rgb.clone()).collect();
-                self.on_started(step, total, &desc, run.session.has_knn());
+                self.on_started(step, total, &desc, false);
                 self.web = Some(run);
             }
             Err(e) => {
@@ -409,8 +413,15 @@ impl DinoscopeApp {
         self.progress = (step, total);
         self.steps_at_start = step;
         self.run_started = Some(web_time::Instant::now());
-        let knn = if knn { "" } else { " (no labels: no k-NN)" };
-        self.notify(format!("training on {data}{knn}"), false);
+        self.knn_expected = knn;
+        let note = if knn {
+            ""
+        } else if cfg!(target_arch = "wasm32") {
+            " (k-NN evaluation runs in the desktop app)"
+        } else {
+            " (k-NN is measured on the bundled set only)"
+        };
+        self.notify(format!("training on {data}{note}"), false);
     }
 
     fn on_step(&mut self, p: LogPoint) {
@@ -926,7 +937,22 @@ impl DinoscopeApp {
                     .num_columns(3)
                     .show(ui, |ui| {
                         for (i, (title, series)) in curves::PLOTS.iter().enumerate() {
+                            let no_knn = *series == ["knn"]
+                                && !self.knn_expected
+                                && self.history.knn.is_empty()
+                                && self.state != RunState::Idle;
                             ui.vertical(|ui| {
+                                if no_knn {
+                                    ui.label(egui::RichText::new(*title).strong());
+                                    ui.allocate_ui(egui::vec2(w, plot_h), |ui| {
+                                        ui.label(if cfg!(target_arch = "wasm32") {
+                                            "k-NN accuracy is measured in the desktop app."
+                                        } else {
+                                            "k-NN accuracy is measured on the bundled Fashion-MNIST set."
+                                        });
+                                    });
+                                    return;
+                                }
                                 curves::plot(
                                     ui,
                                     &self.history,
