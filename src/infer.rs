@@ -4,7 +4,9 @@
 use crate::data::image::Preprocessed;
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::model::vit::{ForwardOptions, Vit};
-use crate::viz::{self, Colormap};
+use crate::viz;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::viz::Colormap;
 use image::RgbImage;
 
 /// A problem running inference.
@@ -130,7 +132,9 @@ pub struct AttentionMaps {
 }
 
 /// Attention of the CLS token in `layer` (default: the last) and the PCA map of one image.
-/// `keep` is the share of attention mass the thresholded maps keep (DINO uses 0.6).
+/// `keep` is the share of attention mass the thresholded maps keep (DINO uses 0.6). Native
+/// only (it blocks on the readback); the browser uses [`layer_view`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn attention_maps(
     gpu: &Gpu,
     vit: &Vit,
@@ -138,37 +142,19 @@ pub fn attention_maps(
     layer: Option<usize>,
     keep: f32,
 ) -> Result<AttentionMaps, InferError> {
-    let depth = vit.cfg.depth;
-    let layer = layer.unwrap_or(depth.saturating_sub(1));
-    if layer >= depth {
-        return Err(InferError::Input(format!(
-            "layer {layer} does not exist: the model has {depth} layers (0..{})",
-            depth - 1
-        )));
-    }
+    let layer = layer.unwrap_or(vit.cfg.depth.saturating_sub(1));
+    let view = pollster::block_on(layer_view(gpu, vit, img, layer))?;
+    let (gh, gw) = view.grid;
     let (h, w) = (img.height, img.width);
-    let mut rec = Recorder::new(gpu);
-    let pixels = gpu.upload(&img.data, &[1, 3, h, w]);
-    let opts = ForwardOptions {
-        attention_layers: vec![layer],
-        ..Default::default()
-    };
-    let out = vit.forward(&mut rec, &pixels, 1, h, w, None, &opts)?;
-    rec.finish()?;
-    let (gh, gw) = out.grid;
-    let probs = match out.attentions.first() {
-        Some((_, t)) => read(gpu, t)?,
-        None => return Err(InferError::Input("no attention maps were produced".into())),
-    };
-    let heads = vit.cfg.heads;
-    let raw = viz::cls_attention(&probs, heads, out.n_tokens, vit.cfg.registers, gh, gw)?;
     let (wu, hu) = (w as u32, h as u32);
     let up = |m: &[f32]| viz::upsample_nearest(m, gh, gw, h, w);
-    let head_imgs: Vec<RgbImage> = raw
+    let head_imgs: Vec<RgbImage> = view
+        .heads
         .iter()
         .map(|m| viz::colorize(&up(m), wu, hu, Colormap::Inferno))
         .collect();
-    let thresholded: Vec<RgbImage> = raw
+    let thresholded: Vec<RgbImage> = view
+        .heads
         .iter()
         .map(|m| {
             viz::mask_overlay(
@@ -180,7 +166,7 @@ pub fn attention_maps(
             )
         })
         .collect();
-    let mean_map = viz::head_mean(&raw);
+    let mean_map = view.mean();
     let mean = viz::colorize(&up(&mean_map), wu, hu, Colormap::Inferno);
     let smooth = viz::upsample_bilinear(&mean_map, gh, gw, h, w);
     let mean_overlay = viz::overlay(
@@ -188,15 +174,11 @@ pub fn attention_maps(
         &viz::colorize(&smooth, wu, hu, Colormap::Inferno),
         0.6,
     );
-    let tokens = read(gpu, &out.tokens)?;
-    let d = vit.cfg.dim;
-    let first_patch = 1 + vit.cfg.registers;
-    let patches = &tokens[first_patch * d..];
-    let pca = viz::pca_rgb(patches, gh * gw, d, gh, gw)?;
+    let pca = view.pca()?;
     let pca_big = image::imageops::resize(&pca.rgb, wu, hu, image::imageops::FilterType::Nearest);
     Ok(AttentionMaps {
         grid: (gh, gw),
-        raw,
+        raw: view.heads,
         heads: head_imgs,
         heads_thresholded: thresholded,
         mean,

@@ -1,7 +1,7 @@
 //! The dinoscope window (eframe, wgpu renderer): train a ViT with DINO and watch its loss,
 //! k-NN accuracy and attention maps as it learns, or inspect a trained model's attention.
 //!
-//! The runtime shares eframe's wgpu device: [`device_descriptor`] asks for the adapter's own
+//! The runtime shares eframe's wgpu device: [`Gpu::device_descriptor`] asks for the adapter's own
 //! limits and the features the kernels use, and [`DinoscopeApp::new`] wraps that device in a
 //! [`Gpu`]. On native a worker thread owns the training loop ([`worker`]); in the browser the
 //! app steps within a per-frame time budget ([`web`]).
@@ -76,22 +76,10 @@ impl<T: 'static> Task<T> {
     }
 }
 
-/// The device a [`Gpu`] wants from an adapter: its own limits and the features the kernels use.
-pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
-    let wanted =
-        wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
-    wgpu::DeviceDescriptor {
-        label: Some("dinoscope"),
-        required_features: adapter.features() & wanted,
-        required_limits: adapter.limits(),
-        ..Default::default()
-    }
-}
-
-/// eframe's wgpu setup with [`device_descriptor`].
+/// eframe's wgpu setup with [`Gpu::device_descriptor`].
 pub fn wgpu_options() -> eframe::egui_wgpu::WgpuConfiguration {
     let mut setup = eframe::egui_wgpu::WgpuSetupCreateNew::without_display_handle();
-    setup.device_descriptor = Arc::new(device_descriptor);
+    setup.device_descriptor = Arc::new(Gpu::device_descriptor);
     eframe::egui_wgpu::WgpuConfiguration {
         wgpu_setup: eframe::egui_wgpu::WgpuSetup::CreateNew(setup),
         ..Default::default()

@@ -3,9 +3,9 @@
 //! the native worker thread and the browser's per-frame stepping share it.
 
 use super::settings::{DataSource, TrainSettings};
-use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
+use crate::data::dataset::Dataset;
 use crate::data::image::{preprocess, Preprocessed, Resize};
-use crate::data::loader::{Loader, LoaderConfig};
+use crate::data::loader::Loader;
 use crate::gpu::Gpu;
 use crate::infer::{layer_view, LayerView};
 use crate::train::config::TrainConfig;
@@ -56,12 +56,8 @@ pub struct Session {
 
 fn open_data(source: &DataSource) -> Result<(Arc<dyn Dataset>, EvalSets), String> {
     match source {
-        DataSource::Bundled => {
-            let (train, test) = fashion_mnist_bundled().map_err(|e| e.to_string())?;
-            let train: Arc<dyn Dataset> = Arc::new(train);
-            Ok((train.clone(), Some((train, Arc::new(test)))))
-        }
-        DataSource::Path(p) => Ok((Arc::from(open_dataset(p).map_err(|e| e.to_string())?), None)),
+        DataSource::Bundled => crate::train::run::datasets(None),
+        DataSource::Path(p) => crate::train::run::datasets(Some(p)),
     }
 }
 
@@ -116,7 +112,7 @@ impl Session {
             }
         };
         let (train, eval) = open_data(&settings.data)?;
-        let loader_cfg = loader_config(&cfg);
+        let loader_cfg = cfg.loader_config();
         let data_description = train.describe();
         let probe_source: &dyn Dataset = match &eval {
             Some((_, test)) => test.as_ref(),
@@ -248,28 +244,6 @@ impl Session {
             .ok_or_else(|| "no run folder is set".to_string())?;
         crate::train::run::save_checkpoint(&dir, self.config(), &self.trainer)?;
         Ok(dir)
-    }
-}
-
-/// The loader settings of a training config.
-pub fn loader_config(cfg: &TrainConfig) -> LoaderConfig {
-    LoaderConfig {
-        batch_size: cfg.batch_size,
-        seed: cfg.seed,
-        workers: if cfg!(target_arch = "wasm32") {
-            0
-        } else {
-            cfg.workers
-        },
-        prefetch: 2,
-        patch: cfg.model.patch,
-        mask_prob: if cfg.ibot_weight > 0.0 {
-            cfg.mask_prob
-        } else {
-            0.0
-        },
-        mask_ratio: cfg.mask_ratio,
-        augment: cfg.augment.clone(),
     }
 }
 

@@ -97,21 +97,25 @@ impl Gpu {
     /// Opens a device on an adapter the caller already chose.
     pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
-        let features = adapter.features() & wanted_features();
-        let limits = adapter.limits();
         let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("dinoscope"),
-                required_features: features,
-                required_limits: limits.clone(),
-                ..Default::default()
-            })
+            .request_device(&Self::device_descriptor(&adapter))
             .await
             .map_err(|e| GpuError::Device {
                 adapter: info.name.clone(),
                 message: e.to_string(),
             })?;
         Ok(Self::from_device(device, queue, info))
+    }
+
+    /// What the runtime asks of an adapter: its own limits, and the features the kernels use
+    /// where offered. Whoever creates the device for us (eframe) asks for the same.
+    pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+        wgpu::DeviceDescriptor {
+            label: Some("dinoscope"),
+            required_features: adapter.features() & wanted_features(),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }
     }
 
     /// Wraps an existing device (for example eframe's), so the UI and the runtime share it.

@@ -131,6 +131,24 @@ impl TrainConfig {
         ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default()).unwrap_or_default()
     }
 
+    /// The data loader settings of this run (masking only when iBOT is on).
+    pub fn loader_config(&self) -> crate::data::loader::LoaderConfig {
+        crate::data::loader::LoaderConfig {
+            batch_size: self.batch_size,
+            seed: self.seed,
+            workers: self.workers,
+            prefetch: 2,
+            patch: self.model.patch,
+            mask_prob: if self.ibot_weight > 0.0 {
+                self.mask_prob
+            } else {
+                0.0
+            },
+            mask_ratio: self.mask_ratio,
+            augment: self.augment.clone(),
+        }
+    }
+
     /// Checks values that would make training meaningless or crash.
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate().map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@ use super::config::TrainConfig;
 use super::trainer::{StepMetrics, TrainState, Trainer};
 use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
 #[cfg(not(target_arch = "wasm32"))]
-use crate::data::loader::{Loader, LoaderConfig};
+use crate::data::loader::Loader;
 use crate::gpu::Gpu;
 use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
@@ -217,20 +217,7 @@ pub fn run(
         .append(true)
         .open(&metrics_path)
         .map_err(|e| format!("{}: cannot open: {e}", metrics_path.display()))?;
-    let loader_cfg = LoaderConfig {
-        batch_size: cfg.batch_size,
-        seed: cfg.seed,
-        workers: cfg.workers,
-        prefetch: 2,
-        patch: cfg.model.patch,
-        mask_prob: if cfg.ibot_weight > 0.0 {
-            cfg.mask_prob
-        } else {
-            0.0
-        },
-        mask_ratio: cfg.mask_ratio,
-        augment: cfg.augment.clone(),
-    };
+    let loader_cfg = cfg.loader_config();
     let mut loader = Loader::new(train_ds, loader_cfg, start);
     let end = opts
         .stop_after
