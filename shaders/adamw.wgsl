@@ -4,12 +4,13 @@
 // search, so one dispatch updates the whole model.
 //   p ← p − lr·wd·p;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
 //   p ← p − lr · (m / bc1) / (sqrt(v / bc2) + eps),   bc1 = 1 − β1^t, bc2 = 1 − β2^t
-// Elements outside every segment are left alone. Dispatch: grid_1d(ceil(n / 256)).
+// Elements outside every segment are left alone. Dispatch: grid_1d(ceil(n / 256)), once per
+// piece when the flat buffer is larger than one storage binding.
 
 struct Params {
     n: u32,
     n_segments: u32,
-    _pad0: u32,
+    base: u32,
     _pad1: u32,
     lr: f32,
     weight_decay: f32,
@@ -41,15 +42,18 @@ fn adamw_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
-    // Last segment whose start <= i.
+    // The buffers may be a piece of the whole flat buffer starting at element p.base; segments
+    // are in whole-buffer indices.
+    let gi = p.base + i;
+    // Last segment whose start <= gi.
     var lo = 0u;
     var hi = p.n_segments;
     while (hi - lo > 1u) {
         let mid = (lo + hi) / 2u;
-        if (segments[mid].start <= i) { lo = mid; } else { hi = mid; }
+        if (segments[mid].start <= gi) { lo = mid; } else { hi = mid; }
     }
     let s = segments[lo];
-    if (i < s.start || i >= s.end) { return; }
+    if (gi < s.start || gi >= s.end) { return; }
     let lr = p.lr * s.lr_scale;
     let wd = p.weight_decay * s.wd_scale;
     let g = grad[i];

@@ -274,3 +274,83 @@ pub fn knn(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `dinoscope plan`: the step's peak GPU memory (a dry run of the step's own code), the largest
+/// tensors, whether it fits this adapter, and settings that would when it does not.
+pub fn plan(
+    gpu: &Gpu,
+    cfg: &dinoscope::train::config::TrainConfig,
+    memory: Option<&str>,
+) -> Result<ExitCode, String> {
+    use dinoscope::train::plan::{self, human};
+    let budget = match memory {
+        Some(m) => Some(plan::parse_size(m).map_err(|e| format!("--memory: {e}"))?),
+        None => plan::device_memory(gpu),
+    };
+    let p = plan::plan(gpu, cfg, plan::PLAN_STEPS)?;
+    let a = &cfg.augment;
+    println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+    println!(
+        "model: dim {} depth {} patch {}, {} registers; head {} prototypes",
+        cfg.model.dim, cfg.model.depth, cfg.model.patch, cfg.model.registers, cfg.head.prototypes
+    );
+    println!(
+        "step: batch {} × (2×{} + {}×{} crops), checkpointing {:?}",
+        cfg.batch_size, a.global_size, a.n_local, a.local_size, cfg.checkpoint
+    );
+    println!(
+        "weights, teacher, gradients, AdamW moments: {}",
+        human(p.state_bytes)
+    );
+    println!(
+        "peak GPU memory: {} over the first {} steps; {} with the most masked patches a step can have",
+        human(p.peak_bytes),
+        plan::PLAN_STEPS,
+        human(p.worst_bytes)
+    );
+    println!("largest tensors at the peak:");
+    for l in p.largest.iter().take(6) {
+        println!(
+            "  {:>3} × {:>10}  e.g. {:?}",
+            l.count,
+            human(l.bytes),
+            l.shape
+        );
+    }
+    let mut fits = true;
+    if let Some(e) = &p.limit_error {
+        println!("does not fit: {e}");
+        fits = false;
+    }
+    match budget {
+        Some(b) => {
+            let ok = p.worst_bytes <= b;
+            println!(
+                "adapter memory: {}; the step {} ({:.0}%)",
+                human(b),
+                if ok { "fits" } else { "does NOT fit" },
+                100.0 * p.worst_bytes as f64 / b as f64
+            );
+            fits &= ok;
+            if !fits {
+                let advice = plan::advice(gpu, cfg, b);
+                if advice.is_empty() {
+                    println!("no batch size ≥ 2 fits, with or without checkpointing");
+                } else {
+                    println!("settings that fit:");
+                    for a in advice {
+                        println!("  {a}");
+                    }
+                }
+            }
+        }
+        None => println!(
+            "adapter memory: not reported by this backend; pass --memory (e.g. --memory 4GiB)"
+        ),
+    }
+    Ok(if fits {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

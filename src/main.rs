@@ -142,6 +142,21 @@ mod cli {
             #[arg(long, default_value_t = 20)]
             k: usize,
         },
+        /// Peak GPU memory of a training step, whether it fits this adapter, and what would.
+        Plan {
+            /// Training config: a preset (debug, tiny, laptop, vits14) or a .ron file.
+            #[arg(long, default_value = "debug")]
+            config: String,
+            /// Images per step (overrides the config).
+            #[arg(long)]
+            batch: Option<usize>,
+            /// Activation checkpointing: off, all, or the number of blocks (overrides the config).
+            #[arg(long)]
+            checkpoint: Option<String>,
+            /// GPU memory to plan for (e.g. 4GiB; default: the adapter's, where it tells).
+            #[arg(long)]
+            memory: Option<String>,
+        },
         /// Benchmarks.
         Bench {
             #[command(subcommand)]
@@ -159,6 +174,12 @@ mod cli {
             /// Steps to time (after one warm-up step).
             #[arg(long, default_value_t = 5)]
             steps: u64,
+            /// Images per step (overrides the config).
+            #[arg(long)]
+            batch: Option<usize>,
+            /// Activation checkpointing: off, all, or the number of blocks (overrides the config).
+            #[arg(long)]
+            checkpoint: Option<String>,
         },
         /// ViT inference img/s and peak GPU memory with random weights.
         Vit {
@@ -376,10 +397,27 @@ mod cli {
                     .map_err(|e| e.to_string())?;
                 Ok(ExitCode::SUCCESS)
             }),
-            Some(Command::Bench {
-                what: BenchWhat::Train { config, steps },
+            Some(Command::Plan {
+                config,
+                batch,
+                checkpoint,
+                memory,
             }) => open_gpu(&cli).and_then(|gpu| {
-                let cfg = dinoscope::train::config::TrainConfig::load(config)?;
+                let cfg = dinoscope::train::config::TrainConfig::load(config)?
+                    .with_overrides(*batch, checkpoint.as_deref())?;
+                commands::plan(&gpu, &cfg, memory.as_deref())
+            }),
+            Some(Command::Bench {
+                what:
+                    BenchWhat::Train {
+                        config,
+                        steps,
+                        batch,
+                        checkpoint,
+                    },
+            }) => open_gpu(&cli).and_then(|gpu| {
+                let cfg = dinoscope::train::config::TrainConfig::load(config)?
+                    .with_overrides(*batch, checkpoint.as_deref())?;
                 dinoscope::bench::train(&gpu, &cfg, *steps)?;
                 Ok(ExitCode::SUCCESS)
             }),

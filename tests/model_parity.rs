@@ -146,13 +146,21 @@ fn swiglu_backbone_gradient_matches_finite_differences() {
         save_for_backward: true,
         ..Default::default()
     };
-    let out = vit
+    let mut out = vit
         .forward(&mut rec, &pixels, b, hgt, wid, None, &opts)
         .expect("forward");
     let grads = vit.zero_grads(&mut rec);
     let d_tokens = gpu.upload(&u, &[b, n, cfg.dim]);
-    vit.backward(&mut rec, &out, &d_tokens, &grads, None, (b, hgt, wid), None)
-        .expect("backward");
+    vit.backward(
+        &mut rec,
+        &mut out,
+        &d_tokens,
+        &grads,
+        None,
+        (b, hgt, wid),
+        None,
+    )
+    .expect("backward");
     rec.finish().expect("submit");
     let g = layout.unpack(&gpu.read(&grads.flat).expect("read"));
     let analytic: f64 = layout

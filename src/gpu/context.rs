@@ -62,6 +62,14 @@ pub struct Gpu {
     pub(crate) dummy_write: Tensor,
     /// A second one, for kernels with two absent outputs (writable bindings must not alias).
     pub(crate) dummy_write2: Tensor,
+    /// A dry run: tensors have sizes but no buffers and nothing is recorded or submitted, so
+    /// code run against it leaves exactly the pool's books of a real run (the memory planner).
+    pub(crate) dry: bool,
+    /// A smaller piece size for flat-buffer updates than the binding limit gives (0: none).
+    chunk_limit: std::sync::atomic::AtomicUsize,
+    /// The thread recording now and how many recorders it has open (see [`Gpu::begin_recording`]).
+    recording: Mutex<(Option<std::thread::ThreadId>, usize)>,
+    recording_done: std::sync::Condvar,
 }
 
 /// Features we use when the adapter offers them.
@@ -138,7 +146,7 @@ impl Gpu {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            Tensor::from_buffer(buffer, vec![4], 16, std::sync::Weak::new())
+            Tensor::from_buffer(Some(buffer), vec![4], 16, std::sync::Weak::new())
         };
         let dummy_read = dummy("dummy-read");
         let dummy_write = dummy("dummy-write");
@@ -156,7 +164,97 @@ impl Gpu {
             dummy_read,
             dummy_write,
             dummy_write2,
+            dry: false,
+            chunk_limit: Default::default(),
+            recording: Mutex::default(),
+            recording_done: Default::default(),
         }
+    }
+
+    /// A dry-run twin of this device: same adapter, limits and features, its own empty pool, no
+    /// buffers and no GPU work. Running a step against it gives the step's exact peak memory in
+    /// [`Gpu::pool_stats`] without allocating it.
+    pub fn dry_run(&self) -> Gpu {
+        Gpu {
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            info: self.info.clone(),
+            limits: self.limits.clone(),
+            features: self.features,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+            pool: Arc::new(Mutex::new(Pool::with_census())),
+            errors: Arc::default(),
+            dummy_read: self.dummy_read.clone(),
+            dummy_write: self.dummy_write.clone(),
+            dummy_write2: self.dummy_write2.clone(),
+            dry: true,
+            chunk_limit: Default::default(),
+            recording: Mutex::default(),
+            recording_done: Default::default(),
+        }
+    }
+
+    /// Elements per chunk when a flat buffer is updated piecewise: as many as one storage
+    /// binding holds, in whole multiples of 131,072 (so chunks, and the reduction partials of
+    /// their 2,048-element blocks, start on view boundaries).
+    pub fn binding_chunk(&self) -> usize {
+        const ALIGN: usize = 1 << 17;
+        let mut elems = (self.limits.max_storage_buffer_binding_size / 4) as usize;
+        let limit = self.chunk_limit.load(std::sync::atomic::Ordering::Relaxed);
+        if limit > 0 {
+            elems = elems.min(limit);
+        }
+        (elems / ALIGN).max(1) * ALIGN
+    }
+
+    /// Caps [`Gpu::binding_chunk`] at `elems` (rounded down to its alignment, at least one
+    /// piece): mimics an adapter with a smaller binding limit (tests of the piecewise updates).
+    pub fn limit_binding_chunk(&self, elems: usize) {
+        self.chunk_limit
+            .store(elems, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `(start, len)` pieces of `n` elements, each at most [`Gpu::binding_chunk`] long.
+    pub fn binding_chunks(&self, n: usize) -> Vec<(usize, usize)> {
+        let c = self.binding_chunk();
+        (0..n.max(1))
+            .step_by(c)
+            .map(|s| (s, c.min(n - s.min(n))))
+            .collect()
+    }
+
+    /// Waits until no other thread is recording, then marks this thread as recording. Buffers go
+    /// back to the pool as soon as the recording code drops them, so two recordings open at once
+    /// on different threads could each take a buffer the other's unsubmitted work still uses;
+    /// one recording thread at a time keeps every reuse in submission order. Recording is host
+    /// work only: GPU execution is not waited for. Re-entrant on the same thread.
+    pub(crate) fn begin_recording(&self) {
+        let me = std::thread::current().id();
+        let mut g = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+        while g.0.is_some_and(|t| t != me) {
+            g = self
+                .recording_done
+                .wait(g)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        g.0 = Some(me);
+        g.1 += 1;
+    }
+
+    /// Ends one [`Gpu::begin_recording`] of this thread.
+    pub(crate) fn end_recording(&self) {
+        let mut g = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = g.1.saturating_sub(1);
+        if g.1 == 0 {
+            g.0 = None;
+            self.recording_done.notify_all();
+        }
+    }
+
+    /// Whether this is a dry-run device (see [`Gpu::dry_run`]).
+    pub fn is_dry(&self) -> bool {
+        self.dry
     }
 
     /// Returns (and clears) errors wgpu reported since the last call.
@@ -189,6 +287,14 @@ impl Gpu {
         if let Ok(mut p) = self.pool.lock() {
             p.reset_peak();
         }
+    }
+
+    /// The largest live buffers at the peak of a dry run (see [`Gpu::dry_run`]).
+    pub fn largest_at_peak(&self) -> Vec<super::pool::LiveBuffers> {
+        self.pool
+            .lock()
+            .map(|p| p.largest_at_peak())
+            .unwrap_or_default()
     }
 
     /// Frees the buffers the pool keeps for reuse.
@@ -325,7 +431,7 @@ impl Gpu {
         // A fresh buffer (not a pooled one): a pooled buffer may still be read by recorded work,
         // and queue writes land before the whole next submission.
         let t = self.empty_fresh(shape);
-        if !bytes.is_empty() {
+        if !bytes.is_empty() && !self.dry {
             self.queue.write_buffer(t.buffer(), 0, bytes);
         }
         t
@@ -341,7 +447,7 @@ impl Gpu {
             data.len(),
             t.numel()
         );
-        if !data.is_empty() {
+        if !data.is_empty() && !self.dry {
             self.queue.write_buffer(
                 t.buffer(),
                 t.offset() as u64 * 4,
@@ -353,14 +459,17 @@ impl Gpu {
     fn empty_fresh(&self, shape: &[usize]) -> Tensor {
         let numel: usize = shape.iter().product();
         let size = Pool::round_size(numel as u64 * 4);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: Pool::USAGE,
-            mapped_at_creation: false,
+        let buffer = (!self.dry).then(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: Pool::USAGE,
+                mapped_at_creation: false,
+            })
         });
         if let Ok(mut p) = self.pool.lock() {
             p.note_created(size);
+            p.note_live(size, shape);
         }
         Tensor::from_buffer(buffer, shape.to_vec(), size, Arc::downgrade(&self.pool))
     }
@@ -370,10 +479,16 @@ impl Gpu {
     pub fn empty(&self, shape: &[usize]) -> Tensor {
         let numel: usize = shape.iter().product();
         let size = Pool::round_size(numel as u64 * 4);
-        let reused = self.pool.lock().ok().and_then(|mut p| p.take(size));
+        let reused = self.pool.lock().ok().and_then(|mut p| {
+            let found = p.take(size);
+            if let Some((bytes, _)) = &found {
+                p.note_live(*bytes, shape);
+            }
+            found
+        });
         match reused {
-            Some(buffer) => {
-                Tensor::from_buffer(buffer, shape.to_vec(), size, Arc::downgrade(&self.pool))
+            Some((found, buffer)) => {
+                Tensor::from_buffer(buffer, shape.to_vec(), found, Arc::downgrade(&self.pool))
             }
             None => self.empty_fresh(shape),
         }
@@ -398,6 +513,9 @@ impl Gpu {
         let bytes = t.numel() as u64 * 4;
         if bytes == 0 {
             return Ok(Vec::new());
+        }
+        if self.dry {
+            return Ok(vec![0.0; t.numel()]);
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),

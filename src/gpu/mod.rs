@@ -12,7 +12,7 @@ mod registry;
 mod tensor;
 
 pub use context::{AdapterChoice, Gpu};
-pub use pool::PoolStats;
+pub use pool::{LiveBuffers, PoolStats};
 pub use recorder::{grid_1d, grid_rows, Recorder};
 pub use registry::{shader_source, Access, Kernel, PRELUDE, SHADERS};
 pub use tensor::Tensor;

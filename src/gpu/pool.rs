@@ -1,7 +1,11 @@
 //! A caching allocator for storage buffers: freed buffers are kept by size and handed out again.
 //! Training allocates the same sizes every step, so after the first step nothing is created.
+//!
+//! A request takes the smallest free buffer that holds it, up to twice its size: sizes that vary
+//! a little from step to step (the masked rows of the iBOT head) reuse one buffer instead of each
+//! keeping its own. In a dry run (planning) the pool keeps the same books without buffers.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Byte counts of the pool.
 #[derive(Clone, Copy, Debug, Default)]
@@ -16,10 +20,27 @@ pub struct PoolStats {
     pub created: u64,
 }
 
+/// A pooled buffer: a real one, or none in a dry run.
+pub(crate) type Slot = Option<wgpu::Buffer>;
+
 #[derive(Default)]
 pub(crate) struct Pool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    free: BTreeMap<u64, Vec<Slot>>,
     stats: PoolStats,
+    /// Dry runs only: live buffers by size (count, a shape that asked for one), and that census
+    /// at the peak, for the planner's "largest tensors".
+    census: Option<(BTreeMap<u64, (usize, Vec<usize>)>, Vec<LiveBuffers>)>,
+}
+
+/// Buffers of one size live at the peak, with a shape that asked for one of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveBuffers {
+    /// Bytes of each buffer.
+    pub bytes: u64,
+    /// How many were live.
+    pub count: usize,
+    /// The shape of a tensor that took one.
+    pub shape: Vec<usize>,
 }
 
 impl Pool {
@@ -33,23 +54,83 @@ impl Pool {
         bytes.max(16).div_ceil(256) * 256
     }
 
-    pub(crate) fn take(&mut self, size: u64) -> Option<wgpu::Buffer> {
-        let b = self.free.get_mut(&size)?.pop()?;
-        self.stats.cached_bytes -= size;
-        self.stats.live_bytes += size;
-        Some(b)
+    /// A pool that also keeps the census of live buffers (dry runs).
+    pub(crate) fn with_census() -> Pool {
+        Pool {
+            census: Some(Default::default()),
+            ..Default::default()
+        }
+    }
+
+    /// Notes a live buffer of `size` bytes taken for `shape` (dry runs keep a census).
+    pub(crate) fn note_live(&mut self, size: u64, shape: &[usize]) {
+        if let Some((live, _)) = &mut self.census {
+            let e = live.entry(size).or_insert((0, Vec::new()));
+            e.0 += 1;
+            if e.0 == 1 {
+                e.1 = shape.to_vec();
+            }
+        }
+        self.update_peak();
+    }
+
+    fn update_peak(&mut self) {
+        let now = self.stats.live_bytes + self.stats.cached_bytes;
+        if now > self.stats.peak_bytes {
+            self.stats.peak_bytes = now;
+            if let Some((live, at_peak)) = &mut self.census {
+                *at_peak = live
+                    .iter()
+                    .rev()
+                    .take(12)
+                    .map(|(&bytes, (count, shape))| LiveBuffers {
+                        bytes,
+                        count: *count,
+                        shape: shape.clone(),
+                    })
+                    .collect();
+            }
+        }
+    }
+
+    /// The largest live buffers at the peak (dry runs; empty otherwise).
+    pub(crate) fn largest_at_peak(&self) -> Vec<LiveBuffers> {
+        self.census
+            .as_ref()
+            .map(|(_, at_peak)| at_peak.clone())
+            .unwrap_or_default()
+    }
+
+    /// The smallest free buffer of at least `size` bytes and at most twice that, with its size.
+    pub(crate) fn take(&mut self, size: u64) -> Option<(u64, Slot)> {
+        let (&found, _) = self
+            .free
+            .range(size..=size.saturating_mul(2))
+            .find(|(_, v)| !v.is_empty())?;
+        let list = self.free.get_mut(&found)?;
+        let b = list.pop()?;
+        if list.is_empty() {
+            self.free.remove(&found);
+        }
+        self.stats.cached_bytes -= found;
+        self.stats.live_bytes += found;
+        Some((found, b))
     }
 
     pub(crate) fn note_created(&mut self, size: u64) {
         self.stats.created += 1;
         self.stats.live_bytes += size;
-        self.stats.peak_bytes = self
-            .stats
-            .peak_bytes
-            .max(self.stats.live_bytes + self.stats.cached_bytes);
     }
 
-    pub(crate) fn give_back(&mut self, size: u64, buffer: wgpu::Buffer) {
+    pub(crate) fn give_back(&mut self, size: u64, buffer: Slot) {
+        if let Some((live, _)) = &mut self.census {
+            if let Some(e) = live.get_mut(&size) {
+                e.0 = e.0.saturating_sub(1);
+                if e.0 == 0 {
+                    live.remove(&size);
+                }
+            }
+        }
         self.stats.live_bytes = self.stats.live_bytes.saturating_sub(size);
         self.stats.cached_bytes += size;
         self.free.entry(size).or_default().push(buffer);
@@ -62,7 +143,8 @@ impl Pool {
     }
 
     pub(crate) fn reset_peak(&mut self) {
-        self.stats.peak_bytes = self.stats.live_bytes + self.stats.cached_bytes;
+        self.stats.peak_bytes = 0;
+        self.update_peak();
     }
 
     pub(crate) fn stats(&self) -> PoolStats {

@@ -1,5 +1,14 @@
 //! The recorder: a whole step of kernels in one command encoder, one compute pass where possible,
 //! and one submission. Params go into a uniform arena written once per submission.
+//!
+//! The recorder does not keep the tensors it binds: a tensor's buffer goes back to the pool when
+//! the caller drops it, and a later dispatch of the same recording may take it again. That is
+//! safe because wgpu executes recorded work in order and puts a barrier between a dispatch that
+//! reads or writes a buffer and a later one that writes it; the bind groups keep the buffers
+//! themselves alive until the GPU is done. Host writes are the exception (queue writes land
+//! before the whole submission), which is why uploads always take fresh buffers. Recordings on
+//! one device are taken one thread at a time ([`Gpu::begin_recording`]), so another thread
+//! never takes a buffer that unsubmitted work still uses.
 
 use super::context::Gpu;
 use super::registry::Kernel;
@@ -41,7 +50,6 @@ pub struct Recorder<'g> {
     pass: Option<wgpu::ComputePass<'static>>,
     arena: Vec<ArenaChunk>,
     align: u64,
-    held: Vec<Tensor>,
     timestamps: Option<(wgpu::QuerySet, bool)>,
     dispatches: usize,
     error: Option<super::GpuError>,
@@ -50,6 +58,7 @@ pub struct Recorder<'g> {
 impl<'g> Recorder<'g> {
     /// A new, empty recording.
     pub fn new(gpu: &'g Gpu) -> Recorder<'g> {
+        gpu.begin_recording();
         let encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -61,7 +70,6 @@ impl<'g> Recorder<'g> {
             pass: None,
             arena: Vec::new(),
             align: gpu.limits.min_uniform_buffer_offset_alignment.max(16) as u64,
-            held: Vec::new(),
             timestamps: None,
             dispatches: 0,
             error: None,
@@ -191,6 +199,10 @@ impl<'g> Recorder<'g> {
                 k.entry
             );
         }
+        if self.gpu.dry {
+            self.dispatches += 1;
+            return;
+        }
         let pipeline = self.gpu.pipeline(k, overrides);
         let (chunk, offset) = self.params_slot(bytemuck::bytes_of(params));
         let psize = (k.params_size as u64).div_ceil(16) * 16;
@@ -216,9 +228,6 @@ impl<'g> Recorder<'g> {
                 layout: &pipeline.layout,
                 entries: &entries,
             });
-        for t in bufs {
-            self.held.push((*t).clone());
-        }
         if self.pass.is_none() {
             let timestamp_writes = match &mut self.timestamps {
                 Some((qs, used)) if !*used => {
@@ -249,9 +258,8 @@ impl<'g> Recorder<'g> {
 
     /// Fills a tensor with zeros.
     pub fn clear(&mut self, t: &Tensor) {
-        self.held.push(t.clone());
         let bytes = t.numel() as u64 * 4;
-        if bytes > 0 {
+        if bytes > 0 && !self.gpu.dry {
             let size = bytes.div_ceil(4) * 4;
             let offset = t.offset() as u64 * 4;
             self.encoder().clear_buffer(t.buffer(), offset, Some(size));
@@ -268,10 +276,8 @@ impl<'g> Recorder<'g> {
     /// Copies all of `src` into `dst` (same element count).
     pub fn copy(&mut self, src: &Tensor, dst: &Tensor) {
         assert_eq!(src.numel(), dst.numel(), "copy: element counts differ");
-        self.held.push(src.clone());
-        self.held.push(dst.clone());
         let bytes = src.numel() as u64 * 4;
-        if bytes > 0 {
+        if bytes > 0 && !self.gpu.dry {
             self.encoder()
                 .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes);
         }
@@ -290,9 +296,7 @@ impl<'g> Recorder<'g> {
             src_off + len <= src.numel() && dst_off + len <= dst.numel(),
             "copy_range: out of bounds"
         );
-        self.held.push(src.clone());
-        self.held.push(dst.clone());
-        if len > 0 {
+        if len > 0 && !self.gpu.dry {
             self.encoder().copy_buffer_to_buffer(
                 src.buffer(),
                 (src.offset() + src_off) as u64 * 4,
@@ -312,8 +316,10 @@ impl<'g> Recorder<'g> {
     fn submit(&mut self) -> Result<Option<wgpu::Buffer>> {
         self.end_pass();
         if let Some(e) = self.error.take() {
-            self.held.clear();
             return Err(e);
+        }
+        if self.gpu.dry {
+            return Ok(None);
         }
         let mut enc = self.encoder.take().expect("finish called once");
         let mut ts_read = None;
@@ -338,7 +344,6 @@ impl<'g> Recorder<'g> {
             self.gpu.queue.write_buffer(&c.buffer, 0, &c.bytes);
         }
         self.gpu.queue.submit([enc.finish()]);
-        self.held.clear();
         self.gpu.check()?;
         Ok(ts_read)
     }
@@ -369,6 +374,14 @@ impl<'g> Recorder<'g> {
     }
 }
 
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        // Close the pass before the encoder goes (finish has already submitted).
+        self.pass = None;
+        self.gpu.end_recording();
+    }
+}
+
 /// The first pair of bindings that overlap in one buffer where at least one is writable: WebGPU
 /// (Dawn) rejects such bind groups, and native backends would race on them.
 fn writable_alias(k: &Kernel, bufs: &[&Tensor]) -> Option<(u32, u32)> {
@@ -382,7 +395,7 @@ fn writable_alias(k: &Kernel, bufs: &[&Tensor]) -> Option<(u32, u32)> {
             {
                 continue;
             }
-            if ta.buffer() != tb.buffer() {
+            if !ta.same_buffer(tb) {
                 continue;
             }
             let ((s0, e0), (s1, e1)) = (range(ta), range(tb));

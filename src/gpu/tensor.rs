@@ -11,9 +11,9 @@ struct Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        if let (Some(b), Some(pool)) = (self.buffer.take(), self.pool.upgrade()) {
+        if let Some(pool) = self.pool.upgrade() {
             if let Ok(mut p) = pool.lock() {
-                p.give_back(self.size, b);
+                p.give_back(self.size, self.buffer.take());
             }
         }
     }
@@ -36,17 +36,13 @@ impl std::fmt::Debug for Tensor {
 
 impl Tensor {
     pub(crate) fn from_buffer(
-        buffer: wgpu::Buffer,
+        buffer: Option<wgpu::Buffer>,
         shape: Vec<usize>,
         size: u64,
         pool: Weak<Mutex<Pool>>,
     ) -> Tensor {
         Tensor {
-            storage: Arc::new(Storage {
-                buffer: Some(buffer),
-                size,
-                pool,
-            }),
+            storage: Arc::new(Storage { buffer, size, pool }),
             offset: 0,
             shape,
         }
@@ -99,11 +95,12 @@ impl Tensor {
 
     /// The wgpu buffer (may be larger than the tensor).
     pub fn buffer(&self) -> &wgpu::Buffer {
-        // The buffer is only taken in Drop.
+        // The buffer is only taken in Drop; dry-run tensors are never bound (the recorder skips
+        // them).
         self.storage
             .buffer
             .as_ref()
-            .expect("tensor buffer present until drop")
+            .expect("tensor buffer present until drop (and not a dry-run tensor)")
     }
 
     /// The shape.

@@ -8,7 +8,8 @@ use crate::gpu::{grid_1d, Access::*, Gpu, Kernel, Recorder, Tensor};
 struct Params {
     n: u32,
     n_segments: u32,
-    _pad0: [u32; 2],
+    base: u32,
+    _pad0: u32,
     lr: f32,
     weight_decay: f32,
     beta1: f32,
@@ -110,23 +111,29 @@ pub fn adamw_step(
         "adamw_step: sizes"
     );
     assert!(h.t >= 1, "adamw_step: steps count from 1");
-    let p = Params {
-        n: n as u32,
-        n_segments: segs.count as u32,
-        _pad0: [0; 2],
-        lr: h.lr,
-        weight_decay: h.weight_decay,
-        beta1: h.beta1,
-        beta2: h.beta2,
-        eps: h.eps,
-        bc1: 1.0 - h.beta1.powi(h.t as i32),
-        bc2: 1.0 - h.beta2.powi(h.t as i32),
-        _pad1: 0,
-    };
-    rec.dispatch(
-        &ADAMW_STEP,
-        &p,
-        &[param, grad, m, v, &segs.table],
-        grid_1d(n.div_ceil(256)),
-    );
+    // Piecewise when the flat buffers exceed one storage binding; `base` keeps the segment
+    // search in whole-buffer indices.
+    for (start, len) in rec.gpu().binding_chunks(n) {
+        let p = Params {
+            n: len as u32,
+            n_segments: segs.count as u32,
+            base: start as u32,
+            _pad0: 0,
+            lr: h.lr,
+            weight_decay: h.weight_decay,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            bc1: 1.0 - h.beta1.powi(h.t as i32),
+            bc2: 1.0 - h.beta2.powi(h.t as i32),
+            _pad1: 0,
+        };
+        let v_ = |t: &Tensor| t.view(start, &[len]);
+        rec.dispatch(
+            &ADAMW_STEP,
+            &p,
+            &[&v_(param), &v_(grad), &v_(m), &v_(v), &segs.table],
+            grid_1d(len.div_ceil(256)),
+        );
+    }
 }

@@ -312,7 +312,7 @@ pub fn attention_backward(
     let gk = d.n_k.div_ceil(64) * d.batch * d.heads;
     // Two writable bindings of one buffer are invalid in WebGPU: a fused dqkv buffer is bound
     // once and dV is written through dK's binding.
-    let shared = dk.buffer() == dv.buffer() && dk.offset() == dv.offset();
+    let shared = dk.same_buffer(dv) && dk.offset() == dv.offset();
     let p = Params {
         dv_in_res0: u32::from(shared),
         ..p

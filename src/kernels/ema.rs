@@ -18,15 +18,18 @@ pub static EMA_UPDATE: Kernel =
 pub fn ema_update(rec: &mut Recorder, teacher: &Tensor, student: &Tensor, momentum: f32) {
     let n = teacher.numel();
     assert_eq!(student.numel(), n, "ema_update: sizes");
-    let p = Params {
-        n: n as u32,
-        momentum,
-        _pad: [0; 2],
-    };
-    rec.dispatch(
-        &EMA_UPDATE,
-        &p,
-        &[student, teacher],
-        grid_1d(n.div_ceil(256)),
-    );
+    // Piecewise when the flat buffers exceed one storage binding (ViT-S and up on WebGPU).
+    for (start, len) in rec.gpu().binding_chunks(n) {
+        let p = Params {
+            n: len as u32,
+            momentum,
+            _pad: [0; 2],
+        };
+        rec.dispatch(
+            &EMA_UPDATE,
+            &p,
+            &[&student.view(start, &[len]), &teacher.view(start, &[len])],
+            grid_1d(len.div_ceil(256)),
+        );
+    }
 }

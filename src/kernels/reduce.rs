@@ -177,19 +177,30 @@ fn reduce_pass(
         return;
     }
     let partial = rec.gpu().empty(&[groups]);
-    let p = Params {
-        rows: 0,
-        cols: 0,
-        chunk: FULL_CHUNK as u32,
-        mode,
-        scale: 1.0,
-        beta: 0.0,
-        n: n as u32,
-        accumulate: 0,
-        x_offset: 0,
-        _pad: [0; 3],
-    };
-    rec.dispatch(&REDUCE_FULL, &p, &[x, &dummy, &partial], grid_1d(groups));
+    // Piecewise when x exceeds one storage binding: pieces are whole multiples of FULL_CHUNK,
+    // so the partials (and the result) are the same as from one dispatch.
+    for (start, len) in rec.gpu().binding_chunks(n) {
+        let p = Params {
+            rows: 0,
+            cols: 0,
+            chunk: FULL_CHUNK as u32,
+            mode,
+            scale: 1.0,
+            beta: 0.0,
+            n: len as u32,
+            accumulate: 0,
+            x_offset: 0,
+            _pad: [0; 3],
+        };
+        let g0 = start / FULL_CHUNK;
+        let g = len.div_ceil(FULL_CHUNK);
+        rec.dispatch(
+            &REDUCE_FULL,
+            &p,
+            &[&x.view(start, &[len]), &dummy, &partial.view(g0, &[g])],
+            grid_1d(g),
+        );
+    }
     // Partial sums of x² are plain sums in the next pass; partial maxima stay maxima.
     let next = if mode == 2 { 2 } else { 0 };
     reduce_pass(rec, out, &partial, groups, next, scale, accumulate);
@@ -231,19 +242,25 @@ pub fn reduce_backward(
 pub fn clip_grad_norm(rec: &mut Recorder, x: &Tensor, max_norm: f32) -> Tensor {
     let ss = rec.gpu().empty(&[1]);
     reduce(rec, &ss, x, Reduce::SumSquares, false);
-    let n = x.numel();
-    let p = Params {
-        rows: 0,
-        cols: 0,
-        chunk: 0,
-        mode: 0,
-        scale: max_norm,
-        beta: 0.0,
-        n: n as u32,
-        accumulate: 0,
-        x_offset: 0,
-        _pad: [0; 3],
-    };
-    rec.dispatch(&CLIP_BY_NORM, &p, &[&ss, x], grid_1d(n.div_ceil(256)));
+    for (start, len) in rec.gpu().binding_chunks(x.numel()) {
+        let p = Params {
+            rows: 0,
+            cols: 0,
+            chunk: 0,
+            mode: 0,
+            scale: max_norm,
+            beta: 0.0,
+            n: len as u32,
+            accumulate: 0,
+            x_offset: 0,
+            _pad: [0; 3],
+        };
+        rec.dispatch(
+            &CLIP_BY_NORM,
+            &p,
+            &[&ss, &x.view(start, &[len])],
+            grid_1d(len.div_ceil(256)),
+        );
+    }
     ss
 }

@@ -205,8 +205,7 @@ pub fn tokens_backward(
         .cloned()
         .unwrap_or_else(|| gpu.dummy_write.clone());
     let rows = d.tokens() + 1;
-    let shared =
-        d_pos.cls.buffer() == d_pos.patch.buffer() && d_pos.cls.offset() == d_pos.patch.offset();
+    let shared = d_pos.cls.same_buffer(d_pos.patch) && d_pos.cls.offset() == d_pos.patch.offset();
     let p = Params {
         pos_shared: u32::from(shared),
         ..p

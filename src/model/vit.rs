@@ -41,6 +41,9 @@ pub struct ForwardOptions {
     /// Per-sample drop path (training only): for each block, the scales [B] of its attention and
     /// MLP branches (0 for a dropped sample, 1/keep otherwise).
     pub drop_path: Option<Vec<(Tensor, Tensor)>>,
+    /// With `save_for_backward`: the first this many blocks keep only their input and are
+    /// recomputed in the backward pass (activation checkpointing).
+    pub checkpoint_blocks: usize,
 }
 
 /// Activations of one block kept for the backward pass.
@@ -96,12 +99,25 @@ pub struct VitOutput {
     pub saved: Option<SavedForward>,
 }
 
+/// What one block kept for the backward pass.
+pub enum SavedBlock {
+    /// Every activation its backward reads.
+    Full(BlockActs),
+    /// Only its input (and drop-path scales): the backward pass recomputes the rest.
+    Input {
+        /// Block input.
+        x_in: Tensor,
+        /// Drop-path scales of the two branches.
+        drop: Option<(Tensor, Tensor)>,
+    },
+}
+
 /// Forward activations the backward pass reads.
 pub struct SavedForward {
     /// im2col rows of the patch embedding.
     pub cols: Tensor,
     /// Per-block activations.
-    pub blocks: Vec<BlockActs>,
+    pub blocks: Vec<SavedBlock>,
     /// Final-norm input.
     pub x_final: Tensor,
     /// Final-norm statistics.
@@ -250,7 +266,6 @@ impl Vit {
         let d = cfg.dim;
         let n_p = gh * gw;
         let n = 1 + cfg.registers + n_p;
-        let rows = batch * n;
         let pd = PatchDims {
             batch,
             channels: cfg.in_chans,
@@ -311,124 +326,27 @@ impl Vit {
         }
         let mut attentions = Vec::new();
         let mut blocks = Vec::new();
-        let heads = cfg.heads;
-        let hd = d / heads;
-        let ad = AttnDims::new(batch, heads, n, hd);
-        let layout = QkvLayout::fused(heads, n, hd);
-        let ol = OutLayout::bnhd(heads, n, hd);
+        let shape = BlockShape {
+            batch,
+            n,
+            ad: AttnDims::new(batch, cfg.heads, n, d / cfg.heads),
+        };
         for i in 0..cfg.depth {
-            let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
-            let x_in = x.clone();
-            let h1 = gpu.empty(&[rows, d]);
-            let ln1 = kernels::layernorm::layernorm_forward(
-                rec,
-                &h1,
-                &x,
-                &b("norm1.weight"),
-                &b("norm1.bias"),
-                cfg.ln_eps,
-            );
-            let qkv = gpu.empty(&[batch, n, 3 * d]);
-            kernels::linear::linear_forward(
-                rec,
-                &qkv,
-                &h1,
-                &b("attn.qkv.weight"),
-                Some(&b("attn.qkv.bias")),
-                None,
-            );
-            let attn = gpu.empty(&[rows, d]);
-            let lse =
-                kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
-            if opts.attention_layers.contains(&i) {
-                let probs = gpu.empty(&[batch, heads, n, n]);
-                kernels::attention::attention_probs(rec, &probs, &qkv, &qkv, &lse, ad, layout);
-                attentions.push((i, probs));
-            }
-            let mut proj = gpu.empty(&[rows, d]);
-            kernels::linear::linear_forward(
-                rec,
-                &proj,
-                &attn,
-                &b("attn.proj.weight"),
-                Some(&b("attn.proj.bias")),
-                None,
-            );
             let drop = opts.drop_path.as_ref().and_then(|v| v.get(i)).cloned();
-            if let Some((s1, _)) = &drop {
-                let dropped = gpu.empty(&[rows, d]);
-                kernels::elementwise::scale_rows(rec, &dropped, &proj, s1);
-                proj = dropped;
+            let probs = opts.attention_layers.contains(&i);
+            let keep_all = opts.save_for_backward && i >= opts.checkpoint_blocks;
+            let (x_out, acts, p) =
+                self.block_forward(rec, i, &x, shape, drop.clone(), probs, keep_all);
+            if let Some(p) = p {
+                attentions.push((i, p));
             }
-            // New buffers for the residual stream, so every block input survives for backward.
-            let x_mid = gpu.empty(&[batch, n, d]);
-            kernels::elementwise::add_mul(rec, &x_mid, &x, &proj, &b("ls1.gamma"));
-            let h2 = gpu.empty(&[rows, d]);
-            let ln2 = kernels::layernorm::layernorm_forward(
-                rec,
-                &h2,
-                &x_mid,
-                &b("norm2.weight"),
-                &b("norm2.bias"),
-                cfg.ln_eps,
-            );
-            let swiglu = cfg.ffn == Ffn::SwiGlu;
-            let (fc1, fc2) = if swiglu {
-                ("mlp.w12", "mlp.w3")
-            } else {
-                ("mlp.fc1", "mlp.fc2")
-            };
-            let pre = gpu.empty(&[
-                rows,
-                if swiglu {
-                    2 * cfg.mlp_hidden
-                } else {
-                    cfg.mlp_hidden
-                },
-            ]);
-            let act = gpu.empty(&[rows, cfg.mlp_hidden]);
-            let (w1, b1) = (b(&format!("{fc1}.weight")), b(&format!("{fc1}.bias")));
-            if swiglu {
-                kernels::linear::linear_forward(rec, &pre, &h2, &w1, Some(&b1), None);
-                kernels::gelu::swiglu_forward(rec, &act, &pre, cfg.mlp_hidden);
-            } else {
-                kernels::linear::linear_forward(rec, &act, &h2, &w1, Some(&b1), Some(&pre));
-            }
-            let mut mlp = gpu.empty(&[rows, d]);
-            kernels::linear::linear_forward(
-                rec,
-                &mlp,
-                &act,
-                &b(&format!("{fc2}.weight")),
-                Some(&b(&format!("{fc2}.bias"))),
-                None,
-            );
-            if let Some((_, s2)) = &drop {
-                let dropped = gpu.empty(&[rows, d]);
-                kernels::elementwise::scale_rows(rec, &dropped, &mlp, s2);
-                mlp = dropped;
-            }
-            let x_out = gpu.empty(&[batch, n, d]);
-            kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &b("ls2.gamma"));
             if opts.hidden_states {
                 hidden_states.push(x_out.clone());
             }
             if opts.save_for_backward {
-                blocks.push(BlockActs {
-                    x_in,
-                    ln1,
-                    h1,
-                    qkv,
-                    attn,
-                    lse,
-                    proj,
-                    x_mid,
-                    ln2,
-                    h2,
-                    pre,
-                    act,
-                    mlp,
-                    drop,
+                blocks.push(match acts {
+                    Some(a) => SavedBlock::Full(a),
+                    None => SavedBlock::Input { x_in: x, drop },
                 });
             }
             x = x_out;
@@ -461,6 +379,147 @@ impl Vit {
     }
 }
 
+/// Sizes one block works on: batch, tokens per image, attention dims.
+#[derive(Clone, Copy, Debug)]
+struct BlockShape {
+    batch: usize,
+    n: usize,
+    ad: AttnDims,
+}
+
+impl Vit {
+    /// Records block `i` on `x` [B, N, D]: returns its output, its activations when `save`, and
+    /// its attention probabilities when `probs`. The backward pass calls it again for a
+    /// checkpointed block; every kernel is deterministic, so the recomputation is bit-identical.
+    #[allow(clippy::too_many_arguments)]
+    fn block_forward(
+        &self,
+        rec: &mut Recorder,
+        i: usize,
+        x: &Tensor,
+        shape: BlockShape,
+        drop: Option<(Tensor, Tensor)>,
+        probs: bool,
+        save: bool,
+    ) -> (Tensor, Option<BlockActs>, Option<Tensor>) {
+        let cfg = &self.cfg;
+        let gpu = rec.gpu();
+        let (batch, n, ad) = (shape.batch, shape.n, shape.ad);
+        let (heads, hd, d) = (ad.heads, ad.head_dim, cfg.dim);
+        let rows = batch * n;
+        let layout = QkvLayout::fused(heads, n, hd);
+        let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
+        let h1 = gpu.empty(&[rows, d]);
+        let ln1 = kernels::layernorm::layernorm_forward(
+            rec,
+            &h1,
+            x,
+            &b("norm1.weight"),
+            &b("norm1.bias"),
+            cfg.ln_eps,
+        );
+        let qkv = gpu.empty(&[batch, n, 3 * d]);
+        kernels::linear::linear_forward(
+            rec,
+            &qkv,
+            &h1,
+            &b("attn.qkv.weight"),
+            Some(&b("attn.qkv.bias")),
+            None,
+        );
+        let attn = gpu.empty(&[rows, d]);
+        let ol = OutLayout::bnhd(heads, n, hd);
+        let lse =
+            kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
+        let p = probs.then(|| {
+            let p = gpu.empty(&[batch, heads, n, n]);
+            kernels::attention::attention_probs(rec, &p, &qkv, &qkv, &lse, ad, layout);
+            p
+        });
+        let mut proj = gpu.empty(&[rows, d]);
+        kernels::linear::linear_forward(
+            rec,
+            &proj,
+            &attn,
+            &b("attn.proj.weight"),
+            Some(&b("attn.proj.bias")),
+            None,
+        );
+        if let Some((s1, _)) = &drop {
+            let dropped = gpu.empty(&[rows, d]);
+            kernels::elementwise::scale_rows(rec, &dropped, &proj, s1);
+            proj = dropped;
+        }
+        // New buffers for the residual stream, so every block input survives for backward.
+        let x_mid = gpu.empty(&[batch, n, d]);
+        kernels::elementwise::add_mul(rec, &x_mid, x, &proj, &b("ls1.gamma"));
+        let h2 = gpu.empty(&[rows, d]);
+        let ln2 = kernels::layernorm::layernorm_forward(
+            rec,
+            &h2,
+            &x_mid,
+            &b("norm2.weight"),
+            &b("norm2.bias"),
+            cfg.ln_eps,
+        );
+        let swiglu = cfg.ffn == Ffn::SwiGlu;
+        let (fc1, fc2) = if swiglu {
+            ("mlp.w12", "mlp.w3")
+        } else {
+            ("mlp.fc1", "mlp.fc2")
+        };
+        let pre = gpu.empty(&[
+            rows,
+            if swiglu {
+                2 * cfg.mlp_hidden
+            } else {
+                cfg.mlp_hidden
+            },
+        ]);
+        let act = gpu.empty(&[rows, cfg.mlp_hidden]);
+        let (w1, b1) = (b(&format!("{fc1}.weight")), b(&format!("{fc1}.bias")));
+        if swiglu {
+            kernels::linear::linear_forward(rec, &pre, &h2, &w1, Some(&b1), None);
+            kernels::gelu::swiglu_forward(rec, &act, &pre, cfg.mlp_hidden);
+        } else {
+            kernels::linear::linear_forward(rec, &act, &h2, &w1, Some(&b1), Some(&pre));
+        }
+        let mut mlp = gpu.empty(&[rows, d]);
+        kernels::linear::linear_forward(
+            rec,
+            &mlp,
+            &act,
+            &b(&format!("{fc2}.weight")),
+            Some(&b(&format!("{fc2}.bias"))),
+            None,
+        );
+        if let Some((_, s2)) = &drop {
+            let dropped = gpu.empty(&[rows, d]);
+            kernels::elementwise::scale_rows(rec, &dropped, &mlp, s2);
+            mlp = dropped;
+        }
+        let x_out = gpu.empty(&[batch, n, d]);
+        kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &b("ls2.gamma"));
+        let acts = save.then(|| BlockActs {
+            x_in: x.clone(),
+            ln1,
+            h1,
+            qkv,
+            attn,
+            lse,
+            proj,
+            x_mid,
+            ln2,
+            h2,
+            pre,
+            act,
+            mlp,
+            drop,
+        });
+        (x_out, acts, p)
+    }
+}
+
 /// d_branch = dy ⊙ γ (overwritten); dγ += Σ_rows dy ⊙ branch. The backward of `x + γ ⊙ branch`
 /// for the branch side (the residual side passes dy through unchanged).
 fn layerscale_backward(
@@ -490,19 +549,25 @@ impl Vit {
 
     /// Records the backward pass from `d_tokens` (dL/d final tokens [B, N, D]) through a forward
     /// run with `save_for_backward`. Parameter gradients are added into `grads` (same layout as
-    /// the parameters); `d_pixels` [B, 3, H, W] is written when given.
+    /// the parameters); `d_pixels` [B, 3, H, W] is written when given. The saved activations are
+    /// taken out of `out` and each block's are freed as soon as its backward is recorded.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         rec: &mut Recorder,
-        out: &VitOutput,
+        out: &mut VitOutput,
         d_tokens: &Tensor,
         grads: &ParamStore,
         d_pixels: Option<&Tensor>,
         pixels_shape: (usize, usize, usize),
         mask: Option<&Tensor>,
     ) -> Result<(), ModelError> {
-        let saved = out.saved.as_ref().ok_or_else(|| {
+        let SavedForward {
+            cols,
+            blocks,
+            x_final,
+            norm,
+        } = out.saved.take().ok_or_else(|| {
             ModelError::Input("backward needs a forward run with save_for_backward".into())
         })?;
         let cfg = &self.cfg;
@@ -521,18 +586,28 @@ impl Vit {
             &g("norm.weight"),
             &g("norm.bias"),
             d_tokens,
-            &saved.x_final,
+            &x_final,
             &self.p("norm.weight"),
-            &saved.norm,
+            &norm,
             false,
             true,
         );
+        drop((x_final, norm));
         let heads = cfg.heads;
         let hd = d / heads;
         let ad = AttnDims::new(batch, heads, n, hd);
         let layout = QkvLayout::fused(heads, n, hd);
         let ol = OutLayout::bnhd(heads, n, hd);
-        for (i, a) in saved.blocks.iter().enumerate().rev() {
+        let shape = BlockShape { batch, n, ad };
+        for (i, saved) in blocks.into_iter().enumerate().rev() {
+            let a = match saved {
+                SavedBlock::Full(a) => a,
+                SavedBlock::Input { x_in, drop } => {
+                    let (_, a, _) = self.block_forward(rec, i, &x_in, shape, drop, false, true);
+                    a.expect("block_forward saves when asked")
+                }
+            };
+            let a = &a;
             let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
             let gb = |s: &str| grads.get(&format!("blocks.{i}.{s}"));
             // x_out = x_mid + ls2 ⊙ mlp: dx flows to x_mid unchanged.
@@ -711,7 +786,7 @@ impl Vit {
             &g("patch_embed.proj.weight"),
             &g("patch_embed.proj.bias"),
             &d_patches,
-            &saved.cols,
+            &cols,
             &self.p("patch_embed.proj.weight"),
             pd,
             true,

@@ -172,11 +172,12 @@ fn compare_backward(
             hidden_states: false,
             save_for_backward: true,
             drop_path: None,
+            checkpoint_blocks: 0,
         };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);
         let mask_t = mask.as_ref().map(|m| gpu.upload(m, &[m.len()]));
-        let out = vit
+        let mut out = vit
             .forward(&mut rec, &pixels, b, h, w, mask_t.as_ref(), &opts)
             .map_err(|e| e.to_string())?;
         let d_tokens = gpu.upload(&up.data, &up.shape);
@@ -184,7 +185,7 @@ fn compare_backward(
         let d_pixels = gpu.empty(&px.shape);
         vit.backward(
             &mut rec,
-            &out,
+            &mut out,
             &d_tokens,
             &grads,
             Some(&d_pixels),
@@ -253,6 +254,7 @@ async fn compare_forward(
             hidden_states: true,
             save_for_backward: false,
             drop_path: None,
+            checkpoint_blocks: 0,
         };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);

@@ -15,6 +15,43 @@ pub enum Targets {
     SinkhornKnopp,
 }
 
+/// Activation checkpointing of the student's blocks: a checkpointed block keeps only its input
+/// through the step and is recomputed in the backward pass (same gradients, bit for bit, for
+/// about one more forward pass of those blocks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Checkpoint {
+    /// Every block keeps its activations.
+    #[default]
+    Off,
+    /// The first n blocks are checkpointed.
+    Blocks(usize),
+    /// Every block is checkpointed.
+    All,
+}
+
+impl Checkpoint {
+    /// Parses `off`, `all` or a number of blocks.
+    pub fn parse(s: &str) -> Result<Checkpoint, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" | "0" => Ok(Checkpoint::Off),
+            "all" => Ok(Checkpoint::All),
+            n => n
+                .parse()
+                .map(Checkpoint::Blocks)
+                .map_err(|_| format!("checkpoint '{s}': use off, all, or a number of blocks")),
+        }
+    }
+
+    /// How many of `depth` blocks are checkpointed.
+    pub fn blocks(self, depth: usize) -> usize {
+        match self {
+            Checkpoint::Off => 0,
+            Checkpoint::Blocks(n) => n.min(depth),
+            Checkpoint::All => depth,
+        }
+    }
+}
+
 /// Everything a training run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -58,6 +95,9 @@ pub struct TrainConfig {
     /// Stochastic depth of the student's residual branches (per-sample form, uniform over blocks).
     #[serde(default)]
     pub drop_path: f32,
+    /// Activation checkpointing of the student's blocks (memory for compute).
+    #[serde(default)]
+    pub checkpoint: Checkpoint,
     /// Loss weights.
     pub dino_weight: f32,
     /// iBOT weight (0 disables masking and the iBOT loss).
@@ -104,6 +144,22 @@ impl TrainConfig {
             }
         };
         Self::from_ron(text, name)
+    }
+
+    /// This config with the batch size and checkpointing replaced where given (validated).
+    pub fn with_overrides(
+        mut self,
+        batch: Option<usize>,
+        checkpoint: Option<&str>,
+    ) -> Result<TrainConfig, String> {
+        if let Some(b) = batch {
+            self.batch_size = b;
+        }
+        if let Some(c) = checkpoint {
+            self.checkpoint = Checkpoint::parse(c)?;
+        }
+        self.validate()?;
+        Ok(self)
     }
 
     /// Parses RON.

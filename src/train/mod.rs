@@ -4,5 +4,6 @@ pub mod config;
 pub mod head;
 pub mod init;
 pub mod knn;
+pub mod plan;
 pub mod run;
 pub mod trainer;

@@ -1,22 +1,22 @@
 //! One DINOv2 training step on the GPU, recorded into one submission (spec Appendix B):
 //! teacher forward on the global crops → targets (centering or Sinkhorn-Knopp) → student forward
 //! on the masked global crops and on the local crops → shared DINO/iBOT head → DINO, iBOT and
-//! KoLeo losses → backward → per-module gradient clipping → AdamW → teacher EMA.
+//! KoLeo losses → backward → per-module gradient clipping → AdamW → teacher EMA. The phases are
+//! in `step.rs`; this file holds the state, its construction and checkpoints.
 //!
 //! Student, teacher, gradients and both AdamW moments are flat buffers with one layout
 //! (backbone, then `dino_head.*`), so each of AdamW, EMA and clipping is one dispatch per module.
 
-use super::config::{StepValues, Targets, TrainConfig};
+use super::config::TrainConfig;
 use super::head::DinoHead;
 use crate::data::loader::Batch;
-use crate::gpu::{Gpu, GpuError, Recorder, Tensor};
-use crate::kernels;
-use crate::kernels::adamw::{AdamWStep, Segment, Segments};
-use crate::kernels::cross_entropy::CrossEntropy;
-use crate::kernels::losses::DinoPairs;
+use crate::gpu::{Gpu, GpuError, Tensor};
+use crate::kernels::adamw::{Segment, Segments};
 use crate::model::params::{ParamLayout, ParamStore};
-use crate::model::vit::{param_layout, ForwardOptions, Vit};
+use crate::model::vit::{param_layout, Vit};
 use std::collections::BTreeMap;
+
+mod step;
 
 /// A problem during training.
 #[derive(Debug, thiserror::Error)]
@@ -261,8 +261,13 @@ impl<'g> Trainer<'g> {
                 .map(|e| (e.name.clone(), e.shape.clone())),
         );
         let layout = ParamLayout::new(&specs);
-        let values = super::init::init_params(&layout, cfg.seed);
-        let flat = layout.pack(&values);
+        let flat = if gpu.is_dry() {
+            // A dry run allocates the same tensors without values: skip the initialisation.
+            vec![0.0; layout.total]
+        } else {
+            let values = super::init::init_params(&layout, cfg.seed);
+            layout.pack(&values)
+        };
         Self::from_flats(
             gpu,
             cfg,
@@ -367,360 +372,15 @@ impl<'g> Trainer<'g> {
         pollster::block_on(pending.read(self.gpu))
     }
 
-    /// Records and submits one step on a batch without waiting for it; the step counter
-    /// advances at once. Read its metrics with [`PendingStep::read`].
-    pub fn submit_step(&mut self, batch: &Batch) -> Result<PendingStep, TrainError> {
-        let gpu = self.gpu;
-        let cfg = self.cfg.clone();
-        let sv: StepValues = cfg.at(self.step);
-        if sv.freeze_last_layer != self.segments_frozen {
+    /// Rebuilds the AdamW segments when the prototype layer freezes or thaws.
+    fn refresh_segments(&mut self, frozen: bool) {
+        if frozen != self.segments_frozen {
             self.segments = Segments::new(
-                gpu,
-                &param_segments(
-                    &cfg,
-                    &self.backbone_layout,
-                    &self.head_layout,
-                    sv.freeze_last_layer,
-                ),
+                self.gpu,
+                &param_segments(&self.cfg, &self.backbone_layout, &self.head_layout, frozen),
             );
-            self.segments_frozen = sv.freeze_last_layer;
+            self.segments_frozen = frozen;
         }
-        let b = cfg.batch_size;
-        let (g, l, nl) = (
-            cfg.augment.global_size,
-            cfg.augment.local_size,
-            cfg.augment.n_local,
-        );
-        let d = cfg.model.dim;
-        let k = cfg.head.prototypes;
-        let first_patch = 1 + cfg.model.registers;
-        let n_g = self.student_vit.tokens_for(g, g);
-        let n_l = self.student_vit.tokens_for(l, l);
-        let p_g = n_g - first_patch;
-        if batch.globals.len() != 2 * b * 3 * g * g
-            || batch.locals.len() != nl * b * 3 * l * l
-            || batch.masks.len() != 2 * b * p_g
-        {
-            return Err(TrainError::Other(format!(
-                "batch does not match the config ({} global, {} local values, {} mask entries)",
-                batch.globals.len(),
-                batch.locals.len(),
-                batch.masks.len()
-            )));
-        }
-        // Masked patches: rows of the [2B·N, D] token matrix and their iBOT weights.
-        let use_ibot = cfg.ibot_weight > 0.0;
-        let mut masked_rows = Vec::new();
-        let mut masked_w = Vec::new();
-        if use_ibot {
-            for c in 0..2 * b {
-                let m = &batch.masks[c * p_g..(c + 1) * p_g];
-                let count = m.iter().filter(|&&v| v != 0.0).count();
-                for (p, &v) in m.iter().enumerate() {
-                    if v != 0.0 {
-                        masked_rows.push((c * n_g + first_patch + p) as f32);
-                        masked_w.push(1.0 / count.max(1) as f32);
-                    }
-                }
-            }
-        }
-        let n_masked = masked_rows.len();
-        let mut rec = Recorder::new(gpu);
-        rec.clear(&self.grads);
-        let globals = gpu.upload(&batch.globals, &[2 * b, 3, g, g]);
-        let locals = gpu.upload(&batch.locals, &[nl * b, 3, l, l]);
-        let mask = gpu.upload(&batch.masks, &[2 * b, p_g]);
-        let cls_g_idx = gpu.upload(
-            &(0..2 * b).map(|c| (c * n_g) as f32).collect::<Vec<_>>(),
-            &[2 * b],
-        );
-        let cls_l_idx = gpu.upload(
-            &(0..nl * b).map(|c| (c * n_l) as f32).collect::<Vec<_>>(),
-            &[(nl * b).max(1)],
-        );
-        let t_head = self.head_store(&self.teacher);
-        let s_head = self.head_store(&self.student);
-        let g_head = self.head_store(&self.grads);
-        let g_backbone = self.backbone_store(&self.grads);
-
-        // Teacher: global crops, unmasked.
-        let t_out = self.teacher_vit.forward(
-            &mut rec,
-            &globals,
-            2 * b,
-            g,
-            g,
-            None,
-            &ForwardOptions::default(),
-        )?;
-        let t_cls = gpu.empty(&[2 * b, d]);
-        kernels::gather::gather_rows(&mut rec, &t_cls, &t_out.tokens, &cls_g_idx, d);
-        let (t_logits, _) = self.head.forward(&mut rec, &t_head, &t_cls, 2 * b);
-        let t_probs = gpu.empty(&[2 * b, k]);
-        match cfg.targets {
-            Targets::Centering => {
-                kernels::losses::teacher_softmax(
-                    &mut rec,
-                    &t_probs,
-                    &t_logits,
-                    &self.center_dino,
-                    sv.teacher_temp,
-                );
-                kernels::losses::center_update(&mut rec, &self.center_dino, &t_logits, 0.9);
-            }
-            Targets::SinkhornKnopp => {
-                kernels::losses::sinkhorn(&mut rec, &t_probs, &t_logits, k, sv.teacher_temp, 3)
-            }
-        }
-        // Student: masked global crops and local crops.
-        let save_g = ForwardOptions {
-            save_for_backward: true,
-            drop_path: self.drop_masks(0, 2 * b),
-            ..Default::default()
-        };
-        let save_l = ForwardOptions {
-            save_for_backward: true,
-            drop_path: self.drop_masks(1, nl * b),
-            ..Default::default()
-        };
-        let s_out_g = self.student_vit.forward(
-            &mut rec,
-            &globals,
-            2 * b,
-            g,
-            g,
-            use_ibot.then_some(&mask),
-            &save_g,
-        )?;
-        let s_out_l = if nl > 0 {
-            Some(
-                self.student_vit
-                    .forward(&mut rec, &locals, nl * b, l, l, None, &save_l)?,
-            )
-        } else {
-            None
-        };
-        let cls_all = gpu.empty(&[(2 + nl) * b, d]);
-        let s_cls_g = gpu.empty(&[2 * b, d]);
-        kernels::gather::gather_rows(&mut rec, &s_cls_g, &s_out_g.tokens, &cls_g_idx, d);
-        rec.copy_range(&s_cls_g, 0, &cls_all, 0, 2 * b * d);
-        if let Some(o) = &s_out_l {
-            let s_cls_l = gpu.empty(&[nl * b, d]);
-            kernels::gather::gather_rows(&mut rec, &s_cls_l, &o.tokens, &cls_l_idx, d);
-            rec.copy_range(&s_cls_l, 0, &cls_all, 2 * b * d, nl * b * d);
-        }
-        let (s_logits, s_acts) = self.head.forward(&mut rec, &s_head, &cls_all, (2 + nl) * b);
-        let pairs = DinoPairs {
-            batch: b,
-            n_student: 2 + nl,
-            n_global: 2,
-            n_teacher: 2,
-            temp: cfg.student_temp,
-        };
-        let dino_loss = gpu.empty(&[1]);
-        let _ = kernels::losses::dino_loss_forward(
-            &mut rec,
-            &dino_loss,
-            &s_logits,
-            &t_probs,
-            k,
-            pairs,
-            pairs.default_scale(),
-        );
-        let koleo_loss = gpu.empty(&[1]);
-        let koleo_saved =
-            kernels::losses::koleo_forward(&mut rec, &koleo_loss, &s_cls_g, d, b, 1.0 / b as f32);
-        let ibot_loss = rec.zeros(&[1]);
-        let ibot_scale = 1.0 / (2 * b) as f32;
-        let mut ibot_parts = None;
-        if n_masked > 0 {
-            let idx = gpu.upload(&masked_rows, &[n_masked]);
-            let w = gpu.upload(&masked_w, &[n_masked]);
-            let t_patch = gpu.empty(&[n_masked, d]);
-            kernels::gather::gather_rows(&mut rec, &t_patch, &t_out.tokens, &idx, d);
-            let (t_plog, _) = self
-                .ibot_head
-                .forward(&mut rec, &t_head, &t_patch, n_masked);
-            let ki = cfg.ibot_prototypes();
-            let t_pprobs = gpu.empty(&[n_masked, ki]);
-            match cfg.targets {
-                Targets::Centering => {
-                    kernels::losses::teacher_softmax(
-                        &mut rec,
-                        &t_pprobs,
-                        &t_plog,
-                        &self.center_ibot,
-                        sv.teacher_temp,
-                    );
-                    kernels::losses::center_update(&mut rec, &self.center_ibot, &t_plog, 0.9);
-                }
-                Targets::SinkhornKnopp => {
-                    kernels::losses::sinkhorn(&mut rec, &t_pprobs, &t_plog, ki, sv.teacher_temp, 3)
-                }
-            }
-            let s_patch = gpu.empty(&[n_masked, d]);
-            kernels::gather::gather_rows(&mut rec, &s_patch, &s_out_g.tokens, &idx, d);
-            let (s_plog, s_pacts) = self
-                .ibot_head
-                .forward(&mut rec, &s_head, &s_patch, n_masked);
-            let per_row = gpu.empty(&[n_masked]);
-            let opt = CrossEntropy {
-                temperature: cfg.student_temp,
-                scale: ibot_scale,
-                row_weight: Some(&w),
-            };
-            kernels::cross_entropy::cross_entropy_forward(
-                &mut rec, &per_row, None, &s_plog, &t_pprobs, ki, opt,
-            );
-            let weighted = gpu.empty(&[n_masked]);
-            kernels::elementwise::mul_forward(&mut rec, &weighted, &per_row, &w, false);
-            let sum = gpu.empty(&[1]);
-            kernels::reduce::reduce(
-                &mut rec,
-                &sum,
-                &weighted,
-                kernels::reduce::Reduce::Sum,
-                false,
-            );
-            kernels::elementwise::axpby(&mut rec, &ibot_loss, &sum, ibot_scale, 0.0);
-            ibot_parts = Some((idx, w, s_plog, t_pprobs, s_pacts));
-        }
-
-        // Backward.
-        let up_dino = gpu.upload(&[cfg.dino_weight], &[1]);
-        let up_ibot = gpu.upload(&[cfg.ibot_weight], &[1]);
-        let up_koleo = gpu.upload(&[cfg.koleo_weight], &[1]);
-        let d_logits = gpu.empty(&[(2 + nl) * b, k]);
-        kernels::losses::dino_loss_backward(
-            &mut rec,
-            &d_logits,
-            &up_dino,
-            &s_logits,
-            &t_probs,
-            k,
-            pairs,
-            pairs.default_scale(),
-            false,
-        );
-        let d_cls_all = self
-            .head
-            .backward(&mut rec, &s_head, &g_head, &s_acts, &d_logits);
-        let d_tokens_g = rec.zeros(&[2 * b * n_g, d]);
-        let d_cls_g = gpu.empty(&[2 * b, d]);
-        rec.copy_range(&d_cls_all, 0, &d_cls_g, 0, 2 * b * d);
-        kernels::losses::koleo_backward(
-            &mut rec,
-            &d_cls_g,
-            &up_koleo,
-            &s_cls_g,
-            &koleo_saved,
-            d,
-            b,
-            1.0 / b as f32,
-            true,
-        );
-        kernels::gather::scatter_add_rows(&mut rec, &d_tokens_g, &d_cls_g, &cls_g_idx, d);
-        if let Some((idx, w, s_plog, t_pprobs, s_pacts)) = &ibot_parts {
-            let ki = cfg.ibot_prototypes();
-            let d_plog = gpu.empty(&[n_masked, ki]);
-            let opt = CrossEntropy {
-                temperature: cfg.student_temp,
-                scale: ibot_scale,
-                row_weight: Some(w),
-            };
-            kernels::cross_entropy::cross_entropy_backward(
-                &mut rec, &d_plog, &up_ibot, s_plog, t_pprobs, ki, opt, false,
-            );
-            let d_patch = self
-                .ibot_head
-                .backward(&mut rec, &s_head, &g_head, s_pacts, &d_plog);
-            kernels::gather::scatter_add_rows(&mut rec, &d_tokens_g, &d_patch, idx, d);
-        }
-        let d_tokens_g = d_tokens_g.reshape(&[2 * b, n_g, d]);
-        self.student_vit.backward(
-            &mut rec,
-            &s_out_g,
-            &d_tokens_g,
-            &g_backbone,
-            None,
-            (2 * b, g, g),
-            use_ibot.then_some(&mask),
-        )?;
-        if let Some(o) = &s_out_l {
-            let d_tokens_l = rec.zeros(&[nl * b * n_l, d]);
-            let d_cls_l = gpu.empty(&[nl * b, d]);
-            rec.copy_range(&d_cls_all, 2 * b * d, &d_cls_l, 0, nl * b * d);
-            kernels::gather::scatter_add_rows(&mut rec, &d_tokens_l, &d_cls_l, &cls_l_idx, d);
-            let d_tokens_l = d_tokens_l.reshape(&[nl * b, n_l, d]);
-            self.student_vit.backward(
-                &mut rec,
-                o,
-                &d_tokens_l,
-                &g_backbone,
-                None,
-                (nl * b, l, l),
-                None,
-            )?;
-        }
-        // Per-module clipping, AdamW, EMA.
-        let bt = self.backbone_layout.total;
-        kernels::reduce::clip_grad_norm(&mut rec, &self.grads.view(0, &[bt]), cfg.clip_grad);
-        // Each head is its own module (the DINO head, then the iBOT head when separate).
-        let ibot_start = self
-            .head_layout
-            .get("ibot_head.mlp.0.weight")
-            .map_or(self.head_layout.total, |e| e.offset);
-        for (start, end) in [(0, ibot_start), (ibot_start, self.head_layout.total)] {
-            if end > start {
-                kernels::reduce::clip_grad_norm(
-                    &mut rec,
-                    &self.grads.view(bt + start, &[end - start]),
-                    cfg.clip_grad,
-                );
-            }
-        }
-        let h = AdamWStep {
-            lr: sv.lr,
-            weight_decay: sv.weight_decay,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            t: (self.step + 1) as u32,
-        };
-        kernels::adamw::adamw_step(
-            &mut rec,
-            &self.student,
-            &self.m1,
-            &self.m2,
-            &self.grads,
-            &self.segments,
-            h,
-        );
-        kernels::ema::ema_update(&mut rec, &self.teacher, &self.student, sv.momentum);
-        let metrics = gpu.empty(&[3]);
-        rec.copy_range(&dino_loss, 0, &metrics, 0, 1);
-        rec.copy_range(&ibot_loss, 0, &metrics, 1, 1);
-        rec.copy_range(&koleo_loss, 0, &metrics, 2, 1);
-        rec.finish()?;
-        let step = self.step;
-        let diagnose = cfg.log_every > 0 && step.is_multiple_of(cfg.log_every);
-        self.step += 1;
-        Ok(PendingStep {
-            metrics,
-            diagnostics: diagnose.then_some((t_probs, s_cls_g)),
-            prototypes: k,
-            dim: d,
-            base: StepMetrics {
-                step,
-                lr: sv.lr,
-                weight_decay: sv.weight_decay,
-                momentum: sv.momentum,
-                teacher_temp: sv.teacher_temp,
-                masked: n_masked,
-                ..Default::default()
-            },
-            weights: (cfg.dino_weight, cfg.ibot_weight, cfg.koleo_weight),
-        })
     }
 
     /// Per-sample drop-path scales for one student forward (`which`: 0 globals, 1 locals), drawn

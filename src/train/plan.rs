@@ -1,0 +1,207 @@
+//! Will it fit? The peak GPU memory of a training step, found by running the step's own code on
+//! a dry-run device ([`Gpu::dry_run`]): every tensor is "allocated" from the same pool with the
+//! same sizes, lifetimes and reuse as a real run, but no buffer exists and no kernel runs. The
+//! figure is therefore the runtime's pooled peak of the real run, not a formula that can drift
+//! from the code.
+
+use super::config::{Checkpoint, TrainConfig};
+use super::trainer::Trainer;
+use crate::data::loader::{Batch, MASK_STREAM};
+use crate::data::masks::batch_masks_with_targets;
+use crate::data::rng::Rng;
+use crate::gpu::{Gpu, LiveBuffers};
+
+/// The memory of a training configuration on one adapter.
+#[derive(Clone, Debug)]
+pub struct MemoryPlan {
+    /// Peak pooled GPU memory over the first steps of the run, with their own iBOT masks.
+    pub peak_bytes: u64,
+    /// The same with every masked crop at the top of its mask-ratio bin (the most masked rows
+    /// any step can have): what the run must be able to hold.
+    pub worst_bytes: u64,
+    /// Parameters, EMA teacher, gradients, AdamW moments and centers.
+    pub state_bytes: u64,
+    /// The largest live buffers at the worst-case peak.
+    pub largest: Vec<LiveBuffers>,
+    /// A tensor larger than one storage binding of this adapter, if any.
+    pub limit_error: Option<String>,
+}
+
+/// Steps simulated for [`MemoryPlan::peak_bytes`]: enough for the pool to reach its steady state
+/// (`bench train` measures one warm-up step and then a few).
+pub const PLAN_STEPS: u64 = 3;
+
+/// Runs `steps` dry steps (with the run's real iBOT masks) and one worst-case step of `cfg` on
+/// a dry twin of `gpu`.
+pub fn plan(gpu: &Gpu, cfg: &TrainConfig, steps: u64) -> Result<MemoryPlan, String> {
+    cfg.validate()?;
+    let dry = gpu.dry_run();
+    let mut trainer = Trainer::new(&dry, cfg.clone()).map_err(|e| e.to_string())?;
+    let state_bytes = dry.pool_stats().live_bytes;
+    let mut limit_error = None;
+    let mut run = |trainer: &mut Trainer, batch: &Batch| -> Result<(), String> {
+        match trainer.submit_step(batch) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("max_storage_buffer_binding_size") {
+                    limit_error.get_or_insert(msg);
+                    Ok(())
+                } else {
+                    Err(msg)
+                }
+            }
+        }
+    };
+    for step in 0..steps.max(1) {
+        run(&mut trainer, &dry_batch(cfg, step, false))?;
+    }
+    let peak_bytes = dry.pool_stats().peak_bytes;
+    run(&mut trainer, &dry_batch(cfg, steps.max(1), true))?;
+    let worst_bytes = dry.pool_stats().peak_bytes;
+    Ok(MemoryPlan {
+        peak_bytes,
+        worst_bytes,
+        state_bytes,
+        largest: dry.largest_at_peak(),
+        limit_error,
+    })
+}
+
+/// A batch of zeros with step `step`'s iBOT masks, or with every masked crop at its bin's top.
+fn dry_batch(cfg: &TrainConfig, step: u64, worst: bool) -> Batch {
+    let b = cfg.batch_size;
+    let a = &cfg.augment;
+    let grid = a.global_size / cfg.model.patch.max(1);
+    let mut rng = Rng::derive(cfg.seed, &[step, MASK_STREAM]);
+    let masks =
+        batch_masks_with_targets(2 * b, grid, grid, cfg.mask_prob, cfg.mask_ratio, &mut rng);
+    let top = worst_targets(2 * b, grid * grid, cfg);
+    let mut flat = Vec::with_capacity(2 * b * grid * grid);
+    for (i, (m, _)) in masks.iter().enumerate() {
+        if worst {
+            let t = top.get(i).copied().unwrap_or(0);
+            flat.extend((0..grid * grid).map(|p| if p < t { 1.0 } else { 0.0 }));
+        } else {
+            flat.extend(m.iter().map(|&v| if v { 1.0 } else { 0.0 }));
+        }
+    }
+    Batch {
+        step,
+        epoch: 0,
+        globals: vec![0.0; 2 * b * 3 * a.global_size * a.global_size],
+        locals: vec![0.0; a.n_local * b * 3 * a.local_size * a.local_size],
+        masks: flat,
+        labels: vec![None; b],
+        skipped: 0,
+    }
+}
+
+/// The most patches each masked crop can get: the top of its mask-ratio bin.
+fn worst_targets(n_crops: usize, n_patches: usize, cfg: &TrainConfig) -> Vec<usize> {
+    let n_masked = crate::data::masks::masked_crop_count(n_crops, cfg.mask_prob);
+    let (lo, hi) = cfg.mask_ratio;
+    (1..=n_masked)
+        .map(|i| {
+            let frac = lo + (hi - lo) * i as f32 / n_masked as f32;
+            ((n_patches as f32 * frac).max(0.0) as usize).min(n_patches)
+        })
+        .collect()
+}
+
+/// The device-local memory of the adapter behind `gpu`, where the backend tells it (Vulkan), or
+/// `DINOSCOPE_GPU_MEMORY` (bytes, or with a KiB/MiB/GiB suffix) when set.
+pub fn device_memory(gpu: &Gpu) -> Option<u64> {
+    if let Some(v) = std::env::var("DINOSCOPE_GPU_MEMORY")
+        .ok()
+        .and_then(|s| parse_size(&s).ok())
+    {
+        return Some(v);
+    }
+    vulkan_device_local(gpu)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn vulkan_device_local(gpu: &Gpu) -> Option<u64> {
+    // SAFETY: the hal device is only read (memory properties of its physical device) while the
+    // guard keeps it alive.
+    let hal = unsafe { gpu.device.as_hal::<wgpu::hal::api::Vulkan>() }?;
+    let instance = hal.shared_instance().raw_instance();
+    // SAFETY: a valid physical device of this instance.
+    let props =
+        unsafe { instance.get_physical_device_memory_properties(hal.raw_physical_device()) };
+    let n = (props.memory_heap_count as usize).min(props.memory_heaps.len());
+    // Bit 0 of the heap flags: DEVICE_LOCAL.
+    props.memory_heaps[..n]
+        .iter()
+        .filter(|h| h.flags.as_raw() & 1 != 0)
+        .map(|h| h.size)
+        .max()
+}
+
+#[cfg(target_arch = "wasm32")]
+fn vulkan_device_local(_gpu: &Gpu) -> Option<u64> {
+    None
+}
+
+/// Parses "4GiB", "512 MiB", "4G", "4096M" or a byte count.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (use e.g. 4GiB, 512MiB or a byte count)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("'{s}': unknown size unit (use KiB, MiB or GiB)")),
+    };
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("'{s}': a size must be positive"));
+    }
+    Ok((v * mult) as u64)
+}
+
+/// Bytes as GiB or MiB.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    }
+}
+
+/// Settings that fit `budget` bytes when `cfg` does not: for each checkpointing choice, the
+/// largest batch (halving from the configured one) whose worst-case peak fits.
+pub fn advice(gpu: &Gpu, cfg: &TrainConfig, budget: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut choices = vec![cfg.checkpoint];
+    if cfg.checkpoint != Checkpoint::All {
+        choices.push(Checkpoint::All);
+    }
+    for ck in choices {
+        let mut batch = cfg.batch_size;
+        while batch >= 2 {
+            let mut c = cfg.clone();
+            c.batch_size = batch;
+            c.checkpoint = ck;
+            if let Ok(p) = plan(gpu, &c, 1) {
+                if p.limit_error.is_none() && p.worst_bytes <= budget {
+                    out.push(format!(
+                        "batch_size: {batch}, checkpoint: {ck:?} (peak {})",
+                        human(p.worst_bytes)
+                    ));
+                    break;
+                }
+            }
+            batch /= 2;
+        }
+    }
+    out
+}

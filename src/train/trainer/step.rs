@@ -1,0 +1,528 @@
+//! One training step as its phases: inputs → teacher targets → student forward → losses →
+//! backward → update. Each phase takes what it reads and returns what later phases need, so the
+//! tensors that live across phases are the fields of the structs below and nothing else; a
+//! phase's own intermediates go back to the pool as soon as it has recorded them.
+
+use super::{PendingStep, StepMetrics, TrainError, Trainer};
+use crate::data::loader::Batch;
+use crate::gpu::{Recorder, Tensor};
+use crate::kernels;
+use crate::kernels::adamw::AdamWStep;
+use crate::kernels::cross_entropy::CrossEntropy;
+use crate::kernels::losses::DinoPairs;
+use crate::model::params::ParamStore;
+use crate::model::vit::{ForwardOptions, VitOutput};
+use crate::train::config::{StepValues, Targets};
+use crate::train::head::HeadActs;
+
+/// The batch on the GPU, with the sizes every phase uses.
+pub(super) struct StepInputs {
+    b: usize,
+    g: usize,
+    l: usize,
+    nl: usize,
+    n_g: usize,
+    n_l: usize,
+    globals: Tensor,
+    locals: Tensor,
+    mask: Tensor,
+    cls_g_idx: Tensor,
+    cls_l_idx: Tensor,
+    /// Masked patches: rows of the [2B·N, D] token matrix and their iBOT weights.
+    masked: Option<MaskedRows>,
+}
+
+struct MaskedRows {
+    n: usize,
+    idx: Tensor,
+    w: Tensor,
+}
+
+/// The teacher's targets: DINO [2B, K] and, with iBOT, the masked patches' [n_masked, K_ibot].
+pub(super) struct TeacherTargets {
+    probs: Tensor,
+    patch_probs: Option<Tensor>,
+}
+
+/// The student's forward passes and head outputs, kept for the losses and the backward pass.
+pub(super) struct StudentForward {
+    out_g: VitOutput,
+    out_l: Option<VitOutput>,
+    cls_g: Tensor,
+    logits: Tensor,
+    head_acts: HeadActs,
+    patch: Option<(Tensor, HeadActs)>,
+}
+
+/// The three loss values [1] and what KoLeo's backward reads.
+pub(super) struct Losses {
+    dino: Tensor,
+    ibot: Tensor,
+    koleo: Tensor,
+    koleo_saved: kernels::losses::KoleoSaved,
+}
+
+impl Trainer<'_> {
+    fn pairs(&self) -> DinoPairs {
+        DinoPairs {
+            batch: self.cfg.batch_size,
+            n_student: 2 + self.cfg.augment.n_local,
+            n_global: 2,
+            n_teacher: 2,
+            temp: self.cfg.student_temp,
+        }
+    }
+
+    fn ibot_options<'a>(&self, w: &'a Tensor) -> CrossEntropy<'a> {
+        CrossEntropy {
+            temperature: self.cfg.student_temp,
+            scale: 1.0 / (2 * self.cfg.batch_size) as f32,
+            row_weight: Some(w),
+        }
+    }
+
+    /// Checks the batch against the config and uploads it.
+    pub(super) fn step_inputs(&self, batch: &Batch) -> Result<StepInputs, TrainError> {
+        let gpu = self.gpu;
+        let cfg = &self.cfg;
+        let b = cfg.batch_size;
+        let (g, l, nl) = (
+            cfg.augment.global_size,
+            cfg.augment.local_size,
+            cfg.augment.n_local,
+        );
+        let first_patch = 1 + cfg.model.registers;
+        let n_g = self.student_vit.tokens_for(g, g);
+        let n_l = self.student_vit.tokens_for(l, l);
+        let p_g = n_g - first_patch;
+        if batch.globals.len() != 2 * b * 3 * g * g
+            || batch.locals.len() != nl * b * 3 * l * l
+            || batch.masks.len() != 2 * b * p_g
+        {
+            return Err(TrainError::Other(format!(
+                "batch does not match the config ({} global, {} local values, {} mask entries)",
+                batch.globals.len(),
+                batch.locals.len(),
+                batch.masks.len()
+            )));
+        }
+        let mut rows = Vec::new();
+        let mut weights = Vec::new();
+        if cfg.ibot_weight > 0.0 {
+            for c in 0..2 * b {
+                let m = &batch.masks[c * p_g..(c + 1) * p_g];
+                let count = m.iter().filter(|&&v| v != 0.0).count();
+                for (p, &v) in m.iter().enumerate() {
+                    if v != 0.0 {
+                        rows.push((c * n_g + first_patch + p) as f32);
+                        weights.push(1.0 / count.max(1) as f32);
+                    }
+                }
+            }
+        }
+        let masked = (!rows.is_empty()).then(|| MaskedRows {
+            n: rows.len(),
+            idx: gpu.upload(&rows, &[rows.len()]),
+            w: gpu.upload(&weights, &[weights.len()]),
+        });
+        Ok(StepInputs {
+            b,
+            g,
+            l,
+            nl,
+            n_g,
+            n_l,
+            globals: gpu.upload(&batch.globals, &[2 * b, 3, g, g]),
+            locals: gpu.upload(&batch.locals, &[nl * b, 3, l, l]),
+            mask: gpu.upload(&batch.masks, &[2 * b, p_g]),
+            cls_g_idx: gpu.upload(
+                &(0..2 * b).map(|c| (c * n_g) as f32).collect::<Vec<_>>(),
+                &[2 * b],
+            ),
+            cls_l_idx: gpu.upload(
+                &(0..nl * b).map(|c| (c * n_l) as f32).collect::<Vec<_>>(),
+                &[(nl * b).max(1)],
+            ),
+            masked,
+        })
+    }
+
+    /// Teacher forward on the unmasked global crops, its head on the CLS rows and on the masked
+    /// patch rows, and the targets (centering or Sinkhorn-Knopp). The teacher's tokens are gone
+    /// when this returns.
+    pub(super) fn teacher_targets(
+        &self,
+        rec: &mut Recorder,
+        inp: &StepInputs,
+        sv: &StepValues,
+    ) -> Result<TeacherTargets, TrainError> {
+        let gpu = self.gpu;
+        let (b, g, d) = (inp.b, inp.g, self.cfg.model.dim);
+        let t_head = self.head_store(&self.teacher);
+        let t_out = self.teacher_vit.forward(
+            rec,
+            &inp.globals,
+            2 * b,
+            g,
+            g,
+            None,
+            &ForwardOptions::default(),
+        )?;
+        let t_cls = gpu.empty(&[2 * b, d]);
+        kernels::gather::gather_rows(rec, &t_cls, &t_out.tokens, &inp.cls_g_idx, d);
+        let (t_logits, _) = self.head.forward(rec, &t_head, &t_cls, 2 * b);
+        drop(t_cls);
+        let probs = self.targets(
+            rec,
+            &t_logits,
+            &self.center_dino,
+            self.cfg.head.prototypes,
+            sv,
+        );
+        drop(t_logits);
+        let patch_probs = inp.masked.as_ref().map(|m| {
+            let t_patch = gpu.empty(&[m.n, d]);
+            kernels::gather::gather_rows(rec, &t_patch, &t_out.tokens, &m.idx, d);
+            let (t_plog, _) = self.ibot_head.forward(rec, &t_head, &t_patch, m.n);
+            drop(t_patch);
+            let ki = self.cfg.ibot_prototypes();
+            self.targets(rec, &t_plog, &self.center_ibot, ki, sv)
+        });
+        Ok(TeacherTargets { probs, patch_probs })
+    }
+
+    /// Teacher probabilities from logits [rows, k]; with centering, the center moves too.
+    fn targets(
+        &self,
+        rec: &mut Recorder,
+        logits: &Tensor,
+        center: &Tensor,
+        k: usize,
+        sv: &StepValues,
+    ) -> Tensor {
+        let probs = self.gpu.empty(logits.shape());
+        match self.cfg.targets {
+            Targets::Centering => {
+                kernels::losses::teacher_softmax(rec, &probs, logits, center, sv.teacher_temp);
+                kernels::losses::center_update(rec, center, logits, 0.9);
+            }
+            Targets::SinkhornKnopp => {
+                kernels::losses::sinkhorn(rec, &probs, logits, k, sv.teacher_temp, 3)
+            }
+        }
+        probs
+    }
+
+    /// Student forward on the masked global crops and the local crops (activations kept, or
+    /// only block inputs where checkpointed), and the heads on the CLS rows and masked patches.
+    pub(super) fn student_forward(
+        &self,
+        rec: &mut Recorder,
+        inp: &StepInputs,
+    ) -> Result<StudentForward, TrainError> {
+        let gpu = self.gpu;
+        let (b, g, l, nl, d) = (inp.b, inp.g, inp.l, inp.nl, self.cfg.model.dim);
+        let s_head = self.head_store(&self.student);
+        let checkpoint_blocks = self.cfg.checkpoint.blocks(self.cfg.model.depth);
+        let save = |which: u64, samples: usize| ForwardOptions {
+            save_for_backward: true,
+            drop_path: self.drop_masks(which, samples),
+            checkpoint_blocks,
+            ..Default::default()
+        };
+        let use_ibot = self.cfg.ibot_weight > 0.0;
+        let out_g = self.student_vit.forward(
+            rec,
+            &inp.globals,
+            2 * b,
+            g,
+            g,
+            use_ibot.then_some(&inp.mask),
+            &save(0, 2 * b),
+        )?;
+        let out_l = if nl > 0 {
+            let o =
+                self.student_vit
+                    .forward(rec, &inp.locals, nl * b, l, l, None, &save(1, nl * b))?;
+            Some(o)
+        } else {
+            None
+        };
+        let cls_all = gpu.empty(&[(2 + nl) * b, d]);
+        let cls_g = gpu.empty(&[2 * b, d]);
+        kernels::gather::gather_rows(rec, &cls_g, &out_g.tokens, &inp.cls_g_idx, d);
+        rec.copy_range(&cls_g, 0, &cls_all, 0, 2 * b * d);
+        if let Some(o) = &out_l {
+            let cls_l = gpu.empty(&[nl * b, d]);
+            kernels::gather::gather_rows(rec, &cls_l, &o.tokens, &inp.cls_l_idx, d);
+            rec.copy_range(&cls_l, 0, &cls_all, 2 * b * d, nl * b * d);
+        }
+        let (logits, head_acts) = self.head.forward(rec, &s_head, &cls_all, (2 + nl) * b);
+        let patch = inp.masked.as_ref().map(|m| {
+            let s_patch = gpu.empty(&[m.n, d]);
+            kernels::gather::gather_rows(rec, &s_patch, &out_g.tokens, &m.idx, d);
+            self.ibot_head.forward(rec, &s_head, &s_patch, m.n)
+        });
+        Ok(StudentForward {
+            out_g,
+            out_l,
+            cls_g,
+            logits,
+            head_acts,
+            patch,
+        })
+    }
+
+    /// DINO (each student crop against the other global crop's target), iBOT (weighted
+    /// cross-entropy over the masked patches) and KoLeo (on the global CLS features).
+    pub(super) fn losses(
+        &self,
+        rec: &mut Recorder,
+        inp: &StepInputs,
+        t: &TeacherTargets,
+        s: &StudentForward,
+    ) -> Losses {
+        let gpu = self.gpu;
+        let (b, d, k) = (inp.b, self.cfg.model.dim, self.cfg.head.prototypes);
+        let pairs = self.pairs();
+        let dino = gpu.empty(&[1]);
+        let _ = kernels::losses::dino_loss_forward(
+            rec,
+            &dino,
+            &s.logits,
+            &t.probs,
+            k,
+            pairs,
+            pairs.default_scale(),
+        );
+        let koleo = gpu.empty(&[1]);
+        let koleo_saved =
+            kernels::losses::koleo_forward(rec, &koleo, &s.cls_g, d, b, 1.0 / b as f32);
+        let ibot = rec.zeros(&[1]);
+        if let (Some(m), Some(t_pprobs), Some((s_plog, _))) =
+            (&inp.masked, &t.patch_probs, &s.patch)
+        {
+            let ki = self.cfg.ibot_prototypes();
+            let opt = self.ibot_options(&m.w);
+            let per_row = gpu.empty(&[m.n]);
+            kernels::cross_entropy::cross_entropy_forward(
+                rec, &per_row, None, s_plog, t_pprobs, ki, opt,
+            );
+            let weighted = gpu.empty(&[m.n]);
+            kernels::elementwise::mul_forward(rec, &weighted, &per_row, &m.w, false);
+            let sum = gpu.empty(&[1]);
+            kernels::reduce::reduce(rec, &sum, &weighted, kernels::reduce::Reduce::Sum, false);
+            kernels::elementwise::axpby(rec, &ibot, &sum, opt.scale, 0.0);
+        }
+        Losses {
+            dino,
+            ibot,
+            koleo,
+            koleo_saved,
+        }
+    }
+
+    /// Gradients of the weighted losses into `self.grads`: heads, then the global crops'
+    /// backbone pass, then the local crops'. Consumes the student's activations, freeing each
+    /// block's as its backward is recorded.
+    pub(super) fn backward(
+        &self,
+        rec: &mut Recorder,
+        inp: &StepInputs,
+        t: &TeacherTargets,
+        s: StudentForward,
+        losses: &Losses,
+    ) -> Result<(), TrainError> {
+        let gpu = self.gpu;
+        let cfg = &self.cfg;
+        let (b, g, l, nl, d, k) = (
+            inp.b,
+            inp.g,
+            inp.l,
+            inp.nl,
+            cfg.model.dim,
+            cfg.head.prototypes,
+        );
+        let s_head = self.head_store(&self.student);
+        let g_head: ParamStore = self.head_store(&self.grads);
+        let g_backbone = self.backbone_store(&self.grads);
+        let StudentForward {
+            mut out_g,
+            out_l,
+            cls_g,
+            logits,
+            head_acts,
+            patch,
+        } = s;
+        let up_dino = gpu.upload(&[cfg.dino_weight], &[1]);
+        let up_koleo = gpu.upload(&[cfg.koleo_weight], &[1]);
+        let d_logits = gpu.empty(&[(2 + nl) * b, k]);
+        let pairs = self.pairs();
+        kernels::losses::dino_loss_backward(
+            rec,
+            &d_logits,
+            &up_dino,
+            &logits,
+            &t.probs,
+            k,
+            pairs,
+            pairs.default_scale(),
+            false,
+        );
+        drop(logits);
+        let d_cls_all = self
+            .head
+            .backward(rec, &s_head, &g_head, &head_acts, &d_logits);
+        drop((d_logits, head_acts));
+        let d_tokens_g = rec.zeros(&[2 * b * inp.n_g, d]);
+        let d_cls_g = gpu.empty(&[2 * b, d]);
+        rec.copy_range(&d_cls_all, 0, &d_cls_g, 0, 2 * b * d);
+        kernels::losses::koleo_backward(
+            rec,
+            &d_cls_g,
+            &up_koleo,
+            &cls_g,
+            &losses.koleo_saved,
+            d,
+            b,
+            1.0 / b as f32,
+            true,
+        );
+        kernels::gather::scatter_add_rows(rec, &d_tokens_g, &d_cls_g, &inp.cls_g_idx, d);
+        drop(d_cls_g);
+        if let (Some(m), Some(t_pprobs), Some((s_plog, s_pacts))) =
+            (&inp.masked, &t.patch_probs, patch)
+        {
+            let ki = cfg.ibot_prototypes();
+            let up_ibot = gpu.upload(&[cfg.ibot_weight], &[1]);
+            let d_plog = gpu.empty(&[m.n, ki]);
+            kernels::cross_entropy::cross_entropy_backward(
+                rec,
+                &d_plog,
+                &up_ibot,
+                &s_plog,
+                t_pprobs,
+                ki,
+                self.ibot_options(&m.w),
+                false,
+            );
+            drop(s_plog);
+            let d_patch = self
+                .ibot_head
+                .backward(rec, &s_head, &g_head, &s_pacts, &d_plog);
+            drop((d_plog, s_pacts));
+            kernels::gather::scatter_add_rows(rec, &d_tokens_g, &d_patch, &m.idx, d);
+        }
+        let d_tokens_g = d_tokens_g.reshape(&[2 * b, inp.n_g, d]);
+        let use_ibot = cfg.ibot_weight > 0.0;
+        self.student_vit.backward(
+            rec,
+            &mut out_g,
+            &d_tokens_g,
+            &g_backbone,
+            None,
+            (2 * b, g, g),
+            use_ibot.then_some(&inp.mask),
+        )?;
+        drop((out_g, d_tokens_g));
+        if let Some(mut o) = out_l {
+            let d_tokens_l = rec.zeros(&[nl * b * inp.n_l, d]);
+            let d_cls_l = gpu.empty(&[nl * b, d]);
+            rec.copy_range(&d_cls_all, 2 * b * d, &d_cls_l, 0, nl * b * d);
+            kernels::gather::scatter_add_rows(rec, &d_tokens_l, &d_cls_l, &inp.cls_l_idx, d);
+            drop((d_cls_l, d_cls_all));
+            let d_tokens_l = d_tokens_l.reshape(&[nl * b, inp.n_l, d]);
+            self.student_vit.backward(
+                rec,
+                &mut o,
+                &d_tokens_l,
+                &g_backbone,
+                None,
+                (nl * b, l, l),
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Per-module gradient clipping, AdamW over the flat buffer, teacher EMA.
+    pub(super) fn update(&self, rec: &mut Recorder, sv: &StepValues) {
+        let cfg = &self.cfg;
+        let bt = self.backbone_layout.total;
+        kernels::reduce::clip_grad_norm(rec, &self.grads.view(0, &[bt]), cfg.clip_grad);
+        // Each head is its own module (the DINO head, then the iBOT head when separate).
+        let ibot_start = self
+            .head_layout
+            .get("ibot_head.mlp.0.weight")
+            .map_or(self.head_layout.total, |e| e.offset);
+        for (start, end) in [(0, ibot_start), (ibot_start, self.head_layout.total)] {
+            if end > start {
+                kernels::reduce::clip_grad_norm(
+                    rec,
+                    &self.grads.view(bt + start, &[end - start]),
+                    cfg.clip_grad,
+                );
+            }
+        }
+        let h = AdamWStep {
+            lr: sv.lr,
+            weight_decay: sv.weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t: (self.step + 1) as u32,
+        };
+        kernels::adamw::adamw_step(
+            rec,
+            &self.student,
+            &self.m1,
+            &self.m2,
+            &self.grads,
+            &self.segments,
+            h,
+        );
+        kernels::ema::ema_update(rec, &self.teacher, &self.student, sv.momentum);
+    }
+
+    /// Records and submits one step on a batch without waiting for it; the step counter
+    /// advances at once. Read its metrics with [`PendingStep::read`].
+    pub fn submit_step(&mut self, batch: &Batch) -> Result<PendingStep, TrainError> {
+        let gpu = self.gpu;
+        let sv: StepValues = self.cfg.at(self.step);
+        self.refresh_segments(sv.freeze_last_layer);
+        let inp = self.step_inputs(batch)?;
+        let mut rec = Recorder::new(gpu);
+        rec.clear(&self.grads);
+        let targets = self.teacher_targets(&mut rec, &inp, &sv)?;
+        let student = self.student_forward(&mut rec, &inp)?;
+        let losses = self.losses(&mut rec, &inp, &targets, &student);
+        let cls_g = student.cls_g.clone();
+        self.backward(&mut rec, &inp, &targets, student, &losses)?;
+        self.update(&mut rec, &sv);
+        let metrics = gpu.empty(&[3]);
+        rec.copy_range(&losses.dino, 0, &metrics, 0, 1);
+        rec.copy_range(&losses.ibot, 0, &metrics, 1, 1);
+        rec.copy_range(&losses.koleo, 0, &metrics, 2, 1);
+        rec.finish()?;
+        let step = self.step;
+        let cfg = &self.cfg;
+        let diagnose = cfg.log_every > 0 && step.is_multiple_of(cfg.log_every);
+        self.step += 1;
+        Ok(PendingStep {
+            metrics,
+            diagnostics: diagnose.then_some((targets.probs, cls_g)),
+            prototypes: cfg.head.prototypes,
+            dim: cfg.model.dim,
+            base: StepMetrics {
+                step,
+                lr: sv.lr,
+                weight_decay: sv.weight_decay,
+                momentum: sv.momentum,
+                teacher_temp: sv.teacher_temp,
+                masked: inp.masked.as_ref().map_or(0, |m| m.n),
+                ..Default::default()
+            },
+            weights: (cfg.dino_weight, cfg.ibot_weight, cfg.koleo_weight),
+        })
+    }
+}
