@@ -9,6 +9,7 @@
 pub mod curves;
 pub mod images;
 pub mod inspect;
+pub mod memory;
 pub mod session;
 pub mod settings;
 #[cfg(target_arch = "wasm32")]
@@ -178,6 +179,7 @@ pub struct DinoscopeApp {
     /// Where the curves and the probe grid were drawn (for tests and screenshots).
     pub panel_rects: Vec<(String, egui::Rect)>,
     wake: Arc<Mutex<Option<egui::Context>>>,
+    memory: memory::MemoryEstimate,
 }
 
 impl DinoscopeApp {
@@ -228,6 +230,7 @@ impl DinoscopeApp {
             screenshot_requested: false,
             panel_rects: Vec::new(),
             wake: Arc::default(),
+            memory: Default::default(),
         }
     }
 
@@ -306,8 +309,20 @@ impl DinoscopeApp {
             DataSource::Path(self.data_field.trim().into())
         };
         if resume_from.is_none() {
-            if let Err(e) = self.settings.train.to_config() {
-                self.notify(format!("settings: {e}"), true);
+            let cfg = match self.settings.train.to_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.notify(format!("settings: {e}"), true);
+                    return;
+                }
+            };
+            // Refuse a run that cannot fit now, rather than failing in its first step.
+            let fits = match self.memory.get(self.gpu, &cfg) {
+                Ok(p) => memory::check(self.gpu, &cfg, p),
+                Err(e) => Err(e.clone()),
+            };
+            if let Err(e) = fits {
+                self.notify(format!("not started: {e}"), true);
                 return;
             }
         }
@@ -861,6 +876,15 @@ impl DinoscopeApp {
                 }
             }
         });
+        if let Ok(cfg) = self.settings.train.to_config() {
+            let (line, bad) = self.memory.line(self.gpu, &cfg);
+            let color = if bad {
+                ui.visuals().error_fg_color
+            } else {
+                ui.visuals().weak_text_color()
+            };
+            ui.colored_label(color, line);
+        }
         ui.checkbox(
             &mut self.settings.autostart,
             "start training when the app opens",

@@ -240,6 +240,11 @@ impl Gpu {
         }
         g.0 = Some(me);
         g.1 += 1;
+        if g.1 == 1 {
+            if let Ok(mut p) = self.pool.lock() {
+                p.next_epoch();
+            }
+        }
     }
 
     /// Ends one [`Gpu::begin_recording`] of this thread.
@@ -468,6 +473,7 @@ impl Gpu {
             })
         });
         if let Ok(mut p) = self.pool.lock() {
+            p.evict_smaller(size);
             p.note_created(size);
             p.note_live(size, shape);
         }

@@ -20,25 +20,34 @@ pub struct PoolStats {
     pub created: u64,
 }
 
+/// Live buffers by size: how many, and a shape that asked for one.
+type LiveCensus = BTreeMap<u64, (usize, Vec<usize>)>;
+
 /// A pooled buffer: a real one, or none in a dry run.
 pub(crate) type Slot = Option<wgpu::Buffer>;
 
 #[derive(Default)]
 pub(crate) struct Pool {
-    free: BTreeMap<u64, Vec<Slot>>,
+    /// Free buffers by size, each with the recording it was given back in.
+    free: BTreeMap<u64, Vec<(Slot, u64)>>,
+    /// Counts recordings: buffers given back before the current one began are not used by any
+    /// unsubmitted work, so dropping them frees their memory.
+    epoch: u64,
     stats: PoolStats,
     /// Dry runs only: live buffers by size (count, a shape that asked for one), and that census
     /// at the peak, for the planner's "largest tensors".
-    census: Option<(BTreeMap<u64, (usize, Vec<usize>)>, Vec<LiveBuffers>)>,
+    census: Option<(LiveCensus, Vec<LiveBuffers>)>,
 }
 
-/// Buffers of one size live at the peak, with a shape that asked for one of them.
+/// Buffers of one size held at the peak, with a shape that asked for one of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveBuffers {
     /// Bytes of each buffer.
     pub bytes: u64,
     /// How many were live.
     pub count: usize,
+    /// How many more were cached (free, kept for reuse).
+    pub cached: usize,
     /// The shape of a tensor that took one.
     pub shape: Vec<usize>,
 }
@@ -79,14 +88,20 @@ impl Pool {
         if now > self.stats.peak_bytes {
             self.stats.peak_bytes = now;
             if let Some((live, at_peak)) = &mut self.census {
-                *at_peak = live
-                    .iter()
-                    .rev()
+                let mut sizes: Vec<u64> = live.keys().chain(self.free.keys()).copied().collect();
+                sizes.sort_unstable_by(|a, b| b.cmp(a));
+                sizes.dedup();
+                *at_peak = sizes
+                    .into_iter()
                     .take(12)
-                    .map(|(&bytes, (count, shape))| LiveBuffers {
-                        bytes,
-                        count: *count,
-                        shape: shape.clone(),
+                    .map(|bytes| {
+                        let (count, shape) = live.get(&bytes).cloned().unwrap_or_default();
+                        LiveBuffers {
+                            bytes,
+                            count,
+                            cached: self.free.get(&bytes).map_or(0, Vec::len),
+                            shape,
+                        }
                     })
                     .collect();
             }
@@ -108,13 +123,34 @@ impl Pool {
             .range(size..=size.saturating_mul(2))
             .find(|(_, v)| !v.is_empty())?;
         let list = self.free.get_mut(&found)?;
-        let b = list.pop()?;
+        let (b, _) = list.pop()?;
         if list.is_empty() {
             self.free.remove(&found);
         }
         self.stats.cached_bytes -= found;
         self.stats.live_bytes += found;
         Some((found, b))
+    }
+
+    /// A new recording begins.
+    pub(crate) fn next_epoch(&mut self) {
+        self.epoch += 1;
+    }
+
+    /// Before a buffer of `size` is created: drops free buffers of half that size up to just
+    /// below it that were given back before this recording. They are most likely the same
+    /// tensor at a smaller size (the iBOT head's rows vary with the masks), which no later
+    /// request of this size can use; kept, they would pile up as the sizes creep up.
+    pub(crate) fn evict_smaller(&mut self, size: u64) {
+        let epoch = self.epoch;
+        let mut freed = 0;
+        for (&bytes, list) in self.free.range_mut(size / 2..size) {
+            let before = list.len();
+            list.retain(|(_, e)| *e >= epoch);
+            freed += bytes * (before - list.len()) as u64;
+        }
+        self.free.retain(|_, v| !v.is_empty());
+        self.stats.cached_bytes -= freed;
     }
 
     pub(crate) fn note_created(&mut self, size: u64) {
@@ -133,7 +169,8 @@ impl Pool {
         }
         self.stats.live_bytes = self.stats.live_bytes.saturating_sub(size);
         self.stats.cached_bytes += size;
-        self.free.entry(size).or_default().push(buffer);
+        let epoch = self.epoch;
+        self.free.entry(size).or_default().push((buffer, epoch));
     }
 
     /// Drops every cached buffer (frees GPU memory).

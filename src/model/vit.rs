@@ -102,7 +102,7 @@ pub struct VitOutput {
 /// What one block kept for the backward pass.
 pub enum SavedBlock {
     /// Every activation its backward reads.
-    Full(BlockActs),
+    Full(Box<BlockActs>),
     /// Only its input (and drop-path scales): the backward pass recomputes the rest.
     Input {
         /// Block input.
@@ -345,7 +345,7 @@ impl Vit {
             }
             if opts.save_for_backward {
                 blocks.push(match acts {
-                    Some(a) => SavedBlock::Full(a),
+                    Some(a) => SavedBlock::Full(Box::new(a)),
                     None => SavedBlock::Input { x_in: x, drop },
                 });
             }
@@ -601,7 +601,7 @@ impl Vit {
         let shape = BlockShape { batch, n, ad };
         for (i, saved) in blocks.into_iter().enumerate().rev() {
             let a = match saved {
-                SavedBlock::Full(a) => a,
+                SavedBlock::Full(a) => *a,
                 SavedBlock::Input { x_in, drop } => {
                     let (_, a, _) = self.block_forward(rec, i, &x_in, shape, drop, false, true);
                     a.expect("block_forward saves when asked")

@@ -127,14 +127,16 @@ pub struct TrainConfig {
 }
 
 /// Preset names.
-pub const TRAIN_PRESETS: [&str; 3] = ["debug", "tiny", "vits14"];
+pub const TRAIN_PRESETS: [&str; 4] = ["debug", "tiny", "laptop", "vits14"];
 
 impl TrainConfig {
-    /// A preset: `debug` (a minute on a CPU Vulkan driver), `tiny`, `vits14`.
+    /// A preset: `debug` (a minute on a CPU Vulkan driver), `tiny`, `laptop` (ViT-S/14 in under
+    /// 3 GiB), `vits14`.
     pub fn preset(name: &str) -> Result<TrainConfig, String> {
         let text = match name {
             "debug" => include_str!("../../assets/configs/train_debug.ron"),
             "tiny" => include_str!("../../assets/configs/train_tiny.ron"),
+            "laptop" => include_str!("../../assets/configs/train_laptop.ron"),
             "vits14" => include_str!("../../assets/configs/train_vits14.ron"),
             _ => {
                 return Err(format!(

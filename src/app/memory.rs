@@ -1,0 +1,77 @@
+//! The memory estimate beside the training settings: the planner's dry run of one step of the
+//! configured run on the app's adapter, recomputed when the settings change, and the check that
+//! refuses a run that cannot fit before it starts.
+
+use crate::gpu::Gpu;
+use crate::train::config::TrainConfig;
+use crate::train::plan::{self, human, MemoryPlan};
+
+/// The last estimate and the config it was made for.
+#[derive(Default)]
+pub struct MemoryEstimate {
+    key: String,
+    plan: Option<Result<MemoryPlan, String>>,
+}
+
+/// Whether a planned step fits: `Err` holds the reason and the settings that would fit.
+pub fn check(gpu: &Gpu, cfg: &TrainConfig, p: &MemoryPlan) -> Result<(), String> {
+    if let Some(e) = &p.limit_error {
+        return Err(format!("this run does not fit the adapter: {e}"));
+    }
+    let Some(budget) = plan::device_memory(gpu) else {
+        return Ok(());
+    };
+    if p.worst_bytes <= budget {
+        return Ok(());
+    }
+    let advice = plan::advice(gpu, cfg, budget);
+    Err(format!(
+        "a step needs {} of GPU memory and the adapter has {}; {}",
+        human(p.worst_bytes),
+        human(budget),
+        if advice.is_empty() {
+            "choose a smaller model or crops".to_string()
+        } else {
+            format!("settings that fit: {}", advice.join("; "))
+        }
+    ))
+}
+
+impl MemoryEstimate {
+    /// The plan for `cfg`, recomputed only when the config changed.
+    pub fn get(&mut self, gpu: &Gpu, cfg: &TrainConfig) -> &Result<MemoryPlan, String> {
+        let key = cfg.to_ron();
+        if self.plan.is_none() || key != self.key {
+            self.key = key;
+            self.plan = Some(plan::plan(gpu, cfg, 1));
+        }
+        self.plan.get_or_insert_with(|| Err("no estimate".into()))
+    }
+
+    /// One line for the settings panel, and whether it is a problem.
+    pub fn line(&mut self, gpu: &Gpu, cfg: &TrainConfig) -> (String, bool) {
+        let budget = plan::device_memory(gpu);
+        match self.get(gpu, cfg) {
+            Err(e) => (format!("GPU memory: no estimate ({e})"), true),
+            Ok(p) if p.limit_error.is_some() => (
+                "GPU memory: a tensor of this run is larger than the adapter allows".into(),
+                true,
+            ),
+            Ok(p) => match budget {
+                Some(b) => (
+                    format!(
+                        "GPU memory per step: {} of {} ({:.0}%)",
+                        human(p.worst_bytes),
+                        human(b),
+                        100.0 * p.worst_bytes as f64 / b as f64
+                    ),
+                    p.worst_bytes > b,
+                ),
+                None => (
+                    format!("GPU memory per step: {}", human(p.worst_bytes)),
+                    false,
+                ),
+            },
+        }
+    }
+}
