@@ -354,3 +354,66 @@ pub fn plan(
         ExitCode::FAILURE
     })
 }
+
+/// `dinoscope tune`: the fastest matmul plan of every product the configs' steps run, cached.
+pub fn tune(
+    gpu: &Gpu,
+    configs: &[String],
+    batch: Option<usize>,
+    reps: usize,
+) -> Result<ExitCode, String> {
+    use dinoscope::train::config::TrainConfig;
+    let mut dims = Vec::new();
+    for c in configs {
+        let cfg = TrainConfig::load(c)?.with_overrides(batch, None)?;
+        for d in dinoscope::tune::products(gpu, &cfg)? {
+            if !dims
+                .iter()
+                .any(|x: &dinoscope::kernels::matmul::MatmulDims| x.key() == d.key())
+            {
+                dims.push(d);
+            }
+        }
+    }
+    println!(
+        "adapter: {} ({:?}); {} products, {} repetitions each",
+        gpu.info.name,
+        gpu.info.backend,
+        dims.len(),
+        reps.max(1)
+    );
+    println!(
+        "{:<34} {:>16} {:>10} {:>18} {:>10}",
+        "product (m,n,k,batch,ta,tb)", "default", "ms", "best", "ms"
+    );
+    let tuned = dinoscope::tune::tune(gpu, &dims, reps.max(1), |t| {
+        let d = &t.dims;
+        println!(
+            "{:<34} {:>16} {:>10.3} {:>18} {:>10.3}",
+            format!(
+                "{},{},{},{},{},{}",
+                d.m,
+                d.n,
+                d.k,
+                d.batch,
+                u8::from(d.trans_a),
+                u8::from(d.trans_b)
+            ),
+            t.default.0.name(),
+            t.default.1 * 1e3,
+            t.best.0.name(),
+            t.best.1 * 1e3
+        );
+    })?;
+    let (before, after): (f64, f64) = tuned
+        .iter()
+        .fold((0.0, 0.0), |(a, b), t| (a + t.default.1, b + t.best.1));
+    println!(
+        "all products: {:.3} ms with the defaults, {:.3} ms tuned",
+        before * 1e3,
+        after * 1e3
+    );
+    let path = dinoscope::tune::save(gpu)?;
+    println!("saved {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

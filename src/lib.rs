@@ -22,4 +22,6 @@ pub mod kernels;
 pub mod model;
 pub mod selftest;
 pub mod train;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tune;
 pub mod viz;

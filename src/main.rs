@@ -142,6 +142,19 @@ mod cli {
             #[arg(long, default_value_t = 20)]
             k: usize,
         },
+        /// Time the matmul plans on this adapter for the products of training configs and cache
+        /// the fastest (loaded by every later run on this adapter).
+        Tune {
+            /// Training configs whose step products are tuned (presets or .ron files).
+            #[arg(long, value_delimiter = ',', default_value = "debug,tiny")]
+            config: Vec<String>,
+            /// Images per step (overrides the configs; products depend on it).
+            #[arg(long)]
+            batch: Option<usize>,
+            /// Repetitions per candidate (the median is compared).
+            #[arg(long, default_value_t = 3)]
+            reps: usize,
+        },
         /// Peak GPU memory of a training step, whether it fits this adapter, and what would.
         Plan {
             /// Training config: a preset (debug, tiny, laptop, vits14) or a .ron file.
@@ -212,7 +225,12 @@ mod cli {
         if cli.adapter.is_some() {
             choice.adapter = cli.adapter.clone();
         }
-        Gpu::new_blocking(&choice).map_err(|e| e.to_string())
+        let gpu = Gpu::new_blocking(&choice).map_err(|e| e.to_string())?;
+        // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it.
+        if let Err(e) = dinoscope::tune::load(&gpu) {
+            eprintln!("warning: {e}");
+        }
+        Ok(gpu)
     }
 
     /// Opens the app window (`dinoscope` or `dinoscope app`).
@@ -397,6 +415,11 @@ mod cli {
                     .map_err(|e| e.to_string())?;
                 Ok(ExitCode::SUCCESS)
             }),
+            Some(Command::Tune {
+                config,
+                batch,
+                reps,
+            }) => open_gpu(&cli).and_then(|gpu| commands::tune(&gpu, config, *batch, *reps)),
             Some(Command::Plan {
                 config,
                 batch,

@@ -269,6 +269,37 @@ fn bad_settings_are_reported_not_started() {
 }
 
 #[test]
+fn a_run_that_cannot_fit_is_refused_with_settings_that_would() {
+    let Some(mut app) = app() else { return };
+    let ctx = egui::Context::default();
+    app.settings.train.batch_size = 64;
+    app.settings.train.run_dir = tmp("fit");
+    // The debug preset at batch 64 plans about 200 MiB: give the adapter 64 MiB.
+    app.memory_budget = Some(64 << 20);
+    frame(&ctx, &mut app);
+    app.start(None);
+    assert_eq!(app.state, RunState::Idle, "a run that cannot fit started");
+    let errs = errors(&app);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("not started") && e.contains("batch_size:")),
+        "{errs:?}"
+    );
+    // The checkpointing advice names a batch that fits, and taking it starts.
+    app.settings.train.batch_size = 8;
+    app.memory_budget = Some(1 << 30);
+    app.start(None);
+    assert_ne!(app.state, RunState::Idle, "{:?}", errors(&app));
+    app.control("stop");
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(600),
+        |a| { !a.running() }
+    ));
+}
+
+#[test]
 fn settings_persist_and_every_preset_makes_a_valid_config() {
     let s = AppSettings::first_run();
     let text = ron::to_string(&s).expect("ron");

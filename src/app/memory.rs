@@ -13,12 +13,18 @@ pub struct MemoryEstimate {
     plan: Option<Result<MemoryPlan, String>>,
 }
 
-/// Whether a planned step fits: `Err` holds the reason and the settings that would fit.
-pub fn check(gpu: &Gpu, cfg: &TrainConfig, p: &MemoryPlan) -> Result<(), String> {
+/// Whether a planned step fits in `budget` bytes (unknown: only the adapter's binding limits are
+/// checked): `Err` holds the reason and the settings that would fit.
+pub fn check(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    p: &MemoryPlan,
+    budget: Option<u64>,
+) -> Result<(), String> {
     if let Some(e) = &p.limit_error {
         return Err(format!("this run does not fit the adapter: {e}"));
     }
-    let Some(budget) = plan::device_memory(gpu) else {
+    let Some(budget) = budget else {
         return Ok(());
     };
     if p.worst_bytes <= budget {
@@ -49,8 +55,7 @@ impl MemoryEstimate {
     }
 
     /// One line for the settings panel, and whether it is a problem.
-    pub fn line(&mut self, gpu: &Gpu, cfg: &TrainConfig) -> (String, bool) {
-        let budget = plan::device_memory(gpu);
+    pub fn line(&mut self, gpu: &Gpu, cfg: &TrainConfig, budget: Option<u64>) -> (String, bool) {
         match self.get(gpu, cfg) {
             Err(e) => (format!("GPU memory: no estimate ({e})"), true),
             Ok(p) if p.limit_error.is_some() => (

@@ -180,12 +180,19 @@ pub struct DinoscopeApp {
     pub panel_rects: Vec<(String, egui::Rect)>,
     wake: Arc<Mutex<Option<egui::Context>>>,
     memory: memory::MemoryEstimate,
+    /// GPU memory a run may use (the adapter's, where the driver tells; `None`: unknown).
+    pub memory_budget: Option<u64>,
 }
 
 impl DinoscopeApp {
     /// An app on a device (leaked: it lives as long as the program, and the training thread
     /// borrows it).
     pub fn new(gpu: Gpu, settings: AppSettings, automation: Automation) -> Self {
+        // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it.
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Err(e) = crate::tune::load(&gpu) {
+            log::warn!("{e}");
+        }
         let gpu: &'static Gpu = Box::leak(Box::new(gpu));
         let data_field = match &settings.train.data {
             DataSource::Bundled => String::new(),
@@ -231,6 +238,7 @@ impl DinoscopeApp {
             panel_rects: Vec::new(),
             wake: Arc::default(),
             memory: Default::default(),
+            memory_budget: crate::train::plan::device_memory(gpu),
         }
     }
 
@@ -318,7 +326,7 @@ impl DinoscopeApp {
             };
             // Refuse a run that cannot fit now, rather than failing in its first step.
             let fits = match self.memory.get(self.gpu, &cfg) {
-                Ok(p) => memory::check(self.gpu, &cfg, p),
+                Ok(p) => memory::check(self.gpu, &cfg, p, self.memory_budget),
                 Err(e) => Err(e.clone()),
             };
             if let Err(e) = fits {
@@ -877,7 +885,7 @@ impl DinoscopeApp {
             }
         });
         if let Ok(cfg) = self.settings.train.to_config() {
-            let (line, bad) = self.memory.line(self.gpu, &cfg);
+            let (line, bad) = self.memory.line(self.gpu, &cfg, self.memory_budget);
             let color = if bad {
                 ui.visuals().error_fg_color
             } else {

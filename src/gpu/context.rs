@@ -70,6 +70,9 @@ pub struct Gpu {
     /// The thread recording now and how many recorders it has open (see [`Gpu::begin_recording`]).
     recording: Mutex<(Option<std::thread::ThreadId>, usize)>,
     recording_done: std::sync::Condvar,
+    /// Kernel choices by key (tuned matmul plans), and the keys a dry run asked for.
+    choices: Mutex<std::collections::BTreeMap<String, String>>,
+    shapes: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Features we use when the adapter offers them.
@@ -168,6 +171,8 @@ impl Gpu {
             chunk_limit: Default::default(),
             recording: Mutex::default(),
             recording_done: Default::default(),
+            choices: Mutex::default(),
+            shapes: Mutex::default(),
         }
     }
 
@@ -192,6 +197,8 @@ impl Gpu {
             chunk_limit: Default::default(),
             recording: Mutex::default(),
             recording_done: Default::default(),
+            choices: Mutex::new(self.choices()),
+            shapes: Mutex::default(),
         }
     }
 
@@ -255,6 +262,38 @@ impl Gpu {
             g.0 = None;
             self.recording_done.notify_all();
         }
+    }
+
+    /// The tuned choice stored under `key` (see `dinoscope tune`).
+    pub fn choice(&self, key: &str) -> Option<String> {
+        self.choices.lock().ok()?.get(key).cloned()
+    }
+
+    /// Stores a tuned choice.
+    pub fn set_choice(&self, key: &str, value: &str) {
+        if let Ok(mut c) = self.choices.lock() {
+            c.insert(key.to_string(), value.to_string());
+        }
+    }
+
+    /// Every tuned choice.
+    pub fn choices(&self) -> std::collections::BTreeMap<String, String> {
+        self.choices.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Notes a kernel shape key asked for during a dry run.
+    pub fn note_shape(&self, key: &str) {
+        if let Ok(mut s) = self.shapes.lock() {
+            s.insert(key.to_string());
+        }
+    }
+
+    /// The shape keys a dry run asked for.
+    pub fn shapes(&self) -> Vec<String> {
+        self.shapes
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Whether this is a dry-run device (see [`Gpu::dry_run`]).

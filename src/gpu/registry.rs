@@ -23,6 +23,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("losses", include_str!("../../shaders/losses.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("matmul_v4", include_str!("../../shaders/matmul_v4.wgsl")),
     ("normalize", include_str!("../../shaders/normalize.wgsl")),
     (
         "patch_embed",

@@ -1,6 +1,9 @@
-//! Batched matmul with transposes and a fused bias/GELU epilogue (shaders/matmul.wgsl).
+//! Batched matmul with transposes and a fused bias/GELU epilogue. Products whose contiguous
+//! dimensions are multiples of 4 (every product of the ViTs and heads) run the register-resident
+//! vec4 kernels of shaders/matmul_v4.wgsl, with split K for products too small to fill the GPU;
+//! the rest run the general kernel of shaders/matmul.wgsl.
 
-use crate::gpu::{Access::*, Kernel, Recorder, Tensor};
+use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -33,6 +36,152 @@ pub static MATMUL: Kernel = Kernel::new::<Params>(
         (5, ReadWrite),
     ],
 );
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ParamsV4 {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_offset: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    k_split: u32,
+    splits: u32,
+    epilogue: u32,
+    accumulate: u32,
+    _pad0: u32,
+    alpha: f32,
+    _pad1: [u32; 3],
+}
+
+const V4_BINDINGS: &[(u32, crate::gpu::Access)] = &[
+    (1, Read),
+    (2, Read),
+    (3, Read),
+    (4, ReadWrite),
+    (5, ReadWrite),
+];
+
+/// The vec4 kernel with 128×128 tiles, 8×8 outputs per invocation (overrides TA, TB).
+pub static MATMUL_128: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_128", V4_BINDINGS);
+
+/// The vec4 kernel with 64×64 tiles, 4×4 outputs per invocation (overrides TA, TB).
+pub static MATMUL_64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_64", V4_BINDINGS);
+
+/// Sums split-K partial products and applies alpha, accumulate and the epilogue.
+pub static MATMUL_REDUCE: Kernel = Kernel::new::<ParamsV4>(
+    "matmul_v4",
+    "matmul_reduce",
+    &[(3, Read), (4, ReadWrite), (5, ReadWrite), (6, Read)],
+);
+
+/// How one product runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// The general kernel (any layout).
+    General(Tile),
+    /// The vec4 kernel with 128×128 (`big`) or 64×64 tiles, over `splits` K ranges.
+    Vec4 {
+        /// 128×128 tiles (else 64×64).
+        big: bool,
+        /// K ranges summed by a second pass (1: none).
+        splits: usize,
+    },
+}
+
+impl Plan {
+    /// The plan of a product on this device: the tuned one (`dinoscope tune`) if the device has
+    /// one for these dims and it can run them, else [`Plan::for_dims`]. A dry run notes the
+    /// dims, so the tuner learns which products a config runs.
+    pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims) -> Plan {
+        let key = d.key();
+        if gpu.is_dry() {
+            gpu.note_shape(&key);
+        }
+        gpu.choice(&key)
+            .and_then(|v| Plan::parse(&v))
+            .filter(|p| p.fits(d))
+            .unwrap_or_else(|| Plan::for_dims(d))
+    }
+
+    /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
+    pub fn fits(&self, d: &MatmulDims) -> bool {
+        match *self {
+            Plan::General(_) => true,
+            Plan::Vec4 { splits, .. } => d.vec4_ok() && (splits == 1 || d.batch == 1),
+        }
+    }
+
+    /// A short name: `general`, `v4-64`, `v4-128`, with `-splitN` for split K.
+    pub fn name(&self) -> String {
+        match *self {
+            Plan::General(_) => "general".into(),
+            Plan::Vec4 { big, splits } => {
+                let t = if big { 128 } else { 64 };
+                if splits > 1 {
+                    format!("v4-{t}-split{splits}")
+                } else {
+                    format!("v4-{t}")
+                }
+            }
+        }
+    }
+
+    /// Parses [`Plan::name`] (the general kernel takes its default tile).
+    pub fn parse(s: &str) -> Option<Plan> {
+        if s == "general" {
+            return Some(Plan::General(Tile::for_problem(0, 0)));
+        }
+        let rest = s.strip_prefix("v4-")?;
+        let (t, splits) = match rest.split_once("-split") {
+            Some((t, n)) => (t, n.parse().ok()?),
+            None => (rest, 1),
+        };
+        let big = match t {
+            "128" => true,
+            "64" => false,
+            _ => return None,
+        };
+        (splits >= 1).then_some(Plan::Vec4 { big, splits })
+    }
+
+    /// Every plan worth timing for `d` (the tuner's candidates).
+    pub fn candidates(d: &MatmulDims) -> Vec<Plan> {
+        let mut v = vec![Plan::General(Tile::for_problem(d.m, d.n))];
+        if d.vec4_ok() {
+            for big in [false, true] {
+                v.push(Plan::Vec4 { big, splits: 1 });
+                if d.batch == 1 {
+                    for splits in [2, 4, 8, 16] {
+                        if d.k / splits >= 256 {
+                            v.push(Plan::Vec4 { big, splits });
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The default plan of a product: the vec4 kernel where its layout allows, 128×128 tiles
+    /// where the product has at least 256 rows and columns, and split K when a single product
+    /// would leave most of a large GPU idle (fewer than 64 workgroups) with K long enough to share.
+    pub fn for_dims(d: &MatmulDims) -> Plan {
+        if !d.vec4_ok() {
+            return Plan::General(Tile::for_problem(d.m, d.n));
+        }
+        let big = d.m >= 256 && d.n >= 256;
+        let t = if big { 128 } else { 64 };
+        let groups = d.m.div_ceil(t) * d.n.div_ceil(t) * d.batch;
+        let mut splits = 1;
+        if d.batch == 1 && groups < 64 && d.k >= 1024 {
+            splits = (128 / groups).clamp(1, d.k / 256);
+        }
+        Plan::Vec4 { big, splits }
+    }
+}
 
 /// Tile shape of one matmul pipeline (WGSL overrides BM, BN, BK, TM, TN, WG).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +267,51 @@ pub struct MatmulDims {
 }
 
 impl MatmulDims {
+    /// The key of these dims in the tuning table: `m,n,k,batch,ta,tb,shared_a,shared_b`.
+    pub fn key(&self) -> String {
+        let f = |b: bool| u8::from(b);
+        format!(
+            "{},{},{},{},{},{},{},{}",
+            self.m,
+            self.n,
+            self.k,
+            self.batch,
+            f(self.trans_a),
+            f(self.trans_b),
+            f(self.broadcast_a),
+            f(self.broadcast_b)
+        )
+    }
+
+    /// Parses [`MatmulDims::key`].
+    pub fn from_key(key: &str) -> Option<MatmulDims> {
+        let v: Vec<usize> = key
+            .split(',')
+            .map(|x| x.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let [m, n, k, batch, ta, tb, ba, bb] = v[..] else {
+            return None;
+        };
+        Some(MatmulDims {
+            batch,
+            m,
+            n,
+            k,
+            trans_a: ta != 0,
+            trans_b: tb != 0,
+            broadcast_a: ba != 0,
+            broadcast_b: bb != 0,
+        })
+    }
+
+    /// Whether both operands' contiguous dimensions (and so every row, batch and vec4) are
+    /// multiples of 4: the vec4 kernels' condition.
+    pub fn vec4_ok(&self) -> bool {
+        let a_contig = if self.trans_a { self.m } else { self.k };
+        let b_contig = if self.trans_b { self.k } else { self.n };
+        a_contig.is_multiple_of(4) && b_contig.is_multiple_of(4) && self.k > 0
+    }
+
     /// A single [M, K]·[K, N] product.
     pub fn new(m: usize, n: usize, k: usize) -> Self {
         MatmulDims {
@@ -165,8 +359,24 @@ pub fn matmul(
     accumulate: bool,
     epilogue: Epilogue,
 ) {
-    let a_stride = if d.broadcast_a { 0 } else { d.m * d.k };
-    let b_stride = if d.broadcast_b { 0 } else { d.k * d.n };
+    let plan = Plan::choose(rec.gpu(), &d);
+    matmul_planned(rec, c, a, b, d, alpha, accumulate, epilogue, plan)
+}
+
+/// [`matmul`] with a given plan (the tuner and the benchmarks; it must fit the dims).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_planned(
+    rec: &mut Recorder,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    d: MatmulDims,
+    alpha: f32,
+    accumulate: bool,
+    epilogue: Epilogue,
+    plan: Plan,
+) {
+    assert!(plan.fits(&d), "matmul: plan {plan:?} cannot run {d:?}");
     let a_len = if d.broadcast_a {
         d.m * d.k
     } else {
@@ -207,9 +417,52 @@ pub fn matmul(
     if mode >= 1 {
         assert_eq!(bias.numel(), d.n, "matmul: bias must have N elements");
     }
-    let tile = Tile::for_problem(d.m, d.n);
+    match plan {
+        Plan::General(tile) => general(
+            rec,
+            c,
+            a,
+            b,
+            d,
+            alpha,
+            accumulate,
+            (&bias, &aux, mode),
+            tile,
+        ),
+        Plan::Vec4 { big, splits } => vec4(
+            rec,
+            c,
+            a,
+            b,
+            d,
+            alpha,
+            accumulate,
+            (&bias, &aux, mode),
+            big,
+            splits,
+        ),
+    }
+}
+
+/// Bias, pre-activation output and epilogue mode of one product.
+type EpilogueBindings<'t> = (&'t Tensor, &'t Tensor, u32);
+
+#[allow(clippy::too_many_arguments)]
+fn general(
+    rec: &mut Recorder,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    d: MatmulDims,
+    alpha: f32,
+    accumulate: bool,
+    (bias, aux, mode): EpilogueBindings,
+    tile: Tile,
+) {
+    let a_stride = if d.broadcast_a { 0 } else { d.m * d.k };
+    let b_stride = if d.broadcast_b { 0 } else { d.k * d.n };
     let overrides = tile.overrides();
-    let max_z = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let max_z = rec.gpu().limits.max_compute_workgroups_per_dimension as usize;
     let mut offset = 0;
     while offset < d.batch {
         let nb = (d.batch - offset).min(max_z);
@@ -234,7 +487,108 @@ pub fn matmul(
             d.m.div_ceil(tile.bm) as u32,
             nb as u32,
         ];
-        rec.dispatch_with(&MATMUL, &overrides, &p, &[a, b, &bias, c, &aux], grid);
+        rec.dispatch_with(&MATMUL, &overrides, &p, &[a, b, bias, c, aux], grid);
+        offset += nb;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vec4(
+    rec: &mut Recorder,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    d: MatmulDims,
+    alpha: f32,
+    accumulate: bool,
+    (bias, aux, mode): EpilogueBindings,
+    big: bool,
+    splits: usize,
+) {
+    let (kernel, t) = if big {
+        (&MATMUL_128, 128)
+    } else {
+        (&MATMUL_64, 64)
+    };
+    let overrides = [
+        ("TA", f64::from(u8::from(d.trans_a))),
+        ("TB", f64::from(u8::from(d.trans_b))),
+    ];
+    let grid_xy = [d.n.div_ceil(t) as u32, d.m.div_ceil(t) as u32];
+    let mn = d.m * d.n;
+    if splits > 1 {
+        // Partial products over K ranges (multiples of the kernel's K step), then their sum.
+        let k_split = d.k.div_ceil(splits).div_ceil(16) * 16;
+        let splits = d.k.div_ceil(k_split);
+        let partial = rec.gpu().empty(&[splits, d.m, d.n]);
+        let p = ParamsV4 {
+            m: d.m as u32,
+            n: d.n as u32,
+            k: d.k as u32,
+            batch_offset: 0,
+            a_batch_stride: 0,
+            b_batch_stride: 0,
+            c_batch_stride: mn as u32,
+            k_split: k_split as u32,
+            splits: splits as u32,
+            epilogue: 0,
+            accumulate: 0,
+            _pad0: 0,
+            alpha: 1.0,
+            _pad1: [0; 3],
+        };
+        let dummy = rec.gpu().dummy_write.clone();
+        let dummy_read = rec.gpu().dummy_read.clone();
+        rec.dispatch_with(
+            kernel,
+            &overrides,
+            &p,
+            &[a, b, &dummy_read, &partial, &dummy],
+            [grid_xy[0], grid_xy[1], splits as u32],
+        );
+        let p = ParamsV4 {
+            epilogue: mode,
+            accumulate: super::flag(accumulate),
+            alpha,
+            ..p
+        };
+        rec.dispatch(
+            &MATMUL_REDUCE,
+            &p,
+            &[bias, c, aux, &partial],
+            grid_1d(mn.div_ceil(256)),
+        );
+        return;
+    }
+    let a_stride = if d.broadcast_a { 0 } else { d.m * d.k };
+    let b_stride = if d.broadcast_b { 0 } else { d.k * d.n };
+    let max_z = rec.gpu().limits.max_compute_workgroups_per_dimension as usize;
+    let mut offset = 0;
+    while offset < d.batch {
+        let nb = (d.batch - offset).min(max_z);
+        let p = ParamsV4 {
+            m: d.m as u32,
+            n: d.n as u32,
+            k: d.k as u32,
+            batch_offset: offset as u32,
+            a_batch_stride: a_stride as u32,
+            b_batch_stride: b_stride as u32,
+            c_batch_stride: mn as u32,
+            k_split: d.k as u32,
+            splits: 1,
+            epilogue: mode,
+            accumulate: super::flag(accumulate),
+            _pad0: 0,
+            alpha,
+            _pad1: [0; 3],
+        };
+        rec.dispatch_with(
+            kernel,
+            &overrides,
+            &p,
+            &[a, b, bias, c, aux],
+            [grid_xy[0], grid_xy[1], nb as u32],
+        );
         offset += nb;
     }
 }

@@ -172,10 +172,18 @@ fn matmul(gpu: &Gpu) -> CaseResult {
         // These two take the 128×128 tile (M, N ≥ 256), with partial edge tiles.
         (261, 257, 33),
         (300, 513, 17),
+        // Contiguous dimensions that are multiples of 4 take the vec4 kernels: 64×64 tiles with
+        // edges, 128×128 tiles with edges, and (K ≥ 1024, few tiles) split K on both.
+        (4, 8, 12),
+        (68, 132, 36),
+        (260, 264, 52),
+        (132, 68, 2052),
+        (264, 260, 1028),
     ];
     for (i, &(m, n, k)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let batch = if i % 2 == 0 { 1 } else { 3 };
+            // The split-K shapes run as single products (split K needs batch 1).
+            let batch = if i % 2 == 0 || k >= 1024 { 1 } else { 3 };
             let mut d = MatmulDims::new(m, n, k).batched(batch);
             d.trans_a = ta;
             d.trans_b = tb;
@@ -228,8 +236,15 @@ fn matmul(gpu: &Gpu) -> CaseResult {
 
 fn matmul_epilogue(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.matmul_epilogue");
-    let (m, n, k) = (65, 197, 7);
-    let a = random(m * k, 11, -2.0, 2.0);
+    // The general kernel, the vec4 kernel, and the vec4 kernel with split K.
+    for (m, n, k) in [(65, 197, 7), (64, 196, 8), (64, 68, 2048)] {
+        matmul_epilogue_case(gpu, &mut j, m, n, k);
+    }
+    j.finish()
+}
+
+fn matmul_epilogue_case(gpu: &Gpu, j: &mut Judge, m: usize, n: usize, k: usize) {
+    let a = random(m * k, 11 + k as u64, -2.0, 2.0);
     let b = random(k * n, 12, -2.0, 2.0);
     let bias = random(n, 13, -1.0, 1.0);
     let c0 = random(m * n, 14, -1.0, 1.0);
@@ -238,7 +253,7 @@ fn matmul_epilogue(gpu: &Gpu) -> CaseResult {
         .map(|i| 0.5 * prod[i] + c0[i] + bias[i % n])
         .collect();
     let want = cpu::gelu::gelu_forward(&pre);
-    if let Some(out) = run(gpu, &mut j, |rec| {
+    if let Some(out) = run(gpu, j, |rec| {
         let (ta, tb, tbias) = (
             gpu.upload(&a, &[m, k]),
             gpu.upload(&b, &[k, n]),
@@ -258,10 +273,20 @@ fn matmul_epilogue(gpu: &Gpu) -> CaseResult {
         );
         vec![c, p]
     }) {
-        j.check("gelu(0.5·A·B + C + bias)", &out[0], &want, tol(&want, 2e-6));
-        j.check("pre-activation", &out[1], &pre, tol(&pre, 2e-6));
+        let tag = format!("{m}x{n}x{k}");
+        j.check(
+            &format!("{tag} gelu(0.5·A·B + C + bias)"),
+            &out[0],
+            &want,
+            tol(&want, 2e-6),
+        );
+        j.check(
+            &format!("{tag} pre-activation"),
+            &out[1],
+            &pre,
+            tol(&pre, 2e-6),
+        );
     }
-    j.finish()
 }
 
 fn linear(gpu: &Gpu) -> CaseResult {

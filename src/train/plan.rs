@@ -69,7 +69,7 @@ pub fn plan(gpu: &Gpu, cfg: &TrainConfig, steps: u64) -> Result<MemoryPlan, Stri
 }
 
 /// A batch of zeros with step `step`'s iBOT masks, or with every masked crop at its bin's top.
-fn dry_batch(cfg: &TrainConfig, step: u64, worst: bool) -> Batch {
+pub fn dry_batch(cfg: &TrainConfig, step: u64, worst: bool) -> Batch {
     let b = cfg.batch_size;
     let a = &cfg.augment;
     let grid = a.global_size / cfg.model.patch.max(1);

@@ -1,0 +1,331 @@
+// The fast matmul: the same product, epilogues and batching as matmul.wgsl, for operands whose
+// contiguous dimension is a multiple of 4 (the launcher checks), read as vec4.
+//   C[z] = alpha · op(A[z]) · op(B[z])  (+ C[z] if accumulate)  (+ bias[n] if epilogue ≥ 1)
+//   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation).
+// op(A) is [M, K] (A stored [M, K], or [K, M] with TA); op(B) is [K, N] (B stored [K, N], or
+// [N, K] with TB). The transposes are pipeline constants, so each is its own compiled variant and
+// nothing in the inner loop depends on them.
+//
+// Why it is fast: every accumulator and every operand fragment is a named vec4 (or an array
+// indexed only by constants after unrolling), so they live in registers; global reads are vec4;
+// K advances 16 at a time; while one K-slice is multiplied out of workgroup memory, the next
+// slice's global reads are already in flight into registers (workgroup memory is 16 KiB, WebGPU's
+// guaranteed size, so the second buffer is kept in registers, not in workgroup memory).
+//
+// Tiles (one workgroup of 256 invocations, 16 × 16):
+//   matmul_128: a 128×128 tile of C, 8×8 outputs per invocation (rows ty·8…+7, columns
+//               tx·4…+3 and 64+tx·4…+3, so a warp's B reads are contiguous).
+//   matmul_64:  a 64×64 tile, 4×4 outputs per invocation (rows ty·4…+3, columns tx·4…+3), for
+//               products too small to fill the GPU with 128×128 tiles.
+// Workgroup memory holds the K-slice of both operands as vec4 along M (As) and N (Bs):
+// As[k][m/4], Bs[k][n/4]. Loading moves 4×4 blocks: an operand stored with K contiguous is read
+// as four vec4 along K and transposed in registers; one stored with M (or N) contiguous is read
+// as four vec4 along it and stored as is. Out-of-range rows, columns and K read as 0.
+//
+// Split K: with k_split < K the launcher gives each z one K range [z·k_split, (z+1)·k_split) of a
+// single product and writes partial products to C[z]; `matmul_reduce` sums them in order (so the
+// result is deterministic) and applies alpha, accumulate and the epilogue.
+// Dispatch: (ceil(N/BN), ceil(M/BM), batches or splits ≤ 65,535 per dispatch, batch_offset).
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_offset: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    k_split: u32,
+    splits: u32,
+    epilogue: u32,
+    accumulate: u32,
+    _pad0: u32,
+    alpha: f32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> aux: array<f32>;
+
+override TA: bool = false;
+override TB: bool = false;
+
+const BK: u32 = 16u;
+
+// K-slice of op(A) and op(B): [BK][128/4] vec4 each (8 KiB + 8 KiB).
+var<workgroup> As: array<vec4<f32>, 512>;
+var<workgroup> Bs: array<vec4<f32>, 512>;
+
+// One 4×4 block of an operand tile in registers, as loaded.
+struct Block {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
+}
+
+fn rd_a(i: u32, ok: bool) -> vec4<f32> {
+    if (ok) { return a[i]; }
+    return vec4<f32>(0.0);
+}
+
+fn rd_b(i: u32, ok: bool) -> vec4<f32> {
+    if (ok) { return b[i]; }
+    return vec4<f32>(0.0);
+}
+
+// The 4×4 block of op(A) at rows o0+4q…+3 and K k0+4kq…+3, as four vec4 along K (A stored
+// [M, K]) or along M (A stored [K, M], TA). `base` is A's batch offset in floats.
+fn load_a(base: u32, o0: u32, k0: u32, q: u32, kq: u32) -> Block {
+    let o = o0 + 4u * q;
+    let kk = k0 + 4u * kq;
+    var r: Block;
+    if (TA) {
+        let ok = o < p.m;
+        r.v0 = rd_a((base + kk * p.m + o) / 4u, ok && kk < p.k);
+        r.v1 = rd_a((base + (kk + 1u) * p.m + o) / 4u, ok && kk + 1u < p.k);
+        r.v2 = rd_a((base + (kk + 2u) * p.m + o) / 4u, ok && kk + 2u < p.k);
+        r.v3 = rd_a((base + (kk + 3u) * p.m + o) / 4u, ok && kk + 3u < p.k);
+    } else {
+        let ok = kk < p.k;
+        r.v0 = rd_a((base + o * p.k + kk) / 4u, ok && o < p.m);
+        r.v1 = rd_a((base + (o + 1u) * p.k + kk) / 4u, ok && o + 1u < p.m);
+        r.v2 = rd_a((base + (o + 2u) * p.k + kk) / 4u, ok && o + 2u < p.m);
+        r.v3 = rd_a((base + (o + 3u) * p.k + kk) / 4u, ok && o + 3u < p.m);
+    }
+    return r;
+}
+
+// The 4×4 block of op(B) at K k0+4kq…+3 and columns o0+4q…+3: four vec4 along N (B stored
+// [K, N]) or along K (B stored [N, K], TB).
+fn load_b(base: u32, o0: u32, k0: u32, q: u32, kq: u32) -> Block {
+    let o = o0 + 4u * q;
+    let kk = k0 + 4u * kq;
+    var r: Block;
+    if (TB) {
+        let ok = kk < p.k;
+        r.v0 = rd_b((base + o * p.k + kk) / 4u, ok && o < p.n);
+        r.v1 = rd_b((base + (o + 1u) * p.k + kk) / 4u, ok && o + 1u < p.n);
+        r.v2 = rd_b((base + (o + 2u) * p.k + kk) / 4u, ok && o + 2u < p.n);
+        r.v3 = rd_b((base + (o + 3u) * p.k + kk) / 4u, ok && o + 3u < p.n);
+    } else {
+        let ok = o < p.n;
+        r.v0 = rd_b((base + kk * p.n + o) / 4u, ok && kk < p.k);
+        r.v1 = rd_b((base + (kk + 1u) * p.n + o) / 4u, ok && kk + 1u < p.k);
+        r.v2 = rd_b((base + (kk + 2u) * p.n + o) / 4u, ok && kk + 2u < p.k);
+        r.v3 = rd_b((base + (kk + 3u) * p.n + o) / 4u, ok && kk + 3u < p.k);
+    }
+    return r;
+}
+
+// Stores a block into the K-slice arrays, laid out [BK][tile width / 4] (`quads` per K row):
+// blocks read along K are transposed so every stored vec4 runs along M (or N).
+fn store_a(blk: Block, q: u32, kq: u32, quads: u32) {
+    if (TA) {
+        As[(4u * kq + 0u) * quads + q] = blk.v0;
+        As[(4u * kq + 1u) * quads + q] = blk.v1;
+        As[(4u * kq + 2u) * quads + q] = blk.v2;
+        As[(4u * kq + 3u) * quads + q] = blk.v3;
+    } else {
+        As[(4u * kq + 0u) * quads + q] = vec4<f32>(blk.v0.x, blk.v1.x, blk.v2.x, blk.v3.x);
+        As[(4u * kq + 1u) * quads + q] = vec4<f32>(blk.v0.y, blk.v1.y, blk.v2.y, blk.v3.y);
+        As[(4u * kq + 2u) * quads + q] = vec4<f32>(blk.v0.z, blk.v1.z, blk.v2.z, blk.v3.z);
+        As[(4u * kq + 3u) * quads + q] = vec4<f32>(blk.v0.w, blk.v1.w, blk.v2.w, blk.v3.w);
+    }
+}
+
+fn store_b(blk: Block, q: u32, kq: u32, quads: u32) {
+    if (TB) {
+        Bs[(4u * kq + 0u) * quads + q] = vec4<f32>(blk.v0.x, blk.v1.x, blk.v2.x, blk.v3.x);
+        Bs[(4u * kq + 1u) * quads + q] = vec4<f32>(blk.v0.y, blk.v1.y, blk.v2.y, blk.v3.y);
+        Bs[(4u * kq + 2u) * quads + q] = vec4<f32>(blk.v0.z, blk.v1.z, blk.v2.z, blk.v3.z);
+        Bs[(4u * kq + 3u) * quads + q] = vec4<f32>(blk.v0.w, blk.v1.w, blk.v2.w, blk.v3.w);
+    } else {
+        Bs[(4u * kq + 0u) * quads + q] = blk.v0;
+        Bs[(4u * kq + 1u) * quads + q] = blk.v1;
+        Bs[(4u * kq + 2u) * quads + q] = blk.v2;
+        Bs[(4u * kq + 3u) * quads + q] = blk.v3;
+    }
+}
+
+// Writes one output with alpha, accumulate and the epilogue (or the raw partial when split).
+fn put(z: u32, gm: u32, gn: u32, acc: f32) {
+    if (gm >= p.m || gn >= p.n) { return; }
+    let idx = z * p.c_batch_stride + gm * p.n + gn;
+    if (p.splits > 1u) {
+        c[idx] = acc;
+        return;
+    }
+    var v = p.alpha * acc;
+    if (p.accumulate != 0u) { v += c[idx]; }
+    if (p.epilogue >= 1u) { v += bias[gn]; }
+    if (p.epilogue == 2u) {
+        aux[idx] = v;
+        v = gelu_f32(v);
+    }
+    c[idx] = v;
+}
+
+fn put4(z: u32, gm: u32, gn: u32, v: vec4<f32>) {
+    put(z, gm, gn, v.x);
+    put(z, gm, gn + 1u, v.y);
+    put(z, gm, gn + 2u, v.z);
+    put(z, gm, gn + 3u, v.w);
+}
+
+// The batch (or split) index, the operand offsets and this split's K range.
+struct Work {
+    z: u32,
+    a_base: u32,
+    b_base: u32,
+    k_begin: u32,
+    k_end: u32,
+}
+
+fn work(wid: vec3<u32>) -> Work {
+    var w: Work;
+    w.z = wid.z + p.batch_offset;
+    if (p.splits > 1u) {
+        w.a_base = 0u;
+        w.b_base = 0u;
+        w.k_begin = w.z * p.k_split;
+        w.k_end = min(p.k, w.k_begin + p.k_split);
+    } else {
+        w.a_base = w.z * p.a_batch_stride;
+        w.b_base = w.z * p.b_batch_stride;
+        w.k_begin = 0u;
+        w.k_end = p.k;
+    }
+    return w;
+}
+
+@compute @workgroup_size(256)
+fn matmul_128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let w = work(wid);
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    // Loading: invocations 0..127 move one 4×4 block of A, 128..255 one of B (32 quads × 4 K
+    // quads each).
+    let is_a = lid < 128u;
+    let blk_id = lid % 128u;
+    let q = blk_id % 32u;
+    let kq = blk_id / 32u;
+    var acc: array<vec4<f32>, 16>;
+    var next: Block;
+    if (is_a) { next = load_a(w.a_base, row0, w.k_begin, q, kq); } else { next = load_b(w.b_base, col0, w.k_begin, q, kq); }
+    for (var k0 = w.k_begin; k0 < w.k_end; k0 += BK) {
+        if (is_a) { store_a(next, q, kq, 32u); } else { store_b(next, q, kq, 32u); }
+        workgroupBarrier();
+        // The next slice's global reads go out before this slice is multiplied.
+        let k1 = k0 + BK;
+        if (k1 < w.k_end) {
+            if (is_a) { next = load_a(w.a_base, row0, k1, q, kq); } else { next = load_b(w.b_base, col0, k1, q, kq); }
+        }
+        for (var kk = 0u; kk < BK; kk++) {
+            let a_lo = As[kk * 32u + ty * 2u];
+            let a_hi = As[kk * 32u + ty * 2u + 1u];
+            let b0 = Bs[kk * 32u + tx];
+            let b1 = Bs[kk * 32u + 16u + tx];
+            acc[0] = fma(vec4<f32>(a_lo.x), b0, acc[0]);
+            acc[1] = fma(vec4<f32>(a_lo.x), b1, acc[1]);
+            acc[2] = fma(vec4<f32>(a_lo.y), b0, acc[2]);
+            acc[3] = fma(vec4<f32>(a_lo.y), b1, acc[3]);
+            acc[4] = fma(vec4<f32>(a_lo.z), b0, acc[4]);
+            acc[5] = fma(vec4<f32>(a_lo.z), b1, acc[5]);
+            acc[6] = fma(vec4<f32>(a_lo.w), b0, acc[6]);
+            acc[7] = fma(vec4<f32>(a_lo.w), b1, acc[7]);
+            acc[8] = fma(vec4<f32>(a_hi.x), b0, acc[8]);
+            acc[9] = fma(vec4<f32>(a_hi.x), b1, acc[9]);
+            acc[10] = fma(vec4<f32>(a_hi.y), b0, acc[10]);
+            acc[11] = fma(vec4<f32>(a_hi.y), b1, acc[11]);
+            acc[12] = fma(vec4<f32>(a_hi.z), b0, acc[12]);
+            acc[13] = fma(vec4<f32>(a_hi.z), b1, acc[13]);
+            acc[14] = fma(vec4<f32>(a_hi.w), b0, acc[14]);
+            acc[15] = fma(vec4<f32>(a_hi.w), b1, acc[15]);
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 8u; r++) {
+        let gm = row0 + ty * 8u + r;
+        put4(w.z, gm, col0 + tx * 4u, acc[2u * r]);
+        put4(w.z, gm, col0 + 64u + tx * 4u, acc[2u * r + 1u]);
+    }
+}
+
+@compute @workgroup_size(256)
+fn matmul_64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let w = work(wid);
+    let row0 = wid.y * 64u;
+    let col0 = wid.x * 64u;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    // 16 quads × 4 K quads per operand: invocations 0..63 load A, 64..127 load B.
+    let loads = lid < 128u;
+    let is_a = lid < 64u;
+    let blk_id = lid % 64u;
+    let q = blk_id % 16u;
+    let kq = blk_id / 16u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var next: Block;
+    if (loads) {
+        if (is_a) { next = load_a(w.a_base, row0, w.k_begin, q, kq); } else { next = load_b(w.b_base, col0, w.k_begin, q, kq); }
+    }
+    for (var k0 = w.k_begin; k0 < w.k_end; k0 += BK) {
+        if (loads) {
+            if (is_a) { store_a(next, q, kq, 16u); } else { store_b(next, q, kq, 16u); }
+        }
+        workgroupBarrier();
+        let k1 = k0 + BK;
+        if (loads && k1 < w.k_end) {
+            if (is_a) { next = load_a(w.a_base, row0, k1, q, kq); } else { next = load_b(w.b_base, col0, k1, q, kq); }
+        }
+        for (var kk = 0u; kk < BK; kk++) {
+            let av = As[kk * 16u + ty];
+            let bv = Bs[kk * 16u + tx];
+            acc0 = fma(vec4<f32>(av.x), bv, acc0);
+            acc1 = fma(vec4<f32>(av.y), bv, acc1);
+            acc2 = fma(vec4<f32>(av.z), bv, acc2);
+            acc3 = fma(vec4<f32>(av.w), bv, acc3);
+        }
+        workgroupBarrier();
+    }
+    let gm = row0 + ty * 4u;
+    let gn = col0 + tx * 4u;
+    put4(w.z, gm, gn, acc0);
+    put4(w.z, gm + 1u, gn, acc1);
+    put4(w.z, gm + 2u, gn, acc2);
+    put4(w.z, gm + 3u, gn, acc3);
+}
+
+// Split-K reduction: C = alpha · Σ_s partial[s] (+ C) (+ bias) (→ GELU), summed in split order.
+// partial is [splits, M, N]. Dispatch: grid_1d(ceil(M·N / 256)).
+@group(0) @binding(6) var<storage, read> partial: array<f32>;
+
+@compute @workgroup_size(256)
+fn matmul_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    let mn = p.m * p.n;
+    if (i >= mn) { return; }
+    var s = 0.0;
+    for (var z = 0u; z < p.splits; z++) { s += partial[z * mn + i]; }
+    var v = p.alpha * s;
+    if (p.accumulate != 0u) { v += c[i]; }
+    if (p.epilogue >= 1u) { v += bias[i % p.n]; }
+    if (p.epilogue == 2u) {
+        aux[i] = v;
+        v = gelu_f32(v);
+    }
+    c[i] = v;
+}

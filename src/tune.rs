@@ -1,0 +1,256 @@
+//! `dinoscope tune`: times the matmul plans (kernel, tile, split K) on this adapter for the
+//! products a training config runs, keeps the fastest of each, and caches them as RON under the
+//! platform's cache folder, keyed by adapter, driver and wgpu version. Every device the CLI or
+//! the app opens loads the matching cache; without one the runtime uses [`Plan::for_dims`].
+//! Every candidate variant is checked against the CPU twin before it is timed.
+
+use crate::gpu::{Gpu, Recorder};
+use crate::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan};
+use crate::selftest::checks_random as random;
+use crate::train::config::TrainConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// The wgpu version the runtime is built with (part of the cache key: kernels compile anew).
+pub const WGPU_VERSION: &str = "30.0.2";
+
+/// A cache file: which adapter it is for, and the winning plan by product dims.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TuneCache {
+    /// Adapter name.
+    pub adapter: String,
+    /// Driver and its version.
+    pub driver: String,
+    /// wgpu version.
+    pub wgpu: String,
+    /// Plan name by [`MatmulDims::key`].
+    pub plans: BTreeMap<String, String>,
+}
+
+fn identity(gpu: &Gpu) -> (String, String) {
+    (
+        gpu.info.name.clone(),
+        format!(
+            "{:?} {} {}",
+            gpu.info.backend, gpu.info.driver, gpu.info.driver_info
+        ),
+    )
+}
+
+/// The platform's cache folder for dinoscope: `DINOSCOPE_CACHE_DIR`, else `XDG_CACHE_HOME` or
+/// `~/.cache` (Linux), `~/Library/Caches` (macOS), `%LOCALAPPDATA%` (Windows), + `dinoscope`.
+pub fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = env("DINOSCOPE_CACHE_DIR") {
+        return Some(d);
+    }
+    let base = if cfg!(target_os = "windows") {
+        env("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        env("HOME").map(|h| h.join("Library/Caches"))
+    } else {
+        env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
+    }?;
+    Some(base.join("dinoscope"))
+}
+
+/// The cache file of this adapter, driver and wgpu version.
+pub fn cache_path(gpu: &Gpu) -> Option<PathBuf> {
+    let (adapter, driver) = identity(gpu);
+    let raw = format!("{adapter}-{driver}-wgpu{WGPU_VERSION}");
+    let name: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    Some(cache_dir()?.join(format!("tune-{name}.ron")))
+}
+
+/// Loads this adapter's cache into the device's choices (when there is one); returns how many
+/// plans were loaded. A cache for another adapter, driver or wgpu is ignored; a damaged one is
+/// reported and ignored.
+pub fn load(gpu: &Gpu) -> Result<usize, String> {
+    let Some(path) = cache_path(gpu) else {
+        return Ok(0);
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(0);
+    };
+    let cache: TuneCache = ron::from_str(&text).map_err(|e| {
+        format!(
+            "{}: not a tuning cache ({e}); run `dinoscope tune` again",
+            path.display()
+        )
+    })?;
+    let (adapter, driver) = identity(gpu);
+    if cache.adapter != adapter || cache.driver != driver || cache.wgpu != WGPU_VERSION {
+        return Ok(0);
+    }
+    for (k, v) in &cache.plans {
+        if MatmulDims::from_key(k).is_some() && Plan::parse(v).is_some() {
+            gpu.set_choice(k, v);
+        }
+    }
+    Ok(cache.plans.len())
+}
+
+/// Checks one plan variant (its kernel, tile, transposes and split) against the CPU twin on a
+/// small product of the same kind.
+pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims) -> Result<(), String> {
+    let mut small = *d;
+    small.m = d.m.min(132);
+    small.n = d.n.min(136);
+    small.k = match plan {
+        Plan::Vec4 { splits, .. } if splits > 1 => 256 * splits + 16,
+        _ => d.k.min(100),
+    };
+    if d.vec4_ok() {
+        small.m = small.m.div_ceil(4) * 4;
+        small.n = small.n.div_ceil(4) * 4;
+        small.k = small.k.div_ceil(4) * 4;
+    }
+    small.batch = d.batch.min(2);
+    if !plan.fits(&small) {
+        return Err(format!("{} cannot run {small:?}", plan.name()));
+    }
+    let a_len = if small.broadcast_a { 1 } else { small.batch } * small.m * small.k;
+    let b_len = if small.broadcast_b { 1 } else { small.batch } * small.k * small.n;
+    let a = random(a_len, 41, -1.0, 1.0);
+    let b = random(b_len, 42, -1.0, 1.0);
+    let want = crate::cpu::matmul::matmul(&a, &b, small);
+    let (ta, tb) = (gpu.upload(&a, &[a_len]), gpu.upload(&b, &[b_len]));
+    let c = gpu.empty(&[want.len()]);
+    let mut rec = Recorder::new(gpu);
+    matmul_planned(
+        &mut rec,
+        &c,
+        &ta,
+        &tb,
+        small,
+        1.0,
+        false,
+        Epilogue::None,
+        plan,
+    );
+    rec.finish().map_err(|e| e.to_string())?;
+    let got = gpu.read(&c).map_err(|e| e.to_string())?;
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f32, f32::max);
+    if err.is_finite() && err <= 4e-6 * scale {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} on {small:?}: max error {err:e} against the CPU twin",
+            plan.name()
+        ))
+    }
+}
+
+/// One tuned product: its dims, the default plan's time, and the winner's.
+#[derive(Clone, Debug)]
+pub struct Tuned {
+    /// The product.
+    pub dims: MatmulDims,
+    /// Default plan and its seconds.
+    pub default: (Plan, f64),
+    /// Fastest plan and its seconds.
+    pub best: (Plan, f64),
+}
+
+/// The distinct products one training step of `cfg` runs (from a dry run).
+pub fn products(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<MatmulDims>, String> {
+    let dry = gpu.dry_run();
+    let mut trainer =
+        crate::train::trainer::Trainer::new(&dry, cfg.clone()).map_err(|e| e.to_string())?;
+    let batch = crate::train::plan::dry_batch(cfg, 0, false);
+    trainer.submit_step(&batch).map_err(|e| e.to_string())?;
+    Ok(dry
+        .shapes()
+        .iter()
+        .filter_map(|k| MatmulDims::from_key(k))
+        .collect())
+}
+
+/// Times every candidate plan of every product in `dims` (`reps` repetitions, median), after
+/// checking each variant against the CPU twin; stores the winners in the device's choices.
+pub fn tune(
+    gpu: &Gpu,
+    dims: &[MatmulDims],
+    reps: usize,
+    mut progress: impl FnMut(&Tuned),
+) -> Result<Vec<Tuned>, String> {
+    let mut verified = BTreeSet::new();
+    let mut out = Vec::new();
+    for d in dims {
+        let default = Plan::for_dims(d);
+        let a_len = if d.broadcast_a { 1 } else { d.batch } * d.m * d.k;
+        let b_len = if d.broadcast_b { 1 } else { d.batch } * d.k * d.n;
+        let a = gpu.upload(&random(a_len, 1, -1.0, 1.0), &[a_len]);
+        let b = gpu.upload(&random(b_len, 2, -1.0, 1.0), &[b_len]);
+        let c = gpu.empty(&[d.batch * d.m * d.n]);
+        let mut times = Vec::new();
+        for plan in Plan::candidates(d) {
+            let variant = (plan.name(), d.trans_a, d.trans_b, d.broadcast_b);
+            if !verified.contains(&variant) {
+                verify(gpu, plan, d)?;
+                verified.insert(variant);
+            }
+            let (t, _) = crate::bench::time(gpu, reps, |rec| {
+                matmul_planned(rec, &c, &a, &b, *d, 1.0, false, Epilogue::None, plan)
+            })
+            .map_err(|e| e.to_string())?;
+            times.push((plan, t));
+        }
+        let best = times
+            .iter()
+            .copied()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .ok_or("no candidate plan")?;
+        let def = times
+            .iter()
+            .copied()
+            .find(|(p, _)| p.name() == default.name())
+            .unwrap_or(best);
+        gpu.set_choice(&d.key(), &best.0.name());
+        let t = Tuned {
+            dims: *d,
+            default: def,
+            best,
+        };
+        progress(&t);
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// Writes the device's choices to this adapter's cache file (atomically), merged over what the
+/// file already holds; returns its path.
+pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
+    let path = cache_path(gpu).ok_or("no cache folder (set DINOSCOPE_CACHE_DIR)")?;
+    let (adapter, driver) = identity(gpu);
+    let mut cache = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| ron::from_str::<TuneCache>(&t).ok())
+        .filter(|c| c.adapter == adapter && c.driver == driver && c.wgpu == WGPU_VERSION)
+        .unwrap_or_default();
+    cache.adapter = adapter;
+    cache.driver = driver;
+    cache.wgpu = WGPU_VERSION.into();
+    cache.plans.extend(gpu.choices());
+    let text = ron::ser::to_string_pretty(&cache, ron::ser::PrettyConfig::default())
+        .map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    crate::io::write_atomic(&path, text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
