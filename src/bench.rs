@@ -4,9 +4,52 @@
 use crate::gpu::{Gpu, Recorder, Result};
 use crate::kernels;
 use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
-use crate::kernels::matmul::MatmulDims;
+use crate::kernels::matmul::{Epilogue, MatmulDims, Plan};
 use crate::selftest::checks_random as random;
+use serde::Serialize;
 use std::time::Instant;
+
+/// One benchmark figure (what `--json` writes; `bench/compare.sh` reads the same names from the
+/// PyTorch side).
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// What was measured, e.g. `matmul 4096x4096x4096`.
+    pub name: String,
+    /// Median seconds per repetition.
+    pub seconds: f64,
+    /// Throughput in `unit`.
+    pub rate: f64,
+    /// GFLOP/s, GB/s or img/s.
+    pub unit: String,
+    /// Peak pooled GPU memory, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_bytes: Option<u64>,
+    /// GPU timestamps or wall clock.
+    pub clock: String,
+}
+
+/// Prints one kernel row and keeps it.
+fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bool) {
+    let clock = if ts { "gpu" } else { "wall" };
+    println!(
+        "{name:<44} {:>9.3} ms {rate:>9.1} {unit:<8} {clock}",
+        t * 1e3
+    );
+    rows.push(Row {
+        name,
+        seconds: t,
+        rate,
+        unit: unit.into(),
+        peak_bytes: None,
+        clock: clock.into(),
+    });
+}
+
+/// Writes rows as JSON (for `--json FILE`).
+pub fn write_json(path: &std::path::Path, rows: &[Row]) -> std::result::Result<(), String> {
+    let text = serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?;
+    crate::io::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
 
 /// Times `record` (one recording, one submit) `reps` times after a warm-up; median seconds and
 /// whether GPU timestamps were used.
@@ -29,18 +72,21 @@ pub fn time(gpu: &Gpu, reps: usize, mut record: impl FnMut(&mut Recorder)) -> Re
     Ok((times[times.len() / 2], gpu_ts))
 }
 
-/// Prints the kernel benchmark table.
-pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
+/// Prints the kernel benchmark table and returns its rows. `general` adds the general matmul
+/// kernel (the runtime's only one before the vec4 kernels) beside each matmul, for a before and
+/// after on one machine.
+pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec<Row>> {
     let reps = reps.max(1);
+    let mut figures = Vec::new();
     println!(
         "adapter: {} ({:?}), {} repetitions, median",
         gpu.info.name, gpu.info.backend, reps
     );
-    println!("{:<44} {:>12} {:>14}  clock", "kernel", "time", "rate");
-    let clock = |ts: bool| if ts { "gpu" } else { "wall" };
+    println!("{:<44} {:>12} {:>18}  clock", "kernel", "time", "rate");
     let mut sizes = vec![(1024, 1024, 1024), (2048, 2048, 2048)];
     if !quick {
         sizes.push((4096, 4096, 4096));
+        sizes.push((8192, 8192, 8192));
     }
     // ViT-S/14 shapes: 64 images × 261 tokens, width 384, MLP 1536.
     let rows = 64 * 261;
@@ -54,17 +100,43 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
         let a = gpu.upload(&random(m * k, 1, -1.0, 1.0), &[m, k]);
         let b = gpu.upload(&random(k * n, 2, -1.0, 1.0), &[k, n]);
         let c = gpu.empty(&[m, n]);
+        let d = MatmulDims::new(m, n, k);
+        let flop = 2.0 * (m * n * k) as f64;
         let (t, ts) = time(gpu, reps, |rec| {
-            kernels::matmul::matmul_forward(rec, &c, &a, &b, MatmulDims::new(m, n, k))
+            kernels::matmul::matmul_forward(rec, &c, &a, &b, d)
         })?;
-        let gf = 2.0 * (m * n * k) as f64 / t / 1e9;
-        println!(
-            "{:<44} {:>9.3} ms {:>9.1} GFLOP/s  {}",
+        emit(
+            &mut figures,
             format!("matmul {m}x{n}x{k}"),
-            t * 1e3,
-            gf,
-            clock(ts)
+            t,
+            flop / t / 1e9,
+            "GFLOP/s",
+            ts,
         );
+        if general {
+            let plan = Plan::General(kernels::matmul::Tile::for_problem(m, n));
+            let (t, ts) = time(gpu, reps, |rec| {
+                kernels::matmul::matmul_planned(
+                    rec,
+                    &c,
+                    &a,
+                    &b,
+                    d,
+                    1.0,
+                    false,
+                    Epilogue::None,
+                    plan,
+                )
+            })?;
+            emit(
+                &mut figures,
+                format!("matmul {m}x{n}x{k} (general kernel)"),
+                t,
+                flop / t / 1e9,
+                "GFLOP/s",
+                ts,
+            );
+        }
     }
     for &(m, n, k, name) in &vits {
         let x = gpu.upload(&random(m * k, 3, -1.0, 1.0), &[m, k]);
@@ -75,12 +147,13 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
             kernels::linear::linear_forward(rec, &y, &x, &w, Some(&bias), None)
         })?;
         let gf = 2.0 * (m * n * k) as f64 / t / 1e9;
-        println!(
-            "{:<44} {:>9.3} ms {:>9.1} GFLOP/s  {}",
+        emit(
+            &mut figures,
             format!("linear ViT-S {name} {m}x{n}x{k}"),
-            t * 1e3,
+            t,
             gf,
-            clock(ts)
+            "GFLOP/s",
+            ts,
         );
     }
     {
@@ -93,36 +166,34 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
             let _ = kernels::layernorm::layernorm_forward(rec, &y, &x, &w, &b, 1e-6);
         })?;
         let gb = (2 * r * d * 4) as f64 / t / 1e9;
-        println!(
-            "{:<44} {:>9.3} ms {:>9.1} GB/s     {}",
+        emit(
+            &mut figures,
             format!("layernorm {r}x{d}"),
-            t * 1e3,
+            t,
             gb,
-            clock(ts)
+            "GB/s",
+            ts,
         );
         let n = r * 1536;
         let xg = gpu.upload(&random(n, 7, -3.0, 3.0), &[n]);
         let yg = gpu.empty(&[n]);
         let (t, ts) = time(gpu, reps, |rec| kernels::gelu::gelu_forward(rec, &yg, &xg))?;
-        println!(
-            "{:<44} {:>9.3} ms {:>9.1} GB/s     {}",
-            format!("gelu {n}"),
-            t * 1e3,
-            (2 * n * 4) as f64 / t / 1e9,
-            clock(ts)
-        );
+        let gb = (2 * n * 4) as f64 / t / 1e9;
+        emit(&mut figures, format!("gelu {n}"), t, gb, "GB/s", ts);
         let (sr, sc) = (64 * 6 * 261, 261);
         let xs = gpu.upload(&random(sr * sc, 8, -3.0, 3.0), &[sr, sc]);
         let ys = gpu.empty(&[sr, sc]);
         let (t, ts) = time(gpu, reps, |rec| {
             kernels::softmax::softmax_forward(rec, &ys, &xs, sc, 1.0)
         })?;
-        println!(
-            "{:<44} {:>9.3} ms {:>9.1} GB/s     {}",
+        let gb = (2 * sr * sc * 4) as f64 / t / 1e9;
+        emit(
+            &mut figures,
             format!("softmax {sr}x{sc}"),
-            t * 1e3,
-            (2 * sr * sc * 4) as f64 / t / 1e9,
-            clock(ts)
+            t,
+            gb,
+            "GB/s",
+            ts,
         );
     }
     let batch = if quick { 4 } else { 64 };
@@ -145,12 +216,13 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
         ));
     })?;
     let flops = 4.0 * (batch * h * n * n * d) as f64;
-    println!(
-        "{:<44} {:>9.3} ms {:>9.1} GFLOP/s  {}",
+    emit(
+        &mut figures,
         format!("attention fwd B={batch} H={h} T={n} d={d}"),
-        t * 1e3,
+        t,
         flops / t / 1e9,
-        clock(ts)
+        "GFLOP/s",
+        ts,
     );
     if let Some(lse) = lse {
         let (t, ts) = time(gpu, reps, |rec| {
@@ -158,12 +230,13 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
                 rec, &dqkv, &dqkv, &dqkv, &dout, &qkv, &qkv, &qkv, &out, &lse, dims, layout, ol,
             )
         })?;
-        println!(
-            "{:<44} {:>9.3} ms {:>9.1} GFLOP/s  {}",
+        emit(
+            &mut figures,
             format!("attention bwd B={batch} H={h} T={n} d={d}"),
-            t * 1e3,
+            t,
             2.5 * flops / t / 1e9,
-            clock(ts)
+            "GFLOP/s",
+            ts,
         );
     }
     let stats = gpu.pool_stats();
@@ -171,7 +244,7 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool) -> Result<()> {
         "peak pooled GPU memory: {:.1} MiB",
         stats.peak_bytes as f64 / (1 << 20) as f64
     );
-    Ok(())
+    Ok(figures)
 }
 
 /// ViT inference throughput: images per second and peak pooled GPU memory for each
@@ -181,7 +254,8 @@ pub fn vit(
     cfg: &crate::model::config::VitConfig,
     runs: &[(usize, usize)],
     reps: usize,
-) -> Result<()> {
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
     use crate::model::vit::{ForwardOptions, Vit};
     let layout = crate::model::vit::param_layout(cfg);
     let values = layout
@@ -230,7 +304,16 @@ pub fn vit(
         if let Some(e) = err {
             return Err(crate::gpu::GpuError::Wgpu(e.to_string()));
         }
-        let peak = gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64;
+        let peak_bytes = gpu.pool_stats().peak_bytes;
+        let peak = peak_bytes as f64 / (1u64 << 20) as f64;
+        rows.push(Row {
+            name: format!("vit {side}x{side} batch {batch}"),
+            seconds: t,
+            rate: batch as f64 / t,
+            unit: "img/s".into(),
+            peak_bytes: Some(peak_bytes),
+            clock: if ts { "gpu" } else { "wall" }.into(),
+        });
         println!(
             "{:<28} {:>9.1} ms {:>12.2} {:>10.1} MiB  {}",
             format!("{side}x{side} batch {batch}"),
@@ -240,7 +323,7 @@ pub fn vit(
             if ts { "gpu" } else { "wall" }
         );
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// Training throughput: images per second (wall clock, data loading included) and peak pooled GPU
@@ -249,7 +332,7 @@ pub fn train(
     gpu: &Gpu,
     cfg: &crate::train::config::TrainConfig,
     steps: u64,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Vec<Row>, String> {
     use crate::data::loader::{Loader, LoaderConfig};
     let (ds, _) = crate::train::run::datasets(None)?;
     let mut trainer =
@@ -293,5 +376,12 @@ pub fn train(
         (steps as usize * cfg.batch_size) as f64 / dt,
         gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64
     );
-    Ok(())
+    Ok(vec![Row {
+        name: format!("train step batch {}", cfg.batch_size),
+        seconds: dt / steps.max(1) as f64,
+        rate: (steps as usize * cfg.batch_size) as f64 / dt,
+        unit: "img/s".into(),
+        peak_bytes: Some(gpu.pool_stats().peak_bytes),
+        clock: "wall".into(),
+    }])
 }

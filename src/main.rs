@@ -193,6 +193,9 @@ mod cli {
             /// Activation checkpointing: off, all, or the number of blocks (overrides the config).
             #[arg(long)]
             checkpoint: Option<String>,
+            /// Also write the figures as JSON to this file.
+            #[arg(long)]
+            json: Option<PathBuf>,
         },
         /// ViT inference img/s and peak GPU memory with random weights.
         Vit {
@@ -205,6 +208,9 @@ mod cli {
             /// Repetitions per run (the median is reported).
             #[arg(long, default_value_t = 5)]
             reps: usize,
+            /// Also write the figures as JSON to this file.
+            #[arg(long)]
+            json: Option<PathBuf>,
         },
         /// Kernel throughput: matmul GFLOP/s, layer norm / GELU / softmax GB/s, attention times.
         Kernels {
@@ -214,6 +220,12 @@ mod cli {
             /// Skip the largest sizes (matmul 4096, attention at batch 64).
             #[arg(long)]
             quick: bool,
+            /// Also time the general matmul kernel beside each matmul (before/after).
+            #[arg(long)]
+            general: bool,
+            /// Also write the figures as JSON to this file.
+            #[arg(long)]
+            json: Option<PathBuf>,
         },
     }
 
@@ -394,7 +406,13 @@ mod cli {
                 )
             }),
             Some(Command::Bench {
-                what: BenchWhat::Vit { config, runs, reps },
+                what:
+                    BenchWhat::Vit {
+                        config,
+                        runs,
+                        reps,
+                        json,
+                    },
             }) => open_gpu(&cli).and_then(|gpu| {
                 let cfg = if std::path::Path::new(config).is_file() {
                     dinoscope::model::config::VitConfig::load(std::path::Path::new(config))
@@ -411,8 +429,11 @@ mod cli {
                         b.trim().parse().map_err(|_| bad())?,
                     ));
                 }
-                dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1))
+                let rows = dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1))
                     .map_err(|e| e.to_string())?;
+                if let Some(j) = json {
+                    dinoscope::bench::write_json(j, &rows)?;
+                }
                 Ok(ExitCode::SUCCESS)
             }),
             Some(Command::Tune {
@@ -437,17 +458,31 @@ mod cli {
                         steps,
                         batch,
                         checkpoint,
+                        json,
                     },
             }) => open_gpu(&cli).and_then(|gpu| {
                 let cfg = dinoscope::train::config::TrainConfig::load(config)?
                     .with_overrides(*batch, checkpoint.as_deref())?;
-                dinoscope::bench::train(&gpu, &cfg, *steps)?;
+                let rows = dinoscope::bench::train(&gpu, &cfg, *steps)?;
+                if let Some(j) = json {
+                    dinoscope::bench::write_json(j, &rows)?;
+                }
                 Ok(ExitCode::SUCCESS)
             }),
             Some(Command::Bench {
-                what: BenchWhat::Kernels { reps, quick },
+                what:
+                    BenchWhat::Kernels {
+                        reps,
+                        quick,
+                        general,
+                        json,
+                    },
             }) => open_gpu(&cli).and_then(|gpu| {
-                dinoscope::bench::kernels(&gpu, *reps, *quick).map_err(|e| e.to_string())?;
+                let rows = dinoscope::bench::kernels(&gpu, *reps, *quick, *general)
+                    .map_err(|e| e.to_string())?;
+                if let Some(j) = json {
+                    dinoscope::bench::write_json(j, &rows)?;
+                }
                 Ok(ExitCode::SUCCESS)
             }),
         };

@@ -112,7 +112,10 @@ pub struct TrainConfig {
     pub mask_ratio: (f32, f32),
     /// Seed of everything random.
     pub seed: u64,
-    /// Data workers (0: on the training thread).
+    /// Data workers (0: on the training thread). Without the field: one per core but the one the
+    /// training loop uses, so the next batch is ready before the GPU asks for it. The data of a
+    /// step does not depend on it.
+    #[serde(default = "default_workers")]
     pub workers: usize,
     /// Log a metrics line every N steps.
     pub log_every: u64,
@@ -124,6 +127,13 @@ pub struct TrainConfig {
     pub knn_train: usize,
     /// Test images.
     pub knn_test: usize,
+}
+
+/// Data workers when a config does not say: the machine's cores less one, at least one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .clamp(1, 16)
 }
 
 /// Preset names.

@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Prints dinoscope ÷ PyTorch for every figure both sides measured (rows matched by name).
+Usage: ratio.py DINOSCOPE.json [DINOSCOPE2.json ...] -- TORCH.json [TORCH_BF16.json]"""
+
+import json
+import sys
+
+
+def load(paths):
+    rows = {}
+    for p in paths:
+        with open(p) as f:
+            for r in json.load(f):
+                rows[r["name"]] = r
+    return rows
+
+
+def main():
+    if "--" not in sys.argv:
+        sys.exit(__doc__)
+    cut = sys.argv.index("--")
+    ours, theirs = load(sys.argv[1:cut]), load(sys.argv[cut + 1:])
+
+    def mib(r):
+        return f"{r['peak_bytes'] / 2**30:.2f} GiB" if r.get("peak_bytes") else ""
+
+    print(f"| work | dinoscope | PyTorch | ratio (dinoscope ÷ PyTorch) | memory (dinoscope / PyTorch) |")
+    print("|---|---|---|---|---|")
+    for name, o in ours.items():
+        for suffix in ["", " (bf16)"]:
+            t = theirs.get(name + suffix)
+            if t is None:
+                continue
+            ratio = o["rate"] / t["rate"] if t["rate"] else float("nan")
+            mem = f"{mib(o)} / {mib(t)}" if o.get("peak_bytes") or t.get("peak_bytes") else ""
+            print(f"| {name}{suffix} | {o['rate']:.1f} {o['unit']} | {t['rate']:.1f} {t['unit']} | "
+                  f"{ratio:.3f}× | {mem} |")
+
+
+if __name__ == "__main__":
+    main()

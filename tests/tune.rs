@@ -1,0 +1,85 @@
+//! The matmul tuner: candidates are checked and timed, winners cached per adapter and loaded
+//! back, a cache for another adapter is ignored, and tuned plans give the twin's results.
+
+mod common;
+
+use dinoscope::gpu::{AdapterChoice, Gpu, Recorder};
+use dinoscope::kernels::matmul::{matmul, Epilogue, MatmulDims, Plan};
+use dinoscope::train::config::TrainConfig;
+
+#[test]
+fn tune_caches_winners_per_adapter_and_they_load_back() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dinoscope-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // This test binary has one test, so setting the variable races with nothing.
+    std::env::set_var("DINOSCOPE_CACHE_DIR", &dir);
+    let gpu = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
+
+    // The products of the debug step, from a dry run: the linear layers' shapes are there.
+    let cfg = TrainConfig::preset("debug").expect("preset");
+    let products = dinoscope::tune::products(&gpu, &cfg).expect("products");
+    assert!(products.len() >= 6, "{products:?}");
+    let rows = 2 * cfg.batch_size * (1 + (28 / 4) * (28 / 4));
+    assert!(
+        products
+            .iter()
+            .any(|d| d.m == rows && d.n == 3 * 64 && d.k == 64 && d.trans_b),
+        "no qkv product among {products:?}"
+    );
+
+    // Tune two products: one small enough for the 64 tile, one with a long K (split K).
+    let dims = [
+        MatmulDims::new(68, 132, 36).tb(),
+        MatmulDims::new(132, 68, 2064),
+    ];
+    let mut seen = 0;
+    let tuned = dinoscope::tune::tune(&gpu, &dims, 1, |_| seen += 1).expect("tune");
+    assert_eq!((tuned.len(), seen), (2, 2));
+    assert!(Plan::candidates(&dims[1]).len() >= 5, "split K candidates");
+    for t in &tuned {
+        assert!(t.best.1 <= t.default.1);
+        assert_eq!(gpu.choice(&t.dims.key()), Some(t.best.0.name()));
+    }
+    let path = dinoscope::tune::save(&gpu).expect("save");
+    assert!(path.starts_with(&dir));
+
+    // A fresh device on the same adapter loads them; products then run the tuned plans.
+    let fresh = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
+    assert_eq!(dinoscope::tune::load(&fresh).expect("load"), 2);
+    let d = dims[1];
+    assert_eq!(Plan::choose(&fresh, &d).name(), tuned[1].best.0.name());
+    let a = dinoscope::selftest::checks_random(d.m * d.k, 5, -1.0, 1.0);
+    let b = dinoscope::selftest::checks_random(d.k * d.n, 6, -1.0, 1.0);
+    let want = dinoscope::cpu::matmul::matmul(&a, &b, d);
+    let (ta, tb) = (fresh.upload(&a, &[d.m, d.k]), fresh.upload(&b, &[d.k, d.n]));
+    let c = fresh.empty(&[d.m, d.n]);
+    let mut rec = Recorder::new(&fresh);
+    matmul(&mut rec, &c, &ta, &tb, d, 1.0, false, Epilogue::None);
+    rec.finish().expect("submit");
+    let got = fresh.read(&c).expect("read");
+    common::assert_close(
+        "tuned product",
+        &got,
+        &want,
+        &common::Tol {
+            atol: 2e-4,
+            rtol: 1e-5,
+        },
+    );
+
+    // A cache written for another adapter is ignored; a damaged one is an error naming it.
+    let text = std::fs::read_to_string(&path).expect("cache");
+    let other = text.replacen("adapter: \"", "adapter: \"another ", 1);
+    std::fs::write(&path, other).expect("write");
+    assert_eq!(dinoscope::tune::load(&fresh).expect("load"), 0);
+    std::fs::write(&path, "not ron").expect("write");
+    let err = dinoscope::tune::load(&fresh).expect_err("damaged");
+    assert!(
+        err.contains("tune-") && err.contains("dinoscope tune"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
