@@ -331,6 +331,31 @@ mod cli {
                     for c in dinoscope::selftest::kernel_checks() {
                         print((c.run)(&gpu));
                     }
+                    // The plans `dinoscope tune` cached for this adapter, each against the twin.
+                    let tuned = gpu.choices();
+                    if !tuned.is_empty() {
+                        let mut fails = Vec::new();
+                        for (key, plan) in &tuned {
+                            let checked = dinoscope::kernels::matmul::MatmulDims::from_key(key)
+                                .zip(dinoscope::kernels::matmul::Plan::parse(plan))
+                                .ok_or_else(|| format!("{key}: unreadable plan '{plan}'"))
+                                .and_then(|(d, p)| dinoscope::tune::verify(&gpu, p, &d));
+                            if let Err(e) = checked {
+                                fails.push(e);
+                            }
+                        }
+                        print(dinoscope::selftest::CaseResult {
+                            name: format!("kernel.matmul_tuned ({} plans)", tuned.len()),
+                            status: if fails.is_empty() {
+                                dinoscope::selftest::Status::Pass
+                            } else {
+                                dinoscope::selftest::Status::Fail(fails.join("; "))
+                            },
+                            max_err: 0.0,
+                            tol: 0.0,
+                            compared: tuned.len(),
+                        });
+                    }
                 }
                 let rows =
                     dinoscope::selftest::run_fixtures(&dinoscope::selftest::Exec::Gpu(&gpu), &dir)
