@@ -9,7 +9,6 @@
 
 use super::config::TrainConfig;
 use super::head::DinoHead;
-use crate::data::loader::Batch;
 use crate::gpu::{Gpu, GpuError, Tensor};
 use crate::kernels::adamw::{Segment, Segments};
 use crate::model::params::{ParamLayout, ParamStore};
@@ -367,7 +366,10 @@ impl<'g> Trainer<'g> {
     /// Runs one step on a batch; returns its metrics (one small readback). Native only: the
     /// browser uses [`Trainer::submit_step`] and [`PendingStep::read`].
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn train_step(&mut self, batch: &Batch) -> Result<StepMetrics, TrainError> {
+    pub fn train_step(
+        &mut self,
+        batch: &crate::data::loader::Batch,
+    ) -> Result<StepMetrics, TrainError> {
         let pending = self.submit_step(batch)?;
         pollster::block_on(pending.read(self.gpu))
     }
