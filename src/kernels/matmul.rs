@@ -165,18 +165,19 @@ impl Plan {
         v
     }
 
-    /// The default plan of a product: the vec4 kernel where its layout allows, 128×128 tiles
-    /// where the product has at least 256 rows and columns, and split K when a single product
-    /// would leave most of a large GPU idle (fewer than 64 workgroups) with K long enough to share.
+    /// The default plan of a product: the vec4 kernel where its layout allows, with 128×128
+    /// tiles when there are enough of them to fill a large GPU (128 or more), else 64×64 tiles,
+    /// and split K when even those leave most of it idle (fewer than 64 workgroups) and K is
+    /// long enough to share. `dinoscope tune` replaces these guesses with measurements.
     pub fn for_dims(d: &MatmulDims) -> Plan {
         if !d.vec4_ok() {
             return Plan::General(Tile::for_problem(d.m, d.n));
         }
-        let big = d.m >= 256 && d.n >= 256;
-        let t = if big { 128 } else { 64 };
-        let groups = d.m.div_ceil(t) * d.n.div_ceil(t) * d.batch;
+        let tiles = |t: usize| d.m.div_ceil(t) * d.n.div_ceil(t) * d.batch;
+        let big = tiles(128) >= 128;
+        let groups = if big { tiles(128) } else { tiles(64) };
         let mut splits = 1;
-        if d.batch == 1 && groups < 64 && d.k >= 1024 {
+        if d.batch == 1 && groups < 64 && d.k >= 512 {
             splits = (128 / groups).clamp(1, d.k / 256);
         }
         Plan::Vec4 { big, splits }

@@ -196,18 +196,32 @@ fn matmul(gpu: &Gpu) -> CaseResult {
                 1.0,
             );
             let want = cpu::matmul::matmul(&a, &b, d);
-            if let Some(out) = run(gpu, &mut j, |rec| {
-                let (ta_, tb_) = (gpu.upload(&a, &[a.len()]), gpu.upload(&b, &[b.len()]));
-                let c = gpu.empty(&[want.len()]);
-                kernels::matmul::matmul_forward(rec, &c, &ta_, &tb_, d);
-                vec![c]
-            }) {
-                j.check(
-                    &format!("{m}x{n}x{k} ta={ta} tb={tb} batch={batch}"),
-                    &out[0],
-                    &want,
-                    tol(&want, 2e-6),
-                );
+            // Every plan the runtime or the tuner may pick for this product: the general
+            // kernel, both vec4 tiles, and each split of K.
+            for plan in kernels::matmul::Plan::candidates(&d) {
+                if let Some(out) = run(gpu, &mut j, |rec| {
+                    let (ta_, tb_) = (gpu.upload(&a, &[a.len()]), gpu.upload(&b, &[b.len()]));
+                    let c = gpu.empty(&[want.len()]);
+                    kernels::matmul::matmul_planned(
+                        rec,
+                        &c,
+                        &ta_,
+                        &tb_,
+                        d,
+                        1.0,
+                        false,
+                        Epilogue::None,
+                        plan,
+                    );
+                    vec![c]
+                }) {
+                    j.check(
+                        &format!("{m}x{n}x{k} ta={ta} tb={tb} batch={batch} {}", plan.name()),
+                        &out[0],
+                        &want,
+                        tol(&want, 2e-6),
+                    );
+                }
             }
         }
         // Backward of the plain product.
