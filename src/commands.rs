@@ -48,6 +48,27 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// Refuses to write `outputs` when one of them is one of `inputs` (the same file, however it is
+/// named): a command never overwrites what it reads.
+pub fn refuse_overwriting_inputs(outputs: &[PathBuf], inputs: &[PathBuf]) -> Result<(), String> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let inputs: Vec<(PathBuf, PathBuf)> = inputs
+        .iter()
+        .filter_map(|p| canon(p).map(|c| (p.clone(), c)))
+        .collect();
+    for out in outputs {
+        let Some(c) = canon(out) else { continue };
+        if let Some((given, _)) = inputs.iter().find(|(_, ic)| *ic == c) {
+            return Err(format!(
+                "{}: this output is an input of the command ({}); choose another output path",
+                out.display(),
+                given.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `dinoscope embed`.
 pub fn embed(
     gpu: &Gpu,
@@ -58,11 +79,15 @@ pub fn embed(
     size: usize,
     batch: usize,
 ) -> Result<ExitCode, String> {
-    let vit = load_model(gpu, weights, config)?;
     let files = collect_images(inputs)?;
     if files.is_empty() {
         return Err("no images found (png, jpeg, webp)".into());
     }
+    let mut read: Vec<PathBuf> = files.clone();
+    read.push(weights.to_path_buf());
+    read.extend(config.map(PathBuf::from));
+    refuse_overwriting_inputs(&[output.to_path_buf()], &read)?;
+    let vit = load_model(gpu, weights, config)?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -146,6 +171,18 @@ pub fn attention(
     let maps = infer::attention_maps(gpu, &vit, &pre, layer, keep).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| format!("{}: cannot create: {e}", out_dir.display()))?;
+    let mut names: Vec<String> = ["input", "heads", "mean", "mean_overlay", "pca"]
+        .iter()
+        .map(|n| format!("{n}.png"))
+        .collect();
+    for i in 0..maps.heads.len() {
+        names.push(format!("head{i}.png"));
+        names.push(format!("head{i}_threshold.png"));
+    }
+    let mut read = vec![weights.to_path_buf(), image.to_path_buf()];
+    read.extend(config.map(PathBuf::from));
+    let planned: Vec<PathBuf> = names.iter().map(|n| out_dir.join(n)).collect();
+    refuse_overwriting_inputs(&planned, &read)?;
     let save = |img: &image::RgbImage, name: &str| -> Result<PathBuf, String> {
         let p = out_dir.join(name);
         dinoscope::viz::save_png(img, &p).map_err(|e| e.to_string())?;

@@ -99,7 +99,7 @@ mod cli {
             #[arg(long, default_value_t = 448)]
             size: usize,
             /// Share of the attention mass the thresholded maps keep.
-            #[arg(long, default_value_t = 0.6)]
+            #[arg(long, default_value_t = 0.6, value_parser = fraction)]
             threshold: f32,
         },
         /// Train a ViT with DINOv2 (DINO + iBOT + KoLeo) on images; the bundled Fashion-MNIST by default.
@@ -139,7 +139,7 @@ mod cli {
             #[arg(long, default_value_t = 224)]
             size: usize,
             /// Neighbours.
-            #[arg(long, default_value_t = 20)]
+            #[arg(long, default_value_t = 20, value_parser = at_least_one)]
             k: usize,
         },
         /// Time the matmul plans on this adapter for the products of training configs and cache
@@ -227,6 +227,27 @@ mod cli {
             #[arg(long)]
             json: Option<PathBuf>,
         },
+    }
+
+    /// A share in (0, 1] (NaN and the ends outside refused).
+    fn fraction(s: &str) -> Result<f32, String> {
+        let v: f32 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not a number"))?;
+        if v > 0.0 && v <= 1.0 {
+            Ok(v)
+        } else {
+            Err(format!("{s} is not in (0, 1]"))
+        }
+    }
+
+    /// A count of at least 1.
+    fn at_least_one(s: &str) -> Result<usize, String> {
+        match s.trim().parse::<usize>() {
+            Ok(v) if v >= 1 => Ok(v),
+            _ => Err(format!("'{s}' is not a whole number ≥ 1")),
+        }
     }
 
     fn open_gpu(cli: &Cli) -> Result<Gpu, String> {

@@ -452,3 +452,111 @@ fn embed_writes_features_and_skips_unreadable_images() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn embed_and_attention_never_overwrite_their_inputs() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("no-overwrite");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let weights = dir.join("model.safetensors");
+    let picture = dir.join("input.png");
+    std::fs::copy("tests/fixtures/tiny_dinov2/model.safetensors", &weights).expect("copy");
+    std::fs::copy("assets/images/chelsea.png", &picture).expect("copy");
+    let before = (
+        std::fs::read(&weights).expect("weights"),
+        std::fs::read(&picture).expect("picture"),
+    );
+    let w = weights.to_str().expect("utf-8 path");
+    let p = picture.to_str().expect("utf-8 path");
+    // The features file onto the weights, then onto the picture (named another way).
+    let aliased = format!(
+        "{}/../{}/input.png",
+        dir.display(),
+        dir.file_name().and_then(|n| n.to_str()).expect("name")
+    );
+    for target in [w, aliased.as_str()] {
+        let out = dinoscope(&["embed", "--weights", w, p, "--size", "28", "-o", target]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "embed -o {target} succeeded");
+        assert!(err.contains("is an input"), "{err}");
+    }
+    // Attention maps into the picture's own folder would write input.png over it.
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        w,
+        p,
+        "--size",
+        "28",
+        "-o",
+        dir.to_str().expect("utf-8 path"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "attention into the input folder succeeded"
+    );
+    assert!(
+        err.contains("input.png") && err.contains("is an input"),
+        "{err}"
+    );
+    let after = (
+        std::fs::read(&weights).expect("weights"),
+        std::fs::read(&picture).expect("picture"),
+    );
+    assert!(before == after, "an input was modified");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn knn_k_and_attention_threshold_out_of_range_are_refused() {
+    for (args, what) in [
+        (
+            vec![
+                "knn",
+                "--weights",
+                "w",
+                "--train",
+                "a",
+                "--test",
+                "b",
+                "--k",
+                "0",
+            ],
+            "--k",
+        ),
+        (
+            vec![
+                "attention",
+                "--weights",
+                "w",
+                "x.png",
+                "-o",
+                "o",
+                "--threshold",
+                "NaN",
+            ],
+            "--threshold",
+        ),
+        (
+            vec![
+                "attention",
+                "--weights",
+                "w",
+                "x.png",
+                "-o",
+                "o",
+                "--threshold",
+                "1.5",
+            ],
+            "--threshold",
+        ),
+    ] {
+        let out = dinoscope(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+}

@@ -157,3 +157,27 @@ fn a_tensor_over_the_binding_limit_is_a_clear_error() {
     gpu.trim_pool();
     gpu.check().expect("no stray wgpu errors");
 }
+
+#[test]
+fn a_grid_over_the_adapter_limit_is_a_clear_error() {
+    // A matmul with more column tiles than one grid dimension allows used to panic in the
+    // recorder; now the submission is refused with the limit named.
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    use dinoscope::kernels::matmul::{matmul_forward, MatmulDims};
+    let max = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    let n = (max + 8) * 128;
+    let a = gpu.empty(&[1, 4]);
+    let b = gpu.empty(&[4, n]);
+    let c = gpu.empty(&[1, n]);
+    let mut rec = Recorder::new(gpu);
+    matmul_forward(&mut rec, &c, &a, &b, MatmulDims::new(1, n, 4));
+    let err = rec.finish().expect_err("too large a grid").to_string();
+    assert!(
+        err.contains("max_compute_workgroups_per_dimension"),
+        "{err}"
+    );
+    drop((a, b, c));
+    gpu.trim_pool();
+    gpu.check().expect("no stray wgpu errors");
+}

@@ -296,3 +296,29 @@ fn separate_ibot_head_and_sinkhorn_targets_train() {
     assert_eq!(st.center_ibot.len(), 24);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn out_of_range_settings_are_refused_with_their_name() {
+    let base = TrainConfig::preset("debug").expect("preset");
+    let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+        ("base_lr", Box::new(|c| c.base_lr = -1e-3)),
+        ("base_lr", Box::new(|c| c.base_lr = f32::NAN)),
+        ("student_temp", Box::new(|c| c.student_temp = 0.0)),
+        ("teacher_temp", Box::new(|c| c.teacher_temp.1 = -0.04)),
+        (
+            "weight_decay",
+            Box::new(|c| c.weight_decay.0 = f32::INFINITY),
+        ),
+        ("momentum", Box::new(|c| c.momentum = (0.99, 1.5))),
+        ("koleo_weight", Box::new(|c| c.koleo_weight = -0.1)),
+    ];
+    for (name, f) in cases {
+        let mut c = base.clone();
+        f(&mut c);
+        let err = TrainConfig::from_ron(&c.to_ron(), "test.ron").expect_err(name);
+        assert!(err.contains(name) && err.contains("test.ron"), "{err}");
+    }
+    for p in dinoscope::train::config::TRAIN_PRESETS {
+        TrainConfig::preset(p).expect(p);
+    }
+}

@@ -23,11 +23,9 @@ pub const MAX_GROUPS: u32 = 65_535;
 pub fn grid_1d(groups: usize) -> [u32; 3] {
     let groups = groups.max(1);
     let x = groups.min(MAX_GROUPS as usize);
-    let y = groups.div_ceil(x);
-    assert!(
-        y <= MAX_GROUPS as usize,
-        "grid of {groups} workgroups is too large"
-    );
+    // Beyond 65,535² the y count is clamped past the limit; the recorder refuses that grid with
+    // an error (instead of a panic here).
+    let y = groups.div_ceil(x).min(u32::MAX as usize);
     [x as u32, y as u32, 1]
 }
 
@@ -172,11 +170,17 @@ impl<'g> Recorder<'g> {
             return;
         }
         let max = self.gpu.limits.max_compute_workgroups_per_dimension;
-        assert!(
-            grid.iter().all(|&g| g <= max),
-            "{}: grid {grid:?} exceeds {max}",
-            k.entry
-        );
+        if grid.iter().any(|&g| g > max) {
+            // Skipped and reported by finish(): a problem too large for this adapter's grids.
+            if self.error.is_none() {
+                self.error = Some(super::GpuError::Limit(format!(
+                    "{}: a grid of {grid:?} workgroups exceeds this adapter's \
+                     max_compute_workgroups_per_dimension ({max}); use a smaller batch or model",
+                    k.entry
+                )));
+            }
+            return;
+        }
         let max_binding = self.gpu.limits.max_storage_buffer_binding_size;
         if let Some(t) = bufs.iter().find(|t| t.binding_bytes() > max_binding) {
             // Skipped and reported by finish(): the model does not fit this adapter.

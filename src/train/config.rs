@@ -246,6 +246,38 @@ impl TrainConfig {
         if self.head.prototypes == 0 || self.head.bottleneck == 0 || self.head.hidden == 0 {
             return Err("head sizes must be positive".into());
         }
+        let positive = [
+            ("base_lr", self.base_lr),
+            ("student_temp", self.student_temp),
+            ("teacher_temp (start)", self.teacher_temp.0),
+            ("teacher_temp (end)", self.teacher_temp.1),
+            ("clip_grad", self.clip_grad),
+        ];
+        for (name, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} is {v}; it must be a positive number"));
+            }
+        }
+        let non_negative = [
+            ("min_lr", self.min_lr),
+            ("weight_decay (start)", self.weight_decay.0),
+            ("weight_decay (end)", self.weight_decay.1),
+            ("layer_decay", self.layer_decay),
+            ("patch_embed_lr_mult", self.patch_embed_lr_mult),
+            ("dino_weight", self.dino_weight),
+            ("ibot_weight", self.ibot_weight),
+            ("koleo_weight", self.koleo_weight),
+        ];
+        for (name, v) in non_negative {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} is {v}; it must be a number ≥ 0"));
+            }
+        }
+        for (name, (a, b)) in [("momentum", self.momentum)] {
+            if !((0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b)) {
+                return Err(format!("{name} is ({a}, {b}); both ends must be in [0, 1]"));
+            }
+        }
         Ok(())
     }
 }
