@@ -300,7 +300,8 @@ fn separate_ibot_head_and_sinkhorn_targets_train() {
 #[test]
 fn out_of_range_settings_are_refused_with_their_name() {
     let base = TrainConfig::preset("debug").expect("preset");
-    let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+    type Change = Box<dyn Fn(&mut TrainConfig)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("base_lr", Box::new(|c| c.base_lr = -1e-3)),
         ("base_lr", Box::new(|c| c.base_lr = f32::NAN)),
         ("student_temp", Box::new(|c| c.student_temp = 0.0)),
