@@ -222,7 +222,7 @@ pub fn train(
     config: &str,
     data: Option<&Path>,
     out: &Path,
-    resume: bool,
+    (resume, overwrite): (bool, bool),
     stop_after: Option<u64>,
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
@@ -233,6 +233,7 @@ pub fn train(
         resume,
         data: data.map(Path::to_path_buf),
         stop_after,
+        overwrite,
     };
     let total = cfg.steps;
     let bar = indicatif::ProgressBar::new(total);

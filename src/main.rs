@@ -119,6 +119,9 @@ mod cli {
             /// Stop after this many steps in this invocation.
             #[arg(long)]
             stop_after: Option<u64>,
+            /// Start a new run in a folder that already holds one (replacing it).
+            #[arg(long, conflicts_with = "resume")]
+            overwrite: bool,
         },
         /// k-NN accuracy (k = 20, T = 0.07) of a backbone's CLS features.
         Knn {
@@ -400,8 +403,16 @@ mod cli {
                 out,
                 resume,
                 stop_after,
+                overwrite,
             }) => open_gpu(&cli).and_then(|gpu| {
-                commands::train(&gpu, config, data.as_deref(), out, *resume, *stop_after)
+                commands::train(
+                    &gpu,
+                    config,
+                    data.as_deref(),
+                    out,
+                    (*resume, *overwrite),
+                    *stop_after,
+                )
             }),
             Some(Command::Knn {
                 weights,

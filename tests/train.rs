@@ -323,3 +323,46 @@ fn out_of_range_settings_are_refused_with_their_name() {
         TrainConfig::preset(p).expect(p);
     }
 }
+
+#[test]
+fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.steps = 2;
+    cfg.checkpoint_every = 0;
+    let dir = tmp("guarded");
+    let opts = |resume: bool, overwrite: bool| RunOptions {
+        out_dir: dir.clone(),
+        resume,
+        overwrite,
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &opts(false, false), |_| {}).expect("first run");
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(metrics.lines().count(), 2);
+    // A second run into the same folder without --resume is refused and changes nothing.
+    let err = run(gpu, cfg.clone(), &opts(false, false), |_| {}).expect_err("refused");
+    assert!(
+        err.contains("--resume") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
+        metrics
+    );
+    // A live process's lock keeps others out; a dead one's is taken over.
+    let lock = dir.join(".dinoscope.lock");
+    std::fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");
+    let err = run(gpu, cfg.clone(), &opts(false, true), |_| {}).expect_err("locked");
+    assert!(err.contains("another dinoscope"), "{err}");
+    if cfg!(target_os = "linux") {
+        // Elsewhere a process cannot be looked up, so a stale lock is removed by hand.
+        let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = gone.id();
+        gone.wait().expect("wait");
+        std::fs::write(&lock, format!("{dead}\n")).expect("stale lock");
+        run(gpu, cfg, &opts(false, true), |_| {}).expect("overwrite takes a stale lock");
+        assert!(!lock.exists(), "the lock is released at the end");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,6 +29,75 @@ pub struct RunOptions {
     pub data: Option<PathBuf>,
     /// Stop after this many steps in this process (the schedules still span `cfg.steps`).
     pub stop_after: Option<u64>,
+    /// Start a new run in a folder that already holds one (its files are replaced).
+    pub overwrite: bool,
+}
+
+/// Files that mark a folder as holding a training run.
+const RUN_FILES: [&str; 3] = ["state.safetensors", "metrics.jsonl", "train.ron"];
+
+/// A run folder held by this process: `.dinoscope.lock` with our pid, removed when dropped. A
+/// lock left by a process that no longer exists (killed) is taken over.
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir`, or says which process holds it.
+    pub fn acquire(dir: &Path) -> Result<RunLock, String> {
+        let path = dir.join(".dinoscope.lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid: Option<u32> = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse().ok());
+                    match pid {
+                        Some(pid) if process_alive(pid) => {
+                            return Err(format!(
+                                "{}: another dinoscope (pid {pid}) is training into this folder; \
+                                 wait for it, or choose another --out",
+                                dir.display()
+                            ))
+                        }
+                        // Stale (its process is gone) or unreadable: take it over.
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(format!("{}: cannot create: {e}", path.display())),
+            }
+        }
+        Err(format!("{}: cannot take the run lock", path.display()))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process with this pid exists (Linux: /proc; elsewhere assumed alive, so a stale
+/// lock must be removed by hand, as the message says).
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
 }
 
 /// What a run ended with.
@@ -184,6 +253,15 @@ pub fn run(
     opts: &RunOptions,
     mut on_step: impl FnMut(&StepMetrics),
 ) -> Result<RunSummary, String> {
+    if !opts.resume && !opts.overwrite {
+        if let Some(f) = RUN_FILES.iter().find(|f| opts.out_dir.join(f).exists()) {
+            return Err(format!(
+                "{}: already holds a training run ({f}); continue it with --resume, start over \
+                 with --overwrite, or choose another --out",
+                opts.out_dir.display()
+            ));
+        }
+    }
     let (train_ds, eval) = datasets(opts.data.as_deref())?;
     let mut trainer = if opts.resume {
         let (ck_cfg, st) = load_checkpoint(&opts.out_dir)?;
@@ -198,6 +276,7 @@ pub fn run(
     let start = trainer.step;
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
+    let _lock = RunLock::acquire(&opts.out_dir)?;
     let metrics_path = opts.out_dir.join("metrics.jsonl");
     // Lines past the checkpoint are dropped: those steps are done again, identically.
     let kept: String = std::fs::read_to_string(&metrics_path)
