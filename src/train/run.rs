@@ -34,14 +34,17 @@ pub struct RunOptions {
 }
 
 /// Files that mark a folder as holding a training run.
+#[cfg(not(target_arch = "wasm32"))]
 const RUN_FILES: [&str; 3] = ["state.safetensors", "metrics.jsonl", "train.ron"];
 
 /// A run folder held by this process: `.dinoscope.lock` with our pid, removed when dropped. A
 /// lock left by a process that no longer exists (killed) is taken over.
+#[cfg(not(target_arch = "wasm32"))]
 pub struct RunLock {
     path: PathBuf,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl RunLock {
     /// Takes the lock of `dir`, or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock, String> {
@@ -81,6 +84,7 @@ impl RunLock {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -89,6 +93,7 @@ impl Drop for RunLock {
 
 /// Whether a process with this pid exists (Linux: /proc; elsewhere assumed alive, so a stale
 /// lock must be removed by hand, as the message says).
+#[cfg(not(target_arch = "wasm32"))]
 fn process_alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
