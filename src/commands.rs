@@ -301,8 +301,50 @@ pub fn knn(
 ) -> Result<ExitCode, String> {
     let vit = load_model(gpu, weights, config)?;
     let (tr, te) = (labelled(train, false)?, labelled(test, true)?);
+    let (tr_names, te_names) = (tr.class_names(), te.class_names());
+    if tr_names.is_empty() || te_names.is_empty() {
+        return Err(format!(
+            "{}: k-NN needs labelled images on both sides (one subfolder per class, or an IDX \
+             file with labels)",
+            if tr_names.is_empty() { train } else { test }
+        ));
+    }
+    // Test classes are matched to train classes by name, never by position.
+    let to_train: Vec<Option<u32>> = te_names
+        .iter()
+        .map(|n| tr_names.iter().position(|t| t == n).map(|p| p as u32))
+        .collect();
+    let missing: Vec<&str> = te_names
+        .iter()
+        .zip(&to_train)
+        .filter(|(_, m)| m.is_none())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{test}: test classes {missing:?} are not among the train classes {tr_names:?} of \
+             {train}; k-NN can only predict classes it has seen"
+        ));
+    }
+    println!(
+        "train: {} images in {} classes; test: {} images in {} classes (matched by name)",
+        tr.len(),
+        tr_names.len(),
+        te.len(),
+        te_names.len()
+    );
     let (trf, try_) = dinoscope::train::knn::features(gpu, &vit, tr.as_ref(), 0, size, 64)?;
     let (tef, tey) = dinoscope::train::knn::features(gpu, &vit, te.as_ref(), 0, size, 64)?;
+    let tey: Vec<u32> = tey
+        .iter()
+        .map(|&l| {
+            to_train
+                .get(l as usize)
+                .copied()
+                .flatten()
+                .unwrap_or(u32::MAX)
+        })
+        .collect();
     let acc = dinoscope::train::knn::knn_accuracy(&trf, &try_, &tef, &tey, vit.cfg.dim, k, 0.07);
     println!(
         "k-NN (k = {k}, T = 0.07) on {} train → {} test images: {:.2}%",

@@ -560,3 +560,66 @@ fn knn_k_and_attention_threshold_out_of_range_are_refused() {
         assert!(err.contains(what), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("knn-names");
+    let put = |set: &str, class: &str, pics: &[&str]| {
+        let d = dir.join(set).join(class);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        for p in pics {
+            std::fs::copy(format!("assets/images/{p}.png"), d.join(format!("{p}.png")))
+                .expect("copy");
+        }
+    };
+    put("train", "zebra", &["chelsea", "coffee"]);
+    put("train", "apple", &["astronaut"]);
+    put("other", "a", &["chelsea"]);
+    put("other", "b", &["astronaut"]);
+    put("same", "zebra", &["chelsea", "coffee"]);
+    let path = |s: &str| dir.join(s).to_str().expect("utf-8 path").to_string();
+    let knn = |test: &str| {
+        dinoscope(&[
+            "knn",
+            "--weights",
+            "tests/fixtures/tiny_dinov2/model.safetensors",
+            "--train",
+            &path("train"),
+            "--test",
+            &path(test),
+            "--size",
+            "28",
+            "--k",
+            "1",
+        ])
+    };
+    // Classes named differently are not paired by their sorted position.
+    let out = knn("other");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "k-NN across unrelated classes succeeded"
+    );
+    assert!(
+        err.contains("\"a\"") && err.contains("not among the train classes"),
+        "{err}"
+    );
+    // A test set with a subset of the classes: "zebra" is train class 1 (after "apple"), and
+    // the same pictures find themselves.
+    let out = knn("same");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("train: 3 images in 2 classes; test: 2 images in 1 classes"),
+        "{text}"
+    );
+    assert!(text.contains("100.00%"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -167,6 +167,13 @@ pub trait Dataset: Send + Sync {
     fn label(&self, i: usize) -> Option<u32>;
     /// How many classes there are, if the dataset is labelled.
     fn num_classes(&self) -> Option<usize>;
+    /// The name of each class by label (folder names; the label numbers for IDX sets), so two
+    /// sets can be matched by name.
+    fn class_names(&self) -> Vec<String> {
+        (0..self.num_classes().unwrap_or(0))
+            .map(|c| c.to_string())
+            .collect()
+    }
     /// A one-line description for logs: source, size, classes.
     fn describe(&self) -> String;
 }
@@ -324,6 +331,14 @@ impl Dataset for ImageFolder {
 
     fn num_classes(&self) -> Option<usize> {
         self.labels.as_ref().map(|_| self.classes.len())
+    }
+
+    fn class_names(&self) -> Vec<String> {
+        if self.labels.is_some() {
+            self.classes.clone()
+        } else {
+            Vec::new()
+        }
     }
 
     fn describe(&self) -> String {
