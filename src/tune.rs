@@ -117,8 +117,7 @@ pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims) -> Result<(), String> {
     if !plan.fits(&small) {
         return Err(format!("{} cannot run {small:?}", plan.name()));
     }
-    let a_len = if small.broadcast_a { 1 } else { small.batch } * small.m * small.k;
-    let b_len = if small.broadcast_b { 1 } else { small.batch } * small.k * small.n;
+    let (a_len, b_len) = small.operand_lens();
     let a = random(a_len, 41, -1.0, 1.0);
     let b = random(b_len, 42, -1.0, 1.0);
     let want = crate::cpu::matmul::matmul(&a, &b, small);
@@ -191,8 +190,7 @@ pub fn tune(
     let mut out = Vec::new();
     for d in dims {
         let default = Plan::for_dims(d);
-        let a_len = if d.broadcast_a { 1 } else { d.batch } * d.m * d.k;
-        let b_len = if d.broadcast_b { 1 } else { d.batch } * d.k * d.n;
+        let (a_len, b_len) = d.operand_lens();
         let a = gpu.upload(&random(a_len, 1, -1.0, 1.0), &[a_len]);
         let b = gpu.upload(&random(b_len, 2, -1.0, 1.0), &[b_len]);
         let c = gpu.empty(&[d.batch * d.m * d.n]);

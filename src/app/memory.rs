@@ -9,7 +9,7 @@ use crate::train::plan::{self, human, MemoryPlan};
 /// The last estimate and the config it was made for.
 #[derive(Default)]
 pub struct MemoryEstimate {
-    key: String,
+    cfg: Option<TrainConfig>,
     plan: Option<Result<MemoryPlan, String>>,
 }
 
@@ -46,9 +46,8 @@ pub fn check(
 impl MemoryEstimate {
     /// The plan for `cfg`, recomputed only when the config changed.
     pub fn get(&mut self, gpu: &Gpu, cfg: &TrainConfig) -> &Result<MemoryPlan, String> {
-        let key = cfg.to_ron();
-        if self.plan.is_none() || key != self.key {
-            self.key = key;
+        if self.plan.is_none() || self.cfg.as_ref() != Some(cfg) {
+            self.cfg = Some(cfg.clone());
             self.plan = Some(plan::plan(gpu, cfg, 1));
         }
         self.plan.get_or_insert_with(|| Err("no estimate".into()))

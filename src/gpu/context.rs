@@ -276,6 +276,11 @@ impl Gpu {
         }
     }
 
+    /// Whether any tuned choice is loaded (products skip the lookup otherwise).
+    pub fn has_choices(&self) -> bool {
+        self.choices.lock().is_ok_and(|c| !c.is_empty())
+    }
+
     /// Every tuned choice.
     pub fn choices(&self) -> std::collections::BTreeMap<String, String> {
         self.choices.lock().map(|c| c.clone()).unwrap_or_default()

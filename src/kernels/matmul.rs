@@ -96,6 +96,9 @@ impl Plan {
     /// one for these dims and it can run them, else [`Plan::for_dims`]. A dry run notes the
     /// dims, so the tuner learns which products a config runs.
     pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims) -> Plan {
+        if !gpu.is_dry() && !gpu.has_choices() {
+            return Plan::for_dims(d);
+        }
         let key = d.key();
         if gpu.is_dry() {
             gpu.note_shape(&key);
@@ -268,6 +271,23 @@ pub struct MatmulDims {
 }
 
 impl MatmulDims {
+    /// Element strides between the batches of A and B (0 for a shared operand).
+    fn batch_strides(&self) -> (usize, usize) {
+        (
+            if self.broadcast_a { 0 } else { self.m * self.k },
+            if self.broadcast_b { 0 } else { self.k * self.n },
+        )
+    }
+
+    /// Elements A and B hold (a shared operand holds one matrix).
+    pub fn operand_lens(&self) -> (usize, usize) {
+        let n = |shared: bool| if shared { 1 } else { self.batch };
+        (
+            n(self.broadcast_a) * self.m * self.k,
+            n(self.broadcast_b) * self.k * self.n,
+        )
+    }
+
     /// The key of these dims in the tuning table: `m,n,k,batch,ta,tb,shared_a,shared_b`.
     pub fn key(&self) -> String {
         let f = |b: bool| u8::from(b);
@@ -378,16 +398,7 @@ pub fn matmul_planned(
     plan: Plan,
 ) {
     assert!(plan.fits(&d), "matmul: plan {plan:?} cannot run {d:?}");
-    let a_len = if d.broadcast_a {
-        d.m * d.k
-    } else {
-        d.batch * d.m * d.k
-    };
-    let b_len = if d.broadcast_b {
-        d.k * d.n
-    } else {
-        d.batch * d.k * d.n
-    };
+    let (a_len, b_len) = d.operand_lens();
     assert_eq!(
         a.numel(),
         a_len,
@@ -445,6 +456,15 @@ pub fn matmul_planned(
     }
 }
 
+/// (first batch, batches) of each dispatch: one grid holds at most the adapter's z limit.
+fn batch_ranges(rec: &Recorder, batch: usize) -> Vec<(usize, usize)> {
+    let max_z = rec.gpu().limits.max_compute_workgroups_per_dimension as usize;
+    (0..batch)
+        .step_by(max_z.max(1))
+        .map(|o| (o, (batch - o).min(max_z)))
+        .collect()
+}
+
 /// Bias, pre-activation output and epilogue mode of one product.
 type EpilogueBindings<'t> = (&'t Tensor, &'t Tensor, u32);
 
@@ -460,13 +480,9 @@ fn general(
     (bias, aux, mode): EpilogueBindings,
     tile: Tile,
 ) {
-    let a_stride = if d.broadcast_a { 0 } else { d.m * d.k };
-    let b_stride = if d.broadcast_b { 0 } else { d.k * d.n };
+    let (a_stride, b_stride) = d.batch_strides();
     let overrides = tile.overrides();
-    let max_z = rec.gpu().limits.max_compute_workgroups_per_dimension as usize;
-    let mut offset = 0;
-    while offset < d.batch {
-        let nb = (d.batch - offset).min(max_z);
+    for (offset, nb) in batch_ranges(rec, d.batch) {
         let p = Params {
             m: d.m as u32,
             n: d.n as u32,
@@ -489,7 +505,6 @@ fn general(
             nb as u32,
         ];
         rec.dispatch_with(&MATMUL, &overrides, &p, &[a, b, bias, c, aux], grid);
-        offset += nb;
     }
 }
 
@@ -561,12 +576,8 @@ fn vec4(
         );
         return;
     }
-    let a_stride = if d.broadcast_a { 0 } else { d.m * d.k };
-    let b_stride = if d.broadcast_b { 0 } else { d.k * d.n };
-    let max_z = rec.gpu().limits.max_compute_workgroups_per_dimension as usize;
-    let mut offset = 0;
-    while offset < d.batch {
-        let nb = (d.batch - offset).min(max_z);
+    let (a_stride, b_stride) = d.batch_strides();
+    for (offset, nb) in batch_ranges(rec, d.batch) {
         let p = ParamsV4 {
             m: d.m as u32,
             n: d.n as u32,
@@ -590,7 +601,6 @@ fn vec4(
             &[a, b, bias, c, aux],
             [grid_xy[0], grid_xy[1], nb as u32],
         );
-        offset += nb;
     }
 }
 
