@@ -221,15 +221,33 @@ pub fn train(
     gpu: &Gpu,
     config: &str,
     data: Option<&Path>,
-    out: &Path,
+    out: Option<&Path>,
     (resume, overwrite): (bool, bool),
     stop_after: Option<u64>,
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
-    use dinoscope::train::run::{run, RunOptions};
+    use dinoscope::train::run::{new_run_dir, point_latest, run, RunOptions};
     let cfg = TrainConfig::load(config)?;
+    let root = Path::new("runs");
+    let out = match out {
+        Some(o) => o.to_path_buf(),
+        None if resume => root.join("latest"),
+        None => {
+            let label = Path::new(config)
+                .file_stem()
+                .map_or("run".into(), |s| s.to_string_lossy().to_string());
+            let dir = new_run_dir(root, &label);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+            if let Err(e) = point_latest(root, &dir) {
+                log::warn!("{e}");
+            }
+            dir
+        }
+    };
+    eprintln!("run folder: {}", out.display());
     let opts = RunOptions {
-        out_dir: out.to_path_buf(),
+        out_dir: out.clone(),
         resume,
         data: data.map(Path::to_path_buf),
         stop_after,

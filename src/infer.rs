@@ -55,8 +55,21 @@ pub fn load_model(
         Some(c) => VitConfig::preset(c).map_err(|e| e.to_string())?,
         None => config_for_weights(weights).map_err(|e| e.to_string())?,
     };
+    rgb_only(&cfg, &weights.display().to_string())?;
     let w = load_backbone(weights, &cfg).map_err(|e| e.to_string())?;
     Vit::new(gpu, cfg, &w).map_err(|e| format!("{}: {e}", weights.display()))
+}
+
+/// Pictures reach the model as RGB: a model with another channel count is refused by name.
+fn rgb_only(cfg: &crate::model::config::VitConfig, name: &str) -> Result<(), String> {
+    if cfg.in_chans == 3 {
+        return Ok(());
+    }
+    Err(format!(
+        "{name}: the model takes {} input channels; dinoscope feeds models RGB pictures \
+         (3 channels; grayscale pictures are repeated over the three)",
+        cfg.in_chans
+    ))
 }
 
 /// Loads a backbone from the bytes of a safetensors file (a dropped file in the browser),
@@ -65,6 +78,7 @@ pub fn load_model_bytes(gpu: &Gpu, name: &str, bytes: &[u8]) -> Result<Vit, Stri
     use crate::model::weights::{from_bytes, infer_config_from_bytes};
     let path = std::path::Path::new(name);
     let cfg = infer_config_from_bytes(path, bytes).map_err(|e| e.to_string())?;
+    rgb_only(&cfg, name)?;
     let w = from_bytes(path, bytes, &cfg).map_err(|e| e.to_string())?;
     Vit::new(gpu, cfg, &w).map_err(|e| format!("{name}: {e}"))
 }

@@ -110,9 +110,11 @@ mod cli {
             /// Training data: a folder of images (searched recursively) or an IDX file.
             #[arg(long)]
             data: Option<PathBuf>,
-            /// Run folder (checkpoints, metrics.jsonl).
-            #[arg(long, default_value = "runs/latest")]
-            out: PathBuf,
+            /// Run folder (checkpoints, metrics.jsonl). Default: a new folder
+            /// runs/<date>-<time>-<config> for a new run (runs/latest points at it), and
+            /// runs/latest with --resume.
+            #[arg(long)]
+            out: Option<PathBuf>,
             /// Continue from the run folder's last checkpoint (exactly where it stopped).
             #[arg(long)]
             resume: bool,
@@ -409,7 +411,7 @@ mod cli {
                     &gpu,
                     config,
                     data.as_deref(),
-                    out,
+                    out.as_deref(),
                     (*resume, *overwrite),
                     *stop_after,
                 )

@@ -186,7 +186,7 @@ fn a_corrupt_image_in_the_folder_is_skipped_and_counted_while_training_goes_on()
     );
     assert_eq!(app.snapshots[2].views.len(), 3);
     // The run ends with a checkpoint that resumes.
-    assert!(dir.join("run/state.safetensors").is_file());
+    assert!(dinoscope::train::checkpoint::exists(&dir.join("run")));
     assert!(app
         .notices
         .iter()
@@ -216,12 +216,24 @@ fn pause_resume_and_stop_control_the_worker() {
     ));
     app.control("pause");
     assert_eq!(app.state, RunState::Paused);
-    // At most the step in flight finishes after the pause.
-    std::thread::sleep(Duration::from_secs(3));
-    frame(&ctx, &mut app);
-    let at_pause = app.progress.0;
-    std::thread::sleep(Duration::from_secs(3));
-    frame(&ctx, &mut app);
+    // The worker acknowledges the pause once the step in flight is done.
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(300),
+        |a| a.paused_at.is_some()
+    ));
+    let at_pause = app.paused_at.expect("paused");
+    // A save asked for while paused is answered at the same step: the worker handled a command
+    // after the pause without stepping in between.
+    app.control("save");
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(300),
+        |a| a.saved_at.is_some()
+    ));
+    assert_eq!(app.saved_at, Some(at_pause), "stepped while paused");
     assert_eq!(app.progress.0, at_pause, "stepped while paused");
     app.control("resume");
     assert!(frames_until(
@@ -239,7 +251,7 @@ fn pause_resume_and_stop_control_the_worker() {
     ));
     assert!(app.progress.0 < 1000);
     // Stopping writes a checkpoint the run can resume from.
-    assert!(dir.join("run/state.safetensors").is_file());
+    assert!(dinoscope::train::checkpoint::exists(&dir.join("run")));
     let stopped_at = app.progress.0;
     app.start(Some(dir.join("run")));
     assert!(frames_until(

@@ -496,3 +496,47 @@ fn bundled_photos_load_and_preprocess() {
         }
     }
 }
+
+/// A PNG whose header claims `w`×`h` grey pixels, with one tiny compressed row after it: the
+/// size check must come before any pixel is decoded.
+fn huge_png_header(w: u32, h: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[test]
+fn pictures_over_the_size_limits_are_refused_before_decoding() {
+    for (w, h) in [(30_000, 30_000), (16_385, 10), (16_000, 16_000)] {
+        let err = decode_image(&huge_png_header(w, h), "huge.png").expect_err("too large");
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{w}×{h}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains("huge.png"), "{msg}");
+    }
+    let msg = decode_image(&huge_png_header(30_000, 30_000), "huge.png")
+        .expect_err("too large")
+        .to_string();
+    assert!(
+        msg.contains("30000×30000") || msg.contains("30000"),
+        "{msg}"
+    );
+}

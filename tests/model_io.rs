@@ -766,3 +766,20 @@ fn dinov3_style_mask_token_is_accepted() {
     let back = from_bytes(Path::new("m.safetensors"), &bytes, &cfg).unwrap();
     assert_same_weights(&w, &back);
 }
+
+#[test]
+fn an_oversized_safetensors_header_is_called_that() {
+    let dir = temp_dir("bigheader");
+    let p = dir.join("model.safetensors");
+    let mut bytes = 150_000_000u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(&p, bytes).expect("write");
+    let err = dinoscope::model::weights::infer_config(&p)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("over the") && err.contains("limit") && !err.contains("does not fit"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

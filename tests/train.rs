@@ -366,3 +366,266 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Flips bytes in the middle of a file, keeping its length.
+fn damage(p: &Path) {
+    let mut b = std::fs::read(p).expect("read");
+    let mid = b.len() / 2;
+    for x in &mut b[mid..mid + 8] {
+        *x ^= 0x5A;
+    }
+    std::fs::write(p, b).expect("write");
+}
+
+#[test]
+fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
+    use dinoscope::train::checkpoint;
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.steps = 4;
+    cfg.checkpoint_every = 1;
+    let dir = tmp("units");
+    let opts = RunOptions {
+        out_dir: dir.clone(),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &opts, |_| {}).expect("run");
+    // The newest two are kept, each a folder with its manifest; the run folder's exports are
+    // the latest checkpoint's.
+    let kept: Vec<u64> = checkpoint::list(&dir).iter().map(|c| c.0).collect();
+    assert_eq!(kept, vec![4, 3]);
+    let latest = &checkpoint::list(&dir)[0].1;
+    assert_eq!(
+        std::fs::read(dir.join("teacher_backbone.safetensors")).expect("export"),
+        std::fs::read(latest.join("teacher_backbone.safetensors")).expect("checkpoint")
+    );
+    let straight = checkpoint::load(&dir).expect("load");
+    assert_eq!(straight.state.step, 4);
+    assert!(straight.skipped.is_empty());
+
+    // A write that fails half-way (here: a file that cannot be created) publishes nothing and
+    // leaves the previous checkpoint whole, and says so.
+    let err = checkpoint::save_files(
+        &dir,
+        5,
+        &[
+            ("state.safetensors", vec![1, 2, 3]),
+            ("no/such/folder.ron", vec![4]),
+        ],
+    )
+    .expect_err("a failing write");
+    assert!(
+        err.contains("step 5 was not saved") && err.contains("checkpoint of step 4"),
+        "{err}"
+    );
+    assert_eq!(checkpoint::list(&dir).len(), 2);
+    assert!(std::fs::read_dir(dir.join("checkpoints"))
+        .expect("list")
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".partial")));
+    assert_eq!(checkpoint::load(&dir).expect("load").state.step, 4);
+
+    // Damaged bytes in the latest state: the checksum catches it, and loading falls back.
+    damage(&latest.join("state.safetensors"));
+    let fell_back = checkpoint::load(&dir).expect("fallback");
+    assert_eq!(fell_back.state.step, 3);
+    assert!(
+        fell_back.skipped.len() == 1 && fell_back.skipped[0].contains("checksum"),
+        "{:?}",
+        fell_back.skipped
+    );
+    // Resuming goes on from step 3 and ends where the undamaged run ended, bit for bit.
+    let resumed = RunOptions {
+        out_dir: dir.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &resumed, |_| {}).expect("resume");
+    let again = checkpoint::load(&dir).expect("load");
+    assert!(again.skipped.is_empty());
+    assert!(again.state == straight.state, "the redone steps differ");
+
+    // Every checkpoint damaged: an error that names each, never a silent restart.
+    for (_, d) in checkpoint::list(&dir) {
+        damage(&d.join("state.safetensors"));
+    }
+    let err = checkpoint::load(&dir).expect_err("nothing usable");
+    assert!(
+        err.contains("no usable checkpoint") && err.matches("skipped").count() == 2,
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn non_finite_steps_stop_the_run_with_the_term_and_weights_with_nan_are_refused() {
+    let Some(gpu) = common::gpu() else { return };
+    // A learning rate this large sends the weights to infinity in one update.
+    let mut cfg = micro();
+    cfg.steps = 6;
+    cfg.checkpoint_every = 0;
+    cfg.base_lr = 1e30;
+    cfg.warmup_steps = 0;
+    let dir = tmp("nan");
+    let opts = RunOptions {
+        out_dir: dir.clone(),
+        ..Default::default()
+    };
+    let err = run(gpu, cfg, &opts, |_| {}).expect_err("diverges");
+    assert!(err.starts_with("step "), "{err}");
+    assert!(
+        err.contains("NaN") || err.contains("inf"),
+        "names the non-finite term: {err}"
+    );
+    assert!(err.contains("no checkpoint was saved yet"), "{err}");
+
+    // Weights holding NaN are refused on load, with the tensor named.
+    let mut good = micro();
+    good.steps = 1;
+    let ok_dir = tmp("nan-weights");
+    let opts = RunOptions {
+        out_dir: ok_dir.clone(),
+        ..Default::default()
+    };
+    run(gpu, good, &opts, |_| {}).expect("run");
+    let w = ok_dir.join("teacher_backbone.safetensors");
+    let f = dinoscope::fixtures::TensorFile::open(&w).expect("read");
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = f
+        .names()
+        .iter()
+        .map(|n| {
+            let t = f.get(n).expect("tensor");
+            (n.clone(), t.shape.clone(), t.data.clone())
+        })
+        .collect();
+    let victim = tensors
+        .iter_mut()
+        .find(|t| t.0 == "cls_token")
+        .expect("cls_token");
+    victim.2[0] = f32::NAN;
+    let refs: Vec<(String, Vec<usize>, &[f32])> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice()))
+        .collect();
+    let bad = ok_dir.join("bad.safetensors");
+    std::fs::write(
+        &bad,
+        dinoscope::io::safetensors_bytes(&refs, None).expect("bytes"),
+    )
+    .expect("write");
+    let cfg = dinoscope::model::weights::config_for_weights(&bad).expect("config.ron");
+    let err = dinoscope::model::weights::load_backbone(&bad, &cfg)
+        .expect_err("NaN refused")
+        .to_string();
+    assert!(err.contains("cls_token") && err.contains("NaN"), "{err}");
+    for d in [dir, ok_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn unknown_fields_and_impossible_sizes_are_refused_by_name_before_allocating() {
+    let base = TrainConfig::preset("debug").expect("preset");
+    // An unknown field: named, with its place in the file.
+    let text = base
+        .to_ron()
+        .replacen("batch_size:", "batch_sise: 8,\n    batch_size:", 1);
+    let err = TrainConfig::from_ron(&text, "typo.ron").expect_err("unknown field");
+    assert!(
+        err.contains("batch_sise") && err.contains("typo.ron"),
+        "{err}"
+    );
+    assert!(
+        err.chars().any(|c| c.is_ascii_digit()) && err.contains(':'),
+        "line and column: {err}"
+    );
+    type Change = Box<dyn Fn(&mut TrainConfig)>;
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "prototypes",
+            Box::new(|c| c.head.prototypes = 1_000_000_000),
+        ),
+        (
+            "trainable parameters",
+            Box::new(|c| c.head.hidden = 600_000),
+        ),
+        (
+            "trainable parameters",
+            Box::new(|c| {
+                c.model.dim = 64_000;
+                c.model.heads = 1_000;
+            }),
+        ),
+        (
+            "trainable parameters",
+            Box::new(|c| c.model.depth = 10_000_000),
+        ),
+        ("tokens", Box::new(|c| c.model.registers = 300_000)),
+        ("in_chans", Box::new(|c| c.model.in_chans = 1)),
+        ("batch_size", Box::new(|c| c.batch_size = 100_000_000)),
+    ];
+    for (what, f) in cases {
+        let mut c = base.clone();
+        if what == "tokens" {
+            // Keep the registers' own size check out of the way.
+            c.model.dim = 64;
+            c.model.heads = 1;
+        }
+        f(&mut c);
+        let err = TrainConfig::from_ron(&c.to_ron(), "big.ron").expect_err(what);
+        assert!(
+            err.contains(what) && err.contains("big.ron"),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let mut cfg = micro();
+    cfg.steps = 2;
+    cfg.checkpoint_every = 0;
+    let cwd = tmp("cwd");
+    std::fs::create_dir_all(&cwd).expect("mkdir");
+    std::fs::write(cwd.join("micro.ron"), cfg.to_ron()).expect("config");
+    let exe = env!("CARGO_BIN_EXE_dinoscope");
+    let train = |extra: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .current_dir(&cwd)
+            .args(["train", "--config", "micro.ron"])
+            .args(extra)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    train(&["--stop-after", "1"]);
+    train(&["--stop-after", "1"]);
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(cwd.join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.ends_with("latest"))
+        .collect();
+    runs.sort();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|r| r
+        .file_name()
+        .is_some_and(
+            |n| n.to_string_lossy().ends_with("micro") || n.to_string_lossy().contains("micro-")
+        )));
+    let latest = cwd.join("runs/latest");
+    assert!(state_of(&latest).step == 1);
+    // --resume without --out continues the latest run; the first is untouched.
+    let first = state_of(&runs[0]);
+    train(&["--resume"]);
+    assert_eq!(state_of(&latest).step, 2);
+    assert!(state_of(&runs[0]) == first);
+    let _ = std::fs::remove_dir_all(&cwd);
+}

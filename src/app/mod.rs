@@ -3,7 +3,7 @@
 //!
 //! The runtime shares eframe's wgpu device: [`Gpu::device_descriptor`] asks for the adapter's own
 //! limits and the features the kernels use, and [`DinoscopeApp::new`] wraps that device in a
-//! [`Gpu`]. On native a worker thread owns the training loop ([`worker`]); in the browser the
+//! [`Gpu`] (on GL the runtime opens a device of its own: [`compute_gpu`]). On native a worker thread owns the training loop ([`worker`]); in the browser the
 //! app steps within a per-frame time budget ([`web`]).
 
 pub mod curves;
@@ -156,6 +156,10 @@ pub struct DinoscopeApp {
     pub notices: Vec<Notice>,
     /// Steps done / total of the current run.
     pub progress: (u64, u64),
+    /// The step the worker acknowledged pausing at (no step is in flight then).
+    pub paused_at: Option<u64>,
+    /// The step of the last checkpoint the worker reported written.
+    pub saved_at: Option<u64>,
     /// Whether the current run measures k-NN accuracy.
     knn_expected: bool,
     run_started: Option<web_time::Instant>,
@@ -220,6 +224,8 @@ impl DinoscopeApp {
             probe_images: Vec::new(),
             notices: Vec::new(),
             progress: (0, 0),
+            paused_at: None,
+            saved_at: None,
             knn_expected: true,
             run_started: None,
             steps_at_start: 0,
@@ -242,7 +248,7 @@ impl DinoscopeApp {
         }
     }
 
-    /// The app eframe creates: its device wrapped, settings restored.
+    /// The app eframe creates: its device wrapped (see [`compute_gpu`]), settings restored.
     pub fn from_creation_context(
         cc: &eframe::CreationContext<'_>,
         reset: bool,
@@ -252,7 +258,7 @@ impl DinoscopeApp {
             .wgpu_render_state
             .as_ref()
             .ok_or("the window has no wgpu renderer")?;
-        let gpu = Gpu::from_device(rs.device.clone(), rs.queue.clone(), rs.adapter.get_info());
+        let gpu = compute_gpu(rs)?;
         let settings = if reset || !automation.params.is_empty() {
             None
         } else {
@@ -333,6 +339,20 @@ impl DinoscopeApp {
                 self.notify(format!("not started: {e}"), true);
                 return;
             }
+        }
+        // A new run never replaces one: it goes to a fresh folder beside it.
+        #[cfg(not(target_arch = "wasm32"))]
+        if resume_from.is_none() && crate::train::run::holds_run(&self.settings.train.run_dir) {
+            let fresh = crate::train::run::unused_run_dir(&self.settings.train.run_dir);
+            self.notify(
+                format!(
+                    "{} holds a run; this one goes to {}",
+                    self.settings.train.run_dir.display(),
+                    fresh.display()
+                ),
+                false,
+            );
+            self.settings.train.run_dir = fresh;
         }
         self.history = History::default();
         self.snapshots.clear();
@@ -480,10 +500,14 @@ impl DinoscopeApp {
                         self.history.knn.push((step, accuracy))
                     }
                     worker::Event::Snapshot(s) => self.on_snapshot(s),
-                    worker::Event::Saved { step, dir } => self.notify(
-                        format!("checkpoint at step {step} written to {}", dir.display()),
-                        false,
-                    ),
+                    worker::Event::Saved { step, dir } => {
+                        self.saved_at = Some(step);
+                        self.notify(
+                            format!("checkpoint at step {step} written to {}", dir.display()),
+                            false,
+                        )
+                    }
+                    worker::Event::Paused { step } => self.paused_at = Some(step),
                     worker::Event::Notice(t) => self.notify(t, false),
                     worker::Event::Ended { step, error } => {
                         self.state = RunState::Ended;
@@ -527,7 +551,10 @@ impl DinoscopeApp {
         }
         match what {
             "pause" if self.state == RunState::Running => self.state = RunState::Paused,
-            "resume" if self.state == RunState::Paused => self.state = RunState::Running,
+            "resume" if self.state == RunState::Paused => {
+                self.state = RunState::Running;
+                self.paused_at = None;
+            }
             _ => {}
         }
     }
@@ -1289,4 +1316,21 @@ pub fn run_native(reset: bool, automation: Automation) -> Result<(), String> {
         }),
     )
     .map_err(|e| format!("the window could not open: {e}"))
+}
+
+/// The runtime's device: eframe's own, except on native GL. wgpu's GL backend lets one thread at
+/// a time hold the GL context and panics when another waits for it over a second; the window's
+/// renderer does not take turns with the runtime's worker, so on GL the runtime opens a device
+/// (and GL context) of its own.
+fn compute_gpu(rs: &eframe::egui_wgpu::RenderState) -> Result<Gpu, String> {
+    let info = rs.adapter.get_info();
+    #[cfg(not(target_arch = "wasm32"))]
+    if info.backend == wgpu::Backend::Gl {
+        return Gpu::new_blocking(&crate::gpu::AdapterChoice {
+            backend: Some("gl".into()),
+            adapter: None,
+        })
+        .map_err(|e| format!("cannot open a compute device on GL: {e}"));
+    }
+    Ok(Gpu::from_device(rs.device.clone(), rs.queue.clone(), info))
 }

@@ -107,6 +107,7 @@ impl Session {
             Some(_) => return Err("resuming needs a file system (desktop app)".into()),
             None => {
                 let cfg = settings.to_config()?;
+                crate::train::plan::check_capacity(gpu, &cfg)?;
                 let t = Trainer::new(gpu, cfg.clone()).map_err(|e| e.to_string())?;
                 (t, cfg)
             }
@@ -178,24 +179,21 @@ impl Session {
 
     /// An error when the loss is not finite, naming the last checkpoint.
     pub fn check_finite(&self, m: &StepMetrics) -> Result<(), String> {
-        if m.loss.is_finite() {
+        let Some(what) = m.non_finite() else {
             return Ok(());
-        }
+        };
         Err(format!(
-            "step {}: the loss is not finite ({}); training stopped{}",
+            "step {}: {what}; training stopped{}",
             m.step,
-            m.loss,
             self.last_checkpoint_note()
         ))
     }
 
-    /// " — the last checkpoint in DIR is intact" when there is one.
+    /// "; the checkpoint of step N in DIR is intact", or that none was saved yet.
     pub fn last_checkpoint_note(&self) -> String {
         match &self.run_dir {
-            Some(d) if d.join("state.safetensors").is_file() => {
-                format!("; the last checkpoint in {} is intact", d.display())
-            }
-            _ => String::new(),
+            Some(d) => crate::train::checkpoint::previous_note(d),
+            None => "; no checkpoint was saved yet".to_string(),
         }
     }
 

@@ -56,6 +56,11 @@ pub enum Event {
         /// The run folder.
         dir: PathBuf,
     },
+    /// The worker stopped stepping: every step up to `step` is done and none is in flight.
+    Paused {
+        /// Steps done.
+        step: u64,
+    },
     /// Something the user should know that did not stop the run.
     Notice(String),
     /// The run ended (finished, stopped, or failed with the message).
@@ -196,6 +201,11 @@ fn run(
         };
         match cmd {
             Some(Command::Pause) => {
+                if !paused {
+                    send(Event::Paused {
+                        step: session.trainer.step,
+                    });
+                }
                 paused = true;
                 continue;
             }

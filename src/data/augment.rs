@@ -24,6 +24,7 @@ const MAX_CROP_SIZE: usize = 4096;
 
 /// Multi-crop settings; `Default` is DINOv2's recipe at 224/98 with 8 local crops.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct AugmentConfig {
     /// Side of the two global crops, in pixels.
     pub global_size: usize,

@@ -143,6 +143,20 @@ pub struct Preprocessed {
     pub rgb: RgbImage,
 }
 
+/// Longest side a picture may have.
+pub const MAX_SIDE: u32 = 16_384;
+/// Pixels a picture may have unless `DINOSCOPE_MAX_PIXELS` says otherwise.
+pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
+
+/// The pixel budget of one picture: `DINOSCOPE_MAX_PIXELS`, or [`DEFAULT_MAX_PIXELS`].
+pub fn max_pixels() -> u64 {
+    std::env::var("DINOSCOPE_MAX_PIXELS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(DEFAULT_MAX_PIXELS)
+}
+
 /// Reads an image file and decodes it with [`decode_image`].
 pub fn load_image(path: &Path) -> Result<RgbImage, ImageError> {
     let name = path.display().to_string();
@@ -169,11 +183,31 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<RgbImage, ImageError> {
     if format == ImageFormat::Jpeg {
         check_jpeg_complete(bytes, name)?;
     }
+    let budget = max_pixels();
     let mut decoder = reader.into_decoder().map_err(|e| decode_error(name, e))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(ImageError::Empty { name: name.into() });
     }
+    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > budget {
+        return Err(ImageError::TooLarge {
+            name: name.into(),
+            detail: format!(
+                "{w}×{h} pixels; pictures may have at most {MAX_SIDE} pixels a side and {} \
+                 megapixels (DINOSCOPE_MAX_PIXELS sets the latter)",
+                budget / 1_000_000
+            ),
+        });
+    }
+    // The header passed; bound what the decoder itself may allocate too (it may hold a 16-bit
+    // RGBA copy beside the 8-bit RGB result).
+    let mut limits = ::image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(budget.saturating_mul(12));
+    decoder
+        .set_limits(limits)
+        .map_err(|e| decode_error(name, e))?;
     // Orientation is metadata: a damaged EXIF block should not cost the picture itself, and if
     // the pixels are damaged too the decode below says so.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);

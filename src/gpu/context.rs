@@ -67,9 +67,11 @@ pub struct Gpu {
     pub(crate) dry: bool,
     /// A smaller piece size for flat-buffer updates than the binding limit gives (0: none).
     chunk_limit: std::sync::atomic::AtomicUsize,
-    /// The thread recording now and how many recorders it has open (see [`Gpu::begin_recording`]).
-    recording: Mutex<(Option<std::thread::ThreadId>, usize)>,
-    recording_done: std::sync::Condvar,
+    /// The thread that holds the device (recording, or on GL any device call) and how many
+    /// holds it has open; shared with dry-run twins, which use the same device.
+    holder: Arc<DeviceHolder>,
+    /// Every device call holds the device (GL: see [`Gpu::exclusive`]).
+    serial: bool,
     /// Kernel choices by key (tuned matmul plans), and the keys a dry run asked for.
     choices: Mutex<std::collections::BTreeMap<String, String>>,
     shapes: Mutex<std::collections::BTreeSet<String>>,
@@ -131,6 +133,7 @@ impl Gpu {
 
     /// Wraps an existing device (for example eframe's), so the UI and the runtime share it.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
+        let serial = info.backend == wgpu::Backend::Gl;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -169,8 +172,8 @@ impl Gpu {
             dummy_write2,
             dry: false,
             chunk_limit: Default::default(),
-            recording: Mutex::default(),
-            recording_done: Default::default(),
+            serial,
+            holder: Arc::default(),
             choices: Mutex::default(),
             shapes: Mutex::default(),
         }
@@ -195,8 +198,8 @@ impl Gpu {
             dummy_write2: self.dummy_write2.clone(),
             dry: true,
             chunk_limit: Default::default(),
-            recording: Mutex::default(),
-            recording_done: Default::default(),
+            serial: self.serial,
+            holder: self.holder.clone(),
             choices: Mutex::new(self.choices()),
             shapes: Mutex::default(),
         }
@@ -237,17 +240,7 @@ impl Gpu {
     /// one recording thread at a time keeps every reuse in submission order. Recording is host
     /// work only: GPU execution is not waited for. Re-entrant on the same thread.
     pub(crate) fn begin_recording(&self) {
-        let me = std::thread::current().id();
-        let mut g = self.recording.lock().unwrap_or_else(|e| e.into_inner());
-        while g.0.is_some_and(|t| t != me) {
-            g = self
-                .recording_done
-                .wait(g)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        g.0 = Some(me);
-        g.1 += 1;
-        if g.1 == 1 {
+        if self.holder.enter() {
             if let Ok(mut p) = self.pool.lock() {
                 p.next_epoch();
             }
@@ -256,12 +249,24 @@ impl Gpu {
 
     /// Ends one [`Gpu::begin_recording`] of this thread.
     pub(crate) fn end_recording(&self) {
-        let mut g = self.recording.lock().unwrap_or_else(|e| e.into_inner());
-        g.1 = g.1.saturating_sub(1);
-        if g.1 == 0 {
-            g.0 = None;
-            self.recording_done.notify_all();
+        self.holder.leave();
+    }
+
+    /// Holds the device for this thread where the driver cannot take two threads at once; a
+    /// no-op elsewhere. wgpu's GL backend panics ("Could not lock adapter context") when a thread
+    /// waits over a second for the GL context while another thread holds it waiting for the GPU,
+    /// which a slow software adapter does for seconds; on GL every device call of the runtime
+    /// (buffers, uploads, recordings, readbacks, waits) therefore takes turns.
+    pub(crate) fn exclusive(&self) -> Exclusive<'_> {
+        if self.serial {
+            self.holder.enter();
         }
+        Exclusive(self.serial.then_some(&self.holder))
+    }
+
+    /// Whether every device call takes turns (the GL backend).
+    pub fn is_serial(&self) -> bool {
+        self.serial
     }
 
     /// The tuned choice stored under `key` (see `dinoscope tune`).
@@ -354,6 +359,7 @@ impl Gpu {
     }
 
     fn module(&self, shader: &'static str) -> Arc<wgpu::ShaderModule> {
+        let _device = self.exclusive();
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         modules
             .entry(shader)
@@ -400,6 +406,7 @@ impl Gpu {
         {
             return p.clone();
         }
+        let _device = self.exclusive();
         let module = self.module(k.shader);
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
@@ -471,6 +478,7 @@ impl Gpu {
     }
 
     fn upload_bytes(&self, bytes: &[u8], shape: &[usize]) -> Tensor {
+        let _device = self.exclusive();
         let numel: usize = shape.iter().product();
         assert_eq!(
             numel * 4,
@@ -497,6 +505,7 @@ impl Gpu {
             t.numel()
         );
         if !data.is_empty() && !self.dry {
+            let _device = self.exclusive();
             self.queue.write_buffer(
                 t.buffer(),
                 t.offset() as u64 * 4,
@@ -506,6 +515,7 @@ impl Gpu {
     }
 
     fn empty_fresh(&self, shape: &[usize]) -> Tensor {
+        let _device = self.exclusive();
         let numel: usize = shape.iter().product();
         let size = Pool::round_size(numel as u64 * 4);
         let buffer = (!self.dry).then(|| {
@@ -567,6 +577,9 @@ impl Gpu {
         if self.dry {
             return Ok(vec![0.0; t.numel()]);
         }
+        // Held across the await: on native the future completes within this call, and on the
+        // web (one thread) holding is free.
+        let _device = self.exclusive();
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes,
@@ -597,6 +610,7 @@ impl Gpu {
 
     /// Waits until all submitted work has finished (native); a no-op on the web.
     pub fn wait(&self) -> Result<()> {
+        let _device = self.exclusive();
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -715,6 +729,47 @@ async fn pick_adapter(
         })
         .await
         .map_err(|e| GpuError::NoAdapter(format!(" ({e}){hint}")))
+}
+
+/// Which thread holds a device, and how many holds it has open (re-entrant).
+#[derive(Default)]
+pub(crate) struct DeviceHolder {
+    state: Mutex<(Option<std::thread::ThreadId>, usize)>,
+    released: std::sync::Condvar,
+}
+
+impl DeviceHolder {
+    /// Waits until no other thread holds the device and takes one hold; true for the first.
+    fn enter(&self) -> bool {
+        let me = std::thread::current().id();
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while g.0.is_some_and(|t| t != me) {
+            g = self.released.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.0 = Some(me);
+        g.1 += 1;
+        g.1 == 1
+    }
+
+    fn leave(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = g.1.saturating_sub(1);
+        if g.1 == 0 {
+            g.0 = None;
+            self.released.notify_all();
+        }
+    }
+}
+
+/// A hold on the device from [`Gpu::exclusive`], released when dropped.
+pub(crate) struct Exclusive<'a>(Option<&'a DeviceHolder>);
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.0 {
+            h.leave();
+        }
+    }
 }
 
 /// A one-shot channel that works without an executor on both native and web.

@@ -530,6 +530,17 @@ fn decode(
             ),
         ));
     }
+    let bad = data.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(format_err(
+            path,
+            format!(
+                "tensor '{name}' holds {bad} NaN or infinite values of {} (the weights are \
+                 damaged, or come from a run that diverged)",
+                data.len()
+            ),
+        ));
+    }
     Ok(HostTensor { shape, data })
 }
 
@@ -791,7 +802,16 @@ fn header_len(path: &Path, first8: &[u8], file_len: u64) -> Result<usize, Weight
         )
     })?;
     let n = u64::from_le_bytes(arr);
-    if n > MAX_HEADER || n.saturating_add(8) > file_len {
+    if n > MAX_HEADER {
+        return Err(format_err(
+            path,
+            format!(
+                "header length {n} is over the {MAX_HEADER}-byte limit of safetensors headers \
+                 (the file is damaged or is not a safetensors file)"
+            ),
+        ));
+    }
+    if n.saturating_add(8) > file_len {
         return Err(format_err(
             path,
             format!(

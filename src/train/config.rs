@@ -6,6 +6,14 @@ use crate::model::config::VitConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// Most trainable parameters (backbone and heads) a training config may have: ViT-g/14 with
+/// its heads is under half of it; more would not fit one flat f32 buffer on any adapter.
+pub const MAX_TRAINABLE_PARAMS: u128 = 1 << 31;
+/// Most tokens per crop (class token, registers, patches) in training.
+pub const MAX_TOKENS: u64 = 16_384;
+/// Largest batch a training config may ask for.
+pub const MAX_BATCH: usize = 1 << 16;
+
 /// How teacher targets are made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Targets {
@@ -54,6 +62,7 @@ impl Checkpoint {
 
 /// Everything a training run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Backbone.
     pub model: VitConfig,
@@ -220,6 +229,13 @@ impl TrainConfig {
     /// Checks values that would make training meaningless or crash.
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate().map_err(|e| e.to_string())?;
+        if self.model.in_chans != 3 {
+            return Err(format!(
+                "model.in_chans is {}; training feeds RGB crops, so it must be 3 (grayscale \
+                 pictures are repeated over the three channels)",
+                self.model.in_chans
+            ));
+        }
         let p = self.model.patch;
         let a = &self.augment;
         if !a.global_size.is_multiple_of(p) || !a.local_size.is_multiple_of(p) {
@@ -243,9 +259,14 @@ impl TrainConfig {
                 self.model.dim
             ));
         }
-        if self.head.prototypes == 0 || self.head.bottleneck == 0 || self.head.hidden == 0 {
-            return Err("head sizes must be positive".into());
+        for (name, h) in std::iter::once(("head", &self.head))
+            .chain(self.ibot_head.as_ref().map(|h| ("ibot_head", h)))
+        {
+            if h.prototypes == 0 || h.bottleneck == 0 || h.hidden == 0 {
+                return Err(format!("{name}: sizes must be positive"));
+            }
         }
+        self.check_sizes()?;
         let positive = [
             ("base_lr", self.base_lr),
             ("student_temp", self.student_temp),
@@ -359,6 +380,59 @@ impl TrainConfig {
 }
 
 impl TrainConfig {
+    /// Trainable parameters: backbone and head(s), counted without building any layout (a
+    /// config with absurd sizes must be refused before anything is allocated).
+    pub fn trainable_params(&self) -> u128 {
+        let head = |h: &HeadConfig| {
+            let (d, hid, b, k) = (
+                self.model.dim as u128,
+                h.hidden as u128,
+                h.bottleneck as u128,
+                h.prototypes as u128,
+            );
+            d * hid + hid + hid * hid + hid + hid * b + b + k + k * b
+        };
+        self.model.num_params() as u128 + head(&self.head) + self.ibot_head.as_ref().map_or(0, head)
+    }
+
+    /// Refuses sizes no GPU this runs on can hold, naming the setting, before any allocation.
+    fn check_sizes(&self) -> Result<(), String> {
+        let n = self.trainable_params();
+        if n > MAX_TRAINABLE_PARAMS {
+            return Err(format!(
+                "the model and head would have {n} trainable parameters (backbone {}, head \
+                 {hidden}→{bottleneck}→{prototypes} prototypes); training handles up to \
+                 {MAX_TRAINABLE_PARAMS}: lower dim, depth, mlp_hidden or the head sizes",
+                self.model.num_params(),
+                hidden = self.head.hidden,
+                bottleneck = self.head.bottleneck,
+                prototypes = self.head.prototypes,
+            ));
+        }
+        let p = self.model.patch;
+        for (what, size) in [
+            ("global_size", self.augment.global_size),
+            ("local_size", self.augment.local_size),
+        ] {
+            let side = (size / p.max(1)) as u64;
+            let tokens = 1 + self.model.registers as u64 + side * side;
+            if tokens > MAX_TOKENS {
+                return Err(format!(
+                    "{what} {size} with patch {p} and {} registers gives {tokens} tokens per \
+                     crop; training handles up to {MAX_TOKENS}",
+                    self.model.registers
+                ));
+            }
+        }
+        if self.batch_size > MAX_BATCH {
+            return Err(format!(
+                "batch_size {} is over {MAX_BATCH}",
+                self.batch_size
+            ));
+        }
+        Ok(())
+    }
+
     /// Prototypes of the head that scores masked patches.
     pub fn ibot_prototypes(&self) -> usize {
         self.ibot_head

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Head sizes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeadConfig {
     /// MLP width (2048 in DINOv2).
     pub hidden: usize,

@@ -1,5 +1,6 @@
 //! DINOv2 training: heads, initialisation, schedules, the training step, checkpoints, k-NN.
 
+pub mod checkpoint;
 pub mod config;
 pub mod head;
 pub mod init;

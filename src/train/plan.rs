@@ -109,6 +109,56 @@ fn worst_targets(n_crops: usize, n_patches: usize, cfg: &TrainConfig) -> Vec<usi
         .collect()
 }
 
+/// Refuses a config whose parameters alone cannot fit this adapter's largest buffer, its
+/// memory, or the host's available memory, before anything is allocated. (The full step's peak
+/// is [`plan`]'s job; this is the cheap check every run makes.)
+pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<(), String> {
+    let params = cfg.trainable_params();
+    let bytes = params.saturating_mul(4);
+    let max_buffer = gpu.limits.max_buffer_size as u128;
+    if bytes > max_buffer {
+        return Err(format!(
+            "the {params} trainable parameters take {}, more than this adapter's largest buffer \
+             ({}); lower the model or head sizes",
+            human(bytes as u64),
+            human(max_buffer as u64)
+        ));
+    }
+    // Student, teacher, two AdamW moments and the gradients live on the device.
+    let state = bytes.saturating_mul(5);
+    if let Some(mem) = device_memory(gpu) {
+        if state > mem as u128 {
+            return Err(format!(
+                "the training state takes {} (parameters, teacher, AdamW moments, gradients), \
+                 more than this adapter's {}; lower the model or head sizes",
+                human(state as u64),
+                human(mem)
+            ));
+        }
+    }
+    // Initialisation and checkpoints hold about four copies of the parameters on the host.
+    let host = bytes.saturating_mul(4);
+    if let Some(avail) = host_available() {
+        if host > avail as u128 {
+            return Err(format!(
+                "initialising and checkpointing this model needs about {} of host memory; {} is \
+                 available",
+                human(host as u64),
+                human(avail)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Host memory available to new allocations (Linux: MemAvailable), where the OS says.
+fn host_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
 /// The device-local memory of the adapter behind `gpu`, where the backend tells it (Vulkan), or
 /// `DINOSCOPE_GPU_MEMORY` (bytes, or with a KiB/MiB/GiB suffix) when set.
 pub fn device_memory(gpu: &Gpu) -> Option<u64> {

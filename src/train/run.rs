@@ -1,10 +1,10 @@
 //! A training run: data, steps, metrics log (JSON lines), k-NN evaluation, collapse warnings,
 //! atomic checkpoints and exact resume.
 //!
-//! A run folder holds `state.safetensors` (student, teacher, AdamW moments, centers; the step and
-//! the training config in its metadata), `teacher_backbone.safetensors` (torch-hub names: loads
-//! into PyTorch's `dinov2_vits14` with strict=True), `config.ron` (the backbone config, so the
-//! other commands find it next to the weights), `train.ron` and `metrics.jsonl`.
+//! A run folder holds `checkpoints/step-N/` (the newest two; see [`super::checkpoint`]),
+//! `teacher_backbone.safetensors` (torch-hub names: loads into PyTorch's `dinov2_vits14` with
+//! strict=True), `config.ron` (the backbone config, so the other commands find it next to the
+//! weights) and `train.ron` (links to the latest checkpoint's files), and `metrics.jsonl`.
 
 use super::config::TrainConfig;
 use super::trainer::{StepMetrics, TrainState, Trainer};
@@ -12,7 +12,6 @@ use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::data::loader::Loader;
 use crate::gpu::Gpu;
-use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,7 +34,12 @@ pub struct RunOptions {
 
 /// Files that mark a folder as holding a training run.
 #[cfg(not(target_arch = "wasm32"))]
-const RUN_FILES: [&str; 3] = ["state.safetensors", "metrics.jsonl", "train.ron"];
+const RUN_FILES: [&str; 4] = [
+    "checkpoints",
+    "state.safetensors",
+    "metrics.jsonl",
+    "train.ron",
+];
 
 /// A run folder held by this process: `.dinoscope.lock` with our pid, removed when dropped. A
 /// lock left by a process that no longer exists (killed) is taken over.
@@ -91,6 +95,108 @@ impl Drop for RunLock {
     }
 }
 
+/// Whether a folder holds a training run (a checkpoint, metrics or a training config).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn holds_run(dir: &Path) -> bool {
+    RUN_FILES.iter().any(|f| dir.join(f).exists())
+}
+
+/// A run folder under `root` that does not exist yet: `<date>-<time>-<label>` (UTC), with `-2`,
+/// `-3`, … appended when two runs start within a second.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn new_run_dir(root: &Path, label: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, mo, d) = civil_date(secs / 86_400);
+    let t = secs % 86_400;
+    let label: String = label
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = root.join(format!(
+        "{y:04}-{mo:02}-{d:02}-{:02}{:02}{:02}-{label}",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    ));
+    unused_run_dir(&base)
+}
+
+/// `dir` when nothing is there, else the first of `dir-2`, `dir-3`, … that is free.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn unused_run_dir(dir: &Path) -> PathBuf {
+    let taken = |p: &Path| {
+        p.exists() && (holds_run(p) || p.read_dir().map_or(true, |mut r| r.next().is_some()))
+    };
+    if !taken(dir) {
+        return dir.to_path_buf();
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    (2u32..)
+        .map(|i| dir.with_file_name(format!("{name}-{i}")))
+        .find(|p| !taken(p))
+        .unwrap_or_else(|| dir.to_path_buf())
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (proleptic Gregorian).
+#[cfg(not(target_arch = "wasm32"))]
+fn civil_date(days: u64) -> (i64, u32, u32) {
+    // Shift to a calendar whose years start on 1 March, so the leap day ends a year.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Points `root/latest` at the run folder `dir` (a relative symbolic link, replaced atomically).
+/// A `latest` that is a real folder (a run from an earlier version) is left alone. Where links
+/// are unavailable, `root/latest.txt` names the folder instead.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn point_latest(root: &Path, dir: &Path) -> Result<(), String> {
+    let latest = root.join("latest");
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if latest.is_dir() && !latest.is_symlink() {
+        log::warn!(
+            "{} is a run folder, not a pointer; left as it is (the new run is {})",
+            latest.display(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        let tmp = root.join(".latest.link");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&name, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &latest))
+            .map_err(|e| format!("{}: cannot point it at {name}: {e}", latest.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        crate::io::write_atomic(&root.join("latest.txt"), format!("{name}\n").as_bytes())
+            .map_err(|e| format!("{}: cannot write: {e}", root.join("latest.txt").display()))
+    }
+}
+
 /// Whether a process with this pid exists (Linux: /proc; elsewhere assumed alive, so a stale
 /// lock must be removed by hand, as the message says).
 #[cfg(not(target_arch = "wasm32"))]
@@ -131,93 +237,19 @@ pub fn datasets(data: Option<&Path>) -> Result<(Arc<dyn Dataset>, EvalSets), Str
     }
 }
 
-const STATE: &str = "state.safetensors";
-
-/// Writes a checkpoint atomically (each file via a temporary file, fsync and rename; the state
-/// file last, so an interrupted save leaves the previous checkpoint whole).
+/// Writes a checkpoint into `dir/checkpoints/` as one unit (see [`super::checkpoint`]).
 pub fn save_checkpoint(dir: &Path, cfg: &TrainConfig, trainer: &Trainer) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-    let st = trainer.state().map_err(|e| e.to_string())?;
-    let backbone = trainer
-        .teacher_backbone_values()
-        .map_err(|e| e.to_string())?;
-    let layout = crate::model::vit::param_layout(&cfg.model);
-    let tensors: Vec<(String, Vec<usize>, &[f32])> = layout
-        .entries
-        .iter()
-        .map(|e| {
-            (
-                e.name.clone(),
-                e.shape.clone(),
-                backbone[&e.name].as_slice(),
-            )
-        })
-        .collect();
-    let bytes = crate::io::safetensors_bytes(&tensors, None)?;
-    let write = |name: &str, bytes: &[u8]| {
-        let p = dir.join(name);
-        crate::io::write_atomic(&p, bytes)
-            .map_err(|e| format!("{}: cannot write: {e}", p.display()))
-    };
-    write("teacher_backbone.safetensors", &bytes)?;
-    write("config.ron", model_ron(cfg).as_bytes())?;
-    write("train.ron", cfg.to_ron().as_bytes())?;
-    let mut meta = HashMap::new();
-    meta.insert("step".to_string(), st.step.to_string());
-    meta.insert("train_config".to_string(), cfg.to_ron());
-    meta.insert("format".to_string(), "dinoscope-train-state-1".to_string());
-    let k = cfg.head.prototypes;
-    let n = st.student.len();
-    let state = crate::io::safetensors_bytes(
-        &[
-            ("student".into(), vec![n], &st.student[..]),
-            ("teacher".into(), vec![n], &st.teacher[..]),
-            ("adamw_m".into(), vec![n], &st.m1[..]),
-            ("adamw_v".into(), vec![n], &st.m2[..]),
-            ("center_dino".into(), vec![k], &st.center_dino[..]),
-            (
-                "center_ibot".into(),
-                vec![cfg.ibot_prototypes()],
-                &st.center_ibot[..],
-            ),
-        ],
-        Some(meta),
-    )?;
-    write(STATE, &state)
+    super::checkpoint::save(dir, cfg, trainer).map(|_| ())
 }
 
-fn model_ron(cfg: &TrainConfig) -> String {
-    cfg.model.to_ron().unwrap_or_default()
-}
-
-/// Reads a run folder's checkpoint: its training config and state.
+/// Reads a run folder's newest intact checkpoint: its training config and state. Damaged newer
+/// checkpoints are skipped with a warning.
 pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> {
-    let p = dir.join(STATE);
-    let bytes = std::fs::read(&p)
-        .map_err(|e| format!("{}: cannot read the checkpoint: {e}", p.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| format!("{}: not a valid checkpoint ({e})", p.display()))?;
-    let meta = meta.metadata().clone().unwrap_or_default();
-    let step: u64 = meta
-        .get("step")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{}: the checkpoint has no step", p.display()))?;
-    let cfg = TrainConfig::from_ron(
-        meta.get("train_config").map_or("", |s| s.as_str()),
-        &p.display().to_string(),
-    )?;
-    let f = crate::fixtures::TensorFile::from_bytes(&p, &bytes).map_err(|e| e.to_string())?;
-    let get = |n: &str| f.get(n).map(|t| t.data.clone()).map_err(|e| e.to_string());
-    let st = TrainState {
-        step,
-        student: get("student")?,
-        teacher: get("teacher")?,
-        m1: get("adamw_m")?,
-        m2: get("adamw_v")?,
-        center_dino: get("center_dino")?,
-        center_ibot: get("center_ibot")?,
-    };
-    Ok((cfg, st))
+    let l = super::checkpoint::load(dir)?;
+    for s in &l.skipped {
+        log::warn!("{s}; falling back to {}", l.from.display());
+    }
+    Ok((l.cfg, l.state))
 }
 
 /// Collapse checks (after `settle` steps: DINO starts near ln K): every image on one prototype
@@ -268,6 +300,9 @@ pub fn run(
         }
     }
     let (train_ds, eval) = datasets(opts.data.as_deref())?;
+    if !opts.resume {
+        super::plan::check_capacity(gpu, &cfg)?;
+    }
     let mut trainer = if opts.resume {
         let (ck_cfg, st) = load_checkpoint(&opts.out_dir)?;
         if ck_cfg != cfg {
@@ -282,6 +317,22 @@ pub fn run(
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
     let _lock = RunLock::acquire(&opts.out_dir)?;
+    if opts.overwrite && !opts.resume {
+        // The user asked to start over: the old run's checkpoints must not outrank the new ones.
+        for old in [super::checkpoint::CHECKPOINTS, super::checkpoint::STATE] {
+            let p = opts.out_dir.join(old);
+            let gone = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            if let Err(e) = gone {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(format!("{}: cannot remove: {e}", p.display()));
+                }
+            }
+        }
+    }
     let metrics_path = opts.out_dir.join("metrics.jsonl");
     // Lines past the checkpoint are dropped: those steps are done again, identically.
     let kept: String = std::fs::read_to_string(&metrics_path)
@@ -314,12 +365,12 @@ pub fn run(
     while trainer.step < end {
         let batch = loader.next_batch().map_err(|e| e.to_string())?;
         let m = trainer.train_step(&batch).map_err(|e| e.to_string())?;
-        if !m.loss.is_finite() {
+        if let Some(what) = m.non_finite() {
             return Err(format!(
-                "step {}: the loss is not finite ({}); the last checkpoint in {} is intact",
+                "step {}: {what}; training stopped{} (lower the learning rate or raise the \
+                 warm-up)",
                 m.step,
-                m.loss,
-                opts.out_dir.display()
+                super::checkpoint::previous_note(&opts.out_dir)
             ));
         }
         let mut line = serde_json::to_value(&m).unwrap_or_default();

@@ -54,6 +54,8 @@ pub struct StepMetrics {
     pub teacher_temp: f32,
     /// Masked patches in the batch.
     pub masked: usize,
+    /// L2 norm of all gradients before clipping.
+    pub grad_norm: f32,
     /// Mean entropy of the teacher's DINO targets (every `log_every` steps).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teacher_entropy: Option<f32>,
@@ -65,6 +67,31 @@ pub struct StepMetrics {
     /// channels (near 0 means collapsed features).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature_std: Option<f32>,
+}
+
+impl StepMetrics {
+    /// What is not finite in this step ("the DINO loss is NaN", "the gradient norm is inf"), if
+    /// anything: the step's losses and gradients are read back every step, so this costs nothing.
+    pub fn non_finite(&self) -> Option<String> {
+        let terms = [
+            ("DINO loss", self.dino),
+            ("iBOT loss", self.ibot),
+            ("KoLeo loss", self.koleo),
+            ("gradient norm", self.grad_norm),
+        ];
+        let bad: Vec<String> = terms
+            .iter()
+            .filter(|(_, v)| !v.is_finite())
+            .map(|(n, v)| format!("the {n} is {v}"))
+            .collect();
+        (!bad.is_empty() || !self.loss.is_finite()).then(|| {
+            if bad.is_empty() {
+                format!("the loss is {}", self.loss)
+            } else {
+                bad.join(", ")
+            }
+        })
+    }
 }
 
 /// A submitted step whose metrics are still on the GPU.
@@ -92,6 +119,7 @@ impl PendingStep {
         let (wd, wi, wk) = self.weights;
         out.loss = wd * dino + wi * ibot + wk * koleo;
         (out.dino, out.ibot, out.koleo) = (dino, ibot, koleo);
+        out.grad_norm = m[3..].iter().sum::<f32>().sqrt();
         if let Some((t_probs, s_cls)) = &self.diagnostics {
             let k = self.prototypes;
             let d = self.dim;

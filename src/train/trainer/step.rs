@@ -445,11 +445,16 @@ impl Trainer<'_> {
         Ok(())
     }
 
-    /// Per-module gradient clipping, AdamW over the flat buffer, teacher EMA.
-    pub(super) fn update(&self, rec: &mut Recorder, sv: &StepValues) {
+    /// Per-module gradient clipping, AdamW over the flat buffer, teacher EMA. Returns each
+    /// module's gradient sum of squares before clipping (non-finite when a gradient is).
+    pub(super) fn update(&self, rec: &mut Recorder, sv: &StepValues) -> Vec<Tensor> {
         let cfg = &self.cfg;
         let bt = self.backbone_layout.total;
-        kernels::reduce::clip_grad_norm(rec, &self.grads.view(0, &[bt]), cfg.clip_grad);
+        let mut norms = vec![kernels::reduce::clip_grad_norm(
+            rec,
+            &self.grads.view(0, &[bt]),
+            cfg.clip_grad,
+        )];
         // Each head is its own module (the DINO head, then the iBOT head when separate).
         let ibot_start = self
             .head_layout
@@ -457,11 +462,11 @@ impl Trainer<'_> {
             .map_or(self.head_layout.total, |e| e.offset);
         for (start, end) in [(0, ibot_start), (ibot_start, self.head_layout.total)] {
             if end > start {
-                kernels::reduce::clip_grad_norm(
+                norms.push(kernels::reduce::clip_grad_norm(
                     rec,
                     &self.grads.view(bt + start, &[end - start]),
                     cfg.clip_grad,
-                );
+                ));
             }
         }
         let h = AdamWStep {
@@ -482,6 +487,7 @@ impl Trainer<'_> {
             h,
         );
         kernels::ema::ema_update(rec, &self.teacher, &self.student, sv.momentum);
+        norms
     }
 
     /// Records and submits one step on a batch without waiting for it; the step counter
@@ -498,11 +504,16 @@ impl Trainer<'_> {
         let losses = self.losses(&mut rec, &inp, &targets, &student);
         let cls_g = student.cls_g.clone();
         self.backward(&mut rec, &inp, &targets, student, &losses)?;
-        self.update(&mut rec, &sv);
-        let metrics = gpu.empty(&[3]);
+        let norms = self.update(&mut rec, &sv);
+        // Losses and gradient sums of squares in one small read: a NaN or Inf anywhere in the
+        // step shows here.
+        let metrics = rec.zeros(&[3 + norms.len()]);
         rec.copy_range(&losses.dino, 0, &metrics, 0, 1);
         rec.copy_range(&losses.ibot, 0, &metrics, 1, 1);
         rec.copy_range(&losses.koleo, 0, &metrics, 2, 1);
+        for (i, n) in norms.iter().enumerate() {
+            rec.copy_range(n, 0, &metrics, 3 + i, 1);
+        }
         rec.finish()?;
         let step = self.step;
         let cfg = &self.cfg;

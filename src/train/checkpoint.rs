@@ -1,0 +1,386 @@
+//! Checkpoints as one unit: every file of a step is written into a hidden folder, fsynced, listed
+//! with its size and CRC-32 in `manifest.json`, and published by one rename to
+//! `checkpoints/step-NNNNNNNN/`. The previous checkpoint stays until the new one is whole, so a
+//! crash or a full disk at any moment leaves at least one checkpoint that verifies. Loading checks
+//! the manifest and that every value is finite, and falls back to the previous checkpoint (with a
+//! message) when the latest one is damaged.
+//!
+//! The run folder's `teacher_backbone.safetensors`, `config.ron` and `train.ron` are links to
+//! (copies where links are refused) the latest checkpoint's files, for the other commands and
+//! PyTorch; the checkpoint folder is what resuming reads.
+
+use super::config::TrainConfig;
+use super::trainer::{TrainState, Trainer};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The folder of a run's checkpoints.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// Full training state: student, teacher, AdamW moments, centers; step and config in metadata.
+pub const STATE: &str = "state.safetensors";
+/// The teacher backbone in torch-hub names.
+pub const BACKBONE: &str = "teacher_backbone.safetensors";
+const MANIFEST: &str = "manifest.json";
+const FORMAT: &str = "dinoscope-checkpoint-1";
+/// How many checkpoints a run keeps (the latest and the one to fall back to).
+pub const KEEP: usize = 2;
+/// Files mirrored into the run folder itself.
+const EXPORTS: [&str; 3] = [BACKBONE, "config.ron", "train.ron"];
+
+/// A checkpoint that loaded, and what was skipped on the way to it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Its training config.
+    pub cfg: TrainConfig,
+    /// Its state.
+    pub state: TrainState,
+    /// The folder (or legacy file) it came from.
+    pub from: PathBuf,
+    /// One line per newer checkpoint that was damaged and skipped.
+    pub skipped: Vec<String>,
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(bytes);
+    c.sum()
+}
+
+fn step_name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+/// The checkpoint folders of a run, newest first.
+pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(run.join(CHECKPOINTS))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path().is_dir().then(|| (step, e.path()))
+        })
+        .collect();
+    v.sort_by_key(|c| std::cmp::Reverse(c.0));
+    v
+}
+
+/// Whether a run folder holds any checkpoint (new layout or a single legacy state file).
+pub fn exists(run: &Path) -> bool {
+    !list(run).is_empty() || run.join(STATE).is_file()
+}
+
+fn io_err(p: &Path, what: &str, e: std::io::Error) -> String {
+    format!("{}: cannot {what}: {e}", p.display())
+}
+
+fn write_synced(p: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(p).map_err(|e| io_err(p, "create", e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err(p, "write", e))
+}
+
+fn sync_dir(d: &Path) {
+    #[cfg(unix)]
+    if let Ok(f) = std::fs::File::open(d) {
+        let _ = f.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = d;
+}
+
+/// The files of one checkpoint, as bytes.
+fn checkpoint_files(
+    cfg: &TrainConfig,
+    trainer: &Trainer,
+) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    let st = trainer.state().map_err(|e| e.to_string())?;
+    let backbone = trainer
+        .teacher_backbone_values()
+        .map_err(|e| e.to_string())?;
+    let layout = crate::model::vit::param_layout(&cfg.model);
+    let tensors: Vec<(String, Vec<usize>, &[f32])> = layout
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                e.shape.clone(),
+                backbone[&e.name].as_slice(),
+            )
+        })
+        .collect();
+    let mut bmeta = HashMap::new();
+    bmeta.insert("step".to_string(), st.step.to_string());
+    let backbone = crate::io::safetensors_bytes(&tensors, Some(bmeta))?;
+    let mut meta = HashMap::new();
+    meta.insert("step".to_string(), st.step.to_string());
+    meta.insert("train_config".to_string(), cfg.to_ron());
+    meta.insert("format".to_string(), "dinoscope-train-state-1".to_string());
+    let n = st.student.len();
+    let state = crate::io::safetensors_bytes(
+        &[
+            ("student".into(), vec![n], &st.student[..]),
+            ("teacher".into(), vec![n], &st.teacher[..]),
+            ("adamw_m".into(), vec![n], &st.m1[..]),
+            ("adamw_v".into(), vec![n], &st.m2[..]),
+            (
+                "center_dino".into(),
+                vec![st.center_dino.len()],
+                &st.center_dino[..],
+            ),
+            (
+                "center_ibot".into(),
+                vec![st.center_ibot.len()],
+                &st.center_ibot[..],
+            ),
+        ],
+        Some(meta),
+    )?;
+    Ok(vec![
+        (STATE, state),
+        (BACKBONE, backbone),
+        (
+            "config.ron",
+            cfg.model.to_ron().unwrap_or_default().into_bytes(),
+        ),
+        ("train.ron", cfg.to_ron().into_bytes()),
+    ])
+}
+
+/// Writes the trainer's checkpoint into `run/checkpoints/step-N/` (published by one rename),
+/// refreshes the run folder's exports and keeps the newest [`KEEP`] checkpoints. Returns the
+/// checkpoint folder. On any error the previous checkpoints are untouched.
+pub fn save(run: &Path, cfg: &TrainConfig, trainer: &Trainer) -> Result<PathBuf, String> {
+    let files = checkpoint_files(cfg, trainer)?;
+    save_files(run, trainer.step, &files)
+}
+
+/// [`save`] with the files already made (tests use it to simulate failures).
+pub fn save_files(run: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<PathBuf, String> {
+    let root = run.join(CHECKPOINTS);
+    std::fs::create_dir_all(&root).map_err(|e| io_err(&root, "create", e))?;
+    let name = step_name(step);
+    let tmp = root.join(format!(".{name}.partial"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, "remove", e))?;
+    }
+    let written = (|| {
+        std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, "create", e))?;
+        let mut listed = serde_json::Map::new();
+        for (f, bytes) in files {
+            write_synced(&tmp.join(f), bytes)?;
+            listed.insert(
+                f.to_string(),
+                serde_json::json!({ "bytes": bytes.len(), "crc32": crc32(bytes) }),
+            );
+        }
+        let manifest = serde_json::json!({ "format": FORMAT, "step": step, "files": listed });
+        write_synced(&tmp.join(MANIFEST), manifest.to_string().as_bytes())?;
+        sync_dir(&tmp);
+        Ok::<(), String>(())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(format!(
+            "{e}; the checkpoint of step {step} was not saved{}",
+            previous_note(run)
+        ));
+    }
+    let dest = root.join(&name);
+    if dest.exists() {
+        // The same step saved again (a resumed run passing a damaged checkpoint, or a final save
+        // after a periodic one): the old folder steps aside only once the new one is whole.
+        let old = root.join(format!(".{name}.old"));
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(&dest, &old).map_err(|e| io_err(&dest, "replace", e))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "publish", e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "publish", e))?;
+    }
+    sync_dir(&root);
+    for f in EXPORTS {
+        if files.iter().any(|(n, _)| *n == f) {
+            export(&dest.join(f), &run.join(f))?;
+        }
+    }
+    for (_, old) in list(run).into_iter().skip(KEEP) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    // A state file from before checkpoint folders is superseded once one exists.
+    let _ = std::fs::remove_file(run.join(STATE));
+    Ok(dest)
+}
+
+/// Points `to` at `from`: a hard link (no extra disk) or, where refused, an atomic copy.
+fn export(from: &Path, to: &Path) -> Result<(), String> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let name = to.file_name().map(|n| n.to_string_lossy().to_string());
+    let tmp = dir.join(format!(".{}.link", name.unwrap_or_default()));
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(from, &tmp).is_ok() && std::fs::rename(&tmp, to).is_ok() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let bytes = std::fs::read(from).map_err(|e| io_err(from, "read", e))?;
+    crate::io::write_atomic(to, &bytes).map_err(|e| io_err(to, "write", e))
+}
+
+/// " (the checkpoint of step N in DIR is intact)" or " (no checkpoint was saved yet)".
+pub fn previous_note(run: &Path) -> String {
+    match list(run).first() {
+        Some((s, d)) => format!("; the checkpoint of step {s} in {} is intact", d.display()),
+        None if run.join(STATE).is_file() => {
+            format!("; the checkpoint in {} is intact", run.display())
+        }
+        None => "; no checkpoint was saved yet".to_string(),
+    }
+}
+
+/// Checks a checkpoint folder's files against its manifest.
+fn verify(dir: &Path) -> Result<u64, String> {
+    let mp = dir.join(MANIFEST);
+    let text = std::fs::read_to_string(&mp).map_err(|e| io_err(&mp, "read", e))?;
+    let m: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: damaged ({e})", mp.display()))?;
+    if m.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        return Err(format!(
+            "{}: not a dinoscope checkpoint manifest",
+            mp.display()
+        ));
+    }
+    let step = m
+        .get("step")
+        .and_then(|s| s.as_u64())
+        .ok_or_else(|| format!("{}: no step", mp.display()))?;
+    let files = m
+        .get("files")
+        .and_then(|f| f.as_object())
+        .ok_or_else(|| format!("{}: no file list", mp.display()))?;
+    if !files.contains_key(STATE) {
+        return Err(format!("{}: does not list {STATE}", mp.display()));
+    }
+    for (name, want) in files {
+        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(format!(
+                "{}: lists an invalid file name '{name}'",
+                mp.display()
+            ));
+        }
+        let p = dir.join(name);
+        let meta = std::fs::metadata(&p).map_err(|e| io_err(&p, "read", e))?;
+        let bytes = want.get("bytes").and_then(|b| b.as_u64());
+        if bytes != Some(meta.len()) {
+            return Err(format!(
+                "{}: {} bytes, the manifest says {}",
+                p.display(),
+                meta.len(),
+                bytes.map_or("nothing".to_string(), |b| b.to_string())
+            ));
+        }
+        let data = std::fs::read(&p).map_err(|e| io_err(&p, "read", e))?;
+        if want.get("crc32").and_then(|c| c.as_u64()) != Some(crc32(&data) as u64) {
+            return Err(format!(
+                "{}: checksum mismatch (the file is damaged)",
+                p.display()
+            ));
+        }
+    }
+    Ok(step)
+}
+
+/// Reads a state file's config and state, refusing non-finite values.
+fn read_state(p: &Path) -> Result<(TrainConfig, TrainState), String> {
+    let bytes = std::fs::read(p).map_err(|e| io_err(p, "read the checkpoint", e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format!("{}: not a valid checkpoint ({e})", p.display()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let step: u64 = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{}: the checkpoint has no step", p.display()))?;
+    let cfg = TrainConfig::from_ron(
+        meta.get("train_config").map_or("", |s| s.as_str()),
+        &p.display().to_string(),
+    )?;
+    let f = crate::fixtures::TensorFile::from_bytes(p, &bytes).map_err(|e| e.to_string())?;
+    let get = |n: &str| {
+        let t = f.get(n).map_err(|e| e.to_string())?;
+        let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(format!(
+                "{}: tensor '{n}' holds {bad} NaN or infinite values (training had diverged)",
+                p.display()
+            ));
+        }
+        Ok(t.data.clone())
+    };
+    let st = TrainState {
+        step,
+        student: get("student")?,
+        teacher: get("teacher")?,
+        m1: get("adamw_m")?,
+        m2: get("adamw_v")?,
+        center_dino: get("center_dino")?,
+        center_ibot: get("center_ibot")?,
+    };
+    let n = st.student.len();
+    if [st.teacher.len(), st.m1.len(), st.m2.len()] != [n; 3] {
+        return Err(format!(
+            "{}: the state tensors differ in length",
+            p.display()
+        ));
+    }
+    Ok((cfg, st))
+}
+
+/// Loads the newest checkpoint of a run that verifies, skipping damaged newer ones.
+pub fn load(run: &Path) -> Result<Loaded, String> {
+    let mut skipped = Vec::new();
+    for (step, dir) in list(run) {
+        let r = verify(&dir).and_then(|s| {
+            if s != step {
+                return Err(format!("{}: the manifest says step {s}", dir.display()));
+            }
+            read_state(&dir.join(STATE))
+        });
+        match r {
+            Ok((cfg, state)) => {
+                return Ok(Loaded {
+                    cfg,
+                    state,
+                    from: dir,
+                    skipped,
+                })
+            }
+            Err(e) => skipped.push(format!("checkpoint of step {step} skipped: {e}")),
+        }
+    }
+    let legacy = run.join(STATE);
+    if legacy.is_file() {
+        match read_state(&legacy) {
+            Ok((cfg, state)) => {
+                return Ok(Loaded {
+                    cfg,
+                    state,
+                    from: legacy,
+                    skipped,
+                })
+            }
+            Err(e) => skipped.push(e),
+        }
+    }
+    if skipped.is_empty() {
+        Err(format!("{}: holds no checkpoint", run.display()))
+    } else {
+        Err(format!(
+            "{}: no usable checkpoint:\n  {}",
+            run.display(),
+            skipped.join("\n  ")
+        ))
+    }
+}
