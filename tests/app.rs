@@ -268,6 +268,23 @@ fn pause_resume_and_stop_control_the_worker() {
         |a| { a.state == RunState::Ended }
     ));
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+    // Start (not resume) with the same run folder: the run goes beside it, the old one stays.
+    let before = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap_or_default();
+    let kept = dinoscope::train::checkpoint::list(&dir.join("run"));
+    app.start(None);
+    assert_eq!(app.settings.train.run_dir, dir.join("run-2"));
+    app.control("stop");
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(120),
+        |a| { a.state == RunState::Ended }
+    ));
+    assert_eq!(dinoscope::train::checkpoint::list(&dir.join("run")), kept);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap_or_default(),
+        before
+    );
 }
 
 #[test]

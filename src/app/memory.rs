@@ -13,36 +13,6 @@ pub struct MemoryEstimate {
     plan: Option<Result<MemoryPlan, String>>,
 }
 
-/// Whether a planned step fits in `budget` bytes (unknown: only the adapter's binding limits are
-/// checked): `Err` holds the reason and the settings that would fit.
-pub fn check(
-    gpu: &Gpu,
-    cfg: &TrainConfig,
-    p: &MemoryPlan,
-    budget: Option<u64>,
-) -> Result<(), String> {
-    if let Some(e) = &p.limit_error {
-        return Err(format!("this run does not fit the adapter: {e}"));
-    }
-    let Some(budget) = budget else {
-        return Ok(());
-    };
-    if p.worst_bytes <= budget {
-        return Ok(());
-    }
-    let advice = plan::advice(gpu, cfg, budget);
-    Err(format!(
-        "a step needs {} of GPU memory and the adapter has {}; {}",
-        human(p.worst_bytes),
-        human(budget),
-        if advice.is_empty() {
-            "choose a smaller model or crops".to_string()
-        } else {
-            format!("settings that fit: {}", advice.join("; "))
-        }
-    ))
-}
-
 impl MemoryEstimate {
     /// The plan for `cfg`, recomputed only when the config changed.
     pub fn get(&mut self, gpu: &Gpu, cfg: &TrainConfig) -> &Result<MemoryPlan, String> {

@@ -332,7 +332,7 @@ impl DinoscopeApp {
             };
             // Refuse a run that cannot fit now, rather than failing in its first step.
             let fits = match self.memory.get(self.gpu, &cfg) {
-                Ok(p) => memory::check(self.gpu, &cfg, p, self.memory_budget),
+                Ok(p) => crate::train::plan::check_fits(self.gpu, &cfg, p, self.memory_budget),
                 Err(e) => Err(e.clone()),
             };
             if let Err(e) = fits {

@@ -32,7 +32,7 @@ const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
 const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 /// The most bytes an IDX file may decompress to: far above any MNIST-family file, low enough
 /// that a corrupt or hostile archive cannot exhaust memory.
-const MAX_IDX_BYTES: u64 = 1 << 32;
+const MAX_IDX_BYTES: u64 = 1 << 30;
 /// How deep `ImageFolder` descends; also stops symlink loops.
 const MAX_FOLDER_DEPTH: usize = 32;
 

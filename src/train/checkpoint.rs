@@ -296,7 +296,13 @@ fn verify(dir: &Path) -> Result<u64, String> {
 /// Reads a state file's config and state, refusing non-finite values.
 fn read_state(p: &Path) -> Result<(TrainConfig, TrainState), String> {
     let bytes = std::fs::read(p).map_err(|e| io_err(p, "read the checkpoint", e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    state_from_bytes(p, &bytes)
+}
+
+/// Parses the bytes of a `state.safetensors` (`p` names it in errors): its training config and
+/// state, refusing non-finite values and tensors of unequal length.
+pub fn state_from_bytes(p: &Path, bytes: &[u8]) -> Result<(TrainConfig, TrainState), String> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| format!("{}: not a valid checkpoint ({e})", p.display()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
     let step: u64 = meta
@@ -307,7 +313,7 @@ fn read_state(p: &Path) -> Result<(TrainConfig, TrainState), String> {
         meta.get("train_config").map_or("", |s| s.as_str()),
         &p.display().to_string(),
     )?;
-    let f = crate::fixtures::TensorFile::from_bytes(p, &bytes).map_err(|e| e.to_string())?;
+    let f = crate::fixtures::TensorFile::from_bytes(p, bytes).map_err(|e| e.to_string())?;
     let get = |n: &str| {
         let t = f.get(n).map_err(|e| e.to_string())?;
         let bad = t.data.iter().filter(|v| !v.is_finite()).count();

@@ -109,6 +109,36 @@ fn worst_targets(n_crops: usize, n_patches: usize, cfg: &TrainConfig) -> Vec<usi
         .collect()
 }
 
+/// Whether a planned step fits in `budget` bytes (unknown: only the adapter's binding limits are
+/// checked): `Err` holds the reason and the settings that would fit.
+pub fn check_fits(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    p: &MemoryPlan,
+    budget: Option<u64>,
+) -> Result<(), String> {
+    if let Some(e) = &p.limit_error {
+        return Err(format!("this run does not fit the adapter: {e}"));
+    }
+    let Some(budget) = budget else {
+        return Ok(());
+    };
+    if p.worst_bytes <= budget {
+        return Ok(());
+    }
+    let advice = advice(gpu, cfg, budget);
+    Err(format!(
+        "a step needs {} of GPU memory and the adapter has {}; {}",
+        human(p.worst_bytes),
+        human(budget),
+        if advice.is_empty() {
+            "choose a smaller model or crops".to_string()
+        } else {
+            format!("settings that fit: {}", advice.join("; "))
+        }
+    ))
+}
+
 /// Refuses a config whose parameters alone cannot fit this adapter's largest buffer, its
 /// memory, or the host's available memory, before anything is allocated. (The full step's peak
 /// is [`plan`]'s job; this is the cheap check every run makes.)
@@ -149,6 +179,15 @@ pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// [`check_capacity`], then the planner's dry run of the first steps against the adapter's
+/// memory where it is known: a run that cannot fit is refused with settings that would.
+pub fn check_run(gpu: &Gpu, cfg: &TrainConfig) -> Result<(), String> {
+    check_capacity(gpu, cfg)?;
+    // One step, as the app's estimate: the worst case covers every mask draw.
+    let p = plan(gpu, cfg, 1)?;
+    check_fits(gpu, cfg, &p, device_memory(gpu))
 }
 
 /// Host memory available to new allocations (Linux: MemAvailable), where the OS says.

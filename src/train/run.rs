@@ -301,7 +301,7 @@ pub fn run(
     }
     let (train_ds, eval) = datasets(opts.data.as_deref())?;
     if !opts.resume {
-        super::plan::check_capacity(gpu, &cfg)?;
+        super::plan::check_run(gpu, &cfg)?;
     }
     let mut trainer = if opts.resume {
         let (ck_cfg, st) = load_checkpoint(&opts.out_dir)?;
