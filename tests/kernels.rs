@@ -181,3 +181,46 @@ fn a_grid_over_the_adapter_limit_is_a_clear_error() {
     gpu.trim_pool();
     gpu.check().expect("no stray wgpu errors");
 }
+
+#[test]
+fn threads_that_share_a_device_take_turns_while_it_works() {
+    // One thread keeps the device busy (one submission of large products, then a wait long
+    // enough on a software adapter to pass wgpu's 6 s GL context timeout) while another keeps
+    // creating, filling and reading small buffers until it is done. On GL, wgpu's backend
+    // panicked ("Could not lock adapter context") when a thread waited that long for the GL
+    // context another thread held in its wait; the runtime now takes turns there.
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    use dinoscope::kernels::matmul::{matmul_forward, MatmulDims};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let n = 1536;
+    let done = AtomicBool::new(false);
+    let (busy, rounds) = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            let ones = vec![1.0f32; n * n];
+            let a = gpu.upload(&ones, &[n, n]);
+            let b = gpu.upload(&ones, &[n, n]);
+            let c = gpu.empty(&[n, n]);
+            let mut rec = Recorder::new(gpu);
+            for _ in 0..8 {
+                matmul_forward(&mut rec, &c, &a, &b, MatmulDims::new(n, n, n));
+            }
+            rec.finish().expect("submit");
+            let last = gpu.read(&c).map(|v| v[n * n - 1]);
+            done.store(true, Ordering::SeqCst);
+            last.expect("read")
+        });
+        let mut rounds = 0usize;
+        while !done.load(Ordering::SeqCst) {
+            let v = vec![rounds as f32; 1000 + rounds % 7];
+            let t = gpu.upload(&v, &[v.len()]);
+            assert_eq!(gpu.read(&t).expect("read"), v);
+            rounds += 1;
+        }
+        (worker.join().expect("the busy thread"), rounds)
+    });
+    assert_eq!(busy, n as f32);
+    assert!(rounds > 0);
+    gpu.trim_pool();
+    gpu.check().expect("no stray wgpu errors");
+}

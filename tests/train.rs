@@ -128,9 +128,10 @@ fn resume_is_bit_exact() {
     let (a, b) = (state_of(&straight), state_of(&split));
     assert_eq!(a.step, 6);
     assert!(a == b, "6 steps straight differ from 3 + resume + 3");
-    // The metrics log holds each step once.
+    // The metrics log holds the k-NN baseline and each step once.
     let lines = std::fs::read_to_string(split.join("metrics.jsonl")).expect("metrics");
-    assert_eq!(lines.lines().count(), 6);
+    assert_eq!(lines.lines().count(), 7);
+    assert_eq!(lines.matches("\"steps_done\":0").count(), 1);
     // With every block checkpointed, 3 + resume + 3 still ends exactly where the plain run did.
     let mut ck = micro();
     ck.checkpoint = dinoscope::train::config::Checkpoint::All;
@@ -221,14 +222,11 @@ fn a_killed_run_resumes_exactly() {
 #[test]
 fn debug_preset_learns_features_on_fashion_mnist() {
     let Some(gpu) = common::gpu() else { return };
-    use dinoscope::train::run::{datasets, knn_eval};
+    use dinoscope::train::run::datasets;
     let cfg = TrainConfig::preset("debug").expect("preset");
     let (_, eval) = datasets(None).expect("bundled data");
     let (tr, te) = eval.expect("labelled sets");
     assert!(tr.len() >= 2000 && te.len() >= 1000);
-    let init = dinoscope::train::trainer::Trainer::new(gpu, cfg.clone()).expect("trainer");
-    let before = knn_eval(gpu, &init, tr.as_ref(), te.as_ref(), &cfg).expect("k-NN at init");
-    drop(init);
     let out = tmp("learn");
     let t0 = std::time::Instant::now();
     let summary = run(
@@ -241,6 +239,14 @@ fn debug_preset_learns_features_on_fashion_mnist() {
         |_| {},
     )
     .expect("train");
+    // The random-init baseline is measured before the first step and logged as such.
+    let (at, before) = summary.knn[0];
+    assert_eq!(at, 0);
+    let first = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    let first: serde_json::Value =
+        serde_json::from_str(first.lines().next().expect("a line")).expect("json");
+    assert_eq!(first["steps_done"], 0);
+    assert_eq!(first["knn"].as_f64().map(|v| v as f32), Some(before));
     let after = summary
         .knn
         .last()
@@ -339,13 +345,27 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
     };
     run(gpu, cfg.clone(), &opts(false, false), |_| {}).expect("first run");
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics");
-    assert_eq!(metrics.lines().count(), 2);
+    assert_eq!(
+        metrics.lines().count(),
+        3,
+        "the k-NN baseline and two steps"
+    );
     // A second run into the same folder without --resume is refused and changes nothing.
     let err = run(gpu, cfg.clone(), &opts(false, false), |_| {}).expect_err("refused");
     assert!(
         err.contains("--resume") && err.contains("--overwrite"),
         "{err}"
     );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
+        metrics
+    );
+    // Resuming for zero more steps keeps every line.
+    let zero = RunOptions {
+        stop_after: Some(0),
+        ..opts(true, false)
+    };
+    run(gpu, cfg.clone(), &zero, |_| {}).expect("resume for 0 steps");
     assert_eq!(
         std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
         metrics
@@ -535,10 +555,12 @@ fn unknown_fields_and_impossible_sizes_are_refused_by_name_before_allocating() {
         err.contains("batch_sise") && err.contains("typo.ron"),
         "{err}"
     );
-    assert!(
-        err.chars().any(|c| c.is_ascii_digit()) && err.contains(':'),
-        "line and column: {err}"
-    );
+    let line = text
+        .lines()
+        .position(|l| l.contains("batch_sise"))
+        .expect("inserted")
+        + 1;
+    assert!(err.contains(&format!("{line}:")), "line and column: {err}");
     type Change = Box<dyn Fn(&mut TrainConfig)>;
     let cases: Vec<(&str, Change)> = vec![
         (

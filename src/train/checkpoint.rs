@@ -211,6 +211,13 @@ pub fn save_files(run: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Pa
     for (_, old) in list(run).into_iter().skip(KEEP) {
         let _ = std::fs::remove_dir_all(old);
     }
+    // Leftovers of saves a crash interrupted (never listed, never loaded).
+    for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(".step-") && (name.ends_with(".partial") || name.ends_with(".old")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     // A state file from before checkpoint folders is superseded once one exists.
     let _ = std::fs::remove_file(run.join(STATE));
     Ok(dest)

@@ -341,8 +341,13 @@ pub fn run(
         .filter(|l| {
             serde_json::from_str::<serde_json::Value>(l)
                 .ok()
-                .and_then(|v| v.get("step")?.as_u64())
-                .is_some_and(|s| s < start)
+                // Step lines before the checkpoint, and the k-NN baseline (no step).
+                .map(|v| {
+                    v.get("step")
+                        .and_then(|s| s.as_u64())
+                        .is_none_or(|s| s < start)
+                })
+                .unwrap_or(false)
         })
         .map(|l| format!("{l}\n"))
         .collect();
@@ -361,6 +366,17 @@ pub fn run(
         steps: start,
         ..Default::default()
     };
+    if let (0, Some((tr, te))) = (start, &eval) {
+        // The random-init baseline, as the app shows it.
+        let acc = knn_eval(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
+        writeln!(
+            log_file,
+            "{}",
+            serde_json::json!({ "steps_done": 0, "knn": acc })
+        )
+        .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+        summary.knn.push((0, acc));
+    }
     let mut warned = false;
     while trainer.step < end {
         let batch = loader.next_batch().map_err(|e| e.to_string())?;
