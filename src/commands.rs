@@ -226,12 +226,12 @@ pub fn train(
     stop_after: Option<u64>,
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
-    use dinoscope::train::run::{new_run_dir, point_latest, run, RunOptions};
+    use dinoscope::train::run::{latest_run, new_run_dir, point_latest, run, RunOptions};
     let cfg = TrainConfig::load(config)?;
     let root = Path::new("runs");
     let out = match out {
         Some(o) => o.to_path_buf(),
-        None if resume => root.join("latest"),
+        None if resume => latest_run(root),
         None => {
             let label = Path::new(config)
                 .file_stem()

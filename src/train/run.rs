@@ -197,6 +197,20 @@ pub fn point_latest(root: &Path, dir: &Path) -> Result<(), String> {
     }
 }
 
+/// The run `root/latest` points at: the link itself, or the folder `root/latest.txt` names
+/// where links are unavailable.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn latest_run(root: &Path) -> PathBuf {
+    let link = root.join("latest");
+    if link.exists() {
+        return link;
+    }
+    match std::fs::read_to_string(root.join("latest.txt")) {
+        Ok(name) if !name.trim().is_empty() => root.join(name.trim()),
+        _ => link,
+    }
+}
+
 /// Whether a process with this pid exists (Linux: /proc; elsewhere assumed alive, so a stale
 /// lock must be removed by hand, as the message says).
 #[cfg(not(target_arch = "wasm32"))]
