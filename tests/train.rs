@@ -651,3 +651,30 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
     assert!(state_of(&runs[0]) == first);
     let _ = std::fs::remove_dir_all(&cwd);
 }
+
+#[test]
+fn a_model_without_layerscale_trains_and_exports() {
+    // `layerscale: false` used to panic in the first forward ("no parameter
+    // 'blocks.0.ls1.gamma'").
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.model.layerscale = false;
+    cfg.steps = 2;
+    cfg.checkpoint_every = 0;
+    let dir = tmp("no-layerscale");
+    let opts = RunOptions {
+        out_dir: dir.clone(),
+        ..Default::default()
+    };
+    let summary = run(gpu, cfg, &opts, |m| {
+        assert!(m.non_finite().is_none(), "step {}: {m:?}", m.step)
+    })
+    .expect("trains");
+    assert_eq!(summary.steps, 2);
+    let w = dir.join("teacher_backbone.safetensors");
+    let mcfg = dinoscope::model::weights::config_for_weights(&w).expect("config.ron");
+    assert!(!mcfg.layerscale);
+    let loaded = dinoscope::model::weights::load_backbone(&w, &mcfg).expect("strict load");
+    assert!(!loaded.tensors.keys().any(|k| k.contains("gamma")));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -188,6 +188,25 @@ impl Vit {
         self.params.get(name)
     }
 
+    /// Block `i`'s LayerScale γ (`which` is "ls1" or "ls2"), or ones for a model without
+    /// LayerScale: the same kernels then compute `x + branch`.
+    fn layer_scale(&self, gpu: &Gpu, i: usize, which: &str) -> Tensor {
+        let name = format!("blocks.{i}.{which}.gamma");
+        if self.cfg.layerscale {
+            return self.p(&name);
+        }
+        gpu.upload(&vec![1.0; self.cfg.dim], &[self.cfg.dim])
+    }
+
+    /// Where block `i`'s LayerScale gradient goes: its slot in `grads`, or a scratch buffer
+    /// whose contents are never read for a model without LayerScale.
+    fn layer_scale_grad(&self, gpu: &Gpu, grads: &ParamStore, i: usize, which: &str) -> Tensor {
+        if self.cfg.layerscale {
+            return grads.get(&format!("blocks.{i}.{which}.gamma"));
+        }
+        gpu.empty(&[self.cfg.dim])
+    }
+
     /// Number of tokens for an image of `h`×`w` pixels.
     pub fn tokens_for(&self, h: usize, w: usize) -> usize {
         1 + self.cfg.registers + (h / self.cfg.patch) * (w / self.cfg.patch)
@@ -452,7 +471,7 @@ impl Vit {
         }
         // New buffers for the residual stream, so every block input survives for backward.
         let x_mid = gpu.empty(&[batch, n, d]);
-        kernels::elementwise::add_mul(rec, &x_mid, x, &proj, &b("ls1.gamma"));
+        kernels::elementwise::add_mul(rec, &x_mid, x, &proj, &self.layer_scale(gpu, i, "ls1"));
         let h2 = gpu.empty(&[rows, d]);
         let ln2 = kernels::layernorm::layernorm_forward(
             rec,
@@ -499,7 +518,7 @@ impl Vit {
             mlp = dropped;
         }
         let x_out = gpu.empty(&[batch, n, d]);
-        kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &b("ls2.gamma"));
+        kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &self.layer_scale(gpu, i, "ls2"));
         let acts = save.then(|| BlockActs {
             x_in: x.clone(),
             ln1,
@@ -613,7 +632,14 @@ impl Vit {
             // x_out = x_mid + ls2 ⊙ mlp: dx flows to x_mid unchanged.
             let d_x_mid = dx.clone();
             let d_mlp = gpu.empty(&[rows, d]);
-            layerscale_backward(rec, &d_mlp, &gb("ls2.gamma"), &dx, &a.mlp, &b("ls2.gamma"));
+            layerscale_backward(
+                rec,
+                &d_mlp,
+                &self.layer_scale_grad(gpu, grads, i, "ls2"),
+                &dx,
+                &a.mlp,
+                &self.layer_scale(gpu, i, "ls2"),
+            );
             // Through drop path: the same per-sample scale.
             let d_mlp = match &a.drop {
                 Some((_, s2)) => {
@@ -679,10 +705,10 @@ impl Vit {
             layerscale_backward(
                 rec,
                 &d_proj,
-                &gb("ls1.gamma"),
+                &self.layer_scale_grad(gpu, grads, i, "ls1"),
                 &d_x_mid,
                 &a.proj,
-                &b("ls1.gamma"),
+                &self.layer_scale(gpu, i, "ls1"),
             );
             let d_proj = match &a.drop {
                 Some((s1, _)) => {
