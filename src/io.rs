@@ -38,11 +38,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    sync_dir(&dir);
+    Ok(())
+}
+
+/// Makes a folder's entries (renames, new files) durable where the OS allows opening a folder.
+pub fn sync_dir(dir: &Path) {
     #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(&dir) {
+    if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 /// F32 tensors (name, shape, values) and string metadata as safetensors bytes.

@@ -131,6 +131,8 @@ pub struct Vit {
     /// Parameters (torch-hub names) in one flat buffer.
     pub params: ParamStore,
     interp_cache: Mutex<HashMap<(usize, usize), Arc<InterpWeights>>>,
+    /// Ones of width `dim`, standing in for LayerScale γ in a model without it.
+    ones: std::sync::OnceLock<Tensor>,
 }
 
 /// The parameter layout of a config: torch-hub names in [`expected_tensors`] order.
@@ -172,6 +174,7 @@ impl Vit {
             params: ParamStore::upload(gpu, layout, &flat),
             cfg,
             interp_cache: Mutex::default(),
+            ones: std::sync::OnceLock::new(),
         })
     }
 
@@ -181,6 +184,7 @@ impl Vit {
             cfg,
             params,
             interp_cache: Mutex::default(),
+            ones: std::sync::OnceLock::new(),
         })
     }
 
@@ -195,7 +199,9 @@ impl Vit {
         if self.cfg.layerscale {
             return self.p(&name);
         }
-        gpu.upload(&vec![1.0; self.cfg.dim], &[self.cfg.dim])
+        self.ones
+            .get_or_init(|| gpu.upload(&vec![1.0; self.cfg.dim], &[self.cfg.dim]))
+            .clone()
     }
 
     /// Where block `i`'s LayerScale gradient goes: its slot in `grads`, or a scratch buffer

@@ -83,15 +83,6 @@ fn write_synced(p: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| io_err(p, "write", e))
 }
 
-fn sync_dir(d: &Path) {
-    #[cfg(unix)]
-    if let Ok(f) = std::fs::File::open(d) {
-        let _ = f.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = d;
-}
-
 /// The files of one checkpoint, as bytes.
 fn checkpoint_files(
     cfg: &TrainConfig,
@@ -180,7 +171,7 @@ pub fn save_files(run: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Pa
         }
         let manifest = serde_json::json!({ "format": FORMAT, "step": step, "files": listed });
         write_synced(&tmp.join(MANIFEST), manifest.to_string().as_bytes())?;
-        sync_dir(&tmp);
+        crate::io::sync_dir(&tmp);
         Ok::<(), String>(())
     })();
     if let Err(e) = written {
@@ -202,7 +193,7 @@ pub fn save_files(run: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Pa
     } else {
         std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "publish", e))?;
     }
-    sync_dir(&root);
+    crate::io::sync_dir(&root);
     for f in EXPORTS {
         if files.iter().any(|(n, _)| *n == f) {
             export(&dest.join(f), &run.join(f))?;
@@ -353,38 +344,34 @@ pub fn state_from_bytes(p: &Path, bytes: &[u8]) -> Result<(TrainConfig, TrainSta
 
 /// Loads the newest checkpoint of a run that verifies, skipping damaged newer ones.
 pub fn load(run: &Path) -> Result<Loaded, String> {
-    let mut skipped = Vec::new();
-    for (step, dir) in list(run) {
-        let r = verify(&dir).and_then(|s| {
-            if s != step {
-                return Err(format!("{}: the manifest says step {s}", dir.display()));
-            }
-            read_state(&dir.join(STATE))
-        });
-        match r {
-            Ok((cfg, state)) => {
-                return Ok(Loaded {
-                    cfg,
-                    state,
-                    from: dir,
-                    skipped,
-                })
-            }
-            Err(e) => skipped.push(format!("checkpoint of step {step} skipped: {e}")),
-        }
-    }
+    // Checkpoint folders newest first, then a state file from before checkpoint folders.
     let legacy = run.join(STATE);
-    if legacy.is_file() {
-        match read_state(&legacy) {
-            Ok((cfg, state)) => {
+    let candidates = list(run)
+        .into_iter()
+        .map(|(step, dir)| (Some(step), dir))
+        .chain(legacy.is_file().then_some((None, legacy)));
+    let mut skipped = Vec::new();
+    for (step, from) in candidates {
+        let r = match step {
+            Some(step) => verify(&from).and_then(|s| {
+                if s != step {
+                    return Err(format!("{}: the manifest says step {s}", from.display()));
+                }
+                read_state(&from.join(STATE))
+            }),
+            None => read_state(&from),
+        };
+        match (r, step) {
+            (Ok((cfg, state)), _) => {
                 return Ok(Loaded {
                     cfg,
                     state,
-                    from: legacy,
+                    from,
                     skipped,
                 })
             }
-            Err(e) => skipped.push(e),
+            (Err(e), Some(step)) => skipped.push(format!("checkpoint of step {step} skipped: {e}")),
+            (Err(e), None) => skipped.push(e),
         }
     }
     if skipped.is_empty() {
