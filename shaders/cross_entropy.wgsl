@@ -4,6 +4,9 @@
 // where g = upstream[0] (dL/dloss) · scale and w_r an optional per-row weight (iBOT's masks
 // weights). The mean over rows is scale = 1/rows; the launcher sums loss_r with reduce.wgsl.
 // One workgroup (256) per row. accumulate=1: ds += ... Dispatch: grid_rows(rows).
+// The _narrow entry points give each row one invocation (256 rows per workgroup, no barriers)
+// for rows of at most 32 columns, such as a linear probe's classes; dispatch:
+// grid_1d(ceil(rows / 256)).
 
 struct Params {
     rows: u32,
@@ -65,6 +68,52 @@ fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     var g = upstream[0] * p.scale * p.inv_temp;
     if (p.use_row_weight != 0u) { g *= row_weight[row]; }
     for (var c = lid; c < p.cols; c += 256u) {
+        let sm = exp(logits[base + c] * p.inv_temp - st.y);
+        var d = g * (sm * st.z - targets[base + c]);
+        if (p.accumulate != 0u) { d += out[base + c]; }
+        out[base + c] = d;
+    }
+}
+
+// Row max and log-sum-exp of s/T, and Σ t, by one invocation.
+fn row_stats_narrow(base: u32) -> vec3<f32> {
+    var m = -3.4e38;
+    for (var c = 0u; c < p.cols; c++) { m = max(m, logits[base + c] * p.inv_temp); }
+    var se = 0.0;
+    var st = 0.0;
+    for (var c = 0u; c < p.cols; c++) {
+        se += exp(logits[base + c] * p.inv_temp - m);
+        st += targets[base + c];
+    }
+    return vec3<f32>(m, m + log(se), st);
+}
+
+@compute @workgroup_size(256)
+fn cross_entropy_forward_narrow(@builtin(workgroup_id) wid: vec3<u32>,
+                                @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg) * 256u + lid;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    let st = row_stats_narrow(base);
+    var acc = 0.0;
+    for (var c = 0u; c < p.cols; c++) {
+        acc += targets[base + c] * (logits[base + c] * p.inv_temp - st.y);
+    }
+    out[row] = -acc;
+}
+
+@compute @workgroup_size(256)
+fn cross_entropy_backward_narrow(@builtin(workgroup_id) wid: vec3<u32>,
+                                 @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg) * 256u + lid;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    let st = row_stats_narrow(base);
+    var g = upstream[0] * p.scale * p.inv_temp;
+    if (p.use_row_weight != 0u) { g *= row_weight[row]; }
+    for (var c = 0u; c < p.cols; c++) {
         let sm = exp(logits[base + c] * p.inv_temp - st.y);
         var d = g * (sm * st.z - targets[base + c]);
         if (p.accumulate != 0u) { d += out[base + c]; }

@@ -282,8 +282,12 @@ pub fn train(
             summary.steps, m.loss, m.dino, m.ibot, m.koleo
         );
     }
-    for (s, a) in &summary.knn {
-        println!("k-NN accuracy at step {s}: {:.1}%", a * 100.0);
+    for (s, e) in &summary.evals {
+        println!(
+            "step {s}: k-NN {:.1}%, linear probe {:.1}%",
+            e.knn * 100.0,
+            e.probe * 100.0
+        );
     }
     println!("checkpoint and metrics in {}", out.display());
     Ok(ExitCode::SUCCESS)
@@ -351,24 +355,42 @@ pub fn knn(
         te.len(),
         te_names.len()
     );
-    let (trf, try_) = dinoscope::train::knn::features(gpu, &vit, tr.as_ref(), 0, size, 64)?;
-    let (tef, tey) = dinoscope::train::knn::features(gpu, &vit, te.as_ref(), 0, size, 64)?;
-    let tey: Vec<u32> = tey
-        .iter()
-        .map(|&l| {
-            to_train
-                .get(l as usize)
-                .copied()
-                .flatten()
-                .unwrap_or(u32::MAX)
-        })
-        .collect();
-    let acc = dinoscope::train::knn::knn_accuracy(&trf, &try_, &tef, &tey, vit.cfg.dim, k, 0.07);
+    let trf = dinoscope::train::knn::features(gpu, &vit, tr.as_ref(), 0, size, 64)?;
+    let mut tef = dinoscope::train::knn::features(gpu, &vit, te.as_ref(), 0, size, 64)?;
+    for l in tef.labels.iter_mut() {
+        *l = to_train
+            .get(*l as usize)
+            .copied()
+            .flatten()
+            .unwrap_or(u32::MAX);
+    }
+    let d = vit.cfg.dim;
+    let acc = dinoscope::train::knn::knn_accuracy(
+        &trf.cls,
+        &trf.labels,
+        &tef.cls,
+        &tef.labels,
+        d,
+        k,
+        0.07,
+    );
     println!(
         "k-NN (k = {k}, T = 0.07) on {} train → {} test images: {:.2}%",
-        try_.len(),
-        tey.len(),
+        trf.labels.len(),
+        tef.labels.len(),
         acc * 100.0
+    );
+    let probe = dinoscope::train::probe::linear_probe(
+        gpu,
+        &trf.pooled,
+        &trf.labels,
+        &tef.pooled,
+        &tef.labels,
+        2 * d,
+    )?;
+    println!(
+        "linear probe (CLS and mean patch token, logistic regression): {:.2}%",
+        probe * 100.0
     );
     Ok(ExitCode::SUCCESS)
 }

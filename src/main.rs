@@ -125,7 +125,9 @@ mod cli {
             #[arg(long, conflicts_with = "resume")]
             overwrite: bool,
         },
-        /// k-NN accuracy (k = 20, T = 0.07) of a backbone's CLS features.
+        /// k-NN accuracy (k = 20, T = 0.07) of a backbone's CLS features and a linear probe on
+        /// its CLS and mean patch tokens.
+        #[command(alias = "eval")]
         Knn {
             /// Backbone weights (safetensors; ours or Hugging Face's).
             #[arg(long)]

@@ -380,9 +380,9 @@ fn curves_export_smooth_and_log_scale() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4);
     assert!(lines[0].starts_with("step,loss,dino"));
-    assert!(lines[0].ends_with(",knn_accuracy"));
+    assert!(lines[0].ends_with(",knn_accuracy,probe_accuracy"));
     assert!(lines[1].starts_with("1,4,"));
-    assert!(lines[2].ends_with(",0.5"), "{}", lines[2]);
+    assert!(lines[2].ends_with(",0.5,"), "{}", lines[2]);
     assert!(lines[3].ends_with(','), "{}", lines[3]);
     let loss = h.series("loss");
     assert_eq!(loss, vec![[1.0, 4.0], [2.0, 2.0], [3.0, 1.0]]);
@@ -413,4 +413,55 @@ fn settings_from_a_link_apply_and_bad_ones_are_named() {
     let e = s.apply_param("colour", "red").expect_err("unknown");
     assert!(e.contains("colour"), "{e}");
     assert!(s.apply_param("preset", "huge").is_err());
+}
+
+#[test]
+fn a_diagnosed_collapse_offers_its_remedy_for_the_next_run() {
+    use dinoscope::train::config::{HeadInit, Targets};
+    use dinoscope::train::diagnose::{settle_steps, Collapse, Remedy};
+    let Some(mut app) = app() else { return };
+    let ctx = egui::Context::default();
+    // DINOv2's own recipe: centering and its initialisation.
+    app.settings
+        .apply_param("preset", "vits14")
+        .expect("preset");
+    let cfg = app.settings.train.to_config().expect("config");
+    assert_eq!(cfg.targets, Targets::Centering);
+    app.judge = Some((cfg.head.prototypes, settle_steps(&cfg)));
+    let ln_k = (cfg.head.prototypes as f32).ln();
+    // Before the run has settled nothing is judged.
+    let mut early = point(0, ln_k);
+    early.metrics.dino = ln_k;
+    early.metrics.teacher_entropy = Some(0.99 * ln_k);
+    app.on_step(early.clone());
+    assert!(app.diagnosis.is_none());
+    let mut flat = early;
+    flat.metrics.step = settle_steps(&cfg);
+    flat.metrics.dino = 1.01 * ln_k;
+    app.on_step(flat);
+    let d = app.diagnosis.clone().expect("diagnosed");
+    assert_eq!(d.collapse, Collapse::Uniform);
+    assert_eq!(d.remedy, Remedy::InformativeTargets);
+    assert!(
+        errors(&app).iter().any(|e| e.contains("uniform targets")),
+        "{:?}",
+        errors(&app)
+    );
+    // The panel with the offer draws; applying it changes the next run's config only.
+    frame(&ctx, &mut app);
+    app.apply_remedy();
+    app.apply_remedy();
+    assert_eq!(
+        app.settings.train.remedies,
+        vec![Remedy::InformativeTargets]
+    );
+    let next = app.settings.train.to_config().expect("config");
+    assert_eq!(next.targets, Targets::SinkhornKnopp);
+    assert_eq!(next.init.head, HeadInit::FanIn);
+    assert_eq!(next.teacher_temp.0, 0.02);
+    frame(&ctx, &mut app);
+    // The applied remedy persists with the settings.
+    let json = serde_json::to_string(&app.settings).expect("json");
+    let back: AppSettings = serde_json::from_str(&json).expect("settings");
+    assert_eq!(back.train.remedies, vec![Remedy::InformativeTargets]);
 }

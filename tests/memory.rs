@@ -14,6 +14,7 @@ use dinoscope::train::trainer::Trainer;
 fn small() -> TrainConfig {
     let mut c = TrainConfig::preset("debug").expect("preset");
     c.model.depth = 2;
+    c.model.patch = 4;
     c.model.pos_grid = 4;
     c.augment.global_size = 16;
     c.augment.local_size = 8;

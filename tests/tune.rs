@@ -22,7 +22,8 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     let cfg = TrainConfig::preset("debug").expect("preset");
     let products = dinoscope::tune::products(&gpu, &cfg).expect("products");
     assert!(products.len() >= 6, "{products:?}");
-    let rows = 2 * cfg.batch_size * (1 + (28 / 4) * (28 / 4));
+    let side = cfg.augment.global_size / cfg.model.patch;
+    let rows = 2 * cfg.batch_size * (1 + side * side);
     assert!(
         products
             .iter()

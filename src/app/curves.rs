@@ -34,14 +34,20 @@ pub struct History {
     pub points: Vec<LogPoint>,
     /// k-NN accuracy (step, accuracy in [0, 1]).
     pub knn: Vec<(u64, f32)>,
+    /// Linear-probe accuracy (step, accuracy in [0, 1]).
+    pub probe: Vec<(u64, f32)>,
 }
 
 impl History {
     /// The (step, value) pairs of a named series.
     pub fn series(&self, name: &str) -> Vec<[f64; 2]> {
-        if name == "knn" {
-            return self
-                .knn
+        let evals = match name {
+            "knn" => Some(&self.knn),
+            "probe" => Some(&self.probe),
+            _ => None,
+        };
+        if let Some(evals) = evals {
+            return evals
                 .iter()
                 .map(|&(s, a)| [s as f64, 100.0 * a as f64])
                 .collect();
@@ -62,7 +68,7 @@ impl History {
             out.push(',');
             out.push_str(n);
         }
-        out.push_str(",knn_accuracy\n");
+        out.push_str(",knn_accuracy,probe_accuracy\n");
         for p in &self.points {
             let done = p.metrics.step + 1;
             out.push_str(&done.to_string());
@@ -72,9 +78,11 @@ impl History {
                     out.push_str(&format!("{v}"));
                 }
             }
-            out.push(',');
-            if let Some((_, a)) = self.knn.iter().find(|(s, _)| *s == done) {
-                out.push_str(&format!("{a}"));
+            for evals in [&self.knn, &self.probe] {
+                out.push(',');
+                if let Some((_, a)) = evals.iter().find(|(s, _)| *s == done) {
+                    out.push_str(&format!("{a}"));
+                }
             }
             out.push('\n');
         }
@@ -111,7 +119,7 @@ pub fn log10(points: &[[f64; 2]]) -> Vec<[f64; 2]> {
 /// The plots the curves panel shows: title and the series in it.
 pub const PLOTS: [(&str, &[&str]); 6] = [
     ("Losses", &["loss", "dino", "ibot", "koleo"]),
-    ("k-NN accuracy (%)", &["knn"]),
+    ("k-NN and linear probe accuracy (%)", &["knn", "probe"]),
     ("Learning rate", &["lr"]),
     (
         "Schedules: weight decay, momentum, teacher temp",
@@ -154,7 +162,7 @@ pub fn plot(
     plot.show(ui, |pui| {
         for name in series {
             let raw = history.series(name);
-            let pts = if *name == "knn" {
+            let pts = if *name == "knn" || *name == "probe" {
                 raw
             } else {
                 smooth(&raw, smoothing)

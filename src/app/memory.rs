@@ -49,3 +49,33 @@ impl MemoryEstimate {
         }
     }
 }
+
+/// The preset a first start trains: the small one on a CPU adapter (a step of anything larger
+/// takes seconds there), else the largest preset whose step fits the adapter's memory by the
+/// planner's estimate; where there is no estimate, the laptop ViT-S preset on a discrete GPU
+/// and the tiny one on others.
+pub fn first_run_preset(gpu: &Gpu) -> &'static str {
+    match gpu.info.device_type {
+        wgpu::DeviceType::Cpu => return "debug",
+        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu => {}
+        _ => return "debug",
+    }
+    let Some(budget) = plan::device_memory(gpu) else {
+        return if gpu.info.device_type == wgpu::DeviceType::DiscreteGpu {
+            "laptop"
+        } else {
+            "tiny"
+        };
+    };
+    for name in ["laptop", "tiny"] {
+        let Ok(cfg) = TrainConfig::preset(name) else {
+            continue;
+        };
+        if let Ok(p) = plan::plan(gpu, &cfg, 1) {
+            if plan::check_fits(gpu, &cfg, &p, Some(budget)).is_ok() {
+                return name;
+            }
+        }
+    }
+    "debug"
+}

@@ -186,6 +186,10 @@ pub struct DinoscopeApp {
     memory: memory::MemoryEstimate,
     /// GPU memory a run may use (the adapter's, where the driver tells; `None`: unknown).
     pub memory_budget: Option<u64>,
+    /// Prototypes and settle steps of the running config, for the collapse diagnosis.
+    pub judge: Option<(usize, u64)>,
+    /// The collapse this run shows, once found (with the remedy the app offers).
+    pub diagnosis: Option<crate::train::diagnose::Diagnosis>,
 }
 
 impl DinoscopeApp {
@@ -245,6 +249,8 @@ impl DinoscopeApp {
             wake: Arc::default(),
             memory: Default::default(),
             memory_budget: crate::train::plan::device_memory(gpu),
+            judge: None,
+            diagnosis: None,
         }
     }
 
@@ -265,7 +271,15 @@ impl DinoscopeApp {
             cc.storage
                 .and_then(|s| eframe::get_value::<AppSettings>(s, STORAGE_KEY))
         };
+        let first_start = settings.is_none() && automation.params.is_empty();
         let mut settings = settings.unwrap_or_else(AppSettings::first_run);
+        if first_start {
+            let preset = memory::first_run_preset(&gpu);
+            if let Ok(cfg) = crate::train::config::TrainConfig::preset(preset) {
+                settings.train.preset = preset.to_string();
+                settings.train.take_preset(&cfg);
+            }
+        }
         let mut problems = Vec::new();
         for (k, v) in &automation.params {
             if let Err(e) = settings.apply_param(k, v) {
@@ -322,6 +336,13 @@ impl DinoscopeApp {
         } else {
             DataSource::Path(self.data_field.trim().into())
         };
+        self.diagnosis = None;
+        self.judge = self
+            .settings
+            .train
+            .to_config()
+            .ok()
+            .map(|c| (c.head.prototypes, crate::train::diagnose::settle_steps(&c)));
         if resume_from.is_none() {
             let cfg = match self.settings.train.to_config() {
                 Ok(c) => c,
@@ -455,9 +476,55 @@ impl DinoscopeApp {
         self.notify(format!("training on {data}{note}"), false);
     }
 
-    fn on_step(&mut self, p: LogPoint) {
+    /// Takes one step's metrics: progress, the curves, and the collapse diagnosis.
+    pub fn on_step(&mut self, p: LogPoint) {
         self.progress.0 = p.metrics.step + 1;
+        if let (None, Some((k, settle))) = (&self.diagnosis, self.judge) {
+            if let Some(d) = crate::train::diagnose::diagnose(&p.metrics, k, settle) {
+                self.notify(d.message.clone(), true);
+                self.diagnosis = Some(d);
+            }
+        }
         self.history.points.push(p);
+    }
+
+    /// Applies the diagnosed collapse's remedy to the next run's settings.
+    pub fn apply_remedy(&mut self) {
+        let Some(d) = &self.diagnosis else { return };
+        let r = d.remedy;
+        if !self.settings.train.remedies.contains(&r) {
+            self.settings.train.remedies.push(r);
+        }
+        self.notify(format!("the next run uses {}", r.describe()), false);
+    }
+
+    fn diagnosis_panel(&mut self, ui: &mut egui::Ui) {
+        if let Some(d) = &self.diagnosis {
+            ui.colored_label(ui.visuals().warn_fg_color, &d.message);
+            let applied = self.settings.train.remedies.contains(&d.remedy);
+            if ui
+                .add_enabled(!applied, egui::Button::new("Apply to the next run"))
+                .on_hover_text(d.remedy.describe())
+                .clicked()
+            {
+                self.apply_remedy();
+            }
+        }
+        if !self.settings.train.remedies.is_empty() {
+            ui.horizontal_wrapped(|ui| {
+                let list: Vec<&str> = self
+                    .settings
+                    .train
+                    .remedies
+                    .iter()
+                    .map(|r| r.describe())
+                    .collect();
+                ui.label(format!("on top of the preset: {}", list.join("; ")));
+                if ui.small_button("clear").clicked() {
+                    self.settings.train.remedies.clear();
+                }
+            });
+        }
     }
 
     fn on_snapshot(&mut self, s: Snapshot) {
@@ -496,8 +563,13 @@ impl DinoscopeApp {
                         self.notify(format!("{params} parameters"), false);
                     }
                     worker::Event::Step(p) => self.on_step(p),
-                    worker::Event::Knn { step, accuracy } => {
-                        self.history.knn.push((step, accuracy))
+                    worker::Event::Knn {
+                        step,
+                        accuracy,
+                        probe,
+                    } => {
+                        self.history.knn.push((step, accuracy));
+                        self.history.probe.push((step, probe));
                     }
                     worker::Event::Snapshot(s) => self.on_snapshot(s),
                     worker::Event::Saved { step, dir } => {
@@ -802,6 +874,9 @@ impl DinoscopeApp {
                 ui.separator();
                 ui.label(format!("k-NN {:.1}%", 100.0 * acc));
             }
+            if let Some(&(_, acc)) = self.history.probe.last() {
+                ui.label(format!("· linear probe {:.1}%", 100.0 * acc));
+            }
         });
     }
 
@@ -920,6 +995,7 @@ impl DinoscopeApp {
             };
             ui.colored_label(color, line);
         }
+        self.diagnosis_panel(ui);
         ui.checkbox(
             &mut self.settings.autostart,
             "start training when the app opens",
@@ -984,7 +1060,7 @@ impl DinoscopeApp {
                     .num_columns(3)
                     .show(ui, |ui| {
                         for (i, (title, series)) in curves::PLOTS.iter().enumerate() {
-                            let no_knn = *series == ["knn"]
+                            let no_knn = series.first() == Some(&"knn")
                                 && !self.knn_expected
                                 && self.history.knn.is_empty()
                                 && self.state != RunState::Idle;
@@ -993,9 +1069,9 @@ impl DinoscopeApp {
                                     ui.label(egui::RichText::new(*title).strong());
                                     ui.allocate_ui(egui::vec2(w, plot_h), |ui| {
                                         ui.label(if cfg!(target_arch = "wasm32") {
-                                            "k-NN accuracy is measured in the desktop app."
+                                            "k-NN and linear-probe accuracy are measured in the desktop app."
                                         } else {
-                                            "k-NN accuracy is measured on the bundled Fashion-MNIST set."
+                                            "k-NN and linear-probe accuracy are measured on the bundled Fashion-MNIST set."
                                         });
                                     });
                                     return;
@@ -1238,6 +1314,7 @@ impl DinoscopeApp {
         let ppp = ctx.pixels_per_point();
         let step = self.progress.0;
         let knn = self.history.knn.last().map(|k| k.1);
+        let probe = self.history.probe.last().map(|k| k.1);
         let ctx2 = ctx.clone();
         ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
             egui::ScreenshotCallback::new(move |img| {
@@ -1248,6 +1325,7 @@ impl DinoscopeApp {
                 let meta = serde_json::json!({
                     "step": step,
                     "knn": knn,
+                    "probe": probe,
                     "pixels_per_point": ppp,
                     "panels": rects.iter().map(|(n, r)| (n.clone(), r.to_vec())).collect::<std::collections::BTreeMap<_, _>>(),
                 });

@@ -220,11 +220,12 @@ impl Session {
         self.eval.is_some()
     }
 
-    /// k-NN accuracy of the teacher's features (native; `None` without labelled sets).
+    /// k-NN and linear-probe accuracy of the teacher's features (native; `None` without
+    /// labelled sets).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn knn(&self) -> Option<Result<f32, String>> {
+    pub fn knn(&self) -> Option<Result<crate::train::run::Evaluation, String>> {
         let (train, test) = self.eval.as_ref()?;
-        Some(crate::train::run::knn_eval(
+        Some(crate::train::run::evaluate(
             self.gpu,
             &self.trainer,
             train.as_ref(),

@@ -53,6 +53,8 @@ pub struct TrainSettings {
     pub run_dir: PathBuf,
     /// Seed.
     pub seed: u64,
+    /// Changes the collapse diagnosis recommended and the user applied, on top of the preset.
+    pub remedies: Vec<crate::train::diagnose::Remedy>,
 }
 
 impl Default for TrainSettings {
@@ -75,6 +77,7 @@ impl Default for TrainSettings {
             checkpoint_every: 50,
             run_dir: PathBuf::from("runs/app"),
             seed: 0,
+            remedies: Vec::new(),
         };
         if let Ok(cfg) = TrainConfig::preset("debug") {
             s.take_preset(&cfg);
@@ -132,6 +135,9 @@ impl TrainSettings {
         cfg.eval_every = self.eval_every;
         cfg.checkpoint_every = self.checkpoint_every;
         cfg.seed = self.seed;
+        for r in &self.remedies {
+            r.apply(&mut cfg);
+        }
         cfg.validate()?;
         Ok(cfg)
     }

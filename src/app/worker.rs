@@ -40,12 +40,14 @@ pub enum Event {
     },
     /// A step finished.
     Step(LogPoint),
-    /// k-NN accuracy after `step` steps.
+    /// k-NN and linear-probe accuracy after `step` steps.
     Knn {
         /// Steps done.
         step: u64,
-        /// Accuracy in [0, 1].
+        /// k-NN accuracy in [0, 1].
         accuracy: f32,
+        /// Linear-probe accuracy in [0, 1].
+        probe: f32,
     },
     /// Fresh probe maps.
     Snapshot(Snapshot),
@@ -182,8 +184,12 @@ fn run(
     snapshot(&session);
     // The accuracy of random features: the baseline the curve should climb from.
     if cfg.eval_every > 0 && session.trainer.step == 0 {
-        if let Some(Ok(accuracy)) = session.knn() {
-            send(Event::Knn { step: 0, accuracy });
+        if let Some(Ok(e)) = session.knn() {
+            send(Event::Knn {
+                step: 0,
+                accuracy: e.knn,
+                probe: e.probe,
+            });
         }
     }
     let mut paused = false;
@@ -244,9 +250,10 @@ fn run(
         if cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every) {
             if let Some(r) = session.knn() {
                 match r {
-                    Ok(accuracy) => send(Event::Knn {
+                    Ok(e) => send(Event::Knn {
                         step: done,
-                        accuracy,
+                        accuracy: e.knn,
+                        probe: e.probe,
                     }),
                     Err(e) => send(Event::Notice(format!("k-NN failed: {e}"))),
                 }

@@ -2,7 +2,7 @@
 //! (shaders/cross_entropy.wgsl).
 
 use super::reduce::{reduce, Reduce};
-use crate::gpu::{grid_rows, Access::*, Kernel, Recorder, Tensor};
+use crate::gpu::{grid_1d, grid_rows, Access::*, Kernel, Recorder, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -23,6 +23,31 @@ pub static CE_FORWARD: Kernel = Kernel::new::<Params>("cross_entropy", "cross_en
 /// d loss / d logits.
 pub static CE_BACKWARD: Kernel =
     Kernel::new::<Params>("cross_entropy", "cross_entropy_backward", B);
+
+/// loss per row, one invocation per row (rows of at most [`NARROW_COLS`] columns).
+pub static CE_FORWARD_NARROW: Kernel =
+    Kernel::new::<Params>("cross_entropy", "cross_entropy_forward_narrow", B);
+/// d loss / d logits, one invocation per row.
+pub static CE_BACKWARD_NARROW: Kernel =
+    Kernel::new::<Params>("cross_entropy", "cross_entropy_backward_narrow", B);
+
+/// Rows this narrow or narrower get one invocation each instead of a workgroup: a
+/// workgroup's reductions would leave most of its 256 lanes idle.
+pub const NARROW_COLS: usize = 32;
+
+/// The entry point and grid for `rows` rows of `cols` columns.
+fn launch(
+    wide: &'static Kernel,
+    narrow: &'static Kernel,
+    rows: usize,
+    cols: usize,
+) -> (&'static Kernel, [u32; 3]) {
+    if cols <= NARROW_COLS {
+        (narrow, grid_1d(rows.div_ceil(256)))
+    } else {
+        (wide, grid_rows(rows))
+    }
+}
 
 /// Options of one cross-entropy term.
 #[derive(Clone, Copy, Debug)]
@@ -71,11 +96,12 @@ pub fn cross_entropy_forward(
         scale: opt.scale,
         _pad: [0; 2],
     };
+    let (kernel, grid) = launch(&CE_FORWARD, &CE_FORWARD_NARROW, rows, cols);
     rec.dispatch(
-        &CE_FORWARD,
+        kernel,
         &p,
         &[logits, target, &rw, &dummy, loss_per_row],
-        grid_rows(rows),
+        grid,
     );
     if let Some(loss) = loss {
         assert!(
@@ -123,10 +149,6 @@ pub fn cross_entropy_backward(
         scale: opt.scale,
         _pad: [0; 2],
     };
-    rec.dispatch(
-        &CE_BACKWARD,
-        &p,
-        &[logits, target, &rw, upstream, dlogits],
-        grid_rows(rows),
-    );
+    let (kernel, grid) = launch(&CE_BACKWARD, &CE_BACKWARD_NARROW, rows, cols);
+    rec.dispatch(kernel, &p, &[logits, target, &rw, upstream, dlogits], grid);
 }

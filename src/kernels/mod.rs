@@ -38,6 +38,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_BACKWARD_DKV,
         &cross_entropy::CE_FORWARD,
         &cross_entropy::CE_BACKWARD,
+        &cross_entropy::CE_FORWARD_NARROW,
+        &cross_entropy::CE_BACKWARD_NARROW,
         &elementwise::ADD_FORWARD,
         &elementwise::MUL_FORWARD,
         &elementwise::AXPBY,

@@ -23,6 +23,38 @@ pub enum Targets {
     SinkhornKnopp,
 }
 
+/// How the head's linear layers start.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HeadInit {
+    /// Truncated normal with this standard deviation (DINOv2: 0.02). At small widths it makes
+    /// the bottleneck output far smaller than its biases, so every image's normalised
+    /// bottleneck points the same way and the teacher's targets carry no information.
+    TruncNormal(f32),
+    /// Variance-preserving: N(0, 2/fan_in) before a GELU, N(0, 1/fan_in) for the bottleneck,
+    /// so each layer's output keeps its input's scale at any width.
+    FanIn,
+}
+
+/// How the weights start; the default is DINOv2's (spec §1.8 and §2).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InitConfig {
+    /// Initial LayerScale γ (DINOv2: 1e-5; at that size a small model's blocks start as the
+    /// identity and every image's CLS token starts equal).
+    pub layerscale: f32,
+    /// The DINO and iBOT heads' linear layers.
+    pub head: HeadInit,
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        InitConfig {
+            layerscale: 1e-5,
+            head: HeadInit::TruncNormal(0.02),
+        }
+    }
+}
+
 /// Activation checkpointing of the student's blocks: a checkpointed block keeps only its input
 /// through the step and is recomputed in the backward pass (same gradients, bit for bit, for
 /// about one more forward pass of those blocks).
@@ -77,8 +109,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Total steps.
     pub steps: u64,
-    /// Steps per "epoch" for the schedules' epoch-based parts (DINOv2: 1250).
-    pub epoch_steps: u64,
+    /// Accepted and ignored: configs written before every schedule was given in steps held an
+    /// `epoch_steps` that no schedule read.
+    #[serde(default, skip_serializing, rename = "epoch_steps")]
+    pub legacy_epoch_steps: Option<u64>,
     /// Peak learning rate before √(batch/1024) scaling.
     pub base_lr: f32,
     /// Final learning rate.
@@ -115,6 +149,9 @@ pub struct TrainConfig {
     pub koleo_weight: f32,
     /// Teacher targets.
     pub targets: Targets,
+    /// How the weights start (DINOv2's initialisation when the field is absent).
+    #[serde(default)]
+    pub init: InitConfig,
     /// Share of global crops masked, and the mask-ratio range.
     pub mask_prob: f32,
     /// Mask-ratio range of masked crops.
@@ -185,8 +222,9 @@ impl TrainConfig {
 
     /// Parses RON.
     pub fn from_ron(text: &str, name: &str) -> Result<TrainConfig, String> {
-        let c: TrainConfig =
+        let mut c: TrainConfig =
             ron::from_str(text).map_err(|e| format!("{name}: not a valid training config: {e}"))?;
+        c.legacy_epoch_steps = None;
         c.validate().map_err(|e| format!("{name}: {e}"))?;
         Ok(c)
     }

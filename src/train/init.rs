@@ -1,5 +1,6 @@
 //! Initialisation from scratch (spec §1.8 and §2), deterministic from a seed.
 
+use super::config::{HeadInit, InitConfig};
 use crate::data::rng::Rng;
 use crate::model::params::ParamLayout;
 use std::collections::BTreeMap;
@@ -23,9 +24,14 @@ pub fn trunc_normal(rng: &mut Rng, std: f32) -> f32 {
 
 /// Initial values of every parameter of a layout, by name: Linear weights trunc_normal(0.02)
 /// and zero biases; the patch convolution PyTorch's default uniform ±1/√fan_in; LayerNorm 1 and
-/// 0; LayerScale 1e-5; CLS and registers N(0, 1e-6); mask token 0; position table
-/// trunc_normal(0.02); the head's weight-normed last layer v uniform ±1/√fan_in and g = 1.
-pub fn init_params(layout: &ParamLayout, seed: u64) -> BTreeMap<String, Vec<f32>> {
+/// 0; LayerScale `init.layerscale` (DINOv2: 1e-5); CLS and registers N(0, 1e-6); mask token 0;
+/// position table trunc_normal(0.02); the head's MLP as `init.head` says; the head's
+/// weight-normed last layer v uniform ±1/√fan_in and g = 1.
+pub fn init_params(
+    layout: &ParamLayout,
+    seed: u64,
+    init: &InitConfig,
+) -> BTreeMap<String, Vec<f32>> {
     let mut out = BTreeMap::new();
     for (i, e) in layout.entries.iter().enumerate() {
         let mut rng = Rng::derive(seed, &[0x1417, i as u64]);
@@ -59,7 +65,12 @@ pub fn init_params(layout: &ParamLayout, seed: u64) -> BTreeMap<String, Vec<f32>
         } else if name.ends_with(".bias") || name.ends_with("mask_token") {
             vec![0.0; n]
         } else if name.ends_with("gamma") {
-            vec![1e-5; n]
+            vec![init.layerscale; n]
+        } else if let (HeadInit::FanIn, Some(layer)) = (init.head, head_mlp_layer(name)) {
+            // mlp.0 and mlp.2 feed a GELU (He); mlp.4 is the bottleneck (LeCun).
+            let gain = if layer == "4" { 1.0 } else { 2.0 };
+            let std = (gain / fan_in as f32).sqrt();
+            (0..n).map(|_| normal(&mut rng) * std).collect()
         } else if name.ends_with("cls_token") || name.ends_with("register_tokens") {
             (0..n).map(|_| normal(&mut rng) * 1e-6).collect()
         } else {
@@ -68,4 +79,11 @@ pub fn init_params(layout: &ParamLayout, seed: u64) -> BTreeMap<String, Vec<f32>
         out.insert(e.name.clone(), v);
     }
     out
+}
+
+/// The index of a head MLP weight ("0", "2" or "4" of `…head.mlp.N.weight`), if `name` is one.
+fn head_mlp_layer(name: &str) -> Option<&str> {
+    let rest = name.strip_suffix(".weight")?;
+    let (head, layer) = rest.rsplit_once(".mlp.")?;
+    head.ends_with("head").then_some(layer)
 }

@@ -6,7 +6,18 @@ use crate::data::dataset::{DataError, Dataset};
 use crate::gpu::{Gpu, Recorder};
 use crate::model::vit::{ForwardOptions, Vit};
 
-/// Features and labels of the first `n` images (all when n = 0) of a labelled dataset.
+/// Features of labelled images, for k-NN and the linear probe.
+#[derive(Clone, Debug, Default)]
+pub struct Features {
+    /// L2-normalised final CLS tokens [n, D] (k-NN).
+    pub cls: Vec<f32>,
+    /// The final CLS token beside the mean of the final patch tokens [n, 2D] (linear probe).
+    pub pooled: Vec<f32>,
+    /// Class of each image.
+    pub labels: Vec<u32>,
+}
+
+/// Features of the first `n` images (all when n = 0) of a labelled dataset.
 pub fn features(
     gpu: &Gpu,
     vit: &Vit,
@@ -14,11 +25,14 @@ pub fn features(
     n: usize,
     size: usize,
     batch: usize,
-) -> Result<(Vec<f32>, Vec<u32>), String> {
+) -> Result<Features, String> {
     let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
     let d = vit.cfg.dim;
-    let mut feats = Vec::with_capacity(n * d);
-    let mut labels = Vec::with_capacity(n);
+    let mut feats = Features {
+        cls: Vec::with_capacity(n * d),
+        pooled: Vec::with_capacity(n * 2 * d),
+        labels: Vec::with_capacity(n),
+    };
     let mut i = 0;
     while i < n {
         let end = (i + batch.max(1)).min(n);
@@ -33,7 +47,7 @@ pub fn features(
                 ));
             };
             pixels.extend(eval_view(&s.image, size));
-            labels.push(label);
+            feats.labels.push(label);
             count += 1;
         }
         let side = size / vit.cfg.patch * vit.cfg.patch;
@@ -53,14 +67,26 @@ pub fn features(
         rec.finish().map_err(|e| e.to_string())?;
         let tokens = read(gpu, &out.tokens)?;
         let nt = out.n_tokens;
+        let first_patch = 1 + vit.cfg.registers;
         for b in 0..count {
-            let cls = &tokens[b * nt * d..b * nt * d + d];
+            let img = &tokens[b * nt * d..(b + 1) * nt * d];
+            let cls = &img[..d];
             let norm = cls.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-            feats.extend(cls.iter().map(|v| v / norm));
+            feats.cls.extend(cls.iter().map(|v| v / norm));
+            feats.pooled.extend_from_slice(cls);
+            let patches = img[first_patch * d..].chunks(d);
+            let np = patches.len().max(1) as f32;
+            let mut mean = vec![0.0f32; d];
+            for p in patches {
+                for (m, v) in mean.iter_mut().zip(p) {
+                    *m += v / np;
+                }
+            }
+            feats.pooled.extend(mean);
         }
         i = end;
     }
-    Ok((feats, labels))
+    Ok(feats)
 }
 
 #[cfg(not(target_arch = "wasm32"))]

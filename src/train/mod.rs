@@ -1,10 +1,13 @@
-//! DINOv2 training: heads, initialisation, schedules, the training step, checkpoints, k-NN.
+//! DINOv2 training: heads, initialisation, schedules, the training step, checkpoints, k-NN and
+//! the linear probe.
 
 pub mod checkpoint;
 pub mod config;
+pub mod diagnose;
 pub mod head;
 pub mod init;
 pub mod knn;
 pub mod plan;
+pub mod probe;
 pub mod run;
 pub mod trainer;

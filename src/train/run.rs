@@ -13,6 +13,7 @@ use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
 use crate::data::loader::Loader;
 use crate::gpu::Gpu;
 #[cfg(not(target_arch = "wasm32"))]
+use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -232,8 +233,17 @@ pub struct RunSummary {
     pub steps: u64,
     /// Last metrics.
     pub last: Option<StepMetrics>,
-    /// k-NN accuracies measured (step, accuracy).
-    pub knn: Vec<(u64, f32)>,
+    /// Evaluations made (steps done, accuracies); step 0 is the random-init baseline.
+    pub evals: Vec<(u64, Evaluation)>,
+}
+
+/// Accuracies of the teacher backbone's frozen features on the labelled evaluation sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// Weighted cosine k-NN (k = 20, T = 0.07) on the CLS token.
+    pub knn: f32,
+    /// Linear probe on the CLS token beside the mean patch token.
+    pub probe: f32,
 }
 
 /// Labelled train and test sets for k-NN (the bundled Fashion-MNIST when training on it).
@@ -264,36 +274,6 @@ pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> 
         log::warn!("{s}; falling back to {}", l.from.display());
     }
     Ok((l.cfg, l.state))
-}
-
-/// Collapse checks (after `settle` steps: DINO starts near ln K): every image on one prototype
-/// (the batch's mean teacher target far from uniform, or the loss near 0), uniform targets (the
-/// loss stuck at ln K with high teacher entropy), or collapsed features (no spread over the batch).
-#[cfg(not(target_arch = "wasm32"))]
-fn collapse_warning(m: &StepMetrics, k: usize, settle: u64) -> Option<String> {
-    let ln_k = (k as f32).ln();
-    if m.step < settle {
-        return None;
-    }
-    if m.teacher_kl_uniform.is_some_and(|kl| kl > 0.9 * ln_k) || m.dino < 0.05 {
-        return Some(format!(
-            "collapse to one prototype: the teacher puts the whole batch on few prototypes (KL to uniform {:.2} of ln K = {ln_k:.2}, DINO loss {:.3}). \
-             Check centering or use Sinkhorn-Knopp targets, raise the teacher momentum, lower the learning rate.",
-            m.teacher_kl_uniform.unwrap_or(f32::NAN),
-            m.dino
-        ));
-    }
-    if (m.dino - ln_k).abs() < 0.01 * ln_k && m.teacher_entropy.is_none_or(|h| h > 0.95 * ln_k) {
-        return Some(format!(
-            "collapse to uniform: DINO loss {:.3} ≈ ln K = {ln_k:.3} with near-uniform teacher targets. \
-             Lower the teacher temperature, raise KoLeo, or lower the learning rate.",
-            m.dino
-        ));
-    }
-    if m.feature_std.is_some_and(|s| s < 1e-4) {
-        return Some("collapsed features: the student's CLS features barely vary over the batch. Lower the learning rate or raise KoLeo.".into());
-    }
-    None
 }
 
 /// Trains (or continues) a run; `on_step` sees every step's metrics.
@@ -365,7 +345,7 @@ pub fn run(
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(&metrics_path, kept)
+    std::fs::write(&metrics_path, &kept)
         .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
     let mut log_file = std::fs::OpenOptions::new()
         .append(true)
@@ -382,15 +362,24 @@ pub fn run(
     };
     if let (0, Some((tr, te))) = (start, &eval) {
         // The random-init baseline, as the app shows it.
-        let acc = knn_eval(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
-        writeln!(
-            log_file,
-            "{}",
-            serde_json::json!({ "steps_done": 0, "knn": acc })
-        )
-        .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
-        summary.knn.push((0, acc));
+        let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
+        let line = serde_json::json!({
+            "steps_done": 0,
+            "knn": ev.knn,
+            "probe": ev.probe,
+            "elapsed_s": 0.0,
+        });
+        writeln!(log_file, "{line}")
+            .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+        summary.evals.push((0, ev));
     }
+    // Wall time of the run so far, carried over from the last kept line when resuming.
+    let elapsed_before = kept
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("elapsed_s").and_then(|e| e.as_f64()))
+        .fold(0.0f64, f64::max);
+    let t0 = std::time::Instant::now();
     let mut warned = false;
     while trainer.step < end {
         let batch = loader.next_batch().map_err(|e| e.to_string())?;
@@ -404,25 +393,25 @@ pub fn run(
             ));
         }
         let mut line = serde_json::to_value(&m).unwrap_or_default();
-        if let Some(w) = collapse_warning(
-            &m,
-            cfg.head.prototypes,
-            (2 * cfg.warmup_steps).max(cfg.steps / 2),
-        ) {
+        let settle = super::diagnose::settle_steps(&cfg);
+        if let Some(d) = super::diagnose::diagnose(&m, cfg.head.prototypes, settle) {
             if !warned {
-                log::warn!("{w}");
+                log::warn!("{}", d.message);
                 warned = true;
             }
-            line["warning"] = serde_json::Value::String(w);
+            line["warning"] = serde_json::Value::String(d.message);
+            line["remedy"] = serde_json::json!(d.remedy);
         }
         let done = trainer.step;
         if let Some((tr, te)) = &eval {
             if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
-                let acc = knn_eval(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
-                line["knn"] = serde_json::json!(acc);
-                summary.knn.push((done, acc));
+                let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
+                line["knn"] = serde_json::json!(ev.knn);
+                line["probe"] = serde_json::json!(ev.probe);
+                summary.evals.push((done, ev));
             }
         }
+        line["elapsed_s"] = serde_json::json!(elapsed_before + t0.elapsed().as_secs_f64());
         writeln!(log_file, "{line}")
             .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
         on_step(&m);
@@ -435,25 +424,29 @@ pub fn run(
     Ok(summary)
 }
 
-/// k-NN accuracy (k = 20, T = 0.07) of the teacher backbone's CLS features.
-pub fn knn_eval(
+/// k-NN accuracy (k = 20, T = 0.07) and linear-probe accuracy of the teacher backbone's
+/// features: `knn_train` images to learn from, `knn_test` to score.
+pub fn evaluate(
     gpu: &Gpu,
     trainer: &Trainer,
     train: &dyn Dataset,
     test: &dyn Dataset,
     cfg: &TrainConfig,
-) -> Result<f32, String> {
+) -> Result<Evaluation, String> {
     let size = cfg.augment.global_size;
     let vit = trainer.teacher_backbone();
-    let (trf, try_) = super::knn::features(gpu, vit, train, cfg.knn_train, size, 128)?;
-    let (tef, tey) = super::knn::features(gpu, vit, test, cfg.knn_test, size, 128)?;
-    Ok(super::knn::knn_accuracy(
-        &trf,
-        &try_,
-        &tef,
-        &tey,
-        cfg.model.dim,
-        20,
-        0.07,
-    ))
+    let tr = super::knn::features(gpu, vit, train, cfg.knn_train, size, 128)?;
+    let te = super::knn::features(gpu, vit, test, cfg.knn_test, size, 128)?;
+    let d = cfg.model.dim;
+    Ok(Evaluation {
+        knn: super::knn::knn_accuracy(&tr.cls, &tr.labels, &te.cls, &te.labels, d, 20, 0.07),
+        probe: super::probe::linear_probe(
+            gpu,
+            &tr.pooled,
+            &tr.labels,
+            &te.pooled,
+            &te.labels,
+            2 * d,
+        )?,
+    })
 }

@@ -292,7 +292,7 @@ impl<'g> Trainer<'g> {
             // A dry run allocates the same tensors without values: skip the initialisation.
             vec![0.0; layout.total]
         } else {
-            let values = super::init::init_params(&layout, cfg.seed);
+            let values = super::init::init_params(&layout, cfg.seed, &cfg.init);
             layout.pack(&values)
         };
         Self::from_flats(

@@ -133,14 +133,21 @@ impl Trainer<'_> {
             n_g,
             n_l,
             globals: gpu.upload(&batch.globals, &[2 * b, 3, g, g]),
-            locals: gpu.upload(&batch.locals, &[nl * b, 3, l, l]),
+            // Without local crops nothing reads this tensor, but a buffer cannot be empty.
+            locals: if nl > 0 {
+                gpu.upload(&batch.locals, &[nl * b, 3, l, l])
+            } else {
+                gpu.upload(&[0.0], &[1])
+            },
             mask: gpu.upload(&batch.masks, &[2 * b, p_g]),
             cls_g_idx: gpu.upload(
                 &(0..2 * b).map(|c| (c * n_g) as f32).collect::<Vec<_>>(),
                 &[2 * b],
             ),
             cls_l_idx: gpu.upload(
-                &(0..nl * b).map(|c| (c * n_l) as f32).collect::<Vec<_>>(),
+                &(0..(nl * b).max(1))
+                    .map(|c| (c * n_l) as f32)
+                    .collect::<Vec<_>>(),
                 &[(nl * b).max(1)],
             ),
             masked,

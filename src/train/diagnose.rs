@@ -1,0 +1,147 @@
+//! Collapse diagnosis: which of DINO's failures a run shows, and the config change that
+//! addresses it. The CLI logs it, the app shows it and offers to apply the change to the next
+//! run.
+
+use super::config::{HeadInit, Targets, TrainConfig};
+use super::trainer::StepMetrics;
+use serde::{Deserialize, Serialize};
+
+/// The ways a DINO run fails to learn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Collapse {
+    /// The teacher's targets are near uniform and the DINO loss sits at ln K: the targets carry
+    /// no information (tiny head outputs or LayerScale at init, a teacher temperature too high).
+    Uniform,
+    /// The teacher puts the whole batch on a few prototypes: every image gets the same target.
+    OnePrototype,
+    /// The student's CLS features barely vary over the batch.
+    Features,
+}
+
+/// A change to the training config that the diagnosis can recommend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Remedy {
+    /// Sinkhorn-Knopp targets at teacher temperature 0.02, a variance-preserving head and
+    /// LayerScale starting at 1: the targets differ between images from the first step.
+    InformativeTargets,
+    /// Sinkhorn-Knopp targets (they spread the batch over the prototypes by construction) and,
+    /// where they are already on, half the learning rate and a slower teacher.
+    SpreadTargets,
+    /// Half the learning rate and twice the KoLeo weight.
+    Gentler,
+}
+
+impl Remedy {
+    /// What the remedy changes, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Remedy::InformativeTargets => {
+                "Sinkhorn-Knopp targets at teacher temperature 0.02, a variance-preserving head \
+                 init (FanIn) and LayerScale starting at 1"
+            }
+            Remedy::SpreadTargets => {
+                "Sinkhorn-Knopp targets (with them already on: half the learning rate and \
+                 teacher momentum from 0.996)"
+            }
+            Remedy::Gentler => "half the learning rate and twice the KoLeo weight",
+        }
+    }
+
+    /// Applies the remedy to a config.
+    pub fn apply(self, cfg: &mut TrainConfig) {
+        match self {
+            Remedy::InformativeTargets => {
+                cfg.targets = Targets::SinkhornKnopp;
+                cfg.teacher_temp = (0.02, 0.02, cfg.teacher_temp.2.min(1));
+                cfg.init.head = HeadInit::FanIn;
+                cfg.init.layerscale = cfg.init.layerscale.max(1.0);
+            }
+            Remedy::SpreadTargets => {
+                if cfg.targets == Targets::SinkhornKnopp {
+                    cfg.base_lr *= 0.5;
+                    cfg.momentum.0 = cfg.momentum.0.max(0.996);
+                } else {
+                    cfg.targets = Targets::SinkhornKnopp;
+                }
+            }
+            Remedy::Gentler => {
+                cfg.base_lr *= 0.5;
+                cfg.koleo_weight = (2.0 * cfg.koleo_weight).max(0.1);
+            }
+        }
+    }
+}
+
+/// What the diagnosis found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnosis {
+    /// Which failure.
+    pub collapse: Collapse,
+    /// The evidence and the advice, in words.
+    pub message: String,
+    /// The config change that addresses it.
+    pub remedy: Remedy,
+}
+
+/// Steps a run is given before it is judged: DINO starts near ln K, and the targets need the
+/// warm-up to sharpen.
+pub fn settle_steps(cfg: &TrainConfig) -> u64 {
+    (2 * cfg.warmup_steps).max(cfg.steps / 2)
+}
+
+/// The collapse a step's metrics show after `settle` steps, if any, for `k` prototypes. The
+/// teacher's entropy and KL to uniform are measured on logging steps only; without them only
+/// the loss is judged.
+pub fn diagnose(m: &StepMetrics, k: usize, settle: u64) -> Option<Diagnosis> {
+    let ln_k = (k as f32).ln();
+    if m.step < settle {
+        return None;
+    }
+    if m.teacher_kl_uniform.is_some_and(|kl| kl > 0.9 * ln_k) || m.dino < 0.05 {
+        let remedy = Remedy::SpreadTargets;
+        return Some(Diagnosis {
+            collapse: Collapse::OnePrototype,
+            message: format!(
+                "collapse to one prototype: the teacher puts the whole batch on a few \
+                 prototypes (KL of its mean target to uniform {:.2} of ln K = {ln_k:.2}, DINO \
+                 loss {:.3}). Try {}.",
+                m.teacher_kl_uniform.unwrap_or(f32::NAN),
+                m.dino,
+                remedy.describe()
+            ),
+            remedy,
+        });
+    }
+    // Uniform targets hold the loss at or above ln K; where the entropy was measured, it says.
+    let flat = m
+        .teacher_entropy
+        .map_or((m.dino - ln_k).abs() < 0.02 * ln_k, |h| h > 0.95 * ln_k);
+    if flat {
+        let remedy = Remedy::InformativeTargets;
+        return Some(Diagnosis {
+            collapse: Collapse::Uniform,
+            message: format!(
+                "uniform targets: the teacher's targets are near uniform (entropy {1:.2} of \
+                 ln K = {ln_k:.2}) and the DINO loss {0:.3} stays at or above ln K, so they carry \
+                 nothing to learn. Try {2}.",
+                m.dino,
+                m.teacher_entropy.unwrap_or(f32::NAN),
+                remedy.describe()
+            ),
+            remedy,
+        });
+    }
+    if m.feature_std.is_some_and(|s| s < 1e-4) {
+        let remedy = Remedy::Gentler;
+        return Some(Diagnosis {
+            collapse: Collapse::Features,
+            message: format!(
+                "collapsed features: the student's CLS features barely vary over the batch. \
+                 Try {}.",
+                remedy.describe()
+            ),
+            remedy,
+        });
+    }
+    None
+}
