@@ -465,3 +465,18 @@ fn a_diagnosed_collapse_offers_its_remedy_for_the_next_run() {
     let back: AppSettings = serde_json::from_str(&json).expect("settings");
     assert_eq!(back.train.remedies, vec![Remedy::InformativeTargets]);
 }
+
+#[test]
+fn the_first_start_trains_a_preset_the_adapter_can_carry() {
+    let Some(app) = app() else { return };
+    let gpu = app.gpu();
+    let preset = dinoscope::app::memory::first_run_preset(gpu);
+    assert!(
+        dinoscope::train::config::TRAIN_PRESETS.contains(&preset),
+        "{preset}"
+    );
+    // A CPU adapter gets the small preset: anything larger takes seconds per step there.
+    if gpu.info.device_type == wgpu::DeviceType::Cpu {
+        assert_eq!(preset, "debug");
+    }
+}

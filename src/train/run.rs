@@ -12,8 +12,8 @@ use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::data::loader::Loader;
 use crate::gpu::Gpu;
-#[cfg(not(target_arch = "wasm32"))]
 use serde::Serialize;
+#[cfg(not(target_arch = "wasm32"))]
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
