@@ -427,7 +427,7 @@ fn a_diagnosed_collapse_offers_its_remedy_for_the_next_run() {
         .expect("preset");
     let cfg = app.settings.train.to_config().expect("config");
     assert_eq!(cfg.targets, Targets::Centering);
-    app.judge = Some((cfg.head.prototypes, settle_steps(&cfg)));
+    app.judge = Some(cfg.clone());
     let ln_k = (cfg.head.prototypes as f32).ln();
     // Before the run has settled nothing is judged.
     let mut early = point(0, ln_k);

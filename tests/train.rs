@@ -220,16 +220,18 @@ fn a_killed_run_resumes_exactly() {
     }
 }
 
-/// The CI learning test: the `debug` preset, as shipped, leaves ln K (the DINO loss of the last
-/// tenth of the steps below 0.95·ln K) and gains at least ten k-NN points over its own random
-/// init on the bundled Fashion-MNIST.
+/// The CI learning test: the first half of the `debug` preset, as shipped, leaves ln K (the
+/// DINO loss of the last tenth of its steps below 0.95·ln K) and gains at least ten k-NN points
+/// over its own random init on the bundled Fashion-MNIST. (The whole run, twice as long, is
+/// BENCHMARKS.md's learning curve; half fits the CI budget.)
 #[test]
 fn debug_preset_leaves_ln_k_and_gains_ten_knn_points() {
     let Some(gpu) = common::gpu() else { return };
     use dinoscope::train::run::datasets;
     let mut cfg = TrainConfig::preset("debug").expect("preset");
-    // Only the baseline and the final evaluation: the curve in between is BENCHMARKS.md's.
-    cfg.eval_every = 0;
+    let half = cfg.steps / 2;
+    // Only the baseline and the evaluation after `half` steps.
+    cfg.eval_every = half;
     cfg.checkpoint_every = 0;
     let (_, eval) = datasets(None).expect("bundled data");
     let (tr, te) = eval.expect("labelled sets");
@@ -242,6 +244,7 @@ fn debug_preset_leaves_ln_k_and_gains_ten_knn_points() {
         cfg.clone(),
         &RunOptions {
             out_dir: out.clone(),
+            stop_after: Some(half),
             ..Default::default()
         },
         |m| dino.push(m.dino),
@@ -260,12 +263,12 @@ fn debug_preset_leaves_ln_k_and_gains_ten_knn_points() {
         Some(before.probe)
     );
     let (end, after) = *summary.evals.last().expect("evaluation at the end");
-    assert_eq!(end, cfg.steps);
+    assert_eq!((end, dino.len() as u64), (half, half));
     let ln_k = (cfg.head.prototypes as f32).ln();
     let tail = &dino[dino.len() - (dino.len() / 10).max(1)..];
     let late = tail.iter().sum::<f32>() / tail.len() as f32;
     eprintln!(
-        "debug preset, {} steps of {} images ({:.0} s): DINO loss {:.3} ln K over the last tenth; \
+        "debug preset, the first {half} of {} steps of {} images ({:.0} s): DINO loss {:.3} ln K over the last tenth; \
          k-NN (k=20, T=0.07, {} train → {} test) {:.1}% at init → {:.1}%; linear probe {:.1}% → {:.1}%",
         cfg.steps,
         cfg.batch_size,
@@ -711,7 +714,7 @@ fn first_collapse(
     Option<dinoscope::train::diagnose::Diagnosis>,
     dinoscope::train::trainer::StepMetrics,
 ) {
-    use dinoscope::train::diagnose::{diagnose, settle_steps};
+    use dinoscope::train::diagnose::diagnose;
     let out = tmp(name);
     let mut found = None;
     let mut last = None;
@@ -724,7 +727,7 @@ fn first_collapse(
         },
         |m| {
             if found.is_none() {
-                found = diagnose(m, cfg.head.prototypes, settle_steps(cfg));
+                found = diagnose(m, cfg);
             }
             last = Some(m.clone());
         },
@@ -740,14 +743,26 @@ fn collapses_are_told_apart_and_their_remedies_apply() {
     let Some(gpu) = common::gpu() else { return };
     use dinoscope::train::config::{HeadInit, InitConfig, Targets};
     use dinoscope::train::diagnose::{Collapse, Remedy};
+    // A step without the logged diagnostics is not judged uniform by its loss alone: with
+    // Sinkhorn-Knopp targets a run that learns keeps its loss near ln K for a long time.
+    let near = dinoscope::train::trainer::StepMetrics {
+        step: 1000,
+        dino: 0.98 * (256f32).ln(),
+        ..Default::default()
+    };
+    let mut judged = TrainConfig::preset("debug").expect("preset");
+    judged.head.prototypes = 256;
+    assert_eq!(dinoscope::train::diagnose::diagnose(&near, &judged), None);
     let mut base = micro();
     base.steps = 24;
     base.warmup_steps = 4;
     base.log_every = 1;
     base.drop_path = 0.0;
     base.checkpoint_every = 0;
-    // DINOv2's initialisation with centering: every image's target is the same flat one.
+    // DINOv2's recipe (LayerScale from 1e-5, its head init, centering): every image's target is
+    // the same flat one.
     let mut flat = base.clone();
+    flat.model.layerscale = true;
     flat.init = InitConfig::default();
     flat.targets = Targets::Centering;
     flat.teacher_temp = (0.04, 0.07, 10);

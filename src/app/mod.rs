@@ -186,8 +186,8 @@ pub struct DinoscopeApp {
     memory: memory::MemoryEstimate,
     /// GPU memory a run may use (the adapter's, where the driver tells; `None`: unknown).
     pub memory_budget: Option<u64>,
-    /// Prototypes and settle steps of the running config, for the collapse diagnosis.
-    pub judge: Option<(usize, u64)>,
+    /// The running config, for the collapse diagnosis.
+    pub judge: Option<crate::train::config::TrainConfig>,
     /// The collapse this run shows, once found (with the remedy the app offers).
     pub diagnosis: Option<crate::train::diagnose::Diagnosis>,
 }
@@ -337,12 +337,7 @@ impl DinoscopeApp {
             DataSource::Path(self.data_field.trim().into())
         };
         self.diagnosis = None;
-        self.judge = self
-            .settings
-            .train
-            .to_config()
-            .ok()
-            .map(|c| (c.head.prototypes, crate::train::diagnose::settle_steps(&c)));
+        self.judge = self.settings.train.to_config().ok();
         if resume_from.is_none() {
             let cfg = match self.settings.train.to_config() {
                 Ok(c) => c,
@@ -479,8 +474,8 @@ impl DinoscopeApp {
     /// Takes one step's metrics: progress, the curves, and the collapse diagnosis.
     pub fn on_step(&mut self, p: LogPoint) {
         self.progress.0 = p.metrics.step + 1;
-        if let (None, Some((k, settle))) = (&self.diagnosis, self.judge) {
-            if let Some(d) = crate::train::diagnose::diagnose(&p.metrics, k, settle) {
+        if let (None, Some(cfg)) = (&self.diagnosis, &self.judge) {
+            if let Some(d) = crate::train::diagnose::diagnose(&p.metrics, cfg) {
                 self.notify(d.message.clone(), true);
                 self.diagnosis = Some(d);
             }

@@ -89,22 +89,28 @@ pub fn settle_steps(cfg: &TrainConfig) -> u64 {
     (2 * cfg.warmup_steps).max(cfg.steps / 2)
 }
 
-/// The collapse a step's metrics show after `settle` steps, if any, for `k` prototypes. The
-/// teacher's entropy and KL to uniform are measured on logging steps only; without them only
-/// the loss is judged.
-pub fn diagnose(m: &StepMetrics, k: usize, settle: u64) -> Option<Diagnosis> {
+/// The collapse a step's metrics show in a run of `cfg`, once it has settled. The teacher's
+/// entropy and KL to uniform are measured on logging steps only; on other steps only a loss
+/// near 0 (one prototype) is judged.
+pub fn diagnose(m: &StepMetrics, cfg: &TrainConfig) -> Option<Diagnosis> {
+    let k = cfg.head.prototypes;
     let ln_k = (k as f32).ln();
-    if m.step < settle {
+    if m.step < settle_steps(cfg) {
         return None;
     }
-    if m.teacher_kl_uniform.is_some_and(|kl| kl > 0.9 * ln_k) || m.dino < 0.05 {
+    // Prototypes the batch's mean target uses, exp(H(mean)) = K·exp(−KL): a healthy batch uses
+    // about as many as it has rows (or all K); a collapsed one, one or two.
+    let rows = (2 * cfg.batch_size).min(k).max(1) as f32;
+    let used = m.teacher_kl_uniform.map(|kl| k as f32 * (-kl).exp());
+    if used.is_some_and(|u| u < 0.5 * rows) || m.dino < 0.05 {
         let remedy = Remedy::SpreadTargets;
         return Some(Diagnosis {
             collapse: Collapse::OnePrototype,
             message: format!(
-                "collapse to one prototype: the teacher puts the whole batch on a few \
-                 prototypes (KL of its mean target to uniform {:.2} of ln K = {ln_k:.2}, DINO \
-                 loss {:.3}). Try {}.",
+                "collapse to one prototype: the teacher puts the whole batch of {rows} crops on \
+                 {:.1} prototypes of {k} (KL of its mean target to uniform {:.2} of ln K = \
+                 {ln_k:.2}, DINO loss {:.3}). Try {}.",
+                used.unwrap_or(f32::NAN),
                 m.teacher_kl_uniform.unwrap_or(f32::NAN),
                 m.dino,
                 remedy.describe()
@@ -112,20 +118,17 @@ pub fn diagnose(m: &StepMetrics, k: usize, settle: u64) -> Option<Diagnosis> {
             remedy,
         });
     }
-    // Uniform targets hold the loss at or above ln K; where the entropy was measured, it says.
-    let flat = m
-        .teacher_entropy
-        .map_or((m.dino - ln_k).abs() < 0.02 * ln_k, |h| h > 0.95 * ln_k);
-    if flat {
+    // Only measured entropy tells uniform targets apart: with Sinkhorn-Knopp targets a run that
+    // learns keeps its loss near ln K for hundreds of steps.
+    if m.teacher_entropy.is_some_and(|h| h > 0.95 * ln_k) {
         let remedy = Remedy::InformativeTargets;
         return Some(Diagnosis {
             collapse: Collapse::Uniform,
             message: format!(
-                "uniform targets: the teacher's targets are near uniform (entropy {1:.2} of \
-                 ln K = {ln_k:.2}) and the DINO loss {0:.3} stays at or above ln K, so they carry \
-                 nothing to learn. Try {2}.",
-                m.dino,
+                "uniform targets: the teacher's targets are near uniform (entropy {:.2} of \
+                 ln K = {ln_k:.2}, DINO loss {:.3}), so they carry nothing to learn. Try {}.",
                 m.teacher_entropy.unwrap_or(f32::NAN),
+                m.dino,
                 remedy.describe()
             ),
             remedy,

@@ -393,8 +393,7 @@ pub fn run(
             ));
         }
         let mut line = serde_json::to_value(&m).unwrap_or_default();
-        let settle = super::diagnose::settle_steps(&cfg);
-        if let Some(d) = super::diagnose::diagnose(&m, cfg.head.prototypes, settle) {
+        if let Some(d) = super::diagnose::diagnose(&m, &cfg) {
             if !warned {
                 log::warn!("{}", d.message);
                 warned = true;
