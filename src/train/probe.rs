@@ -197,8 +197,29 @@ pub fn linear_probe(
     if train_y.is_empty() || test_y.is_empty() || f == 0 {
         return Err("linear probe: no features".into());
     }
+    if train.len() != train_y.len() * f || test.len() != test_y.len() * f {
+        return Err(format!(
+            "linear probe: {} train and {} test values are not {} and {} rows of {f}",
+            train.len(),
+            test.len(),
+            train_y.len(),
+            test_y.len()
+        ));
+    }
     let classes = train_y.iter().copied().max().map_or(1, |m| m as usize + 1);
-    let (mut tr, mut te) = (train.to_vec(), test.to_vec());
+    // Features beyond one storage binding are left out of the fit (and scored in pieces).
+    let max_rows = (gpu.limits.max_storage_buffer_binding_size as usize / 4 / f).max(1);
+    let train_y = if train_y.len() > max_rows {
+        log::warn!(
+            "linear probe: fitted on the first {max_rows} of {} training features (one storage \
+             binding of this adapter)",
+            train_y.len()
+        );
+        &train_y[..max_rows]
+    } else {
+        train_y
+    };
+    let (mut tr, mut te) = (train[..train_y.len() * f].to_vec(), test.to_vec());
     standardise(&mut tr, &mut te, f);
     // Every fifth training feature is held out to choose the L2 strength.
     let (mut fit_x, mut fit_y, mut val_x, mut val_y) = (vec![], vec![], vec![], vec![]);
@@ -226,8 +247,12 @@ pub fn linear_probe(
     let x = gpu.upload(&tr, &[train_y.len(), f]);
     // Four copies keep the product's rows a multiple of four (the vec4 kernels).
     let probe = fit(gpu, &x, train_y, f, classes, &[l2; 4])?;
-    let tx = gpu.upload(&te, &[test_y.len(), f]);
-    Ok(accuracies(gpu, &probe, &tx, test_y, classes)?[0])
+    let mut correct = 0.0f64;
+    for (x, y) in te.chunks(max_rows * f).zip(test_y.chunks(max_rows)) {
+        let tx = gpu.upload(x, &[y.len(), f]);
+        correct += accuracies(gpu, &probe, &tx, y, classes)?[0] as f64 * y.len() as f64;
+    }
+    Ok((correct / test_y.len() as f64) as f32)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
