@@ -47,6 +47,11 @@ mod cli {
         },
         /// Print the adapter, backend, driver, limits and features.
         Info,
+        /// Print a shell completion script: `dinoscope completions bash > ~/.local/share/bash-completion/completions/dinoscope`.
+        Completions {
+            /// The shell: bash, zsh, fish, elvish or powershell.
+            shell: clap_complete::Shell,
+        },
         /// Check every kernel against its CPU twin and against a golden fixtures folder.
         Selftest {
             /// Folder in the golden format (manifest.json + safetensors); default: the bundled one.
@@ -330,6 +335,12 @@ mod cli {
                 after_steps,
                 set,
             }) => run_app(*reset, screenshot.clone(), *after_steps, set),
+            Some(Command::Completions { shell }) => {
+                use clap::CommandFactory;
+                let mut cmd = Cli::command();
+                clap_complete::generate(*shell, &mut cmd, "dinoscope", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
             Some(Command::Info) => open_gpu(&cli).map(|gpu| {
                 print!("{}", gpu.describe());
                 ExitCode::SUCCESS

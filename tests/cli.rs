@@ -623,3 +623,28 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
     assert!(text.contains("100.00%"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn version_and_shell_completions() {
+    let out = dinoscope(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("dinoscope {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = dinoscope(&["completions", shell]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            ["train", "selftest", "knn", "weights"]
+                .iter()
+                .all(|w| text.contains(w)),
+            "{shell}: {text}"
+        );
+    }
+    let out = dinoscope(&["completions", "tcsh"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
+}
