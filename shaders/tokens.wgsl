@@ -1,5 +1,6 @@
 // Token assembly of a DINOv2 ViT: [CLS, registers, patches] with the mask token and position
 // embeddings (registers get none, masked patches take the mask token before the position is added).
+// DINOv3 adds no positions (use_pos = 0); its pos bindings are then placeholders.
 //   out[b, 0]       = cls + pos_cls
 //   out[b, 1 + r]   = regs[r]
 //   out[b, 1+R+p]   = (mask[b, p] ? mask_token : patches[b, p]) + pos_patch[p]
@@ -22,6 +23,11 @@ struct Params {
     // tokens_backward_params: 1 when the CLS and patch positions share one tensor (the stored
     // table); d_pos_patch then receives both, since WebGPU forbids two writable views of it.
     pos_shared: u32,
+    // 0: no position embeddings at all (DINOv3: rotary positions inside attention instead).
+    use_pos: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -57,7 +63,8 @@ fn tokens_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let b = idx / (p.dim * n);
     var v = 0.0;
     if (t == 0u) {
-        v = cls[c] + pos_cls[p.pos_cls_off + c];
+        v = cls[c];
+        if (p.use_pos != 0u) { v += pos_cls[p.pos_cls_off + c]; }
     } else if (t <= p.registers) {
         v = regs[(t - 1u) * p.dim + c];
     } else {
@@ -67,7 +74,7 @@ fn tokens_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         } else {
             v = patches[(b * p.n_patches + pi) * p.dim + c];
         }
-        v += pos_patch[p.pos_patch_off + pi * p.dim + c];
+        if (p.use_pos != 0u) { v += pos_patch[p.pos_patch_off + pi * p.dim + c]; }
     }
     out[idx] = v;
 }
@@ -110,6 +117,9 @@ fn tokens_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     for (var b = 0u; b < p.batch; b++) { s += dout[(b * n + t) * p.dim + c]; }
     if (t == 0u) {
         d_cls[c] += s;
+        if (p.use_pos == 0u) {
+            return;
+        }
         if (p.pos_shared != 0u) {
             d_pos_patch[p.pos_cls_off + c] += s;
         } else {
@@ -117,7 +127,7 @@ fn tokens_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         }
     } else if (t <= p.registers) {
         d_regs[(t - 1u) * p.dim + c] += s;
-    } else {
+    } else if (p.use_pos != 0u) {
         d_pos_patch[p.pos_patch_off + (t - 1u - p.registers) * p.dim + c] += s;
     }
 }

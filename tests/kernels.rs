@@ -90,6 +90,10 @@ fn tokens_vs_cpu() {
     check("kernel.tokens");
 }
 #[test]
+fn rope_vs_cpu() {
+    check("kernel.rope");
+}
+#[test]
 fn grids_past_65535_workgroups() {
     check("kernel.large_grids");
 }

@@ -122,6 +122,8 @@ fn hf_json_fixture_configs() {
             interp: InterpMode::Bicubic,
             qkv_bias: true,
             layerscale: true,
+            rope: None,
+            key_bias: true,
         }
     );
     assert_eq!(plain.head_dim(), 16);
@@ -164,17 +166,66 @@ fn hf_json_small_and_giant_like_hub_configs() {
 }
 
 #[test]
-fn hf_json_errors() {
+fn hf_json_dinov3_config() {
+    let v3 = fixture_config("tiny_dinov3");
+    assert_eq!(
+        v3,
+        VitConfig {
+            dim: 64,
+            depth: 2,
+            heads: 4,
+            mlp_hidden: 256,
+            ffn: Ffn::Mlp,
+            patch: 16,
+            in_chans: 3,
+            registers: 4,
+            pos_grid: 0,
+            ln_eps: 1e-5,
+            interp: InterpMode::Bicubic,
+            qkv_bias: true,
+            layerscale: true,
+            rope: Some(dinoscope::model::config::Rope { base: 100.0 }),
+            key_bias: false,
+        }
+    );
+    // No position table in the parameter count.
+    let d = 64u64;
+    let block = 4 * d * d + 3 * d + d + 2 * 64 * 256 + 256 + d + 4 * d + 2 * d;
+    assert_eq!(
+        v3.num_params(),
+        d * 3 * 256 + d + 2 * d + 4 * d + 2 * block + 2 * d
+    );
     let text = std::fs::read_to_string(fixture("tiny_dinov3", "config.json")).unwrap();
-    let err = VitConfig::from_hf_json(&text, "tiny_dinov3/config.json").unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, ConfigError::Unsupported { .. }), "{msg}");
-    assert!(msg.contains("DINOv3 is not supported yet"), "{msg}");
-    assert!(msg.contains("tiny_dinov3/config.json"), "{msg}");
-    // Through load() as well.
-    let err = VitConfig::load(&fixture("tiny_dinov3", "config.json")).unwrap_err();
-    assert!(err.to_string().contains("DINOv3 is not supported yet"));
+    // A gated MLP must name SiLU; the runtime's qkv bias is on q and v together or on neither.
+    let gated = text.replace("\"use_gated_mlp\": false", "\"use_gated_mlp\": true");
+    assert_ne!(gated, text);
+    let msg = VitConfig::from_hf_json(&gated, "g.json")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("g.json") && msg.contains("silu"), "{msg}");
+    let silu = gated.replace("\"gelu\"", "\"silu\"");
+    let cfg = VitConfig::from_hf_json(&silu, "s.json").unwrap();
+    assert_eq!(cfg.ffn, Ffn::SwiGlu);
+    let lopsided = text.replace("\"value_bias\": true", "\"value_bias\": false");
+    assert_ne!(lopsided, text);
+    let msg = VitConfig::from_hf_json(&lopsided, "l.json")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("value_bias"), "{msg}");
+    // The released presets.
+    let s16 = VitConfig::preset("dinov3_vits16").unwrap();
+    assert_eq!((s16.dim, s16.patch, s16.registers), (384, 16, 4));
+    assert_eq!(s16.num_params(), 21_601_152);
+    let plus = VitConfig::preset("vits16plus").unwrap();
+    assert_eq!((plus.ffn, plus.mlp_hidden), (Ffn::SwiGlu, 1536));
+    let h = VitConfig::preset("vith16plus").unwrap();
+    assert_eq!(h.mlp_hidden, 5120);
+    let g = VitConfig::preset("vit7b16").unwrap();
+    assert_eq!((g.mlp_hidden, g.qkv_bias), (8192, false));
+}
 
+#[test]
+fn hf_json_errors() {
     let base = std::fs::read_to_string(fixture("tiny_dinov2", "config.json")).unwrap();
     let tanh = base.replace("\"gelu\"", "\"gelu_pytorch_tanh\"");
     let msg = VitConfig::from_hf_json(&tanh, "x.json")
@@ -230,6 +281,11 @@ fn ron_round_trip() {
         .iter()
         .map(|p| VitConfig::preset(p).unwrap())
         .collect();
+    // The 7B's heads are 128 wide, past the attention kernel's 64: its config says so.
+    let big = configs.pop().unwrap();
+    assert_eq!(big, VitConfig::preset("vit7b16").unwrap());
+    let msg = big.validate().unwrap_err().to_string();
+    assert!(msg.contains("head dim 128"), "{msg}");
     configs.push(fixture_config("tiny_dinov2_reg"));
     for cfg in configs {
         let text = cfg.to_ron().unwrap();
@@ -621,6 +677,8 @@ fn infer_config_of_a_full_size_layout() {
         interp: InterpMode::BicubicAntialias,
         qkv_bias: true,
         layerscale: true,
+        rope: None,
+        key_bias: true,
     };
     let mut t = BTreeMap::new();
     for (name, shape) in expected_tensors(&cfg) {

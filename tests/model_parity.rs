@@ -1,7 +1,7 @@
 //! The DINOv2 backbone against PyTorch/transformers: every forward output (tokens, pooler,
 //! attention maps of every layer, hidden states, patch embeddings, resized position tables) at
 //! every input resolution, and every parameter and pixel gradient, for the plain and the
-//! register fixture models.
+//! register fixture models and the DINOv3 one (RoPE tables too).
 
 mod common;
 
@@ -33,6 +33,14 @@ fn tiny_dinov2_matches_pytorch() {
 #[test]
 fn tiny_dinov2_reg_matches_pytorch() {
     parity("tiny_dinov2_reg", 154);
+}
+
+// DINOv3 (rotary positions, 4 registers, no key bias): 4 inputs with attention maps, hidden
+// states, RoPE tables and coordinates (square, wide and tall grids), and every gradient of 3
+// runs: 168 in all.
+#[test]
+fn tiny_dinov3_matches_pytorch() {
+    parity("tiny_dinov3", 168);
 }
 
 /// The same random weights saved under torch-hub names give bit-identical outputs.

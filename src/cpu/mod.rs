@@ -13,5 +13,6 @@ pub mod matmul;
 pub mod normalize;
 pub mod optim;
 pub mod patch_embed;
+pub mod rope;
 pub mod softmax;
 pub mod tokens;

@@ -30,6 +30,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/patch_embed.wgsl"),
     ),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("rope", include_str!("../../shaders/rope.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];

@@ -22,6 +22,7 @@ pub mod matmul;
 pub mod normalize;
 pub mod patch_embed;
 pub mod reduce;
+pub mod rope;
 pub mod softmax;
 pub mod tokens;
 

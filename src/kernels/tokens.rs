@@ -13,6 +13,8 @@ struct Params {
     pos_cls_off: u32,
     pos_patch_off: u32,
     pos_shared: u32,
+    use_pos: u32,
+    _pad: [u32; 3],
 }
 
 /// [CLS, registers, patches] + positions.
@@ -83,16 +85,19 @@ impl TokenDims {
     pub fn tokens(&self) -> usize {
         1 + self.registers + self.n_patches
     }
-    fn params(&self, use_mask: bool, pos: &PosSource) -> Params {
+    fn params(&self, use_mask: bool, pos: Option<&PosSource>) -> Params {
+        let (cls_off, patch_off) = pos.map_or((0, 0), |p| (p.cls_off, p.patch_off));
         Params {
             batch: self.batch as u32,
             n_patches: self.n_patches as u32,
             dim: self.dim as u32,
             registers: self.registers as u32,
             use_mask: use_mask as u32,
-            pos_cls_off: pos.cls_off as u32,
-            pos_patch_off: pos.patch_off as u32,
+            pos_cls_off: cls_off as u32,
+            pos_patch_off: patch_off as u32,
             pos_shared: 0,
+            use_pos: u32::from(pos.is_some()),
+            _pad: [0; 3],
         }
     }
 }
@@ -109,13 +114,14 @@ pub struct TokenParams<'a> {
 }
 
 /// out [B, 1+R+P, D] from patch embeddings [B, P, D], with `mask` [B, P] (1 = masked) if given.
+/// `pos` is `None` for a model without position embeddings (DINOv3).
 #[allow(clippy::too_many_arguments)]
 pub fn tokens_forward(
     rec: &mut Recorder,
     out: &Tensor,
     patches: &Tensor,
     t: TokenParams,
-    pos: PosSource,
+    pos: Option<PosSource>,
     mask: Option<&Tensor>,
     d: TokenDims,
 ) {
@@ -134,10 +140,12 @@ pub fn tokens_forward(
         d.registers * d.dim,
         "tokens_forward: registers shape"
     );
-    assert!(
-        pos.patch.numel() >= pos.patch_off + d.n_patches * d.dim,
-        "tokens_forward: position grid too small"
-    );
+    if let Some(pos) = &pos {
+        assert!(
+            pos.patch.numel() >= pos.patch_off + d.n_patches * d.dim,
+            "tokens_forward: position grid too small"
+        );
+    }
     let gpu = rec.gpu();
     let dummy = gpu.dummy_read.clone();
     let regs = t.registers.cloned().unwrap_or_else(|| dummy.clone());
@@ -149,7 +157,8 @@ pub fn tokens_forward(
             "tokens_forward: mask shape"
         );
     }
-    let p = d.params(mask.is_some(), &pos);
+    let p = d.params(mask.is_some(), pos.as_ref());
+    let (pos_cls, pos_patch) = pos.map_or((&dummy, &dummy), |p| (p.cls, p.patch));
     rec.dispatch(
         &TOKENS_FORWARD,
         &p,
@@ -158,8 +167,8 @@ pub fn tokens_forward(
             t.cls,
             &regs,
             t.mask_token,
-            pos.cls,
-            pos.patch,
+            pos_cls,
+            pos_patch,
             &m,
             out,
         ],
@@ -168,13 +177,14 @@ pub fn tokens_forward(
 }
 
 /// Gradients of the assembly: d_patches is written; d_cls, d_regs, the position gradients
-/// (same offsets as the forward's `pos`) and d_mask_token are accumulated.
+/// (same offsets as the forward's `pos`; `None` without positions) and d_mask_token are
+/// accumulated.
 #[allow(clippy::too_many_arguments)]
 pub fn tokens_backward(
     rec: &mut Recorder,
     d_patches: Option<&Tensor>,
     grads: TokenParams,
-    d_pos: PosSource,
+    d_pos: Option<PosSource>,
     dout: &Tensor,
     mask: Option<&Tensor>,
     d: TokenDims,
@@ -186,7 +196,7 @@ pub fn tokens_backward(
     );
     let gpu = rec.gpu();
     let m = mask.cloned().unwrap_or_else(|| gpu.dummy_read.clone());
-    let p = d.params(mask.is_some(), &d_pos);
+    let p = d.params(mask.is_some(), d_pos.as_ref());
     if let Some(dp) = d_patches {
         assert_eq!(
             dp.numel(),
@@ -205,14 +215,25 @@ pub fn tokens_backward(
         .cloned()
         .unwrap_or_else(|| gpu.dummy_write.clone());
     let rows = d.tokens() + 1;
-    let shared = d_pos.cls.same_buffer(d_pos.patch) && d_pos.cls.offset() == d_pos.patch.offset();
+    let dummy = gpu.dummy_write2.clone();
+    // Without positions nothing is written there, but the bindings need distinct buffers.
+    let scratch;
+    let (d_pos_cls, d_pos_patch) = match &d_pos {
+        Some(s) => (s.cls, s.patch),
+        None => {
+            scratch = gpu.empty(&[1]);
+            (&dummy, &scratch)
+        }
+    };
+    let shared = d_pos.is_some()
+        && d_pos_cls.same_buffer(d_pos_patch)
+        && d_pos_cls.offset() == d_pos_patch.offset();
     let p = Params {
         pos_shared: u32::from(shared),
         ..p
     };
     // One binding of a shared table: WebGPU rejects two writable views of one buffer.
-    let dummy = gpu.dummy_write2.clone();
-    let cls_bound = if shared { &dummy } else { d_pos.cls };
+    let cls_bound = if shared { &dummy } else { d_pos_cls };
     rec.dispatch(
         &TOKENS_BACKWARD_PARAMS,
         &p,
@@ -222,7 +243,7 @@ pub fn tokens_backward(
             grads.cls,
             &regs,
             cls_bound,
-            d_pos.patch,
+            d_pos_patch,
             grads.mask_token,
         ],
         grid_1d((rows * d.dim).div_ceil(256)),

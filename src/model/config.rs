@@ -63,6 +63,22 @@ pub struct VitConfig {
     pub qkv_bias: bool,
     /// Whether blocks have LayerScale factors (`ls1.gamma`, `ls2.gamma`).
     pub layerscale: bool,
+    /// Rotary position embeddings (DINOv3) instead of the learned position table; `pos_grid`
+    /// and `interp` are then unused.
+    #[serde(default)]
+    pub rope: Option<Rope>,
+    /// Whether the key third of the qkv bias is used. DINOv3 masks it to zero (a bias on every
+    /// key shifts each softmax row by a constant, so it has no effect on the output).
+    #[serde(default = "default_true")]
+    pub key_bias: bool,
+}
+
+/// DINOv3's axial rotary position embedding (spec §8.1).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rope {
+    /// Period base: period j = base^(4j/head_dim) (100 for the released models).
+    pub base: f32,
 }
 
 /// A config that cannot be read, parsed, is not supported or is not valid.
@@ -118,8 +134,8 @@ pub enum ConfigError {
     },
 }
 
-/// Names accepted by [`VitConfig::preset`] (a `dinov2_` prefix is also accepted).
-pub const PRESETS: [&str; 8] = [
+/// Names accepted by [`VitConfig::preset`] (a `dinov2_` or `dinov3_` prefix is also accepted).
+pub const PRESETS: [&str; 14] = [
     "vits14",
     "vits14_reg",
     "vitb14",
@@ -128,7 +144,53 @@ pub const PRESETS: [&str; 8] = [
     "vitl14_reg",
     "vitg14",
     "vitg14_reg",
+    "vits16",
+    "vits16plus",
+    "vitb16",
+    "vitl16",
+    "vith16plus",
+    "vit7b16",
 ];
+
+/// DINOv3's SwiGLU width: ⌊ratio·D·2/3⌋ rounded up to a multiple of `align`.
+fn swiglu_hidden_v3(dim: usize, ratio: usize, align: usize) -> usize {
+    (ratio * dim * 2 / 3).div_ceil(align) * align
+}
+
+/// A released DINOv3 architecture (spec §8.1: hub/backbones.py), or `None` for another name.
+fn preset_v3(name: &str) -> Option<VitConfig> {
+    // (dim, depth, heads, SwiGLU (ratio, align) or None for the ×4 GELU MLP, qkv bias)
+    let (dim, depth, heads, swiglu, qkv_bias) = match name {
+        "vits16" => (384, 12, 6, None, true),
+        "vits16plus" => (384, 12, 6, Some((6, 8)), true),
+        "vitb16" => (768, 12, 12, None, true),
+        "vitl16" => (1024, 24, 16, None, true),
+        "vith16plus" => (1280, 32, 20, Some((6, 8)), true),
+        "vit7b16" => (4096, 40, 32, Some((3, 64)), false),
+        _ => return None,
+    };
+    let (ffn, mlp_hidden) = match swiglu {
+        Some((ratio, align)) => (Ffn::SwiGlu, swiglu_hidden_v3(dim, ratio, align)),
+        None => (Ffn::Mlp, 4 * dim),
+    };
+    Some(VitConfig {
+        dim,
+        depth,
+        heads,
+        mlp_hidden,
+        ffn,
+        patch: 16,
+        in_chans: 3,
+        registers: 4,
+        pos_grid: 0,
+        ln_eps: 1e-5,
+        interp: InterpMode::Bicubic,
+        qkv_bias,
+        layerscale: true,
+        rope: Some(Rope { base: 100.0 }),
+        key_bias: false,
+    })
+}
 
 /// SwiGLU hidden width of the original code for an MLP ratio of 4: `(int(4·D·2/3) + 7) // 8 · 8`.
 fn swiglu_hidden(mlp_width: usize) -> usize {
@@ -136,10 +198,14 @@ fn swiglu_hidden(mlp_width: usize) -> usize {
 }
 
 impl VitConfig {
-    /// A released DINOv2 architecture by name: `vits14`, `vitb14`, `vitl14`, `vitg14`, each also
-    /// with `_reg` (4 registers, antialiased position resize).
+    /// A released architecture by name: DINOv2's `vits14`, `vitb14`, `vitl14`, `vitg14`, each
+    /// also with `_reg` (4 registers, antialiased position resize), and DINOv3's `vits16`,
+    /// `vits16plus`, `vitb16`, `vitl16`, `vith16plus`, `vit7b16`.
     pub fn preset(name: &str) -> Result<VitConfig, ConfigError> {
         let key = name.trim();
+        if let Some(cfg) = preset_v3(key.strip_prefix("dinov3_").unwrap_or(key)) {
+            return Ok(cfg);
+        }
         let key = key.strip_prefix("dinov2_").unwrap_or(key);
         let (base, registers) = match key.strip_suffix("_reg") {
             Some(b) => (b, 4),
@@ -180,7 +246,14 @@ impl VitConfig {
             },
             qkv_bias: true,
             layerscale: true,
+            rope: None,
+            key_bias: true,
         })
+    }
+
+    /// Whether this is a DINOv3-style backbone (rotary positions, no position table).
+    pub fn is_rope(&self) -> bool {
+        self.rope.is_some()
     }
 
     /// Reads a Hugging Face `config.json` of `Dinov2Model` / `Dinov2WithRegistersModel`;
@@ -200,21 +273,13 @@ impl VitConfig {
         let model_type = value.get("model_type").and_then(|v| v.as_str());
         match model_type {
             None | Some("dinov2") | Some("dinov2_with_registers") => {}
-            Some(t) if t.starts_with("dinov3") => {
-                return Err(ConfigError::Unsupported {
-                    name: name.to_string(),
-                    message: format!(
-                    "model_type '{t}': DINOv3 is not supported yet (only DINOv2 and DINOv2 with \
-                         registers)"
-                ),
-                })
-            }
+            Some(t) if t.starts_with("dinov3") => return Self::from_hf_json_v3(value, name),
             Some(t) => {
                 return Err(ConfigError::Unsupported {
                     name: name.to_string(),
                     message: format!(
-                        "model_type '{t}' is not a DINOv2 model (expected 'dinov2' or \
-                         'dinov2_with_registers')"
+                        "model_type '{t}' is not a DINOv2 or DINOv3 model (expected 'dinov2', \
+                         'dinov2_with_registers' or 'dinov3_vit')"
                     ),
                 })
             }
@@ -270,6 +335,79 @@ impl VitConfig {
             qkv_bias: hf.qkv_bias,
             // Hugging Face's DINOv2 layers always have LayerScale (initialised to layerscale_value).
             layerscale: true,
+            rope: None,
+            key_bias: true,
+        };
+        cfg.validate_named(name)?;
+        Ok(cfg)
+    }
+
+    /// Reads the `config.json` of a Hugging Face `DINOv3ViTModel` (already parsed).
+    fn from_hf_json_v3(value: serde_json::Value, name: &str) -> Result<VitConfig, ConfigError> {
+        let hf: HfConfigV3 = serde_json::from_value(value).map_err(|e| ConfigError::Parse {
+            name: name.to_string(),
+            format: "Hugging Face JSON",
+            message: e.to_string(),
+        })?;
+        let unsupported = |message: String| ConfigError::Unsupported {
+            name: name.to_string(),
+            message,
+        };
+        let ffn = if hf.use_gated_mlp {
+            Ffn::SwiGlu
+        } else {
+            Ffn::Mlp
+        };
+        let act_ok = match ffn {
+            Ffn::Mlp => hf.hidden_act == "gelu",
+            Ffn::SwiGlu => hf.hidden_act == "silu" || hf.hidden_act == "swish",
+        };
+        if !act_ok {
+            return Err(unsupported(format!(
+                "hidden_act '{}' is not supported with use_gated_mlp {} (expected \"{}\")",
+                hf.hidden_act,
+                hf.use_gated_mlp,
+                if hf.use_gated_mlp { "silu" } else { "gelu" }
+            )));
+        }
+        if hf.query_bias != hf.value_bias {
+            return Err(unsupported(format!(
+                "query_bias {} with value_bias {}: the runtime's qkv projection has a bias on \
+                 both or on neither",
+                hf.query_bias, hf.value_bias
+            )));
+        }
+        if !hf.proj_bias || !hf.mlp_bias {
+            return Err(unsupported(
+                "proj_bias and mlp_bias false are not supported (every released DINOv3 model \
+                 has them)"
+                    .into(),
+            ));
+        }
+        if !(hf.rope_theta.is_finite() && hf.rope_theta > 0.0) {
+            return Err(ConfigError::Invalid {
+                name: name.to_string(),
+                message: format!("rope_theta {} must be a positive number", hf.rope_theta),
+            });
+        }
+        let cfg = VitConfig {
+            dim: hf.hidden_size,
+            depth: hf.num_hidden_layers,
+            heads: hf.num_attention_heads,
+            mlp_hidden: hf.intermediate_size,
+            ffn,
+            patch: hf.patch_size,
+            in_chans: hf.num_channels,
+            registers: hf.num_register_tokens,
+            pos_grid: 0,
+            ln_eps: hf.layer_norm_eps as f32,
+            interp: InterpMode::Bicubic,
+            qkv_bias: hf.query_bias,
+            layerscale: true,
+            rope: Some(Rope {
+                base: hf.rope_theta as f32,
+            }),
+            key_bias: hf.key_bias && hf.query_bias,
         };
         cfg.validate_named(name)?;
         Ok(cfg)
@@ -347,11 +485,12 @@ impl VitConfig {
         let p = self.patch as u64;
         let c = self.in_chans as u64;
         let m = self.pos_grid as u64;
+        let table = if self.is_rope() { 0 } else { (1 + m * m) * d };
         let embed = d * c * p * p + d // patch_embed.proj
             + d // cls_token
             + d // mask_token
             + self.registers as u64 * d
-            + (1 + m * m) * d; // pos_embed
+            + table; // pos_embed
         let attn = 3 * d * d + if self.qkv_bias { 3 * d } else { 0 } + d * d + d;
         let ffn = match self.ffn {
             Ffn::Mlp => d * h + h + h * d + d,
@@ -383,7 +522,7 @@ impl VitConfig {
             ("in_chans", self.in_chans),
             ("pos_grid", self.pos_grid),
         ] {
-            if value == 0 {
+            if value == 0 && !(field == "pos_grid" && self.is_rope()) {
                 problems.push(format!("{field} must be at least 1"));
             }
         }
@@ -399,6 +538,17 @@ impl VitConfig {
                 self.dim,
                 self.heads
             ));
+        }
+        if let Some(rope) = &self.rope {
+            if self.heads > 0 && !self.head_dim().is_multiple_of(4) {
+                problems.push(format!(
+                    "head dim {} must be a multiple of 4 for rotary position embeddings",
+                    self.head_dim()
+                ));
+            }
+            if !(rope.base.is_finite() && rope.base > 0.0) {
+                problems.push(format!("rope base {} must be a positive number", rope.base));
+            }
         }
         if !(self.ln_eps.is_finite() && self.ln_eps > 0.0) {
             problems.push(format!("ln_eps {} must be a positive number", self.ln_eps));
@@ -460,6 +610,44 @@ struct HfConfig {
     qkv_bias: bool,
 }
 
+/// The fields of a Hugging Face DINOv3 `config.json` that matter here.
+#[derive(Deserialize)]
+struct HfConfigV3 {
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    patch_size: usize,
+    #[serde(default = "default_channels")]
+    num_channels: usize,
+    #[serde(default = "default_eps_v3")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    num_register_tokens: usize,
+    #[serde(default)]
+    use_gated_mlp: bool,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    #[serde(default = "default_rope_theta")]
+    rope_theta: f64,
+    #[serde(default = "default_true")]
+    query_bias: bool,
+    #[serde(default)]
+    key_bias: bool,
+    #[serde(default = "default_true")]
+    value_bias: bool,
+    #[serde(default = "default_true")]
+    proj_bias: bool,
+    #[serde(default = "default_true")]
+    mlp_bias: bool,
+}
+
+fn default_eps_v3() -> f64 {
+    1e-5
+}
+fn default_rope_theta() -> f64 {
+    100.0
+}
 fn default_mlp_ratio() -> f64 {
     4.0
 }

@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod params;
+pub mod rope;
 pub mod vit;
 pub mod weights;

@@ -1,9 +1,10 @@
-//! The DINOv2 ViT forward pass on the GPU, recorded into one [`Recorder`].
+//! The DINOv2 / DINOv3 ViT forward pass on the GPU, recorded into one [`Recorder`].
 //!
 //! Order of operations (pre-norm blocks with LayerScale):
 //! patch embedding → mask token → [CLS, registers, patches] + positions (resized when the patch
-//! grid differs from the stored one) → per block `x += ls1 ⊙ proj(attn(LN1 x))`,
-//! `x += ls2 ⊙ fc2(gelu(fc1(LN2 x)))` → final LayerNorm.
+//! grid differs from the stored one; none for DINOv3) → per block `x += ls1 ⊙ proj(attn(LN1 x))`,
+//! `x += ls2 ⊙ fc2(gelu(fc1(LN2 x)))` → final LayerNorm. DINOv3 turns the patch tokens' queries
+//! and keys by their rotary angles between the qkv projection and attention.
 
 use super::config::{Ffn, VitConfig};
 use super::params::{ParamLayout, ParamStore};
@@ -131,6 +132,7 @@ pub struct Vit {
     /// Parameters (torch-hub names) in one flat buffer.
     pub params: ParamStore,
     interp_cache: Mutex<HashMap<(usize, usize), Arc<InterpWeights>>>,
+    rope_cache: Mutex<HashMap<(usize, usize), Arc<(Tensor, Tensor)>>>,
     /// Ones of width `dim`, standing in for LayerScale γ in a model without it.
     ones: std::sync::OnceLock<Tensor>,
 }
@@ -174,6 +176,7 @@ impl Vit {
             params: ParamStore::upload(gpu, layout, &flat),
             cfg,
             interp_cache: Mutex::default(),
+            rope_cache: Mutex::default(),
             ones: std::sync::OnceLock::new(),
         })
     }
@@ -184,6 +187,7 @@ impl Vit {
             cfg,
             params,
             interp_cache: Mutex::default(),
+            rope_cache: Mutex::default(),
             ones: std::sync::OnceLock::new(),
         })
     }
@@ -249,6 +253,42 @@ impl Vit {
         out
     }
 
+    /// The rotary (cos, sin) tables [gh·gw, head_dim] of a grid, built once per grid; `None`
+    /// for a model with a learned position table.
+    fn rope_tables(&self, gpu: &Gpu, gh: usize, gw: usize) -> Option<Arc<(Tensor, Tensor)>> {
+        let rope = self.cfg.rope?;
+        let hd = self.cfg.head_dim();
+        let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
+        Some(
+            cache
+                .entry((gh, gw))
+                .or_insert_with(|| {
+                    let (cos, sin) = super::rope::tables(gh, gw, hd, rope.base);
+                    Arc::new((
+                        gpu.upload(&cos, &[gh * gw, hd]),
+                        gpu.upload(&sin, &[gh * gw, hd]),
+                    ))
+                })
+                .clone(),
+        )
+    }
+
+    /// Rotates the patch tokens' queries and keys of `qkv` in place (`inverse`: their
+    /// gradients); nothing for a model without rotary positions.
+    fn rotate(&self, rec: &mut Recorder, qkv: &Tensor, shape: BlockShape, inverse: bool) {
+        let Some(tables) = self.rope_tables(rec.gpu(), shape.grid.0, shape.grid.1) else {
+            return;
+        };
+        let dims = kernels::rope::RopeDims {
+            batch: shape.batch,
+            tokens: shape.n,
+            prefix: 1 + self.cfg.registers,
+            heads: shape.ad.heads,
+            head_dim: shape.ad.head_dim,
+        };
+        kernels::rope::rope_apply(rec, qkv, &tables.0, &tables.1, dims, inverse);
+    }
+
     /// Interpolation weights used for a grid (for the backward pass).
     pub(crate) fn interp_for(&self, gh: usize, gw: usize) -> Option<Arc<InterpWeights>> {
         self.interp_cache.lock().ok()?.get(&(gh, gw)).cloned()
@@ -307,28 +347,27 @@ impl Vit {
             &self.p("patch_embed.proj.bias"),
             pd,
         );
-        let pos_patch_src = self.positions(rec, gh, gw);
-        let table = self.p("pos_embed");
-        let (pos, pos_patch) = if pos_patch_src.same_buffer(&table) {
-            (
-                PosSource {
-                    cls: &table,
+        let learned = (!cfg.is_rope()).then(|| (self.p("pos_embed"), self.positions(rec, gh, gw)));
+        let (pos, pos_patch) = match &learned {
+            None => (None, None),
+            Some((table, grid)) if grid.same_buffer(table) => (
+                Some(PosSource {
+                    cls: table,
                     cls_off: 0,
-                    patch: &table,
+                    patch: table,
                     patch_off: d,
-                },
+                }),
                 None,
-            )
-        } else {
-            (
-                PosSource {
-                    cls: &table,
+            ),
+            Some((table, grid)) => (
+                Some(PosSource {
+                    cls: table,
                     cls_off: 0,
-                    patch: &pos_patch_src,
+                    patch: grid,
                     patch_off: 0,
-                },
-                Some(pos_patch_src.clone()),
-            )
+                }),
+                Some(grid.clone()),
+            ),
         };
         let regs = (cfg.registers > 0).then(|| self.p("register_tokens"));
         let tp = TokenParams {
@@ -355,6 +394,7 @@ impl Vit {
             batch,
             n,
             ad: AttnDims::new(batch, cfg.heads, n, d / cfg.heads),
+            grid: (gh, gw),
         };
         for i in 0..cfg.depth {
             let drop = opts.drop_path.as_ref().and_then(|v| v.get(i)).cloned();
@@ -410,6 +450,7 @@ struct BlockShape {
     batch: usize,
     n: usize,
     ad: AttnDims,
+    grid: (usize, usize),
 }
 
 impl Vit {
@@ -452,6 +493,7 @@ impl Vit {
             Some(&b("attn.qkv.bias")),
             None,
         );
+        self.rotate(rec, &qkv, shape, false);
         let attn = gpu.empty(&[rows, d]);
         let ol = OutLayout::bnhd(heads, n, hd);
         let lse =
@@ -623,7 +665,12 @@ impl Vit {
         let ad = AttnDims::new(batch, heads, n, hd);
         let layout = QkvLayout::fused(heads, n, hd);
         let ol = OutLayout::bnhd(heads, n, hd);
-        let shape = BlockShape { batch, n, ad };
+        let shape = BlockShape {
+            batch,
+            n,
+            ad,
+            grid: (gh, gw),
+        };
         for (i, saved) in blocks.into_iter().enumerate().rev() {
             let a = match saved {
                 SavedBlock::Full(a) => *a,
@@ -741,6 +788,7 @@ impl Vit {
                 rec, &d_qkv, &d_qkv, &d_qkv, &d_attn, &a.qkv, &a.qkv, &a.qkv, &a.attn, &a.lse, ad,
                 layout, ol,
             );
+            self.rotate(rec, &d_qkv, shape, true);
             let d_h1 = gpu.empty(&[rows, d]);
             kernels::linear::linear_backward(
                 rec,
@@ -776,32 +824,39 @@ impl Vit {
             registers: cfg.registers,
         };
         let d_patches = gpu.empty(&[batch, n_p, d]);
-        let d_table = g("pos_embed");
         let d_regs = (cfg.registers > 0).then(|| g("register_tokens"));
         let tg = TokenParams {
             cls: &g("cls_token"),
             registers: d_regs.as_ref(),
             mask_token: &g("mask_token"),
         };
-        match self.interp_for(gh, gw).filter(|_| out.pos_patch.is_some()) {
-            Some(weights) => {
+        let d_table = (!cfg.is_rope()).then(|| g("pos_embed"));
+        match (
+            &d_table,
+            self.interp_for(gh, gw).filter(|_| out.pos_patch.is_some()),
+        ) {
+            (None, _) => {
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, None, &dx, mask, td);
+            }
+            (Some(d_table), Some(weights)) => {
                 let d_grid = rec.zeros(&[n_p, d]);
                 let src = PosSource {
-                    cls: &d_table,
+                    cls: d_table,
                     cls_off: 0,
                     patch: &d_grid,
                     patch_off: 0,
                 };
+                let src = Some(src);
                 kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, &dx, mask, td);
-                kernels::interp::interp_backward(rec, &d_table, &d_grid, &weights, true);
+                kernels::interp::interp_backward(rec, d_table, &d_grid, &weights, true);
             }
-            None => {
-                let src = PosSource {
-                    cls: &d_table,
+            (Some(d_table), None) => {
+                let src = Some(PosSource {
+                    cls: d_table,
                     cls_off: 0,
-                    patch: &d_table,
+                    patch: d_table,
                     patch_off: d,
-                };
+                });
                 kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, &dx, mask, td);
             }
         }

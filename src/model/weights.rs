@@ -220,17 +220,13 @@ fn infer_err(path: &Path, message: impl Into<String>) -> WeightsError {
 }
 
 fn config_summary(cfg: &VitConfig) -> String {
+    let positions = match cfg.rope {
+        Some(r) => format!("rotary positions (base {})", r.base),
+        None => format!("pos grid {}×{}", cfg.pos_grid, cfg.pos_grid),
+    };
     format!(
-        "dim {}, depth {}, heads {}, {:?} hidden {}, patch {}, registers {}, pos grid {}×{}",
-        cfg.dim,
-        cfg.depth,
-        cfg.heads,
-        cfg.ffn,
-        cfg.mlp_hidden,
-        cfg.patch,
-        cfg.registers,
-        cfg.pos_grid,
-        cfg.pos_grid
+        "dim {}, depth {}, heads {}, {:?} hidden {}, patch {}, registers {}, {positions}",
+        cfg.dim, cfg.depth, cfg.heads, cfg.ffn, cfg.mlp_hidden, cfg.patch, cfg.registers,
     )
 }
 
@@ -238,11 +234,11 @@ fn config_summary(cfg: &VitConfig) -> String {
 pub fn expected_tensors(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
     let d = cfg.dim;
     let h = cfg.mlp_hidden;
-    let mut v: Vec<(String, Vec<usize>)> = vec![
-        ("cls_token".into(), vec![1, 1, d]),
-        ("pos_embed".into(), vec![1, 1 + cfg.pos_tokens(), d]),
-        ("mask_token".into(), vec![1, d]),
-    ];
+    let mut v: Vec<(String, Vec<usize>)> = vec![("cls_token".into(), vec![1, 1, d])];
+    if !cfg.is_rope() {
+        v.push(("pos_embed".into(), vec![1, 1 + cfg.pos_tokens(), d]));
+    }
+    v.push(("mask_token".into(), vec![1, d]));
     if cfg.registers > 0 {
         v.push(("register_tokens".into(), vec![1, cfg.registers, d]));
     }
@@ -297,11 +293,12 @@ pub fn expected_tensors(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
 enum Target {
     /// A torch-hub name.
     Hub(String),
-    /// One third of a fused qkv tensor (Hugging Face query = 0, key = 1, value = 2).
-    QkvPart {
-        block: usize,
+    /// One row block of a fused tensor: a third of `attn.qkv` (query = 0, key = 1, value = 2)
+    /// or a half of `mlp.w12` (gate = 0, up = 1).
+    Part {
+        hub: String,
         part: usize,
-        bias: bool,
+        parts: usize,
     },
     /// A known non-backbone tensor.
     Ignored,
@@ -320,6 +317,47 @@ const PREFIXES: [&str; 5] = [
 const HEADS: [&str; 3] = ["classifier.", "dino_head.", "ibot_head."];
 
 const QKV_PARTS: [&str; 3] = ["query", "key", "value"];
+
+/// Names of the rows of a fused tensor, for messages.
+fn part_label(hub: &str, part: usize) -> &'static str {
+    if hub.contains("attn.qkv") {
+        ["query", "key", "value"][part.min(2)]
+    } else {
+        ["gate (w1)", "up (w2)"][part.min(1)]
+    }
+}
+
+/// The file name a missing part would have, from the name of a part that is present.
+fn sibling_name(present: &str, from: usize, to: usize) -> Option<String> {
+    const TOKENS: [&[&str]; 4] = [
+        &[".query.", ".key.", ".value."],
+        &[".q_proj.", ".k_proj.", ".v_proj."],
+        &[".gate_proj.", ".up_proj."],
+        &[".w1.", ".w2."],
+    ];
+    TOKENS.iter().find_map(|set| {
+        let (a, b) = (set.get(from)?, set.get(to)?);
+        present.contains(a).then(|| present.replacen(a, b, 1))
+    })
+}
+
+/// One part of block `i`'s qkv weight or bias.
+fn qkv_part(i: usize, part: usize, bias: bool) -> Target {
+    Target::Part {
+        hub: qkv_name(i, bias),
+        part,
+        parts: 3,
+    }
+}
+
+/// Buffers of the official DINOv3 code that hold no weights, and the 7B's training-only norm.
+fn is_v3_buffer(name: &str) -> bool {
+    name.ends_with("bias_mask")
+        || name.ends_with("inv_freq")
+        || name.starts_with("rope_embed.")
+        || name.starts_with("rope_embeddings.")
+        || name.starts_with("local_cls_norm.")
+}
 
 fn strip_prefixes(mut name: &str) -> &str {
     loop {
@@ -366,11 +404,20 @@ fn unchunk(name: &str) -> String {
 fn is_hf_name(stripped: &str) -> bool {
     stripped.starts_with("embeddings.")
         || stripped.starts_with("encoder.layer.")
+        || stripped.starts_with("layer.")
         || stripped == "layernorm.weight"
         || stripped == "layernorm.bias"
 }
 
-fn hf_target(name: &str) -> Target {
+/// The target of a Hugging Face name: `Dinov2Model` (`encoder.layer.{i}.…`) or
+/// `DINOv3ViTModel` (`layer.{i}.…`); `gated` when the file has SwiGLU `gate_proj` tensors.
+fn hf_target(name: &str, gated: bool) -> Target {
+    if let Some(rest) = name.strip_prefix("layer.") {
+        return hf_v3_block_target(rest, gated);
+    }
+    if is_v3_buffer(name) {
+        return Target::Ignored;
+    }
     let direct = match name {
         "embeddings.cls_token" => Some("cls_token"),
         "embeddings.mask_token" => Some("mask_token"),
@@ -380,6 +427,10 @@ fn hf_target(name: &str) -> Target {
         "embeddings.patch_embeddings.projection.bias" => Some("patch_embed.proj.bias"),
         "layernorm.weight" => Some("norm.weight"),
         "layernorm.bias" => Some("norm.bias"),
+        "embeddings.patch_embeddings.weight" => Some("patch_embed.proj.weight"),
+        "embeddings.patch_embeddings.bias" => Some("patch_embed.proj.bias"),
+        "norm.weight" => Some("norm.weight"),
+        "norm.bias" => Some("norm.bias"),
         _ => None,
     };
     if let Some(d) = direct {
@@ -406,11 +457,7 @@ fn hf_target(name: &str) -> Target {
     let bias = param == "bias";
     if let Some(part) = module.strip_prefix("attention.attention.") {
         return match QKV_PARTS.iter().position(|p| *p == part) {
-            Some(part) => Target::QkvPart {
-                block: i,
-                part,
-                bias,
-            },
+            Some(part) => qkv_part(i, part, bias),
             None => Target::Unknown,
         };
     }
@@ -425,6 +472,72 @@ fn hf_target(name: &str) -> Target {
         _ => return Target::Unknown,
     };
     Target::Hub(format!("blocks.{i}.{hub_module}.{param}"))
+}
+
+/// `DINOv3ViTModel` block tensors: `{i}.attention.{q,k,v,o}_proj`, `{i}.mlp.{up,down}_proj`
+/// (gated: `gate_proj`, `up_proj` → w12 halves, `down_proj` → w3), norms and LayerScale.
+fn hf_v3_block_target(rest: &str, gated: bool) -> Target {
+    let Some((idx, tail)) = rest.split_once('.') else {
+        return Target::Unknown;
+    };
+    let Some(i) = parse_index(idx) else {
+        return Target::Unknown;
+    };
+    let Some((module, param)) = tail.rsplit_once('.') else {
+        return Target::Unknown;
+    };
+    match (module, param) {
+        ("layer_scale1", "lambda1") => return Target::Hub(format!("blocks.{i}.ls1.gamma")),
+        ("layer_scale2", "lambda1") => return Target::Hub(format!("blocks.{i}.ls2.gamma")),
+        (_, "weight") | (_, "bias") => {}
+        _ => return Target::Unknown,
+    }
+    let bias = param == "bias";
+    let w12 = |part: usize| Target::Part {
+        hub: format!("blocks.{i}.mlp.w12.{param}"),
+        part,
+        parts: 2,
+    };
+    let hub_module = match module {
+        "attention.q_proj" => return qkv_part(i, 0, bias),
+        "attention.k_proj" => return qkv_part(i, 1, bias),
+        "attention.v_proj" => return qkv_part(i, 2, bias),
+        "mlp.gate_proj" => return w12(0),
+        "mlp.up_proj" if gated => return w12(1),
+        "norm1" | "norm2" => module,
+        "attention.o_proj" => "attn.proj",
+        "mlp.up_proj" => "mlp.fc1",
+        "mlp.down_proj" if gated => "mlp.w3",
+        "mlp.down_proj" => "mlp.fc2",
+        _ => return Target::Unknown,
+    };
+    Target::Hub(format!("blocks.{i}.{hub_module}.{param}"))
+}
+
+/// Official DINOv3 names that differ from DINOv2's torch-hub names: `storage_tokens` and the
+/// separate SwiGLU `w1`/`w2` (fused here as `w12`); weightless buffers are ignored.
+fn hub_target(name: &str) -> Target {
+    if is_v3_buffer(name) {
+        return Target::Ignored;
+    }
+    if name == "storage_tokens" {
+        return Target::Hub("register_tokens".into());
+    }
+    let name = unchunk(name);
+    if let Some(rest) = name.strip_prefix("blocks.") {
+        if let Some((i, tail)) = rest.split_once('.') {
+            for (part, w) in ["mlp.w1.", "mlp.w2."].iter().enumerate() {
+                if let Some(param) = tail.strip_prefix(w) {
+                    return Target::Part {
+                        hub: format!("blocks.{i}.mlp.w12.{param}"),
+                        part,
+                        parts: 2,
+                    };
+                }
+            }
+        }
+    }
+    Target::Hub(name)
 }
 
 /// The Hugging Face name of a torch-hub name (for messages).
@@ -469,6 +582,7 @@ fn hub_to_hf(hub: &str) -> Option<String> {
 fn plan<'a>(names: impl IntoIterator<Item = &'a str>) -> (Naming, Vec<(String, Target)>) {
     let names: Vec<&str> = names.into_iter().collect();
     let hf = names.iter().any(|n| is_hf_name(strip_prefixes(n)));
+    let gated = names.iter().any(|n| n.contains(".mlp.gate_proj."));
     let naming = if hf {
         Naming::HuggingFace
     } else {
@@ -481,11 +595,11 @@ fn plan<'a>(names: impl IntoIterator<Item = &'a str>) -> (Naming, Vec<(String, T
             let target = if is_head(stripped) {
                 Target::Ignored
             } else if hf {
-                hf_target(stripped)
+                hf_target(stripped, gated)
             } else if stripped.is_empty() {
                 Target::Unknown
             } else {
-                Target::Hub(unchunk(stripped))
+                hub_target(stripped)
             };
             (orig.to_string(), target)
         })
@@ -575,7 +689,8 @@ pub fn load_backbone(path: &Path, cfg: &VitConfig) -> Result<BackboneWeights, We
     from_bytes(path, &bytes, cfg)
 }
 
-type QkvSlot = [Option<(String, HostTensor)>; 3];
+/// The parts of one fused tensor found so far, and how many it has.
+type PartSlot = (usize, Vec<Option<(String, HostTensor)>>);
 
 /// [`load_backbone`] on the bytes of a safetensors file; `path` names it in errors.
 pub fn from_bytes(
@@ -594,7 +709,7 @@ pub fn from_bytes(
     let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
     let mut sources: BTreeMap<String, String> = BTreeMap::new();
     let mut ignored = Vec::new();
-    let mut qkv: BTreeMap<(usize, bool), QkvSlot> = BTreeMap::new();
+    let mut fused: BTreeMap<String, PartSlot> = BTreeMap::new();
     // Expected names already reported through their Hugging Face parts.
     let mut accounted: BTreeSet<String> = BTreeSet::new();
 
@@ -620,24 +735,24 @@ pub fn from_bytes(
                 sources.insert(hub.clone(), orig);
                 tensors.insert(hub, t);
             }
-            Target::QkvPart { block, part, bias } => {
-                let slot = qkv.entry((block, bias)).or_default();
-                if let Some((first, _)) = &slot[part] {
-                    report.conflicts.push(format!(
-                        "{} (from '{first}' and '{orig}')",
-                        qkv_name(block, bias)
-                    ));
+            Target::Part { hub, part, parts } => {
+                let slot = fused
+                    .entry(hub.clone())
+                    .or_insert_with(|| (parts, vec![None; parts]));
+                if let Some((first, _)) = &slot.1[part] {
+                    report
+                        .conflicts
+                        .push(format!("{hub} (from '{first}' and '{orig}')"));
                     continue;
                 }
                 let t = decode(path, &orig, view)?;
-                slot[part] = Some((orig, t));
+                slot.1[part] = Some((orig, t));
             }
         }
     }
 
-    // Fuse Hugging Face query/key/value into qkv rows.
-    for ((block, bias), slot) in qkv {
-        let hub = qkv_name(block, bias);
+    // Fuse row blocks: query/key/value into qkv, SwiGLU gate/up into w12.
+    for (hub, (parts, mut slot)) in fused {
         let Some(full) = expected.get(&hub) else {
             for (orig, t) in slot.into_iter().flatten() {
                 report.unexpected.push((orig, t.shape));
@@ -645,19 +760,31 @@ pub fn from_bytes(
             continue;
         };
         let mut part_shape = full.clone();
-        part_shape[0] /= 3;
+        part_shape[0] /= parts;
+        // DINOv3 has no key bias (the official code masks it, Hugging Face drops it).
+        let is_key_bias = parts == 3 && hub.ends_with("qkv.bias");
+        if is_key_bias && !cfg.key_bias && slot[1].is_none() {
+            let zeros = HostTensor {
+                shape: part_shape.clone(),
+                data: vec![0.0; part_shape.iter().product()],
+            };
+            slot[1] = Some(("(no key bias)".into(), zeros));
+        }
         let mut ok = true;
+        let present = slot
+            .iter()
+            .enumerate()
+            .find_map(|(k, e)| e.as_ref().map(|(n, _)| (k, n.clone())));
         for (k, entry) in slot.iter().enumerate() {
-            let hf = format!(
-                "encoder.layer.{block}.attention.attention.{}.{}",
-                QKV_PARTS[k],
-                if bias { "bias" } else { "weight" }
-            );
             match entry {
                 None => {
                     let rows = part_shape.first().copied().unwrap_or(0);
+                    let name = present
+                        .as_ref()
+                        .and_then(|(from, n)| sibling_name(n, *from, k))
+                        .unwrap_or_else(|| format!("{hub} ({} rows)", part_label(&hub, k)));
                     report.missing.push((
-                        hf,
+                        name,
                         part_shape.clone(),
                         Some(format!("rows {}..{} of {hub}", k * rows, (k + 1) * rows)),
                     ));
@@ -693,6 +820,15 @@ pub fn from_bytes(
                 data,
             },
         );
+    }
+    // The official DINOv3 qkv bias keeps a key third that its bias_mask zeroes.
+    if !cfg.key_bias {
+        for i in 0..cfg.depth {
+            if let Some(t) = tensors.get_mut(&qkv_name(i, true)) {
+                let third = t.data.len() / 3;
+                t.data[third..2 * third].fill(0.0);
+            }
+        }
     }
 
     // Shapes. A [1, 1, D] mask token (DINOv3 layout) is accepted as [1, D].
@@ -876,16 +1012,16 @@ fn infer_from_shapes(
             Target::Hub(h) => {
                 shapes.insert(h, shape);
             }
-            Target::QkvPart {
-                block,
+            Target::Part {
+                hub,
                 part: 0,
-                bias,
+                parts,
             } => {
                 let mut s = shape;
                 if let Some(r) = s.first_mut() {
-                    *r = r.saturating_mul(3);
+                    *r = r.saturating_mul(parts);
                 }
-                shapes.insert(qkv_name(block, bias), s);
+                shapes.insert(hub, s);
             }
             _ => {}
         }
@@ -938,28 +1074,34 @@ fn infer_from_shapes(
             ))
         }
     };
-    let pe = need("pos_embed")?;
-    let tokens = match pe.as_slice() {
-        [1, n, _] if *n >= 2 => n - 1,
-        _ => {
-            return Err(infer_err(
-                path,
-                format!(
-                    "pos_embed has shape {}, expected [1, 1 + M², D]",
-                    shape_str(pe)
-                ),
-            ))
-        }
+    // No position table: a DINOv3 backbone (rotary positions).
+    let rope = !shapes.contains_key("pos_embed");
+    let pos_grid = if rope {
+        0
+    } else {
+        let pe = need("pos_embed")?;
+        let tokens = match pe.as_slice() {
+            [1, n, _] if *n >= 2 => n - 1,
+            _ => {
+                return Err(infer_err(
+                    path,
+                    format!(
+                        "pos_embed has shape {}, expected [1, 1 + M², D]",
+                        shape_str(pe)
+                    ),
+                ))
+            }
+        };
+        let root = (tokens as f64).sqrt().round() as usize;
+        (root.saturating_sub(1)..=root.saturating_add(1))
+            .find(|&m| m > 0 && m.checked_mul(m) == Some(tokens))
+            .ok_or_else(|| {
+                infer_err(
+                    path,
+                    format!("pos_embed has {tokens} patch entries, not a square grid"),
+                )
+            })?
     };
-    let root = (tokens as f64).sqrt().round() as usize;
-    let pos_grid = (root.saturating_sub(1)..=root.saturating_add(1))
-        .find(|&m| m > 0 && m.checked_mul(m) == Some(tokens))
-        .ok_or_else(|| {
-            infer_err(
-                path,
-                format!("pos_embed has {tokens} patch entries, not a square grid"),
-            )
-        })?;
     let (ffn, mlp_hidden) = if let Some(s) = shapes.get("blocks.0.mlp.w12.weight") {
         (Ffn::SwiGlu, s.first().copied().unwrap_or(0) / 2)
     } else {
@@ -976,14 +1118,16 @@ fn infer_from_shapes(
         in_chans,
         registers,
         pos_grid,
-        ln_eps: 1e-6,
-        interp: if registers > 0 {
+        ln_eps: if rope { 1e-5 } else { 1e-6 },
+        interp: if registers > 0 && !rope {
             crate::cpu::interp::InterpMode::BicubicAntialias
         } else {
             crate::cpu::interp::InterpMode::Bicubic
         },
         qkv_bias: shapes.contains_key("blocks.0.attn.qkv.bias"),
         layerscale: shapes.contains_key("blocks.0.ls1.gamma"),
+        rope: rope.then_some(crate::model::config::Rope { base: 100.0 }),
+        key_bias: !rope,
     };
     cfg.validate_named(&path.display().to_string())?;
     Ok(cfg)

@@ -94,6 +94,10 @@ pub fn kernel_checks() -> Vec<KernelCheck> {
             run: tokens,
         },
         KernelCheck {
+            name: "kernel.rope",
+            run: rope,
+        },
+        KernelCheck {
             name: "kernel.losses",
             run: losses,
         },
@@ -1065,9 +1069,12 @@ fn tokens(gpu: &Gpu) -> CaseResult {
         let n = 1 + r + p;
         let dout = random(batch * n * d, 166, -1.0, 1.0);
         let want = cpu::tokens::tokens_forward(&patches, &cls, &regs, &mt, &pos, m, batch);
+        let zeros = vec![0.0; pos.len()];
+        let want_no_pos = cpu::tokens::tokens_forward(&patches, &cls, &regs, &mt, &zeros, m, batch);
         let (dp, dcls, dregs, dpos, dmask) = cpu::tokens::tokens_backward(&dout, d, r, p, m, batch);
-        // Two position sources: the table with offsets (CLS row, then the grid) and a separate grid.
-        for separate in [false, true] {
+        // Three position sources: the table with offsets (CLS row, then the grid), a separate
+        // grid, and none (DINOv3).
+        for (separate, no_pos) in [(false, false), (true, false), (false, true)] {
             if let Some(out) = run(gpu, &mut j, |rec| {
                 let tp = gpu.upload(&patches, &[batch, p, d]);
                 let tc = gpu.upload(&cls, &[d]);
@@ -1104,6 +1111,7 @@ fn tokens(gpu: &Gpu) -> CaseResult {
                 };
                 let out = gpu.empty(&[batch, n, d]);
                 let mk = use_mask.then_some(&tmask);
+                let src = (!no_pos).then_some(src);
                 kernels::tokens::tokens_forward(rec, &out, &tp, params, src, mk, td);
                 let tdo = gpu.upload(&dout, &[batch, n, d]);
                 let gp = gpu.empty(&[batch, p, d]);
@@ -1131,14 +1139,18 @@ fn tokens(gpu: &Gpu) -> CaseResult {
                     registers: gr.as_ref(),
                     mask_token: &gm,
                 };
+                let dsrc = (!no_pos).then_some(dsrc);
                 kernels::tokens::tokens_backward(rec, Some(&gp), grads, dsrc, &tdo, mk, td);
                 let mut v = vec![out, gp, gc, gm, gtable, ggrid];
                 v.extend(gr);
                 v
             }) {
-                let tag =
-                    format!("B={batch} P={p} D={d} R={r} mask={use_mask} separate={separate}");
-                j.check(&format!("{tag} tokens"), &out[0], &want, 1e-6);
+                let tag = format!(
+                    "B={batch} P={p} D={d} R={r} mask={use_mask} separate={separate} \
+                     no_pos={no_pos}"
+                );
+                let want = if no_pos { &want_no_pos } else { &want };
+                j.check(&format!("{tag} tokens"), &out[0], want, 1e-6);
                 j.check(&format!("{tag} d_patches"), &out[1], &dp, 1e-6);
                 j.check(&format!("{tag} d_cls"), &out[2], &dcls, 1e-5);
                 j.check(&format!("{tag} d_mask_token"), &out[3], &dmask, 1e-5);
@@ -1147,11 +1159,64 @@ fn tokens(gpu: &Gpu) -> CaseResult {
                 } else {
                     out[4].clone()
                 };
-                j.check(&format!("{tag} d_pos"), &gpos, &dpos, 1e-5);
+                if no_pos {
+                    j.check(&format!("{tag} d_pos untouched"), &gpos, &zeros, 0.0);
+                } else {
+                    j.check(&format!("{tag} d_pos"), &gpos, &dpos, 1e-5);
+                }
                 if r > 0 {
                     j.check(&format!("{tag} d_regs"), &out[6], &dregs, 1e-5);
                 }
             }
+        }
+    }
+    j.finish()
+}
+
+fn rope(gpu: &Gpu) -> CaseResult {
+    use crate::kernels::rope::RopeDims;
+    let mut j = Judge::new("kernel.rope");
+    // (batch, grid h, grid w, prefix, heads, head_dim)
+    for &(batch, gh, gw, prefix, heads, hd) in
+        &[(1, 1, 1, 0, 1, 4), (2, 3, 5, 5, 3, 16), (3, 7, 2, 1, 2, 64)]
+    {
+        let n = prefix + gh * gw;
+        let (cos, sin) = crate::model::rope::tables(gh, gw, hd, 100.0);
+        let x = random(batch * n * 3 * heads * hd, 181, -2.0, 2.0);
+        let dims = RopeDims {
+            batch,
+            tokens: n,
+            prefix,
+            heads,
+            head_dim: hd,
+        };
+        let twin = |inverse: bool| {
+            let mut v = x.clone();
+            cpu::rope::rope_apply(&mut v, &cos, &sin, batch, n, prefix, heads, hd, inverse);
+            v
+        };
+        let (fwd, inv) = (twin(false), twin(true));
+        // The inverse is the transpose of a rotation: it undoes the forward.
+        let mut back = fwd.clone();
+        cpu::rope::rope_apply(&mut back, &cos, &sin, batch, n, prefix, heads, hd, true);
+        let tag = format!("B={batch} grid={gh}x{gw} prefix={prefix} heads={heads} hd={hd}");
+        j.check(
+            &format!("{tag} inverse undoes forward (twin)"),
+            &back,
+            &x,
+            1e-5,
+        );
+        if let Some(out) = run(gpu, &mut j, |rec| {
+            let tc = gpu.upload(&cos, &[gh * gw, hd]);
+            let ts = gpu.upload(&sin, &[gh * gw, hd]);
+            let a = gpu.upload(&x, &[batch, n, 3 * heads * hd]);
+            let b = gpu.upload(&x, &[batch, n, 3 * heads * hd]);
+            crate::kernels::rope::rope_apply(rec, &a, &tc, &ts, dims, false);
+            crate::kernels::rope::rope_apply(rec, &b, &tc, &ts, dims, true);
+            vec![a, b]
+        }) {
+            j.check(&format!("{tag} forward"), &out[0], &fwd, 1e-6);
+            j.check(&format!("{tag} inverse"), &out[1], &inv, 1e-6);
         }
     }
     j.finish()

@@ -89,11 +89,15 @@ pub async fn check_model_forward(
 }
 
 /// Gradients named as Hugging Face names them, from ours in torch-hub names (qkv split into
-/// query, key and value rows).
+/// query, key and value rows): `Dinov2Model` names, or `DINOv3ViTModel` names for a rotary
+/// backbone.
 pub fn hub_grads_to_hf(
     hub: &std::collections::BTreeMap<String, Vec<f32>>,
-    dim: usize,
+    cfg: &VitConfig,
 ) -> std::collections::BTreeMap<String, Vec<f32>> {
+    if cfg.is_rope() {
+        return hub_grads_to_hf_v3(hub, cfg);
+    }
     let mut out = std::collections::BTreeMap::new();
     for (name, v) in hub {
         let simple = |s: &str| Some(s.to_string());
@@ -128,7 +132,6 @@ pub fn hub_grads_to_hf(
                     v[j * per..(j + 1) * per].to_vec(),
                 );
             }
-            let _ = dim;
             continue;
         }
         let t = match tail {
@@ -139,6 +142,69 @@ pub fn hub_grads_to_hf(
             other => other.to_string(),
         };
         out.insert(format!("{pre}{t}"), v.clone());
+    }
+    out
+}
+
+/// [`hub_grads_to_hf`] for `DINOv3ViTModel`: `layer.{i}.attention.{q,k,v,o}_proj` (no key bias
+/// unless the config has one), `mlp.{up,down}_proj` or the gated `gate_proj`/`up_proj`/
+/// `down_proj`, `embeddings.patch_embeddings.*`, `norm.*`.
+fn hub_grads_to_hf_v3(
+    hub: &std::collections::BTreeMap<String, Vec<f32>>,
+    cfg: &VitConfig,
+) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, v) in hub {
+        let top = match name.as_str() {
+            "cls_token" | "mask_token" | "register_tokens" => Some(format!("embeddings.{name}")),
+            "patch_embed.proj.weight" => Some("embeddings.patch_embeddings.weight".into()),
+            "patch_embed.proj.bias" => Some("embeddings.patch_embeddings.bias".into()),
+            "norm.weight" | "norm.bias" => Some(name.clone()),
+            _ => None,
+        };
+        if let Some(t) = top {
+            out.insert(t, v.clone());
+            continue;
+        }
+        let Some((i, tail)) = name.strip_prefix("blocks.").and_then(|r| r.split_once('.')) else {
+            continue;
+        };
+        let pre = format!("layer.{i}.");
+        let (module, kind) = tail.rsplit_once('.').unwrap_or((tail, ""));
+        let split = |parts: &[&str], out: &mut std::collections::BTreeMap<String, Vec<f32>>| {
+            let per = v.len() / parts.len();
+            for (j, p) in parts.iter().enumerate() {
+                if !p.is_empty() {
+                    out.insert(
+                        format!("{pre}{p}.{kind}"),
+                        v[j * per..(j + 1) * per].to_vec(),
+                    );
+                }
+            }
+        };
+        match module {
+            "attn.qkv" => {
+                let key = if kind == "bias" && !cfg.key_bias {
+                    ""
+                } else {
+                    "attention.k_proj"
+                };
+                split(&["attention.q_proj", key, "attention.v_proj"], &mut out);
+            }
+            "mlp.w12" => split(&["mlp.gate_proj", "mlp.up_proj"], &mut out),
+            _ => {
+                let m = match module {
+                    "attn.proj" => "attention.o_proj",
+                    "ls1" => "layer_scale1",
+                    "ls2" => "layer_scale2",
+                    "mlp.fc1" => "mlp.up_proj",
+                    "mlp.fc2" | "mlp.w3" => "mlp.down_proj",
+                    other => other,
+                };
+                let kind = if kind == "gamma" { "lambda1" } else { kind };
+                out.insert(format!("{pre}{m}.{kind}"), v.clone());
+            }
+        }
     }
     out
 }
@@ -195,7 +261,7 @@ fn compare_backward(
         .map_err(|e| e.to_string())?;
         rec.finish().map_err(|e| e.to_string())?;
         let flat = super::ops::read_tensor(gpu, &grads.flat)?;
-        let hf = hub_grads_to_hf(&grads.layout.unpack(&flat), cfg.dim);
+        let hf = hub_grads_to_hf(&grads.layout.unpack(&flat), cfg);
         let mut check = |name: String, got: &[f32]| {
             if let Ok(want) = grads_file.get(&name) {
                 let tol = manifest.tolerance(&g_rel, &name, &want.data);
@@ -287,6 +353,20 @@ async fn compare_forward(
         }
         for (l, t) in out.hidden_states.iter().enumerate() {
             check(format!("{tag}.hidden_states.{l}"), read(t).await?);
+        }
+        if let Some(rope) = cfg.rope {
+            let (gh, gw) = out.grid;
+            let (cos, sin) = crate::model::rope::tables(gh, gw, cfg.head_dim(), rope.base);
+            check(format!("{tag}.rope_cos"), cos);
+            check(format!("{tag}.rope_sin"), sin);
+            check(
+                format!("{tag}.rope_coords"),
+                crate::model::rope::coords(gh, gw),
+            );
+            check(
+                "rope.inv_freq".to_string(),
+                crate::model::rope::inv_freq(cfg.head_dim(), rope.base),
+            );
         }
         if let Some(pp) = &out.pos_patch {
             let table = read(&vit.params.get("pos_embed")).await?;
