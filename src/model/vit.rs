@@ -132,10 +132,13 @@ pub struct Vit {
     /// Parameters (torch-hub names) in one flat buffer.
     pub params: ParamStore,
     interp_cache: Mutex<HashMap<(usize, usize), Arc<InterpWeights>>>,
-    rope_cache: Mutex<HashMap<(usize, usize), Arc<(Tensor, Tensor)>>>,
+    rope_cache: Mutex<HashMap<(usize, usize), Arc<RopeTables>>>,
     /// Ones of width `dim`, standing in for LayerScale γ in a model without it.
     ones: std::sync::OnceLock<Tensor>,
 }
+
+/// Rotary (cos, sin) tables [P, head_dim] of one patch grid.
+type RopeTables = (Tensor, Tensor);
 
 /// The parameter layout of a config: torch-hub names in [`expected_tensors`] order.
 pub fn param_layout(cfg: &VitConfig) -> ParamLayout {
@@ -255,7 +258,7 @@ impl Vit {
 
     /// The rotary (cos, sin) tables [gh·gw, head_dim] of a grid, built once per grid; `None`
     /// for a model with a learned position table.
-    fn rope_tables(&self, gpu: &Gpu, gh: usize, gw: usize) -> Option<Arc<(Tensor, Tensor)>> {
+    fn rope_tables(&self, gpu: &Gpu, gh: usize, gw: usize) -> Option<Arc<RopeTables>> {
         let rope = self.cfg.rope?;
         let hd = self.cfg.head_dim();
         let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
