@@ -841,3 +841,191 @@ fn an_oversized_safetensors_header_is_called_that() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn host(shape: &[usize], seed: usize) -> HostTensor {
+    let n: usize = shape.iter().product();
+    HostTensor {
+        shape: shape.to_vec(),
+        data: (0..n)
+            .map(|i| ((i * 7 + seed * 13) % 23) as f32 - 11.0)
+            .collect(),
+    }
+}
+
+fn cat(parts: &[&HostTensor]) -> HostTensor {
+    let rows: usize = parts.iter().map(|p| p.shape[0]).sum();
+    let mut shape = parts[0].shape.clone();
+    shape[0] = rows;
+    HostTensor {
+        shape,
+        data: parts.iter().flat_map(|p| p.data.clone()).collect(),
+    }
+}
+
+fn load_named(cfg: &VitConfig, tensors: &BTreeMap<String, HostTensor>) -> BackboneWeights {
+    let path = Path::new("v3.safetensors");
+    let bytes = hub_safetensors_bytes(path, tensors).unwrap();
+    from_bytes(path, &bytes, cfg).unwrap()
+}
+
+/// The official facebookresearch/dinov3 names (fused qkv with a masked key bias, storage tokens,
+/// separate SwiGLU w1/w2/w3, weightless buffers) load to the same tensors as the Hugging Face
+/// `DINOv3ViTModel` names, for the MLP fixture and a gated toy model; the config is inferred as
+/// DINOv3 from the names alone.
+#[test]
+fn dinov3_official_and_hf_names_agree() {
+    let cfg = fixture_config("tiny_dinov3");
+    let hf_path = fixture("tiny_dinov3", "model.safetensors");
+    let hf = load_backbone(&hf_path, &cfg).unwrap();
+    assert_eq!(hf.naming, Naming::HuggingFace);
+    // The key third of the bias is zero: Hugging Face has none.
+    let bias = &hf.tensors["blocks.0.attn.qkv.bias"].data;
+    assert!(bias[64..128].iter().all(|v| *v == 0.0));
+    assert!(bias[..64].iter().any(|v| *v != 0.0));
+    let file = TensorFile::open(&hf_path).unwrap();
+    let get = |n: &str| file.get(n).unwrap().clone();
+    let mut official = BTreeMap::new();
+    official.insert("cls_token".into(), get("embeddings.cls_token"));
+    let mut mask = get("embeddings.mask_token");
+    mask.shape = vec![1, 64];
+    official.insert("mask_token".into(), mask);
+    official.insert("storage_tokens".into(), get("embeddings.register_tokens"));
+    for p in ["weight", "bias"] {
+        official.insert(
+            format!("patch_embed.proj.{p}"),
+            get(&format!("embeddings.patch_embeddings.{p}")),
+        );
+        official.insert(format!("norm.{p}"), get(&format!("norm.{p}")));
+    }
+    official.insert("rope_embed.periods".into(), host(&[4], 1));
+    for i in 0..cfg.depth {
+        let l = |s: &str| get(&format!("layer.{i}.{s}"));
+        let b = |s: &str| format!("blocks.{i}.{s}");
+        let qkv_w = cat(&[
+            &l("attention.q_proj.weight"),
+            &l("attention.k_proj.weight"),
+            &l("attention.v_proj.weight"),
+        ]);
+        // A nonzero key bias that the official bias_mask switches off.
+        let qkv_b = cat(&[
+            &l("attention.q_proj.bias"),
+            &host(&[64], 2),
+            &l("attention.v_proj.bias"),
+        ]);
+        official.insert(b("attn.qkv.weight"), qkv_w);
+        official.insert(b("attn.qkv.bias"), qkv_b);
+        official.insert(b("attn.qkv.bias_mask"), host(&[192], 3));
+        for p in ["weight", "bias"] {
+            official.insert(
+                b(&format!("attn.proj.{p}")),
+                l(&format!("attention.o_proj.{p}")),
+            );
+            official.insert(b(&format!("mlp.fc1.{p}")), l(&format!("mlp.up_proj.{p}")));
+            official.insert(b(&format!("mlp.fc2.{p}")), l(&format!("mlp.down_proj.{p}")));
+            official.insert(b(&format!("norm1.{p}")), l(&format!("norm1.{p}")));
+            official.insert(b(&format!("norm2.{p}")), l(&format!("norm2.{p}")));
+        }
+        official.insert(b("ls1.gamma"), l("layer_scale1.lambda1"));
+        official.insert(b("ls2.gamma"), l("layer_scale2.lambda1"));
+    }
+    let loaded = load_named(&cfg, &official);
+    assert_eq!(loaded.naming, Naming::TorchHub);
+    assert_eq!(loaded.tensors.len(), hf.tensors.len());
+    for (name, t) in &hf.tensors {
+        let got = &loaded.tensors[name];
+        assert_eq!((&got.shape, &got.data), (&t.shape, &t.data), "{name}");
+    }
+    // Inferred from the names alone: rotary, registers, eps 1e-5, no position table.
+    let path = Path::new("official.safetensors");
+    let bytes = hub_safetensors_bytes(path, &official).unwrap();
+    let inferred = infer_config_from_bytes(path, &bytes).unwrap();
+    assert_eq!(
+        VitConfig {
+            heads: 4,
+            ..inferred
+        },
+        cfg
+    );
+
+    // Gated (S+/H+ style): gate_proj/up_proj/down_proj and w1/w2/w3 both fill w12 and w3.
+    let gated = VitConfig {
+        ffn: Ffn::SwiGlu,
+        mlp_hidden: 40,
+        depth: 1,
+        ..cfg.clone()
+    };
+    let mut hf_names = BTreeMap::new();
+    let mut off_names = BTreeMap::new();
+    for (k, (name, shape)) in expected_tensors(&gated).into_iter().enumerate() {
+        let t = host(&shape, k);
+        match name.as_str() {
+            "blocks.0.mlp.w12.weight" | "blocks.0.mlp.w12.bias" => {
+                let p = name.rsplit('.').next().unwrap();
+                let half = t.data.len() / 2;
+                let mut s = shape.clone();
+                s[0] /= 2;
+                let (g, u) = (
+                    HostTensor {
+                        shape: s.clone(),
+                        data: t.data[..half].to_vec(),
+                    },
+                    HostTensor {
+                        shape: s,
+                        data: t.data[half..].to_vec(),
+                    },
+                );
+                hf_names.insert(format!("layer.0.mlp.gate_proj.{p}"), g.clone());
+                hf_names.insert(format!("layer.0.mlp.up_proj.{p}"), u.clone());
+                off_names.insert(format!("blocks.0.mlp.w1.{p}"), g);
+                off_names.insert(format!("blocks.0.mlp.w2.{p}"), u);
+            }
+            "blocks.0.mlp.w3.weight" | "blocks.0.mlp.w3.bias" => {
+                let p = name.rsplit('.').next().unwrap();
+                hf_names.insert(format!("layer.0.mlp.down_proj.{p}"), t.clone());
+                off_names.insert(name.clone(), t);
+            }
+            _ => {
+                off_names.insert(name.clone(), t.clone());
+                // The rest under Hugging Face names, from the fixture's mapping.
+                let hf_name = match name.as_str() {
+                    "cls_token" | "mask_token" | "register_tokens" => format!("embeddings.{name}"),
+                    "patch_embed.proj.weight" => "embeddings.patch_embeddings.weight".into(),
+                    "patch_embed.proj.bias" => "embeddings.patch_embeddings.bias".into(),
+                    "blocks.0.attn.qkv.weight" | "blocks.0.attn.qkv.bias" => {
+                        let p = name.rsplit('.').next().unwrap();
+                        let third = t.data.len() / 3;
+                        let mut s = shape.clone();
+                        s[0] /= 3;
+                        for (j, which) in ["q", "k", "v"].iter().enumerate() {
+                            if p == "bias" && *which == "k" {
+                                continue;
+                            }
+                            hf_names.insert(
+                                format!("layer.0.attention.{which}_proj.{p}"),
+                                HostTensor {
+                                    shape: s.clone(),
+                                    data: t.data[j * third..(j + 1) * third].to_vec(),
+                                },
+                            );
+                        }
+                        continue;
+                    }
+                    other => other
+                        .replace("blocks.0.", "layer.0.")
+                        .replace("attn.proj", "attention.o_proj")
+                        .replace("ls1.gamma", "layer_scale1.lambda1")
+                        .replace("ls2.gamma", "layer_scale2.lambda1"),
+                };
+                hf_names.insert(hf_name, t);
+            }
+        }
+    }
+    let a = load_named(&gated, &hf_names);
+    let b = load_named(&gated, &off_names);
+    assert_eq!(a.naming, Naming::HuggingFace);
+    for (name, t) in &a.tensors {
+        let got = &b.tensors[name];
+        assert_eq!((&got.shape, &got.data), (&t.shape, &t.data), "{name}");
+    }
+    assert_eq!(a.tensors.len(), b.tensors.len());
+}
