@@ -183,14 +183,15 @@ pub fn default_workers() -> usize {
 }
 
 /// Preset names.
-pub const TRAIN_PRESETS: [&str; 4] = ["debug", "tiny", "laptop", "vits14"];
+pub const TRAIN_PRESETS: [&str; 5] = ["debug", "debug_v3", "tiny", "laptop", "vits14"];
 
 impl TrainConfig {
-    /// A preset: `debug` (a minute on a CPU Vulkan driver), `tiny`, `laptop` (ViT-S/14 in under
-    /// 3 GiB), `vits14`.
+    /// A preset: `debug` (a minute on a CPU Vulkan driver), `debug_v3` (the same on a DINOv3
+    /// backbone), `tiny`, `laptop` (ViT-S/14 in under 3 GiB), `vits14`.
     pub fn preset(name: &str) -> Result<TrainConfig, String> {
         let text = match name {
             "debug" => include_str!("../../assets/configs/train_debug.ron"),
+            "debug_v3" => include_str!("../../assets/configs/train_debug_v3.ron"),
             "tiny" => include_str!("../../assets/configs/train_tiny.ron"),
             "laptop" => include_str!("../../assets/configs/train_laptop.ron"),
             "vits14" => include_str!("../../assets/configs/train_vits14.ron"),

@@ -237,11 +237,31 @@ pub fn param_segments(
             lr *= cfg.patch_embed_lr_mult;
         }
         let no_wd = n.ends_with(".bias") || n.contains("norm") || n.contains("gamma");
+        let wd_scale = if no_wd { 0.0 } else { 1.0 };
+        let (start, end) = (e.offset, e.offset + e.numel());
+        if !cfg.model.key_bias && n.ends_with("attn.qkv.bias") {
+            // DINOv3's masked key bias stays at zero (its gradient is zero in exact arithmetic;
+            // AdamW would turn the rounding noise into steps of size lr).
+            let d = e.numel() / 3;
+            for (s, t, lr) in [
+                (start, start + d, lr),
+                (start + d, start + 2 * d, 0.0),
+                (start + 2 * d, end, lr),
+            ] {
+                segs.push(Segment {
+                    start: s,
+                    end: t,
+                    lr_scale: lr,
+                    wd_scale,
+                });
+            }
+            continue;
+        }
         segs.push(Segment {
-            start: e.offset,
-            end: e.offset + e.numel(),
+            start,
+            end,
             lr_scale: lr,
-            wd_scale: if no_wd { 0.0 } else { 1.0 },
+            wd_scale,
         });
     }
     let base = backbone.total;
