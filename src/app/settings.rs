@@ -121,7 +121,9 @@ impl TrainSettings {
         let m = &mut cfg.model;
         m.depth = self.depth;
         m.patch = self.patch;
-        m.pos_grid = (self.global_size / self.patch.max(1)).max(1);
+        if !m.is_rope() {
+            m.pos_grid = (self.global_size / self.patch.max(1)).max(1);
+        }
         cfg.head.prototypes = self.prototypes;
         cfg.batch_size = self.batch_size;
         cfg.base_lr = self.base_lr;
