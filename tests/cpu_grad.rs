@@ -291,3 +291,31 @@ fn swiglu_grad() {
         cpu::gelu::swiglu_forward(x, h)
     });
 }
+
+#[test]
+fn gram_loss_grads() {
+    let (batch, patches, dim) = (2, 5, 6);
+    let xs = random(batch * patches * dim, 61, -1.0, 1.0);
+    let xt = random(batch * patches * dim, 62, -1.0, 1.0);
+    let (_, g) = cpu::losses::gram_loss(&xs, &xt, batch, patches, dim, 1.0);
+    check("gram dX_student", &xs, &[1.0], &g, |x| {
+        vec![cpu::losses::gram_loss(x, &xt, batch, patches, dim, 1.0).0]
+    });
+}
+
+#[test]
+fn rope_is_a_rotation_and_its_inverse_the_transpose() {
+    let (batch, gh, gw, prefix, heads, hd) = (2, 2, 3, 1, 2, 8);
+    let n = prefix + gh * gw;
+    let (cos, sin) = dinoscope::model::rope::tables(gh, gw, hd, 100.0);
+    let x = random(batch * n * 3 * heads * hd, 63, -1.0, 1.0);
+    let u = random(x.len(), 64, -1.0, 1.0);
+    let apply = |v: &[f32], inverse: bool| {
+        let mut v = v.to_vec();
+        cpu::rope::rope_apply(&mut v, &cos, &sin, batch, n, prefix, heads, hd, inverse);
+        v
+    };
+    // The forward is linear, so its gradient is the inverse applied to the upstream.
+    let grad = apply(&u, true);
+    check("rope dX", &x, &u, &grad, |x| apply(x, false));
+}

@@ -90,6 +90,10 @@ fn tokens_vs_cpu() {
     check("kernel.tokens");
 }
 #[test]
+fn gram_vs_cpu() {
+    check("kernel.gram");
+}
+#[test]
 fn rope_vs_cpu() {
     check("kernel.rope");
 }

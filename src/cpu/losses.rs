@@ -185,3 +185,63 @@ pub fn gather_rows(src: &[f32], idx: &[usize], cols: usize) -> Vec<f32> {
         .flat_map(|&r| src[r * cols..(r + 1) * cols].iter().copied())
         .collect()
 }
+
+/// DINOv3's Gram anchoring loss (spec §8.1) on `batch` images of `patches` features of width
+/// `dim`: rows L2-normalised, G = X̂X̂ᵀ per image, loss = mean over all B·P·P entries of
+/// (G_student − G_teacher)². Returns the loss and its gradient in the student's features (the
+/// teacher is frozen), times `upstream`.
+pub fn gram_loss(
+    student: &[f32],
+    teacher: &[f32],
+    batch: usize,
+    patches: usize,
+    dim: usize,
+    upstream: f32,
+) -> (f32, Vec<f32>) {
+    let eps = 1e-12f64;
+    let normed = |x: &[f32]| -> (Vec<f64>, Vec<f64>) {
+        let rows = x.len() / dim;
+        let mut out = vec![0.0f64; x.len()];
+        let mut norms = vec![0.0f64; rows];
+        for r in 0..rows {
+            let row = &x[r * dim..(r + 1) * dim];
+            let n = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+            norms[r] = n.max(eps);
+            for c in 0..dim {
+                out[r * dim + c] = row[c] as f64 / norms[r];
+            }
+        }
+        (out, norms)
+    };
+    let (xs, ns) = normed(student);
+    let (xt, _) = normed(teacher);
+    let (p, d) = (patches, dim);
+    let count = (batch * p * p) as f64;
+    let mut loss = 0.0f64;
+    let mut gh = vec![0.0f64; xs.len()];
+    for b in 0..batch {
+        let row = |x: &[f64], i: usize| (b * p + i) * d;
+        for i in 0..p {
+            for j in 0..p {
+                let dot = |x: &[f64]| -> f64 {
+                    (0..d).map(|c| x[row(x, i) + c] * x[row(x, j) + c]).sum()
+                };
+                let diff = dot(&xs) - dot(&xt);
+                loss += diff * diff;
+                // d/dx̂_i of Σ_ij diff² (G symmetric): 4·diff_ij·x̂_j over j, scaled by 1/count.
+                let g = 4.0 * diff / count * upstream as f64;
+                for c in 0..d {
+                    gh[row(&xs, i) + c] += g * xs[row(&xs, j) + c];
+                }
+            }
+        }
+    }
+    let mut dx = vec![0.0f32; xs.len()];
+    for r in 0..xs.len() / d {
+        let dot: f64 = (0..d).map(|c| gh[r * d + c] * xs[r * d + c]).sum();
+        for c in 0..d {
+            dx[r * d + c] = ((gh[r * d + c] - xs[r * d + c] * dot) / ns[r]) as f32;
+        }
+    }
+    ((loss / count) as f32, dx)
+}

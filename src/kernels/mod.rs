@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod ema;
 pub mod gather;
 pub mod gelu;
+pub mod gram;
 pub mod interp;
 pub mod layernorm;
 pub mod linear;

@@ -102,6 +102,10 @@ pub fn kernel_checks() -> Vec<KernelCheck> {
             run: losses,
         },
         KernelCheck {
+            name: "kernel.gram",
+            run: gram,
+        },
+        KernelCheck {
             name: "kernel.large_grids",
             run: large_grids,
         },
@@ -1168,6 +1172,52 @@ fn tokens(gpu: &Gpu) -> CaseResult {
                     j.check(&format!("{tag} d_regs"), &out[6], &dregs, 1e-5);
                 }
             }
+        }
+    }
+    j.finish()
+}
+
+fn gram(gpu: &Gpu) -> CaseResult {
+    use crate::kernels::gram::{gram_loss_backward, gram_loss_forward, gram_matrices, GramDims};
+    let mut j = Judge::new("kernel.gram");
+    // (images, patches, width): odd patch counts take the general matmul; the 15-patch case has
+    // a zero row (the normalisation's clamp).
+    for &(batch, patches, dim) in &[(1, 1, 4), (2, 15, 24), (3, 16, 64)] {
+        let n = batch * patches * dim;
+        let mut xs = random(n, 191, -1.0, 1.0);
+        let xt = random(n, 192, -1.0, 1.0);
+        if patches == 15 {
+            xs[dim..2 * dim].fill(0.0);
+        }
+        let (want_loss, want_grad) = cpu::losses::gram_loss(&xs, &xt, batch, patches, dim, 0.7);
+        let dims = GramDims {
+            batch,
+            patches,
+            dim,
+        };
+        if let Some(out) = run(gpu, &mut j, |rec| {
+            let s = gpu.upload(&xs, &[batch * patches, dim]);
+            let t = gpu.upload(&xt, &[batch * patches, dim]);
+            let tg = gram_matrices(rec, &t, dims);
+            let loss = gpu.empty(&[1]);
+            let saved = gram_loss_forward(rec, &loss, &s, &tg, dims);
+            let g = gpu.empty(&[batch * patches, dim]);
+            gram_loss_backward(rec, &g, &saved, 0.7, dims, false);
+            vec![loss, g]
+        }) {
+            let tag = format!("B={batch} P={patches} D={dim}");
+            j.check(
+                &format!("{tag} loss"),
+                &out[0],
+                &[want_loss],
+                tol(&[want_loss], 1e-5),
+            );
+            j.check(
+                &format!("{tag} grad"),
+                &out[1],
+                &want_grad,
+                tol(&want_grad, 1e-4),
+            );
         }
     }
     j.finish()
