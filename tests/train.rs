@@ -913,3 +913,90 @@ fn a_dinov3_backbone_trains_and_its_export_loads_back() {
     assert_eq!(forward(&from_state), forward(&from_file));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Gram anchoring (DINOv3): zero before its start step, positive after, its gradient reaches
+/// the backbone, the planner counts the Gram teacher's pass, and a run split around a refresh of
+/// the Gram teacher resumes bit for bit (the Gram teacher is part of the checkpoint).
+#[test]
+fn gram_anchoring_trains_and_resumes_exactly() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.gram = Some(dinoscope::train::config::GramConfig {
+        weight: 2.0,
+        start: 2,
+        refresh_every: 3,
+    });
+    let straight = tmp("gram-straight");
+    let mut seen = Vec::new();
+    run(
+        gpu,
+        cfg.clone(),
+        &RunOptions {
+            out_dir: straight.clone(),
+            ..Default::default()
+        },
+        |m| seen.push((m.step, m.gram, m.loss, m.dino, m.ibot, m.koleo)),
+    )
+    .expect("run");
+    assert_eq!(seen.len(), 6);
+    for &(step, gram, loss, dino, ibot, koleo) in &seen {
+        let g = gram.expect("a Gram value in a run that uses it");
+        if step < 2 {
+            assert_eq!(g, 0.0, "step {step}");
+        } else {
+            assert!(g > 0.0 && g.is_finite(), "step {step}: {g}");
+        }
+        let weighted = dino + ibot + 0.1 * koleo + if step >= 2 { 2.0 * g } else { 0.0 };
+        assert!(
+            (loss - weighted).abs() <= 1e-4 * weighted.abs(),
+            "step {step}"
+        );
+    }
+    let lines = std::fs::read_to_string(straight.join("metrics.jsonl")).expect("metrics");
+    assert!(lines.contains("\"gram\":"), "{lines}");
+    // Split at step 4: the Gram teacher was refreshed at 2 and is refreshed again at 5.
+    let split = tmp("gram-split");
+    let first = RunOptions {
+        out_dir: split.clone(),
+        stop_after: Some(4),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &first, |_| {}).expect("first part");
+    let mid = state_of(&split);
+    assert!(mid.gram_teacher.is_some());
+    let second = RunOptions {
+        out_dir: split.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &second, |_| {}).expect("second part");
+    let (a, b) = (state_of(&straight), state_of(&split));
+    assert!(
+        a == b,
+        "6 steps straight differ from 4 + resume + 2 with Gram anchoring"
+    );
+    // Without the Gram loss the run ends elsewhere: its gradient reached the backbone.
+    let mut off = cfg.clone();
+    off.gram = None;
+    let plain = tmp("gram-off");
+    run(
+        gpu,
+        off.clone(),
+        &RunOptions {
+            out_dir: plain.clone(),
+            ..Default::default()
+        },
+        |m| assert!(m.gram.is_none()),
+    )
+    .expect("run without Gram");
+    let c = state_of(&plain);
+    assert!(c.gram_teacher.is_none());
+    assert!(a.student != c.student);
+    // The plan of a Gram run counts the Gram teacher's weights and forward pass.
+    let with = dinoscope::train::plan::plan(gpu, &cfg, 2).expect("plan");
+    let without = dinoscope::train::plan::plan(gpu, &off, 2).expect("plan");
+    assert!(with.peak_bytes > without.peak_bytes);
+    for d in [straight, split, plain] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

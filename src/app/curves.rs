@@ -8,7 +8,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints};
 pub type Getter = fn(&LogPoint) -> Option<f64>;
 
 /// Every series the curves panel can show, with how to read it from a log point.
-pub const SERIES: [(&str, Getter); 12] = [
+pub const SERIES: [(&str, Getter); 13] = [
     ("loss", |p| Some(p.metrics.loss as f64)),
     ("dino", |p| Some(p.metrics.dino as f64)),
     ("ibot", |p| Some(p.metrics.ibot as f64)),
@@ -25,6 +25,7 @@ pub const SERIES: [(&str, Getter); 12] = [
         p.metrics.teacher_kl_uniform.map(f64::from)
     }),
     ("feature_std", |p| p.metrics.feature_std.map(f64::from)),
+    ("gram", |p| p.metrics.gram.map(f64::from)),
 ];
 
 /// The logged history of a run.
@@ -118,7 +119,7 @@ pub fn log10(points: &[[f64; 2]]) -> Vec<[f64; 2]> {
 
 /// The plots the curves panel shows: title and the series in it.
 pub const PLOTS: [(&str, &[&str]); 6] = [
-    ("Losses", &["loss", "dino", "ibot", "koleo"]),
+    ("Losses", &["loss", "dino", "ibot", "koleo", "gram"]),
     ("k-NN and linear probe accuracy (%)", &["knn", "probe"]),
     ("Learning rate", &["lr"]),
     (
@@ -162,6 +163,10 @@ pub fn plot(
     plot.show(ui, |pui| {
         for name in series {
             let raw = history.series(name);
+            // The Gram loss is drawn only in runs that use it.
+            if *name == "gram" && raw.is_empty() {
+                continue;
+            }
             let pts = if *name == "knn" || *name == "probe" {
                 raw
             } else {

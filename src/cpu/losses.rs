@@ -220,18 +220,17 @@ pub fn gram_loss(
     let mut loss = 0.0f64;
     let mut gh = vec![0.0f64; xs.len()];
     for b in 0..batch {
-        let row = |x: &[f64], i: usize| (b * p + i) * d;
+        let row = |i: usize| (b * p + i) * d;
         for i in 0..p {
             for j in 0..p {
-                let dot = |x: &[f64]| -> f64 {
-                    (0..d).map(|c| x[row(x, i) + c] * x[row(x, j) + c]).sum()
-                };
+                let dot =
+                    |x: &[f64]| -> f64 { (0..d).map(|c| x[row(i) + c] * x[row(j) + c]).sum() };
                 let diff = dot(&xs) - dot(&xt);
                 loss += diff * diff;
                 // d/dx̂_i of Σ_ij diff² (G symmetric): 4·diff_ij·x̂_j over j, scaled by 1/count.
                 let g = 4.0 * diff / count * upstream as f64;
                 for c in 0..d {
-                    gh[row(&xs, i) + c] += g * xs[row(&xs, j) + c];
+                    gh[row(i) + c] += g * xs[row(j) + c];
                 }
             }
         }

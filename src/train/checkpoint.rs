@@ -112,25 +112,26 @@ fn checkpoint_files(
     meta.insert("train_config".to_string(), cfg.to_ron());
     meta.insert("format".to_string(), "dinoscope-train-state-1".to_string());
     let n = st.student.len();
-    let state = crate::io::safetensors_bytes(
-        &[
-            ("student".into(), vec![n], &st.student[..]),
-            ("teacher".into(), vec![n], &st.teacher[..]),
-            ("adamw_m".into(), vec![n], &st.m1[..]),
-            ("adamw_v".into(), vec![n], &st.m2[..]),
-            (
-                "center_dino".into(),
-                vec![st.center_dino.len()],
-                &st.center_dino[..],
-            ),
-            (
-                "center_ibot".into(),
-                vec![st.center_ibot.len()],
-                &st.center_ibot[..],
-            ),
-        ],
-        Some(meta),
-    )?;
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = vec![
+        ("student".into(), vec![n], &st.student[..]),
+        ("teacher".into(), vec![n], &st.teacher[..]),
+        ("adamw_m".into(), vec![n], &st.m1[..]),
+        ("adamw_v".into(), vec![n], &st.m2[..]),
+        (
+            "center_dino".into(),
+            vec![st.center_dino.len()],
+            &st.center_dino[..],
+        ),
+        (
+            "center_ibot".into(),
+            vec![st.center_ibot.len()],
+            &st.center_ibot[..],
+        ),
+    ];
+    if let Some(g) = &st.gram_teacher {
+        tensors.push(("gram_teacher".into(), vec![g.len()], &g[..]));
+    }
+    let state = crate::io::safetensors_bytes(&tensors, Some(meta))?;
     Ok(vec![
         (STATE, state),
         (BACKBONE, backbone),
@@ -331,6 +332,10 @@ pub fn state_from_bytes(p: &Path, bytes: &[u8]) -> Result<(TrainConfig, TrainSta
         m2: get("adamw_v")?,
         center_dino: get("center_dino")?,
         center_ibot: get("center_ibot")?,
+        gram_teacher: match f.get("gram_teacher") {
+            Ok(_) => Some(get("gram_teacher")?),
+            Err(_) => None,
+        },
     };
     let n = st.student.len();
     if [st.teacher.len(), st.m1.len(), st.m2.len()] != [n; 3] {

@@ -92,6 +92,29 @@ impl Checkpoint {
     }
 }
 
+/// DINOv3's Gram anchoring (spec §8.1): the student's patch-similarity matrices held to those of
+/// a frozen earlier snapshot of the EMA teacher (the Gram teacher), on the same global crops.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GramConfig {
+    /// Weight of the loss once it is on.
+    pub weight: f32,
+    /// First step with the loss; the Gram teacher is the EMA teacher as this step begins.
+    pub start: u64,
+    /// Steps between refreshes of the Gram teacher from the EMA teacher (0: never).
+    pub refresh_every: u64,
+}
+
+impl GramConfig {
+    /// Whether the Gram teacher is taken from the EMA teacher as `step` begins.
+    pub fn refresh_at(&self, step: u64) -> bool {
+        step == self.start
+            || (self.refresh_every > 0
+                && step > self.start
+                && (step - self.start).is_multiple_of(self.refresh_every))
+    }
+}
+
 /// Everything a training run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +170,9 @@ pub struct TrainConfig {
     pub ibot_weight: f32,
     /// KoLeo weight.
     pub koleo_weight: f32,
+    /// Gram anchoring (DINOv3), off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gram: Option<GramConfig>,
     /// Teacher targets.
     pub targets: Targets,
     /// How the weights start (DINOv2's initialisation when the field is absent).
@@ -306,6 +332,11 @@ impl TrainConfig {
             }
         }
         self.check_sizes()?;
+        if let Some(g) = &self.gram {
+            if !(g.weight.is_finite() && g.weight >= 0.0) {
+                return Err(format!("gram.weight is {}; it must be ≥ 0", g.weight));
+            }
+        }
         let positive = [
             ("base_lr", self.base_lr),
             ("student_temp", self.student_temp),
@@ -372,6 +403,10 @@ pub struct StepValues {
     pub teacher_temp: f32,
     /// Whether the prototype layer is frozen.
     pub freeze_last_layer: bool,
+    /// Weight of the Gram loss at this step (0 before it starts or without it).
+    pub gram_weight: f32,
+    /// Whether the Gram teacher is refreshed from the EMA teacher as this step begins.
+    pub gram_refresh: bool,
 }
 
 impl TrainConfig {
@@ -414,6 +449,12 @@ impl TrainConfig {
             momentum: m as f32,
             teacher_temp: tt as f32,
             freeze_last_layer: step < self.freeze_last_layer_steps,
+            gram_weight: self
+                .gram
+                .as_ref()
+                .filter(|g| step >= g.start)
+                .map_or(0.0, |g| g.weight),
+            gram_refresh: self.gram.as_ref().is_some_and(|g| g.refresh_at(step)),
         }
     }
 }

@@ -35,6 +35,12 @@ pub const PLAN_STEPS: u64 = 3;
 /// a dry twin of `gpu`.
 pub fn plan(gpu: &Gpu, cfg: &TrainConfig, steps: u64) -> Result<MemoryPlan, String> {
     cfg.validate()?;
+    // A step with Gram anchoring on holds more than one before it starts: plan that one.
+    let mut cfg = cfg.clone();
+    if let Some(g) = &mut cfg.gram {
+        g.start = 0;
+    }
+    let cfg = &cfg;
     let dry = gpu.dry_run();
     let mut trainer = Trainer::new(&dry, cfg.clone()).map_err(|e| e.to_string())?;
     let state_bytes = dry.pool_stats().live_bytes;

@@ -67,6 +67,9 @@ pub struct StepMetrics {
     /// channels (near 0 means collapsed features).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature_std: Option<f32>,
+    /// Gram anchoring loss (before its weight; 0 before it starts), in runs that use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gram: Option<f32>,
 }
 
 impl StepMetrics {
@@ -78,6 +81,7 @@ impl StepMetrics {
             ("iBOT loss", self.ibot),
             ("KoLeo loss", self.koleo),
             ("gradient norm", self.grad_norm),
+            ("Gram loss", self.gram.unwrap_or(0.0)),
         ];
         let bad: Vec<String> = terms
             .iter()
@@ -101,7 +105,8 @@ pub struct PendingStep {
     prototypes: usize,
     dim: usize,
     base: StepMetrics,
-    weights: (f32, f32, f32),
+    /// Weights of the DINO, iBOT, KoLeo and (when on) Gram losses at this step.
+    weights: (f32, f32, f32, Option<f32>),
 }
 
 impl PendingStep {
@@ -115,11 +120,12 @@ impl PendingStep {
     pub async fn read(self, gpu: &Gpu) -> Result<StepMetrics, TrainError> {
         let m = gpu.read_async(&self.metrics).await?;
         let mut out = self.base;
-        let (dino, ibot, koleo) = (m[0], m[1], m[2]);
-        let (wd, wi, wk) = self.weights;
-        out.loss = wd * dino + wi * ibot + wk * koleo;
+        let (dino, ibot, koleo, gram) = (m[0], m[1], m[2], m[3]);
+        let (wd, wi, wk, wg) = self.weights;
+        out.loss = wd * dino + wi * ibot + wk * koleo + wg.unwrap_or(0.0) * gram;
         (out.dino, out.ibot, out.koleo) = (dino, ibot, koleo);
-        out.grad_norm = m[3..].iter().sum::<f32>().sqrt();
+        out.gram = wg.map(|_| gram);
+        out.grad_norm = m[4..].iter().sum::<f32>().sqrt();
         if let Some((t_probs, s_cls)) = &self.diagnostics {
             let k = self.prototypes;
             let d = self.dim;
@@ -188,6 +194,8 @@ pub struct Trainer<'g> {
     pub center_dino: Tensor,
     /// iBOT center [K].
     pub center_ibot: Tensor,
+    /// The Gram teacher's backbone (flat) and the model over it, with Gram anchoring.
+    gram_teacher: Option<(Tensor, Vit)>,
     student_vit: Vit,
     teacher_vit: Vit,
     head: DinoHead,
@@ -325,6 +333,7 @@ impl<'g> Trainer<'g> {
             &flat,
             None,
             None,
+            None,
             0,
         )
     }
@@ -340,6 +349,7 @@ impl<'g> Trainer<'g> {
         teacher: &[f32],
         moments: Option<(&[f32], &[f32])>,
         centers: Option<(&[f32], &[f32])>,
+        gram: Option<&[f32]>,
         step: u64,
     ) -> Result<Trainer<'g>, TrainError> {
         let total = layout.total;
@@ -364,8 +374,17 @@ impl<'g> Trainer<'g> {
             gpu,
             &param_segments(&cfg, &backbone_layout, &head_layout, frozen),
         );
-        let _ = b_total;
+        // Until its first refresh the Gram teacher is never read; start it as the teacher.
+        let gram_teacher = match &cfg.gram {
+            Some(_) => {
+                let flat = gpu.upload(gram.unwrap_or(&teacher[..b_total]), &[b_total]);
+                let vit = Vit::from_store(cfg.model.clone(), store(&backbone_layout, &flat, 0))?;
+                Some((flat, vit))
+            }
+            None => None,
+        };
         Ok(Trainer {
+            gram_teacher,
             gpu,
             layout,
             student: s,
@@ -471,6 +490,10 @@ impl<'g> Trainer<'g> {
             m2: read(gpu, &self.m2)?,
             center_dino: read(gpu, &self.center_dino)?,
             center_ibot: read(gpu, &self.center_ibot)?,
+            gram_teacher: match &self.gram_teacher {
+                Some((flat, _)) => Some(read(gpu, flat)?),
+                None => None,
+            },
         })
     }
 
@@ -502,6 +525,15 @@ impl<'g> Trainer<'g> {
         {
             return Err(TrainError::Other(format!("checkpoint state does not match the config ({n} parameters, {k} prototypes expected)")));
         }
+        if let Some(g) = &st.gram_teacher {
+            if g.len() != bl.total {
+                return Err(TrainError::Other(format!(
+                    "checkpoint's Gram teacher has {} values, the backbone {}",
+                    g.len(),
+                    bl.total
+                )));
+            }
+        }
         Self::from_flats(
             gpu,
             cfg,
@@ -512,6 +544,7 @@ impl<'g> Trainer<'g> {
             &st.teacher,
             Some((&st.m1, &st.m2)),
             Some((&st.center_dino, &st.center_ibot)),
+            st.gram_teacher.as_deref(),
             st.step,
         )
     }
@@ -543,6 +576,8 @@ pub struct TrainState {
     pub center_dino: Vec<f32>,
     /// iBOT center.
     pub center_ibot: Vec<f32>,
+    /// The Gram teacher's backbone (runs with Gram anchoring).
+    pub gram_teacher: Option<Vec<f32>>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]

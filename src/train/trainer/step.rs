@@ -9,6 +9,7 @@ use crate::gpu::{Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::adamw::AdamWStep;
 use crate::kernels::cross_entropy::CrossEntropy;
+use crate::kernels::gram::{GramDims, GramSaved};
 use crate::kernels::losses::DinoPairs;
 use crate::model::params::ParamStore;
 use crate::model::vit::{ForwardOptions, VitOutput};
@@ -30,6 +31,8 @@ pub(super) struct StepInputs {
     cls_l_idx: Tensor,
     /// Masked patches: rows of the [2B·N, D] token matrix and their iBOT weights.
     masked: Option<MaskedRows>,
+    /// With Gram anchoring: every patch row of the [2B·N, D] token matrix, image by image.
+    patch_idx: Option<Tensor>,
 }
 
 struct MaskedRows {
@@ -54,12 +57,14 @@ pub(super) struct StudentForward {
     patch: Option<(Tensor, HeadActs)>,
 }
 
-/// The three loss values [1] and what KoLeo's backward reads.
+/// The loss values [1] and what the backward of KoLeo and Gram anchoring reads.
 pub(super) struct Losses {
     dino: Tensor,
     ibot: Tensor,
     koleo: Tensor,
+    gram: Tensor,
     koleo_saved: kernels::losses::KoleoSaved,
+    gram_saved: Option<GramSaved>,
 }
 
 impl Trainer<'_> {
@@ -151,7 +156,55 @@ impl Trainer<'_> {
                 &[(nl * b).max(1)],
             ),
             masked,
+            patch_idx: cfg.gram.as_ref().map(|_| {
+                let rows: Vec<f32> = (0..2 * b)
+                    .flat_map(|c| (0..p_g).map(move |p| (c * n_g + first_patch + p) as f32))
+                    .collect();
+                gpu.upload(&rows, &[rows.len()])
+            }),
         })
+    }
+
+    fn gram_dims(&self, inp: &StepInputs) -> GramDims {
+        GramDims {
+            batch: 2 * inp.b,
+            patches: inp.n_g - 1 - self.cfg.model.registers,
+            dim: self.cfg.model.dim,
+        }
+    }
+
+    /// With Gram anchoring on at this step: refreshes the Gram teacher from the EMA teacher
+    /// when due, runs it on the unmasked global crops and returns its patch-similarity
+    /// matrices [2B, P, P]. Its tokens are gone when this returns.
+    pub(super) fn gram_targets(
+        &self,
+        rec: &mut Recorder,
+        inp: &StepInputs,
+        sv: &StepValues,
+    ) -> Result<Option<Tensor>, TrainError> {
+        let (Some((flat, vit)), Some(idx)) = (&self.gram_teacher, &inp.patch_idx) else {
+            return Ok(None);
+        };
+        if sv.gram_refresh {
+            rec.copy_range(&self.teacher, 0, flat, 0, self.backbone_layout.total);
+        }
+        if sv.gram_weight <= 0.0 {
+            return Ok(None);
+        }
+        let (b, g) = (inp.b, inp.g);
+        let out = vit.forward(
+            rec,
+            &inp.globals,
+            2 * b,
+            g,
+            g,
+            None,
+            &ForwardOptions::default(),
+        )?;
+        let dims = self.gram_dims(inp);
+        let patches = self.gpu.empty(&[dims.batch * dims.patches, dims.dim]);
+        kernels::gather::gather_rows(rec, &patches, &out.tokens, idx, dims.dim);
+        Ok(Some(kernels::gram::gram_matrices(rec, &patches, dims)))
     }
 
     /// Teacher forward on the unmasked global crops, its head on the CLS rows and on the masked
@@ -288,6 +341,7 @@ impl Trainer<'_> {
         inp: &StepInputs,
         t: &TeacherTargets,
         s: &StudentForward,
+        gram_targets: Option<Tensor>,
     ) -> Losses {
         let gpu = self.gpu;
         let (b, d, k) = (inp.b, self.cfg.model.dim, self.cfg.head.prototypes);
@@ -321,11 +375,23 @@ impl Trainer<'_> {
             kernels::reduce::reduce(rec, &sum, &weighted, kernels::reduce::Reduce::Sum, false);
             kernels::elementwise::axpby(rec, &ibot, &sum, opt.scale, 0.0);
         }
+        let gram = rec.zeros(&[1]);
+        let gram_saved = match (gram_targets, &inp.patch_idx) {
+            (Some(tg), Some(idx)) => {
+                let dims = self.gram_dims(inp);
+                let xs = gpu.empty(&[dims.batch * dims.patches, d]);
+                kernels::gather::gather_rows(rec, &xs, &s.out_g.tokens, idx, d);
+                Some(kernels::gram::gram_loss_forward(rec, &gram, &xs, &tg, dims))
+            }
+            _ => None,
+        };
         Losses {
             dino,
             ibot,
             koleo,
+            gram,
             koleo_saved,
+            gram_saved,
         }
     }
 
@@ -339,6 +405,7 @@ impl Trainer<'_> {
         t: &TeacherTargets,
         s: StudentForward,
         losses: &Losses,
+        sv: &StepValues,
     ) -> Result<(), TrainError> {
         let gpu = self.gpu;
         let cfg = &self.cfg;
@@ -419,6 +486,12 @@ impl Trainer<'_> {
                 .backward(rec, &s_head, &g_head, &s_pacts, &d_plog);
             drop((d_plog, s_pacts));
             kernels::gather::scatter_add_rows(rec, &d_tokens_g, &d_patch, &m.idx, d);
+        }
+        if let (Some(saved), Some(idx)) = (&losses.gram_saved, &inp.patch_idx) {
+            let dims = self.gram_dims(inp);
+            let d_xs = gpu.empty(&[dims.batch * dims.patches, d]);
+            kernels::gram::gram_loss_backward(rec, &d_xs, saved, sv.gram_weight, dims, false);
+            kernels::gather::scatter_add_rows(rec, &d_tokens_g, &d_xs, idx, d);
         }
         let d_tokens_g = d_tokens_g.reshape(&[2 * b, inp.n_g, d]);
         let use_ibot = cfg.ibot_weight > 0.0;
@@ -507,19 +580,21 @@ impl Trainer<'_> {
         let mut rec = Recorder::new(gpu);
         rec.clear(&self.grads);
         let targets = self.teacher_targets(&mut rec, &inp, &sv)?;
+        let gram_targets = self.gram_targets(&mut rec, &inp, &sv)?;
         let student = self.student_forward(&mut rec, &inp)?;
-        let losses = self.losses(&mut rec, &inp, &targets, &student);
+        let losses = self.losses(&mut rec, &inp, &targets, &student, gram_targets);
         let cls_g = student.cls_g.clone();
-        self.backward(&mut rec, &inp, &targets, student, &losses)?;
+        self.backward(&mut rec, &inp, &targets, student, &losses, &sv)?;
         let norms = self.update(&mut rec, &sv);
         // Losses and gradient sums of squares in one small read: a NaN or Inf anywhere in the
         // step shows here.
-        let metrics = rec.zeros(&[3 + norms.len()]);
+        let metrics = rec.zeros(&[4 + norms.len()]);
         rec.copy_range(&losses.dino, 0, &metrics, 0, 1);
         rec.copy_range(&losses.ibot, 0, &metrics, 1, 1);
         rec.copy_range(&losses.koleo, 0, &metrics, 2, 1);
+        rec.copy_range(&losses.gram, 0, &metrics, 3, 1);
         for (i, n) in norms.iter().enumerate() {
-            rec.copy_range(n, 0, &metrics, 3 + i, 1);
+            rec.copy_range(n, 0, &metrics, 4 + i, 1);
         }
         rec.finish()?;
         let step = self.step;
@@ -540,7 +615,12 @@ impl Trainer<'_> {
                 masked: inp.masked.as_ref().map_or(0, |m| m.n),
                 ..Default::default()
             },
-            weights: (cfg.dino_weight, cfg.ibot_weight, cfg.koleo_weight),
+            weights: (
+                cfg.dino_weight,
+                cfg.ibot_weight,
+                cfg.koleo_weight,
+                cfg.gram.as_ref().map(|_| sv.gram_weight),
+            ),
         })
     }
 }
