@@ -648,3 +648,59 @@ fn version_and_shell_completions() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
 }
+
+#[test]
+fn dinov3_weights_give_attention_maps_and_features() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out_dir = tmp("attention-v3");
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov3/model.safetensors",
+        "assets/images/chelsea.png",
+        "--size",
+        "224",
+        "-o",
+        out_dir.to_str().expect("utf-8 path"),
+    ]);
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    // 451×300 → shorter side 224 → 336×224 (multiples of 16); the storage tokens are not drawn.
+    for name in ["head3.png", "mean_overlay.png", "pca.png"] {
+        let img = image::open(out_dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_rgb8();
+        assert_eq!((img.width(), img.height()), (336, 224), "{name} size");
+        let first = *img.get_pixel(0, 0);
+        assert!(img.pixels().any(|p| *p != first), "{name} is constant");
+    }
+    // The weights alone, without config.json: taken as DINOv3 from their names.
+    let lone = tmp("v3-lone");
+    std::fs::create_dir_all(&lone).expect("mkdir");
+    let w = lone.join("w.safetensors");
+    std::fs::copy("tests/fixtures/tiny_dinov3/model.safetensors", &w).expect("copy");
+    let features = lone.join("f.safetensors");
+    let out = dinoscope(&[
+        "embed",
+        "--weights",
+        w.to_str().expect("utf-8"),
+        "assets/images/chelsea.png",
+        "assets/images/coffee.png",
+        "--size",
+        "64",
+        "-o",
+        features.to_str().expect("utf-8"),
+    ]);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let f = dinoscope::fixtures::TensorFile::open(&features).expect("features");
+    assert_eq!(f.get("cls").expect("cls").shape, vec![2, 64]);
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = std::fs::remove_dir_all(&lone);
+}

@@ -12,7 +12,7 @@ fi
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo build --release --target wasm32-unknown-unknown -p dinoscope-web
 rm -rf web/dist
-mkdir -p web/dist/fixtures/tiny_dinov2
+mkdir -p web/dist/fixtures/tiny_dinov2 web/dist/fixtures/tiny_dinov3
 wasm-bindgen --target web --no-typescript --out-dir web/dist \
   target/wasm32-unknown-unknown/release/dinoscope_web.wasm
 opt=$(command -v wasm-opt || true)
@@ -26,5 +26,7 @@ if [ -n "$opt" ]; then
 fi
 cp web/index.html web/dist/
 cp tests/fixtures/manifest.json assets/images/chelsea.png web/dist/fixtures/
-cp tests/fixtures/tiny_dinov2/{config.json,model.safetensors,io.safetensors} web/dist/fixtures/tiny_dinov2/
+for m in tiny_dinov2 tiny_dinov3; do
+  cp tests/fixtures/$m/{config.json,model.safetensors,io.safetensors} web/dist/fixtures/$m/
+done
 ls -l web/dist/dinoscope_web_bg.wasm

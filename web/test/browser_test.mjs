@@ -115,16 +115,18 @@ try {
   console.log(`adapter: ${status.adapter} (${status.backend}); app running after ${firstPaint} ms`);
   writeFileSync(path.join(out, "first_paint_ms.txt"), String(firstPaint));
 
-  // The tiny golden model on this adapter.
-  const fixture = JSON.parse(await page.evaluate(async () => {
-    const get = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
-    const text = async (p) => (await fetch(p)).text();
-    return window.dinoscope.check_fixture("tiny_dinov2", await text("fixtures/tiny_dinov2/config.json"),
-      await get("fixtures/tiny_dinov2/model.safetensors"), await get("fixtures/tiny_dinov2/io.safetensors"),
-      await text("fixtures/manifest.json"));
-  }));
-  check("tiny_dinov2 outputs match the golden tensors on WebGPU", fixture.pass && fixture.compared > 10,
-    fixture.row + ` (${fixture.compared} tensors)`);
+  // The tiny golden models (DINOv2, and DINOv3 with its rotary positions) on this adapter.
+  for (const model of ["tiny_dinov2", "tiny_dinov3"]) {
+    const fixture = JSON.parse(await page.evaluate(async (m) => {
+      const get = async (p) => new Uint8Array(await (await fetch(p)).arrayBuffer());
+      const text = async (p) => (await fetch(p)).text();
+      return window.dinoscope.check_fixture(m, await text(`fixtures/${m}/config.json`),
+        await get(`fixtures/${m}/model.safetensors`), await get(`fixtures/${m}/io.safetensors`),
+        await text("fixtures/manifest.json"));
+    }, model));
+    check(`${model} outputs match the golden tensors on WebGPU`, fixture.pass && fixture.compared > 10,
+      fixture.row + ` (${fixture.compared} tensors)`);
+  }
 
   // Inspect: drop the fixture model and a photo on the canvas, as a visitor would.
   const drop = async (file, name) => {
@@ -148,6 +150,18 @@ try {
   check("inspect: dropped weights and photo give attention maps", inspect.heads > 0 && !inspect.error,
     JSON.stringify(inspect));
   await page.screenshot({ path: path.join(out, "browser_inspect.png") });
+
+  // DINOv3 weights dropped on the same photo.
+  await drop("fixtures/tiny_dinov3/model.safetensors", "dinov3.safetensors");
+  inspect = {};
+  for (let i = 0; i < 300; i++) {
+    const st = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
+    inspect = st.inspect || {};
+    if (inspect.error || (String(inspect.model || "").includes("dinov3") && inspect.heads)) break;
+    await sleep(500);
+  }
+  check("inspect: dropped DINOv3 weights give attention maps",
+    String(inspect.model || "").includes("dinov3") && inspect.heads > 0 && !inspect.error, JSON.stringify(inspect));
 
   // Training in the page.
   await page.goto(url + "?" + trainQuery);
