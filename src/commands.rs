@@ -537,3 +537,36 @@ pub fn tune(
     println!("saved {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
+
+/// `dinoscope export RUN --to dinov2`: the run's newest verified checkpoint for the official
+/// trainer.
+pub fn export(
+    run: &Path,
+    to: &str,
+    output: Option<&Path>,
+    overwrite: bool,
+) -> Result<ExitCode, String> {
+    if to != "dinov2" {
+        return Err(format!(
+            "unknown export target '{to}' (known: dinov2, the facebookresearch/dinov2 trainer)"
+        ));
+    }
+    let (cfg, state) = dinoscope::train::run::load_checkpoint(run)?;
+    let out = output.map_or_else(|| run.join("export-dinov2"), Path::to_path_buf);
+    dinoscope::train::export::export_dinov2(&cfg, &state, &out, overwrite)
+        .map_err(|e| format!("{}: cannot export to dinov2: {e}", run.display()))?;
+    println!(
+        "step {} of {} → {}: {}",
+        state.step,
+        run.display(),
+        out.display(),
+        dinoscope::train::export::FILES.join(", ")
+    );
+    println!(
+        "next: python {0}/to_dinov2_checkpoint.py (torch, safetensors), then in a dinov2 checkout: \
+         python dinov2/train/train.py --config-file {0}/config.yaml --output-dir OUT \
+         train.dataset_path=…",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -167,6 +167,23 @@ mod cli {
             #[arg(long, default_value_t = 3)]
             reps: usize,
         },
+        /// Hands a run on to another trainer: `--to dinov2` writes the official DINOv2 trainer's
+        /// config.yaml with this run's values, the student, teacher and heads under the official
+        /// module names, and a script that makes the checkpoint the trainer and its evaluation
+        /// scripts load.
+        Export {
+            /// Run folder (its newest checkpoint that verifies is exported).
+            run: PathBuf,
+            /// Target: dinov2 (facebookresearch/dinov2).
+            #[arg(long)]
+            to: String,
+            /// Output folder [default: RUN/export-dinov2].
+            #[arg(short, long)]
+            output: Option<PathBuf>,
+            /// Replace files an earlier export left in the output folder.
+            #[arg(long)]
+            overwrite: bool,
+        },
         /// Peak GPU memory of a training step, whether it fits this adapter, and what would.
         Plan {
             /// Training config: a preset (debug, tiny, laptop, vits14) or a .ron file.
@@ -513,6 +530,12 @@ mod cli {
                 batch,
                 reps,
             }) => open_gpu(&cli).and_then(|gpu| commands::tune(&gpu, config, *batch, *reps)),
+            Some(Command::Export {
+                run,
+                to,
+                output,
+                overwrite,
+            }) => commands::export(run, to, output.as_deref(), *overwrite),
             Some(Command::Plan {
                 config,
                 batch,

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod diagnose;
+pub mod export;
 pub mod head;
 pub mod init;
 pub mod knn;

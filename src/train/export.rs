@@ -1,0 +1,330 @@
+//! `dinoscope export RUN --to dinov2`: a run handed on to the official PyTorch trainer
+//! (facebookresearch/dinov2, FSDP on a cluster).
+//!
+//! Three files: `config.yaml` (every field of the official `ssl_default_config.yaml`, with this
+//! run's values where it has them), `weights.safetensors` (student and teacher backbone and
+//! heads under the official module names, `student.backbone.*`, `teacher.dino_head.*`, …, as
+//! `SSLMetaArch.state_dict()` names them) and `to_dinov2_checkpoint.py` (turns the weights into
+//! the checkpoint the trainer resumes from and the teacher checkpoint its evaluation scripts
+//! read). Step-based schedules become epochs of `OFFICIAL_EPOCH_LENGTH` iterations, chosen so
+//! every schedule length is a whole number of epochs.
+
+use super::config::{Targets, TrainConfig};
+use super::trainer::TrainState;
+use crate::model::config::Ffn;
+use crate::model::params::ParamLayout;
+use crate::model::vit::param_layout;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Files written by [`export_dinov2`].
+pub const FILES: [&str; 3] = [
+    "config.yaml",
+    "weights.safetensors",
+    "to_dinov2_checkpoint.py",
+];
+
+/// The official architecture name of a backbone (`vit_small`, `vit_base`, `vit_large`,
+/// `vit_giant2`), or why the official trainer cannot build it.
+pub fn official_arch(cfg: &TrainConfig) -> Result<&'static str, String> {
+    let m = &cfg.model;
+    if m.is_rope() {
+        return Err(
+            "the backbone uses rotary positions (DINOv3); the DINOv2 trainer has no \
+                    such model"
+                .into(),
+        );
+    }
+    if cfg.gram.is_some() {
+        return Err("the run uses Gram anchoring, which the DINOv2 trainer does not have".into());
+    }
+    let want_ffn = |ffn: Ffn, hidden: usize| m.ffn == ffn && m.mlp_hidden == hidden;
+    let arch = match (m.dim, m.depth, m.heads) {
+        (384, 12, 6) if want_ffn(Ffn::Mlp, 1536) => "vit_small",
+        (768, 12, 12) if want_ffn(Ffn::Mlp, 3072) => "vit_base",
+        (1024, 24, 16) if want_ffn(Ffn::Mlp, 4096) => "vit_large",
+        (1536, 40, 24) if want_ffn(Ffn::SwiGlu, 4096) => "vit_giant2",
+        _ => {
+            return Err(format!(
+                "the official trainer builds only ViT-S/B/L/g (vit_small, vit_base, vit_large, \
+                 vit_giant2); this run's backbone has dim {}, depth {}, {} heads, {:?} hidden {}",
+                m.dim, m.depth, m.heads, m.ffn, m.mlp_hidden
+            ))
+        }
+    };
+    let grid = cfg.augment.global_size / m.patch.max(1);
+    if m.pos_grid != grid {
+        return Err(format!(
+            "the official trainer sizes the position table for the global crops ({grid}×{grid}              patches); this run's table is {0}×{0}",
+            m.pos_grid
+        ));
+    }
+    if !m.ln_eps.eq(&1e-6) || !m.qkv_bias || m.in_chans != 3 {
+        return Err(format!(
+            "the official {arch} has LayerNorm eps 1e-6, a qkv bias and 3 input channels; this \
+             run's backbone differs"
+        ));
+    }
+    Ok(arch)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Iterations per official "epoch": the largest length that divides every schedule length of
+/// the run (steps, lr warmup, teacher-temperature warmup, last-layer freeze).
+pub fn epoch_length(cfg: &TrainConfig) -> u64 {
+    [
+        cfg.warmup_steps,
+        cfg.teacher_temp.2,
+        cfg.freeze_last_layer_steps,
+    ]
+    .into_iter()
+    .fold(cfg.steps, gcd)
+    .max(1)
+}
+
+/// A float as YAML that Python's yaml.safe_load reads as a float (a dot in the mantissa and a
+/// signed exponent: `1.0e-06`, not `1e-6`, which it would read as a string).
+fn yaml_float(v: f32) -> String {
+    let s = format!("{v:?}");
+    match s.split_once('e') {
+        None => s,
+        Some((mant, exp)) => {
+            let mant = if mant.contains('.') {
+                mant.to_string()
+            } else {
+                format!("{mant}.0")
+            };
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp.trim_start_matches('+')),
+            };
+            format!("{mant}e{sign}{digits:0>2}")
+        }
+    }
+}
+
+/// The official trainer's config with this run's values (`weights` names the checkpoint file
+/// the trainer starts from).
+pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
+    let arch = official_arch(cfg)?;
+    let f = yaml_float;
+    let l = epoch_length(cfg);
+    let m = &cfg.model;
+    let a = &cfg.augment;
+    let ibot = cfg.ibot_head.as_ref().unwrap_or(&cfg.head);
+    let precision = |reduce_head: &str| {
+        let mut s = String::new();
+        for module in ["backbone", "dino_head", "ibot_head"] {
+            let reduce = if module == "backbone" {
+                "fp16"
+            } else {
+                reduce_head
+            };
+            let _ = write!(
+                s,
+                "    {module}:\n      sharding_strategy: SHARD_GRAD_OP\n      mixed_precision:\n        \
+                 param_dtype: fp16\n        reduce_dtype: {reduce}\n        buffer_dtype: fp32\n"
+            );
+        }
+        s
+    };
+    let mut y = String::new();
+    let w = &mut y;
+    let _ = writeln!(
+        w,
+        "# The DINOv2 trainer's ssl_default_config.yaml with the values of a"
+    );
+    let _ = writeln!(
+        w,
+        "# dinoscope run ({} steps of {} images).",
+        cfg.steps, cfg.batch_size
+    );
+    let _ = writeln!(
+        w,
+        "# Set train.dataset_path (and output_dir) before training."
+    );
+    let _ = writeln!(w, "MODEL:\n  WEIGHTS: {weights}");
+    let _ = write!(
+        w,
+        "compute_precision:\n  grad_scaler: true\n  teacher:\n{}  student:\n{}",
+        precision("fp16"),
+        precision("fp32")
+    );
+    let _ = write!(
+        w,
+        "dino:\n  loss_weight: {}\n  head_n_prototypes: {}\n  head_bottleneck_dim: {}\n  \
+         head_nlayers: 3\n  head_hidden_dim: {}\n  koleo_loss_weight: {}\n",
+        f(cfg.dino_weight),
+        cfg.head.prototypes,
+        cfg.head.bottleneck,
+        cfg.head.hidden,
+        f(cfg.koleo_weight)
+    );
+    let _ = write!(
+        w,
+        "ibot:\n  loss_weight: {}\n  mask_sample_probability: {}\n  mask_ratio_min_max:\n  - {}\n  \
+         - {}\n  separate_head: {}\n  head_n_prototypes: {}\n  head_bottleneck_dim: {}\n  \
+         head_nlayers: 3\n  head_hidden_dim: {}\n",
+        f(cfg.ibot_weight),
+        f(cfg.mask_prob),
+        f(cfg.mask_ratio.0),
+        f(cfg.mask_ratio.1),
+        cfg.ibot_head.is_some(),
+        ibot.prototypes,
+        ibot.bottleneck,
+        ibot.hidden
+    );
+    let centering = match cfg.targets {
+        Targets::Centering => "centering",
+        Targets::SinkhornKnopp => "sinkhorn_knopp",
+    };
+    let _ = write!(
+        w,
+        "train:\n  batch_size_per_gpu: {}\n  dataset_path: ImageNet:split=TRAIN\n  output_dir: .\n  \
+         saveckp_freq: 20\n  seed: {}\n  num_workers: {}\n  OFFICIAL_EPOCH_LENGTH: {l}\n  \
+         cache_dataset: true\n  centering: {centering}\n",
+        cfg.batch_size, cfg.seed, cfg.workers
+    );
+    let layerscale = if m.layerscale {
+        cfg.init.layerscale
+    } else {
+        0.0
+    };
+    let _ =
+        write!(
+        w,
+        "student:\n  arch: {arch}\n  patch_size: {}\n  drop_path_rate: {}\n  layerscale: {}\n  \
+         drop_path_uniform: true\n  pretrained_weights: ''\n  ffn_layer: {}\n  block_chunks: 0\n  \
+         qkv_bias: true\n  proj_bias: true\n  ffn_bias: true\n  num_register_tokens: {}\n  \
+         interpolate_antialias: {}\n  interpolate_offset: 0.1\n",
+        m.patch,
+        f(cfg.drop_path),
+        f(layerscale),
+        if m.ffn == Ffn::SwiGlu { "swiglufused" } else { "mlp" },
+        m.registers,
+        m.registers > 0
+    );
+    let _ = write!(
+        w,
+        "teacher:\n  momentum_teacher: {}\n  final_momentum_teacher: {}\n  warmup_teacher_temp: {}\n  \
+         teacher_temp: {}\n  warmup_teacher_temp_epochs: {}\n",
+        f(cfg.momentum.0),
+        f(cfg.momentum.1),
+        f(cfg.teacher_temp.0),
+        f(cfg.teacher_temp.1),
+        cfg.teacher_temp.2 / l
+    );
+    let _ = write!(
+        w,
+        "optim:\n  epochs: {}\n  weight_decay: {}\n  weight_decay_end: {}\n  base_lr: {}\n  lr: 0.0\n  \
+         warmup_epochs: {}\n  min_lr: {}\n  clip_grad: {}\n  freeze_last_layer_epochs: {}\n  \
+         scaling_rule: sqrt_wrt_1024\n  patch_embed_lr_mult: {}\n  layerwise_decay: {}\n  \
+         adamw_beta1: 0.9\n  adamw_beta2: 0.999\n",
+        cfg.steps / l,
+        f(cfg.weight_decay.0),
+        f(cfg.weight_decay.1),
+        f(cfg.base_lr),
+        cfg.warmup_steps / l,
+        f(cfg.min_lr),
+        f(cfg.clip_grad),
+        cfg.freeze_last_layer_steps / l,
+        f(cfg.patch_embed_lr_mult),
+        f(cfg.layer_decay)
+    );
+    let _ = write!(
+        w,
+        "crops:\n  global_crops_scale:\n  - {}\n  - {}\n  local_crops_number: {}\n  \
+         local_crops_scale:\n  - {}\n  - {}\n  global_crops_size: {}\n  local_crops_size: {}\n",
+        f(a.global_scale.0),
+        f(a.global_scale.1),
+        a.n_local,
+        f(a.local_scale.0),
+        f(a.local_scale.1),
+        a.global_size,
+        a.local_size
+    );
+    let _ = writeln!(w, "evaluation:\n  eval_period_iterations: 12500");
+    Ok(y)
+}
+
+/// A tensor's name, shape and values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Student and teacher under `SSLMetaArch.state_dict()` names: `student.backbone.cls_token`,
+/// `teacher.dino_head.last_layer.weight_v`, … (`dino_head.*` and `ibot_head.*` are already the
+/// official names in the flat layout).
+pub fn official_tensors(
+    cfg: &TrainConfig,
+    st: &TrainState,
+) -> Result<Vec<NamedTensor>, String> {
+    let backbone = param_layout(&cfg.model);
+    let mut specs: Vec<(String, Vec<usize>)> = backbone
+        .entries
+        .iter()
+        .map(|e| (format!("backbone.{}", e.name), e.shape.clone()))
+        .collect();
+    specs.extend(cfg.head_specs());
+    let layout = ParamLayout::new(&specs);
+    let mut out = Vec::new();
+    for (which, flat) in [("student", &st.student), ("teacher", &st.teacher)] {
+        if flat.len() != layout.total {
+            return Err(format!(
+                "the checkpoint's {which} has {} values; the config's layout {}",
+                flat.len(),
+                layout.total
+            ));
+        }
+        for e in &layout.entries {
+            let v = flat[e.offset..e.offset + e.numel()].to_vec();
+            out.push((format!("{which}.{}", e.name), e.shape.clone(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// The conversion script written beside the weights.
+pub const SCRIPT: &str = include_str!("../../assets/to_dinov2_checkpoint.py");
+
+/// Writes [`FILES`] into `out` for a run's config and state. Refuses a folder that already
+/// holds any of them unless `overwrite`.
+pub fn export_dinov2(
+    cfg: &TrainConfig,
+    st: &TrainState,
+    out: &Path,
+    overwrite: bool,
+) -> Result<(), String> {
+    let yaml = config_yaml(cfg, "dinoscope_checkpoint.pth")?;
+    if !overwrite {
+        if let Some(f) = FILES.iter().find(|f| out.join(f).exists()) {
+            return Err(format!(
+                "{}: already exists (pass --overwrite to replace it)",
+                out.join(f).display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let tensors = official_tensors(cfg, st)?;
+    let views: Vec<(String, Vec<usize>, &[f32])> = tensors
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice()))
+        .collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("iteration".to_string(), st.step.to_string());
+    meta.insert("format".to_string(), "pt".to_string());
+    let bytes = crate::io::safetensors_bytes(&views, Some(meta))?;
+    let write = |name: &str, data: &[u8]| {
+        let p = out.join(name);
+        crate::io::write_atomic(&p, data).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("weights.safetensors", &bytes)?;
+    write("config.yaml", yaml.as_bytes())?;
+    write("to_dinov2_checkpoint.py", SCRIPT.as_bytes())?;
+    Ok(())
+}
