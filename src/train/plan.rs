@@ -216,7 +216,9 @@ pub fn device_memory(gpu: &Gpu) -> Option<u64> {
     vulkan_device_local(gpu)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+// wgpu's Vulkan backend exists on Linux, Windows and Android (not on Apple platforms, where
+// Metal has no such query here, nor in the browser).
+#[cfg(not(any(target_arch = "wasm32", target_vendor = "apple")))]
 fn vulkan_device_local(gpu: &Gpu) -> Option<u64> {
     // SAFETY: the hal device is only read (memory properties of its physical device) while the
     // guard keeps it alive.
@@ -234,7 +236,7 @@ fn vulkan_device_local(gpu: &Gpu) -> Option<u64> {
         .max()
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", target_vendor = "apple"))]
 fn vulkan_device_local(_gpu: &Gpu) -> Option<u64> {
     None
 }
