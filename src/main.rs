@@ -3,6 +3,17 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod commands;
 
+/// One embedded file of a fixture model folder: (relative path, bytes).
+#[cfg(not(target_arch = "wasm32"))]
+macro_rules! embedded_model {
+    ($model:literal, $file:literal) => {
+        (
+            concat!($model, "/", $file),
+            include_bytes!(concat!("../tests/fixtures/", $model, "/", $file)),
+        )
+    };
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use super::commands;
@@ -328,17 +339,69 @@ mod cli {
         )
     }
 
-    /// The fixtures shipped with the crate (tests/fixtures), found next to the sources or the binary.
-    fn bundled_fixtures() -> PathBuf {
+    /// The golden fixtures, built into the binary so `selftest` works after `cargo install`
+    /// (where neither the sources nor a folder next to the binary exist).
+    const EMBEDDED_FIXTURES: &[(&str, &[u8])] = &[
+        (
+            "manifest.json",
+            include_bytes!("../tests/fixtures/manifest.json"),
+        ),
+        (
+            "ops.safetensors",
+            include_bytes!("../tests/fixtures/ops.safetensors"),
+        ),
+        (
+            "losses.safetensors",
+            include_bytes!("../tests/fixtures/losses.safetensors"),
+        ),
+        embedded_model!("tiny_dinov2", "config.json"),
+        embedded_model!("tiny_dinov2", "model.safetensors"),
+        embedded_model!("tiny_dinov2", "io.safetensors"),
+        embedded_model!("tiny_dinov2", "grads.safetensors"),
+        embedded_model!("tiny_dinov2_reg", "config.json"),
+        embedded_model!("tiny_dinov2_reg", "model.safetensors"),
+        embedded_model!("tiny_dinov2_reg", "io.safetensors"),
+        embedded_model!("tiny_dinov2_reg", "grads.safetensors"),
+        embedded_model!("tiny_dinov3", "config.json"),
+        embedded_model!("tiny_dinov3", "model.safetensors"),
+        embedded_model!("tiny_dinov3", "io.safetensors"),
+        embedded_model!("tiny_dinov3", "grads.safetensors"),
+    ];
+
+    /// The fixtures shipped with the crate: tests/fixtures next to the sources, a `fixtures`
+    /// folder next to the binary, or else the copy built into the binary, written out once per
+    /// version under the temporary folder (`DINOSCOPE_EMBEDDED_FIXTURES=1` takes it always).
+    fn bundled_fixtures() -> Result<PathBuf, String> {
+        let embedded_only = std::env::var_os("DINOSCOPE_EMBEDDED_FIXTURES").is_some();
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        if src.is_dir() {
-            return src;
-        }
-        std::env::current_exe()
+        let beside = std::env::current_exe()
             .ok()
-            .and_then(|p| p.parent().map(|d| d.join("fixtures")))
-            .filter(|p| p.is_dir())
-            .unwrap_or(src)
+            .and_then(|p| p.parent().map(|d| d.join("fixtures")));
+        if !embedded_only {
+            if let Some(found) = [Some(src), beside]
+                .into_iter()
+                .flatten()
+                .find(|p| p.is_dir())
+            {
+                return Ok(found);
+            }
+        }
+        let dir =
+            std::env::temp_dir().join(format!("dinoscope-fixtures-{}", env!("CARGO_PKG_VERSION")));
+        for (name, bytes) in EMBEDDED_FIXTURES {
+            let path = dir.join(name);
+            let same = std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64);
+            if same {
+                continue;
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            dinoscope::io::write_atomic(&path, bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(dir)
     }
 
     pub fn main() -> ExitCode {
@@ -366,7 +429,10 @@ mod cli {
                 fixtures,
                 fixtures_only,
             }) => open_gpu(&cli).and_then(|gpu| {
-                let dir = fixtures.clone().unwrap_or_else(bundled_fixtures);
+                let dir = match fixtures {
+                    Some(d) => d.clone(),
+                    None => bundled_fixtures()?,
+                };
                 println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
                 println!("fixtures: {}\n", dir.display());
                 println!(

@@ -704,3 +704,42 @@ fn dinov3_weights_give_attention_maps_and_features() {
     let _ = std::fs::remove_dir_all(&out_dir);
     let _ = std::fs::remove_dir_all(&lone);
 }
+
+/// After `cargo install` neither the sources nor a folder beside the binary exist: `selftest`
+/// then runs the fixtures built into the binary.
+#[test]
+fn selftest_runs_the_fixtures_built_into_the_binary() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["selftest", "--fixtures-only"])
+        .env("DINOSCOPE_EMBEDDED_FIXTURES", "1")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run dinoscope");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "selftest failed");
+    let fixtures_line = text
+        .lines()
+        .find(|l| l.starts_with("fixtures:"))
+        .expect("fixtures line");
+    assert!(
+        fixtures_line.contains("dinoscope-fixtures-") && !fixtures_line.contains("tests/fixtures"),
+        "{fixtures_line}"
+    );
+    for case in [
+        "tiny_dinov2",
+        "tiny_dinov2_reg",
+        "tiny_dinov3",
+        "sdpa",
+        "dino",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().take(2).eq([case, "pass"])),
+            "no passing row for {case}"
+        );
+    }
+}

@@ -260,10 +260,7 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 /// Student and teacher under `SSLMetaArch.state_dict()` names: `student.backbone.cls_token`,
 /// `teacher.dino_head.last_layer.weight_v`, … (`dino_head.*` and `ibot_head.*` are already the
 /// official names in the flat layout).
-pub fn official_tensors(
-    cfg: &TrainConfig,
-    st: &TrainState,
-) -> Result<Vec<NamedTensor>, String> {
+pub fn official_tensors(cfg: &TrainConfig, st: &TrainState) -> Result<Vec<NamedTensor>, String> {
     let backbone = param_layout(&cfg.model);
     let mut specs: Vec<(String, Vec<usize>)> = backbone
         .entries
