@@ -16,6 +16,8 @@ pub mod cpu;
 pub mod data;
 pub mod fixtures;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod hub;
 pub mod infer;
 pub mod io;
 pub mod kernels;

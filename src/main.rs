@@ -75,8 +75,13 @@ mod cli {
         /// Image features (CLS and mean patch token) of images or folders, into a safetensors file.
         Embed {
             /// Backbone weights (safetensors, Hugging Face or torch-hub names).
+            /// A file, or a Hugging Face repository id (facebook/dinov2-small) found in the
+            /// Hugging Face cache.
             #[arg(long)]
             weights: PathBuf,
+            /// Branch, tag or commit of a repository id given as --weights [default: main].
+            #[arg(long)]
+            revision: Option<String>,
             /// Config: a preset (vits14, vits14_reg, …), a config.json or a .ron file
             /// (default: the config next to the weights, else inferred from them).
             #[arg(long)]
@@ -98,8 +103,13 @@ mod cli {
         /// map of the patch features, as PNG files.
         Attention {
             /// Backbone weights (safetensors).
+            /// A file, or a Hugging Face repository id (facebook/dinov2-small) found in the
+            /// Hugging Face cache.
             #[arg(long)]
             weights: PathBuf,
+            /// Branch, tag or commit of a repository id given as --weights [default: main].
+            #[arg(long)]
+            revision: Option<String>,
             /// Config: preset name, config.json or .ron (default: next to the weights, or inferred).
             #[arg(long)]
             config: Option<String>,
@@ -146,8 +156,13 @@ mod cli {
         #[command(alias = "eval")]
         Knn {
             /// Backbone weights (safetensors; ours or Hugging Face's).
+            /// A file, or a Hugging Face repository id (facebook/dinov2-small) found in the
+            /// Hugging Face cache.
             #[arg(long)]
             weights: PathBuf,
+            /// Branch, tag or commit of a repository id given as --weights [default: main].
+            #[arg(long)]
+            revision: Option<String>,
             /// Config: preset name, config.json or .ron (default: next to the weights, or inferred).
             #[arg(long)]
             config: Option<String>,
@@ -514,44 +529,42 @@ mod cli {
             }),
             Some(Command::Knn {
                 weights,
+                revision,
                 config,
                 train,
                 test,
                 size,
                 k,
-            }) => open_gpu(&cli).and_then(|gpu| {
-                commands::knn(&gpu, weights, config.as_deref(), train, test, *size, *k)
+            }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
+                let gpu = open_gpu(&cli)?;
+                commands::knn(&gpu, &w, config.as_deref(), train, test, *size, *k)
             }),
             Some(Command::Embed {
                 weights,
+                revision,
                 config,
                 images,
                 output,
                 size,
                 batch,
-            }) => open_gpu(&cli).and_then(|gpu| {
-                commands::embed(
-                    &gpu,
-                    weights,
-                    config.as_deref(),
-                    images,
-                    output,
-                    *size,
-                    *batch,
-                )
+            }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
+                let gpu = open_gpu(&cli)?;
+                commands::embed(&gpu, &w, config.as_deref(), images, output, *size, *batch)
             }),
             Some(Command::Attention {
                 weights,
+                revision,
                 config,
                 image,
                 output,
                 layer,
                 size,
                 threshold,
-            }) => open_gpu(&cli).and_then(|gpu| {
+            }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
+                let gpu = open_gpu(&cli)?;
                 commands::attention(
                     &gpu,
-                    weights,
+                    &w,
                     config.as_deref(),
                     image,
                     output,

@@ -679,11 +679,12 @@ impl DinoscopeApp {
             #[cfg(not(target_arch = "wasm32"))]
             None => {
                 let file = if path.is_dir() {
-                    path.join("teacher_backbone.safetensors")
+                    Ok(path.join("teacher_backbone.safetensors"))
                 } else {
-                    path.to_path_buf()
+                    // A repository id (facebook/dinov2-small) comes from the Hugging Face cache.
+                    crate::hub::resolve_weights(path, None)
                 };
-                crate::infer::load_model(self.gpu, &file, None)
+                file.and_then(|f| crate::infer::load_model(self.gpu, &f, None))
             }
             #[cfg(target_arch = "wasm32")]
             None => Err(format!("{name}: drop the file on the page to open it")),
@@ -1223,7 +1224,7 @@ impl DinoscopeApp {
 
     fn inspect_settings(&mut self, ui: &mut egui::Ui) {
         ui.heading("Weights");
-        ui.label("A run folder, our teacher_backbone.safetensors, or a Hugging Face DINOv2 model.safetensors. Drop one here.");
+        ui.label("A run folder, our teacher_backbone.safetensors, a Hugging Face DINOv2 or DINOv3 model.safetensors, or a repository id in the Hugging Face cache (facebook/dinov2-small). Drop one here.");
         #[cfg(not(target_arch = "wasm32"))]
         {
             ui.text_edit_singleline(&mut self.weights_field);
