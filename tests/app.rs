@@ -480,3 +480,80 @@ fn the_first_start_trains_a_preset_the_adapter_can_carry() {
         assert_eq!(preset, "debug");
     }
 }
+
+/// The "Open…", "Folder…", "Choose…" and "Export CSV as…" buttons: each opens its dialog (kind,
+/// filters, starting folder) and uses the path chosen in it; a cancelled dialog changes nothing.
+/// A stand-in takes the person's place at the dialog (the platform's dialog cannot be driven
+/// headless).
+#[test]
+fn file_dialogs_fill_their_fields_and_load_what_is_chosen() {
+    use dinoscope::app::dialogs::{DialogKind, DialogSpec, Pick};
+    use std::sync::{Arc, Mutex};
+    let Some(mut app) = app() else { return };
+    let ctx = egui::Context::default();
+    let dir = tmp("dialogs");
+    let fixtures = common::fixtures_dir().join("tiny_dinov3");
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images/chelsea.png");
+    let seen: Arc<Mutex<Vec<DialogSpec>>> = Arc::default();
+    let answers: Arc<Mutex<Vec<Option<PathBuf>>>> = Arc::default();
+    {
+        let (seen, answers) = (seen.clone(), answers.clone());
+        app.dialog = Box::new(move |spec: &DialogSpec| {
+            seen.lock().expect("lock").push(spec.clone());
+            answers.lock().expect("lock").remove(0)
+        });
+    }
+    let answer = |p: Option<PathBuf>| answers.lock().expect("lock").push(p);
+
+    // Weights: a DINOv3 model, loaded at once.
+    answer(Some(fixtures.join("model.safetensors")));
+    app.browse(Pick::Weights);
+    assert!(app.inspect.model.is_some());
+    assert!(app.weights_field.ends_with("tiny_dinov3/model.safetensors"));
+    // Picture, loaded at once; then the maps come.
+    answer(Some(photo.clone()));
+    app.inspect.size = 64;
+    app.browse(Pick::Picture);
+    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+        a.inspect.current().is_some()
+    }));
+    // The weights dialog now starts in the folder of the current weights.
+    answer(None);
+    app.browse(Pick::Weights);
+    // Data folder, run folder, and the CSV written where the save dialog says.
+    answer(Some(dir.clone()));
+    app.browse(Pick::DataFolder);
+    assert_eq!(app.data_field, dir.display().to_string());
+    answer(Some(dir.join("runs")));
+    app.browse(Pick::RunFolder);
+    assert_eq!(app.settings.train.run_dir, dir.join("runs"));
+    let csv = dir.join("exported/curves-here.csv");
+    answer(Some(csv.clone()));
+    app.browse(Pick::Csv);
+    assert!(std::fs::read_to_string(&csv)
+        .expect("csv")
+        .starts_with("step,"));
+    // Cancelled: nothing changes.
+    answer(None);
+    app.browse(Pick::DataFile);
+    assert_eq!(app.data_field, dir.display().to_string());
+
+    let seen = seen.lock().expect("lock");
+    let kinds: Vec<(Pick, DialogKind)> = seen.iter().map(|s| (s.pick, s.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Pick::Weights, DialogKind::OpenFile),
+            (Pick::Picture, DialogKind::OpenFile),
+            (Pick::Weights, DialogKind::OpenFile),
+            (Pick::DataFolder, DialogKind::OpenFolder),
+            (Pick::RunFolder, DialogKind::OpenFolder),
+            (Pick::Csv, DialogKind::SaveFile),
+            (Pick::DataFile, DialogKind::OpenFile),
+        ]
+    );
+    assert_eq!(seen[2].directory.as_deref(), Some(fixtures.as_path()));
+    assert_eq!(seen[0].filters[0].1, &["safetensors"]);
+    assert_eq!(seen[5].file_name.as_deref(), Some("curves.csv"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,6 +7,7 @@
 //! app steps within a per-frame time budget ([`web`]).
 
 pub mod curves;
+pub mod dialogs;
 pub mod images;
 pub mod inspect;
 pub mod memory;
@@ -29,6 +30,10 @@ use std::sync::{Arc, Mutex};
 /// A dropped file's name and contents (read asynchronously in the browser).
 #[cfg(target_arch = "wasm32")]
 type DroppedRead = (std::path::PathBuf, Result<Vec<u8>, String>);
+
+/// A file chosen in the page's file picker: its name and contents.
+#[cfg(target_arch = "wasm32")]
+type PickedFile = (std::path::PathBuf, Vec<u8>);
 
 /// The probe grid's textures (rows of maps) for (snapshot index, step).
 type ProbeTextures = ((usize, u64), Vec<Vec<egui::TextureHandle>>);
@@ -178,6 +183,12 @@ pub struct DinoscopeApp {
     web: Option<web::WebRun>,
     #[cfg(target_arch = "wasm32")]
     dropped_reads: Vec<Task<DroppedRead>>,
+    /// Files chosen in the page's file picker, still being read.
+    #[cfg(target_arch = "wasm32")]
+    picked: Vec<Task<Option<PickedFile>>>,
+    /// Shows a file dialog (the platform's; tests put their own here).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub dialog: dialogs::Opener,
     automation: Automation,
     screenshot_requested: bool,
     /// Where the curves and the probe grid were drawn (for tests and screenshots).
@@ -243,6 +254,10 @@ impl DinoscopeApp {
             web: None,
             #[cfg(target_arch = "wasm32")]
             dropped_reads: Vec::new(),
+            #[cfg(target_arch = "wasm32")]
+            picked: Vec::new(),
+            #[cfg(not(target_arch = "wasm32"))]
+            dialog: Box::new(dialogs::native),
             automation,
             screenshot_requested: false,
             panel_rects: Vec::new(),
@@ -671,6 +686,53 @@ impl DinoscopeApp {
         }
     }
 
+    /// Opens the file dialog for `pick` and uses what is chosen: the data, weights or picture
+    /// field (weights and pictures are loaded at once), the run folder, or the CSV export.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn browse(&mut self, pick: dialogs::Pick) {
+        use dialogs::Pick;
+        let current = match pick {
+            Pick::DataFolder | Pick::DataFile => self.data_field.clone(),
+            Pick::Weights => self.weights_field.clone(),
+            Pick::Picture => self.image_field.clone(),
+            Pick::RunFolder | Pick::Csv => self.settings.train.run_dir.display().to_string(),
+        };
+        let spec = dialogs::spec(pick, &current);
+        let Some(path) = (self.dialog)(&spec) else {
+            return;
+        };
+        match pick {
+            Pick::DataFolder | Pick::DataFile => {
+                self.data_field = path.display().to_string();
+                self.notify(
+                    format!("training data set to {}; press Start", path.display()),
+                    false,
+                );
+            }
+            Pick::Weights => {
+                self.weights_field = path.display().to_string();
+                self.load_weights(&path, None);
+            }
+            Pick::Picture => {
+                self.image_field = path.display().to_string();
+                self.load_image(&path, None);
+            }
+            Pick::RunFolder => self.settings.train.run_dir = path,
+            Pick::Csv => self.write_csv(&path),
+        }
+    }
+
+    /// Opens the page's file picker for weights or a picture; the file is read and handled
+    /// as a dropped one.
+    #[cfg(target_arch = "wasm32")]
+    fn browse_web(&mut self, ctx: &egui::Context, pick: dialogs::Pick) {
+        let spec = dialogs::spec(pick, "");
+        self.picked.push(Task::spawn(
+            ctx,
+            async move { dialogs::browser(spec).await },
+        ));
+    }
+
     /// Loads backbone weights into the inspect view; a bad file is refused with the reason.
     pub fn load_weights(&mut self, path: &std::path::Path, bytes: Option<Vec<u8>>) {
         let name = path.display().to_string();
@@ -769,6 +831,17 @@ impl DinoscopeApp {
                     Ok(b) => self.handle_dropped(vec![(path, Some(b))]),
                     Err(e) => self.notify(format!("{}: cannot read: {e}", path.display()), true),
                 }
+            }
+            let mut chosen = Vec::new();
+            self.picked.retain(|t| match t.take() {
+                Some(r) => {
+                    chosen.extend(r);
+                    false
+                }
+                None => true,
+            });
+            for (path, bytes) in chosen {
+                self.handle_dropped(vec![(path, Some(bytes))]);
             }
         }
         self.inspect.update(self.gpu, &ctx);
@@ -902,12 +975,25 @@ impl DinoscopeApp {
         ui.add_enabled_ui(idle, |ui| {
             ui.label("Image folder or IDX file (empty: bundled Fashion-MNIST). Drop one here.");
             ui.text_edit_singleline(&mut self.data_field);
-            if ui.button("Use bundled Fashion-MNIST").clicked() {
-                self.data_field.clear();
-            }
+            ui.horizontal_wrapped(|ui| {
+                #[cfg(not(target_arch = "wasm32"))]
+                {
+                    if ui.button("Folder…").clicked() {
+                        self.browse(dialogs::Pick::DataFolder);
+                    }
+                    if ui.button("IDX file…").clicked() {
+                        self.browse(dialogs::Pick::DataFile);
+                    }
+                }
+                if ui.button("Use bundled Fashion-MNIST").clicked() {
+                    self.data_field.clear();
+                }
+            });
         });
         ui.separator();
         ui.heading("Model and recipe");
+        #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
+        let mut choose_run = false;
         let t = &mut self.settings.train;
         ui.add_enabled_ui(idle, |ui| {
             egui::ComboBox::from_label("preset")
@@ -980,8 +1066,15 @@ impl DinoscopeApp {
                 if ui.text_edit_singleline(&mut dir).changed() {
                     t.run_dir = dir.into();
                 }
+                choose_run = ui.button("Choose…").clicked();
             }
         });
+        #[cfg(not(target_arch = "wasm32"))]
+        if choose_run {
+            self.browse(dialogs::Pick::RunFolder);
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = choose_run;
         if let Ok(cfg) = self.settings.train.to_config() {
             let (line, bad) = self.memory.line(self.gpu, &cfg, self.memory_budget);
             let color = if bad {
@@ -1042,6 +1135,10 @@ impl DinoscopeApp {
             ui.add(egui::Slider::new(&mut self.settings.smoothing, 0.0..=0.99).text("smoothing"));
             if ui.button("Export CSV").clicked() {
                 self.export_csv();
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            if ui.button("Export CSV as…").clicked() {
+                self.browse(dialogs::Pick::Csv);
             }
         });
         let curves_h = (full.y * 0.5).max(180.0);
@@ -1206,20 +1303,28 @@ impl DinoscopeApp {
     }
 
     fn export_csv(&mut self) {
-        let csv = self.history.to_csv();
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let dir = self.settings.train.run_dir.clone();
-            let path = dir.join("curves.csv");
-            let r = std::fs::create_dir_all(&dir)
-                .and_then(|_| crate::io::write_atomic(&path, csv.as_bytes()));
-            match r {
-                Ok(()) => self.notify(format!("curves written to {}", path.display()), false),
-                Err(e) => self.notify(format!("{}: cannot write: {e}", path.display()), true),
-            }
+            let path = self.settings.train.run_dir.join("curves.csv");
+            self.write_csv(&path);
         }
         #[cfg(target_arch = "wasm32")]
-        web::download("dinoscope-curves.csv", &csv);
+        web::download("dinoscope-curves.csv", &self.history.to_csv());
+    }
+
+    /// Writes the curves as CSV to `path` (its folder made if missing).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn write_csv(&mut self, path: &std::path::Path) {
+        let csv = self.history.to_csv();
+        let r = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(dir) => std::fs::create_dir_all(dir),
+            None => Ok(()),
+        }
+        .and_then(|_| crate::io::write_atomic(path, csv.as_bytes()));
+        match r {
+            Ok(()) => self.notify(format!("curves written to {}", path.display()), false),
+            Err(e) => self.notify(format!("{}: cannot write: {e}", path.display()), true),
+        }
     }
 
     fn inspect_settings(&mut self, ui: &mut egui::Ui) {
@@ -1228,10 +1333,19 @@ impl DinoscopeApp {
         #[cfg(not(target_arch = "wasm32"))]
         {
             ui.text_edit_singleline(&mut self.weights_field);
-            if ui.button("Load weights").clicked() {
-                let p = std::path::PathBuf::from(self.weights_field.trim());
-                self.load_weights(&p, None);
-            }
+            ui.horizontal(|ui| {
+                if ui.button("Load weights").clicked() {
+                    let p = std::path::PathBuf::from(self.weights_field.trim());
+                    self.load_weights(&p, None);
+                }
+                if ui.button("Open…").clicked() {
+                    self.browse(dialogs::Pick::Weights);
+                }
+            });
+        }
+        #[cfg(target_arch = "wasm32")]
+        if ui.button("Open weights…").clicked() {
+            self.browse_web(ui.ctx(), dialogs::Pick::Weights);
         }
         if let Some((m, name)) = &self.inspect.model {
             ui.label(format!(
@@ -1244,10 +1358,19 @@ impl DinoscopeApp {
         #[cfg(not(target_arch = "wasm32"))]
         {
             ui.text_edit_singleline(&mut self.image_field);
-            if ui.button("Open picture").clicked() {
-                let p = std::path::PathBuf::from(self.image_field.trim());
-                self.load_image(&p, None);
-            }
+            ui.horizontal(|ui| {
+                if ui.button("Open picture").clicked() {
+                    let p = std::path::PathBuf::from(self.image_field.trim());
+                    self.load_image(&p, None);
+                }
+                if ui.button("Open…").clicked() {
+                    self.browse(dialogs::Pick::Picture);
+                }
+            });
+        }
+        #[cfg(target_arch = "wasm32")]
+        if ui.button("Open picture…").clicked() {
+            self.browse_web(ui.ctx(), dialogs::Pick::Picture);
         }
         ui.horizontal(|ui| {
             ui.label("size");
