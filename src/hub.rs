@@ -2,7 +2,9 @@
 //! already fetched with transformers or `huggingface-cli download`, where those tools keep them
 //! (`models--{org}--{name}/snapshots/{commit}/…`, with `refs/{branch or tag}` naming the commit).
 //! The cache folder is `HF_HUB_CACHE`, else `HF_HOME/hub`, else `XDG_CACHE_HOME/huggingface/hub`,
-//! else `~/.cache/huggingface/hub`, as the Hugging Face tools decide it. Nothing is downloaded.
+//! else `~/.cache/huggingface/hub`, as the Hugging Face tools decide it. What is not cached is
+//! downloaded into it (feature `hub`, through the `hf-hub` client: `HF_ENDPOINT`, `HF_TOKEN` or
+//! the token file of `huggingface-cli login`), unless `HF_HUB_OFFLINE` is set.
 
 use std::path::{Path, PathBuf};
 
@@ -102,11 +104,104 @@ pub fn cached_file_in(
     }
 }
 
-/// `--weights` as given: a file path as is, or a repository id resolved to the cached
-/// `model.safetensors` of its snapshot (its `config.json` sits beside it).
+/// Whether `HF_HUB_OFFLINE` asks for the cache only.
+pub fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+        .unwrap_or(false)
+}
+
+/// The model weights of repository `repo`: from the cache, else downloaded into it with the
+/// snapshot's `config.json` (when the repository has one) beside them.
+pub fn model_weights(repo: &str, revision: Option<&str>) -> Result<PathBuf, String> {
+    let cached = cached_file(repo, revision, "model.safetensors");
+    match cached {
+        Ok(p) => Ok(p),
+        Err(e) if offline() => Err(format!(
+            "{e} (HF_HUB_OFFLINE is set: nothing is downloaded)"
+        )),
+        Err(e) => download(repo, revision).map_err(|d| if d.is_empty() { e } else { d }),
+    }
+}
+
+/// Downloads `config.json` (if the repository has one) and `model.safetensors` into the cache;
+/// an empty error when this build cannot download.
+#[cfg(feature = "hub")]
+fn download(repo: &str, revision: Option<&str>) -> Result<PathBuf, String> {
+    use hf_hub::api::sync::ApiBuilder;
+    use hf_hub::{Repo, RepoType};
+    let cache = cache_dir();
+    let token = std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| hf_hub::Cache::new(cache.clone()).token());
+    let api = ApiBuilder::from_env()
+        .with_cache_dir(cache)
+        .with_token(token)
+        .with_progress(true)
+        .with_retries(2)
+        .build()
+        .map_err(|e| format!("{repo}: cannot reach the Hugging Face Hub: {e}"))?;
+    let rev = revision.unwrap_or("main").to_string();
+    let handle = api.repo(Repo::with_revision(
+        repo.to_string(),
+        RepoType::Model,
+        rev.clone(),
+    ));
+    let explain = |file: &str, e: hf_hub::api::sync::ApiError| -> String {
+        use hf_hub::api::sync::ApiError;
+        let status = match &e {
+            ApiError::RequestError(b) => match b.as_ref() {
+                ureq::Error::Status(code, _) => Some(*code),
+                _ => None,
+            },
+            _ => None,
+        };
+        match status {
+            Some(401) | Some(403) => format!(
+                "{repo}: the Hugging Face Hub refused access to {file} (HTTP {}): the repository \
+                 does not exist, or is gated or private (accept its licence on the Hub and set \
+                 HF_TOKEN, or run `huggingface-cli login`)",
+                status.unwrap_or(0)
+            ),
+            Some(404) => format!(
+                "{repo}: no {file} at revision '{rev}' on the Hugging Face Hub (HTTP 404: check the \
+                 repository id and --revision)"
+            ),
+            _ => format!("{repo}: downloading {file} failed: {e}"),
+        }
+    };
+    eprintln!(
+        "downloading {repo} ({rev}) from the Hugging Face Hub into {}",
+        cache_dir().display()
+    );
+    if let Err(e) = handle.get("config.json") {
+        let msg = explain("config.json", e);
+        // A repository without config.json still has weights; anything else is an error.
+        if !msg.contains("HTTP 404") {
+            return Err(msg);
+        }
+    }
+    handle
+        .get("model.safetensors")
+        .map_err(|e| explain("model.safetensors", e))
+}
+
+#[cfg(not(feature = "hub"))]
+fn download(_repo: &str, _revision: Option<&str>) -> Result<PathBuf, String> {
+    Err(String::new())
+}
+
+/// `--weights` as given: a file path as is, or a repository id resolved to the
+/// `model.safetensors` of its snapshot (its `config.json` sits beside it), downloaded if needed.
 pub fn resolve_weights(arg: &Path, revision: Option<&str>) -> Result<PathBuf, String> {
     match arg.to_str() {
-        Some(s) if is_repo_id(s) => cached_file(s, revision, "model.safetensors"),
+        Some(s) if is_repo_id(s) => model_weights(s, revision),
         _ if revision.is_some() => Err(format!(
             "--revision applies to a Hugging Face repository id (org/name), not to the file {}",
             arg.display()
