@@ -72,6 +72,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::MATMUL_128,
         &matmul::MATMUL_64,
         &matmul::MATMUL_REDUCE,
+        &rope::ROPE_APPLY,
         &normalize::L2NORM_FORWARD,
         &normalize::L2NORM_BACKWARD,
         &normalize::WEIGHTNORM_FORWARD,
