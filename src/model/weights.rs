@@ -439,21 +439,10 @@ fn hf_target(name: &str, gated: bool) -> Target {
     let Some(rest) = name.strip_prefix("encoder.layer.") else {
         return Target::Unknown;
     };
-    let Some((idx, tail)) = rest.split_once('.') else {
-        return Target::Unknown;
+    let (i, module, param) = match block_parts(rest) {
+        Ok(p) => p,
+        Err(done) => return done,
     };
-    let Some(i) = parse_index(idx) else {
-        return Target::Unknown;
-    };
-    let Some((module, param)) = tail.rsplit_once('.') else {
-        return Target::Unknown;
-    };
-    match (module, param) {
-        ("layer_scale1", "lambda1") => return Target::Hub(format!("blocks.{i}.ls1.gamma")),
-        ("layer_scale2", "lambda1") => return Target::Hub(format!("blocks.{i}.ls2.gamma")),
-        (_, "weight") | (_, "bias") => {}
-        _ => return Target::Unknown,
-    }
     let bias = param == "bias";
     if let Some(part) = module.strip_prefix("attention.attention.") {
         return match QKV_PARTS.iter().position(|p| *p == part) {
@@ -474,24 +463,31 @@ fn hf_target(name: &str, gated: bool) -> Target {
     Target::Hub(format!("blocks.{i}.{hub_module}.{param}"))
 }
 
+/// `{i}.{module}.{param}` of a Hugging Face block tensor name: the parts of a weight or bias,
+/// or the finished target (LayerScale, which both namings call `layer_scale{1,2}.lambda1`, or
+/// Unknown).
+fn block_parts(rest: &str) -> Result<(usize, &str, &str), Target> {
+    let parsed = rest
+        .split_once('.')
+        .and_then(|(idx, tail)| Some((parse_index(idx)?, tail.rsplit_once('.')?)));
+    let Some((i, (module, param))) = parsed else {
+        return Err(Target::Unknown);
+    };
+    match (module, param) {
+        ("layer_scale1", "lambda1") => Err(Target::Hub(format!("blocks.{i}.ls1.gamma"))),
+        ("layer_scale2", "lambda1") => Err(Target::Hub(format!("blocks.{i}.ls2.gamma"))),
+        (_, "weight") | (_, "bias") => Ok((i, module, param)),
+        _ => Err(Target::Unknown),
+    }
+}
+
 /// `DINOv3ViTModel` block tensors: `{i}.attention.{q,k,v,o}_proj`, `{i}.mlp.{up,down}_proj`
 /// (gated: `gate_proj`, `up_proj` → w12 halves, `down_proj` → w3), norms and LayerScale.
 fn hf_v3_block_target(rest: &str, gated: bool) -> Target {
-    let Some((idx, tail)) = rest.split_once('.') else {
-        return Target::Unknown;
+    let (i, module, param) = match block_parts(rest) {
+        Ok(p) => p,
+        Err(done) => return done,
     };
-    let Some(i) = parse_index(idx) else {
-        return Target::Unknown;
-    };
-    let Some((module, param)) = tail.rsplit_once('.') else {
-        return Target::Unknown;
-    };
-    match (module, param) {
-        ("layer_scale1", "lambda1") => return Target::Hub(format!("blocks.{i}.ls1.gamma")),
-        ("layer_scale2", "lambda1") => return Target::Hub(format!("blocks.{i}.ls2.gamma")),
-        (_, "weight") | (_, "bias") => {}
-        _ => return Target::Unknown,
-    }
     let bias = param == "bias";
     let w12 = |part: usize| Target::Part {
         hub: format!("blocks.{i}.mlp.w12.{param}"),
