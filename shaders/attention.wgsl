@@ -39,15 +39,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read> o: array<f32>;
-@group(0) @binding(5) var<storage, read> dout: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<S>;
+@group(0) @binding(2) var<storage, read> k: array<S>;
+@group(0) @binding(3) var<storage, read> v: array<S>;
+@group(0) @binding(4) var<storage, read> o: array<S>;
+@group(0) @binding(5) var<storage, read> dout: array<S>;
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(8) var<storage, read_write> res0: array<f32>;
-@group(0) @binding(9) var<storage, read_write> res1: array<f32>;
+@group(0) @binding(8) var<storage, read_write> res0: array<S>;
+@group(0) @binding(9) var<storage, read_write> res1: array<S>;
 
 override HEAD_DIM: u32 = 64u;
 const D_MAX: u32 = 64u;
@@ -82,7 +82,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     var acc: array<f32, 64>;
     if (valid) {
         let qb = qkv_base(p.q_off, b, h, i);
-        for (var c = 0u; c < HEAD_DIM; c++) { qr[c] = q[qb + c] * p.scale; }
+        for (var c = 0u; c < HEAD_DIM; c++) { qr[c] = f32(q[qb + c]) * p.scale; }
     }
     var m = -3.4e38;
     var l = 0.0;
@@ -93,8 +93,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             var kv = 0.0;
             var vv = 0.0;
             if (j0 + jj < p.n_k) {
-                kv = k[qkv_base(p.k_off, b, h, j0 + jj) + c];
-                vv = v[qkv_base(p.v_off, b, h, j0 + jj) + c];
+                kv = f32(k[qkv_base(p.k_off, b, h, j0 + jj) + c]);
+                vv = f32(v[qkv_base(p.v_off, b, h, j0 + jj) + c]);
             }
             tile_a[jj * D_MAX + c] = kv;
             tile_b[jj * D_MAX + c] = vv;
@@ -126,7 +126,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (valid) {
         let ob = o_base(b, h, i);
         let inv = 1.0 / l;
-        for (var c = 0u; c < HEAD_DIM; c++) { res0[ob + c] = acc[c] * inv; }
+        for (var c = 0u; c < HEAD_DIM; c++) { res0[ob + c] = S(acc[c] * inv); }
         lse[bh * p.n_q + i] = m + log(l);
     }
 }
@@ -145,8 +145,8 @@ fn attention_probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let qb = qkv_base(p.q_off, b, h, i);
     let kb = qkv_base(p.k_off, b, h, j);
     var d = 0.0;
-    for (var c = 0u; c < HEAD_DIM; c++) { d = fma(q[qb + c], k[kb + c], d); }
-    res0[idx] = exp(d * p.scale - lse[row]);
+    for (var c = 0u; c < HEAD_DIM; c++) { d = fma(f32(q[qb + c]), f32(k[kb + c]), d); }
+    res0[idx] = S(exp(d * p.scale - lse[row]));
 }
 
 @compute @workgroup_size(256)
@@ -158,7 +158,7 @@ fn attention_backward_delta(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     let bh = row / p.n_q;
     let ob = o_base(bh / p.heads, bh % p.heads, i);
     var d = 0.0;
-    for (var c = 0u; c < HEAD_DIM; c++) { d = fma(dout[ob + c], o[ob + c], d); }
+    for (var c = 0u; c < HEAD_DIM; c++) { d = fma(f32(dout[ob + c]), f32(o[ob + c]), d); }
     delta[row] = d;
 }
 
@@ -182,8 +182,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         let qb = qkv_base(p.q_off, b, h, i);
         let ob = o_base(b, h, i);
         for (var c = 0u; c < HEAD_DIM; c++) {
-            qr[c] = q[qb + c] * p.scale;
-            dor[c] = dout[ob + c];
+            qr[c] = f32(q[qb + c]) * p.scale;
+            dor[c] = f32(dout[ob + c]);
         }
         li = lse[bh * p.n_q + i];
         di = delta[bh * p.n_q + i];
@@ -195,8 +195,8 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
             var kv = 0.0;
             var vv = 0.0;
             if (j0 + jj < p.n_k) {
-                kv = k[qkv_base(p.k_off, b, h, j0 + jj) + c];
-                vv = v[qkv_base(p.v_off, b, h, j0 + jj) + c];
+                kv = f32(k[qkv_base(p.k_off, b, h, j0 + jj) + c]);
+                vv = f32(v[qkv_base(p.v_off, b, h, j0 + jj) + c]);
             }
             tile_a[jj * D_MAX + c] = kv;
             tile_b[jj * D_MAX + c] = vv;
@@ -219,7 +219,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     }
     if (valid) {
         let qb = qkv_base(p.q_off, b, h, i);
-        for (var c = 0u; c < HEAD_DIM; c++) { res0[qb + c] = dq[c] * p.scale; }
+        for (var c = 0u; c < HEAD_DIM; c++) { res0[qb + c] = S(dq[c] * p.scale); }
     }
 }
 
@@ -242,8 +242,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         let kb = qkv_base(p.k_off, b, h, j);
         let vb = qkv_base(p.v_off, b, h, j);
         for (var c = 0u; c < HEAD_DIM; c++) {
-            kr[c] = k[kb + c];
-            vr[c] = v[vb + c];
+            kr[c] = f32(k[kb + c]);
+            vr[c] = f32(v[vb + c]);
         }
     }
     for (var i0 = 0u; i0 < p.n_q; i0 += KT) {
@@ -253,8 +253,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
             var qv = 0.0;
             var dov = 0.0;
             if (i0 + ii < p.n_q) {
-                qv = q[qkv_base(p.q_off, b, h, i0 + ii) + c];
-                dov = dout[o_base(b, h, i0 + ii) + c];
+                qv = f32(q[qkv_base(p.q_off, b, h, i0 + ii) + c]);
+                dov = f32(dout[o_base(b, h, i0 + ii) + c]);
             }
             tile_a[ii * D_MAX + c] = qv;
             tile_b[ii * D_MAX + c] = dov;
@@ -293,8 +293,8 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         let kb = qkv_base(p.k_off, b, h, j);
         let vb = qkv_base(p.v_off, b, h, j);
         for (var c = 0u; c < HEAD_DIM; c++) {
-            res0[kb + c] = dk[c] * p.scale;
-            if (p.dv_in_res0 != 0u) { res0[vb + c] = dv[c]; } else { res1[vb + c] = dv[c]; }
+            res0[kb + c] = S(dk[c] * p.scale);
+            if (p.dv_in_res0 != 0u) { res0[vb + c] = S(dv[c]); } else { res1[vb + c] = S(dv[c]); }
         }
     }
 }

@@ -22,10 +22,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<S>;
+@group(0) @binding(2) var<storage, read> b: array<S>;
+@group(0) @binding(3) var<storage, read_write> out: array<S>;
+@group(0) @binding(4) var<storage, read> c: array<S>;
 @group(0) @binding(5) var<storage, read> srow: array<f32>;
 
 @compute @workgroup_size(256)
@@ -33,9 +33,9 @@ fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
-    var v = a[i] + b[i % p.nb];
-    if (p.accumulate != 0u) { v += out[i]; }
-    out[i] = v;
+    var v = f32(a[i]) + f32(b[i % p.nb]);
+    if (p.accumulate != 0u) { v += f32(out[i]); }
+    out[i] = S(v);
 }
 
 @compute @workgroup_size(256)
@@ -43,9 +43,9 @@ fn mul_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
                @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
-    var v = a[i] * b[i % p.nb];
-    if (p.accumulate != 0u) { v += out[i]; }
-    out[i] = v;
+    var v = f32(a[i]) * f32(b[i % p.nb]);
+    if (p.accumulate != 0u) { v += f32(out[i]); }
+    out[i] = S(v);
 }
 
 @compute @workgroup_size(256)
@@ -53,9 +53,9 @@ fn axpby(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
          @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
-    var v = p.alpha * a[i];
-    if (p.beta != 0.0) { v += p.beta * out[i]; }
-    out[i] = v;
+    var v = p.alpha * f32(a[i]);
+    if (p.beta != 0.0) { v += p.beta * f32(out[i]); }
+    out[i] = S(v);
 }
 
 // Here nb is the wrap length of c; b has n elements.
@@ -64,7 +64,7 @@ fn add_mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
-    out[i] = a[i] + b[i] * c[i % p.nb];
+    out[i] = S(f32(a[i]) + f32(b[i]) * f32(c[i % p.nb]));
 }
 
 @compute @workgroup_size(256)
@@ -72,5 +72,5 @@ fn scale_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
-    out[i] = a[i] * srow[i / p.row_len];
+    out[i] = S(f32(a[i]) * srow[i / p.row_len]);
 }

@@ -15,16 +15,16 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<S>;
+@group(0) @binding(2) var<storage, read> dy: array<S>;
+@group(0) @binding(3) var<storage, read_write> out: array<S>;
 
 @compute @workgroup_size(256)
 fn gelu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
-    out[i] = gelu_f32(x[i]);
+    out[i] = S(gelu_f32(f32(x[i])));
 }
 
 @compute @workgroup_size(256)
@@ -32,9 +32,9 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
                  @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
-    var g = dy[i] * gelu_grad_f32(x[i]);
-    if (p.accumulate != 0u) { g += out[i]; }
-    out[i] = g;
+    var g = f32(dy[i]) * gelu_grad_f32(f32(x[i]));
+    if (p.accumulate != 0u) { g += f32(out[i]); }
+    out[i] = S(g);
 }
 
 fn sigmoid_f32(v: f32) -> f32 {
@@ -48,9 +48,9 @@ fn swiglu_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (i >= p.n) { return; }
     let r = i / p.hidden;
     let j = i % p.hidden;
-    let x1 = x[r * 2u * p.hidden + j];
-    let x2 = x[r * 2u * p.hidden + p.hidden + j];
-    out[i] = x1 * sigmoid_f32(x1) * x2;
+    let x1 = f32(x[r * 2u * p.hidden + j]);
+    let x2 = f32(x[r * 2u * p.hidden + p.hidden + j]);
+    out[i] = S(x1 * sigmoid_f32(x1) * x2);
 }
 
 // Here out is dx [rows, 2h]; thread per element of dy.
@@ -63,15 +63,15 @@ fn swiglu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let j = i % p.hidden;
     let a = r * 2u * p.hidden + j;
     let b = a + p.hidden;
-    let x1 = x[a];
-    let x2 = x[b];
+    let x1 = f32(x[a]);
+    let x2 = f32(x[b]);
     let s = sigmoid_f32(x1);
-    var d1 = dy[i] * x2 * s * (1.0 + x1 * (1.0 - s));
-    var d2 = dy[i] * x1 * s;
+    var d1 = f32(dy[i]) * x2 * s * (1.0 + x1 * (1.0 - s));
+    var d2 = f32(dy[i]) * x1 * s;
     if (p.accumulate != 0u) {
-        d1 += out[a];
-        d2 += out[b];
+        d1 += f32(out[a]);
+        d2 += f32(out[b]);
     }
-    out[a] = d1;
-    out[b] = d2;
+    out[a] = S(d1);
+    out[b] = S(d2);
 }

@@ -25,10 +25,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<S>;
 @group(0) @binding(2) var<storage, read> wy: array<f32>;
 @group(0) @binding(3) var<storage, read> wx: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dst: array<S>;
 
 @compute @workgroup_size(256)
 fn interp_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -44,11 +44,11 @@ fn interp_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         if (wa == 0.0) { continue; }
         var row = 0.0;
         for (var b = 0u; b < p.w_in; b++) {
-            row = fma(wx[j * p.w_in + b], src[p.x_off + c * p.x_cs + (a * p.w_in + b) * p.x_ss], row);
+            row = fma(wx[j * p.w_in + b], f32(src[p.x_off + c * p.x_cs + (a * p.w_in + b) * p.x_ss]), row);
         }
         acc = fma(wa, row, acc);
     }
-    dst[p.y_off + c * p.y_cs + (i * p.w_out + j) * p.y_ss] = acc;
+    dst[p.y_off + c * p.y_cs + (i * p.w_out + j) * p.y_ss] = S(acc);
 }
 
 @compute @workgroup_size(256)
@@ -65,11 +65,11 @@ fn interp_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         if (wa == 0.0) { continue; }
         var row = 0.0;
         for (var j = 0u; j < p.w_out; j++) {
-            row = fma(wx[j * p.w_in + b], src[p.y_off + c * p.y_cs + (i * p.w_out + j) * p.y_ss], row);
+            row = fma(wx[j * p.w_in + b], f32(src[p.y_off + c * p.y_cs + (i * p.w_out + j) * p.y_ss]), row);
         }
         acc = fma(wa, row, acc);
     }
     let o = p.x_off + c * p.x_cs + (a * p.w_in + b) * p.x_ss;
-    if (p.accumulate != 0u) { acc += dst[o]; }
-    dst[o] = acc;
+    if (p.accumulate != 0u) { acc += f32(dst[o]); }
+    dst[o] = S(acc);
 }

@@ -22,10 +22,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> b_or_dy: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<S>;
+@group(0) @binding(2) var<storage, read> w: array<S>;
+@group(0) @binding(3) var<storage, read> b_or_dy: array<S>;
+@group(0) @binding(4) var<storage, read_write> out: array<S>;
 @group(0) @binding(5) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
 
@@ -37,16 +37,16 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let base = row * p.dim;
     let inv_d = 1.0 / f32(p.dim);
     var s = 0.0;
-    for (var c = lid; c < p.dim; c += 256u) { s += x[base + c]; }
+    for (var c = lid; c < p.dim; c += 256u) { s += f32(x[base + c]); }
     let mu = wg_sum(lid, s) * inv_d;
     var v = 0.0;
     for (var c = lid; c < p.dim; c += 256u) {
-        let d = x[base + c] - mu;
+        let d = f32(x[base + c]) - mu;
         v += d * d;
     }
     let r = inverseSqrt(wg_sum(lid, v) * inv_d + p.eps);
     for (var c = lid; c < p.dim; c += 256u) {
-        out[base + c] = (x[base + c] - mu) * r * w[c] + b_or_dy[c];
+        out[base + c] = S((f32(x[base + c]) - mu) * r * f32(w[c]) + f32(b_or_dy[c]));
     }
     if (lid == 0u) {
         mean[row] = mu;
@@ -65,20 +65,20 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     var sg = 0.0;
     var sgx = 0.0;
     for (var c = lid; c < p.dim; c += 256u) {
-        let g = b_or_dy[base + c] * w[c];
+        let g = f32(b_or_dy[base + c]) * f32(w[c]);
         sg += g;
-        sgx += g * (x[base + c] - mu) * r;
+        sgx += g * (f32(x[base + c]) - mu) * r;
     }
     let sums = wg_sum2(lid, sg, sgx);
     let inv_d = 1.0 / f32(p.dim);
     let mg = sums.x * inv_d;
     let mgx = sums.y * inv_d;
     for (var c = lid; c < p.dim; c += 256u) {
-        let xh = (x[base + c] - mu) * r;
-        let g = b_or_dy[base + c] * w[c];
+        let xh = (f32(x[base + c]) - mu) * r;
+        let g = f32(b_or_dy[base + c]) * f32(w[c]);
         var d = r * (g - mg - xh * mgx);
-        if (p.accumulate != 0u) { d += out[base + c]; }
-        out[base + c] = d;
+        if (p.accumulate != 0u) { d += f32(out[base + c]); }
+        out[base + c] = S(d);
     }
 }
 
@@ -94,10 +94,10 @@ fn layernorm_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     var sw = 0.0;
     var sb = 0.0;
     for (var r = r0; r < r1; r++) {
-        let g = b_or_dy[r * p.dim + c];
-        sw += g * (x[r * p.dim + c] - mean[r]) * rstd[r];
+        let g = f32(b_or_dy[r * p.dim + c]);
+        sw += g * (f32(x[r * p.dim + c]) - mean[r]) * rstd[r];
         sb += g;
     }
-    out[wid.y * p.dim + c] = sw;
-    out[(nwg.y + wid.y) * p.dim + c] = sb;
+    out[wid.y * p.dim + c] = S(sw);
+    out[(nwg.y + wid.y) * p.dim + c] = S(sb);
 }

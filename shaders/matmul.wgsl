@@ -35,11 +35,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
-@group(0) @binding(5) var<storage, read_write> aux: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<S>;
+@group(0) @binding(2) var<storage, read> b: array<S>;
+@group(0) @binding(3) var<storage, read> bias: array<S>;
+@group(0) @binding(4) var<storage, read_write> c: array<S>;
+@group(0) @binding(5) var<storage, read_write> aux: array<S>;
 
 override BM: u32 = 64u;
 override BN: u32 = 64u;
@@ -79,7 +79,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             let gk = k0 + ki;
             var va = 0.0;
             if (gm < p.m && gk < p.k) {
-                if (p.trans_a != 0u) { va = a[a_base + gk * p.m + gm]; } else { va = a[a_base + gm * p.k + gk]; }
+                if (p.trans_a != 0u) { va = f32(a[a_base + gk * p.m + gm]); } else { va = f32(a[a_base + gm * p.k + gk]); }
             }
             As[ki * BM + mi] = va;
         }
@@ -94,7 +94,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             let gk = k0 + kj;
             var vb = 0.0;
             if (gn < p.n && gk < p.k) {
-                if (p.trans_b != 0u) { vb = b[b_base + gn * p.k + gk]; } else { vb = b[b_base + gk * p.n + gn]; }
+                if (p.trans_b != 0u) { vb = f32(b[b_base + gn * p.k + gk]); } else { vb = f32(b[b_base + gk * p.n + gn]); }
             }
             Bs[kj * BN + nj] = vb;
         }
@@ -118,13 +118,13 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             if (gn >= p.n) { continue; }
             let idx = c_base + gm * p.n + gn;
             var v = p.alpha * acc[i * TN + j];
-            if (p.accumulate != 0u) { v += c[idx]; }
-            if (p.epilogue >= 1u) { v += bias[gn]; }
+            if (p.accumulate != 0u) { v += f32(c[idx]); }
+            if (p.epilogue >= 1u) { v += f32(bias[gn]); }
             if (p.epilogue == 2u) {
-                aux[idx] = v;
+                aux[idx] = S(v);
                 v = gelu_f32(v);
             }
-            c[idx] = v;
+            c[idx] = S(v);
         }
     }
 }

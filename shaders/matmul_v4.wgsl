@@ -47,11 +47,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
-@group(0) @binding(5) var<storage, read_write> aux: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<S>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<S>>;
+@group(0) @binding(3) var<storage, read> bias: array<S>;
+@group(0) @binding(4) var<storage, read_write> c: array<S>;
+@group(0) @binding(5) var<storage, read_write> aux: array<S>;
 
 override TA: bool = false;
 override TB: bool = false;
@@ -71,12 +71,12 @@ struct Block {
 }
 
 fn rd_a(i: u32, ok: bool) -> vec4<f32> {
-    if (ok) { return a[i]; }
+    if (ok) { return vec4<f32>(a[i]); }
     return vec4<f32>(0.0);
 }
 
 fn rd_b(i: u32, ok: bool) -> vec4<f32> {
-    if (ok) { return b[i]; }
+    if (ok) { return vec4<f32>(b[i]); }
     return vec4<f32>(0.0);
 }
 
@@ -159,17 +159,17 @@ fn put(z: u32, gm: u32, gn: u32, acc: f32) {
     if (gm >= p.m || gn >= p.n) { return; }
     let idx = z * p.c_batch_stride + gm * p.n + gn;
     if (p.splits > 1u) {
-        c[idx] = acc;
+        c[idx] = S(acc);
         return;
     }
     var v = p.alpha * acc;
-    if (p.accumulate != 0u) { v += c[idx]; }
-    if (p.epilogue >= 1u) { v += bias[gn]; }
+    if (p.accumulate != 0u) { v += f32(c[idx]); }
+    if (p.epilogue >= 1u) { v += f32(bias[gn]); }
     if (p.epilogue == 2u) {
-        aux[idx] = v;
+        aux[idx] = S(v);
         v = gelu_f32(v);
     }
-    c[idx] = v;
+    c[idx] = S(v);
 }
 
 fn put4(z: u32, gm: u32, gn: u32, v: vec4<f32>) {
@@ -321,11 +321,11 @@ fn matmul_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     var s = 0.0;
     for (var z = 0u; z < p.splits; z++) { s += partial[z * mn + i]; }
     var v = p.alpha * s;
-    if (p.accumulate != 0u) { v += c[i]; }
-    if (p.epilogue >= 1u) { v += bias[i % p.n]; }
+    if (p.accumulate != 0u) { v += f32(c[i]); }
+    if (p.epilogue >= 1u) { v += f32(bias[i % p.n]); }
     if (p.epilogue == 2u) {
-        aux[i] = v;
+        aux[i] = S(v);
         v = gelu_f32(v);
     }
-    c[i] = v;
+    c[i] = S(v);
 }

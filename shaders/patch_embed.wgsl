@@ -18,8 +18,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<S>;
+@group(0) @binding(2) var<storage, read_write> dst: array<S>;
 
 @compute @workgroup_size(256)
 fn patch_im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -40,7 +40,7 @@ fn patch_im2col(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let kx = col % p.psize;
     let y = py * p.psize + ky;
     let x = px * p.psize + kx;
-    dst[idx] = src[((b * p.channels + c) * p.height + y) * p.width + x];
+    dst[idx] = S(f32(src[((b * p.channels + c) * p.height + y) * p.width + x]));
 }
 
 @compute @workgroup_size(256)
@@ -59,8 +59,8 @@ fn patch_col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
         let pp = p.psize * p.psize;
         let row = b * p.grid_h * p.grid_w + py * p.grid_w + px;
         let col = c * pp + (y % p.psize) * p.psize + (x % p.psize);
-        g = src[row * p.channels * pp + col];
+        g = f32(src[row * p.channels * pp + col]);
     }
-    if (p.accumulate != 0u) { g += dst[idx]; }
-    dst[idx] = g;
+    if (p.accumulate != 0u) { g += f32(dst[idx]); }
+    dst[idx] = S(g);
 }

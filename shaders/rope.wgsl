@@ -26,7 +26,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(2) var<storage, read> sin_t: array<f32>;
-@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> x: array<S>;
 
 @compute @workgroup_size(256)
 fn rope_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -43,18 +43,18 @@ fn rope_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let pi = r % p.patches;
     let b = r / p.patches;
     let base = (b * p.tokens + p.prefix + pi) * p.row + which * p.dim + h * p.head_dim;
-    let a = x[base + j];
-    let c = x[base + j + half];
+    let a = f32(x[base + j]);
+    let c = f32(x[base + j + half]);
     let t = pi * p.head_dim;
     let cos_a = cos_t[t + j];
     let sin_a = sin_t[t + j];
     let cos_b = cos_t[t + j + half];
     let sin_b = sin_t[t + j + half];
     if (p.inverse != 0u) {
-        x[base + j] = a * cos_a + c * sin_b;
-        x[base + j + half] = c * cos_b - a * sin_a;
+        x[base + j] = S(a * cos_a + c * sin_b);
+        x[base + j + half] = S(c * cos_b - a * sin_a);
     } else {
-        x[base + j] = a * cos_a - c * sin_a;
-        x[base + j + half] = c * cos_b + a * sin_b;
+        x[base + j] = S(a * cos_a - c * sin_a);
+        x[base + j + half] = S(c * cos_b + a * sin_b);
     }
 }

@@ -31,22 +31,22 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> patches: array<f32>;
-@group(0) @binding(2) var<storage, read> cls: array<f32>;
-@group(0) @binding(3) var<storage, read> regs: array<f32>;
-@group(0) @binding(4) var<storage, read> mask_token: array<f32>;
-@group(0) @binding(5) var<storage, read> pos_cls: array<f32>;
-@group(0) @binding(6) var<storage, read> pos_patch: array<f32>;
+@group(0) @binding(1) var<storage, read> patches: array<S>;
+@group(0) @binding(2) var<storage, read> cls: array<S>;
+@group(0) @binding(3) var<storage, read> regs: array<S>;
+@group(0) @binding(4) var<storage, read> mask_token: array<S>;
+@group(0) @binding(5) var<storage, read> pos_cls: array<S>;
+@group(0) @binding(6) var<storage, read> pos_patch: array<S>;
 @group(0) @binding(7) var<storage, read> mask: array<f32>;
-@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<S>;
 // Backward bindings.
-@group(0) @binding(9) var<storage, read> dout: array<f32>;
-@group(0) @binding(10) var<storage, read_write> d_patches: array<f32>;
-@group(0) @binding(11) var<storage, read_write> d_cls: array<f32>;
-@group(0) @binding(12) var<storage, read_write> d_regs: array<f32>;
-@group(0) @binding(13) var<storage, read_write> d_pos_cls: array<f32>;
-@group(0) @binding(14) var<storage, read_write> d_pos_patch: array<f32>;
-@group(0) @binding(15) var<storage, read_write> d_mask_token: array<f32>;
+@group(0) @binding(9) var<storage, read> dout: array<S>;
+@group(0) @binding(10) var<storage, read_write> d_patches: array<S>;
+@group(0) @binding(11) var<storage, read_write> d_cls: array<S>;
+@group(0) @binding(12) var<storage, read_write> d_regs: array<S>;
+@group(0) @binding(13) var<storage, read_write> d_pos_cls: array<S>;
+@group(0) @binding(14) var<storage, read_write> d_pos_patch: array<S>;
+@group(0) @binding(15) var<storage, read_write> d_mask_token: array<S>;
 
 fn is_masked(b: u32, pi: u32) -> bool {
     return p.use_mask != 0u && mask[b * p.n_patches + pi] != 0.0;
@@ -63,20 +63,20 @@ fn tokens_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let b = idx / (p.dim * n);
     var v = 0.0;
     if (t == 0u) {
-        v = cls[c];
-        if (p.use_pos != 0u) { v += pos_cls[p.pos_cls_off + c]; }
+        v = f32(cls[c]);
+        if (p.use_pos != 0u) { v += f32(pos_cls[p.pos_cls_off + c]); }
     } else if (t <= p.registers) {
-        v = regs[(t - 1u) * p.dim + c];
+        v = f32(regs[(t - 1u) * p.dim + c]);
     } else {
         let pi = t - 1u - p.registers;
         if (is_masked(b, pi)) {
-            v = mask_token[c];
+            v = f32(mask_token[c]);
         } else {
-            v = patches[(b * p.n_patches + pi) * p.dim + c];
+            v = f32(patches[(b * p.n_patches + pi) * p.dim + c]);
         }
-        if (p.use_pos != 0u) { v += pos_patch[p.pos_patch_off + pi * p.dim + c]; }
+        if (p.use_pos != 0u) { v += f32(pos_patch[p.pos_patch_off + pi * p.dim + c]); }
     }
-    out[idx] = v;
+    out[idx] = S(v);
 }
 
 @compute @workgroup_size(256)
@@ -90,9 +90,9 @@ fn tokens_backward_patches(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
     let n = 1u + p.registers + p.n_patches;
     var g = 0.0;
     if (!is_masked(b, pi)) {
-        g = dout[(b * n + 1u + p.registers + pi) * p.dim + c];
+        g = f32(dout[(b * n + 1u + p.registers + pi) * p.dim + c]);
     }
-    d_patches[idx] = g;
+    d_patches[idx] = S(g);
 }
 
 @compute @workgroup_size(256)
@@ -107,27 +107,27 @@ fn tokens_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         var s = 0.0;
         for (var b = 0u; b < p.batch; b++) {
             for (var pi = 0u; pi < p.n_patches; pi++) {
-                if (is_masked(b, pi)) { s += dout[(b * n + 1u + p.registers + pi) * p.dim + c]; }
+                if (is_masked(b, pi)) { s += f32(dout[(b * n + 1u + p.registers + pi) * p.dim + c]); }
             }
         }
-        d_mask_token[c] += s;
+        d_mask_token[c] = S(f32(d_mask_token[c]) + (s));
         return;
     }
     var s = 0.0;
-    for (var b = 0u; b < p.batch; b++) { s += dout[(b * n + t) * p.dim + c]; }
+    for (var b = 0u; b < p.batch; b++) { s += f32(dout[(b * n + t) * p.dim + c]); }
     if (t == 0u) {
-        d_cls[c] += s;
+        d_cls[c] = S(f32(d_cls[c]) + (s));
         if (p.use_pos == 0u) {
             return;
         }
         if (p.pos_shared != 0u) {
-            d_pos_patch[p.pos_cls_off + c] += s;
+            d_pos_patch[p.pos_cls_off + c] = S(f32(d_pos_patch[p.pos_cls_off + c]) + (s));
         } else {
-            d_pos_cls[p.pos_cls_off + c] += s;
+            d_pos_cls[p.pos_cls_off + c] = S(f32(d_pos_cls[p.pos_cls_off + c]) + (s));
         }
     } else if (t <= p.registers) {
-        d_regs[(t - 1u) * p.dim + c] += s;
+        d_regs[(t - 1u) * p.dim + c] = S(f32(d_regs[(t - 1u) * p.dim + c]) + (s));
     } else if (p.use_pos != 0u) {
-        d_pos_patch[p.pos_patch_off + (t - 1u - p.registers) * p.dim + c] += s;
+        d_pos_patch[p.pos_patch_off + (t - 1u - p.registers) * p.dim + c] = S(f32(d_pos_patch[p.pos_patch_off + (t - 1u - p.registers) * p.dim + c]) + (s));
     }
 }

@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod data;
 pub mod fixtures;
 pub mod gpu;
+pub mod half;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod hub;
 pub mod infer;

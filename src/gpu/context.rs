@@ -1,7 +1,8 @@
 //! Adapter choice, device creation, pipeline cache and readback.
 
 use super::pool::{Pool, PoolStats};
-use super::registry::{shader_source, Access, Kernel};
+use super::registry::{shader_source_as, Access, Kernel};
+use super::tensor::DType;
 use super::tensor::Tensor;
 use super::{GpuError, Result};
 use std::collections::HashMap;
@@ -38,7 +39,7 @@ pub(crate) struct Pipeline {
     pub(crate) layout: wgpu::BindGroupLayout,
 }
 
-type PipelineKey = (&'static str, &'static str, Vec<(String, u64)>);
+type PipelineKey = (&'static str, &'static str, DType, Vec<(String, u64)>);
 
 /// A wgpu device with the runtime's caches. Cheap to share behind an `Arc`.
 pub struct Gpu {
@@ -52,7 +53,7 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Features enabled on the device.
     pub features: wgpu::Features,
-    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<(&'static str, DType), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     pub(crate) pool: Arc<Mutex<Pool>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -152,7 +153,13 @@ impl Gpu {
                 usage: wgpu::BufferUsages::STORAGE,
                 mapped_at_creation: false,
             });
-            Tensor::from_buffer(Some(buffer), vec![4], 16, std::sync::Weak::new())
+            Tensor::from_buffer(
+                Some(buffer),
+                vec![4],
+                16,
+                std::sync::Weak::new(),
+                DType::F32,
+            )
         };
         let dummy_read = dummy("dummy-read");
         let dummy_write = dummy("dummy-write");
@@ -358,14 +365,14 @@ impl Gpu {
         }
     }
 
-    fn module(&self, shader: &'static str) -> Arc<wgpu::ShaderModule> {
+    fn module(&self, shader: &'static str, dtype: DType) -> Arc<wgpu::ShaderModule> {
         let _device = self.exclusive();
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         modules
-            .entry(shader)
+            .entry((shader, dtype))
             .or_insert_with(|| {
-                let src =
-                    shader_source(shader).unwrap_or_else(|| panic!("unknown shader '{shader}'"));
+                let src = shader_source_as(shader, dtype)
+                    .unwrap_or_else(|| panic!("unknown shader '{shader}'"));
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(shader),
                     source: wgpu::ShaderSource::Wgsl(src.into()),
@@ -389,10 +396,16 @@ impl Gpu {
     }
 
     /// The compute pipeline for a kernel with the given override constants (cached).
-    pub(crate) fn pipeline(&self, k: &'static Kernel, overrides: &[(&str, f64)]) -> Arc<Pipeline> {
+    pub(crate) fn pipeline(
+        &self,
+        k: &'static Kernel,
+        dtype: DType,
+        overrides: &[(&str, f64)],
+    ) -> Arc<Pipeline> {
         let key: PipelineKey = (
             k.shader,
             k.entry,
+            dtype,
             overrides
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_bits()))
@@ -407,7 +420,7 @@ impl Gpu {
             return p.clone();
         }
         let _device = self.exclusive();
-        let module = self.module(k.shader);
+        let module = self.module(k.shader, dtype);
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -472,6 +485,32 @@ impl Gpu {
         self.upload_bytes(bytemuck::cast_slice(data), shape)
     }
 
+    /// Uploads f32 data as a new tensor of `dtype` (f16: rounded to nearest on the host).
+    pub fn upload_as(&self, data: &[f32], shape: &[usize], dtype: DType) -> Tensor {
+        match dtype {
+            DType::F32 => self.upload(data, shape),
+            DType::F16 => {
+                let mut bytes: Vec<u8> = data
+                    .iter()
+                    .flat_map(|&x| crate::half::from_f32(x).to_le_bytes())
+                    .collect();
+                // Queue writes are whole 4-byte words.
+                bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+                let t = self.empty_fresh(shape, DType::F16);
+                assert_eq!(
+                    data.len(),
+                    t.numel(),
+                    "upload: shape {shape:?} does not match the data"
+                );
+                if !bytes.is_empty() && !self.dry {
+                    let _device = self.exclusive();
+                    self.queue.write_buffer(t.buffer(), 0, &bytes);
+                }
+                t
+            }
+        }
+    }
+
     /// Uploads u32 data (indices, masks) as a new tensor.
     pub fn upload_u32(&self, data: &[u32], shape: &[usize]) -> Tensor {
         self.upload_bytes(bytemuck::cast_slice(data), shape)
@@ -487,7 +526,7 @@ impl Gpu {
         );
         // A fresh buffer (not a pooled one): a pooled buffer may still be read by recorded work,
         // and queue writes land before the whole next submission.
-        let t = self.empty_fresh(shape);
+        let t = self.empty_fresh(shape, DType::F32);
         if !bytes.is_empty() && !self.dry {
             self.queue.write_buffer(t.buffer(), 0, bytes);
         }
@@ -506,18 +545,16 @@ impl Gpu {
         );
         if !data.is_empty() && !self.dry {
             let _device = self.exclusive();
-            self.queue.write_buffer(
-                t.buffer(),
-                t.offset() as u64 * 4,
-                bytemuck::cast_slice(data),
-            );
+            assert_eq!(t.dtype(), DType::F32, "write: f32 data into an f16 tensor");
+            self.queue
+                .write_buffer(t.buffer(), t.byte_offset(), bytemuck::cast_slice(data));
         }
     }
 
-    fn empty_fresh(&self, shape: &[usize]) -> Tensor {
+    fn empty_fresh(&self, shape: &[usize], dtype: DType) -> Tensor {
         let _device = self.exclusive();
         let numel: usize = shape.iter().product();
-        let size = Pool::round_size(numel as u64 * 4);
+        let size = Pool::round_size((numel * dtype.bytes()) as u64);
         let buffer = (!self.dry).then(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
@@ -531,14 +568,25 @@ impl Gpu {
             p.note_created(size);
             p.note_live(size, shape);
         }
-        Tensor::from_buffer(buffer, shape.to_vec(), size, Arc::downgrade(&self.pool))
+        Tensor::from_buffer(
+            buffer,
+            shape.to_vec(),
+            size,
+            Arc::downgrade(&self.pool),
+            dtype,
+        )
     }
 
     /// A tensor with undefined contents, from the pool when a buffer of that size is free.
     /// Kernels that write every element need no clearing; use [`Recorder::zeros`] otherwise.
     pub fn empty(&self, shape: &[usize]) -> Tensor {
+        self.empty_as(shape, DType::F32)
+    }
+
+    /// [`Gpu::empty`] with the given element type.
+    pub fn empty_as(&self, shape: &[usize], dtype: DType) -> Tensor {
         let numel: usize = shape.iter().product();
-        let size = Pool::round_size(numel as u64 * 4);
+        let size = Pool::round_size((numel * dtype.bytes()) as u64);
         let reused = self.pool.lock().ok().and_then(|mut p| {
             let found = p.take(size);
             if let Some((bytes, _)) = &found {
@@ -547,10 +595,14 @@ impl Gpu {
             found
         });
         match reused {
-            Some((found, buffer)) => {
-                Tensor::from_buffer(buffer, shape.to_vec(), found, Arc::downgrade(&self.pool))
-            }
-            None => self.empty_fresh(shape),
+            Some((found, buffer)) => Tensor::from_buffer(
+                buffer,
+                shape.to_vec(),
+                found,
+                Arc::downgrade(&self.pool),
+                dtype,
+            ),
+            None => self.empty_fresh(shape, dtype),
         }
     }
 
@@ -567,11 +619,12 @@ impl Gpu {
         Ok(v.into_iter().map(f32::to_bits).collect())
     }
 
-    /// Reads a tensor back as f32. On native the future polls the device; on the web it resolves
-    /// when the browser maps the buffer, so it never blocks the page.
+    /// Reads a tensor back as f32 (f16 tensors are widened). On native the future polls the
+    /// device; on the web it resolves when the browser maps the buffer, so it never blocks the
+    /// page.
     pub async fn read_async(&self, t: &Tensor) -> Result<Vec<f32>> {
-        let bytes = t.numel() as u64 * 4;
-        if bytes == 0 {
+        let bytes = t.binding_bytes();
+        if t.numel() == 0 {
             return Ok(Vec::new());
         }
         if self.dry {
@@ -587,7 +640,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(t.buffer(), t.offset() as u64 * 4, &staging, 0, bytes);
+        enc.copy_buffer_to_buffer(t.buffer(), t.byte_offset(), &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let (tx, rx) = futures_channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
@@ -602,7 +655,14 @@ impl Gpu {
             let view = staging
                 .get_mapped_range(..)
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+            match t.dtype() {
+                DType::F32 => bytemuck::cast_slice::<u8, f32>(&view).to_vec(),
+                DType::F16 => view
+                    .chunks_exact(2)
+                    .take(t.numel())
+                    .map(|h| crate::half::to_f32(u16::from_le_bytes([h[0], h[1]])))
+                    .collect(),
+            }
         };
         staging.unmap();
         Ok(out)

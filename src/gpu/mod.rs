@@ -14,8 +14,10 @@ mod tensor;
 pub use context::{AdapterChoice, Gpu};
 pub use pool::{LiveBuffers, PoolStats};
 pub use recorder::{grid_1d, grid_rows, Recorder};
-pub use registry::{shader_source, Access, Kernel, PRELUDE, SHADERS};
-pub use tensor::Tensor;
+pub use registry::{
+    half_bindings, shader_source, shader_source_as, Access, Kernel, PRELUDE, SHADERS,
+};
+pub use tensor::{DType, Tensor};
 
 /// Everything that can go wrong at the device boundary.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@
 
 use super::context::Gpu;
 use super::registry::Kernel;
-use super::tensor::Tensor;
+use super::tensor::{DType, Tensor};
 use super::Result;
 
 /// WebGPU guarantees at least this many workgroups per grid dimension.
@@ -203,11 +203,12 @@ impl<'g> Recorder<'g> {
                 k.entry
             );
         }
+        let dtype = dispatch_dtype(self.gpu, k, bufs);
         if self.gpu.dry {
             self.dispatches += 1;
             return;
         }
-        let pipeline = self.gpu.pipeline(k, overrides);
+        let pipeline = self.gpu.pipeline(k, dtype, overrides);
         let (chunk, offset) = self.params_slot(bytemuck::bytes_of(params));
         let psize = (k.params_size as u64).div_ceil(16) * 16;
         let mut entries = vec![wgpu::BindGroupEntry {
@@ -262,10 +263,8 @@ impl<'g> Recorder<'g> {
 
     /// Fills a tensor with zeros.
     pub fn clear(&mut self, t: &Tensor) {
-        let bytes = t.numel() as u64 * 4;
-        if bytes > 0 && !self.gpu.dry {
-            let size = bytes.div_ceil(4) * 4;
-            let offset = t.offset() as u64 * 4;
+        if t.numel() > 0 && !self.gpu.dry {
+            let (offset, size) = (t.byte_offset(), t.binding_bytes());
             self.encoder().clear_buffer(t.buffer(), offset, Some(size));
         }
     }
@@ -280,7 +279,8 @@ impl<'g> Recorder<'g> {
     /// Copies all of `src` into `dst` (same element count).
     pub fn copy(&mut self, src: &Tensor, dst: &Tensor) {
         assert_eq!(src.numel(), dst.numel(), "copy: element counts differ");
-        let bytes = src.numel() as u64 * 4;
+        assert_eq!(src.dtype(), dst.dtype(), "copy: element types differ");
+        let bytes = src.bytes().div_ceil(4) * 4;
         if bytes > 0 && !self.gpu.dry {
             self.encoder()
                 .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes);
@@ -299,6 +299,10 @@ impl<'g> Recorder<'g> {
         assert!(
             src_off + len <= src.numel() && dst_off + len <= dst.numel(),
             "copy_range: out of bounds"
+        );
+        assert!(
+            src.dtype() == DType::F32 && dst.dtype() == DType::F32,
+            "copy_range: f32 tensors only"
         );
         if len > 0 && !self.gpu.dry {
             self.encoder().copy_buffer_to_buffer(
@@ -386,11 +390,41 @@ impl Drop for Recorder<'_> {
     }
 }
 
+/// The precision a dispatch runs in: f16 when its `S` bindings hold f16 tensors. Every `S`
+/// binding must then hold f16 and every other binding 4-byte elements; a mix is a bug in the
+/// launcher (wgpu cannot see element types, so it would read garbage). The device's
+/// placeholder tensors (never read) may sit in any binding.
+fn dispatch_dtype(gpu: &Gpu, k: &Kernel, bufs: &[&Tensor]) -> DType {
+    let half = super::registry::half_bindings(k.shader);
+    let is_s = |b: u32| half.contains(&b);
+    let placeholder = |t: &Tensor| {
+        [&gpu.dummy_read, &gpu.dummy_write, &gpu.dummy_write2]
+            .iter()
+            .any(|d| d.same_buffer(t))
+    };
+    let bound = || bufs.iter().zip(k.bindings).filter(|(t, _)| !placeholder(t));
+    let dtype = bound()
+        .find(|(_, (b, _))| is_s(*b))
+        .map_or(DType::F32, |(t, _)| t.dtype());
+    for (t, &(b, _)) in bound() {
+        let want = if is_s(b) { dtype } else { DType::F32 };
+        assert_eq!(
+            t.dtype(),
+            want,
+            "{}: binding {b} holds a {:?} tensor of shape {:?} where {want:?} is declared",
+            k.entry,
+            t.dtype(),
+            t.shape()
+        );
+    }
+    dtype
+}
+
 /// The first pair of bindings that overlap in one buffer where at least one is writable: WebGPU
 /// (Dawn) rejects such bind groups, and native backends would race on them.
 fn writable_alias(k: &Kernel, bufs: &[&Tensor]) -> Option<(u32, u32)> {
     let range = |t: &Tensor| {
-        let start = t.offset() as u64 * 4;
+        let start = t.byte_offset();
         (start, start + t.binding_bytes())
     };
     for (i, (ta, &(ba, aa))) in bufs.iter().zip(k.bindings).enumerate() {

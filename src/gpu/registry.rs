@@ -8,6 +8,7 @@ pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 pub const SHADERS: &[(&str, &str)] = &[
     ("adamw", include_str!("../../shaders/adamw.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("cast", include_str!("../../shaders/cast.wgsl")),
     (
         "cross_entropy",
         include_str!("../../shaders/cross_entropy.wgsl"),
@@ -35,13 +36,57 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];
 
-/// The full source of a shader (prelude + file), or `None` for an unknown name.
+/// The full source of a shader (prelude + file) with f32 storage, or `None` for an unknown name.
 pub fn shader_source(name: &str) -> Option<String> {
+    shader_source_as(name, DType::F32)
+}
+
+/// The full source of a shader whose storage element type `S` is `dtype`. Shaders declare their
+/// activation and parameter bindings as `array<S>` and convert on every load (`f32(x[i])`) and
+/// store (`S(v)`), so the f16 variant stores halves and still computes in f32; the f32 variant's
+/// conversions are identities.
+pub fn shader_source_as(name: &str, dtype: DType) -> Option<String> {
+    let header = match dtype {
+        DType::F32 => "alias S = f32;",
+        DType::F16 => "enable f16;\nalias S = f16;",
+    };
     SHADERS
         .iter()
         .find(|(n, _)| *n == name)
-        .map(|(_, src)| format!("{PRELUDE}\n{src}"))
+        .map(|(_, src)| format!("{header}\n{PRELUDE}\n{src}"))
 }
+
+/// Storage bindings a shader declares with the element type `S` (`array<S>` or
+/// `array<vec4<S>>`): these take tensors of the kernel's precision, every other float binding
+/// takes f32.
+pub fn half_bindings(name: &str) -> &'static [u32] {
+    static TABLE: std::sync::OnceLock<Vec<(&'static str, Vec<u32>)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        SHADERS
+            .iter()
+            .map(|(name, src)| {
+                let bindings = src
+                    .lines()
+                    .filter(|l| {
+                        l.contains("var<storage")
+                            && (l.contains("array<S>") || l.contains("array<vec4<S>>"))
+                    })
+                    .filter_map(|l| {
+                        let at = l.find("@binding(")? + "@binding(".len();
+                        l[at..].split(')').next()?.trim().parse().ok()
+                    })
+                    .collect();
+                (*name, bindings)
+            })
+            .collect()
+    });
+    table
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(&[], |(_, b)| b.as_slice())
+}
+
+pub use super::tensor::DType;
 
 /// How a kernel uses one storage binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

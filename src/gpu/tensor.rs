@@ -19,13 +19,34 @@ impl Drop for Storage {
     }
 }
 
-/// A dense row-major tensor of 4-byte elements (f32, or u32 for indices and masks) on the GPU.
-/// Clones share the buffer; the buffer returns to the pool when the last clone is dropped.
+/// Element type of a tensor's storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 4-byte elements: f32, or u32 for indices and masks.
+    #[default]
+    F32,
+    /// IEEE half floats: kernels load them to f32, compute in f32 and round on store.
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+}
+
+/// A dense row-major tensor on the GPU: 4-byte elements (f32, or u32 for indices and masks) or
+/// f16. Clones share the buffer; the buffer returns to the pool when the last clone is dropped.
 #[derive(Clone)]
 pub struct Tensor {
     storage: Arc<Storage>,
     offset: usize,
     shape: Vec<usize>,
+    dtype: DType,
 }
 
 impl std::fmt::Debug for Tensor {
@@ -40,27 +61,48 @@ impl Tensor {
         shape: Vec<usize>,
         size: u64,
         pool: Weak<Mutex<Pool>>,
+        dtype: DType,
     ) -> Tensor {
         Tensor {
             storage: Arc::new(Storage { buffer, size, pool }),
             offset: 0,
             shape,
+            dtype,
         }
     }
 
-    /// Views start on 64-element (256-byte) boundaries: WebGPU's largest
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Offset of element 0 in the buffer, in bytes.
+    pub fn byte_offset(&self) -> u64 {
+        (self.offset * self.dtype.bytes()) as u64
+    }
+
+    /// Bytes of this tensor's elements.
+    pub fn bytes(&self) -> u64 {
+        (self.numel() * self.dtype.bytes()) as u64
+    }
+
+    /// Views of f32 tensors start on 64-element (256-byte) boundaries: WebGPU's largest
     /// `min_storage_buffer_offset_alignment`.
     pub const VIEW_ALIGN: usize = 64;
 
-    /// A view of `shape` starting `offset` elements into this tensor (a multiple of
-    /// [`Tensor::VIEW_ALIGN`]), sharing its buffer: parameters live in one flat buffer this way.
+    /// Bytes a view's start must be a multiple of.
+    pub const VIEW_ALIGN_BYTES: usize = 256;
+
+    /// A view of `shape` starting `offset` elements into this tensor (on a 256-byte boundary:
+    /// a multiple of [`Tensor::VIEW_ALIGN`] for f32), sharing its buffer: parameters live in one
+    /// flat buffer this way.
     pub fn view(&self, offset: usize, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
         let start = self.offset + offset;
         assert!(
-            start.is_multiple_of(Self::VIEW_ALIGN),
-            "view offset {start} is not a multiple of {}",
-            Self::VIEW_ALIGN
+            (start * self.dtype.bytes()).is_multiple_of(Self::VIEW_ALIGN_BYTES),
+            "view offset {start} is not on a {}-byte boundary",
+            Self::VIEW_ALIGN_BYTES
         );
         assert!(
             offset + n <= self.numel(),
@@ -71,6 +113,7 @@ impl Tensor {
             storage: self.storage.clone(),
             offset: start,
             shape: shape.to_vec(),
+            dtype: self.dtype,
         }
     }
 
@@ -83,14 +126,15 @@ impl Tensor {
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: self.buffer(),
-            offset: self.offset as u64 * 4,
-            size: wgpu::BufferSize::new(self.numel().max(1) as u64 * 4),
+            offset: self.byte_offset(),
+            size: wgpu::BufferSize::new(self.binding_bytes()),
         })
     }
 
-    /// Bytes this tensor's binding spans.
+    /// Bytes this tensor's binding spans (whole 4-byte words: an f16 tensor of odd length binds
+    /// its last word too).
     pub fn binding_bytes(&self) -> u64 {
-        self.numel().max(1) as u64 * 4
+        (self.numel().max(1) * self.dtype.bytes()).div_ceil(4) as u64 * 4
     }
 
     /// The wgpu buffer (may be larger than the tensor).
@@ -121,6 +165,7 @@ impl Tensor {
             storage: self.storage.clone(),
             offset: self.offset,
             shape: shape.to_vec(),
+            dtype: self.dtype,
         }
     }
 

@@ -3,7 +3,7 @@
 //! vec4 kernels of shaders/matmul_v4.wgsl, with split K for products too small to fill the GPU;
 //! the rest run the general kernel of shaders/matmul.wgsl.
 
-use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
+use crate::gpu::{grid_1d, Access::*, DType, Kernel, Recorder, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -398,6 +398,11 @@ pub fn matmul_planned(
     plan: Plan,
 ) {
     assert!(plan.fits(&d), "matmul: plan {plan:?} cannot run {d:?}");
+    // Split-K partial sums stay in f32 buffers; an f16 product keeps K whole instead.
+    let plan = match plan {
+        Plan::Vec4 { big, .. } if a.dtype() == DType::F16 => Plan::Vec4 { big, splits: 1 },
+        p => p,
+    };
     let (a_len, b_len) = d.operand_lens();
     assert_eq!(
         a.numel(),

@@ -9,6 +9,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod cast;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod ema;
@@ -38,6 +39,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_BACKWARD_DELTA,
         &attention::ATTENTION_BACKWARD_DQ,
         &attention::ATTENTION_BACKWARD_DKV,
+        &cast::CAST_TO_S,
+        &cast::CAST_TO_F32,
         &cross_entropy::CE_FORWARD,
         &cross_entropy::CE_BACKWARD,
         &cross_entropy::CE_FORWARD_NARROW,

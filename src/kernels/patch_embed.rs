@@ -85,7 +85,7 @@ pub fn patch_embed_forward(
     );
     assert_eq!(w.numel(), dim * width, "patch_embed: weight shape");
     assert_eq!(y.numel(), rows * dim, "patch_embed: y shape");
-    let cols = rec.gpu().empty(&[rows, width]);
+    let cols = rec.gpu().empty_as(&[rows, width], x.dtype());
     rec.dispatch(
         &IM2COL,
         &d.params(false),

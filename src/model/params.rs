@@ -1,7 +1,7 @@
 //! Parameters in one flat GPU buffer with named views: one AdamW and one EMA dispatch update
 //! the whole model, and gradients share the same layout.
 
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{DType, Gpu, Tensor};
 use std::collections::{BTreeMap, HashMap};
 
 /// One named parameter inside the flat buffer.
@@ -35,6 +35,12 @@ pub struct ParamLayout {
 impl ParamLayout {
     /// Lays out `specs` in order, each start aligned for binding as a view.
     pub fn new(specs: &[(String, Vec<usize>)]) -> ParamLayout {
+        Self::aligned(specs, DType::F32)
+    }
+
+    /// [`ParamLayout::new`] for a buffer of `dtype` elements (views start on 256 bytes).
+    pub fn aligned(specs: &[(String, Vec<usize>)], dtype: DType) -> ParamLayout {
+        let align = Tensor::VIEW_ALIGN_BYTES / dtype.bytes();
         let mut entries = Vec::with_capacity(specs.len());
         let mut offset = 0;
         for (name, shape) in specs {
@@ -44,7 +50,7 @@ impl ParamLayout {
                 offset,
                 shape: shape.clone(),
             });
-            offset += n.div_ceil(Tensor::VIEW_ALIGN).max(1) * Tensor::VIEW_ALIGN;
+            offset += n.div_ceil(align).max(1) * align;
         }
         let index = entries
             .iter()
@@ -107,7 +113,13 @@ impl ParamStore {
     /// Uploads a host flat vector.
     pub fn upload(gpu: &Gpu, layout: ParamLayout, flat: &[f32]) -> ParamStore {
         assert_eq!(flat.len(), layout.total, "ParamStore: flat length");
-        let flat = gpu.upload(flat, &[layout.total]);
+        Self::upload_as(gpu, layout, flat, DType::F32)
+    }
+
+    /// Uploads a host flat vector stored as `dtype`.
+    pub fn upload_as(gpu: &Gpu, layout: ParamLayout, flat: &[f32], dtype: DType) -> ParamStore {
+        assert_eq!(flat.len(), layout.total, "ParamStore: flat length");
+        let flat = gpu.upload_as(flat, &[layout.total], dtype);
         ParamStore { layout, flat }
     }
 

@@ -9,7 +9,7 @@
 use super::config::{Ffn, VitConfig};
 use super::params::{ParamLayout, ParamStore};
 use super::weights::{expected_tensors, BackboneWeights};
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::{DType, Gpu, Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
 use crate::kernels::interp::{GridLayout, InterpDims, InterpWeights};
@@ -199,6 +199,33 @@ impl Vit {
         self.params.get(name)
     }
 
+    /// The element type of the parameters and activations.
+    pub fn dtype(&self) -> DType {
+        self.params.flat.dtype()
+    }
+
+    /// The same model with its parameters stored in `dtype` (f16: rounded to nearest), for
+    /// inference; the copy reads the parameters back once.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_dtype(&self, gpu: &Gpu, dtype: DType) -> Result<Vit, ModelError> {
+        if dtype == DType::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(ModelError::Unsupported(format!(
+                "f16 needs the SHADER_F16 feature, which {} does not offer; use f32",
+                gpu.info.name
+            )));
+        }
+        let flat = gpu
+            .read(&self.params.flat)
+            .map_err(|e| ModelError::Unsupported(e.to_string()))?;
+        let values = self.params.layout.unpack(&flat);
+        let layout = ParamLayout::aligned(&expected_tensors(&self.cfg), dtype);
+        let flat = layout.pack(&values);
+        Self::from_store(
+            self.cfg.clone(),
+            ParamStore::upload_as(gpu, layout, &flat, dtype),
+        )
+    }
+
     /// Block `i`'s LayerScale γ (`which` is "ls1" or "ls2"), or ones for a model without
     /// LayerScale: the same kernels then compute `x + branch`.
     fn layer_scale(&self, gpu: &Gpu, i: usize, which: &str) -> Tensor {
@@ -207,7 +234,7 @@ impl Vit {
             return self.p(&name);
         }
         self.ones
-            .get_or_init(|| gpu.upload(&vec![1.0; self.cfg.dim], &[self.cfg.dim]))
+            .get_or_init(|| gpu.upload_as(&vec![1.0; self.cfg.dim], &[self.cfg.dim], self.dtype()))
             .clone()
     }
 
@@ -251,7 +278,7 @@ impl Vit {
                 })
                 .clone()
         };
-        let out = rec.gpu().empty(&[gh * gw, d]);
+        let out = rec.gpu().empty_as(&[gh * gw, d], table.dtype());
         kernels::interp::interp_forward(rec, &out, &table, &weights);
         out
     }
@@ -331,6 +358,7 @@ impl Vit {
             )));
         }
         let gpu = rec.gpu();
+        let pixels = &kernels::cast::to_dtype(rec, pixels, self.dtype());
         let d = cfg.dim;
         let n_p = gh * gw;
         let n = 1 + cfg.registers + n_p;
@@ -341,7 +369,7 @@ impl Vit {
             width: w,
             patch: cfg.patch,
         };
-        let patch_embeddings = gpu.empty(&[batch, n_p, d]);
+        let patch_embeddings = gpu.empty_as(&[batch, n_p, d], self.dtype());
         let cols = kernels::patch_embed::patch_embed_forward(
             rec,
             &patch_embeddings,
@@ -384,7 +412,7 @@ impl Vit {
             dim: d,
             registers: cfg.registers,
         };
-        let mut x = gpu.empty(&[batch, n, d]);
+        let mut x = gpu.empty_as(&[batch, n, d], self.dtype());
         kernels::tokens::tokens_forward(rec, &x, &patch_embeddings, tp, pos, mask, td);
 
         let mut hidden_states = Vec::new();
@@ -419,7 +447,7 @@ impl Vit {
             }
             x = x_out;
         }
-        let tokens = gpu.empty(&[batch, n, d]);
+        let tokens = gpu.empty_as(&[batch, n, d], self.dtype());
         let norm = kernels::layernorm::layernorm_forward(
             rec,
             &tokens,
@@ -478,7 +506,7 @@ impl Vit {
         let rows = batch * n;
         let layout = QkvLayout::fused(heads, n, hd);
         let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
-        let h1 = gpu.empty(&[rows, d]);
+        let h1 = gpu.empty_as(&[rows, d], self.dtype());
         let ln1 = kernels::layernorm::layernorm_forward(
             rec,
             &h1,
@@ -487,7 +515,7 @@ impl Vit {
             &b("norm1.bias"),
             cfg.ln_eps,
         );
-        let qkv = gpu.empty(&[batch, n, 3 * d]);
+        let qkv = gpu.empty_as(&[batch, n, 3 * d], self.dtype());
         kernels::linear::linear_forward(
             rec,
             &qkv,
@@ -497,16 +525,16 @@ impl Vit {
             None,
         );
         self.rotate(rec, &qkv, shape, false);
-        let attn = gpu.empty(&[rows, d]);
+        let attn = gpu.empty_as(&[rows, d], self.dtype());
         let ol = OutLayout::bnhd(heads, n, hd);
         let lse =
             kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
         let p = probs.then(|| {
-            let p = gpu.empty(&[batch, heads, n, n]);
+            let p = gpu.empty_as(&[batch, heads, n, n], self.dtype());
             kernels::attention::attention_probs(rec, &p, &qkv, &qkv, &lse, ad, layout);
             p
         });
-        let mut proj = gpu.empty(&[rows, d]);
+        let mut proj = gpu.empty_as(&[rows, d], self.dtype());
         kernels::linear::linear_forward(
             rec,
             &proj,
@@ -516,14 +544,14 @@ impl Vit {
             None,
         );
         if let Some((s1, _)) = &drop {
-            let dropped = gpu.empty(&[rows, d]);
+            let dropped = gpu.empty_as(&[rows, d], self.dtype());
             kernels::elementwise::scale_rows(rec, &dropped, &proj, s1);
             proj = dropped;
         }
         // New buffers for the residual stream, so every block input survives for backward.
-        let x_mid = gpu.empty(&[batch, n, d]);
+        let x_mid = gpu.empty_as(&[batch, n, d], self.dtype());
         kernels::elementwise::add_mul(rec, &x_mid, x, &proj, &self.layer_scale(gpu, i, "ls1"));
-        let h2 = gpu.empty(&[rows, d]);
+        let h2 = gpu.empty_as(&[rows, d], self.dtype());
         let ln2 = kernels::layernorm::layernorm_forward(
             rec,
             &h2,
@@ -538,15 +566,18 @@ impl Vit {
         } else {
             ("mlp.fc1", "mlp.fc2")
         };
-        let pre = gpu.empty(&[
-            rows,
-            if swiglu {
-                2 * cfg.mlp_hidden
-            } else {
-                cfg.mlp_hidden
-            },
-        ]);
-        let act = gpu.empty(&[rows, cfg.mlp_hidden]);
+        let pre = gpu.empty_as(
+            &[
+                rows,
+                if swiglu {
+                    2 * cfg.mlp_hidden
+                } else {
+                    cfg.mlp_hidden
+                },
+            ],
+            self.dtype(),
+        );
+        let act = gpu.empty_as(&[rows, cfg.mlp_hidden], self.dtype());
         let (w1, b1) = (b(&format!("{fc1}.weight")), b(&format!("{fc1}.bias")));
         if swiglu {
             kernels::linear::linear_forward(rec, &pre, &h2, &w1, Some(&b1), None);
@@ -554,7 +585,7 @@ impl Vit {
         } else {
             kernels::linear::linear_forward(rec, &act, &h2, &w1, Some(&b1), Some(&pre));
         }
-        let mut mlp = gpu.empty(&[rows, d]);
+        let mut mlp = gpu.empty_as(&[rows, d], self.dtype());
         kernels::linear::linear_forward(
             rec,
             &mlp,
@@ -564,11 +595,11 @@ impl Vit {
             None,
         );
         if let Some((_, s2)) = &drop {
-            let dropped = gpu.empty(&[rows, d]);
+            let dropped = gpu.empty_as(&[rows, d], self.dtype());
             kernels::elementwise::scale_rows(rec, &dropped, &mlp, s2);
             mlp = dropped;
         }
-        let x_out = gpu.empty(&[batch, n, d]);
+        let x_out = gpu.empty_as(&[batch, n, d], self.dtype());
         kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &self.layer_scale(gpu, i, "ls2"));
         let acts = save.then(|| BlockActs {
             x_in: x.clone(),

@@ -173,6 +173,10 @@ pub fn run_fixtures(exec: &Exec, dir: &Path) -> Result<Vec<CaseResult>, FixtureE
                     Exec::Gpu(gpu) => run_model_case(gpu, path, &manifest, &name),
                     Exec::Cpu => CaseResult::unsupported(&name, "model cases run on the GPU only"),
                 });
+                #[cfg(not(target_arch = "wasm32"))]
+                if let Exec::Gpu(gpu) = exec {
+                    results.extend(model::run_model_case_f16(gpu, path, &name));
+                }
             }
             continue;
         }
