@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Prints dinoscope ÷ PyTorch for every figure both sides measured (rows matched by name).
+"""Prints dinoscope ÷ PyTorch for every figure both sides measured (rows matched by name; a
+dinoscope "(f16)" row is set against PyTorch's "(bf16)" and fp32 rows of the same work).
 Usage: ratio.py DINOSCOPE.json [DINOSCOPE2.json ...] -- TORCH.json [TORCH_BF16.json]"""
 
 import json
@@ -27,13 +28,15 @@ def main():
     print(f"| work | dinoscope | PyTorch | ratio (dinoscope ÷ PyTorch) | memory (dinoscope / PyTorch) |")
     print("|---|---|---|---|---|")
     for name, o in ours.items():
-        for suffix in ["", " (bf16)"]:
-            t = theirs.get(name + suffix)
+        base = name.removesuffix(" (f16)")
+        for their_name in [base + " (bf16)", base]:
+            t = theirs.get(their_name)
             if t is None:
                 continue
+            label = name if their_name == name else f"{name} vs PyTorch {their_name.removeprefix(base).strip() or 'fp32'}"
             ratio = o["rate"] / t["rate"] if t["rate"] else float("nan")
             mem = f"{mib(o)} / {mib(t)}" if o.get("peak_bytes") or t.get("peak_bytes") else ""
-            print(f"| {name}{suffix} | {o['rate']:.1f} {o['unit']} | {t['rate']:.1f} {t['unit']} | "
+            print(f"| {label} | {o['rate']:.1f} {o['unit']} | {t['rate']:.1f} {t['unit']} | "
                   f"{ratio:.3f}× | {mem} |")
 
 

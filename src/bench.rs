@@ -254,6 +254,7 @@ pub fn vit(
     cfg: &crate::model::config::VitConfig,
     runs: &[(usize, usize)],
     reps: usize,
+    dtype: crate::gpu::DType,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     use crate::model::vit::{ForwardOptions, Vit};
@@ -270,7 +271,15 @@ pub fn vit(
         })
         .collect();
     let vit = Vit::from_host(gpu, cfg.clone(), &values)
+        .and_then(|v| match dtype {
+            crate::gpu::DType::F32 => Ok(v),
+            _ => v.to_dtype(gpu, dtype),
+        })
         .map_err(|e| crate::gpu::GpuError::Wgpu(e.to_string()))?;
+    let tag = match dtype {
+        crate::gpu::DType::F32 => "",
+        crate::gpu::DType::F16 => " (f16)",
+    };
     println!(
         "adapter: {} ({:?}); model dim {} depth {} heads {} patch {} registers {}; {} repetitions, median",
         gpu.info.name, gpu.info.backend, cfg.dim, cfg.depth, cfg.heads, cfg.patch, cfg.registers, reps
@@ -307,7 +316,7 @@ pub fn vit(
         let peak_bytes = gpu.pool_stats().peak_bytes;
         let peak = peak_bytes as f64 / (1u64 << 20) as f64;
         rows.push(Row {
-            name: format!("vit {side}x{side} batch {batch}"),
+            name: format!("vit {side}x{side} batch {batch}{tag}"),
             seconds: t,
             rate: batch as f64 / t,
             unit: "img/s".into(),
@@ -316,7 +325,7 @@ pub fn vit(
         });
         println!(
             "{:<28} {:>9.1} ms {:>12.2} {:>10.1} MiB  {}",
-            format!("{side}x{side} batch {batch}"),
+            format!("{side}x{side} batch {batch}{tag}"),
             t * 1e3,
             batch as f64 / t,
             peak,

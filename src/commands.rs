@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub use dinoscope::infer::load_model;
+pub use dinoscope::infer::load_model_as;
+
+/// The model an inference command runs: weights, config and storage precision.
+pub type Model<'a> = (&'a Path, Option<&'a str>, dinoscope::gpu::DType);
 
 fn is_image(p: &Path) -> bool {
     matches!(
@@ -72,8 +75,7 @@ pub fn refuse_overwriting_inputs(outputs: &[PathBuf], inputs: &[PathBuf]) -> Res
 /// `dinoscope embed`.
 pub fn embed(
     gpu: &Gpu,
-    weights: &Path,
-    config: Option<&str>,
+    (weights, config, dtype): Model,
     inputs: &[PathBuf],
     output: &Path,
     size: usize,
@@ -87,7 +89,7 @@ pub fn embed(
     read.push(weights.to_path_buf());
     read.extend(config.map(PathBuf::from));
     refuse_overwriting_inputs(&[output.to_path_buf()], &read)?;
-    let vit = load_model(gpu, weights, config)?;
+    let vit = load_model_as(gpu, weights, config, dtype)?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -156,15 +158,14 @@ pub fn embed(
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     gpu: &Gpu,
-    weights: &Path,
-    config: Option<&str>,
+    (weights, config, dtype): Model,
     image: &Path,
     out_dir: &Path,
     layer: Option<usize>,
     size: usize,
     keep: f32,
 ) -> Result<ExitCode, String> {
-    let vit = load_model(gpu, weights, config)?;
+    let vit = load_model_as(gpu, weights, config, dtype)?;
     let img = load_image(image).map_err(|e| e.to_string())?;
     let pre =
         preprocess(&img, Resize::ShorterSide(size), vit.cfg.patch).map_err(|e| e.to_string())?;
@@ -314,14 +315,13 @@ fn labelled(
 /// `dinoscope knn`.
 pub fn knn(
     gpu: &Gpu,
-    weights: &Path,
-    config: Option<&str>,
+    (weights, config, dtype): Model,
     train: &str,
     test: &str,
     size: usize,
     k: usize,
 ) -> Result<ExitCode, String> {
-    let vit = load_model(gpu, weights, config)?;
+    let vit = load_model_as(gpu, weights, config, dtype)?;
     let (tr, te) = (labelled(train, false)?, labelled(test, true)?);
     let (tr_names, te_names) = (tr.class_names(), te.class_names());
     if tr_names.is_empty() || te_names.is_empty() {

@@ -45,7 +45,7 @@ pub fn to_f32(h: u16) -> f32 {
         (0, 0) => sign,
         (0, m) => {
             // Subnormal: normalise the mantissa.
-            let lead = m.leading_zeros() - 22;
+            let lead = m.leading_zeros() - 21;
             let m = (m << lead) & 0x3ff;
             sign | ((127 - 15 + 1 - lead) << 23) | (m << 13)
         }

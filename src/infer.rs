@@ -60,6 +60,22 @@ pub fn load_model(
     Vit::new(gpu, cfg, &w).map_err(|e| format!("{}: {e}", weights.display()))
 }
 
+/// [`load_model`] with the parameters stored in `dtype` (f16 needs SHADER_F16).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_model_as(
+    gpu: &Gpu,
+    weights: &std::path::Path,
+    config: Option<&str>,
+    dtype: crate::gpu::DType,
+) -> Result<Vit, String> {
+    let vit = load_model(gpu, weights, config)?;
+    if vit.dtype() == dtype {
+        return Ok(vit);
+    }
+    vit.to_dtype(gpu, dtype)
+        .map_err(|e| format!("{}: {e}", weights.display()))
+}
+
 /// Pictures reach the model as RGB: a model with another channel count is refused by name.
 fn rgb_only(cfg: &crate::model::config::VitConfig, name: &str) -> Result<(), String> {
     if cfg.in_chans == 3 {

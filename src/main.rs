@@ -98,6 +98,10 @@ mod cli {
             /// Images per forward pass.
             #[arg(long, default_value_t = 16)]
             batch: usize,
+            /// Storage precision of weights and activations: f16 halves their memory and
+            /// traffic (needs SHADER_F16; products still accumulate in f32).
+            #[arg(long, value_enum, default_value_t = Precision::F32)]
+            precision: Precision,
         },
         /// CLS attention per head (raw and thresholded), its head mean over the image, and a PCA
         /// map of the patch features, as PNG files.
@@ -127,6 +131,10 @@ mod cli {
             /// Share of the attention mass the thresholded maps keep.
             #[arg(long, default_value_t = 0.6, value_parser = fraction)]
             threshold: f32,
+            /// Storage precision of weights and activations: f16 halves their memory and
+            /// traffic (needs SHADER_F16; products still accumulate in f32).
+            #[arg(long, value_enum, default_value_t = Precision::F32)]
+            precision: Precision,
         },
         /// Train a ViT with DINOv2 (DINO + iBOT + KoLeo) on images; the bundled Fashion-MNIST by default.
         Train {
@@ -179,6 +187,10 @@ mod cli {
             /// Neighbours.
             #[arg(long, default_value_t = 20, value_parser = at_least_one)]
             k: usize,
+            /// Storage precision of weights and activations: f16 halves their memory and
+            /// traffic (needs SHADER_F16; products still accumulate in f32).
+            #[arg(long, value_enum, default_value_t = Precision::F32)]
+            precision: Precision,
         },
         /// Time the matmul plans on this adapter for the products of training configs and cache
         /// the fastest (loaded by every later run on this adapter).
@@ -257,6 +269,11 @@ mod cli {
             /// Model preset (vits14, vits14_reg, vitb14, …) or config file.
             #[arg(long, default_value = "vits14")]
             config: String,
+            /// Storage precision of weights and activations: f16 halves their memory and
+            /// traffic (needs SHADER_F16; products still accumulate in f32).
+            #[arg(long, value_enum, default_value_t = Precision::F32)]
+            precision: Precision,
+
             /// Runs as SIZExBATCH (default: 224x1, 224x64, 518x8).
             #[arg(long, value_delimiter = ',', default_value = "224x1,224x64,518x8")]
             runs: Vec<String>,
@@ -282,6 +299,24 @@ mod cli {
             #[arg(long)]
             json: Option<PathBuf>,
         },
+    }
+
+    /// Storage precision of an inference command.
+    #[derive(Clone, Copy, Debug, clap::ValueEnum)]
+    enum Precision {
+        /// 32-bit floats everywhere.
+        F32,
+        /// Weights and activations stored as 16-bit floats, computed in f32.
+        F16,
+    }
+
+    impl Precision {
+        fn dtype(self) -> dinoscope::gpu::DType {
+            match self {
+                Precision::F32 => dinoscope::gpu::DType::F32,
+                Precision::F16 => dinoscope::gpu::DType::F16,
+            }
+        }
     }
 
     /// A share in (0, 1] (NaN and the ends outside refused).
@@ -535,9 +570,11 @@ mod cli {
                 test,
                 size,
                 k,
+                precision,
             }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
                 let gpu = open_gpu(&cli)?;
-                commands::knn(&gpu, &w, config.as_deref(), train, test, *size, *k)
+                let model = (w.as_path(), config.as_deref(), precision.dtype());
+                commands::knn(&gpu, model, train, test, *size, *k)
             }),
             Some(Command::Embed {
                 weights,
@@ -547,9 +584,11 @@ mod cli {
                 output,
                 size,
                 batch,
+                precision,
             }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
                 let gpu = open_gpu(&cli)?;
-                commands::embed(&gpu, &w, config.as_deref(), images, output, *size, *batch)
+                let model = (w.as_path(), config.as_deref(), precision.dtype());
+                commands::embed(&gpu, model, images, output, *size, *batch)
             }),
             Some(Command::Attention {
                 weights,
@@ -560,12 +599,12 @@ mod cli {
                 layer,
                 size,
                 threshold,
+                precision,
             }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
                 let gpu = open_gpu(&cli)?;
                 commands::attention(
                     &gpu,
-                    &w,
-                    config.as_deref(),
+                    (w.as_path(), config.as_deref(), precision.dtype()),
                     image,
                     output,
                     *layer,
@@ -580,6 +619,7 @@ mod cli {
                         runs,
                         reps,
                         json,
+                        precision,
                     },
             }) => open_gpu(&cli).and_then(|gpu| {
                 let cfg = if std::path::Path::new(config).is_file() {
@@ -597,8 +637,9 @@ mod cli {
                         b.trim().parse().map_err(|_| bad())?,
                     ));
                 }
-                let rows = dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1))
-                    .map_err(|e| e.to_string())?;
+                let rows =
+                    dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1), precision.dtype())
+                        .map_err(|e| e.to_string())?;
                 if let Some(j) = json {
                     dinoscope::bench::write_json(j, &rows)?;
                 }

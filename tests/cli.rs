@@ -743,3 +743,71 @@ fn selftest_runs_the_fixtures_built_into_the_binary() {
         );
     }
 }
+
+/// `--precision f16` stores the model and its activations in half precision: the features
+/// follow the f32 ones within the documented f16 tolerance, and attention maps are written.
+#[test]
+fn f16_precision_gives_the_f32_features_within_its_tolerance() {
+    let Some(gpu) = common::gpu() else { return };
+    let dir = tmp("embed-f16");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut feats = Vec::new();
+    for precision in ["f32", "f16"] {
+        let out_file = dir.join(format!("{precision}.safetensors"));
+        let out = dinoscope(&[
+            "embed",
+            "--weights",
+            "tests/fixtures/tiny_dinov2_reg/model.safetensors",
+            "assets/images/chelsea.png",
+            "assets/images/coffee.png",
+            "--size",
+            "56",
+            "--precision",
+            precision,
+            "-o",
+            out_file.to_str().expect("utf-8 path"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if precision == "f16" && !gpu.features.contains(wgpu::Features::SHADER_F16) {
+            assert!(!out.status.success() && err.contains("SHADER_F16"), "{err}");
+            return;
+        }
+        assert!(out.status.success(), "{precision}: {err}");
+        let f = dinoscope::fixtures::TensorFile::open(&out_file).expect("features");
+        feats.push(f.get("cls").expect("cls").data.clone());
+    }
+    let scale = feats[0].iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = feats[0]
+        .iter()
+        .zip(&feats[1])
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("f16 vs f32 CLS features: max err {err:.3e} (scale {scale:.3})");
+    assert!(
+        err > 0.0,
+        "the f16 run gave bit-identical features: did it run in f16?"
+    );
+    assert!(
+        err <= dinoscope::selftest::F16_TOLERANCE * scale,
+        "f16 features off by {err}"
+    );
+    let maps = dir.join("maps");
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov3/model.safetensors",
+        "assets/images/chelsea.png",
+        "--size",
+        "64",
+        "--precision",
+        "f16",
+        "-o",
+        maps.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(maps.join("pca.png").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

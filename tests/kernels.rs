@@ -232,3 +232,18 @@ fn threads_that_share_a_device_take_turns_while_it_works() {
     gpu.trim_pool();
     gpu.check().expect("no stray wgpu errors");
 }
+
+#[test]
+fn f16_cast_matches_host_rounding() {
+    check("kernel.f16_cast");
+}
+
+#[test]
+fn f16_matmul_vs_cpu() {
+    check("kernel.f16_matmul");
+}
+
+#[test]
+fn f16_forward_ops_vs_cpu() {
+    check("kernel.f16_forward_ops");
+}

@@ -1,7 +1,7 @@
 //! No GPU needed: naga parses and validates every shader; every kernel descriptor matches its
 //! WGSL entry point (bindings, access modes, params struct size); every .wgsl file is used.
 
-use dinoscope::gpu::{shader_source, Access, SHADERS};
+use dinoscope::gpu::{half_bindings, shader_source, shader_source_as, Access, DType, SHADERS};
 use dinoscope::kernels::all_kernels;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -150,4 +150,53 @@ fn workgroup_memory_fits_webgpu_defaults() {
             );
         }
     }
+}
+
+#[test]
+fn f16_variants_parse_and_validate_with_half_storage() {
+    let mut with_half = 0;
+    for (name, _) in SHADERS {
+        let halves = half_bindings(name);
+        if halves.is_empty() {
+            continue;
+        }
+        with_half += 1;
+        let src = shader_source_as(name, DType::F16).expect("registered shader");
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+            panic!(
+                "f16 variant of '{name}' does not parse:\n{}",
+                e.emit_to_string(&src)
+            )
+        });
+        Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16)
+            .validate(&module)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "f16 variant of '{name}' does not validate:\n{}",
+                    e.emit_to_string(&src)
+                )
+            });
+        // Every binding listed as S-typed is an array of f16 (or vec4<f16>) in the variant.
+        for (_, var) in module.global_variables.iter() {
+            let Some(b) = &var.binding else { continue };
+            if !halves.contains(&b.binding) {
+                continue;
+            }
+            let naga::TypeInner::Array { base, .. } = module.types[var.ty].inner else {
+                panic!("{name}: binding {} is not an array", b.binding);
+            };
+            let scalar = match module.types[base].inner {
+                naga::TypeInner::Scalar(s) => s,
+                naga::TypeInner::Vector { scalar, .. } => scalar,
+                ref other => panic!("{name}: binding {} holds {other:?}", b.binding),
+            };
+            assert_eq!(scalar, naga::Scalar::F16, "{name}: binding {}", b.binding);
+        }
+    }
+    // The inference path: matmul (both kernels), layer norm, attention, GELU, elementwise,
+    // tokens, patch embedding, rope, position resize, and the casts.
+    assert!(
+        with_half >= 11,
+        "only {with_half} shaders have f16 variants"
+    );
 }

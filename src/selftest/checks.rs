@@ -22,9 +22,9 @@ pub struct KernelCheck {
     pub run: fn(&Gpu) -> CaseResult,
 }
 
-/// Every kernel check, in table order.
+/// Every kernel check, in table order (the f16 variants last).
 pub fn kernel_checks() -> Vec<KernelCheck> {
-    vec![
+    let mut all = vec![
         KernelCheck {
             name: "kernel.matmul",
             run: matmul,
@@ -109,7 +109,9 @@ pub fn kernel_checks() -> Vec<KernelCheck> {
             name: "kernel.large_grids",
             run: large_grids,
         },
-    ]
+    ];
+    all.extend(super::half::checks());
+    all
 }
 
 /// Deterministic uniform values in [lo, hi) (xorshift; no dependency, same on every platform).
@@ -125,12 +127,12 @@ pub fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
         .collect()
 }
 
-fn tol(want: &[f32], rel: f32) -> f32 {
+pub(super) fn tol(want: &[f32], rel: f32) -> f32 {
     rel * want.iter().fold(1.0f32, |m, v| m.max(v.abs()))
 }
 
 /// Records with `f`, submits, reads back every returned tensor.
-fn run(
+pub(super) fn run(
     gpu: &Gpu,
     judge: &mut Judge,
     f: impl FnOnce(&mut Recorder) -> Vec<Tensor>,

@@ -2,12 +2,13 @@
 //! and every case of a golden fixtures folder, on the user's own adapter.
 
 mod checks;
+mod half;
 mod losses;
 mod model;
 mod ops;
 
 pub use checks::{kernel_checks, random as checks_random, KernelCheck};
-pub use model::{check_model_forward, hub_grads_to_hf, run_model_case};
+pub use model::{check_model_forward, hub_grads_to_hf, run_model_case, F16_TOLERANCE};
 pub use ops::{op_case_kind, run_op_case, Exec, OpKind};
 
 use crate::fixtures::{FixtureError, Manifest, TensorFile};

@@ -1,0 +1,222 @@
+//! The f16 storage variants of the inference kernels against their CPU twins. Inputs are
+//! rounded to f16 on the host first, so the twins see exactly the values the kernels load; what
+//! remains is the kernels' own rounding of each stored output (half an f16 ulp, 2⁻¹¹ relative)
+//! and f32 summation order.
+
+use super::checks::{random, run, tol, KernelCheck};
+use super::{CaseResult, Judge};
+use crate::cpu;
+use crate::gpu::{DType, Gpu, Tensor};
+use crate::half::round_trip;
+use crate::kernels;
+use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
+use crate::kernels::matmul::{Epilogue, MatmulDims};
+
+/// Relative tolerance of one f16 output: its own rounding (2⁻¹¹) with room for f32 order.
+const OUT_TOL: f32 = 1e-3;
+
+/// The f16 checks (they report "unsupported" on an adapter without SHADER_F16).
+pub fn checks() -> Vec<KernelCheck> {
+    vec![
+        KernelCheck {
+            name: "kernel.f16_cast",
+            run: cast,
+        },
+        KernelCheck {
+            name: "kernel.f16_matmul",
+            run: matmul,
+        },
+        KernelCheck {
+            name: "kernel.f16_forward_ops",
+            run: forward_ops,
+        },
+    ]
+}
+
+fn unsupported(gpu: &Gpu, name: &str) -> Option<CaseResult> {
+    (!gpu.features.contains(wgpu::Features::SHADER_F16))
+        .then(|| CaseResult::unsupported(name, "the adapter has no SHADER_F16"))
+}
+
+fn half(gpu: &Gpu, v: &[f32], shape: &[usize]) -> Tensor {
+    gpu.upload_as(v, shape, DType::F16)
+}
+
+/// f32 → f16 → f32 on the GPU against the host's round-to-nearest: within one f16 ulp (WGSL
+/// lets a conversion take either neighbour), and exactly back.
+fn cast(gpu: &Gpu) -> CaseResult {
+    let name = "kernel.f16_cast";
+    if let Some(r) = unsupported(gpu, name) {
+        return r;
+    }
+    let mut j = Judge::new(name);
+    let mut x = random(1031, 61, -1000.0, 1000.0);
+    x.extend(random(257, 62, -1e-6, 1e-6));
+    x.extend([0.0, -0.0, 1.0, 65504.0, -65504.0, 1.0 + 2f32.powi(-11)]);
+    let want = round_trip(&x);
+    if let Some(out) = run(gpu, &mut j, |rec| {
+        let src = gpu.upload(&x, &[x.len()]);
+        let h = kernels::cast::to_dtype(rec, &src, DType::F16);
+        let back = kernels::cast::to_dtype(rec, &h, DType::F32);
+        vec![h, back]
+    }) {
+        // Distance from the host's rounding in units of the f16 spacing at that value.
+        let ulps: Vec<f32> = out[0]
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / ulp(*w))
+            .collect();
+        j.check(
+            "f16 vs host rounding (ulps)",
+            &ulps,
+            &vec![0.0; ulps.len()],
+            1.0,
+        );
+        j.check("f16 → f32 is exact", &out[1], &out[0], 0.0);
+    }
+    j.finish()
+}
+
+/// Spacing of f16 values around `x` (the subnormal spacing below the normal range).
+fn ulp(x: f32) -> f32 {
+    let a = x.abs().max(2f32.powi(-14));
+    2f32.powi(a.log2().floor() as i32 - 10)
+}
+
+/// Every plan of every product shape, and the linear layer's bias and bias + GELU epilogues.
+fn matmul(gpu: &Gpu) -> CaseResult {
+    let name = "kernel.f16_matmul";
+    if let Some(r) = unsupported(gpu, name) {
+        return r;
+    }
+    let mut j = Judge::new(name);
+    let shapes = [(7, 65, 197), (68, 132, 36), (260, 264, 52), (132, 68, 2052)];
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut d = MatmulDims::new(m, n, k);
+            d.trans_a = ta;
+            d.trans_b = tb;
+            let a = round_trip(&random(m * k, 70 + i as u64, -1.0, 1.0));
+            let b = round_trip(&random(k * n, 80 + i as u64, -1.0, 1.0));
+            let want = cpu::matmul::matmul(&a, &b, d);
+            for plan in kernels::matmul::Plan::candidates(&d) {
+                if let Some(out) = run(gpu, &mut j, |rec| {
+                    let c = gpu.empty_as(&[m * n], DType::F16);
+                    let (ta_, tb_) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
+                    kernels::matmul::matmul_planned(
+                        rec,
+                        &c,
+                        &ta_,
+                        &tb_,
+                        d,
+                        1.0,
+                        false,
+                        Epilogue::None,
+                        plan,
+                    );
+                    vec![c]
+                }) {
+                    let tag = format!("{m}x{n}x{k} ta={ta} tb={tb} {}", plan.name());
+                    j.check(&tag, &out[0], &want, tol(&want, OUT_TOL));
+                }
+            }
+        }
+    }
+    // A linear layer y = x·Wᵀ + b, then with GELU (pre-activation kept).
+    let (rows, in_f, out_f) = (65, 36, 132);
+    let x = round_trip(&random(rows * in_f, 90, -1.0, 1.0));
+    let w = round_trip(&random(out_f * in_f, 91, -0.5, 0.5));
+    let bias = round_trip(&random(out_f, 92, -0.5, 0.5));
+    let pre = cpu::matmul::linear_forward(&x, &w, Some(&bias), out_f);
+    let act = cpu::gelu::gelu_forward(&round_trip(&pre));
+    if let Some(out) = run(gpu, &mut j, |rec| {
+        let (tx, tw, tb) = (
+            half(gpu, &x, &[rows, in_f]),
+            half(gpu, &w, &[out_f, in_f]),
+            half(gpu, &bias, &[out_f]),
+        );
+        let y = gpu.empty_as(&[rows, out_f], DType::F16);
+        kernels::linear::linear_forward(rec, &y, &tx, &tw, Some(&tb), None);
+        let (g, p) = (
+            gpu.empty_as(&[rows, out_f], DType::F16),
+            gpu.empty_as(&[rows, out_f], DType::F16),
+        );
+        kernels::linear::linear_forward(rec, &g, &tx, &tw, Some(&tb), Some(&p));
+        vec![y, g, p]
+    }) {
+        j.check("linear + bias", &out[0], &pre, tol(&pre, OUT_TOL));
+        j.check(
+            "linear + bias + GELU",
+            &out[1],
+            &act,
+            tol(&act, 2.0 * OUT_TOL),
+        );
+        j.check("pre-activation", &out[2], &pre, tol(&pre, OUT_TOL));
+    }
+    j.finish()
+}
+
+/// Layer norm, GELU, residual + LayerScale, and attention (output and probabilities).
+fn forward_ops(gpu: &Gpu) -> CaseResult {
+    let name = "kernel.f16_forward_ops";
+    if let Some(r) = unsupported(gpu, name) {
+        return r;
+    }
+    let mut j = Judge::new(name);
+    let (rows, dim) = (261, 65);
+    let x = round_trip(&random(rows * dim, 101, -2.0, 2.0));
+    let w = round_trip(&random(dim, 102, 0.5, 1.5));
+    let b = round_trip(&random(dim, 103, -0.5, 0.5));
+    let branch = round_trip(&random(rows * dim, 104, -1.0, 1.0));
+    let (ln, _, _) = cpu::layernorm::layernorm_forward(&x, &w, &b, 1e-6);
+    let gelu = cpu::gelu::gelu_forward(&x);
+    let residual: Vec<f32> = (0..rows * dim)
+        .map(|i| x[i] + w[i % dim] * branch[i])
+        .collect();
+    if let Some(out) = run(gpu, &mut j, |rec| {
+        let (tx, tw, tb, tr) = (
+            half(gpu, &x, &[rows, dim]),
+            half(gpu, &w, &[dim]),
+            half(gpu, &b, &[dim]),
+            half(gpu, &branch, &[rows, dim]),
+        );
+        let (y, g, r) = (
+            gpu.empty_as(&[rows, dim], DType::F16),
+            gpu.empty_as(&[rows, dim], DType::F16),
+            gpu.empty_as(&[rows, dim], DType::F16),
+        );
+        kernels::layernorm::layernorm_forward(rec, &y, &tx, &tw, &tb, 1e-6);
+        kernels::gelu::gelu_forward(rec, &g, &tx);
+        kernels::elementwise::add_mul(rec, &r, &tx, &tr, &tw);
+        vec![y, g, r]
+    }) {
+        j.check("layernorm 261x65", &out[0], &ln, tol(&ln, OUT_TOL));
+        j.check("gelu", &out[1], &gelu, tol(&gelu, OUT_TOL));
+        j.check("x + γ·branch", &out[2], &residual, tol(&residual, OUT_TOL));
+    }
+    for &(bt, h, n, d) in &[(2, 3, 7, 16), (1, 2, 65, 64), (1, 1, 197, 33)] {
+        let len = bt * h * n * d;
+        let q = round_trip(&random(len, 111 + n as u64, -2.0, 2.0));
+        let k = round_trip(&random(len, 112 + n as u64, -2.0, 2.0));
+        let v = round_trip(&random(len, 113 + n as u64, -1.0, 1.0));
+        let dims = AttnDims::new(bt, h, n, d);
+        let (o, p, _) = cpu::attention::attention_forward(&q, &k, &v, bt * h, n, n, d, dims.scale);
+        let s = [bt, h, n, d];
+        if let Some(out) = run(gpu, &mut j, |rec| {
+            let (tq, tk, tv) = (half(gpu, &q, &s), half(gpu, &k, &s), half(gpu, &v, &s));
+            let (layout, ol) = (QkvLayout::bhnd(h, n, d), OutLayout::bhnd(h, n, d));
+            let to = gpu.empty_as(&s, DType::F16);
+            let lse =
+                kernels::attention::attention_forward(rec, &to, &tq, &tk, &tv, dims, layout, ol);
+            let probs = gpu.empty_as(&[bt, h, n, n], DType::F16);
+            kernels::attention::attention_probs(rec, &probs, &tq, &tk, &lse, dims, layout);
+            vec![to, probs]
+        }) {
+            let tag = format!("attention {bt}x{h}x{n}x{d}");
+            j.check(&format!("{tag} out"), &out[0], &o, tol(&o, OUT_TOL));
+            // Probabilities are at most 1: half an ulp of 1 is 2⁻¹¹.
+            j.check(&format!("{tag} probs"), &out[1], &p, OUT_TOL);
+        }
+    }
+    j.finish()
+}
