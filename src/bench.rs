@@ -270,11 +270,7 @@ pub fn vit(
             )
         })
         .collect();
-    let vit = Vit::from_host(gpu, cfg.clone(), &values)
-        .and_then(|v| match dtype {
-            crate::gpu::DType::F32 => Ok(v),
-            _ => v.to_dtype(gpu, dtype),
-        })
+    let vit = Vit::from_host_as(gpu, cfg.clone(), &values, dtype)
         .map_err(|e| crate::gpu::GpuError::Wgpu(e.to_string()))?;
     let tag = match dtype {
         crate::gpu::DType::F32 => "",

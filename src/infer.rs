@@ -2,7 +2,7 @@
 //! images, and the attention / PCA maps of one image.
 
 use crate::data::image::Preprocessed;
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::{DType, Gpu, Recorder, Tensor};
 use crate::model::vit::{ForwardOptions, Vit};
 use crate::viz;
 #[cfg(not(target_arch = "wasm32"))]
@@ -46,6 +46,17 @@ pub fn load_model(
     weights: &std::path::Path,
     config: Option<&str>,
 ) -> Result<Vit, String> {
+    load_model_as(gpu, weights, config, DType::F32)
+}
+
+/// [`load_model`] with the parameters stored as `dtype` (f16 needs SHADER_F16).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_model_as(
+    gpu: &Gpu,
+    weights: &std::path::Path,
+    config: Option<&str>,
+    dtype: DType,
+) -> Result<Vit, String> {
     use crate::model::config::VitConfig;
     use crate::model::weights::{config_for_weights, load_backbone};
     let cfg = match config {
@@ -57,23 +68,7 @@ pub fn load_model(
     };
     rgb_only(&cfg, &weights.display().to_string())?;
     let w = load_backbone(weights, &cfg).map_err(|e| e.to_string())?;
-    Vit::new(gpu, cfg, &w).map_err(|e| format!("{}: {e}", weights.display()))
-}
-
-/// [`load_model`] with the parameters stored in `dtype` (f16 needs SHADER_F16).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn load_model_as(
-    gpu: &Gpu,
-    weights: &std::path::Path,
-    config: Option<&str>,
-    dtype: crate::gpu::DType,
-) -> Result<Vit, String> {
-    let vit = load_model(gpu, weights, config)?;
-    if vit.dtype() == dtype {
-        return Ok(vit);
-    }
-    vit.to_dtype(gpu, dtype)
-        .map_err(|e| format!("{}: {e}", weights.display()))
+    Vit::new_as(gpu, cfg, &w, dtype).map_err(|e| format!("{}: {e}", weights.display()))
 }
 
 /// Pictures reach the model as RGB: a model with another channel count is refused by name.
@@ -89,14 +84,15 @@ fn rgb_only(cfg: &crate::model::config::VitConfig, name: &str) -> Result<(), Str
 }
 
 /// Loads a backbone from the bytes of a safetensors file (a dropped file in the browser),
-/// config inferred from the shapes; `name` names the file in errors.
-pub fn load_model_bytes(gpu: &Gpu, name: &str, bytes: &[u8]) -> Result<Vit, String> {
+/// config inferred from the shapes, parameters stored as `dtype`; `name` names the file in
+/// errors.
+pub fn load_model_bytes(gpu: &Gpu, name: &str, bytes: &[u8], dtype: DType) -> Result<Vit, String> {
     use crate::model::weights::{from_bytes, infer_config_from_bytes};
     let path = std::path::Path::new(name);
     let cfg = infer_config_from_bytes(path, bytes).map_err(|e| e.to_string())?;
     rgb_only(&cfg, name)?;
     let w = from_bytes(path, bytes, &cfg).map_err(|e| e.to_string())?;
-    Vit::new(gpu, cfg, &w).map_err(|e| format!("{name}: {e}"))
+    Vit::new_as(gpu, cfg, &w, dtype).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Image-level features of a batch of same-size images.

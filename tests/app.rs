@@ -557,3 +557,40 @@ fn file_dialogs_fill_their_fields_and_load_what_is_chosen() {
     assert_eq!(seen[5].file_name.as_deref(), Some("curves.csv"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With "f16" ticked the Inspect view loads the model in half precision; its maps follow the
+/// f32 model's, and unticking converts the loaded model back.
+#[test]
+fn inspect_in_f16_gives_the_f32_maps_within_tolerance() {
+    let Some(mut app) = app() else { return };
+    if !app.gpu().features.contains(wgpu::Features::SHADER_F16) {
+        return;
+    }
+    let ctx = egui::Context::default();
+    let fixtures = common::fixtures_dir().join("tiny_dinov2_reg");
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images/chelsea.png");
+    let mut means = Vec::new();
+    for half in [false, true] {
+        app.settings.half = half;
+        app.load_weights(&fixtures.join("model.safetensors"), None);
+        let model = &app.inspect.model.as_ref().expect("model").0;
+        assert_eq!(model.dtype() == dinoscope::gpu::DType::F16, half);
+        app.inspect.size = 56;
+        app.load_image(&photo, None);
+        assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+            a.inspect.current().is_some()
+        }));
+        means.push(app.inspect.current().expect("view").mean());
+    }
+    let err = means[0]
+        .iter()
+        .zip(&means[1])
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = means[0].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(err > 0.0 && err <= dinoscope::selftest::F16_TOLERANCE * scale.max(1.0));
+    app.settings.half = false;
+    app.apply_precision();
+    let model = &app.inspect.model.as_ref().expect("model").0;
+    assert_eq!(model.dtype(), dinoscope::gpu::DType::F32);
+    assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+}

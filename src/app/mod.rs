@@ -736,8 +736,9 @@ impl DinoscopeApp {
     /// Loads backbone weights into the inspect view; a bad file is refused with the reason.
     pub fn load_weights(&mut self, path: &std::path::Path, bytes: Option<Vec<u8>>) {
         let name = path.display().to_string();
+        let dtype = self.inspect_dtype();
         let result = match bytes {
-            Some(b) => crate::infer::load_model_bytes(self.gpu, &name, &b),
+            Some(b) => crate::infer::load_model_bytes(self.gpu, &name, &b, dtype),
             #[cfg(not(target_arch = "wasm32"))]
             None => {
                 let file = if path.is_dir() {
@@ -746,7 +747,7 @@ impl DinoscopeApp {
                     // A repository id (facebook/dinov2-small) comes from the Hugging Face cache.
                     crate::hub::resolve_weights(path, None)
                 };
-                file.and_then(|f| crate::infer::load_model(self.gpu, &f, None))
+                file.and_then(|f| crate::infer::load_model_as(self.gpu, &f, None, dtype))
             }
             #[cfg(target_arch = "wasm32")]
             None => Err(format!("{name}: drop the file on the page to open it")),
@@ -769,6 +770,34 @@ impl DinoscopeApp {
                 self.notify(format!("weights refused: {e}"), true);
             }
         }
+    }
+
+    /// The storage precision the Inspect view loads models in (f32 where the adapter has no
+    /// SHADER_F16, whatever the setting).
+    pub fn inspect_dtype(&self) -> crate::gpu::DType {
+        if self.settings.half && self.gpu.features.contains(wgpu::Features::SHADER_F16) {
+            crate::gpu::DType::F16
+        } else {
+            crate::gpu::DType::F32
+        }
+    }
+
+    /// Switches the Inspect model's storage precision to the setting's.
+    pub fn apply_precision(&mut self) {
+        let dtype = self.inspect_dtype();
+        let Some((vit, name)) = self.inspect.model.clone() else {
+            return;
+        };
+        if vit.dtype() == dtype {
+            return;
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        match vit.to_dtype(self.gpu, dtype) {
+            Ok(v) => self.inspect.set_model(v, name),
+            Err(e) => self.notify(format!("{name}: {e}"), true),
+        }
+        #[cfg(target_arch = "wasm32")]
+        self.notify(format!("open {name} again to load it in {dtype:?}"), false);
     }
 
     /// Loads a picture into the inspect view; a bad one is refused with the reason.
@@ -1347,10 +1376,31 @@ impl DinoscopeApp {
         if ui.button("Open weights…").clicked() {
             self.browse_web(ui.ctx(), dialogs::Pick::Weights);
         }
+        let has_f16 = self.gpu.features.contains(wgpu::Features::SHADER_F16);
+        let r = ui
+            .add_enabled(
+                has_f16,
+                egui::Checkbox::new(&mut self.settings.half, "f16 (half the memory)"),
+            )
+            .on_hover_text(
+                "Store the weights and activations as 16-bit floats (computed in f32): maps \
+                 within 1% of f32's",
+            )
+            .on_disabled_hover_text("this adapter has no SHADER_F16");
+        if r.changed() {
+            self.apply_precision();
+        }
         if let Some((m, name)) = &self.inspect.model {
             ui.label(format!(
-                "{name}\nwidth {} · depth {} · heads {} · patch {}",
-                m.cfg.dim, m.cfg.depth, m.cfg.heads, m.cfg.patch
+                "{name}\nwidth {} · depth {} · heads {} · patch {} · {}",
+                m.cfg.dim,
+                m.cfg.depth,
+                m.cfg.heads,
+                m.cfg.patch,
+                match m.dtype() {
+                    crate::gpu::DType::F32 => "f32",
+                    crate::gpu::DType::F16 => "f16",
+                }
             ));
         }
         ui.separator();

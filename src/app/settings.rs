@@ -161,6 +161,9 @@ pub struct AppSettings {
     pub image: Option<PathBuf>,
     /// Inspect: overlay opacity.
     pub alpha: f32,
+    /// Inspect: store the model in f16 (half the memory; needs SHADER_F16).
+    #[serde(default)]
+    pub half: bool,
     /// Start training as soon as the app opens (the default first run does).
     pub autostart: bool,
 }

@@ -148,12 +148,22 @@ pub fn param_layout(cfg: &VitConfig) -> ParamLayout {
 impl Vit {
     /// Uploads loaded weights.
     pub fn new(gpu: &Gpu, cfg: VitConfig, weights: &BackboneWeights) -> Result<Vit, ModelError> {
+        Self::new_as(gpu, cfg, weights, DType::F32)
+    }
+
+    /// Uploads loaded weights stored as `dtype` (f16 is for inference; it needs SHADER_F16).
+    pub fn new_as(
+        gpu: &Gpu,
+        cfg: VitConfig,
+        weights: &BackboneWeights,
+        dtype: DType,
+    ) -> Result<Vit, ModelError> {
         let values: BTreeMap<String, Vec<f32>> = weights
             .tensors
             .iter()
             .map(|(k, v)| (k.clone(), v.data.clone()))
             .collect();
-        Self::from_host(gpu, cfg, &values)
+        Self::from_host_as(gpu, cfg, &values, dtype)
     }
 
     /// Uploads named host values (torch-hub names); missing ones are zero.
@@ -162,6 +172,22 @@ impl Vit {
         cfg: VitConfig,
         values: &BTreeMap<String, Vec<f32>>,
     ) -> Result<Vit, ModelError> {
+        Self::from_host_as(gpu, cfg, values, DType::F32)
+    }
+
+    /// [`Vit::from_host`] with the parameters stored as `dtype` (f16: rounded to nearest).
+    pub fn from_host_as(
+        gpu: &Gpu,
+        cfg: VitConfig,
+        values: &BTreeMap<String, Vec<f32>>,
+        dtype: DType,
+    ) -> Result<Vit, ModelError> {
+        if dtype == DType::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(ModelError::Unsupported(format!(
+                "f16 needs the SHADER_F16 feature, which {} does not offer; use f32",
+                gpu.info.name
+            )));
+        }
         if !cfg.dim.is_multiple_of(cfg.heads)
             || cfg.dim / cfg.heads > kernels::attention::MAX_HEAD_DIM
         {
@@ -173,10 +199,10 @@ impl Vit {
                 kernels::attention::MAX_HEAD_DIM
             )));
         }
-        let layout = param_layout(&cfg);
+        let layout = ParamLayout::aligned(&expected_tensors(&cfg), dtype);
         let flat = layout.pack(values);
         Ok(Vit {
-            params: ParamStore::upload(gpu, layout, &flat),
+            params: ParamStore::upload_as(gpu, layout, &flat, dtype),
             cfg,
             interp_cache: Mutex::default(),
             rope_cache: Mutex::default(),
@@ -208,22 +234,11 @@ impl Vit {
     /// inference; the copy reads the parameters back once.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn to_dtype(&self, gpu: &Gpu, dtype: DType) -> Result<Vit, ModelError> {
-        if dtype == DType::F16 && !gpu.features.contains(wgpu::Features::SHADER_F16) {
-            return Err(ModelError::Unsupported(format!(
-                "f16 needs the SHADER_F16 feature, which {} does not offer; use f32",
-                gpu.info.name
-            )));
-        }
         let flat = gpu
             .read(&self.params.flat)
             .map_err(|e| ModelError::Unsupported(e.to_string()))?;
         let values = self.params.layout.unpack(&flat);
-        let layout = ParamLayout::aligned(&expected_tensors(&self.cfg), dtype);
-        let flat = layout.pack(&values);
-        Self::from_store(
-            self.cfg.clone(),
-            ParamStore::upload_as(gpu, layout, &flat, dtype),
-        )
+        Self::from_host_as(gpu, self.cfg.clone(), &values, dtype)
     }
 
     /// Block `i`'s LayerScale γ (`which` is "ls1" or "ls2"), or ones for a model without

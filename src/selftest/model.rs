@@ -27,10 +27,7 @@ pub fn run_model_case_f16(gpu: &Gpu, dir: &Path, rel: &str) -> Option<CaseResult
     let run = || -> Result<(Vit, TensorFile), String> {
         let cfg = VitConfig::load(&dir.join("config.json")).map_err(|e| e.to_string())?;
         let w = load_backbone(&dir.join("model.safetensors"), &cfg).map_err(|e| e.to_string())?;
-        let vit = Vit::new(gpu, cfg, &w).map_err(|e| e.to_string())?;
-        let half = vit
-            .to_dtype(gpu, crate::gpu::DType::F16)
-            .map_err(|e| e.to_string())?;
+        let half = Vit::new_as(gpu, cfg, &w, crate::gpu::DType::F16).map_err(|e| e.to_string())?;
         let io = TensorFile::open(&dir.join("io.safetensors")).map_err(|e| e.to_string())?;
         Ok((half, io))
     };
