@@ -382,7 +382,14 @@ pub fn train(
         gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64
     );
     Ok(vec![Row {
-        name: format!("train step batch {}", cfg.batch_size),
+        name: format!(
+            "train step batch {}{}",
+            cfg.batch_size,
+            match cfg.precision {
+                crate::train::config::Precision::F32 => "",
+                crate::train::config::Precision::Mixed => " (mixed)",
+            }
+        ),
         seconds: dt / steps.max(1) as f64,
         rate: (steps as usize * cfg.batch_size) as f64 / dt,
         unit: "img/s".into(),

@@ -415,11 +415,11 @@ pub fn plan(
         cfg.model.dim, cfg.model.depth, cfg.model.patch, cfg.model.registers, cfg.head.prototypes
     );
     println!(
-        "step: batch {} × (2×{} + {}×{} crops), checkpointing {:?}",
-        cfg.batch_size, a.global_size, a.n_local, a.local_size, cfg.checkpoint
+        "step: batch {} × (2×{} + {}×{} crops), checkpointing {:?}, precision {:?}",
+        cfg.batch_size, a.global_size, a.n_local, a.local_size, cfg.checkpoint, cfg.precision
     );
     println!(
-        "weights, teacher, gradients, AdamW moments: {}",
+        "weights, teacher, gradients, AdamW moments (and f16 copies): {}",
         human(p.state_bytes)
     );
     println!(
@@ -485,7 +485,7 @@ pub fn tune(
     use dinoscope::train::config::TrainConfig;
     let mut dims = Vec::new();
     for c in configs {
-        let cfg = TrainConfig::load(c)?.with_overrides(batch, None)?;
+        let cfg = TrainConfig::load(c)?.with_overrides(batch, None, None)?;
         for d in dinoscope::tune::products(gpu, &cfg)? {
             if !dims
                 .iter()

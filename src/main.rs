@@ -233,6 +233,10 @@ mod cli {
             /// Activation checkpointing: off, all, or the number of blocks (overrides the config).
             #[arg(long)]
             checkpoint: Option<String>,
+            /// Precision of the forward passes: f32, or mixed (f16 copies of the weights and f16
+            /// activations; needs SHADER_F16) (overrides the config).
+            #[arg(long)]
+            precision: Option<String>,
             /// GPU memory to plan for (e.g. 4GiB; default: the adapter's, where it tells).
             #[arg(long)]
             memory: Option<String>,
@@ -260,6 +264,10 @@ mod cli {
             /// Activation checkpointing: off, all, or the number of blocks (overrides the config).
             #[arg(long)]
             checkpoint: Option<String>,
+            /// Precision of the forward passes: f32, or mixed (f16 copies of the weights and f16
+            /// activations; needs SHADER_F16) (overrides the config).
+            #[arg(long)]
+            precision: Option<String>,
             /// Also write the figures as JSON to this file.
             #[arg(long)]
             json: Option<PathBuf>,
@@ -660,10 +668,14 @@ mod cli {
                 config,
                 batch,
                 checkpoint,
+                precision,
                 memory,
             }) => open_gpu(&cli).and_then(|gpu| {
-                let cfg = dinoscope::train::config::TrainConfig::load(config)?
-                    .with_overrides(*batch, checkpoint.as_deref())?;
+                let cfg = dinoscope::train::config::TrainConfig::load(config)?.with_overrides(
+                    *batch,
+                    checkpoint.as_deref(),
+                    precision.as_deref(),
+                )?;
                 commands::plan(&gpu, &cfg, memory.as_deref())
             }),
             Some(Command::Bench {
@@ -673,11 +685,15 @@ mod cli {
                         steps,
                         batch,
                         checkpoint,
+                        precision,
                         json,
                     },
             }) => open_gpu(&cli).and_then(|gpu| {
-                let cfg = dinoscope::train::config::TrainConfig::load(config)?
-                    .with_overrides(*batch, checkpoint.as_deref())?;
+                let cfg = dinoscope::train::config::TrainConfig::load(config)?.with_overrides(
+                    *batch,
+                    checkpoint.as_deref(),
+                    precision.as_deref(),
+                )?;
                 let rows = dinoscope::bench::train(&gpu, &cfg, *steps)?;
                 if let Some(j) = json {
                     dinoscope::bench::write_json(j, &rows)?;

@@ -119,6 +119,23 @@ fn plan_matches_the_measured_peak_debug() {
     }
 }
 
+/// Mixed precision: the planner counts f16 tensors by their bytes, as the device does.
+#[test]
+fn plan_matches_the_measured_peak_mixed_precision() {
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return;
+    }
+    for ck in [Checkpoint::Off, Checkpoint::Blocks(2)] {
+        let mut c = TrainConfig::preset("debug").expect("preset");
+        c.batch_size = 3;
+        c.checkpoint = ck;
+        c.precision = dinoscope::train::config::Precision::Mixed;
+        c.workers = 0;
+        check_plan(&c, 3);
+    }
+}
+
 #[test]
 fn plan_matches_the_measured_peak_tiny() {
     let mut c = TrainConfig::preset("tiny").expect("preset");

@@ -1000,3 +1000,79 @@ fn gram_anchoring_trains_and_resumes_exactly() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// Mixed precision (f16 forward passes on f16 copies of the weights, f32 backward and update)
+/// follows the f32 run step for step on the same data, with checkpointed and kept blocks; and
+/// the planner finds it needs less memory for the same step.
+#[test]
+fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return;
+    }
+    use dinoscope::train::config::{Checkpoint, Precision};
+    let mut cfg = micro();
+    cfg.model.depth = 2;
+    cfg.checkpoint = Checkpoint::Blocks(1);
+    cfg.steps = 24;
+    cfg.checkpoint_every = 24;
+    let mut curves = Vec::new();
+    for precision in [Precision::F32, Precision::Mixed] {
+        let mut c = cfg.clone();
+        c.precision = precision;
+        let dir = tmp(&format!("mixed-{precision:?}"));
+        let opts = RunOptions {
+            out_dir: dir.clone(),
+            ..Default::default()
+        };
+        let mut losses = Vec::new();
+        run(gpu, c, &opts, |m| {
+            assert!(
+                m.non_finite().is_none(),
+                "{precision:?} step {}: {m:?}",
+                m.step
+            );
+            losses.push(m.loss);
+        })
+        .expect("trains");
+        curves.push(losses);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (full, mixed) = (&curves[0], &curves[1]);
+    let worst = full
+        .iter()
+        .zip(mixed)
+        .map(|(a, b)| (a - b).abs() / a.abs())
+        .fold(0.0f32, f32::max);
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    eprintln!(
+        "loss f32 {:.4} → {:.4}, mixed {:.4} → {:.4}; worst step difference {:.2}%",
+        full[0],
+        mean(&full[14..]),
+        mixed[0],
+        mean(&mixed[14..]),
+        100.0 * worst
+    );
+    assert!(
+        mixed != full,
+        "the mixed run gave the f32 losses bit for bit"
+    );
+    assert!((full[0] - mixed[0]).abs() <= 1e-3 * full[0].abs());
+    assert!(
+        worst < 0.02,
+        "mixed precision drifted {:.2}% from f32",
+        100.0 * worst
+    );
+
+    // The `debug` preset's step (batch 32, 2×28 + no locals): activations are stored in f16.
+    let debug = TrainConfig::preset("debug").expect("preset");
+    let mut half = debug.clone();
+    half.precision = Precision::Mixed;
+    let p32 = dinoscope::train::plan::plan(gpu, &debug, 1).expect("plan");
+    let p16 = dinoscope::train::plan::plan(gpu, &half, 1).expect("plan");
+    eprintln!(
+        "debug peak: f32 {} B, mixed {} B (state {} / {} B)",
+        p32.peak_bytes, p16.peak_bytes, p32.state_bytes, p16.state_bytes
+    );
+    assert!(p16.peak_bytes < p32.peak_bytes);
+}

@@ -79,6 +79,30 @@ pub struct BlockActs {
     pub drop: Option<(Tensor, Tensor)>,
 }
 
+impl BlockActs {
+    /// The activations as f32: each f16 one copied up (a mixed-precision forward stores them in
+    /// f16; the backward pass runs in f32), f32 ones shared.
+    fn into_f32(self, rec: &mut Recorder) -> BlockActs {
+        let mut up = |t: Tensor| kernels::cast::to_dtype(rec, &t, DType::F32);
+        BlockActs {
+            x_in: up(self.x_in),
+            ln1: self.ln1,
+            h1: up(self.h1),
+            qkv: up(self.qkv),
+            attn: up(self.attn),
+            lse: self.lse,
+            proj: up(self.proj),
+            x_mid: up(self.x_mid),
+            ln2: self.ln2,
+            h2: up(self.h2),
+            pre: up(self.pre),
+            act: up(self.act),
+            mlp: up(self.mlp),
+            drop: self.drop,
+        }
+    }
+}
+
 /// Everything a forward pass produced.
 pub struct VitOutput {
     /// Final-normed tokens [B, N, D]: CLS, registers, patches.
@@ -678,6 +702,13 @@ impl Vit {
         pixels_shape: (usize, usize, usize),
         mask: Option<&Tensor>,
     ) -> Result<(), ModelError> {
+        if self.dtype() != DType::F32 {
+            return Err(ModelError::Unsupported(
+                "the backward pass runs on f32 parameters (a mixed-precision forward uses an \
+                 f16 copy)"
+                    .into(),
+            ));
+        }
         let SavedForward {
             cols,
             blocks,
@@ -694,6 +725,9 @@ impl Vit {
         let d = cfg.dim;
         let rows = batch * n;
         let g = |name: &str| grads.get(name);
+        // The backward pass runs in f32 on f32 parameters; a forward by this model's f16 copy
+        // (mixed precision) saved f16 activations, copied up one use at a time.
+        let x_final = kernels::cast::to_dtype(rec, &x_final, DType::F32);
         // Final norm.
         let mut dx = gpu.empty(&[batch, n, d]);
         kernels::layernorm::layernorm_backward(
@@ -722,8 +756,9 @@ impl Vit {
         };
         for (i, saved) in blocks.into_iter().enumerate().rev() {
             let a = match saved {
-                SavedBlock::Full(a) => *a,
+                SavedBlock::Full(a) => a.into_f32(rec),
                 SavedBlock::Input { x_in, drop } => {
+                    let x_in = kernels::cast::to_dtype(rec, &x_in, DType::F32);
                     let (_, a, _) = self.block_forward(rec, i, &x_in, shape, drop, false, true);
                     a.expect("block_forward saves when asked")
                 }
@@ -916,6 +951,7 @@ impl Vit {
             width: w,
             patch: cfg.patch,
         };
+        let cols = kernels::cast::to_dtype(rec, &cols, DType::F32);
         kernels::patch_embed::patch_embed_backward(
             rec,
             d_pixels,

@@ -115,6 +115,35 @@ impl GramConfig {
     }
 }
 
+/// Precision of a training step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// The student's and teacher's forward passes run on f16 copies of their weights and store
+    /// their activations in f16 (products accumulate in f32); the heads, losses, backward pass,
+    /// gradients, AdamW and EMA stay in f32. Gradients never exist in f16, so no loss scaling
+    /// is needed. Needs SHADER_F16.
+    Mixed,
+}
+
+impl Precision {
+    /// Whether this is the default (omitted from written configs).
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    /// `f32` or `mixed` (a command-line value).
+    pub fn parse(s: &str) -> Result<Precision, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "mixed" => Ok(Precision::Mixed),
+            _ => Err(format!("precision '{s}': expected f32 or mixed")),
+        }
+    }
+}
+
 /// Everything a training run needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +193,9 @@ pub struct TrainConfig {
     /// Activation checkpointing of the student's blocks (memory for compute).
     #[serde(default)]
     pub checkpoint: Checkpoint,
+    /// Precision of the backbones' forward passes (f32 when the field is absent).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// Loss weights.
     pub dino_weight: f32,
     /// iBOT weight (0 disables masking and the iBOT loss).
@@ -236,12 +268,16 @@ impl TrainConfig {
         mut self,
         batch: Option<usize>,
         checkpoint: Option<&str>,
+        precision: Option<&str>,
     ) -> Result<TrainConfig, String> {
         if let Some(b) = batch {
             self.batch_size = b;
         }
         if let Some(c) = checkpoint {
             self.checkpoint = Checkpoint::parse(c)?;
+        }
+        if let Some(p) = precision {
+            self.precision = Precision::parse(p)?;
         }
         self.validate()?;
         Ok(self)

@@ -7,12 +7,14 @@
 //! Student, teacher, gradients and both AdamW moments are flat buffers with one layout
 //! (backbone, then `dino_head.*`), so each of AdamW, EMA and clipping is one dispatch per module.
 
-use super::config::TrainConfig;
+use super::config::{Precision, TrainConfig};
 use super::head::DinoHead;
-use crate::gpu::{Gpu, GpuError, Tensor};
+use crate::gpu::{DType, Gpu, GpuError, Recorder, Tensor};
+use crate::kernels;
 use crate::kernels::adamw::{Segment, Segments};
 use crate::model::params::{ParamLayout, ParamStore};
 use crate::model::vit::{param_layout, Vit};
+use crate::model::weights::expected_tensors;
 use std::collections::BTreeMap;
 
 mod step;
@@ -198,6 +200,9 @@ pub struct Trainer<'g> {
     gram_teacher: Option<(Tensor, Vit)>,
     student_vit: Vit,
     teacher_vit: Vit,
+    /// With mixed precision: the f16 copies of the student and teacher backbones the forward
+    /// passes run on, refreshed from the f32 weights at the start of every step.
+    half: Option<(Vit, Vit)>,
     head: DinoHead,
     ibot_head: DinoHead,
     segments: Segments,
@@ -383,7 +388,26 @@ impl<'g> Trainer<'g> {
             }
             None => None,
         };
+        let half = match cfg.precision {
+            Precision::F32 => None,
+            Precision::Mixed => {
+                if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+                    return Err(TrainError::Other(format!(
+                        "precision: Mixed needs the SHADER_F16 feature, which {} does not \
+                         offer; use F32",
+                        gpu.info.name
+                    )));
+                }
+                let copy = || {
+                    let layout = ParamLayout::aligned(&expected_tensors(&cfg.model), DType::F16);
+                    let flat = gpu.empty_as(&[layout.total], DType::F16);
+                    Vit::from_store(cfg.model.clone(), ParamStore { layout, flat })
+                };
+                Some((copy()?, copy()?))
+            }
+        };
         Ok(Trainer {
+            half,
             gram_teacher,
             gpu,
             layout,
@@ -420,6 +444,27 @@ impl<'g> Trainer<'g> {
     /// The student backbone.
     pub fn student_backbone(&self) -> &Vit {
         &self.student_vit
+    }
+
+    /// Copies the f32 student and teacher backbones into their f16 twins (mixed precision).
+    fn refresh_half(&self, rec: &mut Recorder) {
+        let Some((s16, t16)) = &self.half else {
+            return;
+        };
+        for (from, to) in [(&self.student_vit, s16), (&self.teacher_vit, t16)] {
+            for e in &self.backbone_layout.entries {
+                let src = from.params.get(&e.name);
+                kernels::cast::cast(rec, &to.params.get(&e.name), &src);
+            }
+        }
+    }
+
+    /// The backbones the forward passes run on: the f16 twins with mixed precision.
+    fn forward_vits(&self) -> (&Vit, &Vit) {
+        match &self.half {
+            Some((s, t)) => (s, t),
+            None => (&self.student_vit, &self.teacher_vit),
+        }
     }
 
     fn head_store(&self, flat: &Tensor) -> ParamStore {

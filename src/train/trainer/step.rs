@@ -5,7 +5,7 @@
 
 use super::{PendingStep, StepMetrics, TrainError, Trainer};
 use crate::data::loader::Batch;
-use crate::gpu::{Recorder, Tensor};
+use crate::gpu::{DType, Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::adamw::AdamWStep;
 use crate::kernels::cross_entropy::CrossEntropy;
@@ -219,7 +219,7 @@ impl Trainer<'_> {
         let gpu = self.gpu;
         let (b, g, d) = (inp.b, inp.g, self.cfg.model.dim);
         let t_head = self.head_store(&self.teacher);
-        let t_out = self.teacher_vit.forward(
+        let t_out = self.forward_vits().1.forward(
             rec,
             &inp.globals,
             2 * b,
@@ -228,8 +228,10 @@ impl Trainer<'_> {
             None,
             &ForwardOptions::default(),
         )?;
+        let t_tokens = kernels::cast::to_dtype(rec, &t_out.tokens, DType::F32);
+        drop(t_out);
         let t_cls = gpu.empty(&[2 * b, d]);
-        kernels::gather::gather_rows(rec, &t_cls, &t_out.tokens, &inp.cls_g_idx, d);
+        kernels::gather::gather_rows(rec, &t_cls, &t_tokens, &inp.cls_g_idx, d);
         let (t_logits, _) = self.head.forward(rec, &t_head, &t_cls, 2 * b);
         drop(t_cls);
         let probs = self.targets(
@@ -242,7 +244,7 @@ impl Trainer<'_> {
         drop(t_logits);
         let patch_probs = inp.masked.as_ref().map(|m| {
             let t_patch = gpu.empty(&[m.n, d]);
-            kernels::gather::gather_rows(rec, &t_patch, &t_out.tokens, &m.idx, d);
+            kernels::gather::gather_rows(rec, &t_patch, &t_tokens, &m.idx, d);
             let (t_plog, _) = self.ibot_head.forward(rec, &t_head, &t_patch, m.n);
             drop(t_patch);
             let ki = self.cfg.ibot_prototypes();
@@ -291,7 +293,8 @@ impl Trainer<'_> {
             ..Default::default()
         };
         let use_ibot = self.cfg.ibot_weight > 0.0;
-        let out_g = self.student_vit.forward(
+        let student = self.forward_vits().0;
+        let out_g = student.forward(
             rec,
             &inp.globals,
             2 * b,
@@ -301,26 +304,27 @@ impl Trainer<'_> {
             &save(0, 2 * b),
         )?;
         let out_l = if nl > 0 {
-            let o =
-                self.student_vit
-                    .forward(rec, &inp.locals, nl * b, l, l, None, &save(1, nl * b))?;
+            let o = student.forward(rec, &inp.locals, nl * b, l, l, None, &save(1, nl * b))?;
             Some(o)
         } else {
             None
         };
+        // The heads and losses run in f32 (a mixed-precision forward's tokens are f16).
+        let tokens_g = kernels::cast::to_dtype(rec, &out_g.tokens, DType::F32);
         let cls_all = gpu.empty(&[(2 + nl) * b, d]);
         let cls_g = gpu.empty(&[2 * b, d]);
-        kernels::gather::gather_rows(rec, &cls_g, &out_g.tokens, &inp.cls_g_idx, d);
+        kernels::gather::gather_rows(rec, &cls_g, &tokens_g, &inp.cls_g_idx, d);
         rec.copy_range(&cls_g, 0, &cls_all, 0, 2 * b * d);
         if let Some(o) = &out_l {
+            let tokens_l = kernels::cast::to_dtype(rec, &o.tokens, DType::F32);
             let cls_l = gpu.empty(&[nl * b, d]);
-            kernels::gather::gather_rows(rec, &cls_l, &o.tokens, &inp.cls_l_idx, d);
+            kernels::gather::gather_rows(rec, &cls_l, &tokens_l, &inp.cls_l_idx, d);
             rec.copy_range(&cls_l, 0, &cls_all, 2 * b * d, nl * b * d);
         }
         let (logits, head_acts) = self.head.forward(rec, &s_head, &cls_all, (2 + nl) * b);
         let patch = inp.masked.as_ref().map(|m| {
             let s_patch = gpu.empty(&[m.n, d]);
-            kernels::gather::gather_rows(rec, &s_patch, &out_g.tokens, &m.idx, d);
+            kernels::gather::gather_rows(rec, &s_patch, &tokens_g, &m.idx, d);
             self.ibot_head.forward(rec, &s_head, &s_patch, m.n)
         });
         Ok(StudentForward {
@@ -579,6 +583,7 @@ impl Trainer<'_> {
         let inp = self.step_inputs(batch)?;
         let mut rec = Recorder::new(gpu);
         rec.clear(&self.grads);
+        self.refresh_half(&mut rec);
         let targets = self.teacher_targets(&mut rec, &inp, &sv)?;
         let gram_targets = self.gram_targets(&mut rec, &inp, &sv)?;
         let student = self.student_forward(&mut rec, &inp)?;
