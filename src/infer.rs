@@ -95,6 +95,20 @@ pub fn load_model_bytes(gpu: &Gpu, name: &str, bytes: &[u8], dtype: DType) -> Re
     Vit::new_as(gpu, cfg, &w, dtype).map_err(|e| format!("{name}: {e}"))
 }
 
+/// The model's output tokens, or an error when one is not finite: in f16 an activation past
+/// ±65,504 overflows, and the features would be silently wrong.
+fn finite(vit: &Vit, tokens: Vec<f32>) -> Result<Vec<f32>, InferError> {
+    if tokens.iter().all(|v| v.is_finite()) {
+        return Ok(tokens);
+    }
+    Err(InferError::Input(match vit.dtype() {
+        DType::F16 => "the model's output is not finite in f16 (an activation exceeded f16's \
+                       range of ±65,504): use f32 precision for this model"
+            .into(),
+        DType::F32 => "the model's output is not finite (NaN or infinite values)".into(),
+    }))
+}
+
 /// Image-level features of a batch of same-size images.
 pub struct Embeddings {
     /// Final-normed CLS token per image [B, D].
@@ -118,7 +132,7 @@ pub fn embed(gpu: &Gpu, vit: &Vit, images: &[Preprocessed]) -> Result<Embeddings
     let pixels = gpu.upload(&data, &[b, 3, h, w]);
     let out = vit.forward(&mut rec, &pixels, b, h, w, None, &ForwardOptions::default())?;
     rec.finish()?;
-    let tokens = read(gpu, &out.tokens)?;
+    let tokens = finite(vit, read(gpu, &out.tokens)?)?;
     let d = vit.cfg.dim;
     let n = out.n_tokens;
     let first_patch = 1 + vit.cfg.registers;
@@ -302,7 +316,7 @@ pub async fn layer_view(
         gh,
         gw,
     )?;
-    let tokens = gpu.read_async(&out.tokens).await?;
+    let tokens = finite(vit, gpu.read_async(&out.tokens).await?)?;
     let d = vit.cfg.dim;
     let first_patch = 1 + vit.cfg.registers;
     Ok(LayerView {

@@ -594,3 +594,16 @@ fn inspect_in_f16_gives_the_f32_maps_within_tolerance() {
     assert_eq!(model.dtype(), dinoscope::gpu::DType::F32);
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
 }
+
+/// The train panel's "mixed (f16)" box turns on mixed precision in the run's config.
+#[test]
+fn the_mixed_precision_box_reaches_the_training_config() {
+    use dinoscope::train::config::Precision;
+    let mut t = TrainSettings::default();
+    assert_eq!(t.to_config().expect("config").precision, Precision::F32);
+    t.mixed = true;
+    assert_eq!(t.to_config().expect("config").precision, Precision::Mixed);
+    // Older settings without the field load as f32.
+    let old: TrainSettings = serde_json::from_str("{}").expect("defaults");
+    assert!(!old.mixed);
+}

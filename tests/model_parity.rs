@@ -200,3 +200,36 @@ fn swiglu_backbone_gradient_matches_finite_differences() {
         "analytic {analytic} vs numeric {numeric}"
     );
 }
+
+/// A model whose activations leave f16's range: in f16 `embed` refuses with the reason instead
+/// of returning infinite features; in f32 the same model works.
+#[test]
+fn f16_overflow_is_an_error_naming_the_cause() {
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return;
+    }
+    use dinoscope::data::image::{preprocess, Resize};
+    use dinoscope::gpu::DType;
+    use dinoscope::model::vit::Vit;
+    use dinoscope::model::weights::load_backbone;
+    let dir = common::fixtures_dir().join("tiny_dinov2_reg");
+    let cfg = dinoscope::model::config::VitConfig::load(&dir.join("config.json")).expect("config");
+    let mut w = load_backbone(&dir.join("model.safetensors"), &cfg).expect("weights");
+    // A class token past 65,504 is infinite once stored in f16.
+    for v in &mut w.tensors.get_mut("cls_token").expect("cls").data {
+        *v = 1e5;
+    }
+    let img = image::open("assets/images/chelsea.png")
+        .expect("picture")
+        .to_rgb8();
+    let pre = preprocess(&img, Resize::ShorterSide(56), cfg.patch).expect("preprocess");
+    let full = Vit::new_as(gpu, cfg.clone(), &w, DType::F32).expect("f32 model");
+    assert!(dinoscope::infer::embed(gpu, &full, std::slice::from_ref(&pre)).is_ok());
+    let half = Vit::new_as(gpu, cfg, &w, DType::F16).expect("f16 model");
+    let err = dinoscope::infer::embed(gpu, &half, &[pre])
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(err.contains("f16") && err.contains("f32"), "{err}");
+}

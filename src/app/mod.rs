@@ -1087,6 +1087,15 @@ impl DinoscopeApp {
                 ui.label("checkpoint every");
                 ui.add(egui::DragValue::new(&mut t.checkpoint_every).range(0..=100_000));
                 ui.end_row();
+                ui.label("precision");
+                let has_f16 = self.gpu.features.contains(wgpu::Features::SHADER_F16);
+                ui.add_enabled(has_f16, egui::Checkbox::new(&mut t.mixed, "mixed (f16)"))
+                    .on_hover_text(
+                        "f16 forward passes and saved activations, f32 gradients and weights: \
+                         less memory per step",
+                    )
+                    .on_disabled_hover_text("this adapter has no SHADER_F16");
+                ui.end_row();
             });
             #[cfg(not(target_arch = "wasm32"))]
             {

@@ -55,6 +55,8 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Changes the collapse diagnosis recommended and the user applied, on top of the preset.
     pub remedies: Vec<crate::train::diagnose::Remedy>,
+    /// Mixed precision (f16 forward passes and saved activations; needs SHADER_F16).
+    pub mixed: bool,
 }
 
 impl Default for TrainSettings {
@@ -78,6 +80,7 @@ impl Default for TrainSettings {
             run_dir: PathBuf::from("runs/app"),
             seed: 0,
             remedies: Vec::new(),
+            mixed: false,
         };
         if let Ok(cfg) = TrainConfig::preset("debug") {
             s.take_preset(&cfg);
@@ -137,6 +140,9 @@ impl TrainSettings {
         cfg.eval_every = self.eval_every;
         cfg.checkpoint_every = self.checkpoint_every;
         cfg.seed = self.seed;
+        if self.mixed {
+            cfg.precision = crate::train::config::Precision::Mixed;
+        }
         for r in &self.remedies {
             r.apply(&mut cfg);
         }
