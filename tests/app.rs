@@ -75,7 +75,10 @@ fn wrong_weights_are_refused_in_the_ui_and_the_app_goes_on() {
     let bad = dir.join("not_a_model.safetensors");
     std::fs::write(&bad, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1").expect("write");
     app.handle_dropped(vec![(bad.clone(), None)]);
-    frame(&ctx, &mut app);
+    // Weights are read on their own thread; the window keeps drawing meanwhile.
+    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+        !a.weights_loading()
+    }));
     assert_eq!(app.tab, Tab::Inspect);
     let errs = errors(&app);
     assert_eq!(errs.len(), 1, "{errs:?}");
@@ -96,6 +99,11 @@ fn wrong_weights_are_refused_in_the_ui_and_the_app_goes_on() {
     // The app still works: real weights and a real picture give maps.
     let fixtures = common::fixtures_dir().join("tiny_dinov2");
     app.load_weights(&fixtures.join("model.safetensors"), None);
+    // The call returns at once; the model arrives in a later frame.
+    assert!(app.weights_loading());
+    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+        !a.weights_loading()
+    }));
     assert!(app.inspect.model.is_some(), "{:?}", errors(&app));
     app.inspect.size = 56;
     let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images/chelsea.png");
@@ -508,7 +516,9 @@ fn file_dialogs_fill_their_fields_and_load_what_is_chosen() {
     // Weights: a DINOv3 model, loaded at once.
     answer(Some(fixtures.join("model.safetensors")));
     app.browse(Pick::Weights);
-    assert!(app.inspect.model.is_some());
+    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+        a.inspect.model.is_some()
+    }));
     assert!(app.weights_field.ends_with("tiny_dinov3/model.safetensors"));
     // Picture, loaded at once; then the maps come.
     answer(Some(photo.clone()));
@@ -573,6 +583,9 @@ fn inspect_in_f16_gives_the_f32_maps_within_tolerance() {
     for half in [false, true] {
         app.settings.half = half;
         app.load_weights(&fixtures.join("model.safetensors"), None);
+        assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+            !a.weights_loading()
+        }));
         let model = &app.inspect.model.as_ref().expect("model").0;
         assert_eq!(model.dtype() == dinoscope::gpu::DType::F16, half);
         app.inspect.size = 56;

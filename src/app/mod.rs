@@ -19,6 +19,7 @@ pub mod web;
 pub mod worker;
 
 use crate::gpu::Gpu;
+use crate::model::vit::Vit;
 use curves::History;
 use eframe::egui;
 use images::{render, texture, MapKind};
@@ -189,6 +190,13 @@ pub struct DinoscopeApp {
     /// Shows a file dialog (the platform's; tests put their own here).
     #[cfg(not(target_arch = "wasm32"))]
     pub dialog: dialogs::Opener,
+    /// Weights being read (and maybe downloaded) on their own thread: the path asked for, and
+    /// where the model arrives.
+    #[cfg(not(target_arch = "wasm32"))]
+    loading: Option<(
+        std::path::PathBuf,
+        std::sync::mpsc::Receiver<Result<Vit, String>>,
+    )>,
     automation: Automation,
     screenshot_requested: bool,
     /// Where the curves and the probe grid were drawn (for tests and screenshots).
@@ -258,6 +266,8 @@ impl DinoscopeApp {
             picked: Vec::new(),
             #[cfg(not(target_arch = "wasm32"))]
             dialog: Box::new(dialogs::native),
+            #[cfg(not(target_arch = "wasm32"))]
+            loading: None,
             automation,
             screenshot_requested: false,
             panel_rects: Vec::new(),
@@ -734,24 +744,82 @@ impl DinoscopeApp {
     }
 
     /// Loads backbone weights into the inspect view; a bad file is refused with the reason.
+    /// A path (native) is read on its own thread, so a large file or a download never stalls
+    /// the window: the model arrives in a later frame ([`DinoscopeApp::weights_loading`]).
     pub fn load_weights(&mut self, path: &std::path::Path, bytes: Option<Vec<u8>>) {
         let name = path.display().to_string();
         let dtype = self.inspect_dtype();
-        let result = match bytes {
-            Some(b) => crate::infer::load_model_bytes(self.gpu, &name, &b, dtype),
+        match bytes {
+            Some(b) => {
+                let result = crate::infer::load_model_bytes(self.gpu, &name, &b, dtype);
+                self.weights_loaded(path, result);
+            }
             #[cfg(not(target_arch = "wasm32"))]
             None => {
-                let file = if path.is_dir() {
-                    Ok(path.join("teacher_backbone.safetensors"))
-                } else {
-                    // A repository id (facebook/dinov2-small) comes from the Hugging Face cache.
-                    crate::hub::resolve_weights(path, None)
-                };
-                file.and_then(|f| crate::infer::load_model_as(self.gpu, &f, None, dtype))
+                let gpu = self.gpu;
+                let ctx = self.wake_ctx();
+                let p = path.to_path_buf();
+                let (tx, rx) = std::sync::mpsc::channel();
+                let spawned = std::thread::Builder::new()
+                    .name("load-weights".into())
+                    .spawn(move || {
+                        let file = if p.is_dir() {
+                            Ok(p.join("teacher_backbone.safetensors"))
+                        } else {
+                            // A repository id (facebook/dinov2-small): the Hugging Face cache,
+                            // or a download into it.
+                            crate::hub::resolve_weights(&p, None)
+                        };
+                        let result =
+                            file.and_then(|f| crate::infer::load_model_as(gpu, &f, None, dtype));
+                        let _ = tx.send(result);
+                        ctx.request_repaint();
+                    });
+                match spawned {
+                    Ok(_) => {
+                        self.inspect.error = None;
+                        self.loading = Some((path.to_path_buf(), rx));
+                    }
+                    Err(e) => self.weights_loaded(path, Err(format!("{name}: {e}"))),
+                }
             }
             #[cfg(target_arch = "wasm32")]
-            None => Err(format!("{name}: drop the file on the page to open it")),
+            None => self.weights_loaded(
+                path,
+                Err(format!("{name}: drop the file on the page to open it")),
+            ),
+        }
+    }
+
+    /// Whether weights are still being read.
+    pub fn weights_loading(&self) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.loading.is_some();
+        #[cfg(target_arch = "wasm32")]
+        false
+    }
+
+    /// Takes the model a loading thread finished, if any.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn poll_loading(&mut self) {
+        let Some((path, rx)) = &self.loading else {
+            return;
         };
+        let result = match rx.try_recv() {
+            Ok(r) => r,
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err(format!("{}: the loading thread stopped", path.display()))
+            }
+        };
+        let path = path.clone();
+        self.loading = None;
+        self.weights_loaded(&path, result);
+    }
+
+    /// Takes a loaded model into the inspect view, or reports why it was refused.
+    fn weights_loaded(&mut self, path: &std::path::Path, result: Result<Vit, String>) {
+        let name = path.display().to_string();
         match result {
             Ok(vit) => {
                 let c = &vit.cfg;
@@ -824,6 +892,8 @@ impl DinoscopeApp {
         let ctx = ui.ctx().clone();
         self.set_waker(&ctx);
         self.poll_training();
+        #[cfg(not(target_arch = "wasm32"))]
+        self.poll_loading();
         #[cfg(target_arch = "wasm32")]
         self.step_web(&ctx);
         let files: Vec<egui::DroppedFileHandle> = ctx.input(|i| i.raw.dropped_files.clone());
@@ -916,7 +986,7 @@ impl DinoscopeApp {
                 });
             }
         }
-        if self.running() || self.inspect.busy() {
+        if self.running() || self.inspect.busy() || self.weights_loading() {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }
         self.automate(&ctx);
@@ -924,7 +994,6 @@ impl DinoscopeApp {
         web::publish_status(self, ctx.pixels_per_point());
     }
 
-    #[cfg(target_arch = "wasm32")]
     fn wake_ctx(&self) -> egui::Context {
         self.wake
             .lock()
@@ -1371,15 +1440,25 @@ impl DinoscopeApp {
         #[cfg(not(target_arch = "wasm32"))]
         {
             ui.text_edit_singleline(&mut self.weights_field);
+            let idle = !self.weights_loading();
             ui.horizontal(|ui| {
-                if ui.button("Load weights").clicked() {
+                if ui
+                    .add_enabled(idle, egui::Button::new("Load weights"))
+                    .clicked()
+                {
                     let p = std::path::PathBuf::from(self.weights_field.trim());
                     self.load_weights(&p, None);
                 }
-                if ui.button("Open…").clicked() {
+                if ui.add_enabled(idle, egui::Button::new("Open…")).clicked() {
                     self.browse(dialogs::Pick::Weights);
                 }
             });
+            if let Some((p, _)) = &self.loading {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(format!("loading {}…", p.display()));
+                });
+            }
         }
         #[cfg(target_arch = "wasm32")]
         if ui.button("Open weights…").clicked() {
