@@ -1,0 +1,87 @@
+//! Files reaching the app: drops on the window, the platform's file dialogs, the page's picker.
+
+use super::*;
+
+impl DinoscopeApp {
+    /// Handles files dropped on the window: weights, pictures, image folders, IDX files.
+    pub fn handle_dropped(&mut self, paths: Vec<(std::path::PathBuf, Option<Vec<u8>>)>) {
+        for (path, bytes) in paths {
+            let name = path.display().to_string();
+            let lower = name.to_ascii_lowercase();
+            if lower.ends_with(".safetensors") {
+                self.tab = Tab::Inspect;
+                self.weights_field = name.clone();
+                self.load_weights(&path, bytes);
+            } else if [".png", ".jpg", ".jpeg", ".webp"]
+                .iter()
+                .any(|e| lower.ends_with(e))
+            {
+                self.tab = Tab::Inspect;
+                self.image_field = name.clone();
+                self.load_image(&path, bytes);
+            } else if path.is_dir() || lower.contains("-ubyte") {
+                self.tab = Tab::Train;
+                self.data_field = name;
+                self.notify(
+                    format!("training data set to {}; press Start", path.display()),
+                    false,
+                );
+            } else {
+                self.notify(
+                    format!(
+                        "{name}: not something dinoscope opens (weights: .safetensors; pictures: \
+                         png, jpeg, webp; data: a folder or an IDX file)"
+                    ),
+                    true,
+                );
+            }
+        }
+    }
+
+    /// Opens the file dialog for `pick` and uses what is chosen: the data, weights or picture
+    /// field (weights and pictures are loaded at once), the run folder, or the CSV export.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn browse(&mut self, pick: dialogs::Pick) {
+        use dialogs::Pick;
+        let current = match pick {
+            Pick::DataFolder | Pick::DataFile => self.data_field.clone(),
+            Pick::Weights => self.weights_field.clone(),
+            Pick::Picture => self.image_field.clone(),
+            Pick::RunFolder | Pick::Csv => self.settings.train.run_dir.display().to_string(),
+        };
+        let spec = dialogs::spec(pick, &current);
+        let Some(path) = (self.dialog)(&spec) else {
+            return;
+        };
+        match pick {
+            Pick::DataFolder | Pick::DataFile => {
+                self.data_field = path.display().to_string();
+                self.notify(
+                    format!("training data set to {}; press Start", path.display()),
+                    false,
+                );
+            }
+            Pick::Weights => {
+                self.weights_field = path.display().to_string();
+                self.load_weights(&path, None);
+            }
+            Pick::Picture => {
+                self.image_field = path.display().to_string();
+                self.load_image(&path, None);
+            }
+            Pick::RunFolder => self.settings.train.run_dir = path,
+            Pick::Csv => self.write_csv(&path),
+        }
+    }
+
+    /// Opens the page's file picker for weights or a picture; the file is read and handled
+    /// as a dropped one.
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn browse_web(&mut self, ctx: &egui::Context, pick: dialogs::Pick) {
+        let spec = dialogs::spec(pick, "");
+        self.picked.push(Task::spawn(
+            ctx,
+            async move { dialogs::browser(spec).await },
+        ));
+    }
+}

@@ -1,0 +1,287 @@
+//! Starting, stepping and controlling a training run from the app: the worker thread
+//! (native) or per-frame steps (browser), and what comes back from it.
+
+use super::*;
+
+impl DinoscopeApp {
+    /// Starts training from the settings, or resumes the checkpoint in `resume_from`.
+    pub fn start(&mut self, resume_from: Option<std::path::PathBuf>) {
+        if self.running() {
+            return;
+        }
+        self.settings.train.data = if self.data_field.trim().is_empty() {
+            DataSource::Bundled
+        } else {
+            DataSource::Path(self.data_field.trim().into())
+        };
+        self.diagnosis = None;
+        self.judge = self.settings.train.to_config().ok();
+        if resume_from.is_none() {
+            let cfg = match self.settings.train.to_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.notify(format!("settings: {e}"), true);
+                    return;
+                }
+            };
+            // Refuse a run that cannot fit now, rather than failing in its first step.
+            let fits = match self.memory.get(self.gpu, &cfg) {
+                Ok(p) => crate::train::plan::check_fits(self.gpu, &cfg, p, self.memory_budget),
+                Err(e) => Err(e.clone()),
+            };
+            if let Err(e) = fits {
+                self.notify(format!("not started: {e}"), true);
+                return;
+            }
+        }
+        // A new run never replaces one: it goes to a fresh folder beside it.
+        #[cfg(not(target_arch = "wasm32"))]
+        if resume_from.is_none() && crate::train::run::holds_run(&self.settings.train.run_dir) {
+            let fresh = crate::train::run::unused_run_dir(&self.settings.train.run_dir);
+            self.notify(
+                format!(
+                    "{} holds a run; this one goes to {}",
+                    self.settings.train.run_dir.display(),
+                    fresh.display()
+                ),
+                false,
+            );
+            self.settings.train.run_dir = fresh;
+        }
+        self.history = History::default();
+        self.snapshots.clear();
+        self.replay = None;
+        self.probe_textures = None;
+        self.probe_images.clear();
+        self.state = RunState::Starting;
+        self.start_backend(resume_from);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn start_backend(&mut self, resume_from: Option<std::path::PathBuf>) {
+        let job = worker::Job {
+            settings: self.settings.train.clone(),
+            resume_from,
+            snapshot_every: self.settings.train.snapshot_every,
+        };
+        let wake = self.wake.clone();
+        match worker::Worker::spawn(self.gpu, job, move || {
+            if let Ok(w) = wake.lock() {
+                if let Some(ctx) = w.as_ref() {
+                    ctx.request_repaint();
+                }
+            }
+        }) {
+            Ok(w) => self.worker = Some(w),
+            Err(e) => {
+                self.state = RunState::Ended;
+                self.notify(e, true);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn start_backend(&mut self, resume_from: Option<std::path::PathBuf>) {
+        if resume_from.is_some() {
+            self.state = RunState::Ended;
+            self.notify("resuming a checkpoint needs the desktop app", true);
+            return;
+        }
+        match web::WebRun::start(self.gpu, &self.settings.train) {
+            Ok(mut run) => {
+                run.first_snapshot(&self.wake_ctx());
+                let (step, total) = (run.session.trainer.step, run.session.config().steps);
+                let desc = run.session.data_description.clone();
+                // The browser does not evaluate k-NN (it would need blocking readbacks).
+                self.probe_images = run.session.probes.iter().map(|p| p.rgb.clone()).collect();
+                self.on_started(step, total, &desc, false);
+                self.web = Some(run);
+            }
+            Err(e) => {
+                self.state = RunState::Ended;
+                self.notify(e, true);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn step_web(&mut self, ctx: &egui::Context) {
+        let Some(run) = &mut self.web else {
+            return;
+        };
+        run.paused = self.state == RunState::Paused;
+        let p = run.frame(ctx, self.settings.train.snapshot_every);
+        for pt in p.points {
+            self.on_step(pt);
+        }
+        if let Some(s) = p.snapshot {
+            self.on_snapshot(s);
+        }
+        if let Some(n) = p.notice {
+            self.notify(n, false);
+        }
+        if let Some(e) = p.error {
+            self.state = RunState::Ended;
+            self.web = None;
+            self.notify(format!("training stopped: {e}"), true);
+        } else if p.finished {
+            self.state = RunState::Ended;
+            self.web = None;
+            let step = self.progress.0;
+            self.notify(format!("training ended at step {step}"), false);
+        }
+        ctx.request_repaint();
+    }
+
+    pub(super) fn on_started(&mut self, step: u64, total: u64, data: &str, knn: bool) {
+        self.state = RunState::Running;
+        self.progress = (step, total);
+        self.steps_at_start = step;
+        self.run_started = Some(web_time::Instant::now());
+        self.knn_expected = knn;
+        let note = if knn {
+            ""
+        } else if cfg!(target_arch = "wasm32") {
+            " (k-NN evaluation runs in the desktop app)"
+        } else {
+            " (k-NN is measured on the bundled set only)"
+        };
+        self.notify(format!("training on {data}{note}"), false);
+    }
+
+    /// Takes one step's metrics: progress, the curves, and the collapse diagnosis.
+    pub fn on_step(&mut self, p: LogPoint) {
+        self.progress.0 = p.metrics.step + 1;
+        if let (None, Some(cfg)) = (&self.diagnosis, &self.judge) {
+            if let Some(d) = crate::train::diagnose::diagnose(&p.metrics, cfg) {
+                self.notify(d.message.clone(), true);
+                self.diagnosis = Some(d);
+            }
+        }
+        self.history.points.push(p);
+    }
+
+    /// Applies the diagnosed collapse's remedy to the next run's settings.
+    pub fn apply_remedy(&mut self) {
+        let Some(d) = &self.diagnosis else { return };
+        let r = d.remedy;
+        if !self.settings.train.remedies.contains(&r) {
+            self.settings.train.remedies.push(r);
+        }
+        self.notify(format!("the next run uses {}", r.describe()), false);
+    }
+
+    pub(super) fn on_snapshot(&mut self, s: Snapshot) {
+        self.snapshots.push(s);
+        if self.snapshots.len() > MAX_SNAPSHOTS {
+            // Keep the first and every other one after it: replay still spans the whole run.
+            let mut i = 0;
+            self.snapshots.retain(|_| {
+                i += 1;
+                i == 1 || i % 2 == 0
+            });
+            self.replay = None;
+        }
+    }
+
+    /// Takes what the training backend reported since the last frame.
+    pub fn poll_training(&mut self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let events = match &self.worker {
+                Some(w) => w.events(),
+                None => return,
+            };
+            for e in events {
+                match e {
+                    worker::Event::Started {
+                        step,
+                        total,
+                        data,
+                        params,
+                        knn,
+                        probes,
+                    } => {
+                        self.probe_images = probes;
+                        self.on_started(step, total, &data, knn);
+                        self.notify(format!("{params} parameters"), false);
+                    }
+                    worker::Event::Step(p) => self.on_step(p),
+                    worker::Event::Knn {
+                        step,
+                        accuracy,
+                        probe,
+                    } => {
+                        self.history.knn.push((step, accuracy));
+                        self.history.probe.push((step, probe));
+                    }
+                    worker::Event::Snapshot(s) => self.on_snapshot(s),
+                    worker::Event::Saved { step, dir } => {
+                        self.saved_at = Some(step);
+                        self.notify(
+                            format!("checkpoint at step {step} written to {}", dir.display()),
+                            false,
+                        )
+                    }
+                    worker::Event::Paused { step } => self.paused_at = Some(step),
+                    worker::Event::Notice(t) => self.notify(t, false),
+                    worker::Event::Ended { step, error } => {
+                        self.state = RunState::Ended;
+                        match error {
+                            Some(e) => self.notify(format!("training stopped: {e}"), true),
+                            None => self.notify(format!("training ended at step {step}"), false),
+                        }
+                    }
+                }
+            }
+            if self.state == RunState::Ended
+                && self.worker.as_ref().is_some_and(|w| w.is_finished())
+            {
+                self.worker = None;
+            }
+        }
+    }
+
+    /// Pauses, resumes, saves or stops the run.
+    pub fn control(&mut self, what: &str) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(w) = &self.worker {
+            let c = match what {
+                "pause" => worker::Command::Pause,
+                "resume" => worker::Command::Resume,
+                "save" => worker::Command::Save,
+                _ => worker::Command::Stop,
+            };
+            w.send(c);
+        }
+        #[cfg(target_arch = "wasm32")]
+        if self.web.is_some() {
+            if what == "stop" {
+                self.state = RunState::Ended;
+                self.web = None;
+                return;
+            }
+            if what == "save" {
+                self.notify("checkpoints need the desktop app", false);
+            }
+        }
+        match what {
+            "pause" if self.state == RunState::Running => self.state = RunState::Paused,
+            "resume" if self.state == RunState::Paused => {
+                self.state = RunState::Running;
+                self.paused_at = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Images per second over the last few steps.
+    pub fn throughput(&self) -> f32 {
+        let n = self.history.points.len();
+        let recent = &self.history.points[n.saturating_sub(10)..];
+        if recent.is_empty() {
+            return 0.0;
+        }
+        recent.iter().map(|p| p.images_per_s).sum::<f32>() / recent.len() as f32
+    }
+}
