@@ -2,10 +2,12 @@
 //! and every case of a golden fixtures folder, on the user's own adapter.
 
 mod checks;
+mod embed_checks;
 mod half;
 mod losses;
 mod model;
 mod ops;
+mod train_checks;
 
 pub use checks::{kernel_checks, random as checks_random, KernelCheck};
 pub use model::{check_model_forward, hub_grads_to_hf, run_model_case, F16_TOLERANCE};
