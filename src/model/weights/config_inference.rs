@@ -1,0 +1,256 @@
+//! A backbone config from the tensor shapes (and names) of a weights file alone, and the
+//! config found next to it.
+
+use super::*;
+
+/// Largest safetensors header accepted (as in the safetensors crate).
+pub(super) const MAX_HEADER: u64 = 100_000_000;
+
+/// Tensor names and shapes from a safetensors header (the JSON after the 8-byte length).
+pub(super) fn parse_header(
+    path: &Path,
+    header: &[u8],
+) -> Result<Vec<(String, Vec<usize>)>, WeightsError> {
+    let map: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).map_err(|e| {
+        format_err(
+            path,
+            format!("invalid JSON in header: {e} (this does not look like a safetensors file)"),
+        )
+    })?;
+    let mut out = Vec::with_capacity(map.len());
+    for (name, info) in map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = info
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| {
+                a.iter()
+                    .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                    .collect::<Option<Vec<usize>>>()
+            })
+            .ok_or_else(|| format_err(path, format!("tensor '{name}' has no valid shape")))?;
+        out.push((name, shape));
+    }
+    Ok(out)
+}
+
+pub(super) fn header_len(path: &Path, first8: &[u8], file_len: u64) -> Result<usize, WeightsError> {
+    let arr: [u8; 8] = first8.try_into().map_err(|_| {
+        format_err(
+            path,
+            format!("file is only {file_len} bytes (too short for a safetensors header)"),
+        )
+    })?;
+    let n = u64::from_le_bytes(arr);
+    if n > MAX_HEADER {
+        return Err(format_err(
+            path,
+            format!(
+                "header length {n} is over the {MAX_HEADER}-byte limit of safetensors headers \
+                 (the file is damaged or is not a safetensors file)"
+            ),
+        ));
+    }
+    if n.saturating_add(8) > file_len {
+        return Err(format_err(
+            path,
+            format!(
+                "header length {n} does not fit a {file_len}-byte file (the file is truncated or \
+                 is not a safetensors file)"
+            ),
+        ));
+    }
+    usize::try_from(n).map_err(|_| format_err(path, "header too large"))
+}
+
+/// Tensor names and shapes of a safetensors file, reading only its header.
+pub(super) fn read_header_file(path: &Path) -> Result<Vec<(String, Vec<usize>)>, WeightsError> {
+    use std::io::Read;
+    let read_err = |e: std::io::Error| WeightsError::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let file_len = file.metadata().map_err(read_err)?.len();
+    let mut first8 = Vec::with_capacity(8);
+    (&mut file)
+        .take(8)
+        .read_to_end(&mut first8)
+        .map_err(read_err)?;
+    let n = header_len(path, &first8, file_len)?;
+    let mut header = vec![0u8; n];
+    file.read_exact(&mut header).map_err(read_err)?;
+    parse_header(path, &header)
+}
+
+/// Infers the config of a weights file from its tensor shapes (reads only the header).
+///
+/// Inferred: `dim` (cls_token), `depth` (block count), `registers`, `patch` and `in_chans`
+/// (patch_embed weight), `pos_grid` (pos_embed), `ffn` and `mlp_hidden` (fc1 or w12),
+/// `qkv_bias`, `layerscale`. Not inferable, so assumed: `heads` = dim / 64 (the head dim of every
+/// DINOv2 model; for other widths the fewest heads with head dim ≤ 64), `ln_eps` = 1e-6, and
+/// `interp` = antialiased iff the model has registers (Hugging Face's choice).
+pub fn infer_config(path: &Path) -> Result<VitConfig, WeightsError> {
+    let entries = read_header_file(path)?;
+    infer_from_shapes(path, entries)
+}
+
+/// [`infer_config`] on the bytes of a safetensors file; `path` names it in errors.
+pub fn infer_config_from_bytes(path: &Path, bytes: &[u8]) -> Result<VitConfig, WeightsError> {
+    let file_len = bytes.len() as u64;
+    let n = header_len(path, bytes.get(..8).unwrap_or(bytes), file_len)?;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| format_err(path, "truncated header"))?;
+    infer_from_shapes(path, parse_header(path, header)?)
+}
+
+pub(super) fn infer_from_shapes(
+    path: &Path,
+    entries: Vec<(String, Vec<usize>)>,
+) -> Result<VitConfig, WeightsError> {
+    let (_, plan) = plan(entries.iter().map(|(n, _)| n.as_str()));
+    let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for ((_, target), (_, shape)) in plan.into_iter().zip(entries) {
+        match target {
+            Target::Hub(h) => {
+                shapes.insert(h, shape);
+            }
+            Target::Part {
+                hub,
+                part: 0,
+                parts,
+            } => {
+                let mut s = shape;
+                if let Some(r) = s.first_mut() {
+                    *r = r.saturating_mul(parts);
+                }
+                shapes.insert(hub, s);
+            }
+            _ => {}
+        }
+    }
+    let need = |name: &str| {
+        shapes.get(name).ok_or_else(|| {
+            infer_err(
+                path,
+                format!("no '{name}' tensor (or its Hugging Face name)"),
+            )
+        })
+    };
+    let dim = need("cls_token")?.last().copied().unwrap_or(0);
+    if dim == 0 {
+        return Err(infer_err(path, "cls_token has no width"));
+    }
+    let depth = shapes
+        .keys()
+        .filter_map(|n| n.strip_prefix("blocks."))
+        .filter_map(|r| r.split_once('.').and_then(|(i, _)| parse_index(i)))
+        .max()
+        .map(|m| m + 1)
+        .ok_or_else(|| infer_err(path, "no transformer blocks"))?;
+    let heads = (1..=dim)
+        .find(|&h| dim.is_multiple_of(h) && dim / h <= DINOV2_HEAD_DIM)
+        .unwrap_or(dim);
+    let registers = match shapes.get("register_tokens") {
+        Some(s) if s.len() == 3 => s[1],
+        Some(s) => {
+            return Err(infer_err(
+                path,
+                format!(
+                    "register_tokens has shape {}, expected [1, R, D]",
+                    shape_str(s)
+                ),
+            ))
+        }
+        None => 0,
+    };
+    let pw = need("patch_embed.proj.weight")?;
+    let (in_chans, patch) = match pw.as_slice() {
+        [_, c, p, q] if p == q => (*c, *p),
+        _ => {
+            return Err(infer_err(
+                path,
+                format!(
+                    "patch_embed.proj.weight has shape {}, expected [D, C, P, P]",
+                    shape_str(pw)
+                ),
+            ))
+        }
+    };
+    // No position table: a DINOv3 backbone (rotary positions).
+    let rope = !shapes.contains_key("pos_embed");
+    let pos_grid = if rope {
+        0
+    } else {
+        let pe = need("pos_embed")?;
+        let tokens = match pe.as_slice() {
+            [1, n, _] if *n >= 2 => n - 1,
+            _ => {
+                return Err(infer_err(
+                    path,
+                    format!(
+                        "pos_embed has shape {}, expected [1, 1 + M², D]",
+                        shape_str(pe)
+                    ),
+                ))
+            }
+        };
+        let root = (tokens as f64).sqrt().round() as usize;
+        (root.saturating_sub(1)..=root.saturating_add(1))
+            .find(|&m| m > 0 && m.checked_mul(m) == Some(tokens))
+            .ok_or_else(|| {
+                infer_err(
+                    path,
+                    format!("pos_embed has {tokens} patch entries, not a square grid"),
+                )
+            })?
+    };
+    let (ffn, mlp_hidden) = if let Some(s) = shapes.get("blocks.0.mlp.w12.weight") {
+        (Ffn::SwiGlu, s.first().copied().unwrap_or(0) / 2)
+    } else {
+        let s = need("blocks.0.mlp.fc1.weight")?;
+        (Ffn::Mlp, s.first().copied().unwrap_or(0))
+    };
+    let cfg = VitConfig {
+        dim,
+        depth,
+        heads,
+        mlp_hidden,
+        ffn,
+        patch,
+        in_chans,
+        registers,
+        pos_grid,
+        ln_eps: if rope { 1e-5 } else { 1e-6 },
+        interp: if registers > 0 && !rope {
+            crate::cpu::interp::InterpMode::BicubicAntialias
+        } else {
+            crate::cpu::interp::InterpMode::Bicubic
+        },
+        qkv_bias: shapes.contains_key("blocks.0.attn.qkv.bias"),
+        layerscale: shapes.contains_key("blocks.0.ls1.gamma"),
+        rope: rope.then_some(crate::model::config::Rope { base: 100.0 }),
+        key_bias: !rope,
+    };
+    cfg.validate_named(&path.display().to_string())?;
+    Ok(cfg)
+}
+
+/// The config for a weights file: `config.json` (Hugging Face) or `config.ron` in the same
+/// folder when present, else [`infer_config`].
+pub fn config_for_weights(path: &Path) -> Result<VitConfig, WeightsError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    for name in ["config.json", "config.ron"] {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(VitConfig::load(&candidate)?);
+        }
+    }
+    infer_config(path)
+}
