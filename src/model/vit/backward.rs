@@ -1,0 +1,312 @@
+//! The backward pass of the ViT: from dL/d tokens through the final norm, every block (its
+//! saved activations, or a recomputation of a checkpointed one) and the token assembly to the
+//! parameter gradients and, when asked, the pixels.
+
+use super::*;
+
+/// d_branch = dy ⊙ γ (overwritten); dγ += Σ_rows dy ⊙ branch. The backward of `x + γ ⊙ branch`
+/// for the branch side (the residual side passes dy through unchanged).
+fn layerscale_backward(
+    rec: &mut Recorder,
+    d_branch: &Tensor,
+    d_gamma: &Tensor,
+    dy: &Tensor,
+    branch: &Tensor,
+    gamma: &Tensor,
+) {
+    kernels::elementwise::mul_forward(rec, d_branch, dy, gamma, false);
+    let prod = rec.gpu().empty(dy.shape());
+    kernels::elementwise::mul_forward(rec, &prod, dy, branch, false);
+    let d = gamma.numel();
+    kernels::reduce::sum_rows(rec, d_gamma, &prod, dy.numel() / d, d, 1.0, true);
+}
+
+impl Vit {
+    /// A zeroed gradient store with the parameters' layout.
+    pub fn zero_grads(&self, rec: &mut Recorder) -> ParamStore {
+        let flat = rec.zeros(&[self.params.layout.total]);
+        ParamStore {
+            layout: self.params.layout.clone(),
+            flat,
+        }
+    }
+
+    /// Records the backward pass from `d_tokens` (dL/d final tokens [B, N, D]) through a forward
+    /// run with `save_for_backward`. Parameter gradients are added into `grads` (same layout as
+    /// the parameters); `d_pixels` [B, 3, H, W] is written when given. The saved activations are
+    /// taken out of `out` and each block's are freed as soon as its backward is recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        rec: &mut Recorder,
+        out: &mut VitOutput,
+        d_tokens: &Tensor,
+        grads: &ParamStore,
+        d_pixels: Option<&Tensor>,
+        pixels_shape: (usize, usize, usize),
+        mask: Option<&Tensor>,
+    ) -> Result<(), ModelError> {
+        if self.dtype() != DType::F32 {
+            return Err(ModelError::Unsupported(
+                "the backward pass runs on f32 parameters (a mixed-precision forward uses an \
+                 f16 copy)"
+                    .into(),
+            ));
+        }
+        let SavedForward {
+            cols,
+            blocks,
+            x_final,
+            norm,
+        } = out.saved.take().ok_or_else(|| {
+            ModelError::Input("backward needs a forward run with save_for_backward".into())
+        })?;
+        let cfg = &self.cfg;
+        let gpu = rec.gpu();
+        let (batch, h, w) = pixels_shape;
+        let (gh, gw) = out.grid;
+        let n = out.n_tokens;
+        let d = cfg.dim;
+        let rows = batch * n;
+        let g = |name: &str| grads.get(name);
+        // The backward pass runs in f32 on f32 parameters; a forward by this model's f16 copy
+        // (mixed precision) saved f16 activations, copied up one use at a time.
+        let x_final = kernels::cast::to_dtype(rec, &x_final, DType::F32);
+        // Final norm.
+        let mut dx = gpu.empty(&[batch, n, d]);
+        kernels::layernorm::layernorm_backward(
+            rec,
+            &dx,
+            &g("norm.weight"),
+            &g("norm.bias"),
+            d_tokens,
+            &x_final,
+            &self.p("norm.weight"),
+            &norm,
+            false,
+            true,
+        );
+        drop((x_final, norm));
+        let heads = cfg.heads;
+        let hd = d / heads;
+        let ad = AttnDims::new(batch, heads, n, hd);
+        let layout = QkvLayout::fused(heads, n, hd);
+        let ol = OutLayout::bnhd(heads, n, hd);
+        let shape = BlockShape {
+            batch,
+            n,
+            ad,
+            grid: (gh, gw),
+        };
+        for (i, saved) in blocks.into_iter().enumerate().rev() {
+            let a = match saved {
+                SavedBlock::Full(a) => a.into_f32(rec),
+                SavedBlock::Input { x_in, drop } => {
+                    let x_in = kernels::cast::to_dtype(rec, &x_in, DType::F32);
+                    let (_, a, _) = self.block_forward(rec, i, &x_in, shape, drop, false, true);
+                    a.expect("block_forward saves when asked")
+                }
+            };
+            let a = &a;
+            let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
+            let gb = |s: &str| grads.get(&format!("blocks.{i}.{s}"));
+            // x_out = x_mid + ls2 ⊙ mlp: dx flows to x_mid unchanged.
+            let d_x_mid = dx.clone();
+            let d_mlp = gpu.empty(&[rows, d]);
+            layerscale_backward(
+                rec,
+                &d_mlp,
+                &self.layer_scale_grad(gpu, grads, i, "ls2"),
+                &dx,
+                &a.mlp,
+                &self.layer_scale(gpu, i, "ls2"),
+            );
+            // Through drop path: the same per-sample scale.
+            let d_mlp = match &a.drop {
+                Some((_, s2)) => {
+                    let t = gpu.empty(&[rows, d]);
+                    kernels::elementwise::scale_rows(rec, &t, &d_mlp, s2);
+                    t
+                }
+                None => d_mlp,
+            };
+            let swiglu = cfg.ffn == Ffn::SwiGlu;
+            let (fc1, fc2) = if swiglu {
+                ("mlp.w12", "mlp.w3")
+            } else {
+                ("mlp.fc1", "mlp.fc2")
+            };
+            let w = |n: &str| b(&format!("{n}.weight"));
+            let gw = |n: &str, t: &str| gb(&format!("{n}.{t}"));
+            let d_act = gpu.empty(&[rows, cfg.mlp_hidden]);
+            kernels::linear::linear_backward(
+                rec,
+                Some(&d_act),
+                &gw(fc2, "weight"),
+                Some(&gw(fc2, "bias")),
+                &d_mlp,
+                &a.act,
+                &w(fc2),
+                false,
+                true,
+            );
+            let d_pre = gpu.empty(a.pre.shape());
+            if swiglu {
+                kernels::gelu::swiglu_backward(rec, &d_pre, &d_act, &a.pre, cfg.mlp_hidden, false);
+            } else {
+                kernels::gelu::gelu_backward(rec, &d_pre, &d_act, &a.pre, false);
+            }
+            let d_h2 = gpu.empty(&[rows, d]);
+            kernels::linear::linear_backward(
+                rec,
+                Some(&d_h2),
+                &gw(fc1, "weight"),
+                Some(&gw(fc1, "bias")),
+                &d_pre,
+                &a.h2,
+                &w(fc1),
+                false,
+                true,
+            );
+            kernels::layernorm::layernorm_backward(
+                rec,
+                &d_x_mid,
+                &gb("norm2.weight"),
+                &gb("norm2.bias"),
+                &d_h2,
+                &a.x_mid,
+                &b("norm2.weight"),
+                &a.ln2,
+                true,
+                true,
+            );
+            // x_mid = x_in + ls1 ⊙ proj.
+            let d_x_in = d_x_mid.clone();
+            let d_proj = gpu.empty(&[rows, d]);
+            layerscale_backward(
+                rec,
+                &d_proj,
+                &self.layer_scale_grad(gpu, grads, i, "ls1"),
+                &d_x_mid,
+                &a.proj,
+                &self.layer_scale(gpu, i, "ls1"),
+            );
+            let d_proj = match &a.drop {
+                Some((s1, _)) => {
+                    let t = gpu.empty(&[rows, d]);
+                    kernels::elementwise::scale_rows(rec, &t, &d_proj, s1);
+                    t
+                }
+                None => d_proj,
+            };
+            let d_attn = gpu.empty(&[rows, d]);
+            kernels::linear::linear_backward(
+                rec,
+                Some(&d_attn),
+                &gb("attn.proj.weight"),
+                Some(&gb("attn.proj.bias")),
+                &d_proj,
+                &a.attn,
+                &b("attn.proj.weight"),
+                false,
+                true,
+            );
+            let d_qkv = gpu.empty(&[batch, n, 3 * d]);
+            kernels::attention::attention_backward(
+                rec, &d_qkv, &d_qkv, &d_qkv, &d_attn, &a.qkv, &a.qkv, &a.qkv, &a.attn, &a.lse, ad,
+                layout, ol,
+            );
+            self.rotate(rec, &d_qkv, shape, true);
+            let d_h1 = gpu.empty(&[rows, d]);
+            kernels::linear::linear_backward(
+                rec,
+                Some(&d_h1),
+                &gb("attn.qkv.weight"),
+                Some(&gb("attn.qkv.bias")),
+                &d_qkv,
+                &a.h1,
+                &b("attn.qkv.weight"),
+                false,
+                true,
+            );
+            kernels::layernorm::layernorm_backward(
+                rec,
+                &d_x_in,
+                &gb("norm1.weight"),
+                &gb("norm1.bias"),
+                &d_h1,
+                &a.x_in,
+                &b("norm1.weight"),
+                &a.ln1,
+                true,
+                true,
+            );
+            dx = d_x_in;
+        }
+        // Token assembly.
+        let n_p = gh * gw;
+        let td = TokenDims {
+            batch,
+            n_patches: n_p,
+            dim: d,
+            registers: cfg.registers,
+        };
+        let d_patches = gpu.empty(&[batch, n_p, d]);
+        let d_regs = (cfg.registers > 0).then(|| g("register_tokens"));
+        let tg = TokenParams {
+            cls: &g("cls_token"),
+            registers: d_regs.as_ref(),
+            mask_token: &g("mask_token"),
+        };
+        let d_table = (!cfg.is_rope()).then(|| g("pos_embed"));
+        match (
+            &d_table,
+            self.interp_for(gh, gw).filter(|_| out.pos_patch.is_some()),
+        ) {
+            (None, _) => {
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, None, &dx, mask, td);
+            }
+            (Some(d_table), Some(weights)) => {
+                let d_grid = rec.zeros(&[n_p, d]);
+                let src = PosSource {
+                    cls: d_table,
+                    cls_off: 0,
+                    patch: &d_grid,
+                    patch_off: 0,
+                };
+                let src = Some(src);
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, &dx, mask, td);
+                kernels::interp::interp_backward(rec, d_table, &d_grid, &weights, true);
+            }
+            (Some(d_table), None) => {
+                let src = Some(PosSource {
+                    cls: d_table,
+                    cls_off: 0,
+                    patch: d_table,
+                    patch_off: d,
+                });
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, &dx, mask, td);
+            }
+        }
+        let pd = PatchDims {
+            batch,
+            channels: cfg.in_chans,
+            height: h,
+            width: w,
+            patch: cfg.patch,
+        };
+        let cols = kernels::cast::to_dtype(rec, &cols, DType::F32);
+        kernels::patch_embed::patch_embed_backward(
+            rec,
+            d_pixels,
+            &g("patch_embed.proj.weight"),
+            &g("patch_embed.proj.bias"),
+            &d_patches,
+            &cols,
+            &self.p("patch_embed.proj.weight"),
+            pd,
+            true,
+        );
+        Ok(())
+    }
+}
