@@ -5,8 +5,8 @@
 #   bench/compare.sh            the full suite (a GPU): matmul 1024–8192 and the ViT-S linear
 #                               shapes, attention, LN/GELU/softmax, ViT-S/14 inference at 224
 #                               batch 1 and 64 and 518 batch 8 (f32 and --precision f16), the
-#                               vits14 training step at batch 64; PyTorch fp32 (TF32 off) and
-#                               bf16 autocast
+#                               vits14 training step at batch 64 (f32 and mixed precision);
+#                               PyTorch fp32 (TF32 off) and bf16 autocast
 #   bench/compare.sh --quick    sizes a CPU adapter (lavapipe) finishes: matmul 1024–2048,
 #                               attention at batch 4, ViT-S/14 224 batch 1, the debug-sized step
 #
@@ -26,14 +26,17 @@ if [ -n "$quick" ]; then
   "$BIN" bench vit --runs 224x1 --reps "$REPS" --json "$OUT/vit.json"
   "$BIN" bench vit --runs 224x1 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
   "$BIN" bench train --config debug --steps 3 --json "$OUT/train.json"
-  # The debug preset's sizes: width 64, 4 blocks, patch 4, 28/12-px crops, 256 prototypes.
-  torch_args=(--quick --vit-runs 224x1 --dim 64 --depth 4 --patch 4 --global-size 28 --local-size 12
-              --n-local 2 --prototypes 256 --train-batch 32)
+  "$BIN" bench train --config debug --steps 3 --precision mixed --json "$OUT/train_mixed.json"
+  # The debug preset's sizes: width 64, 4 blocks, patch 7, two 28-px crops, no local crops,
+  # 256 prototypes.
+  torch_args=(--quick --vit-runs 224x1 --dim 64 --depth 4 --patch 7 --global-size 28 --local-size 14
+              --n-local 0 --prototypes 256 --train-batch 32)
 else
   "$BIN" bench kernels --general --reps "$REPS" --json "$OUT/kernels.json"
   "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --json "$OUT/vit.json"
   "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
   "$BIN" bench train --config vits14 --steps 3 --json "$OUT/train.json"
+  "$BIN" bench train --config vits14 --steps 3 --precision mixed --json "$OUT/train_mixed.json"
   torch_args=()
 fi
 python3 bench/pytorch_reference.py --json "$OUT/torch.json" --reps "$REPS" "${torch_args[@]}"
@@ -42,5 +45,6 @@ if [ -z "$quick" ] && python3 -c 'import torch,sys; sys.exit(0 if torch.cuda.is_
   python3 bench/pytorch_reference.py --json "$OUT/torch_bf16.json" --reps "$REPS" --bf16
   torch_files+=("$OUT/torch_bf16.json")
 fi
-python3 bench/ratio.py "$OUT/kernels.json" "$OUT/vit.json" "$OUT/vit_f16.json" "$OUT/train.json" -- "${torch_files[@]}" \
+python3 bench/ratio.py "$OUT/kernels.json" "$OUT/vit.json" "$OUT/vit_f16.json" "$OUT/train.json" \
+  "$OUT/train_mixed.json" -- "${torch_files[@]}" \
   | tee "$OUT/ratios.md"

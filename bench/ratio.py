@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints dinoscope ÷ PyTorch for every figure both sides measured (rows matched by name; a
-dinoscope "(f16)" row is set against PyTorch's "(bf16)" and fp32 rows of the same work).
+dinoscope "(f16)" or "(mixed)" row is set against PyTorch's "(bf16)" and fp32 rows of the same
+work).
 Usage: ratio.py DINOSCOPE.json [DINOSCOPE2.json ...] -- TORCH.json [TORCH_BF16.json]"""
 
 import json
@@ -28,7 +29,7 @@ def main():
     print(f"| work | dinoscope | PyTorch | ratio (dinoscope ÷ PyTorch) | memory (dinoscope / PyTorch) |")
     print("|---|---|---|---|---|")
     for name, o in ours.items():
-        base = name.removesuffix(" (f16)")
+        base = name.removesuffix(" (f16)").removesuffix(" (mixed)")
         for their_name in [base + " (bf16)", base]:
             t = theirs.get(their_name)
             if t is None:
