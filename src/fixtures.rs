@@ -267,7 +267,7 @@ pub fn decode_float(dtype: safetensors::Dtype, raw: &[u8]) -> Option<Vec<f32>> {
             .collect(),
         Dtype::F16 => raw
             .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .map(|c| crate::half::to_f32(u16::from_le_bytes([c[0], c[1]])))
             .collect(),
         Dtype::BF16 => raw
             .chunks_exact(2)
@@ -275,25 +275,6 @@ pub fn decode_float(dtype: safetensors::Dtype, raw: &[u8]) -> Option<Vec<f32>> {
             .collect(),
         _ => return None,
     })
-}
-
-/// IEEE half to f32.
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    let bits = match (exp, man) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: renormalise.
-            let shift = m.leading_zeros() - 21;
-            let m = (m << shift) & 0x3ff;
-            sign | ((127 - 15 + 1 - shift) << 23) | (m << 13)
-        }
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
 }
 
 /// Largest |a − b| and whether every element is within `tol`, plus a note on the first misses.

@@ -282,8 +282,9 @@ impl<'g> Recorder<'g> {
         assert_eq!(src.dtype(), dst.dtype(), "copy: element types differ");
         let bytes = src.bytes().div_ceil(4) * 4;
         if bytes > 0 && !self.gpu.dry {
+            let (from, to) = (src.byte_offset(), dst.byte_offset());
             self.encoder()
-                .copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, bytes);
+                .copy_buffer_to_buffer(src.buffer(), from, dst.buffer(), to, bytes);
         }
     }
 
