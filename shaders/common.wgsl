@@ -78,3 +78,36 @@ fn wg_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
     workgroupBarrier();
     return r;
 }
+
+// Segmented reductions: the workgroup's 256 invocations as 256/lanes rows of `lanes` (a power of
+// two, uniform), so a short row costs log2(lanes) barriers instead of eight and the workgroup
+// reduces several rows at once. Every invocation gets its own segment's result.
+fn seg_sum(lid: u32, lanes: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    let lane = lid % lanes;
+    for (var s = lanes >> 1u; s > 0u; s >>= 1u) {
+        if (lane < s) { red[lid] += red[lid + s]; }
+        workgroupBarrier();
+    }
+    let r = red[lid - lane];
+    workgroupBarrier();
+    return r;
+}
+
+fn seg_sum2(lid: u32, lanes: u32, a: f32, b: f32) -> vec2<f32> {
+    red[lid] = a;
+    red2[lid] = b;
+    workgroupBarrier();
+    let lane = lid % lanes;
+    for (var s = lanes >> 1u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            red[lid] += red[lid + s];
+            red2[lid] += red2[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(red[lid - lane], red2[lid - lane]);
+    workgroupBarrier();
+    return r;
+}

@@ -2,10 +2,11 @@
 // DINOv3 1e-5). The variance is taken in a second pass over (x − mean), so rows far from zero
 // (x ≈ 100) keep full precision.
 // layernorm_forward: y = (x − mean)·rstd·w + b; saves mean and rstd per row.
-//   Dispatch: grid_rows(rows), 256 threads per row.
+//   Dispatch: grid_rows(ceil(rows / (256 / lanes))): `lanes` invocations per row (a power of two
+//   near dim / 4, so each reads about four elements), 256 / lanes rows per workgroup.
 // layernorm_backward: dx (+)= rstd·(g − mean(g) − x̂·mean(g⊙x̂)), g = dy⊙w, x̂ = (x − mean)·rstd.
 //   Reads x, w, dy, mean, rstd. accumulate=1 adds into dx (the residual stream).
-//   Dispatch: grid_rows(rows).
+//   Dispatch: as layernorm_forward.
 // layernorm_backward_params: per chunk of rows, partial Σ dy⊙x̂ and Σ dy → [n_chunks, dim] each;
 //   the launcher column-sums them into dweight and dbias (+=).
 //   Dispatch: (ceil(dim / 64), n_chunks, 1), 64 threads.
@@ -16,7 +17,7 @@ struct Params {
     accumulate: u32,
     chunk: u32,
     eps: f32,
-    _pad0: u32,
+    lanes: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -32,23 +33,26 @@ struct Params {
 @compute @workgroup_size(256)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid, nwg);
-    if (row >= p.rows) { return; }
+    let lanes = p.lanes;
+    let row = group_index(wid, nwg) * (256u / lanes) + lid / lanes;
+    let lane = lid % lanes;
+    // Rows past the end still take part in the barriers; they read and write nothing.
+    let n = select(0u, p.dim, row < p.rows);
     let base = row * p.dim;
     let inv_d = 1.0 / f32(p.dim);
     var s = 0.0;
-    for (var c = lid; c < p.dim; c += 256u) { s += f32(x[base + c]); }
-    let mu = wg_sum(lid, s) * inv_d;
+    for (var c = lane; c < n; c += lanes) { s += f32(x[base + c]); }
+    let mu = seg_sum(lid, lanes, s) * inv_d;
     var v = 0.0;
-    for (var c = lid; c < p.dim; c += 256u) {
+    for (var c = lane; c < n; c += lanes) {
         let d = f32(x[base + c]) - mu;
         v += d * d;
     }
-    let r = inverseSqrt(wg_sum(lid, v) * inv_d + p.eps);
-    for (var c = lid; c < p.dim; c += 256u) {
+    let r = inverseSqrt(seg_sum(lid, lanes, v) * inv_d + p.eps);
+    for (var c = lane; c < n; c += lanes) {
         out[base + c] = S((f32(x[base + c]) - mu) * r * f32(w[c]) + f32(b_or_dy[c]));
     }
-    if (lid == 0u) {
+    if (lane == 0u && n > 0u) {
         mean[row] = mu;
         rstd[row] = r;
     }
@@ -57,23 +61,30 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 @compute @workgroup_size(256)
 fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid, nwg);
-    if (row >= p.rows) { return; }
+    let lanes = p.lanes;
+    let row = group_index(wid, nwg) * (256u / lanes) + lid / lanes;
+    let lane = lid % lanes;
+    let valid = row < p.rows;
+    let n = select(0u, p.dim, valid);
     let base = row * p.dim;
-    let mu = mean[row];
-    let r = rstd[row];
+    var mu = 0.0;
+    var r = 0.0;
+    if (valid) {
+        mu = mean[row];
+        r = rstd[row];
+    }
     var sg = 0.0;
     var sgx = 0.0;
-    for (var c = lid; c < p.dim; c += 256u) {
+    for (var c = lane; c < n; c += lanes) {
         let g = f32(b_or_dy[base + c]) * f32(w[c]);
         sg += g;
         sgx += g * (f32(x[base + c]) - mu) * r;
     }
-    let sums = wg_sum2(lid, sg, sgx);
+    let sums = seg_sum2(lid, lanes, sg, sgx);
     let inv_d = 1.0 / f32(p.dim);
     let mg = sums.x * inv_d;
     let mgx = sums.y * inv_d;
-    for (var c = lid; c < p.dim; c += 256u) {
+    for (var c = lane; c < n; c += lanes) {
         let xh = (f32(x[base + c]) - mu) * r;
         let g = f32(b_or_dy[base + c]) * f32(w[c]);
         var d = r * (g - mg - xh * mgx);

@@ -337,6 +337,7 @@ pub fn train(
     gpu: &Gpu,
     cfg: &crate::train::config::TrainConfig,
     steps: u64,
+    profile: bool,
 ) -> std::result::Result<Vec<Row>, String> {
     use crate::data::loader::{Loader, LoaderConfig};
     let (ds, _) = crate::train::run::datasets(None)?;
@@ -381,6 +382,19 @@ pub fn train(
         (steps as usize * cfg.batch_size) as f64 / dt,
         gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64
     );
+    if profile {
+        if !gpu.start_profile() {
+            return Err(format!(
+                "--profile needs GPU timestamps, which {} does not offer",
+                gpu.info.name
+            ));
+        }
+        for _ in 0..steps {
+            let batch = loader.next_batch().map_err(|e| e.to_string())?;
+            trainer.train_step(&batch).map_err(|e| e.to_string())?;
+        }
+        print_profile(&gpu.take_profile(), steps);
+    }
     Ok(vec![Row {
         name: format!(
             "train step batch {}{}",
@@ -396,4 +410,27 @@ pub fn train(
         peak_bytes: Some(gpu.pool_stats().peak_bytes),
         clock: "wall".into(),
     }])
+}
+
+/// Prints a kernel profile: GPU time per step by kernel, the longest first, with its share.
+fn print_profile(rows: &[(&'static str, crate::gpu::KernelTime)], steps: u64) {
+    let total: f64 = rows.iter().map(|(_, t)| t.seconds).sum();
+    let per = |s: f64| s / steps.max(1) as f64 * 1e3;
+    println!(
+        "GPU time by kernel over {steps} steps (one pass per dispatch): {:.1} ms/step",
+        per(total)
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>7}",
+        "kernel", "ms/step", "calls/step", "share"
+    );
+    for (name, t) in rows.iter().take(25) {
+        println!(
+            "{:<34} {:>10.2} {:>10.1} {:>6.1}%",
+            name,
+            per(t.seconds),
+            t.count as f64 / steps.max(1) as f64,
+            100.0 * t.seconds / total.max(1e-12)
+        );
+    }
 }

@@ -271,6 +271,10 @@ mod cli {
             /// Also write the figures as JSON to this file.
             #[arg(long)]
             json: Option<PathBuf>,
+            /// Then time the same number of steps again kernel by kernel (GPU timestamps, one
+            /// pass per dispatch) and print where the step's time goes.
+            #[arg(long)]
+            profile: bool,
         },
         /// ViT inference img/s and peak GPU memory with random weights.
         Vit {
@@ -687,6 +691,7 @@ mod cli {
                         checkpoint,
                         precision,
                         json,
+                        profile,
                     },
             }) => open_gpu(&cli).and_then(|gpu| {
                 let cfg = dinoscope::train::config::TrainConfig::load(config)?.with_overrides(
@@ -694,7 +699,7 @@ mod cli {
                     checkpoint.as_deref(),
                     precision.as_deref(),
                 )?;
-                let rows = dinoscope::bench::train(&gpu, &cfg, *steps)?;
+                let rows = dinoscope::bench::train(&gpu, &cfg, *steps, *profile)?;
                 if let Some(j) = json {
                     dinoscope::bench::write_json(j, &rows)?;
                 }

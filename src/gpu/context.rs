@@ -78,6 +78,17 @@ pub struct Gpu {
     /// Kernel choices by key (tuned matmul plans), and the keys a dry run asked for.
     choices: Mutex<std::collections::BTreeMap<String, String>>,
     shapes: Mutex<std::collections::BTreeSet<String>>,
+    /// GPU seconds and dispatch counts by kernel entry while profiling (see [`Gpu::start_profile`]).
+    profile: Mutex<Option<HashMap<&'static str, KernelTime>>>,
+}
+
+/// A kernel's share of a profile: how often it ran and its GPU time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelTime {
+    /// Dispatches timed.
+    pub count: u64,
+    /// GPU seconds, summed over them.
+    pub seconds: f64,
 }
 
 /// Features we use when the adapter offers them.
@@ -185,6 +196,7 @@ impl Gpu {
             holder: Arc::default(),
             choices: Mutex::default(),
             shapes: Mutex::default(),
+            profile: Mutex::default(),
         }
     }
 
@@ -211,6 +223,7 @@ impl Gpu {
             holder: self.holder.clone(),
             choices: Mutex::new(self.choices()),
             shapes: Mutex::default(),
+            profile: Mutex::default(),
         }
     }
 
@@ -332,6 +345,40 @@ impl Gpu {
             let msg = errs.join("; ");
             errs.clear();
             Err(GpuError::Wgpu(msg))
+        }
+    }
+
+    /// Times every dispatch from now on, one compute pass each, and waits for each submission
+    /// (slower: for finding where a step's time goes). Needs timestamp queries.
+    pub fn start_profile(&self) -> bool {
+        if let Ok(mut p) = self.profile.lock() {
+            *p = Some(HashMap::new());
+        }
+        self.has_timestamps()
+    }
+
+    /// Whether dispatches are being timed.
+    pub fn profiling(&self) -> bool {
+        self.profile.lock().is_ok_and(|p| p.is_some())
+    }
+
+    /// Stops profiling and returns each kernel's time, the longest first.
+    pub fn take_profile(&self) -> Vec<(&'static str, KernelTime)> {
+        let table = self.profile.lock().ok().and_then(|mut p| p.take());
+        let mut rows: Vec<_> = table.unwrap_or_default().into_iter().collect();
+        rows.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+        rows
+    }
+
+    pub(crate) fn add_profile(&self, times: impl Iterator<Item = (&'static str, f64)>) {
+        if let Ok(mut p) = self.profile.lock() {
+            if let Some(table) = p.as_mut() {
+                for (name, s) in times {
+                    let row = table.entry(name).or_default();
+                    row.count += 1;
+                    row.seconds += s;
+                }
+            }
         }
     }
 

@@ -36,6 +36,9 @@ pub fn grid_rows(rows: usize) -> [u32; 3] {
 
 const ARENA_CHUNK: u64 = 256 * 1024;
 
+/// Timestamps per profiling query set (wgpu allows 4,096): two per dispatch.
+const PROFILE_SET: u32 = 4096;
+
 struct ArenaChunk {
     buffer: wgpu::Buffer,
     bytes: Vec<u8>,
@@ -49,6 +52,9 @@ pub struct Recorder<'g> {
     arena: Vec<ArenaChunk>,
     align: u64,
     timestamps: Option<(wgpu::QuerySet, bool)>,
+    /// Per-dispatch timestamps while the device profiles ([`Gpu::start_profile`]): query sets of
+    /// [`PROFILE_SET`] timestamps, each with the kernels timed in it.
+    profile: Option<Vec<(wgpu::QuerySet, Vec<&'static str>)>>,
     dispatches: usize,
     error: Option<super::GpuError>,
 }
@@ -69,6 +75,7 @@ impl<'g> Recorder<'g> {
             arena: Vec::new(),
             align: gpu.limits.min_uniform_buffer_offset_alignment.max(16) as u64,
             timestamps: None,
+            profile: (gpu.profiling() && gpu.has_timestamps() && !gpu.dry).then(Vec::new),
             dispatches: 0,
             error: None,
         }
@@ -233,6 +240,11 @@ impl<'g> Recorder<'g> {
                 layout: &pipeline.layout,
                 entries: &entries,
             });
+        if self.profile.is_some() {
+            // One pass per dispatch, so each gets its own begin and end timestamps.
+            self.end_pass();
+            self.open_profiled_pass(k.entry);
+        }
         if self.pass.is_none() {
             let timestamp_writes = match &mut self.timestamps {
                 Some((qs, used)) if !*used => {
@@ -259,6 +271,38 @@ impl<'g> Recorder<'g> {
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
         self.dispatches += 1;
+    }
+
+    fn open_profiled_pass(&mut self, entry: &'static str) {
+        let Some(sets) = self.profile.as_mut() else {
+            return;
+        };
+        if sets
+            .last()
+            .is_none_or(|(_, names)| names.len() as u32 * 2 >= PROFILE_SET)
+        {
+            let qs = self.gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: PROFILE_SET,
+            });
+            sets.push((qs, Vec::new()));
+        }
+        let (qs, names) = sets.last_mut().expect("a set was just ensured");
+        let at = names.len() as u32 * 2;
+        names.push(entry);
+        let enc = self.encoder.as_mut().expect("encoder present until finish");
+        let pass = enc
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(entry),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: qs,
+                    beginning_of_pass_write_index: Some(at),
+                    end_of_pass_write_index: Some(at + 1),
+                }),
+            })
+            .forget_lifetime();
+        self.pass = Some(pass);
     }
 
     /// Fills a tensor with zeros.
@@ -349,12 +393,71 @@ impl<'g> Recorder<'g> {
             enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, 16);
             ts_read = Some(read);
         }
+        let profile_reads = self.resolve_profile(&mut enc);
         for c in &self.arena {
             self.gpu.queue.write_buffer(&c.buffer, 0, &c.bytes);
         }
         self.gpu.queue.submit([enc.finish()]);
         self.gpu.check()?;
+        self.read_profile(profile_reads)?;
         Ok(ts_read)
+    }
+
+    /// Copies the profiling timestamps into mappable buffers, one per query set.
+    fn resolve_profile(
+        &mut self,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> Vec<(wgpu::Buffer, Vec<&'static str>)> {
+        let Some(sets) = self.profile.take() else {
+            return Vec::new();
+        };
+        let mut reads = Vec::new();
+        for (qs, names) in sets {
+            let count = names.len() as u32 * 2;
+            let bytes = count as u64 * 8;
+            let buffer = |usage| {
+                self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("profile"),
+                    size: bytes,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            let resolve = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+            let read = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+            enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
+            reads.push((read, names));
+        }
+        reads
+    }
+
+    /// Waits for the submission and adds each dispatch's GPU time to the device's profile.
+    fn read_profile(&self, reads: Vec<(wgpu::Buffer, Vec<&'static str>)>) -> Result<()> {
+        if reads.is_empty() {
+            return Ok(());
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            for (read, _) in &reads {
+                read.map_async(wgpu::MapMode::Read, .., |_| {});
+            }
+            self.gpu.wait()?;
+            let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
+            for (read, names) in &reads {
+                let ticks: Vec<u64> = {
+                    let view = read
+                        .get_mapped_range(..)
+                        .map_err(|e| super::GpuError::Readback(e.to_string()))?;
+                    bytemuck::cast_slice(&view).to_vec()
+                };
+                read.unmap();
+                let times = names.iter().zip(ticks.chunks_exact(2));
+                let seconds = times.map(|(n, t)| (*n, t[1].saturating_sub(t[0]) as f64 * period));
+                self.gpu.add_profile(seconds);
+            }
+        }
+        Ok(())
     }
 
     /// Submits, waits, and returns the GPU time of the first compute pass in seconds (or `None`

@@ -11,7 +11,19 @@ struct Params {
     accumulate: u32,
     chunk: u32,
     eps: f32,
-    _pad: [u32; 3],
+    lanes: u32,
+    _pad: [u32; 2],
+}
+
+/// Invocations per row: a power of two near dim / 4 (at most the workgroup's 256), so short rows
+/// share a workgroup and its barriers.
+fn lanes(dim: usize) -> u32 {
+    (dim.div_ceil(4).next_power_of_two().min(256)) as u32
+}
+
+/// The grid for `rows` rows of `dim`.
+fn grid(rows: usize, dim: usize) -> [u32; 3] {
+    grid_rows(rows.div_ceil(256 / lanes(dim) as usize))
 }
 
 const B: &[(u32, crate::gpu::Access)] = &[
@@ -64,13 +76,14 @@ pub fn layernorm_forward(
         accumulate: 0,
         chunk: 0,
         eps,
-        _pad: [0; 3],
+        lanes: lanes(dim),
+        _pad: [0; 2],
     };
     rec.dispatch(
         &LN_FORWARD,
         &p,
         &[x, w, b, y, &mean, &rstd],
-        grid_rows(rows),
+        grid(rows, dim),
     );
     LayerNormSaved { mean, rstd }
 }
@@ -106,13 +119,14 @@ pub fn layernorm_backward(
         accumulate: super::flag(accumulate_dx),
         chunk: CHUNK as u32,
         eps: 0.0,
-        _pad: [0; 3],
+        lanes: lanes(dim),
+        _pad: [0; 2],
     };
     rec.dispatch(
         &LN_BACKWARD,
         &p,
         &[x, w, dy, dx, &saved.mean, &saved.rstd],
-        grid_rows(rows),
+        grid(rows, dim),
     );
     let chunks = rows.div_ceil(CHUNK).max(1);
     let partial = rec.gpu().empty(&[2, chunks, dim]);
