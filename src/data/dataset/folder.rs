@@ -1,0 +1,202 @@
+//! A folder of images as a dataset: listed recursively, decoded lazily, classes from subfolders.
+
+use std::path::{Path, PathBuf};
+
+use super::{DataError, Dataset, Sample, MAX_FOLDER_DEPTH};
+use crate::data::image::load_image;
+/// A folder of png/jpeg/webp files, listed recursively and decoded lazily.
+///
+/// When every image sits inside a direct subfolder of the root, the sorted subfolder names are
+/// the classes (the torchvision `ImageFolder` convention); otherwise the set is unlabelled.
+#[derive(Debug, Clone)]
+pub struct ImageFolder {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    labels: Option<Vec<u32>>,
+    classes: Vec<String>,
+}
+
+impl ImageFolder {
+    /// Lists the images under `root`, sorted by path; fails if there are none.
+    pub fn open(root: &Path) -> Result<Self, DataError> {
+        let meta = std::fs::metadata(root).map_err(|cause| DataError::Io {
+            path: root.display().to_string(),
+            cause,
+        })?;
+        if !meta.is_dir() {
+            return Err(DataError::NotADataset {
+                path: root.display().to_string(),
+                detail: "not a folder".into(),
+            });
+        }
+        let mut files = Vec::new();
+        list_images(root, 0, &mut files)?;
+        if files.is_empty() {
+            return Err(DataError::NoImages {
+                path: root.display().to_string(),
+            });
+        }
+        // Sorting relative paths component-wise gives the same order on every platform and
+        // keeps each class's files together.
+        files.sort();
+
+        let class_of = |f: &PathBuf| -> Option<String> {
+            let mut parts = f.strip_prefix(root).ok()?.components();
+            let first = parts.next()?;
+            // A file directly in the root has nothing after its one component.
+            parts.next()?;
+            Some(first.as_os_str().to_string_lossy().into_owned())
+        };
+        let per_file: Option<Vec<String>> = files.iter().map(class_of).collect();
+        let (labels, classes) = match per_file {
+            Some(names) => {
+                let mut classes = names.clone();
+                classes.sort();
+                classes.dedup();
+                let labels = names
+                    .iter()
+                    .map(|n| classes.binary_search(n).unwrap_or(0) as u32)
+                    .collect();
+                (Some(labels), classes)
+            }
+            None => (None, Vec::new()),
+        };
+        Ok(ImageFolder {
+            root: root.to_path_buf(),
+            files,
+            labels,
+            classes,
+        })
+    }
+
+    /// The folder this set was read from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of item `i`.
+    pub fn path(&self, i: usize) -> Option<&Path> {
+        self.files.get(i).map(PathBuf::as_path)
+    }
+
+    /// The class names (subfolder names, sorted), empty when unlabelled.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+}
+
+pub(super) fn is_image_name(path: &Path) -> bool {
+    let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+        return false;
+    };
+    matches!(
+        ext.to_ascii_lowercase().as_str(),
+        "png" | "jpg" | "jpeg" | "webp"
+    )
+}
+
+fn is_hidden(path: &Path) -> bool {
+    // Hidden entries include macOS "._name.jpg" resource forks, which are not pictures.
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+fn list_images(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let io_err = |cause| DataError::Io {
+        path: dir.display().to_string(),
+        cause,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io_err)? {
+        let path = entry.map_err(io_err)?.path();
+        if is_hidden(&path) {
+            continue;
+        }
+        // metadata follows symlinks, so linked folders and files are included; the depth limit
+        // ends a symlink cycle.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            // A dangling link is not an image; an unreadable image file is kept and reported
+            // when it is decoded.
+            if is_image_name(&path) {
+                out.push(path);
+            }
+            continue;
+        };
+        if meta.is_dir() {
+            if depth < MAX_FOLDER_DEPTH {
+                list_images(&path, depth + 1, out)?;
+            }
+        } else if is_image_name(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+impl Dataset for ImageFolder {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    fn get(&self, i: usize) -> Result<Sample, DataError> {
+        let path = self.files.get(i).ok_or_else(|| DataError::OutOfRange {
+            dataset: self.root.display().to_string(),
+            index: i,
+            len: self.files.len(),
+        })?;
+        let image = load_image(path)?;
+        Ok(Sample {
+            image,
+            label: self.label(i),
+        })
+    }
+
+    fn label(&self, i: usize) -> Option<u32> {
+        self.labels.as_ref()?.get(i).copied()
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        self.labels.as_ref().map(|_| self.classes.len())
+    }
+
+    fn class_names(&self) -> Vec<String> {
+        if self.labels.is_some() {
+            self.classes.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!(
+            "image folder {}: {} images",
+            self.root.display(),
+            self.files.len()
+        );
+        if self.labels.is_some() {
+            s += &format!(
+                ", {} classes ({})",
+                self.classes.len(),
+                preview(&self.classes)
+            );
+        } else {
+            s += ", unlabelled";
+        }
+        s
+    }
+}
+
+/// The first few names, then a count of the rest, so a thousand classes stay one line.
+fn preview(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s += &format!(", … {} more", names.len() - SHOWN);
+    }
+    s
+}
