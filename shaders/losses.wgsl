@@ -192,32 +192,85 @@ fn pair_distance(lid: u32, a: u32, na: f32, b: u32, nb: f32) -> f32 {
     return sqrt(wg_sum(lid, s));
 }
 
+// Neighbour candidates are scored 256/lanes at a time, one row segment each (see seg_sum2), so a
+// batch of short rows costs a few barriers per candidate group instead of twenty per candidate.
+var<workgroup> seg_best: array<f32, 256>;
+var<workgroup> seg_best_j: array<u32, 256>;
+
+// Invocations per row for rows of `cols`: a power of two near cols / 4, at most 256.
+fn lanes_for(cols: u32) -> u32 {
+    let q = max((cols + 3u) / 4u, 1u);
+    return min(256u, 1u << (32u - countLeadingZeros(q - 1u)));
+}
+
 @compute @workgroup_size(256)
 fn koleo_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg);
     if (i >= p.rows) { return; }
     let chunk0 = (i / p.batch) * p.batch;
-    let ni = row_norm(lid, i);
+    let chunk1 = chunk0 + p.batch;
+    let lanes = lanes_for(p.cols);
+    let segs = 256u / lanes;
+    let seg = lid / lanes;
+    let lane = lid % lanes;
+    let ni = max(sqrt(seg_sum(lid, lanes, row_sq(lane, lanes, i))), EPS);
     var best = -3.4e38;
     var best_j = i;
-    for (var j = chunk0; j < chunk0 + p.batch; j++) {
-        if (j == i) { continue; }
-        let nj = row_norm(lid, j);
-        var s = 0.0;
-        for (var c = lid; c < p.cols; c += 256u) { s += x[i * p.cols + c] * x[j * p.cols + c]; }
-        let cosv = wg_sum(lid, s) / (ni * nj);
-        if (cosv > best) {
+    for (var j0 = chunk0; j0 < chunk1; j0 += segs) {
+        let j = j0 + seg;
+        let valid = j < chunk1 && j != i;
+        var dot = 0.0;
+        var sq = 0.0;
+        if (valid) {
+            for (var c = lane; c < p.cols; c += lanes) {
+                let xj = x[j * p.cols + c];
+                dot += x[i * p.cols + c] * xj;
+                sq += xj * xj;
+            }
+        }
+        let r = seg_sum2(lid, lanes, dot, sq);
+        let cosv = r.x / (ni * max(sqrt(r.y), EPS));
+        // Candidates come in increasing j within a segment, so `>` keeps the first of equals.
+        if (valid && cosv > best) {
             best = cosv;
             best_j = j;
         }
     }
-    let d = pair_distance(lid, i, ni, best_j, row_norm(lid, best_j));
+    if (lane == 0u) {
+        seg_best[seg] = best;
+        seg_best_j[seg] = best_j;
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        // Across segments the lowest j wins a tie, as a scan in j order would pick.
+        var b = seg_best[0];
+        var bj = seg_best_j[0];
+        for (var q = 1u; q < segs; q++) {
+            let v = seg_best[q];
+            let vj = seg_best_j[q];
+            if (v > b || (v == b && vj < bj)) {
+                b = v;
+                bj = vj;
+            }
+        }
+        seg_best_j[0] = bj;
+    }
+    workgroupBarrier();
+    let nb = workgroupUniformLoad(&seg_best_j[0]);
+    let d = pair_distance(lid, i, ni, nb, row_norm(lid, nb));
     if (lid == 0u) {
         out[i] = -log(d + EPS);
-        saved[2u * i] = f32(best_j);
+        saved[2u * i] = f32(nb);
         saved[2u * i + 1u] = d;
     }
+}
+
+// This invocation's share of Σ x[row]², for a segment of `lanes`.
+fn row_sq(lane: u32, lanes: u32, row: u32) -> f32 {
+    var s = 0.0;
+    for (var c = lane; c < p.cols; c += lanes) { s += x[row * p.cols + c] * x[row * p.cols + c]; }
+    return s;
 }
 
 // Here `t` holds the forward's saved (neighbour, distance) pairs and `aux` the upstream scalar.

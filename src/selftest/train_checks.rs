@@ -378,7 +378,13 @@ pub(super) fn gram(gpu: &Gpu) -> CaseResult {
 pub(super) fn losses(gpu: &Gpu) -> CaseResult {
     use crate::kernels::losses::DinoPairs;
     let mut j = Judge::new("kernel.losses");
-    for &(b, k, nl, big) in &[(1, 7, 0, false), (7, 261, 3, false), (4, 65, 2, true)] {
+    // b = 19 gives KoLeo more candidates than one pass of its row segments scores.
+    for &(b, k, nl, big) in &[
+        (1, 7, 0, false),
+        (7, 261, 3, false),
+        (4, 65, 2, true),
+        (19, 33, 0, false),
+    ] {
         let ng = 2;
         // `big`: logits far beyond what exp takes in f32 at τ = 0.04 (Sinkhorn must shift them).
         let amp = if big { 50.0 } else { 2.0 };
