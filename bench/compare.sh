@@ -11,7 +11,8 @@
 #                               attention at batch 4, ViT-S/14 224 batch 1, the debug-sized step
 #
 # Needs a release build (cargo build --release; or DINOSCOPE=path/to/dinoscope) and python3 with
-# torch (timm optional). Results go to bench/out/ (OUT=... to change).
+# torch (timm optional). Results go to bench/out/ (OUT=... to change); train_profile.txt there is
+# the training step's GPU time by kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${DINOSCOPE:-target/release/dinoscope}"
@@ -27,6 +28,7 @@ if [ -n "$quick" ]; then
   "$BIN" bench vit --runs 224x1 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
   "$BIN" bench train --config debug --steps 3 --json "$OUT/train.json"
   "$BIN" bench train --config debug --steps 3 --precision mixed --json "$OUT/train_mixed.json"
+  "$BIN" bench train --config debug --steps 3 --profile > "$OUT/train_profile.txt"
   # The debug preset's sizes: width 64, 4 blocks, patch 7, two 28-px crops, no local crops,
   # 256 prototypes.
   torch_args=(--quick --vit-runs 224x1 --dim 64 --depth 4 --patch 7 --global-size 28 --local-size 14
@@ -37,6 +39,9 @@ else
   "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
   "$BIN" bench train --config vits14 --steps 3 --json "$OUT/train.json"
   "$BIN" bench train --config vits14 --steps 3 --precision mixed --json "$OUT/train_mixed.json"
+  # Where the step's GPU time goes, kernel by kernel (after the timed steps, so it does not slow
+  # them).
+  "$BIN" bench train --config vits14 --steps 1 --profile > "$OUT/train_profile.txt"
   torch_args=()
 fi
 python3 bench/pytorch_reference.py --json "$OUT/torch.json" --reps "$REPS" "${torch_args[@]}"
