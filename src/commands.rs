@@ -224,11 +224,11 @@ pub fn train(
     data: Option<&Path>,
     out: Option<&Path>,
     (resume, overwrite): (bool, bool),
-    stop_after: Option<u64>,
+    (stop_after, steps): (Option<u64>, Option<u64>),
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
     use dinoscope::train::run::{latest_run, new_run_dir, point_latest, run, RunOptions};
-    let cfg = TrainConfig::load(config)?;
+    let cfg = TrainConfig::load(config)?.with_steps(steps)?;
     let root = Path::new("runs");
     let out = match out {
         Some(o) => o.to_path_buf(),

@@ -158,6 +158,10 @@ mod cli {
             /// Start a new run in a folder that already holds one (replacing it).
             #[arg(long, conflicts_with = "resume")]
             overwrite: bool,
+            /// Length of a new run in steps, replacing the config's (every schedule stretches
+            /// to it); a resumed run keeps its own.
+            #[arg(long, conflicts_with = "resume")]
+            steps: Option<u64>,
         },
         /// k-NN accuracy (k = 20, T = 0.07) of a backbone's CLS features and a linear probe on
         /// its CLS and mean patch tokens.
@@ -564,6 +568,7 @@ mod cli {
                 resume,
                 stop_after,
                 overwrite,
+                steps,
             }) => open_gpu(&cli).and_then(|gpu| {
                 commands::train(
                     &gpu,
@@ -571,7 +576,7 @@ mod cli {
                     data.as_deref(),
                     out.as_deref(),
                     (*resume, *overwrite),
-                    *stop_after,
+                    (*stop_after, *steps),
                 )
             }),
             Some(Command::Knn {

@@ -654,7 +654,8 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
         );
     };
     train(&["--stop-after", "1"]);
-    train(&["--stop-after", "1"]);
+    // The second run is longer than its config says; its own config records that.
+    train(&["--stop-after", "1", "--steps", "3"]);
     let mut runs: Vec<PathBuf> = std::fs::read_dir(cwd.join("runs"))
         .expect("runs/")
         .flatten()
@@ -670,11 +671,18 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
         )));
     let latest = cwd.join("runs/latest");
     assert!(state_of(&latest).step == 1);
-    // --resume without --out continues the latest run; the first is untouched.
+    // --resume without --out continues the latest run to its own length; the first is untouched.
     let first = state_of(&runs[0]);
     train(&["--resume"]);
-    assert_eq!(state_of(&latest).step, 2);
+    assert_eq!(state_of(&latest).step, 3);
     assert!(state_of(&runs[0]) == first);
+    let zero = std::process::Command::new(exe)
+        .current_dir(&cwd)
+        .args(["train", "--config", "micro.ron", "--steps", "0"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&zero.stderr);
+    assert!(!zero.status.success() && err.contains("steps"), "{err}");
     let _ = std::fs::remove_dir_all(&cwd);
 }
 

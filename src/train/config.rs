@@ -283,6 +283,15 @@ impl TrainConfig {
         Ok(self)
     }
 
+    /// The config with its run length replaced (schedules are fractions of it), if one is given.
+    pub fn with_steps(mut self, steps: Option<u64>) -> Result<TrainConfig, String> {
+        if let Some(s) = steps {
+            self.steps = s;
+            self.validate()?;
+        }
+        Ok(self)
+    }
+
     /// Parses RON.
     pub fn from_ron(text: &str, name: &str) -> Result<TrainConfig, String> {
         let mut c: TrainConfig =
