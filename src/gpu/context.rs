@@ -349,12 +349,16 @@ impl Gpu {
     }
 
     /// Times every dispatch from now on, one compute pass each, and waits for each submission
-    /// (slower: for finding where a step's time goes). Needs timestamp queries.
+    /// (slower: for finding where a step's time goes). Needs timestamp queries and a native
+    /// build (a browser cannot wait for the GPU); returns whether profiling started.
     pub fn start_profile(&self) -> bool {
+        if cfg!(target_arch = "wasm32") || !self.has_timestamps() {
+            return false;
+        }
         if let Ok(mut p) = self.profile.lock() {
             *p = Some(HashMap::new());
         }
-        self.has_timestamps()
+        true
     }
 
     /// Whether dispatches are being timed.
@@ -370,6 +374,7 @@ impl Gpu {
         rows
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn add_profile(&self, times: impl Iterator<Item = (&'static str, f64)>) {
         if let Ok(mut p) = self.profile.lock() {
             if let Some(table) = p.as_mut() {
