@@ -445,13 +445,7 @@ impl<'g> Recorder<'g> {
             self.gpu.wait()?;
             let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
             for (read, names) in &reads {
-                let ticks: Vec<u64> = {
-                    let view = read
-                        .get_mapped_range(..)
-                        .map_err(|e| super::GpuError::Readback(e.to_string()))?;
-                    bytemuck::cast_slice(&view).to_vec()
-                };
-                read.unmap();
+                let ticks = mapped_ticks(read)?;
                 let times = names.iter().zip(ticks.chunks_exact(2));
                 let seconds = times.map(|(n, t)| (*n, t[1].saturating_sub(t[0]) as f64 * period));
                 self.gpu.add_profile(seconds);
@@ -472,18 +466,25 @@ impl<'g> Recorder<'g> {
         };
         read.map_async(wgpu::MapMode::Read, .., |_| {});
         gpu.wait()?;
-        let ticks: Vec<u64> = {
-            let view = read
-                .get_mapped_range(..)
-                .map_err(|e| super::GpuError::Readback(e.to_string()))?;
-            bytemuck::cast_slice(&view).to_vec()
-        };
-        read.unmap();
+        let ticks = mapped_ticks(&read)?;
         let period = gpu.queue.get_timestamp_period() as f64;
         Ok(Some(
             ticks[1].saturating_sub(ticks[0]) as f64 * period * 1e-9,
         ))
     }
+}
+
+/// The timestamps in a mapped readback buffer, which is then unmapped.
+#[cfg(not(target_arch = "wasm32"))]
+fn mapped_ticks(read: &wgpu::Buffer) -> Result<Vec<u64>> {
+    let ticks = {
+        let view = read
+            .get_mapped_range(..)
+            .map_err(|e| super::GpuError::Readback(e.to_string()))?;
+        bytemuck::cast_slice(&view).to_vec()
+    };
+    read.unmap();
+    Ok(ticks)
 }
 
 impl Drop for Recorder<'_> {
