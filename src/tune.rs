@@ -1,7 +1,7 @@
 //! `dinoscope tune`: times the matmul plans (kernel, tile, split K) on this adapter for the
 //! products a training config runs, keeps the fastest of each, and caches them as RON under the
 //! platform's cache folder, keyed by adapter, driver and wgpu version. Every device the CLI or
-//! the app opens loads the matching cache; without one the runtime uses [`Plan::for_dims`].
+//! the app opens loads the matching cache; without one the runtime uses [`Plan::for_device`].
 //! Every candidate variant is checked against the CPU twin before it is timed.
 
 use crate::gpu::{Gpu, Recorder};
@@ -105,7 +105,7 @@ pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims) -> Result<(), String> {
     small.m = d.m.min(132);
     small.n = d.n.min(136);
     small.k = match plan {
-        Plan::Vec4 { splits, .. } if splits > 1 => 256 * splits + 16,
+        Plan::Vec4 { splits, .. } | Plan::Direct { splits } if splits > 1 => 256 * splits + 16,
         _ => d.k.min(100),
     };
     if d.vec4_ok() {
@@ -189,7 +189,7 @@ pub fn tune(
     let mut verified = BTreeSet::new();
     let mut out = Vec::new();
     for d in dims {
-        let default = Plan::for_dims(d);
+        let default = Plan::for_device(d, gpu.info.device_type == wgpu::DeviceType::Cpu);
         let (a_len, b_len) = d.operand_lens();
         let a = gpu.upload(&random(a_len, 1, -1.0, 1.0), &[a_len]);
         let b = gpu.upload(&random(b_len, 2, -1.0, 1.0), &[b_len]);

@@ -259,3 +259,47 @@ fn f16_matmul_vs_cpu() {
 fn f16_forward_ops_vs_cpu() {
     check_f16("kernel.f16_forward_ops");
 }
+
+#[test]
+fn direct_matmul_sums_like_the_tiled_kernels_bit_for_bit() {
+    // The CPU-driver default (Plan::Direct) replaces the 64×64 tiles there; it must give the
+    // very same floats, so a run's figures do not depend on which of the two ran.
+    use dinoscope::gpu::Recorder;
+    use dinoscope::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan};
+    let Some(gpu) = common::gpu() else { return };
+    let shapes = [(68, 132, 36, 3), (36, 20, 1100, 1), (132, 68, 2064, 1)];
+    for (m, n, k, batch) in shapes {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut d = MatmulDims::new(m, n, k).batched(batch);
+            d.trans_a = ta;
+            d.trans_b = tb;
+            let (a_len, b_len) = d.operand_lens();
+            let a = dinoscope::selftest::checks_random(a_len, 3, -1.0, 1.0);
+            let b = dinoscope::selftest::checks_random(b_len, 4, -1.0, 1.0);
+            let bias = dinoscope::selftest::checks_random(n, 5, -1.0, 1.0);
+            let splits = if batch == 1 { vec![1, 2, 4] } else { vec![1] };
+            for s in splits {
+                let run = |plan: Plan| {
+                    let (ta_, tb_) = (gpu.upload(&a, &[a_len]), gpu.upload(&b, &[b_len]));
+                    let tbias = gpu.upload(&bias, &[n]);
+                    let c = gpu.empty(&[batch * m * n]);
+                    let pre = gpu.empty(&[batch * m * n]);
+                    let mut rec = Recorder::new(gpu);
+                    let e = Epilogue::BiasGelu(&tbias, &pre);
+                    matmul_planned(&mut rec, &c, &ta_, &tb_, d, 0.5, false, e, plan);
+                    rec.finish().expect("submit");
+                    (gpu.read(&c).expect("read"), gpu.read(&pre).expect("read"))
+                };
+                let tiled = run(Plan::Vec4 {
+                    big: false,
+                    splits: s,
+                });
+                let direct = run(Plan::Direct { splits: s });
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let what = format!("{d:?} split {s}");
+                assert_eq!(bits(&direct.1), bits(&tiled.1), "pre-activation, {what}");
+                assert_eq!(bits(&direct.0), bits(&tiled.0), "output, {what}");
+            }
+        }
+    }
+}

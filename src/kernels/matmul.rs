@@ -70,6 +70,10 @@ pub static MATMUL_128: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_128
 /// The vec4 kernel with 64×64 tiles, 4×4 outputs per invocation (overrides TA, TB).
 pub static MATMUL_64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_64", V4_BINDINGS);
 
+/// The 64×64 tile without workgroup memory or barriers: the fast kernel on CPU drivers.
+pub static MATMUL_DIRECT: Kernel =
+    Kernel::new::<ParamsV4>("matmul_v4", "matmul_direct", V4_BINDINGS);
+
 /// Sums split-K partial products and applies alpha, accumulate and the epilogue.
 pub static MATMUL_REDUCE: Kernel = Kernel::new::<ParamsV4>(
     "matmul_v4",
@@ -89,6 +93,12 @@ pub enum Plan {
         /// K ranges summed by a second pass (1: none).
         splits: usize,
     },
+    /// The vec4 layout's 64×64 tile read without workgroup memory (CPU drivers), over `splits`
+    /// K ranges; the same sums in the same order as `Vec4 { big: false, .. }`.
+    Direct {
+        /// K ranges summed by a second pass (1: none).
+        splits: usize,
+    },
 }
 
 impl Plan {
@@ -96,8 +106,9 @@ impl Plan {
     /// one for these dims and it can run them, else [`Plan::for_dims`]. A dry run notes the
     /// dims, so the tuner learns which products a config runs.
     pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims) -> Plan {
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
         if !gpu.is_dry() && !gpu.has_choices() {
-            return Plan::for_dims(d);
+            return Plan::for_device(d, cpu);
         }
         let key = d.key();
         if gpu.is_dry() {
@@ -106,29 +117,31 @@ impl Plan {
         gpu.choice(&key)
             .and_then(|v| Plan::parse(&v))
             .filter(|p| p.fits(d))
-            .unwrap_or_else(|| Plan::for_dims(d))
+            .unwrap_or_else(|| Plan::for_device(d, cpu))
     }
 
     /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
     pub fn fits(&self, d: &MatmulDims) -> bool {
         match *self {
             Plan::General(_) => true,
-            Plan::Vec4 { splits, .. } => d.vec4_ok() && (splits == 1 || d.batch == 1),
+            Plan::Vec4 { splits, .. } | Plan::Direct { splits } => {
+                d.vec4_ok() && (splits == 1 || d.batch == 1)
+            }
         }
     }
 
-    /// A short name: `general`, `v4-64`, `v4-128`, with `-splitN` for split K.
+    /// A short name: `general`, `v4-64`, `v4-128`, `direct`, with `-splitN` for split K.
     pub fn name(&self) -> String {
-        match *self {
-            Plan::General(_) => "general".into(),
-            Plan::Vec4 { big, splits } => {
-                let t = if big { 128 } else { 64 };
-                if splits > 1 {
-                    format!("v4-{t}-split{splits}")
-                } else {
-                    format!("v4-{t}")
-                }
-            }
+        let (base, splits) = match *self {
+            Plan::General(_) => return "general".into(),
+            Plan::Vec4 { big: true, splits } => ("v4-128", splits),
+            Plan::Vec4 { big: false, splits } => ("v4-64", splits),
+            Plan::Direct { splits } => ("direct", splits),
+        };
+        if splits > 1 {
+            format!("{base}-split{splits}")
+        } else {
+            base.into()
         }
     }
 
@@ -137,32 +150,34 @@ impl Plan {
         if s == "general" {
             return Some(Plan::General(Tile::for_problem(0, 0)));
         }
-        let rest = s.strip_prefix("v4-")?;
-        let (t, splits) = match rest.split_once("-split") {
+        let (base, splits) = match s.split_once("-split") {
             Some((t, n)) => (t, n.parse().ok()?),
-            None => (rest, 1),
+            None => (s, 1),
         };
-        let big = match t {
-            "128" => true,
-            "64" => false,
-            _ => return None,
-        };
-        (splits >= 1).then_some(Plan::Vec4 { big, splits })
+        if splits < 1 {
+            return None;
+        }
+        match base {
+            "v4-128" => Some(Plan::Vec4 { big: true, splits }),
+            "v4-64" => Some(Plan::Vec4 { big: false, splits }),
+            "direct" => Some(Plan::Direct { splits }),
+            _ => None,
+        }
     }
 
     /// Every plan worth timing for `d` (the tuner's candidates).
     pub fn candidates(d: &MatmulDims) -> Vec<Plan> {
         let mut v = vec![Plan::General(Tile::for_problem(d.m, d.n))];
         if d.vec4_ok() {
-            for big in [false, true] {
-                v.push(Plan::Vec4 { big, splits: 1 });
-                if d.batch == 1 {
-                    for splits in [2, 4, 8, 16] {
-                        if d.k / splits >= 256 {
-                            v.push(Plan::Vec4 { big, splits });
-                        }
-                    }
+            let splits: Vec<usize> = [1, 2, 4, 8, 16]
+                .into_iter()
+                .filter(|&s| s == 1 || (d.batch == 1 && d.k / s >= 256))
+                .collect();
+            for &splits in &splits {
+                for big in [false, true] {
+                    v.push(Plan::Vec4 { big, splits });
                 }
+                v.push(Plan::Direct { splits });
             }
         }
         v
@@ -184,6 +199,15 @@ impl Plan {
             splits = (128 / groups).clamp(1, d.k / 256);
         }
         Plan::Vec4 { big, splits }
+    }
+
+    /// [`Plan::for_dims`], with the vec4 tiles read directly on a CPU driver (`cpu`), where the
+    /// barrier-free kernel is faster and sums in the same order.
+    pub fn for_device(d: &MatmulDims, cpu: bool) -> Plan {
+        match Plan::for_dims(d) {
+            Plan::Vec4 { splits, .. } if cpu => Plan::Direct { splits },
+            p => p,
+        }
     }
 }
 
@@ -401,6 +425,7 @@ pub fn matmul_planned(
     // Split-K partial sums stay in f32 buffers; an f16 product keeps K whole instead.
     let plan = match plan {
         Plan::Vec4 { big, .. } if a.dtype() == DType::F16 => Plan::Vec4 { big, splits: 1 },
+        Plan::Direct { .. } if a.dtype() == DType::F16 => Plan::Direct { splits: 1 },
         p => p,
     };
     let (a_len, b_len) = d.operand_lens();
@@ -446,18 +471,27 @@ pub fn matmul_planned(
             (&bias, &aux, mode),
             tile,
         ),
-        Plan::Vec4 { big, splits } => vec4(
-            rec,
-            c,
-            a,
-            b,
-            d,
-            alpha,
-            accumulate,
-            (&bias, &aux, mode),
-            big,
-            splits,
-        ),
+        Plan::Vec4 { big, splits } => {
+            let kernel = if big { &MATMUL_128 } else { &MATMUL_64 };
+            let t = if big { 128 } else { 64 };
+            let e = (&bias, &aux, mode);
+            vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
+        }
+        Plan::Direct { splits } => {
+            let e = (&bias, &aux, mode);
+            vec4(
+                rec,
+                c,
+                a,
+                b,
+                d,
+                alpha,
+                accumulate,
+                e,
+                (&MATMUL_DIRECT, 64),
+                splits,
+            )
+        }
     }
 }
 
@@ -523,14 +557,9 @@ fn vec4(
     alpha: f32,
     accumulate: bool,
     (bias, aux, mode): EpilogueBindings,
-    big: bool,
+    (kernel, t): (&'static Kernel, usize),
     splits: usize,
 ) {
-    let (kernel, t) = if big {
-        (&MATMUL_128, 128)
-    } else {
-        (&MATMUL_64, 64)
-    };
     let overrides = [
         ("TA", f64::from(u8::from(d.trans_a))),
         ("TB", f64::from(u8::from(d.trans_b))),

@@ -74,6 +74,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::MATMUL,
         &matmul::MATMUL_128,
         &matmul::MATMUL_64,
+        &matmul::MATMUL_DIRECT,
         &matmul::MATMUL_REDUCE,
         &rope::ROPE_APPLY,
         &normalize::L2NORM_FORWARD,
