@@ -187,6 +187,39 @@ fn bundled_fashion_mnist_subset() {
 }
 
 #[test]
+fn an_idx_training_file_is_evaluated_on_its_test_split() {
+    use dinoscope::train::run::datasets;
+    // The bundled files by path: trained on, and k-NN from train to t10k, like the bundled set.
+    let (train, eval) = datasets(Some(&assets().join("train-images-idx3-ubyte.gz"))).unwrap();
+    let (tr, te) = eval.expect("the t10k split beside it");
+    assert_eq!((train.len(), tr.len(), te.len()), (3000, 3000, 1000));
+    assert_eq!(te.label(0), Some(9));
+
+    // Plain files named `…-test-…` count too; without a test split, or unlabelled, no k-NN.
+    let dir = scratch("idx-splits");
+    let images = gunzip(&std::fs::read(assets().join("t10k-images-idx3-ubyte.gz")).unwrap());
+    let labels = gunzip(&std::fs::read(assets().join("t10k-labels-idx1-ubyte.gz")).unwrap());
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", &images),
+        ("train-labels-idx1-ubyte", &labels),
+        ("test-images-idx3-ubyte", &images),
+        ("test-labels-idx1-ubyte", &labels),
+        ("lone-train-images-idx3-ubyte", &images),
+    ] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let (_, eval) = datasets(Some(&dir.join("train-images-idx3-ubyte"))).unwrap();
+    assert_eq!(eval.map(|(a, b)| (a.len(), b.len())), Some((1000, 1000)));
+    let (_, eval) = datasets(Some(&dir.join("lone-train-images-idx3-ubyte"))).unwrap();
+    assert!(eval.is_none(), "no lone-t10k/test split and no labels");
+    let (_, eval) = datasets(Some(&dir.join("test-images-idx3-ubyte"))).unwrap();
+    assert!(eval.is_none(), "a test file is not a training file");
+    std::fs::remove_file(dir.join("test-labels-idx1-ubyte")).unwrap();
+    let (_, eval) = datasets(Some(&dir.join("train-images-idx3-ubyte"))).unwrap();
+    assert!(eval.is_none(), "an unlabelled test split");
+}
+
+#[test]
 fn open_dataset_finds_idx_labels() {
     let ds = open_dataset(&assets().join("t10k-images-idx3-ubyte.gz")).unwrap();
     assert_eq!(ds.len(), 1000);

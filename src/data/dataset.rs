@@ -16,7 +16,7 @@ mod idx;
 
 use folder::is_image_name;
 pub use folder::ImageFolder;
-pub use idx::{idx_labels_for, IdxDataset};
+pub use idx::{idx_labels_for, idx_test_split_for, IdxDataset};
 use idx::{maybe_gunzip, parse_idx, sniff_magic};
 
 /// The Fashion-MNIST class names, indexed by label.

@@ -252,13 +252,31 @@ pub type EvalSets = Option<(Arc<dyn Dataset>, Arc<dyn Dataset>)>;
 /// The datasets of a run: training data and the k-NN sets.
 pub fn datasets(data: Option<&Path>) -> Result<(Arc<dyn Dataset>, EvalSets), String> {
     match data {
-        Some(p) => Ok((Arc::from(open_dataset(p).map_err(|e| e.to_string())?), None)),
+        Some(p) => {
+            let train: Arc<dyn Dataset> = Arc::from(open_dataset(p).map_err(|e| e.to_string())?);
+            Ok((train.clone(), idx_eval_sets(p, train)?))
+        }
         None => {
             let (train, test) = fashion_mnist_bundled().map_err(|e| e.to_string())?;
             let train: Arc<dyn Dataset> = Arc::new(train);
             Ok((train.clone(), Some((train, Arc::new(test)))))
         }
     }
+}
+
+/// A labelled IDX training file with a labelled test split beside it (Fashion-MNIST's and
+/// MNIST's `train-…`/`t10k-…` files) is evaluated like the bundled subset: k-NN and the probe
+/// learn from the training file and score the test split.
+fn idx_eval_sets(path: &Path, train: Arc<dyn Dataset>) -> Result<EvalSets, String> {
+    let labelled = |d: &dyn Dataset| !d.is_empty() && d.label(0).is_some();
+    let Some(test_path) = crate::data::dataset::idx_test_split_for(path) else {
+        return Ok(None);
+    };
+    if path.is_dir() || !labelled(train.as_ref()) {
+        return Ok(None);
+    }
+    let test: Arc<dyn Dataset> = Arc::from(open_dataset(&test_path).map_err(|e| e.to_string())?);
+    Ok(labelled(test.as_ref()).then_some((train, test)))
 }
 
 /// Writes a checkpoint into `dir/checkpoints/` as one unit (see [`super::checkpoint`]).

@@ -193,6 +193,23 @@ pub fn idx_labels_for(images_path: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The test split beside an IDX training images file by the MNIST naming (`train`→`t10k`, or
+/// `train`→`test`, with or without `.gz`), if one exists.
+pub fn idx_test_split_for(images_path: &Path) -> Option<PathBuf> {
+    let name = images_path.file_name()?.to_str()?;
+    if !name.contains("train") {
+        return None;
+    }
+    ["t10k", "test"].iter().find_map(|t| {
+        let base = name.replace("train", t);
+        let stripped = base.strip_suffix(".gz").unwrap_or(&base).to_string();
+        [base.clone(), stripped.clone(), format!("{stripped}.gz")]
+            .iter()
+            .map(|c| images_path.with_file_name(c))
+            .find(|p| p.is_file())
+    })
+}
+
 /// The first four bytes of a file, decompressed if it is gzip; None if it is shorter.
 ///
 /// Only the start is read, so pointing at a large file of another kind costs nothing.
