@@ -29,6 +29,8 @@ variants can be compared quickly; the defaults are the `debug` preset
 Usage:
   python3 bench/learn_reference.py                          # the debug preset, 600 steps
   python3 bench/learn_reference.py --raw                    # raw-pixel k-NN only
+  python3 bench/learn_reference.py --raw --data /usr/share/datasets/fashion-mnist --knn-train 0
+                                    # raw pixels on the full set, 60000 -> 10000
   python3 bench/learn_reference.py --steps 1200 --n-local 4 --json /tmp/learn/local4.json
 Run with --help for every knob.
 """
@@ -472,6 +474,8 @@ def main():
     A("--seed", type=int, default=0)
     A("--threads", type=int, default=1)
     A("--raw", action="store_true", help="only print the raw-pixel k-NN accuracy")
+    A("--data", default="", help="folder with the four Fashion-MNIST .gz IDX files (default: the bundled subset)")
+    A("--knn-train", type=int, default=2000, help="training images of the k-NN (0: all)")
     A("--label", default="")
     A("--json", default="")
     a = ap.parse_args()
@@ -480,12 +484,19 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
+    global DATA
+    if a.data:
+        DATA = a.data
     tr_x, tr_y, te_x, te_y = load_data()
-    n_knn = 2000
-    views = torch.cat([eval_views(tr_x[:n_knn], a.global_size), eval_views(te_x, a.global_size)])
+    n_knn = a.knn_train if 0 < a.knn_train <= len(tr_x) else len(tr_x)
+    chunks = lambda x: [x[i:i + 5000] for i in range(0, len(x), 5000)]
+    views = torch.cat([eval_views(c, a.global_size) for c in chunks(tr_x[:n_knn]) + chunks(te_x)])
     ev = {"views": views, "n_train": n_knn, "train_y": tr_y[:n_knn], "test_y": te_y}
     raw = F.normalize(views.flatten(1), dim=-1)
-    raw_acc = knn(raw[:n_knn], ev["train_y"], raw[n_knn:], ev["test_y"])
+    # Scored 1000 test images at a time, so the full set's similarities fit in memory.
+    raw_acc = sum(knn(raw[:n_knn], ev["train_y"], raw[n_knn + i:n_knn + i + 1000],
+                      te_y[i:i + 1000]) * len(te_y[i:i + 1000])
+                  for i in range(0, len(te_y), 1000)) / len(te_y)
     print(f"raw-pixel k-NN {raw_acc * 100:.1f}%", flush=True)
     if a.raw:
         return
