@@ -103,7 +103,7 @@ pub enum Plan {
 
 impl Plan {
     /// The plan of a product on this device: the tuned one (`dinoscope tune`) if the device has
-    /// one for these dims and it can run them, else [`Plan::for_dims`]. A dry run notes the
+    /// one for these dims and it can run them, else [`Plan::for_device`]. A dry run notes the
     /// dims, so the tuner learns which products a config runs.
     pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims) -> Plan {
         let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
