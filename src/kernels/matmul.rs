@@ -422,12 +422,6 @@ pub fn matmul_planned(
     plan: Plan,
 ) {
     assert!(plan.fits(&d), "matmul: plan {plan:?} cannot run {d:?}");
-    // Split-K partial sums stay in f32 buffers; an f16 product keeps K whole instead.
-    let plan = match plan {
-        Plan::Vec4 { big, .. } if a.dtype() == DType::F16 => Plan::Vec4 { big, splits: 1 },
-        Plan::Direct { .. } if a.dtype() == DType::F16 => Plan::Direct { splits: 1 },
-        p => p,
-    };
     let (a_len, b_len) = d.operand_lens();
     assert_eq!(
         a.numel(),
@@ -459,40 +453,16 @@ pub fn matmul_planned(
     if mode >= 1 {
         assert_eq!(bias.numel(), d.n, "matmul: bias must have N elements");
     }
-    match plan {
-        Plan::General(tile) => general(
-            rec,
-            c,
-            a,
-            b,
-            d,
-            alpha,
-            accumulate,
-            (&bias, &aux, mode),
-            tile,
-        ),
-        Plan::Vec4 { big, splits } => {
-            let kernel = if big { &MATMUL_128 } else { &MATMUL_64 };
-            let t = if big { 128 } else { 64 };
-            let e = (&bias, &aux, mode);
-            vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
-        }
-        Plan::Direct { splits } => {
-            let e = (&bias, &aux, mode);
-            vec4(
-                rec,
-                c,
-                a,
-                b,
-                d,
-                alpha,
-                accumulate,
-                e,
-                (&MATMUL_DIRECT, 64),
-                splits,
-            )
-        }
-    }
+    let e = (&bias, &aux, mode);
+    let (kernel, t, splits) = match plan {
+        Plan::General(tile) => return general(rec, c, a, b, d, alpha, accumulate, e, tile),
+        Plan::Vec4 { big: true, splits } => (&MATMUL_128, 128, splits),
+        Plan::Vec4 { big: false, splits } => (&MATMUL_64, 64, splits),
+        Plan::Direct { splits } => (&MATMUL_DIRECT, 64, splits),
+    };
+    // Split-K partial sums stay in f32 buffers; an f16 product keeps K whole instead.
+    let splits = if a.dtype() == DType::F16 { 1 } else { splits };
+    vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
 }
 
 /// (first batch, batches) of each dispatch: one grid holds at most the adapter's z limit.

@@ -185,12 +185,20 @@ pub fn idx_labels_for(images_path: &Path) -> Option<PathBuf> {
     if base == name {
         return None;
     }
-    let stripped = base.strip_suffix(".gz").unwrap_or(&base).to_string();
-    let candidates = [base.clone(), stripped.clone(), format!("{stripped}.gz")];
-    candidates
-        .iter()
-        .map(|c| images_path.with_file_name(c))
-        .find(|p| p.is_file())
+    sibling_file(images_path, &base)
+}
+
+/// The file named `name` beside `path`, or the same name with or without `.gz`, if one exists.
+fn sibling_file(path: &Path, name: &str) -> Option<PathBuf> {
+    let stripped = name.strip_suffix(".gz").unwrap_or(name);
+    [
+        name.to_string(),
+        stripped.to_string(),
+        format!("{stripped}.gz"),
+    ]
+    .iter()
+    .map(|c| path.with_file_name(c))
+    .find(|p| p.is_file())
 }
 
 /// The test split beside an IDX training images file by the MNIST naming (`train`→`t10k`, or
@@ -200,14 +208,9 @@ pub fn idx_test_split_for(images_path: &Path) -> Option<PathBuf> {
     if !name.contains("train") {
         return None;
     }
-    ["t10k", "test"].iter().find_map(|t| {
-        let base = name.replace("train", t);
-        let stripped = base.strip_suffix(".gz").unwrap_or(&base).to_string();
-        [base.clone(), stripped.clone(), format!("{stripped}.gz")]
-            .iter()
-            .map(|c| images_path.with_file_name(c))
-            .find(|p| p.is_file())
-    })
+    ["t10k", "test"]
+        .iter()
+        .find_map(|t| sibling_file(images_path, &name.replace("train", t)))
 }
 
 /// The first four bytes of a file, decompressed if it is gzip; None if it is shorter.
