@@ -95,6 +95,19 @@ fn seg_sum(lid: u32, lanes: u32, v: f32) -> f32 {
     return r;
 }
 
+fn seg_max(lid: u32, lanes: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    let lane = lid % lanes;
+    for (var s = lanes >> 1u; s > 0u; s >>= 1u) {
+        if (lane < s) { red[lid] = max(red[lid], red[lid + s]); }
+        workgroupBarrier();
+    }
+    let r = red[lid - lane];
+    workgroupBarrier();
+    return r;
+}
+
 fn seg_sum2(lid: u32, lanes: u32, a: f32, b: f32) -> vec2<f32> {
     red[lid] = a;
     red2[lid] = b;

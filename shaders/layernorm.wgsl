@@ -1,7 +1,8 @@
 // Layer norm over the last dimension with biased variance; eps is a parameter (DINOv2 1e-6,
 // DINOv3 1e-5). The variance is taken in a second pass over (x − mean), so rows far from zero
 // (x ≈ 100) keep full precision.
-// layernorm_forward: y = (x − mean)·rstd·w + b; saves mean and rstd per row.
+// layernorm_forward: y = (x − mean)·rstd·w + b; saves mean and rstd per row. Rows of up to
+//   RV·lanes elements are read once and held in registers; longer ones are re-read per pass.
 //   Dispatch: grid_rows(ceil(rows / (256 / lanes))): `lanes` invocations per row (a power of two
 //   near dim / 4, so each reads about four elements), 256 / lanes rows per workgroup.
 // layernorm_backward: dx (+)= rstd·(g − mean(g) − x̂·mean(g⊙x̂)), g = dy⊙w, x̂ = (x − mean)·rstd.
@@ -22,6 +23,9 @@ struct Params {
     _pad2: u32,
 }
 
+// Elements per lane kept in registers: rows up to RV·256 (2,048) are read from memory once.
+const RV: u32 = 8u;
+
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<S>;
 @group(0) @binding(2) var<storage, read> w: array<S>;
@@ -40,6 +44,37 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let n = select(0u, p.dim, row < p.rows);
     let base = row * p.dim;
     let inv_d = 1.0 / f32(p.dim);
+    if (p.dim <= RV * lanes) {
+        // The row is read once: each lane keeps its elements (c = lane + k·lanes) in registers.
+        var v: array<f32, RV>;
+        var s = 0.0;
+        for (var k = 0u; k < RV; k++) {
+            let c = lane + k * lanes;
+            if (c < n) {
+                v[k] = f32(x[base + c]);
+                s += v[k];
+            }
+        }
+        let mu = seg_sum(lid, lanes, s) * inv_d;
+        var q = 0.0;
+        for (var k = 0u; k < RV; k++) {
+            if (lane + k * lanes < n) {
+                let d = v[k] - mu;
+                q += d * d;
+            }
+        }
+        let r = inverseSqrt(seg_sum(lid, lanes, q) * inv_d + p.eps);
+        for (var k = 0u; k < RV; k++) {
+            let c = lane + k * lanes;
+            if (c < n) { out[base + c] = S((v[k] - mu) * r * f32(w[c]) + f32(b_or_dy[c])); }
+        }
+        if (lane == 0u && n > 0u) {
+            mean[row] = mu;
+            rstd[row] = r;
+        }
+        return;
+    }
+    // Rows longer than RV·256 are read three times, in the same order.
     var s = 0.0;
     for (var c = lane; c < n; c += lanes) { s += f32(x[base + c]); }
     let mu = seg_sum(lid, lanes, s) * inv_d;
@@ -73,6 +108,36 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         mu = mean[row];
         r = rstd[row];
     }
+    let inv_d = 1.0 / f32(p.dim);
+    if (p.dim <= RV * lanes) {
+        // x, dy and w are read once: g = dy⊙w and x − mean stay in registers between the two
+        // sums and the write.
+        var gk: array<f32, RV>;
+        var xk: array<f32, RV>;
+        var sg = 0.0;
+        var sgx = 0.0;
+        for (var k = 0u; k < RV; k++) {
+            let c = lane + k * lanes;
+            if (c < n) {
+                gk[k] = f32(b_or_dy[base + c]) * f32(w[c]);
+                xk[k] = f32(x[base + c]) - mu;
+                sg += gk[k];
+                sgx += gk[k] * xk[k] * r;
+            }
+        }
+        let sums = seg_sum2(lid, lanes, sg, sgx);
+        let mg = sums.x * inv_d;
+        let mgx = sums.y * inv_d;
+        for (var k = 0u; k < RV; k++) {
+            let c = lane + k * lanes;
+            if (c < n) {
+                var d = r * (gk[k] - mg - xk[k] * r * mgx);
+                if (p.accumulate != 0u) { d += f32(out[base + c]); }
+                out[base + c] = S(d);
+            }
+        }
+        return;
+    }
     var sg = 0.0;
     var sgx = 0.0;
     for (var c = lane; c < n; c += lanes) {
@@ -81,7 +146,6 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         sgx += g * (f32(x[base + c]) - mu) * r;
     }
     let sums = seg_sum2(lid, lanes, sg, sgx);
-    let inv_d = 1.0 / f32(p.dim);
     let mg = sums.x * inv_d;
     let mgx = sums.y * inv_d;
     for (var c = lane; c < n; c += lanes) {

@@ -1,7 +1,7 @@
 //! Layer norm with eps as a parameter (shaders/layernorm.wgsl).
 
 use super::reduce::sum_rows_at;
-use crate::gpu::{grid_rows, Access::*, Kernel, Recorder, Tensor};
+use crate::gpu::{Access::*, Kernel, Recorder, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -15,16 +15,7 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// Invocations per row: a power of two near dim / 4 (at most the workgroup's 256), so short rows
-/// share a workgroup and its barriers.
-fn lanes(dim: usize) -> u32 {
-    (dim.div_ceil(4).next_power_of_two().min(256)) as u32
-}
-
-/// The grid for `rows` rows of `dim`.
-fn grid(rows: usize, dim: usize) -> [u32; 3] {
-    grid_rows(rows.div_ceil(256 / lanes(dim) as usize))
-}
+use super::{row_grid as grid, row_lanes as lanes};
 
 const B: &[(u32, crate::gpu::Access)] = &[
     (1, Read),

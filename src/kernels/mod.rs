@@ -64,6 +64,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &losses::KOLEO_BACKWARD,
         &gelu::GELU_FORWARD,
         &gelu::GELU_BACKWARD,
+        &gelu::GELU_FORWARD_V4,
+        &gelu::GELU_BACKWARD_V4,
         &gelu::SWIGLU_FORWARD,
         &gelu::SWIGLU_BACKWARD,
         &interp::INTERP_FORWARD,
@@ -93,6 +95,17 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &tokens::TOKENS_BACKWARD_PATCHES,
         &tokens::TOKENS_BACKWARD_PARAMS,
     ]
+}
+
+/// Invocations per row for the row kernels (layer norm, softmax): a power of two near dim / 4 (at
+/// most the workgroup's 256), so short rows share a workgroup and its barriers.
+fn row_lanes(dim: usize) -> u32 {
+    (dim.div_ceil(4).next_power_of_two().min(256)) as u32
+}
+
+/// The grid of a row kernel for `rows` rows of `dim`.
+fn row_grid(rows: usize, dim: usize) -> [u32; 3] {
+    crate::gpu::grid_rows(rows.div_ceil(256 / row_lanes(dim) as usize))
 }
 
 fn flag(b: bool) -> u32 {

@@ -1,6 +1,6 @@
 //! Row softmax (shaders/softmax.wgsl).
 
-use crate::gpu::{grid_rows, Access::*, Kernel, Recorder, Tensor};
+use crate::gpu::{Access::*, Kernel, Recorder, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -8,7 +8,7 @@ struct Params {
     rows: u32,
     cols: u32,
     accumulate: u32,
-    _pad: u32,
+    lanes: u32,
     scale: f32,
     _pad1: [u32; 3],
 }
@@ -30,12 +30,17 @@ pub fn softmax_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, 
         rows: rows as u32,
         cols: cols as u32,
         accumulate: 0,
-        _pad: 0,
+        lanes: super::row_lanes(cols),
         scale,
         _pad1: [0; 3],
     };
     let dummy = rec.gpu().dummy_read.clone();
-    rec.dispatch(&SOFTMAX_FORWARD, &p, &[x, &dummy, y], grid_rows(rows));
+    rec.dispatch(
+        &SOFTMAX_FORWARD,
+        &p,
+        &[x, &dummy, y],
+        super::row_grid(rows, cols),
+    );
 }
 
 /// dx (+)= scale·y⊙(dy − Σ dy⊙y), with y the forward output.
@@ -57,9 +62,14 @@ pub fn softmax_backward(
         rows: rows as u32,
         cols: cols as u32,
         accumulate: super::flag(accumulate),
-        _pad: 0,
+        lanes: super::row_lanes(cols),
         scale,
         _pad1: [0; 3],
     };
-    rec.dispatch(&SOFTMAX_BACKWARD, &p, &[y, dy, dx], grid_rows(rows));
+    rec.dispatch(
+        &SOFTMAX_BACKWARD,
+        &p,
+        &[y, dy, dx],
+        super::row_grid(rows, cols),
+    );
 }

@@ -397,6 +397,9 @@ fn layernorm(gpu: &Gpu) -> CaseResult {
     // More rows than one pass of the column reduction handles.
     let x = random(1100 * 65, 34, -2.0, 2.0);
     ln_case(gpu, &mut j, "1100x65", &x, 65, 1e-5, 1e-5);
+    // Rows longer than the kernel keeps in registers (2,048) take its re-reading path.
+    let x = random(3 * 2100, 37, -2.0, 2.0);
+    ln_case(gpu, &mut j, "3x2100", &x, 2100, 1e-6, 1e-5);
     j.finish()
 }
 
@@ -418,7 +421,8 @@ fn gelu(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.gelu");
     let mut x: Vec<f32> = (0..257).map(|i| -20.0 + 40.0 * i as f32 / 256.0).collect();
     x.extend(random(65 * 261, 41, -6.0, 6.0));
-    for &n in &[1usize, 257, x.len()] {
+    // Lengths that are multiples of 4 take the vec4 kernels.
+    for &n in &[1usize, 256, 257, 17220, x.len()] {
         let xs = &x[..n];
         let dy = random(n, 42, -1.0, 1.0);
         let y = cpu::gelu::gelu_forward(xs);
@@ -455,7 +459,8 @@ fn gelu(gpu: &Gpu) -> CaseResult {
 
 fn softmax(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.softmax");
-    for &cols in &SIZES {
+    // 2,100 columns: longer rows than the kernels keep in registers.
+    for &cols in SIZES.iter().chain(&[2100]) {
         let rows = 7;
         let mut x = random(rows * cols, cols as u64, -5.0, 5.0);
         // Row 1: +100 everywhere (needs the max subtraction); row 2: one dominant logit.
