@@ -39,7 +39,7 @@ pub static GELU_BACKWARD_V4: Kernel = Kernel::new::<Params>(
 
 /// The kernel for `n` elements (vec4 when n is a multiple of 4) and the count it iterates over.
 fn pick(n: usize, scalar: &'static Kernel, v4: &'static Kernel) -> (&'static Kernel, usize) {
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         (v4, n / 4)
     } else {
         (scalar, n)
