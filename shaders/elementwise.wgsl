@@ -9,6 +9,8 @@
 // and a broadcast operand's gradient is a column sum (reduce.wgsl).
 // accumulate=1 makes add/mul write out += result.
 // Dispatch: grid_1d(ceil(n / 256)).
+// The _v4 entry points do the same on vec4s (n, nb counted in vec4s) where every length is a
+// multiple of 4, so each invocation moves 16 bytes per load; the launchers pick them.
 
 struct Params {
     n: u32,
@@ -27,6 +29,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<S>;
 @group(0) @binding(4) var<storage, read> c: array<S>;
 @group(0) @binding(5) var<storage, read> srow: array<f32>;
+// The same buffers seen as vec4 (no entry point uses both views).
+@group(0) @binding(1) var<storage, read> a4: array<vec4<S>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<S>>;
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<S>>;
+@group(0) @binding(4) var<storage, read> c4: array<vec4<S>>;
 
 @compute @workgroup_size(256)
 fn add_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -73,4 +80,42 @@ fn scale_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let i = group_index(wid, nwg) * 256u + lid;
     if (i >= p.n) { return; }
     out[i] = S(f32(a[i]) * srow[i / p.row_len]);
+}
+
+@compute @workgroup_size(256)
+fn add_forward_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    var v = vec4<f32>(a4[i]) + vec4<f32>(b4[i % p.nb]);
+    if (p.accumulate != 0u) { v += vec4<f32>(out4[i]); }
+    out4[i] = vec4<S>(v);
+}
+
+@compute @workgroup_size(256)
+fn mul_forward_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    var v = vec4<f32>(a4[i]) * vec4<f32>(b4[i % p.nb]);
+    if (p.accumulate != 0u) { v += vec4<f32>(out4[i]); }
+    out4[i] = vec4<S>(v);
+}
+
+@compute @workgroup_size(256)
+fn axpby_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    var v = p.alpha * vec4<f32>(a4[i]);
+    if (p.beta != 0.0) { v += p.beta * vec4<f32>(out4[i]); }
+    out4[i] = vec4<S>(v);
+}
+
+@compute @workgroup_size(256)
+fn add_mul_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    out4[i] = vec4<S>(vec4<f32>(a4[i]) + vec4<f32>(b4[i]) * vec4<f32>(c4[i % p.nb]));
 }

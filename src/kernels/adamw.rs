@@ -20,18 +20,17 @@ struct Params {
     _pad1: u32,
 }
 
+const B: &[(u32, crate::gpu::Access)] = &[
+    (1, ReadWrite),
+    (2, Read),
+    (3, ReadWrite),
+    (4, ReadWrite),
+    (5, Read),
+];
 /// One AdamW step.
-pub static ADAMW_STEP: Kernel = Kernel::new::<Params>(
-    "adamw",
-    "adamw_step",
-    &[
-        (1, ReadWrite),
-        (2, Read),
-        (3, ReadWrite),
-        (4, ReadWrite),
-        (5, Read),
-    ],
-);
+pub static ADAMW_STEP: Kernel = Kernel::new::<Params>("adamw", "adamw_step", B);
+/// One AdamW step on vec4s.
+pub static ADAMW_STEP_V4: Kernel = Kernel::new::<Params>("adamw", "adamw_step_v4", B);
 
 /// A parameter group: elements [start, end) with lr and weight-decay multipliers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -114,8 +113,13 @@ pub fn adamw_step(
     // Piecewise when the flat buffers exceed one storage binding; `base` keeps the segment
     // search in whole-buffer indices.
     for (start, len) in rec.gpu().binding_chunks(n) {
+        let (k, count) = if len.is_multiple_of(4) && start.is_multiple_of(4) {
+            (&ADAMW_STEP_V4, len / 4)
+        } else {
+            (&ADAMW_STEP, len)
+        };
         let p = Params {
-            n: len as u32,
+            n: count as u32,
             n_segments: segs.count as u32,
             base: start as u32,
             _pad0: 0,
@@ -130,10 +134,10 @@ pub fn adamw_step(
         };
         let v_ = |t: &Tensor| t.view(start, &[len]);
         rec.dispatch(
-            &ADAMW_STEP,
+            k,
             &p,
             &[&v_(param), &v_(grad), &v_(m), &v_(v), &segs.table],
-            grid_1d(len.div_ceil(256)),
+            grid_1d(count.div_ceil(256)),
         );
     }
 }

@@ -34,6 +34,7 @@ use crate::gpu::Kernel;
 pub fn all_kernels() -> Vec<&'static Kernel> {
     vec![
         &adamw::ADAMW_STEP,
+        &adamw::ADAMW_STEP_V4,
         &attention::ATTENTION_FORWARD,
         &attention::ATTENTION_PROBS,
         &attention::ATTENTION_BACKWARD_DELTA,
@@ -50,7 +51,12 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &elementwise::AXPBY,
         &elementwise::ADD_MUL,
         &elementwise::SCALE_ROWS,
+        &elementwise::ADD_FORWARD_V4,
+        &elementwise::MUL_FORWARD_V4,
+        &elementwise::AXPBY_V4,
+        &elementwise::ADD_MUL_V4,
         &ema::EMA_UPDATE,
+        &ema::EMA_UPDATE_V4,
         &gather::GATHER_ROWS,
         &gather::SCATTER_ADD_ROWS,
         &losses::TEACHER_SOFTMAX,

@@ -66,7 +66,14 @@ pub(super) fn cross_entropy(gpu: &Gpu) -> CaseResult {
 
 pub(super) fn elementwise(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.elementwise");
-    let (rows, cols) = (197, 65);
+    // Widths that are multiples of 4 take the vec4 kernels.
+    elementwise_case(gpu, &mut j, 197, 65);
+    elementwise_case(gpu, &mut j, 7, 64);
+    j.finish()
+}
+
+fn elementwise_case(gpu: &Gpu, j: &mut Judge, rows: usize, cols: usize) {
+    let tag = format!("{rows}x{cols}");
     let a = random(rows * cols, 101, -2.0, 2.0);
     let b = random(cols, 102, -2.0, 2.0);
     let dy = random(rows * cols, 103, -1.0, 1.0);
@@ -75,7 +82,7 @@ pub(super) fn elementwise(gpu: &Gpu) -> CaseResult {
     let (da, db) = cpu::elementwise::mul_backward(&dy, &a, &b);
     let dbias = cpu::elementwise::sum_rows(&dy, rows, cols);
     let axpby: Vec<f32> = a.iter().zip(&dy).map(|(x, y)| 0.5 * x + 2.0 * y).collect();
-    if let Some(out) = run(gpu, &mut j, |rec| {
+    if let Some(out) = run(gpu, j, |rec| {
         let (ta, tb, tdy) = (
             gpu.upload(&a, &[rows, cols]),
             gpu.upload(&b, &[cols]),
@@ -100,23 +107,22 @@ pub(super) fn elementwise(gpu: &Gpu) -> CaseResult {
         kernels::elementwise::scale_rows(rec, &tsr, &ta, &srow);
         vec![tadd, tmul, gda, gdb, gadd_a, gadd_b, t, tam, tsr]
     }) {
-        j.check("add", &out[0], &add, 1e-6);
-        j.check("mul", &out[1], &mul, 1e-6);
-        j.check("mul da", &out[2], &da, 1e-6);
-        j.check("mul db", &out[3], &db, tol(&db, 1e-6));
-        j.check("add da", &out[4], &dy, 0.0);
-        j.check("add db", &out[5], &dbias, tol(&dbias, 1e-6));
-        j.check("axpby", &out[6], &axpby, 1e-6);
+        j.check(&format!("{tag} add"), &out[0], &add, 1e-6);
+        j.check(&format!("{tag} mul"), &out[1], &mul, 1e-6);
+        j.check(&format!("{tag} mul da"), &out[2], &da, 1e-6);
+        j.check(&format!("{tag} mul db"), &out[3], &db, tol(&db, 1e-6));
+        j.check(&format!("{tag} add da"), &out[4], &dy, 0.0);
+        j.check(&format!("{tag} add db"), &out[5], &dbias, tol(&dbias, 1e-6));
+        j.check(&format!("{tag} axpby"), &out[6], &axpby, 1e-6);
         let add_mul: Vec<f32> = (0..rows * cols)
             .map(|i| a[i] + dy[i] * b[i % cols])
             .collect();
-        j.check("add_mul", &out[7], &add_mul, 1e-6);
+        j.check(&format!("{tag} add_mul"), &out[7], &add_mul, 1e-6);
         let scaled: Vec<f32> = (0..rows * cols)
             .map(|i| a[i] * ((i / cols) % 3) as f32 * 0.5)
             .collect();
-        j.check("scale_rows", &out[8], &scaled, 1e-6);
+        j.check(&format!("{tag} scale_rows"), &out[8], &scaled, 1e-6);
     }
-    j.finish()
 }
 
 pub(super) fn reduce(gpu: &Gpu) -> CaseResult {
@@ -193,7 +199,13 @@ pub(super) fn reduce(gpu: &Gpu) -> CaseResult {
 
 pub(super) fn adamw(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.adamw");
-    let n = 1000;
+    // 1,000 takes the vec4 kernel (with segment ends inside a vec4), 999 the scalar one.
+    adamw_case(gpu, &mut j, 1000);
+    adamw_case(gpu, &mut j, 999);
+    j.finish()
+}
+
+fn adamw_case(gpu: &Gpu, j: &mut Judge, n: usize) {
     let segs = [
         Segment {
             start: 0,
@@ -208,8 +220,14 @@ pub(super) fn adamw(gpu: &Gpu) -> CaseResult {
             wd_scale: 0.0,
         },
         Segment {
+            start: 302,
+            end: 303,
+            lr_scale: 0.1,
+            wd_scale: 1.0,
+        },
+        Segment {
             start: 400,
-            end: 1000,
+            end: n,
             lr_scale: 0.5,
             wd_scale: 1.0,
         },
@@ -229,7 +247,7 @@ pub(super) fn adamw(gpu: &Gpu) -> CaseResult {
     for (t, g) in grads.iter().enumerate() {
         cpu::optim::adamw_step(&mut p, &mut m, &mut v, g, &segs, step(t as u32 + 1));
     }
-    if let Some(out) = run(gpu, &mut j, |rec| {
+    if let Some(out) = run(gpu, j, |rec| {
         let tp = gpu.upload(&p0, &[n]);
         let (tm, tv) = (
             gpu.upload(&vec![0.0; n], &[n]),
@@ -242,28 +260,33 @@ pub(super) fn adamw(gpu: &Gpu) -> CaseResult {
         }
         vec![tp, tm, tv]
     }) {
-        j.check("param", &out[0], &p, 1e-6);
-        j.check("m", &out[1], &m, 1e-6);
-        j.check("v", &out[2], &v, 1e-6);
+        j.check(&format!("n={n} param"), &out[0], &p, 1e-6);
+        j.check(&format!("n={n} m"), &out[1], &m, 1e-6);
+        j.check(&format!("n={n} v"), &out[2], &v, 1e-6);
     }
-    j.finish()
 }
 
 pub(super) fn ema(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.ema");
-    let n = 65 * 257;
+    // 64·257 takes the vec4 kernel.
+    for n in [65 * 257, 64 * 257] {
+        ema_case(gpu, &mut j, n);
+    }
+    j.finish()
+}
+
+fn ema_case(gpu: &Gpu, j: &mut Judge, n: usize) {
     let mut t = random(n, 141, -1.0, 1.0);
     let s = random(n, 142, -1.0, 1.0);
     let t0 = t.clone();
     cpu::optim::ema_update(&mut t, &s, 0.992);
-    if let Some(out) = run(gpu, &mut j, |rec| {
+    if let Some(out) = run(gpu, j, |rec| {
         let (tt, ts) = (gpu.upload(&t0, &[n]), gpu.upload(&s, &[n]));
         kernels::ema::ema_update(rec, &tt, &ts, 0.992);
         vec![tt]
     }) {
-        j.check("teacher", &out[0], &t, 1e-6);
+        j.check(&format!("n={n} teacher"), &out[0], &t, 1e-6);
     }
-    j.finish()
 }
 
 /// Dispatches of more than 65,535 workgroups in one dimension, for the kernels whose grids grow
