@@ -2,7 +2,7 @@
 // DINOv3 1e-5). The variance is taken in a second pass over (x − mean), so rows far from zero
 // (x ≈ 100) keep full precision.
 // layernorm_forward: y = (x − mean)·rstd·w + b; saves mean and rstd per row. Rows of up to
-//   RV·lanes elements are read once and held in registers; longer ones are re-read per pass.
+//   4·lanes elements are read once and held in registers; longer ones are re-read per pass.
 //   Dispatch: grid_rows(ceil(rows / (256 / lanes))): `lanes` invocations per row (a power of two
 //   near dim / 4, so each reads about four elements), 256 / lanes rows per workgroup.
 // layernorm_backward: dx (+)= rstd·(g − mean(g) − x̂·mean(g⊙x̂)), g = dy⊙w, x̂ = (x − mean)·rstd.
@@ -23,9 +23,6 @@ struct Params {
     _pad2: u32,
 }
 
-// Elements per lane kept in registers: rows up to RV·256 (2,048) are read from memory once.
-const RV: u32 = 8u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<S>;
 @group(0) @binding(2) var<storage, read> w: array<S>;
@@ -33,6 +30,61 @@ const RV: u32 = 8u;
 @group(0) @binding(4) var<storage, read_write> out: array<S>;
 @group(0) @binding(5) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(6) var<storage, read_write> rstd: array<f32>;
+
+
+// A lane's four columns of a row (c = lane + k·lanes): rows of up to 4·lanes elements (1,024 at
+// 256 lanes) are read once and kept in a vec4 of registers; those past the row read as 0.
+fn cols4(lane: u32, lanes: u32) -> vec4<u32> {
+    return vec4<u32>(lane, lane + lanes, lane + 2u * lanes, lane + 3u * lanes);
+}
+
+fn xv(i: u32, ok: bool) -> f32 {
+    if (ok) { return f32(x[i]); }
+    return 0.0;
+}
+
+fn wv(i: u32, ok: bool) -> f32 {
+    if (ok) { return f32(w[i]); }
+    return 0.0;
+}
+
+fn bv(i: u32, ok: bool) -> f32 {
+    if (ok) { return f32(b_or_dy[i]); }
+    return 0.0;
+}
+
+fn outv(i: u32, ok: bool) -> f32 {
+    if (ok) { return f32(out[i]); }
+    return 0.0;
+}
+
+fn put(i: u32, ok: bool, v: f32) {
+    if (ok) { out[i] = S(v); }
+}
+
+fn x4(base: u32, c: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    return vec4<f32>(xv(base + c.x, ok.x), xv(base + c.y, ok.y), xv(base + c.z, ok.z), xv(base + c.w, ok.w));
+}
+
+fn b4(base: u32, c: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    return vec4<f32>(bv(base + c.x, ok.x), bv(base + c.y, ok.y), bv(base + c.z, ok.z), bv(base + c.w, ok.w));
+}
+
+fn w4(c: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    return vec4<f32>(wv(c.x, ok.x), wv(c.y, ok.y), wv(c.z, ok.z), wv(c.w, ok.w));
+}
+
+fn put4(base: u32, c: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
+    put(base + c.x, ok.x, v.x);
+    put(base + c.y, ok.y, v.y);
+    put(base + c.z, ok.z, v.z);
+    put(base + c.w, ok.w, v.w);
+}
+
+// The lane's sum in the order of its columns, as the re-reading loops add them.
+fn hsum(v: vec4<f32>) -> f32 {
+    return ((v.x + v.y) + v.z) + v.w;
+}
 
 @compute @workgroup_size(256)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -44,37 +96,21 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let n = select(0u, p.dim, row < p.rows);
     let base = row * p.dim;
     let inv_d = 1.0 / f32(p.dim);
-    if (p.dim <= RV * lanes) {
-        // The row is read once: each lane keeps its elements (c = lane + k·lanes) in registers.
-        var v: array<f32, RV>;
-        var s = 0.0;
-        for (var k = 0u; k < RV; k++) {
-            let c = lane + k * lanes;
-            if (c < n) {
-                v[k] = f32(x[base + c]);
-                s += v[k];
-            }
-        }
-        let mu = seg_sum(lid, lanes, s) * inv_d;
-        var q = 0.0;
-        for (var k = 0u; k < RV; k++) {
-            if (lane + k * lanes < n) {
-                let d = v[k] - mu;
-                q += d * d;
-            }
-        }
-        let r = inverseSqrt(seg_sum(lid, lanes, q) * inv_d + p.eps);
-        for (var k = 0u; k < RV; k++) {
-            let c = lane + k * lanes;
-            if (c < n) { out[base + c] = S((v[k] - mu) * r * f32(w[c]) + f32(b_or_dy[c])); }
-        }
+    if (p.dim <= 4u * lanes) {
+        let c = cols4(lane, lanes);
+        let ok = c < vec4<u32>(n);
+        let v = x4(base, c, ok);
+        let mu = seg_sum(lid, lanes, hsum(v)) * inv_d;
+        let d = select(vec4<f32>(0.0), v - mu, ok);
+        let r = inverseSqrt(seg_sum(lid, lanes, hsum(d * d)) * inv_d + p.eps);
+        put4(base, c, ok, (v - mu) * r * w4(c, ok) + b4(0u, c, ok));
         if (lane == 0u && n > 0u) {
             mean[row] = mu;
             rstd[row] = r;
         }
         return;
     }
-    // Rows longer than RV·256 are read three times, in the same order.
+    // Longer rows are read three times, in the same order.
     var s = 0.0;
     for (var c = lane; c < n; c += lanes) { s += f32(x[base + c]); }
     let mu = seg_sum(lid, lanes, s) * inv_d;
@@ -109,33 +145,22 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         r = rstd[row];
     }
     let inv_d = 1.0 / f32(p.dim);
-    if (p.dim <= RV * lanes) {
+    if (p.dim <= 4u * lanes) {
         // x, dy and w are read once: g = dy⊙w and x − mean stay in registers between the two
         // sums and the write.
-        var gk: array<f32, RV>;
-        var xk: array<f32, RV>;
-        var sg = 0.0;
-        var sgx = 0.0;
-        for (var k = 0u; k < RV; k++) {
-            let c = lane + k * lanes;
-            if (c < n) {
-                gk[k] = f32(b_or_dy[base + c]) * f32(w[c]);
-                xk[k] = f32(x[base + c]) - mu;
-                sg += gk[k];
-                sgx += gk[k] * xk[k] * r;
-            }
-        }
-        let sums = seg_sum2(lid, lanes, sg, sgx);
+        let c = cols4(lane, lanes);
+        let ok = c < vec4<u32>(n);
+        let g = b4(base, c, ok) * w4(c, ok);
+        let xd = select(vec4<f32>(0.0), x4(base, c, ok) - mu, ok);
+        let sums = seg_sum2(lid, lanes, hsum(g), hsum(g * xd * r));
         let mg = sums.x * inv_d;
         let mgx = sums.y * inv_d;
-        for (var k = 0u; k < RV; k++) {
-            let c = lane + k * lanes;
-            if (c < n) {
-                var d = r * (gk[k] - mg - xk[k] * r * mgx);
-                if (p.accumulate != 0u) { d += f32(out[base + c]); }
-                out[base + c] = S(d);
-            }
+        var d = r * (g - mg - xd * r * mgx);
+        if (p.accumulate != 0u) {
+            d += vec4<f32>(outv(base + c.x, ok.x), outv(base + c.y, ok.y), outv(base + c.z, ok.z),
+                           outv(base + c.w, ok.w));
         }
+        put4(base, c, ok, d);
         return;
     }
     var sg = 0.0;

@@ -397,7 +397,7 @@ fn layernorm(gpu: &Gpu) -> CaseResult {
     // More rows than one pass of the column reduction handles.
     let x = random(1100 * 65, 34, -2.0, 2.0);
     ln_case(gpu, &mut j, "1100x65", &x, 65, 1e-5, 1e-5);
-    // Rows longer than the kernel keeps in registers (2,048) take its re-reading path.
+    // Rows longer than the kernels keep in registers (1,024) take their re-reading path.
     let x = random(3 * 2100, 37, -2.0, 2.0);
     ln_case(gpu, &mut j, "3x2100", &x, 2100, 1e-6, 1e-5);
     j.finish()
