@@ -42,13 +42,14 @@ head -20 "$WORK/adapter.txt" >> "$WORK/summary.txt"
 
 log "selftest"
 timeout "${SELFTEST_S:-90}" "$BIN" selftest > "$WORK/selftest.txt" 2>&1
-echo "selftest exit $?: $(grep -c PASS "$WORK/selftest.txt") PASS, $(grep -c FAIL "$WORK/selftest.txt") FAIL" \
-  >> "$WORK/summary.txt"
+rc=$?
+echo "selftest exit $rc: $(tail -1 "$WORK/selftest.txt")" >> "$WORK/summary.txt"
 
 log "compare.sh"
 OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-330}" bench/compare.sh \
   > "$WORK/compare.txt" 2>&1
-echo "compare.sh exit $?" >> "$WORK/summary.txt"
+rc=$?
+echo "compare.sh exit $rc" >> "$WORK/summary.txt"
 cp "$WORK/compare.txt" "$OUT/compare.txt"
 
 data=.bin/fashion-mnist/train-images-idx3-ubyte.gz
@@ -61,7 +62,8 @@ if [ -f "$data" ]; then
   rm -rf "$WORK/run"
   timeout "${LEARN_S:-150}" "$BIN" train --config "$WORK/learn.ron" --data "$data" \
     --steps "${LEARN_STEPS:-1500}" --out "$WORK/run" > "$WORK/learn.txt" 2>&1
-  echo "learning exit $? (124: stopped at its budget)" >> "$WORK/summary.txt"
+  rc=$?
+  echo "learning exit $rc (124: stopped at its budget)" >> "$WORK/summary.txt"
   grep '"knn' "$WORK/run/metrics.jsonl" 2>/dev/null | tail -5 >> "$WORK/summary.txt"
   cp "$WORK/run/metrics.jsonl" "$WORK/learn_metrics.jsonl" 2>/dev/null
   rm -rf "$WORK/run"
