@@ -113,7 +113,7 @@ pub fn adamw_step(
     // Piecewise when the flat buffers exceed one storage binding; `base` keeps the segment
     // search in whole-buffer indices.
     for (start, len) in rec.gpu().binding_chunks(n) {
-        let (k, count) = if len.is_multiple_of(4) && start.is_multiple_of(4) {
+        let (k, count) = if len > 0 && len.is_multiple_of(4) && start.is_multiple_of(4) {
             (&ADAMW_STEP_V4, len / 4)
         } else {
             (&ADAMW_STEP, len)

@@ -47,13 +47,14 @@ pub static ADD_MUL_V4: Kernel = Kernel::new::<Params>(
 pub static AXPBY_V4: Kernel = Kernel::new::<Params>("elementwise", "axpby_v4", B);
 
 /// Element counts as the kernel sees them: divided by 4 for the vec4 variant when every length
-/// is a multiple of 4, so each invocation moves 16 bytes per load.
+/// is a non-zero multiple of 4, so each invocation moves 16 bytes per load (an empty tensor's
+/// binding is too small for a vec4 array).
 fn lanes4<const N: usize>(
     scalar: &'static Kernel,
     v4: &'static Kernel,
     lens: [usize; N],
 ) -> (&'static Kernel, [usize; N]) {
-    if lens.iter().all(|n| n.is_multiple_of(4)) {
+    if lens.iter().all(|&n| n > 0 && n.is_multiple_of(4)) {
         (v4, lens.map(|n| n / 4))
     } else {
         (scalar, lens)

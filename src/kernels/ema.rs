@@ -24,7 +24,7 @@ pub fn ema_update(rec: &mut Recorder, teacher: &Tensor, student: &Tensor, moment
     assert_eq!(student.numel(), n, "ema_update: sizes");
     // Piecewise when the flat buffers exceed one storage binding (ViT-S and up on WebGPU).
     for (start, len) in rec.gpu().binding_chunks(n) {
-        let (k, count) = if len.is_multiple_of(4) {
+        let (k, count) = if len > 0 && len.is_multiple_of(4) {
             (&EMA_UPDATE_V4, len / 4)
         } else {
             (&EMA_UPDATE, len)

@@ -37,9 +37,10 @@ pub static GELU_BACKWARD_V4: Kernel = Kernel::new::<Params>(
     &[(1, Read), (2, Read), (3, ReadWrite)],
 );
 
-/// The kernel for `n` elements (vec4 when n is a multiple of 4) and the count it iterates over.
+/// The kernel for `n` elements (vec4 when n is a non-zero multiple of 4) and the count it iterates
+/// over.
 fn pick(n: usize, scalar: &'static Kernel, v4: &'static Kernel) -> (&'static Kernel, usize) {
-    if n.is_multiple_of(4) {
+    if n > 0 && n.is_multiple_of(4) {
         (v4, n / 4)
     } else {
         (scalar, n)
