@@ -124,3 +124,14 @@ fn seg_sum2(lid: u32, lanes: u32, a: f32, b: f32) -> vec2<f32> {
     workgroupBarrier();
     return r;
 }
+
+// A lane's four columns of a row (c = lane + k·lanes), for the row kernels that keep rows of up
+// to 4·lanes elements in a vec4 of registers (layer norm, softmax).
+fn cols4(lane: u32, lanes: u32) -> vec4<u32> {
+    return vec4<u32>(lane, lane + lanes, lane + 2u * lanes, lane + 3u * lanes);
+}
+
+// The lane's sum in the order of its columns, as the re-reading loops add them.
+fn hsum(v: vec4<f32>) -> f32 {
+    return ((v.x + v.y) + v.z) + v.w;
+}

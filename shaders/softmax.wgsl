@@ -24,11 +24,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 
-// A lane's four columns of a row (c = lane + k·lanes), as in layernorm.wgsl: rows of up to
-// 4·lanes elements are read once and kept in a vec4 of registers.
-fn cols4(lane: u32, lanes: u32) -> vec4<u32> {
-    return vec4<u32>(lane, lane + lanes, lane + 2u * lanes, lane + 3u * lanes);
-}
 
 fn xv(i: u32, ok: bool) -> f32 {
     if (ok) { return x[i]; }
@@ -56,9 +51,6 @@ fn put4(base: u32, c: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
     put(base + c.w, ok.w, v.w);
 }
 
-fn hsum(v: vec4<f32>) -> f32 {
-    return ((v.x + v.y) + v.z) + v.w;
-}
 
 @compute @workgroup_size(256)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
