@@ -4,15 +4,18 @@
 // The score matrix is never stored: the forward keeps the log-sum-exp per query (lse, natural
 // log, of the scaled scores) and the backward recomputes the probabilities from it.
 //
-// attention_forward: one thread per query, 64 queries per workgroup; keys and values stream
+// attention_forward: one thread per query, WG queries per workgroup; keys and values stream
 //   through workgroup memory 16 at a time with an online softmax. Writes O and lse.
 // attention_probs: P = exp(scale·q·k − lse), for the layers whose maps are asked for.
 // attention_backward_delta: D_i = Σ_c dO_i·O_i.
 // attention_backward_dq: thread per query: dQ_i = scale·Σ_j P_ij(dO_i·v_j − D_i)·k_j.
 // attention_backward_dkv: thread per key: dV_j = Σ_i P_ij·dO_i, dK_j = scale·Σ_i dS_ij·q_i.
 // Two backward kernels (one by queries, one by keys) avoid float atomics.
-// HEAD_DIM (override, ≤ 64) is the head dimension.
-// Dispatch: forward/dq/dkv grid_1d(ceil(rows/64)·B·H); probs and delta grid_1d(ceil(n/256)).
+// HEAD_DIM (override, ≤ 64) is the head dimension. WG (override, 16 ≤ WG ≤ 64) is the workgroup
+// size of the thread-per-token kernels, sized by the launcher to the sequence (token_group), so a
+// short sequence (17 tokens of a 28-px crop) does not leave most of a 64-wide workgroup idle;
+// every thread computes the same sums in the same order whatever WG is.
+// Dispatch: forward/dq/dkv grid_1d(ceil(rows/WG)·B·H); probs and delta grid_1d(ceil(n/256)).
 
 struct Params {
     batch: u32,
@@ -51,7 +54,7 @@ struct Params {
 
 override HEAD_DIM: u32 = 64u;
 const D_MAX: u32 = 64u;
-const WG: u32 = 64u;
+override WG: u32 = 64u;
 const KT: u32 = 16u;
 
 var<workgroup> tile_a: array<f32, 1024>; // [KT][D_MAX]
@@ -67,7 +70,7 @@ fn o_base(b: u32, h: u32, t: u32) -> u32 {
     return b * p.o_batch + h * p.o_head + t * p.o_tok;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
     let nqb = (p.n_q + WG - 1u) / WG;
@@ -162,7 +165,7 @@ fn attention_backward_delta(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     delta[row] = d;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let nqb = (p.n_q + WG - 1u) / WG;
@@ -223,7 +226,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let nkb = (p.n_k + WG - 1u) / WG;

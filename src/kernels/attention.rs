@@ -220,6 +220,23 @@ fn overrides(d: &AttnDims) -> [(&'static str, f64); 1] {
     [("HEAD_DIM", d.head_dim as f64)]
 }
 
+/// Workgroup size of the thread-per-token kernels for sequences of `n` tokens: as many
+/// workgroups per sequence as 64-wide ones would take, each as narrow as holds its share
+/// (a multiple of 8, at least 16), so short sequences do not leave most invocations idle
+/// (17 tokens: 24 instead of 64; 69: 2 × 40 instead of 2 × 64).
+pub fn token_group(n: usize) -> usize {
+    let groups = n.div_ceil(64).max(1);
+    n.div_ceil(groups).next_multiple_of(8).max(16)
+}
+
+/// HEAD_DIM and WG for a thread-per-token kernel over sequences of `n` tokens.
+fn token_overrides(d: &AttnDims, n: usize) -> [(&'static str, f64); 2] {
+    [
+        ("HEAD_DIM", d.head_dim as f64),
+        ("WG", token_group(n) as f64),
+    ]
+}
+
 /// O = softmax(scale·Q·Kᵀ)·V; returns lse [B, H, n_q] (natural log of the scaled scores).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
@@ -239,10 +256,10 @@ pub fn attention_forward(
     );
     let p = params(&d, &layout, &o_layout);
     let lse = rec.gpu().empty(&[d.batch, d.heads, d.n_q]);
-    let groups = d.n_q.div_ceil(64) * d.batch * d.heads;
+    let groups = d.n_q.div_ceil(token_group(d.n_q)) * d.batch * d.heads;
     rec.dispatch_with(
         &ATTENTION_FORWARD,
-        &overrides(&d),
+        &token_overrides(&d, d.n_q),
         &p,
         &[q, k, v, &lse, out],
         grid_1d(groups),
@@ -301,15 +318,15 @@ pub fn attention_backward(
         &[out, dout, &delta],
         grid_1d(rows.div_ceil(256)),
     );
-    let gq = d.n_q.div_ceil(64) * d.batch * d.heads;
+    let gq = d.n_q.div_ceil(token_group(d.n_q)) * d.batch * d.heads;
     rec.dispatch_with(
         &ATTENTION_BACKWARD_DQ,
-        &ov,
+        &token_overrides(&d, d.n_q),
         &p,
         &[q, k, v, dout, lse, &delta, dq],
         grid_1d(gq),
     );
-    let gk = d.n_k.div_ceil(64) * d.batch * d.heads;
+    let gk = d.n_k.div_ceil(token_group(d.n_k)) * d.batch * d.heads;
     // Two writable bindings of one buffer are invalid in WebGPU: a fused dqkv buffer is bound
     // once and dV is written through dK's binding.
     let shared = dk.same_buffer(dv) && dk.offset() == dv.offset();
@@ -321,9 +338,23 @@ pub fn attention_backward(
     let dv_bound = if shared { &dummy } else { dv };
     rec.dispatch_with(
         &ATTENTION_BACKWARD_DKV,
-        &ov,
+        &token_overrides(&d, d.n_k),
         &p,
         &[q, k, v, dout, lse, &delta, dk, dv_bound],
         grid_1d(gk),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_groups_hold_their_sequences_in_as_many_workgroups_as_64_wide_ones() {
+        for n in 1..2000 {
+            let wg = super::token_group(n);
+            assert!((16..=64).contains(&wg) && wg.is_multiple_of(8), "{n}: {wg}");
+            assert_eq!(n.div_ceil(wg), n.div_ceil(64), "{n}: {wg}");
+        }
+        assert_eq!(super::token_group(17), 24);
+        assert_eq!(super::token_group(69), 40);
+    }
 }
