@@ -11,7 +11,10 @@
 // attention_backward_dq: thread per query: dQ_i = scale·Σ_j P_ij(dO_i·v_j − D_i)·k_j.
 // attention_backward_dkv: thread per key: dV_j = Σ_i P_ij·dO_i, dK_j = scale·Σ_i dS_ij·q_i.
 // Two backward kernels (one by queries, one by keys) avoid float atomics.
-// HEAD_DIM (override, ≤ 64) is the head dimension. WG (override, 16 ≤ WG ≤ 64) is the workgroup
+// HEAD_DIM (override, ≤ 64) is the head dimension. The thread-per-token kernels hold a head
+// vector as HD4 vec4s in registers and the key/value tiles as vec4s, zero past HEAD_DIM, so each
+// workgroup-memory read feeds four multiply-adds; the sums run over c = 0, 1, … in the same
+// order as a scalar loop (the padding adds exact zeros). WG (override, 16 ≤ WG ≤ 64) is the workgroup
 // size of the thread-per-token kernels, sized by the launcher to the sequence (token_group), so a
 // short sequence (17 tokens of a 28-px crop) does not leave most of a 64-wide workgroup idle;
 // every thread computes the same sums in the same order whatever WG is.
@@ -53,13 +56,15 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> res1: array<S>;
 
 override HEAD_DIM: u32 = 64u;
-const D_MAX: u32 = 64u;
+// Head dimension in vec4s.
+override HD4: u32 = (HEAD_DIM + 3u) / 4u;
+const D4_MAX: u32 = 16u;
 override WG: u32 = 64u;
 const KT: u32 = 16u;
 
-var<workgroup> tile_a: array<f32, 1024>; // [KT][D_MAX]
-var<workgroup> tile_b: array<f32, 1024>; // [KT][D_MAX]
-var<workgroup> tile_s: array<f32, 32>;   // [2][KT]: lse and delta of a query tile
+var<workgroup> tile_a: array<vec4<f32>, 256>; // [KT][D4_MAX]
+var<workgroup> tile_b: array<vec4<f32>, 256>; // [KT][D4_MAX]
+var<workgroup> tile_s: array<f32, 32>;        // [2][KT]: lse and delta of a query tile
 
 // Offset of element 0 of token `t` of head `h` of batch `b` in the q/k/v layout.
 fn qkv_base(off: u32, b: u32, h: u32, t: u32) -> u32 {
@@ -68,6 +73,45 @@ fn qkv_base(off: u32, b: u32, h: u32, t: u32) -> u32 {
 
 fn o_base(b: u32, h: u32, t: u32) -> u32 {
     return b * p.o_batch + h * p.o_head + t * p.o_tok;
+}
+
+// Elements c … c+3 of a head vector starting at `base`, zero past HEAD_DIM (one per buffer:
+// WGSL functions cannot take a storage buffer).
+fn ld_q(base: u32, c: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { r[t] = f32(q[base + c + t]); } }
+    return r;
+}
+
+fn ld_k(base: u32, c: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { r[t] = f32(k[base + c + t]); } }
+    return r;
+}
+
+fn ld_v(base: u32, c: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { r[t] = f32(v[base + c + t]); } }
+    return r;
+}
+
+fn ld_do(base: u32, c: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { r[t] = f32(dout[base + c + t]); } }
+    return r;
+}
+
+fn st_res0(base: u32, c: u32, x: vec4<f32>) {
+    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { res0[base + c + t] = S(x[t]); } }
+}
+
+fn st_res1(base: u32, c: u32, x: vec4<f32>) {
+    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { res1[base + c + t] = S(x[t]); } }
+}
+
+// acc + a·b summed component by component in order x, y, z, w, as a scalar loop would.
+fn dot_acc(a: vec4<f32>, b: vec4<f32>, acc: f32) -> f32 {
+    return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
 }
 
 @compute @workgroup_size(WG)
@@ -81,26 +125,26 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let h = bh % p.heads;
     let i = (gi % nqb) * WG + lid;
     let valid = i < p.n_q;
-    var qr: array<f32, 64>;
-    var acc: array<f32, 64>;
+    var qr: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, 16>;
     if (valid) {
         let qb = qkv_base(p.q_off, b, h, i);
-        for (var c = 0u; c < HEAD_DIM; c++) { qr[c] = f32(q[qb + c]) * p.scale; }
+        for (var c4 = 0u; c4 < HD4; c4++) { qr[c4] = ld_q(qb, 4u * c4) * p.scale; }
     }
     var m = -3.4e38;
     var l = 0.0;
     for (var j0 = 0u; j0 < p.n_k; j0 += KT) {
-        for (var e = lid; e < KT * HEAD_DIM; e += WG) {
-            let jj = e / HEAD_DIM;
-            let c = e % HEAD_DIM;
-            var kv = 0.0;
-            var vv = 0.0;
+        for (var e = lid; e < KT * HD4; e += WG) {
+            let jj = e / HD4;
+            let c4 = e % HD4;
+            var kv = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
             if (j0 + jj < p.n_k) {
-                kv = f32(k[qkv_base(p.k_off, b, h, j0 + jj) + c]);
-                vv = f32(v[qkv_base(p.v_off, b, h, j0 + jj) + c]);
+                kv = ld_k(qkv_base(p.k_off, b, h, j0 + jj), 4u * c4);
+                vv = ld_v(qkv_base(p.v_off, b, h, j0 + jj), 4u * c4);
             }
-            tile_a[jj * D_MAX + c] = kv;
-            tile_b[jj * D_MAX + c] = vv;
+            tile_a[jj * D4_MAX + c4] = kv;
+            tile_b[jj * D4_MAX + c4] = vv;
         }
         workgroupBarrier();
         if (valid) {
@@ -109,18 +153,20 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             var tmax = -3.4e38;
             for (var jj = 0u; jj < nj; jj++) {
                 var d = 0.0;
-                for (var c = 0u; c < HEAD_DIM; c++) { d = fma(qr[c], tile_a[jj * D_MAX + c], d); }
+                for (var c4 = 0u; c4 < HD4; c4++) { d = dot_acc(qr[c4], tile_a[jj * D4_MAX + c4], d); }
                 s[jj] = d;
                 tmax = max(tmax, d);
             }
             let m_new = max(m, tmax);
             let corr = exp(m - m_new);
             l *= corr;
-            for (var c = 0u; c < HEAD_DIM; c++) { acc[c] *= corr; }
+            for (var c4 = 0u; c4 < HD4; c4++) { acc[c4] *= corr; }
             for (var jj = 0u; jj < nj; jj++) {
                 let pj = exp(s[jj] - m_new);
                 l += pj;
-                for (var c = 0u; c < HEAD_DIM; c++) { acc[c] = fma(pj, tile_b[jj * D_MAX + c], acc[c]); }
+                for (var c4 = 0u; c4 < HD4; c4++) {
+                    acc[c4] = fma(vec4<f32>(pj), tile_b[jj * D4_MAX + c4], acc[c4]);
+                }
             }
             m = m_new;
         }
@@ -129,7 +175,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     if (valid) {
         let ob = o_base(b, h, i);
         let inv = 1.0 / l;
-        for (var c = 0u; c < HEAD_DIM; c++) { res0[ob + c] = S(acc[c] * inv); }
+        for (var c4 = 0u; c4 < HD4; c4++) { st_res0(ob, 4u * c4, acc[c4] * inv); }
         lse[bh * p.n_q + i] = m + log(l);
     }
 }
@@ -176,33 +222,33 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let h = bh % p.heads;
     let i = (gi % nqb) * WG + lid;
     let valid = i < p.n_q;
-    var qr: array<f32, 64>;
-    var dor: array<f32, 64>;
-    var dq: array<f32, 64>;
+    var qr: array<vec4<f32>, 16>;
+    var dor: array<vec4<f32>, 16>;
+    var dq: array<vec4<f32>, 16>;
     var li = 0.0;
     var di = 0.0;
     if (valid) {
         let qb = qkv_base(p.q_off, b, h, i);
         let ob = o_base(b, h, i);
-        for (var c = 0u; c < HEAD_DIM; c++) {
-            qr[c] = f32(q[qb + c]) * p.scale;
-            dor[c] = f32(dout[ob + c]);
+        for (var c4 = 0u; c4 < HD4; c4++) {
+            qr[c4] = ld_q(qb, 4u * c4) * p.scale;
+            dor[c4] = ld_do(ob, 4u * c4);
         }
         li = lse[bh * p.n_q + i];
         di = delta[bh * p.n_q + i];
     }
     for (var j0 = 0u; j0 < p.n_k; j0 += KT) {
-        for (var e = lid; e < KT * HEAD_DIM; e += WG) {
-            let jj = e / HEAD_DIM;
-            let c = e % HEAD_DIM;
-            var kv = 0.0;
-            var vv = 0.0;
+        for (var e = lid; e < KT * HD4; e += WG) {
+            let jj = e / HD4;
+            let c4 = e % HD4;
+            var kv = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
             if (j0 + jj < p.n_k) {
-                kv = f32(k[qkv_base(p.k_off, b, h, j0 + jj) + c]);
-                vv = f32(v[qkv_base(p.v_off, b, h, j0 + jj) + c]);
+                kv = ld_k(qkv_base(p.k_off, b, h, j0 + jj), 4u * c4);
+                vv = ld_v(qkv_base(p.v_off, b, h, j0 + jj), 4u * c4);
             }
-            tile_a[jj * D_MAX + c] = kv;
-            tile_b[jj * D_MAX + c] = vv;
+            tile_a[jj * D4_MAX + c4] = kv;
+            tile_b[jj * D4_MAX + c4] = vv;
         }
         workgroupBarrier();
         if (valid) {
@@ -210,19 +256,21 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
             for (var jj = 0u; jj < nj; jj++) {
                 var s = 0.0;
                 var dp = 0.0;
-                for (var c = 0u; c < HEAD_DIM; c++) {
-                    s = fma(qr[c], tile_a[jj * D_MAX + c], s);
-                    dp = fma(dor[c], tile_b[jj * D_MAX + c], dp);
+                for (var c4 = 0u; c4 < HD4; c4++) {
+                    s = dot_acc(qr[c4], tile_a[jj * D4_MAX + c4], s);
+                    dp = dot_acc(dor[c4], tile_b[jj * D4_MAX + c4], dp);
                 }
                 let ds = exp(s - li) * (dp - di);
-                for (var c = 0u; c < HEAD_DIM; c++) { dq[c] = fma(ds, tile_a[jj * D_MAX + c], dq[c]); }
+                for (var c4 = 0u; c4 < HD4; c4++) {
+                    dq[c4] = fma(vec4<f32>(ds), tile_a[jj * D4_MAX + c4], dq[c4]);
+                }
             }
         }
         workgroupBarrier();
     }
     if (valid) {
         let qb = qkv_base(p.q_off, b, h, i);
-        for (var c = 0u; c < HEAD_DIM; c++) { res0[qb + c] = S(dq[c] * p.scale); }
+        for (var c4 = 0u; c4 < HD4; c4++) { st_res0(qb, 4u * c4, dq[c4] * p.scale); }
     }
 }
 
@@ -237,30 +285,30 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     let h = bh % p.heads;
     let j = (gi % nkb) * WG + lid;
     let valid = j < p.n_k;
-    var kr: array<f32, 64>;
-    var vr: array<f32, 64>;
-    var dk: array<f32, 64>;
-    var dv: array<f32, 64>;
+    var kr: array<vec4<f32>, 16>;
+    var vr: array<vec4<f32>, 16>;
+    var dk: array<vec4<f32>, 16>;
+    var dv: array<vec4<f32>, 16>;
     if (valid) {
         let kb = qkv_base(p.k_off, b, h, j);
         let vb = qkv_base(p.v_off, b, h, j);
-        for (var c = 0u; c < HEAD_DIM; c++) {
-            kr[c] = f32(k[kb + c]);
-            vr[c] = f32(v[vb + c]);
+        for (var c4 = 0u; c4 < HD4; c4++) {
+            kr[c4] = ld_k(kb, 4u * c4);
+            vr[c4] = ld_v(vb, 4u * c4);
         }
     }
     for (var i0 = 0u; i0 < p.n_q; i0 += KT) {
-        for (var e = lid; e < KT * HEAD_DIM; e += WG) {
-            let ii = e / HEAD_DIM;
-            let c = e % HEAD_DIM;
-            var qv = 0.0;
-            var dov = 0.0;
+        for (var e = lid; e < KT * HD4; e += WG) {
+            let ii = e / HD4;
+            let c4 = e % HD4;
+            var qv = vec4<f32>(0.0);
+            var dov = vec4<f32>(0.0);
             if (i0 + ii < p.n_q) {
-                qv = f32(q[qkv_base(p.q_off, b, h, i0 + ii) + c]);
-                dov = f32(dout[o_base(b, h, i0 + ii) + c]);
+                qv = ld_q(qkv_base(p.q_off, b, h, i0 + ii), 4u * c4);
+                dov = ld_do(o_base(b, h, i0 + ii), 4u * c4);
             }
-            tile_a[ii * D_MAX + c] = qv;
-            tile_b[ii * D_MAX + c] = dov;
+            tile_a[ii * D4_MAX + c4] = qv;
+            tile_b[ii * D4_MAX + c4] = dov;
         }
         if (lid < KT) {
             var lv = 0.0;
@@ -278,15 +326,15 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
             for (var ii = 0u; ii < ni; ii++) {
                 var s = 0.0;
                 var dp = 0.0;
-                for (var c = 0u; c < HEAD_DIM; c++) {
-                    s = fma(tile_a[ii * D_MAX + c], kr[c], s);
-                    dp = fma(tile_b[ii * D_MAX + c], vr[c], dp);
+                for (var c4 = 0u; c4 < HD4; c4++) {
+                    s = dot_acc(tile_a[ii * D4_MAX + c4], kr[c4], s);
+                    dp = dot_acc(tile_b[ii * D4_MAX + c4], vr[c4], dp);
                 }
                 let pij = exp(s * p.scale - tile_s[ii]);
                 let ds = pij * (dp - tile_s[KT + ii]);
-                for (var c = 0u; c < HEAD_DIM; c++) {
-                    dv[c] = fma(pij, tile_b[ii * D_MAX + c], dv[c]);
-                    dk[c] = fma(ds, tile_a[ii * D_MAX + c], dk[c]);
+                for (var c4 = 0u; c4 < HD4; c4++) {
+                    dv[c4] = fma(vec4<f32>(pij), tile_b[ii * D4_MAX + c4], dv[c4]);
+                    dk[c4] = fma(vec4<f32>(ds), tile_a[ii * D4_MAX + c4], dk[c4]);
                 }
             }
         }
@@ -295,9 +343,9 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     if (valid) {
         let kb = qkv_base(p.k_off, b, h, j);
         let vb = qkv_base(p.v_off, b, h, j);
-        for (var c = 0u; c < HEAD_DIM; c++) {
-            res0[kb + c] = S(dk[c] * p.scale);
-            if (p.dv_in_res0 != 0u) { res0[vb + c] = S(dv[c]); } else { res1[vb + c] = S(dv[c]); }
+        for (var c4 = 0u; c4 < HD4; c4++) {
+            st_res0(kb, 4u * c4, dk[c4] * p.scale);
+            if (p.dv_in_res0 != 0u) { st_res0(vb, 4u * c4, dv[c4]); } else { st_res1(vb, 4u * c4, dv[c4]); }
         }
     }
 }
