@@ -241,7 +241,14 @@ pub fn default_workers() -> usize {
 }
 
 /// Preset names.
-pub const TRAIN_PRESETS: [&str; 5] = ["debug", "debug_v3", "tiny", "laptop", "vits14"];
+pub const TRAIN_PRESETS: [&str; 6] = [
+    "debug",
+    "debug_long",
+    "debug_v3",
+    "tiny",
+    "laptop",
+    "vits14",
+];
 
 impl TrainConfig {
     /// A preset: `debug` (a minute on a CPU Vulkan driver), `debug_v3` (the same on a DINOv3
@@ -249,6 +256,7 @@ impl TrainConfig {
     pub fn preset(name: &str) -> Result<TrainConfig, String> {
         let text = match name {
             "debug" => include_str!("../../assets/configs/train_debug.ron"),
+            "debug_long" => include_str!("../../assets/configs/train_debug_long.ron"),
             "debug_v3" => include_str!("../../assets/configs/train_debug_v3.ron"),
             "tiny" => include_str!("../../assets/configs/train_tiny.ron"),
             "laptop" => include_str!("../../assets/configs/train_laptop.ron"),
