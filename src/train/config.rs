@@ -251,8 +251,9 @@ pub const TRAIN_PRESETS: [&str; 6] = [
 ];
 
 impl TrainConfig {
-    /// A preset: `debug` (a minute on a CPU Vulkan driver), `debug_v3` (the same on a DINOv3
-    /// backbone), `tiny`, `laptop` (ViT-S/14 in under 3 GiB), `vits14`.
+    /// A preset: `debug` (a minute on a CPU Vulkan driver), `debug_long` (its recipe over 20,000
+    /// steps), `debug_v3` (the same on a DINOv3 backbone), `tiny`, `laptop` (ViT-S/14 in under
+    /// 3 GiB), `vits14`.
     pub fn preset(name: &str) -> Result<TrainConfig, String> {
         let text = match name {
             "debug" => include_str!("../../assets/configs/train_debug.ron"),
