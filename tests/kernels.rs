@@ -255,6 +255,21 @@ fn f16_matmul_vs_cpu() {
     check_f16("kernel.f16_matmul");
 }
 
+/// Runs where the adapter offers f16 cooperative matrices (NVIDIA's tensor cores; lavapipe in
+/// Mesa 26.1, on a CPU with 256-bit vectors); CI runs it in a phase with that lavapipe.
+#[test]
+fn coop_matmul_vs_cpu() {
+    let Some(gpu) = common::gpu() else { return };
+    if gpu.coop_side().is_some() {
+        check("kernel.coop_matmul");
+    } else {
+        eprintln!(
+            "kernel.coop_matmul: no f16 cooperative matrices on {}",
+            gpu.info.name
+        );
+    }
+}
+
 #[test]
 fn f16_forward_ops_vs_cpu() {
     check_f16("kernel.f16_forward_ops");

@@ -5,6 +5,24 @@ use dinoscope::gpu::{half_bindings, shader_source, shader_source_as, Access, DTy
 use dinoscope::kernels::all_kernels;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
+/// What a shader's `enable` directives ask of the validator (everything else validates with
+/// WebGPU's defaults).
+fn capabilities(src: &str) -> Capabilities {
+    let mut caps = Capabilities::default();
+    for (enable, cap) in [
+        ("enable f16;", Capabilities::SHADER_FLOAT16),
+        (
+            "enable wgpu_cooperative_matrix;",
+            Capabilities::COOPERATIVE_MATRIX | Capabilities::SUBGROUP,
+        ),
+    ] {
+        if src.lines().any(|l| l.trim() == enable) {
+            caps |= cap;
+        }
+    }
+    caps
+}
+
 fn parse(name: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     let src = shader_source(name).expect("registered shader");
     let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
@@ -13,7 +31,7 @@ fn parse(name: &str) -> (naga::Module, naga::valid::ModuleInfo) {
             e.emit_to_string(&src)
         )
     });
-    let info = Validator::new(ValidationFlags::all(), Capabilities::default())
+    let info = Validator::new(ValidationFlags::all(), capabilities(&src))
         .validate(&module)
         .unwrap_or_else(|e| {
             panic!(
@@ -168,7 +186,7 @@ fn f16_variants_parse_and_validate_with_half_storage() {
                 e.emit_to_string(&src)
             )
         });
-        Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16)
+        Validator::new(ValidationFlags::all(), capabilities(&src))
             .validate(&module)
             .unwrap_or_else(|e| {
                 panic!(

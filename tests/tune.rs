@@ -51,7 +51,10 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     let fresh = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
     assert_eq!(dinoscope::tune::load(&fresh).expect("load"), 2);
     let d = dims[1];
-    assert_eq!(Plan::choose(&fresh, &d).name(), tuned[1].best.0.name());
+    assert_eq!(
+        Plan::choose(&fresh, &d, dinoscope::gpu::DType::F32).name(),
+        tuned[1].best.0.name()
+    );
     let a = dinoscope::selftest::checks_random(d.m * d.k, 5, -1.0, 1.0);
     let b = dinoscope::selftest::checks_random(d.k * d.n, 6, -1.0, 1.0);
     let want = dinoscope::cpu::matmul::matmul(&a, &b, d);

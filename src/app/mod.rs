@@ -658,5 +658,7 @@ fn compute_gpu(rs: &eframe::egui_wgpu::RenderState) -> Result<Gpu, String> {
         })
         .map_err(|e| format!("cannot open a compute device on GL: {e}"));
     }
-    Ok(Gpu::from_device(rs.device.clone(), rs.queue.clone(), info))
+    let mut gpu = Gpu::from_device(rs.device.clone(), rs.queue.clone(), info);
+    gpu.adopt_coop(&rs.adapter);
+    Ok(gpu)
 }

@@ -75,6 +75,8 @@ pub struct Gpu {
     holder: Arc<DeviceHolder>,
     /// Every device call holds the device (GL: see [`Gpu::exclusive`]).
     serial: bool,
+    /// Side of the f16 cooperative matrices the matmul may use (16 or 8), if any.
+    pub(crate) coop: Option<u32>,
     /// Kernel choices by key (tuned matmul plans), and the keys a dry run asked for.
     choices: Mutex<std::collections::BTreeMap<String, String>>,
     shapes: Mutex<std::collections::BTreeSet<String>>,
@@ -89,6 +91,48 @@ pub struct KernelTime {
     pub count: u64,
     /// GPU seconds, summed over them.
     pub seconds: f64,
+}
+
+/// Whether cooperative matrices may be used: `DINOSCOPE_COOP=0` (or `off`) turns them off.
+fn coop_wanted() -> bool {
+    !matches!(
+        std::env::var("DINOSCOPE_COOP").as_deref().map(str::trim),
+        Ok("0" | "off" | "false" | "no")
+    )
+}
+
+/// The f16 cooperative-matrix shape the matmul can use on `adapter`: square f16 × f16 → f32
+/// matrices of side 16 (preferred) or 8, with subgroups of one fixed size (four of them make a
+/// workgroup) and room for the kernel's workgroup memory.
+fn coop_config(adapter: &wgpu::Adapter) -> Option<u32> {
+    let need = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+    if !adapter.features().contains(need)
+        || !adapter
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    {
+        return None;
+    }
+    let info = adapter.get_info();
+    let lanes = info.subgroup_min_size;
+    let limits = adapter.limits();
+    if lanes == 0 || lanes != info.subgroup_max_size {
+        return None;
+    }
+    let props = adapter.cooperative_matrix_properties();
+    [16u32, 8].into_iter().find(|&side| {
+        let workgroup_bytes = 2 * (4 * side) * (2 * side) * 2 + 4 * side * side * 4;
+        props.iter().any(|p| {
+            p.m_size == side
+                && p.n_size == side
+                && p.k_size == side
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        }) && 4 * lanes <= limits.max_compute_invocations_per_workgroup
+            && 4 * lanes <= limits.max_compute_workgroup_size_x
+            && (2 * side * side).is_multiple_of(lanes)
+            && workgroup_bytes <= limits.max_compute_workgroup_storage_size
+    })
 }
 
 /// Features we use when the adapter offers them.
@@ -131,18 +175,50 @@ impl Gpu {
                 adapter: info.name.clone(),
                 message: e.to_string(),
             })?;
-        Ok(Self::from_device(device, queue, info))
+        let mut gpu = Self::from_device(device, queue, info);
+        gpu.adopt_coop(&adapter);
+        Ok(gpu)
     }
 
     /// What the runtime asks of an adapter: its own limits, and the features the kernels use
     /// where offered. Whoever creates the device for us (eframe) asks for the same.
     pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+        let mut features = adapter.features() & wanted_features();
+        if coop_wanted() && coop_config(adapter).is_some() {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         wgpu::DeviceDescriptor {
             label: Some("dinoscope"),
-            required_features: adapter.features() & wanted_features(),
+            required_features: features,
             required_limits: adapter.limits(),
+            // SAFETY: the one experimental feature asked for is cooperative matrices, and only
+            // on adapters that list an f16 configuration the matmul is written for; the kernel
+            // is checked against the plain path by selftest and the kernel tests.
+            experimental_features: if features
+                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         }
+    }
+
+    /// Lets the matmul use `adapter`'s cooperative matrices, if the device was opened with them
+    /// (by [`Gpu::device_descriptor`]); [`Gpu::from_device`] alone leaves them unused.
+    pub fn adopt_coop(&mut self, adapter: &wgpu::Adapter) {
+        self.coop = self
+            .features
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            .then(|| coop_config(adapter))
+            .flatten();
+    }
+
+    /// Side of the f16 cooperative matrices the matmul uses on this device (16 or 8), or `None`
+    /// where it uses the plain kernels.
+    pub fn coop_side(&self) -> Option<u32> {
+        self.coop
     }
 
     /// Wraps an existing device (for example eframe's), so the UI and the runtime share it.
@@ -194,6 +270,7 @@ impl Gpu {
             chunk_limit: Default::default(),
             serial,
             holder: Arc::default(),
+            coop: None,
             choices: Mutex::default(),
             shapes: Mutex::default(),
             profile: Mutex::default(),
@@ -221,6 +298,7 @@ impl Gpu {
             chunk_limit: Default::default(),
             serial: self.serial,
             holder: self.holder.clone(),
+            coop: self.coop,
             choices: Mutex::new(self.choices()),
             shapes: Mutex::default(),
             profile: Mutex::default(),

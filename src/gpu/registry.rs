@@ -25,6 +25,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("losses", include_str!("../../shaders/losses.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v4", include_str!("../../shaders/matmul_v4.wgsl")),
+    (
+        "matmul_coop",
+        include_str!("../../shaders/matmul_coop.wgsl"),
+    ),
     ("normalize", include_str!("../../shaders/normalize.wgsl")),
     (
         "patch_embed",
@@ -41,19 +45,61 @@ pub fn shader_source(name: &str) -> Option<String> {
     shader_source_as(name, DType::F32)
 }
 
+/// Shaders made from another by replacing text: (name, source shader, replacements). The
+/// cooperative-matrix matmul is written for 16×16 matrices; its 8×8 variant differs only in the
+/// matrix side and types.
+const DERIVED: &[(&str, &str, &[(&str, &str)])] = &[(
+    "matmul_coop8",
+    "matmul_coop",
+    &[
+        ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
+        ("coop_mat16x16<", "coop_mat8x8<"),
+    ],
+)];
+
+/// The file a shader (or derived shader) comes from, and its text as the kernel sees it.
+fn shader_text(name: &str) -> Option<(&'static str, String)> {
+    if let Some((_, base, edits)) = DERIVED.iter().find(|(n, _, _)| *n == name) {
+        let (_, src) = SHADERS.iter().find(|(n, _)| n == base)?;
+        let text = edits
+            .iter()
+            .fold(src.to_string(), |t, (from, to)| t.replace(from, to));
+        return Some((base, text));
+    }
+    let (n, src) = SHADERS.iter().find(|(n, _)| *n == name)?;
+    Some((n, src.to_string()))
+}
+
 /// The full source of a shader whose storage element type `S` is `dtype`. Shaders declare their
 /// activation and parameter bindings as `array<S>` and convert on every load (`f32(x[i])`) and
 /// store (`S(v)`), so the f16 variant stores halves and still computes in f32; the f32 variant's
-/// conversions are identities.
+/// conversions are identities. A shader's own `enable` directives move to the top, where WGSL
+/// wants them.
 pub fn shader_source_as(name: &str, dtype: DType) -> Option<String> {
-    let header = match dtype {
-        DType::F32 => "alias S = f32;",
-        DType::F16 => "enable f16;\nalias S = f16;",
+    let (_, src) = shader_text(name)?;
+    let mut enables: Vec<&str> = match dtype {
+        DType::F32 => vec![],
+        DType::F16 => vec!["enable f16;"],
     };
-    SHADERS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, src)| format!("{header}\n{PRELUDE}\n{src}"))
+    let mut body = String::with_capacity(src.len());
+    for line in src.lines() {
+        if line.starts_with("enable ") {
+            if !enables.contains(&line.trim()) {
+                enables.push(line.trim());
+            }
+        } else {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    let alias = match dtype {
+        DType::F32 => "alias S = f32;",
+        DType::F16 => "alias S = f16;",
+    };
+    Some(format!(
+        "{}\n{alias}\n{PRELUDE}\n{body}",
+        enables.join("\n")
+    ))
 }
 
 /// Storage bindings a shader declares with the element type `S` (`array<S>` or
@@ -80,9 +126,10 @@ pub fn half_bindings(name: &str) -> &'static [u32] {
             })
             .collect()
     });
+    let file = shader_text(name).map_or(name, |(file, _)| file);
     table
         .iter()
-        .find(|(n, _)| *n == name)
+        .find(|(n, _)| *n == file)
         .map_or(&[], |(_, b)| b.as_slice())
 }
 

@@ -74,6 +74,14 @@ pub static MATMUL_64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_64",
 pub static MATMUL_DIRECT: Kernel =
     Kernel::new::<ParamsV4>("matmul_v4", "matmul_direct", V4_BINDINGS);
 
+/// The cooperative-matrix kernel with f16 16×16×16 matrices (overrides TA, TB, WG).
+pub static MATMUL_COOP16: Kernel =
+    Kernel::new::<ParamsV4>("matmul_coop", "matmul_coop", V4_BINDINGS);
+
+/// The cooperative-matrix kernel with f16 8×8×8 matrices (overrides TA, TB, WG).
+pub static MATMUL_COOP8: Kernel =
+    Kernel::new::<ParamsV4>("matmul_coop8", "matmul_coop", V4_BINDINGS);
+
 /// Sums split-K partial products and applies alpha, accumulate and the epilogue.
 pub static MATMUL_REDUCE: Kernel = Kernel::new::<ParamsV4>(
     "matmul_v4",
@@ -99,14 +107,21 @@ pub enum Plan {
         /// K ranges summed by a second pass (1: none).
         splits: usize,
     },
+    /// The cooperative-matrix kernel (f16 operands on adapters with cooperative matrices; any
+    /// layout, K whole).
+    Coop,
 }
 
 impl Plan {
     /// The plan of a product on this device: the tuned one (`dinoscope tune`) if the device has
     /// one for these dims and it can run them, else [`Plan::for_device`]. A dry run notes the
     /// dims, so the tuner learns which products a config runs.
-    pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims) -> Plan {
+    /// Products of f16 operands take the cooperative-matrix kernel where the device has one.
+    pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
         let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        if dtype == DType::F16 && gpu.coop_side().is_some() {
+            return Plan::Coop;
+        }
         if !gpu.is_dry() && !gpu.has_choices() {
             return Plan::for_device(d, cpu);
         }
@@ -123,7 +138,7 @@ impl Plan {
     /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
     pub fn fits(&self, d: &MatmulDims) -> bool {
         match *self {
-            Plan::General(_) => true,
+            Plan::General(_) | Plan::Coop => true,
             Plan::Vec4 { splits, .. } | Plan::Direct { splits } => {
                 d.vec4_ok() && (splits == 1 || d.batch == 1)
             }
@@ -134,6 +149,7 @@ impl Plan {
     pub fn name(&self) -> String {
         let (base, splits) = match *self {
             Plan::General(_) => return "general".into(),
+            Plan::Coop => return "coop".into(),
             Plan::Vec4 { big: true, splits } => ("v4-128", splits),
             Plan::Vec4 { big: false, splits } => ("v4-64", splits),
             Plan::Direct { splits } => ("direct", splits),
@@ -149,6 +165,9 @@ impl Plan {
     pub fn parse(s: &str) -> Option<Plan> {
         if s == "general" {
             return Some(Plan::General(Tile::for_problem(0, 0)));
+        }
+        if s == "coop" {
+            return Some(Plan::Coop);
         }
         let (base, splits) = match s.split_once("-split") {
             Some((t, n)) => (t, n.parse().ok()?),
@@ -404,7 +423,7 @@ pub fn matmul(
     accumulate: bool,
     epilogue: Epilogue,
 ) {
-    let plan = Plan::choose(rec.gpu(), &d);
+    let plan = Plan::choose(rec.gpu(), &d, a.dtype());
     matmul_planned(rec, c, a, b, d, alpha, accumulate, epilogue, plan)
 }
 
@@ -459,6 +478,7 @@ pub fn matmul_planned(
         Plan::Vec4 { big: true, splits } => (&MATMUL_128, 128, splits),
         Plan::Vec4 { big: false, splits } => (&MATMUL_64, 64, splits),
         Plan::Direct { splits } => (&MATMUL_DIRECT, 64, splits),
+        Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e),
     };
     // Split-K partial sums stay in f32 buffers; an f16 product keeps K whole instead.
     let splits = if a.dtype() == DType::F16 { 1 } else { splits };
@@ -604,6 +624,61 @@ fn vec4(
             &p,
             &[a, b, bias, c, aux],
             [grid_xy[0], grid_xy[1], nb as u32],
+        );
+    }
+}
+
+/// The cooperative-matrix kernel: 4·side square tiles, four subgroups per workgroup.
+#[allow(clippy::too_many_arguments)]
+fn coop(
+    rec: &mut Recorder,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    d: MatmulDims,
+    alpha: f32,
+    accumulate: bool,
+    (bias, aux, mode): EpilogueBindings,
+) {
+    let side = rec
+        .gpu()
+        .coop_side()
+        .expect("matmul: the coop plan needs a device with cooperative matrices");
+    let kernel = if side == 16 {
+        &MATMUL_COOP16
+    } else {
+        &MATMUL_COOP8
+    };
+    let t = 4 * side as usize;
+    let overrides = [
+        ("TA", f64::from(u8::from(d.trans_a))),
+        ("TB", f64::from(u8::from(d.trans_b))),
+        ("WG", f64::from(4 * rec.gpu().info.subgroup_min_size)),
+    ];
+    let (a_stride, b_stride) = d.batch_strides();
+    for (offset, nb) in batch_ranges(rec, d.batch) {
+        let p = ParamsV4 {
+            m: d.m as u32,
+            n: d.n as u32,
+            k: d.k as u32,
+            batch_offset: offset as u32,
+            a_batch_stride: a_stride as u32,
+            b_batch_stride: b_stride as u32,
+            c_batch_stride: (d.m * d.n) as u32,
+            k_split: d.k as u32,
+            splits: 1,
+            epilogue: mode,
+            accumulate: super::flag(accumulate),
+            _pad0: 0,
+            alpha,
+            _pad1: [0; 3],
+        };
+        rec.dispatch_with(
+            kernel,
+            &overrides,
+            &p,
+            &[a, b, bias, c, aux],
+            [d.n.div_ceil(t) as u32, d.m.div_ceil(t) as u32, nb as u32],
         );
     }
 }

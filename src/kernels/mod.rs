@@ -83,6 +83,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::MATMUL_128,
         &matmul::MATMUL_64,
         &matmul::MATMUL_DIRECT,
+        &matmul::MATMUL_COOP16,
+        &matmul::MATMUL_COOP8,
         &matmul::MATMUL_REDUCE,
         &rope::ROPE_APPLY,
         &normalize::L2NORM_FORWARD,

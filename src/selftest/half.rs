@@ -30,6 +30,10 @@ pub fn checks() -> Vec<KernelCheck> {
             name: "kernel.f16_forward_ops",
             run: forward_ops,
         },
+        KernelCheck {
+            name: "kernel.coop_matmul",
+            run: coop_matmul,
+        },
     ]
 }
 
@@ -99,7 +103,11 @@ fn matmul(gpu: &Gpu) -> CaseResult {
             let a = round_trip(&random(m * k, 70 + i as u64, -1.0, 1.0));
             let b = round_trip(&random(k * n, 80 + i as u64, -1.0, 1.0));
             let want = cpu::matmul::matmul(&a, &b, d);
-            for plan in kernels::matmul::Plan::candidates(&d) {
+            let mut plans = kernels::matmul::Plan::candidates(&d);
+            if gpu.coop_side().is_some() {
+                plans.push(kernels::matmul::Plan::Coop);
+            }
+            for plan in plans {
                 if let Some(out) = run(gpu, &mut j, |rec| {
                     let c = gpu.empty_as(&[m * n], DType::F16);
                     let (ta_, tb_) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
@@ -151,6 +159,95 @@ fn matmul(gpu: &Gpu) -> CaseResult {
             &act,
             tol(&act, 2.0 * OUT_TOL),
         );
+        j.check("pre-activation", &out[2], &pre, tol(&pre, OUT_TOL));
+    }
+    j.finish()
+}
+
+/// The cooperative-matrix kernel on its own: edges of every size against its tile, all four
+/// layouts, batches with a shared B, alpha with accumulation, and the bias + GELU epilogue
+/// ("unsupported" on adapters without f16 cooperative matrices).
+fn coop_matmul(gpu: &Gpu) -> CaseResult {
+    use kernels::matmul::Plan;
+    let name = "kernel.coop_matmul";
+    let Some(side) = gpu.coop_side() else {
+        return CaseResult::unsupported(name, "the adapter has no f16 cooperative matrices");
+    };
+    let mut j = Judge::new(name);
+    let t = 4 * side as usize;
+    // One element; one tile exactly; a tile plus one in every dimension; ragged and skinny.
+    let shapes = [
+        (1, 1, 1),
+        (t, t, 2 * side as usize),
+        (t + 1, t + 1, 2 * side as usize + 1),
+        (7, 65, 197),
+        (3 * t - 5, 17, 300),
+    ];
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut d = MatmulDims::new(m, n, k);
+            d.trans_a = ta;
+            d.trans_b = tb;
+            let a = round_trip(&random(m * k, 110 + i as u64, -1.0, 1.0));
+            let b = round_trip(&random(k * n, 120 + i as u64, -1.0, 1.0));
+            let want = cpu::matmul::matmul(&a, &b, d);
+            if let Some(out) = run(gpu, &mut j, |rec| {
+                let c = gpu.empty_as(&[m * n], DType::F16);
+                let (ha, hb) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
+                let e = Epilogue::None;
+                kernels::matmul::matmul_planned(rec, &c, &ha, &hb, d, 1.0, false, e, Plan::Coop);
+                vec![c]
+            }) {
+                let tag = format!("{m}x{n}x{k} ta={ta} tb={tb}");
+                j.check(&tag, &out[0], &want, tol(&want, OUT_TOL));
+            }
+        }
+    }
+    // Three products sharing B, C = 0.5·A·B + C, then + bias → GELU with the pre-activation.
+    let (batch, m, n, k) = (3, t + 3, 2 * t - 1, 3 * side as usize + 2);
+    let d = MatmulDims::new(m, n, k).batched(batch).shared_b();
+    let a = round_trip(&random(batch * m * k, 130, -1.0, 1.0));
+    let b = round_trip(&random(k * n, 131, -1.0, 1.0));
+    let c0 = round_trip(&random(batch * m * n, 132, -1.0, 1.0));
+    let bias = round_trip(&random(n, 133, -0.5, 0.5));
+    let prod = cpu::matmul::matmul(&a, &b, d);
+    let acc: Vec<f32> = prod.iter().zip(&c0).map(|(p, c)| 0.5 * p + c).collect();
+    let pre: Vec<f32> = prod
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p + bias[i % n])
+        .collect();
+    let act = cpu::gelu::gelu_forward(&round_trip(&pre));
+    if let Some(out) = run(gpu, &mut j, |rec| {
+        let (ha, hb) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
+        let c = half(gpu, &c0, &[c0.len()]);
+        kernels::matmul::matmul_planned(
+            rec,
+            &c,
+            &ha,
+            &hb,
+            d,
+            0.5,
+            true,
+            Epilogue::None,
+            Plan::Coop,
+        );
+        let (g, p) = (
+            gpu.empty_as(&[batch * m * n], DType::F16),
+            gpu.empty_as(&[batch * m * n], DType::F16),
+        );
+        let hbias = half(gpu, &bias, &[n]);
+        let e = Epilogue::BiasGelu(&hbias, &p);
+        kernels::matmul::matmul_planned(rec, &g, &ha, &hb, d, 1.0, false, e, Plan::Coop);
+        vec![c, g, p]
+    }) {
+        j.check(
+            "batched, shared B, 0.5·AB + C",
+            &out[0],
+            &acc,
+            tol(&acc, OUT_TOL),
+        );
+        j.check("+ bias → GELU", &out[1], &act, tol(&act, 2.0 * OUT_TOL));
         j.check("pre-activation", &out[2], &pre, tol(&pre, OUT_TOL));
     }
     j.finish()
