@@ -256,10 +256,16 @@ fn f16_matmul_vs_cpu() {
 }
 
 /// Runs where the adapter offers f16 cooperative matrices (NVIDIA's tensor cores; lavapipe in
-/// Mesa 26.1, on a CPU with 256-bit vectors); CI runs it in a phase with that lavapipe.
+/// Mesa 26.1, on a CPU with 256-bit vectors); CI runs it in a phase with that lavapipe, and sets
+/// `DINOSCOPE_EXPECT_COOP=1` there so that a missing feature fails instead of passing quietly.
 #[test]
 fn coop_matmul_vs_cpu() {
     let Some(gpu) = common::gpu() else { return };
+    assert!(
+        gpu.coop_side().is_some() || std::env::var("DINOSCOPE_EXPECT_COOP").is_err(),
+        "DINOSCOPE_EXPECT_COOP is set, but {} offers no f16 cooperative matrices",
+        gpu.info.name
+    );
     if gpu.coop_side().is_some() {
         check("kernel.coop_matmul");
     } else {

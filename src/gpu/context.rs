@@ -673,6 +673,10 @@ impl Gpu {
             "  TIMESTAMP_QUERY {}\n",
             has(wgpu::Features::TIMESTAMP_QUERY)
         );
+        s += &match self.coop {
+            Some(side) => format!("  COOP_MATRIX     f16 {side}x{side}x{side} (f16 matmuls)\n"),
+            None => "  COOP_MATRIX     no\n".to_string(),
+        };
         s
     }
 }

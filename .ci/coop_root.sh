@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The cooperative-matrix phase. Debian 12's lavapipe (Mesa 22.3) has no cooperative matrices;
+# Mesa 26.1's has them (f16 8×8×8, on CPUs with 256-bit vectors), and Debian 13's backports ship
+# it. This builds a minimal Debian 13 root with that driver, binds the checkout into it at the
+# same path, and runs the already built binaries there: the adapter report, the selftest (whose
+# f16 model checks then run on the cooperative-matrix matmul) and the kernel tests for f16 and
+# cooperative matrices, which must find the feature.
+# Usage: .ci/coop_root.sh [root dir]   (root only: it uses debootstrap, mount and chroot)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$(pwd)"
+root="${1:-/var/tmp/dinoscope-trixie}"
+
+if [ ! -e "$root/usr/share/vulkan/icd.d/lvp_icd.json" ]; then
+  command -v debootstrap >/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  }
+  mkdir -p "$root"
+  debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
+  echo "deb http://deb.debian.org/debian trixie-backports main" \
+    > "$root/etc/apt/sources.list.d/backports.list"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  chroot "$root" apt-get update -qq
+  chroot "$root" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq -t trixie-backports mesa-vulkan-drivers >/dev/null
+fi
+
+mounted=()
+bind() {
+  mkdir -p "$root$2"
+  mountpoint -q "$root$2" || { mount --bind "$1" "$root$2"; mounted+=("$root$2"); }
+}
+cleanup() {
+  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount "${mounted[$i]}" || true; done
+}
+trap cleanup EXIT
+bind /dev /dev
+bind /proc /proc
+bind /sys /sys
+bind "$repo" "$repo"
+
+tests="$(cargo test --release --test kernels --no-run 2>&1 |
+  grep -o 'target/release/deps/kernels-[0-9a-f]*' | head -1)"
+[ -n "$tests" ] || { echo "coop_root: no kernels test binary" >&2; exit 1; }
+cargo build --release --quiet
+
+in_root() { chroot "$root" env -C "$repo" DINOSCOPE_EXPECT_COOP=1 HOME=/tmp "$@"; }
+in_root target/release/dinoscope info | tee /dev/stderr | grep -q "COOP_MATRIX     f16" || {
+  echo "coop_root: the adapter in $root offers no f16 cooperative matrices" >&2
+  exit 1
+}
+in_root target/release/dinoscope selftest
+in_root "$tests" f16 coop --show-output
