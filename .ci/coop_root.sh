@@ -3,8 +3,9 @@
 # Mesa 26.1's has them (f16 8×8×8, on CPUs with 256-bit vectors), and Debian 13's backports ship
 # it. This builds a minimal Debian 13 root with that driver, binds the checkout into it at the
 # same path, and runs the already built binaries there: the adapter report, the selftest (whose
-# f16 model checks then run on the cooperative-matrix matmul) and the kernel tests for f16 and
-# cooperative matrices, which must find the feature.
+# f16 model checks then run on the cooperative-matrix matmul), the kernel tests for f16 and
+# cooperative matrices, which must find the feature, and the mixed-precision training tests,
+# whose f16 forward products then take that kernel too.
 # Usage: .ci/coop_root.sh [root dir]   (root only: it uses debootstrap, mount and chroot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,9 +41,16 @@ bind /proc /proc
 bind /sys /sys
 bind "$repo" "$repo"
 
-tests="$(cargo test --release --test kernels --no-run 2>&1 |
-  grep -o 'target/release/deps/kernels-[0-9a-f]*' | head -1)"
-[ -n "$tests" ] || { echo "coop_root: no kernels test binary" >&2; exit 1; }
+binary() {
+  local b
+  b="$(cargo test --release --test "$1" --no-run 2>&1 |
+    grep -o "target/release/deps/$1-[0-9a-f]*" | head -1)"
+  [ -n "$b" ] || { echo "coop_root: no $1 test binary" >&2; exit 1; }
+  echo "$b"
+}
+kernels="$(binary kernels)"
+train="$(binary train)"
+memory="$(binary memory)"
 cargo build --release --quiet
 
 in_root() { chroot "$root" env -C "$repo" DINOSCOPE_EXPECT_COOP=1 HOME=/tmp "$@"; }
@@ -51,4 +59,6 @@ in_root target/release/dinoscope info | tee /dev/stderr | grep -q "COOP_MATRIX  
   exit 1
 }
 in_root target/release/dinoscope selftest
-in_root "$tests" f16 coop --show-output
+in_root "$kernels" f16 coop --show-output
+in_root "$train" mixed_precision --show-output
+in_root "$memory" mixed --show-output

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints dinoscope ÷ PyTorch for every figure both sides measured (rows matched by name; a
 dinoscope "(f16)" or "(mixed)" row is set against PyTorch's "(bf16)" and fp32 rows of the same
-work).
+work, and a "matmul f16 MxNxK (kernel)" row against PyTorch's bf16 product of that size).
 Usage: ratio.py DINOSCOPE.json [DINOSCOPE2.json ...] -- TORCH.json [TORCH_BF16.json]"""
 
 import json
@@ -30,7 +30,11 @@ def main():
     print("|---|---|---|---|---|")
     for name, o in ours.items():
         base = name.removesuffix(" (f16)").removesuffix(" (mixed)")
-        for their_name in [base + " (bf16)", base]:
+        candidates = [base + " (bf16)", base]
+        if name.startswith("matmul f16 "):
+            base = "matmul " + name.split()[2]
+            candidates = [base + " (bf16)"]
+        for their_name in candidates:
             t = theirs.get(their_name)
             if t is None:
                 continue

@@ -72,6 +72,38 @@ pub fn time(gpu: &Gpu, reps: usize, mut record: impl FnMut(&mut Recorder)) -> Re
     Ok((times[times.len() / 2], gpu_ts))
 }
 
+/// The square products with f16 operands (the `--precision f16` path): on the plain vec4
+/// kernels, and on the cooperative-matrix kernel where the adapter has one.
+fn f16_matmuls(
+    gpu: &Gpu,
+    reps: usize,
+    sizes: &[(usize, usize, usize)],
+    figures: &mut Vec<Row>,
+) -> Result<()> {
+    use crate::gpu::DType;
+    for &(m, n, k) in sizes {
+        let a = gpu.upload_as(&random(m * k, 1, -1.0, 1.0), &[m, k], DType::F16);
+        let b = gpu.upload_as(&random(k * n, 2, -1.0, 1.0), &[k, n], DType::F16);
+        let c = gpu.empty_as(&[m, n], DType::F16);
+        let d = MatmulDims::new(m, n, k);
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let mut plans = vec![("vec4", Plan::for_device(&d, cpu))];
+        if gpu.coop_side().is_some() {
+            plans.push(("coop", Plan::Coop));
+        }
+        for (label, plan) in plans {
+            let (t, ts) = time(gpu, reps, |rec| {
+                let e = Epilogue::None;
+                kernels::matmul::matmul_planned(rec, &c, &a, &b, d, 1.0, false, e, plan)
+            })?;
+            let flop = 2.0 * (m * n * k) as f64;
+            let name = format!("matmul f16 {m}x{n}x{k} ({label})");
+            emit(figures, name, t, flop / t / 1e9, "GFLOP/s", ts);
+        }
+    }
+    Ok(())
+}
+
 /// Prints the kernel benchmark table and returns its rows. `general` adds the general matmul
 /// kernel (the runtime's only one before the vec4 kernels) beside each matmul, for a before and
 /// after on one machine.
@@ -137,6 +169,9 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec
                 ts,
             );
         }
+    }
+    if gpu.features.contains(wgpu::Features::SHADER_F16) {
+        f16_matmuls(gpu, reps, &sizes, &mut figures)?;
     }
     for &(m, n, k, name) in &vits {
         let x = gpu.upload(&random(m * k, 3, -1.0, 1.0), &[m, k]);

@@ -45,10 +45,17 @@ pub fn shader_source(name: &str) -> Option<String> {
     shader_source_as(name, DType::F32)
 }
 
+/// (name, source shader, text replacements).
+type Derived = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 /// Shaders made from another by replacing text: (name, source shader, replacements). The
 /// cooperative-matrix matmul is written for 16×16 matrices; its 8×8 variant differs only in the
 /// matrix side and types.
-const DERIVED: &[(&str, &str, &[(&str, &str)])] = &[(
+const DERIVED: &[Derived] = &[(
     "matmul_coop8",
     "matmul_coop",
     &[
