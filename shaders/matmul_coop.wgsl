@@ -1,24 +1,30 @@
 enable f16;
 enable wgpu_cooperative_matrix;
 
-// The tensor-core matmul: the same product, epilogues and batching as matmul.wgsl, on adapters
-// that offer cooperative matrices (wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX: NVIDIA's tensor cores
-// take f16 16×16×16; lavapipe offers f16 8×8×8). Operands are rounded to f16 on the way into
-// workgroup memory and products accumulate in f32, so it serves the f16 inference path, whose
-// operands are f16 already.
+// The tensor-core matmul: the same product, epilogues and batching as matmul_v4.wgsl (and the
+// same vec4 condition: each operand's contiguous dimension a multiple of 4), on adapters that
+// offer cooperative matrices (wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX: NVIDIA's tensor cores take
+// f16 16×16×16; lavapipe offers f16 8×8×8). Operands are rounded to f16 on their way into
+// workgroup memory and products accumulate in f32, so it serves the f16 paths, whose operands
+// are f16 already.
 //   C[z] = alpha · op(A[z]) · op(B[z])  (+ C[z] if accumulate)  (+ bias[n] if epilogue ≥ 1)
 //   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation).
 //
-// One workgroup is four subgroups (WG = 4 × the adapter's fixed subgroup size) and owns a
-// 4MS × 4MS tile of C; subgroup s owns the 2MS × 2MS quarter at row (s / 2), column (s % 2), as
-// four MS × MS accumulators. Each K step of 2MS, every invocation stages its share of op(A)'s and
-// op(B)'s slices into workgroup memory as f16 (zero outside the matrices, so any M, N, K work and
-// the transposes are handled here, in a loop order that keeps global reads contiguous); then each
-// subgroup multiplies its fragments out of workgroup memory. The epilogue goes through workgroup
-// memory one accumulator at a time: a subgroup stores it, and its invocations finish the outputs.
-// Matrix operations sit in uniform control flow only; the subgroup index moves pointers, not
+// Layout. A workgroup is eight subgroups (WG = 8 × the adapter's fixed subgroup size, which the
+// runtime requires to be MS²/8: 32 for 16×16 matrices, 8 for 8×8) and owns an 8MS × 8MS tile of
+// C (128 × 128 with 16×16 matrices). The subgroups sit 2 × 4 over it; subgroup s owns the
+// 4MS × 2MS block at row (s / 4), column (s % 4), as eight MS × MS accumulators in registers.
+// K advances 2MS at a time: op(A)'s [8MS × 2MS] and op(B)'s [2MS × 8MS] slices are read with
+// vec4 loads (four per operand per invocation), converted to f16 and stored in workgroup memory
+// (transposed where the operand is stored transposed; rows padded by 8 halves so that the
+// matrix loads' rows start on different banks and stay 16-byte aligned); then each subgroup
+// multiplies its fragments out of workgroup memory, while the next slice's loads are already in
+// flight into registers. Out-of-range rows and K read as 0 (a vec4 is wholly in or out).
+// The epilogue goes through workgroup memory one accumulator at a time: each subgroup stores it
+// to its own slot, and its invocations finish those outputs.
+// Matrix operations sit in uniform control flow only; the subgroup index moves pointers, never
 // branches.
-// Dispatch: (ceil(N/4MS), ceil(M/4MS), batches ≤ 65,535 per dispatch, batch_offset).
+// Dispatch: (ceil(N/8MS), ceil(M/8MS), batches ≤ 65,535 per dispatch, batch_offset).
 
 struct Params {
     m: u32,
@@ -40,81 +46,132 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<S>;
-@group(0) @binding(2) var<storage, read> b: array<S>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<S>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<S>>;
 @group(0) @binding(3) var<storage, read> bias: array<S>;
 @group(0) @binding(4) var<storage, read_write> c: array<S>;
 @group(0) @binding(5) var<storage, read_write> aux: array<S>;
 
 override TA: bool = false;
 override TB: bool = false;
-// Invocations per workgroup: four subgroups.
-override WG: u32 = 128u;
+// Invocations per workgroup: eight subgroups of MS²/8.
+override WG: u32 = 256u;
 
-// Matrix side (the registry derives an 8×8×8 variant by rewriting these four lines).
+// Matrix side (the registry derives the 8×8×8 variant by rewriting this line and the types).
 const MS: u32 = 16u;
 alias MatA = coop_mat16x16<f16, A>;
 alias MatB = coop_mat16x16<f16, B>;
 alias MatC = coop_mat16x16<f32, C>;
 
-// Tile side and K step.
-const BT: u32 = 4u * MS;
+// Tile side, K step, and the padded row lengths of the two slices (in halves).
+const BT: u32 = 8u * MS;
 const BK: u32 = 2u * MS;
+const LDA: u32 = BK + 8u;
+const LDB: u32 = BT + 8u;
 
-// op(A)'s slice row-major [BT][BK], op(B)'s [BK][BT], and one accumulator per subgroup.
-var<workgroup> As: array<f16, BT * BK>;
-var<workgroup> Bs: array<f16, BK * BT>;
-var<workgroup> Cs: array<f32, 4u * MS * MS>;
+// op(A)'s slice [BT][LDA] and op(B)'s [BK][LDB], and one accumulator's outputs per subgroup.
+var<workgroup> As: array<f16, BT * LDA>;
+var<workgroup> Bs: array<f16, BK * LDB>;
+var<workgroup> Cs: array<f32, 8u * MS * MS>;
 
-fn rd_a(i: u32, ok: bool) -> f16 {
-    if (ok) { return f16(a[i]); }
-    return 0.0h;
+// One slice's share of one invocation: four vec4 of each operand.
+struct Slice {
+    a0: vec4<f16>,
+    a1: vec4<f16>,
+    a2: vec4<f16>,
+    a3: vec4<f16>,
+    b0: vec4<f16>,
+    b1: vec4<f16>,
+    b2: vec4<f16>,
+    b3: vec4<f16>,
 }
 
-fn rd_b(i: u32, ok: bool) -> f16 {
-    if (ok) { return f16(b[i]); }
-    return 0.0h;
+// Where vec4 number `e` of op(A)'s slice sits: (row, k) of its first element. Stored [M, K], a
+// vec4 runs along K (BK/4 per row); stored [K, M] (TA), along M (BT/4 per k).
+fn a_at(e: u32) -> vec2<u32> {
+    if (TA) { return vec2<u32>((e % (BT / 4u)) * 4u, e / (BT / 4u)); }
+    return vec2<u32>(e / (BK / 4u), (e % (BK / 4u)) * 4u);
 }
 
-// Stages op(A)[m0…+BT, k0…+BK] and op(B)[k0…+BK, n0…+BT]. Consecutive invocations take
-// consecutive elements along each operand's contiguous dimension.
-fn stage(li: u32, m0: u32, n0: u32, k0: u32, a_base: u32, b_base: u32) {
-    for (var i = 0u; i < (BT * BK) / WG; i++) {
-        let e = li + i * WG;
-        var r: u32;
-        var kk: u32;
-        if (TA) {
-            r = e % BT;
-            kk = e / BT;
-        } else {
-            r = e / BK;
-            kk = e % BK;
-        }
-        let gm = m0 + r;
-        let gk = k0 + kk;
-        let ok = gm < p.m && gk < p.k;
-        var src: u32;
-        if (TA) { src = gk * p.m + gm; } else { src = gm * p.k + gk; }
-        As[r * BK + kk] = rd_a(a_base + src, ok);
+// Where vec4 number `e` of op(B)'s slice sits: (k, column) of its first element. Stored [K, N],
+// a vec4 runs along N; stored [N, K] (TB), along K.
+fn b_at(e: u32) -> vec2<u32> {
+    if (TB) { return vec2<u32>((e % (BK / 4u)) * 4u, e / (BK / 4u)); }
+    return vec2<u32>(e / (BT / 4u), (e % (BT / 4u)) * 4u);
+}
+
+fn load_a(e: u32, m0: u32, k0: u32, base: u32) -> vec4<f16> {
+    let at = a_at(e);
+    let gm = m0 + at.x;
+    let gk = k0 + at.y;
+    if (gm >= p.m || gk >= p.k) { return vec4<f16>(0.0h); }
+    if (TA) { return vec4<f16>(a[(base + gk * p.m + gm) / 4u]); }
+    return vec4<f16>(a[(base + gm * p.k + gk) / 4u]);
+}
+
+fn load_b(e: u32, n0: u32, k0: u32, base: u32) -> vec4<f16> {
+    let at = b_at(e);
+    let gk = k0 + at.x;
+    let gn = n0 + at.y;
+    if (gn >= p.n || gk >= p.k) { return vec4<f16>(0.0h); }
+    if (TB) { return vec4<f16>(b[(base + gn * p.k + gk) / 4u]); }
+    return vec4<f16>(b[(base + gk * p.n + gn) / 4u]);
+}
+
+fn load(li: u32, m0: u32, n0: u32, k0: u32, a_base: u32, b_base: u32) -> Slice {
+    var s: Slice;
+    s.a0 = load_a(li, m0, k0, a_base);
+    s.a1 = load_a(li + WG, m0, k0, a_base);
+    s.a2 = load_a(li + 2u * WG, m0, k0, a_base);
+    s.a3 = load_a(li + 3u * WG, m0, k0, a_base);
+    s.b0 = load_b(li, n0, k0, b_base);
+    s.b1 = load_b(li + WG, n0, k0, b_base);
+    s.b2 = load_b(li + 2u * WG, n0, k0, b_base);
+    s.b3 = load_b(li + 3u * WG, n0, k0, b_base);
+    return s;
+}
+
+fn put_a(e: u32, v: vec4<f16>) {
+    let at = a_at(e);
+    let i = at.x * LDA + at.y;
+    if (TA) {
+        As[i] = v.x;
+        As[i + LDA] = v.y;
+        As[i + 2u * LDA] = v.z;
+        As[i + 3u * LDA] = v.w;
+    } else {
+        As[i] = v.x;
+        As[i + 1u] = v.y;
+        As[i + 2u] = v.z;
+        As[i + 3u] = v.w;
     }
-    for (var i = 0u; i < (BT * BK) / WG; i++) {
-        let e = li + i * WG;
-        var col: u32;
-        var kk: u32;
-        if (TB) {
-            col = e / BK;
-            kk = e % BK;
-        } else {
-            col = e % BT;
-            kk = e / BT;
-        }
-        let gn = n0 + col;
-        let gk = k0 + kk;
-        let ok = gn < p.n && gk < p.k;
-        var src: u32;
-        if (TB) { src = gn * p.k + gk; } else { src = gk * p.n + gn; }
-        Bs[kk * BT + col] = rd_b(b_base + src, ok);
+}
+
+fn put_b(e: u32, v: vec4<f16>) {
+    let at = b_at(e);
+    let i = at.x * LDB + at.y;
+    if (TB) {
+        Bs[i] = v.x;
+        Bs[i + LDB] = v.y;
+        Bs[i + 2u * LDB] = v.z;
+        Bs[i + 3u * LDB] = v.w;
+    } else {
+        Bs[i] = v.x;
+        Bs[i + 1u] = v.y;
+        Bs[i + 2u] = v.z;
+        Bs[i + 3u] = v.w;
     }
+}
+
+fn store(li: u32, s: Slice) {
+    put_a(li, s.a0);
+    put_a(li + WG, s.a1);
+    put_a(li + 2u * WG, s.a2);
+    put_a(li + 3u * WG, s.a3);
+    put_b(li, s.b0);
+    put_b(li + WG, s.b1);
+    put_b(li + 2u * WG, s.b2);
+    put_b(li + 3u * WG, s.b3);
 }
 
 // Finishes the MS × MS outputs at (gm0, gn0) from subgroup `sg`'s slot of Cs.
@@ -136,6 +193,14 @@ fn finish(sg: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
     }
 }
 
+// Stores accumulator `acc` (rows gm0…, columns gn0…) through this subgroup's slot of Cs.
+fn flush(acc: MatC, sg: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
+    coopStoreT(acc, &Cs[sg * MS * MS], MS);
+    workgroupBarrier();
+    finish(sg, lane, lanes, gm0, gn0, c_base);
+    workgroupBarrier();
+}
+
 @compute @workgroup_size(WG)
 fn matmul_coop(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -150,42 +215,50 @@ fn matmul_coop(
     let a_base = z * p.a_batch_stride;
     let b_base = z * p.b_batch_stride;
     let c_base = z * p.c_batch_stride;
-    // This subgroup's quarter of the tile.
-    let sr = (sg / 2u) * 2u * MS;
-    let sc = (sg % 2u) * 2u * MS;
+    // This subgroup's block of the tile: 4MS rows from ar, 2MS columns from bc.
+    let ar = (sg / 4u) * 4u * MS;
+    let bc = (sg % 4u) * 2u * MS;
     var c00: MatC;
     var c01: MatC;
     var c10: MatC;
     var c11: MatC;
+    var c20: MatC;
+    var c21: MatC;
+    var c30: MatC;
+    var c31: MatC;
+    var next = load(li, m0, n0, 0u, a_base, b_base);
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        stage(li, m0, n0, k0, a_base, b_base);
+        store(li, next);
         workgroupBarrier();
+        if (k0 + BK < p.k) {
+            next = load(li, m0, n0, k0 + BK, a_base, b_base);
+        }
         for (var ks = 0u; ks < BK; ks += MS) {
-            let a0 = coopLoadT<MatA>(&As[sr * BK + ks], BK);
-            let a1 = coopLoadT<MatA>(&As[(sr + MS) * BK + ks], BK);
-            let b0 = coopLoadT<MatB>(&Bs[ks * BT + sc], BT);
-            let b1 = coopLoadT<MatB>(&Bs[ks * BT + sc + MS], BT);
+            let b0 = coopLoadT<MatB>(&Bs[ks * LDB + bc], LDB);
+            let b1 = coopLoadT<MatB>(&Bs[ks * LDB + bc + MS], LDB);
+            let a0 = coopLoadT<MatA>(&As[ar * LDA + ks], LDA);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
+            let a1 = coopLoadT<MatA>(&As[(ar + MS) * LDA + ks], LDA);
             c10 = coopMultiplyAdd(a1, b0, c10);
             c11 = coopMultiplyAdd(a1, b1, c11);
+            let a2 = coopLoadT<MatA>(&As[(ar + 2u * MS) * LDA + ks], LDA);
+            c20 = coopMultiplyAdd(a2, b0, c20);
+            c21 = coopMultiplyAdd(a2, b1, c21);
+            let a3 = coopLoadT<MatA>(&As[(ar + 3u * MS) * LDA + ks], LDA);
+            c30 = coopMultiplyAdd(a3, b0, c30);
+            c31 = coopMultiplyAdd(a3, b1, c31);
         }
         workgroupBarrier();
     }
-    let slot = sg * MS * MS;
-    coopStoreT(c00, &Cs[slot], MS);
-    workgroupBarrier();
-    finish(sg, lane, lanes, m0 + sr, n0 + sc, c_base);
-    workgroupBarrier();
-    coopStoreT(c01, &Cs[slot], MS);
-    workgroupBarrier();
-    finish(sg, lane, lanes, m0 + sr, n0 + sc + MS, c_base);
-    workgroupBarrier();
-    coopStoreT(c10, &Cs[slot], MS);
-    workgroupBarrier();
-    finish(sg, lane, lanes, m0 + sr + MS, n0 + sc, c_base);
-    workgroupBarrier();
-    coopStoreT(c11, &Cs[slot], MS);
-    workgroupBarrier();
-    finish(sg, lane, lanes, m0 + sr + MS, n0 + sc + MS, c_base);
+    let gm = m0 + ar;
+    let gn = n0 + bc;
+    flush(c00, sg, lane, lanes, gm, gn, c_base);
+    flush(c01, sg, lane, lanes, gm, gn + MS, c_base);
+    flush(c10, sg, lane, lanes, gm + MS, gn, c_base);
+    flush(c11, sg, lane, lanes, gm + MS, gn + MS, c_base);
+    flush(c20, sg, lane, lanes, gm + 2u * MS, gn, c_base);
+    flush(c21, sg, lane, lanes, gm + 2u * MS, gn + MS, c_base);
+    flush(c30, sg, lane, lanes, gm + 3u * MS, gn, c_base);
+    flush(c31, sg, lane, lanes, gm + 3u * MS, gn + MS, c_base);
 }

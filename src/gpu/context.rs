@@ -102,35 +102,35 @@ fn coop_wanted() -> bool {
 }
 
 /// The f16 cooperative-matrix shape the matmul can use on `adapter`: square f16 × f16 → f32
-/// matrices of side 16 (preferred) or 8, with subgroups of one fixed size (four of them make a
-/// workgroup) and room for the kernel's workgroup memory.
+/// matrices of side 16 (preferred) or 8, with subgroups of one fixed size, side²/8 (32 and 8:
+/// NVIDIA and lavapipe; eight of them make a workgroup), and room for the kernel's workgroup
+/// memory (shaders/matmul_coop.wgsl).
 fn coop_config(adapter: &wgpu::Adapter) -> Option<u32> {
-    let need = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
-    if !adapter.features().contains(need)
-        || !adapter
-            .features()
-            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-    {
+    let need = wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+    if !adapter.features().contains(need) {
         return None;
     }
     let info = adapter.get_info();
     let lanes = info.subgroup_min_size;
     let limits = adapter.limits();
-    if lanes == 0 || lanes != info.subgroup_max_size {
+    if lanes != info.subgroup_max_size {
         return None;
     }
     let props = adapter.cooperative_matrix_properties();
     [16u32, 8].into_iter().find(|&side| {
-        let workgroup_bytes = 2 * (4 * side) * (2 * side) * 2 + 4 * side * side * 4;
+        let (tile, step) = (8 * side, 2 * side);
+        let workgroup_bytes = 2 * tile * (step + 8) + 2 * step * (tile + 8) + 4 * 8 * side * side;
         props.iter().any(|p| {
             p.m_size == side
                 && p.n_size == side
                 && p.k_size == side
                 && p.ab_type == wgpu::CooperativeScalarType::F16
                 && p.cr_type == wgpu::CooperativeScalarType::F32
-        }) && 4 * lanes <= limits.max_compute_invocations_per_workgroup
-            && 4 * lanes <= limits.max_compute_workgroup_size_x
-            && (2 * side * side).is_multiple_of(lanes)
+        }) && lanes == side * side / 8
+            && 8 * lanes <= limits.max_compute_invocations_per_workgroup
+            && 8 * lanes <= limits.max_compute_workgroup_size_x
             && workgroup_bytes <= limits.max_compute_workgroup_storage_size
     })
 }

@@ -107,8 +107,8 @@ pub enum Plan {
         /// K ranges summed by a second pass (1: none).
         splits: usize,
     },
-    /// The cooperative-matrix kernel (f16 operands on adapters with cooperative matrices; any
-    /// layout, K whole).
+    /// The cooperative-matrix kernel (f16 operands on adapters with cooperative matrices; vec4
+    /// layouts, K whole).
     Coop,
 }
 
@@ -116,10 +116,11 @@ impl Plan {
     /// The plan of a product on this device: the tuned one (`dinoscope tune`) if the device has
     /// one for these dims and it can run them, else [`Plan::for_device`]. A dry run notes the
     /// dims, so the tuner learns which products a config runs.
-    /// Products of f16 operands take the cooperative-matrix kernel where the device has one.
+    /// Products of f16 operands in the vec4 layout take the cooperative-matrix kernel where the
+    /// device has one.
     pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
         let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
-        if dtype == DType::F16 && gpu.coop_side().is_some() {
+        if dtype == DType::F16 && gpu.coop_side().is_some() && d.vec4_ok() {
             return Plan::Coop;
         }
         if !gpu.is_dry() && !gpu.has_choices() {
@@ -138,7 +139,8 @@ impl Plan {
     /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
     pub fn fits(&self, d: &MatmulDims) -> bool {
         match *self {
-            Plan::General(_) | Plan::Coop => true,
+            Plan::General(_) => true,
+            Plan::Coop => d.vec4_ok(),
             Plan::Vec4 { splits, .. } | Plan::Direct { splits } => {
                 d.vec4_ok() && (splits == 1 || d.batch == 1)
             }
@@ -628,7 +630,7 @@ fn vec4(
     }
 }
 
-/// The cooperative-matrix kernel: 4·side square tiles, four subgroups per workgroup.
+/// The cooperative-matrix kernel: 8·side square tiles, eight subgroups per workgroup.
 #[allow(clippy::too_many_arguments)]
 fn coop(
     rec: &mut Recorder,
@@ -649,11 +651,11 @@ fn coop(
     } else {
         &MATMUL_COOP8
     };
-    let t = 4 * side as usize;
+    let t = 8 * side as usize;
     let overrides = [
         ("TA", f64::from(u8::from(d.trans_a))),
         ("TB", f64::from(u8::from(d.trans_b))),
-        ("WG", f64::from(4 * rec.gpu().info.subgroup_min_size)),
+        ("WG", f64::from(8 * rec.gpu().info.subgroup_min_size)),
     ];
     let (a_stride, b_stride) = d.batch_strides();
     for (offset, nb) in batch_ranges(rec, d.batch) {

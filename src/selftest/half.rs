@@ -104,7 +104,7 @@ fn matmul(gpu: &Gpu) -> CaseResult {
             let b = round_trip(&random(k * n, 80 + i as u64, -1.0, 1.0));
             let want = cpu::matmul::matmul(&a, &b, d);
             let mut plans = kernels::matmul::Plan::candidates(&d);
-            if gpu.coop_side().is_some() {
+            if gpu.coop_side().is_some() && kernels::matmul::Plan::Coop.fits(&d) {
                 plans.push(kernels::matmul::Plan::Coop);
             }
             for plan in plans {
@@ -164,9 +164,10 @@ fn matmul(gpu: &Gpu) -> CaseResult {
     j.finish()
 }
 
-/// The cooperative-matrix kernel on its own: edges of every size against its tile, all four
-/// layouts, batches with a shared B, alpha with accumulation, and the bias + GELU epilogue
-/// ("unsupported" on adapters without f16 cooperative matrices).
+/// The cooperative-matrix kernel on its own: edges against its tile and K step (dims are
+/// multiples of 4, its vec4 condition), all four layouts, batches with a shared B, alpha with
+/// accumulation, and the bias + GELU epilogue ("unsupported" on adapters without f16
+/// cooperative matrices).
 fn coop_matmul(gpu: &Gpu) -> CaseResult {
     use kernels::matmul::Plan;
     let name = "kernel.coop_matmul";
@@ -174,14 +175,15 @@ fn coop_matmul(gpu: &Gpu) -> CaseResult {
         return CaseResult::unsupported(name, "the adapter has no f16 cooperative matrices");
     };
     let mut j = Judge::new(name);
-    let t = 4 * side as usize;
-    // One element; one tile exactly; a tile plus one in every dimension; ragged and skinny.
+    let (t, step) = (8 * side as usize, 2 * side as usize);
+    // One vec4; one tile and K step exactly; a vec4 past them in every dimension; ragged, skinny
+    // and long K.
     let shapes = [
-        (1, 1, 1),
-        (t, t, 2 * side as usize),
-        (t + 1, t + 1, 2 * side as usize + 1),
-        (7, 65, 197),
-        (3 * t - 5, 17, 300),
+        (4, 4, 4),
+        (t, t, step),
+        (t + 4, t + 4, step + 4),
+        (12, 68, 196),
+        (3 * t - 4, 20, 300),
     ];
     for (i, &(m, n, k)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -204,7 +206,7 @@ fn coop_matmul(gpu: &Gpu) -> CaseResult {
         }
     }
     // Three products sharing B, C = 0.5·A·B + C, then + bias → GELU with the pre-activation.
-    let (batch, m, n, k) = (3, t + 3, 2 * t - 1, 3 * side as usize + 2);
+    let (batch, m, n, k) = (3, t + 4, 2 * t - 4, 3 * side as usize + 4);
     let d = MatmulDims::new(m, n, k).batched(batch).shared_b();
     let a = round_trip(&random(batch * m * k, 130, -1.0, 1.0));
     let b = round_trip(&random(k * n, 131, -1.0, 1.0));
