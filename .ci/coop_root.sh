@@ -6,11 +6,16 @@
 # f16 model checks then run on the cooperative-matrix matmul), the kernel tests for f16 and
 # cooperative matrices, which must find the feature, and the mixed-precision training tests,
 # whose f16 forward products then take that kernel too.
-# Usage: .ci/coop_root.sh [root dir]   (root only: it uses debootstrap, mount and chroot)
+# Usage: .ci/coop_root.sh [ROOT] [-- COMMAND…]   (as root: it uses debootstrap, mount and chroot)
+#   ROOT defaults to /var/tmp/dinoscope-trixie and is kept for the next call; with a COMMAND,
+#   that runs in the root from the checkout instead of the checks, e.g.
+#   .ci/coop_root.sh -- target/release/dinoscope bench kernels --quick --reps 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
-root="${1:-/var/tmp/dinoscope-trixie}"
+root=/var/tmp/dinoscope-trixie
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then root="$1"; shift; fi
+[ "${1:-}" = "--" ] && shift
 
 if [ ! -e "$root/usr/share/vulkan/icd.d/lvp_icd.json" ]; then
   command -v debootstrap >/dev/null || {
@@ -48,12 +53,17 @@ binary() {
   [ -n "$b" ] || { echo "coop_root: no $1 test binary" >&2; exit 1; }
   echo "$b"
 }
+in_root() { chroot "$root" env -C "$repo" DINOSCOPE_EXPECT_COOP=1 HOME=/tmp "$@"; }
+if [ $# -gt 0 ]; then
+  in_root "$@"
+  exit
+fi
+
 kernels="$(binary kernels)"
 train="$(binary train)"
 memory="$(binary memory)"
 cargo build --release --quiet
 
-in_root() { chroot "$root" env -C "$repo" DINOSCOPE_EXPECT_COOP=1 HOME=/tmp "$@"; }
 in_root target/release/dinoscope info | tee /dev/stderr | grep -q "COOP_MATRIX     f16" || {
   echo "coop_root: the adapter in $root offers no f16 cooperative matrices" >&2
   exit 1

@@ -14,7 +14,8 @@
 # $OUT/device.tgz (the machine returns at most 8 files), with summary.txt and compare.txt beside
 # it for a first look.
 #
-# Budgets (seconds, environment): SELFTEST_S=90, COMPARE_S=330, LEARN_S=150; LEARN_STEPS=1500
+# Budgets (seconds, environment): SELFTEST_S=90, COMPARE_S=330, 60 for f16 inference without
+# cooperative matrices, LEARN_S=150; LEARN_STEPS=1500
 # (the `tiny` schedule stretched to that length), LEARN_CONFIG=tiny.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,13 @@ OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-330}" bench/compare.
 rc=$?
 echo "compare.sh exit $rc" >> "$WORK/summary.txt"
 cp "$WORK/compare.txt" "$OUT/compare.txt"
+
+# The cooperative-matrix matmul's share: f16 inference with it turned off, beside compare.sh's
+# f16 rows (which use it where `info` lists COOP_MATRIX).
+log "f16 inference without cooperative matrices"
+DINOSCOPE_COOP=0 timeout 60 "$BIN" bench vit --runs 224x64 --reps 3 --precision f16 \
+  > "$WORK/coop_off.txt" 2>&1
+tail -3 "$WORK/coop_off.txt" >> "$WORK/summary.txt"
 
 data=.bin/fashion-mnist/train-images-idx3-ubyte.gz
 if [ -f "$data" ]; then
