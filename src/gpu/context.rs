@@ -104,15 +104,16 @@ fn coop_wanted() -> bool {
 /// The f16 cooperative-matrix shape the matmul can use on `adapter`: square f16 × f16 → f32
 /// matrices of side 16 (preferred) or 8, with subgroups of one fixed size, side²/8 (32 and 8:
 /// NVIDIA and lavapipe; eight of them make a workgroup), and room for the kernel's workgroup
-/// memory (shaders/matmul_coop.wgsl).
+/// memory (shaders/matmul_coop.wgsl). Vulkan only: that is where the kernel has run (Metal's
+/// simdgroup matrices go through another shader translation, untested so far).
 fn coop_config(adapter: &wgpu::Adapter) -> Option<u32> {
     let need = wgpu::Features::SHADER_F16
         | wgpu::Features::SUBGROUP
         | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
-    if !adapter.features().contains(need) {
+    let info = adapter.get_info();
+    if !adapter.features().contains(need) || info.backend != wgpu::Backend::Vulkan {
         return None;
     }
-    let info = adapter.get_info();
     let lanes = info.subgroup_min_size;
     let limits = adapter.limits();
     if lanes != info.subgroup_max_size {
