@@ -69,6 +69,6 @@ in_root target/release/dinoscope info | tee /dev/stderr | grep -q "COOP_MATRIX  
   exit 1
 }
 in_root target/release/dinoscope selftest
-in_root "$kernels" f16 coop --show-output
+in_root "$kernels" f16 coop loss_scale --show-output
 in_root "$train" mixed_precision --show-output
 in_root "$memory" mixed --show-output

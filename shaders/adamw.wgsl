@@ -8,12 +8,14 @@
 // piece when the flat buffer is larger than one storage binding.
 // adamw_step_v4: the same on vec4s (n counted in vec4s; n and base multiples of 4): one segment
 // search per vec4, a search per element only where a segment boundary falls inside it.
+// With p.gate = i + 1 the step is skipped when skip[i] ≠ 0 (a mixed-precision step whose
+// gradients overflowed, see loss_scale.wgsl); p.gate = 0 never skips.
 
 struct Params {
     n: u32,
     n_segments: u32,
     base: u32,
-    _pad1: u32,
+    gate: u32,
     lr: f32,
     weight_decay: f32,
     beta1: f32,
@@ -38,11 +40,16 @@ struct Segment {
 @group(0) @binding(3) var<storage, read_write> m1: array<f32>;
 @group(0) @binding(4) var<storage, read_write> m2: array<f32>;
 @group(0) @binding(5) var<storage, read> segments: array<Segment>;
+@group(0) @binding(6) var<storage, read> skip: array<f32>;
 // The same buffers seen as vec4 (no entry point uses both views).
 @group(0) @binding(1) var<storage, read_write> param4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> grad4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> m14: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> m24: array<vec4<f32>>;
+
+fn skipped() -> bool {
+    return p.gate != 0u && skip[p.gate - 1u] != 0.0;
+}
 
 // The last segment whose start <= gi (whole-buffer index).
 fn find_segment(gi: u32) -> Segment {
@@ -59,7 +66,7 @@ fn find_segment(gi: u32) -> Segment {
 fn adamw_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
-    if (i >= p.n) { return; }
+    if (i >= p.n || skipped()) { return; }
     // The buffers may be a piece of the whole flat buffer starting at element p.base; segments
     // are in whole-buffer indices.
     let gi = p.base + i;
@@ -82,7 +89,7 @@ fn adamw_step(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 fn adamw_step_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = group_index(wid, nwg) * 256u + lid;
-    if (i >= p.n) { return; }
+    if (i >= p.n || skipped()) { return; }
     let gi = p.base + 4u * i;
     // Per element: its lr and weight-decay multipliers, and whether any segment holds it.
     var lr_scale = vec4<f32>(0.0);

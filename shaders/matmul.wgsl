@@ -15,6 +15,8 @@
 // for small ones. BM·BK = BN·BK = 1024 in both. Workgroup memory: 8 KiB.
 // Dispatch: (ceil(N/BN), ceil(M/BM), batches ≤ 65,535 per dispatch, batch_offset for the rest).
 
+// Types: A, B and bias hold S; C and aux hold O (S, or f32 for f32 products of f16 operands).
+
 struct Params {
     m: u32,
     n: u32,
@@ -38,8 +40,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<S>;
 @group(0) @binding(2) var<storage, read> b: array<S>;
 @group(0) @binding(3) var<storage, read> bias: array<S>;
-@group(0) @binding(4) var<storage, read_write> c: array<S>;
-@group(0) @binding(5) var<storage, read_write> aux: array<S>;
+@group(0) @binding(4) var<storage, read_write> c: array<O>;
+@group(0) @binding(5) var<storage, read_write> aux: array<O>;
 
 override BM: u32 = 64u;
 override BN: u32 = 64u;
@@ -121,10 +123,10 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
             if (p.accumulate != 0u) { v += f32(c[idx]); }
             if (p.epilogue >= 1u) { v += f32(bias[gn]); }
             if (p.epilogue == 2u) {
-                aux[idx] = S(v);
+                aux[idx] = O(v);
                 v = gelu_f32(v);
             }
-            c[idx] = S(v);
+            c[idx] = O(v);
         }
     }
 }

@@ -26,6 +26,8 @@ enable wgpu_cooperative_matrix;
 // branches.
 // Dispatch: (ceil(N/8MS), ceil(M/8MS), batches ≤ 65,535 per dispatch, batch_offset).
 
+// Types: A, B and bias hold S; C and aux hold O (S, or f32 for f32 products of f16 operands).
+
 struct Params {
     m: u32,
     n: u32,
@@ -49,8 +51,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<vec4<S>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<S>>;
 @group(0) @binding(3) var<storage, read> bias: array<S>;
-@group(0) @binding(4) var<storage, read_write> c: array<S>;
-@group(0) @binding(5) var<storage, read_write> aux: array<S>;
+@group(0) @binding(4) var<storage, read_write> c: array<O>;
+@group(0) @binding(5) var<storage, read_write> aux: array<O>;
 
 override TA: bool = false;
 override TB: bool = false;
@@ -185,10 +187,10 @@ fn finish(sg: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
             if (p.accumulate != 0u) { v += f32(c[idx]); }
             if (p.epilogue >= 1u) { v += f32(bias[gn]); }
             if (p.epilogue == 2u) {
-                aux[idx] = S(v);
+                aux[idx] = O(v);
                 v = gelu_f32(v);
             }
-            c[idx] = S(v);
+            c[idx] = O(v);
         }
     }
 }

@@ -27,6 +27,8 @@
 // single product and writes partial products to C[z]; `matmul_reduce` sums them in order (so the
 // result is deterministic) and applies alpha, accumulate and the epilogue.
 // Dispatch: (ceil(N/BN), ceil(M/BM), batches or splits ≤ 65,535 per dispatch, batch_offset).
+// Types: A, B and bias hold S; C and aux hold O (f32 products of f16 operands in mixed-precision
+// backward passes, and the f32 partial sums of a split f16 product).
 
 struct Params {
     m: u32,
@@ -51,8 +53,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<vec4<S>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<S>>;
 @group(0) @binding(3) var<storage, read> bias: array<S>;
-@group(0) @binding(4) var<storage, read_write> c: array<S>;
-@group(0) @binding(5) var<storage, read_write> aux: array<S>;
+@group(0) @binding(4) var<storage, read_write> c: array<O>;
+@group(0) @binding(5) var<storage, read_write> aux: array<O>;
 
 override TA: bool = false;
 override TB: bool = false;
@@ -160,17 +162,17 @@ fn put(z: u32, gm: u32, gn: u32, acc: f32) {
     if (gm >= p.m || gn >= p.n) { return; }
     let idx = z * p.c_batch_stride + gm * p.n + gn;
     if (p.splits > 1u) {
-        c[idx] = S(acc);
+        c[idx] = O(acc);
         return;
     }
     var v = p.alpha * acc;
     if (p.accumulate != 0u) { v += f32(c[idx]); }
     if (p.epilogue >= 1u) { v += f32(bias[gn]); }
     if (p.epilogue == 2u) {
-        aux[idx] = S(v);
+        aux[idx] = O(v);
         v = gelu_f32(v);
     }
-    c[idx] = S(v);
+    c[idx] = O(v);
 }
 
 fn put4(z: u32, gm: u32, gn: u32, v: vec4<f32>) {
@@ -373,8 +375,8 @@ fn matmul_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (p.accumulate != 0u) { v += f32(c[i]); }
     if (p.epilogue >= 1u) { v += f32(bias[i % p.n]); }
     if (p.epilogue == 2u) {
-        aux[i] = S(v);
+        aux[i] = O(v);
         v = gelu_f32(v);
     }
-    c[i] = S(v);
+    c[i] = O(v);
 }

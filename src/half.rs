@@ -60,6 +60,26 @@ pub fn round_trip(xs: &[f32]) -> Vec<f32> {
     xs.iter().map(|&x| to_f32(from_f32(x))).collect()
 }
 
+/// [`round_trip`] for loss-scaled gradients (the twin of `cast_checked`): values that would
+/// round past f16's largest finite value, or are not finite, become 0, and the flag says whether
+/// any did.
+pub fn round_checked(xs: &[f32]) -> (Vec<f32>, bool) {
+    let mut overflow = false;
+    let out = xs
+        .iter()
+        .map(|&x| {
+            let h = to_f32(from_f32(x));
+            if h.is_finite() {
+                h
+            } else {
+                overflow = true;
+                0.0
+            }
+        })
+        .collect();
+    (out, overflow)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,6 +255,16 @@ fn f16_matmul_vs_cpu() {
     check_f16("kernel.f16_matmul");
 }
 
+#[test]
+fn f16_operands_f32_products_vs_cpu() {
+    check_f16("kernel.f16_products");
+}
+
+#[test]
+fn loss_scale_vs_cpu() {
+    check_f16("kernel.loss_scale");
+}
+
 /// Runs where the adapter offers f16 cooperative matrices (NVIDIA's tensor cores; lavapipe in
 /// Mesa 26.1, on a CPU with 256-bit vectors); CI runs it in a phase with that lavapipe, and sets
 /// `DINOSCOPE_EXPECT_COOP=1` there so that a missing feature fails instead of passing quietly.

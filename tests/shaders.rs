@@ -1,7 +1,9 @@
 //! No GPU needed: naga parses and validates every shader; every kernel descriptor matches its
 //! WGSL entry point (bindings, access modes, params struct size); every .wgsl file is used.
 
-use dinoscope::gpu::{half_bindings, shader_source, shader_source_as, Access, DType, SHADERS};
+use dinoscope::gpu::{
+    half_bindings, out_bindings, shader_source, shader_source_typed, Access, DType, Types, SHADERS,
+};
 use dinoscope::kernels::all_kernels;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -175,46 +177,57 @@ fn workgroup_memory_fits_webgpu_defaults() {
     }
 }
 
+/// Parses and validates `name` compiled with `types`; its `S` and `O` bindings hold those types.
+fn check_variant(name: &str, types: Types) {
+    let src = shader_source_typed(name, types).expect("registered shader");
+    let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+        panic!(
+            "{types:?} variant of '{name}' does not parse:\n{}",
+            e.emit_to_string(&src)
+        )
+    });
+    Validator::new(ValidationFlags::all(), capabilities(&src))
+        .validate(&module)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{types:?} variant of '{name}' does not validate:\n{}",
+                e.emit_to_string(&src)
+            )
+        });
+    let scalar_of = |d: DType| match d {
+        DType::F32 => naga::Scalar::F32,
+        DType::F16 => naga::Scalar::F16,
+    };
+    for (_, var) in module.global_variables.iter() {
+        let Some(b) = &var.binding else { continue };
+        let want = if half_bindings(name).contains(&b.binding) {
+            types.s
+        } else if out_bindings(name).contains(&b.binding) {
+            types.o
+        } else {
+            continue;
+        };
+        let naga::TypeInner::Array { base, .. } = module.types[var.ty].inner else {
+            panic!("{name}: binding {} is not an array", b.binding);
+        };
+        let scalar = match module.types[base].inner {
+            naga::TypeInner::Scalar(s) => s,
+            naga::TypeInner::Vector { scalar, .. } => scalar,
+            ref other => panic!("{name}: binding {} holds {other:?}", b.binding),
+        };
+        assert_eq!(scalar, scalar_of(want), "{name}: binding {}", b.binding);
+    }
+}
+
 #[test]
 fn f16_variants_parse_and_validate_with_half_storage() {
     let mut with_half = 0;
     for (name, _) in SHADERS {
-        let halves = half_bindings(name);
-        if halves.is_empty() {
+        if half_bindings(name).is_empty() {
             continue;
         }
         with_half += 1;
-        let src = shader_source_as(name, DType::F16).expect("registered shader");
-        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
-            panic!(
-                "f16 variant of '{name}' does not parse:\n{}",
-                e.emit_to_string(&src)
-            )
-        });
-        Validator::new(ValidationFlags::all(), capabilities(&src))
-            .validate(&module)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "f16 variant of '{name}' does not validate:\n{}",
-                    e.emit_to_string(&src)
-                )
-            });
-        // Every binding listed as S-typed is an array of f16 (or vec4<f16>) in the variant.
-        for (_, var) in module.global_variables.iter() {
-            let Some(b) = &var.binding else { continue };
-            if !halves.contains(&b.binding) {
-                continue;
-            }
-            let naga::TypeInner::Array { base, .. } = module.types[var.ty].inner else {
-                panic!("{name}: binding {} is not an array", b.binding);
-            };
-            let scalar = match module.types[base].inner {
-                naga::TypeInner::Scalar(s) => s,
-                naga::TypeInner::Vector { scalar, .. } => scalar,
-                ref other => panic!("{name}: binding {} holds {other:?}", b.binding),
-            };
-            assert_eq!(scalar, naga::Scalar::F16, "{name}: binding {}", b.binding);
-        }
+        check_variant(name, Types::of(DType::F16));
     }
     // The inference path: matmul (both kernels), layer norm, attention, GELU, elementwise,
     // tokens, patch embedding, rope, position resize, and the casts.
@@ -222,4 +235,27 @@ fn f16_variants_parse_and_validate_with_half_storage() {
         with_half >= 11,
         "only {with_half} shaders have f16 variants"
     );
+}
+
+#[test]
+fn matmuls_compile_with_f16_operands_and_f32_products() {
+    let mixed = Types {
+        s: DType::F16,
+        o: DType::F32,
+    };
+    let with_out: Vec<&str> = SHADERS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !out_bindings(n).is_empty())
+        .collect();
+    for name in &with_out {
+        check_variant(name, mixed);
+    }
+    for name in ["matmul", "matmul_v4", "matmul_coop", "matmul_coop8"] {
+        assert!(
+            !out_bindings(name).is_empty(),
+            "{name} has no O bindings: mixed-precision backward passes need them"
+        );
+    }
+    check_variant("matmul_coop8", mixed);
 }

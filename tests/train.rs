@@ -1006,9 +1006,10 @@ fn gram_anchoring_trains_and_resumes_exactly() {
     }
 }
 
-/// Mixed precision (f16 forward passes on f16 copies of the weights, f32 backward and update)
-/// follows the f32 run step for step on the same data, with checkpointed and kept blocks; and
-/// the planner finds it needs less memory for the same step.
+/// Mixed precision (f16 forward passes on f16 copies of the weights, f16 backward products with
+/// a loss scale, f32 update) follows the f32 run step for step on the same data, with
+/// checkpointed and kept blocks; overflowed steps are skipped and halve the scale; and the
+/// planner finds it needs less memory for the same step.
 #[test]
 fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
     let Some(gpu) = common::gpu() else { return };
@@ -1022,15 +1023,24 @@ fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
     cfg.steps = 24;
     cfg.checkpoint_every = 24;
     let mut curves = Vec::new();
-    for precision in [Precision::F32, Precision::Mixed] {
+    let mut traces = Vec::new();
+    // The f16 comparison starts from a loss scale this model's gradients never overflow at;
+    // the default one (65,536) is tried after.
+    for (precision, scale) in [
+        (Precision::F32, None),
+        (Precision::Mixed, Some(4096.0)),
+        (Precision::Mixed, None),
+    ] {
         let mut c = cfg.clone();
         c.precision = precision;
-        let dir = tmp(&format!("mixed-{precision:?}"));
+        c.loss_scale = scale;
+        let dir = tmp(&format!("mixed-{precision:?}-{scale:?}"));
         let opts = RunOptions {
             out_dir: dir.clone(),
             ..Default::default()
         };
         let mut losses = Vec::new();
+        let mut trace = Vec::new();
         run(gpu, c, &opts, |m| {
             assert!(
                 m.non_finite().is_none(),
@@ -1038,10 +1048,33 @@ fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
                 m.step
             );
             losses.push(m.loss);
+            trace.push((m.loss_scale, m.skipped));
         })
         .expect("trains");
         curves.push(losses);
+        traces.push(trace);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    // f32 steps report no scale; the f16 comparison run never skips.
+    assert!(traces[0].iter().all(|&(s, skip)| s.is_none() && !skip));
+    assert!(
+        traces[1]
+            .iter()
+            .all(|&(s, skip)| s == Some(4096.0) && !skip),
+        "{:?}",
+        traces[1]
+    );
+    // From 65,536 this model's first gradients overflow f16: such a step is skipped and halves
+    // the scale; a finite one keeps it (the growth interval is 2,000 steps).
+    let default = &traces[2];
+    eprintln!("default loss scale: {default:?}");
+    assert_eq!(default[0], (Some(65536.0), true), "65,536 did not overflow");
+    assert!(default.iter().any(|&(_, skip)| !skip), "every step skipped");
+    for w in default.windows(2) {
+        let ((Some(a), skip), (Some(b), _)) = (w[0], w[1]) else {
+            panic!("a mixed step without a loss scale: {default:?}");
+        };
+        assert_eq!(b, if skip { a / 2.0 } else { a }, "{default:?}");
     }
     let (full, mixed) = (&curves[0], &curves[1]);
     let worst = full

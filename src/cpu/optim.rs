@@ -1,4 +1,4 @@
-//! CPU AdamW and EMA.
+//! CPU AdamW, EMA and the loss-scaling rule.
 
 use crate::kernels::adamw::{AdamWStep, Segment};
 
@@ -31,5 +31,25 @@ pub fn adamw_step(
 pub fn ema_update(teacher: &mut [f32], student: &[f32], momentum: f32) {
     for (t, &s) in teacher.iter_mut().zip(student) {
         *t += (1.0 - momentum) * (s - *t);
+    }
+}
+
+/// One update of the loss-scaling state [S, finite steps in a row, skipped, skip, 1/S] after a
+/// backward pass that did (`overflow`) or did not leave f16's range; the twin of
+/// `loss_scale_update` in shaders/loss_scale.wgsl.
+pub fn loss_scale_update(state: &mut [f32; 5], overflow: bool, interval: u32, max_scale: f32) {
+    let s = state[0];
+    if overflow {
+        *state = [(0.5 * s).max(1.0), 0.0, state[2] + 1.0, 1.0, 0.0];
+        return;
+    }
+    state[3] = 0.0;
+    state[4] = 1.0 / s;
+    let good = state[1] + 1.0;
+    if good >= interval as f32 {
+        state[0] = (2.0 * s).min(max_scale);
+        state[1] = 0.0;
+    } else {
+        state[1] = good;
     }
 }

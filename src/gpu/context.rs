@@ -1,7 +1,7 @@
 //! Adapter choice, device creation, pipeline cache and readback.
 
 use super::pool::{Pool, PoolStats};
-use super::registry::{shader_source_as, Access, Kernel};
+use super::registry::{shader_source_typed, Access, Kernel, Types};
 use super::tensor::DType;
 use super::tensor::Tensor;
 use super::{GpuError, Result};
@@ -41,7 +41,7 @@ pub(crate) struct Pipeline {
     pub(crate) layout: wgpu::BindGroupLayout,
 }
 
-type PipelineKey = (&'static str, &'static str, DType, Vec<(String, u64)>);
+type PipelineKey = (&'static str, &'static str, Types, Vec<(String, u64)>);
 
 /// A wgpu device with the runtime's caches. Cheap to share behind an `Arc`.
 pub struct Gpu {
@@ -55,7 +55,7 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Features enabled on the device.
     pub features: wgpu::Features,
-    modules: Mutex<HashMap<(&'static str, DType), Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<(&'static str, Types), Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     pub(crate) pool: Arc<Mutex<Pool>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -498,13 +498,13 @@ impl Gpu {
         }
     }
 
-    fn module(&self, shader: &'static str, dtype: DType) -> Arc<wgpu::ShaderModule> {
+    fn module(&self, shader: &'static str, types: Types) -> Arc<wgpu::ShaderModule> {
         let _device = self.exclusive();
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         modules
-            .entry((shader, dtype))
+            .entry((shader, types))
             .or_insert_with(|| {
-                let src = shader_source_as(shader, dtype)
+                let src = shader_source_typed(shader, types)
                     .unwrap_or_else(|| panic!("unknown shader '{shader}'"));
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(shader),
@@ -532,13 +532,13 @@ impl Gpu {
     pub(crate) fn pipeline(
         &self,
         k: &'static Kernel,
-        dtype: DType,
+        types: Types,
         overrides: &[(&str, f64)],
     ) -> Arc<Pipeline> {
         let key: PipelineKey = (
             k.shader,
             k.entry,
-            dtype,
+            types,
             overrides
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_bits()))
@@ -553,7 +553,7 @@ impl Gpu {
             return p.clone();
         }
         let _device = self.exclusive();
-        let module = self.module(k.shader, dtype);
+        let module = self.module(k.shader, types);
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,

@@ -15,7 +15,8 @@ pub use context::{AdapterChoice, Gpu, KernelTime};
 pub use pool::{LiveBuffers, PoolStats};
 pub use recorder::{grid_1d, grid_rows, Recorder};
 pub use registry::{
-    half_bindings, shader_source, shader_source_as, Access, Kernel, PRELUDE, SHADERS,
+    half_bindings, out_bindings, shader_source, shader_source_as, shader_source_typed, Access,
+    Kernel, Types, PRELUDE, SHADERS,
 };
 pub use tensor::{DType, Tensor};
 

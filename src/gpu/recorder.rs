@@ -11,7 +11,7 @@
 //! never takes a buffer that unsubmitted work still uses.
 
 use super::context::Gpu;
-use super::registry::Kernel;
+use super::registry::{Kernel, Types};
 use super::tensor::{DType, Tensor};
 use super::Result;
 
@@ -210,12 +210,12 @@ impl<'g> Recorder<'g> {
                 k.entry
             );
         }
-        let dtype = dispatch_dtype(self.gpu, k, bufs);
+        let types = dispatch_types(self.gpu, k, bufs);
         if self.gpu.dry {
             self.dispatches += 1;
             return;
         }
-        let pipeline = self.gpu.pipeline(k, dtype, overrides);
+        let pipeline = self.gpu.pipeline(k, types, overrides);
         let (chunk, offset) = self.params_slot(bytemuck::bytes_of(params));
         let psize = (k.params_size as u64).div_ceil(16) * 16;
         let mut entries = vec![wgpu::BindGroupEntry {
@@ -495,24 +495,35 @@ impl Drop for Recorder<'_> {
     }
 }
 
-/// The precision a dispatch runs in: f16 when its `S` bindings hold f16 tensors. Every `S`
-/// binding must then hold f16 and every other binding 4-byte elements; a mix is a bug in the
-/// launcher (wgpu cannot see element types, so it would read garbage). The device's
+/// The precision a dispatch runs in: `S` is f16 when its `S` bindings hold f16 tensors, `O` the
+/// type of the tensors in its `O` bindings (`S` when none is bound). Every `S` binding must then
+/// hold `S`, every `O` binding `O` and every other binding 4-byte elements; a mix is a bug in
+/// the launcher (wgpu cannot see element types, so it would read garbage). The device's
 /// placeholder tensors (never read) may sit in any binding.
-fn dispatch_dtype(gpu: &Gpu, k: &Kernel, bufs: &[&Tensor]) -> DType {
+fn dispatch_types(gpu: &Gpu, k: &Kernel, bufs: &[&Tensor]) -> Types {
     let half = super::registry::half_bindings(k.shader);
-    let is_s = |b: u32| half.contains(&b);
+    let out = super::registry::out_bindings(k.shader);
     let placeholder = |t: &Tensor| {
         [&gpu.dummy_read, &gpu.dummy_write, &gpu.dummy_write2]
             .iter()
             .any(|d| d.same_buffer(t))
     };
     let bound = || bufs.iter().zip(k.bindings).filter(|(t, _)| !placeholder(t));
-    let dtype = bound()
-        .find(|(_, (b, _))| is_s(*b))
-        .map_or(DType::F32, |(t, _)| t.dtype());
+    let first_in = |set: &[u32]| {
+        bound()
+            .find(|(_, (b, _))| set.contains(b))
+            .map(|(t, _)| t.dtype())
+    };
+    let s = first_in(half).unwrap_or(DType::F32);
+    let o = first_in(out).unwrap_or(s);
     for (t, &(b, _)) in bound() {
-        let want = if is_s(b) { dtype } else { DType::F32 };
+        let want = if half.contains(&b) {
+            s
+        } else if out.contains(&b) {
+            o
+        } else {
+            DType::F32
+        };
         assert_eq!(
             t.dtype(),
             want,
@@ -522,7 +533,7 @@ fn dispatch_dtype(gpu: &Gpu, k: &Kernel, bufs: &[&Tensor]) -> DType {
             t.shape()
         );
     }
-    dtype
+    Types { s, o }
 }
 
 /// The first pair of bindings that overlap in one buffer where at least one is writable: WebGPU

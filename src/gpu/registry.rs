@@ -22,6 +22,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("gelu", include_str!("../../shaders/gelu.wgsl")),
     ("interp", include_str!("../../shaders/interp.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("loss_scale", include_str!("../../shaders/loss_scale.wgsl")),
     ("losses", include_str!("../../shaders/losses.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_v4", include_str!("../../shaders/matmul_v4.wgsl")),
@@ -77,16 +78,48 @@ fn shader_text(name: &str) -> Option<(&'static str, String)> {
     Some((n, src.to_string()))
 }
 
-/// The full source of a shader whose storage element type `S` is `dtype`. Shaders declare their
-/// activation and parameter bindings as `array<S>` and convert on every load (`f32(x[i])`) and
-/// store (`S(v)`), so the f16 variant stores halves and still computes in f32; the f32 variant's
-/// conversions are identities. A shader's own `enable` directives move to the top, where WGSL
-/// wants them.
+/// The element types of one compiled variant of a shader: `S` for operands and parameters, `O`
+/// for the outputs of shaders that declare them apart (the matmuls: f16 operands may write f32
+/// products); elsewhere only `S` matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Types {
+    /// The storage type `S`.
+    pub s: DType,
+    /// The output type `O`.
+    pub o: DType,
+}
+
+impl Types {
+    /// `S` and `O` both `dtype`.
+    pub fn of(dtype: DType) -> Types {
+        Types { s: dtype, o: dtype }
+    }
+}
+
+/// WGSL's name for an element type.
+fn wgsl_type(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+    }
+}
+
+/// The full source of a shader whose storage element type `S` (and output type `O`) is `dtype`.
+/// Shaders declare their activation and parameter bindings as `array<S>` and convert on every
+/// load (`f32(x[i])`) and store (`S(v)`), so the f16 variant stores halves and still computes in
+/// f32; the f32 variant's conversions are identities. A shader's own `enable` directives move to
+/// the top, where WGSL wants them.
 pub fn shader_source_as(name: &str, dtype: DType) -> Option<String> {
+    shader_source_typed(name, Types::of(dtype))
+}
+
+/// [`shader_source_as`] with `S` and `O` chosen apart.
+pub fn shader_source_typed(name: &str, types: Types) -> Option<String> {
     let (_, src) = shader_text(name)?;
-    let mut enables: Vec<&str> = match dtype {
-        DType::F32 => vec![],
-        DType::F16 => vec!["enable f16;"],
+    let mut enables: Vec<&str> = if types.s == DType::F16 || types.o == DType::F16 {
+        vec!["enable f16;"]
+    } else {
+        vec![]
     };
     let mut body = String::with_capacity(src.len());
     for line in src.lines() {
@@ -99,45 +132,57 @@ pub fn shader_source_as(name: &str, dtype: DType) -> Option<String> {
             body.push('\n');
         }
     }
-    let alias = match dtype {
-        DType::F32 => "alias S = f32;",
-        DType::F16 => "alias S = f16;",
-    };
     Some(format!(
-        "{}\n{alias}\n{PRELUDE}\n{body}",
-        enables.join("\n")
+        "{}\nalias S = {};\nalias O = {};\n{PRELUDE}\n{body}",
+        enables.join("\n"),
+        wgsl_type(types.s),
+        wgsl_type(types.o)
     ))
 }
 
-/// Storage bindings a shader declares with the element type `S` (`array<S>` or
-/// `array<vec4<S>>`): these take tensors of the kernel's precision, every other float binding
-/// takes f32.
-pub fn half_bindings(name: &str) -> &'static [u32] {
-    static TABLE: std::sync::OnceLock<Vec<(&'static str, Vec<u32>)>> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        SHADERS
-            .iter()
-            .map(|(name, src)| {
-                let bindings = src
-                    .lines()
-                    .filter(|l| {
-                        l.contains("var<storage")
-                            && (l.contains("array<S>") || l.contains("array<vec4<S>>"))
-                    })
-                    .filter_map(|l| {
-                        let at = l.find("@binding(")? + "@binding(".len();
-                        l[at..].split(')').next()?.trim().parse().ok()
-                    })
-                    .collect();
-                (*name, bindings)
-            })
-            .collect()
-    });
+/// The storage bindings of a shader file declared with element type `ty` (`array<ty>` or
+/// `array<vec4<ty>>`), per file.
+fn typed_bindings(ty: &str) -> Vec<(&'static str, Vec<u32>)> {
+    let plain = format!("array<{ty}>");
+    let vec4 = format!("array<vec4<{ty}>>");
+    SHADERS
+        .iter()
+        .map(|(name, src)| {
+            let bindings = src
+                .lines()
+                .filter(|l| l.contains("var<storage") && (l.contains(&plain) || l.contains(&vec4)))
+                .filter_map(|l| {
+                    let at = l.find("@binding(")? + "@binding(".len();
+                    l[at..].split(')').next()?.trim().parse().ok()
+                })
+                .collect();
+            (*name, bindings)
+        })
+        .collect()
+}
+
+/// The bindings of `name` (a shader or derived shader) in `table`.
+fn bindings_in(table: &'static [(&'static str, Vec<u32>)], name: &str) -> &'static [u32] {
     let file = shader_text(name).map_or(name, |(file, _)| file);
     table
         .iter()
         .find(|(n, _)| *n == file)
         .map_or(&[], |(_, b)| b.as_slice())
+}
+
+/// Storage bindings a shader declares with the element type `S` (`array<S>` or
+/// `array<vec4<S>>`): these take tensors of the kernel's precision, every other float binding
+/// takes f32 (or `O`, see [`out_bindings`]).
+pub fn half_bindings(name: &str) -> &'static [u32] {
+    static TABLE: std::sync::OnceLock<Vec<(&'static str, Vec<u32>)>> = std::sync::OnceLock::new();
+    bindings_in(TABLE.get_or_init(|| typed_bindings("S")), name)
+}
+
+/// Storage bindings a shader declares with the output type `O`: the products of the matmuls,
+/// f32 or f16 whatever their operands are.
+pub fn out_bindings(name: &str) -> &'static [u32] {
+    static TABLE: std::sync::OnceLock<Vec<(&'static str, Vec<u32>)>> = std::sync::OnceLock::new();
+    bindings_in(TABLE.get_or_init(|| typed_bindings("O")), name)
 }
 
 pub use super::tensor::DType;

@@ -9,7 +9,7 @@ struct Params {
     n: u32,
     n_segments: u32,
     base: u32,
-    _pad0: u32,
+    gate: u32,
     lr: f32,
     weight_decay: f32,
     beta1: f32,
@@ -26,6 +26,7 @@ const B: &[(u32, crate::gpu::Access)] = &[
     (3, ReadWrite),
     (4, ReadWrite),
     (5, Read),
+    (6, Read),
 ];
 /// One AdamW step.
 pub static ADAMW_STEP: Kernel = Kernel::new::<Params>("adamw", "adamw_step", B);
@@ -104,12 +105,30 @@ pub fn adamw_step(
     segs: &Segments,
     h: AdamWStep,
 ) {
+    adamw_step_gated(rec, param, m, v, grad, segs, h, None)
+}
+
+/// [`adamw_step`] that leaves everything unchanged when `skip` = (tensor, index) holds a
+/// non-zero value there when the step runs (decided on the GPU: an overflowed mixed-precision
+/// step).
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_step_gated(
+    rec: &mut Recorder,
+    param: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    segs: &Segments,
+    h: AdamWStep,
+    skip: Option<(&Tensor, usize)>,
+) {
     let n = param.numel();
     assert!(
         grad.numel() == n && m.numel() == n && v.numel() == n,
         "adamw_step: sizes"
     );
     assert!(h.t >= 1, "adamw_step: steps count from 1");
+    let dummy = rec.gpu().dummy_read.clone();
     // Piecewise when the flat buffers exceed one storage binding; `base` keeps the segment
     // search in whole-buffer indices.
     for (start, len) in rec.gpu().binding_chunks(n) {
@@ -122,7 +141,7 @@ pub fn adamw_step(
             n: count as u32,
             n_segments: segs.count as u32,
             base: start as u32,
-            _pad0: 0,
+            gate: skip.map_or(0, |(_, i)| i as u32 + 1),
             lr: h.lr,
             weight_decay: h.weight_decay,
             beta1: h.beta1,
@@ -133,10 +152,11 @@ pub fn adamw_step(
             _pad1: 0,
         };
         let v_ = |t: &Tensor| t.view(start, &[len]);
+        let gate = skip.map_or(&dummy, |(t, _)| t);
         rec.dispatch(
             k,
             &p,
-            &[&v_(param), &v_(grad), &v_(m), &v_(v), &segs.table],
+            &[&v_(param), &v_(grad), &v_(m), &v_(v), &segs.table, gate],
             grid_1d(count.div_ceil(256)),
         );
     }

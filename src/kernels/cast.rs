@@ -17,6 +17,13 @@ pub static CAST_TO_S: Kernel =
 pub static CAST_TO_F32: Kernel =
     Kernel::new::<Params>("cast", "cast_to_f32", &[(3, Read), (4, ReadWrite)]);
 
+/// dst (f16) = src (f32) for loss-scaled gradients: values past f16's range raise a flag.
+pub static CAST_TO_S_CHECKED: Kernel = Kernel::new::<Params>(
+    "cast",
+    "cast_to_s_checked",
+    &[(1, Read), (2, ReadWrite), (5, ReadWrite)],
+);
+
 /// dst = src in dst's element type (a plain copy when the types agree).
 pub fn cast(rec: &mut Recorder, dst: &Tensor, src: &Tensor) {
     let n = src.numel();
@@ -41,4 +48,26 @@ pub fn to_dtype(rec: &mut Recorder, src: &Tensor, dtype: DType) -> Tensor {
     let dst = rec.gpu().empty_as(src.shape(), dtype);
     cast(rec, &dst, src);
     dst
+}
+
+/// dst (f16) = src (f32), where `src` is a loss-scaled gradient: a value that would round past
+/// f16's range (or is not finite) sets `overflow[0]` non-zero (as u32 bits) and is stored as 0.
+/// The CPU twin is [`crate::half::round_checked`].
+pub fn cast_checked(rec: &mut Recorder, dst: &Tensor, src: &Tensor, overflow: &Tensor) {
+    let n = src.numel();
+    assert_eq!(dst.numel(), n, "cast_checked: dst and src sizes");
+    assert!(
+        src.dtype() == DType::F32 && dst.dtype() == DType::F16,
+        "cast_checked: f32 to f16 only"
+    );
+    let p = Params {
+        n: n as u32,
+        _pad: [0; 3],
+    };
+    rec.dispatch(
+        &CAST_TO_S_CHECKED,
+        &p,
+        &[src, dst, overflow],
+        grid_1d(n.div_ceil(256)),
+    );
 }

@@ -1,9 +1,10 @@
 //! Linear layer y = x·Wᵀ + b (PyTorch layout, W is [out, in]) on top of matmul.wgsl, with
 //! optional fused GELU; bias gradients come from reduce.wgsl.
 
+use super::cast::cast_checked;
 use super::matmul::{matmul, Epilogue, MatmulDims};
 use super::reduce::sum_rows;
-use crate::gpu::{Recorder, Tensor};
+use crate::gpu::{DType, Recorder, Tensor};
 
 /// y [rows, out] = x [rows, in] · Wᵀ + b; with `pre` given, also GELU (pre keeps the input of
 /// the GELU for the backward pass).
@@ -48,6 +49,71 @@ pub fn linear_backward(
     accumulate_dx: bool,
     accumulate_params: bool,
 ) {
+    products(rec, dx, dw, dy, x, w, accumulate_dx, accumulate_params);
+    if let Some(db) = db {
+        let out_f = w.shape()[0];
+        sum_rows(
+            rec,
+            db,
+            dy,
+            dy.numel() / out_f,
+            out_f,
+            1.0,
+            accumulate_params,
+        );
+    }
+}
+
+/// [`linear_backward`] with f16 products (mixed precision): `x` and `w` are f16, `dy` is an f32
+/// loss-scaled gradient that is rounded to f16 for the products (raising `overflow` where it
+/// leaves f16's range, see [`crate::kernels::loss_scale`]); dx, dW and db are f32, the products
+/// accumulate in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_half(
+    rec: &mut Recorder,
+    dx: Option<&Tensor>,
+    dw: &Tensor,
+    db: Option<&Tensor>,
+    dy: &Tensor,
+    (x, w): (&Tensor, &Tensor),
+    overflow: &Tensor,
+    accumulate_dx: bool,
+    accumulate_params: bool,
+) {
+    assert!(
+        x.dtype() == DType::F16 && w.dtype() == DType::F16,
+        "linear_backward_half: x and w must be f16"
+    );
+    let dy_h = rec.gpu().empty_as(dy.shape(), DType::F16);
+    cast_checked(rec, &dy_h, dy, overflow);
+    products(rec, dx, dw, &dy_h, x, w, accumulate_dx, accumulate_params);
+    drop(dy_h);
+    if let Some(db) = db {
+        let out_f = w.shape()[0];
+        sum_rows(
+            rec,
+            db,
+            dy,
+            dy.numel() / out_f,
+            out_f,
+            1.0,
+            accumulate_params,
+        );
+    }
+}
+
+/// dx (+)= dy·W and dW (+)= dyᵀ·x.
+#[allow(clippy::too_many_arguments)]
+fn products(
+    rec: &mut Recorder,
+    dx: Option<&Tensor>,
+    dw: &Tensor,
+    dy: &Tensor,
+    x: &Tensor,
+    w: &Tensor,
+    accumulate_dx: bool,
+    accumulate_params: bool,
+) {
     let out_f = w.shape()[0];
     let in_f = w.numel() / out_f;
     let rows = x.numel() / in_f;
@@ -74,7 +140,4 @@ pub fn linear_backward(
         accumulate_params,
         Epilogue::None,
     );
-    if let Some(db) = db {
-        sum_rows(rec, db, dy, rows, out_f, 1.0, accumulate_params);
-    }
 }

@@ -482,8 +482,6 @@ pub fn matmul_planned(
         Plan::Direct { splits } => (&MATMUL_DIRECT, 64, splits),
         Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e),
     };
-    // Split-K partial sums stay in f32 buffers; an f16 product keeps K whole instead.
-    let splits = if a.dtype() == DType::F16 { 1 } else { splits };
     vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
 }
 

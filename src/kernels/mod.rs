@@ -19,6 +19,7 @@ pub mod gram;
 pub mod interp;
 pub mod layernorm;
 pub mod linear;
+pub mod loss_scale;
 pub mod losses;
 pub mod matmul;
 pub mod normalize;
@@ -42,6 +43,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_BACKWARD_DKV,
         &cast::CAST_TO_S,
         &cast::CAST_TO_F32,
+        &cast::CAST_TO_S_CHECKED,
         &cross_entropy::CE_FORWARD,
         &cross_entropy::CE_BACKWARD,
         &cross_entropy::CE_FORWARD_NARROW,
@@ -59,6 +61,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &ema::EMA_UPDATE_V4,
         &gather::GATHER_ROWS,
         &gather::SCATTER_ADD_ROWS,
+        &loss_scale::LOSS_SCALE_UPDATE,
+        &loss_scale::SCALE_BY_STATE,
         &losses::TEACHER_SOFTMAX,
         &losses::DINO_LOSS_FORWARD,
         &losses::DINO_LOSS_BACKWARD,

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 mod backward;
+pub use backward::HalfProducts;
 
 /// A problem building or running the model.
 #[derive(Debug, thiserror::Error)]
@@ -83,25 +84,40 @@ pub struct BlockActs {
 
 impl BlockActs {
     /// The activations as f32: each f16 one copied up (a mixed-precision forward stores them in
-    /// f16; the backward pass runs in f32), f32 ones shared.
-    fn into_f32(self, rec: &mut Recorder) -> BlockActs {
+    /// f16), f32 ones shared, and the input of the output projection. With
+    /// `keep_product_inputs` the inputs of the linear layers (`h1`, `h2`, `act`, and the
+    /// projection's) stay as saved: an f16 backward pass multiplies them in f16.
+    fn into_f32(self, rec: &mut Recorder, keep_product_inputs: bool) -> (BlockActs, Tensor) {
         let mut up = |t: Tensor| kernels::cast::to_dtype(rec, &t, DType::F32);
-        BlockActs {
+        let attn_saved = self.attn.clone();
+        let attn = up(self.attn);
+        let attn_product = if keep_product_inputs {
+            attn_saved
+        } else {
+            attn.clone()
+        };
+        let (h1, h2, act) = if keep_product_inputs {
+            (self.h1, self.h2, self.act)
+        } else {
+            (up(self.h1), up(self.h2), up(self.act))
+        };
+        let acts = BlockActs {
             x_in: up(self.x_in),
             ln1: self.ln1,
-            h1: up(self.h1),
+            h1,
             qkv: up(self.qkv),
-            attn: up(self.attn),
+            attn,
             lse: self.lse,
             proj: up(self.proj),
             x_mid: up(self.x_mid),
             ln2: self.ln2,
-            h2: up(self.h2),
+            h2,
             pre: up(self.pre),
-            act: up(self.act),
+            act,
             mlp: up(self.mlp),
             drop: self.drop,
-        }
+        };
+        (acts, attn_product)
     }
 }
 

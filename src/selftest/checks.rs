@@ -105,6 +105,7 @@ pub fn kernel_checks() -> Vec<KernelCheck> {
         },
     ];
     all.extend(super::half::checks());
+    all.extend(super::mixed::checks());
     all
 }
 

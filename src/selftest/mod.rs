@@ -5,6 +5,7 @@ mod checks;
 mod embed_checks;
 mod half;
 mod losses;
+mod mixed;
 mod model;
 mod ops;
 mod train_checks;

@@ -122,9 +122,11 @@ pub enum Precision {
     #[default]
     F32,
     /// The student's and teacher's forward passes run on f16 copies of their weights and store
-    /// their activations in f16 (products accumulate in f32); the heads, losses, backward pass,
-    /// gradients, AdamW and EMA stay in f32. Gradients never exist in f16, so no loss scaling
-    /// is needed. Needs SHADER_F16.
+    /// their activations in f16; the student backbone's backward products multiply the saved
+    /// f16 activations, the f16 weights and the loss-scaled gradient rounded to f16 (every
+    /// product accumulates in f32 and writes f32). Dynamic loss scaling (GradScaler's rule, on
+    /// the GPU) skips a step whose gradients leave f16's range. The heads, losses, the other
+    /// backward kernels, gradients, AdamW and EMA stay in f32. Needs SHADER_F16.
     Mixed,
 }
 
@@ -196,6 +198,10 @@ pub struct TrainConfig {
     /// Precision of the backbones' forward passes (f32 when the field is absent).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// The loss scale a mixed-precision run starts from (65,536 when absent); it halves on
+    /// every overflowed step and doubles after 2,000 finite ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
     /// Loss weights.
     pub dino_weight: f32,
     /// iBOT weight (0 disables masking and the iBOT loss).
@@ -368,6 +374,14 @@ impl TrainConfig {
         }
         if self.batch_size < 2 {
             return Err("batch_size must be at least 2 (KoLeo needs a neighbour)".into());
+        }
+        if let Some(s) = self.loss_scale {
+            if !(1.0..=crate::kernels::loss_scale::MAX_SCALE).contains(&s) {
+                return Err(format!(
+                    "loss_scale {s} must be between 1 and {}",
+                    crate::kernels::loss_scale::MAX_SCALE
+                ));
+            }
         }
         if self.steps == 0 {
             return Err("steps must be at least 1".into());

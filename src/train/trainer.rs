@@ -12,6 +12,7 @@ use super::head::DinoHead;
 use crate::gpu::{DType, Gpu, GpuError, Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::adamw::{Segment, Segments};
+use crate::kernels::loss_scale::{LossScale, GROWTH_INTERVAL, INITIAL_SCALE};
 use crate::model::params::{ParamLayout, ParamStore};
 use crate::model::vit::{param_layout, Vit};
 use crate::model::weights::expected_tensors;
@@ -72,7 +73,18 @@ pub struct StepMetrics {
     /// Gram anchoring loss (before its weight; 0 before it starts), in runs that use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gram: Option<f32>,
+    /// The loss scale of the f16 backward products (mixed precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
+    /// The step's f16 gradients overflowed, so its update was skipped and the scale halved
+    /// (mixed precision).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
+
+/// Where the per-module gradient sums of squares start in a step's metrics readback (after the
+/// four losses, the loss scale and the skip flag).
+pub(crate) const METRIC_NORMS: usize = 6;
 
 impl StepMetrics {
     /// What is not finite in this step ("the DINO loss is NaN", "the gradient norm is inf"), if
@@ -90,6 +102,13 @@ impl StepMetrics {
             .filter(|(_, v)| !v.is_finite())
             .map(|(n, v)| format!("the {n} is {v}"))
             .collect();
+        if self.skipped && self.loss_scale.is_some_and(|s| s <= 1.0) {
+            return Some(
+                "the backbone's gradients overflow f16 even at loss scale 1 (train with \
+                 --precision f32)"
+                    .into(),
+            );
+        }
         (!bad.is_empty() || !self.loss.is_finite()).then(|| {
             if bad.is_empty() {
                 format!("the loss is {}", self.loss)
@@ -109,6 +128,8 @@ pub struct PendingStep {
     base: StepMetrics,
     /// Weights of the DINO, iBOT, KoLeo and (when on) Gram losses at this step.
     weights: (f32, f32, f32, Option<f32>),
+    /// The step ran with f16 backward products and a loss scale.
+    mixed: bool,
 }
 
 impl PendingStep {
@@ -127,7 +148,11 @@ impl PendingStep {
         out.loss = wd * dino + wi * ibot + wk * koleo + wg.unwrap_or(0.0) * gram;
         (out.dino, out.ibot, out.koleo) = (dino, ibot, koleo);
         out.gram = wg.map(|_| gram);
-        out.grad_norm = m[4..].iter().sum::<f32>().sqrt();
+        out.grad_norm = m[METRIC_NORMS..].iter().sum::<f32>().sqrt();
+        if self.mixed {
+            out.loss_scale = Some(m[4]);
+            out.skipped = m[5] != 0.0;
+        }
         if let Some((t_probs, s_cls)) = &self.diagnostics {
             let k = self.prototypes;
             let d = self.dim;
@@ -203,6 +228,8 @@ pub struct Trainer<'g> {
     /// With mixed precision: the f16 copies of the student and teacher backbones the forward
     /// passes run on, refreshed from the f32 weights at the start of every step.
     half: Option<(Vit, Vit)>,
+    /// With mixed precision: the loss scale of the f16 backward products.
+    loss_scale: Option<LossScale>,
     head: DinoHead,
     ibot_head: DinoHead,
     segments: Segments,
@@ -406,8 +433,16 @@ impl<'g> Trainer<'g> {
                 Some((copy()?, copy()?))
             }
         };
+        let loss_scale = half.as_ref().map(|_| {
+            LossScale::new(
+                gpu,
+                cfg.loss_scale.unwrap_or(INITIAL_SCALE),
+                GROWTH_INTERVAL,
+            )
+        });
         Ok(Trainer {
             half,
+            loss_scale,
             gram_teacher,
             gpu,
             layout,

@@ -21,6 +21,17 @@ fn layerscale_backward(
     kernels::reduce::sum_rows(rec, d_gamma, &prod, dy.numel() / d, d, 1.0, true);
 }
 
+/// The f16 side of a mixed-precision backward pass: the f16 twin whose forward saved the
+/// activations (its weights go into the products, with the saved f16 activations) and the flag
+/// its loss-scaled gradients raise when they leave f16's range.
+#[derive(Clone, Copy)]
+pub struct HalfProducts<'a> {
+    /// The f16 copy of this model that ran the forward pass.
+    pub twin: &'a Vit,
+    /// Raised by `cast_checked` (see [`crate::kernels::loss_scale::LossScale`]).
+    pub overflow: &'a Tensor,
+}
+
 impl Vit {
     /// A zeroed gradient store with the parameters' layout.
     pub fn zero_grads(&self, rec: &mut Recorder) -> ParamStore {
@@ -45,6 +56,34 @@ impl Vit {
         d_pixels: Option<&Tensor>,
         pixels_shape: (usize, usize, usize),
         mask: Option<&Tensor>,
+    ) -> Result<(), ModelError> {
+        self.backward_mixed(
+            rec,
+            out,
+            d_tokens,
+            grads,
+            d_pixels,
+            pixels_shape,
+            mask,
+            None,
+        )
+    }
+
+    /// [`Vit::backward`] after a forward by this model's f16 twin, with the blocks' linear
+    /// layers multiplied in f16 (`half`; `d_tokens` loss-scaled) or everything in f32 (`None`).
+    /// Everything else (norms, attention, GELU, the token assembly, the patch embedding) runs in
+    /// f32 either way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_mixed(
+        &self,
+        rec: &mut Recorder,
+        out: &mut VitOutput,
+        d_tokens: &Tensor,
+        grads: &ParamStore,
+        d_pixels: Option<&Tensor>,
+        pixels_shape: (usize, usize, usize),
+        mask: Option<&Tensor>,
+        half: Option<HalfProducts>,
     ) -> Result<(), ModelError> {
         if self.dtype() != DType::F32 {
             return Err(ModelError::Unsupported(
@@ -98,16 +137,52 @@ impl Vit {
             ad,
             grid: (gh, gw),
         };
+        let keep = half.is_some();
         for (i, saved) in blocks.into_iter().enumerate().rev() {
-            let a = match saved {
-                SavedBlock::Full(a) => a.into_f32(rec),
+            let (a, attn_saved) = match saved {
+                SavedBlock::Full(a) => a.into_f32(rec, keep),
                 SavedBlock::Input { x_in, drop } => {
-                    let x_in = kernels::cast::to_dtype(rec, &x_in, DType::F32);
-                    let (_, a, _) = self.block_forward(rec, i, &x_in, shape, drop, false, true);
+                    // The twin recomputes the forward's own f16 values from the saved input.
+                    let (model, x_in) = match half {
+                        Some(h) => (h.twin, x_in),
+                        None => (self, kernels::cast::to_dtype(rec, &x_in, DType::F32)),
+                    };
+                    let (_, a, _) = model.block_forward(rec, i, &x_in, shape, drop, false, true);
                     a.expect("block_forward saves when asked")
+                        .into_f32(rec, keep)
                 }
             };
             let a = &a;
+            // dx = dy·W, dW += dyᵀ·x, db += Σ dy for one linear layer of this block.
+            let linear = |rec: &mut Recorder, dx: &Tensor, name: &str, dy: &Tensor, x: &Tensor| {
+                let weight = format!("blocks.{i}.{name}.weight");
+                let dw = grads.get(&weight);
+                let db = grads.get(&format!("blocks.{i}.{name}.bias"));
+                match half {
+                    Some(h) => kernels::linear::linear_backward_half(
+                        rec,
+                        Some(dx),
+                        &dw,
+                        Some(&db),
+                        dy,
+                        (x, &h.twin.p(&weight)),
+                        h.overflow,
+                        false,
+                        true,
+                    ),
+                    None => kernels::linear::linear_backward(
+                        rec,
+                        Some(dx),
+                        &dw,
+                        Some(&db),
+                        dy,
+                        x,
+                        &self.p(&weight),
+                        false,
+                        true,
+                    ),
+                }
+            };
             let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
             let gb = |s: &str| grads.get(&format!("blocks.{i}.{s}"));
             // x_out = x_mid + ls2 ⊙ mlp: dx flows to x_mid unchanged.
@@ -136,20 +211,8 @@ impl Vit {
             } else {
                 ("mlp.fc1", "mlp.fc2")
             };
-            let w = |n: &str| b(&format!("{n}.weight"));
-            let gw = |n: &str, t: &str| gb(&format!("{n}.{t}"));
             let d_act = gpu.empty(&[rows, cfg.mlp_hidden]);
-            kernels::linear::linear_backward(
-                rec,
-                Some(&d_act),
-                &gw(fc2, "weight"),
-                Some(&gw(fc2, "bias")),
-                &d_mlp,
-                &a.act,
-                &w(fc2),
-                false,
-                true,
-            );
+            linear(rec, &d_act, fc2, &d_mlp, &a.act);
             let d_pre = gpu.empty(a.pre.shape());
             if swiglu {
                 kernels::gelu::swiglu_backward(rec, &d_pre, &d_act, &a.pre, cfg.mlp_hidden, false);
@@ -157,17 +220,7 @@ impl Vit {
                 kernels::gelu::gelu_backward(rec, &d_pre, &d_act, &a.pre, false);
             }
             let d_h2 = gpu.empty(&[rows, d]);
-            kernels::linear::linear_backward(
-                rec,
-                Some(&d_h2),
-                &gw(fc1, "weight"),
-                Some(&gw(fc1, "bias")),
-                &d_pre,
-                &a.h2,
-                &w(fc1),
-                false,
-                true,
-            );
+            linear(rec, &d_h2, fc1, &d_pre, &a.h2);
             kernels::layernorm::layernorm_backward(
                 rec,
                 &d_x_mid,
@@ -200,17 +253,8 @@ impl Vit {
                 None => d_proj,
             };
             let d_attn = gpu.empty(&[rows, d]);
-            kernels::linear::linear_backward(
-                rec,
-                Some(&d_attn),
-                &gb("attn.proj.weight"),
-                Some(&gb("attn.proj.bias")),
-                &d_proj,
-                &a.attn,
-                &b("attn.proj.weight"),
-                false,
-                true,
-            );
+            linear(rec, &d_attn, "attn.proj", &d_proj, &attn_saved);
+            drop(attn_saved);
             let d_qkv = gpu.empty(&[batch, n, 3 * d]);
             kernels::attention::attention_backward(
                 rec, &d_qkv, &d_qkv, &d_qkv, &d_attn, &a.qkv, &a.qkv, &a.qkv, &a.attn, &a.lse, ad,
@@ -218,17 +262,7 @@ impl Vit {
             );
             self.rotate(rec, &d_qkv, shape, true);
             let d_h1 = gpu.empty(&[rows, d]);
-            kernels::linear::linear_backward(
-                rec,
-                Some(&d_h1),
-                &gb("attn.qkv.weight"),
-                Some(&gb("attn.qkv.bias")),
-                &d_qkv,
-                &a.h1,
-                &b("attn.qkv.weight"),
-                false,
-                true,
-            );
+            linear(rec, &d_h1, "attn.qkv", &d_qkv, &a.h1);
             kernels::layernorm::layernorm_backward(
                 rec,
                 &d_x_in,

@@ -3,16 +3,17 @@
 //! tensors that live across phases are the fields of the structs below and nothing else; a
 //! phase's own intermediates go back to the pool as soon as it has recorded them.
 
-use super::{PendingStep, StepMetrics, TrainError, Trainer};
+use super::{PendingStep, StepMetrics, TrainError, Trainer, METRIC_NORMS};
 use crate::data::loader::Batch;
 use crate::gpu::{DType, Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::adamw::AdamWStep;
 use crate::kernels::cross_entropy::CrossEntropy;
 use crate::kernels::gram::{GramDims, GramSaved};
+use crate::kernels::loss_scale::{SCALE, SKIP};
 use crate::kernels::losses::DinoPairs;
 use crate::model::params::ParamStore;
-use crate::model::vit::{ForwardOptions, VitOutput};
+use crate::model::vit::{ForwardOptions, HalfProducts, VitOutput};
 use crate::train::config::{StepValues, Targets};
 use crate::train::head::HeadActs;
 
@@ -499,7 +500,8 @@ impl Trainer<'_> {
         }
         let d_tokens_g = d_tokens_g.reshape(&[2 * b, inp.n_g, d]);
         let use_ibot = cfg.ibot_weight > 0.0;
-        self.student_vit.backward(
+        let half = self.half_products(rec, &d_tokens_g);
+        self.student_vit.backward_mixed(
             rec,
             &mut out_g,
             &d_tokens_g,
@@ -507,6 +509,7 @@ impl Trainer<'_> {
             None,
             (2 * b, g, g),
             use_ibot.then_some(&inp.mask),
+            half,
         )?;
         drop((out_g, d_tokens_g));
         if let Some(mut o) = out_l {
@@ -516,7 +519,8 @@ impl Trainer<'_> {
             kernels::gather::scatter_add_rows(rec, &d_tokens_l, &d_cls_l, &inp.cls_l_idx, d);
             drop((d_cls_l, d_cls_all));
             let d_tokens_l = d_tokens_l.reshape(&[nl * b, inp.n_l, d]);
-            self.student_vit.backward(
+            let half = self.half_products(rec, &d_tokens_l);
+            self.student_vit.backward_mixed(
                 rec,
                 &mut o,
                 &d_tokens_l,
@@ -524,16 +528,33 @@ impl Trainer<'_> {
                 None,
                 (nl * b, l, l),
                 None,
+                half,
             )?;
         }
         Ok(())
     }
 
-    /// Per-module gradient clipping, AdamW over the flat buffer, teacher EMA. Returns each
-    /// module's gradient sum of squares before clipping (non-finite when a gradient is).
+    /// With mixed precision: scales the gradient entering the student backbone by the loss
+    /// scale and returns what its f16 backward products need.
+    fn half_products(&self, rec: &mut Recorder, d_tokens: &Tensor) -> Option<HalfProducts<'_>> {
+        let (ls, (twin, _)) = self.loss_scale.as_ref().zip(self.half.as_ref())?;
+        ls.scale(rec, d_tokens);
+        Some(HalfProducts {
+            twin,
+            overflow: &ls.overflow,
+        })
+    }
+
+    /// Per-module gradient clipping, AdamW over the flat buffer, teacher EMA. With mixed
+    /// precision the backbone's gradients are unscaled first, and an overflowed step leaves the
+    /// weights alone (decided on the GPU). Returns each module's gradient sum of squares before
+    /// clipping (non-finite when a gradient is).
     pub(super) fn update(&self, rec: &mut Recorder, sv: &StepValues) -> Vec<Tensor> {
         let cfg = &self.cfg;
         let bt = self.backbone_layout.total;
+        if let Some(ls) = &self.loss_scale {
+            ls.unscale(rec, &self.grads.view(0, &[bt]));
+        }
         let mut norms = vec![kernels::reduce::clip_grad_norm(
             rec,
             &self.grads.view(0, &[bt]),
@@ -561,7 +582,7 @@ impl Trainer<'_> {
             eps: 1e-8,
             t: (self.step + 1) as u32,
         };
-        kernels::adamw::adamw_step(
+        kernels::adamw::adamw_step_gated(
             rec,
             &self.student,
             &self.m1,
@@ -569,6 +590,7 @@ impl Trainer<'_> {
             &self.grads,
             &self.segments,
             h,
+            self.loss_scale.as_ref().map(|ls| (&ls.state, SKIP)),
         );
         kernels::ema::ema_update(rec, &self.teacher, &self.student, sv.momentum);
         norms
@@ -590,16 +612,26 @@ impl Trainer<'_> {
         let losses = self.losses(&mut rec, &inp, &targets, &student, gram_targets);
         let cls_g = student.cls_g.clone();
         self.backward(&mut rec, &inp, &targets, student, &losses, &sv)?;
+        // The loss scale this step ran with, before the update changes it.
+        let scale = self.loss_scale.as_ref().map(|ls| {
+            let t = rec.gpu().empty(&[1]);
+            rec.copy_range(&ls.state, SCALE, &t, 0, 1);
+            t
+        });
         let norms = self.update(&mut rec, &sv);
         // Losses and gradient sums of squares in one small read: a NaN or Inf anywhere in the
         // step shows here.
-        let metrics = rec.zeros(&[4 + norms.len()]);
+        let metrics = rec.zeros(&[METRIC_NORMS + norms.len()]);
         rec.copy_range(&losses.dino, 0, &metrics, 0, 1);
         rec.copy_range(&losses.ibot, 0, &metrics, 1, 1);
         rec.copy_range(&losses.koleo, 0, &metrics, 2, 1);
         rec.copy_range(&losses.gram, 0, &metrics, 3, 1);
+        if let (Some(ls), Some(scale)) = (&self.loss_scale, &scale) {
+            rec.copy_range(scale, 0, &metrics, 4, 1);
+            rec.copy_range(&ls.state, SKIP, &metrics, 5, 1);
+        }
         for (i, n) in norms.iter().enumerate() {
-            rec.copy_range(n, 0, &metrics, 4 + i, 1);
+            rec.copy_range(n, 0, &metrics, METRIC_NORMS + i, 1);
         }
         rec.finish()?;
         let step = self.step;
@@ -626,6 +658,7 @@ impl Trainer<'_> {
                 cfg.koleo_weight,
                 cfg.gram.as_ref().map(|_| sv.gram_weight),
             ),
+            mixed: self.loss_scale.is_some(),
         })
     }
 }
