@@ -237,8 +237,9 @@ mod cli {
             /// Activation checkpointing: off, all, or the number of blocks (overrides the config).
             #[arg(long)]
             checkpoint: Option<String>,
-            /// Precision of the forward passes: f32, or mixed (f16 copies of the weights and f16
-            /// activations; needs SHADER_F16) (overrides the config).
+            /// Precision: f32, or mixed (f16 copies of the weights, f16 activations, f16
+            /// backward products with a dynamic loss scale; needs SHADER_F16) (overrides the
+            /// config).
             #[arg(long)]
             precision: Option<String>,
             /// GPU memory to plan for (e.g. 4GiB; default: the adapter's, where it tells).
@@ -268,8 +269,9 @@ mod cli {
             /// Activation checkpointing: off, all, or the number of blocks (overrides the config).
             #[arg(long)]
             checkpoint: Option<String>,
-            /// Precision of the forward passes: f32, or mixed (f16 copies of the weights and f16
-            /// activations; needs SHADER_F16) (overrides the config).
+            /// Precision: f32, or mixed (f16 copies of the weights, f16 activations, f16
+            /// backward products with a dynamic loss scale; needs SHADER_F16) (overrides the
+            /// config).
             #[arg(long)]
             precision: Option<String>,
             /// Also write the figures as JSON to this file.
