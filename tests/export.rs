@@ -147,6 +147,7 @@ fn state(cfg: &TrainConfig) -> TrainState {
         center_dino: vec![0.0; cfg.head.prototypes],
         center_ibot: vec![0.0; cfg.ibot_prototypes()],
         gram_teacher: None,
+        loss_scale: None,
     }
 }
 

@@ -159,6 +159,52 @@ fn resume_is_bit_exact() {
     let _ = std::fs::remove_dir_all(&ck_dir);
 }
 
+/// A mixed-precision run resumes with its loss scale: from 65,536 the first steps of this model
+/// overflow and halve it, and 3 + resume + 3 steps end exactly where 6 straight ones do (a
+/// resumed run that started the scale afresh would skip those steps again).
+#[test]
+fn a_mixed_run_resumes_with_its_loss_scale() {
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return;
+    }
+    let mut cfg = micro();
+    cfg.precision = dinoscope::train::config::Precision::Mixed;
+    let straight = tmp("mixed-straight");
+    let mut skipped = 0;
+    let opts = RunOptions {
+        out_dir: straight.clone(),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &opts, |m| {
+        skipped += usize::from(m.skipped)
+    })
+    .expect("run");
+    assert!(skipped >= 1, "no step overflowed at 65,536");
+    let split = tmp("mixed-split");
+    let first = RunOptions {
+        out_dir: split.clone(),
+        stop_after: Some(3),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &first, |_| {}).expect("first half");
+    let second = RunOptions {
+        out_dir: split.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg, &second, |_| {}).expect("second half");
+    let (a, b) = (state_of(&straight), state_of(&split));
+    let scale = a
+        .loss_scale
+        .as_ref()
+        .expect("a mixed run saves its loss scale");
+    assert!(scale[0] < 65536.0, "{scale:?}");
+    assert!(a == b, "6 mixed steps straight differ from 3 + resume + 3");
+    let _ = std::fs::remove_dir_all(&straight);
+    let _ = std::fs::remove_dir_all(&split);
+}
+
 #[test]
 fn a_killed_run_resumes_exactly() {
     if common::gpu().is_none() {

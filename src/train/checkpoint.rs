@@ -131,6 +131,9 @@ fn checkpoint_files(
     if let Some(g) = &st.gram_teacher {
         tensors.push(("gram_teacher".into(), vec![g.len()], &g[..]));
     }
+    if let Some(l) = &st.loss_scale {
+        tensors.push(("loss_scale".into(), vec![l.len()], &l[..]));
+    }
     let state = crate::io::safetensors_bytes(&tensors, Some(meta))?;
     Ok(vec![
         (STATE, state),
@@ -334,6 +337,10 @@ pub fn state_from_bytes(p: &Path, bytes: &[u8]) -> Result<(TrainConfig, TrainSta
         center_ibot: get("center_ibot")?,
         gram_teacher: match f.get("gram_teacher") {
             Ok(_) => Some(get("gram_teacher")?),
+            Err(_) => None,
+        },
+        loss_scale: match f.get("loss_scale") {
+            Ok(_) => Some(get("loss_scale")?),
             Err(_) => None,
         },
     };

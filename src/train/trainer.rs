@@ -12,7 +12,7 @@ use super::head::DinoHead;
 use crate::gpu::{DType, Gpu, GpuError, Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::adamw::{Segment, Segments};
-use crate::kernels::loss_scale::{LossScale, GROWTH_INTERVAL, INITIAL_SCALE};
+use crate::kernels::loss_scale::{LossScale, GROWTH_INTERVAL, INITIAL_SCALE, MAX_SCALE};
 use crate::model::params::{ParamLayout, ParamStore};
 use crate::model::vit::{param_layout, Vit};
 use crate::model::weights::expected_tensors;
@@ -574,6 +574,10 @@ impl<'g> Trainer<'g> {
                 Some((flat, _)) => Some(read(gpu, flat)?),
                 None => None,
             },
+            loss_scale: match &self.loss_scale {
+                Some(ls) => Some(read(gpu, &ls.state)?),
+                None => None,
+            },
         })
     }
 
@@ -614,7 +618,7 @@ impl<'g> Trainer<'g> {
                 )));
             }
         }
-        Self::from_flats(
+        let trainer = Self::from_flats(
             gpu,
             cfg,
             layout,
@@ -626,7 +630,19 @@ impl<'g> Trainer<'g> {
             Some((&st.center_dino, &st.center_ibot)),
             st.gram_teacher.as_deref(),
             st.step,
-        )
+        )?;
+        // A run saved before it had a loss scale (or in f32) starts the scale afresh.
+        if let (Some(ls), Some(saved)) = (&trainer.loss_scale, &st.loss_scale) {
+            let scale = saved.first().copied().unwrap_or(0.0);
+            if saved.len() != 5 || !(1.0..=MAX_SCALE).contains(&scale) {
+                return Err(TrainError::Other(format!(
+                    "checkpoint's loss-scale state {saved:?} is not [scale ≥ 1, count, skipped, \
+                     skip, unscale]"
+                )));
+            }
+            gpu.write(&ls.state, saved);
+        }
+        Ok(trainer)
     }
 
     /// Teacher backbone values by torch-hub name.
@@ -658,6 +674,9 @@ pub struct TrainState {
     pub center_ibot: Vec<f32>,
     /// The Gram teacher's backbone (runs with Gram anchoring).
     pub gram_teacher: Option<Vec<f32>>,
+    /// The loss-scaling state (mixed precision): scale, finite steps in a row, steps skipped,
+    /// and the last step's skip flag and unscale factor.
+    pub loss_scale: Option<Vec<f32>>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
