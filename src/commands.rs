@@ -262,12 +262,21 @@ pub fn train(
     );
     let batch = cfg.batch_size;
     let mut last = std::time::Instant::now();
+    // Mixed precision: (steps, skipped, last loss scale).
+    let mut scaled = (0u64, 0u64, 0.0f32);
     let summary = run(gpu, cfg, &opts, |m| {
         let dt = last.elapsed().as_secs_f64().max(1e-9);
         last = std::time::Instant::now();
         bar.set_position(m.step + 1);
+        let scale = match m.loss_scale {
+            Some(s) => {
+                scaled = (scaled.0 + 1, scaled.1 + u64::from(m.skipped), s);
+                format!(" scale {s:.0}")
+            }
+            None => String::new(),
+        };
         bar.set_message(format!(
-            "loss {:.4} (dino {:.4} ibot {:.4} koleo {:.4}) lr {:.2e} {:.1} img/s",
+            "loss {:.4} (dino {:.4} ibot {:.4} koleo {:.4}) lr {:.2e}{scale} {:.1} img/s",
             m.loss,
             m.dino,
             m.ibot,
@@ -277,6 +286,12 @@ pub fn train(
         ));
     })?;
     bar.finish_and_clear();
+    if scaled.0 > 0 {
+        println!(
+            "mixed precision: {} of {} steps skipped (f16 gradients overflowed); loss scale {:.0}",
+            scaled.1, scaled.0, scaled.2
+        );
+    }
     if let Some(m) = &summary.last {
         println!(
             "step {}: loss {:.4} (dino {:.4}, ibot {:.4}, koleo {:.4})",
