@@ -366,7 +366,10 @@ mod cli {
         if cli.adapter.is_some() {
             choice.adapter = cli.adapter.clone();
         }
-        let gpu = Gpu::new_blocking(&choice).map_err(|e| e.to_string())?;
+        let mut gpu = Gpu::new_blocking(&choice).map_err(|e| e.to_string())?;
+        if let Err(e) = dinoscope::kernels::matmul::probe_coop(&mut gpu) {
+            eprintln!("warning: {e}; f16 products use the plain kernels");
+        }
         // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it.
         if let Err(e) = dinoscope::tune::load(&gpu) {
             eprintln!("warning: {e}");

@@ -660,5 +660,9 @@ fn compute_gpu(rs: &eframe::egui_wgpu::RenderState) -> Result<Gpu, String> {
     }
     let mut gpu = Gpu::from_device(rs.device.clone(), rs.queue.clone(), info);
     gpu.adopt_coop(&rs.adapter);
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Err(e) = crate::kernels::matmul::probe_coop(&mut gpu) {
+        log::warn!("{e}; f16 products use the plain kernels");
+    }
     Ok(gpu)
 }

@@ -77,6 +77,8 @@ pub struct Gpu {
     serial: bool,
     /// Side of the f16 cooperative matrices the matmul may use (16 or 8), if any.
     pub(crate) coop: Option<u32>,
+    /// Why cooperative matrices the adapter offers are not used (a failed probe).
+    coop_off: Option<String>,
     /// Kernel choices by key (tuned matmul plans), and the keys a dry run asked for.
     choices: Mutex<std::collections::BTreeMap<String, String>>,
     shapes: Mutex<std::collections::BTreeSet<String>>,
@@ -222,6 +224,13 @@ impl Gpu {
         self.coop
     }
 
+    /// Stops using the cooperative matrices (the matmul falls back to the plain kernels), and
+    /// keeps `reason` for [`Gpu::describe`].
+    pub fn disable_coop(&mut self, reason: String) {
+        self.coop = None;
+        self.coop_off = Some(reason);
+    }
+
     /// Wraps an existing device (for example eframe's), so the UI and the runtime share it.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
         let serial = info.backend == wgpu::Backend::Gl;
@@ -272,6 +281,7 @@ impl Gpu {
             serial,
             holder: Arc::default(),
             coop: None,
+            coop_off: None,
             choices: Mutex::default(),
             shapes: Mutex::default(),
             profile: Mutex::default(),
@@ -300,6 +310,7 @@ impl Gpu {
             serial: self.serial,
             holder: self.holder.clone(),
             coop: self.coop,
+            coop_off: self.coop_off.clone(),
             choices: Mutex::new(self.choices()),
             shapes: Mutex::default(),
             profile: Mutex::default(),
@@ -674,9 +685,12 @@ impl Gpu {
             "  TIMESTAMP_QUERY {}\n",
             has(wgpu::Features::TIMESTAMP_QUERY)
         );
-        s += &match self.coop {
-            Some(side) => format!("  COOP_MATRIX     f16 {side}x{side}x{side} (f16 matmuls)\n"),
-            None => "  COOP_MATRIX     no\n".to_string(),
+        s += &match (self.coop, &self.coop_off) {
+            (Some(side), _) => {
+                format!("  COOP_MATRIX     f16 {side}x{side}x{side} (f16 matmuls)\n")
+            }
+            (None, Some(why)) => format!("  COOP_MATRIX     offered, turned off: {why}\n"),
+            (None, None) => "  COOP_MATRIX     no\n".to_string(),
         };
         s
     }

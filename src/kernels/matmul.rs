@@ -730,3 +730,83 @@ pub fn matmul_backward(
         }
     }
 }
+
+/// Checks the cooperative-matrix kernel on this device before anything relies on it: one
+/// product per layout, with edges past its tile and K step, of small integers (exact in f16 and
+/// summed exactly in f32) against integer arithmetic. Where any output differs, or the GPU
+/// reports an error, the device goes back to the plain kernels and the reason is returned (and
+/// shown by `dinoscope info`). The kernel has been checked only on the adapters CI runs, so a
+/// driver or shader translator that gets it wrong must cost speed, never correct features.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {
+    let Some(side) = gpu.coop_side() else {
+        return Ok(());
+    };
+    let t = 8 * side as usize;
+    let (m, n, k) = (t + 4, t + 4, 2 * side as usize + 4);
+    // Values in -2..=2: every partial sum is an integer of magnitude ≤ 4k.
+    let ints = |len: usize, seed: usize| -> Vec<i32> {
+        (0..len)
+            .map(|i| ((i * 7 + seed * 13 + i / 5) % 5) as i32 - 2)
+            .collect()
+    };
+    let mut failure = None;
+    for (layout, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut d = MatmulDims::new(m, n, k);
+        d.trans_a = ta;
+        d.trans_b = tb;
+        let (a, b) = (ints(m * k, layout), ints(k * n, layout + 4));
+        let at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
+        let bt = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
+        let want: Vec<f32> = (0..m * n)
+            .map(|ij| (0..k).map(|p| at(ij / n, p) * bt(p, ij % n)).sum::<i32>() as f32)
+            .collect();
+        let f = |v: &[i32]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let ha = gpu.upload_as(&f(&a), &[a.len()], DType::F16);
+        let hb = gpu.upload_as(&f(&b), &[b.len()], DType::F16);
+        let c = gpu.empty(&[m * n]);
+        let mut rec = Recorder::new(gpu);
+        matmul_planned(
+            &mut rec,
+            &c,
+            &ha,
+            &hb,
+            d,
+            1.0,
+            false,
+            Epilogue::None,
+            Plan::Coop,
+        );
+        let got = rec
+            .finish()
+            .map_err(|e| e.to_string())
+            .and_then(|()| gpu.read(&c).map_err(|e| e.to_string()));
+        match got {
+            Ok(got) => {
+                let wrong = got.iter().zip(&want).filter(|(g, w)| g != w).count();
+                if wrong > 0 {
+                    failure = Some(format!(
+                        "its {m}x{n}x{k} product (ta={ta}, tb={tb}) is wrong in {wrong} of {} \
+                         outputs",
+                        m * n
+                    ));
+                }
+            }
+            Err(e) => failure = Some(format!("its {m}x{n}x{k} product failed: {e}")),
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    match failure {
+        None => Ok(()),
+        Some(why) => {
+            let why = format!("the cooperative-matrix matmul failed its check ({why})");
+            gpu.disable_coop(why.clone());
+            Err(why)
+        }
+    }
+}

@@ -10,8 +10,13 @@ use std::sync::OnceLock;
 pub fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
     let g = GPU.get_or_init(|| match Gpu::new_blocking(&AdapterChoice::from_env()) {
-        Ok(g) => {
+        Ok(mut g) => {
             eprintln!("test adapter: {} ({:?})", g.info.name, g.info.backend);
+            // As the CLI and the app do; a failure leaves coop_side() None, which the coop
+            // tests report (and fail on where DINOSCOPE_EXPECT_COOP is set).
+            if let Err(e) = dinoscope::kernels::matmul::probe_coop(&mut g) {
+                eprintln!("{e}");
+            }
             Some(g)
         }
         Err(e) => {
