@@ -12,6 +12,19 @@ pub fn normal(rng: &mut Rng) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
 
+/// The standard deviation of the CLS and register (storage) tokens at init: DINOv2's 1e-6, where
+/// the position table added to CLS keeps its tokens apart from zero; DINOv3's 0.02 with rotary
+/// positions, where nothing is added and a token of size 1e-6 would enter the first layer norm
+/// as nearly zero (its variance far under eps), whose backward then multiplies the token's
+/// gradient by about 1/√eps.
+pub fn token_std(rope: bool) -> f32 {
+    if rope {
+        0.02
+    } else {
+        1e-6
+    }
+}
+
 /// Truncated normal with absolute bounds ±2 (PyTorch's default `trunc_normal_`).
 pub fn trunc_normal(rng: &mut Rng, std: f32) -> f32 {
     loop {
@@ -24,13 +37,14 @@ pub fn trunc_normal(rng: &mut Rng, std: f32) -> f32 {
 
 /// Initial values of every parameter of a layout, by name: Linear weights trunc_normal(0.02)
 /// and zero biases; the patch convolution PyTorch's default uniform ±1/√fan_in; LayerNorm 1 and
-/// 0; LayerScale `init.layerscale` (DINOv2: 1e-5); CLS and registers N(0, 1e-6); mask token 0;
-/// position table trunc_normal(0.02); the head's MLP as `init.head` says; the head's
+/// 0; LayerScale `init.layerscale` (DINOv2: 1e-5); CLS and registers N(0, `token_std`); mask
+/// token 0; position table trunc_normal(0.02); the head's MLP as `init.head` says; the head's
 /// weight-normed last layer v uniform ±1/√fan_in and g = 1.
 pub fn init_params(
     layout: &ParamLayout,
     seed: u64,
     init: &InitConfig,
+    token_std: f32,
 ) -> BTreeMap<String, Vec<f32>> {
     let mut out = BTreeMap::new();
     for (i, e) in layout.entries.iter().enumerate() {
@@ -72,7 +86,7 @@ pub fn init_params(
             let std = (gain / fan_in as f32).sqrt();
             (0..n).map(|_| normal(&mut rng) * std).collect()
         } else if name.ends_with("cls_token") || name.ends_with("register_tokens") {
-            (0..n).map(|_| normal(&mut rng) * 1e-6).collect()
+            (0..n).map(|_| normal(&mut rng) * token_std).collect()
         } else {
             (0..n).map(|_| trunc_normal(&mut rng, 0.02)).collect()
         };
@@ -86,4 +100,35 @@ fn head_mlp_layer(name: &str) -> Option<&str> {
     let rest = name.strip_suffix(".weight")?;
     let (head, layer) = rest.rsplit_once(".mlp.")?;
     head.ends_with("head").then_some(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn std_of(v: &[f32]) -> f32 {
+        let n = v.len() as f32;
+        let mean = v.iter().sum::<f32>() / n;
+        (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n).sqrt()
+    }
+
+    #[test]
+    fn cls_and_register_tokens_start_at_each_family_s_scale() {
+        let layout = ParamLayout::new(&[
+            ("cls_token".into(), vec![1, 1, 384]),
+            ("register_tokens".into(), vec![1, 4, 384]),
+            ("mask_token".into(), vec![1, 384]),
+        ]);
+        for (rope, want) in [(false, 1e-6f32), (true, 0.02)] {
+            let v = init_params(&layout, 7, &InitConfig::default(), token_std(rope));
+            for name in ["cls_token", "register_tokens"] {
+                let s = std_of(&v[name]);
+                assert!(
+                    (s / want - 1.0).abs() < 0.15,
+                    "{name} with rope={rope}: std {s}, want {want}"
+                );
+            }
+            assert!(v["mask_token"].iter().all(|&x| x == 0.0));
+        }
+    }
 }

@@ -352,7 +352,8 @@ impl<'g> Trainer<'g> {
             // A dry run allocates the same tensors without values: skip the initialisation.
             vec![0.0; layout.total]
         } else {
-            let values = super::init::init_params(&layout, cfg.seed, &cfg.init);
+            let token_std = super::init::token_std(cfg.model.is_rope());
+            let values = super::init::init_params(&layout, cfg.seed, &cfg.init, token_std);
             layout.pack(&values)
         };
         Self::from_flats(
