@@ -8,7 +8,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints};
 pub type Getter = fn(&LogPoint) -> Option<f64>;
 
 /// Every series the curves panel can show, with how to read it from a log point.
-pub const SERIES: [(&str, Getter); 13] = [
+pub const SERIES: [(&str, Getter); 14] = [
     ("loss", |p| Some(p.metrics.loss as f64)),
     ("dino", |p| Some(p.metrics.dino as f64)),
     ("ibot", |p| Some(p.metrics.ibot as f64)),
@@ -26,6 +26,7 @@ pub const SERIES: [(&str, Getter); 13] = [
     }),
     ("feature_std", |p| p.metrics.feature_std.map(f64::from)),
     ("gram", |p| p.metrics.gram.map(f64::from)),
+    ("loss_scale", |p| p.metrics.loss_scale.map(f64::from)),
 ];
 
 /// The logged history of a run.

@@ -505,6 +505,26 @@ impl DinoscopeApp {
                     }
                 }
             }
+            if let Some(scale) = self
+                .history
+                .points
+                .last()
+                .and_then(|p| p.metrics.loss_scale)
+            {
+                let skipped = self
+                    .history
+                    .points
+                    .iter()
+                    .filter(|p| p.metrics.skipped)
+                    .count();
+                ui.separator();
+                ui.label(format!("loss scale {scale:.0} ({skipped} steps skipped)"))
+                    .on_hover_text(
+                        "mixed precision: the gradient entering the backbone is multiplied by \
+                         this scale so that its f16 products keep small values; a step whose f16 \
+                         gradients overflow is skipped and halves it",
+                    );
+            }
             if let Some(&(_, acc)) = self.history.knn.last() {
                 ui.separator();
                 ui.label(format!("k-NN {:.1}%", 100.0 * acc));

@@ -126,8 +126,9 @@ impl DinoscopeApp {
                 let has_f16 = self.gpu.features.contains(wgpu::Features::SHADER_F16);
                 ui.add_enabled(has_f16, egui::Checkbox::new(&mut t.mixed, "mixed (f16)"))
                     .on_hover_text(
-                        "f16 forward passes and saved activations, f32 gradients and weights: \
-                         less memory per step",
+                        "f16 forward passes, saved activations and backward products with a \
+                         dynamic loss scale; f32 gradients and weights: less memory per step, \
+                         and faster where the GPU has fast f16",
                     )
                     .on_disabled_hover_text("this adapter has no SHADER_F16");
                 ui.end_row();
