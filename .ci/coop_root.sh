@@ -64,7 +64,11 @@ train="$(binary train)"
 memory="$(binary memory)"
 cargo build --release --quiet
 
-in_root target/release/dinoscope info | tee /dev/stderr | grep -q "COOP_MATRIX     f16" || {
+# Captured, then printed: `tee /dev/stderr` would reopen a log file that stderr points to and
+# truncate it.
+info="$(in_root target/release/dinoscope info)"
+echo "$info"
+grep -q "COOP_MATRIX     f16" <<<"$info" || {
   echo "coop_root: the adapter in $root offers no f16 cooperative matrices" >&2
   exit 1
 }
