@@ -620,3 +620,46 @@ fn the_mixed_precision_box_reaches_the_training_config() {
     let old: TrainSettings = serde_json::from_str("{}").expect("defaults");
     assert!(!old.mixed);
 }
+
+/// A mixed-precision run started from the app trains, and its steps carry the loss scale the
+/// status bar shows.
+#[test]
+fn a_mixed_precision_run_reports_its_loss_scale() {
+    let Some(mut app) = app() else { return };
+    if !app.gpu().features.contains(wgpu::Features::SHADER_F16) {
+        return;
+    }
+    let ctx = egui::Context::default();
+    let dir = tmp("mixed");
+    app.settings.train = TrainSettings {
+        batch_size: 8,
+        steps: 1000,
+        eval_every: 0,
+        snapshot_every: 1000,
+        checkpoint_every: 0,
+        mixed: true,
+        run_dir: dir.join("run"),
+        ..TrainSettings::default()
+    };
+    app.start(None);
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(300),
+        |a| a.history.points.len() >= 3
+    ));
+    assert!(app
+        .history
+        .points
+        .iter()
+        .all(|p| p.metrics.loss_scale.is_some_and(|s| s >= 1.0)));
+    app.control("stop");
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(120),
+        |a| a.state == RunState::Ended
+    ));
+    assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+    let _ = std::fs::remove_dir_all(&dir);
+}
