@@ -40,6 +40,8 @@ export DINOSCOPE="$BIN"
 log "binary $BIN"
 (nvidia-smi; "$BIN" info) > "$WORK/adapter.txt" 2>&1
 head -20 "$WORK/adapter.txt" >> "$WORK/summary.txt"
+# Whether the f16 products run on cooperative matrices (or why the probe turned them off).
+grep -E "COOP_MATRIX|warning" "$WORK/adapter.txt" >> "$WORK/summary.txt"
 
 log "selftest"
 timeout "${SELFTEST_S:-90}" "$BIN" selftest > "$WORK/selftest.txt" 2>&1
