@@ -233,3 +233,117 @@ fn f16_overflow_is_an_error_naming_the_cause() {
         .to_string();
     assert!(err.contains("f16") && err.contains("f32"), "{err}");
 }
+
+/// DINOv3's training-time rotary coordinate rescaling: with a factor per block, the forward
+/// changes, and the analytic gradient along a random direction still matches central
+/// differences of the forward with the same factors (so the backward rotates with each block's
+/// own tables).
+#[test]
+fn rescaled_rope_gradient_matches_finite_differences() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    use dinoscope::model::vit::{param_layout, ForwardOptions, Vit};
+    use dinoscope::selftest::checks_random as random;
+    use dinoscope::train::config::TrainConfig;
+    let mut cfg = TrainConfig::preset("debug_v3").expect("preset").model;
+    cfg.depth = 2;
+    assert!(cfg.is_rope());
+    let layout = param_layout(&cfg);
+    let values = |seed: u64, lo: f32, hi: f32| -> std::collections::BTreeMap<String, Vec<f32>> {
+        layout
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let v = if e.name.contains("norm") && e.name.ends_with("weight") && seed == 0 {
+                    vec![1.0; e.numel()]
+                } else {
+                    random(e.numel(), seed + 300 + i as u64, lo, hi)
+                };
+                (e.name.clone(), v)
+            })
+            .collect()
+    };
+    let base = values(0, -0.3, 0.3);
+    let dir = values(1000, -1.0, 1.0);
+    let (b, side) = (2, 7 * cfg.patch);
+    let px = random(b * 3 * side * side, 9, -1.0, 1.0);
+    let n = 1 + cfg.registers + 49;
+    let u = random(b * n * cfg.dim, 10, -1.0, 1.0);
+    let scales = vec![1.7f32, 0.55];
+    let opts = |save: bool, scaled: bool| ForwardOptions {
+        save_for_backward: save,
+        rope_scales: scaled.then(|| scales.clone()),
+        ..Default::default()
+    };
+    let tokens = |vals: &std::collections::BTreeMap<String, Vec<f32>>, scaled: bool| {
+        let vit = Vit::from_host(gpu, cfg.clone(), vals).expect("model");
+        let mut rec = Recorder::new(gpu);
+        let pixels = gpu.upload(&px, &[b, 3, side, side]);
+        let out = vit
+            .forward(&mut rec, &pixels, b, side, side, None, &opts(false, scaled))
+            .expect("forward");
+        rec.finish().expect("submit");
+        gpu.read(&out.tokens).expect("read")
+    };
+    assert_ne!(
+        tokens(&base, true),
+        tokens(&base, false),
+        "the factors change nothing"
+    );
+    let loss = |vals: &std::collections::BTreeMap<String, Vec<f32>>| -> f64 {
+        tokens(vals, true)
+            .iter()
+            .zip(&u)
+            .map(|(a, c)| *a as f64 * *c as f64)
+            .sum()
+    };
+    let vit = Vit::from_host(gpu, cfg.clone(), &base).expect("model");
+    let mut rec = Recorder::new(gpu);
+    let pixels = gpu.upload(&px, &[b, 3, side, side]);
+    let mut out = vit
+        .forward(&mut rec, &pixels, b, side, side, None, &opts(true, true))
+        .expect("forward");
+    let grads = vit.zero_grads(&mut rec);
+    let d_tokens = gpu.upload(&u, &[b, n, cfg.dim]);
+    vit.backward(
+        &mut rec,
+        &mut out,
+        &d_tokens,
+        &grads,
+        None,
+        (b, side, side),
+        None,
+    )
+    .expect("backward");
+    rec.finish().expect("submit");
+    let g = layout.unpack(&gpu.read(&grads.flat).expect("read"));
+    let analytic: f64 = layout
+        .entries
+        .iter()
+        .map(|e| {
+            g[&e.name]
+                .iter()
+                .zip(&dir[&e.name])
+                .map(|(a, c)| *a as f64 * *c as f64)
+                .sum::<f64>()
+        })
+        .sum();
+    let eps = 3e-3f32;
+    let shifted = |s: f32| {
+        base.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.iter().zip(&dir[k]).map(|(a, c)| a + s * c).collect(),
+                )
+            })
+            .collect()
+    };
+    let numeric = (loss(&shifted(eps)) - loss(&shifted(-eps))) / (2.0 * eps as f64);
+    eprintln!("directional derivative: analytic {analytic:.5}, numeric {numeric:.5}");
+    assert!(
+        (analytic - numeric).abs() <= 2e-2 * numeric.abs().max(1.0),
+        "analytic {analytic} vs numeric {numeric}"
+    );
+}

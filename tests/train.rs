@@ -159,6 +159,42 @@ fn resume_is_bit_exact() {
     let _ = std::fs::remove_dir_all(&ck_dir);
 }
 
+/// DINOv3's rotary coordinate rescaling draws its factors from the step, so a run with it (and
+/// a checkpointed block, whose recomputation must rotate with the same factors) resumes
+/// exactly; and the factors change the run.
+#[test]
+fn rope_rescaling_changes_the_run_and_resumes_exactly() {
+    let Some(gpu) = common::gpu() else { return };
+    let v3 = TrainConfig::preset("debug_v3").expect("preset").model;
+    let mut cfg = micro();
+    cfg.model = dinoscope::model::config::VitConfig {
+        depth: 2,
+        patch: 4,
+        ..v3
+    };
+    cfg.checkpoint = dinoscope::train::config::Checkpoint::Blocks(1);
+    let plain = tmp("rope-plain");
+    let opts = |dir: &Path, stop: Option<u64>, resume: bool| RunOptions {
+        out_dir: dir.to_path_buf(),
+        stop_after: stop,
+        resume,
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &opts(&plain, None, false), |_| {}).expect("run");
+    cfg.rope_rescale = Some(2.0);
+    let straight = tmp("rope-straight");
+    run(gpu, cfg.clone(), &opts(&straight, None, false), |_| {}).expect("run");
+    let split = tmp("rope-split");
+    run(gpu, cfg.clone(), &opts(&split, Some(3), false), |_| {}).expect("first half");
+    run(gpu, cfg, &opts(&split, None, true), |_| {}).expect("second half");
+    let (p, a, b) = (state_of(&plain), state_of(&straight), state_of(&split));
+    assert!(p.student != a.student, "rescaling changed nothing");
+    assert!(a == b, "6 steps straight differ from 3 + resume + 3");
+    for d in [plain, straight, split] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
 /// A mixed-precision run resumes with its loss scale: from 65,536 the first steps of this model
 /// overflow and halve it, and 3 + resume + 3 steps end exactly where 6 straight ones do (a
 /// resumed run that started the scale afresh would skip those steps again).

@@ -29,9 +29,24 @@ pub fn coords(gh: usize, gw: usize) -> Vec<f32> {
 /// The (cos, sin) tables [P, head_dim] of a gh×gw grid. Computed as the released models do, in
 /// f32: angle = 2π·coordinate·inv_freq rounded to f32, then its cosine and sine.
 pub fn tables(gh: usize, gw: usize, head_dim: usize, base: f32) -> (Vec<f32>, Vec<f32>) {
+    tables_scaled(gh, gw, head_dim, base, 1.0)
+}
+
+/// [`tables`] with every coordinate multiplied by `scale` first (in f32): DINOv3's training-only
+/// `rescale_coords`, which draws one log-uniform factor per block and crop set.
+pub fn tables_scaled(
+    gh: usize,
+    gw: usize,
+    head_dim: usize,
+    base: f32,
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>) {
     let freqs = inv_freq(head_dim, base);
     let q = freqs.len();
-    let xy = coords(gh, gw);
+    let mut xy = coords(gh, gw);
+    if scale != 1.0 {
+        xy.iter_mut().for_each(|c| *c *= scale);
+    }
     let two_pi = std::f32::consts::TAU;
     let mut cos = Vec::with_capacity(gh * gw * head_dim);
     let mut sin = Vec::with_capacity(gh * gw * head_dim);
@@ -75,5 +90,25 @@ mod tests {
         }
         // Angle 0 of patch (0, 0) is 2π·y·1 with y = −0.5.
         assert!((cos[0] - (-std::f32::consts::PI).cos()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rescaled_tables_multiply_the_coordinates() {
+        assert_eq!(tables_scaled(3, 2, 8, 100.0, 1.0), tables(3, 2, 8, 100.0));
+        let (cos, sin) = tables_scaled(3, 2, 8, 100.0, 1.5);
+        let freqs = inv_freq(8, 100.0);
+        let xy = coords(3, 2);
+        for p in 0..6 {
+            for j in 0..4 {
+                let (c, f) = if j < 2 {
+                    (xy[2 * p], freqs[j])
+                } else {
+                    (xy[2 * p + 1], freqs[j - 2])
+                };
+                let a = std::f32::consts::TAU * (c * 1.5) * f;
+                assert!((cos[p * 8 + j] - a.cos()).abs() < 1e-6);
+                assert!((sin[p * 8 + j] - a.sin()).abs() < 1e-6);
+            }
+        }
     }
 }

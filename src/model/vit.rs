@@ -48,6 +48,9 @@ pub struct ForwardOptions {
     /// With `save_for_backward`: the first this many blocks keep only their input and are
     /// recomputed in the backward pass (activation checkpointing).
     pub checkpoint_blocks: usize,
+    /// Rotary models in training: for each block, the factor its patch coordinates are
+    /// multiplied by (DINOv3's `rescale_coords`); `None` (or a missing block) is 1.
+    pub rope_scales: Option<Vec<f32>>,
 }
 
 /// Activations of one block kept for the backward pass.
@@ -165,6 +168,8 @@ pub struct SavedForward {
     pub x_final: Tensor,
     /// Final-norm statistics.
     pub norm: LayerNormSaved,
+    /// Each block's rotary coordinate factor (1 without rescaling).
+    pub rope_scales: Vec<f32>,
 }
 
 /// A DINOv2 backbone on the GPU.
@@ -340,11 +345,19 @@ impl Vit {
         out
     }
 
-    /// The rotary (cos, sin) tables [gh·gw, head_dim] of a grid, built once per grid; `None`
-    /// for a model with a learned position table.
-    fn rope_tables(&self, gpu: &Gpu, gh: usize, gw: usize) -> Option<Arc<RopeTables>> {
+    /// The rotary (cos, sin) tables [gh·gw, head_dim] of a grid with its coordinates multiplied
+    /// by `scale`, built once per grid at scale 1 (a training step's random scales are built
+    /// each time); `None` for a model with a learned position table.
+    fn rope_tables(&self, gpu: &Gpu, gh: usize, gw: usize, scale: f32) -> Option<Arc<RopeTables>> {
         let rope = self.cfg.rope?;
         let hd = self.cfg.head_dim();
+        if scale != 1.0 {
+            let (cos, sin) = super::rope::tables_scaled(gh, gw, hd, rope.base, scale);
+            return Some(Arc::new((
+                gpu.upload(&cos, &[gh * gw, hd]),
+                gpu.upload(&sin, &[gh * gw, hd]),
+            )));
+        }
         let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
         Some(
             cache
@@ -363,7 +376,8 @@ impl Vit {
     /// Rotates the patch tokens' queries and keys of `qkv` in place (`inverse`: their
     /// gradients); nothing for a model without rotary positions.
     fn rotate(&self, rec: &mut Recorder, qkv: &Tensor, shape: BlockShape, inverse: bool) {
-        let Some(tables) = self.rope_tables(rec.gpu(), shape.grid.0, shape.grid.1) else {
+        let (gh, gw) = shape.grid;
+        let Some(tables) = self.rope_tables(rec.gpu(), gh, gw, shape.rope_scale) else {
             return;
         };
         let dims = kernels::rope::RopeDims {
@@ -483,11 +497,22 @@ impl Vit {
             n,
             ad: AttnDims::new(batch, cfg.heads, n, d / cfg.heads),
             grid: (gh, gw),
+            rope_scale: 1.0,
         };
-        for i in 0..cfg.depth {
+        let rope_scales: Vec<f32> = (0..cfg.depth)
+            .map(|i| {
+                let s = opts.rope_scales.as_ref().and_then(|v| v.get(i).copied());
+                s.unwrap_or(1.0)
+            })
+            .collect();
+        for (i, &rope_scale) in rope_scales.iter().enumerate() {
             let drop = opts.drop_path.as_ref().and_then(|v| v.get(i)).cloned();
             let probs = opts.attention_layers.contains(&i);
             let keep_all = opts.save_for_backward && i >= opts.checkpoint_blocks;
+            let shape = BlockShape {
+                rope_scale,
+                ..shape
+            };
             let (x_out, acts, p) =
                 self.block_forward(rec, i, &x, shape, drop.clone(), probs, keep_all);
             if let Some(p) = p {
@@ -518,6 +543,7 @@ impl Vit {
             blocks,
             x_final: x,
             norm,
+            rope_scales,
         });
         Ok(VitOutput {
             tokens,
@@ -539,6 +565,8 @@ struct BlockShape {
     n: usize,
     ad: AttnDims,
     grid: (usize, usize),
+    /// The block's rotary coordinate factor (1: none).
+    rope_scale: f32,
 }
 
 impl Vit {

@@ -284,6 +284,7 @@ fn compare_backward(
             save_for_backward: true,
             drop_path: None,
             checkpoint_blocks: 0,
+            rope_scales: None,
         };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);
@@ -369,6 +370,7 @@ async fn compare_forward(
             save_for_backward: false,
             drop_path: None,
             checkpoint_blocks: 0,
+            rope_scales: None,
         };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);

@@ -198,6 +198,12 @@ pub struct TrainConfig {
     /// Precision of the backbones' forward passes (f32 when the field is absent).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// DINOv3's `rescale_coords` for rotary backbones: in the student's forward passes every
+    /// block multiplies its patch coordinates by one factor drawn log-uniform in [1/r, r] per
+    /// step and crop set (the teacher, like DINOv3's in eval mode, and evaluation use none).
+    /// DINOv3 trains with 2; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_rescale: Option<f32>,
     /// The loss scale a mixed-precision run starts from (65,536 when absent); it halves on
     /// every overflowed step and doubles after 2,000 finite ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -374,6 +380,11 @@ impl TrainConfig {
         }
         if self.batch_size < 2 {
             return Err("batch_size must be at least 2 (KoLeo needs a neighbour)".into());
+        }
+        if let Some(r) = self.rope_rescale {
+            if !(r.is_finite() && r >= 1.0) {
+                return Err(format!("rope_rescale {r} must be at least 1"));
+            }
         }
         if let Some(s) = self.loss_scale {
             if !(1.0..=crate::kernels::loss_scale::MAX_SCALE).contains(&s) {

@@ -560,6 +560,24 @@ impl<'g> Trainer<'g> {
         Some(v)
     }
 
+    /// DINOv3's rotary coordinate rescaling for the student's crop set `which` (0 global, 1
+    /// local) at this step: one factor per block, log-uniform in [1/r, r], the same for every
+    /// image of the set. `None` without `rope_rescale` or rotary positions.
+    fn rope_scales(&self, which: u64) -> Option<Vec<f32>> {
+        let r = self.cfg.rope_rescale.filter(|_| self.cfg.model.is_rope())?;
+        let half = (r as f64).ln();
+        let scales = (0..self.cfg.model.depth)
+            .map(|blk| {
+                let mut rng = crate::data::rng::Rng::derive(
+                    self.cfg.seed,
+                    &[0x809E, self.step, which, blk as u64],
+                );
+                (rng.uniform_f64() * 2.0 * half - half).exp() as f32
+            })
+            .collect();
+        Some(scales)
+    }
+
     /// Host copies of every piece of state, for checkpoints.
     pub fn state(&self) -> Result<TrainState, TrainError> {
         let gpu = self.gpu;

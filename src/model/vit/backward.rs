@@ -97,6 +97,7 @@ impl Vit {
             blocks,
             x_final,
             norm,
+            rope_scales,
         } = out.saved.take().ok_or_else(|| {
             ModelError::Input("backward needs a forward run with save_for_backward".into())
         })?;
@@ -136,9 +137,15 @@ impl Vit {
             n,
             ad,
             grid: (gh, gw),
+            rope_scale: 1.0,
         };
         let keep = half.is_some();
         for (i, saved) in blocks.into_iter().enumerate().rev() {
+            // The block's own rotary tables, as its forward used them.
+            let shape = BlockShape {
+                rope_scale: rope_scales.get(i).copied().unwrap_or(1.0),
+                ..shape
+            };
             let (a, attn_saved) = match saved {
                 SavedBlock::Full(a) => a.into_f32(rec, keep),
                 SavedBlock::Input { x_in, drop } => {

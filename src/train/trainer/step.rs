@@ -291,6 +291,7 @@ impl Trainer<'_> {
             save_for_backward: true,
             drop_path: self.drop_masks(which, samples),
             checkpoint_blocks,
+            rope_scales: self.rope_scales(which),
             ..Default::default()
         };
         let use_ibot = self.cfg.ibot_weight > 0.0;
