@@ -1,9 +1,9 @@
 //! A caching allocator for storage buffers: freed buffers are kept by size and handed out again.
 //! Training allocates the same sizes every step, so after the first step nothing is created.
 //!
-//! A request takes the smallest free buffer that holds it, up to twice its size: sizes that vary
-//! a little from step to step (the masked rows of the iBOT head) reuse one buffer instead of each
-//! keeping its own. In a dry run (planning) the pool keeps the same books without buffers.
+//! A request takes the smallest free buffer that holds it, up to a little over twice its size:
+//! sizes that vary a little from step to step (the masked rows of the iBOT head) reuse one
+//! buffer instead of each keeping its own. In a dry run (planning) the pool keeps the same books without buffers.
 
 use std::collections::BTreeMap;
 
@@ -116,12 +116,13 @@ impl Pool {
             .unwrap_or_default()
     }
 
-    /// The smallest free buffer of at least `size` bytes and at most twice that, with its size.
+    /// The smallest free buffer of at least `size` bytes and at most a little over twice that
+    /// (2 + 1/16), with its size. The sixteenth lets a tensor's f16 copy take the f32 buffer of
+    /// the same tensor at a few more rows (the iBOT logits' gradient, whose rows follow the
+    /// masks), instead of creating a buffer of its own that would then sit cached.
     pub(crate) fn take(&mut self, size: u64) -> Option<(u64, Slot)> {
-        let (&found, _) = self
-            .free
-            .range(size..=size.saturating_mul(2))
-            .find(|(_, v)| !v.is_empty())?;
+        let most = size.saturating_mul(2).saturating_add(size / 16);
+        let (&found, _) = self.free.range(size..=most).find(|(_, v)| !v.is_empty())?;
         let list = self.free.get_mut(&found)?;
         let (b, _) = list.pop()?;
         if list.is_empty() {

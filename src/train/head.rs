@@ -2,8 +2,9 @@
 //! L2 normalisation and a weight-normed prototype layer without bias, so logits are about cosine
 //! similarities. Parameter names follow the official `dino_head.*` keys.
 
-use crate::gpu::{Recorder, Tensor};
+use crate::gpu::{DType, Recorder, Tensor};
 use crate::kernels;
+use crate::kernels::cast::to_dtype;
 use crate::kernels::matmul::{matmul, Epilogue, MatmulDims};
 use crate::model::params::ParamStore;
 use serde::{Deserialize, Serialize};
@@ -46,7 +47,9 @@ pub fn head_tensors(dim: usize, h: &HeadConfig, prefix: &str) -> Vec<(String, Ve
     ]
 }
 
-/// Activations of one head forward, for its backward.
+/// Activations of one head forward, for its backward. With f16 products the inputs of the
+/// products (`x`, `h0`, `h2`, `zn`) and the weights they met (`w`, `mlp_w`) are the f16 copies
+/// the forward multiplied.
 pub struct HeadActs {
     x: Tensor,
     pre0: Tensor,
@@ -56,6 +59,8 @@ pub struct HeadActs {
     z: Tensor,
     zn: Tensor,
     w: Tensor,
+    /// The f16 copies of mlp.0, mlp.2 and mlp.4's weights (f16 products only).
+    mlp_w: Option<[Tensor; 3]>,
     rows: usize,
 }
 
@@ -90,47 +95,56 @@ impl DinoHead {
         x: &Tensor,
         rows: usize,
     ) -> (Tensor, HeadActs) {
+        self.forward_mixed(rec, params, x, rows, false)
+    }
+
+    /// [`DinoHead::forward`], with `half` its four products multiplying f16 copies of their
+    /// inputs and weights (f32 accumulation, f32 outputs), as a mixed-precision step does; the
+    /// GELUs, the normalisations and the weight norm stay in f32.
+    pub fn forward_mixed(
+        &self,
+        rec: &mut Recorder,
+        params: &ParamStore,
+        x: &Tensor,
+        rows: usize,
+        half: bool,
+    ) -> (Tensor, HeadActs) {
         let gpu = rec.gpu();
         let h = &self.cfg;
-        let p = |s: &str| params.get(&self.name(s));
+        let dt = if half { DType::F16 } else { DType::F32 };
+        let p = |rec: &mut Recorder, s: &str| to_dtype(rec, &params.get(&self.name(s)), dt);
+        let mlp_w = [
+            p(rec, "mlp.0.weight"),
+            p(rec, "mlp.2.weight"),
+            p(rec, "mlp.4.weight"),
+        ];
+        let x = to_dtype(rec, x, dt);
+        // An f16 product's output is cast for the next product and its f32 copy freed at once
+        // (`down`), so the step never holds both.
         let pre0 = gpu.empty(&[rows, h.hidden]);
         let h0 = gpu.empty(&[rows, h.hidden]);
-        kernels::linear::linear_forward(
-            rec,
-            &h0,
-            x,
-            &p("mlp.0.weight"),
-            Some(&p("mlp.0.bias")),
-            Some(&pre0),
-        );
+        let b0 = p(rec, "mlp.0.bias");
+        kernels::linear::linear_forward(rec, &h0, &x, &mlp_w[0], Some(&b0), Some(&pre0));
+        let h0 = down(rec, h0, dt);
         let pre2 = gpu.empty(&[rows, h.hidden]);
         let h2 = gpu.empty(&[rows, h.hidden]);
-        kernels::linear::linear_forward(
-            rec,
-            &h2,
-            &h0,
-            &p("mlp.2.weight"),
-            Some(&p("mlp.2.bias")),
-            Some(&pre2),
-        );
+        let b2 = p(rec, "mlp.2.bias");
+        kernels::linear::linear_forward(rec, &h2, &h0, &mlp_w[1], Some(&b2), Some(&pre2));
+        let h2 = down(rec, h2, dt);
         let z = gpu.empty(&[rows, h.bottleneck]);
-        kernels::linear::linear_forward(
-            rec,
-            &z,
-            &h2,
-            &p("mlp.4.weight"),
-            Some(&p("mlp.4.bias")),
-            None,
-        );
+        let b4 = p(rec, "mlp.4.bias");
+        kernels::linear::linear_forward(rec, &z, &h2, &mlp_w[2], Some(&b4), None);
         let zn = gpu.empty(&[rows, h.bottleneck]);
         kernels::normalize::l2norm_forward(rec, &zn, &z, h.bottleneck, L2_EPS);
+        let zn = down(rec, zn, dt);
         let w = gpu.empty(&[h.prototypes, h.bottleneck]);
         kernels::normalize::weightnorm_forward(
             rec,
             &w,
-            &p("last_layer.weight_v"),
-            &p("last_layer.weight_g"),
+            &params.get(&self.name("last_layer.weight_v")),
+            &params.get(&self.name("last_layer.weight_g")),
         );
+        let w = down(rec, w, dt);
         let logits = gpu.empty(&[rows, h.prototypes]);
         matmul(
             rec,
@@ -145,7 +159,7 @@ impl DinoHead {
         (
             logits,
             HeadActs {
-                x: x.clone(),
+                x,
                 pre0,
                 h0,
                 pre2,
@@ -153,6 +167,7 @@ impl DinoHead {
                 z,
                 zn,
                 w,
+                mlp_w: half.then_some(mlp_w),
                 rows,
             },
         )
@@ -167,17 +182,48 @@ impl DinoHead {
         a: &HeadActs,
         d_logits: &Tensor,
     ) -> Tensor {
+        self.backward_mixed(rec, params, grads, a, d_logits.clone(), None)
+    }
+
+    /// [`DinoHead::backward`] after a forward with f16 products: `overflow` is the flag the
+    /// loss-scaled gradients raise on their way into f16 (see
+    /// [`crate::kernels::linear::linear_backward_half`]); it must be given exactly when the
+    /// forward multiplied in f16. `d_logits` is taken so that, rounded to f16, its f32 copy can
+    /// go back to the pool before the products (the logits' gradient is the step's largest
+    /// tensor).
+    pub fn backward_mixed(
+        &self,
+        rec: &mut Recorder,
+        params: &ParamStore,
+        grads: &ParamStore,
+        a: &HeadActs,
+        d_logits: Tensor,
+        overflow: Option<&Tensor>,
+    ) -> Tensor {
+        assert_eq!(
+            a.mlp_w.is_some(),
+            overflow.is_some(),
+            "head backward: f16 products need the overflow flag (and only they)"
+        );
         let gpu = rec.gpu();
         let h = &self.cfg;
         let rows = a.rows;
         let p = |s: &str| params.get(&self.name(s));
         let g = |s: &str| grads.get(&self.name(s));
-        // logits = zn·Wᵀ.
+        // logits = zn·Wᵀ, with the gradient rounded to f16 for f16 products.
+        let dy = match overflow {
+            Some(flag) => {
+                let t = gpu.empty_as(d_logits.shape(), DType::F16);
+                kernels::cast::cast_checked(rec, &t, &d_logits, flag);
+                t
+            }
+            None => d_logits,
+        };
         let d_zn = gpu.empty(&[rows, h.bottleneck]);
         matmul(
             rec,
             &d_zn,
-            d_logits,
+            &dy,
             &a.w,
             MatmulDims::new(rows, h.bottleneck, h.prototypes),
             1.0,
@@ -188,13 +234,14 @@ impl DinoHead {
         matmul(
             rec,
             &d_w,
-            d_logits,
+            &dy,
             &a.zn,
             MatmulDims::new(h.prototypes, h.bottleneck, rows).ta(),
             1.0,
             false,
             Epilogue::None,
         );
+        drop(dy);
         kernels::normalize::weightnorm_backward(
             rec,
             &g("last_layer.weight_v"),
@@ -205,48 +252,52 @@ impl DinoHead {
         );
         let d_z = gpu.empty(&[rows, h.bottleneck]);
         kernels::normalize::l2norm_backward(rec, &d_z, &d_zn, &a.z, h.bottleneck, L2_EPS, false);
+        // One linear layer: dx = dy·W, dW += dyᵀ·x, db += Σ dy.
+        let linear = |rec: &mut Recorder, dx: &Tensor, layer: usize, dy: &Tensor, x: &Tensor| {
+            let name = |t: &str| format!("mlp.{layer}.{t}");
+            let (dw, db) = (g(&name("weight")), g(&name("bias")));
+            match (&a.mlp_w, overflow) {
+                (Some(ws), Some(flag)) => kernels::linear::linear_backward_half(
+                    rec,
+                    Some(dx),
+                    &dw,
+                    Some(&db),
+                    dy,
+                    (x, &ws[layer / 2]),
+                    flag,
+                    false,
+                    true,
+                ),
+                _ => kernels::linear::linear_backward(
+                    rec,
+                    Some(dx),
+                    &dw,
+                    Some(&db),
+                    dy,
+                    x,
+                    &p(&name("weight")),
+                    false,
+                    true,
+                ),
+            }
+        };
         let d_h2 = gpu.empty(&[rows, h.hidden]);
-        kernels::linear::linear_backward(
-            rec,
-            Some(&d_h2),
-            &g("mlp.4.weight"),
-            Some(&g("mlp.4.bias")),
-            &d_z,
-            &a.h2,
-            &p("mlp.4.weight"),
-            false,
-            true,
-        );
+        linear(rec, &d_h2, 4, &d_z, &a.h2);
         let d_pre2 = gpu.empty(&[rows, h.hidden]);
         kernels::gelu::gelu_backward(rec, &d_pre2, &d_h2, &a.pre2, false);
         let d_h0 = gpu.empty(&[rows, h.hidden]);
-        kernels::linear::linear_backward(
-            rec,
-            Some(&d_h0),
-            &g("mlp.2.weight"),
-            Some(&g("mlp.2.bias")),
-            &d_pre2,
-            &a.h0,
-            &p("mlp.2.weight"),
-            false,
-            true,
-        );
+        linear(rec, &d_h0, 2, &d_pre2, &a.h0);
         let d_pre0 = gpu.empty(&[rows, h.hidden]);
         kernels::gelu::gelu_backward(rec, &d_pre0, &d_h0, &a.pre0, false);
         let dx = gpu.empty(&[rows, self.dim]);
-        kernels::linear::linear_backward(
-            rec,
-            Some(&dx),
-            &g("mlp.0.weight"),
-            Some(&g("mlp.0.bias")),
-            &d_pre0,
-            &a.x,
-            &p("mlp.0.weight"),
-            false,
-            true,
-        );
+        linear(rec, &dx, 0, &d_pre0, &a.x);
         dx
     }
+}
+
+/// `t` in `dtype`, the original freed (a no-op when it already is).
+fn down(rec: &mut Recorder, t: Tensor, dtype: DType) -> Tensor {
+    to_dtype(rec, &t, dtype)
 }
 
 /// CPU twin of the head forward: logits of x [rows, D] from named values.

@@ -233,7 +233,8 @@ impl Trainer<'_> {
         drop(t_out);
         let t_cls = gpu.empty(&[2 * b, d]);
         kernels::gather::gather_rows(rec, &t_cls, &t_tokens, &inp.cls_g_idx, d);
-        let (t_logits, _) = self.head.forward(rec, &t_head, &t_cls, 2 * b);
+        let half = self.loss_scale.is_some();
+        let (t_logits, _) = self.head.forward_mixed(rec, &t_head, &t_cls, 2 * b, half);
         drop(t_cls);
         let probs = self.targets(
             rec,
@@ -246,7 +247,9 @@ impl Trainer<'_> {
         let patch_probs = inp.masked.as_ref().map(|m| {
             let t_patch = gpu.empty(&[m.n, d]);
             kernels::gather::gather_rows(rec, &t_patch, &t_tokens, &m.idx, d);
-            let (t_plog, _) = self.ibot_head.forward(rec, &t_head, &t_patch, m.n);
+            let (t_plog, _) = self
+                .ibot_head
+                .forward_mixed(rec, &t_head, &t_patch, m.n, half);
             drop(t_patch);
             let ki = self.cfg.ibot_prototypes();
             self.targets(rec, &t_plog, &self.center_ibot, ki, sv)
@@ -323,11 +326,15 @@ impl Trainer<'_> {
             kernels::gather::gather_rows(rec, &cls_l, &tokens_l, &inp.cls_l_idx, d);
             rec.copy_range(&cls_l, 0, &cls_all, 2 * b * d, nl * b * d);
         }
-        let (logits, head_acts) = self.head.forward(rec, &s_head, &cls_all, (2 + nl) * b);
+        let half = self.loss_scale.is_some();
+        let (logits, head_acts) =
+            self.head
+                .forward_mixed(rec, &s_head, &cls_all, (2 + nl) * b, half);
         let patch = inp.masked.as_ref().map(|m| {
             let s_patch = gpu.empty(&[m.n, d]);
             kernels::gather::gather_rows(rec, &s_patch, &tokens_g, &m.idx, d);
-            self.ibot_head.forward(rec, &s_head, &s_patch, m.n)
+            self.ibot_head
+                .forward_mixed(rec, &s_head, &s_patch, m.n, half)
         });
         Ok(StudentForward {
             out_g,
@@ -436,6 +443,14 @@ impl Trainer<'_> {
         } = s;
         let up_dino = gpu.upload(&[cfg.dino_weight], &[1]);
         let up_koleo = gpu.upload(&[cfg.koleo_weight], &[1]);
+        // With mixed precision every loss's gradient starts multiplied by the loss scale (the
+        // weights carry it), so the f16 products of the heads and the backbone see it.
+        let ls = self.loss_scale.as_ref();
+        let overflow = ls.map(|ls| &ls.overflow);
+        if let Some(ls) = ls {
+            ls.scale(rec, &up_dino);
+            ls.scale(rec, &up_koleo);
+        }
         let d_logits = gpu.empty(&[(2 + nl) * b, k]);
         let pairs = self.pairs();
         kernels::losses::dino_loss_backward(
@@ -452,8 +467,8 @@ impl Trainer<'_> {
         drop(logits);
         let d_cls_all = self
             .head
-            .backward(rec, &s_head, &g_head, &head_acts, &d_logits);
-        drop((d_logits, head_acts));
+            .backward_mixed(rec, &s_head, &g_head, &head_acts, d_logits, overflow);
+        drop(head_acts);
         let d_tokens_g = rec.zeros(&[2 * b * inp.n_g, d]);
         let d_cls_g = gpu.empty(&[2 * b, d]);
         rec.copy_range(&d_cls_all, 0, &d_cls_g, 0, 2 * b * d);
@@ -475,6 +490,9 @@ impl Trainer<'_> {
         {
             let ki = cfg.ibot_prototypes();
             let up_ibot = gpu.upload(&[cfg.ibot_weight], &[1]);
+            if let Some(ls) = ls {
+                ls.scale(rec, &up_ibot);
+            }
             let d_plog = gpu.empty(&[m.n, ki]);
             kernels::cross_entropy::cross_entropy_backward(
                 rec,
@@ -489,19 +507,22 @@ impl Trainer<'_> {
             drop(s_plog);
             let d_patch = self
                 .ibot_head
-                .backward(rec, &s_head, &g_head, &s_pacts, &d_plog);
-            drop((d_plog, s_pacts));
+                .backward_mixed(rec, &s_head, &g_head, &s_pacts, d_plog, overflow);
+            drop(s_pacts);
             kernels::gather::scatter_add_rows(rec, &d_tokens_g, &d_patch, &m.idx, d);
         }
         if let (Some(saved), Some(idx)) = (&losses.gram_saved, &inp.patch_idx) {
             let dims = self.gram_dims(inp);
             let d_xs = gpu.empty(&[dims.batch * dims.patches, d]);
             kernels::gram::gram_loss_backward(rec, &d_xs, saved, sv.gram_weight, dims, false);
+            if let Some(ls) = ls {
+                ls.scale(rec, &d_xs);
+            }
             kernels::gather::scatter_add_rows(rec, &d_tokens_g, &d_xs, idx, d);
         }
         let d_tokens_g = d_tokens_g.reshape(&[2 * b, inp.n_g, d]);
         let use_ibot = cfg.ibot_weight > 0.0;
-        let half = self.half_products(rec, &d_tokens_g);
+        let half = self.half_products();
         self.student_vit.backward_mixed(
             rec,
             &mut out_g,
@@ -520,7 +541,7 @@ impl Trainer<'_> {
             kernels::gather::scatter_add_rows(rec, &d_tokens_l, &d_cls_l, &inp.cls_l_idx, d);
             drop((d_cls_l, d_cls_all));
             let d_tokens_l = d_tokens_l.reshape(&[nl * b, inp.n_l, d]);
-            let half = self.half_products(rec, &d_tokens_l);
+            let half = self.half_products();
             self.student_vit.backward_mixed(
                 rec,
                 &mut o,
@@ -535,11 +556,10 @@ impl Trainer<'_> {
         Ok(())
     }
 
-    /// With mixed precision: scales the gradient entering the student backbone by the loss
-    /// scale and returns what its f16 backward products need.
-    fn half_products(&self, rec: &mut Recorder, d_tokens: &Tensor) -> Option<HalfProducts<'_>> {
+    /// With mixed precision: what the student backbone's f16 backward products need (its
+    /// incoming gradient already carries the loss scale).
+    fn half_products(&self) -> Option<HalfProducts<'_>> {
         let (ls, (twin, _)) = self.loss_scale.as_ref().zip(self.half.as_ref())?;
-        ls.scale(rec, d_tokens);
         Some(HalfProducts {
             twin,
             overflow: &ls.overflow,
@@ -547,14 +567,14 @@ impl Trainer<'_> {
     }
 
     /// Per-module gradient clipping, AdamW over the flat buffer, teacher EMA. With mixed
-    /// precision the backbone's gradients are unscaled first, and an overflowed step leaves the
-    /// weights alone (decided on the GPU). Returns each module's gradient sum of squares before
+    /// precision the gradients are unscaled first, and an overflowed step leaves the weights
+    /// alone (decided on the GPU). Returns each module's gradient sum of squares before
     /// clipping (non-finite when a gradient is).
     pub(super) fn update(&self, rec: &mut Recorder, sv: &StepValues) -> Vec<Tensor> {
         let cfg = &self.cfg;
         let bt = self.backbone_layout.total;
         if let Some(ls) = &self.loss_scale {
-            ls.unscale(rec, &self.grads.view(0, &[bt]));
+            ls.unscale(rec, &self.grads);
         }
         let mut norms = vec![kernels::reduce::clip_grad_norm(
             rec,
