@@ -123,10 +123,11 @@ pub enum Precision {
     F32,
     /// The student's and teacher's forward passes run on f16 copies of their weights and store
     /// their activations in f16; the student backbone's backward products multiply the saved
-    /// f16 activations, the f16 weights and the loss-scaled gradient rounded to f16 (every
-    /// product accumulates in f32 and writes f32). Dynamic loss scaling (GradScaler's rule, on
-    /// the GPU) skips a step whose gradients leave f16's range. The heads, losses, the other
-    /// backward kernels, gradients, AdamW and EMA stay in f32. Needs SHADER_F16.
+    /// f16 activations, the f16 weights and the loss-scaled gradient rounded to f16, and the
+    /// heads' products take f16 copies of their inputs and weights (every product accumulates
+    /// in f32 and writes f32). Dynamic loss scaling (GradScaler's rule, on the GPU) skips a step
+    /// whose gradients leave f16's range. The losses, the other kernels, gradients, AdamW and
+    /// EMA stay in f32. Needs SHADER_F16.
     Mixed,
 }
 

@@ -314,7 +314,7 @@ impl Trainer<'_> {
         } else {
             None
         };
-        // The heads and losses run in f32 (a mixed-precision forward's tokens are f16).
+        // The heads read f32 tokens (a mixed-precision forward stores f16 ones).
         let tokens_g = kernels::cast::to_dtype(rec, &out_g.tokens, DType::F32);
         let cls_all = gpu.empty(&[(2 + nl) * b, d]);
         let cls_g = gpu.empty(&[2 * b, d]);
