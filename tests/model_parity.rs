@@ -84,14 +84,105 @@ fn hub_named_weights_give_the_same_outputs() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+type Values = std::collections::BTreeMap<String, Vec<f32>>;
+
+/// The final tokens of the model `cfg` with parameters `vals` on pixels `px` of shape
+/// (batch, height, width), each block's rotary coordinates scaled by `rope_scales`.
+fn tokens_of(
+    gpu: &dinoscope::gpu::Gpu,
+    cfg: &dinoscope::model::config::VitConfig,
+    vals: &Values,
+    px: &[f32],
+    (b, h, w): (usize, usize, usize),
+    rope_scales: Option<Vec<f32>>,
+) -> Vec<f32> {
+    use dinoscope::model::vit::{ForwardOptions, Vit};
+    let vit = Vit::from_host(gpu, cfg.clone(), vals).expect("model");
+    let mut rec = dinoscope::gpu::Recorder::new(gpu);
+    let pixels = gpu.upload(px, &[b, 3, h, w]);
+    let opts = ForwardOptions {
+        rope_scales,
+        ..Default::default()
+    };
+    let out = vit
+        .forward(&mut rec, &pixels, b, h, w, None, &opts)
+        .expect("forward");
+    rec.finish().expect("submit");
+    gpu.read(&out.tokens).expect("read")
+}
+
+/// The derivative of Σ tokens·u along `dir` at `base`: (analytic, from the backward pass;
+/// numeric, central differences of step `eps`), every forward with the same `rope_scales`.
+#[allow(clippy::too_many_arguments)]
+fn directional_derivative(
+    gpu: &dinoscope::gpu::Gpu,
+    cfg: &dinoscope::model::config::VitConfig,
+    (base, dir): (&Values, &Values),
+    px: &[f32],
+    shape: (usize, usize, usize),
+    u: &[f32],
+    rope_scales: Option<Vec<f32>>,
+    eps: f32,
+) -> (f64, f64) {
+    use dinoscope::model::vit::{param_layout, ForwardOptions, Vit};
+    let (b, h, w) = shape;
+    let loss = |vals: &Values| -> f64 {
+        tokens_of(gpu, cfg, vals, px, shape, rope_scales.clone())
+            .iter()
+            .zip(u)
+            .map(|(a, c)| *a as f64 * *c as f64)
+            .sum()
+    };
+    let layout = param_layout(cfg);
+    let vit = Vit::from_host(gpu, cfg.clone(), base).expect("model");
+    let mut rec = dinoscope::gpu::Recorder::new(gpu);
+    let pixels = gpu.upload(px, &[b, 3, h, w]);
+    let opts = ForwardOptions {
+        save_for_backward: true,
+        rope_scales: rope_scales.clone(),
+        ..Default::default()
+    };
+    let mut out = vit
+        .forward(&mut rec, &pixels, b, h, w, None, &opts)
+        .expect("forward");
+    let grads = vit.zero_grads(&mut rec);
+    let d_tokens = gpu.upload(u, &[b, u.len() / (b * cfg.dim), cfg.dim]);
+    vit.backward(&mut rec, &mut out, &d_tokens, &grads, None, shape, None)
+        .expect("backward");
+    rec.finish().expect("submit");
+    let g = layout.unpack(&gpu.read(&grads.flat).expect("read"));
+    let analytic: f64 = layout
+        .entries
+        .iter()
+        .map(|e| {
+            g[&e.name]
+                .iter()
+                .zip(&dir[&e.name])
+                .map(|(a, c)| *a as f64 * *c as f64)
+                .sum::<f64>()
+        })
+        .sum();
+    let shifted = |s: f32| -> Values {
+        base.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.iter().zip(&dir[k]).map(|(a, c)| a + s * c).collect(),
+                )
+            })
+            .collect()
+    };
+    let numeric = (loss(&shifted(eps)) - loss(&shifted(-eps))) / (2.0 * eps as f64);
+    (analytic, numeric)
+}
+
 /// A SwiGLU (ViT-g style) backbone: the analytic gradient along a random direction of all
 /// parameters matches central differences of the GPU forward.
 #[test]
 fn swiglu_backbone_gradient_matches_finite_differences() {
     let Some(gpu) = common::gpu() else { return };
-    use dinoscope::gpu::Recorder;
     use dinoscope::model::config::{Ffn, VitConfig};
-    use dinoscope::model::vit::{param_layout, ForwardOptions, Vit};
+    use dinoscope::model::vit::param_layout;
     use dinoscope::selftest::checks_random as random;
     let mut cfg = VitConfig::preset("vitg14").expect("preset");
     cfg.dim = 64;
@@ -124,76 +215,8 @@ fn swiglu_backbone_gradient_matches_finite_differences() {
     let px = random(b * 3 * hgt * wid, 7, -1.0, 1.0);
     let n = 1 + (hgt / 14) * (wid / 14);
     let u = random(b * n * cfg.dim, 8, -1.0, 1.0);
-    let loss = |vals: &std::collections::BTreeMap<String, Vec<f32>>| -> f64 {
-        let vit = Vit::from_host(gpu, cfg.clone(), vals).expect("model");
-        let mut rec = Recorder::new(gpu);
-        let pixels = gpu.upload(&px, &[b, 3, hgt, wid]);
-        let out = vit
-            .forward(
-                &mut rec,
-                &pixels,
-                b,
-                hgt,
-                wid,
-                None,
-                &ForwardOptions::default(),
-            )
-            .expect("forward");
-        rec.finish().expect("submit");
-        gpu.read(&out.tokens)
-            .expect("read")
-            .iter()
-            .zip(&u)
-            .map(|(a, c)| *a as f64 * *c as f64)
-            .sum()
-    };
-    let vit = Vit::from_host(gpu, cfg.clone(), &base).expect("model");
-    let mut rec = Recorder::new(gpu);
-    let pixels = gpu.upload(&px, &[b, 3, hgt, wid]);
-    let opts = ForwardOptions {
-        save_for_backward: true,
-        ..Default::default()
-    };
-    let mut out = vit
-        .forward(&mut rec, &pixels, b, hgt, wid, None, &opts)
-        .expect("forward");
-    let grads = vit.zero_grads(&mut rec);
-    let d_tokens = gpu.upload(&u, &[b, n, cfg.dim]);
-    vit.backward(
-        &mut rec,
-        &mut out,
-        &d_tokens,
-        &grads,
-        None,
-        (b, hgt, wid),
-        None,
-    )
-    .expect("backward");
-    rec.finish().expect("submit");
-    let g = layout.unpack(&gpu.read(&grads.flat).expect("read"));
-    let analytic: f64 = layout
-        .entries
-        .iter()
-        .map(|e| {
-            g[&e.name]
-                .iter()
-                .zip(&dir[&e.name])
-                .map(|(a, c)| *a as f64 * *c as f64)
-                .sum::<f64>()
-        })
-        .sum();
-    let eps = 1e-2f32;
-    let shifted = |s: f32| {
-        base.iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.iter().zip(&dir[k]).map(|(a, c)| a + s * c).collect(),
-                )
-            })
-            .collect()
-    };
-    let numeric = (loss(&shifted(eps)) - loss(&shifted(-eps))) / (2.0 * eps as f64);
+    let (analytic, numeric) =
+        directional_derivative(gpu, &cfg, (&base, &dir), &px, (b, hgt, wid), &u, None, 1e-2);
     eprintln!("directional derivative: analytic {analytic:.5}, numeric {numeric:.5}");
     assert!(
         (analytic - numeric).abs() <= 2e-2 * numeric.abs().max(1.0),
@@ -241,8 +264,7 @@ fn f16_overflow_is_an_error_naming_the_cause() {
 #[test]
 fn rescaled_rope_gradient_matches_finite_differences() {
     let Some(gpu) = common::gpu() else { return };
-    use dinoscope::gpu::Recorder;
-    use dinoscope::model::vit::{param_layout, ForwardOptions, Vit};
+    use dinoscope::model::vit::param_layout;
     use dinoscope::selftest::checks_random as random;
     use dinoscope::train::config::TrainConfig;
     let mut cfg = TrainConfig::preset("debug_v3").expect("preset").model;
@@ -271,76 +293,14 @@ fn rescaled_rope_gradient_matches_finite_differences() {
     let n = 1 + cfg.registers + 49;
     let u = random(b * n * cfg.dim, 10, -1.0, 1.0);
     let scales = vec![1.7f32, 0.55];
-    let opts = |save: bool, scaled: bool| ForwardOptions {
-        save_for_backward: save,
-        rope_scales: scaled.then(|| scales.clone()),
-        ..Default::default()
-    };
-    let tokens = |vals: &std::collections::BTreeMap<String, Vec<f32>>, scaled: bool| {
-        let vit = Vit::from_host(gpu, cfg.clone(), vals).expect("model");
-        let mut rec = Recorder::new(gpu);
-        let pixels = gpu.upload(&px, &[b, 3, side, side]);
-        let out = vit
-            .forward(&mut rec, &pixels, b, side, side, None, &opts(false, scaled))
-            .expect("forward");
-        rec.finish().expect("submit");
-        gpu.read(&out.tokens).expect("read")
-    };
+    let shape = (b, side, side);
     assert_ne!(
-        tokens(&base, true),
-        tokens(&base, false),
+        tokens_of(gpu, &cfg, &base, &px, shape, Some(scales.clone())),
+        tokens_of(gpu, &cfg, &base, &px, shape, None),
         "the factors change nothing"
     );
-    let loss = |vals: &std::collections::BTreeMap<String, Vec<f32>>| -> f64 {
-        tokens(vals, true)
-            .iter()
-            .zip(&u)
-            .map(|(a, c)| *a as f64 * *c as f64)
-            .sum()
-    };
-    let vit = Vit::from_host(gpu, cfg.clone(), &base).expect("model");
-    let mut rec = Recorder::new(gpu);
-    let pixels = gpu.upload(&px, &[b, 3, side, side]);
-    let mut out = vit
-        .forward(&mut rec, &pixels, b, side, side, None, &opts(true, true))
-        .expect("forward");
-    let grads = vit.zero_grads(&mut rec);
-    let d_tokens = gpu.upload(&u, &[b, n, cfg.dim]);
-    vit.backward(
-        &mut rec,
-        &mut out,
-        &d_tokens,
-        &grads,
-        None,
-        (b, side, side),
-        None,
-    )
-    .expect("backward");
-    rec.finish().expect("submit");
-    let g = layout.unpack(&gpu.read(&grads.flat).expect("read"));
-    let analytic: f64 = layout
-        .entries
-        .iter()
-        .map(|e| {
-            g[&e.name]
-                .iter()
-                .zip(&dir[&e.name])
-                .map(|(a, c)| *a as f64 * *c as f64)
-                .sum::<f64>()
-        })
-        .sum();
-    let eps = 3e-3f32;
-    let shifted = |s: f32| {
-        base.iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.iter().zip(&dir[k]).map(|(a, c)| a + s * c).collect(),
-                )
-            })
-            .collect()
-    };
-    let numeric = (loss(&shifted(eps)) - loss(&shifted(-eps))) / (2.0 * eps as f64);
+    let (analytic, numeric) =
+        directional_derivative(gpu, &cfg, (&base, &dir), &px, shape, &u, Some(scales), 3e-3);
     eprintln!("directional derivative: analytic {analytic:.5}, numeric {numeric:.5}");
     assert!(
         (analytic - numeric).abs() <= 2e-2 * numeric.abs().max(1.0),

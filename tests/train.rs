@@ -97,6 +97,53 @@ fn state_of(dir: &Path) -> dinoscope::train::trainer::TrainState {
     load_checkpoint(dir).expect("checkpoint").1
 }
 
+/// Trains `cfg` into a fresh folder named `tag`: its steps' metrics and its final state (the
+/// folder is removed).
+fn steps_and_state(
+    gpu: &dinoscope::gpu::Gpu,
+    cfg: TrainConfig,
+    tag: &str,
+) -> (
+    Vec<dinoscope::train::trainer::StepMetrics>,
+    dinoscope::train::trainer::TrainState,
+) {
+    let dir = tmp(tag);
+    let opts = RunOptions {
+        out_dir: dir.clone(),
+        ..Default::default()
+    };
+    let mut steps = Vec::new();
+    run(gpu, cfg, &opts, |m| steps.push(m.clone())).expect("trains");
+    let state = state_of(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    (steps, state)
+}
+
+/// The final state of `cfg` trained for 3 steps, then resumed to its end in a second run (the
+/// folder is removed).
+fn resumed_after_3(
+    gpu: &dinoscope::gpu::Gpu,
+    cfg: TrainConfig,
+    tag: &str,
+) -> dinoscope::train::trainer::TrainState {
+    let dir = tmp(tag);
+    let first = RunOptions {
+        out_dir: dir.clone(),
+        stop_after: Some(3),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &first, |_| {}).expect("first half");
+    let second = RunOptions {
+        out_dir: dir.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg, &second, |_| {}).expect("second half");
+    let state = state_of(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    state
+}
+
 #[test]
 fn resume_is_bit_exact() {
     let Some(gpu) = common::gpu() else { return };
@@ -173,26 +220,12 @@ fn rope_rescaling_changes_the_run_and_resumes_exactly() {
         ..v3
     };
     cfg.checkpoint = dinoscope::train::config::Checkpoint::Blocks(1);
-    let plain = tmp("rope-plain");
-    let opts = |dir: &Path, stop: Option<u64>, resume: bool| RunOptions {
-        out_dir: dir.to_path_buf(),
-        stop_after: stop,
-        resume,
-        ..Default::default()
-    };
-    run(gpu, cfg.clone(), &opts(&plain, None, false), |_| {}).expect("run");
+    let (_, p) = steps_and_state(gpu, cfg.clone(), "rope-plain");
     cfg.rope_rescale = Some(2.0);
-    let straight = tmp("rope-straight");
-    run(gpu, cfg.clone(), &opts(&straight, None, false), |_| {}).expect("run");
-    let split = tmp("rope-split");
-    run(gpu, cfg.clone(), &opts(&split, Some(3), false), |_| {}).expect("first half");
-    run(gpu, cfg, &opts(&split, None, true), |_| {}).expect("second half");
-    let (p, a, b) = (state_of(&plain), state_of(&straight), state_of(&split));
+    let (_, a) = steps_and_state(gpu, cfg.clone(), "rope-straight");
+    let b = resumed_after_3(gpu, cfg, "rope-split");
     assert!(p.student != a.student, "rescaling changed nothing");
     assert!(a == b, "6 steps straight differ from 3 + resume + 3");
-    for d in [plain, straight, split] {
-        let _ = std::fs::remove_dir_all(&d);
-    }
 }
 
 /// A mixed-precision run resumes with its loss scale: from 65,536 the first steps of this model
@@ -206,39 +239,16 @@ fn a_mixed_run_resumes_with_its_loss_scale() {
     }
     let mut cfg = micro();
     cfg.precision = dinoscope::train::config::Precision::Mixed;
-    let straight = tmp("mixed-straight");
-    let mut skipped = 0;
-    let opts = RunOptions {
-        out_dir: straight.clone(),
-        ..Default::default()
-    };
-    run(gpu, cfg.clone(), &opts, |m| {
-        skipped += usize::from(m.skipped)
-    })
-    .expect("run");
+    let (steps, a) = steps_and_state(gpu, cfg.clone(), "mixed-straight");
+    let skipped = steps.iter().filter(|m| m.skipped).count();
     assert!(skipped >= 1, "no step overflowed at 65,536");
-    let split = tmp("mixed-split");
-    let first = RunOptions {
-        out_dir: split.clone(),
-        stop_after: Some(3),
-        ..Default::default()
-    };
-    run(gpu, cfg.clone(), &first, |_| {}).expect("first half");
-    let second = RunOptions {
-        out_dir: split.clone(),
-        resume: true,
-        ..Default::default()
-    };
-    run(gpu, cfg, &second, |_| {}).expect("second half");
-    let (a, b) = (state_of(&straight), state_of(&split));
+    let b = resumed_after_3(gpu, cfg, "mixed-split");
     let scale = a
         .loss_scale
         .as_ref()
         .expect("a mixed run saves its loss scale");
     assert!(scale[0] < 65536.0, "{scale:?}");
     assert!(a == b, "6 mixed steps straight differ from 3 + resume + 3");
-    let _ = std::fs::remove_dir_all(&straight);
-    let _ = std::fs::remove_dir_all(&split);
 }
 
 #[test]
@@ -1088,6 +1098,14 @@ fn gram_anchoring_trains_and_resumes_exactly() {
     }
 }
 
+/// The largest |a − b| / |a| over two loss curves, step by step.
+fn worst_relative_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs() / a.abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// Mixed precision (f16 forward passes on f16 copies of the weights, f16 backward products with
 /// a loss scale, f32 update) follows the f32 run step for step on the same data, with
 /// checkpointed and kept blocks; overflowed steps are skipped and halve the scale; and the
@@ -1116,26 +1134,21 @@ fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
         let mut c = cfg.clone();
         c.precision = precision;
         c.loss_scale = scale;
-        let dir = tmp(&format!("mixed-{precision:?}-{scale:?}"));
-        let opts = RunOptions {
-            out_dir: dir.clone(),
-            ..Default::default()
-        };
-        let mut losses = Vec::new();
-        let mut trace = Vec::new();
-        run(gpu, c, &opts, |m| {
+        let (steps, _) = steps_and_state(gpu, c, &format!("mixed-{precision:?}-{scale:?}"));
+        for m in &steps {
             assert!(
                 m.non_finite().is_none(),
                 "{precision:?} step {}: {m:?}",
                 m.step
             );
-            losses.push(m.loss);
-            trace.push((m.loss_scale, m.skipped));
-        })
-        .expect("trains");
-        curves.push(losses);
-        traces.push(trace);
-        let _ = std::fs::remove_dir_all(&dir);
+        }
+        curves.push(steps.iter().map(|m| m.loss).collect::<Vec<f32>>());
+        traces.push(
+            steps
+                .iter()
+                .map(|m| (m.loss_scale, m.skipped))
+                .collect::<Vec<_>>(),
+        );
     }
     // f32 steps report no scale; the f16 comparison run never skips.
     assert!(traces[0].iter().all(|&(s, skip)| s.is_none() && !skip));
@@ -1159,11 +1172,7 @@ fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
         assert_eq!(b, if skip { a / 2.0 } else { a }, "{default:?}");
     }
     let (full, mixed) = (&curves[0], &curves[1]);
-    let worst = full
-        .iter()
-        .zip(mixed)
-        .map(|(a, b)| (a - b).abs() / a.abs())
-        .fold(0.0f32, f32::max);
+    let worst = worst_relative_difference(full, mixed);
     let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
     eprintln!(
         "loss f32 {:.4} → {:.4}, mixed {:.4} → {:.4}; worst step difference {:.2}%",
@@ -1204,28 +1213,16 @@ fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
     for precision in [Precision::F32, Precision::Mixed] {
         let mut c = c3.clone();
         c.precision = precision;
-        let dir = tmp(&format!("mixed-v3-{precision:?}"));
-        let opts = RunOptions {
-            out_dir: dir.clone(),
-            ..Default::default()
-        };
-        let mut losses = Vec::new();
-        run(gpu, c, &opts, |m| {
+        let (steps, _) = steps_and_state(gpu, c, &format!("mixed-v3-{precision:?}"));
+        for m in &steps {
             assert!(
                 m.non_finite().is_none() && !m.skipped,
                 "{precision:?}: {m:?}"
             );
-            losses.push(m.loss);
-        })
-        .expect("trains");
-        v3_curves.push(losses);
-        let _ = std::fs::remove_dir_all(&dir);
+        }
+        v3_curves.push(steps.iter().map(|m| m.loss).collect::<Vec<f32>>());
     }
-    let worst_v3 = v3_curves[0]
-        .iter()
-        .zip(&v3_curves[1])
-        .map(|(a, b)| (a - b).abs() / a.abs())
-        .fold(0.0f32, f32::max);
+    let worst_v3 = worst_relative_difference(&v3_curves[0], &v3_curves[1]);
     eprintln!(
         "DINOv3 backbone: worst step difference {:.2}%",
         100.0 * worst_v3

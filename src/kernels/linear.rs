@@ -51,16 +51,7 @@ pub fn linear_backward(
 ) {
     products(rec, dx, dw, dy, x, w, accumulate_dx, accumulate_params);
     if let Some(db) = db {
-        let out_f = w.shape()[0];
-        sum_rows(
-            rec,
-            db,
-            dy,
-            dy.numel() / out_f,
-            out_f,
-            1.0,
-            accumulate_params,
-        );
+        bias_backward(rec, db, dy, accumulate_params);
     }
 }
 
@@ -89,17 +80,14 @@ pub fn linear_backward_half(
     products(rec, dx, dw, &dy_h, x, w, accumulate_dx, accumulate_params);
     drop(dy_h);
     if let Some(db) = db {
-        let out_f = w.shape()[0];
-        sum_rows(
-            rec,
-            db,
-            dy,
-            dy.numel() / out_f,
-            out_f,
-            1.0,
-            accumulate_params,
-        );
+        bias_backward(rec, db, dy, accumulate_params);
     }
+}
+
+/// db (+)= Σ_rows dy.
+fn bias_backward(rec: &mut Recorder, db: &Tensor, dy: &Tensor, accumulate: bool) {
+    let out_f = db.numel();
+    sum_rows(rec, db, dy, dy.numel() / out_f, out_f, 1.0, accumulate);
 }
 
 /// dx (+)= dy·W and dW (+)= dyᵀ·x.
