@@ -391,11 +391,28 @@ pub fn train(
     let mut loader = Loader::new(ds, lc, 0);
     let batch = loader.next_batch().map_err(|e| e.to_string())?;
     trainer.train_step(&batch).map_err(|e| e.to_string())?;
+    // The host's share of a step: recording and submitting it with nothing else in flight (a CPU
+    // driver such as lavapipe runs a submission before it accepts the next).
+    let batch = loader.next_batch().map_err(|e| e.to_string())?;
+    let r0 = Instant::now();
+    let pending = trainer.submit_step(&batch).map_err(|e| e.to_string())?;
+    let recording = r0.elapsed().as_secs_f64();
+    let dispatches = pending.dispatches();
+    pollster::block_on(pending.read(gpu)).map_err(|e| e.to_string())?;
     gpu.reset_peak_memory();
+    // As `dinoscope train` runs them: each step is submitted before the previous one's metrics
+    // are read, so the GPU runs one step while the host records the next.
     let t0 = Instant::now();
+    let mut in_flight = None;
     for _ in 0..steps {
         let batch = loader.next_batch().map_err(|e| e.to_string())?;
-        trainer.train_step(&batch).map_err(|e| e.to_string())?;
+        let pending = trainer.submit_step(&batch).map_err(|e| e.to_string())?;
+        if let Some(p) = in_flight.replace(pending) {
+            pollster::block_on(p.read(gpu)).map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(p) = in_flight {
+        pollster::block_on(p.read(gpu)).map_err(|e| e.to_string())?;
     }
     let dt = t0.elapsed().as_secs_f64();
     let a = &cfg.augment;
@@ -416,6 +433,11 @@ pub fn train(
         dt / steps.max(1) as f64,
         (steps as usize * cfg.batch_size) as f64 / dt,
         gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64
+    );
+    println!(
+        "host: {:.1} ms to record and submit one step ({} dispatches)",
+        recording * 1e3,
+        dispatches
     );
     if profile {
         if !gpu.start_profile() {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 mod transfer;
+pub use transfer::{Staged, Submitted};
 
 /// Which backend and adapter to use; `None` means "the best one available".
 #[derive(Clone, Debug, Default)]

@@ -10,7 +10,7 @@
 //! one device are taken one thread at a time ([`Gpu::begin_recording`]), so another thread
 //! never takes a buffer that unsubmitted work still uses.
 
-use super::context::Gpu;
+use super::context::{Gpu, Staged, Submitted};
 use super::registry::{Kernel, Types};
 use super::tensor::{DType, Tensor};
 use super::Result;
@@ -57,6 +57,7 @@ pub struct Recorder<'g> {
     profile: Option<Vec<(wgpu::QuerySet, Vec<&'static str>)>>,
     dispatches: usize,
     error: Option<super::GpuError>,
+    submitted: Option<wgpu::SubmissionIndex>,
 }
 
 impl<'g> Recorder<'g> {
@@ -78,6 +79,7 @@ impl<'g> Recorder<'g> {
             profile: (gpu.profiling() && gpu.has_timestamps() && !gpu.dry).then(Vec::new),
             dispatches: 0,
             error: None,
+            submitted: None,
         }
     }
 
@@ -366,6 +368,24 @@ impl<'g> Recorder<'g> {
         Ok(())
     }
 
+    /// Records a copy of `t` into a mappable buffer at this point of the recording; read it
+    /// with [`Gpu::read_staged`] and the [`Submitted`] that [`Recorder::finish_submitted`] gives.
+    pub fn stage(&mut self, t: &Tensor) -> Staged {
+        let staged = self.gpu.staging_for(t);
+        if let Some(b) = &staged.buffer {
+            let (from, bytes) = (t.byte_offset(), t.binding_bytes());
+            self.encoder()
+                .copy_buffer_to_buffer(t.buffer(), from, b, 0, bytes);
+        }
+        staged
+    }
+
+    /// Submits everything recorded; the result names the submission for [`Gpu::read_staged`].
+    pub fn finish_submitted(mut self) -> Result<Submitted> {
+        self.submit()?;
+        Ok(Submitted(self.submitted.take()))
+    }
+
     fn submit(&mut self) -> Result<Option<wgpu::Buffer>> {
         self.end_pass();
         if let Some(e) = self.error.take() {
@@ -397,7 +417,7 @@ impl<'g> Recorder<'g> {
         for c in &self.arena {
             self.gpu.queue.write_buffer(&c.buffer, 0, &c.bytes);
         }
-        self.gpu.queue.submit([enc.finish()]);
+        self.submitted = Some(self.gpu.queue.submit([enc.finish()]));
         self.gpu.check()?;
         self.read_profile(profile_reads)?;
         Ok(ts_read)

@@ -7,7 +7,7 @@
 //! weights) and `train.ron` (links to the latest checkpoint's files), and `metrics.jsonl`.
 
 use super::config::TrainConfig;
-use super::trainer::{StepMetrics, TrainState, Trainer};
+use super::trainer::{PendingStep, StepMetrics, TrainState, Trainer};
 use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::data::loader::Loader;
@@ -399,9 +399,34 @@ pub fn run(
         .fold(0.0f64, f64::max);
     let t0 = std::time::Instant::now();
     let mut warned = false;
-    while trainer.step < end {
-        let batch = loader.next_batch().map_err(|e| e.to_string())?;
-        let m = trainer.train_step(&batch).map_err(|e| e.to_string())?;
+    // Whether the run stops after step `done` to evaluate or save: the next step must not start
+    // before that has seen this step's weights.
+    let pauses = |done: u64| {
+        done >= end
+            || (eval.is_some()
+                && ((cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every))
+                    || done == cfg.steps))
+            || (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every))
+    };
+    // One step in flight: step n + 1 is recorded and submitted before step n's metrics are read,
+    // so the GPU is not idle while the host records. The order of the GPU's work, and therefore
+    // every result, is the same as one step at a time.
+    let mut in_flight: Option<PendingStep> = None;
+    loop {
+        let next = if trainer.step < end && in_flight.as_ref().is_none_or(|p| !pauses(p.step() + 1))
+        {
+            let batch = loader.next_batch().map_err(|e| e.to_string())?;
+            Some(trainer.submit_step(&batch).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let Some(pending) = std::mem::replace(&mut in_flight, next) else {
+            if in_flight.is_none() {
+                break;
+            }
+            continue;
+        };
+        let m = pollster::block_on(pending.read(gpu)).map_err(|e| e.to_string())?;
         if let Some(what) = m.non_finite() {
             return Err(format!(
                 "step {}: {what}; training stopped{} (lower the learning rate or raise the \
@@ -419,7 +444,7 @@ pub fn run(
             line["warning"] = serde_json::Value::String(d.message);
             line["remedy"] = serde_json::json!(d.remedy);
         }
-        let done = trainer.step;
+        let done = m.step + 1;
         if let Some((tr, te)) = &eval {
             if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
                 let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;

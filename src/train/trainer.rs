@@ -9,7 +9,7 @@
 
 use super::config::{Precision, TrainConfig};
 use super::head::DinoHead;
-use crate::gpu::{DType, Gpu, GpuError, Recorder, Tensor};
+use crate::gpu::{DType, Gpu, GpuError, Recorder, Staged, Submitted, Tensor};
 use crate::kernels;
 use crate::kernels::adamw::{Segment, Segments};
 use crate::kernels::loss_scale::{LossScale, GROWTH_INTERVAL, INITIAL_SCALE, MAX_SCALE};
@@ -121,8 +121,10 @@ impl StepMetrics {
 
 /// A submitted step whose metrics are still on the GPU.
 pub struct PendingStep {
-    metrics: Tensor,
-    diagnostics: Option<(Tensor, Tensor)>,
+    metrics: Staged,
+    diagnostics: Option<(Staged, Staged)>,
+    /// The step's submission: reading waits for it and for no step submitted after it.
+    submitted: Submitted,
     prototypes: usize,
     dim: usize,
     base: StepMetrics,
@@ -130,6 +132,8 @@ pub struct PendingStep {
     weights: (f32, f32, f32, Option<f32>),
     /// The step ran with f16 backward products and a loss scale.
     mixed: bool,
+    /// Compute dispatches the step recorded.
+    dispatches: usize,
 }
 
 impl PendingStep {
@@ -138,10 +142,15 @@ impl PendingStep {
         self.base.step
     }
 
+    /// How many compute dispatches the step recorded.
+    pub fn dispatches(&self) -> usize {
+        self.dispatches
+    }
+
     /// Reads the step's losses (and, on logging steps, the collapse diagnostics) back. Never
     /// blocks the browser: there the future resolves when the buffers are mapped.
     pub async fn read(self, gpu: &Gpu) -> Result<StepMetrics, TrainError> {
-        let m = gpu.read_async(&self.metrics).await?;
+        let m = gpu.read_staged(self.metrics, &self.submitted).await?;
         let mut out = self.base;
         let (dino, ibot, koleo, gram) = (m[0], m[1], m[2], m[3]);
         let (wd, wi, wk, wg) = self.weights;
@@ -153,10 +162,10 @@ impl PendingStep {
             out.loss_scale = Some(m[4]);
             out.skipped = m[5] != 0.0;
         }
-        if let Some((t_probs, s_cls)) = &self.diagnostics {
+        if let Some((t_probs, s_cls)) = self.diagnostics {
             let k = self.prototypes;
             let d = self.dim;
-            let t = gpu.read_async(t_probs).await?;
+            let t = gpu.read_staged(t_probs, &self.submitted).await?;
             let rows = (t.len() / k).max(1);
             let h: f64 = t
                 .iter()
@@ -181,7 +190,7 @@ impl PendingStep {
                 .sum();
             out.teacher_entropy = Some(h as f32);
             out.teacher_kl_uniform = Some(((k as f64).ln() - hm) as f32);
-            let f = gpu.read_async(s_cls).await?;
+            let f = gpu.read_staged(s_cls, &self.submitted).await?;
             let n = (f.len() / d).max(1);
             let mut std_sum = 0.0f64;
             for c in 0..d {

@@ -143,35 +143,64 @@ impl Gpu {
         Ok(v.into_iter().map(f32::to_bits).collect())
     }
 
-    /// Reads a tensor back as f32 (f16 tensors are widened). On native the future polls the
-    /// device; on the web it resolves when the browser maps the buffer, so it never blocks the
-    /// page.
+    /// Reads a tensor back as f32 (f16 tensors are widened), after all work submitted so far. On
+    /// native the future polls the device; on the web it resolves when the browser maps the
+    /// buffer, so it never blocks the page.
     pub async fn read_async(&self, t: &Tensor) -> Result<Vec<f32>> {
-        let bytes = t.binding_bytes();
-        if t.numel() == 0 {
-            return Ok(Vec::new());
-        }
-        if self.dry {
+        if t.numel() == 0 || self.dry {
             return Ok(vec![0.0; t.numel()]);
         }
         // Held across the await: on native the future completes within this call, and on the
         // web (one thread) holding is free.
         let _device = self.exclusive();
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staged = self.staging_for(t);
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(t.buffer(), t.byte_offset(), &staging, 0, bytes);
-        self.queue.submit([enc.finish()]);
+        if let Some(b) = &staged.buffer {
+            enc.copy_buffer_to_buffer(t.buffer(), t.byte_offset(), b, 0, t.binding_bytes());
+        }
+        let index = self.queue.submit([enc.finish()]);
+        self.map_staged(staged, &Submitted(Some(index))).await
+    }
+
+    /// A mappable buffer the size of `t`, for a copy recorded elsewhere.
+    pub(crate) fn staging_for(&self, t: &Tensor) -> Staged {
+        let buffer = (t.numel() > 0 && !self.dry).then(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: t.binding_bytes(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        Staged {
+            buffer,
+            dtype: t.dtype(),
+            numel: t.numel(),
+        }
+    }
+
+    /// Reads a copy recorded with [`Recorder::stage`](crate::gpu::Recorder::stage), waiting
+    /// for the submission that holds it and for nothing submitted later.
+    pub async fn read_staged(&self, staged: Staged, after: &Submitted) -> Result<Vec<f32>> {
+        let _device = self.exclusive();
+        self.map_staged(staged, after).await
+    }
+
+    async fn map_staged(&self, staged: Staged, after: &Submitted) -> Result<Vec<f32>> {
+        let Some(staging) = staged.buffer else {
+            return Ok(vec![0.0; staged.numel]);
+        };
         let (tx, rx) = futures_channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
         #[cfg(not(target_arch = "wasm32"))]
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait {
+                submission_index: after.0.clone(),
+                timeout: None,
+            })
             .map_err(|e| GpuError::Readback(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = after;
         let mapped = rx.await;
         self.check()?;
         mapped.map_err(|e| GpuError::Readback(e.to_string()))?;
@@ -179,11 +208,11 @@ impl Gpu {
             let view = staging
                 .get_mapped_range(..)
                 .map_err(|e| GpuError::Readback(e.to_string()))?;
-            match t.dtype() {
-                DType::F32 => bytemuck::cast_slice::<u8, f32>(&view).to_vec(),
+            match staged.dtype {
+                DType::F32 => bytemuck::cast_slice::<u8, f32>(&view)[..staged.numel].to_vec(),
                 DType::F16 => view
                     .chunks_exact(2)
-                    .take(t.numel())
+                    .take(staged.numel)
                     .map(|h| crate::half::to_f32(u16::from_le_bytes([h[0], h[1]])))
                     .collect(),
             }
@@ -202,3 +231,17 @@ impl Gpu {
         self.check()
     }
 }
+
+/// A tensor's copy in a mappable buffer, recorded into a recording's own commands
+/// ([`Recorder::stage`](crate::gpu::Recorder::stage)): reading it waits for that recording's
+/// submission only, so the next step can already run while this one's results come back.
+pub struct Staged {
+    /// `None` for an empty tensor or a dry-run device (reads give zeros).
+    pub(crate) buffer: Option<wgpu::Buffer>,
+    dtype: DType,
+    numel: usize,
+}
+
+/// The submission a recording became, which reading its [`Staged`] copies waits for.
+#[derive(Clone, Debug, Default)]
+pub struct Submitted(pub(crate) Option<wgpu::SubmissionIndex>);

@@ -654,14 +654,18 @@ impl Trainer<'_> {
         for (i, n) in norms.iter().enumerate() {
             rec.copy_range(n, 0, &metrics, METRIC_NORMS + i, 1);
         }
-        rec.finish()?;
         let step = self.step;
         let cfg = &self.cfg;
         let diagnose = cfg.log_every > 0 && step.is_multiple_of(cfg.log_every);
+        let metrics = rec.stage(&metrics);
+        let diagnostics = diagnose.then(|| (rec.stage(&targets.probs), rec.stage(&cls_g)));
+        let dispatches = rec.dispatch_count();
+        let submitted = rec.finish_submitted()?;
         self.step += 1;
         Ok(PendingStep {
             metrics,
-            diagnostics: diagnose.then_some((targets.probs, cls_g)),
+            diagnostics,
+            submitted,
             prototypes: cfg.head.prototypes,
             dim: cfg.model.dim,
             base: StepMetrics {
@@ -680,6 +684,7 @@ impl Trainer<'_> {
                 cfg.gram.as_ref().map(|_| sv.gram_weight),
             ),
             mixed: self.loss_scale.is_some(),
+            dispatches,
         })
     }
 }
