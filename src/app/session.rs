@@ -161,14 +161,18 @@ impl Session {
         Ok((pending, batch.skipped))
     }
 
-    /// Runs one step and reads its metrics back (native).
+    /// Reads a submitted step's metrics back (native); `since` is when its time started: when
+    /// the host began on it, or read the step before when the two overlapped.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn step(&mut self) -> Result<LogPoint, String> {
-        let t0 = web_time::Instant::now();
-        let (pending, skipped) = self.submit()?;
+    pub fn finish(
+        &self,
+        pending: crate::train::trainer::PendingStep,
+        skipped: usize,
+        since: web_time::Instant,
+    ) -> Result<LogPoint, String> {
         let metrics =
             pollster::block_on(pending.read(self.gpu)).map_err(|e| gpu_message(&e.to_string()))?;
-        let dt = t0.elapsed().as_secs_f32().max(1e-6);
+        let dt = since.elapsed().as_secs_f32().max(1e-6);
         self.check_finite(&metrics)?;
         Ok(LogPoint {
             images_per_s: self.config().batch_size as f32 / dt,

@@ -194,6 +194,54 @@ fn run(
     }
     let mut paused = false;
     let mut warned_skips = 0usize;
+    // After step `done`: whether a snapshot, an evaluation or a checkpoint is due, which must see
+    // that step's weights before the next step starts.
+    let pauses = |done: u64| {
+        [job.snapshot_every, cfg.eval_every, cfg.checkpoint_every]
+            .iter()
+            .any(|&every| every > 0 && done.is_multiple_of(every))
+    };
+    // Reports a step: its metrics, then what is due after it.
+    // When the last step was read: with steps overlapping, a step's time runs from there.
+    let mut last_read: Option<web_time::Instant> = None;
+    let mut report = |session: &mut Session, step: InFlight| -> Result<(), (u64, String)> {
+        let since = last_read.map_or(step.since, |t| t.max(step.since));
+        let point = session
+            .finish(step.pending, step.skipped, since)
+            .map_err(|e| (session.trainer.step, e + &session.last_checkpoint_note()))?;
+        last_read = Some(web_time::Instant::now());
+        if session.skipped_total > warned_skips {
+            warned_skips = session.skipped_total;
+            send(Event::Notice(format!(
+                "{} unreadable image(s) skipped so far (see the log for their names)",
+                session.skipped_total
+            )));
+        }
+        let done = point.metrics.step + 1;
+        send(Event::Step(point));
+        if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
+            snapshot(session);
+        }
+        if cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every) {
+            if let Some(r) = session.knn() {
+                match r {
+                    Ok(e) => send(Event::Knn {
+                        step: done,
+                        accuracy: e.knn,
+                        probe: e.probe,
+                    }),
+                    Err(e) => send(Event::Notice(format!("k-NN failed: {e}"))),
+                }
+            }
+        }
+        if cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every) {
+            save(session);
+        }
+        Ok(())
+    };
+    // One step in flight, as `dinoscope train` runs: step n + 1 is recorded and submitted before
+    // step n is read, so the GPU does not wait while the host records.
+    let mut in_flight: Option<InFlight> = None;
     loop {
         // While paused, block on the next command; otherwise only look.
         let cmd = if paused {
@@ -205,6 +253,12 @@ fn run(
                 Err(TryRecvError::Disconnected) => Some(Command::Stop),
             }
         };
+        // Commands and the end act on the weights of every step submitted so far.
+        if cmd.is_some() || session.finished() {
+            if let Some(step) = in_flight.take() {
+                report(&mut session, step)?;
+            }
+        }
         match cmd {
             Some(Command::Pause) => {
                 if !paused {
@@ -232,35 +286,31 @@ fn run(
             save(&session);
             return Ok(session.trainer.step);
         }
-        let point = session
-            .step()
-            .map_err(|e| (session.trainer.step, e + &session.last_checkpoint_note()))?;
-        if session.skipped_total > warned_skips {
-            warned_skips = session.skipped_total;
-            send(Event::Notice(format!(
-                "{} unreadable image(s) skipped so far (see the log for their names)",
-                session.skipped_total
-            )));
-        }
-        send(Event::Step(point));
-        let done = session.trainer.step;
-        if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
-            snapshot(&session);
-        }
-        if cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every) {
-            if let Some(r) = session.knn() {
-                match r {
-                    Ok(e) => send(Event::Knn {
-                        step: done,
-                        accuracy: e.knn,
-                        probe: e.probe,
-                    }),
-                    Err(e) => send(Event::Notice(format!("k-NN failed: {e}"))),
-                }
-            }
-        }
-        if cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every) {
-            save(&session);
+        let next = if in_flight
+            .as_ref()
+            .is_none_or(|f| !pauses(f.pending.step() + 1))
+        {
+            let since = web_time::Instant::now();
+            let (pending, skipped) = session
+                .submit()
+                .map_err(|e| (session.trainer.step, e + &session.last_checkpoint_note()))?;
+            Some(InFlight {
+                pending,
+                skipped,
+                since,
+            })
+        } else {
+            None
+        };
+        if let Some(step) = std::mem::replace(&mut in_flight, next) {
+            report(&mut session, step)?;
         }
     }
+}
+
+/// A submitted step whose metrics are not read yet, and when the host started on it.
+struct InFlight {
+    pending: crate::train::trainer::PendingStep,
+    skipped: usize,
+    since: web_time::Instant,
 }
