@@ -7,7 +7,7 @@
 //! weights) and `train.ron` (links to the latest checkpoint's files), and `metrics.jsonl`.
 
 use super::config::TrainConfig;
-use super::trainer::{PendingStep, StepMetrics, TrainState, Trainer};
+use super::trainer::{StepMetrics, TrainState, Trainer};
 use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::data::loader::Loader;
@@ -411,7 +411,7 @@ pub fn run(
     // One step in flight: step n + 1 is recorded and submitted before step n's metrics are read,
     // so the GPU is not idle while the host records. The order of the GPU's work, and therefore
     // every result, is the same as one step at a time.
-    let mut in_flight: Option<PendingStep> = None;
+    let mut in_flight: Option<super::trainer::PendingStep> = None;
     loop {
         let next = if trainer.step < end && in_flight.as_ref().is_none_or(|p| !pauses(p.step() + 1))
         {

@@ -200,7 +200,7 @@ impl Gpu {
             })
             .map_err(|e| GpuError::Readback(e.to_string()))?;
         #[cfg(target_arch = "wasm32")]
-        let _ = after;
+        let _ = &after.0;
         let mapped = rx.await;
         self.check()?;
         mapped.map_err(|e| GpuError::Readback(e.to_string()))?;
