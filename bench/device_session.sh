@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything a lent GPU machine should measure, in one call of under ten minutes, so that a short
 # lease is spent on measuring and not on setting up: the kernel checks, the dinoscope ÷ PyTorch
-# ratio table (bench/compare.sh, the full suite) and a learning run of the `tiny` preset on the
-# full Fashion-MNIST with k-NN on all 60,000 → 10,000 images.
+# ratio table (bench/compare.sh, the full suite) and a learning run of the `fmnist` preset on the
+# full Fashion-MNIST with k-NN on all 60,000 → 10,000 images, its schedule sized to the time left.
 #
 # Prepare here (the repository root; .bin/ and .gl/ are git-ignored):
 #   cargo build --release && mkdir -p .bin && xz -T2 -3 -c target/release/dinoscope > .bin/dinoscope.xz
@@ -10,19 +10,22 @@
 #   (Debian's dataset-fashion-mnist), and the Vulkan loader packages in .gl/ as the device tool's
 #   README says. The binary travels compressed: the working tree, the binary and the data must
 #   stay under the 64 MiB a call carries.
-# Then run `bash bench/device_session.sh` there, carrying .bin and .gl. Everything lands in
-# $OUT/device.tgz (the machine returns at most 8 files), with summary.txt and compare.txt beside
-# it for a first look.
+# Then run `bash bench/device_session.sh` there, carrying .bin and .gl, with a limit of 600 s.
+# Every result is written to $OUT as soon as it exists (summary.txt first), so a call stopped at
+# its limit still returns what was measured; device.tgz at the end holds the full logs.
 #
-# Budgets (seconds, environment): SELFTEST_S=90, COMPARE_S=330, 60 for f16 inference without
-# cooperative matrices, LEARN_S=150; LEARN_STEPS=1500
-# (the `tiny` schedule stretched to that length), LEARN_CONFIG=tiny.
+# Budgets (seconds, environment): SELFTEST_S=60, COMPARE_S=280, COOP_OFF_S=40, LEARN_S=110
+# (training and evaluations; the schedule is the preset's, shortened to what a measured step
+# time lets finish in about 70% of it, evaluations five times along it), LEARN_CONFIG=fmnist,
+# LEARN_TIMING_STEPS=20 (the steps timed first, within 40 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/out/device}"
 WORK=/tmp/dinoscope-device
 mkdir -p "$OUT" "$WORK"
-log() { echo "== $(date +%T) $*" | tee -a "$WORK/summary.txt"; }
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+log() { echo "== $(date +%T) $*" | tee -a "$SUMMARY"; }
 
 # The Vulkan loader, where the machine lacks one.
 if [ -d .gl ] && ! ldconfig -p | grep -q libvulkan; then
@@ -39,47 +42,66 @@ fi
 export DINOSCOPE="$BIN"
 log "binary $BIN"
 (nvidia-smi; "$BIN" info) > "$WORK/adapter.txt" 2>&1
-head -20 "$WORK/adapter.txt" >> "$WORK/summary.txt"
+head -20 "$WORK/adapter.txt" >> "$SUMMARY"
 # Whether the f16 products run on cooperative matrices (or why the probe turned them off).
-grep -E "COOP_MATRIX|warning" "$WORK/adapter.txt" >> "$WORK/summary.txt"
+grep -E "COOP_MATRIX|warning" "$WORK/adapter.txt" >> "$SUMMARY"
 
 log "selftest"
-timeout "${SELFTEST_S:-90}" "$BIN" selftest > "$WORK/selftest.txt" 2>&1
+timeout "${SELFTEST_S:-60}" "$BIN" selftest > "$WORK/selftest.txt" 2>&1
 rc=$?
-echo "selftest exit $rc: $(tail -1 "$WORK/selftest.txt")" >> "$WORK/summary.txt"
+echo "selftest exit $rc: $(tail -1 "$WORK/selftest.txt")" >> "$SUMMARY"
+grep -iE "fail|mismatch" "$WORK/selftest.txt" | head -20 >> "$SUMMARY"
 
 log "compare.sh"
-OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-330}" bench/compare.sh \
-  > "$WORK/compare.txt" 2>&1
+OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-280}" bench/compare.sh \
+  > "$OUT/compare.txt" 2>&1
 rc=$?
-echo "compare.sh exit $rc" >> "$WORK/summary.txt"
-cp "$WORK/compare.txt" "$OUT/compare.txt"
+echo "compare.sh exit $rc" >> "$SUMMARY"
 
 # The cooperative-matrix matmul's share: f16 inference with it turned off, beside compare.sh's
 # f16 rows (which use it where `info` lists COOP_MATRIX).
 log "f16 inference without cooperative matrices"
-DINOSCOPE_COOP=0 timeout 60 "$BIN" bench vit --runs 224x64 --reps 3 --precision f16 \
-  > "$WORK/coop_off.txt" 2>&1
-tail -3 "$WORK/coop_off.txt" >> "$WORK/summary.txt"
+DINOSCOPE_COOP=0 timeout "${COOP_OFF_S:-40}" "$BIN" bench vit --runs 224x64 --reps 3 \
+  --precision f16 > "$WORK/coop_off.txt" 2>&1
+tail -3 "$WORK/coop_off.txt" >> "$SUMMARY"
 
 data=.bin/fashion-mnist/train-images-idx3-ubyte.gz
 if [ -f "$data" ]; then
-  log "learning: ${LEARN_CONFIG:-tiny} over ${LEARN_STEPS:-1500} steps on the full Fashion-MNIST"
-  cp "assets/configs/train_${LEARN_CONFIG:-tiny}.ron" "$WORK/learn.ron"
-  sed -i -e 's/^\( *\)eval_every: [0-9]*,/\1eval_every: 500,/' \
+  config="${LEARN_CONFIG:-fmnist}"
+  budget="${LEARN_S:-110}"
+  # One step's time here, then the longest schedule that trains in about 70% of the budget (the
+  # rest is for the evaluations on all 70,000 images), at most the preset's own length.
+  log "learning: timing $config"
+  timeout 40 "$BIN" bench train --config "$config" --steps "${LEARN_TIMING_STEPS:-20}" --json "$WORK/learn_speed.json" \
+    > "$WORK/learn_speed.txt" 2>&1
+  cat "$WORK/learn_speed.txt" >> "$SUMMARY"
+  cp "assets/configs/train_$config.ron" "$WORK/learn.ron"
+  preset_steps=$(grep -oE '^ *steps: [0-9]+' "$WORK/learn.ron" | grep -oE '[0-9]+')
+  steps=$(python3 -c 'import json,sys
+rows = json.load(open(sys.argv[1]))
+print(max(100, min(int(sys.argv[3]), int(0.7 * float(sys.argv[2]) / rows[0]["seconds"]))))' \
+    "$WORK/learn_speed.json" "$budget" "$preset_steps" 2>/dev/null || echo 1000)
+  every=$(( (steps + 4) / 5 ))
+  sed -i -e "s/^\( *\)eval_every: [0-9]*,/\1eval_every: $every,/" \
+    -e "s/^\( *\)checkpoint_every: [0-9]*,/\1checkpoint_every: 0,/" \
     -e 's/^\( *\)knn_train: [0-9]*,/\1knn_train: 0,/' -e 's/^\( *\)knn_test: [0-9]*,/\1knn_test: 0,/' \
     "$WORK/learn.ron"
+  log "learning: $config over $steps steps (preset: $preset_steps) on the full Fashion-MNIST"
   rm -rf "$WORK/run"
-  timeout "${LEARN_S:-150}" "$BIN" train --config "$WORK/learn.ron" --data "$data" \
-    --steps "${LEARN_STEPS:-1500}" --out "$WORK/run" > "$WORK/learn.txt" 2>&1
+  timeout "$budget" "$BIN" train --config "$WORK/learn.ron" --data "$data" \
+    --steps "$steps" --out "$WORK/run" > "$WORK/learn.txt" 2>&1
   rc=$?
-  echo "learning exit $rc (124: stopped at its budget)" >> "$WORK/summary.txt"
-  grep '"knn' "$WORK/run/metrics.jsonl" 2>/dev/null | tail -5 >> "$WORK/summary.txt"
-  cp "$WORK/run/metrics.jsonl" "$WORK/learn_metrics.jsonl" 2>/dev/null
+  echo "learning exit $rc (124: stopped at its budget)" >> "$SUMMARY"
+  tail -4 "$WORK/learn.txt" >> "$SUMMARY"
+  grep '"knn' "$WORK/run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys
+for l in sys.stdin:
+    j = json.loads(l)
+    print("step", j.get("step", -1) + 1 if "step" in j else 0, "k-NN", j.get("knn"), "probe",
+          j.get("probe"), "elapsed_s", round(j.get("elapsed_s", 0), 1))' >> "$SUMMARY"
+  cp "$WORK/run/metrics.jsonl" "$OUT/learn_metrics.jsonl" 2>/dev/null
   rm -rf "$WORK/run"
 fi
 
 log "done"
-cp "$WORK/summary.txt" "$OUT/summary.txt"
 rm -f "$WORK/dinoscope"
 tar -czf "$OUT/device.tgz" -C "$WORK" .

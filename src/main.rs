@@ -138,7 +138,7 @@ mod cli {
         },
         /// Train a ViT with DINOv2 (DINO + iBOT + KoLeo) on images; the bundled Fashion-MNIST by default.
         Train {
-            /// Training config: a preset (debug, debug_long, debug_v3, tiny, laptop, vits14) or a .ron file.
+            /// Training config: a preset (debug, debug_long, debug_v3, fmnist, tiny, laptop, vits14) or a .ron file.
             #[arg(long, default_value = "debug")]
             config: String,
             /// Training data: a folder of images (searched recursively) or an IDX file.
@@ -228,7 +228,7 @@ mod cli {
         },
         /// Peak GPU memory of a training step, whether it fits this adapter, and what would.
         Plan {
-            /// Training config: a preset (debug, debug_long, debug_v3, tiny, laptop, vits14) or a .ron file.
+            /// Training config: a preset (debug, debug_long, debug_v3, fmnist, tiny, laptop, vits14) or a .ron file.
             #[arg(long, default_value = "debug")]
             config: String,
             /// Images per step (overrides the config).

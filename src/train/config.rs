@@ -254,10 +254,11 @@ pub fn default_workers() -> usize {
 }
 
 /// Preset names.
-pub const TRAIN_PRESETS: [&str; 6] = [
+pub const TRAIN_PRESETS: [&str; 7] = [
     "debug",
     "debug_long",
     "debug_v3",
+    "fmnist",
     "tiny",
     "laptop",
     "vits14",
@@ -265,13 +266,14 @@ pub const TRAIN_PRESETS: [&str; 6] = [
 
 impl TrainConfig {
     /// A preset: `debug` (a minute on a CPU Vulkan driver), `debug_long` (its recipe over 20,000
-    /// steps), `debug_v3` (the same on a DINOv3 backbone), `tiny`, `laptop` (ViT-S/14 in under
-    /// 3 GiB), `vits14`.
+    /// steps), `debug_v3` (the same on a DINOv3 backbone), `fmnist` (the same for the full
+    /// Fashion-MNIST on a GPU), `tiny`, `laptop` (ViT-S/14 in under 3 GiB), `vits14`.
     pub fn preset(name: &str) -> Result<TrainConfig, String> {
         let text = match name {
             "debug" => include_str!("../../assets/configs/train_debug.ron"),
             "debug_long" => include_str!("../../assets/configs/train_debug_long.ron"),
             "debug_v3" => include_str!("../../assets/configs/train_debug_v3.ron"),
+            "fmnist" => include_str!("../../assets/configs/train_fmnist.ron"),
             "tiny" => include_str!("../../assets/configs/train_tiny.ron"),
             "laptop" => include_str!("../../assets/configs/train_laptop.ron"),
             "vits14" => include_str!("../../assets/configs/train_vits14.ron"),
