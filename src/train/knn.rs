@@ -99,7 +99,9 @@ fn read(_gpu: &Gpu, _t: &crate::gpu::Tensor) -> Result<Vec<f32>, String> {
     Err("blocking readback is not available in the browser".into())
 }
 
-/// Top-1 accuracy of weighted cosine k-NN (features already L2-normalised, [n, d]).
+/// Top-1 accuracy of weighted cosine k-NN (features already L2-normalised, [n, d]). The test
+/// images are shared among the host's cores (one thread in the browser); each similarity is
+/// summed over the dimensions in order, so the result does not depend on the core count.
 pub fn knn_accuracy(
     train: &[f32],
     train_y: &[u32],
@@ -116,37 +118,100 @@ pub fn knn_accuracy(
         .max()
         .map_or(0, |m| m as usize + 1);
     let n_train = train_y.len();
-    let mut correct = 0usize;
-    for (t, &y) in test.chunks(d).zip(test_y) {
-        let mut sims: Vec<(f32, u32)> = (0..n_train)
-            .map(|i| {
-                (
-                    train[i * d..(i + 1) * d]
-                        .iter()
-                        .zip(t)
-                        .map(|(a, b)| a * b)
-                        .sum::<f32>(),
-                    train_y[i],
-                )
-            })
-            .collect();
-        let kk = k.min(n_train);
-        if kk == 0 {
-            continue;
-        }
-        sims.select_nth_unstable_by(kk - 1, |a, b| b.0.total_cmp(&a.0));
-        let mut votes = vec![0.0f64; classes];
-        for &(s, c) in &sims[..kk] {
-            votes[c as usize] += ((s / temperature) as f64).exp();
-        }
-        let pred = votes
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i);
-        correct += (pred as u32 == y) as usize;
+    let n_test = test_y.len();
+    if d == 0 || n_test == 0 {
+        return 0.0;
     }
-    correct as f32 / test_y.len().max(1) as f32
+    let train_t = transpose(&train[..n_train * d], n_train, d);
+    let score = |range: std::ops::Range<usize>| -> usize {
+        let mut sims = vec![0.0f32; n_train];
+        let mut order: Vec<(f32, u32)> = Vec::with_capacity(n_train);
+        let mut votes = vec![0.0f64; classes];
+        let mut correct = 0;
+        for i in range {
+            similarities(&train_t, n_train, &test[i * d..(i + 1) * d], &mut sims);
+            let kk = k.min(n_train);
+            if kk == 0 {
+                continue;
+            }
+            order.clear();
+            order.extend(sims.iter().copied().zip(train_y.iter().copied()));
+            order.select_nth_unstable_by(kk - 1, |a, b| b.0.total_cmp(&a.0));
+            votes.fill(0.0);
+            for &(s, c) in &order[..kk] {
+                votes[c as usize] += ((s / temperature) as f64).exp();
+            }
+            let pred = votes
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            correct += (pred as u32 == test_y[i]) as usize;
+        }
+        correct
+    };
+    let threads = threads_for(n_test);
+    let correct: usize = if threads <= 1 {
+        score(0..n_test)
+    } else {
+        let per = n_test.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let score = &score;
+            let parts: Vec<_> = (0..n_test)
+                .step_by(per)
+                .map(|a| scope.spawn(move || score(a..(a + per).min(n_test))))
+                .collect();
+            parts.into_iter().map(|p| p.join().unwrap_or(0)).sum()
+        })
+    };
+    correct as f32 / n_test as f32
+}
+
+/// Threads for `n` test images: the host's cores, one per 64 images at most (one in the
+/// browser, which has no threads).
+fn threads_for(n: usize) -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = n;
+        1
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::thread::available_parallelism()
+            .map_or(1, |c| c.get())
+            .min(n.div_ceil(64))
+            .max(1)
+    }
+}
+
+/// `[n, d]` row-major to `[d, n]`.
+fn transpose(x: &[f32], n: usize, d: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; n * d];
+    for (i, row) in x.chunks_exact(d).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * n + i] = v;
+        }
+    }
+    t
+}
+
+/// The similarity of one test feature to every training feature (`train_t` is `[d, n]`): a
+/// dimension at a time over a tile of training images, so the inner loop runs over contiguous
+/// memory and vectorises, while each pair's sum still runs over the dimensions in order from
+/// -0.0, exactly as `Iterator::sum` of the products would.
+fn similarities(train_t: &[f32], n: usize, t: &[f32], out: &mut [f32]) {
+    const TILE: usize = 1024;
+    for start in (0..n).step_by(TILE) {
+        let end = (start + TILE).min(n);
+        let acc = &mut out[start..end];
+        acc.fill(-0.0);
+        for (c, &tc) in t.iter().enumerate() {
+            let row = &train_t[c * n + start..c * n + end];
+            for (a, &w) in acc.iter_mut().zip(row) {
+                *a += w * tc;
+            }
+        }
+    }
 }
 
 /// k-NN accuracy of raw pixels (normalised eval views) — the baseline features must beat.
@@ -166,4 +231,84 @@ pub fn pixel_features(
         labels.push(s.label.or_else(|| ds.label(j)).ok_or("unlabelled image")?);
     }
     Ok((feats, labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(2654435761).max(1);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn similarities_equal_the_dot_product_of_each_pair_bit_for_bit() {
+        let (n, d) = (2500, 37);
+        let train = values(n * d, 1);
+        let test = values(3 * d, 2);
+        let train_t = transpose(&train, n, d);
+        let mut sims = vec![0.0; n];
+        for t in test.chunks(d) {
+            similarities(&train_t, n, t, &mut sims);
+            for (i, &s) in sims.iter().enumerate() {
+                let dot: f32 = train[i * d..(i + 1) * d]
+                    .iter()
+                    .zip(t)
+                    .map(|(a, b)| a * b)
+                    .sum();
+                assert_eq!(s.to_bits(), dot.to_bits(), "pair {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn knn_votes_like_a_plain_loop_on_any_split() {
+        let (n_train, n_test, d, classes) = (700, 300, 8, 5u32);
+        let norm = |v: Vec<f32>| -> Vec<f32> {
+            v.chunks(d)
+                .flat_map(|r| {
+                    let l = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                    r.iter().map(move |x| x / l).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let train = norm(values(n_train * d, 3));
+        let test = norm(values(n_test * d, 4));
+        // Labels that follow the first feature, so the vote has something to find.
+        let label = |r: &[f32]| ((r[0] + 1.0) * 2.5).clamp(0.0, classes as f32 - 1.0) as u32;
+        let train_y: Vec<u32> = train.chunks(d).map(label).collect();
+        let test_y: Vec<u32> = test.chunks(d).map(label).collect();
+        let mut correct = 0;
+        for (t, &y) in test.chunks(d).zip(&test_y) {
+            let mut sims: Vec<(f32, u32)> = train
+                .chunks(d)
+                .zip(&train_y)
+                .map(|(r, &c)| (r.iter().zip(t).map(|(a, b)| a * b).sum::<f32>(), c))
+                .collect();
+            sims.select_nth_unstable_by(19, |a, b| b.0.total_cmp(&a.0));
+            let mut votes = [0.0f64; 5];
+            for &(s, c) in &sims[..20] {
+                votes[c as usize] += ((s / 0.07) as f64).exp();
+            }
+            let pred = votes
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            correct += (pred as u32 == y) as usize;
+        }
+        let plain = correct as f32 / n_test as f32;
+        let acc = knn_accuracy(&train, &train_y, &test, &test_y, d, 20, 0.07);
+        assert_eq!(acc, plain);
+        assert!(acc > 0.5, "{acc}");
+    }
 }
