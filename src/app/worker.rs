@@ -201,9 +201,9 @@ fn run(
             .iter()
             .any(|&every| every > 0 && done.is_multiple_of(every))
     };
-    // Reports a step: its metrics, then what is due after it.
     // When the last step was read: with steps overlapping, a step's time runs from there.
     let mut last_read: Option<web_time::Instant> = None;
+    // Reports a step: its metrics, then what is due after it.
     let mut report = |session: &mut Session, step: InFlight| -> Result<(), (u64, String)> {
         let since = last_read.map_or(step.since, |t| t.max(step.since));
         let point = session
