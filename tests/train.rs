@@ -183,27 +183,13 @@ fn resume_is_bit_exact() {
     // With every block checkpointed, 3 + resume + 3 still ends exactly where the plain run did.
     let mut ck = micro();
     ck.checkpoint = dinoscope::train::config::Checkpoint::All;
-    let ck_dir = tmp("split-checkpointed");
-    let first = RunOptions {
-        out_dir: ck_dir.clone(),
-        stop_after: Some(3),
-        ..Default::default()
-    };
-    run(gpu, ck.clone(), &first, |_| {}).expect("first half, checkpointed");
-    let second = RunOptions {
-        out_dir: ck_dir.clone(),
-        resume: true,
-        ..Default::default()
-    };
-    run(gpu, ck, &second, |_| {}).expect("second half, checkpointed");
-    let c = state_of(&ck_dir);
+    let c = resumed_after_3(gpu, ck, "split-checkpointed");
     assert!(
         a.student == c.student && a.teacher == c.teacher && a.m1 == c.m1 && a.m2 == c.m2,
         "checkpointed 3 + resume + 3 differs from 6 plain steps"
     );
     let _ = std::fs::remove_dir_all(&straight);
     let _ = std::fs::remove_dir_all(&split);
-    let _ = std::fs::remove_dir_all(&ck_dir);
 }
 
 /// DINOv3's rotary coordinate rescaling draws its factors from the step, so a run with it (and
