@@ -72,8 +72,12 @@ if [ -f "$data" ]; then
   # One step's time here, then the longest schedule that trains in about 60% of the budget (the
   # rest is for the evaluations on all 70,000 images), at most the preset's own length.
   log "learning: timing $config"
-  timeout 40 "$BIN" bench train --config "$config" --steps "${LEARN_TIMING_STEPS:-20}" --json "$WORK/learn_speed.json" \
-    > "$WORK/learn_speed.txt" 2>&1
+  # The loader alone first (no GPU): whether its workers keep ahead of the step timed next.
+  timeout 20 "$BIN" bench loader --config "$config" --data "$data" --batches 100 \
+    > "$WORK/loader.txt" 2>&1
+  cat "$WORK/loader.txt" >> "$SUMMARY"
+  timeout 40 "$BIN" bench train --config "$config" --data "$data" \
+    --steps "${LEARN_TIMING_STEPS:-20}" --json "$WORK/learn_speed.json" > "$WORK/learn_speed.txt" 2>&1
   cat "$WORK/learn_speed.txt" >> "$SUMMARY"
   cp "assets/configs/train_$config.ron" "$WORK/learn.ron"
   preset_steps=$(grep -oE '^ *steps: [0-9]+' "$WORK/learn.ron" | grep -oE '[0-9]+')

@@ -367,28 +367,20 @@ pub fn vit(
 }
 
 /// Training throughput: images per second (wall clock, data loading included) and peak pooled GPU
-/// memory over `steps` steps of a config on the bundled Fashion-MNIST subset, after one warm-up step.
+/// memory over `steps` steps of a config, after one warm-up step, on `data` (an image folder or
+/// IDX file) or the bundled Fashion-MNIST subset.
 pub fn train(
     gpu: &Gpu,
     cfg: &crate::train::config::TrainConfig,
+    data: Option<&std::path::Path>,
     steps: u64,
     profile: bool,
 ) -> std::result::Result<Vec<Row>, String> {
-    use crate::data::loader::{Loader, LoaderConfig};
-    let (ds, _) = crate::train::run::datasets(None)?;
+    use crate::data::loader::Loader;
+    let (ds, _) = crate::train::run::datasets(data)?;
     let mut trainer =
         crate::train::trainer::Trainer::new(gpu, cfg.clone()).map_err(|e| e.to_string())?;
-    let lc = LoaderConfig {
-        batch_size: cfg.batch_size,
-        seed: cfg.seed,
-        workers: cfg.workers,
-        prefetch: 2,
-        patch: cfg.model.patch,
-        mask_prob: cfg.mask_prob,
-        mask_ratio: cfg.mask_ratio,
-        augment: cfg.augment.clone(),
-    };
-    let mut loader = Loader::new(ds, lc, 0);
+    let mut loader = Loader::new(ds, cfg.loader_config(), 0);
     let batch = loader.next_batch().map_err(|e| e.to_string())?;
     trainer.train_step(&batch).map_err(|e| e.to_string())?;
     // The host's share of a step: recording and submitting it with nothing else in flight (a CPU
@@ -404,8 +396,11 @@ pub fn train(
     // are read, so the GPU runs one step while the host records the next.
     let t0 = Instant::now();
     let mut in_flight = None;
+    let mut waited = 0.0;
     for _ in 0..steps {
+        let w0 = Instant::now();
         let batch = loader.next_batch().map_err(|e| e.to_string())?;
+        waited += w0.elapsed().as_secs_f64();
         let pending = trainer.submit_step(&batch).map_err(|e| e.to_string())?;
         if let Some(p) = in_flight.replace(pending) {
             pollster::block_on(p.read(gpu)).map_err(|e| e.to_string())?;
@@ -435,9 +430,12 @@ pub fn train(
         gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64
     );
     println!(
-        "host: {:.1} ms to record and submit one step ({} dispatches)",
+        "host: {:.1} ms to record and submit one step ({} dispatches); {:.1} ms per step waiting for \
+         the loader ({} workers)",
         recording * 1e3,
-        dispatches
+        dispatches,
+        waited * 1e3 / steps.max(1) as f64,
+        cfg.workers
     );
     if profile {
         if !gpu.start_profile() {
@@ -490,4 +488,74 @@ fn print_profile(rows: &[(&'static str, crate::gpu::KernelTime)], steps: u64) {
             100.0 * t.seconds / total.max(1e-12)
         );
     }
+}
+
+/// Loader throughput without a GPU: batches of a config built from `data` (or the bundled
+/// subset) on the calling thread, then by `cfg.workers` threads as training takes them.
+pub fn loader(
+    cfg: &crate::train::config::TrainConfig,
+    data: Option<&std::path::Path>,
+    batches: u64,
+) -> std::result::Result<Vec<Row>, String> {
+    use crate::data::loader::{build_batch, Loader};
+    let (ds, _) = crate::train::run::datasets(data)?;
+    let lc = cfg.loader_config();
+    let b = cfg.batch_size as f64;
+    let a = &cfg.augment;
+    println!(
+        "{}: batch {} × (2×{} + {}×{} crops)",
+        ds.describe(),
+        cfg.batch_size,
+        a.global_size,
+        a.n_local,
+        a.local_size
+    );
+    let mut rows = Vec::new();
+    let t0 = Instant::now();
+    let one = batches.clamp(1, 4);
+    for step in 0..one {
+        build_batch(ds.clone(), &lc, step).map_err(|e| e.to_string())?;
+    }
+    let t1 = t0.elapsed().as_secs_f64() / one as f64;
+    println!(
+        "1 thread: {:.1} ms per batch, {:.1} µs per image, {:.0} img/s",
+        t1 * 1e3,
+        t1 * 1e6 / b,
+        b / t1
+    );
+    rows.push(Row {
+        name: "loader 1 thread".into(),
+        seconds: t1,
+        rate: b / t1,
+        unit: "img/s".into(),
+        peak_bytes: None,
+        clock: "wall".into(),
+    });
+    if cfg.workers > 0 {
+        let mut loader = Loader::new(ds, lc, 0);
+        // The first batches wait for every worker to start; time the steady state after them.
+        for _ in 0..cfg.workers {
+            loader.next_batch().map_err(|e| e.to_string())?;
+        }
+        let t0 = Instant::now();
+        for _ in 0..batches {
+            loader.next_batch().map_err(|e| e.to_string())?;
+        }
+        let t = t0.elapsed().as_secs_f64() / batches.max(1) as f64;
+        println!(
+            "{} workers: {:.1} ms per batch, {:.0} img/s",
+            cfg.workers,
+            t * 1e3,
+            b / t
+        );
+        rows.push(Row {
+            name: format!("loader {} workers", cfg.workers),
+            seconds: t,
+            rate: b / t,
+            unit: "img/s".into(),
+            peak_bytes: None,
+            clock: "wall".into(),
+        });
+    }
+    Ok(rows)
 }

@@ -255,11 +255,15 @@ mod cli {
 
     #[derive(Subcommand)]
     enum BenchWhat {
-        /// Training-step img/s and peak GPU memory on the bundled Fashion-MNIST subset.
+        /// Training-step img/s and peak GPU memory (on the bundled Fashion-MNIST subset unless
+        /// --data says).
         Train {
             /// Training preset or .ron file.
             #[arg(long, default_value = "debug")]
             config: String,
+            /// An image folder or IDX file to load batches from (default: the bundled subset).
+            #[arg(long)]
+            data: Option<PathBuf>,
             /// Steps to time (after one warm-up step).
             #[arg(long, default_value_t = 5)]
             steps: u64,
@@ -281,6 +285,24 @@ mod cli {
             /// pass per dispatch) and print where the step's time goes.
             #[arg(long)]
             profile: bool,
+        },
+        /// Data loader img/s (crops and masks, no GPU): one thread, then the config's workers.
+        Loader {
+            /// Training preset or .ron file.
+            #[arg(long, default_value = "debug")]
+            config: String,
+            /// An image folder or IDX file (default: the bundled subset).
+            #[arg(long)]
+            data: Option<PathBuf>,
+            /// Worker threads (overrides the config).
+            #[arg(long)]
+            workers: Option<usize>,
+            /// Batches to time with the workers.
+            #[arg(long, default_value_t = 40)]
+            batches: u64,
+            /// Also write the figures as JSON to this file.
+            #[arg(long)]
+            json: Option<PathBuf>,
         },
         /// ViT inference img/s and peak GPU memory with random weights.
         Vit {
@@ -696,6 +718,7 @@ mod cli {
                 what:
                     BenchWhat::Train {
                         config,
+                        data,
                         steps,
                         batch,
                         checkpoint,
@@ -709,7 +732,26 @@ mod cli {
                     checkpoint.as_deref(),
                     precision.as_deref(),
                 )?;
-                let rows = dinoscope::bench::train(&gpu, &cfg, *steps, *profile)?;
+                let rows = dinoscope::bench::train(&gpu, &cfg, data.as_deref(), *steps, *profile)?;
+                if let Some(j) = json {
+                    dinoscope::bench::write_json(j, &rows)?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }),
+            Some(Command::Bench {
+                what:
+                    BenchWhat::Loader {
+                        config,
+                        data,
+                        workers,
+                        batches,
+                        json,
+                    },
+            }) => dinoscope::train::config::TrainConfig::load(config).and_then(|mut cfg| {
+                if let Some(w) = workers {
+                    cfg.workers = *w;
+                }
+                let rows = dinoscope::bench::loader(&cfg, data.as_deref(), *batches)?;
                 if let Some(j) = json {
                     dinoscope::bench::write_json(j, &rows)?;
                 }
