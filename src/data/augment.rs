@@ -9,12 +9,13 @@
 //! whole with `jitter_p`, its four parts in a random order), RandomGrayscale, Gaussian blur,
 //! solarize (global crop 2 only by default), normalise.
 
-use ::image::imageops::{self, FilterType};
+use ::image::imageops;
 use ::image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::data::dataset::DataError;
 use crate::data::image::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::data::resample::resize_window;
 use crate::data::rng::Rng;
 
 /// Largest picture `eval_view` resizes to in one piece, in pixels (as `image::preprocess`).
@@ -314,14 +315,9 @@ pub fn random_resized_crop(
     }
     let img = non_empty(img);
     let b = random_resized_crop_box(img.width(), img.height(), scale, ratio, rng);
-    let crop = imageops::crop_imm(img.as_ref(), b.left, b.top, b.width, b.height).to_image();
     let size = size as u32;
-    if crop.dimensions() == (size, size) {
-        crop
-    } else {
-        // Catmull-Rom widened when shrinking is PIL's antialiased bicubic, what torchvision uses.
-        imageops::resize(&crop, size, size, FilterType::CatmullRom)
-    }
+    // Catmull-Rom widened when shrinking is PIL's antialiased bicubic, what torchvision uses.
+    resize_window(&img, (b.left, b.top, b.width, b.height), size, size)
 }
 
 /// Mirrors left and right.
@@ -342,13 +338,17 @@ fn blend(degenerate: u8, value: u8, factor: f32) -> u8 {
     v.clamp(0.0, 255.0) as u8
 }
 
+/// Replaces every channel value v by `f(v)`, computed once per possible value.
+fn map_values(img: &mut RgbImage, f: impl Fn(u8) -> u8) {
+    let table: [u8; 256] = std::array::from_fn(|v| f(v as u8));
+    for c in img.iter_mut() {
+        *c = table[usize::from(*c)];
+    }
+}
+
 /// Scales towards black (factor < 1) or brighter (> 1); 1 leaves the picture unchanged.
 pub fn adjust_brightness(img: &mut RgbImage, factor: f32) {
-    for p in img.pixels_mut() {
-        for c in &mut p.0 {
-            *c = blend(0, *c, factor);
-        }
-    }
+    map_values(img, |v| blend(0, v, factor));
 }
 
 /// Blends with the mean of the grey picture (rounded), as PIL's `ImageEnhance.Contrast`.
@@ -359,16 +359,16 @@ pub fn adjust_contrast(img: &mut RgbImage, factor: f32) {
     }
     let sum: u64 = img.pixels().map(|p| u64::from(luma(p))).sum();
     let mean = (sum as f64 / n as f64 + 0.5) as u8;
-    for p in img.pixels_mut() {
-        for c in &mut p.0 {
-            *c = blend(mean, *c, factor);
-        }
-    }
+    map_values(img, |v| blend(mean, v, factor));
 }
 
 /// Blends with each pixel's grey value, as PIL's `ImageEnhance.Color`; 0 gives grey.
 pub fn adjust_saturation(img: &mut RgbImage, factor: f32) {
     for p in img.pixels_mut() {
+        // A grey pixel is its own luma, and blending a value with itself returns it.
+        if p.0[0] == p.0[1] && p.0[1] == p.0[2] {
+            continue;
+        }
         let l = luma(p);
         for c in &mut p.0 {
             *c = blend(l, *c, factor);
@@ -494,6 +494,49 @@ pub fn gaussian_blur(img: &mut RgbImage, kernel: usize, sigma: f32) {
     if kernel <= 1 || w == 0 || h == 0 || sigma.is_nan() || sigma <= 0.0 {
         return;
     }
+    let weights = blur_weights(kernel, sigma);
+    let r = (kernel / 2) as isize;
+    // Rows first into a float buffer, then columns, rounding only once at the end as the
+    // reference (one float convolution, then a cast) does. Each sum runs over the taps in order
+    // from 0.0, so a tap at a time over a whole (padded) row gives the same values while the
+    // inner loops run over contiguous memory.
+    let row_len = w * 3;
+    let mut rows = vec![0.0f32; row_len * h];
+    let mut padded = vec![0.0f32; (w + kernel - 1) * 3];
+    for (src, acc) in img
+        .as_raw()
+        .chunks_exact(row_len)
+        .zip(rows.chunks_exact_mut(row_len))
+    {
+        for (p, out) in padded.chunks_exact_mut(3).enumerate() {
+            let x = reflect(p as isize - r, w);
+            for (o, &v) in out.iter_mut().zip(&src[x * 3..x * 3 + 3]) {
+                *o = f32::from(v);
+            }
+        }
+        for (k, &wt) in weights.iter().enumerate() {
+            for (a, &v) in acc.iter_mut().zip(&padded[k * 3..k * 3 + row_len]) {
+                *a += wt * v;
+            }
+        }
+    }
+    let mut acc = vec![0.0f32; row_len];
+    for (y, out) in img.as_mut().chunks_exact_mut(row_len).enumerate() {
+        acc.fill(0.0);
+        for (k, &wt) in weights.iter().enumerate() {
+            let yy = reflect(y as isize + k as isize - r, h);
+            for (a, &v) in acc.iter_mut().zip(&rows[yy * row_len..(yy + 1) * row_len]) {
+                *a += wt * v;
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = round_ties_even_u8(a);
+        }
+    }
+}
+
+/// The blur's normalised weights.
+fn blur_weights(kernel: usize, sigma: f32) -> Vec<f32> {
     let half = (kernel - 1) as f32 * 0.5;
     let mut weights: Vec<f32> = (0..kernel)
         .map(|k| {
@@ -505,36 +548,17 @@ pub fn gaussian_blur(img: &mut RgbImage, kernel: usize, sigma: f32) {
     for wt in &mut weights {
         *wt /= total;
     }
-    let r = (kernel / 2) as isize;
-    let src: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
-    // Rows first into a float buffer, then columns, rounding only once at the end as the
-    // reference (one float convolution, then a cast) does.
-    let mut rows = vec![0.0f32; src.len()];
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..3 {
-                let mut acc = 0.0;
-                for (k, wt) in weights.iter().enumerate() {
-                    let xx = reflect(x as isize + k as isize - r, w);
-                    acc += wt * src[(y * w + xx) * 3 + c];
-                }
-                rows[(y * w + x) * 3 + c] = acc;
-            }
-        }
-    }
-    let out = img.as_mut();
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..3 {
-                let mut acc = 0.0;
-                for (k, wt) in weights.iter().enumerate() {
-                    let yy = reflect(y as isize + k as isize - r, h);
-                    acc += wt * rows[(yy * w + x) * 3 + c];
-                }
-                out[(y * w + x) * 3 + c] = acc.round_ties_even().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
+    weights
+}
+
+/// `v.round_ties_even().clamp(0.0, 255.0) as u8` without the library call.
+fn round_ties_even_u8(v: f32) -> u8 {
+    let v = v.clamp(0.0, 255.0);
+    let whole = v as u32;
+    // `v − whole` is exact for these magnitudes.
+    let frac = v - whole as f32;
+    let up = frac > 0.5 || (frac == 0.5 && whole % 2 == 1);
+    (whole + u32::from(up)).min(255) as u8
 }
 
 /// Inverts every channel value at or above `threshold` (v → 255 − v).
@@ -546,15 +570,25 @@ pub fn solarize(img: &mut RgbImage, threshold: u8) {
     }
 }
 
+/// Each channel's normalised value of each 8-bit value (what `normalize_chw` computes per pixel).
+static NORMALIZED: std::sync::LazyLock<[[f32; 256]; 3]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|c| {
+        std::array::from_fn(|v| (v as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+    })
+});
+
 /// `[3, H, W]` channel-first floats: pixels scaled to [0, 1], minus the ImageNet mean, over
 /// its standard deviation.
 pub fn normalize_chw(img: &RgbImage) -> Vec<f32> {
     let plane = img.width() as usize * img.height() as usize;
+    let table = &*NORMALIZED;
     let mut out = vec![0.0f32; 3 * plane];
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
     for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = (f32::from(p[c]) / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-        }
+        r[i] = table[0][usize::from(p[0])];
+        g[i] = table[1][usize::from(p[1])];
+        b[i] = table[2][usize::from(p[2])];
     }
     out
 }
@@ -592,7 +626,7 @@ pub fn eval_view(img: &RgbImage, size: usize) -> Vec<f32> {
         let resized = if (rw, rh) == img.dimensions() {
             img.as_ref()
         } else {
-            resized_owned = imageops::resize(img.as_ref(), rw, rh, FilterType::CatmullRom);
+            resized_owned = resize_window(&img, (0, 0, img.width(), img.height()), rw, rh);
             &resized_owned
         };
         let (x, y) = (centre_offset(rw, size32), centre_offset(rh, size32));
@@ -604,15 +638,80 @@ pub fn eval_view(img: &RgbImage, size: usize) -> Vec<f32> {
         let side = (short * size as f64 / short_target as f64).round().max(1.0) as u32;
         let (iw, ih) = img.dimensions();
         let side = side.min(iw).min(ih);
-        let crop = imageops::crop_imm(
-            img.as_ref(),
-            centre_offset(iw, side),
-            centre_offset(ih, side),
-            side,
-            side,
-        )
-        .to_image();
-        imageops::resize(&crop, size32, size32, FilterType::CatmullRom)
+        let window = (centre_offset(iw, side), centre_offset(ih, side), side, side);
+        resize_window(&img, window, size32, size32)
     };
     normalize_chw(&view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The blur one output value at a time, as first written: the reference for the
+    /// tap-at-a-time version.
+    fn blur_per_pixel(img: &mut RgbImage, kernel: usize, sigma: f32) {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let weights = blur_weights(kernel, sigma);
+        let r = (kernel / 2) as isize;
+        let src: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
+        let mut rows = vec![0.0f32; src.len()];
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    let mut acc = 0.0;
+                    for (k, wt) in weights.iter().enumerate() {
+                        let xx = reflect(x as isize + k as isize - r, w);
+                        acc += wt * src[(y * w + xx) * 3 + c];
+                    }
+                    rows[(y * w + x) * 3 + c] = acc;
+                }
+            }
+        }
+        let out = img.as_mut();
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    let mut acc = 0.0;
+                    for (k, wt) in weights.iter().enumerate() {
+                        let yy = reflect(y as isize + k as isize - r, h);
+                        acc += wt * rows[(yy * w + x) * 3 + c];
+                    }
+                    out[(y * w + x) * 3 + c] = acc.round_ties_even().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blur_equals_the_per_pixel_convolution_bit_for_bit() {
+        let mut rng = Rng::derive(3, &[9]);
+        for case in 0..200 {
+            let (w, h) = (1 + rng.below(40) as u32, 1 + rng.below(40) as u32);
+            let raw = (0..w * h * 3).map(|_| rng.below(256) as u8).collect();
+            let img = RgbImage::from_raw(w, h, raw).expect("sized to fit");
+            let kernel = [3, 5, 9, 23][case % 4];
+            let sigma = rng.range(0.1, 2.0);
+            let (mut fast, mut slow) = (img.clone(), img);
+            gaussian_blur(&mut fast, kernel, sigma);
+            blur_per_pixel(&mut slow, kernel, sigma);
+            assert_eq!(
+                fast, slow,
+                "case {case}: {w}×{h}, kernel {kernel}, σ {sigma}"
+            );
+        }
+    }
+
+    #[test]
+    fn ties_round_to_even() {
+        for bits in (0u32..=0x437f_0000)
+            .step_by(991)
+            .chain([0x3f00_0000, 0x3fc0_0000])
+        {
+            let v = f32::from_bits(bits);
+            assert_eq!(round_ties_even_u8(v), v.round_ties_even() as u8, "{v}");
+        }
+        assert_eq!(round_ties_even_u8(255.4), 255);
+        assert_eq!(round_ties_even_u8(-1.0), 0);
+    }
 }

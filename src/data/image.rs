@@ -8,9 +8,11 @@ use std::io::Cursor;
 use std::path::Path;
 
 use ::image::error::UnsupportedErrorKind;
-use ::image::imageops::{self, FilterType};
+use ::image::imageops;
 use ::image::metadata::Orientation;
 use ::image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::data::resample::resize_window;
 
 /// ImageNet per-channel mean (R, G, B) of pixels scaled to [0, 1].
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -353,11 +355,11 @@ pub fn preprocess(
     } else {
         // Catmull-Rom with the filter widened when shrinking is PIL's antialiased bicubic, the
         // filter torchvision uses on PIL images in the DINOv2 transforms.
-        resized_owned = imageops::resize(
+        resized_owned = resize_window(
             img,
+            (0, 0, width as u32, height as u32),
             resized_w as u32,
             resized_h as u32,
-            FilterType::CatmullRom,
         );
         &resized_owned
     };

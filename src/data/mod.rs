@@ -6,4 +6,5 @@ pub mod dataset;
 pub mod image;
 pub mod loader;
 pub mod masks;
+pub mod resample;
 pub mod rng;

@@ -36,20 +36,9 @@ pub fn features(
     let mut i = 0;
     while i < n {
         let end = (i + batch.max(1)).min(n);
-        let mut pixels = Vec::new();
-        let mut count = 0;
-        for j in i..end {
-            let s = ds.get(j).map_err(|e: DataError| e.to_string())?;
-            let Some(label) = s.label.or_else(|| ds.label(j)) else {
-                return Err(format!(
-                    "{}: image {j} has no label (k-NN needs class labels)",
-                    ds.describe()
-                ));
-            };
-            pixels.extend(eval_view(&s.image, size));
-            feats.labels.push(label);
-            count += 1;
-        }
+        let (pixels, labels) = eval_views(ds, i..end, size)?;
+        let count = labels.len();
+        feats.labels.extend(labels);
         let side = size / vit.cfg.patch * vit.cfg.patch;
         let mut rec = Recorder::new(gpu);
         let px = gpu.upload(&pixels, &[count, 3, side, side]);
@@ -87,6 +76,56 @@ pub fn features(
         i = end;
     }
     Ok(feats)
+}
+
+/// The evaluation views (`[n, 3, size, size]`, in order) and labels of images `range`, decoded
+/// and resized on the host's cores.
+fn eval_views(
+    ds: &dyn Dataset,
+    range: std::ops::Range<usize>,
+    size: usize,
+) -> Result<(Vec<f32>, Vec<u32>), String> {
+    let one = |j: usize| -> Result<(Vec<f32>, u32), String> {
+        let s = ds.get(j).map_err(|e: DataError| e.to_string())?;
+        let Some(label) = s.label.or_else(|| ds.label(j)) else {
+            return Err(format!(
+                "{}: image {j} has no label (k-NN needs class labels)",
+                ds.describe()
+            ));
+        };
+        Ok((eval_view(&s.image, size), label))
+    };
+    let part = |r: std::ops::Range<usize>| r.map(one).collect::<Result<Vec<_>, String>>();
+    let n = range.len();
+    let threads = threads_for(n);
+    let views = if threads <= 1 {
+        part(range)?
+    } else {
+        let per = n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let part = &part;
+            let parts: Vec<_> = range
+                .clone()
+                .step_by(per)
+                .map(|a| scope.spawn(move || part(a..(a + per).min(range.end))))
+                .collect();
+            let mut all = Vec::with_capacity(n);
+            for p in parts {
+                all.extend(
+                    p.join()
+                        .map_err(|_| "an image worker panicked".to_string())??,
+                );
+            }
+            Ok::<_, String>(all)
+        })?
+    };
+    let mut pixels = Vec::with_capacity(views.iter().map(|v| v.0.len()).sum());
+    let mut labels = Vec::with_capacity(views.len());
+    for (v, label) in views {
+        pixels.extend(v);
+        labels.push(label);
+    }
+    Ok((pixels, labels))
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -167,8 +206,8 @@ pub fn knn_accuracy(
     correct as f32 / n_test as f32
 }
 
-/// Threads for `n` test images: the host's cores, one per 64 images at most (one in the
-/// browser, which has no threads).
+/// Threads for `n` images: the host's cores, one per 64 images at most (one in the browser,
+/// which has no threads).
 fn threads_for(n: usize) -> usize {
     #[cfg(target_arch = "wasm32")]
     {
@@ -223,12 +262,14 @@ pub fn pixel_features(
     let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
     let mut feats = Vec::new();
     let mut labels = Vec::new();
-    for j in 0..n {
-        let s = ds.get(j).map_err(|e| e.to_string())?;
-        let v = eval_view(&s.image, size);
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        feats.extend(v.iter().map(|x| x / norm));
-        labels.push(s.label.or_else(|| ds.label(j)).ok_or("unlabelled image")?);
+    for start in (0..n).step_by(4096) {
+        let (views, l) = eval_views(ds, start..(start + 4096).min(n), size)?;
+        let dim = views.len() / l.len().max(1);
+        for v in views.chunks_exact(dim.max(1)) {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            feats.extend(v.iter().map(|x| x / norm));
+        }
+        labels.extend(l);
     }
     Ok((feats, labels))
 }
