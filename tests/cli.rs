@@ -811,3 +811,50 @@ fn f16_precision_gives_the_f32_features_within_its_tolerance() {
     assert!(maps.join("pca.png").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
+    let json = tmp("bench_loader.json");
+    let _ = std::fs::remove_file(&json);
+    let out = dinoscope(&[
+        "bench",
+        "loader",
+        "--config",
+        "debug",
+        "--workers",
+        "2",
+        "--batches",
+        "3",
+        "--json",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("1 thread:") && text.contains("2 workers:"),
+        "{text}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r["unit"], "img/s");
+        assert!(r["rate"].as_f64().expect("rate") > 0.0, "{r}");
+    }
+
+    let missing = tmp("no_such_images");
+    let out = dinoscope(&[
+        "bench",
+        "loader",
+        "--data",
+        missing.to_str().expect("utf-8 path"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no_such_images"), "{err}");
+}
