@@ -96,7 +96,7 @@ print(max(100, min(int(sys.argv[3]), int(0.6 * float(sys.argv[2]) / rows[0]["sec
     --steps "$steps" --out "$WORK/run" > "$WORK/learn.txt" 2>&1
   rc=$?
   echo "learning exit $rc (124: stopped at its budget)" >> "$SUMMARY"
-  tail -4 "$WORK/learn.txt" >> "$SUMMARY"
+  grep -E "^(step|data loader|mixed)|error" "$WORK/learn.txt" | tail -12 >> "$SUMMARY"
   grep '"knn' "$WORK/run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys
 for l in sys.stdin:
     j = json.loads(l)

@@ -261,6 +261,7 @@ pub fn train(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let batch = cfg.batch_size;
+    let cfg_workers = cfg.workers;
     let mut last = std::time::Instant::now();
     // Mixed precision: (steps, skipped, last loss scale).
     let mut scaled = (0u64, 0u64, 0.0f32);
@@ -303,6 +304,16 @@ pub fn train(
             "step {s}: k-NN {:.1}%, linear probe {:.1}%",
             e.knn * 100.0,
             e.probe * 100.0
+        );
+    }
+    if summary.loop_s > 0.0 {
+        // Where this is more than a few percent, the GPU waited for crops: more `workers` help.
+        println!(
+            "data loader: waited {:.1} s of {:.1} s ({:.0}%) for batches with {} workers",
+            summary.data_wait_s,
+            summary.loop_s,
+            100.0 * summary.data_wait_s / summary.loop_s,
+            cfg_workers
         );
     }
     println!("checkpoint and metrics in {}", out.display());

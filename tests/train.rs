@@ -149,7 +149,7 @@ fn resume_is_bit_exact() {
     let Some(gpu) = common::gpu() else { return };
     let cfg = micro();
     let straight = tmp("straight");
-    run(
+    let summary = run(
         gpu,
         cfg.clone(),
         &RunOptions {
@@ -159,6 +159,13 @@ fn resume_is_bit_exact() {
         |_| {},
     )
     .expect("run");
+    // The time spent waiting for batches is part of the loop's time.
+    assert!(
+        summary.loop_s > 0.0 && (0.0..=summary.loop_s).contains(&summary.data_wait_s),
+        "waited {} s of {} s",
+        summary.data_wait_s,
+        summary.loop_s
+    );
     let split = tmp("split");
     let first = RunOptions {
         out_dir: split.clone(),

@@ -235,6 +235,10 @@ pub struct RunSummary {
     pub last: Option<StepMetrics>,
     /// Evaluations made (steps done, accuracies); step 0 is the random-init baseline.
     pub evals: Vec<(u64, Evaluation)>,
+    /// Seconds the training loop waited for the data loader's batches.
+    pub data_wait_s: f64,
+    /// Seconds the training loop ran (evaluations and checkpoints included).
+    pub loop_s: f64,
 }
 
 /// Accuracies of the teacher backbone's frozen features on the labelled evaluation sets.
@@ -415,7 +419,9 @@ pub fn run(
     loop {
         let next = if trainer.step < end && in_flight.as_ref().is_none_or(|p| !pauses(p.step() + 1))
         {
+            let w0 = std::time::Instant::now();
             let batch = loader.next_batch().map_err(|e| e.to_string())?;
+            summary.data_wait_s += w0.elapsed().as_secs_f64();
             Some(trainer.submit_step(&batch).map_err(|e| e.to_string())?)
         } else {
             None
@@ -463,6 +469,7 @@ pub fn run(
         summary.last = Some(m);
         summary.steps = done;
     }
+    summary.loop_s = t0.elapsed().as_secs_f64();
     Ok(summary)
 }
 
