@@ -309,11 +309,15 @@ pub fn train(
     if summary.loop_s > 0.0 {
         // Where this is more than a few percent, the GPU waited for crops: more `workers` help.
         println!(
-            "data loader: waited {:.1} s of {:.1} s ({:.0}%) for batches with {} workers",
+            "data loader: waited {:.1} s of {:.1} s ({:.0}%) for batches ({})",
             summary.data_wait_s,
             summary.loop_s,
             100.0 * summary.data_wait_s / summary.loop_s,
-            cfg_workers
+            match cfg_workers {
+                0 => "built on the training thread".to_string(),
+                1 => "1 worker thread".to_string(),
+                n => format!("{n} worker threads"),
+            }
         );
     }
     println!("checkpoint and metrics in {}", out.display());
