@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::dataset::DataError;
 use crate::data::image::{IMAGENET_MEAN, IMAGENET_STD};
-use crate::data::resample::resize_window;
+use crate::data::resample::{resize_window, round_u8};
 use crate::data::rng::Rng;
 
 /// Largest picture `eval_view` resizes to in one piece, in pixels (as `image::preprocess`).
@@ -410,7 +410,9 @@ fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [u8; 3] {
     } else {
         4.0 + gc - rc
     };
-    let h = (h / 6.0 + 1.0) % 1.0;
+    // h is in [−1, 5], so h / 6 + 1 is in [0, 2) where `% 1.0` is one exact subtraction.
+    let h = h / 6.0 + 1.0;
+    let h = if h >= 1.0 { h - 1.0 } else { h };
     [
         (h * 255.0).clamp(0.0, 255.0) as u8,
         (s * 255.0).clamp(0.0, 255.0) as u8,
@@ -424,11 +426,12 @@ fn hsv_to_rgb([h, s, v]: [u8; 3]) -> [u8; 3] {
         return [v, v, v];
     }
     let hf = f32::from(h) * 6.0 / 255.0;
-    let i = hf.floor();
+    // hf ≥ 0, so truncation is the floor.
+    let i = (hf as u32) as f32;
     let f = hf - i;
     let fs = f32::from(s) / 255.0;
     let vf = f32::from(v);
-    let to8 = |x: f32| x.round().clamp(0.0, 255.0) as u8;
+    let to8 = round_u8;
     let p = to8(vf * (1.0 - fs));
     let q = to8(vf * (1.0 - fs * f));
     let t = to8(vf * (1.0 - fs * (1.0 - f)));
@@ -699,6 +702,67 @@ mod tests {
                 fast, slow,
                 "case {case}: {w}×{h}, kernel {kernel}, σ {sigma}"
             );
+        }
+    }
+
+    /// PIL's RGB → HSV as first written, with the library's remainder.
+    fn rgb_to_hsv_reference([r, g, b]: [u8; 3]) -> [u8; 3] {
+        let maxc = r.max(g).max(b);
+        let minc = r.min(g).min(b);
+        if maxc == minc {
+            return [0, 0, maxc];
+        }
+        let (rf, gf, bf) = (f32::from(r), f32::from(g), f32::from(b));
+        let cr = f32::from(maxc - minc);
+        let maxf = f32::from(maxc);
+        let (rc, gc, bc) = ((maxf - rf) / cr, (maxf - gf) / cr, (maxf - bf) / cr);
+        let h = if r == maxc {
+            bc - gc
+        } else if g == maxc {
+            2.0 + rc - bc
+        } else {
+            4.0 + gc - rc
+        };
+        let h = (h / 6.0 + 1.0) % 1.0;
+        [
+            (h * 255.0).clamp(0.0, 255.0) as u8,
+            (cr / maxf * 255.0).clamp(0.0, 255.0) as u8,
+            maxc,
+        ]
+    }
+
+    /// PIL's HSV → RGB as first written, with the library's floor and round.
+    fn hsv_to_rgb_reference([h, s, v]: [u8; 3]) -> [u8; 3] {
+        if s == 0 {
+            return [v, v, v];
+        }
+        let hf = f32::from(h) * 6.0 / 255.0;
+        let i = hf.floor();
+        let f = hf - i;
+        let fs = f32::from(s) / 255.0;
+        let vf = f32::from(v);
+        let to8 = |x: f32| x.round().clamp(0.0, 255.0) as u8;
+        let (p, q, t) = (
+            to8(vf * (1.0 - fs)),
+            to8(vf * (1.0 - fs * f)),
+            to8(vf * (1.0 - fs * (1.0 - f))),
+        );
+        match (i as u32) % 6 {
+            0 => [v, t, p],
+            1 => [q, v, p],
+            2 => [p, v, t],
+            3 => [p, q, v],
+            4 => [t, p, v],
+            _ => [v, p, q],
+        }
+    }
+
+    #[test]
+    fn hsv_conversions_equal_the_library_forms_on_every_colour() {
+        for x in 0..1u32 << 24 {
+            let c = [(x >> 16) as u8, (x >> 8) as u8, x as u8];
+            assert_eq!(rgb_to_hsv(c), rgb_to_hsv_reference(c), "rgb {c:?}");
+            assert_eq!(hsv_to_rgb(c), hsv_to_rgb_reference(c), "hsv {c:?}");
         }
     }
 

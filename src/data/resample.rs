@@ -83,8 +83,9 @@ impl Taps {
     }
 }
 
-/// Clamps to 0..=255 and rounds halves away from zero, as `f32::round` then a cast does.
-fn to_u8(v: f32) -> u8 {
+/// Clamps to 0..=255 and rounds halves away from zero: `v.round().clamp(0.0, 255.0) as u8`
+/// without the library call.
+pub(crate) fn round_u8(v: f32) -> u8 {
     let v = v.clamp(0.0, 255.0);
     let whole = v as u32;
     // `v − whole` is exact for these magnitudes.
@@ -143,7 +144,7 @@ pub fn resize_window(
                 t[1] += p[1] * wt;
                 t[2] += p[2] * wt;
             }
-            px.copy_from_slice(&t.map(to_u8));
+            px.copy_from_slice(&t.map(round_u8));
         }
     }
     RgbImage::from_raw(width, height, out).unwrap_or_default()
@@ -223,9 +224,9 @@ mod tests {
             .chain([0x3f00_0000, 0x3eff_ffff])
         {
             let v = f32::from_bits(bits);
-            assert_eq!(to_u8(v), v.round() as u8, "{v}");
+            assert_eq!(round_u8(v), v.round() as u8, "{v}");
         }
-        assert_eq!(to_u8(-3.0), 0);
-        assert_eq!(to_u8(300.0), 255);
+        assert_eq!(round_u8(-3.0), 0);
+        assert_eq!(round_u8(300.0), 255);
     }
 }
