@@ -2,6 +2,7 @@
 //! Fashion-MNIST subset), multi-crop augmentation, iBOT masks and the batch loader.
 
 pub mod augment;
+pub mod color;
 pub mod dataset;
 pub mod image;
 pub mod loader;
