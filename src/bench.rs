@@ -431,7 +431,7 @@ pub fn train(
     );
     println!(
         "host: {:.1} ms to record and submit one step ({} dispatches); {:.1} ms per step waiting for \
-         the loader ({} workers)",
+         the loader ({} worker threads)",
         recording * 1e3,
         dispatches,
         waited * 1e3 / steps.max(1) as f64,
@@ -543,13 +543,13 @@ pub fn loader(
         }
         let t = t0.elapsed().as_secs_f64() / batches.max(1) as f64;
         println!(
-            "{} workers: {:.1} ms per batch, {:.0} img/s",
+            "{} worker threads: {:.1} ms per batch, {:.0} img/s",
             cfg.workers,
             t * 1e3,
             b / t
         );
         rows.push(Row {
-            name: format!("loader {} workers", cfg.workers),
+            name: format!("loader {} worker threads", cfg.workers),
             seconds: t,
             rate: b / t,
             unit: "img/s".into(),

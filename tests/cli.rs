@@ -835,7 +835,7 @@ fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("1 thread:") && text.contains("2 workers:"),
+        text.contains("1 thread:") && text.contains("2 worker threads:"),
         "{text}"
     );
     let rows: serde_json::Value =

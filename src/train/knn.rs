@@ -97,7 +97,8 @@ fn eval_views(
     };
     let part = |r: std::ops::Range<usize>| r.map(one).collect::<Result<Vec<_>, String>>();
     let n = range.len();
-    let threads = threads_for(n);
+    // A photo takes milliseconds to decode and resize, so even small batches are shared out.
+    let threads = threads_for(n, 8);
     let views = if threads <= 1 {
         part(range)?
     } else {
@@ -189,7 +190,7 @@ pub fn knn_accuracy(
         }
         correct
     };
-    let threads = threads_for(n_test);
+    let threads = threads_for(n_test, 64);
     let correct: usize = if threads <= 1 {
         score(0..n_test)
     } else {
@@ -206,19 +207,19 @@ pub fn knn_accuracy(
     correct as f32 / n_test as f32
 }
 
-/// Threads for `n` images: the host's cores, one per 64 images at most (one in the browser,
+/// Threads for `n` items: the host's cores, one per `per` items at most (one in the browser,
 /// which has no threads).
-fn threads_for(n: usize) -> usize {
+fn threads_for(n: usize, per: usize) -> usize {
     #[cfg(target_arch = "wasm32")]
     {
-        let _ = n;
+        let _ = (n, per);
         1
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
         std::thread::available_parallelism()
             .map_or(1, |c| c.get())
-            .min(n.div_ceil(64))
+            .min(n.div_ceil(per.max(1)))
             .max(1)
     }
 }
