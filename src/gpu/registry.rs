@@ -65,6 +65,15 @@ const DERIVED: &[Derived] = &[(
     ],
 )];
 
+/// The file a shader (or derived shader) comes from, without building its text (every dispatch
+/// asks, through [`half_bindings`] and [`out_bindings`]).
+fn shader_file(name: &str) -> &str {
+    DERIVED
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map_or(name, |(_, base, _)| base)
+}
+
 /// The file a shader (or derived shader) comes from, and its text as the kernel sees it.
 fn shader_text(name: &str) -> Option<(&'static str, String)> {
     if let Some((_, base, edits)) = DERIVED.iter().find(|(n, _, _)| *n == name) {
@@ -163,7 +172,7 @@ fn typed_bindings(ty: &str) -> Vec<(&'static str, Vec<u32>)> {
 
 /// The bindings of `name` (a shader or derived shader) in `table`.
 fn bindings_in(table: &'static [(&'static str, Vec<u32>)], name: &str) -> &'static [u32] {
-    let file = shader_text(name).map_or(name, |(file, _)| file);
+    let file = shader_file(name);
     table
         .iter()
         .find(|(n, _)| *n == file)
