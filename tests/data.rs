@@ -876,6 +876,8 @@ fn loader_layout_is_crop_major() {
     for (step, epoch) in [(2usize, 0u64), (7, 1)] {
         let batch = &steps[step];
         let first = (step % 7) * b;
+        // The model's input: the 8-bit crops normalised as `multi_crop` normalises them.
+        let (globals, locals) = (batch.globals_normalized(), batch.locals_normalized(3));
         for k in 0..b {
             let pos = first + k;
             let idx = perm(epoch)[pos];
@@ -887,17 +889,11 @@ fn loader_layout_is_crop_major() {
             );
             for c in 0..2 {
                 let row = c * b + k;
-                assert_eq!(
-                    batch.globals[row * gplane..(row + 1) * gplane],
-                    crops.globals[c]
-                );
+                assert_eq!(globals[row * gplane..(row + 1) * gplane], crops.globals[c]);
             }
             for s in 0..3 {
                 let row = s * b + k;
-                assert_eq!(
-                    batch.locals[row * lplane..(row + 1) * lplane],
-                    crops.locals[s]
-                );
+                assert_eq!(locals[row * lplane..(row + 1) * lplane], crops.locals[s]);
             }
             assert_eq!(batch.labels[k], ds.label(idx));
         }

@@ -70,6 +70,11 @@ fn elementwise_vs_cpu() {
     check("kernel.elementwise");
 }
 #[test]
+fn lookup_bytes_vs_cpu() {
+    check("kernel.lookup_bytes");
+}
+
+#[test]
 fn reduce_vs_cpu() {
     check("kernel.reduce");
 }

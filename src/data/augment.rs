@@ -190,16 +190,44 @@ pub struct CropBox {
     pub width: u32,
 }
 
+/// The crops of one image before normalisation, each `[3, size, size]` channel-first 8-bit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiCropBytes {
+    /// Global crop 1 and global crop 2, `global_size`².
+    pub globals: [Vec<u8>; 2],
+    /// The local crops, `local_size`² each.
+    pub locals: Vec<Vec<u8>>,
+}
+
 /// Makes all crops of one image: global 1, global 2, then the locals, from one stream.
 pub fn multi_crop(img: &RgbImage, cfg: &AugmentConfig, rng: &mut Rng) -> MultiCrop {
+    let crops = multi_crop_bytes(img, cfg, rng);
+    let plane = |side: usize| side * side;
+    let [g1, g2] = &crops.globals;
+    MultiCrop {
+        globals: [
+            normalize_bytes(g1, plane(cfg.global_size)),
+            normalize_bytes(g2, plane(cfg.global_size)),
+        ],
+        locals: crops
+            .locals
+            .iter()
+            .map(|l| normalize_bytes(l, plane(cfg.local_size)))
+            .collect(),
+    }
+}
+
+/// [`multi_crop`] without the final normalisation: the same crops as 8-bit channel-first
+/// values, what the loader hands to training (a quarter of the floats' size).
+pub fn multi_crop_bytes(img: &RgbImage, cfg: &AugmentConfig, rng: &mut Rng) -> MultiCropBytes {
     let img = non_empty(img);
     let g1 = augment_crop(&img, CropKind::Global1, cfg, rng);
     let g2 = augment_crop(&img, CropKind::Global2, cfg, rng);
     let locals = (0..cfg.n_local)
-        .map(|_| normalize_chw(&augment_crop(&img, CropKind::Local, cfg, rng)))
+        .map(|_| chw_bytes(&augment_crop(&img, CropKind::Local, cfg, rng)))
         .collect();
-    MultiCrop {
-        globals: [normalize_chw(&g1), normalize_chw(&g2)],
+    MultiCropBytes {
+        globals: [chw_bytes(&g1), chw_bytes(&g2)],
         locals,
     }
 }
@@ -447,20 +475,41 @@ static NORMALIZED: std::sync::LazyLock<[[f32; 256]; 3]> = std::sync::LazyLock::n
     })
 });
 
+/// The normalised value of every 8-bit value, channel by channel (`[3, 256]`): the table the
+/// GPU looks crops up in (`kernels::gather::lookup_bytes`).
+pub fn normalization_table() -> Vec<f32> {
+    NORMALIZED.iter().flatten().copied().collect()
+}
+
+/// A picture as channel-first 8-bit values (`[3, H, W]`).
+pub fn chw_bytes(img: &RgbImage) -> Vec<u8> {
+    let plane = img.width() as usize * img.height() as usize;
+    let mut out = vec![0u8; 3 * plane];
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (i, p) in img.pixels().enumerate() {
+        r[i] = p[0];
+        g[i] = p[1];
+        b[i] = p[2];
+    }
+    out
+}
+
+/// Channel-first 8-bit values (planes of `plane` values, the channels cycling through R, G, B)
+/// normalised as [`normalize_chw`] does.
+pub fn normalize_bytes(chw: &[u8], plane: usize) -> Vec<f32> {
+    let table = &*NORMALIZED;
+    chw.chunks(plane.max(1))
+        .enumerate()
+        .flat_map(|(k, values)| values.iter().map(move |&v| table[k % 3][usize::from(v)]))
+        .collect()
+}
+
 /// `[3, H, W]` channel-first floats: pixels scaled to [0, 1], minus the ImageNet mean, over
 /// its standard deviation.
 pub fn normalize_chw(img: &RgbImage) -> Vec<f32> {
     let plane = img.width() as usize * img.height() as usize;
-    let table = &*NORMALIZED;
-    let mut out = vec![0.0f32; 3 * plane];
-    let (r, rest) = out.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for (i, p) in img.pixels().enumerate() {
-        r[i] = table[0][usize::from(p[0])];
-        g[i] = table[1][usize::from(p[1])];
-        b[i] = table[2][usize::from(p[2])];
-    }
-    out
+    normalize_bytes(&chw_bytes(img), plane)
 }
 
 /// Offset of a centred window of `kept` in `total`, halves rounded to even like Python's round.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::augment::{multi_crop, AugmentConfig};
+use crate::data::augment::{multi_crop_bytes, normalize_bytes, AugmentConfig};
 use crate::data::dataset::{DataError, Dataset, Sample};
 use crate::data::masks::batch_masks;
 use crate::data::rng::Rng;
@@ -106,16 +106,34 @@ pub struct Batch {
     pub step: u64,
     /// The epoch the step falls in.
     pub epoch: u64,
-    /// `[2B, 3, G, G]`: global crop 1 of all B images, then global crop 2.
-    pub globals: Vec<f32>,
-    /// `[n_local·B, 3, L, L]`: local crop s of all B images at rows s·B..(s+1)·B.
-    pub locals: Vec<f32>,
+    /// `[2B, 3, G, G]`: global crop 1 of all B images, then global crop 2, as 8-bit values
+    /// before normalisation ([`Batch::globals_normalized`] gives the model's input).
+    pub globals: Vec<u8>,
+    /// `[n_local·B, 3, L, L]`: local crop s of all B images at rows s·B..(s+1)·B, 8-bit.
+    pub locals: Vec<u8>,
     /// `[2B, (G/patch)²]`, 1 = masked, rows aligned with `globals`.
     pub masks: Vec<f32>,
     /// The class of each of the B images, if known.
     pub labels: Vec<Option<u32>>,
     /// Unreadable images replaced by the next readable one in this batch.
     pub skipped: usize,
+}
+
+impl Batch {
+    /// The global crops as the model sees them: ImageNet-normalised floats, `[2B, 3, G, G]`.
+    pub fn globals_normalized(&self) -> Vec<f32> {
+        normalize_bytes(&self.globals, self.plane(&self.globals, 2))
+    }
+
+    /// The local crops as the model sees them, `[n_local·B, 3, L, L]`.
+    pub fn locals_normalized(&self, n_local: usize) -> Vec<f32> {
+        normalize_bytes(&self.locals, self.plane(&self.locals, n_local))
+    }
+
+    /// Values per channel plane of `crops`, `per_image` crops of each of the B images.
+    fn plane(&self, crops: &[u8], per_image: usize) -> usize {
+        crops.len() / (3 * per_image * self.labels.len()).max(1)
+    }
 }
 
 /// Checks the config and that the dataset fills at least one batch.
@@ -217,8 +235,8 @@ impl Builder {
         let aug = &self.cfg.augment;
         let (g, l, n_local) = (aug.global_size, aug.local_size, aug.n_local);
         let (gplane, lplane) = (3 * g * g, 3 * l * l);
-        let mut globals = vec![0.0f32; 2 * b * gplane];
-        let mut locals = vec![0.0f32; n_local * b * lplane];
+        let mut globals = vec![0u8; 2 * b * gplane];
+        let mut locals = vec![0u8; n_local * b * lplane];
         let mut labels = Vec::with_capacity(b);
         let mut skipped = 0;
         for k in 0..b {
@@ -232,7 +250,7 @@ impl Builder {
             };
             skipped += passed;
             let mut rng = Rng::derive(self.cfg.seed, &[epoch, pos as u64]);
-            let crops = multi_crop(&sample.image, &self.cfg.augment, &mut rng);
+            let crops = multi_crop_bytes(&sample.image, &self.cfg.augment, &mut rng);
             for (c, crop) in crops.globals.iter().enumerate() {
                 let row = c * b + k;
                 globals[row * gplane..(row + 1) * gplane].copy_from_slice(crop);

@@ -61,6 +61,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &ema::EMA_UPDATE_V4,
         &gather::GATHER_ROWS,
         &gather::SCATTER_ADD_ROWS,
+        &gather::LOOKUP_BYTES,
         &loss_scale::LOSS_SCALE_UPDATE,
         &loss_scale::SCALE_BY_STATE,
         &losses::TEACHER_SOFTMAX,

@@ -72,6 +72,10 @@ pub fn kernel_checks() -> Vec<KernelCheck> {
             run: super::train_checks::elementwise,
         },
         KernelCheck {
+            name: "kernel.lookup_bytes",
+            run: super::train_checks::lookup_bytes,
+        },
+        KernelCheck {
             name: "kernel.reduce",
             run: super::train_checks::reduce,
         },

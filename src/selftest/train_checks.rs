@@ -64,6 +64,33 @@ pub(super) fn cross_entropy(gpu: &Gpu) -> CaseResult {
     j.finish()
 }
 
+/// 8-bit crops through the normalisation table on the GPU, exactly as the loader's CPU twin
+/// normalises them; element counts that are not whole words, and planes that split words.
+pub(super) fn lookup_bytes(gpu: &Gpu) -> CaseResult {
+    let mut j = Judge::new("kernel.lookup_bytes");
+    let table = crate::data::augment::normalization_table();
+    for &(rows, side) in &[(2usize, 7usize), (5, 28), (1, 1)] {
+        let plane = side * side;
+        let bytes: Vec<u8> = random(rows * 3 * plane, 131, 0.0, 256.0)
+            .iter()
+            .map(|&v| v.clamp(0.0, 255.0) as u8)
+            .collect();
+        let want = crate::data::augment::normalize_bytes(&bytes, plane);
+        if let Some(out) = run(gpu, &mut j, |rec| {
+            let (tt, tb) = (
+                gpu.upload(&table, &[3, 256]),
+                gpu.upload_bytes_packed(&bytes),
+            );
+            let out = gpu.empty(&[rows, 3, side, side]);
+            kernels::gather::lookup_bytes(rec, &out, &tt, &tb, plane);
+            vec![out]
+        }) {
+            j.check(&format!("{rows}x3x{side}x{side}"), &out[0], &want, 0.0);
+        }
+    }
+    j.finish()
+}
+
 pub(super) fn elementwise(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.elementwise");
     // Widths that are multiples of 4 take the vec4 kernels.

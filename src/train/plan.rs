@@ -95,8 +95,8 @@ pub fn dry_batch(cfg: &TrainConfig, step: u64, worst: bool) -> Batch {
     Batch {
         step,
         epoch: 0,
-        globals: vec![0.0; 2 * b * 3 * a.global_size * a.global_size],
-        locals: vec![0.0; a.n_local * b * 3 * a.local_size * a.local_size],
+        globals: vec![0; 2 * b * 3 * a.global_size * a.global_size],
+        locals: vec![0; a.n_local * b * 3 * a.local_size * a.local_size],
         masks: flat,
         labels: vec![None; b],
         skipped: 0,

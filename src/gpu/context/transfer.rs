@@ -40,6 +40,18 @@ impl Gpu {
         self.upload_bytes(bytemuck::cast_slice(data), shape)
     }
 
+    /// Uploads 8-bit values four to a word (the first in the lowest byte) as a new tensor of
+    /// ⌈len / 4⌉ elements, for kernels that read them as `array<u32>`.
+    pub fn upload_bytes_packed(&self, data: &[u8]) -> Tensor {
+        let words = data.len().div_ceil(4).max(1);
+        if data.len() == words * 4 {
+            return self.upload_bytes(data, &[words]);
+        }
+        let mut padded = data.to_vec();
+        padded.resize(words * 4, 0);
+        self.upload_bytes(&padded, &[words])
+    }
+
     fn upload_bytes(&self, bytes: &[u8], shape: &[usize]) -> Tensor {
         let _device = self.exclusive();
         let numel: usize = shape.iter().product();
