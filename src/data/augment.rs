@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::dataset::DataError;
 use crate::data::image::{IMAGENET_MEAN, IMAGENET_STD};
-use crate::data::resample::resize_window;
+use crate::data::resample::{reduce_box, resize_window};
 
 pub use crate::data::color::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, grayscale, luma, solarize,
@@ -97,6 +97,43 @@ impl Default for AugmentConfig {
 }
 
 impl AugmentConfig {
+    /// The integer factor [`multi_crop_bytes`] first shrinks a `width`×`height` picture by
+    /// ([`reduce_box`]): the largest that leaves every crop's window, at its smallest scale and
+    /// most elongated ratio, at least twice its crop's side, so no crop is enlarged by the
+    /// shrink and each is still resampled from twice its size or more (the gap PIL's thumbnail
+    /// keeps between `reduce` and the final filter). A phone photo's 12 megapixels are then not
+    /// resampled in full for each of ten crops. 1 (no shrink) unless the picture is more than
+    /// twice that large, so small pictures (Fashion-MNIST, the bundled photos) are cropped
+    /// exactly as before.
+    pub fn prefit_factor(&self, width: u32, height: u32) -> u32 {
+        let elongation = f64::from(self.ratio.1.max(1.0 / self.ratio.0).max(1.0));
+        let mut kinds = vec![(self.global_size, self.global_scale.0)];
+        if self.n_local > 0 {
+            kinds.push((self.local_size, self.local_scale.0));
+        }
+        let (area, short) = (
+            f64::from(width) * f64::from(height),
+            f64::from(width.min(height)),
+        );
+        let mut factor = f64::INFINITY;
+        for (size, scale) in kinds {
+            let side = 2.0 * size as f64;
+            let scale = f64::from(scale).min(1.0);
+            if scale.is_nan() || scale <= 0.0 {
+                return 1;
+            }
+            // A window of area s·W·H and ratio r has sides √(s·W·H·r) and √(s·W·H / r).
+            let by_area = (area * scale / elongation).sqrt() / side;
+            // The fallback window (ten draws that do not fit) spans the short side.
+            factor = factor.min(by_area).min(short / side);
+        }
+        if factor.is_finite() {
+            (factor.floor() as u32).max(1)
+        } else {
+            1
+        }
+    }
+
     /// Checks every setting is usable; the error says which one is not.
     pub fn validate(&self) -> Result<(), DataError> {
         let bad = |m: String| Err(DataError::Config(m));
@@ -219,8 +256,18 @@ pub fn multi_crop(img: &RgbImage, cfg: &AugmentConfig, rng: &mut Rng) -> MultiCr
 
 /// [`multi_crop`] without the final normalisation: the same crops as 8-bit channel-first
 /// values, what the loader hands to training (a quarter of the floats' size).
+///
+/// A picture much larger than its crops need is first shrunk by an integer factor
+/// ([`AugmentConfig::prefit_factor`]); the crop windows are drawn on the shrunk picture, with
+/// the same draws, so they cover the same parts of it up to a pixel.
 pub fn multi_crop_bytes(img: &RgbImage, cfg: &AugmentConfig, rng: &mut Rng) -> MultiCropBytes {
     let img = non_empty(img);
+    let factor = cfg.prefit_factor(img.width(), img.height());
+    let img = if factor > 1 {
+        std::borrow::Cow::Owned(reduce_box(&img, factor))
+    } else {
+        img
+    };
     let g1 = augment_crop(&img, CropKind::Global1, cfg, rng);
     let g2 = augment_crop(&img, CropKind::Global2, cfg, rng);
     let locals = (0..cfg.n_local)
@@ -632,5 +679,117 @@ mod tests {
         }
         assert_eq!(round_ties_even_u8(255.4), 255);
         assert_eq!(round_ties_even_u8(-1.0), 0);
+    }
+
+    #[test]
+    fn only_pictures_far_larger_than_their_crops_are_shrunk_first() {
+        // DINOv2's crops (224 / 98 px, 32% / 5% of the area at least).
+        let dinov2 = AugmentConfig::default();
+        let small = AugmentConfig {
+            global_size: 28,
+            global_scale: (0.8, 1.0),
+            n_local: 0,
+            ..AugmentConfig::default()
+        };
+        assert_eq!(small.prefit_factor(28, 28), 1);
+        assert_eq!(small.prefit_factor(112, 112), 1);
+        assert_eq!(small.prefit_factor(224, 224), 3);
+        // The bundled photos and their like keep their pixels.
+        assert_eq!(dinov2.prefit_factor(512, 384), 1);
+        assert_eq!(dinov2.prefit_factor(1600, 1200), 1);
+        // A 12-megapixel photo: the local crops (5% of the area, ratio 4/3) decide.
+        assert_eq!(dinov2.prefit_factor(4032, 3024), 3);
+        // A panorama: its short side (the fallback window) decides.
+        assert_eq!(dinov2.prefit_factor(20000, 1400), 3);
+        assert_eq!(dinov2.prefit_factor(0, 0), 1);
+    }
+
+    #[test]
+    fn after_the_shrink_every_window_is_at_least_twice_its_crop() {
+        let mut rng = Rng::derive(11, &[3]);
+        for case in 0..300 {
+            let mut cfg = AugmentConfig {
+                global_size: 8 + rng.below(120),
+                local_size: 4 + rng.below(60),
+                n_local: rng.below(3),
+                ..AugmentConfig::default()
+            };
+            cfg.global_scale.0 = rng.range(0.05, 1.0);
+            cfg.local_scale.0 = rng.range(0.01, 0.32);
+            cfg.ratio = (rng.range(0.3, 1.0), rng.range(1.0, 3.0));
+            let (w, h) = (1 + rng.below(5000) as u32, 1 + rng.below(5000) as u32);
+            let f = cfg.prefit_factor(w, h);
+            if f == 1 {
+                continue;
+            }
+            let (sw, sh) = (w.div_ceil(f), h.div_ceil(f));
+            let mut kinds = vec![(cfg.global_size, cfg.global_scale)];
+            if cfg.n_local > 0 {
+                kinds.push((cfg.local_size, cfg.local_scale));
+            }
+            for (size, scale) in kinds {
+                for _ in 0..20 {
+                    let b = random_resized_crop_box(sw, sh, scale, cfg.ratio, &mut rng);
+                    assert!(
+                        b.width.min(b.height) as usize >= 2 * size,
+                        "case {case}: {w}×{h} / {f}: window {b:?} for a crop of {size}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shrinking_first_crops_the_same_parts_of_the_picture() {
+        // A smooth picture, so a window moved by a pixel looks the same.
+        let (w, h) = (1500u32, 1100u32);
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            let (x, y) = (x as f32, y as f32);
+            ::image::Rgb([
+                (128.0 + 100.0 * (x / 291.0).sin() * (y / 183.0).cos()) as u8,
+                (128.0 + 90.0 * (x / 159.0 + y / 420.0).cos()) as u8,
+                (128.0 + 80.0 * (y / 135.0).sin()) as u8,
+            ])
+        });
+        let cfg = AugmentConfig {
+            global_size: 96,
+            local_size: 40,
+            n_local: 4,
+            ..AugmentConfig::default()
+        };
+        assert_eq!(cfg.prefit_factor(w, h), 3);
+        let mut worst = 0.0f64;
+        for seed in 0..8 {
+            let shrunk = multi_crop_bytes(&img, &cfg, &mut Rng::derive(seed, &[0]));
+            // The same draws on the full picture, crop by crop.
+            let mut rng = Rng::derive(seed, &[0]);
+            let mut full = vec![
+                chw_bytes(&augment_crop(&img, CropKind::Global1, &cfg, &mut rng)),
+                chw_bytes(&augment_crop(&img, CropKind::Global2, &cfg, &mut rng)),
+            ];
+            for _ in 0..cfg.n_local {
+                full.push(chw_bytes(&augment_crop(
+                    &img,
+                    CropKind::Local,
+                    &cfg,
+                    &mut rng,
+                )));
+            }
+            let shrunk: Vec<&Vec<u8>> = shrunk.globals.iter().chain(&shrunk.locals).collect();
+            for (a, b) in shrunk.iter().zip(&full) {
+                let mad = a
+                    .iter()
+                    .zip(b.iter())
+                    .map(|(&p, &q)| f64::from(p.abs_diff(q)))
+                    .sum::<f64>()
+                    / a.len() as f64;
+                worst = worst.max(mad);
+            }
+        }
+        eprintln!("worst mean absolute difference: {worst:.2}");
+        assert!(
+            worst < 3.0,
+            "a crop moved: mean absolute difference {worst:.2}"
+        );
     }
 }

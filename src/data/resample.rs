@@ -150,6 +150,76 @@ pub fn resize_window(
     RgbImage::from_raw(width, height, out).unwrap_or_default()
 }
 
+/// Exact division of 32-bit values by a fixed divisor with one multiplication (Lemire, Kaser
+/// and Kurz, "Faster remainder by direct computation", 2019): ⌊x·⌈2⁶⁴/d⌉ / 2⁶⁴⌋ = ⌊x/d⌋.
+#[derive(Clone, Copy)]
+struct Divisor {
+    d: u32,
+    m: u64,
+}
+
+impl Divisor {
+    fn new(d: u32) -> Divisor {
+        let d = d.max(1);
+        // ⌈2⁶⁴/d⌉ does not fit for d = 1, which `of` handles apart.
+        let m = if d == 1 {
+            0
+        } else {
+            u64::MAX / u64::from(d) + 1
+        };
+        Divisor { d, m }
+    }
+
+    fn of(self, x: u32) -> u32 {
+        if self.d == 1 {
+            x
+        } else {
+            ((u128::from(self.m) * u128::from(x)) >> 64) as u32
+        }
+    }
+}
+
+/// `src` shrunk by an integer `factor`: each output pixel is the mean of a `factor`×`factor`
+/// block, rounded half up (PIL's `Image.reduce`). Blocks at the right and bottom edges that the
+/// picture only partly covers average the pixels they have, so the result is
+/// ⌈width / factor⌉ × ⌈height / factor⌉. A factor of 0 or 1 returns a copy.
+pub fn reduce_box(src: &RgbImage, factor: u32) -> RgbImage {
+    if factor <= 1 {
+        return src.clone();
+    }
+    let (w, h) = (src.width() as usize, src.height() as usize);
+    let f = factor as usize;
+    let (ow, oh) = (w.div_ceil(f), h.div_ceil(f));
+    let raw = src.as_raw();
+    let mut out = Vec::with_capacity(ow * oh * 3);
+    // Column sums of one band of up to f source rows, per channel.
+    let mut band = vec![0u32; w * 3];
+    for oy in 0..oh {
+        band.fill(0);
+        let rows = (oy * f..((oy + 1) * f).min(h)).len();
+        for y in oy * f..oy * f + rows {
+            for (acc, &v) in band.iter_mut().zip(&raw[y * w * 3..(y + 1) * w * 3]) {
+                *acc += u32::from(v);
+            }
+        }
+        let full = (f * rows) as u32;
+        let full_div = Divisor::new(full);
+        for ox in 0..ow {
+            let (x0, x1) = (ox * f, ((ox + 1) * f).min(w));
+            let n = ((x1 - x0) * rows) as u32;
+            let mut t = [0u32; 3];
+            for px in band[x0 * 3..x1 * 3].chunks_exact(3) {
+                t[0] += px[0];
+                t[1] += px[1];
+                t[2] += px[2];
+            }
+            let div = if n == full { full_div } else { Divisor::new(n) };
+            out.extend(t.map(|s| div.of(s + n / 2) as u8));
+        }
+    }
+    RgbImage::from_raw(ow as u32, oh as u32, out).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +298,55 @@ mod tests {
         }
         assert_eq!(round_u8(-3.0), 0);
         assert_eq!(round_u8(300.0), 255);
+    }
+
+    #[test]
+    fn reduce_box_is_the_mean_of_each_block() {
+        let mut rng = Rng::derive(7, &[2]);
+        for case in 0..60 {
+            let (w, h) = (1 + rng.below(40) as u32, 1 + rng.below(40) as u32);
+            let f = 1 + rng.below(6) as u32;
+            let src = random_image(w, h, &mut rng);
+            let out = reduce_box(&src, f);
+            assert_eq!(
+                out.dimensions(),
+                (w.div_ceil(f), h.div_ceil(f)),
+                "case {case}"
+            );
+            for (ox, oy, p) in out.enumerate_pixels() {
+                for c in 0..3 {
+                    let (mut sum, mut n) = (0u32, 0u32);
+                    for y in oy * f..((oy + 1) * f).min(h) {
+                        for x in ox * f..((ox + 1) * f).min(w) {
+                            sum += u32::from(src.get_pixel(x, y).0[c]);
+                            n += 1;
+                        }
+                    }
+                    let mean = f64::from(sum) / f64::from(n);
+                    assert_eq!(
+                        p.0[c],
+                        (mean + 0.5).floor() as u8,
+                        "case {case}: {w}×{h} / {f} at ({ox}, {oy}) channel {c}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn divisor_divides_exactly() {
+        let mut rng = Rng::derive(7, &[3]);
+        for d in (1..=70_000u32)
+            .step_by(7)
+            .chain([1, 2, 3, 4, 9, 255 * 64, u32::MAX])
+        {
+            let div = Divisor::new(d);
+            for x in [0, 1, d - 1, d, d.wrapping_add(1), u32::MAX, u32::MAX - 1]
+                .into_iter()
+                .chain((0..20).map(|_| rng.next_u64() as u32))
+            {
+                assert_eq!(div.of(x), x / d, "{x} / {d}");
+            }
+        }
     }
 }
