@@ -103,10 +103,13 @@ pub fn embed(
     let mut skipped = Vec::new();
     for chunk in files.chunks(batch.max(1)) {
         let mut imgs: Vec<Preprocessed> = Vec::new();
-        for f in chunk {
-            match load_image(f)
-                .and_then(|i| preprocess(&i, Resize::CenterCrop(size), vit.cfg.patch))
-            {
+        // Decoding and resizing a photo takes the host far longer than the GPU's forward pass,
+        // so the chunk's pictures are prepared on all cores.
+        let prepared = dinoscope::par::map_ordered(chunk, 1, |f| {
+            load_image(f).and_then(|i| preprocess(&i, Resize::CenterCrop(size), vit.cfg.patch))
+        });
+        for (f, p) in chunk.iter().zip(prepared) {
+            match p {
                 Ok(p) => {
                     imgs.push(p);
                     names.push(f.display().to_string());

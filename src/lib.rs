@@ -23,6 +23,7 @@ pub mod infer;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod par;
 pub mod selftest;
 pub mod train;
 #[cfg(not(target_arch = "wasm32"))]

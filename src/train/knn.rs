@@ -95,31 +95,11 @@ fn eval_views(
         };
         Ok((eval_view(&s.image, size), label))
     };
-    let part = |r: std::ops::Range<usize>| r.map(one).collect::<Result<Vec<_>, String>>();
-    let n = range.len();
+    let indices: Vec<usize> = range.collect();
     // A photo takes milliseconds to decode and resize, so even small batches are shared out.
-    let threads = threads_for(n, 8);
-    let views = if threads <= 1 {
-        part(range)?
-    } else {
-        let per = n.div_ceil(threads);
-        std::thread::scope(|scope| {
-            let part = &part;
-            let parts: Vec<_> = range
-                .clone()
-                .step_by(per)
-                .map(|a| scope.spawn(move || part(a..(a + per).min(range.end))))
-                .collect();
-            let mut all = Vec::with_capacity(n);
-            for p in parts {
-                all.extend(
-                    p.join()
-                        .map_err(|_| "an image worker panicked".to_string())??,
-                );
-            }
-            Ok::<_, String>(all)
-        })?
-    };
+    let views = crate::par::map_ordered(&indices, 8, |&j| one(j))
+        .into_iter()
+        .collect::<Result<Vec<_>, String>>()?;
     let mut pixels = Vec::with_capacity(views.iter().map(|v| v.0.len()).sum());
     let mut labels = Vec::with_capacity(views.len());
     for (v, label) in views {
@@ -190,7 +170,7 @@ pub fn knn_accuracy(
         }
         correct
     };
-    let threads = threads_for(n_test, 64);
+    let threads = crate::par::threads_for(n_test, 64);
     let correct: usize = if threads <= 1 {
         score(0..n_test)
     } else {
@@ -205,23 +185,6 @@ pub fn knn_accuracy(
         })
     };
     correct as f32 / n_test as f32
-}
-
-/// Threads for `n` items: the host's cores, one per `per` items at most (one in the browser,
-/// which has no threads).
-fn threads_for(n: usize, per: usize) -> usize {
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = (n, per);
-        1
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        std::thread::available_parallelism()
-            .map_or(1, |c| c.get())
-            .min(n.div_ceil(per.max(1)))
-            .max(1)
-    }
 }
 
 /// `[n, d]` row-major to `[d, n]`.

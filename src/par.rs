@@ -1,0 +1,66 @@
+//! Work shared out over the host's cores with scoped threads, results kept in order (one thread
+//! in the browser, which has none).
+
+/// Threads for `n` items: the host's cores, one per `per` items at most (one in the browser).
+pub fn threads_for(n: usize, per: usize) -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (n, per);
+        1
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::thread::available_parallelism()
+            .map_or(1, |c| c.get())
+            .min(n.div_ceil(per.max(1)))
+            .max(1)
+    }
+}
+
+/// `f` of every item, in the items' order, computed on up to [`threads_for`]`(len, per)`
+/// threads, each taking one contiguous run of items. A panic in `f` is passed on to the caller,
+/// as if the items had been mapped on its own thread.
+pub fn map_ordered<T: Sync, R: Send>(
+    items: &[T],
+    per: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads_for(items.len(), per);
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let run = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let parts: Vec<_> = items
+            .chunks(run)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut all = Vec::with_capacity(items.len());
+        for p in parts {
+            match p.join() {
+                Ok(rs) => all.extend(rs),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_order_whatever_the_split() {
+        for n in [0, 1, 7, 64, 1000] {
+            let items: Vec<usize> = (0..n).collect();
+            for per in [1, 3, 1000] {
+                let out = map_ordered(&items, per, |&i| i * i);
+                assert_eq!(out, items.iter().map(|i| i * i).collect::<Vec<_>>());
+            }
+        }
+        assert_eq!(threads_for(0, 8), 1);
+        assert_eq!(threads_for(5, 0), threads_for(5, 1));
+    }
+}
