@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use dinoscope::data::image::{
-    batch, decode_image, load_image, preprocess, ImageError, Preprocessed, Resize, IMAGENET_MEAN,
-    IMAGENET_STD,
+    batch, decode_image, decode_image_reduced, load_image, preprocess, ImageError, Preprocessed,
+    Resize, IMAGENET_MEAN, IMAGENET_STD,
 };
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
@@ -233,6 +233,63 @@ fn exif_orientation_is_applied() {
     assert_eq!(ccw.dimensions(), (16, 32), "width and height swap");
     assert!(is_red(ccw.get_pixel(3, 28)), "{:?}", ccw.get_pixel(3, 28));
     assert!(is_white(ccw.get_pixel(3, 3)), "{:?}", ccw.get_pixel(3, 3));
+}
+
+/// Decoding while shrinking gives what decoding and then shrinking gives, on every decoder path
+/// (8-bit RGB into the reused buffer; grey and alpha through the general one), and the factor is
+/// asked for with the upright size.
+#[test]
+fn decoding_shrunk_equals_shrinking_the_decoded_picture() {
+    use dinoscope::data::resample::reduce_box;
+    let img = gradient(61, 34);
+    let grey = GrayImage::from_fn(61, 34, |x, y| image::Luma([(x * 3 + y * 5) as u8]));
+    let rgba = RgbaImage::from_fn(61, 34, |x, y| {
+        image::Rgba([(x * 4) as u8, (y * 7) as u8, 90, (x * y % 256) as u8])
+    });
+    let cases = [
+        ("rgb.png", png_bytes(&DynamicImage::ImageRgb8(img.clone()))),
+        ("rgb.jpg", jpeg_bytes(&img)),
+        (
+            "rgb.webp",
+            webp_bytes(&DynamicImage::ImageRgb8(img.clone())),
+        ),
+        ("grey.png", png_bytes(&DynamicImage::ImageLuma8(grey))),
+        ("alpha.png", png_bytes(&DynamicImage::ImageRgba8(rgba))),
+    ];
+    for (name, bytes) in &cases {
+        let full = decode_image(bytes, name).unwrap();
+        for f in [1, 2, 3, 7, 100] {
+            let asked = std::cell::Cell::new((0, 0));
+            let shrunk = decode_image_reduced(bytes, name, |w, h| {
+                asked.set((w, h));
+                f
+            })
+            .unwrap();
+            assert_eq!(asked.get(), (61, 34), "{name}");
+            assert_eq!(shrunk, reduce_box(&full, f), "{name} by {f}");
+        }
+    }
+    // Turned by EXIF: the factor sees the upright size, and the red corner still moves.
+    let bytes = jpeg_with_orientation(&marked_landscape(), 6);
+    let asked = std::cell::Cell::new((0, 0));
+    let cw = decode_image_reduced(&bytes, "rotated6.jpg", |w, h| {
+        asked.set((w, h));
+        2
+    })
+    .unwrap();
+    assert_eq!(asked.get(), (16, 32));
+    assert_eq!(cw.dimensions(), (8, 16));
+    assert!(is_red(cw.get_pixel(6, 1)), "{:?}", cw.get_pixel(6, 1));
+    assert!(is_white(cw.get_pixel(1, 1)), "{:?}", cw.get_pixel(1, 1));
+    // Errors are the same errors.
+    assert_eq!(
+        err_text(decode_image_reduced(
+            &bytes[..bytes.len() / 2],
+            "cut.jpg",
+            |_, _| 2
+        )),
+        err_text(decode_image(&bytes[..bytes.len() / 2], "cut.jpg"))
+    );
 }
 
 #[test]

@@ -761,6 +761,10 @@ mod tests {
         let mut worst = 0.0f64;
         for seed in 0..8 {
             let shrunk = multi_crop_bytes(&img, &cfg, &mut Rng::derive(seed, &[0]));
+            // The loader hands over pictures already shrunk (while decoding); they are not
+            // shrunk again, so the crops are the same.
+            let early = multi_crop_bytes(&reduce_box(&img, 3), &cfg, &mut Rng::derive(seed, &[0]));
+            assert_eq!(early, shrunk);
             // The same draws on the full picture, crop by crop.
             let mut rng = Rng::derive(seed, &[0]);
             let mut full = vec![

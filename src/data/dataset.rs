@@ -170,6 +170,14 @@ pub trait Dataset: Send + Sync {
     }
     /// Decodes item `i`; an unreadable item is an error naming its file, never a panic.
     fn get(&self, i: usize) -> Result<Sample, DataError>;
+    /// [`Dataset::get`] for a caller that shrinks the picture at once by the whole factor
+    /// `factor(width, height)` returns ([`crate::data::resample::reduce_box`]): a dataset that
+    /// can do so for less than decoding in full (image folders) returns it shrunk, the others
+    /// return it as `get` does and leave the shrinking to the caller.
+    fn get_reduced(&self, i: usize, factor: &dyn Fn(u32, u32) -> u32) -> Result<Sample, DataError> {
+        let _ = factor;
+        self.get(i)
+    }
     /// The class of item `i` without decoding it (None when unlabelled or out of range).
     fn label(&self, i: usize) -> Option<u32>;
     /// How many classes there are, if the dataset is labelled.

@@ -201,7 +201,9 @@ impl Builder {
             if self.is_bad(idx) {
                 continue;
             }
-            match self.ds.get(idx) {
+            // Phone photos are shrunk while decoding, as multi-crop would shrink them anyway.
+            let factor = |w: u32, h: u32| self.cfg.augment.prefit_factor(w, h);
+            match self.ds.get_reduced(idx, &factor) {
                 Ok(s) => return Ok((s, tried)),
                 Err(e) => {
                     last = e.to_string();

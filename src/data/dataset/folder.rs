@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{DataError, Dataset, Sample, MAX_FOLDER_DEPTH};
-use crate::data::image::load_image;
+use crate::data::image::load_image_reduced;
 /// A folder of png/jpeg/webp files, listed recursively and decoded lazily.
 ///
 /// When every image sits inside a direct subfolder of the root, the sorted subfolder names are
@@ -139,12 +139,16 @@ impl Dataset for ImageFolder {
     }
 
     fn get(&self, i: usize) -> Result<Sample, DataError> {
+        self.get_reduced(i, &|_, _| 1)
+    }
+
+    fn get_reduced(&self, i: usize, factor: &dyn Fn(u32, u32) -> u32) -> Result<Sample, DataError> {
         let path = self.files.get(i).ok_or_else(|| DataError::OutOfRange {
             dataset: self.root.display().to_string(),
             index: i,
             len: self.files.len(),
         })?;
-        let image = load_image(path)?;
+        let image = load_image_reduced(path, factor)?;
         Ok(Sample {
             image,
             label: self.label(i),
