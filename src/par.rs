@@ -1,6 +1,8 @@
 //! Work shared out over the host's cores with scoped threads, results kept in order (one thread
 //! in the browser, which has none).
 
+use std::ops::Range;
+
 /// Threads for `n` items: the host's cores, one per `per` items at most (one in the browser).
 pub fn threads_for(n: usize, per: usize) -> usize {
     #[cfg(target_arch = "wasm32")]
@@ -25,25 +27,36 @@ pub fn map_ordered<T: Sync, R: Send>(
     per: usize,
     f: impl Fn(&T) -> R + Sync,
 ) -> Vec<R> {
-    let threads = threads_for(items.len(), per);
+    map_ranges(items.len(), per, |r| {
+        items[r].iter().map(&f).collect::<Vec<R>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `f` of contiguous ranges that together cover `0..n` in order, one range per thread of
+/// [`threads_for`]`(n, per)`, for work that keeps scratch memory per range. A panic in `f` is
+/// passed on to the caller.
+pub fn map_ranges<R: Send>(n: usize, per: usize, f: impl Fn(Range<usize>) -> R + Sync) -> Vec<R> {
+    let threads = threads_for(n, per);
     if threads <= 1 {
-        return items.iter().map(f).collect();
+        return vec![f(0..n)];
     }
-    let run = items.len().div_ceil(threads);
+    let run = n.div_ceil(threads);
     std::thread::scope(|scope| {
         let f = &f;
-        let parts: Vec<_> = items
-            .chunks(run)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+        let parts: Vec<_> = (0..n)
+            .step_by(run)
+            .map(|a| scope.spawn(move || f(a..(a + run).min(n))))
             .collect();
-        let mut all = Vec::with_capacity(items.len());
-        for p in parts {
-            match p.join() {
-                Ok(rs) => all.extend(rs),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        all
+        parts
+            .into_iter()
+            .map(|p| {
+                p.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
     })
 }
 

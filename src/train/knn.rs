@@ -170,20 +170,7 @@ pub fn knn_accuracy(
         }
         correct
     };
-    let threads = crate::par::threads_for(n_test, 64);
-    let correct: usize = if threads <= 1 {
-        score(0..n_test)
-    } else {
-        let per = n_test.div_ceil(threads);
-        std::thread::scope(|scope| {
-            let score = &score;
-            let parts: Vec<_> = (0..n_test)
-                .step_by(per)
-                .map(|a| scope.spawn(move || score(a..(a + per).min(n_test))))
-                .collect();
-            parts.into_iter().map(|p| p.join().unwrap_or(0)).sum()
-        })
-    };
+    let correct: usize = crate::par::map_ranges(n_test, 64, score).into_iter().sum();
     correct as f32 / n_test as f32
 }
 
