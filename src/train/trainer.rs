@@ -243,6 +243,8 @@ pub struct Trainer<'g> {
     ibot_head: DinoHead,
     segments: Segments,
     segments_frozen: bool,
+    /// The `[3, 256]` table the step's 8-bit crops are normalised through, uploaded once.
+    input_table: Tensor,
     /// Steps done.
     pub step: u64,
 }
@@ -469,6 +471,7 @@ impl<'g> Trainer<'g> {
             ibot_head,
             segments,
             segments_frozen: frozen,
+            input_table: gpu.upload(&crate::data::augment::normalization_table(), &[3, 256]),
             step,
             cfg,
             backbone_layout,

@@ -140,7 +140,7 @@ impl Trainer<'_> {
                 }
             }
         }
-        let table = gpu.upload(&crate::data::augment::normalization_table(), &[3, 256]);
+        let table = &self.input_table;
         let masked = (!rows.is_empty()).then(|| MaskedRows {
             n: rows.len(),
             idx: gpu.upload(&rows, &[rows.len()]),
@@ -153,10 +153,10 @@ impl Trainer<'_> {
             nl,
             n_g,
             n_l,
-            globals: normalized(rec, &table, &batch.globals, &[2 * b, 3, g, g]),
+            globals: normalized(rec, table, &batch.globals, &[2 * b, 3, g, g]),
             // Without local crops nothing reads this tensor, but a buffer cannot be empty.
             locals: if nl > 0 {
-                normalized(rec, &table, &batch.locals, &[nl * b, 3, l, l])
+                normalized(rec, table, &batch.locals, &[nl * b, 3, l, l])
             } else {
                 gpu.upload(&[0.0], &[1])
             },
