@@ -511,6 +511,13 @@ impl Drop for Recorder<'_> {
     fn drop(&mut self) {
         // Close the pass before the encoder goes (finish has already submitted).
         self.pass = None;
+        // The recording's wgpu objects go while this thread still holds the device: on GL
+        // destroying a buffer takes the GL context, and waiting for it while another thread
+        // holds it for a slow submission panics (see `Gpu::exclusive`).
+        self.encoder = None;
+        self.arena.clear();
+        self.timestamps = None;
+        self.profile = None;
         self.gpu.end_recording();
     }
 }
