@@ -1,0 +1,317 @@
+//! Which kernel and tile a product runs (`Plan`, `Tile`) and the shape it is asked for
+//! (`MatmulDims`).
+
+use crate::gpu::DType;
+
+/// How one product runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// The general kernel (any layout).
+    General(Tile),
+    /// The vec4 kernel with 128×128 (`big`) or 64×64 tiles, over `splits` K ranges.
+    Vec4 {
+        /// 128×128 tiles (else 64×64).
+        big: bool,
+        /// K ranges summed by a second pass (1: none).
+        splits: usize,
+    },
+    /// The vec4 layout's 64×64 tile read without workgroup memory (CPU drivers), over `splits`
+    /// K ranges; the same sums in the same order as `Vec4 { big: false, .. }`.
+    Direct {
+        /// K ranges summed by a second pass (1: none).
+        splits: usize,
+    },
+    /// The cooperative-matrix kernel (f16 operands on adapters with cooperative matrices; vec4
+    /// layouts, K whole).
+    Coop,
+}
+
+impl Plan {
+    /// The plan of a product on this device: the tuned one (`dinoscope tune`) if the device has
+    /// one for these dims and it can run them, else [`Plan::for_device`]. A dry run notes the
+    /// dims, so the tuner learns which products a config runs.
+    /// Products of f16 operands in the vec4 layout take the cooperative-matrix kernel where the
+    /// device has one.
+    pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
+        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        if dtype == DType::F16 && gpu.coop_side().is_some() && d.vec4_ok() {
+            return Plan::Coop;
+        }
+        if !gpu.is_dry() && !gpu.has_choices() {
+            return Plan::for_device(d, cpu);
+        }
+        let key = d.key();
+        if gpu.is_dry() {
+            gpu.note_shape(&key);
+        }
+        gpu.choice(&key)
+            .and_then(|v| Plan::parse(&v))
+            .filter(|p| p.fits(d))
+            .unwrap_or_else(|| Plan::for_device(d, cpu))
+    }
+
+    /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
+    pub fn fits(&self, d: &MatmulDims) -> bool {
+        match *self {
+            Plan::General(_) => true,
+            Plan::Coop => d.vec4_ok(),
+            Plan::Vec4 { splits, .. } | Plan::Direct { splits } => {
+                d.vec4_ok() && (splits == 1 || d.batch == 1)
+            }
+        }
+    }
+
+    /// A short name: `general`, `v4-64`, `v4-128`, `direct`, with `-splitN` for split K.
+    pub fn name(&self) -> String {
+        let (base, splits) = match *self {
+            Plan::General(_) => return "general".into(),
+            Plan::Coop => return "coop".into(),
+            Plan::Vec4 { big: true, splits } => ("v4-128", splits),
+            Plan::Vec4 { big: false, splits } => ("v4-64", splits),
+            Plan::Direct { splits } => ("direct", splits),
+        };
+        if splits > 1 {
+            format!("{base}-split{splits}")
+        } else {
+            base.into()
+        }
+    }
+
+    /// Parses [`Plan::name`] (the general kernel takes its default tile).
+    pub fn parse(s: &str) -> Option<Plan> {
+        if s == "general" {
+            return Some(Plan::General(Tile::for_problem(0, 0)));
+        }
+        if s == "coop" {
+            return Some(Plan::Coop);
+        }
+        let (base, splits) = match s.split_once("-split") {
+            Some((t, n)) => (t, n.parse().ok()?),
+            None => (s, 1),
+        };
+        if splits < 1 {
+            return None;
+        }
+        match base {
+            "v4-128" => Some(Plan::Vec4 { big: true, splits }),
+            "v4-64" => Some(Plan::Vec4 { big: false, splits }),
+            "direct" => Some(Plan::Direct { splits }),
+            _ => None,
+        }
+    }
+
+    /// Every plan worth timing for `d` (the tuner's candidates).
+    pub fn candidates(d: &MatmulDims) -> Vec<Plan> {
+        let mut v = vec![Plan::General(Tile::for_problem(d.m, d.n))];
+        if d.vec4_ok() {
+            let splits: Vec<usize> = [1, 2, 4, 8, 16]
+                .into_iter()
+                .filter(|&s| s == 1 || (d.batch == 1 && d.k / s >= 256))
+                .collect();
+            for &splits in &splits {
+                for big in [false, true] {
+                    v.push(Plan::Vec4 { big, splits });
+                }
+                v.push(Plan::Direct { splits });
+            }
+        }
+        v
+    }
+
+    /// The default plan of a product: the vec4 kernel where its layout allows, with 128×128
+    /// tiles when there are enough of them to fill a large GPU (128 or more), else 64×64 tiles,
+    /// and split K when even those leave most of it idle (fewer than 64 workgroups) and K is
+    /// long enough to share. `dinoscope tune` replaces these guesses with measurements.
+    pub fn for_dims(d: &MatmulDims) -> Plan {
+        if !d.vec4_ok() {
+            return Plan::General(Tile::for_problem(d.m, d.n));
+        }
+        let tiles = |t: usize| d.m.div_ceil(t) * d.n.div_ceil(t) * d.batch;
+        let big = tiles(128) >= 128;
+        let groups = if big { tiles(128) } else { tiles(64) };
+        let mut splits = 1;
+        if d.batch == 1 && groups < 64 && d.k >= 512 {
+            splits = (128 / groups).clamp(1, d.k / 256);
+        }
+        Plan::Vec4 { big, splits }
+    }
+
+    /// [`Plan::for_dims`], with the vec4 tiles read directly on a CPU driver (`cpu`), where the
+    /// barrier-free kernel is faster and sums in the same order.
+    pub fn for_device(d: &MatmulDims, cpu: bool) -> Plan {
+        match Plan::for_dims(d) {
+            Plan::Vec4 { splits, .. } if cpu => Plan::Direct { splits },
+            p => p,
+        }
+    }
+}
+
+/// Tile shape of one matmul pipeline (WGSL overrides BM, BN, BK, TM, TN, WG).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile {
+    /// Output rows per workgroup.
+    pub bm: usize,
+    /// Output columns per workgroup.
+    pub bn: usize,
+    /// K step through workgroup memory.
+    pub bk: usize,
+    /// Rows per invocation.
+    pub tm: usize,
+    /// Columns per invocation.
+    pub tn: usize,
+}
+
+impl Tile {
+    /// 128×128 tiles with 8×8 per invocation for large products; 64×64 with 4×4 otherwise, so
+    /// small products still spread over enough workgroups.
+    pub fn for_problem(m: usize, n: usize) -> Tile {
+        if m >= 256 && n >= 256 {
+            Tile {
+                bm: 128,
+                bn: 128,
+                bk: 8,
+                tm: 8,
+                tn: 8,
+            }
+        } else {
+            Tile {
+                bm: 64,
+                bn: 64,
+                bk: 16,
+                tm: 4,
+                tn: 4,
+            }
+        }
+    }
+
+    pub(super) fn overrides(&self) -> [(&'static str, f64); 6] {
+        let wg = (self.bm / self.tm) * (self.bn / self.tn);
+        [
+            ("BM", self.bm as f64),
+            ("BN", self.bn as f64),
+            ("BK", self.bk as f64),
+            ("TM", self.tm as f64),
+            ("TN", self.tn as f64),
+            ("WG", wg as f64),
+        ]
+    }
+}
+
+/// Shape and layout of one (batched) product.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulDims {
+    /// Number of products.
+    pub batch: usize,
+    /// Rows of op(A) and C.
+    pub m: usize,
+    /// Columns of op(B) and C.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// A is stored [K, M].
+    pub trans_a: bool,
+    /// B is stored [N, K].
+    pub trans_b: bool,
+    /// A is shared by every batch (stride 0).
+    pub broadcast_a: bool,
+    /// B is shared by every batch (stride 0).
+    pub broadcast_b: bool,
+}
+
+impl MatmulDims {
+    /// Element strides between the batches of A and B (0 for a shared operand).
+    pub(super) fn batch_strides(&self) -> (usize, usize) {
+        (
+            if self.broadcast_a { 0 } else { self.m * self.k },
+            if self.broadcast_b { 0 } else { self.k * self.n },
+        )
+    }
+
+    /// Elements A and B hold (a shared operand holds one matrix).
+    pub fn operand_lens(&self) -> (usize, usize) {
+        let n = |shared: bool| if shared { 1 } else { self.batch };
+        (
+            n(self.broadcast_a) * self.m * self.k,
+            n(self.broadcast_b) * self.k * self.n,
+        )
+    }
+
+    /// The key of these dims in the tuning table: `m,n,k,batch,ta,tb,shared_a,shared_b`.
+    pub fn key(&self) -> String {
+        let f = |b: bool| u8::from(b);
+        format!(
+            "{},{},{},{},{},{},{},{}",
+            self.m,
+            self.n,
+            self.k,
+            self.batch,
+            f(self.trans_a),
+            f(self.trans_b),
+            f(self.broadcast_a),
+            f(self.broadcast_b)
+        )
+    }
+
+    /// Parses [`MatmulDims::key`].
+    pub fn from_key(key: &str) -> Option<MatmulDims> {
+        let v: Vec<usize> = key
+            .split(',')
+            .map(|x| x.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let [m, n, k, batch, ta, tb, ba, bb] = v[..] else {
+            return None;
+        };
+        Some(MatmulDims {
+            batch,
+            m,
+            n,
+            k,
+            trans_a: ta != 0,
+            trans_b: tb != 0,
+            broadcast_a: ba != 0,
+            broadcast_b: bb != 0,
+        })
+    }
+
+    /// Whether both operands' contiguous dimensions (and so every row, batch and vec4) are
+    /// multiples of 4: the vec4 kernels' condition.
+    pub fn vec4_ok(&self) -> bool {
+        let a_contig = if self.trans_a { self.m } else { self.k };
+        let b_contig = if self.trans_b { self.k } else { self.n };
+        a_contig.is_multiple_of(4) && b_contig.is_multiple_of(4) && self.k > 0
+    }
+
+    /// A single [M, K]·[K, N] product.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        MatmulDims {
+            batch: 1,
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            broadcast_a: false,
+            broadcast_b: false,
+        }
+    }
+    /// With `batch` products.
+    pub fn batched(mut self, batch: usize) -> Self {
+        self.batch = batch;
+        self
+    }
+    /// With A stored transposed.
+    pub fn ta(mut self) -> Self {
+        self.trans_a = true;
+        self
+    }
+    /// With B stored transposed.
+    pub fn tb(mut self) -> Self {
+        self.trans_b = true;
+        self
+    }
+    /// With B shared by every batch.
+    pub fn shared_b(mut self) -> Self {
+        self.broadcast_b = true;
+        self
+    }
+}
