@@ -113,20 +113,180 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         workgroupBarrier();
     }
     for (var i = 0u; i < TM; i++) {
-        let gm = row0 + ty + i * rows_step;
-        if (gm >= p.m) { continue; }
         for (var j = 0u; j < TN; j++) {
-            let gn = col0 + tx + j * threads_n;
-            if (gn >= p.n) { continue; }
-            let idx = c_base + gm * p.n + gn;
-            var v = p.alpha * acc[i * TN + j];
-            if (p.accumulate != 0u) { v += f32(c[idx]); }
-            if (p.epilogue >= 1u) { v += f32(bias[gn]); }
-            if (p.epilogue == 2u) {
-                aux[idx] = O(v);
-                v = gelu_f32(v);
-            }
-            c[idx] = O(v);
+            put(c_base, row0 + ty + i * rows_step, col0 + tx + j * threads_n, acc[i * TN + j]);
         }
     }
 }
+
+// Writes one output with alpha, accumulate and the epilogue.
+fn put(c_base: u32, gm: u32, gn: u32, acc: f32) {
+    if (gm >= p.m || gn >= p.n) { return; }
+    let idx = c_base + gm * p.n + gn;
+    var v = p.alpha * acc;
+    if (p.accumulate != 0u) { v += f32(c[idx]); }
+    if (p.epilogue >= 1u) { v += f32(bias[gn]); }
+    if (p.epilogue == 2u) {
+        aux[idx] = O(v);
+        v = gelu_f32(v);
+    }
+    c[idx] = O(v);
+}
+
+fn put4(c_base: u32, gm: u32, gn: u32, v: vec4<f32>) {
+    put(c_base, gm, gn, v.x);
+    put(c_base, gm, gn + 1u, v.y);
+    put(c_base, gm, gn + 2u, v.z);
+    put(c_base, gm, gn + 3u, v.w);
+}
+
+// op(A)[gm, gk], 0 past the last row.
+fn ga(base: u32, gm: u32, gk: u32) -> f32 {
+    if (gm >= p.m) { return 0.0; }
+    if (p.trans_a != 0u) { return f32(a[base + gk * p.m + gm]); }
+    return f32(a[base + gm * p.k + gk]);
+}
+
+// op(B)[gk, gn], 0 past the last column.
+fn gb(base: u32, gk: u32, gn: u32) -> f32 {
+    if (gn >= p.n) { return 0.0; }
+    if (p.trans_b != 0u) { return f32(b[base + gn * p.k + gk]); }
+    return f32(b[base + gk * p.n + gn]);
+}
+
+fn gb4(base: u32, gk: u32, gn: u32) -> vec4<f32> {
+    return vec4<f32>(gb(base, gk, gn), gb(base, gk, gn + 1u), gb(base, gk, gn + 2u), gb(base, gk, gn + 3u));
+}
+
+// For CPU drivers, the general layouts as matmul_v4.wgsl's matmul_direct reads the vec4 ones: no
+// workgroup memory and no barrier, 8 invocations (one vector of a CPU driver's lanes) covering
+// 16 rows × 64 columns, each invocation 16 × 8 of them, so each value read feeds 8 or 16
+// multiply-adds. Each output sums K in order with the same fma as `matmul`, so the two give
+// identical results. Dispatch: (ceil(N/64), ceil(M/16), batches, batch_offset).
+@compute @workgroup_size(8)
+fn matmul_general_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let z = wid.z + p.batch_offset;
+    let a_base = z * p.a_batch_stride;
+    let b_base = z * p.b_batch_stride;
+    let m0 = wid.y * 16u;
+    let gn = wid.x * 64u + lid * 8u;
+    // Row r: columns gn…+3 in lr, gn+4…+7 in hr; written out for the reason matmul_direct's are.
+    var l0 = vec4<f32>(0.0);
+    var h0 = vec4<f32>(0.0);
+    var l1 = vec4<f32>(0.0);
+    var h1 = vec4<f32>(0.0);
+    var l2 = vec4<f32>(0.0);
+    var h2 = vec4<f32>(0.0);
+    var l3 = vec4<f32>(0.0);
+    var h3 = vec4<f32>(0.0);
+    var l4 = vec4<f32>(0.0);
+    var h4 = vec4<f32>(0.0);
+    var l5 = vec4<f32>(0.0);
+    var h5 = vec4<f32>(0.0);
+    var l6 = vec4<f32>(0.0);
+    var h6 = vec4<f32>(0.0);
+    var l7 = vec4<f32>(0.0);
+    var h7 = vec4<f32>(0.0);
+    var l8 = vec4<f32>(0.0);
+    var h8 = vec4<f32>(0.0);
+    var l9 = vec4<f32>(0.0);
+    var h9 = vec4<f32>(0.0);
+    var l10 = vec4<f32>(0.0);
+    var h10 = vec4<f32>(0.0);
+    var l11 = vec4<f32>(0.0);
+    var h11 = vec4<f32>(0.0);
+    var l12 = vec4<f32>(0.0);
+    var h12 = vec4<f32>(0.0);
+    var l13 = vec4<f32>(0.0);
+    var h13 = vec4<f32>(0.0);
+    var l14 = vec4<f32>(0.0);
+    var h14 = vec4<f32>(0.0);
+    var l15 = vec4<f32>(0.0);
+    var h15 = vec4<f32>(0.0);
+    for (var k = 0u; k < p.k; k++) {
+        let b0 = gb4(b_base, k, gn);
+        let b1 = gb4(b_base, k, gn + 4u);
+        let a0 = vec4<f32>(ga(a_base, m0 + 0u, k));
+        l0 = fma(a0, b0, l0);
+        h0 = fma(a0, b1, h0);
+        let a1 = vec4<f32>(ga(a_base, m0 + 1u, k));
+        l1 = fma(a1, b0, l1);
+        h1 = fma(a1, b1, h1);
+        let a2 = vec4<f32>(ga(a_base, m0 + 2u, k));
+        l2 = fma(a2, b0, l2);
+        h2 = fma(a2, b1, h2);
+        let a3 = vec4<f32>(ga(a_base, m0 + 3u, k));
+        l3 = fma(a3, b0, l3);
+        h3 = fma(a3, b1, h3);
+        let a4 = vec4<f32>(ga(a_base, m0 + 4u, k));
+        l4 = fma(a4, b0, l4);
+        h4 = fma(a4, b1, h4);
+        let a5 = vec4<f32>(ga(a_base, m0 + 5u, k));
+        l5 = fma(a5, b0, l5);
+        h5 = fma(a5, b1, h5);
+        let a6 = vec4<f32>(ga(a_base, m0 + 6u, k));
+        l6 = fma(a6, b0, l6);
+        h6 = fma(a6, b1, h6);
+        let a7 = vec4<f32>(ga(a_base, m0 + 7u, k));
+        l7 = fma(a7, b0, l7);
+        h7 = fma(a7, b1, h7);
+        let a8 = vec4<f32>(ga(a_base, m0 + 8u, k));
+        l8 = fma(a8, b0, l8);
+        h8 = fma(a8, b1, h8);
+        let a9 = vec4<f32>(ga(a_base, m0 + 9u, k));
+        l9 = fma(a9, b0, l9);
+        h9 = fma(a9, b1, h9);
+        let a10 = vec4<f32>(ga(a_base, m0 + 10u, k));
+        l10 = fma(a10, b0, l10);
+        h10 = fma(a10, b1, h10);
+        let a11 = vec4<f32>(ga(a_base, m0 + 11u, k));
+        l11 = fma(a11, b0, l11);
+        h11 = fma(a11, b1, h11);
+        let a12 = vec4<f32>(ga(a_base, m0 + 12u, k));
+        l12 = fma(a12, b0, l12);
+        h12 = fma(a12, b1, h12);
+        let a13 = vec4<f32>(ga(a_base, m0 + 13u, k));
+        l13 = fma(a13, b0, l13);
+        h13 = fma(a13, b1, h13);
+        let a14 = vec4<f32>(ga(a_base, m0 + 14u, k));
+        l14 = fma(a14, b0, l14);
+        h14 = fma(a14, b1, h14);
+        let a15 = vec4<f32>(ga(a_base, m0 + 15u, k));
+        l15 = fma(a15, b0, l15);
+        h15 = fma(a15, b1, h15);
+    }
+    let c_base = z * p.c_batch_stride;
+    put4(c_base, m0 + 0u, gn, l0);
+    put4(c_base, m0 + 0u, gn + 4u, h0);
+    put4(c_base, m0 + 1u, gn, l1);
+    put4(c_base, m0 + 1u, gn + 4u, h1);
+    put4(c_base, m0 + 2u, gn, l2);
+    put4(c_base, m0 + 2u, gn + 4u, h2);
+    put4(c_base, m0 + 3u, gn, l3);
+    put4(c_base, m0 + 3u, gn + 4u, h3);
+    put4(c_base, m0 + 4u, gn, l4);
+    put4(c_base, m0 + 4u, gn + 4u, h4);
+    put4(c_base, m0 + 5u, gn, l5);
+    put4(c_base, m0 + 5u, gn + 4u, h5);
+    put4(c_base, m0 + 6u, gn, l6);
+    put4(c_base, m0 + 6u, gn + 4u, h6);
+    put4(c_base, m0 + 7u, gn, l7);
+    put4(c_base, m0 + 7u, gn + 4u, h7);
+    put4(c_base, m0 + 8u, gn, l8);
+    put4(c_base, m0 + 8u, gn + 4u, h8);
+    put4(c_base, m0 + 9u, gn, l9);
+    put4(c_base, m0 + 9u, gn + 4u, h9);
+    put4(c_base, m0 + 10u, gn, l10);
+    put4(c_base, m0 + 10u, gn + 4u, h10);
+    put4(c_base, m0 + 11u, gn, l11);
+    put4(c_base, m0 + 11u, gn + 4u, h11);
+    put4(c_base, m0 + 12u, gn, l12);
+    put4(c_base, m0 + 12u, gn + 4u, h12);
+    put4(c_base, m0 + 13u, gn, l13);
+    put4(c_base, m0 + 13u, gn + 4u, h13);
+    put4(c_base, m0 + 14u, gn, l14);
+    put4(c_base, m0 + 14u, gn + 4u, h14);
+    put4(c_base, m0 + 15u, gn, l15);
+    put4(c_base, m0 + 15u, gn + 4u, h15);
+}
+

@@ -17,7 +17,7 @@
 //               tx·4…+3 and 64+tx·4…+3, so a warp's B reads are contiguous).
 //   matmul_64:  a 64×64 tile, 4×4 outputs per invocation (rows ty·4…+3, columns tx·4…+3), for
 //               products too small to fill the GPU with 128×128 tiles.
-//   matmul_direct: matmul_64's tile without workgroup memory, for CPU drivers (see there).
+//   matmul_direct: 16×64 tiles read without workgroup memory, for CPU drivers (see there).
 // Workgroup memory holds the K-slice of both operands as vec4 along M (As) and N (Bs):
 // As[k][m/4], Bs[k][n/4]. Loading moves 4×4 blocks: an operand stored with K contiguous is read
 // as four vec4 along K and transposed in registers; one stored with M (or N) contiguous is read
@@ -311,35 +311,132 @@ fn matmul_64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     put4(w.z, gm + 3u, gn, acc3);
 }
 
-// The same 64×64 tile and 4×4 outputs per invocation as matmul_64, read straight from global
-// memory with no workgroup memory and no barrier. CPU drivers run a workgroup's invocations as
-// loops split at every barrier, so there the barriers cost more than the shared reads save; on a
-// GPU the tiled kernels win. Each output sums K in the same order with the same fma as matmul_64,
-// so the two give identical results.
-@compute @workgroup_size(256)
+// For CPU drivers: no workgroup memory and no barrier, and as many outputs per invocation as
+// fit, since a CPU driver runs a workgroup's invocations as loops over vectors of 8 lanes,
+// splits those loops at every barrier, and reads memory one lane at a time; so a read should
+// feed as many multiply-adds as it can. A workgroup of 8 invocations (one such vector) covers
+// 16 rows × 64 columns, each invocation 16 × 8 of them. On a GPU the tiled kernels win. Each
+// output sums K in the same order with the same fma as matmul_64, so the two give identical
+// results. Dispatch: (ceil(N/64), ceil(M/16), batches or splits, batch_offset).
+@compute @workgroup_size(8)
 fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let w = work(wid);
-    let gm = wid.y * 64u + (lid / 16u) * 4u;
-    let gn = wid.x * 64u + (lid % 16u) * 4u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    let m0 = wid.y * 16u;
+    let gn = wid.x * 64u + lid * 8u;
+    // Row r: columns gn…+3 in lr, gn+4…+7 in hr. Written out, not an array: a CPU driver keeps
+    // an indexed array in memory and runs the step about 1.5× slower.
+    var l0 = vec4<f32>(0.0);
+    var h0 = vec4<f32>(0.0);
+    var l1 = vec4<f32>(0.0);
+    var h1 = vec4<f32>(0.0);
+    var l2 = vec4<f32>(0.0);
+    var h2 = vec4<f32>(0.0);
+    var l3 = vec4<f32>(0.0);
+    var h3 = vec4<f32>(0.0);
+    var l4 = vec4<f32>(0.0);
+    var h4 = vec4<f32>(0.0);
+    var l5 = vec4<f32>(0.0);
+    var h5 = vec4<f32>(0.0);
+    var l6 = vec4<f32>(0.0);
+    var h6 = vec4<f32>(0.0);
+    var l7 = vec4<f32>(0.0);
+    var h7 = vec4<f32>(0.0);
+    var l8 = vec4<f32>(0.0);
+    var h8 = vec4<f32>(0.0);
+    var l9 = vec4<f32>(0.0);
+    var h9 = vec4<f32>(0.0);
+    var l10 = vec4<f32>(0.0);
+    var h10 = vec4<f32>(0.0);
+    var l11 = vec4<f32>(0.0);
+    var h11 = vec4<f32>(0.0);
+    var l12 = vec4<f32>(0.0);
+    var h12 = vec4<f32>(0.0);
+    var l13 = vec4<f32>(0.0);
+    var h13 = vec4<f32>(0.0);
+    var l14 = vec4<f32>(0.0);
+    var h14 = vec4<f32>(0.0);
+    var l15 = vec4<f32>(0.0);
+    var h15 = vec4<f32>(0.0);
     for (var k0 = w.k_begin; k0 < w.k_end; k0 += 4u) {
-        // Rows of op(A) along K, and K rows of op(B) along N.
-        var ab = load_a(w.a_base, gm, k0, 0u, 0u);
-        if (TA) { ab = transpose4(ab); }
-        var bb = load_b(w.b_base, gn, k0, 0u, 0u);
-        if (TB) { bb = transpose4(bb); }
-        acc0 = fma4(acc0, ab.v0, bb);
-        acc1 = fma4(acc1, ab.v1, bb);
-        acc2 = fma4(acc2, ab.v2, bb);
-        acc3 = fma4(acc3, ab.v3, bb);
+        var b0 = load_b(w.b_base, gn, k0, 0u, 0u);
+        var b1 = load_b(w.b_base, gn, k0, 1u, 0u);
+        if (TB) {
+            b0 = transpose4(b0);
+            b1 = transpose4(b1);
+        }
+        var a0 = load_a(w.a_base, m0, k0, 0u, 0u);
+        if (TA) { a0 = transpose4(a0); }
+        l0 = fma4(l0, a0.v0, b0);
+        h0 = fma4(h0, a0.v0, b1);
+        l1 = fma4(l1, a0.v1, b0);
+        h1 = fma4(h1, a0.v1, b1);
+        l2 = fma4(l2, a0.v2, b0);
+        h2 = fma4(h2, a0.v2, b1);
+        l3 = fma4(l3, a0.v3, b0);
+        h3 = fma4(h3, a0.v3, b1);
+        var a1 = load_a(w.a_base, m0, k0, 1u, 0u);
+        if (TA) { a1 = transpose4(a1); }
+        l4 = fma4(l4, a1.v0, b0);
+        h4 = fma4(h4, a1.v0, b1);
+        l5 = fma4(l5, a1.v1, b0);
+        h5 = fma4(h5, a1.v1, b1);
+        l6 = fma4(l6, a1.v2, b0);
+        h6 = fma4(h6, a1.v2, b1);
+        l7 = fma4(l7, a1.v3, b0);
+        h7 = fma4(h7, a1.v3, b1);
+        var a2 = load_a(w.a_base, m0, k0, 2u, 0u);
+        if (TA) { a2 = transpose4(a2); }
+        l8 = fma4(l8, a2.v0, b0);
+        h8 = fma4(h8, a2.v0, b1);
+        l9 = fma4(l9, a2.v1, b0);
+        h9 = fma4(h9, a2.v1, b1);
+        l10 = fma4(l10, a2.v2, b0);
+        h10 = fma4(h10, a2.v2, b1);
+        l11 = fma4(l11, a2.v3, b0);
+        h11 = fma4(h11, a2.v3, b1);
+        var a3 = load_a(w.a_base, m0, k0, 3u, 0u);
+        if (TA) { a3 = transpose4(a3); }
+        l12 = fma4(l12, a3.v0, b0);
+        h12 = fma4(h12, a3.v0, b1);
+        l13 = fma4(l13, a3.v1, b0);
+        h13 = fma4(h13, a3.v1, b1);
+        l14 = fma4(l14, a3.v2, b0);
+        h14 = fma4(h14, a3.v2, b1);
+        l15 = fma4(l15, a3.v3, b0);
+        h15 = fma4(h15, a3.v3, b1);
     }
-    put4(w.z, gm, gn, acc0);
-    put4(w.z, gm + 1u, gn, acc1);
-    put4(w.z, gm + 2u, gn, acc2);
-    put4(w.z, gm + 3u, gn, acc3);
+    put4(w.z, m0 + 0u, gn, l0);
+    put4(w.z, m0 + 0u, gn + 4u, h0);
+    put4(w.z, m0 + 1u, gn, l1);
+    put4(w.z, m0 + 1u, gn + 4u, h1);
+    put4(w.z, m0 + 2u, gn, l2);
+    put4(w.z, m0 + 2u, gn + 4u, h2);
+    put4(w.z, m0 + 3u, gn, l3);
+    put4(w.z, m0 + 3u, gn + 4u, h3);
+    put4(w.z, m0 + 4u, gn, l4);
+    put4(w.z, m0 + 4u, gn + 4u, h4);
+    put4(w.z, m0 + 5u, gn, l5);
+    put4(w.z, m0 + 5u, gn + 4u, h5);
+    put4(w.z, m0 + 6u, gn, l6);
+    put4(w.z, m0 + 6u, gn + 4u, h6);
+    put4(w.z, m0 + 7u, gn, l7);
+    put4(w.z, m0 + 7u, gn + 4u, h7);
+    put4(w.z, m0 + 8u, gn, l8);
+    put4(w.z, m0 + 8u, gn + 4u, h8);
+    put4(w.z, m0 + 9u, gn, l9);
+    put4(w.z, m0 + 9u, gn + 4u, h9);
+    put4(w.z, m0 + 10u, gn, l10);
+    put4(w.z, m0 + 10u, gn + 4u, h10);
+    put4(w.z, m0 + 11u, gn, l11);
+    put4(w.z, m0 + 11u, gn + 4u, h11);
+    put4(w.z, m0 + 12u, gn, l12);
+    put4(w.z, m0 + 12u, gn + 4u, h12);
+    put4(w.z, m0 + 13u, gn, l13);
+    put4(w.z, m0 + 13u, gn + 4u, h13);
+    put4(w.z, m0 + 14u, gn, l14);
+    put4(w.z, m0 + 14u, gn + 4u, h14);
+    put4(w.z, m0 + 15u, gn, l15);
+    put4(w.z, m0 + 15u, gn + 4u, h15);
 }
 
 fn transpose4(b: Block) -> Block {

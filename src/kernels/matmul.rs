@@ -40,6 +40,19 @@ pub static MATMUL: Kernel = Kernel::new::<Params>(
     ],
 );
 
+/// The general layouts without workgroup memory or barriers (CPU drivers), 16×64 tiles.
+pub static MATMUL_GENERAL_DIRECT: Kernel = Kernel::new::<Params>(
+    "matmul",
+    "matmul_general_direct",
+    &[
+        (1, Read),
+        (2, Read),
+        (3, Read),
+        (4, ReadWrite),
+        (5, ReadWrite),
+    ],
+);
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ParamsV4 {
@@ -73,7 +86,7 @@ pub static MATMUL_128: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_128
 /// The vec4 kernel with 64×64 tiles, 4×4 outputs per invocation (overrides TA, TB).
 pub static MATMUL_64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_64", V4_BINDINGS);
 
-/// The 64×64 tile without workgroup memory or barriers: the fast kernel on CPU drivers.
+/// 16×64 tiles without workgroup memory or barriers: the fast kernel on CPU drivers.
 pub static MATMUL_DIRECT: Kernel =
     Kernel::new::<ParamsV4>("matmul_v4", "matmul_direct", V4_BINDINGS);
 
@@ -166,10 +179,17 @@ pub fn matmul_planned(
     }
     let e = (&bias, &aux, mode);
     let (kernel, t, splits) = match plan {
-        Plan::General(tile) => return general(rec, c, a, b, d, alpha, accumulate, e, tile),
-        Plan::Vec4 { big: true, splits } => (&MATMUL_128, 128, splits),
-        Plan::Vec4 { big: false, splits } => (&MATMUL_64, 64, splits),
-        Plan::Direct { splits } => (&MATMUL_DIRECT, 64, splits),
+        Plan::General(tile) => {
+            let k = (&MATMUL, tile.overrides().to_vec(), (tile.bm, tile.bn));
+            return general(rec, c, a, b, d, alpha, accumulate, e, k);
+        }
+        Plan::GeneralDirect => {
+            let k = (&MATMUL_GENERAL_DIRECT, Vec::new(), (16, 64));
+            return general(rec, c, a, b, d, alpha, accumulate, e, k);
+        }
+        Plan::Vec4 { big: true, splits } => (&MATMUL_128, (128, 128), splits),
+        Plan::Vec4 { big: false, splits } => (&MATMUL_64, (64, 64), splits),
+        Plan::Direct { splits } => (&MATMUL_DIRECT, (16, 64), splits),
         Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e),
     };
     vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
@@ -197,10 +217,9 @@ fn general(
     alpha: f32,
     accumulate: bool,
     (bias, aux, mode): EpilogueBindings,
-    tile: Tile,
+    (kernel, overrides, (tm, tn)): (&'static Kernel, Vec<(&'static str, f64)>, (usize, usize)),
 ) {
     let (a_stride, b_stride) = d.batch_strides();
-    let overrides = tile.overrides();
     for (offset, nb) in batch_ranges(rec, d.batch) {
         let p = Params {
             m: d.m as u32,
@@ -218,12 +237,8 @@ fn general(
             alpha,
             _pad1: [0; 3],
         };
-        let grid = [
-            d.n.div_ceil(tile.bn) as u32,
-            d.m.div_ceil(tile.bm) as u32,
-            nb as u32,
-        ];
-        rec.dispatch_with(&MATMUL, &overrides, &p, &[a, b, bias, c, aux], grid);
+        let grid = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, nb as u32];
+        rec.dispatch_with(kernel, &overrides, &p, &[a, b, bias, c, aux], grid);
     }
 }
 
@@ -237,14 +252,14 @@ fn vec4(
     alpha: f32,
     accumulate: bool,
     (bias, aux, mode): EpilogueBindings,
-    (kernel, t): (&'static Kernel, usize),
+    (kernel, (tm, tn)): (&'static Kernel, (usize, usize)),
     splits: usize,
 ) {
     let overrides = [
         ("TA", f64::from(u8::from(d.trans_a))),
         ("TB", f64::from(u8::from(d.trans_b))),
     ];
-    let grid_xy = [d.n.div_ceil(t) as u32, d.m.div_ceil(t) as u32];
+    let grid_xy = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32];
     let mn = d.m * d.n;
     if splits > 1 {
         // Partial products over K ranges (multiples of the kernel's K step), then their sum.

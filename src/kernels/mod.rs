@@ -85,6 +85,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &layernorm::LN_BACKWARD,
         &layernorm::LN_BACKWARD_PARAMS,
         &matmul::MATMUL,
+        &matmul::MATMUL_GENERAL_DIRECT,
         &matmul::MATMUL_128,
         &matmul::MATMUL_64,
         &matmul::MATMUL_DIRECT,

@@ -8,6 +8,9 @@ use crate::gpu::DType;
 pub enum Plan {
     /// The general kernel (any layout).
     General(Tile),
+    /// The general layouts read without workgroup memory (CPU drivers); the same sums in the
+    /// same order as `General`.
+    GeneralDirect,
     /// The vec4 kernel with 128×128 (`big`) or 64×64 tiles, over `splits` K ranges.
     Vec4 {
         /// 128×128 tiles (else 64×64).
@@ -53,7 +56,7 @@ impl Plan {
     /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
     pub fn fits(&self, d: &MatmulDims) -> bool {
         match *self {
-            Plan::General(_) => true,
+            Plan::General(_) | Plan::GeneralDirect => true,
             Plan::Coop => d.vec4_ok(),
             Plan::Vec4 { splits, .. } | Plan::Direct { splits } => {
                 d.vec4_ok() && (splits == 1 || d.batch == 1)
@@ -61,10 +64,12 @@ impl Plan {
         }
     }
 
-    /// A short name: `general`, `v4-64`, `v4-128`, `direct`, with `-splitN` for split K.
+    /// A short name: `general`, `general-direct`, `v4-64`, `v4-128`, `direct`, with `-splitN`
+    /// for split K.
     pub fn name(&self) -> String {
         let (base, splits) = match *self {
             Plan::General(_) => return "general".into(),
+            Plan::GeneralDirect => return "general-direct".into(),
             Plan::Coop => return "coop".into(),
             Plan::Vec4 { big: true, splits } => ("v4-128", splits),
             Plan::Vec4 { big: false, splits } => ("v4-64", splits),
@@ -85,6 +90,9 @@ impl Plan {
         if s == "coop" {
             return Some(Plan::Coop);
         }
+        if s == "general-direct" {
+            return Some(Plan::GeneralDirect);
+        }
         let (base, splits) = match s.split_once("-split") {
             Some((t, n)) => (t, n.parse().ok()?),
             None => (s, 1),
@@ -102,7 +110,10 @@ impl Plan {
 
     /// Every plan worth timing for `d` (the tuner's candidates).
     pub fn candidates(d: &MatmulDims) -> Vec<Plan> {
-        let mut v = vec![Plan::General(Tile::for_problem(d.m, d.n))];
+        let mut v = vec![
+            Plan::General(Tile::for_problem(d.m, d.n)),
+            Plan::GeneralDirect,
+        ];
         if d.vec4_ok() {
             let splits: Vec<usize> = [1, 2, 4, 8, 16]
                 .into_iter()
@@ -136,11 +147,12 @@ impl Plan {
         Plan::Vec4 { big, splits }
     }
 
-    /// [`Plan::for_dims`], with the vec4 tiles read directly on a CPU driver (`cpu`), where the
-    /// barrier-free kernel is faster and sums in the same order.
+    /// [`Plan::for_dims`], with the tiles read directly on a CPU driver (`cpu`), where the
+    /// barrier-free kernels are faster and sum in the same order.
     pub fn for_device(d: &MatmulDims, cpu: bool) -> Plan {
         match Plan::for_dims(d) {
             Plan::Vec4 { splits, .. } if cpu => Plan::Direct { splits },
+            Plan::General(_) if cpu => Plan::GeneralDirect,
             p => p,
         }
     }
