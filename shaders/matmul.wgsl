@@ -147,6 +147,11 @@ fn ga(base: u32, gm: u32, gk: u32) -> f32 {
     return f32(a[base + gm * p.k + gk]);
 }
 
+// The rows of A a direct workgroup reads are the same for all its invocations: where the adapter
+// has subgroups, the derived shader matmul_sg has lane 0 of each subgroup read them and
+// broadcast them (see matmul_v4.wgsl's `share`).
+fn share4(v: vec4<f32>) -> vec4<f32> { return v; }
+
 // op(B)[gk, gn], 0 past the last column.
 fn gb(base: u32, gk: u32, gn: u32) -> f32 {
     if (gn >= p.n) { return 0.0; }
@@ -170,6 +175,8 @@ fn matmul_general_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let b_base = z * p.b_batch_stride;
     let m0 = wid.y * 16u;
     let gn = wid.x * 64u + lid * 8u;
+    // Which invocations read A (every one here; see `share4`).
+    let leader = true;
     // Row r: columns gn…+3 in lr, gn+4…+7 in hr; written out for the reason matmul_direct's are.
     var l0 = vec4<f32>(0.0);
     var h0 = vec4<f32>(0.0);
@@ -206,54 +213,58 @@ fn matmul_general_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     for (var k = 0u; k < p.k; k++) {
         let b0 = gb4(b_base, k, gn);
         let b1 = gb4(b_base, k, gn + 4u);
-        let a0 = vec4<f32>(ga(a_base, m0 + 0u, k));
-        l0 = fma(a0, b0, l0);
-        h0 = fma(a0, b1, h0);
-        let a1 = vec4<f32>(ga(a_base, m0 + 1u, k));
-        l1 = fma(a1, b0, l1);
-        h1 = fma(a1, b1, h1);
-        let a2 = vec4<f32>(ga(a_base, m0 + 2u, k));
-        l2 = fma(a2, b0, l2);
-        h2 = fma(a2, b1, h2);
-        let a3 = vec4<f32>(ga(a_base, m0 + 3u, k));
-        l3 = fma(a3, b0, l3);
-        h3 = fma(a3, b1, h3);
-        let a4 = vec4<f32>(ga(a_base, m0 + 4u, k));
-        l4 = fma(a4, b0, l4);
-        h4 = fma(a4, b1, h4);
-        let a5 = vec4<f32>(ga(a_base, m0 + 5u, k));
-        l5 = fma(a5, b0, l5);
-        h5 = fma(a5, b1, h5);
-        let a6 = vec4<f32>(ga(a_base, m0 + 6u, k));
-        l6 = fma(a6, b0, l6);
-        h6 = fma(a6, b1, h6);
-        let a7 = vec4<f32>(ga(a_base, m0 + 7u, k));
-        l7 = fma(a7, b0, l7);
-        h7 = fma(a7, b1, h7);
-        let a8 = vec4<f32>(ga(a_base, m0 + 8u, k));
-        l8 = fma(a8, b0, l8);
-        h8 = fma(a8, b1, h8);
-        let a9 = vec4<f32>(ga(a_base, m0 + 9u, k));
-        l9 = fma(a9, b0, l9);
-        h9 = fma(a9, b1, h9);
-        let a10 = vec4<f32>(ga(a_base, m0 + 10u, k));
-        l10 = fma(a10, b0, l10);
-        h10 = fma(a10, b1, h10);
-        let a11 = vec4<f32>(ga(a_base, m0 + 11u, k));
-        l11 = fma(a11, b0, l11);
-        h11 = fma(a11, b1, h11);
-        let a12 = vec4<f32>(ga(a_base, m0 + 12u, k));
-        l12 = fma(a12, b0, l12);
-        h12 = fma(a12, b1, h12);
-        let a13 = vec4<f32>(ga(a_base, m0 + 13u, k));
-        l13 = fma(a13, b0, l13);
-        h13 = fma(a13, b1, h13);
-        let a14 = vec4<f32>(ga(a_base, m0 + 14u, k));
-        l14 = fma(a14, b0, l14);
-        h14 = fma(a14, b1, h14);
-        let a15 = vec4<f32>(ga(a_base, m0 + 15u, k));
-        l15 = fma(a15, b0, l15);
-        h15 = fma(a15, b1, h15);
+        var q0 = vec4<f32>(0.0);
+        if (leader) {
+            q0 = vec4<f32>(ga(a_base, m0 + 0u, k), ga(a_base, m0 + 1u, k), ga(a_base, m0 + 2u, k), ga(a_base, m0 + 3u, k));
+        }
+        q0 = share4(q0);
+        l0 = fma(vec4<f32>(q0.x), b0, l0);
+        h0 = fma(vec4<f32>(q0.x), b1, h0);
+        l1 = fma(vec4<f32>(q0.y), b0, l1);
+        h1 = fma(vec4<f32>(q0.y), b1, h1);
+        l2 = fma(vec4<f32>(q0.z), b0, l2);
+        h2 = fma(vec4<f32>(q0.z), b1, h2);
+        l3 = fma(vec4<f32>(q0.w), b0, l3);
+        h3 = fma(vec4<f32>(q0.w), b1, h3);
+        var q1 = vec4<f32>(0.0);
+        if (leader) {
+            q1 = vec4<f32>(ga(a_base, m0 + 4u, k), ga(a_base, m0 + 5u, k), ga(a_base, m0 + 6u, k), ga(a_base, m0 + 7u, k));
+        }
+        q1 = share4(q1);
+        l4 = fma(vec4<f32>(q1.x), b0, l4);
+        h4 = fma(vec4<f32>(q1.x), b1, h4);
+        l5 = fma(vec4<f32>(q1.y), b0, l5);
+        h5 = fma(vec4<f32>(q1.y), b1, h5);
+        l6 = fma(vec4<f32>(q1.z), b0, l6);
+        h6 = fma(vec4<f32>(q1.z), b1, h6);
+        l7 = fma(vec4<f32>(q1.w), b0, l7);
+        h7 = fma(vec4<f32>(q1.w), b1, h7);
+        var q2 = vec4<f32>(0.0);
+        if (leader) {
+            q2 = vec4<f32>(ga(a_base, m0 + 8u, k), ga(a_base, m0 + 9u, k), ga(a_base, m0 + 10u, k), ga(a_base, m0 + 11u, k));
+        }
+        q2 = share4(q2);
+        l8 = fma(vec4<f32>(q2.x), b0, l8);
+        h8 = fma(vec4<f32>(q2.x), b1, h8);
+        l9 = fma(vec4<f32>(q2.y), b0, l9);
+        h9 = fma(vec4<f32>(q2.y), b1, h9);
+        l10 = fma(vec4<f32>(q2.z), b0, l10);
+        h10 = fma(vec4<f32>(q2.z), b1, h10);
+        l11 = fma(vec4<f32>(q2.w), b0, l11);
+        h11 = fma(vec4<f32>(q2.w), b1, h11);
+        var q3 = vec4<f32>(0.0);
+        if (leader) {
+            q3 = vec4<f32>(ga(a_base, m0 + 12u, k), ga(a_base, m0 + 13u, k), ga(a_base, m0 + 14u, k), ga(a_base, m0 + 15u, k));
+        }
+        q3 = share4(q3);
+        l12 = fma(vec4<f32>(q3.x), b0, l12);
+        h12 = fma(vec4<f32>(q3.x), b1, h12);
+        l13 = fma(vec4<f32>(q3.y), b0, l13);
+        h13 = fma(vec4<f32>(q3.y), b1, h13);
+        l14 = fma(vec4<f32>(q3.z), b0, l14);
+        h14 = fma(vec4<f32>(q3.z), b1, h14);
+        l15 = fma(vec4<f32>(q3.w), b0, l15);
+        h15 = fma(vec4<f32>(q3.w), b1, h15);
     }
     let c_base = z * p.c_batch_stride;
     put4(c_base, m0 + 0u, gn, l0);

@@ -323,6 +323,8 @@ fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let w = work(wid);
     let m0 = wid.y * 16u;
     let gn = wid.x * 64u + lid * 8u;
+    // Which invocations read A (every one here; see `share`).
+    let leader = true;
     // Row r: columns gn…+3 in lr, gn+4…+7 in hr. Written out, not an array: a CPU driver keeps
     // an indexed array in memory and runs the step about 1.5× slower.
     var l0 = vec4<f32>(0.0);
@@ -364,7 +366,9 @@ fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
             b0 = transpose4(b0);
             b1 = transpose4(b1);
         }
-        var a0 = load_a(w.a_base, m0, k0, 0u, 0u);
+        var a0: Block;
+        if (leader) { a0 = load_a(w.a_base, m0, k0, 0u, 0u); }
+        a0 = share(a0);
         if (TA) { a0 = transpose4(a0); }
         l0 = fma4(l0, a0.v0, b0);
         h0 = fma4(h0, a0.v0, b1);
@@ -374,7 +378,9 @@ fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         h2 = fma4(h2, a0.v2, b1);
         l3 = fma4(l3, a0.v3, b0);
         h3 = fma4(h3, a0.v3, b1);
-        var a1 = load_a(w.a_base, m0, k0, 1u, 0u);
+        var a1: Block;
+        if (leader) { a1 = load_a(w.a_base, m0, k0, 1u, 0u); }
+        a1 = share(a1);
         if (TA) { a1 = transpose4(a1); }
         l4 = fma4(l4, a1.v0, b0);
         h4 = fma4(h4, a1.v0, b1);
@@ -384,7 +390,9 @@ fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         h6 = fma4(h6, a1.v2, b1);
         l7 = fma4(l7, a1.v3, b0);
         h7 = fma4(h7, a1.v3, b1);
-        var a2 = load_a(w.a_base, m0, k0, 2u, 0u);
+        var a2: Block;
+        if (leader) { a2 = load_a(w.a_base, m0, k0, 2u, 0u); }
+        a2 = share(a2);
         if (TA) { a2 = transpose4(a2); }
         l8 = fma4(l8, a2.v0, b0);
         h8 = fma4(h8, a2.v0, b1);
@@ -394,7 +402,9 @@ fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         h10 = fma4(h10, a2.v2, b1);
         l11 = fma4(l11, a2.v3, b0);
         h11 = fma4(h11, a2.v3, b1);
-        var a3 = load_a(w.a_base, m0, k0, 3u, 0u);
+        var a3: Block;
+        if (leader) { a3 = load_a(w.a_base, m0, k0, 3u, 0u); }
+        a3 = share(a3);
         if (TA) { a3 = transpose4(a3); }
         l12 = fma4(l12, a3.v0, b0);
         h12 = fma4(h12, a3.v0, b1);
@@ -438,6 +448,12 @@ fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     put4(w.z, m0 + 15u, gn, l15);
     put4(w.z, m0 + 15u, gn + 4u, h15);
 }
+
+// The rows of A a direct workgroup reads are the same for all its invocations. On a CPU driver
+// every read is a loop over the vector's lanes, so where the adapter has subgroups the derived
+// shader matmul_v4_sg has lane 0 of each subgroup read them (`leader`) and broadcast them to the
+// rest (this function); here every invocation reads them itself.
+fn share(b: Block) -> Block { return b; }
 
 fn transpose4(b: Block) -> Block {
     var r: Block;

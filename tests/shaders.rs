@@ -22,6 +22,10 @@ fn capabilities(src: &str) -> Capabilities {
             caps |= cap;
         }
     }
+    // Subgroup operations need no directive in wgpu, only the adapter's SUBGROUP feature.
+    if src.contains("subgroupBroadcast(") {
+        caps |= Capabilities::SUBGROUP;
+    }
     caps
 }
 

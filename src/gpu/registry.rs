@@ -56,14 +56,56 @@ type Derived = (
 /// Shaders made from another by replacing text: (name, source shader, replacements). The
 /// cooperative-matrix matmul is written for 16×16 matrices; its 8×8 variant differs only in the
 /// matrix side and types.
-const DERIVED: &[Derived] = &[(
-    "matmul_coop8",
-    "matmul_coop",
-    &[
-        ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
-        ("coop_mat16x16<", "coop_mat8x8<"),
-    ],
-)];
+/// The direct matmuls' `_sg` variants read the rows of A shared by a workgroup in lane 0 of each
+/// subgroup and broadcast them (adapters with subgroups).
+const DERIVED: &[Derived] = &[
+    (
+        "matmul_coop8",
+        "matmul_coop",
+        &[
+            ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
+            ("coop_mat16x16<", "coop_mat8x8<"),
+        ],
+    ),
+    (
+        "matmul_v4_sg",
+        "matmul_v4",
+        &[
+            (
+                "fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, \
+                 @builtin(local_invocation_index) lid: u32) {",
+                "fn matmul_direct(@builtin(workgroup_id) wid: vec3<u32>, \
+                 @builtin(local_invocation_index) lid: u32, \
+                 @builtin(subgroup_invocation_id) lane: u32) {",
+            ),
+            ("    let leader = true;", "    let leader = lane == 0u;"),
+            (
+                "fn share(b: Block) -> Block { return b; }",
+                "fn share(b: Block) -> Block {\n    return Block(subgroupBroadcast(b.v0, 0u), \
+                 subgroupBroadcast(b.v1, 0u), subgroupBroadcast(b.v2, 0u), \
+                 subgroupBroadcast(b.v3, 0u));\n}",
+            ),
+        ],
+    ),
+    (
+        "matmul_sg",
+        "matmul",
+        &[
+            (
+                "fn matmul_general_direct(@builtin(workgroup_id) wid: vec3<u32>, \
+                 @builtin(local_invocation_index) lid: u32) {",
+                "fn matmul_general_direct(@builtin(workgroup_id) wid: vec3<u32>, \
+                 @builtin(local_invocation_index) lid: u32, \
+                 @builtin(subgroup_invocation_id) lane: u32) {",
+            ),
+            ("    let leader = true;", "    let leader = lane == 0u;"),
+            (
+                "fn share4(v: vec4<f32>) -> vec4<f32> { return v; }",
+                "fn share4(v: vec4<f32>) -> vec4<f32> { return subgroupBroadcast(v, 0u); }",
+            ),
+        ],
+    ),
+];
 
 /// The file a shader (or derived shader) comes from, without building its text (every dispatch
 /// asks, through [`half_bindings`] and [`out_bindings`]).
@@ -74,13 +116,18 @@ fn shader_file(name: &str) -> &str {
         .map_or(name, |(_, base, _)| base)
 }
 
-/// The file a shader (or derived shader) comes from, and its text as the kernel sees it.
+/// The file a shader (or derived shader) comes from, and its text as the kernel sees it; `None`
+/// also where an edit of a derived shader no longer finds its text in the base.
 fn shader_text(name: &str) -> Option<(&'static str, String)> {
     if let Some((_, base, edits)) = DERIVED.iter().find(|(n, _, _)| *n == name) {
         let (_, src) = SHADERS.iter().find(|(n, _)| n == base)?;
-        let text = edits
-            .iter()
-            .fold(src.to_string(), |t, (from, to)| t.replace(from, to));
+        let mut text = src.to_string();
+        for (from, to) in edits.iter() {
+            if !text.contains(from) {
+                return None;
+            }
+            text = text.replace(from, to);
+        }
         return Some((base, text));
     }
     let (n, src) = SHADERS.iter().find(|(n, _)| *n == name)?;

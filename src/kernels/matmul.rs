@@ -40,18 +40,21 @@ pub static MATMUL: Kernel = Kernel::new::<Params>(
     ],
 );
 
+const GENERAL_BINDINGS: &[(u32, crate::gpu::Access)] = &[
+    (1, Read),
+    (2, Read),
+    (3, Read),
+    (4, ReadWrite),
+    (5, ReadWrite),
+];
+
 /// The general layouts without workgroup memory or barriers (CPU drivers), 16×64 tiles.
-pub static MATMUL_GENERAL_DIRECT: Kernel = Kernel::new::<Params>(
-    "matmul",
-    "matmul_general_direct",
-    &[
-        (1, Read),
-        (2, Read),
-        (3, Read),
-        (4, ReadWrite),
-        (5, ReadWrite),
-    ],
-);
+pub static MATMUL_GENERAL_DIRECT: Kernel =
+    Kernel::new::<Params>("matmul", "matmul_general_direct", GENERAL_BINDINGS);
+
+/// [`MATMUL_GENERAL_DIRECT`] reading A once per subgroup (adapters with subgroups).
+pub static MATMUL_GENERAL_DIRECT_SG: Kernel =
+    Kernel::new::<Params>("matmul_sg", "matmul_general_direct", GENERAL_BINDINGS);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -89,6 +92,10 @@ pub static MATMUL_64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_64",
 /// 16×64 tiles without workgroup memory or barriers: the fast kernel on CPU drivers.
 pub static MATMUL_DIRECT: Kernel =
     Kernel::new::<ParamsV4>("matmul_v4", "matmul_direct", V4_BINDINGS);
+
+/// [`MATMUL_DIRECT`] reading A once per subgroup (adapters with subgroups).
+pub static MATMUL_DIRECT_SG: Kernel =
+    Kernel::new::<ParamsV4>("matmul_v4_sg", "matmul_direct", V4_BINDINGS);
 
 /// The cooperative-matrix kernel with f16 16×16×16 matrices (overrides TA, TB, WG).
 pub static MATMUL_COOP16: Kernel =
@@ -184,15 +191,27 @@ pub fn matmul_planned(
             return general(rec, c, a, b, d, alpha, accumulate, e, k);
         }
         Plan::GeneralDirect => {
-            let k = (&MATMUL_GENERAL_DIRECT, Vec::new(), (16, 64));
+            let kernel = match subgroups(rec) {
+                true => &MATMUL_GENERAL_DIRECT_SG,
+                false => &MATMUL_GENERAL_DIRECT,
+            };
+            let k = (kernel, Vec::new(), (16, 64));
             return general(rec, c, a, b, d, alpha, accumulate, e, k);
         }
         Plan::Vec4 { big: true, splits } => (&MATMUL_128, (128, 128), splits),
         Plan::Vec4 { big: false, splits } => (&MATMUL_64, (64, 64), splits),
+        Plan::Direct { splits } if subgroups(rec) => (&MATMUL_DIRECT_SG, (16, 64), splits),
         Plan::Direct { splits } => (&MATMUL_DIRECT, (16, 64), splits),
         Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e),
     };
     vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
+}
+
+/// Whether the direct kernels can share reads through subgroups. Native adapters only: in the
+/// browser the WGSL goes to the browser as written, which would want an `enable subgroups;`
+/// that wgpu's own shader compiler does not take.
+fn subgroups(rec: &Recorder) -> bool {
+    !cfg!(target_arch = "wasm32") && rec.gpu().features.contains(wgpu::Features::SUBGROUP)
 }
 
 /// (first batch, batches) of each dispatch: one grid holds at most the adapter's z limit.
