@@ -27,19 +27,7 @@ struct Params {
     _pad1: [u32; 3],
 }
 
-/// C = alpha·op(A)·op(B) (+C) (+bias) (→ GELU).
-pub static MATMUL: Kernel = Kernel::new::<Params>(
-    "matmul",
-    "matmul",
-    &[
-        (1, Read),
-        (2, Read),
-        (3, Read),
-        (4, ReadWrite),
-        (5, ReadWrite),
-    ],
-);
-
+/// The storage bindings of the general kernels: A, B, bias, C, aux.
 const GENERAL_BINDINGS: &[(u32, crate::gpu::Access)] = &[
     (1, Read),
     (2, Read),
@@ -47,6 +35,9 @@ const GENERAL_BINDINGS: &[(u32, crate::gpu::Access)] = &[
     (4, ReadWrite),
     (5, ReadWrite),
 ];
+
+/// C = alpha·op(A)·op(B) (+C) (+bias) (→ GELU).
+pub static MATMUL: Kernel = Kernel::new::<Params>("matmul", "matmul", GENERAL_BINDINGS);
 
 /// The general layouts without workgroup memory or barriers (CPU drivers), 16×64 tiles.
 pub static MATMUL_GENERAL_DIRECT: Kernel =
@@ -187,7 +178,7 @@ pub fn matmul_planned(
     let e = (&bias, &aux, mode);
     let (kernel, t, splits) = match plan {
         Plan::General(tile) => {
-            let k = (&MATMUL, tile.overrides().to_vec(), (tile.bm, tile.bn));
+            let k = (&MATMUL, &tile.overrides()[..], (tile.bm, tile.bn));
             return general(rec, c, a, b, d, alpha, accumulate, e, k);
         }
         Plan::GeneralDirect => {
@@ -195,7 +186,7 @@ pub fn matmul_planned(
                 true => &MATMUL_GENERAL_DIRECT_SG,
                 false => &MATMUL_GENERAL_DIRECT,
             };
-            let k = (kernel, Vec::new(), (16, 64));
+            let k = (kernel, &[][..], (16, 64));
             return general(rec, c, a, b, d, alpha, accumulate, e, k);
         }
         Plan::Vec4 { big: true, splits } => (&MATMUL_128, (128, 128), splits),
@@ -236,7 +227,7 @@ fn general(
     alpha: f32,
     accumulate: bool,
     (bias, aux, mode): EpilogueBindings,
-    (kernel, overrides, (tm, tn)): (&'static Kernel, Vec<(&'static str, f64)>, (usize, usize)),
+    (kernel, overrides, (tm, tn)): (&'static Kernel, &[(&'static str, f64)], (usize, usize)),
 ) {
     let (a_stride, b_stride) = d.batch_strides();
     for (offset, nb) in batch_ranges(rec, d.batch) {
@@ -257,7 +248,7 @@ fn general(
             _pad1: [0; 3],
         };
         let grid = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, nb as u32];
-        rec.dispatch_with(kernel, &overrides, &p, &[a, b, bias, c, aux], grid);
+        rec.dispatch_with(kernel, overrides, &p, &[a, b, bias, c, aux], grid);
     }
 }
 

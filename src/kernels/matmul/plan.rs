@@ -18,7 +18,7 @@ pub enum Plan {
         /// K ranges summed by a second pass (1: none).
         splits: usize,
     },
-    /// The vec4 layout's 64×64 tile read without workgroup memory (CPU drivers), over `splits`
+    /// The vec4 layouts' 16×64 tiles read without workgroup memory (CPU drivers), over `splits`
     /// K ranges; the same sums in the same order as `Vec4 { big: false, .. }`.
     Direct {
         /// K ranges summed by a second pass (1: none).
