@@ -3,7 +3,7 @@
 //! vec4 kernels of shaders/matmul_v4.wgsl, with split K for products too small to fill the GPU;
 //! the rest run the general kernel of shaders/matmul.wgsl.
 
-use crate::gpu::{grid_1d, Access::*, DType, Kernel, Recorder, Tensor};
+use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
 
 mod plan;
 pub use plan::{MatmulDims, Plan, Tile};
@@ -480,8 +480,8 @@ pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {
             .map(|ij| (0..k).map(|p| at(ij / n, p) * bt(p, ij % n)).sum::<i32>() as f32)
             .collect();
         let f = |v: &[i32]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-        let ha = gpu.upload_as(&f(&a), &[a.len()], DType::F16);
-        let hb = gpu.upload_as(&f(&b), &[b.len()], DType::F16);
+        let ha = gpu.upload_as(&f(&a), &[a.len()], crate::gpu::DType::F16);
+        let hb = gpu.upload_as(&f(&b), &[b.len()], crate::gpu::DType::F16);
         let c = gpu.empty(&[m * n]);
         let mut rec = Recorder::new(gpu);
         matmul_planned(
