@@ -81,8 +81,10 @@ fn wg_sum2(lid: u32, a: f32, b: f32) -> vec2<f32> {
 
 // Segmented reductions: the workgroup's 256 invocations as 256/lanes rows of `lanes` (a power of
 // two, uniform), so a short row costs log2(lanes) barriers instead of eight and the workgroup
-// reduces several rows at once. Every invocation gets its own segment's result.
+// reduces several rows at once. Every invocation gets its own segment's result; with one lane
+// per row (CPU drivers) that is its own value, without a barrier.
 fn seg_sum(lid: u32, lanes: u32, v: f32) -> f32 {
+    if (lanes == 1u) { return v; }
     red[lid] = v;
     workgroupBarrier();
     let lane = lid % lanes;
@@ -96,6 +98,7 @@ fn seg_sum(lid: u32, lanes: u32, v: f32) -> f32 {
 }
 
 fn seg_max(lid: u32, lanes: u32, v: f32) -> f32 {
+    if (lanes == 1u) { return v; }
     red[lid] = v;
     workgroupBarrier();
     let lane = lid % lanes;
@@ -109,6 +112,7 @@ fn seg_max(lid: u32, lanes: u32, v: f32) -> f32 {
 }
 
 fn seg_sum2(lid: u32, lanes: u32, a: f32, b: f32) -> vec2<f32> {
+    if (lanes == 1u) { return vec2<f32>(a, b); }
     red[lid] = a;
     red2[lid] = b;
     workgroupBarrier();

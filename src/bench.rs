@@ -86,7 +86,7 @@ fn f16_matmuls(
         let b = gpu.upload_as(&random(k * n, 2, -1.0, 1.0), &[k, n], DType::F16);
         let c = gpu.empty_as(&[m, n], DType::F16);
         let d = MatmulDims::new(m, n, k);
-        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let cpu = gpu.cpu_driver();
         let mut plans = vec![("vec4", Plan::for_device(&d, cpu))];
         if gpu.coop_side().is_some() {
             plans.push(("coop", Plan::Coop));

@@ -189,7 +189,7 @@ pub fn tune(
     let mut verified = BTreeSet::new();
     let mut out = Vec::new();
     for d in dims {
-        let default = Plan::for_device(d, gpu.info.device_type == wgpu::DeviceType::Cpu);
+        let default = Plan::for_device(d, gpu.cpu_driver());
         let (a_len, b_len) = d.operand_lens();
         let a = gpu.upload(&random(a_len, 1, -1.0, 1.0), &[a_len]);
         let b = gpu.upload(&random(b_len, 2, -1.0, 1.0), &[b_len]);

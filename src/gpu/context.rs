@@ -481,6 +481,19 @@ impl Gpu {
         }
     }
 
+    /// Whether the adapter is a CPU driver (lavapipe, llvmpipe, WARP), whose kernels want other
+    /// layouts than a GPU's (the direct matmuls, one invocation per row).
+    pub fn cpu_driver(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether the kernels can share reads through subgroup operations: native adapters with
+    /// SUBGROUP. In the browser the WGSL goes to the browser as written, which would want an
+    /// `enable subgroups;` that wgpu's own shader compiler does not take.
+    pub fn subgroups(&self) -> bool {
+        !cfg!(target_arch = "wasm32") && self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
     /// Whether GPU timestamps can be taken on this device.
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)

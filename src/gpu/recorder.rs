@@ -58,6 +58,7 @@ pub struct Recorder<'g> {
     dispatches: usize,
     error: Option<super::GpuError>,
     submitted: Option<wgpu::SubmissionIndex>,
+    cpu_layouts: bool,
 }
 
 impl<'g> Recorder<'g> {
@@ -80,6 +81,7 @@ impl<'g> Recorder<'g> {
             dispatches: 0,
             error: None,
             submitted: None,
+            cpu_layouts: gpu.cpu_driver(),
         }
     }
 
@@ -100,6 +102,18 @@ impl<'g> Recorder<'g> {
     /// The device this recording is for.
     pub fn gpu(&self) -> &'g Gpu {
         self.gpu
+    }
+
+    /// Whether the kernels with a layout for CPU drivers (the row kernels, attention) take it:
+    /// by default where the adapter is one. Both layouts give results within the kernels'
+    /// tolerances on every adapter; the checks run both.
+    pub fn cpu_layouts(&self) -> bool {
+        self.cpu_layouts
+    }
+
+    /// Chooses the CPU drivers' kernel layouts (`true`) or the GPUs' for what is recorded next.
+    pub fn set_cpu_layouts(&mut self, on: bool) {
+        self.cpu_layouts = on;
     }
 
     /// Number of dispatches recorded so far.

@@ -57,7 +57,8 @@ type Derived = (
 /// cooperative-matrix matmul is written for 16×16 matrices; its 8×8 variant differs only in the
 /// matrix side and types.
 /// The direct matmuls' `_sg` variants read the rows of A shared by a workgroup in lane 0 of each
-/// subgroup and broadcast them (adapters with subgroups).
+/// subgroup and broadcast them (adapters with subgroups); `attention_sg`'s forward does the same
+/// for the keys and values every invocation of a workgroup reads alike (CPU drivers).
 const DERIVED: &[Derived] = &[
     (
         "matmul_coop8",
@@ -95,6 +96,26 @@ const DERIVED: &[Derived] = &[
                 "fn matmul_general_direct(@builtin(workgroup_id) wid: vec3<u32>, \
                  @builtin(local_invocation_index) lid: u32) {",
                 "fn matmul_general_direct(@builtin(workgroup_id) wid: vec3<u32>, \
+                 @builtin(local_invocation_index) lid: u32, \
+                 @builtin(subgroup_invocation_id) lane: u32) {",
+            ),
+            ("    let leader = true;", "    let leader = lane == 0u;"),
+            (
+                "fn share4(v: vec4<f32>) -> vec4<f32> { return v; }",
+                "fn share4(v: vec4<f32>) -> vec4<f32> { return subgroupBroadcast(v, 0u); }",
+            ),
+        ],
+    ),
+    (
+        "attention_sg",
+        "attention",
+        &[
+            (
+                "fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, \
+                 @builtin(num_workgroups) nwg: vec3<u32>,\n                     \
+                 @builtin(local_invocation_index) lid: u32) {",
+                "fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, \
+                 @builtin(num_workgroups) nwg: vec3<u32>, \
                  @builtin(local_invocation_index) lid: u32, \
                  @builtin(subgroup_invocation_id) lane: u32) {",
             ),

@@ -80,6 +80,18 @@ pub static ATTENTION_BACKWARD_DKV: Kernel = Kernel::new::<Params>(
     ],
 );
 
+/// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
+pub static ATTENTION_FORWARD_SG: Kernel = Kernel::new::<Params>(
+    "attention_sg",
+    "attention_forward",
+    &[
+        (1, Read),
+        (2, Read),
+        (3, Read),
+        (6, ReadWrite),
+        (8, ReadWrite),
+    ],
+);
 /// Largest head dimension the kernels hold in registers (every DINOv2 model uses 64).
 pub const MAX_HEAD_DIM: usize = 64;
 
@@ -257,8 +269,15 @@ pub fn attention_forward(
     let p = params(&d, &layout, &o_layout);
     let lse = rec.gpu().empty(&[d.batch, d.heads, d.n_q]);
     let groups = d.n_q.div_ceil(token_group(d.n_q)) * d.batch * d.heads;
+    // A CPU driver loads per lane, so a tile element every lane reads alike costs a load per
+    // lane unless one lane reads it and broadcasts it.
+    let kernel = if rec.cpu_layouts() && rec.gpu().subgroups() {
+        &ATTENTION_FORWARD_SG
+    } else {
+        &ATTENTION_FORWARD
+    };
     rec.dispatch_with(
-        &ATTENTION_FORWARD,
+        kernel,
         &token_overrides(&d, d.n_q),
         &p,
         &[q, k, v, &lse, out],

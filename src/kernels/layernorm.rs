@@ -67,14 +67,14 @@ pub fn layernorm_forward(
         accumulate: 0,
         chunk: 0,
         eps,
-        lanes: lanes(dim),
+        lanes: lanes(rec, dim),
         _pad: [0; 2],
     };
     rec.dispatch(
         &LN_FORWARD,
         &p,
         &[x, w, b, y, &mean, &rstd],
-        grid(rows, dim),
+        grid(rec, rows, dim),
     );
     LayerNormSaved { mean, rstd }
 }
@@ -110,14 +110,14 @@ pub fn layernorm_backward(
         accumulate: super::flag(accumulate_dx),
         chunk: CHUNK as u32,
         eps: 0.0,
-        lanes: lanes(dim),
+        lanes: lanes(rec, dim),
         _pad: [0; 2],
     };
     rec.dispatch(
         &LN_BACKWARD,
         &p,
         &[x, w, dy, dx, &saved.mean, &saved.rstd],
-        grid(rows, dim),
+        grid(rec, rows, dim),
     );
     let chunks = rows.div_ceil(CHUNK).max(1);
     let partial = rec.gpu().empty(&[2, chunks, dim]);

@@ -182,7 +182,7 @@ pub fn matmul_planned(
             return general(rec, c, a, b, d, alpha, accumulate, e, k);
         }
         Plan::GeneralDirect => {
-            let kernel = match subgroups(rec) {
+            let kernel = match rec.gpu().subgroups() {
                 true => &MATMUL_GENERAL_DIRECT_SG,
                 false => &MATMUL_GENERAL_DIRECT,
             };
@@ -191,18 +191,11 @@ pub fn matmul_planned(
         }
         Plan::Vec4 { big: true, splits } => (&MATMUL_128, (128, 128), splits),
         Plan::Vec4 { big: false, splits } => (&MATMUL_64, (64, 64), splits),
-        Plan::Direct { splits } if subgroups(rec) => (&MATMUL_DIRECT_SG, (16, 64), splits),
+        Plan::Direct { splits } if rec.gpu().subgroups() => (&MATMUL_DIRECT_SG, (16, 64), splits),
         Plan::Direct { splits } => (&MATMUL_DIRECT, (16, 64), splits),
         Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e),
     };
     vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
-}
-
-/// Whether the direct kernels can share reads through subgroups. Native adapters only: in the
-/// browser the WGSL goes to the browser as written, which would want an `enable subgroups;`
-/// that wgpu's own shader compiler does not take.
-fn subgroups(rec: &Recorder) -> bool {
-    !cfg!(target_arch = "wasm32") && rec.gpu().features.contains(wgpu::Features::SUBGROUP)
 }
 
 /// (first batch, batches) of each dispatch: one grid holds at most the adapter's z limit.

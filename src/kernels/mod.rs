@@ -29,7 +29,7 @@ pub mod rope;
 pub mod softmax;
 pub mod tokens;
 
-use crate::gpu::Kernel;
+use crate::gpu::{Kernel, Recorder};
 
 /// Every kernel descriptor, for the shader validation test and pipeline warm-up.
 pub fn all_kernels() -> Vec<&'static Kernel> {
@@ -41,6 +41,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_BACKWARD_DELTA,
         &attention::ATTENTION_BACKWARD_DQ,
         &attention::ATTENTION_BACKWARD_DKV,
+        &attention::ATTENTION_FORWARD_SG,
         &cast::CAST_TO_S,
         &cast::CAST_TO_F32,
         &cast::CAST_TO_S_CHECKED,
@@ -114,14 +115,20 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
 }
 
 /// Invocations per row for the row kernels (layer norm, softmax): a power of two near dim / 4 (at
-/// most the workgroup's 256), so short rows share a workgroup and its barriers.
-fn row_lanes(dim: usize) -> u32 {
+/// most the workgroup's 256), so short rows share a workgroup and its barriers. In the CPU
+/// layouts ([`Recorder::cpu_layouts`]) one invocation takes a whole row: a CPU driver runs a
+/// workgroup's invocations as SIMD lanes, where every barrier of a shared reduction switches
+/// between all of them, and that costs more than a lane walking its row alone.
+fn row_lanes(rec: &Recorder, dim: usize) -> u32 {
+    if rec.cpu_layouts() {
+        return 1;
+    }
     (dim.div_ceil(4).next_power_of_two().min(256)) as u32
 }
 
 /// The grid of a row kernel for `rows` rows of `dim`.
-fn row_grid(rows: usize, dim: usize) -> [u32; 3] {
-    crate::gpu::grid_rows(rows.div_ceil(256 / row_lanes(dim) as usize))
+fn row_grid(rec: &Recorder, rows: usize, dim: usize) -> [u32; 3] {
+    crate::gpu::grid_rows(rows.div_ceil(256 / row_lanes(rec, dim) as usize))
 }
 
 fn flag(b: bool) -> u32 {

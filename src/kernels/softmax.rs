@@ -30,7 +30,7 @@ pub fn softmax_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, 
         rows: rows as u32,
         cols: cols as u32,
         accumulate: 0,
-        lanes: super::row_lanes(cols),
+        lanes: super::row_lanes(rec, cols),
         scale,
         _pad1: [0; 3],
     };
@@ -39,7 +39,7 @@ pub fn softmax_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, 
         &SOFTMAX_FORWARD,
         &p,
         &[x, &dummy, y],
-        super::row_grid(rows, cols),
+        super::row_grid(rec, rows, cols),
     );
 }
 
@@ -62,7 +62,7 @@ pub fn softmax_backward(
         rows: rows as u32,
         cols: cols as u32,
         accumulate: super::flag(accumulate),
-        lanes: super::row_lanes(cols),
+        lanes: super::row_lanes(rec, cols),
         scale,
         _pad1: [0; 3],
     };
@@ -70,6 +70,6 @@ pub fn softmax_backward(
         &SOFTMAX_BACKWARD,
         &p,
         &[y, dy, dx],
-        super::row_grid(rows, cols),
+        super::row_grid(rec, rows, cols),
     );
 }

@@ -130,6 +130,10 @@ pub(super) fn tol(want: &[f32], rel: f32) -> f32 {
     rel * want.iter().fold(1.0f32, |m, v| m.max(v.abs()))
 }
 
+/// The kernel layouts a check runs in: the GPUs' and the CPU drivers' ([`Recorder::cpu_layouts`]),
+/// so that both are checked on whichever adapter runs the checks.
+const LAYOUTS: [(bool, &str); 2] = [(false, "gpu-layout"), (true, "cpu-layout")];
+
 /// Records with `f`, submits, reads back every returned tensor.
 pub(super) fn run(
     gpu: &Gpu,
@@ -365,29 +369,32 @@ fn ln_case(gpu: &Gpu, j: &mut Judge, tag: &str, x: &[f32], dim: usize, eps: f32,
     let dy = random(x.len(), 33, -1.0, 1.0);
     let (y, _, _) = cpu::layernorm::layernorm_forward(x, &w, &b, eps);
     let (dx, dw, db) = cpu::layernorm::layernorm_backward(&dy, x, &w, eps);
-    if let Some(out) = run(gpu, j, |rec| {
-        let (tx, tw, tb, tdy) = (
-            gpu.upload(x, &[rows, dim]),
-            gpu.upload(&w, &[dim]),
-            gpu.upload(&b, &[dim]),
-            gpu.upload(&dy, &[rows, dim]),
-        );
-        let ty = gpu.empty(&[rows, dim]);
-        let saved = kernels::layernorm::layernorm_forward(rec, &ty, &tx, &tw, &tb, eps);
-        let (gx, gw, gb) = (
-            gpu.empty(&[rows, dim]),
-            gpu.empty(&[dim]),
-            gpu.empty(&[dim]),
-        );
-        kernels::layernorm::layernorm_backward(
-            rec, &gx, &gw, &gb, &tdy, &tx, &tw, &saved, false, false,
-        );
-        vec![ty, gx, gw, gb]
-    }) {
-        j.check(&format!("{tag} y"), &out[0], &y, tol(&y, rel));
-        j.check(&format!("{tag} dx"), &out[1], &dx, tol(&dx, rel));
-        j.check(&format!("{tag} dw"), &out[2], &dw, tol(&dw, rel));
-        j.check(&format!("{tag} db"), &out[3], &db, tol(&db, rel));
+    for (cpu, kind) in LAYOUTS {
+        if let Some(out) = run(gpu, j, |rec| {
+            rec.set_cpu_layouts(cpu);
+            let (tx, tw, tb, tdy) = (
+                gpu.upload(x, &[rows, dim]),
+                gpu.upload(&w, &[dim]),
+                gpu.upload(&b, &[dim]),
+                gpu.upload(&dy, &[rows, dim]),
+            );
+            let ty = gpu.empty(&[rows, dim]);
+            let saved = kernels::layernorm::layernorm_forward(rec, &ty, &tx, &tw, &tb, eps);
+            let (gx, gw, gb) = (
+                gpu.empty(&[rows, dim]),
+                gpu.empty(&[dim]),
+                gpu.empty(&[dim]),
+            );
+            kernels::layernorm::layernorm_backward(
+                rec, &gx, &gw, &gb, &tdy, &tx, &tw, &saved, false, false,
+            );
+            vec![ty, gx, gw, gb]
+        }) {
+            j.check(&format!("{tag} {kind} y"), &out[0], &y, tol(&y, rel));
+            j.check(&format!("{tag} {kind} dx"), &out[1], &dx, tol(&dx, rel));
+            j.check(&format!("{tag} {kind} dw"), &out[2], &dw, tol(&dw, rel));
+            j.check(&format!("{tag} {kind} db"), &out[3], &db, tol(&db, rel));
+        }
     }
 }
 
@@ -474,10 +481,14 @@ fn softmax(gpu: &Gpu) -> CaseResult {
         }
         x[2 * cols] = 80.0;
         let dy = random(rows * cols, 43, -1.0, 1.0);
-        for &scale in &[1.0f32, 0.125] {
+        for (scale, (cpu, kind)) in [1.0f32, 0.125]
+            .into_iter()
+            .flat_map(|s| LAYOUTS.map(|l| (s, l)))
+        {
             let y = cpu::softmax::softmax_forward(&x, cols, scale);
             let dx = cpu::softmax::softmax_backward(&dy, &y, cols, scale);
             if let Some(out) = run(gpu, &mut j, |rec| {
+                rec.set_cpu_layouts(cpu);
                 let (tx, tdy) = (
                     gpu.upload(&x, &[rows, cols]),
                     gpu.upload(&dy, &[rows, cols]),
@@ -487,9 +498,14 @@ fn softmax(gpu: &Gpu) -> CaseResult {
                 kernels::softmax::softmax_backward(rec, &tdx, &tdy, &ty, cols, scale, false);
                 vec![ty, tdx]
             }) {
-                j.check(&format!("cols={cols} scale={scale} y"), &out[0], &y, 1e-6);
                 j.check(
-                    &format!("cols={cols} scale={scale} dx"),
+                    &format!("cols={cols} scale={scale} {kind} y"),
+                    &out[0],
+                    &y,
+                    1e-6,
+                );
+                j.check(
+                    &format!("cols={cols} scale={scale} {kind} dx"),
                     &out[1],
                     &dx,
                     tol(&dx, 1e-5),
@@ -522,33 +538,37 @@ fn attention(gpu: &Gpu) -> CaseResult {
         let (dq, dk, dv) =
             cpu::attention::attention_backward(&dout, &q, &k, &v, b * h, n, n, d, dims.scale);
         let s = [b, h, n, d];
-        if let Some(out) = run(gpu, &mut j, |rec| {
-            let (tq, tk, tv, tdo) = (
-                gpu.upload(&q, &s),
-                gpu.upload(&k, &s),
-                gpu.upload(&v, &s),
-                gpu.upload(&dout, &s),
-            );
-            let layout = QkvLayout::bhnd(h, n, d);
-            let ol = OutLayout::bhnd(h, n, d);
-            let to = gpu.empty(&s);
-            let lse =
-                kernels::attention::attention_forward(rec, &to, &tq, &tk, &tv, dims, layout, ol);
-            let probs = gpu.empty(&[b, h, n, n]);
-            kernels::attention::attention_probs(rec, &probs, &tq, &tk, &lse, dims, layout);
-            let (gq, gk, gv) = (gpu.empty(&s), gpu.empty(&s), gpu.empty(&s));
-            kernels::attention::attention_backward(
-                rec, &gq, &gk, &gv, &tdo, &tq, &tk, &tv, &to, &lse, dims, layout, ol,
-            );
-            vec![to, probs, lse, gq, gk, gv]
-        }) {
-            let tag = format!("{b}x{h}x{n}x{d}");
-            j.check(&format!("{tag} out"), &out[0], &o, tol(&o, 1e-5));
-            j.check(&format!("{tag} probs"), &out[1], &p, 1e-5);
-            j.check(&format!("{tag} lse"), &out[2], &l, tol(&l, 1e-5));
-            j.check(&format!("{tag} dq"), &out[3], &dq, tol(&dq, 2e-5));
-            j.check(&format!("{tag} dk"), &out[4], &dk, tol(&dk, 2e-5));
-            j.check(&format!("{tag} dv"), &out[5], &dv, tol(&dv, 2e-5));
+        for (cpu, kind) in LAYOUTS {
+            if let Some(out) = run(gpu, &mut j, |rec| {
+                rec.set_cpu_layouts(cpu);
+                let (tq, tk, tv, tdo) = (
+                    gpu.upload(&q, &s),
+                    gpu.upload(&k, &s),
+                    gpu.upload(&v, &s),
+                    gpu.upload(&dout, &s),
+                );
+                let layout = QkvLayout::bhnd(h, n, d);
+                let ol = OutLayout::bhnd(h, n, d);
+                let to = gpu.empty(&s);
+                let lse = kernels::attention::attention_forward(
+                    rec, &to, &tq, &tk, &tv, dims, layout, ol,
+                );
+                let probs = gpu.empty(&[b, h, n, n]);
+                kernels::attention::attention_probs(rec, &probs, &tq, &tk, &lse, dims, layout);
+                let (gq, gk, gv) = (gpu.empty(&s), gpu.empty(&s), gpu.empty(&s));
+                kernels::attention::attention_backward(
+                    rec, &gq, &gk, &gv, &tdo, &tq, &tk, &tv, &to, &lse, dims, layout, ol,
+                );
+                vec![to, probs, lse, gq, gk, gv]
+            }) {
+                let tag = format!("{b}x{h}x{n}x{d} {kind}");
+                j.check(&format!("{tag} out"), &out[0], &o, tol(&o, 1e-5));
+                j.check(&format!("{tag} probs"), &out[1], &p, 1e-5);
+                j.check(&format!("{tag} lse"), &out[2], &l, tol(&l, 1e-5));
+                j.check(&format!("{tag} dq"), &out[3], &dq, tol(&dq, 2e-5));
+                j.check(&format!("{tag} dk"), &out[4], &dk, tol(&dk, 2e-5));
+                j.check(&format!("{tag} dv"), &out[5], &dv, tol(&dv, 2e-5));
+            }
         }
     }
     j.finish()
@@ -605,27 +625,36 @@ fn attention_fused(gpu: &Gpu) -> CaseResult {
         y
     };
     let (want_o, dout_bnhd) = (to_bnhd(&o), to_bnhd(&dout));
-    if let Some(out) = run(gpu, &mut j, |rec| {
-        let tqkv = gpu.upload(&qkv, &[b, n, 3 * h * d]);
-        let tdo = gpu.upload(&dout_bnhd, &[b, n, h * d]);
-        let layout = QkvLayout::fused(h, n, d);
-        let ol = OutLayout::bnhd(h, n, d);
-        let to = gpu.empty(&[b, n, h * d]);
-        let lse =
-            kernels::attention::attention_forward(rec, &to, &tqkv, &tqkv, &tqkv, dims, layout, ol);
-        let dqkv = gpu.empty(&[b, n, 3 * h * d]);
-        kernels::attention::attention_backward(
-            rec, &dqkv, &dqkv, &dqkv, &tdo, &tqkv, &tqkv, &tqkv, &to, &lse, dims, layout, ol,
-        );
-        vec![to, dqkv]
-    }) {
-        j.check("out [B,N,H,d]", &out[0], &want_o, tol(&want_o, 1e-5));
-        j.check(
-            "dqkv [B,N,3,H,d]",
-            &out[1],
-            &want_dqkv,
-            tol(&want_dqkv, 2e-5),
-        );
+    for (cpu, kind) in LAYOUTS {
+        if let Some(out) = run(gpu, &mut j, |rec| {
+            rec.set_cpu_layouts(cpu);
+            let tqkv = gpu.upload(&qkv, &[b, n, 3 * h * d]);
+            let tdo = gpu.upload(&dout_bnhd, &[b, n, h * d]);
+            let layout = QkvLayout::fused(h, n, d);
+            let ol = OutLayout::bnhd(h, n, d);
+            let to = gpu.empty(&[b, n, h * d]);
+            let lse = kernels::attention::attention_forward(
+                rec, &to, &tqkv, &tqkv, &tqkv, dims, layout, ol,
+            );
+            let dqkv = gpu.empty(&[b, n, 3 * h * d]);
+            kernels::attention::attention_backward(
+                rec, &dqkv, &dqkv, &dqkv, &tdo, &tqkv, &tqkv, &tqkv, &to, &lse, dims, layout, ol,
+            );
+            vec![to, dqkv]
+        }) {
+            j.check(
+                &format!("out [B,N,H,d] {kind}"),
+                &out[0],
+                &want_o,
+                tol(&want_o, 1e-5),
+            );
+            j.check(
+                &format!("dqkv [B,N,3,H,d] {kind}"),
+                &out[1],
+                &want_dqkv,
+                tol(&want_dqkv, 2e-5),
+            );
+        }
     }
     j.finish()
 }

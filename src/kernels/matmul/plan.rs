@@ -36,7 +36,7 @@ impl Plan {
     /// Products of f16 operands in the vec4 layout take the cooperative-matrix kernel where the
     /// device has one.
     pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
-        let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+        let cpu = gpu.cpu_driver();
         if dtype == DType::F16 && gpu.coop_side().is_some() && d.vec4_ok() {
             return Plan::Coop;
         }
