@@ -26,18 +26,18 @@ struct Params {
     _pad3: [u32; 2],
 }
 
+/// The forward's bindings: Q, K, V, lse, O.
+const FORWARD_BINDINGS: &[(u32, crate::gpu::Access)] = &[
+    (1, Read),
+    (2, Read),
+    (3, Read),
+    (6, ReadWrite),
+    (8, ReadWrite),
+];
+
 /// O and lse from Q, K, V.
-pub static ATTENTION_FORWARD: Kernel = Kernel::new::<Params>(
-    "attention",
-    "attention_forward",
-    &[
-        (1, Read),
-        (2, Read),
-        (3, Read),
-        (6, ReadWrite),
-        (8, ReadWrite),
-    ],
-);
+pub static ATTENTION_FORWARD: Kernel =
+    Kernel::new::<Params>("attention", "attention_forward", FORWARD_BINDINGS);
 /// Probabilities from Q, K and lse.
 pub static ATTENTION_PROBS: Kernel = Kernel::new::<Params>(
     "attention",
@@ -81,17 +81,9 @@ pub static ATTENTION_BACKWARD_DKV: Kernel = Kernel::new::<Params>(
 );
 
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
-pub static ATTENTION_FORWARD_SG: Kernel = Kernel::new::<Params>(
-    "attention_sg",
-    "attention_forward",
-    &[
-        (1, Read),
-        (2, Read),
-        (3, Read),
-        (6, ReadWrite),
-        (8, ReadWrite),
-    ],
-);
+pub static ATTENTION_FORWARD_SG: Kernel =
+    Kernel::new::<Params>("attention_sg", "attention_forward", FORWARD_BINDINGS);
+
 /// Largest head dimension the kernels hold in registers (every DINOv2 model uses 64).
 pub const MAX_HEAD_DIM: usize = 64;
 
