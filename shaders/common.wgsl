@@ -129,6 +129,20 @@ fn seg_sum2(lid: u32, lanes: u32, a: f32, b: f32) -> vec2<f32> {
     return r;
 }
 
+// A segmented row kernel's view of one invocation: its row (workgroup `group` holds rows
+// group·(256/lanes) …), its lane in the row, and the row's column count, 0 past the last row: such
+// an invocation still takes part in the barriers but reads and writes nothing.
+struct Seg {
+    row: u32,
+    lane: u32,
+    n: u32,
+}
+
+fn row_seg(group: u32, lid: u32, lanes: u32, rows: u32, cols: u32) -> Seg {
+    let row = group * (256u / lanes) + lid / lanes;
+    return Seg(row, lid % lanes, select(0u, cols, row < rows));
+}
+
 // A lane's four columns of a row (c = lane + k·lanes), for the row kernels that keep rows of up
 // to 4·lanes elements in a vec4 of registers (layer norm, softmax).
 fn cols4(lane: u32, lanes: u32) -> vec4<u32> {

@@ -3,10 +3,10 @@
 //   ds_rk  = g · w_r / T · (softmax(s_r / T)_k · Σ_k t_rk − t_rk)
 // where g = upstream[0] (dL/dloss) · scale and w_r an optional per-row weight (iBOT's masks
 // weights). The mean over rows is scale = 1/rows; the launcher sums loss_r with reduce.wgsl.
-// One workgroup (256) per row. accumulate=1: ds += ... Dispatch: grid_rows(rows).
-// The _narrow entry points give each row one invocation (256 rows per workgroup, no barriers)
-// for rows of at most 32 columns, such as a linear probe's classes; dispatch:
-// grid_1d(ceil(rows / 256)).
+// Each row gets `lanes` invocations (a power of two near cols / 4, at most 256) and a workgroup
+// holds 256 / lanes rows, as in softmax.wgsl; rows of at most 32 columns (a linear probe's
+// classes) and every row on CPU drivers get one invocation each, without a barrier.
+// accumulate=1: ds += ... Dispatch: grid_rows(ceil(rows / (256 / lanes))).
 
 struct Params {
     rows: u32,
@@ -15,7 +15,7 @@ struct Params {
     use_row_weight: u32,
     inv_temp: f32,
     scale: f32,
-    _pad0: u32,
+    lanes: u32,
     _pad1: u32,
 }
 
@@ -26,18 +26,23 @@ struct Params {
 @group(0) @binding(4) var<storage, read> upstream: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
+fn seg_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Seg {
+    return row_seg(group_index(wid, nwg), lid, p.lanes, p.rows, p.cols);
+}
+
 // Row max and log-sum-exp of s/T, and Σ t.
-fn row_stats(lid: u32, base: u32) -> vec3<f32> {
+fn row_stats(lid: u32, q: Seg) -> vec3<f32> {
+    let base = q.row * p.cols;
     var m = -3.4e38;
-    for (var c = lid; c < p.cols; c += 256u) { m = max(m, logits[base + c] * p.inv_temp); }
-    m = wg_max(lid, m);
+    for (var c = q.lane; c < q.n; c += p.lanes) { m = max(m, logits[base + c] * p.inv_temp); }
+    m = seg_max(lid, p.lanes, m);
     var se = 0.0;
     var st = 0.0;
-    for (var c = lid; c < p.cols; c += 256u) {
+    for (var c = q.lane; c < q.n; c += p.lanes) {
         se += exp(logits[base + c] * p.inv_temp - m);
         st += targets[base + c];
     }
-    let r = wg_sum2(lid, se, st);
+    let r = seg_sum2(lid, p.lanes, se, st);
     return vec3<f32>(m, m + log(r.x), r.y);
 }
 
@@ -45,75 +50,28 @@ fn row_stats(lid: u32, base: u32) -> vec3<f32> {
 @compute @workgroup_size(256)
 fn cross_entropy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid, nwg);
-    if (row >= p.rows) { return; }
-    let base = row * p.cols;
-    let st = row_stats(lid, base);
+    let q = seg_of(wid, nwg, lid);
+    let base = q.row * p.cols;
+    let st = row_stats(lid, q);
     var acc = 0.0;
-    for (var c = lid; c < p.cols; c += 256u) {
+    for (var c = q.lane; c < q.n; c += p.lanes) {
         acc += targets[base + c] * (logits[base + c] * p.inv_temp - st.y);
     }
-    let r = wg_sum2(lid, acc, 0.0);
-    if (lid == 0u) { out[row] = -r.x; }
+    let total = seg_sum(lid, p.lanes, acc);
+    if (q.lane == 0u && q.n > 0u) { out[q.row] = -total; }
 }
 
 // out = d loss / d logits.
 @compute @workgroup_size(256)
 fn cross_entropy_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid, nwg);
-    if (row >= p.rows) { return; }
-    let base = row * p.cols;
-    let st = row_stats(lid, base);
+    let q = seg_of(wid, nwg, lid);
+    let base = q.row * p.cols;
+    let st = row_stats(lid, q);
+    if (q.n == 0u) { return; }
     var g = upstream[0] * p.scale * p.inv_temp;
-    if (p.use_row_weight != 0u) { g *= row_weight[row]; }
-    for (var c = lid; c < p.cols; c += 256u) {
-        let sm = exp(logits[base + c] * p.inv_temp - st.y);
-        var d = g * (sm * st.z - targets[base + c]);
-        if (p.accumulate != 0u) { d += out[base + c]; }
-        out[base + c] = d;
-    }
-}
-
-// Row max and log-sum-exp of s/T, and Σ t, by one invocation.
-fn row_stats_narrow(base: u32) -> vec3<f32> {
-    var m = -3.4e38;
-    for (var c = 0u; c < p.cols; c++) { m = max(m, logits[base + c] * p.inv_temp); }
-    var se = 0.0;
-    var st = 0.0;
-    for (var c = 0u; c < p.cols; c++) {
-        se += exp(logits[base + c] * p.inv_temp - m);
-        st += targets[base + c];
-    }
-    return vec3<f32>(m, m + log(se), st);
-}
-
-@compute @workgroup_size(256)
-fn cross_entropy_forward_narrow(@builtin(workgroup_id) wid: vec3<u32>,
-                                @builtin(num_workgroups) nwg: vec3<u32>,
-                                @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid, nwg) * 256u + lid;
-    if (row >= p.rows) { return; }
-    let base = row * p.cols;
-    let st = row_stats_narrow(base);
-    var acc = 0.0;
-    for (var c = 0u; c < p.cols; c++) {
-        acc += targets[base + c] * (logits[base + c] * p.inv_temp - st.y);
-    }
-    out[row] = -acc;
-}
-
-@compute @workgroup_size(256)
-fn cross_entropy_backward_narrow(@builtin(workgroup_id) wid: vec3<u32>,
-                                 @builtin(num_workgroups) nwg: vec3<u32>,
-                                 @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid, nwg) * 256u + lid;
-    if (row >= p.rows) { return; }
-    let base = row * p.cols;
-    let st = row_stats_narrow(base);
-    var g = upstream[0] * p.scale * p.inv_temp;
-    if (p.use_row_weight != 0u) { g *= row_weight[row]; }
-    for (var c = 0u; c < p.cols; c++) {
+    if (p.use_row_weight != 0u) { g *= row_weight[q.row]; }
+    for (var c = q.lane; c < q.n; c += p.lanes) {
         let sm = exp(logits[base + c] * p.inv_temp - st.y);
         var d = g * (sm * st.z - targets[base + c]);
         if (p.accumulate != 0u) { d += out[base + c]; }

@@ -3,18 +3,21 @@
 // The iBOT loss is the weighted soft-target cross-entropy of cross_entropy.wgsl over gathered
 // masked patches (gather.wgsl).
 //
-// teacher_softmax:     out[r] = softmax((x[r] − center)·inv_temp); workgroup per row.
+// teacher_softmax:     out[r] = softmax((x[r] − center)·inv_temp).
 // dino_loss_forward:   out[r] = Σ_{g paired with r's crop} −Σ_k T[g·B + b]_k · log_softmax(S[r]·inv_temp)_k,
 //                      student row r = v·B + b; the first n_global student crops are global crops,
 //                      paired with every *other* teacher crop; local crops with every teacher crop.
 // dino_loss_backward:  dS[r] (+)= up·scale·inv_temp·(softmax(S[r]·inv_temp)·Σ_g Σ_k T_g − Σ_g T_g).
 // sinkhorn_*:          Sinkhorn-Knopp targets in the log domain (see below); rows sum to 1.
 // koleo_forward:       per row i of a chunk of `batch` rows: nearest neighbour j by cosine (j ≠ i),
-//                      d_i = ‖x̂_i − x̂_j + 1e-8‖, out[i] = −log(d_i + 1e-8); saved = (j, d_i).
+//                      d_i = ‖x̂_i − x̂_j + 1e-8‖, out[i] = −log(d_i + 1e-8); saved = (j, d_i, ‖x_i‖).
 // koleo_backward:      dx[i] (+)= through x̂ = x / max(‖x‖, 1e-8) of
 //                      dL/dx̂_i = −g·u_i/(d_i(d_i + ε)) + Σ_{k: nn(k) = i} g·u_k/(d_k(d_k + ε)),
 //                      g = up·scale, u_i = x̂_i − x̂_nn(i) + ε. The neighbour choice is constant.
-// Dispatch: row kernels grid_rows(rows); elementwise kernels grid_1d(ceil(n / 256)).
+// Dispatch: teacher_softmax, dino_loss_*, sinkhorn_rows and koleo_backward give each row `lanes`
+// invocations (as softmax.wgsl), grid_rows(ceil(rows / (256 / lanes))); koleo_forward a workgroup
+// per row, grid_rows(rows), its segments of `lanes` scoring candidates; elementwise kernels
+// grid_1d(ceil(n / 256)).
 
 struct Params {
     rows: u32,
@@ -27,7 +30,7 @@ struct Params {
     last: u32,
     inv_temp: f32,
     scale: f32,
-    _pad0: f32,
+    lanes: u32,
     _pad1: f32,
 }
 
@@ -40,19 +43,22 @@ struct Params {
 
 const EPS: f32 = 1e-8;
 
+fn seg_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Seg {
+    return row_seg(group_index(wid, nwg), lid, p.lanes, p.rows, p.cols);
+}
+
 @compute @workgroup_size(256)
 fn teacher_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let r = group_index(wid, nwg);
-    if (r >= p.rows) { return; }
-    let base = r * p.cols;
+    let q = seg_of(wid, nwg, lid);
+    let base = q.row * p.cols;
     var m = -3.4e38;
-    for (var k = lid; k < p.cols; k += 256u) { m = max(m, (x[base + k] - t[k]) * p.inv_temp); }
-    m = wg_max(lid, m);
+    for (var k = q.lane; k < q.n; k += p.lanes) { m = max(m, (x[base + k] - t[k]) * p.inv_temp); }
+    m = seg_max(lid, p.lanes, m);
     var s = 0.0;
-    for (var k = lid; k < p.cols; k += 256u) { s += exp((x[base + k] - t[k]) * p.inv_temp - m); }
-    let inv = 1.0 / wg_sum(lid, s);
-    for (var k = lid; k < p.cols; k += 256u) {
+    for (var k = q.lane; k < q.n; k += p.lanes) { s += exp((x[base + k] - t[k]) * p.inv_temp - m); }
+    let inv = 1.0 / seg_sum(lid, p.lanes, s);
+    for (var k = q.lane; k < q.n; k += p.lanes) {
         out[base + k] = exp((x[base + k] - t[k]) * p.inv_temp - m) * inv;
     }
 }
@@ -62,54 +68,53 @@ fn paired(v: u32, g: u32) -> bool {
 }
 
 // Log-sum-exp of S[r]·inv_temp.
-fn student_lse(lid: u32, base: u32) -> f32 {
+fn student_lse(lid: u32, q: Seg) -> f32 {
+    let base = q.row * p.cols;
     var m = -3.4e38;
-    for (var k = lid; k < p.cols; k += 256u) { m = max(m, x[base + k] * p.inv_temp); }
-    m = wg_max(lid, m);
+    for (var k = q.lane; k < q.n; k += p.lanes) { m = max(m, x[base + k] * p.inv_temp); }
+    m = seg_max(lid, p.lanes, m);
     var s = 0.0;
-    for (var k = lid; k < p.cols; k += 256u) { s += exp(x[base + k] * p.inv_temp - m); }
-    return m + log(wg_sum(lid, s));
+    for (var k = q.lane; k < q.n; k += p.lanes) { s += exp(x[base + k] * p.inv_temp - m); }
+    return m + log(seg_sum(lid, p.lanes, s));
 }
 
 @compute @workgroup_size(256)
 fn dino_loss_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let r = group_index(wid, nwg);
-    if (r >= p.rows) { return; }
-    let v = r / p.batch;
-    let b = r % p.batch;
-    let base = r * p.cols;
-    let lse = student_lse(lid, base);
+    let q = seg_of(wid, nwg, lid);
+    let v = q.row / p.batch;
+    let b = q.row % p.batch;
+    let base = q.row * p.cols;
+    let lse = student_lse(lid, q);
     var acc = 0.0;
     for (var g = 0u; g < p.n_teacher; g++) {
         if (!paired(v, g)) { continue; }
         let tb = (g * p.batch + b) * p.cols;
-        for (var k = lid; k < p.cols; k += 256u) {
+        for (var k = q.lane; k < q.n; k += p.lanes) {
             acc -= t[tb + k] * (x[base + k] * p.inv_temp - lse);
         }
     }
-    let total = wg_sum(lid, acc);
-    if (lid == 0u) { out[r] = total; }
+    let total = seg_sum(lid, p.lanes, acc);
+    if (q.lane == 0u && q.n > 0u) { out[q.row] = total; }
 }
 
 @compute @workgroup_size(256)
 fn dino_loss_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    let r = group_index(wid, nwg);
-    if (r >= p.rows) { return; }
-    let v = r / p.batch;
-    let b = r % p.batch;
-    let base = r * p.cols;
-    let lse = student_lse(lid, base);
+    let q = seg_of(wid, nwg, lid);
+    let v = q.row / p.batch;
+    let b = q.row % p.batch;
+    let base = q.row * p.cols;
+    let lse = student_lse(lid, q);
     var mass = 0.0;
     for (var g = 0u; g < p.n_teacher; g++) {
         if (!paired(v, g)) { continue; }
         let tb = (g * p.batch + b) * p.cols;
-        for (var k = lid; k < p.cols; k += 256u) { mass += t[tb + k]; }
+        for (var k = q.lane; k < q.n; k += p.lanes) { mass += t[tb + k]; }
     }
-    let total_mass = wg_sum(lid, mass);
+    let total_mass = seg_sum(lid, p.lanes, mass);
     let gscale = aux[0] * p.scale * p.inv_temp;
-    for (var k = lid; k < p.cols; k += 256u) {
+    for (var k = q.lane; k < q.n; k += p.lanes) {
         var tsum = 0.0;
         for (var g = 0u; g < p.n_teacher; g++) {
             if (paired(v, g)) { tsum += t[(g * p.batch + b) * p.cols + k]; }
@@ -158,16 +163,15 @@ fn sinkhorn_sub_cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
 @compute @workgroup_size(256)
 fn sinkhorn_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let r = group_index(wid, nwg);
-    if (r >= p.rows) { return; }
-    let base = r * p.cols;
+    let q = seg_of(wid, nwg, lid);
+    let base = q.row * p.cols;
     var m = -3.4e38;
-    for (var k = lid; k < p.cols; k += 256u) { m = max(m, out[base + k]); }
-    m = wg_max(lid, m);
+    for (var k = q.lane; k < q.n; k += p.lanes) { m = max(m, out[base + k]); }
+    m = seg_max(lid, p.lanes, m);
     var s = 0.0;
-    for (var k = lid; k < p.cols; k += 256u) { s += exp(out[base + k] - m); }
-    let lse = m + log(wg_sum(lid, s));
-    for (var k = lid; k < p.cols; k += 256u) {
+    for (var k = q.lane; k < q.n; k += p.lanes) { s += exp(out[base + k] - m); }
+    let lse = m + log(seg_sum(lid, p.lanes, s));
+    for (var k = q.lane; k < q.n; k += p.lanes) {
         if (p.last != 0u) {
             out[base + k] = exp(out[base + k] - lse);
         } else {
@@ -176,32 +180,20 @@ fn sinkhorn_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
-fn row_norm(lid: u32, row: u32) -> f32 {
+// ‖x̂_a − x̂_b + ε‖, from a segment of `lanes` (every segment of the workgroup gets it).
+fn pair_distance(lid: u32, lane: u32, a: u32, na: f32, b: u32, nb: f32) -> f32 {
     var s = 0.0;
-    for (var c = lid; c < p.cols; c += 256u) { s += x[row * p.cols + c] * x[row * p.cols + c]; }
-    return max(sqrt(wg_sum(lid, s)), EPS);
-}
-
-// ‖x̂_a − x̂_b + ε‖.
-fn pair_distance(lid: u32, a: u32, na: f32, b: u32, nb: f32) -> f32 {
-    var s = 0.0;
-    for (var c = lid; c < p.cols; c += 256u) {
+    for (var c = lane; c < p.cols; c += p.lanes) {
         let u = x[a * p.cols + c] / na - x[b * p.cols + c] / nb + EPS;
         s += u * u;
     }
-    return sqrt(wg_sum(lid, s));
+    return sqrt(seg_sum(lid, p.lanes, s));
 }
 
 // Neighbour candidates are scored 256/lanes at a time, one row segment each (see seg_sum2), so a
 // batch of short rows costs a few barriers per candidate group instead of twenty per candidate.
 var<workgroup> seg_best: array<f32, 256>;
 var<workgroup> seg_best_j: array<u32, 256>;
-
-// Invocations per row for rows of `cols`: a power of two near cols / 4, at most 256.
-fn lanes_for(cols: u32) -> u32 {
-    let q = max((cols + 3u) / 4u, 1u);
-    return min(256u, 1u << (32u - countLeadingZeros(q - 1u)));
-}
 
 @compute @workgroup_size(256)
 fn koleo_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -210,7 +202,7 @@ fn koleo_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (i >= p.rows) { return; }
     let chunk0 = (i / p.batch) * p.batch;
     let chunk1 = chunk0 + p.batch;
-    let lanes = lanes_for(p.cols);
+    let lanes = p.lanes;
     let segs = 256u / lanes;
     let seg = lid / lanes;
     let lane = lid % lanes;
@@ -258,11 +250,13 @@ fn koleo_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
     workgroupBarrier();
     let nb = workgroupUniformLoad(&seg_best_j[0]);
-    let d = pair_distance(lid, i, ni, nb, row_norm(lid, nb));
+    let nn = max(sqrt(seg_sum(lid, lanes, row_sq(lane, lanes, nb))), EPS);
+    let d = pair_distance(lid, lane, i, ni, nb, nn);
     if (lid == 0u) {
         out[i] = -log(d + EPS);
-        saved[2u * i] = f32(nb);
-        saved[2u * i + 1u] = d;
+        saved[3u * i] = f32(nb);
+        saved[3u * i + 1u] = d;
+        saved[3u * i + 2u] = ni;
     }
 }
 
@@ -273,38 +267,41 @@ fn row_sq(lane: u32, lanes: u32, row: u32) -> f32 {
     return s;
 }
 
-// Here `t` holds the forward's saved (neighbour, distance) pairs and `aux` the upstream scalar.
+// Here `t` holds the forward's saved (neighbour, distance, norm) per row and `aux` the upstream
+// scalar. Each row gets `lanes` invocations, 256 / lanes rows to a workgroup; with the norms saved,
+// the only reduction is the projection's.
 @compute @workgroup_size(256)
 fn koleo_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let i = group_index(wid, nwg);
-    if (i >= p.rows) { return; }
+    let q = seg_of(wid, nwg, lid);
+    // Past the last row an invocation reads row 0's values and writes nothing.
+    let i = select(0u, q.row, q.n > 0u);
     let chunk0 = (i / p.batch) * p.batch;
     let g = aux[0] * p.scale;
-    let ni = row_norm(lid, i);
-    let j = u32(t[2u * i]);
-    let di = t[2u * i + 1u];
-    let nj = row_norm(lid, j);
+    let ni = t[3u * i + 2u];
+    let j = u32(t[3u * i]);
+    let di = t[3u * i + 1u];
+    let nj = t[3u * j + 2u];
     let own = -g / (di * (di + EPS));
-    // G = dL/dx̂_i, one component per invocation stride, kept in the scratch `saved` [rows, D].
-    for (var c = lid; c < p.cols; c += 256u) {
+    // G = dL/dx̂_i, this lane's columns of it, kept in the scratch `saved` [rows, D].
+    for (var c = q.lane; c < q.n; c += p.lanes) {
         let u = x[i * p.cols + c] / ni - x[j * p.cols + c] / nj + EPS;
         saved[i * p.cols + c] = own * u;
     }
     for (var k = chunk0; k < chunk0 + p.batch; k++) {
-        if (k == i || u32(t[2u * k]) != i) { continue; }
-        let nk = row_norm(lid, k);
-        let dk = t[2u * k + 1u];
+        if (q.n == 0u || k == i || u32(t[3u * k]) != i) { continue; }
+        let nk = t[3u * k + 2u];
+        let dk = t[3u * k + 1u];
         let w = g / (dk * (dk + EPS));
-        for (var c = lid; c < p.cols; c += 256u) {
+        for (var c = q.lane; c < q.n; c += p.lanes) {
             let u = x[k * p.cols + c] / nk - x[i * p.cols + c] / ni + EPS;
             saved[i * p.cols + c] += w * u;
         }
     }
     var dot = 0.0;
-    for (var c = lid; c < p.cols; c += 256u) { dot += saved[i * p.cols + c] * x[i * p.cols + c] / ni; }
-    let proj = wg_sum(lid, dot);
-    for (var c = lid; c < p.cols; c += 256u) {
+    for (var c = q.lane; c < q.n; c += p.lanes) { dot += saved[i * p.cols + c] * x[i * p.cols + c] / ni; }
+    let proj = seg_sum(lid, p.lanes, dot);
+    for (var c = q.lane; c < q.n; c += p.lanes) {
         let gc = saved[i * p.cols + c];
         var d = (gc - x[i * p.cols + c] / ni * proj) / ni;
         if (ni <= EPS) { d = gc / EPS; }

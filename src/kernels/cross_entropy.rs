@@ -2,7 +2,7 @@
 //! (shaders/cross_entropy.wgsl).
 
 use super::reduce::{reduce, Reduce};
-use crate::gpu::{grid_1d, grid_rows, Access::*, Kernel, Recorder, Tensor};
+use crate::gpu::{grid_rows, Access::*, Kernel, Recorder, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -13,7 +13,8 @@ struct Params {
     use_row_weight: u32,
     inv_temp: f32,
     scale: f32,
-    _pad: [u32; 2],
+    lanes: u32,
+    _pad: u32,
 }
 
 const B: &[(u32, crate::gpu::Access)] =
@@ -24,29 +25,18 @@ pub static CE_FORWARD: Kernel = Kernel::new::<Params>("cross_entropy", "cross_en
 pub static CE_BACKWARD: Kernel =
     Kernel::new::<Params>("cross_entropy", "cross_entropy_backward", B);
 
-/// loss per row, one invocation per row (rows of at most [`NARROW_COLS`] columns).
-pub static CE_FORWARD_NARROW: Kernel =
-    Kernel::new::<Params>("cross_entropy", "cross_entropy_forward_narrow", B);
-/// d loss / d logits, one invocation per row.
-pub static CE_BACKWARD_NARROW: Kernel =
-    Kernel::new::<Params>("cross_entropy", "cross_entropy_backward_narrow", B);
-
-/// Rows this narrow or narrower get one invocation each instead of a workgroup: a
-/// workgroup's reductions would leave most of its 256 lanes idle.
+/// Rows this narrow or narrower get one invocation each: a segment's reductions would leave
+/// most of its lanes idle.
 pub const NARROW_COLS: usize = 32;
 
-/// The entry point and grid for `rows` rows of `cols` columns.
-fn launch(
-    wide: &'static Kernel,
-    narrow: &'static Kernel,
-    rows: usize,
-    cols: usize,
-) -> (&'static Kernel, [u32; 3]) {
-    if cols <= NARROW_COLS {
-        (narrow, grid_1d(rows.div_ceil(256)))
+/// Invocations per row, and the grid, for `rows` rows of `cols` columns.
+fn layout(rec: &Recorder, rows: usize, cols: usize) -> (u32, [u32; 3]) {
+    let lanes = if cols <= NARROW_COLS {
+        1
     } else {
-        (wide, grid_rows(rows))
-    }
+        super::row_lanes(rec, cols)
+    };
+    (lanes, grid_rows(rows.div_ceil(256 / lanes as usize)))
 }
 
 /// Options of one cross-entropy term.
@@ -87,6 +77,7 @@ pub fn cross_entropy_forward(
         .cloned()
         .unwrap_or_else(|| gpu.dummy_read.clone());
     let dummy = gpu.dummy_read.clone();
+    let (lanes, grid) = layout(rec, rows, cols);
     let p = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -94,11 +85,11 @@ pub fn cross_entropy_forward(
         use_row_weight: opt.row_weight.is_some() as u32,
         inv_temp: 1.0 / opt.temperature,
         scale: opt.scale,
-        _pad: [0; 2],
+        lanes,
+        _pad: 0,
     };
-    let (kernel, grid) = launch(&CE_FORWARD, &CE_FORWARD_NARROW, rows, cols);
     rec.dispatch(
-        kernel,
+        &CE_FORWARD,
         &p,
         &[logits, target, &rw, &dummy, loss_per_row],
         grid,
@@ -140,6 +131,7 @@ pub fn cross_entropy_backward(
         .row_weight
         .cloned()
         .unwrap_or_else(|| rec.gpu().dummy_read.clone());
+    let (lanes, grid) = layout(rec, rows, cols);
     let p = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -147,8 +139,13 @@ pub fn cross_entropy_backward(
         use_row_weight: opt.row_weight.is_some() as u32,
         inv_temp: 1.0 / opt.temperature,
         scale: opt.scale,
-        _pad: [0; 2],
+        lanes,
+        _pad: 0,
     };
-    let (kernel, grid) = launch(&CE_BACKWARD, &CE_BACKWARD_NARROW, rows, cols);
-    rec.dispatch(kernel, &p, &[logits, target, &rw, upstream, dlogits], grid);
+    rec.dispatch(
+        &CE_BACKWARD,
+        &p,
+        &[logits, target, &rw, upstream, dlogits],
+        grid,
+    );
 }

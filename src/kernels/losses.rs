@@ -3,6 +3,7 @@
 //! [`super::cross_entropy`] over masked patches gathered with [`super::gather`].
 
 use super::reduce::{reduce, sum_rows, Reduce};
+use super::{row_grid, row_lanes};
 use crate::gpu::{grid_1d, grid_rows, Access::*, Kernel, Recorder, Tensor};
 
 #[repr(C)]
@@ -18,7 +19,8 @@ struct Params {
     last: u32,
     inv_temp: f32,
     scale: f32,
-    _pad: [f32; 2],
+    lanes: u32,
+    _pad: f32,
 }
 
 const B4: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, Read), (4, ReadWrite)];
@@ -76,6 +78,7 @@ pub fn teacher_softmax(
         rows: rows as u32,
         cols: k as u32,
         inv_temp: 1.0 / temp,
+        lanes: row_lanes(rec, k),
         ..Default::default()
     };
     let dummy = rec.gpu().dummy_read.clone();
@@ -83,7 +86,7 @@ pub fn teacher_softmax(
         &TEACHER_SOFTMAX,
         &p,
         &[logits, center, &dummy, out],
-        grid_rows(rows),
+        row_grid(rec, rows, k),
     );
 }
 
@@ -119,6 +122,7 @@ pub fn sinkhorn(
         cols: k as u32,
         n_samples: n as u32,
         inv_temp: 1.0 / temp,
+        lanes: row_lanes(rec, k),
         ..Default::default()
     };
     let all = grid_1d((n * k).div_ceil(256));
@@ -136,7 +140,7 @@ pub fn sinkhorn(
             last: (it + 1 == iterations) as u32,
             ..p
         };
-        rec.dispatch(&SINKHORN_ROWS, &last, &[out], grid_rows(n));
+        rec.dispatch(&SINKHORN_ROWS, &last, &[out], row_grid(rec, n, k));
     }
 }
 
@@ -165,7 +169,7 @@ impl DinoPairs {
     pub fn default_scale(&self) -> f32 {
         1.0 / (self.batch * self.n_terms().max(1)) as f32
     }
-    fn params(&self, k: usize, scale: f32, accumulate: bool) -> Params {
+    fn params(&self, rec: &Recorder, k: usize, scale: f32, accumulate: bool) -> Params {
         Params {
             rows: (self.n_student * self.batch) as u32,
             cols: k as u32,
@@ -175,6 +179,7 @@ impl DinoPairs {
             accumulate: accumulate as u32,
             inv_temp: 1.0 / self.temp,
             scale,
+            lanes: row_lanes(rec, k),
             ..Default::default()
         }
     }
@@ -202,9 +207,9 @@ pub fn dino_loss_forward(
     let dummy = gpu.dummy_read.clone();
     rec.dispatch(
         &DINO_LOSS_FORWARD,
-        &pairs.params(k, scale, false),
+        &pairs.params(rec, k, scale, false),
         &[student, teacher_probs, &dummy, &per_row],
-        grid_rows(rows),
+        row_grid(rec, rows, k),
     );
     let sum = gpu.empty(&[1]);
     reduce(rec, &sum, &per_row, Reduce::Sum, false);
@@ -229,15 +234,15 @@ pub fn dino_loss_backward(
     assert_eq!(d_student.numel(), rows * k, "dino_loss_backward: shape");
     rec.dispatch(
         &DINO_LOSS_BACKWARD,
-        &pairs.params(k, scale, accumulate),
+        &pairs.params(rec, k, scale, accumulate),
         &[student, teacher_probs, upstream, d_student],
-        grid_rows(rows),
+        row_grid(rec, rows, k),
     );
 }
 
-/// What the KoLeo forward keeps: per-row (neighbour, distance).
+/// What the KoLeo forward keeps for the backward.
 pub struct KoleoSaved {
-    /// [rows, 2].
+    /// [rows, 3]: each row's neighbour, distance to it and norm.
     pub pairs: Tensor,
 }
 
@@ -258,13 +263,14 @@ pub fn koleo_forward(
     );
     let gpu = rec.gpu();
     let per_row = gpu.empty(&[rows]);
-    let pairs = gpu.empty(&[rows, 2]);
+    let pairs = gpu.empty(&[rows, 3]);
     let dummy = gpu.dummy_read.clone();
     let p = Params {
         rows: rows as u32,
         cols: dim as u32,
         batch: batch as u32,
         scale,
+        lanes: row_lanes(rec, dim),
         ..Default::default()
     };
     rec.dispatch(
@@ -301,12 +307,13 @@ pub fn koleo_backward(
         batch: batch as u32,
         accumulate: accumulate as u32,
         scale,
+        lanes: row_lanes(rec, dim),
         ..Default::default()
     };
     rec.dispatch(
         &KOLEO_BACKWARD,
         &p,
         &[x, &saved.pairs, upstream, dx, &scratch],
-        grid_rows(rows),
+        row_grid(rec, rows, dim),
     );
 }

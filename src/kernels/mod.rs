@@ -47,8 +47,6 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &cast::CAST_TO_S_CHECKED,
         &cross_entropy::CE_FORWARD,
         &cross_entropy::CE_BACKWARD,
-        &cross_entropy::CE_FORWARD_NARROW,
-        &cross_entropy::CE_BACKWARD_NARROW,
         &elementwise::ADD_FORWARD,
         &elementwise::MUL_FORWARD,
         &elementwise::AXPBY,

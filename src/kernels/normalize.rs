@@ -1,6 +1,7 @@
 //! Row L2 normalisation and weight normalisation (shaders/normalize.wgsl).
 
-use crate::gpu::{grid_rows, Access::*, Kernel, Recorder, Tensor};
+use super::{row_grid, row_lanes};
+use crate::gpu::{Access::*, Kernel, Recorder, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -8,7 +9,7 @@ struct Params {
     rows: u32,
     cols: u32,
     accumulate: u32,
-    _pad0: u32,
+    lanes: u32,
     eps: f32,
     _pad1: [f32; 3],
 }
@@ -30,12 +31,12 @@ pub static WEIGHTNORM_FORWARD: Kernel = Kernel::new::<Params>("normalize", "weig
 pub static WEIGHTNORM_BACKWARD: Kernel =
     Kernel::new::<Params>("normalize", "weightnorm_backward", B);
 
-fn params(rows: usize, cols: usize, eps: f32, accumulate: bool) -> Params {
+fn params(rec: &Recorder, rows: usize, cols: usize, eps: f32, accumulate: bool) -> Params {
     Params {
         rows: rows as u32,
         cols: cols as u32,
         accumulate: accumulate as u32,
-        _pad0: 0,
+        lanes: row_lanes(rec, cols),
         eps,
         _pad1: [0.0; 3],
     }
@@ -53,9 +54,9 @@ pub fn l2norm_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, e
     let d = gpu.dummy_read.clone();
     rec.dispatch(
         &L2NORM_FORWARD,
-        &params(rows, cols, eps, false),
+        &params(rec, rows, cols, eps, false),
         &[x, &d, &d, y, &norms],
-        grid_rows(rows),
+        row_grid(rec, rows, cols),
     );
 }
 
@@ -78,9 +79,9 @@ pub fn l2norm_backward(
     let (d, w) = (gpu.dummy_read.clone(), gpu.dummy_write.clone());
     rec.dispatch(
         &L2NORM_BACKWARD,
-        &params(rows, cols, eps, accumulate),
+        &params(rec, rows, cols, eps, accumulate),
         &[x, dy, &d, dx, &w],
-        grid_rows(rows),
+        row_grid(rec, rows, cols),
     );
 }
 
@@ -96,9 +97,9 @@ pub fn weightnorm_forward(rec: &mut Recorder, w: &Tensor, v: &Tensor, g: &Tensor
     let (d, wr) = (gpu.dummy_read.clone(), gpu.dummy_write.clone());
     rec.dispatch(
         &WEIGHTNORM_FORWARD,
-        &params(rows, cols, 0.0, false),
+        &params(rec, rows, cols, 0.0, false),
         &[v, &d, g, w, &wr],
-        grid_rows(rows),
+        row_grid(rec, rows, cols),
     );
 }
 
@@ -119,8 +120,8 @@ pub fn weightnorm_backward(
     );
     rec.dispatch(
         &WEIGHTNORM_BACKWARD,
-        &params(rows, cols, 0.0, true),
+        &params(rec, rows, cols, 0.0, true),
         &[v, dw, g, dv, dg],
-        grid_rows(rows),
+        row_grid(rec, rows, cols),
     );
 }

@@ -100,6 +100,10 @@ pub fn kernel_checks() -> Vec<KernelCheck> {
             run: super::train_checks::losses,
         },
         KernelCheck {
+            name: "kernel.normalize",
+            run: super::train_checks::normalize,
+        },
+        KernelCheck {
             name: "kernel.gram",
             run: super::train_checks::gram,
         },
@@ -132,7 +136,7 @@ pub(super) fn tol(want: &[f32], rel: f32) -> f32 {
 
 /// The kernel layouts a check runs in: the GPUs' and the CPU drivers' ([`Recorder::cpu_layouts`]),
 /// so that both are checked on whichever adapter runs the checks.
-const LAYOUTS: [(bool, &str); 2] = [(false, "gpu-layout"), (true, "cpu-layout")];
+pub(super) const LAYOUTS: [(bool, &str); 2] = [(false, "gpu-layout"), (true, "cpu-layout")];
 
 /// Records with `f`, submits, reads back every returned tensor.
 pub(super) fn run(

@@ -391,7 +391,7 @@ pub(crate) fn compute(
                         .into_iter()
                         .map(|(name, v)| {
                             if name == "nn_index" {
-                                (name, v.iter().step_by(2).copied().collect())
+                                (name, v.iter().step_by(3).copied().collect())
                             } else {
                                 (name, v)
                             }

@@ -1,7 +1,7 @@
 //! Kernel checks of the training ops: cross-entropy, elementwise, reductions, AdamW, EMA,
 //! the DINO/iBOT/KoLeo and Gram losses, and grids past 65,535 workgroups.
 
-use super::checks::{random, run, tol};
+use super::checks::{random, run, tol, LAYOUTS};
 use super::{CaseResult, Judge};
 use crate::cpu;
 use crate::gpu::Gpu;
@@ -14,8 +14,17 @@ use crate::kernels::reduce::Reduce;
 
 pub(super) fn cross_entropy(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.cross_entropy");
-    // Rows of up to 32 columns take the one-invocation-per-row kernels (300 rows: two groups).
-    for &(rows, cols) in &[(7usize, 1usize), (300, 10), (300, 32), (7, 65), (7, 261)] {
+    // Rows of up to 32 columns get one invocation each (300 rows: two groups); 65 columns get 32
+    // lanes, 8 rows to a workgroup, the last one part empty.
+    let cases = [
+        (7usize, 1usize),
+        (300, 10),
+        (300, 32),
+        (7, 65),
+        (300, 65),
+        (7, 261),
+    ];
+    for (&(rows, cols), (cpu_layout, kind)) in cases.iter().flat_map(|c| LAYOUTS.map(|l| (c, l))) {
         let mut s = random(rows * cols, 91, -3.0, 3.0);
         s[0] = 60.0; // large logit at temperature 0.1 → 600 before the max subtraction
         let raw = random(rows * cols, 92, 0.0, 1.0);
@@ -28,6 +37,7 @@ pub(super) fn cross_entropy(gpu: &Gpu) -> CaseResult {
         let grad =
             cpu::cross_entropy::cross_entropy_backward(up, &s, &t, cols, temp, scale, Some(&rw));
         if let Some(out) = run(gpu, &mut j, |rec| {
+            rec.set_cpu_layouts(cpu_layout);
             let (ts, tt, trw, tup) = (
                 gpu.upload(&s, &[rows, cols]),
                 gpu.upload(&t, &[rows, cols]),
@@ -48,13 +58,13 @@ pub(super) fn cross_entropy(gpu: &Gpu) -> CaseResult {
             vec![lr, g]
         }) {
             j.check(
-                &format!("cols={cols} loss"),
+                &format!("rows={rows} cols={cols} {kind} loss"),
                 &out[0],
                 &per_row,
                 tol(&per_row, 2e-6),
             );
             j.check(
-                &format!("cols={cols} grad"),
+                &format!("rows={rows} cols={cols} {kind} grad"),
                 &out[1],
                 &grad,
                 tol(&grad, 2e-6),
@@ -429,12 +439,16 @@ pub(super) fn losses(gpu: &Gpu) -> CaseResult {
     use crate::kernels::losses::DinoPairs;
     let mut j = Judge::new("kernel.losses");
     // b = 19 gives KoLeo more candidates than one pass of its row segments scores.
-    for &(b, k, nl, big) in &[
-        (1, 7, 0, false),
+    for (case, layout) in [
+        (1usize, 7usize, 0usize, false),
         (7, 261, 3, false),
         (4, 65, 2, true),
         (19, 33, 0, false),
-    ] {
+    ]
+    .iter()
+    .flat_map(|c| LAYOUTS.map(|l| (c, l)))
+    {
+        let ((b, k, nl, big), (cpu_layout, kind)) = (*case, layout);
         let ng = 2;
         // `big`: logits far beyond what exp takes in f32 at τ = 0.04 (Sinkhorn must shift them).
         let amp = if big { 50.0 } else { 2.0 };
@@ -457,6 +471,7 @@ pub(super) fn losses(gpu: &Gpu) -> CaseResult {
         let kb = b.max(2);
         let (kl, kg, knn) = cpu::losses::koleo(&x, 65, kb, 1.0 / kb as f32, 0.5);
         if let Some(out) = run(gpu, &mut j, |rec| {
+            rec.set_cpu_layouts(cpu_layout);
             let ttl = gpu.upload(&tl, &[ng * b, k]);
             let tc = gpu.upload(&center, &[k]);
             let ts = gpu.upload(&s, &[(ng + nl) * b, k]);
@@ -487,7 +502,7 @@ pub(super) fn losses(gpu: &Gpu) -> CaseResult {
             );
             vec![probs, tc, tsk, tl_, tg, kloss, kgrad, saved.pairs]
         }) {
-            let tag = format!("B={b} K={k} locals={nl} amp={amp}");
+            let tag = format!("B={b} K={k} locals={nl} amp={amp} {kind}");
             // Dividing by τ = 0.04 multiplies the f32 rounding of the logits by 25.
             j.check(
                 &format!("{tag} teacher softmax"),
@@ -516,9 +531,58 @@ pub(super) fn losses(gpu: &Gpu) -> CaseResult {
                 tol(&[kl], 1e-5),
             );
             j.check(&format!("{tag} koleo grad"), &out[6], &kg, tol(&kg, 1e-4));
-            let nn: Vec<f32> = out[7].iter().step_by(2).copied().collect();
+            let nn: Vec<f32> = out[7].iter().step_by(3).copied().collect();
             let want_nn: Vec<f32> = knn.iter().map(|&i| i as f32).collect();
             j.check(&format!("{tag} koleo neighbours"), &nn, &want_nn, 0.0);
+        }
+    }
+    j.finish()
+}
+
+/// The DINO head's two norms: row L2 normalisation and weight normalisation, forward and
+/// backward, in both layouts; rows short and long, and a zero row (the clamped branch).
+pub(super) fn normalize(gpu: &Gpu) -> CaseResult {
+    let mut j = Judge::new("kernel.normalize");
+    let eps = 1e-6;
+    for (&(rows, cols), (cpu_layout, kind)) in [(3usize, 7usize), (37, 64), (5, 300)]
+        .iter()
+        .flat_map(|c| LAYOUTS.map(|l| (c, l)))
+    {
+        let mut x = random(rows * cols, 181, -1.0, 1.0);
+        x[..cols].fill(0.0);
+        let dy = random(rows * cols, 182, -1.0, 1.0);
+        let v = random(rows * cols, 183, -1.0, 1.0);
+        let g = random(rows, 184, 0.5, 2.0);
+        let y = cpu::normalize::l2norm_forward(&x, cols, eps);
+        let dx = cpu::normalize::l2norm_backward(&dy, &x, cols, eps);
+        let w = cpu::normalize::weightnorm_forward(&v, &g);
+        let (dv, dg) = cpu::normalize::weightnorm_backward(&dy, &v, &g);
+        if let Some(out) = run(gpu, &mut j, |rec| {
+            rec.set_cpu_layouts(cpu_layout);
+            let (tx, tdy, tv, tg) = (
+                gpu.upload(&x, &[rows, cols]),
+                gpu.upload(&dy, &[rows, cols]),
+                gpu.upload(&v, &[rows, cols]),
+                gpu.upload(&g, &[rows]),
+            );
+            let (ty, tdx, tw) = (
+                gpu.empty(&[rows, cols]),
+                gpu.empty(&[rows, cols]),
+                gpu.empty(&[rows, cols]),
+            );
+            kernels::normalize::l2norm_forward(rec, &ty, &tx, cols, eps);
+            kernels::normalize::l2norm_backward(rec, &tdx, &tdy, &tx, cols, eps, false);
+            kernels::normalize::weightnorm_forward(rec, &tw, &tv, &tg);
+            let (tdv, tdg) = (rec.zeros(&[rows, cols]), rec.zeros(&[rows]));
+            kernels::normalize::weightnorm_backward(rec, &tdv, &tdg, &tdy, &tv, &tg);
+            vec![ty, tdx, tw, tdv, tdg]
+        }) {
+            let tag = format!("{rows}x{cols} {kind}");
+            j.check(&format!("{tag} l2 y"), &out[0], &y, tol(&y, 1e-6));
+            j.check(&format!("{tag} l2 dx"), &out[1], &dx, tol(&dx, 2e-6));
+            j.check(&format!("{tag} weight"), &out[2], &w, tol(&w, 1e-6));
+            j.check(&format!("{tag} dv"), &out[3], &dv, tol(&dv, 2e-6));
+            j.check(&format!("{tag} dg"), &out[4], &dg, tol(&dg, 2e-6));
         }
     }
     j.finish()
