@@ -99,6 +99,10 @@ fn gram_vs_cpu() {
     check("kernel.gram");
 }
 #[test]
+fn normalize_vs_cpu() {
+    check("kernel.normalize");
+}
+#[test]
 fn rope_vs_cpu() {
     check("kernel.rope");
 }
