@@ -243,7 +243,7 @@ pub fn dino_loss_backward(
 /// What the KoLeo forward keeps for the backward.
 pub struct KoleoSaved {
     /// [rows, 3]: each row's neighbour, distance to it and norm.
-    pub pairs: Tensor,
+    pub neighbours: Tensor,
 }
 
 /// KoLeo over chunks of `batch` rows of x [rows, D]: loss [1] = scale·Σ_i −log(d_i + 1e-8)
@@ -263,7 +263,7 @@ pub fn koleo_forward(
     );
     let gpu = rec.gpu();
     let per_row = gpu.empty(&[rows]);
-    let pairs = gpu.empty(&[rows, 3]);
+    let neighbours = gpu.empty(&[rows, 3]);
     let dummy = gpu.dummy_read.clone();
     let p = Params {
         rows: rows as u32,
@@ -276,13 +276,13 @@ pub fn koleo_forward(
     rec.dispatch(
         &KOLEO_FORWARD,
         &p,
-        &[x, &dummy, &dummy, &per_row, &pairs],
+        &[x, &dummy, &dummy, &per_row, &neighbours],
         grid_rows(rows),
     );
     let sum = gpu.empty(&[1]);
     reduce(rec, &sum, &per_row, Reduce::Sum, false);
     super::elementwise::axpby(rec, loss, &sum, scale, 0.0);
-    KoleoSaved { pairs }
+    KoleoSaved { neighbours }
 }
 
 /// dx (+)= upstream[0]·scale·∂(Σ −log(d_i + ε))/∂x.
@@ -313,7 +313,7 @@ pub fn koleo_backward(
     rec.dispatch(
         &KOLEO_BACKWARD,
         &p,
-        &[x, &saved.pairs, upstream, dx, &scratch],
+        &[x, &saved.neighbours, upstream, dx, &scratch],
         row_grid(rec, rows, dim),
     );
 }

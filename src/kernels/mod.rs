@@ -112,7 +112,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
     ]
 }
 
-/// Invocations per row for the row kernels (layer norm, softmax): a power of two near dim / 4 (at
+/// Invocations per row for the row kernels (layer norm, softmax, the norms and losses): a power
+/// of two near dim / 4 (at
 /// most the workgroup's 256), so short rows share a workgroup and its barriers. In the CPU
 /// layouts ([`Recorder::cpu_layouts`]) one invocation takes a whole row: a CPU driver runs a
 /// workgroup's invocations as SIMD lanes, where every barrier of a shared reduction switches

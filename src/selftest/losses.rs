@@ -375,7 +375,7 @@ pub(crate) fn compute(
                                 1.0 / batch as f32,
                                 false,
                             );
-                            (loss, grad, saved.pairs)
+                            (loss, grad, saved.neighbours)
                         };
                         let (lf, gf, pf) = run(n);
                         let (lc, gc, _) = run(chunk);

@@ -500,7 +500,7 @@ pub(super) fn losses(gpu: &Gpu) -> CaseResult {
                 1.0 / kb as f32,
                 false,
             );
-            vec![probs, tc, tsk, tl_, tg, kloss, kgrad, saved.pairs]
+            vec![probs, tc, tsk, tl_, tg, kloss, kgrad, saved.neighbours]
         }) {
             let tag = format!("B={b} K={k} locals={nl} amp={amp} {kind}");
             // Dividing by τ = 0.04 multiplies the f32 rounding of the logits by 25.
