@@ -227,7 +227,7 @@ pub fn train(
     data: Option<&Path>,
     out: Option<&Path>,
     (resume, overwrite): (bool, bool),
-    (stop_after, steps): (Option<u64>, Option<u64>),
+    (stop_after, steps, time_limit): (Option<u64>, Option<u64>, Option<std::time::Duration>),
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
     use dinoscope::train::run::{latest_run, new_run_dir, point_latest, run, RunOptions};
@@ -256,6 +256,7 @@ pub fn train(
         data: data.map(Path::to_path_buf),
         stop_after,
         overwrite,
+        time_limit,
     };
     let total = cfg.steps;
     let bar = indicatif::ProgressBar::new(total);
@@ -268,9 +269,15 @@ pub fn train(
     let mut last = std::time::Instant::now();
     // Mixed precision: (steps, skipped, last loss scale).
     let mut scaled = (0u64, 0u64, 0.0f32);
-    let summary = run(gpu, cfg, &opts, |m| {
+    let summary = run(gpu, cfg, &opts, |m, steps| {
         let dt = last.elapsed().as_secs_f64().max(1e-9);
         last = std::time::Instant::now();
+        if bar.length() != Some(steps) {
+            bar.println(format!(
+                "the schedule now spans {steps} steps (the config: {total}), fitted to the time limit"
+            ));
+            bar.set_length(steps);
+        }
         bar.set_position(m.step + 1);
         let scale = match m.loss_scale {
             Some(s) => {
@@ -300,6 +307,23 @@ pub fn train(
         println!(
             "step {}: loss {:.4} (dino {:.4}, ibot {:.4}, koleo {:.4})",
             summary.steps, m.loss, m.dino, m.ibot, m.koleo
+        );
+    }
+    if let Some(f) = &summary.fit {
+        println!(
+            "time limit: {:.1} ms a step and {:.1} s an evaluation; {} steps planned (the \
+             config: {})",
+            f.step_s * 1e3,
+            f.eval_s,
+            f.steps,
+            f.planned_steps
+        );
+    }
+    if summary.stopped_at_limit {
+        println!(
+            "the time limit stopped the run at step {} before its schedule's end; continue it \
+             with --resume",
+            summary.steps
         );
     }
     for (s, e) in &summary.evals {

@@ -162,6 +162,11 @@ mod cli {
             /// to it); a resumed run keeps its own.
             #[arg(long, conflicts_with = "resume")]
             steps: Option<u64>,
+            /// Fit a new run into this wall time (900s, 15m, 1.5h): the first steps are timed,
+            /// then the schedule spans what fits, evaluations included; the run also stops there.
+            #[arg(long, value_parser = dinoscope::train::budget::parse_duration,
+                  conflicts_with_all = ["resume", "steps"])]
+            time_limit: Option<std::time::Duration>,
         },
         /// k-NN accuracy (k = 20, T = 0.07) of a backbone's CLS features and a linear probe on
         /// its CLS and mean patch tokens.
@@ -596,6 +601,7 @@ mod cli {
                 stop_after,
                 overwrite,
                 steps,
+                time_limit,
             }) => open_gpu(&cli).and_then(|gpu| {
                 commands::train(
                     &gpu,
@@ -603,7 +609,7 @@ mod cli {
                     data.as_deref(),
                     out.as_deref(),
                     (*resume, *overwrite),
-                    (*stop_after, *steps),
+                    (*stop_after, *steps, *time_limit),
                 )
             }),
             Some(Command::Knn {

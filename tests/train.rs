@@ -113,7 +113,7 @@ fn steps_and_state(
         ..Default::default()
     };
     let mut steps = Vec::new();
-    run(gpu, cfg, &opts, |m| steps.push(m.clone())).expect("trains");
+    run(gpu, cfg, &opts, |m, _| steps.push(m.clone())).expect("trains");
     let state = state_of(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     (steps, state)
@@ -132,16 +132,104 @@ fn resumed_after_3(
         stop_after: Some(3),
         ..Default::default()
     };
-    run(gpu, cfg.clone(), &first, |_| {}).expect("first half");
+    run(gpu, cfg.clone(), &first, |_, _| {}).expect("first half");
     let second = RunOptions {
         out_dir: dir.clone(),
         resume: true,
         ..Default::default()
     };
-    run(gpu, cfg, &second, |_| {}).expect("second half");
+    run(gpu, cfg, &second, |_, _| {}).expect("second half");
     let state = state_of(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     state
+}
+
+#[test]
+fn a_time_limit_fits_the_schedule_and_resumes_on_it() {
+    use dinoscope::train::budget::FIT_AFTER;
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.steps = 40;
+    cfg.eval_every = 20;
+    cfg.checkpoint_every = 10;
+    let dir = tmp("time-limit");
+    let limited = RunOptions {
+        out_dir: dir.clone(),
+        stop_after: Some(FIT_AFTER + 2),
+        time_limit: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let summary = run(gpu, cfg.clone(), &limited, |m, steps| {
+        seen.push((m.clone(), steps))
+    })
+    .expect("runs");
+    let fit = summary.fit.expect("fitted after the timed steps");
+    assert_eq!(summary.steps, FIT_AFTER + 2);
+    assert!(!summary.stopped_at_limit);
+    // An hour holds far more than 40 steps of this model on any adapter that passes selftest.
+    assert!(fit.steps > 40 && fit.planned_steps == 40, "{fit:?}");
+    assert!(fit.step_s > 0.0 && fit.eval_s > 0.0, "{fit:?}");
+    // The checkpoint holds the fitted schedule, with the config's 2 evaluations and 4
+    // checkpoints spread along it.
+    let (fitted, state) = load_checkpoint(&dir).expect("checkpoint");
+    assert_eq!(state.step, FIT_AFTER + 2);
+    assert_eq!(fitted.steps, fit.steps);
+    assert_eq!(fitted.eval_every, fit.steps.div_ceil(2));
+    assert_eq!(fitted.checkpoint_every, fit.steps.div_ceil(4));
+    // The baseline and step 20 were evaluated on the config's schedule.
+    let evaluated: Vec<u64> = summary.evals.iter().map(|e| e.0).collect();
+    assert_eq!(evaluated, [0, 20]);
+    // Steps before the fit follow the config's schedule, later ones the fitted one.
+    let follows = |m: &dinoscope::train::trainer::StepMetrics, c: &TrainConfig| {
+        m.lr == c.at(m.step).lr && m.momentum == c.at(m.step).momentum
+    };
+    assert_ne!(cfg.at(FIT_AFTER).lr, fitted.at(FIT_AFTER).lr);
+    for (m, steps) in &seen {
+        let before = m.step < FIT_AFTER;
+        let c = if before { &cfg } else { &fitted };
+        assert!(follows(m, c), "step {}: lr {}", m.step, m.lr);
+        assert_eq!(*steps, c.steps, "step {}", m.step);
+    }
+    // Resuming continues on the fitted schedule; a time limit cannot refit a resumed run.
+    let err = run(
+        gpu,
+        cfg.clone(),
+        &RunOptions {
+            resume: true,
+            ..limited.clone()
+        },
+        |_, _| {},
+    )
+    .expect_err("refused");
+    assert!(err.contains("time limit"), "{err}");
+    let mut resumed = Vec::new();
+    let more = RunOptions {
+        out_dir: dir.clone(),
+        resume: true,
+        stop_after: Some(2),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &more, |m, _| resumed.push(m.clone())).expect("resumes");
+    assert_eq!(resumed.len(), 2);
+    assert!(resumed.iter().all(|m| follows(m, &fitted)));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A limit that has passed before the first step stops the run with nothing to save.
+    let passed = tmp("time-limit-passed");
+    let summary = run(
+        gpu,
+        cfg,
+        &RunOptions {
+            out_dir: passed.clone(),
+            time_limit: Some(std::time::Duration::from_nanos(1)),
+            ..Default::default()
+        },
+        |_, _| panic!("no step runs"),
+    )
+    .expect("stops");
+    assert!(summary.stopped_at_limit && summary.steps == 0 && summary.fit.is_none());
+    assert!(!passed.join("checkpoints").exists());
+    let _ = std::fs::remove_dir_all(&passed);
 }
 
 #[test]
@@ -156,7 +244,7 @@ fn resume_is_bit_exact() {
             out_dir: straight.clone(),
             ..Default::default()
         },
-        |_| {},
+        |_, _| {},
     )
     .expect("run");
     // The time spent waiting for batches is part of the loop's time.
@@ -172,14 +260,14 @@ fn resume_is_bit_exact() {
         stop_after: Some(3),
         ..Default::default()
     };
-    run(gpu, cfg.clone(), &first, |_| {}).expect("first half");
+    run(gpu, cfg.clone(), &first, |_, _| {}).expect("first half");
     assert_eq!(state_of(&split).step, 3);
     let second = RunOptions {
         out_dir: split.clone(),
         resume: true,
         ..Default::default()
     };
-    run(gpu, cfg, &second, |_| {}).expect("second half");
+    run(gpu, cfg, &second, |_, _| {}).expect("second half");
     let (a, b) = (state_of(&straight), state_of(&split));
     assert_eq!(a.step, 6);
     assert!(a == b, "6 steps straight differ from 3 + resume + 3");
@@ -330,7 +418,7 @@ fn debug_preset_leaves_ln_k_and_gains_ten_knn_points() {
             out_dir: out.clone(),
             ..Default::default()
         },
-        |m| dino.push(m.dino),
+        |m, _| dino.push(m.dino),
     )
     .expect("train");
     // The random-init baseline is measured before the first step and logged as such.
@@ -398,7 +486,7 @@ fn separate_ibot_head_and_sinkhorn_targets_train() {
             out_dir: out.clone(),
             ..Default::default()
         },
-        |m| seen.push(m.clone()),
+        |m, _| seen.push(m.clone()),
     )
     .expect("run");
     assert_eq!(seen.len(), 2);
@@ -451,7 +539,7 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         overwrite,
         ..Default::default()
     };
-    run(gpu, cfg.clone(), &opts(false, false), |_| {}).expect("first run");
+    run(gpu, cfg.clone(), &opts(false, false), |_, _| {}).expect("first run");
     let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics");
     assert_eq!(
         metrics.lines().count(),
@@ -459,7 +547,7 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         "the k-NN baseline and two steps"
     );
     // A second run into the same folder without --resume is refused and changes nothing.
-    let err = run(gpu, cfg.clone(), &opts(false, false), |_| {}).expect_err("refused");
+    let err = run(gpu, cfg.clone(), &opts(false, false), |_, _| {}).expect_err("refused");
     assert!(
         err.contains("--resume") && err.contains("--overwrite"),
         "{err}"
@@ -473,7 +561,7 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         stop_after: Some(0),
         ..opts(true, false)
     };
-    run(gpu, cfg.clone(), &zero, |_| {}).expect("resume for 0 steps");
+    run(gpu, cfg.clone(), &zero, |_, _| {}).expect("resume for 0 steps");
     assert_eq!(
         std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
         metrics
@@ -481,7 +569,7 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
     // A live process's lock keeps others out; a dead one's is taken over.
     let lock = dir.join(".dinoscope.lock");
     std::fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");
-    let err = run(gpu, cfg.clone(), &opts(false, true), |_| {}).expect_err("locked");
+    let err = run(gpu, cfg.clone(), &opts(false, true), |_, _| {}).expect_err("locked");
     assert!(err.contains("another dinoscope"), "{err}");
     if cfg!(target_os = "linux") {
         // Elsewhere a process cannot be looked up, so a stale lock is removed by hand.
@@ -489,7 +577,7 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         let dead = gone.id();
         gone.wait().expect("wait");
         std::fs::write(&lock, format!("{dead}\n")).expect("stale lock");
-        run(gpu, cfg, &opts(false, true), |_| {}).expect("overwrite takes a stale lock");
+        run(gpu, cfg, &opts(false, true), |_, _| {}).expect("overwrite takes a stale lock");
         assert!(!lock.exists(), "the lock is released at the end");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -517,7 +605,7 @@ fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
         out_dir: dir.clone(),
         ..Default::default()
     };
-    run(gpu, cfg.clone(), &opts, |_| {}).expect("run");
+    run(gpu, cfg.clone(), &opts, |_, _| {}).expect("run");
     // The newest two are kept, each a folder with its manifest; the run folder's exports are
     // the latest checkpoint's.
     let kept: Vec<u64> = checkpoint::list(&dir).iter().map(|c| c.0).collect();
@@ -568,7 +656,7 @@ fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
         resume: true,
         ..Default::default()
     };
-    run(gpu, cfg.clone(), &resumed, |_| {}).expect("resume");
+    run(gpu, cfg.clone(), &resumed, |_, _| {}).expect("resume");
     let again = checkpoint::load(&dir).expect("load");
     assert!(again.skipped.is_empty());
     assert!(again.state == straight.state, "the redone steps differ");
@@ -599,7 +687,7 @@ fn non_finite_steps_stop_the_run_with_the_term_and_weights_with_nan_are_refused(
         out_dir: dir.clone(),
         ..Default::default()
     };
-    let err = run(gpu, cfg, &opts, |_| {}).expect_err("diverges");
+    let err = run(gpu, cfg, &opts, |_, _| {}).expect_err("diverges");
     assert!(err.starts_with("step "), "{err}");
     assert!(
         err.contains("NaN") || err.contains("inf"),
@@ -615,7 +703,7 @@ fn non_finite_steps_stop_the_run_with_the_term_and_weights_with_nan_are_refused(
         out_dir: ok_dir.clone(),
         ..Default::default()
     };
-    run(gpu, good, &opts, |_| {}).expect("run");
+    run(gpu, good, &opts, |_, _| {}).expect("run");
     let w = ok_dir.join("teacher_backbone.safetensors");
     let f = dinoscope::fixtures::TensorFile::open(&w).expect("read");
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = f
@@ -782,7 +870,7 @@ fn a_model_without_layerscale_trains_and_exports() {
         out_dir: dir.clone(),
         ..Default::default()
     };
-    let summary = run(gpu, cfg, &opts, |m| {
+    let summary = run(gpu, cfg, &opts, |m, _| {
         assert!(m.non_finite().is_none(), "step {}: {m:?}", m.step)
     })
     .expect("trains");
@@ -815,7 +903,7 @@ fn first_collapse(
             out_dir: out.clone(),
             ..Default::default()
         },
-        |m| {
+        |m, _| {
             if found.is_none() {
                 found = diagnose(m, cfg);
             }
@@ -954,7 +1042,7 @@ fn a_dinov3_backbone_trains_and_its_export_loads_back() {
         ..Default::default()
     };
     let mut losses = Vec::new();
-    run(gpu, cfg.clone(), &opts, |m| {
+    run(gpu, cfg.clone(), &opts, |m, _| {
         assert!(m.non_finite().is_none(), "step {}: {m:?}", m.step);
         losses.push(m.loss);
     })
@@ -1025,7 +1113,7 @@ fn gram_anchoring_trains_and_resumes_exactly() {
             out_dir: straight.clone(),
             ..Default::default()
         },
-        |m| seen.push((m.step, m.gram, m.loss, m.dino, m.ibot, m.koleo)),
+        |m, _| seen.push((m.step, m.gram, m.loss, m.dino, m.ibot, m.koleo)),
     )
     .expect("run");
     assert_eq!(seen.len(), 6);
@@ -1051,7 +1139,7 @@ fn gram_anchoring_trains_and_resumes_exactly() {
         stop_after: Some(4),
         ..Default::default()
     };
-    run(gpu, cfg.clone(), &first, |_| {}).expect("first part");
+    run(gpu, cfg.clone(), &first, |_, _| {}).expect("first part");
     let mid = state_of(&split);
     assert!(mid.gram_teacher.is_some());
     let second = RunOptions {
@@ -1059,7 +1147,7 @@ fn gram_anchoring_trains_and_resumes_exactly() {
         resume: true,
         ..Default::default()
     };
-    run(gpu, cfg.clone(), &second, |_| {}).expect("second part");
+    run(gpu, cfg.clone(), &second, |_, _| {}).expect("second part");
     let (a, b) = (state_of(&straight), state_of(&split));
     assert!(
         a == b,
@@ -1076,7 +1164,7 @@ fn gram_anchoring_trains_and_resumes_exactly() {
             out_dir: plain.clone(),
             ..Default::default()
         },
-        |m| assert!(m.gram.is_none()),
+        |m, _| assert!(m.gram.is_none()),
     )
     .expect("run without Gram");
     let c = state_of(&plain);

@@ -1,6 +1,7 @@
 //! DINOv2 training: heads, initialisation, schedules, the training step, checkpoints, k-NN and
 //! the linear probe.
 
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod diagnose;

@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
     /// Start a new run in a folder that already holds one (its files are replaced).
     pub overwrite: bool,
+    /// Fit a new run into this wall time (see [`super::budget`]).
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// Files that mark a folder as holding a training run.
@@ -239,6 +241,10 @@ pub struct RunSummary {
     pub data_wait_s: f64,
     /// Seconds the training loop ran (evaluations and checkpoints included).
     pub loop_s: f64,
+    /// The schedule a time limit chose.
+    pub fit: Option<super::budget::Fit>,
+    /// Whether the time limit stopped the run before its schedule's end.
+    pub stopped_at_limit: bool,
 }
 
 /// Accuracies of the teacher backbone's frozen features on the labelled evaluation sets.
@@ -298,14 +304,23 @@ pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> 
     Ok((l.cfg, l.state))
 }
 
-/// Trains (or continues) a run; `on_step` sees every step's metrics.
+/// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
+/// steps (which a time limit changes once it has timed the first steps).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run(
     gpu: &Gpu,
     cfg: TrainConfig,
     opts: &RunOptions,
-    mut on_step: impl FnMut(&StepMetrics),
+    mut on_step: impl FnMut(&StepMetrics, u64),
 ) -> Result<RunSummary, String> {
+    let mut budget = opts.time_limit.map(super::budget::Budget::new);
+    if budget.is_some() && opts.resume {
+        return Err(
+            "a time limit fits a new run's schedule; a resumed run keeps its \
+                    checkpoint's (bound this invocation with --stop-after instead)"
+                .into(),
+        );
+    }
     if !opts.resume && !opts.overwrite {
         if let Some(f) = RUN_FILES.iter().find(|f| opts.out_dir.join(f).exists()) {
             return Err(format!(
@@ -328,7 +343,7 @@ pub fn run(
     } else {
         Trainer::new(gpu, cfg).map_err(|e| e.to_string())?
     };
-    let cfg = trainer.cfg.clone();
+    let mut cfg = trainer.cfg.clone();
     let start = trainer.step;
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
@@ -375,16 +390,22 @@ pub fn run(
         .map_err(|e| format!("{}: cannot open: {e}", metrics_path.display()))?;
     let loader_cfg = cfg.loader_config();
     let mut loader = Loader::new(train_ds, loader_cfg, start);
-    let end = opts
-        .stop_after
-        .map_or(cfg.steps, |s| (start + s).min(cfg.steps));
+    let end_of = |cfg: &TrainConfig| {
+        opts.stop_after
+            .map_or(cfg.steps, |s| (start + s).min(cfg.steps))
+    };
+    let mut end = end_of(&cfg);
     let mut summary = RunSummary {
         steps: start,
         ..Default::default()
     };
     if let (0, Some((tr, te))) = (start, &eval) {
         // The random-init baseline, as the app shows it.
+        let e0 = std::time::Instant::now();
         let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
+        if let Some(b) = &mut budget {
+            b.paused(e0.elapsed().as_secs_f64(), true);
+        }
         let line = serde_json::json!({
             "steps_done": 0,
             "knn": ev.knn,
@@ -403,20 +424,32 @@ pub fn run(
         .fold(0.0f64, f64::max);
     let t0 = std::time::Instant::now();
     let mut warned = false;
-    // Whether the run stops after step `done` to evaluate or save: the next step must not start
-    // before that has seen this step's weights.
-    let pauses = |done: u64| {
-        done >= end
-            || (eval.is_some()
-                && ((cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every))
-                    || done == cfg.steps))
-            || (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every))
+    let evaluates = |cfg: &TrainConfig, done: u64| {
+        eval.is_some()
+            && ((cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps)
     };
+    let saves = |cfg: &TrainConfig, done: u64, end: u64| {
+        (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) || done == end
+    };
+    // The steps done when the checkpoint on disk was written.
+    let mut saved_at = start;
     // One step in flight: step n + 1 is recorded and submitted before step n's metrics are read,
     // so the GPU is not idle while the host records. The order of the GPU's work, and therefore
-    // every result, is the same as one step at a time.
+    // every result, is the same as one step at a time. The run pauses (nothing in flight) after
+    // a step it evaluates or saves, or after which a time limit fits the schedule: what follows
+    // must see that step's weights, or the new schedule.
     let mut in_flight: Option<super::trainer::PendingStep> = None;
     loop {
+        if trainer.step < end && budget.as_ref().is_some_and(|b| b.expired()) {
+            end = trainer.step;
+            summary.stopped_at_limit = true;
+        }
+        let pauses = |done: u64| {
+            done >= end
+                || evaluates(&cfg, done)
+                || saves(&cfg, done, end)
+                || budget.as_ref().and_then(|b| b.fits_after()) == Some(done - start)
+        };
         let next = if trainer.step < end && in_flight.as_ref().is_none_or(|p| !pauses(p.step() + 1))
         {
             let w0 = std::time::Instant::now();
@@ -451,23 +484,43 @@ pub fn run(
             line["remedy"] = serde_json::json!(d.remedy);
         }
         let done = m.step + 1;
-        if let Some((tr, te)) = &eval {
-            if (cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps {
-                let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
-                line["knn"] = serde_json::json!(ev.knn);
-                line["probe"] = serde_json::json!(ev.probe);
-                summary.evals.push((done, ev));
+        if let (true, Some((tr, te))) = (evaluates(&cfg, done), &eval) {
+            let e0 = std::time::Instant::now();
+            let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
+            if let Some(b) = &mut budget {
+                b.paused(e0.elapsed().as_secs_f64(), true);
             }
+            line["knn"] = serde_json::json!(ev.knn);
+            line["probe"] = serde_json::json!(ev.probe);
+            summary.evals.push((done, ev));
         }
         line["elapsed_s"] = serde_json::json!(elapsed_before + t0.elapsed().as_secs_f64());
         writeln!(log_file, "{line}")
             .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
-        on_step(&m);
-        if (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) || done == end {
+        on_step(&m, cfg.steps);
+        if saves(&cfg, done, end) {
+            let c0 = std::time::Instant::now();
             save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
+            saved_at = done;
+            if let Some(b) = &mut budget {
+                b.paused(c0.elapsed().as_secs_f64(), false);
+            }
         }
         summary.last = Some(m);
         summary.steps = done;
+        if let Some(fitted) = budget
+            .as_mut()
+            .and_then(|b| b.after_step(done - start, done, &cfg))
+        {
+            trainer.cfg = fitted.clone();
+            cfg = fitted;
+            end = end_of(&cfg);
+            summary.fit = budget.as_ref().and_then(|b| b.fit);
+        }
+    }
+    // A run the limit stopped right after a pause has no step in flight to save with.
+    if summary.steps > saved_at {
+        save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
     }
     summary.loop_s = t0.elapsed().as_secs_f64();
     Ok(summary)

@@ -1,0 +1,274 @@
+//! A run sized to a wall-clock budget (`dinoscope train --time-limit 15m`): the first steps are
+//! timed, then the schedule's length becomes what fits in the time left, evaluations included,
+//! with as many evaluations and checkpoints along it as the config had along its own length.
+//! The limit is also a hard stop: a run that falls behind its estimate (a busier GPU, a slower
+//! disk) ends at the limit with a checkpoint, from which it can be resumed.
+
+use super::config::TrainConfig;
+use std::time::{Duration, Instant};
+
+/// Steps before the timing starts: the first ones build pipelines and fill the pools.
+const WARM_UP: u64 = 3;
+/// Steps timed.
+const TIMED: u64 = 20;
+/// Steps done in a process after which a time limit fits the schedule (the warm-up and timed
+/// steps): the steps before run on the config's own schedule.
+pub const FIT_AFTER: u64 = WARM_UP + TIMED;
+/// Share of the time left that the fitted schedule plans to fill; the rest absorbs the spread
+/// of step times and the checkpoints' writes.
+const PLANNED: f64 = 0.95;
+
+/// Most of the time left that evaluations may take: past it, the fitted run evaluates fewer
+/// times than its config says (at least once, at its end).
+const EVAL_SHARE: f64 = 0.15;
+
+/// Parses a duration: `900`, `90s`, `15m`, `1.5h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let scale = match unit.trim() {
+        "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        u => return Err(format!(
+            "{s}: unknown unit {u:?}; write seconds (900 or 900s), minutes (15m) or hours (1.5h)"
+        )),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s}: not a duration; write e.g. 900s, 15m or 1.5h"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s}: a time limit must be positive"));
+    }
+    Duration::try_from_secs_f64(v * scale).map_err(|e| format!("{s}: {e}"))
+}
+
+/// What the timing found and the schedule it chose.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fit {
+    /// The run's new length in steps.
+    pub steps: u64,
+    /// The config's length before.
+    pub planned_steps: u64,
+    /// Seconds a step took (loader waits included), measured over the timed steps.
+    pub step_s: f64,
+    /// Seconds an evaluation took (the longest so far; 0 without evaluation sets).
+    pub eval_s: f64,
+}
+
+/// The config whose run, from `done` steps on at `step_s` a step with evaluations of `eval_s`
+/// each, ends within `left_s` seconds. The evaluations keep their count along the new length
+/// where they fit in [`EVAL_SHARE`] of the time, the checkpoints theirs; the warm-ups keep their
+/// length in steps.
+pub fn fitted(cfg: &TrainConfig, done: u64, step_s: f64, eval_s: f64, left_s: f64) -> TrainConfig {
+    let count = |every: u64| {
+        if every == 0 {
+            1
+        } else {
+            cfg.steps.div_ceil(every)
+        }
+    };
+    let evals = if eval_s > 0.0 {
+        let fit = (EVAL_SHARE * left_s / eval_s).floor().max(1.0);
+        count(cfg.eval_every).min(fit as u64)
+    } else {
+        count(cfg.eval_every)
+    };
+    let budget = left_s * PLANNED - evals as f64 * eval_s;
+    let more = (budget / step_s.max(1e-6)).floor();
+    // At least one more step, so the run ends on a step of the new schedule.
+    let more = if more.is_finite() && more >= 1.0 {
+        more.min(1e12) as u64
+    } else {
+        1
+    };
+    let mut c = cfg.clone();
+    c.steps = done + more;
+    let spread = |every: u64, n: u64| {
+        if every == 0 {
+            0
+        } else {
+            c.steps.div_ceil(n).max(1)
+        }
+    };
+    c.eval_every = spread(cfg.eval_every, evals);
+    c.checkpoint_every = spread(cfg.checkpoint_every, count(cfg.checkpoint_every));
+    c
+}
+
+/// A run's wall-clock budget: when to time, when to fit, when to stop.
+#[derive(Debug)]
+pub struct Budget {
+    limit: Duration,
+    started: Instant,
+    /// When the timed steps began, and the pauses (evaluations, checkpoints) up to then.
+    window: Option<(Instant, f64)>,
+    /// Seconds spent in evaluations and checkpoints.
+    paused_s: f64,
+    /// The longest evaluation.
+    eval_s: f64,
+    /// The fit, once made.
+    pub fit: Option<Fit>,
+}
+
+impl Budget {
+    /// A budget of `limit`, counted from now.
+    pub fn new(limit: Duration) -> Budget {
+        Budget::starting_at(limit, Instant::now())
+    }
+
+    /// A budget of `limit`, counted from `now`.
+    fn starting_at(limit: Duration, now: Instant) -> Budget {
+        Budget {
+            limit,
+            started: now,
+            window: None,
+            paused_s: 0.0,
+            eval_s: 0.0,
+            fit: None,
+        }
+    }
+
+    /// Records `seconds` spent outside the steps: an evaluation (`eval`) or a checkpoint.
+    pub fn paused(&mut self, seconds: f64, eval: bool) {
+        self.paused_s += seconds;
+        if eval {
+            self.eval_s = self.eval_s.max(seconds);
+        }
+    }
+
+    /// Whether the limit has passed.
+    pub fn expired(&self) -> bool {
+        self.started.elapsed() >= self.limit
+    }
+
+    /// The step count (done in this process) after which the run pauses to fit its schedule,
+    /// while no step is in flight; none once fitted.
+    pub fn fits_after(&self) -> Option<u64> {
+        self.fit.is_none().then_some(FIT_AFTER)
+    }
+
+    /// Called after each step: `here` steps done in this process, `done` in the run. Returns the
+    /// fitted config once the timed steps are done.
+    pub fn after_step(&mut self, here: u64, done: u64, cfg: &TrainConfig) -> Option<TrainConfig> {
+        self.after_step_at(here, done, cfg, Instant::now())
+    }
+
+    /// [`Budget::after_step`] at the instant `now`.
+    fn after_step_at(
+        &mut self,
+        here: u64,
+        done: u64,
+        cfg: &TrainConfig,
+        now: Instant,
+    ) -> Option<TrainConfig> {
+        if self.fit.is_some() {
+            return None;
+        }
+        if here == WARM_UP {
+            self.window = Some((now, self.paused_s));
+        }
+        let (t0, paused0) = self.window?;
+        if here < WARM_UP + TIMED {
+            return None;
+        }
+        let window_s = now.saturating_duration_since(t0).as_secs_f64();
+        let step_s = (window_s - (self.paused_s - paused0)) / TIMED as f64;
+        let left_s =
+            self.limit.as_secs_f64() - now.saturating_duration_since(self.started).as_secs_f64();
+        let c = fitted(cfg, done, step_s.max(1e-6), self.eval_s, left_s);
+        self.fit = Some(Fit {
+            steps: c.steps,
+            planned_steps: cfg.steps,
+            step_s,
+            eval_s: self.eval_s,
+        });
+        Some(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("900"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration(" 1.5h "), Ok(Duration::from_secs(5400)));
+        for bad in ["", "m", "-5m", "0", "15 parsecs", "nan", "1e400s"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.starts_with(bad), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_fit_fills_the_time_left_and_keeps_the_evaluation_count() {
+        let mut cfg = TrainConfig::preset("fmnist").unwrap();
+        cfg.steps = 11_700;
+        cfg.eval_every = 1_170;
+        cfg.checkpoint_every = 0;
+        // 10 evaluations of 2 s, 1/256 s a step, 600 s left: (570 − 20) · 256 more steps.
+        let c = fitted(&cfg, 23, 1.0 / 256.0, 2.0, 600.0);
+        assert_eq!(c.steps, 23 + 140_800);
+        assert_eq!(c.eval_every, c.steps.div_ceil(10));
+        assert_eq!(c.steps.div_ceil(c.eval_every), 10);
+        assert_eq!(c.checkpoint_every, 0);
+        assert_eq!(c.warmup_steps, cfg.warmup_steps);
+        assert!(c.validate().is_ok());
+        // Evaluations that would take most of the time: as many as fit in 15% of it.
+        let c = fitted(&cfg, 23, 0.25, 10.0, 200.0);
+        assert_eq!(c.eval_every, c.steps.div_ceil(3));
+        assert_eq!(
+            c.steps,
+            23 + ((200.0 * 0.95 - 30.0) / 0.25f64).floor() as u64
+        );
+        // Too little time: one more step, so the run still ends on its own schedule.
+        let c = fitted(&cfg, 23, 0.5, 30.0, 10.0);
+        assert_eq!(c.steps, 24);
+        assert!(c.eval_every >= 1);
+    }
+
+    #[test]
+    fn the_timed_steps_exclude_pauses() {
+        let mut cfg = TrainConfig::preset("debug").unwrap();
+        cfg.eval_every = 100;
+        cfg.steps = 1000;
+        let t = Instant::now();
+        let at = |s: f64| t + Duration::from_secs_f64(s);
+        let mut b = Budget::starting_at(Duration::from_secs(1000), t);
+        // A 4-second baseline evaluation, then steps of 0.1 s with a 5-second checkpoint
+        // inside the timed window.
+        b.paused(4.0, true);
+        assert_eq!(b.fits_after(), Some(WARM_UP + TIMED));
+        let mut now = 4.0;
+        for here in 1..WARM_UP + TIMED {
+            now += 0.1;
+            assert!(b.after_step_at(here, here, &cfg, at(now)).is_none());
+            if here == WARM_UP + 2 {
+                b.paused(5.0, false);
+                now += 5.0;
+            }
+        }
+        now += 0.1;
+        let c = b
+            .after_step_at(WARM_UP + TIMED, WARM_UP + TIMED, &cfg, at(now))
+            .unwrap();
+        let f = b.fit.unwrap();
+        assert!((f.step_s - 0.1).abs() < 1e-9, "{f:?}");
+        assert_eq!(f.eval_s, 4.0);
+        assert_eq!(f.planned_steps, 1000);
+        // (95 % of what is left − 10 evaluations of 4 s) at 0.1 s a step.
+        let left = 1000.0 - now;
+        let more = ((left * 0.95 - 40.0) / 0.1f64).floor() as u64;
+        assert_eq!(c.steps, WARM_UP + TIMED + more);
+        assert_eq!(f.steps, c.steps);
+        assert_eq!(b.fits_after(), None);
+        assert!(b.after_step_at(30, 30, &c, at(now + 1.0)).is_none());
+    }
+}
