@@ -296,6 +296,48 @@ fn pause_resume_and_stop_control_the_worker() {
 }
 
 #[test]
+fn a_time_limit_fits_the_runs_schedule_and_its_progress() {
+    use dinoscope::train::budget::FIT_AFTER;
+    let Some(mut app) = app() else { return };
+    let ctx = egui::Context::default();
+    let dir = tmp("time-limit");
+    app.settings.train = TrainSettings {
+        batch_size: 8,
+        steps: 40,
+        minutes: 60.0,
+        eval_every: 0,
+        snapshot_every: 1000,
+        checkpoint_every: 0,
+        run_dir: dir.join("run"),
+        ..TrainSettings::default()
+    };
+    app.start(None);
+    // An hour holds far more than 40 steps of this model on any adapter that passes selftest.
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(600),
+        |a| a.progress.1 > 40
+    ));
+    assert!(app.progress.0 >= FIT_AFTER, "{:?}", app.progress);
+    assert!(app
+        .notices
+        .iter()
+        .any(|n| n.text.starts_with("time limit:") && n.text.contains("spans")));
+    app.control("stop");
+    assert!(frames_until(
+        &ctx,
+        &mut app,
+        Duration::from_secs(120),
+        |a| a.state == RunState::Ended
+    ));
+    assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+    // The checkpoint holds the fitted schedule, which a resumed run follows.
+    let (cfg, _) = dinoscope::train::run::load_checkpoint(&dir.join("run")).expect("checkpoint");
+    assert_eq!(cfg.steps, app.progress.1);
+}
+
+#[test]
 fn bad_settings_are_reported_not_started() {
     let Some(mut app) = app() else { return };
     app.settings.train.patch = 0;
@@ -418,6 +460,10 @@ fn settings_from_a_link_apply_and_bad_ones_are_named() {
     assert_eq!(s.train.dim, 192);
     let e = s.apply_param("batch", "many").expect_err("not a number");
     assert!(e.contains("batch") && e.contains("many"), "{e}");
+    s.apply_param("minutes", "15").expect("minutes");
+    assert_eq!(s.train.minutes, 15.0);
+    let e = s.apply_param("minutes", "-1").expect_err("negative");
+    assert!(e.contains("minutes") && e.contains("-1"), "{e}");
     let e = s.apply_param("colour", "red").expect_err("unknown");
     assert!(e.contains("colour"), "{e}");
     assert!(s.apply_param("preset", "huge").is_err());

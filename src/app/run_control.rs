@@ -117,6 +117,9 @@ impl DinoscopeApp {
         if let Some(s) = p.snapshot {
             self.on_snapshot(s);
         }
+        if let Some(f) = p.fitted {
+            self.on_fitted(f.steps, f.step_s);
+        }
         if let Some(n) = p.notice {
             self.notify(n, false);
         }
@@ -126,8 +129,15 @@ impl DinoscopeApp {
             self.notify(format!("training stopped: {e}"), true);
         } else if p.finished {
             self.state = RunState::Ended;
+            let timed_out = self.web.as_ref().is_some_and(|r| r.session.out_of_time());
             self.web = None;
-            let step = self.progress.0;
+            let (step, total) = self.progress;
+            if timed_out && step < total {
+                self.notify(
+                    format!("the time limit ended the run at step {step} of {total}"),
+                    false,
+                );
+            }
             self.notify(format!("training ended at step {step}"), false);
         }
         ctx.request_repaint();
@@ -147,6 +157,18 @@ impl DinoscopeApp {
             " (k-NN is measured on the bundled set only)"
         };
         self.notify(format!("training on {data}{note}"), false);
+    }
+
+    /// The time limit fitted the schedule: the progress bar's end moves to it.
+    pub(super) fn on_fitted(&mut self, total: u64, step_s: f64) {
+        self.progress.1 = total;
+        self.notify(
+            format!(
+                "time limit: {:.0} ms a step, so the schedule now spans {total} steps",
+                step_s * 1e3
+            ),
+            false,
+        );
     }
 
     /// Takes one step's metrics: progress, the curves, and the collapse diagnosis.
@@ -224,6 +246,7 @@ impl DinoscopeApp {
                         )
                     }
                     worker::Event::Paused { step } => self.paused_at = Some(step),
+                    worker::Event::Fitted { total, step_s } => self.on_fitted(total, step_s),
                     worker::Event::Notice(t) => self.notify(t, false),
                     worker::Event::Ended { step, error } => {
                         self.state = RunState::Ended;

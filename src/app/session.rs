@@ -8,6 +8,7 @@ use crate::data::image::{preprocess, Preprocessed, Resize};
 use crate::data::loader::Loader;
 use crate::gpu::Gpu;
 use crate::infer::{layer_view, LayerView};
+use crate::train::budget::{Budget, Fit};
 use crate::train::config::TrainConfig;
 use crate::train::run::EvalSets;
 use crate::train::trainer::{StepMetrics, Trainer};
@@ -52,6 +53,10 @@ pub struct Session {
     pub skipped_total: usize,
     /// What the data is, for the status line.
     pub data_description: String,
+    /// A new run's time limit (the settings' `minutes`).
+    budget: Option<Budget>,
+    /// Steps done when the session started.
+    start_step: u64,
 }
 
 fn open_data(source: &DataSource) -> Result<(Arc<dyn Dataset>, EvalSets), String> {
@@ -96,6 +101,11 @@ impl Session {
         resume_from: Option<PathBuf>,
         run_dir: Option<PathBuf>,
     ) -> Result<Session, String> {
+        // A resumed run keeps its checkpoint's schedule, fitted or not.
+        let budget = (settings.minutes > 0.0 && resume_from.is_none())
+            .then(|| std::time::Duration::try_from_secs_f64(settings.minutes as f64 * 60.0).ok())
+            .flatten()
+            .map(Budget::new);
         let (trainer, cfg) = match &resume_from {
             #[cfg(not(target_arch = "wasm32"))]
             Some(dir) => {
@@ -128,6 +138,8 @@ impl Session {
         let loader = Loader::new(train, loader_cfg, trainer.step);
         Ok(Session {
             gpu,
+            start_step: trainer.step,
+            budget,
             trainer,
             loader,
             eval,
@@ -143,9 +155,38 @@ impl Session {
         &self.trainer.cfg
     }
 
-    /// Whether every scheduled step is done.
+    /// Whether every scheduled step is done, or the time limit has passed.
     pub fn finished(&self) -> bool {
-        self.trainer.step >= self.trainer.cfg.steps
+        self.trainer.step >= self.trainer.cfg.steps || self.out_of_time()
+    }
+
+    /// Whether the time limit has passed.
+    pub fn out_of_time(&self) -> bool {
+        self.budget.as_ref().is_some_and(|b| b.expired())
+    }
+
+    /// Whether the run pauses after `done` steps (nothing in flight) to fit its schedule to the
+    /// time limit.
+    pub fn fits_after(&self, done: u64) -> bool {
+        let here = done.saturating_sub(self.start_step);
+        self.budget.as_ref().and_then(|b| b.fits_after()) == Some(here)
+    }
+
+    /// Counts `seconds` spent beside the steps (an evaluation when `eval`, else a checkpoint)
+    /// out of the time limit's step timing.
+    pub fn paused_for(&mut self, seconds: f64, eval: bool) {
+        if let Some(b) = &mut self.budget {
+            b.paused(seconds, eval);
+        }
+    }
+
+    /// After the step that made `done` steps: once the first steps are timed, the schedule
+    /// becomes what fits in the time limit, and this returns what was chosen.
+    pub fn after_step(&mut self, done: u64) -> Option<Fit> {
+        let b = self.budget.as_mut()?;
+        let fitted = b.after_step(done - self.start_step, done, &self.trainer.cfg)?;
+        self.trainer.cfg = fitted;
+        b.fit
     }
 
     /// Builds the next batch and submits its step; the metrics come from [`PendingStep::read`].

@@ -43,6 +43,8 @@ pub struct TrainSettings {
     pub n_local: usize,
     /// Total steps (the schedules span them).
     pub steps: u64,
+    /// Fit a new run into this many minutes (the schedules span what fits); 0: `steps`.
+    pub minutes: f32,
     /// k-NN evaluation every N steps (bundled data only; 0 = never during the run).
     pub eval_every: u64,
     /// Attention snapshot of the probe images every N steps.
@@ -74,6 +76,7 @@ impl Default for TrainSettings {
             local_size: 12,
             n_local: 2,
             steps: 400,
+            minutes: 0.0,
             eval_every: 50,
             snapshot_every: 5,
             checkpoint_every: 50,
@@ -189,7 +192,7 @@ impl AppSettings {
 impl AppSettings {
     /// Applies one `key=value` setting from a link (the browser page's query string):
     /// `train` (0/1: start at once), `preset`, `batch`, `width`, `depth`, `locals`, `steps`,
-    /// `maps` (snapshot every N steps), `seed`.
+    /// `minutes` (a time limit), `maps` (snapshot every N steps), `seed`.
     pub fn apply_param(&mut self, key: &str, value: &str) -> Result<(), String> {
         let bad = || format!("setting '{key}': '{value}' is not a valid value");
         let num = |v: &str| v.parse::<u64>().map_err(|_| bad());
@@ -206,6 +209,13 @@ impl AppSettings {
             "depth" => t.depth = num(value)? as usize,
             "locals" => t.n_local = num(value)? as usize,
             "steps" => t.steps = num(value)?,
+            "minutes" => {
+                t.minutes = value
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|m| m.is_finite() && *m >= 0.0)
+                    .ok_or_else(bad)?
+            }
             "maps" => t.snapshot_every = num(value)?.max(1),
             "seed" => t.seed = num(value)?,
             _ => return Err(format!("unknown setting '{key}'")),

@@ -111,7 +111,37 @@ impl DinoscopeApp {
                 ui.add(egui::Slider::new(&mut t.n_local, 0..=10));
                 ui.end_row();
                 ui.label("steps");
-                ui.add(egui::DragValue::new(&mut t.steps).range(1..=10_000_000));
+                ui.add_enabled(
+                    t.minutes == 0.0,
+                    egui::DragValue::new(&mut t.steps).range(1..=10_000_000),
+                )
+                .on_disabled_hover_text("the time limit sets the steps");
+                ui.end_row();
+                ui.label("time limit");
+                ui.add(
+                    egui::DragValue::new(&mut t.minutes)
+                        .range(0.0..=10_000.0)
+                        .speed(0.5)
+                        .custom_formatter(|m, _| {
+                            if m == 0.0 {
+                                "off".into()
+                            } else {
+                                format!("{m} min")
+                            }
+                        })
+                        .custom_parser(|text| {
+                            let t = text.trim().trim_end_matches("min").trim();
+                            if t == "off" {
+                                Some(0.0)
+                            } else {
+                                t.parse().ok()
+                            }
+                        }),
+                )
+                .on_hover_text(
+                    "a new run times its first 20 steps, then its schedule spans as many steps \
+                     as fit in this time, evaluations included; it also stops there",
+                );
                 ui.end_row();
                 ui.label("k-NN every");
                 ui.add(egui::DragValue::new(&mut t.eval_every).range(0..=100_000));

@@ -38,6 +38,8 @@ pub struct Progress {
     pub error: Option<String>,
     /// A problem that does not.
     pub notice: Option<String>,
+    /// The schedule the time limit chose.
+    pub fitted: Option<crate::train::budget::Fit>,
     /// The run is complete.
     pub finished: bool,
 }
@@ -95,6 +97,10 @@ impl WebRun {
                             skipped: *skipped,
                         });
                         self.in_flight = None;
+                        // While a snapshot holds the trainer, the fit waits for a later step.
+                        if let Some(s) = Rc::get_mut(&mut self.session) {
+                            out.fitted = s.after_step(done).or(out.fitted);
+                        }
                         if snapshot_every > 0 && done.is_multiple_of(snapshot_every) {
                             self.snapshot_due = true;
                         }

@@ -63,6 +63,13 @@ pub enum Event {
         /// Steps done.
         step: u64,
     },
+    /// The time limit fitted the schedule: it now spans `total` steps.
+    Fitted {
+        /// Steps scheduled.
+        total: u64,
+        /// Seconds a timed step took.
+        step_s: f64,
+    },
     /// Something the user should know that did not stop the run.
     Notice(String),
     /// The run ended (finished, stopped, or failed with the message).
@@ -162,6 +169,7 @@ fn run(
     )
     .map_err(|e| (0, e))?;
     let cfg = session.config().clone();
+    let started_at = session.trainer.step;
     send(Event::Started {
         step: session.trainer.step,
         total: cfg.steps,
@@ -195,11 +203,14 @@ fn run(
     let mut paused = false;
     let mut warned_skips = 0usize;
     // After step `done`: whether a snapshot, an evaluation or a checkpoint is due, which must see
-    // that step's weights before the next step starts.
-    let pauses = |done: u64| {
-        [job.snapshot_every, cfg.eval_every, cfg.checkpoint_every]
+    // that step's weights before the next step starts, or the time limit's fit, which the next
+    // step's schedule must see.
+    let pauses = |s: &Session, done: u64| {
+        let c = s.config();
+        [job.snapshot_every, c.eval_every, c.checkpoint_every]
             .iter()
             .any(|&every| every > 0 && done.is_multiple_of(every))
+            || s.fits_after(done)
     };
     // When the last step was read: with steps overlapping, a step's time runs from there.
     let mut last_read: Option<web_time::Instant> = None;
@@ -222,8 +233,15 @@ fn run(
         if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
             snapshot(session);
         }
-        if cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every) {
-            if let Some(r) = session.knn() {
+        let (eval_every, checkpoint_every) = {
+            let c = session.config();
+            (c.eval_every, c.checkpoint_every)
+        };
+        if eval_every > 0 && done.is_multiple_of(eval_every) {
+            let t = web_time::Instant::now();
+            let r = session.knn();
+            session.paused_for(t.elapsed().as_secs_f64(), true);
+            if let Some(r) = r {
                 match r {
                     Ok(e) => send(Event::Knn {
                         step: done,
@@ -234,8 +252,16 @@ fn run(
                 }
             }
         }
-        if cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every) {
+        if checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) {
+            let t = web_time::Instant::now();
             save(session);
+            session.paused_for(t.elapsed().as_secs_f64(), false);
+        }
+        if let Some(f) = session.after_step(done) {
+            send(Event::Fitted {
+                total: f.steps,
+                step_s: f.step_s,
+            });
         }
         Ok(())
     };
@@ -283,12 +309,21 @@ fn run(
             continue;
         }
         if session.finished() {
-            save(&session);
+            if session.out_of_time() {
+                send(Event::Notice(format!(
+                    "the time limit ended the run at step {} of {}",
+                    session.trainer.step,
+                    session.config().steps
+                )));
+            }
+            if session.trainer.step > started_at {
+                save(&session);
+            }
             return Ok(session.trainer.step);
         }
         let next = if in_flight
             .as_ref()
-            .is_none_or(|f| !pauses(f.pending.step() + 1))
+            .is_none_or(|f| !pauses(&session, f.pending.step() + 1))
         {
             let since = web_time::Instant::now();
             let (pending, skipped) = session

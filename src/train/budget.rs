@@ -5,7 +5,8 @@
 //! disk) ends at the limit with a checkpoint, from which it can be resumed.
 
 use super::config::TrainConfig;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// Steps before the timing starts: the first ones build pipelines and fill the pools.
 const WARM_UP: u64 = 3;
@@ -33,9 +34,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "sec" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        u => return Err(format!(
+        u => {
+            return Err(format!(
             "{s}: unknown unit {u:?}; write seconds (900 or 900s), minutes (15m) or hours (1.5h)"
-        )),
+        ))
+        }
     };
     let v: f64 = num
         .trim()
@@ -105,8 +108,9 @@ pub fn fitted(cfg: &TrainConfig, done: u64, step_s: f64, eval_s: f64, left_s: f6
 pub struct Budget {
     limit: Duration,
     started: Instant,
-    /// When the timed steps began, and the pauses (evaluations, checkpoints) up to then.
-    window: Option<(Instant, f64)>,
+    /// When the timed steps began: the instant, the pauses (evaluations, checkpoints) up to
+    /// then, and the steps done in this process.
+    window: Option<(Instant, f64, u64)>,
     /// Seconds spent in evaluations and checkpoints.
     paused_s: f64,
     /// The longest evaluation.
@@ -152,8 +156,9 @@ impl Budget {
         self.fit.is_none().then_some(FIT_AFTER)
     }
 
-    /// Called after each step: `here` steps done in this process, `done` in the run. Returns the
-    /// fitted config once the timed steps are done.
+    /// Called after steps: `here` steps done in this process, `done` in the run. Returns the
+    /// fitted config once the timed steps are done. A caller that skips calls (the browser's,
+    /// while a snapshot holds the trainer) times and fits at the next one.
     pub fn after_step(&mut self, here: u64, done: u64, cfg: &TrainConfig) -> Option<TrainConfig> {
         self.after_step_at(here, done, cfg, Instant::now())
     }
@@ -169,15 +174,16 @@ impl Budget {
         if self.fit.is_some() {
             return None;
         }
-        if here == WARM_UP {
-            self.window = Some((now, self.paused_s));
+        if here >= WARM_UP && self.window.is_none() {
+            self.window = Some((now, self.paused_s, here));
+            return None;
         }
-        let (t0, paused0) = self.window?;
-        if here < WARM_UP + TIMED {
+        let (t0, paused0, here0) = self.window?;
+        if here < here0 + TIMED {
             return None;
         }
         let window_s = now.saturating_duration_since(t0).as_secs_f64();
-        let step_s = (window_s - (self.paused_s - paused0)) / TIMED as f64;
+        let step_s = (window_s - (self.paused_s - paused0)) / (here - here0) as f64;
         let left_s =
             self.limit.as_secs_f64() - now.saturating_duration_since(self.started).as_secs_f64();
         let c = fitted(cfg, done, step_s.max(1e-6), self.eval_s, left_s);
