@@ -16,7 +16,8 @@
 //                      g = up·scale, u_i = x̂_i − x̂_nn(i) + ε. The neighbour choice is constant.
 // Dispatch: teacher_softmax, dino_loss_*, sinkhorn_rows and koleo_backward give each row `lanes`
 // invocations (as softmax.wgsl), grid_rows(ceil(rows / (256 / lanes))); koleo_forward a workgroup
-// per row, grid_rows(rows), its segments of `lanes` scoring candidates; elementwise kernels
+// per row, grid_rows(rows), its segments of `lanes` scoring candidates (koleo_forward_rows, for CPU
+// drivers: an invocation per row, grid_rows(ceil(rows / 256))); elementwise kernels
 // grid_1d(ceil(n / 256)).
 
 struct Params {
@@ -258,6 +259,46 @@ fn koleo_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
         saved[3u * i + 1u] = d;
         saved[3u * i + 2u] = ni;
     }
+}
+
+// CPU layouts: one invocation per row scanning its chunk, 256 rows to a workgroup and no barrier.
+// The same sums in the same order as koleo_forward with one lane, so the same neighbours, and a
+// CPU driver does not run 255 idle invocations per row.
+@compute @workgroup_size(256)
+fn koleo_forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.rows) { return; }
+    let chunk0 = (i / p.batch) * p.batch;
+    let ni = max(sqrt(row_sq(0u, 1u, i)), EPS);
+    var best = -3.4e38;
+    var best_j = i;
+    for (var j = chunk0; j < chunk0 + p.batch; j++) {
+        if (j == i) { continue; }
+        var dot = 0.0;
+        var sq = 0.0;
+        for (var c = 0u; c < p.cols; c++) {
+            let xj = x[j * p.cols + c];
+            dot += x[i * p.cols + c] * xj;
+            sq += xj * xj;
+        }
+        let cosv = dot / (ni * max(sqrt(sq), EPS));
+        if (cosv > best) {
+            best = cosv;
+            best_j = j;
+        }
+    }
+    let nn = max(sqrt(row_sq(0u, 1u, best_j)), EPS);
+    var s = 0.0;
+    for (var c = 0u; c < p.cols; c++) {
+        let u = x[i * p.cols + c] / ni - x[best_j * p.cols + c] / nn + EPS;
+        s += u * u;
+    }
+    let d = sqrt(s);
+    out[i] = -log(d + EPS);
+    saved[3u * i] = f32(best_j);
+    saved[3u * i + 1u] = d;
+    saved[3u * i + 2u] = ni;
 }
 
 // This invocation's share of Σ x[row]², for a segment of `lanes`.

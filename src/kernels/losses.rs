@@ -56,6 +56,8 @@ pub static SINKHORN_ROWS: Kernel =
     Kernel::new::<Params>("losses", "sinkhorn_rows", &[(4, ReadWrite)]);
 /// KoLeo per row, with neighbours and distances saved.
 pub static KOLEO_FORWARD: Kernel = Kernel::new::<Params>("losses", "koleo_forward", B5);
+/// KoLeo forward, an invocation per row (CPU layouts).
+pub static KOLEO_FORWARD_ROWS: Kernel = Kernel::new::<Params>("losses", "koleo_forward_rows", B5);
 /// d KoLeo / d x.
 pub static KOLEO_BACKWARD: Kernel = Kernel::new::<Params>("losses", "koleo_backward", B5);
 
@@ -273,11 +275,16 @@ pub fn koleo_forward(
         lanes: row_lanes(rec, dim),
         ..Default::default()
     };
+    let (kernel, grid) = if rec.cpu_layouts() {
+        (&KOLEO_FORWARD_ROWS, grid_rows(rows.div_ceil(256)))
+    } else {
+        (&KOLEO_FORWARD, grid_rows(rows))
+    };
     rec.dispatch(
-        &KOLEO_FORWARD,
+        kernel,
         &p,
         &[x, &dummy, &dummy, &per_row, &neighbours],
-        grid_rows(rows),
+        grid,
     );
     let sum = gpu.empty(&[1]);
     reduce(rec, &sum, &per_row, Reduce::Sum, false);

@@ -71,6 +71,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &losses::SINKHORN_SUB_COLS,
         &losses::SINKHORN_ROWS,
         &losses::KOLEO_FORWARD,
+        &losses::KOLEO_FORWARD_ROWS,
         &losses::KOLEO_BACKWARD,
         &gelu::GELU_FORWARD,
         &gelu::GELU_BACKWARD,
