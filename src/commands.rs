@@ -536,19 +536,20 @@ pub fn plan(
 pub fn tune(
     gpu: &Gpu,
     configs: &[String],
-    batch: Option<usize>,
+    (batch, precision): (Option<usize>, Option<&str>),
     reps: usize,
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
     let mut dims = Vec::new();
     for c in configs {
-        let cfg = TrainConfig::load(c)?.with_overrides(batch, None, None)?;
-        for d in dinoscope::tune::products(gpu, &cfg)? {
+        let cfg = TrainConfig::load(c)?.with_overrides(batch, None, precision)?;
+        for (d, t) in dinoscope::tune::products(gpu, &cfg)? {
+            let key = d.key_for(t);
             if !dims
                 .iter()
-                .any(|x: &dinoscope::kernels::matmul::MatmulDims| x.key() == d.key())
+                .any(|(x, u): &(dinoscope::kernels::matmul::MatmulDims, _)| x.key_for(*u) == key)
             {
-                dims.push(d);
+                dims.push((d, t));
             }
         }
     }
@@ -560,21 +561,26 @@ pub fn tune(
         reps.max(1)
     );
     println!(
-        "{:<34} {:>16} {:>10} {:>18} {:>10}",
-        "product (m,n,k,batch,ta,tb)", "default", "ms", "best", "ms"
+        "{:<38} {:>16} {:>10} {:>18} {:>10}",
+        "product (m,n,k,batch,ta,tb type)", "default", "ms", "best", "ms"
     );
     let tuned = dinoscope::tune::tune(gpu, &dims, reps.max(1), |t| {
         let d = &t.dims;
         println!(
-            "{:<34} {:>16} {:>10.3} {:>18} {:>10.3}",
+            "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
             format!(
-                "{},{},{},{},{},{}",
+                "{},{},{},{},{},{} {}",
                 d.m,
                 d.n,
                 d.k,
                 d.batch,
                 u8::from(d.trans_a),
-                u8::from(d.trans_b)
+                u8::from(d.trans_b),
+                if t.dtype == dinoscope::gpu::DType::F16 {
+                    "f16"
+                } else {
+                    "f32"
+                }
             ),
             t.default.0.name(),
             t.default.1 * 1e3,

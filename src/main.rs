@@ -210,6 +210,10 @@ mod cli {
             /// Images per step (overrides the configs; products depend on it).
             #[arg(long)]
             batch: Option<usize>,
+            /// Training precision (overrides the configs): `mixed` tunes the f16 products, with
+            /// the cooperative-matrix kernel among the candidates where the adapter has it.
+            #[arg(long)]
+            precision: Option<String>,
             /// Repetitions per candidate (the median is compared).
             #[arg(long, default_value_t = 3)]
             reps: usize,
@@ -556,10 +560,10 @@ mod cli {
                     if !tuned.is_empty() {
                         let mut fails = Vec::new();
                         for (key, plan) in &tuned {
-                            let checked = dinoscope::kernels::matmul::MatmulDims::from_key(key)
+                            let checked = dinoscope::kernels::matmul::MatmulDims::from_key_for(key)
                                 .zip(dinoscope::kernels::matmul::Plan::parse(plan))
                                 .ok_or_else(|| format!("{key}: unreadable plan '{plan}'"))
-                                .and_then(|(d, p)| dinoscope::tune::verify(&gpu, p, &d));
+                                .and_then(|((d, t), p)| dinoscope::tune::verify(&gpu, p, &d, t));
                             if let Err(e) = checked {
                                 fails.push(e);
                             }
@@ -698,8 +702,11 @@ mod cli {
             Some(Command::Tune {
                 config,
                 batch,
+                precision,
                 reps,
-            }) => open_gpu(&cli).and_then(|gpu| commands::tune(&gpu, config, *batch, *reps)),
+            }) => open_gpu(&cli).and_then(|gpu| {
+                commands::tune(&gpu, config, (*batch, precision.as_deref()), *reps)
+            }),
             Some(Command::Export {
                 run,
                 to,

@@ -1,10 +1,12 @@
 //! `dinoscope tune`: times the matmul plans (kernel, tile, split K) on this adapter for the
 //! products a training config runs, keeps the fastest of each, and caches them as RON under the
 //! platform's cache folder, keyed by adapter, driver and wgpu version. Every device the CLI or
-//! the app opens loads the matching cache; without one the runtime uses [`Plan::for_device`].
-//! Every candidate variant is checked against the CPU twin before it is timed.
+//! the app opens loads the matching cache; without one the runtime uses [`Plan::untuned`].
+//! Products of f16 operands (mixed-precision configs) are tuned apart from f32 ones, with the
+//! cooperative-matrix kernel among their candidates where the adapter has it. Every candidate
+//! variant is checked against the CPU twin before it is timed.
 
-use crate::gpu::{Gpu, Recorder};
+use crate::gpu::{DType, Gpu, Recorder};
 use crate::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan};
 use crate::selftest::checks_random as random;
 use crate::train::config::TrainConfig;
@@ -24,7 +26,7 @@ pub struct TuneCache {
     pub driver: String,
     /// wgpu version.
     pub wgpu: String,
-    /// Plan name by [`MatmulDims::key`].
+    /// Plan name by [`MatmulDims::key_for`].
     pub plans: BTreeMap<String, String>,
 }
 
@@ -91,7 +93,7 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
         return Ok(0);
     }
     for (k, v) in &cache.plans {
-        if MatmulDims::from_key(k).is_some() && Plan::parse(v).is_some() {
+        if MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some() {
             gpu.set_choice(k, v);
         }
     }
@@ -99,8 +101,9 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
 }
 
 /// Checks one plan variant (its kernel, tile, transposes and split) against the CPU twin on a
-/// small product of the same kind.
-pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims) -> Result<(), String> {
+/// small product of the same kind with `dtype` operands (f16: on the twin's f16-rounded inputs,
+/// within the f16 output's rounding).
+pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims, dtype: DType) -> Result<(), String> {
     let mut small = *d;
     small.m = d.m.min(132);
     small.n = d.n.min(136);
@@ -118,11 +121,18 @@ pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims) -> Result<(), String> {
         return Err(format!("{} cannot run {small:?}", plan.name()));
     }
     let (a_len, b_len) = small.operand_lens();
-    let a = random(a_len, 41, -1.0, 1.0);
-    let b = random(b_len, 42, -1.0, 1.0);
+    let mut a = random(a_len, 41, -1.0, 1.0);
+    let mut b = random(b_len, 42, -1.0, 1.0);
+    if dtype == DType::F16 {
+        a = crate::half::round_trip(&a);
+        b = crate::half::round_trip(&b);
+    }
     let want = crate::cpu::matmul::matmul(&a, &b, small);
-    let (ta, tb) = (gpu.upload(&a, &[a_len]), gpu.upload(&b, &[b_len]));
-    let c = gpu.empty(&[want.len()]);
+    let (ta, tb) = (
+        gpu.upload_as(&a, &[a_len], dtype),
+        gpu.upload_as(&b, &[b_len], dtype),
+    );
+    let c = gpu.empty_as(&[want.len()], dtype);
     let mut rec = Recorder::new(gpu);
     matmul_planned(
         &mut rec,
@@ -143,29 +153,37 @@ pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims) -> Result<(), String> {
         .zip(&want)
         .map(|(g, w)| (g - w).abs())
         .fold(0.0f32, f32::max);
-    if err.is_finite() && err <= 4e-6 * scale {
+    // f16 outputs round to 11 significant bits (half an ulp is 2^-11 of the value).
+    let rel = match dtype {
+        DType::F16 => 1e-3,
+        DType::F32 => 4e-6,
+    };
+    if err.is_finite() && err <= rel * scale {
         Ok(())
     } else {
         Err(format!(
-            "{} on {small:?}: max error {err:e} against the CPU twin",
+            "{} ({dtype:?}) on {small:?}: max error {err:e} against the CPU twin",
             plan.name()
         ))
     }
 }
 
-/// One tuned product: its dims, the default plan's time, and the winner's.
+/// One tuned product: its dims and operand type, the default plan's time, and the winner's.
 #[derive(Clone, Debug)]
 pub struct Tuned {
     /// The product.
     pub dims: MatmulDims,
+    /// Its operands' storage type.
+    pub dtype: DType,
     /// Default plan and its seconds.
     pub default: (Plan, f64),
     /// Fastest plan and its seconds.
     pub best: (Plan, f64),
 }
 
-/// The distinct products one training step of `cfg` runs (from a dry run).
-pub fn products(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<MatmulDims>, String> {
+/// The distinct products one training step of `cfg` runs, with their operands' type (from a dry
+/// run).
+pub fn products(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<(MatmulDims, DType)>, String> {
     let dry = gpu.dry_run();
     let mut trainer =
         crate::train::trainer::Trainer::new(&dry, cfg.clone()).map_err(|e| e.to_string())?;
@@ -174,35 +192,45 @@ pub fn products(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<MatmulDims>, String>
     Ok(dry
         .shapes()
         .iter()
-        .filter_map(|k| MatmulDims::from_key(k))
+        .filter_map(|k| MatmulDims::from_key_for(k))
         .collect())
 }
 
-/// Times every candidate plan of every product in `dims` (`reps` repetitions, median), after
+/// Times every candidate plan of every product in `products` (`reps` repetitions, median), after
 /// checking each variant against the CPU twin; stores the winners in the device's choices.
 pub fn tune(
     gpu: &Gpu,
-    dims: &[MatmulDims],
+    products: &[(MatmulDims, DType)],
     reps: usize,
     mut progress: impl FnMut(&Tuned),
 ) -> Result<Vec<Tuned>, String> {
     let mut verified = BTreeSet::new();
     let mut out = Vec::new();
-    for d in dims {
-        let default = Plan::for_device(d, gpu.cpu_driver());
+    for &(d, dtype) in products {
+        let default = Plan::untuned(gpu, &d, dtype);
         let (a_len, b_len) = d.operand_lens();
-        let a = gpu.upload(&random(a_len, 1, -1.0, 1.0), &[a_len]);
-        let b = gpu.upload(&random(b_len, 2, -1.0, 1.0), &[b_len]);
-        let c = gpu.empty(&[d.batch * d.m * d.n]);
+        let a = gpu.upload_as(&random(a_len, 1, -1.0, 1.0), &[a_len], dtype);
+        let b = gpu.upload_as(&random(b_len, 2, -1.0, 1.0), &[b_len], dtype);
+        let c = gpu.empty_as(&[d.batch * d.m * d.n], dtype);
+        let mut plans = Plan::candidates(&d);
+        if default == Plan::Coop {
+            plans.push(Plan::Coop);
+        }
         let mut times = Vec::new();
-        for plan in Plan::candidates(d) {
-            let variant = (plan.name(), d.trans_a, d.trans_b, d.broadcast_b);
+        for plan in plans {
+            let variant = (
+                plan.name(),
+                d.trans_a,
+                d.trans_b,
+                d.broadcast_b,
+                dtype == DType::F16,
+            );
             if !verified.contains(&variant) {
-                verify(gpu, plan, d)?;
+                verify(gpu, plan, &d, dtype)?;
                 verified.insert(variant);
             }
             let (t, _) = crate::bench::time(gpu, reps, |rec| {
-                matmul_planned(rec, &c, &a, &b, *d, 1.0, false, Epilogue::None, plan)
+                matmul_planned(rec, &c, &a, &b, d, 1.0, false, Epilogue::None, plan)
             })
             .map_err(|e| e.to_string())?;
             times.push((plan, t));
@@ -217,9 +245,10 @@ pub fn tune(
             .copied()
             .find(|(p, _)| p.name() == default.name())
             .unwrap_or(best);
-        gpu.set_choice(&d.key(), &best.0.name());
+        gpu.set_choice(&d.key_for(dtype), &best.0.name());
         let t = Tuned {
-            dims: *d,
+            dims: d,
+            dtype,
             default: def,
             best,
         };

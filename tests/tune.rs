@@ -3,7 +3,7 @@
 
 mod common;
 
-use dinoscope::gpu::{AdapterChoice, Gpu, Recorder};
+use dinoscope::gpu::{AdapterChoice, DType, Gpu, Recorder};
 use dinoscope::kernels::matmul::{matmul, Epilogue, MatmulDims, Plan};
 use dinoscope::train::config::TrainConfig;
 
@@ -25,36 +25,61 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     let side = cfg.augment.global_size / cfg.model.patch;
     let rows = 2 * cfg.batch_size * (1 + side * side);
     assert!(
-        products
-            .iter()
-            .any(|d| d.m == rows && d.n == 3 * 64 && d.k == 64 && d.trans_b),
+        products.iter().any(|(d, t)| *t == DType::F32
+            && d.m == rows
+            && d.n == 3 * 64
+            && d.k == 64
+            && d.trans_b),
         "no qkv product among {products:?}"
     );
+    // A mixed-precision step's products have f16 operands: they are tuned apart.
+    let f16 = gpu.features.contains(wgpu::Features::SHADER_F16);
+    if f16 {
+        let mut mixed = cfg.clone();
+        mixed.precision = dinoscope::train::config::Precision::Mixed;
+        let p16 = dinoscope::tune::products(&gpu, &mixed).expect("products");
+        assert!(p16.iter().any(|(_, t)| *t == DType::F16), "{p16:?}");
+    }
 
-    // Tune two products: one small enough for the 64 tile, one with a long K (split K).
-    let dims = [
-        MatmulDims::new(68, 132, 36).tb(),
-        MatmulDims::new(132, 68, 2064),
+    // Tune two products: one small enough for the 64 tile, one with a long K (split K); and
+    // the first on f16 operands where the adapter has them.
+    let mut dims = vec![
+        (MatmulDims::new(68, 132, 36).tb(), DType::F32),
+        (MatmulDims::new(132, 68, 2064), DType::F32),
     ];
+    if f16 {
+        dims.push((MatmulDims::new(68, 132, 36).tb(), DType::F16));
+    }
     let mut seen = 0;
     let tuned = dinoscope::tune::tune(&gpu, &dims, 1, |_| seen += 1).expect("tune");
-    assert_eq!((tuned.len(), seen), (2, 2));
-    assert!(Plan::candidates(&dims[1]).len() >= 5, "split K candidates");
+    assert_eq!((tuned.len(), seen), (dims.len(), dims.len()));
+    assert!(
+        Plan::candidates(&dims[1].0).len() >= 5,
+        "split K candidates"
+    );
     for t in &tuned {
         assert!(t.best.1 <= t.default.1);
-        assert_eq!(gpu.choice(&t.dims.key()), Some(t.best.0.name()));
+        assert_eq!(gpu.choice(&t.dims.key_for(t.dtype)), Some(t.best.0.name()));
     }
     let path = dinoscope::tune::save(&gpu).expect("save");
     assert!(path.starts_with(&dir));
 
     // A fresh device on the same adapter loads them; products then run the tuned plans.
     let fresh = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
-    assert_eq!(dinoscope::tune::load(&fresh).expect("load"), 2);
-    let d = dims[1];
-    assert_eq!(
-        Plan::choose(&fresh, &d, dinoscope::gpu::DType::F32).name(),
+    assert_eq!(dinoscope::tune::load(&fresh).expect("load"), dims.len());
+    for (t, (d, dtype)) in tuned.iter().zip(&dims) {
+        assert_eq!(Plan::choose(&fresh, d, *dtype).name(), t.best.0.name());
+    }
+    // An f16 product with no choice of its own takes the f32 product's, unless the adapter has
+    // cooperative matrices (their kernel is the f16 default).
+    let untuned16 = dims[1].0;
+    let want16 = if Plan::untuned(&fresh, &untuned16, DType::F16) == Plan::Coop {
+        Plan::Coop.name()
+    } else {
         tuned[1].best.0.name()
-    );
+    };
+    assert_eq!(Plan::choose(&fresh, &untuned16, DType::F16).name(), want16);
+    let d = dims[1].0;
     let a = dinoscope::selftest::checks_random(d.m * d.k, 5, -1.0, 1.0);
     let b = dinoscope::selftest::checks_random(d.k * d.n, 6, -1.0, 1.0);
     let want = dinoscope::cpu::matmul::matmul(&a, &b, d);

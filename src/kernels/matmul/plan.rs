@@ -31,26 +31,38 @@ pub enum Plan {
 
 impl Plan {
     /// The plan of a product on this device: the tuned one (`dinoscope tune`) if the device has
-    /// one for these dims and it can run them, else [`Plan::for_device`]. A dry run notes the
-    /// dims, so the tuner learns which products a config runs.
-    /// Products of f16 operands in the vec4 layout take the cooperative-matrix kernel where the
-    /// device has one.
+    /// one for these dims and operand type and it can run them, else [`Plan::untuned`]; an f16
+    /// product without its own falls back to the f32 product's where the device has no
+    /// cooperative matrices. A dry run notes the product, so the tuner learns which products a
+    /// config runs.
     pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
-        let cpu = gpu.cpu_driver();
-        if dtype == DType::F16 && gpu.coop_side().is_some() && d.vec4_ok() {
-            return Plan::Coop;
-        }
+        let untuned = Plan::untuned(gpu, d, dtype);
         if !gpu.is_dry() && !gpu.has_choices() {
-            return Plan::for_device(d, cpu);
+            return untuned;
         }
-        let key = d.key();
+        let key = d.key_for(dtype);
         if gpu.is_dry() {
             gpu.note_shape(&key);
         }
-        gpu.choice(&key)
-            .and_then(|v| Plan::parse(&v))
-            .filter(|p| p.fits(d))
-            .unwrap_or_else(|| Plan::for_device(d, cpu))
+        let runs = |p: &Plan| p.fits(d) && (*p != Plan::Coop || untuned == Plan::Coop);
+        let tuned = |k: &str| gpu.choice(k).and_then(|v| Plan::parse(&v)).filter(runs);
+        tuned(&key)
+            .or_else(|| {
+                (dtype == DType::F16 && untuned != Plan::Coop)
+                    .then(|| tuned(&d.key()))
+                    .flatten()
+            })
+            .unwrap_or(untuned)
+    }
+
+    /// The plan of a product without tuning: the cooperative-matrix kernel for f16 operands in
+    /// the vec4 layout where the device has one, else [`Plan::for_device`].
+    pub fn untuned(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
+        if dtype == DType::F16 && gpu.coop_side().is_some() && d.vec4_ok() {
+            Plan::Coop
+        } else {
+            Plan::for_device(d, gpu.cpu_driver())
+        }
     }
 
     /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
@@ -262,6 +274,23 @@ impl MatmulDims {
             f(self.broadcast_a),
             f(self.broadcast_b)
         )
+    }
+
+    /// The tuning key of this product with `dtype` operands: [`MatmulDims::key`], then `:f16`
+    /// for f16 operands, whose plans are timed apart (the cooperative-matrix kernel is one).
+    pub fn key_for(&self, dtype: DType) -> String {
+        match dtype {
+            DType::F16 => format!("{}:f16", self.key()),
+            DType::F32 => self.key(),
+        }
+    }
+
+    /// Parses [`MatmulDims::key_for`].
+    pub fn from_key_for(key: &str) -> Option<(MatmulDims, DType)> {
+        match key.strip_suffix(":f16") {
+            Some(k) => Some((MatmulDims::from_key(k)?, DType::F16)),
+            None => Some((MatmulDims::from_key(key)?, DType::F32)),
+        }
     }
 
     /// Parses [`MatmulDims::key`].
