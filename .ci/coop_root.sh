@@ -62,6 +62,7 @@ fi
 kernels="$(binary kernels)"
 train="$(binary train)"
 memory="$(binary memory)"
+tune="$(binary tune)"
 cargo build --release --quiet
 
 # Captured, then printed: `tee /dev/stderr` would reopen a log file that stderr points to and
@@ -76,3 +77,5 @@ in_root target/release/dinoscope selftest
 in_root "$kernels" f16 coop loss_scale --show-output
 in_root "$train" mixed_precision --show-output
 in_root "$memory" mixed --show-output
+# The tuner times the cooperative-matrix kernel among the f16 products' candidates here.
+in_root "$tune" --show-output
