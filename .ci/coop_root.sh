@@ -5,7 +5,8 @@
 # same path, and runs the already built binaries there: the adapter report, the selftest (whose
 # f16 model checks then run on the cooperative-matrix matmul), the kernel tests for f16 and
 # cooperative matrices, which must find the feature, and the mixed-precision training tests,
-# whose f16 forward products then take that kernel too.
+# whose f16 forward products then take that kernel too. lavapipe emulates the matrices, and f16
+# products on CPU drivers take the plain kernels unless DINOSCOPE_COOP=1, which the root sets.
 # Usage: .ci/coop_root.sh [ROOT] [-- COMMAND…]   (as root: it uses debootstrap, mount and chroot)
 #   ROOT defaults to /var/tmp/dinoscope-trixie and is kept for the next call; with a COMMAND,
 #   that runs in the root from the checkout instead of the checks, e.g.
@@ -53,7 +54,7 @@ binary() {
   [ -n "$b" ] || { echo "coop_root: no $1 test binary" >&2; exit 1; }
   echo "$b"
 }
-in_root() { chroot "$root" env -C "$repo" DINOSCOPE_EXPECT_COOP=1 HOME=/tmp "$@"; }
+in_root() { chroot "$root" env -C "$repo" DINOSCOPE_EXPECT_COOP=1 DINOSCOPE_COOP=1 HOME=/tmp "$@"; }
 if [ $# -gt 0 ]; then
   in_root "$@"
   exit

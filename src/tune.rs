@@ -213,7 +213,7 @@ pub fn tune(
         let b = gpu.upload_as(&random(b_len, 2, -1.0, 1.0), &[b_len], dtype);
         let c = gpu.empty_as(&[d.batch * d.m * d.n], dtype);
         let mut plans = Plan::candidates(&d);
-        if default == Plan::Coop {
+        if dtype == DType::F16 && gpu.coop_side().is_some() && Plan::Coop.fits(&d) {
             plans.push(Plan::Coop);
         }
         let mut times = Vec::new();

@@ -107,6 +107,18 @@ fn coop_wanted() -> bool {
     )
 }
 
+/// Whether `DINOSCOPE_COOP=1` (or `on`) asks for cooperative matrices even where they are not
+/// the default (CPU drivers, which emulate them with vector code).
+fn coop_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| {
+        matches!(
+            std::env::var("DINOSCOPE_COOP").as_deref().map(str::trim),
+            Ok("1" | "on" | "true" | "yes")
+        )
+    })
+}
+
 /// The f16 cooperative-matrix shape the matmul can use on `adapter`: square f16 × f16 → f32
 /// matrices of side 16 (preferred) or 8, with subgroups of one fixed size, side²/8 (32 and 8:
 /// NVIDIA and lavapipe; eight of them make a workgroup), and room for the kernel's workgroup
@@ -226,6 +238,13 @@ impl Gpu {
     /// where it uses the plain kernels.
     pub fn coop_side(&self) -> Option<u32> {
         self.coop
+    }
+
+    /// Whether untuned f16 products take the cooperative-matrix kernel: where the device has
+    /// one, except on CPU drivers, which emulate the matrices and run the plain kernels 2–6×
+    /// faster (BENCHMARKS.md), unless `DINOSCOPE_COOP=1` asks for them.
+    pub fn coop_by_default(&self) -> bool {
+        self.coop.is_some() && (!self.cpu_driver() || coop_forced())
     }
 
     /// Stops using the cooperative matrices (the matmul falls back to the plain kernels), and

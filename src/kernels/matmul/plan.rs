@@ -44,7 +44,8 @@ impl Plan {
         if gpu.is_dry() {
             gpu.note_shape(&key);
         }
-        let runs = |p: &Plan| p.fits(d) && (*p != Plan::Coop || untuned == Plan::Coop);
+        let coop = dtype == DType::F16 && gpu.coop_side().is_some();
+        let runs = |p: &Plan| p.fits(d) && (*p != Plan::Coop || coop);
         let tuned = |k: &str| gpu.choice(k).and_then(|v| Plan::parse(&v)).filter(runs);
         tuned(&key)
             .or_else(|| {
@@ -56,9 +57,12 @@ impl Plan {
     }
 
     /// The plan of a product without tuning: the cooperative-matrix kernel for f16 operands in
-    /// the vec4 layout where the device has one, else [`Plan::for_device`].
+    /// the vec4 layout where the device takes it by default ([`Gpu::coop_by_default`]), else
+    /// [`Plan::for_device`].
+    ///
+    /// [`Gpu::coop_by_default`]: crate::gpu::Gpu::coop_by_default
     pub fn untuned(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
-        if dtype == DType::F16 && gpu.coop_side().is_some() && d.vec4_ok() {
+        if dtype == DType::F16 && gpu.coop_by_default() && d.vec4_ok() {
             Plan::Coop
         } else {
             Plan::for_device(d, gpu.cpu_driver())
