@@ -723,7 +723,12 @@ impl Gpu {
         );
         s += &match (self.coop, &self.coop_off) {
             (Some(side), _) => {
-                format!("  COOP_MATRIX     f16 {side}x{side}x{side} (f16 matmuls)\n")
+                let when = if self.coop_by_default() {
+                    "f16 matmuls"
+                } else {
+                    "emulated here: f16 matmuls tuned to it, or with DINOSCOPE_COOP=1"
+                };
+                format!("  COOP_MATRIX     f16 {side}x{side}x{side} ({when})\n")
             }
             (None, Some(why)) => format!("  COOP_MATRIX     offered, turned off: {why}\n"),
             (None, None) => "  COOP_MATRIX     no\n".to_string(),
