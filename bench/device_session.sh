@@ -16,7 +16,8 @@
 #
 # Budgets (seconds, environment): SELFTEST_S=60, COMPARE_S=280, COOP_OFF_S=40, LEARN_S=120
 # (training and evaluations: `train --time-limit`, which sizes the schedule to it),
-# LEARN_CONFIG=fmnist, LEARN_TIMING_STEPS=20 (`bench train`'s timed steps, within 40 s).
+# LEARN_CONFIG=fmnist, LEARN_TIMING_STEPS=20 (`bench train`'s timed steps, within 40 s),
+# TUNE_S=40 (last: the f16 products of `vits14`, cooperative matrices against plain kernels).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/out/device}"
@@ -97,6 +98,14 @@ for l in sys.stdin:
   cp "$WORK/run/metrics.jsonl" "$OUT/learn_metrics.jsonl" 2>/dev/null
   rm -rf "$WORK/run"
 fi
+
+# Whether the tensor cores win every f16 product: the tuner times the cooperative-matrix kernel
+# against the plain ones on the `vits14` step's f16 products (its cache goes to $WORK).
+log "tune: the vits14 step's f16 products"
+DINOSCOPE_CACHE_DIR="$WORK/tune" timeout "${TUNE_S:-40}" "$BIN" tune --config vits14 \
+  --precision mixed --reps 3 > "$WORK/tune.txt" 2>&1
+echo "tune exit $? (124: stopped at its budget; the lines before are complete)" >> "$SUMMARY"
+head -70 "$WORK/tune.txt" >> "$SUMMARY"
 
 log "done"
 rm -f "$WORK/dinoscope"
