@@ -14,7 +14,7 @@
 # Every result is written to $OUT as soon as it exists (summary.txt first), so a call stopped at
 # its limit still returns what was measured; device.tgz at the end holds the full logs.
 #
-# Budgets (seconds, environment): SELFTEST_S=60, COMPARE_S=280, COOP_OFF_S=40, LEARN_S=120
+# Budgets (seconds, environment): SELFTEST_S=60, COMPARE_S=260, COOP_OFF_S=40, LEARN_S=120
 # (training and evaluations: `train --time-limit`, which sizes the schedule to it),
 # LEARN_CONFIG=fmnist, LEARN_TIMING_STEPS=20 (`bench train`'s timed steps, within 40 s),
 # TUNE_S=40 (last: the f16 products of `vits14`, cooperative matrices against plain kernels).
@@ -53,7 +53,7 @@ echo "selftest exit $rc: $(tail -1 "$WORK/selftest.txt")" >> "$SUMMARY"
 grep -iE "fail|mismatch" "$WORK/selftest.txt" | head -20 >> "$SUMMARY"
 
 log "compare.sh"
-OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-280}" bench/compare.sh \
+OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-260}" bench/compare.sh \
   > "$OUT/compare.txt" 2>&1
 rc=$?
 echo "compare.sh exit $rc" >> "$SUMMARY"
