@@ -304,6 +304,54 @@ pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> 
     Ok((l.cfg, l.state))
 }
 
+/// Removes a run folder's checkpoints: the user asked to start over, and the old run's must not
+/// outrank the new ones.
+#[cfg(not(target_arch = "wasm32"))]
+fn remove_checkpoints(dir: &Path) -> Result<(), String> {
+    for old in [super::checkpoint::CHECKPOINTS, super::checkpoint::STATE] {
+        let p = dir.join(old);
+        let gone = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if let Err(e) = gone {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(format!("{}: cannot remove: {e}", p.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The metrics log of a run that starts at step `start`: the lines kept from before (the k-NN
+/// baseline and the steps before the checkpoint; the later ones are done again, identically),
+/// and the file opened for appending after them.
+#[cfg(not(target_arch = "wasm32"))]
+fn open_metrics(path: &Path, start: u64) -> Result<(String, std::fs::File), String> {
+    let kept: String = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .map(|v| {
+                    v.get("step")
+                        .and_then(|s| s.as_u64())
+                        .is_none_or(|s| s < start)
+                })
+                .unwrap_or(false)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, &kept).map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+    Ok((kept, file))
+}
+
 /// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
 /// steps (which a time limit changes once it has timed the first steps).
 #[cfg(not(target_arch = "wasm32"))]
@@ -349,45 +397,10 @@ pub fn run(
         .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
     let _lock = RunLock::acquire(&opts.out_dir)?;
     if opts.overwrite && !opts.resume {
-        // The user asked to start over: the old run's checkpoints must not outrank the new ones.
-        for old in [super::checkpoint::CHECKPOINTS, super::checkpoint::STATE] {
-            let p = opts.out_dir.join(old);
-            let gone = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            if let Err(e) = gone {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(format!("{}: cannot remove: {e}", p.display()));
-                }
-            }
-        }
+        remove_checkpoints(&opts.out_dir)?;
     }
     let metrics_path = opts.out_dir.join("metrics.jsonl");
-    // Lines past the checkpoint are dropped: those steps are done again, identically.
-    let kept: String = std::fs::read_to_string(&metrics_path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                // Step lines before the checkpoint, and the k-NN baseline (no step).
-                .map(|v| {
-                    v.get("step")
-                        .and_then(|s| s.as_u64())
-                        .is_none_or(|s| s < start)
-                })
-                .unwrap_or(false)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&metrics_path, &kept)
-        .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
-    let mut log_file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| format!("{}: cannot open: {e}", metrics_path.display()))?;
+    let (kept, mut log_file) = open_metrics(&metrics_path, start)?;
     let loader_cfg = cfg.loader_config();
     let mut loader = Loader::new(train_ds, loader_cfg, start);
     let end_of = |cfg: &TrainConfig| {
