@@ -192,7 +192,11 @@ fn run(
     snapshot(&session);
     // The accuracy of random features: the baseline the curve should climb from.
     if cfg.eval_every > 0 && session.trainer.step == 0 {
-        if let Some(Ok(e)) = session.knn() {
+        let t = web_time::Instant::now();
+        let r = session.knn();
+        // A time limit plans the run's evaluations from how long this one took.
+        session.paused_for(t.elapsed().as_secs_f64(), true);
+        if let Some(Ok(e)) = r {
             send(Event::Knn {
                 step: 0,
                 accuracy: e.knn,
