@@ -180,6 +180,13 @@ impl Session {
         }
     }
 
+    /// Leaves `seconds` the user paused the run out of its time limit.
+    pub fn hold(&mut self, seconds: f64) {
+        if let Some(b) = &mut self.budget {
+            b.hold(seconds);
+        }
+    }
+
     /// After the step that made `done` steps: once the first steps are timed, the schedule
     /// becomes what fits in the time limit, and this returns what was chosen.
     pub fn after_step(&mut self, done: u64) -> Option<Fit> {

@@ -25,6 +25,8 @@ pub struct WebRun {
     snapshot_due: bool,
     /// Whether stepping is paused.
     pub paused: bool,
+    /// Since when, while it is (a pause does not count toward a time limit).
+    paused_since: Option<web_time::Instant>,
 }
 
 /// What a frame of stepping produced.
@@ -57,6 +59,7 @@ impl WebRun {
             snapshot: None,
             snapshot_due: false,
             paused: false,
+            paused_since: None,
         })
     }
 
@@ -65,6 +68,14 @@ impl WebRun {
     pub fn frame(&mut self, ctx: &egui::Context, snapshot_every: u64) -> Progress {
         let mut out = Progress::default();
         let t0 = web_time::Instant::now();
+        if self.paused {
+            self.paused_since.get_or_insert(t0);
+        } else if let Some(since) = self.paused_since {
+            if let Some(s) = Rc::get_mut(&mut self.session) {
+                s.hold(since.elapsed().as_secs_f64());
+                self.paused_since = None;
+            }
+        }
         if let Some(task) = &self.snapshot {
             if let Some(r) = task.take() {
                 self.snapshot = None;

@@ -205,6 +205,7 @@ fn run(
         }
     }
     let mut paused = false;
+    let mut paused_since: Option<web_time::Instant> = None;
     let mut warned_skips = 0usize;
     // After step `done`: whether a snapshot, an evaluation or a checkpoint is due, which must see
     // that step's weights before the next step starts, or the time limit's fit, which the next
@@ -295,11 +296,18 @@ fn run(
                     send(Event::Paused {
                         step: session.trainer.step,
                     });
+                    paused_since = Some(web_time::Instant::now());
                 }
                 paused = true;
                 continue;
             }
-            Some(Command::Resume) => paused = false,
+            Some(Command::Resume) => {
+                paused = false;
+                // A pause does not count toward a time limit.
+                if let Some(t) = paused_since.take() {
+                    session.hold(t.elapsed().as_secs_f64());
+                }
+            }
             Some(Command::Save) => save(&session),
             Some(Command::Stop) => {
                 if session.trainer.step > 0 {

@@ -145,6 +145,13 @@ impl Budget {
         }
     }
 
+    /// Stops the clock for `seconds` the user held the run (paused): the limit moves by as much,
+    /// and the step timing leaves them out.
+    pub fn hold(&mut self, seconds: f64) {
+        self.paused_s += seconds;
+        self.limit += Duration::from_secs_f64(seconds.max(0.0));
+    }
+
     /// Whether the limit has passed.
     pub fn expired(&self) -> bool {
         self.started.elapsed() >= self.limit
@@ -238,6 +245,14 @@ mod tests {
         let c = fitted(&cfg, 23, 0.5, 30.0, 10.0);
         assert_eq!(c.steps, 24);
         assert!(c.eval_every >= 1);
+    }
+
+    #[test]
+    fn a_hold_moves_the_limit_and_leaves_the_step_timing() {
+        let mut b = Budget::starting_at(Duration::from_secs(10), Instant::now());
+        b.hold(5.0);
+        assert_eq!(b.limit, Duration::from_secs(15));
+        assert_eq!((b.paused_s, b.eval_s), (5.0, 0.0));
     }
 
     #[test]
