@@ -273,9 +273,15 @@ pub fn train(
         let dt = last.elapsed().as_secs_f64().max(1e-9);
         last = std::time::Instant::now();
         if bar.length() != Some(steps) {
-            bar.println(format!(
+            let line = format!(
                 "the schedule now spans {steps} steps (the config: {total}), fitted to the time limit"
-            ));
+            );
+            // Written at once also when the bar is hidden (output to a file).
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
             bar.set_length(steps);
         }
         bar.set_position(m.step + 1);
