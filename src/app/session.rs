@@ -187,11 +187,12 @@ impl Session {
         }
     }
 
-    /// After the step that made `done` steps: once the first steps are timed, the schedule
-    /// becomes what fits in the time limit, and this returns what was chosen.
-    pub fn after_step(&mut self, done: u64) -> Option<Fit> {
+    /// After the step that made `done` steps (`quiet`: none in flight): once the first steps are
+    /// timed, and at later quiet points when the pace has changed, the schedule becomes what
+    /// fits in the time limit, and this returns what was chosen.
+    pub fn after_step(&mut self, done: u64, quiet: bool) -> Option<Fit> {
         let b = self.budget.as_mut()?;
-        let fitted = b.after_step(done - self.start_step, done, &self.trainer.cfg)?;
+        let fitted = b.after_step(done - self.start_step, done, &self.trainer.cfg, quiet)?;
         self.trainer.cfg = fitted;
         b.fit
     }

@@ -109,8 +109,9 @@ impl WebRun {
                         });
                         self.in_flight = None;
                         // While a snapshot holds the trainer, the fit waits for a later step.
+                        // Nothing is in flight here: the next step is submitted after this.
                         if let Some(s) = Rc::get_mut(&mut self.session) {
-                            out.fitted = s.after_step(done).or(out.fitted);
+                            out.fitted = s.after_step(done, true).or(out.fitted);
                         }
                         if snapshot_every > 0 && done.is_multiple_of(snapshot_every) {
                             self.snapshot_due = true;

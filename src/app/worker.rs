@@ -220,56 +220,58 @@ fn run(
     // When the last step was read: with steps overlapping, a step's time runs from there.
     let mut last_read: Option<web_time::Instant> = None;
     // Reports a step: its metrics, then what is due after it.
-    let mut report = |session: &mut Session, step: InFlight| -> Result<(), (u64, String)> {
-        let since = last_read.map_or(step.since, |t| t.max(step.since));
-        let point = session
-            .finish(step.pending, step.skipped, since)
-            .map_err(|e| (session.trainer.step, e + &session.last_checkpoint_note()))?;
-        last_read = Some(web_time::Instant::now());
-        if session.skipped_total > warned_skips {
-            warned_skips = session.skipped_total;
-            send(Event::Notice(format!(
-                "{} unreadable image(s) skipped so far (see the log for their names)",
-                session.skipped_total
-            )));
-        }
-        let done = point.metrics.step + 1;
-        send(Event::Step(point));
-        if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
-            snapshot(session);
-        }
-        let (eval_every, checkpoint_every) = {
-            let c = session.config();
-            (c.eval_every, c.checkpoint_every)
-        };
-        if eval_every > 0 && done.is_multiple_of(eval_every) {
-            let t = web_time::Instant::now();
-            let r = session.knn();
-            session.paused_for(t.elapsed().as_secs_f64(), true);
-            if let Some(r) = r {
-                match r {
-                    Ok(e) => send(Event::Knn {
-                        step: done,
-                        accuracy: e.knn,
-                        probe: e.probe,
-                    }),
-                    Err(e) => send(Event::Notice(format!("k-NN failed: {e}"))),
+    // `quiet`: no other step is in flight (a time limit's new length applies only then).
+    let mut report =
+        |session: &mut Session, step: InFlight, quiet: bool| -> Result<(), (u64, String)> {
+            let since = last_read.map_or(step.since, |t| t.max(step.since));
+            let point = session
+                .finish(step.pending, step.skipped, since)
+                .map_err(|e| (session.trainer.step, e + &session.last_checkpoint_note()))?;
+            last_read = Some(web_time::Instant::now());
+            if session.skipped_total > warned_skips {
+                warned_skips = session.skipped_total;
+                send(Event::Notice(format!(
+                    "{} unreadable image(s) skipped so far (see the log for their names)",
+                    session.skipped_total
+                )));
+            }
+            let done = point.metrics.step + 1;
+            send(Event::Step(point));
+            if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
+                snapshot(session);
+            }
+            let (eval_every, checkpoint_every) = {
+                let c = session.config();
+                (c.eval_every, c.checkpoint_every)
+            };
+            if eval_every > 0 && done.is_multiple_of(eval_every) {
+                let t = web_time::Instant::now();
+                let r = session.knn();
+                session.paused_for(t.elapsed().as_secs_f64(), true);
+                if let Some(r) = r {
+                    match r {
+                        Ok(e) => send(Event::Knn {
+                            step: done,
+                            accuracy: e.knn,
+                            probe: e.probe,
+                        }),
+                        Err(e) => send(Event::Notice(format!("k-NN failed: {e}"))),
+                    }
                 }
             }
-        }
-        if checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) {
-            let t = web_time::Instant::now();
-            save(session);
-            session.paused_for(t.elapsed().as_secs_f64(), false);
-        }
-        if let Some(f) = session.after_step(done) {
-            send(Event::Fitted {
-                total: f.steps,
-                step_s: f.step_s,
-            });
-        }
-        Ok(())
-    };
+            if checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) {
+                let t = web_time::Instant::now();
+                save(session);
+                session.paused_for(t.elapsed().as_secs_f64(), false);
+            }
+            if let Some(f) = session.after_step(done, quiet) {
+                send(Event::Fitted {
+                    total: f.steps,
+                    step_s: f.step_s,
+                });
+            }
+            Ok(())
+        };
     // One step in flight, as `dinoscope train` runs: step n + 1 is recorded and submitted before
     // step n is read, so the GPU does not wait while the host records.
     let mut in_flight: Option<InFlight> = None;
@@ -287,7 +289,7 @@ fn run(
         // Commands and the end act on the weights of every step submitted so far.
         if cmd.is_some() || session.finished() {
             if let Some(step) = in_flight.take() {
-                report(&mut session, step)?;
+                report(&mut session, step, true)?;
             }
         }
         match cmd {
@@ -350,7 +352,7 @@ fn run(
             None
         };
         if let Some(step) = std::mem::replace(&mut in_flight, next) {
-            report(&mut session, step)?;
+            report(&mut session, step, in_flight.is_none())?;
         }
     }
 }

@@ -1,8 +1,10 @@
 //! A run sized to a wall-clock budget (`dinoscope train --time-limit 15m`): the first steps are
 //! timed, then the schedule's length becomes what fits in the time left, evaluations included,
 //! with as many evaluations and checkpoints along it as the config had along its own length.
-//! The limit is also a hard stop: a run that falls behind its estimate (a busier GPU, a slower
-//! disk) ends at the limit with a checkpoint, from which it can be resumed.
+//! Steps rarely keep one pace (a shared machine, a GPU's clocks), so at each later pause (an
+//! evaluation or a checkpoint, nothing in flight) the length is fitted again from the pace since
+//! the first fit. The limit is also a hard stop: a run that still falls behind ends at the limit
+//! with a checkpoint, from which it can be resumed.
 
 use super::config::TrainConfig;
 use std::time::Duration;
@@ -15,6 +17,10 @@ const TIMED: u64 = 20;
 /// Steps done in a process after which a time limit fits the schedule (the warm-up and timed
 /// steps): the steps before run on the config's own schedule.
 pub const FIT_AFTER: u64 = WARM_UP + TIMED;
+/// Steps after the last fit before the pace is measured again.
+const REFIT_STEPS: u64 = 100;
+/// Least change of the length (a share of it) that a refit applies: the schedules do not jitter.
+const REFIT_CHANGE: f64 = 0.01;
 /// Share of the time left that the fitted schedule plans to fill; the rest absorbs the spread
 /// of step times and the checkpoints' writes.
 const PLANNED: f64 = 0.95;
@@ -103,6 +109,24 @@ pub fn fitted(cfg: &TrainConfig, done: u64, step_s: f64, eval_s: f64, left_s: f6
     c
 }
 
+/// The length of a run that, from `done` steps on at `step_s` a step with an evaluation of
+/// `eval_s` every `eval_every` steps (0: none) and one at its end, ends within `left_s` seconds;
+/// at least one step more.
+pub fn refitted_steps(done: u64, step_s: f64, eval_s: f64, eval_every: u64, left_s: f64) -> u64 {
+    let per_step = step_s.max(1e-6)
+        + if eval_every > 0 {
+            eval_s / eval_every as f64
+        } else {
+            0.0
+        };
+    let more = ((left_s * PLANNED - eval_s) / per_step).floor();
+    done + if more.is_finite() && more >= 1.0 {
+        more.min(1e12) as u64
+    } else {
+        1
+    }
+}
+
 /// A run's wall-clock budget: when to time, when to fit, when to stop.
 #[derive(Debug)]
 pub struct Budget {
@@ -163,11 +187,19 @@ impl Budget {
         self.fit.is_none().then_some(FIT_AFTER)
     }
 
-    /// Called after steps: `here` steps done in this process, `done` in the run. Returns the
-    /// fitted config once the timed steps are done. A caller that skips calls (the browser's,
-    /// while a snapshot holds the trainer) times and fits at the next one.
-    pub fn after_step(&mut self, here: u64, done: u64, cfg: &TrainConfig) -> Option<TrainConfig> {
-        self.after_step_at(here, done, cfg, Instant::now())
+    /// Called after steps: `here` steps done in this process, `done` in the run; `quiet` when no
+    /// step is in flight (a new length applies only then). Returns the fitted config once the
+    /// timed steps are done, and again when a later pace changes the length by 1% or more. A
+    /// caller that skips calls (the browser's, while a snapshot holds the trainer) times and fits
+    /// at the next one.
+    pub fn after_step(
+        &mut self,
+        here: u64,
+        done: u64,
+        cfg: &TrainConfig,
+        quiet: bool,
+    ) -> Option<TrainConfig> {
+        self.after_step_at(here, done, cfg, quiet, Instant::now())
     }
 
     /// [`Budget::after_step`] at the instant `now`.
@@ -176,10 +208,11 @@ impl Budget {
         here: u64,
         done: u64,
         cfg: &TrainConfig,
+        quiet: bool,
         now: Instant,
     ) -> Option<TrainConfig> {
         if self.fit.is_some() {
-            return None;
+            return self.refit(here, done, cfg, quiet, now);
         }
         if here >= WARM_UP && self.window.is_none() {
             self.window = Some((now, self.paused_s, here));
@@ -199,6 +232,42 @@ impl Budget {
             planned_steps: cfg.steps,
             step_s,
             eval_s: self.eval_s,
+        });
+        // From here the window measures the pace since the fit.
+        self.window = Some((now, self.paused_s, here));
+        Some(c)
+    }
+
+    /// A new length from the pace since the first fit, at a quiet point at least
+    /// [`REFIT_STEPS`] steps after the last fit; the evaluations keep their interval.
+    fn refit(
+        &mut self,
+        here: u64,
+        done: u64,
+        cfg: &TrainConfig,
+        quiet: bool,
+        now: Instant,
+    ) -> Option<TrainConfig> {
+        let (t0, paused0, here0) = self.window?;
+        let last = self.fit?;
+        if !quiet || done >= cfg.steps || here < here0 + REFIT_STEPS {
+            return None;
+        }
+        let window_s = now.saturating_duration_since(t0).as_secs_f64();
+        let step_s = (window_s - (self.paused_s - paused0)) / (here - here0) as f64;
+        let left_s =
+            self.limit.as_secs_f64() - now.saturating_duration_since(self.started).as_secs_f64();
+        let steps = refitted_steps(done, step_s, self.eval_s, cfg.eval_every, left_s);
+        if (steps as f64 - cfg.steps as f64).abs() < REFIT_CHANGE * cfg.steps as f64 {
+            return None;
+        }
+        let mut c = cfg.clone();
+        c.steps = steps;
+        self.fit = Some(Fit {
+            steps,
+            step_s,
+            eval_s: self.eval_s,
+            ..last
         });
         Some(c)
     }
@@ -270,7 +339,7 @@ mod tests {
         let mut now = 4.0;
         for here in 1..WARM_UP + TIMED {
             now += 0.1;
-            assert!(b.after_step_at(here, here, &cfg, at(now)).is_none());
+            assert!(b.after_step_at(here, here, &cfg, true, at(now)).is_none());
             if here == WARM_UP + 2 {
                 b.paused(5.0, false);
                 now += 5.0;
@@ -278,7 +347,7 @@ mod tests {
         }
         now += 0.1;
         let c = b
-            .after_step_at(WARM_UP + TIMED, WARM_UP + TIMED, &cfg, at(now))
+            .after_step_at(WARM_UP + TIMED, WARM_UP + TIMED, &cfg, true, at(now))
             .unwrap();
         let f = b.fit.unwrap();
         assert!((f.step_s - 0.1).abs() < 1e-9, "{f:?}");
@@ -290,6 +359,52 @@ mod tests {
         assert_eq!(c.steps, WARM_UP + TIMED + more);
         assert_eq!(f.steps, c.steps);
         assert_eq!(b.fits_after(), None);
-        assert!(b.after_step_at(30, 30, &c, at(now + 1.0)).is_none());
+        assert!(b.after_step_at(30, 30, &c, true, at(now + 1.0)).is_none());
+    }
+
+    #[test]
+    fn a_slower_pace_refits_at_quiet_points_only() {
+        let mut cfg = TrainConfig::preset("debug").unwrap();
+        cfg.eval_every = 0;
+        cfg.steps = 100_000;
+        let t = Instant::now();
+        let at = |s: f64| t + Duration::from_secs_f64(s);
+        let mut b = Budget::starting_at(Duration::from_secs(1000), t);
+        let mut now = 0.0;
+        let mut c = cfg.clone();
+        for here in 1..=FIT_AFTER {
+            now += 0.1;
+            if let Some(f) = b.after_step_at(here, here, &c, true, at(now)) {
+                c = f;
+            }
+        }
+        let first = c.steps;
+        assert_eq!(
+            first,
+            FIT_AFTER + ((1000.0 - now) * 0.95 / 0.1f64).floor() as u64
+        );
+        // The steps then take twice as long.
+        let mut refits = Vec::new();
+        for here in FIT_AFTER + 1..=FIT_AFTER + 2 * REFIT_STEPS {
+            now += 0.2;
+            let quiet = here % 50 == 0;
+            if let Some(f) = b.after_step_at(here, here, &c, quiet, at(now)) {
+                assert!(quiet, "refitted with a step in flight");
+                refits.push((here, f.steps));
+                c = f;
+            }
+        }
+        // The first quiet point 100 steps after the fit, at 0.2 s a step.
+        let here = 150;
+        assert!(here >= FIT_AFTER + REFIT_STEPS && here - 50 < FIT_AFTER + REFIT_STEPS);
+        let want = here
+            + ((1000.0 - (0.1 * FIT_AFTER as f64 + 0.2 * (here - FIT_AFTER) as f64)) * 0.95 / 0.2)
+                .floor() as u64;
+        assert_eq!(refits.first().copied(), Some((here, want)));
+        assert!(want < first);
+        assert_eq!(b.fit.unwrap().steps, c.steps);
+        assert!((b.fit.unwrap().step_s - 0.2).abs() < 1e-9);
+        // The pace holds: the later quiet points leave the length alone.
+        assert_eq!(refits.len(), 1, "{refits:?}");
     }
 }

@@ -523,7 +523,7 @@ pub fn run(
         summary.steps = done;
         if let Some(fitted) = budget
             .as_mut()
-            .and_then(|b| b.after_step(done - start, done, &cfg))
+            .and_then(|b| b.after_step(done - start, done, &cfg, in_flight.is_none()))
         {
             trainer.cfg = fitted.clone();
             cfg = fitted;
