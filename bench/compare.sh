@@ -13,7 +13,7 @@
 # Needs a release build (cargo build --release; or DINOSCOPE=path/to/dinoscope) and python3 with
 # torch (timm optional). Results go to bench/out/ (OUT=... to change); train_profile.txt there is
 # the training step's GPU time by kernel.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN="${DINOSCOPE:-target/release/dinoscope}"
 OUT="${OUT:-bench/out}"
@@ -22,34 +22,42 @@ mkdir -p "$OUT"
 quick=""
 [ "${1:-}" = "--quick" ] && quick=1
 
+# Each part runs even when one before it failed, and the ratio table is printed once the
+# inference rows and PyTorch are in and again after the training rows, so a run stopped at a
+# time limit still gives what it measured.
+part() { echo "== $(date +%T) $*" >&2; "$@" || echo "compare.sh: failed ($?): $*" >&2; }
+ratios() {
+  python3 bench/ratio.py "$OUT/kernels.json" "$OUT/vit.json" "$OUT/vit_f16.json" "$OUT/train.json" \
+    "$OUT/train_mixed.json" -- "${torch_files[@]}" > "$OUT/ratios.md"
+}
+rm -f "$OUT"/{kernels,vit,vit_f16,train,train_mixed,torch,torch_bf16}.json
 if [ -n "$quick" ]; then
-  "$BIN" bench kernels --quick --general --reps "$REPS" --json "$OUT/kernels.json"
-  "$BIN" bench vit --runs 224x1 --reps "$REPS" --json "$OUT/vit.json"
-  "$BIN" bench vit --runs 224x1 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
-  "$BIN" bench train --config debug --steps 3 --json "$OUT/train.json"
-  "$BIN" bench train --config debug --steps 3 --precision mixed --json "$OUT/train_mixed.json"
-  "$BIN" bench train --config debug --steps 3 --profile > "$OUT/train_profile.txt"
+  part "$BIN" bench kernels --quick --general --reps "$REPS" --json "$OUT/kernels.json"
+  part "$BIN" bench vit --runs 224x1 --reps "$REPS" --json "$OUT/vit.json"
+  part "$BIN" bench vit --runs 224x1 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
   # The debug preset's sizes: width 64, 4 blocks, patch 7, two 28-px crops, no local crops,
   # 256 prototypes.
   torch_args=(--quick --vit-runs 224x1 --dim 64 --depth 4 --patch 7 --global-size 28 --local-size 14
               --n-local 0 --prototypes 256 --train-batch 32)
+  train_config=debug
 else
-  "$BIN" bench kernels --general --reps "$REPS" --json "$OUT/kernels.json"
-  "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --json "$OUT/vit.json"
-  "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
-  "$BIN" bench train --config vits14 --steps 3 --json "$OUT/train.json"
-  "$BIN" bench train --config vits14 --steps 3 --precision mixed --json "$OUT/train_mixed.json"
-  # Where the step's GPU time goes, kernel by kernel (after the timed steps, so it does not slow
-  # them).
-  "$BIN" bench train --config vits14 --steps 1 --profile > "$OUT/train_profile.txt"
+  part "$BIN" bench kernels --general --reps "$REPS" --json "$OUT/kernels.json"
+  part "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --json "$OUT/vit.json"
+  part "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
   torch_args=()
+  train_config=vits14
 fi
-python3 bench/pytorch_reference.py --json "$OUT/torch.json" --reps "$REPS" "${torch_args[@]}"
+part python3 bench/pytorch_reference.py --json "$OUT/torch.json" --reps "$REPS" "${torch_args[@]}"
 torch_files=("$OUT/torch.json")
 if [ -z "$quick" ] && python3 -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  python3 bench/pytorch_reference.py --json "$OUT/torch_bf16.json" --reps "$REPS" --bf16
+  part python3 bench/pytorch_reference.py --json "$OUT/torch_bf16.json" --reps "$REPS" --bf16
   torch_files+=("$OUT/torch_bf16.json")
 fi
-python3 bench/ratio.py "$OUT/kernels.json" "$OUT/vit.json" "$OUT/vit_f16.json" "$OUT/train.json" \
-  "$OUT/train_mixed.json" -- "${torch_files[@]}" \
-  | tee "$OUT/ratios.md"
+ratios
+part "$BIN" bench train --config "$train_config" --steps 3 --json "$OUT/train.json"
+part "$BIN" bench train --config "$train_config" --steps 3 --precision mixed --json "$OUT/train_mixed.json"
+ratios
+cat "$OUT/ratios.md"
+# Where the step's GPU time goes, kernel by kernel (after the timed steps, so it does not slow
+# them).
+part "$BIN" bench train --config "$train_config" --steps 1 --profile > "$OUT/train_profile.txt"

@@ -9,7 +9,10 @@
 #   mkdir -p .bin/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .bin/fashion-mnist/
 #   (Debian's dataset-fashion-mnist), and the Vulkan loader packages in .gl/ as the device tool's
 #   README says. The binary travels compressed: the working tree, the binary and the data must
-#   stay under the 64 MiB a call carries.
+#   stay under the 64 MiB a call carries (strip the binary and use `xz -9e`; the training images
+#   may travel as plain IDX compressed with xz, train-images-idx3-ubyte.xz, unpacked there).
+# PHASES (default "bench learn tune") picks the parts, so a lease can be split over two calls:
+# e.g. PHASES="bench tune" first, then PHASES=learn with the time that is left.
 # Then run `bash bench/device_session.sh` there, carrying .bin and .gl, with a limit of 600 s.
 # Every result is written to $OUT as soon as it exists (summary.txt first), so a call stopped at
 # its limit still returns what was measured; device.tgz at the end holds the full logs.
@@ -41,11 +44,20 @@ if [ -f .bin/dinoscope.xz ] && [ -z "${DINOSCOPE:-}" ]; then
 fi
 export DINOSCOPE="$BIN"
 log "binary $BIN"
-(nvidia-smi; "$BIN" info) > "$WORK/adapter.txt" 2>&1
+PHASES="${PHASES:-bench learn tune}"
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+nvidia-smi > "$WORK/adapter.txt" 2>&1
+"$BIN" info >> "$WORK/adapter.txt" 2>&1
+info_rc=$?
 head -20 "$WORK/adapter.txt" >> "$SUMMARY"
+grep -iE "adapter|driver|backend" "$WORK/adapter.txt" | head -8 >> "$SUMMARY"
+if [ "$info_rc" != 0 ]; then  # no adapter: say so at once, and keep the lease for a fixed rerun
+  log "info failed ($info_rc)"; tail -20 "$WORK/adapter.txt" >> "$SUMMARY"; exit 1
+fi
 # Whether the f16 products run on cooperative matrices (or why the probe turned them off).
 grep -E "COOP_MATRIX|warning" "$WORK/adapter.txt" >> "$SUMMARY"
 
+if has bench; then
 log "selftest"
 timeout "${SELFTEST_S:-60}" "$BIN" selftest > "$WORK/selftest.txt" 2>&1
 rc=$?
@@ -56,7 +68,9 @@ log "compare.sh"
 OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-260}" bench/compare.sh \
   > "$OUT/compare.txt" 2>&1
 rc=$?
-echo "compare.sh exit $rc" >> "$SUMMARY"
+echo "compare.sh exit $rc (124: stopped at its budget)" >> "$SUMMARY"
+cp "$WORK/compare/ratios.md" "$WORK/compare/train_profile.txt" "$OUT/" 2>/dev/null
+cat "$WORK/compare/ratios.md" >> "$SUMMARY" 2>/dev/null
 
 # The cooperative-matrix matmul's share: f16 inference with it turned off, beside compare.sh's
 # f16 rows (which use it where `info` lists COOP_MATRIX).
@@ -64,11 +78,19 @@ log "f16 inference without cooperative matrices"
 DINOSCOPE_COOP=0 timeout "${COOP_OFF_S:-40}" "$BIN" bench vit --runs 224x64 --reps 3 \
   --precision f16 > "$WORK/coop_off.txt" 2>&1
 tail -3 "$WORK/coop_off.txt" >> "$SUMMARY"
+fi
 
 data=.bin/fashion-mnist/train-images-idx3-ubyte.gz
-if [ -f "$data" ]; then
+if [ -f .bin/fashion-mnist/train-images-idx3-ubyte.xz ]; then
+  mkdir -p "$WORK/fmnist"
+  xz -dc .bin/fashion-mnist/train-images-idx3-ubyte.xz > "$WORK/fmnist/train-images-idx3-ubyte"
+  cp .bin/fashion-mnist/*.gz "$WORK/fmnist/"
+  data="$WORK/fmnist/train-images-idx3-ubyte"
+fi
+if has learn && [ -f "$data" ]; then
   config="${LEARN_CONFIG:-fmnist}"
   budget="${LEARN_S:-120}"
+  if [ "${LEARN_TIMING_STEPS:-20}" != 0 ]; then
   log "learning: timing $config"
   # The loader alone first (no GPU): whether its workers keep ahead of the step timed next.
   timeout 20 "$BIN" bench loader --config "$config" --data "$data" --batches 100 \
@@ -77,6 +99,7 @@ if [ -f "$data" ]; then
   timeout 40 "$BIN" bench train --config "$config" --data "$data" \
     --steps "${LEARN_TIMING_STEPS:-20}" --json "$WORK/learn_speed.json" > "$WORK/learn_speed.txt" 2>&1
   cat "$WORK/learn_speed.txt" >> "$SUMMARY"
+  fi
   # The schedule is fitted to the budget by the trainer itself (`--time-limit`: it times the
   # first steps, then spans what fits, evaluations included); no checkpoints but the last.
   cp "assets/configs/train_$config.ron" "$WORK/learn.ron"
@@ -85,27 +108,29 @@ if [ -f "$data" ]; then
     "$WORK/learn.ron"
   log "learning: $config for ${budget} s on the full Fashion-MNIST"
   rm -rf "$WORK/run"
-  timeout $((budget + 20)) "$BIN" train --config "$WORK/learn.ron" --data "$data" \
-    --time-limit "${budget}s" --out "$WORK/run" > "$WORK/learn.txt" 2>&1
+  timeout $((budget + ${LEARN_MARGIN_S:-40})) "$BIN" train --config "$WORK/learn.ron" --data "$data" \
+    --time-limit "${budget}s" --out "$WORK/run" > "$OUT/learn.txt" 2>&1
   rc=$?
   echo "learning exit $rc (124: stopped by timeout)" >> "$SUMMARY"
-  grep -E "^(step|data loader|mixed|time limit|the time limit)|error" "$WORK/learn.txt" | tail -16 >> "$SUMMARY"
+  grep -E "^(step|data loader|mixed|time limit|the time limit)|error" "$OUT/learn.txt" | tail -16 >> "$SUMMARY"
   grep '"knn' "$WORK/run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys
 for l in sys.stdin:
     j = json.loads(l)
     print("step", j.get("step", -1) + 1 if "step" in j else 0, "k-NN", j.get("knn"), "probe",
           j.get("probe"), "elapsed_s", round(j.get("elapsed_s", 0), 1))' >> "$SUMMARY"
   cp "$WORK/run/metrics.jsonl" "$OUT/learn_metrics.jsonl" 2>/dev/null
-  rm -rf "$WORK/run"
+  rm -rf "$WORK/run" "$WORK/fmnist"
 fi
 
 # Whether the tensor cores win every f16 product: the tuner times the cooperative-matrix kernel
 # against the plain ones on the `vits14` step's f16 products (its cache goes to $WORK).
+if has tune; then
 log "tune: the vits14 step's f16 products"
 DINOSCOPE_CACHE_DIR="$WORK/tune" timeout "${TUNE_S:-40}" "$BIN" tune --config vits14 \
   --precision mixed --reps 3 > "$WORK/tune.txt" 2>&1
 echo "tune exit $? (124: stopped at its budget; the lines before are complete)" >> "$SUMMARY"
 head -70 "$WORK/tune.txt" >> "$SUMMARY"
+fi
 
 log "done"
 rm -f "$WORK/dinoscope"
