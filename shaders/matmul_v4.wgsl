@@ -15,8 +15,8 @@
 // Tiles (one workgroup of 256 invocations, 16 × 16):
 //   matmul_128: a 128×128 tile of C, 8×8 outputs per invocation (rows ty·8…+7, columns
 //               tx·4…+3 and 64+tx·4…+3, so a warp's B reads are contiguous).
-//   matmul_64:  a 64×64 tile, 4×4 outputs per invocation (rows ty·4…+3, columns tx·4…+3), for
-//               products too small to fill the GPU with 128×128 tiles.
+//   matmul_64:  a 64×64 tile, 4×4 outputs per invocation (rows ty·4…+3, columns tx·4…+3); the
+//               default on GPUs (matmul_128 only where `dinoscope tune` measured it faster).
 //   matmul_direct: 16×64 tiles read without workgroup memory, for CPU drivers (see there).
 // Workgroup memory holds the K-slice of both operands as vec4 along M (As) and N (Bs):
 // As[k][m/4], Bs[k][n/4]. Loading moves 4×4 blocks: an operand stored with K contiguous is read
@@ -256,11 +256,22 @@ fn matmul_128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         }
         workgroupBarrier();
     }
-    for (var r = 0u; r < 8u; r++) {
-        let gm = row0 + ty * 8u + r;
-        put4(w.z, gm, col0 + tx * 4u, acc[2u * r]);
-        put4(w.z, gm, col0 + 64u + tx * 4u, acc[2u * r + 1u]);
-    }
+    // Constant indices only: one index computed at run time can make a driver keep the whole
+    // array in memory instead of registers, every multiply-add above included.
+    put_rows(w.z, row0 + ty * 8u, col0 + tx * 4u, acc[0], acc[1]);
+    put_rows(w.z, row0 + ty * 8u + 1u, col0 + tx * 4u, acc[2], acc[3]);
+    put_rows(w.z, row0 + ty * 8u + 2u, col0 + tx * 4u, acc[4], acc[5]);
+    put_rows(w.z, row0 + ty * 8u + 3u, col0 + tx * 4u, acc[6], acc[7]);
+    put_rows(w.z, row0 + ty * 8u + 4u, col0 + tx * 4u, acc[8], acc[9]);
+    put_rows(w.z, row0 + ty * 8u + 5u, col0 + tx * 4u, acc[10], acc[11]);
+    put_rows(w.z, row0 + ty * 8u + 6u, col0 + tx * 4u, acc[12], acc[13]);
+    put_rows(w.z, row0 + ty * 8u + 7u, col0 + tx * 4u, acc[14], acc[15]);
+}
+
+// Row gm of a 128-wide tile: columns gn…+3 and gn+64…+67.
+fn put_rows(z: u32, gm: u32, gn: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    put4(z, gm, gn, lo);
+    put4(z, gm, gn + 64u, hi);
 }
 
 @compute @workgroup_size(256)

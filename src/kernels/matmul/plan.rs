@@ -145,22 +145,21 @@ impl Plan {
         v
     }
 
-    /// The default plan of a product: the vec4 kernel where its layout allows, with 128×128
-    /// tiles when there are enough of them to fill a large GPU (128 or more), else 64×64 tiles,
-    /// and split K when even those leave most of it idle (fewer than 64 workgroups) and K is
-    /// long enough to share. `dinoscope tune` replaces these guesses with measurements.
+    /// The default plan of a product: the vec4 kernel with 64×64 tiles where its layout allows,
+    /// and split K when they leave most of a large GPU idle (fewer than 64 workgroups) and K is
+    /// long enough to share. 128×128 tiles are left to `dinoscope tune`: on an H200 they ran
+    /// every one of the `vits14` step's large products 7–13× slower than 64×64 tiles
+    /// (BENCHMARKS.md), so they are no default until measured faster somewhere.
     pub fn for_dims(d: &MatmulDims) -> Plan {
         if !d.vec4_ok() {
             return Plan::General(Tile::for_problem(d.m, d.n));
         }
-        let tiles = |t: usize| d.m.div_ceil(t) * d.n.div_ceil(t) * d.batch;
-        let big = tiles(128) >= 128;
-        let groups = if big { tiles(128) } else { tiles(64) };
+        let groups = d.m.div_ceil(64) * d.n.div_ceil(64) * d.batch;
         let mut splits = 1;
         if d.batch == 1 && groups < 64 && d.k >= 512 {
             splits = (128 / groups).clamp(1, d.k / 256);
         }
-        Plan::Vec4 { big, splits }
+        Plan::Vec4 { big: false, splits }
     }
 
     /// [`Plan::for_dims`], with the tiles read directly on a CPU driver (`cpu`), where the
