@@ -216,6 +216,11 @@ pub fn tune(
         if dtype == DType::F16 && gpu.coop_side().is_some() && Plan::Coop.fits(&d) {
             plans.push(Plan::Coop);
         }
+        // A CPU driver's default split (128 / tiles) need not be a candidate; timed anyway, so
+        // the report's "default" column is measured, not the best one repeated.
+        if !plans.contains(&default) {
+            plans.push(default);
+        }
         let mut times = Vec::new();
         for plan in plans {
             let variant = (

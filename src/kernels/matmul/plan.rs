@@ -57,15 +57,27 @@ impl Plan {
     }
 
     /// The plan of a product without tuning: the cooperative-matrix kernel for f16 operands in
-    /// the vec4 layout where the device takes it by default ([`Gpu::coop_by_default`]), else
-    /// [`Plan::for_device`].
+    /// the vec4 layout where the device takes it by default ([`Gpu::coop_by_default`]), except
+    /// for a long K over fewer than 256 output tiles, which [`Plan::for_device`] splits (the
+    /// cooperative kernel cannot); else [`Plan::for_device`].
     ///
     /// [`Gpu::coop_by_default`]: crate::gpu::Gpu::coop_by_default
     pub fn untuned(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
+        let plan = Plan::for_device(d, gpu.cpu_driver());
         if dtype == DType::F16 && gpu.coop_by_default() && d.vec4_ok() {
-            Plan::Coop
+            Plan::f16_default(d, plan)
         } else {
-            Plan::for_device(d, gpu.cpu_driver())
+            plan
+        }
+    }
+
+    /// The f16 default beside cooperative matrices: on an H200 the split vec4 kernel ran the
+    /// weight gradients (K = every token of the batch, M × N a few hundred tiles) 1.1–4.7×
+    /// faster than the cooperative one, which kept every product with more tiles.
+    fn f16_default(d: &MatmulDims, plan: Plan) -> Plan {
+        match plan {
+            Plan::Vec4 { splits, .. } if splits > 1 && d.tiles(64) < 256 => plan,
+            _ => Plan::Coop,
         }
     }
 
@@ -145,31 +157,41 @@ impl Plan {
         v
     }
 
-    /// The default plan of a product: the vec4 kernel with 64×64 tiles where its layout allows,
-    /// and split K when they leave most of a large GPU idle (fewer than 64 workgroups) and K is
-    /// long enough to share. 128×128 tiles are left to `dinoscope tune`: on an H200 they ran
-    /// every one of the `vits14` step's large products 7–13× slower than 64×64 tiles
-    /// (BENCHMARKS.md), so they are no default until measured faster somewhere.
+    /// The default plan of a product on a GPU: the vec4 kernel with 64×64 tiles where its
+    /// layout allows, with K split in two, four, eight or sixteen while there are fewer than
+    /// 1,024 workgroups (eight per multiprocessor of a large GPU) and each range keeps 256 or
+    /// more of K. On an H200 `dinoscope tune` chose about that for the `vits14` step, and
+    /// 64×64 tiles for every product whose default was 128×128: those ran 7–13× slower there
+    /// (BENCHMARKS.md), so 128×128 tiles are left to the tuner. `dinoscope tune` replaces these
+    /// guesses with measurements.
     pub fn for_dims(d: &MatmulDims) -> Plan {
         if !d.vec4_ok() {
             return Plan::General(Tile::for_problem(d.m, d.n));
         }
-        let groups = d.m.div_ceil(64) * d.n.div_ceil(64) * d.batch;
+        let groups = d.tiles(64);
         let mut splits = 1;
-        if d.batch == 1 && groups < 64 && d.k >= 512 {
-            splits = (128 / groups).clamp(1, d.k / 256);
+        while d.batch == 1 && splits < 16 && groups * splits < 1024 && d.k / (2 * splits) >= 256 {
+            splits *= 2;
         }
         Plan::Vec4 { big: false, splits }
     }
 
-    /// [`Plan::for_dims`], with the tiles read directly on a CPU driver (`cpu`), where the
-    /// barrier-free kernels are faster and sum in the same order.
+    /// The default plan on a CPU driver (`cpu`): the tiles read directly, where the
+    /// barrier-free kernels are faster and sum in the same order, and K split only when there
+    /// are fewer than 64 workgroups; else [`Plan::for_dims`].
     pub fn for_device(d: &MatmulDims, cpu: bool) -> Plan {
-        match Plan::for_dims(d) {
-            Plan::Vec4 { splits, .. } if cpu => Plan::Direct { splits },
-            Plan::General(_) if cpu => Plan::GeneralDirect,
-            p => p,
+        if !cpu {
+            return Plan::for_dims(d);
         }
+        if !d.vec4_ok() {
+            return Plan::GeneralDirect;
+        }
+        let groups = d.tiles(64);
+        let mut splits = 1;
+        if d.batch == 1 && groups < 64 && d.k >= 512 {
+            splits = (128 / groups).clamp(1, d.k / 256);
+        }
+        Plan::Direct { splits }
     }
 }
 
@@ -246,6 +268,11 @@ pub struct MatmulDims {
 }
 
 impl MatmulDims {
+    /// Output tiles of side `t` over every batch: the workgroups of an unsplit product.
+    pub fn tiles(&self, t: usize) -> usize {
+        self.m.div_ceil(t) * self.n.div_ceil(t) * self.batch
+    }
+
     /// Element strides between the batches of A and B (0 for a shared operand).
     pub(super) fn batch_strides(&self) -> (usize, usize) {
         (
@@ -357,5 +384,74 @@ impl MatmulDims {
     pub fn shared_b(mut self) -> Self {
         self.broadcast_b = true;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored [K, M] where K is no multiple of 4, as the step's weight gradients are.
+    fn dims(m: usize, n: usize, k: usize) -> MatmulDims {
+        MatmulDims {
+            batch: 1,
+            m,
+            n,
+            k,
+            trans_a: !k.is_multiple_of(4),
+            trans_b: false,
+            broadcast_a: false,
+            broadcast_b: false,
+        }
+    }
+
+    #[test]
+    fn gpu_defaults_split_long_k_over_few_tiles() {
+        let v4 = |splits| Plan::Vec4 { big: false, splits };
+        // Weight gradients of ViT-S at batch 64 (K = token rows), as tuned on an H200.
+        assert_eq!(Plan::for_dims(&dims(1152, 384, 25600)), v4(16));
+        assert_eq!(Plan::for_dims(&dims(1536, 384, 25600)), v4(8));
+        assert_eq!(Plan::for_dims(&dims(384, 384, 32896)), v4(16));
+        // K too short to share, or enough tiles already.
+        assert_eq!(Plan::for_dims(&dims(2048, 384, 640)), v4(2));
+        assert_eq!(Plan::for_dims(&dims(128, 2048, 384)), v4(1));
+        assert_eq!(Plan::for_dims(&dims(25600, 1536, 384)), v4(1));
+        let mut batched = dims(128, 128, 4096);
+        batched.batch = 8;
+        assert_eq!(Plan::for_dims(&batched), v4(1));
+        // Every default is one of the tuner's candidates, so `tune` times it.
+        for d in [
+            dims(1152, 384, 25600),
+            dims(2048, 384, 4882),
+            dims(640, 256, 65536),
+        ] {
+            assert!(Plan::candidates(&d).contains(&Plan::for_dims(&d)));
+        }
+    }
+
+    #[test]
+    fn cpu_defaults_are_unchanged_by_the_gpu_rule() {
+        assert_eq!(
+            Plan::for_device(&dims(384, 384, 25600), true),
+            Plan::Direct { splits: 3 }
+        );
+        assert_eq!(
+            Plan::for_device(&dims(1152, 384, 25600), true),
+            Plan::Direct { splits: 1 }
+        );
+        assert_eq!(Plan::for_device(&dims(3, 5, 7), true), Plan::GeneralDirect);
+    }
+
+    #[test]
+    fn f16_takes_the_split_kernel_only_for_long_k_over_few_tiles() {
+        let d = dims(1152, 384, 25600);
+        assert_eq!(
+            Plan::f16_default(&d, Plan::for_dims(&d)),
+            Plan::for_dims(&d)
+        );
+        let d = dims(4882, 256, 65536);
+        assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d)), Plan::Coop);
+        let d = dims(25600, 1536, 384);
+        assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d)), Plan::Coop);
     }
 }
