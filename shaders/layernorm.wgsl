@@ -192,3 +192,5 @@ fn layernorm_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
     out[wid.y * p.dim + c] = S(sw);
     out[(nwg.y + wid.y) * p.dim + c] = S(sb);
 }
+
+// SEG_SG: the `_sg` variants (src/gpu/registry.rs) put their subgroup reductions here.

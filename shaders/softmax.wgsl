@@ -116,3 +116,5 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
         out[base + c] = v;
     }
 }
+
+// SEG_SG: the `_sg` variants (src/gpu/registry.rs) put their subgroup reductions here.

@@ -23,7 +23,7 @@ fn capabilities(src: &str) -> Capabilities {
         }
     }
     // Subgroup operations need no directive in wgpu, only the adapter's SUBGROUP feature.
-    if src.contains("subgroupBroadcast(") {
+    if src.contains("subgroupBroadcast(") || src.contains("subgroupShuffleXor(") {
         caps |= Capabilities::SUBGROUP;
     }
     caps

@@ -59,6 +59,7 @@ pub struct Recorder<'g> {
     error: Option<super::GpuError>,
     submitted: Option<wgpu::SubmissionIndex>,
     cpu_layouts: bool,
+    subgroups: bool,
 }
 
 impl<'g> Recorder<'g> {
@@ -82,6 +83,7 @@ impl<'g> Recorder<'g> {
             error: None,
             submitted: None,
             cpu_layouts: gpu.cpu_driver(),
+            subgroups: gpu.subgroups(),
         }
     }
 
@@ -114,6 +116,19 @@ impl<'g> Recorder<'g> {
     /// Chooses the CPU drivers' kernel layouts (`true`) or the GPUs' for what is recorded next.
     pub fn set_cpu_layouts(&mut self, on: bool) {
         self.cpu_layouts = on;
+    }
+
+    /// Whether the row kernels reduce through subgroup operations: where the device can
+    /// ([`Gpu::subgroups`]), unless turned off. Their results are the same to the bit either
+    /// way; the checks compare the two.
+    pub fn subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// Turns the row kernels' subgroup reductions off (`false`) or back on where the device
+    /// has them, for what is recorded next.
+    pub fn set_subgroups(&mut self, on: bool) {
+        self.subgroups = on && self.gpu.subgroups();
     }
 
     /// Number of dispatches recorded so far.

@@ -46,6 +46,87 @@ pub fn shader_source(name: &str) -> Option<String> {
     shader_source_as(name, DType::F32)
 }
 
+/// The segmented reductions of common.wgsl through subgroup shuffles, for the row kernels'
+/// `_sg` variants. The tree levels that span more than one subgroup go through workgroup
+/// memory as in `seg_sum`; the rest pair the same partial sums by `subgroupShuffleXor` (IEEE
+/// addition is commutative), so every result is bit-identical to `seg_sum`'s. A subgroup is
+/// taken to be `sgs` consecutive invocations of the workgroup, as on the drivers seen so far.
+const SEG_SG: &str = "
+fn seg_sum_sg(lid: u32, lanes: u32, sgs: u32, v: f32) -> f32 {
+    if (lanes == 1u) { return v; }
+    let lane = lid % lanes;
+    var w = v;
+    if (lanes > sgs) {
+        red[lid] = v;
+        workgroupBarrier();
+        for (var s = lanes >> 1u; s >= sgs; s >>= 1u) {
+            if (lane < s) { red[lid] += red[lid + s]; }
+            workgroupBarrier();
+        }
+        w = red[lid - lane + lane % sgs];
+        workgroupBarrier();
+    }
+    for (var s = min(lanes, sgs) >> 1u; s > 0u; s >>= 1u) {
+        w += subgroupShuffleXor(w, s);
+    }
+    return w;
+}
+
+fn seg_max_sg(lid: u32, lanes: u32, sgs: u32, v: f32) -> f32 {
+    if (lanes == 1u) { return v; }
+    let lane = lid % lanes;
+    var w = v;
+    if (lanes > sgs) {
+        red[lid] = v;
+        workgroupBarrier();
+        for (var s = lanes >> 1u; s >= sgs; s >>= 1u) {
+            if (lane < s) { red[lid] = max(red[lid], red[lid + s]); }
+            workgroupBarrier();
+        }
+        w = red[lid - lane + lane % sgs];
+        workgroupBarrier();
+    }
+    for (var s = min(lanes, sgs) >> 1u; s > 0u; s >>= 1u) {
+        w = max(w, subgroupShuffleXor(w, s));
+    }
+    return w;
+}
+
+fn seg_sum2_sg(lid: u32, lanes: u32, sgs: u32, a: f32, b: f32) -> vec2<f32> {
+    if (lanes == 1u) { return vec2<f32>(a, b); }
+    let lane = lid % lanes;
+    var w = vec2<f32>(a, b);
+    if (lanes > sgs) {
+        red[lid] = a;
+        red2[lid] = b;
+        workgroupBarrier();
+        for (var s = lanes >> 1u; s >= sgs; s >>= 1u) {
+            if (lane < s) {
+                red[lid] += red[lid + s];
+                red2[lid] += red2[lid + s];
+            }
+            workgroupBarrier();
+        }
+        w = vec2<f32>(red[lid - lane + lane % sgs], red2[lid - lane + lane % sgs]);
+        workgroupBarrier();
+    }
+    for (var s = min(lanes, sgs) >> 1u; s > 0u; s >>= 1u) {
+        w += subgroupShuffleXor(w, s);
+    }
+    return w;
+}
+";
+
+/// Where a row kernel's file takes [`SEG_SG`] in its `_sg` variant.
+const SEG_SG_MARK: &str =
+    "// SEG_SG: the `_sg` variants (src/gpu/registry.rs) put their subgroup reductions here.";
+
+/// Every entry point of a row kernel's `_sg` variant gets the subgroup size.
+const SG_ENTRY: (&str, &str) = (
+    "@builtin(local_invocation_index) lid: u32) {",
+    "@builtin(local_invocation_index) lid: u32,\n    @builtin(subgroup_size) sgs: u32) {",
+);
+
 /// (name, source shader, text replacements).
 type Derived = (
     &'static str,
@@ -58,8 +139,29 @@ type Derived = (
 /// matrix side and types.
 /// The direct matmuls' `_sg` variants read the rows of A shared by a workgroup in lane 0 of each
 /// subgroup and broadcast them (adapters with subgroups); `attention_sg`'s forward does the same
-/// for the keys and values every invocation of a workgroup reads alike (CPU drivers).
+/// for the keys and values every invocation of a workgroup reads alike (CPU drivers). The row
+/// kernels' `_sg` variants (softmax, layer norm) reduce through subgroup shuffles ([`SEG_SG`]).
 const DERIVED: &[Derived] = &[
+    (
+        "softmax_sg",
+        "softmax",
+        &[
+            SG_ENTRY,
+            ("seg_sum(lid, lanes,", "seg_sum_sg(lid, lanes, sgs,"),
+            ("seg_max(lid, lanes,", "seg_max_sg(lid, lanes, sgs,"),
+            (SEG_SG_MARK, SEG_SG),
+        ],
+    ),
+    (
+        "layernorm_sg",
+        "layernorm",
+        &[
+            SG_ENTRY,
+            ("seg_sum(lid, lanes,", "seg_sum_sg(lid, lanes, sgs,"),
+            ("seg_sum2(lid, lanes,", "seg_sum2_sg(lid, lanes, sgs,"),
+            (SEG_SG_MARK, SEG_SG),
+        ],
+    ),
     (
         "matmul_coop8",
         "matmul_coop",

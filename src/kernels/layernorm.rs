@@ -29,6 +29,10 @@ const B: &[(u32, crate::gpu::Access)] = &[
 pub static LN_FORWARD: Kernel = Kernel::new::<Params>("layernorm", "layernorm_forward", B);
 /// dx from x, w, dy, mean, rstd.
 pub static LN_BACKWARD: Kernel = Kernel::new::<Params>("layernorm", "layernorm_backward", B);
+/// [`LN_FORWARD`] reducing through subgroup shuffles (same results to the bit).
+pub static LN_FORWARD_SG: Kernel = Kernel::new::<Params>("layernorm_sg", "layernorm_forward", B);
+/// [`LN_BACKWARD`] reducing through subgroup shuffles (same results to the bit).
+pub static LN_BACKWARD_SG: Kernel = Kernel::new::<Params>("layernorm_sg", "layernorm_backward", B);
 /// Partial dweight/dbias sums per chunk of rows.
 pub static LN_BACKWARD_PARAMS: Kernel =
     Kernel::new::<Params>("layernorm", "layernorm_backward_params", B);
@@ -70,8 +74,12 @@ pub fn layernorm_forward(
         lanes: lanes(rec, dim),
         _pad: [0; 2],
     };
+    let kernel = match super::row_subgroups(rec) {
+        true => &LN_FORWARD_SG,
+        false => &LN_FORWARD,
+    };
     rec.dispatch(
-        &LN_FORWARD,
+        kernel,
         &p,
         &[x, w, b, y, &mean, &rstd],
         grid(rec, rows, dim),
@@ -113,8 +121,12 @@ pub fn layernorm_backward(
         lanes: lanes(rec, dim),
         _pad: [0; 2],
     };
+    let kernel = match super::row_subgroups(rec) {
+        true => &LN_BACKWARD_SG,
+        false => &LN_BACKWARD,
+    };
     rec.dispatch(
-        &LN_BACKWARD,
+        kernel,
         &p,
         &[x, w, dy, dx, &saved.mean, &saved.rstd],
         grid(rec, rows, dim),

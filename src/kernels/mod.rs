@@ -84,6 +84,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &layernorm::LN_FORWARD,
         &layernorm::LN_BACKWARD,
         &layernorm::LN_BACKWARD_PARAMS,
+        &layernorm::LN_FORWARD_SG,
+        &layernorm::LN_BACKWARD_SG,
         &matmul::MATMUL,
         &matmul::MATMUL_GENERAL_DIRECT,
         &matmul::MATMUL_GENERAL_DIRECT_SG,
@@ -107,6 +109,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &reduce::CLIP_BY_NORM,
         &softmax::SOFTMAX_FORWARD,
         &softmax::SOFTMAX_BACKWARD,
+        &softmax::SOFTMAX_FORWARD_SG,
+        &softmax::SOFTMAX_BACKWARD_SG,
         &tokens::TOKENS_FORWARD,
         &tokens::TOKENS_BACKWARD_PATCHES,
         &tokens::TOKENS_BACKWARD_PARAMS,
@@ -124,6 +128,12 @@ fn row_lanes(rec: &Recorder, dim: usize) -> u32 {
         return 1;
     }
     (dim.div_ceil(4).next_power_of_two().min(256)) as u32
+}
+
+/// Whether a row kernel takes its `_sg` variant: GPU layouts (several lanes a row) on a device
+/// with subgroups, unless the recording turned them off.
+fn row_subgroups(rec: &Recorder) -> bool {
+    rec.subgroups() && !rec.cpu_layouts()
 }
 
 /// The grid of a row kernel for `rows` rows of `dim`.

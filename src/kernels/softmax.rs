@@ -19,6 +19,11 @@ pub static SOFTMAX_FORWARD: Kernel = Kernel::new::<Params>("softmax", "softmax_f
 /// dx = scale·y⊙(dy − Σ dy⊙y).
 pub static SOFTMAX_BACKWARD: Kernel = Kernel::new::<Params>("softmax", "softmax_backward", B);
 
+/// [`SOFTMAX_FORWARD`] reducing through subgroup shuffles (same results to the bit).
+pub static SOFTMAX_FORWARD_SG: Kernel = Kernel::new::<Params>("softmax_sg", "softmax_forward", B);
+/// [`SOFTMAX_BACKWARD`] reducing through subgroup shuffles (same results to the bit).
+pub static SOFTMAX_BACKWARD_SG: Kernel = Kernel::new::<Params>("softmax_sg", "softmax_backward", B);
+
 /// y = softmax(scale·x) along rows of width `cols`.
 pub fn softmax_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, scale: f32) {
     let rows = x.numel() / cols;
@@ -35,8 +40,12 @@ pub fn softmax_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, 
         _pad1: [0; 3],
     };
     let dummy = rec.gpu().dummy_read.clone();
+    let kernel = match super::row_subgroups(rec) {
+        true => &SOFTMAX_FORWARD_SG,
+        false => &SOFTMAX_FORWARD,
+    };
     rec.dispatch(
-        &SOFTMAX_FORWARD,
+        kernel,
         &p,
         &[x, &dummy, y],
         super::row_grid(rec, rows, cols),
@@ -66,10 +75,9 @@ pub fn softmax_backward(
         scale,
         _pad1: [0; 3],
     };
-    rec.dispatch(
-        &SOFTMAX_BACKWARD,
-        &p,
-        &[y, dy, dx],
-        super::row_grid(rec, rows, cols),
-    );
+    let kernel = match super::row_subgroups(rec) {
+        true => &SOFTMAX_BACKWARD_SG,
+        false => &SOFTMAX_BACKWARD,
+    };
+    rec.dispatch(kernel, &p, &[y, dy, dx], super::row_grid(rec, rows, cols));
 }

@@ -373,9 +373,11 @@ fn ln_case(gpu: &Gpu, j: &mut Judge, tag: &str, x: &[f32], dim: usize, eps: f32,
     let dy = random(x.len(), 33, -1.0, 1.0);
     let (y, _, _) = cpu::layernorm::layernorm_forward(x, &w, &b, eps);
     let (dx, dw, db) = cpu::layernorm::layernorm_backward(&dy, x, &w, eps);
-    for (cpu, kind) in LAYOUTS {
+    let mut by_layout = Vec::new();
+    for (cpu, subgroups, kind) in layouts_and_reductions(gpu) {
         if let Some(out) = run(gpu, j, |rec| {
             rec.set_cpu_layouts(cpu);
+            rec.set_subgroups(subgroups);
             let (tx, tw, tb, tdy) = (
                 gpu.upload(x, &[rows, dim]),
                 gpu.upload(&w, &[dim]),
@@ -398,6 +400,44 @@ fn ln_case(gpu: &Gpu, j: &mut Judge, tag: &str, x: &[f32], dim: usize, eps: f32,
             j.check(&format!("{tag} {kind} dx"), &out[1], &dx, tol(&dx, rel));
             j.check(&format!("{tag} {kind} dw"), &out[2], &dw, tol(&dw, rel));
             j.check(&format!("{tag} {kind} db"), &out[3], &db, tol(&db, rel));
+            by_layout.push((cpu, out));
+        }
+    }
+    same_reductions(j, tag, &by_layout);
+}
+
+/// The kernel layouts of [`LAYOUTS`], the GPUs' run a second time with the row kernels'
+/// subgroup reductions where the device has them: (CPU layout, subgroups, name).
+fn layouts_and_reductions(gpu: &Gpu) -> Vec<(bool, bool, String)> {
+    let mut v: Vec<_> = LAYOUTS
+        .iter()
+        .map(|&(cpu, kind)| (cpu, false, kind.to_string()))
+        .collect();
+    if gpu.subgroups() {
+        v.push((false, true, "gpu-layout subgroups".into()));
+    }
+    v
+}
+
+/// Fails unless the GPU layout gave the same bits with and without subgroup reductions
+/// (`runs`: (CPU layout, outputs), in the order of [`layouts_and_reductions`]).
+fn same_reductions(j: &mut Judge, tag: &str, runs: &[(bool, Vec<Vec<f32>>)]) {
+    let gpu_runs: Vec<_> = runs.iter().filter(|(cpu, _)| !cpu).collect();
+    let [(_, plain), (_, sg)] = gpu_runs.as_slice() else {
+        return;
+    };
+    for (i, (a, b)) in plain.iter().zip(sg).enumerate() {
+        let differ = a
+            .iter()
+            .zip(b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
+        if differ > 0 || a.len() != b.len() {
+            j.fail(format!(
+                "{tag} output {i}: {differ} of {} values differ between the workgroup and the \
+                 subgroup reductions",
+                a.len()
+            ));
         }
     }
 }
@@ -485,36 +525,39 @@ fn softmax(gpu: &Gpu) -> CaseResult {
         }
         x[2 * cols] = 80.0;
         let dy = random(rows * cols, 43, -1.0, 1.0);
-        for (scale, (cpu, kind)) in [1.0f32, 0.125]
-            .into_iter()
-            .flat_map(|s| LAYOUTS.map(|l| (s, l)))
-        {
-            let y = cpu::softmax::softmax_forward(&x, cols, scale);
-            let dx = cpu::softmax::softmax_backward(&dy, &y, cols, scale);
-            if let Some(out) = run(gpu, &mut j, |rec| {
-                rec.set_cpu_layouts(cpu);
-                let (tx, tdy) = (
-                    gpu.upload(&x, &[rows, cols]),
-                    gpu.upload(&dy, &[rows, cols]),
-                );
-                let (ty, tdx) = (gpu.empty(&[rows, cols]), gpu.empty(&[rows, cols]));
-                kernels::softmax::softmax_forward(rec, &ty, &tx, cols, scale);
-                kernels::softmax::softmax_backward(rec, &tdx, &tdy, &ty, cols, scale, false);
-                vec![ty, tdx]
-            }) {
-                j.check(
-                    &format!("cols={cols} scale={scale} {kind} y"),
-                    &out[0],
-                    &y,
-                    1e-6,
-                );
-                j.check(
-                    &format!("cols={cols} scale={scale} {kind} dx"),
-                    &out[1],
-                    &dx,
-                    tol(&dx, 1e-5),
-                );
+        for scale in [1.0f32, 0.125] {
+            let mut by_layout = Vec::new();
+            for (cpu, subgroups, kind) in layouts_and_reductions(gpu) {
+                let y = cpu::softmax::softmax_forward(&x, cols, scale);
+                let dx = cpu::softmax::softmax_backward(&dy, &y, cols, scale);
+                if let Some(out) = run(gpu, &mut j, |rec| {
+                    rec.set_cpu_layouts(cpu);
+                    rec.set_subgroups(subgroups);
+                    let (tx, tdy) = (
+                        gpu.upload(&x, &[rows, cols]),
+                        gpu.upload(&dy, &[rows, cols]),
+                    );
+                    let (ty, tdx) = (gpu.empty(&[rows, cols]), gpu.empty(&[rows, cols]));
+                    kernels::softmax::softmax_forward(rec, &ty, &tx, cols, scale);
+                    kernels::softmax::softmax_backward(rec, &tdx, &tdy, &ty, cols, scale, false);
+                    vec![ty, tdx]
+                }) {
+                    j.check(
+                        &format!("cols={cols} scale={scale} {kind} y"),
+                        &out[0],
+                        &y,
+                        1e-6,
+                    );
+                    j.check(
+                        &format!("cols={cols} scale={scale} {kind} dx"),
+                        &out[1],
+                        &dx,
+                        tol(&dx, 1e-5),
+                    );
+                    by_layout.push((cpu, out));
+                }
             }
+            same_reductions(&mut j, &format!("cols={cols} scale={scale}"), &by_layout);
         }
     }
     j.finish()
