@@ -59,6 +59,14 @@ fn frames_until(
     false
 }
 
+/// Stops the run and draws frames until the worker has ended it.
+fn stop_and_wait(ctx: &egui::Context, app: &mut DinoscopeApp) -> bool {
+    app.control("stop");
+    frames_until(ctx, app, Duration::from_secs(120), |a| {
+        a.state == RunState::Ended
+    })
+}
+
 fn errors(app: &DinoscopeApp) -> Vec<String> {
     app.notices
         .iter()
@@ -250,13 +258,7 @@ fn pause_resume_and_stop_control_the_worker() {
         Duration::from_secs(120),
         |a| { a.progress.0 > at_pause }
     ));
-    app.control("stop");
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(120),
-        |a| { a.state == RunState::Ended }
-    ));
+    assert!(stop_and_wait(&ctx, &mut app));
     assert!(app.progress.0 < 1000);
     // Stopping writes a checkpoint the run can resume from.
     assert!(dinoscope::train::checkpoint::exists(&dir.join("run")));
@@ -268,26 +270,14 @@ fn pause_resume_and_stop_control_the_worker() {
         Duration::from_secs(120),
         |a| { a.progress.0 > stopped_at }
     ));
-    app.control("stop");
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(120),
-        |a| { a.state == RunState::Ended }
-    ));
+    assert!(stop_and_wait(&ctx, &mut app));
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
     // Start (not resume) with the same run folder: the run goes beside it, the old one stays.
     let before = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap_or_default();
     let kept = dinoscope::train::checkpoint::list(&dir.join("run"));
     app.start(None);
     assert_eq!(app.settings.train.run_dir, dir.join("run-2"));
-    app.control("stop");
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(120),
-        |a| { a.state == RunState::Ended }
-    ));
+    assert!(stop_and_wait(&ctx, &mut app));
     assert_eq!(dinoscope::train::checkpoint::list(&dir.join("run")), kept);
     assert_eq!(
         std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap_or_default(),
@@ -324,13 +314,7 @@ fn a_time_limit_fits_the_runs_schedule_and_its_progress() {
         .notices
         .iter()
         .any(|n| n.text.starts_with("time limit:") && n.text.contains("spans")));
-    app.control("stop");
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(120),
-        |a| a.state == RunState::Ended
-    ));
+    assert!(stop_and_wait(&ctx, &mut app));
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
     // The checkpoint holds the fitted schedule, which a resumed run follows.
     let (cfg, _) = dinoscope::train::run::load_checkpoint(&dir.join("run")).expect("checkpoint");
@@ -699,13 +683,7 @@ fn a_mixed_precision_run_reports_its_loss_scale() {
         .points
         .iter()
         .all(|p| p.metrics.loss_scale.is_some_and(|s| s >= 1.0)));
-    app.control("stop");
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(120),
-        |a| a.state == RunState::Ended
-    ));
+    assert!(stop_and_wait(&ctx, &mut app));
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -526,10 +526,10 @@ fn softmax(gpu: &Gpu) -> CaseResult {
         x[2 * cols] = 80.0;
         let dy = random(rows * cols, 43, -1.0, 1.0);
         for scale in [1.0f32, 0.125] {
+            let y = cpu::softmax::softmax_forward(&x, cols, scale);
+            let dx = cpu::softmax::softmax_backward(&dy, &y, cols, scale);
             let mut by_layout = Vec::new();
             for (cpu, subgroups, kind) in layouts_and_reductions(gpu) {
-                let y = cpu::softmax::softmax_forward(&x, cols, scale);
-                let dx = cpu::softmax::softmax_backward(&dy, &y, cols, scale);
                 if let Some(out) = run(gpu, &mut j, |rec| {
                     rec.set_cpu_layouts(cpu);
                     rec.set_subgroups(subgroups);
