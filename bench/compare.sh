@@ -41,7 +41,7 @@ if [ -n "$quick" ]; then
               --n-local 0 --prototypes 256 --train-batch 32)
   train_config=debug
 else
-  part "$BIN" bench kernels --general --reps "$REPS" --json "$OUT/kernels.json"
+  part "$BIN" bench kernels --general --tiles --reps "$REPS" --json "$OUT/kernels.json"
   part "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --json "$OUT/vit.json"
   part "$BIN" bench vit --runs 224x1,224x64,518x8 --reps "$REPS" --precision f16 --json "$OUT/vit_f16.json"
   torch_args=()

@@ -222,16 +222,36 @@ def main():
         bias = torch.randn(n, device=device, dtype=dt) * 0.1
         t, c = run(lambda: F.linear(x, w, bias), args.reps)
         row(f"linear ViT-S {name} {rows_}x{n}x{k}", t, 2 * rows_ * n * k / t / 1e9, "GFLOP/s", c)
-    x = torch.randn(rows_, 384, device=device, dtype=dt)
-    ln = nn.LayerNorm(384, eps=1e-6).to(device, dt)
-    t, c = run(lambda: ln(x), args.reps)
-    row(f"layernorm {rows_}x384", t, 2 * rows_ * 384 * x.element_size() / t / 1e9, "GB/s", c)
     xg = torch.randn(rows_ * 1536, device=device, dtype=dt)
+    yg = torch.empty_like(xg)
+    gb = lambda tensors, t: tensors * xg.numel() * xg.element_size() / t / 1e9
+    t, c = run(lambda: yg.copy_(xg), args.reps)
+    row(f"copy {xg.numel()}", t, gb(2, t), "GB/s", c)
+    ln = nn.LayerNorm(384, eps=1e-6).to(device, dt)
+    for r in [rows_] if args.quick else [rows_, 65536]:
+        x = torch.randn(r, 384, device=device, dtype=dt)
+        t, c = run(lambda: ln(x), args.reps)
+        row(f"layernorm {r}x384", t, 2 * r * 384 * x.element_size() / t / 1e9, "GB/s", c)
     t, c = run(lambda: F.gelu(xg), args.reps)
-    row(f"gelu {rows_ * 1536}", t, 2 * xg.numel() * xg.element_size() / t / 1e9, "GB/s", c)
+    row(f"gelu {rows_ * 1536}", t, gb(2, t), "GB/s", c)
     xs = torch.randn(64 * 6 * 261, 261, device=device, dtype=dt)
     t, c = run(lambda: F.softmax(xs, -1), args.reps)
     row(f"softmax {xs.shape[0]}x261", t, 2 * xs.numel() * xs.element_size() / t / 1e9, "GB/s", c)
+    # Residual + LayerScale (x + branch·γ), the teacher EMA (one lerp) and one fused AdamW step
+    # (where the device has it) over the same number of elements as the rows above.
+    branch = torch.randn_like(xg)
+    gamma = torch.rand(384, device=device, dtype=dt) + 0.5
+    t, c = run(lambda: torch.add(xg.view(-1, 384), branch.view(-1, 384) * gamma), args.reps)
+    row(f"residual+layerscale {xg.numel()}", t, gb(3, t), "GB/s", c)
+    if not args.bf16:
+        t, c = run(lambda: yg.lerp_(xg, 0.004), args.reps)
+        row(f"ema {xg.numel()}", t, gb(3, t), "GB/s", c)
+        param = nn.Parameter(xg.clone())
+        param.grad = branch.clone()
+        fused = device.type == "cuda"
+        opt = torch.optim.AdamW([param], lr=1e-4, weight_decay=0.04, fused=fused, foreach=False if fused else None)
+        t, c = run(lambda: opt.step(), args.reps)
+        row(f"adamw {xg.numel()}", t, gb(7, t), "GB/s", c)
     ab = 4 if args.quick else 64
     q, kk, v = (torch.randn(ab, 6, 261, 64, device=device, dtype=dt, requires_grad=True) for _ in range(3))
     flops = 4.0 * ab * 6 * 261 * 261 * 64

@@ -2,6 +2,8 @@
 """Prints dinoscope ÷ PyTorch for every figure both sides measured (rows matched by name; a
 dinoscope "(f16)" or "(mixed)" row is set against PyTorch's "(bf16)" and fp32 rows of the same
 work, and a "matmul f16 MxNxK (kernel)" row against PyTorch's bf16 product of that size).
+Then each side's memory-bound rows (GB/s) as a share of its own copy row, the bandwidth a plain
+copy reaches on the same device in the same run.
 Usage: ratio.py DINOSCOPE.json [DINOSCOPE2.json ...] -- TORCH.json [TORCH_BF16.json]"""
 
 import json
@@ -46,6 +48,26 @@ def main():
             mem = f"{mib(o)} / {mib(t)}" if o.get("peak_bytes") or t.get("peak_bytes") else ""
             print(f"| {label} | {o['rate']:.1f} {o['unit']} | {t['rate']:.1f} {t['unit']} | "
                   f"{ratio:.3f}× | {mem} |")
+
+    bandwidth_shares(ours, theirs)
+
+
+def bandwidth_shares(ours, theirs):
+    def copy_rate(rows):
+        return next((r["rate"] for n, r in rows.items() if n.startswith("copy ") and "(" not in n), None)
+
+    roof, their_roof = copy_rate(ours), copy_rate(theirs)
+    if not roof:
+        return
+    print()
+    print(f"| memory-bound work | dinoscope | share of its copy ({roof:.0f} GB/s) | PyTorch's share of its copy |")
+    print("|---|---|---|---|")
+    for name, o in ours.items():
+        if o["unit"] != "GB/s" or name.startswith("copy "):
+            continue
+        t = theirs.get(name)
+        their = f"{t['rate'] / their_roof:.0%}" if t and their_roof else ""
+        print(f"| {name} | {o['rate']:.1f} GB/s | {o['rate'] / roof:.0%} | {their} |")
 
 
 if __name__ == "__main__":

@@ -143,13 +143,25 @@ fn row_seg(group: u32, lid: u32, lanes: u32, rows: u32, cols: u32) -> Seg {
     return Seg(row, lid % lanes, select(0u, cols, row < rows));
 }
 
-// A lane's four columns of a row (c = lane + k·lanes), for the row kernels that keep rows of up
-// to 4·lanes elements in a vec4 of registers (layer norm, softmax).
-fn cols4(lane: u32, lanes: u32) -> vec4<u32> {
-    return vec4<u32>(lane, lane + lanes, lane + 2u * lanes, lane + 3u * lanes);
+// Chunk q (0…3) of a lane's columns of a row: c = lane + j·lanes for j = 4q…4q+3. The row kernels
+// that keep rows of up to 16·lanes elements in registers (layer norm, softmax) hold each chunk as
+// a vec4.
+fn cols4(lane: u32, lanes: u32, q: u32) -> vec4<u32> {
+    let c = lane + 4u * q * lanes;
+    return vec4<u32>(c, c + lanes, c + 2u * lanes, c + 3u * lanes);
 }
 
-// The lane's sum in the order of its columns, as the re-reading loops add them.
+// The lane's sum in the order of its columns, as the re-reading loops add them: `hsum` of the
+// first chunk, then `hsum_from` for each next one.
 fn hsum(v: vec4<f32>) -> f32 {
     return ((v.x + v.y) + v.z) + v.w;
+}
+
+fn hsum_from(s: f32, v: vec4<f32>) -> f32 {
+    return (((s + v.x) + v.y) + v.z) + v.w;
+}
+
+// The sum of four chunks in column order.
+fn hsum16(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> f32 {
+    return hsum_from(hsum_from(hsum_from(hsum(a), b), c), d);
 }

@@ -2,9 +2,11 @@
 // DINOv3 1e-5). The variance is taken in a second pass over (x − mean), so rows far from zero
 // (x ≈ 100) keep full precision.
 // layernorm_forward: y = (x − mean)·rstd·w + b; saves mean and rstd per row. Rows of up to
-//   4·lanes elements are read once and held in registers; longer ones are re-read per pass.
-//   Dispatch: grid_rows(ceil(rows / (256 / lanes))): `lanes` invocations per row (a power of two
-//   near dim / 4, so each reads about four elements), 256 / lanes rows per workgroup.
+//   16·lanes elements are read once and held in registers (four vec4 chunks a lane, cols4);
+//   longer ones are re-read per pass, summed in the same order.
+//   Dispatch: grid_rows(ceil(rows / (256 / lanes))): `lanes` invocations per row
+//   (kernels::row_lanes16: a power of two near dim / 16, at least 32 where the row has that many
+//   quads: ViT-S's 384 takes 32, a subgroup on most GPUs), 256 / lanes rows per workgroup.
 // layernorm_backward: dx (+)= rstd·(g − mean(g) − x̂·mean(g⊙x̂)), g = dy⊙w, x̂ = (x − mean)·rstd.
 //   Reads x, w, dy, mean, rstd. accumulate=1 adds into dx (the residual stream).
 //   Dispatch: as layernorm_forward.
@@ -76,6 +78,15 @@ fn put4(base: u32, c: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
     put(base + c.w, ok.w, v.w);
 }
 
+// Stores a chunk of dx, added to what dx holds with accumulate=1.
+fn back4(base: u32, c: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
+    var r = v;
+    if (p.accumulate != 0u) {
+        r += vec4<f32>(outv(base + c.x, ok.x), outv(base + c.y, ok.y), outv(base + c.z, ok.z), outv(base + c.w, ok.w));
+    }
+    put4(base, c, ok, r);
+}
+
 
 @compute @workgroup_size(256)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -87,14 +98,29 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let n = select(0u, p.dim, row < p.rows);
     let base = row * p.dim;
     let inv_d = 1.0 / f32(p.dim);
-    if (p.dim <= 4u * lanes) {
-        let c = cols4(lane, lanes);
-        let ok = c < vec4<u32>(n);
-        let v = x4(base, c, ok);
-        let mu = seg_sum(lid, lanes, hsum(v)) * inv_d;
-        let d = select(vec4<f32>(0.0), v - mu, ok);
-        let r = inverseSqrt(seg_sum(lid, lanes, hsum(d * d)) * inv_d + p.eps);
-        put4(base, c, ok, (v - mu) * r * w4(c, ok) + b4(0u, c, ok));
+    if (p.dim <= 16u * lanes) {
+        let c0 = cols4(lane, lanes, 0u);
+        let c1 = cols4(lane, lanes, 1u);
+        let c2 = cols4(lane, lanes, 2u);
+        let c3 = cols4(lane, lanes, 3u);
+        let ok0 = c0 < vec4<u32>(n);
+        let ok1 = c1 < vec4<u32>(n);
+        let ok2 = c2 < vec4<u32>(n);
+        let ok3 = c3 < vec4<u32>(n);
+        let v0 = x4(base, c0, ok0);
+        let v1 = x4(base, c1, ok1);
+        let v2 = x4(base, c2, ok2);
+        let v3 = x4(base, c3, ok3);
+        let mu = seg_sum(lid, lanes, hsum16(v0, v1, v2, v3)) * inv_d;
+        let d0 = select(vec4<f32>(0.0), v0 - mu, ok0);
+        let d1 = select(vec4<f32>(0.0), v1 - mu, ok1);
+        let d2 = select(vec4<f32>(0.0), v2 - mu, ok2);
+        let d3 = select(vec4<f32>(0.0), v3 - mu, ok3);
+        let r = inverseSqrt(seg_sum(lid, lanes, hsum16(d0 * d0, d1 * d1, d2 * d2, d3 * d3)) * inv_d + p.eps);
+        put4(base, c0, ok0, d0 * r * w4(c0, ok0) + b4(0u, c0, ok0));
+        put4(base, c1, ok1, d1 * r * w4(c1, ok1) + b4(0u, c1, ok1));
+        put4(base, c2, ok2, d2 * r * w4(c2, ok2) + b4(0u, c2, ok2));
+        put4(base, c3, ok3, d3 * r * w4(c3, ok3) + b4(0u, c3, ok3));
         if (lane == 0u && n > 0u) {
             mean[row] = mu;
             rstd[row] = r;
@@ -136,22 +162,33 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         r = rstd[row];
     }
     let inv_d = 1.0 / f32(p.dim);
-    if (p.dim <= 4u * lanes) {
+    if (p.dim <= 16u * lanes) {
         // x, dy and w are read once: g = dy⊙w and x − mean stay in registers between the two
         // sums and the write.
-        let c = cols4(lane, lanes);
-        let ok = c < vec4<u32>(n);
-        let g = b4(base, c, ok) * w4(c, ok);
-        let xd = select(vec4<f32>(0.0), x4(base, c, ok) - mu, ok);
-        let sums = seg_sum2(lid, lanes, hsum(g), hsum(g * xd * r));
+        let c0 = cols4(lane, lanes, 0u);
+        let c1 = cols4(lane, lanes, 1u);
+        let c2 = cols4(lane, lanes, 2u);
+        let c3 = cols4(lane, lanes, 3u);
+        let ok0 = c0 < vec4<u32>(n);
+        let ok1 = c1 < vec4<u32>(n);
+        let ok2 = c2 < vec4<u32>(n);
+        let ok3 = c3 < vec4<u32>(n);
+        let g0 = b4(base, c0, ok0) * w4(c0, ok0);
+        let g1 = b4(base, c1, ok1) * w4(c1, ok1);
+        let g2 = b4(base, c2, ok2) * w4(c2, ok2);
+        let g3 = b4(base, c3, ok3) * w4(c3, ok3);
+        let xd0 = select(vec4<f32>(0.0), x4(base, c0, ok0) - mu, ok0);
+        let xd1 = select(vec4<f32>(0.0), x4(base, c1, ok1) - mu, ok1);
+        let xd2 = select(vec4<f32>(0.0), x4(base, c2, ok2) - mu, ok2);
+        let xd3 = select(vec4<f32>(0.0), x4(base, c3, ok3) - mu, ok3);
+        let sums = seg_sum2(lid, lanes, hsum16(g0, g1, g2, g3),
+                            hsum16(g0 * xd0 * r, g1 * xd1 * r, g2 * xd2 * r, g3 * xd3 * r));
         let mg = sums.x * inv_d;
         let mgx = sums.y * inv_d;
-        var d = r * (g - mg - xd * r * mgx);
-        if (p.accumulate != 0u) {
-            d += vec4<f32>(outv(base + c.x, ok.x), outv(base + c.y, ok.y), outv(base + c.z, ok.z),
-                           outv(base + c.w, ok.w));
-        }
-        put4(base, c, ok, d);
+        back4(base, c0, ok0, r * (g0 - mg - xd0 * r * mgx));
+        back4(base, c1, ok1, r * (g1 - mg - xd1 * r * mgx));
+        back4(base, c2, ok2, r * (g2 - mg - xd2 * r * mgx));
+        back4(base, c3, ok3, r * (g3 - mg - xd3 * r * mgx));
         return;
     }
     var sg = 0.0;

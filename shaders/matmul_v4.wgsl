@@ -6,17 +6,21 @@
 // [N, K] with TB). The transposes are pipeline constants, so each is its own compiled variant and
 // nothing in the inner loop depends on them.
 //
-// Why it is fast: every accumulator and every operand fragment is a named vec4 (or an array
-// indexed only by constants after unrolling), so they live in registers; global reads are vec4;
+// Why it is fast: every accumulator and every operand fragment is a named vec4, so they live
+// in registers; global reads are vec4;
 // K advances 16 at a time; while one K-slice is multiplied out of workgroup memory, the next
 // slice's global reads are already in flight into registers (workgroup memory is 16 KiB, WebGPU's
 // guaranteed size, so the second buffer is kept in registers, not in workgroup memory).
 //
 // Tiles (one workgroup of 256 invocations, 16 × 16):
-//   matmul_128: a 128×128 tile of C, 8×8 outputs per invocation (rows ty·8…+7, columns
-//               tx·4…+3 and 64+tx·4…+3, so a warp's B reads are contiguous).
-//   matmul_64:  a 64×64 tile, 4×4 outputs per invocation (rows ty·4…+3, columns tx·4…+3); the
-//               default on GPUs (matmul_128 only where `dinoscope tune` measured it faster).
+//   matmul_128:    a 128×128 tile of C, 8×8 outputs per invocation (rows ty·8…+7, columns
+//                  tx·4…+3 and 64+tx·4…+3, so a warp's B reads are contiguous).
+//   matmul_128x64: a 128×64 tile, 8×4 outputs per invocation (rows ty·8…+7, columns tx·4…+3):
+//                  half the B reads of matmul_64 per multiply-add, twice the workgroups of
+//                  matmul_128.
+//   matmul_64:     a 64×64 tile, 4×4 outputs per invocation (rows ty·4…+3, columns tx·4…+3);
+//                  the default on GPUs (the larger tiles where `dinoscope tune` measured them
+//                  faster).
 //   matmul_direct: 16×64 tiles read without workgroup memory, for CPU drivers (see there).
 // Workgroup memory holds the K-slice of both operands as vec4 along M (As) and N (Bs):
 // As[k][m/4], Bs[k][n/4]. Loading moves 4×4 blocks: an operand stored with K contiguous is read
@@ -221,7 +225,26 @@ fn matmul_128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let blk_id = lid % 128u;
     let q = blk_id % 32u;
     let kq = blk_id / 32u;
-    var acc: array<vec4<f32>, 16>;
+    // Row r of the invocation's 8×8 outputs: columns tx·4…+3 in rNl, 64+tx·4…+3 in rNh. Named
+    // values, not an array: a driver that keeps an array in memory rather than registers runs
+    // every multiply-add through memory (a 7–13× slowdown on an H200 before this was written
+    // out).
+    var r0l = vec4<f32>(0.0);
+    var r0h = vec4<f32>(0.0);
+    var r1l = vec4<f32>(0.0);
+    var r1h = vec4<f32>(0.0);
+    var r2l = vec4<f32>(0.0);
+    var r2h = vec4<f32>(0.0);
+    var r3l = vec4<f32>(0.0);
+    var r3h = vec4<f32>(0.0);
+    var r4l = vec4<f32>(0.0);
+    var r4h = vec4<f32>(0.0);
+    var r5l = vec4<f32>(0.0);
+    var r5h = vec4<f32>(0.0);
+    var r6l = vec4<f32>(0.0);
+    var r6h = vec4<f32>(0.0);
+    var r7l = vec4<f32>(0.0);
+    var r7h = vec4<f32>(0.0);
     var next: Block;
     if (is_a) { next = load_a(w.a_base, row0, w.k_begin, q, kq); } else { next = load_b(w.b_base, col0, w.k_begin, q, kq); }
     for (var k0 = w.k_begin; k0 < w.k_end; k0 += BK) {
@@ -237,41 +260,97 @@ fn matmul_128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             let a_hi = As[kk * 32u + ty * 2u + 1u];
             let b0 = Bs[kk * 32u + tx];
             let b1 = Bs[kk * 32u + 16u + tx];
-            acc[0] = fma(vec4<f32>(a_lo.x), b0, acc[0]);
-            acc[1] = fma(vec4<f32>(a_lo.x), b1, acc[1]);
-            acc[2] = fma(vec4<f32>(a_lo.y), b0, acc[2]);
-            acc[3] = fma(vec4<f32>(a_lo.y), b1, acc[3]);
-            acc[4] = fma(vec4<f32>(a_lo.z), b0, acc[4]);
-            acc[5] = fma(vec4<f32>(a_lo.z), b1, acc[5]);
-            acc[6] = fma(vec4<f32>(a_lo.w), b0, acc[6]);
-            acc[7] = fma(vec4<f32>(a_lo.w), b1, acc[7]);
-            acc[8] = fma(vec4<f32>(a_hi.x), b0, acc[8]);
-            acc[9] = fma(vec4<f32>(a_hi.x), b1, acc[9]);
-            acc[10] = fma(vec4<f32>(a_hi.y), b0, acc[10]);
-            acc[11] = fma(vec4<f32>(a_hi.y), b1, acc[11]);
-            acc[12] = fma(vec4<f32>(a_hi.z), b0, acc[12]);
-            acc[13] = fma(vec4<f32>(a_hi.z), b1, acc[13]);
-            acc[14] = fma(vec4<f32>(a_hi.w), b0, acc[14]);
-            acc[15] = fma(vec4<f32>(a_hi.w), b1, acc[15]);
+            r0l = fma(vec4<f32>(a_lo.x), b0, r0l);
+            r0h = fma(vec4<f32>(a_lo.x), b1, r0h);
+            r1l = fma(vec4<f32>(a_lo.y), b0, r1l);
+            r1h = fma(vec4<f32>(a_lo.y), b1, r1h);
+            r2l = fma(vec4<f32>(a_lo.z), b0, r2l);
+            r2h = fma(vec4<f32>(a_lo.z), b1, r2h);
+            r3l = fma(vec4<f32>(a_lo.w), b0, r3l);
+            r3h = fma(vec4<f32>(a_lo.w), b1, r3h);
+            r4l = fma(vec4<f32>(a_hi.x), b0, r4l);
+            r4h = fma(vec4<f32>(a_hi.x), b1, r4h);
+            r5l = fma(vec4<f32>(a_hi.y), b0, r5l);
+            r5h = fma(vec4<f32>(a_hi.y), b1, r5h);
+            r6l = fma(vec4<f32>(a_hi.z), b0, r6l);
+            r6h = fma(vec4<f32>(a_hi.z), b1, r6h);
+            r7l = fma(vec4<f32>(a_hi.w), b0, r7l);
+            r7h = fma(vec4<f32>(a_hi.w), b1, r7h);
         }
         workgroupBarrier();
     }
-    // Constant indices only: one index computed at run time can make a driver keep the whole
-    // array in memory instead of registers, every multiply-add above included.
-    put_rows(w.z, row0 + ty * 8u, col0 + tx * 4u, acc[0], acc[1]);
-    put_rows(w.z, row0 + ty * 8u + 1u, col0 + tx * 4u, acc[2], acc[3]);
-    put_rows(w.z, row0 + ty * 8u + 2u, col0 + tx * 4u, acc[4], acc[5]);
-    put_rows(w.z, row0 + ty * 8u + 3u, col0 + tx * 4u, acc[6], acc[7]);
-    put_rows(w.z, row0 + ty * 8u + 4u, col0 + tx * 4u, acc[8], acc[9]);
-    put_rows(w.z, row0 + ty * 8u + 5u, col0 + tx * 4u, acc[10], acc[11]);
-    put_rows(w.z, row0 + ty * 8u + 6u, col0 + tx * 4u, acc[12], acc[13]);
-    put_rows(w.z, row0 + ty * 8u + 7u, col0 + tx * 4u, acc[14], acc[15]);
+    put_rows(w.z, row0 + ty * 8u + 0u, col0 + tx * 4u, r0l, r0h);
+    put_rows(w.z, row0 + ty * 8u + 1u, col0 + tx * 4u, r1l, r1h);
+    put_rows(w.z, row0 + ty * 8u + 2u, col0 + tx * 4u, r2l, r2h);
+    put_rows(w.z, row0 + ty * 8u + 3u, col0 + tx * 4u, r3l, r3h);
+    put_rows(w.z, row0 + ty * 8u + 4u, col0 + tx * 4u, r4l, r4h);
+    put_rows(w.z, row0 + ty * 8u + 5u, col0 + tx * 4u, r5l, r5h);
+    put_rows(w.z, row0 + ty * 8u + 6u, col0 + tx * 4u, r6l, r6h);
+    put_rows(w.z, row0 + ty * 8u + 7u, col0 + tx * 4u, r7l, r7h);
 }
 
 // Row gm of a 128-wide tile: columns gn…+3 and gn+64…+67.
 fn put_rows(z: u32, gm: u32, gn: u32, lo: vec4<f32>, hi: vec4<f32>) {
     put4(z, gm, gn, lo);
     put4(z, gm, gn + 64u, hi);
+}
+
+@compute @workgroup_size(256)
+fn matmul_128x64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let w = work(wid);
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 64u;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    // Loading: invocations 0..127 move one 4×4 block of A (32 quads × 4 K quads), 128..191 one
+    // of B (16 quads × 4 K quads).
+    let is_a = lid < 128u;
+    let loads = lid < 192u;
+    let blk_id = lid % 128u;
+    let q = select(blk_id % 16u, blk_id % 32u, is_a);
+    let kq = select(blk_id / 16u, blk_id / 32u, is_a);
+    var r0 = vec4<f32>(0.0);
+    var r1 = vec4<f32>(0.0);
+    var r2 = vec4<f32>(0.0);
+    var r3 = vec4<f32>(0.0);
+    var r4 = vec4<f32>(0.0);
+    var r5 = vec4<f32>(0.0);
+    var r6 = vec4<f32>(0.0);
+    var r7 = vec4<f32>(0.0);
+    var next: Block;
+    if (is_a) { next = load_a(w.a_base, row0, w.k_begin, q, kq); } else if (loads) { next = load_b(w.b_base, col0, w.k_begin, q, kq); }
+    for (var k0 = w.k_begin; k0 < w.k_end; k0 += BK) {
+        if (is_a) { store_a(next, q, kq, 32u); } else if (loads) { store_b(next, q, kq, 16u); }
+        workgroupBarrier();
+        let k1 = k0 + BK;
+        if (k1 < w.k_end) {
+            if (is_a) { next = load_a(w.a_base, row0, k1, q, kq); } else if (loads) { next = load_b(w.b_base, col0, k1, q, kq); }
+        }
+        for (var kk = 0u; kk < BK; kk++) {
+            let a_lo = As[kk * 32u + ty * 2u];
+            let a_hi = As[kk * 32u + ty * 2u + 1u];
+            let bv = Bs[kk * 16u + tx];
+            r0 = fma(vec4<f32>(a_lo.x), bv, r0);
+            r1 = fma(vec4<f32>(a_lo.y), bv, r1);
+            r2 = fma(vec4<f32>(a_lo.z), bv, r2);
+            r3 = fma(vec4<f32>(a_lo.w), bv, r3);
+            r4 = fma(vec4<f32>(a_hi.x), bv, r4);
+            r5 = fma(vec4<f32>(a_hi.y), bv, r5);
+            r6 = fma(vec4<f32>(a_hi.z), bv, r6);
+            r7 = fma(vec4<f32>(a_hi.w), bv, r7);
+        }
+        workgroupBarrier();
+    }
+    let gm = row0 + ty * 8u;
+    let gn = col0 + tx * 4u;
+    put4(w.z, gm + 0u, gn, r0);
+    put4(w.z, gm + 1u, gn, r1);
+    put4(w.z, gm + 2u, gn, r2);
+    put4(w.z, gm + 3u, gn, r3);
+    put4(w.z, gm + 4u, gn, r4);
+    put4(w.z, gm + 5u, gn, r5);
+    put4(w.z, gm + 6u, gn, r6);
+    put4(w.z, gm + 7u, gn, r7);
 }
 
 @compute @workgroup_size(256)

@@ -1,10 +1,12 @@
 // Row softmax, numerically stable: y = softmax(scale·x) along the last dimension.
 // softmax_forward:  max, Σ exp(scale·x − max), then y.
 // softmax_backward: dx = scale · y ⊙ (dy − Σ dy⊙y)   (accumulate=1: dx += ...), reads y.
-// Each row gets `lanes` invocations (a power of two near cols / 4, at most 256) and a workgroup
-// holds 256 / lanes rows, so short rows (attention's 261) share a workgroup and its barriers.
-// Rows of up to 4·lanes elements (1,024 at 256 lanes) are read once and held in registers;
-// longer ones are re-read per pass.
+// Each row gets `lanes` invocations (kernels::row_lanes16: a power of two near cols / 16, at
+// least 32 where the row has that many quads, at most 256) and a workgroup holds 256 / lanes
+// rows, so short rows (attention's 261: a row per 32 lanes, a subgroup on most GPUs) share a
+// workgroup and reduce without barriers where the adapter has subgroups. Rows of up to
+// 16·lanes elements (4,096 at 256 lanes) are read once and held in registers as four vec4
+// chunks a lane (cols4); longer ones are re-read per pass, summed in the same order.
 // Dispatch: grid_rows(ceil(rows / (256 / lanes))).
 
 struct Params {
@@ -51,6 +53,27 @@ fn put4(base: u32, c: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
     put(base + c.w, ok.w, v.w);
 }
 
+fn x4(base: u32, c: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    return vec4<f32>(xv(base + c.x, ok.x), xv(base + c.y, ok.y), xv(base + c.z, ok.z), xv(base + c.w, ok.w));
+}
+
+fn dy4(base: u32, c: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    return vec4<f32>(dyv(base + c.x, ok.x), dyv(base + c.y, ok.y), dyv(base + c.z, ok.z), dyv(base + c.w, ok.w));
+}
+
+// Stores a chunk of dx, added to what dx holds with accumulate=1.
+fn back4(base: u32, c: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
+    var r = v;
+    if (p.accumulate != 0u) {
+        r += vec4<f32>(outv(base + c.x, ok.x), outv(base + c.y, ok.y), outv(base + c.z, ok.z), outv(base + c.w, ok.w));
+    }
+    put4(base, c, ok, r);
+}
+
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
 
 @compute @workgroup_size(256)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -62,15 +85,30 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let n = select(0u, p.cols, row < p.rows);
     let base = row * p.cols;
     var m = -3.4e38;
-    if (p.cols <= 4u * lanes) {
-        let c = cols4(lane, lanes);
-        let ok = c < vec4<u32>(n);
+    if (p.cols <= 16u * lanes) {
+        let c0 = cols4(lane, lanes, 0u);
+        let c1 = cols4(lane, lanes, 1u);
+        let c2 = cols4(lane, lanes, 2u);
+        let c3 = cols4(lane, lanes, 3u);
+        let ok0 = c0 < vec4<u32>(n);
+        let ok1 = c1 < vec4<u32>(n);
+        let ok2 = c2 < vec4<u32>(n);
+        let ok3 = c3 < vec4<u32>(n);
         // Columns past the row hold -3.4e38: they leave the max alone.
-        let raw = vec4<f32>(xv(base + c.x, ok.x), xv(base + c.y, ok.y), xv(base + c.z, ok.z), xv(base + c.w, ok.w));
-        let v = select(vec4<f32>(-3.4e38), p.scale * raw, ok);
-        m = seg_max(lid, lanes, max(max(v.x, v.y), max(v.z, v.w)));
-        let e = select(vec4<f32>(0.0), exp(v - m), ok);
-        put4(base, c, ok, e * (1.0 / seg_sum(lid, lanes, hsum(e))));
+        let v0 = select(vec4<f32>(-3.4e38), p.scale * x4(base, c0, ok0), ok0);
+        let v1 = select(vec4<f32>(-3.4e38), p.scale * x4(base, c1, ok1), ok1);
+        let v2 = select(vec4<f32>(-3.4e38), p.scale * x4(base, c2, ok2), ok2);
+        let v3 = select(vec4<f32>(-3.4e38), p.scale * x4(base, c3, ok3), ok3);
+        m = seg_max(lid, lanes, max(max(max4(v0), max4(v1)), max(max4(v2), max4(v3))));
+        let e0 = select(vec4<f32>(0.0), exp(v0 - m), ok0);
+        let e1 = select(vec4<f32>(0.0), exp(v1 - m), ok1);
+        let e2 = select(vec4<f32>(0.0), exp(v2 - m), ok2);
+        let e3 = select(vec4<f32>(0.0), exp(v3 - m), ok3);
+        let inv = 1.0 / seg_sum(lid, lanes, hsum16(e0, e1, e2, e3));
+        put4(base, c0, ok0, e0 * inv);
+        put4(base, c1, ok1, e1 * inv);
+        put4(base, c2, ok2, e2 * inv);
+        put4(base, c3, ok3, e3 * inv);
         return;
     }
     for (var c = lane; c < n; c += lanes) { m = max(m, p.scale * x[base + c]); }
@@ -93,19 +131,28 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let n = select(0u, p.cols, row < p.rows);
     let base = row * p.cols;
     var d = 0.0;
-    if (p.cols <= 4u * lanes) {
-        let c = cols4(lane, lanes);
-        let ok = c < vec4<u32>(n);
-        let y = vec4<f32>(xv(base + c.x, ok.x), xv(base + c.y, ok.y), xv(base + c.z, ok.z), xv(base + c.w, ok.w));
-        let g = vec4<f32>(dyv(base + c.x, ok.x), dyv(base + c.y, ok.y), dyv(base + c.z, ok.z),
-                          dyv(base + c.w, ok.w));
-        d = seg_sum(lid, lanes, hsum(g * y));
-        var v = p.scale * y * (g - d);
-        if (p.accumulate != 0u) {
-            v += vec4<f32>(outv(base + c.x, ok.x), outv(base + c.y, ok.y), outv(base + c.z, ok.z),
-                           outv(base + c.w, ok.w));
-        }
-        put4(base, c, ok, v);
+    if (p.cols <= 16u * lanes) {
+        let c0 = cols4(lane, lanes, 0u);
+        let c1 = cols4(lane, lanes, 1u);
+        let c2 = cols4(lane, lanes, 2u);
+        let c3 = cols4(lane, lanes, 3u);
+        let ok0 = c0 < vec4<u32>(n);
+        let ok1 = c1 < vec4<u32>(n);
+        let ok2 = c2 < vec4<u32>(n);
+        let ok3 = c3 < vec4<u32>(n);
+        let y0 = x4(base, c0, ok0);
+        let y1 = x4(base, c1, ok1);
+        let y2 = x4(base, c2, ok2);
+        let y3 = x4(base, c3, ok3);
+        let g0 = dy4(base, c0, ok0);
+        let g1 = dy4(base, c1, ok1);
+        let g2 = dy4(base, c2, ok2);
+        let g3 = dy4(base, c3, ok3);
+        d = seg_sum(lid, lanes, hsum16(g0 * y0, g1 * y1, g2 * y2, g3 * y3));
+        back4(base, c0, ok0, p.scale * y0 * (g0 - d));
+        back4(base, c1, ok1, p.scale * y1 * (g1 - d));
+        back4(base, c2, ok2, p.scale * y2 * (g2 - d));
+        back4(base, c3, ok3, p.scale * y3 * (g3 - d));
         return;
     }
     for (var c = lane; c < n; c += lanes) { d += dy[base + c] * x[base + c]; }

@@ -4,7 +4,7 @@
 use crate::gpu::{Gpu, Recorder, Result};
 use crate::kernels;
 use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
-use crate::kernels::matmul::{Epilogue, MatmulDims, Plan};
+use crate::kernels::matmul::{Epilogue, MatmulDims, Plan, V4Tile};
 use crate::selftest::checks_random as random;
 use serde::Serialize;
 use std::time::Instant;
@@ -104,10 +104,22 @@ fn f16_matmuls(
     Ok(())
 }
 
-/// Prints the kernel benchmark table and returns its rows. `general` adds the general matmul
-/// kernel (the runtime's only one before the vec4 kernels) beside each matmul, for a before and
-/// after on one machine.
-pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec<Row>> {
+/// What `dinoscope bench kernels` runs beside its default rows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOpts {
+    /// Skip the largest sizes (matmul 4096 and 8192, attention at batch 64, layer norm on
+    /// 65,536 rows).
+    pub quick: bool,
+    /// The general matmul kernel (the runtime's only one before the vec4 kernels) beside each
+    /// square matmul, for a before and after on one machine.
+    pub general: bool,
+    /// Every vec4 tile (64×64, 128×64, 128×128, K whole) beside each square matmul, so one run
+    /// shows which tile suits the adapter at each size.
+    pub tiles: bool,
+}
+
+/// Prints the kernel benchmark table and returns its rows.
+pub fn kernels(gpu: &Gpu, reps: usize, opts: KernelOpts) -> Result<Vec<Row>> {
     let reps = reps.max(1);
     let mut figures = Vec::new();
     println!(
@@ -116,19 +128,34 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec
     );
     println!("{:<44} {:>12} {:>18}  clock", "kernel", "time", "rate");
     let mut sizes = vec![(1024, 1024, 1024), (2048, 2048, 2048)];
-    if !quick {
+    if !opts.quick {
         sizes.push((4096, 4096, 4096));
         sizes.push((8192, 8192, 8192));
     }
-    // ViT-S/14 shapes: 64 images × 261 tokens, width 384, MLP 1536.
-    let rows = 64 * 261;
-    let vits = [
-        (rows, 3 * 384, 384, "qkv"),
-        (rows, 384, 384, "proj"),
-        (rows, 1536, 384, "fc1"),
-        (rows, 384, 1536, "fc2"),
-    ];
-    for &(m, n, k) in &sizes {
+    square_matmuls(gpu, reps, &sizes, opts, &mut figures)?;
+    if gpu.features.contains(wgpu::Features::SHADER_F16) {
+        f16_matmuls(gpu, reps, &sizes, &mut figures)?;
+    }
+    vits_linears(gpu, reps, &mut figures)?;
+    memory_bound(gpu, reps, opts.quick, &mut figures)?;
+    attention(gpu, reps, opts.quick, &mut figures)?;
+    let stats = gpu.pool_stats();
+    println!(
+        "peak pooled GPU memory: {:.1} MiB",
+        stats.peak_bytes as f64 / (1 << 20) as f64
+    );
+    Ok(figures)
+}
+
+/// Square f32 products with the runtime's plan, and with the plans `opts` asks for beside it.
+fn square_matmuls(
+    gpu: &Gpu,
+    reps: usize,
+    sizes: &[(usize, usize, usize)],
+    opts: KernelOpts,
+    figures: &mut Vec<Row>,
+) -> Result<()> {
+    for &(m, n, k) in sizes {
         let a = gpu.upload(&random(m * k, 1, -1.0, 1.0), &[m, k]);
         let b = gpu.upload(&random(k * n, 2, -1.0, 1.0), &[k, n]);
         let c = gpu.empty(&[m, n]);
@@ -137,42 +164,39 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec
         let (t, ts) = time(gpu, reps, |rec| {
             kernels::matmul::matmul_forward(rec, &c, &a, &b, d)
         })?;
-        emit(
-            &mut figures,
-            format!("matmul {m}x{n}x{k}"),
-            t,
-            flop / t / 1e9,
-            "GFLOP/s",
-            ts,
-        );
-        if general {
-            let plan = Plan::General(kernels::matmul::Tile::for_problem(m, n));
+        let name = format!("matmul {m}x{n}x{k}");
+        emit(figures, name, t, flop / t / 1e9, "GFLOP/s", ts);
+        let mut others = Vec::new();
+        if opts.general {
+            let tile = kernels::matmul::Tile::for_problem(m, n);
+            others.push(("general kernel".to_string(), Plan::General(tile)));
+        }
+        if opts.tiles {
+            for tile in V4Tile::ALL {
+                others.push((tile.name().to_string(), Plan::Vec4 { tile, splits: 1 }));
+            }
+        }
+        for (label, plan) in others {
             let (t, ts) = time(gpu, reps, |rec| {
-                kernels::matmul::matmul_planned(
-                    rec,
-                    &c,
-                    &a,
-                    &b,
-                    d,
-                    1.0,
-                    false,
-                    Epilogue::None,
-                    plan,
-                )
+                let e = Epilogue::None;
+                kernels::matmul::matmul_planned(rec, &c, &a, &b, d, 1.0, false, e, plan)
             })?;
-            emit(
-                &mut figures,
-                format!("matmul {m}x{n}x{k} (general kernel)"),
-                t,
-                flop / t / 1e9,
-                "GFLOP/s",
-                ts,
-            );
+            let name = format!("matmul {m}x{n}x{k} ({label})");
+            emit(figures, name, t, flop / t / 1e9, "GFLOP/s", ts);
         }
     }
-    if gpu.features.contains(wgpu::Features::SHADER_F16) {
-        f16_matmuls(gpu, reps, &sizes, &mut figures)?;
-    }
+    Ok(())
+}
+
+/// The four linear layers of ViT-S/14 at batch 64 (261 tokens, width 384, MLP 1536).
+fn vits_linears(gpu: &Gpu, reps: usize, figures: &mut Vec<Row>) -> Result<()> {
+    let rows = 64 * 261;
+    let vits = [
+        (rows, 3 * 384, 384, "qkv"),
+        (rows, 384, 384, "proj"),
+        (rows, 1536, 384, "fc1"),
+        (rows, 384, 1536, "fc2"),
+    ];
     for &(m, n, k, name) in &vits {
         let x = gpu.upload(&random(m * k, 3, -1.0, 1.0), &[m, k]);
         let w = gpu.upload(&random(n * k, 4, -0.1, 0.1), &[n, k]);
@@ -182,55 +206,92 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec
             kernels::linear::linear_forward(rec, &y, &x, &w, Some(&bias), None)
         })?;
         let gf = 2.0 * (m * n * k) as f64 / t / 1e9;
-        emit(
-            &mut figures,
-            format!("linear ViT-S {name} {m}x{n}x{k}"),
-            t,
-            gf,
-            "GFLOP/s",
-            ts,
-        );
+        let name = format!("linear ViT-S {name} {m}x{n}x{k}");
+        emit(figures, name, t, gf, "GFLOP/s", ts);
     }
-    {
-        let (r, d) = (rows, 384);
+    Ok(())
+}
+
+/// The memory-bound kernels in GB/s (bytes each must read and write once): a copy (the roof the
+/// others are set against), layer norm, GELU, softmax, residual + LayerScale, AdamW and the
+/// teacher EMA.
+fn memory_bound(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Result<()> {
+    let mut gb_row = |name: String, bytes: usize, (t, ts): (f64, bool)| {
+        emit(figures, name, t, bytes as f64 / t / 1e9, "GB/s", ts);
+    };
+    // The MLP activations of ViT-S/14 at batch 64: 16,704 tokens × 1,536.
+    let n = 64 * 261 * 1536;
+    let xg = gpu.upload(&random(n, 7, -3.0, 3.0), &[n]);
+    let yg = gpu.empty(&[n]);
+    let t = time(gpu, reps, |rec| {
+        kernels::elementwise::scale_forward(rec, &yg, &xg, 1.0)
+    })?;
+    gb_row(format!("copy {n}"), 2 * n * 4, t);
+    let ln_rows: &[usize] = if quick { &[16704] } else { &[16704, 65536] };
+    for &r in ln_rows {
+        let d = 384;
         let x = gpu.upload(&random(r * d, 6, -1.0, 1.0), &[r, d]);
         let w = gpu.upload(&vec![1.0; d], &[d]);
         let b = gpu.upload(&vec![0.0; d], &[d]);
         let y = gpu.empty(&[r, d]);
-        let (t, ts) = time(gpu, reps, |rec| {
+        let t = time(gpu, reps, |rec| {
             let _ = kernels::layernorm::layernorm_forward(rec, &y, &x, &w, &b, 1e-6);
         })?;
-        let gb = (2 * r * d * 4) as f64 / t / 1e9;
-        emit(
-            &mut figures,
-            format!("layernorm {r}x{d}"),
-            t,
-            gb,
-            "GB/s",
-            ts,
-        );
-        let n = r * 1536;
-        let xg = gpu.upload(&random(n, 7, -3.0, 3.0), &[n]);
-        let yg = gpu.empty(&[n]);
-        let (t, ts) = time(gpu, reps, |rec| kernels::gelu::gelu_forward(rec, &yg, &xg))?;
-        let gb = (2 * n * 4) as f64 / t / 1e9;
-        emit(&mut figures, format!("gelu {n}"), t, gb, "GB/s", ts);
-        let (sr, sc) = (64 * 6 * 261, 261);
-        let xs = gpu.upload(&random(sr * sc, 8, -3.0, 3.0), &[sr, sc]);
-        let ys = gpu.empty(&[sr, sc]);
-        let (t, ts) = time(gpu, reps, |rec| {
-            kernels::softmax::softmax_forward(rec, &ys, &xs, sc, 1.0)
-        })?;
-        let gb = (2 * sr * sc * 4) as f64 / t / 1e9;
-        emit(
-            &mut figures,
-            format!("softmax {sr}x{sc}"),
-            t,
-            gb,
-            "GB/s",
-            ts,
-        );
+        gb_row(format!("layernorm {r}x{d}"), 2 * r * d * 4, t);
     }
+    let t = time(gpu, reps, |rec| kernels::gelu::gelu_forward(rec, &yg, &xg))?;
+    gb_row(format!("gelu {n}"), 2 * n * 4, t);
+    let (sr, sc) = (64 * 6 * 261, 261);
+    let xs = gpu.upload(&random(sr * sc, 8, -3.0, 3.0), &[sr, sc]);
+    let ys = gpu.empty(&[sr, sc]);
+    let t = time(gpu, reps, |rec| {
+        kernels::softmax::softmax_forward(rec, &ys, &xs, sc, 1.0)
+    })?;
+    gb_row(format!("softmax {sr}x{sc}"), 2 * sr * sc * 4, t);
+    // out = x + branch·γ over the same activations, γ of width 384.
+    let branch = gpu.upload(&random(n, 11, -1.0, 1.0), &[n]);
+    let gamma = gpu.upload(&random(384, 12, 0.5, 1.5), &[384]);
+    let t = time(gpu, reps, |rec| {
+        kernels::elementwise::add_mul(rec, &yg, &xg, &branch, &gamma)
+    })?;
+    gb_row(format!("residual+layerscale {n}"), 3 * n * 4, t);
+    // Teacher EMA and AdamW over n parameters (flat buffers, as the step keeps them).
+    let t = time(gpu, reps, |rec| {
+        kernels::ema::ema_update(rec, &yg, &xg, 0.996)
+    })?;
+    gb_row(format!("ema {n}"), 3 * n * 4, t);
+    let (m, v) = (
+        gpu.upload(&vec![0.0; n], &[n]),
+        gpu.upload(&vec![0.0; n], &[n]),
+    );
+    use kernels::adamw::{AdamWStep, Segment, Segments};
+    let segs = Segments::new(
+        gpu,
+        &[Segment {
+            start: 0,
+            end: n,
+            lr_scale: 1.0,
+            wd_scale: 1.0,
+        }],
+    );
+    let h = AdamWStep {
+        lr: 1e-4,
+        weight_decay: 0.04,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        t: 1,
+    };
+    let t = time(gpu, reps, |rec| {
+        kernels::adamw::adamw_step(rec, &yg, &m, &v, &branch, &segs, h)
+    })?;
+    // Reads parameter, gradient, both moments; writes parameter and moments.
+    gb_row(format!("adamw {n}"), 7 * n * 4, t);
+    Ok(())
+}
+
+/// Flash attention forward and backward at the ViT-S/14 shapes.
+fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Result<()> {
     let batch = if quick { 4 } else { 64 };
     let (h, n, d) = (6, 261, 64);
     let dims = AttnDims::new(batch, h, n, d);
@@ -252,7 +313,7 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec
     })?;
     let flops = 4.0 * (batch * h * n * n * d) as f64;
     emit(
-        &mut figures,
+        figures,
         format!("attention fwd B={batch} H={h} T={n} d={d}"),
         t,
         flops / t / 1e9,
@@ -266,7 +327,7 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec
             )
         })?;
         emit(
-            &mut figures,
+            figures,
             format!("attention bwd B={batch} H={h} T={n} d={d}"),
             t,
             2.5 * flops / t / 1e9,
@@ -274,12 +335,7 @@ pub fn kernels(gpu: &Gpu, reps: usize, quick: bool, general: bool) -> Result<Vec
             ts,
         );
     }
-    let stats = gpu.pool_stats();
-    println!(
-        "peak pooled GPU memory: {:.1} MiB",
-        stats.peak_bytes as f64 / (1 << 20) as f64
-    );
-    Ok(figures)
+    Ok(())
 }
 
 /// ViT inference throughput: images per second and peak pooled GPU memory for each

@@ -333,7 +333,8 @@ mod cli {
             #[arg(long)]
             json: Option<PathBuf>,
         },
-        /// Kernel throughput: matmul GFLOP/s, layer norm / GELU / softmax GB/s, attention times.
+        /// Kernel throughput: matmul GFLOP/s; copy, layer norm, GELU, softmax, residual,
+        /// AdamW and EMA GB/s; attention times.
         Kernels {
             /// Repetitions per measurement (the median is reported).
             #[arg(long, default_value_t = 5)]
@@ -344,6 +345,9 @@ mod cli {
             /// Also time the general matmul kernel beside each matmul (before/after).
             #[arg(long)]
             general: bool,
+            /// Also time every vec4 matmul tile beside each square matmul.
+            #[arg(long)]
+            tiles: bool,
             /// Also write the figures as JSON to this file.
             #[arg(long)]
             json: Option<PathBuf>,
@@ -776,11 +780,17 @@ mod cli {
                         reps,
                         quick,
                         general,
+                        tiles,
                         json,
                     },
             }) => open_gpu(&cli).and_then(|gpu| {
-                let rows = dinoscope::bench::kernels(&gpu, *reps, *quick, *general)
-                    .map_err(|e| e.to_string())?;
+                let opts = dinoscope::bench::KernelOpts {
+                    quick: *quick,
+                    general: *general,
+                    tiles: *tiles,
+                };
+                let rows =
+                    dinoscope::bench::kernels(&gpu, *reps, opts).map_err(|e| e.to_string())?;
                 if let Some(j) = json {
                     dinoscope::bench::write_json(j, &rows)?;
                 }

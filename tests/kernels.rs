@@ -302,10 +302,10 @@ fn f16_forward_ops_vs_cpu() {
 
 #[test]
 fn direct_matmul_sums_like_the_tiled_kernels_bit_for_bit() {
-    // The CPU-driver default (Plan::Direct) replaces the 64×64 tiles there; it must give the
-    // very same floats, so a run's figures do not depend on which of the two ran.
+    // The CPU-driver default (Plan::Direct) replaces the tiled kernels there; every tile must
+    // give the very same floats, so a run's figures do not depend on which of them ran.
     use dinoscope::gpu::Recorder;
-    use dinoscope::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan};
+    use dinoscope::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan, V4Tile};
     let Some(gpu) = common::gpu() else { return };
     let shapes = [(68, 132, 36, 3), (36, 20, 1100, 1), (132, 68, 2064, 1)];
     for (m, n, k, batch) in shapes {
@@ -330,15 +330,14 @@ fn direct_matmul_sums_like_the_tiled_kernels_bit_for_bit() {
                     rec.finish().expect("submit");
                     (gpu.read(&c).expect("read"), gpu.read(&pre).expect("read"))
                 };
-                let tiled = run(Plan::Vec4 {
-                    big: false,
-                    splits: s,
-                });
                 let direct = run(Plan::Direct { splits: s });
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                let what = format!("{d:?} split {s}");
-                assert_eq!(bits(&direct.1), bits(&tiled.1), "pre-activation, {what}");
-                assert_eq!(bits(&direct.0), bits(&tiled.0), "output, {what}");
+                for tile in V4Tile::ALL {
+                    let tiled = run(Plan::Vec4 { tile, splits: s });
+                    let what = format!("{d:?} {tile:?} split {s}");
+                    assert_eq!(bits(&direct.1), bits(&tiled.1), "pre-activation, {what}");
+                    assert_eq!(bits(&direct.0), bits(&tiled.0), "output, {what}");
+                }
             }
         }
     }

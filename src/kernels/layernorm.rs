@@ -15,7 +15,7 @@ struct Params {
     _pad: [u32; 2],
 }
 
-use super::{row_grid as grid, row_lanes as lanes};
+use super::{row_grid16 as grid, row_lanes16 as lanes};
 
 const B: &[(u32, crate::gpu::Access)] = &[
     (1, Read),

@@ -6,7 +6,7 @@
 use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
 
 mod plan;
-pub use plan::{MatmulDims, Plan, Tile};
+pub use plan::{MatmulDims, Plan, Tile, V4Tile};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -76,6 +76,10 @@ const V4_BINDINGS: &[(u32, crate::gpu::Access)] = &[
 
 /// The vec4 kernel with 128×128 tiles, 8×8 outputs per invocation (overrides TA, TB).
 pub static MATMUL_128: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_128", V4_BINDINGS);
+
+/// The vec4 kernel with 128×64 tiles, 8×4 outputs per invocation (overrides TA, TB).
+pub static MATMUL_128X64: Kernel =
+    Kernel::new::<ParamsV4>("matmul_v4", "matmul_128x64", V4_BINDINGS);
 
 /// The vec4 kernel with 64×64 tiles, 4×4 outputs per invocation (overrides TA, TB).
 pub static MATMUL_64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_64", V4_BINDINGS);
@@ -189,8 +193,14 @@ pub fn matmul_planned(
             let k = (kernel, &[][..], (16, 64));
             return general(rec, c, a, b, d, alpha, accumulate, e, k);
         }
-        Plan::Vec4 { big: true, splits } => (&MATMUL_128, (128, 128), splits),
-        Plan::Vec4 { big: false, splits } => (&MATMUL_64, (64, 64), splits),
+        Plan::Vec4 { tile, splits } => {
+            let kernel = match tile {
+                V4Tile::T64 => &MATMUL_64,
+                V4Tile::T128x64 => &MATMUL_128X64,
+                V4Tile::T128 => &MATMUL_128,
+            };
+            (kernel, tile.shape(), splits)
+        }
         Plan::Direct { splits } if rec.gpu().subgroups() => (&MATMUL_DIRECT_SG, (16, 64), splits),
         Plan::Direct { splits } => (&MATMUL_DIRECT, (16, 64), splits),
         Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e),

@@ -90,6 +90,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::MATMUL_GENERAL_DIRECT,
         &matmul::MATMUL_GENERAL_DIRECT_SG,
         &matmul::MATMUL_128,
+        &matmul::MATMUL_128X64,
         &matmul::MATMUL_64,
         &matmul::MATMUL_DIRECT,
         &matmul::MATMUL_DIRECT_SG,
@@ -130,6 +131,31 @@ fn row_lanes(rec: &Recorder, dim: usize) -> u32 {
     (dim.div_ceil(4).next_power_of_two().min(256)) as u32
 }
 
+/// Invocations per row for the row kernels that keep up to 16 elements a lane in registers
+/// (layer norm, softmax): a power of two near dim / 16, but at least 32 (a subgroup on most
+/// GPUs) while the row has that many quads, and at most 256. So the rows of attention (261) and
+/// ViT-S (384) each take 32 lanes, which reduce without a barrier where the adapter has
+/// subgroups, and rows up to 4,096 are read once. CPU layouts: one invocation a row.
+fn row_lanes16(rec: &Recorder, dim: usize) -> u32 {
+    if rec.cpu_layouts() {
+        return 1;
+    }
+    gpu_lanes16(dim)
+}
+
+fn gpu_lanes16(dim: usize) -> u32 {
+    let quads = dim.div_ceil(4).next_power_of_two();
+    (dim.div_ceil(16)
+        .next_power_of_two()
+        .max(quads.min(32))
+        .min(256)) as u32
+}
+
+/// The grid of a [`row_lanes16`] kernel for `rows` rows of `dim`.
+fn row_grid16(rec: &Recorder, rows: usize, dim: usize) -> [u32; 3] {
+    crate::gpu::grid_rows(rows.div_ceil(256 / row_lanes16(rec, dim) as usize))
+}
+
 /// Whether a row kernel takes its `_sg` variant: GPU layouts (several lanes a row) on a device
 /// with subgroups, unless the recording turned them off.
 fn row_subgroups(rec: &Recorder) -> bool {
@@ -143,4 +169,18 @@ fn row_grid(rec: &Recorder, rows: usize, dim: usize) -> [u32; 3] {
 
 fn flag(b: bool) -> u32 {
     b as u32
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wide_rows_take_a_subgroup_and_fit_in_sixteen_columns_a_lane() {
+        let cases = [(1, 1), (7, 2), (65, 32), (261, 32), (384, 32), (500, 32)];
+        let more = [(1024, 64), (2100, 256), (4096, 256), (4500, 256)];
+        for (dim, lanes) in cases.into_iter().chain(more) {
+            assert_eq!(super::gpu_lanes16(dim), lanes, "dim {dim}");
+            assert!(256 % lanes == 0, "dim {dim}");
+            assert!(dim > 4096 || dim <= 16 * lanes as usize, "dim {dim}");
+        }
+    }
 }

@@ -35,7 +35,7 @@ pub fn softmax_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, 
         rows: rows as u32,
         cols: cols as u32,
         accumulate: 0,
-        lanes: super::row_lanes(rec, cols),
+        lanes: super::row_lanes16(rec, cols),
         scale,
         _pad1: [0; 3],
     };
@@ -48,7 +48,7 @@ pub fn softmax_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, cols: usize, 
         kernel,
         &p,
         &[x, &dummy, y],
-        super::row_grid(rec, rows, cols),
+        super::row_grid16(rec, rows, cols),
     );
 }
 
@@ -71,7 +71,7 @@ pub fn softmax_backward(
         rows: rows as u32,
         cols: cols as u32,
         accumulate: super::flag(accumulate),
-        lanes: super::row_lanes(rec, cols),
+        lanes: super::row_lanes16(rec, cols),
         scale,
         _pad1: [0; 3],
     };
@@ -79,5 +79,5 @@ pub fn softmax_backward(
         true => &SOFTMAX_BACKWARD_SG,
         false => &SOFTMAX_BACKWARD,
     };
-    rec.dispatch(kernel, &p, &[y, dy, dx], super::row_grid(rec, rows, cols));
+    rec.dispatch(kernel, &p, &[y, dy, dx], super::row_grid16(rec, rows, cols));
 }

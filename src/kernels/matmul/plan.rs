@@ -11,15 +11,15 @@ pub enum Plan {
     /// The general layouts read without workgroup memory (CPU drivers); the same sums in the
     /// same order as `General`.
     GeneralDirect,
-    /// The vec4 kernel with 128×128 (`big`) or 64×64 tiles, over `splits` K ranges.
+    /// The vec4 kernel with `tile`'s tiles, over `splits` K ranges.
     Vec4 {
-        /// 128×128 tiles (else 64×64).
-        big: bool,
+        /// The tile of C one workgroup computes.
+        tile: V4Tile,
         /// K ranges summed by a second pass (1: none).
         splits: usize,
     },
     /// The vec4 layouts' 16×64 tiles read without workgroup memory (CPU drivers), over `splits`
-    /// K ranges; the same sums in the same order as `Vec4 { big: false, .. }`.
+    /// K ranges; the same sums in the same order as `Vec4 { tile: V4Tile::T64, .. }`.
     Direct {
         /// K ranges summed by a second pass (1: none).
         splits: usize,
@@ -92,15 +92,14 @@ impl Plan {
         }
     }
 
-    /// A short name: `general`, `general-direct`, `v4-64`, `v4-128`, `direct`, with `-splitN`
+    /// A short name: `general`, `general-direct`, `v4-64`, `v4-128x64`, `v4-128`, `direct`, with `-splitN`
     /// for split K.
     pub fn name(&self) -> String {
         let (base, splits) = match *self {
             Plan::General(_) => return "general".into(),
             Plan::GeneralDirect => return "general-direct".into(),
             Plan::Coop => return "coop".into(),
-            Plan::Vec4 { big: true, splits } => ("v4-128", splits),
-            Plan::Vec4 { big: false, splits } => ("v4-64", splits),
+            Plan::Vec4 { tile, splits } => (tile.name(), splits),
             Plan::Direct { splits } => ("direct", splits),
         };
         if splits > 1 {
@@ -129,10 +128,11 @@ impl Plan {
             return None;
         }
         match base {
-            "v4-128" => Some(Plan::Vec4 { big: true, splits }),
-            "v4-64" => Some(Plan::Vec4 { big: false, splits }),
             "direct" => Some(Plan::Direct { splits }),
-            _ => None,
+            _ => V4Tile::ALL
+                .into_iter()
+                .find(|t| t.name() == base)
+                .map(|tile| Plan::Vec4 { tile, splits }),
         }
     }
 
@@ -148,8 +148,8 @@ impl Plan {
                 .filter(|&s| s == 1 || (d.batch == 1 && d.k / s >= 256))
                 .collect();
             for &splits in &splits {
-                for big in [false, true] {
-                    v.push(Plan::Vec4 { big, splits });
+                for tile in V4Tile::ALL {
+                    v.push(Plan::Vec4 { tile, splits });
                 }
                 v.push(Plan::Direct { splits });
             }
@@ -173,7 +173,10 @@ impl Plan {
         while d.batch == 1 && splits < 16 && groups * splits < 1024 && d.k / (2 * splits) >= 256 {
             splits *= 2;
         }
-        Plan::Vec4 { big: false, splits }
+        Plan::Vec4 {
+            tile: V4Tile::T64,
+            splits,
+        }
     }
 
     /// The default plan on a CPU driver (`cpu`): the tiles read directly, where the
@@ -192,6 +195,40 @@ impl Plan {
             splits = (128 / groups).clamp(1, d.k / 256);
         }
         Plan::Direct { splits }
+    }
+}
+
+/// The tiles of the vec4 kernel (`shaders/matmul_v4.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V4Tile {
+    /// 64×64, 4×4 outputs per invocation (`matmul_64`).
+    T64,
+    /// 128 rows × 64 columns, 8×4 per invocation (`matmul_128x64`).
+    T128x64,
+    /// 128×128, 8×8 per invocation (`matmul_128`).
+    T128,
+}
+
+impl V4Tile {
+    /// Every tile, smallest first.
+    pub const ALL: [V4Tile; 3] = [V4Tile::T64, V4Tile::T128x64, V4Tile::T128];
+
+    /// The plan-name stem (`v4-64`, `v4-128x64`, `v4-128`).
+    pub fn name(self) -> &'static str {
+        match self {
+            V4Tile::T64 => "v4-64",
+            V4Tile::T128x64 => "v4-128x64",
+            V4Tile::T128 => "v4-128",
+        }
+    }
+
+    /// (rows, columns) of C per workgroup.
+    pub fn shape(self) -> (usize, usize) {
+        match self {
+            V4Tile::T64 => (64, 64),
+            V4Tile::T128x64 => (128, 64),
+            V4Tile::T128 => (128, 128),
+        }
     }
 }
 
@@ -407,7 +444,10 @@ mod tests {
 
     #[test]
     fn gpu_defaults_split_long_k_over_few_tiles() {
-        let v4 = |splits| Plan::Vec4 { big: false, splits };
+        let v4 = |splits| Plan::Vec4 {
+            tile: V4Tile::T64,
+            splits,
+        };
         // Weight gradients of ViT-S at batch 64 (K = token rows), as tuned on an H200.
         assert_eq!(Plan::for_dims(&dims(1152, 384, 25600)), v4(16));
         assert_eq!(Plan::for_dims(&dims(1536, 384, 25600)), v4(8));
