@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Prints dinoscope ÷ PyTorch for every figure both sides measured (rows matched by name; a
 dinoscope "(f16)" or "(mixed)" row is set against PyTorch's "(bf16)" and fp32 rows of the same
-work, and a "matmul f16 MxNxK (kernel)" row against PyTorch's bf16 product of that size).
+work, a "matmul f16 MxNxK (kernel)" row against PyTorch's bf16 product of that size, and a
+"matmul MxNxK (plan)" row of `--tiles` or `--general` against PyTorch's fp32 product).
 Then each side's memory-bound rows (GB/s) as a share of its own copy row, the bandwidth a plain
 copy reaches on the same device in the same run.
 Usage: ratio.py DINOSCOPE.json [DINOSCOPE2.json ...] -- TORCH.json [TORCH_BF16.json]"""
@@ -39,6 +40,9 @@ def main():
         if name.startswith("matmul f16 "):
             base = "matmul " + name.split()[2]
             candidates = [base + " (bf16)"]
+        elif name.startswith("matmul ") and name.endswith(")"):  # one plan (--tiles, --general)
+            base = "matmul " + name.split()[1]
+            candidates = [base]
         for their_name in candidates:
             t = theirs.get(their_name)
             if t is None:

@@ -227,6 +227,9 @@ fn memory_bound(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> 
         kernels::elementwise::scale_forward(rec, &yg, &xg, 1.0)
     })?;
     gb_row(format!("copy {n}"), 2 * n * 4, t);
+    // On GPUs, layer norm and softmax also in the layout before 16 columns a lane.
+    let both: &[(bool, &str)] = &[(true, ""), (false, " (4 columns a lane)")];
+    let row_layouts = if gpu.cpu_driver() { &both[..1] } else { both };
     let ln_rows: &[usize] = if quick { &[16704] } else { &[16704, 65536] };
     for &r in ln_rows {
         let d = 384;
@@ -234,20 +237,26 @@ fn memory_bound(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> 
         let w = gpu.upload(&vec![1.0; d], &[d]);
         let b = gpu.upload(&vec![0.0; d], &[d]);
         let y = gpu.empty(&[r, d]);
-        let t = time(gpu, reps, |rec| {
-            let _ = kernels::layernorm::layernorm_forward(rec, &y, &x, &w, &b, 1e-6);
-        })?;
-        gb_row(format!("layernorm {r}x{d}"), 2 * r * d * 4, t);
+        for &(wide, label) in row_layouts {
+            let t = time(gpu, reps, |rec| {
+                rec.set_wide_rows(wide);
+                let _ = kernels::layernorm::layernorm_forward(rec, &y, &x, &w, &b, 1e-6);
+            })?;
+            gb_row(format!("layernorm {r}x{d}{label}"), 2 * r * d * 4, t);
+        }
     }
     let t = time(gpu, reps, |rec| kernels::gelu::gelu_forward(rec, &yg, &xg))?;
     gb_row(format!("gelu {n}"), 2 * n * 4, t);
     let (sr, sc) = (64 * 6 * 261, 261);
     let xs = gpu.upload(&random(sr * sc, 8, -3.0, 3.0), &[sr, sc]);
     let ys = gpu.empty(&[sr, sc]);
-    let t = time(gpu, reps, |rec| {
-        kernels::softmax::softmax_forward(rec, &ys, &xs, sc, 1.0)
-    })?;
-    gb_row(format!("softmax {sr}x{sc}"), 2 * sr * sc * 4, t);
+    for &(wide, label) in row_layouts {
+        let t = time(gpu, reps, |rec| {
+            rec.set_wide_rows(wide);
+            kernels::softmax::softmax_forward(rec, &ys, &xs, sc, 1.0)
+        })?;
+        gb_row(format!("softmax {sr}x{sc}{label}"), 2 * sr * sc * 4, t);
+    }
     // out = x + branch·γ over the same activations, γ of width 384.
     let branch = gpu.upload(&random(n, 11, -1.0, 1.0), &[n]);
     let gamma = gpu.upload(&random(384, 12, 0.5, 1.5), &[384]);

@@ -60,6 +60,7 @@ pub struct Recorder<'g> {
     submitted: Option<wgpu::SubmissionIndex>,
     cpu_layouts: bool,
     subgroups: bool,
+    wide_rows: bool,
 }
 
 impl<'g> Recorder<'g> {
@@ -84,6 +85,7 @@ impl<'g> Recorder<'g> {
             submitted: None,
             cpu_layouts: gpu.cpu_driver(),
             subgroups: gpu.subgroups(),
+            wide_rows: true,
         }
     }
 
@@ -129,6 +131,18 @@ impl<'g> Recorder<'g> {
     /// has them, for what is recorded next.
     pub fn set_subgroups(&mut self, on: bool) {
         self.subgroups = on && self.gpu.subgroups();
+    }
+
+    /// Whether layer norm and softmax in the GPU layouts give each lane up to 16 columns of a
+    /// row (the default: a row of 261 or 384 columns per 32 lanes) rather than up to 4 (128
+    /// lanes). Both sum each lane's columns in order; `dinoscope bench kernels` times both.
+    pub fn wide_rows(&self) -> bool {
+        self.wide_rows
+    }
+
+    /// Chooses the 16-column (`true`) or the 4-column row layout for what is recorded next.
+    pub fn set_wide_rows(&mut self, on: bool) {
+        self.wide_rows = on;
     }
 
     /// Number of dispatches recorded so far.

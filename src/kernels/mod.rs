@@ -135,8 +135,12 @@ fn row_lanes(rec: &Recorder, dim: usize) -> u32 {
 /// (layer norm, softmax): a power of two near dim / 16, but at least 32 (a subgroup on most
 /// GPUs) while the row has that many quads, and at most 256. So the rows of attention (261) and
 /// ViT-S (384) each take 32 lanes, which reduce without a barrier where the adapter has
-/// subgroups, and rows up to 4,096 are read once. CPU layouts: one invocation a row.
+/// subgroups, and rows up to 4,096 are read once. CPU layouts: one invocation a row. Without
+/// [`Recorder::wide_rows`], [`row_lanes`]' four columns a lane.
 fn row_lanes16(rec: &Recorder, dim: usize) -> u32 {
+    if !rec.wide_rows() {
+        return row_lanes(rec, dim);
+    }
     if rec.cpu_layouts() {
         return 1;
     }

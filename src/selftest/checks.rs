@@ -374,10 +374,10 @@ fn ln_case(gpu: &Gpu, j: &mut Judge, tag: &str, x: &[f32], dim: usize, eps: f32,
     let (y, _, _) = cpu::layernorm::layernorm_forward(x, &w, &b, eps);
     let (dx, dw, db) = cpu::layernorm::layernorm_backward(&dy, x, &w, eps);
     let mut by_layout = Vec::new();
-    for (cpu, subgroups, kind) in layouts_and_reductions(gpu) {
+    for layout in layouts_and_reductions(gpu) {
+        let kind = layout.name;
         if let Some(out) = run(gpu, j, |rec| {
-            rec.set_cpu_layouts(cpu);
-            rec.set_subgroups(subgroups);
+            layout.apply(rec);
             let (tx, tw, tb, tdy) = (
                 gpu.upload(x, &[rows, dim]),
                 gpu.upload(&w, &[dim]),
@@ -400,29 +400,65 @@ fn ln_case(gpu: &Gpu, j: &mut Judge, tag: &str, x: &[f32], dim: usize, eps: f32,
             j.check(&format!("{tag} {kind} dx"), &out[1], &dx, tol(&dx, rel));
             j.check(&format!("{tag} {kind} dw"), &out[2], &dw, tol(&dw, rel));
             j.check(&format!("{tag} {kind} db"), &out[3], &db, tol(&db, rel));
-            by_layout.push((cpu, out));
+            by_layout.push((layout, out));
         }
     }
     same_reductions(j, tag, &by_layout);
 }
 
-/// The kernel layouts of [`LAYOUTS`], the GPUs' run a second time with the row kernels'
-/// subgroup reductions where the device has them: (CPU layout, subgroups, name).
-fn layouts_and_reductions(gpu: &Gpu) -> Vec<(bool, bool, String)> {
+/// One way the row kernels (layer norm, softmax) can be recorded.
+#[derive(Clone, Copy)]
+struct RowLayout {
+    /// The CPU drivers' layout ([`Recorder::set_cpu_layouts`]).
+    cpu: bool,
+    /// Subgroup reductions ([`Recorder::set_subgroups`]).
+    subgroups: bool,
+    /// Up to 16 columns a lane ([`Recorder::set_wide_rows`]).
+    wide: bool,
+    name: &'static str,
+}
+
+impl RowLayout {
+    fn apply(&self, rec: &mut Recorder) {
+        rec.set_cpu_layouts(self.cpu);
+        rec.set_subgroups(self.subgroups);
+        rec.set_wide_rows(self.wide);
+    }
+}
+
+/// The kernel layouts of [`LAYOUTS`], the GPUs' also with four columns a lane, and run a
+/// second time with the row kernels' subgroup reductions where the device has them.
+fn layouts_and_reductions(gpu: &Gpu) -> Vec<RowLayout> {
     let mut v: Vec<_> = LAYOUTS
         .iter()
-        .map(|&(cpu, kind)| (cpu, false, kind.to_string()))
+        .map(|&(cpu, name)| RowLayout {
+            cpu,
+            subgroups: false,
+            wide: true,
+            name,
+        })
         .collect();
+    v.push(RowLayout {
+        cpu: false,
+        subgroups: false,
+        wide: false,
+        name: "gpu-layout 4 a lane",
+    });
     if gpu.subgroups() {
-        v.push((false, true, "gpu-layout subgroups".into()));
+        v.push(RowLayout {
+            cpu: false,
+            subgroups: true,
+            wide: true,
+            name: "gpu-layout subgroups",
+        });
     }
     v
 }
 
 /// Fails unless the GPU layout gave the same bits with and without subgroup reductions
-/// (`runs`: (CPU layout, outputs), in the order of [`layouts_and_reductions`]).
-fn same_reductions(j: &mut Judge, tag: &str, runs: &[(bool, Vec<Vec<f32>>)]) {
-    let gpu_runs: Vec<_> = runs.iter().filter(|(cpu, _)| !cpu).collect();
+/// (`runs`: each layout of [`layouts_and_reductions`] with its outputs).
+fn same_reductions(j: &mut Judge, tag: &str, runs: &[(RowLayout, Vec<Vec<f32>>)]) {
+    let gpu_runs: Vec<_> = runs.iter().filter(|(l, _)| !l.cpu && l.wide).collect();
     let [(_, plain), (_, sg)] = gpu_runs.as_slice() else {
         return;
     };
@@ -536,10 +572,10 @@ fn softmax(gpu: &Gpu) -> CaseResult {
             let y = cpu::softmax::softmax_forward(&x, cols, scale);
             let dx = cpu::softmax::softmax_backward(&dy, &y, cols, scale);
             let mut by_layout = Vec::new();
-            for (cpu, subgroups, kind) in layouts_and_reductions(gpu) {
+            for layout in layouts_and_reductions(gpu) {
+                let kind = layout.name;
                 if let Some(out) = run(gpu, &mut j, |rec| {
-                    rec.set_cpu_layouts(cpu);
-                    rec.set_subgroups(subgroups);
+                    layout.apply(rec);
                     let (tx, tdy) = (
                         gpu.upload(&x, &[rows, cols]),
                         gpu.upload(&dy, &[rows, cols]),
@@ -561,7 +597,7 @@ fn softmax(gpu: &Gpu) -> CaseResult {
                         &dx,
                         tol(&dx, 1e-5),
                     );
-                    by_layout.push((cpu, out));
+                    by_layout.push((layout, out));
                 }
             }
             same_reductions(&mut j, &format!("cols={cols} scale={scale}"), &by_layout);
