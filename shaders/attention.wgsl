@@ -6,6 +6,9 @@
 //
 // attention_forward: one thread per query, WG queries per workgroup; keys and values stream
 //   through workgroup memory 16 at a time with an online softmax. Writes O and lse.
+//   attention_forward4 (the GPU layout) does the same four keys at a time: four independent
+//   dot products in flight instead of one 64-long chain, and the tile's scores in named
+//   vectors instead of an array indexed by the key. The sums are the same, in the same order.
 // attention_probs: P = exp(scale·q·k − lse), for the layers whose maps are asked for.
 // attention_backward_delta: D_i = Σ_c dO_i·O_i.
 // attention_backward_dq: thread per query: dQ_i = scale·Σ_j P_ij(dO_i·v_j − D_i)·k_j.
@@ -229,6 +232,100 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
         let ob = o_base(b, h, i);
         let inv = 1.0 / l;
         for (var c4 = 0u; c4 < HD4; c4++) { st_res0(ob, 4u * c4, acc[c4] * inv); }
+        lse[bh * p.n_q + i] = m + log(l);
+    }
+}
+
+// A head vector in registers: attention_forward's query (scaled) and output accumulator,
+// indexed only by constants once the loops over HD4 (a constant at pipeline creation) unroll.
+alias Head = array<vec4<f32>, 16>;
+
+// The scores of keys jj … jj+3 of the key tile: four independent sums, each over c = 0, 1, …
+// in order as a scalar loop would add them, so their multiply-adds overlap rather than each
+// waiting on the one before (a key's 64-long chain).
+fn scores4(fq: ptr<function, Head>, jj: u32) -> vec4<f32> {
+    var d = vec4<f32>(0.0);
+    for (var c4 = 0u; c4 < HD4; c4++) {
+        let q = (*fq)[c4];
+        d.x = dot_acc(q, tile_a[jj * D4_MAX + c4], d.x);
+        d.y = dot_acc(q, tile_a[(jj + 1u) * D4_MAX + c4], d.y);
+        d.z = dot_acc(q, tile_a[(jj + 2u) * D4_MAX + c4], d.z);
+        d.w = dot_acc(q, tile_a[(jj + 3u) * D4_MAX + c4], d.w);
+    }
+    return d;
+}
+
+// Scores of keys jj … jj+3, -3.4e38 (weight 0) for those past the tile's nj keys.
+fn masked4(d: vec4<f32>, jj: u32, nj: u32) -> vec4<f32> {
+    let j = vec4<u32>(jj, jj + 1u, jj + 2u, jj + 3u);
+    return select(vec4<f32>(-3.4e38), d, j < vec4<u32>(nj));
+}
+
+// facc += pw.x·v_jj + pw.y·v_jj+1 + … in key order (each component's sum in the same order as
+// one key at a time).
+fn accumulate4(facc: ptr<function, Head>, pw: vec4<f32>, jj: u32) {
+    for (var c4 = 0u; c4 < HD4; c4++) {
+        var a = (*facc)[c4];
+        a = fma(vec4<f32>(pw.x), tile_b[jj * D4_MAX + c4], a);
+        a = fma(vec4<f32>(pw.y), tile_b[(jj + 1u) * D4_MAX + c4], a);
+        a = fma(vec4<f32>(pw.z), tile_b[(jj + 2u) * D4_MAX + c4], a);
+        a = fma(vec4<f32>(pw.w), tile_b[(jj + 3u) * D4_MAX + c4], a);
+        (*facc)[c4] = a;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let nqb = (p.n_q + WG - 1u) / WG;
+    let gi = group_index(wid, nwg);
+    let bh = gi / nqb;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let i = (gi % nqb) * WG + lid;
+    let valid = i < p.n_q;
+    var fq: Head;
+    var facc: Head;
+    if (valid) {
+        let qb = qkv_base(p.q_off, b, h, i);
+        for (var c4 = 0u; c4 < HD4; c4++) { fq[c4] = ld_q(qb, 4u * c4) * p.scale; }
+    }
+    var m = -3.4e38;
+    var l = 0.0;
+    for (var j0 = 0u; j0 < p.n_k; j0 += KT) {
+        load_kv_tiles(lid, b, h, j0);
+        workgroupBarrier();
+        // The tile's KT keys in four groups of four, as named vectors (no array indexed by a
+        // key); a group wholly past the sequence is skipped, the rest of one weighs 0.
+        let nj = min(KT, p.n_k - j0);
+        let s0 = masked4(scores4(&fq, 0u), 0u, nj);
+        var s1 = vec4<f32>(-3.4e38);
+        var s2 = vec4<f32>(-3.4e38);
+        var s3 = vec4<f32>(-3.4e38);
+        if (nj > 4u) { s1 = masked4(scores4(&fq, 4u), 4u, nj); }
+        if (nj > 8u) { s2 = masked4(scores4(&fq, 8u), 8u, nj); }
+        if (nj > 12u) { s3 = masked4(scores4(&fq, 12u), 12u, nj); }
+        let m_new = max(m, max(max(max4(s0), max4(s1)), max(max4(s2), max4(s3))));
+        let corr = exp(m - m_new);
+        l *= corr;
+        for (var c4 = 0u; c4 < HD4; c4++) { facc[c4] *= corr; }
+        let p0 = exp(s0 - m_new);
+        let p1 = exp(s1 - m_new);
+        let p2 = exp(s2 - m_new);
+        let p3 = exp(s3 - m_new);
+        l = hsum_from(hsum_from(hsum_from(hsum_from(l, p0), p1), p2), p3);
+        accumulate4(&facc, p0, 0u);
+        if (nj > 4u) { accumulate4(&facc, p1, 4u); }
+        if (nj > 8u) { accumulate4(&facc, p2, 8u); }
+        if (nj > 12u) { accumulate4(&facc, p3, 12u); }
+        m = m_new;
+        workgroupBarrier();
+    }
+    if (valid) {
+        let ob = o_base(b, h, i);
+        let inv = 1.0 / l;
+        for (var c4 = 0u; c4 < HD4; c4++) { st_res0(ob, 4u * c4, facc[c4] * inv); }
         lse[bh * p.n_q + i] = m + log(l);
     }
 }

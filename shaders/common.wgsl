@@ -165,3 +165,7 @@ fn hsum_from(s: f32, v: vec4<f32>) -> f32 {
 fn hsum16(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>) -> f32 {
     return hsum_from(hsum_from(hsum_from(hsum(a), b), c), d);
 }
+
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}

@@ -70,10 +70,6 @@ fn back4(base: u32, c: vec4<u32>, ok: vec4<bool>, v: vec4<f32>) {
     put4(base, c, ok, r);
 }
 
-fn max4(v: vec4<f32>) -> f32 {
-    return max(max(v.x, v.y), max(v.z, v.w));
-}
-
 
 @compute @workgroup_size(256)
 fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

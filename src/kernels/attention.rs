@@ -80,6 +80,10 @@ pub static ATTENTION_BACKWARD_DKV: Kernel = Kernel::new::<Params>(
     ],
 );
 
+/// [`ATTENTION_FORWARD`] four keys at a time (GPU layouts): the same sums in the same order.
+pub static ATTENTION_FORWARD4: Kernel =
+    Kernel::new::<Params>("attention", "attention_forward4", FORWARD_BINDINGS);
+
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
 pub static ATTENTION_FORWARD_SG: Kernel =
     Kernel::new::<Params>("attention_sg", "attention_forward", FORWARD_BINDINGS);
@@ -262,11 +266,13 @@ pub fn attention_forward(
     let lse = rec.gpu().empty(&[d.batch, d.heads, d.n_q]);
     let groups = d.n_q.div_ceil(token_group(d.n_q)) * d.batch * d.heads;
     // A CPU driver loads per lane, so a tile element every lane reads alike costs a load per
-    // lane unless one lane reads it and broadcasts it.
-    let kernel = if rec.cpu_layouts() && rec.gpu().subgroups() {
-        &ATTENTION_FORWARD_SG
-    } else {
-        &ATTENTION_FORWARD
+    // lane unless one lane reads it and broadcasts it; and it keeps a lane's arrays in memory
+    // whatever their indices, where the four chains of the GPU layout only add traffic (1.4×
+    // slower on lavapipe).
+    let kernel = match (rec.cpu_layouts(), rec.gpu().subgroups()) {
+        (false, _) => &ATTENTION_FORWARD4,
+        (true, true) => &ATTENTION_FORWARD_SG,
+        (true, false) => &ATTENTION_FORWARD,
     };
     rec.dispatch_with(
         kernel,

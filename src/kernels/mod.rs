@@ -37,6 +37,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &adamw::ADAMW_STEP,
         &adamw::ADAMW_STEP_V4,
         &attention::ATTENTION_FORWARD,
+        &attention::ATTENTION_FORWARD4,
         &attention::ATTENTION_PROBS,
         &attention::ATTENTION_BACKWARD_DELTA,
         &attention::ATTENTION_BACKWARD_DQ,
