@@ -570,7 +570,13 @@ pub fn tune(
         "{:<38} {:>16} {:>10} {:>18} {:>10}",
         "product (m,n,k,batch,ta,tb type)", "default", "ms", "best", "ms"
     );
+    // The cache is written after every product, so a tune stopped part way (a time limit,
+    // Ctrl-C) keeps what it measured.
+    let mut save_error = None;
     let tuned = dinoscope::tune::tune(gpu, &dims, reps.max(1), |t| {
+        if let Err(e) = dinoscope::tune::save(gpu) {
+            save_error.get_or_insert(e);
+        }
         let d = &t.dims;
         println!(
             "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
@@ -602,6 +608,9 @@ pub fn tune(
         before * 1e3,
         after * 1e3
     );
+    if let Some(e) = save_error {
+        return Err(format!("the tuning cache could not be written: {e}"));
+    }
     let path = dinoscope::tune::save(gpu)?;
     println!("saved {}", path.display());
     Ok(ExitCode::SUCCESS)

@@ -212,7 +212,7 @@ pub fn tune(
         let a = gpu.upload_as(&random(a_len, 1, -1.0, 1.0), &[a_len], dtype);
         let b = gpu.upload_as(&random(b_len, 2, -1.0, 1.0), &[b_len], dtype);
         let c = gpu.empty_as(&[d.batch * d.m * d.n], dtype);
-        let mut plans = Plan::candidates(&d);
+        let mut plans = Plan::candidates_for(&d, gpu.cpu_driver());
         if dtype == DType::F16 && gpu.coop_side().is_some() && Plan::Coop.fits(&d) {
             plans.push(Plan::Coop);
         }

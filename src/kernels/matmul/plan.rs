@@ -157,6 +157,20 @@ impl Plan {
         v
     }
 
+    /// The candidates worth timing on this device (`cpu`: a CPU driver): all of them on a CPU
+    /// driver; on a GPU the vec4 tiles and splits where the layout allows, since the
+    /// barrier-free kernels are made for CPU drivers and the general one for other layouts (on
+    /// an H200 they ran 10× slower than the 64×64 tile).
+    pub fn candidates_for(d: &MatmulDims, cpu: bool) -> Vec<Plan> {
+        let all = Plan::candidates(d);
+        if cpu || !d.vec4_ok() {
+            return all;
+        }
+        all.into_iter()
+            .filter(|p| matches!(p, Plan::Vec4 { .. }))
+            .collect()
+    }
+
     /// The default plan of a product on a GPU: the vec4 kernel with 64×64 tiles where its
     /// layout allows, with K split in two, four, eight or sixteen while there are fewer than
     /// 1,024 workgroups (eight per multiprocessor of a large GPU) and each range keeps 256 or
@@ -493,5 +507,28 @@ mod tests {
         assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d)), Plan::Coop);
         let d = dims(25600, 1536, 384);
         assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d)), Plan::Coop);
+    }
+
+    #[test]
+    fn gpus_time_every_vec4_tile_and_split_and_nothing_made_for_cpu_drivers() {
+        let d = dims(2048, 384, 4096);
+        let gpu = Plan::candidates_for(&d, false);
+        assert!(gpu.iter().all(|p| matches!(p, Plan::Vec4 { .. })));
+        for tile in V4Tile::ALL {
+            for splits in [1, 2, 4, 8, 16] {
+                assert!(
+                    gpu.contains(&Plan::Vec4 { tile, splits }),
+                    "{tile:?} {splits}"
+                );
+            }
+        }
+        assert_eq!(Plan::candidates_for(&d, true), Plan::candidates(&d));
+        // Names round-trip, the new tile's included.
+        for p in gpu {
+            assert_eq!(Plan::parse(&p.name()), Some(p));
+        }
+        // Layouts the vec4 kernels cannot read keep the general candidates.
+        let odd = MatmulDims::new(7, 5, 3);
+        assert_eq!(Plan::candidates_for(&odd, false), Plan::candidates(&odd));
     }
 }
