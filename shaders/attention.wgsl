@@ -463,3 +463,5 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         }
     }
 }
+
+// PAIRS: the derived shader attention_pairs (src/gpu/registry.rs) puts attention_pairs.wgsl here.

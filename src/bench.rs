@@ -329,15 +329,24 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
         "GFLOP/s",
         ts,
     );
-    if let Some(lse) = lse {
+    let Some(lse) = lse else { return Ok(()) };
+    // On a GPU with subgroups, also dK/dV with one invocation a key (the kernel before pairs).
+    let both: &[(bool, &str)] = &[(true, ""), (false, " (one invocation a key)")];
+    let variants = if gpu.cpu_driver() || !gpu.subgroups() {
+        &both[..1]
+    } else {
+        both
+    };
+    for &(pairs, label) in variants {
         let (t, ts) = time(gpu, reps, |rec| {
+            rec.set_subgroups(pairs);
             kernels::attention::attention_backward(
                 rec, &dqkv, &dqkv, &dqkv, &dout, &qkv, &qkv, &qkv, &out, &lse, dims, layout, ol,
             )
         })?;
         emit(
             figures,
-            format!("attention bwd B={batch} H={h} T={n} d={d}"),
+            format!("attention bwd B={batch} H={h} T={n} d={d}{label}"),
             t,
             2.5 * flops / t / 1e9,
             "GFLOP/s",

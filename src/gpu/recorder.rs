@@ -120,15 +120,16 @@ impl<'g> Recorder<'g> {
         self.cpu_layouts = on;
     }
 
-    /// Whether the row kernels reduce through subgroup operations: where the device can
-    /// ([`Gpu::subgroups`]), unless turned off. Their results are the same to the bit either
-    /// way; the checks compare the two.
+    /// Whether the GPU layouts use subgroup operations: where the device can
+    /// ([`Gpu::subgroups`]), unless turned off. The row kernels then reduce through shuffles
+    /// (the same results to the bit; the checks compare the two) and attention's dK/dV takes
+    /// two invocations a key (the same results within rounding).
     pub fn subgroups(&self) -> bool {
         self.subgroups
     }
 
-    /// Turns the row kernels' subgroup reductions off (`false`) or back on where the device
-    /// has them, for what is recorded next.
+    /// Turns the subgroup operations off (`false`) or back on where the device has them, for
+    /// what is recorded next.
     pub fn set_subgroups(&mut self, on: bool) {
         self.subgroups = on && self.gpu.subgroups();
     }

@@ -140,7 +140,9 @@ type Derived = (
 /// The direct matmuls' `_sg` variants read the rows of A shared by a workgroup in lane 0 of each
 /// subgroup and broadcast them (adapters with subgroups); `attention_sg`'s forward does the same
 /// for the keys and values every invocation of a workgroup reads alike (CPU drivers). The row
-/// kernels' `_sg` variants (softmax, layer norm) reduce through subgroup shuffles ([`SEG_SG`]).
+/// kernels' `_sg` variants (softmax, layer norm) reduce through subgroup shuffles ([`SEG_SG`]);
+/// `attention_pairs` adds the two-invocations-per-key dK/dV kernel, whose halves meet through a
+/// shuffle.
 const DERIVED: &[Derived] = &[
     (
         "softmax_sg",
@@ -207,6 +209,14 @@ const DERIVED: &[Derived] = &[
                 "fn share4(v: vec4<f32>) -> vec4<f32> { return subgroupBroadcast(v, 0u); }",
             ),
         ],
+    ),
+    (
+        "attention_pairs",
+        "attention",
+        &[(
+            "// PAIRS: the derived shader attention_pairs (src/gpu/registry.rs) puts attention_pairs.wgsl here.",
+            include_str!("../../shaders/attention_pairs.wgsl"),
+        )],
     ),
     (
         "attention_sg",

@@ -64,25 +64,29 @@ pub static ATTENTION_BACKWARD_DQ: Kernel = Kernel::new::<Params>(
         (8, ReadWrite),
     ],
 );
+const DKV_BINDINGS: &[(u32, crate::gpu::Access)] = &[
+    (1, Read),
+    (2, Read),
+    (3, Read),
+    (5, Read),
+    (6, ReadWrite),
+    (7, ReadWrite),
+    (8, ReadWrite),
+    (9, ReadWrite),
+];
+
 /// dK and dV.
-pub static ATTENTION_BACKWARD_DKV: Kernel = Kernel::new::<Params>(
-    "attention",
-    "attention_backward_dkv",
-    &[
-        (1, Read),
-        (2, Read),
-        (3, Read),
-        (5, Read),
-        (6, ReadWrite),
-        (7, ReadWrite),
-        (8, ReadWrite),
-        (9, ReadWrite),
-    ],
-);
+pub static ATTENTION_BACKWARD_DKV: Kernel =
+    Kernel::new::<Params>("attention", "attention_backward_dkv", DKV_BINDINGS);
 
 /// [`ATTENTION_FORWARD`] four keys at a time (GPU layouts): the same sums in the same order.
 pub static ATTENTION_FORWARD4: Kernel =
     Kernel::new::<Params>("attention", "attention_forward4", FORWARD_BINDINGS);
+
+/// [`ATTENTION_BACKWARD_DKV`] with two invocations per key, each holding half the head (GPU
+/// layouts on adapters with subgroups).
+pub static ATTENTION_BACKWARD_DKV2: Kernel =
+    Kernel::new::<Params>("attention_pairs", "attention_backward_dkv2", DKV_BINDINGS);
 
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
 pub static ATTENTION_FORWARD_SG: Kernel =
@@ -343,7 +347,15 @@ pub fn attention_backward(
         &[q, k, v, dout, lse, &delta, dq],
         grid_1d(gq),
     );
-    let gk = d.n_k.div_ceil(token_group(d.n_k)) * d.batch * d.heads;
+    // On a GPU with subgroups two invocations share a key (ATTENTION_BACKWARD_DKV2), in
+    // workgroups twice as wide, so as many keys share a workgroup's tiles.
+    let wg = token_group(d.n_k);
+    let pairs = !rec.cpu_layouts() && rec.subgroups();
+    let (kernel, wg_dkv) = match pairs {
+        true => (&ATTENTION_BACKWARD_DKV2, 2 * wg),
+        false => (&ATTENTION_BACKWARD_DKV, wg),
+    };
+    let gk = d.n_k.div_ceil(wg) * d.batch * d.heads;
     // Two writable bindings of one buffer are invalid in WebGPU: a fused dqkv buffer is bound
     // once and dV is written through dK's binding.
     let shared = dk.same_buffer(dv) && dk.offset() == dv.offset();
@@ -354,8 +366,8 @@ pub fn attention_backward(
     let dummy = rec.gpu().dummy_write.clone();
     let dv_bound = if shared { &dummy } else { dv };
     rec.dispatch_with(
-        &ATTENTION_BACKWARD_DKV,
-        &token_overrides(&d, d.n_k),
+        kernel,
+        &[("HEAD_DIM", d.head_dim as f64), ("WG", wg_dkv as f64)],
         &p,
         &[q, k, v, dout, lse, &delta, dk, dv_bound],
         grid_1d(gk),
