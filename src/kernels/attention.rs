@@ -79,7 +79,7 @@ const DKV_BINDINGS: &[(u32, crate::gpu::Access)] = &[
 pub static ATTENTION_BACKWARD_DKV: Kernel =
     Kernel::new::<Params>("attention", "attention_backward_dkv", DKV_BINDINGS);
 
-/// [`ATTENTION_FORWARD`] four keys at a time (GPU layouts): the same sums in the same order.
+/// [`ATTENTION_FORWARD`] four keys at a time (GPU layouts), adding the same terms in the same order.
 pub static ATTENTION_FORWARD4: Kernel =
     Kernel::new::<Params>("attention", "attention_forward4", FORWARD_BINDINGS);
 

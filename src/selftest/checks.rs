@@ -628,7 +628,6 @@ fn attention(gpu: &Gpu) -> CaseResult {
         let (dq, dk, dv) =
             cpu::attention::attention_backward(&dout, &q, &k, &v, b * h, n, n, d, dims.scale);
         let s = [b, h, n, d];
-        let mut forwards = Vec::new();
         for (cpu, kind) in LAYOUTS {
             if let Some(out) = run(gpu, &mut j, |rec| {
                 rec.set_cpu_layouts(cpu);
@@ -659,24 +658,6 @@ fn attention(gpu: &Gpu) -> CaseResult {
                 j.check(&format!("{tag} dq"), &out[3], &dq, tol(&dq, 2e-5));
                 j.check(&format!("{tag} dk"), &out[4], &dk, tol(&dk, 2e-5));
                 j.check(&format!("{tag} dv"), &out[5], &dv, tol(&dv, 2e-5));
-                forwards.push([out[0].clone(), out[2].clone()]);
-            }
-        }
-        // The GPU layout's forward (four keys at a time) adds the same terms in the same order
-        // as the CPU layout's (one key at a time).
-        if let [gpu_layout, cpu_layout] = forwards.as_slice() {
-            for (what, x, y) in [
-                ("out", &gpu_layout[0], &cpu_layout[0]),
-                ("lse", &gpu_layout[1], &cpu_layout[1]),
-            ] {
-                let differ = x.iter().zip(y).filter(|(u, w)| u != w).count();
-                if differ > 0 {
-                    j.fail(format!(
-                        "{b}x{h}x{n}x{d} {what}: {differ} of {} values differ between the \
-                         GPU and the CPU layouts' forward",
-                        x.len()
-                    ));
-                }
             }
         }
     }
