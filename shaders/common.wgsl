@@ -151,6 +151,28 @@ fn cols4(lane: u32, lanes: u32, q: u32) -> vec4<u32> {
     return vec4<u32>(c, c + lanes, c + 2u * lanes, c + 3u * lanes);
 }
 
+// A lane's four column chunks (cols4) of a row of n columns, and which of their columns lie in
+// the row.
+struct Chunks {
+    c0: vec4<u32>,
+    c1: vec4<u32>,
+    c2: vec4<u32>,
+    c3: vec4<u32>,
+    ok0: vec4<bool>,
+    ok1: vec4<bool>,
+    ok2: vec4<bool>,
+    ok3: vec4<bool>,
+}
+
+fn chunks(lane: u32, lanes: u32, n: u32) -> Chunks {
+    let c0 = cols4(lane, lanes, 0u);
+    let c1 = cols4(lane, lanes, 1u);
+    let c2 = cols4(lane, lanes, 2u);
+    let c3 = cols4(lane, lanes, 3u);
+    let nv = vec4<u32>(n);
+    return Chunks(c0, c1, c2, c3, c0 < nv, c1 < nv, c2 < nv, c3 < nv);
+}
+
 // The lane's sum in the order of its columns, as the re-reading loops add them: `hsum` of the
 // first chunk, then `hsum_from` for each next one.
 fn hsum(v: vec4<f32>) -> f32 {

@@ -99,28 +99,21 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
     let base = row * p.dim;
     let inv_d = 1.0 / f32(p.dim);
     if (p.dim <= 16u * lanes) {
-        let c0 = cols4(lane, lanes, 0u);
-        let c1 = cols4(lane, lanes, 1u);
-        let c2 = cols4(lane, lanes, 2u);
-        let c3 = cols4(lane, lanes, 3u);
-        let ok0 = c0 < vec4<u32>(n);
-        let ok1 = c1 < vec4<u32>(n);
-        let ok2 = c2 < vec4<u32>(n);
-        let ok3 = c3 < vec4<u32>(n);
-        let v0 = x4(base, c0, ok0);
-        let v1 = x4(base, c1, ok1);
-        let v2 = x4(base, c2, ok2);
-        let v3 = x4(base, c3, ok3);
+        let k = chunks(lane, lanes, n);
+        let v0 = x4(base, k.c0, k.ok0);
+        let v1 = x4(base, k.c1, k.ok1);
+        let v2 = x4(base, k.c2, k.ok2);
+        let v3 = x4(base, k.c3, k.ok3);
         let mu = seg_sum(lid, lanes, hsum16(v0, v1, v2, v3)) * inv_d;
-        let d0 = select(vec4<f32>(0.0), v0 - mu, ok0);
-        let d1 = select(vec4<f32>(0.0), v1 - mu, ok1);
-        let d2 = select(vec4<f32>(0.0), v2 - mu, ok2);
-        let d3 = select(vec4<f32>(0.0), v3 - mu, ok3);
+        let d0 = select(vec4<f32>(0.0), v0 - mu, k.ok0);
+        let d1 = select(vec4<f32>(0.0), v1 - mu, k.ok1);
+        let d2 = select(vec4<f32>(0.0), v2 - mu, k.ok2);
+        let d3 = select(vec4<f32>(0.0), v3 - mu, k.ok3);
         let r = inverseSqrt(seg_sum(lid, lanes, hsum16(d0 * d0, d1 * d1, d2 * d2, d3 * d3)) * inv_d + p.eps);
-        put4(base, c0, ok0, d0 * r * w4(c0, ok0) + b4(0u, c0, ok0));
-        put4(base, c1, ok1, d1 * r * w4(c1, ok1) + b4(0u, c1, ok1));
-        put4(base, c2, ok2, d2 * r * w4(c2, ok2) + b4(0u, c2, ok2));
-        put4(base, c3, ok3, d3 * r * w4(c3, ok3) + b4(0u, c3, ok3));
+        put4(base, k.c0, k.ok0, d0 * r * w4(k.c0, k.ok0) + b4(0u, k.c0, k.ok0));
+        put4(base, k.c1, k.ok1, d1 * r * w4(k.c1, k.ok1) + b4(0u, k.c1, k.ok1));
+        put4(base, k.c2, k.ok2, d2 * r * w4(k.c2, k.ok2) + b4(0u, k.c2, k.ok2));
+        put4(base, k.c3, k.ok3, d3 * r * w4(k.c3, k.ok3) + b4(0u, k.c3, k.ok3));
         if (lane == 0u && n > 0u) {
             mean[row] = mu;
             rstd[row] = r;
@@ -165,30 +158,23 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     if (p.dim <= 16u * lanes) {
         // x, dy and w are read once: g = dy⊙w and x − mean stay in registers between the two
         // sums and the write.
-        let c0 = cols4(lane, lanes, 0u);
-        let c1 = cols4(lane, lanes, 1u);
-        let c2 = cols4(lane, lanes, 2u);
-        let c3 = cols4(lane, lanes, 3u);
-        let ok0 = c0 < vec4<u32>(n);
-        let ok1 = c1 < vec4<u32>(n);
-        let ok2 = c2 < vec4<u32>(n);
-        let ok3 = c3 < vec4<u32>(n);
-        let g0 = b4(base, c0, ok0) * w4(c0, ok0);
-        let g1 = b4(base, c1, ok1) * w4(c1, ok1);
-        let g2 = b4(base, c2, ok2) * w4(c2, ok2);
-        let g3 = b4(base, c3, ok3) * w4(c3, ok3);
-        let xd0 = select(vec4<f32>(0.0), x4(base, c0, ok0) - mu, ok0);
-        let xd1 = select(vec4<f32>(0.0), x4(base, c1, ok1) - mu, ok1);
-        let xd2 = select(vec4<f32>(0.0), x4(base, c2, ok2) - mu, ok2);
-        let xd3 = select(vec4<f32>(0.0), x4(base, c3, ok3) - mu, ok3);
+        let k = chunks(lane, lanes, n);
+        let g0 = b4(base, k.c0, k.ok0) * w4(k.c0, k.ok0);
+        let g1 = b4(base, k.c1, k.ok1) * w4(k.c1, k.ok1);
+        let g2 = b4(base, k.c2, k.ok2) * w4(k.c2, k.ok2);
+        let g3 = b4(base, k.c3, k.ok3) * w4(k.c3, k.ok3);
+        let xd0 = select(vec4<f32>(0.0), x4(base, k.c0, k.ok0) - mu, k.ok0);
+        let xd1 = select(vec4<f32>(0.0), x4(base, k.c1, k.ok1) - mu, k.ok1);
+        let xd2 = select(vec4<f32>(0.0), x4(base, k.c2, k.ok2) - mu, k.ok2);
+        let xd3 = select(vec4<f32>(0.0), x4(base, k.c3, k.ok3) - mu, k.ok3);
         let sums = seg_sum2(lid, lanes, hsum16(g0, g1, g2, g3),
                             hsum16(g0 * xd0 * r, g1 * xd1 * r, g2 * xd2 * r, g3 * xd3 * r));
         let mg = sums.x * inv_d;
         let mgx = sums.y * inv_d;
-        back4(base, c0, ok0, r * (g0 - mg - xd0 * r * mgx));
-        back4(base, c1, ok1, r * (g1 - mg - xd1 * r * mgx));
-        back4(base, c2, ok2, r * (g2 - mg - xd2 * r * mgx));
-        back4(base, c3, ok3, r * (g3 - mg - xd3 * r * mgx));
+        back4(base, k.c0, k.ok0, r * (g0 - mg - xd0 * r * mgx));
+        back4(base, k.c1, k.ok1, r * (g1 - mg - xd1 * r * mgx));
+        back4(base, k.c2, k.ok2, r * (g2 - mg - xd2 * r * mgx));
+        back4(base, k.c3, k.ok3, r * (g3 - mg - xd3 * r * mgx));
         return;
     }
     var sg = 0.0;

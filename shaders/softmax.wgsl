@@ -82,29 +82,22 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let base = row * p.cols;
     var m = -3.4e38;
     if (p.cols <= 16u * lanes) {
-        let c0 = cols4(lane, lanes, 0u);
-        let c1 = cols4(lane, lanes, 1u);
-        let c2 = cols4(lane, lanes, 2u);
-        let c3 = cols4(lane, lanes, 3u);
-        let ok0 = c0 < vec4<u32>(n);
-        let ok1 = c1 < vec4<u32>(n);
-        let ok2 = c2 < vec4<u32>(n);
-        let ok3 = c3 < vec4<u32>(n);
+        let k = chunks(lane, lanes, n);
         // Columns past the row hold -3.4e38: they leave the max alone.
-        let v0 = select(vec4<f32>(-3.4e38), p.scale * x4(base, c0, ok0), ok0);
-        let v1 = select(vec4<f32>(-3.4e38), p.scale * x4(base, c1, ok1), ok1);
-        let v2 = select(vec4<f32>(-3.4e38), p.scale * x4(base, c2, ok2), ok2);
-        let v3 = select(vec4<f32>(-3.4e38), p.scale * x4(base, c3, ok3), ok3);
+        let v0 = select(vec4<f32>(-3.4e38), p.scale * x4(base, k.c0, k.ok0), k.ok0);
+        let v1 = select(vec4<f32>(-3.4e38), p.scale * x4(base, k.c1, k.ok1), k.ok1);
+        let v2 = select(vec4<f32>(-3.4e38), p.scale * x4(base, k.c2, k.ok2), k.ok2);
+        let v3 = select(vec4<f32>(-3.4e38), p.scale * x4(base, k.c3, k.ok3), k.ok3);
         m = seg_max(lid, lanes, max(max(max4(v0), max4(v1)), max(max4(v2), max4(v3))));
-        let e0 = select(vec4<f32>(0.0), exp(v0 - m), ok0);
-        let e1 = select(vec4<f32>(0.0), exp(v1 - m), ok1);
-        let e2 = select(vec4<f32>(0.0), exp(v2 - m), ok2);
-        let e3 = select(vec4<f32>(0.0), exp(v3 - m), ok3);
+        let e0 = select(vec4<f32>(0.0), exp(v0 - m), k.ok0);
+        let e1 = select(vec4<f32>(0.0), exp(v1 - m), k.ok1);
+        let e2 = select(vec4<f32>(0.0), exp(v2 - m), k.ok2);
+        let e3 = select(vec4<f32>(0.0), exp(v3 - m), k.ok3);
         let inv = 1.0 / seg_sum(lid, lanes, hsum16(e0, e1, e2, e3));
-        put4(base, c0, ok0, e0 * inv);
-        put4(base, c1, ok1, e1 * inv);
-        put4(base, c2, ok2, e2 * inv);
-        put4(base, c3, ok3, e3 * inv);
+        put4(base, k.c0, k.ok0, e0 * inv);
+        put4(base, k.c1, k.ok1, e1 * inv);
+        put4(base, k.c2, k.ok2, e2 * inv);
+        put4(base, k.c3, k.ok3, e3 * inv);
         return;
     }
     for (var c = lane; c < n; c += lanes) { m = max(m, p.scale * x[base + c]); }
@@ -128,27 +121,20 @@ fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let base = row * p.cols;
     var d = 0.0;
     if (p.cols <= 16u * lanes) {
-        let c0 = cols4(lane, lanes, 0u);
-        let c1 = cols4(lane, lanes, 1u);
-        let c2 = cols4(lane, lanes, 2u);
-        let c3 = cols4(lane, lanes, 3u);
-        let ok0 = c0 < vec4<u32>(n);
-        let ok1 = c1 < vec4<u32>(n);
-        let ok2 = c2 < vec4<u32>(n);
-        let ok3 = c3 < vec4<u32>(n);
-        let y0 = x4(base, c0, ok0);
-        let y1 = x4(base, c1, ok1);
-        let y2 = x4(base, c2, ok2);
-        let y3 = x4(base, c3, ok3);
-        let g0 = dy4(base, c0, ok0);
-        let g1 = dy4(base, c1, ok1);
-        let g2 = dy4(base, c2, ok2);
-        let g3 = dy4(base, c3, ok3);
+        let k = chunks(lane, lanes, n);
+        let y0 = x4(base, k.c0, k.ok0);
+        let y1 = x4(base, k.c1, k.ok1);
+        let y2 = x4(base, k.c2, k.ok2);
+        let y3 = x4(base, k.c3, k.ok3);
+        let g0 = dy4(base, k.c0, k.ok0);
+        let g1 = dy4(base, k.c1, k.ok1);
+        let g2 = dy4(base, k.c2, k.ok2);
+        let g3 = dy4(base, k.c3, k.ok3);
         d = seg_sum(lid, lanes, hsum16(g0 * y0, g1 * y1, g2 * y2, g3 * y3));
-        back4(base, c0, ok0, p.scale * y0 * (g0 - d));
-        back4(base, c1, ok1, p.scale * y1 * (g1 - d));
-        back4(base, c2, ok2, p.scale * y2 * (g2 - d));
-        back4(base, c3, ok3, p.scale * y3 * (g3 - d));
+        back4(base, k.c0, k.ok0, p.scale * y0 * (g0 - d));
+        back4(base, k.c1, k.ok1, p.scale * y1 * (g1 - d));
+        back4(base, k.c2, k.ok2, p.scale * y2 * (g2 - d));
+        back4(base, k.c3, k.ok3, p.scale * y3 * (g3 - d));
         return;
     }
     for (var c = lane; c < n; c += lanes) { d += dy[base + c] * x[base + c]; }
