@@ -2,8 +2,10 @@
 # dinoscope and PyTorch on the same machine, same workloads, one command; prints the ratio table
 # (dinoscope ÷ PyTorch) that BENCHMARKS.md records.
 #
-#   bench/compare.sh            the full suite (a GPU): matmul 1024–8192 and the ViT-S linear
-#                               shapes, attention, LN/GELU/softmax, ViT-S/14 inference at 224
+#   bench/compare.sh            the full suite (a GPU): matmul 1024–8192 (each vec4 tile too)
+#                               and the ViT-S linear shapes, attention, a copy and the
+#                               memory-bound kernels (LN, GELU, softmax, residual, EMA, AdamW;
+#                               ratio.py sets them against the copy), ViT-S/14 inference at 224
 #                               batch 1 and 64 and 518 batch 8 (f32 and --precision f16), the
 #                               vits14 training step at batch 64 (f32 and mixed precision);
 #                               PyTorch fp32 (TF32 off) and bf16 autocast
