@@ -42,29 +42,52 @@ fn frame(ctx: &egui::Context, app: &mut DinoscopeApp) {
     let _ = ctx.run_ui(input, |ui| app.show(ui));
 }
 
+/// Draws frames until `done` holds, each after the app asks for one: its worker and its loading
+/// thread ask at once with every message, and the app asks again after a delay while it runs
+/// (that request is kept as asked). Nothing here guesses how long a step takes: `HANG` only
+/// turns a worker that never answers into a failure instead of a stuck CI job.
 fn frames_until(
     ctx: &egui::Context,
     app: &mut DinoscopeApp,
-    limit: Duration,
     done: impl Fn(&DinoscopeApp) -> bool,
 ) -> bool {
+    const HANG: Duration = Duration::from_secs(30 * 60);
+    let (tx, rx) = std::sync::mpsc::channel::<Duration>();
+    let tx = std::sync::Mutex::new(tx);
+    ctx.set_request_repaint_callback(move |info| {
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send(info.delay);
+        }
+    });
     let t0 = Instant::now();
-    while t0.elapsed() < limit {
+    loop {
         frame(ctx, app);
         if done(app) {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // The soonest frame asked for so far (the frame just drawn may have asked too).
+        let asked = rx.try_iter().min();
+        let left = HANG.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        match asked {
+            Some(d) if d.is_zero() => {}
+            // A delayed request: draw then, or sooner if a thread asks first.
+            Some(d) => {
+                let _ = rx.recv_timeout(d.min(left));
+            }
+            None => {
+                let _ = rx.recv_timeout(left);
+            }
+        }
     }
-    false
 }
 
 /// Stops the run and draws frames until the worker has ended it.
 fn stop_and_wait(ctx: &egui::Context, app: &mut DinoscopeApp) -> bool {
     app.control("stop");
-    frames_until(ctx, app, Duration::from_secs(120), |a| {
-        a.state == RunState::Ended
-    })
+    frames_until(ctx, app, |a| a.state == RunState::Ended)
 }
 
 fn errors(app: &DinoscopeApp) -> Vec<String> {
@@ -84,9 +107,7 @@ fn wrong_weights_are_refused_in_the_ui_and_the_app_goes_on() {
     std::fs::write(&bad, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1").expect("write");
     app.handle_dropped(vec![(bad.clone(), None)]);
     // Weights are read on their own thread; the window keeps drawing meanwhile.
-    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
-        !a.weights_loading()
-    }));
+    assert!(frames_until(&ctx, &mut app, |a| { !a.weights_loading() }));
     assert_eq!(app.tab, Tab::Inspect);
     let errs = errors(&app);
     assert_eq!(errs.len(), 1, "{errs:?}");
@@ -109,15 +130,13 @@ fn wrong_weights_are_refused_in_the_ui_and_the_app_goes_on() {
     app.load_weights(&fixtures.join("model.safetensors"), None);
     // The call returns at once; the model arrives in a later frame.
     assert!(app.weights_loading());
-    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
-        !a.weights_loading()
-    }));
+    assert!(frames_until(&ctx, &mut app, |a| { !a.weights_loading() }));
     assert!(app.inspect.model.is_some(), "{:?}", errors(&app));
     app.inspect.size = 56;
     let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images/chelsea.png");
     app.load_image(&photo, None);
     assert!(app.inspect.error.is_none(), "{:?}", app.inspect.error);
-    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+    assert!(frames_until(&ctx, &mut app, |a| {
         a.inspect.current().is_some()
     }));
     let view = app.inspect.current().expect("view");
@@ -132,7 +151,7 @@ fn wrong_weights_are_refused_in_the_ui_and_the_app_goes_on() {
     assert!(spread > 0.0, "attention map is constant");
     // Another layer is computed on demand.
     app.inspect.layer = 0;
-    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+    assert!(frames_until(&ctx, &mut app, |a| {
         a.inspect.current().is_some_and(|v| v.layer == 0)
     }));
     // Similarity to a patch is 1 at that patch.
@@ -173,12 +192,9 @@ fn a_corrupt_image_in_the_folder_is_skipped_and_counted_while_training_goes_on()
         ..TrainSettings::default()
     };
     app.start(None);
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(300),
-        |a| { a.state == RunState::Ended }
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| {
+        a.state == RunState::Ended
+    }));
     assert_eq!(app.progress, (2, 2), "{:?}", app.notices);
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
     assert!(
@@ -224,52 +240,31 @@ fn pause_resume_and_stop_control_the_worker() {
         ..TrainSettings::default()
     };
     app.start(None);
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(120),
-        |a| { a.progress.0 >= 1 }
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| { a.progress.0 >= 1 }));
     app.control("pause");
     assert_eq!(app.state, RunState::Paused);
     // The worker acknowledges the pause once the step in flight is done.
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(300),
-        |a| a.paused_at.is_some()
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| a.paused_at.is_some()));
     let at_pause = app.paused_at.expect("paused");
     // A save asked for while paused is answered at the same step: the worker handled a command
     // after the pause without stepping in between.
     app.control("save");
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(300),
-        |a| a.saved_at.is_some()
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| a.saved_at.is_some()));
     assert_eq!(app.saved_at, Some(at_pause), "stepped while paused");
     assert_eq!(app.progress.0, at_pause, "stepped while paused");
     app.control("resume");
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(120),
-        |a| { a.progress.0 > at_pause }
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| {
+        a.progress.0 > at_pause
+    }));
     assert!(stop_and_wait(&ctx, &mut app));
     assert!(app.progress.0 < 1000);
     // Stopping writes a checkpoint the run can resume from.
     assert!(dinoscope::train::checkpoint::exists(&dir.join("run")));
     let stopped_at = app.progress.0;
     app.start(Some(dir.join("run")));
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(120),
-        |a| { a.progress.0 > stopped_at }
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| {
+        a.progress.0 > stopped_at
+    }));
     assert!(stop_and_wait(&ctx, &mut app));
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
     // Start (not resume) with the same run folder: the run goes beside it, the old one stays.
@@ -303,12 +298,7 @@ fn a_time_limit_fits_the_runs_schedule_and_its_progress() {
     };
     app.start(None);
     // An hour holds far more than 40 steps of this model on any adapter that passes selftest.
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(600),
-        |a| a.progress.1 > 40
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| a.progress.1 > 40));
     assert!(app.progress.0 >= FIT_AFTER, "{:?}", app.progress);
     assert!(app
         .notices
@@ -354,12 +344,7 @@ fn a_run_that_cannot_fit_is_refused_with_settings_that_would() {
     app.start(None);
     assert_ne!(app.state, RunState::Idle, "{:?}", errors(&app));
     app.control("stop");
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(600),
-        |a| { !a.running() }
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| { !a.running() }));
 }
 
 #[test]
@@ -546,7 +531,7 @@ fn file_dialogs_fill_their_fields_and_load_what_is_chosen() {
     // Weights: a DINOv3 model, loaded at once.
     answer(Some(fixtures.join("model.safetensors")));
     app.browse(Pick::Weights);
-    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+    assert!(frames_until(&ctx, &mut app, |a| {
         a.inspect.model.is_some()
     }));
     assert!(app.weights_field.ends_with("tiny_dinov3/model.safetensors"));
@@ -554,7 +539,7 @@ fn file_dialogs_fill_their_fields_and_load_what_is_chosen() {
     answer(Some(photo.clone()));
     app.inspect.size = 64;
     app.browse(Pick::Picture);
-    assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+    assert!(frames_until(&ctx, &mut app, |a| {
         a.inspect.current().is_some()
     }));
     // The weights dialog now starts in the folder of the current weights.
@@ -613,14 +598,12 @@ fn inspect_in_f16_gives_the_f32_maps_within_tolerance() {
     for half in [false, true] {
         app.settings.half = half;
         app.load_weights(&fixtures.join("model.safetensors"), None);
-        assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
-            !a.weights_loading()
-        }));
+        assert!(frames_until(&ctx, &mut app, |a| { !a.weights_loading() }));
         let model = &app.inspect.model.as_ref().expect("model").0;
         assert_eq!(model.dtype() == dinoscope::gpu::DType::F16, half);
         app.inspect.size = 56;
         app.load_image(&photo, None);
-        assert!(frames_until(&ctx, &mut app, Duration::from_secs(60), |a| {
+        assert!(frames_until(&ctx, &mut app, |a| {
             a.inspect.current().is_some()
         }));
         means.push(app.inspect.current().expect("view").mean());
@@ -672,12 +655,7 @@ fn a_mixed_precision_run_reports_its_loss_scale() {
         ..TrainSettings::default()
     };
     app.start(None);
-    assert!(frames_until(
-        &ctx,
-        &mut app,
-        Duration::from_secs(300),
-        |a| a.history.points.len() >= 3
-    ));
+    assert!(frames_until(&ctx, &mut app, |a| a.history.points.len() >= 3));
     assert!(app
         .history
         .points

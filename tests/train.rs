@@ -359,18 +359,26 @@ fn a_killed_run_resumes_exactly() {
     let straight = tmp("kill-straight");
     assert!(train(&straight, false).status().expect("run").success());
     let killed = tmp("killed");
-    let mut child = train(&killed, false).spawn().expect("spawn");
-    // Kill it with SIGKILL once a checkpoint past the start exists and before it finishes.
-    let t0 = std::time::Instant::now();
-    loop {
-        if let Ok((_, st)) = load_checkpoint(&killed) {
-            if st.step >= 2 {
-                break;
-            }
-        }
-        assert!(t0.elapsed().as_secs() < 300, "no checkpoint appeared");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Kill it with SIGKILL once a checkpoint past the start is written: the event is the run's
+    // own log line for it, read as it comes.
+    let mut child = train(&killed, false)
+        .env("RUST_LOG", "dinoscope=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let written = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|l| {
+            l.split("checkpoint of step ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= 2)
+        });
+    assert!(written.is_some(), "the run logged no checkpoint");
+    let (_, st) = load_checkpoint(&killed).expect("the checkpoint it logged");
+    assert!(st.step >= 2);
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let at_kill = state_of(&killed).step;

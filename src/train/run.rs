@@ -514,6 +514,10 @@ pub fn run(
         if saves(&cfg, done, end) {
             let c0 = std::time::Instant::now();
             save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
+            log::info!(
+                "checkpoint of step {done} written to {}",
+                opts.out_dir.display()
+            );
             saved_at = done;
             if let Some(b) = &mut budget {
                 b.paused(c0.elapsed().as_secs_f64(), false);
