@@ -1,15 +1,18 @@
-// attention_backward_dkv2: dK and dV as attention_backward_dkv computes them, for the GPU layout
-// on adapters with subgroups. Appended to attention.wgsl in the derived shader attention_pairs
+// attention_backward_dkv2 and attention_backward_dq2: dK, dV and dQ as attention_backward_dkv
+// and attention_backward_dq compute them, for the GPU layout on adapters with subgroups. Appended to attention.wgsl in the derived shader attention_pairs
 // (native only: in the browser a subgroup operation would need a directive the shared source
 // cannot carry).
 // Two invocations per key (2i: the first half of the head's vec4s, 2i+1: the second), each
 // holding its half of k, v, dK and dV: 128 registers of arrays where one invocation per key
-// needs 256, which is more than a GPU gives an invocation (the rest spill to memory). The
+// needs 256, which is more than a GPU gives an invocation (the rest spill to memory). dq2
+// does the same per query with q, dO and dQ: 96 registers where one invocation holds 192,
+// which also spilled (bench/shader_stats.sh: 11 VGPRs with AMD's compiler, 15 with NVK's). The
 // halves' partial scores q·k and dO·v are summed with subgroupShuffleXor(·, 1), so subgroups
 // must hold consecutive invocations (as on every driver seen). Both invocations of a pair get
 // the same sum (first half + second half: IEEE addition commutes); it differs from the
 // one-invocation kernel's sum over c in order by rounding only.
-// WG (override) invocations cover WG / 2 keys. Dispatch: grid_1d(ceil(n_k / (WG/2))·B·H).
+// WG (override) invocations cover WG / 2 keys (queries). Dispatch: grid_1d(ceil(n / (WG/2))·B·H)
+// with n the keys (queries).
 
 // vec4s per half.
 override H2: u32 = (HD4 + 1u) / 2u;
@@ -74,6 +77,64 @@ fn attention_backward_dkv2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
                 st_res0(kb, c, dk[t] * p.scale);
                 if (p.dv_in_res0 != 0u) { st_res0(vb, c, dv[t]); } else { st_res1(vb, c, dv[t]); }
             }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention_backward_dq2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let per = WG / 2u;
+    let nqb = (p.n_q + per - 1u) / per;
+    let gi = group_index(wid, nwg);
+    let bh = gi / nqb;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let i = (gi % nqb) * per + lid / 2u;
+    let c0 = (lid % 2u) * H2;
+    let valid = i < p.n_q;
+    var qr: array<vec4<f32>, 8>;
+    var dor: array<vec4<f32>, 8>;
+    var dq: array<vec4<f32>, 8>;
+    var li = 0.0;
+    var di = 0.0;
+    let qb = qkv_base(p.q_off, b, h, i);
+    if (valid) {
+        let ob = o_base(b, h, i);
+        for (var t = 0u; t < H2; t++) {
+            if (c0 + t < HD4) {
+                qr[t] = ld_q(qb, 4u * (c0 + t)) * p.scale;
+                dor[t] = ld_do(ob, 4u * (c0 + t));
+            }
+        }
+        li = lse[bh * p.n_q + i];
+        di = delta[bh * p.n_q + i];
+    }
+    for (var j0 = 0u; j0 < p.n_k; j0 += KT) {
+        load_kv_tiles(lid, b, h, j0);
+        workgroupBarrier();
+        let nj = min(KT, p.n_k - j0);
+        for (var jj = 0u; jj < nj; jj++) {
+            // As in dkv2, a vec4 past the head is read as zero.
+            var part = vec2<f32>(0.0);
+            for (var t = 0u; t < H2; t++) {
+                let e = jj * D4_MAX + c0 + t;
+                let inside = c0 + t < HD4;
+                part.x = dot_acc(qr[t], select(vec4<f32>(0.0), tile_a[e], inside), part.x);
+                part.y = dot_acc(dor[t], select(vec4<f32>(0.0), tile_b[e], inside), part.y);
+            }
+            let sums = part + subgroupShuffleXor(part, 1u);
+            let ds = exp(sums.x - li) * (sums.y - di);
+            for (var t = 0u; t < H2; t++) {
+                dq[t] = fma(vec4<f32>(ds), tile_a[jj * D4_MAX + c0 + t], dq[t]);
+            }
+        }
+        workgroupBarrier();
+    }
+    if (valid) {
+        for (var t = 0u; t < H2; t++) {
+            if (c0 + t < HD4) { st_res0(qb, 4u * (c0 + t), dq[t] * p.scale); }
         }
     }
 }

@@ -330,8 +330,9 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
         ts,
     );
     let Some(lse) = lse else { return Ok(()) };
-    // On a GPU with subgroups, also dK/dV with one invocation a key (the kernel before pairs).
-    let both: &[(bool, &str)] = &[(true, ""), (false, " (one invocation a key)")];
+    // On a GPU with subgroups, also the backward with one invocation a token (the kernels
+    // before pairs).
+    let both: &[(bool, &str)] = &[(true, ""), (false, " (one invocation a token)")];
     let variants = if gpu.cpu_driver() || !gpu.subgroups() {
         &both[..1]
     } else {

@@ -240,6 +240,19 @@ const DERIVED: &[Derived] = &[
     ),
 ];
 
+/// The shader files whose every array index is in range by construction, so they are compiled
+/// without the index clamps WGSL asks for (native only). In the vec4 matmuls' inner loop a
+/// clamp sat on each of the 4 workgroup-memory reads that feed 64 multiply-adds, and it keeps a
+/// compiler from folding the read's constant offset into the load (bench/shader_stats.sh). Their
+/// workgroup indices are bounded by the tile constants; their buffer reads and writes are each
+/// guarded by the product's sizes, which the launcher checks against the buffers'.
+const PROVEN_INDEXES: &[&str] = &["matmul_v4"];
+
+/// Whether a shader (or a shader derived from its file) may be compiled without index clamps.
+pub fn indexes_proven(name: &str) -> bool {
+    PROVEN_INDEXES.contains(&shader_file(name))
+}
+
 /// The file a shader (or derived shader) comes from, without building its text (every dispatch
 /// asks, through [`half_bindings`] and [`out_bindings`]).
 fn shader_file(name: &str) -> &str {

@@ -50,20 +50,18 @@ pub static ATTENTION_BACKWARD_DELTA: Kernel = Kernel::new::<Params>(
     "attention_backward_delta",
     &[(4, Read), (5, Read), (7, ReadWrite)],
 );
+const DQ_BINDINGS: &[(u32, crate::gpu::Access)] = &[
+    (1, Read),
+    (2, Read),
+    (3, Read),
+    (5, Read),
+    (6, ReadWrite),
+    (7, ReadWrite),
+    (8, ReadWrite),
+];
 /// dQ.
-pub static ATTENTION_BACKWARD_DQ: Kernel = Kernel::new::<Params>(
-    "attention",
-    "attention_backward_dq",
-    &[
-        (1, Read),
-        (2, Read),
-        (3, Read),
-        (5, Read),
-        (6, ReadWrite),
-        (7, ReadWrite),
-        (8, ReadWrite),
-    ],
-);
+pub static ATTENTION_BACKWARD_DQ: Kernel =
+    Kernel::new::<Params>("attention", "attention_backward_dq", DQ_BINDINGS);
 const DKV_BINDINGS: &[(u32, crate::gpu::Access)] = &[
     (1, Read),
     (2, Read),
@@ -87,6 +85,11 @@ pub static ATTENTION_FORWARD4: Kernel =
 /// layouts on adapters with subgroups).
 pub static ATTENTION_BACKWARD_DKV2: Kernel =
     Kernel::new::<Params>("attention_pairs", "attention_backward_dkv2", DKV_BINDINGS);
+
+/// [`ATTENTION_BACKWARD_DQ`] with two invocations per query, each holding half the head (GPU
+/// layouts on adapters with subgroups).
+pub static ATTENTION_BACKWARD_DQ2: Kernel =
+    Kernel::new::<Params>("attention_pairs", "attention_backward_dq2", DQ_BINDINGS);
 
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
 pub static ATTENTION_FORWARD_SG: Kernel =
@@ -339,18 +342,24 @@ pub fn attention_backward(
         &[out, dout, &delta],
         grid_1d(rows.div_ceil(256)),
     );
-    let gq = d.n_q.div_ceil(token_group(d.n_q)) * d.batch * d.heads;
+    // On a GPU with subgroups two invocations share a query (ATTENTION_BACKWARD_DQ2) and a key
+    // (ATTENTION_BACKWARD_DKV2), in workgroups twice as wide, so as many tokens share a
+    // workgroup's tiles.
+    let pairs = !rec.cpu_layouts() && rec.subgroups();
+    let wg = token_group(d.n_q);
+    let (kernel, wg_dq) = match pairs {
+        true => (&ATTENTION_BACKWARD_DQ2, 2 * wg),
+        false => (&ATTENTION_BACKWARD_DQ, wg),
+    };
+    let gq = d.n_q.div_ceil(wg) * d.batch * d.heads;
     rec.dispatch_with(
-        &ATTENTION_BACKWARD_DQ,
-        &token_overrides(&d, d.n_q),
+        kernel,
+        &[("HEAD_DIM", d.head_dim as f64), ("WG", wg_dq as f64)],
         &p,
         &[q, k, v, dout, lse, &delta, dq],
         grid_1d(gq),
     );
-    // On a GPU with subgroups two invocations share a key (ATTENTION_BACKWARD_DKV2), in
-    // workgroups twice as wide, so as many keys share a workgroup's tiles.
     let wg = token_group(d.n_k);
-    let pairs = !rec.cpu_layouts() && rec.subgroups();
     let (kernel, wg_dkv) = match pairs {
         true => (&ATTENTION_BACKWARD_DKV2, 2 * wg),
         false => (&ATTENTION_BACKWARD_DKV, wg),

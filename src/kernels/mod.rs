@@ -39,6 +39,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_FORWARD,
         &attention::ATTENTION_FORWARD4,
         &attention::ATTENTION_BACKWARD_DKV2,
+        &attention::ATTENTION_BACKWARD_DQ2,
         &attention::ATTENTION_PROBS,
         &attention::ATTENTION_BACKWARD_DELTA,
         &attention::ATTENTION_BACKWARD_DQ,
