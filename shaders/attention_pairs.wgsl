@@ -138,3 +138,105 @@ fn attention_backward_dq2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
         }
     }
 }
+
+// attention_forward2: attention_forward4 with two invocations per query, each holding half of
+// the scaled query and of the output accumulator (64 registers of arrays where one invocation
+// holds 128), so more queries stay resident per core. Each four keys' half scores meet through
+// one shuffle.
+alias Half = array<vec4<f32>, 8>;
+
+// The halves' scores of keys jj … jj+3 (the sum over this invocation's vec4s of the head), a
+// vec4 past the head read as zero.
+fn half_scores4(fq: ptr<function, Half>, jj: u32, c0: u32) -> vec4<f32> {
+    var d = vec4<f32>(0.0);
+    for (var t = 0u; t < H2; t++) {
+        let q = (*fq)[t];
+        let e = c0 + t;
+        let z = vec4<f32>(0.0);
+        let inside = e < HD4;
+        d.x = dot_acc(q, select(z, tile_a[jj * D4_MAX + e], inside), d.x);
+        d.y = dot_acc(q, select(z, tile_a[(jj + 1u) * D4_MAX + e], inside), d.y);
+        d.z = dot_acc(q, select(z, tile_a[(jj + 2u) * D4_MAX + e], inside), d.z);
+        d.w = dot_acc(q, select(z, tile_a[(jj + 3u) * D4_MAX + e], inside), d.w);
+    }
+    return d;
+}
+
+fn pair_scores4(fq: ptr<function, Half>, jj: u32, c0: u32, nj: u32) -> vec4<f32> {
+    let part = half_scores4(fq, jj, c0);
+    return masked4(part + subgroupShuffleXor(part, 1u), jj, nj);
+}
+
+fn half_accumulate4(facc: ptr<function, Half>, pw: vec4<f32>, jj: u32, c0: u32) {
+    for (var t = 0u; t < H2; t++) {
+        let e = c0 + t;
+        var a = (*facc)[t];
+        a = fma(vec4<f32>(pw.x), tile_b[jj * D4_MAX + e], a);
+        a = fma(vec4<f32>(pw.y), tile_b[(jj + 1u) * D4_MAX + e], a);
+        a = fma(vec4<f32>(pw.z), tile_b[(jj + 2u) * D4_MAX + e], a);
+        a = fma(vec4<f32>(pw.w), tile_b[(jj + 3u) * D4_MAX + e], a);
+        (*facc)[t] = a;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention_forward2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let per = WG / 2u;
+    let nqb = (p.n_q + per - 1u) / per;
+    let gi = group_index(wid, nwg);
+    let bh = gi / nqb;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let i = (gi % nqb) * per + lid / 2u;
+    let c0 = (lid % 2u) * H2;
+    let valid = i < p.n_q;
+    var fq: Half;
+    var facc: Half;
+    if (valid) {
+        let qb = qkv_base(p.q_off, b, h, i);
+        for (var t = 0u; t < H2; t++) {
+            if (c0 + t < HD4) { fq[t] = ld_q(qb, 4u * (c0 + t)) * p.scale; }
+        }
+    }
+    var m = -3.4e38;
+    var l = 0.0;
+    for (var j0 = 0u; j0 < p.n_k; j0 += KT) {
+        load_kv_tiles(lid, b, h, j0);
+        workgroupBarrier();
+        // Both invocations of a pair take the same branches (nj is the workgroup's), so each
+        // shuffle finds its partner.
+        let nj = min(KT, p.n_k - j0);
+        let s0 = pair_scores4(&fq, 0u, c0, nj);
+        var s1 = vec4<f32>(-3.4e38);
+        var s2 = vec4<f32>(-3.4e38);
+        var s3 = vec4<f32>(-3.4e38);
+        if (nj > 4u) { s1 = pair_scores4(&fq, 4u, c0, nj); }
+        if (nj > 8u) { s2 = pair_scores4(&fq, 8u, c0, nj); }
+        if (nj > 12u) { s3 = pair_scores4(&fq, 12u, c0, nj); }
+        let m_new = max(m, max(max(max4(s0), max4(s1)), max(max4(s2), max4(s3))));
+        let corr = exp(m - m_new);
+        l *= corr;
+        for (var t = 0u; t < H2; t++) { facc[t] *= corr; }
+        let p0 = exp(s0 - m_new);
+        let p1 = exp(s1 - m_new);
+        let p2 = exp(s2 - m_new);
+        let p3 = exp(s3 - m_new);
+        l = hsum_from(hsum_from(hsum_from(hsum_from(l, p0), p1), p2), p3);
+        half_accumulate4(&facc, p0, 0u, c0);
+        if (nj > 4u) { half_accumulate4(&facc, p1, 4u, c0); }
+        if (nj > 8u) { half_accumulate4(&facc, p2, 8u, c0); }
+        if (nj > 12u) { half_accumulate4(&facc, p3, 12u, c0); }
+        m = m_new;
+        workgroupBarrier();
+    }
+    if (valid) {
+        let ob = o_base(b, h, i);
+        let inv = 1.0 / l;
+        for (var t = 0u; t < H2; t++) {
+            if (c0 + t < HD4) { st_res0(ob, 4u * (c0 + t), facc[t] * inv); }
+        }
+        if (c0 == 0u) { lse[bh * p.n_q + i] = m + log(l); }
+    }
+}

@@ -61,6 +61,7 @@ pub struct Recorder<'g> {
     cpu_layouts: bool,
     subgroups: bool,
     wide_rows: bool,
+    forced: Vec<(&'static str, &'static str)>,
 }
 
 impl<'g> Recorder<'g> {
@@ -86,6 +87,7 @@ impl<'g> Recorder<'g> {
             cpu_layouts: gpu.cpu_driver(),
             subgroups: gpu.subgroups(),
             wide_rows: true,
+            forced: Vec::new(),
         }
     }
 
@@ -144,6 +146,25 @@ impl<'g> Recorder<'g> {
     /// Chooses the 16-column (`true`) or the 4-column row layout for what is recorded next.
     pub fn set_wide_rows(&mut self, on: bool) {
         self.wide_rows = on;
+    }
+
+    /// Forces the kernel choice `what` (such as "attention forward") to `choice` for what is
+    /// recorded next, over the tuned and default ones (`None` lifts it): the checks run every
+    /// variant this way, and `dinoscope tune` times them. A choice that cannot run on the
+    /// device is ignored where it is read.
+    pub fn force(&mut self, what: &'static str, choice: Option<&'static str>) {
+        self.forced.retain(|(w, _)| *w != what);
+        if let Some(c) = choice {
+            self.forced.push((what, c));
+        }
+    }
+
+    /// The forced choice `what`, if any (see [`Recorder::force`]).
+    pub fn forced(&self, what: &str) -> Option<&'static str> {
+        self.forced
+            .iter()
+            .find(|(w, _)| *w == what)
+            .map(|(_, c)| *c)
     }
 
     /// Number of dispatches recorded so far.

@@ -86,6 +86,11 @@ pub static ATTENTION_FORWARD4: Kernel =
 pub static ATTENTION_BACKWARD_DKV2: Kernel =
     Kernel::new::<Params>("attention_pairs", "attention_backward_dkv2", DKV_BINDINGS);
 
+/// [`ATTENTION_FORWARD4`] with two invocations per query, each holding half the head (adapters
+/// with subgroups, native).
+pub static ATTENTION_FORWARD2: Kernel =
+    Kernel::new::<Params>("attention_pairs", "attention_forward2", FORWARD_BINDINGS);
+
 /// [`ATTENTION_BACKWARD_DQ`] with two invocations per query, each holding half the head (GPU
 /// layouts on adapters with subgroups).
 pub static ATTENTION_BACKWARD_DQ2: Kernel =
@@ -244,14 +249,6 @@ pub fn token_group(n: usize) -> usize {
     n.div_ceil(groups).next_multiple_of(8).max(16)
 }
 
-/// HEAD_DIM and WG for a thread-per-token kernel over sequences of `n` tokens.
-fn token_overrides(d: &AttnDims, n: usize) -> [(&'static str, f64); 2] {
-    [
-        ("HEAD_DIM", d.head_dim as f64),
-        ("WG", token_group(n) as f64),
-    ]
-}
-
 /// O = softmax(scale·Q·Kᵀ)·V; returns lse [B, H, n_q] (natural log of the scaled scores).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
@@ -271,19 +268,16 @@ pub fn attention_forward(
     );
     let p = params(&d, &layout, &o_layout);
     let lse = rec.gpu().empty(&[d.batch, d.heads, d.n_q]);
-    let groups = d.n_q.div_ceil(token_group(d.n_q)) * d.batch * d.heads;
+    let wg = token_group(d.n_q);
+    let groups = d.n_q.div_ceil(wg) * d.batch * d.heads;
     // A CPU driver loads per lane, so a tile element every lane reads alike costs a load per
     // lane unless one lane reads it and broadcasts it; and it keeps a lane's arrays in memory
     // whatever their indices, where the four chains of the GPU layout only add traffic (1.4×
-    // slower on lavapipe).
-    let kernel = match (rec.cpu_layouts(), rec.gpu().subgroups()) {
-        (false, _) => &ATTENTION_FORWARD4,
-        (true, true) => &ATTENTION_FORWARD_SG,
-        (true, false) => &ATTENTION_FORWARD,
-    };
+    // slower on lavapipe). Pairs of invocations share a query in workgroups twice as wide.
+    let (kernel, per) = super::attention_plan::forward_for(rec, &d, q.dtype()).kernel();
     rec.dispatch_with(
         kernel,
-        &token_overrides(&d, d.n_q),
+        &[("HEAD_DIM", d.head_dim as f64), ("WG", (per * wg) as f64)],
         &p,
         &[q, k, v, &lse, out],
         grid_1d(groups),
@@ -345,25 +339,18 @@ pub fn attention_backward(
     // On a GPU with subgroups two invocations share a query (ATTENTION_BACKWARD_DQ2) and a key
     // (ATTENTION_BACKWARD_DKV2), in workgroups twice as wide, so as many tokens share a
     // workgroup's tiles.
-    let pairs = !rec.cpu_layouts() && rec.subgroups();
+    let (dq_kernel, dkv_kernel, per) =
+        super::attention_plan::backward_for(rec, &d, q.dtype()).kernels();
     let wg = token_group(d.n_q);
-    let (kernel, wg_dq) = match pairs {
-        true => (&ATTENTION_BACKWARD_DQ2, 2 * wg),
-        false => (&ATTENTION_BACKWARD_DQ, wg),
-    };
     let gq = d.n_q.div_ceil(wg) * d.batch * d.heads;
     rec.dispatch_with(
-        kernel,
-        &[("HEAD_DIM", d.head_dim as f64), ("WG", wg_dq as f64)],
+        dq_kernel,
+        &[("HEAD_DIM", d.head_dim as f64), ("WG", (per * wg) as f64)],
         &p,
         &[q, k, v, dout, lse, &delta, dq],
         grid_1d(gq),
     );
     let wg = token_group(d.n_k);
-    let (kernel, wg_dkv) = match pairs {
-        true => (&ATTENTION_BACKWARD_DKV2, 2 * wg),
-        false => (&ATTENTION_BACKWARD_DKV, wg),
-    };
     let gk = d.n_k.div_ceil(wg) * d.batch * d.heads;
     // Two writable bindings of one buffer are invalid in WebGPU: a fused dqkv buffer is bound
     // once and dV is written through dK's binding.
@@ -375,8 +362,8 @@ pub fn attention_backward(
     let dummy = rec.gpu().dummy_write.clone();
     let dv_bound = if shared { &dummy } else { dv };
     rec.dispatch_with(
-        kernel,
-        &[("HEAD_DIM", d.head_dim as f64), ("WG", wg_dkv as f64)],
+        dkv_kernel,
+        &[("HEAD_DIM", d.head_dim as f64), ("WG", (per * wg) as f64)],
         &p,
         &[q, k, v, dout, lse, &delta, dk, dv_bound],
         grid_1d(gk),

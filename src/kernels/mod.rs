@@ -9,6 +9,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod attention_plan;
 pub mod cast;
 pub mod cross_entropy;
 pub mod elementwise;
@@ -40,6 +41,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_FORWARD4,
         &attention::ATTENTION_BACKWARD_DKV2,
         &attention::ATTENTION_BACKWARD_DQ2,
+        &attention::ATTENTION_FORWARD2,
         &attention::ATTENTION_PROBS,
         &attention::ATTENTION_BACKWARD_DELTA,
         &attention::ATTENTION_BACKWARD_DQ,

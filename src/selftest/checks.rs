@@ -6,6 +6,7 @@ use crate::cpu;
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
+use crate::kernels::attention_plan;
 use crate::kernels::matmul::{Epilogue, MatmulDims};
 
 /// A named check of one kernel pair against its CPU twin.
@@ -606,6 +607,32 @@ fn softmax(gpu: &Gpu) -> CaseResult {
     j.finish()
 }
 
+/// The attention runs of the checks: each layout's default kernels, then the variants those
+/// leave out, forced (one key at a time without broadcast; pairs for the forward too where
+/// there are subgroups): (CPU layouts, forced forward and backward, label).
+type AttnVariant = (
+    bool,
+    Option<(attention_plan::Forward, attention_plan::Backward)>,
+    String,
+);
+
+fn attention_variants(gpu: &Gpu) -> Vec<AttnVariant> {
+    use attention_plan::{Backward, Forward};
+    let mut v: Vec<AttnVariant> = LAYOUTS
+        .iter()
+        .map(|&(cpu, kind)| (cpu, None, kind.to_string()))
+        .collect();
+    let mut forced = vec![(Forward::One, Backward::Single)];
+    if gpu.subgroups() {
+        forced.push((Forward::Pairs, Backward::Pairs));
+    }
+    for (f, b) in forced {
+        let label = format!("forward {} backward {}", f.name(), b.name());
+        v.push((false, Some((f, b)), label));
+    }
+    v
+}
+
 fn attention(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.attention");
     for &(b, h, n, d) in &[
@@ -628,9 +655,13 @@ fn attention(gpu: &Gpu) -> CaseResult {
         let (dq, dk, dv) =
             cpu::attention::attention_backward(&dout, &q, &k, &v, b * h, n, n, d, dims.scale);
         let s = [b, h, n, d];
-        for (cpu, kind) in LAYOUTS {
+        for (cpu, forced, kind) in attention_variants(gpu) {
             if let Some(out) = run(gpu, &mut j, |rec| {
                 rec.set_cpu_layouts(cpu);
+                if let Some((f, bw)) = forced {
+                    rec.force(attention_plan::FORWARD, Some(f.name()));
+                    rec.force(attention_plan::BACKWARD, Some(bw.name()));
+                }
                 let (tq, tk, tv, tdo) = (
                     gpu.upload(&q, &s),
                     gpu.upload(&k, &s),

@@ -1,0 +1,242 @@
+//! Which kernels an attention call takes. Each pass has variants with the same sums (within
+//! rounding), made for different hardware: CPU drivers keep a lane's arrays in memory and load
+//! per lane, GPUs keep them in registers, and a GPU with subgroups can split a token's head over
+//! two invocations. The defaults follow that; `dinoscope tune` times every variant that runs on
+//! the adapter at a config's shapes and caches the fastest, which then wins over the default;
+//! the checks force each variant in turn ([`Recorder::force`]).
+
+use super::attention::{
+    AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DQ,
+    ATTENTION_BACKWARD_DQ2, ATTENTION_FORWARD, ATTENTION_FORWARD2, ATTENTION_FORWARD4,
+    ATTENTION_FORWARD_SG,
+};
+use crate::gpu::{DType, Kernel, Recorder};
+
+/// The choice name of the forward pass (for [`Recorder::force`] and the tuning cache).
+pub const FORWARD: &str = "attention forward";
+/// The choice name of the backward pass.
+pub const BACKWARD: &str = "attention backward";
+
+/// The forward kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// One invocation a query, one key at a time (CPU drivers without subgroups).
+    One,
+    /// The same with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
+    OneSg,
+    /// One invocation a query, four keys at a time (GPUs).
+    Four,
+    /// Two invocations a query, each holding half the head, four keys at a time (adapters
+    /// with subgroups, native).
+    Pairs,
+}
+
+impl Forward {
+    /// Every variant.
+    pub const ALL: [Forward; 4] = [Forward::One, Forward::OneSg, Forward::Four, Forward::Pairs];
+
+    /// Its name in the tuning cache and in `tune`'s report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Forward::One => "one",
+            Forward::OneSg => "one-sg",
+            Forward::Four => "four",
+            Forward::Pairs => "pairs",
+        }
+    }
+
+    /// The variant of a name.
+    pub fn parse(s: &str) -> Option<Forward> {
+        Forward::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Whether it runs on the recording's device.
+    pub fn runs(self, rec: &Recorder) -> bool {
+        match self {
+            Forward::One | Forward::Four => true,
+            Forward::OneSg => rec.gpu().subgroups(),
+            Forward::Pairs => rec.subgroups(),
+        }
+    }
+
+    /// The variant without tuning: the CPU drivers' layout (one key at a time, broadcast reads
+    /// where there are subgroups) or the GPUs' (four keys at a time).
+    pub fn default_for(rec: &Recorder) -> Forward {
+        match (rec.cpu_layouts(), rec.gpu().subgroups()) {
+            (false, _) => Forward::Four,
+            (true, true) => Forward::OneSg,
+            (true, false) => Forward::One,
+        }
+    }
+
+    /// The kernel and how many invocations share a query.
+    pub(super) fn kernel(self) -> (&'static Kernel, usize) {
+        match self {
+            Forward::One => (&ATTENTION_FORWARD, 1),
+            Forward::OneSg => (&ATTENTION_FORWARD_SG, 1),
+            Forward::Four => (&ATTENTION_FORWARD4, 1),
+            Forward::Pairs => (&ATTENTION_FORWARD2, 2),
+        }
+    }
+}
+
+/// The backward kernels (dQ by queries, dK and dV by keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backward {
+    /// One invocation a token.
+    Single,
+    /// Two invocations a token, each holding half the head (adapters with subgroups, native):
+    /// one invocation would hold 192 (dQ) or 256 (dK, dV) floats of arrays, more registers
+    /// than a GPU gives it.
+    Pairs,
+}
+
+impl Backward {
+    /// Every variant.
+    pub const ALL: [Backward; 2] = [Backward::Single, Backward::Pairs];
+
+    /// Its name in the tuning cache and in `tune`'s report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backward::Single => "single",
+            Backward::Pairs => "pairs",
+        }
+    }
+
+    /// The variant of a name.
+    pub fn parse(s: &str) -> Option<Backward> {
+        Backward::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Whether it runs on the recording's device.
+    pub fn runs(self, rec: &Recorder) -> bool {
+        self == Backward::Single || rec.subgroups()
+    }
+
+    /// The variant without tuning: pairs in the GPU layout where there are subgroups.
+    pub fn default_for(rec: &Recorder) -> Backward {
+        if !rec.cpu_layouts() && rec.subgroups() {
+            Backward::Pairs
+        } else {
+            Backward::Single
+        }
+    }
+
+    /// The dQ and the dK/dV kernels and how many invocations share a token.
+    pub(super) fn kernels(self) -> (&'static Kernel, &'static Kernel, usize) {
+        match self {
+            Backward::Single => (&ATTENTION_BACKWARD_DQ, &ATTENTION_BACKWARD_DKV, 1),
+            Backward::Pairs => (&ATTENTION_BACKWARD_DQ2, &ATTENTION_BACKWARD_DKV2, 2),
+        }
+    }
+}
+
+/// The tuning cache's key of one pass ("forward" or "backward") of an attention call.
+pub fn key(pass: &str, d: &AttnDims, dtype: DType) -> String {
+    let t = if dtype == DType::F16 { "f16" } else { "f32" };
+    format!(
+        "attention {pass} {}x{}x{}x{} {t}",
+        d.batch * d.heads,
+        d.n_q,
+        d.n_k,
+        d.head_dim
+    )
+}
+
+/// The pass, dims (as one batch of `batch·heads` heads) and operand type of a [`key`].
+pub fn from_key(k: &str) -> Option<(String, AttnDims, DType)> {
+    let mut it = k.strip_prefix("attention ")?.split(' ');
+    let pass = it.next()?;
+    let sizes: Vec<usize> = it
+        .next()?
+        .split('x')
+        .map(|s| s.parse().ok())
+        .collect::<Option<_>>()?;
+    let dtype = match it.next()? {
+        "f16" => DType::F16,
+        "f32" => DType::F32,
+        _ => return None,
+    };
+    let sizes: [usize; 4] = sizes.try_into().ok()?;
+    let [bh, n_q, n_k, hd] = sizes;
+    if it.next().is_some() {
+        return None;
+    }
+    let ok = matches!(pass, "forward" | "backward")
+        && bh > 0
+        && n_q > 0
+        && n_k > 0
+        && (1..=super::attention::MAX_HEAD_DIM).contains(&hd);
+    let mut d = AttnDims::new(1, bh, n_q, hd);
+    d.n_k = n_k;
+    ok.then(|| (pass.to_string(), d, dtype))
+}
+
+/// Whether `value` names a variant of the pass in `key` (a cache entry worth loading).
+pub fn valid_choice(key: &str, value: &str) -> bool {
+    match from_key(key) {
+        Some((pass, _, _)) if pass == "forward" => Forward::parse(value).is_some(),
+        Some(_) => Backward::parse(value).is_some(),
+        None => false,
+    }
+}
+
+/// The forward variant of a call: forced, else tuned, else the default (a choice that cannot
+/// run here falls back to the default). A dry run notes the call for the tuner.
+pub fn forward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Forward {
+    let gpu = rec.gpu();
+    let k = key("forward", d, dtype);
+    if gpu.is_dry() {
+        gpu.note_shape(&k);
+    }
+    rec.forced(FORWARD)
+        .and_then(Forward::parse)
+        .or_else(|| gpu.choice(&k).and_then(|v| Forward::parse(&v)))
+        .filter(|f| f.runs(rec))
+        .unwrap_or_else(|| Forward::default_for(rec))
+}
+
+/// The backward variant of a call, chosen as [`forward_for`] chooses.
+pub fn backward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Backward {
+    let gpu = rec.gpu();
+    let k = key("backward", d, dtype);
+    if gpu.is_dry() {
+        gpu.note_shape(&k);
+    }
+    rec.forced(BACKWARD)
+        .and_then(Backward::parse)
+        .or_else(|| gpu.choice(&k).and_then(|v| Backward::parse(&v)))
+        .filter(|b| b.runs(rec))
+        .unwrap_or_else(|| Backward::default_for(rec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_bad_ones_are_refused() {
+        let mut d = AttnDims::new(4, 6, 261, 64);
+        d.n_k = 200;
+        let k = key("backward", &d, DType::F16);
+        assert_eq!(k, "attention backward 24x261x200x64 f16");
+        let (pass, e, t) = from_key(&k).expect("parses");
+        assert_eq!((pass.as_str(), t), ("backward", DType::F16));
+        assert_eq!(
+            (e.batch * e.heads, e.n_q, e.n_k, e.head_dim),
+            (24, 261, 200, 64)
+        );
+        for bad in [
+            "attention sideways 1x2x2x8 f32",
+            "attention forward 1x2x2 f32",
+            "attention forward 1x2x2x65 f32",
+            "attention forward 1x2x2x8 f64",
+            "attention forward 1x2x2x8 f32 extra",
+            "matmul 1 2 3",
+        ] {
+            assert!(from_key(bad).is_none(), "{bad}");
+        }
+        assert!(valid_choice(&k, "pairs") && !valid_choice(&k, "four"));
+        assert!(valid_choice("attention forward 1x2x2x8 f32", "four"));
+    }
+}
