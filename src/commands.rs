@@ -538,7 +538,8 @@ pub fn plan(
     })
 }
 
-/// `dinoscope tune`: the fastest matmul plan of every product the configs' steps run, cached.
+/// `dinoscope tune`: the fastest matmul plan of every product the configs' steps run, and the
+/// fastest kernels of every attention pass, cached.
 pub fn tune(
     gpu: &Gpu,
     configs: &[String],
@@ -547,8 +548,17 @@ pub fn tune(
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
     let mut dims = Vec::new();
+    let mut calls = Vec::new();
     for c in configs {
         let cfg = TrainConfig::load(c)?.with_overrides(batch, None, precision)?;
+        for call in dinoscope::tune::attention_calls(gpu, &cfg)? {
+            let key = |(p, d, t): &dinoscope::tune::AttnCall| {
+                dinoscope::kernels::attention_plan::key(p, d, *t)
+            };
+            if !calls.iter().any(|c| key(c) == key(&call)) {
+                calls.push(call);
+            }
+        }
         for (d, t) in dinoscope::tune::products(gpu, &cfg)? {
             let key = d.key_for(t);
             if !dims
@@ -605,6 +615,43 @@ pub fn tune(
         .fold((0.0, 0.0), |(a, b), t| (a + t.default.1, b + t.best.1));
     println!(
         "all products: {:.3} ms with the defaults, {:.3} ms tuned",
+        before * 1e3,
+        after * 1e3
+    );
+    println!(
+        "{:<38} {:>16} {:>10} {:>18} {:>10}",
+        "attention (pass heads,nq,nk,d type)", "default", "ms", "best", "ms"
+    );
+    let attn = dinoscope::tune::tune_attention(gpu, &calls, reps.max(1), |t| {
+        if let Err(e) = dinoscope::tune::save(gpu) {
+            save_error.get_or_insert(e);
+        }
+        let (pass, d, dtype) = &t.call;
+        let ty = if *dtype == dinoscope::gpu::DType::F16 {
+            "f16"
+        } else {
+            "f32"
+        };
+        println!(
+            "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
+            format!(
+                "{pass} {},{},{},{} {ty}",
+                d.batch * d.heads,
+                d.n_q,
+                d.n_k,
+                d.head_dim
+            ),
+            t.default.0,
+            t.default.1 * 1e3,
+            t.best.0,
+            t.best.1 * 1e3
+        );
+    })?;
+    let (before, after): (f64, f64) = attn
+        .iter()
+        .fold((0.0, 0.0), |(a, b), t| (a + t.default.1, b + t.best.1));
+    println!(
+        "all attention passes: {:.3} ms with the defaults, {:.3} ms tuned",
         before * 1e3,
         after * 1e3
     );

@@ -201,8 +201,9 @@ mod cli {
             #[arg(long, value_enum, default_value_t = Precision::F32)]
             precision: Precision,
         },
-        /// Time the matmul plans on this adapter for the products of training configs and cache
-        /// the fastest (loaded by every later run on this adapter).
+        /// Time the matmul plans and attention kernels on this adapter for the products and
+        /// attention passes of training configs, and cache the fastest (loaded by every later run
+        /// on this adapter).
         Tune {
             /// Training configs whose step products are tuned (presets or .ron files).
             #[arg(long, value_delimiter = ',', default_value = "debug,tiny")]

@@ -3,10 +3,14 @@
 //! platform's cache folder, keyed by adapter, driver and wgpu version. Every device the CLI or
 //! the app opens loads the matching cache; without one the runtime uses [`Plan::untuned`].
 //! Products of f16 operands (mixed-precision configs) are tuned apart from f32 ones, with the
-//! cooperative-matrix kernel among their candidates where the adapter has it. Every candidate
-//! variant is checked against the CPU twin before it is timed.
+//! cooperative-matrix kernel among their candidates where the adapter has it. The attention
+//! passes of the step are tuned too: every forward and backward variant that runs on the
+//! adapter ([`attention_plan`]). Every candidate variant is checked against the CPU twin before
+//! it is timed.
 
 use crate::gpu::{DType, Gpu, Recorder};
+use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
+use crate::kernels::attention_plan::{self, Backward, Forward};
 use crate::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan};
 use crate::selftest::checks_random as random;
 use crate::train::config::TrainConfig;
@@ -93,7 +97,8 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
         return Ok(0);
     }
     for (k, v) in &cache.plans {
-        if MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some() {
+        let matmul = MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some();
+        if matmul || attention_plan::valid_choice(k, v) {
             gpu.set_choice(k, v);
         }
     }
@@ -181,18 +186,31 @@ pub struct Tuned {
     pub best: (Plan, f64),
 }
 
-/// The distinct products one training step of `cfg` runs, with their operands' type (from a dry
-/// run).
-pub fn products(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<(MatmulDims, DType)>, String> {
+/// The shape keys of the kernels one training step of `cfg` runs (from a dry run).
+fn step_shapes(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<String>, String> {
     let dry = gpu.dry_run();
     let mut trainer =
         crate::train::trainer::Trainer::new(&dry, cfg.clone()).map_err(|e| e.to_string())?;
     let batch = crate::train::plan::dry_batch(cfg, 0, false);
     trainer.submit_step(&batch).map_err(|e| e.to_string())?;
-    Ok(dry
-        .shapes()
+    Ok(dry.shapes())
+}
+
+/// The distinct products one training step of `cfg` runs, with their operands' type (from a dry
+/// run).
+pub fn products(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<(MatmulDims, DType)>, String> {
+    Ok(step_shapes(gpu, cfg)?
         .iter()
         .filter_map(|k| MatmulDims::from_key_for(k))
+        .collect())
+}
+
+/// The distinct attention passes one training step of `cfg` runs: ("forward" or "backward",
+/// dims, operand type), from a dry run.
+pub fn attention_calls(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<AttnCall>, String> {
+    Ok(step_shapes(gpu, cfg)?
+        .iter()
+        .filter_map(|k| attention_plan::from_key(k))
         .collect())
 }
 
@@ -285,4 +303,223 @@ pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
     crate::io::write_atomic(&path, text.as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// One attention pass of a step: "forward" or "backward", its dims, its operands' type.
+pub type AttnCall = (String, AttnDims, DType);
+
+/// One tuned attention pass: the call, the default variant's name and time, the winner's.
+#[derive(Clone, Debug)]
+pub struct TunedAttention {
+    /// The pass.
+    pub call: AttnCall,
+    /// Default variant and its seconds.
+    pub default: (&'static str, f64),
+    /// Fastest variant and its seconds.
+    pub best: (&'static str, f64),
+}
+
+/// The variants of a pass that run on this device, the default first.
+fn attention_variants(gpu: &Gpu, pass: &str) -> Vec<&'static str> {
+    let rec = Recorder::new(gpu);
+    let mut v: Vec<&'static str> = if pass == "forward" {
+        let d = Forward::default_for(&rec);
+        std::iter::once(d)
+            .chain(Forward::ALL.into_iter().filter(|f| *f != d && f.runs(&rec)))
+            .map(Forward::name)
+            .collect()
+    } else {
+        let d = Backward::default_for(&rec);
+        std::iter::once(d)
+            .chain(
+                Backward::ALL
+                    .into_iter()
+                    .filter(|b| *b != d && b.runs(&rec)),
+            )
+            .map(Backward::name)
+            .collect()
+    };
+    v.dedup();
+    v
+}
+
+/// The tensors of one attention call on [B·H, N, d] heads, and how to record its pass with a
+/// forced variant.
+struct AttnRun {
+    d: AttnDims,
+    q: crate::gpu::Tensor,
+    k: crate::gpu::Tensor,
+    v: crate::gpu::Tensor,
+    dout: crate::gpu::Tensor,
+    out: crate::gpu::Tensor,
+    lse: crate::gpu::Tensor,
+    grads: [crate::gpu::Tensor; 3],
+}
+
+impl AttnRun {
+    fn new(gpu: &Gpu, d: AttnDims, dtype: DType, data: &[Vec<f32>; 4]) -> Result<AttnRun, String> {
+        let s = [d.batch, d.heads, d.n_q, d.head_dim];
+        let up = |x: &[f32]| gpu.upload_as(x, &s, dtype);
+        let (q, k, v, dout) = (up(&data[0]), up(&data[1]), up(&data[2]), up(&data[3]));
+        let out = gpu.empty_as(&s, dtype);
+        let mut rec = Recorder::new(gpu);
+        let lse = crate::kernels::attention::attention_forward(
+            &mut rec,
+            &out,
+            &q,
+            &k,
+            &v,
+            d,
+            Self::layout(&d),
+            Self::out_layout(&d),
+        );
+        rec.finish().map_err(|e| e.to_string())?;
+        let grads = [0; 3].map(|_| gpu.empty_as(&s, dtype));
+        Ok(AttnRun {
+            d,
+            q,
+            k,
+            v,
+            dout,
+            out,
+            lse,
+            grads,
+        })
+    }
+
+    fn layout(d: &AttnDims) -> QkvLayout {
+        QkvLayout::bhnd(d.heads, d.n_q, d.head_dim)
+    }
+
+    fn out_layout(d: &AttnDims) -> OutLayout {
+        OutLayout::bhnd(d.heads, d.n_q, d.head_dim)
+    }
+
+    /// Records the pass with `variant` forced; the forward writes `out`, the backward `grads`.
+    fn record(&self, rec: &mut Recorder, pass: &str, variant: &'static str) {
+        let (d, l, ol) = (self.d, Self::layout(&self.d), Self::out_layout(&self.d));
+        if pass == "forward" {
+            rec.force(attention_plan::FORWARD, Some(variant));
+            let _ = crate::kernels::attention::attention_forward(
+                rec, &self.out, &self.q, &self.k, &self.v, d, l, ol,
+            );
+        } else {
+            rec.force(attention_plan::BACKWARD, Some(variant));
+            let [dq, dk, dv] = &self.grads;
+            crate::kernels::attention::attention_backward(
+                rec, dq, dk, dv, &self.dout, &self.q, &self.k, &self.v, &self.out, &self.lse, d, l,
+                ol,
+            );
+        }
+    }
+}
+
+/// Checks one variant of a pass against the CPU twin on a small call of the same head size
+/// with `dtype` operands (f16: on the twin's f16-rounded inputs, within f16 rounding).
+pub fn verify_attention(
+    gpu: &Gpu,
+    pass: &str,
+    variant: &'static str,
+    hd: usize,
+    dtype: DType,
+) -> Result<(), String> {
+    let (b, h, n) = (1, 2, 37);
+    let d = AttnDims::new(b, h, n, hd);
+    let len = b * h * n * hd;
+    let mut data = [
+        random(len, 71, -2.0, 2.0),
+        random(len, 72, -2.0, 2.0),
+        random(len, 73, -1.0, 1.0),
+        random(len, 74, -1.0, 1.0),
+    ];
+    if dtype == DType::F16 {
+        for x in &mut data {
+            *x = crate::half::round_trip(x);
+        }
+    }
+    let [q, k, v, dout] = &data;
+    let run = AttnRun::new(gpu, d, dtype, &data)?;
+    let mut rec = Recorder::new(gpu);
+    run.record(&mut rec, pass, variant);
+    rec.finish().map_err(|e| e.to_string())?;
+    let read = |t: &crate::gpu::Tensor| gpu.read(t).map_err(|e| e.to_string());
+    let pairs: Vec<(Vec<f32>, Vec<f32>)> = if pass == "forward" {
+        let (o, _, l) = crate::cpu::attention::attention_forward(q, k, v, b * h, n, n, hd, d.scale);
+        vec![(read(&run.out)?, o), (read(&run.lse)?, l)]
+    } else {
+        let (dq, dk, dv) =
+            crate::cpu::attention::attention_backward(dout, q, k, v, b * h, n, n, hd, d.scale);
+        let [gq, gk, gv] = &run.grads;
+        vec![(read(gq)?, dq), (read(gk)?, dk), (read(gv)?, dv)]
+    };
+    let rel = match dtype {
+        DType::F16 => 4e-3,
+        DType::F32 => 2e-5,
+    };
+    for (got, want) in &pairs {
+        let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0f32, f32::max);
+        if !(err.is_finite() && err <= rel * scale) {
+            return Err(format!(
+                "attention {pass} '{variant}' ({dtype:?}, head {hd}): max error {err:e} against \
+                 the CPU twin"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Times every variant of every attention pass in `calls` that runs on this device (`reps`
+/// repetitions, median), after checking each against the CPU twin; stores the winners in the
+/// device's choices.
+pub fn tune_attention(
+    gpu: &Gpu,
+    calls: &[AttnCall],
+    reps: usize,
+    mut progress: impl FnMut(&TunedAttention),
+) -> Result<Vec<TunedAttention>, String> {
+    let mut verified = BTreeSet::new();
+    let mut out = Vec::new();
+    for (pass, d, dtype) in calls {
+        // The runtime's attention is self-attention: as many keys as queries.
+        if d.n_q != d.n_k {
+            continue;
+        }
+        let len = d.batch * d.heads * d.n_q * d.head_dim;
+        let data = [
+            random(len, 81, -2.0, 2.0),
+            random(len, 82, -2.0, 2.0),
+            random(len, 83, -1.0, 1.0),
+            random(len, 84, -1.0, 1.0),
+        ];
+        let run = AttnRun::new(gpu, *d, *dtype, &data)?;
+        let mut times = Vec::new();
+        for variant in attention_variants(gpu, pass) {
+            if verified.insert((pass.clone(), variant, d.head_dim, *dtype == DType::F16)) {
+                verify_attention(gpu, pass, variant, d.head_dim, *dtype)?;
+            }
+            let (t, _) = crate::bench::time(gpu, reps, |rec| run.record(rec, pass, variant))
+                .map_err(|e| e.to_string())?;
+            times.push((variant, t));
+        }
+        let default = *times.first().ok_or("no attention variant")?;
+        let best = times
+            .iter()
+            .copied()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .unwrap_or(default);
+        gpu.set_choice(&attention_plan::key(pass, d, *dtype), best.0);
+        let t = TunedAttention {
+            call: (pass.clone(), *d, *dtype),
+            default,
+            best,
+        };
+        progress(&t);
+        out.push(t);
+    }
+    Ok(out)
 }

@@ -1,9 +1,11 @@
-//! The matmul tuner: candidates are checked and timed, winners cached per adapter and loaded
-//! back, a cache for another adapter is ignored, and tuned plans give the twin's results.
+//! The tuner: matmul candidates and attention variants are checked and timed, winners cached
+//! per adapter and loaded back, a cache for another adapter is ignored, and tuned plans give
+//! the twin's results.
 
 mod common;
 
 use dinoscope::gpu::{AdapterChoice, DType, Gpu, Recorder};
+use dinoscope::kernels::attention_plan;
 use dinoscope::kernels::matmul::{matmul, Epilogue, MatmulDims, Plan};
 use dinoscope::train::config::TrainConfig;
 
@@ -61,15 +63,51 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         assert!(t.best.1 <= t.default.1);
         assert_eq!(gpu.choice(&t.dims.key_for(t.dtype)), Some(t.best.0.name()));
     }
+    // The debug step's attention passes: each variant that runs here is checked and timed.
+    let calls = dinoscope::tune::attention_calls(&gpu, &cfg).expect("attention calls");
+    for pass in ["forward", "backward"] {
+        assert!(calls.iter().any(|(p, _, _)| p == pass), "{pass}: {calls:?}");
+    }
+    let attn = dinoscope::tune::tune_attention(&gpu, &calls, 1, |_| {}).expect("tune attention");
+    assert_eq!(attn.len(), calls.len());
+    for t in &attn {
+        assert!(t.best.1 <= t.default.1);
+    }
     let path = dinoscope::tune::save(&gpu).expect("save");
     assert!(path.starts_with(&dir));
 
-    // A fresh device on the same adapter loads them; products then run the tuned plans.
+    // A fresh device on the same adapter loads them; products then run the tuned plans, and
+    // attention the tuned kernels.
     let fresh = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
-    assert_eq!(dinoscope::tune::load(&fresh).expect("load"), dims.len());
+    assert_eq!(
+        dinoscope::tune::load(&fresh).expect("load"),
+        dims.len() + calls.len()
+    );
     for (t, (d, dtype)) in tuned.iter().zip(&dims) {
         assert_eq!(Plan::choose(&fresh, d, *dtype).name(), t.best.0.name());
     }
+    for t in &attn {
+        let (pass, d, dtype) = &t.call;
+        let rec = Recorder::new(&fresh);
+        let chosen = match pass.as_str() {
+            "forward" => attention_plan::forward_for(&rec, d, *dtype).name(),
+            _ => attention_plan::backward_for(&rec, d, *dtype).name(),
+        };
+        assert_eq!(chosen, t.best.0, "{pass}");
+    }
+    // A forced variant wins over the tuned one; one the device cannot run gives the default.
+    let (_, d, dtype) = &attn[0].call;
+    let key = attention_plan::key("forward", d, *dtype);
+    let mut rec = Recorder::new(&fresh);
+    rec.force(attention_plan::FORWARD, Some("one"));
+    assert_eq!(attention_plan::forward_for(&rec, d, *dtype).name(), "one");
+    rec.force(attention_plan::FORWARD, None);
+    fresh.set_choice(&key, "pairs");
+    rec.set_subgroups(false);
+    assert_eq!(
+        attention_plan::forward_for(&rec, d, *dtype),
+        attention_plan::Forward::default_for(&rec)
+    );
     // An f16 product with no choice of its own takes the f32 product's, unless the adapter has
     // cooperative matrices (their kernel is the f16 default).
     let untuned16 = dims[1].0;
