@@ -2,7 +2,8 @@
 """Prints dinoscope ÷ PyTorch for every figure both sides measured (rows matched by name; a
 dinoscope "(f16)" or "(mixed)" row is set against PyTorch's "(bf16)" and fp32 rows of the same
 work, a "matmul f16 MxNxK (kernel)" row against PyTorch's bf16 product of that size, and a
-"matmul MxNxK (plan)" row of `--tiles` or `--general` against PyTorch's fp32 product).
+"matmul MxNxK (plan)" row of `--tiles` or `--general` against PyTorch's fp32 product, and any
+other "WORK (variant)" row, such as "(4 columns a lane)", against PyTorch's WORK row).
 Then each side's memory-bound rows (GB/s) as a share of its own copy row, the bandwidth a plain
 copy reaches on the same device in the same run.
 Usage: ratio.py DINOSCOPE.json [DINOSCOPE2.json ...] -- TORCH.json [TORCH_BF16.json]"""
@@ -42,6 +43,9 @@ def main():
             candidates = [base + " (bf16)"]
         elif name.startswith("matmul ") and name.endswith(")"):  # one plan (--tiles, --general)
             base = "matmul " + name.split()[1]
+            candidates = [base]
+        elif name.endswith(")") and " (" in base:  # a kernel variant: "(4 columns a lane)", …
+            base = name[: name.rindex(" (")]
             candidates = [base]
         for their_name in candidates:
             t = theirs.get(their_name)

@@ -329,6 +329,24 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
         "GFLOP/s",
         ts,
     );
+    // On a GPU with subgroups, also the forward with two invocations a query (the tuner's
+    // other candidate there).
+    if !gpu.cpu_driver() && gpu.subgroups() {
+        let (t, ts) = time(gpu, reps, |rec| {
+            rec.force(kernels::attention_plan::FORWARD, Some("pairs"));
+            let _ = kernels::attention::attention_forward(
+                rec, &out, &qkv, &qkv, &qkv, dims, layout, ol,
+            );
+        })?;
+        emit(
+            figures,
+            format!("attention fwd B={batch} H={h} T={n} d={d} (two invocations a query)"),
+            t,
+            flops / t / 1e9,
+            "GFLOP/s",
+            ts,
+        );
+    }
     let Some(lse) = lse else { return Ok(()) };
     // On a GPU with subgroups, also the backward with one invocation a token (the kernels
     // before pairs).
