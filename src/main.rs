@@ -406,9 +406,17 @@ mod cli {
         if let Err(e) = dinoscope::kernels::matmul::probe_coop(&mut gpu) {
             eprintln!("warning: {e}; f16 products use the plain kernels");
         }
-        // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it.
+        // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it, and its tile for
+        // large products (timed on its first run, then cached).
         if let Err(e) = dinoscope::tune::load(&gpu) {
             eprintln!("warning: {e}");
+        }
+        match dinoscope::tune::calibrate(&gpu) {
+            Ok(Some((tile, times))) if !times.is_empty() => {
+                log::info!("large products take {} tiles ({times:?})", tile.name())
+            }
+            Err(e) => eprintln!("warning: {e}"),
+            _ => {}
         }
         Ok(gpu)
     }
@@ -560,21 +568,11 @@ mod cli {
                     for c in dinoscope::selftest::kernel_checks() {
                         print((c.run)(&gpu));
                     }
-                    // The plans `dinoscope tune` cached for this adapter, each against the twin.
-                    let tuned = gpu.choices();
-                    if !tuned.is_empty() {
-                        let mut fails = Vec::new();
-                        for (key, plan) in &tuned {
-                            let checked = dinoscope::kernels::matmul::MatmulDims::from_key_for(key)
-                                .zip(dinoscope::kernels::matmul::Plan::parse(plan))
-                                .ok_or_else(|| format!("{key}: unreadable plan '{plan}'"))
-                                .and_then(|((d, t), p)| dinoscope::tune::verify(&gpu, p, &d, t));
-                            if let Err(e) = checked {
-                                fails.push(e);
-                            }
-                        }
+                    // The choices `dinoscope tune` cached for this adapter, each against the twin.
+                    let (count, fails) = dinoscope::tune::verify_cached(&gpu);
+                    if count > 0 {
                         print(dinoscope::selftest::CaseResult {
-                            name: format!("kernel.matmul_tuned ({} plans)", tuned.len()),
+                            name: format!("kernel.tuned ({count} choices)"),
                             status: if fails.is_empty() {
                                 dinoscope::selftest::Status::Pass
                             } else {
@@ -582,7 +580,7 @@ mod cli {
                             },
                             max_err: 0.0,
                             tol: 0.0,
-                            compared: tuned.len(),
+                            compared: count,
                         });
                     }
                 }

@@ -11,7 +11,7 @@
 use crate::gpu::{DType, Gpu, Recorder};
 use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
 use crate::kernels::attention_plan::{self, Backward, Forward};
-use crate::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan};
+use crate::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_TILE};
 use crate::selftest::checks_random as random;
 use crate::train::config::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -98,11 +98,64 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
     }
     for (k, v) in &cache.plans {
         let matmul = MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some();
-        if matmul || attention_plan::valid_choice(k, v) {
+        let large = k == LARGE_TILE && V4Tile::ALL.iter().any(|t| t.name() == v);
+        if matmul || large || attention_plan::valid_choice(k, v) {
             gpu.set_choice(k, v);
         }
     }
     Ok(cache.plans.len())
+}
+
+/// The tile `calibrate` chose, and each tile's seconds when it timed them.
+pub type Calibrated = (V4Tile, Vec<(V4Tile, f64)>);
+
+/// The device's vec4 tile for large products: the one this adapter's cache names, else the
+/// fastest of the vec4 tiles on one large product (4096×4096×1024, f32), timed now and saved to
+/// the cache so later runs skip the timing; products with many tiles then take it unless a
+/// tuned plan of their own says otherwise (`Plan::untuned`). All the tiles add in the same
+/// order, so the choice changes speed, never results. CPU drivers keep their barrier-free
+/// default and are not timed, nor is a dry-run device; `DINOSCOPE_CALIBRATE=0` turns it off,
+/// and `=1` times CPU drivers too (on a 256×256×256 product). Returns the tile and each tile's
+/// seconds when it timed them (empty when the cache had it).
+pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
+    let env = std::env::var("DINOSCOPE_CALIBRATE").unwrap_or_default();
+    let forced = env == "1";
+    if env == "0" || gpu.is_dry() || (gpu.cpu_driver() && !forced) || !gpu.has_timestamps() {
+        return Ok(None);
+    }
+    if let Some(t) = gpu.choice(LARGE_TILE) {
+        if let Some(tile) = V4Tile::ALL.into_iter().find(|x| x.name() == t) {
+            return Ok(Some((tile, Vec::new())));
+        }
+    }
+    let d = if gpu.cpu_driver() {
+        MatmulDims::new(256, 256, 256)
+    } else {
+        MatmulDims::new(4096, 4096, 1024)
+    };
+    let a = gpu.upload(&random(d.m * d.k, 1, -1.0, 1.0), &[d.m, d.k]);
+    let b = gpu.upload(&random(d.k * d.n, 2, -1.0, 1.0), &[d.k, d.n]);
+    let c = gpu.empty(&[d.m, d.n]);
+    let mut times = Vec::new();
+    for tile in V4Tile::ALL {
+        let plan = Plan::Vec4 { tile, splits: 1 };
+        let (t, _) = crate::bench::time(gpu, 3, |rec| {
+            matmul_planned(rec, &c, &a, &b, d, 1.0, false, Epilogue::None, plan)
+        })
+        .map_err(|e| e.to_string())?;
+        times.push((tile, t));
+    }
+    let best = times
+        .iter()
+        .copied()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .map_or(V4Tile::T64, |(t, _)| t);
+    gpu.set_choice(LARGE_TILE, best.name());
+    // Without a writable cache the choice still holds for this run.
+    if let Err(e) = save(gpu) {
+        log::warn!("the tile choice could not be cached: {e}");
+    }
+    Ok(Some((best, times)))
 }
 
 /// Checks one plan variant (its kernel, tile, transposes and split) against the CPU twin on a
@@ -171,6 +224,44 @@ pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims, dtype: DType) -> Result<(),
             plan.name()
         ))
     }
+}
+
+/// Checks every choice the device holds from a tuning cache against the CPU twin: each
+/// product's plan, each attention variant (at its head size and type) and the large-product
+/// tile; returns how many there were and what failed (an unreadable choice fails too).
+pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
+    let choices = gpu.choices();
+    let mut fails = Vec::new();
+    for (key, value) in &choices {
+        let checked = if let Some((d, t)) = MatmulDims::from_key_for(key) {
+            Plan::parse(value)
+                .ok_or_else(|| format!("{key}: unreadable plan '{value}'"))
+                .and_then(|p| verify(gpu, p, &d, t))
+        } else if let Some((pass, d, t)) = attention_plan::from_key(key) {
+            let variant = match pass.as_str() {
+                "forward" => Forward::parse(value).map(Forward::name),
+                _ => Backward::parse(value).map(Backward::name),
+            };
+            variant
+                .ok_or_else(|| format!("{key}: unreadable variant '{value}'"))
+                .and_then(|v| verify_attention(gpu, &pass, v, d.head_dim, t))
+        } else if key == LARGE_TILE {
+            V4Tile::ALL
+                .into_iter()
+                .find(|t| t.name() == value)
+                .ok_or_else(|| format!("{key}: unreadable tile '{value}'"))
+                .and_then(|tile| {
+                    let d = MatmulDims::new(132, 136, 100);
+                    verify(gpu, Plan::Vec4 { tile, splits: 1 }, &d, DType::F32)
+                })
+        } else {
+            Err(format!("{key}: not a choice this version knows"))
+        };
+        if let Err(e) = checked {
+            fails.push(e);
+        }
+    }
+    (choices.len(), fails)
 }
 
 /// One tuned product: its dims and operand type, the default plan's time, and the winner's.

@@ -6,7 +6,7 @@ mod common;
 
 use dinoscope::gpu::{AdapterChoice, DType, Gpu, Recorder};
 use dinoscope::kernels::attention_plan;
-use dinoscope::kernels::matmul::{matmul, Epilogue, MatmulDims, Plan};
+use dinoscope::kernels::matmul::{matmul, Epilogue, MatmulDims, Plan, V4Tile, LARGE_TILE};
 use dinoscope::train::config::TrainConfig;
 
 #[test]
@@ -135,6 +135,29 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
             atol: 2e-4,
             rtol: 1e-5,
         },
+    );
+
+    // The large-product tile: timed once (forced on a CPU driver, which skips it by default),
+    // cached, then loaded back without timing; selftest's check of cached choices takes it.
+    std::env::set_var("DINOSCOPE_CALIBRATE", "1");
+    let (tile, times) = dinoscope::tune::calibrate(&fresh)
+        .expect("calibrate")
+        .expect("timed");
+    assert_eq!(times.len(), V4Tile::ALL.len());
+    assert_eq!(fresh.choice(LARGE_TILE), Some(tile.name().to_string()));
+    let again = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
+    dinoscope::tune::load(&again).expect("load");
+    let (cached, none) = dinoscope::tune::calibrate(&again)
+        .expect("calibrate")
+        .expect("cached");
+    assert_eq!((cached, none.len()), (tile, 0));
+    std::env::set_var("DINOSCOPE_CALIBRATE", "0");
+    assert!(dinoscope::tune::calibrate(&again).expect("off").is_none());
+    std::env::remove_var("DINOSCOPE_CALIBRATE");
+    let (count, fails) = dinoscope::tune::verify_cached(&again);
+    assert_eq!(
+        (count, fails),
+        (dims.len() + calls.len() + 1, Vec::<String>::new())
     );
 
     // A cache written for another adapter is ignored; a damaged one is an error naming it.

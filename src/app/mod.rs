@@ -219,9 +219,14 @@ impl DinoscopeApp {
     /// An app on a device (leaked: it lives as long as the program, and the training thread
     /// borrows it).
     pub fn new(gpu: Gpu, settings: AppSettings, automation: Automation) -> Self {
-        // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it.
+        // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it, and its tile for
+        // large products (`tune::calibrate`).
         #[cfg(not(target_arch = "wasm32"))]
         if let Err(e) = crate::tune::load(&gpu) {
+            log::warn!("{e}");
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Err(e) = crate::tune::calibrate(&gpu) {
             log::warn!("{e}");
         }
         let gpu: &'static Gpu = Box::leak(Box::new(gpu));

@@ -3,6 +3,13 @@
 
 use crate::gpu::DType;
 
+/// The tuning cache's key of the device's vec4 tile for large products (`tune::calibrate`).
+pub const LARGE_TILE: &str = "matmul large tile";
+
+/// How many tiles a product needs before it takes the device's large-product tile (a few
+/// waves of workgroups on the largest GPUs, so the last wave's idle share stays small).
+pub const LARGE_TILES: usize = 512;
+
 /// How one product runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
@@ -63,7 +70,13 @@ impl Plan {
     ///
     /// [`Gpu::coop_by_default`]: crate::gpu::Gpu::coop_by_default
     pub fn untuned(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
-        let plan = Plan::for_device(d, gpu.cpu_driver());
+        let large = gpu
+            .choice(LARGE_TILE)
+            .and_then(|v| V4Tile::ALL.into_iter().find(|t| t.name() == v));
+        let plan = match Plan::for_device(d, gpu.cpu_driver()) {
+            Plan::Vec4 { .. } if !gpu.cpu_driver() => Plan::for_dims_with(d, large),
+            p => p,
+        };
         if dtype == DType::F16 && gpu.coop_by_default() && d.vec4_ok() {
             Plan::f16_default(d, plan)
         } else {
@@ -176,6 +189,19 @@ impl Plan {
     /// (BENCHMARKS.md), so 128×128 tiles are left to the tuner. `dinoscope tune` replaces these
     /// guesses with measurements.
     pub fn for_dims(d: &MatmulDims) -> Plan {
+        Plan::for_dims_with(d, None)
+    }
+
+    /// [`Plan::for_dims`], with the device's tile for large products (`large`: the fastest of
+    /// the vec4 tiles on one large product, `tune::calibrate`) taken whole, with no split,
+    /// where the product has at least [`LARGE_TILES`] of them.
+    pub fn for_dims_with(d: &MatmulDims, large: Option<V4Tile>) -> Plan {
+        if let Some(tile) = large.filter(|t| *t != V4Tile::T64 && d.vec4_ok()) {
+            let (tm, tn) = tile.shape();
+            if d.m.div_ceil(tm) * d.n.div_ceil(tn) * d.batch >= LARGE_TILES {
+                return Plan::Vec4 { tile, splits: 1 };
+            }
+        }
         if !d.vec4_ok() {
             return Plan::General(Tile::general());
         }
@@ -447,6 +473,36 @@ impl MatmulDims {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_product_tile_applies_to_products_with_enough_tiles_only() {
+        let big = MatmulDims::new(4096, 4096, 1024);
+        let whole = |tile| Plan::Vec4 { tile, splits: 1 };
+        assert_eq!(
+            Plan::for_dims_with(&big, Some(V4Tile::T128)),
+            whole(V4Tile::T128)
+        );
+        assert_eq!(
+            Plan::for_dims_with(&big, Some(V4Tile::T128x64)),
+            whole(V4Tile::T128x64)
+        );
+        // 16 × 16 tiles of 128: too few; and the 64 tile keeps the default's splits.
+        for d in [MatmulDims::new(2048, 2048, 4096), big] {
+            for large in [Some(V4Tile::T64), None] {
+                assert_eq!(Plan::for_dims_with(&d, large), Plan::for_dims(&d));
+            }
+        }
+        assert_ne!(
+            Plan::for_dims_with(&MatmulDims::new(2048, 2048, 4096), Some(V4Tile::T128)),
+            whole(V4Tile::T128)
+        );
+        // Layouts the vec4 kernels cannot read stay on the general kernel.
+        let odd = MatmulDims::new(4096, 4096, 1022);
+        assert_eq!(
+            Plan::for_dims_with(&odd, Some(V4Tile::T128)),
+            Plan::General(Tile::general())
+        );
+    }
 
     /// A stored [K, M] where K is no multiple of 4, as the step's weight gradients are.
     fn dims(m: usize, n: usize, k: usize) -> MatmulDims {
