@@ -48,7 +48,9 @@ log "binary $BIN"
 PHASES="${PHASES:-bench learn tune}"
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 nvidia-smi > "$WORK/adapter.txt" 2>&1
-"$BIN" info >> "$WORK/adapter.txt" 2>&1
+# The first device open also times the vec4 tiles for large products and caches the fastest
+# (tune::calibrate): its log line says which, and every later command takes it.
+RUST_LOG=dinoscope=info "$BIN" info >> "$WORK/adapter.txt" 2>&1
 info_rc=$?
 head -20 "$WORK/adapter.txt" >> "$SUMMARY"
 grep -iE "adapter|driver|backend" "$WORK/adapter.txt" | head -8 >> "$SUMMARY"
@@ -56,7 +58,7 @@ if [ "$info_rc" != 0 ]; then  # no adapter: say so at once, and keep the lease f
   log "info failed ($info_rc)"; tail -20 "$WORK/adapter.txt" >> "$SUMMARY"; exit 1
 fi
 # Whether the f16 products run on cooperative matrices (or why the probe turned them off).
-grep -E "COOP_MATRIX|warning" "$WORK/adapter.txt" >> "$SUMMARY"
+grep -E "COOP_MATRIX|warning|large products take" "$WORK/adapter.txt" >> "$SUMMARY"
 
 if has bench; then
 log "selftest"
