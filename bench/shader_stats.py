@@ -6,7 +6,11 @@ names each pipeline as it is compiled) on a Mesa driver that prints its compiler
 RADV with RADV_DEBUG=shaderstats (AMD's ACO compiler) or NVK with NAK_DEBUG=print (NAK, for
 NVIDIA). bench/shader_stats.sh runs both without a GPU, through Mesa's DRM shims.
 
-    python3 bench/shader_stats.py LOG [--only REGEX] [--json OUT]
+    python3 bench/shader_stats.py LOG [--only REGEX] [--json OUT] [--check]
+
+--check exits 1 when a pipeline spills registers to memory (or, under NAK, keeps an array in
+local memory), unless it is one of KNOWN_SPILLS: the kernels made for CPU drivers, and those a
+GPU with subgroups takes only when a tuning cache chose them.
 
 Columns, RADV: VGPRs, spilled VGPRs, scratch bytes, waves per SIMD, instructions, LDS bytes.
 NAK: GPRs, spills to memory and to other registers, warps per SM, instructions, static cycles,
@@ -34,6 +38,22 @@ NAK = {
     "Static cycle count": "cycles",
     "SLM size": "scratch",
 }
+
+
+# Pipelines that may spill, with why (regular expressions on the table's pipeline labels).
+KNOWN_SPILLS = [
+    # One invocation a query or key holds 192 or 256 floats of arrays; GPUs with subgroups take
+    # the pairs (attention_pairs) unless a tuning cache chose these.
+    r"^attention::attention_backward_(dq|dkv) ",
+    # One key at a time, the scores in an array indexed by the key: the CPU drivers' layout.
+    r"^attention(_sg)?::attention_forward ",
+    # The general kernel's 128×128 tile (64 accumulators in an array): GPUs take its 64×64 tile.
+    r"^matmul(_sg)?::matmul .*BM=128",
+]
+
+
+def spills(r):
+    return r.get("spills", 0) > 0 or r.get("scratch", 0) > 0
 
 
 def label(m):
@@ -98,6 +118,10 @@ def main():
     if out:
         with open(out, "w") as f:
             json.dump({"driver": driver, "pipelines": dict(rows)}, f, indent=1)
+    if "--check" in args:
+        bad = [n for n, r in rows if spills(r) and not any(re.search(k, n) for k in KNOWN_SPILLS)]
+        if bad:
+            sys.exit(f"{args[0]}: {len(bad)} pipeline(s) spill under {driver}: " + "; ".join(bad))
 
 
 if __name__ == "__main__":

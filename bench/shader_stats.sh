@@ -7,6 +7,8 @@
 # statistics count).
 #
 #   bench/shader_stats.sh [radv|nak|both] [-- DINOSCOPE ARGS…]
+#   CHECK=1 bench/shader_stats.sh both -- selftest     (CI: fails if a kernel spills; see
+#                                                       KNOWN_SPILLS in shader_stats.py)
 #
 # By default it runs `dinoscope selftest` (every kernel the runtime has, at the test sizes) and
 # `dinoscope bench kernels --quick --tiles --general` (the benchmark sizes: HEAD_DIM 64 attention,
@@ -51,9 +53,12 @@ run_with() {
     .ci/coop_root.sh -- env "${common[@]}" "$@" target/release/dinoscope bench kernels --quick \
       --tiles --general --reps 1 2>&1 | grep -aE "$keep" >>"$log" || true
   fi
-  python3 bench/shader_stats.py "$log" > "$OUT/shader_stats_$name.md"
+  local check=()
+  [ "${CHECK:-0}" = 1 ] && check=(--check)
+  python3 bench/shader_stats.py "$log" "${check[@]}" > "$OUT/shader_stats_$name.md" || failed=1
   echo "$OUT/shader_stats_$name.md: $(($(wc -l < "$OUT/shader_stats_$name.md") - 2)) pipelines"
 }
+failed=0
 if [ "$which" = radv ] || [ "$which" = both ]; then
   run_with radv LD_PRELOAD=$lib/libamdgpu_noop_drm_shim.so AMDGPU_GPU_ID=navi31 \
     VK_DRIVER_FILES=$icd/radeon_icd.json RADV_DEBUG=shaderstats
@@ -63,3 +68,4 @@ if [ "$which" = nak ] || [ "$which" = both ]; then
   run_with nak LD_PRELOAD=$lib/libnouveau_noop_drm_shim.so NOUVEAU_CHIPSET=0x172 \
     VK_DRIVER_FILES=$icd/nouveau_icd.json NAK_DEBUG=print
 fi
+exit "$failed"

@@ -246,9 +246,11 @@ const DERIVED: &[Derived] = &[
 /// compiler from folding the read's constant offset into the load (bench/shader_stats.sh). Their
 /// workgroup indices are bounded by the tile constants; their buffer reads and writes are each
 /// guarded by the product's sizes, which the launcher checks against the buffers'.
+#[cfg(not(target_arch = "wasm32"))]
 const PROVEN_INDEXES: &[&str] = &["matmul_v4"];
 
 /// Whether a shader (or a shader derived from its file) may be compiled without index clamps.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn indexes_proven(name: &str) -> bool {
     PROVEN_INDEXES.contains(&shader_file(name))
 }
