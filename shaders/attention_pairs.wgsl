@@ -17,19 +17,45 @@
 // vec4s per half.
 override H2: u32 = (HD4 + 1u) / 2u;
 
+// What one invocation of a pair kernel works on: head bh (batch b, head h) of a workgroup that
+// has one (`live`; else the whole workgroup returns), token t of n (`valid` while t < n), and
+// the half of the head from vec4 c0 on.
+struct PairSlot {
+    live: bool,
+    bh: u32,
+    b: u32,
+    h: u32,
+    t: u32,
+    valid: bool,
+    c0: u32,
+}
+
+fn pair_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, n: u32) -> PairSlot {
+    let per = WG / 2u;
+    let blocks = (n + per - 1u) / per;
+    let gi = group_index(wid, nwg);
+    var s: PairSlot;
+    s.bh = gi / blocks;
+    s.live = s.bh < p.batch * p.heads;
+    s.b = s.bh / p.heads;
+    s.h = s.bh % p.heads;
+    s.t = (gi % blocks) * per + lid / 2u;
+    s.valid = s.t < n;
+    s.c0 = (lid % 2u) * H2;
+    return s;
+}
+
 @compute @workgroup_size(WG)
 fn attention_backward_dkv2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
-    let per = WG / 2u;
-    let nkb = (p.n_k + per - 1u) / per;
-    let gi = group_index(wid, nwg);
-    let bh = gi / nkb;
-    if (bh >= p.batch * p.heads) { return; }
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    let j = (gi % nkb) * per + lid / 2u;
-    let c0 = (lid % 2u) * H2;
-    let valid = j < p.n_k;
+    let slot = pair_slot(wid, nwg, lid, p.n_k);
+    if (!slot.live) { return; }
+    let bh = slot.bh;
+    let b = slot.b;
+    let h = slot.h;
+    let j = slot.t;
+    let c0 = slot.c0;
+    let valid = slot.valid;
     var kr: array<vec4<f32>, 8>;
     var vr: array<vec4<f32>, 8>;
     var dk: array<vec4<f32>, 8>;
@@ -84,16 +110,14 @@ fn attention_backward_dkv2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
 @compute @workgroup_size(WG)
 fn attention_backward_dq2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
-    let per = WG / 2u;
-    let nqb = (p.n_q + per - 1u) / per;
-    let gi = group_index(wid, nwg);
-    let bh = gi / nqb;
-    if (bh >= p.batch * p.heads) { return; }
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    let i = (gi % nqb) * per + lid / 2u;
-    let c0 = (lid % 2u) * H2;
-    let valid = i < p.n_q;
+    let slot = pair_slot(wid, nwg, lid, p.n_q);
+    if (!slot.live) { return; }
+    let bh = slot.bh;
+    let b = slot.b;
+    let h = slot.h;
+    let i = slot.t;
+    let c0 = slot.c0;
+    let valid = slot.valid;
     var qr: array<vec4<f32>, 8>;
     var dor: array<vec4<f32>, 8>;
     var dq: array<vec4<f32>, 8>;
@@ -182,16 +206,14 @@ fn half_accumulate4(facc: ptr<function, Half>, pw: vec4<f32>, jj: u32, c0: u32) 
 @compute @workgroup_size(WG)
 fn attention_forward2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    let per = WG / 2u;
-    let nqb = (p.n_q + per - 1u) / per;
-    let gi = group_index(wid, nwg);
-    let bh = gi / nqb;
-    if (bh >= p.batch * p.heads) { return; }
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    let i = (gi % nqb) * per + lid / 2u;
-    let c0 = (lid % 2u) * H2;
-    let valid = i < p.n_q;
+    let slot = pair_slot(wid, nwg, lid, p.n_q);
+    if (!slot.live) { return; }
+    let bh = slot.bh;
+    let b = slot.b;
+    let h = slot.h;
+    let i = slot.t;
+    let c0 = slot.c0;
+    let valid = slot.valid;
     var fq: Half;
     var facc: Half;
     if (valid) {
