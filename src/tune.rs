@@ -413,7 +413,7 @@ pub struct TunedAttention {
 /// The variants of a pass that run on this device, the default first.
 fn attention_variants(gpu: &Gpu, pass: &str) -> Vec<&'static str> {
     let rec = Recorder::new(gpu);
-    let mut v: Vec<&'static str> = if pass == "forward" {
+    if pass == "forward" {
         let d = Forward::default_for(&rec);
         std::iter::once(d)
             .chain(Forward::ALL.into_iter().filter(|f| *f != d && f.runs(&rec)))
@@ -429,9 +429,7 @@ fn attention_variants(gpu: &Gpu, pass: &str) -> Vec<&'static str> {
             )
             .map(Backward::name)
             .collect()
-    };
-    v.dedup();
-    v
+    }
 }
 
 /// The tensors of one attention call on [B·H, N, d] heads, and how to record its pass with a
