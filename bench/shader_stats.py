@@ -43,8 +43,9 @@ NAK = {
 # Pipelines that may spill, with why (regular expressions on the table's pipeline labels).
 KNOWN_SPILLS = [
     # One invocation a query or key holds 192 or 256 floats of arrays; GPUs with subgroups take
-    # the pairs (attention_pairs) unless a tuning cache chose these.
-    r"^attention::attention_backward_(dq|dkv) ",
+    # the pairs (attention_pairs, attention_pairs_u) unless a tuning cache chose these; GPUs
+    # without subgroups have no other backward.
+    r"^attention(_u)?::attention_backward_(dq|dkv) ",
     # One key at a time, the scores in an array indexed by the key: the CPU drivers' layout.
     r"^attention(_sg)?::attention_forward ",
     # The general kernel's 128×128 tile (64 accumulators in an array): GPUs take its 64×64 tile.

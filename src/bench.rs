@@ -320,33 +320,43 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
     let dqkv = gpu.empty(&[batch, n, 3 * h * d]);
     let layout = QkvLayout::fused(h, n, d);
     let ol = OutLayout::bnhd(h, n, d);
-    let mut lse = None;
-    let (t, ts) = time(gpu, reps, |rec| {
-        lse = Some(kernels::attention::attention_forward(
-            rec, &out, &qkv, &qkv, &qkv, dims, layout, ol,
+    use kernels::attention_plan::{BACKWARD, FORWARD};
+    // On GPUs, beside each pass's default, the variants the tuner weighs against it: the same
+    // kernels with their head loops as written, and the split of a token over one or two
+    // invocations the default does not take.
+    let gpu_rows = !gpu.cpu_driver();
+    let sg = gpu_rows && gpu.subgroups();
+    let mut forwards = vec![(None, "")];
+    let mut backwards = vec![(None, "")];
+    if gpu_rows {
+        forwards.push((Some("four"), " (loops as written)"));
+    }
+    if sg {
+        forwards.push((Some("pairs-unrolled"), " (two invocations a query)"));
+        forwards.push((
+            Some("pairs"),
+            " (two invocations a query, loops as written)",
         ));
-    })?;
+        backwards.push((Some("pairs"), " (loops as written)"));
+        backwards.push((Some("single-unrolled"), " (one invocation a token)"));
+    } else if gpu_rows {
+        backwards.push((Some("single"), " (loops as written)"));
+    }
     let flops = 4.0 * (batch * h * n * n * d) as f64;
-    emit(
-        figures,
-        format!("attention fwd B={batch} H={h} T={n} d={d}"),
-        t,
-        flops / t / 1e9,
-        "GFLOP/s",
-        ts,
-    );
-    // On a GPU with subgroups, also the forward with two invocations a query (the tuner's
-    // other candidate there).
-    if !gpu.cpu_driver() && gpu.subgroups() {
+    let mut lse = None;
+    for (forced, label) in forwards {
         let (t, ts) = time(gpu, reps, |rec| {
-            rec.force(kernels::attention_plan::FORWARD, Some("pairs"));
-            let _ = kernels::attention::attention_forward(
+            rec.force(FORWARD, forced);
+            let l = kernels::attention::attention_forward(
                 rec, &out, &qkv, &qkv, &qkv, dims, layout, ol,
             );
+            if forced.is_none() {
+                lse = Some(l);
+            }
         })?;
         emit(
             figures,
-            format!("attention fwd B={batch} H={h} T={n} d={d} (two invocations a query)"),
+            format!("attention fwd B={batch} H={h} T={n} d={d}{label}"),
             t,
             flops / t / 1e9,
             "GFLOP/s",
@@ -354,17 +364,9 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
         );
     }
     let Some(lse) = lse else { return Ok(()) };
-    // On a GPU with subgroups, also the backward with one invocation a token (the kernels
-    // before pairs).
-    let both: &[(bool, &str)] = &[(true, ""), (false, " (one invocation a token)")];
-    let variants = if gpu.cpu_driver() || !gpu.subgroups() {
-        &both[..1]
-    } else {
-        both
-    };
-    for &(pairs, label) in variants {
+    for (forced, label) in backwards {
         let (t, ts) = time(gpu, reps, |rec| {
-            rec.set_subgroups(pairs);
+            rec.force(BACKWARD, forced);
             kernels::attention::attention_backward(
                 rec, &dqkv, &dqkv, &dqkv, &dout, &qkv, &qkv, &qkv, &out, &lse, dims, layout, ol,
             )

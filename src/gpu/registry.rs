@@ -258,15 +258,92 @@ pub fn indexes_proven(name: &str) -> bool {
 /// The file a shader (or derived shader) comes from, without building its text (every dispatch
 /// asks, through [`half_bindings`] and [`out_bindings`]).
 fn shader_file(name: &str) -> &str {
+    if let Some((_, base)) = UNROLLED.iter().find(|(n, _)| *n == name) {
+        return shader_file(base);
+    }
     DERIVED
         .iter()
         .find(|(n, _, _)| *n == name)
         .map_or(name, |(_, base, _)| base)
 }
 
+/// Shaders whose loops over a head's vec4s are written out ([`unroll`]): (name, the shader they
+/// are made from). The attention kernels hold a token's q, k, v or their gradients as arrays
+/// indexed by those loops' counters; a compiler that does not unroll a loop keeps the array in
+/// memory instead of registers, as NVIDIA's did with the 128×128 matmul tile's accumulator
+/// array (a 7–13× slowdown on an H200, BENCHMARKS.md). Written out, every index is a constant.
+/// The sums are the same, in the same order.
+const UNROLLED: &[(&str, &str)] = &[
+    ("attention_u", "attention"),
+    ("attention_pairs_u", "attention_pairs"),
+];
+
+/// The head loops [`UNROLLED`] writes out: (counter, bound, the bound's largest value). `HD4`
+/// is at most `D4_MAX` = 16 vec4s (a head of 64); `H2`, half of it, at most 8.
+const HEAD_LOOPS: &[(&str, &str, u32)] = &[("c4", "HD4", 16), ("t", "H2", 8)];
+
+/// `src` with every `for (var V = 0u; V < BOUND; V++) { BODY }` replaced by `max` copies of
+/// BODY, copy i in a block that binds `let V = iu;` and, past the first, runs only if
+/// `iu < BOUND` (an override, so each copy is kept or dropped when the pipeline is made). A
+/// BODY that breaks or continues the loop would change meaning, so none is accepted (`None`),
+/// nor one whose braces do not close.
+pub fn unroll(src: &str, var: &str, bound: &str, max: u32) -> Option<String> {
+    let head = format!("for (var {var} = 0u; {var} < {bound}; {var}++) {{");
+    let mut out = String::new();
+    let mut rest = src;
+    while let Some(at) = rest.find(&head) {
+        out.push_str(&rest[..at]);
+        let body_at = at + head.len();
+        let len = block_len(&rest[body_at..])?;
+        let body = &rest[body_at..body_at + len];
+        if body.contains("break") || body.contains("continue") {
+            return None;
+        }
+        out.push_str(&format!("{{ let {var} = 0u;{body}}}"));
+        for i in 1..max {
+            out.push_str(&format!(
+                " if ({i}u < {bound}) {{ let {var} = {i}u;{body}}}"
+            ));
+        }
+        rest = &rest[body_at + len + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The length of a block's text up to its closing brace (`text` starts right after the
+/// opening one), skipping `//` comments; `None` if it does not close.
+fn block_len(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'{' => depth += 1,
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The file a shader (or derived shader) comes from, and its text as the kernel sees it; `None`
 /// also where an edit of a derived shader no longer finds its text in the base.
 fn shader_text(name: &str) -> Option<(&'static str, String)> {
+    if let Some((_, base)) = UNROLLED.iter().find(|(n, _)| *n == name) {
+        let (file, mut text) = shader_text(base)?;
+        for &(var, bound, max) in HEAD_LOOPS {
+            text = unroll(&text, var, bound, max)?;
+        }
+        return Some((file, text));
+    }
     if let Some((_, base, edits)) = DERIVED.iter().find(|(n, _, _)| *n == name) {
         let (_, src) = SHADERS.iter().find(|(n, _)| n == base)?;
         let mut text = src.to_string();
@@ -426,6 +503,30 @@ impl Kernel {
             entry,
             bindings,
             params_size: std::mem::size_of::<P>(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unroll_writes_out_each_loop_and_refuses_what_it_cannot() {
+        let src = "a; for (var c4 = 0u; c4 < HD4; c4++) { if (x) { y[c4] = 1.0; } // }\n } b;";
+        let out = unroll(src, "c4", "HD4", 3).expect("unrolls");
+        assert_eq!(
+            out,
+            "a; { let c4 = 0u; if (x) { y[c4] = 1.0; } // }\n }\
+             \x20if (1u < HD4) { let c4 = 1u; if (x) { y[c4] = 1.0; } // }\n }\
+             \x20if (2u < HD4) { let c4 = 2u; if (x) { y[c4] = 1.0; } // }\n } b;"
+        );
+        assert!(unroll("for (var t = 0u; t < H2; t++) { break; }", "t", "H2", 8).is_none());
+        assert!(unroll("for (var t = 0u; t < H2; t++) { x();", "t", "H2", 8).is_none());
+        for (name, base) in UNROLLED {
+            let text = shader_text(name).expect("every head loop closes").1;
+            assert!(!text.contains("c4 < HD4; c4++") && !text.contains("t < H2; t++"));
+            assert_eq!(shader_file(name), shader_file(base));
         }
     }
 }

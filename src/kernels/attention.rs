@@ -96,6 +96,26 @@ pub static ATTENTION_FORWARD2: Kernel =
 pub static ATTENTION_BACKWARD_DQ2: Kernel =
     Kernel::new::<Params>("attention_pairs", "attention_backward_dq2", DQ_BINDINGS);
 
+/// [`ATTENTION_FORWARD4`] with its loops over the head written out (`attention_u`: see
+/// `registry::UNROLLED`), so that no compiler needs to unroll them to keep the head in registers.
+pub static ATTENTION_FORWARD4_U: Kernel =
+    Kernel::new::<Params>("attention_u", "attention_forward4", FORWARD_BINDINGS);
+/// [`ATTENTION_BACKWARD_DQ`] with its head loops written out.
+pub static ATTENTION_BACKWARD_DQ_U: Kernel =
+    Kernel::new::<Params>("attention_u", "attention_backward_dq", DQ_BINDINGS);
+/// [`ATTENTION_BACKWARD_DKV`] with its head loops written out.
+pub static ATTENTION_BACKWARD_DKV_U: Kernel =
+    Kernel::new::<Params>("attention_u", "attention_backward_dkv", DKV_BINDINGS);
+/// [`ATTENTION_FORWARD2`] with its head loops written out.
+pub static ATTENTION_FORWARD2_U: Kernel =
+    Kernel::new::<Params>("attention_pairs_u", "attention_forward2", FORWARD_BINDINGS);
+/// [`ATTENTION_BACKWARD_DQ2`] with its head loops written out.
+pub static ATTENTION_BACKWARD_DQ2_U: Kernel =
+    Kernel::new::<Params>("attention_pairs_u", "attention_backward_dq2", DQ_BINDINGS);
+/// [`ATTENTION_BACKWARD_DKV2`] with its head loops written out.
+pub static ATTENTION_BACKWARD_DKV2_U: Kernel =
+    Kernel::new::<Params>("attention_pairs_u", "attention_backward_dkv2", DKV_BINDINGS);
+
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
 pub static ATTENTION_FORWARD_SG: Kernel =
     Kernel::new::<Params>("attention_sg", "attention_forward", FORWARD_BINDINGS);

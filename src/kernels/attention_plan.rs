@@ -3,12 +3,15 @@
 //! per lane, GPUs keep them in registers, and a GPU with subgroups can split a token's head over
 //! two invocations. The defaults follow that; `dinoscope tune` times every variant that runs on
 //! the adapter at a config's shapes and caches the fastest, which then wins over the default;
-//! the checks force each variant in turn ([`Recorder::force`]).
+//! the checks force each variant in turn ([`Recorder::force`]). The GPU kernels also come with
+//! their loops over the head written out (`-unrolled`, the GPU defaults): the same code, which
+//! no compiler has to unroll to keep the head in registers.
 
 use super::attention::{
-    AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DQ,
-    ATTENTION_BACKWARD_DQ2, ATTENTION_FORWARD, ATTENTION_FORWARD2, ATTENTION_FORWARD4,
-    ATTENTION_FORWARD_SG,
+    AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DKV2_U,
+    ATTENTION_BACKWARD_DKV_U, ATTENTION_BACKWARD_DQ, ATTENTION_BACKWARD_DQ2,
+    ATTENTION_BACKWARD_DQ2_U, ATTENTION_BACKWARD_DQ_U, ATTENTION_FORWARD, ATTENTION_FORWARD2,
+    ATTENTION_FORWARD2_U, ATTENTION_FORWARD4, ATTENTION_FORWARD4_U, ATTENTION_FORWARD_SG,
 };
 use crate::gpu::{DType, Kernel, Recorder};
 
@@ -24,16 +27,27 @@ pub enum Forward {
     One,
     /// The same with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
     OneSg,
-    /// One invocation a query, four keys at a time (GPUs).
+    /// One invocation a query, four keys at a time.
     Four,
+    /// [`Forward::Four`] with its head loops written out (GPUs).
+    FourUnrolled,
     /// Two invocations a query, each holding half the head, four keys at a time (adapters
     /// with subgroups, native).
     Pairs,
+    /// [`Forward::Pairs`] with its head loops written out.
+    PairsUnrolled,
 }
 
 impl Forward {
     /// Every variant.
-    pub const ALL: [Forward; 4] = [Forward::One, Forward::OneSg, Forward::Four, Forward::Pairs];
+    pub const ALL: [Forward; 6] = [
+        Forward::One,
+        Forward::OneSg,
+        Forward::Four,
+        Forward::FourUnrolled,
+        Forward::Pairs,
+        Forward::PairsUnrolled,
+    ];
 
     /// Its name in the tuning cache and in `tune`'s report.
     pub fn name(self) -> &'static str {
@@ -41,7 +55,9 @@ impl Forward {
             Forward::One => "one",
             Forward::OneSg => "one-sg",
             Forward::Four => "four",
+            Forward::FourUnrolled => "four-unrolled",
             Forward::Pairs => "pairs",
+            Forward::PairsUnrolled => "pairs-unrolled",
         }
     }
 
@@ -53,17 +69,17 @@ impl Forward {
     /// Whether it runs on the recording's device.
     pub fn runs(self, rec: &Recorder) -> bool {
         match self {
-            Forward::One | Forward::Four => true,
+            Forward::One | Forward::Four | Forward::FourUnrolled => true,
             Forward::OneSg => rec.gpu().subgroups(),
-            Forward::Pairs => rec.subgroups(),
+            Forward::Pairs | Forward::PairsUnrolled => rec.subgroups(),
         }
     }
 
     /// The variant without tuning: the CPU drivers' layout (one key at a time, broadcast reads
-    /// where there are subgroups) or the GPUs' (four keys at a time).
+    /// where there are subgroups) or the GPUs' (four keys at a time, head loops written out).
     pub fn default_for(rec: &Recorder) -> Forward {
         match (rec.cpu_layouts(), rec.gpu().subgroups()) {
-            (false, _) => Forward::Four,
+            (false, _) => Forward::FourUnrolled,
             (true, true) => Forward::OneSg,
             (true, false) => Forward::One,
         }
@@ -75,7 +91,9 @@ impl Forward {
             Forward::One => (&ATTENTION_FORWARD, 1),
             Forward::OneSg => (&ATTENTION_FORWARD_SG, 1),
             Forward::Four => (&ATTENTION_FORWARD4, 1),
+            Forward::FourUnrolled => (&ATTENTION_FORWARD4_U, 1),
             Forward::Pairs => (&ATTENTION_FORWARD2, 2),
+            Forward::PairsUnrolled => (&ATTENTION_FORWARD2_U, 2),
         }
     }
 }
@@ -89,17 +107,28 @@ pub enum Backward {
     /// one invocation would hold 192 (dQ) or 256 (dK, dV) floats of arrays, more registers
     /// than a GPU gives it.
     Pairs,
+    /// [`Backward::Single`] with its head loops written out (GPUs without subgroups).
+    SingleUnrolled,
+    /// [`Backward::Pairs`] with its head loops written out (GPUs with subgroups).
+    PairsUnrolled,
 }
 
 impl Backward {
     /// Every variant.
-    pub const ALL: [Backward; 2] = [Backward::Single, Backward::Pairs];
+    pub const ALL: [Backward; 4] = [
+        Backward::Single,
+        Backward::Pairs,
+        Backward::SingleUnrolled,
+        Backward::PairsUnrolled,
+    ];
 
     /// Its name in the tuning cache and in `tune`'s report.
     pub fn name(self) -> &'static str {
         match self {
             Backward::Single => "single",
             Backward::Pairs => "pairs",
+            Backward::SingleUnrolled => "single-unrolled",
+            Backward::PairsUnrolled => "pairs-unrolled",
         }
     }
 
@@ -110,15 +139,16 @@ impl Backward {
 
     /// Whether it runs on the recording's device.
     pub fn runs(self, rec: &Recorder) -> bool {
-        self == Backward::Single || rec.subgroups()
+        matches!(self, Backward::Single | Backward::SingleUnrolled) || rec.subgroups()
     }
 
-    /// The variant without tuning: pairs in the GPU layout where there are subgroups.
+    /// The variant without tuning: in the GPU layout, pairs where there are subgroups, head
+    /// loops written out.
     pub fn default_for(rec: &Recorder) -> Backward {
-        if !rec.cpu_layouts() && rec.subgroups() {
-            Backward::Pairs
-        } else {
-            Backward::Single
+        match (rec.cpu_layouts(), rec.subgroups()) {
+            (true, _) => Backward::Single,
+            (false, true) => Backward::PairsUnrolled,
+            (false, false) => Backward::SingleUnrolled,
         }
     }
 
@@ -127,6 +157,8 @@ impl Backward {
         match self {
             Backward::Single => (&ATTENTION_BACKWARD_DQ, &ATTENTION_BACKWARD_DKV, 1),
             Backward::Pairs => (&ATTENTION_BACKWARD_DQ2, &ATTENTION_BACKWARD_DKV2, 2),
+            Backward::SingleUnrolled => (&ATTENTION_BACKWARD_DQ_U, &ATTENTION_BACKWARD_DKV_U, 1),
+            Backward::PairsUnrolled => (&ATTENTION_BACKWARD_DQ2_U, &ATTENTION_BACKWARD_DKV2_U, 2),
         }
     }
 }

@@ -608,8 +608,9 @@ fn softmax(gpu: &Gpu) -> CaseResult {
 }
 
 /// The attention runs of the checks: each layout's default kernels, then the variants those
-/// leave out, forced (one key at a time without broadcast; pairs for the forward too where
-/// there are subgroups): (CPU layouts, forced forward and backward, label).
+/// leave out, forced (one key at a time without broadcast, the GPU kernels with their loops as
+/// written, the pairs where there are subgroups): (CPU layouts, forced forward and backward,
+/// label).
 type AttnVariant = (
     bool,
     Option<(attention_plan::Forward, attention_plan::Backward)>,
@@ -622,9 +623,14 @@ fn attention_variants(gpu: &Gpu) -> Vec<AttnVariant> {
         .iter()
         .map(|&(cpu, kind)| (cpu, None, kind.to_string()))
         .collect();
+    // With the layouts' defaults, every variant that runs here runs once.
     let mut forced = vec![(Forward::One, Backward::Single)];
     if gpu.subgroups() {
-        forced.push((Forward::Pairs, Backward::Pairs));
+        forced.push((Forward::Four, Backward::Pairs));
+        forced.push((Forward::Pairs, Backward::SingleUnrolled));
+        forced.push((Forward::PairsUnrolled, Backward::Single));
+    } else {
+        forced.push((Forward::Four, Backward::SingleUnrolled));
     }
     for (f, b) in forced {
         let label = format!("forward {} backward {}", f.name(), b.name());
