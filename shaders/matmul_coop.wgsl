@@ -11,11 +11,17 @@ enable wgpu_cooperative_matrix;
 //   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation).
 //
 // Layout. A workgroup is eight subgroups (WG = 8 × the adapter's fixed subgroup size, which the
-// runtime requires to be MS²/8: 32 for 16×16 matrices, 8 for 8×8) and owns an 8MS × 8MS tile of
-// C (128 × 128 with 16×16 matrices). The subgroups sit 2 × 4 over it; subgroup s owns the
-// 4MS × 2MS block at row (s / 4), column (s % 4), as eight MS × MS accumulators in registers.
-// K advances 2MS at a time: op(A)'s [8MS × 2MS] and op(B)'s [2MS × 8MS] slices are read with
-// vec4 loads (four per operand per invocation), converted to f16 and stored in workgroup memory
+// runtime requires to be MS²/8: 32 for 16×16 matrices, 8 for 8×8) and owns a TM × TN tile of C.
+// The subgroups sit SGM × SGN over it; subgroup s owns the 4MS × FN·MS block at row (s / SGN),
+// column (s % SGN), as 4·FN MS × MS accumulators in registers:
+//   matmul_coop:      SGM = 2, SGN = 4, FN = 2: 8MS × 8MS tiles (128 × 128 with 16×16 matrices),
+//                     six matrix loads for eight multiply-adds;
+//   matmul_coop_wide: SGM = 4, SGN = 2, FN = 4: 16MS × 8MS tiles (256 × 128), eight loads for
+//                     sixteen multiply-adds and a quarter fewer global reads per multiply-add,
+//                     for twice the accumulator registers (the registry derives it by rewriting
+//                     the three constants; the rest reads them).
+// K advances 2MS at a time: op(A)'s [TM × 2MS] and op(B)'s [2MS × TN] slices are read with
+// vec4 loads (AV and four per invocation), converted to f16 and stored in workgroup memory
 // (transposed where the operand is stored transposed; rows padded by 8 halves so that the
 // matrix loads' rows start on different banks and stay 16-byte aligned); then each subgroup
 // multiplies its fragments out of workgroup memory, while the next slice's loads are already in
@@ -24,7 +30,7 @@ enable wgpu_cooperative_matrix;
 // to its own slot, and its invocations finish those outputs.
 // Matrix operations sit in uniform control flow only; the subgroup index moves pointers, never
 // branches.
-// Dispatch: (ceil(N/8MS), ceil(M/8MS), batches ≤ 65,535 per dispatch, batch_offset).
+// Dispatch: (ceil(N/TN), ceil(M/TM), batches ≤ 65,535 per dispatch, batch_offset).
 
 // Types: A, B and bias hold S; C and aux hold O (S, or f32 for f32 products of f16 operands).
 
@@ -65,23 +71,36 @@ alias MatA = coop_mat16x16<f16, A>;
 alias MatB = coop_mat16x16<f16, B>;
 alias MatC = coop_mat16x16<f32, C>;
 
-// Tile side, K step, and the padded row lengths of the two slices (in halves).
-const BT: u32 = 8u * MS;
+// Subgroups along M and N, and accumulators along N per subgroup (see Layout).
+const SGM: u32 = 2u;
+const SGN: u32 = 4u;
+const FN: u32 = 2u;
+
+// Tile rows and columns, K step, the padded row lengths of the two slices (in halves), and how
+// many vec4 of op(A)'s slice one invocation moves (op(B)'s: always four).
+const TM: u32 = SGM * 4u * MS;
+const TN: u32 = SGN * FN * MS;
 const BK: u32 = 2u * MS;
 const LDA: u32 = BK + 8u;
-const LDB: u32 = BT + 8u;
+const LDB: u32 = TN + 8u;
+const AV: u32 = 2u * SGM;
 
-// op(A)'s slice [BT][LDA] and op(B)'s [BK][LDB], and one accumulator's outputs per subgroup.
-var<workgroup> As: array<f16, BT * LDA>;
+// op(A)'s slice [TM][LDA] and op(B)'s [BK][LDB], and one accumulator's outputs per subgroup.
+var<workgroup> As: array<f16, TM * LDA>;
 var<workgroup> Bs: array<f16, BK * LDB>;
 var<workgroup> Cs: array<f32, 8u * MS * MS>;
 
-// One slice's share of one invocation: four vec4 of each operand.
+// One slice's share of one invocation: AV vec4 of op(A) (a4…a7 only in the wide tile), four of
+// op(B).
 struct Slice {
     a0: vec4<f16>,
     a1: vec4<f16>,
     a2: vec4<f16>,
     a3: vec4<f16>,
+    a4: vec4<f16>,
+    a5: vec4<f16>,
+    a6: vec4<f16>,
+    a7: vec4<f16>,
     b0: vec4<f16>,
     b1: vec4<f16>,
     b2: vec4<f16>,
@@ -89,9 +108,9 @@ struct Slice {
 }
 
 // Where vec4 number `e` of op(A)'s slice sits: (row, k) of its first element. Stored [M, K], a
-// vec4 runs along K (BK/4 per row); stored [K, M] (TA), along M (BT/4 per k).
+// vec4 runs along K (BK/4 per row); stored [K, M] (TA), along M (TM/4 per k).
 fn a_at(e: u32) -> vec2<u32> {
-    if (TA) { return vec2<u32>((e % (BT / 4u)) * 4u, e / (BT / 4u)); }
+    if (TA) { return vec2<u32>((e % (TM / 4u)) * 4u, e / (TM / 4u)); }
     return vec2<u32>(e / (BK / 4u), (e % (BK / 4u)) * 4u);
 }
 
@@ -99,7 +118,7 @@ fn a_at(e: u32) -> vec2<u32> {
 // a vec4 runs along N; stored [N, K] (TB), along K.
 fn b_at(e: u32) -> vec2<u32> {
     if (TB) { return vec2<u32>((e % (BK / 4u)) * 4u, e / (BK / 4u)); }
-    return vec2<u32>(e / (BT / 4u), (e % (BT / 4u)) * 4u);
+    return vec2<u32>(e / (TN / 4u), (e % (TN / 4u)) * 4u);
 }
 
 fn load_a(e: u32, m0: u32, k0: u32, base: u32) -> vec4<f16> {
@@ -126,6 +145,12 @@ fn load(li: u32, m0: u32, n0: u32, k0: u32, a_base: u32, b_base: u32) -> Slice {
     s.a1 = load_a(li + WG, m0, k0, a_base);
     s.a2 = load_a(li + 2u * WG, m0, k0, a_base);
     s.a3 = load_a(li + 3u * WG, m0, k0, a_base);
+    if (AV > 4u) {
+        s.a4 = load_a(li + 4u * WG, m0, k0, a_base);
+        s.a5 = load_a(li + 5u * WG, m0, k0, a_base);
+        s.a6 = load_a(li + 6u * WG, m0, k0, a_base);
+        s.a7 = load_a(li + 7u * WG, m0, k0, a_base);
+    }
     s.b0 = load_b(li, n0, k0, b_base);
     s.b1 = load_b(li + WG, n0, k0, b_base);
     s.b2 = load_b(li + 2u * WG, n0, k0, b_base);
@@ -170,6 +195,12 @@ fn store(li: u32, s: Slice) {
     put_a(li + WG, s.a1);
     put_a(li + 2u * WG, s.a2);
     put_a(li + 3u * WG, s.a3);
+    if (AV > 4u) {
+        put_a(li + 4u * WG, s.a4);
+        put_a(li + 5u * WG, s.a5);
+        put_a(li + 6u * WG, s.a6);
+        put_a(li + 7u * WG, s.a7);
+    }
     put_b(li, s.b0);
     put_b(li + WG, s.b1);
     put_b(li + 2u * WG, s.b2);
@@ -212,22 +243,31 @@ fn matmul_coop(
     @builtin(subgroup_size) lanes: u32,
 ) {
     let z = wid.z + p.batch_offset;
-    let m0 = wid.y * BT;
-    let n0 = wid.x * BT;
+    let m0 = wid.y * TM;
+    let n0 = wid.x * TN;
     let a_base = z * p.a_batch_stride;
     let b_base = z * p.b_batch_stride;
     let c_base = z * p.c_batch_stride;
-    // This subgroup's block of the tile: 4MS rows from ar, 2MS columns from bc.
-    let ar = (sg / 4u) * 4u * MS;
-    let bc = (sg % 4u) * 2u * MS;
+    // This subgroup's block of the tile: 4MS rows from ar, FN·MS columns from bc. Accumulator
+    // cRC holds its rows R·MS… and columns C·MS…; columns 2 and 3 exist only where FN = 4.
+    let ar = (sg / SGN) * 4u * MS;
+    let bc = (sg % SGN) * FN * MS;
     var c00: MatC;
     var c01: MatC;
+    var c02: MatC;
+    var c03: MatC;
     var c10: MatC;
     var c11: MatC;
+    var c12: MatC;
+    var c13: MatC;
     var c20: MatC;
     var c21: MatC;
+    var c22: MatC;
+    var c23: MatC;
     var c30: MatC;
     var c31: MatC;
+    var c32: MatC;
+    var c33: MatC;
     var next = load(li, m0, n0, 0u, a_base, b_base);
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         store(li, next);
@@ -238,18 +278,40 @@ fn matmul_coop(
         for (var ks = 0u; ks < BK; ks += MS) {
             let b0 = coopLoadT<MatB>(&Bs[ks * LDB + bc], LDB);
             let b1 = coopLoadT<MatB>(&Bs[ks * LDB + bc + MS], LDB);
+            var b2: MatB;
+            var b3: MatB;
+            if (FN == 4u) {
+                b2 = coopLoadT<MatB>(&Bs[ks * LDB + bc + 2u * MS], LDB);
+                b3 = coopLoadT<MatB>(&Bs[ks * LDB + bc + 3u * MS], LDB);
+            }
             let a0 = coopLoadT<MatA>(&As[ar * LDA + ks], LDA);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
+            if (FN == 4u) {
+                c02 = coopMultiplyAdd(a0, b2, c02);
+                c03 = coopMultiplyAdd(a0, b3, c03);
+            }
             let a1 = coopLoadT<MatA>(&As[(ar + MS) * LDA + ks], LDA);
             c10 = coopMultiplyAdd(a1, b0, c10);
             c11 = coopMultiplyAdd(a1, b1, c11);
+            if (FN == 4u) {
+                c12 = coopMultiplyAdd(a1, b2, c12);
+                c13 = coopMultiplyAdd(a1, b3, c13);
+            }
             let a2 = coopLoadT<MatA>(&As[(ar + 2u * MS) * LDA + ks], LDA);
             c20 = coopMultiplyAdd(a2, b0, c20);
             c21 = coopMultiplyAdd(a2, b1, c21);
+            if (FN == 4u) {
+                c22 = coopMultiplyAdd(a2, b2, c22);
+                c23 = coopMultiplyAdd(a2, b3, c23);
+            }
             let a3 = coopLoadT<MatA>(&As[(ar + 3u * MS) * LDA + ks], LDA);
             c30 = coopMultiplyAdd(a3, b0, c30);
             c31 = coopMultiplyAdd(a3, b1, c31);
+            if (FN == 4u) {
+                c32 = coopMultiplyAdd(a3, b2, c32);
+                c33 = coopMultiplyAdd(a3, b3, c33);
+            }
         }
         workgroupBarrier();
     }
@@ -263,4 +325,14 @@ fn matmul_coop(
     flush(c21, sg, lane, lanes, gm + 2u * MS, gn + MS, c_base);
     flush(c30, sg, lane, lanes, gm + 3u * MS, gn, c_base);
     flush(c31, sg, lane, lanes, gm + 3u * MS, gn + MS, c_base);
+    if (FN == 4u) {
+        flush(c02, sg, lane, lanes, gm, gn + 2u * MS, c_base);
+        flush(c03, sg, lane, lanes, gm, gn + 3u * MS, c_base);
+        flush(c12, sg, lane, lanes, gm + MS, gn + 2u * MS, c_base);
+        flush(c13, sg, lane, lanes, gm + MS, gn + 3u * MS, c_base);
+        flush(c22, sg, lane, lanes, gm + 2u * MS, gn + 2u * MS, c_base);
+        flush(c23, sg, lane, lanes, gm + 2u * MS, gn + 3u * MS, c_base);
+        flush(c32, sg, lane, lanes, gm + 3u * MS, gn + 2u * MS, c_base);
+        flush(c33, sg, lane, lanes, gm + 3u * MS, gn + 3u * MS, c_base);
+    }
 }

@@ -88,8 +88,15 @@ fn f16_matmuls(
         let d = MatmulDims::new(m, n, k);
         let cpu = gpu.cpu_driver();
         let mut plans = vec![("vec4", Plan::for_device(&d, cpu))];
-        if gpu.coop_side().is_some() {
-            plans.push(("coop", Plan::Coop));
+        for p in Plan::coop_plans(gpu) {
+            plans.push((
+                if p == Plan::Coop {
+                    "coop"
+                } else {
+                    "coop 256x128"
+                },
+                p,
+            ));
         }
         for (label, plan) in plans {
             let (t, ts) = time(gpu, reps, |rec| {

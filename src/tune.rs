@@ -322,8 +322,8 @@ pub fn tune(
         let b = gpu.upload_as(&random(b_len, 2, -1.0, 1.0), &[b_len], dtype);
         let c = gpu.empty_as(&[d.batch * d.m * d.n], dtype);
         let mut plans = Plan::candidates_for(&d, gpu.cpu_driver());
-        if dtype == DType::F16 && gpu.coop_side().is_some() && Plan::Coop.fits(&d) {
-            plans.push(Plan::Coop);
+        if dtype == DType::F16 {
+            plans.extend(Plan::coop_plans(gpu).into_iter().filter(|p| p.fits(&d)));
         }
         // A CPU driver's default split (128 / tiles) need not be a candidate; timed anyway, so
         // the report's "default" column is measured, not the best one repeated.

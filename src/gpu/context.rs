@@ -139,8 +139,6 @@ fn coop_config(adapter: &wgpu::Adapter) -> Option<u32> {
     }
     let props = adapter.cooperative_matrix_properties();
     [16u32, 8].into_iter().find(|&side| {
-        let (tile, step) = (8 * side, 2 * side);
-        let workgroup_bytes = 2 * tile * (step + 8) + 2 * step * (tile + 8) + 4 * 8 * side * side;
         props.iter().any(|p| {
             p.m_size == side
                 && p.n_size == side
@@ -150,8 +148,16 @@ fn coop_config(adapter: &wgpu::Adapter) -> Option<u32> {
         }) && lanes == side * side / 8
             && 8 * lanes <= limits.max_compute_invocations_per_workgroup
             && 8 * lanes <= limits.max_compute_workgroup_size_x
-            && workgroup_bytes <= limits.max_compute_workgroup_storage_size
+            && coop_workgroup_bytes(side, false) <= limits.max_compute_workgroup_storage_size
     })
+}
+
+/// Workgroup memory of the cooperative-matrix matmul with matrices of `side`, square tiles or
+/// the wide ones (shaders/matmul_coop.wgsl: op(A)'s and op(B)'s padded f16 slices and eight
+/// f32 matrices).
+fn coop_workgroup_bytes(side: u32, wide: bool) -> u32 {
+    let (rows, cols, step) = (if wide { 16 } else { 8 } * side, 8 * side, 2 * side);
+    2 * rows * (step + 8) + 2 * step * (cols + 8) + 4 * 8 * side * side
 }
 
 /// Features we use when the adapter offers them.
@@ -238,6 +244,14 @@ impl Gpu {
     /// where it uses the plain kernels.
     pub fn coop_side(&self) -> Option<u32> {
         self.coop
+    }
+
+    /// Whether the cooperative-matrix matmul's wide tile fits this adapter's workgroup memory
+    /// (37 KiB with 16×16 matrices).
+    pub fn coop_wide(&self) -> bool {
+        self.coop.is_some_and(|side| {
+            coop_workgroup_bytes(side, true) <= self.limits.max_compute_workgroup_storage_size
+        })
     }
 
     /// Whether untuned f16 products take the cooperative-matrix kernel: where the device has

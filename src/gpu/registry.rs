@@ -127,6 +127,13 @@ const SG_ENTRY: (&str, &str) = (
     "@builtin(local_invocation_index) lid: u32,\n    @builtin(subgroup_size) sgs: u32) {",
 );
 
+/// The cooperative-matrix matmul's wide tile: four subgroups down, two across, each with four
+/// accumulators across (shaders/matmul_coop.wgsl, Layout).
+const COOP_WIDE: (&str, &str) = (
+    "const SGM: u32 = 2u;\nconst SGN: u32 = 4u;\nconst FN: u32 = 2u;",
+    "const SGM: u32 = 4u;\nconst SGN: u32 = 2u;\nconst FN: u32 = 4u;",
+);
+
 /// (name, source shader, text replacements).
 type Derived = (
     &'static str,
@@ -136,7 +143,7 @@ type Derived = (
 
 /// Shaders made from another by replacing text: (name, source shader, replacements). The
 /// cooperative-matrix matmul is written for 16×16 matrices; its 8×8 variant differs only in the
-/// matrix side and types.
+/// matrix side and types, its wide tile ([`COOP_WIDE`]) in three constants.
 /// The direct matmuls' `_sg` variants read the rows of A shared by a workgroup in lane 0 of each
 /// subgroup and broadcast them (adapters with subgroups); `attention_sg`'s forward does the same
 /// for the keys and values every invocation of a workgroup reads alike (CPU drivers). The row
@@ -170,6 +177,20 @@ const DERIVED: &[Derived] = &[
         &[
             ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
             ("coop_mat16x16<", "coop_mat8x8<"),
+        ],
+    ),
+    (
+        "matmul_coop_wide",
+        "matmul_coop",
+        &[COOP_WIDE],
+    ),
+    (
+        "matmul_coop8_wide",
+        "matmul_coop",
+        &[
+            ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
+            ("coop_mat16x16<", "coop_mat8x8<"),
+            COOP_WIDE,
         ],
     ),
     (

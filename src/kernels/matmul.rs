@@ -96,6 +96,14 @@ pub static MATMUL_DIRECT_SG: Kernel =
 pub static MATMUL_COOP16: Kernel =
     Kernel::new::<ParamsV4>("matmul_coop", "matmul_coop", V4_BINDINGS);
 
+/// [`MATMUL_COOP16`] with 256×128 tiles (overrides TA, TB, WG).
+pub static MATMUL_COOP16_WIDE: Kernel =
+    Kernel::new::<ParamsV4>("matmul_coop_wide", "matmul_coop", V4_BINDINGS);
+
+/// [`MATMUL_COOP8`] with 128×64 tiles (overrides TA, TB, WG).
+pub static MATMUL_COOP8_WIDE: Kernel =
+    Kernel::new::<ParamsV4>("matmul_coop8_wide", "matmul_coop", V4_BINDINGS);
+
 /// The cooperative-matrix kernel with f16 8×8×8 matrices (overrides TA, TB, WG).
 pub static MATMUL_COOP8: Kernel =
     Kernel::new::<ParamsV4>("matmul_coop8", "matmul_coop", V4_BINDINGS);
@@ -203,7 +211,8 @@ pub fn matmul_planned(
         }
         Plan::Direct { splits } if rec.gpu().subgroups() => (&MATMUL_DIRECT_SG, (16, 64), splits),
         Plan::Direct { splits } => (&MATMUL_DIRECT, (16, 64), splits),
-        Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e),
+        Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e, false),
+        Plan::CoopWide => return coop(rec, c, a, b, d, alpha, accumulate, e, true),
     };
     vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
 }
@@ -346,7 +355,8 @@ fn vec4(
     }
 }
 
-/// The cooperative-matrix kernel: 8·side square tiles, eight subgroups per workgroup.
+/// The cooperative-matrix kernel: 8·side square tiles, or 16·side × 8·side ones (`wide`),
+/// eight subgroups per workgroup.
 #[allow(clippy::too_many_arguments)]
 fn coop(
     rec: &mut Recorder,
@@ -357,17 +367,19 @@ fn coop(
     alpha: f32,
     accumulate: bool,
     (bias, aux, mode): EpilogueBindings,
+    wide: bool,
 ) {
     let side = rec
         .gpu()
         .coop_side()
         .expect("matmul: the coop plan needs a device with cooperative matrices");
-    let kernel = if side == 16 {
-        &MATMUL_COOP16
-    } else {
-        &MATMUL_COOP8
+    let kernel = match (side == 16, wide) {
+        (true, false) => &MATMUL_COOP16,
+        (true, true) => &MATMUL_COOP16_WIDE,
+        (false, false) => &MATMUL_COOP8,
+        (false, true) => &MATMUL_COOP8_WIDE,
     };
-    let t = 8 * side as usize;
+    let (tm, tn) = (if wide { 16 } else { 8 } * side as usize, 8 * side as usize);
     let overrides = [
         ("TA", f64::from(u8::from(d.trans_a))),
         ("TB", f64::from(u8::from(d.trans_b))),
@@ -396,7 +408,7 @@ fn coop(
             &overrides,
             &p,
             &[a, b, bias, c, aux],
-            [d.n.div_ceil(t) as u32, d.m.div_ceil(t) as u32, nb as u32],
+            [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, nb as u32],
         );
     }
 }

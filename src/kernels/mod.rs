@@ -107,6 +107,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::MATMUL_DIRECT_SG,
         &matmul::MATMUL_COOP16,
         &matmul::MATMUL_COOP8,
+        &matmul::MATMUL_COOP16_WIDE,
+        &matmul::MATMUL_COOP8_WIDE,
         &matmul::MATMUL_REDUCE,
         &rope::ROPE_APPLY,
         &normalize::L2NORM_FORWARD,

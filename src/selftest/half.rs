@@ -104,9 +104,11 @@ fn matmul(gpu: &Gpu) -> CaseResult {
             let b = round_trip(&random(k * n, 80 + i as u64, -1.0, 1.0));
             let want = cpu::matmul::matmul(&a, &b, d);
             let mut plans = kernels::matmul::Plan::candidates(&d);
-            if gpu.coop_side().is_some() && kernels::matmul::Plan::Coop.fits(&d) {
-                plans.push(kernels::matmul::Plan::Coop);
-            }
+            plans.extend(
+                kernels::matmul::Plan::coop_plans(gpu)
+                    .into_iter()
+                    .filter(|p| p.fits(&d)),
+            );
             for plan in plans {
                 if let Some(out) = run(gpu, &mut j, |rec| {
                     let c = gpu.empty_as(&[m * n], DType::F16);
@@ -178,13 +180,16 @@ fn coop_matmul(gpu: &Gpu) -> CaseResult {
     let (t, step) = (8 * side as usize, 2 * side as usize);
     // One vec4; one tile and K step exactly; a vec4 past them in every dimension; ragged, skinny
     // and long K.
+    // The wide tile (twice t rows) gets a row edge past its own.
     let shapes = [
         (4, 4, 4),
         (t, t, step),
         (t + 4, t + 4, step + 4),
         (12, 68, 196),
         (3 * t - 4, 20, 300),
+        (2 * t + 4, t - 4, step),
     ];
+    let plans = Plan::coop_plans(gpu);
     for (i, &(m, n, k)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let mut d = MatmulDims::new(m, n, k);
@@ -193,15 +198,17 @@ fn coop_matmul(gpu: &Gpu) -> CaseResult {
             let a = round_trip(&random(m * k, 110 + i as u64, -1.0, 1.0));
             let b = round_trip(&random(k * n, 120 + i as u64, -1.0, 1.0));
             let want = cpu::matmul::matmul(&a, &b, d);
-            if let Some(out) = run(gpu, &mut j, |rec| {
-                let c = gpu.empty_as(&[m * n], DType::F16);
-                let (ha, hb) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
-                let e = Epilogue::None;
-                kernels::matmul::matmul_planned(rec, &c, &ha, &hb, d, 1.0, false, e, Plan::Coop);
-                vec![c]
-            }) {
-                let tag = format!("{m}x{n}x{k} ta={ta} tb={tb}");
-                j.check(&tag, &out[0], &want, tol(&want, OUT_TOL));
+            for &plan in &plans {
+                if let Some(out) = run(gpu, &mut j, |rec| {
+                    let c = gpu.empty_as(&[m * n], DType::F16);
+                    let (ha, hb) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
+                    let e = Epilogue::None;
+                    kernels::matmul::matmul_planned(rec, &c, &ha, &hb, d, 1.0, false, e, plan);
+                    vec![c]
+                }) {
+                    let tag = format!("{} {m}x{n}x{k} ta={ta} tb={tb}", plan.name());
+                    j.check(&tag, &out[0], &want, tol(&want, OUT_TOL));
+                }
             }
         }
     }
@@ -220,37 +227,42 @@ fn coop_matmul(gpu: &Gpu) -> CaseResult {
         .map(|(i, p)| p + bias[i % n])
         .collect();
     let act = cpu::gelu::gelu_forward(&round_trip(&pre));
-    if let Some(out) = run(gpu, &mut j, |rec| {
-        let (ha, hb) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
-        let c = half(gpu, &c0, &[c0.len()]);
-        kernels::matmul::matmul_planned(
-            rec,
-            &c,
-            &ha,
-            &hb,
-            d,
-            0.5,
-            true,
-            Epilogue::None,
-            Plan::Coop,
-        );
-        let (g, p) = (
-            gpu.empty_as(&[batch * m * n], DType::F16),
-            gpu.empty_as(&[batch * m * n], DType::F16),
-        );
-        let hbias = half(gpu, &bias, &[n]);
-        let e = Epilogue::BiasGelu(&hbias, &p);
-        kernels::matmul::matmul_planned(rec, &g, &ha, &hb, d, 1.0, false, e, Plan::Coop);
-        vec![c, g, p]
-    }) {
+    for &plan in &plans {
+        let Some(out) = run(gpu, &mut j, |rec| {
+            let (ha, hb) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
+            let c = half(gpu, &c0, &[c0.len()]);
+            let e = Epilogue::None;
+            kernels::matmul::matmul_planned(rec, &c, &ha, &hb, d, 0.5, true, e, plan);
+            let (g, p) = (
+                gpu.empty_as(&[batch * m * n], DType::F16),
+                gpu.empty_as(&[batch * m * n], DType::F16),
+            );
+            let hbias = half(gpu, &bias, &[n]);
+            let e = Epilogue::BiasGelu(&hbias, &p);
+            kernels::matmul::matmul_planned(rec, &g, &ha, &hb, d, 1.0, false, e, plan);
+            vec![c, g, p]
+        }) else {
+            continue;
+        };
+        let name = plan.name();
         j.check(
-            "batched, shared B, 0.5·AB + C",
+            &format!("{name} batched, shared B, 0.5·AB + C"),
             &out[0],
             &acc,
             tol(&acc, OUT_TOL),
         );
-        j.check("+ bias → GELU", &out[1], &act, tol(&act, 2.0 * OUT_TOL));
-        j.check("pre-activation", &out[2], &pre, tol(&pre, OUT_TOL));
+        j.check(
+            &format!("{name} + bias → GELU"),
+            &out[1],
+            &act,
+            tol(&act, 2.0 * OUT_TOL),
+        );
+        j.check(
+            &format!("{name} pre-activation"),
+            &out[2],
+            &pre,
+            tol(&pre, OUT_TOL),
+        );
     }
     j.finish()
 }

@@ -56,9 +56,7 @@ fn products(gpu: &Gpu) -> CaseResult {
             let prod = cpu::matmul::matmul(&a, &b, d);
             let want: Vec<f32> = prod.iter().zip(&c0).map(|(p, c)| 0.5 * p + c).collect();
             let mut plans = Plan::candidates(&d);
-            if gpu.coop_side().is_some() && Plan::Coop.fits(&d) {
-                plans.push(Plan::Coop);
-            }
+            plans.extend(Plan::coop_plans(gpu).into_iter().filter(|p| p.fits(&d)));
             for plan in plans {
                 if let Some(out) = run(gpu, &mut j, |rec| {
                     let ha = gpu.upload_as(&a, &[a.len()], DType::F16);

@@ -34,6 +34,9 @@ pub enum Plan {
     /// The cooperative-matrix kernel (f16 operands on adapters with cooperative matrices; vec4
     /// layouts, K whole).
     Coop,
+    /// The same with 256×128 tiles (with 16×16 matrices): twice the multiply-adds per matrix
+    /// load (a tuner candidate where the adapter's workgroup memory holds it).
+    CoopWide,
 }
 
 impl Plan {
@@ -51,8 +54,12 @@ impl Plan {
         if gpu.is_dry() {
             gpu.note_shape(&key);
         }
-        let coop = dtype == DType::F16 && gpu.coop_side().is_some();
-        let runs = |p: &Plan| p.fits(d) && (*p != Plan::Coop || coop);
+        let coop = if dtype == DType::F16 {
+            Plan::coop_plans(gpu)
+        } else {
+            Vec::new()
+        };
+        let runs = |p: &Plan| p.fits(d) && (!p.is_coop() || coop.contains(p));
         let tuned = |k: &str| gpu.choice(k).and_then(|v| Plan::parse(&v)).filter(runs);
         tuned(&key)
             .or_else(|| {
@@ -94,11 +101,26 @@ impl Plan {
         }
     }
 
+    /// The cooperative-matrix plans this device runs (for f16 operands): none, or `Coop` and,
+    /// where it fits, `CoopWide`.
+    pub fn coop_plans(gpu: &crate::gpu::Gpu) -> Vec<Plan> {
+        match (gpu.coop_side().is_some(), gpu.coop_wide()) {
+            (false, _) => vec![],
+            (true, false) => vec![Plan::Coop],
+            (true, true) => vec![Plan::Coop, Plan::CoopWide],
+        }
+    }
+
+    /// Whether this is a cooperative-matrix plan.
+    pub fn is_coop(&self) -> bool {
+        matches!(self, Plan::Coop | Plan::CoopWide)
+    }
+
     /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
     pub fn fits(&self, d: &MatmulDims) -> bool {
         match *self {
             Plan::General(_) | Plan::GeneralDirect => true,
-            Plan::Coop => d.vec4_ok(),
+            Plan::Coop | Plan::CoopWide => d.vec4_ok(),
             Plan::Vec4 { splits, .. } | Plan::Direct { splits } => {
                 d.vec4_ok() && (splits == 1 || d.batch == 1)
             }
@@ -112,6 +134,7 @@ impl Plan {
             Plan::General(_) => return "general".into(),
             Plan::GeneralDirect => return "general-direct".into(),
             Plan::Coop => return "coop".into(),
+            Plan::CoopWide => return "coop-wide".into(),
             Plan::Vec4 { tile, splits } => (tile.name(), splits),
             Plan::Direct { splits } => ("direct", splits),
         };
@@ -129,6 +152,9 @@ impl Plan {
         }
         if s == "coop" {
             return Some(Plan::Coop);
+        }
+        if s == "coop-wide" {
+            return Some(Plan::CoopWide);
         }
         if s == "general-direct" {
             return Some(Plan::GeneralDirect);
@@ -585,8 +611,8 @@ mod tests {
             }
         }
         assert_eq!(Plan::candidates_for(&d, true), Plan::candidates(&d));
-        // Names round-trip, the new tile's included.
-        for p in gpu {
+        // Names round-trip, the new tile's and the cooperative kernels' included.
+        for p in gpu.into_iter().chain([Plan::Coop, Plan::CoopWide]) {
             assert_eq!(Plan::parse(&p.name()), Some(p));
         }
         // Layouts the vec4 kernels cannot read keep the general candidates.
