@@ -36,8 +36,10 @@ fi
 
 lib=/usr/lib/x86_64-linux-gnu
 icd=/usr/share/vulkan/icd.d
-# The shader caches are off so that every pipeline is compiled (and reported) on every run.
-common=(MESA_SHADER_CACHE_DISABLE=true RUST_LOG=dinoscope=debug)
+# The shader caches are off so that every pipeline is compiled (and reported) on every run; the
+# cooperative-matrix probe is skipped, since a shim runs no dispatch and the failed probe would
+# leave those kernels uncompiled.
+common=(MESA_SHADER_CACHE_DISABLE=true RUST_LOG=dinoscope=debug DINOSCOPE_COOP_PROBE=0)
 # Only the pipeline names and the statistics are kept (NAK prints its whole IR, ~100 MB).
 keep='compiling pipeline|^(VGPRs|Spilled VGPRs|Scratch size|Subgroups per SIMD|Instructions|LDS size|Num GPRs|Spills to (mem|reg)|Max warps/SM|Instruction count|Static cycle count|SLM size):'
 

@@ -257,11 +257,20 @@ fn matmuls_compile_with_f16_operands_and_f32_products() {
     for name in &with_out {
         check_variant(name, mixed);
     }
-    for name in ["matmul", "matmul_v4", "matmul_coop", "matmul_coop8"] {
+    for name in [
+        "matmul",
+        "matmul_v4",
+        "matmul_coop",
+        "matmul_coop8",
+        "matmul_coop_wide",
+        "matmul_coop8_wide",
+    ] {
         assert!(
             !out_bindings(name).is_empty(),
             "{name} has no O bindings: mixed-precision backward passes need them"
         );
     }
     check_variant("matmul_coop8", mixed);
+    check_variant("matmul_coop_wide", mixed);
+    check_variant("matmul_coop8_wide", mixed);
 }
