@@ -255,11 +255,12 @@ fn matmul_128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         if (k1 < w.k_end) {
             if (is_a) { next = load_a(w.a_base, row0, k1, q, kq); } else { next = load_b(w.b_base, col0, k1, q, kq); }
         }
-        for (var kk = 0u; kk < BK; kk++) {
-            let a_lo = As[kk * 32u + ty * 2u];
-            let a_hi = As[kk * 32u + ty * 2u + 1u];
-            let b0 = Bs[kk * 32u + tx];
-            let b1 = Bs[kk * 32u + 16u + tx];
+        // `ks`, not `kk`: the registry writes this loop out (FILE_LOOPS in src/gpu/registry.rs).
+        for (var ks = 0u; ks < BK; ks++) {
+            let a_lo = As[ks * 32u + ty * 2u];
+            let a_hi = As[ks * 32u + ty * 2u + 1u];
+            let b0 = Bs[ks * 32u + tx];
+            let b1 = Bs[ks * 32u + 16u + tx];
             r0l = fma(vec4<f32>(a_lo.x), b0, r0l);
             r0h = fma(vec4<f32>(a_lo.x), b1, r0h);
             r1l = fma(vec4<f32>(a_lo.y), b0, r1l);
@@ -326,10 +327,11 @@ fn matmul_128x64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         if (k1 < w.k_end) {
             if (is_a) { next = load_a(w.a_base, row0, k1, q, kq); } else if (loads) { next = load_b(w.b_base, col0, k1, q, kq); }
         }
-        for (var kk = 0u; kk < BK; kk++) {
-            let a_lo = As[kk * 32u + ty * 2u];
-            let a_hi = As[kk * 32u + ty * 2u + 1u];
-            let bv = Bs[kk * 16u + tx];
+        // Written out by the registry, as matmul_128's.
+        for (var ks = 0u; ks < BK; ks++) {
+            let a_lo = As[ks * 32u + ty * 2u];
+            let a_hi = As[ks * 32u + ty * 2u + 1u];
+            let bv = Bs[ks * 16u + tx];
             r0 = fma(vec4<f32>(a_lo.x), bv, r0);
             r1 = fma(vec4<f32>(a_lo.y), bv, r1);
             r2 = fma(vec4<f32>(a_lo.z), bv, r2);
