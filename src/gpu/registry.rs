@@ -301,7 +301,10 @@ const UNROLLED: &[(&str, &str)] = &[
 
 /// The head loops [`UNROLLED`] writes out: (counter, bound, the bound's largest value). `HD4`
 /// is at most `D4_MAX` = 16 vec4s (a head of 64); `H2`, half of it, at most 8.
-const HEAD_LOOPS: &[(&str, &str, u32)] = &[("c4", "HD4", 16), ("t", "H2", 8)];
+const HEAD_LOOPS: &[Loop] = &[("c4", "HD4", 16), ("t", "H2", 8)];
+
+/// A loop [`unroll`] writes out: (counter, bound, the bound's largest value).
+type Loop = (&'static str, &'static str, u32);
 
 /// Loops every shader made from a file has written out ([`unroll`]): (file, loops as in
 /// [`HEAD_LOOPS`]). The 128-row vec4 matmul tiles' K-slice loop (counter `ks`): AMD's compiler
@@ -311,7 +314,7 @@ const HEAD_LOOPS: &[(&str, &str, u32)] = &[("c4", "HD4", 16), ("t", "H2", 8)];
 /// → 1,186 for `matmul_128`). The 64×64 tile's loop (`kk`) stays as written: NAK unrolls that
 /// one itself, better than from the written-out text. The same operations run in the same
 /// order.
-const FILE_LOOPS: &[(&str, &[(&str, &str, u32)])] = &[("matmul_v4", &[("ks", "BK", 16)])];
+const FILE_LOOPS: &[(&str, &[Loop])] = &[("matmul_v4", &[("ks", "BK", 16)])];
 
 /// `src` with every `for (var V = 0u; V < BOUND; V++) { BODY }` replaced by `max` copies of
 /// BODY, copy i in a block that binds `let V = iu;` and, past the first, runs only if
