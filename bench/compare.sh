@@ -63,3 +63,5 @@ cat "$OUT/ratios.md"
 # Where the step's GPU time goes, kernel by kernel (after the timed steps, so it does not slow
 # them).
 part "$BIN" bench train --config "$train_config" --steps 1 --profile > "$OUT/train_profile.txt"
+part "$BIN" bench train --config "$train_config" --steps 1 --profile --precision mixed \
+  > "$OUT/train_profile_mixed.txt"
