@@ -11,11 +11,29 @@
 // must hold consecutive invocations (as on every driver seen). Both invocations of a pair get
 // the same sum (first half + second half: IEEE addition commutes); it differs from the
 // one-invocation kernel's sum over c in order by rounding only.
-// WG (override) invocations cover WG / 2 keys (queries). Dispatch: grid_1d(ceil(n / (WG/2))·B·H)
-// with n the keys (queries).
+// SPLIT (override, 2 or 4) is how many invocations share a token: with 4 ("quads") each holds a
+// quarter of the head, half the registers again, for a second shuffle per sum (the four partial
+// sums meet in the same order in all four invocations: IEEE addition commutes).
+// WG (override) invocations cover WG / SPLIT keys (queries). Dispatch:
+// grid_1d(ceil(n / (WG/SPLIT))·B·H) with n the keys (queries).
 
-// vec4s per half.
-override H2: u32 = (HD4 + 1u) / 2u;
+override SPLIT: u32 = 2u;
+
+// vec4s per invocation's share of the head ("half" below where SPLIT is 2).
+override H2: u32 = (HD4 + SPLIT - 1u) / SPLIT;
+
+// The sum of a token's SPLIT partial sums, in every one of its invocations.
+fn across2(v: vec2<f32>) -> vec2<f32> {
+    var s = v + subgroupShuffleXor(v, 1u);
+    if (SPLIT == 4u) { s += subgroupShuffleXor(s, 2u); }
+    return s;
+}
+
+fn across4(v: vec4<f32>) -> vec4<f32> {
+    var s = v + subgroupShuffleXor(v, 1u);
+    if (SPLIT == 4u) { s += subgroupShuffleXor(s, 2u); }
+    return s;
+}
 
 // What one invocation of a pair kernel works on: head bh (batch b, head h) of a workgroup that
 // has one (`live`; else the whole workgroup returns), token t of n (`valid` while t < n), and
@@ -31,7 +49,7 @@ struct PairSlot {
 }
 
 fn pair_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, n: u32) -> PairSlot {
-    let per = WG / 2u;
+    let per = WG / SPLIT;
     let blocks = (n + per - 1u) / per;
     let gi = group_index(wid, nwg);
     var s: PairSlot;
@@ -39,9 +57,9 @@ fn pair_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, n: u32) -> PairSlot {
     s.live = s.bh < p.batch * p.heads;
     s.b = s.bh / p.heads;
     s.h = s.bh % p.heads;
-    s.t = (gi % blocks) * per + lid / 2u;
+    s.t = (gi % blocks) * per + lid / SPLIT;
     s.valid = s.t < n;
-    s.c0 = (lid % 2u) * H2;
+    s.c0 = (lid % SPLIT) * H2;
     return s;
 }
 
@@ -84,7 +102,7 @@ fn attention_backward_dkv2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
                 part.x = dot_acc(select(vec4<f32>(0.0), tile_a[e], inside), kr[t], part.x);
                 part.y = dot_acc(select(vec4<f32>(0.0), tile_b[e], inside), vr[t], part.y);
             }
-            let sums = part + subgroupShuffleXor(part, 1u);
+            let sums = across2(part);
             let pij = exp(sums.x * p.scale - tile_s[ii]);
             let ds = pij * (sums.y - tile_s[KT + ii]);
             // (Past the head these sums take garbage, but they are never stored.)
@@ -148,7 +166,7 @@ fn attention_backward_dq2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
                 part.x = dot_acc(qr[t], select(vec4<f32>(0.0), tile_a[e], inside), part.x);
                 part.y = dot_acc(dor[t], select(vec4<f32>(0.0), tile_b[e], inside), part.y);
             }
-            let sums = part + subgroupShuffleXor(part, 1u);
+            let sums = across2(part);
             let ds = exp(sums.x - li) * (sums.y - di);
             for (var t = 0u; t < H2; t++) {
                 dq[t] = fma(vec4<f32>(ds), tile_a[jj * D4_MAX + c0 + t], dq[t]);
@@ -188,7 +206,7 @@ fn half_scores4(fq: ptr<function, Half>, jj: u32, c0: u32) -> vec4<f32> {
 
 fn pair_scores4(fq: ptr<function, Half>, jj: u32, c0: u32, nj: u32) -> vec4<f32> {
     let part = half_scores4(fq, jj, c0);
-    return masked4(part + subgroupShuffleXor(part, 1u), jj, nj);
+    return masked4(across4(part), jj, nj);
 }
 
 fn half_accumulate4(facc: ptr<function, Half>, pw: vec4<f32>, jj: u32, c0: u32) {

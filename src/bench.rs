@@ -345,7 +345,9 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
             " (two invocations a query, loops as written)",
         ));
         backwards.push((Some("pairs"), " (loops as written)"));
+        forwards.push((Some("quads"), " (four invocations a query)"));
         backwards.push((Some("single-unrolled"), " (one invocation a token)"));
+        backwards.push((Some("quads"), " (four invocations a token)"));
     } else if gpu_rows {
         backwards.push((Some("single"), " (loops as written)"));
     }

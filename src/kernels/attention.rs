@@ -260,6 +260,17 @@ fn overrides(d: &AttnDims) -> [(&'static str, f64); 1] {
     [("HEAD_DIM", d.head_dim as f64)]
 }
 
+/// The pipeline constants of a thread-per-token kernel with `per` invocations a token (the
+/// split kernels of `attention_pairs` take `SPLIT`; the others have no such constant) and `wg`
+/// tokens a workgroup.
+fn token_overrides(d: &AttnDims, per: usize, wg: usize) -> Vec<(&'static str, f64)> {
+    let mut o = vec![("HEAD_DIM", d.head_dim as f64), ("WG", (per * wg) as f64)];
+    if per > 1 {
+        o.push(("SPLIT", per as f64));
+    }
+    o
+}
+
 /// Workgroup size of the thread-per-token kernels for sequences of `n` tokens: as many
 /// workgroups per sequence as 64-wide ones would take, each as narrow as holds its share
 /// (a multiple of 8, at least 16), so short sequences do not leave most invocations idle
@@ -297,7 +308,7 @@ pub fn attention_forward(
     let (kernel, per) = super::attention_plan::forward_for(rec, &d, q.dtype()).kernel();
     rec.dispatch_with(
         kernel,
-        &[("HEAD_DIM", d.head_dim as f64), ("WG", (per * wg) as f64)],
+        &token_overrides(&d, per, wg),
         &p,
         &[q, k, v, &lse, out],
         grid_1d(groups),
@@ -365,7 +376,7 @@ pub fn attention_backward(
     let gq = d.n_q.div_ceil(wg) * d.batch * d.heads;
     rec.dispatch_with(
         dq_kernel,
-        &[("HEAD_DIM", d.head_dim as f64), ("WG", (per * wg) as f64)],
+        &token_overrides(&d, per, wg),
         &p,
         &[q, k, v, dout, lse, &delta, dq],
         grid_1d(gq),
@@ -383,7 +394,7 @@ pub fn attention_backward(
     let dv_bound = if shared { &dummy } else { dv };
     rec.dispatch_with(
         dkv_kernel,
-        &[("HEAD_DIM", d.head_dim as f64), ("WG", (per * wg) as f64)],
+        &token_overrides(&d, per, wg),
         &p,
         &[q, k, v, dout, lse, &delta, dk, dv_bound],
         grid_1d(gk),

@@ -36,17 +36,20 @@ pub enum Forward {
     Pairs,
     /// [`Forward::Pairs`] with its head loops written out.
     PairsUnrolled,
+    /// Four invocations a query, each holding a quarter of the head (head loops written out).
+    Quads,
 }
 
 impl Forward {
     /// Every variant.
-    pub const ALL: [Forward; 6] = [
+    pub const ALL: [Forward; 7] = [
         Forward::One,
         Forward::OneSg,
         Forward::Four,
         Forward::FourUnrolled,
         Forward::Pairs,
         Forward::PairsUnrolled,
+        Forward::Quads,
     ];
 
     /// Its name in the tuning cache and in `tune`'s report.
@@ -58,6 +61,7 @@ impl Forward {
             Forward::FourUnrolled => "four-unrolled",
             Forward::Pairs => "pairs",
             Forward::PairsUnrolled => "pairs-unrolled",
+            Forward::Quads => "quads",
         }
     }
 
@@ -71,7 +75,7 @@ impl Forward {
         match self {
             Forward::One | Forward::Four | Forward::FourUnrolled => true,
             Forward::OneSg => rec.gpu().subgroups(),
-            Forward::Pairs | Forward::PairsUnrolled => rec.subgroups(),
+            Forward::Pairs | Forward::PairsUnrolled | Forward::Quads => rec.subgroups(),
         }
     }
 
@@ -94,6 +98,7 @@ impl Forward {
             Forward::FourUnrolled => (&ATTENTION_FORWARD4_U, 1),
             Forward::Pairs => (&ATTENTION_FORWARD2, 2),
             Forward::PairsUnrolled => (&ATTENTION_FORWARD2_U, 2),
+            Forward::Quads => (&ATTENTION_FORWARD2_U, 4),
         }
     }
 }
@@ -111,15 +116,19 @@ pub enum Backward {
     SingleUnrolled,
     /// [`Backward::Pairs`] with its head loops written out (GPUs with subgroups).
     PairsUnrolled,
+    /// Four invocations a token, each holding a quarter of the head (head loops written out):
+    /// half the registers of pairs again (dK/dV pairs hold 204–252).
+    Quads,
 }
 
 impl Backward {
     /// Every variant.
-    pub const ALL: [Backward; 4] = [
+    pub const ALL: [Backward; 5] = [
         Backward::Single,
         Backward::Pairs,
         Backward::SingleUnrolled,
         Backward::PairsUnrolled,
+        Backward::Quads,
     ];
 
     /// Its name in the tuning cache and in `tune`'s report.
@@ -129,6 +138,7 @@ impl Backward {
             Backward::Pairs => "pairs",
             Backward::SingleUnrolled => "single-unrolled",
             Backward::PairsUnrolled => "pairs-unrolled",
+            Backward::Quads => "quads",
         }
     }
 
@@ -159,6 +169,7 @@ impl Backward {
             Backward::Pairs => (&ATTENTION_BACKWARD_DQ2, &ATTENTION_BACKWARD_DKV2, 2),
             Backward::SingleUnrolled => (&ATTENTION_BACKWARD_DQ_U, &ATTENTION_BACKWARD_DKV_U, 1),
             Backward::PairsUnrolled => (&ATTENTION_BACKWARD_DQ2_U, &ATTENTION_BACKWARD_DKV2_U, 2),
+            Backward::Quads => (&ATTENTION_BACKWARD_DQ2_U, &ATTENTION_BACKWARD_DKV2_U, 4),
         }
     }
 }

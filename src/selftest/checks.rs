@@ -629,6 +629,7 @@ fn attention_variants(gpu: &Gpu) -> Vec<AttnVariant> {
         forced.push((Forward::Four, Backward::Pairs));
         forced.push((Forward::Pairs, Backward::SingleUnrolled));
         forced.push((Forward::PairsUnrolled, Backward::Single));
+        forced.push((Forward::Quads, Backward::Quads));
     } else {
         forced.push((Forward::Four, Backward::SingleUnrolled));
     }
