@@ -27,7 +27,8 @@ enable wgpu_cooperative_matrix;
 // multiplies its fragments out of workgroup memory, while the next slice's loads are already in
 // flight into registers. Out-of-range rows and K read as 0 (a vec4 is wholly in or out).
 // The epilogue goes through workgroup memory one accumulator at a time: each subgroup stores it
-// to its own slot, and its invocations finish those outputs.
+// to one of its own two slots (alternating, so one barrier an accumulator), and its invocations
+// finish those outputs.
 // Matrix operations sit in uniform control flow only; the subgroup index moves pointers, never
 // branches.
 // Dispatch: (ceil(N/TN), ceil(M/TM), batches ≤ 65,535 per dispatch, batch_offset).
@@ -85,10 +86,11 @@ const LDA: u32 = BK + 8u;
 const LDB: u32 = TN + 8u;
 const AV: u32 = 2u * SGM;
 
-// op(A)'s slice [TM][LDA] and op(B)'s [BK][LDB], and one accumulator's outputs per subgroup.
+// op(A)'s slice [TM][LDA] and op(B)'s [BK][LDB], and two slots of one accumulator's outputs
+// per subgroup.
 var<workgroup> As: array<f16, TM * LDA>;
 var<workgroup> Bs: array<f16, BK * LDB>;
-var<workgroup> Cs: array<f32, 8u * MS * MS>;
+var<workgroup> Cs: array<f32, 16u * MS * MS>;
 
 // One slice's share of one invocation: AV vec4 of op(A) (a4…a7 only in the wide tile), four of
 // op(B).
@@ -207,14 +209,14 @@ fn store(li: u32, s: Slice) {
     put_b(li + 3u * WG, s.b3);
 }
 
-// Finishes the MS × MS outputs at (gm0, gn0) from subgroup `sg`'s slot of Cs.
-fn finish(sg: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
+// Finishes the MS × MS outputs at (gm0, gn0) from slot `slot` of Cs.
+fn finish(slot: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
     for (var e = lane; e < MS * MS; e += lanes) {
         let gm = gm0 + e / MS;
         let gn = gn0 + e % MS;
         if (gm < p.m && gn < p.n) {
             let idx = c_base + gm * p.n + gn;
-            var v = p.alpha * Cs[sg * MS * MS + e];
+            var v = p.alpha * Cs[slot * MS * MS + e];
             if (p.accumulate != 0u) { v += f32(c[idx]); }
             if (p.epilogue >= 1u) { v += f32(bias[gn]); }
             if (p.epilogue == 2u) {
@@ -226,12 +228,14 @@ fn finish(sg: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
     }
 }
 
-// Stores accumulator `acc` (rows gm0…, columns gn0…) through this subgroup's slot of Cs.
-fn flush(acc: MatC, sg: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
-    coopStoreT(acc, &Cs[sg * MS * MS], MS);
+// Stores accumulator number `i` of this subgroup's (rows gm0…, columns gn0…) through one of
+// its two slots of Cs, alternating: one barrier an accumulator, since the store into a slot
+// comes a barrier after the reads of its previous contents.
+fn flush(acc: MatC, i: u32, sg: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
+    let slot = sg * 2u + i % 2u;
+    coopStoreT(acc, &Cs[slot * MS * MS], MS);
     workgroupBarrier();
-    finish(sg, lane, lanes, gm0, gn0, c_base);
-    workgroupBarrier();
+    finish(slot, lane, lanes, gm0, gn0, c_base);
 }
 
 @compute @workgroup_size(WG)
@@ -317,22 +321,22 @@ fn matmul_coop(
     }
     let gm = m0 + ar;
     let gn = n0 + bc;
-    flush(c00, sg, lane, lanes, gm, gn, c_base);
-    flush(c01, sg, lane, lanes, gm, gn + MS, c_base);
-    flush(c10, sg, lane, lanes, gm + MS, gn, c_base);
-    flush(c11, sg, lane, lanes, gm + MS, gn + MS, c_base);
-    flush(c20, sg, lane, lanes, gm + 2u * MS, gn, c_base);
-    flush(c21, sg, lane, lanes, gm + 2u * MS, gn + MS, c_base);
-    flush(c30, sg, lane, lanes, gm + 3u * MS, gn, c_base);
-    flush(c31, sg, lane, lanes, gm + 3u * MS, gn + MS, c_base);
+    flush(c00, 0u, sg, lane, lanes, gm, gn, c_base);
+    flush(c01, 1u, sg, lane, lanes, gm, gn + MS, c_base);
+    flush(c10, 2u, sg, lane, lanes, gm + MS, gn, c_base);
+    flush(c11, 3u, sg, lane, lanes, gm + MS, gn + MS, c_base);
+    flush(c20, 4u, sg, lane, lanes, gm + 2u * MS, gn, c_base);
+    flush(c21, 5u, sg, lane, lanes, gm + 2u * MS, gn + MS, c_base);
+    flush(c30, 6u, sg, lane, lanes, gm + 3u * MS, gn, c_base);
+    flush(c31, 7u, sg, lane, lanes, gm + 3u * MS, gn + MS, c_base);
     if (FN == 4u) {
-        flush(c02, sg, lane, lanes, gm, gn + 2u * MS, c_base);
-        flush(c03, sg, lane, lanes, gm, gn + 3u * MS, c_base);
-        flush(c12, sg, lane, lanes, gm + MS, gn + 2u * MS, c_base);
-        flush(c13, sg, lane, lanes, gm + MS, gn + 3u * MS, c_base);
-        flush(c22, sg, lane, lanes, gm + 2u * MS, gn + 2u * MS, c_base);
-        flush(c23, sg, lane, lanes, gm + 2u * MS, gn + 3u * MS, c_base);
-        flush(c32, sg, lane, lanes, gm + 3u * MS, gn + 2u * MS, c_base);
-        flush(c33, sg, lane, lanes, gm + 3u * MS, gn + 3u * MS, c_base);
+        flush(c02, 8u, sg, lane, lanes, gm, gn + 2u * MS, c_base);
+        flush(c03, 9u, sg, lane, lanes, gm, gn + 3u * MS, c_base);
+        flush(c12, 10u, sg, lane, lanes, gm + MS, gn + 2u * MS, c_base);
+        flush(c13, 11u, sg, lane, lanes, gm + MS, gn + 3u * MS, c_base);
+        flush(c22, 12u, sg, lane, lanes, gm + 2u * MS, gn + 2u * MS, c_base);
+        flush(c23, 13u, sg, lane, lanes, gm + 2u * MS, gn + 3u * MS, c_base);
+        flush(c32, 14u, sg, lane, lanes, gm + 3u * MS, gn + 2u * MS, c_base);
+        flush(c33, 15u, sg, lane, lanes, gm + 3u * MS, gn + 3u * MS, c_base);
     }
 }

@@ -153,11 +153,11 @@ fn coop_config(adapter: &wgpu::Adapter) -> Option<u32> {
 }
 
 /// Workgroup memory of the cooperative-matrix matmul with matrices of `side`, square tiles or
-/// the wide ones (shaders/matmul_coop.wgsl: op(A)'s and op(B)'s padded f16 slices and eight
-/// f32 matrices).
+/// the wide ones (shaders/matmul_coop.wgsl: op(A)'s and op(B)'s padded f16 slices and two f32
+/// matrices a subgroup).
 fn coop_workgroup_bytes(side: u32, wide: bool) -> u32 {
     let (rows, cols, step) = (if wide { 16 } else { 8 } * side, 8 * side, 2 * side);
-    2 * rows * (step + 8) + 2 * step * (cols + 8) + 4 * 8 * side * side
+    2 * rows * (step + 8) + 2 * step * (cols + 8) + 4 * 16 * side * side
 }
 
 /// Features we use when the adapter offers them.
@@ -247,7 +247,7 @@ impl Gpu {
     }
 
     /// Whether the cooperative-matrix matmul's wide tile fits this adapter's workgroup memory
-    /// (37 KiB with 16×16 matrices).
+    /// (44.5 KiB with 16×16 matrices; the square tile takes 34.5).
     pub fn coop_wide(&self) -> bool {
         self.coop.is_some_and(|side| {
             coop_workgroup_bytes(side, true) <= self.limits.max_compute_workgroup_storage_size
