@@ -20,8 +20,9 @@
 # Budgets (seconds, environment): SELFTEST_S=60, COMPARE_S=260, COOP_OFF_S=40, LEARN_S=120
 # (training and evaluations: `train --time-limit`, which sizes the schedule to it),
 # LEARN_CONFIG=fmnist, LEARN_TIMING_STEPS=20 (`bench train`'s timed steps, within 40 s),
-# TUNE_S=40 (last, twice: the f32 and then the f16 products of `vits14`; the f16 ones set
-# cooperative matrices against the plain kernels).
+# TUNE_S=90 (last, twice: the f32 and then the f16 products of `vits14`, then its attention
+# passes with every variant; the f16 products set cooperative matrices against the plain
+# kernels; an H200 took 38 s for the f32 products alone).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/out/device}"
@@ -131,7 +132,7 @@ fi
 # f32 step is timed again with the winners (its cache goes to $WORK/tune).
 if has tune; then
 log "tune: the vits14 step's f32 products"
-DINOSCOPE_CACHE_DIR="$WORK/tune" timeout "${TUNE_S:-40}" "$BIN" tune --config vits14 \
+DINOSCOPE_CACHE_DIR="$WORK/tune" timeout "${TUNE_S:-90}" "$BIN" tune --config vits14 \
   --reps 2 > "$WORK/tune_f32.txt" 2>&1
 echo "tune exit $? (124: stopped at its budget; the lines before are complete)" >> "$SUMMARY"
 grep -E "^all products|^saved" "$WORK/tune_f32.txt" >> "$SUMMARY"
@@ -141,7 +142,7 @@ DINOSCOPE_CACHE_DIR="$WORK/tune" timeout 40 "$BIN" bench train --config vits14 -
   --profile > "$WORK/train_tuned.txt" 2>&1
 cat "$WORK/train_tuned.txt" >> "$SUMMARY"
 log "tune: the vits14 step's f16 products"
-DINOSCOPE_CACHE_DIR="$WORK/tune" timeout "${TUNE_S:-40}" "$BIN" tune --config vits14 \
+DINOSCOPE_CACHE_DIR="$WORK/tune" timeout "${TUNE_S:-90}" "$BIN" tune --config vits14 \
   --precision mixed --reps 3 > "$WORK/tune.txt" 2>&1
 echo "tune exit $? (124: stopped at its budget; the lines before are complete)" >> "$SUMMARY"
 head -70 "$WORK/tune.txt" >> "$SUMMARY"
