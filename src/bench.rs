@@ -329,7 +329,7 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
     let ol = OutLayout::bnhd(h, n, d);
     use kernels::attention_plan::{BACKWARD, FORWARD};
     // On GPUs, beside each pass's default, the variants the tuner weighs against it: the same
-    // kernels with their head loops as written, and the split of a token over one or two
+    // kernels with their head loops as written, and the splits of a token over one, two or four
     // invocations the default does not take.
     let gpu_rows = !gpu.cpu_driver();
     let sg = gpu_rows && gpu.subgroups();
@@ -344,8 +344,8 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
             Some("pairs"),
             " (two invocations a query, loops as written)",
         ));
-        backwards.push((Some("pairs"), " (loops as written)"));
         forwards.push((Some("quads"), " (four invocations a query)"));
+        backwards.push((Some("pairs"), " (loops as written)"));
         backwards.push((Some("single-unrolled"), " (one invocation a token)"));
         backwards.push((Some("quads"), " (four invocations a token)"));
     } else if gpu_rows {

@@ -321,7 +321,7 @@ const FILE_LOOPS: &[(&str, &[Loop])] = &[("matmul_v4", &[("ks", "BK", 16)])];
 /// `iu < BOUND` (an override, so each copy is kept or dropped when the pipeline is made). A
 /// BODY that breaks or continues the loop would change meaning, so none is accepted (`None`),
 /// nor one whose braces do not close.
-pub fn unroll(src: &str, var: &str, bound: &str, max: u32) -> Option<String> {
+fn unroll(src: &str, var: &str, bound: &str, max: u32) -> Option<String> {
     let head = format!("for (var {var} = 0u; {var} < {bound}; {var}++) {{");
     let mut out = String::new();
     let mut rest = src;

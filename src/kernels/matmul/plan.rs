@@ -54,12 +54,8 @@ impl Plan {
         if gpu.is_dry() {
             gpu.note_shape(&key);
         }
-        let coop = if dtype == DType::F16 {
-            Plan::coop_plans(gpu)
-        } else {
-            Vec::new()
-        };
-        let runs = |p: &Plan| p.fits(d) && (!p.is_coop() || coop.contains(p));
+        let runs =
+            |p: &Plan| p.fits(d) && (!p.is_coop() || (dtype == DType::F16 && p.coop_runs(gpu)));
         let tuned = |k: &str| gpu.choice(k).and_then(|v| Plan::parse(&v)).filter(runs);
         tuned(&key)
             .or_else(|| {
@@ -104,10 +100,18 @@ impl Plan {
     /// The cooperative-matrix plans this device runs (for f16 operands): none, or `Coop` and,
     /// where it fits, `CoopWide`.
     pub fn coop_plans(gpu: &crate::gpu::Gpu) -> Vec<Plan> {
-        match (gpu.coop_side().is_some(), gpu.coop_wide()) {
-            (false, _) => vec![],
-            (true, false) => vec![Plan::Coop],
-            (true, true) => vec![Plan::Coop, Plan::CoopWide],
+        [Plan::Coop, Plan::CoopWide]
+            .into_iter()
+            .filter(|p| p.coop_runs(gpu))
+            .collect()
+    }
+
+    /// Whether this cooperative-matrix plan runs on the device (false for other plans).
+    fn coop_runs(&self, gpu: &crate::gpu::Gpu) -> bool {
+        match self {
+            Plan::Coop => gpu.coop_side().is_some(),
+            Plan::CoopWide => gpu.coop_wide(),
+            _ => false,
         }
     }
 
