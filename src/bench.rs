@@ -553,6 +553,16 @@ pub fn train(
         waited * 1e3 / steps.max(1) as f64,
         cfg.workers
     );
+    if gpu.has_choices() {
+        let (stood_in, alone) = gpu.missed_choices();
+        println!(
+            "tuning cache: {stood_in} product shapes without a plan of their own took a near shape's; \
+             {} ran untuned{}{}",
+            alone.len(),
+            if alone.is_empty() { "" } else { ": " },
+            alone.join(" ")
+        );
+    }
     if profile {
         if !gpu.start_profile() {
             return Err(format!(

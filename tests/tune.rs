@@ -160,6 +160,33 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         (dims.len() + calls.len() + 1, Vec::<String>::new())
     );
 
+    // A product the cache does not hold takes the plan of one that differs from it in M, N or
+    // K alone, by less than half (the iBOT head's rows change every step); others stay untuned.
+    let base = MatmulDims::new(200, 64, 96);
+    let stored = "v4-128x64-split5";
+    fresh.set_choice(&base.key(), stored);
+    let near = MatmulDims::new(220, 64, 96);
+    assert_ne!(Plan::untuned(&fresh, &near, DType::F32).name(), stored);
+    assert_eq!(Plan::choose(&fresh, &near, DType::F32).name(), stored);
+    assert_eq!(Plan::choose(&fresh, &near, DType::F32).name(), stored);
+    for far in [
+        MatmulDims::new(320, 64, 96),
+        MatmulDims::new(220, 68, 96),
+        MatmulDims::new(200, 64, 96).ta(),
+    ] {
+        let untuned = Plan::untuned(&fresh, &far, DType::F32);
+        assert_eq!(Plan::choose(&fresh, &far, DType::F32), untuned, "{far:?}");
+        assert!(fresh.missed_choices().1.contains(&far.key()), "{far:?}");
+    }
+    assert!(fresh.missed_choices().0 >= 1);
+    // Storing a choice makes every key look again.
+    let far = MatmulDims::new(320, 64, 96);
+    fresh.set_choice(&MatmulDims::new(300, 64, 96).key(), "v4-64-split3");
+    assert_eq!(
+        Plan::choose(&fresh, &far, DType::F32).name(),
+        "v4-64-split3"
+    );
+
     // A cache written for another adapter is ignored; a damaged one is an error naming it.
     let text = std::fs::read_to_string(&path).expect("cache");
     let other = text.replacen("adapter: \"", "adapter: \"another ", 1);

@@ -8,6 +8,7 @@ use super::{GpuError, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+mod choices;
 mod hold;
 mod transfer;
 use hold::futures_channel;
@@ -86,6 +87,9 @@ pub struct Gpu {
     /// Kernel choices by key (tuned matmul plans), and the keys a dry run asked for.
     choices: Mutex<std::collections::BTreeMap<String, String>>,
     shapes: Mutex<std::collections::BTreeSet<String>>,
+    /// Keys that missed `choices`, each with the stored key that stands in for it, if any
+    /// (see [`Gpu::nearest_choice`]); emptied whenever a choice is stored.
+    nearest: Mutex<std::collections::BTreeMap<String, Option<String>>>,
     /// GPU seconds and dispatch counts by kernel entry while profiling (see [`Gpu::start_profile`]).
     profile: Mutex<Option<HashMap<&'static str, KernelTime>>>,
 }
@@ -321,6 +325,7 @@ impl Gpu {
             coop_off: None,
             choices: Mutex::default(),
             shapes: Mutex::default(),
+            nearest: Mutex::default(),
             profile: Mutex::default(),
         }
     }
@@ -350,6 +355,7 @@ impl Gpu {
             coop_off: self.coop_off.clone(),
             choices: Mutex::new(self.choices()),
             shapes: Mutex::default(),
+            nearest: Mutex::default(),
             profile: Mutex::default(),
         }
     }
@@ -416,43 +422,6 @@ impl Gpu {
     /// Whether every device call takes turns (the GL backend).
     pub fn is_serial(&self) -> bool {
         self.serial
-    }
-
-    /// The tuned choice stored under `key` (see `dinoscope tune`).
-    pub fn choice(&self, key: &str) -> Option<String> {
-        self.choices.lock().ok()?.get(key).cloned()
-    }
-
-    /// Stores a tuned choice.
-    pub fn set_choice(&self, key: &str, value: &str) {
-        if let Ok(mut c) = self.choices.lock() {
-            c.insert(key.to_string(), value.to_string());
-        }
-    }
-
-    /// Whether any tuned choice is loaded (products skip the lookup otherwise).
-    pub fn has_choices(&self) -> bool {
-        self.choices.lock().is_ok_and(|c| !c.is_empty())
-    }
-
-    /// Every tuned choice.
-    pub fn choices(&self) -> std::collections::BTreeMap<String, String> {
-        self.choices.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-
-    /// Notes a kernel shape key asked for during a dry run.
-    pub fn note_shape(&self, key: &str) {
-        if let Ok(mut s) = self.shapes.lock() {
-            s.insert(key.to_string());
-        }
-    }
-
-    /// The shape keys a dry run asked for.
-    pub fn shapes(&self) -> Vec<String> {
-        self.shapes
-            .lock()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
     }
 
     /// Whether this is a dry-run device (see [`Gpu::dry_run`]).

@@ -63,6 +63,15 @@ impl Plan {
                     .then(|| tuned(&d.key()))
                     .flatten()
             })
+            .or_else(|| {
+                let near = |k: &str, v: &str| {
+                    let plan = Plan::parse(v).filter(runs)?;
+                    let (other, t) = MatmulDims::from_key_for(k)?;
+                    (t == dtype).then(|| d.stand_in_distance(&other, &plan))?
+                };
+                let (_, v) = gpu.nearest_choice(&key, near)?;
+                Plan::parse(&v)
+            })
             .unwrap_or(untuned)
     }
 
@@ -465,6 +474,27 @@ impl MatmulDims {
         a_contig.is_multiple_of(4) && b_contig.is_multiple_of(4) && self.k > 0
     }
 
+    /// How far `other`, a tuned product, is from these dims, where its `plan` can stand in for
+    /// a plan of their own: the same batch and layout, two of M, N and K equal and the third
+    /// within a factor of 1.5 (as |ln| of that factor), and `plan` runs these dims; `None`
+    /// otherwise. The iBOT head's products take their rows from the batch's masked patches, a
+    /// count that changes from step to step, so a tuning cache never holds most steps' exact
+    /// dims for them.
+    pub fn stand_in_distance(&self, other: &MatmulDims, plan: &Plan) -> Option<f64> {
+        let layout = |d: &MatmulDims| (d.batch, d.trans_a, d.trans_b, d.broadcast_a, d.broadcast_b);
+        if layout(self) != layout(other) || !plan.fits(self) {
+            return None;
+        }
+        let pairs = [(self.m, other.m), (self.n, other.n), (self.k, other.k)];
+        let mut differ = pairs.iter().filter(|(a, b)| a != b);
+        let distance = match (differ.next(), differ.next()) {
+            (None, _) => 0.0,
+            (Some(&(a, b)), None) => (a as f64 / b as f64).ln().abs(),
+            _ => return None,
+        };
+        (distance <= 1.5f64.ln()).then_some(distance)
+    }
+
     /// A single [M, K]·[K, N] product.
     pub fn new(m: usize, n: usize, k: usize) -> Self {
         MatmulDims {
@@ -532,6 +562,27 @@ mod tests {
             Plan::for_dims_with(&odd, Some(V4Tile::T128)),
             Plan::General(Tile::general())
         );
+    }
+
+    #[test]
+    fn a_stand_in_differs_in_one_of_m_n_k_by_less_than_half() {
+        let plan = Plan::Vec4 {
+            tile: V4Tile::T64,
+            splits: 4,
+        };
+        let tuned = MatmulDims::new(4882, 2048, 2048);
+        let near = |d: MatmulDims| d.stand_in_distance(&tuned, &plan);
+        assert_eq!(near(tuned), Some(0.0));
+        let d = near(MatmulDims::new(4700, 2048, 2048)).expect("near in M");
+        assert!((d - (4882f64 / 4700.0).ln()).abs() < 1e-12, "{d}");
+        assert!(near(MatmulDims::new(4882, 2048, 3000)).is_some());
+        // Too far, two dims apart, another layout, or a plan the dims cannot run.
+        assert!(near(MatmulDims::new(3200, 2048, 2048)).is_none());
+        assert!(near(MatmulDims::new(4700, 2000, 2048)).is_none());
+        assert!(near(MatmulDims::new(4700, 2048, 2048).tb()).is_none());
+        assert!(near(MatmulDims::new(4882, 2048, 2048).batched(2)).is_none());
+        let odd = MatmulDims::new(4882, 2046, 2048);
+        assert!(odd.stand_in_distance(&tuned, &plan).is_none());
     }
 
     /// A stored [K, M] where K is no multiple of 4, as the step's weight gradients are.
