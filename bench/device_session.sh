@@ -137,7 +137,8 @@ DINOSCOPE_CACHE_DIR="$WORK/tune" timeout "${TUNE_S:-90}" "$BIN" tune --config vi
 echo "tune exit $? (124: stopped at its budget; the lines before are complete)" >> "$SUMMARY"
 grep -E "^all products|^saved" "$WORK/tune_f32.txt" >> "$SUMMARY"
 # With --profile: where the tuned step's time goes (an H200's tuned step once took 0.84 s of
-# wall clock against about 0.57 s its kernels should add up to).
+# wall clock against about 0.57 s its kernels should add up to: its iBOT head's products missed
+# the cache, BENCHMARKS.md; its "tuning cache:" line now says how many shapes took a near plan).
 DINOSCOPE_CACHE_DIR="$WORK/tune" timeout 40 "$BIN" bench train --config vits14 --steps 3 \
   --profile > "$WORK/train_tuned.txt" 2>&1
 cat "$WORK/train_tuned.txt" >> "$SUMMARY"
