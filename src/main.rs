@@ -407,13 +407,20 @@ mod cli {
             eprintln!("warning: {e}; f16 products use the plain kernels");
         }
         // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it, and its tile for
-        // large products (timed on its first run, then cached).
+        // large products, f32 and cooperative f16 (timed on its first run, then cached).
         if let Err(e) = dinoscope::tune::load(&gpu) {
             eprintln!("warning: {e}");
         }
         match dinoscope::tune::calibrate(&gpu) {
             Ok(Some((tile, times))) if !times.is_empty() => {
                 log::info!("large products take {} tiles ({times:?})", tile.name())
+            }
+            Err(e) => eprintln!("warning: {e}"),
+            _ => {}
+        }
+        match dinoscope::tune::calibrate_coop(&gpu) {
+            Ok(Some((plan, times))) if !times.is_empty() => {
+                log::info!("large f16 products take {} ({times:?})", plan.name())
             }
             Err(e) => eprintln!("warning: {e}"),
             _ => {}

@@ -11,7 +11,9 @@
 use crate::gpu::{DType, Gpu, Recorder};
 use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
 use crate::kernels::attention_plan::{self, Backward, Forward};
-use crate::kernels::matmul::{matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_TILE};
+use crate::kernels::matmul::{
+    matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE,
+};
 use crate::selftest::checks_random as random;
 use crate::train::config::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -99,7 +101,8 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
     for (k, v) in &cache.plans {
         let matmul = MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some();
         let large = k == LARGE_TILE && V4Tile::ALL.iter().any(|t| t.name() == v);
-        if matmul || large || attention_plan::valid_choice(k, v) {
+        let coop = k == LARGE_COOP && Plan::parse(v).is_some_and(|p| p.is_coop());
+        if matmul || large || coop || attention_plan::valid_choice(k, v) {
             gpu.set_choice(k, v);
         }
     }
@@ -118,9 +121,7 @@ pub type Calibrated = (V4Tile, Vec<(V4Tile, f64)>);
 /// and `=1` times CPU drivers too (on a 256×256×256 product). Returns the tile and each tile's
 /// seconds when it timed them (empty when the cache had it).
 pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
-    let env = std::env::var("DINOSCOPE_CALIBRATE").unwrap_or_default();
-    let forced = env == "1";
-    if env == "0" || gpu.is_dry() || (gpu.cpu_driver() && !forced) || !gpu.has_timestamps() {
+    if !calibration_on(gpu) {
         return Ok(None);
     }
     if let Some(t) = gpu.choice(LARGE_TILE) {
@@ -128,40 +129,102 @@ pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
             return Ok(Some((tile, Vec::new())));
         }
     }
-    let d = if gpu.cpu_driver() {
-        MatmulDims::new(256, 256, 256)
-    } else {
-        MatmulDims::new(4096, 4096, 1024)
-    };
-    let a = gpu.upload(&random(d.m * d.k, 1, -1.0, 1.0), &[d.m, d.k]);
-    let b = gpu.upload(&random(d.k * d.n, 2, -1.0, 1.0), &[d.k, d.n]);
-    let c = gpu.empty(&[d.m, d.n]);
-    let mut times = Vec::new();
-    for tile in V4Tile::ALL {
-        let plan = Plan::Vec4 { tile, splits: 1 };
-        let (t, _) = crate::bench::time(gpu, 3, |rec| {
-            matmul_planned(rec, &c, &a, &b, d, 1.0, false, Epilogue::None, plan)
+    let plans: Vec<Plan> = V4Tile::ALL
+        .into_iter()
+        .map(|tile| Plan::Vec4 { tile, splits: 1 })
+        .collect();
+    let times: Vec<(V4Tile, f64)> = time_large(gpu, DType::F32, &plans)?
+        .into_iter()
+        .filter_map(|(p, t)| match p {
+            Plan::Vec4 { tile, .. } => Some((tile, t)),
+            _ => None,
         })
-        .map_err(|e| e.to_string())?;
-        times.push((tile, t));
-    }
+        .collect();
     let best = times
         .iter()
         .copied()
         .min_by(|x, y| x.1.total_cmp(&y.1))
         .map_or(V4Tile::T64, |(t, _)| t);
-    gpu.set_choice(LARGE_TILE, best.name());
-    // Without a writable cache the choice still holds for this run.
-    if let Err(e) = save(gpu) {
-        log::warn!("the tile choice could not be cached: {e}");
-    }
+    keep(gpu, LARGE_TILE, best.name());
     Ok(Some((best, times)))
+}
+
+/// The cooperative-matrix plan `calibrate_coop` chose, and each plan's seconds when it timed them.
+pub type CalibratedCoop = (Plan, Vec<(Plan, f64)>);
+
+/// The cooperative-matrix tile for large f16 products, where the adapter runs both the square
+/// tile and the wide one and untuned f16 products take them (`Gpu::coop_by_default`): the one
+/// this adapter's cache names, else the faster on one large f16 product, timed now and cached
+/// as [`calibrate`] does (the same switches). Untuned f16 products with at least
+/// [`LARGE_TILES`](crate::kernels::matmul::LARGE_TILES) wide tiles then take the wide one if it
+/// won (`Plan::untuned`). Returns the plan and each plan's seconds when it timed them.
+pub fn calibrate_coop(gpu: &Gpu) -> Result<Option<CalibratedCoop>, String> {
+    let plans = Plan::coop_plans(gpu);
+    if !calibration_on(gpu) || plans.len() < 2 || !gpu.coop_by_default() {
+        return Ok(None);
+    }
+    if let Some(p) = gpu.choice(LARGE_COOP).and_then(|v| Plan::parse(&v)) {
+        if plans.contains(&p) {
+            return Ok(Some((p, Vec::new())));
+        }
+    }
+    let times = time_large(gpu, DType::F16, &plans)?;
+    let best = times
+        .iter()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .map_or(Plan::Coop, |(p, _)| *p);
+    keep(gpu, LARGE_COOP, &best.name());
+    Ok(Some((best, times)))
+}
+
+/// Whether the first-run calibrations run on this device (see [`calibrate`]).
+fn calibration_on(gpu: &Gpu) -> bool {
+    let env = std::env::var("DINOSCOPE_CALIBRATE").unwrap_or_default();
+    let forced = env == "1";
+    !(env == "0" || gpu.is_dry() || (gpu.cpu_driver() && !forced) || !gpu.has_timestamps())
+}
+
+/// Each plan's seconds on one large product with `dtype` operands (4096×4096×1024; 256³ on a
+/// CPU driver), the median of three.
+fn time_large(gpu: &Gpu, dtype: DType, plans: &[Plan]) -> Result<Vec<(Plan, f64)>, String> {
+    let d = if gpu.cpu_driver() {
+        MatmulDims::new(256, 256, 256)
+    } else {
+        MatmulDims::new(4096, 4096, 1024)
+    };
+    let a = gpu.upload_as(&random(d.m * d.k, 1, -1.0, 1.0), &[d.m, d.k], dtype);
+    let b = gpu.upload_as(&random(d.k * d.n, 2, -1.0, 1.0), &[d.k, d.n], dtype);
+    let c = gpu.empty_as(&[d.m, d.n], dtype);
+    let mut times = Vec::new();
+    for &plan in plans {
+        let (t, _) = crate::bench::time(gpu, 3, |rec| {
+            matmul_planned(rec, &c, &a, &b, d, 1.0, false, Epilogue::None, plan)
+        })
+        .map_err(|e| e.to_string())?;
+        times.push((plan, t));
+    }
+    Ok(times)
+}
+
+/// Stores a calibration's choice and saves the cache; without a writable cache the choice
+/// still holds for this run.
+fn keep(gpu: &Gpu, key: &str, value: &str) {
+    gpu.set_choice(key, value);
+    if let Err(e) = save(gpu) {
+        log::warn!("the {key} could not be cached: {e}");
+    }
 }
 
 /// Checks one plan variant (its kernel, tile, transposes and split) against the CPU twin on a
 /// small product of the same kind with `dtype` operands (f16: on the twin's f16-rounded inputs,
 /// within the f16 output's rounding).
 pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims, dtype: DType) -> Result<(), String> {
+    if plan.is_coop() && !Plan::coop_plans(gpu).contains(&plan) {
+        return Err(format!(
+            "{}: this device runs no such cooperative-matrix kernel",
+            plan.name()
+        ));
+    }
     let mut small = *d;
     small.m = d.m.min(132);
     small.n = d.n.min(136);
@@ -232,11 +295,20 @@ pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims, dtype: DType) -> Result<(),
 pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
     let choices = gpu.choices();
     let mut fails = Vec::new();
+    // A cooperative plan the device does not run (cooperative matrices turned off) is never
+    // chosen, so it cannot give a wrong result here.
+    let check = |p: Plan, d: &MatmulDims, t: DType| {
+        if p.is_coop() && !Plan::coop_plans(gpu).contains(&p) {
+            Ok(())
+        } else {
+            verify(gpu, p, d, t)
+        }
+    };
     for (key, value) in &choices {
         let checked = if let Some((d, t)) = MatmulDims::from_key_for(key) {
             Plan::parse(value)
                 .ok_or_else(|| format!("{key}: unreadable plan '{value}'"))
-                .and_then(|p| verify(gpu, p, &d, t))
+                .and_then(|p| check(p, &d, t))
         } else if let Some((pass, d, t)) = attention_plan::from_key(key) {
             let variant = match pass.as_str() {
                 "forward" => Forward::parse(value).map(Forward::name),
@@ -254,6 +326,11 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
                     let d = MatmulDims::new(132, 136, 100);
                     verify(gpu, Plan::Vec4 { tile, splits: 1 }, &d, DType::F32)
                 })
+        } else if key == LARGE_COOP {
+            Plan::parse(value)
+                .filter(|p| p.is_coop())
+                .ok_or_else(|| format!("{key}: unreadable plan '{value}'"))
+                .and_then(|p| check(p, &MatmulDims::new(132, 136, 100), DType::F16))
         } else {
             Err(format!("{key}: not a choice this version knows"))
         };

@@ -6,7 +6,9 @@ mod common;
 
 use dinoscope::gpu::{AdapterChoice, DType, Gpu, Recorder};
 use dinoscope::kernels::attention_plan;
-use dinoscope::kernels::matmul::{matmul, Epilogue, MatmulDims, Plan, V4Tile, LARGE_TILE};
+use dinoscope::kernels::matmul::{
+    matmul, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE,
+};
 use dinoscope::train::config::TrainConfig;
 
 #[test]
@@ -145,19 +147,53 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         .expect("timed");
     assert_eq!(times.len(), V4Tile::ALL.len());
     assert_eq!(fresh.choice(LARGE_TILE), Some(tile.name().to_string()));
+    // The cooperative tile for large f16 products: timed where the device runs both tiles and
+    // f16 products take them by default (the Mesa 26.1 root of `.ci/coop_root.sh`).
+    let coop = dinoscope::tune::calibrate_coop(&fresh).expect("calibrate coop");
+    let both = Plan::coop_plans(&fresh).len() == 2 && fresh.coop_by_default();
+    assert_eq!(coop.is_some(), both);
+    if let Some((plan, times)) = &coop {
+        assert_eq!(times.len(), 2);
+        assert_eq!(fresh.choice(LARGE_COOP), Some(plan.name()));
+        // An untuned f16 product with 512 wide tiles takes the chosen tile; a small one keeps
+        // the square tile.
+        let side = fresh.coop_side().expect("cooperative matrices") as usize;
+        let big = MatmulDims::new(16 * side * 32, 8 * side * 16, 64);
+        let small = MatmulDims::new(16 * side * 4, 8 * side * 4, 64);
+        assert_eq!(big.coop_tiles(side as u32, true), 512);
+        assert_eq!(Plan::untuned(&fresh, &big, DType::F16), *plan);
+        for (choice, want) in [("coop-wide", Plan::CoopWide), ("coop", Plan::Coop)] {
+            fresh.set_choice(LARGE_COOP, choice);
+            assert_eq!(Plan::untuned(&fresh, &big, DType::F16), want);
+            assert_eq!(Plan::untuned(&fresh, &small, DType::F16), Plan::Coop);
+        }
+        fresh.set_choice(LARGE_COOP, &plan.name());
+    }
     let again = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
     dinoscope::tune::load(&again).expect("load");
     let (cached, none) = dinoscope::tune::calibrate(&again)
         .expect("calibrate")
         .expect("cached");
     assert_eq!((cached, none.len()), (tile, 0));
+    if let Some((plan, _)) = &coop {
+        let (again_plan, none) = dinoscope::tune::calibrate_coop(&again)
+            .expect("calibrate coop")
+            .expect("cached");
+        assert_eq!((again_plan, none.len()), (*plan, 0));
+    }
     std::env::set_var("DINOSCOPE_CALIBRATE", "0");
     assert!(dinoscope::tune::calibrate(&again).expect("off").is_none());
+    assert!(dinoscope::tune::calibrate_coop(&again)
+        .expect("off")
+        .is_none());
     std::env::remove_var("DINOSCOPE_CALIBRATE");
     let (count, fails) = dinoscope::tune::verify_cached(&again);
     assert_eq!(
         (count, fails),
-        (dims.len() + calls.len() + 1, Vec::<String>::new())
+        (
+            dims.len() + calls.len() + 1 + usize::from(coop.is_some()),
+            Vec::<String>::new()
+        )
     );
 
     // A product the cache does not hold takes the plan of one that differs from it in M, N or

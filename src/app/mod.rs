@@ -220,13 +220,17 @@ impl DinoscopeApp {
     /// borrows it).
     pub fn new(gpu: Gpu, settings: AppSettings, automation: Automation) -> Self {
         // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it, and its tile for
-        // large products (`tune::calibrate`).
+        // large products (`tune::calibrate`, `tune::calibrate_coop`).
         #[cfg(not(target_arch = "wasm32"))]
         if let Err(e) = crate::tune::load(&gpu) {
             log::warn!("{e}");
         }
         #[cfg(not(target_arch = "wasm32"))]
         if let Err(e) = crate::tune::calibrate(&gpu) {
+            log::warn!("{e}");
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Err(e) = crate::tune::calibrate_coop(&gpu) {
             log::warn!("{e}");
         }
         let gpu: &'static Gpu = Box::leak(Box::new(gpu));

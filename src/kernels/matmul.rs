@@ -6,7 +6,7 @@
 use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
 
 mod plan;
-pub use plan::{MatmulDims, Plan, Tile, V4Tile, LARGE_TILE, LARGE_TILES};
+pub use plan::{MatmulDims, Plan, Tile, V4Tile, LARGE_COOP, LARGE_TILE, LARGE_TILES};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -6,6 +6,10 @@ use crate::gpu::DType;
 /// The tuning cache's key of the device's vec4 tile for large products (`tune::calibrate`).
 pub const LARGE_TILE: &str = "matmul large tile";
 
+/// The tuning cache's key of the cooperative-matrix tile for large f16 products
+/// (`tune::calibrate_coop`: `coop` or `coop-wide`).
+pub const LARGE_COOP: &str = "matmul large coop tile";
+
 /// How many tiles a product needs before it takes the device's large-product tile (a few
 /// waves of workgroups on the largest GPUs, so the last wave's idle share stays small).
 pub const LARGE_TILES: usize = 512;
@@ -59,7 +63,7 @@ impl Plan {
         let tuned = |k: &str| gpu.choice(k).and_then(|v| Plan::parse(&v)).filter(runs);
         tuned(&key)
             .or_else(|| {
-                (dtype == DType::F16 && untuned != Plan::Coop)
+                (dtype == DType::F16 && !untuned.is_coop())
                     .then(|| tuned(&d.key()))
                     .flatten()
             })
@@ -90,7 +94,8 @@ impl Plan {
             p => p,
         };
         if dtype == DType::F16 && gpu.coop_by_default() && d.vec4_ok() {
-            Plan::f16_default(d, plan)
+            let wide = gpu.choice(LARGE_COOP).as_deref() == Some("coop-wide") && gpu.coop_wide();
+            Plan::f16_default(d, plan, wide.then(|| gpu.coop_side()).flatten())
         } else {
             plan
         }
@@ -98,10 +103,13 @@ impl Plan {
 
     /// The f16 default beside cooperative matrices: on an H200 the split vec4 kernel ran the
     /// weight gradients (K = every token of the batch, M × N a few hundred tiles) 1.1–4.7×
-    /// faster than the cooperative one, which kept every product with more tiles.
-    fn f16_default(d: &MatmulDims, plan: Plan) -> Plan {
-        match plan {
-            Plan::Vec4 { splits, .. } if splits > 1 && d.tiles(64) < 256 => plan,
+    /// faster than the cooperative one, which kept every product with more tiles. Where the
+    /// adapter's calibration chose the wide cooperative tile (`wide`: its matrices' side), a
+    /// product with at least [`LARGE_TILES`] of those tiles takes it.
+    fn f16_default(d: &MatmulDims, plan: Plan, wide: Option<u32>) -> Plan {
+        match (plan, wide) {
+            (Plan::Vec4 { splits, .. }, _) if splits > 1 && d.tiles(64) < 256 => plan,
+            (_, Some(side)) if d.coop_tiles(side, true) >= LARGE_TILES => Plan::CoopWide,
             _ => Plan::Coop,
         }
     }
@@ -403,6 +411,14 @@ impl MatmulDims {
         )
     }
 
+    /// Workgroups of the cooperative-matrix kernel over every batch, with matrices of `side` (its
+    /// tiles are 8·side square, or 16·side × 8·side where `wide`).
+    pub fn coop_tiles(&self, side: u32, wide: bool) -> usize {
+        let side = side as usize;
+        let rows = if wide { 16 * side } else { 8 * side };
+        self.m.div_ceil(rows) * self.n.div_ceil(8 * side) * self.batch
+    }
+
     /// Elements A and B hold (a shared operand holds one matrix).
     pub fn operand_lens(&self) -> (usize, usize) {
         let n = |shared: bool| if shared { 1 } else { self.batch };
@@ -642,14 +658,28 @@ mod tests {
     #[test]
     fn f16_takes_the_split_kernel_only_for_long_k_over_few_tiles() {
         let d = dims(1152, 384, 25600);
-        assert_eq!(
-            Plan::f16_default(&d, Plan::for_dims(&d)),
-            Plan::for_dims(&d)
-        );
+        for wide in [None, Some(16)] {
+            assert_eq!(
+                Plan::f16_default(&d, Plan::for_dims(&d), wide),
+                Plan::for_dims(&d)
+            );
+        }
         let d = dims(4882, 256, 65536);
-        assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d)), Plan::Coop);
+        assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d), None), Plan::Coop);
         let d = dims(25600, 1536, 384);
-        assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d)), Plan::Coop);
+        assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d), None), Plan::Coop);
+        // With the wide tile chosen: 100 × 12 of its 256×128 tiles take it; ViT-S's
+        // 16,448 × 384 products (65 × 3 tiles) keep the square one.
+        assert_eq!(
+            Plan::f16_default(&d, Plan::for_dims(&d), Some(16)),
+            Plan::CoopWide
+        );
+        assert_eq!(d.coop_tiles(16, true), 100 * 12);
+        let d = dims(16448, 384, 384);
+        assert_eq!(
+            Plan::f16_default(&d, Plan::for_dims(&d), Some(16)),
+            Plan::Coop
+        );
     }
 
     #[test]
