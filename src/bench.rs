@@ -372,6 +372,29 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
             ts,
         );
     }
+    // f16 operands (inference, the mixed-precision forward): the default kernel beside the
+    // one on cooperative matrices, where the adapter has them.
+    if gpu.coop_side().is_some() {
+        use crate::gpu::DType;
+        let qkv16 = gpu.upload_as(&random(len, 9, -1.0, 1.0), &[len], DType::F16);
+        let out16 = gpu.empty_as(&[batch * n * h * d], DType::F16);
+        for (forced, label) in [(None, ""), (Some("coop"), " (coop)")] {
+            let (t, ts) = time(gpu, reps, |rec| {
+                rec.force(FORWARD, forced);
+                kernels::attention::attention_forward(
+                    rec, &out16, &qkv16, &qkv16, &qkv16, dims, layout, ol,
+                );
+            })?;
+            emit(
+                figures,
+                format!("attention fwd f16 B={batch} H={h} T={n} d={d}{label}"),
+                t,
+                flops / t / 1e9,
+                "GFLOP/s",
+                ts,
+            );
+        }
+    }
     let Some(lse) = lse else { return Ok(()) };
     for (forced, label) in backwards {
         let (t, ts) = time(gpu, reps, |rec| {

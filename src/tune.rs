@@ -487,13 +487,17 @@ pub struct TunedAttention {
     pub best: (&'static str, f64),
 }
 
-/// The variants of a pass that run on this device, the default first.
-fn attention_variants(gpu: &Gpu, pass: &str) -> Vec<&'static str> {
+/// The variants of a pass that run on this device for `dims` and `dtype`, the default first.
+fn attention_variants(gpu: &Gpu, pass: &str, dims: &AttnDims, dtype: DType) -> Vec<&'static str> {
     let rec = Recorder::new(gpu);
     if pass == "forward" {
         let d = Forward::default_for(&rec);
         std::iter::once(d)
-            .chain(Forward::ALL.into_iter().filter(|f| *f != d && f.runs(&rec)))
+            .chain(
+                Forward::ALL
+                    .into_iter()
+                    .filter(|f| *f != d && f.runs(&rec, dims, dtype)),
+            )
             .map(Forward::name)
             .collect()
     } else {
@@ -664,7 +668,7 @@ pub fn tune_attention(
         ];
         let run = AttnRun::new(gpu, *d, *dtype, &data)?;
         let mut times = Vec::new();
-        for variant in attention_variants(gpu, pass) {
+        for variant in attention_variants(gpu, pass, d, *dtype) {
             if verified.insert((pass.clone(), variant, d.head_dim, *dtype == DType::F16)) {
                 verify_attention(gpu, pass, variant, d.head_dim, *dtype)?;
             }

@@ -8,6 +8,10 @@ pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 pub const SHADERS: &[(&str, &str)] = &[
     ("adamw", include_str!("../../shaders/adamw.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    (
+        "attention_coop",
+        include_str!("../../shaders/attention_coop.wgsl"),
+    ),
     ("cast", include_str!("../../shaders/cast.wgsl")),
     (
         "cross_entropy",
@@ -183,6 +187,14 @@ const DERIVED: &[Derived] = &[
         "matmul_coop_wide",
         "matmul_coop",
         &[COOP_WIDE],
+    ),
+    (
+        "attention_coop8",
+        "attention_coop",
+        &[
+            ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
+            ("coop_mat16x16<", "coop_mat8x8<"),
+        ],
     ),
     (
         "matmul_coop8_wide",

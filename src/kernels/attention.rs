@@ -120,6 +120,20 @@ pub static ATTENTION_BACKWARD_DKV2_U: Kernel =
 pub static ATTENTION_FORWARD_SG: Kernel =
     Kernel::new::<Params>("attention_sg", "attention_forward", FORWARD_BINDINGS);
 
+/// [`ATTENTION_FORWARD`] on f16 16×16×16 cooperative matrices (`attention_coop`: two passes
+/// over the keys, f16 operands and probabilities, f32 sums; overrides HEAD_DIM, WG).
+pub static ATTENTION_FORWARD_COOP16: Kernel = Kernel::new::<Params>(
+    "attention_coop",
+    "attention_forward_coop",
+    FORWARD_BINDINGS,
+);
+/// The same with 8×8×8 matrices.
+pub static ATTENTION_FORWARD_COOP8: Kernel = Kernel::new::<Params>(
+    "attention_coop8",
+    "attention_forward_coop",
+    FORWARD_BINDINGS,
+);
+
 /// Largest head dimension the kernels hold in registers (every DINOv2 model uses 64).
 pub const MAX_HEAD_DIM: usize = 64;
 
@@ -305,7 +319,12 @@ pub fn attention_forward(
     // lane unless one lane reads it and broadcasts it; and it keeps a lane's arrays in memory
     // whatever their indices, where the four chains of the GPU layout only add traffic (1.4×
     // slower on lavapipe). Pairs of invocations share a query in workgroups twice as wide.
-    let (kernel, per) = super::attention_plan::forward_for(rec, &d, q.dtype()).kernel();
+    let variant = super::attention_plan::forward_for(rec, &d, q.dtype());
+    if variant == super::attention_plan::Forward::Coop {
+        forward_coop(rec, &p, &d, [q, k, v, &lse, out]);
+        return lse;
+    }
+    let (kernel, per) = variant.kernel();
     rec.dispatch_with(
         kernel,
         &token_overrides(&d, per, wg),
@@ -314,6 +333,25 @@ pub fn attention_forward(
         grid_1d(groups),
     );
     lse
+}
+
+/// The forward on cooperative matrices: a workgroup of four subgroups takes 4·side queries.
+fn forward_coop(rec: &mut Recorder, p: &Params, d: &AttnDims, bound: [&Tensor; 5]) {
+    let gpu = rec.gpu();
+    let side = gpu
+        .coop_side()
+        .expect("attention: the coop forward needs a device with cooperative matrices");
+    let kernel = if side == 16 {
+        &ATTENTION_FORWARD_COOP16
+    } else {
+        &ATTENTION_FORWARD_COOP8
+    };
+    let overrides = [
+        ("HEAD_DIM", d.head_dim as f64),
+        ("WG", f64::from(4 * gpu.info.subgroup_min_size)),
+    ];
+    let groups = d.n_q.div_ceil(4 * side as usize) * d.batch * d.heads;
+    rec.dispatch_with(kernel, &overrides, p, &bound, grid_1d(groups));
 }
 
 /// The attention probabilities [B, H, n_q, n_k], recomputed from Q, K and the forward's lse.

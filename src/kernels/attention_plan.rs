@@ -11,7 +11,8 @@ use super::attention::{
     AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DKV2_U,
     ATTENTION_BACKWARD_DKV_U, ATTENTION_BACKWARD_DQ, ATTENTION_BACKWARD_DQ2,
     ATTENTION_BACKWARD_DQ2_U, ATTENTION_BACKWARD_DQ_U, ATTENTION_FORWARD, ATTENTION_FORWARD2,
-    ATTENTION_FORWARD2_U, ATTENTION_FORWARD4, ATTENTION_FORWARD4_U, ATTENTION_FORWARD_SG,
+    ATTENTION_FORWARD2_U, ATTENTION_FORWARD4, ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16,
+    ATTENTION_FORWARD_SG,
 };
 use crate::gpu::{DType, Kernel, Recorder};
 
@@ -38,11 +39,15 @@ pub enum Forward {
     PairsUnrolled,
     /// Four invocations a query, each holding a quarter of the head (head loops written out).
     Quads,
+    /// Cooperative matrices (tensor cores), for f16 operands where the adapter has them and
+    /// the head is a multiple of their side: two passes over the keys, 4·side queries a
+    /// workgroup (`attention_coop`).
+    Coop,
 }
 
 impl Forward {
     /// Every variant.
-    pub const ALL: [Forward; 7] = [
+    pub const ALL: [Forward; 8] = [
         Forward::One,
         Forward::OneSg,
         Forward::Four,
@@ -50,6 +55,7 @@ impl Forward {
         Forward::Pairs,
         Forward::PairsUnrolled,
         Forward::Quads,
+        Forward::Coop,
     ];
 
     /// Its name in the tuning cache and in `tune`'s report.
@@ -62,6 +68,7 @@ impl Forward {
             Forward::Pairs => "pairs",
             Forward::PairsUnrolled => "pairs-unrolled",
             Forward::Quads => "quads",
+            Forward::Coop => "coop",
         }
     }
 
@@ -70,12 +77,19 @@ impl Forward {
         Forward::ALL.into_iter().find(|f| f.name() == s)
     }
 
-    /// Whether it runs on the recording's device.
-    pub fn runs(self, rec: &Recorder) -> bool {
+    /// Whether it runs on the recording's device for a call of `d` with `dtype` operands.
+    pub fn runs(self, rec: &Recorder, d: &AttnDims, dtype: DType) -> bool {
         match self {
             Forward::One | Forward::Four | Forward::FourUnrolled => true,
             Forward::OneSg => rec.gpu().subgroups(),
             Forward::Pairs | Forward::PairsUnrolled | Forward::Quads => rec.subgroups(),
+            Forward::Coop => {
+                let side = rec.gpu().coop_side().unwrap_or(0) as usize;
+                dtype == DType::F16
+                    && side > 0
+                    && d.head_dim.is_multiple_of(side)
+                    && d.head_dim <= 8 * side
+            }
         }
     }
 
@@ -99,6 +113,8 @@ impl Forward {
             Forward::Pairs => (&ATTENTION_FORWARD2, 2),
             Forward::PairsUnrolled => (&ATTENTION_FORWARD2_U, 2),
             Forward::Quads => (&ATTENTION_FORWARD2_U, 4),
+            // Dispatched apart (`attention::forward_coop`); the kernel of its 16×16 matrices.
+            Forward::Coop => (&ATTENTION_FORWARD_COOP16, 1),
         }
     }
 }
@@ -235,7 +251,7 @@ pub fn forward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Forward {
     rec.forced(FORWARD)
         .and_then(Forward::parse)
         .or_else(|| gpu.choice(&k).and_then(|v| Forward::parse(&v)))
-        .filter(|f| f.runs(rec))
+        .filter(|f| f.runs(rec, d, dtype))
         .unwrap_or_else(|| Forward::default_for(rec))
 }
 

@@ -105,6 +105,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &matmul::MATMUL_64,
         &matmul::MATMUL_DIRECT,
         &matmul::MATMUL_DIRECT_SG,
+        &attention::ATTENTION_FORWARD_COOP16,
+        &attention::ATTENTION_FORWARD_COOP8,
         &matmul::MATMUL_COOP16,
         &matmul::MATMUL_COOP8,
         &matmul::MATMUL_COOP16_WIDE,

@@ -34,6 +34,10 @@ pub fn checks() -> Vec<KernelCheck> {
             name: "kernel.coop_matmul",
             run: coop_matmul,
         },
+        KernelCheck {
+            name: "kernel.coop_attention",
+            run: coop_attention,
+        },
     ]
 }
 
@@ -328,6 +332,88 @@ fn forward_ops(gpu: &Gpu) -> CaseResult {
             // Probabilities are at most 1: half an ulp of 1 is 2⁻¹¹.
             j.check(&format!("{tag} probs"), &out[1], &p, OUT_TOL);
         }
+    }
+    j.finish()
+}
+
+/// The attention forward on cooperative matrices (forced) against the CPU twin: output, lse
+/// (through the probabilities recomputed from it), head sizes of one to eight matrix sides,
+/// sequences that end inside a query and a key block, and the fused qkv layout with heads merged
+/// in the output, as the model runs it ("unsupported" on adapters without f16 cooperative
+/// matrices).
+fn coop_attention(gpu: &Gpu) -> CaseResult {
+    use kernels::attention_plan::{Forward, FORWARD};
+    let name = "kernel.coop_attention";
+    let Some(side) = gpu.coop_side().map(|s| s as usize) else {
+        return CaseResult::unsupported(name, "the adapter has no f16 cooperative matrices");
+    };
+    let mut j = Judge::new(name);
+    let heads = [side, 2 * side, 64.min(8 * side)];
+    let shapes = [
+        (1, 1, 1, heads[0], false),
+        (2, 3, 7, heads[1], false),
+        (1, 2, 4 * side + 1, heads[2], false),
+        (2, 2, 197, heads[2], true),
+    ];
+    for (i, &(bt, h, n, d, fused)) in shapes.iter().enumerate() {
+        let dims = AttnDims::new(bt, h, n, d);
+        let runs = Forward::Coop.runs(&crate::gpu::Recorder::new(gpu), &dims, DType::F16);
+        if !runs {
+            j.fail(format!("{bt}x{h}x{n}x{d}: the coop forward does not take it"));
+            continue;
+        }
+        let len = bt * h * n * d;
+        let q = round_trip(&random(len, 140 + i as u64, -2.0, 2.0));
+        let k = round_trip(&random(len, 150 + i as u64, -2.0, 2.0));
+        let v = round_trip(&random(len, 160 + i as u64, -1.0, 1.0));
+        let (o, p, _) = cpu::attention::attention_forward(&q, &k, &v, bt * h, n, n, d, dims.scale);
+        // [B, H, N, d] → [B, N, H, d] (a fused qkv row holds q, k, v of every head in turn).
+        let bnhd = |x: &[f32], slot: usize, per: usize| {
+            let mut out = vec![0.0; bt * n * per * h * d];
+            for b in 0..bt {
+                for hh in 0..h {
+                    for t in 0..n {
+                        let src = ((b * h + hh) * n + t) * d;
+                        let dst = ((b * n + t) * per + slot) * h * d + hh * d;
+                        out[dst..dst + d].copy_from_slice(&x[src..src + d]);
+                    }
+                }
+            }
+            out
+        };
+        let (layout, ol, want) = if fused {
+            (QkvLayout::fused(h, n, d), OutLayout::bnhd(h, n, d), bnhd(&o, 0, 1))
+        } else {
+            (QkvLayout::bhnd(h, n, d), OutLayout::bhnd(h, n, d), o.clone())
+        };
+        let Some(out) = run(gpu, &mut j, |rec| {
+            rec.force(FORWARD, Some(Forward::Coop.name()));
+            let (tq, tk, tv) = if fused {
+                let mut qkv = bnhd(&q, 0, 3);
+                for (slot, x) in [(1, &k), (2, &v)] {
+                    for (a, b) in qkv.iter_mut().zip(bnhd(x, slot, 3)) {
+                        *a += b;
+                    }
+                }
+                let t = half(gpu, &qkv, &[qkv.len()]);
+                (t.clone(), t.clone(), t)
+            } else {
+                let s = [bt, h, n, d];
+                (half(gpu, &q, &s), half(gpu, &k, &s), half(gpu, &v, &s))
+            };
+            let to = gpu.empty_as(&[len], DType::F16);
+            let lse =
+                kernels::attention::attention_forward(rec, &to, &tq, &tk, &tv, dims, layout, ol);
+            let probs = gpu.empty_as(&[bt, h, n, n], DType::F16);
+            kernels::attention::attention_probs(rec, &probs, &tq, &tk, &lse, dims, layout);
+            vec![to, probs]
+        }) else {
+            continue;
+        };
+        let tag = format!("{bt}x{h}x{n}x{d}{}", if fused { " fused" } else { "" });
+        // The probabilities meet V rounded to f16: twice the output's own rounding.
+        j.check(&format!("{tag} out"), &out[0], &want, tol(&want, 2.0 * OUT_TOL));
+        j.check(&format!("{tag} probs (from lse)"), &out[1], &p, OUT_TOL);
     }
     j.finish()
 }
