@@ -50,12 +50,13 @@ PHASES="${PHASES:-bench learn tune}"
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 nvidia-smi > "$WORK/adapter.txt" 2>&1
 # The first device open also times the vec4 tiles for large products and caches the fastest
-# (tune::calibrate), and the square and wide cooperative tiles for large f16 products
-# (tune::calibrate_coop): their log lines say which, and every later command takes them.
+# (tune::calibrate), the square and wide cooperative tiles for large f16 products
+# (tune::calibrate_coop) and the f16 attention forward, default or on cooperative matrices
+# (tune::calibrate_attention): their log lines say which, and every later command takes them.
 RUST_LOG=dinoscope=info "$BIN" info >> "$WORK/adapter.txt" 2>&1
 info_rc=$?
 head -20 "$WORK/adapter.txt" >> "$SUMMARY"
-grep -E "large (f16 )?products take" "$WORK/adapter.txt" >> "$SUMMARY"
+grep -E "products take|attention takes" "$WORK/adapter.txt" >> "$SUMMARY"
 grep -iE "adapter|driver|backend" "$WORK/adapter.txt" | head -8 >> "$SUMMARY"
 if [ "$info_rc" != 0 ]; then  # no adapter: say so at once, and keep the lease for a fixed rerun
   log "info failed ($info_rc)"; tail -20 "$WORK/adapter.txt" >> "$SUMMARY"; exit 1

@@ -407,23 +407,13 @@ mod cli {
             eprintln!("warning: {e}; f16 products use the plain kernels");
         }
         // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it, and its tile for
-        // large products, f32 and cooperative f16 (timed on its first run, then cached).
+        // large products and f16 attention (timed on its first run, then cached).
         if let Err(e) = dinoscope::tune::load(&gpu) {
             eprintln!("warning: {e}");
         }
-        match dinoscope::tune::calibrate(&gpu) {
-            Ok(Some((tile, times))) if !times.is_empty() => {
-                log::info!("large products take {} tiles ({times:?})", tile.name())
-            }
+        match dinoscope::tune::calibrate_first_run(&gpu) {
+            Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
             Err(e) => eprintln!("warning: {e}"),
-            _ => {}
-        }
-        match dinoscope::tune::calibrate_coop(&gpu) {
-            Ok(Some((plan, times))) if !times.is_empty() => {
-                log::info!("large f16 products take {} ({times:?})", plan.name())
-            }
-            Err(e) => eprintln!("warning: {e}"),
-            _ => {}
         }
         Ok(gpu)
     }

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+mod calibrate;
+pub use calibrate::*;
+
 /// The wgpu version the runtime is built with (part of the cache key: kernels compile anew).
 pub const WGPU_VERSION: &str = "30.0.2";
 
@@ -102,117 +105,12 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
         let matmul = MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some();
         let large = k == LARGE_TILE && V4Tile::ALL.iter().any(|t| t.name() == v);
         let coop = k == LARGE_COOP && Plan::parse(v).is_some_and(|p| p.is_coop());
-        if matmul || large || coop || attention_plan::valid_choice(k, v) {
+        let f16_attention = k == attention_plan::F16_FORWARD && Forward::parse(v).is_some();
+        if matmul || large || coop || f16_attention || attention_plan::valid_choice(k, v) {
             gpu.set_choice(k, v);
         }
     }
     Ok(cache.plans.len())
-}
-
-/// The tile `calibrate` chose, and each tile's seconds when it timed them.
-pub type Calibrated = (V4Tile, Vec<(V4Tile, f64)>);
-
-/// The device's vec4 tile for large products: the one this adapter's cache names, else the
-/// fastest of the vec4 tiles on one large product (4096×4096×1024, f32), timed now and saved to
-/// the cache so later runs skip the timing; products with many tiles then take it unless a
-/// tuned plan of their own says otherwise (`Plan::untuned`). All the tiles add in the same
-/// order, so the choice changes speed, never results. CPU drivers keep their barrier-free
-/// default and are not timed, nor is a dry-run device; `DINOSCOPE_CALIBRATE=0` turns it off,
-/// and `=1` times CPU drivers too (on a 256×256×256 product). Returns the tile and each tile's
-/// seconds when it timed them (empty when the cache had it).
-pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
-    if !calibration_on(gpu) {
-        return Ok(None);
-    }
-    if let Some(t) = gpu.choice(LARGE_TILE) {
-        if let Some(tile) = V4Tile::ALL.into_iter().find(|x| x.name() == t) {
-            return Ok(Some((tile, Vec::new())));
-        }
-    }
-    let plans: Vec<Plan> = V4Tile::ALL
-        .into_iter()
-        .map(|tile| Plan::Vec4 { tile, splits: 1 })
-        .collect();
-    let times: Vec<(V4Tile, f64)> = time_large(gpu, DType::F32, &plans)?
-        .into_iter()
-        .filter_map(|(p, t)| match p {
-            Plan::Vec4 { tile, .. } => Some((tile, t)),
-            _ => None,
-        })
-        .collect();
-    let best = times
-        .iter()
-        .copied()
-        .min_by(|x, y| x.1.total_cmp(&y.1))
-        .map_or(V4Tile::T64, |(t, _)| t);
-    keep(gpu, LARGE_TILE, best.name());
-    Ok(Some((best, times)))
-}
-
-/// The cooperative-matrix plan `calibrate_coop` chose, and each plan's seconds when it timed them.
-pub type CalibratedCoop = (Plan, Vec<(Plan, f64)>);
-
-/// The cooperative-matrix tile for large f16 products, where the adapter runs both the square
-/// tile and the wide one and untuned f16 products take them (`Gpu::coop_by_default`): the one
-/// this adapter's cache names, else the faster on one large f16 product, timed now and cached
-/// as [`calibrate`] does (the same switches). Untuned f16 products with at least
-/// [`LARGE_TILES`](crate::kernels::matmul::LARGE_TILES) wide tiles then take the wide one if it
-/// won (`Plan::untuned`). Returns the plan and each plan's seconds when it timed them.
-pub fn calibrate_coop(gpu: &Gpu) -> Result<Option<CalibratedCoop>, String> {
-    let plans = Plan::coop_plans(gpu);
-    if !calibration_on(gpu) || plans.len() < 2 || !gpu.coop_by_default() {
-        return Ok(None);
-    }
-    if let Some(p) = gpu.choice(LARGE_COOP).and_then(|v| Plan::parse(&v)) {
-        if plans.contains(&p) {
-            return Ok(Some((p, Vec::new())));
-        }
-    }
-    let times = time_large(gpu, DType::F16, &plans)?;
-    let best = times
-        .iter()
-        .min_by(|x, y| x.1.total_cmp(&y.1))
-        .map_or(Plan::Coop, |(p, _)| *p);
-    keep(gpu, LARGE_COOP, &best.name());
-    Ok(Some((best, times)))
-}
-
-/// Whether the first-run calibrations run on this device (see [`calibrate`]).
-fn calibration_on(gpu: &Gpu) -> bool {
-    let env = std::env::var("DINOSCOPE_CALIBRATE").unwrap_or_default();
-    let forced = env == "1";
-    !(env == "0" || gpu.is_dry() || (gpu.cpu_driver() && !forced) || !gpu.has_timestamps())
-}
-
-/// Each plan's seconds on one large product with `dtype` operands (4096×4096×1024; 256³ on a
-/// CPU driver), the median of three.
-fn time_large(gpu: &Gpu, dtype: DType, plans: &[Plan]) -> Result<Vec<(Plan, f64)>, String> {
-    let d = if gpu.cpu_driver() {
-        MatmulDims::new(256, 256, 256)
-    } else {
-        MatmulDims::new(4096, 4096, 1024)
-    };
-    let a = gpu.upload_as(&random(d.m * d.k, 1, -1.0, 1.0), &[d.m, d.k], dtype);
-    let b = gpu.upload_as(&random(d.k * d.n, 2, -1.0, 1.0), &[d.k, d.n], dtype);
-    let c = gpu.empty_as(&[d.m, d.n], dtype);
-    let mut times = Vec::new();
-    for &plan in plans {
-        let (t, _) = crate::bench::time(gpu, 3, |rec| {
-            matmul_planned(rec, &c, &a, &b, d, 1.0, false, Epilogue::None, plan)
-        })
-        .map_err(|e| e.to_string())?;
-        times.push((plan, t));
-    }
-    Ok(times)
-}
-
-/// Stores a calibration's choice and saves the cache; without a writable cache the choice
-/// still holds for this run.
-fn keep(gpu: &Gpu, key: &str, value: &str) {
-    gpu.set_choice(key, value);
-    if let Err(e) = save(gpu) {
-        log::warn!("the {key} could not be cached: {e}");
-    }
 }
 
 /// Checks one plan variant (its kernel, tile, transposes and split) against the CPU twin on a
@@ -325,6 +223,17 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
                 .and_then(|tile| {
                     let d = MatmulDims::new(132, 136, 100);
                     verify(gpu, Plan::Vec4 { tile, splits: 1 }, &d, DType::F32)
+                })
+        } else if key == attention_plan::F16_FORWARD {
+            Forward::parse(value)
+                .ok_or_else(|| format!("{key}: unreadable variant '{value}'"))
+                .and_then(|f| {
+                    let d = AttnDims::new(1, 2, 37, 64);
+                    if f.runs(&Recorder::new(gpu), &d, DType::F16) {
+                        verify_attention(gpu, "forward", f.name(), 64, DType::F16)
+                    } else {
+                        Ok(())
+                    }
                 })
         } else if key == LARGE_COOP {
             Plan::parse(value)

@@ -169,12 +169,39 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         }
         fresh.set_choice(LARGE_COOP, &plan.name());
     }
+    // The forward f16 attention takes without a tuned choice: the default or the one on
+    // cooperative matrices, whichever ran faster, for f16 calls only.
+    let calibrated = dinoscope::tune::calibrate_attention(&fresh).expect("calibrate attention");
+    assert_eq!(calibrated.is_some(), fresh.coop_by_default());
+    if let Some((f, times)) = &calibrated {
+        assert_eq!(times.len(), 2);
+        let key = attention_plan::F16_FORWARD;
+        assert_eq!(fresh.choice(key).as_deref(), Some(f.name()));
+        let d = dinoscope::kernels::attention::AttnDims::new(3, 2, 50, 32);
+        let rec = Recorder::new(&fresh);
+        let default = attention_plan::Forward::default_for(&rec);
+        for (choice, want) in [
+            ("coop", attention_plan::Forward::Coop),
+            (default.name(), default),
+        ] {
+            fresh.set_choice(key, choice);
+            assert_eq!(attention_plan::forward_for(&rec, &d, DType::F16), want);
+            assert_eq!(attention_plan::forward_for(&rec, &d, DType::F32), default);
+        }
+        fresh.set_choice(key, f.name());
+    }
     let again = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
     dinoscope::tune::load(&again).expect("load");
     let (cached, none) = dinoscope::tune::calibrate(&again)
         .expect("calibrate")
         .expect("cached");
     assert_eq!((cached, none.len()), (tile, 0));
+    if let Some((f, _)) = &calibrated {
+        let (again_f, none) = dinoscope::tune::calibrate_attention(&again)
+            .expect("calibrate attention")
+            .expect("cached");
+        assert_eq!((again_f, none.len()), (*f, 0));
+    }
     if let Some((plan, _)) = &coop {
         let (again_plan, none) = dinoscope::tune::calibrate_coop(&again)
             .expect("calibrate coop")
@@ -191,7 +218,11 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     assert_eq!(
         (count, fails),
         (
-            dims.len() + calls.len() + 1 + usize::from(coop.is_some()),
+            dims.len()
+                + calls.len()
+                + 1
+                + usize::from(coop.is_some())
+                + usize::from(calibrated.is_some()),
             Vec::<String>::new()
         )
     );

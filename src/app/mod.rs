@@ -220,18 +220,15 @@ impl DinoscopeApp {
     /// borrows it).
     pub fn new(gpu: Gpu, settings: AppSettings, automation: Automation) -> Self {
         // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it, and its tile for
-        // large products (`tune::calibrate`, `tune::calibrate_coop`).
+        // large products and f16 attention (`tune::calibrate_first_run`).
         #[cfg(not(target_arch = "wasm32"))]
         if let Err(e) = crate::tune::load(&gpu) {
             log::warn!("{e}");
         }
         #[cfg(not(target_arch = "wasm32"))]
-        if let Err(e) = crate::tune::calibrate(&gpu) {
-            log::warn!("{e}");
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Err(e) = crate::tune::calibrate_coop(&gpu) {
-            log::warn!("{e}");
+        match crate::tune::calibrate_first_run(&gpu) {
+            Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
+            Err(e) => log::warn!("{e}"),
         }
         let gpu: &'static Gpu = Box::leak(Box::new(gpu));
         let data_field = match &settings.train.data {

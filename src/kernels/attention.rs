@@ -122,11 +122,8 @@ pub static ATTENTION_FORWARD_SG: Kernel =
 
 /// [`ATTENTION_FORWARD`] on f16 16×16×16 cooperative matrices (`attention_coop`: two passes
 /// over the keys, f16 operands and probabilities, f32 sums; overrides HEAD_DIM, WG).
-pub static ATTENTION_FORWARD_COOP16: Kernel = Kernel::new::<Params>(
-    "attention_coop",
-    "attention_forward_coop",
-    FORWARD_BINDINGS,
-);
+pub static ATTENTION_FORWARD_COOP16: Kernel =
+    Kernel::new::<Params>("attention_coop", "attention_forward_coop", FORWARD_BINDINGS);
 /// The same with 8×8×8 matrices.
 pub static ATTENTION_FORWARD_COOP8: Kernel = Kernel::new::<Params>(
     "attention_coop8",

@@ -20,6 +20,9 @@ use crate::gpu::{DType, Kernel, Recorder};
 pub const FORWARD: &str = "attention forward";
 /// The choice name of the backward pass.
 pub const BACKWARD: &str = "attention backward";
+/// The tuning cache's key of the forward variant f16 calls take without a tuned choice of their
+/// own (`tune::calibrate_attention`: the default or `coop`).
+pub const F16_FORWARD: &str = "f16 attention forward";
 
 /// The forward kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,8 +243,9 @@ pub fn valid_choice(key: &str, value: &str) -> bool {
     }
 }
 
-/// The forward variant of a call: forced, else tuned, else the default (a choice that cannot
-/// run here falls back to the default). A dry run notes the call for the tuner.
+/// The forward variant of a call: forced, else tuned, else for f16 operands the device's
+/// calibrated choice ([`F16_FORWARD`]), else the default (a choice that cannot run here falls
+/// back to the default). A dry run notes the call for the tuner.
 pub fn forward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Forward {
     let gpu = rec.gpu();
     let k = key("forward", d, dtype);
@@ -251,6 +255,10 @@ pub fn forward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Forward {
     rec.forced(FORWARD)
         .and_then(Forward::parse)
         .or_else(|| gpu.choice(&k).and_then(|v| Forward::parse(&v)))
+        .or_else(|| {
+            let calibrated = gpu.choice(F16_FORWARD).and_then(|v| Forward::parse(&v));
+            calibrated.filter(|_| dtype == DType::F16)
+        })
         .filter(|f| f.runs(rec, d, dtype))
         .unwrap_or_else(|| Forward::default_for(rec))
 }

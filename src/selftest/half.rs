@@ -359,7 +359,9 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
         let dims = AttnDims::new(bt, h, n, d);
         let runs = Forward::Coop.runs(&crate::gpu::Recorder::new(gpu), &dims, DType::F16);
         if !runs {
-            j.fail(format!("{bt}x{h}x{n}x{d}: the coop forward does not take it"));
+            j.fail(format!(
+                "{bt}x{h}x{n}x{d}: the coop forward does not take it"
+            ));
             continue;
         }
         let len = bt * h * n * d;
@@ -382,9 +384,17 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
             out
         };
         let (layout, ol, want) = if fused {
-            (QkvLayout::fused(h, n, d), OutLayout::bnhd(h, n, d), bnhd(&o, 0, 1))
+            (
+                QkvLayout::fused(h, n, d),
+                OutLayout::bnhd(h, n, d),
+                bnhd(&o, 0, 1),
+            )
         } else {
-            (QkvLayout::bhnd(h, n, d), OutLayout::bhnd(h, n, d), o.clone())
+            (
+                QkvLayout::bhnd(h, n, d),
+                OutLayout::bhnd(h, n, d),
+                o.clone(),
+            )
         };
         let Some(out) = run(gpu, &mut j, |rec| {
             rec.force(FORWARD, Some(Forward::Coop.name()));
@@ -412,7 +422,12 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
         };
         let tag = format!("{bt}x{h}x{n}x{d}{}", if fused { " fused" } else { "" });
         // The probabilities meet V rounded to f16: twice the output's own rounding.
-        j.check(&format!("{tag} out"), &out[0], &want, tol(&want, 2.0 * OUT_TOL));
+        j.check(
+            &format!("{tag} out"),
+            &out[0],
+            &want,
+            tol(&want, 2.0 * OUT_TOL),
+        );
         j.check(&format!("{tag} probs (from lse)"), &out[1], &p, OUT_TOL);
     }
     j.finish()

@@ -1,0 +1,187 @@
+//! First-run calibrations: what a device takes for large products and f16 attention without a
+//! tune, timed once on a few representative calls and cached like `tune`'s choices.
+
+use super::{save, verify_attention, AttnRun};
+use crate::gpu::{DType, Gpu};
+use crate::kernels::attention::AttnDims;
+use crate::kernels::attention_plan::{self, Forward};
+use crate::kernels::matmul::{
+    matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE,
+};
+use crate::selftest::checks_random as random;
+
+/// The tile `calibrate` chose, and each tile's seconds when it timed them.
+pub type Calibrated = (V4Tile, Vec<(V4Tile, f64)>);
+
+/// The device's vec4 tile for large products: the one this adapter's cache names, else the
+/// fastest of the vec4 tiles on one large product (4096×4096×1024, f32), timed now and saved to
+/// the cache so later runs skip the timing; products with many tiles then take it unless a
+/// tuned plan of their own says otherwise (`Plan::untuned`). All the tiles add in the same
+/// order, so the choice changes speed, never results. CPU drivers keep their barrier-free
+/// default and are not timed, nor is a dry-run device; `DINOSCOPE_CALIBRATE=0` turns it off,
+/// and `=1` times CPU drivers too (on a 256×256×256 product). Returns the tile and each tile's
+/// seconds when it timed them (empty when the cache had it).
+pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
+    if !calibration_on(gpu) {
+        return Ok(None);
+    }
+    if let Some(t) = gpu.choice(LARGE_TILE) {
+        if let Some(tile) = V4Tile::ALL.into_iter().find(|x| x.name() == t) {
+            return Ok(Some((tile, Vec::new())));
+        }
+    }
+    let plans: Vec<Plan> = V4Tile::ALL
+        .into_iter()
+        .map(|tile| Plan::Vec4 { tile, splits: 1 })
+        .collect();
+    let times: Vec<(V4Tile, f64)> = time_large(gpu, DType::F32, &plans)?
+        .into_iter()
+        .filter_map(|(p, t)| match p {
+            Plan::Vec4 { tile, .. } => Some((tile, t)),
+            _ => None,
+        })
+        .collect();
+    let best = times
+        .iter()
+        .copied()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .map_or(V4Tile::T64, |(t, _)| t);
+    keep(gpu, LARGE_TILE, best.name());
+    Ok(Some((best, times)))
+}
+
+/// The cooperative-matrix plan `calibrate_coop` chose, and each plan's seconds when it timed them.
+pub type CalibratedCoop = (Plan, Vec<(Plan, f64)>);
+
+/// The cooperative-matrix tile for large f16 products, where the adapter runs both the square
+/// tile and the wide one and untuned f16 products take them (`Gpu::coop_by_default`): the one
+/// this adapter's cache names, else the faster on one large f16 product, timed now and cached
+/// as [`calibrate`] does (the same switches). Untuned f16 products with at least
+/// [`LARGE_TILES`](crate::kernels::matmul::LARGE_TILES) wide tiles then take the wide one if it
+/// won (`Plan::untuned`). Returns the plan and each plan's seconds when it timed them.
+pub fn calibrate_coop(gpu: &Gpu) -> Result<Option<CalibratedCoop>, String> {
+    let plans = Plan::coop_plans(gpu);
+    if !calibration_on(gpu) || plans.len() < 2 || !gpu.coop_by_default() {
+        return Ok(None);
+    }
+    if let Some(p) = gpu.choice(LARGE_COOP).and_then(|v| Plan::parse(&v)) {
+        if plans.contains(&p) {
+            return Ok(Some((p, Vec::new())));
+        }
+    }
+    let times = time_large(gpu, DType::F16, &plans)?;
+    let best = times
+        .iter()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .map_or(Plan::Coop, |(p, _)| *p);
+    keep(gpu, LARGE_COOP, &best.name());
+    Ok(Some((best, times)))
+}
+
+/// Whether the first-run calibrations run on this device (see [`calibrate`]).
+fn calibration_on(gpu: &Gpu) -> bool {
+    let env = std::env::var("DINOSCOPE_CALIBRATE").unwrap_or_default();
+    let forced = env == "1";
+    !(env == "0" || gpu.is_dry() || (gpu.cpu_driver() && !forced) || !gpu.has_timestamps())
+}
+
+/// Each plan's seconds on one large product with `dtype` operands (4096×4096×1024; 256³ on a
+/// CPU driver), the median of three.
+fn time_large(gpu: &Gpu, dtype: DType, plans: &[Plan]) -> Result<Vec<(Plan, f64)>, String> {
+    let d = if gpu.cpu_driver() {
+        MatmulDims::new(256, 256, 256)
+    } else {
+        MatmulDims::new(4096, 4096, 1024)
+    };
+    let a = gpu.upload_as(&random(d.m * d.k, 1, -1.0, 1.0), &[d.m, d.k], dtype);
+    let b = gpu.upload_as(&random(d.k * d.n, 2, -1.0, 1.0), &[d.k, d.n], dtype);
+    let c = gpu.empty_as(&[d.m, d.n], dtype);
+    let mut times = Vec::new();
+    for &plan in plans {
+        let (t, _) = crate::bench::time(gpu, 3, |rec| {
+            matmul_planned(rec, &c, &a, &b, d, 1.0, false, Epilogue::None, plan)
+        })
+        .map_err(|e| e.to_string())?;
+        times.push((plan, t));
+    }
+    Ok(times)
+}
+
+/// Stores a calibration's choice and saves the cache; without a writable cache the choice
+/// still holds for this run.
+fn keep(gpu: &Gpu, key: &str, value: &str) {
+    gpu.set_choice(key, value);
+    if let Err(e) = save(gpu) {
+        log::warn!("the {key} could not be cached: {e}");
+    }
+}
+
+/// The forward variant and each variant's seconds when `calibrate_attention` timed them.
+pub type CalibratedAttention = (Forward, Vec<(Forward, f64)>);
+
+/// The attention forward f16 calls take without a tuned choice, where the adapter runs the
+/// cooperative-matrix forward and f16 products take cooperative matrices by default: the one
+/// this adapter's cache names, else the faster of the default and `coop` on a ViT-S-sized call
+/// (16 images, 6 heads, 257 tokens, head 64; 1 image of 65 tokens on a CPU driver), each first
+/// checked against the CPU twin, then cached as [`calibrate`] does (the same switches).
+pub fn calibrate_attention(gpu: &Gpu) -> Result<Option<CalibratedAttention>, String> {
+    let (batch, n) = if gpu.cpu_driver() { (1, 65) } else { (16, 257) };
+    let d = AttnDims::new(batch, 6, n, 64);
+    let rec = crate::gpu::Recorder::new(gpu);
+    if !calibration_on(gpu) || !gpu.coop_by_default() || !Forward::Coop.runs(&rec, &d, DType::F16) {
+        return Ok(None);
+    }
+    let f16_forward = attention_plan::F16_FORWARD;
+    if let Some(f) = gpu.choice(f16_forward).and_then(|v| Forward::parse(&v)) {
+        return Ok(Some((f, Vec::new())));
+    }
+    let variants = [Forward::default_for(&rec), Forward::Coop];
+    drop(rec);
+    let len = batch * 6 * n * 64;
+    let data = [81, 82, 83, 84].map(|seed| random(len, seed, -1.0, 1.0));
+    let run = AttnRun::new(gpu, d, DType::F16, &data)?;
+    let mut times = Vec::new();
+    for f in variants {
+        verify_attention(gpu, "forward", f.name(), 64, DType::F16)?;
+        let (t, _) = crate::bench::time(gpu, 3, |rec| run.record(rec, "forward", f.name()))
+            .map_err(|e| e.to_string())?;
+        times.push((f, t));
+    }
+    let best = times
+        .iter()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .map_or(variants[0], |(f, _)| *f);
+    keep(gpu, f16_forward, best.name());
+    Ok(Some((best, times)))
+}
+
+/// Every first-run calibration ([`calibrate`], [`calibrate_coop`], [`calibrate_attention`]);
+/// returns a line for each that timed something (what it chose and the times), for the log.
+pub fn calibrate_first_run(gpu: &Gpu) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    if let Some((tile, times)) = calibrate(gpu)? {
+        if !times.is_empty() {
+            lines.push(format!(
+                "large products take {} tiles ({times:?})",
+                tile.name()
+            ));
+        }
+    }
+    if let Some((plan, times)) = calibrate_coop(gpu)? {
+        if !times.is_empty() {
+            lines.push(format!(
+                "large f16 products take {} ({times:?})",
+                plan.name()
+            ));
+        }
+    }
+    if let Some((f, times)) = calibrate_attention(gpu)? {
+        if !times.is_empty() {
+            lines.push(format!(
+                "f16 attention takes the {} forward ({times:?})",
+                f.name()
+            ));
+        }
+    }
+    Ok(lines)
+}
