@@ -18,8 +18,10 @@ enable wgpu_cooperative_matrix;
 // BQ = 4·MS queries of one (batch, head); subgroup s owns query rows s·MS … s·MS + MS − 1 (a
 // strip). Keys come BK = 2·MS at a time. Per key block each subgroup computes its strip's
 // MS × BK scores as two accumulators (HEAD_DIM / MS multiply-adds each), stores them to its
-// strip of Ss, and lane r < MS of the subgroup then takes row r of the strip alone: its max in
-// the first pass, its probabilities (to Ps, as f16) and their sum in the second. The strip's
+// strip of Ss, and the subgroup's MS²/8 lanes then take its rows, MS/8 lanes a row, each lane
+// every (MS/8)th column: the max in the first pass, the probabilities (to Ps, as f16) and their
+// sum in the second. A row's lanes combine their maxima after the first pass and their sums
+// after the second, through workgroup memory (Red). The strip's
 // HEAD_DIM / MS output accumulators (o0 … o7, the rest unused) then add P·V. Rows past the
 // sequence read zeros and are not stored; keys past it weigh 0.
 // Matrix operations sit in uniform control flow only.
@@ -82,6 +84,23 @@ var<workgroup> Ss: array<f32, BQ * BK>;
 var<workgroup> Ps: array<f16, BQ * LDP>;
 // Each query row's sum of probabilities, for the lanes that store its outputs.
 var<workgroup> Ls: array<f32, BQ>;
+// One value per invocation, for the lanes of a row to combine theirs.
+var<workgroup> Red: array<f32, MS * MS / 2u>;
+
+// The combination (max, or sum in lane order) of the values the `lpr` lanes of this lane's row
+// put in Red (slot: the lane's place in the workgroup, sg · lanes + lane). Every invocation
+// calls it (it holds barriers).
+fn combine(slot: u32, lane: u32, lpr: u32, x: f32, is_max: bool) -> f32 {
+    Red[slot] = x;
+    workgroupBarrier();
+    let first = slot - lane % lpr;
+    var r = Red[first];
+    for (var q = 1u; q < lpr; q++) {
+        if (is_max) { r = max(r, Red[first + q]); } else { r += Red[first + q]; }
+    }
+    workgroupBarrier();
+    return r;
+}
 
 fn qkv_at(off: u32, b: u32, h: u32, t: u32) -> u32 {
     return off + b * p.s_batch + h * p.s_head + t * p.s_tok;
@@ -162,9 +181,12 @@ fn attention_forward_coop(
     let h = bh % p.heads;
     let i0 = select(p.n_q, (gi % nqb) * BQ, live);
     let row0 = sg * MS;
-    // Lane r < MS of a subgroup keeps row r's largest score and sum.
-    let row = row0 + lane;
-    let mine = lane < MS;
+    // This lane's row of the strip, and which of the row's columns it takes (every lpr-th from
+    // part).
+    let lpr = max(lanes / MS, 1u);
+    let row = row0 + min(lane / lpr, MS - 1u);
+    let part = lane % lpr;
+    let mine = lane < MS * lpr;
     load_tile(0u, li, b, h, i0, BQ, p.n_q);
     var m = -3.4e38;
     for (var j0 = 0u; j0 < p.n_k; j0 += BK) {
@@ -174,9 +196,11 @@ fn attention_forward_coop(
         workgroupBarrier();
         if (mine) {
             let nj = min(BK, p.n_k - j0);
-            for (var j = 0u; j < nj; j++) { m = max(m, p.scale * Ss[row * BK + j]); }
+            for (var j = part; j < nj; j += lpr) { m = max(m, p.scale * Ss[row * BK + j]); }
         }
     }
+    let slot = sg * lanes + lane;
+    m = combine(slot, lane, lpr, m, true);
     var l = 0.0;
     var o0: MatC;
     var o1: MatC;
@@ -195,7 +219,7 @@ fn attention_forward_coop(
         workgroupBarrier();
         if (mine) {
             let nj = min(BK, p.n_k - j0);
-            for (var j = 0u; j < BK; j++) {
+            for (var j = part; j < BK; j += lpr) {
                 var e = 0.0;
                 if (j < nj) { e = exp(p.scale * Ss[row * BK + j] - m); }
                 l += e;
@@ -216,7 +240,8 @@ fn attention_forward_coop(
             if (DC > 7u) { o7 = coopMultiplyAdd(a, coopLoadT<MatB>(&Vs[vr + 7u * MS], LDD), o7); }
         }
     }
-    if (mine) {
+    l = combine(slot, lane, lpr, l, false);
+    if (mine && part == 0u) {
         Ls[row] = l;
         if (i0 + row < p.n_q) { lse[bh * p.n_q + i0 + row] = m + log(l); }
     }
