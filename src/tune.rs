@@ -415,7 +415,7 @@ fn attention_variants(gpu: &Gpu, pass: &str, dims: &AttnDims, dtype: DType) -> V
             .chain(
                 Backward::ALL
                     .into_iter()
-                    .filter(|b| *b != d && b.runs(&rec)),
+                    .filter(|b| *b != d && b.runs(&rec, dims, dtype)),
             )
             .map(Backward::name)
             .collect()

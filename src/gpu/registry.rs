@@ -12,6 +12,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "attention_coop",
         include_str!("../../shaders/attention_coop.wgsl"),
     ),
+    (
+        "attention_coop_bwd",
+        include_str!("../../shaders/attention_coop_bwd.wgsl"),
+    ),
     ("cast", include_str!("../../shaders/cast.wgsl")),
     (
         "cross_entropy",
@@ -191,6 +195,14 @@ const DERIVED: &[Derived] = &[
     (
         "attention_coop8",
         "attention_coop",
+        &[
+            ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
+            ("coop_mat16x16<", "coop_mat8x8<"),
+        ],
+    ),
+    (
+        "attention_coop8_bwd",
+        "attention_coop_bwd",
         &[
             ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
             ("coop_mat16x16<", "coop_mat8x8<"),

@@ -131,6 +131,40 @@ pub static ATTENTION_FORWARD_COOP8: Kernel = Kernel::new::<Params>(
     FORWARD_BINDINGS,
 );
 
+/// dQ on f16 16×16×16 cooperative matrices (`attention_coop_bwd`; overrides HEAD_DIM, WG).
+pub static ATTENTION_BACKWARD_DQ_COOP16: Kernel = Kernel::new::<Params>(
+    "attention_coop_bwd",
+    "attention_backward_dq_coop",
+    DQ_BINDINGS,
+);
+/// dK and dV on f16 16×16×16 cooperative matrices.
+pub static ATTENTION_BACKWARD_DKV_COOP16: Kernel = Kernel::new::<Params>(
+    "attention_coop_bwd",
+    "attention_backward_dkv_coop",
+    DKV_BINDINGS,
+);
+/// [`ATTENTION_BACKWARD_DQ_COOP16`] with 8×8×8 matrices.
+pub static ATTENTION_BACKWARD_DQ_COOP8: Kernel = Kernel::new::<Params>(
+    "attention_coop8_bwd",
+    "attention_backward_dq_coop",
+    DQ_BINDINGS,
+);
+/// [`ATTENTION_BACKWARD_DKV_COOP16`] with 8×8×8 matrices.
+pub static ATTENTION_BACKWARD_DKV_COOP8: Kernel = Kernel::new::<Params>(
+    "attention_coop8_bwd",
+    "attention_backward_dkv_coop",
+    DKV_BINDINGS,
+);
+
+/// Workgroup memory of the cooperative-matrix attention kernels with matrices of `side` (the
+/// larger, the backward's: its own 4·side tokens' two head tiles, a block of 2·side tokens'
+/// two, f32 scores, f16 probabilities, lse and D).
+pub fn coop_workgroup_bytes(side: usize) -> usize {
+    let row = 64 + 8;
+    let (own, block) = (4 * side, 2 * side);
+    2 * (2 * own * row) + 2 * (2 * block * row) + 4 * own * block + 2 * own * (block + 8) + 8 * own
+}
+
 /// Largest head dimension the kernels hold in registers (every DINOv2 model uses 64).
 pub const MAX_HEAD_DIM: usize = 64;
 
@@ -351,6 +385,39 @@ fn forward_coop(rec: &mut Recorder, p: &Params, d: &AttnDims, bound: [&Tensor; 5
     rec.dispatch_with(kernel, &overrides, p, &bound, grid_1d(groups));
 }
 
+/// The backward on cooperative matrices: dQ by workgroups of 4·side queries, dK and dV by
+/// workgroups of 4·side keys.
+fn backward_coop(
+    rec: &mut Recorder,
+    p: &Params,
+    d: &AttnDims,
+    dq_bound: &[&Tensor],
+    dkv_bound: &[&Tensor],
+) {
+    let gpu = rec.gpu();
+    let side = gpu
+        .coop_side()
+        .expect("attention: the coop backward needs a device with cooperative matrices");
+    let (dq_kernel, dkv_kernel) = if side == 16 {
+        (
+            &ATTENTION_BACKWARD_DQ_COOP16,
+            &ATTENTION_BACKWARD_DKV_COOP16,
+        )
+    } else {
+        (&ATTENTION_BACKWARD_DQ_COOP8, &ATTENTION_BACKWARD_DKV_COOP8)
+    };
+    let overrides = [
+        ("HEAD_DIM", d.head_dim as f64),
+        ("WG", f64::from(4 * gpu.info.subgroup_min_size)),
+    ];
+    let own = 4 * side as usize;
+    let heads = d.batch * d.heads;
+    let gq = grid_1d(d.n_q.div_ceil(own) * heads);
+    rec.dispatch_with(dq_kernel, &overrides, p, dq_bound, gq);
+    let gk = grid_1d(d.n_k.div_ceil(own) * heads);
+    rec.dispatch_with(dkv_kernel, &overrides, p, dkv_bound, gk);
+}
+
 /// The attention probabilities [B, H, n_q, n_k], recomputed from Q, K and the forward's lse.
 pub fn attention_probs(
     rec: &mut Recorder,
@@ -402,11 +469,26 @@ pub fn attention_backward(
         &[out, dout, &delta],
         grid_1d(rows.div_ceil(256)),
     );
+    // Two writable bindings of one buffer are invalid in WebGPU: a fused dqkv buffer is bound
+    // once and dV is written through dK's binding.
+    let shared = dk.same_buffer(dv) && dk.offset() == dv.offset();
+    let dummy = rec.gpu().dummy_write.clone();
+    let dv_bound = if shared { &dummy } else { dv };
+    let variant = super::attention_plan::backward_for(rec, &d, q.dtype());
+    if variant == super::attention_plan::Backward::Coop {
+        let p = Params {
+            dv_in_res0: u32::from(shared),
+            ..p
+        };
+        let dq_bound = [q, k, v, dout, lse, &delta, dq];
+        let dkv_bound = [q, k, v, dout, lse, &delta, dk, dv_bound];
+        backward_coop(rec, &p, &d, &dq_bound, &dkv_bound);
+        return;
+    }
     // On a GPU with subgroups two invocations share a query (ATTENTION_BACKWARD_DQ2) and a key
     // (ATTENTION_BACKWARD_DKV2), in workgroups twice as wide, so as many tokens share a
     // workgroup's tiles.
-    let (dq_kernel, dkv_kernel, per) =
-        super::attention_plan::backward_for(rec, &d, q.dtype()).kernels();
+    let (dq_kernel, dkv_kernel, per) = variant.kernels();
     let wg = token_group(d.n_q);
     let gq = d.n_q.div_ceil(wg) * d.batch * d.heads;
     rec.dispatch_with(
@@ -418,15 +500,10 @@ pub fn attention_backward(
     );
     let wg = token_group(d.n_k);
     let gk = d.n_k.div_ceil(wg) * d.batch * d.heads;
-    // Two writable bindings of one buffer are invalid in WebGPU: a fused dqkv buffer is bound
-    // once and dV is written through dK's binding.
-    let shared = dk.same_buffer(dv) && dk.offset() == dv.offset();
     let p = Params {
         dv_in_res0: u32::from(shared),
         ..p
     };
-    let dummy = rec.gpu().dummy_write.clone();
-    let dv_bound = if shared { &dummy } else { dv };
     rec.dispatch_with(
         dkv_kernel,
         &token_overrides(&d, per, wg),

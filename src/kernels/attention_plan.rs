@@ -9,10 +9,10 @@
 
 use super::attention::{
     AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DKV2_U,
-    ATTENTION_BACKWARD_DKV_U, ATTENTION_BACKWARD_DQ, ATTENTION_BACKWARD_DQ2,
-    ATTENTION_BACKWARD_DQ2_U, ATTENTION_BACKWARD_DQ_U, ATTENTION_FORWARD, ATTENTION_FORWARD2,
-    ATTENTION_FORWARD2_U, ATTENTION_FORWARD4, ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16,
-    ATTENTION_FORWARD_SG,
+    ATTENTION_BACKWARD_DKV_COOP16, ATTENTION_BACKWARD_DKV_U, ATTENTION_BACKWARD_DQ,
+    ATTENTION_BACKWARD_DQ2, ATTENTION_BACKWARD_DQ2_U, ATTENTION_BACKWARD_DQ_COOP16,
+    ATTENTION_BACKWARD_DQ_U, ATTENTION_FORWARD, ATTENTION_FORWARD2, ATTENTION_FORWARD2_U,
+    ATTENTION_FORWARD4, ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16, ATTENTION_FORWARD_SG,
 };
 use crate::gpu::{DType, Kernel, Recorder};
 
@@ -23,6 +23,23 @@ pub const BACKWARD: &str = "attention backward";
 /// The tuning cache's key of the forward variant f16 calls take without a tuned choice of their
 /// own (`tune::calibrate_attention`: the default or `coop`).
 pub const F16_FORWARD: &str = "f16 attention forward";
+/// The same for the backward (`tune::calibrate_attention`).
+pub const F16_BACKWARD: &str = "f16 attention backward";
+
+/// Whether the cooperative-matrix kernels take a call: f16 operands on an adapter with
+/// cooperative matrices, whose workgroup memory holds the kernels' tiles, and a head of one to
+/// eight matrix sides.
+fn coop_runs(rec: &Recorder, d: &AttnDims, dtype: DType) -> bool {
+    let gpu = rec.gpu();
+    let Some(side) = gpu.coop_side().map(|s| s as usize) else {
+        return false;
+    };
+    dtype == DType::F16
+        && d.head_dim.is_multiple_of(side)
+        && d.head_dim <= 8 * side
+        && super::attention::coop_workgroup_bytes(side)
+            <= gpu.limits.max_compute_workgroup_storage_size as usize
+}
 
 /// The forward kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,13 +103,7 @@ impl Forward {
             Forward::One | Forward::Four | Forward::FourUnrolled => true,
             Forward::OneSg => rec.gpu().subgroups(),
             Forward::Pairs | Forward::PairsUnrolled | Forward::Quads => rec.subgroups(),
-            Forward::Coop => {
-                let side = rec.gpu().coop_side().unwrap_or(0) as usize;
-                dtype == DType::F16
-                    && side > 0
-                    && d.head_dim.is_multiple_of(side)
-                    && d.head_dim <= 8 * side
-            }
+            Forward::Coop => coop_runs(rec, d, dtype),
         }
     }
 
@@ -138,16 +149,20 @@ pub enum Backward {
     /// Four invocations a token, each holding a quarter of the head (head loops written out):
     /// half the registers of pairs again (dK/dV pairs hold 204–252).
     Quads,
+    /// Cooperative matrices (tensor cores), for f16 operands where the adapter has them and the
+    /// head is a multiple of their side (`attention_coop_bwd`).
+    Coop,
 }
 
 impl Backward {
     /// Every variant.
-    pub const ALL: [Backward; 5] = [
+    pub const ALL: [Backward; 6] = [
         Backward::Single,
         Backward::Pairs,
         Backward::SingleUnrolled,
         Backward::PairsUnrolled,
         Backward::Quads,
+        Backward::Coop,
     ];
 
     /// Its name in the tuning cache and in `tune`'s report.
@@ -158,6 +173,7 @@ impl Backward {
             Backward::SingleUnrolled => "single-unrolled",
             Backward::PairsUnrolled => "pairs-unrolled",
             Backward::Quads => "quads",
+            Backward::Coop => "coop",
         }
     }
 
@@ -166,9 +182,13 @@ impl Backward {
         Backward::ALL.into_iter().find(|f| f.name() == s)
     }
 
-    /// Whether it runs on the recording's device.
-    pub fn runs(self, rec: &Recorder) -> bool {
-        matches!(self, Backward::Single | Backward::SingleUnrolled) || rec.subgroups()
+    /// Whether it runs on the recording's device for a call of `d` with `dtype` operands.
+    pub fn runs(self, rec: &Recorder, d: &AttnDims, dtype: DType) -> bool {
+        match self {
+            Backward::Single | Backward::SingleUnrolled => true,
+            Backward::Pairs | Backward::PairsUnrolled | Backward::Quads => rec.subgroups(),
+            Backward::Coop => coop_runs(rec, d, dtype),
+        }
     }
 
     /// The variant without tuning: in the GPU layout, pairs where there are subgroups, head
@@ -189,6 +209,12 @@ impl Backward {
             Backward::SingleUnrolled => (&ATTENTION_BACKWARD_DQ_U, &ATTENTION_BACKWARD_DKV_U, 1),
             Backward::PairsUnrolled => (&ATTENTION_BACKWARD_DQ2_U, &ATTENTION_BACKWARD_DKV2_U, 2),
             Backward::Quads => (&ATTENTION_BACKWARD_DQ2_U, &ATTENTION_BACKWARD_DKV2_U, 4),
+            // Dispatched apart (`attention::backward_coop`); the kernels of 16×16 matrices.
+            Backward::Coop => (
+                &ATTENTION_BACKWARD_DQ_COOP16,
+                &ATTENTION_BACKWARD_DKV_COOP16,
+                1,
+            ),
         }
     }
 }
@@ -273,7 +299,11 @@ pub fn backward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Backward {
     rec.forced(BACKWARD)
         .and_then(Backward::parse)
         .or_else(|| gpu.choice(&k).and_then(|v| Backward::parse(&v)))
-        .filter(|b| b.runs(rec))
+        .or_else(|| {
+            let calibrated = gpu.choice(F16_BACKWARD).and_then(|v| Backward::parse(&v));
+            calibrated.filter(|_| dtype == DType::F16)
+        })
+        .filter(|b| b.runs(rec, d, dtype))
         .unwrap_or_else(|| Backward::default_for(rec))
 }
 

@@ -336,13 +336,13 @@ fn forward_ops(gpu: &Gpu) -> CaseResult {
     j.finish()
 }
 
-/// The attention forward on cooperative matrices (forced) against the CPU twin: output, lse
-/// (through the probabilities recomputed from it), head sizes of one to eight matrix sides,
-/// sequences that end inside a query and a key block, and the fused qkv layout with heads merged
-/// in the output, as the model runs it ("unsupported" on adapters without f16 cooperative
-/// matrices).
+/// Attention on cooperative matrices (forward and backward, forced) against the CPU twin:
+/// output, lse (through the probabilities recomputed from it), dQ, dK and dV; head sizes of one
+/// to eight matrix sides, sequences that end inside a query and a key block, and the fused qkv
+/// layout (one dqkv buffer, heads merged in the output), as the model runs it ("unsupported" on
+/// adapters without f16 cooperative matrices).
 fn coop_attention(gpu: &Gpu) -> CaseResult {
-    use kernels::attention_plan::{Forward, FORWARD};
+    use kernels::attention_plan::{Backward, Forward, BACKWARD, FORWARD};
     let name = "kernel.coop_attention";
     let Some(side) = gpu.coop_side().map(|s| s as usize) else {
         return CaseResult::unsupported(name, "the adapter has no f16 cooperative matrices");
@@ -357,7 +357,10 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
     ];
     for (i, &(bt, h, n, d, fused)) in shapes.iter().enumerate() {
         let dims = AttnDims::new(bt, h, n, d);
-        let runs = Forward::Coop.runs(&crate::gpu::Recorder::new(gpu), &dims, DType::F16);
+        let rec = crate::gpu::Recorder::new(gpu);
+        let runs = Forward::Coop.runs(&rec, &dims, DType::F16)
+            && Backward::Coop.runs(&rec, &dims, DType::F16);
+        drop(rec);
         if !runs {
             j.fail(format!(
                 "{bt}x{h}x{n}x{d}: the coop forward does not take it"
@@ -368,7 +371,10 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
         let q = round_trip(&random(len, 140 + i as u64, -2.0, 2.0));
         let k = round_trip(&random(len, 150 + i as u64, -2.0, 2.0));
         let v = round_trip(&random(len, 160 + i as u64, -1.0, 1.0));
+        let dout = round_trip(&random(len, 170 + i as u64, -1.0, 1.0));
         let (o, p, _) = cpu::attention::attention_forward(&q, &k, &v, bt * h, n, n, d, dims.scale);
+        let (dq, dk, dv) =
+            cpu::attention::attention_backward(&dout, &q, &k, &v, bt * h, n, n, d, dims.scale);
         // [B, H, N, d] → [B, N, H, d] (a fused qkv row holds q, k, v of every head in turn).
         let bnhd = |x: &[f32], slot: usize, per: usize| {
             let mut out = vec![0.0; bt * n * per * h * d];
@@ -383,29 +389,36 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
             }
             out
         };
-        let (layout, ol, want) = if fused {
-            (
-                QkvLayout::fused(h, n, d),
-                OutLayout::bnhd(h, n, d),
-                bnhd(&o, 0, 1),
-            )
+        // A fused qkv (or dqkv) buffer from three [B, H, N, d] tensors.
+        let pack3 = |x: &[f32], y: &[f32], z: &[f32]| {
+            let mut out = bnhd(x, 0, 3);
+            for (slot, t) in [(1, y), (2, z)] {
+                for (a, b) in out.iter_mut().zip(bnhd(t, slot, 3)) {
+                    *a += b;
+                }
+            }
+            out
+        };
+        let (layout, ol) = if fused {
+            (QkvLayout::fused(h, n, d), OutLayout::bnhd(h, n, d))
+        } else {
+            (QkvLayout::bhnd(h, n, d), OutLayout::bhnd(h, n, d))
+        };
+        let (want, dout_in, grads) = if fused {
+            let g = vec![pack3(&dq, &dk, &dv)];
+            (bnhd(&o, 0, 1), bnhd(&dout, 0, 1), g)
         } else {
             (
-                QkvLayout::bhnd(h, n, d),
-                OutLayout::bhnd(h, n, d),
                 o.clone(),
+                dout.clone(),
+                vec![dq.clone(), dk.clone(), dv.clone()],
             )
         };
         let Some(out) = run(gpu, &mut j, |rec| {
             rec.force(FORWARD, Some(Forward::Coop.name()));
+            rec.force(BACKWARD, Some(Backward::Coop.name()));
             let (tq, tk, tv) = if fused {
-                let mut qkv = bnhd(&q, 0, 3);
-                for (slot, x) in [(1, &k), (2, &v)] {
-                    for (a, b) in qkv.iter_mut().zip(bnhd(x, slot, 3)) {
-                        *a += b;
-                    }
-                }
-                let t = half(gpu, &qkv, &[qkv.len()]);
+                let t = half(gpu, &pack3(&q, &k, &v), &[3 * len]);
                 (t.clone(), t.clone(), t)
             } else {
                 let s = [bt, h, n, d];
@@ -416,7 +429,19 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
                 kernels::attention::attention_forward(rec, &to, &tq, &tk, &tv, dims, layout, ol);
             let probs = gpu.empty_as(&[bt, h, n, n], DType::F16);
             kernels::attention::attention_probs(rec, &probs, &tq, &tk, &lse, dims, layout);
-            vec![to, probs]
+            let tdo = half(gpu, &dout_in, &[len]);
+            let g: Vec<Tensor> = if fused {
+                vec![gpu.empty_as(&[3 * len], DType::F16)]
+            } else {
+                (0..3).map(|_| gpu.empty_as(&[len], DType::F16)).collect()
+            };
+            let (gq, gk, gv) = (&g[0], &g[g.len() / 2], &g[g.len() - 1]);
+            kernels::attention::attention_backward(
+                rec, gq, gk, gv, &tdo, &tq, &tk, &tv, &to, &lse, dims, layout, ol,
+            );
+            let mut outs = vec![to, probs];
+            outs.extend(g);
+            outs
         }) else {
             continue;
         };
@@ -429,6 +454,20 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
             tol(&want, 2.0 * OUT_TOL),
         );
         j.check(&format!("{tag} probs (from lse)"), &out[1], &p, OUT_TOL);
+        // P and dS enter their products as f16, and D comes from the f16 output.
+        let names: &[&str] = if fused {
+            &["dqkv"]
+        } else {
+            &["dq", "dk", "dv"]
+        };
+        for ((name, got), want) in names.iter().zip(&out[2..]).zip(&grads) {
+            j.check(
+                &format!("{tag} {name}"),
+                got,
+                want,
+                tol(want, 4.0 * OUT_TOL),
+            );
+        }
     }
     j.finish()
 }

@@ -1,0 +1,396 @@
+enable f16;
+enable wgpu_cooperative_matrix;
+
+// Attention backward on cooperative matrices (tensor cores), for f16 operands: the gradients
+// attention_backward_dq and attention_backward_dkv (attention.wgsl) write, from Q, K, V, dO, the
+// forward's lse and D = rowsum(dO⊙O) (attention_backward_delta). Operands are rounded to f16 in
+// workgroup memory, products accumulate in f32, and the probabilities P and their gradients
+// dS = P ⊙ (dP − D) are rounded to f16 before they enter a product. With the forward's lse
+// known, P = exp(scale·Q·Kᵀ − lse) needs no running max, so each kernel is one pass:
+//
+// attention_backward_dq_coop: a workgroup of four subgroups takes BQ = 4·MS queries of one
+//   (batch, head), subgroup s the strip of rows s·MS …; keys come BK = 2·MS at a time. Per key
+//   block: the strip's scores Q·Kᵀ (matrix units) → Ss; its lanes take P into Pd (f16); the
+//   strip's dP = dO·Vᵀ → Ss; its lanes take dS = P ⊙ (dP − D) into Pd; dQ += dS·K. At the end
+//   dQ·scale is stored.
+// attention_backward_dkv_coop: the same with the roles turned: BKV = 4·MS keys a workgroup,
+//   queries BQ2 = 2·MS at a time; per query block the strip's Sᵀ = K·Qᵀ → Pᵀ, dV += Pᵀ·dO, then
+//   dPᵀ = V·dOᵀ → dSᵀ, dK += dSᵀ·Q; at the end dK·scale and dV are stored (dV through res0 when
+//   it lives in dK's buffer, dv_in_res0).
+// The lanes of a subgroup share its strip's rows as in attention_forward_coop (MS/8 lanes a
+// row). Tokens past the sequence read zeros, weigh 0 and are not stored.
+// Matrix operations sit in uniform control flow only.
+// Dispatch: grid_1d(ceil(n_q / BQ) · B · H) and grid_1d(ceil(n_k / BKV) · B · H).
+
+struct Params {
+    batch: u32,
+    heads: u32,
+    n_q: u32,
+    n_k: u32,
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    _pad0: u32,
+    s_batch: u32,
+    s_head: u32,
+    s_tok: u32,
+    _pad1: u32,
+    o_batch: u32,
+    o_head: u32,
+    o_tok: u32,
+    _pad2: u32,
+    scale: f32,
+    dv_in_res0: u32,
+    _pad4: u32,
+    _pad5: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<S>;
+@group(0) @binding(2) var<storage, read> k: array<S>;
+@group(0) @binding(3) var<storage, read> v: array<S>;
+@group(0) @binding(5) var<storage, read> dout: array<S>;
+@group(0) @binding(6) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> res0: array<S>;
+@group(0) @binding(9) var<storage, read_write> res1: array<S>;
+
+// Head dimension: a multiple of MS, at most 8·MS and 64.
+override HEAD_DIM: u32 = 64u;
+// Invocations per workgroup: four subgroups of MS²/8.
+override WG: u32 = 128u;
+
+// Matrix side (the registry derives the 8×8×8 variant by rewriting this line and the types).
+const MS: u32 = 16u;
+alias MatA = coop_mat16x16<f16, A>;
+alias MatB = coop_mat16x16<f16, B>;
+alias MatC = coop_mat16x16<f32, C>;
+
+// Tokens a workgroup owns (four strips) and takes per block of the other side (two strips), the
+// padded row lengths of the head tiles and of the f16 probabilities, the head in MS chunks.
+const BW: u32 = 4u * MS;
+const BT: u32 = 2u * MS;
+const LDD: u32 = 64u + 8u;
+const LDP: u32 = BT + 8u;
+override DC: u32 = HEAD_DIM / MS;
+
+// The workgroup's own tokens' two head tiles (dq: Q and dO; dkv: K and V), the block's two (dq:
+// K and V; dkv: Q and dO), scores or their gradients [BW][BT] (f32), P or dS [BW][LDP] (f16),
+// and the block's (dkv) or the workgroup's (dq) lse and D.
+var<workgroup> Wa: array<f16, BW * LDD>;
+var<workgroup> Wb: array<f16, BW * LDD>;
+var<workgroup> Ta: array<f16, BT * LDD>;
+var<workgroup> Tb: array<f16, BT * LDD>;
+var<workgroup> Ss: array<f32, BW * BT>;
+var<workgroup> Pd: array<f16, BW * LDP>;
+var<workgroup> Ld: array<vec2<f32>, BW>;
+
+fn qkv_at(off: u32, b: u32, h: u32, t: u32) -> u32 {
+    return off + b * p.s_batch + h * p.s_head + t * p.s_tok;
+}
+
+fn out_at(b: u32, h: u32, t: u32) -> u32 {
+    return b * p.o_batch + h * p.o_head + t * p.o_tok;
+}
+
+// One element of a head row: which = 0 q, 1 k, 2 v, 3 dO (zero past the sequence's n tokens).
+fn head_el(which: u32, b: u32, h: u32, t: u32, c: u32, n: u32) -> f16 {
+    if (t >= n) { return 0.0h; }
+    switch which {
+        case 0u: { return f16(q[qkv_at(p.q_off, b, h, t) + c]); }
+        case 1u: { return f16(k[qkv_at(p.k_off, b, h, t) + c]); }
+        case 2u: { return f16(v[qkv_at(p.v_off, b, h, t) + c]); }
+        default: { return f16(dout[out_at(b, h, t) + c]); }
+    }
+}
+
+// Loads `rows` tokens from t0 of two head tensors into the workgroup's own tiles (wide) or the
+// block's (not wide).
+fn load_pair(wide: bool, wa: u32, wb: u32, li: u32, b: u32, h: u32, t0: u32, rows: u32, n: u32) {
+    for (var e = li; e < rows * HEAD_DIM; e += WG) {
+        let r = e / HEAD_DIM;
+        let c = e % HEAD_DIM;
+        let x = head_el(wa, b, h, t0 + r, c, n);
+        let y = head_el(wb, b, h, t0 + r, c, n);
+        if (wide) {
+            Wa[r * LDD + c] = x;
+            Wb[r * LDD + c] = y;
+        } else {
+            Ta[r * LDD + c] = x;
+            Tb[r * LDD + c] = y;
+        }
+    }
+}
+
+// This subgroup's strip of X·Yᵀ, its MS × BT products into Ss: X its rows of Wa, Y the
+// block's Ta (strip_a), or Wb and Tb (strip_b). Yᵀ's element (c, token) sits at
+// Y[token·LDD + c], column-major. (Two functions, not one with a flag: a matrix operation
+// under a branch on a parameter is out of uniform control flow.)
+fn strip_a(row0: u32) {
+    var s0: MatC;
+    var s1: MatC;
+    for (var c = 0u; c < DC; c++) {
+        let a = coopLoadT<MatA>(&Wa[row0 * LDD + c * MS], LDD);
+        s0 = coopMultiplyAdd(a, coopLoad<MatB>(&Ta[c * MS], LDD), s0);
+        s1 = coopMultiplyAdd(a, coopLoad<MatB>(&Ta[MS * LDD + c * MS], LDD), s1);
+    }
+    coopStoreT(s0, &Ss[row0 * BT], BT);
+    coopStoreT(s1, &Ss[row0 * BT + MS], BT);
+}
+
+fn strip_b(row0: u32) {
+    var s0: MatC;
+    var s1: MatC;
+    for (var c = 0u; c < DC; c++) {
+        let a = coopLoadT<MatA>(&Wb[row0 * LDD + c * MS], LDD);
+        s0 = coopMultiplyAdd(a, coopLoad<MatB>(&Tb[c * MS], LDD), s0);
+        s1 = coopMultiplyAdd(a, coopLoad<MatB>(&Tb[MS * LDD + c * MS], LDD), s1);
+    }
+    coopStoreT(s0, &Ss[row0 * BT], BT);
+    coopStoreT(s1, &Ss[row0 * BT + MS], BT);
+}
+
+// Stores output chunk `c` of this subgroup's strip (rows: tokens t0 + row0 + r of the
+// workgroup's side, n of them) times `mul` through slot c % 2 of the strip's part of Ss into
+// res0 (flush0) or res1 (flush1), at the q/k/v layout offset `off`.
+fn stage(acc: MatC, c: u32, row0: u32) -> u32 {
+    let slot = row0 * BT + (c % 2u) * MS * MS;
+    coopStoreT(acc, &Ss[slot], MS);
+    workgroupBarrier();
+    return slot;
+}
+
+fn flush0(acc: MatC, c: u32, row0: u32, lane: u32, lanes: u32, b: u32, h: u32, t0: u32, n: u32,
+          off: u32, mul: f32) {
+    let slot = stage(acc, c, row0);
+    for (var e = lane; e < MS * MS; e += lanes) {
+        let t = t0 + row0 + e / MS;
+        if (t < n) { res0[qkv_at(off, b, h, t) + c * MS + e % MS] = S(Ss[slot + e] * mul); }
+    }
+}
+
+fn flush1(acc: MatC, c: u32, row0: u32, lane: u32, lanes: u32, b: u32, h: u32, t0: u32, n: u32,
+          off: u32) {
+    let slot = stage(acc, c, row0);
+    for (var e = lane; e < MS * MS; e += lanes) {
+        let t = t0 + row0 + e / MS;
+        if (t < n) { res1[qkv_at(off, b, h, t) + c * MS + e % MS] = S(Ss[slot + e]); }
+    }
+}
+
+// dV's chunk c: through res0 where dV lives in dK's buffer (dv_in_res0), else res1.
+fn flush_dv(acc: MatC, c: u32, row0: u32, lane: u32, lanes: u32, b: u32, h: u32, t0: u32) {
+    if (p.dv_in_res0 != 0u) {
+        flush0(acc, c, row0, lane, lanes, b, h, t0, p.n_k, p.v_off, 1.0);
+    } else {
+        flush1(acc, c, row0, lane, lanes, b, h, t0, p.n_k, p.v_off);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention_backward_dq_coop(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) lanes: u32,
+) {
+    let nqb = (p.n_q + BW - 1u) / BW;
+    let gi = group_index(wid, nwg);
+    // A workgroup past the last head repeats its work and stores nothing (see the forward).
+    let live = gi / nqb < p.batch * p.heads;
+    let bh = min(gi / nqb, p.batch * p.heads - 1u);
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let i0 = select(p.n_q, (gi % nqb) * BW, live);
+    let row0 = sg * MS;
+    let lpr = max(lanes / MS, 1u);
+    let row = row0 + min(lane / lpr, MS - 1u);
+    let part = lane % lpr;
+    let mine = lane < MS * lpr;
+    load_pair(true, 0u, 3u, li, b, h, i0, BW, p.n_q);
+    for (var r = li; r < BW; r += WG) {
+        var ld = vec2<f32>(0.0);
+        if (i0 + r < p.n_q) { ld = vec2<f32>(lse[bh * p.n_q + i0 + r], delta[bh * p.n_q + i0 + r]); }
+        Ld[r] = ld;
+    }
+    var g0: MatC;
+    var g1: MatC;
+    var g2: MatC;
+    var g3: MatC;
+    var g4: MatC;
+    var g5: MatC;
+    var g6: MatC;
+    var g7: MatC;
+    for (var j0 = 0u; j0 < p.n_k; j0 += BT) {
+        workgroupBarrier();
+        load_pair(false, 1u, 2u, li, b, h, j0, BT, p.n_k);
+        workgroupBarrier();
+        // S = Q·Kᵀ, then P.
+        strip_a(row0);
+        workgroupBarrier();
+        let nj = min(BT, p.n_k - j0);
+        if (mine) {
+            let ld = Ld[row];
+            for (var j = part; j < BT; j += lpr) {
+                var e = 0.0;
+                if (j < nj) { e = exp(p.scale * Ss[row * BT + j] - ld.x); }
+                Pd[row * LDP + j] = f16(e);
+            }
+        }
+        workgroupBarrier();
+        // dP = dO·Vᵀ, then dS = P ⊙ (dP − D).
+        strip_b(row0);
+        workgroupBarrier();
+        if (mine) {
+            let ld = Ld[row];
+            for (var j = part; j < BT; j += lpr) {
+                let i = row * LDP + j;
+                Pd[i] = f16(f32(Pd[i]) * (Ss[row * BT + j] - ld.y));
+            }
+        }
+        workgroupBarrier();
+        // dQ += dS·K.
+        for (var kb = 0u; kb < BT; kb += MS) {
+            let a = coopLoadT<MatA>(&Pd[row0 * LDP + kb], LDP);
+            let kr = kb * LDD;
+            g0 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[kr], LDD), g0);
+            if (DC > 1u) { g1 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[kr + MS], LDD), g1); }
+            if (DC > 2u) { g2 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[kr + 2u * MS], LDD), g2); }
+            if (DC > 3u) { g3 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[kr + 3u * MS], LDD), g3); }
+            if (DC > 4u) { g4 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[kr + 4u * MS], LDD), g4); }
+            if (DC > 5u) { g5 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[kr + 5u * MS], LDD), g5); }
+            if (DC > 6u) { g6 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[kr + 6u * MS], LDD), g6); }
+            if (DC > 7u) { g7 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[kr + 7u * MS], LDD), g7); }
+        }
+    }
+    workgroupBarrier();
+    let n = p.n_q;
+    let s = p.scale;
+    flush0(g0, 0u, row0, lane, lanes, b, h, i0, n, p.q_off, s);
+    if (DC > 1u) { flush0(g1, 1u, row0, lane, lanes, b, h, i0, n, p.q_off, s); }
+    if (DC > 2u) { flush0(g2, 2u, row0, lane, lanes, b, h, i0, n, p.q_off, s); }
+    if (DC > 3u) { flush0(g3, 3u, row0, lane, lanes, b, h, i0, n, p.q_off, s); }
+    if (DC > 4u) { flush0(g4, 4u, row0, lane, lanes, b, h, i0, n, p.q_off, s); }
+    if (DC > 5u) { flush0(g5, 5u, row0, lane, lanes, b, h, i0, n, p.q_off, s); }
+    if (DC > 6u) { flush0(g6, 6u, row0, lane, lanes, b, h, i0, n, p.q_off, s); }
+    if (DC > 7u) { flush0(g7, 7u, row0, lane, lanes, b, h, i0, n, p.q_off, s); }
+}
+
+@compute @workgroup_size(WG)
+fn attention_backward_dkv_coop(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) lanes: u32,
+) {
+    let nkb = (p.n_k + BW - 1u) / BW;
+    let gi = group_index(wid, nwg);
+    let live = gi / nkb < p.batch * p.heads;
+    let bh = min(gi / nkb, p.batch * p.heads - 1u);
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let j0 = select(p.n_k, (gi % nkb) * BW, live);
+    let row0 = sg * MS;
+    let lpr = max(lanes / MS, 1u);
+    let row = row0 + min(lane / lpr, MS - 1u);
+    let part = lane % lpr;
+    let mine = lane < MS * lpr;
+    load_pair(true, 1u, 2u, li, b, h, j0, BW, p.n_k);
+    var v0: MatC;
+    var v1: MatC;
+    var v2: MatC;
+    var v3: MatC;
+    var v4: MatC;
+    var v5: MatC;
+    var v6: MatC;
+    var v7: MatC;
+    var k0: MatC;
+    var k1: MatC;
+    var k2: MatC;
+    var k3: MatC;
+    var k4: MatC;
+    var k5: MatC;
+    var k6: MatC;
+    var k7: MatC;
+    for (var i0 = 0u; i0 < p.n_q; i0 += BT) {
+        workgroupBarrier();
+        load_pair(false, 0u, 3u, li, b, h, i0, BT, p.n_q);
+        for (var r = li; r < BT; r += WG) {
+            var ld = vec2<f32>(0.0);
+            if (i0 + r < p.n_q) { ld = vec2<f32>(lse[bh * p.n_q + i0 + r], delta[bh * p.n_q + i0 + r]); }
+            Ld[r] = ld;
+        }
+        workgroupBarrier();
+        // Sᵀ = K·Qᵀ, then Pᵀ.
+        strip_a(row0);
+        workgroupBarrier();
+        let ni = min(BT, p.n_q - i0);
+        if (mine) {
+            for (var i = part; i < BT; i += lpr) {
+                var e = 0.0;
+                if (i < ni) { e = exp(p.scale * Ss[row * BT + i] - Ld[i].x); }
+                Pd[row * LDP + i] = f16(e);
+            }
+        }
+        workgroupBarrier();
+        // dV += Pᵀ·dO; dPᵀ = V·dOᵀ.
+        for (var qb = 0u; qb < BT; qb += MS) {
+            let a = coopLoadT<MatA>(&Pd[row0 * LDP + qb], LDP);
+            let orow = qb * LDD;
+            v0 = coopMultiplyAdd(a, coopLoadT<MatB>(&Tb[orow], LDD), v0);
+            if (DC > 1u) { v1 = coopMultiplyAdd(a, coopLoadT<MatB>(&Tb[orow + MS], LDD), v1); }
+            if (DC > 2u) { v2 = coopMultiplyAdd(a, coopLoadT<MatB>(&Tb[orow + 2u * MS], LDD), v2); }
+            if (DC > 3u) { v3 = coopMultiplyAdd(a, coopLoadT<MatB>(&Tb[orow + 3u * MS], LDD), v3); }
+            if (DC > 4u) { v4 = coopMultiplyAdd(a, coopLoadT<MatB>(&Tb[orow + 4u * MS], LDD), v4); }
+            if (DC > 5u) { v5 = coopMultiplyAdd(a, coopLoadT<MatB>(&Tb[orow + 5u * MS], LDD), v5); }
+            if (DC > 6u) { v6 = coopMultiplyAdd(a, coopLoadT<MatB>(&Tb[orow + 6u * MS], LDD), v6); }
+            if (DC > 7u) { v7 = coopMultiplyAdd(a, coopLoadT<MatB>(&Tb[orow + 7u * MS], LDD), v7); }
+        }
+        strip_b(row0);
+        workgroupBarrier();
+        // dSᵀ = Pᵀ ⊙ (dPᵀ − D), then dK += dSᵀ·Q.
+        if (mine) {
+            for (var i = part; i < BT; i += lpr) {
+                let x = row * LDP + i;
+                Pd[x] = f16(f32(Pd[x]) * (Ss[row * BT + i] - Ld[i].y));
+            }
+        }
+        workgroupBarrier();
+        for (var qb = 0u; qb < BT; qb += MS) {
+            let a = coopLoadT<MatA>(&Pd[row0 * LDP + qb], LDP);
+            let qrow = qb * LDD;
+            k0 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[qrow], LDD), k0);
+            if (DC > 1u) { k1 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[qrow + MS], LDD), k1); }
+            if (DC > 2u) { k2 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[qrow + 2u * MS], LDD), k2); }
+            if (DC > 3u) { k3 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[qrow + 3u * MS], LDD), k3); }
+            if (DC > 4u) { k4 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[qrow + 4u * MS], LDD), k4); }
+            if (DC > 5u) { k5 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[qrow + 5u * MS], LDD), k5); }
+            if (DC > 6u) { k6 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[qrow + 6u * MS], LDD), k6); }
+            if (DC > 7u) { k7 = coopMultiplyAdd(a, coopLoadT<MatB>(&Ta[qrow + 7u * MS], LDD), k7); }
+        }
+    }
+    workgroupBarrier();
+    let n = p.n_k;
+    let s = p.scale;
+    let ko = p.k_off;
+    flush0(k0, 0u, row0, lane, lanes, b, h, j0, n, ko, s);
+    if (DC > 1u) { flush0(k1, 1u, row0, lane, lanes, b, h, j0, n, ko, s); }
+    if (DC > 2u) { flush0(k2, 2u, row0, lane, lanes, b, h, j0, n, ko, s); }
+    if (DC > 3u) { flush0(k3, 3u, row0, lane, lanes, b, h, j0, n, ko, s); }
+    if (DC > 4u) { flush0(k4, 4u, row0, lane, lanes, b, h, j0, n, ko, s); }
+    if (DC > 5u) { flush0(k5, 5u, row0, lane, lanes, b, h, j0, n, ko, s); }
+    if (DC > 6u) { flush0(k6, 6u, row0, lane, lanes, b, h, j0, n, ko, s); }
+    if (DC > 7u) { flush0(k7, 7u, row0, lane, lanes, b, h, j0, n, ko, s); }
+    flush_dv(v0, 0u, row0, lane, lanes, b, h, j0);
+    if (DC > 1u) { flush_dv(v1, 1u, row0, lane, lanes, b, h, j0); }
+    if (DC > 2u) { flush_dv(v2, 2u, row0, lane, lanes, b, h, j0); }
+    if (DC > 3u) { flush_dv(v3, 3u, row0, lane, lanes, b, h, j0); }
+    if (DC > 4u) { flush_dv(v4, 4u, row0, lane, lanes, b, h, j0); }
+    if (DC > 5u) { flush_dv(v5, 5u, row0, lane, lanes, b, h, j0); }
+    if (DC > 6u) { flush_dv(v6, 6u, row0, lane, lanes, b, h, j0); }
+    if (DC > 7u) { flush_dv(v7, 7u, row0, lane, lanes, b, h, j0); }
+}
