@@ -372,27 +372,55 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
             ts,
         );
     }
-    // f16 operands (inference, the mixed-precision forward): the default kernel beside the
-    // one on cooperative matrices, where the adapter has them.
+    // f16 operands (inference, the mixed-precision step): the f32 layouts' kernels on f16
+    // storage ("plain") beside the ones on cooperative matrices, where the adapter has them.
     if gpu.coop_side().is_some() {
         use crate::gpu::DType;
+        let plain = kernels::attention_plan::Forward::default_for(&Recorder::new(gpu)).name();
+        let plain_bwd = kernels::attention_plan::Backward::default_for(&Recorder::new(gpu)).name();
         let qkv16 = gpu.upload_as(&random(len, 9, -1.0, 1.0), &[len], DType::F16);
         let out16 = gpu.empty_as(&[batch * n * h * d], DType::F16);
-        for (forced, label) in [(None, ""), (Some("coop"), " (coop)")] {
+        let dout16 = gpu.upload_as(
+            &random(batch * n * h * d, 10, -1.0, 1.0),
+            &[batch * n * h * d],
+            DType::F16,
+        );
+        let dqkv16 = gpu.empty_as(&[len], DType::F16);
+        let mut lse16 = None;
+        for (forced, label) in [(plain, "plain"), ("coop", "coop")] {
             let (t, ts) = time(gpu, reps, |rec| {
-                rec.force(FORWARD, forced);
-                kernels::attention::attention_forward(
+                rec.force(FORWARD, Some(forced));
+                lse16 = Some(kernels::attention::attention_forward(
                     rec, &out16, &qkv16, &qkv16, &qkv16, dims, layout, ol,
-                );
+                ));
             })?;
             emit(
                 figures,
-                format!("attention fwd f16 B={batch} H={h} T={n} d={d}{label}"),
+                format!("attention fwd f16 B={batch} H={h} T={n} d={d} ({label})"),
                 t,
                 flops / t / 1e9,
                 "GFLOP/s",
                 ts,
             );
+        }
+        if let Some(lse16) = lse16 {
+            for (forced, label) in [(plain_bwd, "plain"), ("coop", "coop")] {
+                let (t, ts) = time(gpu, reps, |rec| {
+                    rec.force(BACKWARD, Some(forced));
+                    kernels::attention::attention_backward(
+                        rec, &dqkv16, &dqkv16, &dqkv16, &dout16, &qkv16, &qkv16, &qkv16, &out16,
+                        &lse16, dims, layout, ol,
+                    )
+                })?;
+                emit(
+                    figures,
+                    format!("attention bwd f16 B={batch} H={h} T={n} d={d} ({label})"),
+                    t,
+                    2.5 * flops / t / 1e9,
+                    "GFLOP/s",
+                    ts,
+                );
+            }
         }
     }
     let Some(lse) = lse else { return Ok(()) };

@@ -105,7 +105,8 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
         let matmul = MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some();
         let large = k == LARGE_TILE && V4Tile::ALL.iter().any(|t| t.name() == v);
         let coop = k == LARGE_COOP && Plan::parse(v).is_some_and(|p| p.is_coop());
-        let f16_attention = k == attention_plan::F16_FORWARD && Forward::parse(v).is_some();
+        let f16_attention = (k == attention_plan::F16_FORWARD && Forward::parse(v).is_some())
+            || (k == attention_plan::F16_BACKWARD && Backward::parse(v).is_some());
         if matmul || large || coop || f16_attention || attention_plan::valid_choice(k, v) {
             gpu.set_choice(k, v);
         }
@@ -224,17 +225,28 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
                     let d = MatmulDims::new(132, 136, 100);
                     verify(gpu, Plan::Vec4 { tile, splits: 1 }, &d, DType::F32)
                 })
-        } else if key == attention_plan::F16_FORWARD {
-            Forward::parse(value)
-                .ok_or_else(|| format!("{key}: unreadable variant '{value}'"))
-                .and_then(|f| {
-                    let d = AttnDims::new(1, 2, 37, 64);
-                    if f.runs(&Recorder::new(gpu), &d, DType::F16) {
-                        verify_attention(gpu, "forward", f.name(), 64, DType::F16)
-                    } else {
-                        Ok(())
-                    }
-                })
+        } else if key == attention_plan::F16_FORWARD || key == attention_plan::F16_BACKWARD {
+            // A variant the device does not run here is never taken (see `check` above).
+            let rec = Recorder::new(gpu);
+            let d = AttnDims::new(1, 2, 37, 64);
+            let (pass, runs) = if key == attention_plan::F16_FORWARD {
+                let f = Forward::parse(value);
+                (
+                    "forward",
+                    f.map(|f| (f.name(), f.runs(&rec, &d, DType::F16))),
+                )
+            } else {
+                let b = Backward::parse(value);
+                (
+                    "backward",
+                    b.map(|b| (b.name(), b.runs(&rec, &d, DType::F16))),
+                )
+            };
+            match runs {
+                None => Err(format!("{key}: unreadable variant '{value}'")),
+                Some((name, true)) => verify_attention(gpu, pass, name, 64, DType::F16),
+                Some((_, false)) => Ok(()),
+            }
         } else if key == LARGE_COOP {
             Plan::parse(value)
                 .filter(|p| p.is_coop())

@@ -169,26 +169,39 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         }
         fresh.set_choice(LARGE_COOP, &plan.name());
     }
-    // The forward f16 attention takes without a tuned choice: the default or the one on
+    // The attention variants f16 calls take without a tuned choice: the default or the one on
     // cooperative matrices, whichever ran faster, for f16 calls only.
     let calibrated = dinoscope::tune::calibrate_attention(&fresh).expect("calibrate attention");
-    assert_eq!(calibrated.is_some(), fresh.coop_by_default());
-    if let Some((f, times)) = &calibrated {
-        assert_eq!(times.len(), 2);
-        let key = attention_plan::F16_FORWARD;
-        assert_eq!(fresh.choice(key).as_deref(), Some(f.name()));
+    assert_eq!(
+        calibrated.len(),
+        if fresh.coop_by_default() { 2 } else { 0 }
+    );
+    let key_of = |pass: &str| match pass {
+        "forward" => attention_plan::F16_FORWARD,
+        _ => attention_plan::F16_BACKWARD,
+    };
+    for (pass, variant, times) in &calibrated {
+        assert_eq!(times.len(), 2, "{pass}");
+        assert_eq!(fresh.choice(key_of(pass)).as_deref(), Some(*variant));
+    }
+    if !calibrated.is_empty() {
+        use attention_plan::{backward_for, forward_for, Backward, Forward};
         let d = dinoscope::kernels::attention::AttnDims::new(3, 2, 50, 32);
         let rec = Recorder::new(&fresh);
-        let default = attention_plan::Forward::default_for(&rec);
-        for (choice, want) in [
-            ("coop", attention_plan::Forward::Coop),
-            (default.name(), default),
-        ] {
-            fresh.set_choice(key, choice);
-            assert_eq!(attention_plan::forward_for(&rec, &d, DType::F16), want);
-            assert_eq!(attention_plan::forward_for(&rec, &d, DType::F32), default);
+        let (fd, bd) = (Forward::default_for(&rec), Backward::default_for(&rec));
+        for coop in [true, false] {
+            let f = if coop { Forward::Coop } else { fd };
+            let b = if coop { Backward::Coop } else { bd };
+            fresh.set_choice(attention_plan::F16_FORWARD, f.name());
+            fresh.set_choice(attention_plan::F16_BACKWARD, b.name());
+            assert_eq!(forward_for(&rec, &d, DType::F16), f);
+            assert_eq!(backward_for(&rec, &d, DType::F16), b);
+            assert_eq!(forward_for(&rec, &d, DType::F32), fd);
+            assert_eq!(backward_for(&rec, &d, DType::F32), bd);
         }
-        fresh.set_choice(key, f.name());
+        for (pass, variant, _) in &calibrated {
+            fresh.set_choice(key_of(pass), variant);
+        }
     }
     let again = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
     dinoscope::tune::load(&again).expect("load");
@@ -196,11 +209,10 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         .expect("calibrate")
         .expect("cached");
     assert_eq!((cached, none.len()), (tile, 0));
-    if let Some((f, _)) = &calibrated {
-        let (again_f, none) = dinoscope::tune::calibrate_attention(&again)
-            .expect("calibrate attention")
-            .expect("cached");
-        assert_eq!((again_f, none.len()), (*f, 0));
+    let again_attention = dinoscope::tune::calibrate_attention(&again).expect("calibrate");
+    assert_eq!(again_attention.len(), calibrated.len());
+    for ((pass, variant, none), (p0, v0, _)) in again_attention.iter().zip(&calibrated) {
+        assert_eq!((pass, variant, none.len()), (p0, v0, 0));
     }
     if let Some((plan, _)) = &coop {
         let (again_plan, none) = dinoscope::tune::calibrate_coop(&again)
@@ -218,11 +230,7 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     assert_eq!(
         (count, fails),
         (
-            dims.len()
-                + calls.len()
-                + 1
-                + usize::from(coop.is_some())
-                + usize::from(calibrated.is_some()),
+            dims.len() + calls.len() + 1 + usize::from(coop.is_some()) + calibrated.len(),
             Vec::<String>::new()
         )
     );

@@ -4,7 +4,7 @@
 use super::{save, verify_attention, AttnRun};
 use crate::gpu::{DType, Gpu};
 use crate::kernels::attention::AttnDims;
-use crate::kernels::attention_plan::{self, Forward};
+use crate::kernels::attention_plan::{self, Backward, Forward};
 use crate::kernels::matmul::{
     matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE,
 };
@@ -116,43 +116,70 @@ fn keep(gpu: &Gpu, key: &str, value: &str) {
     }
 }
 
-/// The forward variant and each variant's seconds when `calibrate_attention` timed them.
-pub type CalibratedAttention = (Forward, Vec<(Forward, f64)>);
+/// What `calibrate_attention` chose for one pass: the pass ("forward" or "backward"), the
+/// variant's name, and each variant's seconds when it timed them (empty: the cache had it).
+pub type CalibratedPass = (&'static str, &'static str, Vec<(&'static str, f64)>);
 
-/// The attention forward f16 calls take without a tuned choice, where the adapter runs the
-/// cooperative-matrix forward and f16 products take cooperative matrices by default: the one
-/// this adapter's cache names, else the faster of the default and `coop` on a ViT-S-sized call
-/// (16 images, 6 heads, 257 tokens, head 64; 1 image of 65 tokens on a CPU driver), each first
-/// checked against the CPU twin, then cached as [`calibrate`] does (the same switches).
-pub fn calibrate_attention(gpu: &Gpu) -> Result<Option<CalibratedAttention>, String> {
+/// The attention variants f16 calls take without a tuned choice of their own, forward and
+/// backward, where the adapter runs the cooperative-matrix kernels and f16 products take
+/// cooperative matrices by default: the ones this adapter's cache names, else the faster of
+/// the default and `coop` on a ViT-S-sized call (16 images, 6 heads, 257 tokens, head 64; 1
+/// image of 65 tokens on a CPU driver), each first checked against the CPU twin, then cached as
+/// [`calibrate`] does (the same switches). Returns one entry a pass, none where it does not run.
+pub fn calibrate_attention(gpu: &Gpu) -> Result<Vec<CalibratedPass>, String> {
     let (batch, n) = if gpu.cpu_driver() { (1, 65) } else { (16, 257) };
     let d = AttnDims::new(batch, 6, n, 64);
     let rec = crate::gpu::Recorder::new(gpu);
-    if !calibration_on(gpu) || !gpu.coop_by_default() || !Forward::Coop.runs(&rec, &d, DType::F16) {
-        return Ok(None);
+    let runs =
+        Forward::Coop.runs(&rec, &d, DType::F16) && Backward::Coop.runs(&rec, &d, DType::F16);
+    if !calibration_on(gpu) || !gpu.coop_by_default() || !runs {
+        return Ok(Vec::new());
     }
-    let f16_forward = attention_plan::F16_FORWARD;
-    if let Some(f) = gpu.choice(f16_forward).and_then(|v| Forward::parse(&v)) {
-        return Ok(Some((f, Vec::new())));
-    }
-    let variants = [Forward::default_for(&rec), Forward::Coop];
+    let passes = [
+        (
+            "forward",
+            attention_plan::F16_FORWARD,
+            [Forward::default_for(&rec).name(), Forward::Coop.name()],
+        ),
+        (
+            "backward",
+            attention_plan::F16_BACKWARD,
+            [Backward::default_for(&rec).name(), Backward::Coop.name()],
+        ),
+    ];
     drop(rec);
-    let len = batch * 6 * n * 64;
-    let data = [81, 82, 83, 84].map(|seed| random(len, seed, -1.0, 1.0));
-    let run = AttnRun::new(gpu, d, DType::F16, &data)?;
-    let mut times = Vec::new();
-    for f in variants {
-        verify_attention(gpu, "forward", f.name(), 64, DType::F16)?;
-        let (t, _) = crate::bench::time(gpu, 3, |rec| run.record(rec, "forward", f.name()))
-            .map_err(|e| e.to_string())?;
-        times.push((f, t));
+    let cached = |pass: &str, v: &str| match pass {
+        "forward" => Forward::parse(v).map(Forward::name),
+        _ => Backward::parse(v).map(Backward::name),
+    };
+    let mut out = Vec::new();
+    let mut run = None;
+    for (pass, key, variants) in passes {
+        if let Some(name) = gpu.choice(key).and_then(|v| cached(pass, &v)) {
+            out.push((pass, name, Vec::new()));
+            continue;
+        }
+        if run.is_none() {
+            let len = batch * 6 * n * 64;
+            let data = [81, 82, 83, 84].map(|seed| random(len, seed, -1.0, 1.0));
+            run = Some(AttnRun::new(gpu, d, DType::F16, &data)?);
+        }
+        let Some(run) = &run else { continue };
+        let mut times = Vec::new();
+        for v in variants {
+            verify_attention(gpu, pass, v, 64, DType::F16)?;
+            let (t, _) = crate::bench::time(gpu, 3, |rec| run.record(rec, pass, v))
+                .map_err(|e| e.to_string())?;
+            times.push((v, t));
+        }
+        let best = times
+            .iter()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .map_or(variants[0], |(v, _)| *v);
+        keep(gpu, key, best);
+        out.push((pass, best, times));
     }
-    let best = times
-        .iter()
-        .min_by(|x, y| x.1.total_cmp(&y.1))
-        .map_or(variants[0], |(f, _)| *f);
-    keep(gpu, f16_forward, best.name());
-    Ok(Some((best, times)))
+    Ok(out)
 }
 
 /// Every first-run calibration ([`calibrate`], [`calibrate_coop`], [`calibrate_attention`]);
@@ -175,11 +202,10 @@ pub fn calibrate_first_run(gpu: &Gpu) -> Result<Vec<String>, String> {
             ));
         }
     }
-    if let Some((f, times)) = calibrate_attention(gpu)? {
+    for (pass, variant, times) in calibrate_attention(gpu)? {
         if !times.is_empty() {
             lines.push(format!(
-                "f16 attention takes the {} forward ({times:?})",
-                f.name()
+                "f16 attention takes the {variant} {pass} ({times:?})"
             ));
         }
     }
