@@ -117,7 +117,8 @@ fn every_check_has_a_test() {
     for c in kernel_checks() {
         assert!(
             src.contains(&format!("check(\"{}\")", c.name))
-                || src.contains(&format!("check_f16(\"{}\")", c.name)),
+                || src.contains(&format!("check_f16(\"{}\")", c.name))
+                || src.contains(&format!("check_coop(\"{}\")", c.name)),
             "{} has no test",
             c.name
         );
@@ -274,11 +275,11 @@ fn loss_scale_vs_cpu() {
     check_f16("kernel.loss_scale");
 }
 
-/// Runs where the adapter offers f16 cooperative matrices (NVIDIA's tensor cores; lavapipe in
-/// Mesa 26.1, on a CPU with 256-bit vectors); CI runs it in a phase with that lavapipe, and sets
-/// `DINOSCOPE_EXPECT_COOP=1` there so that a missing feature fails instead of passing quietly.
-#[test]
-fn coop_matmul_vs_cpu() {
+/// Runs a check where the adapter offers f16 cooperative matrices (NVIDIA's tensor cores;
+/// lavapipe in Mesa 26.1, on a CPU with 256-bit vectors); CI runs these in a phase with that
+/// lavapipe, and sets `DINOSCOPE_EXPECT_COOP=1` there so that a missing feature fails instead of
+/// passing quietly.
+fn check_coop(name: &str) {
     let Some(gpu) = common::gpu() else { return };
     assert!(
         gpu.coop_side().is_some() || std::env::var("DINOSCOPE_EXPECT_COOP").is_err(),
@@ -286,13 +287,20 @@ fn coop_matmul_vs_cpu() {
         gpu.info.name
     );
     if gpu.coop_side().is_some() {
-        check("kernel.coop_matmul");
+        check(name);
     } else {
-        eprintln!(
-            "kernel.coop_matmul: no f16 cooperative matrices on {}",
-            gpu.info.name
-        );
+        eprintln!("{name}: no f16 cooperative matrices on {}", gpu.info.name);
     }
+}
+
+#[test]
+fn coop_matmul_vs_cpu() {
+    check_coop("kernel.coop_matmul");
+}
+
+#[test]
+fn coop_attention_vs_cpu() {
+    check_coop("kernel.coop_attention");
 }
 
 #[test]
