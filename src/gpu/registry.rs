@@ -12,10 +12,6 @@ pub const SHADERS: &[(&str, &str)] = &[
         "attention_coop",
         include_str!("../../shaders/attention_coop.wgsl"),
     ),
-    (
-        "attention_coop_bwd",
-        include_str!("../../shaders/attention_coop_bwd.wgsl"),
-    ),
     ("cast", include_str!("../../shaders/cast.wgsl")),
     (
         "cross_entropy",
@@ -200,14 +196,7 @@ const DERIVED: &[Derived] = &[
             ("coop_mat16x16<", "coop_mat8x8<"),
         ],
     ),
-    (
-        "attention_coop8_bwd",
-        "attention_coop_bwd",
-        &[
-            ("const MS: u32 = 16u;", "const MS: u32 = 8u;"),
-            ("coop_mat16x16<", "coop_mat8x8<"),
-        ],
-    ),
+
     (
         "matmul_coop8_wide",
         "matmul_coop",

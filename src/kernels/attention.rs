@@ -120,38 +120,46 @@ pub static ATTENTION_BACKWARD_DKV2_U: Kernel =
 pub static ATTENTION_FORWARD_SG: Kernel =
     Kernel::new::<Params>("attention_sg", "attention_forward", FORWARD_BINDINGS);
 
+/// The cooperative-matrix forward's bindings: the forward's, and Q again at dO's (5), which
+/// the loaders it shares with the backward name but the forward never reads.
+const FORWARD_COOP_BINDINGS: &[(u32, crate::gpu::Access)] = &[
+    (1, Read),
+    (2, Read),
+    (3, Read),
+    (5, Read),
+    (6, ReadWrite),
+    (8, ReadWrite),
+];
+
 /// [`ATTENTION_FORWARD`] on f16 16×16×16 cooperative matrices (`attention_coop`: two passes
 /// over the keys, f16 operands and probabilities, f32 sums; overrides HEAD_DIM, WG).
-pub static ATTENTION_FORWARD_COOP16: Kernel =
-    Kernel::new::<Params>("attention_coop", "attention_forward_coop", FORWARD_BINDINGS);
+pub static ATTENTION_FORWARD_COOP16: Kernel = Kernel::new::<Params>(
+    "attention_coop",
+    "attention_forward_coop",
+    FORWARD_COOP_BINDINGS,
+);
 /// The same with 8×8×8 matrices.
 pub static ATTENTION_FORWARD_COOP8: Kernel = Kernel::new::<Params>(
     "attention_coop8",
     "attention_forward_coop",
-    FORWARD_BINDINGS,
+    FORWARD_COOP_BINDINGS,
 );
 
-/// dQ on f16 16×16×16 cooperative matrices (`attention_coop_bwd`; overrides HEAD_DIM, WG).
-pub static ATTENTION_BACKWARD_DQ_COOP16: Kernel = Kernel::new::<Params>(
-    "attention_coop_bwd",
-    "attention_backward_dq_coop",
-    DQ_BINDINGS,
-);
+/// dQ on f16 16×16×16 cooperative matrices (`attention_coop`; overrides HEAD_DIM, WG).
+pub static ATTENTION_BACKWARD_DQ_COOP16: Kernel =
+    Kernel::new::<Params>("attention_coop", "attention_backward_dq_coop", DQ_BINDINGS);
 /// dK and dV on f16 16×16×16 cooperative matrices.
 pub static ATTENTION_BACKWARD_DKV_COOP16: Kernel = Kernel::new::<Params>(
-    "attention_coop_bwd",
+    "attention_coop",
     "attention_backward_dkv_coop",
     DKV_BINDINGS,
 );
 /// [`ATTENTION_BACKWARD_DQ_COOP16`] with 8×8×8 matrices.
-pub static ATTENTION_BACKWARD_DQ_COOP8: Kernel = Kernel::new::<Params>(
-    "attention_coop8_bwd",
-    "attention_backward_dq_coop",
-    DQ_BINDINGS,
-);
+pub static ATTENTION_BACKWARD_DQ_COOP8: Kernel =
+    Kernel::new::<Params>("attention_coop8", "attention_backward_dq_coop", DQ_BINDINGS);
 /// [`ATTENTION_BACKWARD_DKV_COOP16`] with 8×8×8 matrices.
 pub static ATTENTION_BACKWARD_DKV_COOP8: Kernel = Kernel::new::<Params>(
-    "attention_coop8_bwd",
+    "attention_coop8",
     "attention_backward_dkv_coop",
     DKV_BINDINGS,
 );
@@ -352,7 +360,7 @@ pub fn attention_forward(
     // slower on lavapipe). Pairs of invocations share a query in workgroups twice as wide.
     let variant = super::attention_plan::forward_for(rec, &d, q.dtype());
     if variant == super::attention_plan::Forward::Coop {
-        forward_coop(rec, &p, &d, [q, k, v, &lse, out]);
+        forward_coop(rec, &p, &d, [q, k, v, q, &lse, out]);
         return lse;
     }
     let (kernel, per) = variant.kernel();
@@ -367,7 +375,7 @@ pub fn attention_forward(
 }
 
 /// The forward on cooperative matrices: a workgroup of four subgroups takes 4·side queries.
-fn forward_coop(rec: &mut Recorder, p: &Params, d: &AttnDims, bound: [&Tensor; 5]) {
+fn forward_coop(rec: &mut Recorder, p: &Params, d: &AttnDims, bound: [&Tensor; 6]) {
     let gpu = rec.gpu();
     let side = gpu
         .coop_side()

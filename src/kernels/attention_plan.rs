@@ -150,7 +150,7 @@ pub enum Backward {
     /// half the registers of pairs again (dK/dV pairs hold 204–252).
     Quads,
     /// Cooperative matrices (tensor cores), for f16 operands where the adapter has them and the
-    /// head is a multiple of their side (`attention_coop_bwd`).
+    /// head is a multiple of their side (`attention_coop`).
     Coop,
 }
 
