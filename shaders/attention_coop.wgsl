@@ -142,18 +142,33 @@ fn head_el(which: u32, b: u32, h: u32, t: u32, c: u32, n: u32) -> f16 {
     }
 }
 
-// Loads `rows` tokens from t0 of head tensors `wa` and `wb` (as head_el; wb = 4: none) into
-// the owned tiles (own) or the block's.
-fn load_pair(own: bool, wa: u32, wb: u32, li: u32, b: u32, h: u32, t0: u32, rows: u32, n: u32) {
-    for (var e = li; e < rows * HEAD_DIM; e += WG) {
+// Loads the workgroup's own BW tokens from t0 of head tensors `wa` and `wb` (as head_el) into
+// Wa and Wb (load_own), Wa alone (load_wa: the forward, which leaves Wb unused, so that its
+// workgroup memory does not count it), or a block's BT tokens into Ta and, unless wb = 4, Tb
+// (load_block).
+fn load_own(wa: u32, wb: u32, li: u32, b: u32, h: u32, t0: u32, n: u32) {
+    for (var e = li; e < BW * HEAD_DIM; e += WG) {
         let r = e / HEAD_DIM;
         let c = e % HEAD_DIM;
-        let x = head_el(wa, b, h, t0 + r, c, n);
-        if (own) { Wa[r * LDD + c] = x; } else { Ta[r * LDD + c] = x; }
-        if (wb < 4u) {
-            let y = head_el(wb, b, h, t0 + r, c, n);
-            if (own) { Wb[r * LDD + c] = y; } else { Tb[r * LDD + c] = y; }
-        }
+        Wa[r * LDD + c] = head_el(wa, b, h, t0 + r, c, n);
+        Wb[r * LDD + c] = head_el(wb, b, h, t0 + r, c, n);
+    }
+}
+
+fn load_wa(wa: u32, li: u32, b: u32, h: u32, t0: u32, n: u32) {
+    for (var e = li; e < BW * HEAD_DIM; e += WG) {
+        let r = e / HEAD_DIM;
+        let c = e % HEAD_DIM;
+        Wa[r * LDD + c] = head_el(wa, b, h, t0 + r, c, n);
+    }
+}
+
+fn load_block(wa: u32, wb: u32, li: u32, b: u32, h: u32, t0: u32, n: u32) {
+    for (var e = li; e < BT * HEAD_DIM; e += WG) {
+        let r = e / HEAD_DIM;
+        let c = e % HEAD_DIM;
+        Ta[r * LDD + c] = head_el(wa, b, h, t0 + r, c, n);
+        if (wb < 4u) { Tb[r * LDD + c] = head_el(wb, b, h, t0 + r, c, n); }
     }
 }
 
@@ -261,10 +276,10 @@ fn attention_forward_coop(
     let row = sh.row;
     let part = sh.part;
     let lpr = sh.lpr;
-    load_pair(true, 0u, 4u, li, b, h, sh.t0, BW, p.n_q);
+    load_wa(0u, li, b, h, sh.t0, p.n_q);
     var m = -3.4e38;
     for (var j0 = 0u; j0 < p.n_k; j0 += BT) {
-        load_pair(false, 1u, 4u, li, b, h, j0, BT, p.n_k);
+        load_block(1u, 4u, li, b, h, j0, p.n_k);
         workgroupBarrier();
         strip_a(row0);
         workgroupBarrier();
@@ -286,7 +301,7 @@ fn attention_forward_coop(
     var o7: MatC;
     for (var j0 = 0u; j0 < p.n_k; j0 += BT) {
         workgroupBarrier();
-        load_pair(false, 1u, 2u, li, b, h, j0, BT, p.n_k);
+        load_block(1u, 2u, li, b, h, j0, p.n_k);
         workgroupBarrier();
         strip_a(row0);
         workgroupBarrier();
@@ -354,7 +369,7 @@ fn attention_backward_dq_coop(
     let row = sh.row;
     let part = sh.part;
     let lpr = sh.lpr;
-    load_pair(true, 0u, 3u, li, b, h, sh.t0, BW, p.n_q);
+    load_own(0u, 3u, li, b, h, sh.t0, p.n_q);
     load_ld(li, sh.bh, sh.t0, BW);
     var g0: MatC;
     var g1: MatC;
@@ -366,7 +381,7 @@ fn attention_backward_dq_coop(
     var g7: MatC;
     for (var j0 = 0u; j0 < p.n_k; j0 += BT) {
         workgroupBarrier();
-        load_pair(false, 1u, 2u, li, b, h, j0, BT, p.n_k);
+        load_block(1u, 2u, li, b, h, j0, p.n_k);
         workgroupBarrier();
         // S = Q·Kᵀ, then P.
         strip_a(row0);
@@ -436,7 +451,7 @@ fn attention_backward_dkv_coop(
     let row = sh.row;
     let part = sh.part;
     let lpr = sh.lpr;
-    load_pair(true, 1u, 2u, li, b, h, sh.t0, BW, p.n_k);
+    load_own(1u, 2u, li, b, h, sh.t0, p.n_k);
     var v0: MatC;
     var v1: MatC;
     var v2: MatC;
@@ -455,7 +470,7 @@ fn attention_backward_dkv_coop(
     var k7: MatC;
     for (var i0 = 0u; i0 < p.n_q; i0 += BT) {
         workgroupBarrier();
-        load_pair(false, 0u, 3u, li, b, h, i0, BT, p.n_q);
+        load_block(0u, 3u, li, b, h, i0, p.n_q);
         load_ld(li, sh.bh, i0, BT);
         workgroupBarrier();
         // Sᵀ = K·Qᵀ, then Pᵀ.
