@@ -5,7 +5,9 @@
 //! the adapter at a config's shapes and caches the fastest, which then wins over the default;
 //! the checks force each variant in turn ([`Recorder::force`]). The GPU kernels also come with
 //! their loops over the head written out (`-unrolled`, the GPU defaults): the same code, which
-//! no compiler has to unroll to keep the head in registers.
+//! no compiler has to unroll to keep the head in registers. Adapters with cooperative matrices
+//! can run f16 calls on them (`coop`, f16-rounded probabilities); a GPU's first run times those
+//! against the defaults and f16 calls take the faster ([`F16_FORWARD`], [`F16_BACKWARD`]).
 
 use super::attention::{
     AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DKV2_U,
