@@ -376,8 +376,10 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
     // storage ("plain") beside the ones on cooperative matrices, where the adapter has them.
     if gpu.coop_side().is_some() {
         use crate::gpu::DType;
-        let plain = kernels::attention_plan::Forward::default_for(&Recorder::new(gpu)).name();
-        let plain_bwd = kernels::attention_plan::Backward::default_for(&Recorder::new(gpu)).name();
+        let rec = Recorder::new(gpu);
+        let plain = kernels::attention_plan::Forward::default_for(&rec).name();
+        let plain_bwd = kernels::attention_plan::Backward::default_for(&rec).name();
+        drop(rec);
         let qkv16 = gpu.upload_as(&random(len, 9, -1.0, 1.0), &[len], DType::F16);
         let out16 = gpu.empty_as(&[batch * n * h * d], DType::F16);
         let dout16 = gpu.upload_as(

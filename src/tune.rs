@@ -118,7 +118,7 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
 /// small product of the same kind with `dtype` operands (f16: on the twin's f16-rounded inputs,
 /// within the f16 output's rounding).
 pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims, dtype: DType) -> Result<(), String> {
-    if plan.is_coop() && !Plan::coop_plans(gpu).contains(&plan) {
+    if plan.is_coop() && !plan.coop_runs(gpu) {
         return Err(format!(
             "{}: this device runs no such cooperative-matrix kernel",
             plan.name()
@@ -197,7 +197,7 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
     // A cooperative plan the device does not run (cooperative matrices turned off) is never
     // chosen, so it cannot give a wrong result here.
     let check = |p: Plan, d: &MatmulDims, t: DType| {
-        if p.is_coop() && !Plan::coop_plans(gpu).contains(&p) {
+        if p.is_coop() && !p.coop_runs(gpu) {
             Ok(())
         } else {
             verify(gpu, p, d, t)

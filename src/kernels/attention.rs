@@ -374,22 +374,29 @@ pub fn attention_forward(
     lse
 }
 
-/// The forward on cooperative matrices: a workgroup of four subgroups takes 4·side queries.
-fn forward_coop(rec: &mut Recorder, p: &Params, d: &AttnDims, bound: [&Tensor; 6]) {
+/// The cooperative-matrix kernels' matrix side on this device (16 or 8) and pipeline
+/// constants: a workgroup is four subgroups and owns 4·side tokens of one head.
+fn coop_launch(rec: &Recorder, d: &AttnDims) -> (usize, [(&'static str, f64); 2]) {
     let gpu = rec.gpu();
     let side = gpu
         .coop_side()
-        .expect("attention: the coop forward needs a device with cooperative matrices");
+        .expect("attention: the coop kernels need a device with cooperative matrices");
+    let overrides = [
+        ("HEAD_DIM", d.head_dim as f64),
+        ("WG", f64::from(4 * gpu.info.subgroup_min_size)),
+    ];
+    (side as usize, overrides)
+}
+
+/// The forward on cooperative matrices: a workgroup takes 4·side queries.
+fn forward_coop(rec: &mut Recorder, p: &Params, d: &AttnDims, bound: [&Tensor; 6]) {
+    let (side, overrides) = coop_launch(rec, d);
     let kernel = if side == 16 {
         &ATTENTION_FORWARD_COOP16
     } else {
         &ATTENTION_FORWARD_COOP8
     };
-    let overrides = [
-        ("HEAD_DIM", d.head_dim as f64),
-        ("WG", f64::from(4 * gpu.info.subgroup_min_size)),
-    ];
-    let groups = d.n_q.div_ceil(4 * side as usize) * d.batch * d.heads;
+    let groups = d.n_q.div_ceil(4 * side) * d.batch * d.heads;
     rec.dispatch_with(kernel, &overrides, p, &bound, grid_1d(groups));
 }
 
@@ -402,10 +409,7 @@ fn backward_coop(
     dq_bound: &[&Tensor],
     dkv_bound: &[&Tensor],
 ) {
-    let gpu = rec.gpu();
-    let side = gpu
-        .coop_side()
-        .expect("attention: the coop backward needs a device with cooperative matrices");
+    let (side, overrides) = coop_launch(rec, d);
     let (dq_kernel, dkv_kernel) = if side == 16 {
         (
             &ATTENTION_BACKWARD_DQ_COOP16,
@@ -414,11 +418,7 @@ fn backward_coop(
     } else {
         (&ATTENTION_BACKWARD_DQ_COOP8, &ATTENTION_BACKWARD_DKV_COOP8)
     };
-    let overrides = [
-        ("HEAD_DIM", d.head_dim as f64),
-        ("WG", f64::from(4 * gpu.info.subgroup_min_size)),
-    ];
-    let own = 4 * side as usize;
+    let own = 4 * side;
     let heads = d.batch * d.heads;
     let gq = grid_1d(d.n_q.div_ceil(own) * heads);
     rec.dispatch_with(dq_kernel, &overrides, p, dq_bound, gq);
@@ -482,12 +482,12 @@ pub fn attention_backward(
     let shared = dk.same_buffer(dv) && dk.offset() == dv.offset();
     let dummy = rec.gpu().dummy_write.clone();
     let dv_bound = if shared { &dummy } else { dv };
+    let p = Params {
+        dv_in_res0: u32::from(shared),
+        ..p
+    };
     let variant = super::attention_plan::backward_for(rec, &d, q.dtype());
     if variant == super::attention_plan::Backward::Coop {
-        let p = Params {
-            dv_in_res0: u32::from(shared),
-            ..p
-        };
         let dq_bound = [q, k, v, dout, lse, &delta, dq];
         let dkv_bound = [q, k, v, dout, lse, &delta, dk, dv_bound];
         backward_coop(rec, &p, &d, &dq_bound, &dkv_bound);
@@ -508,10 +508,6 @@ pub fn attention_backward(
     );
     let wg = token_group(d.n_k);
     let gk = d.n_k.div_ceil(wg) * d.batch * d.heads;
-    let p = Params {
-        dv_in_res0: u32::from(shared),
-        ..p
-    };
     rec.dispatch_with(
         dkv_kernel,
         &token_overrides(&d, per, wg),

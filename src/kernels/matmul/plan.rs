@@ -47,7 +47,8 @@ impl Plan {
     /// The plan of a product on this device: the tuned one (`dinoscope tune`) if the device has
     /// one for these dims and operand type and it can run them, else [`Plan::untuned`]; an f16
     /// product without its own falls back to the f32 product's where the device has no
-    /// cooperative matrices. A dry run notes the product, so the tuner learns which products a
+    /// cooperative matrices, and a product the cache lacks takes a near product's plan
+    /// ([`MatmulDims::stand_in_distance`]). A dry run notes the product, so the tuner learns which products a
     /// config runs.
     pub fn choose(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
         let untuned = Plan::untuned(gpu, d, dtype);
@@ -124,7 +125,7 @@ impl Plan {
     }
 
     /// Whether this cooperative-matrix plan runs on the device (false for other plans).
-    fn coop_runs(&self, gpu: &crate::gpu::Gpu) -> bool {
+    pub fn coop_runs(&self, gpu: &crate::gpu::Gpu) -> bool {
         match self {
             Plan::Coop => gpu.coop_side().is_some(),
             Plan::CoopWide => gpu.coop_wide(),
