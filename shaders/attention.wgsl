@@ -14,6 +14,8 @@
 // attention_backward_dq: thread per query: dQ_i = scale·Σ_j P_ij(dO_i·v_j − D_i)·k_j.
 // attention_backward_dkv: thread per key: dV_j = Σ_i P_ij·dO_i, dK_j = scale·Σ_i dS_ij·q_i.
 // Two backward kernels (one by queries, one by keys) avoid float atomics.
+// Results (O, P, dQ, dK, dV) are stored as O: the operands' type S, or f32 gradients of f16
+// operands (the mixed-precision backward pass, whose loss-scaled gradients can pass f16's range).
 // HEAD_DIM (override, ≤ 64) is the head dimension. The thread-per-token kernels hold a head
 // vector as HD4 vec4s in registers and the key/value tiles as vec4s, zero past HEAD_DIM, so each
 // workgroup-memory read feeds four multiply-adds; the sums run over c = 0, 1, … in the same
@@ -61,8 +63,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read> dout: array<S>;
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(8) var<storage, read_write> res0: array<S>;
-@group(0) @binding(9) var<storage, read_write> res1: array<S>;
+@group(0) @binding(8) var<storage, read_write> res0: array<O>;
+@group(0) @binding(9) var<storage, read_write> res1: array<O>;
 
 override HEAD_DIM: u32 = 64u;
 // Head dimension in vec4s.
@@ -111,11 +113,11 @@ fn ld_do(base: u32, c: u32) -> vec4<f32> {
 }
 
 fn st_res0(base: u32, c: u32, x: vec4<f32>) {
-    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { res0[base + c + t] = S(x[t]); } }
+    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { res0[base + c + t] = O(x[t]); } }
 }
 
 fn st_res1(base: u32, c: u32, x: vec4<f32>) {
-    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { res1[base + c + t] = S(x[t]); } }
+    for (var t = 0u; t < 4u; t++) { if (c + t < HEAD_DIM) { res1[base + c + t] = O(x[t]); } }
 }
 
 // Tile elements as the inner loops read them (see attention_sg).
@@ -345,7 +347,7 @@ fn attention_probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let kb = qkv_base(p.k_off, b, h, j);
     var d = 0.0;
     for (var c = 0u; c < HEAD_DIM; c++) { d = fma(f32(q[qb + c]), f32(k[kb + c]), d); }
-    res0[idx] = S(exp(d * p.scale - lse[row]));
+    res0[idx] = O(exp(d * p.scale - lse[row]));
 }
 
 @compute @workgroup_size(256)

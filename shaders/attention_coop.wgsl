@@ -6,7 +6,8 @@ enable wgpu_cooperative_matrix;
 // backward (dQ, dK, dV, as attention_backward_dq and _dkv write them, from the forward's lse and
 // D = rowsum(dO⊙O) of attention_backward_delta). Q, K, V and dO are rounded to f16 in workgroup
 // memory; every product accumulates in f32; the probabilities P and their gradients
-// dS = P ⊙ (dP − D) are rounded to f16 before they enter a product.
+// dS = P ⊙ (dP − D) are rounded to f16 before they enter a product. Results are stored as O (f16,
+// or f32 gradients for the mixed-precision backward pass).
 //
 // Layout. A workgroup is four subgroups (WG = 4 × the fixed subgroup size MS²/8) and owns
 // BW = 4·MS tokens of one (batch, head); subgroup s owns the strip of rows s·MS … s·MS + MS − 1.
@@ -61,8 +62,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read> dout: array<S>;
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(8) var<storage, read_write> res0: array<S>;
-@group(0) @binding(9) var<storage, read_write> res1: array<S>;
+@group(0) @binding(8) var<storage, read_write> res0: array<O>;
+@group(0) @binding(9) var<storage, read_write> res1: array<O>;
 
 // Head dimension: a multiple of MS, at most 8·MS and 64.
 override HEAD_DIM: u32 = 64u;
@@ -229,7 +230,7 @@ fn flush_o(acc: MatC, c: u32, sh: Share, lane: u32, lanes: u32) {
     for (var e = lane; e < MS * MS; e += lanes) {
         let r = sh.row0 + e / MS;
         let t = sh.t0 + r;
-        if (t < p.n_q) { res0[out_at(sh.b, sh.h, t) + c * MS + e % MS] = S(Ss[slot + e] / Ld[r].x); }
+        if (t < p.n_q) { res0[out_at(sh.b, sh.h, t) + c * MS + e % MS] = O(Ss[slot + e] / Ld[r].x); }
     }
 }
 
@@ -239,7 +240,7 @@ fn flush0(acc: MatC, c: u32, sh: Share, lane: u32, lanes: u32, n: u32, off: u32,
     let slot = stage(acc, c, sh.row0);
     for (var e = lane; e < MS * MS; e += lanes) {
         let t = sh.t0 + sh.row0 + e / MS;
-        if (t < n) { res0[qkv_at(off, sh.b, sh.h, t) + c * MS + e % MS] = S(Ss[slot + e] * mul); }
+        if (t < n) { res0[qkv_at(off, sh.b, sh.h, t) + c * MS + e % MS] = O(Ss[slot + e] * mul); }
     }
 }
 
@@ -247,7 +248,7 @@ fn flush1(acc: MatC, c: u32, sh: Share, lane: u32, lanes: u32, n: u32, off: u32)
     let slot = stage(acc, c, sh.row0);
     for (var e = lane; e < MS * MS; e += lanes) {
         let t = sh.t0 + sh.row0 + e / MS;
-        if (t < n) { res1[qkv_at(off, sh.b, sh.h, t) + c * MS + e % MS] = S(Ss[slot + e]); }
+        if (t < n) { res1[qkv_at(off, sh.b, sh.h, t) + c * MS + e % MS] = O(Ss[slot + e]); }
     }
 }
 

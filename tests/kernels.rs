@@ -304,6 +304,11 @@ fn coop_attention_vs_cpu() {
 }
 
 #[test]
+fn f16_attention_variants_vs_cpu() {
+    check_f16("kernel.f16_attention");
+}
+
+#[test]
 fn f16_forward_ops_vs_cpu() {
     check_f16("kernel.f16_forward_ops");
 }

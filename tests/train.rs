@@ -1281,33 +1281,41 @@ fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
         "mixed precision drifted {:.2}% from f32",
         100.0 * worst
     );
-    // With the attention forward on cooperative matrices (where the adapter has them: CI's Mesa
-    // 26.1 root); the step's attention backward runs in f32, so the backward choice takes no
-    // call here.
-    // on a device of its own so that its choices reach no other test.
+    // With attention on cooperative matrices (where the adapter has them: CI's Mesa 26.1
+    // root): the forward, then the backward too, each run on a device of its own so that its
+    // choices reach no other test. Each must change the losses, so each kernel ran.
     if gpu.coop_side().is_some() {
-        use dinoscope::kernels::attention_plan::F16_FORWARD;
-        let mut own = dinoscope::gpu::Gpu::new_blocking(&dinoscope::gpu::AdapterChoice::from_env())
-            .expect("adapter");
-        dinoscope::kernels::matmul::probe_coop(&mut own).expect("cooperative matrices");
-        own.set_choice(F16_FORWARD, "coop");
-        let mut c = cfg.clone();
-        c.precision = Precision::Mixed;
-        c.loss_scale = Some(4096.0);
-        let (steps, _) = steps_and_state(&own, c, "mixed-coop-attention");
-        assert!(steps.iter().all(|m| m.non_finite().is_none() && !m.skipped));
-        let coop: Vec<f32> = steps.iter().map(|m| m.loss).collect();
-        let worst_coop = worst_relative_difference(full, &coop);
-        eprintln!(
-            "attention on cooperative matrices: worst step difference {:.2}%",
-            100.0 * worst_coop
-        );
-        assert!(coop != *mixed, "the coop kernels did not run");
-        assert!(
-            worst_coop < 0.02,
-            "mixed precision with coop attention drifted {:.2}% from f32",
-            100.0 * worst_coop
-        );
+        use dinoscope::kernels::attention_plan::{F16_BACKWARD, F16_FORWARD};
+        let mut before = mixed.clone();
+        for passes in [&[F16_FORWARD][..], &[F16_FORWARD, F16_BACKWARD]] {
+            let choice = dinoscope::gpu::AdapterChoice::from_env();
+            let mut own = dinoscope::gpu::Gpu::new_blocking(&choice).expect("adapter");
+            dinoscope::kernels::matmul::probe_coop(&mut own).expect("cooperative matrices");
+            for pass in passes {
+                own.set_choice(pass, "coop");
+            }
+            let mut c = cfg.clone();
+            c.precision = Precision::Mixed;
+            c.loss_scale = Some(4096.0);
+            let (steps, _) = steps_and_state(&own, c, &format!("mixed-coop-{}", passes.len()));
+            assert!(steps.iter().all(|m| m.non_finite().is_none() && !m.skipped));
+            let coop: Vec<f32> = steps.iter().map(|m| m.loss).collect();
+            let worst_coop = worst_relative_difference(full, &coop);
+            eprintln!(
+                "{passes:?} on cooperative matrices: worst step difference {:.2}%",
+                100.0 * worst_coop
+            );
+            assert!(
+                coop != before,
+                "{passes:?}: the last coop kernel did not run"
+            );
+            assert!(
+                worst_coop < 0.02,
+                "mixed precision with {passes:?} on cooperative matrices drifted {:.2}% from f32",
+                100.0 * worst_coop
+            );
+            before = coop;
+        }
     }
 
     // A DINOv3 backbone (rotary positions, storage tokens, no key bias) follows its f32 run the

@@ -87,40 +87,27 @@ pub struct BlockActs {
 
 impl BlockActs {
     /// The activations as f32: each f16 one copied up (a mixed-precision forward stores them in
-    /// f16), f32 ones shared, and the input of the output projection. With
-    /// `keep_product_inputs` the inputs of the linear layers (`h1`, `h2`, `act`, and the
-    /// projection's) stay as saved: an f16 backward pass multiplies them in f16.
-    fn into_f32(self, rec: &mut Recorder, keep_product_inputs: bool) -> (BlockActs, Tensor) {
-        let mut up = |t: Tensor| kernels::cast::to_dtype(rec, &t, DType::F32);
-        let attn_saved = self.attn.clone();
-        let attn = up(self.attn);
-        let attn_product = if keep_product_inputs {
-            attn_saved
-        } else {
-            attn.clone()
-        };
-        let (h1, h2, act) = if keep_product_inputs {
-            (self.h1, self.h2, self.act)
-        } else {
-            (up(self.h1), up(self.h2), up(self.act))
-        };
-        let acts = BlockActs {
-            x_in: up(self.x_in),
+    /// f16), f32 ones shared. With `keep_f16` the operands of the f16 backward (the linear
+    /// layers' inputs `h1`, `h2`, `act` and `attn`, and attention's `qkv`) stay as saved.
+    fn into_f32(self, rec: &mut Recorder, keep_f16: bool) -> BlockActs {
+        let up = |rec: &mut Recorder, t: Tensor| kernels::cast::to_dtype(rec, &t, DType::F32);
+        let operand = |rec: &mut Recorder, t: Tensor| if keep_f16 { t } else { up(rec, t) };
+        BlockActs {
+            x_in: up(rec, self.x_in),
             ln1: self.ln1,
-            h1,
-            qkv: up(self.qkv),
-            attn,
+            h1: operand(rec, self.h1),
+            qkv: operand(rec, self.qkv),
+            attn: operand(rec, self.attn),
             lse: self.lse,
-            proj: up(self.proj),
-            x_mid: up(self.x_mid),
+            proj: up(rec, self.proj),
+            x_mid: up(rec, self.x_mid),
             ln2: self.ln2,
-            h2,
-            pre: up(self.pre),
-            act,
-            mlp: up(self.mlp),
+            h2: operand(rec, self.h2),
+            pre: up(rec, self.pre),
+            act: operand(rec, self.act),
+            mlp: up(rec, self.mlp),
             drop: self.drop,
-        };
-        (acts, attn_product)
+        }
     }
 }
 

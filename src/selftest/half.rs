@@ -35,6 +35,10 @@ pub fn checks() -> Vec<KernelCheck> {
             run: coop_matmul,
         },
         KernelCheck {
+            name: "kernel.f16_attention",
+            run: f16_attention,
+        },
+        KernelCheck {
             name: "kernel.coop_attention",
             run: coop_attention,
         },
@@ -336,17 +340,59 @@ fn forward_ops(gpu: &Gpu) -> CaseResult {
     j.finish()
 }
 
-/// Attention on cooperative matrices (forward and backward, forced) against the CPU twin:
-/// output, lse (through the probabilities recomputed from it), dQ, dK and dV; head sizes of one
-/// to eight matrix sides, sequences that end inside a query and a key block, and the fused qkv
-/// layout (one dqkv buffer, heads merged in the output), as the model runs it ("unsupported" on
-/// adapters without f16 cooperative matrices).
+/// Every plain f16 attention variant that runs here (forward and backward, forced in pairs)
+/// against the CPU twin, as [`coop_attention`] checks the cooperative ones: the backward of the
+/// mixed-precision step runs on them where the adapter has no cooperative matrices.
+fn f16_attention(gpu: &Gpu) -> CaseResult {
+    use kernels::attention_plan::{Backward, Forward};
+    let name = "kernel.f16_attention";
+    if let Some(r) = unsupported(gpu, name) {
+        return r;
+    }
+    let rec = crate::gpu::Recorder::new(gpu);
+    let d = AttnDims::new(1, 1, 1, 8);
+    let forwards: Vec<Forward> = Forward::ALL
+        .into_iter()
+        .filter(|f| *f != Forward::Coop && f.runs(&rec, &d, DType::F16))
+        .collect();
+    let backwards: Vec<Backward> = Backward::ALL
+        .into_iter()
+        .filter(|b| *b != Backward::Coop && b.runs(&rec, &d, DType::F16))
+        .collect();
+    drop(rec);
+    // Each variant of either pass runs at least once.
+    let pairs: Vec<_> = (0..forwards.len().max(backwards.len()))
+        .map(|i| (forwards[i % forwards.len()], backwards[i % backwards.len()]))
+        .collect();
+    half_attention(gpu, name, 8, &pairs)
+}
+
+/// Attention on cooperative matrices (forward and backward, forced) against the CPU twin
+/// ("unsupported" on adapters without f16 cooperative matrices); see [`half_attention`].
 fn coop_attention(gpu: &Gpu) -> CaseResult {
-    use kernels::attention_plan::{Backward, Forward, BACKWARD, FORWARD};
+    use kernels::attention_plan::{Backward, Forward};
     let name = "kernel.coop_attention";
     let Some(side) = gpu.coop_side().map(|s| s as usize) else {
         return CaseResult::unsupported(name, "the adapter has no f16 cooperative matrices");
     };
+    half_attention(gpu, name, side, &[(Forward::Coop, Backward::Coop)])
+}
+
+/// f16 attention with each (forward, backward) pair forced, against the CPU twin: output, lse
+/// (through the probabilities recomputed from it), dQ, dK and dV; head sizes of one to eight
+/// `side`s (a cooperative matrix's), sequences that end inside a query and a key block, and the
+/// fused qkv layout as the mixed-precision step runs it (one dqkv buffer of f32 gradients, heads
+/// merged in the output).
+fn half_attention(
+    gpu: &Gpu,
+    name: &str,
+    side: usize,
+    pairs: &[(
+        kernels::attention_plan::Forward,
+        kernels::attention_plan::Backward,
+    )],
+) -> CaseResult {
+    use kernels::attention_plan::{BACKWARD, FORWARD};
     let mut j = Judge::new(name);
     let heads = [side, 2 * side, 64.min(8 * side)];
     let shapes = [
@@ -358,12 +404,13 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
     for (i, &(bt, h, n, d, fused)) in shapes.iter().enumerate() {
         let dims = AttnDims::new(bt, h, n, d);
         let rec = crate::gpu::Recorder::new(gpu);
-        let runs = Forward::Coop.runs(&rec, &dims, DType::F16)
-            && Backward::Coop.runs(&rec, &dims, DType::F16);
+        let runs = pairs
+            .iter()
+            .all(|(f, b)| f.runs(&rec, &dims, DType::F16) && b.runs(&rec, &dims, DType::F16));
         drop(rec);
         if !runs {
             j.fail(format!(
-                "{bt}x{h}x{n}x{d}: the coop forward does not take it"
+                "{bt}x{h}x{n}x{d}: a forced variant does not take it"
             ));
             continue;
         }
@@ -414,59 +461,63 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
                 vec![dq.clone(), dk.clone(), dv.clone()],
             )
         };
-        let Some(out) = run(gpu, &mut j, |rec| {
-            rec.force(FORWARD, Some(Forward::Coop.name()));
-            rec.force(BACKWARD, Some(Backward::Coop.name()));
-            let (tq, tk, tv) = if fused {
-                let t = half(gpu, &pack3(&q, &k, &v), &[3 * len]);
-                (t.clone(), t.clone(), t)
-            } else {
-                let s = [bt, h, n, d];
-                (half(gpu, &q, &s), half(gpu, &k, &s), half(gpu, &v, &s))
+        for &(fw, bw) in pairs {
+            let Some(out) = run(gpu, &mut j, |rec| {
+                rec.force(FORWARD, Some(fw.name()));
+                rec.force(BACKWARD, Some(bw.name()));
+                let (tq, tk, tv) = if fused {
+                    let t = half(gpu, &pack3(&q, &k, &v), &[3 * len]);
+                    (t.clone(), t.clone(), t)
+                } else {
+                    let s = [bt, h, n, d];
+                    (half(gpu, &q, &s), half(gpu, &k, &s), half(gpu, &v, &s))
+                };
+                let to = gpu.empty_as(&[len], DType::F16);
+                let lse = kernels::attention::attention_forward(
+                    rec, &to, &tq, &tk, &tv, dims, layout, ol,
+                );
+                let probs = gpu.empty_as(&[bt, h, n, n], DType::F16);
+                kernels::attention::attention_probs(rec, &probs, &tq, &tk, &lse, dims, layout);
+                let tdo = half(gpu, &dout_in, &[len]);
+                let g: Vec<Tensor> = if fused {
+                    vec![gpu.empty(&[3 * len])]
+                } else {
+                    (0..3).map(|_| gpu.empty_as(&[len], DType::F16)).collect()
+                };
+                let (gq, gk, gv) = (&g[0], &g[g.len() / 2], &g[g.len() - 1]);
+                kernels::attention::attention_backward(
+                    rec, gq, gk, gv, &tdo, &tq, &tk, &tv, &to, &lse, dims, layout, ol,
+                );
+                let mut outs = vec![to, probs];
+                outs.extend(g);
+                outs
+            }) else {
+                continue;
             };
-            let to = gpu.empty_as(&[len], DType::F16);
-            let lse =
-                kernels::attention::attention_forward(rec, &to, &tq, &tk, &tv, dims, layout, ol);
-            let probs = gpu.empty_as(&[bt, h, n, n], DType::F16);
-            kernels::attention::attention_probs(rec, &probs, &tq, &tk, &lse, dims, layout);
-            let tdo = half(gpu, &dout_in, &[len]);
-            let g: Vec<Tensor> = if fused {
-                vec![gpu.empty_as(&[3 * len], DType::F16)]
-            } else {
-                (0..3).map(|_| gpu.empty_as(&[len], DType::F16)).collect()
-            };
-            let (gq, gk, gv) = (&g[0], &g[g.len() / 2], &g[g.len() - 1]);
-            kernels::attention::attention_backward(
-                rec, gq, gk, gv, &tdo, &tq, &tk, &tv, &to, &lse, dims, layout, ol,
-            );
-            let mut outs = vec![to, probs];
-            outs.extend(g);
-            outs
-        }) else {
-            continue;
-        };
-        let tag = format!("{bt}x{h}x{n}x{d}{}", if fused { " fused" } else { "" });
-        // The probabilities meet V rounded to f16: twice the output's own rounding.
-        j.check(
-            &format!("{tag} out"),
-            &out[0],
-            &want,
-            tol(&want, 2.0 * OUT_TOL),
-        );
-        j.check(&format!("{tag} probs (from lse)"), &out[1], &p, OUT_TOL);
-        // P and dS enter their products as f16, and D comes from the f16 output.
-        let names: &[&str] = if fused {
-            &["dqkv"]
-        } else {
-            &["dq", "dk", "dv"]
-        };
-        for ((name, got), want) in names.iter().zip(&out[2..]).zip(&grads) {
+            let fused_tag = if fused { " fused, f32 gradients" } else { "" };
+            let tag = format!("{bt}x{h}x{n}x{d}{fused_tag} {}/{}", fw.name(), bw.name());
+            // The probabilities meet V rounded to f16: twice the output's own rounding.
             j.check(
-                &format!("{tag} {name}"),
-                got,
-                want,
-                tol(want, 4.0 * OUT_TOL),
+                &format!("{tag} out"),
+                &out[0],
+                &want,
+                tol(&want, 2.0 * OUT_TOL),
             );
+            j.check(&format!("{tag} probs (from lse)"), &out[1], &p, OUT_TOL);
+            // P and dS enter their products as f16, and D comes from the f16 output.
+            let names: &[&str] = if fused {
+                &["dqkv"]
+            } else {
+                &["dq", "dk", "dv"]
+            };
+            for ((name, got), want) in names.iter().zip(&out[2..]).zip(&grads) {
+                j.check(
+                    &format!("{tag} {name}"),
+                    got,
+                    want,
+                    tol(want, 4.0 * OUT_TOL),
+                );
+            }
         }
     }
     j.finish()

@@ -70,9 +70,9 @@ impl Vit {
     }
 
     /// [`Vit::backward`] after a forward by this model's f16 twin, with the blocks' linear
-    /// layers multiplied in f16 (`half`; `d_tokens` loss-scaled) or everything in f32 (`None`).
-    /// Everything else (norms, attention, GELU, the token assembly, the patch embedding) runs in
-    /// f32 either way.
+    /// layers and attention on f16 operands (`half`; `d_tokens` loss-scaled; gradients in f32)
+    /// or everything in f32 (`None`). Everything else (norms, GELU, the token assembly, the
+    /// patch embedding) runs in f32 either way.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_mixed(
         &self,
@@ -146,7 +146,7 @@ impl Vit {
                 rope_scale: rope_scales.get(i).copied().unwrap_or(1.0),
                 ..shape
             };
-            let (a, attn_saved) = match saved {
+            let a = match saved {
                 SavedBlock::Full(a) => a.into_f32(rec, keep),
                 SavedBlock::Input { x_in, drop } => {
                     // The twin recomputes the forward's own f16 values from the saved input.
@@ -260,13 +260,23 @@ impl Vit {
                 None => d_proj,
             };
             let d_attn = gpu.empty(&[rows, d]);
-            linear(rec, &d_attn, "attn.proj", &d_proj, &attn_saved);
-            drop(attn_saved);
+            linear(rec, &d_attn, "attn.proj", &d_proj, &a.attn);
+            // With f16 products attention's backward also runs on the saved f16 operands and
+            // a loss-scaled dO checked into f16; its gradients come out in f32 either way.
+            let d_attn = match half {
+                Some(h) => {
+                    let t = gpu.empty_as(d_attn.shape(), DType::F16);
+                    kernels::cast::cast_checked(rec, &t, &d_attn, h.overflow);
+                    t
+                }
+                None => d_attn,
+            };
             let d_qkv = gpu.empty(&[batch, n, 3 * d]);
             kernels::attention::attention_backward(
                 rec, &d_qkv, &d_qkv, &d_qkv, &d_attn, &a.qkv, &a.qkv, &a.qkv, &a.attn, &a.lse, ad,
                 layout, ol,
             );
+            drop(d_attn);
             self.rotate(rec, &d_qkv, shape, true);
             let d_h1 = gpu.empty(&[rows, d]);
             linear(rec, &d_h1, "attn.qkv", &d_qkv, &a.h1);
