@@ -237,6 +237,9 @@ def main():
     xs = torch.randn(64 * 6 * 261, 261, device=device, dtype=dt)
     t, c = run(lambda: F.softmax(xs, -1), args.reps)
     row(f"softmax {xs.shape[0]}x261", t, 2 * xs.numel() * xs.element_size() / t / 1e9, "GB/s", c)
+    # A bias gradient: the column sums of fc1's [16704, 1536] output gradient.
+    t, c = run(lambda: xg.view(-1, 1536).sum(0), args.reps)
+    row(f"sum_rows {rows_}x1536", t, gb(1, t), "GB/s", c)
     # Residual + LayerScale (x + branch·γ), the teacher EMA (one lerp) and one fused AdamW step
     # (where the device has it) over the same number of elements as the rows above.
     branch = torch.randn_like(xg)

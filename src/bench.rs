@@ -226,8 +226,8 @@ fn vits_linears(gpu: &Gpu, reps: usize, figures: &mut Vec<Row>) -> Result<()> {
 }
 
 /// The memory-bound kernels in GB/s (bytes each must read and write once): a copy (the roof the
-/// others are set against), layer norm, GELU, softmax, residual + LayerScale, AdamW and the
-/// teacher EMA.
+/// others are set against), layer norm, GELU, softmax, a bias gradient's column sums, residual +
+/// LayerScale, AdamW and the teacher EMA.
 fn memory_bound(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Result<()> {
     let mut gb_row = |name: String, bytes: usize, (t, ts): (f64, bool)| {
         emit(figures, name, t, bytes as f64 / t / 1e9, "GB/s", ts);
@@ -269,6 +269,18 @@ fn memory_bound(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> 
             kernels::softmax::softmax_forward(rec, &ys, &xs, sc, 1.0)
         })?;
         gb_row(format!("softmax {sr}x{sc}{label}"), 2 * sr * sc * 4, t);
+    }
+    // The bias gradient of fc1 (the column sums of [16704, 1536]); on GPUs also with one
+    // thread a column, the kernel CPU drivers take.
+    let sums: &[(bool, &str)] = &[(false, ""), (true, " (one thread a column)")];
+    let sum_layouts = if gpu.cpu_driver() { &sums[1..] } else { sums };
+    let db = gpu.empty(&[1536]);
+    for &(cpu, label) in sum_layouts {
+        let t = time(gpu, reps, |rec| {
+            rec.set_cpu_layouts(cpu);
+            kernels::reduce::sum_rows(rec, &db, &xg, n / 1536, 1536, 1.0, false)
+        })?;
+        gb_row(format!("sum_rows {}x1536{label}", n / 1536), n * 4, t);
     }
     // out = x + branch·γ over the same activations, γ of width 384.
     let branch = gpu.upload(&random(n, 11, -1.0, 1.0), &[n]);

@@ -21,6 +21,9 @@ struct Params {
 const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, ReadWrite)];
 /// Column sums over chunks of rows.
 pub static SUM_ROWS: Kernel = Kernel::new::<Params>("reduce", "sum_rows", B);
+/// [`SUM_ROWS`] for GPUs, vec4 columns with 16 row lanes a column.
+pub static SUM_ROWS4: Kernel =
+    Kernel::new::<Params>("reduce", "sum_rows4", &[(1, Read), (3, ReadWrite)]);
 /// Workgroup partial sums of x or x².
 pub static REDUCE_FULL: Kernel = Kernel::new::<Params>("reduce", "reduce_full", B);
 /// x *= min(1, max_norm / (‖·‖ + 1e-6)) given a sum of squares.
@@ -77,6 +80,21 @@ pub fn sum_rows_at(
         "sum_rows: block outside x"
     );
     assert_eq!(out.numel(), cols, "sum_rows: out is not [cols]");
+    // CPU drivers keep the one-thread-a-column kernel: a lane there is a SIMD slot, and one
+    // long loop with no barrier is what runs fast.
+    let vec4 = !rec.cpu_layouts()
+        && [cols, offset, x.numel()]
+            .iter()
+            .all(|n| n.is_multiple_of(4));
+    let dispatch = |rec: &mut Recorder, p: &Params, x: &Tensor, out: &Tensor, chunks: usize| {
+        let grid = [cols.div_ceil(64) as u32, chunks as u32, 1];
+        if vec4 {
+            rec.dispatch(&SUM_ROWS4, p, &[x, out], grid);
+        } else {
+            let dummy = rec.gpu().dummy_read.clone();
+            rec.dispatch(&SUM_ROWS, p, &[x, &dummy, out], grid);
+        }
+    };
     if rows <= SINGLE_PASS_ROWS {
         let p = Params {
             rows: rows as u32,
@@ -96,13 +114,7 @@ pub fn sum_rows_at(
             }
             return;
         }
-        let dummy = rec.gpu().dummy_read.clone();
-        rec.dispatch(
-            &SUM_ROWS,
-            &p,
-            &[x, &dummy, out],
-            [cols.div_ceil(64) as u32, 1, 1],
-        );
+        dispatch(rec, &p, x, out, 1);
         return;
     }
     let chunks = rows.div_ceil(ROW_CHUNK);
@@ -119,13 +131,7 @@ pub fn sum_rows_at(
         x_offset: offset as u32,
         _pad: [0; 3],
     };
-    let dummy = rec.gpu().dummy_read.clone();
-    rec.dispatch(
-        &SUM_ROWS,
-        &p,
-        &[x, &dummy, &partial],
-        [cols.div_ceil(64) as u32, chunks as u32, 1],
-    );
+    dispatch(rec, &p, x, &partial, chunks);
     sum_rows(rec, out, &partial, chunks, cols, scale, accumulate);
 }
 

@@ -214,21 +214,39 @@ pub(super) fn reduce(gpu: &Gpu) -> CaseResult {
             j.check(&format!("n={n} d mean"), &out[4], &dmean, 1e-7);
         }
     }
-    for &(rows, cols) in &[(1usize, 1usize), (5000, 65), (300_000, 3)] {
-        let x = random(rows * cols, 120, -1.0, 1.0);
-        let want = cpu::elementwise::sum_rows(&x, rows, cols);
-        if let Some(out) = run(gpu, &mut j, |rec| {
-            let tx = gpu.upload(&x, &[rows, cols]);
-            let o = gpu.empty(&[cols]);
-            kernels::reduce::sum_rows(rec, &o, &tx, rows, cols, 1.0, false);
-            vec![o]
-        }) {
-            j.check(
-                &format!("sum_rows {rows}x{cols}"),
-                &out[0],
-                &want,
-                tol(&want, (rows as f32).sqrt() * 1e-6),
-            );
+    // Both layouts: the GPUs' vec4 kernel takes the shapes whose columns come in fours (ending
+    // inside a workgroup's 64, rows ending inside a lane's four loads, two passes), the one
+    // thread a column kernel the rest. The second run of each shape starts one row into the
+    // input and adds half its sum to what `out` holds.
+    let shapes = [
+        (1usize, 1usize),
+        (5000, 65),
+        (300_000, 3),
+        (1, 8),
+        (63, 64),
+        (3000, 388),
+        (40_000, 4),
+    ];
+    for (rows, cols) in shapes {
+        let x = random((rows + 1) * cols, 120, -1.0, 1.0);
+        let want = cpu::elementwise::sum_rows(&x[..rows * cols], rows, cols);
+        let later = cpu::elementwise::sum_rows(&x[cols..], rows, cols);
+        let both: Vec<f32> = want.iter().zip(&later).map(|(a, b)| a + 0.5 * b).collect();
+        for cpu_layouts in [true, false] {
+            if let Some(out) = run(gpu, &mut j, |rec| {
+                rec.set_cpu_layouts(cpu_layouts);
+                let tx = gpu.upload(&x, &[rows + 1, cols]);
+                let (o, o2) = (gpu.empty(&[cols]), gpu.empty(&[cols]));
+                kernels::reduce::sum_rows_at(rec, &o, &tx, 0, rows, cols, 1.0, false);
+                kernels::reduce::sum_rows_at(rec, &o2, &tx, 0, rows, cols, 1.0, false);
+                kernels::reduce::sum_rows_at(rec, &o2, &tx, cols, rows, cols, 0.5, true);
+                vec![o, o2]
+            }) {
+                let tag = format!("sum_rows {rows}x{cols} cpu_layouts={cpu_layouts}");
+                let t = (rows as f32).sqrt() * 1e-6;
+                j.check(&tag, &out[0], &want, tol(&want, t));
+                j.check(&format!("{tag} offset, +="), &out[1], &both, tol(&both, t));
+            }
         }
     }
     j.finish()
