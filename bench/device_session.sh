@@ -79,6 +79,13 @@ echo "compare.sh exit $rc (124: stopped at its budget)" >> "$SUMMARY"
 cp "$WORK/compare/ratios.md" "$WORK/compare/train_profile.txt" \
   "$WORK/compare/train_profile_mixed.txt" "$OUT/" 2>/dev/null
 cat "$WORK/compare/ratios.md" >> "$SUMMARY" 2>/dev/null
+# Where each step's time goes: the kernels, then each product and attention pass at its rate.
+for f in train_profile train_profile_mixed; do
+  echo "-- $f" >> "$SUMMARY"
+  sed -n '/^GPU time by kernel/,/^GPU time by product/{p}' "$WORK/compare/$f.txt" 2>/dev/null \
+    | head -14 >> "$SUMMARY"
+  sed -n '/^GPU time by product/,$p' "$WORK/compare/$f.txt" 2>/dev/null | head -24 >> "$SUMMARY"
+done
 
 # The cooperative-matrix matmul's share: f16 inference with it turned off, beside compare.sh's
 # f16 rows (which use it where `info` lists COOP_MATRIX).

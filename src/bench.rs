@@ -658,10 +658,13 @@ pub fn train(
     }])
 }
 
-/// Prints a kernel profile: GPU time per step by kernel, the longest first, with its share.
-fn print_profile(rows: &[(&'static str, crate::gpu::KernelTime)], steps: u64) {
+/// Prints a kernel profile: GPU time per step by kernel, the longest first, with its share;
+/// then by product and attention pass (shape, precision and kernel), with the rate each ran at.
+fn print_profile(profile: &crate::gpu::Profile, steps: u64) {
+    let rows = &profile.kernels;
     let total: f64 = rows.iter().map(|(_, t)| t.seconds).sum();
     let per = |s: f64| s / steps.max(1) as f64 * 1e3;
+    let share = |s: f64| 100.0 * s / total.max(1e-12);
     println!(
         "GPU time by kernel over {steps} steps (one pass per dispatch): {:.1} ms/step",
         per(total)
@@ -676,7 +679,31 @@ fn print_profile(rows: &[(&'static str, crate::gpu::KernelTime)], steps: u64) {
             name,
             per(t.seconds),
             t.count as f64 / steps.max(1) as f64,
-            100.0 * t.seconds / total.max(1e-12)
+            share(t.seconds)
+        );
+    }
+    let work = &profile.work;
+    if work.is_empty() {
+        return;
+    }
+    let labelled: f64 = work.iter().map(|(_, t)| t.seconds).sum();
+    println!(
+        "GPU time by product and attention pass: {:.1} ms/step ({:.1}% of the step), the 30 longest",
+        per(labelled),
+        share(labelled)
+    );
+    println!(
+        "{:<50} {:>9} {:>10} {:>9} {:>7}",
+        "work (m x n x k, ta/tb, batch; type; kernel)", "ms/step", "calls/step", "GFLOP/s", "share"
+    );
+    for (name, t) in work.iter().take(30) {
+        println!(
+            "{:<50} {:>9.2} {:>10.1} {:>9.1} {:>6.1}%",
+            name,
+            per(t.seconds),
+            t.calls as f64 / steps.max(1) as f64,
+            t.flop_rate() / 1e9,
+            share(t.seconds)
         );
     }
 }

@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 
 mod choices;
 mod hold;
+mod profile;
 mod transfer;
 use hold::futures_channel;
 pub(crate) use hold::{DeviceHolder, Exclusive};
+pub use profile::{KernelTime, Profile, WorkTime};
 pub use transfer::{Staged, Submitted};
 
 /// Which backend and adapter to use; `None` means "the best one available".
@@ -90,17 +92,9 @@ pub struct Gpu {
     /// Keys that missed `choices`, each with the stored key that stands in for it, if any
     /// (see [`Gpu::nearest_choice`]); emptied whenever a choice is stored.
     nearest: Mutex<std::collections::BTreeMap<String, Option<String>>>,
-    /// GPU seconds and dispatch counts by kernel entry while profiling (see [`Gpu::start_profile`]).
-    profile: Mutex<Option<HashMap<&'static str, KernelTime>>>,
-}
-
-/// A kernel's share of a profile: how often it ran and its GPU time.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct KernelTime {
-    /// Dispatches timed.
-    pub count: u64,
-    /// GPU seconds, summed over them.
-    pub seconds: f64,
+    /// GPU time by kernel entry and by piece of work while profiling (see
+    /// [`Gpu::start_profile`]).
+    profile: Mutex<Option<profile::Tables>>,
 }
 
 /// Whether cooperative matrices may be used: `DINOSCOPE_COOP=0` (or `off`) turns them off.
@@ -441,45 +435,6 @@ impl Gpu {
             let msg = errs.join("; ");
             errs.clear();
             Err(GpuError::Wgpu(msg))
-        }
-    }
-
-    /// Times every dispatch from now on, one compute pass each, and waits for each submission
-    /// (slower: for finding where a step's time goes). Needs timestamp queries and a native
-    /// build (a browser cannot wait for the GPU); returns whether profiling started.
-    pub fn start_profile(&self) -> bool {
-        if cfg!(target_arch = "wasm32") || !self.has_timestamps() {
-            return false;
-        }
-        if let Ok(mut p) = self.profile.lock() {
-            *p = Some(HashMap::new());
-        }
-        true
-    }
-
-    /// Whether dispatches are being timed.
-    pub fn profiling(&self) -> bool {
-        self.profile.lock().is_ok_and(|p| p.is_some())
-    }
-
-    /// Stops profiling and returns each kernel's time, the longest first.
-    pub fn take_profile(&self) -> Vec<(&'static str, KernelTime)> {
-        let table = self.profile.lock().ok().and_then(|mut p| p.take());
-        let mut rows: Vec<_> = table.unwrap_or_default().into_iter().collect();
-        rows.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
-        rows
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn add_profile(&self, times: impl Iterator<Item = (&'static str, f64)>) {
-        if let Ok(mut p) = self.profile.lock() {
-            if let Some(table) = p.as_mut() {
-                for (name, s) in times {
-                    let row = table.entry(name).or_default();
-                    row.count += 1;
-                    row.seconds += s;
-                }
-            }
         }
     }
 

@@ -11,7 +11,7 @@ mod recorder;
 mod registry;
 mod tensor;
 
-pub use context::{AdapterChoice, Gpu, KernelTime, Staged, Submitted};
+pub use context::{AdapterChoice, Gpu, KernelTime, Profile, Staged, Submitted, WorkTime};
 pub use pool::{LiveBuffers, PoolStats};
 pub use recorder::{grid_1d, grid_rows, Recorder};
 pub use registry::{

@@ -39,6 +39,9 @@ const ARENA_CHUNK: u64 = 256 * 1024;
 /// Timestamps per profiling query set (wgpu allows 4,096): two per dispatch.
 const PROFILE_SET: u32 = 4096;
 
+/// A profiled dispatch's kernel entry and its work's label and FLOPs (on its first dispatch).
+type Credit = (&'static str, Option<(String, f64)>);
+
 struct ArenaChunk {
     buffer: wgpu::Buffer,
     bytes: Vec<u8>,
@@ -53,8 +56,10 @@ pub struct Recorder<'g> {
     align: u64,
     timestamps: Option<(wgpu::QuerySet, bool)>,
     /// Per-dispatch timestamps while the device profiles ([`Gpu::start_profile`]): query sets of
-    /// [`PROFILE_SET`] timestamps, each with the kernels timed in it.
-    profile: Option<Vec<(wgpu::QuerySet, Vec<&'static str>)>>,
+    /// [`PROFILE_SET`] timestamps, each with the kernels timed in it and their work's label.
+    profile: Option<Vec<(wgpu::QuerySet, Vec<Credit>)>>,
+    /// While profiling: the label and FLOPs of the work being recorded ([`Recorder::label_work`]).
+    work: Option<(String, f64)>,
     dispatches: usize,
     error: Option<super::GpuError>,
     submitted: Option<wgpu::SubmissionIndex>,
@@ -81,6 +86,7 @@ impl<'g> Recorder<'g> {
             align: gpu.limits.min_uniform_buffer_offset_alignment.max(16) as u64,
             timestamps: None,
             profile: (gpu.profiling() && gpu.has_timestamps() && !gpu.dry).then(Vec::new),
+            work: None,
             dispatches: 0,
             error: None,
             submitted: None,
@@ -115,6 +121,20 @@ impl<'g> Recorder<'g> {
     /// tolerances on every adapter; the checks run both.
     pub fn cpu_layouts(&self) -> bool {
         self.cpu_layouts
+    }
+
+    /// While the device profiles, credits the dispatches recorded until [`Recorder::end_work`]
+    /// to one piece of work (`label()`, called only then) of `flops` operations, so the profile
+    /// shows each product and attention pass with its rate; otherwise does nothing.
+    pub fn label_work(&mut self, label: impl FnOnce() -> String, flops: f64) {
+        if self.profile.is_some() {
+            self.work = Some((label(), flops));
+        }
+    }
+
+    /// Ends [`Recorder::label_work`].
+    pub fn end_work(&mut self) {
+        self.work = None;
     }
 
     /// Chooses the CPU drivers' kernel layouts (`true`) or the GPUs' for what is recorded next.
@@ -357,7 +377,13 @@ impl<'g> Recorder<'g> {
         }
         let (qs, names) = sets.last_mut().expect("a set was just ensured");
         let at = names.len() as u32 * 2;
-        names.push(entry);
+        // The work's FLOPs go with its first dispatch only.
+        let work = self.work.as_mut().map(|(label, flops)| {
+            let first = (label.clone(), *flops);
+            *flops = 0.0;
+            first
+        });
+        names.push((entry, work));
         let enc = self.encoder.as_mut().expect("encoder present until finish");
         let pass = enc
             .begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -492,7 +518,7 @@ impl<'g> Recorder<'g> {
     fn resolve_profile(
         &mut self,
         enc: &mut wgpu::CommandEncoder,
-    ) -> Vec<(wgpu::Buffer, Vec<&'static str>)> {
+    ) -> Vec<(wgpu::Buffer, Vec<Credit>)> {
         let Some(sets) = self.profile.take() else {
             return Vec::new();
         };
@@ -518,7 +544,7 @@ impl<'g> Recorder<'g> {
     }
 
     /// Waits for the submission and adds each dispatch's GPU time to the device's profile.
-    fn read_profile(&self, reads: Vec<(wgpu::Buffer, Vec<&'static str>)>) -> Result<()> {
+    fn read_profile(&self, reads: Vec<(wgpu::Buffer, Vec<Credit>)>) -> Result<()> {
         if reads.is_empty() {
             return Ok(());
         }
@@ -529,10 +555,11 @@ impl<'g> Recorder<'g> {
             }
             self.gpu.wait()?;
             let period = self.gpu.queue.get_timestamp_period() as f64 * 1e-9;
-            for (read, names) in &reads {
-                let ticks = mapped_ticks(read)?;
-                let times = names.iter().zip(ticks.chunks_exact(2));
-                let seconds = times.map(|(n, t)| (*n, t[1].saturating_sub(t[0]) as f64 * period));
+            for (read, names) in reads {
+                let ticks = mapped_ticks(&read)?;
+                let times = names.into_iter().zip(ticks.chunks_exact(2));
+                let seconds =
+                    times.map(|((n, w), t)| (n, w, t[1].saturating_sub(t[0]) as f64 * period));
                 self.gpu.add_profile(seconds);
             }
         }

@@ -1,6 +1,6 @@
 //! Fused flash-style attention, forward and recomputing backward (shaders/attention.wgsl).
 
-use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
+use crate::gpu::{grid_1d, Access::*, DType, Kernel, Recorder, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -205,6 +205,11 @@ impl AttnDims {
             scale: 1.0 / (head_dim as f32).sqrt(),
         }
     }
+
+    /// The forward's floating-point operations (Q·Kᵀ and P·V; the backward is counted as 2.5×).
+    pub fn forward_flops(&self) -> f64 {
+        4.0 * (self.batch * self.heads) as f64 * (self.n_q * self.n_k * self.head_dim) as f64
+    }
 }
 
 /// Where Q, K and V live: element offsets and strides (in elements) per batch, head and token.
@@ -359,19 +364,29 @@ pub fn attention_forward(
     // whatever their indices, where the four chains of the GPU layout only add traffic (1.4×
     // slower on lavapipe). Pairs of invocations share a query in workgroups twice as wide.
     let variant = super::attention_plan::forward_for(rec, &d, q.dtype());
+    let label = || work_label("fwd", &d, q.dtype(), variant.name());
+    rec.label_work(label, d.forward_flops());
     if variant == super::attention_plan::Forward::Coop {
         forward_coop(rec, &p, &d, [q, k, v, q, &lse, out]);
-        return lse;
+    } else {
+        let (kernel, per) = variant.kernel();
+        rec.dispatch_with(
+            kernel,
+            &token_overrides(&d, per, wg),
+            &p,
+            &[q, k, v, &lse, out],
+            grid_1d(groups),
+        );
     }
-    let (kernel, per) = variant.kernel();
-    rec.dispatch_with(
-        kernel,
-        &token_overrides(&d, per, wg),
-        &p,
-        &[q, k, v, &lse, out],
-        grid_1d(groups),
-    );
+    rec.end_work();
     lse
+}
+
+/// An attention pass's row in a profile: `attention PASS (B·H)xNQxNKxD TYPE VARIANT`.
+fn work_label(pass: &str, d: &AttnDims, dtype: DType, variant: &str) -> String {
+    let t = if dtype == DType::F16 { "f16" } else { "f32" };
+    let (bh, nq, nk, hd) = (d.batch * d.heads, d.n_q, d.n_k, d.head_dim);
+    format!("attention {pass} {bh}x{nq}x{nk}x{hd} {t} {variant}")
 }
 
 /// The cooperative-matrix kernels' matrix side on this device (16 or 8) and pipeline
@@ -469,6 +484,9 @@ pub fn attention_backward(
     let p = params(&d, &layout, &o_layout);
     let ov = overrides(&d);
     let rows = d.batch * d.heads * d.n_q;
+    let variant = super::attention_plan::backward_for(rec, &d, q.dtype());
+    let label = || work_label("bwd", &d, q.dtype(), variant.name());
+    rec.label_work(label, 2.5 * d.forward_flops());
     let delta = rec.gpu().empty(&[rows]);
     rec.dispatch_with(
         &ATTENTION_BACKWARD_DELTA,
@@ -486,11 +504,11 @@ pub fn attention_backward(
         dv_in_res0: u32::from(shared),
         ..p
     };
-    let variant = super::attention_plan::backward_for(rec, &d, q.dtype());
     if variant == super::attention_plan::Backward::Coop {
         let dq_bound = [q, k, v, dout, lse, &delta, dq];
         let dkv_bound = [q, k, v, dout, lse, &delta, dk, dv_bound];
         backward_coop(rec, &p, &d, &dq_bound, &dkv_bound);
+        rec.end_work();
         return;
     }
     // On a GPU with subgroups two invocations share a query (ATTENTION_BACKWARD_DQ2) and a key
@@ -515,6 +533,7 @@ pub fn attention_backward(
         &[q, k, v, dout, lse, &delta, dk, dv_bound],
         grid_1d(gk),
     );
+    rec.end_work();
 }
 
 #[cfg(test)]

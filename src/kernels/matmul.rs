@@ -3,7 +3,7 @@
 //! vec4 kernels of shaders/matmul_v4.wgsl, with split K for products too small to fill the GPU;
 //! the rest run the general kernel of shaders/matmul.wgsl.
 
-use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
+use crate::gpu::{grid_1d, Access::*, DType, Kernel, Recorder, Tensor};
 
 mod plan;
 pub use plan::{MatmulDims, Plan, Tile, V4Tile, LARGE_COOP, LARGE_TILE, LARGE_TILES};
@@ -145,6 +145,39 @@ pub fn matmul(
 /// [`matmul`] with a given plan (the tuner and the benchmarks; it must fit the dims).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_planned(
+    rec: &mut Recorder,
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    d: MatmulDims,
+    alpha: f32,
+    accumulate: bool,
+    epilogue: Epilogue,
+    plan: Plan,
+) {
+    let flops = 2.0 * (d.batch * d.m) as f64 * (d.n * d.k) as f64;
+    rec.label_work(|| work_label(&d, a.dtype(), &plan), flops);
+    launch(rec, c, a, b, d, alpha, accumulate, epilogue, plan);
+    rec.end_work();
+}
+
+/// A product's row in a profile: `matmul MxNxK[ ta][ tb][ bBATCH] TYPE PLAN`.
+fn work_label(d: &MatmulDims, dtype: DType, plan: &Plan) -> String {
+    let mut s = format!("matmul {}x{}x{}", d.m, d.n, d.k);
+    for (on, tag) in [(d.trans_a, " ta"), (d.trans_b, " tb")] {
+        if on {
+            s.push_str(tag);
+        }
+    }
+    if d.batch > 1 {
+        s.push_str(&format!(" b{}", d.batch));
+    }
+    let t = if dtype == DType::F16 { "f16" } else { "f32" };
+    format!("{s} {t} {}", plan.name())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
     rec: &mut Recorder,
     c: &Tensor,
     a: &Tensor,
