@@ -9,8 +9,12 @@
 // tokens_forward: thread per output element. Dispatch grid_1d(ceil(B·N·D / 256)).
 // tokens_backward_patches: d_patches[b, p] = mask ? 0 : dout[b, 1+R+p]. Dispatch grid_1d(ceil(B·P·D / 256)).
 // tokens_backward_params (+=): thread per (token row t, channel c) summing over the batch:
-//   t = 0 → d_cls and d_pos_cls; 1 ≤ t ≤ R → d_regs; t > R → d_pos_patch; one extra row t = N
-//   sums the masked patches into d_mask_token. Dispatch grid_1d(ceil((N + 1)·D / 256)).
+//   t = 0 → d_cls and d_pos_cls; 1 ≤ t ≤ R → d_regs; t > R → d_pos_patch.
+//   Dispatch grid_1d(ceil(N·D / 256)).
+// tokens_backward_mask: d_mask_token's partial sums over the masked patches, out[k, c] = Σ
+//   dout[b, 1+R+pi, c] over the masked (b, pi) among patch rows k·256 … k·256+255 of the B·P
+//   (the launcher adds their column sums to d_mask_token): a thread walking all B·P rows alone
+//   took a millisecond at batch 128. Dispatch (ceil(D / 64), ceil(B·P / 256), 1), 64 threads.
 
 struct Params {
     batch: u32,
@@ -100,19 +104,9 @@ fn tokens_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
                           @builtin(local_invocation_index) lid: u32) {
     let idx = group_index(wid, nwg) * 256u + lid;
     let n = 1u + p.registers + p.n_patches;
-    if (idx >= (n + 1u) * p.dim) { return; }
+    if (idx >= n * p.dim) { return; }
     let c = idx % p.dim;
     let t = idx / p.dim;
-    if (t == n) {
-        var s = 0.0;
-        for (var b = 0u; b < p.batch; b++) {
-            for (var pi = 0u; pi < p.n_patches; pi++) {
-                if (is_masked(b, pi)) { s += f32(dout[(b * n + 1u + p.registers + pi) * p.dim + c]); }
-            }
-        }
-        d_mask_token[c] = S(f32(d_mask_token[c]) + (s));
-        return;
-    }
     var s = 0.0;
     for (var b = 0u; b < p.batch; b++) { s += f32(dout[(b * n + t) * p.dim + c]); }
     if (t == 0u) {
@@ -130,4 +124,20 @@ fn tokens_backward_params(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
     } else if (p.use_pos != 0u) {
         d_pos_patch[p.pos_patch_off + (t - 1u - p.registers) * p.dim + c] = S(f32(d_pos_patch[p.pos_patch_off + (t - 1u - p.registers) * p.dim + c]) + (s));
     }
+}
+
+@compute @workgroup_size(64)
+fn tokens_backward_mask(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x * 64u + lid;
+    if (c >= p.dim) { return; }
+    let n = 1u + p.registers + p.n_patches;
+    let r0 = wid.y * 256u;
+    let r1 = min(r0 + 256u, p.batch * p.n_patches);
+    var s = 0.0;
+    for (var r = r0; r < r1; r++) {
+        let b = r / p.n_patches;
+        let pi = r % p.n_patches;
+        if (is_masked(b, pi)) { s += f32(dout[(b * n + 1u + p.registers + pi) * p.dim + c]); }
+    }
+    out[wid.y * p.dim + c] = S(s);
 }

@@ -38,19 +38,23 @@ pub static TOKENS_BACKWARD_PATCHES: Kernel = Kernel::new::<Params>(
     "tokens_backward_patches",
     &[(7, Read), (9, Read), (10, ReadWrite)],
 );
-/// CLS, register, position and mask-token gradients (+=).
+/// CLS, register and position gradients (+=).
 pub static TOKENS_BACKWARD_PARAMS: Kernel = Kernel::new::<Params>(
     "tokens",
     "tokens_backward_params",
     &[
-        (7, Read),
         (9, Read),
         (11, ReadWrite),
         (12, ReadWrite),
         (13, ReadWrite),
         (14, ReadWrite),
-        (15, ReadWrite),
     ],
+);
+/// The mask token's gradient in partial sums over chunks of patch rows.
+pub static TOKENS_BACKWARD_MASK: Kernel = Kernel::new::<Params>(
+    "tokens",
+    "tokens_backward_mask",
+    &[(7, Read), (9, Read), (8, ReadWrite)],
 );
 
 /// Where the position embeddings come from: the CLS entry and the patch grid, each a tensor
@@ -214,7 +218,7 @@ pub fn tokens_backward(
         .registers
         .cloned()
         .unwrap_or_else(|| gpu.dummy_write.clone());
-    let rows = d.tokens() + 1;
+    let rows = d.tokens();
     let dummy = gpu.dummy_write2.clone();
     // Without positions nothing is written there, but the bindings need distinct buffers.
     let scratch;
@@ -237,15 +241,15 @@ pub fn tokens_backward(
     rec.dispatch(
         &TOKENS_BACKWARD_PARAMS,
         &p,
-        &[
-            &m,
-            dout,
-            grads.cls,
-            &regs,
-            cls_bound,
-            d_pos_patch,
-            grads.mask_token,
-        ],
+        &[dout, grads.cls, &regs, cls_bound, d_pos_patch],
         grid_1d((rows * d.dim).div_ceil(256)),
     );
+    if mask.is_some() {
+        let patch_rows = d.batch * d.n_patches;
+        let chunks = patch_rows.div_ceil(256);
+        let partial = gpu.empty(&[chunks, d.dim]);
+        let grid = [d.dim.div_ceil(64) as u32, chunks as u32, 1];
+        rec.dispatch(&TOKENS_BACKWARD_MASK, &p, &[&m, dout, &partial], grid);
+        super::reduce::sum_rows(rec, grads.mask_token, &partial, chunks, d.dim, 1.0, true);
+    }
 }

@@ -132,6 +132,8 @@ pub(super) fn tokens(gpu: &Gpu) -> CaseResult {
         (1, 1, 1, 0, false),
         (2, 7, 65, 4, true),
         (3, 16, 64, 0, true),
+        // More than one chunk of 256 patch rows and of 64 channels for the mask token's sums.
+        (5, 61, 70, 1, true),
     ] {
         let patches = random(batch * p * d, 161, -1.0, 1.0);
         let cls = random(d, 162, -1.0, 1.0);
