@@ -82,6 +82,15 @@ fn scale_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     out[i] = S(f32(a[i]) * srow[i / p.row_len]);
 }
 
+// scale_rows on vec4s (n and row_len counted in vec4s).
+@compute @workgroup_size(256)
+fn scale_rows_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * 256u + lid;
+    if (i >= p.n) { return; }
+    out4[i] = vec4<S>(vec4<f32>(a4[i]) * srow[i / p.row_len]);
+}
+
 @compute @workgroup_size(256)
 fn add_forward_v4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {

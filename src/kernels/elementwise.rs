@@ -31,6 +31,12 @@ pub static SCALE_ROWS: Kernel = Kernel::new::<Params>(
     "scale_rows",
     &[(1, Read), (3, ReadWrite), (5, Read)],
 );
+/// scale_rows on vec4s.
+pub static SCALE_ROWS_V4: Kernel = Kernel::new::<Params>(
+    "elementwise",
+    "scale_rows_v4",
+    &[(1, Read), (3, ReadWrite), (5, Read)],
+);
 /// out = alpha·a + beta·out.
 pub static AXPBY: Kernel = Kernel::new::<Params>("elementwise", "axpby", B);
 /// add_forward on vec4s.
@@ -181,14 +187,15 @@ pub fn scale_rows(rec: &mut Recorder, out: &Tensor, a: &Tensor, s: &Tensor) {
         out.numel() == n && rows > 0 && n.is_multiple_of(rows),
         "scale_rows: sizes"
     );
+    let (kernel, [n, row_len]) = lanes4(&SCALE_ROWS, &SCALE_ROWS_V4, [n, n / rows]);
     let p = Params {
         n: n as u32,
         nb: 1,
         accumulate: 0,
-        row_len: (n / rows) as u32,
+        row_len: row_len as u32,
         alpha: 0.0,
         beta: 0.0,
         _pad1: [0; 2],
     };
-    rec.dispatch(&SCALE_ROWS, &p, &[a, out, s], grid_1d(n.div_ceil(256)));
+    rec.dispatch(kernel, &p, &[a, out, s], grid_1d(n.div_ceil(256)));
 }
