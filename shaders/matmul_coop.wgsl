@@ -31,7 +31,11 @@ enable wgpu_cooperative_matrix;
 // finish those outputs.
 // Matrix operations sit in uniform control flow only; the subgroup index moves pointers, never
 // branches.
-// Dispatch: (ceil(N/TN), ceil(M/TM), batches ≤ 65,535 per dispatch, batch_offset).
+// Split K (splits > 1, one product): z is the split, which takes K from z·k_split (a multiple
+// of BK, so no slice straddles two splits) and writes its raw partial product at z·M·N of C
+// (f32, alpha 1, no epilogue); matmul_reduce (matmul_v4.wgsl) sums them. A weight gradient
+// (K = every token of a batch, M × N a few dozen tiles) otherwise leaves most of a GPU idle.
+// Dispatch: (ceil(N/TN), ceil(M/TM), batches or splits ≤ 65,535 per dispatch, batch_offset).
 
 // Types: A, B and bias hold S; C and aux hold O (S, or f32 for f32 products of f16 operands).
 
@@ -249,9 +253,17 @@ fn matmul_coop(
     let z = wid.z + p.batch_offset;
     let m0 = wid.y * TM;
     let n0 = wid.x * TN;
-    let a_base = z * p.a_batch_stride;
-    let b_base = z * p.b_batch_stride;
+    var a_base = z * p.a_batch_stride;
+    var b_base = z * p.b_batch_stride;
     let c_base = z * p.c_batch_stride;
+    var k_begin = 0u;
+    var k_end = p.k;
+    if (p.splits > 1u) {
+        a_base = 0u;
+        b_base = 0u;
+        k_begin = z * p.k_split;
+        k_end = min(p.k, k_begin + p.k_split);
+    }
     // This subgroup's block of the tile: 4MS rows from ar, FN·MS columns from bc. Accumulator
     // cRC holds its rows R·MS… and columns C·MS…; columns 2 and 3 exist only where FN = 4.
     let ar = (sg / SGN) * 4u * MS;
@@ -272,11 +284,11 @@ fn matmul_coop(
     var c31: MatC;
     var c32: MatC;
     var c33: MatC;
-    var next = load(li, m0, n0, 0u, a_base, b_base);
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    var next = load(li, m0, n0, k_begin, a_base, b_base);
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
         store(li, next);
         workgroupBarrier();
-        if (k0 + BK < p.k) {
+        if (k0 + BK < k_end) {
             next = load(li, m0, n0, k0 + BK, a_base, b_base);
         }
         for (var ks = 0u; ks < BK; ks += MS) {

@@ -111,6 +111,35 @@ fn f16_matmuls(
     Ok(())
 }
 
+/// A weight gradient of the mixed-precision step (fc1's at `vits14` batch 64: dW = dyᵀ·x, K =
+/// every token of the global crops; a quarter of the tokens with `quick`), f16 operands and an
+/// f32 product: the vec4 kernel's default split, and where the adapter has cooperative matrices
+/// their kernel whole and split as it splits untuned.
+fn f16_weight_gradient(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Result<()> {
+    use crate::gpu::DType;
+    let tokens = if quick { 8224 } else { 32896 };
+    let d = MatmulDims::new(1536, 384, tokens).ta();
+    let (a_len, b_len) = d.operand_lens();
+    let a = gpu.upload_as(&random(a_len, 1, -1.0, 1.0), &[a_len], DType::F16);
+    let b = gpu.upload_as(&random(b_len, 2, -1.0, 1.0), &[b_len], DType::F16);
+    let c = gpu.empty(&[d.m, d.n]);
+    let mut plans = vec![Plan::for_device(&d, gpu.cpu_driver())];
+    if let Some(side) = gpu.coop_side() {
+        let splits = Plan::coop_splits(&d, side).max(2);
+        plans.extend([Plan::Coop, Plan::CoopSplit { splits }]);
+    }
+    for plan in plans {
+        let (t, ts) = time(gpu, reps, |rec| {
+            let e = Epilogue::None;
+            kernels::matmul::matmul_planned(rec, &c, &a, &b, d, 1.0, false, e, plan)
+        })?;
+        let flop = 2.0 * (d.m * d.n * d.k) as f64;
+        let name = format!("matmul f16 {}x{}x{} ta ({})", d.m, d.n, d.k, plan.name());
+        emit(figures, name, t, flop / t / 1e9, "GFLOP/s", ts);
+    }
+    Ok(())
+}
+
 /// What `dinoscope bench kernels` runs beside its default rows.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelOpts {
@@ -142,6 +171,7 @@ pub fn kernels(gpu: &Gpu, reps: usize, opts: KernelOpts) -> Result<Vec<Row>> {
     square_matmuls(gpu, reps, &sizes, opts, &mut figures)?;
     if gpu.features.contains(wgpu::Features::SHADER_F16) {
         f16_matmuls(gpu, reps, &sizes, &mut figures)?;
+        f16_weight_gradient(gpu, reps, opts.quick, &mut figures)?;
     }
     vits_linears(gpu, reps, &mut figures)?;
     memory_bound(gpu, reps, opts.quick, &mut figures)?;

@@ -12,7 +12,7 @@ use crate::gpu::{DType, Gpu, Recorder};
 use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
 use crate::kernels::attention_plan::{self, Backward, Forward};
 use crate::kernels::matmul::{
-    matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE,
+    matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE, SPLIT_F16,
 };
 use crate::selftest::checks_random as random;
 use crate::train::config::TrainConfig;
@@ -104,10 +104,11 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
     for (k, v) in &cache.plans {
         let matmul = MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some();
         let large = k == LARGE_TILE && V4Tile::ALL.iter().any(|t| t.name() == v);
-        let coop = k == LARGE_COOP && Plan::parse(v).is_some_and(|p| p.is_coop());
+        let coop = k == LARGE_COOP && matches!(Plan::parse(v), Some(Plan::Coop | Plan::CoopWide));
+        let split = k == SPLIT_F16 && matches!(v.as_str(), "coop" | "vec4");
         let f16_attention = (k == attention_plan::F16_FORWARD && Forward::parse(v).is_some())
             || (k == attention_plan::F16_BACKWARD && Backward::parse(v).is_some());
-        if matmul || large || coop || f16_attention || attention_plan::valid_choice(k, v) {
+        if matmul || large || coop || split || f16_attention || attention_plan::valid_choice(k, v) {
             gpu.set_choice(k, v);
         }
     }
@@ -128,7 +129,11 @@ pub fn verify(gpu: &Gpu, plan: Plan, d: &MatmulDims, dtype: DType) -> Result<(),
     small.m = d.m.min(132);
     small.n = d.n.min(136);
     small.k = match plan {
-        Plan::Vec4 { splits, .. } | Plan::Direct { splits } if splits > 1 => 256 * splits + 16,
+        Plan::Vec4 { splits, .. } | Plan::Direct { splits } | Plan::CoopSplit { splits }
+            if splits > 1 =>
+        {
+            256 * splits + 16
+        }
         _ => d.k.min(100),
     };
     if d.vec4_ok() {
@@ -247,9 +252,15 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
                 Some((name, true)) => verify_attention(gpu, pass, name, 64, DType::F16),
                 Some((_, false)) => Ok(()),
             }
+        } else if key == SPLIT_F16 {
+            // Which of two checked defaults split K: nothing of its own to check.
+            match value.as_str() {
+                "coop" | "vec4" => Ok(()),
+                _ => Err(format!("{key}: unreadable choice '{value}'")),
+            }
         } else if key == LARGE_COOP {
             Plan::parse(value)
-                .filter(|p| p.is_coop())
+                .filter(|p| matches!(p, Plan::Coop | Plan::CoopWide))
                 .ok_or_else(|| format!("{key}: unreadable plan '{value}'"))
                 .and_then(|p| check(p, &MatmulDims::new(132, 136, 100), DType::F16))
         } else {
@@ -321,7 +332,7 @@ pub fn tune(
         let c = gpu.empty_as(&[d.batch * d.m * d.n], dtype);
         let mut plans = Plan::candidates_for(&d, gpu.cpu_driver());
         if dtype == DType::F16 {
-            plans.extend(Plan::coop_plans(gpu).into_iter().filter(|p| p.fits(&d)));
+            plans.extend(Plan::coop_candidates(gpu, &d));
         }
         // A CPU driver's default split (128 / tiles) need not be a candidate; timed anyway, so
         // the report's "default" column is measured, not the best one repeated.

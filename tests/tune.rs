@@ -7,7 +7,7 @@ mod common;
 use dinoscope::gpu::{AdapterChoice, DType, Gpu, Recorder};
 use dinoscope::kernels::attention_plan;
 use dinoscope::kernels::matmul::{
-    matmul, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE,
+    matmul, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE, SPLIT_F16,
 };
 use dinoscope::train::config::TrainConfig;
 
@@ -113,10 +113,9 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     // An f16 product with no choice of its own takes the f32 product's, unless the adapter has
     // cooperative matrices (their kernel is the f16 default).
     let untuned16 = dims[1].0;
-    let want16 = if Plan::untuned(&fresh, &untuned16, DType::F16) == Plan::Coop {
-        Plan::Coop.name()
-    } else {
-        tuned[1].best.0.name()
+    let want16 = match Plan::untuned(&fresh, &untuned16, DType::F16) {
+        p if p.is_coop() => p.name(),
+        _ => tuned[1].best.0.name(),
     };
     assert_eq!(Plan::choose(&fresh, &untuned16, DType::F16).name(), want16);
     let d = dims[1].0;
@@ -169,6 +168,30 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         }
         fresh.set_choice(LARGE_COOP, &plan.name());
     }
+    // Which kernel splits K for long-K f16 products over few tiles (the weight gradients):
+    // timed where f16 products take cooperative matrices by default, each split checked first.
+    let split = dinoscope::tune::calibrate_split(&fresh).expect("calibrate split");
+    assert_eq!(split.is_some(), fresh.coop_by_default());
+    if let Some((choice, times)) = &split {
+        assert_eq!(times.len(), 2, "{times:?}");
+        assert_eq!(fresh.choice(SPLIT_F16).as_ref(), Some(choice));
+        let side = fresh.coop_side().expect("cooperative matrices");
+        let grad = MatmulDims::new(64, 32, 8192).ta();
+        for (choice, coop) in [("coop", true), ("vec4", false)] {
+            fresh.set_choice(SPLIT_F16, choice);
+            let plan = Plan::untuned(&fresh, &grad, DType::F16);
+            let want = if coop {
+                Plan::CoopSplit {
+                    splits: Plan::coop_splits(&grad, side),
+                }
+            } else {
+                Plan::for_device(&grad, fresh.cpu_driver())
+            };
+            assert_eq!(plan, want, "{choice}");
+            assert!(plan.name().contains("split"), "{plan:?}");
+        }
+        fresh.set_choice(SPLIT_F16, choice);
+    }
     // The attention variants f16 calls take without a tuned choice: the default or the one on
     // cooperative matrices, whichever ran faster, for f16 calls only.
     let calibrated = dinoscope::tune::calibrate_attention(&fresh).expect("calibrate attention");
@@ -214,6 +237,12 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     for ((pass, variant, none), (p0, v0, _)) in again_attention.iter().zip(&calibrated) {
         assert_eq!((pass, variant, none.len()), (p0, v0, 0));
     }
+    if let Some((choice, _)) = &split {
+        let (again_choice, none) = dinoscope::tune::calibrate_split(&again)
+            .expect("calibrate split")
+            .expect("cached");
+        assert_eq!((&again_choice, none.len()), (choice, 0));
+    }
     if let Some((plan, _)) = &coop {
         let (again_plan, none) = dinoscope::tune::calibrate_coop(&again)
             .expect("calibrate coop")
@@ -225,12 +254,20 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     assert!(dinoscope::tune::calibrate_coop(&again)
         .expect("off")
         .is_none());
+    assert!(dinoscope::tune::calibrate_split(&again)
+        .expect("off")
+        .is_none());
     std::env::remove_var("DINOSCOPE_CALIBRATE");
     let (count, fails) = dinoscope::tune::verify_cached(&again);
     assert_eq!(
         (count, fails),
         (
-            dims.len() + calls.len() + 1 + usize::from(coop.is_some()) + calibrated.len(),
+            dims.len()
+                + calls.len()
+                + 1
+                + usize::from(coop.is_some())
+                + usize::from(split.is_some())
+                + calibrated.len(),
             Vec::<String>::new()
         )
     );

@@ -6,7 +6,7 @@
 use crate::gpu::{grid_1d, Access::*, DType, Kernel, Recorder, Tensor};
 
 mod plan;
-pub use plan::{MatmulDims, Plan, Tile, V4Tile, LARGE_COOP, LARGE_TILE, LARGE_TILES};
+pub use plan::{MatmulDims, Plan, Tile, V4Tile, LARGE_COOP, LARGE_TILE, LARGE_TILES, SPLIT_F16};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -244,8 +244,11 @@ fn launch(
         }
         Plan::Direct { splits } if rec.gpu().subgroups() => (&MATMUL_DIRECT_SG, (16, 64), splits),
         Plan::Direct { splits } => (&MATMUL_DIRECT, (16, 64), splits),
-        Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e, false),
-        Plan::CoopWide => return coop(rec, c, a, b, d, alpha, accumulate, e, true),
+        Plan::Coop => return coop(rec, c, a, b, d, alpha, accumulate, e, (false, 1)),
+        Plan::CoopWide => return coop(rec, c, a, b, d, alpha, accumulate, e, (true, 1)),
+        Plan::CoopSplit { splits } => {
+            return coop(rec, c, a, b, d, alpha, accumulate, e, (false, splits))
+        }
     };
     vec4(rec, c, a, b, d, alpha, accumulate, e, (kernel, t), splits)
 }
@@ -321,22 +324,7 @@ fn vec4(
         let k_split = d.k.div_ceil(splits).div_ceil(16) * 16;
         let splits = d.k.div_ceil(k_split);
         let partial = rec.gpu().empty(&[splits, d.m, d.n]);
-        let p = ParamsV4 {
-            m: d.m as u32,
-            n: d.n as u32,
-            k: d.k as u32,
-            batch_offset: 0,
-            a_batch_stride: 0,
-            b_batch_stride: 0,
-            c_batch_stride: mn as u32,
-            k_split: k_split as u32,
-            splits: splits as u32,
-            epilogue: 0,
-            accumulate: 0,
-            _pad0: 0,
-            alpha: 1.0,
-            _pad1: [0; 3],
-        };
+        let p = split_params(&d, k_split, splits);
         let dummy = rec.gpu().dummy_write.clone();
         let dummy_read = rec.gpu().dummy_read.clone();
         rec.dispatch_with(
@@ -346,18 +334,7 @@ fn vec4(
             &[a, b, &dummy_read, &partial, &dummy],
             [grid_xy[0], grid_xy[1], splits as u32],
         );
-        let p = ParamsV4 {
-            epilogue: mode,
-            accumulate: super::flag(accumulate),
-            alpha,
-            ..p
-        };
-        rec.dispatch(
-            &MATMUL_REDUCE,
-            &p,
-            &[bias, c, aux, &partial],
-            grid_1d(mn.div_ceil(256)),
-        );
+        reduce_splits(rec, &p, (bias, c, aux, mode), &partial, alpha, accumulate);
         return;
     }
     let (a_stride, b_stride) = d.batch_strides();
@@ -389,7 +366,8 @@ fn vec4(
 }
 
 /// The cooperative-matrix kernel: 8·side square tiles, or 16·side × 8·side ones (`wide`),
-/// eight subgroups per workgroup.
+/// eight subgroups per workgroup; with `splits` > 1 over as many K ranges (multiples of the
+/// kernel's K slice of 2·side), summed by `matmul_reduce` as the vec4 kernel's splits are.
 #[allow(clippy::too_many_arguments)]
 fn coop(
     rec: &mut Recorder,
@@ -400,7 +378,7 @@ fn coop(
     alpha: f32,
     accumulate: bool,
     (bias, aux, mode): EpilogueBindings,
-    wide: bool,
+    (wide, splits): (bool, usize),
 ) {
     let side = rec
         .gpu()
@@ -418,6 +396,24 @@ fn coop(
         ("TB", f64::from(u8::from(d.trans_b))),
         ("WG", f64::from(8 * rec.gpu().info.subgroup_min_size)),
     ];
+    let grid_xy = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32];
+    if splits > 1 {
+        let slice = 2 * side as usize;
+        let k_split = d.k.div_ceil(splits).div_ceil(slice) * slice;
+        let splits = d.k.div_ceil(k_split);
+        let partial = rec.gpu().empty(&[splits, d.m, d.n]);
+        let p = split_params(&d, k_split, splits);
+        let (dummy, dummy_read) = (rec.gpu().dummy_write.clone(), rec.gpu().dummy_read.clone());
+        rec.dispatch_with(
+            kernel,
+            &overrides,
+            &p,
+            &[a, b, &dummy_read, &partial, &dummy],
+            [grid_xy[0], grid_xy[1], splits as u32],
+        );
+        reduce_splits(rec, &p, (bias, c, aux, mode), &partial, alpha, accumulate);
+        return;
+    }
     let (a_stride, b_stride) = d.batch_strides();
     for (offset, nb) in batch_ranges(rec, d.batch) {
         let p = ParamsV4 {
@@ -441,9 +437,54 @@ fn coop(
             &overrides,
             &p,
             &[a, b, bias, c, aux],
-            [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32, nb as u32],
+            [grid_xy[0], grid_xy[1], nb as u32],
         );
     }
+}
+
+/// The parameters of a split product's first pass: raw partial products over K ranges of
+/// `k_split`, one [M, N] slab each.
+fn split_params(d: &MatmulDims, k_split: usize, splits: usize) -> ParamsV4 {
+    ParamsV4 {
+        m: d.m as u32,
+        n: d.n as u32,
+        k: d.k as u32,
+        batch_offset: 0,
+        a_batch_stride: 0,
+        b_batch_stride: 0,
+        c_batch_stride: (d.m * d.n) as u32,
+        k_split: k_split as u32,
+        splits: splits as u32,
+        epilogue: 0,
+        accumulate: 0,
+        _pad0: 0,
+        alpha: 1.0,
+        _pad1: [0; 3],
+    }
+}
+
+/// The second pass of a split product: C (+)= alpha·Σ partials, then the epilogue.
+fn reduce_splits(
+    rec: &mut Recorder,
+    p: &ParamsV4,
+    (bias, c, aux, mode): (&Tensor, &Tensor, &Tensor, u32),
+    partial: &Tensor,
+    alpha: f32,
+    accumulate: bool,
+) {
+    let p = ParamsV4 {
+        epilogue: mode,
+        accumulate: super::flag(accumulate),
+        alpha,
+        ..*p
+    };
+    let mn = (p.m * p.n) as usize;
+    rec.dispatch(
+        &MATMUL_REDUCE,
+        &p,
+        &[bias, c, aux, partial],
+        grid_1d(mn.div_ceil(256)),
+    );
 }
 
 /// C = op(A)·op(B), nothing fused.

@@ -272,7 +272,42 @@ fn coop_matmul(gpu: &Gpu) -> CaseResult {
             tol(&pre, OUT_TOL),
         );
     }
+    coop_split(gpu, &mut j, side as usize);
     j.finish()
+}
+
+/// The cooperative kernel with K split (2 ranges, and 3 with a short last one), every layout,
+/// as the weight gradients run it: f32 products of f16 operands, C = 0.5·A·B + C + bias.
+fn coop_split(gpu: &Gpu, j: &mut Judge, side: usize) {
+    use kernels::matmul::Plan;
+    let (t, step) = (8 * side, 2 * side);
+    let (m, n, k) = (t + 4, t - 4, 7 * step + 4);
+    let a = round_trip(&random(m * k, 140, -1.0, 1.0));
+    let b = round_trip(&random(k * n, 141, -1.0, 1.0));
+    let c0 = random(m * n, 142, -1.0, 1.0);
+    let bias = round_trip(&random(n, 143, -0.5, 0.5));
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut d = MatmulDims::new(m, n, k);
+        d.trans_a = ta;
+        d.trans_b = tb;
+        let prod = cpu::matmul::matmul(&a, &b, d);
+        let want: Vec<f32> = (0..m * n)
+            .map(|i| 0.5 * prod[i] + c0[i] + bias[i % n])
+            .collect();
+        for splits in [2, 3] {
+            let plan = Plan::CoopSplit { splits };
+            if let Some(out) = run(gpu, j, |rec| {
+                let (ha, hb) = (half(gpu, &a, &[a.len()]), half(gpu, &b, &[b.len()]));
+                let (c, hbias) = (gpu.upload(&c0, &[m * n]), half(gpu, &bias, &[n]));
+                let e = Epilogue::Bias(&hbias);
+                kernels::matmul::matmul_planned(rec, &c, &ha, &hb, d, 0.5, true, e, plan);
+                vec![c]
+            }) {
+                let tag = format!("{} {m}x{n}x{k} ta={ta} tb={tb}", plan.name());
+                j.check(&tag, &out[0], &want, tol(&want, 1e-5));
+            }
+        }
+    }
 }
 
 /// Layer norm, GELU, residual + LayerScale, and attention (output and probabilities).

@@ -1,12 +1,12 @@
 //! First-run calibrations: what a device takes for large products and f16 attention without a
 //! tune, timed once on a few representative calls and cached like `tune`'s choices.
 
-use super::{save, verify_attention, AttnRun};
+use super::{save, verify, verify_attention, AttnRun};
 use crate::gpu::{DType, Gpu};
 use crate::kernels::attention::AttnDims;
 use crate::kernels::attention_plan::{self, Backward, Forward};
 use crate::kernels::matmul::{
-    matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE,
+    matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE, SPLIT_F16,
 };
 use crate::selftest::checks_random as random;
 
@@ -76,6 +76,69 @@ pub fn calibrate_coop(gpu: &Gpu) -> Result<Option<CalibratedCoop>, String> {
         .map_or(Plan::Coop, |(p, _)| *p);
     keep(gpu, LARGE_COOP, &best.name());
     Ok(Some((best, times)))
+}
+
+/// What `calibrate_split` chose (`coop` or `vec4`), and each split plan's seconds when it
+/// timed them.
+pub type CalibratedSplit = (String, Vec<(Plan, f64)>);
+
+/// Which kernel splits K for untuned f16 products with a long K over few tiles (the weight
+/// gradients), where f16 products take cooperative matrices by default: the choice this
+/// adapter's cache holds, else the faster on one such product of the cooperative kernel's split
+/// ([`Plan::coop_splits`]) and the vec4 kernel's ([`Plan::for_dims`]): the weight gradient of
+/// ViT-S's fc1 at batch 64 (1536×384×32768, A transposed; 256×64×4096 on a CPU driver), f16
+/// operands and f32 products as the mixed-precision step has them. Each is first checked against
+/// the CPU twin, and one that fails is not taken; then cached as [`calibrate`] does (the same
+/// switches). Without a calibration the cooperative split is the default.
+pub fn calibrate_split(gpu: &Gpu) -> Result<Option<CalibratedSplit>, String> {
+    let Some(side) = gpu.coop_side() else {
+        return Ok(None);
+    };
+    if !calibration_on(gpu) || !gpu.coop_by_default() {
+        return Ok(None);
+    }
+    if let Some(v) = gpu.choice(SPLIT_F16).filter(|v| v == "coop" || v == "vec4") {
+        return Ok(Some((v, Vec::new())));
+    }
+    let d = if gpu.cpu_driver() {
+        MatmulDims::new(256, 64, 4096).ta()
+    } else {
+        MatmulDims::new(1536, 384, 32768).ta()
+    };
+    let plans = [
+        Plan::CoopSplit {
+            splits: Plan::coop_splits(&d, side).max(2),
+        },
+        Plan::for_dims(&d),
+    ];
+    let mut checked = Vec::new();
+    for plan in plans {
+        match verify(gpu, plan, &d, DType::F16) {
+            Ok(()) => checked.push(plan),
+            Err(e) => log::warn!("{} left out of the f16 split calibration: {e}", plan.name()),
+        }
+    }
+    let (a_len, b_len) = d.operand_lens();
+    let a = gpu.upload_as(&random(a_len, 1, -1.0, 1.0), &[a_len], DType::F16);
+    let b = gpu.upload_as(&random(b_len, 2, -1.0, 1.0), &[b_len], DType::F16);
+    let c = gpu.empty(&[d.m, d.n]);
+    let mut times = Vec::new();
+    for plan in checked {
+        let (t, _) = crate::bench::time(gpu, 3, |rec| {
+            matmul_planned(rec, &c, &a, &b, d, 1.0, false, Epilogue::None, plan)
+        })
+        .map_err(|e| e.to_string())?;
+        times.push((plan, t));
+    }
+    // A cooperative split that failed its check is never the default.
+    let best = times.iter().min_by(|x, y| x.1.total_cmp(&y.1));
+    let choice = if best.is_some_and(|(p, _)| p.is_coop()) {
+        "coop"
+    } else {
+        "vec4"
+    };
+    keep(gpu, SPLIT_F16, choice);
+    Ok(Some((choice.to_string(), times)))
 }
 
 /// Whether the first-run calibrations run on this device (see [`calibrate`]).
@@ -205,6 +268,13 @@ pub fn calibrate_first_run(gpu: &Gpu) -> Result<Vec<String>, String> {
             lines.push(format!(
                 "large f16 products take {} ({times:?})",
                 plan.name()
+            ));
+        }
+    }
+    if let Some((choice, times)) = calibrate_split(gpu)? {
+        if !times.is_empty() {
+            lines.push(format!(
+                "long-K f16 products take the {choice} kernel's split ({times:?})"
             ));
         }
     }

@@ -14,6 +14,11 @@ pub const LARGE_COOP: &str = "matmul large coop tile";
 /// waves of workgroups on the largest GPUs, so the last wave's idle share stays small).
 pub const LARGE_TILES: usize = 512;
 
+/// The tuning cache's key of how untuned f16 products with a long K and few tiles split K
+/// (`tune::calibrate_coop`): `coop` (the cooperative kernel, [`Plan::CoopSplit`]) or `vec4`
+/// (the vec4 kernel's split).
+pub const SPLIT_F16: &str = "matmul f16 split";
+
 /// How one product runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
@@ -41,6 +46,12 @@ pub enum Plan {
     /// The same with 256×128 tiles (with 16×16 matrices): twice the multiply-adds per matrix
     /// load (a tuner candidate where the adapter's workgroup memory holds it).
     CoopWide,
+    /// The cooperative-matrix kernel's square tiles over `splits` K ranges (single products),
+    /// summed by a second pass: for long-K products with few tiles, the weight gradients.
+    CoopSplit {
+        /// K ranges (at least 2).
+        splits: usize,
+    },
 }
 
 impl Plan {
@@ -94,25 +105,70 @@ impl Plan {
             Plan::Vec4 { .. } if !gpu.cpu_driver() => Plan::for_dims_with(d, large),
             p => p,
         };
-        if dtype == DType::F16 && gpu.coop_by_default() && d.vec4_ok() {
-            let wide = gpu.choice(LARGE_COOP).as_deref() == Some("coop-wide") && gpu.coop_wide();
-            Plan::f16_default(d, plan, wide.then(|| gpu.coop_side()).flatten())
-        } else {
-            plan
+        match gpu.coop_side() {
+            Some(side) if dtype == DType::F16 && gpu.coop_by_default() && d.vec4_ok() => {
+                let wide =
+                    gpu.choice(LARGE_COOP).as_deref() == Some("coop-wide") && gpu.coop_wide();
+                let split_coop = gpu.choice(SPLIT_F16).as_deref() != Some("vec4");
+                Plan::f16_default(d, plan, side, wide, split_coop)
+            }
+            _ => plan,
         }
     }
 
-    /// The f16 default beside cooperative matrices: on an H200 the split vec4 kernel ran the
-    /// weight gradients (K = every token of the batch, M × N a few hundred tiles) 1.1–4.7×
-    /// faster than the cooperative one, which kept every product with more tiles. Where the
-    /// adapter's calibration chose the wide cooperative tile (`wide`: its matrices' side), a
-    /// product with at least [`LARGE_TILES`] of those tiles takes it.
-    fn f16_default(d: &MatmulDims, plan: Plan, wide: Option<u32>) -> Plan {
-        match (plan, wide) {
-            (Plan::Vec4 { splits, .. }, _) if splits > 1 && d.tiles(64) < 256 => plan,
-            (_, Some(side)) if d.coop_tiles(side, true) >= LARGE_TILES => Plan::CoopWide,
+    /// The f16 default beside cooperative matrices (of `side`). A long K over few tiles is
+    /// split: on the cooperative kernel ([`Plan::coop_splits`]) unless the adapter's
+    /// calibration found the vec4 kernel's split faster (`split_coop` false; on an H200 the
+    /// split vec4 kernel ran the weight gradients 1.1–4.7× faster than the cooperative one
+    /// whole, before it could split). Where the calibration chose the wide cooperative tile
+    /// (`wide`), a product with at least [`LARGE_TILES`] of those tiles takes it; every other
+    /// product takes the square one.
+    fn f16_default(d: &MatmulDims, plan: Plan, side: u32, wide: bool, split_coop: bool) -> Plan {
+        let splits = Plan::coop_splits(d, side);
+        match plan {
+            _ if split_coop && splits > 1 => Plan::CoopSplit { splits },
+            Plan::Vec4 { splits, .. } | Plan::Direct { splits }
+                if !split_coop && splits > 1 && d.tiles(64) < 256 =>
+            {
+                plan
+            }
+            _ if wide && d.coop_tiles(side, true) >= LARGE_TILES => Plan::CoopWide,
             _ => Plan::Coop,
         }
+    }
+
+    /// How many K ranges the cooperative kernel's square tiles (matrices of `side`) split a
+    /// product into without a tune: doubling from 1 (single products only) while the product
+    /// has fewer than [`LARGE_TILES`] workgroups and each range keeps at least 512 of K (16
+    /// slices of 16×16 matrices), up to 32.
+    pub fn coop_splits(d: &MatmulDims, side: u32) -> usize {
+        let tiles = d.coop_tiles(side, false);
+        let mut splits = 1;
+        while d.batch == 1
+            && splits < 32
+            && tiles * splits < LARGE_TILES
+            && d.k / (2 * splits) >= 512
+        {
+            splits *= 2;
+        }
+        splits
+    }
+
+    /// The tuner's cooperative-matrix candidates for `d` on this device: [`Plan::coop_plans`],
+    /// and the square tile split in 2 to 32 where each range keeps 256 or more of K.
+    pub fn coop_candidates(gpu: &crate::gpu::Gpu, d: &MatmulDims) -> Vec<Plan> {
+        let mut v = Plan::coop_plans(gpu);
+        if gpu.coop_side().is_some() {
+            let split = |splits| Plan::CoopSplit { splits };
+            v.extend(
+                [2, 4, 8, 16, 32]
+                    .into_iter()
+                    .filter(|s| d.k / s >= 256)
+                    .map(split),
+            );
+        }
+        v.retain(|p| p.fits(d));
+        v
     }
 
     /// The cooperative-matrix plans this device runs (for f16 operands): none, or `Coop` and,
@@ -127,7 +183,7 @@ impl Plan {
     /// Whether this cooperative-matrix plan runs on the device (false for other plans).
     pub fn coop_runs(&self, gpu: &crate::gpu::Gpu) -> bool {
         match self {
-            Plan::Coop => gpu.coop_side().is_some(),
+            Plan::Coop | Plan::CoopSplit { .. } => gpu.coop_side().is_some(),
             Plan::CoopWide => gpu.coop_wide(),
             _ => false,
         }
@@ -135,7 +191,7 @@ impl Plan {
 
     /// Whether this is a cooperative-matrix plan.
     pub fn is_coop(&self) -> bool {
-        matches!(self, Plan::Coop | Plan::CoopWide)
+        matches!(self, Plan::Coop | Plan::CoopWide | Plan::CoopSplit { .. })
     }
 
     /// Whether this plan can run `d` (vec4 layouts, split K only for single products).
@@ -143,14 +199,15 @@ impl Plan {
         match *self {
             Plan::General(_) | Plan::GeneralDirect => true,
             Plan::Coop | Plan::CoopWide => d.vec4_ok(),
+            Plan::CoopSplit { splits } => d.vec4_ok() && splits > 1 && d.batch == 1,
             Plan::Vec4 { splits, .. } | Plan::Direct { splits } => {
                 d.vec4_ok() && (splits == 1 || d.batch == 1)
             }
         }
     }
 
-    /// A short name: `general`, `general-direct`, `v4-64`, `v4-128x64`, `v4-128`, `direct`, with `-splitN`
-    /// for split K.
+    /// A short name: `general`, `general-direct`, `v4-64`, `v4-128x64`, `v4-128`, `direct`,
+    /// `coop`, `coop-wide`, with `-splitN` for split K (`coop-splitN` for [`Plan::CoopSplit`]).
     pub fn name(&self) -> String {
         let (base, splits) = match *self {
             Plan::General(_) => return "general".into(),
@@ -159,6 +216,7 @@ impl Plan {
             Plan::CoopWide => return "coop-wide".into(),
             Plan::Vec4 { tile, splits } => (tile.name(), splits),
             Plan::Direct { splits } => ("direct", splits),
+            Plan::CoopSplit { splits } => ("coop", splits),
         };
         if splits > 1 {
             format!("{base}-split{splits}")
@@ -190,6 +248,7 @@ impl Plan {
         }
         match base {
             "direct" => Some(Plan::Direct { splits }),
+            "coop" if splits > 1 => Some(Plan::CoopSplit { splits }),
             _ => V4Tile::ALL
                 .into_iter()
                 .find(|t| t.name() == base)
@@ -657,30 +716,34 @@ mod tests {
     }
 
     #[test]
-    fn f16_takes_the_split_kernel_only_for_long_k_over_few_tiles() {
+    fn f16_splits_long_k_over_few_tiles_on_the_kernel_the_calibration_chose() {
+        let default = |d: &MatmulDims, wide, split_coop| {
+            Plan::f16_default(d, Plan::for_dims(d), 16, wide, split_coop)
+        };
+        // The qkv weight gradient: 9 × 3 square tiles, split 32 ways (each range 800 of K).
         let d = dims(1152, 384, 25600);
-        for wide in [None, Some(16)] {
-            assert_eq!(
-                Plan::f16_default(&d, Plan::for_dims(&d), wide),
-                Plan::for_dims(&d)
-            );
+        for wide in [false, true] {
+            assert_eq!(default(&d, wide, true), Plan::CoopSplit { splits: 32 });
+            assert_eq!(default(&d, wide, false), Plan::for_dims(&d));
         }
+        // The prototypes' input gradient: 39 × 2 tiles, split until 512 workgroups; the vec4
+        // kernel splits it over 308 tiles of its own, too many for its split to be the default.
         let d = dims(4882, 256, 65536);
-        assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d), None), Plan::Coop);
+        assert_eq!(default(&d, false, true), Plan::CoopSplit { splits: 8 });
+        assert_eq!(default(&d, false, false), Plan::Coop);
+        // A K of 384 is never split.
         let d = dims(25600, 1536, 384);
-        assert_eq!(Plan::f16_default(&d, Plan::for_dims(&d), None), Plan::Coop);
+        assert_eq!(default(&d, false, true), Plan::Coop);
         // With the wide tile chosen: 100 × 12 of its 256×128 tiles take it; ViT-S's
         // 16,448 × 384 products (65 × 3 tiles) keep the square one.
-        assert_eq!(
-            Plan::f16_default(&d, Plan::for_dims(&d), Some(16)),
-            Plan::CoopWide
-        );
+        assert_eq!(default(&d, true, true), Plan::CoopWide);
         assert_eq!(d.coop_tiles(16, true), 100 * 12);
         let d = dims(16448, 384, 384);
-        assert_eq!(
-            Plan::f16_default(&d, Plan::for_dims(&d), Some(16)),
-            Plan::Coop
-        );
+        assert_eq!(default(&d, true, true), Plan::Coop);
+        // Batched products are never split.
+        let d = dims(384, 384, 25600).batched(2);
+        assert_eq!(Plan::coop_splits(&d, 16), 1);
+        assert!(!Plan::CoopSplit { splits: 2 }.fits(&d));
     }
 
     #[test]
@@ -698,7 +761,8 @@ mod tests {
         }
         assert_eq!(Plan::candidates_for(&d, true), Plan::candidates(&d));
         // Names round-trip, the new tile's and the cooperative kernels' included.
-        for p in gpu.into_iter().chain([Plan::Coop, Plan::CoopWide]) {
+        let coop = [Plan::Coop, Plan::CoopWide, Plan::CoopSplit { splits: 4 }];
+        for p in gpu.into_iter().chain(coop) {
             assert_eq!(Plan::parse(&p.name()), Some(p));
         }
         // Layouts the vec4 kernels cannot read keep the general candidates.
