@@ -309,60 +309,21 @@ fn vec4(
     d: MatmulDims,
     alpha: f32,
     accumulate: bool,
-    (bias, aux, mode): EpilogueBindings,
-    (kernel, (tm, tn)): (&'static Kernel, (usize, usize)),
+    e: EpilogueBindings,
+    (kernel, tile): (&'static Kernel, (usize, usize)),
     splits: usize,
 ) {
     let overrides = [
         ("TA", f64::from(u8::from(d.trans_a))),
         ("TB", f64::from(u8::from(d.trans_b))),
     ];
-    let grid_xy = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32];
-    let mn = d.m * d.n;
-    if splits > 1 {
-        // Partial products over K ranges (multiples of the kernel's K step), then their sum.
-        let k_split = d.k.div_ceil(splits).div_ceil(16) * 16;
-        let splits = d.k.div_ceil(k_split);
-        let partial = rec.gpu().empty(&[splits, d.m, d.n]);
-        let p = split_params(&d, k_split, splits);
-        let dummy = rec.gpu().dummy_write.clone();
-        let dummy_read = rec.gpu().dummy_read.clone();
-        rec.dispatch_with(
-            kernel,
-            &overrides,
-            &p,
-            &[a, b, &dummy_read, &partial, &dummy],
-            [grid_xy[0], grid_xy[1], splits as u32],
-        );
-        reduce_splits(rec, &p, (bias, c, aux, mode), &partial, alpha, accumulate);
-        return;
-    }
-    let (a_stride, b_stride) = d.batch_strides();
-    for (offset, nb) in batch_ranges(rec, d.batch) {
-        let p = ParamsV4 {
-            m: d.m as u32,
-            n: d.n as u32,
-            k: d.k as u32,
-            batch_offset: offset as u32,
-            a_batch_stride: a_stride as u32,
-            b_batch_stride: b_stride as u32,
-            c_batch_stride: mn as u32,
-            k_split: d.k as u32,
-            splits: 1,
-            epilogue: mode,
-            accumulate: super::flag(accumulate),
-            _pad0: 0,
-            alpha,
-            _pad1: [0; 3],
-        };
-        rec.dispatch_with(
-            kernel,
-            &overrides,
-            &p,
-            &[a, b, bias, c, aux],
-            [grid_xy[0], grid_xy[1], nb as u32],
-        );
-    }
+    let k = TiledKernel {
+        kernel,
+        overrides: &overrides,
+        tile,
+        slice: 16,
+    };
+    tiled(rec, [c, a, b], d, alpha, accumulate, e, k, splits);
 }
 
 /// The cooperative-matrix kernel: 8·side square tiles, or 16·side × 8·side ones (`wide`),
@@ -377,7 +338,7 @@ fn coop(
     d: MatmulDims,
     alpha: f32,
     accumulate: bool,
-    (bias, aux, mode): EpilogueBindings,
+    e: EpilogueBindings,
     (wide, splits): (bool, usize),
 ) {
     let side = rec
@@ -390,23 +351,54 @@ fn coop(
         (false, false) => &MATMUL_COOP8,
         (false, true) => &MATMUL_COOP8_WIDE,
     };
-    let (tm, tn) = (if wide { 16 } else { 8 } * side as usize, 8 * side as usize);
+    let side = side as usize;
     let overrides = [
         ("TA", f64::from(u8::from(d.trans_a))),
         ("TB", f64::from(u8::from(d.trans_b))),
         ("WG", f64::from(8 * rec.gpu().info.subgroup_min_size)),
     ];
-    let grid_xy = [d.n.div_ceil(tn) as u32, d.m.div_ceil(tm) as u32];
+    let k = TiledKernel {
+        kernel,
+        overrides: &overrides,
+        tile: (if wide { 16 } else { 8 } * side, 8 * side),
+        slice: 2 * side,
+    };
+    tiled(rec, [c, a, b], d, alpha, accumulate, e, k, splits);
+}
+
+/// A tiled kernel of `matmul_v4.wgsl`'s or `matmul_coop.wgsl`'s kind: its pipeline constants,
+/// the tile of C a workgroup computes, and the K slice its loop takes (split ranges are whole
+/// slices).
+struct TiledKernel<'o> {
+    kernel: &'static Kernel,
+    overrides: &'o [(&'static str, f64)],
+    tile: (usize, usize),
+    slice: usize,
+}
+
+/// Runs a tiled kernel on C = op(A)·op(B): with `splits` > 1 as raw partial products over K
+/// ranges, then `matmul_reduce` (alpha, accumulation, epilogue); else per batch range.
+#[allow(clippy::too_many_arguments)]
+fn tiled(
+    rec: &mut Recorder,
+    [c, a, b]: [&Tensor; 3],
+    d: MatmulDims,
+    alpha: f32,
+    accumulate: bool,
+    (bias, aux, mode): EpilogueBindings,
+    k: TiledKernel,
+    splits: usize,
+) {
+    let grid_xy = [d.n.div_ceil(k.tile.1) as u32, d.m.div_ceil(k.tile.0) as u32];
     if splits > 1 {
-        let slice = 2 * side as usize;
-        let k_split = d.k.div_ceil(splits).div_ceil(slice) * slice;
+        let k_split = d.k.div_ceil(splits).div_ceil(k.slice) * k.slice;
         let splits = d.k.div_ceil(k_split);
         let partial = rec.gpu().empty(&[splits, d.m, d.n]);
         let p = split_params(&d, k_split, splits);
         let (dummy, dummy_read) = (rec.gpu().dummy_write.clone(), rec.gpu().dummy_read.clone());
         rec.dispatch_with(
-            kernel,
-            &overrides,
+            k.kernel,
+            k.overrides,
             &p,
             &[a, b, &dummy_read, &partial, &dummy],
             [grid_xy[0], grid_xy[1], splits as u32],
@@ -433,8 +425,8 @@ fn coop(
             _pad1: [0; 3],
         };
         rec.dispatch_with(
-            kernel,
-            &overrides,
+            k.kernel,
+            k.overrides,
             &p,
             &[a, b, bias, c, aux],
             [grid_xy[0], grid_xy[1], nb as u32],
