@@ -10,7 +10,9 @@
 //   dot products in flight instead of one 64-long chain, and the tile's scores in named
 //   vectors instead of an array indexed by the key. The sums are the same, in the same order.
 // attention_probs: P = exp(scale·q·k − lse), for the layers whose maps are asked for.
-// attention_backward_delta: D_i = Σ_c dO_i·O_i.
+// attention_backward_delta: D_i = Σ_c dO_i·O_i, a thread a query (CPU drivers).
+//   attention_backward_delta16 (GPUs): 16 lanes a query, lane l taking c = l, l+16, …, so
+//   neighbouring lanes read neighbouring elements; the lane sums are added in lane order.
 // attention_backward_dq: thread per query: dQ_i = scale·Σ_j P_ij(dO_i·v_j − D_i)·k_j.
 // attention_backward_dkv: thread per key: dV_j = Σ_i P_ij·dO_i, dK_j = scale·Σ_i dS_ij·q_i.
 // Two backward kernels (one by queries, one by keys) avoid float atomics.
@@ -29,7 +31,8 @@
 // lane), attention_forward has lane 0 of each subgroup read it and broadcast it (`leader`,
 // `share4`): 1.3× faster on lavapipe. The backward kernels read three or four tile elements per
 // multiply-add group where the forward reads two, and broadcasting made them slower there.
-// Dispatch: forward/dq/dkv grid_1d(ceil(rows/WG)·B·H); probs and delta grid_1d(ceil(n/256)).
+// Dispatch: forward/dq/dkv grid_1d(ceil(rows/WG)·B·H); probs and delta grid_1d(ceil(n/256));
+// delta16 grid_1d(ceil(rows/16)).
 
 struct Params {
     batch: u32,
@@ -76,6 +79,7 @@ const KT: u32 = 16u;
 var<workgroup> tile_a: array<vec4<f32>, 256>; // [KT][D4_MAX]
 var<workgroup> tile_b: array<vec4<f32>, 256>; // [KT][D4_MAX]
 var<workgroup> tile_s: array<f32, 32>;        // [2][KT]: lse and delta of a query tile
+var<workgroup> lane_d: array<f32, 256>;        // attention_backward_delta16's lane sums
 
 // Offset of element 0 of token `t` of head `h` of batch `b` in the q/k/v layout.
 fn qkv_base(off: u32, b: u32, h: u32, t: u32) -> u32 {
@@ -361,6 +365,27 @@ fn attention_backward_delta(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_
     var d = 0.0;
     for (var c = 0u; c < HEAD_DIM; c++) { d = fma(f32(dout[ob + c]), f32(o[ob + c]), d); }
     delta[row] = d;
+}
+
+@compute @workgroup_size(256)
+fn attention_backward_delta16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid, nwg) * 16u + lid / 16u;
+    let lane = lid % 16u;
+    let live = row < p.batch * p.heads * p.n_q;
+    var d = 0.0;
+    if (live) {
+        let bh = row / p.n_q;
+        let ob = o_base(bh / p.heads, bh % p.heads, row % p.n_q);
+        for (var c = lane; c < HEAD_DIM; c += 16u) { d = fma(f32(dout[ob + c]), f32(o[ob + c]), d); }
+    }
+    lane_d[lid] = d;
+    workgroupBarrier();
+    if (live && lane == 0u) {
+        var s = lane_d[lid];
+        for (var l = 1u; l < 16u; l++) { s += lane_d[lid + l]; }
+        delta[row] = s;
+    }
 }
 
 @compute @workgroup_size(WG)

@@ -50,6 +50,12 @@ pub static ATTENTION_BACKWARD_DELTA: Kernel = Kernel::new::<Params>(
     "attention_backward_delta",
     &[(4, Read), (5, Read), (7, ReadWrite)],
 );
+/// The same with 16 lanes a query (GPUs).
+pub static ATTENTION_BACKWARD_DELTA16: Kernel = Kernel::new::<Params>(
+    "attention",
+    "attention_backward_delta16",
+    &[(4, Read), (5, Read), (7, ReadWrite)],
+);
 const DQ_BINDINGS: &[(u32, crate::gpu::Access)] = &[
     (1, Read),
     (2, Read),
@@ -488,12 +494,17 @@ pub fn attention_backward(
     let label = || work_label("bwd", &d, q.dtype(), variant.name());
     rec.label_work(label, 2.5 * d.forward_flops());
     let delta = rec.gpu().empty(&[rows]);
+    // A thread a query reads its row alone: strided loads on a GPU, one SIMD lane's on a CPU.
+    let (delta_kernel, per_group) = match rec.cpu_layouts() {
+        true => (&ATTENTION_BACKWARD_DELTA, 256),
+        false => (&ATTENTION_BACKWARD_DELTA16, 16),
+    };
     rec.dispatch_with(
-        &ATTENTION_BACKWARD_DELTA,
+        delta_kernel,
         &ov,
         &p,
         &[out, dout, &delta],
-        grid_1d(rows.div_ceil(256)),
+        grid_1d(rows.div_ceil(per_group)),
     );
     // Two writable bindings of one buffer are invalid in WebGPU: a fused dqkv buffer is bound
     // once and dV is written through dK's binding.

@@ -44,6 +44,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_FORWARD2,
         &attention::ATTENTION_PROBS,
         &attention::ATTENTION_BACKWARD_DELTA,
+        &attention::ATTENTION_BACKWARD_DELTA16,
         &attention::ATTENTION_BACKWARD_DQ,
         &attention::ATTENTION_BACKWARD_DKV,
         &attention::ATTENTION_FORWARD_SG,
@@ -63,6 +64,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &elementwise::AXPBY,
         &elementwise::ADD_MUL,
         &elementwise::SCALE_ROWS,
+        &elementwise::SCALE_ROWS_V4,
         &elementwise::ADD_FORWARD_V4,
         &elementwise::MUL_FORWARD_V4,
         &elementwise::AXPBY_V4,
@@ -124,6 +126,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &patch_embed::IM2COL,
         &patch_embed::COL2IM,
         &reduce::SUM_ROWS,
+        &reduce::SUM_ROWS4,
         &reduce::REDUCE_FULL,
         &reduce::REDUCE_BACKWARD,
         &reduce::CLIP_BY_NORM,
@@ -134,6 +137,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &tokens::TOKENS_FORWARD,
         &tokens::TOKENS_BACKWARD_PATCHES,
         &tokens::TOKENS_BACKWARD_PARAMS,
+        &tokens::TOKENS_BACKWARD_MASK,
     ]
 }
 
