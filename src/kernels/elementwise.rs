@@ -49,6 +49,18 @@ pub static ADD_MUL_V4: Kernel = Kernel::new::<Params>(
     "add_mul_v4",
     &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)],
 );
+/// mul_backward in one pass on GPUs: da (+)= dy·b and partial column sums of dy·a.
+pub static MUL_BACKWARD4: Kernel = Kernel::new::<Params>(
+    "elementwise",
+    "mul_backward4",
+    &[
+        (1, Read),
+        (2, Read),
+        (3, ReadWrite),
+        (4, Read),
+        (6, ReadWrite),
+    ],
+);
 /// axpby on vec4s.
 pub static AXPBY_V4: Kernel = Kernel::new::<Params>("elementwise", "axpby_v4", B);
 
@@ -114,22 +126,43 @@ pub fn add_backward(rec: &mut Recorder, da: &Tensor, db: &Tensor, dy: &Tensor, a
     super::reduce::sum_rows(rec, db, dy, dy.numel() / cols, cols, 1.0, accumulate);
 }
 
-/// Backward of `out = a·b` with b broadcast over rows of width b.numel():
-/// da (+)= dy·b, db (+)= Σ_rows dy·a.
+/// Backward of `out = a·b` with b broadcast over rows of width b.numel() (LayerScale):
+/// da (+)= dy·b, db (+)= Σ_rows dy·a (`accumulate`: for da, for db).
 pub fn mul_backward(
     rec: &mut Recorder,
     da: &Tensor,
     db: &Tensor,
     dy: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    accumulate: bool,
+    (a, b): (&Tensor, &Tensor),
+    (accumulate_da, accumulate_db): (bool, bool),
 ) {
-    mul_forward(rec, da, dy, b, accumulate);
+    let cols = db.numel();
+    let rows = dy.numel() / cols.max(1);
+    assert!(
+        b.numel() == cols && a.numel() == dy.numel() && da.numel() == dy.numel(),
+        "mul_backward: sizes"
+    );
+    if !rec.cpu_layouts() && cols.is_multiple_of(4) && rows > 0 {
+        let chunks = rows.div_ceil(256);
+        let partial = rec.gpu().empty(&[chunks, cols]);
+        let p = Params {
+            n: rows as u32,
+            nb: (cols / 4) as u32,
+            accumulate: super::flag(accumulate_da),
+            row_len: (cols / 4) as u32,
+            alpha: 0.0,
+            beta: 0.0,
+            _pad1: [0; 2],
+        };
+        let grid = [(cols / 4).div_ceil(16) as u32, chunks as u32, 1];
+        rec.dispatch(&MUL_BACKWARD4, &p, &[dy, b, da, a, &partial], grid);
+        super::reduce::sum_rows(rec, db, &partial, chunks, cols, 1.0, accumulate_db);
+        return;
+    }
+    mul_forward(rec, da, dy, b, accumulate_da);
     let tmp = rec.gpu().empty(dy.shape());
     mul_forward(rec, &tmp, dy, a, false);
-    let cols = db.numel();
-    super::reduce::sum_rows(rec, db, &tmp, dy.numel() / cols, cols, 1.0, accumulate);
+    super::reduce::sum_rows(rec, db, &tmp, rows, cols, 1.0, accumulate_db);
 }
 
 /// out = alpha·a + beta·out (beta = 0 overwrites: a scaled copy).

@@ -65,6 +65,7 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &elementwise::ADD_MUL,
         &elementwise::SCALE_ROWS,
         &elementwise::SCALE_ROWS_V4,
+        &elementwise::MUL_BACKWARD4,
         &elementwise::ADD_FORWARD_V4,
         &elementwise::MUL_FORWARD_V4,
         &elementwise::AXPBY_V4,

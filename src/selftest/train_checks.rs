@@ -106,20 +106,33 @@ pub(super) fn elementwise(gpu: &Gpu) -> CaseResult {
     // Widths that are multiples of 4 take the vec4 kernels.
     elementwise_case(gpu, &mut j, 197, 65);
     elementwise_case(gpu, &mut j, 7, 64);
+    // Several chunks of 256 rows and a last group of columns only partly used.
+    elementwise_case(gpu, &mut j, 600, 132);
     j.finish()
 }
 
 fn elementwise_case(gpu: &Gpu, j: &mut Judge, rows: usize, cols: usize) {
-    let tag = format!("{rows}x{cols}");
+    // Both layouts: on GPUs mul's backward is one pass (vec4 rows only).
+    for cpu_layouts in [true, false] {
+        elementwise_layout(gpu, j, rows, cols, cpu_layouts);
+    }
+}
+
+fn elementwise_layout(gpu: &Gpu, j: &mut Judge, rows: usize, cols: usize, cpu_layouts: bool) {
+    let tag = format!("{rows}x{cols} cpu_layouts={cpu_layouts}");
     let a = random(rows * cols, 101, -2.0, 2.0);
     let b = random(cols, 102, -2.0, 2.0);
     let dy = random(rows * cols, 103, -1.0, 1.0);
     let add = cpu::elementwise::add(&a, &b);
     let mul = cpu::elementwise::mul(&a, &b);
     let (da, db) = cpu::elementwise::mul_backward(&dy, &a, &b);
+    // mul's backward adds its db into what the buffer holds (LayerScale's γ gradient).
+    let db0 = random(cols, 104, -1.0, 1.0);
+    let db_acc: Vec<f32> = db.iter().zip(&db0).map(|(x, y)| x + y).collect();
     let dbias = cpu::elementwise::sum_rows(&dy, rows, cols);
     let axpby: Vec<f32> = a.iter().zip(&dy).map(|(x, y)| 0.5 * x + 2.0 * y).collect();
     if let Some(out) = run(gpu, j, |rec| {
+        rec.set_cpu_layouts(cpu_layouts);
         let (ta, tb, tdy) = (
             gpu.upload(&a, &[rows, cols]),
             gpu.upload(&b, &[cols]),
@@ -128,8 +141,8 @@ fn elementwise_case(gpu: &Gpu, j: &mut Judge, rows: usize, cols: usize) {
         let (tadd, tmul) = (gpu.empty(&[rows, cols]), gpu.empty(&[rows, cols]));
         kernels::elementwise::add_forward(rec, &tadd, &ta, &tb, false);
         kernels::elementwise::mul_forward(rec, &tmul, &ta, &tb, false);
-        let (gda, gdb) = (gpu.empty(&[rows, cols]), gpu.empty(&[cols]));
-        kernels::elementwise::mul_backward(rec, &gda, &gdb, &tdy, &ta, &tb, false);
+        let (gda, gdb) = (gpu.empty(&[rows, cols]), gpu.upload(&db0, &[cols]));
+        kernels::elementwise::mul_backward(rec, &gda, &gdb, &tdy, (&ta, &tb), (false, true));
         let (gadd_a, gadd_b) = (gpu.empty(&[rows, cols]), gpu.empty(&[cols]));
         kernels::elementwise::add_backward(rec, &gadd_a, &gadd_b, &tdy, false);
         let t = gpu.upload(&dy, &[rows, cols]);
@@ -147,7 +160,12 @@ fn elementwise_case(gpu: &Gpu, j: &mut Judge, rows: usize, cols: usize) {
         j.check(&format!("{tag} add"), &out[0], &add, 1e-6);
         j.check(&format!("{tag} mul"), &out[1], &mul, 1e-6);
         j.check(&format!("{tag} mul da"), &out[2], &da, 1e-6);
-        j.check(&format!("{tag} mul db"), &out[3], &db, tol(&db, 1e-6));
+        j.check(
+            &format!("{tag} mul db (+=)"),
+            &out[3],
+            &db_acc,
+            tol(&db_acc, 1e-6),
+        );
         j.check(&format!("{tag} add da"), &out[4], &dy, 0.0);
         j.check(&format!("{tag} add db"), &out[5], &dbias, tol(&dbias, 1e-6));
         j.check(&format!("{tag} axpby"), &out[6], &axpby, 1e-6);

@@ -14,11 +14,8 @@ fn layerscale_backward(
     branch: &Tensor,
     gamma: &Tensor,
 ) {
-    kernels::elementwise::mul_forward(rec, d_branch, dy, gamma, false);
-    let prod = rec.gpu().empty(dy.shape());
-    kernels::elementwise::mul_forward(rec, &prod, dy, branch, false);
-    let d = gamma.numel();
-    kernels::reduce::sum_rows(rec, d_gamma, &prod, dy.numel() / d, d, 1.0, true);
+    let operands = (branch, gamma);
+    kernels::elementwise::mul_backward(rec, d_branch, d_gamma, dy, operands, (false, true));
 }
 
 /// The f16 side of a mixed-precision backward pass: the f16 twin whose forward saved the
