@@ -111,6 +111,19 @@ fn seg_max(lid: u32, lanes: u32, v: f32) -> f32 {
     return r;
 }
 
+// A running log-sum-exp in one pass: (max, Σ exp(v − max)) after one more value v, the sum
+// rescaled when the max grows; `seg_lse` meets a segment's lanes at the row's max. A row then
+// is read once for its softmax statistics instead of twice (max, then sum).
+fn lse_step(ms: vec2<f32>, v: f32) -> vec2<f32> {
+    if (v > ms.x) { return vec2<f32>(v, ms.y * exp(ms.x - v) + 1.0); }
+    return vec2<f32>(ms.x, ms.y + exp(v - ms.x));
+}
+
+fn seg_lse(lid: u32, lanes: u32, ms: vec2<f32>) -> vec2<f32> {
+    let m = seg_max(lid, lanes, ms.x);
+    return vec2<f32>(m, seg_sum(lid, lanes, ms.y * exp(ms.x - m)));
+}
+
 fn seg_sum2(lid: u32, lanes: u32, a: f32, b: f32) -> vec2<f32> {
     if (lanes == 1u) { return vec2<f32>(a, b); }
     red[lid] = a;

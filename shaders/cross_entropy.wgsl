@@ -6,6 +6,10 @@
 // Each row gets `lanes` invocations (a power of two near cols / 4, at most 256) and a workgroup
 // holds 256 / lanes rows, as in softmax.wgsl; rows of at most 32 columns (a linear probe's
 // classes) and every row on CPU drivers get one invocation each, without a barrier.
+// The row statistics take one pass over the logits and targets: each lane keeps a running max
+// and a sum of exp rescaled when the max grows, and the lanes' sums meet at the row's max. The
+// forward's loss comes from the same pass (−(Σ t·s/T − lse·Σ t)), so it reads each row once;
+// the iBOT head's 65,536-wide rows do not stay in cache between passes.
 // accumulate=1: ds += ... Dispatch: grid_rows(ceil(rows / (256 / lanes))).
 
 struct Params {
@@ -30,20 +34,22 @@ fn seg_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Seg {
     return row_seg(group_index(wid, nwg), lid, p.lanes, p.rows, p.cols);
 }
 
-// Row max and log-sum-exp of s/T, and Σ t.
-fn row_stats(lid: u32, q: Seg) -> vec3<f32> {
+// Row max and log-sum-exp of s/T, Σ t and Σ t·s/T, in one pass.
+fn row_stats(lid: u32, q: Seg) -> vec4<f32> {
     let base = q.row * p.cols;
-    var m = -3.4e38;
-    for (var c = q.lane; c < q.n; c += p.lanes) { m = max(m, logits[base + c] * p.inv_temp); }
-    m = seg_max(lid, p.lanes, m);
-    var se = 0.0;
+    var ms = vec2<f32>(-3.4e38, 0.0);
     var st = 0.0;
+    var stx = 0.0;
     for (var c = q.lane; c < q.n; c += p.lanes) {
-        se += exp(logits[base + c] * p.inv_temp - m);
-        st += targets[base + c];
+        let x = logits[base + c] * p.inv_temp;
+        let t = targets[base + c];
+        ms = lse_step(ms, x);
+        st += t;
+        stx += t * x;
     }
-    let r = seg_sum2(lid, p.lanes, se, st);
-    return vec3<f32>(m, m + log(r.x), r.y);
+    let r = seg_lse(lid, p.lanes, ms);
+    let sums = seg_sum2(lid, p.lanes, st, stx);
+    return vec4<f32>(r.x, r.x + log(r.y), sums.x, sums.y);
 }
 
 // out[row] = loss_r.
@@ -51,14 +57,8 @@ fn row_stats(lid: u32, q: Seg) -> vec3<f32> {
 fn cross_entropy_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let q = seg_of(wid, nwg, lid);
-    let base = q.row * p.cols;
     let st = row_stats(lid, q);
-    var acc = 0.0;
-    for (var c = q.lane; c < q.n; c += p.lanes) {
-        acc += targets[base + c] * (logits[base + c] * p.inv_temp - st.y);
-    }
-    let total = seg_sum(lid, p.lanes, acc);
-    if (q.lane == 0u && q.n > 0u) { out[q.row] = -total; }
+    if (q.lane == 0u && q.n > 0u) { out[q.row] = st.y * st.z - st.w; }
 }
 
 // out = d loss / d logits.

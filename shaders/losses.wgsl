@@ -53,14 +53,12 @@ fn teacher_softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
                    @builtin(local_invocation_index) lid: u32) {
     let q = seg_of(wid, nwg, lid);
     let base = q.row * p.cols;
-    var m = -3.4e38;
-    for (var k = q.lane; k < q.n; k += p.lanes) { m = max(m, (x[base + k] - t[k]) * p.inv_temp); }
-    m = seg_max(lid, p.lanes, m);
-    var s = 0.0;
-    for (var k = q.lane; k < q.n; k += p.lanes) { s += exp((x[base + k] - t[k]) * p.inv_temp - m); }
-    let inv = 1.0 / seg_sum(lid, p.lanes, s);
+    var ms = vec2<f32>(-3.4e38, 0.0);
+    for (var k = q.lane; k < q.n; k += p.lanes) { ms = lse_step(ms, (x[base + k] - t[k]) * p.inv_temp); }
+    let r = seg_lse(lid, p.lanes, ms);
+    let inv = 1.0 / r.y;
     for (var k = q.lane; k < q.n; k += p.lanes) {
-        out[base + k] = exp((x[base + k] - t[k]) * p.inv_temp - m) * inv;
+        out[base + k] = exp((x[base + k] - t[k]) * p.inv_temp - r.x) * inv;
     }
 }
 
@@ -71,12 +69,10 @@ fn paired(v: u32, g: u32) -> bool {
 // Log-sum-exp of S[r]·inv_temp.
 fn student_lse(lid: u32, q: Seg) -> f32 {
     let base = q.row * p.cols;
-    var m = -3.4e38;
-    for (var k = q.lane; k < q.n; k += p.lanes) { m = max(m, x[base + k] * p.inv_temp); }
-    m = seg_max(lid, p.lanes, m);
-    var s = 0.0;
-    for (var k = q.lane; k < q.n; k += p.lanes) { s += exp(x[base + k] * p.inv_temp - m); }
-    return m + log(seg_sum(lid, p.lanes, s));
+    var ms = vec2<f32>(-3.4e38, 0.0);
+    for (var k = q.lane; k < q.n; k += p.lanes) { ms = lse_step(ms, x[base + k] * p.inv_temp); }
+    let r = seg_lse(lid, p.lanes, ms);
+    return r.x + log(r.y);
 }
 
 @compute @workgroup_size(256)
