@@ -50,7 +50,6 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> d_regs: array<S>;
 @group(0) @binding(13) var<storage, read_write> d_pos_cls: array<S>;
 @group(0) @binding(14) var<storage, read_write> d_pos_patch: array<S>;
-@group(0) @binding(15) var<storage, read_write> d_mask_token: array<S>;
 
 fn is_masked(b: u32, pi: u32) -> bool {
     return p.use_mask != 0u && mask[b * p.n_patches + pi] != 0.0;
