@@ -1,16 +1,18 @@
 // attention_backward_dkv2 and attention_backward_dq2: dK, dV and dQ as attention_backward_dkv
-// and attention_backward_dq compute them, for the GPU layout on adapters with subgroups. Appended to attention.wgsl in the derived shader attention_pairs
-// (native only: in the browser a subgroup operation would need a directive the shared source
-// cannot carry).
+// and attention_backward_dq compute them, for the GPU layout. Appended to attention.wgsl in two
+// derived shaders: attention_pairs (native adapters with subgroups: the partial sums meet
+// through subgroup shuffles) and attention_pairs_wg (every adapter, the browser's included:
+// they meet through workgroup memory, one barrier per exchange).
 // Two invocations per key (2i: the first half of the head's vec4s, 2i+1: the second), each
 // holding its half of k, v, dK and dV: 128 registers of arrays where one invocation per key
 // needs 256, which is more than a GPU gives an invocation (the rest spill to memory). dq2
 // does the same per query with q, dO and dQ: 96 registers where one invocation holds 192,
 // which also spilled (bench/shader_stats.sh: 11 VGPRs with AMD's compiler, 15 with NVK's). The
 // halves' partial scores q·k and dO·v are summed with subgroupShuffleXor(·, 1), so subgroups
-// must hold consecutive invocations (as on every driver seen). Both invocations of a pair get
-// the same sum (first half + second half: IEEE addition commutes); it differs from the
-// one-invocation kernel's sum over c in order by rounding only.
+// must hold consecutive invocations (as on every driver seen), or through workgroup memory,
+// which gives the same bits. Both invocations of a pair get the same sum (first half + second
+// half: IEEE addition commutes); it differs from the one-invocation kernel's sum over c in
+// order by rounding only.
 // SPLIT (override, 2 or 4) is how many invocations share a token: with 4 ("quads") each holds a
 // quarter of the head, half the registers again, for a second shuffle per sum (the four partial
 // sums meet in the same order in all four invocations: IEEE addition commutes).
@@ -22,24 +24,30 @@ override SPLIT: u32 = 2u;
 // vec4s per invocation's share of the head ("half" below where SPLIT is 2).
 override H2: u32 = (HD4 + SPLIT - 1u) / SPLIT;
 
-// The sum of a token's SPLIT partial sums, in every one of its invocations.
-fn across2(v: vec2<f32>) -> vec2<f32> {
-    var s = v + subgroupShuffleXor(v, 1u);
-    if (SPLIT == 4u) { s += subgroupShuffleXor(s, 2u); }
+// The value of invocation lid ^ mask (a partner of the same token). Adapters without subgroups
+// (the browser among them) take the derived shader attention_pairs_wg, which replaces these two
+// lines with an exchange through workgroup memory (src/gpu/registry.rs, PAIRS_WG).
+fn swap2(lid: u32, mask: u32, v: vec2<f32>) -> vec2<f32> { return subgroupShuffleXor(v, mask); }
+fn swap4(lid: u32, mask: u32, v: vec4<f32>) -> vec4<f32> { return subgroupShuffleXor(v, mask); }
+
+// The sum of a token's SPLIT partial sums, in every one of its invocations. Every invocation of
+// a workgroup calls these the same number of times, in uniform control flow (the exchange
+// through workgroup memory takes a barrier).
+fn across2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    var s = v + swap2(lid, 1u, v);
+    if (SPLIT == 4u) { s += swap2(lid, 2u, s); }
     return s;
 }
 
-fn across4(v: vec4<f32>) -> vec4<f32> {
-    var s = v + subgroupShuffleXor(v, 1u);
-    if (SPLIT == 4u) { s += subgroupShuffleXor(s, 2u); }
+fn across4(lid: u32, v: vec4<f32>) -> vec4<f32> {
+    var s = v + swap4(lid, 1u, v);
+    if (SPLIT == 4u) { s += swap4(lid, 2u, s); }
     return s;
 }
 
-// What one invocation of a pair kernel works on: head bh (batch b, head h) of a workgroup that
-// has one (`live`; else the whole workgroup returns), token t of n (`valid` while t < n), and
-// the half of the head from vec4 c0 on.
+// What one invocation of a pair kernel works on: head bh (batch b, head h), token t of n
+// (`valid` while t < n), and the half of the head from vec4 c0 on.
 struct PairSlot {
-    live: bool,
     bh: u32,
     b: u32,
     h: u32,
@@ -48,13 +56,20 @@ struct PairSlot {
     c0: u32,
 }
 
+// Whether the workgroup has a head to work on (else all of it returns at once). Apart from
+// pair_slot, which depends on the invocation, so that a compiler that checks uniformity
+// (WebGPU's) sees the barriers after that return in uniform control flow.
+fn pair_live(wid: vec3<u32>, nwg: vec3<u32>, n: u32) -> bool {
+    let per = WG / SPLIT;
+    return group_index(wid, nwg) / ((n + per - 1u) / per) < p.batch * p.heads;
+}
+
 fn pair_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, n: u32) -> PairSlot {
     let per = WG / SPLIT;
     let blocks = (n + per - 1u) / per;
     let gi = group_index(wid, nwg);
     var s: PairSlot;
     s.bh = gi / blocks;
-    s.live = s.bh < p.batch * p.heads;
     s.b = s.bh / p.heads;
     s.h = s.bh % p.heads;
     s.t = (gi % blocks) * per + lid / SPLIT;
@@ -66,8 +81,8 @@ fn pair_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, n: u32) -> PairSlot {
 @compute @workgroup_size(WG)
 fn attention_backward_dkv2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
+    if (!pair_live(wid, nwg, p.n_k)) { return; }
     let slot = pair_slot(wid, nwg, lid, p.n_k);
-    if (!slot.live) { return; }
     let bh = slot.bh;
     let b = slot.b;
     let h = slot.h;
@@ -102,7 +117,7 @@ fn attention_backward_dkv2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
                 part.x = dot_acc(select(vec4<f32>(0.0), tile_a[e], inside), kr[t], part.x);
                 part.y = dot_acc(select(vec4<f32>(0.0), tile_b[e], inside), vr[t], part.y);
             }
-            let sums = across2(part);
+            let sums = across2(lid, part);
             let pij = exp(sums.x * p.scale - tile_s[ii]);
             let ds = pij * (sums.y - tile_s[KT + ii]);
             // (Past the head these sums take garbage, but they are never stored.)
@@ -128,8 +143,8 @@ fn attention_backward_dkv2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_w
 @compute @workgroup_size(WG)
 fn attention_backward_dq2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
+    if (!pair_live(wid, nwg, p.n_q)) { return; }
     let slot = pair_slot(wid, nwg, lid, p.n_q);
-    if (!slot.live) { return; }
     let bh = slot.bh;
     let b = slot.b;
     let h = slot.h;
@@ -166,7 +181,7 @@ fn attention_backward_dq2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wo
                 part.x = dot_acc(qr[t], select(vec4<f32>(0.0), tile_a[e], inside), part.x);
                 part.y = dot_acc(dor[t], select(vec4<f32>(0.0), tile_b[e], inside), part.y);
             }
-            let sums = across2(part);
+            let sums = across2(lid, part);
             let ds = exp(sums.x - li) * (sums.y - di);
             for (var t = 0u; t < H2; t++) {
                 dq[t] = fma(vec4<f32>(ds), tile_a[jj * D4_MAX + c0 + t], dq[t]);
@@ -204,9 +219,9 @@ fn half_scores4(fq: ptr<function, Half>, jj: u32, c0: u32) -> vec4<f32> {
     return d;
 }
 
-fn pair_scores4(fq: ptr<function, Half>, jj: u32, c0: u32, nj: u32) -> vec4<f32> {
+fn pair_scores4(fq: ptr<function, Half>, lid: u32, jj: u32, c0: u32, nj: u32) -> vec4<f32> {
     let part = half_scores4(fq, jj, c0);
-    return masked4(across4(part), jj, nj);
+    return masked4(across4(lid, part), jj, nj);
 }
 
 fn half_accumulate4(facc: ptr<function, Half>, pw: vec4<f32>, jj: u32, c0: u32) {
@@ -224,8 +239,8 @@ fn half_accumulate4(facc: ptr<function, Half>, pw: vec4<f32>, jj: u32, c0: u32) 
 @compute @workgroup_size(WG)
 fn attention_forward2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
+    if (!pair_live(wid, nwg, p.n_q)) { return; }
     let slot = pair_slot(wid, nwg, lid, p.n_q);
-    if (!slot.live) { return; }
     let bh = slot.bh;
     let b = slot.b;
     let h = slot.h;
@@ -248,13 +263,13 @@ fn attention_forward2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         // Both invocations of a pair take the same branches (nj is the workgroup's), so each
         // shuffle finds its partner.
         let nj = min(KT, p.n_k - j0);
-        let s0 = pair_scores4(&fq, 0u, c0, nj);
+        let s0 = pair_scores4(&fq, lid, 0u, c0, nj);
         var s1 = vec4<f32>(-3.4e38);
         var s2 = vec4<f32>(-3.4e38);
         var s3 = vec4<f32>(-3.4e38);
-        if (nj > 4u) { s1 = pair_scores4(&fq, 4u, c0, nj); }
-        if (nj > 8u) { s2 = pair_scores4(&fq, 8u, c0, nj); }
-        if (nj > 12u) { s3 = pair_scores4(&fq, 12u, c0, nj); }
+        if (nj > 4u) { s1 = pair_scores4(&fq, lid, 4u, c0, nj); }
+        if (nj > 8u) { s2 = pair_scores4(&fq, lid, 8u, c0, nj); }
+        if (nj > 12u) { s3 = pair_scores4(&fq, lid, 12u, c0, nj); }
         let m_new = max(m, max(max(max4(s0), max4(s1)), max(max4(s2), max4(s3))));
         let corr = exp(m - m_new);
         l *= corr;

@@ -390,8 +390,12 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
         backwards.push((Some("pairs"), " (loops as written)"));
         backwards.push((Some("single-unrolled"), " (one invocation a token)"));
         backwards.push((Some("quads"), " (four invocations a token)"));
+        backwards.push((
+            Some("pairs-shared"),
+            " (two invocations a token, through workgroup memory)",
+        ));
     } else if gpu_rows {
-        backwards.push((Some("single"), " (loops as written)"));
+        backwards.push((Some("single-unrolled"), " (one invocation a token)"));
     }
     let flops = 4.0 * (batch * h * n * n * d) as f64;
     let mut lse = None;

@@ -401,3 +401,21 @@ fn general_direct_matmul_sums_like_the_general_kernel_bit_for_bit() {
         }
     }
 }
+
+/// The checks the browser test runs on its adapter (`check_layouts`), here on a device of their
+/// own (the pipeline check reports only a device's first build of each pipeline).
+#[test]
+fn browser_checks_pass_natively() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let choice = dinoscope::gpu::AdapterChoice::from_env();
+    let gpu = dinoscope::gpu::Gpu::new_blocking(&choice).expect("a second device");
+    for r in [
+        pollster::block_on(dinoscope::selftest::layouts::pipelines(&gpu)),
+        pollster::block_on(dinoscope::selftest::layouts::attention(&gpu)),
+    ] {
+        eprintln!("{}", r.row());
+        assert_eq!(r.status, Status::Pass, "{}", r.row());
+    }
+}

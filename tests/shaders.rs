@@ -158,8 +158,14 @@ fn every_wgsl_file_is_registered_and_used() {
 #[test]
 fn workgroup_memory_fits_webgpu_defaults() {
     // WebGPU counts the workgroup variables each entry point uses (the prelude's reduction
-    // scratch is only counted where a kernel reduces).
-    for (name, src) in SHADERS {
+    // scratch is only counted where a kernel reduces). Every shader a kernel uses, derived
+    // ones included (attention_pairs_wg runs in the browser).
+    let mut names: Vec<&str> = all_kernels().iter().map(|k| k.shader).collect();
+    names.extend(SHADERS.iter().map(|(n, _)| *n));
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let src = shader_source(name).expect("registered shader");
         // Native-only kernels (cooperative matrices) are checked against the adapter's own limit
         // when the device opens (see `coop_config`).
         if src.contains("enable wgpu_cooperative_matrix;") {

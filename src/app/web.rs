@@ -304,6 +304,34 @@ pub async fn start_page(canvas_id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The checks that run without blocking reads ([`crate::selftest::layouts`]) on this browser's
+/// adapter: every kernel pipeline the browser builds, and attention in the GPUs' layout. A JSON
+/// array with one object (name, pass, row) per check.
+pub async fn check_layouts() -> String {
+    let gpu = match Gpu::new(&crate::gpu::AdapterChoice::default()).await {
+        Ok(g) => g,
+        Err(e) => {
+            return serde_json::json!([{ "name": "device", "pass": false, "row": e.to_string() }])
+                .to_string()
+        }
+    };
+    let results = [
+        crate::selftest::layouts::pipelines(&gpu).await,
+        crate::selftest::layouts::attention(&gpu).await,
+    ];
+    let rows: Vec<_> = results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "pass": matches!(r.status, crate::selftest::Status::Pass),
+                "row": r.row(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
 /// A golden model case on this browser's adapter, as JSON: name, pass, worst error and
 /// tolerance, tensors compared, and the reason when it fails.
 pub async fn check_fixture(

@@ -131,6 +131,39 @@ const SG_ENTRY: (&str, &str) = (
     "@builtin(local_invocation_index) lid: u32,\n    @builtin(subgroup_size) sgs: u32) {",
 );
 
+/// The exchange of `attention_pairs_wg`: a token's invocations swap their partial sums through
+/// workgroup memory instead of subgroup shuffles, so the pair kernels run where there are no
+/// subgroups (the browser, OpenGL) and no invocation holds a whole head (one that does spills:
+/// bench/shader_stats.sh). Each call writes its value into one of two slots of the workgroup's
+/// values and reads its partner's after a barrier; the slots alternate, so a slot is written
+/// again only after the next call's barrier, which every invocation reaches after its read of
+/// that slot: one barrier per exchange. Same sums as the shuffles, so the same bits. The slots
+/// hold a workgroup of up to 256 invocations (quads of 64 tokens) for vec2s, 128 (pairs) for
+/// vec4s.
+const PAIRS_WG: (&str, &str) = (
+    "fn swap2(lid: u32, mask: u32, v: vec2<f32>) -> vec2<f32> { return subgroupShuffleXor(v, mask); }
+fn swap4(lid: u32, mask: u32, v: vec4<f32>) -> vec4<f32> { return subgroupShuffleXor(v, mask); }",
+    "var<workgroup> swap_x2: array<vec2<f32>, 512>;
+var<workgroup> swap_x4: array<vec4<f32>, 256>;
+var<private> swap_slot: u32 = 0u;
+
+fn swap2(lid: u32, mask: u32, v: vec2<f32>) -> vec2<f32> {
+    let at = swap_slot * WG;
+    swap_x2[at + lid] = v;
+    workgroupBarrier();
+    swap_slot ^= 1u;
+    return swap_x2[at + (lid ^ mask)];
+}
+
+fn swap4(lid: u32, mask: u32, v: vec4<f32>) -> vec4<f32> {
+    let at = swap_slot * WG;
+    swap_x4[at + lid] = v;
+    workgroupBarrier();
+    swap_slot ^= 1u;
+    return swap_x4[at + (lid ^ mask)];
+}",
+);
+
 /// The cooperative-matrix matmul's wide tile: four subgroups down, two across, each with four
 /// accumulators across (shaders/matmul_coop.wgsl, Layout).
 const COOP_WIDE: (&str, &str) = (
@@ -152,8 +185,9 @@ type Derived = (
 /// subgroup and broadcast them (adapters with subgroups); `attention_sg`'s forward does the same
 /// for the keys and values every invocation of a workgroup reads alike (CPU drivers). The row
 /// kernels' `_sg` variants (softmax, layer norm) reduce through subgroup shuffles ([`SEG_SG`]);
-/// `attention_pairs` adds the two-invocations-per-key dK/dV kernel, whose halves meet through a
-/// shuffle.
+/// `attention_pairs` adds the two-invocations-per-token kernels, whose halves meet through a
+/// shuffle; `attention_pairs_wg` the same kernels meeting through workgroup memory
+/// ([`PAIRS_WG`]).
 const DERIVED: &[Derived] = &[
     (
         "softmax_sg",
@@ -253,6 +287,17 @@ const DERIVED: &[Derived] = &[
         )],
     ),
     (
+        "attention_pairs_wg",
+        "attention",
+        &[
+            (
+                "// PAIRS: the derived shader attention_pairs (src/gpu/registry.rs) puts attention_pairs.wgsl here.",
+                include_str!("../../shaders/attention_pairs.wgsl"),
+            ),
+            PAIRS_WG,
+        ],
+    ),
+    (
         "attention_sg",
         "attention",
         &[
@@ -310,6 +355,7 @@ fn shader_file(name: &str) -> &str {
 const UNROLLED: &[(&str, &str)] = &[
     ("attention_u", "attention"),
     ("attention_pairs_u", "attention_pairs"),
+    ("attention_pairs_wg_u", "attention_pairs_wg"),
 ];
 
 /// The head loops [`UNROLLED`] writes out: (counter, bound, the bound's largest value). `HD4`

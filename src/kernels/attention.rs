@@ -122,6 +122,20 @@ pub static ATTENTION_BACKWARD_DQ2_U: Kernel =
 pub static ATTENTION_BACKWARD_DKV2_U: Kernel =
     Kernel::new::<Params>("attention_pairs_u", "attention_backward_dkv2", DKV_BINDINGS);
 
+/// [`ATTENTION_BACKWARD_DQ2_U`] with the halves' partial sums meeting through workgroup memory
+/// (`attention_pairs_wg_u`), for adapters without subgroups, the browser's among them.
+pub static ATTENTION_BACKWARD_DQ2_WG_U: Kernel = Kernel::new::<Params>(
+    "attention_pairs_wg_u",
+    "attention_backward_dq2",
+    DQ_BINDINGS,
+);
+/// [`ATTENTION_BACKWARD_DKV2_U`] with the halves meeting through workgroup memory.
+pub static ATTENTION_BACKWARD_DKV2_WG_U: Kernel = Kernel::new::<Params>(
+    "attention_pairs_wg_u",
+    "attention_backward_dkv2",
+    DKV_BINDINGS,
+);
+
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
 pub static ATTENTION_FORWARD_SG: Kernel =
     Kernel::new::<Params>("attention_sg", "attention_forward", FORWARD_BINDINGS);

@@ -1,7 +1,8 @@
 //! Which kernels an attention call takes. Each pass has variants with the same sums (within
 //! rounding), made for different hardware: CPU drivers keep a lane's arrays in memory and load
-//! per lane, GPUs keep them in registers, and a GPU with subgroups can split a token's head over
-//! two invocations. The defaults follow that; `dinoscope tune` times every variant that runs on
+//! per lane, GPUs keep them in registers, and a GPU can split a token's head over two
+//! invocations, whose partial sums meet through subgroup shuffles where the adapter has
+//! subgroups and through workgroup memory elsewhere. The defaults follow that; `dinoscope tune` times every variant that runs on
 //! the adapter at a config's shapes and caches the fastest, which then wins over the default;
 //! the checks force each variant in turn ([`Recorder::force`]). The GPU kernels also come with
 //! their loops over the head written out (`-unrolled`, the GPU defaults): the same code, which
@@ -11,10 +12,11 @@
 
 use super::attention::{
     AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DKV2_U,
-    ATTENTION_BACKWARD_DKV_COOP16, ATTENTION_BACKWARD_DKV_U, ATTENTION_BACKWARD_DQ,
-    ATTENTION_BACKWARD_DQ2, ATTENTION_BACKWARD_DQ2_U, ATTENTION_BACKWARD_DQ_COOP16,
-    ATTENTION_BACKWARD_DQ_U, ATTENTION_FORWARD, ATTENTION_FORWARD2, ATTENTION_FORWARD2_U,
-    ATTENTION_FORWARD4, ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16, ATTENTION_FORWARD_SG,
+    ATTENTION_BACKWARD_DKV2_WG_U, ATTENTION_BACKWARD_DKV_COOP16, ATTENTION_BACKWARD_DKV_U,
+    ATTENTION_BACKWARD_DQ, ATTENTION_BACKWARD_DQ2, ATTENTION_BACKWARD_DQ2_U,
+    ATTENTION_BACKWARD_DQ2_WG_U, ATTENTION_BACKWARD_DQ_COOP16, ATTENTION_BACKWARD_DQ_U,
+    ATTENTION_FORWARD, ATTENTION_FORWARD2, ATTENTION_FORWARD2_U, ATTENTION_FORWARD4,
+    ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16, ATTENTION_FORWARD_SG,
 };
 use crate::gpu::{DType, Kernel, Recorder};
 
@@ -144,13 +146,17 @@ pub enum Backward {
     /// one invocation would hold 192 (dQ) or 256 (dK, dV) floats of arrays, more registers
     /// than a GPU gives it.
     Pairs,
-    /// [`Backward::Single`] with its head loops written out (GPUs without subgroups).
+    /// [`Backward::Single`] with its head loops written out.
     SingleUnrolled,
     /// [`Backward::Pairs`] with its head loops written out (GPUs with subgroups).
     PairsUnrolled,
     /// Four invocations a token, each holding a quarter of the head (head loops written out):
     /// half the registers of pairs again (dK/dV pairs hold 204–252).
     Quads,
+    /// [`Backward::PairsUnrolled`] with the halves' partial sums meeting through workgroup
+    /// memory, one barrier per exchange: every adapter (GPUs without subgroups, the browser's
+    /// included, where one invocation a token spills).
+    PairsShared,
     /// Cooperative matrices (tensor cores), for f16 operands where the adapter has them and the
     /// head is a multiple of their side (`attention_coop`).
     Coop,
@@ -158,12 +164,13 @@ pub enum Backward {
 
 impl Backward {
     /// Every variant.
-    pub const ALL: [Backward; 6] = [
+    pub const ALL: [Backward; 7] = [
         Backward::Single,
         Backward::Pairs,
         Backward::SingleUnrolled,
         Backward::PairsUnrolled,
         Backward::Quads,
+        Backward::PairsShared,
         Backward::Coop,
     ];
 
@@ -175,6 +182,7 @@ impl Backward {
             Backward::SingleUnrolled => "single-unrolled",
             Backward::PairsUnrolled => "pairs-unrolled",
             Backward::Quads => "quads",
+            Backward::PairsShared => "pairs-shared",
             Backward::Coop => "coop",
         }
     }
@@ -187,19 +195,20 @@ impl Backward {
     /// Whether it runs on the recording's device for a call of `d` with `dtype` operands.
     pub fn runs(self, rec: &Recorder, d: &AttnDims, dtype: DType) -> bool {
         match self {
-            Backward::Single | Backward::SingleUnrolled => true,
+            Backward::Single | Backward::SingleUnrolled | Backward::PairsShared => true,
             Backward::Pairs | Backward::PairsUnrolled | Backward::Quads => rec.subgroups(),
             Backward::Coop => coop_runs(rec, d, dtype),
         }
     }
 
-    /// The variant without tuning: in the GPU layout, pairs where there are subgroups, head
-    /// loops written out.
+    /// The variant without tuning: in the GPU layout, pairs with head loops written out,
+    /// meeting through shuffles where there are subgroups and through workgroup memory where
+    /// there are none (one invocation a token spills there: bench/shader_stats.sh).
     pub fn default_for(rec: &Recorder) -> Backward {
         match (rec.cpu_layouts(), rec.subgroups()) {
             (true, _) => Backward::Single,
             (false, true) => Backward::PairsUnrolled,
-            (false, false) => Backward::SingleUnrolled,
+            (false, false) => Backward::PairsShared,
         }
     }
 
@@ -211,6 +220,11 @@ impl Backward {
             Backward::SingleUnrolled => (&ATTENTION_BACKWARD_DQ_U, &ATTENTION_BACKWARD_DKV_U, 1),
             Backward::PairsUnrolled => (&ATTENTION_BACKWARD_DQ2_U, &ATTENTION_BACKWARD_DKV2_U, 2),
             Backward::Quads => (&ATTENTION_BACKWARD_DQ2_U, &ATTENTION_BACKWARD_DKV2_U, 4),
+            Backward::PairsShared => (
+                &ATTENTION_BACKWARD_DQ2_WG_U,
+                &ATTENTION_BACKWARD_DKV2_WG_U,
+                2,
+            ),
             // Dispatched apart (`attention::backward_coop`); the kernels of 16×16 matrices.
             Backward::Coop => (
                 &ATTENTION_BACKWARD_DQ_COOP16,

@@ -630,6 +630,7 @@ fn attention_variants(gpu: &Gpu) -> Vec<AttnVariant> {
         forced.push((Forward::Pairs, Backward::SingleUnrolled));
         forced.push((Forward::PairsUnrolled, Backward::Single));
         forced.push((Forward::Quads, Backward::Quads));
+        forced.push((Forward::FourUnrolled, Backward::PairsShared));
     } else {
         forced.push((Forward::Four, Backward::SingleUnrolled));
     }

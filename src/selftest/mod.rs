@@ -4,6 +4,7 @@
 mod checks;
 mod embed_checks;
 mod half;
+pub mod layouts;
 mod losses;
 mod mixed;
 mod model;

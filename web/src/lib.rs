@@ -34,3 +34,10 @@ pub async fn check_fixture(
 ) -> String {
     dinoscope::app::web::check_fixture(&name, &config_json, &model, &io, &manifest_json).await
 }
+
+/// Runs the checks that need no blocking reads (every kernel pipeline the browser builds, and
+/// attention in the GPUs' layout) on this browser's adapter; returns their results as JSON.
+#[wasm_bindgen]
+pub async fn check_layouts() -> String {
+    dinoscope::app::web::check_layouts().await
+}

@@ -1,6 +1,7 @@
 // Browser test of the web app: serves web/dist, drives Debian's headless Chromium with WebGPU on
 // its software adapter, and checks (1) the page starts, (2) the tiny golden model matches PyTorch
-// on WebGPU, (3) training runs 20+ steps with a finite, falling loss and live attention maps, (4)
+// on WebGPU, (2b) every kernel pipeline builds and attention matches the CPU twin in the GPUs'
+// layout, (3) training runs 20+ steps with a finite, falling loss and live attention maps, (4)
 // the screenshot's curve and attention panels are not blank, (5) a browser without WebGPU gets a
 // message instead of a blank page. Prints "N passed, N failed"; exits non-zero on any failure.
 
@@ -127,6 +128,13 @@ try {
     check(`${model} outputs match the golden tensors on WebGPU`, fixture.pass && fixture.compared > 10,
       fixture.row + ` (${fixture.compared} tensors)`);
   }
+
+  // The kernels a browser on a real GPU takes: this software adapter runs the CPU drivers'
+  // layouts, so every pipeline the browser may build is built here (WebGPU's compiler checks
+  // more than wgpu's), and attention runs in the GPUs' layout against the CPU twin.
+  const layouts = JSON.parse(await page.evaluate(() => window.dinoscope.check_layouts()));
+  for (const c of layouts) check(`${c.name} on WebGPU`, c.pass, c.row);
+  check("the GPU-layout checks ran", layouts.length === 2, JSON.stringify(layouts.map((c) => c.name)));
 
   // Inspect: drop the fixture model and a photo on the canvas, as a visitor would.
   const drop = async (file, name) => {
