@@ -42,9 +42,9 @@ NAK = {
 
 # Pipelines that may spill, with why (regular expressions on the table's pipeline labels).
 KNOWN_SPILLS = [
-    # One invocation a query or key holds 192 or 256 floats of arrays; GPUs with subgroups take
-    # the pairs (attention_pairs, attention_pairs_u) unless a tuning cache chose these; GPUs
-    # without subgroups have no other backward.
+    # One invocation a query or key holds 192 or 256 floats of arrays; GPUs take the pairs
+    # (attention_pairs_u with subgroups, attention_pairs_wg_u without) unless a tuning cache
+    # chose these.
     r"^attention(_u)?::attention_backward_(dq|dkv) ",
     # One key at a time, the scores in an array indexed by the key: the CPU drivers' layout.
     r"^attention(_sg)?::attention_forward ",
