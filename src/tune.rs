@@ -106,9 +106,18 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
         let large = k == LARGE_TILE && V4Tile::ALL.iter().any(|t| t.name() == v);
         let coop = k == LARGE_COOP && matches!(Plan::parse(v), Some(Plan::Coop | Plan::CoopWide));
         let split = k == SPLIT_F16 && matches!(v.as_str(), "coop" | "vec4");
-        let f16_attention = (k == attention_plan::F16_FORWARD && Forward::parse(v).is_some())
-            || (k == attention_plan::F16_BACKWARD && Backward::parse(v).is_some());
-        if matmul || large || coop || split || f16_attention || attention_plan::valid_choice(k, v) {
+        let forward_key = [attention_plan::F16_FORWARD, attention_plan::F32_FORWARD];
+        let backward_key = [attention_plan::F16_BACKWARD, attention_plan::F32_BACKWARD];
+        let calibrated_attention = (forward_key.contains(&k.as_str())
+            && Forward::parse(v).is_some())
+            || (backward_key.contains(&k.as_str()) && Backward::parse(v).is_some());
+        if matmul
+            || large
+            || coop
+            || split
+            || calibrated_attention
+            || attention_plan::valid_choice(k, v)
+        {
             gpu.set_choice(k, v);
         }
     }
@@ -230,26 +239,22 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
                     let d = MatmulDims::new(132, 136, 100);
                     verify(gpu, Plan::Vec4 { tile, splits: 1 }, &d, DType::F32)
                 })
-        } else if key == attention_plan::F16_FORWARD || key == attention_plan::F16_BACKWARD {
+        } else if let Some((pass, t)) = ["forward", "backward"]
+            .into_iter()
+            .flat_map(|pass| [(pass, DType::F16), (pass, DType::F32)])
+            .find(|(pass, t)| attention_plan::calibrated_key(pass, *t) == key)
+        {
             // A variant the device does not run here is never taken (see `check` above).
             let rec = Recorder::new(gpu);
             let d = AttnDims::new(1, 2, 37, 64);
-            let (pass, runs) = if key == attention_plan::F16_FORWARD {
-                let f = Forward::parse(value);
-                (
-                    "forward",
-                    f.map(|f| (f.name(), f.runs(&rec, &d, DType::F16))),
-                )
+            let runs = if pass == "forward" {
+                Forward::parse(value).map(|f| (f.name(), f.runs(&rec, &d, t)))
             } else {
-                let b = Backward::parse(value);
-                (
-                    "backward",
-                    b.map(|b| (b.name(), b.runs(&rec, &d, DType::F16))),
-                )
+                Backward::parse(value).map(|b| (b.name(), b.runs(&rec, &d, t)))
             };
             match runs {
                 None => Err(format!("{key}: unreadable variant '{value}'")),
-                Some((name, true)) => verify_attention(gpu, pass, name, 64, DType::F16),
+                Some((name, true)) => verify_attention(gpu, pass, name, 64, t),
                 Some((_, false)) => Ok(()),
             }
         } else if key == SPLIT_F16 {

@@ -192,22 +192,36 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         }
         fresh.set_choice(SPLIT_F16, choice);
     }
-    // The attention variants f16 calls take without a tuned choice: the default or the one on
-    // cooperative matrices, whichever ran faster, for f16 calls only.
+    // The attention variants calls take without a tuned choice: for f16 the default or the one
+    // on cooperative matrices, for f32 in the GPUs' layout the fastest split of a token (the
+    // device's own layout here: the CPU drivers' on lavapipe, where f32 calls keep the
+    // default; the GPUs' layout follows below).
     let calibrated = dinoscope::tune::calibrate_attention(&fresh).expect("calibrate attention");
-    assert_eq!(
-        calibrated.len(),
-        if fresh.coop_by_default() { 2 } else { 0 }
-    );
-    let key_of = |pass: &str| match pass {
-        "forward" => attention_plan::F16_FORWARD,
-        _ => attention_plan::F16_BACKWARD,
+    let candidates = |dtype: DType, cpu: bool| {
+        let mut rec = Recorder::new(&fresh);
+        rec.set_cpu_layouts(cpu);
+        let d = dinoscope::kernels::attention::AttnDims::new(1, 6, 65, 64);
+        [
+            attention_plan::Forward::calibration_candidates(&rec, &d, dtype).len(),
+            attention_plan::Backward::calibration_candidates(&rec, &d, dtype).len(),
+        ]
     };
-    for (pass, variant, times) in &calibrated {
-        assert_eq!(times.len(), 2, "{pass}");
-        assert_eq!(fresh.choice(key_of(pass)).as_deref(), Some(*variant));
+    let cpu = fresh.cpu_driver();
+    let mut want = candidates(DType::F32, cpu)
+        .iter()
+        .filter(|&&n| n > 1)
+        .count();
+    if fresh.coop_by_default() {
+        want += 2;
     }
-    if !calibrated.is_empty() {
+    assert_eq!(calibrated.len(), want, "{calibrated:?}");
+    for (dtype, pass, variant, times) in &calibrated {
+        let n = candidates(*dtype, cpu)[usize::from(*pass == "backward")];
+        assert_eq!(times.len(), n, "{pass}");
+        let key = attention_plan::calibrated_key(pass, *dtype);
+        assert_eq!(fresh.choice(key).as_deref(), Some(*variant));
+    }
+    if fresh.coop_by_default() {
         use attention_plan::{backward_for, forward_for, Backward, Forward};
         let d = dinoscope::kernels::attention::AttnDims::new(3, 2, 50, 32);
         let rec = Recorder::new(&fresh);
@@ -222,8 +236,8 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
             assert_eq!(forward_for(&rec, &d, DType::F32), fd);
             assert_eq!(backward_for(&rec, &d, DType::F32), bd);
         }
-        for (pass, variant, _) in &calibrated {
-            fresh.set_choice(key_of(pass), variant);
+        for (dtype, pass, variant, _) in &calibrated {
+            fresh.set_choice(attention_plan::calibrated_key(pass, *dtype), variant);
         }
     }
     let again = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
@@ -234,8 +248,8 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     assert_eq!((cached, none.len()), (tile, 0));
     let again_attention = dinoscope::tune::calibrate_attention(&again).expect("calibrate");
     assert_eq!(again_attention.len(), calibrated.len());
-    for ((pass, variant, none), (p0, v0, _)) in again_attention.iter().zip(&calibrated) {
-        assert_eq!((pass, variant, none.len()), (p0, v0, 0));
+    for ((t, pass, variant, none), (t0, p0, v0, _)) in again_attention.iter().zip(&calibrated) {
+        assert_eq!((t, pass, variant, none.len()), (t0, p0, v0, 0));
     }
     if let Some((choice, _)) = &split {
         let (again_choice, none) = dinoscope::tune::calibrate_split(&again)
@@ -271,6 +285,49 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
             Vec::<String>::new()
         )
     );
+
+    // In the GPUs' layout f32 calls time the GPU variants of each pass, and their choice holds
+    // for f32 calls in that layout only (on a GPU the first calibration above already did this,
+    // so the cache answers without timing).
+    std::env::set_var("DINOSCOPE_CALIBRATE", "1");
+    let in_gpu_layout =
+        dinoscope::tune::calibrate_attention_in(&again, false).expect("calibrate attention");
+    std::env::remove_var("DINOSCOPE_CALIBRATE");
+    let f32_passes: Vec<_> = in_gpu_layout.iter().filter(|c| c.0 == DType::F32).collect();
+    let gpu_candidates = candidates(DType::F32, false);
+    let timed = gpu_candidates.iter().filter(|&&n| n > 1).count();
+    assert_eq!(f32_passes.len(), timed, "{in_gpu_layout:?}");
+    // The backward always has a second variant (one invocation a token, at least).
+    assert!(timed >= 1);
+    {
+        use attention_plan::{backward_for, forward_for, Backward, Forward};
+        let d = dinoscope::kernels::attention::AttnDims::new(3, 2, 50, 32);
+        for (_, pass, variant, times) in f32_passes {
+            let backward = *pass == "backward";
+            let n = if again.cpu_driver() {
+                gpu_candidates[usize::from(backward)]
+            } else {
+                0
+            };
+            assert_eq!(times.len(), n, "{pass}: {times:?}");
+            let mut rec = Recorder::new(&again);
+            rec.set_cpu_layouts(false);
+            let chosen = match backward {
+                false => forward_for(&rec, &d, DType::F32).name(),
+                true => backward_for(&rec, &d, DType::F32).name(),
+            };
+            assert_eq!(chosen, *variant, "{pass}");
+            rec.set_cpu_layouts(true);
+            assert_eq!(
+                forward_for(&rec, &d, DType::F32),
+                Forward::default_for(&rec)
+            );
+            assert_eq!(
+                backward_for(&rec, &d, DType::F32),
+                Backward::default_for(&rec)
+            );
+        }
+    }
 
     // A product the cache does not hold takes the plan of one that differs from it in M, N or
     // K alone, by less than half (the iBOT head's rows change every step); others stay untuned.

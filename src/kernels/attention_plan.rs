@@ -2,13 +2,16 @@
 //! rounding), made for different hardware: CPU drivers keep a lane's arrays in memory and load
 //! per lane, GPUs keep them in registers, and a GPU can split a token's head over two
 //! invocations, whose partial sums meet through subgroup shuffles where the adapter has
-//! subgroups and through workgroup memory elsewhere. The defaults follow that; `dinoscope tune` times every variant that runs on
-//! the adapter at a config's shapes and caches the fastest, which then wins over the default;
-//! the checks force each variant in turn ([`Recorder::force`]). The GPU kernels also come with
-//! their loops over the head written out (`-unrolled`, the GPU defaults): the same code, which
-//! no compiler has to unroll to keep the head in registers. Adapters with cooperative matrices
-//! can run f16 calls on them (`coop`, f16-rounded probabilities); a GPU's first run times those
-//! against the defaults and f16 calls take the faster ([`F16_FORWARD`], [`F16_BACKWARD`]).
+//! subgroups and through workgroup memory elsewhere. The defaults follow that; `dinoscope tune`
+//! times every variant that runs on the adapter at a config's shapes and caches the fastest,
+//! which then wins over the default; the checks force each variant in turn
+//! ([`Recorder::force`]). The GPU kernels also come with their loops over the head written out
+//! (`-unrolled`, the GPU defaults): the same code, which no compiler has to unroll to keep the
+//! head in registers. Adapters with cooperative matrices can run f16 calls on them (`coop`,
+//! f16-rounded probabilities). A GPU's first run times the variants of each pass on one
+//! ViT-S-sized call and calls without a tuned choice take the fastest: for f16 the default
+//! against `coop` ([`F16_FORWARD`], [`F16_BACKWARD`]), for f32 the GPU layout's splits of a token
+//! ([`F32_FORWARD`], [`F32_BACKWARD`]).
 
 use super::attention::{
     AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DKV2_U,
@@ -29,6 +32,34 @@ pub const BACKWARD: &str = "attention backward";
 pub const F16_FORWARD: &str = "f16 attention forward";
 /// The same for the backward (`tune::calibrate_attention`).
 pub const F16_BACKWARD: &str = "f16 attention backward";
+/// The tuning cache's key of the forward variant f32 calls in the GPUs' layout take without a
+/// tuned choice of their own (`tune::calibrate_attention`: the fastest of the GPU variants that
+/// run on the adapter).
+pub const F32_FORWARD: &str = "f32 attention forward";
+/// The same for the backward.
+pub const F32_BACKWARD: &str = "f32 attention backward";
+
+/// The key of the first run's choice for a pass ("forward" or "backward") of calls with
+/// `dtype` operands.
+pub fn calibrated_key(pass: &str, dtype: DType) -> &'static str {
+    match (pass, dtype) {
+        ("forward", DType::F16) => F16_FORWARD,
+        ("forward", DType::F32) => F32_FORWARD,
+        (_, DType::F16) => F16_BACKWARD,
+        (_, DType::F32) => F32_BACKWARD,
+    }
+}
+
+/// The calibrated choice a call takes, if any: f16 calls the one of [`F16_FORWARD`] /
+/// [`F16_BACKWARD`]; f32 calls in the GPUs' layout the one of [`F32_FORWARD`] /
+/// [`F32_BACKWARD`] (timed among that layout's variants, so the CPU drivers' layout, which the
+/// checks also run on GPUs, keeps its own default).
+fn calibrated(rec: &Recorder, pass: &str, dtype: DType) -> Option<String> {
+    if dtype == DType::F32 && rec.cpu_layouts() {
+        return None;
+    }
+    rec.gpu().choice(calibrated_key(pass, dtype))
+}
 
 /// Whether the cooperative-matrix kernels take a call: f16 operands on an adapter with
 /// cooperative matrices, whose workgroup memory holds the kernels' tiles, and a head of one to
@@ -119,6 +150,27 @@ impl Forward {
             (true, true) => Forward::OneSg,
             (true, false) => Forward::One,
         }
+    }
+
+    /// What a first run times for calls of `d` with `dtype` operands in the recorder's layout
+    /// (`tune::calibrate_attention`): the default first, then for f16 the cooperative-matrix
+    /// kernel, for f32 in the GPUs' layout the splits over two and four invocations; those that
+    /// run here.
+    pub fn calibration_candidates(rec: &Recorder, d: &AttnDims, dtype: DType) -> Vec<Forward> {
+        let default = Forward::default_for(rec);
+        let others: &[Forward] = match (dtype, rec.cpu_layouts()) {
+            (DType::F16, _) => &[Forward::Coop],
+            (DType::F32, true) => &[],
+            (DType::F32, false) => &[Forward::PairsUnrolled, Forward::Quads],
+        };
+        let mut v = vec![default];
+        v.extend(
+            others
+                .iter()
+                .copied()
+                .filter(|f| *f != default && f.runs(rec, d, dtype)),
+        );
+        v
     }
 
     /// The kernel and how many invocations share a query.
@@ -212,6 +264,31 @@ impl Backward {
         }
     }
 
+    /// What a first run times, as [`Forward::calibration_candidates`]: the default, then for
+    /// f16 the cooperative-matrix kernels, for f32 in the GPUs' layout the pairs (both
+    /// exchanges), the quads and one invocation a token; those that run here.
+    pub fn calibration_candidates(rec: &Recorder, d: &AttnDims, dtype: DType) -> Vec<Backward> {
+        let default = Backward::default_for(rec);
+        let others: &[Backward] = match (dtype, rec.cpu_layouts()) {
+            (DType::F16, _) => &[Backward::Coop],
+            (DType::F32, true) => &[],
+            (DType::F32, false) => &[
+                Backward::PairsUnrolled,
+                Backward::PairsShared,
+                Backward::Quads,
+                Backward::SingleUnrolled,
+            ],
+        };
+        let mut v = vec![default];
+        v.extend(
+            others
+                .iter()
+                .copied()
+                .filter(|b| *b != default && b.runs(rec, d, dtype)),
+        );
+        v
+    }
+
     /// The dQ and the dK/dV kernels and how many invocations share a token.
     pub(super) fn kernels(self) -> (&'static Kernel, &'static Kernel, usize) {
         match self {
@@ -285,9 +362,10 @@ pub fn valid_choice(key: &str, value: &str) -> bool {
     }
 }
 
-/// The forward variant of a call: forced, else tuned, else for f16 operands the device's
-/// calibrated choice ([`F16_FORWARD`]), else the default (a choice that cannot run here falls
-/// back to the default). A dry run notes the call for the tuner.
+/// The forward variant of a call: forced, else tuned, else the device's calibrated choice
+/// ([`F16_FORWARD`] for f16 operands, [`F32_FORWARD`] for f32 ones in the GPUs' layout), else
+/// the default (a choice that cannot run here falls back to the default). A dry run notes the
+/// call for the tuner.
 pub fn forward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Forward {
     let gpu = rec.gpu();
     let k = key("forward", d, dtype);
@@ -297,10 +375,7 @@ pub fn forward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Forward {
     rec.forced(FORWARD)
         .and_then(Forward::parse)
         .or_else(|| gpu.choice(&k).and_then(|v| Forward::parse(&v)))
-        .or_else(|| {
-            let calibrated = gpu.choice(F16_FORWARD).and_then(|v| Forward::parse(&v));
-            calibrated.filter(|_| dtype == DType::F16)
-        })
+        .or_else(|| calibrated(rec, "forward", dtype).and_then(|v| Forward::parse(&v)))
         .filter(|f| f.runs(rec, d, dtype))
         .unwrap_or_else(|| Forward::default_for(rec))
 }
@@ -315,10 +390,7 @@ pub fn backward_for(rec: &Recorder, d: &AttnDims, dtype: DType) -> Backward {
     rec.forced(BACKWARD)
         .and_then(Backward::parse)
         .or_else(|| gpu.choice(&k).and_then(|v| Backward::parse(&v)))
-        .or_else(|| {
-            let calibrated = gpu.choice(F16_BACKWARD).and_then(|v| Backward::parse(&v));
-            calibrated.filter(|_| dtype == DType::F16)
-        })
+        .or_else(|| calibrated(rec, "backward", dtype).and_then(|v| Backward::parse(&v)))
         .filter(|b| b.runs(rec, d, dtype))
         .unwrap_or_else(|| Backward::default_for(rec))
 }

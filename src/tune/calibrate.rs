@@ -179,74 +179,98 @@ fn keep(gpu: &Gpu, key: &str, value: &str) {
     }
 }
 
-/// What `calibrate_attention` chose for one pass: the pass ("forward" or "backward"), the
-/// variant's name, and each variant's seconds when it timed them (empty: the cache had it).
-pub type CalibratedPass = (&'static str, &'static str, Vec<(&'static str, f64)>);
+/// What `calibrate_attention` chose for one pass: the operand type, the pass ("forward" or
+/// "backward"), the variant's name, and each variant's seconds when it timed them (empty: the
+/// cache had it).
+pub type CalibratedPass = (DType, &'static str, &'static str, Vec<(&'static str, f64)>);
 
-/// The attention variants f16 calls take without a tuned choice of their own, forward and
-/// backward, where the adapter runs the cooperative-matrix kernels and f16 products take
-/// cooperative matrices by default: the ones this adapter's cache names, else the faster of
-/// the default and `coop` on a ViT-S-sized call (16 images, 6 heads, 257 tokens, head 64; 1
-/// image of 65 tokens on a CPU driver), each first checked against the CPU twin (one that fails
-/// is left out), then cached as [`calibrate`] does (the same switches). Returns one entry a
-/// pass, none where it does not run.
+/// The attention variants calls take without a tuned choice of their own, each pass: the ones
+/// this adapter's cache names, else the fastest on a ViT-S-sized call (16 images, 6 heads, 257
+/// tokens, head 64; 1 image of 65 tokens on a CPU driver), each first checked against the CPU
+/// twin (one that fails is left out), then cached as [`calibrate`] does (the same switches).
+/// The variants are each pass's `calibration_candidates` in the device's own layout: for f32
+/// the GPU layout's splits of a token, for f16 the default against cooperative matrices where
+/// f16 products take them by default. Returns one entry a pass and type with more than one
+/// candidate.
 pub fn calibrate_attention(gpu: &Gpu) -> Result<Vec<CalibratedPass>, String> {
-    let (batch, n) = if gpu.cpu_driver() { (1, 65) } else { (16, 257) };
-    let d = AttnDims::new(batch, 6, n, 64);
-    let rec = crate::gpu::Recorder::new(gpu);
-    let runs =
-        Forward::Coop.runs(&rec, &d, DType::F16) && Backward::Coop.runs(&rec, &d, DType::F16);
-    if !calibration_on(gpu) || !gpu.coop_by_default() || !runs {
+    calibrate_attention_in(gpu, gpu.cpu_driver())
+}
+
+/// [`calibrate_attention`] in the CPU drivers' layout or the GPUs' (`cpu_layouts`), so a CPU
+/// adapter can time the GPU variants too (the tests).
+pub fn calibrate_attention_in(gpu: &Gpu, cpu_layouts: bool) -> Result<Vec<CalibratedPass>, String> {
+    if !calibration_on(gpu) {
         return Ok(Vec::new());
     }
-    let passes = [
-        (
-            "forward",
-            attention_plan::F16_FORWARD,
-            [Forward::default_for(&rec).name(), Forward::Coop.name()],
-        ),
-        (
-            "backward",
-            attention_plan::F16_BACKWARD,
-            [Backward::default_for(&rec).name(), Backward::Coop.name()],
-        ),
-    ];
+    let (batch, n) = if gpu.cpu_driver() { (1, 65) } else { (16, 257) };
+    let d = AttnDims::new(batch, 6, n, 64);
+    let mut rec = crate::gpu::Recorder::new(gpu);
+    rec.set_cpu_layouts(cpu_layouts);
+    let coop = Forward::Coop.runs(&rec, &d, DType::F16)
+        && Backward::Coop.runs(&rec, &d, DType::F16)
+        && gpu.coop_by_default();
+    let mut passes: Vec<(DType, &'static str, Vec<&'static str>)> = Vec::new();
+    for dtype in [DType::F32, DType::F16] {
+        if dtype == DType::F16 && !coop {
+            continue;
+        }
+        let forwards = Forward::calibration_candidates(&rec, &d, dtype);
+        let backwards = Backward::calibration_candidates(&rec, &d, dtype);
+        for (pass, names) in [
+            ("forward", forwards.into_iter().map(Forward::name).collect()),
+            (
+                "backward",
+                backwards.into_iter().map(Backward::name).collect(),
+            ),
+        ] {
+            let names: Vec<&'static str> = names;
+            if names.len() > 1 {
+                passes.push((dtype, pass, names));
+            }
+        }
+    }
     drop(rec);
     let cached = |pass: &str, v: &str| match pass {
         "forward" => Forward::parse(v).map(Forward::name),
         _ => Backward::parse(v).map(Backward::name),
     };
     let mut out = Vec::new();
-    let mut run = None;
-    for (pass, key, variants) in passes {
+    let mut runs: Vec<(DType, AttnRun)> = Vec::new();
+    for (dtype, pass, variants) in passes {
+        let key = attention_plan::calibrated_key(pass, dtype);
         if let Some(name) = gpu.choice(key).and_then(|v| cached(pass, &v)) {
-            out.push((pass, name, Vec::new()));
+            out.push((dtype, pass, name, Vec::new()));
             continue;
         }
-        if run.is_none() {
+        if !runs.iter().any(|(t, _)| *t == dtype) {
             let len = batch * 6 * n * 64;
             let data = [81, 82, 83, 84].map(|seed| random(len, seed, -1.0, 1.0));
-            run = Some(AttnRun::new(gpu, d, DType::F16, &data)?);
+            runs.push((dtype, AttnRun::new(gpu, d, dtype, &data)?));
         }
-        let Some(run) = &run else { continue };
+        let Some((_, run)) = runs.iter().find(|(t, _)| *t == dtype) else {
+            continue;
+        };
         let mut times = Vec::new();
-        for v in variants {
+        for v in &variants {
             // A variant that fails its check is left out (and the default kept), so a driver
-            // that gets the matrices wrong costs a warning once, not every start.
-            if let Err(e) = verify_attention(gpu, pass, v, 64, DType::F16) {
-                log::warn!("{e}; f16 attention keeps the other kernels");
+            // that gets a kernel wrong costs a warning once, not every start.
+            if let Err(e) = verify_attention(gpu, pass, v, 64, dtype) {
+                log::warn!("{e}; {dtype:?} attention keeps the other kernels");
                 continue;
             }
-            let (t, _) = crate::bench::time(gpu, 3, |rec| run.record(rec, pass, v))
-                .map_err(|e| e.to_string())?;
-            times.push((v, t));
+            let (t, _) = crate::bench::time(gpu, 3, |rec| {
+                rec.set_cpu_layouts(cpu_layouts);
+                run.record(rec, pass, v)
+            })
+            .map_err(|e| e.to_string())?;
+            times.push((*v, t));
         }
         let best = times
             .iter()
             .min_by(|x, y| x.1.total_cmp(&y.1))
             .map_or(variants[0], |(v, _)| *v);
         keep(gpu, key, best);
-        out.push((pass, best, times));
+        out.push((dtype, pass, best, times));
     }
     Ok(out)
 }
@@ -278,10 +302,11 @@ pub fn calibrate_first_run(gpu: &Gpu) -> Result<Vec<String>, String> {
             ));
         }
     }
-    for (pass, variant, times) in calibrate_attention(gpu)? {
+    for (dtype, pass, variant, times) in calibrate_attention(gpu)? {
         if !times.is_empty() {
+            let t = if dtype == DType::F16 { "f16" } else { "f32" };
             lines.push(format!(
-                "f16 attention takes the {variant} {pass} ({times:?})"
+                "{t} attention takes the {variant} {pass} ({times:?})"
             ));
         }
     }
