@@ -51,8 +51,9 @@ has() { [[ " $PHASES " == *" $1 "* ]]; }
 nvidia-smi > "$WORK/adapter.txt" 2>&1
 # The first device open also times the vec4 tiles for large products and caches the fastest
 # (tune::calibrate), the square and wide cooperative tiles for large f16 products
-# (tune::calibrate_coop) and the f16 attention forward, default or on cooperative matrices
-# (tune::calibrate_attention): their log lines say which, and every later command takes them.
+# (tune::calibrate_coop), their split K (tune::calibrate_split) and attention's variants: f16
+# default or cooperative matrices, f32 splits of a token (tune::calibrate_attention). Their log
+# lines say which, and every later command takes them.
 RUST_LOG=dinoscope=info "$BIN" info >> "$WORK/adapter.txt" 2>&1
 info_rc=$?
 head -20 "$WORK/adapter.txt" >> "$SUMMARY"
