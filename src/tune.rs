@@ -106,11 +106,8 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
         let large = k == LARGE_TILE && V4Tile::ALL.iter().any(|t| t.name() == v);
         let coop = k == LARGE_COOP && matches!(Plan::parse(v), Some(Plan::Coop | Plan::CoopWide));
         let split = k == SPLIT_F16 && matches!(v.as_str(), "coop" | "vec4");
-        let forward_key = [attention_plan::F16_FORWARD, attention_plan::F32_FORWARD];
-        let backward_key = [attention_plan::F16_BACKWARD, attention_plan::F32_BACKWARD];
-        let calibrated_attention = (forward_key.contains(&k.as_str())
-            && Forward::parse(v).is_some())
-            || (backward_key.contains(&k.as_str()) && Backward::parse(v).is_some());
+        let calibrated_attention = attention_plan::calibrated_pass(k)
+            .is_some_and(|(pass, _)| attention_plan::variant_name(pass, v).is_some());
         if matmul
             || large
             || coop
@@ -223,11 +220,7 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
                 .ok_or_else(|| format!("{key}: unreadable plan '{value}'"))
                 .and_then(|p| check(p, &d, t))
         } else if let Some((pass, d, t)) = attention_plan::from_key(key) {
-            let variant = match pass.as_str() {
-                "forward" => Forward::parse(value).map(Forward::name),
-                _ => Backward::parse(value).map(Backward::name),
-            };
-            variant
+            attention_plan::variant_name(&pass, value)
                 .ok_or_else(|| format!("{key}: unreadable variant '{value}'"))
                 .and_then(|v| verify_attention(gpu, &pass, v, d.head_dim, t))
         } else if key == LARGE_TILE {
@@ -239,11 +232,7 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
                     let d = MatmulDims::new(132, 136, 100);
                     verify(gpu, Plan::Vec4 { tile, splits: 1 }, &d, DType::F32)
                 })
-        } else if let Some((pass, t)) = ["forward", "backward"]
-            .into_iter()
-            .flat_map(|pass| [(pass, DType::F16), (pass, DType::F32)])
-            .find(|(pass, t)| attention_plan::calibrated_key(pass, *t) == key)
-        {
+        } else if let Some((pass, t)) = attention_plan::calibrated_pass(key) {
             // A variant the device does not run here is never taken (see `check` above).
             let rec = Recorder::new(gpu);
             let d = AttnDims::new(1, 2, 37, 64);

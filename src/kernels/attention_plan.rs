@@ -50,6 +50,30 @@ pub fn calibrated_key(pass: &str, dtype: DType) -> &'static str {
     }
 }
 
+/// The pass ("forward" or "backward") and operand type whose first-run choice `key` holds
+/// (the inverse of [`calibrated_key`]).
+pub fn calibrated_pass(key: &str) -> Option<(&'static str, DType)> {
+    ["forward", "backward"]
+        .into_iter()
+        .flat_map(|pass| [(pass, DType::F16), (pass, DType::F32)])
+        .find(|(pass, t)| calibrated_key(pass, *t) == key)
+}
+
+/// The name of the variant `value` of a pass ("forward" or "backward"), if it names one.
+pub fn variant_name(pass: &str, value: &str) -> Option<&'static str> {
+    match pass {
+        "forward" => Forward::parse(value).map(Forward::name),
+        _ => Backward::parse(value).map(Backward::name),
+    }
+}
+
+/// `default`, then those of `others` that differ from it and `run`: what a first run times.
+fn default_then<T: Copy + PartialEq>(default: T, others: &[T], run: impl Fn(T) -> bool) -> Vec<T> {
+    let mut v = vec![default];
+    v.extend(others.iter().copied().filter(|&x| x != default && run(x)));
+    v
+}
+
 /// The calibrated choice a call takes, if any: f16 calls the one of [`F16_FORWARD`] /
 /// [`F16_BACKWARD`]; f32 calls in the GPUs' layout the one of [`F32_FORWARD`] /
 /// [`F32_BACKWARD`] (timed among that layout's variants, so the CPU drivers' layout, which the
@@ -163,14 +187,7 @@ impl Forward {
             (DType::F32, true) => &[],
             (DType::F32, false) => &[Forward::PairsUnrolled, Forward::Quads],
         };
-        let mut v = vec![default];
-        v.extend(
-            others
-                .iter()
-                .copied()
-                .filter(|f| *f != default && f.runs(rec, d, dtype)),
-        );
-        v
+        default_then(default, others, |f| f.runs(rec, d, dtype))
     }
 
     /// The kernel and how many invocations share a query.
@@ -279,14 +296,7 @@ impl Backward {
                 Backward::SingleUnrolled,
             ],
         };
-        let mut v = vec![default];
-        v.extend(
-            others
-                .iter()
-                .copied()
-                .filter(|b| *b != default && b.runs(rec, d, dtype)),
-        );
-        v
+        default_then(default, others, |b| b.runs(rec, d, dtype))
     }
 
     /// The dQ and the dK/dV kernels and how many invocations share a token.
@@ -356,8 +366,7 @@ pub fn from_key(k: &str) -> Option<(String, AttnDims, DType)> {
 /// Whether `value` names a variant of the pass in `key` (a cache entry worth loading).
 pub fn valid_choice(key: &str, value: &str) -> bool {
     match from_key(key) {
-        Some((pass, _, _)) if pass == "forward" => Forward::parse(value).is_some(),
-        Some(_) => Backward::parse(value).is_some(),
+        Some((pass, _, _)) => variant_name(&pass, value).is_some(),
         None => false,
     }
 }

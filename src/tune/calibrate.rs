@@ -216,29 +216,28 @@ pub fn calibrate_attention_in(gpu: &Gpu, cpu_layouts: bool) -> Result<Vec<Calibr
         }
         let forwards = Forward::calibration_candidates(&rec, &d, dtype);
         let backwards = Backward::calibration_candidates(&rec, &d, dtype);
-        for (pass, names) in [
+        let names: [(&'static str, Vec<&'static str>); 2] = [
             ("forward", forwards.into_iter().map(Forward::name).collect()),
             (
                 "backward",
                 backwards.into_iter().map(Backward::name).collect(),
             ),
-        ] {
-            let names: Vec<&'static str> = names;
+        ];
+        for (pass, names) in names {
             if names.len() > 1 {
                 passes.push((dtype, pass, names));
             }
         }
     }
     drop(rec);
-    let cached = |pass: &str, v: &str| match pass {
-        "forward" => Forward::parse(v).map(Forward::name),
-        _ => Backward::parse(v).map(Backward::name),
-    };
     let mut out = Vec::new();
     let mut runs: Vec<(DType, AttnRun)> = Vec::new();
     for (dtype, pass, variants) in passes {
         let key = attention_plan::calibrated_key(pass, dtype);
-        if let Some(name) = gpu.choice(key).and_then(|v| cached(pass, &v)) {
+        if let Some(name) = gpu
+            .choice(key)
+            .and_then(|v| attention_plan::variant_name(pass, &v))
+        {
             out.push((dtype, pass, name, Vec::new()));
             continue;
         }
