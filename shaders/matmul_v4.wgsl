@@ -131,6 +131,16 @@ fn load_b(base: u32, o0: u32, k0: u32, q: u32, kq: u32) -> Block {
     return r;
 }
 
+// Which 4×4 block loader `i` of an operand moves: (q, kq), its quad along M (or N) and along K.
+// Eight neighbouring loaders take eight neighbouring quads and four such runs the four K quads,
+// so one warp reads whole sectors in either layout: 8 rows × 64 bytes along K, or 4 K rows ×
+// 128 bytes along M (or N). With the quads along M running across the whole warp, an operand
+// stored with K contiguous was read 16 bytes a row in 32 rows, half of each 32-byte sector.
+// The workgroup-memory stores of eight neighbours still fill eight neighbouring vec4s.
+fn loader_quad(i: u32) -> vec2<u32> {
+    return vec2<u32>(i % 8u + 8u * (i / 32u), (i / 8u) % 4u);
+}
+
 // Stores a block into the K-slice arrays, laid out [BK][tile width / 4] (`quads` per K row):
 // blocks read along K are transposed so every stored vec4 runs along M (or N).
 fn store_a(blk: Block, q: u32, kq: u32, quads: u32) {
@@ -222,9 +232,9 @@ fn matmul_128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     // Loading: invocations 0..127 move one 4×4 block of A, 128..255 one of B (32 quads × 4 K
     // quads each).
     let is_a = lid < 128u;
-    let blk_id = lid % 128u;
-    let q = blk_id % 32u;
-    let kq = blk_id / 32u;
+    let blk = loader_quad(lid % 128u);
+    let q = blk.x;
+    let kq = blk.y;
     // Row r of the invocation's 8×8 outputs: columns tx·4…+3 in rNl, 64+tx·4…+3 in rNh. Named
     // values, not an array: a driver that keeps an array in memory rather than registers runs
     // every multiply-add through memory (a 7–13× slowdown on an H200 before this was written
@@ -307,9 +317,9 @@ fn matmul_128x64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     // of B (16 quads × 4 K quads).
     let is_a = lid < 128u;
     let loads = lid < 192u;
-    let blk_id = lid % 128u;
-    let q = select(blk_id % 16u, blk_id % 32u, is_a);
-    let kq = select(blk_id / 16u, blk_id / 32u, is_a);
+    let blk = loader_quad(lid % 128u);
+    let q = blk.x;
+    let kq = blk.y;
     var r0 = vec4<f32>(0.0);
     var r1 = vec4<f32>(0.0);
     var r2 = vec4<f32>(0.0);
@@ -365,9 +375,9 @@ fn matmul_64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     // 16 quads × 4 K quads per operand: invocations 0..63 load A, 64..127 load B.
     let loads = lid < 128u;
     let is_a = lid < 64u;
-    let blk_id = lid % 64u;
-    let q = blk_id % 16u;
-    let kq = blk_id / 16u;
+    let blk = loader_quad(lid % 64u);
+    let q = blk.x;
+    let kq = blk.y;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
