@@ -295,3 +295,150 @@ fn attention_forward2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         if (c0 == 0u) { lse[bh * p.n_q + i] = m + log(l); }
     }
 }
+
+// attention_forward_crossed: two invocations take two queries together (2g and 2g+1 of the
+// workgroup's WG), invocation r holding half r of both queries' scaled q and output
+// accumulators: as many registers of arrays as attention_forward4's one query, while every key
+// and value read from workgroup memory feeds the multiply-adds of two queries instead of one
+// (attention_forward4 reads 32 vec4 a key for 32 vec4 multiply-adds; this, 16). Each four keys'
+// half scores of each query meet through one shuffle, as in attention_forward2, whose sums,
+// in the same order, this gives bit for bit. SPLIT keeps its default, 2. Dispatch: as
+// attention_forward4, grid_1d(ceil(n_q/WG)·B·H), WG even.
+
+// Keys jj … jj+3's scores of the pair's two queries.
+struct Crossed {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// fq holds the first query's half at 0 … H2-1 and the second's at H2 …; a vec4 past the head
+// reads as zero.
+fn crossed_scores4(fq: ptr<function, Head>, lid: u32, jj: u32, c0: u32, nj: u32) -> Crossed {
+    var da = vec4<f32>(0.0);
+    var db = vec4<f32>(0.0);
+    for (var t = 0u; t < H2; t++) {
+        let e = c0 + t;
+        let z = vec4<f32>(0.0);
+        let inside = e < HD4;
+        let k0 = select(z, tile_a[jj * D4_MAX + e], inside);
+        let k1 = select(z, tile_a[(jj + 1u) * D4_MAX + e], inside);
+        let k2 = select(z, tile_a[(jj + 2u) * D4_MAX + e], inside);
+        let k3 = select(z, tile_a[(jj + 3u) * D4_MAX + e], inside);
+        let qa = (*fq)[t];
+        let qb = (*fq)[H2 + t];
+        da = vec4<f32>(dot_acc(qa, k0, da.x), dot_acc(qa, k1, da.y), dot_acc(qa, k2, da.z), dot_acc(qa, k3, da.w));
+        db = vec4<f32>(dot_acc(qb, k0, db.x), dot_acc(qb, k1, db.y), dot_acc(qb, k2, db.z), dot_acc(qb, k3, db.w));
+    }
+    var s: Crossed;
+    s.a = masked4(across4(lid, da), jj, nj);
+    s.b = masked4(across4(lid, db), jj, nj);
+    return s;
+}
+
+// Both queries' accumulators += their weights of keys jj … jj+3 times the keys' values, each
+// in key order.
+fn crossed_accumulate4(facc: ptr<function, Head>, s: Crossed, jj: u32, c0: u32) {
+    for (var t = 0u; t < H2; t++) {
+        let e = c0 + t;
+        let v0 = tile_b[jj * D4_MAX + e];
+        let v1 = tile_b[(jj + 1u) * D4_MAX + e];
+        let v2 = tile_b[(jj + 2u) * D4_MAX + e];
+        let v3 = tile_b[(jj + 3u) * D4_MAX + e];
+        var a = (*facc)[t];
+        a = fma(vec4<f32>(s.a.x), v0, a);
+        a = fma(vec4<f32>(s.a.y), v1, a);
+        a = fma(vec4<f32>(s.a.z), v2, a);
+        a = fma(vec4<f32>(s.a.w), v3, a);
+        (*facc)[t] = a;
+        var b = (*facc)[H2 + t];
+        b = fma(vec4<f32>(s.b.x), v0, b);
+        b = fma(vec4<f32>(s.b.y), v1, b);
+        b = fma(vec4<f32>(s.b.z), v2, b);
+        b = fma(vec4<f32>(s.b.w), v3, b);
+        (*facc)[H2 + t] = b;
+    }
+}
+
+fn crossed_none() -> Crossed {
+    return Crossed(vec4<f32>(-3.4e38), vec4<f32>(-3.4e38));
+}
+
+// The running max of one query after a tile's four score groups.
+fn tile_max(m: f32, s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32>) -> f32 {
+    return max(m, max(max(max4(s0), max4(s1)), max(max4(s2), max4(s3))));
+}
+
+// The pair's weights exp(s − m) of one group of keys, per query.
+fn crossed_weights(s: Crossed, m: vec2<f32>) -> Crossed {
+    return Crossed(exp(s.a - m.x), exp(s.b - m.y));
+}
+
+fn crossed_store(b: u32, h: u32, bh: u32, i: u32, c0: u32, at: u32, fa: ptr<function, Head>, m: f32, l: f32) {
+    if (i >= p.n_q) { return; }
+    let ob = o_base(b, h, i);
+    let inv = 1.0 / l;
+    for (var t = 0u; t < H2; t++) {
+        if (c0 + t < HD4) { st_res0(ob, 4u * (c0 + t), (*fa)[at + t] * inv); }
+    }
+    if (c0 == 0u) { lse[bh * p.n_q + i] = m + log(l); }
+}
+
+@compute @workgroup_size(WG)
+fn attention_forward_crossed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let nqb = (p.n_q + WG - 1u) / WG;
+    let gi = group_index(wid, nwg);
+    let bh = gi / nqb;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let ia = (gi % nqb) * WG + (lid & ~1u);
+    let ib = ia + 1u;
+    let c0 = (lid % 2u) * H2;
+    var fq: Head;
+    var facc: Head;
+    let qa = qkv_base(p.q_off, b, h, ia);
+    let qb = qkv_base(p.q_off, b, h, ib);
+    for (var t = 0u; t < H2; t++) {
+        if (c0 + t < HD4) {
+            if (ia < p.n_q) { fq[t] = ld_q(qa, 4u * (c0 + t)) * p.scale; }
+            if (ib < p.n_q) { fq[H2 + t] = ld_q(qb, 4u * (c0 + t)) * p.scale; }
+        }
+    }
+    var m = vec2<f32>(-3.4e38);
+    var l = vec2<f32>(0.0);
+    for (var j0 = 0u; j0 < p.n_k; j0 += KT) {
+        load_kv_tiles(lid, b, h, j0);
+        workgroupBarrier();
+        // Both invocations of a pair take the same branches (nj is the workgroup's).
+        let nj = min(KT, p.n_k - j0);
+        let s0 = crossed_scores4(&fq, lid, 0u, c0, nj);
+        var s1 = crossed_none();
+        var s2 = crossed_none();
+        var s3 = crossed_none();
+        if (nj > 4u) { s1 = crossed_scores4(&fq, lid, 4u, c0, nj); }
+        if (nj > 8u) { s2 = crossed_scores4(&fq, lid, 8u, c0, nj); }
+        if (nj > 12u) { s3 = crossed_scores4(&fq, lid, 12u, c0, nj); }
+        let m_new = vec2<f32>(tile_max(m.x, s0.a, s1.a, s2.a, s3.a), tile_max(m.y, s0.b, s1.b, s2.b, s3.b));
+        let corr = exp(m - m_new);
+        l *= corr;
+        for (var t = 0u; t < H2; t++) {
+            facc[t] *= corr.x;
+            facc[H2 + t] *= corr.y;
+        }
+        let p0 = crossed_weights(s0, m_new);
+        let p1 = crossed_weights(s1, m_new);
+        let p2 = crossed_weights(s2, m_new);
+        let p3 = crossed_weights(s3, m_new);
+        l.x = hsum_from(hsum_from(hsum_from(hsum_from(l.x, p0.a), p1.a), p2.a), p3.a);
+        l.y = hsum_from(hsum_from(hsum_from(hsum_from(l.y, p0.b), p1.b), p2.b), p3.b);
+        crossed_accumulate4(&facc, p0, 0u, c0);
+        if (nj > 4u) { crossed_accumulate4(&facc, p1, 4u, c0); }
+        if (nj > 8u) { crossed_accumulate4(&facc, p2, 8u, c0); }
+        if (nj > 12u) { crossed_accumulate4(&facc, p3, 12u, c0); }
+        m = m_new;
+        workgroupBarrier();
+    }
+    crossed_store(b, h, bh, ia, c0, 0u, &facc, m.x, l.x);
+    crossed_store(b, h, bh, ib, c0, H2, &facc, m.y, l.y);
+}

@@ -371,8 +371,8 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
     let ol = OutLayout::bnhd(h, n, d);
     use kernels::attention_plan::{BACKWARD, FORWARD};
     // On GPUs, beside each pass's default, the variants the tuner weighs against it: the same
-    // kernels with their head loops as written, and the splits of a token over one, two or four
-    // invocations the default does not take.
+    // kernels with their head loops as written, the splits of a token over one, two or four
+    // invocations the default does not take, and two invocations sharing two queries.
     let gpu_rows = !gpu.cpu_driver();
     let sg = gpu_rows && gpu.subgroups();
     let mut forwards = vec![(None, "")];
@@ -387,6 +387,7 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
             " (two invocations a query, loops as written)",
         ));
         forwards.push((Some("quads"), " (four invocations a query)"));
+        forwards.push((Some("crossed"), " (two invocations, two queries)"));
         backwards.push((Some("pairs"), " (loops as written)"));
         backwards.push((Some("single-unrolled"), " (one invocation a token)"));
         backwards.push((Some("quads"), " (four invocations a token)"));
@@ -396,6 +397,12 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
         ));
     } else if gpu_rows {
         backwards.push((Some("single-unrolled"), " (one invocation a token)"));
+    }
+    if gpu_rows {
+        forwards.push((
+            Some("crossed-shared"),
+            " (two invocations, two queries, through workgroup memory)",
+        ));
     }
     let flops = 4.0 * (batch * h * n * n * d) as f64;
     let mut lse = None;

@@ -357,6 +357,52 @@ fn direct_matmul_sums_like_the_tiled_kernels_bit_for_bit() {
 }
 
 #[test]
+fn crossed_attention_forward_sums_like_the_pairs_bit_for_bit() {
+    // Two invocations taking two queries add the same halves in the same order as two taking
+    // one, through shuffles or through workgroup memory; heads of 64, 16 and an odd 33 (the
+    // second half ends inside the head), sequences ending inside a workgroup and a pair.
+    use dinoscope::gpu::Recorder;
+    use dinoscope::kernels::attention::{attention_forward, AttnDims, OutLayout, QkvLayout};
+    use dinoscope::kernels::attention_plan::{Forward, FORWARD};
+    let Some(gpu) = common::gpu() else { return };
+    for (b, h, n, d) in [(1, 2, 65, 64), (2, 2, 17, 16), (1, 1, 51, 33)] {
+        let len = b * h * n * d;
+        let q = dinoscope::selftest::checks_random(len, 71, -2.0, 2.0);
+        let k = dinoscope::selftest::checks_random(len, 72, -2.0, 2.0);
+        let v = dinoscope::selftest::checks_random(len, 73, -1.0, 1.0);
+        let dims = AttnDims::new(b, h, n, d);
+        let s = [b, h, n, d];
+        let run = |f: Forward| {
+            let (tq, tk, tv) = (gpu.upload(&q, &s), gpu.upload(&k, &s), gpu.upload(&v, &s));
+            let out = gpu.empty(&s);
+            let mut rec = Recorder::new(gpu);
+            rec.set_cpu_layouts(false);
+            rec.force(FORWARD, Some(f.name()));
+            let (layout, ol) = (QkvLayout::bhnd(h, n, d), OutLayout::bhnd(h, n, d));
+            let lse = attention_forward(&mut rec, &out, &tq, &tk, &tv, dims, layout, ol);
+            rec.finish().expect("submit");
+            let bits = |t| -> Vec<u32> {
+                let v: Vec<f32> = gpu.read(t).expect("read");
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            (bits(&out), bits(&lse))
+        };
+        let shared = run(Forward::CrossedShared);
+        if gpu.subgroups() {
+            let pairs = run(Forward::PairsUnrolled);
+            assert!(
+                pairs == shared,
+                "{b}x{h}x{n}x{d}: crossed-shared and pairs differ"
+            );
+            assert!(
+                run(Forward::Crossed) == shared,
+                "{b}x{h}x{n}x{d}: crossed differs"
+            );
+        }
+    }
+}
+
+#[test]
 fn general_direct_matmul_sums_like_the_general_kernel_bit_for_bit() {
     // The CPU-driver default for layouts the vec4 kernels cannot read (the patch embedding's
     // K = 3·p², odd sizes): the very same floats as the tiled general kernel, in every layout,

@@ -136,6 +136,21 @@ pub static ATTENTION_BACKWARD_DKV2_WG_U: Kernel = Kernel::new::<Params>(
     DKV_BINDINGS,
 );
 
+/// Two invocations take two queries, each holding half of both heads' vectors, so each tile
+/// read feeds two queries (`attention_forward_crossed`; head loops written out; halves meet
+/// through subgroup shuffles). Same sums as [`ATTENTION_FORWARD2_U`], bit for bit.
+pub static ATTENTION_FORWARD_CROSSED_U: Kernel = Kernel::new::<Params>(
+    "attention_pairs_u",
+    "attention_forward_crossed",
+    FORWARD_BINDINGS,
+);
+/// [`ATTENTION_FORWARD_CROSSED_U`] with the halves meeting through workgroup memory.
+pub static ATTENTION_FORWARD_CROSSED_WG_U: Kernel = Kernel::new::<Params>(
+    "attention_pairs_wg_u",
+    "attention_forward_crossed",
+    FORWARD_BINDINGS,
+);
+
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
 pub static ATTENTION_FORWARD_SG: Kernel =
     Kernel::new::<Params>("attention_sg", "attention_forward", FORWARD_BINDINGS);

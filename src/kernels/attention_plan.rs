@@ -19,7 +19,8 @@ use super::attention::{
     ATTENTION_BACKWARD_DQ, ATTENTION_BACKWARD_DQ2, ATTENTION_BACKWARD_DQ2_U,
     ATTENTION_BACKWARD_DQ2_WG_U, ATTENTION_BACKWARD_DQ_COOP16, ATTENTION_BACKWARD_DQ_U,
     ATTENTION_FORWARD, ATTENTION_FORWARD2, ATTENTION_FORWARD2_U, ATTENTION_FORWARD4,
-    ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16, ATTENTION_FORWARD_SG,
+    ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16, ATTENTION_FORWARD_CROSSED_U,
+    ATTENTION_FORWARD_CROSSED_WG_U, ATTENTION_FORWARD_SG,
 };
 use crate::gpu::{DType, Kernel, Recorder};
 
@@ -118,6 +119,11 @@ pub enum Forward {
     PairsUnrolled,
     /// Four invocations a query, each holding a quarter of the head (head loops written out).
     Quads,
+    /// Two invocations take two queries, each holding half of both (head loops written out;
+    /// the halves meet through subgroup shuffles): each key and value read feeds two queries.
+    Crossed,
+    /// [`Forward::Crossed`] with the halves meeting through workgroup memory (every adapter).
+    CrossedShared,
     /// Cooperative matrices (tensor cores), for f16 operands where the adapter has them and
     /// the head is a multiple of their side: two passes over the keys, 4·side queries a
     /// workgroup (`attention_coop`).
@@ -126,7 +132,7 @@ pub enum Forward {
 
 impl Forward {
     /// Every variant.
-    pub const ALL: [Forward; 8] = [
+    pub const ALL: [Forward; 10] = [
         Forward::One,
         Forward::OneSg,
         Forward::Four,
@@ -134,6 +140,8 @@ impl Forward {
         Forward::Pairs,
         Forward::PairsUnrolled,
         Forward::Quads,
+        Forward::Crossed,
+        Forward::CrossedShared,
         Forward::Coop,
     ];
 
@@ -147,6 +155,8 @@ impl Forward {
             Forward::Pairs => "pairs",
             Forward::PairsUnrolled => "pairs-unrolled",
             Forward::Quads => "quads",
+            Forward::Crossed => "crossed",
+            Forward::CrossedShared => "crossed-shared",
             Forward::Coop => "coop",
         }
     }
@@ -159,9 +169,11 @@ impl Forward {
     /// Whether it runs on the recording's device for a call of `d` with `dtype` operands.
     pub fn runs(self, rec: &Recorder, d: &AttnDims, dtype: DType) -> bool {
         match self {
-            Forward::One | Forward::Four | Forward::FourUnrolled => true,
+            Forward::One | Forward::Four | Forward::FourUnrolled | Forward::CrossedShared => true,
             Forward::OneSg => rec.gpu().subgroups(),
-            Forward::Pairs | Forward::PairsUnrolled | Forward::Quads => rec.subgroups(),
+            Forward::Pairs | Forward::PairsUnrolled | Forward::Quads | Forward::Crossed => {
+                rec.subgroups()
+            }
             Forward::Coop => coop_runs(rec, d, dtype),
         }
     }
@@ -178,14 +190,19 @@ impl Forward {
 
     /// What a first run times for calls of `d` with `dtype` operands in the recorder's layout
     /// (`tune::calibrate_attention`): the default first, then for f16 the cooperative-matrix
-    /// kernel, for f32 in the GPUs' layout the splits over two and four invocations; those that
-    /// run here.
+    /// kernel, for f32 in the GPUs' layout the splits over two and four invocations and the
+    /// crossed pairs; those that run here.
     pub fn calibration_candidates(rec: &Recorder, d: &AttnDims, dtype: DType) -> Vec<Forward> {
         let default = Forward::default_for(rec);
         let others: &[Forward] = match (dtype, rec.cpu_layouts()) {
             (DType::F16, _) => &[Forward::Coop],
             (DType::F32, true) => &[],
-            (DType::F32, false) => &[Forward::PairsUnrolled, Forward::Quads],
+            (DType::F32, false) => &[
+                Forward::PairsUnrolled,
+                Forward::Quads,
+                Forward::Crossed,
+                Forward::CrossedShared,
+            ],
         };
         default_then(default, others, |f| f.runs(rec, d, dtype))
     }
@@ -200,6 +217,9 @@ impl Forward {
             Forward::Pairs => (&ATTENTION_FORWARD2, 2),
             Forward::PairsUnrolled => (&ATTENTION_FORWARD2_U, 2),
             Forward::Quads => (&ATTENTION_FORWARD2_U, 4),
+            // A workgroup of WG invocations holds WG queries, as the one-query kernels'.
+            Forward::Crossed => (&ATTENTION_FORWARD_CROSSED_U, 1),
+            Forward::CrossedShared => (&ATTENTION_FORWARD_CROSSED_WG_U, 1),
             // Dispatched apart (`attention::forward_coop`); the kernel of its 16×16 matrices.
             Forward::Coop => (&ATTENTION_FORWARD_COOP16, 1),
         }

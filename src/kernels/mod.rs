@@ -56,6 +56,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_BACKWARD_DKV2_U,
         &attention::ATTENTION_BACKWARD_DQ2_WG_U,
         &attention::ATTENTION_BACKWARD_DKV2_WG_U,
+        &attention::ATTENTION_FORWARD_CROSSED_U,
+        &attention::ATTENTION_FORWARD_CROSSED_WG_U,
         &cast::CAST_TO_S,
         &cast::CAST_TO_F32,
         &cast::CAST_TO_S_CHECKED,

@@ -631,9 +631,11 @@ fn attention_variants(gpu: &Gpu) -> Vec<AttnVariant> {
         forced.push((Forward::PairsUnrolled, Backward::Single));
         forced.push((Forward::Quads, Backward::Quads));
         forced.push((Forward::FourUnrolled, Backward::PairsShared));
+        forced.push((Forward::Crossed, Backward::PairsUnrolled));
     } else {
         forced.push((Forward::Four, Backward::SingleUnrolled));
     }
+    forced.push((Forward::CrossedShared, Backward::PairsShared));
     for (f, b) in forced {
         let label = format!("forward {} backward {}", f.name(), b.name());
         v.push((false, Some((f, b)), label));

@@ -50,8 +50,9 @@ pub async fn pipelines(gpu: &Gpu) -> CaseResult {
 }
 
 /// Attention's forward and backward in the GPUs' layout with the variants this adapter takes
-/// there by default, and the backward whose halves meet through workgroup memory (the
-/// default where there are no subgroups), against the CPU twin at `kernel.attention`'s
+/// there by default, and the forward and backward whose halves meet through workgroup memory
+/// (the backward is the default where there are no subgroups; the forward a first run's
+/// candidate), against the CPU twin at `kernel.attention`'s
 /// tolerances. Heads of 64 (the presets'), 16 and an odd 33 (a pair's second half ends inside
 /// the head), sequences that end inside a workgroup.
 pub async fn attention(gpu: &Gpu) -> CaseResult {
@@ -71,13 +72,10 @@ pub async fn attention(gpu: &Gpu) -> CaseResult {
             cpu::attention::attention_backward(&dout, &q, &k, &v, b * h, n, n, d, dims.scale);
         let mut rec = Recorder::new(gpu);
         rec.set_cpu_layouts(false);
-        let forward = Forward::default_for(&rec);
-        let mut backwards = vec![Backward::default_for(&rec)];
-        if backwards[0] != Backward::PairsShared {
-            backwards.push(Backward::PairsShared);
-        }
+        let mut variants = vec![(Forward::default_for(&rec), Backward::default_for(&rec))];
+        variants.push((Forward::CrossedShared, Backward::PairsShared));
         drop(rec);
-        for bw in backwards {
+        for (forward, bw) in variants {
             let tag = format!("{b}x{h}x{n}x{d} {} {}", forward.name(), bw.name());
             let s = [b, h, n, d];
             let (tq, tk, tv, tdo) = (
