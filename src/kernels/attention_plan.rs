@@ -190,12 +190,14 @@ impl Forward {
 
     /// What a first run times for calls of `d` with `dtype` operands in the recorder's layout
     /// (`tune::calibrate_attention`): the default first, then for f16 the cooperative-matrix
-    /// kernel, for f32 in the GPUs' layout the splits over two and four invocations and the
-    /// crossed pairs; those that run here.
+    /// kernel (and in the GPUs' layout the crossed pairs), for f32 in the GPUs' layout the
+    /// splits over two and four invocations and the crossed pairs; those that run here.
     pub fn calibration_candidates(rec: &Recorder, d: &AttnDims, dtype: DType) -> Vec<Forward> {
         let default = Forward::default_for(rec);
         let others: &[Forward] = match (dtype, rec.cpu_layouts()) {
-            (DType::F16, _) => &[Forward::Coop],
+            (DType::F16, true) => &[Forward::Coop],
+            // Should the matrix units lose, the plain kernel that reads the least.
+            (DType::F16, false) => &[Forward::Coop, Forward::Crossed],
             (DType::F32, true) => &[],
             (DType::F32, false) => &[
                 Forward::PairsUnrolled,

@@ -189,7 +189,8 @@ pub type CalibratedPass = (DType, &'static str, &'static str, Vec<(&'static str,
 /// tokens, head 64; 1 image of 65 tokens on a CPU driver), each first checked against the CPU
 /// twin (one that fails is left out), then cached as [`calibrate`] does (the same switches).
 /// The variants are each pass's `calibration_candidates` in the device's own layout: for f32
-/// the GPU layout's splits of a token, for f16 the default against cooperative matrices where
+/// the GPU layout's splits of a token and the crossed forward, for f16 the default against
+/// cooperative matrices (and, in the GPUs' layout, the crossed forward) where
 /// f16 products take them by default. Returns one entry a pass and type with more than one
 /// candidate.
 pub fn calibrate_attention(gpu: &Gpu) -> Result<Vec<CalibratedPass>, String> {
