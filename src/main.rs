@@ -516,6 +516,160 @@ mod cli {
         Ok(dir)
     }
 
+    /// `dinoscope selftest`: every kernel check, the tuned choices and the fixture models against
+    /// their golden tensors; fails if any case fails.
+    fn selftest(
+        gpu: &Gpu,
+        fixtures: Option<&PathBuf>,
+        fixtures_only: bool,
+    ) -> Result<ExitCode, String> {
+        let dir = match fixtures {
+            Some(d) => d.clone(),
+            None => bundled_fixtures()?,
+        };
+        println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+        println!("fixtures: {}\n", dir.display());
+        println!(
+            "{:<28} {:<11} {:>10} {:>10}",
+            "case", "result", "max err", "tolerance"
+        );
+        let mut failed = 0;
+        let mut n = 0;
+        let mut unsupported = 0;
+        let mut print = |r: dinoscope::selftest::CaseResult| {
+            println!("{}", r.row());
+            n += 1;
+            failed += r.failed() as usize;
+            unsupported += matches!(r.status, dinoscope::selftest::Status::Unsupported(_)) as usize;
+        };
+        if !fixtures_only {
+            for c in dinoscope::selftest::kernel_checks() {
+                print((c.run)(&gpu));
+            }
+            // The choices `dinoscope tune` cached for this adapter, each against the twin.
+            let (count, fails) = dinoscope::tune::verify_cached(&gpu);
+            if count > 0 {
+                print(dinoscope::selftest::CaseResult {
+                    name: format!("kernel.tuned ({count} choices)"),
+                    status: if fails.is_empty() {
+                        dinoscope::selftest::Status::Pass
+                    } else {
+                        dinoscope::selftest::Status::Fail(fails.join("; "))
+                    },
+                    max_err: 0.0,
+                    tol: 0.0,
+                    compared: count,
+                });
+            }
+        }
+        let rows = dinoscope::selftest::run_fixtures(&dinoscope::selftest::Exec::Gpu(&gpu), &dir)
+            .map_err(|e| e.to_string())?;
+        for r in rows {
+            print(r);
+        }
+        println!(
+            "\n{} passed, {failed} failed, {unsupported} unsupported",
+            n - failed - unsupported
+        );
+        Ok(if failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+
+    /// `dinoscope bench …`: runs one benchmark and writes its rows as JSON where asked.
+    fn bench(cli: &Cli, what: &BenchWhat) -> Result<ExitCode, String> {
+        match what {
+            BenchWhat::Vit {
+                config,
+                runs,
+                reps,
+                json,
+                precision,
+            } => open_gpu(cli).and_then(|gpu| {
+                let cfg = if std::path::Path::new(config).is_file() {
+                    dinoscope::model::config::VitConfig::load(std::path::Path::new(config))
+                } else {
+                    dinoscope::model::config::VitConfig::preset(config)
+                }
+                .map_err(|e| e.to_string())?;
+                let mut parsed = Vec::new();
+                for r in runs {
+                    let bad = || format!("--runs: '{r}' is not SIZExBATCH (e.g. 224x64)");
+                    let (s, b) = r.split_once('x').ok_or_else(bad)?;
+                    parsed.push((
+                        s.trim().parse().map_err(|_| bad())?,
+                        b.trim().parse().map_err(|_| bad())?,
+                    ));
+                }
+                let rows =
+                    dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1), precision.dtype())
+                        .map_err(|e| e.to_string())?;
+                if let Some(j) = json {
+                    dinoscope::bench::write_json(j, &rows)?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }),
+            BenchWhat::Train {
+                config,
+                data,
+                steps,
+                batch,
+                checkpoint,
+                precision,
+                json,
+                profile,
+            } => open_gpu(cli).and_then(|gpu| {
+                let cfg = dinoscope::train::config::TrainConfig::load(config)?.with_overrides(
+                    *batch,
+                    checkpoint.as_deref(),
+                    precision.as_deref(),
+                )?;
+                let rows = dinoscope::bench::train(&gpu, &cfg, data.as_deref(), *steps, *profile)?;
+                if let Some(j) = json {
+                    dinoscope::bench::write_json(j, &rows)?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }),
+            BenchWhat::Loader {
+                config,
+                data,
+                workers,
+                batches,
+                json,
+            } => dinoscope::train::config::TrainConfig::load(config).and_then(|mut cfg| {
+                if let Some(w) = workers {
+                    cfg.workers = *w;
+                }
+                let rows = dinoscope::bench::loader(&cfg, data.as_deref(), *batches)?;
+                if let Some(j) = json {
+                    dinoscope::bench::write_json(j, &rows)?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }),
+            BenchWhat::Kernels {
+                reps,
+                quick,
+                general,
+                tiles,
+                json,
+            } => open_gpu(cli).and_then(|gpu| {
+                let opts = dinoscope::bench::KernelOpts {
+                    quick: *quick,
+                    general: *general,
+                    tiles: *tiles,
+                };
+                let rows =
+                    dinoscope::bench::kernels(&gpu, *reps, opts).map_err(|e| e.to_string())?;
+                if let Some(j) = json {
+                    dinoscope::bench::write_json(j, &rows)?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }),
+        }
+    }
+
     pub fn main() -> ExitCode {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
         let cli = Cli::parse();
@@ -540,63 +694,7 @@ mod cli {
             Some(Command::Selftest {
                 fixtures,
                 fixtures_only,
-            }) => open_gpu(&cli).and_then(|gpu| {
-                let dir = match fixtures {
-                    Some(d) => d.clone(),
-                    None => bundled_fixtures()?,
-                };
-                println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
-                println!("fixtures: {}\n", dir.display());
-                println!(
-                    "{:<28} {:<11} {:>10} {:>10}",
-                    "case", "result", "max err", "tolerance"
-                );
-                let mut failed = 0;
-                let mut n = 0;
-                let mut unsupported = 0;
-                let mut print = |r: dinoscope::selftest::CaseResult| {
-                    println!("{}", r.row());
-                    n += 1;
-                    failed += r.failed() as usize;
-                    unsupported +=
-                        matches!(r.status, dinoscope::selftest::Status::Unsupported(_)) as usize;
-                };
-                if !fixtures_only {
-                    for c in dinoscope::selftest::kernel_checks() {
-                        print((c.run)(&gpu));
-                    }
-                    // The choices `dinoscope tune` cached for this adapter, each against the twin.
-                    let (count, fails) = dinoscope::tune::verify_cached(&gpu);
-                    if count > 0 {
-                        print(dinoscope::selftest::CaseResult {
-                            name: format!("kernel.tuned ({count} choices)"),
-                            status: if fails.is_empty() {
-                                dinoscope::selftest::Status::Pass
-                            } else {
-                                dinoscope::selftest::Status::Fail(fails.join("; "))
-                            },
-                            max_err: 0.0,
-                            tol: 0.0,
-                            compared: count,
-                        });
-                    }
-                }
-                let rows =
-                    dinoscope::selftest::run_fixtures(&dinoscope::selftest::Exec::Gpu(&gpu), &dir)
-                        .map_err(|e| e.to_string())?;
-                for r in rows {
-                    print(r);
-                }
-                println!(
-                    "\n{} passed, {failed} failed, {unsupported} unsupported",
-                    n - failed - unsupported
-                );
-                Ok(if failed > 0 {
-                    ExitCode::FAILURE
-                } else {
-                    ExitCode::SUCCESS
-                })
-            }),
+            }) => open_gpu(&cli).and_then(|gpu| selftest(&gpu, fixtures.as_ref(), *fixtures_only)),
             Some(Command::Train {
                 config,
                 data,
@@ -666,39 +764,6 @@ mod cli {
                     *threshold,
                 )
             }),
-            Some(Command::Bench {
-                what:
-                    BenchWhat::Vit {
-                        config,
-                        runs,
-                        reps,
-                        json,
-                        precision,
-                    },
-            }) => open_gpu(&cli).and_then(|gpu| {
-                let cfg = if std::path::Path::new(config).is_file() {
-                    dinoscope::model::config::VitConfig::load(std::path::Path::new(config))
-                } else {
-                    dinoscope::model::config::VitConfig::preset(config)
-                }
-                .map_err(|e| e.to_string())?;
-                let mut parsed = Vec::new();
-                for r in runs {
-                    let bad = || format!("--runs: '{r}' is not SIZExBATCH (e.g. 224x64)");
-                    let (s, b) = r.split_once('x').ok_or_else(bad)?;
-                    parsed.push((
-                        s.trim().parse().map_err(|_| bad())?,
-                        b.trim().parse().map_err(|_| bad())?,
-                    ));
-                }
-                let rows =
-                    dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1), precision.dtype())
-                        .map_err(|e| e.to_string())?;
-                if let Some(j) = json {
-                    dinoscope::bench::write_json(j, &rows)?;
-                }
-                Ok(ExitCode::SUCCESS)
-            }),
             Some(Command::Tune {
                 config,
                 batch,
@@ -727,71 +792,7 @@ mod cli {
                 )?;
                 commands::plan(&gpu, &cfg, memory.as_deref())
             }),
-            Some(Command::Bench {
-                what:
-                    BenchWhat::Train {
-                        config,
-                        data,
-                        steps,
-                        batch,
-                        checkpoint,
-                        precision,
-                        json,
-                        profile,
-                    },
-            }) => open_gpu(&cli).and_then(|gpu| {
-                let cfg = dinoscope::train::config::TrainConfig::load(config)?.with_overrides(
-                    *batch,
-                    checkpoint.as_deref(),
-                    precision.as_deref(),
-                )?;
-                let rows = dinoscope::bench::train(&gpu, &cfg, data.as_deref(), *steps, *profile)?;
-                if let Some(j) = json {
-                    dinoscope::bench::write_json(j, &rows)?;
-                }
-                Ok(ExitCode::SUCCESS)
-            }),
-            Some(Command::Bench {
-                what:
-                    BenchWhat::Loader {
-                        config,
-                        data,
-                        workers,
-                        batches,
-                        json,
-                    },
-            }) => dinoscope::train::config::TrainConfig::load(config).and_then(|mut cfg| {
-                if let Some(w) = workers {
-                    cfg.workers = *w;
-                }
-                let rows = dinoscope::bench::loader(&cfg, data.as_deref(), *batches)?;
-                if let Some(j) = json {
-                    dinoscope::bench::write_json(j, &rows)?;
-                }
-                Ok(ExitCode::SUCCESS)
-            }),
-            Some(Command::Bench {
-                what:
-                    BenchWhat::Kernels {
-                        reps,
-                        quick,
-                        general,
-                        tiles,
-                        json,
-                    },
-            }) => open_gpu(&cli).and_then(|gpu| {
-                let opts = dinoscope::bench::KernelOpts {
-                    quick: *quick,
-                    general: *general,
-                    tiles: *tiles,
-                };
-                let rows =
-                    dinoscope::bench::kernels(&gpu, *reps, opts).map_err(|e| e.to_string())?;
-                if let Some(j) = json {
-                    dinoscope::bench::write_json(j, &rows)?;
-                }
-                Ok(ExitCode::SUCCESS)
-            }),
+            Some(Command::Bench { what }) => bench(&cli, what),
         };
         match result {
             Ok(code) => code,

@@ -1,0 +1,327 @@
+//! `dinoscope bench vit|train|loader`: whole-model throughput, wall clock.
+
+use super::{time, Row};
+use crate::gpu::{Gpu, Result};
+use crate::selftest::checks_random as random;
+use std::time::Instant;
+
+/// ViT inference throughput: images per second and peak pooled GPU memory for each
+/// (image size, batch) pair, with random weights of the given config.
+pub fn vit(
+    gpu: &Gpu,
+    cfg: &crate::model::config::VitConfig,
+    runs: &[(usize, usize)],
+    reps: usize,
+    dtype: crate::gpu::DType,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    use crate::model::vit::{ForwardOptions, Vit};
+    let layout = crate::model::vit::param_layout(cfg);
+    let values = layout
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            (
+                e.name.clone(),
+                random(e.numel(), 1000 + i as u64, -0.02, 0.02),
+            )
+        })
+        .collect();
+    let vit = Vit::from_host_as(gpu, cfg.clone(), &values, dtype)
+        .map_err(|e| crate::gpu::GpuError::Wgpu(e.to_string()))?;
+    let tag = match dtype {
+        crate::gpu::DType::F32 => "",
+        crate::gpu::DType::F16 => " (f16)",
+    };
+    println!(
+        "adapter: {} ({:?}); model dim {} depth {} heads {} patch {} registers {}; {} repetitions, median",
+        gpu.info.name, gpu.info.backend, cfg.dim, cfg.depth, cfg.heads, cfg.patch, cfg.registers, reps
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>14}  clock",
+        "input", "time", "img/s", "peak memory"
+    );
+    for &(size, batch) in runs {
+        let side = size / cfg.patch * cfg.patch;
+        let pixels = gpu.upload(
+            &random(batch * 3 * side * side, 7, -2.0, 2.0),
+            &[batch, 3, side, side],
+        );
+        gpu.trim_pool();
+        gpu.reset_peak_memory();
+        let mut err = None;
+        let (t, ts) = time(gpu, reps, |rec| {
+            if let Err(e) = vit.forward(
+                rec,
+                &pixels,
+                batch,
+                side,
+                side,
+                None,
+                &ForwardOptions::default(),
+            ) {
+                err = Some(e);
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(crate::gpu::GpuError::Wgpu(e.to_string()));
+        }
+        let peak_bytes = gpu.pool_stats().peak_bytes;
+        let peak = peak_bytes as f64 / (1u64 << 20) as f64;
+        rows.push(Row {
+            name: format!("vit {side}x{side} batch {batch}{tag}"),
+            seconds: t,
+            rate: batch as f64 / t,
+            unit: "img/s".into(),
+            peak_bytes: Some(peak_bytes),
+            clock: if ts { "gpu" } else { "wall" }.into(),
+        });
+        println!(
+            "{:<28} {:>9.1} ms {:>12.2} {:>10.1} MiB  {}",
+            format!("{side}x{side} batch {batch}{tag}"),
+            t * 1e3,
+            batch as f64 / t,
+            peak,
+            if ts { "gpu" } else { "wall" }
+        );
+    }
+    Ok(rows)
+}
+
+/// Training throughput: images per second (wall clock, data loading included) and peak pooled GPU
+/// memory over `steps` steps of a config, after one warm-up step, on `data` (an image folder or
+/// IDX file) or the bundled Fashion-MNIST subset.
+pub fn train(
+    gpu: &Gpu,
+    cfg: &crate::train::config::TrainConfig,
+    data: Option<&std::path::Path>,
+    steps: u64,
+    profile: bool,
+) -> std::result::Result<Vec<Row>, String> {
+    use crate::data::loader::Loader;
+    let (ds, _) = crate::train::run::datasets(data)?;
+    let mut trainer =
+        crate::train::trainer::Trainer::new(gpu, cfg.clone()).map_err(|e| e.to_string())?;
+    let mut loader = Loader::new(ds, cfg.loader_config(), 0);
+    let batch = loader.next_batch().map_err(|e| e.to_string())?;
+    trainer.train_step(&batch).map_err(|e| e.to_string())?;
+    // The host's share of a step: recording and submitting it with nothing else in flight (a CPU
+    // driver such as lavapipe runs a submission before it accepts the next); the median of three.
+    let mut recordings = Vec::new();
+    let mut dispatches = 0;
+    for _ in 0..3 {
+        let batch = loader.next_batch().map_err(|e| e.to_string())?;
+        let r0 = Instant::now();
+        let pending = trainer.submit_step(&batch).map_err(|e| e.to_string())?;
+        recordings.push(r0.elapsed().as_secs_f64());
+        dispatches = pending.dispatches();
+        pollster::block_on(pending.read(gpu)).map_err(|e| e.to_string())?;
+    }
+    recordings.sort_by(f64::total_cmp);
+    let recording = recordings[1];
+    gpu.reset_peak_memory();
+    // As `dinoscope train` runs them: each step is submitted before the previous one's metrics
+    // are read, so the GPU runs one step while the host records the next.
+    let t0 = Instant::now();
+    let mut in_flight = None;
+    let mut waited = 0.0;
+    for _ in 0..steps {
+        let w0 = Instant::now();
+        let batch = loader.next_batch().map_err(|e| e.to_string())?;
+        waited += w0.elapsed().as_secs_f64();
+        let pending = trainer.submit_step(&batch).map_err(|e| e.to_string())?;
+        if let Some(p) = in_flight.replace(pending) {
+            pollster::block_on(p.read(gpu)).map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(p) = in_flight {
+        pollster::block_on(p.read(gpu)).map_err(|e| e.to_string())?;
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    let a = &cfg.augment;
+    println!(
+        "adapter: {} ({:?}); model dim {} depth {}; batch {} × (2×{} + {}×{} crops), {} prototypes",
+        gpu.info.name,
+        gpu.info.backend,
+        cfg.model.dim,
+        cfg.model.depth,
+        cfg.batch_size,
+        a.global_size,
+        a.n_local,
+        a.local_size,
+        cfg.head.prototypes
+    );
+    println!(
+        "{steps} steps: {:.2} s/step, {:.1} img/s, peak pooled GPU memory {:.1} MiB (wall clock, data loading included)",
+        dt / steps.max(1) as f64,
+        (steps as usize * cfg.batch_size) as f64 / dt,
+        gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64
+    );
+    println!(
+        "host: {:.2} ms to record and submit one step ({} dispatches, median of 3); {:.1} ms per \
+         step waiting for the loader ({} worker threads)",
+        recording * 1e3,
+        dispatches,
+        waited * 1e3 / steps.max(1) as f64,
+        cfg.workers
+    );
+    if gpu.has_choices() {
+        let (stood_in, alone) = gpu.missed_choices();
+        println!(
+            "tuning cache: {stood_in} product shapes without a plan of their own took a near shape's; \
+             {} ran untuned{}{}",
+            alone.len(),
+            if alone.is_empty() { "" } else { ": " },
+            alone.join(" ")
+        );
+    }
+    if profile {
+        if !gpu.start_profile() {
+            return Err(format!(
+                "--profile needs GPU timestamps, which {} does not offer",
+                gpu.info.name
+            ));
+        }
+        for _ in 0..steps {
+            let batch = loader.next_batch().map_err(|e| e.to_string())?;
+            trainer.train_step(&batch).map_err(|e| e.to_string())?;
+        }
+        print_profile(&gpu.take_profile(), steps);
+    }
+    Ok(vec![Row {
+        name: format!(
+            "train step batch {}{}",
+            cfg.batch_size,
+            match cfg.precision {
+                crate::train::config::Precision::F32 => "",
+                crate::train::config::Precision::Mixed => " (mixed)",
+            }
+        ),
+        seconds: dt / steps.max(1) as f64,
+        rate: (steps as usize * cfg.batch_size) as f64 / dt,
+        unit: "img/s".into(),
+        peak_bytes: Some(gpu.pool_stats().peak_bytes),
+        clock: "wall".into(),
+    }])
+}
+
+/// Prints a kernel profile: GPU time per step by kernel, the longest first, with its share;
+/// then by product and attention pass (shape, precision and kernel), with the rate each ran at.
+fn print_profile(profile: &crate::gpu::Profile, steps: u64) {
+    let rows = &profile.kernels;
+    let total: f64 = rows.iter().map(|(_, t)| t.seconds).sum();
+    let per = |s: f64| s / steps.max(1) as f64 * 1e3;
+    let share = |s: f64| 100.0 * s / total.max(1e-12);
+    println!(
+        "GPU time by kernel over {steps} steps (one pass per dispatch): {:.1} ms/step",
+        per(total)
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>7}",
+        "kernel", "ms/step", "calls/step", "share"
+    );
+    for (name, t) in rows.iter().take(25) {
+        println!(
+            "{:<34} {:>10.2} {:>10.1} {:>6.1}%",
+            name,
+            per(t.seconds),
+            t.count as f64 / steps.max(1) as f64,
+            share(t.seconds)
+        );
+    }
+    let work = &profile.work;
+    if work.is_empty() {
+        return;
+    }
+    let labelled: f64 = work.iter().map(|(_, t)| t.seconds).sum();
+    println!(
+        "GPU time by product and attention pass: {:.1} ms/step ({:.1}% of the step), the 30 longest",
+        per(labelled),
+        share(labelled)
+    );
+    println!(
+        "{:<50} {:>9} {:>10} {:>9} {:>7}",
+        "work (m x n x k, ta/tb, batch; type; kernel)", "ms/step", "calls/step", "GFLOP/s", "share"
+    );
+    for (name, t) in work.iter().take(30) {
+        println!(
+            "{:<50} {:>9.2} {:>10.1} {:>9.1} {:>6.1}%",
+            name,
+            per(t.seconds),
+            t.calls as f64 / steps.max(1) as f64,
+            t.flop_rate() / 1e9,
+            share(t.seconds)
+        );
+    }
+}
+
+/// Loader throughput without a GPU: batches of a config built from `data` (or the bundled
+/// subset) on the calling thread, then by `cfg.workers` threads as training takes them.
+pub fn loader(
+    cfg: &crate::train::config::TrainConfig,
+    data: Option<&std::path::Path>,
+    batches: u64,
+) -> std::result::Result<Vec<Row>, String> {
+    use crate::data::loader::{build_batch, Loader};
+    let (ds, _) = crate::train::run::datasets(data)?;
+    let lc = cfg.loader_config();
+    let b = cfg.batch_size as f64;
+    let a = &cfg.augment;
+    println!(
+        "{}: batch {} × (2×{} + {}×{} crops)",
+        ds.describe(),
+        cfg.batch_size,
+        a.global_size,
+        a.n_local,
+        a.local_size
+    );
+    let mut rows = Vec::new();
+    let t0 = Instant::now();
+    let one = batches.clamp(1, 4);
+    for step in 0..one {
+        build_batch(ds.clone(), &lc, step).map_err(|e| e.to_string())?;
+    }
+    let t1 = t0.elapsed().as_secs_f64() / one as f64;
+    println!(
+        "1 thread: {:.1} ms per batch, {:.1} µs per image, {:.0} img/s",
+        t1 * 1e3,
+        t1 * 1e6 / b,
+        b / t1
+    );
+    rows.push(Row {
+        name: "loader 1 thread".into(),
+        seconds: t1,
+        rate: b / t1,
+        unit: "img/s".into(),
+        peak_bytes: None,
+        clock: "wall".into(),
+    });
+    if cfg.workers > 0 {
+        let mut loader = Loader::new(ds, lc, 0);
+        // The first batches wait for every worker to start; time the steady state after them.
+        for _ in 0..cfg.workers {
+            loader.next_batch().map_err(|e| e.to_string())?;
+        }
+        let t0 = Instant::now();
+        for _ in 0..batches {
+            loader.next_batch().map_err(|e| e.to_string())?;
+        }
+        let t = t0.elapsed().as_secs_f64() / batches.max(1) as f64;
+        println!(
+            "{} worker threads: {:.1} ms per batch, {:.0} img/s",
+            cfg.workers,
+            t * 1e3,
+            b / t
+        );
+        rows.push(Row {
+            name: format!("loader {} worker threads", cfg.workers),
+            seconds: t,
+            rate: b / t,
+            unit: "img/s".into(),
+            peak_bytes: None,
+            clock: "wall".into(),
+        });
+    }
+    Ok(rows)
+}
