@@ -544,10 +544,10 @@ mod cli {
         };
         if !fixtures_only {
             for c in dinoscope::selftest::kernel_checks() {
-                print((c.run)(&gpu));
+                print((c.run)(gpu));
             }
             // The choices `dinoscope tune` cached for this adapter, each against the twin.
-            let (count, fails) = dinoscope::tune::verify_cached(&gpu);
+            let (count, fails) = dinoscope::tune::verify_cached(gpu);
             if count > 0 {
                 print(dinoscope::selftest::CaseResult {
                     name: format!("kernel.tuned ({count} choices)"),
@@ -562,7 +562,7 @@ mod cli {
                 });
             }
         }
-        let rows = dinoscope::selftest::run_fixtures(&dinoscope::selftest::Exec::Gpu(&gpu), &dir)
+        let rows = dinoscope::selftest::run_fixtures(&dinoscope::selftest::Exec::Gpu(gpu), &dir)
             .map_err(|e| e.to_string())?;
         for r in rows {
             print(r);
