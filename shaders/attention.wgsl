@@ -186,16 +186,35 @@ fn load_qdo_tiles(lid: u32, b: u32, h: u32, bh: u32, i0: u32) {
     }
 }
 
+// The workgroup's head of a thread-per-token kernel (bh: batch b, head h; past the last head
+// for a spare workgroup of the grid) and its first token t0 of n (WG tokens a workgroup).
+struct TokenTile {
+    bh: u32,
+    b: u32,
+    h: u32,
+    t0: u32,
+}
+
+fn token_tile(wid: vec3<u32>, nwg: vec3<u32>, n: u32) -> TokenTile {
+    let blocks = (n + WG - 1u) / WG;
+    let gi = group_index(wid, nwg);
+    var t: TokenTile;
+    t.bh = gi / blocks;
+    t.b = t.bh / p.heads;
+    t.h = t.bh % p.heads;
+    t.t0 = (gi % blocks) * WG;
+    return t;
+}
+
 @compute @workgroup_size(WG)
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let nqb = (p.n_q + WG - 1u) / WG;
-    let gi = group_index(wid, nwg);
-    let bh = gi / nqb;
-    if (bh >= p.batch * p.heads) { return; }
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    let i = (gi % nqb) * WG + lid;
+    let tile = token_tile(wid, nwg, p.n_q);
+    if (tile.bh >= p.batch * p.heads) { return; }
+    let bh = tile.bh;
+    let b = tile.b;
+    let h = tile.h;
+    let i = tile.t0 + lid;
     let valid = i < p.n_q;
     let leader = true;
     var qr: array<vec4<f32>, 16>;
@@ -283,13 +302,12 @@ fn accumulate4(facc: ptr<function, Head>, pw: vec4<f32>, jj: u32) {
 @compute @workgroup_size(WG)
 fn attention_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let nqb = (p.n_q + WG - 1u) / WG;
-    let gi = group_index(wid, nwg);
-    let bh = gi / nqb;
-    if (bh >= p.batch * p.heads) { return; }
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    let i = (gi % nqb) * WG + lid;
+    let tile = token_tile(wid, nwg, p.n_q);
+    if (tile.bh >= p.batch * p.heads) { return; }
+    let bh = tile.bh;
+    let b = tile.b;
+    let h = tile.h;
+    let i = tile.t0 + lid;
     let valid = i < p.n_q;
     var fq: Head;
     var facc: Head;
@@ -391,13 +409,12 @@ fn attention_backward_delta16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
 @compute @workgroup_size(WG)
 fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
-    let nqb = (p.n_q + WG - 1u) / WG;
-    let gi = group_index(wid, nwg);
-    let bh = gi / nqb;
-    if (bh >= p.batch * p.heads) { return; }
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    let i = (gi % nqb) * WG + lid;
+    let tile = token_tile(wid, nwg, p.n_q);
+    if (tile.bh >= p.batch * p.heads) { return; }
+    let bh = tile.bh;
+    let b = tile.b;
+    let h = tile.h;
+    let i = tile.t0 + lid;
     let valid = i < p.n_q;
     var qr: array<vec4<f32>, 16>;
     var dor: array<vec4<f32>, 16>;
@@ -441,13 +458,12 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
 @compute @workgroup_size(WG)
 fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
-    let nkb = (p.n_k + WG - 1u) / WG;
-    let gi = group_index(wid, nwg);
-    let bh = gi / nkb;
-    if (bh >= p.batch * p.heads) { return; }
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    let j = (gi % nkb) * WG + lid;
+    let tile = token_tile(wid, nwg, p.n_k);
+    if (tile.bh >= p.batch * p.heads) { return; }
+    let bh = tile.bh;
+    let b = tile.b;
+    let h = tile.h;
+    let j = tile.t0 + lid;
     let valid = j < p.n_k;
     var kr: array<vec4<f32>, 16>;
     var vr: array<vec4<f32>, 16>;

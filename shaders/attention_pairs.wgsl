@@ -386,13 +386,12 @@ fn crossed_store(b: u32, h: u32, bh: u32, i: u32, c0: u32, at: u32, fa: ptr<func
 @compute @workgroup_size(WG)
 fn attention_forward_crossed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32) {
-    let nqb = (p.n_q + WG - 1u) / WG;
-    let gi = group_index(wid, nwg);
-    let bh = gi / nqb;
-    if (bh >= p.batch * p.heads) { return; }
-    let b = bh / p.heads;
-    let h = bh % p.heads;
-    let ia = (gi % nqb) * WG + (lid & ~1u);
+    let tile = token_tile(wid, nwg, p.n_q);
+    if (tile.bh >= p.batch * p.heads) { return; }
+    let bh = tile.bh;
+    let b = tile.b;
+    let h = tile.h;
+    let ia = tile.t0 + (lid & ~1u);
     let ib = ia + 1u;
     let c0 = (lid % 2u) * H2;
     var fq: Head;
