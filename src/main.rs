@@ -578,6 +578,17 @@ mod cli {
         })
     }
 
+    /// Success, once a benchmark's rows are written to `--json`'s file where one was given.
+    fn written(
+        rows: &[dinoscope::bench::Row],
+        json: Option<&std::path::Path>,
+    ) -> Result<ExitCode, String> {
+        if let Some(j) = json {
+            dinoscope::bench::write_json(j, rows)?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     /// `dinoscope bench …`: runs one benchmark and writes its rows as JSON where asked.
     fn bench(cli: &Cli, what: &BenchWhat) -> Result<ExitCode, String> {
         match what {
@@ -606,10 +617,7 @@ mod cli {
                 let rows =
                     dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1), precision.dtype())
                         .map_err(|e| e.to_string())?;
-                if let Some(j) = json {
-                    dinoscope::bench::write_json(j, &rows)?;
-                }
-                Ok(ExitCode::SUCCESS)
+                written(&rows, json.as_deref())
             }),
             BenchWhat::Train {
                 config,
@@ -627,10 +635,7 @@ mod cli {
                     precision.as_deref(),
                 )?;
                 let rows = dinoscope::bench::train(&gpu, &cfg, data.as_deref(), *steps, *profile)?;
-                if let Some(j) = json {
-                    dinoscope::bench::write_json(j, &rows)?;
-                }
-                Ok(ExitCode::SUCCESS)
+                written(&rows, json.as_deref())
             }),
             BenchWhat::Loader {
                 config,
@@ -643,10 +648,7 @@ mod cli {
                     cfg.workers = *w;
                 }
                 let rows = dinoscope::bench::loader(&cfg, data.as_deref(), *batches)?;
-                if let Some(j) = json {
-                    dinoscope::bench::write_json(j, &rows)?;
-                }
-                Ok(ExitCode::SUCCESS)
+                written(&rows, json.as_deref())
             }),
             BenchWhat::Kernels {
                 reps,
@@ -662,10 +664,7 @@ mod cli {
                 };
                 let rows =
                     dinoscope::bench::kernels(&gpu, *reps, opts).map_err(|e| e.to_string())?;
-                if let Some(j) = json {
-                    dinoscope::bench::write_json(j, &rows)?;
-                }
-                Ok(ExitCode::SUCCESS)
+                written(&rows, json.as_deref())
             }),
         }
     }
