@@ -196,8 +196,9 @@ impl Forward {
         let default = Forward::default_for(rec);
         let others: &[Forward] = match (dtype, rec.cpu_layouts()) {
             (DType::F16, true) => &[Forward::Coop],
-            // Should the matrix units lose, the plain kernel that reads the least.
-            (DType::F16, false) => &[Forward::Coop, Forward::Crossed],
+            // Beside the matrix units (or where there are none), the plain kernels that read
+            // the least.
+            (DType::F16, false) => &[Forward::Coop, Forward::Crossed, Forward::CrossedShared],
             (DType::F32, true) => &[],
             (DType::F32, false) => &[
                 Forward::PairsUnrolled,

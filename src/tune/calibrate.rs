@@ -190,9 +190,9 @@ pub type CalibratedPass = (DType, &'static str, &'static str, Vec<(&'static str,
 /// twin (one that fails is left out), then cached as [`calibrate`] does (the same switches).
 /// The variants are each pass's `calibration_candidates` in the device's own layout: for f32
 /// the GPU layout's splits of a token and the crossed forward, for f16 the default against
-/// cooperative matrices (and, in the GPUs' layout, the crossed forward) where
-/// f16 products take them by default. Returns one entry a pass and type with more than one
-/// candidate.
+/// cooperative matrices where f16 products take them by default and, in the GPUs' layout,
+/// against the crossed forward (also where there are no cooperative matrices). Returns one
+/// entry a pass and type with more than one candidate.
 pub fn calibrate_attention(gpu: &Gpu) -> Result<Vec<CalibratedPass>, String> {
     calibrate_attention_in(gpu, gpu.cpu_driver())
 }
@@ -210,9 +210,13 @@ pub fn calibrate_attention_in(gpu: &Gpu, cpu_layouts: bool) -> Result<Vec<Calibr
     let coop = Forward::Coop.runs(&rec, &d, DType::F16)
         && Backward::Coop.runs(&rec, &d, DType::F16)
         && gpu.coop_by_default();
+    // f16 calls: the cooperative kernels where they are the default; else, on a GPU, the plain
+    // kernels' variants, where the adapter runs f16 at all. (Not on a CPU driver timing the
+    // GPUs' layout: f16 choices hold in both layouts.)
+    let f16 = coop || (!gpu.cpu_driver() && gpu.features.contains(wgpu::Features::SHADER_F16));
     let mut passes: Vec<(DType, &'static str, Vec<&'static str>)> = Vec::new();
     for dtype in [DType::F32, DType::F16] {
-        if dtype == DType::F16 && !coop {
+        if dtype == DType::F16 && !f16 {
             continue;
         }
         let forwards = Forward::calibration_candidates(&rec, &d, dtype);
