@@ -71,6 +71,13 @@ mod cli {
             /// Skip the kernel-vs-CPU checks; run only the fixture cases.
             #[arg(long)]
             fixtures_only: bool,
+            /// Run only the cases whose name contains this text (repeatable: any of them), e.g.
+            /// `--only kernel.attention`.
+            #[arg(long, value_name = "TEXT")]
+            only: Vec<String>,
+            /// Leave out the cases whose name contains this text (repeatable).
+            #[arg(long, value_name = "TEXT")]
+            skip: Vec<String>,
         },
         /// Image features (CLS and mean patch token) of images or folders, into a safetensors file.
         Embed {
@@ -522,6 +529,7 @@ mod cli {
         gpu: &Gpu,
         fixtures: Option<&PathBuf>,
         fixtures_only: bool,
+        filter: &dinoscope::selftest::CaseFilter,
     ) -> Result<ExitCode, String> {
         let dir = match fixtures {
             Some(d) => d.clone(),
@@ -544,10 +552,16 @@ mod cli {
         };
         if !fixtures_only {
             for c in dinoscope::selftest::kernel_checks() {
-                print((c.run)(gpu));
+                if filter.runs(c.name) {
+                    print((c.run)(gpu));
+                }
             }
             // The choices `dinoscope tune` cached for this adapter, each against the twin.
-            let (count, fails) = dinoscope::tune::verify_cached(gpu);
+            let (count, fails) = if filter.runs("kernel.tuned") {
+                dinoscope::tune::verify_cached(gpu)
+            } else {
+                (0, Vec::new())
+            };
             if count > 0 {
                 print(dinoscope::selftest::CaseResult {
                     name: format!("kernel.tuned ({count} choices)"),
@@ -562,10 +576,20 @@ mod cli {
                 });
             }
         }
-        let rows = dinoscope::selftest::run_fixtures(&dinoscope::selftest::Exec::Gpu(gpu), &dir)
-            .map_err(|e| e.to_string())?;
+        let rows = dinoscope::selftest::run_fixtures_filtered(
+            &dinoscope::selftest::Exec::Gpu(gpu),
+            &dir,
+            filter,
+        )
+        .map_err(|e| e.to_string())?;
         for r in rows {
             print(r);
+        }
+        if n == 0 {
+            return Err(format!(
+                "no selftest case matches --only {:?} --skip {:?} (the case names are in the first column of a full run)",
+                filter.only, filter.skip
+            ));
         }
         println!(
             "\n{} passed, {failed} failed, {unsupported} unsupported",
@@ -693,7 +717,16 @@ mod cli {
             Some(Command::Selftest {
                 fixtures,
                 fixtures_only,
-            }) => open_gpu(&cli).and_then(|gpu| selftest(&gpu, fixtures.as_ref(), *fixtures_only)),
+                only,
+                skip,
+            }) => {
+                let filter = dinoscope::selftest::CaseFilter {
+                    only: only.clone(),
+                    skip: skip.clone(),
+                };
+                open_gpu(&cli)
+                    .and_then(|gpu| selftest(&gpu, fixtures.as_ref(), *fixtures_only, &filter))
+            }
             Some(Command::Train {
                 config,
                 data,

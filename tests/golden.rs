@@ -4,7 +4,7 @@
 
 mod common;
 
-use dinoscope::selftest::{run_fixtures, Exec, Status};
+use dinoscope::selftest::{run_fixtures, run_fixtures_filtered, CaseFilter, Exec, Status};
 
 const OP_CASES: &[&str] = &[
     "matmul",
@@ -53,4 +53,27 @@ fn golden_ops_on_gpu() {
 #[test]
 fn golden_ops_on_cpu_twins() {
     check_all(&Exec::Cpu);
+}
+
+#[test]
+fn only_and_skip_pick_cases_by_name() {
+    let filter = CaseFilter {
+        only: vec!["layer_norm".into(), "interp.aa".into()],
+        skip: vec!["offset".into()],
+    };
+    let rows =
+        run_fixtures_filtered(&Exec::Cpu, &common::fixtures_dir(), &filter).expect("fixtures load");
+    let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "interp.aa_2x2",
+            "interp.aa_3x7",
+            "interp.aa_5x6",
+            "layer_norm",
+            "layer_norm_small_var"
+        ]
+    );
+    assert!(rows.iter().all(|r| r.status == Status::Pass));
 }

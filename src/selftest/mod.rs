@@ -148,10 +148,37 @@ impl Judge {
     }
 }
 
+/// Which cases run: those whose name contains one of `only` (every case when it is empty) and
+/// none of `skip`, as `cargo test` filters tests.
+#[derive(Clone, Debug, Default)]
+pub struct CaseFilter {
+    /// Name fragments a case must contain one of; empty runs every case.
+    pub only: Vec<String>,
+    /// Name fragments that leave a case out.
+    pub skip: Vec<String>,
+}
+
+impl CaseFilter {
+    /// Whether the case called `name` runs.
+    pub fn runs(&self, name: &str) -> bool {
+        (self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str())))
+            && !self.skip.iter().any(|s| name.contains(s.as_str()))
+    }
+}
+
 /// Runs every case of a fixtures folder in the golden format with `exec` (the GPU, or the CPU
 /// twins): the op cases of each top-level safetensors file grouped by name prefix, and the
 /// model folders (forward outputs and gradients), and the loss cases.
 pub fn run_fixtures(exec: &Exec, dir: &Path) -> Result<Vec<CaseResult>, FixtureError> {
+    run_fixtures_filtered(exec, dir, &CaseFilter::default())
+}
+
+/// [`run_fixtures`], for the cases `filter` lets run (a folder with none of them is no error).
+pub fn run_fixtures_filtered(
+    exec: &Exec,
+    dir: &Path,
+    filter: &CaseFilter,
+) -> Result<Vec<CaseResult>, FixtureError> {
     if !dir.is_dir() {
         return Err(FixtureError::new(
             dir,
@@ -174,13 +201,19 @@ pub fn run_fixtures(exec: &Exec, dir: &Path) -> Result<Vec<CaseResult>, FixtureE
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
-                results.push(match exec {
-                    Exec::Gpu(gpu) => run_model_case(gpu, path, &manifest, &name),
-                    Exec::Cpu => CaseResult::unsupported(&name, "model cases run on the GPU only"),
-                });
+                if filter.runs(&name) {
+                    results.push(match exec {
+                        Exec::Gpu(gpu) => run_model_case(gpu, path, &manifest, &name),
+                        Exec::Cpu => {
+                            CaseResult::unsupported(&name, "model cases run on the GPU only")
+                        }
+                    });
+                }
                 #[cfg(not(target_arch = "wasm32"))]
                 if let Exec::Gpu(gpu) = exec {
-                    results.extend(model::run_model_case_f16(gpu, path, &name));
+                    if filter.runs(&format!("{name} (f16)")) {
+                        results.extend(model::run_model_case_f16(gpu, path, &name));
+                    }
                 }
             }
             continue;
@@ -194,7 +227,7 @@ pub fn run_fixtures(exec: &Exec, dir: &Path) -> Result<Vec<CaseResult>, FixtureE
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        for case in case_names(&file) {
+        for case in case_names(&file).into_iter().filter(|c| filter.runs(c)) {
             let result = match op_case_kind(&case) {
                 Some(kind) => run_op_case(exec, &file, &manifest, &rel, &case, kind),
                 None => CaseResult::unsupported(&case, unsupported_reason(&case)),
