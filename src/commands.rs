@@ -1,4 +1,7 @@
-//! The CLI's model commands: `embed` and `attention`.
+//! The CLI's commands: embed, attention, train, knn, plan, tune and export here; selftest in its
+//! own file.
+
+pub mod selftest;
 
 use dinoscope::data::image::{load_image, preprocess, Preprocessed, Resize};
 use dinoscope::gpu::Gpu;

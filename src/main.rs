@@ -3,17 +3,6 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod commands;
 
-/// One embedded file of a fixture model folder: (relative path, bytes).
-#[cfg(not(target_arch = "wasm32"))]
-macro_rules! embedded_model {
-    ($model:literal, $file:literal) => {
-        (
-            concat!($model, "/", $file),
-            include_bytes!(concat!("../tests/fixtures/", $model, "/", $file)),
-        )
-    };
-}
-
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use super::commands;
@@ -458,150 +447,6 @@ mod cli {
         )
     }
 
-    /// The golden fixtures, built into the binary so `selftest` works after `cargo install`
-    /// (where neither the sources nor a folder next to the binary exist).
-    const EMBEDDED_FIXTURES: &[(&str, &[u8])] = &[
-        (
-            "manifest.json",
-            include_bytes!("../tests/fixtures/manifest.json"),
-        ),
-        (
-            "ops.safetensors",
-            include_bytes!("../tests/fixtures/ops.safetensors"),
-        ),
-        (
-            "losses.safetensors",
-            include_bytes!("../tests/fixtures/losses.safetensors"),
-        ),
-        embedded_model!("tiny_dinov2", "config.json"),
-        embedded_model!("tiny_dinov2", "model.safetensors"),
-        embedded_model!("tiny_dinov2", "io.safetensors"),
-        embedded_model!("tiny_dinov2", "grads.safetensors"),
-        embedded_model!("tiny_dinov2_reg", "config.json"),
-        embedded_model!("tiny_dinov2_reg", "model.safetensors"),
-        embedded_model!("tiny_dinov2_reg", "io.safetensors"),
-        embedded_model!("tiny_dinov2_reg", "grads.safetensors"),
-        embedded_model!("tiny_dinov3", "config.json"),
-        embedded_model!("tiny_dinov3", "model.safetensors"),
-        embedded_model!("tiny_dinov3", "io.safetensors"),
-        embedded_model!("tiny_dinov3", "grads.safetensors"),
-    ];
-
-    /// The fixtures shipped with the crate: tests/fixtures next to the sources, a `fixtures`
-    /// folder next to the binary, or else the copy built into the binary, written out once per
-    /// version under the temporary folder (`DINOSCOPE_EMBEDDED_FIXTURES=1` takes it always).
-    fn bundled_fixtures() -> Result<PathBuf, String> {
-        let embedded_only = std::env::var_os("DINOSCOPE_EMBEDDED_FIXTURES").is_some();
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let beside = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("fixtures")));
-        if !embedded_only {
-            if let Some(found) = [Some(src), beside]
-                .into_iter()
-                .flatten()
-                .find(|p| p.is_dir())
-            {
-                return Ok(found);
-            }
-        }
-        let dir =
-            std::env::temp_dir().join(format!("dinoscope-fixtures-{}", env!("CARGO_PKG_VERSION")));
-        for (name, bytes) in EMBEDDED_FIXTURES {
-            let path = dir.join(name);
-            let same = std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64);
-            if same {
-                continue;
-            }
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("{}: {e}", parent.display()))?;
-            }
-            dinoscope::io::write_atomic(&path, bytes)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-        Ok(dir)
-    }
-
-    /// `dinoscope selftest`: every kernel check, the tuned choices and the fixture models against
-    /// their golden tensors; fails if any case fails.
-    fn selftest(
-        gpu: &Gpu,
-        fixtures: Option<&PathBuf>,
-        fixtures_only: bool,
-        filter: &dinoscope::selftest::CaseFilter,
-    ) -> Result<ExitCode, String> {
-        let dir = match fixtures {
-            Some(d) => d.clone(),
-            None => bundled_fixtures()?,
-        };
-        println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
-        println!("fixtures: {}\n", dir.display());
-        println!(
-            "{:<28} {:<11} {:>10} {:>10}",
-            "case", "result", "max err", "tolerance"
-        );
-        let mut failed = 0;
-        let mut n = 0;
-        let mut unsupported = 0;
-        let mut print = |r: dinoscope::selftest::CaseResult| {
-            println!("{}", r.row());
-            n += 1;
-            failed += r.failed() as usize;
-            unsupported += matches!(r.status, dinoscope::selftest::Status::Unsupported(_)) as usize;
-        };
-        if !fixtures_only {
-            for c in dinoscope::selftest::kernel_checks() {
-                if filter.runs(c.name) {
-                    print((c.run)(gpu));
-                }
-            }
-            // The choices `dinoscope tune` cached for this adapter, each against the twin.
-            let (count, fails) = if filter.runs("kernel.tuned") {
-                dinoscope::tune::verify_cached(gpu)
-            } else {
-                (0, Vec::new())
-            };
-            if count > 0 {
-                print(dinoscope::selftest::CaseResult {
-                    name: format!("kernel.tuned ({count} choices)"),
-                    status: if fails.is_empty() {
-                        dinoscope::selftest::Status::Pass
-                    } else {
-                        dinoscope::selftest::Status::Fail(fails.join("; "))
-                    },
-                    max_err: 0.0,
-                    tol: 0.0,
-                    compared: count,
-                });
-            }
-        }
-        let rows = dinoscope::selftest::run_fixtures_filtered(
-            &dinoscope::selftest::Exec::Gpu(gpu),
-            &dir,
-            filter,
-        )
-        .map_err(|e| e.to_string())?;
-        for r in rows {
-            print(r);
-        }
-        if n == 0 {
-            return Err(format!(
-                "no selftest case matches --only {:?} --skip {:?} (the case names are in the first column of a full run)",
-                filter.only, filter.skip
-            ));
-        }
-        println!(
-            "\n{} passed, {failed} failed, {unsupported} unsupported",
-            n - failed - unsupported
-        );
-        Ok(if failed > 0 {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        })
-    }
-
     /// Success, once a benchmark's rows are written to `--json`'s file where one was given.
     fn written(
         rows: &[dinoscope::bench::Row],
@@ -724,8 +569,9 @@ mod cli {
                     only: only.clone(),
                     skip: skip.clone(),
                 };
-                open_gpu(&cli)
-                    .and_then(|gpu| selftest(&gpu, fixtures.as_ref(), *fixtures_only, &filter))
+                open_gpu(&cli).and_then(|gpu| {
+                    commands::selftest::run(&gpu, fixtures.as_ref(), *fixtures_only, &filter)
+                })
             }
             Some(Command::Train {
                 config,

@@ -240,6 +240,42 @@ fn selftest_fails_on_a_mismatched_case() {
 }
 
 #[test]
+fn selftest_only_runs_the_named_cases_and_refuses_a_filter_that_matches_none() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = dinoscope(&[
+        "selftest",
+        "--only",
+        "kernel.gelu",
+        "--only",
+        "layer_norm",
+        "--skip",
+        "offset",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let cases: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" pass "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        cases,
+        ["kernel.gelu", "layer_norm", "layer_norm_small_var"],
+        "{text}"
+    );
+
+    let out = dinoscope(&["selftest", "--only", "no_such_case"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no selftest case matches") && err.contains("no_such_case"),
+        "{err}"
+    );
+}
+
+#[test]
 fn selftest_reports_missing_and_malformed_folders() {
     if common::gpu().is_none() {
         return;
