@@ -330,7 +330,7 @@ fn attention_forward4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         if (nj > 4u) { s1 = masked4(scores4(&fq, 4u), 4u, nj); }
         if (nj > 8u) { s2 = masked4(scores4(&fq, 8u), 8u, nj); }
         if (nj > 12u) { s3 = masked4(scores4(&fq, 12u), 12u, nj); }
-        let m_new = max(m, max(max(max4(s0), max4(s1)), max(max4(s2), max4(s3))));
+        let m_new = max(m, max16(s0, s1, s2, s3));
         let corr = exp(m - m_new);
         l *= corr;
         for (var c4 = 0u; c4 < HD4; c4++) { facc[c4] *= corr; }

@@ -270,7 +270,7 @@ fn attention_forward2(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         if (nj > 4u) { s1 = pair_scores4(&fq, lid, 4u, c0, nj); }
         if (nj > 8u) { s2 = pair_scores4(&fq, lid, 8u, c0, nj); }
         if (nj > 12u) { s3 = pair_scores4(&fq, lid, 12u, c0, nj); }
-        let m_new = max(m, max(max(max4(s0), max4(s1)), max(max4(s2), max4(s3))));
+        let m_new = max(m, max16(s0, s1, s2, s3));
         let corr = exp(m - m_new);
         l *= corr;
         for (var t = 0u; t < H2; t++) { facc[t] *= corr; }
@@ -363,11 +363,6 @@ fn crossed_none() -> Crossed {
     return Crossed(vec4<f32>(-3.4e38), vec4<f32>(-3.4e38));
 }
 
-// The running max of one query after a tile's four score groups.
-fn tile_max(m: f32, s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32>) -> f32 {
-    return max(m, max(max(max4(s0), max4(s1)), max(max4(s2), max4(s3))));
-}
-
 // The pair's weights exp(s − m) of one group of keys, per query.
 fn crossed_weights(s: Crossed, m: vec2<f32>) -> Crossed {
     return Crossed(exp(s.a - m.x), exp(s.b - m.y));
@@ -418,7 +413,7 @@ fn attention_forward_crossed(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num
         if (nj > 4u) { s1 = crossed_scores4(&fq, lid, 4u, c0, nj); }
         if (nj > 8u) { s2 = crossed_scores4(&fq, lid, 8u, c0, nj); }
         if (nj > 12u) { s3 = crossed_scores4(&fq, lid, 12u, c0, nj); }
-        let m_new = vec2<f32>(tile_max(m.x, s0.a, s1.a, s2.a, s3.a), tile_max(m.y, s0.b, s1.b, s2.b, s3.b));
+        let m_new = vec2<f32>(max(m.x, max16(s0.a, s1.a, s2.a, s3.a)), max(m.y, max16(s0.b, s1.b, s2.b, s3.b)));
         let corr = exp(m - m_new);
         l *= corr;
         for (var t = 0u; t < H2; t++) {

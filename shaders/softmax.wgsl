@@ -88,7 +88,7 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
         let v1 = select(vec4<f32>(-3.4e38), p.scale * x4(base, k.c1, k.ok1), k.ok1);
         let v2 = select(vec4<f32>(-3.4e38), p.scale * x4(base, k.c2, k.ok2), k.ok2);
         let v3 = select(vec4<f32>(-3.4e38), p.scale * x4(base, k.c3, k.ok3), k.ok3);
-        m = seg_max(lid, lanes, max(max(max4(v0), max4(v1)), max(max4(v2), max4(v3))));
+        m = seg_max(lid, lanes, max16(v0, v1, v2, v3));
         let e0 = select(vec4<f32>(0.0), exp(v0 - m), k.ok0);
         let e1 = select(vec4<f32>(0.0), exp(v1 - m), k.ok1);
         let e2 = select(vec4<f32>(0.0), exp(v2 - m), k.ok2);

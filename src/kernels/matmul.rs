@@ -27,8 +27,8 @@ struct Params {
     _pad1: [u32; 3],
 }
 
-/// The storage bindings of the general kernels: A, B, bias, C, aux.
-const GENERAL_BINDINGS: &[(u32, crate::gpu::Access)] = &[
+/// The storage bindings of every matmul kernel: A, B, bias, C, aux.
+const BINDINGS: &[(u32, crate::gpu::Access)] = &[
     (1, Read),
     (2, Read),
     (3, Read),
@@ -37,15 +37,15 @@ const GENERAL_BINDINGS: &[(u32, crate::gpu::Access)] = &[
 ];
 
 /// C = alpha·op(A)·op(B) (+C) (+bias) (→ GELU).
-pub static MATMUL: Kernel = Kernel::new::<Params>("matmul", "matmul", GENERAL_BINDINGS);
+pub static MATMUL: Kernel = Kernel::new::<Params>("matmul", "matmul", BINDINGS);
 
 /// The general layouts without workgroup memory or barriers (CPU drivers), 16×64 tiles.
 pub static MATMUL_GENERAL_DIRECT: Kernel =
-    Kernel::new::<Params>("matmul", "matmul_general_direct", GENERAL_BINDINGS);
+    Kernel::new::<Params>("matmul", "matmul_general_direct", BINDINGS);
 
 /// [`MATMUL_GENERAL_DIRECT`] reading A once per subgroup (adapters with subgroups).
 pub static MATMUL_GENERAL_DIRECT_SG: Kernel =
-    Kernel::new::<Params>("matmul_sg", "matmul_general_direct", GENERAL_BINDINGS);
+    Kernel::new::<Params>("matmul_sg", "matmul_general_direct", BINDINGS);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -66,47 +66,35 @@ struct ParamsV4 {
     _pad1: [u32; 3],
 }
 
-const V4_BINDINGS: &[(u32, crate::gpu::Access)] = &[
-    (1, Read),
-    (2, Read),
-    (3, Read),
-    (4, ReadWrite),
-    (5, ReadWrite),
-];
-
 /// The vec4 kernel with 128×128 tiles, 8×8 outputs per invocation (overrides TA, TB).
-pub static MATMUL_128: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_128", V4_BINDINGS);
+pub static MATMUL_128: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_128", BINDINGS);
 
 /// The vec4 kernel with 128×64 tiles, 8×4 outputs per invocation (overrides TA, TB).
-pub static MATMUL_128X64: Kernel =
-    Kernel::new::<ParamsV4>("matmul_v4", "matmul_128x64", V4_BINDINGS);
+pub static MATMUL_128X64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_128x64", BINDINGS);
 
 /// The vec4 kernel with 64×64 tiles, 4×4 outputs per invocation (overrides TA, TB).
-pub static MATMUL_64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_64", V4_BINDINGS);
+pub static MATMUL_64: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_64", BINDINGS);
 
 /// 16×64 tiles without workgroup memory or barriers: the fast kernel on CPU drivers.
-pub static MATMUL_DIRECT: Kernel =
-    Kernel::new::<ParamsV4>("matmul_v4", "matmul_direct", V4_BINDINGS);
+pub static MATMUL_DIRECT: Kernel = Kernel::new::<ParamsV4>("matmul_v4", "matmul_direct", BINDINGS);
 
 /// [`MATMUL_DIRECT`] reading A once per subgroup (adapters with subgroups).
 pub static MATMUL_DIRECT_SG: Kernel =
-    Kernel::new::<ParamsV4>("matmul_v4_sg", "matmul_direct", V4_BINDINGS);
+    Kernel::new::<ParamsV4>("matmul_v4_sg", "matmul_direct", BINDINGS);
 
 /// The cooperative-matrix kernel with f16 16×16×16 matrices (overrides TA, TB, WG).
-pub static MATMUL_COOP16: Kernel =
-    Kernel::new::<ParamsV4>("matmul_coop", "matmul_coop", V4_BINDINGS);
+pub static MATMUL_COOP16: Kernel = Kernel::new::<ParamsV4>("matmul_coop", "matmul_coop", BINDINGS);
 
 /// [`MATMUL_COOP16`] with 256×128 tiles (overrides TA, TB, WG).
 pub static MATMUL_COOP16_WIDE: Kernel =
-    Kernel::new::<ParamsV4>("matmul_coop_wide", "matmul_coop", V4_BINDINGS);
+    Kernel::new::<ParamsV4>("matmul_coop_wide", "matmul_coop", BINDINGS);
 
 /// [`MATMUL_COOP8`] with 128×64 tiles (overrides TA, TB, WG).
 pub static MATMUL_COOP8_WIDE: Kernel =
-    Kernel::new::<ParamsV4>("matmul_coop8_wide", "matmul_coop", V4_BINDINGS);
+    Kernel::new::<ParamsV4>("matmul_coop8_wide", "matmul_coop", BINDINGS);
 
 /// The cooperative-matrix kernel with f16 8×8×8 matrices (overrides TA, TB, WG).
-pub static MATMUL_COOP8: Kernel =
-    Kernel::new::<ParamsV4>("matmul_coop8", "matmul_coop", V4_BINDINGS);
+pub static MATMUL_COOP8: Kernel = Kernel::new::<ParamsV4>("matmul_coop8", "matmul_coop", BINDINGS);
 
 /// Sums split-K partial products and applies alpha, accumulate and the epilogue.
 pub static MATMUL_REDUCE: Kernel = Kernel::new::<ParamsV4>(
