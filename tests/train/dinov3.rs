@@ -1,0 +1,165 @@
+//! DINOv3 backbones and Gram anchoring.
+
+use super::*;
+
+/// A DINOv3 backbone (rotary positions, storage tokens, no key bias) trains with the DINOv2
+/// losses and Sinkhorn-Knopp targets: the loss falls, and the exported teacher loads back (its
+/// config inferred as DINOv3) and gives the checkpointed teacher's outputs bit for bit.
+#[test]
+fn a_dinov3_backbone_trains_and_its_export_loads_back() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    use dinoscope::model::vit::{param_layout, ForwardOptions, Vit};
+    let mut cfg = micro();
+    let v3 = TrainConfig::preset("debug_v3").expect("preset").model;
+    assert!(v3.is_rope() && !v3.key_bias && v3.registers == 4);
+    cfg.model = dinoscope::model::config::VitConfig {
+        depth: 1,
+        patch: 4,
+        ..v3
+    };
+    cfg.drop_path = 0.0;
+    cfg.steps = 40;
+    cfg.checkpoint_every = 40;
+    let dir = tmp("dinov3");
+    let opts = RunOptions {
+        out_dir: dir.clone(),
+        ..Default::default()
+    };
+    let mut losses = Vec::new();
+    run(gpu, cfg.clone(), &opts, |m, _| {
+        assert!(m.non_finite().is_none(), "step {}: {m:?}", m.step);
+        losses.push(m.loss);
+    })
+    .expect("trains");
+    assert_eq!(losses.len(), 40);
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let (first, last) = (mean(&losses[..10]), mean(&losses[30..]));
+    eprintln!("loss: first ten {first:.4}, last ten {last:.4}");
+    assert!(last < first, "loss did not fall: {first} → {last}");
+
+    let w = dir.join("teacher_backbone.safetensors");
+    let mcfg = dinoscope::model::weights::config_for_weights(&w).expect("config");
+    assert_eq!(mcfg, cfg.model);
+    let loaded = dinoscope::model::weights::load_backbone(&w, &mcfg).expect("strict load");
+    assert!(!loaded.tensors.contains_key("pos_embed"));
+    // The masked key bias stayed at zero; the query and value biases trained.
+    let bias = &loaded.tensors["blocks.0.attn.qkv.bias"].data;
+    let d = bias.len() / 3;
+    assert!(bias[d..2 * d].iter().all(|v| *v == 0.0));
+    assert!(bias[..d].iter().any(|v| *v != 0.0));
+    let (_, state) = load_checkpoint(&dir).expect("checkpoint");
+    let layout = param_layout(&cfg.model);
+    let teacher = layout.unpack(&state.teacher[..layout.total]);
+    let px: Vec<f32> = (0..2 * 3 * 16 * 24)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let forward = |vit: &Vit| {
+        let mut rec = Recorder::new(gpu);
+        let pixels = gpu.upload(&px, &[2, 3, 16, 24]);
+        let out = vit
+            .forward(
+                &mut rec,
+                &pixels,
+                2,
+                16,
+                24,
+                None,
+                &ForwardOptions::default(),
+            )
+            .expect("forward");
+        rec.finish().expect("submit");
+        gpu.read(&out.tokens).expect("read")
+    };
+    let from_state = Vit::from_host(gpu, cfg.model.clone(), &teacher).expect("model");
+    let from_file = Vit::new(gpu, mcfg, &loaded).expect("model");
+    assert_eq!(forward(&from_state), forward(&from_file));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Gram anchoring (DINOv3): zero before its start step, positive after, its gradient reaches
+/// the backbone, the planner counts the Gram teacher's pass, and a run split around a refresh of
+/// the Gram teacher resumes bit for bit (the Gram teacher is part of the checkpoint).
+#[test]
+fn gram_anchoring_trains_and_resumes_exactly() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.gram = Some(dinoscope::train::config::GramConfig {
+        weight: 2.0,
+        start: 2,
+        refresh_every: 3,
+    });
+    let straight = tmp("gram-straight");
+    let mut seen = Vec::new();
+    run(
+        gpu,
+        cfg.clone(),
+        &RunOptions {
+            out_dir: straight.clone(),
+            ..Default::default()
+        },
+        |m, _| seen.push((m.step, m.gram, m.loss, m.dino, m.ibot, m.koleo)),
+    )
+    .expect("run");
+    assert_eq!(seen.len(), 6);
+    for &(step, gram, loss, dino, ibot, koleo) in &seen {
+        let g = gram.expect("a Gram value in a run that uses it");
+        if step < 2 {
+            assert_eq!(g, 0.0, "step {step}");
+        } else {
+            assert!(g > 0.0 && g.is_finite(), "step {step}: {g}");
+        }
+        let weighted = dino + ibot + 0.1 * koleo + if step >= 2 { 2.0 * g } else { 0.0 };
+        assert!(
+            (loss - weighted).abs() <= 1e-4 * weighted.abs(),
+            "step {step}"
+        );
+    }
+    let lines = std::fs::read_to_string(straight.join("metrics.jsonl")).expect("metrics");
+    assert!(lines.contains("\"gram\":"), "{lines}");
+    // Split at step 4: the Gram teacher was refreshed at 2 and is refreshed again at 5.
+    let split = tmp("gram-split");
+    let first = RunOptions {
+        out_dir: split.clone(),
+        stop_after: Some(4),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &first, |_, _| {}).expect("first part");
+    let mid = state_of(&split);
+    assert!(mid.gram_teacher.is_some());
+    let second = RunOptions {
+        out_dir: split.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &second, |_, _| {}).expect("second part");
+    let (a, b) = (state_of(&straight), state_of(&split));
+    assert!(
+        a == b,
+        "6 steps straight differ from 4 + resume + 2 with Gram anchoring"
+    );
+    // Without the Gram loss the run ends elsewhere: its gradient reached the backbone.
+    let mut off = cfg.clone();
+    off.gram = None;
+    let plain = tmp("gram-off");
+    run(
+        gpu,
+        off.clone(),
+        &RunOptions {
+            out_dir: plain.clone(),
+            ..Default::default()
+        },
+        |m, _| assert!(m.gram.is_none()),
+    )
+    .expect("run without Gram");
+    let c = state_of(&plain);
+    assert!(c.gram_teacher.is_none());
+    assert!(a.student != c.student);
+    // The plan of a Gram run counts the Gram teacher's weights and forward pass.
+    let with = dinoscope::train::plan::plan(gpu, &cfg, 2).expect("plan");
+    let without = dinoscope::train::plan::plan(gpu, &off, 2).expect("plan");
+    assert!(with.peak_bytes > without.peak_bytes);
+    for d in [straight, split, plain] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,260 @@
+//! Exact resume: in process, after SIGKILL, with a time limit, rotary rescaling and a loss scale.
+
+use super::*;
+
+#[test]
+fn a_time_limit_fits_the_schedule_and_resumes_on_it() {
+    use dinoscope::train::budget::FIT_AFTER;
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.steps = 40;
+    cfg.eval_every = 20;
+    cfg.checkpoint_every = 10;
+    let dir = tmp("time-limit");
+    let limited = RunOptions {
+        out_dir: dir.clone(),
+        stop_after: Some(FIT_AFTER + 2),
+        time_limit: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let summary = run(gpu, cfg.clone(), &limited, |m, steps| {
+        seen.push((m.clone(), steps))
+    })
+    .expect("runs");
+    let fit = summary.fit.expect("fitted after the timed steps");
+    assert_eq!(summary.steps, FIT_AFTER + 2);
+    assert!(!summary.stopped_at_limit);
+    // An hour holds far more than 40 steps of this model on any adapter that passes selftest.
+    assert!(fit.steps > 40 && fit.planned_steps == 40, "{fit:?}");
+    assert!(fit.step_s > 0.0 && fit.eval_s > 0.0, "{fit:?}");
+    // The checkpoint holds the fitted schedule, with the config's 2 evaluations and 4
+    // checkpoints spread along it.
+    let (fitted, state) = load_checkpoint(&dir).expect("checkpoint");
+    assert_eq!(state.step, FIT_AFTER + 2);
+    assert_eq!(fitted.steps, fit.steps);
+    assert_eq!(fitted.eval_every, fit.steps.div_ceil(2));
+    assert_eq!(fitted.checkpoint_every, fit.steps.div_ceil(4));
+    // The baseline and step 20 were evaluated on the config's schedule.
+    let evaluated: Vec<u64> = summary.evals.iter().map(|e| e.0).collect();
+    assert_eq!(evaluated, [0, 20]);
+    // Steps before the fit follow the config's schedule, later ones the fitted one.
+    let follows = |m: &dinoscope::train::trainer::StepMetrics, c: &TrainConfig| {
+        m.lr == c.at(m.step).lr && m.momentum == c.at(m.step).momentum
+    };
+    assert_ne!(cfg.at(FIT_AFTER).lr, fitted.at(FIT_AFTER).lr);
+    for (m, steps) in &seen {
+        let before = m.step < FIT_AFTER;
+        let c = if before { &cfg } else { &fitted };
+        assert!(follows(m, c), "step {}: lr {}", m.step, m.lr);
+        assert_eq!(*steps, c.steps, "step {}", m.step);
+    }
+    // Resuming continues on the fitted schedule; a time limit cannot refit a resumed run.
+    let err = run(
+        gpu,
+        cfg.clone(),
+        &RunOptions {
+            resume: true,
+            ..limited.clone()
+        },
+        |_, _| {},
+    )
+    .expect_err("refused");
+    assert!(err.contains("time limit"), "{err}");
+    let mut resumed = Vec::new();
+    let more = RunOptions {
+        out_dir: dir.clone(),
+        resume: true,
+        stop_after: Some(2),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &more, |m, _| resumed.push(m.clone())).expect("resumes");
+    assert_eq!(resumed.len(), 2);
+    assert!(resumed.iter().all(|m| follows(m, &fitted)));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A limit that has passed before the first step stops the run with nothing to save.
+    let passed = tmp("time-limit-passed");
+    let summary = run(
+        gpu,
+        cfg,
+        &RunOptions {
+            out_dir: passed.clone(),
+            time_limit: Some(std::time::Duration::from_nanos(1)),
+            ..Default::default()
+        },
+        |_, _| panic!("no step runs"),
+    )
+    .expect("stops");
+    assert!(summary.stopped_at_limit && summary.steps == 0 && summary.fit.is_none());
+    assert!(!passed.join("checkpoints").exists());
+    let _ = std::fs::remove_dir_all(&passed);
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let Some(gpu) = common::gpu() else { return };
+    let cfg = micro();
+    let straight = tmp("straight");
+    let summary = run(
+        gpu,
+        cfg.clone(),
+        &RunOptions {
+            out_dir: straight.clone(),
+            ..Default::default()
+        },
+        |_, _| {},
+    )
+    .expect("run");
+    // The time spent waiting for batches is part of the loop's time.
+    assert!(
+        summary.loop_s > 0.0 && (0.0..=summary.loop_s).contains(&summary.data_wait_s),
+        "waited {} s of {} s",
+        summary.data_wait_s,
+        summary.loop_s
+    );
+    let split = tmp("split");
+    let first = RunOptions {
+        out_dir: split.clone(),
+        stop_after: Some(3),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &first, |_, _| {}).expect("first half");
+    assert_eq!(state_of(&split).step, 3);
+    let second = RunOptions {
+        out_dir: split.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg, &second, |_, _| {}).expect("second half");
+    let (a, b) = (state_of(&straight), state_of(&split));
+    assert_eq!(a.step, 6);
+    assert!(a == b, "6 steps straight differ from 3 + resume + 3");
+    // The metrics log holds the k-NN baseline and each step once.
+    let lines = std::fs::read_to_string(split.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(lines.lines().count(), 7);
+    assert_eq!(lines.matches("\"steps_done\":0").count(), 1);
+    // With every block checkpointed, 3 + resume + 3 still ends exactly where the plain run did.
+    let mut ck = micro();
+    ck.checkpoint = dinoscope::train::config::Checkpoint::All;
+    let c = resumed_after_3(gpu, ck, "split-checkpointed");
+    assert!(
+        a.student == c.student && a.teacher == c.teacher && a.m1 == c.m1 && a.m2 == c.m2,
+        "checkpointed 3 + resume + 3 differs from 6 plain steps"
+    );
+    let _ = std::fs::remove_dir_all(&straight);
+    let _ = std::fs::remove_dir_all(&split);
+}
+
+/// DINOv3's rotary coordinate rescaling draws its factors from the step, so a run with it (and
+/// a checkpointed block, whose recomputation must rotate with the same factors) resumes
+/// exactly; and the factors change the run.
+#[test]
+fn rope_rescaling_changes_the_run_and_resumes_exactly() {
+    let Some(gpu) = common::gpu() else { return };
+    let v3 = TrainConfig::preset("debug_v3").expect("preset").model;
+    let mut cfg = micro();
+    cfg.model = dinoscope::model::config::VitConfig {
+        depth: 2,
+        patch: 4,
+        ..v3
+    };
+    cfg.checkpoint = dinoscope::train::config::Checkpoint::Blocks(1);
+    let (_, p) = steps_and_state(gpu, cfg.clone(), "rope-plain");
+    cfg.rope_rescale = Some(2.0);
+    let (_, a) = steps_and_state(gpu, cfg.clone(), "rope-straight");
+    let b = resumed_after_3(gpu, cfg, "rope-split");
+    assert!(p.student != a.student, "rescaling changed nothing");
+    assert!(a == b, "6 steps straight differ from 3 + resume + 3");
+}
+
+/// A mixed-precision run resumes with its loss scale: from 65,536 the first steps of this model
+/// overflow and halve it, and 3 + resume + 3 steps end exactly where 6 straight ones do (a
+/// resumed run that started the scale afresh would skip those steps again).
+#[test]
+fn a_mixed_run_resumes_with_its_loss_scale() {
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return;
+    }
+    let mut cfg = micro();
+    cfg.precision = dinoscope::train::config::Precision::Mixed;
+    let (steps, a) = steps_and_state(gpu, cfg.clone(), "mixed-straight");
+    let skipped = steps.iter().filter(|m| m.skipped).count();
+    assert!(skipped >= 1, "no step overflowed at 65,536");
+    let b = resumed_after_3(gpu, cfg, "mixed-split");
+    let scale = a
+        .loss_scale
+        .as_ref()
+        .expect("a mixed run saves its loss scale");
+    assert!(scale[0] < 65536.0, "{scale:?}");
+    assert!(a == b, "6 mixed steps straight differ from 3 + resume + 3");
+}
+
+#[test]
+fn a_killed_run_resumes_exactly() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let mut cfg = micro();
+    cfg.steps = 8;
+    cfg.checkpoint_every = 2;
+    let cfg_dir = tmp("killcfg");
+    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
+    let cfg_path = cfg_dir.join("micro.ron");
+    std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
+    let exe = env!("CARGO_BIN_EXE_dinoscope");
+    let train = |out: &Path, resume: bool| {
+        let mut c = std::process::Command::new(exe);
+        c.args(["train", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(out);
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    let straight = tmp("kill-straight");
+    assert!(train(&straight, false).status().expect("run").success());
+    let killed = tmp("killed");
+    // Kill it with SIGKILL once a checkpoint past the start is written: the event is the run's
+    // own log line for it, read as it comes.
+    let mut child = train(&killed, false)
+        .env("RUST_LOG", "dinoscope=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let written = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|l| {
+            l.split("checkpoint of step ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n >= 2)
+        });
+    assert!(written.is_some(), "the run logged no checkpoint");
+    let (_, st) = load_checkpoint(&killed).expect("the checkpoint it logged");
+    assert!(st.step >= 2);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let at_kill = state_of(&killed).step;
+    eprintln!("killed after the checkpoint of step {at_kill}");
+    assert!(train(&killed, true).status().expect("resume").success());
+    let (a, b) = (state_of(&straight), state_of(&killed));
+    assert_eq!(a.step, 8);
+    assert!(a == b, "the resumed run differs from the uninterrupted one");
+    // The exported teacher backbone loads with its config, with exactly the expected tensors.
+    let w = killed.join("teacher_backbone.safetensors");
+    let mcfg =
+        dinoscope::model::weights::config_for_weights(&w).expect("config.ron next to the weights");
+    let loaded = dinoscope::model::weights::load_backbone(&w, &mcfg).expect("strict load");
+    assert_eq!(
+        loaded.tensors.len(),
+        dinoscope::model::weights::expected_tensors(&mcfg).len()
+    );
+    for d in [straight, killed, cfg_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -1,0 +1,388 @@
+//! Run folders and checkpoints: refused settings, one process per folder, whole checkpoints,
+//! non-finite steps, exports.
+
+use super::*;
+
+#[test]
+fn out_of_range_settings_are_refused_with_their_name() {
+    let base = TrainConfig::preset("debug").expect("preset");
+    type Change = Box<dyn Fn(&mut TrainConfig)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("base_lr", Box::new(|c| c.base_lr = -1e-3)),
+        ("base_lr", Box::new(|c| c.base_lr = f32::NAN)),
+        ("student_temp", Box::new(|c| c.student_temp = 0.0)),
+        ("teacher_temp", Box::new(|c| c.teacher_temp.1 = -0.04)),
+        (
+            "weight_decay",
+            Box::new(|c| c.weight_decay.0 = f32::INFINITY),
+        ),
+        ("momentum", Box::new(|c| c.momentum = (0.99, 1.5))),
+        ("koleo_weight", Box::new(|c| c.koleo_weight = -0.1)),
+    ];
+    for (name, f) in cases {
+        let mut c = base.clone();
+        f(&mut c);
+        let err = TrainConfig::from_ron(&c.to_ron(), "test.ron").expect_err(name);
+        assert!(err.contains(name) && err.contains("test.ron"), "{err}");
+    }
+    for p in dinoscope::train::config::TRAIN_PRESETS {
+        TrainConfig::preset(p).expect(p);
+    }
+}
+
+#[test]
+fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.steps = 2;
+    cfg.checkpoint_every = 0;
+    let dir = tmp("guarded");
+    let opts = |resume: bool, overwrite: bool| RunOptions {
+        out_dir: dir.clone(),
+        resume,
+        overwrite,
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &opts(false, false), |_, _| {}).expect("first run");
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(
+        metrics.lines().count(),
+        3,
+        "the k-NN baseline and two steps"
+    );
+    // A second run into the same folder without --resume is refused and changes nothing.
+    let err = run(gpu, cfg.clone(), &opts(false, false), |_, _| {}).expect_err("refused");
+    assert!(
+        err.contains("--resume") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
+        metrics
+    );
+    // Resuming for zero more steps keeps every line.
+    let zero = RunOptions {
+        stop_after: Some(0),
+        ..opts(true, false)
+    };
+    run(gpu, cfg.clone(), &zero, |_, _| {}).expect("resume for 0 steps");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
+        metrics
+    );
+    // A live process's lock keeps others out; a dead one's is taken over.
+    let lock = dir.join(".dinoscope.lock");
+    std::fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");
+    let err = run(gpu, cfg.clone(), &opts(false, true), |_, _| {}).expect_err("locked");
+    assert!(err.contains("another dinoscope"), "{err}");
+    if cfg!(target_os = "linux") {
+        // Elsewhere a process cannot be looked up, so a stale lock is removed by hand.
+        let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = gone.id();
+        gone.wait().expect("wait");
+        std::fs::write(&lock, format!("{dead}\n")).expect("stale lock");
+        run(gpu, cfg, &opts(false, true), |_, _| {}).expect("overwrite takes a stale lock");
+        assert!(!lock.exists(), "the lock is released at the end");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Flips bytes in the middle of a file, keeping its length.
+fn damage(p: &Path) {
+    let mut b = std::fs::read(p).expect("read");
+    let mid = b.len() / 2;
+    for x in &mut b[mid..mid + 8] {
+        *x ^= 0x5A;
+    }
+    std::fs::write(p, b).expect("write");
+}
+
+#[test]
+fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
+    use dinoscope::train::checkpoint;
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.steps = 4;
+    cfg.checkpoint_every = 1;
+    let dir = tmp("units");
+    let opts = RunOptions {
+        out_dir: dir.clone(),
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &opts, |_, _| {}).expect("run");
+    // The newest two are kept, each a folder with its manifest; the run folder's exports are
+    // the latest checkpoint's.
+    let kept: Vec<u64> = checkpoint::list(&dir).iter().map(|c| c.0).collect();
+    assert_eq!(kept, vec![4, 3]);
+    let latest = &checkpoint::list(&dir)[0].1;
+    assert_eq!(
+        std::fs::read(dir.join("teacher_backbone.safetensors")).expect("export"),
+        std::fs::read(latest.join("teacher_backbone.safetensors")).expect("checkpoint")
+    );
+    let straight = checkpoint::load(&dir).expect("load");
+    assert_eq!(straight.state.step, 4);
+    assert!(straight.skipped.is_empty());
+
+    // A write that fails half-way (here: a file that cannot be created) publishes nothing and
+    // leaves the previous checkpoint whole, and says so.
+    let err = checkpoint::save_files(
+        &dir,
+        5,
+        &[
+            ("state.safetensors", vec![1, 2, 3]),
+            ("no/such/folder.ron", vec![4]),
+        ],
+    )
+    .expect_err("a failing write");
+    assert!(
+        err.contains("step 5 was not saved") && err.contains("checkpoint of step 4"),
+        "{err}"
+    );
+    assert_eq!(checkpoint::list(&dir).len(), 2);
+    assert!(std::fs::read_dir(dir.join("checkpoints"))
+        .expect("list")
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().ends_with(".partial")));
+    assert_eq!(checkpoint::load(&dir).expect("load").state.step, 4);
+
+    // Damaged bytes in the latest state: the checksum catches it, and loading falls back.
+    damage(&latest.join("state.safetensors"));
+    let fell_back = checkpoint::load(&dir).expect("fallback");
+    assert_eq!(fell_back.state.step, 3);
+    assert!(
+        fell_back.skipped.len() == 1 && fell_back.skipped[0].contains("checksum"),
+        "{:?}",
+        fell_back.skipped
+    );
+    // Resuming goes on from step 3 and ends where the undamaged run ended, bit for bit.
+    let resumed = RunOptions {
+        out_dir: dir.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &resumed, |_, _| {}).expect("resume");
+    let again = checkpoint::load(&dir).expect("load");
+    assert!(again.skipped.is_empty());
+    assert!(again.state == straight.state, "the redone steps differ");
+
+    // Every checkpoint damaged: an error that names each, never a silent restart.
+    for (_, d) in checkpoint::list(&dir) {
+        damage(&d.join("state.safetensors"));
+    }
+    let err = checkpoint::load(&dir).expect_err("nothing usable");
+    assert!(
+        err.contains("no usable checkpoint") && err.matches("skipped").count() == 2,
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn non_finite_steps_stop_the_run_with_the_term_and_weights_with_nan_are_refused() {
+    let Some(gpu) = common::gpu() else { return };
+    // A learning rate this large sends the weights to infinity in one update.
+    let mut cfg = micro();
+    cfg.steps = 6;
+    cfg.checkpoint_every = 0;
+    cfg.base_lr = 1e30;
+    cfg.warmup_steps = 0;
+    let dir = tmp("nan");
+    let opts = RunOptions {
+        out_dir: dir.clone(),
+        ..Default::default()
+    };
+    let err = run(gpu, cfg, &opts, |_, _| {}).expect_err("diverges");
+    assert!(err.starts_with("step "), "{err}");
+    assert!(
+        err.contains("NaN") || err.contains("inf"),
+        "names the non-finite term: {err}"
+    );
+    assert!(err.contains("no checkpoint was saved yet"), "{err}");
+
+    // Weights holding NaN are refused on load, with the tensor named.
+    let mut good = micro();
+    good.steps = 1;
+    let ok_dir = tmp("nan-weights");
+    let opts = RunOptions {
+        out_dir: ok_dir.clone(),
+        ..Default::default()
+    };
+    run(gpu, good, &opts, |_, _| {}).expect("run");
+    let w = ok_dir.join("teacher_backbone.safetensors");
+    let f = dinoscope::fixtures::TensorFile::open(&w).expect("read");
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = f
+        .names()
+        .iter()
+        .map(|n| {
+            let t = f.get(n).expect("tensor");
+            (n.clone(), t.shape.clone(), t.data.clone())
+        })
+        .collect();
+    let victim = tensors
+        .iter_mut()
+        .find(|t| t.0 == "cls_token")
+        .expect("cls_token");
+    victim.2[0] = f32::NAN;
+    let refs: Vec<(String, Vec<usize>, &[f32])> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice()))
+        .collect();
+    let bad = ok_dir.join("bad.safetensors");
+    std::fs::write(
+        &bad,
+        dinoscope::io::safetensors_bytes(&refs, None).expect("bytes"),
+    )
+    .expect("write");
+    let cfg = dinoscope::model::weights::config_for_weights(&bad).expect("config.ron");
+    let err = dinoscope::model::weights::load_backbone(&bad, &cfg)
+        .expect_err("NaN refused")
+        .to_string();
+    assert!(err.contains("cls_token") && err.contains("NaN"), "{err}");
+    for d in [dir, ok_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn unknown_fields_and_impossible_sizes_are_refused_by_name_before_allocating() {
+    let base = TrainConfig::preset("debug").expect("preset");
+    // An unknown field: named, with its place in the file.
+    let text = base
+        .to_ron()
+        .replacen("batch_size:", "batch_sise: 8,\n    batch_size:", 1);
+    let err = TrainConfig::from_ron(&text, "typo.ron").expect_err("unknown field");
+    assert!(
+        err.contains("batch_sise") && err.contains("typo.ron"),
+        "{err}"
+    );
+    let line = text
+        .lines()
+        .position(|l| l.contains("batch_sise"))
+        .expect("inserted")
+        + 1;
+    assert!(err.contains(&format!("{line}:")), "line and column: {err}");
+    type Change = Box<dyn Fn(&mut TrainConfig)>;
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "prototypes",
+            Box::new(|c| c.head.prototypes = 1_000_000_000),
+        ),
+        (
+            "trainable parameters",
+            Box::new(|c| c.head.hidden = 600_000),
+        ),
+        (
+            "trainable parameters",
+            Box::new(|c| {
+                c.model.dim = 64_000;
+                c.model.heads = 1_000;
+            }),
+        ),
+        (
+            "trainable parameters",
+            Box::new(|c| c.model.depth = 10_000_000),
+        ),
+        ("tokens", Box::new(|c| c.model.registers = 300_000)),
+        ("in_chans", Box::new(|c| c.model.in_chans = 1)),
+        ("batch_size", Box::new(|c| c.batch_size = 100_000_000)),
+    ];
+    for (what, f) in cases {
+        let mut c = base.clone();
+        if what == "tokens" {
+            // Keep the registers' own size check out of the way.
+            c.model.dim = 64;
+            c.model.heads = 1;
+        }
+        f(&mut c);
+        let err = TrainConfig::from_ron(&c.to_ron(), "big.ron").expect_err(what);
+        assert!(
+            err.contains(what) && err.contains("big.ron"),
+            "{what}: {err}"
+        );
+    }
+}
+
+#[test]
+fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let mut cfg = micro();
+    cfg.steps = 2;
+    cfg.checkpoint_every = 0;
+    let cwd = tmp("cwd");
+    std::fs::create_dir_all(&cwd).expect("mkdir");
+    std::fs::write(cwd.join("micro.ron"), cfg.to_ron()).expect("config");
+    let exe = env!("CARGO_BIN_EXE_dinoscope");
+    let train = |extra: &[&str]| {
+        let out = std::process::Command::new(exe)
+            .current_dir(&cwd)
+            .args(["train", "--config", "micro.ron"])
+            .args(extra)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    train(&["--stop-after", "1"]);
+    // The second run is longer than its config says; its own config records that.
+    train(&["--stop-after", "1", "--steps", "3"]);
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(cwd.join("runs"))
+        .expect("runs/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.ends_with("latest"))
+        .collect();
+    runs.sort();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|r| r
+        .file_name()
+        .is_some_and(
+            |n| n.to_string_lossy().ends_with("micro") || n.to_string_lossy().contains("micro-")
+        )));
+    let latest = cwd.join("runs/latest");
+    assert!(state_of(&latest).step == 1);
+    // --resume without --out continues the latest run to its own length; the first is untouched.
+    let first = state_of(&runs[0]);
+    train(&["--resume"]);
+    assert_eq!(state_of(&latest).step, 3);
+    assert!(state_of(&runs[0]) == first);
+    let zero = std::process::Command::new(exe)
+        .current_dir(&cwd)
+        .args(["train", "--config", "micro.ron", "--steps", "0"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&zero.stderr);
+    assert!(!zero.status.success() && err.contains("steps"), "{err}");
+    let _ = std::fs::remove_dir_all(&cwd);
+}
+
+#[test]
+fn a_model_without_layerscale_trains_and_exports() {
+    // `layerscale: false` used to panic in the first forward ("no parameter
+    // 'blocks.0.ls1.gamma'").
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.model.layerscale = false;
+    cfg.steps = 2;
+    cfg.checkpoint_every = 0;
+    let dir = tmp("no-layerscale");
+    let opts = RunOptions {
+        out_dir: dir.clone(),
+        ..Default::default()
+    };
+    let summary = run(gpu, cfg, &opts, |m, _| {
+        assert!(m.non_finite().is_none(), "step {}: {m:?}", m.step)
+    })
+    .expect("trains");
+    assert_eq!(summary.steps, 2);
+    let w = dir.join("teacher_backbone.safetensors");
+    let mcfg = dinoscope::model::weights::config_for_weights(&w).expect("config.ron");
+    assert!(!mcfg.layerscale);
+    let loaded = dinoscope::model::weights::load_backbone(&w, &mcfg).expect("strict load");
+    assert!(!loaded.tensors.keys().any(|k| k.contains("gamma")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
