@@ -1,0 +1,277 @@
+//! Presets, Hugging Face JSON and RON configs, and their error reports.
+
+use super::*;
+
+#[test]
+fn preset_param_counts() {
+    let cases = [
+        ("vits14", 22_056_576u64),
+        ("vits14_reg", 22_058_112),
+        ("vitb14", 86_580_480),
+        ("vitb14_reg", 86_580_480 + 4 * 768),
+        ("vitl14", 304_368_640),
+        ("vitl14_reg", 304_368_640 + 4 * 1024),
+        ("vitg14", 1_136_480_768),
+        ("vitg14_reg", 1_136_480_768 + 4 * 1536),
+    ];
+    for (name, want) in cases {
+        let cfg = VitConfig::preset(name).unwrap();
+        assert_eq!(cfg.num_params(), want, "{name}");
+        cfg.validate().unwrap();
+        assert_eq!(cfg.head_dim(), 64, "{name}");
+        // expected_tensors agrees with num_params.
+        let n: u64 = expected_tensors(&cfg)
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>() as u64)
+            .sum();
+        assert_eq!(n, want, "{name}: expected_tensors");
+    }
+    let s = VitConfig::preset("vits14").unwrap();
+    assert_eq!(expected_tensors(&s).len(), 175);
+    let sr = VitConfig::preset("dinov2_vits14_reg").unwrap();
+    assert_eq!(expected_tensors(&sr).len(), 176);
+    assert_eq!(sr.registers, 4);
+    assert_eq!(sr.interp, InterpMode::BicubicAntialias);
+    assert_eq!(s.interp, InterpMode::Bicubic);
+    let g = VitConfig::preset("vitg14").unwrap();
+    assert_eq!((g.ffn, g.mlp_hidden), (Ffn::SwiGlu, 4096));
+    assert_eq!((g.dim, g.depth, g.heads), (1536, 40, 24));
+    let l = VitConfig::preset("vitl14").unwrap();
+    assert_eq!(
+        (l.dim, l.depth, l.heads, l.mlp_hidden),
+        (1024, 24, 16, 4096)
+    );
+}
+
+#[test]
+fn unknown_preset_lists_known_names() {
+    let err = VitConfig::preset("vitx14").unwrap_err();
+    assert!(matches!(err, ConfigError::UnknownPreset { .. }));
+    let text = err.to_string();
+    assert!(text.contains("vitx14"), "{text}");
+    for p in PRESETS {
+        assert!(text.contains(p), "{text}");
+    }
+}
+
+#[test]
+fn hf_json_fixture_configs() {
+    let plain = fixture_config("tiny_dinov2");
+    assert_eq!(
+        plain,
+        VitConfig {
+            dim: 64,
+            depth: 2,
+            heads: 4,
+            mlp_hidden: 256,
+            ffn: Ffn::Mlp,
+            patch: 14,
+            in_chans: 3,
+            registers: 0,
+            pos_grid: 4,
+            ln_eps: 1e-6,
+            interp: InterpMode::Bicubic,
+            qkv_bias: true,
+            layerscale: true,
+            rope: None,
+            key_bias: true,
+        }
+    );
+    assert_eq!(plain.head_dim(), 16);
+    let reg = fixture_config("tiny_dinov2_reg");
+    assert_eq!(
+        reg,
+        VitConfig {
+            registers: 4,
+            interp: InterpMode::BicubicAntialias,
+            ..plain.clone()
+        }
+    );
+    assert_eq!(reg.num_params(), plain.num_params() + 4 * 64);
+}
+
+#[test]
+fn hf_json_small_and_giant_like_hub_configs() {
+    // The published facebook/dinov2-small config, reduced to its fields.
+    let small = r#"{"architectures":["Dinov2Model"],"hidden_act":"gelu","hidden_size":384,
+        "image_size":518,"layer_norm_eps":1e-06,"layerscale_value":1.0,"mlp_ratio":4,
+        "model_type":"dinov2","num_attention_heads":6,"num_channels":3,"num_hidden_layers":12,
+        "patch_size":14,"qkv_bias":true,"use_swiglu_ffn":false}"#;
+    let cfg = VitConfig::from_hf_json(small, "small/config.json").unwrap();
+    assert_eq!(cfg, VitConfig::preset("vits14").unwrap());
+    let giant = small
+        .replace("\"hidden_size\":384", "\"hidden_size\":1536")
+        .replace("\"num_attention_heads\":6", "\"num_attention_heads\":24")
+        .replace("\"num_hidden_layers\":12", "\"num_hidden_layers\":40")
+        .replace("\"use_swiglu_ffn\":false", "\"use_swiglu_ffn\":true")
+        .replace(
+            "\"model_type\":\"dinov2\"",
+            "\"model_type\":\"dinov2_with_registers\"",
+        )
+        .replace(
+            "\"patch_size\":14",
+            "\"patch_size\":14,\"num_register_tokens\":4",
+        );
+    let cfg = VitConfig::from_hf_json(&giant, "giant/config.json").unwrap();
+    assert_eq!(cfg, VitConfig::preset("vitg14_reg").unwrap());
+}
+
+#[test]
+fn hf_json_dinov3_config() {
+    let v3 = fixture_config("tiny_dinov3");
+    assert_eq!(
+        v3,
+        VitConfig {
+            dim: 64,
+            depth: 2,
+            heads: 4,
+            mlp_hidden: 256,
+            ffn: Ffn::Mlp,
+            patch: 16,
+            in_chans: 3,
+            registers: 4,
+            pos_grid: 0,
+            ln_eps: 1e-5,
+            interp: InterpMode::Bicubic,
+            qkv_bias: true,
+            layerscale: true,
+            rope: Some(dinoscope::model::config::Rope { base: 100.0 }),
+            key_bias: false,
+        }
+    );
+    // No position table in the parameter count.
+    let d = 64u64;
+    let block = 4 * d * d + 3 * d + d + 2 * 64 * 256 + 256 + d + 4 * d + 2 * d;
+    assert_eq!(
+        v3.num_params(),
+        d * 3 * 256 + d + 2 * d + 4 * d + 2 * block + 2 * d
+    );
+    let text = std::fs::read_to_string(fixture("tiny_dinov3", "config.json")).unwrap();
+    // A gated MLP must name SiLU; the runtime's qkv bias is on q and v together or on neither.
+    let gated = text.replace("\"use_gated_mlp\": false", "\"use_gated_mlp\": true");
+    assert_ne!(gated, text);
+    let msg = VitConfig::from_hf_json(&gated, "g.json")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("g.json") && msg.contains("silu"), "{msg}");
+    let silu = gated.replace("\"gelu\"", "\"silu\"");
+    let cfg = VitConfig::from_hf_json(&silu, "s.json").unwrap();
+    assert_eq!(cfg.ffn, Ffn::SwiGlu);
+    let lopsided = text.replace("\"value_bias\": true", "\"value_bias\": false");
+    assert_ne!(lopsided, text);
+    let msg = VitConfig::from_hf_json(&lopsided, "l.json")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("value_bias"), "{msg}");
+    // The released presets.
+    let s16 = VitConfig::preset("dinov3_vits16").unwrap();
+    assert_eq!((s16.dim, s16.patch, s16.registers), (384, 16, 4));
+    assert_eq!(s16.num_params(), 21_601_152);
+    let plus = VitConfig::preset("vits16plus").unwrap();
+    assert_eq!((plus.ffn, plus.mlp_hidden), (Ffn::SwiGlu, 1536));
+    let h = VitConfig::preset("vith16plus").unwrap();
+    assert_eq!(h.mlp_hidden, 5120);
+    let g = VitConfig::preset("vit7b16").unwrap();
+    assert_eq!((g.mlp_hidden, g.qkv_bias), (8192, false));
+}
+
+#[test]
+fn hf_json_errors() {
+    let base = std::fs::read_to_string(fixture("tiny_dinov2", "config.json")).unwrap();
+    let tanh = base.replace("\"gelu\"", "\"gelu_pytorch_tanh\"");
+    let msg = VitConfig::from_hf_json(&tanh, "x.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("gelu_pytorch_tanh") && msg.contains("x.json"),
+        "{msg}"
+    );
+
+    let no_dim = base.replace("\"hidden_size\": 64,", "");
+    let msg = VitConfig::from_hf_json(&no_dim, "nodim.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("hidden_size") && msg.contains("nodim.json"),
+        "{msg}"
+    );
+
+    let bad_heads = base.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 3");
+    let err = VitConfig::from_hf_json(&bad_heads, "heads.json").unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid { .. }));
+    assert!(err.to_string().contains("not divisible"), "{err}");
+
+    let msg = VitConfig::from_hf_json("not json", "junk.json")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("junk.json"), "{msg}");
+}
+
+#[test]
+fn validate_reports_problems() {
+    let mut cfg = VitConfig::preset("vits14").unwrap();
+    cfg.heads = 3; // head dim 128
+    let msg = cfg.validate().unwrap_err().to_string();
+    assert!(msg.contains("head dim 128") && msg.contains("64"), "{msg}");
+    cfg.heads = 5;
+    assert!(cfg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("divisible"));
+    cfg.heads = 6;
+    cfg.patch = 0;
+    cfg.ln_eps = 0.0;
+    let msg = cfg.validate().unwrap_err().to_string();
+    assert!(msg.contains("patch") && msg.contains("ln_eps"), "{msg}");
+}
+
+#[test]
+fn ron_round_trip() {
+    let mut configs: Vec<VitConfig> = PRESETS
+        .iter()
+        .map(|p| VitConfig::preset(p).unwrap())
+        .collect();
+    // The 7B's heads are 128 wide, past the attention kernel's 64: its config says so.
+    let big = configs.pop().unwrap();
+    assert_eq!(big, VitConfig::preset("vit7b16").unwrap());
+    let msg = big.validate().unwrap_err().to_string();
+    assert!(msg.contains("head dim 128"), "{msg}");
+    configs.push(fixture_config("tiny_dinov2_reg"));
+    for cfg in configs {
+        let text = cfg.to_ron().unwrap();
+        let back = VitConfig::from_ron(&text, "round.ron").unwrap();
+        assert_eq!(back, cfg, "{text}");
+    }
+    let dir = temp_dir("ron");
+    let path = dir.join("m.ron");
+    let cfg = VitConfig::preset("vitb14_reg").unwrap();
+    std::fs::write(&path, cfg.to_ron().unwrap()).unwrap();
+    assert_eq!(VitConfig::load(&path).unwrap(), cfg);
+    // Errors name the file.
+    std::fs::write(&path, "(dim: 384, oops: 1)").unwrap();
+    let msg = VitConfig::load(&path).unwrap_err().to_string();
+    assert!(msg.contains("m.ron"), "{msg}");
+    let msg = VitConfig::load(&dir.join("missing.ron"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("missing.ron"), "{msg}");
+    let msg = VitConfig::load(&dir.join("m.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("m.yaml"), "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn asset_configs() {
+    let dir = root().join("assets/configs");
+    for name in ["vits14", "vits14_reg"] {
+        let cfg = VitConfig::load(&dir.join(format!("{name}.ron"))).unwrap();
+        assert_eq!(cfg, VitConfig::preset(name).unwrap(), "{name}.ron");
+    }
+    let tiny = VitConfig::load(&dir.join("tiny.ron")).unwrap();
+    assert_eq!((tiny.dim, tiny.depth, tiny.heads), (192, 6, 3));
+    assert_eq!(tiny.head_dim(), 64);
+    tiny.validate().unwrap();
+}
