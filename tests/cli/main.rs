@@ -1,0 +1,92 @@
+//! The `dinoscope` binary: `info`, `--version` and completions here; `selftest` on fixture
+//! folders of other sizes and its errors, the model commands (attention, embed, knn) and the
+//! tools (bench loader, tune) in the modules below.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod models;
+mod selftest;
+mod tools;
+
+use dinoscope::cpu;
+use dinoscope::cpu::interp::InterpMode;
+use dinoscope::kernels::matmul::MatmulDims;
+use dinoscope::kernels::patch_embed::PatchDims;
+use dinoscope::selftest::checks_random as random;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use std::path::Path;
+use std::process::Command;
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("dinoscope-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn dinoscope(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run dinoscope")
+}
+
+#[test]
+fn info_prints_adapter_limits_and_features() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .arg("info")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for key in [
+        "adapter:",
+        "backend:",
+        "driver:",
+        "max_storage_buffer_binding_size",
+        "SHADER_F16",
+        "TIMESTAMP_QUERY",
+    ] {
+        assert!(text.contains(key), "info lacks {key}:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_backend_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["info", "--backend", "banana"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("unknown backend 'banana'"), "{err}");
+}
+
+#[test]
+fn version_and_shell_completions() {
+    let out = dinoscope(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("dinoscope {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = dinoscope(&["completions", shell]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            ["train", "selftest", "knn", "weights"]
+                .iter()
+                .all(|w| text.contains(w)),
+            "{shell}: {text}"
+        );
+    }
+    let out = dinoscope(&["completions", "tcsh"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
+}

@@ -1,0 +1,429 @@
+//! The model commands: attention maps, features, k-NN, DINOv3 weights and f16 storage.
+
+use super::*;
+
+#[test]
+fn attention_writes_maps_of_the_right_size_that_are_not_constant() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out_dir = tmp("attention");
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov2_reg/model.safetensors",
+        "assets/images/chelsea.png",
+        "--size",
+        "224",
+        "-o",
+        out_dir.to_str().expect("utf-8 path"),
+    ]);
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    // chelsea.png is 451×300: shorter side 224 → 336×224 after cropping to multiples of 14.
+    for name in [
+        "input.png",
+        "head0.png",
+        "head3_threshold.png",
+        "mean.png",
+        "mean_overlay.png",
+        "pca.png",
+    ] {
+        let img = image::open(out_dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_rgb8();
+        assert_eq!((img.width(), img.height()), (336, 224), "{name} size");
+        let first = *img.get_pixel(0, 0);
+        assert!(img.pixels().any(|p| *p != first), "{name} is constant");
+    }
+    let heads = image::open(out_dir.join("heads.png"))
+        .expect("heads.png")
+        .to_rgb8();
+    assert!(
+        heads.width() > 336 * 2,
+        "the head grid holds the four heads side by side"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn a_wrong_weights_file_lists_the_tensors() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov2/model.safetensors",
+        "--config",
+        "vits14",
+        "assets/images/chelsea.png",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("tests/fixtures/tiny_dinov2/model.safetensors"),
+        "{err}"
+    );
+    assert!(
+        err.contains("missing") && err.contains("blocks.11.attn.qkv.weight [1152, 384]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pos_embed") && err.contains("[1, 1370, 384]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn embed_writes_features_and_skips_unreadable_images() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("embed");
+    std::fs::create_dir_all(dir.join("more")).expect("mkdir");
+    std::fs::copy("assets/images/coffee.png", dir.join("more/coffee.png")).expect("copy");
+    std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").expect("write");
+    let out_file = dir.join("feats.safetensors");
+    let out = dinoscope(&[
+        "embed",
+        "--weights",
+        "tests/fixtures/tiny_dinov2/model.safetensors",
+        "assets/images/chelsea.png",
+        "assets/images/astronaut.png",
+        dir.to_str().expect("utf-8 path"),
+        "--size",
+        "56",
+        "--batch",
+        "2",
+        "-o",
+        out_file.to_str().expect("utf-8 path"),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success());
+    assert!(
+        text.contains("broken.png") && text.contains("1 unreadable images skipped"),
+        "{text}"
+    );
+    let bytes = std::fs::read(&out_file).expect("features file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    for name in ["cls", "mean_patch"] {
+        let t = st.tensor(name).expect("tensor");
+        assert_eq!(t.shape(), &[3, 64]);
+        let v: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert!(v.iter().all(|x| x.is_finite()));
+        assert!(
+            v[..64] != v[64..128],
+            "{name}: two different images gave the same features"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn embed_and_attention_never_overwrite_their_inputs() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("no-overwrite");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let weights = dir.join("model.safetensors");
+    let picture = dir.join("input.png");
+    std::fs::copy("tests/fixtures/tiny_dinov2/model.safetensors", &weights).expect("copy");
+    std::fs::copy("assets/images/chelsea.png", &picture).expect("copy");
+    let before = (
+        std::fs::read(&weights).expect("weights"),
+        std::fs::read(&picture).expect("picture"),
+    );
+    let w = weights.to_str().expect("utf-8 path");
+    let p = picture.to_str().expect("utf-8 path");
+    // The features file onto the weights, then onto the picture (named another way).
+    let aliased = format!(
+        "{}/../{}/input.png",
+        dir.display(),
+        dir.file_name().and_then(|n| n.to_str()).expect("name")
+    );
+    for target in [w, aliased.as_str()] {
+        let out = dinoscope(&["embed", "--weights", w, p, "--size", "28", "-o", target]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "embed -o {target} succeeded");
+        assert!(err.contains("is an input"), "{err}");
+    }
+    // Attention maps into the picture's own folder would write input.png over it.
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        w,
+        p,
+        "--size",
+        "28",
+        "-o",
+        dir.to_str().expect("utf-8 path"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "attention into the input folder succeeded"
+    );
+    assert!(
+        err.contains("input.png") && err.contains("is an input"),
+        "{err}"
+    );
+    let after = (
+        std::fs::read(&weights).expect("weights"),
+        std::fs::read(&picture).expect("picture"),
+    );
+    assert!(before == after, "an input was modified");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn knn_k_and_attention_threshold_out_of_range_are_refused() {
+    for (args, what) in [
+        (
+            vec![
+                "knn",
+                "--weights",
+                "w",
+                "--train",
+                "a",
+                "--test",
+                "b",
+                "--k",
+                "0",
+            ],
+            "--k",
+        ),
+        (
+            vec![
+                "attention",
+                "--weights",
+                "w",
+                "x.png",
+                "-o",
+                "o",
+                "--threshold",
+                "NaN",
+            ],
+            "--threshold",
+        ),
+        (
+            vec![
+                "attention",
+                "--weights",
+                "w",
+                "x.png",
+                "-o",
+                "o",
+                "--threshold",
+                "1.5",
+            ],
+            "--threshold",
+        ),
+    ] {
+        let out = dinoscope(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("knn-names");
+    let put = |set: &str, class: &str, pics: &[&str]| {
+        let d = dir.join(set).join(class);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        for p in pics {
+            std::fs::copy(format!("assets/images/{p}.png"), d.join(format!("{p}.png")))
+                .expect("copy");
+        }
+    };
+    put("train", "zebra", &["chelsea", "coffee"]);
+    put("train", "apple", &["astronaut"]);
+    put("other", "a", &["chelsea"]);
+    put("other", "b", &["astronaut"]);
+    put("same", "zebra", &["chelsea", "coffee"]);
+    let path = |s: &str| dir.join(s).to_str().expect("utf-8 path").to_string();
+    let knn = |test: &str| {
+        dinoscope(&[
+            "knn",
+            "--weights",
+            "tests/fixtures/tiny_dinov2/model.safetensors",
+            "--train",
+            &path("train"),
+            "--test",
+            &path(test),
+            "--size",
+            "28",
+            "--k",
+            "1",
+        ])
+    };
+    // Classes named differently are not paired by their sorted position.
+    let out = knn("other");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "k-NN across unrelated classes succeeded"
+    );
+    assert!(
+        err.contains("\"a\"") && err.contains("not among the train classes"),
+        "{err}"
+    );
+    // A test set with a subset of the classes: "zebra" is train class 1 (after "apple"), and
+    // the same pictures find themselves.
+    let out = knn("same");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("train: 3 images in 2 classes; test: 2 images in 1 classes"),
+        "{text}"
+    );
+    assert!(text.contains("100.00%"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dinov3_weights_give_attention_maps_and_features() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out_dir = tmp("attention-v3");
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov3/model.safetensors",
+        "assets/images/chelsea.png",
+        "--size",
+        "224",
+        "-o",
+        out_dir.to_str().expect("utf-8 path"),
+    ]);
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    // 451×300 → shorter side 224 → 336×224 (multiples of 16); the storage tokens are not drawn.
+    for name in ["head3.png", "mean_overlay.png", "pca.png"] {
+        let img = image::open(out_dir.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_rgb8();
+        assert_eq!((img.width(), img.height()), (336, 224), "{name} size");
+        let first = *img.get_pixel(0, 0);
+        assert!(img.pixels().any(|p| *p != first), "{name} is constant");
+    }
+    // The weights alone, without config.json: taken as DINOv3 from their names.
+    let lone = tmp("v3-lone");
+    std::fs::create_dir_all(&lone).expect("mkdir");
+    let w = lone.join("w.safetensors");
+    std::fs::copy("tests/fixtures/tiny_dinov3/model.safetensors", &w).expect("copy");
+    let features = lone.join("f.safetensors");
+    let out = dinoscope(&[
+        "embed",
+        "--weights",
+        w.to_str().expect("utf-8"),
+        "assets/images/chelsea.png",
+        "assets/images/coffee.png",
+        "--size",
+        "64",
+        "-o",
+        features.to_str().expect("utf-8"),
+    ]);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let f = dinoscope::fixtures::TensorFile::open(&features).expect("features");
+    assert_eq!(f.get("cls").expect("cls").shape, vec![2, 64]);
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = std::fs::remove_dir_all(&lone);
+}
+
+/// `--precision f16` stores the model and its activations in half precision: the features
+/// follow the f32 ones within the documented f16 tolerance, and attention maps are written.
+#[test]
+fn f16_precision_gives_the_f32_features_within_its_tolerance() {
+    let Some(gpu) = common::gpu() else { return };
+    let dir = tmp("embed-f16");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut feats = Vec::new();
+    for precision in ["f32", "f16"] {
+        let out_file = dir.join(format!("{precision}.safetensors"));
+        let out = dinoscope(&[
+            "embed",
+            "--weights",
+            "tests/fixtures/tiny_dinov2_reg/model.safetensors",
+            "assets/images/chelsea.png",
+            "assets/images/coffee.png",
+            "--size",
+            "56",
+            "--precision",
+            precision,
+            "-o",
+            out_file.to_str().expect("utf-8 path"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if precision == "f16" && !gpu.features.contains(wgpu::Features::SHADER_F16) {
+            assert!(!out.status.success() && err.contains("SHADER_F16"), "{err}");
+            return;
+        }
+        assert!(out.status.success(), "{precision}: {err}");
+        let f = dinoscope::fixtures::TensorFile::open(&out_file).expect("features");
+        feats.push(f.get("cls").expect("cls").data.clone());
+    }
+    let scale = feats[0].iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = feats[0]
+        .iter()
+        .zip(&feats[1])
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("f16 vs f32 CLS features: max err {err:.3e} (scale {scale:.3})");
+    assert!(
+        err > 0.0,
+        "the f16 run gave bit-identical features: did it run in f16?"
+    );
+    assert!(
+        err <= dinoscope::selftest::F16_TOLERANCE * scale,
+        "f16 features off by {err}"
+    );
+    let maps = dir.join("maps");
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov3/model.safetensors",
+        "assets/images/chelsea.png",
+        "--size",
+        "64",
+        "--precision",
+        "f16",
+        "-o",
+        maps.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(maps.join("pca.png").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
