@@ -61,6 +61,8 @@ stats_of() {
   for ((j = 0; j < i; j++)); do LC_ALL=C grep -aE "$keep" "$dir/$j.out" >>"$log" || true; done
   rm -rf "$dir"
 }
+# Raw output an interrupted run left behind (gigabytes for NAK); runs never overlap (see above).
+rm -rf "$root"/tmp/shader_stats.*
 # The selftest's matmul checks compile about half of its IR and the other checks the rest: as two
 # processes they take one core each.
 matmuls=(--only kernel.matmul --only kernel.f16_matmul --only kernel.coop_matmul --only kernel.f16_products)
