@@ -76,6 +76,44 @@ fn f16_weight_gradient(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Ro
     Ok(())
 }
 
+/// ViT-S/14's qkv, fc1 and fc2 products at batch 1 (257 rows, weights transposed), f16 operands:
+/// the plan an untuned f16 product takes ("default"), the vec4 kernel and the cooperative tiles,
+/// so one run shows which suits the few-tile products of batch-1 inference.
+fn f16_batch1_linears(gpu: &Gpu, reps: usize, figures: &mut Vec<Row>) -> Result<()> {
+    use crate::gpu::DType;
+    for (n, k) in [(3 * 384, 384), (1536, 384), (384, 1536)] {
+        let d = MatmulDims::new(257, n, k).tb();
+        let (a_len, b_len) = d.operand_lens();
+        let a = gpu.upload_as(&random(a_len, 1, -1.0, 1.0), &[a_len], DType::F16);
+        let b = gpu.upload_as(&random(b_len, 2, -0.1, 0.1), &[b_len], DType::F16);
+        let c = gpu.empty_as(&[d.m, d.n], DType::F16);
+        let default = Plan::untuned(gpu, &d, DType::F16);
+        let mut plans = vec![default, Plan::for_device(&d, gpu.cpu_driver())];
+        plans.extend(Plan::coop_plans(gpu));
+        plans.dedup();
+        for (i, plan) in plans.into_iter().enumerate() {
+            if i > 0 && plan == default {
+                continue;
+            }
+            let (t, ts) = time(gpu, reps, |rec| {
+                let e = Epilogue::None;
+                kernels::matmul::matmul_planned(rec, &c, &a, &b, d, 1.0, false, e, plan)
+            })?;
+            let flop = 2.0 * (d.m * d.n * d.k) as f64;
+            let tag = if i == 0 { ", default" } else { "" };
+            let name = format!(
+                "matmul f16 {}x{}x{} tb ({}{tag})",
+                d.m,
+                d.n,
+                d.k,
+                plan.name()
+            );
+            emit(figures, name, t, flop / t / 1e9, "GFLOP/s", ts);
+        }
+    }
+    Ok(())
+}
+
 /// What `dinoscope bench kernels` runs beside its default rows.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelOpts {
@@ -108,6 +146,7 @@ pub fn kernels(gpu: &Gpu, reps: usize, opts: KernelOpts) -> Result<Vec<Row>> {
     if gpu.features.contains(wgpu::Features::SHADER_F16) {
         f16_matmuls(gpu, reps, &sizes, &mut figures)?;
         f16_weight_gradient(gpu, reps, opts.quick, &mut figures)?;
+        f16_batch1_linears(gpu, reps, &mut figures)?;
     }
     vits_linears(gpu, reps, &mut figures)?;
     memory_bound(gpu, reps, opts.quick, &mut figures)?;

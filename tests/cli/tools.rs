@@ -90,3 +90,49 @@ fn tune_keeps_what_it_measured_when_stopped_part_way() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `bench kernels --quick` runs every row it lists and writes each with a positive time and
+/// rate: the f32 products, the f16 ones where the adapter stores f16 (ViT-S/14's batch-1
+/// linears on the untuned default among them), the memory-bound kernels and attention.
+#[test]
+fn bench_kernels_writes_every_row_with_a_time() {
+    let Some(gpu) = common::gpu() else { return };
+    let json = tmp("bench_kernels.json");
+    let _ = std::fs::remove_file(&json);
+    let path = json.to_str().expect("utf-8 path");
+    let out = dinoscope(&["bench", "kernels", "--quick", "--reps", "1", "--json", path]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    for r in &rows {
+        let (s, rate) = (r["seconds"].as_f64(), r["rate"].as_f64());
+        assert!(
+            s.is_some_and(|s| s > 0.0) && rate.is_some_and(|r| r > 0.0),
+            "{r}"
+        );
+    }
+    let has = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
+    assert!(
+        has("matmul 1024x1024x1024") && has("layernorm") && has("attention fwd"),
+        "{names:?}"
+    );
+    if gpu.features.contains(wgpu::Features::SHADER_F16) {
+        for n in [1152, 1536, 384] {
+            let k = if n == 384 { 1536 } else { 384 };
+            let default = format!("matmul f16 257x{n}x{k} tb (");
+            assert!(
+                names
+                    .iter()
+                    .any(|r| r.starts_with(&default) && r.ends_with(", default)")),
+                "{names:?}"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&json);
+}
