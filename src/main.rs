@@ -67,6 +67,9 @@ mod cli {
             /// Leave out the cases whose name contains this text (repeatable).
             #[arg(long, value_name = "TEXT")]
             skip: Vec<String>,
+            /// Print the names of the cases these options select, without running them.
+            #[arg(long)]
+            list: bool,
         },
         /// Image features (CLS and mean patch token) of images or folders, into a safetensors file.
         Embed {
@@ -564,13 +567,14 @@ mod cli {
                 fixtures_only,
                 only,
                 skip,
+                list,
             }) => {
                 let filter = dinoscope::selftest::CaseFilter {
                     only: only.clone(),
                     skip: skip.clone(),
                 };
                 open_gpu(&cli).and_then(|gpu| {
-                    commands::selftest::run(&gpu, fixtures.as_ref(), *fixtures_only, &filter)
+                    commands::selftest::run(&gpu, fixtures.as_ref(), *fixtures_only, &filter, *list)
                 })
             }
             Some(Command::Train {

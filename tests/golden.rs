@@ -4,7 +4,9 @@
 
 mod common;
 
-use dinoscope::selftest::{run_fixtures, run_fixtures_filtered, CaseFilter, Exec, Status};
+use dinoscope::selftest::{
+    list_fixtures, run_fixtures, run_fixtures_filtered, CaseFilter, Exec, Status,
+};
 
 const OP_CASES: &[&str] = &[
     "matmul",
@@ -64,6 +66,8 @@ fn only_and_skip_pick_cases_by_name() {
     let rows =
         run_fixtures_filtered(&Exec::Cpu, &common::fixtures_dir(), &filter).expect("fixtures load");
     let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let listed = list_fixtures(&Exec::Cpu, &common::fixtures_dir(), &filter).expect("list");
+    assert_eq!(listed, names, "the list is the run's cases, in its order");
     names.sort();
     assert_eq!(
         names,

@@ -3,7 +3,7 @@
 
 use dinoscope::gpu::Gpu;
 use dinoscope::selftest::{
-    kernel_checks, run_fixtures_filtered, CaseFilter, CaseResult, Exec, Status,
+    kernel_checks, list_fixtures, run_fixtures_filtered, CaseFilter, CaseResult, Exec, Status,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,11 +89,15 @@ pub fn run(
     fixtures: Option<&PathBuf>,
     fixtures_only: bool,
     filter: &CaseFilter,
+    list: bool,
 ) -> Result<ExitCode, String> {
     let dir = match fixtures {
         Some(d) => d.clone(),
         None => bundled_fixtures()?,
     };
+    if list {
+        return list_cases(gpu, &dir, fixtures_only, filter);
+    }
     println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
     println!("fixtures: {}\n", dir.display());
     println!(
@@ -140,10 +144,7 @@ pub fn run(
         print(r);
     }
     if n == 0 {
-        return Err(format!(
-            "no selftest case matches --only {:?} --skip {:?} (the case names are in the first column of a full run)",
-            filter.only, filter.skip
-        ));
+        return Err(no_case_matches(filter));
     }
     println!(
         "\n{} passed, {failed} failed, {unsupported} unsupported",
@@ -154,4 +155,42 @@ pub fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn no_case_matches(filter: &CaseFilter) -> String {
+    format!(
+        "no selftest case matches --only {:?} --skip {:?} (`dinoscope selftest --list` lists them)",
+        filter.only, filter.skip
+    )
+}
+
+/// `selftest --list`: the names of the cases a run with the same options would run, in its
+/// order, one a line, without running them.
+fn list_cases(
+    gpu: &Gpu,
+    dir: &std::path::Path,
+    fixtures_only: bool,
+    filter: &CaseFilter,
+) -> Result<ExitCode, String> {
+    let mut names: Vec<String> = Vec::new();
+    if !fixtures_only {
+        names.extend(
+            kernel_checks()
+                .iter()
+                .filter(|c| filter.runs(c.name))
+                .map(|c| c.name.to_string()),
+        );
+        let tuned = gpu.choices().len();
+        if tuned > 0 && filter.runs("kernel.tuned") {
+            names.push(format!("kernel.tuned ({tuned} choices)"));
+        }
+    }
+    names.extend(list_fixtures(&Exec::Gpu(gpu), dir, filter).map_err(|e| e.to_string())?);
+    if names.is_empty() {
+        return Err(no_case_matches(filter));
+    }
+    for n in names {
+        println!("{n}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -179,6 +179,87 @@ pub fn run_fixtures_filtered(
     dir: &Path,
     filter: &CaseFilter,
 ) -> Result<Vec<CaseResult>, FixtureError> {
+    let mut results = Vec::new();
+    walk_fixtures(exec, dir, filter, &mut |case| match case {
+        Found::Model {
+            path,
+            manifest,
+            name,
+        } => results.push(match exec {
+            Exec::Gpu(gpu) => run_model_case(gpu, path, manifest, name),
+            Exec::Cpu => CaseResult::unsupported(name, "model cases run on the GPU only"),
+        }),
+        #[cfg(not(target_arch = "wasm32"))]
+        Found::ModelF16 { gpu, path, name } => {
+            results.extend(model::run_model_case_f16(gpu, path, name))
+        }
+        Found::Op {
+            file,
+            manifest,
+            rel,
+            case,
+        } => results.push(match op_case_kind(case) {
+            Some(kind) => run_op_case(exec, file, manifest, rel, case, kind),
+            None => CaseResult::unsupported(case, unsupported_reason(case)),
+        }),
+    })?;
+    Ok(results)
+}
+
+/// The names of the cases [`run_fixtures_filtered`] would run, in its order, without running
+/// them.
+pub fn list_fixtures(
+    exec: &Exec,
+    dir: &Path,
+    filter: &CaseFilter,
+) -> Result<Vec<String>, FixtureError> {
+    let mut names = Vec::new();
+    walk_fixtures(exec, dir, filter, &mut |case| {
+        names.push(match case {
+            Found::Model { name, .. } => name.to_string(),
+            #[cfg(not(target_arch = "wasm32"))]
+            Found::ModelF16 { name, .. } => format!("{name} (f16)"),
+            Found::Op { case, .. } => case.to_string(),
+        })
+    })?;
+    Ok(names)
+}
+
+/// One case of a fixtures folder, found and not yet run.
+enum Found<'a> {
+    /// A model folder's f32 case.
+    Model {
+        path: &'a Path,
+        manifest: &'a Manifest,
+        name: &'a str,
+    },
+    /// A model folder's f16 case (adapters with SHADER_F16).
+    #[cfg(not(target_arch = "wasm32"))]
+    ModelF16 {
+        gpu: &'a Gpu,
+        path: &'a Path,
+        name: &'a str,
+    },
+    /// An op or loss case of a top-level safetensors file.
+    Op {
+        file: &'a TensorFile,
+        manifest: &'a Manifest,
+        rel: &'a str,
+        case: &'a str,
+    },
+}
+
+/// Hands every case of `dir` that `filter` lets run to `visit`, in the order they run: the
+/// folder's entries sorted by name, a model folder's f32 case before its f16 one.
+fn walk_fixtures(
+    exec: &Exec,
+    dir: &Path,
+    filter: &CaseFilter,
+    visit: &mut dyn FnMut(Found),
+) -> Result<(), FixtureError> {
+    // Only the f16 model cases, which the browser build leaves out, depend on the adapter.
+    #[cfg(target_arch = "wasm32")]
+    let _ = exec;
     if !dir.is_dir() {
         return Err(FixtureError::new(
             dir,
@@ -191,7 +272,6 @@ pub fn run_fixtures_filtered(
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     files.sort();
-    let mut results = Vec::new();
     let mut found_any = false;
     for path in &files {
         if path.is_dir() {
@@ -202,17 +282,21 @@ pub fn run_fixtures_filtered(
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
                 if filter.runs(&name) {
-                    results.push(match exec {
-                        Exec::Gpu(gpu) => run_model_case(gpu, path, &manifest, &name),
-                        Exec::Cpu => {
-                            CaseResult::unsupported(&name, "model cases run on the GPU only")
-                        }
+                    visit(Found::Model {
+                        path,
+                        manifest: &manifest,
+                        name: &name,
                     });
                 }
                 #[cfg(not(target_arch = "wasm32"))]
                 if let Exec::Gpu(gpu) = exec {
-                    if filter.runs(&format!("{name} (f16)")) {
-                        results.extend(model::run_model_case_f16(gpu, path, &name));
+                    let f16 = gpu.features.contains(wgpu::Features::SHADER_F16);
+                    if f16 && filter.runs(&format!("{name} (f16)")) {
+                        visit(Found::ModelF16 {
+                            gpu,
+                            path,
+                            name: &name,
+                        });
                     }
                 }
             }
@@ -228,11 +312,12 @@ pub fn run_fixtures_filtered(
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         for case in case_names(&file).into_iter().filter(|c| filter.runs(c)) {
-            let result = match op_case_kind(&case) {
-                Some(kind) => run_op_case(exec, &file, &manifest, &rel, &case, kind),
-                None => CaseResult::unsupported(&case, unsupported_reason(&case)),
-            };
-            results.push(result);
+            visit(Found::Op {
+                file: &file,
+                manifest: &manifest,
+                rel: &rel,
+                case: &case,
+            });
         }
     }
     if !found_any {
@@ -241,7 +326,7 @@ pub fn run_fixtures_filtered(
             "no *.safetensors files or model folders found",
         ));
     }
-    Ok(results)
+    Ok(())
 }
 
 fn unsupported_reason(_case: &str) -> String {

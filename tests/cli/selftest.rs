@@ -224,7 +224,7 @@ fn selftest_fails_on_a_mismatched_case() {
 }
 
 #[test]
-fn selftest_only_runs_the_named_cases_and_refuses_a_filter_that_matches_none() {
+fn selftest_only_runs_and_lists_the_named_cases_and_refuses_a_filter_that_matches_none() {
     if common::gpu().is_none() {
         return;
     }
@@ -249,6 +249,23 @@ fn selftest_only_runs_the_named_cases_and_refuses_a_filter_that_matches_none() {
         ["kernel.gelu", "layer_norm", "layer_norm_small_var"],
         "{text}"
     );
+
+    // `--list` names the same cases, in the same order, and runs none of them.
+    let args = [
+        "selftest",
+        "--list",
+        "--only",
+        "kernel.gelu",
+        "--only",
+        "layer_norm",
+        "--skip",
+        "offset",
+    ];
+    let out = dinoscope(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let listed: Vec<&str> = text.lines().collect();
+    assert_eq!(listed, cases, "{text}");
 
     let out = dinoscope(&["selftest", "--only", "no_such_case"]);
     let err = String::from_utf8_lossy(&out.stderr);
