@@ -14,7 +14,7 @@
 #
 # Needs a release build (cargo build --release; or DINOSCOPE=path/to/dinoscope) and python3 with
 # torch (timm optional). Results go to bench/out/ (OUT=... to change); train_profile.txt there is
-# the training step's GPU time by kernel.
+# the training step's GPU time by kernel, vit_profile.txt (and _f16) inference's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN="${DINOSCOPE:-target/release/dinoscope}"
@@ -65,3 +65,10 @@ cat "$OUT/ratios.md"
 part "$BIN" bench train --config "$train_config" --steps 1 --profile > "$OUT/train_profile.txt"
 part "$BIN" bench train --config "$train_config" --steps 1 --profile --precision mixed \
   > "$OUT/train_profile_mixed.txt"
+# And inference's, f32 and f16: at batch 1 (few workgroups a dispatch; the H200 once ran f16
+# slower than f32 there) and at the batch the ratio table compares.
+vit_runs=224x1,224x64
+[ -n "$quick" ] && vit_runs=224x1
+part "$BIN" bench vit --runs "$vit_runs" --reps 3 --profile > "$OUT/vit_profile.txt"
+part "$BIN" bench vit --runs "$vit_runs" --reps 3 --profile --precision f16 \
+  > "$OUT/vit_profile_f16.txt"

@@ -77,8 +77,7 @@ OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-260}" bench/compare.
   > "$OUT/compare.txt" 2>&1
 rc=$?
 echo "compare.sh exit $rc (124: stopped at its budget)" >> "$SUMMARY"
-cp "$WORK/compare/ratios.md" "$WORK/compare/train_profile.txt" \
-  "$WORK/compare/train_profile_mixed.txt" "$OUT/" 2>/dev/null
+cp "$WORK/compare/ratios.md" "$WORK/compare/"{train,vit}_profile*.txt "$OUT/" 2>/dev/null
 cat "$WORK/compare/ratios.md" >> "$SUMMARY" 2>/dev/null
 # Where each step's time goes: the kernels, then each product and attention pass at its rate.
 for f in train_profile train_profile_mixed; do
@@ -86,6 +85,13 @@ for f in train_profile train_profile_mixed; do
   sed -n '/^GPU time by kernel/,/^GPU time by product/{p}' "$WORK/compare/$f.txt" 2>/dev/null \
     | head -14 >> "$SUMMARY"
   sed -n '/^GPU time by product/,$p' "$WORK/compare/$f.txt" 2>/dev/null | head -24 >> "$SUMMARY"
+done
+# Inference's, run by run: how much of the forward the dispatches fill, the longest kernels, the
+# longest products and attention passes.
+for f in vit_profile vit_profile_f16; do
+  echo "-- $f" >> "$SUMMARY"
+  awk '/^profile of/ {print; k = 12; next} /^GPU time by (kernel|product)/ {k = 12} k > 0 {print; k--}' \
+    "$WORK/compare/$f.txt" 2>/dev/null >> "$SUMMARY"
 done
 
 # The cooperative-matrix matmul's share: f16 inference with it turned off, beside compare.sh's

@@ -329,6 +329,10 @@ mod cli {
             /// Repetitions per run (the median is reported).
             #[arg(long, default_value_t = 5)]
             reps: usize,
+            /// Then time every dispatch of each run's forward and print its GPU time by kernel
+            /// and by product and attention pass (needs GPU timestamps).
+            #[arg(long)]
+            profile: bool,
             /// Also write the figures as JSON to this file.
             #[arg(long)]
             json: Option<PathBuf>,
@@ -468,6 +472,7 @@ mod cli {
                 config,
                 runs,
                 reps,
+                profile,
                 json,
                 precision,
             } => open_gpu(cli).and_then(|gpu| {
@@ -486,9 +491,15 @@ mod cli {
                         b.trim().parse().map_err(|_| bad())?,
                     ));
                 }
-                let rows =
-                    dinoscope::bench::vit(&gpu, &cfg, &parsed, (*reps).max(1), precision.dtype())
-                        .map_err(|e| e.to_string())?;
+                let rows = dinoscope::bench::vit(
+                    &gpu,
+                    &cfg,
+                    &parsed,
+                    (*reps).max(1),
+                    precision.dtype(),
+                    *profile,
+                )
+                .map_err(|e| e.to_string())?;
                 written(&rows, json.as_deref())
             }),
             BenchWhat::Train {

@@ -6,14 +6,23 @@ use crate::selftest::checks_random as random;
 use std::time::Instant;
 
 /// ViT inference throughput: images per second and peak pooled GPU memory for each
-/// (image size, batch) pair, with random weights of the given config.
+/// (image size, batch) pair, with random weights of the given config. With `profile`, each
+/// run's forward is then recorded `reps` more times with every dispatch timed, and its GPU time
+/// printed by kernel and by product and attention pass (as `bench train --profile`).
 pub fn vit(
     gpu: &Gpu,
     cfg: &crate::model::config::VitConfig,
     runs: &[(usize, usize)],
     reps: usize,
     dtype: crate::gpu::DType,
+    profile: bool,
 ) -> Result<Vec<Row>> {
+    if profile && !gpu.has_timestamps() {
+        return Err(crate::gpu::GpuError::Wgpu(format!(
+            "--profile needs GPU timestamps, which {} does not offer",
+            gpu.info.name
+        )));
+    }
     let mut rows = Vec::new();
     use crate::model::vit::{ForwardOptions, Vit};
     let layout = crate::model::vit::param_layout(cfg);
@@ -50,23 +59,16 @@ pub fn vit(
         );
         gpu.trim_pool();
         gpu.reset_peak_memory();
-        let mut err = None;
-        let (t, ts) = time(gpu, reps, |rec| {
-            if let Err(e) = vit.forward(
-                rec,
-                &pixels,
-                batch,
-                side,
-                side,
-                None,
-                &ForwardOptions::default(),
-            ) {
-                err = Some(e);
-            }
-        })?;
-        if let Some(e) = err {
-            return Err(crate::gpu::GpuError::Wgpu(e.to_string()));
-        }
+        // Records one forward; the dispatches it took.
+        let forward = |rec: &mut crate::gpu::Recorder| -> Result<usize> {
+            let opts = ForwardOptions::default();
+            vit.forward(rec, &pixels, batch, side, side, None, &opts)
+                .map_err(|e| crate::gpu::GpuError::Wgpu(e.to_string()))?;
+            Ok(rec.dispatch_count())
+        };
+        let mut recorded = Ok(0);
+        let (t, ts) = time(gpu, reps, |rec| recorded = forward(rec))?;
+        let dispatches = recorded?;
         let peak_bytes = gpu.pool_stats().peak_bytes;
         let peak = peak_bytes as f64 / (1u64 << 20) as f64;
         rows.push(Row {
@@ -85,6 +87,33 @@ pub fn vit(
             peak,
             if ts { "gpu" } else { "wall" }
         );
+        if profile {
+            // After the timed runs, so the per-dispatch timing does not slow them.
+            gpu.start_profile();
+            let run = || -> Result<()> {
+                for _ in 0..reps {
+                    let mut rec = crate::gpu::Recorder::new(gpu);
+                    forward(&mut rec)?;
+                    rec.finish()?;
+                }
+                Ok(())
+            };
+            let done = run();
+            // Taken before any error returns, so a failed run does not leave profiling on.
+            let p = gpu.take_profile();
+            done?;
+            let busy: f64 = p.kernels.iter().map(|(_, k)| k.seconds).sum::<f64>() / reps as f64;
+            // Below 100%, the GPU sat idle between dispatches (launches, barriers) for the rest;
+            // above it, the pass a profile gives each dispatch cost more than that idle time.
+            println!(
+                "profile of {side}x{side} batch {batch}{tag}: {dispatches} dispatches a forward; \
+                 each timed alone, they add up to {:.2} ms, {:.0}% of the {:.2} ms forward",
+                busy * 1e3,
+                100.0 * busy / t.max(1e-12),
+                t * 1e3
+            );
+            print_profile(&p, reps as u64, "forward");
+        }
     }
     Ok(rows)
 }
@@ -187,7 +216,7 @@ pub fn train(
             let batch = loader.next_batch().map_err(|e| e.to_string())?;
             trainer.train_step(&batch).map_err(|e| e.to_string())?;
         }
-        print_profile(&gpu.take_profile(), steps);
+        print_profile(&gpu.take_profile(), steps, "step");
     }
     Ok(vec![Row {
         name: format!(
@@ -206,20 +235,25 @@ pub fn train(
     }])
 }
 
-/// Prints a kernel profile: GPU time per step by kernel, the longest first, with its share;
-/// then by product and attention pass (shape, precision and kernel), with the rate each ran at.
-fn print_profile(profile: &crate::gpu::Profile, steps: u64) {
+/// Prints a kernel profile of `steps` steps (or forwards: `per_what` names them): GPU time per step
+/// by kernel, the longest first, with its share; then by product and attention pass (shape,
+/// precision and kernel), with the rate each ran at.
+fn print_profile(profile: &crate::gpu::Profile, steps: u64, per_what: &str) {
     let rows = &profile.kernels;
     let total: f64 = rows.iter().map(|(_, t)| t.seconds).sum();
     let per = |s: f64| s / steps.max(1) as f64 * 1e3;
     let share = |s: f64| 100.0 * s / total.max(1e-12);
     println!(
-        "GPU time by kernel over {steps} steps (one pass per dispatch): {:.1} ms/step",
+        "GPU time by kernel over {steps} {per_what}{} (one pass per dispatch): {:.1} ms/{per_what}",
+        if steps == 1 { "" } else { "s" },
         per(total)
     );
     println!(
         "{:<34} {:>10} {:>10} {:>7}",
-        "kernel", "ms/step", "calls/step", "share"
+        "kernel",
+        format!("ms/{per_what}"),
+        format!("calls/{per_what}"),
+        "share"
     );
     for (name, t) in rows.iter().take(25) {
         println!(
@@ -236,13 +270,17 @@ fn print_profile(profile: &crate::gpu::Profile, steps: u64) {
     }
     let labelled: f64 = work.iter().map(|(_, t)| t.seconds).sum();
     println!(
-        "GPU time by product and attention pass: {:.1} ms/step ({:.1}% of the step), the 30 longest",
+        "GPU time by product and attention pass: {:.1} ms/{per_what} ({:.1}% of the {per_what}), the 30 longest",
         per(labelled),
         share(labelled)
     );
     println!(
         "{:<50} {:>9} {:>10} {:>9} {:>7}",
-        "work (m x n x k, ta/tb, batch; type; kernel)", "ms/step", "calls/step", "GFLOP/s", "share"
+        "work (m x n x k, ta/tb, batch; type; kernel)",
+        format!("ms/{per_what}"),
+        format!("calls/{per_what}"),
+        "GFLOP/s",
+        "share"
     );
     for (name, t) in work.iter().take(30) {
         println!(

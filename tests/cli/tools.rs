@@ -136,3 +136,69 @@ fn bench_kernels_writes_every_row_with_a_time() {
     }
     let _ = std::fs::remove_file(&json);
 }
+
+/// `bench vit --profile` times the run, then profiles its forward: the dispatches it took, the
+/// kernels by GPU time (the products among them) and each product and attention pass with its
+/// rate; the JSON keeps one row a run. Without timestamps (OpenGL) it says what it needs.
+#[test]
+fn bench_vit_profiles_each_run_forward() {
+    let Some(gpu) = common::gpu() else { return };
+    let json = tmp("bench_vit.json");
+    let _ = std::fs::remove_file(&json);
+    let path = json.to_str().expect("utf-8 path");
+    let args = [
+        "bench",
+        "vit",
+        "--runs",
+        "28x1,28x2",
+        "--reps",
+        "1",
+        "--profile",
+        "--json",
+        path,
+    ];
+    let out = dinoscope(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !gpu.has_timestamps() {
+        assert!(!out.status.success() && err.contains("timestamps"), "{err}");
+        return;
+    }
+    assert!(out.status.success(), "{text}{err}");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("json");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["vit 28x28 batch 1", "vit 28x28 batch 2"], "{text}");
+    for run in ["28x28 batch 1", "28x28 batch 2"] {
+        let head = format!("profile of {run}: ");
+        let line = text.lines().find(|l| l.starts_with(&head)).expect(&head);
+        let dispatches: usize = line[head.len()..]
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a dispatch count");
+        // ViT-S/14 has 12 blocks, each with at least its four linear layers and attention.
+        assert!(dispatches >= 12 * 5, "{line}");
+    }
+    // One kernel table and one work table a run, with the products and attention in them.
+    assert_eq!(
+        text.matches("GPU time by kernel over 1 forward ").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("GPU time by product and attention pass")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("\nmatmul_"), "{text}");
+    for work in [
+        "matmul 5x1152x384 tb f32 ",
+        "matmul 10x1536x384 tb f32 ",
+        "attention fwd 6x5x5x64 f32 ",
+    ] {
+        assert!(text.contains(work), "{work} in {text}");
+    }
+    let _ = std::fs::remove_file(&json);
+}
