@@ -309,14 +309,15 @@ pub fn attention_calls(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<AttnCall>, St
 }
 
 /// Times every candidate plan of every product in `products` (`reps` repetitions, median), after
-/// checking each variant against the CPU twin; stores the winners in the device's choices.
+/// checking each variant against the CPU twin (one that fails is left out with a warning, or is
+/// an error if it is the default); stores the winners in the device's choices.
 pub fn tune(
     gpu: &Gpu,
     products: &[(MatmulDims, DType)],
     reps: usize,
     mut progress: impl FnMut(&Tuned),
 ) -> Result<Vec<Tuned>, String> {
-    let mut verified = BTreeSet::new();
+    let (mut verified, mut rejected) = (BTreeSet::new(), BTreeSet::new());
     let mut out = Vec::new();
     for &(d, dtype) in products {
         let default = Plan::untuned(gpu, &d, dtype);
@@ -342,9 +343,20 @@ pub fn tune(
                 d.broadcast_b,
                 dtype == DType::F16,
             );
-            if !verified.contains(&variant) {
-                verify(gpu, plan, &d, dtype)?;
-                verified.insert(variant);
+            if rejected.contains(&variant) {
+                continue;
+            }
+            if verified.insert(variant.clone()) {
+                // A plan other than the default that fails its check is left out, so the tune
+                // still weighs the rest (a failing default is an error), as for attention.
+                if let Err(e) = verify(gpu, plan, &d, dtype) {
+                    if plan == default {
+                        return Err(e);
+                    }
+                    log::warn!("{e}; left out of the tune");
+                    rejected.insert(variant);
+                    continue;
+                }
             }
             let (t, _) = crate::bench::time(gpu, reps, |rec| {
                 matmul_planned(rec, &c, &a, &b, d, 1.0, false, Epilogue::None, plan)

@@ -14,7 +14,8 @@ use crate::selftest::checks_random as random;
 pub type Calibrated = (V4Tile, Vec<(V4Tile, f64)>);
 
 /// The device's vec4 tile for large products: the one this adapter's cache names, else the
-/// fastest of the vec4 tiles on one large product (4096×4096×1024, f32), timed now and saved to
+/// fastest of the vec4 tiles that pass a check against the CPU twin on one large product
+/// (4096×4096×1024, f32), timed now and saved to
 /// the cache so later runs skip the timing; products with many tiles then take it unless a
 /// tuned plan of their own says otherwise (`Plan::untuned`). All the tiles add in the same
 /// order, so the choice changes speed, never results. CPU drivers keep their barrier-free
@@ -30,10 +31,21 @@ pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
             return Ok(Some((tile, Vec::new())));
         }
     }
-    let plans: Vec<Plan> = V4Tile::ALL
+    let all: Vec<Plan> = V4Tile::ALL
         .into_iter()
         .map(|tile| Plan::Vec4 { tile, splits: 1 })
         .collect();
+    let plans = passing(
+        gpu,
+        &all,
+        &large_dims(gpu),
+        DType::F32,
+        "large-product tile",
+    );
+    if plans.is_empty() {
+        log::warn!("no vec4 tile passed its check: large products keep the default, uncached");
+        return Ok(None);
+    }
     let times: Vec<(V4Tile, f64)> = time_large(gpu, DType::F32, &plans)?
         .into_iter()
         .filter_map(|(p, t)| match p {
@@ -55,8 +67,8 @@ pub type CalibratedCoop = (Plan, Vec<(Plan, f64)>);
 
 /// The cooperative-matrix tile for large f16 products, where the adapter runs both the square
 /// tile and the wide one and untuned f16 products take them (`Gpu::coop_by_default`): the one
-/// this adapter's cache names, else the faster on one large f16 product, timed now and cached
-/// as [`calibrate`] does (the same switches). Untuned f16 products with at least
+/// this adapter's cache names, else the faster of those that pass their check on one large f16
+/// product, timed now and cached as [`calibrate`] does (the same switches). Untuned f16 products with at least
 /// [`LARGE_TILES`](crate::kernels::matmul::LARGE_TILES) wide tiles then take the wide one if it
 /// won (`Plan::untuned`). Returns the plan and each plan's seconds when it timed them.
 pub fn calibrate_coop(gpu: &Gpu) -> Result<Option<CalibratedCoop>, String> {
@@ -68,6 +80,19 @@ pub fn calibrate_coop(gpu: &Gpu) -> Result<Option<CalibratedCoop>, String> {
         if plans.contains(&p) {
             return Ok(Some((p, Vec::new())));
         }
+    }
+    let plans = passing(
+        gpu,
+        &plans,
+        &large_dims(gpu),
+        DType::F16,
+        "large f16 product",
+    );
+    if plans.is_empty() {
+        log::warn!(
+            "no cooperative-matrix tile passed its check: f16 products keep the default, uncached"
+        );
+        return Ok(None);
     }
     let times = time_large(gpu, DType::F16, &plans)?;
     let best = times
@@ -111,13 +136,7 @@ pub fn calibrate_split(gpu: &Gpu) -> Result<Option<CalibratedSplit>, String> {
         },
         Plan::for_dims(&d),
     ];
-    let mut checked = Vec::new();
-    for plan in plans {
-        match verify(gpu, plan, &d, DType::F16) {
-            Ok(()) => checked.push(plan),
-            Err(e) => log::warn!("{} left out of the f16 split calibration: {e}", plan.name()),
-        }
-    }
+    let checked = passing(gpu, &plans, &d, DType::F16, "f16 split");
     let (a_len, b_len) = d.operand_lens();
     let a = gpu.upload_as(&random(a_len, 1, -1.0, 1.0), &[a_len], DType::F16);
     let b = gpu.upload_as(&random(b_len, 2, -1.0, 1.0), &[b_len], DType::F16);
@@ -148,14 +167,33 @@ fn calibration_on(gpu: &Gpu) -> bool {
     !(env == "0" || gpu.is_dry() || (gpu.cpu_driver() && !forced) || !gpu.has_timestamps())
 }
 
-/// Each plan's seconds on one large product with `dtype` operands (4096×4096×1024; 256³ on a
-/// CPU driver), the median of three.
-fn time_large(gpu: &Gpu, dtype: DType, plans: &[Plan]) -> Result<Vec<(Plan, f64)>, String> {
-    let d = if gpu.cpu_driver() {
+/// Those of `plans` that give the CPU twin's results on a small product of `d`'s layout and
+/// `dtype` operands ([`verify`]); each that does not is left out with a warning naming the
+/// calibration. So a kernel that a driver compiles wrong is never a default: it costs speed,
+/// not results.
+fn passing(gpu: &Gpu, plans: &[Plan], d: &MatmulDims, dtype: DType, what: &str) -> Vec<Plan> {
+    let mut ok = Vec::new();
+    for &plan in plans {
+        match verify(gpu, plan, d, dtype) {
+            Ok(()) => ok.push(plan),
+            Err(e) => log::warn!("{} left out of the {what} calibration: {e}", plan.name()),
+        }
+    }
+    ok
+}
+
+/// The large product the tile calibrations time: 4096×4096×1024, or 256³ on a CPU driver.
+fn large_dims(gpu: &Gpu) -> MatmulDims {
+    if gpu.cpu_driver() {
         MatmulDims::new(256, 256, 256)
     } else {
         MatmulDims::new(4096, 4096, 1024)
-    };
+    }
+}
+
+/// Each plan's seconds on the large product with `dtype` operands, the median of three.
+fn time_large(gpu: &Gpu, dtype: DType, plans: &[Plan]) -> Result<Vec<(Plan, f64)>, String> {
+    let d = large_dims(gpu);
     let a = gpu.upload_as(&random(d.m * d.k, 1, -1.0, 1.0), &[d.m, d.k], dtype);
     let b = gpu.upload_as(&random(d.k * d.n, 2, -1.0, 1.0), &[d.k, d.n], dtype);
     let c = gpu.empty_as(&[d.m, d.n], dtype);
