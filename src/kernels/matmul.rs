@@ -516,7 +516,7 @@ pub fn matmul_backward(
 }
 
 /// Checks the cooperative-matrix kernel on this device before anything relies on it: one
-/// product per layout, with edges past its tile and K step, of small integers (exact in f16 and
+/// product per layout and one split over K, with edges past its tile and K step, of small integers (exact in f16 and
 /// summed exactly in f32) against integer arithmetic. Where any output differs, or the GPU
 /// reports an error, the device goes back to the plain kernels and the reason is returned (and
 /// shown by `dinoscope info`). The kernel has been checked only on the adapters CI runs, so a
@@ -540,10 +540,17 @@ pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {
             .collect()
     };
     let mut failure = None;
-    for (layout, (ta, tb)) in [(false, false), (true, false), (false, true), (true, true)]
-        .into_iter()
-        .enumerate()
-    {
+    // Every layout whole, then split K in two (the weight gradients' layout: A transposed), which
+    // untuned f16 products with a long K over few tiles take without a calibration.
+    let split = Plan::CoopSplit { splits: 2 };
+    let runs = [
+        (false, false, Plan::Coop),
+        (true, false, Plan::Coop),
+        (false, true, Plan::Coop),
+        (true, true, Plan::Coop),
+        (true, false, split),
+    ];
+    for (layout, (ta, tb, plan)) in runs.into_iter().enumerate() {
         let mut d = MatmulDims::new(m, n, k);
         d.trans_a = ta;
         d.trans_b = tb;
@@ -558,17 +565,7 @@ pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {
         let hb = gpu.upload_as(&f(&b), &[b.len()], crate::gpu::DType::F16);
         let c = gpu.empty(&[m * n]);
         let mut rec = Recorder::new(gpu);
-        matmul_planned(
-            &mut rec,
-            &c,
-            &ha,
-            &hb,
-            d,
-            1.0,
-            false,
-            Epilogue::None,
-            Plan::Coop,
-        );
+        matmul_planned(&mut rec, &c, &ha, &hb, d, 1.0, false, Epilogue::None, plan);
         let got = rec
             .finish()
             .map_err(|e| e.to_string())
@@ -578,13 +575,19 @@ pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {
                 let wrong = got.iter().zip(&want).filter(|(g, w)| g != w).count();
                 if wrong > 0 {
                     failure = Some(format!(
-                        "its {m}x{n}x{k} product (ta={ta}, tb={tb}) is wrong in {wrong} of {} \
-                         outputs",
+                        "its {m}x{n}x{k} product ({}, ta={ta}, tb={tb}) is wrong in {wrong} of \
+                         {} outputs",
+                        plan.name(),
                         m * n
                     ));
                 }
             }
-            Err(e) => failure = Some(format!("its {m}x{n}x{k} product failed: {e}")),
+            Err(e) => {
+                failure = Some(format!(
+                    "its {m}x{n}x{k} product ({}) failed: {e}",
+                    plan.name()
+                ))
+            }
         }
         if failure.is_some() {
             break;
