@@ -235,9 +235,9 @@ pub fn train(
     }])
 }
 
-/// Prints a kernel profile of `steps` steps (or forwards: `per_what` names them): GPU time per step
-/// by kernel, the longest first, with its share; then by product and attention pass (shape,
-/// precision and kernel), with the rate each ran at.
+/// Prints a kernel profile of `steps` steps (or forwards: `per_what` names them): GPU time per
+/// step by kernel, the longest first, with its share; then by product and attention pass
+/// (shape, precision and kernel), with the rate each ran at.
 fn print_profile(profile: &crate::gpu::Profile, steps: u64, per_what: &str) {
     let rows = &profile.kernels;
     let total: f64 = rows.iter().map(|(_, t)| t.seconds).sum();
