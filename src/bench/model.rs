@@ -270,7 +270,8 @@ fn print_profile(profile: &crate::gpu::Profile, steps: u64, per_what: &str) {
     }
     let labelled: f64 = work.iter().map(|(_, t)| t.seconds).sum();
     println!(
-        "GPU time by product and attention pass: {:.1} ms/{per_what} ({:.1}% of the {per_what}), the 30 longest",
+        "GPU time by product and attention pass: {:.1} ms/{per_what} ({:.1}% of the \
+         {per_what}), the 30 longest",
         per(labelled),
         share(labelled)
     );

@@ -515,11 +515,11 @@ pub fn matmul_backward(
     }
 }
 
-/// Checks the cooperative-matrix kernel on this device before anything relies on it: one
-/// product per layout and one split over K, with edges past its tile and K step, of small
-/// integers (exact in f16 and summed exactly in f32) against integer arithmetic. Where any
-/// output differs, or the GPU reports an error, the device goes back to the plain kernels and
-/// the reason is returned (and shown by `dinoscope info`). The kernel has been checked only on the adapters CI runs, so a
+/// Checks the cooperative-matrix kernel on this device before anything relies on it: one product
+/// per layout and one split over K, with edges past its tile and K step, of small integers (exact
+/// in f16 and summed exactly in f32) against integer arithmetic. Where any output differs, or the
+/// GPU reports an error, the device goes back to the plain kernels and the reason is returned (and
+/// shown by `dinoscope info`). The kernel has been checked only on the adapters CI runs, so a
 /// driver or shader translator that gets it wrong must cost speed, never correct features.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {

@@ -65,12 +65,12 @@ pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
 /// The cooperative-matrix plan `calibrate_coop` chose, and each plan's seconds when it timed them.
 pub type CalibratedCoop = (Plan, Vec<(Plan, f64)>);
 
-/// The cooperative-matrix tile for large f16 products, where the adapter runs both the square
-/// tile and the wide one and untuned f16 products take them (`Gpu::coop_by_default`): the one
-/// this adapter's cache names, else the faster of those that pass their check on one large f16
-/// product, timed now and cached as [`calibrate`] does (the same switches). Untuned f16
-/// products with at least [`LARGE_TILES`](crate::kernels::matmul::LARGE_TILES) wide tiles then
-/// take the wide one if it won (`Plan::untuned`). Returns the plan and each plan's seconds when it timed them.
+/// The cooperative-matrix tile for large f16 products, where the adapter runs both the square tile
+/// and the wide one and untuned f16 products take them (`Gpu::coop_by_default`): the one this
+/// adapter's cache names, else the faster of those that pass their check on one large f16 product,
+/// timed now and cached as [`calibrate`] does (the same switches). Untuned f16 products with at
+/// least [`LARGE_TILES`](crate::kernels::matmul::LARGE_TILES) wide tiles then take the wide one if
+/// it won (`Plan::untuned`). Returns the plan and each plan's seconds when it timed them.
 pub fn calibrate_coop(gpu: &Gpu) -> Result<Option<CalibratedCoop>, String> {
     let plans = Plan::coop_plans(gpu);
     if !calibration_on(gpu) || plans.len() < 2 || !gpu.coop_by_default() {
