@@ -330,6 +330,31 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         }
     }
 
+    // While a calibration checks and times kernels a marker file sits beside the cache. A first
+    // run leaves none when it ends; one left by a run that died while timing (a driver fault)
+    // makes the next runs skip the calibrations, naming the file, until it is deleted.
+    std::env::set_var("DINOSCOPE_CALIBRATE", "1");
+    let first_dir = dir.join("first run");
+    std::env::set_var("DINOSCOPE_CACHE_DIR", &first_dir);
+    let first = Gpu::new_blocking(&AdapterChoice::from_env()).expect("adapter");
+    let marker = dinoscope::tune::marker_path(&first).expect("a cache folder");
+    let lines = dinoscope::tune::calibrate_first_run(&first).expect("calibrations");
+    assert!(
+        lines.iter().any(|l| l.starts_with("large products take")),
+        "{lines:?}"
+    );
+    assert!(!marker.exists(), "{}", marker.display());
+    assert!(dinoscope::tune::cache_path(&first).is_some_and(|p| p.exists()));
+    std::fs::write(&marker, "").expect("write");
+    let err = dinoscope::tune::calibrate_first_run(&first).expect_err("skipped");
+    assert!(err.contains(&marker.display().to_string()), "{err}");
+    assert!(marker.exists(), "a skipped run leaves the marker");
+    std::fs::remove_file(&marker).expect("remove");
+    assert!(dinoscope::tune::calibrate_first_run(&first).is_ok());
+    assert!(!marker.exists());
+    std::env::set_var("DINOSCOPE_CACHE_DIR", &dir);
+    std::env::remove_var("DINOSCOPE_CALIBRATE");
+
     // A product the cache does not hold takes the plan of one that differs from it in M, N or
     // K alone, by less than half (the iBOT head's rows change every step); others stay untuned.
     let base = MatmulDims::new(200, 64, 96);

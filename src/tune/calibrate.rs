@@ -1,7 +1,7 @@
 //! First-run calibrations: what a device takes for large products and f16 attention without a
 //! tune, timed once on a few representative calls and cached like `tune`'s choices.
 
-use super::{save, verify, verify_attention, AttnRun};
+use super::{cache_path, save, verify, verify_attention, AttnRun};
 use crate::gpu::{DType, Gpu};
 use crate::kernels::attention::AttnDims;
 use crate::kernels::attention_plan::{self, Backward, Forward};
@@ -9,6 +9,7 @@ use crate::kernels::matmul::{
     matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE, SPLIT_F16,
 };
 use crate::selftest::checks_random as random;
+use std::path::PathBuf;
 
 /// The tile `calibrate` chose, and each tile's seconds when it timed them.
 pub type Calibrated = (V4Tile, Vec<(V4Tile, f64)>);
@@ -35,6 +36,7 @@ pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
         .into_iter()
         .map(|tile| Plan::Vec4 { tile, splits: 1 })
         .collect();
+    let _marker = UnderWay::new(gpu);
     let plans = passing(
         gpu,
         &all,
@@ -81,6 +83,7 @@ pub fn calibrate_coop(gpu: &Gpu) -> Result<Option<CalibratedCoop>, String> {
             return Ok(Some((p, Vec::new())));
         }
     }
+    let _marker = UnderWay::new(gpu);
     let plans = passing(
         gpu,
         &plans,
@@ -136,6 +139,7 @@ pub fn calibrate_split(gpu: &Gpu) -> Result<Option<CalibratedSplit>, String> {
         },
         Plan::for_dims(&d),
     ];
+    let _marker = UnderWay::new(gpu);
     let checked = passing(gpu, &plans, &d, DType::F16, "f16 split");
     let (a_len, b_len) = d.operand_lens();
     let a = gpu.upload_as(&random(a_len, 1, -1.0, 1.0), &[a_len], DType::F16);
@@ -275,6 +279,7 @@ pub fn calibrate_attention_in(gpu: &Gpu, cpu_layouts: bool) -> Result<Vec<Calibr
     drop(rec);
     let mut out = Vec::new();
     let mut runs: Vec<(DType, AttnRun)> = Vec::new();
+    let mut marker = None;
     for (dtype, pass, variants) in passes {
         let key = attention_plan::calibrated_key(pass, dtype);
         if let Some(name) = gpu
@@ -283,6 +288,9 @@ pub fn calibrate_attention_in(gpu: &Gpu, cpu_layouts: bool) -> Result<Vec<Calibr
         {
             out.push((dtype, pass, name, Vec::new()));
             continue;
+        }
+        if marker.is_none() {
+            marker = Some(UnderWay::new(gpu));
         }
         if !runs.iter().any(|(t, _)| *t == dtype) {
             let len = batch * 6 * n * 64;
@@ -317,9 +325,56 @@ pub fn calibrate_attention_in(gpu: &Gpu, cpu_layouts: bool) -> Result<Vec<Calibr
     Ok(out)
 }
 
-/// Every first-run calibration ([`calibrate`], [`calibrate_coop`], [`calibrate_attention`]);
-/// returns a line for each that timed something (what it chose and the times), for the log.
+/// The calibrations' marker file, beside this adapter's cache: it exists while a calibration
+/// checks and times kernels (see [`calibrate_first_run`]).
+pub fn marker_path(gpu: &Gpu) -> Option<PathBuf> {
+    cache_path(gpu).map(|p| p.with_extension("calibrating"))
+}
+
+/// While alive, the calibrations' marker file exists: made before a calibration runs its first
+/// kernel, removed when it returns. A process that dies in between (or panics) leaves it.
+struct UnderWay(Option<PathBuf>);
+
+impl UnderWay {
+    fn new(gpu: &Gpu) -> UnderWay {
+        let Some(path) = marker_path(gpu) else {
+            return UnderWay(None);
+        };
+        let text = "dinoscope is timing kernels for this adapter's first-run calibrations. If no \
+                    dinoscope process is running, one died while doing so (a fault in the GPU \
+                    driver, most likely); delete this file to time them again.\n";
+        let written = path
+            .parent()
+            .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
+            && std::fs::write(&path, text).is_ok();
+        UnderWay(written.then_some(path))
+    }
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Every first-run calibration ([`calibrate`], [`calibrate_coop`], [`calibrate_split`],
+/// [`calibrate_attention`]); returns a line for each that timed something (what it chose and the
+/// times), for the log. A marker file lives beside the cache while they check and time kernels
+/// ([`marker_path`]). If it is there when they start, an earlier run died while timing (a driver
+/// fault would otherwise take down every start) or another is timing now: they are skipped, the
+/// defaults and cached choices stand, and the error names the file to delete.
 pub fn calibrate_first_run(gpu: &Gpu) -> Result<Vec<String>, String> {
+    if let Some(path) = marker_path(gpu).filter(|p| calibration_on(gpu) && p.exists()) {
+        return Err(format!(
+            "the first-run calibrations were skipped: {} says an earlier run died while timing \
+             them (or another is timing them now); the defaults stand. Delete it to time them again",
+            path.display()
+        ));
+    }
     let mut lines = Vec::new();
     if let Some((tile, times)) = calibrate(gpu)? {
         if !times.is_empty() {
