@@ -341,8 +341,8 @@ impl UnderWay {
             return UnderWay(None);
         };
         let text = "dinoscope is timing kernels for this adapter's first-run calibrations. If no \
-                    dinoscope process is running, one died while doing so (a fault in the GPU \
-                    driver, most likely); delete this file to time them again.\n";
+                    dinoscope process is running, one stopped while doing so (a fault in the GPU \
+                    driver, or an interruption); delete this file to time them again.\n";
         let written = path
             .parent()
             .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
@@ -370,8 +370,9 @@ impl Drop for UnderWay {
 pub fn calibrate_first_run(gpu: &Gpu) -> Result<Vec<String>, String> {
     if let Some(path) = marker_path(gpu).filter(|p| calibration_on(gpu) && p.exists()) {
         return Err(format!(
-            "the first-run calibrations were skipped: {} says an earlier run died while timing \
-             them (or another is timing them now); the defaults stand. Delete it to time them again",
+            "the first-run calibrations were skipped: {} says an earlier run stopped while \
+             timing them (a fault in the GPU driver, or an interruption), or another is timing \
+             them now; the defaults stand. Delete it to time them again",
             path.display()
         ));
     }
