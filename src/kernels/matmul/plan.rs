@@ -15,7 +15,7 @@ pub const LARGE_COOP: &str = "matmul large coop tile";
 pub const LARGE_TILES: usize = 512;
 
 /// The tuning cache's key of how untuned f16 products with a long K and few tiles split K
-/// (`tune::calibrate_coop`): `coop` (the cooperative kernel, [`Plan::CoopSplit`]) or `vec4`
+/// (`tune::calibrate_split`): `coop` (the cooperative kernel, [`Plan::CoopSplit`]) or `vec4`
 /// (the vec4 kernel's split).
 pub const SPLIT_F16: &str = "matmul f16 split";
 
@@ -92,9 +92,9 @@ impl Plan {
     }
 
     /// The plan of a product without tuning: the cooperative-matrix kernel for f16 operands in
-    /// the vec4 layout where the device takes it by default ([`Gpu::coop_by_default`]), except
-    /// for a long K over fewer than 256 output tiles, which [`Plan::for_device`] splits (the
-    /// cooperative kernel cannot); else [`Plan::for_device`].
+    /// the vec4 layout where the device takes it by default ([`Gpu::coop_by_default`]), a long
+    /// K over few tiles split as [`Plan::f16_default`] says; else [`Plan::for_device`], whose
+    /// vec4 products with many tiles take the device's calibrated large tile.
     ///
     /// [`Gpu::coop_by_default`]: crate::gpu::Gpu::coop_by_default
     pub fn untuned(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
