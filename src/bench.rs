@@ -1,6 +1,6 @@
-//! `dinoscope bench`: kernels ([`ops`]: GPU timestamps where the adapter has them, wall clock
+//! `dinoscope bench`: kernels (`ops`: GPU timestamps where the adapter has them, wall clock
 //! otherwise; the median of repetitions), ViT inference, training steps and the loader
-//! ([`model`]).
+//! (`model`).
 
 mod model;
 mod ops;

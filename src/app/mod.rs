@@ -3,8 +3,9 @@
 //!
 //! The runtime shares eframe's wgpu device: [`Gpu::device_descriptor`] asks for the adapter's own
 //! limits and the features the kernels use, and [`DinoscopeApp::new`] wraps that device in a
-//! [`Gpu`] (on GL the runtime opens a device of its own: [`compute_gpu`]). On native a worker thread owns the training loop ([`worker`]); in the browser the
-//! app steps within a per-frame time budget ([`web`]).
+//! [`Gpu`] (on GL the runtime opens a device of its own: `compute_gpu`). On native a worker
+//! thread owns the training loop ([`worker`]); in the browser the app steps within a per-frame
+//! time budget (`web`).
 
 pub mod curves;
 pub mod dialogs;
@@ -289,7 +290,7 @@ impl DinoscopeApp {
         }
     }
 
-    /// The app eframe creates: its device wrapped (see [`compute_gpu`]), settings restored.
+    /// The app eframe creates: its device wrapped (see `compute_gpu`), settings restored.
     pub fn from_creation_context(
         cc: &eframe::CreationContext<'_>,
         reset: bool,

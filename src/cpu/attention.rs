@@ -1,6 +1,6 @@
 //! CPU attention on [B, H, N, d] tensors.
 
-/// (out, probs [B,H,Nq,Nk], lse [B,H,Nq]) of softmax(scale·Q·Kᵀ)·V.
+/// (out, probs `[B,H,Nq,Nk]`, lse `[B,H,Nq]`) of softmax(scale·Q·Kᵀ)·V.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     q: &[f32],

@@ -73,7 +73,7 @@ fn paired(v: usize, g: usize, n_global: usize) -> bool {
     v >= n_global || v != g
 }
 
-/// DINO loss scale·Σ_rows Σ_pairs CE(T_g[b], S_v[b]) and its gradient w.r.t. the student logits
+/// DINO loss scale·Σ_rows Σ_pairs CE(`T_g[b]`, `S_v[b]`) and its gradient w.r.t. the student logits
 /// (`upstream` times). Student rows are crop-major [n_student·B, K], the first `n_global` crops
 /// global; teacher probabilities [n_teacher·B, K].
 #[allow(clippy::too_many_arguments)]

@@ -46,11 +46,11 @@ pub struct CrossEntropy<'a> {
     pub temperature: f32,
     /// Multiplier of every row (1/rows for a mean).
     pub scale: f32,
-    /// Optional per-row weights [rows].
+    /// Optional per-row weights `[rows]`.
     pub row_weight: Option<&'a Tensor>,
 }
 
-/// loss_per_row [rows] = −Σ t·log_softmax(s/T); `loss` [1] (+)= scale·Σ_r w_r·loss_r when
+/// loss_per_row `[rows]` = −Σ t·log_softmax(s/T); `loss` `[1]` (+)= scale·Σ_r w_r·loss_r when
 /// given (without row weights).
 pub fn cross_entropy_forward(
     rec: &mut Recorder,
@@ -105,7 +105,7 @@ pub fn cross_entropy_forward(
     }
 }
 
-/// dlogits (+)= upstream[0]·scale·w_r/T·(softmax(s/T)·Σt − t).
+/// dlogits (+)= `upstream[0]`·scale·w_r/T·(softmax(s/T)·Σt − t).
 #[allow(clippy::too_many_arguments)]
 pub fn cross_entropy_backward(
     rec: &mut Recorder,

@@ -25,7 +25,7 @@ pub static ADD_MUL: Kernel = Kernel::new::<Params>(
     "add_mul",
     &[(1, Read), (2, Read), (3, ReadWrite), (4, Read)],
 );
-/// out = a·s[row].
+/// out = a·`s[row]`.
 pub static SCALE_ROWS: Kernel = Kernel::new::<Params>(
     "elementwise",
     "scale_rows",

@@ -12,18 +12,18 @@ struct Params {
 }
 
 const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, ReadWrite)];
-/// out[r] = src[idx[r]].
+/// `out[r] = src[idx[r]]`.
 pub static GATHER_ROWS: Kernel = Kernel::new::<Params>("gather", "gather_rows", B);
-/// dst[idx[r]] += src[r].
+/// `dst[idx[r]] += src[r]`.
 pub static SCATTER_ADD_ROWS: Kernel = Kernel::new::<Params>("gather", "scatter_add_rows", B);
-/// out[i] = table[channel of i][byte i].
+/// `out[i] = table[channel of i][byte i]`.
 pub static LOOKUP_BYTES: Kernel = Kernel::new::<Params>(
     "gather",
     "lookup_bytes",
     &[(1, Read), (3, ReadWrite), (4, Read)],
 );
 
-/// out [n, cols] = the rows `idx` [n] (row numbers as f32) of src [_, cols].
+/// out `[n, cols]` = the rows `idx` `[n]` (row numbers as f32) of src `[_, cols]`.
 pub fn gather_rows(rec: &mut Recorder, out: &Tensor, src: &Tensor, idx: &Tensor, cols: usize) {
     let n = idx.numel();
     assert_eq!(out.numel(), n * cols, "gather_rows: out shape");
@@ -40,7 +40,7 @@ pub fn gather_rows(rec: &mut Recorder, out: &Tensor, src: &Tensor, idx: &Tensor,
     );
 }
 
-/// dst[idx[r]] += src[r]: the backward of [`gather_rows`] (indices must be distinct).
+/// `dst[idx[r]] += src[r]`: the backward of [`gather_rows`] (indices must be distinct).
 pub fn scatter_add_rows(rec: &mut Recorder, dst: &Tensor, src: &Tensor, idx: &Tensor, cols: usize) {
     let n = idx.numel();
     assert_eq!(src.numel(), n * cols, "scatter_add_rows: src shape");
@@ -57,9 +57,9 @@ pub fn scatter_add_rows(rec: &mut Recorder, dst: &Tensor, src: &Tensor, idx: &Te
     );
 }
 
-/// out[i] = table[c·256 + bytes[i]], where c = (i / plane) mod 3: channel-first 8-bit pixels
+/// `out[i] = table[c·256 + bytes[i]]`, where c = (i / plane) mod 3: channel-first 8-bit pixels
 /// (packed four to a word by [`crate::gpu::Gpu::upload_bytes_packed`]) through a per-channel
-/// table [3, 256]. The CPU twin is [`crate::data::augment::normalize_bytes`] with its table.
+/// table `[3, 256]`. The CPU twin is [`crate::data::augment::normalize_bytes`] with its table.
 pub fn lookup_bytes(
     rec: &mut Recorder,
     out: &Tensor,

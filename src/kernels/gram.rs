@@ -67,7 +67,7 @@ fn normed_gram(rec: &mut Recorder, features: &Tensor, d: GramDims) -> (Tensor, T
     (g, normed)
 }
 
-/// loss [1] = mean (G(student) − teacher_gram)²; returns what the backward reads.
+/// loss `[1]` = mean (G(student) − teacher_gram)²; returns what the backward reads.
 pub fn gram_loss_forward(
     rec: &mut Recorder,
     loss: &Tensor,

@@ -41,9 +41,9 @@ const CHUNK: usize = 64;
 
 /// What the forward pass keeps for the backward pass.
 pub struct LayerNormSaved {
-    /// Row means [rows].
+    /// Row means `[rows]`.
     pub mean: Tensor,
-    /// Row 1/sqrt(var + eps) [rows].
+    /// Row 1/sqrt(var + eps) `[rows]`.
     pub rstd: Tensor,
 }
 

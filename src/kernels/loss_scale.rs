@@ -22,7 +22,7 @@ pub static LOSS_SCALE_UPDATE: Kernel = Kernel::new::<Params>(
     &[(3, ReadWrite), (4, ReadWrite), (5, Read)],
 );
 
-/// x *= state[index] (0 where the factor is 0).
+/// `x *= state[index]` (0 where the factor is 0).
 pub static SCALE_BY_STATE: Kernel =
     Kernel::new::<Params>("loss_scale", "scale_by_state", &[(1, ReadWrite), (2, Read)]);
 
@@ -90,7 +90,7 @@ impl LossScale {
     }
 }
 
-/// x *= state[index], piecewise over storage bindings; a factor of 0 stores 0.
+/// `x *= state[index]`, piecewise over storage bindings; a factor of 0 stores 0.
 pub fn scale_by_state(rec: &mut Recorder, x: &Tensor, state: &Tensor, index: usize) {
     assert!(
         index < state.numel(),

@@ -187,7 +187,7 @@ impl DinoPairs {
     }
 }
 
-/// loss [1] = scale·Σ_rows Σ_pairs CE(T, S); also returns the per-row sums.
+/// loss `[1]` = scale·Σ_rows Σ_pairs CE(T, S); also returns the per-row sums.
 pub fn dino_loss_forward(
     rec: &mut Recorder,
     loss: &Tensor,
@@ -219,7 +219,7 @@ pub fn dino_loss_forward(
     per_row
 }
 
-/// d_student (+)= upstream[0]·scale·∂(Σ CE)/∂S.
+/// d_student (+)= `upstream[0]`·scale·∂(Σ CE)/∂S.
 #[allow(clippy::too_many_arguments)]
 pub fn dino_loss_backward(
     rec: &mut Recorder,
@@ -248,7 +248,7 @@ pub struct KoleoSaved {
     pub neighbours: Tensor,
 }
 
-/// KoLeo over chunks of `batch` rows of x [rows, D]: loss [1] = scale·Σ_i −log(d_i + 1e-8)
+/// KoLeo over chunks of `batch` rows of x `[rows, D]`: loss `[1]` = scale·Σ_i −log(d_i + 1e-8)
 /// (scale = 1/batch gives the sum over chunks of each chunk's mean, as DINOv2 uses it).
 pub fn koleo_forward(
     rec: &mut Recorder,
@@ -292,7 +292,7 @@ pub fn koleo_forward(
     KoleoSaved { neighbours }
 }
 
-/// dx (+)= upstream[0]·scale·∂(Σ −log(d_i + ε))/∂x.
+/// dx (+)= `upstream[0]`·scale·∂(Σ −log(d_i + ε))/∂x.
 #[allow(clippy::too_many_arguments)]
 pub fn koleo_backward(
     rec: &mut Recorder,

@@ -108,9 +108,9 @@ pub static MATMUL_REDUCE: Kernel = Kernel::new::<ParamsV4>(
 pub enum Epilogue<'a> {
     /// Nothing.
     None,
-    /// + bias[n].
+    /// + `bias[n]`.
     Bias(&'a Tensor),
-    /// + bias[n], store the pre-activation in the second tensor, then GELU.
+    /// + `bias[n]`, store the pre-activation in the second tensor, then GELU.
     BiasGelu(&'a Tensor, &'a Tensor),
 }
 

@@ -85,7 +85,7 @@ pub fn l2norm_backward(
     );
 }
 
-/// W [K, C] = g[k]·v[k]/‖v[k]‖.
+/// W `[K, C]` = `g[k]·v[k]/‖v[k]‖`.
 pub fn weightnorm_forward(rec: &mut Recorder, w: &Tensor, v: &Tensor, g: &Tensor) {
     let rows = g.numel();
     let cols = v.numel() / rows;

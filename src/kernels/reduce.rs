@@ -49,7 +49,7 @@ pub enum Reduce {
     Max,
 }
 
-/// out[c] (+)= scale·Σ_r x[r, c] for x viewed as [rows, cols].
+/// `out[c]` (+)= scale·Σ_r `x[r, c]` for x viewed as `[rows, cols]`.
 pub fn sum_rows(
     rec: &mut Recorder,
     out: &Tensor,
@@ -135,7 +135,7 @@ pub fn sum_rows_at(
     sum_rows(rec, out, &partial, chunks, cols, scale, accumulate);
 }
 
-/// out[0] (+)= the reduction of all of x.
+/// `out[0]` (+)= the reduction of all of x.
 pub fn reduce(rec: &mut Recorder, out: &Tensor, x: &Tensor, kind: Reduce, accumulate: bool) {
     assert_eq!(out.numel(), 1, "reduce: out must hold one value");
     let n = x.numel();
@@ -212,7 +212,7 @@ fn reduce_pass(
     reduce_pass(rec, out, &partial, groups, next, scale, accumulate);
 }
 
-/// Backward of [`reduce`]: dx (+)= g[0]·(1 | 1/n | 2x).
+/// Backward of [`reduce`]: dx (+)= `g[0]`·(1 | 1/n | 2x).
 pub fn reduce_backward(
     rec: &mut Recorder,
     dx: &Tensor,
@@ -244,7 +244,7 @@ pub fn reduce_backward(
 }
 
 /// Scales `x` so its L2 norm is at most `max_norm` (torch.nn.utils.clip_grad_norm_), on the GPU;
-/// returns the sum of squares before clipping [1].
+/// returns the sum of squares before clipping `[1]`.
 pub fn clip_grad_norm(rec: &mut Recorder, x: &Tensor, max_norm: f32) -> Tensor {
     let ss = rec.gpu().empty(&[1]);
     reduce(rec, &ss, x, Reduce::SumSquares, false);

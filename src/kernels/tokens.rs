@@ -109,11 +109,11 @@ impl TokenDims {
 /// The learned token tensors of a backbone.
 #[derive(Clone, Copy, Debug)]
 pub struct TokenParams<'a> {
-    /// CLS token [D].
+    /// CLS token `[D]`.
     pub cls: &'a Tensor,
     /// Register tokens [R, D] (`None` without registers).
     pub registers: Option<&'a Tensor>,
-    /// Mask token [D].
+    /// Mask token `[D]`.
     pub mask_token: &'a Tensor,
 }
 

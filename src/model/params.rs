@@ -105,7 +105,7 @@ impl ParamLayout {
 pub struct ParamStore {
     /// The layout.
     pub layout: ParamLayout,
-    /// All values, [total].
+    /// All values, `[total]`.
     pub flat: Tensor,
 }
 

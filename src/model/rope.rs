@@ -2,7 +2,7 @@
 //! patch grid, shared by every layer and head.
 //!
 //! Patch (r, c) of an H×W grid sits at y = 2(r + ½)/H − 1, x = 2(c + ½)/W − 1 (each axis by its
-//! own length). With d = head_dim and inv_freq[j] = base^(−4j/d), j < d/4, the angles are
+//! own length). With d = head_dim and `inv_freq[j]` = base^(−4j/d), j < d/4, the angles are
 //! [2π·y·inv_freq, 2π·x·inv_freq] (length d/2), repeated once to length d. Components j and
 //! j + d/2 of a query or key turn together by angle j ("rotate-half" layout).
 

@@ -42,7 +42,7 @@ pub struct ForwardOptions {
     pub hidden_states: bool,
     /// Keep what the backward pass needs.
     pub save_for_backward: bool,
-    /// Per-sample drop path (training only): for each block, the scales [B] of its attention and
+    /// Per-sample drop path (training only): for each block, the scales `[B]` of its attention and
     /// MLP branches (0 for a dropped sample, 1/keep otherwise).
     pub drop_path: Option<Vec<(Tensor, Tensor)>>,
     /// With `save_for_backward`: the first this many blocks keep only their input and are

@@ -40,7 +40,7 @@ pub enum OpKind {
     CrossEntropy,
     /// patch_embed.
     PatchEmbed,
-    /// interp.<h>x<w> and interp.aa_<h>x<w>.
+    /// `interp.<h>x<w>` and `interp.aa_<h>x<w>`.
     Interp,
     /// dino: centering, center update, Sinkhorn, the global, local and total DINO losses.
     Dino,

@@ -71,7 +71,7 @@ pub struct Fit {
 
 /// The config whose run, from `done` steps on at `step_s` a step with evaluations of `eval_s`
 /// each, ends within `left_s` seconds. The evaluations keep their count along the new length
-/// where they fit in [`EVAL_SHARE`] of the time, the checkpoints theirs; the warm-ups keep their
+/// where they fit in `EVAL_SHARE` of the time, the checkpoints theirs; the warm-ups keep their
 /// length in steps.
 pub fn fitted(cfg: &TrainConfig, done: u64, step_s: f64, eval_s: f64, left_s: f64) -> TrainConfig {
     let count = |every: u64| {

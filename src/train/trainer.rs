@@ -226,9 +226,9 @@ pub struct Trainer<'g> {
     pub m1: Tensor,
     /// AdamW second moment.
     pub m2: Tensor,
-    /// DINO center [K].
+    /// DINO center `[K]`.
     pub center_dino: Tensor,
-    /// iBOT center [K].
+    /// iBOT center `[K]`.
     pub center_ibot: Tensor,
     /// The Gram teacher's backbone (flat) and the model over it, with Gram anchoring.
     gram_teacher: Option<(Tensor, Vit)>,

@@ -115,6 +115,8 @@ impl Gpu {
 
     /// A tensor with undefined contents, from the pool when a buffer of that size is free.
     /// Kernels that write every element need no clearing; use [`Recorder::zeros`] otherwise.
+    ///
+    /// [`Recorder::zeros`]: crate::gpu::Recorder::zeros
     pub fn empty(&self, shape: &[usize]) -> Tensor {
         self.empty_as(shape, DType::F32)
     }

@@ -93,7 +93,7 @@ impl Plan {
 
     /// The plan of a product without tuning: the cooperative-matrix kernel for f16 operands in
     /// the vec4 layout where the device takes it by default ([`Gpu::coop_by_default`]), a long
-    /// K over few tiles split as [`Plan::f16_default`] says; else [`Plan::for_device`], whose
+    /// K over few tiles split as `Plan::f16_default` says; else [`Plan::for_device`], whose
     /// vec4 products with many tiles take the device's calibrated large tile.
     ///
     /// [`Gpu::coop_by_default`]: crate::gpu::Gpu::coop_by_default
