@@ -289,9 +289,7 @@ pub fn calibrate_attention_in(gpu: &Gpu, cpu_layouts: bool) -> Result<Vec<Calibr
             out.push((dtype, pass, name, Vec::new()));
             continue;
         }
-        if marker.is_none() {
-            marker = Some(UnderWay::new(gpu));
-        }
+        marker.get_or_insert_with(|| UnderWay::new(gpu));
         if !runs.iter().any(|(t, _)| *t == dtype) {
             let len = batch * 6 * n * 64;
             let data = [81, 82, 83, 84].map(|seed| random(len, seed, -1.0, 1.0));

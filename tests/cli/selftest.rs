@@ -228,15 +228,15 @@ fn selftest_only_runs_and_lists_the_named_cases_and_refuses_a_filter_that_matche
     if common::gpu().is_none() {
         return;
     }
-    let out = dinoscope(&[
-        "selftest",
+    let filter = [
         "--only",
         "kernel.gelu",
         "--only",
         "layer_norm",
         "--skip",
         "offset",
-    ]);
+    ];
+    let out = dinoscope(&[&["selftest"][..], &filter].concat());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     let cases: Vec<&str> = text
@@ -251,17 +251,7 @@ fn selftest_only_runs_and_lists_the_named_cases_and_refuses_a_filter_that_matche
     );
 
     // `--list` names the same cases, in the same order, and runs none of them.
-    let args = [
-        "selftest",
-        "--list",
-        "--only",
-        "kernel.gelu",
-        "--only",
-        "layer_norm",
-        "--skip",
-        "offset",
-    ];
-    let out = dinoscope(&args);
+    let out = dinoscope(&[&["selftest", "--list"][..], &filter].concat());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     let listed: Vec<&str> = text.lines().collect();
