@@ -260,6 +260,9 @@ pub fn train(
         stop_after,
         overwrite,
         time_limit,
+        stop: dinoscope::train::interrupt::stop_flag()
+            .map_err(|e| log::warn!("{e}; Ctrl-C ends the run without a checkpoint"))
+            .ok(),
     };
     let total = cfg.steps;
     let bar = indicatif::ProgressBar::new(total);
@@ -357,6 +360,17 @@ pub fn train(
         );
     }
     println!("checkpoint and metrics in {}", out.display());
+    if summary.interrupted {
+        println!(
+            "interrupted at step {} of {}; continue with `dinoscope train --resume --out {}`",
+            summary.steps,
+            bar.length().unwrap_or(total),
+            out.display()
+        );
+        return Ok(ExitCode::from(
+            dinoscope::train::interrupt::EXIT_INTERRUPTED,
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -136,6 +136,9 @@ mod cli {
             precision: Precision,
         },
         /// Train a ViT with DINOv2 (DINO + iBOT + KoLeo) on images; the bundled Fashion-MNIST by default.
+        ///
+        /// Ctrl-C ends the run after the step in flight, with a checkpoint there (exit status
+        /// 130); continue it with --resume. A second Ctrl-C quits at once.
         Train {
             /// Training config: a preset (debug, debug_long, debug_v3, fmnist, tiny, laptop, vits14) or a .ron file.
             #[arg(long, default_value = "debug")]
@@ -441,8 +444,12 @@ mod cli {
             after_steps,
             params,
         };
-        dinoscope::app::run_native(reset, automation)?;
-        Ok(ExitCode::SUCCESS)
+        Ok(match dinoscope::app::run_native(reset, automation)? {
+            dinoscope::app::Closed::Normally => ExitCode::SUCCESS,
+            dinoscope::app::Closed::Interrupted => {
+                ExitCode::from(dinoscope::train::interrupt::EXIT_INTERRUPTED)
+            }
+        })
     }
 
     #[cfg(not(feature = "app"))]

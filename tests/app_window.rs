@@ -133,3 +133,66 @@ fn a_bad_setting_on_the_command_line_is_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("KEY=VALUE"), "{stderr}");
 }
+
+#[test]
+fn ctrl_c_closes_the_app_and_its_training_run_saves_first() {
+    use std::io::BufRead;
+    if !have("xvfb-run") {
+        assert!(!ci(), "CI=true but xvfb-run is not installed");
+        eprintln!("skipping: xvfb-run is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dinoscope-window-int-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("xdg")).expect("temp dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir.join("xdg"), std::fs::Permissions::from_mode(0o700));
+    }
+    // The app's own process id, for the signal: xvfb-run does not pass one on.
+    let pid_file = dir.join("pid");
+    let mut child = Command::new("timeout")
+        .arg("600")
+        .arg("xvfb-run")
+        .args(["-a", "-s", "-screen 0 1280x800x24"])
+        .args(["sh", "-c", "echo $$ > \"$0\"; exec \"$1\" app --reset"])
+        .arg(&pid_file)
+        .arg(env!("CARGO_BIN_EXE_dinoscope"))
+        .current_dir(&dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_RUNTIME_DIR", dir.join("xdg"))
+        .env("RUST_LOG", "warn,dinoscope::app=debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run xvfb-run");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr"))
+        .lines()
+        .map_while(Result::ok);
+    // The event: the worker's log line for its second step.
+    let mut log = Vec::new();
+    for l in lines.by_ref() {
+        let second = l.contains("step 2 done");
+        log.push(l);
+        if second {
+            break;
+        }
+    }
+    let pid = std::fs::read_to_string(&pid_file).expect("pid file");
+    let sent = Command::new("kill")
+        .args(["-INT", pid.trim()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success(), "{}", log.join("\n"));
+    log.extend(lines);
+    let status = child.wait().expect("wait");
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("interrupted: closing the window"), "{log}");
+    // The run folder holds a whole checkpoint of at least the two steps seen.
+    let (_, st) = dinoscope::train::run::load_checkpoint(&dir.join("runs/app"))
+        .unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(st.step >= 2, "checkpoint of step {}\n{log}", st.step);
+    assert!(!log.contains("ERROR"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -637,9 +637,19 @@ impl eframe::App for DinoscopeApp {
     }
 }
 
+/// How the window closed (native).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// By the user or the automation.
+    Normally,
+    /// By Ctrl-C (or SIGTERM, SIGHUP) in the terminal.
+    Interrupted,
+}
+
 /// Opens the window (native). Errors when no display or no GPU is available.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn run_native(reset: bool, automation: Automation) -> Result<(), String> {
+pub fn run_native(reset: bool, automation: Automation) -> Result<Closed, String> {
     let no_display = std::env::var_os("DISPLAY").is_none()
         && std::env::var_os("WAYLAND_DISPLAY").is_none()
         && cfg!(target_os = "linux");
@@ -659,16 +669,37 @@ pub fn run_native(reset: bool, automation: Automation) -> Result<(), String> {
         wgpu_options: wgpu_options(),
         ..Default::default()
     };
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
     eframe::run_native(
         "dinoscope",
         options,
         Box::new(move |cc| {
+            // Ctrl-C in the terminal closes the window as its close button does, so a training
+            // run writes its checkpoint first.
+            let ctx = cc.egui_ctx.clone();
+            let closes = crate::train::interrupt::on_signal(
+                "closing the window (a training run saves its checkpoint first)",
+                move || {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                    ctx.request_repaint();
+                },
+            );
+            if let Err(e) = closes {
+                log::warn!("{e}");
+            }
             DinoscopeApp::from_creation_context(cc, reset, automation)
                 .map(|a| Box::new(a) as Box<dyn eframe::App>)
                 .map_err(|e| e.into())
         }),
     )
-    .map_err(|e| format!("the window could not open: {e}"))
+    .map_err(|e| format!("the window could not open: {e}"))?;
+    Ok(if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        Closed::Interrupted
+    } else {
+        Closed::Normally
+    })
 }
 
 /// The runtime's device: eframe's own, except on native GL. wgpu's GL backend lets one thread at

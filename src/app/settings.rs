@@ -51,7 +51,7 @@ pub struct TrainSettings {
     pub snapshot_every: u64,
     /// Checkpoint every N steps (0 = only on stop).
     pub checkpoint_every: u64,
-    /// Run folder for checkpoints and `metrics.jsonl`.
+    /// Run folder for checkpoints.
     pub run_dir: PathBuf,
     /// Seed.
     pub seed: u64,

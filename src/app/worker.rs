@@ -236,6 +236,7 @@ fn run(
                 )));
             }
             let done = point.metrics.step + 1;
+            log::debug!("step {done} done: loss {:.4}", point.metrics.loss);
             send(Event::Step(point));
             if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
                 snapshot(session);

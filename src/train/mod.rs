@@ -8,6 +8,8 @@ pub mod diagnose;
 pub mod export;
 pub mod head;
 pub mod init;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod interrupt;
 pub mod knn;
 pub mod plan;
 pub mod probe;

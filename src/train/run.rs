@@ -33,6 +33,9 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Fit a new run into this wall time (see [`super::budget`]).
     pub time_limit: Option<std::time::Duration>,
+    /// Once set (by Ctrl-C, see [`super::interrupt`]), the run ends after the step in flight
+    /// and writes its checkpoint there.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Files that mark a folder as holding a training run.
@@ -245,6 +248,8 @@ pub struct RunSummary {
     pub fit: Option<super::budget::Fit>,
     /// Whether the time limit stopped the run before its schedule's end.
     pub stopped_at_limit: bool,
+    /// Whether [`RunOptions::stop`] ended the run before its schedule's end.
+    pub interrupted: bool,
 }
 
 /// Accuracies of the teacher backbone's frozen features on the labelled evaluation sets.
@@ -456,6 +461,11 @@ pub fn run(
         if trainer.step < end && budget.as_ref().is_some_and(|b| b.expired()) {
             end = trainer.step;
             summary.stopped_at_limit = true;
+        }
+        let stop = opts.stop.as_ref();
+        if trainer.step < end && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            end = trainer.step;
+            summary.interrupted = true;
         }
         let pauses = |done: u64| {
             done >= end

@@ -1,4 +1,4 @@
-//! Exact resume: in process, after SIGKILL, with a time limit, rotary rescaling and a loss scale.
+//! Exact resume: in process, after a stop request, SIGINT and SIGKILL, with a time limit, rotary rescaling and a loss scale.
 
 use super::*;
 
@@ -125,10 +125,50 @@ fn resume_is_bit_exact() {
         resume: true,
         ..Default::default()
     };
-    run(gpu, cfg, &second, |_, _| {}).expect("second half");
+    run(gpu, cfg.clone(), &second, |_, _| {}).expect("second half");
     let (a, b) = (state_of(&straight), state_of(&split));
     assert_eq!(a.step, 6);
     assert!(a == b, "6 steps straight differ from 3 + resume + 3");
+    // A stop request (what Ctrl-C sets) ends the run after the step in flight, with a
+    // checkpoint there, though the config saves only at the end; the run resumes from it
+    // exactly.
+    let mut no_saves = cfg.clone();
+    no_saves.checkpoint_every = 0;
+    let stopped = tmp("stopped");
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asked = RunOptions {
+        out_dir: stopped.clone(),
+        stop: Some(flag.clone()),
+        ..Default::default()
+    };
+    let mut seen = 0;
+    let summary = run(gpu, no_saves.clone(), &asked, |m, _| {
+        seen += 1;
+        if m.step == 1 {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+    .expect("stopped run");
+    // Step 2 was already submitted when step 1's metrics asked to stop.
+    assert!(
+        summary.interrupted && summary.steps == 3 && seen == 3,
+        "interrupted {}, {} steps, {seen} reported",
+        summary.interrupted,
+        summary.steps
+    );
+    assert_eq!(state_of(&stopped).step, 3);
+    let resumed = RunOptions {
+        out_dir: stopped.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    let rest = run(gpu, no_saves, &resumed, |_, _| {}).expect("resumed");
+    assert!(!rest.interrupted);
+    assert!(
+        state_of(&stopped) == a,
+        "stopped at 3 + resume differs from 6 steps straight"
+    );
+    let _ = std::fs::remove_dir_all(&stopped);
     // The metrics log holds the k-NN baseline and each step once.
     let lines = std::fs::read_to_string(split.join("metrics.jsonl")).expect("metrics");
     assert_eq!(lines.lines().count(), 7);
@@ -255,6 +295,127 @@ fn a_killed_run_resumes_exactly() {
         dinoscope::model::weights::expected_tensors(&mcfg).len()
     );
     for d in [straight, killed, cfg_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_the_step_in_flight_and_an_ignored_sighup_stays_ignored() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let mut cfg = micro();
+    // Far more steps than run before the signal, and no checkpoint but the last: the one the
+    // signal writes.
+    cfg.steps = 5000;
+    cfg.checkpoint_every = 0;
+    let cfg_dir = tmp("sigint-cfg");
+    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
+    let cfg_path = cfg_dir.join("micro.ron");
+    std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
+    let exe = env!("CARGO_BIN_EXE_dinoscope");
+    let train = |out: &Path, extra: &[&str]| {
+        let mut c = std::process::Command::new(exe);
+        c.args(["train", "--config"])
+            .arg(&cfg_path)
+            .arg("--out")
+            .arg(out)
+            .args(extra);
+        c
+    };
+    let stopped = tmp("sigint");
+    // Started as `nohup` starts it, with SIGHUP ignored.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "trap '' HUP; exec \"$0\" \"$@\"",
+            exe,
+            "train",
+            "--config",
+        ])
+        .arg(&cfg_path)
+        .arg("--out")
+        .arg(&stopped)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let metrics = stopped.join("metrics.jsonl");
+    let lines = || std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count());
+    // Waits for the metrics log to hold `n` lines (the k-NN baseline's, then a line a step).
+    let wait_for = |child: &mut std::process::Child, n: usize| {
+        while lines() < n {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!("ended early ({status}): {err}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let signal = |sig: &str, pid: u32| {
+        let sent = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {sig}");
+    };
+    wait_for(&mut child, 3);
+    // An ignored SIGHUP stays ignored: the run goes on for three more steps (a stop would
+    // allow two: the step in flight and one submitted as the signal came).
+    signal("-HUP", child.id());
+    let seen = lines();
+    wait_for(&mut child, seen + 3);
+    signal("-INT", child.id());
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches("interrupted: stopping after the step in flight")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let at: u64 = stdout
+        .split("interrupted at step ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no step in: {stdout}"));
+    assert!(
+        stdout.contains("dinoscope train --resume --out"),
+        "{stdout}"
+    );
+    assert!((2..cfg.steps).contains(&at), "stopped at {at}");
+    // Every step the log holds is in the checkpoint.
+    assert_eq!(state_of(&stopped).step, at);
+    let logged = std::fs::read_to_string(&metrics).expect("metrics");
+    assert_eq!(logged.lines().count() as u64, at + 1);
+    // Two more steps from there equal a run straight to the same step.
+    let ok = |c: &mut std::process::Command| {
+        let o = c.output().expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    ok(&mut train(&stopped, &["--resume", "--stop-after", "2"]));
+    let straight = tmp("sigint-straight");
+    let n = (at + 2).to_string();
+    ok(&mut train(&straight, &["--stop-after", &n]));
+    let (a, b) = (state_of(&straight), state_of(&stopped));
+    assert_eq!(a.step, at + 2);
+    assert!(
+        a == b,
+        "interrupted at {at} + resume differs from a straight run"
+    );
+    for d in [stopped, straight, cfg_dir] {
         let _ = std::fs::remove_dir_all(d);
     }
 }
