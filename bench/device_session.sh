@@ -139,7 +139,8 @@ if has learn && [ -f "$data" ]; then
     "$WORK/learn.ron"
   log "learning: $config for ${budget} s on the full Fashion-MNIST"
   rm -rf "$WORK/run"
-  timeout $((budget + ${LEARN_MARGIN_S:-40})) "$BIN" train --config "$WORK/learn.ron" --data "$data" \
+  # SIGTERM asks a run to stop at its next step with a checkpoint; -k kills one that hangs.
+  timeout -k 15 $((budget + ${LEARN_MARGIN_S:-40})) "$BIN" train --config "$WORK/learn.ron" --data "$data" \
     --time-limit "${budget}s" --out "$WORK/run" > "$OUT/learn.txt" 2>&1
   rc=$?
   echo "learning exit $rc (124: stopped by timeout)" >> "$SUMMARY"

@@ -309,20 +309,53 @@ pub fn train(
         ));
     })?;
     bar.finish_and_clear();
+    let resume = {
+        let mut c = format!("dinoscope train --resume --config {config}");
+        if let Some(d) = data {
+            c += &format!(" --data {}", d.display());
+        }
+        c + &format!(" --out {}", out.display())
+    };
+    let report = train_report(&summary, scaled, cfg_workers, &out, &resume);
+    // Written whole and unchecked: after a SIGHUP the terminal is gone, and the run is saved.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes());
+    if summary.interrupted {
+        return Ok(ExitCode::from(
+            dinoscope::train::interrupt::EXIT_INTERRUPTED,
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `dinoscope train` prints after its run: mixed precision's skipped steps `(steps,
+/// skipped, last loss scale)`, the last step, the time limit's fit, the evaluations, the
+/// loader's waits and, for an interrupted run, how to continue it.
+fn train_report(
+    summary: &dinoscope::train::run::RunSummary,
+    scaled: (u64, u64, f32),
+    cfg_workers: usize,
+    out: &Path,
+    resume: &str,
+) -> String {
+    use std::fmt::Write;
+    let mut r = String::new();
     if scaled.0 > 0 {
-        println!(
+        let _ = writeln!(
+            r,
             "mixed precision: {} of {} steps skipped (f16 gradients overflowed); loss scale {:.0}",
             scaled.1, scaled.0, scaled.2
         );
     }
     if let Some(m) = &summary.last {
-        println!(
+        let _ = writeln!(
+            r,
             "step {}: loss {:.4} (dino {:.4}, ibot {:.4}, koleo {:.4})",
             summary.steps, m.loss, m.dino, m.ibot, m.koleo
         );
     }
     if let Some(f) = &summary.fit {
-        println!(
+        let _ = writeln!(
+            r,
             "time limit: {:.1} ms a step and {:.1} s an evaluation; {} steps planned (the \
              config: {})",
             f.step_s * 1e3,
@@ -332,14 +365,16 @@ pub fn train(
         );
     }
     if summary.stopped_at_limit {
-        println!(
+        let _ = writeln!(
+            r,
             "the time limit stopped the run at step {} before its schedule's end; continue it \
              with --resume",
             summary.steps
         );
     }
     for (s, e) in &summary.evals {
-        println!(
+        let _ = writeln!(
+            r,
             "step {s}: k-NN {:.1}%, linear probe {:.1}%",
             e.knn * 100.0,
             e.probe * 100.0
@@ -347,7 +382,8 @@ pub fn train(
     }
     if summary.loop_s > 0.0 {
         // Where this is more than a few percent, the GPU waited for crops: more `workers` help.
-        println!(
+        let _ = writeln!(
+            r,
             "data loader: waited {:.1} s of {:.1} s ({:.0}%) for batches ({})",
             summary.data_wait_s,
             summary.loop_s,
@@ -359,19 +395,23 @@ pub fn train(
             }
         );
     }
-    println!("checkpoint and metrics in {}", out.display());
-    if summary.interrupted {
-        println!(
-            "interrupted at step {} of {}; continue with `dinoscope train --resume --out {}`",
-            summary.steps,
-            bar.length().unwrap_or(total),
-            out.display()
+    if summary.interrupted && summary.last.is_none() && summary.steps == 0 {
+        let _ = writeln!(
+            r,
+            "interrupted before the first step: no checkpoint; start the run again with \
+             --overwrite"
         );
-        return Ok(ExitCode::from(
-            dinoscope::train::interrupt::EXIT_INTERRUPTED,
-        ));
+        return r;
     }
-    Ok(ExitCode::SUCCESS)
+    let _ = writeln!(r, "checkpoint and metrics in {}", out.display());
+    if summary.interrupted {
+        let _ = writeln!(
+            r,
+            "interrupted at step {}; continue with `{resume}`",
+            summary.steps
+        );
+    }
+    r
 }
 
 fn labelled(

@@ -137,8 +137,8 @@ mod cli {
         },
         /// Train a ViT with DINOv2 (DINO + iBOT + KoLeo) on images; the bundled Fashion-MNIST by default.
         ///
-        /// Ctrl-C ends the run after the step in flight, with a checkpoint there (exit status
-        /// 130); continue it with --resume. A second Ctrl-C quits at once.
+        /// Ctrl-C (or SIGTERM, SIGHUP) stops the run at its next step and writes a checkpoint
+        /// there (exit status 130); continue it with --resume. A second Ctrl-C quits at once.
         Train {
             /// Training config: a preset (debug, debug_long, debug_v3, fmnist, tiny, laptop, vits14) or a .ron file.
             #[arg(long, default_value = "debug")]
@@ -238,7 +238,7 @@ mod cli {
             #[arg(long)]
             overwrite: bool,
         },
-        /// Peak GPU memory of a training step, whether it fits this adapter, and what would.
+        /// Peak GPU memory of a training step, whether it fits this adapter, and what would fit if not.
         Plan {
             /// Training config: a preset (debug, debug_long, debug_v3, fmnist, tiny, laptop, vits14) or a .ron file.
             #[arg(long, default_value = "debug")]

@@ -417,7 +417,12 @@ pub fn run(
         steps: start,
         ..Default::default()
     };
-    if let (0, Some((tr, te))) = (start, &eval) {
+    let stop_asked = || {
+        opts.stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    if let (0, Some((tr, te)), false) = (start, &eval, stop_asked()) {
         // The random-init baseline, as the app shows it.
         let e0 = std::time::Instant::now();
         let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
@@ -462,8 +467,7 @@ pub fn run(
             end = trainer.step;
             summary.stopped_at_limit = true;
         }
-        let stop = opts.stop.as_ref();
-        if trainer.step < end && stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+        if trainer.step < end && stop_asked() {
             end = trainer.step;
             summary.interrupted = true;
         }
@@ -507,7 +511,10 @@ pub fn run(
             line["remedy"] = serde_json::json!(d.remedy);
         }
         let done = m.step + 1;
-        if let (true, Some((tr, te))) = (evaluates(&cfg, done), &eval) {
+        // A stopping run writes its checkpoint first: a SIGTERM's grace period may not hold
+        // an evaluation too.
+        let stopping = summary.interrupted && done == end;
+        if let (true, Some((tr, te)), false) = (evaluates(&cfg, done), &eval, stopping) {
             let e0 = std::time::Instant::now();
             let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
             if let Some(b) = &mut budget {
@@ -537,6 +544,7 @@ pub fn run(
         summary.steps = done;
         if let Some(fitted) = budget
             .as_mut()
+            .filter(|_| !summary.interrupted)
             .and_then(|b| b.after_step(done - start, done, &cfg, in_flight.is_none()))
         {
             trainer.cfg = fitted.clone();

@@ -301,7 +301,8 @@ fn a_killed_run_resumes_exactly() {
 
 #[cfg(unix)]
 #[test]
-fn ctrl_c_saves_the_step_in_flight_and_an_ignored_sighup_stays_ignored() {
+fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
+    use std::os::unix::process::CommandExt;
     if common::gpu().is_none() {
         return;
     }
@@ -310,9 +311,9 @@ fn ctrl_c_saves_the_step_in_flight_and_an_ignored_sighup_stays_ignored() {
     // signal writes.
     cfg.steps = 5000;
     cfg.checkpoint_every = 0;
-    let cfg_dir = tmp("sigint-cfg");
-    std::fs::create_dir_all(&cfg_dir).expect("mkdir");
-    let cfg_path = cfg_dir.join("micro.ron");
+    let dir = tmp("sigint");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg_path = dir.join("micro.ron");
     std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
     let exe = env!("CARGO_BIN_EXE_dinoscope");
     let train = |out: &Path, extra: &[&str]| {
@@ -321,37 +322,51 @@ fn ctrl_c_saves_the_step_in_flight_and_an_ignored_sighup_stays_ignored() {
             .arg(&cfg_path)
             .arg("--out")
             .arg(out)
-            .args(extra);
+            .args(extra)
+            .env("RUST_LOG", "warn");
         c
     };
-    let stopped = tmp("sigint");
-    // Started as `nohup` starts it, with SIGHUP ignored.
-    let mut child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "trap '' HUP; exec \"$0\" \"$@\"",
-            exe,
-            "train",
-            "--config",
-        ])
-        .arg(&cfg_path)
-        .arg("--out")
-        .arg(&stopped)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let stopped = dir.join("run");
+    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
+    let file = |p: &Path| std::fs::File::create(p).expect("log file");
+    // Started as `nohup` starts it, with SIGHUP ignored; SIGINT as a terminal's foreground
+    // command has it, whatever this test inherited (a background job ignores it).
+    let mut sh = std::process::Command::new("sh");
+    sh.args([
+        "-c",
+        "trap '' HUP; exec \"$0\" \"$@\"",
+        exe,
+        "train",
+        "--config",
+    ])
+    .arg(&cfg_path)
+    .arg("--out")
+    .arg(&stopped)
+    .env("RUST_LOG", "warn")
+    .stdout(file(&stdout_path))
+    .stderr(file(&stderr_path));
+    // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        sh.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = sh.spawn().expect("spawn");
     let metrics = stopped.join("metrics.jsonl");
     let lines = || std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count());
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
     // Waits for the metrics log to hold `n` lines (the k-NN baseline's, then a line a step).
+    // The deadline only turns a broken handler into a failure instead of a hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     let wait_for = |child: &mut std::process::Child, n: usize| {
         while lines() < n {
             if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                panic!("ended early ({status}): {err}");
+                panic!("ended early ({status}): {}", log());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("no line {n} in the metrics log: {}", log());
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -370,43 +385,46 @@ fn ctrl_c_saves_the_step_in_flight_and_an_ignored_sighup_stays_ignored() {
     let seen = lines();
     wait_for(&mut child, seen + 3);
     signal("-INT", child.id());
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = child.wait().expect("wait");
+    let stdout = std::fs::read_to_string(&stdout_path).expect("stdout");
+    let stderr = log();
     assert_eq!(
-        out.status.code(),
+        status.code(),
         Some(130),
         "stdout: {stdout}\nstderr: {stderr}"
     );
     assert_eq!(
         stderr
-            .matches("interrupted: stopping after the step in flight")
+            .matches("interrupted: stopping at the next step")
             .count(),
         1,
         "{stderr}"
     );
+    assert!(!stderr.contains("interrupted again"), "{stderr}");
     let at: u64 = stdout
         .split("interrupted at step ")
         .nth(1)
-        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.split(';').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no step in: {stdout}"));
     assert!(
-        stdout.contains("dinoscope train --resume --out"),
+        stdout.contains("dinoscope train --resume --config"),
         "{stdout}"
     );
-    assert!((2..cfg.steps).contains(&at), "stopped at {at}");
+    assert!(
+        (seen as u64 + 2..cfg.steps).contains(&at),
+        "stopped at {at}"
+    );
     // Every step the log holds is in the checkpoint.
     assert_eq!(state_of(&stopped).step, at);
-    let logged = std::fs::read_to_string(&metrics).expect("metrics");
-    assert_eq!(logged.lines().count() as u64, at + 1);
+    assert_eq!(lines() as u64, at + 1);
     // Two more steps from there equal a run straight to the same step.
     let ok = |c: &mut std::process::Command| {
         let o = c.output().expect("run");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     ok(&mut train(&stopped, &["--resume", "--stop-after", "2"]));
-    let straight = tmp("sigint-straight");
+    let straight = dir.join("straight");
     let n = (at + 2).to_string();
     ok(&mut train(&straight, &["--stop-after", &n]));
     let (a, b) = (state_of(&straight), state_of(&stopped));
@@ -415,7 +433,5 @@ fn ctrl_c_saves_the_step_in_flight_and_an_ignored_sighup_stays_ignored() {
         a == b,
         "interrupted at {at} + resume differs from a straight run"
     );
-    for d in [stopped, straight, cfg_dir] {
-        let _ = std::fs::remove_dir_all(d);
-    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
