@@ -310,11 +310,12 @@ pub fn train(
     })?;
     bar.finish_and_clear();
     let resume = {
-        let mut c = format!("dinoscope train --resume --config {config}");
+        let word = |s: &str| shell_word(s);
+        let mut c = format!("dinoscope train --resume --config {}", word(config));
         if let Some(d) = data {
-            c += &format!(" --data {}", d.display());
+            c += &format!(" --data {}", word(&d.to_string_lossy()));
         }
-        c + &format!(" --out {}", out.display())
+        c + &format!(" --out {}", word(&out.to_string_lossy()))
     };
     let report = train_report(&summary, scaled, cfg_workers, &out, &resume);
     // Written whole and unchecked: after a SIGHUP the terminal is gone, and the run is saved.
@@ -325,6 +326,16 @@ pub fn train(
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `s` as one word of a POSIX shell command: as it is where that is safe, else single-quoted.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./-:=,+@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// What `dinoscope train` prints after its run: mixed precision's skipped steps `(steps,

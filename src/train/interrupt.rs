@@ -14,21 +14,32 @@ use std::sync::Arc;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Installs the process's signal handler: the first signal calls `first` and says `what`
-/// happens now; a second one exits with [`EXIT_INTERRUPTED`] without waiting for anything.
-/// One handler per process.
+/// happens now; a Ctrl-C after it exits with [`EXIT_INTERRUPTED`] without waiting for
+/// anything. A repeated SIGTERM or SIGHUP is not a second request: `timeout` sends its SIGTERM
+/// to the process and to its group, and a closing terminal's shell sends SIGHUP twice. One
+/// handler per process.
 pub fn on_signal(what: &'static str, first: impl Fn() + Send + 'static) -> Result<(), String> {
     let seen = AtomicBool::new(false);
-    install(move || {
+    install(move |ctrl_c: bool| {
         // Writes may fail (the terminal that sent SIGHUP is gone), so nothing here panics on
         // them, and the request goes out before anything is written.
         if seen.swap(true, Ordering::SeqCst) {
-            let _ = writeln!(std::io::stderr(), "interrupted again: exiting at once");
-            exit_now();
+            if ctrl_c {
+                let _ = writeln!(std::io::stderr(), "interrupted again: exiting at once");
+                exit_now();
+            }
+            return;
         }
         first();
+        // On its own line, not after a progress bar's.
+        let gap = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            "\n"
+        } else {
+            ""
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "interrupted: {what} (interrupt again to quit at once)"
+            "{gap}interrupted: {what} (Ctrl-C again to quit at once)"
         );
     })
 }
@@ -44,9 +55,9 @@ pub fn stop_flag() -> Result<Arc<AtomicBool>, String> {
 }
 
 /// SIGINT, SIGTERM and SIGHUP, each unless this process started with it ignored, delivered to
-/// `on` on a thread of its own.
+/// `on` (with whether it is SIGINT) on a thread of its own.
 #[cfg(unix)]
-fn install(on: impl Fn() + Send + 'static) -> Result<(), String> {
+fn install(on: impl Fn(bool) + Send + 'static) -> Result<(), String> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let caught: Vec<libc::c_int> = [SIGINT, SIGTERM, SIGHUP]
         .into_iter()
@@ -59,7 +70,7 @@ fn install(on: impl Fn() + Send + 'static) -> Result<(), String> {
         .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))?;
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || signals.forever().for_each(|_| on()))
+        .spawn(move || signals.forever().for_each(|sig| on(sig == SIGINT)))
         .map(|_| ())
         .map_err(|e| format!("cannot start the Ctrl-C handler's thread: {e}"))
 }
@@ -82,8 +93,9 @@ fn exit_now() -> ! {
 }
 
 #[cfg(not(unix))]
-fn install(on: impl Fn() + Send + 'static) -> Result<(), String> {
-    ctrlc::set_handler(on).map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))
+fn install(on: impl Fn(bool) + Send + 'static) -> Result<(), String> {
+    ctrlc::set_handler(move || on(true))
+        .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))
 }
 
 #[cfg(not(unix))]

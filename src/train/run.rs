@@ -511,8 +511,8 @@ pub fn run(
             line["remedy"] = serde_json::json!(d.remedy);
         }
         let done = m.step + 1;
-        // A stopping run writes its checkpoint first: a SIGTERM's grace period may not hold
-        // an evaluation too.
+        // A stopping run skips the evaluation due at its last step and goes straight to its
+        // checkpoint: a SIGTERM's grace period may not hold an evaluation too.
         let stopping = summary.interrupted && done == end;
         if let (true, Some((tr, te)), false) = (evaluates(&cfg, done), &eval, stopping) {
             let e0 = std::time::Instant::now();

@@ -313,7 +313,8 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     cfg.checkpoint_every = 0;
     let dir = tmp("sigint");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let cfg_path = dir.join("micro.ron");
+    // A space in the name: the resume command the run prints must quote it.
+    let cfg_path = dir.join("micro run.ron");
     std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
     let exe = env!("CARGO_BIN_EXE_dinoscope");
     let train = |out: &Path, extra: &[&str]| {
@@ -385,7 +386,17 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     let seen = lines();
     wait_for(&mut child, seen + 3);
     signal("-INT", child.id());
-    let status = child.wait().expect("wait");
+    let finish = |child: &mut std::process::Child| loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after the signal: {}", log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let status = finish(&mut child);
     let stdout = std::fs::read_to_string(&stdout_path).expect("stdout");
     let stderr = log();
     assert_eq!(
@@ -423,7 +434,20 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
         let o = c.output().expect("run");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
-    ok(&mut train(&stopped, &["--resume", "--stop-after", "2"]));
+    // The printed command, run by a shell, continues it.
+    let hint = stdout
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in: {stdout}"));
+    let bin_dir = Path::new(exe).parent().expect("bin dir");
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .expect("PATH");
+    ok(std::process::Command::new("sh")
+        .args(["-c", &format!("{hint} --stop-after 2")])
+        .env("PATH", path)
+        .env("RUST_LOG", "warn"));
     let straight = dir.join("straight");
     let n = (at + 2).to_string();
     ok(&mut train(&straight, &["--stop-after", &n]));
@@ -433,5 +457,31 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
         a == b,
         "interrupted at {at} + resume differs from a straight run"
     );
+    // Two SIGTERMs at once (`timeout` sends one to the process and one to its group) are one
+    // request: the run still stops at its next step with its checkpoint.
+    let mut again = train(&stopped, &["--resume"])
+        .stdout(file(&stdout_path))
+        .stderr(file(&stderr_path))
+        .spawn()
+        .expect("spawn");
+    let seen = lines();
+    wait_for(&mut again, seen + 1);
+    signal("-TERM", again.id());
+    // The second once the first is taken (a run already gone ignores it).
+    while !log().contains("interrupted: stopping") && again.try_wait().is_ok_and(|s| s.is_none()) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
+    let status = finish(&mut again);
+    let (stdout, stderr) = (
+        std::fs::read_to_string(&stdout_path).expect("stdout"),
+        log(),
+    );
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("interrupted again"), "{stderr}");
+    assert!(stdout.contains("interrupted at step"), "{stdout}");
+    assert!(state_of(&stopped).step > at + 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
