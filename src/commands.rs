@@ -310,12 +310,11 @@ pub fn train(
     })?;
     bar.finish_and_clear();
     let resume = {
-        let word = |s: &str| shell_word(s);
-        let mut c = format!("dinoscope train --resume --config {}", word(config));
+        let mut c = format!("dinoscope train --resume --config {}", shell_word(config));
         if let Some(d) = data {
-            c += &format!(" --data {}", word(&d.to_string_lossy()));
+            c += &format!(" --data {}", shell_word(&d.to_string_lossy()));
         }
-        c + &format!(" --out {}", word(&out.to_string_lossy()))
+        c + &format!(" --out {}", shell_word(&out.to_string_lossy()))
     };
     let report = train_report(&summary, scaled, cfg_workers, &out, &resume);
     // Written whole and unchecked: after a SIGHUP the terminal is gone, and the run is saved.

@@ -527,6 +527,7 @@ pub fn run(
         line["elapsed_s"] = serde_json::json!(elapsed_before + t0.elapsed().as_secs_f64());
         writeln!(log_file, "{line}")
             .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+        log::debug!("step {done} done: loss {:.4}", m.loss);
         on_step(&m, cfg.steps);
         if saves(&cfg, done, end) {
             let c0 = std::time::Instant::now();

@@ -242,17 +242,9 @@ fn a_killed_run_resumes_exactly() {
     std::fs::create_dir_all(&cfg_dir).expect("mkdir");
     let cfg_path = cfg_dir.join("micro.ron");
     std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
-    let exe = env!("CARGO_BIN_EXE_dinoscope");
     let train = |out: &Path, resume: bool| {
-        let mut c = std::process::Command::new(exe);
-        c.args(["train", "--config"])
-            .arg(&cfg_path)
-            .arg("--out")
-            .arg(out);
-        if resume {
-            c.arg("--resume");
-        }
-        c
+        let extra: &[&str] = if resume { &["--resume"] } else { &[] };
+        cli_train(&cfg_path, out, extra)
     };
     let straight = tmp("kill-straight");
     assert!(train(&straight, false).status().expect("run").success());
@@ -299,10 +291,80 @@ fn a_killed_run_resumes_exactly() {
     }
 }
 
+/// `dinoscope train --config CFG --out OUT EXTRA…`.
+fn cli_train(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"));
+    c.args(["train", "--config"])
+        .arg(cfg)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    c
+}
+
+/// A child's stderr, line by line as it comes, read on a thread of its own so its pipe never
+/// fills; the run's per-step debug lines are the events the signal test waits for.
+#[cfg(unix)]
+struct Stderr {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+#[cfg(unix)]
+impl Stderr {
+    fn of(child: &mut std::process::Child) -> Stderr {
+        let pipe = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Stderr {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line `pick` accepts. Panics with what came so far when the child's stderr
+    /// closes first (it ended), or when nothing comes for ten minutes (a hang, not a wait).
+    fn until(&mut self, pick: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.lines.recv_timeout(std::time::Duration::from_secs(600)) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pick(&l) {
+                        return l;
+                    }
+                }
+                Err(e) => panic!("{e}; stderr so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The step of the next "step N done" line.
+    fn step(&mut self) -> u64 {
+        let n = |l: &str| -> Option<u64> {
+            l.split("step ").nth(1)?.split_once(" done")?.0.parse().ok()
+        };
+        let l = self.until(|l| n(l).is_some());
+        n(&l).unwrap_or_default()
+    }
+
+    /// Everything the child writes until it ends.
+    fn rest(&mut self) -> String {
+        self.seen.extend(self.lines.iter());
+        self.seen.join("\n")
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
     if common::gpu().is_none() {
         return;
     }
@@ -317,18 +379,15 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     let cfg_path = dir.join("micro run.ron");
     std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
     let exe = env!("CARGO_BIN_EXE_dinoscope");
+    // Each step's debug line is the event to signal on.
+    let log_steps = "warn,dinoscope::train::run=debug";
     let train = |out: &Path, extra: &[&str]| {
-        let mut c = std::process::Command::new(exe);
-        c.args(["train", "--config"])
-            .arg(&cfg_path)
-            .arg("--out")
-            .arg(out)
-            .args(extra)
-            .env("RUST_LOG", "warn");
+        let mut c = cli_train(&cfg_path, out, extra);
+        c.env("RUST_LOG", "warn");
         c
     };
     let stopped = dir.join("run");
-    let (stdout_path, stderr_path) = (dir.join("stdout"), dir.join("stderr"));
+    let stdout_path = dir.join("stdout");
     let file = |p: &Path| std::fs::File::create(p).expect("log file");
     // Started as `nohup` starts it, with SIGHUP ignored; SIGINT as a terminal's foreground
     // command has it, whatever this test inherited (a background job ignores it).
@@ -343,9 +402,9 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     .arg(&cfg_path)
     .arg("--out")
     .arg(&stopped)
-    .env("RUST_LOG", "warn")
+    .env("RUST_LOG", log_steps)
     .stdout(file(&stdout_path))
-    .stderr(file(&stderr_path));
+    .stderr(Stdio::piped());
     // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
     unsafe {
         sh.pre_exec(|| {
@@ -354,24 +413,9 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
         });
     }
     let mut child = sh.spawn().expect("spawn");
+    let mut err = Stderr::of(&mut child);
     let metrics = stopped.join("metrics.jsonl");
     let lines = || std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count());
-    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    // Waits for the metrics log to hold `n` lines (the k-NN baseline's, then a line a step).
-    // The deadline only turns a broken handler into a failure instead of a hang.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
-    let wait_for = |child: &mut std::process::Child, n: usize| {
-        while lines() < n {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("ended early ({status}): {}", log());
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("no line {n} in the metrics log: {}", log());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
     let signal = |sig: &str, pid: u32| {
         let sent = std::process::Command::new("kill")
             .args([sig, &pid.to_string()])
@@ -379,26 +423,16 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
             .expect("kill");
         assert!(sent.success(), "kill {sig}");
     };
-    wait_for(&mut child, 3);
+    while err.step() < 2 {}
     // An ignored SIGHUP stays ignored: the run goes on for three more steps (a stop would
     // allow two: the step in flight and one submitted as the signal came).
     signal("-HUP", child.id());
-    let seen = lines();
-    wait_for(&mut child, seen + 3);
+    let seen = err.step();
+    while err.step() < seen + 3 {}
     signal("-INT", child.id());
-    let finish = |child: &mut std::process::Child| loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running after the signal: {}", log());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let status = finish(&mut child);
+    let stderr = err.rest();
+    let status = child.wait().expect("wait");
     let stdout = std::fs::read_to_string(&stdout_path).expect("stdout");
-    let stderr = log();
     assert_eq!(
         status.code(),
         Some(130),
@@ -422,10 +456,7 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
         stdout.contains("dinoscope train --resume --config"),
         "{stdout}"
     );
-    assert!(
-        (seen as u64 + 2..cfg.steps).contains(&at),
-        "stopped at {at}"
-    );
+    assert!((seen + 3..cfg.steps).contains(&at), "stopped at {at}");
     // Every step the log holds is in the checkpoint.
     assert_eq!(state_of(&stopped).step, at);
     assert_eq!(lines() as u64, at + 1);
@@ -460,25 +491,22 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     // Two SIGTERMs at once (`timeout` sends one to the process and one to its group) are one
     // request: the run still stops at its next step with its checkpoint.
     let mut again = train(&stopped, &["--resume"])
+        .env("RUST_LOG", log_steps)
         .stdout(file(&stdout_path))
-        .stderr(file(&stderr_path))
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let seen = lines();
-    wait_for(&mut again, seen + 1);
+    let mut err = Stderr::of(&mut again);
+    err.step();
     signal("-TERM", again.id());
     // The second once the first is taken (a run already gone ignores it).
-    while !log().contains("interrupted: stopping") && again.try_wait().is_ok_and(|s| s.is_none()) {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    err.until(|l| l.contains("interrupted: stopping"));
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &again.id().to_string()])
         .status();
-    let status = finish(&mut again);
-    let (stdout, stderr) = (
-        std::fs::read_to_string(&stdout_path).expect("stdout"),
-        log(),
-    );
+    let stderr = err.rest();
+    let status = again.wait().expect("wait");
+    let stdout = std::fs::read_to_string(&stdout_path).expect("stdout");
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(!stderr.contains("interrupted again"), "{stderr}");
     assert!(stdout.contains("interrupted at step"), "{stdout}");
