@@ -231,6 +231,7 @@ pub fn train(
     out: Option<&Path>,
     (resume, overwrite): (bool, bool),
     (stop_after, steps, time_limit): (Option<u64>, Option<u64>, Option<std::time::Duration>),
+    (backend, adapter): (Option<&str>, Option<&str>),
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
     use dinoscope::train::run::{latest_run, new_run_dir, point_latest, run, RunOptions};
@@ -309,8 +310,15 @@ pub fn train(
         ));
     })?;
     bar.finish_and_clear();
+    // The same adapter too, so that the continuation is exact.
     let resume = {
-        let mut c = format!("dinoscope train --resume --config {}", shell_word(config));
+        let mut c = "dinoscope".to_string();
+        for (flag, v) in [("--backend", backend), ("--adapter", adapter)] {
+            if let Some(v) = v {
+                c += &format!(" {flag} {}", shell_word(v));
+            }
+        }
+        c += &format!(" train --resume --config {}", shell_word(config));
         if let Some(d) = data {
             c += &format!(" --data {}", shell_word(&d.to_string_lossy()));
         }

@@ -612,6 +612,7 @@ mod cli {
                     out.as_deref(),
                     (*resume, *overwrite),
                     (*stop_after, *steps, *time_limit),
+                    (cli.backend.as_deref(), cli.adapter.as_deref()),
                 )
             }),
             Some(Command::Knn {

@@ -329,8 +329,8 @@ fn remove_checkpoints(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The metrics log of a run that starts at step `start`: the lines kept from before (the k-NN
-/// baseline and the steps before the checkpoint; the later ones are done again, identically),
+/// The metrics log of a run that starts at step `start`: the lines kept from before (the
+/// evaluations and the steps before the checkpoint; the later ones are done again, identically),
 /// and the file opened for appending after them.
 #[cfg(not(target_arch = "wasm32"))]
 fn open_metrics(path: &Path, start: u64) -> Result<(String, std::fs::File), String> {
@@ -340,10 +340,14 @@ fn open_metrics(path: &Path, start: u64) -> Result<(String, std::fs::File), Stri
         .filter(|l| {
             serde_json::from_str::<serde_json::Value>(l)
                 .ok()
-                .map(|v| {
-                    v.get("step")
+                .map(|v| match v.get("step").and_then(|s| s.as_u64()) {
+                    Some(s) => s < start,
+                    // An evaluation line: kept when made before the start; one made at
+                    // the start is made again.
+                    None => v
+                        .get("steps_done")
                         .and_then(|s| s.as_u64())
-                        .is_none_or(|s| s < start)
+                        .is_none_or(|s| s < start),
                 })
                 .unwrap_or(false)
         })
@@ -355,6 +359,20 @@ fn open_metrics(path: &Path, start: u64) -> Result<(String, std::fs::File), Stri
         .open(path)
         .map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
     Ok((kept, file))
+}
+
+/// Whether the kept metrics log holds an evaluation made after `done` steps.
+#[cfg(not(target_arch = "wasm32"))]
+fn evaluated(kept: &str, done: u64) -> bool {
+    kept.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| {
+            let at = match v.get("step").and_then(|s| s.as_u64()) {
+                Some(s) => Some(s + 1),
+                None => v.get("steps_done").and_then(|s| s.as_u64()),
+            };
+            at == Some(done) && v.get("knn").is_some()
+        })
 }
 
 /// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
@@ -422,35 +440,37 @@ pub fn run(
             .as_ref()
             .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
     };
-    if let (0, Some((tr, te)), false) = (start, &eval, stop_asked()) {
-        // The random-init baseline, as the app shows it.
-        let e0 = std::time::Instant::now();
-        let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
-        if let Some(b) = &mut budget {
-            b.paused(e0.elapsed().as_secs_f64(), true);
-        }
-        let line = serde_json::json!({
-            "steps_done": 0,
-            "knn": ev.knn,
-            "probe": ev.probe,
-            "elapsed_s": 0.0,
-        });
-        writeln!(log_file, "{line}")
-            .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
-        summary.evals.push((0, ev));
-    }
     // Wall time of the run so far, carried over from the last kept line when resuming.
     let elapsed_before = kept
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get("elapsed_s").and_then(|e| e.as_f64()))
         .fold(0.0f64, f64::max);
-    let t0 = std::time::Instant::now();
-    let mut warned = false;
     let evaluates = |cfg: &TrainConfig, done: u64| {
         eval.is_some()
             && ((cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps)
     };
+    // The random-init baseline, as the app shows it; or, on resuming, the evaluation that a
+    // stop skipped at the step it stopped on.
+    let due = start == 0 || (evaluates(&cfg, start) && !evaluated(&kept, start));
+    if let (true, Some((tr, te)), false) = (due, &eval, stop_asked()) {
+        let e0 = std::time::Instant::now();
+        let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
+        if let Some(b) = &mut budget {
+            b.paused(e0.elapsed().as_secs_f64(), true);
+        }
+        let line = serde_json::json!({
+            "steps_done": start,
+            "knn": ev.knn,
+            "probe": ev.probe,
+            "elapsed_s": elapsed_before,
+        });
+        writeln!(log_file, "{line}")
+            .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+        summary.evals.push((start, ev));
+    }
+    let t0 = std::time::Instant::now();
+    let mut warned = false;
     let saves = |cfg: &TrainConfig, done: u64, end: u64| {
         (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) || done == end
     };

@@ -134,6 +134,8 @@ fn resume_is_bit_exact() {
     // exactly.
     let mut no_saves = cfg.clone();
     no_saves.checkpoint_every = 0;
+    // An evaluation is due at the step the run stops on: the resumed run makes it first.
+    no_saves.eval_every = 3;
     let stopped = tmp("stopped");
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let asked = RunOptions {
@@ -162,8 +164,36 @@ fn resume_is_bit_exact() {
         resume: true,
         ..Default::default()
     };
+    let evals = |s: &dinoscope::train::run::RunSummary| -> Vec<u64> {
+        s.evals.iter().map(|e| e.0).collect()
+    };
+    assert_eq!(evals(&summary), [0]);
+    // An evaluation was due at step 3, where the run stopped: resuming makes it first (here a
+    // resume that stops at once), and logs it once, however often the run resumes from there.
+    let none = RunOptions {
+        stop_after: Some(0),
+        ..resumed.clone()
+    };
+    let eval_only = run(gpu, no_saves.clone(), &none, |_, _| {}).expect("resumed for 0 steps");
+    assert_eq!((evals(&eval_only), eval_only.steps), (vec![3], 3));
     let rest = run(gpu, no_saves, &resumed, |_, _| {}).expect("resumed");
     assert!(!rest.interrupted);
+    assert_eq!(evals(&rest), [3, 6]);
+    let log = std::fs::read_to_string(stopped.join("metrics.jsonl")).expect("metrics");
+    let evaluated = |s: &str| {
+        log.lines()
+            .filter(|l| l.contains(s) && l.contains("knn"))
+            .count()
+    };
+    assert_eq!(
+        (
+            evaluated("\"steps_done\":0"),
+            evaluated("\"steps_done\":3"),
+            evaluated("\"step\":5,")
+        ),
+        (1, 1, 1),
+        "{log}"
+    );
     assert!(
         state_of(&stopped) == a,
         "stopped at 3 + resume differs from 6 steps straight"
@@ -365,9 +395,7 @@ impl Stderr {
 fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
-    if common::gpu().is_none() {
-        return;
-    }
+    let Some(gpu) = common::gpu() else { return };
     let mut cfg = micro();
     // Far more steps than run before the signal, and no checkpoint but the last: the one the
     // signal writes.
@@ -396,6 +424,9 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
         "-c",
         "trap '' HUP; exec \"$0\" \"$@\"",
         exe,
+        // The adapter (a name with spaces) goes into the resume command.
+        "--adapter",
+        &gpu.info.name,
         "train",
         "--config",
     ])
@@ -453,7 +484,10 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no step in: {stdout}"));
     assert!(
-        stdout.contains("dinoscope train --resume --config"),
+        stdout.contains(&format!(
+            "dinoscope --adapter '{}' train --resume --config",
+            gpu.info.name
+        )),
         "{stdout}"
     );
     assert!((seen + 3..cfg.steps).contains(&at), "stopped at {at}");
