@@ -102,3 +102,138 @@ fn install(on: impl Fn(bool) + Send + 'static) -> Result<(), String> {
 fn exit_now() -> ! {
     std::process::exit(i32::from(EXIT_INTERRUPTED))
 }
+
+/// While it lives, a signal that would end the process (SIGINT, SIGTERM or SIGHUP, each where
+/// nothing handles or ignores it) deletes a file before the process ends; see
+/// [`remove_on_signal`].
+pub struct RemoveOnSignal {
+    #[cfg(unix)]
+    active: bool,
+}
+
+/// Deletes `path` if a signal ends the process while the returned guard lives: a marker file
+/// that says a process died mid-way should not outlive one that was merely interrupted. Signals
+/// that something else handles (the training run's Ctrl-C) or that are ignored are left alone,
+/// and so is a crash. One path at a time: a guard made while another path's lives does nothing.
+pub fn remove_on_signal(path: &std::path::Path) -> RemoveOnSignal {
+    #[cfg(unix)]
+    {
+        RemoveOnSignal {
+            active: unix_removal::hold(path),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        RemoveOnSignal {}
+    }
+}
+
+impl Drop for RemoveOnSignal {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if self.active {
+            unix_removal::release();
+        }
+    }
+}
+
+/// The state behind [`remove_on_signal`]: the path the handler deletes (read by the handler,
+/// so an atomic pointer) and the actions it replaced, put back when the last guard goes.
+#[cfg(unix)]
+mod unix_removal {
+    use std::ffi::CString;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+    use std::sync::Mutex;
+
+    static PATH: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
+
+    struct Held {
+        path: CString,
+        guards: usize,
+        replaced: Vec<(libc::c_int, libc::sigaction)>,
+    }
+
+    static HELD: Mutex<Option<Held>> = Mutex::new(None);
+
+    extern "C" fn on_fatal(sig: libc::c_int) {
+        let p = PATH.load(Ordering::SeqCst);
+        // SAFETY: unlink, signal and raise are async-signal-safe; `p` is null or a CString
+        // that stays allocated while the handler is installed.
+        unsafe {
+            if !p.is_null() {
+                libc::unlink(p);
+            }
+            // The default action, delivered as the handler returns: the process ends as the
+            // signal would have ended it.
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+
+    pub(super) fn hold(path: &std::path::Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+            return false;
+        };
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = held.as_mut() {
+            if h.path == c {
+                h.guards += 1;
+                return true;
+            }
+            return false;
+        }
+        // Set before any handler can read it.
+        PATH.store(c.as_ptr().cast_mut(), Ordering::SeqCst);
+        let mut replaced = Vec::new();
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: sigaction reads the current action into `old` and, where it is the
+            // default, installs `on_fatal`, an async-signal-safe handler.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+                    || old.sa_sigaction != libc::SIG_DFL
+                {
+                    continue;
+                }
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = on_fatal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                new.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut new.sa_mask);
+                if libc::sigaction(sig, &new, std::ptr::null_mut()) == 0 {
+                    replaced.push((sig, old));
+                }
+            }
+        }
+        *held = Some(Held {
+            path: c,
+            guards: 1,
+            replaced,
+        });
+        true
+    }
+
+    pub(super) fn release() {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = held.as_mut() else { return };
+        h.guards -= 1;
+        if h.guards > 0 {
+            return;
+        }
+        for (sig, old) in &h.replaced {
+            // SAFETY: puts back the action read before `on_fatal` replaced it.
+            unsafe {
+                libc::sigaction(*sig, old, std::ptr::null_mut());
+            }
+        }
+        PATH.store(std::ptr::null_mut(), Ordering::SeqCst);
+        // The path's memory is kept until the next guard's replaces it: a handler already
+        // running on another thread may still read it.
+        if let Some(h) = held.take() {
+            *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.path);
+        }
+    }
+
+    static LAST: Mutex<Option<CString>> = Mutex::new(None);
+}

@@ -330,14 +330,23 @@ pub fn marker_path(gpu: &Gpu) -> Option<PathBuf> {
 }
 
 /// While alive, the calibrations' marker file exists: made before a calibration runs its first
-/// kernel, removed when it returns. A process that dies in between (or panics) leaves it.
-struct UnderWay(Option<PathBuf>);
+/// kernel, removed when it returns or a signal ends the process (a Ctrl-C while a first run
+/// calibrates says nothing about the driver). A process that crashes in between (or panics)
+/// leaves it.
+struct UnderWay {
+    path: Option<PathBuf>,
+    _on_signal: Option<crate::train::interrupt::RemoveOnSignal>,
+}
 
 impl UnderWay {
     fn new(gpu: &Gpu) -> UnderWay {
         let Some(path) = marker_path(gpu) else {
-            return UnderWay(None);
+            return UnderWay {
+                path: None,
+                _on_signal: None,
+            };
         };
+        let guard = crate::train::interrupt::remove_on_signal(&path);
         let text = "dinoscope is timing kernels for this adapter's first-run calibrations. If no \
                     dinoscope process is running, one stopped while doing so (a fault in the GPU \
                     driver, or an interruption); delete this file to time them again.\n";
@@ -345,13 +354,16 @@ impl UnderWay {
             .parent()
             .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
             && std::fs::write(&path, text).is_ok();
-        UnderWay(written.then_some(path))
+        UnderWay {
+            path: written.then_some(path),
+            _on_signal: Some(guard),
+        }
     }
 }
 
 impl Drop for UnderWay {
     fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
+        if let Some(path) = self.path.take() {
             if !std::thread::panicking() {
                 let _ = std::fs::remove_file(path);
             }

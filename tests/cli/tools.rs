@@ -91,6 +91,74 @@ fn tune_keeps_what_it_measured_when_stopped_part_way() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A first run stopped by Ctrl-C while it calibrates leaves no calibration marker, which would
+/// make every later run skip the calibrations as if the driver had crashed in them.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_the_first_run_calibrations_leaves_no_marker() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("calibration_interrupted");
+    let info = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dinoscope"));
+        c.arg("info")
+            .env("DINOSCOPE_CACHE_DIR", &dir)
+            .env("DINOSCOPE_CALIBRATE", "1")
+            .stdout(std::process::Stdio::null());
+        c
+    };
+    let mut first = info();
+    first.stderr(std::process::Stdio::null());
+    // SIGINT as a terminal's foreground command has it, whatever this test inherited (a
+    // background job ignores it).
+    // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        first.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = first.spawn().expect("run dinoscope");
+    let marker = || {
+        std::fs::read_dir(&dir).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "calibrating"))
+        })
+    };
+    // The event: the marker exists, so a calibration is checking or timing kernels. Polled,
+    // with a deadline that only a hung run reaches.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let seen = loop {
+        if let Some(m) = marker() {
+            break m;
+        }
+        let exited = child.try_wait().expect("wait");
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "no calibration marker appeared in {} ({exited:?})",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let status = child.wait().expect("wait");
+    // Ended by the signal, as without the marker's handler, and the marker went with it.
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+    assert!(!seen.exists(), "{} left behind", seen.display());
+    let again = info().output().expect("run dinoscope");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success() && !err.contains("skipped"), "{err}");
+    assert!(marker().is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `bench kernels --quick` runs every row it lists and writes each with a positive time and
 /// rate: the f32 products, the f16 ones where the adapter stores f16 (ViT-S/14's batch-1
 /// linears on the untuned default among them), the memory-bound kernels and attention.
