@@ -15,36 +15,12 @@ pub use dinoscope::infer::load_model_as;
 /// The model an inference command runs: weights, config and storage precision.
 pub type Model<'a> = (&'a Path, Option<&'a str>, dinoscope::gpu::DType);
 
-fn is_image(p: &Path) -> bool {
-    matches!(
-        p.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("png" | "jpg" | "jpeg" | "webp")
-    )
-}
-
-/// Files, and image files found recursively in folders, sorted per folder.
+/// Files, and the image files in folders at any depth (each folder once, sorted by path).
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            while let Some(dir) = stack.pop() {
-                let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-                    .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .collect();
-                entries.sort();
-                for e in entries {
-                    if e.is_dir() {
-                        stack.push(e);
-                    } else if is_image(&e) {
-                        out.push(e);
-                    }
-                }
-            }
+            out.extend(dinoscope::data::dataset::image_files(p).map_err(|e| e.to_string())?);
         } else if p.exists() {
             out.push(p.clone());
         } else {
@@ -92,7 +68,26 @@ pub fn embed(
     read.push(weights.to_path_buf());
     read.extend(config.map(PathBuf::from));
     refuse_overwriting_inputs(&[output.to_path_buf()], &read)?;
+    // Checked before the work, not after it.
+    if output.is_dir() {
+        return Err(format!(
+            "{}: is a folder; -o takes a file name (e.g. {})",
+            output.display(),
+            output.join("features.safetensors").display()
+        ));
+    }
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    }
     let vit = load_model_as(gpu, weights, config, dtype)?;
+    let p = vit.cfg.patch;
+    if size < p {
+        return Err(format!(
+            "--size {size} is smaller than one {p}×{p} patch of {}",
+            weights.display()
+        ));
+    }
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -109,7 +104,10 @@ pub fn embed(
         // Decoding and resizing a photo takes the host far longer than the GPU's forward pass,
         // so the chunk's pictures are prepared on all cores.
         let prepared = dinoscope::par::map_ordered(chunk, 1, |f| {
-            load_image(f).and_then(|i| preprocess(&i, Resize::CenterCrop(size), vit.cfg.patch))
+            load_image(f).map_err(|e| e.to_string()).and_then(|i| {
+                preprocess(&i, Resize::CenterCrop(size), vit.cfg.patch)
+                    .map_err(|e| format!("{}: {e}", f.display()))
+            })
         });
         for (f, p) in chunk.iter().zip(prepared) {
             match p {
@@ -237,6 +235,10 @@ pub fn train(
     use dinoscope::train::run::{latest_run, new_run_dir, point_latest, run, RunOptions};
     let cfg = TrainConfig::load(config)?.with_steps(steps)?;
     let root = Path::new("runs");
+    // A new folder of our own: runs/latest points at it once its first step is done, and it
+    // goes again if the run fails before then (a wrong --data), so that `--resume` still finds
+    // the previous run.
+    let mut created = None;
     let out = match out {
         Some(o) => o.to_path_buf(),
         None if resume => latest_run(root),
@@ -247,9 +249,7 @@ pub fn train(
             let dir = new_run_dir(root, &label);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
-            if let Err(e) = point_latest(root, &dir) {
-                log::warn!("{e}");
-            }
+            created = Some(dir.clone());
             dir
         }
     };
@@ -276,7 +276,14 @@ pub fn train(
     let mut last = std::time::Instant::now();
     // Mixed precision: (steps, skipped, last loss scale).
     let mut scaled = (0u64, 0u64, 0.0f32);
+    let mut pointed = false;
     let summary = run(gpu, cfg, &opts, |m, steps| {
+        if let (Some(dir), false) = (&created, pointed) {
+            pointed = true;
+            if let Err(e) = point_latest(root, dir) {
+                log::warn!("{e}");
+            }
+        }
         let dt = last.elapsed().as_secs_f64().max(1e-9);
         last = std::time::Instant::now();
         if bar.length() != Some(steps) {
@@ -308,8 +315,14 @@ pub fn train(
             m.lr,
             batch as f64 / dt
         ));
-    })?;
+    });
     bar.finish_and_clear();
+    let summary = summary.inspect_err(|_| {
+        if let (Some(dir), false) = (&created, pointed) {
+            // Only if empty: nothing in it is lost.
+            let _ = std::fs::remove_dir(dir);
+        }
+    })?;
     // The same adapter too, so that the continuation is exact.
     let resume = {
         let mut c = "dinoscope".to_string();
@@ -382,7 +395,9 @@ fn train_report(
             f.planned_steps
         );
     }
-    if summary.stopped_at_limit {
+    // A run stopped before its first step has no checkpoint to continue from.
+    let nothing_done = summary.last.is_none() && summary.steps == 0;
+    if summary.stopped_at_limit && !nothing_done {
         let _ = writeln!(
             r,
             "the time limit stopped the run at step {} before its schedule's end; continue it \
@@ -413,11 +428,17 @@ fn train_report(
             }
         );
     }
-    if summary.interrupted && summary.last.is_none() && summary.steps == 0 {
+    if nothing_done && (summary.interrupted || summary.stopped_at_limit) {
+        let why = if summary.interrupted {
+            "interrupted"
+        } else {
+            "the time limit ran out"
+        };
         let _ = writeln!(
             r,
-            "interrupted before the first step: no checkpoint; start the run again with \
-             --overwrite"
+            "{why} before the first step: no checkpoint; start the run again with --overwrite \
+             (in {})",
+            out.display()
         );
         return r;
     }
@@ -460,6 +481,17 @@ pub fn knn(
     k: usize,
 ) -> Result<ExitCode, String> {
     let vit = load_model_as(gpu, weights, config, dtype)?;
+    let p = vit.cfg.patch;
+    if size < p {
+        return Err(format!(
+            "--size {size} is smaller than one {p}×{p} patch of {}",
+            weights.display()
+        ));
+    }
+    if !size.is_multiple_of(p) {
+        let side = size / p * p;
+        eprintln!("--size {size}: views cropped to {side}×{side}, whole {p}-pixel patches");
+    }
     let (tr, te) = (labelled(train, false)?, labelled(test, true)?);
     let (tr_names, te_names) = (tr.class_names(), te.class_names());
     if tr_names.is_empty() || te_names.is_empty() {

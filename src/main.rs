@@ -160,8 +160,8 @@ mod cli {
             /// Start a new run in a folder that already holds one (replacing it).
             #[arg(long, conflicts_with = "resume")]
             overwrite: bool,
-            /// Length of a new run in steps, replacing the config's (every schedule stretches
-            /// to it); a resumed run keeps its own.
+            /// Length of a new run in steps, replacing the config's: the cosine schedules span
+            /// it, and a shorter run scales its warm-ups with it; a resumed run keeps its own.
             #[arg(long, conflicts_with = "resume")]
             steps: Option<u64>,
             /// Fit a new run into this wall time (900s, 15m, 1.5h): the first steps are timed,

@@ -15,7 +15,7 @@ mod folder;
 mod idx;
 
 use folder::is_image_name;
-pub use folder::ImageFolder;
+pub use folder::{image_files, ImageFolder};
 pub use idx::{idx_labels_for, idx_test_split_for, IdxDataset};
 use idx::{maybe_gunzip, parse_idx, sniff_magic};
 

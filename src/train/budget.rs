@@ -72,7 +72,8 @@ pub struct Fit {
 /// The config whose run, from `done` steps on at `step_s` a step with evaluations of `eval_s`
 /// each, ends within `left_s` seconds. The evaluations keep their count along the new length
 /// where they fit in `EVAL_SHARE` of the time, the checkpoints theirs; the warm-ups keep their
-/// length in steps.
+/// length in steps, unless one would fill more than half of a shorter run (then they all scale
+/// with the run, as `--steps` scales them).
 pub fn fitted(cfg: &TrainConfig, done: u64, step_s: f64, eval_s: f64, left_s: f64) -> TrainConfig {
     let count = |every: u64| {
         if every == 0 {
@@ -96,7 +97,12 @@ pub fn fitted(cfg: &TrainConfig, done: u64, step_s: f64, eval_s: f64, left_s: f6
         1
     };
     let mut c = cfg.clone();
-    c.steps = done + more;
+    let steps = done + more;
+    // Warm-ups keep their length unless they would fill more than half of a shorter run.
+    if steps < cfg.steps {
+        c.shrink_warm_ups(steps, |w| w.saturating_mul(2) > steps);
+    }
+    c.steps = steps;
     let spread = |every: u64, n: u64| {
         if every == 0 {
             0
@@ -310,10 +316,13 @@ mod tests {
             c.steps,
             23 + ((200.0 * 0.95 - 30.0) / 0.25f64).floor() as u64
         );
-        // Too little time: one more step, so the run still ends on its own schedule.
+        assert_eq!(c.warmup_steps, cfg.warmup_steps);
+        // Too little time: one more step, so the run still ends on its own schedule, and the
+        // warm-up, which would outlast it, scales with it.
         let c = fitted(&cfg, 23, 0.5, 30.0, 10.0);
         assert_eq!(c.steps, 24);
         assert!(c.eval_every >= 1);
+        assert_eq!(c.warmup_steps, 1);
     }
 
     #[test]

@@ -307,13 +307,37 @@ impl TrainConfig {
         Ok(self)
     }
 
-    /// The config with its run length replaced (schedules are fractions of it), if one is given.
+    /// The config with its run length replaced, if one is given: the cosine schedules span it,
+    /// and a shorter run scales its warm-ups with it.
     pub fn with_steps(mut self, steps: Option<u64>) -> Result<TrainConfig, String> {
         if let Some(s) = steps {
+            if s < self.steps {
+                self.shrink_warm_ups(s, |_| true);
+            }
             self.steps = s;
             self.validate()?;
         }
         Ok(self)
+    }
+
+    /// Scales the warm-ups (learning rate, teacher temperature, the frozen prototype layer, the
+    /// Gram loss's start) that `shrink` picks by `steps / self.steps`, for a run cut to `steps`
+    /// (a run of a tenth of a preset's length would otherwise never leave its warm-up).
+    pub fn shrink_warm_ups(&mut self, steps: u64, shrink: impl Fn(u64) -> bool) {
+        let old = self.steps.max(1);
+        let scaled = |w: u64| {
+            if w == 0 || !shrink(w) {
+                w
+            } else {
+                ((u128::from(w) * u128::from(steps)).div_ceil(u128::from(old)) as u64).clamp(1, w)
+            }
+        };
+        self.warmup_steps = scaled(self.warmup_steps);
+        self.teacher_temp.2 = scaled(self.teacher_temp.2);
+        self.freeze_last_layer_steps = scaled(self.freeze_last_layer_steps);
+        if let Some(g) = &mut self.gram {
+            g.start = scaled(g.start);
+        }
     }
 
     /// Parses RON.
@@ -609,5 +633,30 @@ impl TrainConfig {
             v.extend(super::head::head_tensors(self.model.dim, h, "ibot_head."));
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn a_shorter_run_scales_its_warm_ups_and_a_longer_one_keeps_them() {
+        let tiny = TrainConfig::preset("tiny").expect("preset");
+        let short = tiny.clone().with_steps(Some(1000)).expect("steps");
+        let ratio = |w: u64| (w * 1000).div_ceil(tiny.steps);
+        assert_eq!(short.steps, 1000);
+        assert_eq!(short.warmup_steps, ratio(tiny.warmup_steps));
+        assert_eq!(
+            short.freeze_last_layer_steps,
+            ratio(tiny.freeze_last_layer_steps)
+        );
+        assert_eq!(short.teacher_temp.2, ratio(tiny.teacher_temp.2).max(1));
+        let long = tiny
+            .clone()
+            .with_steps(Some(tiny.steps * 2))
+            .expect("steps");
+        assert_eq!(long.warmup_steps, tiny.warmup_steps);
+        assert_eq!(long.freeze_last_layer_steps, tiny.freeze_last_layer_steps);
     }
 }

@@ -28,6 +28,14 @@ pub fn features(
 ) -> Result<Features, String> {
     let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
     let d = vit.cfg.dim;
+    let patch = vit.cfg.patch;
+    // The view is cropped to whole patches, as `embed` crops.
+    let side = size / patch * patch;
+    if side == 0 {
+        return Err(format!(
+            "an evaluation size of {size} pixels is smaller than one {patch}×{patch} patch"
+        ));
+    }
     let mut feats = Features {
         cls: Vec::with_capacity(n * d),
         pooled: Vec::with_capacity(n * 2 * d),
@@ -36,10 +44,13 @@ pub fn features(
     let mut i = 0;
     while i < n {
         let end = (i + batch.max(1)).min(n);
-        let (pixels, labels) = eval_views(ds, i..end, size)?;
+        let (pixels, labels) = eval_views(ds, i..end, side)?;
         let count = labels.len();
+        i = end;
+        if count == 0 {
+            continue;
+        }
         feats.labels.extend(labels);
-        let side = size / vit.cfg.patch * vit.cfg.patch;
         let mut rec = Recorder::new(gpu);
         let px = gpu.upload(&pixels, &[count, 3, side, side]);
         let out = vit
@@ -73,7 +84,12 @@ pub fn features(
             }
             feats.pooled.extend(mean);
         }
-        i = end;
+    }
+    if feats.labels.is_empty() && n > 0 {
+        return Err(format!(
+            "{}: none of the {n} images could be read",
+            ds.describe()
+        ));
     }
     Ok(feats)
 }
@@ -85,23 +101,32 @@ fn eval_views(
     range: std::ops::Range<usize>,
     size: usize,
 ) -> Result<(Vec<f32>, Vec<u32>), String> {
-    let one = |j: usize| -> Result<(Vec<f32>, u32), String> {
-        let s = ds.get(j).map_err(|e: DataError| e.to_string())?;
+    // An image that cannot be read is skipped with a warning, as the training loader skips it.
+    let one = |j: usize| -> Result<Option<(Vec<f32>, u32)>, String> {
+        let s = match ds.get(j) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("skipped: {}", DataError::to_string(&e));
+                return Ok(None);
+            }
+        };
         let Some(label) = s.label.or_else(|| ds.label(j)) else {
             return Err(format!(
                 "{}: image {j} has no label (k-NN needs class labels)",
                 ds.describe()
             ));
         };
-        Ok((eval_view(&s.image, size), label))
+        Ok(Some((eval_view(&s.image, size), label)))
     };
     let indices: Vec<usize> = range.collect();
     // A photo takes milliseconds to decode and resize, so even small batches are shared out.
     let views = crate::par::map_ordered(&indices, 8, |&j| one(j))
         .into_iter()
-        .collect::<Result<Vec<_>, String>>()?;
-    let mut pixels = Vec::with_capacity(views.iter().map(|v| v.0.len()).sum());
-    let mut labels = Vec::with_capacity(views.len());
+        .collect::<Result<Vec<_>, String>>()?
+        .into_iter()
+        .flatten();
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
     for (v, label) in views {
         pixels.extend(v);
         labels.push(label);

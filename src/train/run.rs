@@ -376,9 +376,31 @@ fn evaluated(kept: &str, done: u64) -> bool {
 }
 
 /// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
-/// steps (which a time limit changes once it has timed the first steps).
+/// steps (which a time limit changes once it has timed the first steps). A run that fails
+/// before its first step leaves no metrics log of its own, so its folder can take the run
+/// again.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run(
+    gpu: &Gpu,
+    cfg: TrainConfig,
+    opts: &RunOptions,
+    on_step: impl FnMut(&StepMetrics, u64),
+) -> Result<RunSummary, String> {
+    let metrics = opts.out_dir.join("metrics.jsonl");
+    let ours = !metrics.exists();
+    let result = run_steps(gpu, cfg, opts, on_step);
+    if result.is_err() && ours && !opts.out_dir.join("checkpoints").exists() {
+        let stepped = std::fs::read_to_string(&metrics)
+            .is_ok_and(|m| m.lines().any(|l| l.contains("\"step\":")));
+        if !stepped {
+            let _ = std::fs::remove_file(&metrics);
+        }
+    }
+    result
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn run_steps(
     gpu: &Gpu,
     cfg: TrainConfig,
     opts: &RunOptions,

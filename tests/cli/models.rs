@@ -88,7 +88,8 @@ fn embed_writes_features_and_skips_unreadable_images() {
     std::fs::create_dir_all(dir.join("more")).expect("mkdir");
     std::fs::copy("assets/images/coffee.png", dir.join("more/coffee.png")).expect("copy");
     std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").expect("write");
-    let out_file = dir.join("feats.safetensors");
+    // A folder that does not exist yet is made for the output.
+    let out_file = dir.join("new folder/feats.safetensors");
     let out = dinoscope(&[
         "embed",
         "--weights",
@@ -128,6 +129,21 @@ fn embed_writes_features_and_skips_unreadable_images() {
         assert!(
             v[..64] != v[64..128],
             "{name}: two different images gave the same features"
+        );
+    }
+    // An output that is a folder, and a size below one patch, are refused before any work.
+    let d = dir.to_str().expect("utf-8 path");
+    let w = "tests/fixtures/tiny_dinov2/model.safetensors";
+    let p = "assets/images/chelsea.png";
+    for (args, what) in [
+        (["--size", "28", "-o", d], "is a folder"),
+        (["--size", "13", "-o", "x.safetensors"], "--size 13"),
+    ] {
+        let out = dinoscope(&[&["embed", "--weights", w, p][..], &args[..]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(what),
+            "{args:?}: {err}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -261,7 +277,7 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
     put("other", "b", &["astronaut"]);
     put("same", "zebra", &["chelsea", "coffee"]);
     let path = |s: &str| dir.join(s).to_str().expect("utf-8 path").to_string();
-    let knn = |test: &str| {
+    let knn_at = |test: &str, size: &str| {
         dinoscope(&[
             "knn",
             "--weights",
@@ -271,11 +287,12 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
             "--test",
             &path(test),
             "--size",
-            "28",
+            size,
             "--k",
             "1",
         ])
     };
+    let knn = |test: &str| knn_at(test, "28");
     // Classes named differently are not paired by their sorted position.
     let out = knn("other");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -301,6 +318,22 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
         "{text}"
     );
     assert!(text.contains("100.00%"), "{text}");
+    // An unreadable picture is skipped with a warning naming it, as training skips it; a size
+    // that is not a multiple of the patch is cropped to one, and one below a patch is refused.
+    std::fs::write(dir.join("same/zebra/broken.png"), "not a picture").expect("write");
+    let out = knn_at("same", "20");
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && text.contains("100.00%"),
+        "{text}{err}"
+    );
+    assert!(err.contains("broken.png") && err.contains("14×14"), "{err}");
+    let out = knn_at("same", "13");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--size 13"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -282,6 +282,18 @@ fn image_folder_classes_and_errors() {
     assert_eq!(ds.len(), 2);
     assert_eq!(ds.num_classes(), None);
     assert_eq!(ds.label(0), None);
+    // A link back up the tree (a loop) and a second link to a listed folder add no picture.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("..", flat.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("sub", flat.join("again")).unwrap();
+        let ds = ImageFolder::open(&flat).unwrap();
+        assert_eq!(ds.len(), 2);
+        assert_eq!(
+            dinoscope::data::dataset::image_files(&flat).unwrap().len(),
+            2
+        );
+    }
 
     // No pictures at all.
     let empty = scratch("empty");

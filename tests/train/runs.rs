@@ -350,6 +350,21 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
     train(&["--resume"]);
     assert_eq!(state_of(&latest).step, 3);
     assert!(state_of(&runs[0]) == first);
+    // A run that fails at start-up (no such data) leaves no folder, and runs/latest where it
+    // was.
+    let bad = std::process::Command::new(exe)
+        .current_dir(&cwd)
+        .args(["train", "--config", "micro.ron", "--data", "no-such-folder"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("no-such-folder"),
+        "{err}"
+    );
+    let folders = std::fs::read_dir(cwd.join("runs")).expect("runs/").count();
+    assert_eq!(folders, 3, "two runs and latest");
+    assert_eq!(state_of(&latest).step, 3);
     let zero = std::process::Command::new(exe)
         .current_dir(&cwd)
         .args(["train", "--config", "micro.ron", "--steps", "0"])

@@ -29,8 +29,7 @@ impl ImageFolder {
                 detail: "not a folder".into(),
             });
         }
-        let mut files = Vec::new();
-        list_images(root, 0, &mut files)?;
+        let mut files = image_files(root)?;
         if files.is_empty() {
             return Err(DataError::NoImages {
                 path: root.display().to_string(),
@@ -102,18 +101,49 @@ fn is_hidden(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
-fn list_images(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+/// The image files under `dir`, at any depth, sorted by path. Linked folders are followed,
+/// each folder once: a link back up the tree (a loop) or to a folder already listed is skipped
+/// with a warning, so no picture is listed twice.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    list_images(dir, 0, &mut seen, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+fn list_images(
+    dir: &Path,
+    depth: usize,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), DataError> {
     let io_err = |cause| DataError::Io {
         path: dir.display().to_string(),
         cause,
     };
+    if let Ok(real) = std::fs::canonicalize(dir) {
+        if !seen.insert(real.clone()) {
+            log::warn!(
+                "{}: skipped, a link to {}, which is listed already",
+                dir.display(),
+                real.display()
+            );
+            return Ok(());
+        }
+    }
+    let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
-        let path = entry.map_err(io_err)?.path();
+        entries.push(entry.map_err(io_err)?.path());
+    }
+    // In name order, so that of two links to one folder the same one is listed on every run.
+    entries.sort();
+    for path in entries {
         if is_hidden(&path) {
             continue;
         }
-        // metadata follows symlinks, so linked folders and files are included; the depth limit
-        // ends a symlink cycle.
+        // metadata follows symlinks, so linked folders and files are included; a folder seen
+        // before is skipped, and the depth limit stops what canonicalize cannot resolve.
         let Ok(meta) = std::fs::metadata(&path) else {
             // A dangling link is not an image; an unreadable image file is kept and reported
             // when it is decoded.
@@ -124,7 +154,7 @@ fn list_images(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), D
         };
         if meta.is_dir() {
             if depth < MAX_FOLDER_DEPTH {
-                list_images(&path, depth + 1, out)?;
+                list_images(&path, depth + 1, seen, out)?;
             }
         } else if is_image_name(&path) {
             out.push(path);
