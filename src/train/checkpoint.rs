@@ -7,7 +7,8 @@
 //!
 //! The run folder's `teacher_backbone.safetensors`, `config.ron` and `train.ron` are links to
 //! (copies where links are refused) the latest checkpoint's files, for the other commands and
-//! PyTorch; the checkpoint folder is what resuming reads.
+//! PyTorch; the checkpoint folder is what resuming reads. On Unix the checkpoint's files are
+//! read-only, so rewriting an export in place fails instead of damaging the checkpoint.
 
 use super::config::TrainConfig;
 use super::trainer::{TrainState, Trainer};
@@ -75,12 +76,22 @@ fn io_err(p: &Path, what: &str, e: std::io::Error) -> String {
     format!("{}: cannot {what}: {e}", p.display())
 }
 
+/// Writes a checkpoint file, read-only where the platform allows deleting such files: the run
+/// folder's exports are hard links to them, and a program that rewrote an export in place
+/// would otherwise damage the checkpoint.
 fn write_synced(p: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     let mut f = std::fs::File::create(p).map_err(|e| io_err(p, "create", e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
-        .map_err(|e| io_err(p, "write", e))
+        .map_err(|e| io_err(p, "write", e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o444))
+            .map_err(|e| io_err(p, "make read-only", e))?;
+    }
+    Ok(())
 }
 
 /// The files of one checkpoint, as bytes.

@@ -89,6 +89,11 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
 
 /// Flips bytes in the middle of a file, keeping its length.
 fn damage(p: &Path) {
+    // Checkpoint files are read-only (a run's exports link to them).
+    let mut perm = std::fs::metadata(p).expect("metadata").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(p, perm).expect("make writable");
     let mut b = std::fs::read(p).expect("read");
     let mid = b.len() / 2;
     for x in &mut b[mid..mid + 8] {
@@ -119,6 +124,16 @@ fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
         std::fs::read(dir.join("teacher_backbone.safetensors")).expect("export"),
         std::fs::read(latest.join("teacher_backbone.safetensors")).expect("checkpoint")
     );
+    // Read-only, so that rewriting the export in place cannot damage the checkpoint it links.
+    #[cfg(unix)]
+    for f in ["teacher_backbone.safetensors", "train.ron"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(f))
+            .expect("export")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o222, 0, "{f}: mode {mode:o}");
+    }
     let straight = checkpoint::load(&dir).expect("load");
     assert_eq!(straight.state.step, 4);
     assert!(straight.skipped.is_empty());
