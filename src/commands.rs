@@ -794,11 +794,15 @@ pub fn export(
         out.display(),
         dinoscope::train::export::FILES.join(", ")
     );
+    // Full paths: the second command runs in another folder.
+    let full = std::fs::canonicalize(&out).unwrap_or(out);
+    let script = full.join("to_dinov2_checkpoint.py");
+    let yaml = full.join("config.yaml");
     println!(
-        "next: python {0}/to_dinov2_checkpoint.py (torch, safetensors), then in a dinov2 checkout: \
-         python dinov2/train/train.py --config-file {0}/config.yaml --output-dir OUT \
-         train.dataset_path=…",
-        out.display()
+        "next: python {} (torch, safetensors), then in a dinov2 checkout: \
+         python dinov2/train/train.py --config-file {} --output-dir OUT train.dataset_path=…",
+        shell_word(&script.to_string_lossy()),
+        shell_word(&yaml.to_string_lossy())
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -144,8 +144,8 @@ fn state(cfg: &TrainConfig) -> TrainState {
         teacher: (0..n).map(|i| -(i as f32)).collect(),
         m1: vec![0.0; n],
         m2: vec![0.0; n],
-        center_dino: vec![0.0; cfg.head.prototypes],
-        center_ibot: vec![0.0; cfg.ibot_prototypes()],
+        center_dino: (0..cfg.head.prototypes).map(|i| i as f32 + 0.5).collect(),
+        center_ibot: (0..cfg.ibot_prototypes()).map(|i| -(i as f32)).collect(),
         gram_teacher: None,
         loss_scale: None,
     }
@@ -256,6 +256,18 @@ fn weights_carry_the_official_names_and_shapes() {
     let cls = by["student.backbone.cls_token"].1;
     assert_eq!(&cls[..3], &[0.0, 1.0, 2.0]);
     assert_eq!(by["teacher.backbone.cls_token"].1[2], -2.0);
+    // The losses' centers, as the official modules register them.
+    let (shape, v) = by["dino_loss.center"];
+    assert_eq!((shape, &v[..2]), (&vec![1, 24], &[0.5, 1.5][..]));
+    let (shape, v) = by["ibot_patch_loss.center"];
+    assert_eq!((shape, v[1]), (&vec![1, 1, 24], -1.0));
+    assert_eq!(by.len(), 2 * (175 + 8) + 2);
+    // Without the iBOT loss the official model has no iBOT loss module, and no such center.
+    let mut no_ibot = cfg.clone();
+    no_ibot.ibot_weight = 0.0;
+    let t = official_tensors(&no_ibot, &st).expect("tensors");
+    assert!(t.iter().any(|x| x.0 == "dino_loss.center"));
+    assert!(!t.iter().any(|x| x.0 == "ibot_patch_loss.center"));
 }
 
 #[test]
@@ -269,7 +281,17 @@ fn export_writes_three_files_and_refuses_what_it_cannot_express() {
         assert!(dir.join(f).is_file(), "{f}");
     }
     let w = dinoscope::fixtures::TensorFile::open(&dir.join("weights.safetensors")).expect("read");
-    assert_eq!(w.names().len(), 2 * (175 + 8));
+    assert_eq!(w.names().len(), 2 * (175 + 8) + 2);
+    // The config names the checkpoint by its full path: the trainer runs in its own folder.
+    let yaml = std::fs::read_to_string(dir.join("config.yaml")).expect("config");
+    let full = std::fs::canonicalize(&dir)
+        .expect("folder")
+        .join("dinoscope_checkpoint.pth");
+    assert!(
+        yaml.contains(&format!("WEIGHTS: {}", full.display()))
+            || yaml.contains(&format!("WEIGHTS: '{}'", full.display())),
+        "{yaml}"
+    );
     let script = std::fs::read_to_string(dir.join("to_dinov2_checkpoint.py")).expect("script");
     assert!(script.contains("\"teacher\"") && script.contains("\"model\""));
     // Nothing is replaced without --overwrite.

@@ -3,8 +3,8 @@
 //!
 //! Three files: `config.yaml` (every field of the official `ssl_default_config.yaml`, with this
 //! run's values where it has them), `weights.safetensors` (student and teacher backbone and
-//! heads under the official module names, `student.backbone.*`, `teacher.dino_head.*`, …, as
-//! `SSLMetaArch.state_dict()` names them) and `to_dinov2_checkpoint.py` (turns the weights into
+//! heads, and the losses' centers, under the official module names, `student.backbone.*`,
+//! `teacher.dino_head.*`, `dino_loss.center`, …, as `SSLMetaArch.state_dict()` names them) and `to_dinov2_checkpoint.py` (turns the weights into
 //! the checkpoint the trainer resumes from and the teacher checkpoint its evaluation scripts
 //! read). Step-based schedules become epochs of `OFFICIAL_EPOCH_LENGTH` iterations, chosen so
 //! every schedule length is a whole number of epochs.
@@ -16,6 +16,9 @@ use crate::model::params::ParamLayout;
 use crate::model::vit::param_layout;
 use std::fmt::Write as _;
 use std::path::Path;
+
+/// The checkpoint `to_dinov2_checkpoint.py` writes beside the weights, which the config names.
+const CHECKPOINT: &str = "dinoscope_checkpoint.pth";
 
 /// Files written by [`export_dinov2`].
 pub const FILES: [&str; 3] = [
@@ -150,7 +153,7 @@ pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
         w,
         "# Set train.dataset_path (and output_dir) before training."
     );
-    let _ = writeln!(w, "MODEL:\n  WEIGHTS: {weights}");
+    let _ = writeln!(w, "MODEL:\n  WEIGHTS: {}", yaml_string(weights));
     let _ = write!(
         w,
         "compute_precision:\n  grad_scaler: true\n  teacher:\n{}  student:\n{}",
@@ -283,7 +286,45 @@ pub fn official_tensors(cfg: &TrainConfig, st: &TrainState) -> Result<Vec<NamedT
             out.push((format!("{which}.{}", e.name), e.shape.clone(), v));
         }
     }
+    // The losses' centers are buffers of the official model (`register_buffer`), present where
+    // it builds the loss (a weight above 0), and what softmax centering continues from.
+    for (name, shape, weight, v) in [
+        (
+            "dino_loss.center",
+            vec![1, cfg.head.prototypes],
+            cfg.dino_weight,
+            &st.center_dino,
+        ),
+        (
+            "ibot_patch_loss.center",
+            vec![1, 1, cfg.ibot_prototypes()],
+            cfg.ibot_weight,
+            &st.center_ibot,
+        ),
+    ] {
+        if weight <= 0.0 {
+            continue;
+        }
+        let n: usize = shape.iter().product();
+        if v.len() != n {
+            return Err(format!(
+                "the checkpoint's {name} has {} values; the config's head {n}",
+                v.len()
+            ));
+        }
+        out.push((name.to_string(), shape, v.clone()));
+    }
     Ok(out)
+}
+
+/// `s` as a YAML scalar: as it is where that reads back as the same string, else single-quoted.
+fn yaml_string(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) && !s.starts_with('-') {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
 }
 
 /// The conversion script written beside the weights.
@@ -297,7 +338,8 @@ pub fn export_dinov2(
     out: &Path,
     overwrite: bool,
 ) -> Result<(), String> {
-    let yaml = config_yaml(cfg, "dinoscope_checkpoint.pth")?;
+    // Checked before anything is written.
+    config_yaml(cfg, CHECKPOINT)?;
     if !overwrite {
         if let Some(f) = FILES.iter().find(|f| out.join(f).exists()) {
             return Err(format!(
@@ -307,6 +349,11 @@ pub fn export_dinov2(
         }
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    // By its full path: the trainer reads MODEL.WEIGHTS from its own working folder.
+    let checkpoint = std::fs::canonicalize(out)
+        .map(|d| d.join(CHECKPOINT).to_string_lossy().to_string())
+        .unwrap_or_else(|_| CHECKPOINT.to_string());
+    let yaml = config_yaml(cfg, &checkpoint)?;
     let tensors = official_tensors(cfg, st)?;
     let views: Vec<(String, Vec<usize>, &[f32])> = tensors
         .iter()
