@@ -173,7 +173,15 @@ pub fn attention(
     let img = load_image(image).map_err(|e| e.to_string())?;
     let pre =
         preprocess(&img, Resize::ShorterSide(size), vit.cfg.patch).map_err(|e| e.to_string())?;
-    let maps = infer::attention_maps(gpu, &vit, &pre, layer, keep).map_err(|e| e.to_string())?;
+    let maps = infer::attention_maps(gpu, &vit, &pre, layer, keep).map_err(|e| {
+        // One picture: its size is what there is to lower.
+        let e = e.to_string();
+        if e.contains("GPU limit too small") {
+            format!("{e} (here: a smaller --size than {size})")
+        } else {
+            e
+        }
+    })?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| format!("{}: cannot create: {e}", out_dir.display()))?;
     let mut names: Vec<String> = ["input", "heads", "mean", "mean_overlay", "pca"]
@@ -224,7 +232,7 @@ pub fn attention(
 /// `dinoscope train`.
 pub fn train(
     gpu: &Gpu,
-    config: &str,
+    given: Option<&str>,
     data: Option<&Path>,
     out: Option<&Path>,
     (resume, overwrite): (bool, bool),
@@ -233,7 +241,7 @@ pub fn train(
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
     use dinoscope::train::run::{latest_run, new_run_dir, point_latest, run, RunOptions};
-    let cfg = TrainConfig::load(config)?.with_steps(steps)?;
+    let config = given.unwrap_or("debug");
     let root = Path::new("runs");
     // A new folder of our own: runs/latest points at it once its first step is done, and it
     // goes again if the run fails before then (a wrong --data), so that `--resume` still finds
@@ -254,6 +262,22 @@ pub fn train(
         }
     };
     eprintln!("run folder: {}", out.display());
+    // A resumed run keeps its own config (the checkpoint's, which train.ron links to).
+    let own = out.join("train.ron");
+    let cfg = match TrainConfig::load(&own.to_string_lossy()) {
+        Ok(c) if resume => {
+            if let Some(g) = given {
+                if TrainConfig::load(g)? != c {
+                    eprintln!(
+                        "warning: --config {g} left aside: a resumed run keeps its own ({})",
+                        own.display()
+                    );
+                }
+            }
+            c
+        }
+        _ => TrainConfig::load(config)?.with_steps(steps)?,
+    };
     let opts = RunOptions {
         out_dir: out.clone(),
         resume,
@@ -331,12 +355,19 @@ pub fn train(
                 c += &format!(" {flag} {}", shell_word(v));
             }
         }
-        c += &format!(" train --resume --config {}", shell_word(config));
+        c += " train --resume";
         if let Some(d) = data {
             c += &format!(" --data {}", shell_word(&d.to_string_lossy()));
         }
         c + &format!(" --out {}", shell_word(&out.to_string_lossy()))
     };
+    if opts.resume && summary.last.is_none() && summary.steps >= total {
+        println!(
+            "{}: the run is complete ({} of {total} steps); nothing to continue",
+            out.display(),
+            summary.steps
+        );
+    }
     let report = train_report(&summary, scaled, cfg_workers, &out, &resume);
     // Written whole and unchecked: after a SIGHUP the terminal is gone, and the run is saved.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes());

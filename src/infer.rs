@@ -60,8 +60,25 @@ pub fn load_model_as(
     use crate::model::config::VitConfig;
     use crate::model::weights::{config_for_weights, load_backbone};
     let cfg = match config {
-        Some(c) if std::path::Path::new(c).is_file() => {
-            VitConfig::load(std::path::Path::new(c)).map_err(|e| e.to_string())?
+        // A path (a file, or a name that only a file has) is read as one; a missing one is
+        // reported as missing, not as an unknown preset.
+        Some(c)
+            if std::path::Path::new(c).is_file()
+                || c.ends_with(".json")
+                || c.ends_with(".ron")
+                || c.contains('/')
+                || c.contains(std::path::MAIN_SEPARATOR) =>
+        {
+            VitConfig::load(std::path::Path::new(c)).map_err(|e| {
+                let e = e.to_string();
+                if e.contains("field named `model`") {
+                    format!(
+                        "{e} (this is a training config; a run's model config is its config.ron)"
+                    )
+                } else {
+                    e
+                }
+            })?
         }
         Some(c) => VitConfig::preset(c).map_err(|e| e.to_string())?,
         None => config_for_weights(weights).map_err(|e| e.to_string())?,

@@ -140,9 +140,10 @@ mod cli {
         /// Ctrl-C (or SIGTERM, SIGHUP) stops the run at its next step and writes a checkpoint
         /// there (exit status 130); continue it with --resume. A second Ctrl-C quits at once.
         Train {
-            /// Training config: a preset (debug, debug_long, debug_v3, fmnist, tiny, laptop, vits14) or a .ron file.
-            #[arg(long, default_value = "debug")]
-            config: String,
+            /// Training config: a preset (debug, debug_long, debug_v3, fmnist, tiny, laptop, vits14) or a .ron file
+            /// [default: debug; a resumed run keeps its own].
+            #[arg(long)]
+            config: Option<String>,
             /// Training data: a folder of images (searched recursively) or an IDX file.
             #[arg(long)]
             data: Option<PathBuf>,
@@ -607,7 +608,7 @@ mod cli {
             }) => open_gpu(&cli).and_then(|gpu| {
                 commands::train(
                     &gpu,
-                    config,
+                    config.as_deref(),
                     data.as_deref(),
                     out.as_deref(),
                     (*resume, *overwrite),

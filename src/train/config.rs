@@ -277,6 +277,13 @@ impl TrainConfig {
             "tiny" => include_str!("../../assets/configs/train_tiny.ron"),
             "laptop" => include_str!("../../assets/configs/train_laptop.ron"),
             "vits14" => include_str!("../../assets/configs/train_vits14.ron"),
+            // A path, not a preset name: the file is missing.
+            _ if name.ends_with(".ron")
+                || name.contains(std::path::MAIN_SEPARATOR)
+                || name.contains('/') =>
+            {
+                return Err(format!("{name}: no such config file"));
+            }
             _ => {
                 return Err(format!(
                     "unknown training preset '{name}' (known: {})",

@@ -485,7 +485,7 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
         .unwrap_or_else(|| panic!("no step in: {stdout}"));
     assert!(
         stdout.contains(&format!(
-            "dinoscope --adapter '{}' train --resume --config",
+            "dinoscope --adapter '{}' train --resume --out",
             gpu.info.name
         )),
         "{stdout}"

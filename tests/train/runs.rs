@@ -387,6 +387,31 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
         .expect("run");
     let err = String::from_utf8_lossy(&zero.stderr);
     assert!(!zero.status.success() && err.contains("steps"), "{err}");
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(exe)
+            .current_dir(&cwd)
+            .args(args)
+            .output()
+            .expect("run");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, text) = cli(&["train", "--config", "missing.ron"]);
+    assert!(
+        !ok && text.contains("missing.ron: no such config file"),
+        "{text}"
+    );
+    // Resuming the finished run says so, and keeps its own config over another one given.
+    let (ok, text) = cli(&["train", "--resume", "--config", "debug"]);
+    assert!(
+        ok && text.contains("the run is complete (3 of 3 steps)"),
+        "{text}"
+    );
+    assert!(text.contains("--config debug left aside"), "{text}");
     let _ = std::fs::remove_dir_all(&cwd);
 }
 
