@@ -566,6 +566,8 @@ pub fn knn(
             .unwrap_or(u32::MAX);
     }
     let d = vit.cfg.dim;
+    // No more neighbours than there are images to be neighbours.
+    let k = k.min(trf.labels.len()).max(1);
     let acc = dinoscope::train::knn::knn_accuracy(
         &trf.cls,
         &trf.labels,
@@ -631,12 +633,22 @@ pub fn plan(
     );
     println!("largest tensors at the peak:");
     for l in p.largest.iter().take(6) {
-        println!(
-            "  {:>3} × {:>10}  e.g. {:?}",
-            l.count,
-            human(l.bytes),
-            l.shape
-        );
+        // A buffer no tensor holds at the peak is the pool's, kept for reuse.
+        let cached = match (l.count, l.cached) {
+            (_, 0) => String::new(),
+            (0, c) => format!("{c} cached for reuse"),
+            (_, c) => format!(" (and {c} cached for reuse)"),
+        };
+        if l.count == 0 {
+            println!("        {:>10}  {cached}", human(l.bytes));
+        } else {
+            println!(
+                "  {:>3} × {:>10}  e.g. {:?}{cached}",
+                l.count,
+                human(l.bytes),
+                l.shape
+            );
+        }
     }
     let mut fits = true;
     if let Some(e) = &p.limit_error {
@@ -647,10 +659,15 @@ pub fn plan(
         Some(b) => {
             let ok = p.worst_bytes <= b;
             println!(
-                "adapter memory: {}; the step {} ({:.0}%)",
+                "adapter memory: {}; the step's memory {} ({:.0}%){}",
                 human(b),
                 if ok { "fits" } else { "does NOT fit" },
-                100.0 * p.worst_bytes as f64 / b as f64
+                100.0 * p.worst_bytes as f64 / b as f64,
+                if ok && !fits {
+                    ", but a buffer is over the limit above"
+                } else {
+                    ""
+                }
             );
             fits &= ok;
             if !fits {

@@ -47,6 +47,8 @@ pub fn is_repo_id(s: &str) -> bool {
         && !name.ends_with(".safetensors")
         && !name.ends_with(".json")
         && !Path::new(s).exists()
+        // `photos/p1` under an existing `photos/` is a mistyped path, not a repository.
+        && !Path::new(org).is_dir()
 }
 
 fn is_commit(rev: &str) -> bool {
@@ -197,9 +199,23 @@ fn download(_repo: &str, _revision: Option<&str>) -> Result<PathBuf, String> {
     Err(String::new())
 }
 
-/// `--weights` as given: a file path as is, or a repository id resolved to the
-/// `model.safetensors` of its snapshot (its `config.json` sits beside it), downloaded if needed.
+/// `--weights` as given: a file path as is, a run folder (or a model folder) as the weights in
+/// it, or a repository id resolved to the `model.safetensors` of its snapshot (its
+/// `config.json` sits beside it), downloaded if needed.
 pub fn resolve_weights(arg: &Path, revision: Option<&str>) -> Result<PathBuf, String> {
+    if arg.is_dir() {
+        return ["teacher_backbone.safetensors", "model.safetensors"]
+            .iter()
+            .map(|f| arg.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                format!(
+                    "{}: a folder without teacher_backbone.safetensors (a training run) or \
+                     model.safetensors; give the weights file",
+                    arg.display()
+                )
+            });
+    }
     match arg.to_str() {
         Some(s) if is_repo_id(s) => model_weights(s, revision),
         _ if revision.is_some() => Err(format!(

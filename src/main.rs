@@ -95,7 +95,7 @@ mod cli {
             #[arg(long, default_value_t = 224)]
             size: usize,
             /// Images per forward pass.
-            #[arg(long, default_value_t = 16)]
+            #[arg(long, default_value_t = 16, value_parser = at_least_one)]
             batch: usize,
             /// Storage precision of weights and activations: f16 halves their memory and
             /// traffic (needs SHADER_F16; products still accumulate in f32).
@@ -311,7 +311,7 @@ mod cli {
             #[arg(long)]
             workers: Option<usize>,
             /// Batches to time with the workers.
-            #[arg(long, default_value_t = 40)]
+            #[arg(long, default_value_t = 40, value_parser = at_least_one_u64)]
             batches: u64,
             /// Also write the figures as JSON to this file.
             #[arg(long)]
@@ -391,6 +391,11 @@ mod cli {
         } else {
             Err(format!("{s} is not in (0, 1]"))
         }
+    }
+
+    /// A count of at least 1, as u64.
+    fn at_least_one_u64(s: &str) -> Result<u64, String> {
+        at_least_one(s).map(|v| v as u64)
     }
 
     /// A count of at least 1.

@@ -277,3 +277,21 @@ fn weights_not_in_the_cache_are_downloaded_from_the_hub_endpoint() {
     assert!(!err.contains("panicked"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[test]
+fn a_folder_as_weights_means_the_weights_in_it_and_a_local_prefix_is_no_repository() {
+    let dir = std::env::temp_dir().join(format!("dinoscope-hub-dirs-{}", std::process::id()));
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    let err = dinoscope::hub::resolve_weights(&run, None).unwrap_err();
+    assert!(err.contains("teacher_backbone.safetensors"), "{err}");
+    std::fs::write(run.join("teacher_backbone.safetensors"), b"").expect("write");
+    assert_eq!(
+        dinoscope::hub::resolve_weights(&run, None).expect("weights"),
+        run.join("teacher_backbone.safetensors")
+    );
+    // `tests/p1` names no repository: `tests` is a local folder (the tests run in the crate's).
+    assert!(!dinoscope::hub::is_repo_id("tests/p1"));
+    assert!(dinoscope::hub::is_repo_id("facebook/dinov2-small"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

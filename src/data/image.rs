@@ -152,11 +152,22 @@ pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
 
 /// The pixel budget of one picture: `DINOSCOPE_MAX_PIXELS`, or [`DEFAULT_MAX_PIXELS`].
 pub fn max_pixels() -> u64 {
-    std::env::var("DINOSCOPE_MAX_PIXELS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(DEFAULT_MAX_PIXELS)
+    let Ok(v) = std::env::var("DINOSCOPE_MAX_PIXELS") else {
+        return DEFAULT_MAX_PIXELS;
+    };
+    match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                log::warn!(
+                    "DINOSCOPE_MAX_PIXELS={v:?} is not a whole number of pixels above 0; \
+                     using {DEFAULT_MAX_PIXELS}"
+                )
+            });
+            DEFAULT_MAX_PIXELS
+        }
+    }
 }
 
 /// Reads an image file and decodes it with [`decode_image`].
@@ -225,9 +236,8 @@ pub fn decode_image_reduced(
         return Err(ImageError::TooLarge {
             name: name.into(),
             detail: format!(
-                "{w}×{h} pixels; pictures may have at most {MAX_SIDE} pixels a side and {} \
-                 megapixels (DINOSCOPE_MAX_PIXELS sets the latter)",
-                budget / 1_000_000
+                "{w}×{h} pixels; pictures may have at most {MAX_SIDE} pixels a side and {budget} \
+                 pixels in all (DINOSCOPE_MAX_PIXELS sets the latter)"
             ),
         });
     }

@@ -35,13 +35,17 @@ pub enum VizError {
     },
 }
 
-/// Write `img` to `path` as a PNG, whatever the file's extension says.
+/// Write `img` to `path` as a PNG, whatever the file's extension says; atomically, so a full
+/// disk leaves the previous file (or none), never a truncated one.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), VizError> {
-    img.save_with_format(path, ImageFormat::Png)
-        .map_err(|source| VizError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+    let failed = |source| VizError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+        .map_err(failed)?;
+    crate::io::write_atomic(path, &png).map_err(|e| failed(image::ImageError::IoError(e)))
 }
 
 /// Pixels of white between tiles, so dark-edged maps of neighbouring heads stay apart.
