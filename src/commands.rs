@@ -56,7 +56,7 @@ pub fn embed(
     gpu: &Gpu,
     (weights, config, dtype): Model,
     inputs: &[PathBuf],
-    output: &Path,
+    (output, overwrite): (&Path, bool),
     size: usize,
     batch: usize,
 ) -> Result<ExitCode, String> {
@@ -69,6 +69,12 @@ pub fn embed(
     read.extend(config.map(PathBuf::from));
     refuse_overwriting_inputs(&[output.to_path_buf()], &read)?;
     // Checked before the work, not after it.
+    if output.is_file() && !overwrite {
+        return Err(format!(
+            "{}: already exists (pass --overwrite to replace it)",
+            output.display()
+        ));
+    }
     if output.is_dir() {
         return Err(format!(
             "{}: is a folder; -o takes a file name (e.g. {})",
@@ -164,12 +170,31 @@ pub fn attention(
     gpu: &Gpu,
     (weights, config, dtype): Model,
     image: &Path,
-    out_dir: &Path,
+    (out_dir, overwrite): (&Path, bool),
     layer: Option<usize>,
     size: usize,
     keep: f32,
 ) -> Result<ExitCode, String> {
     let vit = load_model_as(gpu, weights, config, dtype)?;
+    let mut names: Vec<String> = ["input", "heads", "mean", "mean_overlay", "pca"]
+        .iter()
+        .map(|n| format!("{n}.png"))
+        .collect();
+    for i in 0..vit.cfg.heads {
+        names.push(format!("head{i}.png"));
+        names.push(format!("head{i}_threshold.png"));
+    }
+    let planned: Vec<PathBuf> = names.iter().map(|n| out_dir.join(n)).collect();
+    let mut read = vec![weights.to_path_buf(), image.to_path_buf()];
+    read.extend(config.map(PathBuf::from));
+    refuse_overwriting_inputs(&planned, &read)?;
+    if let Some(p) = planned.iter().find(|p| p.exists()).filter(|_| !overwrite) {
+        return Err(format!(
+            "{}: already exists (pass --overwrite to replace the maps in {})",
+            p.display(),
+            out_dir.display()
+        ));
+    }
     let img = load_image(image).map_err(|e| e.to_string())?;
     let pre =
         preprocess(&img, Resize::ShorterSide(size), vit.cfg.patch).map_err(|e| e.to_string())?;
@@ -184,18 +209,6 @@ pub fn attention(
     })?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| format!("{}: cannot create: {e}", out_dir.display()))?;
-    let mut names: Vec<String> = ["input", "heads", "mean", "mean_overlay", "pca"]
-        .iter()
-        .map(|n| format!("{n}.png"))
-        .collect();
-    for i in 0..maps.heads.len() {
-        names.push(format!("head{i}.png"));
-        names.push(format!("head{i}_threshold.png"));
-    }
-    let mut read = vec![weights.to_path_buf(), image.to_path_buf()];
-    read.extend(config.map(PathBuf::from));
-    let planned: Vec<PathBuf> = names.iter().map(|n| out_dir.join(n)).collect();
-    refuse_overwriting_inputs(&planned, &read)?;
     let save = |img: &image::RgbImage, name: &str| -> Result<PathBuf, String> {
         let p = out_dir.join(name);
         dinoscope::viz::save_png(img, &p).map_err(|e| e.to_string())?;

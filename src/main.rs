@@ -91,6 +91,9 @@ mod cli {
             /// Output file.
             #[arg(short, long, default_value = "features.safetensors")]
             output: PathBuf,
+            /// Replace the output file if it exists.
+            #[arg(long)]
+            overwrite: bool,
             /// Shorter side, then centre crop (a multiple of the patch size is kept).
             #[arg(long, default_value_t = 224)]
             size: usize,
@@ -121,6 +124,9 @@ mod cli {
             /// Output folder.
             #[arg(short, long, default_value = "attention")]
             output: PathBuf,
+            /// Replace the maps in the output folder if it holds some.
+            #[arg(long)]
+            overwrite: bool,
             /// Layer whose attention is shown (default: the last).
             #[arg(long)]
             layer: Option<usize>,
@@ -641,13 +647,14 @@ mod cli {
                 config,
                 images,
                 output,
+                overwrite,
                 size,
                 batch,
                 precision,
             }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
                 let gpu = open_gpu(&cli)?;
                 let model = (w.as_path(), config.as_deref(), precision.dtype());
-                commands::embed(&gpu, model, images, output, *size, *batch)
+                commands::embed(&gpu, model, images, (output, *overwrite), *size, *batch)
             }),
             Some(Command::Attention {
                 weights,
@@ -655,6 +662,7 @@ mod cli {
                 config,
                 image,
                 output,
+                overwrite,
                 layer,
                 size,
                 threshold,
@@ -665,7 +673,7 @@ mod cli {
                     &gpu,
                     (w.as_path(), config.as_deref(), precision.dtype()),
                     image,
-                    output,
+                    (output, *overwrite),
                     *layer,
                     *size,
                     *threshold,

@@ -40,7 +40,13 @@ fn embed(env: (&str, &Path), args: &[&str], out: &Path) -> std::process::Output 
     Command::new(env!("CARGO_BIN_EXE_dinoscope"))
         .arg("embed")
         .args(args)
-        .args(["assets/images/chelsea.png", "--size", "64", "-o"])
+        .args([
+            "assets/images/chelsea.png",
+            "--size",
+            "64",
+            "--overwrite",
+            "-o",
+        ])
         .arg(out)
         .env_remove("HF_HUB_CACHE")
         .env_remove("HUGGINGFACE_HUB_CACHE")
@@ -221,7 +227,13 @@ fn weights_not_in_the_cache_are_downloaded_from_the_hub_endpoint() {
         let mut c = Command::new(env!("CARGO_BIN_EXE_dinoscope"));
         c.arg("embed")
             .args(args)
-            .args(["assets/images/chelsea.png", "--size", "64", "-o"])
+            .args([
+                "assets/images/chelsea.png",
+                "--size",
+                "64",
+                "--overwrite",
+                "-o",
+            ])
             .arg(&out)
             .env("HF_HUB_CACHE", &cache)
             .env("HF_ENDPOINT", &endpoint)

@@ -203,6 +203,30 @@ fn embed_and_attention_never_overwrite_their_inputs() {
         std::fs::read(&picture).expect("picture"),
     );
     assert!(before == after, "an input was modified");
+    // Nor files that exist at their output paths, unless told to.
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "mine").expect("write");
+    let maps = dir.join("maps");
+    std::fs::create_dir_all(&maps).expect("mkdir");
+    std::fs::write(maps.join("pca.png"), "mine").expect("write");
+    let n = notes.to_str().expect("utf-8 path");
+    let m = maps.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| {
+        let out = dinoscope(&[args, &["--weights", w][..]].concat());
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for (cmd, target) in [("embed", n), ("attention", m)] {
+        let (ok, err) = run(&[cmd, p, "--size", "28", "-o", target]);
+        assert!(!ok && err.contains("--overwrite"), "{cmd}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&notes).expect("notes"), "mine");
+    assert_eq!(std::fs::read(maps.join("pca.png")).expect("pca"), b"mine");
+    let (ok, err) = run(&["attention", p, "--size", "28", "-o", m, "--overwrite"]);
+    assert!(ok, "{err}");
+    assert_ne!(std::fs::read(maps.join("pca.png")).expect("pca"), b"mine");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
