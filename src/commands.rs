@@ -229,7 +229,7 @@ pub fn attention(
     written.push(save(&maps.pca, "pca.png")?);
     let (gh, gw) = maps.grid;
     println!(
-        "{}: {}×{} pixels, {gh}×{gw} patches, layer {}, {} heads",
+        "{}: {}×{} pixels, {gw}×{gh} patches, layer {}, {} heads",
         image.display(),
         pre.width,
         pre.height,

@@ -95,6 +95,15 @@ pub fn run(
         Some(d) => d.clone(),
         None => bundled_fixtures()?,
     };
+    // A wrong folder is said at once, not after every kernel check.
+    let manifest = dir.join("manifest.json");
+    if dir.is_dir() && !manifest.is_file() {
+        return Err(format!(
+            "{}: no manifest.json; --fixtures takes a folder of golden fixtures (like \
+             tests/fixtures)",
+            dir.display()
+        ));
+    }
     if list {
         return list_cases(gpu, &dir, fixtures_only, filter);
     }

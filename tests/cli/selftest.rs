@@ -282,6 +282,15 @@ fn selftest_reports_missing_and_malformed_folders() {
 
     let bad = tmp("malformed");
     std::fs::create_dir_all(&bad).expect("mkdir");
+    // An empty folder is said to be no fixture folder before any check runs.
+    let out = selftest(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && err.contains("no manifest.json"),
+        "{err}"
+    );
+    assert!(!text.contains("kernel."), "{text}");
     std::fs::write(bad.join("manifest.json"), "{ not json").expect("write");
     let out = selftest(&bad);
     let err = String::from_utf8_lossy(&out.stderr);
