@@ -73,7 +73,7 @@ pub enum ImageError {
     /// After resizing and cropping, less than one patch is left.
     #[error(
         "a {width}×{height} image becomes {resized_width}×{resized_height} after resizing \
-         ({resize:?}), smaller than one {patch}×{patch} patch"
+         ({resize}), smaller than one {patch}×{patch} patch"
     )]
     SmallerThanPatch {
         /// Width before preprocessing.
@@ -92,7 +92,7 @@ pub enum ImageError {
     /// The resized picture would exceed the preprocessing size limit.
     #[error(
         "a {width}×{height} image would become {resized_width}×{resized_height} after resizing \
-         ({resize:?}), more than {limit} pixels"
+         ({resize}), more than {limit} pixels"
     )]
     ResizedTooLarge {
         /// Width before preprocessing.
@@ -130,6 +130,16 @@ pub enum Resize {
     ShorterSide(usize),
     /// Keep the size and centre-crop each side down to a multiple of the patch.
     None,
+}
+
+impl std::fmt::Display for Resize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resize::CenterCrop(n) => write!(f, "shorter side to {n}, then a centre {n}×{n} crop"),
+            Resize::ShorterSide(n) => write!(f, "shorter side to {n}"),
+            Resize::None => write!(f, "kept as it is"),
+        }
+    }
 }
 
 /// A picture ready for the backbone.
