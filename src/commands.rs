@@ -255,6 +255,12 @@ pub fn train(
     use dinoscope::train::config::TrainConfig;
     use dinoscope::train::run::{latest_run, new_run_dir, point_latest, run, RunOptions};
     let config = given.unwrap_or("debug");
+    // A new run's config is checked before any folder is made for it.
+    let fresh = if resume {
+        None
+    } else {
+        Some(TrainConfig::load(config)?.with_steps(steps)?)
+    };
     let root = Path::new("runs");
     // A new folder of our own: runs/latest points at it once its first step is done, and it
     // goes again if the run fails before then (a wrong --data), so that `--resume` still finds
@@ -277,10 +283,11 @@ pub fn train(
     eprintln!("run folder: {}", out.display());
     // A resumed run keeps its own config (the checkpoint's, which train.ron links to).
     let own = out.join("train.ron");
-    let cfg = match TrainConfig::load(&own.to_string_lossy()) {
-        Ok(c) if resume => {
+    let cfg = match (fresh, TrainConfig::load(&own.to_string_lossy())) {
+        (Some(c), _) => c,
+        (None, Ok(c)) => {
             if let Some(g) = given {
-                if TrainConfig::load(g)? != c {
+                if !TrainConfig::load(g)?.same_recipe(&c) {
                     eprintln!(
                         "warning: --config {g} left aside: a resumed run keeps its own ({})",
                         own.display()
@@ -289,7 +296,7 @@ pub fn train(
             }
             c
         }
-        _ => TrainConfig::load(config)?.with_steps(steps)?,
+        (None, Err(_)) => TrainConfig::load(config)?,
     };
     let opts = RunOptions {
         out_dir: out.clone(),
@@ -856,7 +863,7 @@ pub fn export(
         dinoscope::train::export::FILES.join(", ")
     );
     // Full paths: the second command runs in another folder.
-    let full = std::fs::canonicalize(&out).unwrap_or(out);
+    let full = dinoscope::io::full_path(&out);
     let script = full.join("to_dinov2_checkpoint.py");
     let yaml = full.join("config.yaml");
     println!(

@@ -75,3 +75,17 @@ pub fn safetensors_bytes(
     }
     safetensors::serialize(views, metadata).map_err(|e| e.to_string())
 }
+
+/// `p` as a full path (canonical), without the `\\?\` prefix Windows puts on canonical paths,
+/// which other programs (and people) read badly; `p` itself when it cannot be resolved.
+pub fn full_path(p: &Path) -> std::path::PathBuf {
+    let Ok(full) = std::fs::canonicalize(p) else {
+        return p.to_path_buf();
+    };
+    let s = full.to_string_lossy();
+    match s.strip_prefix(r"\\?\") {
+        // Only a drive path (`C:\…`); a verbatim UNC path keeps its form.
+        Some(rest) if rest.as_bytes().get(1) == Some(&b':') => std::path::PathBuf::from(rest),
+        _ => full,
+    }
+}

@@ -100,7 +100,7 @@ pub fn fitted(cfg: &TrainConfig, done: u64, step_s: f64, eval_s: f64, left_s: f6
     let steps = done + more;
     // Warm-ups keep their length unless they would fill more than half of a shorter run.
     if steps < cfg.steps {
-        c.shrink_warm_ups(steps, |w| w.saturating_mul(2) > steps);
+        c.shrink_warm_ups(steps, done, |w| w.saturating_mul(2) > steps);
     }
     c.steps = steps;
     let spread = |every: u64, n: u64| {
@@ -318,11 +318,26 @@ mod tests {
         );
         assert_eq!(c.warmup_steps, cfg.warmup_steps);
         // Too little time: one more step, so the run still ends on its own schedule, and the
-        // warm-up, which would outlast it, scales with it.
+        // warm-up, which would outlast it, scales with it, though not into the steps done.
         let c = fitted(&cfg, 23, 0.5, 30.0, 10.0);
         assert_eq!(c.steps, 24);
         assert!(c.eval_every >= 1);
-        assert_eq!(c.warmup_steps, 1);
+        assert_eq!(c.warmup_steps, 23);
+        // A Gram loss planned to start at step 100 of 1,000 still starts, after the 23 done.
+        let mut gram = TrainConfig::preset("debug_v3").unwrap();
+        gram.steps = 1000;
+        gram.gram = Some(crate::train::config::GramConfig {
+            weight: 1.0,
+            start: 100,
+            refresh_every: 0,
+        });
+        let c = fitted(&gram, 23, 0.5, 0.0, 20.0);
+        let start = c.gram.as_ref().map(|g| g.start);
+        assert!(
+            start.is_some_and(|s| (23..100).contains(&s)),
+            "{start:?} of {}",
+            c.steps
+        );
     }
 
     #[test]

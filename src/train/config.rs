@@ -319,7 +319,7 @@ impl TrainConfig {
     pub fn with_steps(mut self, steps: Option<u64>) -> Result<TrainConfig, String> {
         if let Some(s) = steps {
             if s < self.steps {
-                self.shrink_warm_ups(s, |_| true);
+                self.shrink_warm_ups(s, 0, |_| true);
             }
             self.steps = s;
             self.validate()?;
@@ -327,16 +327,35 @@ impl TrainConfig {
         Ok(self)
     }
 
+    /// Whether `other` is this config but for the run's length and what follows it (`--steps`
+    /// and `--time-limit` change those): the same model, data, losses and rates.
+    pub fn same_recipe(&self, other: &TrainConfig) -> bool {
+        let mut a = self.clone();
+        a.steps = other.steps;
+        a.warmup_steps = other.warmup_steps;
+        a.teacher_temp.2 = other.teacher_temp.2;
+        a.freeze_last_layer_steps = other.freeze_last_layer_steps;
+        a.eval_every = other.eval_every;
+        a.checkpoint_every = other.checkpoint_every;
+        if let (Some(g), Some(o)) = (&mut a.gram, &other.gram) {
+            g.start = o.start;
+        }
+        a == *other
+    }
+
     /// Scales the warm-ups (learning rate, teacher temperature, the frozen prototype layer, the
     /// Gram loss's start) that `shrink` picks by `steps / self.steps`, for a run cut to `steps`
-    /// (a run of a tenth of a preset's length would otherwise never leave its warm-up).
-    pub fn shrink_warm_ups(&mut self, steps: u64, shrink: impl Fn(u64) -> bool) {
+    /// (a run of a tenth of a preset's length would otherwise never leave its warm-up). In a run
+    /// `done` steps along, one that has not ended stays at `done` or later: the Gram teacher is
+    /// taken at its start step, which must still come.
+    pub fn shrink_warm_ups(&mut self, steps: u64, done: u64, shrink: impl Fn(u64) -> bool) {
         let old = self.steps.max(1);
         let scaled = |w: u64| {
-            if w == 0 || !shrink(w) {
+            if w == 0 || w < done || !shrink(w) {
                 w
             } else {
-                ((u128::from(w) * u128::from(steps)).div_ceil(u128::from(old)) as u64).clamp(1, w)
+                let s = (u128::from(w) * u128::from(steps)).div_ceil(u128::from(old)) as u64;
+                s.clamp(1, w).max(done)
             }
         };
         self.warmup_steps = scaled(self.warmup_steps);

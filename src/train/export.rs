@@ -350,9 +350,10 @@ pub fn export_dinov2(
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     // By its full path: the trainer reads MODEL.WEIGHTS from its own working folder.
-    let checkpoint = std::fs::canonicalize(out)
-        .map(|d| d.join(CHECKPOINT).to_string_lossy().to_string())
-        .unwrap_or_else(|_| CHECKPOINT.to_string());
+    let checkpoint = crate::io::full_path(out)
+        .join(CHECKPOINT)
+        .to_string_lossy()
+        .to_string();
     let yaml = config_yaml(cfg, &checkpoint)?;
     let tensors = official_tensors(cfg, st)?;
     let views: Vec<(String, Vec<usize>, &[f32])> = tensors

@@ -104,65 +104,71 @@ fn exit_now() -> ! {
 }
 
 /// While it lives, a signal that would end the process (SIGINT, SIGTERM or SIGHUP, each where
-/// nothing handles or ignores it) deletes a file before the process ends; see
-/// [`remove_on_signal`].
-pub struct RemoveOnSignal {
+/// nothing handles or ignores it) moves a file aside before the process ends; see
+/// [`move_on_signal`].
+pub struct MoveOnSignal {
     #[cfg(unix)]
     active: bool,
 }
 
-/// Deletes `path` if a signal ends the process while the returned guard lives: a marker file
-/// that says a process died mid-way should not outlive one that was merely interrupted. Signals
-/// that something else handles (the training run's Ctrl-C) or that are ignored are left alone,
-/// and so is a crash. One path at a time: a guard made while another path's lives does nothing.
-pub fn remove_on_signal(path: &std::path::Path) -> RemoveOnSignal {
+/// Renames `path` to `to` if a signal ends the process while the returned guard lives: a marker
+/// that says a process died mid-way becomes one that says it was interrupted (which may be a
+/// hung driver, or just a user). Signals that something else handles (the training run's
+/// Ctrl-C) or that are ignored are left alone, and so is a crash. One path at a time: a guard
+/// made while another's lives does nothing. Unix only; elsewhere the guard does nothing.
+pub fn move_on_signal(path: &std::path::Path, to: &std::path::Path) -> MoveOnSignal {
     #[cfg(unix)]
     {
-        RemoveOnSignal {
-            active: unix_removal::hold(path),
+        MoveOnSignal {
+            active: unix_move::hold(path, to),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = path;
-        RemoveOnSignal {}
+        let _ = (path, to);
+        MoveOnSignal {}
     }
 }
 
-impl Drop for RemoveOnSignal {
+impl Drop for MoveOnSignal {
     fn drop(&mut self) {
         #[cfg(unix)]
         if self.active {
-            unix_removal::release();
+            unix_move::release();
         }
     }
 }
 
-/// The state behind [`remove_on_signal`]: the path the handler deletes (read by the handler,
-/// so an atomic pointer) and the actions it replaced, put back when the last guard goes.
+/// The state behind [`move_on_signal`]: the paths the handler renames (read by the handler, so
+/// atomic pointers) and the actions it replaced, put back when the last guard goes where they
+/// are still its own.
 #[cfg(unix)]
-mod unix_removal {
+mod unix_move {
     use std::ffi::CString;
     use std::sync::atomic::{AtomicPtr, Ordering};
     use std::sync::Mutex;
 
-    static PATH: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
+    static FROM: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
+    static TO: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
 
     struct Held {
-        path: CString,
+        paths: (CString, CString),
         guards: usize,
         replaced: Vec<(libc::c_int, libc::sigaction)>,
     }
 
     static HELD: Mutex<Option<Held>> = Mutex::new(None);
+    // The last paths, kept allocated: a handler already running on another thread may still
+    // read them.
+    static LAST: Mutex<Option<(CString, CString)>> = Mutex::new(None);
 
     extern "C" fn on_fatal(sig: libc::c_int) {
-        let p = PATH.load(Ordering::SeqCst);
-        // SAFETY: unlink, signal and raise are async-signal-safe; `p` is null or a CString
-        // that stays allocated while the handler is installed.
+        let (from, to) = (FROM.load(Ordering::SeqCst), TO.load(Ordering::SeqCst));
+        // SAFETY: rename, signal and raise are async-signal-safe; the pointers are null or
+        // CStrings that stay allocated while the handler is installed.
         unsafe {
-            if !p.is_null() {
-                libc::unlink(p);
+            if !from.is_null() && !to.is_null() {
+                libc::rename(from, to);
             }
             // The default action, delivered as the handler returns: the process ends as the
             // signal would have ended it.
@@ -171,21 +177,29 @@ mod unix_removal {
         }
     }
 
-    pub(super) fn hold(path: &std::path::Path) -> bool {
+    fn handler() -> libc::sighandler_t {
+        on_fatal as extern "C" fn(libc::c_int) as libc::sighandler_t
+    }
+
+    pub(super) fn hold(path: &std::path::Path, to: &std::path::Path) -> bool {
         use std::os::unix::ffi::OsStrExt;
-        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        let (Ok(from), Ok(to)) = (
+            CString::new(path.as_os_str().as_bytes()),
+            CString::new(to.as_os_str().as_bytes()),
+        ) else {
             return false;
         };
         let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = held.as_mut() {
-            if h.path == c {
+            if h.paths == (from.clone(), to.clone()) {
                 h.guards += 1;
                 return true;
             }
             return false;
         }
-        // Set before any handler can read it.
-        PATH.store(c.as_ptr().cast_mut(), Ordering::SeqCst);
+        // Set before any handler can read them.
+        FROM.store(from.as_ptr().cast_mut(), Ordering::SeqCst);
+        TO.store(to.as_ptr().cast_mut(), Ordering::SeqCst);
         let mut replaced = Vec::new();
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: sigaction reads the current action into `old` and, where it is the
@@ -198,7 +212,7 @@ mod unix_removal {
                     continue;
                 }
                 let mut new: libc::sigaction = std::mem::zeroed();
-                new.sa_sigaction = on_fatal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                new.sa_sigaction = handler();
                 new.sa_flags = libc::SA_RESTART;
                 libc::sigemptyset(&mut new.sa_mask);
                 if libc::sigaction(sig, &new, std::ptr::null_mut()) == 0 {
@@ -207,7 +221,7 @@ mod unix_removal {
             }
         }
         *held = Some(Held {
-            path: c,
+            paths: (from, to),
             guards: 1,
             replaced,
         });
@@ -222,18 +236,21 @@ mod unix_removal {
             return;
         }
         for (sig, old) in &h.replaced {
-            // SAFETY: puts back the action read before `on_fatal` replaced it.
+            // SAFETY: reads the current action, and puts back the one `on_fatal` replaced only
+            // where `on_fatal` is still installed (a handler installed since stays).
             unsafe {
-                libc::sigaction(*sig, old, std::ptr::null_mut());
+                let mut now: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(*sig, std::ptr::null(), &mut now) == 0
+                    && now.sa_sigaction == handler()
+                {
+                    libc::sigaction(*sig, old, std::ptr::null_mut());
+                }
             }
         }
-        PATH.store(std::ptr::null_mut(), Ordering::SeqCst);
-        // The path's memory is kept until the next guard's replaces it: a handler already
-        // running on another thread may still read it.
+        FROM.store(std::ptr::null_mut(), Ordering::SeqCst);
+        TO.store(std::ptr::null_mut(), Ordering::SeqCst);
         if let Some(h) = held.take() {
-            *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.path);
+            *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.paths);
         }
     }
-
-    static LAST: Mutex<Option<CString>> = Mutex::new(None);
 }

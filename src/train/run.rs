@@ -342,12 +342,13 @@ fn open_metrics(path: &Path, start: u64) -> Result<(String, std::fs::File), Stri
                 .ok()
                 .map(|v| match v.get("step").and_then(|s| s.as_u64()) {
                     Some(s) => s < start,
-                    // An evaluation line: kept when made before the start; one made at
-                    // the start is made again.
+                    // An evaluation line: kept when made before the start, or at it on an
+                    // earlier resume (the same weights give the same figures); a new run's
+                    // baseline is made again.
                     None => v
                         .get("steps_done")
                         .and_then(|s| s.as_u64())
-                        .is_none_or(|s| s < start),
+                        .is_none_or(|s| s < start || (s == start && start > 0)),
                 })
                 .unwrap_or(false)
         })
@@ -377,8 +378,8 @@ fn evaluated(kept: &str, done: u64) -> bool {
 
 /// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
 /// steps (which a time limit changes once it has timed the first steps). A run that fails
-/// before its first step leaves no metrics log of its own, so its folder can take the run
-/// again.
+/// before its first step leaves no metrics log of its own (nor a run folder it made, if empty),
+/// so the folder can take the run again.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run(
     gpu: &Gpu,
@@ -386,17 +387,27 @@ pub fn run(
     opts: &RunOptions,
     on_step: impl FnMut(&StepMetrics, u64),
 ) -> Result<RunSummary, String> {
-    let metrics = opts.out_dir.join("metrics.jsonl");
-    let ours = !metrics.exists();
+    let made_dir = !opts.out_dir.exists();
     let result = run_steps(gpu, cfg, opts, on_step);
-    if result.is_err() && ours && !opts.out_dir.join("checkpoints").exists() {
-        let stepped = std::fs::read_to_string(&metrics)
-            .is_ok_and(|m| m.lines().any(|l| l.contains("\"step\":")));
-        if !stepped {
-            let _ = std::fs::remove_file(&metrics);
-        }
+    if result.is_err() && made_dir {
+        // Only if empty: nothing in it is lost.
+        let _ = std::fs::remove_dir(&opts.out_dir);
     }
     result
+}
+
+/// Removes, when dropped armed, the metrics log that a new run created: the run failed before
+/// its first step. Made while the run folder's lock is held, and dropped before it is released.
+#[cfg(not(target_arch = "wasm32"))]
+struct UnusedLog(Option<PathBuf>);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for UnusedLog {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -445,6 +456,7 @@ fn run_steps(
         remove_checkpoints(&opts.out_dir)?;
     }
     let metrics_path = opts.out_dir.join("metrics.jsonl");
+    let mut unused_log = UnusedLog((!metrics_path.exists()).then(|| metrics_path.clone()));
     let (kept, mut log_file) = open_metrics(&metrics_path, start)?;
     let loader_cfg = cfg.loader_config();
     let mut loader = Loader::new(train_ds, loader_cfg, start);
@@ -569,6 +581,7 @@ fn run_steps(
         line["elapsed_s"] = serde_json::json!(elapsed_before + t0.elapsed().as_secs_f64());
         writeln!(log_file, "{line}")
             .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+        unused_log.0 = None;
         log::debug!("step {done} done: loss {:.4}", m.loss);
         on_step(&m, cfg.steps);
         if saves(&cfg, done, end) {
@@ -601,6 +614,7 @@ fn run_steps(
         save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
     }
     summary.loop_s = t0.elapsed().as_secs_f64();
+    unused_log.0 = None;
     Ok(summary)
 }
 

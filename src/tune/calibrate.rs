@@ -330,12 +330,12 @@ pub fn marker_path(gpu: &Gpu) -> Option<PathBuf> {
 }
 
 /// While alive, the calibrations' marker file exists: made before a calibration runs its first
-/// kernel, removed when it returns or a signal ends the process (a Ctrl-C while a first run
-/// calibrates says nothing about the driver). A process that crashes in between (or panics)
-/// leaves it.
+/// kernel, removed when it returns (with the `.interrupted` one an earlier stopped run left). A
+/// process that crashes in between (or panics) leaves it; one that a signal ends moves it to
+/// `.interrupted` the first time, so the next run calibrates again.
 struct UnderWay {
     path: Option<PathBuf>,
-    _on_signal: Option<crate::train::interrupt::RemoveOnSignal>,
+    _on_signal: Option<crate::train::interrupt::MoveOnSignal>,
 }
 
 impl UnderWay {
@@ -346,7 +346,12 @@ impl UnderWay {
                 _on_signal: None,
             };
         };
-        let guard = crate::train::interrupt::remove_on_signal(&path);
+        // A Ctrl-C (or SIGTERM, SIGHUP) may stop a hung driver or just a user: the first time
+        // the marker is moved aside and the next run times again; if that run is stopped too,
+        // the marker stays and later runs skip the timings.
+        let interrupted = path.with_extension("interrupted");
+        let guard = (!interrupted.exists())
+            .then(|| crate::train::interrupt::move_on_signal(&path, &interrupted));
         let text = "dinoscope is timing kernels for this adapter's first-run calibrations. If no \
                     dinoscope process is running, one stopped while doing so (a fault in the GPU \
                     driver, or an interruption); delete this file to time them again.\n";
@@ -356,7 +361,7 @@ impl UnderWay {
             && std::fs::write(&path, text).is_ok();
         UnderWay {
             path: written.then_some(path),
-            _on_signal: Some(guard),
+            _on_signal: guard,
         }
     }
 }
@@ -365,6 +370,7 @@ impl Drop for UnderWay {
     fn drop(&mut self) {
         if let Some(path) = self.path.take() {
             if !std::thread::panicking() {
+                let _ = std::fs::remove_file(path.with_extension("interrupted"));
                 let _ = std::fs::remove_file(path);
             }
         }

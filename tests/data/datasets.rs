@@ -289,6 +289,12 @@ fn image_folder_classes_and_errors() {
         std::os::unix::fs::symlink("sub", flat.join("again")).unwrap();
         let ds = ImageFolder::open(&flat).unwrap();
         assert_eq!(ds.len(), 2);
+        // The folder is listed under its own name, not the link's, which sorts first.
+        assert!(
+            ds.path(1).unwrap().starts_with(flat.join("sub")),
+            "{:?}",
+            ds.path(1)
+        );
         assert_eq!(
             dinoscope::data::dataset::image_files(&flat).unwrap().len(),
             2

@@ -169,7 +169,7 @@ fn resume_is_bit_exact() {
     };
     assert_eq!(evals(&summary), [0]);
     // An evaluation was due at step 3, where the run stopped: resuming makes it first (here a
-    // resume that stops at once), and logs it once, however often the run resumes from there.
+    // resume that stops at once), once, however often the run resumes from there.
     let none = RunOptions {
         stop_after: Some(0),
         ..resumed.clone()
@@ -178,7 +178,7 @@ fn resume_is_bit_exact() {
     assert_eq!((evals(&eval_only), eval_only.steps), (vec![3], 3));
     let rest = run(gpu, no_saves, &resumed, |_, _| {}).expect("resumed");
     assert!(!rest.interrupted);
-    assert_eq!(evals(&rest), [3, 6]);
+    assert_eq!(evals(&rest), [6]);
     let log = std::fs::read_to_string(stopped.join("metrics.jsonl")).expect("metrics");
     let evaluated = |s: &str| {
         log.lines()

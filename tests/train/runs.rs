@@ -405,6 +405,9 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
         !ok && text.contains("missing.ron: no such config file"),
         "{text}"
     );
+    // Neither that nor `--steps 0` made a folder.
+    let folders = std::fs::read_dir(cwd.join("runs")).expect("runs/").count();
+    assert_eq!(folders, 3, "two runs and latest");
     // Resuming the finished run says so, and keeps its own config over another one given.
     let (ok, text) = cli(&["train", "--resume", "--config", "debug"]);
     assert!(

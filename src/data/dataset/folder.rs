@@ -136,8 +136,9 @@ fn list_images(
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
         entries.push(entry.map_err(io_err)?.path());
     }
-    // In name order, so that of two links to one folder the same one is listed on every run.
-    entries.sort();
+    // Real folders before links to them (a link to a class folder must not take its name),
+    // then in name order, so that of two links to one folder the same one is listed every run.
+    entries.sort_by_key(|p| (p.is_symlink(), p.clone()));
     for path in entries {
         if is_hidden(&path) {
             continue;
