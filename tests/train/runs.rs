@@ -365,28 +365,6 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
     train(&["--resume"]);
     assert_eq!(state_of(&latest).step, 3);
     assert!(state_of(&runs[0]) == first);
-    // A run that fails at start-up (no such data) leaves no folder, and runs/latest where it
-    // was.
-    let bad = std::process::Command::new(exe)
-        .current_dir(&cwd)
-        .args(["train", "--config", "micro.ron", "--data", "no-such-folder"])
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        !bad.status.success() && err.contains("no-such-folder"),
-        "{err}"
-    );
-    let folders = std::fs::read_dir(cwd.join("runs")).expect("runs/").count();
-    assert_eq!(folders, 3, "two runs and latest");
-    assert_eq!(state_of(&latest).step, 3);
-    let zero = std::process::Command::new(exe)
-        .current_dir(&cwd)
-        .args(["train", "--config", "micro.ron", "--steps", "0"])
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&zero.stderr);
-    assert!(!zero.status.success() && err.contains("steps"), "{err}");
     let cli = |args: &[&str]| {
         let o = std::process::Command::new(exe)
             .current_dir(&cwd)
@@ -400,14 +378,22 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
         );
         (o.status.success(), text)
     };
-    let (ok, text) = cli(&["train", "--config", "missing.ron"]);
-    assert!(
-        !ok && text.contains("missing.ron: no such config file"),
-        "{text}"
-    );
-    // Neither that nor `--steps 0` made a folder.
-    let folders = std::fs::read_dir(cwd.join("runs")).expect("runs/").count();
-    assert_eq!(folders, 3, "two runs and latest");
+    // Runs that fail at start-up (no such data, no steps, no such config) leave no folder, and
+    // runs/latest where it was.
+    for (args, what) in [
+        (["micro.ron", "--data", "no-such-folder"], "no-such-folder"),
+        (["micro.ron", "--steps", "0"], "steps"),
+        (
+            ["missing.ron", "--steps", "2"],
+            "missing.ron: no such config file",
+        ),
+    ] {
+        let (ok, text) = cli(&[&["train", "--config"][..], &args[..]].concat());
+        assert!(!ok && text.contains(what), "{args:?}: {text}");
+        let folders = std::fs::read_dir(cwd.join("runs")).expect("runs/").count();
+        assert_eq!(folders, 3, "{args:?}: two runs and latest");
+        assert_eq!(state_of(&latest).step, 3);
+    }
     // Resuming the finished run says so, and keeps its own config over another one given.
     let (ok, text) = cli(&["train", "--resume", "--config", "debug"]);
     assert!(
