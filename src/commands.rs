@@ -87,13 +87,7 @@ pub fn embed(
             .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
     }
     let vit = load_model_as(gpu, weights, config, dtype)?;
-    let p = vit.cfg.patch;
-    if size < p {
-        return Err(format!(
-            "--size {size} is smaller than one {p}×{p} patch of {}",
-            weights.display()
-        ));
-    }
+    at_least_a_patch(size, &vit, weights)?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -240,6 +234,22 @@ pub fn attention(
         println!("  {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The model's patch size, or an error naming `--size` when `size` is smaller than one patch.
+fn at_least_a_patch(
+    size: usize,
+    vit: &dinoscope::model::vit::Vit,
+    weights: &Path,
+) -> Result<usize, String> {
+    let p = vit.cfg.patch;
+    if size < p {
+        return Err(format!(
+            "--size {size} is smaller than one {p}×{p} patch of {}",
+            weights.display()
+        ));
+    }
+    Ok(p)
 }
 
 /// `dinoscope train`.
@@ -532,13 +542,7 @@ pub fn knn(
     k: usize,
 ) -> Result<ExitCode, String> {
     let vit = load_model_as(gpu, weights, config, dtype)?;
-    let p = vit.cfg.patch;
-    if size < p {
-        return Err(format!(
-            "--size {size} is smaller than one {p}×{p} patch of {}",
-            weights.display()
-        ));
-    }
+    let p = at_least_a_patch(size, &vit, weights)?;
     if !size.is_multiple_of(p) {
         let side = size / p * p;
         eprintln!("--size {size}: views cropped to {side}×{side}, whole {p}-pixel patches");

@@ -36,9 +36,10 @@ fn make_cache(hub: &Path) {
     std::fs::write(repo.join("refs/v1"), format!("{COMMIT}\n")).expect("ref");
 }
 
-fn embed(env: (&str, &Path), args: &[&str], out: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
-        .arg("embed")
+/// `dinoscope embed ARGS` of one picture into `out` (replaced), run in the crate's folder.
+fn embed_command(args: &[&str], out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dinoscope"));
+    c.arg("embed")
         .args(args)
         .args([
             "assets/images/chelsea.png",
@@ -48,12 +49,17 @@ fn embed(env: (&str, &Path), args: &[&str], out: &Path) -> std::process::Output 
             "-o",
         ])
         .arg(out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn embed(env: (&str, &Path), args: &[&str], out: &Path) -> std::process::Output {
+    embed_command(args, out)
         .env_remove("HF_HUB_CACHE")
         .env_remove("HUGGINGFACE_HUB_CACHE")
         .env_remove("HF_HOME")
         .env("HF_HUB_OFFLINE", "1")
         .env(env.0, env.1)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run dinoscope")
 }
@@ -224,22 +230,11 @@ fn weights_not_in_the_cache_are_downloaded_from_the_hub_endpoint() {
     let cache = root.join("hub");
     let out = root.join("f.safetensors");
     let run = |args: &[&str], token: &str, offline: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dinoscope"));
-        c.arg("embed")
-            .args(args)
-            .args([
-                "assets/images/chelsea.png",
-                "--size",
-                "64",
-                "--overwrite",
-                "-o",
-            ])
-            .arg(&out)
-            .env("HF_HUB_CACHE", &cache)
+        let mut c = embed_command(args, &out);
+        c.env("HF_HUB_CACHE", &cache)
             .env("HF_ENDPOINT", &endpoint)
             .env("HF_TOKEN", token)
-            .env_remove("HF_HOME")
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+            .env_remove("HF_HOME");
         if offline {
             c.env("HF_HUB_OFFLINE", "1");
         } else {

@@ -364,16 +364,14 @@ fn open_metrics(path: &Path, start: u64) -> Result<(String, std::fs::File), Stri
 
 /// Whether the kept metrics log holds an evaluation made after `done` steps.
 #[cfg(not(target_arch = "wasm32"))]
-fn evaluated(kept: &str, done: u64) -> bool {
-    kept.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .any(|v| {
-            let at = match v.get("step").and_then(|s| s.as_u64()) {
-                Some(s) => Some(s + 1),
-                None => v.get("steps_done").and_then(|s| s.as_u64()),
-            };
-            at == Some(done) && v.get("knn").is_some()
-        })
+fn evaluated(kept: &[serde_json::Value], done: u64) -> bool {
+    kept.iter().any(|v| {
+        let at = match v.get("step").and_then(|s| s.as_u64()) {
+            Some(s) => Some(s + 1),
+            None => v.get("steps_done").and_then(|s| s.as_u64()),
+        };
+        at == Some(done) && v.get("knn").is_some()
+    })
 }
 
 /// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
@@ -474,10 +472,13 @@ fn run_steps(
             .as_ref()
             .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
     };
+    let kept: Vec<serde_json::Value> = kept
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     // Wall time of the run so far, carried over from the last kept line when resuming.
     let elapsed_before = kept
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .iter()
         .filter_map(|v| v.get("elapsed_s").and_then(|e| e.as_f64()))
         .fold(0.0f64, f64::max);
     let evaluates = |cfg: &TrainConfig, done: u64| {

@@ -359,6 +359,9 @@ impl UnderWay {
             .parent()
             .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok())
             && std::fs::write(&path, text).is_ok();
+        if written {
+            log::debug!("calibration marker written: {}", path.display());
+        }
         UnderWay {
             path: written.then_some(path),
             _on_signal: guard,

@@ -118,11 +118,14 @@ fn ctrl_c_during_the_first_run_calibrations_retries_them_once() {
                 .find(|p| p.extension().is_some_and(|e| e == x))
         })
     };
-    // Starts `info`, waits for the marker (the event: a calibration is checking or timing
-    // kernels; polled, with a deadline only a hung run reaches) and sends SIGINT there.
+    // Starts `info`, waits for the event that a calibration has written its marker (its debug
+    // line on stderr) and sends SIGINT there.
     let interrupted_run = || {
+        use std::io::BufRead;
         let mut first = info();
-        first.stderr(std::process::Stdio::null());
+        first
+            .env("RUST_LOG", "warn,dinoscope::tune=debug")
+            .stderr(std::process::Stdio::piped());
         // SIGINT as a terminal's foreground command has it, whatever this test inherited (a
         // background job ignores it).
         // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
@@ -133,24 +136,24 @@ fn ctrl_c_during_the_first_run_calibrations_retries_them_once() {
             });
         }
         let mut child = first.spawn().expect("run dinoscope");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
-        let seen = loop {
-            if let Some(m) = with_ext("calibrating") {
-                break m;
-            }
-            let exited = child.try_wait().expect("wait");
-            assert!(
-                exited.is_none() && std::time::Instant::now() < deadline,
-                "no calibration marker appeared in {} ({exited:?})",
-                dir.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        };
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok);
+        let written = "calibration marker written: ";
+        let seen = lines
+            .find_map(|l| {
+                l.split_once(written)
+                    .map(|(_, p)| std::path::PathBuf::from(p))
+            })
+            .unwrap_or_else(|| panic!("no calibration marker written in {}", dir.display()));
         let sent = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
             .expect("kill");
         assert!(sent.success());
+        // Read to the end, so the child never waits on a full pipe.
+        lines.for_each(drop);
         let status = child.wait().expect("wait");
         // Ended by the signal, as without the marker's handler.
         assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
