@@ -329,6 +329,8 @@ impl DinoscopeApp {
         if let Ok(mut w) = app.wake.lock() {
             *w = Some(cc.egui_ctx.clone());
         }
+        #[cfg(target_arch = "wasm32")]
+        web::share(app.gpu, &cc.egui_ctx);
         if app.settings.autostart || app.automation.screenshot.is_some() {
             app.start(None);
         }
@@ -465,6 +467,11 @@ impl DinoscopeApp {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }
         self.automate(&ctx);
+        #[cfg(target_arch = "wasm32")]
+        if web::take_start_request() {
+            self.tab = Tab::Train;
+            self.start(None);
+        }
         #[cfg(target_arch = "wasm32")]
         web::publish_status(self, ctx.pixels_per_point());
     }

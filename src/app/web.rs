@@ -185,6 +185,51 @@ pub fn download(name: &str, text: &str) {
 thread_local! {
     static STATUS: std::cell::RefCell<String> = std::cell::RefCell::new("{}".into());
     static RUNNER: std::cell::RefCell<Option<eframe::WebRunner>> = const { std::cell::RefCell::new(None) };
+    static APP: std::cell::RefCell<Option<(&'static Gpu, egui::Context)>> = const { std::cell::RefCell::new(None) };
+    static START_ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Gives the page's hooks the app's device and context (called once the app has them).
+pub fn share(gpu: &'static Gpu, ctx: &egui::Context) {
+    APP.with(|a| *a.borrow_mut() = Some((gpu, ctx.clone())));
+}
+
+/// The device the page's checks run on: the app's once it has started, so the pipelines they
+/// build are those its training takes next (a software adapter compiles each in seconds);
+/// before that, a device of their own, kept for the next check.
+async fn checks_gpu() -> Result<&'static Gpu, String> {
+    if let Some(gpu) = APP.with(|a| a.borrow().as_ref().map(|(g, _)| *g)) {
+        return Ok(gpu);
+    }
+    let gpu = Gpu::new(&crate::gpu::AdapterChoice::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let gpu: &'static Gpu = Box::leak(Box::new(gpu));
+    APP.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.is_none() {
+            *a = Some((gpu, egui::Context::default()));
+        }
+    });
+    Ok(gpu)
+}
+
+/// Asks the app to start training with its settings at its next frame, as its Start button
+/// does; false before the app has started.
+pub fn request_start() -> bool {
+    APP.with(|a| match a.borrow().as_ref() {
+        Some((_, ctx)) => {
+            START_ASKED.with(|s| s.set(true));
+            ctx.request_repaint();
+            true
+        }
+        None => false,
+    })
+}
+
+/// Whether a start was asked for since the last frame.
+pub fn take_start_request() -> bool {
+    START_ASKED.with(|s| s.replace(false))
 }
 
 /// Records the app's state for [`status_json`] (called every frame).
@@ -308,16 +353,15 @@ pub async fn start_page(canvas_id: &str) -> Result<(), String> {
 /// adapter: every kernel pipeline the browser builds, and attention in the GPUs' layout. A JSON
 /// array with one object (name, pass, row) per check.
 pub async fn check_layouts() -> String {
-    let gpu = match Gpu::new(&crate::gpu::AdapterChoice::default()).await {
+    let gpu = match checks_gpu().await {
         Ok(g) => g,
         Err(e) => {
-            return serde_json::json!([{ "name": "device", "pass": false, "row": e.to_string() }])
-                .to_string()
+            return serde_json::json!([{ "name": "device", "pass": false, "row": e }]).to_string()
         }
     };
     let results = [
-        crate::selftest::layouts::pipelines(&gpu).await,
-        crate::selftest::layouts::attention(&gpu).await,
+        crate::selftest::layouts::pipelines(gpu).await,
+        crate::selftest::layouts::attention(gpu).await,
     ];
     let rows: Vec<_> = results
         .iter()
@@ -347,10 +391,8 @@ pub async fn check_fixture(
             std::path::Path::new("manifest.json"),
         )
         .map_err(|e| e.to_string())?;
-        let gpu = Gpu::new(&crate::gpu::AdapterChoice::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let r = crate::selftest::check_model_forward(&gpu, name, config_json, model, io, &manifest)
+        let gpu = checks_gpu().await?;
+        let r = crate::selftest::check_model_forward(gpu, name, config_json, model, io, &manifest)
             .await;
         Ok::<_, String>(r)
     }

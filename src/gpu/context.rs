@@ -268,6 +268,7 @@ impl Gpu {
 
     /// Wraps an existing device (for example eframe's), so the UI and the runtime share it.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
+        let info = named(info);
         let serial = info.backend == wgpu::Backend::Gl;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
@@ -736,4 +737,42 @@ async fn pick_adapter(
         })
         .await
         .map_err(|e| GpuError::NoAdapter(format!(" ({e}){hint}")))
+}
+
+/// The adapter's info with a name to print: browsers withhold the adapter's name (Chromium's
+/// `GPUAdapterInfo.description` is empty), which left reports with a blank where it goes.
+fn named(mut info: wgpu::AdapterInfo) -> wgpu::AdapterInfo {
+    if info.name.trim().is_empty() {
+        let kind = if info.device_type == wgpu::DeviceType::Cpu {
+            "software adapter"
+        } else {
+            "GPU"
+        };
+        info.name = if info.backend == wgpu::Backend::BrowserWebGpu {
+            format!("the browser's {kind} (its name withheld)")
+        } else {
+            format!("unnamed {kind}")
+        };
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named;
+    use wgpu::{AdapterInfo, Backend, DeviceType};
+
+    #[test]
+    fn an_adapter_without_a_name_gets_one_that_says_why() {
+        let web = named(AdapterInfo::new(DeviceType::Cpu, Backend::BrowserWebGpu));
+        assert_eq!(
+            web.name,
+            "the browser's software adapter (its name withheld)"
+        );
+        let native = named(AdapterInfo::new(DeviceType::DiscreteGpu, Backend::Vulkan));
+        assert_eq!(native.name, "unnamed GPU");
+        let mut given = AdapterInfo::new(DeviceType::Cpu, Backend::Vulkan);
+        given.name = "llvmpipe".into();
+        assert_eq!(named(given).name, "llvmpipe");
+    }
 }

@@ -41,3 +41,10 @@ pub async fn check_fixture(
 pub async fn check_layouts() -> String {
     dinoscope::app::web::check_layouts().await
 }
+
+/// Starts training with the app's settings (those of the page's link), as the Start button
+/// does; false before the app has started.
+#[wasm_bindgen]
+pub fn start_training() -> bool {
+    dinoscope::app::web::request_start()
+}

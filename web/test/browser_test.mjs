@@ -1,9 +1,10 @@
 // Browser test of the web app: serves web/dist, drives Debian's headless Chromium with WebGPU on
-// its software adapter, and checks (1) the page starts, (2) the tiny golden model matches PyTorch
-// on WebGPU, (2b) every kernel pipeline builds and attention matches the CPU twin in the GPUs'
-// layout, (3) training runs 20+ steps with a finite, falling loss and live attention maps, (4)
-// the screenshot's curve and attention panels are not blank, (5) a browser without WebGPU gets a
-// message instead of a blank page. Prints "N passed, N failed"; exits non-zero on any failure.
+// its software adapter, and checks (1) the page starts and names its adapter, (2) the tiny golden
+// model matches PyTorch on WebGPU, (2b) every kernel pipeline builds and attention matches the
+// CPU twin in the GPUs' layout, (3) training with the link's settings runs 20+ steps with a
+// finite, falling loss and live attention maps, (4) the screenshot's curve and attention panels
+// are not blank, (5) a browser without WebGPU gets a message instead of a blank page. Prints
+// "N passed, N failed"; exits non-zero on any failure.
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
@@ -100,18 +101,23 @@ try {
   page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
   page.on("crash", () => logs.push("the page crashed"));
   const t0 = Date.now();
-  // The golden check first, with training off so it has the adapter to itself.
-  await page.goto(url + "?train=0");
+  // The golden check first, with training off so it has the adapter to itself; the training
+  // settings come with the link and apply when training starts after the checks, on the same
+  // device (so it reuses the pipelines the checks built: a software adapter takes seconds each).
+  await page.goto(url + "?train=0&" + trainQuery);
   await page.waitForFunction(() => window.dinoscope || document.getElementById("message")?.className === "shown",
     null, { timeout: 180000 });
   const message = await page.evaluate(() => document.getElementById("message")?.textContent || "");
   check("page starts on WebGPU", message === "", message);
+  // The first frame publishes the status (the backend is always named; browsers withhold the
+  // adapter's name, which the app then names itself).
   let status = {};
   for (let i = 0; i < 600; i++) {
     status = JSON.parse(await page.evaluate(() => window.dinoscope?.status() || "{}"));
-    if (status.adapter) break;
+    if (status.backend) break;
     await sleep(100);
   }
+  check("the app names its adapter", Boolean(status.adapter), JSON.stringify(status.adapter));
   const firstPaint = Date.now() - t0;
   console.log(`adapter: ${status.adapter} (${status.backend}); app running after ${firstPaint} ms`);
   writeFileSync(path.join(out, "first_paint_ms.txt"), String(firstPaint));
@@ -171,9 +177,8 @@ try {
   check("inspect: dropped DINOv3 weights give attention maps",
     String(inspect.model || "").includes("dinov3") && inspect.heads > 0 && !inspect.error, JSON.stringify(inspect));
 
-  // Training in the page.
-  await page.goto(url + "?" + trainQuery);
-  await page.waitForFunction(() => window.dinoscope, null, { timeout: 180000 });
+  // Training in the page, with the link's settings, started as the Start button starts it.
+  check("training starts", await page.evaluate(() => window.dinoscope.start_training()));
   const tTrain = Date.now();
   while (Date.now() - tTrain < trainTimeout) {
     status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
