@@ -144,7 +144,7 @@ if has learn && [ -f "$data" ]; then
     --time-limit "${budget}s" --out "$WORK/run" > "$OUT/learn.txt" 2>&1
   rc=$?
   echo "learning exit $rc (124: stopped by timeout)" >> "$SUMMARY"
-  grep -E "^(step|data loader|mixed|time limit|the time limit)|error" "$OUT/learn.txt" | tail -16 >> "$SUMMARY"
+  grep -E "^(step|evaluation|data loader|mixed|time limit|the time limit)|error" "$OUT/learn.txt" | tail -16 >> "$SUMMARY"
   grep '"knn' "$WORK/run/metrics.jsonl" 2>/dev/null | python3 -c 'import json,sys
 for l in sys.stdin:
     j = json.loads(l)

@@ -469,7 +469,7 @@ fn train_report(
     for (s, e) in &summary.evals {
         let _ = writeln!(
             r,
-            "step {s}: k-NN {:.1}%, linear probe {:.1}%",
+            "evaluation at step {s}: k-NN {:.1}%, linear probe {:.1}%",
             e.knn * 100.0,
             e.probe * 100.0
         );
@@ -642,8 +642,14 @@ pub fn plan(
         cfg.model.dim, cfg.model.depth, cfg.model.patch, cfg.model.registers, cfg.head.prototypes
     );
     println!(
-        "step: batch {} × (2×{} + {}×{} crops), checkpointing {:?}, precision {:?}",
-        cfg.batch_size, a.global_size, a.n_local, a.local_size, cfg.checkpoint, cfg.precision
+        "step: batch {} × (2×{} + {}×{} crops), checkpointing {} of {} blocks, precision {:?}",
+        cfg.batch_size,
+        a.global_size,
+        a.n_local,
+        a.local_size,
+        cfg.checkpoint.blocks(cfg.model.depth),
+        cfg.model.depth,
+        cfg.precision
     );
     println!(
         "weights, teacher, gradients, AdamW moments (and f16 copies): {}",

@@ -449,7 +449,8 @@ fn general_direct_matmul_sums_like_the_general_kernel_bit_for_bit() {
 }
 
 /// The checks the browser test runs on its adapter (`check_layouts`), here on a device of their
-/// own (the pipeline check reports only a device's first build of each pipeline).
+/// own (the pipeline check reports only a device's first build of each pipeline, and fails on
+/// one built before).
 #[test]
 fn browser_checks_pass_natively() {
     if common::gpu().is_none() {
@@ -464,4 +465,11 @@ fn browser_checks_pass_natively() {
         eprintln!("{}", r.row());
         assert_eq!(r.status, Status::Pass, "{}", r.row());
     }
+    // Its pipelines built, the check cannot pass again on this device: it would check nothing.
+    let again = pollster::block_on(dinoscope::selftest::layouts::pipelines(&gpu));
+    assert!(
+        matches!(&again.status, Status::Fail(why) if why.contains("not checked")),
+        "{}",
+        again.row()
+    );
 }

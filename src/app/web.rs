@@ -186,6 +186,7 @@ thread_local! {
     static STATUS: std::cell::RefCell<String> = std::cell::RefCell::new("{}".into());
     static RUNNER: std::cell::RefCell<Option<eframe::WebRunner>> = const { std::cell::RefCell::new(None) };
     static APP: std::cell::RefCell<Option<(&'static Gpu, egui::Context)>> = const { std::cell::RefCell::new(None) };
+    static OWN_GPU: std::cell::Cell<Option<&'static Gpu>> = const { std::cell::Cell::new(None) };
     static START_ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -201,16 +202,14 @@ async fn checks_gpu() -> Result<&'static Gpu, String> {
     if let Some(gpu) = APP.with(|a| a.borrow().as_ref().map(|(g, _)| *g)) {
         return Ok(gpu);
     }
+    if let Some(gpu) = OWN_GPU.with(|g| g.get()) {
+        return Ok(gpu);
+    }
     let gpu = Gpu::new(&crate::gpu::AdapterChoice::default())
         .await
         .map_err(|e| e.to_string())?;
     let gpu: &'static Gpu = Box::leak(Box::new(gpu));
-    APP.with(|a| {
-        let mut a = a.borrow_mut();
-        if a.is_none() {
-            *a = Some((gpu, egui::Context::default()));
-        }
-    });
+    OWN_GPU.with(|g| g.set(Some(gpu)));
     Ok(gpu)
 }
 

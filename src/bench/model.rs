@@ -361,6 +361,8 @@ pub fn loader(
             peak_bytes: None,
             clock: "wall".into(),
         });
+    } else {
+        println!("0 worker threads: training builds each batch itself, at the 1-thread rate");
     }
     Ok(rows)
 }

@@ -519,6 +519,19 @@ impl Gpu {
             .clone()
     }
 
+    /// Whether [`Gpu::pipeline`] has built this pipeline on this device already.
+    pub(crate) fn has_pipeline(
+        &self,
+        k: &'static Kernel,
+        types: Types,
+        overrides: &[(&str, f64)],
+    ) -> bool {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&pipeline_key(k, types, overrides))
+    }
+
     /// The compute pipeline for a kernel with the given override constants (cached).
     pub(crate) fn pipeline(
         &self,
@@ -526,15 +539,7 @@ impl Gpu {
         types: Types,
         overrides: &[(&str, f64)],
     ) -> Arc<Pipeline> {
-        let key: PipelineKey = (
-            k.shader,
-            k.entry,
-            types,
-            overrides
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_bits()))
-                .collect(),
-        );
+        let key = pipeline_key(k, types, overrides);
         if let Some(p) = self
             .pipelines
             .lock()
@@ -705,14 +710,15 @@ async fn pick_adapter(
             let names: Vec<String> = adapters
                 .iter()
                 .map(|a| {
-                    let i = a.get_info();
+                    let i = named(a.get_info());
                     format!("{} ({:?})", i.name, i.backend)
                 })
                 .collect();
             let want = name.to_lowercase();
+            // The names printed elsewhere, an unnamed adapter's included, pick it.
             return adapters
                 .into_iter()
-                .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                .find(|a| named(a.get_info()).name.to_lowercase().contains(&want))
                 .ok_or_else(|| {
                     GpuError::NoAdapter(format!(
                         " matching '{name}'; available: {}",
@@ -737,6 +743,19 @@ async fn pick_adapter(
         })
         .await
         .map_err(|e| GpuError::NoAdapter(format!(" ({e}){hint}")))
+}
+
+/// The cache key of a kernel's pipeline with these types and override constants.
+fn pipeline_key(k: &'static Kernel, types: Types, overrides: &[(&str, f64)]) -> PipelineKey {
+    (
+        k.shader,
+        k.entry,
+        types,
+        overrides
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_bits()))
+            .collect(),
+    )
 }
 
 /// The adapter's info with a name to print: browsers withhold the adapter's name (Chromium's

@@ -117,10 +117,18 @@ try {
     if (status.backend) break;
     await sleep(100);
   }
-  check("the app names its adapter", Boolean(status.adapter), JSON.stringify(status.adapter));
+  check("the app draws its first frame", Boolean(status.backend), JSON.stringify(status.adapter));
   const firstPaint = Date.now() - t0;
   console.log(`adapter: ${status.adapter} (${status.backend}); app running after ${firstPaint} ms`);
   writeFileSync(path.join(out, "first_paint_ms.txt"), String(firstPaint));
+
+  // The kernels a browser on a real GPU takes: this software adapter runs the CPU drivers'
+  // layouts, so every pipeline the browser may build is built here (WebGPU's compiler checks
+  // more than wgpu's), and attention runs in the GPUs' layout against the CPU twin. First, while
+  // the app's device has built none of them (the check fails on a pipeline built before it).
+  const layouts = JSON.parse(await page.evaluate(() => window.dinoscope.check_layouts()));
+  for (const c of layouts) check(`${c.name} on WebGPU`, c.pass, c.row);
+  check("the GPU-layout checks ran", layouts.length === 2, JSON.stringify(layouts.map((c) => c.name)));
 
   // The tiny golden models (DINOv2, and DINOv3 with its rotary positions) on this adapter.
   for (const model of ["tiny_dinov2", "tiny_dinov3"]) {
@@ -134,13 +142,6 @@ try {
     check(`${model} outputs match the golden tensors on WebGPU`, fixture.pass && fixture.compared > 10,
       fixture.row + ` (${fixture.compared} tensors)`);
   }
-
-  // The kernels a browser on a real GPU takes: this software adapter runs the CPU drivers'
-  // layouts, so every pipeline the browser may build is built here (WebGPU's compiler checks
-  // more than wgpu's), and attention runs in the GPUs' layout against the CPU twin.
-  const layouts = JSON.parse(await page.evaluate(() => window.dinoscope.check_layouts()));
-  for (const c of layouts) check(`${c.name} on WebGPU`, c.pass, c.row);
-  check("the GPU-layout checks ran", layouts.length === 2, JSON.stringify(layouts.map((c) => c.name)));
 
   // Inspect: drop the fixture model and a photo on the canvas, as a visitor would.
   const drop = async (file, name) => {
@@ -178,12 +179,18 @@ try {
     String(inspect.model || "").includes("dinov3") && inspect.heads > 0 && !inspect.error, JSON.stringify(inspect));
 
   // Training in the page, with the link's settings, started as the Start button starts it.
-  check("training starts", await page.evaluate(() => window.dinoscope.start_training()));
+  const asked = await page.evaluate(() => window.dinoscope.start_training());
+  for (let i = 0; asked && i < 300; i++) {
+    status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
+    if (status.state !== "Idle" || (status.errors || []).length) break;
+    await sleep(200);
+  }
+  check("training starts", asked && status.state !== "Idle", `${status.state} ${JSON.stringify(status.errors)}`);
   const tTrain = Date.now();
   while (Date.now() - tTrain < trainTimeout) {
     status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
     if ((status.step || 0) >= steps && (status.last_snapshot_step || 0) >= steps - 5) break;
-    if (status.state === "Ended" || status.state === "Failed") break;
+    if (status.state === "Ended" || status.state === "Failed" || status.state === "Idle") break;
     if (Math.floor((Date.now() - tTrain) / 2000) % 15 === 0) {
       console.log(`  … step ${status.step}, ${status.snapshots} snapshots, ${((Date.now() - tTrain) / 1000).toFixed(0)} s`);
     }
