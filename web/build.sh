@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
 if ! command -v wasm-bindgen >/dev/null || [[ "$(wasm-bindgen --version)" != *"$version"* ]]; then
   echo "installing wasm-bindgen-cli $version (two minutes, once)"
-  # Unoptimized, it builds in half the time and still binds the module in seconds.
-  cargo install --debug wasm-bindgen-cli --version "$version"
+  # Unoptimized, it builds in half the time and still binds the module in seconds; --force, as
+  # a binary deleted by hand still counts as installed.
+  cargo install --debug --force wasm-bindgen-cli --version "$version"
 fi
 [ "${1:-}" != --tools ] || exit 0
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
