@@ -180,9 +180,15 @@ fn workgroup_memory_fits_webgpu_defaults() {
                 .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
                 .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()))
                 .sum();
+            // The tiled attention forward runs only where the adapter's limit holds what the
+            // launcher counts (`Forward::runs`); so that count must be right.
+            let limit = match name {
+                "attention_tiled" => dinoscope::kernels::attention::TILED_WORKGROUP_BYTES as u32,
+                _ => 16384,
+            };
             assert!(
-                bytes <= 16384,
-                "{name}::{}: {bytes} bytes of workgroup memory > 16 KiB",
+                bytes <= limit,
+                "{name}::{}: {bytes} bytes of workgroup memory > {limit}",
                 ep.name
             );
         }

@@ -367,6 +367,15 @@ fn attention_variants(gpu: &Gpu) -> (Variants, Variants) {
             " (two invocations, two queries, through workgroup memory)",
         ));
     }
+    // On every adapter whose workgroup memory holds its tiles, CPU drivers included.
+    if gpu.limits.max_compute_workgroup_storage_size as usize
+        >= kernels::attention::TILED_WORKGROUP_BYTES
+    {
+        forwards.push((
+            Some("tiled"),
+            " (4×4 register blocks, 32 queries a workgroup)",
+        ));
+    }
     (forwards, backwards)
 }
 
@@ -455,8 +464,13 @@ fn attention_f16(gpu: &Gpu, reps: usize, dims: AttnDims, figures: &mut Vec<Row>)
     );
     let dqkv16 = gpu.empty_as(&[len], DType::F16);
     let mut lse16 = None;
-    // The crossed forward is the first run's third candidate for f16 calls.
-    for (forced, label) in [(plain, "plain"), ("crossed", "crossed"), ("coop", "coop")] {
+    // The crossed and tiled forwards are first-run candidates for f16 calls too.
+    for (forced, label) in [
+        (plain, "plain"),
+        ("crossed", "crossed"),
+        ("tiled", "tiled"),
+        ("coop", "coop"),
+    ] {
         let (t, ts) = time(gpu, reps, |rec| {
             rec.force(FORWARD, Some(forced));
             lse16 = Some(kernels::attention::attention_forward(

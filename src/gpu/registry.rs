@@ -12,6 +12,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "attention_coop",
         include_str!("../../shaders/attention_coop.wgsl"),
     ),
+    (
+        "attention_tiled",
+        include_str!("../../shaders/attention_tiled.wgsl"),
+    ),
     ("cast", include_str!("../../shaders/cast.wgsl")),
     (
         "cross_entropy",

@@ -151,6 +151,20 @@ pub static ATTENTION_FORWARD_CROSSED_WG_U: Kernel = Kernel::new::<Params>(
     FORWARD_BINDINGS,
 );
 
+/// [`ATTENTION_FORWARD`] as two register-tiled products per block of 64 keys, 32 queries a
+/// workgroup of 128 (`attention_tiled`): each pair of workgroup-memory reads feeds 16
+/// multiply-adds, as in the 64×64 matmul tile. Same scores to the bit.
+pub static ATTENTION_FORWARD_TILED: Kernel = Kernel::new::<Params>(
+    "attention_tiled",
+    "attention_forward_tiled",
+    FORWARD_BINDINGS,
+);
+/// Queries a workgroup of [`ATTENTION_FORWARD_TILED`] owns.
+const TILED_QUERIES: usize = 32;
+/// Workgroup memory [`ATTENTION_FORWARD_TILED`] takes: Q (32 × 64), a block's K or V (64 × 64)
+/// and its probabilities (64 × 32), f32.
+pub const TILED_WORKGROUP_BYTES: usize = 4 * (32 * 64 + 64 * 64 + 64 * 32);
+
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
 pub static ATTENTION_FORWARD_SG: Kernel =
     Kernel::new::<Params>("attention_sg", "attention_forward", FORWARD_BINDINGS);
@@ -403,6 +417,15 @@ pub fn attention_forward(
     rec.label_work(label, d.forward_flops());
     if variant == super::attention_plan::Forward::Coop {
         forward_coop(rec, &p, &d, [q, k, v, q, &lse, out]);
+    } else if variant == super::attention_plan::Forward::Tiled {
+        let groups = d.n_q.div_ceil(TILED_QUERIES) * d.batch * d.heads;
+        rec.dispatch_with(
+            &ATTENTION_FORWARD_TILED,
+            &overrides(&d),
+            &p,
+            &[q, k, v, &lse, out],
+            grid_1d(groups),
+        );
     } else {
         let (kernel, per) = variant.kernel();
         rec.dispatch_with(

@@ -20,7 +20,7 @@ use super::attention::{
     ATTENTION_BACKWARD_DQ2_WG_U, ATTENTION_BACKWARD_DQ_COOP16, ATTENTION_BACKWARD_DQ_U,
     ATTENTION_FORWARD, ATTENTION_FORWARD2, ATTENTION_FORWARD2_U, ATTENTION_FORWARD4,
     ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16, ATTENTION_FORWARD_CROSSED_U,
-    ATTENTION_FORWARD_CROSSED_WG_U, ATTENTION_FORWARD_SG,
+    ATTENTION_FORWARD_CROSSED_WG_U, ATTENTION_FORWARD_SG, ATTENTION_FORWARD_TILED,
 };
 use crate::gpu::{DType, Kernel, Recorder};
 
@@ -128,11 +128,15 @@ pub enum Forward {
     /// the head is a multiple of their side: two passes over the keys, 4·side queries a
     /// workgroup (`attention_coop`).
     Coop,
+    /// Scores and outputs in 4 × 4 register blocks, 32 queries a workgroup and keys 64 at a
+    /// time, as a matmul tile computes its outputs (`attention_tiled`; where workgroup memory
+    /// holds 32 KiB).
+    Tiled,
 }
 
 impl Forward {
     /// Every variant.
-    pub const ALL: [Forward; 10] = [
+    pub const ALL: [Forward; 11] = [
         Forward::One,
         Forward::OneSg,
         Forward::Four,
@@ -143,6 +147,7 @@ impl Forward {
         Forward::Crossed,
         Forward::CrossedShared,
         Forward::Coop,
+        Forward::Tiled,
     ];
 
     /// Its name in the tuning cache and in `tune`'s report.
@@ -158,6 +163,7 @@ impl Forward {
             Forward::Crossed => "crossed",
             Forward::CrossedShared => "crossed-shared",
             Forward::Coop => "coop",
+            Forward::Tiled => "tiled",
         }
     }
 
@@ -175,6 +181,11 @@ impl Forward {
                 rec.subgroups()
             }
             Forward::Coop => coop_runs(rec, d, dtype),
+            Forward::Tiled => {
+                d.head_dim <= super::attention::MAX_HEAD_DIM
+                    && super::attention::TILED_WORKGROUP_BYTES
+                        <= rec.gpu().limits.max_compute_workgroup_storage_size as usize
+            }
         }
     }
 
@@ -198,13 +209,19 @@ impl Forward {
             (DType::F16, true) => &[Forward::Coop],
             // Beside the matrix units (or where there are none), the plain kernels that read
             // the least.
-            (DType::F16, false) => &[Forward::Coop, Forward::Crossed, Forward::CrossedShared],
+            (DType::F16, false) => &[
+                Forward::Coop,
+                Forward::Crossed,
+                Forward::CrossedShared,
+                Forward::Tiled,
+            ],
             (DType::F32, true) => &[],
             (DType::F32, false) => &[
                 Forward::PairsUnrolled,
                 Forward::Quads,
                 Forward::Crossed,
                 Forward::CrossedShared,
+                Forward::Tiled,
             ],
         };
         default_then(default, others, |f| f.runs(rec, d, dtype))
@@ -225,6 +242,8 @@ impl Forward {
             Forward::CrossedShared => (&ATTENTION_FORWARD_CROSSED_WG_U, 1),
             // Dispatched apart (`attention::forward_coop`); the kernel of its 16×16 matrices.
             Forward::Coop => (&ATTENTION_FORWARD_COOP16, 1),
+            // Dispatched apart too (32 queries a workgroup of 128).
+            Forward::Tiled => (&ATTENTION_FORWARD_TILED, 1),
         }
     }
 }

@@ -636,6 +636,12 @@ fn attention_variants(gpu: &Gpu) -> Vec<AttnVariant> {
         forced.push((Forward::Four, Backward::SingleUnrolled));
     }
     forced.push((Forward::CrossedShared, Backward::PairsShared));
+    // Where workgroup memory holds its tiles (`runs`; elsewhere the default would run again).
+    let rec = Recorder::new(gpu);
+    if Forward::Tiled.runs(&rec, &AttnDims::new(1, 1, 1, 64), crate::gpu::DType::F32) {
+        forced.push((Forward::Tiled, Backward::default_for(&rec)));
+    }
+    drop(rec);
     for (f, b) in forced {
         let label = format!("forward {} backward {}", f.name(), b.name());
         v.push((false, Some((f, b)), label));
@@ -756,9 +762,24 @@ fn attention_fused(gpu: &Gpu) -> CaseResult {
         y
     };
     let (want_o, dout_bnhd) = (to_bnhd(&o), to_bnhd(&dout));
-    for (cpu, kind) in LAYOUTS {
+    // Each layout's defaults, and the tiled forward (the model's layout is this one) where
+    // it runs.
+    let mut runs: Vec<(bool, Option<&'static str>, String)> = LAYOUTS
+        .iter()
+        .map(|&(cpu, kind)| (cpu, None, kind.to_string()))
+        .collect();
+    let tiled = attention_plan::Forward::Tiled;
+    if tiled.runs(&Recorder::new(gpu), &dims, crate::gpu::DType::F32) {
+        runs.push((
+            false,
+            Some(tiled.name()),
+            format!("forward {}", tiled.name()),
+        ));
+    }
+    for (cpu, forward, kind) in runs {
         if let Some(out) = run(gpu, &mut j, |rec| {
             rec.set_cpu_layouts(cpu);
+            rec.force(attention_plan::FORWARD, forward);
             let tqkv = gpu.upload(&qkv, &[b, n, 3 * h * d]);
             let tdo = gpu.upload(&dout_bnhd, &[b, n, h * d]);
             let layout = QkvLayout::fused(h, n, d);

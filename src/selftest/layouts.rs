@@ -38,6 +38,13 @@ pub async fn pipelines(gpu: &Gpu) -> CaseResult {
         if native_only(&src) {
             continue;
         }
+        // It runs only where workgroup memory holds its tiles (`Forward::runs`).
+        if std::ptr::eq(k, &attn::ATTENTION_FORWARD_TILED)
+            && (gpu.limits.max_compute_workgroup_storage_size as usize)
+                < attn::TILED_WORKGROUP_BYTES
+        {
+            continue;
+        }
         let types = Types::of(DType::F32);
         if gpu.has_pipeline(k, types, &[]) {
             judge.fail(format!(
