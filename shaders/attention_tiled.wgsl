@@ -22,7 +22,10 @@
 // the partials are stored at column (query quad) ty ^ (row % 8), so the eight invocations of a
 // store phase hit eight different banks.
 // Queries and keys past the sequence read zeros; keys past it weigh 0; nothing past the
-// sequence or the head is stored. HEAD_DIM ≤ 64.
+// sequence or the head is stored. HEAD_DIM ≤ 64. Every workgroup-memory index is in range by
+// the constants above (and HEAD_DIM ≤ 64), every buffer access is guarded by the sequence and
+// head sizes, which the launcher checks against the buffers: the shader is compiled without
+// index clamps (PROVEN_INDEXES in src/gpu/registry.rs).
 // Dispatch: grid_1d(ceil(n_q / BQ) · B · H).
 
 struct Params {
@@ -210,6 +213,7 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         var s1 = vec4<f32>(0.0);
         var s2 = vec4<f32>(0.0);
         var s3 = vec4<f32>(0.0);
+        // Written out by the registry too (HEAD_DIM is a pipeline constant).
         for (var c = 0u; c < HEAD_DIM; c++) {
             let a = qt[c * 8u + ty];
             let kk = kv[c * 16u + tx];
@@ -246,13 +250,27 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         pr[(tx + 48u) * 8u + col] = p3;
         store_v(lid, vals);
         workgroupBarrier();
-        for (var j = 0u; j < nj; j++) {
-            let pw = pr[j * 8u + (ty ^ (j % 8u))];
-            let vv = kv[j * 16u + tx];
-            o0 = fma(vec4<f32>(pw.x), vv, o0);
-            o1 = fma(vec4<f32>(pw.y), vv, o1);
-            o2 = fma(vec4<f32>(pw.z), vv, o2);
-            o3 = fma(vec4<f32>(pw.w), vv, o3);
+        // O += P·V, keys in order. A whole block's loop is written out by the registry
+        // (FILE_LOOPS in src/gpu/registry.rs), so no counter, compare or branch sits between
+        // its multiply-adds; the sequence's last block takes the loop as written.
+        if (nj == BK) {
+            for (var jj = 0u; jj < BK; jj++) {
+                let pw = pr[jj * 8u + (ty ^ (jj % 8u))];
+                let vv = kv[jj * 16u + tx];
+                o0 = fma(vec4<f32>(pw.x), vv, o0);
+                o1 = fma(vec4<f32>(pw.y), vv, o1);
+                o2 = fma(vec4<f32>(pw.z), vv, o2);
+                o3 = fma(vec4<f32>(pw.w), vv, o3);
+            }
+        } else {
+            for (var j = 0u; j < nj; j++) {
+                let pw = pr[j * 8u + (ty ^ (j % 8u))];
+                let vv = kv[j * 16u + tx];
+                o0 = fma(vec4<f32>(pw.x), vv, o0);
+                o1 = fma(vec4<f32>(pw.y), vv, o1);
+                o2 = fma(vec4<f32>(pw.z), vv, o2);
+                o3 = fma(vec4<f32>(pw.w), vv, o3);
+            }
         }
         workgroupBarrier();
     }

@@ -330,7 +330,7 @@ const DERIVED: &[Derived] = &[
 /// workgroup indices are bounded by the tile constants; their buffer reads and writes are each
 /// guarded by the product's sizes, which the launcher checks against the buffers'.
 #[cfg(not(target_arch = "wasm32"))]
-const PROVEN_INDEXES: &[&str] = &["matmul_v4"];
+const PROVEN_INDEXES: &[&str] = &["matmul_v4", "attention_tiled"];
 
 /// Whether a shader (or a shader derived from its file) may be compiled without index clamps.
 #[cfg(not(target_arch = "wasm32"))]
@@ -377,7 +377,13 @@ type Loop = (&'static str, &'static str, u32);
 /// → 1,186 for `matmul_128`). The 64×64 tile's loop (`kk`) stays as written: NAK unrolls that
 /// one itself, better than from the written-out text. The same operations run in the same
 /// order.
-const FILE_LOOPS: &[(&str, &[Loop])] = &[("matmul_v4", &[("ks", "BK", 16)])];
+const FILE_LOOPS: &[(&str, &[Loop])] = &[
+    ("matmul_v4", &[("ks", "BK", 16)]),
+    (
+        "attention_tiled",
+        &[("c", "HEAD_DIM", 64), ("jj", "BK", 64)],
+    ),
+];
 
 /// `src` with every `for (var V = 0u; V < BOUND; V++) { BODY }` replaced by `max` copies of
 /// BODY, copy i in a block that binds `let V = iu;` and, past the first, runs only if

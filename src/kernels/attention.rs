@@ -418,6 +418,23 @@ pub fn attention_forward(
     if variant == super::attention_plan::Forward::Coop {
         forward_coop(rec, &p, &d, [q, k, v, q, &lse, out]);
     } else if variant == super::attention_plan::Forward::Tiled {
+        // Compiled without index clamps: every access must lie in its buffer.
+        let (l, o) = (&layout, &o_layout);
+        assert!(d.head_dim <= MAX_HEAD_DIM, "attention_forward: head");
+        for (t, off, n) in [
+            (q, l.q_off, d.n_q),
+            (k, l.k_off, d.n_k),
+            (v, l.v_off, d.n_k),
+        ] {
+            assert!(
+                span(&d, off, [l.batch, l.head, l.tok], n) <= t.numel(),
+                "attention_forward: layout"
+            );
+        }
+        assert!(
+            span(&d, 0, [o.batch, o.head, o.tok], d.n_q) <= out.numel(),
+            "attention_forward: out layout"
+        );
         let groups = d.n_q.div_ceil(TILED_QUERIES) * d.batch * d.heads;
         rec.dispatch_with(
             &ATTENTION_FORWARD_TILED,
@@ -438,6 +455,18 @@ pub fn attention_forward(
     }
     rec.end_work();
     lse
+}
+
+/// One past the last element a layout of offset `off` and (batch, head, token) strides
+/// addresses for `n` tokens of every head (0 when there are none).
+fn span(d: &AttnDims, off: usize, strides: [usize; 3], n: usize) -> usize {
+    if d.batch == 0 || d.heads == 0 || n == 0 {
+        return 0;
+    }
+    off + (d.batch - 1) * strides[0]
+        + (d.heads - 1) * strides[1]
+        + (n - 1) * strides[2]
+        + d.head_dim
 }
 
 /// An attention pass's row in a profile: `attention PASS (B·H)xNQxNKxD TYPE VARIANT`.
