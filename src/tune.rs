@@ -12,7 +12,7 @@ use crate::gpu::{DType, Gpu, Recorder};
 use crate::kernels::attention::{AttnDims, OutLayout, QkvLayout};
 use crate::kernels::attention_plan::{self, Backward, Forward};
 use crate::kernels::matmul::{
-    matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE, SPLIT_F16,
+    large_tiles, matmul_planned, Epilogue, MatmulDims, Plan, LARGE_COOP, LARGE_TILE, SPLIT_F16,
 };
 use crate::selftest::checks_random as random;
 use crate::train::config::TrainConfig;
@@ -103,7 +103,7 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
     }
     for (k, v) in &cache.plans {
         let matmul = MatmulDims::from_key_for(k).is_some() && Plan::parse(v).is_some();
-        let large = k == LARGE_TILE && V4Tile::ALL.iter().any(|t| t.name() == v);
+        let large = k == LARGE_TILE && large_tiles(v).is_some();
         let coop = k == LARGE_COOP && matches!(Plan::parse(v), Some(Plan::Coop | Plan::CoopWide));
         let split = k == SPLIT_F16 && matches!(v.as_str(), "coop" | "vec4");
         let calibrated_attention = attention_plan::calibrated_pass(k)
@@ -224,13 +224,14 @@ pub fn verify_cached(gpu: &Gpu) -> (usize, Vec<String>) {
                 .ok_or_else(|| format!("{key}: unreadable variant '{value}'"))
                 .and_then(|v| verify_attention(gpu, &pass, v, d.head_dim, t))
         } else if key == LARGE_TILE {
-            V4Tile::ALL
-                .into_iter()
-                .find(|t| t.name() == value)
-                .ok_or_else(|| format!("{key}: unreadable tile '{value}'"))
-                .and_then(|tile| {
+            // Every tile a product may take from the ranking.
+            large_tiles(value)
+                .ok_or_else(|| format!("{key}: unreadable tiles '{value}'"))
+                .and_then(|tiles| {
                     let d = MatmulDims::new(132, 136, 100);
-                    verify(gpu, Plan::Vec4 { tile, splits: 1 }, &d, DType::F32)
+                    tiles.into_iter().try_for_each(|tile| {
+                        verify(gpu, Plan::Vec4 { tile, splits: 1 }, &d, DType::F32)
+                    })
                 })
         } else if let Some((pass, t)) = attention_plan::calibrated_pass(key) {
             // A variant the device does not run here is never taken (see `check` above).

@@ -146,7 +146,12 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         .expect("timed");
     // Every tile passes its check here, so each was timed (one that failed would be left out).
     assert_eq!(times.len(), V4Tile::ALL.len(), "{times:?}");
-    assert_eq!(fresh.choice(LARGE_TILE), Some(tile.name().to_string()));
+    // Cached as a ranking that starts with the fastest tile and ends at the 64×64 one.
+    let cached = fresh.choice(LARGE_TILE).expect("cached");
+    assert_eq!(cached.split(',').next(), Some(tile.name()), "{cached}");
+    assert!(cached.ends_with(V4Tile::T64.name()), "{cached}");
+    let ranked = dinoscope::kernels::matmul::large_tiles(&cached).expect("readable");
+    assert_eq!(ranked.first().copied().unwrap_or(V4Tile::T64), tile);
     // The cooperative tile for large f16 products: timed where the device runs both tiles and
     // f16 products take them by default (the Mesa 26.1 root of `.ci/coop_root.sh`).
     let coop = dinoscope::tune::calibrate_coop(&fresh).expect("calibrate coop");

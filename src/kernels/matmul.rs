@@ -6,7 +6,9 @@
 use crate::gpu::{grid_1d, Access::*, DType, Kernel, Recorder, Tensor};
 
 mod plan;
-pub use plan::{MatmulDims, Plan, Tile, V4Tile, LARGE_COOP, LARGE_TILE, LARGE_TILES, SPLIT_F16};
+pub use plan::{
+    large_tiles, MatmulDims, Plan, Tile, V4Tile, LARGE_COOP, LARGE_TILE, LARGE_TILES, SPLIT_F16,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

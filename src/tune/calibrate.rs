@@ -6,7 +6,8 @@ use crate::gpu::{DType, Gpu};
 use crate::kernels::attention::AttnDims;
 use crate::kernels::attention_plan::{self, Backward, Forward};
 use crate::kernels::matmul::{
-    matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE, SPLIT_F16,
+    large_tiles, matmul_planned, Epilogue, MatmulDims, Plan, V4Tile, LARGE_COOP, LARGE_TILE,
+    SPLIT_F16,
 };
 use crate::selftest::checks_random as random;
 use std::path::PathBuf;
@@ -27,10 +28,9 @@ pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
     if !calibration_on(gpu) {
         return Ok(None);
     }
-    if let Some(t) = gpu.choice(LARGE_TILE) {
-        if let Some(tile) = V4Tile::ALL.into_iter().find(|x| x.name() == t) {
-            return Ok(Some((tile, Vec::new())));
-        }
+    if let Some(ranked) = gpu.choice(LARGE_TILE).and_then(|v| large_tiles(&v)) {
+        let best = ranked.first().copied().unwrap_or(V4Tile::T64);
+        return Ok(Some((best, Vec::new())));
     }
     let all: Vec<Plan> = V4Tile::ALL
         .into_iter()
@@ -55,12 +55,16 @@ pub fn calibrate(gpu: &Gpu) -> Result<Option<Calibrated>, String> {
             _ => None,
         })
         .collect();
-    let best = times
+    // Fastest first, down to the 64×64 tile: a product takes the first it has enough of.
+    let mut ranked = times.clone();
+    ranked.sort_by(|x, y| x.1.total_cmp(&y.1));
+    let best = ranked.first().map_or(V4Tile::T64, |(t, _)| *t);
+    let upto = ranked
         .iter()
-        .copied()
-        .min_by(|x, y| x.1.total_cmp(&y.1))
-        .map_or(V4Tile::T64, |(t, _)| t);
-    keep(gpu, LARGE_TILE, best.name());
+        .position(|(t, _)| *t == V4Tile::T64)
+        .map_or(ranked.len(), |i| i + 1);
+    let value: Vec<&str> = ranked[..upto].iter().map(|(t, _)| t.name()).collect();
+    keep(gpu, LARGE_TILE, &value.join(","));
     Ok(Some((best, times)))
 }
 
@@ -398,8 +402,10 @@ pub fn calibrate_first_run(gpu: &Gpu) -> Result<Vec<String>, String> {
     let mut lines = Vec::new();
     if let Some((tile, times)) = calibrate(gpu)? {
         if !times.is_empty() {
+            // The ranking too: a product with too few of the first takes the next.
+            let ranked = gpu.choice(LARGE_TILE).unwrap_or_default();
             lines.push(format!(
-                "large products take {} tiles ({times:?})",
+                "large products take {} tiles (ranked {ranked}; {times:?})",
                 tile.name()
             ));
         }

@@ -3,8 +3,25 @@
 
 use crate::gpu::DType;
 
-/// The tuning cache's key of the device's vec4 tile for large products (`tune::calibrate`).
+/// The tuning cache's key of the device's vec4 tiles for large products (`tune::calibrate`):
+/// the tiles its timing ranked, fastest first, down to the 64×64 one, comma-separated
+/// ([`large_tiles`]).
 pub const LARGE_TILE: &str = "matmul large tile";
+
+/// The tiles a [`LARGE_TILE`] value ranks ahead of the 64×64 tile, fastest first (a value of
+/// one name, as caches written before the ranking hold, ranks that tile alone); `None` for a
+/// value that names something else.
+pub fn large_tiles(value: &str) -> Option<Vec<V4Tile>> {
+    let mut ranked = Vec::new();
+    for name in value.split(',') {
+        let tile = V4Tile::ALL.into_iter().find(|t| t.name() == name.trim())?;
+        if tile == V4Tile::T64 {
+            break;
+        }
+        ranked.push(tile);
+    }
+    Some(ranked)
+}
 
 /// The tuning cache's key of the cooperative-matrix tile for large f16 products
 /// (`tune::calibrate_coop`: `coop` or `coop-wide`).
@@ -100,9 +117,10 @@ impl Plan {
     pub fn untuned(gpu: &crate::gpu::Gpu, d: &MatmulDims, dtype: DType) -> Plan {
         let large = gpu
             .choice(LARGE_TILE)
-            .and_then(|v| V4Tile::ALL.into_iter().find(|t| t.name() == v));
+            .and_then(|v| large_tiles(&v))
+            .unwrap_or_default();
         let plan = match Plan::for_device(d, gpu.cpu_driver()) {
-            Plan::Vec4 { .. } if !gpu.cpu_driver() => Plan::for_dims_with(d, large),
+            Plan::Vec4 { .. } if !gpu.cpu_driver() => Plan::for_dims_with(d, &large),
             p => p,
         };
         match gpu.coop_side() {
@@ -296,14 +314,16 @@ impl Plan {
     /// (BENCHMARKS.md), so 128×128 tiles are left to the tuner. `dinoscope tune` replaces these
     /// guesses with measurements.
     pub fn for_dims(d: &MatmulDims) -> Plan {
-        Plan::for_dims_with(d, None)
+        Plan::for_dims_with(d, &[])
     }
 
-    /// [`Plan::for_dims`], with the device's tile for large products (`large`: the fastest of
-    /// the vec4 tiles on one large product, `tune::calibrate`) taken whole, with no split,
-    /// where the product has at least [`LARGE_TILES`] of them.
-    pub fn for_dims_with(d: &MatmulDims, large: Option<V4Tile>) -> Plan {
-        if let Some(tile) = large.filter(|t| *t != V4Tile::T64 && d.vec4_ok()) {
+    /// [`Plan::for_dims`], with the device's tiles for large products (`large`: the vec4 tiles
+    /// that ran one large product faster than the 64×64 tile, fastest first, `tune::calibrate`):
+    /// the first of them the product has at least [`LARGE_TILES`] of, taken whole, with no
+    /// split. So where 128×128 tiles won, a product too narrow for 512 of them (ViT-S/14's fc2
+    /// and proj at batch 64: 387) can still take 128×64 ones (774), if those beat 64×64 too.
+    pub fn for_dims_with(d: &MatmulDims, large: &[V4Tile]) -> Plan {
+        for &tile in large.iter().filter(|t| **t != V4Tile::T64 && d.vec4_ok()) {
             let (tm, tn) = tile.shape();
             if d.m.div_ceil(tm) * d.n.div_ceil(tn) * d.batch >= LARGE_TILES {
                 return Plan::Vec4 { tile, splits: 1 };
@@ -615,29 +635,58 @@ mod tests {
         let big = MatmulDims::new(4096, 4096, 1024);
         let whole = |tile| Plan::Vec4 { tile, splits: 1 };
         assert_eq!(
-            Plan::for_dims_with(&big, Some(V4Tile::T128)),
+            Plan::for_dims_with(&big, &[V4Tile::T128]),
             whole(V4Tile::T128)
         );
         assert_eq!(
-            Plan::for_dims_with(&big, Some(V4Tile::T128x64)),
+            Plan::for_dims_with(&big, &[V4Tile::T128x64]),
             whole(V4Tile::T128x64)
         );
         // 16 × 16 tiles of 128: too few; and the 64 tile keeps the default's splits.
         for d in [MatmulDims::new(2048, 2048, 4096), big] {
-            for large in [Some(V4Tile::T64), None] {
+            for large in [&[V4Tile::T64][..], &[]] {
                 assert_eq!(Plan::for_dims_with(&d, large), Plan::for_dims(&d));
             }
         }
         assert_ne!(
-            Plan::for_dims_with(&MatmulDims::new(2048, 2048, 4096), Some(V4Tile::T128)),
+            Plan::for_dims_with(&MatmulDims::new(2048, 2048, 4096), &[V4Tile::T128]),
             whole(V4Tile::T128)
         );
         // Layouts the vec4 kernels cannot read stay on the general kernel.
         let odd = MatmulDims::new(4096, 4096, 1022);
         assert_eq!(
-            Plan::for_dims_with(&odd, Some(V4Tile::T128)),
+            Plan::for_dims_with(&odd, &[V4Tile::T128]),
             Plan::General(Tile::general())
         );
+        // ViT-S/14 at batch 64 (16,448 token rows), 128×128 ranked first and 128×64 second:
+        // fc1 takes the first (129 × 12 tiles), fc2 the second (129 × 3 of the first, too
+        // few; 129 × 6 of the second); ranked the other way, both take 128×64.
+        let (fc1, fc2) = (
+            MatmulDims::new(16448, 1536, 384),
+            MatmulDims::new(16448, 384, 1536),
+        );
+        let ranked = [V4Tile::T128, V4Tile::T128x64];
+        assert_eq!(Plan::for_dims_with(&fc1, &ranked), whole(V4Tile::T128));
+        assert_eq!(Plan::for_dims_with(&fc2, &ranked), whole(V4Tile::T128x64));
+        assert_eq!(
+            Plan::for_dims_with(&fc2, &ranked[..1]),
+            Plan::for_dims(&fc2)
+        );
+        let other_way = [V4Tile::T128x64, V4Tile::T128];
+        for d in [fc1, fc2] {
+            assert_eq!(Plan::for_dims_with(&d, &other_way), whole(V4Tile::T128x64));
+        }
+    }
+
+    #[test]
+    fn a_large_tile_value_ranks_the_tiles_ahead_of_the_64_tile() {
+        use V4Tile::*;
+        let value = [T128, T64, T128x64].map(V4Tile::name).join(",");
+        assert_eq!(large_tiles(&value), Some(vec![T128]));
+        assert_eq!(large_tiles(T128x64.name()), Some(vec![T128x64]));
+        assert_eq!(large_tiles(T64.name()), Some(vec![]));
+        assert_eq!(large_tiles("v4-96"), None);
+        assert_eq!(large_tiles(&format!("{},huge", T128.name())), None);
     }
 
     #[test]
