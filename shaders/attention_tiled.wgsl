@@ -297,3 +297,329 @@ fn store_row(b: u32, h: u32, bh: u32, i: u32, tx: u32, x: vec4<f32>, mi: f32, li
     if (c + 3u < HEAD_DIM) { res0[base + c + 3u] = O(x.w); }
     if (tx == 0u) { lse[bh * p.n_q + i] = mi + log(li); }
 }
+
+// ---- The backward, tiled the same way (`attention_backward_dq_tiled`,
+// `attention_backward_dkv_tiled`, the `tiled` backward) ----
+//
+// Same quantities as attention_backward_dq and _dkv in attention.wgsl, from the forward's lse
+// and D = rowsum(dO⊙O): P = exp(scale·q·k − lse), dS = P ⊙ (dO·v − D); dQ = scale·Σ_j dS·k,
+// dK = scale·Σ_i dS·q, dV = Σ_i P·dO. A workgroup of 64 invocations (tx = lid % 8,
+// ty = lid / 8) owns BB = 32 tokens of one head (queries for dQ, keys for dK and dV) and
+// takes the other side's tokens BB at a time (a block). Invocation (tx, ty) computes the
+// block's scores and dO·v for 4 × 4 token pairs (own tokens 4ty … 4ty+3 by block tokens
+// 4tx … 4tx+3), each pair of vec4 reads feeding 16 multiply-adds, and accumulates its own
+// tokens' gradients at head columns 4tx … 4tx+3 and 32+4tx … 32+4tx+3 (8 vec4 per
+// gradient), three vec4 reads feeding 32 multiply-adds. Workgroup memory: the own tokens'
+// two head tiles transposed (ota, otb: 8 KiB each), the block's tile (blk, 8 KiB: transposed
+// for the scores, as rows for the gradients) and P and dS (pds, 8 KiB), 32 KiB in all.
+// Tokens past the sequence read zeros, weigh 0 and are not stored. Dispatch:
+// grid_1d(ceil(n_own / BB) · B · H).
+
+@group(0) @binding(5) var<storage, read> dout: array<S>;
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(9) var<storage, read_write> res1: array<O>;
+
+const BB: u32 = 32u;
+
+var<workgroup> ota: array<vec4<f32>, 512>;
+var<workgroup> otb: array<vec4<f32>, 512>;
+var<workgroup> blk: array<vec4<f32>, 512>;
+var<workgroup> pds: array<vec4<f32>, 512>;
+
+// Head columns c … c+3 of token t of Q (0), K (1), V (2) or dO (3); zero past the sequence
+// (queries: n_q, keys: n_k) and past the head.
+fn rd4(which: u32, b: u32, h: u32, t: u32, c: u32) -> vec4<f32> {
+    if (which == 0u) { return q4(b, h, t, c); }
+    if (which == 1u) { return k4(b, h, t, c); }
+    if (which == 2u) { return v4(b, h, t, c); }
+    var r = vec4<f32>(0.0);
+    if (t < p.n_q) {
+        let base = b * p.o_batch + h * p.o_head + t * p.o_tok;
+        if (c < HEAD_DIM) { r.x = f32(dout[base + c]); }
+        if (c + 1u < HEAD_DIM) { r.y = f32(dout[base + c + 1u]); }
+        if (c + 2u < HEAD_DIM) { r.z = f32(dout[base + c + 2u]); }
+        if (c + 3u < HEAD_DIM) { r.w = f32(dout[base + c + 3u]); }
+    }
+    return r;
+}
+
+// Element i of ota (dst 0), otb (1) or blk (2): workgroup pointers cannot be passed to functions.
+fn put_t(dst: u32, i: u32, x: vec4<f32>) {
+    if (dst == 0u) {
+        ota[i] = x;
+    } else if (dst == 1u) {
+        otb[i] = x;
+    } else {
+        blk[i] = x;
+    }
+}
+
+// BB tokens from t0, times `mul`, transposed into `dst` (put_t): element c·8 + a holds tokens
+// 4a … 4a+3 at column c. Invocation lid moves the 4 × 4 blocks of token quad (lid + 64e) % 8,
+// column quad (lid + 64e) / 8, for e = 0, 1.
+fn load_t(dst: u32, which: u32, lid: u32, b: u32, h: u32, t0: u32, mul: f32) {
+    for (var e = 0u; e < 2u; e++) {
+        let a = (lid + 64u * e) % 8u;
+        let g = (lid + 64u * e) / 8u;
+        let t = t0 + 4u * a;
+        let r0 = rd4(which, b, h, t, 4u * g) * mul;
+        let r1 = rd4(which, b, h, t + 1u, 4u * g) * mul;
+        let r2 = rd4(which, b, h, t + 2u, 4u * g) * mul;
+        let r3 = rd4(which, b, h, t + 3u, 4u * g) * mul;
+        put_t(dst, (4u * g) * 8u + a, vec4<f32>(r0.x, r1.x, r2.x, r3.x));
+        put_t(dst, (4u * g + 1u) * 8u + a, vec4<f32>(r0.y, r1.y, r2.y, r3.y));
+        put_t(dst, (4u * g + 2u) * 8u + a, vec4<f32>(r0.z, r1.z, r2.z, r3.z));
+        put_t(dst, (4u * g + 3u) * 8u + a, vec4<f32>(r0.w, r1.w, r2.w, r3.w));
+    }
+}
+
+// BB tokens from t0 as rows: blk[i·16 + g] holds columns 4g … 4g+3 of token t0 + i.
+fn load_rows(which: u32, lid: u32, b: u32, h: u32, t0: u32) {
+    for (var e = 0u; e < 8u; e++) {
+        let f = lid + 64u * e;
+        blk[f] = rd4(which, b, h, t0 + f / 16u, 4u * (f % 16u));
+    }
+}
+
+// Where P (half 0) or dS (half 1) of block token i and own token quad `quad` is kept: the
+// column swizzled by the block token's quad, so a store phase (tx = 0 … 7, i = 4tx + r) hits
+// eight banks.
+fn pds_at(half: u32, i: u32, quad: u32) -> u32 {
+    return half * 256u + i * 8u + (quad ^ ((i / 4u) % 8u));
+}
+
+// The lse and D of query t (zeros past the sequence).
+fn lse_at(bh: u32, t: u32) -> f32 {
+    if (t < p.n_q) { return lse[bh * p.n_q + t]; }
+    return 0.0;
+}
+
+fn delta_at(bh: u32, t: u32) -> f32 {
+    if (t < p.n_q) { return delta[bh * p.n_q + t]; }
+    return 0.0;
+}
+
+// Query t's lse and D, or weight 0 (lse = +max) past the sequence.
+fn weight_lse(bh: u32, t: u32) -> f32 {
+    return select(3.4e38, lse_at(bh, t), t < p.n_q);
+}
+
+// An own-token gradient: rows r = 0 … 3 (tokens 4ty + r), columns 4tx … +3 (lo) and
+// 32+4tx … +3 (hi).
+struct Grad {
+    l0: vec4<f32>,
+    h0: vec4<f32>,
+    l1: vec4<f32>,
+    h1: vec4<f32>,
+    l2: vec4<f32>,
+    h2: vec4<f32>,
+    l3: vec4<f32>,
+    h3: vec4<f32>,
+}
+
+// g += Σ_i w_i ⊗ blk row i over the block's BB tokens in order, w_i = pds[pds_at(half, i, ty)]
+// (one weight per own token).
+fn grad_step(g: ptr<function, Grad>, half: u32, tx: u32, ty: u32) {
+    var x = *g;
+    // Written out by the registry (FILE_LOOPS).
+    for (var ib = 0u; ib < BB; ib++) {
+        let w = pds[pds_at(half, ib, ty)];
+        let lo = blk[ib * 16u + tx];
+        let hi = blk[ib * 16u + 8u + tx];
+        x.l0 = fma(vec4<f32>(w.x), lo, x.l0);
+        x.h0 = fma(vec4<f32>(w.x), hi, x.h0);
+        x.l1 = fma(vec4<f32>(w.y), lo, x.l1);
+        x.h1 = fma(vec4<f32>(w.y), hi, x.h1);
+        x.l2 = fma(vec4<f32>(w.z), lo, x.l2);
+        x.h2 = fma(vec4<f32>(w.z), hi, x.h2);
+        x.l3 = fma(vec4<f32>(w.w), lo, x.l3);
+        x.h3 = fma(vec4<f32>(w.w), hi, x.h3);
+    }
+    *g = x;
+}
+
+// The 4 × 4 products Σ_c own[c][ty] ⊗ blk[c][tx]: result r (block token 4tx + r) is a vec4
+// over the own tokens 4ty … 4ty+3, summed over c in order.
+struct Quad {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+}
+
+fn scores_a(tx: u32, ty: u32) -> Quad {
+    var s = Quad(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var c = 0u; c < HEAD_DIM; c++) {
+        let o = ota[c * 8u + ty];
+        let x = blk[c * 8u + tx];
+        s.r0 = fma(o, vec4<f32>(x.x), s.r0);
+        s.r1 = fma(o, vec4<f32>(x.y), s.r1);
+        s.r2 = fma(o, vec4<f32>(x.z), s.r2);
+        s.r3 = fma(o, vec4<f32>(x.w), s.r3);
+    }
+    return s;
+}
+
+fn scores_b(tx: u32, ty: u32) -> Quad {
+    var s = Quad(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var c = 0u; c < HEAD_DIM; c++) {
+        let o = otb[c * 8u + ty];
+        let x = blk[c * 8u + tx];
+        s.r0 = fma(o, vec4<f32>(x.x), s.r0);
+        s.r1 = fma(o, vec4<f32>(x.y), s.r1);
+        s.r2 = fma(o, vec4<f32>(x.z), s.r2);
+        s.r3 = fma(o, vec4<f32>(x.w), s.r3);
+    }
+    return s;
+}
+
+// Stores an own-token gradient times `mul` at columns < HEAD_DIM of tokens < n, at the layout
+// of offset `off` (Q, K or V): through res0, or through res1 with `to` = 1 (dV in its own
+// buffer). dQ's kernel binds no res1, so it stores through `store_row0` alone.
+fn store_grad(g: Grad, to: u32, off: u32, b: u32, h: u32, t0: u32, n: u32, tx: u32, mul: f32) {
+    if (to == 0u) {
+        store_row0(g.l0 * mul, g.h0 * mul, off, b, h, t0, n, tx);
+        store_row0(g.l1 * mul, g.h1 * mul, off, b, h, t0 + 1u, n, tx);
+        store_row0(g.l2 * mul, g.h2 * mul, off, b, h, t0 + 2u, n, tx);
+        store_row0(g.l3 * mul, g.h3 * mul, off, b, h, t0 + 3u, n, tx);
+    } else {
+        store_row1(g.l0 * mul, g.h0 * mul, off, b, h, t0, n, tx);
+        store_row1(g.l1 * mul, g.h1 * mul, off, b, h, t0 + 1u, n, tx);
+        store_row1(g.l2 * mul, g.h2 * mul, off, b, h, t0 + 2u, n, tx);
+        store_row1(g.l3 * mul, g.h3 * mul, off, b, h, t0 + 3u, n, tx);
+    }
+}
+
+fn store_q(g: Grad, b: u32, h: u32, t0: u32, tx: u32) {
+    let off = p.q_off;
+    store_row0(g.l0 * p.scale, g.h0 * p.scale, off, b, h, t0, p.n_q, tx);
+    store_row0(g.l1 * p.scale, g.h1 * p.scale, off, b, h, t0 + 1u, p.n_q, tx);
+    store_row0(g.l2 * p.scale, g.h2 * p.scale, off, b, h, t0 + 2u, p.n_q, tx);
+    store_row0(g.l3 * p.scale, g.h3 * p.scale, off, b, h, t0 + 3u, p.n_q, tx);
+}
+
+// Columns 4tx … +3 (lo) and 32+4tx … +3 (hi) of token t, below HEAD_DIM, if t < n.
+fn store_row0(lo: vec4<f32>, hi: vec4<f32>, off: u32, b: u32, h: u32, t: u32, n: u32, tx: u32) {
+    if (t >= n) { return; }
+    let base = tok_base(off, b, h, t);
+    for (var u = 0u; u < 4u; u++) {
+        let c = 4u * tx + u;
+        if (c < HEAD_DIM) { res0[base + c] = O(lo[u]); }
+        if (c + 32u < HEAD_DIM) { res0[base + c + 32u] = O(hi[u]); }
+    }
+}
+
+fn store_row1(lo: vec4<f32>, hi: vec4<f32>, off: u32, b: u32, h: u32, t: u32, n: u32, tx: u32) {
+    if (t >= n) { return; }
+    let base = tok_base(off, b, h, t);
+    for (var u = 0u; u < 4u; u++) {
+        let c = 4u * tx + u;
+        if (c < HEAD_DIM) { res1[base + c] = O(lo[u]); }
+        if (c + 32u < HEAD_DIM) { res1[base + c + 32u] = O(hi[u]); }
+    }
+}
+
+fn zero_grad() -> Grad {
+    let z = vec4<f32>(0.0);
+    return Grad(z, z, z, z, z, z, z, z);
+}
+
+// dQ: own queries, blocks of keys.
+@compute @workgroup_size(64)
+fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+                               @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let blocks = (p.n_q + BB - 1u) / BB;
+    let gi = group_index(wid, nwg);
+    let bh = gi / blocks;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let i0 = (gi % blocks) * BB;
+    let tx = lid % 8u;
+    let ty = lid / 8u;
+    // The own queries, scaled, and their dO; their lse and D.
+    load_t(0u, 0u, lid, b, h, i0, p.scale);
+    load_t(1u, 3u, lid, b, h, i0, 1.0);
+    let qi = i0 + 4u * ty;
+    let l4 = vec4<f32>(lse_at(bh, qi), lse_at(bh, qi + 1u), lse_at(bh, qi + 2u), lse_at(bh, qi + 3u));
+    let d4 = vec4<f32>(delta_at(bh, qi), delta_at(bh, qi + 1u), delta_at(bh, qi + 2u), delta_at(bh, qi + 3u));
+    var g = zero_grad();
+    for (var j0 = 0u; j0 < p.n_k; j0 += BB) {
+        load_t(2u, 1u, lid, b, h, j0, 1.0);
+        workgroupBarrier();
+        let s = scores_a(tx, ty);
+        workgroupBarrier();
+        load_t(2u, 2u, lid, b, h, j0, 1.0);
+        workgroupBarrier();
+        let dp = scores_b(tx, ty);
+        // dS of keys 4tx + r (zero past the sequence) for the four own queries.
+        let j = j0 + 4u * tx;
+        pds[pds_at(0u, 4u * tx, ty)] = select(vec4<f32>(0.0), exp(s.r0 - l4) * (dp.r0 - d4), j < p.n_k);
+        pds[pds_at(0u, 4u * tx + 1u, ty)] = select(vec4<f32>(0.0), exp(s.r1 - l4) * (dp.r1 - d4), j + 1u < p.n_k);
+        pds[pds_at(0u, 4u * tx + 2u, ty)] = select(vec4<f32>(0.0), exp(s.r2 - l4) * (dp.r2 - d4), j + 2u < p.n_k);
+        pds[pds_at(0u, 4u * tx + 3u, ty)] = select(vec4<f32>(0.0), exp(s.r3 - l4) * (dp.r3 - d4), j + 3u < p.n_k);
+        workgroupBarrier();
+        load_rows(1u, lid, b, h, j0);
+        workgroupBarrier();
+        grad_step(&g, 0u, tx, ty);
+        workgroupBarrier();
+    }
+    store_q(g, b, h, i0 + 4u * ty, tx);
+}
+
+// dK and dV: own keys, blocks of queries.
+@compute @workgroup_size(64)
+fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+                                @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let blocks = (p.n_k + BB - 1u) / BB;
+    let gi = group_index(wid, nwg);
+    let bh = gi / blocks;
+    if (bh >= p.batch * p.heads) { return; }
+    let b = bh / p.heads;
+    let h = bh % p.heads;
+    let j0 = (gi % blocks) * BB;
+    let tx = lid % 8u;
+    let ty = lid / 8u;
+    load_t(0u, 1u, lid, b, h, j0, 1.0);
+    load_t(1u, 2u, lid, b, h, j0, 1.0);
+    var dk = zero_grad();
+    var dv = zero_grad();
+    for (var i0 = 0u; i0 < p.n_q; i0 += BB) {
+        // Scores of the own keys with the block's queries (scaled), then dO·v.
+        load_t(2u, 0u, lid, b, h, i0, p.scale);
+        workgroupBarrier();
+        let s = scores_a(tx, ty);
+        workgroupBarrier();
+        load_t(2u, 3u, lid, b, h, i0, 1.0);
+        workgroupBarrier();
+        let dp = scores_b(tx, ty);
+        // P and dS of queries 4tx + r (weight 0 past the sequence) for the four own keys.
+        let i = i0 + 4u * tx;
+        let p0 = exp(s.r0 - weight_lse(bh, i));
+        let p1 = exp(s.r1 - weight_lse(bh, i + 1u));
+        let p2 = exp(s.r2 - weight_lse(bh, i + 2u));
+        let p3 = exp(s.r3 - weight_lse(bh, i + 3u));
+        pds[pds_at(0u, 4u * tx, ty)] = p0;
+        pds[pds_at(0u, 4u * tx + 1u, ty)] = p1;
+        pds[pds_at(0u, 4u * tx + 2u, ty)] = p2;
+        pds[pds_at(0u, 4u * tx + 3u, ty)] = p3;
+        pds[pds_at(1u, 4u * tx, ty)] = p0 * (dp.r0 - delta_at(bh, i));
+        pds[pds_at(1u, 4u * tx + 1u, ty)] = p1 * (dp.r1 - delta_at(bh, i + 1u));
+        pds[pds_at(1u, 4u * tx + 2u, ty)] = p2 * (dp.r2 - delta_at(bh, i + 2u));
+        pds[pds_at(1u, 4u * tx + 3u, ty)] = p3 * (dp.r3 - delta_at(bh, i + 3u));
+        workgroupBarrier();
+        // dV += Pᵀ·dO, then dK += dSᵀ·Q.
+        load_rows(3u, lid, b, h, i0);
+        workgroupBarrier();
+        grad_step(&dv, 0u, tx, ty);
+        workgroupBarrier();
+        load_rows(0u, lid, b, h, i0);
+        workgroupBarrier();
+        grad_step(&dk, 1u, tx, ty);
+        workgroupBarrier();
+    }
+    store_grad(dk, 0u, p.k_off, b, h, j0 + 4u * ty, p.n_k, tx, p.scale);
+    store_grad(dv, select(1u, 0u, p.dv_in_res0 != 0u), p.v_off, b, h, j0 + 4u * ty, p.n_k, tx, 1.0);
+}

@@ -381,7 +381,7 @@ const FILE_LOOPS: &[(&str, &[Loop])] = &[
     ("matmul_v4", &[("ks", "BK", 16)]),
     (
         "attention_tiled",
-        &[("c", "HEAD_DIM", 64), ("jj", "BK", 64)],
+        &[("c", "HEAD_DIM", 64), ("jj", "BK", 64), ("ib", "BB", 32)],
     ),
 ];
 

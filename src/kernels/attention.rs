@@ -159,10 +159,26 @@ pub static ATTENTION_FORWARD_TILED: Kernel = Kernel::new::<Params>(
     "attention_forward_tiled",
     FORWARD_BINDINGS,
 );
+/// dQ tiled as [`ATTENTION_FORWARD_TILED`] (`attention_tiled`): 32 queries a workgroup of 64,
+/// keys 32 at a time, 4 × 4 register blocks of scores and 4 × 8 of dQ.
+pub static ATTENTION_BACKWARD_DQ_TILED: Kernel = Kernel::new::<Params>(
+    "attention_tiled",
+    "attention_backward_dq_tiled",
+    DQ_BINDINGS,
+);
+/// dK and dV tiled the same way: 32 keys a workgroup, queries 32 at a time.
+pub static ATTENTION_BACKWARD_DKV_TILED: Kernel = Kernel::new::<Params>(
+    "attention_tiled",
+    "attention_backward_dkv_tiled",
+    DKV_BINDINGS,
+);
+/// Tokens a workgroup of the tiled backward kernels owns.
+const TILED_BACKWARD_TOKENS: usize = 32;
+
 /// Queries a workgroup of [`ATTENTION_FORWARD_TILED`] owns.
 const TILED_QUERIES: usize = 32;
-/// Workgroup memory [`ATTENTION_FORWARD_TILED`] takes: Q (32 × 64), a block's K or V (64 × 64)
-/// and its probabilities (64 × 32), f32.
+/// Workgroup memory the tiled kernels take: the forward's Q (32 × 64), a block's K or V
+/// (64 × 64) and its probabilities (64 × 32); the backward's four 32 × 64 tiles; f32.
 pub const TILED_WORKGROUP_BYTES: usize = 4 * (32 * 64 + 64 * 64 + 64 * 32);
 
 /// [`ATTENTION_FORWARD`] with the tile reads broadcast from lane 0 (CPU drivers with subgroups).
@@ -418,23 +434,7 @@ pub fn attention_forward(
     if variant == super::attention_plan::Forward::Coop {
         forward_coop(rec, &p, &d, [q, k, v, q, &lse, out]);
     } else if variant == super::attention_plan::Forward::Tiled {
-        // Compiled without index clamps: every access must lie in its buffer.
-        let (l, o) = (&layout, &o_layout);
-        assert!(d.head_dim <= MAX_HEAD_DIM, "attention_forward: head");
-        for (t, off, n) in [
-            (q, l.q_off, d.n_q),
-            (k, l.k_off, d.n_k),
-            (v, l.v_off, d.n_k),
-        ] {
-            assert!(
-                span(&d, off, [l.batch, l.head, l.tok], n) <= t.numel(),
-                "attention_forward: layout"
-            );
-        }
-        assert!(
-            span(&d, 0, [o.batch, o.head, o.tok], d.n_q) <= out.numel(),
-            "attention_forward: out layout"
-        );
+        tiled_fits(&d, &layout, &o_layout, [q, k, v], out);
         let groups = d.n_q.div_ceil(TILED_QUERIES) * d.batch * d.heads;
         rec.dispatch_with(
             &ATTENTION_FORWARD_TILED,
@@ -455,6 +455,28 @@ pub fn attention_forward(
     }
     rec.end_work();
     lse
+}
+
+/// Panics unless every element the tiled kernels may address lies in its buffer (they are
+/// compiled without index clamps): Q, K and V (or their gradients) in `qkv`'s layout, O (or dO)
+/// in `o`'s.
+fn tiled_fits(d: &AttnDims, l: &QkvLayout, o: &OutLayout, qkv: [&Tensor; 3], out: &Tensor) {
+    assert!(d.head_dim <= MAX_HEAD_DIM, "attention (tiled): head");
+    let strides = [l.batch, l.head, l.tok];
+    for (t, off, n) in [
+        (qkv[0], l.q_off, d.n_q),
+        (qkv[1], l.k_off, d.n_k),
+        (qkv[2], l.v_off, d.n_k),
+    ] {
+        assert!(
+            span(d, off, strides, n) <= t.numel(),
+            "attention (tiled): layout"
+        );
+    }
+    assert!(
+        span(d, 0, [o.batch, o.head, o.tok], d.n_q) <= out.numel(),
+        "attention (tiled): out layout"
+    );
 }
 
 /// One past the last element a layout of offset `off` and (batch, head, token) strides
@@ -600,6 +622,28 @@ pub fn attention_backward(
         let dq_bound = [q, k, v, dout, lse, &delta, dq];
         let dkv_bound = [q, k, v, dout, lse, &delta, dk, dv_bound];
         backward_coop(rec, &p, &d, &dq_bound, &dkv_bound);
+        rec.end_work();
+        return;
+    }
+    if variant == super::attention_plan::Backward::Tiled {
+        tiled_fits(&d, &layout, &o_layout, [q, k, v], dout);
+        tiled_fits(&d, &layout, &o_layout, [dq, dk, dv], dout);
+        let heads = d.batch * d.heads;
+        let own = TILED_BACKWARD_TOKENS;
+        rec.dispatch_with(
+            &ATTENTION_BACKWARD_DQ_TILED,
+            &ov,
+            &p,
+            &[q, k, v, dout, lse, &delta, dq],
+            grid_1d(d.n_q.div_ceil(own) * heads),
+        );
+        rec.dispatch_with(
+            &ATTENTION_BACKWARD_DKV_TILED,
+            &ov,
+            &p,
+            &[q, k, v, dout, lse, &delta, dk, dv_bound],
+            grid_1d(d.n_k.div_ceil(own) * heads),
+        );
         rec.end_work();
         return;
     }

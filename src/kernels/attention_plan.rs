@@ -15,12 +15,13 @@
 
 use super::attention::{
     AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DKV2_U,
-    ATTENTION_BACKWARD_DKV2_WG_U, ATTENTION_BACKWARD_DKV_COOP16, ATTENTION_BACKWARD_DKV_U,
-    ATTENTION_BACKWARD_DQ, ATTENTION_BACKWARD_DQ2, ATTENTION_BACKWARD_DQ2_U,
-    ATTENTION_BACKWARD_DQ2_WG_U, ATTENTION_BACKWARD_DQ_COOP16, ATTENTION_BACKWARD_DQ_U,
-    ATTENTION_FORWARD, ATTENTION_FORWARD2, ATTENTION_FORWARD2_U, ATTENTION_FORWARD4,
-    ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16, ATTENTION_FORWARD_CROSSED_U,
-    ATTENTION_FORWARD_CROSSED_WG_U, ATTENTION_FORWARD_SG, ATTENTION_FORWARD_TILED,
+    ATTENTION_BACKWARD_DKV2_WG_U, ATTENTION_BACKWARD_DKV_COOP16, ATTENTION_BACKWARD_DKV_TILED,
+    ATTENTION_BACKWARD_DKV_U, ATTENTION_BACKWARD_DQ, ATTENTION_BACKWARD_DQ2,
+    ATTENTION_BACKWARD_DQ2_U, ATTENTION_BACKWARD_DQ2_WG_U, ATTENTION_BACKWARD_DQ_COOP16,
+    ATTENTION_BACKWARD_DQ_TILED, ATTENTION_BACKWARD_DQ_U, ATTENTION_FORWARD, ATTENTION_FORWARD2,
+    ATTENTION_FORWARD2_U, ATTENTION_FORWARD4, ATTENTION_FORWARD4_U, ATTENTION_FORWARD_COOP16,
+    ATTENTION_FORWARD_CROSSED_U, ATTENTION_FORWARD_CROSSED_WG_U, ATTENTION_FORWARD_SG,
+    ATTENTION_FORWARD_TILED,
 };
 use crate::gpu::{DType, Kernel, Recorder};
 
@@ -99,6 +100,14 @@ fn coop_runs(rec: &Recorder, d: &AttnDims, dtype: DType) -> bool {
         && d.head_dim <= 8 * side
         && super::attention::coop_workgroup_bytes(side)
             <= gpu.limits.max_compute_workgroup_storage_size as usize
+}
+
+/// Whether the tiled kernels run a call: a head of at most 64, and workgroup memory that holds
+/// their 32 KiB.
+fn tiled_runs(rec: &Recorder, d: &AttnDims) -> bool {
+    d.head_dim <= super::attention::MAX_HEAD_DIM
+        && super::attention::TILED_WORKGROUP_BYTES
+            <= rec.gpu().limits.max_compute_workgroup_storage_size as usize
 }
 
 /// The forward kernels.
@@ -181,11 +190,7 @@ impl Forward {
                 rec.subgroups()
             }
             Forward::Coop => coop_runs(rec, d, dtype),
-            Forward::Tiled => {
-                d.head_dim <= super::attention::MAX_HEAD_DIM
-                    && super::attention::TILED_WORKGROUP_BYTES
-                        <= rec.gpu().limits.max_compute_workgroup_storage_size as usize
-            }
+            Forward::Tiled => tiled_runs(rec, d),
         }
     }
 
@@ -271,11 +276,14 @@ pub enum Backward {
     /// Cooperative matrices (tensor cores), for f16 operands where the adapter has them and the
     /// head is a multiple of their side (`attention_coop`).
     Coop,
+    /// Scores and gradients in register blocks, 32 tokens a workgroup and the other side's 32
+    /// at a time, as [`Forward::Tiled`] (`attention_tiled`; where workgroup memory holds 32 KiB).
+    Tiled,
 }
 
 impl Backward {
     /// Every variant.
-    pub const ALL: [Backward; 7] = [
+    pub const ALL: [Backward; 8] = [
         Backward::Single,
         Backward::Pairs,
         Backward::SingleUnrolled,
@@ -283,6 +291,7 @@ impl Backward {
         Backward::Quads,
         Backward::PairsShared,
         Backward::Coop,
+        Backward::Tiled,
     ];
 
     /// Its name in the tuning cache and in `tune`'s report.
@@ -295,6 +304,7 @@ impl Backward {
             Backward::Quads => "quads",
             Backward::PairsShared => "pairs-shared",
             Backward::Coop => "coop",
+            Backward::Tiled => "tiled",
         }
     }
 
@@ -309,6 +319,7 @@ impl Backward {
             Backward::Single | Backward::SingleUnrolled | Backward::PairsShared => true,
             Backward::Pairs | Backward::PairsUnrolled | Backward::Quads => rec.subgroups(),
             Backward::Coop => coop_runs(rec, d, dtype),
+            Backward::Tiled => tiled_runs(rec, d),
         }
     }
 
@@ -329,13 +340,15 @@ impl Backward {
     pub fn calibration_candidates(rec: &Recorder, d: &AttnDims, dtype: DType) -> Vec<Backward> {
         let default = Backward::default_for(rec);
         let others: &[Backward] = match (dtype, rec.cpu_layouts()) {
-            (DType::F16, _) => &[Backward::Coop],
+            (DType::F16, true) => &[Backward::Coop],
+            (DType::F16, false) => &[Backward::Coop, Backward::Tiled],
             (DType::F32, true) => &[],
             (DType::F32, false) => &[
                 Backward::PairsUnrolled,
                 Backward::PairsShared,
                 Backward::Quads,
                 Backward::SingleUnrolled,
+                Backward::Tiled,
             ],
         };
         default_then(default, others, |b| b.runs(rec, d, dtype))
@@ -353,6 +366,12 @@ impl Backward {
                 &ATTENTION_BACKWARD_DQ2_WG_U,
                 &ATTENTION_BACKWARD_DKV2_WG_U,
                 2,
+            ),
+            // Dispatched apart (`attention::attention_backward`).
+            Backward::Tiled => (
+                &ATTENTION_BACKWARD_DQ_TILED,
+                &ATTENTION_BACKWARD_DKV_TILED,
+                1,
             ),
             // Dispatched apart (`attention::backward_coop`); the kernels of 16×16 matrices.
             Backward::Coop => (

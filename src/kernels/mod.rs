@@ -59,6 +59,8 @@ pub fn all_kernels() -> Vec<&'static Kernel> {
         &attention::ATTENTION_FORWARD_CROSSED_U,
         &attention::ATTENTION_FORWARD_CROSSED_WG_U,
         &attention::ATTENTION_FORWARD_TILED,
+        &attention::ATTENTION_BACKWARD_DQ_TILED,
+        &attention::ATTENTION_BACKWARD_DKV_TILED,
         &cast::CAST_TO_S,
         &cast::CAST_TO_F32,
         &cast::CAST_TO_S_CHECKED,

@@ -639,7 +639,7 @@ fn attention_variants(gpu: &Gpu) -> Vec<AttnVariant> {
     // Where workgroup memory holds its tiles (`runs`; elsewhere the default would run again).
     let rec = Recorder::new(gpu);
     if Forward::Tiled.runs(&rec, &AttnDims::new(1, 1, 1, 64), crate::gpu::DType::F32) {
-        forced.push((Forward::Tiled, Backward::default_for(&rec)));
+        forced.push((Forward::Tiled, Backward::Tiled));
     }
     drop(rec);
     for (f, b) in forced {
@@ -762,24 +762,21 @@ fn attention_fused(gpu: &Gpu) -> CaseResult {
         y
     };
     let (want_o, dout_bnhd) = (to_bnhd(&o), to_bnhd(&dout));
-    // Each layout's defaults, and the tiled forward (the model's layout is this one) where
-    // it runs.
+    // Each layout's defaults, and the tiled kernels (the model's layout is this one) where
+    // they run.
     let mut runs: Vec<(bool, Option<&'static str>, String)> = LAYOUTS
         .iter()
         .map(|&(cpu, kind)| (cpu, None, kind.to_string()))
         .collect();
     let tiled = attention_plan::Forward::Tiled;
     if tiled.runs(&Recorder::new(gpu), &dims, crate::gpu::DType::F32) {
-        runs.push((
-            false,
-            Some(tiled.name()),
-            format!("forward {}", tiled.name()),
-        ));
+        runs.push((false, Some(tiled.name()), tiled.name().to_string()));
     }
-    for (cpu, forward, kind) in runs {
+    for (cpu, forced, kind) in runs {
         if let Some(out) = run(gpu, &mut j, |rec| {
             rec.set_cpu_layouts(cpu);
-            rec.force(attention_plan::FORWARD, forward);
+            rec.force(attention_plan::FORWARD, forced);
+            rec.force(attention_plan::BACKWARD, forced);
             let tqkv = gpu.upload(&qkv, &[b, n, 3 * h * d]);
             let tdo = gpu.upload(&dout_bnhd, &[b, n, h * d]);
             let layout = QkvLayout::fused(h, n, d);
