@@ -375,6 +375,10 @@ fn attention_variants(gpu: &Gpu) -> (Variants, Variants) {
             Some("tiled"),
             " (4×4 register blocks, 32 queries a workgroup)",
         ));
+        backwards.push((
+            Some("tiled"),
+            " (4×4 register blocks, 32 tokens a workgroup)",
+        ));
     }
     (forwards, backwards)
 }
@@ -487,7 +491,7 @@ fn attention_f16(gpu: &Gpu, reps: usize, dims: AttnDims, figures: &mut Vec<Row>)
         );
     }
     if let Some(lse16) = lse16 {
-        for (forced, label) in [(plain_bwd, "plain"), ("coop", "coop")] {
+        for (forced, label) in [(plain_bwd, "plain"), ("tiled", "tiled"), ("coop", "coop")] {
             let (t, ts) = time(gpu, reps, |rec| {
                 rec.force(BACKWARD, Some(forced));
                 kernels::attention::attention_backward(
