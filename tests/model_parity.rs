@@ -84,6 +84,54 @@ fn hub_named_weights_give_the_same_outputs() {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// A model that owns its weights resizes its position table once per grid and keeps it only
+/// once that resize was submitted: a forward recorded and dropped unsubmitted leaves nothing
+/// half-made behind, and every later forward gives a fresh model's tokens, bit for bit.
+#[test]
+fn resized_position_tables_are_kept_once_computed() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::gpu::Recorder;
+    use dinoscope::model::vit::{ForwardOptions, Vit};
+    use dinoscope::model::weights::load_backbone;
+    let dir = common::fixtures_dir().join("tiny_dinov2");
+    let cfg = dinoscope::model::config::VitConfig::load(&dir.join("config.json")).expect("config");
+    let w = load_backbone(&dir.join("model.safetensors"), &cfg).expect("weights");
+    // A grid the stored table does not have: one patch taller and one narrower.
+    let (h, wd) = (
+        cfg.patch * (cfg.pos_grid + 1),
+        cfg.patch * (cfg.pos_grid - 1).max(1),
+    );
+    let px: Vec<f32> = (0..3 * h * wd)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
+    let forward = |vit: &Vit, submit: bool| {
+        let mut rec = Recorder::new(gpu);
+        let pixels = gpu.upload(&px, &[1, 3, h, wd]);
+        let out = vit
+            .forward(
+                &mut rec,
+                &pixels,
+                1,
+                h,
+                wd,
+                None,
+                &ForwardOptions::default(),
+            )
+            .expect("forward");
+        if !submit {
+            return None;
+        }
+        rec.finish().expect("submit");
+        Some(gpu.read(&out.tokens).expect("read"))
+    };
+    let fresh = Vit::new(gpu, cfg.clone(), &w).expect("model");
+    let want = forward(&fresh, true).expect("tokens");
+    let vit = Vit::new(gpu, cfg.clone(), &w).expect("model");
+    assert!(forward(&vit, false).is_none());
+    assert_eq!(forward(&vit, true).expect("tokens"), want);
+    assert_eq!(forward(&vit, true).expect("tokens"), want);
+}
+
 type Values = std::collections::BTreeMap<String, Vec<f32>>;
 
 /// The final tokens of the model `cfg` with parameters `vals` on pixels `px` of shape

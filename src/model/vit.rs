@@ -166,6 +166,10 @@ pub struct Vit {
     /// Parameters (torch-hub names) in one flat buffer.
     pub params: ParamStore,
     interp_cache: Mutex<HashMap<(usize, usize), Arc<InterpWeights>>>,
+    /// Resized position tables by grid, kept by a model that owns its parameters (built by
+    /// [`Vit::from_host_as`] and the constructors over it, whose weights nothing updates);
+    /// `None` for a view of a training buffer, whose table changes every step.
+    fixed_positions: Option<Mutex<HashMap<(usize, usize), Tensor>>>,
     rope_cache: Mutex<HashMap<(usize, usize), Arc<RopeTables>>>,
     /// Ones of width `dim`, standing in for LayerScale γ in a model without it.
     ones: std::sync::OnceLock<Tensor>,
@@ -239,6 +243,7 @@ impl Vit {
             params: ParamStore::upload_as(gpu, layout, &flat, dtype),
             cfg,
             interp_cache: Mutex::default(),
+            fixed_positions: Some(Mutex::default()),
             rope_cache: Mutex::default(),
             ones: std::sync::OnceLock::new(),
         })
@@ -250,6 +255,7 @@ impl Vit {
             cfg,
             params,
             interp_cache: Mutex::default(),
+            fixed_positions: None,
             rope_cache: Mutex::default(),
             ones: std::sync::OnceLock::new(),
         })
@@ -309,27 +315,54 @@ impl Vit {
         if gh == m && gw == m {
             return table.view(0, &[1 + m * m, d]);
         }
-        let weights = {
-            let mut cache = self.interp_cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache
-                .entry((gh, gw))
-                .or_insert_with(|| {
-                    let dims = InterpDims {
-                        channels: d,
-                        h_in: m,
-                        w_in: m,
-                        h_out: gh,
-                        w_out: gw,
-                        mode: self.cfg.interp,
-                        layout: GridLayout::ChannelLast,
-                    };
-                    Arc::new(InterpWeights::new(rec.gpu(), dims).with_input_offset(d))
-                })
-                .clone()
+        let weights = self.interp_weights(rec.gpu(), gh, gw);
+        let Some(fixed) = &self.fixed_positions else {
+            let out = rec.gpu().empty_as(&[gh * gw, d], table.dtype());
+            kernels::interp::interp_forward(rec, &out, &table, &weights);
+            return out;
         };
-        let out = rec.gpu().empty_as(&[gh * gw, d], table.dtype());
-        kernels::interp::interp_forward(rec, &out, &table, &weights);
+        let mut fixed = fixed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = fixed.get(&(gh, gw)) {
+            return t.clone();
+        }
+        // Resized in a submission of its own, kept only once that went through: a recording
+        // that is dropped unsubmitted must not leave an uncomputed table behind. Submissions
+        // run in order, so the table is ready before `rec`'s work reads it; and its buffer is
+        // a new one, which none of `rec`'s work, submitted later, writes.
+        let gpu = rec.gpu();
+        let out = gpu.empty_fresh(&[gh * gw, d], table.dtype());
+        let mut own = Recorder::new(gpu);
+        kernels::interp::interp_forward(&mut own, &out, &table, &weights);
+        if own.finish().is_err() {
+            // Recorded into `rec` instead, whose submission then reports what went wrong.
+            let out = gpu.empty_as(&[gh * gw, d], table.dtype());
+            kernels::interp::interp_forward(rec, &out, &table, &weights);
+            return out;
+        }
+        fixed.insert((gh, gw), out.clone());
         out
+    }
+
+    /// The interpolation weights from the stored grid to gh×gw, built once per grid.
+    fn interp_weights(&self, gpu: &Gpu, gh: usize, gw: usize) -> Arc<InterpWeights> {
+        let m = self.cfg.pos_grid;
+        let d = self.cfg.dim;
+        let mut cache = self.interp_cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry((gh, gw))
+            .or_insert_with(|| {
+                let dims = InterpDims {
+                    channels: d,
+                    h_in: m,
+                    w_in: m,
+                    h_out: gh,
+                    w_out: gw,
+                    mode: self.cfg.interp,
+                    layout: GridLayout::ChannelLast,
+                };
+                Arc::new(InterpWeights::new(gpu, dims).with_input_offset(d))
+            })
+            .clone()
     }
 
     /// The rotary (cos, sin) tables [gh·gw, head_dim] of a grid with its coordinates multiplied

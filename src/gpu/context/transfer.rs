@@ -87,7 +87,10 @@ impl Gpu {
         }
     }
 
-    fn empty_fresh(&self, shape: &[usize], dtype: DType) -> Tensor {
+    /// A tensor on a newly created buffer. A pooled one may have been given back during the
+    /// recording under way, whose unsubmitted work still writes it, so work submitted ahead of
+    /// that recording (to be read after it) must not take one.
+    pub(crate) fn empty_fresh(&self, shape: &[usize], dtype: DType) -> Tensor {
         let _device = self.exclusive();
         let numel: usize = shape.iter().product();
         let size = Pool::round_size((numel * dtype.bytes()) as u64);
