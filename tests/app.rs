@@ -13,11 +13,8 @@ use eframe::egui;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dinoscope-app-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+fn tmp(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("app-{name}"))
 }
 
 fn app() -> Option<DinoscopeApp> {
@@ -326,7 +323,8 @@ fn a_run_that_cannot_fit_is_refused_with_settings_that_would() {
     let Some(mut app) = app() else { return };
     let ctx = egui::Context::default();
     app.settings.train.batch_size = 64;
-    app.settings.train.run_dir = tmp("fit");
+    let dir = tmp("fit");
+    app.settings.train.run_dir = dir.to_path_buf();
     // The debug preset at batch 64 plans about 63 MiB: give the adapter 40 MiB.
     app.memory_budget = Some(40 << 20);
     frame(&ctx, &mut app);
@@ -580,7 +578,6 @@ fn file_dialogs_fill_their_fields_and_load_what_is_chosen() {
     assert_eq!(seen[2].directory.as_deref(), Some(fixtures.as_path()));
     assert_eq!(seen[0].filters[0].1, &["safetensors"]);
     assert_eq!(seen[5].file_name.as_deref(), Some("curves.csv"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// With "f16" ticked the Inspect view loads the model in half precision; its maps follow the
@@ -663,5 +660,4 @@ fn a_mixed_precision_run_reports_its_loss_scale() {
         .all(|p| p.metrics.loss_scale.is_some_and(|s| s >= 1.0)));
     assert!(stop_and_wait(&ctx, &mut app));
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
-    let _ = std::fs::remove_dir_all(&dir);
 }

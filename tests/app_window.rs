@@ -106,6 +106,7 @@ fn the_app_trains_under_xvfb_and_its_screenshot_shows_curves_and_attention() {
     let keep = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/app-screenshot.png");
     let _ = std::fs::copy(&shot, &keep);
     eprintln!("screenshot: {}", keep.display());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

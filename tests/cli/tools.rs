@@ -36,6 +36,7 @@ fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
         assert_eq!(r["unit"], "img/s");
         assert!(r["rate"].as_f64().expect("rate") > 0.0, "{r}");
     }
+    let _ = std::fs::remove_file(&json);
 
     let missing = tmp("no_such_images");
     let out = dinoscope(&[

@@ -65,3 +65,32 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: &Tol) {
         bad.join(", ")
     );
 }
+
+/// A scratch folder for one test, emptied when made and removed when dropped; a test that
+/// fails leaves it for a look.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// `dinoscope-{name}-{pid}` under the system's temporary folder.
+    pub fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("dinoscope-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("scratch folder");
+        Scratch(d)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

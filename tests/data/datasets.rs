@@ -71,6 +71,7 @@ fn an_idx_training_file_is_evaluated_on_its_test_split() {
     std::fs::remove_file(dir.join("test-labels-idx1-ubyte")).unwrap();
     let (_, eval) = datasets(Some(&dir.join("train-images-idx3-ubyte"))).unwrap();
     assert!(eval.is_none(), "an unlabelled test split");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
