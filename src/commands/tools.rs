@@ -1,0 +1,270 @@
+//! The CLI's tools: `plan` (a step's memory), `tune` (the fastest kernels, cached) and `export`
+//! (a run for the official trainer).
+
+use super::shell_word;
+use dinoscope::gpu::Gpu;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `dinoscope plan`: the step's peak GPU memory (a dry run of the step's own code), the largest
+/// tensors, whether it fits this adapter, and settings that would when it does not.
+pub fn plan(
+    gpu: &Gpu,
+    cfg: &dinoscope::train::config::TrainConfig,
+    memory: Option<&str>,
+) -> Result<ExitCode, String> {
+    use dinoscope::train::plan::{self, human};
+    let budget = match memory {
+        Some(m) => Some(plan::parse_size(m).map_err(|e| format!("--memory: {e}"))?),
+        None => plan::device_memory(gpu),
+    };
+    let p = plan::plan(gpu, cfg, plan::PLAN_STEPS)?;
+    let a = &cfg.augment;
+    println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+    println!(
+        "model: dim {} depth {} patch {}, {} registers; head {} prototypes",
+        cfg.model.dim, cfg.model.depth, cfg.model.patch, cfg.model.registers, cfg.head.prototypes
+    );
+    println!(
+        "step: batch {} × (2×{} + {}×{} crops), checkpointing {} of {} blocks, precision {:?}",
+        cfg.batch_size,
+        a.global_size,
+        a.n_local,
+        a.local_size,
+        cfg.checkpoint.blocks(cfg.model.depth),
+        cfg.model.depth,
+        cfg.precision
+    );
+    println!(
+        "weights, teacher, gradients, AdamW moments (and f16 copies): {}",
+        human(p.state_bytes)
+    );
+    println!(
+        "peak GPU memory: {} over the first {} steps; {} with the most masked patches a step can have",
+        human(p.peak_bytes),
+        plan::PLAN_STEPS,
+        human(p.worst_bytes)
+    );
+    println!("largest tensors at the peak:");
+    for l in p.largest.iter().take(6) {
+        // A buffer no tensor holds at the peak is the pool's, kept for reuse.
+        let cached = match (l.count, l.cached) {
+            (_, 0) => String::new(),
+            (0, c) => format!("{c} cached for reuse"),
+            (_, c) => format!(" (and {c} cached for reuse)"),
+        };
+        if l.count == 0 {
+            println!("        {:>10}  {cached}", human(l.bytes));
+        } else {
+            println!(
+                "  {:>3} × {:>10}  e.g. {:?}{cached}",
+                l.count,
+                human(l.bytes),
+                l.shape
+            );
+        }
+    }
+    let mut fits = true;
+    if let Some(e) = &p.limit_error {
+        println!("does not fit: {e}");
+        fits = false;
+    }
+    match budget {
+        Some(b) => {
+            let ok = p.worst_bytes <= b;
+            println!(
+                "adapter memory: {}; the step's memory {} ({:.0}%){}",
+                human(b),
+                if ok { "fits" } else { "does NOT fit" },
+                100.0 * p.worst_bytes as f64 / b as f64,
+                if ok && !fits {
+                    ", but a buffer is over the limit above"
+                } else {
+                    ""
+                }
+            );
+            fits &= ok;
+            if !fits {
+                let advice = plan::advice(gpu, cfg, b);
+                if advice.is_empty() {
+                    println!("no batch size ≥ 2 fits, with or without checkpointing");
+                } else {
+                    println!("settings that fit:");
+                    for a in advice {
+                        println!("  {a}");
+                    }
+                }
+            }
+        }
+        None => println!(
+            "adapter memory: not reported by this backend; pass --memory (e.g. --memory 4GiB)"
+        ),
+    }
+    Ok(if fits {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `dinoscope tune`: the fastest matmul plan of every product the configs' steps run, and the
+/// fastest kernels of every attention pass, cached.
+pub fn tune(
+    gpu: &Gpu,
+    configs: &[String],
+    (batch, precision): (Option<usize>, Option<&str>),
+    reps: usize,
+) -> Result<ExitCode, String> {
+    use dinoscope::train::config::TrainConfig;
+    let mut dims = Vec::new();
+    let mut calls = Vec::new();
+    for c in configs {
+        let cfg = TrainConfig::load(c)?.with_overrides(batch, None, precision)?;
+        for call in dinoscope::tune::attention_calls(gpu, &cfg)? {
+            let key = |(p, d, t): &dinoscope::tune::AttnCall| {
+                dinoscope::kernels::attention_plan::key(p, d, *t)
+            };
+            if !calls.iter().any(|c| key(c) == key(&call)) {
+                calls.push(call);
+            }
+        }
+        for (d, t) in dinoscope::tune::products(gpu, &cfg)? {
+            let key = d.key_for(t);
+            if !dims
+                .iter()
+                .any(|(x, u): &(dinoscope::kernels::matmul::MatmulDims, _)| x.key_for(*u) == key)
+            {
+                dims.push((d, t));
+            }
+        }
+    }
+    println!(
+        "adapter: {} ({:?}); {} products, {} repetitions each",
+        gpu.info.name,
+        gpu.info.backend,
+        dims.len(),
+        reps.max(1)
+    );
+    println!(
+        "{:<38} {:>16} {:>10} {:>18} {:>10}",
+        "product (m,n,k,batch,ta,tb type)", "default", "ms", "best", "ms"
+    );
+    // The cache is written after every product, so a tune stopped part way (a time limit,
+    // Ctrl-C) keeps what it measured.
+    let mut save_error = None;
+    let tuned = dinoscope::tune::tune(gpu, &dims, reps.max(1), |t| {
+        if let Err(e) = dinoscope::tune::save(gpu) {
+            save_error.get_or_insert(e);
+        }
+        let d = &t.dims;
+        println!(
+            "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
+            format!(
+                "{},{},{},{},{},{} {}",
+                d.m,
+                d.n,
+                d.k,
+                d.batch,
+                u8::from(d.trans_a),
+                u8::from(d.trans_b),
+                if t.dtype == dinoscope::gpu::DType::F16 {
+                    "f16"
+                } else {
+                    "f32"
+                }
+            ),
+            t.default.0.name(),
+            t.default.1 * 1e3,
+            t.best.0.name(),
+            t.best.1 * 1e3
+        );
+    })?;
+    let (before, after): (f64, f64) = tuned
+        .iter()
+        .fold((0.0, 0.0), |(a, b), t| (a + t.default.1, b + t.best.1));
+    println!(
+        "all products: {:.3} ms with the defaults, {:.3} ms tuned",
+        before * 1e3,
+        after * 1e3
+    );
+    println!(
+        "{:<38} {:>16} {:>10} {:>18} {:>10}",
+        "attention (pass heads,nq,nk,d type)", "default", "ms", "best", "ms"
+    );
+    let attn = dinoscope::tune::tune_attention(gpu, &calls, reps.max(1), |t| {
+        if let Err(e) = dinoscope::tune::save(gpu) {
+            save_error.get_or_insert(e);
+        }
+        let (pass, d, dtype) = &t.call;
+        let ty = if *dtype == dinoscope::gpu::DType::F16 {
+            "f16"
+        } else {
+            "f32"
+        };
+        println!(
+            "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
+            format!(
+                "{pass} {},{},{},{} {ty}",
+                d.batch * d.heads,
+                d.n_q,
+                d.n_k,
+                d.head_dim
+            ),
+            t.default.0,
+            t.default.1 * 1e3,
+            t.best.0,
+            t.best.1 * 1e3
+        );
+    })?;
+    let (before, after): (f64, f64) = attn
+        .iter()
+        .fold((0.0, 0.0), |(a, b), t| (a + t.default.1, b + t.best.1));
+    println!(
+        "all attention passes: {:.3} ms with the defaults, {:.3} ms tuned",
+        before * 1e3,
+        after * 1e3
+    );
+    if let Some(e) = save_error {
+        return Err(format!("the tuning cache could not be written: {e}"));
+    }
+    let path = dinoscope::tune::save(gpu)?;
+    println!("saved {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dinoscope export RUN --to dinov2`: the run's newest verified checkpoint for the official
+/// trainer.
+pub fn export(
+    run: &Path,
+    to: &str,
+    output: Option<&Path>,
+    overwrite: bool,
+) -> Result<ExitCode, String> {
+    if to != "dinov2" {
+        return Err(format!(
+            "unknown export target '{to}' (known: dinov2, the facebookresearch/dinov2 trainer)"
+        ));
+    }
+    let (cfg, state) = dinoscope::train::run::load_checkpoint(run)?;
+    let out = output.map_or_else(|| run.join("export-dinov2"), Path::to_path_buf);
+    dinoscope::train::export::export_dinov2(&cfg, &state, &out, overwrite)
+        .map_err(|e| format!("{}: cannot export to dinov2: {e}", run.display()))?;
+    println!(
+        "step {} of {} → {}: {}",
+        state.step,
+        run.display(),
+        out.display(),
+        dinoscope::train::export::FILES.join(", ")
+    );
+    // Full paths: the second command runs in another folder.
+    let full = dinoscope::io::full_path(&out);
+    let script = full.join("to_dinov2_checkpoint.py");
+    let yaml = full.join("config.yaml");
+    println!(
+        "next: python {} (torch, safetensors), then in a dinov2 checkout: \
+         python dinov2/train/train.py --config-file {} --output-dir OUT train.dataset_path=…",
+        shell_word(&script.to_string_lossy()),
+        shell_word(&yaml.to_string_lossy())
+    );
+    Ok(ExitCode::SUCCESS)
+}
