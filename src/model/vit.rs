@@ -175,6 +175,9 @@ pub struct Vit {
     ones: std::sync::OnceLock<Tensor>,
 }
 
+/// How many resized position tables a model that owns its weights keeps at once.
+const KEPT_POSITION_GRIDS: usize = 8;
+
 /// Rotary (cos, sin) tables [P, head_dim] of one patch grid.
 type RopeTables = (Tensor, Tensor);
 
@@ -338,6 +341,11 @@ impl Vit {
             let out = gpu.empty_as(&[gh * gw, d], table.dtype());
             kernels::interp::interp_forward(rec, &out, &table, &weights);
             return out;
+        }
+        // A few grids cover a session (the crop sizes); images of ever-new sizes (the app's
+        // inspect view keeps their aspect) would otherwise pile up a table each.
+        if fixed.len() >= KEPT_POSITION_GRIDS {
+            fixed.clear();
         }
         fixed.insert((gh, gw), out.clone());
         out

@@ -38,8 +38,9 @@ pub async fn pipelines(gpu: &Gpu) -> CaseResult {
         if native_only(&src) {
             continue;
         }
-        // It runs only where workgroup memory holds its tiles (`Forward::runs`).
-        if std::ptr::eq(k, &attn::ATTENTION_FORWARD_TILED)
+        // The tiled kernels run only where workgroup memory holds their tiles
+        // (`Forward::runs`, `Backward::runs`): 32 KiB, over WebGPU's default 16.
+        if k.shader == "attention_tiled"
             && (gpu.limits.max_compute_workgroup_storage_size as usize)
                 < attn::TILED_WORKGROUP_BYTES
         {
@@ -67,7 +68,8 @@ pub async fn pipelines(gpu: &Gpu) -> CaseResult {
 /// Attention's forward and backward in the GPUs' layout with the variants this adapter takes
 /// there by default, and the forward and backward whose halves meet through workgroup memory
 /// (the backward is the default where there are no subgroups; the forward a first run's
-/// candidate), against the CPU twin at `kernel.attention`'s
+/// candidate), and the register-tiled pair where workgroup memory holds it, against the CPU
+/// twin at `kernel.attention`'s
 /// tolerances. Heads of 64 (the presets'), 16 and an odd 33 (a pair's second half ends inside
 /// the head), sequences that end inside a workgroup.
 pub async fn attention(gpu: &Gpu) -> CaseResult {
@@ -89,6 +91,10 @@ pub async fn attention(gpu: &Gpu) -> CaseResult {
         rec.set_cpu_layouts(false);
         let mut variants = vec![(Forward::default_for(&rec), Backward::default_for(&rec))];
         variants.push((Forward::CrossedShared, Backward::PairsShared));
+        // The register-tiled pair, where the adapter's workgroup memory holds its tiles.
+        if Forward::Tiled.runs(&rec, &dims, DType::F32) {
+            variants.push((Forward::Tiled, Backward::Tiled));
+        }
         drop(rec);
         for (forward, bw) in variants {
             let tag = format!("{b}x{h}x{n}x{d} {} {}", forward.name(), bw.name());
