@@ -22,7 +22,8 @@
 // the partials are stored at column (query quad) ty ^ (row % 8), so the eight invocations of a
 // store phase hit eight different banks.
 // Queries and keys past the sequence read zeros; keys past it weigh 0; nothing past the
-// sequence or the head is stored. HEAD_DIM ≤ 64. Every workgroup-memory index is in range by
+// sequence or the head is stored. The tails cost little: invocations whose queries all lie past
+// the sequence skip the products, and a last block of at most 16 keys scores slot 0 alone. HEAD_DIM ≤ 64. Every workgroup-memory index is in range by
 // the constants above (and HEAD_DIM ≤ 64), every buffer access is guarded by the sequence and
 // head sizes, which the launcher checks against the buffers: the shader is compiled without
 // index clamps (PROVEN_INDEXES in src/gpu/registry.rs).
@@ -196,6 +197,10 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     let i0 = (gi % blocks) * BQ;
     let tx = lid % 16u;
     let ty = lid / 16u;
+    // An invocation whose four queries all lie past the sequence (in its last block of queries:
+    // one query of 32 at 257 tokens) skips the products, which leaves whole warps idle there;
+    // it still takes part in every barrier and load.
+    let live = i0 + 4u * ty < p.n_q;
     load_q(lid, b, h, i0);
     var m = vec4<f32>(-3.4e38);
     var l = vec4<f32>(0.0);
@@ -214,13 +219,21 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         var s2 = vec4<f32>(0.0);
         var s3 = vec4<f32>(0.0);
         // Written out by the registry too (HEAD_DIM is a pipeline constant).
-        for (var c = 0u; c < HEAD_DIM; c++) {
-            let a = qt[c * 8u + ty];
-            let kk = kv[c * 16u + tx];
-            s0 = fma(a, vec4<f32>(kk.x), s0);
-            s1 = fma(a, vec4<f32>(kk.y), s1);
-            s2 = fma(a, vec4<f32>(kk.z), s2);
-            s3 = fma(a, vec4<f32>(kk.w), s3);
+        if (live && nj > 16u) {
+            for (var c = 0u; c < HEAD_DIM; c++) {
+                let a = qt[c * 8u + ty];
+                let kk = kv[c * 16u + tx];
+                s0 = fma(a, vec4<f32>(kk.x), s0);
+                s1 = fma(a, vec4<f32>(kk.y), s1);
+                s2 = fma(a, vec4<f32>(kk.z), s2);
+                s3 = fma(a, vec4<f32>(kk.w), s3);
+            }
+        } else if (live) {
+            // A last block of at most 16 keys (one key at 257 tokens): slot 0 alone, the others
+            // are masked below. Each score adds the same terms in the same order.
+            for (var c = 0u; c < HEAD_DIM; c++) {
+                s0 = fma(qt[c * 8u + ty], vec4<f32>(kv[c * 16u + tx].x), s0);
+            }
         }
         s0 = masked(s0, tx, nj);
         s1 = masked(s1, tx + 16u, nj);
@@ -253,7 +266,7 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         // O += P·V, keys in order. A whole block's loop is written out by the registry
         // (FILE_LOOPS in src/gpu/registry.rs), so no counter, compare or branch sits between
         // its multiply-adds; the sequence's last block takes the loop as written.
-        if (nj == BK) {
+        if (live && nj == BK) {
             for (var jj = 0u; jj < BK; jj++) {
                 let pw = pr[jj * 8u + (ty ^ (jj % 8u))];
                 let vv = kv[jj * 16u + tx];
@@ -262,7 +275,7 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 o2 = fma(vec4<f32>(pw.z), vv, o2);
                 o3 = fma(vec4<f32>(pw.w), vv, o3);
             }
-        } else {
+        } else if (live) {
             for (var j = 0u; j < nj; j++) {
                 let pw = pr[j * 8u + (ty ^ (j % 8u))];
                 let vv = kv[j * 16u + tx];
@@ -417,29 +430,47 @@ struct Grad {
     h3: vec4<f32>,
 }
 
-// g += Σ_i w_i ⊗ blk row i over the block's BB tokens in order, w_i = pds[pds_at(half, i, ty)]
-// (one weight per own token).
-fn grad_step(g: ptr<function, Grad>, half: u32, tx: u32, ty: u32) {
+// g += Σ_i w_i ⊗ blk row i over the block's nb tokens in order, w_i = pds[pds_at(half, i, ty)]
+// (one weight per own token). The tokens past nb weigh 0, so leaving them out changes no sum.
+fn grad_step(g: ptr<function, Grad>, half: u32, tx: u32, ty: u32, nb: u32) {
     var x = *g;
-    // Written out by the registry (FILE_LOOPS).
-    for (var ib = 0u; ib < BB; ib++) {
-        let w = pds[pds_at(half, ib, ty)];
-        let lo = blk[ib * 16u + tx];
-        let hi = blk[ib * 16u + 8u + tx];
-        x.l0 = fma(vec4<f32>(w.x), lo, x.l0);
-        x.h0 = fma(vec4<f32>(w.x), hi, x.h0);
-        x.l1 = fma(vec4<f32>(w.y), lo, x.l1);
-        x.h1 = fma(vec4<f32>(w.y), hi, x.h1);
-        x.l2 = fma(vec4<f32>(w.z), lo, x.l2);
-        x.h2 = fma(vec4<f32>(w.z), hi, x.h2);
-        x.l3 = fma(vec4<f32>(w.w), lo, x.l3);
-        x.h3 = fma(vec4<f32>(w.w), hi, x.h3);
+    if (nb == BB) {
+        // Written out by the registry (FILE_LOOPS).
+        for (var ib = 0u; ib < BB; ib++) {
+            let w = pds[pds_at(half, ib, ty)];
+            let lo = blk[ib * 16u + tx];
+            let hi = blk[ib * 16u + 8u + tx];
+            x.l0 = fma(vec4<f32>(w.x), lo, x.l0);
+            x.h0 = fma(vec4<f32>(w.x), hi, x.h0);
+            x.l1 = fma(vec4<f32>(w.y), lo, x.l1);
+            x.h1 = fma(vec4<f32>(w.y), hi, x.h1);
+            x.l2 = fma(vec4<f32>(w.z), lo, x.l2);
+            x.h2 = fma(vec4<f32>(w.z), hi, x.h2);
+            x.l3 = fma(vec4<f32>(w.w), lo, x.l3);
+            x.h3 = fma(vec4<f32>(w.w), hi, x.h3);
+        }
+    } else {
+        // The sequence's last block (one token at 257).
+        for (var i = 0u; i < nb; i++) {
+            x = grad_term(x, pds[pds_at(half, i, ty)], blk[i * 16u + tx], blk[i * 16u + 8u + tx]);
+        }
     }
     *g = x;
 }
 
+// x + w ⊗ (lo, hi): one block token's term for the four own tokens.
+fn grad_term(x: Grad, w: vec4<f32>, lo: vec4<f32>, hi: vec4<f32>) -> Grad {
+    return Grad(
+        fma(vec4<f32>(w.x), lo, x.l0), fma(vec4<f32>(w.x), hi, x.h0),
+        fma(vec4<f32>(w.y), lo, x.l1), fma(vec4<f32>(w.y), hi, x.h1),
+        fma(vec4<f32>(w.z), lo, x.l2), fma(vec4<f32>(w.z), hi, x.h2),
+        fma(vec4<f32>(w.w), lo, x.l3), fma(vec4<f32>(w.w), hi, x.h3),
+    );
+}
+
 // The 4 × 4 products Σ_c own[c][ty] ⊗ blk[c][tx]: result r (block token 4tx + r) is a vec4
-// over the own tokens 4ty … 4ty+3, summed over c in order.
+// over the own tokens 4ty … 4ty+3, summed over c in order; zeros for an invocation whose own
+// tokens all lie past the sequence (`live` false).
 struct Quad {
     r0: vec4<f32>,
     r1: vec4<f32>,
@@ -447,8 +478,9 @@ struct Quad {
     r3: vec4<f32>,
 }
 
-fn scores_a(tx: u32, ty: u32) -> Quad {
+fn scores_a(tx: u32, ty: u32, live: bool) -> Quad {
     var s = Quad(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    if (!live) { return s; }
     for (var c = 0u; c < HEAD_DIM; c++) {
         let o = ota[c * 8u + ty];
         let x = blk[c * 8u + tx];
@@ -460,8 +492,9 @@ fn scores_a(tx: u32, ty: u32) -> Quad {
     return s;
 }
 
-fn scores_b(tx: u32, ty: u32) -> Quad {
+fn scores_b(tx: u32, ty: u32, live: bool) -> Quad {
     var s = Quad(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    if (!live) { return s; }
     for (var c = 0u; c < HEAD_DIM; c++) {
         let o = otb[c * 8u + ty];
         let x = blk[c * 8u + tx];
@@ -538,6 +571,9 @@ fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     let i0 = (gi % blocks) * BB;
     let tx = lid % 8u;
     let ty = lid / 8u;
+    // Whether any of the invocation's four own queries lies in the sequence: the others skip
+    // the products (whole warps, in the last block), taking part in every barrier and load.
+    let live = i0 + 4u * ty < p.n_q;
     // The own queries, scaled, and their dO; their lse and D.
     load_t(0u, 0u, lid, b, h, i0, p.scale);
     load_t(1u, 3u, lid, b, h, i0, 1.0);
@@ -546,13 +582,14 @@ fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     let d4 = vec4<f32>(delta_at(bh, qi), delta_at(bh, qi + 1u), delta_at(bh, qi + 2u), delta_at(bh, qi + 3u));
     var g = zero_grad();
     for (var j0 = 0u; j0 < p.n_k; j0 += BB) {
+        let nb = min(BB, p.n_k - j0);
         load_t(2u, 1u, lid, b, h, j0, 1.0);
         workgroupBarrier();
-        let s = scores_a(tx, ty);
+        let s = scores_a(tx, ty, live);
         workgroupBarrier();
         load_t(2u, 2u, lid, b, h, j0, 1.0);
         workgroupBarrier();
-        let dp = scores_b(tx, ty);
+        let dp = scores_b(tx, ty, live);
         // dS of keys 4tx + r (zero past the sequence) for the four own queries.
         let j = j0 + 4u * tx;
         pds[pds_at(0u, 4u * tx, ty)] = select(vec4<f32>(0.0), exp(s.r0 - l4) * (dp.r0 - d4), j < p.n_k);
@@ -562,7 +599,7 @@ fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         workgroupBarrier();
         load_rows(1u, lid, b, h, j0);
         workgroupBarrier();
-        grad_step(&g, 0u, tx, ty);
+        if (live) { grad_step(&g, 0u, tx, ty, nb); }
         workgroupBarrier();
     }
     store_q(g, b, h, i0 + 4u * ty, tx);
@@ -582,19 +619,22 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3<u32>,
     let j0 = (gi % blocks) * BB;
     let tx = lid % 8u;
     let ty = lid / 8u;
+    // As in dQ's kernel, for the own keys.
+    let live = j0 + 4u * ty < p.n_k;
     load_t(0u, 1u, lid, b, h, j0, 1.0);
     load_t(1u, 2u, lid, b, h, j0, 1.0);
     var dk = zero_grad();
     var dv = zero_grad();
     for (var i0 = 0u; i0 < p.n_q; i0 += BB) {
+        let nb = min(BB, p.n_q - i0);
         // Scores of the own keys with the block's queries (scaled), then dO·v.
         load_t(2u, 0u, lid, b, h, i0, p.scale);
         workgroupBarrier();
-        let s = scores_a(tx, ty);
+        let s = scores_a(tx, ty, live);
         workgroupBarrier();
         load_t(2u, 3u, lid, b, h, i0, 1.0);
         workgroupBarrier();
-        let dp = scores_b(tx, ty);
+        let dp = scores_b(tx, ty, live);
         // P and dS of queries 4tx + r (weight 0 past the sequence) for the four own keys.
         let i = i0 + 4u * tx;
         let p0 = exp(s.r0 - weight_lse(bh, i));
@@ -613,11 +653,11 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         // dV += Pᵀ·dO, then dK += dSᵀ·Q.
         load_rows(3u, lid, b, h, i0);
         workgroupBarrier();
-        grad_step(&dv, 0u, tx, ty);
+        if (live) { grad_step(&dv, 0u, tx, ty, nb); }
         workgroupBarrier();
         load_rows(0u, lid, b, h, i0);
         workgroupBarrier();
-        grad_step(&dk, 1u, tx, ty);
+        if (live) { grad_step(&dk, 1u, tx, ty, nb); }
         workgroupBarrier();
     }
     store_grad(dk, 0u, p.k_off, b, h, j0 + 4u * ty, p.n_k, tx, p.scale);
