@@ -23,14 +23,30 @@ if [ ! -e "$root/usr/share/vulkan/icd.d/lvp_icd.json" ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   }
-  mkdir -p "$root"
-  debootstrap --variant=minbase trixie "$root" http://deb.debian.org/debian >/dev/null
+  # Built beside its place and moved there whole, so a run stopped part way leaves no root that
+  # looks built. Nothing is ever mounted inside the part; a root left without its driver by a
+  # run from before may hold this script's bind mounts (of /dev, and of the checkout), which go
+  # first, and if one will not, the root is left alone.
+  part="$root.part"
+  rm -rf "$part"
+  mkdir -p "$part"
+  debootstrap --variant=minbase trixie "$part" http://deb.debian.org/debian >/dev/null
   echo "deb http://deb.debian.org/debian trixie-backports main" \
-    > "$root/etc/apt/sources.list.d/backports.list"
-  cp /etc/resolv.conf "$root/etc/resolv.conf"
-  chroot "$root" apt-get update -qq
-  chroot "$root" env DEBIAN_FRONTEND=noninteractive \
+    > "$part/etc/apt/sources.list.d/backports.list"
+  cp /etc/resolv.conf "$part/etc/resolv.conf"
+  chroot "$part" apt-get update -qq
+  chroot "$part" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq -t trixie-backports mesa-vulkan-drivers >/dev/null
+  if [ -e "$root" ]; then
+    inside() { findmnt -rn -o TARGET | awk -v r="$root/" 'index($0, r) == 1' | sort -r; }
+    inside | while read -r m; do umount "$m" || true; done
+    if [ -n "$(inside)" ]; then
+      echo "coop_root: $root is incomplete and has mounts inside; unmount and remove it" >&2
+      exit 1
+    fi
+    rm -rf "$root"
+  fi
+  mv "$part" "$root"
 fi
 
 mounted=()
