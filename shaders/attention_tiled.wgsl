@@ -23,8 +23,9 @@
 // store phase hit eight different banks.
 // Queries and keys past the sequence read zeros; keys past it weigh 0; nothing past the
 // sequence or the head is stored. The tails cost little: invocations whose queries all lie past
-// the sequence skip the products, and a last block of at most 16 keys scores slot 0 alone. HEAD_DIM ≤ 64. Every workgroup-memory index is in range by
-// the constants above (and HEAD_DIM ≤ 64), every buffer access is guarded by the sequence and
+// the sequence skip the products, and a last block of at most 16 keys scores slot 0 alone.
+// HEAD_DIM ≤ 64. Every workgroup-memory index is in range by the constants above (and
+// HEAD_DIM ≤ 64), every buffer access is guarded by the sequence and
 // head sizes, which the launcher checks against the buffers: the shader is compiled without
 // index clamps (PROVEN_INDEXES in src/gpu/registry.rs).
 // Dispatch: grid_1d(ceil(n_q / BQ) · B · H).
@@ -437,17 +438,7 @@ fn grad_step(g: ptr<function, Grad>, half: u32, tx: u32, ty: u32, nb: u32) {
     if (nb == BB) {
         // Written out by the registry (FILE_LOOPS).
         for (var ib = 0u; ib < BB; ib++) {
-            let w = pds[pds_at(half, ib, ty)];
-            let lo = blk[ib * 16u + tx];
-            let hi = blk[ib * 16u + 8u + tx];
-            x.l0 = fma(vec4<f32>(w.x), lo, x.l0);
-            x.h0 = fma(vec4<f32>(w.x), hi, x.h0);
-            x.l1 = fma(vec4<f32>(w.y), lo, x.l1);
-            x.h1 = fma(vec4<f32>(w.y), hi, x.h1);
-            x.l2 = fma(vec4<f32>(w.z), lo, x.l2);
-            x.h2 = fma(vec4<f32>(w.z), hi, x.h2);
-            x.l3 = fma(vec4<f32>(w.w), lo, x.l3);
-            x.h3 = fma(vec4<f32>(w.w), hi, x.h3);
+            x = grad_term(x, pds[pds_at(half, ib, ty)], blk[ib * 16u + tx], blk[ib * 16u + 8u + tx]);
         }
     } else {
         // The sequence's last block (one token at 257).

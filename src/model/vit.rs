@@ -319,10 +319,13 @@ impl Vit {
             return table.view(0, &[1 + m * m, d]);
         }
         let weights = self.interp_weights(rec.gpu(), gh, gw);
-        let Some(fixed) = &self.fixed_positions else {
+        let resize_in = |rec: &mut Recorder| {
             let out = rec.gpu().empty_as(&[gh * gw, d], table.dtype());
             kernels::interp::interp_forward(rec, &out, &table, &weights);
-            return out;
+            out
+        };
+        let Some(fixed) = &self.fixed_positions else {
+            return resize_in(rec);
         };
         let mut fixed = fixed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = fixed.get(&(gh, gw)) {
@@ -338,9 +341,7 @@ impl Vit {
         kernels::interp::interp_forward(&mut own, &out, &table, &weights);
         if own.finish().is_err() {
             // Recorded into `rec` instead, whose submission then reports what went wrong.
-            let out = gpu.empty_as(&[gh * gw, d], table.dtype());
-            kernels::interp::interp_forward(rec, &out, &table, &weights);
-            return out;
+            return resize_in(rec);
         }
         // A few grids cover a session (the crop sizes); images of ever-new sizes (the app's
         // inspect view keeps their aspect) would otherwise pile up a table each.
