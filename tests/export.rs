@@ -313,6 +313,7 @@ fn export_writes_three_files_and_refuses_what_it_cannot_express() {
         weight: 1.0,
         start: 0,
         refresh_every: 0,
+        ramp: 0,
     });
     assert!(config_yaml(&gram, "x").unwrap_err().contains("Gram"));
 }

@@ -8,6 +8,10 @@
 //! Per crop, in order: RandomResizedCrop (bicubic), horizontal flip, ColorJitter (applied as a
 //! whole with `jitter_p`, its four parts in a random order), RandomGrayscale, Gaussian blur,
 //! solarize (global crop 2 only by default), normalise.
+//!
+//! With `gram_size` set, each global crop's window and flip are also rendered at that size with
+//! no colour, blur or solarize: the crops DINOv3's Gram teacher sees (`gram_teacher_crops_size`
+//! with `gram_teacher_no_distortions`, as in its Gram-anchoring recipe).
 
 use ::image::imageops;
 use ::image::RgbImage;
@@ -70,6 +74,14 @@ pub struct AugmentConfig {
     pub blur_kernel: usize,
     /// Solarize probability for global crop 1 and global crop 2.
     pub solarize_p: [f32; 2],
+    /// Side of the Gram teacher's crops, in pixels (0: none; the Gram teacher then sees the
+    /// global crops). DINOv3 renders them at twice the global crops' side.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gram_size: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl Default for AugmentConfig {
@@ -92,6 +104,7 @@ impl Default for AugmentConfig {
             blur_sigma: (0.1, 2.0),
             blur_kernel: 9,
             solarize_p: [0.0, 0.2],
+            gram_size: 0,
         }
     }
 }
@@ -107,7 +120,8 @@ impl AugmentConfig {
     /// exactly as before.
     pub fn prefit_factor(&self, width: u32, height: u32) -> u32 {
         let elongation = f64::from(self.ratio.1.max(1.0 / self.ratio.0).max(1.0));
-        let mut kinds = vec![(self.global_size, self.global_scale.0)];
+        let global = self.global_size.max(self.gram_size);
+        let mut kinds = vec![(global, self.global_scale.0)];
         if self.n_local > 0 {
             kinds.push((self.local_size, self.local_scale.0));
         }
@@ -144,6 +158,12 @@ impl AugmentConfig {
             if v == 0 || v > MAX_CROP_SIZE {
                 return bad(format!("{name} is {v}; it must be in 1..={MAX_CROP_SIZE}"));
             }
+        }
+        if self.gram_size > MAX_CROP_SIZE {
+            return bad(format!(
+                "gram_size is {}; it must be in 0..={MAX_CROP_SIZE}",
+                self.gram_size
+            ));
         }
         for (name, (lo, hi)) in [
             ("global_scale", self.global_scale),
@@ -201,6 +221,8 @@ pub struct MultiCrop {
     pub globals: [Vec<f32>; 2],
     /// The local crops, `local_size`² each.
     pub locals: Vec<Vec<f32>>,
+    /// The Gram teacher's crops of global crops 1 and 2, `gram_size`² (none when it is 0).
+    pub gram: Vec<Vec<f32>>,
 }
 
 /// Which crop is being made, for the per-crop probabilities.
@@ -234,6 +256,8 @@ pub struct MultiCropBytes {
     pub globals: [Vec<u8>; 2],
     /// The local crops, `local_size`² each.
     pub locals: Vec<Vec<u8>>,
+    /// The Gram teacher's crops of global crops 1 and 2, `gram_size`² (none when it is 0).
+    pub gram: Vec<Vec<u8>>,
 }
 
 /// Makes all crops of one image: global 1, global 2, then the locals, from one stream.
@@ -250,6 +274,11 @@ pub fn multi_crop(img: &RgbImage, cfg: &AugmentConfig, rng: &mut Rng) -> MultiCr
             .locals
             .iter()
             .map(|l| normalize_bytes(l, plane(cfg.local_size)))
+            .collect(),
+        gram: crops
+            .gram
+            .iter()
+            .map(|g| normalize_bytes(g, plane(cfg.gram_size)))
             .collect(),
     }
 }
@@ -268,15 +297,40 @@ pub fn multi_crop_bytes(img: &RgbImage, cfg: &AugmentConfig, rng: &mut Rng) -> M
     } else {
         img
     };
-    let g1 = augment_crop(&img, CropKind::Global1, cfg, rng);
-    let g2 = augment_crop(&img, CropKind::Global2, cfg, rng);
+    let (g1, gram1) = augment_global(&img, CropKind::Global1, cfg, rng);
+    let (g2, gram2) = augment_global(&img, CropKind::Global2, cfg, rng);
     let locals = (0..cfg.n_local)
         .map(|_| chw_bytes(&augment_crop(&img, CropKind::Local, cfg, rng)))
         .collect();
     MultiCropBytes {
         globals: [chw_bytes(&g1), chw_bytes(&g2)],
         locals,
+        gram: gram1.into_iter().chain(gram2).map(|g| chw_bytes(&g)).collect(),
     }
+}
+
+/// A global crop and, with `gram_size` set, the Gram teacher's crop of the same window and
+/// flip without distortions, from the same draws as [`augment_crop`] (so setting `gram_size`
+/// changes no crop).
+fn augment_global(
+    img: &RgbImage,
+    kind: CropKind,
+    cfg: &AugmentConfig,
+    rng: &mut Rng,
+) -> (RgbImage, Option<RgbImage>) {
+    if cfg.gram_size == 0 {
+        return (augment_crop(img, kind, cfg, rng), None);
+    }
+    let mut gram = None;
+    let crop = augment_crop_with(img, kind, cfg, rng, |img, window, flip| {
+        let side = cfg.gram_size as u32;
+        let mut g = resize_window(img, window, side, side);
+        if flip {
+            hflip(&mut g);
+        }
+        gram = Some(g);
+    });
+    (crop, gram)
 }
 
 /// One augmented crop as 8-bit RGB, before normalisation.
@@ -285,6 +339,18 @@ pub fn augment_crop(
     kind: CropKind,
     cfg: &AugmentConfig,
     rng: &mut Rng,
+) -> RgbImage {
+    augment_crop_with(img, kind, cfg, rng, |_, _, _| {})
+}
+
+/// [`augment_crop`], handing `geometry` the picture it cropped, the crop's window (left, top,
+/// width, height) and whether it was flipped, before the colour draws.
+fn augment_crop_with(
+    img: &RgbImage,
+    kind: CropKind,
+    cfg: &AugmentConfig,
+    rng: &mut Rng,
+    geometry: impl FnOnce(&RgbImage, (u32, u32, u32, u32), bool),
 ) -> RgbImage {
     let img = non_empty(img);
     let (size, scale, blur_p, solarize_p) = match kind {
@@ -302,9 +368,21 @@ pub fn augment_crop(
         ),
         CropKind::Local => (cfg.local_size, cfg.local_scale, cfg.blur_p[2], 0.0),
     };
-    let mut out = random_resized_crop(&img, size, scale, cfg.ratio, rng);
-    if rng.bernoulli(cfg.flip_p) {
+    // As `random_resized_crop`: a crop of side 0 draws no window.
+    let window = (size > 0).then(|| {
+        let b = random_resized_crop_box(img.width(), img.height(), scale, cfg.ratio, rng);
+        (b.left, b.top, b.width, b.height)
+    });
+    let mut out = match window {
+        Some(w) => resize_window(&img, w, size as u32, size as u32),
+        None => RgbImage::new(0, 0),
+    };
+    let flip = rng.bernoulli(cfg.flip_p);
+    if flip {
         hflip(&mut out);
+    }
+    if let Some(w) = window {
+        geometry(&img, w, flip);
     }
     if rng.bernoulli(cfg.jitter_p) {
         color_jitter(&mut out, cfg, rng);

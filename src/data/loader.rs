@@ -113,6 +113,9 @@ pub struct Batch {
     pub locals: Vec<u8>,
     /// `[2B, (G/patch)²]`, 1 = masked, rows aligned with `globals`.
     pub masks: Vec<f32>,
+    /// `[2B, 3, S, S]`: the Gram teacher's crops of the global crops, rows aligned with
+    /// `globals`, 8-bit (empty unless the augmentation's `gram_size` S is set).
+    pub gram: Vec<u8>,
     /// The class of each of the B images, if known.
     pub labels: Vec<Option<u32>>,
     /// Unreadable images replaced by the next readable one in this batch.
@@ -128,6 +131,11 @@ impl Batch {
     /// The local crops as the model sees them, `[n_local·B, 3, L, L]`.
     pub fn locals_normalized(&self, n_local: usize) -> Vec<f32> {
         normalize_bytes(&self.locals, self.plane(&self.locals, n_local))
+    }
+
+    /// The Gram teacher's crops as it sees them, `[2B, 3, S, S]` (empty without them).
+    pub fn gram_normalized(&self) -> Vec<f32> {
+        normalize_bytes(&self.gram, self.plane(&self.gram, 2))
     }
 
     /// Values per channel plane of `crops`, `per_image` crops of each of the B images.
@@ -237,7 +245,9 @@ impl Builder {
         let aug = &self.cfg.augment;
         let (g, l, n_local) = (aug.global_size, aug.local_size, aug.n_local);
         let (gplane, lplane) = (3 * g * g, 3 * l * l);
+        let splane = 3 * aug.gram_size * aug.gram_size;
         let mut globals = vec![0u8; 2 * b * gplane];
+        let mut gram = vec![0u8; 2 * b * splane];
         let mut locals = vec![0u8; n_local * b * lplane];
         let mut labels = Vec::with_capacity(b);
         let mut skipped = 0;
@@ -261,6 +271,10 @@ impl Builder {
                 let row = s * b + k;
                 locals[row * lplane..(row + 1) * lplane].copy_from_slice(crop);
             }
+            for (c, crop) in crops.gram.iter().enumerate() {
+                let row = c * b + k;
+                gram[row * splane..(row + 1) * splane].copy_from_slice(crop);
+            }
             labels.push(sample.label);
         }
         let grid = self.cfg.grid();
@@ -283,6 +297,7 @@ impl Builder {
             globals,
             locals,
             masks,
+            gram,
             labels,
             skipped,
         }))

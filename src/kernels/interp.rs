@@ -1,5 +1,5 @@
-//! Bicubic resize of a grid (position embeddings), plain or antialiased, with backward
-//! (shaders/interp.wgsl). The per-axis weights come from [`crate::cpu::interp::axis_weights`].
+//! Bicubic resize of a grid (position embeddings, or a batch of images' patch features),
+//! plain or antialiased, with backward (shaders/interp.wgsl). The per-axis weights come from [`crate::cpu::interp::axis_weights`].
 
 use crate::cpu::interp::{axis_weights, InterpMode};
 use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
@@ -19,6 +19,10 @@ struct Params {
     accumulate: u32,
     x_off: u32,
     y_off: u32,
+    batch: u32,
+    x_bs: u32,
+    y_bs: u32,
+    _pad: u32,
 }
 
 const B: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, Read), (4, ReadWrite)];
@@ -61,6 +65,9 @@ pub struct InterpWeights {
     wx: Tensor,
     dims: InterpDims,
     x_off: usize,
+    /// Grids resized by one call, and the elements from one grid's start to the next in the
+    /// input and output (None: one grid).
+    batch: Option<(usize, usize, usize)>,
 }
 
 impl InterpWeights {
@@ -73,6 +80,7 @@ impl InterpWeights {
             wx: gpu.upload(&wx, &[dims.w_out, dims.w_in]),
             dims,
             x_off: 0,
+            batch: None,
         }
     }
 
@@ -81,6 +89,37 @@ impl InterpWeights {
     pub fn with_input_offset(mut self, offset: usize) -> Self {
         self.x_off = offset;
         self
+    }
+
+    /// Each call resizes `grids` grids: grid n of the input starts `x_stride`·n elements after
+    /// the first (plus the input offset), grid n of the output `y_stride`·n after its first; so
+    /// a batch's patch tokens `[images, tokens, C]` resize in one call, their class and
+    /// register rows skipped by the input offset.
+    pub fn batched(mut self, grids: usize, x_stride: usize, y_stride: usize) -> Self {
+        self.batch = Some((grids, x_stride, y_stride));
+        self
+    }
+
+    /// (grids, input stride, output stride).
+    fn strides(&self) -> (usize, usize, usize) {
+        let d = &self.dims;
+        self.batch.unwrap_or((
+            1,
+            self.x_off + d.channels * d.h_in * d.w_in,
+            d.channels * d.h_out * d.w_out,
+        ))
+    }
+
+    /// Checks `x` and `y` hold the grids this resize reads and writes.
+    fn check(&self, what: &str, x: &Tensor, y: &Tensor) {
+        let d = &self.dims;
+        let (n, xs, ys) = self.strides();
+        assert!(
+            self.x_off + d.channels * d.h_in * d.w_in <= xs && d.channels * d.h_out * d.w_out <= ys,
+            "{what}: grids overlap"
+        );
+        assert_eq!(x.numel(), n * xs, "{what}: input shape");
+        assert_eq!(y.numel(), n * ys, "{what}: output shape");
     }
 
     fn params(&self, accumulate: bool) -> Params {
@@ -102,28 +141,24 @@ impl InterpWeights {
             accumulate: super::flag(accumulate),
             x_off: self.x_off as u32,
             y_off: 0,
+            batch: self.strides().0 as u32,
+            x_bs: self.strides().1 as u32,
+            y_bs: self.strides().2 as u32,
+            _pad: 0,
         }
     }
 }
 
 /// y = resize(x).
 pub fn interp_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, w: &InterpWeights) {
+    w.check("interp_forward", x, y);
     let d = &w.dims;
-    assert_eq!(
-        x.numel(),
-        w.x_off + d.channels * d.h_in * d.w_in,
-        "interp_forward: x shape"
-    );
-    assert_eq!(
-        y.numel(),
-        d.channels * d.h_out * d.w_out,
-        "interp_forward: y shape"
-    );
+    let outputs = w.strides().0 * d.channels * d.h_out * d.w_out;
     rec.dispatch(
         &INTERP_FORWARD,
         &w.params(false),
         &[x, &w.wy, &w.wx, y],
-        grid_1d(y.numel().div_ceil(256)),
+        grid_1d(outputs.div_ceil(256)),
     );
 }
 
@@ -135,21 +170,13 @@ pub fn interp_backward(
     w: &InterpWeights,
     accumulate: bool,
 ) {
+    w.check("interp_backward", dx, dy);
     let d = &w.dims;
-    assert_eq!(
-        dx.numel(),
-        w.x_off + d.channels * d.h_in * d.w_in,
-        "interp_backward: dx shape"
-    );
-    assert_eq!(
-        dy.numel(),
-        d.channels * d.h_out * d.w_out,
-        "interp_backward: dy shape"
-    );
+    let inputs = w.strides().0 * d.channels * d.h_in * d.w_in;
     rec.dispatch(
         &INTERP_BACKWARD,
         &w.params(accumulate),
         &[dy, &w.wy, &w.wx, dx],
-        grid_1d(dx.numel().div_ceil(256)),
+        grid_1d(inputs.div_ceil(256)),
     );
 }

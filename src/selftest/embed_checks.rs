@@ -79,6 +79,17 @@ pub(super) fn channel_last(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
     y
 }
 
+/// [H·W, C] → [C, H, W].
+fn channel_first(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    for ch in 0..c {
+        for s in 0..hw {
+            y[ch * hw + s] = x[s * c + ch];
+        }
+    }
+    y
+}
+
 pub(super) fn interp(gpu: &Gpu) -> CaseResult {
     let mut j = Judge::new("kernel.interp");
     let c = 7;
@@ -121,6 +132,51 @@ pub(super) fn interp(gpu: &Gpu) -> CaseResult {
                 j.check(&format!("{tag} dx"), &out[1], &dxl, tol(&dxl, 2e-6));
             }
         }
+    }
+    // A batch of images' patch tokens behind `lead` class and register rows, as the Gram
+    // teacher's features are resized: every grid in one call.
+    let (images, lead, hi, ho) = (3, 2, 8, 4);
+    let (n_in, n_out) = (lead + hi * hi, ho * ho);
+    let x = random(images * n_in * c, 83, -1.0, 1.0);
+    let dy = random(images * n_out * c, 84, -1.0, 1.0);
+    let mode = InterpMode::Bicubic;
+    let (mut y, mut dx) = (Vec::new(), vec![0.0; images * n_in * c]);
+    for n in 0..images {
+        let grid = &x[(n * n_in + lead) * c..(n + 1) * n_in * c];
+        let first = channel_first(grid, c, hi * hi);
+        let out = cpu::interp::interp_forward(&first, c, hi, hi, ho, ho, mode);
+        y.extend(channel_last(&out, c, n_out));
+        let up = channel_first(&dy[n * n_out * c..(n + 1) * n_out * c], c, n_out);
+        let back = cpu::interp::interp_backward(&up, c, hi, hi, ho, ho, mode);
+        dx[(n * n_in + lead) * c..(n + 1) * n_in * c]
+            .copy_from_slice(&channel_last(&back, c, hi * hi));
+    }
+    if let Some(out) = run(gpu, &mut j, |rec| {
+        let dims = InterpDims {
+            channels: c,
+            h_in: hi,
+            w_in: hi,
+            h_out: ho,
+            w_out: ho,
+            mode,
+            layout: GridLayout::ChannelLast,
+        };
+        let w = InterpWeights::new(gpu, dims)
+            .with_input_offset(lead * c)
+            .batched(images, n_in * c, n_out * c);
+        let (tx, tdy) = (
+            gpu.upload(&x, &[images * n_in, c]),
+            gpu.upload(&dy, &[images * n_out, c]),
+        );
+        let ty = gpu.empty(&[images * n_out, c]);
+        // The class rows are not the resize's: they must stay as they were.
+        let tdx = gpu.upload(&vec![0.0; images * n_in * c], &[images * n_in, c]);
+        kernels::interp::interp_forward(rec, &ty, &tx, &w);
+        kernels::interp::interp_backward(rec, &tdx, &tdy, &w, false);
+        vec![ty, tdx]
+    }) {
+        j.check("batched tokens y", &out[0], &y, tol(&y, 2e-6));
+        j.check("batched tokens dx", &out[1], &dx, tol(&dx, 2e-6));
     }
     j.finish()
 }

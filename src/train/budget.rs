@@ -330,6 +330,7 @@ mod tests {
             weight: 1.0,
             start: 100,
             refresh_every: 0,
+            ramp: 400,
         });
         let c = fitted(&gram, 23, 0.5, 0.0, 20.0);
         let start = c.gram.as_ref().map(|g| g.start);
@@ -338,6 +339,11 @@ mod tests {
             "{start:?} of {}",
             c.steps
         );
+        // Its ramp, still to come, shrinks with the run; one under way keeps its length.
+        let ramp = c.gram.as_ref().map_or(0, |g| g.ramp);
+        assert!((1..400).contains(&ramp), "{ramp} of {}", c.steps);
+        let c = fitted(&gram, 150, 0.5, 0.0, 20.0);
+        assert_eq!(c.gram.as_ref().map(|g| g.ramp), Some(400));
     }
 
     #[test]

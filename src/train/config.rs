@@ -103,9 +103,31 @@ pub struct GramConfig {
     pub start: u64,
     /// Steps between refreshes of the Gram teacher from the EMA teacher (0: never).
     pub refresh_every: u64,
+    /// Steps over which the weight rises from 0 to `weight` along a half cosine, the first at
+    /// `start` (0 or 1: the whole weight from `start`). DINOv3's Gram-anchoring recipe: 1,000.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ramp: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl GramConfig {
+    /// The loss's weight at `step`: 0 before `start`, then the ramp, then `weight` (as DINOv3's
+    /// `loss_weight_schedule`: `np.linspace(0, π, ramp)` through a raised cosine).
+    pub fn weight_at(&self, step: u64) -> f32 {
+        if step < self.start {
+            return 0.0;
+        }
+        let i = step - self.start;
+        if self.ramp <= 1 || i + 1 >= self.ramp {
+            return self.weight;
+        }
+        let phase = std::f64::consts::PI * i as f64 / (self.ramp - 1) as f64;
+        (f64::from(self.weight) * (1.0 - phase.cos()) / 2.0) as f32
+    }
+
     /// Whether the Gram teacher is taken from the EMA teacher as `step` begins.
     pub fn refresh_at(&self, step: u64) -> bool {
         step == self.start
@@ -339,6 +361,7 @@ impl TrainConfig {
         a.checkpoint_every = other.checkpoint_every;
         if let (Some(g), Some(o)) = (&mut a.gram, &other.gram) {
             g.start = o.start;
+            g.ramp = o.ramp;
         }
         a == *other
     }
@@ -362,6 +385,11 @@ impl TrainConfig {
         self.teacher_temp.2 = scaled(self.teacher_temp.2);
         self.freeze_last_layer_steps = scaled(self.freeze_last_layer_steps);
         if let Some(g) = &mut self.gram {
+            // A ramp already under way keeps its length; one to come shrinks with the run.
+            if done <= g.start && g.ramp > 1 && shrink(g.ramp) {
+                let s = (u128::from(g.ramp) * u128::from(steps)).div_ceil(u128::from(old)) as u64;
+                g.ramp = s.clamp(1, g.ramp);
+            }
             g.start = scaled(g.start);
         }
     }
@@ -468,6 +496,19 @@ impl TrainConfig {
             if !(g.weight.is_finite() && g.weight >= 0.0) {
                 return Err(format!("gram.weight is {}; it must be ≥ 0", g.weight));
             }
+        }
+        let s = self.augment.gram_size;
+        if s > 0 && self.gram.is_none() {
+            return Err(format!(
+                "augment.gram_size is {s}, but Gram anchoring is off (gram: None): set gram, or \
+                 gram_size: 0"
+            ));
+        }
+        if s > 0 && s < self.model.patch {
+            return Err(format!(
+                "augment.gram_size {s} is under the patch size {}",
+                self.model.patch
+            ));
         }
         let positive = [
             ("base_lr", self.base_lr),
@@ -581,11 +622,7 @@ impl TrainConfig {
             momentum: m as f32,
             teacher_temp: tt as f32,
             freeze_last_layer: step < self.freeze_last_layer_steps,
-            gram_weight: self
-                .gram
-                .as_ref()
-                .filter(|g| step >= g.start)
-                .map_or(0.0, |g| g.weight),
+            gram_weight: self.gram.as_ref().map_or(0.0, |g| g.weight_at(step)),
             gram_refresh: self.gram.as_ref().is_some_and(|g| g.refresh_at(step)),
         }
     }
@@ -625,6 +662,7 @@ impl TrainConfig {
         for (what, size) in [
             ("global_size", self.augment.global_size),
             ("local_size", self.augment.local_size),
+            ("gram_size", self.augment.gram_size),
         ] {
             let side = (size / p.max(1)) as u64;
             let tokens = 1 + self.model.registers as u64 + side * side;

@@ -39,6 +39,7 @@ pub fn plan(gpu: &Gpu, cfg: &TrainConfig, steps: u64) -> Result<MemoryPlan, Stri
     let mut cfg = cfg.clone();
     if let Some(g) = &mut cfg.gram {
         g.start = 0;
+        g.ramp = 0;
     }
     let cfg = &cfg;
     let dry = gpu.dry_run();
@@ -98,6 +99,7 @@ pub fn dry_batch(cfg: &TrainConfig, step: u64, worst: bool) -> Batch {
         globals: vec![0; 2 * b * 3 * a.global_size * a.global_size],
         locals: vec![0; a.n_local * b * 3 * a.local_size * a.local_size],
         masks: flat,
+        gram: vec![0; 2 * b * 3 * a.gram_size * a.gram_size],
         labels: vec![None; b],
         skipped: 0,
     }

@@ -68,6 +68,60 @@ fn multi_crop_sizes_and_determinism() {
     assert_eq!(empty.globals[0].len(), 3 * 32 * 32);
 }
 
+/// DINOv3's Gram-teacher crops: each global crop's window and flip at `gram_size`, without
+/// colour, blur or solarize, from the same draws (the other crops do not change).
+#[test]
+fn gram_crops_share_the_global_crops_windows_without_distortions() {
+    let img = gradient(60, 45);
+    let cfg = AugmentConfig {
+        jitter_p: 1.0,
+        grayscale_p: 0.5,
+        blur_p: [1.0, 1.0, 0.5],
+        solarize_p: [1.0, 1.0],
+        ..small_config()
+    };
+    let plain = multi_crop(&img, &cfg, &mut Rng::new(5));
+    assert!(plain.gram.is_empty());
+    let same = AugmentConfig {
+        gram_size: cfg.global_size,
+        ..cfg.clone()
+    };
+    let with = multi_crop(&img, &same, &mut Rng::new(5));
+    assert_eq!((&with.globals, &with.locals), (&plain.globals, &plain.locals));
+    assert_eq!(with.gram.len(), 2);
+    // Global crop 1's window comes before any colour draw: without distortions it is the crop.
+    let undistorted = AugmentConfig {
+        jitter_p: 0.0,
+        grayscale_p: 0.0,
+        blur_p: [0.0; 3],
+        solarize_p: [0.0; 2],
+        ..cfg.clone()
+    };
+    let bare = multi_crop(&img, &undistorted, &mut Rng::new(5));
+    assert_eq!(with.gram[0], bare.globals[0]);
+    assert_ne!(with.gram[0], with.globals[0]);
+    // At twice the side: the same window, resampled finer (a gradient's mean stays put).
+    let twice = multi_crop(
+        &img,
+        &AugmentConfig {
+            gram_size: 2 * cfg.global_size,
+            ..cfg.clone()
+        },
+        &mut Rng::new(5),
+    );
+    assert_eq!(twice.globals, plain.globals);
+    for (fine, coarse) in twice.gram.iter().zip(&with.gram) {
+        assert_eq!(fine.len(), 4 * coarse.len());
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert!((mean(fine) - mean(coarse)).abs() < 0.02, "{} {}", mean(fine), mean(coarse));
+    }
+    let over = AugmentConfig {
+        gram_size: 5000,
+        ..cfg
+    };
+    assert!(matches!(over.validate(), Err(DataError::Config(_))));
+}
+
 #[test]
 fn crop_box_follows_torchvision() {
     let mut rng = Rng::new(11);

@@ -76,7 +76,9 @@ fn loader_resumes_at_any_step() {
 #[test]
 fn loader_layout_is_crop_major() {
     let ds = bundled_train();
-    let cfg = loader_config(0);
+    let mut cfg = loader_config(0);
+    // The Gram teacher's crops follow the global crops' rows.
+    cfg.augment.gram_size = 40;
     let mut loader = Loader::new(ds.clone(), cfg.clone(), 0);
     assert_eq!(loader.batches_per_epoch(), 7);
     let steps = take(&mut loader, 8);
@@ -92,6 +94,8 @@ fn loader_layout_is_crop_major() {
         let first = (step % 7) * b;
         // The model's input: the 8-bit crops normalised as `multi_crop` normalises them.
         let (globals, locals) = (batch.globals_normalized(), batch.locals_normalized(3));
+        let (gram, splane) = (batch.gram_normalized(), 3 * 40 * 40);
+        assert_eq!(gram.len(), 2 * b * splane);
         for k in 0..b {
             let pos = first + k;
             let idx = perm(epoch)[pos];
@@ -104,6 +108,7 @@ fn loader_layout_is_crop_major() {
             for c in 0..2 {
                 let row = c * b + k;
                 assert_eq!(globals[row * gplane..(row + 1) * gplane], crops.globals[c]);
+                assert_eq!(gram[row * splane..(row + 1) * splane], crops.gram[c]);
             }
             for s in 0..3 {
                 let row = s * b + k;

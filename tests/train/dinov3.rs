@@ -88,6 +88,7 @@ fn gram_anchoring_trains_and_resumes_exactly() {
         weight: 2.0,
         start: 2,
         refresh_every: 3,
+        ramp: 0,
     });
     let straight = tmp("gram-straight");
     let mut seen = Vec::new();
@@ -162,4 +163,95 @@ fn gram_anchoring_trains_and_resumes_exactly() {
     for d in [straight, split, plain] {
         let _ = std::fs::remove_dir_all(&d);
     }
+}
+
+/// DINOv3's Gram teacher on crops of its own (`augment.gram_size`): at the global crops' side,
+/// with no distortions for them to leave out, the run is bit for bit the run without them (its
+/// crops, its features resized to the student's grid as a copy); at twice the side the features
+/// come from a grid twice as fine and are resized, the loss's weight follows its ramp, the plan
+/// holds the larger pass, and a run split between steps resumes exactly.
+#[test]
+fn a_gram_teacher_on_larger_crops_trains_and_resumes_exactly() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.augment.jitter_p = 0.0;
+    cfg.augment.grayscale_p = 0.0;
+    cfg.augment.blur_p = [0.0; 3];
+    cfg.augment.solarize_p = [0.0; 2];
+    cfg.gram = Some(dinoscope::train::config::GramConfig {
+        weight: 2.0,
+        start: 1,
+        refresh_every: 0,
+        ramp: 3,
+    });
+    let weights: Vec<f32> = (0..5).map(|s| cfg.at(s).gram_weight).collect();
+    assert_eq!(weights, [0.0, 0.0, 1.0, 2.0, 2.0]);
+    let straight = |c: &TrainConfig, name: &str| {
+        let dir = tmp(name);
+        let mut seen = Vec::new();
+        run(
+            gpu,
+            c.clone(),
+            &RunOptions {
+                out_dir: dir.clone(),
+                ..Default::default()
+            },
+            |m, _| seen.push((m.step, m.gram, m.loss, m.dino, m.ibot, m.koleo)),
+        )
+        .expect("run");
+        let state = state_of(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        (seen, state)
+    };
+    let (plain_seen, plain) = straight(&cfg, "gram-own-none");
+    let mut same = cfg.clone();
+    same.augment.gram_size = cfg.augment.global_size;
+    let (same_seen, same_state) = straight(&same, "gram-own-same");
+    assert_eq!(same_seen, plain_seen);
+    assert!(same_state == plain, "the Gram teacher's own crops at the same size changed the run");
+
+    let mut twice = cfg.clone();
+    twice.augment.gram_size = 2 * cfg.augment.global_size;
+    let (seen, state) = straight(&twice, "gram-own-twice");
+    assert_eq!(seen.len(), 6);
+    for (&(step, gram, loss, dino, ibot, koleo), before) in seen.iter().zip(&plain_seen) {
+        let g = gram.expect("a Gram value in a run that uses it");
+        let w = twice.at(step).gram_weight;
+        if w > 0.0 {
+            assert!(g > 0.0 && g.is_finite(), "step {step}: {g}");
+            // The targets come from other features than the global crops' own.
+            assert_ne!(gram, before.1, "step {step}");
+        }
+        let weighted = dino + ibot + 0.1 * koleo + w * g;
+        assert!(
+            (loss - weighted).abs() <= 1e-4 * weighted.abs(),
+            "step {step}"
+        );
+    }
+    let split = tmp("gram-own-split");
+    let first = RunOptions {
+        out_dir: split.clone(),
+        stop_after: Some(3),
+        ..Default::default()
+    };
+    run(gpu, twice.clone(), &first, |_, _| {}).expect("first part");
+    let second = RunOptions {
+        out_dir: split.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, twice.clone(), &second, |_, _| {}).expect("second part");
+    assert!(
+        state_of(&split) == state,
+        "6 steps straight differ from 3 + resume + 3 with the Gram teacher's own crops"
+    );
+    let _ = std::fs::remove_dir_all(&split);
+    let larger = dinoscope::train::plan::plan(gpu, &twice, 2).expect("plan");
+    let smaller = dinoscope::train::plan::plan(gpu, &same, 2).expect("plan");
+    assert!(larger.peak_bytes > smaller.peak_bytes);
+    // Without Gram anchoring the crops are refused, by name.
+    let mut off = twice.clone();
+    off.gram = None;
+    let err = off.validate().unwrap_err();
+    assert!(err.contains("gram_size"), "{err}");
 }

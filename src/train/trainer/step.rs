@@ -9,7 +9,9 @@ use crate::gpu::{DType, Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::adamw::AdamWStep;
 use crate::kernels::cross_entropy::CrossEntropy;
+use crate::cpu::interp::InterpMode;
 use crate::kernels::gram::{GramDims, GramSaved};
+use crate::kernels::interp::{GridLayout, InterpDims, InterpWeights};
 use crate::kernels::loss_scale::{SCALE, SKIP};
 use crate::kernels::losses::DinoPairs;
 use crate::model::params::ParamStore;
@@ -34,6 +36,9 @@ pub(super) struct StepInputs {
     masked: Option<MaskedRows>,
     /// With Gram anchoring: every patch row of the [2B·N, D] token matrix, image by image.
     patch_idx: Option<Tensor>,
+    /// The Gram teacher's crops `[2B, 3, S, S]` as packed bytes, with `augment.gram_size` set
+    /// (normalised only at steps that run the Gram teacher).
+    gram_crops: Option<Tensor>,
 }
 
 struct MaskedRows {
@@ -118,6 +123,7 @@ impl Trainer<'_> {
         if batch.globals.len() != 2 * b * 3 * g * g
             || batch.locals.len() != nl * b * 3 * l * l
             || batch.masks.len() != 2 * b * p_g
+            || batch.gram.len() != 2 * b * 3 * cfg.augment.gram_size.pow(2)
         {
             return Err(TrainError::Other(format!(
                 "batch does not match the config ({} global, {} local values, {} mask entries)",
@@ -178,6 +184,7 @@ impl Trainer<'_> {
                     .collect();
                 gpu.upload(&rows, &[rows.len()])
             }),
+            gram_crops: (!batch.gram.is_empty()).then(|| gpu.upload_bytes_packed(&batch.gram)),
         })
     }
 
@@ -190,8 +197,10 @@ impl Trainer<'_> {
     }
 
     /// With Gram anchoring on at this step: refreshes the Gram teacher from the EMA teacher
-    /// when due, runs it on the unmasked global crops and returns its patch-similarity
-    /// matrices [2B, P, P]. Its tokens are gone when this returns.
+    /// when due, runs it on the unmasked global crops (or, with `augment.gram_size` set, on
+    /// its own undistorted crops, its patch features then resized bicubically to the student's
+    /// grid, as DINOv3 does) and returns its patch-similarity matrices [2B, P, P]. Its tokens
+    /// are gone when this returns.
     pub(super) fn gram_targets(
         &self,
         rec: &mut Recorder,
@@ -207,20 +216,55 @@ impl Trainer<'_> {
         if sv.gram_weight <= 0.0 {
             return Ok(None);
         }
-        let (b, g) = (inp.b, inp.g);
-        let out = vit.forward(
-            rec,
-            &inp.globals,
-            2 * b,
-            g,
-            g,
-            None,
-            &ForwardOptions::default(),
-        )?;
         let dims = self.gram_dims(inp);
         let patches = self.gpu.empty(&[dims.batch * dims.patches, dims.dim]);
-        kernels::gather::gather_rows(rec, &patches, &out.tokens, idx, dims.dim);
+        let opts = ForwardOptions::default();
+        match &inp.gram_crops {
+            None => {
+                let out = vit.forward(rec, &inp.globals, dims.batch, inp.g, inp.g, None, &opts)?;
+                kernels::gather::gather_rows(rec, &patches, &out.tokens, idx, dims.dim);
+            }
+            Some(bytes) => {
+                let s = self.cfg.augment.gram_size;
+                let shape = [dims.batch, 3, s, s];
+                let crops = self.gpu.empty(&shape);
+                kernels::gather::lookup_bytes(rec, &crops, &self.input_table, bytes, s * s);
+                let out = vit.forward(rec, &crops, dims.batch, s, s, None, &opts)?;
+                drop(crops);
+                self.resize_gram_features(rec, &patches, &out.tokens, s, inp);
+            }
+        }
         Ok(Some(kernels::gram::gram_matrices(rec, &patches, dims)))
+    }
+
+    /// The Gram teacher's patch features of its `s`-pixel crops (`tokens`, [2B·N_S, D]) on the
+    /// student's patch grid, into `patches` [2B·P, D]: plain bicubic (no antialiasing, half-pixel
+    /// centres), DINOv3's `global_teacher_resize_method`; the same grid is copied as it is.
+    fn resize_gram_features(
+        &self,
+        rec: &mut Recorder,
+        patches: &Tensor,
+        tokens: &Tensor,
+        s: usize,
+        inp: &StepInputs,
+    ) {
+        let (m, d, patch) = (&self.cfg.model, self.cfg.model.dim, self.cfg.model.patch);
+        let (first, n_s) = (1 + m.registers, self.student_vit.tokens_for(s, s));
+        let (from, to) = (s / patch, inp.g / patch);
+        let images = 2 * inp.b;
+        let dims = InterpDims {
+            channels: d,
+            h_in: from,
+            w_in: from,
+            h_out: to,
+            w_out: to,
+            mode: InterpMode::Bicubic,
+            layout: GridLayout::ChannelLast,
+        };
+        let w = InterpWeights::new(self.gpu, dims)
+            .with_input_offset(first * d)
+            .batched(images, n_s * d, to * to * d);
+        kernels::interp::interp_forward(rec, patches, tokens, &w);
     }
 
     /// Teacher forward on the unmasked global crops, its head on the CLS rows and on the masked
