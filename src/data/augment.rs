@@ -305,7 +305,11 @@ pub fn multi_crop_bytes(img: &RgbImage, cfg: &AugmentConfig, rng: &mut Rng) -> M
     MultiCropBytes {
         globals: [chw_bytes(&g1), chw_bytes(&g2)],
         locals,
-        gram: gram1.into_iter().chain(gram2).map(|g| chw_bytes(&g)).collect(),
+        gram: gram1
+            .into_iter()
+            .chain(gram2)
+            .map(|g| chw_bytes(&g))
+            .collect(),
     }
 }
 

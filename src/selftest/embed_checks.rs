@@ -148,8 +148,11 @@ pub(super) fn interp(gpu: &Gpu) -> CaseResult {
         y.extend(channel_last(&out, c, n_out));
         let up = channel_first(&dy[n * n_out * c..(n + 1) * n_out * c], c, n_out);
         let back = cpu::interp::interp_backward(&up, c, hi, hi, ho, ho, mode);
-        dx[(n * n_in + lead) * c..(n + 1) * n_in * c]
-            .copy_from_slice(&channel_last(&back, c, hi * hi));
+        dx[(n * n_in + lead) * c..(n + 1) * n_in * c].copy_from_slice(&channel_last(
+            &back,
+            c,
+            hi * hi,
+        ));
     }
     if let Some(out) = run(gpu, &mut j, |rec| {
         let dims = InterpDims {

@@ -87,7 +87,10 @@ fn gram_crops_share_the_global_crops_windows_without_distortions() {
         ..cfg.clone()
     };
     let with = multi_crop(&img, &same, &mut Rng::new(5));
-    assert_eq!((&with.globals, &with.locals), (&plain.globals, &plain.locals));
+    assert_eq!(
+        (&with.globals, &with.locals),
+        (&plain.globals, &plain.locals)
+    );
     assert_eq!(with.gram.len(), 2);
     // Global crop 1's window comes before any colour draw: without distortions it is the crop.
     let undistorted = AugmentConfig {
@@ -113,7 +116,12 @@ fn gram_crops_share_the_global_crops_windows_without_distortions() {
     for (fine, coarse) in twice.gram.iter().zip(&with.gram) {
         assert_eq!(fine.len(), 4 * coarse.len());
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
-        assert!((mean(fine) - mean(coarse)).abs() < 0.02, "{} {}", mean(fine), mean(coarse));
+        assert!(
+            (mean(fine) - mean(coarse)).abs() < 0.02,
+            "{} {}",
+            mean(fine),
+            mean(coarse)
+        );
     }
     let over = AugmentConfig {
         gram_size: 5000,

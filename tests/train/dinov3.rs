@@ -208,7 +208,10 @@ fn a_gram_teacher_on_larger_crops_trains_and_resumes_exactly() {
     same.augment.gram_size = cfg.augment.global_size;
     let (same_seen, same_state) = straight(&same, "gram-own-same");
     assert_eq!(same_seen, plain_seen);
-    assert!(same_state == plain, "the Gram teacher's own crops at the same size changed the run");
+    assert!(
+        same_state == plain,
+        "the Gram teacher's own crops at the same size changed the run"
+    );
 
     let mut twice = cfg.clone();
     twice.augment.gram_size = 2 * cfg.augment.global_size;
