@@ -92,9 +92,9 @@ impl DinoscopeApp {
                 run.first_snapshot(&self.wake_ctx());
                 let (step, total) = (run.session.trainer.step, run.session.config().steps);
                 let desc = run.session.data_description.clone();
-                // The browser does not evaluate k-NN (it would need blocking readbacks).
                 self.probe_images = run.session.probes.iter().map(|p| p.rgb.clone()).collect();
-                self.on_started(step, total, &desc, false);
+                let knn = run.session.has_knn();
+                self.on_started(step, total, &desc, knn);
                 self.web = Some(run);
             }
             Err(e) => {
@@ -116,6 +116,10 @@ impl DinoscopeApp {
         }
         if let Some(s) = p.snapshot {
             self.on_snapshot(s);
+        }
+        if let Some((step, e)) = p.evaluation {
+            self.history.knn.push((step, e.knn));
+            self.history.probe.push((step, e.probe));
         }
         if let Some(f) = p.fitted {
             self.on_fitted(f.steps, f.step_s);
@@ -151,8 +155,6 @@ impl DinoscopeApp {
         self.knn_expected = knn;
         let note = if knn {
             ""
-        } else if cfg!(target_arch = "wasm32") {
-            " (k-NN evaluation runs in the desktop app)"
         } else {
             " (k-NN is measured on the bundled set only)"
         };

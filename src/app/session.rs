@@ -287,6 +287,22 @@ impl Session {
         ))
     }
 
+    /// [`Session::knn`] without blocking: the browser's evaluation, its readbacks resolved as
+    /// the page maps them (`None` without labelled sets).
+    pub async fn evaluate(&self) -> Option<Result<crate::train::run::Evaluation, String>> {
+        let (train, test) = self.eval.as_ref()?;
+        Some(
+            crate::train::run::evaluate_async(
+                self.gpu,
+                &self.trainer,
+                train.as_ref(),
+                test.as_ref(),
+                self.config(),
+            )
+            .await,
+        )
+    }
+
     /// Writes a checkpoint into the run folder (atomically); returns the folder.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn save(&self) -> Result<PathBuf, String> {

@@ -192,7 +192,8 @@ impl AppSettings {
 impl AppSettings {
     /// Applies one `key=value` setting from a link (the browser page's query string):
     /// `train` (0/1: start at once), `preset`, `batch`, `width`, `depth`, `locals`, `steps`,
-    /// `minutes` (a time limit), `maps` (snapshot every N steps), `seed`.
+    /// `minutes` (a time limit), `maps` (snapshot every N steps), `eval` (k-NN and linear probe
+    /// every N steps; 0: never), `seed`.
     pub fn apply_param(&mut self, key: &str, value: &str) -> Result<(), String> {
         let bad = || format!("setting '{key}': '{value}' is not a valid value");
         let num = |v: &str| v.parse::<u64>().map_err(|_| bad());
@@ -217,6 +218,7 @@ impl AppSettings {
                     .ok_or_else(bad)?
             }
             "maps" => t.snapshot_every = num(value)?.max(1),
+            "eval" => t.eval_every = num(value)?,
             "seed" => t.seed = num(value)?,
             _ => return Err(format!("unknown setting '{key}'")),
         }

@@ -5,6 +5,7 @@ use super::session::{LogPoint, Session, Snapshot};
 use super::settings::TrainSettings;
 use super::Task;
 use crate::gpu::Gpu;
+use crate::train::run::Evaluation;
 use crate::train::trainer::StepMetrics;
 use eframe::egui;
 use std::rc::Rc;
@@ -15,6 +16,13 @@ pub const FRAME_BUDGET_MS: f64 = 12.0;
 /// A submitted step: its metrics to come, when it was submitted, images skipped in its batch.
 type InFlight = (Task<Result<StepMetrics, String>>, web_time::Instant, usize);
 
+/// A running evaluation: after which step, since when, and its accuracies to come.
+type Evaluating = (
+    u64,
+    web_time::Instant,
+    Task<Option<Result<Evaluation, String>>>,
+);
+
 /// A training run driven by the page's frames.
 pub struct WebRun {
     /// The run.
@@ -23,6 +31,12 @@ pub struct WebRun {
     in_flight: Option<InFlight>,
     snapshot: Option<Task<Result<Snapshot, String>>>,
     snapshot_due: bool,
+    evaluation: Option<Evaluating>,
+    /// The step whose weights the next evaluation must see.
+    evaluation_due: Option<u64>,
+    /// Seconds of evaluation not yet counted beside the steps (a time limit plans its
+    /// evaluations from them; counted once nothing else holds the session).
+    evaluated_s: f64,
     /// Whether stepping is paused.
     pub paused: bool,
     /// Since when, while it is (a pause does not count toward a time limit).
@@ -36,6 +50,8 @@ pub struct Progress {
     pub points: Vec<LogPoint>,
     /// A finished snapshot.
     pub snapshot: Option<Snapshot>,
+    /// A finished evaluation, with the number of steps its weights had taken.
+    pub evaluation: Option<(u64, Evaluation)>,
     /// A problem that ends the run.
     pub error: Option<String>,
     /// A problem that does not.
@@ -58,6 +74,9 @@ impl WebRun {
             in_flight: None,
             snapshot: None,
             snapshot_due: false,
+            evaluation: None,
+            evaluation_due: None,
+            evaluated_s: 0.0,
             paused: false,
             paused_since: None,
         })
@@ -83,6 +102,23 @@ impl WebRun {
                     Ok(s) => out.snapshot = Some(s),
                     Err(e) => out.notice = Some(format!("attention snapshot failed: {e}")),
                 }
+            }
+        }
+        if let Some((step, since, task)) = &self.evaluation {
+            if let Some(r) = task.take() {
+                self.evaluated_s += since.elapsed().as_secs_f64();
+                match r {
+                    Some(Ok(e)) => out.evaluation = Some((*step, e)),
+                    Some(Err(e)) => out.notice = Some(format!("k-NN failed: {e}")),
+                    None => {}
+                }
+                self.evaluation = None;
+            }
+        }
+        if self.evaluated_s > 0.0 {
+            if let Some(s) = Rc::get_mut(&mut self.session) {
+                s.paused_for(self.evaluated_s, true);
+                self.evaluated_s = 0.0;
             }
         }
         loop {
@@ -116,6 +152,10 @@ impl WebRun {
                         if snapshot_every > 0 && done.is_multiple_of(snapshot_every) {
                             self.snapshot_due = true;
                         }
+                        let eval_every = self.session.config().eval_every;
+                        if eval_every > 0 && done.is_multiple_of(eval_every) {
+                            self.evaluation_due = Some(done);
+                        }
                     }
                 }
             }
@@ -124,8 +164,17 @@ impl WebRun {
                 let s = self.session.clone();
                 self.snapshot = Some(Task::spawn(ctx, async move { s.snapshot().await }));
             }
+            // While it runs it holds the session, so no step changes the weights it reads.
+            if self.evaluation.is_none() {
+                if let Some(step) = self.evaluation_due.take() {
+                    self.evaluate(ctx, step);
+                }
+            }
             if self.paused || self.session.finished() {
-                out.finished = self.session.finished() && self.snapshot.is_none();
+                out.finished = self.session.finished()
+                    && self.snapshot.is_none()
+                    && self.evaluation.is_none()
+                    && self.evaluation_due.is_none();
                 break;
             }
             if t0.elapsed().as_secs_f64() * 1000.0 > FRAME_BUDGET_MS {
@@ -156,10 +205,24 @@ impl WebRun {
         out
     }
 
-    /// Takes the first snapshot (before any step).
+    /// Takes the first snapshot (before any step) and, with evaluations on, the random
+    /// features' accuracy: the baseline the curve climbs from.
     pub fn first_snapshot(&mut self, ctx: &egui::Context) {
         let s = self.session.clone();
         self.snapshot = Some(Task::spawn(ctx, async move { s.snapshot().await }));
+        if self.session.config().eval_every > 0 && self.session.trainer.step == 0 {
+            self.evaluate(ctx, 0);
+        }
+    }
+
+    /// Starts an evaluation of the weights after `step` steps.
+    fn evaluate(&mut self, ctx: &egui::Context, step: u64) {
+        if !self.session.has_knn() {
+            return;
+        }
+        let s = self.session.clone();
+        let task = Task::spawn(ctx, async move { s.evaluate().await });
+        self.evaluation = Some((step, web_time::Instant::now(), task));
     }
 }
 
@@ -246,6 +309,8 @@ pub fn publish_status(app: &super::DinoscopeApp, pixels_per_point: f32) {
         "losses": losses,
         "snapshots": app.snapshots.len(),
         "last_snapshot_step": app.snapshots.last().map(|s| s.step),
+        "knn": &app.history.knn,
+        "probe": &app.history.probe,
         "adapter": app.gpu().info.name,
         "backend": format!("{:?}", app.gpu().info.backend),
         "errors": app.notices.iter().filter(|n| n.error).map(|n| n.text.clone()).collect::<Vec<_>>(),

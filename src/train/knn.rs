@@ -17,8 +17,21 @@ pub struct Features {
     pub labels: Vec<u32>,
 }
 
-/// Features of the first `n` images (all when n = 0) of a labelled dataset.
+/// Features of the first `n` images (all when n = 0) of a labelled dataset (blocks; native).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn features(
+    gpu: &Gpu,
+    vit: &Vit,
+    ds: &dyn Dataset,
+    n: usize,
+    size: usize,
+    batch: usize,
+) -> Result<Features, String> {
+    pollster::block_on(features_async(gpu, vit, ds, n, size, batch))
+}
+
+/// [`features`] without blocking: each batch's tokens are read as the browser maps them.
+pub async fn features_async(
     gpu: &Gpu,
     vit: &Vit,
     ds: &dyn Dataset,
@@ -65,7 +78,10 @@ pub fn features(
             )
             .map_err(|e| e.to_string())?;
         rec.finish().map_err(|e| e.to_string())?;
-        let tokens = read(gpu, &out.tokens)?;
+        let tokens = gpu
+            .read_async(&out.tokens)
+            .await
+            .map_err(|e| e.to_string())?;
         let nt = out.n_tokens;
         let first_patch = 1 + vit.cfg.registers;
         for b in 0..count {
@@ -132,16 +148,6 @@ fn eval_views(
         labels.push(label);
     }
     Ok((pixels, labels))
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn read(gpu: &Gpu, t: &crate::gpu::Tensor) -> Result<Vec<f32>, String> {
-    gpu.read(t).map_err(|e| e.to_string())
-}
-
-#[cfg(target_arch = "wasm32")]
-fn read(_gpu: &Gpu, _t: &crate::gpu::Tensor) -> Result<Vec<f32>, String> {
-    Err("blocking readback is not available in the browser".into())
 }
 
 /// Top-1 accuracy of weighted cosine k-NN (features already L2-normalised, [n, d]). The test

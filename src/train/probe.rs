@@ -153,7 +153,7 @@ fn fit(
 }
 
 /// Each fitted probe's share of `y` predicted correctly on features x [n, f] (uploaded).
-fn accuracies(
+async fn accuracies(
     gpu: &Gpu,
     fit: &Fit,
     x: &Tensor,
@@ -165,7 +165,7 @@ fn accuracies(
     let mut rec = Recorder::new(gpu);
     kernels::linear::linear_forward(&mut rec, &logits, x, &fit.w(), Some(&fit.b()), None);
     rec.finish().map_err(|e| e.to_string())?;
-    let l = read(gpu, &logits)?;
+    let l = gpu.read_async(&logits).await.map_err(|e| e.to_string())?;
     let variants = fit.rows / classes;
     let mut correct = vec![0usize; variants];
     for (row, &c) in l.chunks(fit.rows).zip(y) {
@@ -185,8 +185,21 @@ fn accuracies(
 }
 
 /// Test accuracy of a linear probe trained on `train` [n, f] with labels `train_y`; labels
-/// outside the training classes count as wrong.
+/// outside the training classes count as wrong (blocks; native).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn linear_probe(
+    gpu: &Gpu,
+    train: &[f32],
+    train_y: &[u32],
+    test: &[f32],
+    test_y: &[u32],
+    f: usize,
+) -> Result<f32, String> {
+    pollster::block_on(linear_probe_async(gpu, train, train_y, test, test_y, f))
+}
+
+/// [`linear_probe`] without blocking: its accuracies are read as the browser maps them.
+pub async fn linear_probe_async(
     gpu: &Gpu,
     train: &[f32],
     train_y: &[u32],
@@ -237,7 +250,7 @@ pub fn linear_probe(
         let fx = gpu.upload(&fit_x, &[fit_y.len(), f]);
         let vx = gpu.upload(&val_x, &[val_y.len(), f]);
         let probes = fit(gpu, &fx, &fit_y, f, classes, &L2)?;
-        let acc = accuracies(gpu, &probes, &vx, &val_y, classes)?;
+        let acc = accuracies(gpu, &probes, &vx, &val_y, classes).await?;
         // The strongest regularisation among the best on the held-out fifth.
         let best = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         if let Some(i) = acc.iter().rposition(|&a| a == best) {
@@ -250,17 +263,7 @@ pub fn linear_probe(
     let mut correct = 0.0f64;
     for (x, y) in te.chunks(max_rows * f).zip(test_y.chunks(max_rows)) {
         let tx = gpu.upload(x, &[y.len(), f]);
-        correct += accuracies(gpu, &probe, &tx, y, classes)?[0] as f64 * y.len() as f64;
+        correct += accuracies(gpu, &probe, &tx, y, classes).await?[0] as f64 * y.len() as f64;
     }
     Ok((correct / test_y.len() as f64) as f32)
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn read(gpu: &Gpu, t: &Tensor) -> Result<Vec<f32>, String> {
-    gpu.read(t).map_err(|e| e.to_string())
-}
-
-#[cfg(target_arch = "wasm32")]
-fn read(_gpu: &Gpu, _t: &Tensor) -> Result<Vec<f32>, String> {
-    Err("blocking readback is not available in the browser".into())
 }

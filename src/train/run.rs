@@ -620,7 +620,8 @@ fn run_steps(
 }
 
 /// k-NN accuracy (k = 20, T = 0.07) and linear-probe accuracy of the teacher backbone's
-/// features: `knn_train` images to learn from, `knn_test` to score.
+/// features: `knn_train` images to learn from, `knn_test` to score (blocks; native).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn evaluate(
     gpu: &Gpu,
     trainer: &Trainer,
@@ -628,20 +629,31 @@ pub fn evaluate(
     test: &dyn Dataset,
     cfg: &TrainConfig,
 ) -> Result<Evaluation, String> {
+    pollster::block_on(evaluate_async(gpu, trainer, train, test, cfg))
+}
+
+/// [`evaluate`] without blocking, for the browser: every readback resolves as the page maps it.
+pub async fn evaluate_async(
+    gpu: &Gpu,
+    trainer: &Trainer<'_>,
+    train: &dyn Dataset,
+    test: &dyn Dataset,
+    cfg: &TrainConfig,
+) -> Result<Evaluation, String> {
     let size = cfg.augment.global_size;
     let vit = trainer.teacher_backbone();
-    let tr = super::knn::features(gpu, vit, train, cfg.knn_train, size, 128)?;
-    let te = super::knn::features(gpu, vit, test, cfg.knn_test, size, 128)?;
+    let tr = super::knn::features_async(gpu, vit, train, cfg.knn_train, size, 128).await?;
+    let te = super::knn::features_async(gpu, vit, test, cfg.knn_test, size, 128).await?;
     let d = cfg.model.dim;
-    Ok(Evaluation {
-        knn: super::knn::knn_accuracy(&tr.cls, &tr.labels, &te.cls, &te.labels, d, 20, 0.07),
-        probe: super::probe::linear_probe(
-            gpu,
-            &tr.pooled,
-            &tr.labels,
-            &te.pooled,
-            &te.labels,
-            2 * d,
-        )?,
-    })
+    let knn = super::knn::knn_accuracy(&tr.cls, &tr.labels, &te.cls, &te.labels, d, 20, 0.07);
+    let probe = super::probe::linear_probe_async(
+        gpu,
+        &tr.pooled,
+        &tr.labels,
+        &te.pooled,
+        &te.labels,
+        2 * d,
+    )
+    .await?;
+    Ok(Evaluation { knn, probe })
 }

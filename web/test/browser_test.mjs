@@ -2,7 +2,7 @@
 // its software adapter, and checks (1) the page starts and names its adapter, (2) the tiny golden
 // model matches PyTorch on WebGPU, (2b) every kernel pipeline builds and attention matches the
 // CPU twin in the GPUs' layout, (3) training with the link's settings runs 20+ steps with a
-// finite, falling loss and live attention maps, (4) the screenshot's curve and attention panels
+// finite, falling loss, live attention maps and k-NN and probe accuracies, (4) the screenshot's curve and attention panels
 // are not blank, (5) a browser without WebGPU gets a message instead of a blank page. Prints
 // "N passed, N failed"; exits non-zero on any failure.
 
@@ -18,7 +18,7 @@ const dist = path.resolve(here, "../dist");
 const out = process.env.OUT_DIR || path.resolve(here, "out");
 const steps = Number(process.env.STEPS || 20);
 // Training settings in the page's link: small enough for a software adapter on two cores.
-const trainQuery = process.env.TRAIN_QUERY || "batch=8&depth=2&maps=4";
+const trainQuery = process.env.TRAIN_QUERY || "batch=8&depth=2&maps=4&eval=10";
 const trainTimeout = Number(process.env.TRAIN_TIMEOUT_S || 1500) * 1000;
 const flags = [
   "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader",
@@ -189,7 +189,8 @@ try {
   const tTrain = Date.now();
   while (Date.now() - tTrain < trainTimeout) {
     status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
-    if ((status.step || 0) >= steps && (status.last_snapshot_step || 0) >= steps - 5) break;
+    if ((status.step || 0) >= steps && (status.last_snapshot_step || 0) >= steps - 5 &&
+      (status.knn || []).some(([s]) => s >= 10)) break;
     if (status.state === "Ended" || status.state === "Failed" || status.state === "Idle") break;
     if (Math.floor((Date.now() - tTrain) / 2000) % 15 === 0) {
       console.log(`  … step ${status.step}, ${status.snapshots} snapshots, ${((Date.now() - tTrain) / 1000).toFixed(0)} s`);
@@ -208,6 +209,13 @@ try {
   check("the loss falls", last < first, `first 5 steps ${first.toFixed(3)} → last 5 ${last.toFixed(3)}`);
   check("attention maps were re-rendered while training", (status.snapshots || 0) >= 3,
     `${status.snapshots} snapshots`);
+  // k-NN and the linear probe on the bundled held-out images: the random features' baseline,
+  // then after step 10, each an accuracy of 10 classes well above chance.
+  const knn = status.knn || [], probe = status.probe || [];
+  const fine = (evals) => evals.some(([s]) => s === 0) && evals.some(([s]) => s >= 10) &&
+    evals.every(([, a]) => a > 0.2 && a <= 1);
+  check("k-NN and linear probe measured in the browser", fine(knn) && fine(probe),
+    `k-NN ${JSON.stringify(knn)}, probe ${JSON.stringify(probe)}`);
 
   await sleep(1500);
   const shotPath = path.join(out, "browser.png");
