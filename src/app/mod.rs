@@ -473,6 +473,10 @@ impl DinoscopeApp {
             self.start(None);
         }
         #[cfg(target_arch = "wasm32")]
+        for what in web::take_control_requests() {
+            self.control(&what);
+        }
+        #[cfg(target_arch = "wasm32")]
         web::publish_status(self, ctx.pixels_per_point());
     }
 

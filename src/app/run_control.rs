@@ -121,6 +121,17 @@ impl DinoscopeApp {
             self.history.knn.push((step, e.knn));
             self.history.probe.push((step, e.probe));
         }
+        if let Some((step, files)) = p.saved {
+            for (name, bytes) in files {
+                match web::download_bytes(name, &bytes) {
+                    Ok(()) => {
+                        self.saved_at = Some(step);
+                        self.notify(format!("{name} of step {step} downloaded"), false);
+                    }
+                    Err(e) => self.notify(e, true),
+                }
+            }
+        }
         if let Some(f) = p.fitted {
             self.on_fitted(f.steps, f.step_s);
         }
@@ -134,7 +145,10 @@ impl DinoscopeApp {
         } else if p.finished {
             self.state = RunState::Ended;
             let timed_out = self.web.as_ref().is_some_and(|r| r.session.out_of_time());
-            self.web = None;
+            // Kept, without stepping, for its downloads until the next run starts.
+            if let Some(r) = &mut self.web {
+                r.done = true;
+            }
             let (step, total) = self.progress;
             if timed_out && step < total {
                 self.notify(
@@ -275,19 +289,25 @@ impl DinoscopeApp {
                 "pause" => worker::Command::Pause,
                 "resume" => worker::Command::Resume,
                 "save" => worker::Command::Save,
-                _ => worker::Command::Stop,
+                "stop" => worker::Command::Stop,
+                _ => return,
             };
             w.send(c);
         }
         #[cfg(target_arch = "wasm32")]
-        if self.web.is_some() {
+        if let Some(run) = &mut self.web {
             if what == "stop" {
                 self.state = RunState::Ended;
-                self.web = None;
+                run.done = true;
                 return;
             }
-            if what == "save" {
-                self.notify("checkpoints need the desktop app", false);
+            if let Some(files) = what.strip_prefix("download ") {
+                use crate::train::checkpoint::{BACKBONE, STATE};
+                run.request_save(if files == "state" {
+                    &[STATE]
+                } else {
+                    &[BACKBONE]
+                });
             }
         }
         match what {

@@ -208,6 +208,10 @@ impl DinoscopeApp {
                     let dir = self.settings.train.run_dir.clone();
                     self.start(Some(dir));
                 }
+                #[cfg(target_arch = "wasm32")]
+                if self.web.is_some() {
+                    self.download_buttons(ui);
+                }
             }
             RunState::Starting => {
                 ui.spinner();
@@ -225,11 +229,38 @@ impl DinoscopeApp {
                 if ui.button("Save checkpoint").clicked() {
                     self.control("save");
                 }
+                #[cfg(target_arch = "wasm32")]
+                self.download_buttons(ui);
                 if ui.button("Stop").clicked() {
                     self.control("stop");
                 }
             }
         });
+    }
+
+    /// The browser's checkpoints: the run's files as downloads, read between two steps.
+    #[cfg(target_arch = "wasm32")]
+    fn download_buttons(&mut self, ui: &mut egui::Ui) {
+        if ui
+            .button("Download weights")
+            .on_hover_text(
+                "the teacher backbone as teacher_backbone.safetensors (torch-hub names): \
+                 Inspect, `dinoscope embed` and PyTorch load it",
+            )
+            .clicked()
+        {
+            self.control("download weights");
+        }
+        if ui
+            .button("Download checkpoint")
+            .on_hover_text(
+                "the whole training state as state.safetensors: in a folder of its own, \
+                 `dinoscope train --resume --out FOLDER` continues the run exactly",
+            )
+            .clicked()
+        {
+            self.control("download state");
+        }
     }
 
     pub(super) fn train_central(&mut self, ui: &mut egui::Ui) {

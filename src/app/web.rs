@@ -16,6 +16,12 @@ pub const FRAME_BUDGET_MS: f64 = 12.0;
 /// A submitted step: its metrics to come, when it was submitted, images skipped in its batch.
 type InFlight = (Task<Result<StepMetrics, String>>, web_time::Instant, usize);
 
+/// A checkpoint read back: the step it holds and its files (name, bytes).
+pub type SavedFiles = (u64, Vec<(&'static str, Vec<u8>)>);
+
+/// A checkpoint being read back.
+type Saving = Task<Result<SavedFiles, String>>;
+
 /// A running evaluation: after which step, since when, and its accuracies to come.
 type Evaluating = (
     u64,
@@ -37,6 +43,13 @@ pub struct WebRun {
     /// Seconds of evaluation not yet counted beside the steps (a time limit plans its
     /// evaluations from them; counted once nothing else holds the session).
     evaluated_s: f64,
+    saving: Option<Saving>,
+    /// Which of the checkpoint's files the user asked to download, until a save starts.
+    save_due: Option<&'static [&'static str]>,
+    /// The files the running save will hand over.
+    save_files: &'static [&'static str],
+    /// The run has ended or was stopped; it stays for downloads and takes no more steps.
+    pub done: bool,
     /// Whether stepping is paused.
     pub paused: bool,
     /// Since when, while it is (a pause does not count toward a time limit).
@@ -52,6 +65,8 @@ pub struct Progress {
     pub snapshot: Option<Snapshot>,
     /// A finished evaluation, with the number of steps its weights had taken.
     pub evaluation: Option<(u64, Evaluation)>,
+    /// A finished save: the step and the asked-for files (name, bytes).
+    pub saved: Option<SavedFiles>,
     /// A problem that ends the run.
     pub error: Option<String>,
     /// A problem that does not.
@@ -77,6 +92,10 @@ impl WebRun {
             evaluation: None,
             evaluation_due: None,
             evaluated_s: 0.0,
+            saving: None,
+            save_due: None,
+            save_files: &[],
+            done: false,
             paused: false,
             paused_since: None,
         })
@@ -120,6 +139,23 @@ impl WebRun {
                 s.paused_for(self.evaluated_s, true);
                 self.evaluated_s = 0.0;
             }
+        }
+        if let Some(task) = &self.saving {
+            if let Some(r) = task.take() {
+                self.saving = None;
+                match r {
+                    Ok((step, files)) => {
+                        let asked = self.save_files;
+                        let files = files.into_iter().filter(|(n, _)| asked.contains(n));
+                        out.saved = Some((step, files.collect()));
+                    }
+                    Err(e) => out.notice = Some(format!("checkpoint not saved: {e}")),
+                }
+            }
+        }
+        if self.done {
+            self.start_save(ctx);
+            return out;
         }
         loop {
             if let Some((task, started, skipped)) = &self.in_flight {
@@ -170,11 +206,14 @@ impl WebRun {
                     self.evaluate(ctx, step);
                 }
             }
+            self.start_save(ctx);
             if self.paused || self.session.finished() {
                 out.finished = self.session.finished()
                     && self.snapshot.is_none()
                     && self.evaluation.is_none()
-                    && self.evaluation_due.is_none();
+                    && self.evaluation_due.is_none()
+                    && self.saving.is_none()
+                    && self.save_due.is_none();
                 break;
             }
             if t0.elapsed().as_secs_f64() * 1000.0 > FRAME_BUDGET_MS {
@@ -215,6 +254,31 @@ impl WebRun {
         }
     }
 
+    /// Asks for a checkpoint, whose files named in `files` are handed over in a later frame's
+    /// [`Progress::saved`]. It is read between steps (a step still in flight is part of it).
+    pub fn request_save(&mut self, files: &'static [&'static str]) {
+        self.save_due = Some(files);
+    }
+
+    /// Starts the asked-for save unless one is running. It holds the session until its reads
+    /// are done, so no step is submitted under it.
+    fn start_save(&mut self, ctx: &egui::Context) {
+        if self.saving.is_some() {
+            return;
+        }
+        let Some(files) = self.save_due.take() else {
+            return;
+        };
+        self.save_files = files;
+        let s = self.session.clone();
+        self.saving = Some(Task::spawn(ctx, async move {
+            let step = s.trainer.step;
+            crate::train::checkpoint::checkpoint_files(s.config(), &s.trainer)
+                .await
+                .map(|f| (step, f))
+        }));
+    }
+
     /// Starts an evaluation of the weights after `step` steps.
     fn evaluate(&mut self, ctx: &egui::Context, step: u64) {
         if !self.session.has_knn() {
@@ -224,6 +288,38 @@ impl WebRun {
         let task = Task::spawn(ctx, async move { s.evaluate().await });
         self.evaluation = Some((step, web_time::Instant::now(), task));
     }
+}
+
+/// Offers bytes as a file download (a checkpoint's files).
+pub fn download_bytes(name: &str, bytes: &[u8]) -> Result<(), String> {
+    use wasm_bindgen::JsCast;
+    let fail = |e: wasm_bindgen::JsValue| format!("{name}: download failed ({e:?})");
+    let doc = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or_else(|| format!("{name}: no document to download from"))?;
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type("application/octet-stream");
+    let blob =
+        web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts).map_err(fail)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(fail)?;
+    let a = doc
+        .create_element("a")
+        .map_err(fail)?
+        .dyn_into::<web_sys::HtmlElement>()
+        .map_err(|_| format!("{name}: download failed"))?;
+    a.set_attribute("href", &url).map_err(fail)?;
+    a.set_attribute("download", name).map_err(fail)?;
+    a.click();
+    // The download reads the object after this returns; it is freed a minute later.
+    let window = web_sys::window().ok_or_else(|| format!("{name}: no window"))?;
+    let revoke = wasm_bindgen::closure::Closure::once_into_js(move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+    window
+        .set_timeout_with_callback_and_timeout_and_arguments_0(revoke.unchecked_ref(), 60_000)
+        .map(|_| ())
+        .map_err(fail)
 }
 
 /// Offers text as a file download.
@@ -251,6 +347,7 @@ thread_local! {
     static APP: std::cell::RefCell<Option<(&'static Gpu, egui::Context)>> = const { std::cell::RefCell::new(None) };
     static OWN_GPU: std::cell::Cell<Option<&'static Gpu>> = const { std::cell::Cell::new(None) };
     static START_ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static CONTROLS_ASKED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Gives the page's hooks the app's device and context (called once the app has them).
@@ -292,6 +389,31 @@ pub fn request_start() -> bool {
 /// Whether a start was asked for since the last frame.
 pub fn take_start_request() -> bool {
     START_ASKED.with(|s| s.replace(false))
+}
+
+/// Asks the app for what a run's button does at its next frame: `pause`, `resume`, `stop`,
+/// `download weights`, `download state`; false for anything else or before the app has started.
+pub fn request_control(what: &str) -> bool {
+    let known = [
+        "pause",
+        "resume",
+        "stop",
+        "download weights",
+        "download state",
+    ];
+    APP.with(|a| match a.borrow().as_ref() {
+        Some((_, ctx)) if known.contains(&what) => {
+            CONTROLS_ASKED.with(|c| c.borrow_mut().push(what.to_string()));
+            ctx.request_repaint();
+            true
+        }
+        _ => false,
+    })
+}
+
+/// The controls asked for since the last frame, in order.
+pub fn take_control_requests() -> Vec<String> {
+    CONTROLS_ASKED.with(|c| std::mem::take(&mut *c.borrow_mut()))
 }
 
 /// Records the app's state for [`status_json`] (called every frame).

@@ -94,14 +94,16 @@ fn write_synced(p: &Path, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The files of one checkpoint, as bytes.
-fn checkpoint_files(
+/// The files of one checkpoint, as bytes: `state.safetensors`, `teacher_backbone.safetensors`,
+/// `config.ron` and `train.ron` (the browser offers them as downloads).
+pub async fn checkpoint_files(
     cfg: &TrainConfig,
-    trainer: &Trainer,
+    trainer: &Trainer<'_>,
 ) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
-    let st = trainer.state().map_err(|e| e.to_string())?;
+    let st = trainer.state_async().await.map_err(|e| e.to_string())?;
     let backbone = trainer
-        .teacher_backbone_values()
+        .teacher_backbone_values_async()
+        .await
         .map_err(|e| e.to_string())?;
     let layout = crate::model::vit::param_layout(&cfg.model);
     let tensors: Vec<(String, Vec<usize>, &[f32])> = layout
@@ -160,8 +162,9 @@ fn checkpoint_files(
 /// Writes the trainer's checkpoint into `run/checkpoints/step-N/` (published by one rename),
 /// refreshes the run folder's exports and keeps the newest [`KEEP`] checkpoints. Returns the
 /// checkpoint folder. On any error the previous checkpoints are untouched.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save(run: &Path, cfg: &TrainConfig, trainer: &Trainer) -> Result<PathBuf, String> {
-    let files = checkpoint_files(cfg, trainer)?;
+    let files = pollster::block_on(checkpoint_files(cfg, trainer))?;
     save_files(run, trainer.step, &files)
 }
 

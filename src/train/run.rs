@@ -295,6 +295,7 @@ fn idx_eval_sets(path: &Path, train: Arc<dyn Dataset>) -> Result<EvalSets, Strin
 }
 
 /// Writes a checkpoint into `dir/checkpoints/` as one unit (see [`super::checkpoint`]).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save_checkpoint(dir: &Path, cfg: &TrainConfig, trainer: &Trainer) -> Result<(), String> {
     super::checkpoint::save(dir, cfg, trainer).map(|_| ())
 }

@@ -591,22 +591,29 @@ impl<'g> Trainer<'g> {
     }
 
     /// Host copies of every piece of state, for checkpoints.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn state(&self) -> Result<TrainState, TrainError> {
+        pollster::block_on(self.state_async())
+    }
+
+    /// [`Trainer::state`] without blocking (the browser's): the buffers are copied after every
+    /// step submitted so far, so the state is that of `step` steps even with one in flight.
+    pub async fn state_async(&self) -> Result<TrainState, TrainError> {
         let gpu = self.gpu;
         Ok(TrainState {
             step: self.step,
-            student: read(gpu, &self.student)?,
-            teacher: read(gpu, &self.teacher)?,
-            m1: read(gpu, &self.m1)?,
-            m2: read(gpu, &self.m2)?,
-            center_dino: read(gpu, &self.center_dino)?,
-            center_ibot: read(gpu, &self.center_ibot)?,
+            student: gpu.read_async(&self.student).await?,
+            teacher: gpu.read_async(&self.teacher).await?,
+            m1: gpu.read_async(&self.m1).await?,
+            m2: gpu.read_async(&self.m2).await?,
+            center_dino: gpu.read_async(&self.center_dino).await?,
+            center_ibot: gpu.read_async(&self.center_ibot).await?,
             gram_teacher: match &self.gram_teacher {
-                Some((flat, _)) => Some(read(gpu, flat)?),
+                Some((flat, _)) => Some(gpu.read_async(flat).await?),
                 None => None,
             },
             loss_scale: match &self.loss_scale {
-                Some(ls) => Some(read(gpu, &ls.state)?),
+                Some(ls) => Some(gpu.read_async(&ls.state).await?),
                 None => None,
             },
         })
@@ -677,11 +684,17 @@ impl<'g> Trainer<'g> {
     }
 
     /// Teacher backbone values by torch-hub name.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn teacher_backbone_values(&self) -> Result<BTreeMap<String, Vec<f32>>, TrainError> {
-        let flat = read(
-            self.gpu,
-            &self.teacher.view(0, &[self.backbone_layout.total]),
-        )?;
+        pollster::block_on(self.teacher_backbone_values_async())
+    }
+
+    /// [`Trainer::teacher_backbone_values`] without blocking.
+    pub async fn teacher_backbone_values_async(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<f32>>, TrainError> {
+        let teacher = self.teacher.view(0, &[self.backbone_layout.total]);
+        let flat = self.gpu.read_async(&teacher).await?;
         Ok(self.backbone_layout.unpack(&flat))
     }
 }
@@ -708,16 +721,4 @@ pub struct TrainState {
     /// The loss-scaling state (mixed precision): scale, finite steps in a row, steps skipped,
     /// and the last step's skip flag and unscale factor.
     pub loss_scale: Option<Vec<f32>>,
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn read(gpu: &Gpu, t: &Tensor) -> Result<Vec<f32>, TrainError> {
-    Ok(gpu.read(t)?)
-}
-
-#[cfg(target_arch = "wasm32")]
-fn read(_gpu: &Gpu, _t: &Tensor) -> Result<Vec<f32>, TrainError> {
-    Err(TrainError::Other(
-        "blocking readback is not available in the browser".into(),
-    ))
 }

@@ -129,6 +129,25 @@ fn resume_is_bit_exact() {
     let (a, b) = (state_of(&straight), state_of(&split));
     assert_eq!(a.step, 6);
     assert!(a == b, "6 steps straight differ from 3 + resume + 3");
+    // A checkpoint's state file alone in a folder (what the browser's "Download checkpoint"
+    // gives) resumes the same way.
+    let step3 = dinoscope::train::checkpoint::list(&split)
+        .into_iter()
+        .find(|(s, _)| *s == 3)
+        .expect("the checkpoint of step 3")
+        .1;
+    let lone = tmp("lone-state");
+    std::fs::create_dir_all(&lone).expect("folder");
+    let state = dinoscope::train::checkpoint::STATE;
+    std::fs::copy(step3.join(state), lone.join(state)).expect("copy");
+    let from_file = RunOptions {
+        out_dir: lone.clone(),
+        resume: true,
+        ..Default::default()
+    };
+    run(gpu, cfg.clone(), &from_file, |_, _| {}).expect("resumed from the state file");
+    assert!(state_of(&lone) == a, "a lone state file resumed elsewhere");
+    let _ = std::fs::remove_dir_all(&lone);
     // A stop request (what Ctrl-C sets) ends the run after the step in flight, with a
     // checkpoint there, though the config saves only at the end; the run resumes from it
     // exactly.

@@ -48,3 +48,10 @@ pub async fn check_layouts() -> String {
 pub fn start_training() -> bool {
     dinoscope::app::web::request_start()
 }
+
+/// Does what a run's button does (`pause`, `resume`, `stop`, `download weights`,
+/// `download state`) at the app's next frame; false for anything else or before it has started.
+#[wasm_bindgen]
+pub fn control(what: String) -> bool {
+    dinoscope::app::web::request_control(&what)
+}

@@ -8,7 +8,7 @@
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import zlib from "node:zlib";
@@ -216,6 +216,35 @@ try {
     evals.every(([, a]) => a > 0.2 && a <= 1);
   check("k-NN and linear probe measured in the browser", fine(knn) && fine(probe),
     `k-NN ${JSON.stringify(knn)}, probe ${JSON.stringify(probe)}`);
+
+  // The run's files as downloads, as its Download buttons give them: safetensors whose header
+  // holds the step, the training config and the teacher's tensors.
+  const header = (buf) => {
+    const n = Number(buf.readBigUInt64LE(0));
+    return JSON.parse(buf.subarray(8, 8 + n).toString("utf8"));
+  };
+  for (const [what, name, holds] of [
+    ["download weights", "teacher_backbone.safetensors", "blocks.0.attn.qkv.weight"],
+    ["download state", "state.safetensors", "teacher"],
+  ]) {
+    let detail = "";
+    try {
+      const [dl] = await Promise.all([
+        page.waitForEvent("download", { timeout: 120000 }),
+        page.evaluate((w) => window.dinoscope.control(w), what),
+      ]);
+      const file = path.join(out, dl.suggestedFilename());
+      await dl.saveAs(file);
+      const h = header(readFileSync(file));
+      const step = Number((h.__metadata__ || {}).step);
+      detail = `${dl.suggestedFilename()}: step ${step}, ${Object.keys(h).length - 1} tensors`;
+      const ok = dl.suggestedFilename() === name && step >= steps && holds in h &&
+        (what !== "download state" || (h.__metadata__.train_config || "").includes("global_size"));
+      check(`${what}: a safetensors file of the run`, ok, detail);
+    } catch (e) {
+      check(`${what}: a safetensors file of the run`, false, `${detail} ${e}`);
+    }
+  }
 
   await sleep(1500);
   const shotPath = path.join(out, "browser.png");
