@@ -334,6 +334,8 @@ pub fn train(
     // Mixed precision: (steps, skipped, last loss scale).
     let mut scaled = (0u64, 0u64, 0.0f32);
     let mut pointed = false;
+    // A resumed run keeps its checkpoint's length, which the bar learns at its first step.
+    let fitted = opts.time_limit.is_some();
     let summary = run(gpu, cfg, &opts, |m, steps| {
         if let (Some(dir), false) = (&created, pointed) {
             pointed = true;
@@ -344,14 +346,17 @@ pub fn train(
         let dt = last.elapsed().as_secs_f64().max(1e-9);
         last = std::time::Instant::now();
         if bar.length() != Some(steps) {
-            let line = format!(
-                "the schedule now spans {steps} steps (the config: {total}), fitted to the time limit"
-            );
-            // Written at once also when the bar is hidden (output to a file).
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
+            if fitted {
+                let line = format!(
+                    "the schedule now spans {steps} steps (the config: {total}), fitted to the \
+                     time limit"
+                );
+                // Written at once also when the bar is hidden (output to a file).
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
             }
             bar.set_length(steps);
         }

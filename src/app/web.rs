@@ -22,12 +22,8 @@ pub type SavedFiles = (u64, Vec<(&'static str, Vec<u8>)>);
 /// A checkpoint being read back.
 type Saving = Task<Result<SavedFiles, String>>;
 
-/// A running evaluation: after which step, since when, and its accuracies to come.
-type Evaluating = (
-    u64,
-    web_time::Instant,
-    Task<Option<Result<Evaluation, String>>>,
-);
+/// A running evaluation: after which step, and its accuracies and seconds to come.
+type Evaluating = (u64, Task<(Option<Result<Evaluation, String>>, f64)>);
 
 /// A training run driven by the page's frames.
 pub struct WebRun {
@@ -54,6 +50,8 @@ pub struct WebRun {
     pub paused: bool,
     /// Since when, while it is (a pause does not count toward a time limit).
     paused_since: Option<web_time::Instant>,
+    /// Seconds paused not yet counted (counted once nothing else holds the session).
+    held_s: f64,
 }
 
 /// What a frame of stepping produced.
@@ -77,6 +75,16 @@ pub struct Progress {
     pub finished: bool,
 }
 
+impl Progress {
+    /// Adds a message that does not end the run.
+    fn note(&mut self, text: String) {
+        self.notice = Some(match self.notice.take() {
+            Some(earlier) => format!("{earlier}; {text}"),
+            None => text,
+        });
+    }
+}
+
 impl WebRun {
     /// Sets a run up from the settings (bundled data only in the browser).
     pub fn start(gpu: &'static Gpu, settings: &TrainSettings) -> Result<WebRun, String> {
@@ -98,6 +106,7 @@ impl WebRun {
             done: false,
             paused: false,
             paused_since: None,
+            held_s: 0.0,
         })
     }
 
@@ -108,36 +117,35 @@ impl WebRun {
         let t0 = web_time::Instant::now();
         if self.paused {
             self.paused_since.get_or_insert(t0);
-        } else if let Some(since) = self.paused_since {
-            if let Some(s) = Rc::get_mut(&mut self.session) {
-                s.hold(since.elapsed().as_secs_f64());
-                self.paused_since = None;
-            }
+        } else if let Some(since) = self.paused_since.take() {
+            self.held_s += since.elapsed().as_secs_f64();
         }
         if let Some(task) = &self.snapshot {
             if let Some(r) = task.take() {
                 self.snapshot = None;
                 match r {
                     Ok(s) => out.snapshot = Some(s),
-                    Err(e) => out.notice = Some(format!("attention snapshot failed: {e}")),
+                    Err(e) => out.note(format!("attention snapshot failed: {e}")),
                 }
             }
         }
-        if let Some((step, since, task)) = &self.evaluation {
-            if let Some(r) = task.take() {
-                self.evaluated_s += since.elapsed().as_secs_f64();
+        if let Some((step, task)) = &self.evaluation {
+            if let Some((r, seconds)) = task.take() {
+                self.evaluated_s += seconds;
                 match r {
                     Some(Ok(e)) => out.evaluation = Some((*step, e)),
-                    Some(Err(e)) => out.notice = Some(format!("k-NN failed: {e}")),
+                    Some(Err(e)) => out.note(format!("evaluation failed: {e}")),
                     None => {}
                 }
                 self.evaluation = None;
             }
         }
-        if self.evaluated_s > 0.0 {
-            if let Some(s) = Rc::get_mut(&mut self.session) {
-                s.paused_for(self.evaluated_s, true);
-                self.evaluated_s = 0.0;
+        if let Some(s) = Rc::get_mut(&mut self.session) {
+            if self.held_s > 0.0 {
+                s.hold(std::mem::take(&mut self.held_s));
+            }
+            if self.evaluated_s > 0.0 {
+                s.paused_for(std::mem::take(&mut self.evaluated_s), true);
             }
         }
         if let Some(task) = &self.saving {
@@ -149,7 +157,7 @@ impl WebRun {
                         let files = files.into_iter().filter(|(n, _)| asked.contains(n));
                         out.saved = Some((step, files.collect()));
                     }
-                    Err(e) => out.notice = Some(format!("checkpoint not saved: {e}")),
+                    Err(e) => out.note(format!("checkpoint not saved: {e}")),
                 }
             }
         }
@@ -285,8 +293,13 @@ impl WebRun {
             return;
         }
         let s = self.session.clone();
-        let task = Task::spawn(ctx, async move { s.evaluate().await });
-        self.evaluation = Some((step, web_time::Instant::now(), task));
+        // Timed inside the task: a frame that picks the result up late adds nothing to it.
+        let task = Task::spawn(ctx, async move {
+            let t = web_time::Instant::now();
+            let r = s.evaluate().await;
+            (r, t.elapsed().as_secs_f64())
+        });
+        self.evaluation = Some((step, task));
     }
 }
 

@@ -11,7 +11,9 @@
 //!
 //! With `gram_size` set, each global crop's window and flip are also rendered at that size with
 //! no colour, blur or solarize: the crops DINOv3's Gram teacher sees (`gram_teacher_crops_size`
-//! with `gram_teacher_no_distortions`, as in its Gram-anchoring recipe).
+//! with `gram_teacher_no_distortions`, as in its Gram-anchoring recipe). DINOv3 renders the
+//! window once at the larger size and resizes that down to the global crop; here each crop is
+//! rendered from the window directly, so the global crops are the same with or without it.
 
 use ::image::imageops;
 use ::image::RgbImage;
@@ -120,8 +122,10 @@ impl AugmentConfig {
     /// exactly as before.
     pub fn prefit_factor(&self, width: u32, height: u32) -> u32 {
         let elongation = f64::from(self.ratio.1.max(1.0 / self.ratio.0).max(1.0));
-        let global = self.global_size.max(self.gram_size);
-        let mut kinds = vec![(global, self.global_scale.0)];
+        // Not the Gram crops' side: the factor would then change every other crop (and
+        // rendered from at least its own side, a Gram crop twice the global side is still not
+        // enlarged).
+        let mut kinds = vec![(self.global_size, self.global_scale.0)];
         if self.n_local > 0 {
             kinds.push((self.local_size, self.local_scale.0));
         }

@@ -41,6 +41,12 @@ pub struct LoaderConfig {
     pub mask_ratio: (f32, f32),
     /// The multi-crop augmentation.
     pub augment: AugmentConfig,
+    /// First step whose batch holds the Gram teacher's crops (`augment.gram_size`): before it
+    /// the Gram teacher does not run, and each such crop holds four times a global crop's
+    /// pixels at DINOv3's twice the side. They draw nothing, so leaving them out changes no
+    /// other crop.
+    #[serde(default)]
+    pub gram_from: u64,
 }
 
 impl Default for LoaderConfig {
@@ -54,6 +60,7 @@ impl Default for LoaderConfig {
             mask_prob: 0.5,
             mask_ratio: (0.1, 0.5),
             augment: AugmentConfig::default(),
+            gram_from: 0,
         }
     }
 }
@@ -114,7 +121,8 @@ pub struct Batch {
     /// `[2B, (G/patch)²]`, 1 = masked, rows aligned with `globals`.
     pub masks: Vec<f32>,
     /// `[2B, 3, S, S]`: the Gram teacher's crops of the global crops, rows aligned with
-    /// `globals`, 8-bit (empty unless the augmentation's `gram_size` S is set).
+    /// `globals`, 8-bit (empty unless the augmentation's `gram_size` S is set and the step is
+    /// at least the loader's `gram_from`).
     pub gram: Vec<u8>,
     /// The class of each of the B images, if known.
     pub labels: Vec<Option<u32>>,
@@ -242,7 +250,16 @@ impl Builder {
         let epoch = step / batches_per_epoch;
         let first = (step % batches_per_epoch) as usize * b;
         let perm = self.permutation(epoch);
-        let aug = &self.cfg.augment;
+        let without_gram;
+        let aug = if step >= self.cfg.gram_from || self.cfg.augment.gram_size == 0 {
+            &self.cfg.augment
+        } else {
+            without_gram = AugmentConfig {
+                gram_size: 0,
+                ..self.cfg.augment.clone()
+            };
+            &without_gram
+        };
         let (g, l, n_local) = (aug.global_size, aug.local_size, aug.n_local);
         let (gplane, lplane) = (3 * g * g, 3 * l * l);
         let splane = 3 * aug.gram_size * aug.gram_size;
@@ -262,7 +279,7 @@ impl Builder {
             };
             skipped += passed;
             let mut rng = Rng::derive(self.cfg.seed, &[epoch, pos as u64]);
-            let crops = multi_crop_bytes(&sample.image, &self.cfg.augment, &mut rng);
+            let crops = multi_crop_bytes(&sample.image, aug, &mut rng);
             for (c, crop) in crops.globals.iter().enumerate() {
                 let row = c * b + k;
                 globals[row * gplane..(row + 1) * gplane].copy_from_slice(crop);

@@ -128,6 +128,18 @@ impl GramConfig {
         (f64::from(self.weight) * (1.0 - phase.cos()) / 2.0) as f32
     }
 
+    /// The first step whose weight is above 0 (never, for a weight of 0): the first that runs
+    /// the Gram teacher.
+    pub fn first_weighted_step(&self) -> u64 {
+        if self.weight <= 0.0 {
+            u64::MAX
+        } else if self.ramp > 1 {
+            self.start.saturating_add(1)
+        } else {
+            self.start
+        }
+    }
+
     /// Whether the Gram teacher is taken from the EMA teacher as `step` begins.
     pub fn refresh_at(&self, step: u64) -> bool {
         step == self.start
@@ -435,6 +447,10 @@ impl TrainConfig {
             },
             mask_ratio: self.mask_ratio,
             augment: self.augment.clone(),
+            gram_from: self
+                .gram
+                .as_ref()
+                .map_or(u64::MAX, |g| g.first_weighted_step()),
         }
     }
 
@@ -454,6 +470,12 @@ impl TrainConfig {
             return Err(format!(
                 "crop sizes {} and {} must be multiples of the patch size {p}",
                 a.global_size, a.local_size
+            ));
+        }
+        if !a.gram_size.is_multiple_of(p) {
+            return Err(format!(
+                "augment.gram_size {} must be a multiple of the patch size {p}",
+                a.gram_size
             ));
         }
         if !(0.0..1.0).contains(&self.drop_path) {
@@ -504,12 +526,7 @@ impl TrainConfig {
                  gram_size: 0"
             ));
         }
-        if s > 0 && s < self.model.patch {
-            return Err(format!(
-                "augment.gram_size {s} is under the patch size {}",
-                self.model.patch
-            ));
-        }
+
         let positive = [
             ("base_lr", self.base_lr),
             ("student_temp", self.student_temp),

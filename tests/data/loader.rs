@@ -12,6 +12,7 @@ fn loader_config(workers: usize) -> LoaderConfig {
         mask_prob: 0.5,
         mask_ratio: (0.1, 0.5),
         augment: small_config(),
+        gram_from: 0,
     }
 }
 
@@ -82,6 +83,25 @@ fn loader_layout_is_crop_major() {
     let mut loader = Loader::new(ds.clone(), cfg.clone(), 0);
     assert_eq!(loader.batches_per_epoch(), 7);
     let steps = take(&mut loader, 8);
+    // Before `gram_from` the batches leave the Gram crops out and are otherwise the same.
+    let late = LoaderConfig {
+        gram_from: 5,
+        ..cfg.clone()
+    };
+    for (step, (a, b)) in take(&mut Loader::new(ds.clone(), late, 0), 8)
+        .iter()
+        .zip(&steps)
+        .enumerate()
+    {
+        assert_eq!(a.gram.is_empty(), step < 5, "step {step}");
+        assert_eq!(
+            (&a.globals, &a.locals, &a.masks),
+            (&b.globals, &b.locals, &b.masks)
+        );
+        if step >= 5 {
+            assert_eq!(a, b);
+        }
+    }
     // Epoch 0 and 1 permutations, as the loader documents them.
     let perm = |epoch: u64| {
         let mut p: Vec<usize> = (0..30).collect();

@@ -123,13 +123,16 @@ impl Trainer<'_> {
         if batch.globals.len() != 2 * b * 3 * g * g
             || batch.locals.len() != nl * b * 3 * l * l
             || batch.masks.len() != 2 * b * p_g
-            || batch.gram.len() != 2 * b * 3 * cfg.augment.gram_size.pow(2)
+            || !(batch.gram.is_empty()
+                || batch.gram.len() == 2 * b * 3 * cfg.augment.gram_size.pow(2))
         {
             return Err(TrainError::Other(format!(
-                "batch does not match the config ({} global, {} local values, {} mask entries)",
+                "batch does not match the config ({} global, {} local values, {} mask entries, \
+                 {} Gram-crop values)",
                 batch.globals.len(),
                 batch.locals.len(),
-                batch.masks.len()
+                batch.masks.len(),
+                batch.gram.len()
             )));
         }
         let mut rows = Vec::new();
@@ -219,19 +222,30 @@ impl Trainer<'_> {
         let dims = self.gram_dims(inp);
         let patches = self.gpu.empty(&[dims.batch * dims.patches, dims.dim]);
         let opts = ForwardOptions::default();
+        let (s, patch) = (self.cfg.augment.gram_size, self.cfg.model.patch);
         match &inp.gram_crops {
-            None => {
+            _ if s == 0 => {
                 let out = vit.forward(rec, &inp.globals, dims.batch, inp.g, inp.g, None, &opts)?;
                 kernels::gather::gather_rows(rec, &patches, &out.tokens, idx, dims.dim);
             }
+            None => {
+                return Err(TrainError::Other(format!(
+                    "the batch of step {} has no Gram-teacher crops, though its Gram loss is on",
+                    self.step
+                )))
+            }
             Some(bytes) => {
-                let s = self.cfg.augment.gram_size;
                 let shape = [dims.batch, 3, s, s];
                 let crops = self.gpu.empty(&shape);
                 kernels::gather::lookup_bytes(rec, &crops, &self.input_table, bytes, s * s);
                 let out = vit.forward(rec, &crops, dims.batch, s, s, None, &opts)?;
                 drop(crops);
-                self.resize_gram_features(rec, &patches, &out.tokens, s, inp);
+                // The same grid needs no resize (DINOv3 skips it too).
+                if s / patch == inp.g / patch {
+                    kernels::gather::gather_rows(rec, &patches, &out.tokens, idx, dims.dim);
+                } else {
+                    self.resize_gram_features(rec, &patches, &out.tokens, s, inp);
+                }
             }
         }
         Ok(Some(kernels::gram::gram_matrices(rec, &patches, dims)))
@@ -239,7 +253,7 @@ impl Trainer<'_> {
 
     /// The Gram teacher's patch features of its `s`-pixel crops (`tokens`, [2B·N_S, D]) on the
     /// student's patch grid, into `patches` [2B·P, D]: plain bicubic (no antialiasing, half-pixel
-    /// centres), DINOv3's `global_teacher_resize_method`; the same grid is copied as it is.
+    /// centres), DINOv3's `global_teacher_resize_method`.
     fn resize_gram_features(
         &self,
         rec: &mut Recorder,
