@@ -165,6 +165,26 @@ fn write_png(path: &Path, seed: u32) {
     img.save(path).expect("png");
 }
 
+/// A dropped checkpoint state file (what the browser's Download checkpoint gives) makes its
+/// folder the run folder to resume; it is not taken for weights to inspect.
+#[test]
+fn a_dropped_state_file_sets_the_run_folder() {
+    let Some(mut app) = app() else { return };
+    let dir = tmp("dropped-state");
+    let state = dir.join(dinoscope::train::checkpoint::STATE);
+    std::fs::write(&state, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1").expect("write");
+    app.tab = Tab::Inspect;
+    app.handle_dropped(vec![(state, None)]);
+    assert_eq!(app.tab, Tab::Train);
+    assert_eq!(app.settings.train.run_dir, dir.to_path_buf());
+    assert!(!app.weights_loading());
+    assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+    assert!(app
+        .notices
+        .iter()
+        .any(|n| n.text.contains("Resume run folder")));
+}
+
 #[test]
 fn a_corrupt_image_in_the_folder_is_skipped_and_counted_while_training_goes_on() {
     let Some(mut app) = app() else { return };

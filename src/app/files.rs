@@ -8,6 +8,9 @@ impl DinoscopeApp {
         for (path, bytes) in paths {
             let name = path.display().to_string();
             let lower = name.to_ascii_lowercase();
+            if self.take_checkpoint(&path, &bytes) {
+                continue;
+            }
             if lower.ends_with(".safetensors") {
                 self.tab = Tab::Inspect;
                 self.weights_field = name.clone();
@@ -36,6 +39,66 @@ impl DinoscopeApp {
                 );
             }
         }
+    }
+
+    /// A dropped training checkpoint (`state.safetensors`): the browser resumes the run from it
+    /// at once; the desktop app takes its folder as the run folder to resume. False for any
+    /// other file.
+    fn take_checkpoint(&mut self, path: &std::path::Path, bytes: &Option<Vec<u8>>) -> bool {
+        let is_state = match bytes {
+            Some(b) => crate::train::checkpoint::is_state(b),
+            None => path
+                .file_name()
+                .is_some_and(|n| n == crate::train::checkpoint::STATE),
+        };
+        if !is_state {
+            return false;
+        }
+        self.tab = Tab::Train;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let dir = path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf();
+            self.notify(
+                format!(
+                    "run folder set to {}; press Resume run folder",
+                    dir.display()
+                ),
+                false,
+            );
+            self.settings.train.run_dir = dir;
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            if self.running() {
+                self.notify(
+                    format!(
+                        "{}: stop the current run to resume this one",
+                        path.display()
+                    ),
+                    true,
+                );
+                return true;
+            }
+            let Some(b) = bytes else {
+                return true;
+            };
+            match crate::train::checkpoint::state_from_bytes(path, b) {
+                Ok((cfg, st)) => {
+                    let step = st.step;
+                    self.web_resume = Some(super::session::Origin::State(Box::new((cfg, st))));
+                    self.notify(
+                        format!("{}: resuming at step {step}", path.display()),
+                        false,
+                    );
+                    self.start(Some(path.to_path_buf()));
+                }
+                Err(e) => self.notify(e, true),
+            }
+        }
+        true
     }
 
     /// Opens the file dialog for `pick` and uses what is chosen: the data, weights or picture

@@ -187,6 +187,9 @@ pub struct DinoscopeApp {
     worker: Option<worker::Worker>,
     #[cfg(target_arch = "wasm32")]
     web: Option<web::WebRun>,
+    /// A dropped checkpoint's config and state, for the run that resumes from it.
+    #[cfg(target_arch = "wasm32")]
+    web_resume: Option<session::Origin>,
     #[cfg(target_arch = "wasm32")]
     dropped_reads: Vec<Task<DroppedRead>>,
     /// Files chosen in the page's file picker, still being read.
@@ -271,6 +274,8 @@ impl DinoscopeApp {
             worker: None,
             #[cfg(target_arch = "wasm32")]
             web: None,
+            #[cfg(target_arch = "wasm32")]
+            web_resume: None,
             #[cfg(target_arch = "wasm32")]
             dropped_reads: Vec::new(),
             #[cfg(target_arch = "wasm32")]

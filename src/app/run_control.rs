@@ -82,12 +82,18 @@ impl DinoscopeApp {
 
     #[cfg(target_arch = "wasm32")]
     pub(super) fn start_backend(&mut self, resume_from: Option<std::path::PathBuf>) {
-        if resume_from.is_some() {
-            self.state = RunState::Ended;
-            self.notify("resuming a checkpoint needs the desktop app", true);
-            return;
-        }
-        match web::WebRun::start(self.gpu, &self.settings.train) {
+        use super::session::Origin;
+        // The browser resumes only from a dropped checkpoint (`resume_from` names it).
+        let origin = match (resume_from, self.web_resume.take()) {
+            (None, _) => Origin::Fresh,
+            (Some(_), Some(state)) => state,
+            (Some(name), None) => {
+                self.state = RunState::Ended;
+                self.notify(format!("{}: no checkpoint to resume", name.display()), true);
+                return;
+            }
+        };
+        match web::WebRun::start(self.gpu, &self.settings.train, origin) {
             Ok(mut run) => {
                 run.first_snapshot(&self.wake_ctx());
                 let (step, total) = (run.session.trainer.step, run.session.config().steps);

@@ -93,29 +93,52 @@ fn pick_probes(ds: &dyn Dataset, n: usize, size: usize, patch: usize) -> Vec<Pre
     picked.into_iter().map(|(_, p)| p).collect()
 }
 
+/// Where a run starts.
+pub enum Origin {
+    /// Fresh weights, from the settings.
+    Fresh,
+    /// The newest checkpoint of a run folder, which the run goes on writing (native).
+    Folder(PathBuf),
+    /// A checkpoint's training config and state, already read (the browser's dropped
+    /// `state.safetensors`).
+    State(
+        Box<(
+            crate::train::config::TrainConfig,
+            crate::train::trainer::TrainState,
+        )>,
+    ),
+}
+
 impl Session {
-    /// Starts a run: fresh from the settings, or from the checkpoint in `resume_from`.
+    /// Starts a run from `origin`.
     pub fn start(
         gpu: &'static Gpu,
         settings: &TrainSettings,
-        resume_from: Option<PathBuf>,
+        origin: Origin,
         run_dir: Option<PathBuf>,
     ) -> Result<Session, String> {
         // A resumed run keeps its checkpoint's schedule, fitted or not.
-        let budget = (settings.minutes > 0.0 && resume_from.is_none())
+        let budget = (settings.minutes > 0.0 && matches!(origin, Origin::Fresh))
             .then(|| std::time::Duration::try_from_secs_f64(settings.minutes as f64 * 60.0).ok())
             .flatten()
             .map(Budget::new);
-        let (trainer, cfg) = match &resume_from {
+        let (trainer, cfg) = match &origin {
             #[cfg(not(target_arch = "wasm32"))]
-            Some(dir) => {
+            Origin::Folder(dir) => {
                 let (cfg, st) = crate::train::run::load_checkpoint(dir)?;
                 let t = Trainer::from_state(gpu, cfg.clone(), &st).map_err(|e| e.to_string())?;
                 (t, cfg)
             }
             #[cfg(target_arch = "wasm32")]
-            Some(_) => return Err("resuming needs a file system (desktop app)".into()),
-            None => {
+            Origin::Folder(_) => {
+                return Err("a run folder needs a file system (desktop app)".into())
+            }
+            Origin::State(state) => {
+                let (cfg, st) = state.as_ref();
+                let t = Trainer::from_state(gpu, cfg.clone(), st).map_err(|e| e.to_string())?;
+                (t, cfg.clone())
+            }
+            Origin::Fresh => {
                 let cfg = settings.to_config()?;
                 crate::train::plan::check_capacity(gpu, &cfg)?;
                 let t = Trainer::new(gpu, cfg.clone()).map_err(|e| e.to_string())?;
@@ -144,7 +167,10 @@ impl Session {
             loader,
             eval,
             probes,
-            run_dir: resume_from.or(run_dir),
+            run_dir: match origin {
+                Origin::Folder(dir) => Some(dir),
+                _ => run_dir,
+            },
             skipped_total: 0,
             data_description,
         })

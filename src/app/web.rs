@@ -86,11 +86,16 @@ impl Progress {
 }
 
 impl WebRun {
-    /// Sets a run up from the settings (bundled data only in the browser).
-    pub fn start(gpu: &'static Gpu, settings: &TrainSettings) -> Result<WebRun, String> {
+    /// Sets a run up from `origin` (fresh from the settings, or a dropped checkpoint's state),
+    /// on the bundled data (the only data in the browser).
+    pub fn start(
+        gpu: &'static Gpu,
+        settings: &TrainSettings,
+        origin: super::session::Origin,
+    ) -> Result<WebRun, String> {
         let mut s = settings.clone();
         s.data = super::settings::DataSource::Bundled;
-        let session = Session::start(gpu, &s, None, None)?;
+        let session = Session::start(gpu, &s, origin, None)?;
         Ok(WebRun {
             session: Rc::new(session),
             gpu,

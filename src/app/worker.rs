@@ -161,10 +161,14 @@ fn run(
     commands: &Receiver<Command>,
     send: &dyn Fn(Event),
 ) -> Result<u64, (u64, String)> {
+    let origin = match &job.resume_from {
+        Some(dir) => super::session::Origin::Folder(dir.clone()),
+        None => super::session::Origin::Fresh,
+    };
     let mut session = Session::start(
         gpu,
         &job.settings,
-        job.resume_from.clone(),
+        origin,
         Some(job.settings.run_dir.clone()),
     )
     .map_err(|e| (0, e))?;

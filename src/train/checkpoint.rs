@@ -23,6 +23,8 @@ pub const STATE: &str = "state.safetensors";
 pub const BACKBONE: &str = "teacher_backbone.safetensors";
 const MANIFEST: &str = "manifest.json";
 const FORMAT: &str = "dinoscope-checkpoint-1";
+/// The format tag in a state file's header.
+const STATE_FORMAT: &str = "dinoscope-train-state-1";
 /// How many checkpoints a run keeps (the latest and the one to fall back to).
 pub const KEEP: usize = 2;
 /// Files mirrored into the run folder itself.
@@ -123,7 +125,7 @@ pub async fn checkpoint_files(
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), st.step.to_string());
     meta.insert("train_config".to_string(), cfg.to_ron());
-    meta.insert("format".to_string(), "dinoscope-train-state-1".to_string());
+    meta.insert("format".to_string(), STATE_FORMAT.to_string());
     let n = st.student.len();
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = vec![
         ("student".into(), vec![n], &st.student[..]),
@@ -313,6 +315,17 @@ fn verify(dir: &Path) -> Result<u64, String> {
 fn read_state(p: &Path) -> Result<(TrainConfig, TrainState), String> {
     let bytes = std::fs::read(p).map_err(|e| io_err(p, "read the checkpoint", e))?;
     state_from_bytes(p, &bytes)
+}
+
+/// Whether `bytes` are a training state file (a checkpoint's `state.safetensors`), by its
+/// header's format tag.
+pub fn is_state(bytes: &[u8]) -> bool {
+    safetensors::SafeTensors::read_metadata(bytes).is_ok_and(|(_, m)| {
+        m.metadata()
+            .as_ref()
+            .and_then(|m| m.get("format"))
+            .is_some_and(|f| f == STATE_FORMAT)
+    })
 }
 
 /// Parses the bytes of a `state.safetensors` (`p` names it in errors): its training config and

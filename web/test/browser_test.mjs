@@ -260,6 +260,42 @@ try {
   }
   console.log(`screenshot: ${shotPath}`);
 
+  // The downloaded checkpoint, dropped on the page after a stop, resumes the run at its step.
+  try {
+    const saved = readFileSync(path.join(out, "state.safetensors"));
+    const savedStep = Number(header(saved).__metadata__.step);
+    await page.evaluate(() => window.dinoscope.control("stop"));
+    for (let i = 0; i < 100; i++) {
+      status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
+      if (status.state === "Ended") break;
+      await sleep(200);
+    }
+    const dt = await page.evaluateHandle(([bytes, n]) => {
+      const d = new DataTransfer();
+      d.items.add(new File([new Uint8Array(bytes)], n));
+      return d;
+    }, [Array.from(saved), "state.safetensors"]);
+    await page.dispatchEvent("canvas", "dragover", { dataTransfer: dt });
+    await page.dispatchEvent("canvas", "drop", { dataTransfer: dt });
+    const t0 = Date.now();
+    while (Date.now() - t0 < 300000) {
+      status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
+      if (status.state === "Running" && (status.losses || []).length >= 2) break;
+      if ((status.errors || []).length) break;
+      await sleep(1000);
+    }
+    // The resumed run's curve starts at its first step after the checkpoint.
+    const losses = status.losses || [];
+    const noted = (status.notices || []).some((n) => n.includes(`resuming at step ${savedStep}`));
+    check("a dropped checkpoint resumes the run at its step",
+      noted && losses.length >= 2 && status.step === savedStep + losses.length &&
+        losses.every(Number.isFinite) && !(status.errors || []).length,
+      `saved at ${savedStep}, now step ${status.step} after ${losses.length} steps, ` +
+        JSON.stringify(status.errors));
+  } catch (e) {
+    check("a dropped checkpoint resumes the run at its step", false, `${e}`);
+  }
+
   // Without WebGPU: a message, not a blank page.
   const bare = await browser.newPage();
   await bare.addInitScript(() => { delete Navigator.prototype.gpu; });
