@@ -149,9 +149,13 @@ impl DinoscopeApp {
                 ui.label("maps every");
                 ui.add(egui::DragValue::new(&mut t.snapshot_every).range(1..=100_000));
                 ui.end_row();
-                ui.label("checkpoint every");
-                ui.add(egui::DragValue::new(&mut t.checkpoint_every).range(0..=100_000));
-                ui.end_row();
+                // The browser has no run folder to write into; its checkpoints are downloads.
+                #[cfg(not(target_arch = "wasm32"))]
+                {
+                    ui.label("checkpoint every");
+                    ui.add(egui::DragValue::new(&mut t.checkpoint_every).range(0..=100_000));
+                    ui.end_row();
+                }
                 ui.label("precision");
                 let has_f16 = self.gpu.features.contains(wgpu::Features::SHADER_F16);
                 ui.add_enabled(has_f16, egui::Checkbox::new(&mut t.mixed, "mixed (f16)"))
