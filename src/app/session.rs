@@ -146,7 +146,11 @@ impl Session {
             }
         };
         let (train, eval) = open_data(&settings.data)?;
-        let loader_cfg = cfg.loader_config();
+        let mut loader_cfg = cfg.loader_config();
+        // A time limit may move the Gram loss's start earlier: every batch then holds its crops.
+        if budget.is_some() {
+            loader_cfg.gram_from = 0;
+        }
         let data_description = train.describe();
         let probe_source: &dyn Dataset = match &eval {
             Some((_, test)) => test.as_ref(),

@@ -457,7 +457,11 @@ fn run_steps(
     let metrics_path = opts.out_dir.join("metrics.jsonl");
     let mut unused_log = UnusedLog((!metrics_path.exists()).then(|| metrics_path.clone()));
     let (kept, mut log_file) = open_metrics(&metrics_path, start)?;
-    let loader_cfg = cfg.loader_config();
+    let mut loader_cfg = cfg.loader_config();
+    // A time limit may move the Gram loss's start earlier: every batch then holds its crops.
+    if budget.is_some() {
+        loader_cfg.gram_from = 0;
+    }
     let mut loader = Loader::new(train_ds, loader_cfg, start);
     let end_of = |cfg: &TrainConfig| {
         opts.stop_after
