@@ -52,7 +52,14 @@ fi
 mounted=()
 bind() {
   mkdir -p "$root$2"
-  mountpoint -q "$root$2" || { mount --bind "$1" "$root$2"; mounted+=("$root$2"); }
+  if mountpoint -q "$root$2"; then
+    # A run stopped part way leaves its mounts; one of a checkout removed since shows a deleted
+    # folder, so a mount that is not of this very folder is replaced.
+    [ "$(stat -c %d:%i "$1")" = "$(stat -c %d:%i "$root$2")" ] && return
+    umount "$root$2"
+  fi
+  mount --bind "$1" "$root$2"
+  mounted+=("$root$2")
 }
 cleanup() {
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount "${mounted[$i]}" || true; done
