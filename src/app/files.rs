@@ -63,7 +63,8 @@ impl DinoscopeApp {
                 .to_path_buf();
             self.notify(
                 format!(
-                    "run folder set to {}; press Resume run folder",
+                    "run folder set to {}; Resume run folder continues the run there, writing \
+                     its checkpoints, metrics and exports into that folder",
                     dir.display()
                 ),
                 false,
