@@ -22,8 +22,12 @@ pub type SavedFiles = (u64, Vec<(&'static str, Vec<u8>)>);
 /// A checkpoint being read back.
 type Saving = Task<Result<SavedFiles, String>>;
 
-/// A running evaluation: after which step, and its accuracies and seconds to come.
-type Evaluating = (u64, Task<(Option<Result<Evaluation, String>>, f64)>);
+/// A running evaluation: after which step, since when, and its accuracies and seconds to come.
+type Evaluating = (
+    u64,
+    web_time::Instant,
+    Task<(Option<Result<Evaluation, String>>, f64)>,
+);
 
 /// A training run driven by the page's frames.
 pub struct WebRun {
@@ -52,6 +56,8 @@ pub struct WebRun {
     paused_since: Option<web_time::Instant>,
     /// Seconds paused not yet counted (counted once nothing else holds the session).
     held_s: f64,
+    /// Seconds of the running evaluation spent paused: counted as a pause, not as evaluating.
+    paused_in_eval_s: f64,
 }
 
 /// What a frame of stepping produced.
@@ -112,6 +118,7 @@ impl WebRun {
             paused: false,
             paused_since: None,
             held_s: 0.0,
+            paused_in_eval_s: 0.0,
         })
     }
 
@@ -124,6 +131,7 @@ impl WebRun {
             self.paused_since.get_or_insert(t0);
         } else if let Some(since) = self.paused_since.take() {
             self.held_s += since.elapsed().as_secs_f64();
+            self.paused_in_eval_s += self.pause_in_evaluation(since);
         }
         if let Some(task) = &self.snapshot {
             if let Some(r) = task.take() {
@@ -134,9 +142,14 @@ impl WebRun {
                 }
             }
         }
-        if let Some((step, task)) = &self.evaluation {
+        if let Some((step, _, task)) = &self.evaluation {
             if let Some((r, seconds)) = task.take() {
-                self.evaluated_s += seconds;
+                // A pause still going on counts in full when it ends.
+                let ongoing = self
+                    .paused_since
+                    .map_or(0.0, |s| self.pause_in_evaluation(s));
+                let paused = std::mem::take(&mut self.paused_in_eval_s) + ongoing;
+                self.evaluated_s += (seconds - paused).max(0.0);
                 match r {
                     Some(Ok(e)) => out.evaluation = Some((*step, e)),
                     Some(Err(e)) => out.note(format!("evaluation failed: {e}")),
@@ -304,7 +317,15 @@ impl WebRun {
             let r = s.evaluate().await;
             (r, t.elapsed().as_secs_f64())
         });
-        self.evaluation = Some((step, task));
+        self.evaluation = Some((step, web_time::Instant::now(), task));
+    }
+
+    /// Seconds of a pause from `since` until now that fell within the running evaluation.
+    fn pause_in_evaluation(&self, since: web_time::Instant) -> f64 {
+        match &self.evaluation {
+            Some((_, started, _)) => since.max(*started).elapsed().as_secs_f64(),
+            None => 0.0,
+        }
     }
 }
 
