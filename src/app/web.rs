@@ -46,8 +46,6 @@ pub struct WebRun {
     saving: Option<Saving>,
     /// Which of the checkpoint's files the user asked to download, until a save starts.
     save_due: Option<&'static [&'static str]>,
-    /// The files the running save will hand over.
-    save_files: &'static [&'static str],
     /// The run has ended or was stopped; it stays for downloads and takes no more steps.
     pub done: bool,
     /// Whether stepping is paused.
@@ -113,7 +111,6 @@ impl WebRun {
             evaluated_s: 0.0,
             saving: None,
             save_due: None,
-            save_files: &[],
             done: false,
             paused: false,
             paused_since: None,
@@ -170,11 +167,7 @@ impl WebRun {
             if let Some(r) = task.take() {
                 self.saving = None;
                 match r {
-                    Ok((step, files)) => {
-                        let asked = self.save_files;
-                        let files = files.into_iter().filter(|(n, _)| asked.contains(n));
-                        out.saved = Some((step, files.collect()));
-                    }
+                    Ok(saved) => out.saved = Some(saved),
                     Err(e) => out.note(format!("checkpoint not saved: {e}")),
                 }
             }
@@ -280,8 +273,9 @@ impl WebRun {
         }
     }
 
-    /// Asks for a checkpoint, whose files named in `files` are handed over in a later frame's
-    /// [`Progress::saved`]. It is read between steps (a step still in flight is part of it).
+    /// Asks for the checkpoint's files named in `files` (`state.safetensors`,
+    /// `teacher_backbone.safetensors`), handed over in a later frame's [`Progress::saved`]. They
+    /// are read between steps (a step still in flight is part of them).
     pub fn request_save(&mut self, files: &'static [&'static str]) {
         self.save_due = Some(files);
     }
@@ -295,13 +289,20 @@ impl WebRun {
         let Some(files) = self.save_due.take() else {
             return;
         };
-        self.save_files = files;
         let s = self.session.clone();
         self.saving = Some(Task::spawn(ctx, async move {
-            let step = s.trainer.step;
-            crate::train::checkpoint::checkpoint_files(s.config(), &s.trainer)
-                .await
-                .map(|f| (step, f))
+            use crate::train::checkpoint::{backbone_file, state_file, STATE};
+            let (cfg, trainer) = (s.config(), &s.trainer);
+            let mut out = Vec::new();
+            for &name in files {
+                let bytes = if name == STATE {
+                    state_file(cfg, trainer).await?
+                } else {
+                    backbone_file(cfg, trainer).await?
+                };
+                out.push((name, bytes));
+            }
+            Ok((trainer.step, out))
         }));
     }
 

@@ -1,5 +1,6 @@
 //! Bicubic resize of a grid (position embeddings, or a batch of images' patch features),
-//! plain or antialiased, with backward (shaders/interp.wgsl). The per-axis weights come from [`crate::cpu::interp::axis_weights`].
+//! plain or antialiased, with backward (shaders/interp.wgsl). The per-axis weights come from
+//! [`crate::cpu::interp::axis_weights`].
 
 use crate::cpu::interp::{axis_weights, InterpMode};
 use crate::gpu::{grid_1d, Access::*, Kernel, Recorder, Tensor};
@@ -124,6 +125,7 @@ impl InterpWeights {
 
     fn params(&self, accumulate: bool) -> Params {
         let d = &self.dims;
+        let (batch, x_bs, y_bs) = self.strides();
         let (x_cs, x_ss, y_cs, y_ss) = match d.layout {
             GridLayout::ChannelFirst => (d.h_in * d.w_in, 1, d.h_out * d.w_out, 1),
             GridLayout::ChannelLast => (1, d.channels, 1, d.channels),
@@ -141,9 +143,9 @@ impl InterpWeights {
             accumulate: super::flag(accumulate),
             x_off: self.x_off as u32,
             y_off: 0,
-            batch: self.strides().0 as u32,
-            x_bs: self.strides().1 as u32,
-            y_bs: self.strides().2 as u32,
+            batch: batch as u32,
+            x_bs: x_bs as u32,
+            y_bs: y_bs as u32,
             _pad: 0,
         }
     }

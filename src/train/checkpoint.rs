@@ -97,12 +97,24 @@ fn write_synced(p: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// The files of one checkpoint, as bytes: `state.safetensors`, `teacher_backbone.safetensors`,
-/// `config.ron` and `train.ron` (the browser offers them as downloads).
+/// `config.ron` and `train.ron`.
 pub async fn checkpoint_files(
     cfg: &TrainConfig,
     trainer: &Trainer<'_>,
 ) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
-    let st = trainer.state_async().await.map_err(|e| e.to_string())?;
+    Ok(vec![
+        (STATE, state_file(cfg, trainer).await?),
+        (BACKBONE, backbone_file(cfg, trainer).await?),
+        (
+            "config.ron",
+            cfg.model.to_ron().unwrap_or_default().into_bytes(),
+        ),
+        ("train.ron", cfg.to_ron().into_bytes()),
+    ])
+}
+
+/// `teacher_backbone.safetensors`: the teacher backbone under torch-hub names, with its step.
+pub async fn backbone_file(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<Vec<u8>, String> {
     let backbone = trainer
         .teacher_backbone_values_async()
         .await
@@ -119,9 +131,15 @@ pub async fn checkpoint_files(
             )
         })
         .collect();
-    let mut bmeta = HashMap::new();
-    bmeta.insert("step".to_string(), st.step.to_string());
-    let backbone = crate::io::safetensors_bytes(&tensors, Some(bmeta))?;
+    let mut meta = HashMap::new();
+    meta.insert("step".to_string(), trainer.step.to_string());
+    crate::io::safetensors_bytes(&tensors, Some(meta))
+}
+
+/// `state.safetensors`: everything a resumed run needs, its step and training config in the
+/// header.
+pub async fn state_file(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<Vec<u8>, String> {
+    let st = trainer.state_async().await.map_err(|e| e.to_string())?;
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), st.step.to_string());
     meta.insert("train_config".to_string(), cfg.to_ron());
@@ -149,16 +167,7 @@ pub async fn checkpoint_files(
     if let Some(l) = &st.loss_scale {
         tensors.push(("loss_scale".into(), vec![l.len()], &l[..]));
     }
-    let state = crate::io::safetensors_bytes(&tensors, Some(meta))?;
-    Ok(vec![
-        (STATE, state),
-        (BACKBONE, backbone),
-        (
-            "config.ron",
-            cfg.model.to_ron().unwrap_or_default().into_bytes(),
-        ),
-        ("train.ron", cfg.to_ron().into_bytes()),
-    ])
+    crate::io::safetensors_bytes(&tensors, Some(meta))
 }
 
 /// Writes the trainer's checkpoint into `run/checkpoints/step-N/` (published by one rename),

@@ -75,10 +75,14 @@ pub(super) struct Losses {
 
 /// 8-bit channel-first crops `[rows, 3, side, side]` uploaded and normalised on the GPU.
 fn normalized(rec: &mut Recorder, table: &Tensor, crops: &[u8], shape: &[usize; 4]) -> Tensor {
-    let gpu = rec.gpu();
-    let bytes = gpu.upload_bytes_packed(crops);
-    let out = gpu.empty(shape);
-    kernels::gather::lookup_bytes(rec, &out, table, &bytes, shape[2] * shape[3]);
+    let bytes = rec.gpu().upload_bytes_packed(crops);
+    looked_up(rec, table, &bytes, shape)
+}
+
+/// Crops already uploaded as packed bytes, normalised on the GPU.
+fn looked_up(rec: &mut Recorder, table: &Tensor, bytes: &Tensor, shape: &[usize; 4]) -> Tensor {
+    let out = rec.gpu().empty(shape);
+    kernels::gather::lookup_bytes(rec, &out, table, bytes, shape[2] * shape[3]);
     out
 }
 
@@ -235,9 +239,7 @@ impl Trainer<'_> {
                 )))
             }
             Some(bytes) => {
-                let shape = [dims.batch, 3, s, s];
-                let crops = self.gpu.empty(&shape);
-                kernels::gather::lookup_bytes(rec, &crops, &self.input_table, bytes, s * s);
+                let crops = looked_up(rec, &self.input_table, bytes, &[dims.batch, 3, s, s]);
                 let out = vit.forward(rec, &crops, dims.batch, s, s, None, &opts)?;
                 drop(crops);
                 // The same grid needs no resize (DINOv3 skips it too).
