@@ -6,8 +6,10 @@
 // teacher_softmax:     out[r] = softmax((x[r] − center)·inv_temp).
 // dino_loss_forward:   out[r] = Σ_{g paired with r's crop} −Σ_k T[g·B + b]_k · log_softmax(S[r]·inv_temp)_k,
 //                      student row r = v·B + b; the first n_global student crops are global crops,
-//                      paired with every *other* teacher crop; local crops with every teacher crop.
-// dino_loss_backward:  dS[r] (+)= up·scale·inv_temp·(softmax(S[r]·inv_temp)·Σ_g Σ_k T_g − Σ_g T_g).
+//                      paired with every *other* teacher crop; local crops with every teacher crop,
+//                      their sums times local_weight.
+// dino_loss_backward:  dS[r] (+)= up·scale·w·inv_temp·(softmax(S[r]·inv_temp)·Σ_g Σ_k T_g − Σ_g T_g),
+//                      w the crop's weight (1, or local_weight).
 // sinkhorn_*:          Sinkhorn-Knopp targets in the log domain (see below); rows sum to 1.
 // koleo_forward:       per row i of a chunk of `batch` rows: nearest neighbour j by cosine (j ≠ i),
 //                      d_i = ‖x̂_i − x̂_j + 1e-8‖, out[i] = −log(d_i + 1e-8); saved = (j, d_i, ‖x_i‖).
@@ -32,7 +34,7 @@ struct Params {
     inv_temp: f32,
     scale: f32,
     lanes: u32,
-    _pad1: f32,
+    local_weight: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -66,6 +68,12 @@ fn paired(v: u32, g: u32) -> bool {
     return v >= p.n_global || v != g;
 }
 
+// A crop's weight in the DINO loss: 1 for global crops, local_weight for local ones (exactly 1
+// leaves every value as without it).
+fn crop_weight(v: u32) -> f32 {
+    return select(p.local_weight, 1.0, v < p.n_global);
+}
+
 // Log-sum-exp of S[r]·inv_temp.
 fn student_lse(lid: u32, q: Seg) -> f32 {
     let base = q.row * p.cols;
@@ -91,7 +99,7 @@ fn dino_loss_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgro
             acc -= t[tb + k] * (x[base + k] * p.inv_temp - lse);
         }
     }
-    let total = seg_sum(lid, p.lanes, acc);
+    let total = seg_sum(lid, p.lanes, acc) * crop_weight(v);
     if (q.lane == 0u && q.n > 0u) { out[q.row] = total; }
 }
 
@@ -110,7 +118,7 @@ fn dino_loss_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
         for (var k = q.lane; k < q.n; k += p.lanes) { mass += t[tb + k]; }
     }
     let total_mass = seg_sum(lid, p.lanes, mass);
-    let gscale = aux[0] * p.scale * p.inv_temp;
+    let gscale = aux[0] * p.scale * crop_weight(v) * p.inv_temp;
     for (var k = q.lane; k < q.n; k += p.lanes) {
         var tsum = 0.0;
         for (var g = 0u; g < p.n_teacher; g++) {

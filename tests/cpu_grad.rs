@@ -240,13 +240,13 @@ fn erfc_matches_known_values() {
 #[test]
 fn dino_loss_grad() {
     let (b, k) = (3, 5);
-    // 2 global + 2 local student crops against 2 teacher crops.
+    // 2 global + 2 local student crops (weighted 0.4) against 2 teacher crops.
     let s = random(4 * b * k, 40, -2.0, 2.0);
     let t = cpu::losses::teacher_softmax(&random(2 * b * k, 41, -2.0, 2.0), &vec![0.0; k], 0.5);
-    let (_, g) = cpu::losses::dino_loss(&s, &t, k, b, 2, 2, 0.3, 0.1, 1.0);
+    let (_, g) = cpu::losses::dino_loss(&s, &t, k, b, 2, 2, 0.3, 0.1, 1.0, 0.4);
     let u = vec![1.0f32];
     check("dino dS", &s, &u, &g, |s| {
-        vec![cpu::losses::dino_loss(s, &t, k, b, 2, 2, 0.3, 0.1, 1.0).0]
+        vec![cpu::losses::dino_loss(s, &t, k, b, 2, 2, 0.3, 0.1, 1.0, 0.4).0]
     });
 }
 

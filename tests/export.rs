@@ -314,6 +314,8 @@ fn export_writes_three_files_and_refuses_what_it_cannot_express() {
         start: 0,
         refresh_every: 0,
         ramp: 0,
+        local_weight: 1.0,
+        max_refreshes: None,
     });
     assert!(config_yaml(&gram, "x").unwrap_err().contains("Gram"));
 }

@@ -73,9 +73,9 @@ fn paired(v: usize, g: usize, n_global: usize) -> bool {
     v >= n_global || v != g
 }
 
-/// DINO loss scale·Σ_rows Σ_pairs CE(`T_g[b]`, `S_v[b]`) and its gradient w.r.t. the student logits
-/// (`upstream` times). Student rows are crop-major [n_student·B, K], the first `n_global` crops
-/// global; teacher probabilities [n_teacher·B, K].
+/// DINO loss scale·Σ_rows w_v·Σ_pairs CE(`T_g[b]`, `S_v[b]`) and its gradient w.r.t. the student
+/// logits (`upstream` times). Student rows are crop-major [n_student·B, K], the first `n_global`
+/// crops global (w = 1), the rest local (w = `local_weight`); teacher probabilities [n_teacher·B, K].
 #[allow(clippy::too_many_arguments)]
 pub fn dino_loss(
     student: &[f32],
@@ -87,6 +87,7 @@ pub fn dino_loss(
     temp: f32,
     scale: f32,
     upstream: f32,
+    local_weight: f32,
 ) -> (f32, Vec<f32>) {
     let rows = student.len() / k;
     let inv = 1.0 / temp as f64;
@@ -94,14 +95,19 @@ pub fn dino_loss(
     let mut grad = vec![0.0f32; student.len()];
     for r in 0..rows {
         let (v, b) = (r / batch, r % batch);
+        let w = if v < n_global {
+            1.0
+        } else {
+            local_weight as f64
+        };
         let ls = log_softmax(&student[r * k..(r + 1) * k], inv);
         for g in (0..n_teacher).filter(|&g| paired(v, g, n_global)) {
             let t = &teacher[(g * batch + b) * k..(g * batch + b + 1) * k];
             let st: f64 = t.iter().map(|&x| x as f64).sum();
             for c in 0..k {
-                loss -= t[c] as f64 * ls[c];
+                loss -= w * t[c] as f64 * ls[c];
                 grad[r * k + c] +=
-                    (upstream as f64 * scale as f64 * inv * (ls[c].exp() * st - t[c] as f64))
+                    (upstream as f64 * scale as f64 * w * inv * (ls[c].exp() * st - t[c] as f64))
                         as f32;
             }
         }

@@ -20,7 +20,7 @@ struct Params {
     inv_temp: f32,
     scale: f32,
     lanes: u32,
-    _pad: f32,
+    local_weight: f32,
 }
 
 const B4: &[(u32, crate::gpu::Access)] = &[(1, Read), (2, Read), (3, Read), (4, ReadWrite)];
@@ -159,6 +159,8 @@ pub struct DinoPairs {
     pub n_teacher: usize,
     /// Student temperature (0.1).
     pub temp: f32,
+    /// Weight of the local crops' terms (1; DINOv3 anneals it to 0.5 with Gram anchoring).
+    pub local_weight: f32,
 }
 
 impl DinoPairs {
@@ -182,12 +184,14 @@ impl DinoPairs {
             inv_temp: 1.0 / self.temp,
             scale,
             lanes: row_lanes(rec, k),
+            local_weight: self.local_weight,
             ..Default::default()
         }
     }
 }
 
-/// loss `[1]` = scale·Σ_rows Σ_pairs CE(T, S); also returns the per-row sums.
+/// loss `[1]` = scale·Σ_rows Σ_pairs CE(T, S), a local crop's rows times `local_weight`; also
+/// returns the per-row sums, weighted.
 pub fn dino_loss_forward(
     rec: &mut Recorder,
     loss: &Tensor,

@@ -63,6 +63,7 @@ pub(crate) fn compute(
                 n_global: ng,
                 n_teacher: ng,
                 temp: ls.student_temp,
+                local_weight: 1.0,
             };
             let local = DinoPairs {
                 batch: b,
@@ -70,6 +71,7 @@ pub(crate) fn compute(
                 n_global: 0,
                 n_teacher: ng,
                 temp: ls.student_temp,
+                local_weight: 1.0,
             };
             let total = DinoPairs {
                 batch: b,
@@ -77,6 +79,7 @@ pub(crate) fn compute(
                 n_global: ng,
                 n_teacher: ng,
                 temp: ls.student_temp,
+                local_weight: 1.0,
             };
             let (sc_g, sc_l, sc_t) = (
                 global.default_scale(),
@@ -97,6 +100,7 @@ pub(crate) fn compute(
                         ls.student_temp,
                         sc_g,
                         1.0,
+                        1.0,
                     );
                     let (ll, gl) = cpu::losses::dino_loss(
                         &sl.data,
@@ -107,6 +111,7 @@ pub(crate) fn compute(
                         ng,
                         ls.student_temp,
                         sc_l,
+                        1.0,
                         1.0,
                     );
                     let (lt, gt) = cpu::losses::dino_loss(
@@ -119,6 +124,7 @@ pub(crate) fn compute(
                         ls.student_temp,
                         sc_t,
                         1.0,
+                        1.0,
                     );
                     let (lsk, gsk) = cpu::losses::dino_loss(
                         &sg.data,
@@ -129,6 +135,7 @@ pub(crate) fn compute(
                         ng,
                         ls.student_temp,
                         sc_g,
+                        1.0,
                         1.0,
                     );
                     let split = ng * b * k;

@@ -497,12 +497,13 @@ pub(super) fn losses(gpu: &Gpu) -> CaseResult {
             n_global: ng,
             n_teacher: ng,
             temp: 0.1,
+            local_weight: 0.6,
         };
         let scale = pairs.default_scale();
         let tsm = cpu::losses::teacher_softmax(&tl, &center, 0.04);
         let c_after = cpu::losses::center_update(&center, &tl, 0.9);
         let sk = cpu::losses::sinkhorn(&tl, k, 0.04, 3);
-        let (loss, grad) = cpu::losses::dino_loss(&s, &tsm, k, b, ng, ng, 0.1, scale, 0.5);
+        let (loss, grad) = cpu::losses::dino_loss(&s, &tsm, k, b, ng, ng, 0.1, scale, 0.5, 0.6);
         let x = random(ng * b.max(2) * 65, 174, -1.0, 1.0);
         let kb = b.max(2);
         let (kl, kg, knn) = cpu::losses::koleo(&x, 65, kb, 1.0 / kb as f32, 0.5);

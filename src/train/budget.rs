@@ -331,6 +331,8 @@ mod tests {
             start: 100,
             refresh_every: 0,
             ramp: 400,
+            local_weight: 1.0,
+            max_refreshes: None,
         });
         let c = fitted(&gram, 23, 0.5, 0.0, 20.0);
         let start = c.gram.as_ref().map(|g| g.start);

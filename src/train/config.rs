@@ -107,25 +107,64 @@ pub struct GramConfig {
     /// `start` (0 or 1: the whole weight from `start`). DINOv3's Gram-anchoring recipe: 1,000.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ramp: u64,
+    /// The DINO loss's weight on the local crops once the ramp is done, reached from 1 along the
+    /// same half cosine as the Gram weight rises (DINOv3's Gram-anchoring recipe: 0.5; its
+    /// `reweight_dino_local_loss`). 1 leaves the DINO loss as without Gram anchoring.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub local_weight: f32,
+    /// How many refreshes after the first take the Gram teacher again (None: no limit; DINOv3's
+    /// `max_updates`: 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_refreshes: Option<u64>,
 }
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(v: &f32) -> bool {
+    *v == 1.0
+}
+
 impl GramConfig {
     /// The loss's weight at `step`: 0 before `start`, then the ramp, then `weight` (as DINOv3's
     /// `loss_weight_schedule`: `np.linspace(0, π, ramp)` through a raised cosine).
     pub fn weight_at(&self, step: u64) -> f32 {
+        match self.ramp_cosine(step) {
+            None => 0.0,
+            Some(None) => self.weight,
+            Some(Some(c)) => (f64::from(self.weight) * (1.0 - c) / 2.0) as f32,
+        }
+    }
+
+    /// The DINO loss's weight on the local crops at `step`: 1 before `start`, then from 1 to
+    /// `local_weight` over the ramp (as DINOv3's `local_loss_weight_schedule`,
+    /// `linear_warmup_cosine_decay` from peak 1 to end `local_weight`).
+    pub fn local_weight_at(&self, step: u64) -> f32 {
+        let end = f64::from(self.local_weight);
+        match self.ramp_cosine(step) {
+            None => 1.0,
+            Some(None) => self.local_weight,
+            Some(Some(c)) => ((1.0 - end) * (c + 1.0) / 2.0 + end) as f32,
+        }
+    }
+
+    /// Where `step` lies on the ramp: None before `start`, Some(None) past it, else the cosine
+    /// of its phase (1 at `start`, −1 at its last step).
+    fn ramp_cosine(&self, step: u64) -> Option<Option<f64>> {
         if step < self.start {
-            return 0.0;
+            return None;
         }
         let i = step - self.start;
         if self.ramp <= 1 || i + 1 >= self.ramp {
-            return self.weight;
+            return Some(None);
         }
         let phase = std::f64::consts::PI * i as f64 / (self.ramp - 1) as f64;
-        (f64::from(self.weight) * (1.0 - phase.cos()) / 2.0) as f32
+        Some(Some(phase.cos()))
     }
 
     /// The first step whose weight is above 0 (never, for a weight of 0): the first that runs
@@ -142,10 +181,17 @@ impl GramConfig {
 
     /// Whether the Gram teacher is taken from the EMA teacher as `step` begins.
     pub fn refresh_at(&self, step: u64) -> bool {
-        step == self.start
-            || (self.refresh_every > 0
-                && step > self.start
-                && (step - self.start).is_multiple_of(self.refresh_every))
+        if step == self.start {
+            return true;
+        }
+        if self.refresh_every == 0 || step < self.start {
+            return false;
+        }
+        let since = step - self.start;
+        since.is_multiple_of(self.refresh_every)
+            && self
+                .max_refreshes
+                .is_none_or(|n| since / self.refresh_every <= n)
     }
 }
 
@@ -518,6 +564,12 @@ impl TrainConfig {
             if !(g.weight.is_finite() && g.weight >= 0.0) {
                 return Err(format!("gram.weight is {}; it must be ≥ 0", g.weight));
             }
+            if !(g.local_weight.is_finite() && g.local_weight >= 0.0) {
+                return Err(format!(
+                    "gram.local_weight is {}; it must be ≥ 0 (1 leaves the DINO loss as it is)",
+                    g.local_weight
+                ));
+            }
         }
         let s = self.augment.gram_size;
         if s > 0 && self.gram.is_none() {
@@ -597,6 +649,9 @@ pub struct StepValues {
     pub gram_weight: f32,
     /// Whether the Gram teacher is refreshed from the EMA teacher as this step begins.
     pub gram_refresh: bool,
+    /// Weight of the local crops' terms in the DINO loss (1 but where Gram anchoring lowers it).
+    #[serde(default = "one")]
+    pub dino_local_weight: f32,
 }
 
 impl TrainConfig {
@@ -641,6 +696,7 @@ impl TrainConfig {
             freeze_last_layer: step < self.freeze_last_layer_steps,
             gram_weight: self.gram.as_ref().map_or(0.0, |g| g.weight_at(step)),
             gram_refresh: self.gram.as_ref().is_some_and(|g| g.refresh_at(step)),
+            dino_local_weight: self.gram.as_ref().map_or(1.0, |g| g.local_weight_at(step)),
         }
     }
 }
@@ -739,5 +795,75 @@ mod tests {
             .expect("steps");
         assert_eq!(long.warmup_steps, tiny.warmup_steps);
         assert_eq!(long.freeze_last_layer_steps, tiny.freeze_last_layer_steps);
+    }
+
+    /// DINOv3's `linear_warmup_cosine_decay(start, peak, end, warmup, total, cosine)` at `i`,
+    /// written from its definition: `warmup` steps of `np.linspace(start, peak, warmup,
+    /// endpoint=False)`, `cosine` steps of `(peak − end)·(cos(np.linspace(0, π, cosine)) + 1)/2
+    /// + end`, then `end`.
+    fn official_schedule(start: f64, peak: f64, end: f64, warmup: u64, cosine: u64, i: u64) -> f64 {
+        if i < warmup {
+            return start + (peak - start) * i as f64 / warmup as f64;
+        }
+        let j = i - warmup;
+        if j >= cosine {
+            return end;
+        }
+        let phase = if cosine > 1 {
+            std::f64::consts::PI / (cosine - 1) as f64 * j as f64
+        } else {
+            0.0
+        };
+        (peak - end) * (phase.cos() + 1.0) / 2.0 + end
+    }
+
+    /// The Gram-anchoring stage of DINOv3's ViT-7B recipe at a thousandth of its length (Gram
+    /// weight 0 → 2 and the local DINO weight 1 → 0.5 over one "epoch" after the first 1,000;
+    /// the Gram teacher taken again every 10 steps from 10 steps later, 3 times at most), step
+    /// by step against the official schedules and its refresh rule in `train.py`.
+    #[test]
+    fn gram_anchoring_schedules_follow_dinov3() {
+        let g = super::GramConfig {
+            weight: 2.0,
+            start: 1000,
+            refresh_every: 10,
+            ramp: 1000,
+            local_weight: 0.5,
+            max_refreshes: Some(3),
+        };
+        let mut updates = 0;
+        for step in 0..2100u64 {
+            let gram = official_schedule(0.0, 0.0, 2.0, 1000, 1000, step);
+            let local = official_schedule(1.0, 1.0, 0.5, 1000, 1000, step);
+            assert!(
+                (f64::from(g.weight_at(step)) - gram).abs() < 1e-6,
+                "step {step}"
+            );
+            assert!(
+                (f64::from(g.local_weight_at(step)) - local).abs() < 1e-6,
+                "step {step}"
+            );
+            // train.py refreshes after iteration `it` when (it + 1) ≥ it_first_update and
+            // (it + 1) % update_frequency == 0, up to max_updates times: as step it + 1 begins.
+            let official = step >= 1010 && step % 10 == 0 && updates < 3;
+            if official {
+                updates += 1;
+            }
+            assert_eq!(g.refresh_at(step), official || step == 1000, "step {step}");
+        }
+        assert_eq!(g.local_weight_at(999), 1.0);
+        assert_eq!(g.local_weight_at(5000), 0.5);
+        let unlimited = super::GramConfig {
+            max_refreshes: None,
+            ..g.clone()
+        };
+        assert!(unlimited.refresh_at(5000) && !unlimited.refresh_at(5001));
+        // DINOv3's high-resolution stage: 0.5 throughout (no ramp).
+        let flat = super::GramConfig {
+            start: 0,
+            ramp: 0,
+            ..g
+        };
+        assert_eq!((flat.local_weight_at(0), flat.weight_at(0)), (0.5, 2.0));
     }
 }

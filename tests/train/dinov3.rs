@@ -89,6 +89,8 @@ fn gram_anchoring_trains_and_resumes_exactly() {
         start: 2,
         refresh_every: 3,
         ramp: 0,
+        local_weight: 1.0,
+        max_refreshes: None,
     });
     let straight = tmp("gram-straight");
     let mut seen = Vec::new();
@@ -165,6 +167,62 @@ fn gram_anchoring_trains_and_resumes_exactly() {
     }
 }
 
+/// DINOv3 lowers the DINO loss's weight on the local crops as Gram anchoring starts
+/// (`gram.local_weight`): the steps before the start are those of a run without it, and at the
+/// start, from the same weights, the DINO loss at local weight ½ lies halfway between the runs at
+/// 1 and 0 (the global crops' terms alone), as the kernel weighs each local crop's rows.
+#[test]
+fn the_local_dino_weight_falls_as_gram_anchoring_starts() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.drop_path = 0.0;
+    let at = |local_weight: f32| {
+        let mut c = cfg.clone();
+        c.gram = Some(dinoscope::train::config::GramConfig {
+            weight: 1.0,
+            start: 2,
+            refresh_every: 0,
+            ramp: 0,
+            local_weight,
+            max_refreshes: None,
+        });
+        let dir = tmp(&format!("local-weight-{local_weight}"));
+        let mut seen = Vec::new();
+        run(
+            gpu,
+            c,
+            &RunOptions {
+                out_dir: dir.clone(),
+                stop_after: Some(3),
+                ..Default::default()
+            },
+            |m, _| seen.push((m.dino, m.loss, m.ibot, m.koleo, m.gram)),
+        )
+        .expect("run");
+        let _ = std::fs::remove_dir_all(&dir);
+        seen
+    };
+    let (whole, half, none) = (at(1.0), at(0.5), at(0.0));
+    assert_eq!(whole.len(), 3);
+    assert_eq!(
+        whole[..2],
+        half[..2],
+        "the weight changed steps before the start"
+    );
+    assert_eq!(whole[..2], none[..2]);
+    let (d1, dh, d0) = (whole[2].0, half[2].0, none[2].0);
+    eprintln!("DINO loss at the start: local weight 1 {d1}, ½ {dh}, 0 {d0}");
+    assert!(d0 > 0.0 && d0 < dh && dh < d1, "{d0} {dh} {d1}");
+    assert!(
+        (dh - (d1 + d0) / 2.0).abs() <= 1e-5 * d1,
+        "{dh} is not halfway between {d0} and {d1}"
+    );
+    // The total is the weighted DINO loss plus the others.
+    let (dino, loss, ibot, koleo, gram) = half[2];
+    let weighted = dino + ibot + 0.1 * koleo + gram.expect("Gram on");
+    assert!((loss - weighted).abs() <= 1e-4 * weighted.abs());
+}
+
 /// DINOv3's Gram teacher on crops of its own (`augment.gram_size`): at the global crops' side,
 /// with no distortions for them to leave out, the run is bit for bit the run without them (its
 /// crops, its features resized to the student's grid as a copy); at twice the side the features
@@ -183,6 +241,8 @@ fn a_gram_teacher_on_larger_crops_trains_and_resumes_exactly() {
         start: 1,
         refresh_every: 0,
         ramp: 3,
+        local_weight: 1.0,
+        max_refreshes: None,
     });
     let weights: Vec<f32> = (0..5).map(|s| cfg.at(s).gram_weight).collect();
     assert_eq!(weights, [0.0, 0.0, 1.0, 2.0, 2.0]);

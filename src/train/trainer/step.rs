@@ -87,13 +87,14 @@ fn looked_up(rec: &mut Recorder, table: &Tensor, bytes: &Tensor, shape: &[usize;
 }
 
 impl Trainer<'_> {
-    fn pairs(&self) -> DinoPairs {
+    fn pairs(&self, sv: &StepValues) -> DinoPairs {
         DinoPairs {
             batch: self.cfg.batch_size,
             n_student: 2 + self.cfg.augment.n_local,
             n_global: 2,
             n_teacher: 2,
             temp: self.cfg.student_temp,
+            local_weight: sv.dino_local_weight,
         }
     }
 
@@ -421,8 +422,9 @@ impl Trainer<'_> {
         })
     }
 
-    /// DINO (each student crop against the other global crop's target), iBOT (weighted
-    /// cross-entropy over the masked patches) and KoLeo (on the global CLS features).
+    /// DINO (each student crop against the other global crop's target, the local crops' terms
+    /// weighted as the step says), iBOT (weighted cross-entropy over the masked patches) and
+    /// KoLeo (on the global CLS features).
     pub(super) fn losses(
         &self,
         rec: &mut Recorder,
@@ -430,10 +432,11 @@ impl Trainer<'_> {
         t: &TeacherTargets,
         s: &StudentForward,
         gram_targets: Option<Tensor>,
+        sv: &StepValues,
     ) -> Losses {
         let gpu = self.gpu;
         let (b, d, k) = (inp.b, self.cfg.model.dim, self.cfg.head.prototypes);
-        let pairs = self.pairs();
+        let pairs = self.pairs(sv);
         let dino = gpu.empty(&[1]);
         let _ = kernels::losses::dino_loss_forward(
             rec,
@@ -527,7 +530,7 @@ impl Trainer<'_> {
             ls.scale(rec, &up_koleo);
         }
         let d_logits = gpu.empty(&[(2 + nl) * b, k]);
-        let pairs = self.pairs();
+        let pairs = self.pairs(sv);
         kernels::losses::dino_loss_backward(
             rec,
             &d_logits,
@@ -705,7 +708,7 @@ impl Trainer<'_> {
         let targets = self.teacher_targets(&mut rec, &inp, &sv)?;
         let gram_targets = self.gram_targets(&mut rec, &inp, &sv)?;
         let student = self.student_forward(&mut rec, &inp)?;
-        let losses = self.losses(&mut rec, &inp, &targets, &student, gram_targets);
+        let losses = self.losses(&mut rec, &inp, &targets, &student, gram_targets, &sv);
         let cls_g = student.cls_g.clone();
         self.backward(&mut rec, &inp, &targets, student, &losses, &sv)?;
         // The loss scale this step ran with, before the update changes it.
