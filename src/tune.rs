@@ -18,6 +18,7 @@ use crate::selftest::checks_random as random;
 use crate::train::config::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 mod calibrate;
@@ -311,12 +312,13 @@ pub fn attention_calls(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<AttnCall>, St
 
 /// Times every candidate plan of every product in `products` (`reps` repetitions, median), after
 /// checking each variant against the CPU twin (one that fails is left out with a warning, or is
-/// an error if it is the default); stores the winners in the device's choices.
+/// an error if it is the default); stores the winners in the device's choices. `progress` sees
+/// each product as it is done and may stop the tune there.
 pub fn tune(
     gpu: &Gpu,
     products: &[(MatmulDims, DType)],
     reps: usize,
-    mut progress: impl FnMut(&Tuned),
+    mut progress: impl FnMut(&Tuned) -> ControlFlow<()>,
 ) -> Result<Vec<Tuned>, String> {
     let (mut verified, mut rejected) = (BTreeSet::new(), BTreeSet::new());
     let mut out = Vec::new();
@@ -382,8 +384,11 @@ pub fn tune(
             default: def,
             best,
         };
-        progress(&t);
+        let flow = progress(&t);
         out.push(t);
+        if flow.is_break() {
+            break;
+        }
     }
     Ok(out)
 }
@@ -585,11 +590,12 @@ pub fn verify_attention(
 /// Times every variant of every attention pass in `calls` that runs on this device (`reps`
 /// repetitions, median), after checking each against the CPU twin (one that fails is left out
 /// with a warning; a failing default is an error); stores the winners in the device's choices.
+/// `progress` sees each pass as it is done and may stop the tune there.
 pub fn tune_attention(
     gpu: &Gpu,
     calls: &[AttnCall],
     reps: usize,
-    mut progress: impl FnMut(&TunedAttention),
+    mut progress: impl FnMut(&TunedAttention) -> ControlFlow<()>,
 ) -> Result<Vec<TunedAttention>, String> {
     let mut verified = BTreeSet::new();
     let mut rejected = BTreeSet::new();
@@ -644,8 +650,11 @@ pub fn tune_attention(
             default,
             best,
         };
-        progress(&t);
+        let flow = progress(&t);
         out.push(t);
+        if flow.is_break() {
+            break;
+        }
     }
     Ok(out)
 }

@@ -55,7 +55,11 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         dims.push((MatmulDims::new(68, 132, 36).tb(), DType::F16));
     }
     let mut seen = 0;
-    let tuned = dinoscope::tune::tune(&gpu, &dims, 1, |_| seen += 1).expect("tune");
+    let tuned = dinoscope::tune::tune(&gpu, &dims, 1, |_| {
+        seen += 1;
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("tune");
     assert_eq!((tuned.len(), seen), (dims.len(), dims.len()));
     assert!(
         Plan::candidates(&dims[1].0).len() >= 5,
@@ -70,7 +74,9 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     for pass in ["forward", "backward"] {
         assert!(calls.iter().any(|(p, _, _)| p == pass), "{pass}: {calls:?}");
     }
-    let attn = dinoscope::tune::tune_attention(&gpu, &calls, 1, |_| {}).expect("tune attention");
+    let attn =
+        dinoscope::tune::tune_attention(&gpu, &calls, 1, |_| std::ops::ControlFlow::Continue(()))
+            .expect("tune attention");
     assert_eq!(attn.len(), calls.len());
     for t in &attn {
         assert!(t.best.1 <= t.default.1);

@@ -3,6 +3,7 @@
 
 use super::shell_word;
 use dinoscope::gpu::Gpu;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -149,8 +150,24 @@ pub fn tune(
         "{:<38} {:>16} {:>10} {:>18} {:>10}",
         "product (m,n,k,batch,ta,tb type)", "default", "ms", "best", "ms"
     );
-    // The cache is written after every product, so a tune stopped part way (a time limit,
-    // Ctrl-C) keeps what it measured.
+    // The cache is written after every product, so a tune stopped part way (a time limit, a
+    // kill) keeps what it measured; Ctrl-C stops it after the product being timed, with the
+    // summary of those timed.
+    let stop = dinoscope::train::interrupt::stop_flag_saying(
+        "stopping after this product, with a summary of those timed",
+    )
+    .map_err(|e| log::warn!("{e}; Ctrl-C ends the tune without a summary"))
+    .ok();
+    let stopping = || {
+        if stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
     let mut save_error = None;
     let tuned = dinoscope::tune::tune(gpu, &dims, reps.max(1), |t| {
         if let Err(e) = dinoscope::tune::save(gpu) {
@@ -178,15 +195,24 @@ pub fn tune(
             t.best.0.name(),
             t.best.1 * 1e3
         );
+        stopping()
     })?;
     let (before, after): (f64, f64) = tuned
         .iter()
         .fold((0.0, 0.0), |(a, b), t| (a + t.default.1, b + t.best.1));
+    let of = if tuned.len() < dims.len() {
+        format!(" (the {} of {} timed)", tuned.len(), dims.len())
+    } else {
+        String::new()
+    };
     println!(
-        "all products: {:.3} ms with the defaults, {:.3} ms tuned",
+        "all products{of}: {:.3} ms with the defaults, {:.3} ms tuned",
         before * 1e3,
         after * 1e3
     );
+    if stopping().is_break() {
+        return interrupted(gpu, save_error, "attention passes not timed");
+    }
     println!(
         "{:<38} {:>16} {:>10} {:>18} {:>10}",
         "attention (pass heads,nq,nk,d type)", "default", "ms", "best", "ms"
@@ -215,21 +241,46 @@ pub fn tune(
             t.best.0,
             t.best.1 * 1e3
         );
+        stopping()
     })?;
     let (before, after): (f64, f64) = attn
         .iter()
         .fold((0.0, 0.0), |(a, b), t| (a + t.default.1, b + t.best.1));
+    let of = if attn.len() < calls.len() {
+        format!(" (the {} of {} timed)", attn.len(), calls.len())
+    } else {
+        String::new()
+    };
     println!(
-        "all attention passes: {:.3} ms with the defaults, {:.3} ms tuned",
+        "all attention passes{of}: {:.3} ms with the defaults, {:.3} ms tuned",
         before * 1e3,
         after * 1e3
     );
+    if stopping().is_break() {
+        return interrupted(gpu, save_error, "the remaining attention passes not timed");
+    }
     if let Some(e) = save_error {
         return Err(format!("the tuning cache could not be written: {e}"));
     }
     let path = dinoscope::tune::save(gpu)?;
     println!("saved {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The end of a tune that Ctrl-C stopped: what it timed is in the cache (written after each
+/// product and pass), and the exit status says it was interrupted.
+fn interrupted(gpu: &Gpu, save_error: Option<String>, left: &str) -> Result<ExitCode, String> {
+    if let Some(e) = save_error {
+        return Err(format!("the tuning cache could not be written: {e}"));
+    }
+    let path = dinoscope::tune::save(gpu)?;
+    println!(
+        "interrupted ({left}); what was timed is saved in {}",
+        path.display()
+    );
+    Ok(ExitCode::from(
+        dinoscope::train::interrupt::EXIT_INTERRUPTED,
+    ))
 }
 
 /// `dinoscope export RUN --to dinov2`: the run's newest verified checkpoint for the official

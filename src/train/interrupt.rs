@@ -46,11 +46,14 @@ pub fn on_signal(what: &'static str, first: impl Fn() + Send + 'static) -> Resul
 
 /// A flag the first signal sets (see [`on_signal`]), for a loop that checks it between steps.
 pub fn stop_flag() -> Result<Arc<AtomicBool>, String> {
+    stop_flag_saying("stopping at the next step, with a checkpoint")
+}
+
+/// [`stop_flag`] for another loop, whose first signal says `what` happens now.
+pub fn stop_flag_saying(what: &'static str) -> Result<Arc<AtomicBool>, String> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
-    on_signal("stopping at the next step, with a checkpoint", move || {
-        set.store(true, Ordering::SeqCst)
-    })?;
+    on_signal(what, move || set.store(true, Ordering::SeqCst))?;
     Ok(flag)
 }
 

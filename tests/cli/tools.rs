@@ -50,30 +50,58 @@ fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
     assert!(err.contains("no_such_images"), "{err}");
 }
 
+/// Ctrl-C stops `tune` after the product being timed: it prints the summary of those timed,
+/// exits with the interrupted status, and its cache holds their plans.
+#[cfg(unix)]
 #[test]
 fn tune_keeps_what_it_measured_when_stopped_part_way() {
     use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
     if common::gpu().is_none() {
         return;
     }
     let dir = tmp("tune_stopped");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
-        .args(["tune", "--config", "debug", "--reps", "1"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dinoscope"));
+    cmd.args(["tune", "--config", "debug", "--reps", "1"])
         .env("DINOSCOPE_CACHE_DIR", &dir)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run dinoscope");
+        .stderr(std::process::Stdio::null());
+    // SIGINT as a terminal's foreground command has it, whatever this test inherited.
+    // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("run dinoscope");
     // The event waited for: the first tuned product's line (a row of the table starts with its
-    // dims); the process is stopped there, long before the last of the debug step's products.
+    // dims); Ctrl-C comes there, long before the last of the debug step's products.
     let stdout = child.stdout.take().expect("stdout");
-    let first = std::io::BufReader::new(stdout)
+    let mut lines = std::io::BufReader::new(stdout)
         .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with(|c: char| c.is_ascii_digit()));
-    let _ = child.kill();
-    let _ = child.wait();
+        .map_while(Result::ok);
+    let first = lines.find(|l| l.starts_with(|c: char| c.is_ascii_digit()));
     assert!(first.is_some(), "tune printed no product");
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let rest: Vec<String> = lines.collect();
+    let status = child.wait().expect("wait");
+    let text = rest.join("\n");
+    assert_eq!(status.code(), Some(130), "{status:?}\n{text}");
+    let summary = rest
+        .iter()
+        .find(|l| l.starts_with("all products (the "))
+        .unwrap_or_else(|| panic!("no summary of the products timed:\n{text}"));
+    assert!(summary.contains("tuned"), "{summary}");
+    assert!(
+        text.contains("interrupted (attention passes not timed)"),
+        "{text}"
+    );
+    assert!(!text.contains("all attention passes"), "{text}");
     let cache = std::fs::read_dir(&dir)
         .expect("the cache folder, written before the first product was printed")
         .flatten()
