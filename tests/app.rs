@@ -275,15 +275,30 @@ fn pause_resume_and_stop_control_the_worker() {
     }));
     assert!(stop_and_wait(&ctx, &mut app));
     assert!(app.progress.0 < 1000);
-    // Stopping writes a checkpoint the run can resume from.
+    // Stopping writes a checkpoint the run can resume from, and the run's metrics log holds a
+    // line for every step, as `dinoscope train` writes it.
     assert!(dinoscope::train::checkpoint::exists(&dir.join("run")));
     let stopped_at = app.progress.0;
+    let logged = |app: &DinoscopeApp| {
+        let text = std::fs::read_to_string(dir.join("run/metrics.jsonl")).expect("metrics log");
+        let steps: Vec<u64> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["step"].as_u64())
+            .collect();
+        assert_eq!(steps, (0..app.progress.0).collect::<Vec<_>>(), "{text}");
+    };
+    logged(&app);
     app.start(Some(dir.join("run")));
     assert!(frames_until(&ctx, &mut app, |a| {
         a.progress.0 > stopped_at
     }));
     assert!(stop_and_wait(&ctx, &mut app));
     assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+    // The resumed run's curves start at the run's first step, from its log.
+    let shown: Vec<u64> = app.history.points.iter().map(|p| p.metrics.step).collect();
+    assert_eq!(shown, (0..app.progress.0).collect::<Vec<_>>());
+    logged(&app);
     // Start (not resume) with the same run folder: the run goes beside it, the old one stays.
     let before = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap_or_default();
     let kept = dinoscope::train::checkpoint::list(&dir.join("run"));

@@ -250,6 +250,16 @@ impl DinoscopeApp {
                         self.on_started(step, total, &data, knn);
                         self.notify(format!("{params} parameters"), false);
                     }
+                    worker::Event::Earlier { points, evals } => {
+                        // The history starts with them: no step of this start has come yet.
+                        self.history.points.splice(0..0, points);
+                        let (knn, probe) = evals
+                            .into_iter()
+                            .map(|(s, k, p)| ((s, k), (s, p)))
+                            .unzip::<_, _, Vec<_>, Vec<_>>();
+                        self.history.knn.splice(0..0, knn);
+                        self.history.probe.splice(0..0, probe);
+                    }
                     worker::Event::Step(p) => self.on_step(p),
                     worker::Event::Knn {
                         step,

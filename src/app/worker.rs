@@ -4,6 +4,8 @@
 use super::session::{LogPoint, Session, Snapshot};
 use super::settings::TrainSettings;
 use crate::gpu::Gpu;
+use crate::train::metrics_log::MetricsLog;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 
@@ -37,6 +39,14 @@ pub enum Event {
         knn: bool,
         /// The probe pictures the snapshots' maps are drawn over.
         probes: Vec<image::RgbImage>,
+    },
+    /// A resumed run's steps and evaluations from before its start, from its metrics log:
+    /// (steps done, k-NN, probe accuracy) for each evaluation.
+    Earlier {
+        /// The earlier steps.
+        points: Vec<LogPoint>,
+        /// The earlier evaluations.
+        evals: Vec<(u64, f32, f32)>,
     },
     /// A step finished.
     Step(LogPoint),
@@ -193,6 +203,7 @@ fn run(
         }),
         Err(e) => send(Event::Notice(format!("checkpoint not written: {e}"))),
     };
+    let mut log = RunLog::open(session.run_dir.clone(), started_at, cfg.batch_size, send);
     snapshot(&session);
     // The accuracy of random features: the baseline the curve should climb from.
     if cfg.eval_every > 0 && session.trainer.step == 0 {
@@ -206,8 +217,17 @@ fn run(
                 accuracy: e.knn,
                 probe: e.probe,
             });
+            let line = serde_json::json!({
+                "steps_done": 0,
+                "knn": e.knn,
+                "probe": e.probe,
+                "elapsed_s": 0.0,
+            });
+            log.write(line, send);
         }
     }
+    // Time the user paused the run: left out of the log's wall time.
+    let paused_s = std::cell::Cell::new(0.0f64);
     let mut paused = false;
     let mut paused_since: Option<web_time::Instant> = None;
     let mut warned_skips = 0usize;
@@ -241,6 +261,7 @@ fn run(
             }
             let done = point.metrics.step + 1;
             log::debug!("step {done} done: loss {:.4}", point.metrics.loss);
+            let mut line = serde_json::to_value(&point.metrics).unwrap_or_default();
             send(Event::Step(point));
             if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
                 snapshot(session);
@@ -255,15 +276,21 @@ fn run(
                 session.paused_for(t.elapsed().as_secs_f64(), true);
                 if let Some(r) = r {
                     match r {
-                        Ok(e) => send(Event::Knn {
-                            step: done,
-                            accuracy: e.knn,
-                            probe: e.probe,
-                        }),
+                        Ok(e) => {
+                            line["knn"] = serde_json::json!(e.knn);
+                            line["probe"] = serde_json::json!(e.probe);
+                            send(Event::Knn {
+                                step: done,
+                                accuracy: e.knn,
+                                probe: e.probe,
+                            })
+                        }
                         Err(e) => send(Event::Notice(format!("k-NN failed: {e}"))),
                     }
                 }
             }
+            line["elapsed_s"] = serde_json::json!(log.clock_s() - paused_s.get());
+            log.write(line, send);
             if checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) {
                 let t = web_time::Instant::now();
                 save(session);
@@ -313,6 +340,7 @@ fn run(
                 // A pause does not count toward a time limit.
                 if let Some(t) = paused_since.take() {
                     session.hold(t.elapsed().as_secs_f64());
+                    paused_s.set(paused_s.get() + t.elapsed().as_secs_f64());
                 }
             }
             Some(Command::Save) => save(&session),
@@ -367,4 +395,106 @@ struct InFlight {
     pending: crate::train::trainer::PendingStep,
     skipped: usize,
     since: web_time::Instant,
+}
+
+/// The run's `metrics.jsonl` in its folder, in the lines `dinoscope train` writes. A resumed
+/// run's log is opened at its start, the lines from before its checkpoint kept and sent to the
+/// curves ([`Event::Earlier`]); a fresh run's is made with its first step's line, so a run
+/// stopped before any step leaves no folder behind. A log that cannot be written is said once
+/// and the run goes on without it.
+struct RunLog {
+    dir: Option<PathBuf>,
+    log: Option<MetricsLog>,
+    /// Lines from before the first step (the baseline evaluation), for a log not made yet.
+    pending: Vec<Value>,
+    /// The run's wall time before this start (from the kept lines), and this start's clock.
+    elapsed_before: f64,
+    clock: web_time::Instant,
+}
+
+impl RunLog {
+    fn open(dir: Option<PathBuf>, start: u64, batch: usize, send: &dyn Fn(Event)) -> RunLog {
+        let mut log = RunLog {
+            dir,
+            log: None,
+            pending: Vec::new(),
+            elapsed_before: 0.0,
+            clock: web_time::Instant::now(),
+        };
+        if start > 0 {
+            if let Some(dir) = log.dir.clone() {
+                match MetricsLog::open(&dir.join("metrics.jsonl"), start) {
+                    Ok((file, kept)) => {
+                        log.log = Some(file);
+                        log.elapsed_before = crate::train::metrics_log::elapsed_before(&kept);
+                        send(earlier(&kept, batch));
+                    }
+                    Err(e) => log.fail(e, send),
+                }
+            }
+        }
+        log
+    }
+
+    /// Seconds of the run's wall time: before this start, and since it.
+    fn clock_s(&self) -> f64 {
+        self.elapsed_before + self.clock.elapsed().as_secs_f64()
+    }
+
+    fn write(&mut self, line: Value, send: &dyn Fn(Event)) {
+        if self.log.is_none() {
+            let Some(dir) = &self.dir else { return };
+            if line.get("step").is_none() {
+                self.pending.push(line);
+                return;
+            }
+            let made = std::fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))
+                .and_then(|()| MetricsLog::open(&dir.join("metrics.jsonl"), 0));
+            match made {
+                Ok((file, _)) => self.log = Some(file),
+                Err(e) => return self.fail(e, send),
+            }
+        }
+        let Some(file) = &mut self.log else { return };
+        let written = std::mem::take(&mut self.pending)
+            .iter()
+            .chain(std::iter::once(&line))
+            .try_for_each(|l| file.write(l));
+        if let Err(e) = written {
+            self.fail(e, send);
+        }
+    }
+
+    fn fail(&mut self, e: String, send: &dyn Fn(Event)) {
+        send(Event::Notice(format!(
+            "the metrics log is not written: {e}"
+        )));
+        self.dir = None;
+        self.log = None;
+    }
+}
+
+/// The curves' points and evaluations from a resumed run's kept log lines; a step's throughput
+/// is its batch over the wall time since the line before it.
+fn earlier(kept: &[Value], batch: usize) -> Event {
+    let (steps, evals) = crate::train::metrics_log::earlier(kept);
+    let mut last = 0.0f64;
+    let points = steps
+        .into_iter()
+        .map(|(metrics, elapsed)| {
+            let dt = elapsed.map_or(0.0, |e| e - last);
+            last = elapsed.unwrap_or(last);
+            LogPoint {
+                metrics,
+                images_per_s: if dt > 0.0 {
+                    (batch as f64 / dt) as f32
+                } else {
+                    0.0
+                },
+                skipped: 0,
+            }
+        })
+        .collect();
+    Event::Earlier { points, evals }
 }

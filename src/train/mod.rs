@@ -11,6 +11,8 @@ pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod interrupt;
 pub mod knn;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod metrics_log;
 pub mod plan;
 pub mod probe;
 pub mod run;

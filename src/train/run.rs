@@ -330,51 +330,6 @@ fn remove_checkpoints(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The metrics log of a run that starts at step `start`: the lines kept from before (the
-/// evaluations and the steps before the checkpoint; the later ones are done again, identically),
-/// and the file opened for appending after them.
-#[cfg(not(target_arch = "wasm32"))]
-fn open_metrics(path: &Path, start: u64) -> Result<(String, std::fs::File), String> {
-    let kept: String = std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .map(|v| match v.get("step").and_then(|s| s.as_u64()) {
-                    Some(s) => s < start,
-                    // An evaluation line: kept when made before the start, or at it on an
-                    // earlier resume (the same weights give the same figures); a new run's
-                    // baseline is made again.
-                    None => v
-                        .get("steps_done")
-                        .and_then(|s| s.as_u64())
-                        .is_none_or(|s| s < start || (s == start && start > 0)),
-                })
-                .unwrap_or(false)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(path, &kept).map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
-    Ok((kept, file))
-}
-
-/// Whether the kept metrics log holds an evaluation made after `done` steps.
-#[cfg(not(target_arch = "wasm32"))]
-fn evaluated(kept: &[serde_json::Value], done: u64) -> bool {
-    kept.iter().any(|v| {
-        let at = match v.get("step").and_then(|s| s.as_u64()) {
-            Some(s) => Some(s + 1),
-            None => v.get("steps_done").and_then(|s| s.as_u64()),
-        };
-        at == Some(done) && v.get("knn").is_some()
-    })
-}
-
 /// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
 /// steps (which a time limit changes once it has timed the first steps). A run that fails
 /// before its first step leaves no metrics log of its own (nor a run folder it made, if empty),
@@ -456,7 +411,7 @@ fn run_steps(
     }
     let metrics_path = opts.out_dir.join("metrics.jsonl");
     let mut unused_log = UnusedLog((!metrics_path.exists()).then(|| metrics_path.clone()));
-    let (kept, mut log_file) = open_metrics(&metrics_path, start)?;
+    let (mut log_file, kept) = super::metrics_log::MetricsLog::open(&metrics_path, start)?;
     let mut loader_cfg = cfg.loader_config();
     // A time limit may move the Gram loss's start earlier: every batch then holds its crops.
     if budget.is_some() {
@@ -477,22 +432,16 @@ fn run_steps(
             .as_ref()
             .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
     };
-    let kept: Vec<serde_json::Value> = kept
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
     // Wall time of the run so far, carried over from the last kept line when resuming.
-    let elapsed_before = kept
-        .iter()
-        .filter_map(|v| v.get("elapsed_s").and_then(|e| e.as_f64()))
-        .fold(0.0f64, f64::max);
+    let elapsed_before = super::metrics_log::elapsed_before(&kept);
     let evaluates = |cfg: &TrainConfig, done: u64| {
         eval.is_some()
             && ((cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps)
     };
     // The random-init baseline, as the app shows it; or, on resuming, the evaluation that a
     // stop skipped at the step it stopped on.
-    let due = start == 0 || (evaluates(&cfg, start) && !evaluated(&kept, start));
+    let due =
+        start == 0 || (evaluates(&cfg, start) && !super::metrics_log::evaluated(&kept, start));
     if let (true, Some((tr, te)), false) = (due, &eval, stop_asked()) {
         let e0 = std::time::Instant::now();
         let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
@@ -505,8 +454,7 @@ fn run_steps(
             "probe": ev.probe,
             "elapsed_s": elapsed_before,
         });
-        writeln!(log_file, "{line}")
-            .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+        log_file.write(&line)?;
         summary.evals.push((start, ev));
     }
     let t0 = std::time::Instant::now();
@@ -585,8 +533,7 @@ fn run_steps(
             summary.evals.push((done, ev));
         }
         line["elapsed_s"] = serde_json::json!(elapsed_before + t0.elapsed().as_secs_f64());
-        writeln!(log_file, "{line}")
-            .map_err(|e| format!("{}: cannot write: {e}", metrics_path.display()))?;
+        log_file.write(&line)?;
         unused_log.0 = None;
         log::debug!("step {done} done: loss {:.4}", m.loss);
         on_step(&m, cfg.steps);
