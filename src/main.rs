@@ -235,10 +235,11 @@ mod cli {
         Export {
             /// Run folder (its newest checkpoint that verifies is exported).
             run: PathBuf,
-            /// Target: dinov2 (facebookresearch/dinov2).
+            /// Target: dinov2 (facebookresearch/dinov2's trainer) or hf (the teacher backbone
+            /// as a Hugging Face model folder for transformers' AutoModel).
             #[arg(long)]
             to: String,
-            /// Output folder [default: RUN/export-dinov2].
+            /// Output folder [default: RUN/export-dinov2 or RUN/export-hf].
             #[arg(short, long)]
             output: Option<PathBuf>,
             /// Replace files an earlier export left in the output folder.

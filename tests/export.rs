@@ -319,3 +319,148 @@ fn export_writes_three_files_and_refuses_what_it_cannot_express() {
     });
     assert!(config_yaml(&gram, "x").unwrap_err().contains("Gram"));
 }
+
+/// The backbone tensors (torch-hub names) and config of a Hugging Face fixture folder.
+fn fixture_backbone(
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    dinoscope::model::config::VitConfig,
+    BTreeMap<String, Vec<f32>>,
+) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let cfg = dinoscope::model::config::VitConfig::load(&dir.join("config.json")).expect("config");
+    let w = dinoscope::model::weights::load_backbone(&dir.join("model.safetensors"), &cfg)
+        .expect("weights");
+    let hub = w.tensors.into_iter().map(|(k, t)| (k, t.data)).collect();
+    (dir, cfg, hub)
+}
+
+/// `export --to hf` names and shapes every tensor as transformers does: each fixture folder that
+/// transformers wrote (`Dinov2Model`, `Dinov2WithRegistersModel`, `DINOv3ViTModel`), read and
+/// written again, gives its own tensors back under its own names and shapes, bit for bit, and a
+/// `config.json` that reads back as the same config and agrees with transformers' on every field
+/// both hold (but the DINOv3 `image_size`, which its model does not use).
+#[test]
+fn hugging_face_folders_give_back_the_fixtures_transformers_wrote() {
+    use dinoscope::model::weights::hf::to_hugging_face;
+    for name in ["tiny_dinov2", "tiny_dinov2_reg", "tiny_dinov3"] {
+        let (dir, cfg, hub) = fixture_backbone(name);
+        let model = to_hugging_face(&cfg, &hub).expect("export");
+        let theirs =
+            dinoscope::fixtures::TensorFile::open(&dir.join("model.safetensors")).expect("read");
+        let mut want: Vec<String> = theirs.names().iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let mut got: Vec<String> = model.tensors.iter().map(|t| t.0.clone()).collect();
+        got.sort();
+        assert_eq!(got, want, "{name}: tensor names");
+        for (n, shape, values) in &model.tensors {
+            let t = theirs.get(n).expect("tensor");
+            assert_eq!(shape, &t.shape, "{name}: {n}");
+            assert!(values == &t.data, "{name}: {n} differs");
+        }
+        let ours: serde_json::Value = serde_json::from_str(&model.config_json).expect("json");
+        let back = dinoscope::model::config::VitConfig::from_hf_json(&model.config_json, name)
+            .expect("reads back");
+        assert_eq!(back, cfg, "{name}");
+        let text = std::fs::read_to_string(dir.join("config.json")).expect("config");
+        let theirs: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let mut shared = 0;
+        for (key, v) in ours.as_object().expect("object") {
+            let Some(t) = theirs.get(key) else { continue };
+            if name == "tiny_dinov3" && key == "image_size" {
+                continue;
+            }
+            let same = match (v.as_f64(), t.as_f64()) {
+                (Some(a), Some(b)) => a == b,
+                _ => v == t,
+            };
+            assert!(same, "{name}: {key} is {v}, transformers wrote {t}");
+            shared += 1;
+        }
+        assert!(shared >= 18, "{name}: only {shared} fields in common");
+    }
+}
+
+/// A run's export: a backbone without LayerScale gets γ = 1 (transformers always scales), the
+/// folder reads back into the run's teacher, nothing is replaced without --overwrite, and a
+/// run's shapes transformers' config cannot express are refused by name.
+#[test]
+fn a_runs_hugging_face_folder_reads_back_as_its_teacher() {
+    use dinoscope::train::export::{export_hf, HF_FILES};
+    let mut gated = TrainConfig::preset("debug_v3").expect("preset");
+    gated.model.ffn = dinoscope::model::config::Ffn::SwiGlu;
+    gated.model.mlp_hidden = 176;
+    let runs = ["debug", "tiny", "debug_v3"]
+        .map(|p| (p, TrainConfig::preset(p).expect("preset")))
+        .into_iter()
+        .chain([("gated", gated)]);
+    for (preset, cfg) in runs {
+        let mut st = state(&cfg);
+        let layout = dinoscope::model::vit::param_layout(&cfg.model);
+        if !cfg.model.key_bias {
+            // Training keeps a masked key bias at 0; the export drops it.
+            let d = cfg.model.dim;
+            for e in layout
+                .entries
+                .iter()
+                .filter(|e| e.name.ends_with("attn.qkv.bias"))
+            {
+                st.teacher[e.offset + d..e.offset + 2 * d].fill(0.0);
+            }
+            let mut wrong = st.clone();
+            let e = &layout
+                .entries
+                .iter()
+                .find(|e| e.name == "blocks.0.attn.qkv.bias");
+            wrong.teacher[e.expect("bias").offset + d] = 1.0;
+            let err = export_hf(&cfg, &wrong, &std::env::temp_dir(), false).unwrap_err();
+            assert!(
+                err.contains("key bias") && err.contains("blocks.0"),
+                "{err}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "dinoscope-export-hf-{preset}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let class = export_hf(&cfg, &st, &dir, false).expect("export");
+        let want = match preset {
+            "debug" => "Dinov2Model",
+            "tiny" => "Dinov2WithRegistersModel",
+            _ => "DINOv3ViTModel",
+        };
+        let json = std::fs::read_to_string(dir.join("config.json")).expect("config");
+        assert_eq!(json.contains("\"use_gated_mlp\": true"), preset == "gated");
+        assert_eq!(class, want);
+        for f in HF_FILES {
+            assert!(dir.join(f).is_file(), "{f}");
+        }
+        let back =
+            dinoscope::model::config::VitConfig::load(&dir.join("config.json")).expect("config");
+        let mut expected = cfg.model.clone();
+        expected.layerscale = true;
+        assert_eq!(back, expected, "{preset}");
+        let w = dinoscope::model::weights::load_backbone(&dir.join("model.safetensors"), &back)
+            .expect("weights");
+        let teacher = layout.unpack(&st.teacher[..layout.total]);
+        for (n, v) in &teacher {
+            assert!(&w.tensors[n].data == v, "{preset}: {n}");
+        }
+        assert!(!cfg.model.layerscale, "{preset} trains without LayerScale");
+        assert!(w.tensors["blocks.0.ls1.gamma"]
+            .data
+            .iter()
+            .all(|g| *g == 1.0));
+        let err = export_hf(&cfg, &st, &dir, false).unwrap_err();
+        assert!(
+            err.contains("already exists") && err.contains("--overwrite"),
+            "{err}"
+        );
+        export_hf(&cfg, &st, &dir, true).expect("overwrite");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -291,12 +291,31 @@ pub fn export(
     output: Option<&Path>,
     overwrite: bool,
 ) -> Result<ExitCode, String> {
-    if to != "dinov2" {
+    if to != "dinov2" && to != "hf" {
         return Err(format!(
-            "unknown export target '{to}' (known: dinov2, the facebookresearch/dinov2 trainer)"
+            "unknown export target '{to}' (known: dinov2, the facebookresearch/dinov2 trainer; \
+             hf, a Hugging Face model folder for transformers)"
         ));
     }
     let (cfg, state) = dinoscope::train::run::load_checkpoint(run)?;
+    if to == "hf" {
+        let out = output.map_or_else(|| run.join("export-hf"), Path::to_path_buf);
+        let class = dinoscope::train::export::export_hf(&cfg, &state, &out, overwrite)
+            .map_err(|e| format!("{}: cannot export to hf: {e}", run.display()))?;
+        println!(
+            "step {} of {}: the teacher backbone → {}: {} ({class})",
+            state.step,
+            run.display(),
+            out.display(),
+            dinoscope::train::export::HF_FILES.join(", ")
+        );
+        let full = dinoscope::io::full_path(&out);
+        println!(
+            "transformers loads it: AutoModel.from_pretrained({:?})",
+            full.to_string_lossy()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let out = output.map_or_else(|| run.join("export-dinov2"), Path::to_path_buf);
     dinoscope::train::export::export_dinov2(&cfg, &state, &out, overwrite)
         .map_err(|e| format!("{}: cannot export to dinov2: {e}", run.display()))?;

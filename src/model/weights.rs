@@ -34,6 +34,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod config_inference;
+pub mod hf;
 mod names;
 
 pub use config_inference::{config_for_weights, infer_config, infer_config_from_bytes};

@@ -373,3 +373,51 @@ pub fn export_dinov2(
     write("to_dinov2_checkpoint.py", SCRIPT.as_bytes())?;
     Ok(())
 }
+
+/// Files written by [`export_hf`].
+pub const HF_FILES: [&str; 2] = ["config.json", "model.safetensors"];
+
+/// The run's teacher backbone as a Hugging Face model folder (`config.json`,
+/// `model.safetensors`) that transformers' `AutoModel.from_pretrained` loads: `Dinov2Model`,
+/// `Dinov2WithRegistersModel` or `DINOv3ViTModel` (see [`crate::model::weights::hf`]). Returns
+/// the model class.
+pub fn export_hf(
+    cfg: &TrainConfig,
+    st: &TrainState,
+    out: &Path,
+    overwrite: bool,
+) -> Result<String, String> {
+    let layout = param_layout(&cfg.model);
+    let teacher = st
+        .teacher
+        .get(..layout.total)
+        .ok_or("the checkpoint's teacher is shorter than its backbone")?;
+    let model = crate::model::weights::hf::to_hugging_face(&cfg.model, &layout.unpack(teacher))?;
+    if !overwrite {
+        if let Some(f) = HF_FILES.iter().find(|f| out.join(f).exists()) {
+            return Err(format!(
+                "{}: already exists (pass --overwrite to replace it)",
+                out.join(f).display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let views: Vec<(String, Vec<usize>, &[f32])> = model
+        .tensors
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice()))
+        .collect();
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = crate::io::safetensors_bytes(&views, Some(meta))?;
+    let write = |name: &str, data: &[u8]| {
+        let p = out.join(name);
+        crate::io::write_atomic(&p, data).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write("model.safetensors", &bytes)?;
+    write("config.json", model.config_json.as_bytes())?;
+    let class = serde_json::from_str::<serde_json::Value>(&model.config_json)
+        .ok()
+        .and_then(|c| c["architectures"][0].as_str().map(str::to_string))
+        .unwrap_or_default();
+    Ok(class)
+}

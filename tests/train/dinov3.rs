@@ -74,6 +74,31 @@ fn a_dinov3_backbone_trains_and_its_export_loads_back() {
     let from_state = Vit::from_host(gpu, cfg.model.clone(), &teacher).expect("model");
     let from_file = Vit::new(gpu, mcfg, &loaded).expect("model");
     assert_eq!(forward(&from_state), forward(&from_file));
+    // `export --to hf`: transformers' DINOv3ViTModel folder, which gives the same tokens (its
+    // LayerScale γ = 1 where the run has none).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["export", dir.to_str().expect("utf-8 path"), "--to", "hf"])
+        .output()
+        .expect("run dinoscope");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("DINOv3ViTModel"), "{text}");
+    let hf = dir.join("export-hf");
+    let hf_cfg = dinoscope::model::weights::config_for_weights(&hf.join("model.safetensors"))
+        .expect("config.json");
+    let hf_weights =
+        dinoscope::model::weights::load_backbone(&hf.join("model.safetensors"), &hf_cfg)
+            .expect("strict load");
+    assert_eq!(
+        hf_weights.naming,
+        dinoscope::model::weights::Naming::HuggingFace
+    );
+    let from_hf = Vit::new(gpu, hf_cfg, &hf_weights).expect("model");
+    assert_eq!(forward(&from_state), forward(&from_hf));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
