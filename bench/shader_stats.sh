@@ -63,9 +63,9 @@ stats_of() {
 }
 # Raw output an interrupted run left behind (gigabytes for NAK); runs never overlap (see above).
 rm -rf "$root"/tmp/shader_stats.*
-# The selftest's matmul checks compile about half of its IR and the other checks the rest: as two
-# processes they take one core each.
-matmuls=(--only kernel.matmul --only kernel.f16_matmul --only kernel.coop_matmul --only kernel.f16_products)
+# The selftest's product checks compile about half of its IR and the other checks the rest: as
+# two processes they take one core each.
+source .ci/selftest_halves.sh
 run_with() {
   local name="$1"
   shift
@@ -74,7 +74,7 @@ run_with() {
   local env_cmd=(env "${common[@]}" "$@" target/release/dinoscope)
   line() { printf '%q ' "${env_cmd[@]}" "$@"; }
   if [ ${#runs[@]} -eq 0 ] || [ "${runs[*]}" = selftest ]; then
-    stats_of "$log" "$(line selftest "${matmuls[@]}")" "$(line selftest "${matmuls[@]/--only/--skip}")"
+    stats_of "$log" "$(line selftest "${products[@]}")" "$(line selftest "${products[@]/--only/--skip}")"
   else
     stats_of "$log" "$(line "${runs[@]}")"
   fi
