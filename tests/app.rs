@@ -299,6 +299,17 @@ fn pause_resume_and_stop_control_the_worker() {
     let shown: Vec<u64> = app.history.points.iter().map(|p| p.metrics.step).collect();
     assert_eq!(shown, (0..app.progress.0).collect::<Vec<_>>());
     logged(&app);
+    // The run's backbone, exported for transformers; an earlier export is kept.
+    app.export_hf();
+    let last = |app: &DinoscopeApp| app.notices.last().map(|n| (n.error, n.text.clone()));
+    let (error, text) = last(&app).expect("a notice");
+    assert!(!error && text.contains("AutoModel"), "{text}");
+    let hf = dir.join("run/export-hf");
+    let cfg = dinoscope::model::config::VitConfig::load(&hf.join("config.json")).expect("config");
+    dinoscope::model::weights::load_backbone(&hf.join("model.safetensors"), &cfg).expect("load");
+    app.export_hf();
+    let (error, text) = last(&app).expect("a notice");
+    assert!(error && text.contains("already exists"), "{text}");
     // Start (not resume) with the same run folder: the run goes beside it, the old one stays.
     let before = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap_or_default();
     let kept = dinoscope::train::checkpoint::list(&dir.join("run"));

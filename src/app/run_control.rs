@@ -297,6 +297,33 @@ impl DinoscopeApp {
         }
     }
 
+    /// Writes the run folder's teacher backbone as a Hugging Face folder, `RUN/export-hf`, for
+    /// transformers (as `dinoscope export RUN --to hf`); an earlier export is kept.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn export_hf(&mut self) {
+        let run = self.settings.train.run_dir.clone();
+        let weights = run.join(crate::train::checkpoint::BACKBONE);
+        let out = run.join("export-hf");
+        let done = crate::model::weights::config_for_weights(&weights)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                let w = crate::model::weights::load_backbone(&weights, &cfg)
+                    .map_err(|e| e.to_string())?;
+                let hub = w.tensors.into_iter().map(|(k, t)| (k, t.data)).collect();
+                crate::train::export::write_hf(&cfg, &hub, &out, false)
+            });
+        match done {
+            Ok(class) => self.notify(
+                format!(
+                    "{} written ({class}): transformers' AutoModel.from_pretrained loads it",
+                    out.display()
+                ),
+                false,
+            ),
+            Err(e) => self.notify(format!("not exported for transformers: {e}"), true),
+        }
+    }
+
     /// Pauses, resumes, saves or stops the run.
     pub fn control(&mut self, what: &str) {
         #[cfg(not(target_arch = "wasm32"))]

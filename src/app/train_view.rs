@@ -212,6 +212,23 @@ impl DinoscopeApp {
                     let dir = self.settings.train.run_dir.clone();
                     self.start(Some(dir));
                 }
+                #[cfg(not(target_arch = "wasm32"))]
+                if self
+                    .settings
+                    .train
+                    .run_dir
+                    .join(crate::train::checkpoint::BACKBONE)
+                    .is_file()
+                    && ui
+                        .button("Export for transformers")
+                        .on_hover_text(
+                            "the teacher backbone as a Hugging Face folder, RUN/export-hf, \
+                             which transformers' AutoModel.from_pretrained loads",
+                        )
+                        .clicked()
+                {
+                    self.export_hf();
+                }
                 #[cfg(target_arch = "wasm32")]
                 if self.web.is_some() {
                     self.download_buttons(ui);

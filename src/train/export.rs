@@ -392,7 +392,18 @@ pub fn export_hf(
         .teacher
         .get(..layout.total)
         .ok_or("the checkpoint's teacher is shorter than its backbone")?;
-    let model = crate::model::weights::hf::to_hugging_face(&cfg.model, &layout.unpack(teacher))?;
+    write_hf(&cfg.model, &layout.unpack(teacher), out, overwrite)
+}
+
+/// Writes the Hugging Face folder of the backbone `hub` holds (torch-hub names) into `out`,
+/// replacing an earlier export only with `overwrite`; returns the model class.
+pub fn write_hf(
+    model_cfg: &crate::model::config::VitConfig,
+    hub: &std::collections::BTreeMap<String, Vec<f32>>,
+    out: &Path,
+    overwrite: bool,
+) -> Result<String, String> {
+    let model = crate::model::weights::hf::to_hugging_face(model_cfg, hub)?;
     if !overwrite {
         if let Some(f) = HF_FILES.iter().find(|f| out.join(f).exists()) {
             return Err(format!(
