@@ -435,6 +435,15 @@ fn a_runs_hugging_face_folder_reads_back_as_its_teacher() {
         };
         let json = std::fs::read_to_string(dir.join("config.json")).expect("config");
         assert_eq!(json.contains("\"use_gated_mlp\": true"), preset == "gated");
+        // The picture preparation: the training crops' size, as `embed --size` takes it.
+        let pre: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("preprocessor_config.json")).expect("processor"),
+        )
+        .expect("json");
+        let size = cfg.augment.global_size as u64;
+        assert_eq!(pre["size"]["shortest_edge"].as_u64(), Some(size));
+        assert_eq!(pre["crop_size"]["height"].as_u64(), Some(size));
+        assert_eq!(pre["image_mean"][0].as_f64(), Some(0.485));
         assert_eq!(class, want);
         for f in HF_FILES {
             assert!(dir.join(f).is_file(), "{f}");

@@ -302,16 +302,9 @@ impl DinoscopeApp {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn export_hf(&mut self) {
         let run = self.settings.train.run_dir.clone();
-        let weights = run.join(crate::train::checkpoint::BACKBONE);
         let out = run.join("export-hf");
-        let done = crate::model::weights::config_for_weights(&weights)
-            .map_err(|e| e.to_string())
-            .and_then(|cfg| {
-                let w = crate::model::weights::load_backbone(&weights, &cfg)
-                    .map_err(|e| e.to_string())?;
-                let hub = w.tensors.into_iter().map(|(k, t)| (k, t.data)).collect();
-                crate::train::export::write_hf(&cfg, &hub, &out, false)
-            });
+        let done = crate::train::run::load_checkpoint(&run)
+            .and_then(|(cfg, st)| crate::train::export::export_hf(&cfg, &st, &out, false));
         match done {
             Ok(class) => self.notify(
                 format!(

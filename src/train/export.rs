@@ -375,7 +375,11 @@ pub fn export_dinov2(
 }
 
 /// Files written by [`export_hf`].
-pub const HF_FILES: [&str; 2] = ["config.json", "model.safetensors"];
+pub const HF_FILES: [&str; 3] = [
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+];
 
 /// The run's teacher backbone as a Hugging Face model folder (`config.json`,
 /// `model.safetensors`) that transformers' `AutoModel.from_pretrained` loads: `Dinov2Model`,
@@ -392,14 +396,22 @@ pub fn export_hf(
         .teacher
         .get(..layout.total)
         .ok_or("the checkpoint's teacher is shorter than its backbone")?;
-    write_hf(&cfg.model, &layout.unpack(teacher), out, overwrite)
+    write_hf(
+        &cfg.model,
+        &layout.unpack(teacher),
+        cfg.augment.global_size,
+        out,
+        overwrite,
+    )
 }
 
-/// Writes the Hugging Face folder of the backbone `hub` holds (torch-hub names) into `out`,
-/// replacing an earlier export only with `overwrite`; returns the model class.
+/// Writes the Hugging Face folder of the backbone `hub` holds (torch-hub names), trained on
+/// `image_size`-pixel crops, into `out`, replacing an earlier export only with `overwrite`;
+/// returns the model class.
 pub fn write_hf(
     model_cfg: &crate::model::config::VitConfig,
     hub: &std::collections::BTreeMap<String, Vec<f32>>,
+    image_size: usize,
     out: &Path,
     overwrite: bool,
 ) -> Result<String, String> {
@@ -426,9 +438,35 @@ pub fn write_hf(
     };
     write("model.safetensors", &bytes)?;
     write("config.json", model.config_json.as_bytes())?;
+    let pre = preprocessor_json(image_size);
+    write("preprocessor_config.json", pre.as_bytes())?;
     let class = serde_json::from_str::<serde_json::Value>(&model.config_json)
         .ok()
         .and_then(|c| c["architectures"][0].as_str().map(str::to_string))
         .unwrap_or_default();
     Ok(class)
+}
+
+/// transformers' `preprocessor_config.json` for a backbone trained on `size`-pixel crops: the
+/// shorter side to `size` (bicubic, a = −0.5, as `dinoscope embed` resizes), a centre
+/// `size`×`size` crop and ImageNet's mean and deviation, so `AutoImageProcessor` and the
+/// feature-extraction pipeline prepare pictures as `embed --size SIZE` does.
+pub fn preprocessor_json(size: usize) -> String {
+    use crate::data::image::{IMAGENET_MEAN, IMAGENET_STD};
+    use crate::model::weights::hf::decimal;
+    let c = serde_json::json!({
+        "image_processor_type": "BitImageProcessor",
+        "do_convert_rgb": true,
+        "do_resize": true,
+        "size": {"shortest_edge": size},
+        "resample": 3,
+        "do_center_crop": true,
+        "crop_size": {"height": size, "width": size},
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": IMAGENET_MEAN.map(decimal),
+        "image_std": IMAGENET_STD.map(decimal),
+    });
+    serde_json::to_string_pretty(&c).unwrap_or_default()
 }

@@ -309,6 +309,6 @@ fn config_json(cfg: &VitConfig) -> Result<String, String> {
 }
 
 /// An f32 setting as the decimal it was written as (1e-6, not 9.99999997e-7), for Python.
-fn decimal(x: f32) -> f64 {
+pub fn decimal(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(f64::from(x))
 }
