@@ -42,183 +42,168 @@ pub fn to_hugging_face(
         }
         shapes.insert(name, shape);
     }
-    let get = |name: &str| hub[name].clone();
     let config_json = config_json(cfg)?;
-    let d = cfg.dim;
-    let mut out: Vec<HfTensor> = Vec::new();
-    let ones = vec![1.0f32; d];
-    let v3 = cfg.is_rope();
-    let (emb, prefix) = if v3 {
-        ("embeddings.patch_embeddings", "layer")
-    } else {
-        ("embeddings.patch_embeddings.projection", "encoder.layer")
+    let mut w = Writer {
+        hub,
+        shapes,
+        out: Vec::new(),
     };
-    out.push((
-        "embeddings.cls_token".into(),
-        vec![1, 1, d],
-        get("cls_token"),
-    ));
-    let mask_shape = if v3 { vec![1, 1, d] } else { vec![1, d] };
-    out.push((
-        "embeddings.mask_token".into(),
-        mask_shape,
-        get("mask_token"),
-    ));
-    if cfg.registers > 0 {
-        out.push((
-            "embeddings.register_tokens".into(),
-            shapes["register_tokens"].clone(),
-            get("register_tokens"),
-        ));
-    }
-    if !v3 {
-        out.push((
-            "embeddings.position_embeddings".into(),
-            shapes["pos_embed"].clone(),
-            get("pos_embed"),
-        ));
-    }
-    out.push((
-        format!("{emb}.weight"),
-        shapes["patch_embed.proj.weight"].clone(),
-        get("patch_embed.proj.weight"),
-    ));
-    out.push((format!("{emb}.bias"), vec![d], get("patch_embed.proj.bias")));
+    embeddings(&mut w, cfg);
     for i in 0..cfg.depth {
-        let hub_name = |s: &str| format!("blocks.{i}.{s}");
-        let hf = |s: &str| format!("{prefix}.{i}.{s}");
-        let mut push = |name: String, shape: Vec<usize>, values: Vec<f32>| {
-            out.push((name, shape, values));
-        };
-        for n in ["norm1", "norm2"] {
-            push(
-                hf(&format!("{n}.weight")),
-                vec![d],
-                get(&hub_name(&format!("{n}.weight"))),
-            );
-            push(
-                hf(&format!("{n}.bias")),
-                vec![d],
-                get(&hub_name(&format!("{n}.bias"))),
-            );
-        }
-        // The fused qkv's rows are query, key, value, as transformers' three projections.
-        let qkv_w = get(&hub_name("attn.qkv.weight"));
-        let qkv_b = cfg.qkv_bias.then(|| get(&hub_name("attn.qkv.bias")));
-        let parts: [&str; 3] = if v3 {
-            ["attention.q_proj", "attention.k_proj", "attention.v_proj"]
-        } else {
-            [
-                "attention.attention.query",
-                "attention.attention.key",
-                "attention.attention.value",
-            ]
-        };
-        for (p, part) in parts.iter().enumerate() {
-            push(
-                hf(&format!("{part}.weight")),
-                vec![d, d],
-                qkv_w[p * d * d..(p + 1) * d * d].to_vec(),
-            );
-            // DINOv3's key projection has no bias where the config says so (training keeps
-            // it at 0).
-            let has_bias = cfg.qkv_bias && !(v3 && p == 1 && !cfg.key_bias);
-            if let (false, Some(b)) = (has_bias, &qkv_b) {
-                if b[p * d..(p + 1) * d].iter().any(|&x| x != 0.0) {
-                    return Err(format!(
-                        "blocks.{i}.attn.qkv.bias: the key bias is not 0, but the config has \
-                         none (key_bias: false)"
-                    ));
-                }
-            }
-            if let (true, Some(b)) = (has_bias, &qkv_b) {
-                push(
-                    hf(&format!("{part}.bias")),
-                    vec![d],
-                    b[p * d..(p + 1) * d].to_vec(),
-                );
-            }
-        }
-        let proj = if v3 {
-            "attention.o_proj"
-        } else {
-            "attention.output.dense"
-        };
-        push(
-            hf(&format!("{proj}.weight")),
-            vec![d, d],
-            get(&hub_name("attn.proj.weight")),
-        );
-        push(
-            hf(&format!("{proj}.bias")),
-            vec![d],
-            get(&hub_name("attn.proj.bias")),
-        );
-        for (ls, hub_ls) in [("layer_scale1", "ls1.gamma"), ("layer_scale2", "ls2.gamma")] {
-            let gamma = if cfg.layerscale {
-                get(&hub_name(hub_ls))
-            } else {
-                ones.clone()
-            };
-            push(hf(&format!("{ls}.lambda1")), vec![d], gamma);
-        }
-        let h = cfg.mlp_hidden;
-        let linear = |push: &mut dyn FnMut(String, Vec<usize>, Vec<f32>),
-                      hf_module: &str,
-                      hub_module: &str| {
-            let w = hub_name(&format!("{hub_module}.weight"));
-            let b = hub_name(&format!("{hub_module}.bias"));
-            push(
-                hf(&format!("{hf_module}.weight")),
-                shapes[&w].clone(),
-                get(&w),
-            );
-            push(
-                hf(&format!("{hf_module}.bias")),
-                shapes[&b].clone(),
-                get(&b),
-            );
-        };
-        match (cfg.ffn, v3) {
-            (Ffn::Mlp, false) => {
-                linear(&mut push, "mlp.fc1", "mlp.fc1");
-                linear(&mut push, "mlp.fc2", "mlp.fc2");
-            }
-            (Ffn::Mlp, true) => {
-                linear(&mut push, "mlp.up_proj", "mlp.fc1");
-                linear(&mut push, "mlp.down_proj", "mlp.fc2");
-            }
-            (Ffn::SwiGlu, false) => {
-                linear(&mut push, "mlp.weights_in", "mlp.w12");
-                linear(&mut push, "mlp.weights_out", "mlp.w3");
-            }
-            (Ffn::SwiGlu, true) => {
-                // w12's rows: the gate (w1), then the up projection (w2).
-                let w = get(&hub_name("mlp.w12.weight"));
-                let b = get(&hub_name("mlp.w12.bias"));
-                for (p, part) in ["mlp.gate_proj", "mlp.up_proj"].iter().enumerate() {
-                    push(
-                        hf(&format!("{part}.weight")),
-                        vec![h, d],
-                        w[p * h * d..(p + 1) * h * d].to_vec(),
-                    );
-                    push(
-                        hf(&format!("{part}.bias")),
-                        vec![h],
-                        b[p * h..(p + 1) * h].to_vec(),
-                    );
-                }
-                linear(&mut push, "mlp.down_proj", "mlp.w3");
-            }
-        }
+        block(&mut w, cfg, i)?;
     }
-    let norm = if v3 { "norm" } else { "layernorm" };
-    out.push((format!("{norm}.weight"), vec![d], get("norm.weight")));
-    out.push((format!("{norm}.bias"), vec![d], get("norm.bias")));
+    let norm = if cfg.is_rope() { "norm" } else { "layernorm" };
+    w.copy(format!("{norm}.weight"), "norm.weight");
+    w.copy(format!("{norm}.bias"), "norm.bias");
     Ok(HfModel {
         config_json,
-        tensors: out,
+        tensors: w.out,
     })
+}
+
+/// The tensors written so far, and the torch-hub tensors (checked against the config) they
+/// come from.
+struct Writer<'a> {
+    hub: &'a BTreeMap<String, Vec<f32>>,
+    shapes: BTreeMap<String, Vec<usize>>,
+    out: Vec<HfTensor>,
+}
+
+impl Writer<'_> {
+    /// A torch-hub tensor under the name `hf`, its shape kept.
+    fn copy(&mut self, hf: String, hub: &str) {
+        let shape = self.shapes[hub].clone();
+        self.out.push((hf, shape, self.hub[hub].clone()));
+    }
+
+    /// A torch-hub tensor under the name `hf` with another shape of the same size.
+    fn reshaped(&mut self, hf: String, hub: &str, shape: Vec<usize>) {
+        self.out.push((hf, shape, self.hub[hub].clone()));
+    }
+
+    /// Row block `part` of `parts` of a fused torch-hub weight or bias.
+    fn rows(&mut self, hf: String, hub: &str, part: usize, parts: usize) {
+        let mut shape = self.shapes[hub].clone();
+        shape[0] /= parts;
+        let n: usize = shape.iter().product();
+        self.out
+            .push((hf, shape, self.hub[hub][part * n..(part + 1) * n].to_vec()));
+    }
+
+    /// A linear layer's weight and bias.
+    fn linear(&mut self, hf: &str, hub: &str) {
+        self.copy(format!("{hf}.weight"), &format!("{hub}.weight"));
+        self.copy(format!("{hf}.bias"), &format!("{hub}.bias"));
+    }
+
+    /// The row blocks of a fused linear layer, one per name of `hf`.
+    fn split(&mut self, hf: &[&str], hub: &str) {
+        for (p, name) in hf.iter().enumerate() {
+            self.rows(
+                format!("{name}.weight"),
+                &format!("{hub}.weight"),
+                p,
+                hf.len(),
+            );
+            self.rows(format!("{name}.bias"), &format!("{hub}.bias"), p, hf.len());
+        }
+    }
+}
+
+/// The tokens and the patch embedding. DINOv3's mask token is [1, 1, D] in transformers.
+fn embeddings(w: &mut Writer<'_>, cfg: &VitConfig) {
+    let (d, v3) = (cfg.dim, cfg.is_rope());
+    w.copy("embeddings.cls_token".into(), "cls_token");
+    let mask_shape = if v3 { vec![1, 1, d] } else { vec![1, d] };
+    w.reshaped("embeddings.mask_token".into(), "mask_token", mask_shape);
+    if cfg.registers > 0 {
+        w.copy("embeddings.register_tokens".into(), "register_tokens");
+    }
+    if !v3 {
+        w.copy("embeddings.position_embeddings".into(), "pos_embed");
+    }
+    let patch = if v3 {
+        "embeddings.patch_embeddings"
+    } else {
+        "embeddings.patch_embeddings.projection"
+    };
+    w.linear(patch, "patch_embed.proj");
+}
+
+/// Block `i`: norms, the attention's projections, LayerScale (γ = 1 where the backbone has
+/// none) and the MLP.
+fn block(w: &mut Writer<'_>, cfg: &VitConfig, i: usize) -> Result<(), String> {
+    let (d, v3) = (cfg.dim, cfg.is_rope());
+    let prefix = if v3 { "layer" } else { "encoder.layer" };
+    let hf = |s: &str| format!("{prefix}.{i}.{s}");
+    let hub = |s: &str| format!("blocks.{i}.{s}");
+    w.linear(&hf("norm1"), &hub("norm1"));
+    // The fused qkv's rows are query, key, value: transformers' three projections.
+    let parts: [&str; 3] = if v3 {
+        ["attention.q_proj", "attention.k_proj", "attention.v_proj"]
+    } else {
+        [
+            "attention.attention.query",
+            "attention.attention.key",
+            "attention.attention.value",
+        ]
+    };
+    for (p, part) in parts.iter().enumerate() {
+        w.rows(hf(&format!("{part}.weight")), &hub("attn.qkv.weight"), p, 3);
+        if !cfg.qkv_bias {
+            continue;
+        }
+        // DINOv3's key projection has no bias where the config says so (training keeps it
+        // at 0, and a file with another value is not this model).
+        if v3 && p == 1 && !cfg.key_bias {
+            if w.hub[&hub("attn.qkv.bias")][d..2 * d]
+                .iter()
+                .any(|&x| x != 0.0)
+            {
+                return Err(format!(
+                    "blocks.{i}.attn.qkv.bias: the key bias is not 0, but the config has none \
+                     (key_bias: false)"
+                ));
+            }
+            continue;
+        }
+        w.rows(hf(&format!("{part}.bias")), &hub("attn.qkv.bias"), p, 3);
+    }
+    let proj = if v3 {
+        "attention.o_proj"
+    } else {
+        "attention.output.dense"
+    };
+    w.linear(&hf(proj), &hub("attn.proj"));
+    for (ls, gamma) in [("layer_scale1", "ls1.gamma"), ("layer_scale2", "ls2.gamma")] {
+        if cfg.layerscale {
+            w.copy(hf(&format!("{ls}.lambda1")), &hub(gamma));
+        } else {
+            w.out
+                .push((hf(&format!("{ls}.lambda1")), vec![d], vec![1.0; d]));
+        }
+    }
+    w.linear(&hf("norm2"), &hub("norm2"));
+    match (cfg.ffn, v3) {
+        (Ffn::Mlp, false) => {
+            w.linear(&hf("mlp.fc1"), &hub("mlp.fc1"));
+            w.linear(&hf("mlp.fc2"), &hub("mlp.fc2"));
+        }
+        (Ffn::Mlp, true) => {
+            w.linear(&hf("mlp.up_proj"), &hub("mlp.fc1"));
+            w.linear(&hf("mlp.down_proj"), &hub("mlp.fc2"));
+        }
+        (Ffn::SwiGlu, false) => {
+            w.linear(&hf("mlp.weights_in"), &hub("mlp.w12"));
+            w.linear(&hf("mlp.weights_out"), &hub("mlp.w3"));
+        }
+        (Ffn::SwiGlu, true) => {
+            // w12's rows: the gate (w1), then the up projection (w2).
+            w.split(&[&hf("mlp.gate_proj"), &hf("mlp.up_proj")], &hub("mlp.w12"));
+            w.linear(&hf("mlp.down_proj"), &hub("mlp.w3"));
+        }
+    }
+    Ok(())
 }
 
 /// The MLP ratio transformers' DINOv2 config needs for `cfg`'s hidden width, a whole number (its
