@@ -60,6 +60,24 @@ pub fn map_ranges<R: Send>(n: usize, per: usize, f: impl Fn(Range<usize>) -> R +
     })
 }
 
+/// Hands the browser's thread back for a turn of its event loop (a frame drawn, input taken)
+/// before the caller goes on; natively, nothing. Long work on the page's only thread awaits it
+/// between parts.
+pub async fn yield_to_host() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let promise = js_sys::Promise::new(&mut |resolve, _| {
+            let queued = web_sys::window()
+                .map(|w| w.set_timeout_with_callback(&resolve).is_ok())
+                .unwrap_or(false);
+            if !queued {
+                let _ = resolve.call0(&wasm_bindgen::JsValue::NULL);
+            }
+        });
+        let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,47 +162,127 @@ pub fn knn_accuracy(
     k: usize,
     temperature: f32,
 ) -> f32 {
-    let classes = train_y
-        .iter()
-        .chain(test_y)
-        .copied()
-        .max()
-        .map_or(0, |m| m as usize + 1);
-    let n_train = train_y.len();
-    let n_test = test_y.len();
-    if d == 0 || n_test == 0 {
+    let Some(knn) = Knn::new(train, train_y, test, test_y, d, k, temperature) else {
         return 0.0;
+    };
+    let n_test = test_y.len();
+    let correct: usize = crate::par::map_ranges(n_test, 64, |r| knn.correct(r))
+        .into_iter()
+        .sum();
+    correct as f32 / n_test as f32
+}
+
+/// [`knn_accuracy`] for the browser's only thread: the test images in parts of 64, the page
+/// drawn between two (a frame is not held for the whole vote). The same result; natively the
+/// same call.
+pub async fn knn_accuracy_async(
+    train: &[f32],
+    train_y: &[u32],
+    test: &[f32],
+    test_y: &[u32],
+    d: usize,
+    k: usize,
+    temperature: f32,
+) -> f32 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        knn_accuracy(train, train_y, test, test_y, d, k, temperature)
     }
-    let train_t = transpose(&train[..n_train * d], n_train, d);
-    let score = |range: std::ops::Range<usize>| -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let Some(knn) = Knn::new(train, train_y, test, test_y, d, k, temperature) else {
+            return 0.0;
+        };
+        let n_test = test_y.len();
+        let mut correct = 0;
+        for start in (0..n_test).step_by(64) {
+            correct += knn.correct(start..(start + 64).min(n_test));
+            crate::par::yield_to_host().await;
+        }
+        correct as f32 / n_test as f32
+    }
+}
+
+/// A k-NN vote over one set of training features, for any range of test images.
+struct Knn<'a> {
+    /// The training features, `[d, n_train]`.
+    train_t: Vec<f32>,
+    train_y: &'a [u32],
+    test: &'a [f32],
+    test_y: &'a [u32],
+    d: usize,
+    k: usize,
+    temperature: f32,
+    classes: usize,
+}
+
+impl<'a> Knn<'a> {
+    /// None when there is nothing to vote on (no dimensions or no test image).
+    fn new(
+        train: &[f32],
+        train_y: &'a [u32],
+        test: &'a [f32],
+        test_y: &'a [u32],
+        d: usize,
+        k: usize,
+        temperature: f32,
+    ) -> Option<Knn<'a>> {
+        if d == 0 || test_y.is_empty() {
+            return None;
+        }
+        let classes = train_y
+            .iter()
+            .chain(test_y)
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
+        let n_train = train_y.len();
+        Some(Knn {
+            train_t: transpose(&train[..n_train * d], n_train, d),
+            train_y,
+            test,
+            test_y,
+            d,
+            k,
+            temperature,
+            classes,
+        })
+    }
+
+    /// How many of the test images in `range` the vote labels right.
+    fn correct(&self, range: std::ops::Range<usize>) -> usize {
+        let (d, n_train) = (self.d, self.train_y.len());
         let mut sims = vec![0.0f32; n_train];
         let mut order: Vec<(f32, u32)> = Vec::with_capacity(n_train);
-        let mut votes = vec![0.0f64; classes];
+        let mut votes = vec![0.0f64; self.classes];
         let mut correct = 0;
         for i in range {
-            similarities(&train_t, n_train, &test[i * d..(i + 1) * d], &mut sims);
-            let kk = k.min(n_train);
+            similarities(
+                &self.train_t,
+                n_train,
+                &self.test[i * d..(i + 1) * d],
+                &mut sims,
+            );
+            let kk = self.k.min(n_train);
             if kk == 0 {
                 continue;
             }
             order.clear();
-            order.extend(sims.iter().copied().zip(train_y.iter().copied()));
+            order.extend(sims.iter().copied().zip(self.train_y.iter().copied()));
             order.select_nth_unstable_by(kk - 1, |a, b| b.0.total_cmp(&a.0));
             votes.fill(0.0);
             for &(s, c) in &order[..kk] {
-                votes[c as usize] += ((s / temperature) as f64).exp();
+                votes[c as usize] += ((s / self.temperature) as f64).exp();
             }
             let pred = votes
                 .iter()
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map_or(0, |(i, _)| i);
-            correct += (pred as u32 == test_y[i]) as usize;
+            correct += (pred as u32 == self.test_y[i]) as usize;
         }
         correct
-    };
-    let correct: usize = crate::par::map_ranges(n_test, 64, score).into_iter().sum();
-    correct as f32 / n_test as f32
+    }
 }
 
 /// `[n, d]` row-major to `[d, n]`.

@@ -597,7 +597,8 @@ pub async fn evaluate_async(
     let tr = super::knn::features_async(gpu, vit, train, cfg.knn_train, size, 128).await?;
     let te = super::knn::features_async(gpu, vit, test, cfg.knn_test, size, 128).await?;
     let d = cfg.model.dim;
-    let knn = super::knn::knn_accuracy(&tr.cls, &tr.labels, &te.cls, &te.labels, d, 20, 0.07);
+    let knn =
+        super::knn::knn_accuracy_async(&tr.cls, &tr.labels, &te.cls, &te.labels, d, 20, 0.07).await;
     let probe = super::probe::linear_probe_async(
         gpu,
         &tr.pooled,
