@@ -340,15 +340,7 @@ pub fn export_dinov2(
 ) -> Result<(), String> {
     // Checked before anything is written.
     config_yaml(cfg, CHECKPOINT)?;
-    if !overwrite {
-        if let Some(f) = FILES.iter().find(|f| out.join(f).exists()) {
-            return Err(format!(
-                "{}: already exists (pass --overwrite to replace it)",
-                out.join(f).display()
-            ));
-        }
-    }
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    prepare_folder(out, &FILES, overwrite)?;
     // By its full path: the trainer reads MODEL.WEIGHTS from its own working folder.
     let checkpoint = crate::io::full_path(out)
         .join(CHECKPOINT)
@@ -356,19 +348,9 @@ pub fn export_dinov2(
         .to_string();
     let yaml = config_yaml(cfg, &checkpoint)?;
     let tensors = official_tensors(cfg, st)?;
-    let views: Vec<(String, Vec<usize>, &[f32])> = tensors
-        .iter()
-        .map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice()))
-        .collect();
-    let mut meta = std::collections::HashMap::new();
-    meta.insert("iteration".to_string(), st.step.to_string());
-    meta.insert("format".to_string(), "pt".to_string());
-    let bytes = crate::io::safetensors_bytes(&views, Some(meta))?;
-    let write = |name: &str, data: &[u8]| {
-        let p = out.join(name);
-        crate::io::write_atomic(&p, data).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    write("weights.safetensors", &bytes)?;
+    let meta = [("iteration", st.step.to_string())];
+    let write = |name: &str, data: &[u8]| write_file(out, name, data);
+    write("weights.safetensors", &torch_safetensors(&tensors, &meta)?)?;
     write("config.yaml", yaml.as_bytes())?;
     write("to_dinov2_checkpoint.py", SCRIPT.as_bytes())?;
     Ok(())
@@ -416,35 +398,46 @@ pub fn write_hf(
     overwrite: bool,
 ) -> Result<String, String> {
     let model = crate::model::weights::hf::to_hugging_face(model_cfg, hub)?;
+    prepare_folder(out, &HF_FILES, overwrite)?;
+    let write = |name: &str, data: &[u8]| write_file(out, name, data);
+    write(
+        "model.safetensors",
+        &torch_safetensors(&model.tensors, &[])?,
+    )?;
+    write("config.json", model.config_json.as_bytes())?;
+    let pre = preprocessor_json(image_size);
+    write("preprocessor_config.json", pre.as_bytes())?;
+    Ok(model.class.to_string())
+}
+
+/// Refuses an output folder holding one of `files` unless `overwrite`, then makes it.
+fn prepare_folder(out: &Path, files: &[&str], overwrite: bool) -> Result<(), String> {
     if !overwrite {
-        if let Some(f) = HF_FILES.iter().find(|f| out.join(f).exists()) {
+        if let Some(f) = files.iter().find(|f| out.join(f).exists()) {
             return Err(format!(
                 "{}: already exists (pass --overwrite to replace it)",
                 out.join(f).display()
             ));
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let views: Vec<(String, Vec<usize>, &[f32])> = model
-        .tensors
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))
+}
+
+/// Writes `name` in `out` atomically.
+fn write_file(out: &Path, name: &str, data: &[u8]) -> Result<(), String> {
+    let p = out.join(name);
+    crate::io::write_atomic(&p, data).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// A safetensors file of named f32 tensors, with `format: pt` (as PyTorch writes) and `meta`.
+fn torch_safetensors(tensors: &[NamedTensor], meta: &[(&str, String)]) -> Result<Vec<u8>, String> {
+    let views: Vec<(String, Vec<usize>, &[f32])> = tensors
         .iter()
         .map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice()))
         .collect();
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = crate::io::safetensors_bytes(&views, Some(meta))?;
-    let write = |name: &str, data: &[u8]| {
-        let p = out.join(name);
-        crate::io::write_atomic(&p, data).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    write("model.safetensors", &bytes)?;
-    write("config.json", model.config_json.as_bytes())?;
-    let pre = preprocessor_json(image_size);
-    write("preprocessor_config.json", pre.as_bytes())?;
-    let class = serde_json::from_str::<serde_json::Value>(&model.config_json)
-        .ok()
-        .and_then(|c| c["architectures"][0].as_str().map(str::to_string))
-        .unwrap_or_default();
-    Ok(class)
+    let mut m = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    m.extend(meta.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    crate::io::safetensors_bytes(&views, Some(m))
 }
 
 /// transformers' `preprocessor_config.json` for a backbone trained on `size`-pixel crops: the

@@ -62,11 +62,6 @@ impl MetricsLog {
         writeln!(self.file, "{line}")
             .map_err(|e| format!("{}: cannot write: {e}", self.path.display()))
     }
-
-    /// Where the log is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Whether the kept lines hold an evaluation made after `done` steps.

@@ -15,6 +15,8 @@ pub type HfTensor = (String, Vec<usize>, Vec<f32>);
 
 /// A Hugging Face model folder's two files, as text and tensors.
 pub struct HfModel {
+    /// The model class transformers builds (`Dinov2Model`, …).
+    pub class: &'static str,
     /// `config.json`.
     pub config_json: String,
     /// The tensors of `model.safetensors`, under transformers' names.
@@ -42,7 +44,7 @@ pub fn to_hugging_face(
         }
         shapes.insert(name, shape);
     }
-    let config_json = config_json(cfg)?;
+    let (class, config_json) = config_json(cfg)?;
     let mut w = Writer {
         hub,
         shapes,
@@ -56,6 +58,7 @@ pub fn to_hugging_face(
     w.copy(format!("{norm}.weight"), "norm.weight");
     w.copy(format!("{norm}.bias"), "norm.bias");
     Ok(HfModel {
+        class,
         config_json,
         tensors: w.out,
     })
@@ -230,13 +233,19 @@ fn mlp_ratio(cfg: &VitConfig) -> Result<usize, String> {
 /// transformers' `config.json` for `cfg`: `Dinov2Model` (no registers, the position table
 /// resized without antialiasing), `Dinov2WithRegistersModel` (with antialiasing) or
 /// `DINOv3ViTModel` (rotary positions).
-fn config_json(cfg: &VitConfig) -> Result<String, String> {
+fn config_json(cfg: &VitConfig) -> Result<(&'static str, String), String> {
     use serde_json::json;
+    let registers = cfg.registers > 0 || cfg.interp == InterpMode::BicubicAntialias;
+    let class = match (cfg.is_rope(), registers) {
+        (true, _) => "DINOv3ViTModel",
+        (false, true) => "Dinov2WithRegistersModel",
+        (false, false) => "Dinov2Model",
+    };
     let mut c = if cfg.is_rope() {
         let rope = cfg.rope.as_ref().map_or(100.0, |r| decimal(r.base));
         let gated = cfg.ffn == Ffn::SwiGlu;
         json!({
-            "architectures": ["DINOv3ViTModel"],
+            "architectures": [class],
             "model_type": "dinov3_vit",
             "hidden_size": cfg.dim,
             "intermediate_size": cfg.mlp_hidden,
@@ -261,9 +270,8 @@ fn config_json(cfg: &VitConfig) -> Result<String, String> {
             "pos_embed_rescale": 2.0,
         })
     } else {
-        let registers = cfg.registers > 0 || cfg.interp == InterpMode::BicubicAntialias;
         let mut c = json!({
-            "architectures": [if registers { "Dinov2WithRegistersModel" } else { "Dinov2Model" }],
+            "architectures": [class],
             "model_type": if registers { "dinov2_with_registers" } else { "dinov2" },
             "hidden_size": cfg.dim,
             "num_hidden_layers": cfg.depth,
@@ -290,7 +298,8 @@ fn config_json(cfg: &VitConfig) -> Result<String, String> {
     c["apply_layernorm"] = json!(true);
     c["reshape_hidden_states"] = json!(true);
     c["dtype"] = json!("float32");
-    serde_json::to_string_pretty(&c).map_err(|e| e.to_string())
+    let text = serde_json::to_string_pretty(&c).map_err(|e| e.to_string())?;
+    Ok((class, text))
 }
 
 /// An f32 setting as the decimal it was written as (1e-6, not 9.99999997e-7), for Python.
