@@ -5,10 +5,10 @@
 
 use crate::gpu::{grid_1d, Access::*, DType, Kernel, Recorder, Tensor};
 
+mod dims;
 mod plan;
-pub use plan::{
-    large_tiles, MatmulDims, Plan, Tile, V4Tile, LARGE_COOP, LARGE_TILE, LARGE_TILES, SPLIT_F16,
-};
+pub use dims::MatmulDims;
+pub use plan::{large_tiles, Plan, Tile, V4Tile, LARGE_COOP, LARGE_TILE, LARGE_TILES, SPLIT_F16};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

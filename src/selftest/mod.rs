@@ -1,6 +1,7 @@
 //! `dinoscope selftest`: every kernel against its CPU twin at awkward sizes and extreme values,
 //! and every case of a golden fixtures folder, on the user's own adapter.
 
+mod attention_checks;
 mod checks;
 mod embed_checks;
 mod half;
