@@ -7,14 +7,18 @@
 #                               memory-bound kernels (LN, GELU, softmax, residual, EMA, AdamW;
 #                               ratio.py sets them against the copy), ViT-S/14 inference at 224
 #                               batch 1 and 64 and 518 batch 8 (f32 and --precision f16), the
-#                               vits14 training step at batch 64 (f32 and mixed precision);
+#                               vits14 training step at batch 64 (f32 and mixed precision), and
+#                               the small model a laptop trains (the fmnist preset's step, batch
+#                               256, on the bundled subset, against PyTorch's twin at its sizes);
 #                               PyTorch fp32 (TF32 off) and bf16 autocast
 #   bench/compare.sh --quick    sizes a CPU adapter (lavapipe) finishes: matmul 1024–2048,
 #                               attention at batch 4, ViT-S/14 224 batch 1, the debug-sized step
+#   bench/compare.sh --small    only the small model's step, both sides, and its profile
 #
 # Needs a release build (cargo build --release; or DINOSCOPE=path/to/dinoscope) and python3 with
 # torch (timm optional). Results go to bench/out/ (OUT=... to change); train_profile.txt there is
-# the training step's GPU time by kernel, vit_profile.txt (and _f16) inference's.
+# the training step's GPU time by kernel, vit_profile.txt (and _f16) inference's,
+# small_profile.txt the small model's step's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN="${DINOSCOPE:-target/release/dinoscope}"
@@ -22,7 +26,9 @@ OUT="${OUT:-bench/out}"
 REPS="${REPS:-5}"
 mkdir -p "$OUT"
 quick=""
+small_only=""
 [ "${1:-}" = "--quick" ] && quick=1
+[ "${1:-}" = "--small" ] && small_only=1
 
 # Each part runs even when one before it failed, and the ratio table is printed once the
 # inference rows and PyTorch are in and again after the training rows, so a run stopped at a
@@ -30,9 +36,29 @@ quick=""
 part() { echo "== $(date +%T) $*" >&2; "$@" || echo "compare.sh: failed ($?): $*" >&2; }
 ratios() {
   python3 bench/ratio.py "$OUT/kernels.json" "$OUT/vit.json" "$OUT/vit_f16.json" "$OUT/train.json" \
-    "$OUT/train_mixed.json" -- "${torch_files[@]}" > "$OUT/ratios.md"
+    "$OUT/train_mixed.json" "$OUT/train_small.json" -- "${torch_files[@]}" > "$OUT/ratios.md"
 }
-rm -f "$OUT"/{kernels,vit,vit_f16,train,train_mixed,torch,torch_bf16}.json
+# The small model a laptop trains: the fmnist preset (width 64, 4 blocks of 2 heads, patch 7 on
+# 28-px crops, a 512-wide head of 256 prototypes, batch 256) on the bundled subset, 20 steps, and
+# PyTorch's twin of its step at the same sizes (random crops, so no loader). A step this small is
+# hundreds of short kernels: the profile after it says whether the kernels, the gaps between
+# them or the host (its `host:` line) bound it.
+small_step() {
+  part "$BIN" bench train --config fmnist --steps 20 --json "$OUT/train_small.json"
+  part python3 bench/pytorch_reference.py --json "$OUT/torch_small.json" --train-only --dim 64 \
+    --depth 4 --heads 2 --patch 7 --global-size 28 --n-local 0 --prototypes 256 --head-hidden 512 \
+    --bottleneck 64 --train-batch 256 --train-steps 20
+  torch_files+=("$OUT/torch_small.json")
+  part "$BIN" bench train --config fmnist --steps 3 --profile > "$OUT/small_profile.txt"
+}
+rm -f "$OUT"/{kernels,vit,vit_f16,train,train_mixed,train_small,torch,torch_bf16,torch_small}.json
+if [ -n "$small_only" ]; then
+  torch_files=()
+  small_step
+  ratios
+  cat "$OUT/ratios.md"
+  exit 0
+fi
 if [ -n "$quick" ]; then
   part "$BIN" bench kernels --quick --general --reps "$REPS" --json "$OUT/kernels.json"
   part "$BIN" bench vit --runs 224x1 --reps "$REPS" --json "$OUT/vit.json"
@@ -58,6 +84,7 @@ fi
 ratios
 part "$BIN" bench train --config "$train_config" --steps 3 --json "$OUT/train.json"
 part "$BIN" bench train --config "$train_config" --steps 3 --precision mixed --json "$OUT/train_mixed.json"
+[ -z "$quick" ] && small_step
 ratios
 cat "$OUT/ratios.md"
 # Where the step's GPU time goes, kernel by kernel (after the timed steps, so it does not slow

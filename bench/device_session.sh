@@ -86,7 +86,7 @@ OUT="$WORK/compare" REPS="${REPS:-5}" timeout "${COMPARE_S:-260}" bench/compare.
   > "$OUT/compare.txt" 2>&1
 rc=$?
 echo "compare.sh exit $rc (124: stopped at its budget)" >> "$SUMMARY"
-cp "$WORK/compare/ratios.md" "$WORK/compare/"{train,vit}_profile*.txt "$OUT/" 2>/dev/null
+cp "$WORK/compare/ratios.md" "$WORK/compare/"{train,vit,small}_profile*.txt "$OUT/" 2>/dev/null
 cat "$WORK/compare/ratios.md" >> "$SUMMARY" 2>/dev/null
 # Where each step's time goes: the kernels, then each product and attention pass at its rate.
 for f in train_profile train_profile_mixed; do
@@ -95,6 +95,12 @@ for f in train_profile train_profile_mixed; do
     | head -14 >> "$SUMMARY"
   sed -n '/^GPU time by product/,$p' "$WORK/compare/$f.txt" 2>/dev/null | head -24 >> "$SUMMARY"
 done
+# The small model's step: wall clock, the host's share and the GPU's sum (whether the kernels,
+# the gaps between them or the host bound it), then its longest kernels.
+echo "-- small_profile" >> "$SUMMARY"
+grep -E "steps:|^host:|^GPU time by kernel" "$WORK/compare/small_profile.txt" 2>/dev/null >> "$SUMMARY"
+sed -n '/^GPU time by kernel/,/^GPU time by product/{p}' "$WORK/compare/small_profile.txt" 2>/dev/null \
+  | sed -n '2,13p' >> "$SUMMARY"
 # Inference's, run by run: how much of the forward the dispatches fill, the longest kernels, the
 # longest products and attention passes.
 for f in vit_profile vit_profile_f16; do

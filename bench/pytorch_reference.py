@@ -11,6 +11,7 @@ crops, a DINO head with `--prototypes` prototypes, DINO cross-entropy against ce
 targets, iBOT on the masked patch tokens, KoLeo, backward, AdamW, EMA.
 
 Usage: pytorch_reference.py --json OUT.json [--quick] [--bf16] [--device cuda|cpu] [--reps N]
+       pytorch_reference.py --json OUT.json --train-only [--dim …, the step's sizes]
 """
 
 import argparse
@@ -127,11 +128,12 @@ class Head(nn.Module):
 def train_step_fn(device, args):
     """One DINOv2-style step of the ViT-S/14 recipe (or `--train-*` sizes); returns a closure."""
     b, g, l, nl, k = args.train_batch, args.global_size, args.local_size, args.n_local, args.prototypes
-    student = Vit(dim=args.dim, depth=args.depth, heads=args.dim // 64, patch=args.patch,
+    heads = args.heads or max(1, args.dim // 64)
+    student = Vit(dim=args.dim, depth=args.depth, heads=heads, patch=args.patch,
                   pos_grid=g // args.patch).to(device)
-    teacher = Vit(dim=args.dim, depth=args.depth, heads=args.dim // 64, patch=args.patch,
+    teacher = Vit(dim=args.dim, depth=args.depth, heads=heads, patch=args.patch,
                   pos_grid=g // args.patch).to(device)
-    s_head, t_head = Head(args.dim, k).to(device), Head(args.dim, k).to(device)
+    s_head, t_head = (Head(args.dim, k, args.head_hidden, args.bottleneck).to(device) for _ in range(2))
     teacher.load_state_dict(student.state_dict())
     t_head.load_state_dict(s_head.state_dict())
     for p in list(teacher.parameters()) + list(t_head.parameters()):
@@ -184,13 +186,18 @@ def main():
     ap.add_argument("--quick", action="store_true", help="the sizes compare.sh --quick runs (CPU)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast instead of fp32")
     ap.add_argument("--vit-runs", default="224x1,224x64,518x8")
+    ap.add_argument("--train-only", action="store_true",
+                    help="only the training step (another model's sizes beside the suite's)")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--depth", type=int, default=12)
     ap.add_argument("--patch", type=int, default=14)
     ap.add_argument("--global-size", type=int, default=224)
     ap.add_argument("--local-size", type=int, default=98)
     ap.add_argument("--n-local", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=0, help="attention heads (0: dim / 64)")
     ap.add_argument("--prototypes", type=int, default=65536)
+    ap.add_argument("--head-hidden", type=int, default=2048)
+    ap.add_argument("--bottleneck", type=int, default=256)
     ap.add_argument("--train-batch", type=int, default=64)
     ap.add_argument("--train-steps", type=int, default=3)
     args = ap.parse_args()
@@ -209,79 +216,80 @@ def main():
         rows.append(r)
         print(f"{r['name']:<48} {t * 1e3:10.3f} ms {rate:12.1f} {unit}")
 
-    sizes = [1024, 2048] if args.quick else [1024, 2048, 4096, 8192]
-    for s in sizes:
-        a = torch.randn(s, s, device=device, dtype=dt)
-        b = torch.randn(s, s, device=device, dtype=dt)
-        t, c = run(lambda: a @ b, args.reps)
-        row(f"matmul {s}x{s}x{s}", t, 2 * s**3 / t / 1e9, "GFLOP/s", c)
-    rows_ = 64 * 261
-    for name, n, k in [("qkv", 3 * 384, 384), ("proj", 384, 384), ("fc1", 1536, 384), ("fc2", 384, 1536)]:
-        x = torch.randn(rows_, k, device=device, dtype=dt)
-        w = torch.randn(n, k, device=device, dtype=dt) * 0.1
-        bias = torch.randn(n, device=device, dtype=dt) * 0.1
-        t, c = run(lambda: F.linear(x, w, bias), args.reps)
-        row(f"linear ViT-S {name} {rows_}x{n}x{k}", t, 2 * rows_ * n * k / t / 1e9, "GFLOP/s", c)
-    xg = torch.randn(rows_ * 1536, device=device, dtype=dt)
-    yg = torch.empty_like(xg)
-    gb = lambda tensors, t: tensors * xg.numel() * xg.element_size() / t / 1e9
-    t, c = run(lambda: yg.copy_(xg), args.reps)
-    row(f"copy {xg.numel()}", t, gb(2, t), "GB/s", c)
-    ln = nn.LayerNorm(384, eps=1e-6).to(device, dt)
-    for r in [rows_] if args.quick else [rows_, 65536]:
-        x = torch.randn(r, 384, device=device, dtype=dt)
-        t, c = run(lambda: ln(x), args.reps)
-        row(f"layernorm {r}x384", t, 2 * r * 384 * x.element_size() / t / 1e9, "GB/s", c)
-    t, c = run(lambda: F.gelu(xg), args.reps)
-    row(f"gelu {rows_ * 1536}", t, gb(2, t), "GB/s", c)
-    xs = torch.randn(64 * 6 * 261, 261, device=device, dtype=dt)
-    t, c = run(lambda: F.softmax(xs, -1), args.reps)
-    row(f"softmax {xs.shape[0]}x261", t, 2 * xs.numel() * xs.element_size() / t / 1e9, "GB/s", c)
-    # A bias gradient: the column sums of fc1's [16704, 1536] output gradient.
-    t, c = run(lambda: xg.view(-1, 1536).sum(0), args.reps)
-    row(f"sum_rows {rows_}x1536", t, gb(1, t), "GB/s", c)
-    # Residual + LayerScale (x + branch·γ), the teacher EMA (one lerp) and one fused AdamW step
-    # (where the device has it) over the same number of elements as the rows above.
-    branch = torch.randn_like(xg)
-    gamma = torch.rand(384, device=device, dtype=dt) + 0.5
-    t, c = run(lambda: torch.add(xg.view(-1, 384), branch.view(-1, 384) * gamma), args.reps)
-    row(f"residual+layerscale {xg.numel()}", t, gb(3, t), "GB/s", c)
-    if not args.bf16:
-        t, c = run(lambda: yg.lerp_(xg, 0.004), args.reps)
-        row(f"ema {xg.numel()}", t, gb(3, t), "GB/s", c)
-        param = nn.Parameter(xg.clone())
-        param.grad = branch.clone()
-        fused = device.type == "cuda"
-        opt = torch.optim.AdamW([param], lr=1e-4, weight_decay=0.04, fused=fused, foreach=False if fused else None)
-        t, c = run(lambda: opt.step(), args.reps)
-        row(f"adamw {xg.numel()}", t, gb(7, t), "GB/s", c)
-    ab = 4 if args.quick else 64
-    q, kk, v = (torch.randn(ab, 6, 261, 64, device=device, dtype=dt, requires_grad=True) for _ in range(3))
-    flops = 4.0 * ab * 6 * 261 * 261 * 64
-    t, c = run(lambda: F.scaled_dot_product_attention(q, kk, v), args.reps)
-    row(f"attention fwd B={ab} H=6 T=261 d=64", t, flops / t / 1e9, "GFLOP/s", c)
-    out = F.scaled_dot_product_attention(q, kk, v)
-    g = torch.randn_like(out)
-    t, c = run(lambda: torch.autograd.grad(out, (q, kk, v), g, retain_graph=True), args.reps)
-    row(f"attention bwd B={ab} H=6 T=261 d=64", t, 2.5 * flops / t / 1e9, "GFLOP/s", c)
+    if not args.train_only:
+        sizes = [1024, 2048] if args.quick else [1024, 2048, 4096, 8192]
+        for s in sizes:
+            a = torch.randn(s, s, device=device, dtype=dt)
+            b = torch.randn(s, s, device=device, dtype=dt)
+            t, c = run(lambda: a @ b, args.reps)
+            row(f"matmul {s}x{s}x{s}", t, 2 * s**3 / t / 1e9, "GFLOP/s", c)
+        rows_ = 64 * 261
+        for name, n, k in [("qkv", 3 * 384, 384), ("proj", 384, 384), ("fc1", 1536, 384), ("fc2", 384, 1536)]:
+            x = torch.randn(rows_, k, device=device, dtype=dt)
+            w = torch.randn(n, k, device=device, dtype=dt) * 0.1
+            bias = torch.randn(n, device=device, dtype=dt) * 0.1
+            t, c = run(lambda: F.linear(x, w, bias), args.reps)
+            row(f"linear ViT-S {name} {rows_}x{n}x{k}", t, 2 * rows_ * n * k / t / 1e9, "GFLOP/s", c)
+        xg = torch.randn(rows_ * 1536, device=device, dtype=dt)
+        yg = torch.empty_like(xg)
+        gb = lambda tensors, t: tensors * xg.numel() * xg.element_size() / t / 1e9
+        t, c = run(lambda: yg.copy_(xg), args.reps)
+        row(f"copy {xg.numel()}", t, gb(2, t), "GB/s", c)
+        ln = nn.LayerNorm(384, eps=1e-6).to(device, dt)
+        for r in [rows_] if args.quick else [rows_, 65536]:
+            x = torch.randn(r, 384, device=device, dtype=dt)
+            t, c = run(lambda: ln(x), args.reps)
+            row(f"layernorm {r}x384", t, 2 * r * 384 * x.element_size() / t / 1e9, "GB/s", c)
+        t, c = run(lambda: F.gelu(xg), args.reps)
+        row(f"gelu {rows_ * 1536}", t, gb(2, t), "GB/s", c)
+        xs = torch.randn(64 * 6 * 261, 261, device=device, dtype=dt)
+        t, c = run(lambda: F.softmax(xs, -1), args.reps)
+        row(f"softmax {xs.shape[0]}x261", t, 2 * xs.numel() * xs.element_size() / t / 1e9, "GB/s", c)
+        # A bias gradient: the column sums of fc1's [16704, 1536] output gradient.
+        t, c = run(lambda: xg.view(-1, 1536).sum(0), args.reps)
+        row(f"sum_rows {rows_}x1536", t, gb(1, t), "GB/s", c)
+        # Residual + LayerScale (x + branch·γ), the teacher EMA (one lerp) and one fused AdamW step
+        # (where the device has it) over the same number of elements as the rows above.
+        branch = torch.randn_like(xg)
+        gamma = torch.rand(384, device=device, dtype=dt) + 0.5
+        t, c = run(lambda: torch.add(xg.view(-1, 384), branch.view(-1, 384) * gamma), args.reps)
+        row(f"residual+layerscale {xg.numel()}", t, gb(3, t), "GB/s", c)
+        if not args.bf16:
+            t, c = run(lambda: yg.lerp_(xg, 0.004), args.reps)
+            row(f"ema {xg.numel()}", t, gb(3, t), "GB/s", c)
+            param = nn.Parameter(xg.clone())
+            param.grad = branch.clone()
+            fused = device.type == "cuda"
+            opt = torch.optim.AdamW([param], lr=1e-4, weight_decay=0.04, fused=fused, foreach=False if fused else None)
+            t, c = run(lambda: opt.step(), args.reps)
+            row(f"adamw {xg.numel()}", t, gb(7, t), "GB/s", c)
+        ab = 4 if args.quick else 64
+        q, kk, v = (torch.randn(ab, 6, 261, 64, device=device, dtype=dt, requires_grad=True) for _ in range(3))
+        flops = 4.0 * ab * 6 * 261 * 261 * 64
+        t, c = run(lambda: F.scaled_dot_product_attention(q, kk, v), args.reps)
+        row(f"attention fwd B={ab} H=6 T=261 d=64", t, flops / t / 1e9, "GFLOP/s", c)
+        out = F.scaled_dot_product_attention(q, kk, v)
+        g = torch.randn_like(out)
+        t, c = run(lambda: torch.autograd.grad(out, (q, kk, v), g, retain_graph=True), args.reps)
+        row(f"attention bwd B={ab} H=6 T=261 d=64", t, 2.5 * flops / t / 1e9, "GFLOP/s", c)
 
-    model, kind = vit_small()
-    model = model.to(device).eval()
-    print(f"ViT-S/14: {kind}")
-    for spec in args.vit_runs.split(","):
-        side, batch = (int(v) for v in spec.split("x"))
-        side = side // 14 * 14
-        px = torch.randn(batch, 3, side, side, device=device)
+        model, kind = vit_small()
+        model = model.to(device).eval()
+        print(f"ViT-S/14: {kind}")
+        for spec in args.vit_runs.split(","):
+            side, batch = (int(v) for v in spec.split("x"))
+            side = side // 14 * 14
+            px = torch.randn(batch, 3, side, side, device=device)
 
-        def fwd():
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                model(px)
+            def fwd():
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                    model(px)
 
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t, c = run(fwd, args.reps)
-        peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
-        row(f"vit {side}x{side} batch {batch}", t, batch / t, "img/s", c, peak)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t, c = run(fwd, args.reps)
+            peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+            row(f"vit {side}x{side} batch {batch}", t, batch / t, "img/s", c, peak)
 
     step = train_step_fn(device, args)
     if device.type == "cuda":
