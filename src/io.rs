@@ -1,8 +1,19 @@
 //! Files written so that a crash never leaves a half-written one: a temporary file in the same
-//! folder, fsync, then rename over the target (and fsync of the folder where the OS allows).
+//! folder, fsync, then rename over the target (and fsync of the folder where the OS allows);
+//! and the formats written whole in memory (safetensors, ZIP archives of stored files).
 
 use std::io::Write;
 use std::path::Path;
+
+mod zip;
+pub use zip::zip_stored;
+
+/// The CRC-32 of `bytes` (ZIP's and gzip's: the IEEE polynomial).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(bytes);
+    c.sum()
+}
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -338,11 +338,11 @@ impl DinoscopeApp {
                 return;
             }
             if let Some(files) = what.strip_prefix("download ") {
-                use crate::train::checkpoint::{BACKBONE, STATE};
-                run.request_save(if files == "state" {
-                    &[STATE]
-                } else {
-                    &[BACKBONE]
+                use crate::train::checkpoint::{BACKBONE, HF_ARCHIVE, STATE};
+                run.request_save(match files {
+                    "state" => &[STATE],
+                    "hf" => &[HF_ARCHIVE],
+                    _ => &[BACKBONE],
                 });
             }
         }

@@ -282,6 +282,16 @@ impl DinoscopeApp {
         {
             self.control("download state");
         }
+        if ui
+            .button("Download for transformers")
+            .on_hover_text(
+                "the teacher backbone as a Hugging Face model folder (export-hf/ in \
+                 export-hf.zip): unpacked, transformers' AutoModel.from_pretrained loads it",
+            )
+            .clicked()
+        {
+            self.control("download hf");
+        }
     }
 
     pub(super) fn train_central(&mut self, ui: &mut egui::Ui) {

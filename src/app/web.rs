@@ -274,7 +274,7 @@ impl WebRun {
     }
 
     /// Asks for the checkpoint's files named in `files` (`state.safetensors`,
-    /// `teacher_backbone.safetensors`), handed over in a later frame's [`Progress::saved`]. They
+    /// `teacher_backbone.safetensors`, `export-hf.zip`), handed over in a later frame's [`Progress::saved`]. They
     /// are read between steps (a step still in flight is part of them).
     pub fn request_save(&mut self, files: &'static [&'static str]) {
         self.save_due = Some(files);
@@ -291,12 +291,16 @@ impl WebRun {
         };
         let s = self.session.clone();
         self.saving = Some(Task::spawn(ctx, async move {
-            use crate::train::checkpoint::{backbone_file, state_file, STATE};
+            use crate::train::checkpoint::{
+                backbone_file, hf_archive, state_file, HF_ARCHIVE, STATE,
+            };
             let (cfg, trainer) = (s.config(), &s.trainer);
             let mut out = Vec::new();
             for &name in files {
                 let bytes = if name == STATE {
                     state_file(cfg, trainer).await?
+                } else if name == HF_ARCHIVE {
+                    hf_archive(cfg, trainer).await?
                 } else {
                     backbone_file(cfg, trainer).await?
                 };
@@ -432,7 +436,8 @@ pub fn take_start_request() -> bool {
 }
 
 /// Asks the app for what a run's button does at its next frame: `pause`, `resume`, `stop`,
-/// `download weights`, `download state`; false for anything else or before the app has started.
+/// `download weights`, `download state`, `download hf`; false for anything else or before the
+/// app has started.
 pub fn request_control(what: &str) -> bool {
     let known = [
         "pause",
@@ -440,6 +445,7 @@ pub fn request_control(what: &str) -> bool {
         "stop",
         "download weights",
         "download state",
+        "download hf",
     ];
     APP.with(|a| match a.borrow().as_ref() {
         Some((_, ctx)) if known.contains(&what) => {

@@ -21,6 +21,9 @@ pub const CHECKPOINTS: &str = "checkpoints";
 pub const STATE: &str = "state.safetensors";
 /// The teacher backbone in torch-hub names.
 pub const BACKBONE: &str = "teacher_backbone.safetensors";
+/// The teacher backbone as a Hugging Face model folder, in one archive (the browser's
+/// download; natively, `dinoscope export RUN --to hf` writes the folder).
+pub const HF_ARCHIVE: &str = "export-hf.zip";
 const MANIFEST: &str = "manifest.json";
 const FORMAT: &str = "dinoscope-checkpoint-1";
 /// The format tag in a state file's header.
@@ -41,12 +44,6 @@ pub struct Loaded {
     pub from: PathBuf,
     /// One line per newer checkpoint that was damaged and skipped.
     pub skipped: Vec<String>,
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = flate2::Crc::new();
-    c.update(bytes);
-    c.sum()
 }
 
 fn step_name(step: u64) -> String {
@@ -136,6 +133,22 @@ pub async fn backbone_file(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<V
     crate::io::safetensors_bytes(&tensors, Some(meta))
 }
 
+/// [`HF_ARCHIVE`]: the files of `dinoscope export --to hf` for the teacher backbone, in a folder
+/// `export-hf/` of a ZIP archive.
+pub async fn hf_archive(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<Vec<u8>, String> {
+    let backbone = trainer
+        .teacher_backbone_values_async()
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, files) = super::export::hf_files(&cfg.model, &backbone, cfg.augment.global_size)?;
+    let named: Vec<(String, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (format!("export-hf/{n}"), b.as_slice()))
+        .collect();
+    let entries: Vec<(&str, &[u8])> = named.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+    crate::io::zip_stored(&entries)
+}
+
 /// `state.safetensors`: everything a resumed run needs, its step and training config in the
 /// header.
 pub async fn state_file(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<Vec<u8>, String> {
@@ -195,7 +208,7 @@ pub fn save_files(run: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Pa
             write_synced(&tmp.join(f), bytes)?;
             listed.insert(
                 f.to_string(),
-                serde_json::json!({ "bytes": bytes.len(), "crc32": crc32(bytes) }),
+                serde_json::json!({ "bytes": bytes.len(), "crc32": crate::io::crc32(bytes) }),
             );
         }
         let manifest = serde_json::json!({ "format": FORMAT, "step": step, "files": listed });
@@ -310,7 +323,7 @@ fn verify(dir: &Path) -> Result<u64, String> {
             ));
         }
         let data = std::fs::read(&p).map_err(|e| io_err(&p, "read", e))?;
-        if want.get("crc32").and_then(|c| c.as_u64()) != Some(crc32(&data) as u64) {
+        if want.get("crc32").and_then(|c| c.as_u64()) != Some(crate::io::crc32(&data) as u64) {
             return Err(format!(
                 "{}: checksum mismatch (the file is damaged)",
                 p.display()

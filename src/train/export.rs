@@ -397,17 +397,32 @@ pub fn write_hf(
     out: &Path,
     overwrite: bool,
 ) -> Result<String, String> {
-    let model = crate::model::weights::hf::to_hugging_face(model_cfg, hub)?;
+    let (class, files) = hf_files(model_cfg, hub, image_size)?;
     prepare_folder(out, &HF_FILES, overwrite)?;
-    let write = |name: &str, data: &[u8]| write_file(out, name, data);
-    write(
-        "model.safetensors",
-        &torch_safetensors(&model.tensors, &[])?,
-    )?;
-    write("config.json", model.config_json.as_bytes())?;
-    let pre = preprocessor_json(image_size);
-    write("preprocessor_config.json", pre.as_bytes())?;
-    Ok(model.class.to_string())
+    for (name, data) in &files {
+        write_file(out, name, data)?;
+    }
+    Ok(class)
+}
+
+/// Files by name, as bytes.
+pub type NamedFiles = Vec<(&'static str, Vec<u8>)>;
+
+/// The model class and the bytes of [`HF_FILES`] for the backbone `hub` holds (torch-hub names),
+/// trained on `image_size`-pixel crops: what [`write_hf`] writes, and what the browser offers
+/// as one archive.
+pub fn hf_files(
+    model_cfg: &crate::model::config::VitConfig,
+    hub: &std::collections::BTreeMap<String, Vec<f32>>,
+    image_size: usize,
+) -> Result<(String, NamedFiles), String> {
+    let model = crate::model::weights::hf::to_hugging_face(model_cfg, hub)?;
+    let files = vec![
+        (HF_FILES[0], model.config_json.into_bytes()),
+        (HF_FILES[1], torch_safetensors(&model.tensors, &[])?),
+        (HF_FILES[2], preprocessor_json(image_size).into_bytes()),
+    ];
+    Ok((model.class.to_string(), files))
 }
 
 /// Refuses an output folder holding one of `files` unless `overwrite`, then makes it.

@@ -430,3 +430,92 @@ fn a_model_without_layerscale_trains_and_exports() {
     assert!(!loaded.tensors.keys().any(|k| k.contains("gamma")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The files of a stored ZIP archive (name, bytes), read back through its central directory;
+/// panics on anything a reader would refuse: a bad signature, a local header that disagrees with
+/// its directory entry, a compressed entry, a wrong CRC, or bytes between the entries.
+fn unzip_stored(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]) as usize;
+    let u32_at = |i: usize| u32::from_le_bytes([zip[i], zip[i + 1], zip[i + 2], zip[i + 3]]);
+    let end = zip.len() - 22;
+    assert_eq!(u32_at(end), 0x0605_4b50, "end of central directory");
+    let (count, size, mut at) = (
+        u16_at(end + 10),
+        u32_at(end + 12),
+        u32_at(end + 16) as usize,
+    );
+    assert_eq!(
+        at + size as usize,
+        end,
+        "the directory ends where the end record starts"
+    );
+    let mut files = Vec::new();
+    let mut next_local = 0;
+    for _ in 0..count {
+        assert_eq!(u32_at(at), 0x0201_4b50, "central directory entry");
+        let (method, crc, csize, usize_) = (
+            u16_at(at + 10),
+            u32_at(at + 16),
+            u32_at(at + 20),
+            u32_at(at + 24),
+        );
+        let (n, extra, comment) = (u16_at(at + 28), u16_at(at + 30), u16_at(at + 32));
+        let local = u32_at(at + 42) as usize;
+        let name = String::from_utf8(zip[at + 46..at + 46 + n].to_vec()).expect("utf-8 name");
+        assert_eq!((method, csize), (0, usize_), "{name}: stored");
+        assert_eq!(local, next_local, "{name}: right after the entry before");
+        assert_eq!(u32_at(local), 0x0403_4b50, "{name}: local header");
+        assert_eq!(
+            zip[local + 4..local + 26],
+            zip[at + 6..at + 28],
+            "{name}: local header fields"
+        );
+        let (ln, lextra) = (u16_at(local + 26), u16_at(local + 28));
+        assert_eq!(&zip[local + 30..local + 30 + ln], name.as_bytes());
+        let data = &zip[local + 30 + ln + lextra..][..usize_ as usize];
+        let mut c = flate2::Crc::new();
+        c.update(data);
+        assert_eq!(c.sum(), crc, "{name}: CRC-32");
+        next_local = local + 30 + ln + lextra + data.len();
+        files.push((name, data.to_vec()));
+        at += 46 + n + extra + comment;
+    }
+    assert_eq!(
+        next_local,
+        end - size as usize,
+        "the directory follows the last entry"
+    );
+    files
+}
+
+/// The browser's "Download for transformers" archive holds, in `export-hf/`, the very files
+/// `dinoscope export --to hf` writes for the same teacher.
+#[test]
+fn the_transformers_archive_holds_the_exports_files() {
+    let Some(gpu) = common::gpu() else { return };
+    use dinoscope::train::checkpoint::hf_archive;
+    use dinoscope::train::export::{export_hf, HF_FILES};
+    let cfg = micro();
+    let mut trainer = dinoscope::train::trainer::Trainer::new(gpu, cfg.clone()).expect("trainer");
+    let (ds, _) = dinoscope::train::run::datasets(None).expect("bundled data");
+    let mut loader = dinoscope::data::loader::Loader::new(ds, cfg.loader_config(), 0);
+    trainer
+        .train_step(&loader.next_batch().expect("batch"))
+        .expect("step");
+    let zip = pollster::block_on(hf_archive(&cfg, &trainer)).expect("archive");
+    let files = unzip_stored(&zip);
+    let dir = tmp("hf-archive");
+    export_hf(&cfg, &trainer.state().expect("state"), &dir, false).expect("export");
+    let names: Vec<String> = HF_FILES.iter().map(|f| format!("export-hf/{f}")).collect();
+    assert_eq!(
+        files.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        names.iter().collect::<Vec<_>>()
+    );
+    for ((_, bytes), file) in files.iter().zip(HF_FILES) {
+        assert!(
+            *bytes == std::fs::read(dir.join(file)).expect("exported"),
+            "{file} differs"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

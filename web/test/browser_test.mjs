@@ -246,6 +246,60 @@ try {
     }
   }
 
+  // "Download for transformers": a ZIP of stored files, export-hf/ with transformers' three
+  // files; each entry's local header agrees with the central directory, and its CRC with its
+  // bytes.
+  const unzipStored = (zip) => {
+    const end = zip.length - 22;
+    if (zip.readUInt32LE(end) !== 0x06054b50) throw new Error("no end of central directory");
+    const files = {};
+    let at = zip.readUInt32LE(end + 16);
+    for (let i = 0; i < zip.readUInt16LE(end + 10); i++) {
+      if (zip.readUInt32LE(at) !== 0x02014b50) throw new Error(`entry ${i}: bad signature`);
+      const [method, crc, size] = [zip.readUInt16LE(at + 10), zip.readUInt32LE(at + 16), zip.readUInt32LE(at + 24)];
+      const [n, extra, comment] = [zip.readUInt16LE(at + 28), zip.readUInt16LE(at + 30), zip.readUInt16LE(at + 32)];
+      const name = zip.subarray(at + 46, at + 46 + n).toString("utf8");
+      const local = zip.readUInt32LE(at + 42);
+      if (zip.readUInt32LE(local) !== 0x04034b50 || method !== 0 ||
+          !zip.subarray(local + 4, local + 26).equals(zip.subarray(at + 6, at + 28))) {
+        throw new Error(`${name}: local header`);
+      }
+      const start = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
+      const data = zip.subarray(start, start + size);
+      if (typeof zlib.crc32 === "function" && zlib.crc32(data) !== crc) throw new Error(`${name}: CRC`);
+      files[name] = data;
+      at += 46 + n + extra + comment;
+    }
+    return files;
+  };
+  {
+    let detail = "";
+    try {
+      const [dl] = await Promise.all([
+        page.waitForEvent("download", { timeout: 120000 }),
+        page.evaluate(() => window.dinoscope.control("download hf")),
+      ]);
+      const file = path.join(out, dl.suggestedFilename());
+      await dl.saveAs(file);
+      const files = unzipStored(readFileSync(file));
+      detail = `${dl.suggestedFilename()}: ${Object.keys(files).join(", ")}`;
+      const config = JSON.parse(files["export-hf/config.json"].toString("utf8"));
+      const pre = JSON.parse(files["export-hf/preprocessor_config.json"].toString("utf8"));
+      const h = header(files["export-hf/model.safetensors"]);
+      const n = Object.keys(h).length - 1;
+      detail += `; ${config.architectures} (${config.hidden_size} wide, ${config.num_hidden_layers} ` +
+        `blocks), ${n} tensors, crops of ${pre.crop_size.height} px`;
+      const ok = dl.suggestedFilename() === "export-hf.zip" && Object.keys(files).length === 3 &&
+        config.model_type === "dinov2" && config.num_hidden_layers >= 1 &&
+        "embeddings.patch_embeddings.projection.weight" in h &&
+        "encoder.layer.0.attention.attention.query.weight" in h &&
+        pre.crop_size.height === pre.size.shortest_edge && pre.crop_size.height % config.patch_size === 0;
+      check("download hf: a transformers model folder in a ZIP archive", ok, detail);
+    } catch (e) {
+      check("download hf: a transformers model folder in a ZIP archive", false, `${detail} ${e}`);
+    }
+  }
+
   await sleep(1500);
   const shotPath = path.join(out, "browser.png");
   const png = await page.screenshot({ path: shotPath });
