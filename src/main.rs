@@ -506,10 +506,18 @@ mod cli {
                 for r in runs {
                     let bad = || format!("--runs: '{r}' is not SIZExBATCH (e.g. 224x64)");
                     let (s, b) = r.split_once('x').ok_or_else(bad)?;
-                    parsed.push((
+                    let (size, batch): (usize, usize) = (
                         s.trim().parse().map_err(|_| bad())?,
                         b.trim().parse().map_err(|_| bad())?,
-                    ));
+                    );
+                    if size < cfg.patch || batch == 0 {
+                        return Err(format!(
+                            "--runs: '{r}': the size must be at least the patch ({}) and the \
+                             batch at least 1",
+                            cfg.patch
+                        ));
+                    }
+                    parsed.push((size, batch));
                 }
                 let rows = dinoscope::bench::vit(
                     &gpu,

@@ -412,6 +412,14 @@ impl TrainConfig {
                 self.model.in_chans
             ));
         }
+        // The crops and masks as the loader checks them (crop sizes, scales, probabilities),
+        // before the planner or the trainer sizes anything by them.
+        let mut loader = self.loader_config();
+        loader.mask_prob = self.mask_prob;
+        loader.validate().map_err(|e| match e {
+            crate::data::dataset::DataError::Config(m) => m,
+            e => e.to_string(),
+        })?;
         let p = self.model.patch;
         let a = &self.augment;
         if !a.global_size.is_multiple_of(p) || !a.local_size.is_multiple_of(p) {
@@ -681,5 +689,27 @@ mod tests {
             ..g
         };
         assert_eq!((flat.local_weight_at(0), flat.weight_at(0)), (0.5, 2.0));
+    }
+
+    /// Crops and masks the loader would refuse are refused before anything is planned or
+    /// allocated (a zero crop once reached the planner's kernels).
+    #[test]
+    fn the_loaders_settings_are_checked_with_the_config() {
+        let base = TrainConfig::preset("debug").expect("preset");
+        assert!(base.validate().is_ok());
+        let cases: [(&str, fn(&mut TrainConfig)); 6] = [
+            ("global_size is 0", |c| c.augment.global_size = 0),
+            ("local_size is 0", |c| c.augment.local_size = 0),
+            ("global_scale", |c| c.augment.global_scale = (0.0, 0.0)),
+            ("mask_ratio", |c| c.mask_ratio = (0.6, 0.5)),
+            ("mask_prob", |c| c.mask_prob = 1.5),
+            ("blur_kernel", |c| c.augment.blur_kernel = 4),
+        ];
+        for (says, break_it) in cases {
+            let mut c = base.clone();
+            break_it(&mut c);
+            let err = c.validate().expect_err(says);
+            assert!(err.contains(says), "{says}: {err}");
+        }
     }
 }

@@ -318,3 +318,18 @@ fn bench_vit_profiles_each_run_forward() {
     }
     let _ = std::fs::remove_file(&json);
 }
+
+/// `bench vit --runs` refuses a batch of 0 and a picture smaller than a patch by name, before
+/// any GPU work (a batch of 0 once divided by zero in the planner).
+#[test]
+fn bench_vit_refuses_empty_runs() {
+    for runs in ["224x0", "1x1", "28"] {
+        let out = dinoscope(&["bench", "vit", "--runs", runs]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{runs}: {err}");
+        assert!(
+            err.contains(&format!("--runs: '{runs}'")) && !err.contains("panicked"),
+            "{runs}: {err}"
+        );
+    }
+}
