@@ -697,7 +697,8 @@ mod tests {
     fn the_loaders_settings_are_checked_with_the_config() {
         let base = TrainConfig::preset("debug").expect("preset");
         assert!(base.validate().is_ok());
-        let cases: [(&str, fn(&mut TrainConfig)); 6] = [
+        type Break = fn(&mut TrainConfig);
+        let cases: [(&str, Break); 6] = [
             ("global_size is 0", |c| c.augment.global_size = 0),
             ("local_size is 0", |c| c.augment.local_size = 0),
             ("global_scale", |c| c.augment.global_scale = (0.0, 0.0)),
