@@ -110,7 +110,8 @@ pub async fn checkpoint_files(
     ])
 }
 
-/// `teacher_backbone.safetensors`: the teacher backbone under torch-hub names, with its step.
+/// `teacher_backbone.safetensors`: the teacher backbone under torch-hub names, with its step and
+/// its config (`dinoscope_config`, RON) in the metadata.
 pub async fn backbone_file(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<Vec<u8>, String> {
     let backbone = trainer
         .teacher_backbone_values_async()
@@ -130,6 +131,10 @@ pub async fn backbone_file(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<V
         .collect();
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), trainer.step.to_string());
+    // The heads, norm epsilon and position resize, which the shapes do not tell, for a copy of
+    // the file read away from its config.ron.
+    let config = cfg.model.to_ron().map_err(|e| e.to_string())?;
+    meta.insert(crate::model::weights::CONFIG_KEY.to_string(), config);
     crate::io::safetensors_bytes(&tensors, Some(meta))
 }
 

@@ -2,6 +2,7 @@
 //! and config inference.
 
 use super::*;
+use dinoscope::model::weights::CONFIG_KEY;
 
 /// Checks a model loaded from Hugging Face names against the raw file.
 fn check_hf_fixture(dir: &str) {
@@ -335,6 +336,38 @@ fn infer_config_matches_fixture_configs() {
     // A config.ron next to it wins.
     std::fs::write(dir.join("config.ron"), cfg.to_ron().unwrap()).unwrap();
     assert_eq!(config_for_weights(&path).unwrap(), cfg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A weights file that carries its config (`dinoscope_config`, as dinoscope's backbone files do)
+/// reads as that config, where its shapes alone would give 1 head; a carried config that does
+/// not read is an error naming the file and the key.
+#[test]
+fn a_config_carried_in_the_weights_wins_over_the_shapes() {
+    let cfg = fixture_config("tiny_dinov2_reg");
+    let w = load_backbone(&fixture("tiny_dinov2_reg", "model.safetensors"), &cfg).unwrap();
+    let tensors: Vec<(String, Vec<usize>, &[f32])> = w
+        .tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape.clone(), t.data.as_slice()))
+        .collect();
+    let with = |config: String| {
+        let meta = std::collections::HashMap::from([(CONFIG_KEY.to_string(), config)]);
+        dinoscope::io::safetensors_bytes(&tensors, Some(meta)).unwrap()
+    };
+    let dir = temp_dir("carried");
+    let path = dir.join("w.safetensors");
+    std::fs::write(&path, with(cfg.to_ron().unwrap())).unwrap();
+    assert_eq!(cfg.heads, 4);
+    assert_eq!(config_for_weights(&path).unwrap(), cfg);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(infer_config_from_bytes(&path, &bytes).unwrap(), cfg);
+    std::fs::write(&path, with("(dim: oops)".into())).unwrap();
+    let msg = config_for_weights(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("w.safetensors") && msg.contains(CONFIG_KEY),
+        "{msg}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -124,6 +124,20 @@ fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
         std::fs::read(dir.join("teacher_backbone.safetensors")).expect("export"),
         std::fs::read(latest.join("teacher_backbone.safetensors")).expect("checkpoint")
     );
+    // A copy of the backbone alone (as the browser's download is) reads as the run's model:
+    // its 2 heads of 32 come from the config it carries, where its shapes say 1 head of 64.
+    let alone = tmp("backbone-alone");
+    std::fs::create_dir_all(&alone).expect("folder");
+    let copy = alone.join("teacher_backbone.safetensors");
+    std::fs::copy(dir.join("teacher_backbone.safetensors"), &copy).expect("copy");
+    assert_eq!(cfg.model.heads, 2);
+    let read = dinoscope::model::weights::config_for_weights(&copy).expect("config");
+    assert_eq!(read, cfg.model);
+    let bytes = std::fs::read(&copy).expect("read");
+    let from_bytes =
+        dinoscope::model::weights::infer_config_from_bytes(&copy, &bytes).expect("config");
+    assert_eq!(from_bytes, cfg.model);
+    let _ = std::fs::remove_dir_all(&alone);
     // Read-only, so that rewriting the export in place cannot damage the checkpoint it links.
     #[cfg(unix)]
     for f in ["teacher_backbone.safetensors", "train.ron"] {

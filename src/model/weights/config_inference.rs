@@ -65,8 +65,43 @@ pub(super) fn header_len(path: &Path, first8: &[u8], file_len: u64) -> Result<us
     usize::try_from(n).map_err(|_| format_err(path, "header too large"))
 }
 
-/// Tensor names and shapes of a safetensors file, reading only its header.
-pub(super) fn read_header_file(path: &Path) -> Result<Vec<(String, Vec<usize>)>, WeightsError> {
+/// The metadata key under which dinoscope writes a backbone's whole config (as RON) into its
+/// weights file: what the shapes cannot say (heads, norm epsilon, position resize) travels with
+/// the file, so a copy away from its run folder loads as the run's model.
+pub const CONFIG_KEY: &str = "dinoscope_config";
+
+/// The config a weights header carries under [`CONFIG_KEY`], if any; a config that does not
+/// read or is unusable is an error naming the file.
+fn embedded_config(path: &Path, header: &[u8]) -> Result<Option<VitConfig>, WeightsError> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: BTreeMap<String, String>,
+    }
+    let Ok(h) = serde_json::from_slice::<Header>(header) else {
+        // parse_header names what is wrong with a header that does not read.
+        return Ok(None);
+    };
+    let Some(text) = h.metadata.get(CONFIG_KEY) else {
+        return Ok(None);
+    };
+    let name = format!("{} (its {CONFIG_KEY})", path.display());
+    let cfg = VitConfig::from_ron(text, &name)?;
+    cfg.validate_named(&name)?;
+    Ok(Some(cfg))
+}
+
+/// The config of a weights file from its header: the one it carries ([`CONFIG_KEY`]), else
+/// inferred from its tensor shapes.
+fn config_from_header(path: &Path, header: &[u8]) -> Result<VitConfig, WeightsError> {
+    match embedded_config(path, header)? {
+        Some(cfg) => Ok(cfg),
+        None => infer_from_shapes(path, parse_header(path, header)?),
+    }
+}
+
+/// The JSON header of a safetensors file, reading nothing past it.
+fn read_header_bytes(path: &Path) -> Result<Vec<u8>, WeightsError> {
     use std::io::Read;
     let read_err = |e: std::io::Error| WeightsError::Read {
         path: path.to_path_buf(),
@@ -82,10 +117,11 @@ pub(super) fn read_header_file(path: &Path) -> Result<Vec<(String, Vec<usize>)>,
     let n = header_len(path, &first8, file_len)?;
     let mut header = vec![0u8; n];
     file.read_exact(&mut header).map_err(read_err)?;
-    parse_header(path, &header)
+    Ok(header)
 }
 
-/// Infers the config of a weights file from its tensor shapes (reads only the header).
+/// The config of a weights file (reads only the header): the one dinoscope wrote into it
+/// ([`CONFIG_KEY`]), else inferred from its tensor shapes.
 ///
 /// Inferred: `dim` (cls_token), `depth` (block count), `registers`, `patch` and `in_chans`
 /// (patch_embed weight), `pos_grid` (pos_embed), `ffn` and `mlp_hidden` (fc1 or w12),
@@ -93,8 +129,7 @@ pub(super) fn read_header_file(path: &Path) -> Result<Vec<(String, Vec<usize>)>,
 /// DINOv2 model; for other widths the fewest heads with head dim ≤ 64), `ln_eps` = 1e-6, and
 /// `interp` = antialiased iff the model has registers (Hugging Face's choice).
 pub fn infer_config(path: &Path) -> Result<VitConfig, WeightsError> {
-    let entries = read_header_file(path)?;
-    infer_from_shapes(path, entries)
+    config_from_header(path, &read_header_bytes(path)?)
 }
 
 /// [`infer_config`] on the bytes of a safetensors file; `path` names it in errors.
@@ -104,7 +139,7 @@ pub fn infer_config_from_bytes(path: &Path, bytes: &[u8]) -> Result<VitConfig, W
     let header = bytes
         .get(8..8 + n)
         .ok_or_else(|| format_err(path, "truncated header"))?;
-    infer_from_shapes(path, parse_header(path, header)?)
+    config_from_header(path, header)
 }
 
 pub(super) fn infer_from_shapes(
