@@ -266,7 +266,7 @@ pub fn train(
     (backend, adapter): (Option<&str>, Option<&str>),
 ) -> Result<ExitCode, String> {
     use dinoscope::train::config::TrainConfig;
-    use dinoscope::train::run::{latest_run, new_run_dir, point_latest, run, RunOptions};
+    use dinoscope::train::run::{create_run_dir, latest_run, point_latest, run, RunOptions};
     let config = given.unwrap_or("debug");
     // A new run's config is checked before any folder is made for it.
     let fresh = if resume {
@@ -286,9 +286,7 @@ pub fn train(
             let label = Path::new(config)
                 .file_stem()
                 .map_or("run".into(), |s| s.to_string_lossy().to_string());
-            let dir = new_run_dir(root, &label);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+            let dir = create_run_dir(root, &label)?;
             created = Some(dir.clone());
             dir
         }

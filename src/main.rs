@@ -158,11 +158,12 @@ mod cli {
             /// runs/latest with --resume.
             #[arg(long)]
             out: Option<PathBuf>,
-            /// Continue from the run folder's last checkpoint (exactly where it stopped).
+            /// Continue from the run folder's last checkpoint (exactly where it stopped), on the
+            /// data the run was started on unless --data says otherwise.
             #[arg(long)]
             resume: bool,
-            /// Stop after this many steps in this invocation.
-            #[arg(long)]
+            /// Stop after this many steps in this invocation (at least 1).
+            #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
             stop_after: Option<u64>,
             /// Start a new run in a folder that already holds one (replacing it).
             #[arg(long, conflicts_with = "resume")]

@@ -38,6 +38,12 @@ pub struct RunOptions {
     pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
+/// The run folder's record of its training data (`{"data": "/full/path"}`, null for the bundled
+/// Fashion-MNIST), written at a new run's first step and read when it is resumed without
+/// `--data`.
+#[cfg(not(target_arch = "wasm32"))]
+pub const DATA_RECORD: &str = "data.json";
+
 /// Files that mark a folder as holding a training run.
 #[cfg(not(target_arch = "wasm32"))]
 const RUN_FILES: [&str; 4] = [
@@ -107,10 +113,11 @@ pub fn holds_run(dir: &Path) -> bool {
     RUN_FILES.iter().any(|f| dir.join(f).exists())
 }
 
-/// A run folder under `root` that does not exist yet: `<date>-<time>-<label>` (UTC), with `-2`,
-/// `-3`, … appended when two runs start within a second.
+/// Makes a new run folder under `root`: `<date>-<time>-<label>` (UTC), with `-2`, `-3`, …
+/// appended when that name is taken. Each candidate is created, not checked and then created, so
+/// two runs started within the same second never share one.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn new_run_dir(root: &Path, label: &str) -> PathBuf {
+pub fn create_run_dir(root: &Path, label: &str) -> Result<PathBuf, String> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -132,7 +139,24 @@ pub fn new_run_dir(root: &Path, label: &str) -> PathBuf {
         t / 60 % 60,
         t % 60
     ));
-    unused_run_dir(&base)
+    std::fs::create_dir_all(root).map_err(|e| format!("{}: cannot create: {e}", root.display()))?;
+    let name = base
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    for i in 1u32..10_000 {
+        let dir = if i == 1 {
+            base.clone()
+        } else {
+            base.with_file_name(format!("{name}-{i}"))
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("{}: cannot create: {e}", dir.display())),
+        }
+    }
+    Err(format!("{}: no free name for a new run", base.display()))
 }
 
 /// `dir` when nothing is there, else the first of `dir-2`, `dir-3`, … that is free.
@@ -330,6 +354,67 @@ fn remove_checkpoints(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+fn record_data(dir: &Path, data: Option<&Path>) -> Result<(), String> {
+    let path = data.map(|d| crate::io::full_path(d).to_string_lossy().to_string());
+    let p = dir.join(DATA_RECORD);
+    crate::io::write_atomic(
+        &p,
+        serde_json::json!({ "data": path }).to_string().as_bytes(),
+    )
+    .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// The data a resumed run trains on: `given` (`--data`) where there is one, with a warning when
+/// the run recorded other data; else the data it recorded. A run folder without the record
+/// (older ones) continues on `given` or the bundled set, as before.
+#[cfg(not(target_arch = "wasm32"))]
+fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<Option<PathBuf>, String> {
+    let p = dir.join(DATA_RECORD);
+    let recorded = match std::fs::read(&p) {
+        Ok(bytes) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+            match &v["data"] {
+                serde_json::Value::Null => Some(None),
+                serde_json::Value::String(s) => Some(Some(PathBuf::from(s))),
+                _ => {
+                    return Err(format!(
+                        "{}: \"data\" is neither a path nor null",
+                        p.display()
+                    ))
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{}: {e}", p.display())),
+    };
+    let name = |d: &Option<PathBuf>| {
+        d.as_ref()
+            .map_or("the bundled Fashion-MNIST".to_string(), |p| {
+                p.display().to_string()
+            })
+    };
+    Ok(match (given, recorded) {
+        (Some(g), Some(r)) => {
+            if r.as_deref() != Some(crate::io::full_path(g).as_path()) {
+                log::warn!(
+                    "the run was trained on {}; it continues on {} (--data)",
+                    name(&r),
+                    g.display()
+                );
+            }
+            Some(g.to_path_buf())
+        }
+        (Some(g), None) => Some(g.to_path_buf()),
+        (None, Some(r)) => {
+            log::info!("continuing on {}, the run's data", name(&r));
+            r
+        }
+        (None, None) => None,
+    })
+}
+
 /// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
 /// steps (which a time limit changes once it has timed the first steps). A run that fails
 /// before its first step leaves no metrics log of its own (nor a run folder it made, if empty),
@@ -388,7 +473,12 @@ fn run_steps(
             ));
         }
     }
-    let (train_ds, eval) = datasets(opts.data.as_deref())?;
+    let data = if opts.resume {
+        resumed_data(&opts.out_dir, opts.data.as_deref())?
+    } else {
+        opts.data.clone()
+    };
+    let (train_ds, eval) = datasets(data.as_deref())?;
     if !opts.resume {
         super::plan::check_run(gpu, &cfg)?;
     }
@@ -418,6 +508,7 @@ fn run_steps(
         loader_cfg.gram_from = 0;
     }
     let mut loader = Loader::new(train_ds, loader_cfg, start);
+    let mut data_recorded = opts.resume;
     let end_of = |cfg: &TrainConfig| {
         opts.stop_after
             .map_or(cfg.steps, |s| (start + s).min(cfg.steps))
@@ -535,6 +626,10 @@ fn run_steps(
         line["elapsed_s"] = serde_json::json!(elapsed_before + t0.elapsed().as_secs_f64());
         log_file.write(&line)?;
         unused_log.0 = None;
+        if !data_recorded {
+            record_data(&opts.out_dir, data.as_deref())?;
+            data_recorded = true;
+        }
         log::debug!("step {done} done: loss {:.4}", m.loss);
         on_step(&m, cfg.steps);
         if saves(&cfg, done, end) {
@@ -567,7 +662,10 @@ fn run_steps(
         save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
     }
     summary.loop_s = t0.elapsed().as_secs_f64();
-    unused_log.0 = None;
+    if summary.steps == start && !opts.resume {
+        // Nothing trained: the armed log goes, and the folder with it if this run made it.
+        return Err("the run ended before its first step; nothing was trained".into());
+    }
     Ok(summary)
 }
 

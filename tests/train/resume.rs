@@ -340,6 +340,73 @@ fn a_killed_run_resumes_exactly() {
     }
 }
 
+/// A run started on an image folder records it (`data.json`), and `--resume` without `--data`
+/// continues on it: the resumed run ends where an uninterrupted run on the folder does, bit for
+/// bit (the bundled Fashion-MNIST would give other batches). `--stop-after 0` is refused before
+/// any folder is made.
+#[test]
+fn a_resumed_run_continues_on_its_own_data() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let mut cfg = micro();
+    cfg.steps = 6;
+    cfg.checkpoint_every = 1;
+    let dir = tmp("owndata");
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).expect("mkdir");
+    for i in 0..12u32 {
+        let img = image::RgbImage::from_fn(24, 20, |x, y| {
+            image::Rgb([
+                (x * 9 + i * 20) as u8,
+                (y * 11 + i * 7) as u8,
+                (x * y + i) as u8,
+            ])
+        });
+        img.save(photos.join(format!("{i:02}.png"))).expect("png");
+    }
+    let cfg_path = dir.join("micro.ron");
+    std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
+    let data = photos.to_str().expect("utf-8 path");
+    let (split, straight) = (dir.join("split"), dir.join("straight"));
+    let ok = |c: &mut std::process::Command| {
+        let out = c.output().expect("run dinoscope");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    ok(&mut cli_train(
+        &cfg_path,
+        &straight,
+        &["--data", data, "--stop-after", "3"],
+    ));
+    ok(&mut cli_train(
+        &cfg_path,
+        &split,
+        &["--data", data, "--stop-after", "2"],
+    ));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(split.join("data.json")).expect("data.json"))
+            .expect("json");
+    let full = std::fs::canonicalize(&photos).expect("canonical");
+    assert_eq!(record["data"].as_str(), full.to_str(), "{record}");
+    let err = ok(
+        cli_train(&cfg_path, &split, &["--resume", "--stop-after", "1"])
+            .env("RUST_LOG", "dinoscope=info"),
+    );
+    assert!(err.contains("the run's data"), "{err}");
+    let (a, b) = (state_of(&straight), state_of(&split));
+    assert_eq!((a.step, b.step), (3, 3));
+    assert!(a == b, "the resumed run did not continue on its folder");
+    let zero = dir.join("zero");
+    let out = cli_train(&cfg_path, &zero, &["--stop-after", "0"])
+        .output()
+        .expect("run dinoscope");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!zero.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `dinoscope train --config CFG --out OUT EXTRA…`.
 fn cli_train(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"));
