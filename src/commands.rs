@@ -224,6 +224,11 @@ pub fn attention(
     written.push(save(&maps.mean, "mean.png")?);
     written.push(save(&maps.mean_overlay, "mean_overlay.png")?);
     written.push(save(&maps.pca, "pca.png")?);
+    // Replacing an earlier call's maps: those of heads this model does not have would otherwise
+    // stay beside the new ones as if they were its.
+    if overwrite {
+        remove_stale_head_maps(out_dir, maps.heads.len());
+    }
     let (gh, gw) = maps.grid;
     println!(
         "{}: {}×{} pixels, {gw}×{gh} patches, layer {}, {} heads",
@@ -237,6 +242,31 @@ pub fn attention(
         println!("  {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes `head{i}.png` and `head{i}_threshold.png` for i ≥ `heads` from `dir`: an earlier
+/// `attention` call's maps of heads the new model does not have.
+fn remove_stale_head_maps(dir: &Path, heads: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let head = name
+            .strip_prefix("head")
+            .and_then(|r| r.strip_suffix(".png"))
+            .map(|r| r.strip_suffix("_threshold").unwrap_or(r))
+            .and_then(|i| i.parse::<usize>().ok());
+        if head.is_some_and(|i| i >= heads) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => eprintln!(
+                    "removed {} (a head this model does not have)",
+                    e.path().display()
+                ),
+                Err(err) => eprintln!("warning: {}: cannot remove: {err}", e.path().display()),
+            }
+        }
+    }
 }
 
 /// The model's patch size, or an error naming `--size` when `size` is smaller than one patch.

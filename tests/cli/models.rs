@@ -50,6 +50,61 @@ fn attention_writes_maps_of_the_right_size_that_are_not_constant() {
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
+/// `attention --overwrite` into the maps of a model with more heads replaces them and removes
+/// the heads the new model lacks (they would pass for its own), and nothing else.
+#[test]
+fn attention_overwrite_leaves_no_stale_head_maps() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("attention_stale");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let weights = "tests/fixtures/tiny_dinov2_reg/model.safetensors";
+    let mut two = dinoscope::model::config::VitConfig::load(Path::new(
+        "tests/fixtures/tiny_dinov2_reg/config.json",
+    ))
+    .expect("config");
+    assert_eq!(two.heads, 4);
+    two.heads = 2;
+    let two_path = dir.join("two_heads.ron");
+    std::fs::write(&two_path, two.to_ron().expect("ron")).expect("write");
+    let maps = dir.join("maps");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "attention",
+            "--weights",
+            weights,
+            "assets/images/chelsea.png",
+        ];
+        args.extend_from_slice(&["--size", "56", "-o", maps.to_str().expect("utf-8 path")]);
+        args.extend_from_slice(extra);
+        let out = dinoscope(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[]);
+    assert!(maps.join("head3_threshold.png").is_file());
+    std::fs::write(maps.join("head_notes.png"), b"mine").expect("write");
+    run(&[
+        "--config",
+        two_path.to_str().expect("utf-8 path"),
+        "--overwrite",
+    ]);
+    for (name, there) in [
+        ("head0.png", true),
+        ("head1_threshold.png", true),
+        ("head2.png", false),
+        ("head3_threshold.png", false),
+        ("head_notes.png", true),
+    ] {
+        assert_eq!(maps.join(name).is_file(), there, "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_wrong_weights_file_lists_the_tensors() {
     if common::gpu().is_none() {
