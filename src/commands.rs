@@ -172,6 +172,12 @@ pub fn attention(
     size: usize,
     keep: f32,
 ) -> Result<ExitCode, String> {
+    if out_dir.exists() && !out_dir.is_dir() {
+        return Err(format!(
+            "{}: is a file; -o takes a folder for the maps",
+            out_dir.display()
+        ));
+    }
     let vit = load_model_as(gpu, weights, config, dtype)?;
     let mut names: Vec<String> = ["input", "heads", "mean", "mean_overlay", "pca"]
         .iter()
@@ -597,24 +603,34 @@ pub fn knn(
         .iter()
         .map(|n| tr_names.iter().position(|t| t == n).map(|p| p as u32))
         .collect();
-    let missing: Vec<&str> = te_names
+    // The classes each side holds images of (an IDX set names every label up to its largest).
+    let present = |d: &dyn dinoscope::data::dataset::Dataset| -> std::collections::BTreeSet<u32> {
+        (0..d.len()).filter_map(|i| d.label(i)).collect()
+    };
+    let (tr_present, te_present) = (present(tr.as_ref()), present(te.as_ref()));
+    let missing: Vec<&str> = te_present
         .iter()
-        .zip(&to_train)
-        .filter(|(_, m)| m.is_none())
-        .map(|(n, _)| n.as_str())
+        .filter(|&&l| {
+            to_train
+                .get(l as usize)
+                .copied()
+                .flatten()
+                .is_none_or(|t| !tr_present.contains(&t))
+        })
+        .filter_map(|&l| te_names.get(l as usize).map(String::as_str))
         .collect();
     if !missing.is_empty() {
         return Err(format!(
-            "{test}: test classes {missing:?} are not among the train classes {tr_names:?} of \
-             {train}; k-NN can only predict classes it has seen"
+            "{test}: test classes {missing:?} have no images in {train}; k-NN can only predict \
+             classes it has seen"
         ));
     }
     println!(
         "train: {} images in {} classes; test: {} images in {} classes (matched by name)",
         tr.len(),
-        tr_names.len(),
+        tr_present.len(),
         te.len(),
-        te_names.len()
+        te_present.len()
     );
     let trf = dinoscope::train::knn::features(gpu, &vit, tr.as_ref(), 0, size, 64)?;
     let mut tef = dinoscope::train::knn::features(gpu, &vit, te.as_ref(), 0, size, 64)?;

@@ -441,7 +441,13 @@ pub fn load(run: &Path) -> Result<Loaded, String> {
         }
     }
     if skipped.is_empty() {
-        Err(format!("{}: holds no checkpoint", run.display()))
+        Err(if !run.exists() {
+            format!("{}: does not exist", run.display())
+        } else if !run.is_dir() {
+            format!("{}: not a folder (a run folder is expected)", run.display())
+        } else {
+            format!("{}: holds no checkpoint", run.display())
+        })
     } else {
         Err(format!(
             "{}: no usable checkpoint:\n  {}",

@@ -427,6 +427,12 @@ pub fn hf_files(
 
 /// Refuses an output folder holding one of `files` unless `overwrite`, then makes it.
 fn prepare_folder(out: &Path, files: &[&str], overwrite: bool) -> Result<(), String> {
+    if out.exists() && !out.is_dir() {
+        return Err(format!(
+            "{}: is a file; the export is a folder of files",
+            out.display()
+        ));
+    }
     if !overwrite {
         if let Some(f) = files.iter().find(|f| out.join(f).exists()) {
             return Err(format!(

@@ -336,6 +336,53 @@ fn knn_k_and_attention_threshold_out_of_range_are_refused() {
     }
 }
 
+/// An IDX set names every label up to its largest, so a test label that no training image
+/// carries (here 1, between the training set's 0 and 2) is refused by name, not scored as 0%.
+#[test]
+fn knn_refuses_an_idx_test_label_the_training_images_lack() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("knn-idx");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let write = |name: &str, labels: &[u8]| {
+        let n = labels.len() as u32;
+        let mut images = vec![0, 0, 8, 3];
+        for d in [n, 28, 28] {
+            images.extend_from_slice(&d.to_be_bytes());
+        }
+        images.extend((0..n as usize * 784).map(|i| (i * 37 % 251) as u8));
+        std::fs::write(dir.join(format!("{name}-images-idx3-ubyte")), images).expect("write");
+        let mut l = vec![0, 0, 8, 1];
+        l.extend_from_slice(&n.to_be_bytes());
+        l.extend_from_slice(labels);
+        std::fs::write(dir.join(format!("{name}-labels-idx1-ubyte")), l).expect("write");
+    };
+    write("train", &[0, 2, 0, 2]);
+    write("test", &[0, 1, 2]);
+    let path = |s: &str| {
+        dir.join(format!("{s}-images-idx3-ubyte"))
+            .to_str()
+            .expect("utf-8")
+            .to_string()
+    };
+    let out = dinoscope(&[
+        "knn",
+        "--weights",
+        "tests/fixtures/tiny_dinov2/model.safetensors",
+        "--train",
+        &path("train"),
+        "--test",
+        &path("test"),
+        "--size",
+        "28",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("[\"1\"] have no images in"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
     if common::gpu().is_none() {
@@ -380,7 +427,7 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
         "k-NN across unrelated classes succeeded"
     );
     assert!(
-        err.contains("\"a\"") && err.contains("not among the train classes"),
+        err.contains("\"a\"") && err.contains("have no images in"),
         "{err}"
     );
     // A test set with a subset of the classes: "zebra" is train class 1 (after "apple"), and
