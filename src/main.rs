@@ -447,22 +447,37 @@ mod cli {
         set: &[String],
     ) -> Result<ExitCode, String> {
         let mut params = Vec::new();
+        // Checked before a window opens: a setting the app cannot use is an error here, not a
+        // notice in a window a script waits on.
+        let mut check = dinoscope::app::settings::AppSettings::first_run();
         for kv in set {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("--set {kv}: expected KEY=VALUE"))?;
-            params.push((k.trim().to_string(), v.trim().to_string()));
+            let (k, v) = (k.trim().to_string(), v.trim().to_string());
+            check
+                .apply_param(&k, &v)
+                .map_err(|e| format!("--set {kv}: {e}"))?;
+            params.push((k, v));
+        }
+        if !set.is_empty() {
+            check
+                .train
+                .to_config()
+                .map_err(|e| format!("--set {}: {e}", set.join(" ")))?;
         }
         let automation = dinoscope::app::Automation {
             screenshot,
             after_steps,
             params,
+            ..Default::default()
         };
         Ok(match dinoscope::app::run_native(reset, automation)? {
             dinoscope::app::Closed::Normally => ExitCode::SUCCESS,
             dinoscope::app::Closed::Interrupted => {
                 ExitCode::from(dinoscope::train::interrupt::EXIT_INTERRUPTED)
             }
+            dinoscope::app::Closed::Failed => ExitCode::FAILURE,
         })
     }
 

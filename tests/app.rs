@@ -480,6 +480,9 @@ fn settings_from_a_link_apply_and_bad_ones_are_named() {
     let e = s.apply_param("colour", "red").expect_err("unknown");
     assert!(e.contains("colour"), "{e}");
     assert!(s.apply_param("preset", "huge").is_err());
+    assert!(s.apply_param("train", "/somewhere").is_err());
+    s.apply_param("train", "true").expect("train");
+    assert!(s.autostart);
 }
 
 #[test]

@@ -197,3 +197,31 @@ fn ctrl_c_closes_the_app_and_its_training_run_saves_first() {
     assert!(!log.contains("ERROR"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Settings the app cannot use are refused before any window opens, naming the `--set`, so a
+/// script waiting on `--screenshot` fails at once instead of waiting on a run that never starts.
+#[test]
+fn unusable_settings_fail_before_a_window_opens() {
+    for (set, says) in [
+        ("batch=0", "batch_size"),
+        ("foo=1", "unknown setting"),
+        ("train=/tmp", "'/tmp' is not a valid value"),
+    ] {
+        let shot = std::env::temp_dir().join(format!("dinoscope-never-{}.png", std::process::id()));
+        let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+            .args(["app", "--screenshot"])
+            .arg(&shot)
+            .args(["--set", set])
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .expect("run dinoscope");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{set}: {err}");
+        assert!(
+            err.contains(&format!("--set {set}")) && err.contains(says),
+            "{set}: {err}"
+        );
+        assert!(!shot.exists());
+    }
+}

@@ -142,6 +142,9 @@ pub struct Automation {
     /// Settings given on the command line or in the page's link (`key=value`), applied over
     /// the first-run defaults.
     pub params: Vec<(String, String)>,
+    /// Set when the automated run could not do what it was asked (no run started, or it ended
+    /// before `after_steps`), so the process exits with a failure.
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The app.
@@ -582,12 +585,18 @@ impl DinoscopeApp {
         let Some(path) = self.automation.screenshot.clone() else {
             return;
         };
-        let failed = self.state == RunState::Ended && self.progress.0 < self.automation.after_steps;
+        // The run starts with the window, so a window still idle is one whose run was refused.
+        let failed = (self.state == RunState::Ended
+            && self.progress.0 < self.automation.after_steps)
+            || self.state == RunState::Idle;
         if failed {
             eprintln!(
                 "automation: training ended before {} steps",
                 self.automation.after_steps
             );
+            self.automation
+                .failed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             return;
         }
@@ -661,6 +670,8 @@ pub enum Closed {
     Normally,
     /// By Ctrl-C (or SIGTERM, SIGHUP) in the terminal.
     Interrupted,
+    /// By the automation, which could not do what it was asked.
+    Failed,
 }
 
 /// Opens the window (native). Errors when no display or no GPU is available.
@@ -687,6 +698,7 @@ pub fn run_native(reset: bool, automation: Automation) -> Result<Closed, String>
     };
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = interrupted.clone();
+    let failed = automation.failed.clone();
     eframe::run_native(
         "dinoscope",
         options,
@@ -713,6 +725,8 @@ pub fn run_native(reset: bool, automation: Automation) -> Result<Closed, String>
     .map_err(|e| format!("the window could not open: {e}"))?;
     Ok(if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         Closed::Interrupted
+    } else if failed.load(std::sync::atomic::Ordering::SeqCst) {
+        Closed::Failed
     } else {
         Closed::Normally
     })

@@ -199,7 +199,13 @@ impl AppSettings {
         let num = |v: &str| v.parse::<u64>().map_err(|_| bad());
         let t = &mut self.train;
         match key {
-            "train" => self.autostart = value != "0" && value != "false",
+            "train" => {
+                self.autostart = match value {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => return Err(bad()),
+                }
+            }
             "preset" => {
                 let cfg = TrainConfig::preset(value)?;
                 t.preset = value.to_string();

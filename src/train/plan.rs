@@ -209,11 +209,15 @@ fn host_available() -> Option<u64> {
 /// The device-local memory of the adapter behind `gpu`, where the backend tells it (Vulkan), or
 /// `DINOSCOPE_GPU_MEMORY` (bytes, or with a KiB/MiB/GiB suffix) when set.
 pub fn device_memory(gpu: &Gpu) -> Option<u64> {
-    if let Some(v) = std::env::var("DINOSCOPE_GPU_MEMORY")
-        .ok()
-        .and_then(|s| parse_size(&s).ok())
-    {
-        return Some(v);
+    if let Ok(text) = std::env::var("DINOSCOPE_GPU_MEMORY") {
+        match parse_size(&text) {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                // Once: the planner asks for every config it sizes.
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| log::warn!("DINOSCOPE_GPU_MEMORY left aside: {e}"));
+            }
+        }
     }
     vulkan_device_local(gpu)
 }
