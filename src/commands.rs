@@ -413,12 +413,28 @@ pub fn train(
         ));
     });
     bar.finish_and_clear();
-    let summary = summary.inspect_err(|_| {
+    let remove_created = || {
         if let (Some(dir), false) = (&created, pointed) {
             // Only if empty: nothing in it is lost.
             let _ = std::fs::remove_dir(dir);
         }
-    })?;
+    };
+    let summary = summary.inspect_err(|_| remove_created())?;
+    // A new run stopped before its first step: nothing trained, nothing kept.
+    if !opts.resume && summary.last.is_none() {
+        remove_created();
+        let why = if summary.interrupted {
+            "interrupted"
+        } else {
+            "the time limit ran out"
+        };
+        eprintln!("{why} before the first step; nothing was trained");
+        return Ok(if summary.interrupted {
+            ExitCode::from(dinoscope::train::interrupt::EXIT_INTERRUPTED)
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     // The same adapter too, so that the continuation is exact.
     let resume = {
         let mut c = "dinoscope".to_string();
@@ -498,9 +514,7 @@ fn train_report(
             f.planned_steps
         );
     }
-    // A run stopped before its first step has no checkpoint to continue from.
-    let nothing_done = summary.last.is_none() && summary.steps == 0;
-    if summary.stopped_at_limit && !nothing_done {
+    if summary.stopped_at_limit {
         let _ = writeln!(
             r,
             "the time limit stopped the run at step {} before its schedule's end; continue it \
@@ -530,20 +544,6 @@ fn train_report(
                 n => format!("{n} worker threads"),
             }
         );
-    }
-    if nothing_done && (summary.interrupted || summary.stopped_at_limit) {
-        let why = if summary.interrupted {
-            "interrupted"
-        } else {
-            "the time limit ran out"
-        };
-        let _ = writeln!(
-            r,
-            "{why} before the first step: no checkpoint; start the run again with --overwrite \
-             (in {})",
-            out.display()
-        );
-        return r;
     }
     let _ = writeln!(r, "checkpoint and metrics in {}", out.display());
     if summary.interrupted {

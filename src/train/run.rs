@@ -416,9 +416,9 @@ fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<Option<PathBuf>, Str
 }
 
 /// Trains (or continues) a run; `on_step` sees every step's metrics and the run's length in
-/// steps (which a time limit changes once it has timed the first steps). A run that fails
-/// before its first step leaves no metrics log of its own (nor a run folder it made, if empty),
-/// so the folder can take the run again.
+/// steps (which a time limit changes once it has timed the first steps). A new run that fails
+/// or stops before its first step leaves no metrics log of its own (nor a run folder it made, if
+/// empty), so the folder can take the run again.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run(
     gpu: &Gpu,
@@ -428,7 +428,8 @@ pub fn run(
 ) -> Result<RunSummary, String> {
     let made_dir = !opts.out_dir.exists();
     let result = run_steps(gpu, cfg, opts, on_step);
-    if result.is_err() && made_dir {
+    let nothing = |s: &RunSummary| !opts.resume && s.last.is_none();
+    if made_dir && result.as_ref().map_or(true, nothing) {
         // Only if empty: nothing in it is lost.
         let _ = std::fs::remove_dir(&opts.out_dir);
     }
@@ -662,10 +663,8 @@ fn run_steps(
         save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
     }
     summary.loop_s = t0.elapsed().as_secs_f64();
-    if summary.steps == start && !opts.resume {
-        // Nothing trained: the armed log goes, and the folder with it if this run made it.
-        return Err("the run ended before its first step; nothing was trained".into());
-    }
+    // A new run stopped before its first step (a time limit, a signal) trained nothing: its
+    // metrics log stays armed and goes with `unused_log`, so the folder holds no run.
     Ok(summary)
 }
 
