@@ -407,6 +407,28 @@ fn infer_config_of_a_full_size_layout() {
     assert_eq!(inferred, cfg);
     let w = from_bytes(Path::new("toy.safetensors"), &bytes, &cfg).unwrap();
     assert_eq!(w.num_params(), cfg.num_params());
+    // One damaged block: the MLP width is the other blocks', and only that block's tensor is
+    // reported (block 0's width alone would have made every other block's look wrong).
+    let key = "module.backbone.blocks.0.mlp.w12.weight";
+    let half = cfg.mlp_hidden * cfg.dim;
+    t.insert(
+        key.into(),
+        HostTensor {
+            shape: vec![cfg.mlp_hidden, cfg.dim],
+            data: vec![0.5; half],
+        },
+    );
+    let bytes = hub_safetensors_bytes(Path::new("toy.safetensors"), &t).unwrap();
+    let inferred = infer_config_from_bytes(Path::new("toy.safetensors"), &bytes).unwrap();
+    assert_eq!(inferred.mlp_hidden, cfg.mlp_hidden);
+    let msg = from_bytes(Path::new("toy.safetensors"), &bytes, &inferred)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("blocks.0.mlp.w12.weight"), "{msg}");
+    assert!(
+        !msg.contains("blocks.1.") && !msg.contains("blocks.2."),
+        "{msg}"
+    );
 }
 
 /// The tensor list of a Hugging Face `Dinov2Model` / `Dinov2WithRegistersModel` file (spec §9.2).

@@ -243,11 +243,32 @@ pub(super) fn infer_from_shapes(
                 )
             })?
     };
-    let (ffn, mlp_hidden) = if let Some(s) = shapes.get("blocks.0.mlp.w12.weight") {
-        (Ffn::SwiGlu, s.first().copied().unwrap_or(0) / 2)
+    // The MLP width most blocks have: one damaged block then shows as the one mis-shaped
+    // tensor it is, not as every other block's.
+    let voted_width = |tensor: &str, per_row: usize| {
+        let mut votes: BTreeMap<usize, usize> = BTreeMap::new();
+        for b in 0..depth {
+            if let Some(rows) = shapes
+                .get(&format!("blocks.{b}.mlp.{tensor}.weight"))
+                .and_then(|s| s.first())
+            {
+                *votes.entry(rows / per_row).or_default() += 1;
+            }
+        }
+        // Most votes, the smaller width on a tie (BTreeMap order, first maximum kept).
+        votes
+            .into_iter()
+            .fold(None, |best: Option<(usize, usize)>, (w, n)| match best {
+                Some((_, m)) if m >= n => best,
+                _ => Some((w, n)),
+            })
+            .map(|(w, _)| w)
+    };
+    let (ffn, mlp_hidden) = if shapes.contains_key("blocks.0.mlp.w12.weight") {
+        (Ffn::SwiGlu, voted_width("w12", 2).unwrap_or(0))
     } else {
-        let s = need("blocks.0.mlp.fc1.weight")?;
-        (Ffn::Mlp, s.first().copied().unwrap_or(0))
+        need("blocks.0.mlp.fc1.weight")?;
+        (Ffn::Mlp, voted_width("fc1", 1).unwrap_or(0))
     };
     let cfg = VitConfig {
         dim,
