@@ -255,13 +255,10 @@ pub(super) fn infer_from_shapes(
                 *votes.entry(rows / per_row).or_default() += 1;
             }
         }
-        // Most votes, the smaller width on a tie (BTreeMap order, first maximum kept).
+        // Most votes, the smaller width on a tie.
         votes
             .into_iter()
-            .fold(None, |best: Option<(usize, usize)>, (w, n)| match best {
-                Some((_, m)) if m >= n => best,
-                _ => Some((w, n)),
-            })
+            .max_by_key(|&(w, n)| (n, std::cmp::Reverse(w)))
             .map(|(w, _)| w)
     };
     let (ffn, mlp_hidden) = if shapes.contains_key("blocks.0.mlp.w12.weight") {
