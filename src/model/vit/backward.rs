@@ -100,12 +100,9 @@ impl Vit {
         })?;
         let cfg = &self.cfg;
         let gpu = rec.gpu();
-        let (batch, h, w) = pixels_shape;
-        let (gh, gw) = out.grid;
+        let (batch, _, _) = pixels_shape;
         let n = out.n_tokens;
         let d = cfg.dim;
-        let rows = batch * n;
-        let g = |name: &str| grads.get(name);
         // The backward pass runs in f32 on f32 parameters; a forward by this model's f16 copy
         // (mixed precision) saved f16 activations, copied up one use at a time.
         let x_final = kernels::cast::to_dtype(rec, &x_final, DType::F32);
@@ -114,8 +111,8 @@ impl Vit {
         kernels::layernorm::layernorm_backward(
             rec,
             &dx,
-            &g("norm.weight"),
-            &g("norm.bias"),
+            &grads.get("norm.weight"),
+            &grads.get("norm.bias"),
             d_tokens,
             &x_final,
             &self.p("norm.weight"),
@@ -126,172 +123,278 @@ impl Vit {
         drop((x_final, norm));
         let heads = cfg.heads;
         let hd = d / heads;
-        let ad = AttnDims::new(batch, heads, n, hd);
-        let layout = QkvLayout::fused(heads, n, hd);
-        let ol = OutLayout::bnhd(heads, n, hd);
         let shape = BlockShape {
             batch,
             n,
-            ad,
-            grid: (gh, gw),
+            ad: AttnDims::new(batch, heads, n, hd),
+            grid: out.grid,
             rope_scale: 1.0,
         };
-        let keep = half.is_some();
+        let cx = BackwardCtx {
+            grads,
+            half,
+            layout: QkvLayout::fused(heads, n, hd),
+            ol: OutLayout::bnhd(heads, n, hd),
+        };
         for (i, saved) in blocks.into_iter().enumerate().rev() {
             // The block's own rotary tables, as its forward used them.
             let shape = BlockShape {
                 rope_scale: rope_scales.get(i).copied().unwrap_or(1.0),
                 ..shape
             };
-            let a = match saved {
-                SavedBlock::Full(a) => a.into_f32(rec, keep),
-                SavedBlock::Input { x_in, drop } => {
-                    // The twin recomputes the forward's own f16 values from the saved input.
-                    let (model, x_in) = match half {
-                        Some(h) => (h.twin, x_in),
-                        None => (self, kernels::cast::to_dtype(rec, &x_in, DType::F32)),
-                    };
-                    let (_, a, _) = model.block_forward(rec, i, &x_in, shape, drop, false, true);
-                    a.expect("block_forward saves when asked")
-                        .into_f32(rec, keep)
-                }
-            };
-            let a = &a;
-            // dx = dy·W, dW += dyᵀ·x, db += Σ dy for one linear layer of this block.
-            let linear = |rec: &mut Recorder, dx: &Tensor, name: &str, dy: &Tensor, x: &Tensor| {
-                let weight = format!("blocks.{i}.{name}.weight");
-                let dw = grads.get(&weight);
-                let db = grads.get(&format!("blocks.{i}.{name}.bias"));
-                match half {
-                    Some(h) => kernels::linear::linear_backward_half(
-                        rec,
-                        Some(dx),
-                        &dw,
-                        Some(&db),
-                        dy,
-                        (x, &h.twin.p(&weight)),
-                        h.overflow,
-                        false,
-                        true,
-                    ),
-                    None => kernels::linear::linear_backward(
-                        rec,
-                        Some(dx),
-                        &dw,
-                        Some(&db),
-                        dy,
-                        x,
-                        &self.p(&weight),
-                        false,
-                        true,
-                    ),
-                }
-            };
-            let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
-            let gb = |s: &str| grads.get(&format!("blocks.{i}.{s}"));
-            // x_out = x_mid + ls2 ⊙ mlp: dx flows to x_mid unchanged.
-            let d_x_mid = dx.clone();
-            let d_mlp = gpu.empty(&[rows, d]);
-            layerscale_backward(
-                rec,
-                &d_mlp,
-                &self.layer_scale_grad(gpu, grads, i, "ls2"),
-                &dx,
-                &a.mlp,
-                &self.layer_scale(gpu, i, "ls2"),
-            );
-            // Through drop path: the same per-sample scale.
-            let d_mlp = match &a.drop {
-                Some((_, s2)) => {
-                    let t = gpu.empty(&[rows, d]);
-                    kernels::elementwise::scale_rows(rec, &t, &d_mlp, s2);
-                    t
-                }
-                None => d_mlp,
-            };
-            let swiglu = cfg.ffn == Ffn::SwiGlu;
-            let (fc1, fc2) = if swiglu {
-                ("mlp.w12", "mlp.w3")
-            } else {
-                ("mlp.fc1", "mlp.fc2")
-            };
-            let d_act = gpu.empty(&[rows, cfg.mlp_hidden]);
-            linear(rec, &d_act, fc2, &d_mlp, &a.act);
-            let d_pre = gpu.empty(a.pre.shape());
-            if swiglu {
-                kernels::gelu::swiglu_backward(rec, &d_pre, &d_act, &a.pre, cfg.mlp_hidden, false);
-            } else {
-                kernels::gelu::gelu_backward(rec, &d_pre, &d_act, &a.pre, false);
-            }
-            let d_h2 = gpu.empty(&[rows, d]);
-            linear(rec, &d_h2, fc1, &d_pre, &a.h2);
-            kernels::layernorm::layernorm_backward(
-                rec,
-                &d_x_mid,
-                &gb("norm2.weight"),
-                &gb("norm2.bias"),
-                &d_h2,
-                &a.x_mid,
-                &b("norm2.weight"),
-                &a.ln2,
-                true,
-                true,
-            );
-            // x_mid = x_in + ls1 ⊙ proj.
-            let d_x_in = d_x_mid.clone();
-            let d_proj = gpu.empty(&[rows, d]);
-            layerscale_backward(
-                rec,
-                &d_proj,
-                &self.layer_scale_grad(gpu, grads, i, "ls1"),
-                &d_x_mid,
-                &a.proj,
-                &self.layer_scale(gpu, i, "ls1"),
-            );
-            let d_proj = match &a.drop {
-                Some((s1, _)) => {
-                    let t = gpu.empty(&[rows, d]);
-                    kernels::elementwise::scale_rows(rec, &t, &d_proj, s1);
-                    t
-                }
-                None => d_proj,
-            };
-            let d_attn = gpu.empty(&[rows, d]);
-            linear(rec, &d_attn, "attn.proj", &d_proj, &a.attn);
-            // With f16 products attention's backward also runs on the saved f16 operands and
-            // a loss-scaled dO checked into f16; its gradients come out in f32 either way.
-            let d_attn = match half {
-                Some(h) => {
-                    let t = gpu.empty_as(d_attn.shape(), DType::F16);
-                    kernels::cast::cast_checked(rec, &t, &d_attn, h.overflow);
-                    t
-                }
-                None => d_attn,
-            };
-            let d_qkv = gpu.empty(&[batch, n, 3 * d]);
-            kernels::attention::attention_backward(
-                rec, &d_qkv, &d_qkv, &d_qkv, &d_attn, &a.qkv, &a.qkv, &a.qkv, &a.attn, &a.lse, ad,
-                layout, ol,
-            );
-            drop(d_attn);
-            self.rotate(rec, &d_qkv, shape, true);
-            let d_h1 = gpu.empty(&[rows, d]);
-            linear(rec, &d_h1, "attn.qkv", &d_qkv, &a.h1);
-            kernels::layernorm::layernorm_backward(
-                rec,
-                &d_x_in,
-                &gb("norm1.weight"),
-                &gb("norm1.bias"),
-                &d_h1,
-                &a.x_in,
-                &b("norm1.weight"),
-                &a.ln1,
-                true,
-                true,
-            );
-            dx = d_x_in;
+            let a = self.block_activations(rec, i, saved, shape, half);
+            let d_x_mid = self.mlp_backward(rec, i, &a, dx, &cx);
+            dx = self.attention_block_backward(rec, i, &a, d_x_mid, shape, &cx);
         }
-        // Token assembly.
+        let embed = EmbedBackward {
+            cols,
+            d_pixels,
+            pixels_shape,
+            grid: out.grid,
+            resized_table: out.pos_patch.is_some(),
+            mask,
+        };
+        self.embed_backward(rec, &dx, grads, embed);
+        Ok(())
+    }
+}
+
+/// What the backward of every block shares: the gradients, the f16 side and the attention
+/// layouts.
+#[derive(Clone, Copy)]
+struct BackwardCtx<'a> {
+    grads: &'a ParamStore,
+    half: Option<HalfProducts<'a>>,
+    layout: QkvLayout,
+    ol: OutLayout,
+}
+
+/// What the backward of the token assembly and the patch embedding reads from the forward.
+struct EmbedBackward<'a> {
+    /// im2col rows of the patch embedding, as saved.
+    cols: Tensor,
+    d_pixels: Option<&'a Tensor>,
+    pixels_shape: (usize, usize, usize),
+    grid: (usize, usize),
+    /// Whether the forward resized the position table to its grid.
+    resized_table: bool,
+    mask: Option<&'a Tensor>,
+}
+
+/// `d` scaled per sample by drop path's forward scales, or `d` itself without drop path.
+fn through_drop_path(rec: &mut Recorder, d: Tensor, scales: Option<&Tensor>) -> Tensor {
+    match scales {
+        Some(s) => {
+            let t = rec.gpu().empty(d.shape());
+            kernels::elementwise::scale_rows(rec, &t, &d, s);
+            t
+        }
+        None => d,
+    }
+}
+
+impl Vit {
+    /// Block `i`'s activations in f32 (its f16 operands kept for f16 products): the saved ones,
+    /// or a checkpointed block's recomputed from its saved input.
+    fn block_activations(
+        &self,
+        rec: &mut Recorder,
+        i: usize,
+        saved: SavedBlock,
+        shape: BlockShape,
+        half: Option<HalfProducts>,
+    ) -> BlockActs {
+        let keep = half.is_some();
+        match saved {
+            SavedBlock::Full(a) => a.into_f32(rec, keep),
+            SavedBlock::Input { x_in, drop } => {
+                // The twin recomputes the forward's own f16 values from the saved input.
+                let (model, x_in) = match half {
+                    Some(h) => (h.twin, x_in),
+                    None => (self, kernels::cast::to_dtype(rec, &x_in, DType::F32)),
+                };
+                let (_, a, _) = model.block_forward(rec, i, &x_in, shape, drop, false, true);
+                a.expect("block_forward saves when asked")
+                    .into_f32(rec, keep)
+            }
+        }
+    }
+
+    /// dx = dy·W, dW += dyᵀ·x, db += Σ dy for the linear layer `name` of block `i`.
+    #[allow(clippy::too_many_arguments)]
+    fn block_linear_backward(
+        &self,
+        rec: &mut Recorder,
+        cx: &BackwardCtx,
+        i: usize,
+        name: &str,
+        dx: &Tensor,
+        dy: &Tensor,
+        x: &Tensor,
+    ) {
+        let weight = format!("blocks.{i}.{name}.weight");
+        let dw = cx.grads.get(&weight);
+        let db = cx.grads.get(&format!("blocks.{i}.{name}.bias"));
+        match cx.half {
+            Some(h) => kernels::linear::linear_backward_half(
+                rec,
+                Some(dx),
+                &dw,
+                Some(&db),
+                dy,
+                (x, &h.twin.p(&weight)),
+                h.overflow,
+                false,
+                true,
+            ),
+            None => kernels::linear::linear_backward(
+                rec,
+                Some(dx),
+                &dw,
+                Some(&db),
+                dy,
+                x,
+                &self.p(&weight),
+                false,
+                true,
+            ),
+        }
+    }
+
+    /// The MLP half of block `i`, `x_out = x_mid + ls2 ⊙ mlp(norm2(x_mid))`: from dL/d x_out
+    /// (`dx`) to dL/d x_mid, its parameters' gradients added on the way.
+    fn mlp_backward(
+        &self,
+        rec: &mut Recorder,
+        i: usize,
+        a: &BlockActs,
+        dx: Tensor,
+        cx: &BackwardCtx,
+    ) -> Tensor {
+        let cfg = &self.cfg;
+        let gpu = rec.gpu();
+        let rows = dx.numel() / cfg.dim;
+        // dx flows to x_mid unchanged; the norm's backward adds the branch's part.
+        let d_x_mid = dx.clone();
+        let d_mlp = gpu.empty(&[rows, cfg.dim]);
+        layerscale_backward(
+            rec,
+            &d_mlp,
+            &self.layer_scale_grad(gpu, cx.grads, i, "ls2"),
+            &dx,
+            &a.mlp,
+            &self.layer_scale(gpu, i, "ls2"),
+        );
+        let d_mlp = through_drop_path(rec, d_mlp, a.drop.as_ref().map(|(_, s2)| s2));
+        let swiglu = cfg.ffn == Ffn::SwiGlu;
+        let (fc1, fc2) = if swiglu {
+            ("mlp.w12", "mlp.w3")
+        } else {
+            ("mlp.fc1", "mlp.fc2")
+        };
+        let d_act = gpu.empty(&[rows, cfg.mlp_hidden]);
+        self.block_linear_backward(rec, cx, i, fc2, &d_act, &d_mlp, &a.act);
+        let d_pre = gpu.empty(a.pre.shape());
+        if swiglu {
+            kernels::gelu::swiglu_backward(rec, &d_pre, &d_act, &a.pre, cfg.mlp_hidden, false);
+        } else {
+            kernels::gelu::gelu_backward(rec, &d_pre, &d_act, &a.pre, false);
+        }
+        let d_h2 = gpu.empty(&[rows, cfg.dim]);
+        self.block_linear_backward(rec, cx, i, fc1, &d_h2, &d_pre, &a.h2);
+        let gb = |s: &str| cx.grads.get(&format!("blocks.{i}.{s}"));
+        kernels::layernorm::layernorm_backward(
+            rec,
+            &d_x_mid,
+            &gb("norm2.weight"),
+            &gb("norm2.bias"),
+            &d_h2,
+            &a.x_mid,
+            &self.p(&format!("blocks.{i}.norm2.weight")),
+            &a.ln2,
+            true,
+            true,
+        );
+        d_x_mid
+    }
+
+    /// The attention half of block `i`, `x_mid = x_in + ls1 ⊙ attn(norm1(x_in))`: from dL/d
+    /// x_mid to dL/d x_in, its parameters' gradients added on the way.
+    fn attention_block_backward(
+        &self,
+        rec: &mut Recorder,
+        i: usize,
+        a: &BlockActs,
+        d_x_mid: Tensor,
+        shape: BlockShape,
+        cx: &BackwardCtx,
+    ) -> Tensor {
+        let d = self.cfg.dim;
+        let gpu = rec.gpu();
+        let rows = shape.batch * shape.n;
+        let d_x_in = d_x_mid.clone();
+        let d_proj = gpu.empty(&[rows, d]);
+        layerscale_backward(
+            rec,
+            &d_proj,
+            &self.layer_scale_grad(gpu, cx.grads, i, "ls1"),
+            &d_x_mid,
+            &a.proj,
+            &self.layer_scale(gpu, i, "ls1"),
+        );
+        let d_proj = through_drop_path(rec, d_proj, a.drop.as_ref().map(|(s1, _)| s1));
+        let d_attn = gpu.empty(&[rows, d]);
+        self.block_linear_backward(rec, cx, i, "attn.proj", &d_attn, &d_proj, &a.attn);
+        // With f16 products attention's backward also runs on the saved f16 operands and
+        // a loss-scaled dO checked into f16; its gradients come out in f32 either way.
+        let d_attn = match cx.half {
+            Some(h) => {
+                let t = gpu.empty_as(d_attn.shape(), DType::F16);
+                kernels::cast::cast_checked(rec, &t, &d_attn, h.overflow);
+                t
+            }
+            None => d_attn,
+        };
+        let d_qkv = gpu.empty(&[shape.batch, shape.n, 3 * d]);
+        kernels::attention::attention_backward(
+            rec, &d_qkv, &d_qkv, &d_qkv, &d_attn, &a.qkv, &a.qkv, &a.qkv, &a.attn, &a.lse,
+            shape.ad, cx.layout, cx.ol,
+        );
+        drop(d_attn);
+        self.rotate(rec, &d_qkv, shape, true);
+        let d_h1 = gpu.empty(&[rows, d]);
+        self.block_linear_backward(rec, cx, i, "attn.qkv", &d_h1, &d_qkv, &a.h1);
+        let gb = |s: &str| cx.grads.get(&format!("blocks.{i}.{s}"));
+        kernels::layernorm::layernorm_backward(
+            rec,
+            &d_x_in,
+            &gb("norm1.weight"),
+            &gb("norm1.bias"),
+            &d_h1,
+            &a.x_in,
+            &self.p(&format!("blocks.{i}.norm1.weight")),
+            &a.ln1,
+            true,
+            true,
+        );
+        d_x_in
+    }
+
+    /// From dL/d tokens after the token assembly (`dx`) to the class, register and mask
+    /// tokens, the position table, the patch embedding and, when asked, the pixels.
+    fn embed_backward(
+        &self,
+        rec: &mut Recorder,
+        dx: &Tensor,
+        grads: &ParamStore,
+        e: EmbedBackward,
+    ) {
+        let cfg = &self.cfg;
+        let gpu = rec.gpu();
+        let g = |name: &str| grads.get(name);
+        let (batch, h, w) = e.pixels_shape;
+        let (gh, gw) = e.grid;
+        let d = cfg.dim;
         let n_p = gh * gw;
         let td = TokenDims {
             batch,
@@ -299,6 +402,7 @@ impl Vit {
             dim: d,
             registers: cfg.registers,
         };
+        let mask = e.mask;
         let d_patches = gpu.empty(&[batch, n_p, d]);
         let d_regs = (cfg.registers > 0).then(|| g("register_tokens"));
         let tg = TokenParams {
@@ -309,10 +413,10 @@ impl Vit {
         let d_table = (!cfg.is_rope()).then(|| g("pos_embed"));
         match (
             &d_table,
-            self.interp_for(gh, gw).filter(|_| out.pos_patch.is_some()),
+            self.interp_for(gh, gw).filter(|_| e.resized_table),
         ) {
             (None, _) => {
-                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, None, &dx, mask, td);
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, None, dx, mask, td);
             }
             (Some(d_table), Some(weights)) => {
                 let d_grid = rec.zeros(&[n_p, d]);
@@ -323,7 +427,7 @@ impl Vit {
                     patch_off: 0,
                 };
                 let src = Some(src);
-                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, &dx, mask, td);
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, dx, mask, td);
                 kernels::interp::interp_backward(rec, d_table, &d_grid, &weights, true);
             }
             (Some(d_table), None) => {
@@ -333,7 +437,7 @@ impl Vit {
                     patch: d_table,
                     patch_off: d,
                 });
-                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, &dx, mask, td);
+                kernels::tokens::tokens_backward(rec, Some(&d_patches), tg, src, dx, mask, td);
             }
         }
         let pd = PatchDims {
@@ -343,10 +447,10 @@ impl Vit {
             width: w,
             patch: cfg.patch,
         };
-        let cols = kernels::cast::to_dtype(rec, &cols, DType::F32);
+        let cols = kernels::cast::to_dtype(rec, &e.cols, DType::F32);
         kernels::patch_embed::patch_embed_backward(
             rec,
-            d_pixels,
+            e.d_pixels,
             &g("patch_embed.proj.weight"),
             &g("patch_embed.proj.bias"),
             &d_patches,
@@ -355,6 +459,5 @@ impl Vit {
             pd,
             true,
         );
-        Ok(())
     }
 }
