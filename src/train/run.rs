@@ -9,14 +9,15 @@
 use super::config::TrainConfig;
 use super::trainer::{StepMetrics, TrainState, Trainer};
 use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::data::loader::Loader;
 use crate::gpu::Gpu;
 use serde::Serialize;
 #[cfg(not(target_arch = "wasm32"))]
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod steps;
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -427,245 +428,13 @@ pub fn run(
     on_step: impl FnMut(&StepMetrics, u64),
 ) -> Result<RunSummary, String> {
     let made_dir = !opts.out_dir.exists();
-    let result = run_steps(gpu, cfg, opts, on_step);
+    let result = steps::run_steps(gpu, cfg, opts, on_step);
     let nothing = |s: &RunSummary| !opts.resume && s.last.is_none();
     if made_dir && result.as_ref().map_or(true, nothing) {
         // Only if empty: nothing in it is lost.
         let _ = std::fs::remove_dir(&opts.out_dir);
     }
     result
-}
-
-/// Removes, when dropped armed, the metrics log that a new run created: the run failed before
-/// its first step. Made while the run folder's lock is held, and dropped before it is released.
-#[cfg(not(target_arch = "wasm32"))]
-struct UnusedLog(Option<PathBuf>);
-
-#[cfg(not(target_arch = "wasm32"))]
-impl Drop for UnusedLog {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn run_steps(
-    gpu: &Gpu,
-    cfg: TrainConfig,
-    opts: &RunOptions,
-    mut on_step: impl FnMut(&StepMetrics, u64),
-) -> Result<RunSummary, String> {
-    let mut budget = opts.time_limit.map(super::budget::Budget::new);
-    if budget.is_some() && opts.resume {
-        return Err(
-            "a time limit fits a new run's schedule; a resumed run keeps its \
-                    checkpoint's (bound this invocation with --stop-after instead)"
-                .into(),
-        );
-    }
-    if !opts.resume && !opts.overwrite {
-        if let Some(f) = RUN_FILES.iter().find(|f| opts.out_dir.join(f).exists()) {
-            return Err(format!(
-                "{}: already holds a training run ({f}); continue it with --resume, start over \
-                 with --overwrite, or choose another --out",
-                opts.out_dir.display()
-            ));
-        }
-    }
-    let data = if opts.resume {
-        resumed_data(&opts.out_dir, opts.data.as_deref())?
-    } else {
-        opts.data.clone()
-    };
-    let (train_ds, eval) = datasets(data.as_deref())?;
-    if !opts.resume {
-        super::plan::check_run(gpu, &cfg)?;
-    }
-    let mut trainer = if opts.resume {
-        let (ck_cfg, st) = load_checkpoint(&opts.out_dir)?;
-        if ck_cfg != cfg {
-            log::warn!("resuming with the checkpoint's own training config");
-        }
-        Trainer::from_state(gpu, ck_cfg, &st).map_err(|e| e.to_string())?
-    } else {
-        Trainer::new(gpu, cfg).map_err(|e| e.to_string())?
-    };
-    let mut cfg = trainer.cfg.clone();
-    let start = trainer.step;
-    std::fs::create_dir_all(&opts.out_dir)
-        .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
-    let _lock = RunLock::acquire(&opts.out_dir)?;
-    if opts.overwrite && !opts.resume {
-        remove_checkpoints(&opts.out_dir)?;
-    }
-    let metrics_path = opts.out_dir.join("metrics.jsonl");
-    let mut unused_log = UnusedLog((!metrics_path.exists()).then(|| metrics_path.clone()));
-    let (mut log_file, kept) = super::metrics_log::MetricsLog::open(&metrics_path, start)?;
-    let mut loader_cfg = cfg.loader_config();
-    // A time limit may move the Gram loss's start earlier: every batch then holds its crops.
-    if budget.is_some() {
-        loader_cfg.gram_from = 0;
-    }
-    let mut loader = Loader::new(train_ds, loader_cfg, start);
-    let mut data_recorded = opts.resume;
-    let end_of = |cfg: &TrainConfig| {
-        opts.stop_after
-            .map_or(cfg.steps, |s| (start + s).min(cfg.steps))
-    };
-    let mut end = end_of(&cfg);
-    let mut summary = RunSummary {
-        steps: start,
-        ..Default::default()
-    };
-    let stop_asked = || {
-        opts.stop
-            .as_ref()
-            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
-    };
-    // Wall time of the run so far, carried over from the last kept line when resuming.
-    let elapsed_before = super::metrics_log::elapsed_before(&kept);
-    let evaluates = |cfg: &TrainConfig, done: u64| {
-        eval.is_some()
-            && ((cfg.eval_every > 0 && done.is_multiple_of(cfg.eval_every)) || done == cfg.steps)
-    };
-    // The random-init baseline, as the app shows it; or, on resuming, the evaluation that a
-    // stop skipped at the step it stopped on.
-    let due =
-        start == 0 || (evaluates(&cfg, start) && !super::metrics_log::evaluated(&kept, start));
-    if let (true, Some((tr, te)), false) = (due, &eval, stop_asked()) {
-        let e0 = std::time::Instant::now();
-        let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
-        if let Some(b) = &mut budget {
-            b.paused(e0.elapsed().as_secs_f64(), true);
-        }
-        let line = serde_json::json!({
-            "steps_done": start,
-            "knn": ev.knn,
-            "probe": ev.probe,
-            "elapsed_s": elapsed_before,
-        });
-        log_file.write(&line)?;
-        summary.evals.push((start, ev));
-    }
-    let t0 = std::time::Instant::now();
-    let mut warned = false;
-    let saves = |cfg: &TrainConfig, done: u64, end: u64| {
-        (cfg.checkpoint_every > 0 && done.is_multiple_of(cfg.checkpoint_every)) || done == end
-    };
-    // The steps done when the checkpoint on disk was written.
-    let mut saved_at = start;
-    // One step in flight: step n + 1 is recorded and submitted before step n's metrics are read,
-    // so the GPU is not idle while the host records. The order of the GPU's work, and therefore
-    // every result, is the same as one step at a time. The run pauses (nothing in flight) after
-    // a step it evaluates or saves, or after which a time limit fits the schedule: what follows
-    // must see that step's weights, or the new schedule.
-    let mut in_flight: Option<super::trainer::PendingStep> = None;
-    loop {
-        if trainer.step < end && budget.as_ref().is_some_and(|b| b.expired()) {
-            end = trainer.step;
-            summary.stopped_at_limit = true;
-        }
-        if trainer.step < end && stop_asked() {
-            end = trainer.step;
-            summary.interrupted = true;
-        }
-        let pauses = |done: u64| {
-            done >= end
-                || evaluates(&cfg, done)
-                || saves(&cfg, done, end)
-                || budget.as_ref().and_then(|b| b.fits_after()) == Some(done - start)
-        };
-        let next = if trainer.step < end && in_flight.as_ref().is_none_or(|p| !pauses(p.step() + 1))
-        {
-            let w0 = std::time::Instant::now();
-            let batch = loader.next_batch().map_err(|e| e.to_string())?;
-            summary.data_wait_s += w0.elapsed().as_secs_f64();
-            Some(trainer.submit_step(&batch).map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
-        let Some(pending) = std::mem::replace(&mut in_flight, next) else {
-            if in_flight.is_none() {
-                break;
-            }
-            continue;
-        };
-        let m = pollster::block_on(pending.read(gpu)).map_err(|e| e.to_string())?;
-        if let Some(what) = m.non_finite() {
-            return Err(format!(
-                "step {}: {what}; training stopped{} (lower the learning rate or raise the \
-                 warm-up)",
-                m.step,
-                super::checkpoint::previous_note(&opts.out_dir)
-            ));
-        }
-        let mut line = serde_json::to_value(&m).unwrap_or_default();
-        if let Some(d) = super::diagnose::diagnose(&m, &cfg) {
-            if !warned {
-                log::warn!("{}", d.message);
-                warned = true;
-            }
-            line["warning"] = serde_json::Value::String(d.message);
-            line["remedy"] = serde_json::json!(d.remedy);
-        }
-        let done = m.step + 1;
-        // A stopping run skips the evaluation due at its last step and goes straight to its
-        // checkpoint: a SIGTERM's grace period may not hold an evaluation too.
-        let stopping = summary.interrupted && done == end;
-        if let (true, Some((tr, te)), false) = (evaluates(&cfg, done), &eval, stopping) {
-            let e0 = std::time::Instant::now();
-            let ev = evaluate(gpu, &trainer, tr.as_ref(), te.as_ref(), &cfg)?;
-            if let Some(b) = &mut budget {
-                b.paused(e0.elapsed().as_secs_f64(), true);
-            }
-            line["knn"] = serde_json::json!(ev.knn);
-            line["probe"] = serde_json::json!(ev.probe);
-            summary.evals.push((done, ev));
-        }
-        line["elapsed_s"] = serde_json::json!(elapsed_before + t0.elapsed().as_secs_f64());
-        log_file.write(&line)?;
-        unused_log.0 = None;
-        if !data_recorded {
-            record_data(&opts.out_dir, data.as_deref())?;
-            data_recorded = true;
-        }
-        log::debug!("step {done} done: loss {:.4}", m.loss);
-        on_step(&m, cfg.steps);
-        if saves(&cfg, done, end) {
-            let c0 = std::time::Instant::now();
-            save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
-            log::info!(
-                "checkpoint of step {done} written to {}",
-                opts.out_dir.display()
-            );
-            saved_at = done;
-            if let Some(b) = &mut budget {
-                b.paused(c0.elapsed().as_secs_f64(), false);
-            }
-        }
-        summary.last = Some(m);
-        summary.steps = done;
-        if let Some(fitted) = budget
-            .as_mut()
-            .filter(|_| !summary.interrupted)
-            .and_then(|b| b.after_step(done - start, done, &cfg, in_flight.is_none()))
-        {
-            trainer.cfg = fitted.clone();
-            cfg = fitted;
-            end = end_of(&cfg);
-            summary.fit = budget.as_ref().and_then(|b| b.fit);
-        }
-    }
-    // A run the limit stopped right after a pause has no step in flight to save with.
-    if summary.steps > saved_at {
-        save_checkpoint(&opts.out_dir, &cfg, &trainer)?;
-    }
-    summary.loop_s = t0.elapsed().as_secs_f64();
-    // A new run stopped before its first step (a time limit, a signal) trained nothing: its
-    // metrics log stays armed and goes with `unused_log`, so the folder holds no run.
-    Ok(summary)
 }
 
 /// k-NN accuracy (k = 20, T = 0.07) and linear-probe accuracy of the teacher backbone's
