@@ -171,139 +171,10 @@ fn run(
     commands: &Receiver<Command>,
     send: &dyn Fn(Event),
 ) -> Result<u64, (u64, String)> {
-    let origin = match &job.resume_from {
-        Some(dir) => super::session::Origin::Folder(dir.clone()),
-        None => super::session::Origin::Fresh,
-    };
-    let mut session = Session::start(
-        gpu,
-        &job.settings,
-        origin,
-        Some(job.settings.run_dir.clone()),
-    )
-    .map_err(|e| (0, e))?;
-    let cfg = session.config().clone();
-    let started_at = session.trainer.step;
-    send(Event::Started {
-        step: session.trainer.step,
-        total: cfg.steps,
-        data: session.data_description.clone(),
-        params: session.trainer.layout.total,
-        knn: session.has_knn(),
-        probes: session.probes.iter().map(|p| p.rgb.clone()).collect(),
-    });
-    let snapshot = |s: &Session| match pollster::block_on(s.snapshot()) {
-        Ok(snap) => send(Event::Snapshot(snap)),
-        Err(e) => send(Event::Notice(format!("attention snapshot failed: {e}"))),
-    };
-    let save = |s: &Session| match s.save() {
-        Ok(dir) => send(Event::Saved {
-            step: s.trainer.step,
-            dir,
-        }),
-        Err(e) => send(Event::Notice(format!("checkpoint not written: {e}"))),
-    };
-    let mut log = RunLog::open(session.run_dir.clone(), started_at, cfg.batch_size, send);
-    snapshot(&session);
-    // The accuracy of random features: the baseline the curve should climb from.
-    if cfg.eval_every > 0 && session.trainer.step == 0 {
-        let t = web_time::Instant::now();
-        let r = session.knn();
-        // A time limit plans the run's evaluations from how long this one took.
-        session.paused_for(t.elapsed().as_secs_f64(), true);
-        if let Some(Ok(e)) = r {
-            send(Event::Knn {
-                step: 0,
-                accuracy: e.knn,
-                probe: e.probe,
-            });
-            let line = serde_json::json!({
-                "steps_done": 0,
-                "knn": e.knn,
-                "probe": e.probe,
-                "elapsed_s": 0.0,
-            });
-            log.write(line, send);
-        }
-    }
-    // Time the user paused the run: left out of the log's wall time.
-    let paused_s = std::cell::Cell::new(0.0f64);
+    let mut d = Driver::start(gpu, job, send)?;
+    d.baseline();
     let mut paused = false;
     let mut paused_since: Option<web_time::Instant> = None;
-    let mut warned_skips = 0usize;
-    // After step `done`: whether a snapshot, an evaluation or a checkpoint is due, which must see
-    // that step's weights before the next step starts, or the time limit's fit, which the next
-    // step's schedule must see.
-    let pauses = |s: &Session, done: u64| {
-        let c = s.config();
-        [job.snapshot_every, c.eval_every, c.checkpoint_every]
-            .iter()
-            .any(|&every| every > 0 && done.is_multiple_of(every))
-            || s.fits_after(done)
-    };
-    // When the last step was read: with steps overlapping, a step's time runs from there.
-    let mut last_read: Option<web_time::Instant> = None;
-    // Reports a step: its metrics, then what is due after it.
-    // `quiet`: no other step is in flight (a time limit's new length applies only then).
-    let mut report =
-        |session: &mut Session, step: InFlight, quiet: bool| -> Result<(), (u64, String)> {
-            let since = last_read.map_or(step.since, |t| t.max(step.since));
-            let point = session
-                .finish(step.pending, step.skipped, since)
-                .map_err(|e| (session.trainer.step, e + &session.last_checkpoint_note()))?;
-            last_read = Some(web_time::Instant::now());
-            if session.skipped_total > warned_skips {
-                warned_skips = session.skipped_total;
-                send(Event::Notice(format!(
-                    "{} unreadable image(s) skipped so far (see the log for their names)",
-                    session.skipped_total
-                )));
-            }
-            let done = point.metrics.step + 1;
-            log::debug!("step {done} done: loss {:.4}", point.metrics.loss);
-            let mut line = serde_json::to_value(&point.metrics).unwrap_or_default();
-            send(Event::Step(point));
-            if job.snapshot_every > 0 && done.is_multiple_of(job.snapshot_every) {
-                snapshot(session);
-            }
-            let (eval_every, checkpoint_every) = {
-                let c = session.config();
-                (c.eval_every, c.checkpoint_every)
-            };
-            if eval_every > 0 && done.is_multiple_of(eval_every) {
-                let t = web_time::Instant::now();
-                let r = session.knn();
-                session.paused_for(t.elapsed().as_secs_f64(), true);
-                if let Some(r) = r {
-                    match r {
-                        Ok(e) => {
-                            line["knn"] = serde_json::json!(e.knn);
-                            line["probe"] = serde_json::json!(e.probe);
-                            send(Event::Knn {
-                                step: done,
-                                accuracy: e.knn,
-                                probe: e.probe,
-                            })
-                        }
-                        Err(e) => send(Event::Notice(format!("k-NN failed: {e}"))),
-                    }
-                }
-            }
-            line["elapsed_s"] = serde_json::json!(log.clock_s() - paused_s.get());
-            log.write(line, send);
-            if checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) {
-                let t = web_time::Instant::now();
-                save(session);
-                session.paused_for(t.elapsed().as_secs_f64(), false);
-            }
-            if let Some(f) = session.after_step(done, quiet) {
-                send(Event::Fitted {
-                    total: f.steps,
-                    step_s: f.step_s,
-                });
-            }
-            Ok(())
-        };
     // One step in flight, as `dinoscope train` runs: step n + 1 is recorded and submitted before
     // step n is read, so the GPU does not wait while the host records.
     let mut in_flight: Option<InFlight> = None;
@@ -319,16 +190,16 @@ fn run(
             }
         };
         // Commands and the end act on the weights of every step submitted so far.
-        if cmd.is_some() || session.finished() {
+        if cmd.is_some() || d.session.finished() {
             if let Some(step) = in_flight.take() {
-                report(&mut session, step, true)?;
+                d.report(step, true)?;
             }
         }
         match cmd {
             Some(Command::Pause) => {
                 if !paused {
-                    send(Event::Paused {
-                        step: session.trainer.step,
+                    (d.send)(Event::Paused {
+                        step: d.session.trainer.step,
                     });
                     paused_since = Some(web_time::Instant::now());
                 }
@@ -339,43 +210,31 @@ fn run(
                 paused = false;
                 // A pause does not count toward a time limit.
                 if let Some(t) = paused_since.take() {
-                    session.hold(t.elapsed().as_secs_f64());
-                    paused_s.set(paused_s.get() + t.elapsed().as_secs_f64());
+                    d.session.hold(t.elapsed().as_secs_f64());
+                    d.paused_s += t.elapsed().as_secs_f64();
                 }
             }
-            Some(Command::Save) => save(&session),
+            Some(Command::Save) => d.save(),
             Some(Command::Stop) => {
-                if session.trainer.step > 0 {
-                    save(&session);
+                if d.session.trainer.step > 0 {
+                    d.save();
                 }
-                return Ok(session.trainer.step);
+                return Ok(d.session.trainer.step);
             }
             None => {}
         }
         if paused {
             continue;
         }
-        if session.finished() {
-            if session.out_of_time() {
-                send(Event::Notice(format!(
-                    "the time limit ended the run at step {} of {}",
-                    session.trainer.step,
-                    session.config().steps
-                )));
-            }
-            if session.trainer.step > started_at {
-                save(&session);
-            }
-            return Ok(session.trainer.step);
+        if d.session.finished() {
+            return Ok(d.finish());
         }
         let next = if in_flight
             .as_ref()
-            .is_none_or(|f| !pauses(&session, f.pending.step() + 1))
+            .is_none_or(|f| !d.pauses(f.pending.step() + 1))
         {
             let since = web_time::Instant::now();
-            let (pending, skipped) = session
-                .submit()
-                .map_err(|e| (session.trainer.step, e + &session.last_checkpoint_note()))?;
+            let (pending, skipped) = d.session.submit().map_err(|e| d.failed(e))?;
             Some(InFlight {
                 pending,
                 skipped,
@@ -385,8 +244,203 @@ fn run(
             None
         };
         if let Some(step) = std::mem::replace(&mut in_flight, next) {
-            report(&mut session, step, in_flight.is_none())?;
+            d.report(step, in_flight.is_none())?;
         }
+    }
+}
+
+/// The worker's side of a run: its session, its log, and what it has told the UI.
+struct Driver<'a> {
+    job: Job,
+    session: Session,
+    log: RunLog,
+    send: &'a dyn Fn(Event),
+    /// Steps done when this start began.
+    started_at: u64,
+    /// Time the user paused the run: left out of the log's wall time.
+    paused_s: f64,
+    /// When the last step was read: with steps overlapping, a step's time runs from there.
+    last_read: Option<web_time::Instant>,
+    /// Skipped images already told of.
+    warned_skips: usize,
+}
+
+impl<'a> Driver<'a> {
+    /// Opens the session (a fresh run or the job's run folder), tells the UI, opens the
+    /// metrics log and takes the first snapshot.
+    fn start(
+        gpu: &'static Gpu,
+        job: Job,
+        send: &'a dyn Fn(Event),
+    ) -> Result<Driver<'a>, (u64, String)> {
+        let origin = match &job.resume_from {
+            Some(dir) => super::session::Origin::Folder(dir.clone()),
+            None => super::session::Origin::Fresh,
+        };
+        let run_dir = Some(job.settings.run_dir.clone());
+        let session = Session::start(gpu, &job.settings, origin, run_dir).map_err(|e| (0, e))?;
+        let cfg = session.config();
+        let started_at = session.trainer.step;
+        send(Event::Started {
+            step: started_at,
+            total: cfg.steps,
+            data: session.data_description.clone(),
+            params: session.trainer.layout.total,
+            knn: session.has_knn(),
+            probes: session.probes.iter().map(|p| p.rgb.clone()).collect(),
+        });
+        let log = RunLog::open(session.run_dir.clone(), started_at, cfg.batch_size, send);
+        let d = Driver {
+            job,
+            session,
+            log,
+            send,
+            started_at,
+            paused_s: 0.0,
+            last_read: None,
+            warned_skips: 0,
+        };
+        d.snapshot();
+        Ok(d)
+    }
+
+    fn snapshot(&self) {
+        match pollster::block_on(self.session.snapshot()) {
+            Ok(snap) => (self.send)(Event::Snapshot(snap)),
+            Err(e) => (self.send)(Event::Notice(format!("attention snapshot failed: {e}"))),
+        }
+    }
+
+    fn save(&self) {
+        match self.session.save() {
+            Ok(dir) => (self.send)(Event::Saved {
+                step: self.session.trainer.step,
+                dir,
+            }),
+            Err(e) => (self.send)(Event::Notice(format!("checkpoint not written: {e}"))),
+        }
+    }
+
+    /// A failure at the current step, with where the last checkpoint stands.
+    fn failed(&self, e: String) -> (u64, String) {
+        (
+            self.session.trainer.step,
+            e + &self.session.last_checkpoint_note(),
+        )
+    }
+
+    /// The k-NN and probe accuracy of the weights as they stand (None: the run measures none);
+    /// a time limit plans the run's evaluations from how long it took.
+    fn evaluate(&mut self) -> Option<Result<crate::train::run::Evaluation, String>> {
+        let t = web_time::Instant::now();
+        let r = self.session.knn();
+        self.session.paused_for(t.elapsed().as_secs_f64(), true);
+        r
+    }
+
+    /// The accuracy of random features: the baseline the curve should climb from.
+    fn baseline(&mut self) {
+        if self.session.config().eval_every == 0 || self.session.trainer.step != 0 {
+            return;
+        }
+        if let Some(Ok(e)) = self.evaluate() {
+            (self.send)(Event::Knn {
+                step: 0,
+                accuracy: e.knn,
+                probe: e.probe,
+            });
+            let line = serde_json::json!({
+                "steps_done": 0,
+                "knn": e.knn,
+                "probe": e.probe,
+                "elapsed_s": 0.0,
+            });
+            self.log.write(line, self.send);
+        }
+    }
+
+    /// After step `done`: whether a snapshot, an evaluation or a checkpoint is due, which must
+    /// see that step's weights before the next step starts, or the time limit's fit, which the
+    /// next step's schedule must see.
+    fn pauses(&self, done: u64) -> bool {
+        let c = self.session.config();
+        [self.job.snapshot_every, c.eval_every, c.checkpoint_every]
+            .iter()
+            .any(|&every| every > 0 && done.is_multiple_of(every))
+            || self.session.fits_after(done)
+    }
+
+    /// Reports a step: its metrics, then what is due after it. `quiet`: no other step is in
+    /// flight (a time limit's new length applies only then).
+    fn report(&mut self, step: InFlight, quiet: bool) -> Result<(), (u64, String)> {
+        let since = self.last_read.map_or(step.since, |t| t.max(step.since));
+        let point = self.session.finish(step.pending, step.skipped, since);
+        let point = point.map_err(|e| self.failed(e))?;
+        self.last_read = Some(web_time::Instant::now());
+        if self.session.skipped_total > self.warned_skips {
+            self.warned_skips = self.session.skipped_total;
+            (self.send)(Event::Notice(format!(
+                "{} unreadable image(s) skipped so far (see the log for their names)",
+                self.session.skipped_total
+            )));
+        }
+        let done = point.metrics.step + 1;
+        log::debug!("step {done} done: loss {:.4}", point.metrics.loss);
+        let mut line = serde_json::to_value(&point.metrics).unwrap_or_default();
+        (self.send)(Event::Step(point));
+        let every = self.job.snapshot_every;
+        if every > 0 && done.is_multiple_of(every) {
+            self.snapshot();
+        }
+        let (eval_every, checkpoint_every) = {
+            let c = self.session.config();
+            (c.eval_every, c.checkpoint_every)
+        };
+        if eval_every > 0 && done.is_multiple_of(eval_every) {
+            match self.evaluate() {
+                Some(Ok(e)) => {
+                    line["knn"] = serde_json::json!(e.knn);
+                    line["probe"] = serde_json::json!(e.probe);
+                    (self.send)(Event::Knn {
+                        step: done,
+                        accuracy: e.knn,
+                        probe: e.probe,
+                    })
+                }
+                Some(Err(e)) => (self.send)(Event::Notice(format!("k-NN failed: {e}"))),
+                None => {}
+            }
+        }
+        line["elapsed_s"] = serde_json::json!(self.log.clock_s() - self.paused_s);
+        self.log.write(line, self.send);
+        if checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) {
+            let t = web_time::Instant::now();
+            self.save();
+            self.session.paused_for(t.elapsed().as_secs_f64(), false);
+        }
+        if let Some(f) = self.session.after_step(done, quiet) {
+            (self.send)(Event::Fitted {
+                total: f.steps,
+                step_s: f.step_s,
+            });
+        }
+        Ok(())
+    }
+
+    /// The run reached its end (its schedule or a time limit): its last checkpoint, if it
+    /// stepped; the steps done.
+    fn finish(&self) -> u64 {
+        if self.session.out_of_time() {
+            (self.send)(Event::Notice(format!(
+                "the time limit ended the run at step {} of {}",
+                self.session.trainer.step,
+                self.session.config().steps
+            )));
+        }
+        if self.session.trainer.step > self.started_at {
+            self.save();
+        }
+        self.session.trainer.step
     }
 }
 
