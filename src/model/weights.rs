@@ -377,6 +377,21 @@ pub fn load_backbone(path: &Path, cfg: &VitConfig) -> Result<BackboneWeights, We
 /// The parts of one fused tensor found so far, and how many it has.
 type PartSlot = (usize, Vec<Option<(String, HostTensor)>>);
 
+/// A file's tensors on their way to a backbone's: under the expected names so far, where each
+/// came from, and what does not fit.
+#[derive(Default)]
+struct Gathered {
+    tensors: BTreeMap<String, HostTensor>,
+    /// The file's name (or names, for a fused tensor) of each tensor.
+    sources: BTreeMap<String, String>,
+    ignored: Vec<String>,
+    /// The parts of the tensors a Hugging Face file splits (query/key/value, gate/up).
+    fused: BTreeMap<String, PartSlot>,
+    /// Expected names already reported through their Hugging Face parts.
+    accounted: BTreeSet<String>,
+    report: Mismatch,
+}
+
 /// [`load_backbone`] on the bytes of a safetensors file; `path` names it in errors.
 pub fn from_bytes(
     path: &Path,
@@ -388,168 +403,30 @@ pub fn from_bytes(
     let views: BTreeMap<String, safetensors::tensor::TensorView<'_>> =
         st.iter().map(|(n, v)| (n.to_string(), v)).collect();
     let (naming, entries) = plan(views.keys().map(String::as_str));
-
     let expected: BTreeMap<String, Vec<usize>> = expected_tensors(cfg).into_iter().collect();
-    let mut report = Mismatch::default();
-    let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
-    let mut sources: BTreeMap<String, String> = BTreeMap::new();
-    let mut ignored = Vec::new();
-    let mut fused: BTreeMap<String, PartSlot> = BTreeMap::new();
-    // Expected names already reported through their Hugging Face parts.
-    let mut accounted: BTreeSet<String> = BTreeSet::new();
-
+    let mut g = Gathered::default();
     for (orig, target) in entries {
-        let Some(view) = views.get(&orig) else {
-            continue;
-        };
-        match target {
-            Target::Ignored => ignored.push(orig),
-            Target::Unknown => report.unexpected.push((orig, view.shape().to_vec())),
-            Target::Hub(hub) => {
-                if !expected.contains_key(&hub) {
-                    report.unexpected.push((orig, view.shape().to_vec()));
-                    continue;
-                }
-                if let Some(first) = sources.get(&hub) {
-                    report
-                        .conflicts
-                        .push(format!("{hub} (from '{first}' and '{orig}')"));
-                    continue;
-                }
-                let t = decode(path, &orig, view)?;
-                sources.insert(hub.clone(), orig);
-                tensors.insert(hub, t);
-            }
-            Target::Part { hub, part, parts } => {
-                let slot = fused
-                    .entry(hub.clone())
-                    .or_insert_with(|| (parts, vec![None; parts]));
-                if let Some((first, _)) = &slot.1[part] {
-                    report
-                        .conflicts
-                        .push(format!("{hub} (from '{first}' and '{orig}')"));
-                    continue;
-                }
-                let t = decode(path, &orig, view)?;
-                slot.1[part] = Some((orig, t));
-            }
+        if let Some(view) = views.get(&orig) {
+            g.take(path, &expected, orig, target, view)?;
         }
     }
-
-    // Fuse row blocks: query/key/value into qkv, SwiGLU gate/up into w12.
-    for (hub, (parts, mut slot)) in fused {
-        let Some(full) = expected.get(&hub) else {
-            for (orig, t) in slot.into_iter().flatten() {
-                report.unexpected.push((orig, t.shape));
-            }
-            continue;
-        };
-        let mut part_shape = full.clone();
-        part_shape[0] /= parts;
-        // DINOv3 has no key bias (the official code masks it, Hugging Face drops it).
-        let is_key_bias = parts == 3 && hub.ends_with("qkv.bias");
-        if is_key_bias && !cfg.key_bias && slot[1].is_none() {
-            let zeros = HostTensor {
-                shape: part_shape.clone(),
-                data: vec![0.0; part_shape.iter().product()],
-            };
-            slot[1] = Some(("(no key bias)".into(), zeros));
-        }
-        let mut ok = true;
-        let present = slot
-            .iter()
-            .enumerate()
-            .find_map(|(k, e)| e.as_ref().map(|(n, _)| (k, n.clone())));
-        for (k, entry) in slot.iter().enumerate() {
-            match entry {
-                None => {
-                    let rows = part_shape.first().copied().unwrap_or(0);
-                    let name = present
-                        .as_ref()
-                        .and_then(|(from, n)| sibling_name(n, *from, k))
-                        .unwrap_or_else(|| format!("{hub} ({} rows)", part_label(&hub, k)));
-                    report.missing.push((
-                        name,
-                        part_shape.clone(),
-                        Some(format!("rows {}..{} of {hub}", k * rows, (k + 1) * rows)),
-                    ));
-                    ok = false;
-                }
-                Some((orig, t)) if t.shape != part_shape => {
-                    report.wrong_shape.push(WrongShape {
-                        name: orig.clone(),
-                        source: None,
-                        expected: part_shape.clone(),
-                        found: t.shape.clone(),
-                    });
-                    ok = false;
-                }
-                Some(_) => {}
-            }
-        }
-        accounted.insert(hub.clone());
-        if !ok {
-            continue;
-        }
-        let mut data = Vec::with_capacity(full.iter().product());
-        let mut names = Vec::new();
-        for (orig, t) in slot.into_iter().flatten() {
-            data.extend_from_slice(&t.data);
-            names.push(orig);
-        }
-        sources.insert(hub.clone(), names.join(" + "));
-        tensors.insert(
-            hub,
-            HostTensor {
-                shape: full.clone(),
-                data,
-            },
-        );
-    }
+    g.fuse_parts(&expected, cfg);
     // The official DINOv3 qkv bias keeps a key third that its bias_mask zeroes.
     if !cfg.key_bias {
         for i in 0..cfg.depth {
-            if let Some(t) = tensors.get_mut(&qkv_name(i, true)) {
+            if let Some(t) = g.tensors.get_mut(&qkv_name(i, true)) {
                 let third = t.data.len() / 3;
                 t.data[third..2 * third].fill(0.0);
             }
         }
     }
-
-    // Shapes. A [1, 1, D] mask token (DINOv3 layout) is accepted as [1, D].
-    for (name, want) in &expected {
-        match tensors.get_mut(name) {
-            Some(t) if &t.shape != want => {
-                if name == "mask_token"
-                    && t.shape.len() == 3
-                    && t.shape[..2] == [1, 1]
-                    && t.shape[2..] == want[1..]
-                {
-                    t.shape = want.clone();
-                    continue;
-                }
-                report.wrong_shape.push(WrongShape {
-                    name: name.clone(),
-                    source: sources.get(name).filter(|s| *s != name).cloned(),
-                    expected: want.clone(),
-                    found: t.shape.clone(),
-                });
-            }
-            Some(_) => {}
-            None if accounted.contains(name) => {}
-            None => report.missing.push((
-                name.clone(),
-                want.clone(),
-                match naming {
-                    Naming::HuggingFace => {
-                        hub_to_hf(name).map(|n| format!("Hugging Face name: {n}"))
-                    }
-                    Naming::TorchHub => None,
-                },
-            )),
-        }
-    }
-
+    g.check_shapes(&expected, naming);
+    let Gathered {
+        tensors,
+        mut ignored,
+        mut report,
+        ..
+    } = g;
     if !report.is_empty() {
         // Report in checkpoint order.
         let order: BTreeMap<String, usize> = expected_tensors(cfg)
@@ -573,6 +450,171 @@ pub fn from_bytes(
         tensors,
         ignored,
     })
+}
+
+impl Gathered {
+    /// Takes the file's tensor `orig` as `target` says: ignored, unexpected, one of the
+    /// expected tensors, or a part of one.
+    fn take(
+        &mut self,
+        path: &Path,
+        expected: &BTreeMap<String, Vec<usize>>,
+        orig: String,
+        target: Target,
+        view: &safetensors::tensor::TensorView<'_>,
+    ) -> Result<(), WeightsError> {
+        let report = &mut self.report;
+        match target {
+            Target::Ignored => self.ignored.push(orig),
+            Target::Unknown => report.unexpected.push((orig, view.shape().to_vec())),
+            Target::Hub(hub) => {
+                if !expected.contains_key(&hub) {
+                    report.unexpected.push((orig, view.shape().to_vec()));
+                    return Ok(());
+                }
+                if let Some(first) = self.sources.get(&hub) {
+                    report
+                        .conflicts
+                        .push(format!("{hub} (from '{first}' and '{orig}')"));
+                    return Ok(());
+                }
+                let t = decode(path, &orig, view)?;
+                self.sources.insert(hub.clone(), orig);
+                self.tensors.insert(hub, t);
+            }
+            Target::Part { hub, part, parts } => {
+                let slot = self
+                    .fused
+                    .entry(hub.clone())
+                    .or_insert_with(|| (parts, vec![None; parts]));
+                if let Some((first, _)) = &slot.1[part] {
+                    report
+                        .conflicts
+                        .push(format!("{hub} (from '{first}' and '{orig}')"));
+                    return Ok(());
+                }
+                let t = decode(path, &orig, view)?;
+                slot.1[part] = Some((orig, t));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fuses row blocks: query/key/value into qkv, SwiGLU gate/up into w12; a missing or
+    /// misshapen part is reported under its own name.
+    fn fuse_parts(&mut self, expected: &BTreeMap<String, Vec<usize>>, cfg: &VitConfig) {
+        for (hub, (parts, mut slot)) in std::mem::take(&mut self.fused) {
+            let Some(full) = expected.get(&hub) else {
+                for (orig, t) in slot.into_iter().flatten() {
+                    self.report.unexpected.push((orig, t.shape));
+                }
+                continue;
+            };
+            let mut part_shape = full.clone();
+            part_shape[0] /= parts;
+            // DINOv3 has no key bias (the official code masks it, Hugging Face drops it).
+            let is_key_bias = parts == 3 && hub.ends_with("qkv.bias");
+            if is_key_bias && !cfg.key_bias && slot[1].is_none() {
+                let zeros = HostTensor {
+                    shape: part_shape.clone(),
+                    data: vec![0.0; part_shape.iter().product()],
+                };
+                slot[1] = Some(("(no key bias)".into(), zeros));
+            }
+            self.accounted.insert(hub.clone());
+            if !self.parts_fit(&hub, &slot, &part_shape) {
+                continue;
+            }
+            let mut data = Vec::with_capacity(full.iter().product());
+            let mut names = Vec::new();
+            for (orig, t) in slot.into_iter().flatten() {
+                data.extend_from_slice(&t.data);
+                names.push(orig);
+            }
+            self.sources.insert(hub.clone(), names.join(" + "));
+            let shape = full.clone();
+            self.tensors.insert(hub, HostTensor { shape, data });
+        }
+    }
+
+    /// Whether every part of `hub` is present with `part_shape`; reports those that are not.
+    fn parts_fit(
+        &mut self,
+        hub: &str,
+        slot: &[Option<(String, HostTensor)>],
+        part_shape: &[usize],
+    ) -> bool {
+        let mut ok = true;
+        let present = slot
+            .iter()
+            .enumerate()
+            .find_map(|(k, e)| e.as_ref().map(|(n, _)| (k, n.clone())));
+        for (k, entry) in slot.iter().enumerate() {
+            match entry {
+                None => {
+                    let rows = part_shape.first().copied().unwrap_or(0);
+                    let name = present
+                        .as_ref()
+                        .and_then(|(from, n)| sibling_name(n, *from, k))
+                        .unwrap_or_else(|| format!("{hub} ({} rows)", part_label(hub, k)));
+                    self.report.missing.push((
+                        name,
+                        part_shape.to_vec(),
+                        Some(format!("rows {}..{} of {hub}", k * rows, (k + 1) * rows)),
+                    ));
+                    ok = false;
+                }
+                Some((orig, t)) if t.shape != part_shape => {
+                    self.report.wrong_shape.push(WrongShape {
+                        name: orig.clone(),
+                        source: None,
+                        expected: part_shape.to_vec(),
+                        found: t.shape.clone(),
+                    });
+                    ok = false;
+                }
+                Some(_) => {}
+            }
+        }
+        ok
+    }
+
+    /// Reports every expected tensor that is missing or has another shape. A [1, 1, D] mask
+    /// token (DINOv3 layout) is accepted as [1, D].
+    fn check_shapes(&mut self, expected: &BTreeMap<String, Vec<usize>>, naming: Naming) {
+        for (name, want) in expected {
+            match self.tensors.get_mut(name) {
+                Some(t) if &t.shape != want => {
+                    if name == "mask_token"
+                        && t.shape.len() == 3
+                        && t.shape[..2] == [1, 1]
+                        && t.shape[2..] == want[1..]
+                    {
+                        t.shape = want.clone();
+                        continue;
+                    }
+                    self.report.wrong_shape.push(WrongShape {
+                        name: name.clone(),
+                        source: self.sources.get(name).filter(|s| *s != name).cloned(),
+                        expected: want.clone(),
+                        found: t.shape.clone(),
+                    });
+                }
+                Some(_) => {}
+                None if self.accounted.contains(name) => {}
+                None => self.report.missing.push((
+                    name.clone(),
+                    want.clone(),
+                    match naming {
+                        Naming::HuggingFace => {
+                            hub_to_hf(name).map(|n| format!("Hugging Face name: {n}"))
+                        }
+                        Naming::TorchHub => None,
+                    },
+                )),
+            }
+        }
+    }
 }
 
 fn qkv_name(block: usize, bias: bool) -> String {
