@@ -328,23 +328,7 @@ pub fn train(
         }
     };
     eprintln!("run folder: {}", out.display());
-    // A resumed run keeps its own config (the checkpoint's, which train.ron links to).
-    let own = out.join("train.ron");
-    let cfg = match (fresh, TrainConfig::load(&own.to_string_lossy())) {
-        (Some(c), _) => c,
-        (None, Ok(c)) => {
-            if let Some(g) = given {
-                if !TrainConfig::load(g)?.same_recipe(&c) {
-                    eprintln!(
-                        "warning: --config {g} left aside: a resumed run keeps its own ({})",
-                        own.display()
-                    );
-                }
-            }
-            c
-        }
-        (None, Err(_)) => TrainConfig::load(config)?,
-    };
+    let cfg = run_config(fresh, given, config, &out)?;
     let opts = RunOptions {
         out_dir: out.clone(),
         resume,
@@ -357,19 +341,9 @@ pub fn train(
             .ok(),
     };
     let total = cfg.steps;
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let batch = cfg.batch_size;
     let cfg_workers = cfg.workers;
-    let mut last = std::time::Instant::now();
-    // Mixed precision: (steps, skipped, last loss scale).
-    let mut scaled = (0u64, 0u64, 0.0f32);
+    let mut progress = Progress::new(total, cfg.batch_size, opts.time_limit.is_some());
     let mut pointed = false;
-    // A resumed run keeps its checkpoint's length, which the bar learns at its first step.
-    let fitted = opts.time_limit.is_some();
     let summary = run(gpu, cfg, &opts, |m, steps| {
         if let (Some(dir), false) = (&created, pointed) {
             pointed = true;
@@ -377,42 +351,9 @@ pub fn train(
                 log::warn!("{e}");
             }
         }
-        let dt = last.elapsed().as_secs_f64().max(1e-9);
-        last = std::time::Instant::now();
-        if bar.length() != Some(steps) {
-            if fitted {
-                let line = format!(
-                    "the schedule now spans {steps} steps (the config: {total}), fitted to the \
-                     time limit"
-                );
-                // Written at once also when the bar is hidden (output to a file).
-                if bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
-                }
-            }
-            bar.set_length(steps);
-        }
-        bar.set_position(m.step + 1);
-        let scale = match m.loss_scale {
-            Some(s) => {
-                scaled = (scaled.0 + 1, scaled.1 + u64::from(m.skipped), s);
-                format!(" scale {s:.0}")
-            }
-            None => String::new(),
-        };
-        bar.set_message(format!(
-            "loss {:.4} (dino {:.4} ibot {:.4} koleo {:.4}) lr {:.2e}{scale} {:.1} img/s",
-            m.loss,
-            m.dino,
-            m.ibot,
-            m.koleo,
-            m.lr,
-            batch as f64 / dt
-        ));
+        progress.step(m, steps);
     });
-    bar.finish_and_clear();
+    progress.bar.finish_and_clear();
     let remove_created = || {
         if let (Some(dir), false) = (&created, pointed) {
             // Only if empty: nothing in it is lost.
@@ -435,20 +376,7 @@ pub fn train(
             ExitCode::FAILURE
         });
     }
-    // The same adapter too, so that the continuation is exact.
-    let resume = {
-        let mut c = "dinoscope".to_string();
-        for (flag, v) in [("--backend", backend), ("--adapter", adapter)] {
-            if let Some(v) = v {
-                c += &format!(" {flag} {}", shell_word(v));
-            }
-        }
-        c += " train --resume";
-        if let Some(d) = data {
-            c += &format!(" --data {}", shell_word(&d.to_string_lossy()));
-        }
-        c + &format!(" --out {}", shell_word(&out.to_string_lossy()))
-    };
+    let resume = resume_command((backend, adapter), data, &out);
     if opts.resume && summary.last.is_none() && summary.steps >= total {
         println!(
             "{}: the run is complete ({} of {total} steps); nothing to continue",
@@ -456,7 +384,7 @@ pub fn train(
             summary.steps
         );
     }
-    let report = train_report(&summary, scaled, cfg_workers, &out, &resume);
+    let report = train_report(&summary, progress.scaled, cfg_workers, &out, &resume);
     // Written whole and unchecked: after a SIGHUP the terminal is gone, and the run is saved.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes());
     if summary.interrupted {
@@ -465,6 +393,126 @@ pub fn train(
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The config of a run: a new run's (`fresh`, checked before any folder is made); a resumed
+/// run's own (the checkpoint's, which train.ron links to), with a warning when `--config` asked
+/// for another recipe.
+fn run_config(
+    fresh: Option<dinoscope::train::config::TrainConfig>,
+    given: Option<&str>,
+    config: &str,
+    out: &Path,
+) -> Result<dinoscope::train::config::TrainConfig, String> {
+    use dinoscope::train::config::TrainConfig;
+    let own = out.join("train.ron");
+    Ok(match (fresh, TrainConfig::load(&own.to_string_lossy())) {
+        (Some(c), _) => c,
+        (None, Ok(c)) => {
+            if let Some(g) = given {
+                if !TrainConfig::load(g)?.same_recipe(&c) {
+                    eprintln!(
+                        "warning: --config {g} left aside: a resumed run keeps its own ({})",
+                        own.display()
+                    );
+                }
+            }
+            c
+        }
+        (None, Err(_)) => TrainConfig::load(config)?,
+    })
+}
+
+/// `dinoscope train`'s progress bar: steps, losses, learning rate, loss scale and img/s.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    /// The config's length, and whether a time limit may fit another.
+    total: u64,
+    fitted: bool,
+    batch: usize,
+    last: std::time::Instant,
+    /// Mixed precision: (steps, skipped, last loss scale).
+    scaled: (u64, u64, f32),
+}
+
+impl Progress {
+    fn new(total: u64, batch: usize, fitted: bool) -> Progress {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Progress {
+            bar,
+            total,
+            fitted,
+            batch,
+            last: std::time::Instant::now(),
+            scaled: (0, 0, 0.0),
+        }
+    }
+
+    /// Step `m` is done of a run now `steps` long (a resumed run keeps its checkpoint's
+    /// length, which the bar learns at its first step).
+    fn step(&mut self, m: &dinoscope::train::trainer::StepMetrics, steps: u64) {
+        let bar = &self.bar;
+        let dt = self.last.elapsed().as_secs_f64().max(1e-9);
+        self.last = std::time::Instant::now();
+        if bar.length() != Some(steps) {
+            if self.fitted {
+                let line = format!(
+                    "the schedule now spans {steps} steps (the config: {}), fitted to the \
+                     time limit",
+                    self.total
+                );
+                // Written at once also when the bar is hidden (output to a file).
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            }
+            bar.set_length(steps);
+        }
+        bar.set_position(m.step + 1);
+        let scale = match m.loss_scale {
+            Some(s) => {
+                let (n, skipped, _) = self.scaled;
+                self.scaled = (n + 1, skipped + u64::from(m.skipped), s);
+                format!(" scale {s:.0}")
+            }
+            None => String::new(),
+        };
+        bar.set_message(format!(
+            "loss {:.4} (dino {:.4} ibot {:.4} koleo {:.4}) lr {:.2e}{scale} {:.1} img/s",
+            m.loss,
+            m.dino,
+            m.ibot,
+            m.koleo,
+            m.lr,
+            self.batch as f64 / dt
+        ));
+    }
+}
+
+/// The command that continues a run: on the same adapter too, so that the continuation is
+/// exact.
+fn resume_command(
+    (backend, adapter): (Option<&str>, Option<&str>),
+    data: Option<&Path>,
+    out: &Path,
+) -> String {
+    let mut c = "dinoscope".to_string();
+    for (flag, v) in [("--backend", backend), ("--adapter", adapter)] {
+        if let Some(v) = v {
+            c += &format!(" {flag} {}", shell_word(v));
+        }
+    }
+    c += " train --resume";
+    if let Some(d) = data {
+        c += &format!(" --data {}", shell_word(&d.to_string_lossy()));
+    }
+    c + &format!(" --out {}", shell_word(&out.to_string_lossy()))
 }
 
 /// `s` as one word of a POSIX shell command: as it is where that is safe, else single-quoted.
