@@ -35,6 +35,29 @@ impl DinoscopeApp {
 
     pub(super) fn train_settings(&mut self, ui: &mut egui::Ui) {
         let idle = !self.running();
+        self.data_settings(ui, idle);
+        ui.separator();
+        self.recipe_settings(ui, idle);
+        if let Ok(cfg) = self.settings.train.to_config() {
+            let (line, bad) = self.memory.line(self.gpu, &cfg, self.memory_budget);
+            let color = if bad {
+                ui.visuals().error_fg_color
+            } else {
+                ui.visuals().weak_text_color()
+            };
+            ui.colored_label(color, line);
+        }
+        self.diagnosis_panel(ui);
+        ui.checkbox(
+            &mut self.settings.autostart,
+            "start training when the app opens",
+        );
+        ui.separator();
+        self.run_buttons(ui);
+    }
+
+    /// The training data: a folder or IDX file, or the bundled set.
+    fn data_settings(&mut self, ui: &mut egui::Ui, idle: bool) {
         ui.heading("Data");
         ui.add_enabled_ui(idle, |ui| {
             ui.label("Image folder or IDX file (empty: bundled Fashion-MNIST). Drop one here.");
@@ -54,7 +77,10 @@ impl DinoscopeApp {
                 }
             });
         });
-        ui.separator();
+    }
+
+    /// The preset, the model and recipe settings, and the run folder.
+    fn recipe_settings(&mut self, ui: &mut egui::Ui, idle: bool) {
         ui.heading("Model and recipe");
         #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
         let mut choose_run = false;
@@ -72,101 +98,8 @@ impl DinoscopeApp {
                         }
                     }
                 });
-            egui::Grid::new("train-grid").num_columns(2).show(ui, |ui| {
-                ui.label("width");
-                egui::ComboBox::from_id_salt("width")
-                    .selected_text(t.dim.to_string())
-                    .show_ui(ui, |ui| {
-                        for w in [64, 128, 192, 384, 768] {
-                            ui.selectable_value(&mut t.dim, w, w.to_string());
-                        }
-                    });
-                ui.end_row();
-                ui.label("depth");
-                ui.add(egui::Slider::new(&mut t.depth, 1..=12));
-                ui.end_row();
-                ui.label("patch");
-                ui.add(egui::Slider::new(&mut t.patch, 2..=16));
-                ui.end_row();
-                ui.label("prototypes");
-                ui.add(egui::DragValue::new(&mut t.prototypes).range(2..=65536));
-                ui.end_row();
-                ui.label("batch");
-                ui.add(egui::DragValue::new(&mut t.batch_size).range(2..=1024));
-                ui.end_row();
-                ui.label("base lr");
-                ui.add(
-                    egui::DragValue::new(&mut t.base_lr)
-                        .speed(0.0005)
-                        .range(0.0..=1.0),
-                );
-                ui.end_row();
-                ui.label("global crop");
-                ui.add(egui::DragValue::new(&mut t.global_size).range(4..=518));
-                ui.end_row();
-                ui.label("local crop");
-                ui.add(egui::DragValue::new(&mut t.local_size).range(2..=224));
-                ui.end_row();
-                ui.label("local crops");
-                ui.add(egui::Slider::new(&mut t.n_local, 0..=10));
-                ui.end_row();
-                ui.label("steps");
-                ui.add_enabled(
-                    t.minutes == 0.0,
-                    egui::DragValue::new(&mut t.steps).range(1..=10_000_000),
-                )
-                .on_disabled_hover_text("the time limit sets the steps");
-                ui.end_row();
-                ui.label("time limit");
-                ui.add(
-                    egui::DragValue::new(&mut t.minutes)
-                        .range(0.0..=10_000.0)
-                        .speed(0.5)
-                        .custom_formatter(|m, _| {
-                            if m == 0.0 {
-                                "off".into()
-                            } else {
-                                format!("{m} min")
-                            }
-                        })
-                        .custom_parser(|text| {
-                            let t = text.trim().trim_end_matches("min").trim();
-                            if t == "off" {
-                                Some(0.0)
-                            } else {
-                                t.parse().ok()
-                            }
-                        }),
-                )
-                .on_hover_text(
-                    "a new run times its first 20 steps, then its schedule spans as many steps \
-                     as fit in this time, evaluations included; it also stops there",
-                );
-                ui.end_row();
-                ui.label("k-NN every");
-                ui.add(egui::DragValue::new(&mut t.eval_every).range(0..=100_000));
-                ui.end_row();
-                ui.label("maps every");
-                ui.add(egui::DragValue::new(&mut t.snapshot_every).range(1..=100_000));
-                ui.end_row();
-                // The browser has no run folder to write into; its checkpoints are downloads.
-                #[cfg(not(target_arch = "wasm32"))]
-                {
-                    ui.label("checkpoint every");
-                    ui.add(egui::DragValue::new(&mut t.checkpoint_every).range(0..=100_000));
-                    ui.end_row();
-                }
-                ui.label("precision");
-                let has_f16 = self.gpu.features.contains(wgpu::Features::SHADER_F16);
-                ui.add_enabled(has_f16, egui::Checkbox::new(&mut t.mixed, "mixed (f16)"))
-                    .on_hover_text(
-                        "f16 forward passes, saved activations and backward products with a \
-                         dynamic loss scale; f32 gradients and weights: less memory per step, \
-                         and faster where the GPU has fast f16",
-                    )
-                    .on_disabled_hover_text("this adapter has no SHADER_F16");
-                ui.end_row();
-            });
+            let has_f16 = self.gpu.features.contains(wgpu::Features::SHADER_F16);
+            recipe_grid(ui, t, has_f16);
             #[cfg(not(target_arch = "wasm32"))]
             {
                 ui.label("run folder");
@@ -183,21 +116,10 @@ impl DinoscopeApp {
         }
         #[cfg(target_arch = "wasm32")]
         let _ = choose_run;
-        if let Ok(cfg) = self.settings.train.to_config() {
-            let (line, bad) = self.memory.line(self.gpu, &cfg, self.memory_budget);
-            let color = if bad {
-                ui.visuals().error_fg_color
-            } else {
-                ui.visuals().weak_text_color()
-            };
-            ui.colored_label(color, line);
-        }
-        self.diagnosis_panel(ui);
-        ui.checkbox(
-            &mut self.settings.autostart,
-            "start training when the app opens",
-        );
-        ui.separator();
+    }
+
+    /// Start, resume and export when idle; pause, resume, save and stop while running.
+    fn run_buttons(&mut self, ui: &mut egui::Ui) {
         ui.horizontal_wrapped(|ui| match self.state {
             RunState::Idle | RunState::Ended => {
                 if ui.button("Start").clicked() {
@@ -492,4 +414,102 @@ impl DinoscopeApp {
             Err(e) => self.notify(format!("{}: cannot write: {e}", path.display()), true),
         }
     }
+}
+
+/// The model and recipe settings a run takes, in a grid of labelled controls.
+fn recipe_grid(ui: &mut egui::Ui, t: &mut super::settings::TrainSettings, has_f16: bool) {
+    egui::Grid::new("train-grid").num_columns(2).show(ui, |ui| {
+        ui.label("width");
+        egui::ComboBox::from_id_salt("width")
+            .selected_text(t.dim.to_string())
+            .show_ui(ui, |ui| {
+                for w in [64, 128, 192, 384, 768] {
+                    ui.selectable_value(&mut t.dim, w, w.to_string());
+                }
+            });
+        ui.end_row();
+        ui.label("depth");
+        ui.add(egui::Slider::new(&mut t.depth, 1..=12));
+        ui.end_row();
+        ui.label("patch");
+        ui.add(egui::Slider::new(&mut t.patch, 2..=16));
+        ui.end_row();
+        ui.label("prototypes");
+        ui.add(egui::DragValue::new(&mut t.prototypes).range(2..=65536));
+        ui.end_row();
+        ui.label("batch");
+        ui.add(egui::DragValue::new(&mut t.batch_size).range(2..=1024));
+        ui.end_row();
+        ui.label("base lr");
+        ui.add(
+            egui::DragValue::new(&mut t.base_lr)
+                .speed(0.0005)
+                .range(0.0..=1.0),
+        );
+        ui.end_row();
+        ui.label("global crop");
+        ui.add(egui::DragValue::new(&mut t.global_size).range(4..=518));
+        ui.end_row();
+        ui.label("local crop");
+        ui.add(egui::DragValue::new(&mut t.local_size).range(2..=224));
+        ui.end_row();
+        ui.label("local crops");
+        ui.add(egui::Slider::new(&mut t.n_local, 0..=10));
+        ui.end_row();
+        ui.label("steps");
+        ui.add_enabled(
+            t.minutes == 0.0,
+            egui::DragValue::new(&mut t.steps).range(1..=10_000_000),
+        )
+        .on_disabled_hover_text("the time limit sets the steps");
+        ui.end_row();
+        ui.label("time limit");
+        ui.add(
+            egui::DragValue::new(&mut t.minutes)
+                .range(0.0..=10_000.0)
+                .speed(0.5)
+                .custom_formatter(|m, _| {
+                    if m == 0.0 {
+                        "off".into()
+                    } else {
+                        format!("{m} min")
+                    }
+                })
+                .custom_parser(|text| {
+                    let t = text.trim().trim_end_matches("min").trim();
+                    if t == "off" {
+                        Some(0.0)
+                    } else {
+                        t.parse().ok()
+                    }
+                }),
+        )
+        .on_hover_text(
+            "a new run times its first 20 steps, then its schedule spans as many steps \
+                 as fit in this time, evaluations included; it also stops there",
+        );
+        ui.end_row();
+        ui.label("k-NN every");
+        ui.add(egui::DragValue::new(&mut t.eval_every).range(0..=100_000));
+        ui.end_row();
+        ui.label("maps every");
+        ui.add(egui::DragValue::new(&mut t.snapshot_every).range(1..=100_000));
+        ui.end_row();
+        // The browser has no run folder to write into; its checkpoints are downloads.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            ui.label("checkpoint every");
+            ui.add(egui::DragValue::new(&mut t.checkpoint_every).range(0..=100_000));
+            ui.end_row();
+        }
+        ui.label("precision");
+        ui.add_enabled(has_f16, egui::Checkbox::new(&mut t.mixed, "mixed (f16)"))
+            .on_hover_text(
+                "f16 forward passes, saved activations and backward products with a \
+                     dynamic loss scale; f32 gradients and weights: less memory per step, \
+                     and faster where the GPU has fast f16",
+            )
+            .on_disabled_hover_text("this adapter has no SHADER_F16");
+        ui.end_row();
+    });
 }
