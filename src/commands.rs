@@ -622,6 +622,18 @@ fn labelled(
     ))
 }
 
+/// Images whose features `knn` takes in one batch.
+const KNN_BATCH: usize = 64;
+
+/// `n` and the noun, plural unless `n` is 1 ("class" → "classes").
+fn counted(n: usize, noun: &str) -> String {
+    match (n, noun.ends_with('s')) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 /// `dinoscope knn`.
 pub fn knn(
     gpu: &Gpu,
@@ -633,6 +645,16 @@ pub fn knn(
 ) -> Result<ExitCode, String> {
     let vit = load_model_as(gpu, weights, config, dtype)?;
     let p = at_least_a_patch(size, &vit, weights)?;
+    // Features are taken 64 views at a time, each size × size × 3 floats on the host.
+    let batch_pixels = (KNN_BATCH * size * size) as u64;
+    let limit = dinoscope::data::image::max_pixels();
+    if batch_pixels > limit {
+        return Err(format!(
+            "--size {size}: a batch of {KNN_BATCH} views of {size}×{size} holds {batch_pixels} \
+             pixels, more than the {limit} allowed (DINOSCOPE_MAX_PIXELS); k-NN's usual size \
+             is 224"
+        ));
+    }
     if !size.is_multiple_of(p) {
         let side = size / p * p;
         eprintln!("--size {size}: views cropped to {side}×{side}, whole {p}-pixel patches");
@@ -674,14 +696,35 @@ pub fn knn(
         ));
     }
     println!(
-        "train: {} images in {} classes; test: {} images in {} classes (matched by name)",
-        tr.len(),
-        tr_present.len(),
-        te.len(),
-        te_present.len()
+        "train: {} in {}; test: {} in {} (matched by name)",
+        counted(tr.len(), "image"),
+        counted(tr_present.len(), "class"),
+        counted(te.len(), "image"),
+        counted(te_present.len(), "class")
     );
-    let trf = dinoscope::train::knn::features(gpu, &vit, tr.as_ref(), 0, size, 64)?;
-    let mut tef = dinoscope::train::knn::features(gpu, &vit, te.as_ref(), 0, size, 64)?;
+    let trf = dinoscope::train::knn::features(gpu, &vit, tr.as_ref(), 0, size, KNN_BATCH)?;
+    let mut tef = dinoscope::train::knn::features(gpu, &vit, te.as_ref(), 0, size, KNN_BATCH)?;
+    // Unreadable images are skipped: a class may have lost all of its training images.
+    let tr_read: std::collections::BTreeSet<u32> = trf.labels.iter().copied().collect();
+    let te_read: std::collections::BTreeSet<u32> = tef.labels.iter().copied().collect();
+    let unreadable: Vec<&str> = te_read
+        .iter()
+        .filter(|&&l| {
+            to_train
+                .get(l as usize)
+                .copied()
+                .flatten()
+                .is_none_or(|t| !tr_read.contains(&t))
+        })
+        .filter_map(|&l| te_names.get(l as usize).map(String::as_str))
+        .collect();
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "{test}: test classes {unreadable:?} have no readable images in {train} (each of \
+             theirs failed to load; see the warnings above); k-NN can only predict classes it \
+             has seen"
+        ));
+    }
     for l in tef.labels.iter_mut() {
         *l = to_train
             .get(*l as usize)

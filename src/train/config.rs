@@ -516,6 +516,22 @@ impl TrainConfig {
                 return Err(format!("{name} is {v}; it must be a number ≥ 0"));
             }
         }
+        if let HeadInit::TruncNormal(std) = self.init.head {
+            // Values fall within ±2 (PyTorch's bounds): a far wider normal is mostly redrawn.
+            if !(std.is_finite() && std > 0.0 && std <= 1.0) {
+                return Err(format!(
+                    "init.head is TruncNormal({std}); its standard deviation must be in (0, 1] \
+                     (DINOv2: 0.02)"
+                ));
+            }
+        }
+        let ls = self.init.layerscale;
+        if self.model.layerscale && !(ls.is_finite() && ls.abs() <= 1.0) {
+            return Err(format!(
+                "init.layerscale is {ls}; LayerScale's starting γ must be a number in [-1, 1] \
+                 (DINOv2: 1e-5)"
+            ));
+        }
         for (name, (a, b)) in [("momentum", self.momentum)] {
             if !((0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b)) {
                 return Err(format!("{name} is ({a}, {b}); both ends must be in [0, 1]"));
@@ -712,5 +728,37 @@ mod tests {
             let err = c.validate().expect_err(says);
             assert!(err.contains(says), "{says}: {err}");
         }
+    }
+
+    /// Starting weights that cannot be drawn, or that would start the run with NaN, are
+    /// refused by the setting's name.
+    #[test]
+    fn impossible_starting_weights_are_refused() {
+        let base = TrainConfig::preset("debug").expect("preset");
+        type Break = fn(&mut TrainConfig);
+        let cases: [(&str, Break); 4] = [
+            ("TruncNormal(NaN)", |c| {
+                c.init.head = super::HeadInit::TruncNormal(f32::NAN)
+            }),
+            ("TruncNormal(0)", |c| {
+                c.init.head = super::HeadInit::TruncNormal(0.0)
+            }),
+            ("TruncNormal(5)", |c| {
+                c.init.head = super::HeadInit::TruncNormal(5.0)
+            }),
+            ("init.layerscale is NaN", |c| {
+                c.model.layerscale = true;
+                c.init.layerscale = f32::NAN;
+            }),
+        ];
+        for (says, break_it) in cases {
+            let mut c = base.clone();
+            break_it(&mut c);
+            let err = c.validate().expect_err(says);
+            assert!(err.contains(says), "{says}: {err}");
+        }
+        let mut c = base.clone();
+        c.init.head = super::HeadInit::TruncNormal(0.05);
+        assert!(c.validate().is_ok());
     }
 }

@@ -85,6 +85,8 @@ pub fn init_params(
             let gain = if layer == "4" { 1.0 } else { 2.0 };
             let std = (gain / fan_in as f32).sqrt();
             (0..n).map(|_| normal(&mut rng) * std).collect()
+        } else if let (HeadInit::TruncNormal(std), Some(_)) = (init.head, head_mlp_layer(name)) {
+            (0..n).map(|_| trunc_normal(&mut rng, std)).collect()
         } else if name.ends_with("cls_token") || name.ends_with("register_tokens") {
             (0..n).map(|_| normal(&mut rng) * token_std).collect()
         } else {
@@ -129,6 +131,32 @@ mod tests {
                 );
             }
             assert!(v["mask_token"].iter().all(|&x| x == 0.0));
+        }
+    }
+
+    #[test]
+    fn the_head_takes_the_truncated_normal_s_own_std() {
+        let layout = ParamLayout::new(&[
+            ("dino_head.mlp.0.weight".into(), vec![256, 128]),
+            ("blocks.0.mlp.fc1.weight".into(), vec![256, 128]),
+        ]);
+        for std in [0.02f32, 0.1] {
+            let init = InitConfig {
+                head: HeadInit::TruncNormal(std),
+                ..InitConfig::default()
+            };
+            let v = init_params(&layout, 3, &init, token_std(false));
+            let head = std_of(&v["dino_head.mlp.0.weight"]);
+            assert!(
+                (head / std - 1.0).abs() < 0.05,
+                "head std {head}, want {std}"
+            );
+            // The backbone's linear layers keep DINOv2's 0.02 whatever the head takes.
+            let backbone = std_of(&v["blocks.0.mlp.fc1.weight"]);
+            assert!(
+                (backbone / 0.02 - 1.0).abs() < 0.05,
+                "backbone std {backbone}"
+            );
         }
     }
 }

@@ -440,7 +440,7 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("train: 3 images in 2 classes; test: 2 images in 1 classes"),
+        text.contains("train: 3 images in 2 classes; test: 2 images in 1 class "),
         "{text}"
     );
     assert!(text.contains("100.00%"), "{text}");
@@ -460,6 +460,38 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
     let out = knn_at("same", "13");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--size 13"), "{err}");
+    // Views too large for the host's batch are refused before any is made.
+    let out = knn_at("same", "100000");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--size 100000") && err.contains("MAX_PIXELS"),
+        "{err}"
+    );
+    // A class whose every training picture is unreadable is refused like a missing one, not
+    // scored as misses.
+    put("lost", "zebra", &["chelsea"]);
+    std::fs::create_dir_all(dir.join("lost/apple")).expect("mkdir");
+    std::fs::write(dir.join("lost/apple/broken.png"), "not a picture").expect("write");
+    put("both", "apple", &["astronaut"]);
+    put("both", "zebra", &["coffee"]);
+    let out = dinoscope(&[
+        "knn",
+        "--weights",
+        "tests/fixtures/tiny_dinov2/model.safetensors",
+        "--train",
+        &path("lost"),
+        "--test",
+        &path("both"),
+        "--size",
+        "28",
+        "--k",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("[\"apple\"] have no readable images in"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
