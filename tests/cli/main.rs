@@ -90,3 +90,22 @@ fn version_and_shell_completions() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
 }
+
+/// A printing command whose reader has gone away ends quietly, as other tools do: no panic
+/// about a broken pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_a_printing_command_quietly() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["completions", "bash"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
