@@ -48,6 +48,42 @@ fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bo
     });
 }
 
+/// Whether `--json FILE` may be written, checked before a benchmark runs: its folder exists, and
+/// the file is new or an earlier benchmark's rows (a rerun replaces its own output; any other
+/// file is the user's, and stays).
+pub fn check_json_target(path: &std::path::Path) -> std::result::Result<(), String> {
+    let shown = path.display();
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent.filter(|d| !d.is_dir()) {
+        return Err(format!(
+            "--json {shown}: the folder {} does not exist",
+            dir.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(format!("--json {shown}: is a folder; give a file name"));
+    }
+    if !path.exists() {
+        return Ok(());
+    }
+    let ours = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| {
+            v.as_array().is_some_and(|rows| {
+                rows.iter()
+                    .all(|r| r.get("name").is_some() && r.get("rate").is_some())
+            })
+        });
+    if !ours {
+        return Err(format!(
+            "--json {shown}: the file exists and holds no benchmark's rows; it is left as it \
+             is (choose another file, or remove it)"
+        ));
+    }
+    Ok(())
+}
+
 /// Writes rows as JSON (for `--json FILE`).
 pub fn write_json(path: &std::path::Path, rows: &[Row]) -> std::result::Result<(), String> {
     let text = serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?;

@@ -503,6 +503,15 @@ mod cli {
 
     /// `dinoscope bench …`: runs one benchmark and writes its rows as JSON where asked.
     fn bench(cli: &Cli, what: &BenchWhat) -> Result<ExitCode, String> {
+        let json = match what {
+            BenchWhat::Vit { json, .. }
+            | BenchWhat::Train { json, .. }
+            | BenchWhat::Loader { json, .. }
+            | BenchWhat::Kernels { json, .. } => json,
+        };
+        if let Some(j) = json {
+            dinoscope::bench::check_json_target(j)?;
+        }
         match what {
             BenchWhat::Vit {
                 config,

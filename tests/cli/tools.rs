@@ -36,7 +36,34 @@ fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
         assert_eq!(r["unit"], "img/s");
         assert!(r["rate"].as_f64().expect("rate") > 0.0, "{r}");
     }
+    // A rerun replaces its own rows; a file that holds anything else is the user's and stays,
+    // and a folder that does not exist is named before the benchmark runs.
+    let again = |target: &Path| {
+        dinoscope(&[
+            "bench",
+            "loader",
+            "--batches",
+            "1",
+            "--json",
+            target.to_str().expect("utf-8 path"),
+        ])
+    };
+    assert!(again(&json).status.success());
+    let mine = tmp("bench_mine.ron");
+    std::fs::write(&mine, "(my: \"config\")").expect("write");
+    let out = again(&mine);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no benchmark's rows"), "{err}");
+    assert_eq!(std::fs::read_to_string(&mine).expect("kept"), "(my: \"config\")");
+    let out = again(&tmp("no_such_folder").join("rows.json"));
+    let (text, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success() && err.contains("does not exist"), "{err}");
+    assert!(!text.contains("thread:"), "ran before refusing: {text}");
     let _ = std::fs::remove_file(&json);
+    let _ = std::fs::remove_file(&mine);
 
     let missing = tmp("no_such_images");
     let out = dinoscope(&[
