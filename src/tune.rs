@@ -89,8 +89,15 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
     let Some(path) = cache_path(gpu) else {
         return Ok(0);
     };
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(0);
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
+            format!(
+                "{}: not a tuning cache (not UTF-8 text); run `dinoscope tune` again",
+                path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("{}: cannot read the tuning cache: {e}", path.display())),
     };
     let cache: TuneCache = ron::from_str(&text).map_err(|e| {
         format!(

@@ -404,5 +404,9 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         err.contains("tune-") && err.contains("dinoscope tune"),
         "{err}"
     );
+    // Bytes that are not text at all are reported the same way, not taken for no cache.
+    std::fs::write(&path, [0xff, 0xfe, 0x00]).expect("write");
+    let err = dinoscope::tune::load(&fresh).expect_err("not text");
+    assert!(err.contains("not UTF-8"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
