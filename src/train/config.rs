@@ -260,6 +260,9 @@ impl TrainConfig {
             "laptop" => include_str!("../../assets/configs/train_laptop.ron"),
             "vits14" => include_str!("../../assets/configs/train_vits14.ron"),
             // A path, not a preset name: the file is missing.
+            _ if Path::new(name).is_dir() => {
+                return Err(format!("{name}: is a folder, not a config file"));
+            }
             _ if name.ends_with(".ron")
                 || name.contains(std::path::MAIN_SEPARATOR)
                 || name.contains('/') =>
@@ -356,10 +359,20 @@ impl TrainConfig {
 
     /// Parses RON.
     pub fn from_ron(text: &str, name: &str) -> Result<TrainConfig, String> {
+        // Some editors start a UTF-8 file with a byte-order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut c: TrainConfig =
             ron::from_str(text).map_err(|e| format!("{name}: not a valid training config: {e}"))?;
         c.legacy_epoch_steps = None;
         c.validate().map_err(|e| format!("{name}: {e}"))?;
+        if c.warmup_steps >= c.steps {
+            log::warn!(
+                "{name}: warmup_steps {} is not below steps {}: the learning rate never reaches \
+                 base_lr",
+                c.warmup_steps,
+                c.steps
+            );
+        }
         Ok(c)
     }
 
@@ -531,6 +544,14 @@ impl TrainConfig {
                 "init.layerscale is {ls}; LayerScale's starting γ must be a number in [-1, 1] \
                  (DINOv2: 1e-5)"
             ));
+        }
+        let gram_weight = self.gram.as_ref().map_or(0.0, |g| g.weight);
+        if self.dino_weight + self.ibot_weight + self.koleo_weight + gram_weight == 0.0 {
+            return Err(
+                "dino_weight, ibot_weight and koleo_weight are all 0 (and no Gram loss): \
+                 nothing would be learned"
+                    .into(),
+            );
         }
         for (name, (a, b)) in [("momentum", self.momentum)] {
             if !((0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b)) {
@@ -760,5 +781,18 @@ mod tests {
         let mut c = base.clone();
         c.init.head = super::HeadInit::TruncNormal(0.05);
         assert!(c.validate().is_ok());
+    }
+
+    /// A file saved with a byte-order mark reads as without one; a recipe whose every loss
+    /// weighs 0 is refused.
+    #[test]
+    fn a_byte_order_mark_is_read_and_a_recipe_without_losses_refused() {
+        let base = TrainConfig::preset("debug").expect("preset");
+        let text = format!("\u{feff}{}", base.to_ron());
+        assert_eq!(TrainConfig::from_ron(&text, "bom.ron").expect("bom"), base);
+        let mut c = base.clone();
+        (c.dino_weight, c.ibot_weight, c.koleo_weight) = (0.0, 0.0, 0.0);
+        let err = c.validate().expect_err("no loss");
+        assert!(err.contains("all 0"), "{err}");
     }
 }
