@@ -721,7 +721,8 @@ async fn pick_adapter(
                 .find(|a| named(a.get_info()).name.to_lowercase().contains(&want))
                 .ok_or_else(|| {
                     GpuError::NoAdapter(format!(
-                        " matching '{name}'; available: {}",
+                        " whose name contains '{name}'; available (name, then backend in \
+                         parentheses, which --backend chooses): {}",
                         if names.is_empty() {
                             "none".to_string()
                         } else {
