@@ -49,8 +49,8 @@ fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bo
 }
 
 /// Whether `--json FILE` may be written, checked before a benchmark runs: its folder exists, and
-/// the file is new or an earlier benchmark's rows (a rerun replaces its own output; any other
-/// file is the user's, and stays).
+/// the file is new, empty or an earlier benchmark's rows (a rerun replaces its own output; any
+/// other file is the user's, and stays).
 pub fn check_json_target(path: &std::path::Path) -> std::result::Result<(), String> {
     let shown = path.display();
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -66,9 +66,15 @@ pub fn check_json_target(path: &std::path::Path) -> std::result::Result<(), Stri
     if !path.exists() {
         return Ok(());
     }
+    // An empty file (made by `touch` or `mktemp` for the rows) holds nothing to keep.
     let ours = std::fs::read(path)
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|b| {
+            if b.iter().all(u8::is_ascii_whitespace) {
+                return Some(serde_json::Value::Array(Vec::new()));
+            }
+            serde_json::from_slice::<serde_json::Value>(&b).ok()
+        })
         .is_some_and(|v| {
             v.as_array().is_some_and(|rows| {
                 rows.iter()

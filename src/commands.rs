@@ -310,6 +310,9 @@ pub fn train(
     } else {
         Some(TrainConfig::load(config)?.with_steps(steps)?)
     };
+    if let Some(w) = fresh.as_ref().and_then(TrainConfig::warm_up_warning) {
+        log::warn!("{config}: {w}");
+    }
     let root = Path::new("runs");
     // A new folder of our own: runs/latest points at it once its first step is done, and it
     // goes again if the run fails before then (a wrong --data), so that `--resume` still finds
@@ -625,6 +628,9 @@ fn labelled(
 /// Images whose features `knn` takes in one batch.
 const KNN_BATCH: usize = 64;
 
+/// Host memory one batch of `knn`'s views may take (f32 RGB): views up to 1,672 pixels a side.
+const KNN_BATCH_BYTES: u64 = 2 << 30;
+
 /// `n` and the noun, plural unless `n` is 1 ("class" → "classes").
 fn counted(n: usize, noun: &str) -> String {
     match (n, noun.ends_with('s')) {
@@ -645,14 +651,16 @@ pub fn knn(
 ) -> Result<ExitCode, String> {
     let vit = load_model_as(gpu, weights, config, dtype)?;
     let p = at_least_a_patch(size, &vit, weights)?;
-    // Features are taken 64 views at a time, each size × size × 3 floats on the host.
-    let batch_pixels = (KNN_BATCH * size * size) as u64;
-    let limit = dinoscope::data::image::max_pixels();
-    if batch_pixels > limit {
+    // Features are taken KNN_BATCH views at a time, each size × size × 3 floats on the host.
+    let batch_bytes = (KNN_BATCH as u64)
+        .saturating_mul((size as u64).saturating_mul(size as u64))
+        .saturating_mul(12);
+    if batch_bytes > KNN_BATCH_BYTES {
         return Err(format!(
-            "--size {size}: a batch of {KNN_BATCH} views of {size}×{size} holds {batch_pixels} \
-             pixels, more than the {limit} allowed (DINOSCOPE_MAX_PIXELS); k-NN's usual size \
-             is 224"
+            "--size {size}: a batch of {KNN_BATCH} views of {size}×{size} would take {:.1} GiB \
+             of memory, more than the {} GiB k-NN gives one (its usual size is 224)",
+            batch_bytes as f64 / (1u64 << 30) as f64,
+            KNN_BATCH_BYTES >> 30
         ));
     }
     if !size.is_multiple_of(p) {

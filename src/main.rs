@@ -608,22 +608,30 @@ mod cli {
     pub fn main() -> ExitCode {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
         let cli = Cli::parse();
-        // A command that prints ends quietly, as other tools do, when the reader of its output
-        // goes away (`| head`). Training and the app keep the write errors instead: a closed
-        // pipe must not end a run before its checkpoint.
-        let runs = matches!(
+        // A command that only prints ends quietly, as other tools do, when the reader of its
+        // output goes away (`| head`). The others keep the write errors instead: a closed pipe
+        // must not end a run before its checkpoint, nor a first-run calibration part way.
+        let prints = matches!(
             &cli.command,
-            None | Some(Command::App { .. } | Command::Train { .. })
+            Some(
+                Command::Completions { .. }
+                    | Command::Info
+                    | Command::Plan { .. }
+                    | Command::Bench {
+                        what: BenchWhat::Loader { .. },
+                        ..
+                    }
+            )
         );
         #[cfg(unix)]
-        if !runs {
+        if prints {
             // SAFETY: restores the default action of one signal before any thread starts.
             unsafe {
                 libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             }
         }
         #[cfg(not(unix))]
-        let _ = runs;
+        let _ = prints;
         let result = match &cli.command {
             None => run_app(false, None, 0, &[]),
             Some(Command::App {

@@ -97,7 +97,12 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
             )
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(format!("{}: cannot read the tuning cache: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "{}: cannot read the tuning cache: {e}",
+                path.display()
+            ))
+        }
     };
     let cache: TuneCache = ron::from_str(&text).map_err(|e| {
         format!(

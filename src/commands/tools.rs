@@ -108,6 +108,15 @@ pub fn plan(
     })
 }
 
+/// A line of `tune`'s report on stdout. A reader that went away (`| head`) does not stop the
+/// tune: the cache it writes is what it is for.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// `dinoscope tune`: the fastest matmul plan of every product the configs' steps run, and the
 /// fastest kernels of every attention pass, cached.
 pub fn tune(
@@ -139,16 +148,20 @@ pub fn tune(
             }
         }
     }
-    println!(
+    say!(
         "adapter: {} ({:?}); {} products, {} repetitions each",
         gpu.info.name,
         gpu.info.backend,
         dims.len(),
         reps.max(1)
     );
-    println!(
+    say!(
         "{:<38} {:>16} {:>10} {:>18} {:>10}",
-        "product (m,n,k,batch,ta,tb type)", "default", "ms", "best", "ms"
+        "product (m,n,k,batch,ta,tb type)",
+        "default",
+        "ms",
+        "best",
+        "ms"
     );
     // The cache is written after every product, so a tune stopped part way (a time limit, a
     // kill) keeps what it measured; Ctrl-C stops it after the product being timed, with the
@@ -174,7 +187,7 @@ pub fn tune(
             save_error.get_or_insert(e);
         }
         let d = &t.dims;
-        println!(
+        say!(
             "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
             format!(
                 "{},{},{},{},{},{} {}",
@@ -205,7 +218,7 @@ pub fn tune(
     } else {
         String::new()
     };
-    println!(
+    say!(
         "all products{of}: {:.3} ms with the defaults, {:.3} ms tuned",
         before * 1e3,
         after * 1e3
@@ -213,9 +226,13 @@ pub fn tune(
     if stopping().is_break() {
         return interrupted(gpu, save_error, "attention passes not timed");
     }
-    println!(
+    say!(
         "{:<38} {:>16} {:>10} {:>18} {:>10}",
-        "attention (pass heads,nq,nk,d type)", "default", "ms", "best", "ms"
+        "attention (pass heads,nq,nk,d type)",
+        "default",
+        "ms",
+        "best",
+        "ms"
     );
     let attn = dinoscope::tune::tune_attention(gpu, &calls, reps.max(1), |t| {
         if let Err(e) = dinoscope::tune::save(gpu) {
@@ -227,7 +244,7 @@ pub fn tune(
         } else {
             "f32"
         };
-        println!(
+        say!(
             "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
             format!(
                 "{pass} {},{},{},{} {ty}",
@@ -251,7 +268,7 @@ pub fn tune(
     } else {
         String::new()
     };
-    println!(
+    say!(
         "all attention passes{of}: {:.3} ms with the defaults, {:.3} ms tuned",
         before * 1e3,
         after * 1e3
@@ -263,7 +280,7 @@ pub fn tune(
         return Err(format!("the tuning cache could not be written: {e}"));
     }
     let path = dinoscope::tune::save(gpu)?;
-    println!("saved {}", path.display());
+    say!("saved {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -274,7 +291,7 @@ fn interrupted(gpu: &Gpu, save_error: Option<String>, left: &str) -> Result<Exit
         return Err(format!("the tuning cache could not be written: {e}"));
     }
     let path = dinoscope::tune::save(gpu)?;
-    println!(
+    say!(
         "interrupted ({left}); what was timed is saved in {}",
         path.display()
     );

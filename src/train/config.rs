@@ -312,6 +312,16 @@ impl TrainConfig {
         Ok(self)
     }
 
+    /// A warning for a run whose learning-rate warm-up lasts as long as the run itself.
+    pub fn warm_up_warning(&self) -> Option<String> {
+        (self.warmup_steps >= self.steps).then(|| {
+            format!(
+                "warmup_steps {} is not below steps {}: the learning rate never reaches base_lr",
+                self.warmup_steps, self.steps
+            )
+        })
+    }
+
     /// Whether `other` is this config but for the run's length and what follows it (`--steps`
     /// and `--time-limit` change those): the same model, data, losses and rates.
     pub fn same_recipe(&self, other: &TrainConfig) -> bool {
@@ -365,14 +375,6 @@ impl TrainConfig {
             ron::from_str(text).map_err(|e| format!("{name}: not a valid training config: {e}"))?;
         c.legacy_epoch_steps = None;
         c.validate().map_err(|e| format!("{name}: {e}"))?;
-        if c.warmup_steps >= c.steps {
-            log::warn!(
-                "{name}: warmup_steps {} is not below steps {}: the learning rate never reaches \
-                 base_lr",
-                c.warmup_steps,
-                c.steps
-            );
-        }
         Ok(c)
     }
 

@@ -464,7 +464,7 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
     let out = knn_at("same", "100000");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("--size 100000") && err.contains("MAX_PIXELS"),
+        !out.status.success() && err.contains("--size 100000") && err.contains("GiB"),
         "{err}"
     );
     // A class whose every training picture is unreadable is refused like a missing one, not

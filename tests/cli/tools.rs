@@ -53,14 +53,23 @@ fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
     std::fs::write(&mine, "(my: \"config\")").expect("write");
     let out = again(&mine);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no benchmark's rows"), "{err}");
-    assert_eq!(std::fs::read_to_string(&mine).expect("kept"), "(my: \"config\")");
+    assert!(
+        !out.status.success() && err.contains("no benchmark's rows"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&mine).expect("kept"),
+        "(my: \"config\")"
+    );
     let out = again(&tmp("no_such_folder").join("rows.json"));
     let (text, err) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(!out.status.success() && err.contains("does not exist"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("does not exist"),
+        "{err}"
+    );
     assert!(!text.contains("thread:"), "ran before refusing: {text}");
     let _ = std::fs::remove_file(&json);
     let _ = std::fs::remove_file(&mine);
