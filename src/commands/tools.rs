@@ -125,29 +125,7 @@ pub fn tune(
     (batch, precision): (Option<usize>, Option<&str>),
     reps: usize,
 ) -> Result<ExitCode, String> {
-    use dinoscope::train::config::TrainConfig;
-    let mut dims = Vec::new();
-    let mut calls = Vec::new();
-    for c in configs {
-        let cfg = TrainConfig::load(c)?.with_overrides(batch, None, precision)?;
-        for call in dinoscope::tune::attention_calls(gpu, &cfg)? {
-            let key = |(p, d, t): &dinoscope::tune::AttnCall| {
-                dinoscope::kernels::attention_plan::key(p, d, *t)
-            };
-            if !calls.iter().any(|c| key(c) == key(&call)) {
-                calls.push(call);
-            }
-        }
-        for (d, t) in dinoscope::tune::products(gpu, &cfg)? {
-            let key = d.key_for(t);
-            if !dims
-                .iter()
-                .any(|(x, u): &(dinoscope::kernels::matmul::MatmulDims, _)| x.key_for(*u) == key)
-            {
-                dims.push((d, t));
-            }
-        }
-    }
+    let (dims, calls) = tune_targets(gpu, configs, batch, precision)?;
     say!(
         "adapter: {} ({:?}); {} products, {} repetitions each",
         gpu.info.name,
@@ -186,28 +164,7 @@ pub fn tune(
         if let Err(e) = dinoscope::tune::save(gpu) {
             save_error.get_or_insert(e);
         }
-        let d = &t.dims;
-        say!(
-            "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
-            format!(
-                "{},{},{},{},{},{} {}",
-                d.m,
-                d.n,
-                d.k,
-                d.batch,
-                u8::from(d.trans_a),
-                u8::from(d.trans_b),
-                if t.dtype == dinoscope::gpu::DType::F16 {
-                    "f16"
-                } else {
-                    "f32"
-                }
-            ),
-            t.default.0.name(),
-            t.default.1 * 1e3,
-            t.best.0.name(),
-            t.best.1 * 1e3
-        );
+        product_row(t);
         stopping()
     })?;
     let (before, after): (f64, f64) = tuned
@@ -238,26 +195,7 @@ pub fn tune(
         if let Err(e) = dinoscope::tune::save(gpu) {
             save_error.get_or_insert(e);
         }
-        let (pass, d, dtype) = &t.call;
-        let ty = if *dtype == dinoscope::gpu::DType::F16 {
-            "f16"
-        } else {
-            "f32"
-        };
-        say!(
-            "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
-            format!(
-                "{pass} {},{},{},{} {ty}",
-                d.batch * d.heads,
-                d.n_q,
-                d.n_k,
-                d.head_dim
-            ),
-            t.default.0,
-            t.default.1 * 1e3,
-            t.best.0,
-            t.best.1 * 1e3
-        );
+        attention_row(t);
         stopping()
     })?;
     let (before, after): (f64, f64) = attn
@@ -282,6 +220,98 @@ pub fn tune(
     let path = dinoscope::tune::save(gpu)?;
     say!("saved {}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `tune` times: products (with their operands' type) and attention passes.
+type TuneTargets = (
+    Vec<(
+        dinoscope::kernels::matmul::MatmulDims,
+        dinoscope::gpu::DType,
+    )>,
+    Vec<dinoscope::tune::AttnCall>,
+);
+
+/// The products and attention passes of the configs' training steps, each once.
+fn tune_targets(
+    gpu: &Gpu,
+    configs: &[String],
+    batch: Option<usize>,
+    precision: Option<&str>,
+) -> Result<TuneTargets, String> {
+    use dinoscope::train::config::TrainConfig;
+    let mut dims = Vec::new();
+    let mut calls = Vec::new();
+    for c in configs {
+        let cfg = TrainConfig::load(c)?.with_overrides(batch, None, precision)?;
+        for call in dinoscope::tune::attention_calls(gpu, &cfg)? {
+            let key = |(p, d, t): &dinoscope::tune::AttnCall| {
+                dinoscope::kernels::attention_plan::key(p, d, *t)
+            };
+            if !calls.iter().any(|c| key(c) == key(&call)) {
+                calls.push(call);
+            }
+        }
+        for (d, t) in dinoscope::tune::products(gpu, &cfg)? {
+            let key = d.key_for(t);
+            if !dims
+                .iter()
+                .any(|(x, u): &(dinoscope::kernels::matmul::MatmulDims, _)| x.key_for(*u) == key)
+            {
+                dims.push((d, t));
+            }
+        }
+    }
+    Ok((dims, calls))
+}
+
+/// A product's line of `tune`'s report: its shape, the default plan and the fastest, timed.
+fn product_row(t: &dinoscope::tune::Tuned) {
+    let d = &t.dims;
+    say!(
+        "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
+        format!(
+            "{},{},{},{},{},{} {}",
+            d.m,
+            d.n,
+            d.k,
+            d.batch,
+            u8::from(d.trans_a),
+            u8::from(d.trans_b),
+            if t.dtype == dinoscope::gpu::DType::F16 {
+                "f16"
+            } else {
+                "f32"
+            }
+        ),
+        t.default.0.name(),
+        t.default.1 * 1e3,
+        t.best.0.name(),
+        t.best.1 * 1e3
+    );
+}
+
+/// An attention pass's line of `tune`'s report: the pass, the default variant and the fastest.
+fn attention_row(t: &dinoscope::tune::TunedAttention) {
+    let (pass, d, dtype) = &t.call;
+    let ty = if *dtype == dinoscope::gpu::DType::F16 {
+        "f16"
+    } else {
+        "f32"
+    };
+    say!(
+        "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
+        format!(
+            "{pass} {},{},{},{} {ty}",
+            d.batch * d.heads,
+            d.n_q,
+            d.n_k,
+            d.head_dim
+        ),
+        t.default.0,
+        t.default.1 * 1e3,
+        t.best.0,
+        t.best.1 * 1e3
+    );
 }
 
 /// The end of a tune that Ctrl-C stopped: what it timed is in the cache (written after each

@@ -247,13 +247,14 @@ fn vulkan_device_local(_gpu: &Gpu) -> Option<u64> {
     None
 }
 
-/// Parses "4GiB", "512 MiB", "4G", "4096M" or a byte count.
+/// Parses "4GiB", "512 MiB", "4G", "4096M", "1.5e3M" or a byte count (K, M and G count in
+/// 1,024s, with or without "iB" or "B"); a GPU's memory, so at least 1 MiB.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    // The unit is the letters at the end; the number before it may have an exponent.
+    let split = t.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len();
     let (num, unit) = t.split_at(split);
+    let num = num.trim();
     let v: f64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a size (use e.g. 4GiB, 512MiB or a byte count)"))?;
@@ -267,7 +268,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("'{s}': a size must be positive"));
     }
-    Ok((v * mult) as u64)
+    let bytes = (v * mult) as u64;
+    if bytes < 1 << 20 {
+        return Err(format!("'{s}': less than 1 MiB, not a GPU's memory"));
+    }
+    Ok(bytes)
 }
 
 /// Bytes as GiB or MiB.
@@ -307,4 +312,23 @@ pub fn advice(gpu: &Gpu, cfg: &TrainConfig, budget: u64) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_with_units_exponents_and_a_floor() {
+        let g = 1u64 << 30;
+        assert_eq!(parse_size("4GiB"), Ok(4 * g));
+        assert_eq!(parse_size(" 512 MiB "), Ok(512 << 20));
+        assert_eq!(parse_size("4G"), Ok(4 * g));
+        assert_eq!(parse_size("1.5e3M"), Ok(1500 << 20));
+        assert_eq!(parse_size("1e99GiB"), Ok(u64::MAX));
+        assert_eq!(parse_size("1073741824"), Ok(g));
+        for bad in ["1KiB", "4 apples", "GiB", "-1G", "NaN G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }
