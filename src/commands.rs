@@ -640,6 +640,25 @@ fn counted(n: usize, noun: &str) -> String {
     }
 }
 
+/// The names of the test classes in `test` whose train class (by `to_train`) is not in `train`.
+fn unmatched<'a>(
+    test: &std::collections::BTreeSet<u32>,
+    train: &std::collections::BTreeSet<u32>,
+    to_train: &[Option<u32>],
+    te_names: &'a [String],
+) -> Vec<&'a str> {
+    test.iter()
+        .filter(|&&l| {
+            to_train
+                .get(l as usize)
+                .copied()
+                .flatten()
+                .is_none_or(|t| !train.contains(&t))
+        })
+        .filter_map(|&l| te_names.get(l as usize).map(String::as_str))
+        .collect()
+}
+
 /// `dinoscope knn`.
 pub fn knn(
     gpu: &Gpu,
@@ -686,17 +705,7 @@ pub fn knn(
         (0..d.len()).filter_map(|i| d.label(i)).collect()
     };
     let (tr_present, te_present) = (present(tr.as_ref()), present(te.as_ref()));
-    let missing: Vec<&str> = te_present
-        .iter()
-        .filter(|&&l| {
-            to_train
-                .get(l as usize)
-                .copied()
-                .flatten()
-                .is_none_or(|t| !tr_present.contains(&t))
-        })
-        .filter_map(|&l| te_names.get(l as usize).map(String::as_str))
-        .collect();
+    let missing = unmatched(&te_present, &tr_present, &to_train, &te_names);
     if !missing.is_empty() {
         return Err(format!(
             "{test}: test classes {missing:?} have no images in {train}; k-NN can only predict \
@@ -715,17 +724,7 @@ pub fn knn(
     // Unreadable images are skipped: a class may have lost all of its training images.
     let tr_read: std::collections::BTreeSet<u32> = trf.labels.iter().copied().collect();
     let te_read: std::collections::BTreeSet<u32> = tef.labels.iter().copied().collect();
-    let unreadable: Vec<&str> = te_read
-        .iter()
-        .filter(|&&l| {
-            to_train
-                .get(l as usize)
-                .copied()
-                .flatten()
-                .is_none_or(|t| !tr_read.contains(&t))
-        })
-        .filter_map(|&l| te_names.get(l as usize).map(String::as_str))
-        .collect();
+    let unreadable = unmatched(&te_read, &tr_read, &to_train, &te_names);
     if !unreadable.is_empty() {
         return Err(format!(
             "{test}: test classes {unreadable:?} have no readable images in {train} (each of \
