@@ -240,6 +240,25 @@ fn a_corrupt_image_in_the_folder_is_skipped_and_counted_while_training_goes_on()
         .notices
         .iter()
         .any(|n| n.text.contains("checkpoint at step 2")));
+    // The run folder records its data: resumed with the data field empty, the run goes on with
+    // the folder it trained on, not the bundled set.
+    let seen = app.notices.len();
+    app.data_field.clear();
+    app.start(Some(dir.join("run")));
+    assert!(frames_until(&ctx, &mut app, |a| {
+        a.state == RunState::Ended
+    }));
+    assert!(errors(&app).is_empty(), "{:?}", errors(&app));
+    let started: Vec<&str> = app.notices[seen..]
+        .iter()
+        .map(|n| n.text.as_str())
+        .filter(|t| t.starts_with("training on"))
+        .collect();
+    let folder = data.display().to_string();
+    assert!(
+        started.len() == 1 && started[0].contains(&folder),
+        "{started:?} should name {folder}"
+    );
 }
 
 #[test]

@@ -12,8 +12,7 @@ use crate::train::budget::{Budget, Fit};
 use crate::train::config::TrainConfig;
 use crate::train::run::EvalSets;
 use crate::train::trainer::{StepMetrics, Trainer};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 /// Probe images shown in the live attention grid.
 pub const PROBES: usize = 8;
@@ -57,12 +56,27 @@ pub struct Session {
     budget: Option<Budget>,
     /// Steps done when the session started.
     start_step: u64,
+    /// The data it trains on (`None`: the bundled set), recorded in the run folder at its first
+    /// checkpoint so that a resumption continues on it.
+    #[cfg(not(target_arch = "wasm32"))]
+    data: Option<PathBuf>,
+    /// Whether that record is written.
+    #[cfg(not(target_arch = "wasm32"))]
+    data_recorded: std::cell::Cell<bool>,
 }
 
-fn open_data(source: &DataSource) -> Result<(Arc<dyn Dataset>, EvalSets), String> {
-    match source {
-        DataSource::Bundled => crate::train::run::datasets(None),
-        DataSource::Path(p) => crate::train::run::datasets(Some(p)),
+/// The data a run trains on (`None`: the bundled set): the settings' for a new run; for a
+/// resumed run folder, the one it recorded unless the settings name a folder (as `--data` does
+/// for `dinoscope train --resume`).
+fn chosen_data(source: &DataSource, origin: &Origin) -> Result<Option<PathBuf>, String> {
+    let given = match source {
+        DataSource::Bundled => None,
+        DataSource::Path(p) => Some(p.as_path()),
+    };
+    match origin {
+        #[cfg(not(target_arch = "wasm32"))]
+        Origin::Folder(dir) => crate::train::run::resumed_data(dir, given),
+        _ => Ok(given.map(Path::to_path_buf)),
     }
 }
 
@@ -145,7 +159,8 @@ impl Session {
                 (t, cfg)
             }
         };
-        let (train, eval) = open_data(&settings.data)?;
+        let data = chosen_data(&settings.data, &origin)?;
+        let (train, eval) = crate::train::run::datasets(data.as_deref())?;
         let mut loader_cfg = cfg.loader_config();
         // A time limit may move the Gram loss's start earlier: every batch then holds its crops.
         if budget.is_some() {
@@ -177,6 +192,10 @@ impl Session {
             },
             skipped_total: 0,
             data_description,
+            #[cfg(not(target_arch = "wasm32"))]
+            data,
+            #[cfg(not(target_arch = "wasm32"))]
+            data_recorded: std::cell::Cell::new(false),
         })
     }
 
@@ -341,6 +360,10 @@ impl Session {
             .clone()
             .ok_or_else(|| "no run folder is set".to_string())?;
         crate::train::run::save_checkpoint(&dir, self.config(), &self.trainer)?;
+        if !self.data_recorded.get() {
+            crate::train::run::record_data(&dir, self.data.as_deref())?;
+            self.data_recorded.set(true);
+        }
         Ok(dir)
     }
 }

@@ -355,8 +355,9 @@ fn remove_checkpoints(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes which data the run in `dir` trains on (`None`: the bundled set), for its resumption.
 #[cfg(not(target_arch = "wasm32"))]
-fn record_data(dir: &Path, data: Option<&Path>) -> Result<(), String> {
+pub(crate) fn record_data(dir: &Path, data: Option<&Path>) -> Result<(), String> {
     let path = data.map(|d| crate::io::full_path(d).to_string_lossy().to_string());
     let p = dir.join(DATA_RECORD);
     crate::io::write_atomic(
@@ -370,7 +371,7 @@ fn record_data(dir: &Path, data: Option<&Path>) -> Result<(), String> {
 /// the run recorded other data; else the data it recorded. A run folder without the record
 /// (older ones) continues on `given` or the bundled set, as before.
 #[cfg(not(target_arch = "wasm32"))]
-fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<Option<PathBuf>, String> {
+pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<Option<PathBuf>, String> {
     let p = dir.join(DATA_RECORD);
     let recorded = match std::fs::read(&p) {
         Ok(bytes) => {
