@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Everything a lent GPU machine should measure, in one call of under ten minutes, so that a short
-# lease is spent on measuring and not on setting up: the kernel checks, the dinoscope ÷ PyTorch
-# ratio table (bench/compare.sh, the full suite) and a learning run of the `fmnist` preset on the
-# full Fashion-MNIST with k-NN on all 60,000 → 10,000 images, its schedule fitted to LEARN_S.
+# Everything a GPU machine that is reachable only briefly should measure, in one remote call of
+# under ten minutes, so its time is spent on measuring and not on setting up: the kernel checks,
+# the dinoscope ÷ PyTorch ratio table (bench/compare.sh, the full suite) and a learning run of the
+# `fmnist` preset on the full Fashion-MNIST with k-NN on all 60,000 → 10,000 images, its schedule
+# fitted to LEARN_S.
 #
 # Prepare here (the repository root; .bin/ and .gl/ are git-ignored):
 #   cargo build --release && mkdir -p .bin && xz -T2 -3 -c target/release/dinoscope > .bin/dinoscope.xz
 #   mkdir -p .bin/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz .bin/fashion-mnist/
-#   (Debian's dataset-fashion-mnist), and the Vulkan loader packages in .gl/ as the device tool's
-#   README says. The binary travels compressed: the working tree, the binary and the data must
-#   stay under the 64 MiB a call carries (strip the binary and use `xz -9e`; the training images
-#   may travel as plain IDX compressed with xz, train-images-idx3-ubyte.xz, unpacked there).
-# PHASES (default "bench learn tune") picks the parts, so a lease can be split over two calls:
+#   (Debian's dataset-fashion-mnist), and, for a machine with the NVIDIA driver but no Vulkan
+#   loader, Debian's libvulkan1 (and its dependencies) as .deb files in .gl/, unpacked there. The
+#   binary travels compressed: where the call carries at most 64 MiB, the working tree, the binary
+#   and the data must fit (strip the binary and use `xz -9e`; the training images may travel as
+#   plain IDX compressed with xz, train-images-idx3-ubyte.xz, unpacked there).
+# PHASES (default "bench learn tune") picks the parts, so the time can be split over two calls:
 # e.g. PHASES="bench tune" first, then PHASES=learn with the time that is left.
-# Then run `bash bench/device_session.sh` there, carrying .bin and .gl, with a limit of 600 s.
+# Then run `bash bench/device_session.sh` there, with .bin and .gl, with a limit of 600 s.
 # Every result is written to $OUT as soon as it exists (summary.txt first), so a call stopped at
 # its limit still returns what was measured; device.tgz at the end holds the full logs.
 #
@@ -68,7 +70,7 @@ if [ "$info_rc" != 0 ]; then
   info_rc=$?
   [ "$info_rc" = 0 ] && log "the rest runs with DINOSCOPE_CALIBRATE=0 (the defaults, uncalibrated)"
 fi
-if [ "$info_rc" != 0 ]; then  # no adapter: say so at once, and keep the lease for a fixed rerun
+if [ "$info_rc" != 0 ]; then  # no adapter: say so at once, and keep the time for a fixed rerun
   log "info failed ($info_rc)"; tail -20 "$WORK/adapter.txt" >> "$SUMMARY"; exit 1
 fi
 # Whether the f16 products run on cooperative matrices (or why the probe turned them off).

@@ -434,6 +434,8 @@ struct Progress {
     fitted: bool,
     batch: usize,
     last: std::time::Instant,
+    /// The throughput over the last steps.
+    rate: dinoscope::train::rate::StepRate,
     /// Mixed precision: (steps, skipped, last loss scale).
     scaled: (u64, u64, f32),
 }
@@ -451,6 +453,7 @@ impl Progress {
             fitted,
             batch,
             last: std::time::Instant::now(),
+            rate: Default::default(),
             scaled: (0, 0, 0.0),
         }
     }
@@ -459,8 +462,9 @@ impl Progress {
     /// length, which the bar learns at its first step).
     fn step(&mut self, m: &dinoscope::train::trainer::StepMetrics, steps: u64) {
         let bar = &self.bar;
-        let dt = self.last.elapsed().as_secs_f64().max(1e-9);
+        let dt = self.last.elapsed().as_secs_f64();
         self.last = std::time::Instant::now();
+        let rate = self.rate.push(self.batch as f64, dt);
         if bar.length() != Some(steps) {
             if self.fitted {
                 let line = format!(
@@ -488,12 +492,7 @@ impl Progress {
         };
         bar.set_message(format!(
             "loss {:.4} (dino {:.4} ibot {:.4} koleo {:.4}) lr {:.2e}{scale} {:.1} img/s",
-            m.loss,
-            m.dino,
-            m.ibot,
-            m.koleo,
-            m.lr,
-            self.batch as f64 / dt
+            m.loss, m.dino, m.ibot, m.koleo, m.lr, rate
         ));
     }
 }

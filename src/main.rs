@@ -41,7 +41,7 @@ mod cli {
             #[arg(long, default_value_t = 3)]
             after_steps: u64,
             /// A setting over the first-run defaults, KEY=VALUE (repeatable): train, preset,
-            /// batch, width, depth, locals, steps, maps, seed.
+            /// batch, width, depth, locals, steps, minutes, eval, maps, seed.
             #[arg(long = "set", value_name = "KEY=VALUE")]
             set: Vec<String>,
         },
@@ -229,10 +229,10 @@ mod cli {
             #[arg(long, default_value_t = 3)]
             reps: usize,
         },
-        /// Hands a run on to another trainer: `--to dinov2` writes the official DINOv2 trainer's
-        /// config.yaml with this run's values, the student, teacher and heads under the official
-        /// module names, and a script that makes the checkpoint the trainer and its evaluation
-        /// scripts load.
+        /// Hands a run on: `--to dinov2` writes the official DINOv2 trainer's config.yaml with
+        /// this run's values, the student, teacher and heads under the official module names,
+        /// and a script that makes the checkpoint the trainer and its evaluation scripts load;
+        /// `--to hf` writes the teacher backbone as a model folder transformers' AutoModel loads.
         Export {
             /// Run folder (its newest checkpoint that verifies is exported).
             run: PathBuf,

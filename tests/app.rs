@@ -452,6 +452,23 @@ fn point(step: u64, loss: f32) -> LogPoint {
 }
 
 #[test]
+fn the_status_throughput_is_images_over_time() {
+    let Some(mut app) = app() else { return };
+    for (i, r) in [1000.0, 10.0].into_iter().enumerate() {
+        let mut p = point(i as u64, 1.0);
+        p.images_per_s = r;
+        app.history.points.push(p);
+    }
+    // Two steps of equal batches at 1000 and 10 img/s took 1/1000 + 1/10 of a batch's seconds.
+    let expected = 2.0 / (1.0 / 1000.0 + 1.0 / 10.0);
+    assert!(
+        (app.throughput() - expected).abs() < 1e-3,
+        "{}",
+        app.throughput()
+    );
+}
+
+#[test]
 fn curves_export_smooth_and_log_scale() {
     let mut h = History::default();
     for (i, l) in [4.0, 2.0, 1.0].into_iter().enumerate() {

@@ -1,5 +1,5 @@
 //! `dinoscope export RUN --to dinov2`: the official trainer's config with the run's values, the
-//! weights under the official module names and shapes (spec §9.1, §9.4), refusals. No GPU.
+//! weights under the official module names and shapes (`SSLMetaArch`'s state dict), refusals. No GPU.
 
 use dinoscope::train::config::TrainConfig;
 use dinoscope::train::export::{config_yaml, epoch_length, export_dinov2, official_tensors};

@@ -356,13 +356,18 @@ impl DinoscopeApp {
         }
     }
 
-    /// Images per second over the last few steps.
+    /// Images per second over the last few steps: their images over their time (the
+    /// harmonic mean of their rates, as every step has the same batch).
     pub fn throughput(&self) -> f32 {
         let n = self.history.points.len();
-        let recent = &self.history.points[n.saturating_sub(10)..];
+        let recent: Vec<f32> = self.history.points[n.saturating_sub(10)..]
+            .iter()
+            .map(|p| p.images_per_s)
+            .filter(|&r| r > 0.0)
+            .collect();
         if recent.is_empty() {
             return 0.0;
         }
-        recent.iter().map(|p| p.images_per_s).sum::<f32>() / recent.len() as f32
+        recent.len() as f32 / recent.iter().map(|r| 1.0 / r).sum::<f32>()
     }
 }

@@ -22,7 +22,8 @@ pub const PROBES: usize = 8;
 pub struct LogPoint {
     /// The step's metrics.
     pub metrics: StepMetrics,
-    /// Images per second over this step (data loading included).
+    /// Images per second over this step and the few before it (data loading included;
+    /// `train::rate`).
     pub images_per_s: f32,
     /// Unreadable images skipped in this step's batch.
     pub skipped: usize,
@@ -259,21 +260,19 @@ impl Session {
         Ok((pending, batch.skipped))
     }
 
-    /// Reads a submitted step's metrics back (native); `since` is when its time started: when
-    /// the host began on it, or read the step before when the two overlapped.
+    /// Reads a submitted step's metrics back (native); the caller times it
+    /// (`LogPoint::images_per_s` is 0 here).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn finish(
         &self,
         pending: crate::train::trainer::PendingStep,
         skipped: usize,
-        since: web_time::Instant,
     ) -> Result<LogPoint, String> {
         let metrics =
             pollster::block_on(pending.read(self.gpu)).map_err(|e| gpu_message(&e.to_string()))?;
-        let dt = since.elapsed().as_secs_f32().max(1e-6);
         self.check_finite(&metrics)?;
         Ok(LogPoint {
-            images_per_s: self.config().batch_size as f32 / dt,
+            images_per_s: 0.0,
             metrics,
             skipped,
         })

@@ -35,6 +35,8 @@ pub struct WebRun {
     pub session: Rc<Session>,
     gpu: &'static Gpu,
     in_flight: Option<InFlight>,
+    /// The throughput over the last steps.
+    rate: crate::train::rate::StepRate,
     snapshot: Option<Task<Result<Snapshot, String>>>,
     snapshot_due: bool,
     evaluation: Option<Evaluating>,
@@ -104,6 +106,7 @@ impl WebRun {
             session: Rc::new(session),
             gpu,
             in_flight: None,
+            rate: Default::default(),
             snapshot: None,
             snapshot_due: false,
             evaluation: None,
@@ -186,8 +189,8 @@ impl WebRun {
                         return out;
                     }
                     Some(Ok(m)) => {
-                        let dt = started.elapsed().as_secs_f32().max(1e-6);
-                        let batch = self.session.config().batch_size as f32;
+                        let dt = started.elapsed().as_secs_f64();
+                        let batch = self.session.config().batch_size as f64;
                         if let Err(e) = self.session.check_finite(&m) {
                             out.error = Some(e);
                             return out;
@@ -195,7 +198,7 @@ impl WebRun {
                         let done = m.step + 1;
                         out.points.push(LogPoint {
                             metrics: m,
-                            images_per_s: batch / dt,
+                            images_per_s: self.rate.push(batch, dt) as f32,
                             skipped: *skipped,
                         });
                         self.in_flight = None;

@@ -263,6 +263,8 @@ struct Driver<'a> {
     last_read: Option<web_time::Instant>,
     /// Skipped images already told of.
     warned_skips: usize,
+    /// The throughput over the last steps.
+    rate: crate::train::rate::StepRate,
 }
 
 impl<'a> Driver<'a> {
@@ -299,6 +301,7 @@ impl<'a> Driver<'a> {
             paused_s: 0.0,
             last_read: None,
             warned_skips: 0,
+            rate: Default::default(),
         };
         d.snapshot();
         Ok(d)
@@ -373,9 +376,13 @@ impl<'a> Driver<'a> {
     /// Reports a step: its metrics, then what is due after it. `quiet`: no other step is in
     /// flight (a time limit's new length applies only then).
     fn report(&mut self, step: InFlight, quiet: bool) -> Result<(), (u64, String)> {
+        // A step's time runs from when the host began on it, or read the step before when the
+        // two overlapped.
         let since = self.last_read.map_or(step.since, |t| t.max(step.since));
-        let point = self.session.finish(step.pending, step.skipped, since);
-        let point = point.map_err(|e| self.failed(e))?;
+        let point = self.session.finish(step.pending, step.skipped);
+        let mut point = point.map_err(|e| self.failed(e))?;
+        let batch = self.session.config().batch_size as f64;
+        point.images_per_s = self.rate.push(batch, since.elapsed().as_secs_f64()) as f32;
         self.last_read = Some(web_time::Instant::now());
         if self.session.skipped_total > self.warned_skips {
             self.warned_skips = self.session.skipped_total;
@@ -530,10 +537,11 @@ impl RunLog {
 }
 
 /// The curves' points and evaluations from a resumed run's kept log lines; a step's throughput
-/// is its batch over the wall time since the line before it.
+/// is taken over the wall time since the lines before it, as while the run was live.
 fn earlier(kept: &[Value], batch: usize) -> Event {
     let (steps, evals) = crate::train::metrics_log::earlier(kept);
     let mut last = 0.0f64;
+    let mut rate = crate::train::rate::StepRate::default();
     let points = steps
         .into_iter()
         .map(|(metrics, elapsed)| {
@@ -541,11 +549,7 @@ fn earlier(kept: &[Value], batch: usize) -> Event {
             last = elapsed.unwrap_or(last);
             LogPoint {
                 metrics,
-                images_per_s: if dt > 0.0 {
-                    (batch as f64 / dt) as f32
-                } else {
-                    0.0
-                },
+                images_per_s: rate.push(batch as f64, dt) as f32,
                 skipped: 0,
             }
         })

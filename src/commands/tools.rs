@@ -1,5 +1,5 @@
 //! The CLI's tools: `plan` (a step's memory), `tune` (the fastest kernels, cached) and `export`
-//! (a run for the official trainer).
+//! (a run for the official trainer, or its backbone for transformers).
 
 use super::shell_word;
 use dinoscope::gpu::Gpu;

@@ -216,7 +216,8 @@ pub struct TrainConfig {
     /// step does not depend on it.
     #[serde(default = "default_workers")]
     pub workers: usize,
-    /// Log a metrics line every N steps.
+    /// Take the collapse diagnostics (teacher entropy, KL from uniform, feature std) every N
+    /// steps; `metrics.jsonl` has a line for every step regardless.
     pub log_every: u64,
     /// k-NN evaluation every N steps (0: only at the end).
     pub eval_every: u64,
@@ -247,8 +248,8 @@ pub const TRAIN_PRESETS: [&str; 7] = [
 ];
 
 impl TrainConfig {
-    /// A preset: `debug` (a minute on a CPU Vulkan driver), `debug_long` (its recipe over 20,000
-    /// steps), `debug_v3` (the same on a DINOv3 backbone), `fmnist` (the same for the full
+    /// A preset: `debug` (minutes on a CPU Vulkan driver), `debug_long` (its recipe over 20,000
+    /// steps), `debug_v3` (its model on a DINOv3 backbone), `fmnist` (the same for the full
     /// Fashion-MNIST on a GPU), `tiny`, `laptop` (ViT-S/14 in under 3 GiB), `vits14`.
     pub fn preset(name: &str) -> Result<TrainConfig, String> {
         let text = match name {

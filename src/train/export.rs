@@ -1,5 +1,6 @@
 //! `dinoscope export RUN --to dinov2`: a run handed on to the official PyTorch trainer
-//! (facebookresearch/dinov2, FSDP on a cluster).
+//! (facebookresearch/dinov2, FSDP on a cluster); `--to hf` (`export_hf`): its teacher backbone
+//! as a Hugging Face model folder.
 //!
 //! Three files: `config.yaml` (every field of the official `ssl_default_config.yaml`, with this
 //! run's values where it has them), `weights.safetensors` (student and teacher backbone and

@@ -15,5 +15,6 @@ pub mod knn;
 pub mod metrics_log;
 pub mod plan;
 pub mod probe;
+pub mod rate;
 pub mod run;
 pub mod trainer;
