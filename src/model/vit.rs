@@ -457,6 +457,69 @@ impl Vit {
                 cfg.in_chans
             )));
         }
+        let Embedded {
+            x,
+            patch_embeddings,
+            cols,
+            pos_patch,
+        } = self.embed(rec, pixels, batch, (h, w), (gh, gw), mask);
+        let gpu = rec.gpu();
+        let d = cfg.dim;
+        let n = 1 + cfg.registers + gh * gw;
+        let shape = BlockShape {
+            batch,
+            n,
+            ad: AttnDims::new(batch, cfg.heads, n, d / cfg.heads),
+            grid: (gh, gw),
+            rope_scale: 1.0,
+        };
+        let Blocks {
+            x,
+            hidden_states,
+            attentions,
+            blocks,
+            rope_scales,
+        } = self.blocks_forward(rec, x, shape, opts);
+        let tokens = gpu.empty_as(&[batch, n, d], self.dtype());
+        let norm = kernels::layernorm::layernorm_forward(
+            rec,
+            &tokens,
+            &x,
+            &self.p("norm.weight"),
+            &self.p("norm.bias"),
+            cfg.ln_eps,
+        );
+        let saved = opts.save_for_backward.then(|| SavedForward {
+            cols,
+            blocks,
+            x_final: x,
+            norm,
+            rope_scales,
+        });
+        Ok(VitOutput {
+            tokens,
+            patch_embeddings,
+            pos_patch,
+            hidden_states,
+            attentions,
+            grid: (gh, gw),
+            n_tokens: n,
+            saved,
+        })
+    }
+
+    /// Records the token assembly: patch embedding, class and register tokens, the mask token
+    /// where `mask` says, and the position table resized to the `grid` (none with RoPE).
+    fn embed(
+        &self,
+        rec: &mut Recorder,
+        pixels: &Tensor,
+        batch: usize,
+        (h, w): (usize, usize),
+        (gh, gw): (usize, usize),
+        mask: Option<&Tensor>,
+    ) -> Embedded {
+        let cfg = &self.cfg;
         let gpu = rec.gpu();
         let pixels = &kernels::cast::to_dtype(rec, pixels, self.dtype());
         let d = cfg.dim;
@@ -512,22 +575,31 @@ impl Vit {
             dim: d,
             registers: cfg.registers,
         };
-        let mut x = gpu.empty_as(&[batch, n, d], self.dtype());
+        let x = gpu.empty_as(&[batch, n, d], self.dtype());
         kernels::tokens::tokens_forward(rec, &x, &patch_embeddings, tp, pos, mask, td);
+        Embedded {
+            x,
+            patch_embeddings,
+            cols,
+            pos_patch,
+        }
+    }
 
+    /// Records every block on the tokens `x`, keeping what `opts` asks for.
+    fn blocks_forward(
+        &self,
+        rec: &mut Recorder,
+        mut x: Tensor,
+        shape: BlockShape,
+        opts: &ForwardOptions,
+    ) -> Blocks {
+        let cfg = &self.cfg;
         let mut hidden_states = Vec::new();
         if opts.hidden_states {
             hidden_states.push(x.clone());
         }
         let mut attentions = Vec::new();
         let mut blocks = Vec::new();
-        let shape = BlockShape {
-            batch,
-            n,
-            ad: AttnDims::new(batch, cfg.heads, n, d / cfg.heads),
-            grid: (gh, gw),
-            rope_scale: 1.0,
-        };
         let rope_scales: Vec<f32> = (0..cfg.depth)
             .map(|i| {
                 let s = opts.rope_scales.as_ref().and_then(|v| v.get(i).copied());
@@ -558,33 +630,32 @@ impl Vit {
             }
             x = x_out;
         }
-        let tokens = gpu.empty_as(&[batch, n, d], self.dtype());
-        let norm = kernels::layernorm::layernorm_forward(
-            rec,
-            &tokens,
-            &x,
-            &self.p("norm.weight"),
-            &self.p("norm.bias"),
-            cfg.ln_eps,
-        );
-        let saved = opts.save_for_backward.then(|| SavedForward {
-            cols,
-            blocks,
-            x_final: x,
-            norm,
-            rope_scales,
-        });
-        Ok(VitOutput {
-            tokens,
-            patch_embeddings,
-            pos_patch,
+        Blocks {
+            x,
             hidden_states,
             attentions,
-            grid: (gh, gw),
-            n_tokens: n,
-            saved,
-        })
+            blocks,
+            rope_scales,
+        }
     }
+}
+
+/// The tokens of a forward pass before its first block, and what the backward pass needs of
+/// their making.
+struct Embedded {
+    x: Tensor,
+    patch_embeddings: Tensor,
+    cols: Tensor,
+    pos_patch: Option<Tensor>,
+}
+
+/// The blocks' output and what a forward pass keeps of them.
+struct Blocks {
+    x: Tensor,
+    hidden_states: Vec<Tensor>,
+    attentions: Vec<(usize, Tensor)>,
+    blocks: Vec<SavedBlock>,
+    rope_scales: Vec<f32>,
 }
 
 /// Sizes one block works on: batch, tokens per image, attention dims.
