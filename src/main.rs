@@ -608,9 +608,20 @@ mod cli {
     pub fn main() -> ExitCode {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
         let cli = Cli::parse();
-        // A command that only prints ends quietly, as other tools do, when the reader of its
-        // output goes away (`| head`). The others keep the write errors instead: a closed pipe
-        // must not end a run before its checkpoint, nor a first-run calibration part way.
+        pipe_ends_printing(&cli);
+        match dispatch(&cli) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// A command that only prints ends quietly, as other tools do, when the reader of its
+    /// output goes away (`| head`). The others keep the write errors instead: a closed pipe
+    /// must not end a run before its checkpoint, nor a first-run calibration part way.
+    fn pipe_ends_printing(cli: &Cli) {
         let prints = matches!(
             &cli.command,
             Some(
@@ -632,7 +643,11 @@ mod cli {
         }
         #[cfg(not(unix))]
         let _ = prints;
-        let result = match &cli.command {
+    }
+
+    /// Runs the command `cli` names (the app without one).
+    fn dispatch(cli: &Cli) -> Result<ExitCode, String> {
+        match &cli.command {
             None => run_app(false, None, 0, &[]),
             Some(Command::App {
                 reset,
@@ -646,7 +661,7 @@ mod cli {
                 clap_complete::generate(*shell, &mut cmd, "dinoscope", &mut std::io::stdout());
                 Ok(ExitCode::SUCCESS)
             }
-            Some(Command::Info) => open_gpu(&cli).map(|gpu| {
+            Some(Command::Info) => open_gpu(cli).map(|gpu| {
                 print!("{}", gpu.describe());
                 ExitCode::SUCCESS
             }),
@@ -661,7 +676,7 @@ mod cli {
                     only: only.clone(),
                     skip: skip.clone(),
                 };
-                open_gpu(&cli).and_then(|gpu| {
+                open_gpu(cli).and_then(|gpu| {
                     commands::selftest::run(&gpu, fixtures.as_ref(), *fixtures_only, &filter, *list)
                 })
             }
@@ -674,7 +689,7 @@ mod cli {
                 overwrite,
                 steps,
                 time_limit,
-            }) => open_gpu(&cli).and_then(|gpu| {
+            }) => open_gpu(cli).and_then(|gpu| {
                 commands::train(
                     &gpu,
                     config.as_deref(),
@@ -695,7 +710,7 @@ mod cli {
                 k,
                 precision,
             }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
-                let gpu = open_gpu(&cli)?;
+                let gpu = open_gpu(cli)?;
                 let model = (w.as_path(), config.as_deref(), precision.dtype());
                 commands::knn(&gpu, model, train, test, *size, *k)
             }),
@@ -710,7 +725,7 @@ mod cli {
                 batch,
                 precision,
             }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
-                let gpu = open_gpu(&cli)?;
+                let gpu = open_gpu(cli)?;
                 let model = (w.as_path(), config.as_deref(), precision.dtype());
                 commands::embed(&gpu, model, images, (output, *overwrite), *size, *batch)
             }),
@@ -726,7 +741,7 @@ mod cli {
                 threshold,
                 precision,
             }) => dinoscope::hub::resolve_weights(weights, revision.as_deref()).and_then(|w| {
-                let gpu = open_gpu(&cli)?;
+                let gpu = open_gpu(cli)?;
                 commands::attention(
                     &gpu,
                     (w.as_path(), config.as_deref(), precision.dtype()),
@@ -742,7 +757,7 @@ mod cli {
                 batch,
                 precision,
                 reps,
-            }) => open_gpu(&cli).and_then(|gpu| {
+            }) => open_gpu(cli).and_then(|gpu| {
                 commands::tune(&gpu, config, (*batch, precision.as_deref()), *reps)
             }),
             Some(Command::Export {
@@ -757,7 +772,7 @@ mod cli {
                 checkpoint,
                 precision,
                 memory,
-            }) => open_gpu(&cli).and_then(|gpu| {
+            }) => open_gpu(cli).and_then(|gpu| {
                 let cfg = dinoscope::train::config::TrainConfig::load(config)?.with_overrides(
                     *batch,
                     checkpoint.as_deref(),
@@ -765,14 +780,7 @@ mod cli {
                 )?;
                 commands::plan(&gpu, &cfg, memory.as_deref())
             }),
-            Some(Command::Bench { what }) => bench(&cli, what),
-        };
-        match result {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
+            Some(Command::Bench { what }) => bench(cli, what),
         }
     }
 }
