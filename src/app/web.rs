@@ -133,6 +133,71 @@ impl WebRun {
             self.held_s += since.elapsed().as_secs_f64();
             self.paused_in_eval_s += self.pause_in_evaluation(since);
         }
+        self.collect(&mut out);
+        if self.done {
+            self.start_save(ctx);
+            return out;
+        }
+        loop {
+            if let Some((task, started, skipped)) = &self.in_flight {
+                let (started, skipped) = (*started, *skipped);
+                match task.take() {
+                    None => break,
+                    Some(Err(e)) => {
+                        self.in_flight = None;
+                        out.error = Some(e);
+                        return out;
+                    }
+                    Some(Ok(m)) => {
+                        self.in_flight = None;
+                        let dt = started.elapsed().as_secs_f64();
+                        if let Err(e) = self.read_step(m, dt, skipped, snapshot_every, &mut out) {
+                            out.error = Some(e);
+                            return out;
+                        }
+                    }
+                }
+            }
+            if self.snapshot_due && self.snapshot.is_none() {
+                self.snapshot_due = false;
+                let s = self.session.clone();
+                self.snapshot = Some(Task::spawn(ctx, async move { s.snapshot().await }));
+            }
+            // While it runs it holds the session, so no step changes the weights it reads.
+            if self.evaluation.is_none() {
+                if let Some(step) = self.evaluation_due.take() {
+                    self.evaluate(ctx, step);
+                }
+            }
+            self.start_save(ctx);
+            if self.paused || self.session.finished() {
+                out.finished = self.session.finished()
+                    && self.snapshot.is_none()
+                    && self.evaluation.is_none()
+                    && self.evaluation_due.is_none()
+                    && self.saving.is_none()
+                    && self.save_due.is_none();
+                break;
+            }
+            if t0.elapsed().as_secs_f64() * 1000.0 > FRAME_BUDGET_MS {
+                break;
+            }
+            match self.submit(ctx) {
+                Ok(true) => {}
+                // A snapshot still reads the teacher; step once it is done.
+                Ok(false) => break,
+                Err(e) => {
+                    out.error = Some(e);
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
+    /// Hands over the snapshot, evaluation and save that finished since the last frame, and
+    /// lets the session know the time they and any pause took.
+    fn collect(&mut self, out: &mut Progress) {
         if let Some(task) = &self.snapshot {
             if let Some(r) = task.take() {
                 self.snapshot = None;
@@ -175,95 +240,57 @@ impl WebRun {
                 }
             }
         }
-        if self.done {
-            self.start_save(ctx);
-            return out;
+    }
+
+    /// A step's metrics are back after `dt` seconds: its curve point, and what is due after it.
+    fn read_step(
+        &mut self,
+        m: StepMetrics,
+        dt: f64,
+        skipped: usize,
+        snapshot_every: u64,
+        out: &mut Progress,
+    ) -> Result<(), String> {
+        self.session.check_finite(&m)?;
+        let batch = self.session.config().batch_size as f64;
+        let done = m.step + 1;
+        out.points.push(LogPoint {
+            metrics: m,
+            images_per_s: self.rate.push(batch, dt) as f32,
+            skipped,
+        });
+        // While a snapshot holds the trainer, the fit waits for a later step.
+        // Nothing is in flight here: the next step is submitted after this.
+        if let Some(s) = Rc::get_mut(&mut self.session) {
+            out.fitted = s.after_step(done, true).or(out.fitted);
         }
-        loop {
-            if let Some((task, started, skipped)) = &self.in_flight {
-                match task.take() {
-                    None => break,
-                    Some(Err(e)) => {
-                        self.in_flight = None;
-                        out.error = Some(e);
-                        return out;
-                    }
-                    Some(Ok(m)) => {
-                        let dt = started.elapsed().as_secs_f64();
-                        let batch = self.session.config().batch_size as f64;
-                        if let Err(e) = self.session.check_finite(&m) {
-                            out.error = Some(e);
-                            return out;
-                        }
-                        let done = m.step + 1;
-                        out.points.push(LogPoint {
-                            metrics: m,
-                            images_per_s: self.rate.push(batch, dt) as f32,
-                            skipped: *skipped,
-                        });
-                        self.in_flight = None;
-                        // While a snapshot holds the trainer, the fit waits for a later step.
-                        // Nothing is in flight here: the next step is submitted after this.
-                        if let Some(s) = Rc::get_mut(&mut self.session) {
-                            out.fitted = s.after_step(done, true).or(out.fitted);
-                        }
-                        if snapshot_every > 0 && done.is_multiple_of(snapshot_every) {
-                            self.snapshot_due = true;
-                        }
-                        let eval_every = self.session.config().eval_every;
-                        if eval_every > 0 && done.is_multiple_of(eval_every) {
-                            self.evaluation_due = Some(done);
-                        }
-                    }
-                }
-            }
-            if self.snapshot_due && self.snapshot.is_none() {
-                self.snapshot_due = false;
-                let s = self.session.clone();
-                self.snapshot = Some(Task::spawn(ctx, async move { s.snapshot().await }));
-            }
-            // While it runs it holds the session, so no step changes the weights it reads.
-            if self.evaluation.is_none() {
-                if let Some(step) = self.evaluation_due.take() {
-                    self.evaluate(ctx, step);
-                }
-            }
-            self.start_save(ctx);
-            if self.paused || self.session.finished() {
-                out.finished = self.session.finished()
-                    && self.snapshot.is_none()
-                    && self.evaluation.is_none()
-                    && self.evaluation_due.is_none()
-                    && self.saving.is_none()
-                    && self.save_due.is_none();
-                break;
-            }
-            if t0.elapsed().as_secs_f64() * 1000.0 > FRAME_BUDGET_MS {
-                break;
-            }
-            let Some(session) = Rc::get_mut(&mut self.session) else {
-                // A snapshot still reads the teacher; step once it is done.
-                break;
-            };
-            let started = web_time::Instant::now();
-            match session.submit() {
-                Ok((pending, skipped)) => {
-                    let gpu = self.gpu;
-                    let task = Task::spawn(ctx, async move {
-                        pending
-                            .read(gpu)
-                            .await
-                            .map_err(|e| super::session::gpu_message(&e.to_string()))
-                    });
-                    self.in_flight = Some((task, started, skipped));
-                }
-                Err(e) => {
-                    out.error = Some(e);
-                    return out;
-                }
-            }
+        if snapshot_every > 0 && done.is_multiple_of(snapshot_every) {
+            self.snapshot_due = true;
         }
-        out
+        let eval_every = self.session.config().eval_every;
+        if eval_every > 0 && done.is_multiple_of(eval_every) {
+            self.evaluation_due = Some(done);
+        }
+        Ok(())
+    }
+
+    /// Records and submits the next step, its readback a task; false while a snapshot still
+    /// holds the session.
+    fn submit(&mut self, ctx: &egui::Context) -> Result<bool, String> {
+        let Some(session) = Rc::get_mut(&mut self.session) else {
+            return Ok(false);
+        };
+        let started = web_time::Instant::now();
+        let (pending, skipped) = session.submit()?;
+        let gpu = self.gpu;
+        let task = Task::spawn(ctx, async move {
+            pending
+                .read(gpu)
+                .await
+                .map_err(|e| super::session::gpu_message(&e.to_string()))
+        });
+        self.in_flight = Some((task, started, skipped));
+        Ok(true)
     }
 
     /// Takes the first snapshot (before any step) and, with evaluations on, the random
