@@ -559,7 +559,10 @@ impl VitConfig {
         let sizes = [
             (
                 "position table",
-                (1 + (self.pos_grid as u64).saturating_pow(2)).saturating_mul(d),
+                (self.pos_grid as u64)
+                    .saturating_pow(2)
+                    .saturating_add(1)
+                    .saturating_mul(d),
             ),
             (
                 "patch embedding",

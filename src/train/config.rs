@@ -18,6 +18,8 @@ pub const MAX_TRAINABLE_PARAMS: u128 = 1 << 31;
 pub const MAX_TOKENS: u64 = 16_384;
 /// Largest batch a training config may ask for.
 pub const MAX_BATCH: usize = 1 << 16;
+/// The most host memory one batch's crops may take (the loader holds a few batches at once).
+pub const MAX_BATCH_PIXEL_BYTES: u64 = 4 << 30;
 
 /// How teacher targets are made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -617,7 +619,32 @@ impl TrainConfig {
                 self.batch_size
             ));
         }
+        let bytes = self.batch_pixel_bytes();
+        if bytes > MAX_BATCH_PIXEL_BYTES {
+            return Err(format!(
+                "one batch's crops (batch_size {} × 2 global, {} local and the Gram crops) \
+                 would take {:.1} GiB of host memory; at most {} GiB (fewer or smaller crops, \
+                 or a smaller batch)",
+                self.batch_size,
+                self.augment.n_local,
+                bytes as f64 / (1u64 << 30) as f64,
+                MAX_BATCH_PIXEL_BYTES >> 30
+            ));
+        }
         Ok(())
+    }
+
+    /// Bytes of one batch's 8-bit RGB crops on the host (global, local and Gram crops).
+    fn batch_pixel_bytes(&self) -> u64 {
+        let a = &self.augment;
+        let crops = |n: u64, side: usize| {
+            n.saturating_mul(self.batch_size as u64)
+                .saturating_mul(3)
+                .saturating_mul((side as u64).saturating_pow(2))
+        };
+        crops(2, a.global_size)
+            .saturating_add(crops(a.n_local as u64, a.local_size))
+            .saturating_add(crops(2, a.gram_size))
     }
 
     /// Prototypes of the head that scores masked patches.

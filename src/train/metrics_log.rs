@@ -19,11 +19,28 @@ impl MetricsLog {
     /// before it (the evaluations and the steps before the checkpoint; the later ones are done
     /// again, identically); returns the log and the kept lines.
     pub fn open(path: &Path, start: u64) -> Result<(MetricsLog, Vec<Value>), String> {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let mut kept_text = String::new();
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            // Never rewrite a log that could not be read: its lines would be lost.
+            Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+        };
+        let lines: Vec<&[u8]> = bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .collect();
+        let mut kept_text = Vec::new();
         let mut kept = Vec::new();
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
+        let mut unreadable = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let Ok(v) = serde_json::from_slice::<Value>(line) else {
+                // A last line cut short by a killed run is dropped; any other is the user's and
+                // stays where it was.
+                if i + 1 < lines.len() {
+                    unreadable += 1;
+                    kept_text.extend_from_slice(line);
+                    kept_text.push(b'\n');
+                }
                 continue;
             };
             let keep = match v.get("step").and_then(Value::as_u64) {
@@ -37,12 +54,18 @@ impl MetricsLog {
                     .is_none_or(|s| s < start || (s == start && start > 0)),
             };
             if keep {
-                kept_text.push_str(line);
-                kept_text.push('\n');
+                kept_text.extend_from_slice(line);
+                kept_text.push(b'\n');
                 kept.push(v);
             }
         }
-        crate::io::write_atomic(path, kept_text.as_bytes())
+        if unreadable > 0 {
+            log::warn!(
+                "{}: {unreadable} line(s) that are not JSON metrics kept as they are",
+                path.display()
+            );
+        }
+        crate::io::write_atomic(path, &kept_text)
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
         let file = std::fs::OpenOptions::new()
             .append(true)
@@ -107,4 +130,35 @@ pub fn earlier(kept: &[Value]) -> (Vec<(StepMetrics, Option<f64>)>, Vec<(u64, f3
         }
     }
     (steps, evals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MetricsLog;
+
+    #[test]
+    fn a_resumed_log_keeps_lines_it_cannot_read_and_never_rewrites_an_unreadable_file() {
+        let dir = std::env::temp_dir().join(format!("dinoscope-mlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("metrics.jsonl");
+        let mut text = b"{\"step\":0}\n\xff\xfe not json\n{\"step\":1}\n{\"step\":5}\n".to_vec();
+        text.extend_from_slice(b"{\"step\":6,\"lo");
+        std::fs::write(&path, &text).expect("write");
+        let (_, kept) = MetricsLog::open(&path, 2).expect("open");
+        assert_eq!(kept.len(), 2);
+        let after = std::fs::read(&path).expect("read");
+        assert_eq!(
+            after,
+            b"{\"step\":0}\n\xff\xfe not json\n{\"step\":1}\n".to_vec()
+        );
+        // A folder where the log should be cannot be read: an error, and nothing is written.
+        let folder = dir.join("folder.jsonl");
+        std::fs::create_dir_all(folder.join("inside")).expect("mkdir");
+        let err = MetricsLog::open(&folder, 0)
+            .err()
+            .expect("a folder is refused");
+        assert!(err.contains("folder.jsonl"), "{err}");
+        assert!(folder.join("inside").is_dir());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

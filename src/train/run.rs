@@ -45,13 +45,17 @@ pub struct RunOptions {
 #[cfg(not(target_arch = "wasm32"))]
 pub const DATA_RECORD: &str = "data.json";
 
-/// Files that mark a folder as holding a training run.
+/// Files a training run writes into its folder: any of them marks the folder as holding one,
+/// which `train` replaces only with `--overwrite` (and then all of them).
 #[cfg(not(target_arch = "wasm32"))]
-const RUN_FILES: [&str; 4] = [
-    "checkpoints",
-    "state.safetensors",
+const RUN_FILES: [&str; 7] = [
+    super::checkpoint::CHECKPOINTS,
+    super::checkpoint::STATE,
     "metrics.jsonl",
     "train.ron",
+    super::checkpoint::BACKBONE,
+    "config.ron",
+    DATA_RECORD,
 ];
 
 /// A run folder held by this process: `.dinoscope.lock` with our pid, removed when dropped. A
@@ -335,11 +339,11 @@ pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> 
     Ok((l.cfg, l.state))
 }
 
-/// Removes a run folder's checkpoints: the user asked to start over, and the old run's must not
-/// outrank the new ones.
+/// Removes every file an earlier run wrote into `dir`: the user asked to start over, and the old
+/// run's checkpoints must not outrank the new ones, nor its other files outlive them.
 #[cfg(not(target_arch = "wasm32"))]
-fn remove_checkpoints(dir: &Path) -> Result<(), String> {
-    for old in [super::checkpoint::CHECKPOINTS, super::checkpoint::STATE] {
+fn remove_run_files(dir: &Path) -> Result<(), String> {
+    for old in RUN_FILES {
         let p = dir.join(old);
         let gone = if p.is_dir() {
             std::fs::remove_dir_all(&p)
@@ -358,13 +362,36 @@ fn remove_checkpoints(dir: &Path) -> Result<(), String> {
 /// Writes which data the run in `dir` trains on (`None`: the bundled set), for its resumption.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn record_data(dir: &Path, data: Option<&Path>) -> Result<(), String> {
-    let path = data.map(|d| crate::io::full_path(d).to_string_lossy().to_string());
+    let full = data.map(crate::io::full_path);
+    let mut record = serde_json::json!({
+        "data": full.as_ref().map(|f| f.to_string_lossy().to_string())
+    });
+    // A path that is not UTF-8 is also kept byte for byte, so that resuming finds it.
+    #[cfg(unix)]
+    if let Some(f) = full.as_ref().filter(|f| f.to_str().is_none()) {
+        use std::os::unix::ffi::OsStrExt;
+        record["data_bytes"] = serde_json::json!(f.as_os_str().as_bytes());
+    }
     let p = dir.join(DATA_RECORD);
-    crate::io::write_atomic(
-        &p,
-        serde_json::json!({ "data": path }).to_string().as_bytes(),
-    )
-    .map_err(|e| format!("{}: {e}", p.display()))
+    crate::io::write_atomic(&p, record.to_string().as_bytes())
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// The path a data record holds: its bytes where it kept them (Unix), else its text.
+#[cfg(not(target_arch = "wasm32"))]
+fn recorded_path(v: &serde_json::Value, text: &str) -> PathBuf {
+    #[cfg(unix)]
+    if let Some(bytes) = v["data_bytes"].as_array().and_then(|a| {
+        a.iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect::<Option<Vec<u8>>>()
+    }) {
+        use std::os::unix::ffi::OsStringExt;
+        return PathBuf::from(std::ffi::OsString::from_vec(bytes));
+    }
+    #[cfg(not(unix))]
+    let _ = v;
+    PathBuf::from(text)
 }
 
 /// The data a resumed run trains on: `given` (`--data`) where there is one, with a warning when
@@ -379,7 +406,7 @@ pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<Option<Pa
                 serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
             match &v["data"] {
                 serde_json::Value::Null => Some(None),
-                serde_json::Value::String(s) => Some(Some(PathBuf::from(s))),
+                serde_json::Value::String(s) => Some(Some(recorded_path(&v, s))),
                 _ => {
                     return Err(format!(
                         "{}: \"data\" is neither a path nor null",

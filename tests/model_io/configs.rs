@@ -224,6 +224,11 @@ fn validate_reports_problems() {
     cfg.ln_eps = 0.0;
     let msg = cfg.validate().unwrap_err().to_string();
     assert!(msg.contains("patch") && msg.contains("ln_eps"), "{msg}");
+    // A grid whose square wraps around is too large, not empty.
+    let mut cfg = VitConfig::preset("vits14").unwrap();
+    cfg.pos_grid = 1 << 32;
+    let msg = cfg.validate().unwrap_err().to_string();
+    assert!(msg.contains("position table"), "{msg}");
 }
 
 #[test]

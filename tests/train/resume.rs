@@ -343,7 +343,8 @@ fn a_killed_run_resumes_exactly() {
 
 /// A run started on an image folder records it (`data.json`), and `--resume` without `--data`
 /// continues on it: the resumed run ends where an uninterrupted run on the folder does, bit for
-/// bit (the bundled Fashion-MNIST would give other batches). `--stop-after 0` is refused before
+/// bit (the bundled Fashion-MNIST would give other batches), also where the folder's name is
+/// not UTF-8 (Unix). `--stop-after 0` is refused before
 /// any folder is made.
 #[test]
 fn a_resumed_run_continues_on_its_own_data() {
@@ -354,6 +355,12 @@ fn a_resumed_run_continues_on_its_own_data() {
     cfg.steps = 6;
     cfg.checkpoint_every = 1;
     let dir = tmp("owndata");
+    #[cfg(unix)]
+    let photos = {
+        use std::os::unix::ffi::OsStrExt;
+        dir.join(std::ffi::OsStr::from_bytes(b"photos\xff"))
+    };
+    #[cfg(not(unix))]
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).expect("mkdir");
     for i in 0..12u32 {
@@ -368,7 +375,6 @@ fn a_resumed_run_continues_on_its_own_data() {
     }
     let cfg_path = dir.join("micro.ron");
     std::fs::write(&cfg_path, cfg.to_ron()).expect("config");
-    let data = photos.to_str().expect("utf-8 path");
     let (split, straight) = (dir.join("split"), dir.join("straight"));
     let ok = |c: &mut std::process::Command| {
         let out = c.output().expect("run dinoscope");
@@ -376,21 +382,32 @@ fn a_resumed_run_continues_on_its_own_data() {
         assert!(out.status.success(), "{err}");
         err
     };
-    ok(&mut cli_train(
-        &cfg_path,
-        &straight,
-        &["--data", data, "--stop-after", "3"],
-    ));
-    ok(&mut cli_train(
-        &cfg_path,
-        &split,
-        &["--data", data, "--stop-after", "2"],
-    ));
+    ok(cli_train(&cfg_path, &straight, &["--stop-after", "3"])
+        .arg("--data")
+        .arg(&photos));
+    ok(cli_train(&cfg_path, &split, &["--stop-after", "2"])
+        .arg("--data")
+        .arg(&photos));
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(split.join("data.json")).expect("data.json"))
             .expect("json");
     let full = std::fs::canonicalize(&photos).expect("canonical");
-    assert_eq!(record["data"].as_str(), full.to_str(), "{record}");
+    assert_eq!(
+        record["data"].as_str(),
+        Some(full.to_string_lossy().as_ref()),
+        "{record}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes: Vec<u64> = full
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .map(|&b| b as u64)
+            .collect();
+        assert_eq!(record["data_bytes"], serde_json::json!(bytes), "{record}");
+    }
     let err = ok(
         cli_train(&cfg_path, &split, &["--resume", "--stop-after", "1"])
             .env("RUST_LOG", "dinoscope=info"),

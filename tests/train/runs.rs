@@ -60,6 +60,30 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
         metrics
     );
+    // So is a folder holding only what a user put there that a run would write (a model's
+    // config beside its weights), and resuming it says how to start over.
+    let mine = tmp("mine");
+    std::fs::create_dir_all(&mine).expect("mkdir");
+    std::fs::write(mine.join("config.ron"), "mine").expect("write");
+    let into_mine = |resume: bool| RunOptions {
+        out_dir: mine.clone(),
+        resume,
+        ..Default::default()
+    };
+    let err = run(gpu, cfg.clone(), &into_mine(false), |_, _| {}).expect_err("refused");
+    assert!(
+        err.contains("config.ron") && err.contains("--overwrite"),
+        "{err}"
+    );
+    let err = run(gpu, cfg.clone(), &into_mine(true), |_, _| {}).expect_err("nothing to resume");
+    assert!(err.contains("--overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("config.ron"))
+            .ok()
+            .as_deref(),
+        Some("mine")
+    );
+    let _ = std::fs::remove_dir_all(&mine);
     // Resuming for zero more steps keeps every line.
     let zero = RunOptions {
         stop_after: Some(0),
@@ -314,6 +338,17 @@ fn unknown_fields_and_impossible_sizes_are_refused_by_name_before_allocating() {
         ("tokens", Box::new(|c| c.model.registers = 300_000)),
         ("in_chans", Box::new(|c| c.model.in_chans = 1)),
         ("batch_size", Box::new(|c| c.batch_size = 100_000_000)),
+        (
+            "host memory",
+            Box::new(|c| c.augment.n_local = 4_294_967_295),
+        ),
+        (
+            "host memory",
+            Box::new(|c| {
+                c.batch_size = 65_536;
+                c.augment.global_size = 889;
+            }),
+        ),
     ];
     for (what, f) in cases {
         let mut c = base.clone();

@@ -6,7 +6,7 @@ use super::super::config::TrainConfig;
 use super::super::metrics_log::{self, MetricsLog};
 use super::super::trainer::{PendingStep, StepMetrics, Trainer};
 use super::{
-    datasets, evaluate, load_checkpoint, record_data, remove_checkpoints, resumed_data,
+    datasets, evaluate, load_checkpoint, record_data, remove_run_files, resumed_data,
     save_checkpoint, EvalSets, Evaluation, RunLock, RunOptions, RunSummary, RUN_FILES,
 };
 use crate::data::loader::Loader;
@@ -101,7 +101,17 @@ impl<'a> StepLoop<'a> {
             super::super::plan::check_run(gpu, &cfg)?;
         }
         let trainer = if opts.resume {
-            let (ck_cfg, st) = load_checkpoint(&opts.out_dir)?;
+            let (ck_cfg, st) = load_checkpoint(&opts.out_dir).map_err(|e| {
+                if super::super::checkpoint::list(&opts.out_dir).is_empty() && opts.out_dir.is_dir()
+                {
+                    format!(
+                        "{e}: a run stopped before its first checkpoint has nothing to continue \
+                         from; start it over with --overwrite"
+                    )
+                } else {
+                    e
+                }
+            })?;
             if ck_cfg != cfg {
                 log::warn!("resuming with the checkpoint's own training config");
             }
@@ -115,7 +125,7 @@ impl<'a> StepLoop<'a> {
             .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
         let lock = RunLock::acquire(&opts.out_dir)?;
         if opts.overwrite && !opts.resume {
-            remove_checkpoints(&opts.out_dir)?;
+            remove_run_files(&opts.out_dir)?;
         }
         let metrics_path = opts.out_dir.join("metrics.jsonl");
         let unused_log = UnusedLog((!metrics_path.exists()).then(|| metrics_path.clone()));
