@@ -54,6 +54,19 @@ pub fn refuse_overwriting_inputs(outputs: &[PathBuf], inputs: &[PathBuf]) -> Res
     Ok(())
 }
 
+/// Makes an output folder and its parents; a file in the way is named as such.
+fn create_folder(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| match dir.ancestors().find(|a| a.is_file()) {
+        Some(file) if file == dir => format!("{}: is a file, not a folder", dir.display()),
+        Some(file) => format!(
+            "{}: is a file, so the folder {} cannot be made",
+            file.display(),
+            dir.display()
+        ),
+        None => format!("{}: cannot create: {e}", dir.display()),
+    })
+}
+
 /// `dinoscope embed`.
 pub fn embed(
     gpu: &Gpu,
@@ -65,7 +78,11 @@ pub fn embed(
 ) -> Result<ExitCode, String> {
     let files = collect_images(inputs)?;
     if files.is_empty() {
-        return Err("no images found (png, jpeg, webp)".into());
+        let given: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+        return Err(format!(
+            "{}: no images found (png, jpeg, webp)",
+            given.join(", ")
+        ));
     }
     let mut read: Vec<PathBuf> = files.clone();
     read.push(weights.to_path_buf());
@@ -86,8 +103,7 @@ pub fn embed(
         ));
     }
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        create_folder(dir)?;
     }
     let vit = load_model_as(gpu, weights, config, dtype)?;
     at_least_a_patch(size, &vit, weights)?;
@@ -210,8 +226,7 @@ pub fn attention(
             e
         }
     })?;
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| format!("{}: cannot create: {e}", out_dir.display()))?;
+    create_folder(out_dir)?;
     let save = |img: &image::RgbImage, name: &str| -> Result<PathBuf, String> {
         let p = out_dir.join(name);
         dinoscope::viz::save_png(img, &p).map_err(|e| e.to_string())?;

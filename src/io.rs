@@ -17,10 +17,52 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
+    let tmp = stage(path, bytes)?;
+    publish(&tmp, path)
+}
+
+/// Writes every one of `files` (name, bytes) into `dir`, or none: all are written and synced
+/// to temporary files first, and renamed into place only once every one is whole.
+pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), String> {
+    // A folder in a file's place would refuse its rename after the others were published.
+    if let Some(p) = files.iter().map(|(n, _)| dir.join(n)).find(|p| p.is_dir()) {
+        return Err(format!("{}: is a folder, where a file goes", p.display()));
+    }
+    let mut staged = Vec::new();
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        match stage(&path, bytes) {
+            Ok(tmp) => staged.push((tmp, path)),
+            Err(e) => {
+                for (tmp, _) in &staged {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                return Err(format!("{}: {e}", path.display()));
+            }
+        }
+    }
+    let mut first_error = None;
+    for (tmp, path) in &staged {
+        if first_error.is_some() {
+            let _ = std::fs::remove_file(tmp);
+        } else if let Err(e) = publish(tmp, path) {
+            first_error = Some(format!("{}: {e}", path.display()));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The folder `path` is in (`.` for a bare name).
+fn parent_of(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
-    };
+    }
+}
+
+/// Writes `bytes` to a new hidden file beside `path` and syncs it; returns its path.
+fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
+    let dir = parent_of(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -40,16 +82,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     };
-    // The file is closed at the end of this block, before the rename.
+    // The file is closed at the end of this block, before any rename.
     let result = {
         let mut file = file;
         file.write_all(bytes).and_then(|_| file.sync_all())
     };
-    if let Err(e) = result.and_then(|_| std::fs::rename(&tmp, path)) {
+    if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    sync_dir(&dir);
+    Ok(tmp)
+}
+
+/// Renames a staged file over `path` and syncs the folder; the staged file goes on failure.
+fn publish(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    if let Err(e) = std::fs::rename(tmp, path) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    sync_dir(&parent_of(path));
     Ok(())
 }
 

@@ -226,7 +226,7 @@ mod cli {
             #[arg(long)]
             precision: Option<String>,
             /// Repetitions per candidate (the median is compared).
-            #[arg(long, default_value_t = 3)]
+            #[arg(long, default_value_t = 3, value_parser = at_least_one)]
             reps: usize,
         },
         /// Hands a run on: `--to dinov2` writes the official DINOv2 trainer's config.yaml with
@@ -286,7 +286,7 @@ mod cli {
             #[arg(long)]
             data: Option<PathBuf>,
             /// Steps to time (after one warm-up step).
-            #[arg(long, default_value_t = 5)]
+            #[arg(long, default_value_t = 5, value_parser = at_least_one_u64)]
             steps: u64,
             /// Images per step (overrides the config).
             #[arg(long)]
@@ -339,7 +339,7 @@ mod cli {
             #[arg(long, value_delimiter = ',', default_value = "224x1,224x64,518x8")]
             runs: Vec<String>,
             /// Repetitions per run (the median is reported).
-            #[arg(long, default_value_t = 5)]
+            #[arg(long, default_value_t = 5, value_parser = at_least_one)]
             reps: usize,
             /// Then time every dispatch of each run's forward and print its GPU time by kernel
             /// and by product and attention pass (needs GPU timestamps).
@@ -353,7 +353,7 @@ mod cli {
         /// AdamW and EMA GB/s; attention times.
         Kernels {
             /// Repetitions per measurement (the median is reported).
-            #[arg(long, default_value_t = 5)]
+            #[arg(long, default_value_t = 5, value_parser = at_least_one)]
             reps: usize,
             /// Skip the largest sizes (matmul 4096, attention at batch 64).
             #[arg(long)]

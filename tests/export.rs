@@ -470,6 +470,21 @@ fn a_runs_hugging_face_folder_reads_back_as_its_teacher() {
             "{err}"
         );
         export_hf(&cfg, &st, &dir, true).expect("overwrite");
+        // An export that cannot write one of its files writes none of them.
+        let before = b"an earlier export's".to_vec();
+        std::fs::write(dir.join("config.json"), &before).expect("marker");
+        std::fs::remove_file(dir.join("model.safetensors")).expect("remove");
+        std::fs::create_dir(dir.join("model.safetensors")).expect("a folder in its place");
+        let err = export_hf(&cfg, &st, &dir, true).unwrap_err();
+        assert!(err.contains("model.safetensors"), "{err}");
+        assert_eq!(std::fs::read(dir.join("config.json")).ok(), Some(before));
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

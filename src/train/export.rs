@@ -350,11 +350,15 @@ pub fn export_dinov2(
     let yaml = config_yaml(cfg, &checkpoint)?;
     let tensors = official_tensors(cfg, st)?;
     let meta = [("iteration", st.step.to_string())];
-    let write = |name: &str, data: &[u8]| write_file(out, name, data);
-    write("weights.safetensors", &torch_safetensors(&tensors, &meta)?)?;
-    write("config.yaml", yaml.as_bytes())?;
-    write("to_dinov2_checkpoint.py", SCRIPT.as_bytes())?;
-    Ok(())
+    let weights = torch_safetensors(&tensors, &meta)?;
+    crate::io::write_all_atomic(
+        out,
+        &[
+            ("weights.safetensors", &weights),
+            ("config.yaml", yaml.as_bytes()),
+            ("to_dinov2_checkpoint.py", SCRIPT.as_bytes()),
+        ],
+    )
 }
 
 /// Files written by [`export_hf`].
@@ -400,9 +404,8 @@ pub fn write_hf(
 ) -> Result<String, String> {
     let (class, files) = hf_files(model_cfg, hub, image_size)?;
     prepare_folder(out, &HF_FILES, overwrite)?;
-    for (name, data) in &files {
-        write_file(out, name, data)?;
-    }
+    let named: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+    crate::io::write_all_atomic(out, &named)?;
     Ok(class)
 }
 
@@ -443,12 +446,6 @@ fn prepare_folder(out: &Path, files: &[&str], overwrite: bool) -> Result<(), Str
         }
     }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))
-}
-
-/// Writes `name` in `out` atomically.
-fn write_file(out: &Path, name: &str, data: &[u8]) -> Result<(), String> {
-    let p = out.join(name);
-    crate::io::write_atomic(&p, data).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// A safetensors file of named f32 tensors, with `format: pt` (as PyTorch writes) and `meta`.

@@ -88,8 +88,10 @@ impl RunLock {
                         Some(pid) if process_alive(pid) => {
                             return Err(format!(
                                 "{}: another dinoscope (pid {pid}) is training into this folder; \
-                                 wait for it, or choose another --out",
-                                dir.display()
+                                 wait for it, or choose another --out (if no dinoscope is \
+                                 running, process {pid} is another program: remove {})",
+                                dir.display(),
+                                path.display()
                             ))
                         }
                         // Stale (its process is gone) or unreadable: take it over.

@@ -282,6 +282,16 @@ fn embed_and_attention_never_overwrite_their_inputs() {
     let (ok, err) = run(&["attention", p, "--size", "28", "-o", m, "--overwrite"]);
     assert!(ok, "{err}");
     assert_ne!(std::fs::read(maps.join("pca.png")).expect("pca"), b"mine");
+    // A file where an output folder goes, and a folder without pictures, are named.
+    let inside = notes.join("features.safetensors");
+    let i = inside.to_str().expect("utf-8 path");
+    let (ok, err) = run(&["embed", p, "--size", "28", "-o", i]);
+    assert!(!ok && err.contains("notes.txt: is a file"), "{err}");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let e = empty.to_str().expect("utf-8 path");
+    let (ok, err) = run(&["embed", e, "--size", "28", "-o", i]);
+    assert!(!ok && err.contains("empty: no images"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
