@@ -405,6 +405,26 @@ pub fn state_from_bytes(p: &Path, bytes: &[u8]) -> Result<(TrainConfig, TrainSta
             p.display()
         ));
     }
+    // Sizes the config implies, checked here so that a mismatch names the file and a run
+    // falls back to its previous checkpoint.
+    let backbone = crate::model::vit::param_layout(&cfg.model).total;
+    let params = backbone + crate::model::params::ParamLayout::new(&cfg.head_specs()).total;
+    let sizes = [
+        ("student", n, params),
+        ("center_dino", st.center_dino.len(), cfg.head.prototypes),
+        ("center_ibot", st.center_ibot.len(), cfg.ibot_prototypes()),
+        (
+            "gram_teacher",
+            st.gram_teacher.as_ref().map_or(backbone, Vec::len),
+            backbone,
+        ),
+    ];
+    if let Some((name, got, want)) = sizes.into_iter().find(|(_, got, want)| got != want) {
+        return Err(format!(
+            "{}: tensor '{name}' has {got} values; its training config needs {want}",
+            p.display()
+        ));
+    }
     Ok((cfg, st))
 }
 

@@ -175,6 +175,20 @@ fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
     let straight = checkpoint::load(&dir).expect("load");
     assert_eq!(straight.state.step, 4);
     assert!(straight.skipped.is_empty());
+    // A state whose config asks for other sizes than its tensors have is named, tensor and file.
+    let state_path = latest.join("state.safetensors");
+    let mut bytes = std::fs::read(&state_path).expect("state");
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let text = String::from_utf8_lossy(&bytes[8..8 + header]).to_string();
+    let at = 8 + text
+        .find("prototypes: 32")
+        .expect("the config in the header");
+    bytes[at + "prototypes: 3".len()] = b'3'; // 32 → 33, the header's length unchanged
+    let err = checkpoint::state_from_bytes(&state_path, &bytes).expect_err("sizes differ");
+    assert!(
+        err.contains("its training config needs") && err.contains("state.safetensors"),
+        "{err}"
+    );
 
     // A write that fails half-way (here: a file that cannot be created) publishes nothing and
     // leaves the previous checkpoint whole, and says so.
