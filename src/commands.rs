@@ -346,6 +346,13 @@ pub fn train(
         }
     };
     eprintln!("run folder: {}", out.display());
+    if overwrite && !resume && dinoscope::train::run::overwrite_removes(&out, Path::new(config)) {
+        return Err(format!(
+            "{config}: --overwrite would remove this config with the rest of the run in {}; \
+             copy it out of the folder first",
+            out.display()
+        ));
+    }
     let cfg = run_config(fresh, given, config, &out)?;
     let opts = RunOptions {
         out_dir: out.clone(),
@@ -448,7 +455,6 @@ struct Progress {
     total: u64,
     fitted: bool,
     batch: usize,
-    last: std::time::Instant,
     /// The throughput over the last steps.
     rate: dinoscope::train::rate::StepRate,
     /// Mixed precision: (steps, skipped, last loss scale).
@@ -467,7 +473,6 @@ impl Progress {
             total,
             fitted,
             batch,
-            last: std::time::Instant::now(),
             rate: Default::default(),
             scaled: (0, 0, 0.0),
         }
@@ -477,9 +482,7 @@ impl Progress {
     /// length, which the bar learns at its first step).
     fn step(&mut self, m: &dinoscope::train::trainer::StepMetrics, steps: u64) {
         let bar = &self.bar;
-        let dt = self.last.elapsed().as_secs_f64();
-        self.last = std::time::Instant::now();
-        let rate = self.rate.push(self.batch as f64, dt);
+        let rate = self.rate.push(self.batch as f64, m.seconds);
         if bar.length() != Some(steps) {
             if self.fitted {
                 let line = format!(

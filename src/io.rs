@@ -22,9 +22,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes every one of `files` (name, bytes) into `dir`, or none: all are written and synced
-/// to temporary files first, and renamed into place only once every one is whole.
+/// to temporary files first; then the files they replace are moved aside and the new ones
+/// renamed into place, and a rename that fails puts every earlier file back.
 pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), String> {
-    // A folder in a file's place would refuse its rename after the others were published.
+    // A folder in a file's place would refuse its rename; say so before anything is written.
     if let Some(p) = files.iter().map(|(n, _)| dir.join(n)).find(|p| p.is_dir()) {
         return Err(format!("{}: is a folder, where a file goes", p.display()));
     }
@@ -41,15 +42,54 @@ pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Strin
             }
         }
     }
-    let mut first_error = None;
+    let mut aside = Vec::new();
+    let mut placed = Vec::new();
+    let mut failure = None;
     for (tmp, path) in &staged {
-        if first_error.is_some() {
-            let _ = std::fs::remove_file(tmp);
-        } else if let Err(e) = publish(tmp, path) {
-            first_error = Some(format!("{}: {e}", path.display()));
+        if path.exists() {
+            let old = unused_name(path, "old");
+            if let Err(e) = std::fs::rename(path, &old) {
+                failure = Some(format!("{}: {e}", path.display()));
+                break;
+            }
+            aside.push((old, path));
         }
+        if let Err(e) = std::fs::rename(tmp, path) {
+            failure = Some(format!("{}: {e}", path.display()));
+            break;
+        }
+        placed.push(path);
     }
-    first_error.map_or(Ok(()), Err)
+    if let Some(e) = failure {
+        for path in placed {
+            let _ = std::fs::remove_file(path);
+        }
+        for (old, path) in aside {
+            let _ = std::fs::rename(old, path);
+        }
+        for (tmp, _) in &staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    for (old, _) in aside {
+        let _ = std::fs::remove_file(old);
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// A hidden name beside `path` that nothing has yet: `.NAME.TAGn`.
+fn unused_name(path: &Path, tag: &str) -> std::path::PathBuf {
+    let dir = parent_of(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
+    (0u32..)
+        .map(|i| dir.join(format!(".{name}.{tag}{i}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join(format!(".{name}.{tag}")))
 }
 
 /// The folder `path` is in (`.` for a bare name).

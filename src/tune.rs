@@ -296,6 +296,7 @@ pub struct Tuned {
 
 /// The shape keys of the kernels one training step of `cfg` runs (from a dry run).
 fn step_shapes(gpu: &Gpu, cfg: &TrainConfig) -> Result<Vec<String>, String> {
+    cfg.check_batch_memory()?;
     let dry = gpu.dry_run();
     let mut trainer =
         crate::train::trainer::Trainer::new(&dry, cfg.clone()).map_err(|e| e.to_string())?;

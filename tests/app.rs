@@ -259,6 +259,31 @@ fn a_corrupt_image_in_the_folder_is_skipped_and_counted_while_training_goes_on()
         started.len() == 1 && started[0].contains(&folder),
         "{started:?} should name {folder}"
     );
+    // Another folder in the data field takes its place for this start, with a warning, and
+    // the run's record stays as it was.
+    let record = std::fs::read(dir.join("run/data.json")).expect("data.json");
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    for i in 0..3 {
+        write_png(&other.join(format!("img{i}.png")), 10 + i);
+    }
+    let seen = app.notices.len();
+    app.data_field = other.display().to_string();
+    app.start(Some(dir.join("run")));
+    assert!(frames_until(&ctx, &mut app, |a| {
+        a.state == RunState::Ended
+    }));
+    assert!(
+        app.notices[seen..]
+            .iter()
+            .any(|n| n.text.contains("the run was trained on")),
+        "{:?}",
+        &app.notices[seen..]
+    );
+    assert_eq!(
+        std::fs::read(dir.join("run/data.json")).expect("data.json"),
+        record
+    );
 }
 
 #[test]

@@ -61,23 +61,35 @@ pub struct Session {
     /// checkpoint so that a resumption continues on it.
     #[cfg(not(target_arch = "wasm32"))]
     data: Option<PathBuf>,
-    /// Whether that record is written.
+    /// Whether that record is written (a resumed folder's stays as it was).
     #[cfg(not(target_arch = "wasm32"))]
     data_recorded: std::cell::Cell<bool>,
+    /// Said when the run starts: the data is not what the run was trained on.
+    pub data_warning: Option<String>,
 }
 
-/// The data a run trains on (`None`: the bundled set): the settings' for a new run; for a
-/// resumed run folder, the one it recorded unless the settings name a folder (as `--data` does
-/// for `dinoscope train --resume`).
-fn chosen_data(source: &DataSource, origin: &Origin) -> Result<Option<PathBuf>, String> {
+/// The data a run trains on (`None`: the bundled set), whether its folder already records it,
+/// and a warning: the settings' data for a new run; for a resumed run folder, the one it
+/// recorded unless the settings name a folder (as `--data` does for `dinoscope train
+/// --resume`), which does not change the record.
+fn chosen_data(
+    source: &DataSource,
+    origin: &Origin,
+) -> Result<(Option<PathBuf>, bool, Option<String>), String> {
     let given = match source {
         DataSource::Bundled => None,
         DataSource::Path(p) => Some(p.as_path()),
     };
     match origin {
         #[cfg(not(target_arch = "wasm32"))]
-        Origin::Folder(dir) => crate::train::run::resumed_data(dir, given),
-        _ => Ok(given.map(Path::to_path_buf)),
+        Origin::Folder(dir) => {
+            let r = crate::train::run::resumed_data(dir, given)?;
+            let warning = r
+                .warning
+                .map(|w| format!("{w} (the data field; empty it to continue on the run's)"));
+            Ok((r.data, r.recorded, warning))
+        }
+        _ => Ok((given.map(Path::to_path_buf), false, None)),
     }
 }
 
@@ -160,7 +172,9 @@ impl Session {
                 (t, cfg)
             }
         };
-        let data = chosen_data(&settings.data, &origin)?;
+        let (data, recorded, data_warning) = chosen_data(&settings.data, &origin)?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = recorded;
         let (train, eval) = crate::train::run::datasets(data.as_deref())?;
         let mut loader_cfg = cfg.loader_config();
         // A time limit may move the Gram loss's start earlier: every batch then holds its crops.
@@ -196,7 +210,8 @@ impl Session {
             #[cfg(not(target_arch = "wasm32"))]
             data,
             #[cfg(not(target_arch = "wasm32"))]
-            data_recorded: std::cell::Cell::new(false),
+            data_recorded: std::cell::Cell::new(recorded),
+            data_warning,
         })
     }
 
@@ -351,19 +366,23 @@ impl Session {
         )
     }
 
-    /// Writes a checkpoint into the run folder (atomically); returns the folder.
+    /// Writes a checkpoint into the run folder (atomically); returns the folder, and a warning
+    /// when the record of the run's data could not be written (the checkpoint was).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn save(&self) -> Result<PathBuf, String> {
+    pub fn save(&self) -> Result<(PathBuf, Option<String>), String> {
         let dir = self
             .run_dir
             .clone()
             .ok_or_else(|| "no run folder is set".to_string())?;
         crate::train::run::save_checkpoint(&dir, self.config(), &self.trainer)?;
+        let mut warning = None;
         if !self.data_recorded.get() {
-            crate::train::run::record_data(&dir, self.data.as_deref())?;
-            self.data_recorded.set(true);
+            match crate::train::run::record_data(&dir, self.data.as_deref()) {
+                Ok(()) => self.data_recorded.set(true),
+                Err(e) => warning = Some(format!("the run's data is not recorded: {e}")),
+            }
         }
-        Ok(dir)
+        Ok((dir, warning))
     }
 }
 

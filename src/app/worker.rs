@@ -291,6 +291,9 @@ impl<'a> Driver<'a> {
             knn: session.has_knn(),
             probes: session.probes.iter().map(|p| p.rgb.clone()).collect(),
         });
+        if let Some(w) = &session.data_warning {
+            send(Event::Notice(w.clone()));
+        }
         let log = RunLog::open(session.run_dir.clone(), started_at, cfg.batch_size, send);
         let d = Driver {
             job,
@@ -316,10 +319,15 @@ impl<'a> Driver<'a> {
 
     fn save(&self) {
         match self.session.save() {
-            Ok(dir) => (self.send)(Event::Saved {
-                step: self.session.trainer.step,
-                dir,
-            }),
+            Ok((dir, warning)) => {
+                if let Some(w) = warning {
+                    (self.send)(Event::Notice(w));
+                }
+                (self.send)(Event::Saved {
+                    step: self.session.trainer.step,
+                    dir,
+                })
+            }
             Err(e) => (self.send)(Event::Notice(format!("checkpoint not written: {e}"))),
         }
     }

@@ -619,6 +619,13 @@ impl TrainConfig {
                 self.batch_size
             ));
         }
+        Ok(())
+    }
+
+    /// Refuses a batch whose crops would take more host memory than
+    /// [`MAX_BATCH_PIXEL_BYTES`]: checked before a new run, a memory plan or a tune allocates
+    /// one (not on loading a checkpoint, which an earlier run on a larger machine may have made).
+    pub fn check_batch_memory(&self) -> Result<(), String> {
         let bytes = self.batch_pixel_bytes();
         if bytes > MAX_BATCH_PIXEL_BYTES {
             return Err(format!(

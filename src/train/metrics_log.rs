@@ -29,14 +29,15 @@ impl MetricsLog {
             .split(|&b| b == b'\n')
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
             .collect();
+        // A killed run can leave its last line cut short, without its newline.
+        let cut_short = !bytes.ends_with(b"\n");
         let mut kept_text = Vec::new();
         let mut kept = Vec::new();
         let mut unreadable = 0;
         for (i, line) in lines.iter().enumerate() {
             let Ok(v) = serde_json::from_slice::<Value>(line) else {
-                // A last line cut short by a killed run is dropped; any other is the user's and
-                // stays where it was.
-                if i + 1 < lines.len() {
+                // A line cut short is dropped; any other is the user's and stays where it was.
+                if i + 1 < lines.len() || !cut_short {
                     unreadable += 1;
                     kept_text.extend_from_slice(line);
                     kept_text.push(b'\n');
@@ -150,6 +151,13 @@ mod tests {
         assert_eq!(
             after,
             b"{\"step\":0}\n\xff\xfe not json\n{\"step\":1}\n".to_vec()
+        );
+        // A whole last line that is not JSON is the user's too.
+        std::fs::write(&path, b"{\"step\":0}\nmy note\n").expect("write");
+        MetricsLog::open(&path, 2).expect("open");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"{\"step\":0}\nmy note\n".to_vec()
         );
         // A folder where the log should be cannot be read: an error, and nothing is written.
         let folder = dir.join("folder.jsonl");

@@ -35,6 +35,7 @@ pub const PLAN_STEPS: u64 = 3;
 /// a dry twin of `gpu`.
 pub fn plan(gpu: &Gpu, cfg: &TrainConfig, steps: u64) -> Result<MemoryPlan, String> {
     cfg.validate()?;
+    cfg.check_batch_memory()?;
     // A step with Gram anchoring on holds more than one before it starts: plan that one.
     let mut cfg = cfg.clone();
     if let Some(g) = &mut cfg.gram {
@@ -151,6 +152,7 @@ pub fn check_fits(
 /// memory, or the host's available memory, before anything is allocated. (The full step's peak
 /// is [`plan`]'s job; this is the cheap check every run makes.)
 pub fn check_capacity(gpu: &Gpu, cfg: &TrainConfig) -> Result<(), String> {
+    cfg.check_batch_memory()?;
     let params = cfg.trainable_params();
     let bytes = params.saturating_mul(4);
     let max_buffer = gpu.limits.max_buffer_size as u128;

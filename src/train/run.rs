@@ -341,6 +341,16 @@ pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> 
     Ok((l.cfg, l.state))
 }
 
+/// Whether `--overwrite` into the run folder `dir` would remove `path` (a file a command reads,
+/// such as its `--config`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn overwrite_removes(dir: &Path, path: &Path) -> bool {
+    let (Ok(dir), Ok(path)) = (std::fs::canonicalize(dir), std::fs::canonicalize(path)) else {
+        return false;
+    };
+    RUN_FILES.iter().any(|f| path.starts_with(dir.join(f)))
+}
+
 /// Removes every file an earlier run wrote into `dir`: the user asked to start over, and the old
 /// run's checkpoints must not outrank the new ones, nor its other files outlive them.
 #[cfg(not(target_arch = "wasm32"))]
@@ -379,7 +389,8 @@ pub(crate) fn record_data(dir: &Path, data: Option<&Path>) -> Result<(), String>
         .map_err(|e| format!("{}: {e}", p.display()))
 }
 
-/// The path a data record holds: its bytes where it kept them (Unix), else its text.
+/// The path a data record holds: its bytes where it kept them (Unix) and its text still says
+/// the same (a record edited by hand goes by its text), else its text.
 #[cfg(not(target_arch = "wasm32"))]
 fn recorded_path(v: &serde_json::Value, text: &str) -> PathBuf {
     #[cfg(unix)]
@@ -389,18 +400,32 @@ fn recorded_path(v: &serde_json::Value, text: &str) -> PathBuf {
             .collect::<Option<Vec<u8>>>()
     }) {
         use std::os::unix::ffi::OsStringExt;
-        return PathBuf::from(std::ffi::OsString::from_vec(bytes));
+        let path = PathBuf::from(std::ffi::OsString::from_vec(bytes));
+        if path.to_string_lossy() == text {
+            return path;
+        }
     }
     #[cfg(not(unix))]
     let _ = v;
     PathBuf::from(text)
 }
 
+/// The data a resumed run trains on, and what its folder recorded.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) struct ResumedData {
+    /// The data (`None`: the bundled set).
+    pub data: Option<PathBuf>,
+    /// Whether the folder holds a record of its data (which then stays as it is).
+    pub recorded: bool,
+    /// A warning when the given data is not what the run was trained on.
+    pub warning: Option<String>,
+}
+
 /// The data a resumed run trains on: `given` (`--data`) where there is one, with a warning when
 /// the run recorded other data; else the data it recorded. A run folder without the record
 /// (older ones) continues on `given` or the bundled set, as before.
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<Option<PathBuf>, String> {
+pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<ResumedData, String> {
     let p = dir.join(DATA_RECORD);
     let recorded = match std::fs::read(&p) {
         Ok(bytes) => {
@@ -426,23 +451,30 @@ pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<Option<Pa
                 p.display().to_string()
             })
     };
-    Ok(match (given, recorded) {
+    let has_record = recorded.is_some();
+    let (data, warning) = match (given, recorded) {
         (Some(g), Some(r)) => {
-            if r.as_deref() != Some(crate::io::full_path(g).as_path()) {
-                log::warn!(
-                    "the run was trained on {}; it continues on {} (--data)",
+            let differs = r.as_deref() != Some(crate::io::full_path(g).as_path());
+            let warning = differs.then(|| {
+                format!(
+                    "the run was trained on {}; it continues on {}",
                     name(&r),
                     g.display()
-                );
-            }
-            Some(g.to_path_buf())
+                )
+            });
+            (Some(g.to_path_buf()), warning)
         }
-        (Some(g), None) => Some(g.to_path_buf()),
+        (Some(g), None) => (Some(g.to_path_buf()), None),
         (None, Some(r)) => {
             log::info!("continuing on {}, the run's data", name(&r));
-            r
+            (r, None)
         }
-        (None, None) => None,
+        (None, None) => (None, None),
+    };
+    Ok(ResumedData {
+        data,
+        recorded: has_record,
+        warning,
     })
 }
 

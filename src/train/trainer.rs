@@ -39,6 +39,11 @@ pub enum TrainError {
 pub struct StepMetrics {
     /// Step index (0-based) of this step.
     pub step: u64,
+    /// Wall seconds from when the host began on this step (or read the one before, when the
+    /// two overlapped) to when its metrics were read: pauses for evaluations and checkpoints
+    /// left out. Set by `train::run`'s step loop (0 elsewhere); not logged.
+    #[serde(skip)]
+    pub seconds: f64,
     /// Weighted total loss.
     pub loss: f32,
     /// DINO CLS-token loss.

@@ -109,3 +109,26 @@ fn a_closed_pipe_ends_a_printing_command_quietly() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
+
+/// `train --overwrite` into a folder whose own config is the one given would remove it with the
+/// rest of the old run: refused, and the file stays.
+#[test]
+fn overwrite_refuses_to_remove_the_config_it_was_given() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("overwrite-config");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg = dir.join("train.ron");
+    let text = dinoscope::train::config::TrainConfig::preset("debug")
+        .expect("preset")
+        .to_ron();
+    std::fs::write(&cfg, &text).expect("write");
+    let (c, d) = (cfg.to_str().expect("utf-8"), dir.to_str().expect("utf-8"));
+    let out = dinoscope(&["train", "--config", c, "--out", d, "--overwrite"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("would remove this config"), "{err}");
+    assert_eq!(std::fs::read_to_string(&cfg).ok(), Some(text));
+    let _ = std::fs::remove_dir_all(&dir);
+}

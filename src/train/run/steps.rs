@@ -92,7 +92,11 @@ impl<'a> StepLoop<'a> {
             }
         }
         let data = if opts.resume {
-            resumed_data(&opts.out_dir, opts.data.as_deref())?
+            let r = resumed_data(&opts.out_dir, opts.data.as_deref())?;
+            if let Some(w) = &r.warning {
+                log::warn!("{w} (--data)");
+            }
+            r.data
         } else {
             opts.data.clone()
         };
@@ -102,8 +106,9 @@ impl<'a> StepLoop<'a> {
         }
         let trainer = if opts.resume {
             let (ck_cfg, st) = load_checkpoint(&opts.out_dir).map_err(|e| {
-                if super::super::checkpoint::list(&opts.out_dir).is_empty() && opts.out_dir.is_dir()
-                {
+                use super::super::checkpoint::{exists, CHECKPOINTS};
+                let none = !exists(&opts.out_dir) && !opts.out_dir.join(CHECKPOINTS).exists();
+                if none && opts.out_dir.is_dir() {
                     format!(
                         "{e}: a run stopped before its first checkpoint has nothing to continue \
                          from; start it over with --overwrite"
@@ -233,7 +238,9 @@ impl<'a> StepLoop<'a> {
     /// in flight) where [`StepLoop::pauses`] says.
     fn steps(&mut self, on_step: &mut impl FnMut(&StepMetrics, u64)) -> Result<(), String> {
         self.t0 = Instant::now();
-        let mut in_flight: Option<PendingStep> = None;
+        // A step and when the host began on it.
+        let mut in_flight: Option<(PendingStep, Instant)> = None;
+        let mut last_read: Option<Instant> = None;
         loop {
             if self.trainer.step < self.end && self.budget.as_ref().is_some_and(|b| b.expired()) {
                 self.end = self.trainer.step;
@@ -246,26 +253,31 @@ impl<'a> StepLoop<'a> {
             let submits = self.trainer.step < self.end
                 && in_flight
                     .as_ref()
-                    .is_none_or(|p| !self.pauses(p.step() + 1));
+                    .is_none_or(|(p, _)| !self.pauses(p.step() + 1));
             let next = if submits {
                 let w0 = Instant::now();
                 let batch = self.loader.next_batch().map_err(|e| e.to_string())?;
                 self.summary.data_wait_s += w0.elapsed().as_secs_f64();
-                Some(
+                Some((
                     self.trainer
                         .submit_step(&batch)
                         .map_err(|e| e.to_string())?,
-                )
+                    w0,
+                ))
             } else {
                 None
             };
-            let Some(pending) = std::mem::replace(&mut in_flight, next) else {
+            let Some((pending, began)) = std::mem::replace(&mut in_flight, next) else {
                 if in_flight.is_none() {
                     return Ok(());
                 }
                 continue;
             };
-            let m = pollster::block_on(pending.read(self.gpu)).map_err(|e| e.to_string())?;
+            let mut m = pollster::block_on(pending.read(self.gpu)).map_err(|e| e.to_string())?;
+            let now = Instant::now();
+            let since = last_read.map_or(began, |t: Instant| t.max(began));
+            m.seconds = now.duration_since(since).as_secs_f64();
+            last_read = Some(now);
             self.report(m, in_flight.is_none(), on_step)?;
         }
     }
