@@ -22,9 +22,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes every one of `files` (name, bytes) into `dir`, or none: all are written and synced
-/// to temporary files first; then the files they replace are moved aside and the new ones
-/// renamed into place, and a rename that fails puts every earlier file back.
+/// to temporary files first, then each is renamed over its place (so every file is always
+/// whole, old or new) while the file it replaces is kept aside; a rename that fails puts the
+/// earlier ones back.
 pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    if let Some((n, _)) = files.iter().find(|(n, _)| !names.insert(n.to_lowercase())) {
+        return Err(format!("{}: given twice", dir.join(n).display()));
+    }
     // A folder in a file's place would refuse its rename; say so before anything is written.
     if let Some(p) = files.iter().map(|(n, _)| dir.join(n)).find(|p| p.is_dir()) {
         return Err(format!("{}: is a folder, where a file goes", p.display()));
@@ -42,38 +47,62 @@ pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Strin
             }
         }
     }
-    let mut aside = Vec::new();
-    let mut placed = Vec::new();
+    // Each placed file, with the one it replaced kept aside (a hard link, or a copy where the
+    // file system has none).
+    let mut placed: Vec<(&Path, Option<std::path::PathBuf>)> = Vec::new();
     let mut failure = None;
     for (tmp, path) in &staged {
-        if path.exists() {
+        let old = if std::fs::symlink_metadata(path).is_ok() {
             let old = unused_name(path, "old");
-            if let Err(e) = std::fs::rename(path, &old) {
-                failure = Some(format!("{}: {e}", path.display()));
+            let kept =
+                std::fs::hard_link(path, &old).or_else(|_| std::fs::copy(path, &old).map(|_| ()));
+            if let Err(e) = kept {
+                failure = Some(format!("{}: cannot keep it aside: {e}", path.display()));
                 break;
             }
-            aside.push((old, path));
-        }
+            Some(old)
+        } else {
+            None
+        };
         if let Err(e) = std::fs::rename(tmp, path) {
+            if let Some(old) = old {
+                let _ = std::fs::remove_file(old);
+            }
             failure = Some(format!("{}: {e}", path.display()));
             break;
         }
-        placed.push(path);
+        placed.push((path, old));
     }
     if let Some(e) = failure {
-        for path in placed {
-            let _ = std::fs::remove_file(path);
-        }
-        for (old, path) in aside {
-            let _ = std::fs::rename(old, path);
+        let mut stranded = Vec::new();
+        for (path, old) in placed.into_iter().rev() {
+            match old {
+                Some(old) => {
+                    if std::fs::rename(&old, path).is_err() {
+                        stranded.push(old.display().to_string());
+                    }
+                }
+                None => {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
         }
         for (tmp, _) in &staged {
             let _ = std::fs::remove_file(tmp);
         }
+        sync_dir(dir);
+        if !stranded.is_empty() {
+            return Err(format!(
+                "{e}; the earlier files could not be put back and are kept as {}",
+                stranded.join(", ")
+            ));
+        }
         return Err(e);
     }
-    for (old, _) in aside {
-        let _ = std::fs::remove_file(old);
+    for (_, old) in placed {
+        if let Some(old) = old {
+            let _ = std::fs::remove_file(old);
+        }
     }
     sync_dir(dir);
     Ok(())
@@ -189,5 +218,31 @@ pub fn full_path(p: &Path) -> std::path::PathBuf {
         // Only a drive path (`C:\…`); a verbatim UNC path keeps its form.
         Some(rest) if rest.as_bytes().get(1) == Some(&b':') => std::path::PathBuf::from(rest),
         _ => full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_all_atomic;
+
+    #[test]
+    fn a_set_of_files_replaces_the_old_ones_and_leaves_nothing_aside() {
+        let dir = std::env::temp_dir().join(format!("dinoscope-io-set-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("a.json"), b"old a").expect("write");
+        write_all_atomic(&dir, &[("a.json", b"new a"), ("b.bin", b"new b")]).expect("write");
+        assert_eq!(std::fs::read(dir.join("a.json")).expect("a"), b"new a");
+        assert_eq!(std::fs::read(dir.join("b.bin")).expect("b"), b"new b");
+        let hidden = std::fs::read_dir(&dir)
+            .expect("list")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .count();
+        assert_eq!(hidden, 0);
+        // The same name twice (in any case) is refused before anything is written.
+        let err = write_all_atomic(&dir, &[("a.json", b"x"), ("A.json", b"y")]).unwrap_err();
+        assert!(err.contains("given twice"), "{err}");
+        assert_eq!(std::fs::read(dir.join("a.json")).expect("a"), b"new a");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -377,9 +377,13 @@ impl Session {
         crate::train::run::save_checkpoint(&dir, self.config(), &self.trainer)?;
         let mut warning = None;
         if !self.data_recorded.get() {
-            match crate::train::run::record_data(&dir, self.data.as_deref()) {
-                Ok(()) => self.data_recorded.set(true),
-                Err(e) => warning = Some(format!("the run's data is not recorded: {e}")),
+            // Tried once: a failure is said once, not at every checkpoint.
+            self.data_recorded.set(true);
+            if let Err(e) = crate::train::run::record_data(&dir, self.data.as_deref()) {
+                warning = Some(format!(
+                    "the run's data is not recorded ({e}); resuming it takes its folder in the \
+                     data field"
+                ));
             }
         }
         Ok((dir, warning))

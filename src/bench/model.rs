@@ -129,6 +129,7 @@ pub fn train(
     profile: bool,
 ) -> std::result::Result<Vec<Row>, String> {
     use crate::data::loader::Loader;
+    crate::train::plan::check_capacity(gpu, cfg)?;
     let (ds, _) = crate::train::run::datasets(data)?;
     let mut trainer =
         crate::train::trainer::Trainer::new(gpu, cfg.clone()).map_err(|e| e.to_string())?;
@@ -303,6 +304,7 @@ pub fn loader(
     batches: u64,
 ) -> std::result::Result<Vec<Row>, String> {
     use crate::data::loader::{build_batch, Loader};
+    cfg.check_batch_memory()?;
     let (ds, _) = crate::train::run::datasets(data)?;
     let lc = cfg.loader_config();
     let b = cfg.batch_size as f64;

@@ -30,7 +30,11 @@ impl MetricsLog {
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
             .collect();
         // A killed run can leave its last line cut short, without its newline.
-        let cut_short = !bytes.ends_with(b"\n");
+        let end = bytes
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        let cut_short = !bytes[end..].contains(&b'\n');
         let mut kept_text = Vec::new();
         let mut kept = Vec::new();
         let mut unreadable = 0;

@@ -348,7 +348,12 @@ pub fn overwrite_removes(dir: &Path, path: &Path) -> bool {
     let (Ok(dir), Ok(path)) = (std::fs::canonicalize(dir), std::fs::canonicalize(path)) else {
         return false;
     };
-    RUN_FILES.iter().any(|f| path.starts_with(dir.join(f)))
+    // Each run file by its own canonical name, which a case-insensitive file system may spell
+    // as `path` does not.
+    RUN_FILES
+        .iter()
+        .filter_map(|f| std::fs::canonicalize(dir.join(f)).ok())
+        .any(|f| path.starts_with(f))
 }
 
 /// Removes every file an earlier run wrote into `dir`: the user asked to start over, and the old

@@ -324,7 +324,10 @@ impl<'a> StepLoop<'a> {
         self.log_file.write(&line)?;
         self.unused_log.0 = None;
         if !self.data_recorded {
-            record_data(out_dir, self.data.as_deref())?;
+            // Without the record a resume needs --data; the run itself goes on.
+            if let Err(e) = record_data(out_dir, self.data.as_deref()) {
+                log::warn!("the run's data is not recorded ({e}); resume it with --data");
+            }
             self.data_recorded = true;
         }
         log::debug!("step {done} done: loss {:.4}", m.loss);
