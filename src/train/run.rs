@@ -380,14 +380,19 @@ fn remove_run_files(dir: &Path) -> Result<(), String> {
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn record_data(dir: &Path, data: Option<&Path>) -> Result<(), String> {
     let full = data.map(crate::io::full_path);
+    // A path that is not UTF-8 is also kept byte for byte, so that resuming finds it.
+    #[cfg(unix)]
+    let bytes = full.as_ref().filter(|f| f.to_str().is_none()).map(|f| {
+        use std::os::unix::ffi::OsStrExt;
+        f.as_os_str().as_bytes().to_vec()
+    });
+    #[cfg(not(unix))]
+    let bytes: Option<Vec<u8>> = None;
     let mut record = serde_json::json!({
         "data": full.as_ref().map(|f| f.to_string_lossy().to_string())
     });
-    // A path that is not UTF-8 is also kept byte for byte, so that resuming finds it.
-    #[cfg(unix)]
-    if let Some(f) = full.as_ref().filter(|f| f.to_str().is_none()) {
-        use std::os::unix::ffi::OsStrExt;
-        record["data_bytes"] = serde_json::json!(f.as_os_str().as_bytes());
+    if let Some(b) = bytes {
+        record["data_bytes"] = serde_json::json!(b);
     }
     let p = dir.join(DATA_RECORD);
     crate::io::write_atomic(&p, record.to_string().as_bytes())
