@@ -110,15 +110,19 @@ pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Strin
 
 /// A hidden name beside `path` that nothing has yet: `.NAME.TAGn`.
 fn unused_name(path: &Path, tag: &str) -> std::path::PathBuf {
-    let dir = parent_of(path);
+    (0u32..)
+        .map(|i| beside(path, tag, i))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| beside(path, tag, u32::MAX))
+}
+
+/// `.NAME.TAGi` in the folder of `path` (NAME its file name).
+fn beside(path: &Path, tag: &str, i: u32) -> std::path::PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "out".into());
-    (0u32..)
-        .map(|i| dir.join(format!(".{name}.{tag}{i}")))
-        .find(|p| !p.exists())
-        .unwrap_or_else(|| dir.join(format!(".{name}.{tag}")))
+    parent_of(path).join(format!(".{name}.{tag}{i}"))
 }
 
 /// The folder `path` is in (`.` for a bare name).
@@ -131,14 +135,9 @@ fn parent_of(path: &Path) -> std::path::PathBuf {
 
 /// Writes `bytes` to a new hidden file beside `path` and syncs it; returns its path.
 fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
-    let dir = parent_of(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "out".into());
     let mut attempt = 0u32;
     let (tmp, file) = loop {
-        let tmp = dir.join(format!(".{name}.tmp{attempt}"));
+        let tmp = beside(path, "tmp", attempt);
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
