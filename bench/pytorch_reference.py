@@ -2,7 +2,8 @@
 """The PyTorch side of `bench/compare.sh`: the workloads of `dinoscope bench kernels | vit | train`
 with the same names, timed the same way (median of repetitions after a warm-up), in eager PyTorch:
 fp32 with TF32 off, and optionally bf16 autocast. Writes a JSON list of rows like dinoscope's
-`--json` (name, seconds, rate, unit, peak_bytes, clock).
+`--json` (tool, name, seconds, rate, unit, peak_bytes, clock; tool is "pytorch", so
+`dinoscope bench --json` refuses to replace the file).
 
 The ViT is timm's `vit_small_patch14_dinov2` when timm is installed, else the same architecture
 written out below (pre-norm blocks with LayerScale, CLS token, learned positions). The training
@@ -210,7 +211,7 @@ def main():
     dt = torch.bfloat16 if args.bf16 else torch.float32
 
     def row(name, t, rate, unit, clock, peak=None):
-        r = {"name": name + suffix, "seconds": t, "rate": rate, "unit": unit, "clock": clock}
+        r = {"tool": "pytorch", "name": name + suffix, "seconds": t, "rate": rate, "unit": unit, "clock": clock}
         if peak is not None:
             r["peak_bytes"] = peak
         rows.append(r)

@@ -16,6 +16,9 @@ use std::time::Instant;
 /// PyTorch side).
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
+    /// Which program measured it: always `dinoscope` here (`bench/pytorch_reference.py` writes
+    /// `pytorch`), so `--json` never replaces the other side's file.
+    pub tool: &'static str,
     /// What was measured, e.g. `matmul 4096x4096x4096`.
     pub name: String,
     /// Median seconds per repetition.
@@ -31,6 +34,9 @@ pub struct Row {
     pub clock: String,
 }
 
+/// The `tool` field of every row this program writes.
+pub const TOOL: &str = "dinoscope";
+
 /// Prints one kernel row and keeps it.
 fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bool) {
     let clock = if ts { "gpu" } else { "wall" };
@@ -39,6 +45,7 @@ fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bo
         t * 1e3
     );
     rows.push(Row {
+        tool: TOOL,
         name,
         seconds: t,
         rate,
@@ -50,7 +57,7 @@ fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bo
 
 /// Whether `--json FILE` may be written, checked before a benchmark runs: its folder exists, and
 /// the file is new, empty or an earlier benchmark's rows (a rerun replaces its own output; any
-/// other file is the user's, and stays).
+/// other file, PyTorch's rows from `bench/pytorch_reference.py` included, is kept).
 pub fn check_json_target(path: &std::path::Path) -> std::result::Result<(), String> {
     let shown = path.display();
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -77,14 +84,17 @@ pub fn check_json_target(path: &std::path::Path) -> std::result::Result<(), Stri
         })
         .is_some_and(|v| {
             v.as_array().is_some_and(|rows| {
-                rows.iter()
-                    .all(|r| r.get("name").is_some() && r.get("rate").is_some())
+                rows.iter().all(|r| {
+                    // Rows written before the field existed have no `tool`.
+                    let tool = r.get("tool").map_or(Some(TOOL), |t| t.as_str());
+                    r.get("name").is_some() && r.get("rate").is_some() && tool == Some(TOOL)
+                })
             })
         });
     if !ours {
         return Err(format!(
-            "--json {shown}: the file exists and holds no benchmark's rows; it is left as it \
-             is (choose another file, or remove it)"
+            "--json {shown}: the file exists and is not an earlier `dinoscope bench --json` \
+             output; it is left as it is (choose another file, or remove it)"
         ));
     }
     Ok(())

@@ -263,7 +263,7 @@ mod cli {
             /// config).
             #[arg(long)]
             precision: Option<String>,
-            /// GPU memory to plan for (e.g. 4GiB; default: the adapter's, where it tells).
+            /// GPU memory to plan for (e.g. 4GiB; 4GB is 4·10⁹ bytes; default: the adapter's).
             #[arg(long)]
             memory: Option<String>,
         },

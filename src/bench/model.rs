@@ -1,6 +1,6 @@
 //! `dinoscope bench vit|train|loader`: whole-model throughput, wall clock.
 
-use super::{time, Row};
+use super::{time, Row, TOOL};
 use crate::gpu::{Gpu, Result};
 use crate::selftest::checks_random as random;
 use std::time::Instant;
@@ -72,6 +72,7 @@ pub fn vit(
         let peak_bytes = gpu.pool_stats().peak_bytes;
         let peak = peak_bytes as f64 / (1u64 << 20) as f64;
         rows.push(Row {
+            tool: TOOL,
             name: format!("vit {side}x{side} batch {batch}{tag}"),
             seconds: t,
             rate: batch as f64 / t,
@@ -220,6 +221,7 @@ pub fn train(
         print_profile(&gpu.take_profile(), steps, "step");
     }
     Ok(vec![Row {
+        tool: TOOL,
         name: format!(
             "train step batch {}{}",
             cfg.batch_size,
@@ -331,6 +333,7 @@ pub fn loader(
         b / t1
     );
     rows.push(Row {
+        tool: TOOL,
         name: "loader 1 thread".into(),
         seconds: t1,
         rate: b / t1,
@@ -356,6 +359,7 @@ pub fn loader(
             b / t
         );
         rows.push(Row {
+            tool: TOOL,
             name: format!("loader {} worker threads", cfg.workers),
             seconds: t,
             rate: b / t,

@@ -294,6 +294,16 @@ impl TrainConfig {
         }
         if let Some(c) = checkpoint {
             self.checkpoint = Checkpoint::parse(c)?;
+            // A config file's Blocks(n) past the depth means every block (saved runs keep
+            // loading); a number typed on the command line that exceeds it is more likely a slip.
+            if let Checkpoint::Blocks(n) = self.checkpoint {
+                if n > self.model.depth {
+                    return Err(format!(
+                        "checkpoint {n}: the model has {} blocks (all checkpoints every one)",
+                        self.model.depth
+                    ));
+                }
+            }
         }
         if let Some(p) = precision {
             self.precision = Precision::parse(p)?;
@@ -831,5 +841,29 @@ mod tests {
         (c.dino_weight, c.ibot_weight, c.koleo_weight) = (0.0, 0.0, 0.0);
         let err = c.validate().expect_err("no loss");
         assert!(err.contains("all 0"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::{Checkpoint, TrainConfig};
+
+    /// `--checkpoint N` past the model's depth is refused; N up to the depth, and `all`, pass.
+    #[test]
+    fn a_checkpoint_count_past_the_depth_is_refused() {
+        let base = TrainConfig::preset("debug").expect("preset");
+        let depth = base.model.depth;
+        let err = base
+            .clone()
+            .with_overrides(None, Some(&(depth + 1).to_string()), None)
+            .expect_err("past the depth");
+        assert!(err.contains(&format!("has {depth} blocks")), "{err}");
+        let c = base
+            .clone()
+            .with_overrides(None, Some(&depth.to_string()), None)
+            .expect("the depth");
+        assert_eq!(c.checkpoint, Checkpoint::Blocks(depth));
+        let c = base.with_overrides(None, Some("all"), None).expect("all");
+        assert_eq!(c.checkpoint, Checkpoint::All);
     }
 }

@@ -209,7 +209,7 @@ fn host_available() -> Option<u64> {
 }
 
 /// The device-local memory of the adapter behind `gpu`, where the backend tells it (Vulkan), or
-/// `DINOSCOPE_GPU_MEMORY` (bytes, or with a KiB/MiB/GiB suffix) when set.
+/// `DINOSCOPE_GPU_MEMORY` (bytes, or with a KiB/MiB/GiB or kB/MB/GB suffix) when set.
 pub fn device_memory(gpu: &Gpu) -> Option<u64> {
     if let Ok(text) = std::env::var("DINOSCOPE_GPU_MEMORY") {
         match parse_size(&text) {
@@ -249,8 +249,8 @@ fn vulkan_device_local(_gpu: &Gpu) -> Option<u64> {
     None
 }
 
-/// Parses "4GiB", "512 MiB", "4G", "4096M", "1.5e3M" or a byte count (K, M and G count in
-/// 1,024s, with or without "iB" or "B"); a GPU's memory, so at least 1 MiB.
+/// Parses "4GiB", "512 MiB", "4G", "4096M", "1.5e3M", "8GB" or a byte count (K, M and G count
+/// in 1,024s, alone or with "iB"; kB, MB and GB in 1,000s); a GPU's memory, so at least 1 MiB.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     // The unit is the letters at the end; the number before it may have an exponent.
@@ -260,11 +260,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let v: f64 = num
         .parse()
         .map_err(|_| format!("'{s}' is not a size (use e.g. 4GiB, 512MiB or a byte count)"))?;
+    // A card sold as "8 GB" has 8 GiB; read as SI, `8GB` plans for 7.45 GiB, on the safe side.
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
         _ => return Err(format!("'{s}': unknown size unit (use KiB, MiB or GiB)")),
     };
     if !(v.is_finite() && v > 0.0) {
@@ -326,6 +330,8 @@ mod tests {
         assert_eq!(parse_size("4GiB"), Ok(4 * g));
         assert_eq!(parse_size(" 512 MiB "), Ok(512 << 20));
         assert_eq!(parse_size("4G"), Ok(4 * g));
+        assert_eq!(parse_size("8GB"), Ok(8_000_000_000));
+        assert_eq!(parse_size("300 MB"), Ok(300_000_000));
         assert_eq!(parse_size("1.5e3M"), Ok(1500 << 20));
         assert_eq!(parse_size("1e99GiB"), Ok(u64::MAX));
         assert_eq!(parse_size("1073741824"), Ok(g));

@@ -33,6 +33,7 @@ fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
     let rows = rows.as_array().expect("rows");
     assert_eq!(rows.len(), 2);
     for r in rows {
+        assert_eq!(r["tool"], "dinoscope");
         assert_eq!(r["unit"], "img/s");
         assert!(r["rate"].as_f64().expect("rate") > 0.0, "{r}");
     }
@@ -54,13 +55,25 @@ fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
     let out = again(&mine);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("no benchmark's rows"),
+        !out.status.success() && err.contains("not an earlier `dinoscope bench --json` output"),
         "{err}"
     );
     assert_eq!(
         std::fs::read_to_string(&mine).expect("kept"),
         "(my: \"config\")"
     );
+    // PyTorch's rows (`bench/pytorch_reference.py`) look like ours but are the other side's.
+    let torch = tmp("bench_torch.json");
+    let theirs = r#"[{"tool": "pytorch", "name": "loader 1 thread", "seconds": 1, "rate": 1}]"#;
+    std::fs::write(&torch, theirs).expect("write");
+    let out = again(&torch);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not an earlier `dinoscope bench --json` output"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&torch).expect("kept"), theirs);
+    let _ = std::fs::remove_file(&torch);
     let out = again(&tmp("no_such_folder").join("rows.json"));
     let (text, err) = (
         String::from_utf8_lossy(&out.stdout),
