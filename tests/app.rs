@@ -598,7 +598,7 @@ fn a_diagnosed_collapse_offers_its_remedy_for_the_next_run() {
 }
 
 #[test]
-fn the_first_start_trains_a_preset_the_adapter_can_carry() {
+fn the_first_start_picks_a_preset_the_adapter_can_carry() {
     let Some(app) = app() else { return };
     let gpu = app.gpu();
     let preset = dinoscope::app::memory::first_run_preset(gpu);
@@ -695,7 +695,7 @@ fn file_dialogs_fill_their_fields_and_load_what_is_chosen() {
 #[test]
 fn inspect_in_f16_gives_the_f32_maps_within_tolerance() {
     let Some(mut app) = app() else { return };
-    if !app.gpu().features.contains(wgpu::Features::SHADER_F16) {
+    if !common::f16(app.gpu(), "app f16") {
         return;
     }
     let ctx = egui::Context::default();
@@ -746,7 +746,7 @@ fn the_mixed_precision_box_reaches_the_training_config() {
 #[test]
 fn a_mixed_precision_run_reports_its_loss_scale() {
     let Some(mut app) = app() else { return };
-    if !app.gpu().features.contains(wgpu::Features::SHADER_F16) {
+    if !common::f16(app.gpu(), "app f16") {
         return;
     }
     let ctx = egui::Context::default();

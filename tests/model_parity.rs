@@ -277,7 +277,7 @@ fn swiglu_backbone_gradient_matches_finite_differences() {
 #[test]
 fn f16_overflow_is_an_error_naming_the_cause() {
     let Some(gpu) = common::gpu() else { return };
-    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+    if !common::f16(gpu, "f16_overflow_is_an_error") {
         return;
     }
     use dinoscope::data::image::{preprocess, Resize};
@@ -354,4 +354,41 @@ fn rescaled_rope_gradient_matches_finite_differences() {
         (analytic - numeric).abs() <= 2e-2 * numeric.abs().max(1.0),
         "analytic {analytic} vs numeric {numeric}"
     );
+}
+
+/// The browser's golden-model check (forward only, from bytes, as `web/test.sh` runs it)
+/// compares every forward output of each fixture: at least one check per tensor of its io file
+/// that is not an input (nor the official code's offset table, which the gradient runs check).
+/// The browser test holds its own count to the same floor.
+#[test]
+fn the_browsers_forward_check_compares_every_forward_tensor() {
+    let Some(gpu) = common::gpu() else { return };
+    let dir = common::fixtures_dir();
+    let manifest = Manifest::load(&dir).expect("manifest");
+    for model in ["tiny_dinov2", "tiny_dinov3"] {
+        let read = |f: &str| std::fs::read(dir.join(model).join(f)).expect("fixture file");
+        let io = dinoscope::fixtures::TensorFile::open(&dir.join(model).join("io.safetensors"))
+            .expect("io file");
+        let outputs = io
+            .names()
+            .iter()
+            .filter(|n| !n.starts_with("input") && !n.contains("_official_"))
+            .count();
+        let config = String::from_utf8(read("config.json")).expect("utf-8 config");
+        let r = pollster::block_on(dinoscope::selftest::check_model_forward(
+            gpu,
+            model,
+            &config,
+            &read("model.safetensors"),
+            &read("io.safetensors"),
+            &manifest,
+        ));
+        eprintln!("{} ({} tensors compared)", r.row(), r.compared);
+        assert_eq!(r.status, Status::Pass, "{}", r.row());
+        assert!(
+            r.compared >= outputs,
+            "{model}: {} of {outputs}",
+            r.compared
+        );
+    }
 }

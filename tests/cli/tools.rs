@@ -287,7 +287,7 @@ fn bench_kernels_writes_every_row_with_a_time() {
         has("matmul 1024x1024x1024") && has("layernorm") && has("attention fwd"),
         "{names:?}"
     );
-    if gpu.features.contains(wgpu::Features::SHADER_F16) {
+    if common::f16(gpu, "bench kernels f16 rows") {
         for n in [1152, 1536, 384] {
             let k = if n == 384 { 1536 } else { 384 };
             let default = format!("matmul f16 257x{n}x{k} tb (");

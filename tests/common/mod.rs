@@ -30,6 +30,22 @@ pub fn gpu() -> Option<&'static Gpu> {
     g.as_ref()
 }
 
+/// Whether `gpu` stores f16 (SHADER_F16), where the f16 tests run. Without it they say so and
+/// pass, unless `DINOSCOPE_EXPECT_F16` is set (CI's lavapipe has the feature): then a driver or
+/// wgpu update that lost it fails them instead of leaving them empty.
+pub fn f16(gpu: &Gpu, test: &str) -> bool {
+    if gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("DINOSCOPE_EXPECT_F16").is_none(),
+        "{test}: DINOSCOPE_EXPECT_F16 is set, but {} has no SHADER_F16",
+        gpu.info.name
+    );
+    eprintln!("{test}: skipped, no SHADER_F16 on {}", gpu.info.name);
+    false
+}
+
 /// The bundled golden fixtures.
 pub fn fixtures_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -17,7 +17,7 @@ fn worst_relative_difference(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
     let Some(gpu) = common::gpu() else { return };
-    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+    if !common::f16(gpu, "mixed_precision_follows_the_f32_run") {
         return;
     }
     use dinoscope::train::config::{Checkpoint, Precision};
