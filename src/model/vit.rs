@@ -686,106 +686,20 @@ impl Vit {
     ) -> (Tensor, Option<BlockActs>, Option<Tensor>) {
         let cfg = &self.cfg;
         let gpu = rec.gpu();
-        let (batch, n, ad) = (shape.batch, shape.n, shape.ad);
-        let (heads, hd, d) = (ad.heads, ad.head_dim, cfg.dim);
-        let rows = batch * n;
-        let layout = QkvLayout::fused(heads, n, hd);
+        let rows = shape.batch * shape.n;
         let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
-        let h1 = gpu.empty_as(&[rows, d], self.dtype());
-        let ln1 = kernels::layernorm::layernorm_forward(
-            rec,
-            &h1,
-            x,
-            &b("norm1.weight"),
-            &b("norm1.bias"),
-            cfg.ln_eps,
-        );
-        let qkv = gpu.empty_as(&[batch, n, 3 * d], self.dtype());
-        kernels::linear::linear_forward(
-            rec,
-            &qkv,
-            &h1,
-            &b("attn.qkv.weight"),
-            Some(&b("attn.qkv.bias")),
-            None,
-        );
-        self.rotate(rec, &qkv, shape, false);
-        let attn = gpu.empty_as(&[rows, d], self.dtype());
-        let ol = OutLayout::bnhd(heads, n, hd);
-        let lse =
-            kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
-        let p = probs.then(|| {
-            let p = gpu.empty_as(&[batch, heads, n, n], self.dtype());
-            kernels::attention::attention_probs(rec, &p, &qkv, &qkv, &lse, ad, layout);
-            p
-        });
-        let mut proj = gpu.empty_as(&[rows, d], self.dtype());
-        kernels::linear::linear_forward(
-            rec,
-            &proj,
-            &attn,
-            &b("attn.proj.weight"),
-            Some(&b("attn.proj.bias")),
-            None,
-        );
-        if let Some((s1, _)) = &drop {
-            let dropped = gpu.empty_as(&[rows, d], self.dtype());
-            kernels::elementwise::scale_rows(rec, &dropped, &proj, s1);
-            proj = dropped;
-        }
-        // New buffers for the residual stream, so every block input survives for backward.
-        let x_mid = gpu.empty_as(&[batch, n, d], self.dtype());
-        kernels::elementwise::add_mul(rec, &x_mid, x, &proj, &self.layer_scale(gpu, i, "ls1"));
-        let h2 = gpu.empty_as(&[rows, d], self.dtype());
-        let ln2 = kernels::layernorm::layernorm_forward(
-            rec,
-            &h2,
-            &x_mid,
-            &b("norm2.weight"),
-            &b("norm2.bias"),
-            cfg.ln_eps,
-        );
-        let swiglu = cfg.ffn == Ffn::SwiGlu;
-        let (fc1, fc2) = if swiglu {
-            ("mlp.w12", "mlp.w3")
-        } else {
-            ("mlp.fc1", "mlp.fc2")
-        };
-        let pre = gpu.empty_as(
-            &[
-                rows,
-                if swiglu {
-                    2 * cfg.mlp_hidden
-                } else {
-                    cfg.mlp_hidden
-                },
-            ],
-            self.dtype(),
-        );
-        let act = gpu.empty_as(&[rows, cfg.mlp_hidden], self.dtype());
-        let (w1, b1) = (b(&format!("{fc1}.weight")), b(&format!("{fc1}.bias")));
-        if swiglu {
-            kernels::linear::linear_forward(rec, &pre, &h2, &w1, Some(&b1), None);
-            kernels::gelu::swiglu_forward(rec, &act, &pre, cfg.mlp_hidden);
-        } else {
-            kernels::linear::linear_forward(rec, &act, &h2, &w1, Some(&b1), Some(&pre));
-        }
-        let mut mlp = gpu.empty_as(&[rows, d], self.dtype());
-        kernels::linear::linear_forward(
-            rec,
-            &mlp,
-            &act,
-            &b(&format!("{fc2}.weight")),
-            Some(&b(&format!("{fc2}.bias"))),
-            None,
-        );
-        if let Some((_, s2)) = &drop {
-            let dropped = gpu.empty_as(&[rows, d], self.dtype());
-            kernels::elementwise::scale_rows(rec, &dropped, &mlp, s2);
-            mlp = dropped;
-        }
-        let x_out = gpu.empty_as(&[batch, n, d], self.dtype());
-        kernels::elementwise::add_mul(rec, &x_out, &x_mid, &mlp, &self.layer_scale(gpu, i, "ls2"));
+        let h1 = gpu.empty_as(&[rows, cfg.dim], self.dtype());
+        let (w, bias) = (b("norm1.weight"), b("norm1.bias"));
+        let ln1 = kernels::layernorm::layernorm_forward(rec, &h1, x, &w, &bias, cfg.ln_eps);
+        let (qkv, attn, lse, p, proj) = self.attention_branch(rec, i, &h1, shape, probs);
+        let s1 = drop.as_ref().map(|(s1, _)| s1);
+        let (proj, x_mid) = self.residual(rec, (i, "ls1"), shape, x, proj, s1);
+        let h2 = gpu.empty_as(&[rows, cfg.dim], self.dtype());
+        let (w, bias) = (b("norm2.weight"), b("norm2.bias"));
+        let ln2 = kernels::layernorm::layernorm_forward(rec, &h2, &x_mid, &w, &bias, cfg.ln_eps);
+        let (pre, act, mlp) = self.mlp_branch(rec, i, &h2, rows);
+        let s2 = drop.as_ref().map(|(_, s2)| s2);
+        let (mlp, x_out) = self.residual(rec, (i, "ls2"), shape, &x_mid, mlp, s2);
         let acts = save.then(|| BlockActs {
             x_in: x.clone(),
             ln1,
@@ -803,5 +717,104 @@ impl Vit {
             drop,
         });
         (x_out, acts, p)
+    }
+
+    /// The attention branch on the normed input `h1`: (qkv, attention output, its log-sum-exp,
+    /// the probabilities when `probs`, the projection).
+    fn attention_branch(
+        &self,
+        rec: &mut Recorder,
+        i: usize,
+        h1: &Tensor,
+        shape: BlockShape,
+        probs: bool,
+    ) -> (Tensor, Tensor, Tensor, Option<Tensor>, Tensor) {
+        let gpu = rec.gpu();
+        let (batch, n, ad, d) = (shape.batch, shape.n, shape.ad, self.cfg.dim);
+        let (heads, hd) = (ad.heads, ad.head_dim);
+        let layout = QkvLayout::fused(heads, n, hd);
+        let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
+        let qkv = gpu.empty_as(&[batch, n, 3 * d], self.dtype());
+        let (w, bias) = (b("attn.qkv.weight"), b("attn.qkv.bias"));
+        kernels::linear::linear_forward(rec, &qkv, h1, &w, Some(&bias), None);
+        self.rotate(rec, &qkv, shape, false);
+        let attn = gpu.empty_as(&[batch * n, d], self.dtype());
+        let ol = OutLayout::bnhd(heads, n, hd);
+        let lse =
+            kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
+        let p = probs.then(|| {
+            let p = gpu.empty_as(&[batch, heads, n, n], self.dtype());
+            kernels::attention::attention_probs(rec, &p, &qkv, &qkv, &lse, ad, layout);
+            p
+        });
+        let proj = gpu.empty_as(&[batch * n, d], self.dtype());
+        let (w, bias) = (b("attn.proj.weight"), b("attn.proj.bias"));
+        kernels::linear::linear_forward(rec, &proj, &attn, &w, Some(&bias), None);
+        (qkv, attn, lse, p, proj)
+    }
+
+    /// The MLP branch on the normed input `h2` [rows, D]: (the pre-activation, or SwiGLU's two
+    /// halves; the activation; the output).
+    fn mlp_branch(
+        &self,
+        rec: &mut Recorder,
+        i: usize,
+        h2: &Tensor,
+        rows: usize,
+    ) -> (Tensor, Tensor, Tensor) {
+        let cfg = &self.cfg;
+        let gpu = rec.gpu();
+        let b = |s: &str| self.p(&format!("blocks.{i}.{s}"));
+        let swiglu = cfg.ffn == Ffn::SwiGlu;
+        let (fc1, fc2) = if swiglu {
+            ("mlp.w12", "mlp.w3")
+        } else {
+            ("mlp.fc1", "mlp.fc2")
+        };
+        let pre_width = if swiglu {
+            2 * cfg.mlp_hidden
+        } else {
+            cfg.mlp_hidden
+        };
+        let pre = gpu.empty_as(&[rows, pre_width], self.dtype());
+        let act = gpu.empty_as(&[rows, cfg.mlp_hidden], self.dtype());
+        let (w1, b1) = (b(&format!("{fc1}.weight")), b(&format!("{fc1}.bias")));
+        if swiglu {
+            kernels::linear::linear_forward(rec, &pre, h2, &w1, Some(&b1), None);
+            kernels::gelu::swiglu_forward(rec, &act, &pre, cfg.mlp_hidden);
+        } else {
+            kernels::linear::linear_forward(rec, &act, h2, &w1, Some(&b1), Some(&pre));
+        }
+        let mlp = gpu.empty_as(&[rows, cfg.dim], self.dtype());
+        let (w2, b2) = (b(&format!("{fc2}.weight")), b(&format!("{fc2}.bias")));
+        kernels::linear::linear_forward(rec, &mlp, &act, &w2, Some(&b2), None);
+        (pre, act, mlp)
+    }
+
+    /// `x + γ·branch` into a new buffer (every block input survives for the backward pass),
+    /// the branch first scaled per row by drop path's `scale` where given: (the branch as
+    /// added, the sum).
+    fn residual(
+        &self,
+        rec: &mut Recorder,
+        (i, ls): (usize, &str),
+        shape: BlockShape,
+        x: &Tensor,
+        branch: Tensor,
+        scale: Option<&Tensor>,
+    ) -> (Tensor, Tensor) {
+        let gpu = rec.gpu();
+        let (batch, n, d) = (shape.batch, shape.n, self.cfg.dim);
+        let branch = match scale {
+            Some(s) => {
+                let dropped = gpu.empty_as(&[batch * n, d], self.dtype());
+                kernels::elementwise::scale_rows(rec, &dropped, &branch, s);
+                dropped
+            }
+            None => branch,
+        };
+        let out = gpu.empty_as(&[batch, n, d], self.dtype());
+        kernels::elementwise::add_mul(rec, &out, x, &branch, &self.layer_scale(gpu, i, ls));
+        (branch, out)
     }
 }
