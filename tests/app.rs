@@ -331,8 +331,16 @@ fn pause_resume_and_stop_control_the_worker() {
             .filter_map(|v| v["step"].as_u64())
             .collect();
         assert_eq!(steps, (0..app.progress.0).collect::<Vec<_>>(), "{text}");
+        // Each step's own time, which a resumed run's curve is rebuilt from.
+        assert!(
+            text.lines()
+                .filter(|l| l.contains("\"step\""))
+                .all(|l| l.contains("\"step_s\"")),
+            "{text}"
+        );
     };
     logged(&app);
+    let live: Vec<f32> = app.history.points.iter().map(|p| p.images_per_s).collect();
     app.start(Some(dir.join("run")));
     assert!(frames_until(&ctx, &mut app, |a| {
         a.progress.0 > stopped_at
@@ -342,6 +350,12 @@ fn pause_resume_and_stop_control_the_worker() {
     // The resumed run's curves start at the run's first step, from its log.
     let shown: Vec<u64> = app.history.points.iter().map(|p| p.metrics.step).collect();
     assert_eq!(shown, (0..app.progress.0).collect::<Vec<_>>());
+    // With the same throughput the live curve showed (evaluations and checkpoints left out).
+    let rebuilt: Vec<f32> = app.history.points[..live.len()]
+        .iter()
+        .map(|p| p.images_per_s)
+        .collect();
+    assert_eq!(rebuilt, live);
     logged(&app);
     // The run's backbone, exported for transformers; an earlier export is kept.
     app.export_hf();

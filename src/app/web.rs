@@ -245,7 +245,7 @@ impl WebRun {
     /// A step's metrics are back after `dt` seconds: its curve point, and what is due after it.
     fn read_step(
         &mut self,
-        m: StepMetrics,
+        mut m: StepMetrics,
         dt: f64,
         skipped: usize,
         snapshot_every: u64,
@@ -254,6 +254,7 @@ impl WebRun {
         self.session.check_finite(&m)?;
         let batch = self.session.config().batch_size as f64;
         let done = m.step + 1;
+        m.seconds = dt;
         out.points.push(LogPoint {
             metrics: m,
             images_per_s: self.rate.push(batch, dt) as f32,

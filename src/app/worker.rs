@@ -390,7 +390,8 @@ impl<'a> Driver<'a> {
         let point = self.session.finish(step.pending, step.skipped);
         let mut point = point.map_err(|e| self.failed(e))?;
         let batch = self.session.config().batch_size as f64;
-        point.images_per_s = self.rate.push(batch, since.elapsed().as_secs_f64()) as f32;
+        point.metrics.seconds = since.elapsed().as_secs_f64();
+        point.images_per_s = self.rate.push(batch, point.metrics.seconds) as f32;
         self.last_read = Some(web_time::Instant::now());
         if self.session.skipped_total > self.warned_skips {
             self.warned_skips = self.session.skipped_total;
@@ -545,7 +546,8 @@ impl RunLog {
 }
 
 /// The curves' points and evaluations from a resumed run's kept log lines; a step's throughput
-/// is taken over the wall time since the lines before it, as while the run was live.
+/// is taken over its logged `step_s`, as while the run was live (in a log written before that
+/// field, over the wall time since the line before, evaluations included).
 fn earlier(kept: &[Value], batch: usize) -> Event {
     let (steps, evals) = crate::train::metrics_log::earlier(kept);
     let mut last = 0.0f64;
@@ -553,7 +555,11 @@ fn earlier(kept: &[Value], batch: usize) -> Event {
     let points = steps
         .into_iter()
         .map(|(metrics, elapsed)| {
-            let dt = elapsed.map_or(0.0, |e| e - last);
+            let dt = if metrics.seconds > 0.0 {
+                metrics.seconds
+            } else {
+                elapsed.map_or(0.0, |e| e - last)
+            };
             last = elapsed.unwrap_or(last);
             LogPoint {
                 metrics,

@@ -41,8 +41,9 @@ pub struct StepMetrics {
     pub step: u64,
     /// Wall seconds from when the host began on this step (or read the one before, when the
     /// two overlapped) to when its metrics were read: pauses for evaluations and checkpoints
-    /// left out. Set by `train::run`'s step loop (0 elsewhere); not logged.
-    #[serde(skip)]
+    /// left out. Set by the loops that run steps (0 elsewhere); logged as `step_s`, so a
+    /// resumed run's curve gets the same throughput as the live one.
+    #[serde(default, rename = "step_s")]
     pub seconds: f64,
     /// Weighted total loss.
     pub loss: f32,
