@@ -115,30 +115,10 @@ fn yaml_float(v: f32) -> String {
 }
 
 /// The official trainer's config with this run's values (`weights` names the checkpoint file
-/// the trainer starts from).
+/// the trainer starts from), section by section in the order of its `ssl_default_config.yaml`.
 pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
     let arch = official_arch(cfg)?;
-    let f = yaml_float;
     let l = epoch_length(cfg);
-    let m = &cfg.model;
-    let a = &cfg.augment;
-    let ibot = cfg.ibot_head.as_ref().unwrap_or(&cfg.head);
-    let precision = |reduce_head: &str| {
-        let mut s = String::new();
-        for module in ["backbone", "dino_head", "ibot_head"] {
-            let reduce = if module == "backbone" {
-                "fp16"
-            } else {
-                reduce_head
-            };
-            let _ = write!(
-                s,
-                "    {module}:\n      sharding_strategy: SHARD_GRAD_OP\n      mixed_precision:\n        \
-                 param_dtype: fp16\n        reduce_dtype: {reduce}\n        buffer_dtype: fp32\n"
-            );
-        }
-        s
-    };
     let mut y = String::new();
     let w = &mut y;
     let _ = writeln!(
@@ -158,9 +138,40 @@ pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
     let _ = write!(
         w,
         "compute_precision:\n  grad_scaler: true\n  teacher:\n{}  student:\n{}",
-        precision("fp16"),
-        precision("fp32")
+        yaml_precision("fp16"),
+        yaml_precision("fp32")
     );
+    yaml_losses(w, cfg);
+    yaml_train(w, cfg, l);
+    yaml_student(w, cfg, arch);
+    yaml_schedules(w, cfg, l);
+    yaml_crops(w, cfg);
+    let _ = writeln!(w, "evaluation:\n  eval_period_iterations: 12500");
+    Ok(y)
+}
+
+/// `compute_precision`'s per-module FSDP settings of one model (the heads reduce in `reduce_head`).
+fn yaml_precision(reduce_head: &str) -> String {
+    let mut s = String::new();
+    for module in ["backbone", "dino_head", "ibot_head"] {
+        let reduce = if module == "backbone" {
+            "fp16"
+        } else {
+            reduce_head
+        };
+        let _ = write!(
+            s,
+            "    {module}:\n      sharding_strategy: SHARD_GRAD_OP\n      mixed_precision:\n        \
+             param_dtype: fp16\n        reduce_dtype: {reduce}\n        buffer_dtype: fp32\n"
+        );
+    }
+    s
+}
+
+/// The `dino` and `ibot` sections: loss weights, heads, masking.
+fn yaml_losses(w: &mut String, cfg: &TrainConfig) {
+    let f = yaml_float;
+    let ibot = cfg.ibot_head.as_ref().unwrap_or(&cfg.head);
     let _ = write!(
         w,
         "dino:\n  loss_weight: {}\n  head_n_prototypes: {}\n  head_bottleneck_dim: {}\n  \
@@ -185,6 +196,10 @@ pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
         ibot.bottleneck,
         ibot.hidden
     );
+}
+
+/// The `train` section: batch, seed, workers, the epoch length `l`, the targets.
+fn yaml_train(w: &mut String, cfg: &TrainConfig, l: u64) {
     let centering = match cfg.targets {
         Targets::Centering => "centering",
         Targets::SinkhornKnopp => "sinkhorn_knopp",
@@ -196,6 +211,12 @@ pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
          cache_dataset: true\n  centering: {centering}\n",
         cfg.batch_size, cfg.seed, cfg.workers
     );
+}
+
+/// The `student` section: the architecture.
+fn yaml_student(w: &mut String, cfg: &TrainConfig, arch: &str) {
+    let f = yaml_float;
+    let m = &cfg.model;
     let layerscale = if m.layerscale {
         cfg.init.layerscale
     } else {
@@ -215,6 +236,11 @@ pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
         m.registers,
         m.registers > 0
     );
+}
+
+/// The `teacher` and `optim` sections: the schedules, in epochs of `l` steps.
+fn yaml_schedules(w: &mut String, cfg: &TrainConfig, l: u64) {
+    let f = yaml_float;
     let _ = write!(
         w,
         "teacher:\n  momentum_teacher: {}\n  final_momentum_teacher: {}\n  warmup_teacher_temp: {}\n  \
@@ -242,6 +268,12 @@ pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
         f(cfg.patch_embed_lr_mult),
         f(cfg.layer_decay)
     );
+}
+
+/// The `crops` section.
+fn yaml_crops(w: &mut String, cfg: &TrainConfig) {
+    let f = yaml_float;
+    let a = &cfg.augment;
     let _ = write!(
         w,
         "crops:\n  global_crops_scale:\n  - {}\n  - {}\n  local_crops_number: {}\n  \
@@ -254,8 +286,6 @@ pub fn config_yaml(cfg: &TrainConfig, weights: &str) -> Result<String, String> {
         a.global_size,
         a.local_size
     );
-    let _ = writeln!(w, "evaluation:\n  eval_period_iterations: 12500");
-    Ok(y)
 }
 
 /// A tensor's name, shape and values.
