@@ -102,6 +102,8 @@ const server = spawn("python3", ["-m", "http.server", "--bind", "127.0.0.1", Str
   { cwd: dist, stdio: "ignore" });
 const url = `http://127.0.0.1:${port}/`;
 let browser;
+// The page's console, printed after a failure (empty if the browser never started).
+const logs = [];
 try {
   for (let i = 0; i < 50; i++) {
     try { if ((await fetch(url)).ok) break; } catch { /* not up yet */ }
@@ -111,7 +113,6 @@ try {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: false, args: flags,
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  var logs = [];
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
   page.on("crash", () => logs.push("the page crashed"));
