@@ -73,6 +73,12 @@ pub fn check_json_target(path: &std::path::Path) -> std::result::Result<(), Stri
     if !path.exists() {
         return Ok(());
     }
+    // A device or pipe is never read (one may not end) nor renamed over.
+    if !path.is_file() {
+        return Err(format!(
+            "--json {shown}: not a regular file (a device or pipe); give a file name"
+        ));
+    }
     // An empty file (made by `touch` or `mktemp` for the rows) holds nothing to keep.
     let ours = std::fs::read(path)
         .ok()

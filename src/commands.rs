@@ -227,24 +227,30 @@ pub fn attention(
         }
     })?;
     create_folder(out_dir)?;
-    let save = |img: &image::RgbImage, name: &str| -> Result<PathBuf, String> {
-        let p = out_dir.join(name);
-        dinoscope::viz::save_png(img, &p).map_err(|e| e.to_string())?;
-        Ok(p)
+    // Encoded first, then written all or none: a full disk leaves no half set of maps.
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |img: &image::RgbImage, name: String| -> Result<(), String> {
+        let png = dinoscope::viz::png_bytes(img).map_err(|e| format!("{name}: {e}"))?;
+        files.push((name, png));
+        Ok(())
     };
-    let mut written = vec![save(&maps.image, "input.png")?];
+    add(&maps.image, "input.png".into())?;
     for (i, (raw, th)) in maps.heads.iter().zip(&maps.heads_thresholded).enumerate() {
-        written.push(save(raw, &format!("head{i}.png"))?);
-        written.push(save(th, &format!("head{i}_threshold.png"))?);
+        add(raw, format!("head{i}.png"))?;
+        add(th, format!("head{i}_threshold.png"))?;
     }
     let cols = maps.heads.len().clamp(1, 4);
-    written.push(save(
-        &dinoscope::viz::tile_images(&maps.heads, cols),
-        "heads.png",
-    )?);
-    written.push(save(&maps.mean, "mean.png")?);
-    written.push(save(&maps.mean_overlay, "mean_overlay.png")?);
-    written.push(save(&maps.pca, "pca.png")?);
+    let tiled = dinoscope::viz::tile_images(&maps.heads, cols);
+    add(&tiled, "heads.png".into())?;
+    add(&maps.mean, "mean.png".into())?;
+    add(&maps.mean_overlay, "mean_overlay.png".into())?;
+    add(&maps.pca, "pca.png".into())?;
+    let parts: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    dinoscope::io::write_all_atomic(out_dir, &parts)?;
+    let written: Vec<PathBuf> = files.iter().map(|(n, _)| out_dir.join(n)).collect();
     // Replacing an earlier call's maps: those of heads this model does not have would otherwise
     // stay beside the new ones as if they were its.
     if overwrite {

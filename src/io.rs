@@ -17,8 +17,20 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    check_target(path)?;
     let tmp = stage(path, bytes)?;
     publish(&tmp, path)
+}
+
+/// Refuses a target that is a device or a pipe (`/dev/null`, a FIFO): a rename would put a
+/// file in its place.
+fn check_target(path: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() && !m.is_dir() => Err(std::io::Error::other(
+            "not a regular file (a device or pipe); name a file to write",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Writes every one of `files` (name, bytes) into `dir`, or none: all are written and synced
@@ -33,6 +45,9 @@ pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Strin
     // A folder in a file's place would refuse its rename; say so before anything is written.
     if let Some(p) = files.iter().map(|(n, _)| dir.join(n)).find(|p| p.is_dir()) {
         return Err(format!("{}: is a folder, where a file goes", p.display()));
+    }
+    for p in files.iter().map(|(n, _)| dir.join(n)) {
+        check_target(&p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     let mut staged = Vec::new();
     for (name, bytes) in files {
@@ -242,6 +257,29 @@ mod tests {
         let err = write_all_atomic(&dir, &[("a.json", b"x"), ("A.json", b"y")]).unwrap_err();
         assert!(err.contains("given twice"), "{err}");
         assert_eq!(std::fs::read(dir.join("a.json")).expect("a"), b"new a");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(all(test, unix))]
+mod fifo_tests {
+    use std::os::unix::fs::FileTypeExt;
+
+    /// A pipe (as `/dev/null`, not a regular file) is refused as a target, and left a pipe.
+    #[test]
+    fn a_pipe_is_not_written_over() {
+        let dir = std::env::temp_dir().join(format!("dinoscope-io-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let fifo = dir.join("out.json");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let err = super::write_atomic(&fifo, b"x").expect_err("a pipe");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = super::write_all_atomic(&dir, &[("out.json", b"x")]).expect_err("a pipe");
+        assert!(err.contains("not a regular file"), "{err}");
+        let still = std::fs::symlink_metadata(&fifo).is_ok_and(|m| m.file_type().is_fifo());
+        assert!(still, "the pipe was replaced");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

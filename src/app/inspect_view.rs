@@ -134,7 +134,8 @@ impl DinoscopeApp {
         let name = path.display().to_string();
         let bytes = match bytes {
             Some(b) => Ok(b),
-            None => std::fs::read(path).map_err(|e| format!("{name}: cannot read: {e}")),
+            None => crate::data::image::read_picture_file(path)
+                .map_err(|e| format!("{name}: cannot read: {e}")),
         };
         match bytes.and_then(|b| self.inspect.set_image_bytes(&name, &b)) {
             Ok(()) => {

@@ -23,6 +23,23 @@ pub fn vit(
             gpu.info.name
         )));
     }
+    // Each run's pixels in one buffer: refused before anything is allocated when they exceed
+    // the adapter's largest binding (or overflow).
+    let max_values = gpu.limits.max_storage_buffer_binding_size as usize / 4;
+    for &(size, batch) in runs {
+        let side = size / cfg.patch * cfg.patch;
+        let values = [3, side, side]
+            .iter()
+            .try_fold(batch, |n, &f| n.checked_mul(f));
+        if values.is_none_or(|v| v > max_values) {
+            return Err(crate::gpu::GpuError::Wgpu(format!(
+                "--runs {size}x{batch}: {batch} pictures of {side}×{side} pixels exceed {} MiB, \
+                 the largest buffer {} binds; use a smaller size or batch",
+                (max_values * 4) >> 20,
+                gpu.info.name
+            )));
+        }
+    }
     let mut rows = Vec::new();
     use crate::model::vit::{ForwardOptions, Vit};
     let layout = crate::model::vit::param_layout(cfg);

@@ -191,11 +191,43 @@ pub fn load_image_reduced(
     factor: impl Fn(u32, u32) -> u32,
 ) -> Result<RgbImage, ImageError> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|cause| ImageError::Read {
+    let bytes = read_picture_file(path).map_err(|cause| ImageError::Read {
         name: name.clone(),
         cause,
     })?;
     decode_image_reduced(&bytes, &name, factor)
+}
+
+/// Largest picture file read, in bytes: far past any picture within the pixel limits.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// A picture file's bytes: a regular file (a pipe would block the reader, a device never end)
+/// of at most [`MAX_FILE_BYTES`].
+pub fn read_picture_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a folder, pipe or device)",
+        ));
+    }
+    let too_big = || {
+        std::io::Error::other(format!(
+            "larger than {} GiB, more than any picture within the pixel limit",
+            MAX_FILE_BYTES >> 30
+        ))
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    Ok(bytes)
 }
 
 /// Decodes png, jpeg or webp bytes (format sniffed) to upright 8-bit RGB; `name` labels errors.

@@ -526,6 +526,12 @@ impl VitConfig {
                 problems.push(format!("{field} must be at least 1"));
             }
         }
+        if self.depth > MAX_DEPTH {
+            problems.push(format!(
+                "depth {} is over {MAX_DEPTH} blocks (ViT-g has 40)",
+                self.depth
+            ));
+        }
         if self.heads > 0 && !self.dim.is_multiple_of(self.heads) {
             problems.push(format!(
                 "dim {} is not divisible by heads {}",
@@ -589,6 +595,10 @@ impl VitConfig {
         }
     }
 }
+
+/// Most blocks a backbone may have: far past any published one, and a bound on what a config
+/// makes the loader list and allocate.
+pub const MAX_DEPTH: usize = 1024;
 
 /// The fields of a Hugging Face DINOv2 `config.json` that matter here.
 #[derive(Deserialize)]

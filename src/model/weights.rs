@@ -118,21 +118,33 @@ fn shape_str(s: &[usize]) -> String {
     format!("[{}]", parts.join(", "))
 }
 
+/// Lines a [`Mismatch`] lists of each kind before it counts the rest.
+const LISTED: usize = 200;
+
+/// "    … and N more" after the first [`LISTED`] of `n`.
+fn more(f: &mut fmt::Formatter<'_>, n: usize) -> fmt::Result {
+    if n > LISTED {
+        writeln!(f, "    … and {} more", n - LISTED)?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.missing.is_empty() {
             writeln!(f, "  missing ({}):", self.missing.len())?;
-            for (name, shape, note) in &self.missing {
+            for (name, shape, note) in self.missing.iter().take(LISTED) {
                 write!(f, "    {name} {}", shape_str(shape))?;
                 if let Some(n) = note {
                     write!(f, " ({n})")?;
                 }
                 writeln!(f)?;
             }
+            more(f, self.missing.len())?;
         }
         if !self.wrong_shape.is_empty() {
             writeln!(f, "  wrong shape ({}):", self.wrong_shape.len())?;
-            for w in &self.wrong_shape {
+            for w in self.wrong_shape.iter().take(LISTED) {
                 write!(
                     f,
                     "    {}: expected {}, found {}",
@@ -145,18 +157,21 @@ impl fmt::Display for Mismatch {
                 }
                 writeln!(f)?;
             }
+            more(f, self.wrong_shape.len())?;
         }
         if !self.unexpected.is_empty() {
             writeln!(f, "  unexpected ({}):", self.unexpected.len())?;
-            for (name, shape) in &self.unexpected {
+            for (name, shape) in self.unexpected.iter().take(LISTED) {
                 writeln!(f, "    {name} {}", shape_str(shape))?;
             }
+            more(f, self.unexpected.len())?;
         }
         if !self.conflicts.is_empty() {
             writeln!(f, "  defined more than once ({}):", self.conflicts.len())?;
-            for c in &self.conflicts {
+            for c in self.conflicts.iter().take(LISTED) {
                 writeln!(f, "    {c}")?;
             }
+            more(f, self.conflicts.len())?;
         }
         Ok(())
     }

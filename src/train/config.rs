@@ -566,13 +566,17 @@ mod tests {
         let base = TrainConfig::preset("debug").expect("preset");
         assert!(base.validate().is_ok());
         type Break = fn(&mut TrainConfig);
-        let cases: [(&str, Break); 6] = [
+        let cases: [(&str, Break); 8] = [
             ("global_size is 0", |c| c.augment.global_size = 0),
             ("local_size is 0", |c| c.augment.local_size = 0),
             ("global_scale", |c| c.augment.global_scale = (0.0, 0.0)),
             ("mask_ratio", |c| c.mask_ratio = (0.6, 0.5)),
             ("mask_prob", |c| c.mask_prob = 1.5),
             ("blur_kernel", |c| c.augment.blur_kernel = 4),
+            ("at most 255", |c| c.augment.blur_kernel = 4_294_967_295),
+            ("depth 4000000000 is over", |c| {
+                c.model.depth = 4_000_000_000
+            }),
         ];
         for (says, break_it) in cases {
             let mut c = base.clone();

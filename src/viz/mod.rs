@@ -42,10 +42,15 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<(), VizError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
-        .map_err(failed)?;
+    let png = png_bytes(img).map_err(failed)?;
     crate::io::write_atomic(path, &png).map_err(|e| failed(image::ImageError::IoError(e)))
+}
+
+/// An image encoded as PNG, in memory (to write several files all or none).
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>, image::ImageError> {
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)?;
+    Ok(png)
 }
 
 /// Pixels of white between tiles, so dark-edged maps of neighbouring heads stay apart.

@@ -322,6 +322,20 @@ fn bench_vit_profiles_each_run_forward() {
         "--json",
         path,
     ];
+    // Sizes past the adapter's largest buffer (or overflowing) are refused before anything
+    // is allocated.
+    for runs in [
+        "28x18446744073709551615",
+        "18446744073709551615x1",
+        "99999x1",
+    ] {
+        let out = dinoscope(&["bench", "vit", "--runs", runs]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("use a smaller size or batch"),
+            "{runs}: {err}"
+        );
+    }
     let out = dinoscope(&args);
     let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -6,6 +6,8 @@ use crate::data::dataset::DataError;
 #[cfg(doc)]
 use crate::data::{augment::multi_crop_bytes, resample::reduce_box};
 
+/// Widest Gaussian blur kernel (DINOv2 blurs with 9 taps, σ up to 2).
+pub const MAX_BLUR_KERNEL: usize = 255;
 /// Largest crop side accepted by `AugmentConfig::validate`.
 const MAX_CROP_SIZE: usize = 4096;
 
@@ -184,9 +186,9 @@ impl AugmentConfig {
         if !(0.0..=0.5).contains(&self.hue) {
             return bad(format!("hue is {}; it must be in [0, 0.5]", self.hue));
         }
-        if self.blur_kernel.is_multiple_of(2) {
+        if self.blur_kernel.is_multiple_of(2) || self.blur_kernel > MAX_BLUR_KERNEL {
             return bad(format!(
-                "blur_kernel is {}; it must be odd",
+                "blur_kernel is {}; it must be odd and at most {MAX_BLUR_KERNEL} (DINOv2: 9)",
                 self.blur_kernel
             ));
         }

@@ -158,7 +158,12 @@ fn list_images(
                 list_images(&path, depth + 1, seen, out)?;
             }
         } else if is_image_name(&path) {
-            out.push(path);
+            if meta.is_file() {
+                out.push(path);
+            } else {
+                // Opening a pipe would block the loader; a device would never end.
+                log::warn!("{}: skipped, not a regular file", path.display());
+            }
         }
     }
     Ok(())
@@ -234,4 +239,29 @@ fn preview(names: &[String]) -> String {
         s += &format!(", … {} more", names.len() - SHOWN);
     }
     s
+}
+
+#[cfg(all(test, unix))]
+mod fifo_tests {
+    /// A pipe named like a picture is not listed (opening it would block the loader), and read
+    /// as a picture it is refused without being opened.
+    #[test]
+    fn a_pipe_is_neither_listed_nor_read() {
+        let dir = std::env::temp_dir().join(format!("dinoscope-list-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let fifo = dir.join("f.png");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        image::RgbImage::new(2, 2)
+            .save(dir.join("a.png"))
+            .expect("png");
+        assert_eq!(
+            super::image_files(&dir).expect("list"),
+            vec![dir.join("a.png")]
+        );
+        let err = crate::data::image::load_image(&fifo).expect_err("a pipe");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
