@@ -415,6 +415,17 @@ pub fn open_dataset(path: &Path) -> Result<Box<dyn Dataset>, DataError> {
     if meta.is_dir() {
         return Ok(Box::new(ImageFolder::open(path)?));
     }
+    if !meta.is_file() {
+        // A pipe would block the read below; a device would never end.
+        return Err(DataError::NotADataset {
+            path: shown,
+            detail: "not a regular file (a pipe or device)".into(),
+        });
+    }
+    let idx_named = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .is_some_and(|n| n.contains("ubyte") || n.contains("idx"));
     match sniff_magic(path)? {
         Some(IDX_IMAGES_MAGIC) => {
             let labels = idx_labels_for(path);
@@ -425,6 +436,13 @@ pub fn open_dataset(path: &Path) -> Result<Box<dyn Dataset>, DataError> {
             detail: "this is an IDX labels file; pass the images file (idx3-ubyte) and the \
                      labels next to it are found by name"
                 .into(),
+        }),
+        Some(found) if idx_named => Err(DataError::NotADataset {
+            path: shown,
+            detail: format!(
+                "named like an IDX file, but it starts with 0x{found:08X}, where an IDX images \
+                 file starts with 0x{IDX_IMAGES_MAGIC:08X} (after gzip, if compressed)"
+            ),
         }),
         _ if is_image_name(path) => Err(DataError::NotADataset {
             path: shown,

@@ -476,6 +476,15 @@ pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<ResumedDa
         }
         (Some(g), None) => (Some(g.to_path_buf()), None),
         (None, Some(r)) => {
+            // A recorded folder since moved or removed: say where the path came from.
+            if let Some(missing) = r.as_deref().filter(|d| !d.exists()) {
+                return Err(format!(
+                    "{}: the run's data, as {} records it, is not there; name where it is now \
+                     (train --data, or the app's data field), or other data to continue on",
+                    missing.display(),
+                    p.display()
+                ));
+            }
             log::info!("continuing on {}, the run's data", name(&r));
             (r, None)
         }

@@ -115,6 +115,13 @@ fn open_dataset_finds_idx_labels() {
         err.contains("notes.txt") && err.contains("not a dataset"),
         "{err}"
     );
+    // Named like IDX but holding something else: the magic number it starts with.
+    std::fs::write(dir.join("my-images-idx3-ubyte"), [0, 0, 8, 4, 0, 0]).unwrap();
+    let err = open_dataset(&dir.join("my-images-idx3-ubyte"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("0x00000804"), "{err}");
     let err = open_dataset(&dir.join("missing"))
         .err()
         .unwrap()

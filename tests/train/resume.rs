@@ -419,6 +419,18 @@ fn a_resumed_run_continues_on_its_own_data() {
     let (a, b) = (state_of(&straight), state_of(&split));
     assert_eq!((a.step, b.step), (3, 3));
     assert!(a == b, "the resumed run did not continue on its folder");
+    // Its folder moved away: the error names it and the record it came from.
+    let moved = dir.join("moved");
+    std::fs::rename(&photos, &moved).expect("move the data");
+    let out = cli_train(&cfg_path, &split, &["--resume", "--stop-after", "1"])
+        .output()
+        .expect("run dinoscope");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("data.json") && err.contains("--data"),
+        "{err}"
+    );
+    assert_eq!(state_of(&split).step, 3, "the run went on without its data");
     let zero = dir.join("zero");
     let out = cli_train(&cfg_path, &zero, &["--stop-after", "0"])
         .output()
