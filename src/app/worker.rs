@@ -554,8 +554,8 @@ fn earlier(kept: &[Value], batch: usize) -> Event {
     let mut rate = crate::train::rate::StepRate::default();
     let points = steps
         .into_iter()
-        .map(|(metrics, elapsed)| {
-            let dt = if metrics.seconds > 0.0 {
+        .map(|(metrics, elapsed, timed)| {
+            let dt = if timed {
                 metrics.seconds
             } else {
                 elapsed.map_or(0.0, |e| e - last)

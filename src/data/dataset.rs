@@ -437,7 +437,7 @@ pub fn open_dataset(path: &Path) -> Result<Box<dyn Dataset>, DataError> {
                      labels next to it are found by name"
                 .into(),
         }),
-        Some(found) if idx_named => Err(DataError::NotADataset {
+        Some(found) if idx_named && !is_image_name(path) => Err(DataError::NotADataset {
             path: shown,
             detail: format!(
                 "named like an IDX file, but it starts with 0x{found:08X}, where an IDX images \

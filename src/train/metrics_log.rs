@@ -111,16 +111,18 @@ pub fn elapsed_before(kept: &[Value]) -> f64 {
 }
 
 /// What the kept lines say happened before a resumed run's start: each step's metrics with the
-/// run's wall time after it, and each evaluation as (steps done, k-NN, probe accuracy).
+/// run's wall time after it and whether the line held the step's own time (`step_s`; lines
+/// written before it existed do not), and each evaluation as (steps done, k-NN, probe).
 #[allow(clippy::type_complexity)]
-pub fn earlier(kept: &[Value]) -> (Vec<(StepMetrics, Option<f64>)>, Vec<(u64, f32, f32)>) {
+pub fn earlier(kept: &[Value]) -> (Vec<(StepMetrics, Option<f64>, bool)>, Vec<(u64, f32, f32)>) {
     let mut steps = Vec::new();
     let mut evals = Vec::new();
     for v in kept {
         let done = match v.get("step").and_then(Value::as_u64) {
             Some(s) => {
                 if let Ok(m) = serde_json::from_value::<StepMetrics>(v.clone()) {
-                    steps.push((m, v.get("elapsed_s").and_then(Value::as_f64)));
+                    let elapsed = v.get("elapsed_s").and_then(Value::as_f64);
+                    steps.push((m, elapsed, v.get("step_s").is_some()));
                 }
                 s + 1
             }

@@ -318,11 +318,12 @@ fn a_killed_run_resumes_exactly() {
                 .and_then(|n| n.parse::<u64>().ok())
                 .is_some_and(|n| n >= 2)
         });
+    // Killed as soon as the line is read, before anything else here takes time.
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
     assert!(written.is_some(), "the run logged no checkpoint");
     let (_, st) = load_checkpoint(&killed).expect("the checkpoint it logged");
     assert!(st.step >= 2);
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
     let at_kill = state_of(&killed).step;
     eprintln!("killed after the checkpoint of step {at_kill}");
     assert!(at_kill < cfg.steps, "the run ended before the kill");

@@ -158,6 +158,8 @@ impl Vit {
             Some(s) => {
                 let dropped = gpu.empty_as(&[batch * n, d], self.dtype());
                 kernels::elementwise::scale_rows(rec, &dropped, &branch, s);
+                // The unscaled branch goes back to the pool before the sum is allocated.
+                drop(branch);
                 dropped
             }
             None => branch,

@@ -48,7 +48,9 @@ impl Trainer<'_> {
             head_acts,
             patch,
         };
-        let (d_tokens_g, d_cls_all) = self.loss_gradients(rec, inp, t, heads, losses, sv);
+        // `held`: tensors the backbone passes do not read, kept to the end as they always were
+        // (the pool's reuse, and so the step's peak, stay as `plan` has measured them).
+        let (d_tokens_g, d_cls_all, held) = self.loss_gradients(rec, inp, t, heads, losses, sv);
         let d_tokens_g = d_tokens_g.reshape(&[2 * b, inp.n_g, d]);
         let use_ibot = self.cfg.ibot_weight > 0.0;
         let half = self.half_products();
@@ -63,15 +65,17 @@ impl Trainer<'_> {
             half,
         )?;
         drop((out_g, d_tokens_g));
-        match out_l {
-            Some(o) => self.local_backward(rec, inp, o, d_cls_all, &g_backbone),
-            None => Ok(()),
+        if let Some(o) = out_l {
+            self.local_backward(rec, inp, o, d_cls_all, &g_backbone)?;
         }
+        drop(held);
+        Ok(())
     }
 
     /// The gradient of every loss with respect to the global crops' tokens `[2B·N, D]` (the
-    /// heads' weight gradients recorded on the way), and the CLS gradient of every crop
-    /// `[(2 + local)·B, D]`, whose local rows the local crops' pass takes.
+    /// heads' weight gradients recorded on the way), the CLS gradient of every crop
+    /// `[(2 + local)·B, D]`, whose local rows the local crops' pass takes, and the global CLS
+    /// tokens and the two loss weights, for the caller to drop.
     fn loss_gradients(
         &self,
         rec: &mut Recorder,
@@ -80,7 +84,7 @@ impl Trainer<'_> {
         heads: HeadSide,
         losses: &Losses,
         sv: &StepValues,
-    ) -> (Tensor, Tensor) {
+    ) -> (Tensor, Tensor, [Tensor; 3]) {
         let gpu = self.gpu;
         let cfg = &self.cfg;
         let (b, nl, d, k) = (inp.b, inp.nl, cfg.model.dim, cfg.head.prototypes);
@@ -140,7 +144,7 @@ impl Trainer<'_> {
             self.ibot_gradient(rec, inp, t, patch, &d_tokens_g);
         }
         self.gram_gradient(rec, inp, losses, sv, &d_tokens_g);
-        (d_tokens_g, d_cls_all)
+        (d_tokens_g, d_cls_all, [cls_g, up_dino, up_koleo])
     }
 
     /// iBOT's masked-patch loss through its head, added into the global tokens' gradient.
