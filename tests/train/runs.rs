@@ -346,7 +346,7 @@ fn unknown_fields_and_impossible_sizes_are_refused_by_name_before_allocating() {
             }),
         ),
         (
-            "trainable parameters",
+            "depth 10000000 is over 1024",
             Box::new(|c| c.model.depth = 10_000_000),
         ),
         ("tokens", Box::new(|c| c.model.registers = 300_000)),
