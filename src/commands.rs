@@ -215,13 +215,24 @@ pub fn attention(
         ));
     }
     let img = load_image(image).map_err(|e| e.to_string())?;
-    let pre =
-        preprocess(&img, Resize::ShorterSide(size), vit.cfg.patch).map_err(|e| e.to_string())?;
+    let pre = preprocess(&img, Resize::ShorterSide(size), vit.cfg.patch)
+        .map_err(|e| format!("{}: {e}", image.display()))?;
     let maps = infer::attention_maps(gpu, &vit, &pre, layer, keep).map_err(|e| {
-        // One picture: its size is what there is to lower.
+        // One picture: its shape and --size are what there is to change.
         let e = e.to_string();
         if e.contains("GPU limit too small") {
-            format!("{e} (here: a smaller --size than {size})")
+            let p = vit.cfg.patch;
+            format!(
+                "{}: a {}×{} picture at --size {size} is {}×{} = {} patches, too many for this \
+                 adapter: {}; use a smaller --size, or crop the picture nearer to square",
+                image.display(),
+                img.width(),
+                img.height(),
+                pre.width / p,
+                pre.height / p,
+                pre.width / p * (pre.height / p),
+                e.trim_end_matches("; use a smaller batch or model")
+            )
         } else {
             e
         }

@@ -292,12 +292,12 @@ fn verify(dir: &Path) -> Result<u64, String> {
     let text = std::fs::read_to_string(&mp).map_err(|e| io_err(&mp, "read", e))?;
     let m: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: damaged ({e})", mp.display()))?;
-    if m.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-        return Err(format!(
-            "{}: not a dinoscope checkpoint manifest",
-            mp.display()
-        ));
-    }
+    check_format(
+        &mp,
+        m.get("format").and_then(|f| f.as_str()),
+        FORMAT,
+        "checkpoint manifest",
+    )?;
     let step = m
         .get("step")
         .and_then(|s| s.as_u64())
@@ -338,6 +338,31 @@ fn verify(dir: &Path) -> Result<u64, String> {
     Ok(step)
 }
 
+/// Refuses a file whose format tag is not `want`, telling a later version of the format
+/// (which this build would misread) from a file that is not dinoscope's at all.
+fn check_format(p: &Path, found: Option<&str>, want: &str, what: &str) -> Result<(), String> {
+    if found == Some(want) {
+        return Ok(());
+    }
+    // Tags end in their version: "dinoscope-train-state-1".
+    let family = want.trim_end_matches(|c: char| c.is_ascii_digit());
+    match found {
+        Some(f) if f.starts_with(family) => Err(format!(
+            "{}: a {what} in format '{f}', which this build of dinoscope cannot read (it reads \
+             '{want}'); open it with the dinoscope version that wrote it",
+            p.display()
+        )),
+        Some(f) => Err(format!(
+            "{}: not a dinoscope {what} (its format tag is '{f}')",
+            p.display()
+        )),
+        None => Err(format!(
+            "{}: not a dinoscope {what} (it has no format tag)",
+            p.display()
+        )),
+    }
+}
+
 /// Reads a state file's config and state, refusing non-finite values.
 fn read_state(p: &Path) -> Result<(TrainConfig, TrainState), String> {
     let bytes = std::fs::read(p).map_err(|e| io_err(p, "read the checkpoint", e))?;
@@ -345,13 +370,14 @@ fn read_state(p: &Path) -> Result<(TrainConfig, TrainState), String> {
 }
 
 /// Whether `bytes` are a training state file (a checkpoint's `state.safetensors`), by its
-/// header's format tag.
+/// header's format tag; any version of it, so that a later one is refused as such.
 pub fn is_state(bytes: &[u8]) -> bool {
+    let family = STATE_FORMAT.trim_end_matches(|c: char| c.is_ascii_digit());
     safetensors::SafeTensors::read_metadata(bytes).is_ok_and(|(_, m)| {
         m.metadata()
             .as_ref()
             .and_then(|m| m.get("format"))
-            .is_some_and(|f| f == STATE_FORMAT)
+            .is_some_and(|f| f.starts_with(family))
     })
 }
 
@@ -361,6 +387,12 @@ pub fn state_from_bytes(p: &Path, bytes: &[u8]) -> Result<(TrainConfig, TrainSta
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| format!("{}: not a valid checkpoint ({e})", p.display()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
+    check_format(
+        p,
+        meta.get("format").map(String::as_str),
+        STATE_FORMAT,
+        "training state",
+    )?;
     let step: u64 = meta
         .get("step")
         .and_then(|s| s.parse().ok())

@@ -295,6 +295,43 @@ fn embed_and_attention_never_overwrite_their_inputs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A picture of an aspect ratio whose attention matrix passes the adapter's largest buffer is
+/// refused naming the picture, its patch grid and what to change, with no device error first,
+/// and nothing is written.
+#[test]
+fn attention_names_a_picture_too_long_for_the_adapter() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tmp("attention_long");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let picture = dir.join("long.png");
+    // At --size 448 a 1600×40 picture is 1280×32 patches of 14: 4 heads × 40,961² attention
+    // probabilities are 25 GiB, past every adapter's largest binding.
+    image::RgbImage::from_fn(1600, 40, |x, y| image::Rgb([x as u8, y as u8, 90]))
+        .save(&picture)
+        .expect("write the picture");
+    let maps = dir.join("maps");
+    let out = dinoscope(&[
+        "attention",
+        "--weights",
+        "tests/fixtures/tiny_dinov2/model.safetensors",
+        picture.to_str().expect("utf-8 path"),
+        "-o",
+        maps.to_str().expect("utf-8 path"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a 25 GiB attention matrix was made");
+    assert!(
+        err.contains("long.png: a 1600×40 picture at --size 448 is 1280×32 = 40960 patches")
+            && err.contains("smaller --size"),
+        "{err}"
+    );
+    assert!(!err.contains("Validation Error"), "{err}");
+    assert!(!maps.exists(), "maps were written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn knn_k_and_attention_threshold_out_of_range_are_refused() {
     for (args, what) in [

@@ -111,6 +111,17 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `bytes` with `from` replaced by `to` (of the same length) in the safetensors header.
+fn retag(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let text = String::from_utf8_lossy(&bytes[8..8 + header]).to_string();
+    let at = 8 + text.find(from).expect("the tag in the header");
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
 /// Flips bytes in the middle of a file, keeping its length.
 fn damage(p: &Path) {
     // Checkpoint files are read-only (a run's exports link to them).
@@ -189,6 +200,19 @@ fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
         err.contains("its training config needs") && err.contains("state.safetensors"),
         "{err}"
     );
+    // A later version of the state format is refused as such, not misread; it is still taken
+    // for a state (so a dropped one gets this message, not a weights file's).
+    let later = std::fs::read(&state_path).expect("state");
+    let later = retag(&later, "dinoscope-train-state-1", "dinoscope-train-state-9");
+    assert!(checkpoint::is_state(&later));
+    let err = checkpoint::state_from_bytes(&state_path, &later).expect_err("a later format");
+    assert!(
+        err.contains("'dinoscope-train-state-9'") && err.contains("cannot read"),
+        "{err}"
+    );
+    let other = retag(&later, "dinoscope-train-state-9", "another-tools-format-v9");
+    let err = checkpoint::state_from_bytes(&state_path, &other).expect_err("not a state");
+    assert!(err.contains("not a dinoscope training state"), "{err}");
 
     // A write that fails half-way (here: a file that cannot be created) publishes nothing and
     // leaves the previous checkpoint whole, and says so.

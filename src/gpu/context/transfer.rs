@@ -63,7 +63,8 @@ impl Gpu {
         // A fresh buffer (not a pooled one): a pooled buffer may still be read by recorded work,
         // and queue writes land before the whole next submission.
         let t = self.empty_fresh(shape, DType::F32);
-        if !bytes.is_empty() && !self.dry {
+        // Past the largest buffer `t` is a placeholder, refused where it is bound.
+        if !bytes.is_empty() && !self.dry && bytes.len() as u64 <= self.limits.max_buffer_size {
             self.queue.write_buffer(t.buffer(), 0, bytes);
         }
         t
@@ -94,10 +95,14 @@ impl Gpu {
         let _device = self.exclusive();
         let numel: usize = shape.iter().product();
         let size = Pool::round_size((numel * dtype.bytes()) as u64);
+        // Past the adapter's largest buffer a placeholder stands in: no dispatch binds it (the
+        // recorder refuses bindings past the largest binding, which is no larger, and names the
+        // kernel and shape), so the caller gets that error instead of a device error.
+        let too_large = size > self.limits.max_buffer_size;
         let buffer = (!self.dry).then(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size,
+                label: too_large.then_some("placeholder for a buffer past the adapter's limit"),
+                size: if too_large { Pool::round_size(1) } else { size },
                 usage: Pool::USAGE,
                 mapped_at_creation: false,
             })
