@@ -338,6 +338,35 @@ fn corrupt_bytes_name_the_file() {
     );
 }
 
+/// JPEGs in the coding processes the decoder lacks (their frame marker put in place of the
+/// baseline one) are named as such, not called damaged.
+#[test]
+fn lossless_and_arithmetic_jpegs_are_named_unsupported() {
+    let baseline = jpeg_bytes(&gradient(20, 20));
+    // The baseline frame header, found by walking the header's segments.
+    let mut pos = 2;
+    while baseline[pos + 1] != 0xC0 {
+        assert_ne!(baseline[pos + 1], 0xDA, "no baseline frame header");
+        pos += 2 + usize::from(u16::from_be_bytes([baseline[pos + 2], baseline[pos + 3]]));
+    }
+    for (marker, kind) in [
+        (0xC3, "lossless"),
+        (0xC9, "arithmetic-coded"),
+        (0xCA, "arithmetic-coded"),
+        (0xC5, "hierarchical"),
+    ] {
+        let mut bytes = baseline.clone();
+        bytes[pos + 1] = marker;
+        let text = err_text(decode_image(&bytes, "scan.jpg"));
+        assert!(
+            text.contains("scan.jpg: unsupported image feature")
+                && text.contains(&format!("a {kind} JPEG")),
+            "{marker:X}: {text}"
+        );
+    }
+    assert!(decode_image(&baseline, "scan.jpg").is_ok());
+}
+
 #[test]
 fn truncated_files_name_the_file() {
     let img = gradient(64, 48);
@@ -583,11 +612,22 @@ fn huge_png_header(w: u32, h: u32) -> Vec<u8> {
 
 #[test]
 fn pictures_over_the_size_limits_are_refused_before_decoding() {
-    for (w, h) in [(30_000, 30_000), (16_385, 10), (16_000, 16_000)] {
+    // The last two pass the PNG decoder's own default memory limit, which would otherwise
+    // answer first with a message that names no size.
+    for (w, h) in [
+        (30_000, 30_000),
+        (16_385, 10),
+        (16_000, 16_000),
+        (i32::MAX as u32, 1),
+        (100_000, 100_000),
+    ] {
         let err = decode_image(&huge_png_header(w, h), "huge.png").expect_err("too large");
         assert!(matches!(err, ImageError::TooLarge { .. }), "{w}×{h}: {err}");
         let msg = err.to_string();
-        assert!(msg.contains("huge.png"), "{msg}");
+        assert!(
+            msg.contains("huge.png") && msg.contains(&format!("{w}×{h} pixels")),
+            "{msg}"
+        );
     }
     let msg = decode_image(&huge_png_header(30_000, 30_000), "huge.png")
         .expect_err("too large")

@@ -269,6 +269,11 @@ pub fn decode_image_reduced(
         check_jpeg_complete(bytes, name)?;
     }
     let budget = max_pixels();
+    // The header is read without limits so that a size past them is named by the check below
+    // (the PNG decoder's own says only "Memory limit exceeded"); the decoder gets the limits
+    // before it decodes anything.
+    let mut reader = reader;
+    reader.no_limits();
     let mut decoder = reader.into_decoder().map_err(|e| decode_error(name, e))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
@@ -356,6 +361,22 @@ fn check_jpeg_complete(bytes: &[u8], name: &str) -> Result<(), ImageError> {
         match marker {
             0xDA => break pos,
             0xD9 => return Err(corrupt("end of image before any scan")),
+            // Frames other than baseline, extended and progressive Huffman (0xC0–0xC2): the
+            // decoder lacks them and would call the file damaged.
+            0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                let kind = match marker {
+                    0xC3 => "lossless",
+                    0xC5..=0xC7 => "hierarchical",
+                    _ => "arithmetic-coded",
+                };
+                return Err(ImageError::UnsupportedFeature {
+                    name: name.into(),
+                    detail: format!(
+                        "a {kind} JPEG (frame marker 0xFF{marker:02X}); only baseline and \
+                         progressive JPEGs are read (re-save it as one, or as PNG)"
+                    ),
+                });
+            }
             0x01 | 0xD0..=0xD8 => pos += 2,
             _ => {
                 let (Some(&hi), Some(&lo)) = (bytes.get(pos + 2), bytes.get(pos + 3)) else {

@@ -148,3 +148,83 @@ pub fn diagnose(m: &StepMetrics, cfg: &TrainConfig) -> Option<Diagnosis> {
     }
     None
 }
+
+/// What to change after a step whose loss or gradients went non-finite: the settings far past
+/// the DINOv2 recipe's, named with the recipe's values, where the config has any (these blow
+/// up a run whatever its learning rate); otherwise the learning rate and the warm-up.
+pub fn divergence_advice(cfg: &TrainConfig) -> String {
+    let (wd0, wd1) = cfg.weight_decay;
+    let far: Vec<String> = [
+        (
+            wd0.max(wd1) > 1.0,
+            format!("weight_decay ({wd0}, {wd1}); the recipe's is (0.04, 0.2)"),
+        ),
+        (
+            cfg.koleo_weight > 1.0,
+            format!("koleo_weight {}; the recipe's is 0.1", cfg.koleo_weight),
+        ),
+        (
+            cfg.dino_weight > 10.0,
+            format!("dino_weight {}; the recipe's is 1", cfg.dino_weight),
+        ),
+        (
+            cfg.ibot_weight > 10.0,
+            format!("ibot_weight {}; the recipe's is 1", cfg.ibot_weight),
+        ),
+        (
+            cfg.clip_grad > 100.0,
+            format!("clip_grad {}; the recipe's is 3", cfg.clip_grad),
+        ),
+        (
+            cfg.layer_decay > 1.0,
+            format!(
+                "layer_decay {} (above 1 the first blocks learn fastest); the recipe's is 0.9 \
+                 or 1",
+                cfg.layer_decay
+            ),
+        ),
+        (
+            cfg.patch_embed_lr_mult > 1.0,
+            format!(
+                "patch_embed_lr_mult {}; the recipe's is 0.2",
+                cfg.patch_embed_lr_mult
+            ),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(far, what)| far.then_some(what))
+    .collect();
+    if far.is_empty() {
+        "lower the learning rate or raise the warm-up".to_string()
+    } else {
+        format!(
+            "settings far past the DINOv2 recipe: {}; bring them back, then lower the \
+             learning rate if it still diverges",
+            far.join("; ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divergence_advice_names_settings_far_past_the_recipe() {
+        let base = TrainConfig::preset("debug").expect("preset");
+        assert_eq!(
+            divergence_advice(&base),
+            "lower the learning rate or raise the warm-up"
+        );
+        let mut cfg = base.clone();
+        cfg.weight_decay = (0.04, 1000.0);
+        cfg.koleo_weight = 50.0;
+        let advice = divergence_advice(&cfg);
+        assert!(
+            advice.contains("weight_decay (0.04, 1000)")
+                && advice.contains("koleo_weight 50; the recipe's is 0.1")
+                && !advice.contains("clip_grad"),
+            "{advice}"
+        );
+    }
+}

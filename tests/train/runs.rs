@@ -289,6 +289,23 @@ fn non_finite_steps_stop_the_run_with_the_term_and_weights_with_nan_are_refused(
         "names the non-finite term: {err}"
     );
     assert!(err.contains("no checkpoint was saved yet"), "{err}");
+    assert!(err.contains("lower the learning rate"), "{err}");
+    // A weight decay this large does it at the recipe's learning rate: the advice names it.
+    let mut cfg = micro();
+    cfg.steps = 6;
+    cfg.checkpoint_every = 0;
+    cfg.weight_decay = (1e30, 1e30);
+    let decay_dir = tmp("nan-decay");
+    let decay_opts = RunOptions {
+        out_dir: decay_dir.clone(),
+        ..Default::default()
+    };
+    let err = run(gpu, cfg, &decay_opts, |_, _| {}).expect_err("diverges");
+    assert!(
+        err.contains("weight_decay (") && err.contains("the recipe's is (0.04, 0.2)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&decay_dir);
 
     // Weights holding NaN are refused on load, with the tensor named.
     let mut good = micro();

@@ -293,10 +293,10 @@ impl<'a> StepLoop<'a> {
         let out_dir = &self.opts.out_dir;
         if let Some(what) = m.non_finite() {
             return Err(format!(
-                "step {}: {what}; training stopped{} (lower the learning rate or raise the \
-                 warm-up)",
+                "step {}: {what}; training stopped{} ({})",
                 m.step,
-                super::super::checkpoint::previous_note(out_dir)
+                super::super::checkpoint::previous_note(out_dir),
+                super::super::diagnose::divergence_advice(&self.cfg)
             ));
         }
         let mut line = serde_json::to_value(&m).unwrap_or_default();
