@@ -54,7 +54,8 @@ struct Params {
     scale: f32,
     // attention_backward_dkv: 1 when dV lives in dK's buffer (fused qkv), so both go to res0.
     dv_in_res0: u32,
-    _pad4: u32,
+    // attention_probs: rows of lse per (batch, head), when it holds more than n_q (0: n_q).
+    lse_rows: u32,
     _pad5: u32,
 }
 
@@ -369,7 +370,8 @@ fn attention_probs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroup
     let kb = qkv_base(p.k_off, b, h, j);
     var d = 0.0;
     for (var c = 0u; c < HEAD_DIM; c++) { d = fma(f32(q[qb + c]), f32(k[kb + c]), d); }
-    res0[idx] = O(exp(d * p.scale - lse[row]));
+    let lse_rows = select(p.n_q, p.lse_rows, p.lse_rows != 0u);
+    res0[idx] = O(exp(d * p.scale - lse[bh * lse_rows + i]));
 }
 
 @compute @workgroup_size(256)

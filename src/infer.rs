@@ -316,6 +316,7 @@ pub async fn layer_view(
     let pixels = gpu.upload(&img.data, &[1, 3, h, w]);
     let opts = ForwardOptions {
         attention_layers: vec![layer],
+        cls_attention_only: true,
         ..Default::default()
     };
     let out = vit.forward(&mut rec, &pixels, 1, h, w, None, &opts)?;

@@ -388,3 +388,53 @@ fn the_browsers_forward_check_compares_every_forward_tensor() {
         assert_eq!(r.compared, outputs, "{model}");
     }
 }
+
+/// Attention maps take the CLS row alone (memory linear in the tokens): the same values as
+/// that row of the full probabilities, on a model with registers, at a wide grid.
+#[test]
+fn attention_maps_from_the_cls_row_equal_the_full_probabilities() {
+    use dinoscope::data::image::{load_image, preprocess, Resize};
+    use dinoscope::model::vit::{ForwardOptions, Vit};
+    use dinoscope::model::weights::{config_for_weights, load_backbone};
+    let Some(gpu) = common::gpu() else { return };
+    let path = common::fixtures_dir().join("tiny_dinov2_reg/model.safetensors");
+    let cfg = config_for_weights(&path).expect("config");
+    assert!(cfg.registers > 0);
+    let vit = Vit::new(
+        gpu,
+        cfg.clone(),
+        &load_backbone(&path, &cfg).expect("weights"),
+    )
+    .expect("model");
+    let photo = load_image(std::path::Path::new("assets/images/chelsea.png")).expect("photo");
+    let img = preprocess(&photo, Resize::ShorterSide(56), cfg.patch).expect("preprocess");
+    let layer = cfg.depth - 1;
+    let view =
+        pollster::block_on(dinoscope::infer::layer_view(gpu, &vit, &img, layer)).expect("view");
+    // The full [1, H, N, N] probabilities of the same layer.
+    let mut rec = dinoscope::gpu::Recorder::new(gpu);
+    let pixels = gpu.upload(&img.data, &[1, 3, img.height, img.width]);
+    let opts = ForwardOptions {
+        attention_layers: vec![layer],
+        ..Default::default()
+    };
+    let out = vit
+        .forward(&mut rec, &pixels, 1, img.height, img.width, None, &opts)
+        .expect("forward");
+    rec.finish().expect("submit");
+    let n = out.n_tokens;
+    let probs = gpu.read(&out.attentions[0].1).expect("read");
+    assert_eq!(probs.len(), cfg.heads * n * n);
+    let (gh, gw) = view.grid;
+    assert!(gw > gh && gh > 1, "grid {gh}×{gw}");
+    assert_eq!(view.heads.len(), cfg.heads);
+    for (h, map) in view.heads.iter().enumerate() {
+        let row = &probs[h * n * n..h * n * n + n];
+        assert_eq!(map.as_slice(), &row[1 + cfg.registers..], "head {h}");
+        let mass: f32 = row.iter().sum();
+        assert!(
+            (mass - 1.0).abs() < 1e-4,
+            "head {h}: the row sums to {mass}"
+        );
+    }
+}

@@ -32,6 +32,21 @@ fn cls_attention_takes_patch_columns_of_cls_row() {
 }
 
 #[test]
+fn cls_attention_takes_the_cls_rows_alone_too() {
+    let (heads, registers, gh, gw) = (3, 1, 2, 3);
+    let n_tokens = 1 + registers + gh * gw;
+    let full = probs_with_known_cls_row(heads, n_tokens);
+    let rows: Vec<f32> = full
+        .chunks_exact(n_tokens * n_tokens)
+        .flat_map(|head| head[..n_tokens].to_vec())
+        .collect();
+    let from_full = cls_attention(&full, heads, n_tokens, registers, gh, gw).unwrap();
+    let from_rows = cls_attention(&rows, heads, n_tokens, registers, gh, gw).unwrap();
+    assert_eq!(from_full, from_rows);
+    assert_eq!(from_rows[2][0], 202.0);
+}
+
+#[test]
 fn cls_attention_skips_register_columns() {
     let (heads, registers, gh, gw) = (2, 4, 2, 2);
     let n_tokens = 1 + registers + gh * gw;

@@ -418,6 +418,7 @@ pub fn download(name: &str, text: &str) {
 
 thread_local! {
     static STATUS: std::cell::RefCell<String> = std::cell::RefCell::new("{}".into());
+    static FRAMES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static RUNNER: std::cell::RefCell<Option<eframe::WebRunner>> = const { std::cell::RefCell::new(None) };
     static APP: std::cell::RefCell<Option<(&'static Gpu, egui::Context)>> = const { std::cell::RefCell::new(None) };
     static OWN_GPU: std::cell::Cell<Option<&'static Gpu>> = const { std::cell::Cell::new(None) };
@@ -523,6 +524,12 @@ pub fn publish_status(app: &super::DinoscopeApp, pixels_per_point: f32) {
             "error": app.inspect.error.clone(),
         },
         "pixels_per_point": pixels_per_point,
+        // Frames drawn so far: a frame's status is published before it is painted, so once
+        // this has moved by two, the frame after a change is on screen.
+        "frame": FRAMES.with(|f| {
+            f.set(f.get() + 1);
+            f.get()
+        }),
         "notices": app.notices.iter().map(|n| n.text.clone()).collect::<Vec<_>>(),
     });
     STATUS.with(|s| *s.borrow_mut() = v.to_string());

@@ -23,7 +23,9 @@ struct Params {
     _pad2: u32,
     scale: f32,
     dv_in_res0: u32,
-    _pad3: [u32; 2],
+    /// attention_probs: rows of lse per (batch, head), when it holds more than n_q (0: n_q).
+    lse_rows: u32,
+    _pad3: u32,
 }
 
 /// The forward's bindings: Q, K, V, lse, O.
@@ -375,7 +377,8 @@ fn params(d: &AttnDims, l: &QkvLayout, o: &OutLayout) -> Params {
         _pad2: 0,
         scale: d.scale,
         dv_in_res0: 0,
-        _pad3: [0; 2],
+        lse_rows: 0,
+        _pad3: 0,
     }
 }
 
@@ -560,9 +563,29 @@ pub fn attention_probs(
     d: AttnDims,
     layout: QkvLayout,
 ) {
-    let n = d.batch * d.heads * d.n_q * d.n_k;
+    attention_probs_rows(rec, probs, q, k, lse, d, layout, d.n_q);
+}
+
+/// The probabilities of the first `rows` queries only, [B, H, rows, n_k] (the CLS token's
+/// row for attention maps: memory in n_k instead of n_q·n_k); `lse` is the forward's, of all
+/// `d.n_q` queries.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_probs_rows(
+    rec: &mut Recorder,
+    probs: &Tensor,
+    q: &Tensor,
+    k: &Tensor,
+    lse: &Tensor,
+    d: AttnDims,
+    layout: QkvLayout,
+    rows: usize,
+) {
+    assert!(rows <= d.n_q, "attention_probs: {rows} rows of {}", d.n_q);
+    let d = AttnDims { n_q: rows, ..d };
+    let n = d.batch * d.heads * rows * d.n_k;
     assert_eq!(probs.numel(), n, "attention_probs: probs size");
-    let p = params(&d, &layout, &OutLayout::bhnd(d.heads, d.n_q, d.head_dim));
+    let mut p = params(&d, &layout, &OutLayout::bhnd(d.heads, rows, d.head_dim));
+    p.lse_rows = (lse.numel() / (d.batch * d.heads).max(1)) as u32;
     rec.dispatch_with(
         &ATTENTION_PROBS,
         &overrides(&d),

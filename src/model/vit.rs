@@ -40,6 +40,9 @@ pub enum ModelError {
 pub struct ForwardOptions {
     /// Layers whose attention probabilities [B, H, N, N] are computed.
     pub attention_layers: Vec<usize>,
+    /// Those layers keep the CLS token's row alone, [B, H, 1, N]: all attention maps show,
+    /// in memory linear in the tokens rather than quadratic.
+    pub cls_attention_only: bool,
     /// Keep the embedding output and every block output (before the final norm).
     pub hidden_states: bool,
     /// Keep what the backward pass needs.
@@ -610,7 +613,8 @@ impl Vit {
             .collect();
         for (i, &rope_scale) in rope_scales.iter().enumerate() {
             let drop = opts.drop_path.as_ref().and_then(|v| v.get(i)).cloned();
-            let probs = opts.attention_layers.contains(&i);
+            let rows = if opts.cls_attention_only { 1 } else { shape.n };
+            let probs = opts.attention_layers.contains(&i).then_some(rows);
             let keep_all = opts.save_for_backward && i >= opts.checkpoint_blocks;
             let shape = BlockShape {
                 rope_scale,

@@ -146,9 +146,15 @@ pub(super) fn attention_fused(gpu: &Gpu) -> CaseResult {
         random(len, 64, -1.0, 1.0),
     );
     let dims = AttnDims::new(b, h, n, d);
-    let (o, _, _) = cpu::attention::attention_forward(&q, &k, &v, b * h, n, n, d, dims.scale);
+    let (o, p, _) = cpu::attention::attention_forward(&q, &k, &v, b * h, n, n, d, dims.scale);
     let (dq, dk, dv) =
         cpu::attention::attention_backward(&dout, &q, &k, &v, b * h, n, n, d, dims.scale);
+    // The probabilities of the first two queries alone (attention maps take the first, CLS).
+    let first_rows = 2;
+    let want_rows: Vec<f32> = p
+        .chunks_exact(n * n)
+        .flat_map(|head| head[..first_rows * n].to_vec())
+        .collect();
     let mut qkv = vec![0.0; 3 * len];
     for (i, t) in [&q, &k, &v].iter().enumerate() {
         to_fused(t, &mut qkv, i, b, h, n, d);
@@ -199,7 +205,11 @@ pub(super) fn attention_fused(gpu: &Gpu) -> CaseResult {
             kernels::attention::attention_backward(
                 rec, &dqkv, &dqkv, &dqkv, &tdo, &tqkv, &tqkv, &tqkv, &to, &lse, dims, layout, ol,
             );
-            vec![to, dqkv]
+            let rows = gpu.empty(&[b, h, first_rows, n]);
+            kernels::attention::attention_probs_rows(
+                rec, &rows, &tqkv, &tqkv, &lse, dims, layout, first_rows,
+            );
+            vec![to, dqkv, rows]
         }) {
             j.check(
                 &format!("out [B,N,H,d] {kind}"),
@@ -212,6 +222,12 @@ pub(super) fn attention_fused(gpu: &Gpu) -> CaseResult {
                 &out[1],
                 &want_dqkv,
                 tol(&want_dqkv, 2e-5),
+            );
+            j.check(
+                &format!("probs of the first {first_rows} queries {kind}"),
+                &out[2],
+                &want_rows,
+                1e-5,
             );
         }
     }

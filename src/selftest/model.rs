@@ -285,6 +285,7 @@ fn compare_backward(
             drop_path: None,
             checkpoint_blocks: 0,
             rope_scales: None,
+            cls_attention_only: false,
         };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);
@@ -372,6 +373,7 @@ async fn compare_forward(
             drop_path: None,
             checkpoint_blocks: 0,
             rope_scales: None,
+            cls_attention_only: false,
         };
         let mut rec = Recorder::new(gpu);
         let pixels = gpu.upload(&px.data, &px.shape);

@@ -4,8 +4,9 @@
 use super::VizError;
 
 /// Per head, the CLS token's attention to the patches: `probs` is one image's last-layer
-/// attention `[heads, n_tokens, n_tokens]` with tokens ordered CLS, `registers` register
-/// tokens, then the `grid_h × grid_w` patches row-major; each map has `grid_h·grid_w` values.
+/// attention, `[heads, n_tokens, n_tokens]` or the CLS row alone `[heads, 1, n_tokens]`, with
+/// tokens ordered CLS, `registers` register tokens, then the `grid_h × grid_w` patches
+/// row-major; each map has `grid_h·grid_w` values.
 pub fn cls_attention(
     probs: &[f32],
     heads: usize,
@@ -40,15 +41,21 @@ pub fn cls_attention(
         .checked_mul(n_tokens)
         .and_then(|sq| sq.checked_mul(heads))
         .ok_or_else(|| shape("probability tensor size overflows".into()))?;
-    if probs.len() != expected_len {
+    let rows = if probs.len() == expected_len {
+        n_tokens
+    } else if probs.len() == heads * n_tokens {
+        1
+    } else {
         return Err(shape(format!(
-            "{} probabilities, expected heads·tokens² = {heads}·{n_tokens}² = {expected_len}",
-            probs.len()
+            "{} probabilities, expected heads·tokens² = {heads}·{n_tokens}² = {expected_len} \
+             (or the CLS rows alone, heads·tokens = {})",
+            probs.len(),
+            heads * n_tokens
         )));
-    }
+    };
     let first_patch = 1 + registers;
     Ok(probs
-        .chunks_exact(n_tokens * n_tokens)
+        .chunks_exact(rows * n_tokens)
         .map(|head| head[first_patch..n_tokens].to_vec())
         .collect())
 }

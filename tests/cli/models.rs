@@ -295,20 +295,24 @@ fn embed_and_attention_never_overwrite_their_inputs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A picture of an aspect ratio whose attention matrix passes the adapter's largest buffer is
-/// refused naming the picture, its patch grid and what to change, with no device error first,
-/// and nothing is written.
+/// A picture of an aspect ratio whose input passes the adapter's largest binding is refused
+/// naming the picture, its patch grid and what to change, with no device error first, and
+/// nothing is written.
 #[test]
 fn attention_names_a_picture_too_long_for_the_adapter() {
-    if common::gpu().is_none() {
+    let Some(gpu) = common::gpu() else { return };
+    // At --size 448 a 6000×40 picture becomes 67200×448 pixels, 4800×32 patches of 14: its
+    // 361 MB of input pass CI's adapters' largest binding (128 MiB), not every GPU's.
+    let input = 3 * 448 * 67_200 * 4;
+    let limit = gpu.limits.max_storage_buffer_binding_size;
+    if limit >= input {
+        eprintln!("this adapter binds {limit} bytes: the 6000×40 picture fits, nothing to check");
         return;
     }
     let dir = tmp("attention_long");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let picture = dir.join("long.png");
-    // At --size 448 a 1600×40 picture is 1280×32 patches of 14: 4 heads × 40,961² attention
-    // probabilities are 25 GiB, past every adapter's largest binding.
-    image::RgbImage::from_fn(1600, 40, |x, y| image::Rgb([x as u8, y as u8, 90]))
+    image::RgbImage::from_fn(6000, 40, |x, y| image::Rgb([x as u8, y as u8, 90]))
         .save(&picture)
         .expect("write the picture");
     let maps = dir.join("maps");
@@ -321,9 +325,9 @@ fn attention_names_a_picture_too_long_for_the_adapter() {
         maps.to_str().expect("utf-8 path"),
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a 25 GiB attention matrix was made");
+    assert!(!out.status.success(), "a 361 MB input was bound");
     assert!(
-        err.contains("long.png: a 1600×40 picture at --size 448 is 1280×32 = 40960 patches")
+        err.contains("long.png: a 6000×40 picture at --size 448 is 4800×32 = 153600 patches")
             && err.contains("smaller --size"),
         "{err}"
     );

@@ -213,7 +213,7 @@ impl Vit {
                     Some(h) => (h.twin, x_in),
                     None => (self, kernels::cast::to_dtype(rec, &x_in, DType::F32)),
                 };
-                let (_, a, _) = model.block_forward(rec, i, &x_in, shape, drop, false, true);
+                let (_, a, _) = model.block_forward(rec, i, &x_in, shape, drop, None, true);
                 a.expect("block_forward saves when asked")
                     .into_f32(rec, keep)
             }

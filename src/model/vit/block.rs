@@ -20,7 +20,7 @@ pub(super) struct BlockShape {
 
 impl Vit {
     /// Records block `i` on `x` [B, N, D]: returns its output, its activations when `save`, and
-    /// its attention probabilities when `probs`. The backward pass calls it again for a
+    /// the probabilities of its first `probs` queries when asked. The backward pass calls it again for a
     /// checkpointed block; every kernel is deterministic, so the recomputation is bit-identical.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn block_forward(
@@ -30,7 +30,7 @@ impl Vit {
         x: &Tensor,
         shape: BlockShape,
         drop: Option<(Tensor, Tensor)>,
-        probs: bool,
+        probs: Option<usize>,
         save: bool,
     ) -> (Tensor, Option<BlockActs>, Option<Tensor>) {
         let cfg = &self.cfg;
@@ -69,14 +69,14 @@ impl Vit {
     }
 
     /// The attention branch on the normed input `h1`: (qkv, attention output, its log-sum-exp,
-    /// the probabilities when `probs`, the projection).
+    /// the probabilities of the first `probs` queries when asked, the projection).
     fn attention_branch(
         &self,
         rec: &mut Recorder,
         i: usize,
         h1: &Tensor,
         shape: BlockShape,
-        probs: bool,
+        probs: Option<usize>,
     ) -> (Tensor, Tensor, Tensor, Option<Tensor>, Tensor) {
         let gpu = rec.gpu();
         let (batch, n, ad, d) = (shape.batch, shape.n, shape.ad, self.cfg.dim);
@@ -91,9 +91,9 @@ impl Vit {
         let ol = OutLayout::bnhd(heads, n, hd);
         let lse =
             kernels::attention::attention_forward(rec, &attn, &qkv, &qkv, &qkv, ad, layout, ol);
-        let p = probs.then(|| {
-            let p = gpu.empty_as(&[batch, heads, n, n], self.dtype());
-            kernels::attention::attention_probs(rec, &p, &qkv, &qkv, &lse, ad, layout);
+        let p = probs.map(|rows| {
+            let p = gpu.empty_as(&[batch, heads, rows, n], self.dtype());
+            kernels::attention::attention_probs_rows(rec, &p, &qkv, &qkv, &lse, ad, layout, rows);
             p
         });
         let proj = gpu.empty_as(&[batch * n, d], self.dtype());
