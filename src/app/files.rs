@@ -89,7 +89,9 @@ impl DinoscopeApp {
             match crate::train::checkpoint::state_from_bytes(path, b) {
                 Ok((cfg, st)) => {
                     let step = st.step;
-                    self.web_resume = Some(super::session::Origin::State(Box::new((cfg, st))));
+                    let log = crate::train::checkpoint::state_log(b);
+                    self.web_resume =
+                        Some((super::session::Origin::State(Box::new((cfg, st))), log));
                     self.notify(
                         format!("{}: resuming at step {step}", path.display()),
                         false,

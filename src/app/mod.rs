@@ -190,9 +190,10 @@ pub struct DinoscopeApp {
     worker: Option<worker::Worker>,
     #[cfg(target_arch = "wasm32")]
     web: Option<web::WebRun>,
-    /// A dropped checkpoint's config and state, for the run that resumes from it.
+    /// A dropped checkpoint's config and state, and the metrics log it carried, for the run
+    /// that resumes from it.
     #[cfg(target_arch = "wasm32")]
-    web_resume: Option<session::Origin>,
+    web_resume: Option<(session::Origin, Vec<serde_json::Value>)>,
     #[cfg(target_arch = "wasm32")]
     dropped_reads: Vec<Task<DroppedRead>>,
     /// Files chosen in the page's file picker, still being read.

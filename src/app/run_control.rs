@@ -84,8 +84,8 @@ impl DinoscopeApp {
     pub(super) fn start_backend(&mut self, resume_from: Option<std::path::PathBuf>) {
         use super::session::Origin;
         // The browser resumes only from a dropped checkpoint (`resume_from` names it).
-        let origin = match (resume_from, self.web_resume.take()) {
-            (None, _) => Origin::Fresh,
+        let (origin, log) = match (resume_from, self.web_resume.take()) {
+            (None, _) => (Origin::Fresh, Vec::new()),
             (Some(_), Some(state)) => state,
             (Some(name), None) => {
                 self.state = RunState::Ended;
@@ -93,8 +93,14 @@ impl DinoscopeApp {
                 return;
             }
         };
-        match web::WebRun::start(self.gpu, &self.settings.train, origin) {
+        match web::WebRun::start(self.gpu, &self.settings.train, origin, log) {
             Ok(mut run) => {
+                // The curve starts with the steps the checkpoint's log holds.
+                let batch = run.session.config().batch_size;
+                let (points, evals) = super::session::earlier_points(run.log(), batch);
+                self.history.points = points;
+                (self.history.knn, self.history.probe) =
+                    evals.into_iter().map(|(s, k, p)| ((s, k), (s, p))).unzip();
                 run.first_snapshot(&self.wake_ctx());
                 let (step, total) = (run.session.trainer.step, run.session.config().steps);
                 let desc = run.session.data_description.clone();

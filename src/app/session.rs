@@ -29,6 +29,37 @@ pub struct LogPoint {
     pub skipped: usize,
 }
 
+/// An earlier part of a run, from its metrics log lines (`metrics.jsonl`, or the log a
+/// browser's checkpoint carries): the curve's points and the evaluations (after how many
+/// steps, k-NN, probe). A step's throughput is taken over its logged `step_s`, as while the
+/// run was live (in a log written before that field, over the wall time since the line
+/// before, evaluations included).
+pub fn earlier_points(
+    kept: &[serde_json::Value],
+    batch: usize,
+) -> (Vec<LogPoint>, Vec<(u64, f32, f32)>) {
+    let (steps, evals) = crate::train::metrics_log::earlier(kept);
+    let mut last = 0.0f64;
+    let mut rate = crate::train::rate::StepRate::default();
+    let points = steps
+        .into_iter()
+        .map(|(metrics, elapsed, timed)| {
+            let dt = if timed {
+                metrics.seconds
+            } else {
+                elapsed.map_or(0.0, |e| e - last)
+            };
+            last = elapsed.unwrap_or(last);
+            LogPoint {
+                metrics,
+                images_per_s: rate.push(batch as f64, dt) as f32,
+                skipped: 0,
+            }
+        })
+        .collect();
+    (points, evals)
+}
+
 /// The probe grid's maps at one step.
 #[derive(Clone, Debug)]
 pub struct Snapshot {

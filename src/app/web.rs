@@ -58,6 +58,9 @@ pub struct WebRun {
     held_s: f64,
     /// Seconds of the running evaluation spent paused: counted as a pause, not as evaluating.
     paused_in_eval_s: f64,
+    /// The run's metrics log lines (those of the checkpoint it resumed, then its own), which
+    /// its downloaded state carries: a browser run has no folder for `metrics.jsonl`.
+    log: Vec<serde_json::Value>,
 }
 
 /// What a frame of stepping produced.
@@ -92,12 +95,14 @@ impl Progress {
 }
 
 impl WebRun {
-    /// Sets a run up from `origin` (fresh from the settings, or a dropped checkpoint's state),
-    /// on the bundled data (the only data in the browser).
+    /// Sets a run up from `origin` (fresh from the settings, or a dropped checkpoint's state,
+    /// with the metrics log lines it carried), on the bundled data (the only data in the
+    /// browser).
     pub fn start(
         gpu: &'static Gpu,
         settings: &TrainSettings,
         origin: super::session::Origin,
+        log: Vec<serde_json::Value>,
     ) -> Result<WebRun, String> {
         let mut s = settings.clone();
         s.data = super::settings::DataSource::Bundled;
@@ -119,7 +124,13 @@ impl WebRun {
             paused_since: None,
             held_s: 0.0,
             paused_in_eval_s: 0.0,
+            log,
         })
+    }
+
+    /// The run's metrics log lines so far.
+    pub fn log(&self) -> &[serde_json::Value] {
+        &self.log
     }
 
     /// Advances the run: collects finished readbacks, then submits the next step when the
@@ -216,7 +227,14 @@ impl WebRun {
                 let paused = std::mem::take(&mut self.paused_in_eval_s) + ongoing;
                 self.evaluated_s += (seconds - paused).max(0.0);
                 match r {
-                    Some(Ok(e)) => out.evaluation = Some((*step, e)),
+                    Some(Ok(e)) => {
+                        self.log.push(serde_json::json!({
+                            "steps_done": *step,
+                            "knn": e.knn,
+                            "probe": e.probe,
+                        }));
+                        out.evaluation = Some((*step, e));
+                    }
                     Some(Err(e)) => out.note(format!("evaluation failed: {e}")),
                     None => {}
                 }
@@ -255,6 +273,7 @@ impl WebRun {
         let batch = self.session.config().batch_size as f64;
         let done = m.step + 1;
         m.seconds = dt;
+        self.log.push(serde_json::to_value(&m).unwrap_or_default());
         out.points.push(LogPoint {
             metrics: m,
             images_per_s: self.rate.push(batch, dt) as f32,
@@ -321,6 +340,8 @@ impl WebRun {
             return;
         };
         let s = self.session.clone();
+        // No step is in flight here, so the log holds every step the state has taken.
+        let log: String = self.log.iter().map(|l| format!("{l}\n")).collect();
         self.saving = Some(Task::spawn(ctx, async move {
             use crate::train::checkpoint::{
                 backbone_file, hf_archive, state_file, HF_ARCHIVE, STATE,
@@ -329,7 +350,7 @@ impl WebRun {
             let mut out = Vec::new();
             for &name in files {
                 let bytes = if name == STATE {
-                    state_file(cfg, trainer).await?
+                    state_file(cfg, trainer, Some(log.clone())).await?
                 } else if name == HF_ARCHIVE {
                     hf_archive(cfg, trainer).await?
                 } else {

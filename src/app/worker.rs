@@ -493,7 +493,8 @@ impl RunLog {
         };
         if start > 0 {
             if let Some(dir) = log.dir.clone() {
-                match MetricsLog::open(&dir.join("metrics.jsonl"), start) {
+                let seeded = crate::train::metrics_log::seed_from_state(&dir);
+                match seeded.and_then(|()| MetricsLog::open(&dir.join("metrics.jsonl"), start)) {
                     Ok((file, kept)) => {
                         log.log = Some(file);
                         log.elapsed_before = crate::train::metrics_log::elapsed_before(&kept);
@@ -545,28 +546,8 @@ impl RunLog {
     }
 }
 
-/// The curves' points and evaluations from a resumed run's kept log lines; a step's throughput
-/// is taken over its logged `step_s`, as while the run was live (in a log written before that
-/// field, over the wall time since the line before, evaluations included).
+/// The curves' points and evaluations from a resumed run's kept log lines.
 fn earlier(kept: &[Value], batch: usize) -> Event {
-    let (steps, evals) = crate::train::metrics_log::earlier(kept);
-    let mut last = 0.0f64;
-    let mut rate = crate::train::rate::StepRate::default();
-    let points = steps
-        .into_iter()
-        .map(|(metrics, elapsed, timed)| {
-            let dt = if timed {
-                metrics.seconds
-            } else {
-                elapsed.map_or(0.0, |e| e - last)
-            };
-            last = elapsed.unwrap_or(last);
-            LogPoint {
-                metrics,
-                images_per_s: rate.push(batch as f64, dt) as f32,
-                skipped: 0,
-            }
-        })
-        .collect();
+    let (points, evals) = super::session::earlier_points(kept, batch);
     Event::Earlier { points, evals }
 }

@@ -28,6 +28,9 @@ const MANIFEST: &str = "manifest.json";
 const FORMAT: &str = "dinoscope-checkpoint-1";
 /// The format tag in a state file's header.
 const STATE_FORMAT: &str = "dinoscope-train-state-1";
+/// The metadata key of the metrics log a state file may carry (a browser run's: it has no run
+/// folder to keep `metrics.jsonl` in).
+const LOG_KEY: &str = "metrics_log";
 /// How many checkpoints a run keeps (the latest and the one to fall back to).
 pub const KEEP: usize = 2;
 /// Files mirrored into the run folder itself.
@@ -100,7 +103,7 @@ pub async fn checkpoint_files(
     trainer: &Trainer<'_>,
 ) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     Ok(vec![
-        (STATE, state_file(cfg, trainer).await?),
+        (STATE, state_file(cfg, trainer, None).await?),
         (BACKBONE, backbone_file(cfg, trainer).await?),
         (
             "config.ron",
@@ -155,13 +158,20 @@ pub async fn hf_archive(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<Vec<
 }
 
 /// `state.safetensors`: everything a resumed run needs, its step and training config in the
-/// header.
-pub async fn state_file(cfg: &TrainConfig, trainer: &Trainer<'_>) -> Result<Vec<u8>, String> {
+/// header, and `log` (the run's metrics log lines, JSONL) where the run has no folder for it.
+pub async fn state_file(
+    cfg: &TrainConfig,
+    trainer: &Trainer<'_>,
+    log: Option<String>,
+) -> Result<Vec<u8>, String> {
     let st = trainer.state_async().await.map_err(|e| e.to_string())?;
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), st.step.to_string());
     meta.insert("train_config".to_string(), cfg.to_ron());
     meta.insert("format".to_string(), STATE_FORMAT.to_string());
+    if let Some(log) = log {
+        meta.insert(LOG_KEY.to_string(), log);
+    }
     let n = st.student.len();
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = vec![
         ("student".into(), vec![n], &st.student[..]),
@@ -369,6 +379,39 @@ fn read_state(p: &Path) -> Result<(TrainConfig, TrainState), String> {
     state_from_bytes(p, &bytes)
 }
 
+/// The metrics log lines a state file carries (see [`state_file`]) of the steps before its own,
+/// with their evaluations, verbatim and each ending in a newline; empty if it carries no log.
+/// Lines that do not parse are left out: the log only draws the earlier curve.
+pub fn state_log_text(bytes: &[u8]) -> String {
+    let Ok((_, m)) = safetensors::SafeTensors::read_metadata(bytes) else {
+        return String::new();
+    };
+    let meta = m.metadata().clone().unwrap_or_default();
+    let step: Option<u64> = meta.get("step").and_then(|s| s.parse().ok());
+    let (Some(log), Some(step)) = (meta.get(LOG_KEY), step) else {
+        return String::new();
+    };
+    let before = |v: &serde_json::Value| {
+        let s = serde_json::Value::as_u64;
+        v.get("step").and_then(s).map_or_else(
+            || v.get("steps_done").and_then(s).is_some_and(|d| d <= step),
+            |s| s < step,
+        )
+    };
+    log.lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| before(&v)))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// [`state_log_text`]'s lines, parsed.
+pub fn state_log(bytes: &[u8]) -> Vec<serde_json::Value> {
+    state_log_text(bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Whether `bytes` are a training state file (a checkpoint's `state.safetensors`), by its
 /// header's format tag; any version of it, so that a later one is refused as such.
 pub fn is_state(bytes: &[u8]) -> bool {
@@ -506,5 +549,46 @@ pub fn load(run: &Path) -> Result<Loaded, String> {
             run.display(),
             skipped.join("\n  ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_carries_the_log_of_the_steps_before_its_own() {
+        let lines = [
+            r#"{"steps_done":0,"knn":0.5,"probe":0.6}"#,
+            r#"{"step":0,"loss":3.0}"#,
+            r#"{"step":1,"loss":2.5}"#,
+            "not json",
+            r#"{"step":2,"loss":2.0}"#,
+            r#"{"steps_done":3,"knn":0.7,"probe":0.8}"#,
+            r#"{"step":3,"loss":1.5}"#,
+            r#"{"steps_done":4,"knn":0.9,"probe":0.9}"#,
+        ];
+        let meta = HashMap::from([
+            ("step".to_string(), "3".to_string()),
+            ("format".to_string(), STATE_FORMAT.to_string()),
+            (LOG_KEY.to_string(), lines.join("\n")),
+        ]);
+        let zero = [0.0f32];
+        let bytes =
+            crate::io::safetensors_bytes(&[("student".into(), vec![1], &zero[..])], Some(meta))
+                .expect("bytes");
+        let want: Vec<serde_json::Value> = [0, 1, 2, 4, 5]
+            .iter()
+            .map(|&i| serde_json::from_str(lines[i]).expect("json"))
+            .collect();
+        assert_eq!(
+            state_log(&bytes),
+            want,
+            "the steps before step 3 and the evaluations up to it"
+        );
+        // A state without a log (as natively written: the log is the run folder's) has none.
+        let bare = crate::io::safetensors_bytes(&[("student".into(), vec![1], &zero[..])], None)
+            .expect("bytes");
+        assert!(state_log(&bare).is_empty());
     }
 }

@@ -2,18 +2,23 @@
 //! per step (its [`StepMetrics`], with `knn` and `probe` where it was evaluated and the run's
 //! wall time `elapsed_s`), and a `steps_done` line for an evaluation made before a run's first
 //! step. A resumed run keeps the lines from before its checkpoint and writes the rest again.
+//! (In the browser, where there is no file, the lines travel in the run's state file.)
 
 use super::trainer::StepMetrics;
 use serde_json::Value;
+#[cfg(not(target_arch = "wasm32"))]
 use std::io::Write;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
 
 /// The metrics log of a run, open for appending.
+#[cfg(not(target_arch = "wasm32"))]
 pub struct MetricsLog {
     path: PathBuf,
     file: std::fs::File,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl MetricsLog {
     /// Opens the log at `path` for a run that starts at step `start`, keeping the lines from
     /// before it (the evaluations and the steps before the checkpoint; the later ones are done
@@ -90,6 +95,29 @@ impl MetricsLog {
         writeln!(self.file, "{line}")
             .map_err(|e| format!("{}: cannot write: {e}", self.path.display()))
     }
+}
+
+/// Where a run folder holds a state file but no `metrics.jsonl` (a checkpoint downloaded from
+/// the browser, whose log travels in it), writes the log the state carries as the folder's, so
+/// that a resumed run keeps the curve and the lines of the steps before it.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn seed_from_state(dir: &Path) -> Result<(), String> {
+    let (log, state) = (
+        dir.join("metrics.jsonl"),
+        dir.join(super::checkpoint::STATE),
+    );
+    if log.exists() || !state.is_file() {
+        return Ok(());
+    }
+    let bytes =
+        std::fs::read(&state).map_err(|e| format!("{}: cannot read: {e}", state.display()))?;
+    // Verbatim: parsing and printing a float again may change its last digit.
+    let text = super::checkpoint::state_log_text(&bytes);
+    if text.is_empty() {
+        return Ok(());
+    }
+    crate::io::write_atomic(&log, text.as_bytes())
+        .map_err(|e| format!("{}: cannot write: {e}", log.display()))
 }
 
 /// Whether the kept lines hold an evaluation made after `done` steps.

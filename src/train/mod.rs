@@ -11,7 +11,6 @@ pub mod init;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod interrupt;
 pub mod knn;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod metrics_log;
 pub mod plan;
 pub mod probe;

@@ -140,7 +140,19 @@ fn resume_is_bit_exact() {
     let lone = tmp("lone-state");
     std::fs::create_dir_all(&lone).expect("folder");
     let state = dinoscope::train::checkpoint::STATE;
-    std::fs::copy(step3.join(state), lone.join(state)).expect("copy");
+    // The browser's state file carries the run's log (it has no folder for it): here the
+    // split run's lines before step 3.
+    let split_log = std::fs::read_to_string(split.join("metrics.jsonl")).expect("log");
+    let before: Vec<&str> = split_log
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            v["step"].as_u64().is_none_or(|s| s < 3)
+        })
+        .collect();
+    let bytes = std::fs::read(step3.join(state)).expect("state");
+    let carried = with_metadata(&bytes, "metrics_log", &before.join("\n"));
+    std::fs::write(lone.join(state), carried).expect("write");
     let from_file = RunOptions {
         out_dir: lone.clone(),
         resume: true,
@@ -148,6 +160,15 @@ fn resume_is_bit_exact() {
     };
     run(gpu, cfg.clone(), &from_file, |_, _| {}).expect("resumed from the state file");
     assert!(state_of(&lone) == a, "a lone state file resumed elsewhere");
+    // Its log became the folder's: the steps before the checkpoint as the split run logged
+    // them, then the resumed ones.
+    let lone_log = std::fs::read_to_string(lone.join("metrics.jsonl")).expect("log");
+    let steps: Vec<u64> = lone_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
+        .collect();
+    assert_eq!(steps, [0, 1, 2, 3, 4, 5], "{lone_log}");
+    assert!(lone_log.starts_with(&before.join("\n")), "{lone_log}");
     let _ = std::fs::remove_dir_all(&lone);
     // A stop request (what Ctrl-C sets) ends the run after the step in flight, with a
     // checkpoint there, though the config saves only at the end; the run resumes from it
@@ -666,4 +687,20 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     assert!(stdout.contains("interrupted at step"), "{stdout}");
     assert!(state_of(&stopped).step > at + 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `bytes` (a safetensors file) with `key: value` added to its header's metadata.
+fn with_metadata(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    header["__metadata__"][key] = value.into();
+    let mut text = serde_json::to_vec(&header).expect("json");
+    // The data's offsets count from the header's end, so they hold; it stays 8-byte aligned.
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }

@@ -256,8 +256,13 @@ try {
       const h = header(readFileSync(file));
       const step = Number((h.__metadata__ || {}).step);
       detail = `${dl.suggestedFilename()}: step ${step}, ${Object.keys(h).length - 1} tensors`;
+      // A state carries the run's log: a line for each of its steps (and the evaluations').
+      const logged = (h.__metadata__.metrics_log || "").split("\n")
+        .filter((l) => l.startsWith("{") && JSON.parse(l).step !== undefined).length;
+      if (what === "download state") detail += `, ${logged} steps logged`;
       const ok = dl.suggestedFilename() === name && step >= steps && holds in h &&
-        (what !== "download state" || (h.__metadata__.train_config || "").includes("global_size"));
+        (what !== "download state" ||
+          ((h.__metadata__.train_config || "").includes("global_size") && logged === step));
       check(`${what}: a safetensors file of the run`, ok, detail);
     } catch (e) {
       check(`${what}: a safetensors file of the run`, false, `${detail} ${e}`);
@@ -360,18 +365,21 @@ try {
     const t0 = Date.now();
     while (Date.now() - t0 < 300000) {
       status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
-      if (status.state === "Running" && (status.losses || []).length >= 2) break;
+      if (status.state === "Running" && (status.losses || []).length >= savedStep + 2) break;
       if ((status.errors || []).length) break;
       await sleep(1000);
     }
-    // The resumed run's curve starts at its first step after the checkpoint.
+    // The resumed run's curve holds the steps before the checkpoint (from the log its state
+    // file carries) and the ones after it, and its evaluations the ones before it.
     const losses = status.losses || [];
     const noted = (status.notices || []).some((n) => n.includes(`resuming at step ${savedStep}`));
-    check("a dropped checkpoint resumes the run at its step",
-      noted && losses.length >= 2 && status.step === savedStep + losses.length &&
-        losses.every(Number.isFinite) && !(status.errors || []).length,
-      `saved at ${savedStep}, now step ${status.step} after ${losses.length} steps, ` +
-        JSON.stringify(status.errors));
+    const earlierKnn = (status.knn || []).filter(([s]) => s <= savedStep);
+    check("a dropped checkpoint resumes the run at its step, its curve whole",
+      noted && losses.length >= savedStep + 2 && status.step === losses.length &&
+        losses.every(Number.isFinite) && earlierKnn.some(([s]) => s === 0) &&
+        earlierKnn.some(([s]) => s >= 10) && !(status.errors || []).length,
+      `saved at ${savedStep}, now step ${status.step} with ${losses.length} points on the curve, ` +
+        `k-NN ${JSON.stringify(earlierKnn)} ${JSON.stringify(status.errors)}`);
   } catch (e) {
     check("a dropped checkpoint resumes the run at its step", false, `${e}`);
   }

@@ -134,6 +134,9 @@ impl<'a> StepLoop<'a> {
         }
         let metrics_path = opts.out_dir.join("metrics.jsonl");
         let unused_log = UnusedLog((!metrics_path.exists()).then(|| metrics_path.clone()));
+        if opts.resume {
+            super::super::metrics_log::seed_from_state(&opts.out_dir)?;
+        }
         let (log_file, kept) = MetricsLog::open(&metrics_path, start)?;
         let mut loader_cfg = cfg.loader_config();
         // A time limit may move the Gram loss's start earlier: every batch then holds its crops.
