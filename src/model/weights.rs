@@ -234,6 +234,23 @@ fn format_err(path: &Path, message: impl Into<String>) -> WeightsError {
     }
 }
 
+/// The start of the format tag of dinoscope's training state files (`train::checkpoint`),
+/// known here so that one given as weights is named for what it is.
+const TRAINING_STATE_TAG: &str = "dinoscope-train-state-";
+
+/// Refuses a training state given as weights, by its header's `format` tag.
+pub(super) fn refuse_training_state(path: &Path, format: Option<&str>) -> Result<(), WeightsError> {
+    if !format.is_some_and(|f| f.starts_with(TRAINING_STATE_TAG)) {
+        return Ok(());
+    }
+    Err(format_err(
+        path,
+        "this is a training state (a checkpoint's state.safetensors: student, teacher, \
+         optimizer moments), not backbone weights; use the teacher_backbone.safetensors beside \
+         it or in its run folder",
+    ))
+}
+
 fn infer_err(path: &Path, message: impl Into<String>) -> WeightsError {
     WeightsError::Infer {
         path: path.to_path_buf(),
@@ -415,6 +432,10 @@ pub fn from_bytes(
 ) -> Result<BackboneWeights, WeightsError> {
     cfg.validate_named(&path.display().to_string())?;
     let st = deserialize(path, bytes)?;
+    if let Ok((_, meta)) = safetensors::SafeTensors::read_metadata(bytes) {
+        let format = meta.metadata().as_ref().and_then(|m| m.get("format"));
+        refuse_training_state(path, format.map(String::as_str))?;
+    }
     let views: BTreeMap<String, safetensors::tensor::TensorView<'_>> =
         st.iter().map(|(n, v)| (n.to_string(), v)).collect();
     let (naming, entries) = plan(views.keys().map(String::as_str));

@@ -356,24 +356,87 @@ pub fn overwrite_removes(dir: &Path, path: &Path) -> bool {
         .any(|f| path.starts_with(f))
 }
 
-/// Removes every file an earlier run wrote into `dir`: the user asked to start over, and the old
-/// run's checkpoints must not outrank the new ones, nor its other files outlive them.
+/// Where `--overwrite` keeps an earlier run's files until the new run has taken its first step.
 #[cfg(not(target_arch = "wasm32"))]
-fn remove_run_files(dir: &Path) -> Result<(), String> {
-    for old in RUN_FILES {
-        let p = dir.join(old);
-        let gone = if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        if let Err(e) = gone {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(format!("{}: cannot remove: {e}", p.display()));
+const SET_ASIDE: &str = ".overwritten";
+
+/// An earlier run's files, moved aside by `--overwrite`: the user asked to start over, and the
+/// old run's checkpoints must not outrank the new ones, nor its other files outlive them. They
+/// are removed once the new run has logged its first step ([`SetAside::discard`]); a run that
+/// fails or is stopped before then puts them back when this is dropped, so a start that goes
+/// wrong loses nothing.
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) struct SetAside(Option<PathBuf>);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl SetAside {
+    /// Moves the run files of `dir` into its `.overwritten` folder (one left by a killed
+    /// process is an older run the user already chose to replace, and goes first).
+    pub(super) fn take(dir: &Path) -> Result<SetAside, String> {
+        let aside = dir.join(SET_ASIDE);
+        if aside.exists() {
+            std::fs::remove_dir_all(&aside)
+                .map_err(|e| format!("{}: cannot remove: {e}", aside.display()))?;
+        }
+        let present: Vec<&str> = RUN_FILES
+            .iter()
+            .copied()
+            .filter(|f| dir.join(f).symlink_metadata().is_ok())
+            .collect();
+        if present.is_empty() {
+            return Ok(SetAside(None));
+        }
+        std::fs::create_dir(&aside)
+            .map_err(|e| format!("{}: cannot create: {e}", aside.display()))?;
+        // Made first, so that a move failing half-way puts the moved files back.
+        let guard = SetAside(Some(aside.clone()));
+        for f in present {
+            std::fs::rename(dir.join(f), aside.join(f))
+                .map_err(|e| format!("{}: cannot move aside: {e}", dir.join(f).display()))?;
+        }
+        Ok(guard)
+    }
+
+    /// The new run has begun: the old run's files go for good.
+    pub(super) fn discard(&mut self) {
+        if let Some(aside) = self.0.take() {
+            if let Err(e) = std::fs::remove_dir_all(&aside) {
+                log::warn!(
+                    "{}: the replaced run's files stay here ({e})",
+                    aside.display()
+                );
             }
         }
     }
-    Ok(())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for SetAside {
+    fn drop(&mut self) {
+        let Some(aside) = self.0.take() else { return };
+        let Some(dir) = aside.parent() else { return };
+        let mut kept = true;
+        for f in RUN_FILES {
+            let (from, to) = (aside.join(f), dir.join(f));
+            if from.symlink_metadata().is_ok() {
+                // What the failed start wrote under the same name goes first.
+                if to.is_dir() {
+                    let _ = std::fs::remove_dir_all(&to);
+                } else {
+                    let _ = std::fs::remove_file(&to);
+                }
+                kept &= std::fs::rename(&from, &to).is_ok();
+            }
+        }
+        if kept {
+            let _ = std::fs::remove_dir(&aside);
+        } else {
+            log::warn!(
+                "{}: the earlier run's files could not all be put back; they are here",
+                aside.display()
+            );
+        }
+    }
 }
 
 /// Writes which data the run in `dir` trains on (`None`: the bundled set), for its resumption.

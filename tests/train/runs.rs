@@ -94,6 +94,32 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
         metrics
     );
+    // An --overwrite that fails or stops before its first step puts the earlier run back:
+    // on pictures too few for one batch, and stopped at once.
+    let few = tmp("three-pictures");
+    std::fs::create_dir_all(&few).expect("mkdir");
+    for f in ["astronaut.png", "chelsea.png", "coffee.png"] {
+        std::fs::copy(format!("assets/images/{f}"), few.join(f)).expect("copy");
+    }
+    let failing = RunOptions {
+        data: Some(few.clone()),
+        ..opts(false, true)
+    };
+    let err = run(gpu, cfg.clone(), &failing, |_, _| {}).expect_err("too few pictures");
+    assert!(err.contains("fewer than one batch"), "{err}");
+    let stopped = RunOptions {
+        stop_after: Some(0),
+        ..opts(false, true)
+    };
+    let _ = run(gpu, cfg.clone(), &stopped, |_, _| {});
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
+        metrics,
+        "the earlier run is back"
+    );
+    assert!(dir.join("teacher_backbone.safetensors").exists());
+    assert!(!dir.join(".overwritten").exists());
+    let _ = std::fs::remove_dir_all(&few);
     // A live process's lock keeps others out; a dead one's is taken over.
     let lock = dir.join(".dinoscope.lock");
     std::fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");
@@ -107,6 +133,8 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         std::fs::write(&lock, format!("{dead}\n")).expect("stale lock");
         run(gpu, cfg, &opts(false, true), |_, _| {}).expect("overwrite takes a stale lock");
         assert!(!lock.exists(), "the lock is released at the end");
+        // The overwrite went through: the earlier run's files are gone, none kept aside.
+        assert!(!dir.join(".overwritten").exists());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -200,6 +228,20 @@ fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
         err.contains("its training config needs") && err.contains("state.safetensors"),
         "{err}"
     );
+    // Given as weights, a state file is named for what it is, whether the config comes from
+    // beside it or from its header.
+    let err = dinoscope::model::weights::load_backbone(&state_path, &cfg.model)
+        .expect_err("a state is not weights")
+        .to_string();
+    assert!(
+        err.contains("this is a training state") && err.contains("teacher_backbone"),
+        "{err}"
+    );
+    let state_bytes = std::fs::read(&state_path).expect("state");
+    let err = dinoscope::model::weights::infer_config_from_bytes(&state_path, &state_bytes)
+        .expect_err("a state is not weights")
+        .to_string();
+    assert!(err.contains("this is a training state"), "{err}");
     // A later version of the state format is refused as such, not misread; it is still taken
     // for a state (so a dropped one gets this message, not a weights file's).
     let later = std::fs::read(&state_path).expect("state");

@@ -82,6 +82,7 @@ fn embedded_config(path: &Path, header: &[u8]) -> Result<Option<VitConfig>, Weig
         // parse_header names what is wrong with a header that does not read.
         return Ok(None);
     };
+    super::refuse_training_state(path, h.metadata.get("format").map(String::as_str))?;
     let Some(text) = h.metadata.get(CONFIG_KEY) else {
         return Ok(None);
     };

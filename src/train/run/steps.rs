@@ -6,8 +6,8 @@ use super::super::config::TrainConfig;
 use super::super::metrics_log::{self, MetricsLog};
 use super::super::trainer::{PendingStep, StepMetrics, Trainer};
 use super::{
-    datasets, evaluate, load_checkpoint, record_data, remove_run_files, resumed_data,
-    save_checkpoint, EvalSets, Evaluation, RunLock, RunOptions, RunSummary, RUN_FILES,
+    datasets, evaluate, load_checkpoint, record_data, resumed_data, save_checkpoint, EvalSets,
+    Evaluation, RunLock, RunOptions, RunSummary, SetAside, RUN_FILES,
 };
 use crate::data::loader::Loader;
 use crate::gpu::Gpu;
@@ -51,9 +51,11 @@ struct StepLoop<'a> {
     eval: EvalSets,
     budget: Option<Budget>,
     loader: Loader,
-    /// Fields drop in this order: the log's file closes, an unused log goes, the lock is last.
+    /// Fields drop in this order: the log's file closes, an unused log goes, a replaced run's
+    /// files come back (if this run never logged a step), the lock is last.
     log_file: MetricsLog,
     unused_log: UnusedLog,
+    set_aside: SetAside,
     _lock: RunLock,
     /// Whether the kept log lines already hold the evaluation due at `start`.
     start_evaluated: bool,
@@ -129,9 +131,11 @@ impl<'a> StepLoop<'a> {
         std::fs::create_dir_all(&opts.out_dir)
             .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
         let lock = RunLock::acquire(&opts.out_dir)?;
-        if opts.overwrite && !opts.resume {
-            remove_run_files(&opts.out_dir)?;
-        }
+        let set_aside = if opts.overwrite && !opts.resume {
+            SetAside::take(&opts.out_dir)?
+        } else {
+            SetAside(None)
+        };
         let metrics_path = opts.out_dir.join("metrics.jsonl");
         let unused_log = UnusedLog((!metrics_path.exists()).then(|| metrics_path.clone()));
         if opts.resume {
@@ -156,6 +160,7 @@ impl<'a> StepLoop<'a> {
             loader,
             log_file,
             unused_log,
+            set_aside,
             _lock: lock,
             start_evaluated: metrics_log::evaluated(&kept, start),
             start,
@@ -326,6 +331,7 @@ impl<'a> StepLoop<'a> {
             serde_json::json!(self.elapsed_before + self.t0.elapsed().as_secs_f64());
         self.log_file.write(&line)?;
         self.unused_log.0 = None;
+        self.set_aside.discard();
         if !self.data_recorded {
             // Without the record a resume needs --data; the run itself goes on.
             if let Err(e) = record_data(out_dir, self.data.as_deref()) {
