@@ -128,7 +128,24 @@ impl Manifest {
 
     /// Parses a manifest's text; `path` names it in errors.
     pub fn from_json(text: &str, path: &Path) -> Result<Manifest, FixtureError> {
-        let m: ManifestFile = serde_json::from_str(text)
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| FixtureError::new(path, format!("not a valid manifest: {e}")))?;
+        if !v.is_object() {
+            return Err(FixtureError::new(
+                path,
+                "not a valid manifest: a JSON object was expected",
+            ));
+        }
+        // A later layout could mean other tolerances or names; read only the one this is.
+        if let Some(version) = v.get("format_version").filter(|f| f.as_u64() != Some(1)) {
+            return Err(FixtureError::new(
+                path,
+                format!(
+                    "format_version {version}; this build reads fixture manifests of version 1"
+                ),
+            ));
+        }
+        let m: ManifestFile = serde_json::from_value(v)
             .map_err(|e| FixtureError::new(path, format!("not a valid manifest: {e}")))?;
         Ok(Manifest {
             losses: m.settings.and_then(|s| s.losses).unwrap_or_default(),
@@ -138,6 +155,13 @@ impl Manifest {
                 .map(|e| ((e.file.clone(), e.name.clone()), e))
                 .collect(),
         })
+    }
+
+    /// The files the manifest lists tensors of, relative to its folder, sorted.
+    pub fn files(&self) -> Vec<&str> {
+        let set: std::collections::BTreeSet<&str> =
+            self.entries.keys().map(|(f, _)| f.as_str()).collect();
+        set.into_iter().collect()
     }
 
     /// The entry of `name` in `file`.

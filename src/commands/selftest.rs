@@ -153,12 +153,18 @@ pub fn run(
         print(r);
     }
     if n == 0 {
-        return Err(no_case_matches(filter));
+        return Err(no_case_matches(filter, &dir));
     }
     println!(
         "\n{} passed, {failed} failed, {unsupported} unsupported",
         n - failed - unsupported
     );
+    if n == unsupported {
+        return Err(format!(
+            "{}: none of its cases is one this build checks, so nothing was checked",
+            dir.display()
+        ));
+    }
     Ok(if failed > 0 {
         ExitCode::FAILURE
     } else {
@@ -166,7 +172,14 @@ pub fn run(
     })
 }
 
-fn no_case_matches(filter: &CaseFilter) -> String {
+fn no_case_matches(filter: &CaseFilter, dir: &std::path::Path) -> String {
+    if filter.only.is_empty() && filter.skip.is_empty() {
+        return format!(
+            "{}: its files hold no selftest case (ops and losses files hold tensors named \
+             case.tensor; model folders a config.json)",
+            dir.display()
+        );
+    }
     format!(
         "no selftest case matches --only {:?} --skip {:?} (`dinoscope selftest --list` lists them)",
         filter.only, filter.skip
@@ -196,7 +209,7 @@ fn list_cases(
     }
     names.extend(list_fixtures(&Exec::Gpu(gpu), dir, filter).map_err(|e| e.to_string())?);
     if names.is_empty() {
-        return Err(no_case_matches(filter));
+        return Err(no_case_matches(filter, &dir));
     }
     for n in names {
         println!("{n}");

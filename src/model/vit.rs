@@ -462,6 +462,15 @@ impl Vit {
                 cfg.in_chans
             )));
         }
+        if batch == 0 {
+            return Err(ModelError::Input("a batch of no images".into()));
+        }
+        if let Some(m) = mask.filter(|m| m.numel() != batch * gh * gw) {
+            return Err(ModelError::Input(format!(
+                "the mask has {} values, expected one a patch: {batch}×{gh}×{gw}",
+                m.numel()
+            )));
+        }
         let Embedded {
             x,
             patch_embeddings,

@@ -268,6 +268,17 @@ fn walk_fixtures(
         ));
     }
     let manifest = Manifest::load(dir)?;
+    // A listed file that is missing would leave its cases out unseen.
+    if let Some(f) = manifest
+        .files()
+        .into_iter()
+        .find(|f| !dir.join(f).is_file())
+    {
+        return Err(FixtureError::new(
+            &dir.join(f),
+            "listed in manifest.json but missing (the fixtures folder is incomplete)",
+        ));
+    }
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| FixtureError::new(dir, format!("cannot list: {e}")))?
         .filter_map(|e| e.ok().map(|e| e.path()))

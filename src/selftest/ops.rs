@@ -120,6 +120,25 @@ fn rank_at_least<'a>(
     Ok(&t.shape)
 }
 
+/// `t`'s shape, which must have rank `r` and no empty dimension.
+fn rank_exactly<'a>(
+    file: &TensorFile,
+    name: &str,
+    t: &'a HostTensor,
+    r: usize,
+) -> Result<&'a [usize], FixtureError> {
+    if t.shape.len() != r || t.shape.contains(&0) {
+        return Err(bad(
+            file,
+            format!(
+                "tensor '{name}' has shape {:?}, expected {r} dimensions, none of them 0",
+                t.shape
+            ),
+        ));
+    }
+    Ok(&t.shape)
+}
+
 /// Runs `f` on a recorder and reads back the listed tensors.
 pub(crate) fn on_gpu(
     gpu: &Gpu,
@@ -175,7 +194,17 @@ fn compute(
     case: &str,
     kind: OpKind,
 ) -> Result<Outputs, FixtureError> {
-    let t = |s: &str| file.get(&format!("{case}.{s}"));
+    // An empty tensor checks nothing and has kernels divide by zero sizes.
+    let t = |s: &str| {
+        let x = file.get(&format!("{case}.{s}"))?;
+        match x.shape.contains(&0) {
+            true => Err(bad(
+                file,
+                format!("{case}: tensor '{s}' of shape {:?} is empty", x.shape),
+            )),
+            false => Ok(x),
+        }
+    };
     match kind {
         OpKind::Dino | OpKind::Ibot | OpKind::Koleo => {
             super::losses::compute(exec, file, manifest, case, kind)
@@ -322,7 +351,7 @@ fn compute(
         }
         OpKind::Attention => {
             let (q, k, v, up) = (t("q")?, t("k")?, t("v")?, t("upstream_out")?);
-            let s = rank_at_least(file, "q", q, 4)?;
+            let s = rank_exactly(file, "q", q, 4)?;
             let (b, h, n, d) = (s[0], s[1], s[2], s[3]);
             if k.shape != q.shape || v.shape != q.shape || up.shape != q.shape {
                 return Err(bad(
@@ -516,8 +545,8 @@ fn compute(
         }
         OpKind::PatchEmbed => {
             let (x, w, b, up) = (t("x")?, t("weight")?, t("bias")?, t("upstream_y")?);
-            let xs = rank_at_least(file, "x", x, 4)?;
-            let ws = rank_at_least(file, "weight", w, 4)?;
+            let xs = rank_exactly(file, "x", x, 4)?;
+            let ws = rank_exactly(file, "weight", w, 4)?;
             let dims = PatchDims {
                 batch: xs[0],
                 channels: xs[1],
@@ -528,7 +557,8 @@ fn compute(
             let (gh, gw) = dims.grid();
             if ws[1] != xs[1]
                 || ws[2] != ws[3]
-                || ws[2] == 0
+                || gh == 0
+                || gw == 0
                 || b.data.len() != ws[0]
                 || up.data.len() != xs[0] * gh * gw * ws[0]
             {

@@ -313,6 +313,55 @@ fn selftest_reports_missing_and_malformed_folders() {
         err.contains("ops.safetensors") && err.contains("not a valid safetensors file"),
         "{err}"
     );
+    // A manifest of a later layout, or not an object, is refused rather than read loosely.
+    for (manifest, says) in [
+        (r#"{"format_version": 2}"#, "format_version 2"),
+        ("[]", "a JSON object was expected"),
+    ] {
+        std::fs::write(bad.join("manifest.json"), manifest).expect("write");
+        let out = selftest(&bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{err}");
+    }
+    // A file the manifest lists, missing: the folder is incomplete (its cases would go
+    // unchecked).
+    std::fs::write(
+        bad.join("manifest.json"),
+        r#"{"tensors": [{"file": "losses.safetensors", "name": "dino.loss"}]}"#,
+    )
+    .expect("write");
+    let out = selftest(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("losses.safetensors: listed in manifest.json"),
+        "{err}"
+    );
+    // Cases of no kind this build knows, or with empty or wrongly ranked tensors: nothing is
+    // checked, and the run fails saying so (never a pass, never a panic).
+    std::fs::write(bad.join("manifest.json"), "{}").expect("write");
+    let v = |n: usize| vec![0.5; n];
+    write_safetensors(
+        &bad.join("ops.safetensors"),
+        &[("frobnicate.x".into(), vec![2], v(2))],
+    );
+    let out = selftest(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nothing was checked"),
+        "{err}"
+    );
+    for shape in [vec![2, 3, 5, 0], vec![1, 2, 3, 5, 4]] {
+        let len = shape.iter().product();
+        let t: Vec<(String, Vec<usize>, Vec<f32>)> = ["q", "k", "v", "upstream_out", "out"]
+            .iter()
+            .map(|n| (format!("sdpa.{n}"), shape.clone(), v(len)))
+            .collect();
+        write_safetensors(&bad.join("ops.safetensors"), &t);
+        let out = selftest(&bad);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("sdpa") && text.contains("FAIL"), "{text}");
+    }
     let _ = std::fs::remove_dir_all(&bad);
 }
 

@@ -89,6 +89,13 @@ impl Vit {
                     .into(),
             ));
         }
+        let (batch, n, d) = (pixels_shape.0, out.n_tokens, self.cfg.dim);
+        if d_tokens.numel() != batch * n * d {
+            return Err(ModelError::Input(format!(
+                "the tokens' gradient has {} values, expected {batch}×{n}×{d}",
+                d_tokens.numel()
+            )));
+        }
         let SavedForward {
             cols,
             blocks,
@@ -100,9 +107,6 @@ impl Vit {
         })?;
         let cfg = &self.cfg;
         let gpu = rec.gpu();
-        let (batch, _, _) = pixels_shape;
-        let n = out.n_tokens;
-        let d = cfg.dim;
         // The backward pass runs in f32 on f32 parameters; a forward by this model's f16 copy
         // (mixed precision) saved f16 activations, copied up one use at a time.
         let x_final = kernels::cast::to_dtype(rec, &x_final, DType::F32);
