@@ -209,7 +209,7 @@ fn list_cases(
     }
     names.extend(list_fixtures(&Exec::Gpu(gpu), dir, filter).map_err(|e| e.to_string())?);
     if names.is_empty() {
-        return Err(no_case_matches(filter, &dir));
+        return Err(no_case_matches(filter, dir));
     }
     for n in names {
         println!("{n}");
