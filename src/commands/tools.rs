@@ -243,7 +243,8 @@ fn tune_targets(
     let mut calls = Vec::new();
     for c in configs {
         let cfg = TrainConfig::load(c)?.with_overrides(batch, None, precision)?;
-        for call in dinoscope::tune::attention_calls(gpu, &cfg)? {
+        let named = |e: String| format!("{c}: {e}");
+        for call in dinoscope::tune::attention_calls(gpu, &cfg).map_err(named)? {
             let key = |(p, d, t): &dinoscope::tune::AttnCall| {
                 dinoscope::kernels::attention_plan::key(p, d, *t)
             };
@@ -251,7 +252,7 @@ fn tune_targets(
                 calls.push(call);
             }
         }
-        for (d, t) in dinoscope::tune::products(gpu, &cfg)? {
+        for (d, t) in dinoscope::tune::products(gpu, &cfg).map_err(named)? {
             let key = d.key_for(t);
             if !dims
                 .iter()

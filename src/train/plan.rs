@@ -201,7 +201,7 @@ pub fn check_run(gpu: &Gpu, cfg: &TrainConfig) -> Result<(), String> {
 }
 
 /// Host memory available to new allocations (Linux: MemAvailable), where the OS says.
-fn host_available() -> Option<u64> {
+pub fn host_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -382,6 +382,29 @@ fn bench_vit_profiles_each_run_forward() {
     let _ = std::fs::remove_file(&json);
 }
 
+/// `bench vit` refuses a model whose random weights would not fit the adapter before making
+/// them (a 7-billion-parameter config once aborted on the host's memory).
+#[test]
+fn bench_vit_refuses_a_model_past_the_adapters_memory() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args([
+            "bench", "vit", "--config", "vitl14", "--runs", "28x1", "--reps", "1",
+        ])
+        .env("DINOSCOPE_GPU_MEMORY", "512MiB")
+        .output()
+        .expect("run dinoscope");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // ViT-L/14's 304 million parameters: 1.1 GiB in f32, past either limit.
+    assert!(
+        err.contains("parameters") && err.contains("use a smaller config"),
+        "{err}"
+    );
+}
+
 /// `bench vit --runs` refuses a batch of 0 and a picture smaller than a patch by name, before
 /// any GPU work (a batch of 0 once divided by zero in the planner).
 #[test]

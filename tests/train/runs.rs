@@ -84,6 +84,17 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         Some("mine")
     );
     let _ = std::fs::remove_dir_all(&mine);
+    // A file where the run folder goes is named as such and left alone.
+    let file = tmp("a-file");
+    std::fs::write(&file, "mine").expect("write");
+    let into_file = RunOptions {
+        out_dir: file.clone(),
+        ..Default::default()
+    };
+    let err = run(gpu, cfg.clone(), &into_file, |_, _| {}).expect_err("a file");
+    assert!(err.contains("is a file; --out takes a folder"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "mine");
+    let _ = std::fs::remove_file(&file);
     // Resuming for zero more steps keeps every line.
     let zero = RunOptions {
         stop_after: Some(0),

@@ -76,6 +76,12 @@ impl<'a> StepLoop<'a> {
     /// Checks the folder and the config, opens the data and the trainer (from the checkpoint
     /// when resuming), takes the folder's lock and opens its metrics log.
     fn open(gpu: &'a Gpu, cfg: TrainConfig, opts: &'a RunOptions) -> Result<Self, String> {
+        if opts.out_dir.exists() && !opts.out_dir.is_dir() {
+            return Err(format!(
+                "{}: is a file; --out takes a folder for the run",
+                opts.out_dir.display()
+            ));
+        }
         let budget = opts.time_limit.map(Budget::new);
         if budget.is_some() && opts.resume {
             return Err(
