@@ -489,3 +489,47 @@ fn browser_checks_pass_natively() {
         again.row()
     );
 }
+
+/// A tensor past the adapter's largest buffer gets a small stand-in that nothing uses: a
+/// recording that binds, copies or reads it (or a view of it) fails naming the limit, no
+/// device error is raised, and the stand-in never reaches the pool (where a tensor of a legal
+/// size could be handed it).
+#[test]
+fn a_tensor_past_the_largest_buffer_is_refused_wherever_it_is_used() {
+    use dinoscope::gpu::Recorder;
+    let Some(gpu) = common::gpu() else { return };
+    // Adapters whose largest buffer is past any real size have nothing to check here.
+    let max = gpu.limits.max_buffer_size;
+    if max > 1 << 40 {
+        eprintln!("largest buffer {max} bytes: no tensor is past it");
+        return;
+    }
+    let past = (max / 4 + 64) as usize;
+    let big = gpu.empty(&[past]);
+    assert!(big.is_placeholder());
+    let small = gpu.empty(&[64]);
+    let view = big.view(0, &[64]);
+    type Use = fn(&mut Recorder, &dinoscope::gpu::Tensor, &dinoscope::gpu::Tensor);
+    let uses: [(&str, Use); 3] = [
+        ("copy", |rec, v, s| rec.copy(v, s)),
+        ("clear", |rec, v, _| rec.clear(v)),
+        ("gelu", |rec, v, s| {
+            dinoscope::kernels::gelu::gelu_forward(rec, s, v);
+        }),
+    ];
+    for (what, apply) in uses {
+        let mut rec = Recorder::new(gpu);
+        apply(&mut rec, &view, &small);
+        let err = rec.finish().expect_err(what).to_string();
+        assert!(err.contains("max_buffer_size"), "{what}: {err}");
+    }
+    let err = gpu.read(&view).expect_err("read").to_string();
+    assert!(err.contains("max_buffer_size"), "{err}");
+    drop((big, view, small));
+    let cached = gpu.pool_stats().cached_bytes;
+    assert!(
+        cached < past as u64 * 4,
+        "the stand-in went to the pool: {cached} bytes"
+    );
+    gpu.check().expect("no device error");
+}

@@ -290,6 +290,9 @@ impl<'g> Recorder<'g> {
             }
             return;
         }
+        if self.refuses(k.entry, bufs) {
+            return;
+        }
         if let Some((a, b)) = writable_alias(k, bufs) {
             panic!(
                 "{}: bindings {a} and {b} overlap in one buffer and one of them is writable \
@@ -398,8 +401,24 @@ impl<'g> Recorder<'g> {
         self.pass = Some(pass);
     }
 
+    /// Whether one of `ts` is past the adapter's largest buffer ([`Tensor::is_placeholder`]):
+    /// then `what` is skipped, and the recording fails with the first such error when it is
+    /// submitted.
+    fn refuses(&mut self, what: &str, ts: &[&Tensor]) -> bool {
+        let Some(t) = ts.iter().find(|t| t.is_placeholder()) else {
+            return false;
+        };
+        if self.error.is_none() {
+            self.error = Some(self.gpu.past_largest_buffer(what, t));
+        }
+        true
+    }
+
     /// Fills a tensor with zeros.
     pub fn clear(&mut self, t: &Tensor) {
+        if self.refuses("clear", &[t]) {
+            return;
+        }
         if t.numel() > 0 && !self.gpu.dry {
             let (offset, size) = (t.byte_offset(), t.binding_bytes());
             self.encoder().clear_buffer(t.buffer(), offset, Some(size));
@@ -418,6 +437,9 @@ impl<'g> Recorder<'g> {
         assert_eq!(src.numel(), dst.numel(), "copy: element counts differ");
         assert_eq!(src.dtype(), dst.dtype(), "copy: element types differ");
         let bytes = src.bytes().div_ceil(4) * 4;
+        if self.refuses("copy", &[src, dst]) {
+            return;
+        }
         if bytes > 0 && !self.gpu.dry {
             let (from, to) = (src.byte_offset(), dst.byte_offset());
             self.encoder()
@@ -442,6 +464,9 @@ impl<'g> Recorder<'g> {
             src.dtype() == DType::F32 && dst.dtype() == DType::F32,
             "copy_range: f32 tensors only"
         );
+        if self.refuses("copy", &[src, dst]) {
+            return;
+        }
         if len > 0 && !self.gpu.dry {
             self.encoder().copy_buffer_to_buffer(
                 src.buffer(),
@@ -462,6 +487,9 @@ impl<'g> Recorder<'g> {
     /// Records a copy of `t` into a mappable buffer at this point of the recording; read it
     /// with [`Gpu::read_staged`] and the [`Submitted`] that [`Recorder::finish_submitted`] gives.
     pub fn stage(&mut self, t: &Tensor) -> Staged {
+        if self.refuses("read", &[t]) {
+            return Staged::empty(t);
+        }
         let staged = self.gpu.staging_for(t);
         if let Some(b) = &staged.buffer {
             let (from, bytes) = (t.byte_offset(), t.binding_bytes());

@@ -7,10 +7,16 @@ struct Storage {
     buffer: Option<wgpu::Buffer>,
     size: u64,
     pool: Weak<Mutex<Pool>>,
+    /// A stand-in for a buffer past the adapter's largest: never bound, written, read or
+    /// pooled (see [`Tensor::is_placeholder`]).
+    placeholder: bool,
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
+        if self.placeholder {
+            return;
+        }
         if let Some(pool) = self.pool.upgrade() {
             if let Ok(mut p) = pool.lock() {
                 p.give_back(self.size, self.buffer.take());
@@ -64,11 +70,49 @@ impl Tensor {
         dtype: DType,
     ) -> Tensor {
         Tensor {
-            storage: Arc::new(Storage { buffer, size, pool }),
+            storage: Arc::new(Storage {
+                buffer,
+                size,
+                pool,
+                placeholder: false,
+            }),
             offset: 0,
             shape,
             dtype,
         }
+    }
+
+    /// A tensor of `shape` whose `size` bytes exceed the adapter's largest buffer: a small
+    /// `buffer` stands in, which the recorder refuses to use (naming the tensor), so that the
+    /// error is ours and not a device error, and which never returns to the pool.
+    pub(crate) fn placeholder(
+        buffer: Option<wgpu::Buffer>,
+        shape: Vec<usize>,
+        size: u64,
+        dtype: DType,
+    ) -> Tensor {
+        Tensor {
+            storage: Arc::new(Storage {
+                buffer,
+                size,
+                pool: Weak::new(),
+                placeholder: true,
+            }),
+            offset: 0,
+            shape,
+            dtype,
+        }
+    }
+
+    /// Whether this tensor (or the tensor it views) is past the adapter's largest buffer, and
+    /// so has no real buffer: anything that would use it fails with a limit error instead.
+    pub fn is_placeholder(&self) -> bool {
+        self.storage.placeholder
+    }
+
+    /// Bytes of the whole buffer this tensor lives in (for a placeholder, those it would need).
+    pub(crate) fn storage_bytes(&self) -> u64 {
+        self.storage.size
     }
 
     /// The element type.

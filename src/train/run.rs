@@ -370,14 +370,43 @@ pub(super) struct SetAside(Option<PathBuf>);
 
 #[cfg(not(target_arch = "wasm32"))]
 impl SetAside {
-    /// Moves the run files of `dir` into its `.overwritten` folder (one left by a killed
-    /// process is an older run the user already chose to replace, and goes first).
+    /// Puts right what a process killed during an `--overwrite` left in `dir` (called with
+    /// the folder's lock held): if the new run never logged a step, the earlier run comes back
+    /// from `.overwritten` (over the files the killed start wrote); if it did, the folder is
+    /// its, and the set-aside files go as they would have.
+    pub(super) fn recover(dir: &Path) -> Result<(), String> {
+        let aside = dir.join(SET_ASIDE);
+        if !aside.is_dir() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
+        let begun = log.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.get("step").is_some())
+        });
+        if begun {
+            return std::fs::remove_dir_all(&aside)
+                .map_err(|e| format!("{}: cannot remove: {e}", aside.display()));
+        }
+        log::warn!(
+            "{}: an --overwrite was stopped before its first step; the earlier run is put back",
+            dir.display()
+        );
+        // Dropping a guard over the folder restores it.
+        drop(SetAside(Some(aside.clone())));
+        if aside.exists() {
+            return Err(format!(
+                "{}: the earlier run set aside here could not all be put back; move its files \
+                 into {} by hand",
+                aside.display(),
+                dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves the run files of `dir` into its `.overwritten` folder.
     pub(super) fn take(dir: &Path) -> Result<SetAside, String> {
         let aside = dir.join(SET_ASIDE);
-        if aside.exists() {
-            std::fs::remove_dir_all(&aside)
-                .map_err(|e| format!("{}: cannot remove: {e}", aside.display()))?;
-        }
         let present: Vec<&str> = RUN_FILES
             .iter()
             .copied()

@@ -131,6 +131,33 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
     assert!(dir.join("teacher_backbone.safetensors").exists());
     assert!(!dir.join(".overwritten").exists());
     let _ = std::fs::remove_dir_all(&few);
+    // A process killed between setting the earlier run aside and the new run's first step
+    // (here: its files moved by hand, and the baseline line the killed start wrote): the next
+    // run into the folder puts the earlier run back first, so resuming continues it.
+    let aside = dir.join(".overwritten");
+    std::fs::create_dir(&aside).expect("mkdir");
+    for f in [
+        "checkpoints",
+        "metrics.jsonl",
+        "train.ron",
+        "teacher_backbone.safetensors",
+    ] {
+        if dir.join(f).exists() {
+            std::fs::rename(dir.join(f), aside.join(f)).expect("set aside");
+        }
+    }
+    std::fs::write(
+        dir.join("metrics.jsonl"),
+        "{\"steps_done\":0,\"knn\":0.1}\n",
+    )
+    .expect("log");
+    run(gpu, cfg.clone(), &zero, |_, _| {}).expect("the earlier run resumes");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
+        metrics,
+        "the earlier run is back, its log whole"
+    );
+    assert!(!aside.exists());
     // A live process's lock keeps others out; a dead one's is taken over.
     let lock = dir.join(".dinoscope.lock");
     std::fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");

@@ -26,7 +26,7 @@ impl Gpu {
                     t.numel(),
                     "upload: shape {shape:?} does not match the data"
                 );
-                if !bytes.is_empty() && !self.dry {
+                if !bytes.is_empty() && !self.dry && !t.is_placeholder() {
                     let _device = self.exclusive();
                     self.queue.write_buffer(t.buffer(), 0, &bytes);
                 }
@@ -63,8 +63,8 @@ impl Gpu {
         // A fresh buffer (not a pooled one): a pooled buffer may still be read by recorded work,
         // and queue writes land before the whole next submission.
         let t = self.empty_fresh(shape, DType::F32);
-        // Past the largest buffer `t` is a placeholder, refused where it is bound.
-        if !bytes.is_empty() && !self.dry && bytes.len() as u64 <= self.limits.max_buffer_size {
+        // A placeholder is refused where it is used; there is nothing to write into.
+        if !bytes.is_empty() && !self.dry && !t.is_placeholder() {
             self.queue.write_buffer(t.buffer(), 0, bytes);
         }
         t
@@ -80,7 +80,7 @@ impl Gpu {
             data.len(),
             t.numel()
         );
-        if !data.is_empty() && !self.dry {
+        if !data.is_empty() && !self.dry && !t.is_placeholder() {
             let _device = self.exclusive();
             assert_eq!(t.dtype(), DType::F32, "write: f32 data into an f16 tensor");
             self.queue
@@ -95,14 +95,22 @@ impl Gpu {
         let _device = self.exclusive();
         let numel: usize = shape.iter().product();
         let size = Pool::round_size((numel * dtype.bytes()) as u64);
-        // Past the adapter's largest buffer a placeholder stands in: no dispatch binds it (the
-        // recorder refuses bindings past the largest binding, which is no larger, and names the
-        // kernel and shape), so the caller gets that error instead of a device error.
-        let too_large = size > self.limits.max_buffer_size;
+        // Past the adapter's largest buffer a placeholder stands in, which the recorder
+        // refuses to use, naming the tensor: the caller gets that error, not a device error.
+        // (A dry run creates no buffers and counts this one like any other.)
+        if size > self.limits.max_buffer_size && !self.dry {
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("placeholder for a buffer past the adapter's limit"),
+                size: Pool::round_size(1),
+                usage: Pool::USAGE,
+                mapped_at_creation: false,
+            });
+            return Tensor::placeholder(Some(buffer), shape.to_vec(), size, dtype);
+        }
         let buffer = (!self.dry).then(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: too_large.then_some("placeholder for a buffer past the adapter's limit"),
-                size: if too_large { Pool::round_size(1) } else { size },
+                label: None,
+                size,
                 usage: Pool::USAGE,
                 mapped_at_creation: false,
             })
@@ -171,6 +179,9 @@ impl Gpu {
     pub async fn read_async(&self, t: &Tensor) -> Result<Vec<f32>> {
         if t.numel() == 0 || self.dry {
             return Ok(vec![0.0; t.numel()]);
+        }
+        if t.is_placeholder() {
+            return Err(self.past_largest_buffer("read", t));
         }
         // Held across the await: on native the future completes within this call, and on the
         // web (one thread) holding is free.
@@ -264,6 +275,30 @@ pub struct Staged {
     numel: usize,
 }
 
+impl Staged {
+    /// A copy never made (its recording fails before it is submitted): zeros if read.
+    pub(crate) fn empty(t: &Tensor) -> Staged {
+        Staged {
+            buffer: None,
+            dtype: t.dtype(),
+            numel: t.numel(),
+        }
+    }
+}
+
 /// The submission a recording became, which reading its [`Staged`] copies waits for.
 #[derive(Clone, Debug, Default)]
 pub struct Submitted(pub(crate) Option<wgpu::SubmissionIndex>);
+
+impl Gpu {
+    /// The error for `what` done with a tensor past the adapter's largest buffer.
+    pub(crate) fn past_largest_buffer(&self, what: &str, t: &Tensor) -> GpuError {
+        GpuError::Limit(format!(
+            "{what}: a tensor of shape {:?} needs a buffer of {:.1} MiB, more than this \
+             adapter's max_buffer_size ({:.1} MiB); use a smaller batch or model",
+            t.shape(),
+            t.storage_bytes() as f64 / 1048576.0,
+            self.limits.max_buffer_size as f64 / 1048576.0
+        ))
+    }
+}

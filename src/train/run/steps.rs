@@ -90,6 +90,17 @@ impl<'a> StepLoop<'a> {
                     .into(),
             );
         }
+        // The lock first where the folder exists: an --overwrite that a killed process left
+        // half done (the earlier run set aside, the new one never begun) is put right before
+        // anything looks at the folder.
+        let early_lock = match opts.out_dir.is_dir() {
+            true => {
+                let lock = RunLock::acquire(&opts.out_dir)?;
+                SetAside::recover(&opts.out_dir)?;
+                Some(lock)
+            }
+            false => None,
+        };
         if !opts.resume && !opts.overwrite {
             if let Some(f) = RUN_FILES.iter().find(|f| opts.out_dir.join(f).exists()) {
                 return Err(format!(
@@ -136,7 +147,10 @@ impl<'a> StepLoop<'a> {
         let start = trainer.step;
         std::fs::create_dir_all(&opts.out_dir)
             .map_err(|e| format!("{}: cannot create: {e}", opts.out_dir.display()))?;
-        let lock = RunLock::acquire(&opts.out_dir)?;
+        let lock = match early_lock {
+            Some(lock) => lock,
+            None => RunLock::acquire(&opts.out_dir)?,
+        };
         let set_aside = if opts.overwrite && !opts.resume {
             SetAside::take(&opts.out_dir)?
         } else {
