@@ -362,33 +362,30 @@ const SET_ASIDE: &str = ".overwritten";
 
 /// An earlier run's files, moved aside by `--overwrite`: the user asked to start over, and the
 /// old run's checkpoints must not outrank the new ones, nor its other files outlive them. They
-/// are removed once the new run has logged its first step ([`SetAside::discard`]); a run that
-/// fails or is stopped before then puts them back when this is dropped, so a start that goes
-/// wrong loses nothing.
+/// are removed once the new run has saved its first checkpoint ([`SetAside::discard`]); a run
+/// that fails or is stopped before then puts them back when this is dropped (its own run files
+/// removed), so the folder always holds a run that can be resumed.
 #[cfg(not(target_arch = "wasm32"))]
 pub(super) struct SetAside(Option<PathBuf>);
 
 #[cfg(not(target_arch = "wasm32"))]
 impl SetAside {
     /// Puts right what a process killed during an `--overwrite` left in `dir` (called with
-    /// the folder's lock held): if the new run never logged a step, the earlier run comes back
-    /// from `.overwritten` (over the files the killed start wrote); if it did, the folder is
-    /// its, and the set-aside files go as they would have.
+    /// the folder's lock held): if the new run saved no checkpoint, the earlier run comes back
+    /// from `.overwritten` (in place of the files the killed run wrote); if it did, the folder
+    /// is its, and the set-aside files go as they would have.
     pub(super) fn recover(dir: &Path) -> Result<(), String> {
         let aside = dir.join(SET_ASIDE);
         if !aside.is_dir() {
             return Ok(());
         }
-        let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
-        let begun = log.lines().any(|l| {
-            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.get("step").is_some())
-        });
-        if begun {
+        if super::checkpoint::exists(dir) {
             return std::fs::remove_dir_all(&aside)
                 .map_err(|e| format!("{}: cannot remove: {e}", aside.display()));
         }
         log::warn!(
-            "{}: an --overwrite was stopped before its first step; the earlier run is put back",
+            "{}: an --overwrite was stopped before its first checkpoint; the earlier run is put \
+             back",
             dir.display()
         );
         // Dropping a guard over the folder restores it.
@@ -417,16 +414,20 @@ impl SetAside {
         }
         std::fs::create_dir(&aside)
             .map_err(|e| format!("{}: cannot create: {e}", aside.display()))?;
-        // Made first, so that a move failing half-way puts the moved files back.
-        let guard = SetAside(Some(aside.clone()));
-        for f in present {
-            std::fs::rename(dir.join(f), aside.join(f))
-                .map_err(|e| format!("{}: cannot move aside: {e}", dir.join(f).display()))?;
+        for (i, f) in present.iter().enumerate() {
+            if let Err(e) = std::fs::rename(dir.join(f), aside.join(f)) {
+                // The files moved so far go back; the others never left.
+                for m in &present[..i] {
+                    let _ = std::fs::rename(aside.join(m), dir.join(m));
+                }
+                let _ = std::fs::remove_dir(&aside);
+                return Err(format!("{}: cannot move aside: {e}", dir.join(f).display()));
+            }
         }
-        Ok(guard)
+        Ok(SetAside(Some(aside)))
     }
 
-    /// The new run has begun: the old run's files go for good.
+    /// The new run has a checkpoint: the old run's files go for good.
     pub(super) fn discard(&mut self) {
         if let Some(aside) = self.0.take() {
             if let Err(e) = std::fs::remove_dir_all(&aside) {
@@ -447,13 +448,14 @@ impl Drop for SetAside {
         let mut kept = true;
         for f in RUN_FILES {
             let (from, to) = (aside.join(f), dir.join(f));
+            // What the new run wrote goes, so that none of it (its data record, say) is taken
+            // for the earlier run's.
+            if to.is_dir() && !to.is_symlink() {
+                let _ = std::fs::remove_dir_all(&to);
+            } else {
+                let _ = std::fs::remove_file(&to);
+            }
             if from.symlink_metadata().is_ok() {
-                // What the failed start wrote under the same name goes first.
-                if to.is_dir() {
-                    let _ = std::fs::remove_dir_all(&to);
-                } else {
-                    let _ = std::fs::remove_file(&to);
-                }
                 kept &= std::fs::rename(&from, &to).is_ok();
             }
         }

@@ -105,7 +105,7 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
         metrics
     );
-    // An --overwrite that fails or stops before its first step puts the earlier run back:
+    // An --overwrite that fails or stops before its first checkpoint puts the earlier run back:
     // on pictures too few for one batch, and stopped at once.
     let few = tmp("three-pictures");
     std::fs::create_dir_all(&few).expect("mkdir");
@@ -131,7 +131,7 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
     assert!(dir.join("teacher_backbone.safetensors").exists());
     assert!(!dir.join(".overwritten").exists());
     let _ = std::fs::remove_dir_all(&few);
-    // A process killed between setting the earlier run aside and the new run's first step
+    // A process killed between setting the earlier run aside and the new run's first checkpoint
     // (here: its files moved by hand, and the baseline line the killed start wrote): the next
     // run into the folder puts the earlier run back first, so resuming continues it.
     let aside = dir.join(".overwritten");

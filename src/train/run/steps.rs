@@ -52,7 +52,7 @@ struct StepLoop<'a> {
     budget: Option<Budget>,
     loader: Loader,
     /// Fields drop in this order: the log's file closes, an unused log goes, a replaced run's
-    /// files come back (if this run never logged a step), the lock is last.
+    /// files come back (if this run saved no checkpoint), the lock is last.
     log_file: MetricsLog,
     unused_log: UnusedLog,
     set_aside: SetAside,
@@ -351,7 +351,6 @@ impl<'a> StepLoop<'a> {
             serde_json::json!(self.elapsed_before + self.t0.elapsed().as_secs_f64());
         self.log_file.write(&line)?;
         self.unused_log.0 = None;
-        self.set_aside.discard();
         if !self.data_recorded {
             // Without the record a resume needs --data; the run itself goes on.
             if let Err(e) = record_data(out_dir, self.data.as_deref()) {
@@ -366,6 +365,7 @@ impl<'a> StepLoop<'a> {
             save_checkpoint(out_dir, &self.cfg, &self.trainer)?;
             log::info!("checkpoint of step {done} written to {}", out_dir.display());
             self.saved_at = done;
+            self.set_aside.discard();
             if let Some(b) = &mut self.budget {
                 b.paused(c0.elapsed().as_secs_f64(), false);
             }
@@ -394,6 +394,7 @@ impl<'a> StepLoop<'a> {
     fn close(mut self) -> Result<RunSummary, String> {
         if self.summary.steps > self.saved_at {
             save_checkpoint(&self.opts.out_dir, &self.cfg, &self.trainer)?;
+            self.set_aside.discard();
         }
         self.summary.loop_s = self.t0.elapsed().as_secs_f64();
         Ok(std::mem::take(&mut self.summary))
