@@ -354,6 +354,8 @@ fn lossless_and_arithmetic_jpegs_are_named_unsupported() {
         (0xC9, "arithmetic-coded"),
         (0xCA, "arithmetic-coded"),
         (0xC5, "hierarchical"),
+        // A hierarchical file opens with its DHP segment (laid out as a frame header).
+        (0xDE, "hierarchical"),
     ] {
         let mut bytes = baseline.clone();
         bytes[pos + 1] = marker;

@@ -43,18 +43,18 @@ pub fn vit(
     let mut rows = Vec::new();
     use crate::model::vit::{ForwardOptions, Vit};
     let layout = crate::model::vit::param_layout(cfg);
-    // The random weights are made on the host in f32, then stored on the adapter: both are
-    // checked before either is allocated.
+    // The random weights are made on the host in f32, packed into one flat copy (and an f16
+    // one), then stored on the adapter: both are checked before either is allocated.
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let (host, device) = (
-        layout.total as u64 * 4,
+        layout.total as u64 * (8 + 2 * u64::from(dtype == crate::gpu::DType::F16)),
         (layout.total * dtype.bytes()) as u64,
     );
     let fits = |need: u64, have: Option<u64>| have.is_none_or(|h| need <= h);
     if !fits(host, crate::train::plan::host_available()) {
         return Err(crate::gpu::GpuError::Wgpu(format!(
-            "the model's {} parameters need {:.1} GiB of host memory for their random values, \
-             more than the {:.1} GiB available; use a smaller config",
+            "the model's {} parameters need about {:.1} GiB of host memory for their random \
+             values, more than the {:.1} GiB available; use a smaller config",
             layout.total,
             gib(host),
             gib(crate::train::plan::host_available().unwrap_or(0))

@@ -269,24 +269,34 @@ pub fn decode_image_reduced(
         check_jpeg_complete(bytes, name)?;
     }
     let budget = max_pixels();
-    // The header is read without limits so that a size past them is named by the check below
-    // (the PNG decoder's own says only "Memory limit exceeded"); the decoder gets the limits
-    // before it decodes anything.
-    let mut reader = reader;
-    reader.no_limits();
+    let too_large = |w: u32, h: u32| {
+        (w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > budget).then(|| {
+            ImageError::TooLarge {
+                name: name.into(),
+                detail: format!(
+                    "{w}×{h} pixels; pictures may have at most {MAX_SIDE} pixels a side and \
+                     {budget} pixels in all (DINOSCOPE_MAX_PIXELS sets the latter)"
+                ),
+            }
+        })
+    };
+    // A PNG's size, from its first chunk: the decoder's own limit would answer first, saying
+    // only "Memory limit exceeded" (its limits stay on while it reads the header).
+    if let (ImageFormat::Png, Some(ihdr)) = (format, bytes.get(12..24)) {
+        let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if &ihdr[..4] == b"IHDR" {
+            if let Some(e) = too_large(be(&ihdr[4..8]), be(&ihdr[8..12])) {
+                return Err(e);
+            }
+        }
+    }
     let mut decoder = reader.into_decoder().map_err(|e| decode_error(name, e))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(ImageError::Empty { name: name.into() });
     }
-    if w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > budget {
-        return Err(ImageError::TooLarge {
-            name: name.into(),
-            detail: format!(
-                "{w}×{h} pixels; pictures may have at most {MAX_SIDE} pixels a side and {budget} \
-                 pixels in all (DINOSCOPE_MAX_PIXELS sets the latter)"
-            ),
-        });
+    if let Some(e) = too_large(w, h) {
+        return Err(e);
     }
     // The header passed; bound what the decoder itself may allocate too (it may hold a 16-bit
     // RGBA copy beside the 8-bit RGB result).
@@ -361,12 +371,13 @@ fn check_jpeg_complete(bytes: &[u8], name: &str) -> Result<(), ImageError> {
         match marker {
             0xDA => break pos,
             0xD9 => return Err(corrupt("end of image before any scan")),
-            // Frames other than baseline, extended and progressive Huffman (0xC0–0xC2): the
-            // decoder lacks them and would call the file damaged.
-            0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+            // Frames other than baseline, extended and progressive Huffman (0xC0–0xC2), and
+            // the hierarchical process (DHP 0xDE, EXP 0xDF, differential frames 0xC5–0xC7,
+            // 0xCD–0xCF): the decoder lacks them and would call the file damaged.
+            0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xDE | 0xDF => {
                 let kind = match marker {
                     0xC3 => "lossless",
-                    0xC5..=0xC7 => "hierarchical",
+                    0xC5..=0xC7 | 0xDE | 0xDF => "hierarchical",
                     _ => "arithmetic-coded",
                 };
                 return Err(ImageError::UnsupportedFeature {

@@ -581,6 +581,11 @@ pub fn attention_probs_rows(
     rows: usize,
 ) {
     assert!(rows <= d.n_q, "attention_probs: {rows} rows of {}", d.n_q);
+    assert_eq!(
+        lse.numel(),
+        d.batch * d.heads * d.n_q,
+        "attention_probs: lse size"
+    );
     let d = AttnDims { n_q: rows, ..d };
     let n = d.batch * d.heads * rows * d.n_k;
     assert_eq!(probs.numel(), n, "attention_probs: probs size");

@@ -38,7 +38,8 @@ pub enum ModelError {
 /// What a forward pass should keep besides the final tokens.
 #[derive(Clone, Debug, Default)]
 pub struct ForwardOptions {
-    /// Layers whose attention probabilities [B, H, N, N] are computed.
+    /// Layers whose attention probabilities [B, H, N, N] are computed (see
+    /// `cls_attention_only`).
     pub attention_layers: Vec<usize>,
     /// Those layers keep the CLS token's row alone, [B, H, 1, N]: all attention maps show,
     /// in memory linear in the tokens rather than quadratic.
@@ -126,7 +127,8 @@ pub struct VitOutput {
     pub pos_patch: Option<Tensor>,
     /// Embedding output and each block output, before the final norm (if asked).
     pub hidden_states: Vec<Tensor>,
-    /// (layer, probabilities [B, H, N, N]) for the layers asked.
+    /// (layer, probabilities [B, H, N, N], or [B, H, 1, N] with `cls_attention_only`) for the
+    /// layers asked.
     pub attentions: Vec<(usize, Tensor)>,
     /// Patch grid (rows, columns).
     pub grid: (usize, usize),

@@ -386,7 +386,40 @@ pub fn state_log_text(bytes: &[u8]) -> String {
     let Ok((_, m)) = safetensors::SafeTensors::read_metadata(bytes) else {
         return String::new();
     };
-    let meta = m.metadata().clone().unwrap_or_default();
+    log_text(&m.metadata().clone().unwrap_or_default())
+}
+
+/// [`state_log_text`] of the state file at `path`, reading its header alone (a state file
+/// holds the whole model four times over).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn state_log_text_of_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let err = |e: std::io::Error| io_err(path, "read", e);
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(err)?;
+    let n = u64::from_le_bytes(len);
+    // safetensors' own bound on a header.
+    if n > 100_000_000 {
+        return Err(format!(
+            "{}: not a valid checkpoint (header of {n} bytes)",
+            path.display()
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header).map_err(err)?;
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: HashMap<String, String>,
+    }
+    let h: Header = serde_json::from_slice(&header)
+        .map_err(|e| format!("{}: not a valid checkpoint ({e})", path.display()))?;
+    Ok(log_text(&h.metadata))
+}
+
+/// The log lines a state's metadata carries, of the steps before its own.
+fn log_text(meta: &HashMap<String, String>) -> String {
     let step: Option<u64> = meta.get("step").and_then(|s| s.parse().ok());
     let (Some(log), Some(step)) = (meta.get(LOG_KEY), step) else {
         return String::new();

@@ -153,41 +153,49 @@ pub fn diagnose(m: &StepMetrics, cfg: &TrainConfig) -> Option<Diagnosis> {
 /// the DINOv2 recipe's, named with the recipe's values, where the config has any (these blow
 /// up a run whatever its learning rate); otherwise the learning rate and the warm-up.
 pub fn divergence_advice(cfg: &TrainConfig) -> String {
-    let (wd0, wd1) = cfg.weight_decay;
+    // Values far past the recipe can be huge: 1e30 rather than thirty-one digits.
+    let short = |v: f32| match v.abs() >= 1e6 {
+        true => format!("{v:e}"),
+        false => v.to_string(),
+    };
+    let (wd0, wd1) = (short(cfg.weight_decay.0), short(cfg.weight_decay.1));
     let far: Vec<String> = [
         (
-            wd0.max(wd1) > 1.0,
+            cfg.weight_decay.0.max(cfg.weight_decay.1) > 1.0,
             format!("weight_decay ({wd0}, {wd1}); the recipe's is (0.04, 0.2)"),
         ),
         (
             cfg.koleo_weight > 1.0,
-            format!("koleo_weight {}; the recipe's is 0.1", cfg.koleo_weight),
+            format!(
+                "koleo_weight {}; the recipe's is 0.1",
+                short(cfg.koleo_weight)
+            ),
         ),
         (
             cfg.dino_weight > 10.0,
-            format!("dino_weight {}; the recipe's is 1", cfg.dino_weight),
+            format!("dino_weight {}; the recipe's is 1", short(cfg.dino_weight)),
         ),
         (
             cfg.ibot_weight > 10.0,
-            format!("ibot_weight {}; the recipe's is 1", cfg.ibot_weight),
+            format!("ibot_weight {}; the recipe's is 1", short(cfg.ibot_weight)),
         ),
         (
             cfg.clip_grad > 100.0,
-            format!("clip_grad {}; the recipe's is 3", cfg.clip_grad),
+            format!("clip_grad {}; the recipe's is 3", short(cfg.clip_grad)),
         ),
         (
             cfg.layer_decay > 1.0,
             format!(
                 "layer_decay {} (above 1 the first blocks learn fastest); the recipe's is 0.9 \
                  or 1",
-                cfg.layer_decay
+                short(cfg.layer_decay)
             ),
         ),
         (
             cfg.patch_embed_lr_mult > 1.0,
             format!(
                 "patch_embed_lr_mult {}; the recipe's is 0.2",
-                cfg.patch_embed_lr_mult
+                short(cfg.patch_embed_lr_mult)
             ),
         ),
     ]
@@ -222,6 +230,11 @@ mod tests {
         let advice = divergence_advice(&cfg);
         assert!(
             advice.contains("weight_decay (0.04, 1000)")
+                && !divergence_advice(&TrainConfig {
+                    weight_decay: (1e30, 1e30),
+                    ..base.clone()
+                })
+                .contains("000000")
                 && advice.contains("koleo_weight 50; the recipe's is 0.1")
                 && !advice.contains("clip_grad"),
             "{advice}"

@@ -109,10 +109,8 @@ pub fn seed_from_state(dir: &Path) -> Result<(), String> {
     if log.exists() || !state.is_file() {
         return Ok(());
     }
-    let bytes =
-        std::fs::read(&state).map_err(|e| format!("{}: cannot read: {e}", state.display()))?;
     // Verbatim: parsing and printing a float again may change its last digit.
-    let text = super::checkpoint::state_log_text(&bytes);
+    let text = super::checkpoint::state_log_text_of_file(&state)?;
     if text.is_empty() {
         return Ok(());
     }

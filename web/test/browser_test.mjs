@@ -323,11 +323,11 @@ try {
     }
   }
 
-  // The screenshot once two more frames have been drawn (the pointer's moves ask for them),
-  // so that it shows the app as it is now.
+  // The screenshot once three more frames have been drawn (the pointer's moves ask for them;
+  // egui may lay a frame out twice), so that it shows the app as it is now.
   const frame = async () => JSON.parse(await page.evaluate(() => window.dinoscope.status())).frame || 0;
   const before = await frame();
-  for (let i = 0; i < 2; i++) {
+  for (let i = 0; i < 3; i++) {
     await page.mouse.move(640 + 5 * i, 790);
     await page.waitForFunction((f) => JSON.parse(window.dinoscope.status()).frame > f,
       before + i, { timeout: 60000 });
