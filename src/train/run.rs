@@ -356,7 +356,8 @@ pub fn overwrite_removes(dir: &Path, path: &Path) -> bool {
         .any(|f| path.starts_with(f))
 }
 
-/// Where `--overwrite` keeps an earlier run's files until the new run has taken its first step.
+/// Where `--overwrite` keeps an earlier run's files until the new run has saved its first
+/// checkpoint.
 #[cfg(not(target_arch = "wasm32"))]
 const SET_ASIDE: &str = ".overwritten";
 
