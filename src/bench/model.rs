@@ -50,24 +50,28 @@ pub fn vit(
         layout.total as u64 * (8 + 2 * u64::from(dtype == crate::gpu::DType::F16)),
         (layout.total * dtype.bytes()) as u64,
     );
+    let (host_have, device_have) = (
+        crate::train::plan::host_available(),
+        crate::train::plan::device_memory(gpu),
+    );
     let fits = |need: u64, have: Option<u64>| have.is_none_or(|h| need <= h);
-    if !fits(host, crate::train::plan::host_available()) {
+    if !fits(host, host_have) {
         return Err(crate::gpu::GpuError::Wgpu(format!(
             "the model's {} parameters need about {:.1} GiB of host memory for their random \
              values, more than the {:.1} GiB available; use a smaller config",
             layout.total,
             gib(host),
-            gib(crate::train::plan::host_available().unwrap_or(0))
+            gib(host_have.unwrap_or(0))
         )));
     }
-    if !fits(device, crate::train::plan::device_memory(gpu)) {
+    if !fits(device, device_have) {
         return Err(crate::gpu::GpuError::Wgpu(format!(
             "the model's {} parameters take {:.1} GiB, more than {}'s {:.1} GiB; use a smaller \
              config",
             layout.total,
             gib(device),
             gpu.info.name,
-            gib(crate::train::plan::device_memory(gpu).unwrap_or(0))
+            gib(device_have.unwrap_or(0))
         )));
     }
     let values = layout

@@ -69,17 +69,7 @@ impl Tensor {
         pool: Weak<Mutex<Pool>>,
         dtype: DType,
     ) -> Tensor {
-        Tensor {
-            storage: Arc::new(Storage {
-                buffer,
-                size,
-                pool,
-                placeholder: false,
-            }),
-            offset: 0,
-            shape,
-            dtype,
-        }
+        Self::with_storage(buffer, size, pool, false, shape, dtype)
     }
 
     /// A tensor of `shape` whose `size` bytes exceed the adapter's largest buffer: a small
@@ -91,12 +81,23 @@ impl Tensor {
         size: u64,
         dtype: DType,
     ) -> Tensor {
+        Self::with_storage(buffer, size, Weak::new(), true, shape, dtype)
+    }
+
+    fn with_storage(
+        buffer: Option<wgpu::Buffer>,
+        size: u64,
+        pool: Weak<Mutex<Pool>>,
+        placeholder: bool,
+        shape: Vec<usize>,
+        dtype: DType,
+    ) -> Tensor {
         Tensor {
             storage: Arc::new(Storage {
                 buffer,
                 size,
-                pool: Weak::new(),
-                placeholder: true,
+                pool,
+                placeholder,
             }),
             offset: 0,
             shape,
