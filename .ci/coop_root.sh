@@ -87,7 +87,7 @@ kernels="$(binary kernels)"
 train="$(binary train)"
 memory="$(binary memory)"
 tune="$(binary tune)"
-cargo build --release --quiet
+# target/release/dinoscope came with the test binaries (the same features; see .ci/run).
 
 # Captured, then printed: `tee /dev/stderr` would reopen a log file that stderr points to and
 # truncate it.
