@@ -10,8 +10,8 @@ enable wgpu_cooperative_matrix;
 //   C[z] = alpha · op(A[z]) · op(B[z])  (+ C[z] if accumulate)  (+ bias[n] if epilogue ≥ 1)
 //   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation).
 //
-// Layout. A workgroup is eight subgroups (WG = 8 × the adapter's fixed subgroup size, which the
-// runtime requires to be MS²/8: 32 for 16×16 matrices, 8 for 8×8) and owns a TM × TN tile of C.
+// Layout. A workgroup is eight subgroups (WG = 8 × the adapter's fixed subgroup size: 32 with
+// NVIDIA's 16×16 matrices, 8 with lavapipe's 8×8, 32 with Apple's 8×8) and owns a TM × TN tile of C.
 // The subgroups sit SGM × SGN over it; subgroup s owns the 4MS × FN·MS block at row (s / SGN),
 // column (s % SGN), as 4·FN MS × MS accumulators in registers:
 //   matmul_coop:      SGM = 2, SGN = 4, FN = 2: 8MS × 8MS tiles (128 × 128 with 16×16 matrices),
@@ -21,7 +21,8 @@ enable wgpu_cooperative_matrix;
 //                     for twice the accumulator registers (the registry derives it by rewriting
 //                     the three constants; the rest reads them).
 // K advances 2MS at a time: op(A)'s [TM × 2MS] and op(B)'s [2MS × TN] slices are read with
-// vec4 loads (AV and four per invocation), converted to f16 and stored in workgroup memory
+// vec4 loads (AV and BV per invocation: 2·SGM and 4 where WG = MS², fewer with more lanes),
+// converted to f16 and stored in workgroup memory
 // (transposed where the operand is stored transposed; rows padded by 8 halves so that the
 // matrix loads' rows start on different banks and stay 16-byte aligned); then each subgroup
 // multiplies its fragments out of workgroup memory, while the next slice's loads are already in
@@ -67,7 +68,7 @@ struct Params {
 
 override TA: bool = false;
 override TB: bool = false;
-// Invocations per workgroup: eight subgroups of MS²/8.
+// Invocations per workgroup: eight subgroups.
 override WG: u32 = 256u;
 
 // Matrix side (the registry derives the 8×8×8 variant by rewriting this line and the types).
@@ -82,13 +83,15 @@ const SGN: u32 = 4u;
 const FN: u32 = 2u;
 
 // Tile rows and columns, K step, the padded row lengths of the two slices (in halves), and how
-// many vec4 of op(A)'s slice one invocation moves (op(B)'s: always four).
+// many vec4 of op(A)'s slice and of op(B)'s one invocation moves (TM·BK/4 and BK·TN/4 vec4 over
+// WG invocations: 1, 2, 4 or 8, since SGN·FN = 8 and WG is MS² to 4·MS²).
 const TM: u32 = SGM * 4u * MS;
 const TN: u32 = SGN * FN * MS;
 const BK: u32 = 2u * MS;
 const LDA: u32 = BK + 8u;
 const LDB: u32 = TN + 8u;
-const AV: u32 = 2u * SGM;
+override AV: u32 = TM * BK / (4u * WG);
+override BV: u32 = BK * TN / (4u * WG);
 
 // op(A)'s slice [TM][LDA] and op(B)'s [BK][LDB], and two slots of one accumulator's outputs
 // per subgroup.
@@ -96,8 +99,7 @@ var<workgroup> As: array<f16, TM * LDA>;
 var<workgroup> Bs: array<f16, BK * LDB>;
 var<workgroup> Cs: array<f32, 16u * MS * MS>;
 
-// One slice's share of one invocation: AV vec4 of op(A) (a4…a7 only in the wide tile), four of
-// op(B).
+// One slice's share of one invocation: AV vec4 of op(A), BV of op(B); the rest unused.
 struct Slice {
     a0: vec4<f16>,
     a1: vec4<f16>,
@@ -148,9 +150,13 @@ fn load_b(e: u32, n0: u32, k0: u32, base: u32) -> vec4<f16> {
 fn load(li: u32, m0: u32, n0: u32, k0: u32, a_base: u32, b_base: u32) -> Slice {
     var s: Slice;
     s.a0 = load_a(li, m0, k0, a_base);
-    s.a1 = load_a(li + WG, m0, k0, a_base);
-    s.a2 = load_a(li + 2u * WG, m0, k0, a_base);
-    s.a3 = load_a(li + 3u * WG, m0, k0, a_base);
+    if (AV > 1u) {
+        s.a1 = load_a(li + WG, m0, k0, a_base);
+    }
+    if (AV > 2u) {
+        s.a2 = load_a(li + 2u * WG, m0, k0, a_base);
+        s.a3 = load_a(li + 3u * WG, m0, k0, a_base);
+    }
     if (AV > 4u) {
         s.a4 = load_a(li + 4u * WG, m0, k0, a_base);
         s.a5 = load_a(li + 5u * WG, m0, k0, a_base);
@@ -158,9 +164,13 @@ fn load(li: u32, m0: u32, n0: u32, k0: u32, a_base: u32, b_base: u32) -> Slice {
         s.a7 = load_a(li + 7u * WG, m0, k0, a_base);
     }
     s.b0 = load_b(li, n0, k0, b_base);
-    s.b1 = load_b(li + WG, n0, k0, b_base);
-    s.b2 = load_b(li + 2u * WG, n0, k0, b_base);
-    s.b3 = load_b(li + 3u * WG, n0, k0, b_base);
+    if (BV > 1u) {
+        s.b1 = load_b(li + WG, n0, k0, b_base);
+    }
+    if (BV > 2u) {
+        s.b2 = load_b(li + 2u * WG, n0, k0, b_base);
+        s.b3 = load_b(li + 3u * WG, n0, k0, b_base);
+    }
     return s;
 }
 
@@ -198,9 +208,13 @@ fn put_b(e: u32, v: vec4<f16>) {
 
 fn store(li: u32, s: Slice) {
     put_a(li, s.a0);
-    put_a(li + WG, s.a1);
-    put_a(li + 2u * WG, s.a2);
-    put_a(li + 3u * WG, s.a3);
+    if (AV > 1u) {
+        put_a(li + WG, s.a1);
+    }
+    if (AV > 2u) {
+        put_a(li + 2u * WG, s.a2);
+        put_a(li + 3u * WG, s.a3);
+    }
     if (AV > 4u) {
         put_a(li + 4u * WG, s.a4);
         put_a(li + 5u * WG, s.a5);
@@ -208,9 +222,13 @@ fn store(li: u32, s: Slice) {
         put_a(li + 7u * WG, s.a7);
     }
     put_b(li, s.b0);
-    put_b(li + WG, s.b1);
-    put_b(li + 2u * WG, s.b2);
-    put_b(li + 3u * WG, s.b3);
+    if (BV > 1u) {
+        put_b(li + WG, s.b1);
+    }
+    if (BV > 2u) {
+        put_b(li + 2u * WG, s.b2);
+        put_b(li + 3u * WG, s.b3);
+    }
 }
 
 // Finishes the MS × MS outputs at (gm0, gn0) from slot `slot` of Cs.

@@ -34,13 +34,24 @@ fn validate(module: &naga::Module) -> Result<naga::valid::ModuleInfo, String> {
         .map_err(|e| format!("{e:?}"))
 }
 
-/// The module of `entry` in `shader` compiled with `types`, its pipeline constants at their
-/// defaults (what the kernel's overrides change are sizes and flags, not the constructs used),
-/// ready for a writer.
+/// The pipeline constants a Metal device gives `shader`: the cooperative matmul's 8×8 matrices
+/// on Apple's 32-lane simdgroups (eight of them a workgroup, so each invocation loads one or two
+/// vec4 of a slice, where the defaults' load four or eight); the rest at their defaults, since
+/// what the other kernels' overrides change are sizes and flags, not the constructs used.
+fn metal_constants(shader: &str) -> PipelineConstants {
+    let mut constants = PipelineConstants::default();
+    if shader.starts_with("matmul_coop8") {
+        constants.insert("WG".to_string(), 256.0);
+    }
+    constants
+}
+
+/// The module of `entry` in `shader` compiled with `types` and `constants`, ready for a writer.
 fn resolved(
     shader: &str,
     entry: &str,
     types: Types,
+    constants: &PipelineConstants,
 ) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
     let src = shader_source_typed(shader, types).ok_or("not registered")?;
     let module = naga::front::wgsl::parse_str(&src).map_err(|e| e.emit_to_string(&src))?;
@@ -49,7 +60,7 @@ fn resolved(
         &module,
         &info,
         Some((ShaderStage::Compute, entry)),
-        &PipelineConstants::default(),
+        constants,
     )
     .map_err(|e| format!("{e:?}"))?;
     Ok((module.into_owned(), info.into_owned()))
@@ -110,7 +121,8 @@ fn every_kernel_translates_to_msl_and_hlsl() {
     for k in all_kernels() {
         for types in types_of(k.shader) {
             let what = format!("{}::{} ({types:?})", k.shader, k.entry);
-            let (module, info) = match resolved(k.shader, k.entry, types) {
+            let constants = metal_constants(k.shader);
+            let (module, info) = match resolved(k.shader, k.entry, types, &constants) {
                 Ok(m) => m,
                 Err(e) => {
                     failures.push(format!("{what}: {e}"));

@@ -422,7 +422,7 @@ fn attention(gpu: &Gpu, reps: usize, quick: bool, figures: &mut Vec<Row>) -> Res
             ts,
         );
     }
-    if gpu.coop_side().is_some() {
+    if gpu.coop_attention() {
         attention_f16(gpu, reps, dims, figures)?;
     }
     let Some(lse) = lse else { return Ok(()) };

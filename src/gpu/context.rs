@@ -82,8 +82,8 @@ pub struct Gpu {
     holder: Arc<DeviceHolder>,
     /// Every device call holds the device (GL: see [`Gpu::exclusive`]).
     serial: bool,
-    /// Side of the f16 cooperative matrices the matmul may use (16 or 8), if any.
-    pub(crate) coop: Option<u32>,
+    /// The f16 cooperative matrices the matmul may use, if any.
+    coop: Option<Coop>,
     /// Why cooperative matrices the adapter offers are not used (a failed probe).
     coop_off: Option<String>,
     /// Kernel choices by key (tuned matmul plans), and the keys a dry run asked for.
@@ -117,37 +117,74 @@ fn coop_forced() -> bool {
     })
 }
 
+/// The f16 cooperative matrices a device's kernels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Coop {
+    /// Side of the square matrices: 16 or 8.
+    side: u32,
+    /// Invocations in a subgroup, the same in every pipeline.
+    lanes: u32,
+}
+
+impl Coop {
+    /// Whether the attention kernels run with these matrices: they give each subgroup MS²/8
+    /// lanes (shaders/attention_coop.wgsl); the matmul also takes up to four times as many.
+    fn attention(&self) -> bool {
+        self.lanes == self.side * self.side / 8
+    }
+}
+
 /// The f16 cooperative-matrix shape the matmul can use on `adapter`: square f16 × f16 → f32
-/// matrices of side 16 (preferred) or 8, with subgroups of one fixed size, side²/8 (32 and 8:
-/// NVIDIA and lavapipe; eight of them make a workgroup), and room for the kernel's workgroup
-/// memory (shaders/matmul_coop.wgsl). Vulkan only: that is where the kernel has run (Metal's
-/// simdgroup matrices go through another shader translation, untested so far).
-fn coop_config(adapter: &wgpu::Adapter) -> Option<u32> {
+/// matrices of side 16 (preferred) or 8, with subgroups of one fixed size (eight of them make a
+/// workgroup) from side²/8 to side²/2 lanes, and room for the kernel's workgroup memory
+/// (shaders/matmul_coop.wgsl). On Vulkan, the subgroup size the adapter reports as fixed
+/// (NVIDIA: 16×16 on 32 lanes; lavapipe: 8×8 on 8). On Metal, Apple's GPUs only: their
+/// simdgroups are always 32 lanes (8×8 matrices), where wgpu reports Metal's whole range (4 to
+/// 64), which other Macs' GPUs use.
+fn coop_config(adapter: &wgpu::Adapter) -> Option<Coop> {
     let need = wgpu::Features::SHADER_F16
         | wgpu::Features::SUBGROUP
         | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
     let info = adapter.get_info();
-    if !adapter.features().contains(need) || info.backend != wgpu::Backend::Vulkan {
+    if !adapter.features().contains(need) {
         return None;
     }
-    let lanes = info.subgroup_min_size;
+    let lanes = match info.backend {
+        wgpu::Backend::Vulkan if info.subgroup_min_size == info.subgroup_max_size => {
+            info.subgroup_min_size
+        }
+        wgpu::Backend::Metal if apple_gpu(&info.name) => 32,
+        _ => return None,
+    };
     let limits = adapter.limits();
-    if lanes != info.subgroup_max_size {
-        return None;
-    }
     let props = adapter.cooperative_matrix_properties();
-    [16u32, 8].into_iter().find(|&side| {
-        props.iter().any(|p| {
-            p.m_size == side
-                && p.n_size == side
-                && p.k_size == side
-                && p.ab_type == wgpu::CooperativeScalarType::F16
-                && p.cr_type == wgpu::CooperativeScalarType::F32
-        }) && lanes == side * side / 8
-            && 8 * lanes <= limits.max_compute_invocations_per_workgroup
-            && 8 * lanes <= limits.max_compute_workgroup_size_x
-            && coop_workgroup_bytes(side, false) <= limits.max_compute_workgroup_storage_size
-    })
+    [16u32, 8]
+        .into_iter()
+        .map(|side| Coop { side, lanes })
+        .find(|c| {
+            props.iter().any(|p| {
+                p.m_size == c.side
+                    && p.n_size == c.side
+                    && p.k_size == c.side
+                    && p.ab_type == wgpu::CooperativeScalarType::F16
+                    && p.cr_type == wgpu::CooperativeScalarType::F32
+            }) && coop_lanes_fit(c.side, lanes)
+                && 8 * lanes <= limits.max_compute_invocations_per_workgroup
+                && 8 * lanes <= limits.max_compute_workgroup_size_x
+                && coop_workgroup_bytes(c.side, false) <= limits.max_compute_workgroup_storage_size
+        })
+}
+
+/// Whether the cooperative matmul's slices divide among eight subgroups of `lanes` with
+/// matrices of `side`: one to eight vec4 loads an invocation of each operand, so side²/8 to
+/// side²/2 lanes, a power of two (shaders/matmul_coop.wgsl, AV and BV).
+pub(crate) fn coop_lanes_fit(side: u32, lanes: u32) -> bool {
+    lanes.is_power_of_two() && lanes >= side * side / 8 && lanes <= side * side / 2
+}
+
+/// Whether a Metal adapter is one of Apple's own GPUs (M-series, A-series), by its name.
+fn apple_gpu(name: &str) -> bool {
+    name.starts_with("Apple ")
 }
 
 /// Workgroup memory of the cooperative-matrix matmul with matrices of `side`, square tiles or
@@ -241,22 +278,37 @@ impl Gpu {
     /// Side of the f16 cooperative matrices the matmul uses on this device (16 or 8), or `None`
     /// where it uses the plain kernels.
     pub fn coop_side(&self) -> Option<u32> {
-        self.coop
+        self.coop.map(|c| c.side)
+    }
+
+    /// Invocations in a subgroup of the cooperative-matrix kernels (8 × this make a matmul
+    /// workgroup, 4 × this an attention one), where the device has them.
+    pub fn coop_lanes(&self) -> Option<u32> {
+        self.coop.map(|c| c.lanes)
+    }
+
+    /// Whether the attention kernels run on cooperative matrices here: they need side²/8 lanes
+    /// a subgroup (NVIDIA's 16×16 on 32, lavapipe's 8×8 on 8, not Apple's 8×8 on 32).
+    pub fn coop_attention(&self) -> bool {
+        self.coop.is_some_and(|c| c.attention())
     }
 
     /// Whether the cooperative-matrix matmul's wide tile fits this adapter's workgroup memory
     /// (44.5 KiB with 16×16 matrices; the square tile takes 34.5).
     pub fn coop_wide(&self) -> bool {
-        self.coop.is_some_and(|side| {
-            coop_workgroup_bytes(side, true) <= self.limits.max_compute_workgroup_storage_size
+        self.coop.is_some_and(|c| {
+            coop_workgroup_bytes(c.side, true) <= self.limits.max_compute_workgroup_storage_size
         })
     }
 
     /// Whether untuned f16 products take the cooperative-matrix kernel: where the device has
     /// one, except on CPU drivers, which emulate the matrices and run the plain kernels 2–6×
-    /// faster (BENCHMARKS.md), unless `DINOSCOPE_COOP=1` asks for them.
+    /// faster (BENCHMARKS.md), and on Metal, where the kernel has not been timed against the
+    /// plain ones (`dinoscope tune` times both there and keeps the faster per product); unless
+    /// `DINOSCOPE_COOP=1` asks for them.
     pub fn coop_by_default(&self) -> bool {
-        self.coop.is_some() && (!self.cpu_driver() || coop_forced())
+        self.coop.is_some()
+            && ((!self.cpu_driver() && self.info.backend != wgpu::Backend::Metal) || coop_forced())
     }
 
     /// Stops using the cooperative matrices (the matmul falls back to the plain kernels), and
@@ -681,13 +733,23 @@ impl Gpu {
             has(wgpu::Features::TIMESTAMP_QUERY)
         );
         s += &match (self.coop, &self.coop_off) {
-            (Some(side), _) => {
+            (Some(Coop { side, lanes }), _) => {
                 let when = if self.coop_by_default() {
                     "f16 matmuls"
-                } else {
+                } else if self.cpu_driver() {
                     "emulated here: f16 matmuls tuned to it, or with DINOSCOPE_COOP=1"
+                } else {
+                    "not timed here yet: f16 matmuls tuned to it (dinoscope tune), or with \
+                     DINOSCOPE_COOP=1"
                 };
-                format!("  COOP_MATRIX     f16 {side}x{side}x{side} ({when})\n")
+                let attention = if self.coop_attention() {
+                    ""
+                } else {
+                    ", not in attention"
+                };
+                format!(
+                    "  COOP_MATRIX     f16 {side}x{side}x{side}, {lanes} lanes ({when}{attention})\n"
+                )
             }
             (None, Some(why)) => format!("  COOP_MATRIX     offered, turned off: {why}\n"),
             (None, None) => "  COOP_MATRIX     no\n".to_string(),
@@ -779,8 +841,53 @@ fn named(mut info: wgpu::AdapterInfo) -> wgpu::AdapterInfo {
 
 #[cfg(test)]
 mod tests {
-    use super::named;
+    use super::{apple_gpu, coop_lanes_fit, named, Coop};
     use wgpu::{AdapterInfo, Backend, DeviceType};
+
+    /// shaders/matmul_coop.wgsl's slice loads for matrices of `side`, eight subgroups of
+    /// `lanes` and the square or wide tile: (AV, BV), or None where they do not divide evenly
+    /// into one to eight vec4 an invocation.
+    fn loads(side: u32, lanes: u32, wide: bool) -> Option<(u32, u32)> {
+        let (sgm, sgn, fn_) = if wide { (4, 2, 4) } else { (2, 4, 2) };
+        let (tm, tn, bk, wg) = (sgm * 4 * side, sgn * fn_ * side, 2 * side, 8 * lanes);
+        let ok = |n: u32| n.is_multiple_of(4 * wg) && (1..=8).contains(&(n / (4 * wg)));
+        (ok(tm * bk) && ok(bk * tn)).then(|| (tm * bk / (4 * wg), bk * tn / (4 * wg)))
+    }
+
+    #[test]
+    fn the_cooperative_matmul_takes_the_subgroup_sizes_its_loads_divide_among() {
+        for side in [8, 16] {
+            for lanes in [4, 8, 16, 32, 64, 128, 256, 24] {
+                let fits =
+                    loads(side, lanes, false).is_some() && loads(side, lanes, true).is_some();
+                assert_eq!(
+                    coop_lanes_fit(side, lanes),
+                    fits,
+                    "side {side}, {lanes} lanes"
+                );
+            }
+        }
+        // NVIDIA, lavapipe, Apple: the loads of each tile, and whether attention runs.
+        assert_eq!(loads(16, 32, false), Some((4, 4)));
+        assert_eq!(loads(16, 32, true), Some((8, 4)));
+        assert_eq!(loads(8, 8, false), Some((4, 4)));
+        assert_eq!(loads(8, 32, false), Some((1, 1)));
+        assert_eq!(loads(8, 32, true), Some((2, 1)));
+        assert!(Coop {
+            side: 16,
+            lanes: 32
+        }
+        .attention());
+        assert!(Coop { side: 8, lanes: 8 }.attention());
+        assert!(!Coop { side: 8, lanes: 32 }.attention());
+    }
+
+    #[test]
+    fn apple_gpus_are_told_from_other_macs_by_name() {
+        assert!(apple_gpu("Apple M2 Pro"));
+        assert!(!apple_gpu("AMD Radeon Pro 5500M"));
+        assert!(!apple_gpu("Intel(R) Iris(TM) Plus Graphics"));
+    }
 
     #[test]
     fn an_adapter_without_a_name_gets_one_that_says_why() {

@@ -510,7 +510,7 @@ fn coop_launch(rec: &Recorder, d: &AttnDims) -> (usize, [(&'static str, f64); 2]
         .expect("attention: the coop kernels need a device with cooperative matrices");
     let overrides = [
         ("HEAD_DIM", d.head_dim as f64),
-        ("WG", f64::from(4 * gpu.info.subgroup_min_size)),
+        ("WG", f64::from(4 * gpu.coop_lanes().unwrap_or(0))),
     ];
     (side as usize, overrides)
 }

@@ -88,14 +88,17 @@ fn calibrated(rec: &Recorder, pass: &str, dtype: DType) -> Option<String> {
 }
 
 /// Whether the cooperative-matrix kernels take a call: f16 operands on an adapter with
-/// cooperative matrices, whose workgroup memory holds the kernels' tiles, and a head of one to
-/// eight matrix sides.
+/// cooperative matrices in subgroups of the size they are written for ([`Gpu::coop_attention`]),
+/// whose workgroup memory holds the kernels' tiles, and a head of one to eight matrix sides.
+///
+/// [`Gpu::coop_attention`]: crate::gpu::Gpu::coop_attention
 fn coop_runs(rec: &Recorder, d: &AttnDims, dtype: DType) -> bool {
     let gpu = rec.gpu();
     let Some(side) = gpu.coop_side().map(|s| s as usize) else {
         return false;
     };
-    dtype == DType::F16
+    gpu.coop_attention()
+        && dtype == DType::F16
         && d.head_dim.is_multiple_of(side)
         && d.head_dim <= 8 * side
         && super::attention::coop_workgroup_bytes(side)

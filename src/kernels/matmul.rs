@@ -331,9 +331,10 @@ fn coop(
     e: EpilogueBindings,
     (wide, splits): (bool, usize),
 ) {
-    let side = rec
+    let (side, lanes) = rec
         .gpu()
         .coop_side()
+        .zip(rec.gpu().coop_lanes())
         .expect("matmul: the coop plan needs a device with cooperative matrices");
     let kernel = match (side == 16, wide) {
         (true, false) => &MATMUL_COOP16,
@@ -345,7 +346,7 @@ fn coop(
     let overrides = [
         ("TA", f64::from(u8::from(d.trans_a))),
         ("TB", f64::from(u8::from(d.trans_b))),
-        ("WG", f64::from(8 * rec.gpu().info.subgroup_min_size)),
+        ("WG", f64::from(8 * lanes)),
     ];
     let k = TiledKernel {
         kernel,

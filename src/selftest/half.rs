@@ -410,6 +410,12 @@ fn coop_attention(gpu: &Gpu) -> CaseResult {
     let Some(side) = gpu.coop_side().map(|s| s as usize) else {
         return CaseResult::unsupported(name, "the adapter has no f16 cooperative matrices");
     };
+    if !gpu.coop_attention() {
+        return CaseResult::unsupported(
+            name,
+            "the attention kernels are written for side²/8 lanes a subgroup, not this adapter's",
+        );
+    }
     half_attention(gpu, name, side, &[(Forward::Coop, Backward::Coop)])
 }
 
