@@ -74,7 +74,7 @@ if [ "$info_rc" != 0 ]; then  # no adapter: say so at once, and keep the time fo
   log "info failed ($info_rc)"; tail -20 "$WORK/adapter.txt" >> "$SUMMARY"; exit 1
 fi
 # Whether the f16 products run on cooperative matrices (or why the probe turned them off).
-grep -E "COOP_MATRIX|warning|large products take" "$WORK/adapter.txt" >> "$SUMMARY"
+grep -E "COOP_MATRIX|    offered:|warning|large products take" "$WORK/adapter.txt" >> "$SUMMARY"
 
 if has bench; then
 log "selftest"

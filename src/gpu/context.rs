@@ -86,6 +86,8 @@ pub struct Gpu {
     coop: Option<Coop>,
     /// Why cooperative matrices the adapter offers are not used (a failed probe).
     coop_off: Option<String>,
+    /// Every cooperative-matrix configuration the adapter offers, as `info` lists them.
+    coop_offered: Vec<String>,
     /// Kernel choices by key (tuned matmul plans), and the keys a dry run asked for.
     choices: Mutex<std::collections::BTreeMap<String, String>>,
     shapes: Mutex<std::collections::BTreeSet<String>>,
@@ -182,6 +184,32 @@ pub(crate) fn coop_lanes_fit(side: u32, lanes: u32) -> bool {
     lanes.is_power_of_two() && lanes >= side * side / 8 && lanes <= side * side / 2
 }
 
+/// The cooperative-matrix configurations `adapter` offers, each as `A·B→C MxNxK` (f16·f16→f32
+/// 16x16x16, say), for `dinoscope info`: which ones the kernels could use next.
+fn offered_coop(adapter: &wgpu::Adapter) -> Vec<String> {
+    if !adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    {
+        return Vec::new();
+    }
+    let name = |t: wgpu::CooperativeScalarType| format!("{t:?}").to_lowercase();
+    adapter
+        .cooperative_matrix_properties()
+        .iter()
+        .map(|p| {
+            format!(
+                "{a}·{a}→{c} {}x{}x{}",
+                p.m_size,
+                p.n_size,
+                p.k_size,
+                a = name(p.ab_type),
+                c = name(p.cr_type)
+            )
+        })
+        .collect()
+}
+
 /// Whether a Metal adapter is one of Apple's own GPUs (M-series, A-series), by its name.
 fn apple_gpu(name: &str) -> bool {
     name.starts_with("Apple ")
@@ -268,6 +296,7 @@ impl Gpu {
     /// Lets the matmul use `adapter`'s cooperative matrices, if the device was opened with them
     /// (by [`Gpu::device_descriptor`]); [`Gpu::from_device`] alone leaves them unused.
     pub fn adopt_coop(&mut self, adapter: &wgpu::Adapter) {
+        self.coop_offered = offered_coop(adapter);
         self.coop = self
             .features
             .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
@@ -370,6 +399,7 @@ impl Gpu {
             holder: Arc::default(),
             coop: None,
             coop_off: None,
+            coop_offered: Vec::new(),
             choices: Mutex::default(),
             shapes: Mutex::default(),
             nearest: Mutex::default(),
@@ -400,6 +430,7 @@ impl Gpu {
             holder: self.holder.clone(),
             coop: self.coop,
             coop_off: self.coop_off.clone(),
+            coop_offered: self.coop_offered.clone(),
             choices: Mutex::new(self.choices()),
             shapes: Mutex::default(),
             nearest: Mutex::default(),
@@ -754,6 +785,9 @@ impl Gpu {
             (None, Some(why)) => format!("  COOP_MATRIX     offered, turned off: {why}\n"),
             (None, None) => "  COOP_MATRIX     no\n".to_string(),
         };
+        if !self.coop_offered.is_empty() {
+            s += &format!("    offered: {}\n", self.coop_offered.join(", "));
+        }
         s
     }
 }
