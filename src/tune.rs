@@ -423,6 +423,9 @@ pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
     let text = ron::ser::to_string_pretty(&cache, ron::ser::PrettyConfig::default())
         .map_err(|e| e.to_string())?;
     if let Some(dir) = path.parent() {
+        if dir.exists() && !dir.is_dir() {
+            return Err(format!("{}: not a folder", dir.display()));
+        }
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     crate::io::write_atomic(&path, text.as_bytes())

@@ -165,14 +165,27 @@ fn write_png(path: &Path, seed: u32) {
     img.save(path).expect("png");
 }
 
+/// The header of a safetensors file with no tensors and `format` as its format tag.
+fn header_only(format: &str) -> Vec<u8> {
+    let json = format!("{{\"__metadata__\":{{\"format\":\"{format}\"}}}}");
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(json.as_bytes());
+    bytes
+}
+
 /// A dropped checkpoint state file (what the browser's Download checkpoint gives) makes its
-/// folder the run folder to resume; it is not taken for weights to inspect.
+/// folder the run folder to resume; it is not taken for weights to inspect. One in a later
+/// format, or with another format tag, is refused when dropped, and the run folder stays.
 #[test]
 fn a_dropped_state_file_sets_the_run_folder() {
     let Some(mut app) = app() else { return };
     let dir = tmp("dropped-state");
     let state = dir.join(dinoscope::train::checkpoint::STATE);
-    std::fs::write(&state, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1").expect("write");
+    std::fs::write(
+        &state,
+        header_only(dinoscope::train::checkpoint::STATE_FORMAT),
+    )
+    .expect("write");
     app.tab = Tab::Inspect;
     app.handle_dropped(vec![(state, None)]);
     assert_eq!(app.tab, Tab::Train);
@@ -183,6 +196,23 @@ fn a_dropped_state_file_sets_the_run_folder() {
         .notices
         .iter()
         .any(|n| n.text.contains("Resume run folder")));
+
+    for (name, format, says) in [
+        ("later", "dinoscope-train-state-99", "cannot read"),
+        ("other", "someone-else-1", "not a dinoscope training state"),
+    ] {
+        let other = tmp(&format!("dropped-state-{name}"));
+        let state = other.join(dinoscope::train::checkpoint::STATE);
+        std::fs::write(&state, header_only(format)).expect("write");
+        app.handle_dropped(vec![(state, None)]);
+        assert_eq!(app.settings.train.run_dir, dir.to_path_buf());
+        let errs = errors(&app);
+        assert!(
+            errs.last()
+                .is_some_and(|e| e.contains(says) && e.contains(&format!("dropped-state-{name}"))),
+            "{errs:?}"
+        );
+    }
 }
 
 #[test]

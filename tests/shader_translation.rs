@@ -1,10 +1,14 @@
-//! No GPU needed: every kernel, in every storage type it runs in, translates to Metal's and
-//! Direct3D 12's shading languages through naga's MSL and HLSL writers, as wgpu translates it on
-//! macOS and Windows. CI has neither platform's GPU, so this is where a construct one of those
+//! No GPU needed: every kernel, in every storage type it runs in, translates to Metal's shading
+//! language, and every one but the cooperative-matrix kernels (which wgpu offers on Vulkan and
+//! Metal only) to Direct3D 12's, through naga's MSL and HLSL writers with the options wgpu gives
+//! them for the runtime's shader modules (index clamps unless the shader's indexes are proven,
+//! no loop bounding). CI has neither platform's GPU, so this is where a construct one of those
 //! writers rejects (and that would fail the kernel's pipeline for every user of that platform)
-//! shows up first.
+//! shows up first. Apple's and Microsoft's shader compilers are not run.
 
-use dinoscope::gpu::{half_bindings, out_bindings, shader_source_typed, DType, Types};
+use dinoscope::gpu::{
+    half_bindings, indexes_proven, out_bindings, shader_source_typed, DType, Types,
+};
 use dinoscope::kernels::all_kernels;
 use naga::back::pipeline_constants::process_overrides;
 use naga::back::PipelineConstants;
@@ -36,7 +40,7 @@ fn validate(module: &naga::Module) -> Result<naga::valid::ModuleInfo, String> {
 
 /// The pipeline constants a Metal device gives `shader`: the cooperative matmul's 8×8 matrices
 /// on Apple's 32-lane simdgroups (eight of them a workgroup, so each invocation loads one or two
-/// vec4 of a slice, where the defaults' load four or eight); the rest at their defaults, since
+/// vec4 of a slice; lavapipe's 8 lanes load four or eight); the rest at their defaults, since
 /// what the other kernels' overrides change are sizes and flags, not the constructs used.
 fn metal_constants(shader: &str) -> PipelineConstants {
     let mut constants = PipelineConstants::default();
@@ -66,9 +70,19 @@ fn resolved(
     Ok((module.into_owned(), info.into_owned()))
 }
 
+/// naga's index policy for `shader`, as wgpu-hal sets it from the module's runtime checks.
+fn policy(shader: &str) -> naga::proc::BoundsCheckPolicy {
+    if indexes_proven(shader) {
+        naga::proc::BoundsCheckPolicy::Unchecked
+    } else {
+        naga::proc::BoundsCheckPolicy::Restrict
+    }
+}
+
 fn to_msl(
     module: &naga::Module,
     info: &naga::valid::ModuleInfo,
+    shader: &str,
     entry: &str,
 ) -> Result<(), String> {
     use naga::back::msl;
@@ -78,7 +92,13 @@ fn to_msl(
         lang_version: (2, 3),
         fake_missing_bindings: true,
         zero_initialize_workgroup_memory: true,
-        force_loop_bounding: true,
+        force_loop_bounding: false,
+        bounds_check_policies: naga::proc::BoundsCheckPolicies {
+            index: policy(shader),
+            buffer: policy(shader),
+            image_load: policy(shader),
+            binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+        },
         ..Default::default()
     };
     let pipeline = msl::PipelineOptions {
@@ -93,6 +113,7 @@ fn to_msl(
 fn to_hlsl(
     module: &naga::Module,
     info: &naga::valid::ModuleInfo,
+    shader: &str,
     entry: &str,
 ) -> Result<(), String> {
     use naga::back::hlsl;
@@ -101,7 +122,8 @@ fn to_hlsl(
         shader_model: hlsl::ShaderModel::V6_2,
         fake_missing_bindings: true,
         zero_initialize_workgroup_memory: true,
-        force_loop_bounding: true,
+        restrict_indexing: !indexes_proven(shader),
+        force_loop_bounding: false,
         ..Default::default()
     };
     let pipeline = hlsl::PipelineOptions {
@@ -129,14 +151,14 @@ fn every_kernel_translates_to_msl_and_hlsl() {
                     continue;
                 }
             };
-            if let Err(e) = to_msl(&module, &info, k.entry) {
+            if let Err(e) = to_msl(&module, &info, k.shader, k.entry) {
                 failures.push(format!("{what} to MSL: {e}"));
             }
             // wgpu offers cooperative matrices on Vulkan and Metal only.
             let coop = shader_source_typed(k.shader, types)
                 .is_some_and(|s| s.contains("enable wgpu_cooperative_matrix;"));
             if !coop {
-                if let Err(e) = to_hlsl(&module, &info, k.entry) {
+                if let Err(e) = to_hlsl(&module, &info, k.shader, k.entry) {
                     failures.push(format!("{what} to HLSL: {e}"));
                 }
             }

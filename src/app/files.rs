@@ -57,6 +57,11 @@ impl DinoscopeApp {
         self.tab = Tab::Train;
         #[cfg(not(target_arch = "wasm32"))]
         {
+            // A state this build cannot resume is named now, not when Resume is pressed.
+            if let Err(e) = crate::train::checkpoint::check_state_file(path) {
+                self.notify(e, true);
+                return true;
+            }
             let dir = path
                 .parent()
                 .unwrap_or(std::path::Path::new("."))

@@ -126,6 +126,13 @@ pub fn tune(
     reps: usize,
 ) -> Result<ExitCode, String> {
     let (dims, calls) = tune_targets(gpu, configs, batch, precision)?;
+    // Minutes of timing are worth nothing without a cache to keep them: find out first.
+    dinoscope::tune::save(gpu).map_err(|e| {
+        format!(
+            "the tuning cache cannot be written, so nothing would be kept: {e} (set \
+             DINOSCOPE_CACHE_DIR to a writable folder)"
+        )
+    })?;
     say!(
         "adapter: {} ({:?}); {} products, {} repetitions each",
         gpu.info.name,

@@ -178,7 +178,8 @@ fn coop_config(adapter: &wgpu::Adapter) -> Option<Coop> {
 }
 
 /// Whether the cooperative matmul's slices divide among eight subgroups of `lanes` with
-/// matrices of `side`: one to eight vec4 loads an invocation of each operand, so side²/8 to
+/// matrices of `side`: one to eight vec4 loads an invocation of op(A), one to four of op(B)
+/// (the shader's AV and BV), so side²/8 to
 /// side²/2 lanes, a power of two (shaders/matmul_coop.wgsl, AV and BV).
 pub(crate) fn coop_lanes_fit(side: u32, lanes: u32) -> bool {
     lanes.is_power_of_two() && lanes >= side * side / 8 && lanes <= side * side / 2
@@ -331,13 +332,16 @@ impl Gpu {
     }
 
     /// Whether untuned f16 products take the cooperative-matrix kernel: where the device has
-    /// one, except on CPU drivers, which emulate the matrices and run the plain kernels 2–6×
-    /// faster (BENCHMARKS.md), and on Metal, where the kernel has not been timed against the
-    /// plain ones (`dinoscope tune` times both there and keeps the faster per product); unless
-    /// `DINOSCOPE_COOP=1` asks for them.
+    /// one in the layout NVIDIA's GPUs have run (side²/8 lanes a subgroup), except on CPU
+    /// drivers, which emulate the matrices and run the plain kernels 2–6× faster
+    /// (BENCHMARKS.md); unless `DINOSCOPE_COOP=1` asks for them. Elsewhere (Apple's GPUs on
+    /// Metal, other subgroup sizes) the kernel has not been timed against the plain ones, so
+    /// only `dinoscope tune`, which times both, gives it the products it wins.
     pub fn coop_by_default(&self) -> bool {
-        self.coop.is_some()
-            && ((!self.cpu_driver() && self.info.backend != wgpu::Backend::Metal) || coop_forced())
+        self.coop.is_some_and(|c| {
+            (c.attention() && !self.cpu_driver() && self.info.backend != wgpu::Backend::Metal)
+                || coop_forced()
+        })
     }
 
     /// Stops using the cooperative matrices (the matmul falls back to the plain kernels), and
@@ -880,12 +884,13 @@ mod tests {
 
     /// shaders/matmul_coop.wgsl's slice loads for matrices of `side`, eight subgroups of
     /// `lanes` and the square or wide tile: (AV, BV), or None where they do not divide evenly
-    /// into one to eight vec4 an invocation.
+    /// into the one to eight vec4 of op(A) and one to four of op(B) an invocation it moves.
     fn loads(side: u32, lanes: u32, wide: bool) -> Option<(u32, u32)> {
         let (sgm, sgn, fn_) = if wide { (4, 2, 4) } else { (2, 4, 2) };
         let (tm, tn, bk, wg) = (sgm * 4 * side, sgn * fn_ * side, 2 * side, 8 * lanes);
-        let ok = |n: u32| n.is_multiple_of(4 * wg) && (1..=8).contains(&(n / (4 * wg)));
-        (ok(tm * bk) && ok(bk * tn)).then(|| (tm * bk / (4 * wg), bk * tn / (4 * wg)))
+        let ok =
+            |n: u32, most: u32| n.is_multiple_of(4 * wg) && (1..=most).contains(&(n / (4 * wg)));
+        (ok(tm * bk, 8) && ok(bk * tn, 4)).then(|| (tm * bk / (4 * wg), bk * tn / (4 * wg)))
     }
 
     #[test]

@@ -14,6 +14,8 @@ mod tensor;
 pub use context::{AdapterChoice, Gpu, KernelTime, Profile, Staged, Submitted, WorkTime};
 pub use pool::{LiveBuffers, PoolStats};
 pub use recorder::{grid_1d, grid_rows, Recorder};
+#[cfg(not(target_arch = "wasm32"))]
+pub use registry::indexes_proven;
 pub use registry::{
     half_bindings, out_bindings, shader_source, shader_source_as, shader_source_typed, Access,
     Kernel, Types, PRELUDE, SHADERS,

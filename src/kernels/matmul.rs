@@ -519,7 +519,7 @@ pub fn matmul_backward(
 }
 
 /// Checks the cooperative-matrix kernel on this device before anything relies on it: one product
-/// per layout and one split over K, with edges past its tile and K step, of small integers (exact
+/// per layout, one split over K and two on the wide tile where it fits, with edges past its tile and K step, of small integers (exact
 /// in f16 and summed exactly in f32) against integer arithmetic. Where any output differs, or the
 /// GPU reports an error, the device goes back to the plain kernels and the reason is returned (and
 /// shown by `dinoscope info`). The kernel has been checked only on the adapters CI runs, so a
@@ -546,13 +546,18 @@ pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {
     // Every layout whole, then split K in two (the weight gradients' layout: A transposed), which
     // untuned f16 products with a long K over few tiles take without a calibration.
     let split = Plan::CoopSplit { splits: 2 };
-    let runs = [
+    let mut runs = vec![
         (false, false, Plan::Coop),
         (true, false, Plan::Coop),
         (false, true, Plan::Coop),
         (true, true, Plan::Coop),
         (true, false, split),
     ];
+    // The wide tile moves twice the square one's share of op(A) an invocation (two vec4 where
+    // Apple's 32 lanes take one).
+    if gpu.coop_wide() {
+        runs.extend([(false, false, Plan::CoopWide), (true, true, Plan::CoopWide)]);
+    }
     for (layout, (ta, tb, plan)) in runs.into_iter().enumerate() {
         let mut d = MatmulDims::new(m, n, k);
         d.trans_a = ta;

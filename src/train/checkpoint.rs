@@ -27,7 +27,7 @@ pub const HF_ARCHIVE: &str = "export-hf.zip";
 const MANIFEST: &str = "manifest.json";
 const FORMAT: &str = "dinoscope-checkpoint-1";
 /// The format tag in a state file's header.
-const STATE_FORMAT: &str = "dinoscope-train-state-1";
+pub const STATE_FORMAT: &str = "dinoscope-train-state-1";
 /// The metadata key of the metrics log a state file may carry (a browser run's: it has no run
 /// folder to keep `metrics.jsonl` in).
 const LOG_KEY: &str = "metrics_log";
@@ -393,6 +393,25 @@ pub fn state_log_text(bytes: &[u8]) -> String {
 /// holds the whole model four times over).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn state_log_text_of_file(path: &Path) -> Result<String, String> {
+    Ok(log_text(&state_metadata_of_file(path)?))
+}
+
+/// Whether the file at `path` is a training state this build reads, by its header alone: the
+/// error names a later format version, or what else the file is.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn check_state_file(path: &Path) -> Result<(), String> {
+    let meta = state_metadata_of_file(path)?;
+    check_format(
+        path,
+        meta.get("format").map(String::as_str),
+        STATE_FORMAT,
+        "training state",
+    )
+}
+
+/// The metadata of the safetensors file at `path`, from its header alone.
+#[cfg(not(target_arch = "wasm32"))]
+fn state_metadata_of_file(path: &Path) -> Result<HashMap<String, String>, String> {
     use std::io::Read;
     let err = |e: std::io::Error| io_err(path, "read", e);
     let mut file = std::fs::File::open(path).map_err(err)?;
@@ -415,7 +434,7 @@ pub fn state_log_text_of_file(path: &Path) -> Result<String, String> {
     }
     let h: Header = serde_json::from_slice(&header)
         .map_err(|e| format!("{}: not a valid checkpoint ({e})", path.display()))?;
-    Ok(log_text(&h.metadata))
+    Ok(h.metadata)
 }
 
 /// The log lines a state's metadata carries, of the steps before its own.

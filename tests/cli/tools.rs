@@ -169,6 +169,40 @@ fn tune_keeps_what_it_measured_when_stopped_part_way() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A cache folder that cannot be written is named before anything is timed, and what stands
+/// in its way is left alone.
+#[test]
+fn tune_refuses_an_unwritable_cache_before_timing() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let file = tmp("tune_cache_is_a_file");
+    std::fs::write(&file, b"the user's file").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["tune", "--config", "debug", "--reps", "1"])
+        .env("DINOSCOPE_CACHE_DIR", &file)
+        .output()
+        .expect("run dinoscope");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("the tuning cache cannot be written")
+            && stderr.contains("tune_cache_is_a_file"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.starts_with(|c: char| c.is_ascii_digit())),
+        "a product was timed:\n{stdout}"
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), b"the user's file");
+    let _ = std::fs::remove_file(&file);
+}
+
 /// A first run stopped by Ctrl-C while it calibrates moves its calibration marker aside, so the
 /// next run calibrates again instead of skipping as after a driver fault; if that run is
 /// stopped in them too (a hung driver, say), the marker stays and later runs skip them.

@@ -99,7 +99,7 @@ fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
     // With attention on cooperative matrices (where the adapter has them: CI's Mesa 26.1
     // root): the forward, then the backward too, each run on a device of its own so that its
     // choices reach no other test. Each must change the losses, so each kernel ran.
-    if gpu.coop_side().is_some() {
+    if gpu.coop_attention() {
         use dinoscope::kernels::attention_plan::{F16_BACKWARD, F16_FORWARD};
         let mut before = mixed.clone();
         for passes in [&[F16_FORWARD][..], &[F16_FORWARD, F16_BACKWARD]] {
