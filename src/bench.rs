@@ -40,7 +40,7 @@ pub const TOOL: &str = "dinoscope";
 /// Prints one kernel row and keeps it.
 fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bool) {
     let clock = if ts { "gpu" } else { "wall" };
-    println!(
+    crate::say!(
         "{name:<44} {:>9.3} ms {rate:>9.1} {unit:<8} {clock}",
         t * 1e3
     );

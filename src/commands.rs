@@ -116,7 +116,7 @@ pub fn train(
     }
     let resume = resume_command((backend, adapter), data, &out);
     if opts.resume && summary.last.is_none() && summary.steps >= total {
-        println!(
+        dinoscope::say!(
             "{}: the run is complete ({} of {total} steps); nothing to continue",
             out.display(),
             summary.steps
@@ -442,7 +442,7 @@ pub fn knn(
              classes it has seen"
         ));
     }
-    println!(
+    dinoscope::say!(
         "train: {} in {}; test: {} in {} (matched by name)",
         counted(tr.len(), "image"),
         counted(tr_present.len(), "class"),
@@ -481,7 +481,7 @@ pub fn knn(
         k,
         0.07,
     );
-    println!(
+    dinoscope::say!(
         "k-NN (k = {k}, T = 0.07) on {} train → {} test images: {:.2}%",
         trf.labels.len(),
         tef.labels.len(),
@@ -495,7 +495,7 @@ pub fn knn(
         &tef.labels,
         2 * d,
     )?;
-    println!(
+    dinoscope::say!(
         "linear probe (CLS and mean patch token, logistic regression): {:.2}%",
         probe * 100.0
     );

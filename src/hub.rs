@@ -95,6 +95,12 @@ pub fn cached_file_in(
                 )
             })?
     };
+    if commit.is_empty() || commit.contains(['/', '\\']) || commit == ".." {
+        return Err(format!(
+            "{repo}: the cache's {} names no snapshot ('{commit}'); {fetch}",
+            dir.join("refs").join(rev).display()
+        ));
+    }
     let path = dir.join("snapshots").join(&commit).join(file);
     if path.is_file() {
         Ok(path)

@@ -235,6 +235,17 @@ pub fn full_path(p: &Path) -> std::path::PathBuf {
     }
 }
 
+/// Ends the process after standard output refused a write ([`say!`](crate::say)): quietly
+/// with 141 (a shell's code for SIGPIPE) where the reader went away, as `| head` leaves it;
+/// else with the reason and exit code 1.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::write_all_atomic;

@@ -8,6 +8,21 @@
 
 #![warn(missing_docs)]
 
+/// Writes a line to standard output as `println!` does, except that a write that fails (a full
+/// disk, a closed pipe) ends the process through [`io::stdout_failed`] instead of a panic.
+#[macro_export]
+macro_rules! say {
+    () => {
+        $crate::say!("")
+    };
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            $crate::io::stdout_failed(e);
+        }
+    }};
+}
+
 #[cfg(feature = "app")]
 pub mod app;
 #[cfg(not(target_arch = "wasm32"))]

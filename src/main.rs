@@ -226,7 +226,7 @@ mod cli {
             #[arg(long)]
             precision: Option<String>,
             /// Repetitions per candidate (the median is compared).
-            #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+            #[arg(long, default_value_t = 3, value_parser = repetitions)]
             reps: usize,
         },
         /// Hands a run on: `--to dinov2` writes the official DINOv2 trainer's config.yaml with
@@ -339,7 +339,7 @@ mod cli {
             #[arg(long, value_delimiter = ',', default_value = "224x1,224x64,518x8")]
             runs: Vec<String>,
             /// Repetitions per run (the median is reported).
-            #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+            #[arg(long, default_value_t = 5, value_parser = repetitions)]
             reps: usize,
             /// Then time every dispatch of each run's forward and print its GPU time by kernel
             /// and by product and attention pass (needs GPU timestamps).
@@ -353,7 +353,7 @@ mod cli {
         /// AdamW and EMA GB/s; attention times.
         Kernels {
             /// Repetitions per measurement (the median is reported).
-            #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+            #[arg(long, default_value_t = 5, value_parser = repetitions)]
             reps: usize,
             /// Skip the largest sizes (matmul 4096, attention at batch 64).
             #[arg(long)]
@@ -404,6 +404,15 @@ mod cli {
     /// A count of at least 1, as u64.
     fn at_least_one_u64(s: &str) -> Result<u64, String> {
         at_least_one(s).map(|v| v as u64)
+    }
+
+    /// Repetitions of a timing: 1 to 100 (more only makes a run that a first Ctrl-C, which
+    /// stops it between products or runs, cannot stop for hours).
+    fn repetitions(s: &str) -> Result<usize, String> {
+        match at_least_one(s)? {
+            v if v <= 100 => Ok(v),
+            v => Err(format!("{v} repetitions: at most 100")),
+        }
     }
 
     /// A count of at least 1.
@@ -466,6 +475,9 @@ mod cli {
                 .to_config()
                 .map_err(|e| format!("--set {}: {e}", set.join(" ")))?;
         }
+        if let Some(shot) = &screenshot {
+            screenshot_free(shot)?;
+        }
         let automation = dinoscope::app::Automation {
             screenshot,
             after_steps,
@@ -488,6 +500,34 @@ mod cli {
              or `dinoscope --help`"
                 .into(),
         )
+    }
+
+    /// Whether `--screenshot`'s picture and the JSON beside it can be written without replacing
+    /// anything: checked before the window opens and the run trains.
+    #[cfg(feature = "app")]
+    fn screenshot_free(shot: &std::path::Path) -> Result<(), String> {
+        for p in [shot.to_path_buf(), shot.with_extension("json")] {
+            if p.exists() || p.is_symlink() {
+                return Err(format!(
+                    "--screenshot {}: {} exists, and the screenshot does not replace it: remove \
+                     it or name another file",
+                    shot.display(),
+                    p.display()
+                ));
+            }
+        }
+        let dir = match shot.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "--screenshot {}: {} is not a folder",
+                shot.display(),
+                dir.display()
+            ));
+        }
+        Ok(())
     }
 
     /// Success, once a benchmark's rows are written to `--json`'s file where one was given.
@@ -658,11 +698,17 @@ mod cli {
             Some(Command::Completions { shell }) => {
                 use clap::CommandFactory;
                 let mut cmd = Cli::command();
-                clap_complete::generate(*shell, &mut cmd, "dinoscope", &mut std::io::stdout());
+                // Written whole, or an error: the generator panics on a failed write.
+                let mut script = Vec::new();
+                clap_complete::generate(*shell, &mut cmd, "dinoscope", &mut script);
+                use std::io::Write as _;
+                if let Err(e) = std::io::stdout().write_all(&script) {
+                    dinoscope::io::stdout_failed(e);
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Some(Command::Info) => open_gpu(cli).map(|gpu| {
-                print!("{}", gpu.describe());
+                dinoscope::say!("{}", gpu.describe().trim_end());
                 ExitCode::SUCCESS
             }),
             Some(Command::Selftest {

@@ -225,3 +225,43 @@ fn unusable_settings_fail_before_a_window_opens() {
         assert!(!shot.exists());
     }
 }
+
+/// A screenshot never replaces a file (the picture, or the JSON written beside it), and its
+/// folder must exist: both are refused before a window opens, not after the run trained.
+#[test]
+fn a_screenshot_path_in_the_way_is_refused_before_a_window_opens() {
+    let dir = std::env::temp_dir().join(format!("dinoscope-shot-taken-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let run = |shot: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+            .args(["app", "--screenshot"])
+            .arg(shot)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .expect("run dinoscope")
+    };
+    let shot = dir.join("shot.png");
+    for (taken, content) in [("shot.png", "a picture"), ("shot.json", "notes")] {
+        let _ = std::fs::remove_file(dir.join("shot.png"));
+        let _ = std::fs::remove_file(dir.join("shot.json"));
+        std::fs::write(dir.join(taken), content).expect("write");
+        let out = run(&shot);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{taken}: {err}");
+        assert!(
+            err.contains(taken) && err.contains("exists"),
+            "{taken}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join(taken)).expect("read"),
+            content
+        );
+    }
+    let out = run(&dir.join("missing").join("shot.png"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not a folder"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -118,7 +118,7 @@ fn every_check_has_a_test() {
         assert!(
             src.contains(&format!("check(\"{}\")", c.name))
                 || src.contains(&format!("check_f16(\"{}\")", c.name))
-                || src.contains(&format!("check_coop(\"{}\")", c.name)),
+                || src.contains(&format!("check_coop(\"{}\",", c.name)),
             "{} has no test",
             c.name
         );

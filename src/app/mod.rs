@@ -617,6 +617,7 @@ impl DinoscopeApp {
         let knn = self.history.knn.last().map(|k| k.1);
         let probe = self.history.probe.last().map(|k| k.1);
         let ctx2 = ctx.clone();
+        let failed = self.automation.failed.clone();
         ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
             egui::ScreenshotCallback::new(move |img| {
                 let rgb: Vec<u8> = img.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect();
@@ -631,10 +632,16 @@ impl DinoscopeApp {
                     "panels": rects.iter().map(|(n, r)| (n.clone(), r.to_vec())).collect::<std::collections::BTreeMap<_, _>>(),
                 });
                 let meta_path = path.with_extension("json");
-                let _ = std::fs::write(&meta_path, meta.to_string());
+                let saved = saved.and_then(|()| {
+                    std::fs::write(&meta_path, meta.to_string())
+                        .map_err(|e| format!("{}: {e}", meta_path.display()))
+                });
                 match saved {
-                    Ok(()) => println!("screenshot {} at step {step}", path.display()),
-                    Err(e) => eprintln!("screenshot failed: {e}"),
+                    Ok(()) => crate::say!("screenshot {} at step {step}", path.display()),
+                    Err(e) => {
+                        eprintln!("screenshot failed: {e}");
+                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
                 ctx2.send_viewport_cmd(egui::ViewportCommand::Close);
             }),

@@ -91,13 +91,16 @@ pub fn vit(
         crate::gpu::DType::F32 => "",
         crate::gpu::DType::F16 => " (f16)",
     };
-    println!(
+    crate::say!(
         "adapter: {} ({:?}); model dim {} depth {} heads {} patch {} registers {}; {} repetitions, median",
         gpu.info.name, gpu.info.backend, cfg.dim, cfg.depth, cfg.heads, cfg.patch, cfg.registers, reps
     );
-    println!(
+    crate::say!(
         "{:<28} {:>12} {:>12} {:>14}  clock",
-        "input", "time", "img/s", "peak memory"
+        "input",
+        "time",
+        "img/s",
+        "peak memory"
     );
     for &(size, batch) in runs {
         let side = size / cfg.patch * cfg.patch;
@@ -128,7 +131,7 @@ pub fn vit(
             peak_bytes: Some(peak_bytes),
             clock: if ts { "gpu" } else { "wall" }.into(),
         });
-        println!(
+        crate::say!(
             "{:<28} {:>9.1} ms {:>12.2} {:>10.1} MiB  {}",
             format!("{side}x{side} batch {batch}{tag}"),
             t * 1e3,
@@ -154,7 +157,7 @@ pub fn vit(
             let busy: f64 = p.kernels.iter().map(|(_, k)| k.seconds).sum::<f64>() / reps as f64;
             // Below 100%, the GPU sat idle between dispatches (launches, barriers) for the rest;
             // above it, the pass a profile gives each dispatch cost more than that idle time.
-            println!(
+            crate::say!(
                 "profile of {side}x{side} batch {batch}{tag}: {dispatches} dispatches a forward; \
                  each timed alone, they add up to {:.2} ms, {:.0}% of the {:.2} ms forward",
                 busy * 1e3,
@@ -219,7 +222,7 @@ pub fn train(
     }
     let dt = t0.elapsed().as_secs_f64();
     let a = &cfg.augment;
-    println!(
+    crate::say!(
         "adapter: {} ({:?}); model dim {} depth {}; batch {} × (2×{} + {}×{} crops), {} prototypes",
         gpu.info.name,
         gpu.info.backend,
@@ -231,13 +234,13 @@ pub fn train(
         a.local_size,
         cfg.head.prototypes
     );
-    println!(
+    crate::say!(
         "{steps} steps: {:.2} s/step, {:.1} img/s, peak pooled GPU memory {:.1} MiB (wall clock, data loading included)",
         dt / steps.max(1) as f64,
         (steps as usize * cfg.batch_size) as f64 / dt,
         gpu.pool_stats().peak_bytes as f64 / (1u64 << 20) as f64
     );
-    println!(
+    crate::say!(
         "host: {:.2} ms to record and submit one step ({} dispatches, median of 3); {:.1} ms per \
          step waiting for the loader ({} worker threads)",
         recording * 1e3,
@@ -247,7 +250,7 @@ pub fn train(
     );
     if gpu.has_choices() {
         let (stood_in, alone) = gpu.missed_choices();
-        println!(
+        crate::say!(
             "tuning cache: {stood_in} product shapes without a plan of their own took a near shape's; \
              {} ran untuned{}{}",
             alone.len(),
@@ -294,12 +297,12 @@ fn print_profile(profile: &crate::gpu::Profile, steps: u64, per_what: &str) {
     let total: f64 = rows.iter().map(|(_, t)| t.seconds).sum();
     let per = |s: f64| s / steps.max(1) as f64 * 1e3;
     let share = |s: f64| 100.0 * s / total.max(1e-12);
-    println!(
+    crate::say!(
         "GPU time by kernel over {steps} {per_what}{} (one pass per dispatch): {:.1} ms/{per_what}",
         if steps == 1 { "" } else { "s" },
         per(total)
     );
-    println!(
+    crate::say!(
         "{:<34} {:>10} {:>10} {:>7}",
         "kernel",
         format!("ms/{per_what}"),
@@ -307,7 +310,7 @@ fn print_profile(profile: &crate::gpu::Profile, steps: u64, per_what: &str) {
         "share"
     );
     for (name, t) in rows.iter().take(25) {
-        println!(
+        crate::say!(
             "{:<34} {:>10.2} {:>10.1} {:>6.1}%",
             name,
             per(t.seconds),
@@ -320,13 +323,13 @@ fn print_profile(profile: &crate::gpu::Profile, steps: u64, per_what: &str) {
         return;
     }
     let labelled: f64 = work.iter().map(|(_, t)| t.seconds).sum();
-    println!(
+    crate::say!(
         "GPU time by product and attention pass: {:.1} ms/{per_what} ({:.1}% of the \
          {per_what}), the 30 longest",
         per(labelled),
         share(labelled)
     );
-    println!(
+    crate::say!(
         "{:<50} {:>9} {:>10} {:>9} {:>7}",
         "work (m x n x k, ta/tb, batch; type; kernel)",
         format!("ms/{per_what}"),
@@ -335,7 +338,7 @@ fn print_profile(profile: &crate::gpu::Profile, steps: u64, per_what: &str) {
         "share"
     );
     for (name, t) in work.iter().take(30) {
-        println!(
+        crate::say!(
             "{:<50} {:>9.2} {:>10.1} {:>9.1} {:>6.1}%",
             name,
             per(t.seconds),
@@ -359,7 +362,7 @@ pub fn loader(
     let lc = cfg.loader_config();
     let b = cfg.batch_size as f64;
     let a = &cfg.augment;
-    println!(
+    crate::say!(
         "{}: batch {} × (2×{} + {}×{} crops)",
         ds.describe(),
         cfg.batch_size,
@@ -374,7 +377,7 @@ pub fn loader(
         build_batch(ds.clone(), &lc, step).map_err(|e| e.to_string())?;
     }
     let t1 = t0.elapsed().as_secs_f64() / one as f64;
-    println!(
+    crate::say!(
         "1 thread: {:.1} ms per batch, {:.1} µs per image, {:.0} img/s",
         t1 * 1e3,
         t1 * 1e6 / b,
@@ -400,7 +403,7 @@ pub fn loader(
             loader.next_batch().map_err(|e| e.to_string())?;
         }
         let t = t0.elapsed().as_secs_f64() / batches.max(1) as f64;
-        println!(
+        crate::say!(
             "{} worker threads: {:.1} ms per batch, {:.0} img/s",
             cfg.workers,
             t * 1e3,
@@ -416,7 +419,7 @@ pub fn loader(
             clock: "wall".into(),
         });
     } else {
-        println!("0 worker threads: training builds each batch itself, at the 1-thread rate");
+        crate::say!("0 worker threads: training builds each batch itself, at the 1-thread rate");
     }
     Ok(rows)
 }

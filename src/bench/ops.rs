@@ -132,11 +132,13 @@ pub struct KernelOpts {
 pub fn kernels(gpu: &Gpu, reps: usize, opts: KernelOpts) -> Result<Vec<Row>> {
     let reps = reps.max(1);
     let mut figures = Vec::new();
-    println!(
+    crate::say!(
         "adapter: {} ({:?}), {} repetitions, median",
-        gpu.info.name, gpu.info.backend, reps
+        gpu.info.name,
+        gpu.info.backend,
+        reps
     );
-    println!("{:<44} {:>12} {:>18}  clock", "kernel", "time", "rate");
+    crate::say!("{:<44} {:>12} {:>18}  clock", "kernel", "time", "rate");
     let mut sizes = vec![(1024, 1024, 1024), (2048, 2048, 2048)];
     if !opts.quick {
         sizes.push((4096, 4096, 4096));
@@ -152,7 +154,7 @@ pub fn kernels(gpu: &Gpu, reps: usize, opts: KernelOpts) -> Result<Vec<Row>> {
     memory_bound(gpu, reps, opts.quick, &mut figures)?;
     attention(gpu, reps, opts.quick, &mut figures)?;
     let stats = gpu.pool_stats();
-    println!(
+    crate::say!(
         "peak pooled GPU memory: {:.1} MiB",
         stats.peak_bytes as f64 / (1 << 20) as f64
     );

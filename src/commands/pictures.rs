@@ -158,12 +158,12 @@ pub fn embed(
     )?;
     dinoscope::io::write_atomic(output, &bytes)
         .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
-    println!(
+    dinoscope::say!(
         "{n} images → {} (cls and mean_patch, [{n}, {d}])",
         output.display()
     );
     if !skipped.is_empty() {
-        println!("{} unreadable images skipped", skipped.len());
+        dinoscope::say!("{} unreadable images skipped", skipped.len());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -259,7 +259,7 @@ pub fn attention(
         remove_stale_head_maps(out_dir, maps.heads.len());
     }
     let (gh, gw) = maps.grid;
-    println!(
+    dinoscope::say!(
         "{}: {}×{} pixels, {gw}×{gh} patches, layer {}, {} heads",
         image.display(),
         pre.width,
@@ -268,7 +268,7 @@ pub fn attention(
         maps.heads.len()
     );
     for p in written {
-        println!("  {}", p.display());
+        dinoscope::say!("  {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -107,17 +107,20 @@ pub fn run(
     if list {
         return list_cases(gpu, &dir, fixtures_only, filter);
     }
-    println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
-    println!("fixtures: {}\n", dir.display());
-    println!(
+    dinoscope::say!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+    dinoscope::say!("fixtures: {}\n", dir.display());
+    dinoscope::say!(
         "{:<28} {:<11} {:>10} {:>10}",
-        "case", "result", "max err", "tolerance"
+        "case",
+        "result",
+        "max err",
+        "tolerance"
     );
     let mut failed = 0;
     let mut n = 0;
     let mut unsupported = 0;
     let mut print = |r: CaseResult| {
-        println!("{}", r.row());
+        dinoscope::say!("{}", r.row());
         n += 1;
         failed += r.failed() as usize;
         unsupported += matches!(r.status, Status::Unsupported(_)) as usize;
@@ -160,7 +163,7 @@ pub fn run(
     if n == 0 {
         return Err(no_case_matches(filter, &dir));
     }
-    println!(
+    dinoscope::say!(
         "\n{} passed, {failed} failed, {unsupported} unsupported",
         n - failed - unsupported
     );
@@ -217,7 +220,7 @@ fn list_cases(
         return Err(no_case_matches(filter, dir));
     }
     for n in names {
-        println!("{n}");
+        dinoscope::say!("{n}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -21,12 +21,16 @@ pub fn plan(
     };
     let p = plan::plan(gpu, cfg, plan::PLAN_STEPS)?;
     let a = &cfg.augment;
-    println!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
-    println!(
+    dinoscope::say!("adapter: {} ({:?})", gpu.info.name, gpu.info.backend);
+    dinoscope::say!(
         "model: dim {} depth {} patch {}, {} registers; head {} prototypes",
-        cfg.model.dim, cfg.model.depth, cfg.model.patch, cfg.model.registers, cfg.head.prototypes
+        cfg.model.dim,
+        cfg.model.depth,
+        cfg.model.patch,
+        cfg.model.registers,
+        cfg.head.prototypes
     );
-    println!(
+    dinoscope::say!(
         "step: batch {} × (2×{} + {}×{} crops), checkpointing {} of {} blocks, precision {:?}",
         cfg.batch_size,
         a.global_size,
@@ -36,17 +40,17 @@ pub fn plan(
         cfg.model.depth,
         cfg.precision
     );
-    println!(
+    dinoscope::say!(
         "weights, teacher, gradients, AdamW moments (and f16 copies): {}",
         human(p.state_bytes)
     );
-    println!(
+    dinoscope::say!(
         "peak GPU memory: {} over the first {} steps; {} with the most masked patches a step can have",
         human(p.peak_bytes),
         plan::PLAN_STEPS,
         human(p.worst_bytes)
     );
-    println!("largest tensors at the peak:");
+    dinoscope::say!("largest tensors at the peak:");
     for l in p.largest.iter().take(6) {
         // A buffer no tensor holds at the peak is the pool's, kept for reuse.
         let cached = match (l.count, l.cached) {
@@ -55,9 +59,9 @@ pub fn plan(
             (_, c) => format!(" (and {c} cached for reuse)"),
         };
         if l.count == 0 {
-            println!("        {:>10}  {cached}", human(l.bytes));
+            dinoscope::say!("        {:>10}  {cached}", human(l.bytes));
         } else {
-            println!(
+            dinoscope::say!(
                 "  {:>3} × {:>10}  e.g. {:?}{cached}",
                 l.count,
                 human(l.bytes),
@@ -67,13 +71,13 @@ pub fn plan(
     }
     let mut fits = true;
     if let Some(e) = &p.limit_error {
-        println!("does not fit: {e}");
+        dinoscope::say!("does not fit: {e}");
         fits = false;
     }
     match budget {
         Some(b) => {
             let ok = p.worst_bytes <= b;
-            println!(
+            dinoscope::say!(
                 "adapter memory: {}; the step's memory {} ({:.0}%){}",
                 human(b),
                 if ok { "fits" } else { "does NOT fit" },
@@ -88,16 +92,16 @@ pub fn plan(
             if !fits {
                 let advice = plan::advice(gpu, cfg, b);
                 if advice.is_empty() {
-                    println!("no batch size ≥ 2 fits, with or without checkpointing");
+                    dinoscope::say!("no batch size ≥ 2 fits, with or without checkpointing");
                 } else {
-                    println!("settings that fit:");
+                    dinoscope::say!("settings that fit:");
                     for a in advice {
-                        println!("  {a}");
+                        dinoscope::say!("  {a}");
                     }
                 }
             }
         }
-        None => println!(
+        None => dinoscope::say!(
             "adapter memory: not reported by this backend; pass --memory (e.g. --memory 4GiB)"
         ),
     }
@@ -357,7 +361,7 @@ pub fn export(
         let out = output.map_or_else(|| run.join("export-hf"), Path::to_path_buf);
         let class = dinoscope::train::export::export_hf(&cfg, &state, &out, overwrite)
             .map_err(|e| format!("{}: cannot export to hf: {e}", run.display()))?;
-        println!(
+        dinoscope::say!(
             "step {} of {}: the teacher backbone → {}: {} ({class})",
             state.step,
             run.display(),
@@ -365,7 +369,7 @@ pub fn export(
             dinoscope::train::export::HF_FILES.join(", ")
         );
         let full = dinoscope::io::full_path(&out);
-        println!(
+        dinoscope::say!(
             "transformers loads it: AutoModel.from_pretrained({:?})",
             full.to_string_lossy()
         );
@@ -374,7 +378,7 @@ pub fn export(
     let out = output.map_or_else(|| run.join("export-dinov2"), Path::to_path_buf);
     dinoscope::train::export::export_dinov2(&cfg, &state, &out, overwrite)
         .map_err(|e| format!("{}: cannot export to dinov2: {e}", run.display()))?;
-    println!(
+    dinoscope::say!(
         "step {} of {} → {}: {}",
         state.step,
         run.display(),
@@ -385,7 +389,7 @@ pub fn export(
     let full = dinoscope::io::full_path(&out);
     let script = full.join("to_dinov2_checkpoint.py");
     let yaml = full.join("config.yaml");
-    println!(
+    dinoscope::say!(
         "next: python {} (torch, safetensors), then in a dinov2 checkout: \
          python dinov2/train/train.py --config-file {} --output-dir OUT train.dataset_path=…",
         shell_word(&script.to_string_lossy()),

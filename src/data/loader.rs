@@ -197,6 +197,24 @@ impl Builder {
         }
     }
 
+    /// The error for a dataset more than half of whose items were found unreadable so far.
+    fn too_few_readable(&self) -> Option<DataError> {
+        let (len, bad) = (self.ds.len(), self.bad_count());
+        (2 * bad > len).then(|| DataError::MostlyUnreadable {
+            dataset: self.ds.describe(),
+            readable: len - bad,
+            len,
+        })
+    }
+
+    /// How many items were found unreadable so far.
+    fn bad_count(&self) -> usize {
+        match self.bad.lock() {
+            Ok(set) => set.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        }
+    }
+
     fn mark_bad(&self, idx: usize) -> bool {
         match self.bad.lock() {
             Ok(mut set) => set.insert(idx),
@@ -247,6 +265,9 @@ impl Builder {
                 batch_size: b,
             }));
         }
+        if let Some(e) = self.too_few_readable() {
+            return Some(Err(e));
+        }
         let epoch = step / batches_per_epoch;
         let first = (step % batches_per_epoch) as usize * b;
         let perm = self.permutation(epoch);
@@ -293,6 +314,10 @@ impl Builder {
                 gram[row * splane..(row + 1) * splane].copy_from_slice(crop);
             }
             labels.push(sample.label);
+        }
+        // The batch just built may be where the unreadable items showed.
+        if let Some(e) = self.too_few_readable() {
+            return Some(Err(e));
         }
         let grid = self.cfg.grid();
         let mut mask_rng = Rng::derive(self.cfg.seed, &[step, MASK_STREAM]);

@@ -59,7 +59,8 @@ pub fn official_arch(cfg: &TrainConfig) -> Result<&'static str, String> {
     let grid = cfg.augment.global_size / m.patch.max(1);
     if m.pos_grid != grid {
         return Err(format!(
-            "the official trainer sizes the position table for the global crops ({grid}×{grid}              patches); this run's table is {0}×{0}",
+            "the official trainer sizes the position table for the global crops ({grid}×{grid} \
+             patches); this run's table is {0}×{0}",
             m.pos_grid
         ));
     }

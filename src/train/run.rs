@@ -202,8 +202,8 @@ fn civil_date(days: u64) -> (i64, u32, u32) {
 }
 
 /// Points `root/latest` at the run folder `dir` (a relative symbolic link, replaced atomically).
-/// A `latest` that is a real folder (a run from an earlier version) is left alone. Where links
-/// are unavailable, `root/latest.txt` names the folder instead.
+/// A `latest` that is a real folder (a run from an earlier version) or a file is the user's and
+/// is left alone. Where links are unavailable, `root/latest.txt` names the folder instead.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn point_latest(root: &Path, dir: &Path) -> Result<(), String> {
     let latest = root.join("latest");
@@ -211,9 +211,14 @@ pub fn point_latest(root: &Path, dir: &Path) -> Result<(), String> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    if latest.is_dir() && !latest.is_symlink() {
+    if latest.exists() && !latest.is_symlink() {
+        let what = if latest.is_dir() {
+            "a run folder"
+        } else {
+            "a file"
+        };
         log::warn!(
-            "{} is a run folder, not a pointer; left as it is (the new run is {})",
+            "{} is {what}, not a pointer; left as it is (the new run is {})",
             latest.display(),
             dir.display()
         );
@@ -536,10 +541,17 @@ pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<ResumedDa
         Ok(bytes) => {
             let v: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
-            match &v["data"] {
-                serde_json::Value::Null => Some(None),
-                serde_json::Value::String(s) => Some(Some(recorded_path(&v, s))),
-                _ => {
+            match v.get("data") {
+                None => {
+                    return Err(format!(
+                        "{}: no \"data\" field (the run's data: a path, or null for the bundled \
+                         Fashion-MNIST)",
+                        p.display()
+                    ))
+                }
+                Some(serde_json::Value::Null) => Some(None),
+                Some(serde_json::Value::String(s)) => Some(Some(recorded_path(&v, s))),
+                Some(_) => {
                     return Err(format!(
                         "{}: \"data\" is neither a path nor null",
                         p.display()
@@ -651,4 +663,63 @@ pub async fn evaluate_async(
     )
     .await?;
     Ok(Evaluation { knn, probe })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::{point_latest, resumed_data, DATA_RECORD};
+
+    /// A data record without its `data` field is refused, not read as the bundled set: a run
+    /// trained on a folder would go on silently on other pictures.
+    #[test]
+    fn a_data_record_without_its_field_is_refused() {
+        let dir = std::env::temp_dir().join(format!("dinoscope-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for text in ["{}", "[]", r#"{"Data": "/pictures"}"#] {
+            std::fs::write(dir.join(DATA_RECORD), text).expect("write");
+            let err = resumed_data(&dir, None).err().unwrap_or_default();
+            assert!(
+                err.contains("data.json") && err.contains("no \"data\" field"),
+                "{text}: {err}"
+            );
+        }
+        std::fs::write(dir.join(DATA_RECORD), r#"{"data": null}"#).expect("write");
+        let r = resumed_data(&dir, None).expect("the bundled set");
+        assert!(r.data.is_none() && r.recorded);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `latest` is repointed when it is a link, made when absent, and left alone when it is
+    /// the user's own file or folder.
+    #[test]
+    fn latest_is_repointed_only_when_it_is_a_pointer() {
+        let root = std::env::temp_dir().join(format!("dinoscope-latest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("a")).expect("mkdir");
+        std::fs::create_dir_all(root.join("b")).expect("mkdir");
+        let latest = root.join("latest");
+        point_latest(&root, &root.join("a")).expect("made");
+        assert_eq!(
+            std::fs::read_link(&latest).expect("link"),
+            root.join("a").strip_prefix(&root).expect("in root")
+        );
+        point_latest(&root, &root.join("b")).expect("repointed");
+        assert_eq!(
+            std::fs::read_link(&latest).expect("link").to_str(),
+            Some("b")
+        );
+        std::fs::remove_file(&latest).expect("rm");
+        std::fs::write(&latest, "the user's notes").expect("write");
+        point_latest(&root, &root.join("a")).expect("left alone");
+        assert_eq!(
+            std::fs::read_to_string(&latest).expect("read"),
+            "the user's notes"
+        );
+        std::fs::remove_file(&latest).expect("rm");
+        std::fs::create_dir(&latest).expect("mkdir");
+        point_latest(&root, &root.join("a")).expect("left alone");
+        assert!(latest.is_dir() && !latest.is_symlink());
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -191,6 +191,43 @@ fn loader_replaces_unreadable_images() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A folder most of whose pictures cannot be read is refused once that shows, instead of
+/// training on batches of the few readable ones over and over.
+#[test]
+fn loader_refuses_a_mostly_unreadable_folder() {
+    let dir = class_folder("loader_mostly_broken");
+    for i in 0..6 {
+        std::fs::write(dir.join(format!("cat/broken{i}.png")), b"\x89PNG truncated").unwrap();
+    }
+    let ds: Arc<dyn Dataset> = Arc::new(ImageFolder::open(&dir).unwrap());
+    assert_eq!(ds.len(), 12);
+    let mut loader = Loader::new(
+        ds,
+        LoaderConfig {
+            batch_size: 4,
+            ..loader_config(0)
+        },
+        0,
+    );
+    // Each batch marks the broken items it meets; within an epoch or two more than half are.
+    let err = (0..20)
+        .find_map(|_| loader.next_batch().err())
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            DataError::MostlyUnreadable {
+                len: 12,
+                readable: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("more than half"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn loader_reports_bad_settings() {
     let ds = bundled_train();
