@@ -41,6 +41,10 @@ pub fn train(
     if let Some(w) = fresh.as_ref().and_then(TrainConfig::warm_up_warning) {
         log::warn!("{config}: {w}");
     }
+    if let Some(c) = &fresh {
+        c.check_batch_memory()
+            .map_err(|e| format!("{config}: {e}"))?;
+    }
     let root = Path::new("runs");
     // A new folder of our own: runs/latest points at it once its first step is done, and it
     // goes again if the run fails before then (a wrong --data), so that `--resume` still finds
@@ -116,7 +120,10 @@ pub fn train(
     }
     let resume = resume_command((backend, adapter), data, &out);
     if opts.resume && summary.last.is_none() && summary.steps >= total {
-        dinoscope::say!(
+        // Unchecked, as the report below.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout(),
             "{}: the run is complete ({} of {total} steps); nothing to continue",
             out.display(),
             summary.steps
@@ -157,7 +164,12 @@ fn run_config(
             }
             c
         }
-        (None, Err(_)) => TrainConfig::load(config)?,
+        (None, Err(e)) => {
+            if own.exists() {
+                log::warn!("{e} (left aside: the checkpoint holds the run's config)");
+            }
+            TrainConfig::load(config)?
+        }
     })
 }
 

@@ -406,8 +406,8 @@ mod cli {
         at_least_one(s).map(|v| v as u64)
     }
 
-    /// Repetitions of a timing: 1 to 100 (more only makes a run that a first Ctrl-C, which
-    /// stops it between products or runs, cannot stop for hours).
+    /// Repetitions of a timing: 1 to 100 (more only makes a run that cannot be stopped for
+    /// hours: `tune` stops between products at a first Ctrl-C, `bench` only at a second).
     fn repetitions(s: &str) -> Result<usize, String> {
         match at_least_one(s)? {
             v if v <= 100 => Ok(v),
@@ -506,6 +506,16 @@ mod cli {
     /// anything: checked before the window opens and the run trains.
     #[cfg(feature = "app")]
     fn screenshot_free(shot: &std::path::Path) -> Result<(), String> {
+        if shot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            return Err(format!(
+                "--screenshot {}: the picture is a PNG, and its notes go beside it as .json: \
+                 name a .png",
+                shot.display()
+            ));
+        }
         for p in [shot.to_path_buf(), shot.with_extension("json")] {
             if p.exists() || p.is_symlink() {
                 return Err(format!(
@@ -824,6 +834,8 @@ mod cli {
                     checkpoint.as_deref(),
                     precision.as_deref(),
                 )?;
+                cfg.check_batch_memory()
+                    .map_err(|e| format!("{config}: {e}"))?;
                 commands::plan(&gpu, &cfg, memory.as_deref())
             }),
             Some(Command::Bench { what }) => bench(cli, what),

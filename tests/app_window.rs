@@ -259,6 +259,11 @@ fn a_screenshot_path_in_the_way_is_refused_before_a_window_opens() {
             content
         );
     }
+    // The picture named as its own notes' file would be written over by them.
+    let out = run(&dir.join("notes.json"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("name a .png"), "{err}");
     let out = run(&dir.join("missing").join("shot.png"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

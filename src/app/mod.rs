@@ -637,7 +637,15 @@ impl DinoscopeApp {
                         .map_err(|e| format!("{}: {e}", meta_path.display()))
                 });
                 match saved {
-                    Ok(()) => crate::say!("screenshot {} at step {step}", path.display()),
+                    // Unchecked: a closed stdout must not end the run before its checkpoint.
+                    Ok(()) => {
+                        use std::io::Write as _;
+                        let _ = writeln!(
+                            std::io::stdout(),
+                            "screenshot {} at step {step}",
+                            path.display()
+                        );
+                    }
                     Err(e) => {
                         eprintln!("screenshot failed: {e}");
                         failed.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -133,19 +133,21 @@ pub enum DataError {
         /// The batch size.
         batch_size: usize,
     },
-    /// More than half of the items could not be read: the batches would repeat the few that
-    /// can, and the folder is most likely not the one meant, or a damaged copy.
+    /// Most of the items sampled before training could not be read: the batches would repeat
+    /// the few that can, and the folder is most likely not the one meant, or a damaged copy.
     #[error(
-        "{dataset}: more than half of its {len} items are unreadable (at most {readable} can be \
-         read; the others were skipped with the warnings above)"
+        "{dataset}: {bad} of {sampled} items sampled across it cannot be read (the last: \
+         {last}); most of it is unreadable: the wrong folder, or a damaged copy?"
     )]
     MostlyUnreadable {
         /// The dataset.
         dataset: String,
-        /// How many items can be read, at most.
-        readable: usize,
-        /// How many items it lists.
-        len: usize,
+        /// How many of the sampled items could not be read.
+        bad: usize,
+        /// How many items were sampled.
+        sampled: usize,
+        /// The last failure.
+        last: String,
     },
     /// Not one item of the dataset could be read.
     #[error("{dataset}: no readable item ({skipped} tried); last error: {last}")]

@@ -162,7 +162,37 @@ fn check(ds: &dyn Dataset, cfg: &LoaderConfig) -> Result<(), DataError> {
             batch_size: cfg.batch_size,
         });
     }
-    Ok(())
+    sample_readable(ds, cfg)
+}
+
+/// Items decoded before the first batch, spread evenly over the dataset.
+const READABLE_SAMPLE: usize = 32;
+
+/// Refuses a dataset most of whose items cannot be read, by decoding [`READABLE_SAMPLE`] of
+/// them spread over it before training starts: otherwise the loader would skip its way through
+/// it, building batches of the few readable items over and over, or stop part way through an
+/// epoch. A few unreadable items are skipped and counted as before.
+fn sample_readable(ds: &dyn Dataset, cfg: &LoaderConfig) -> Result<(), DataError> {
+    let len = ds.len();
+    let n = len.min(READABLE_SAMPLE);
+    let factor = |w: u32, h: u32| cfg.augment.prefit_factor(w, h);
+    let mut last = None;
+    let mut bad = 0;
+    for k in 0..n {
+        if let Err(e) = ds.get_reduced(k * len / n, &factor) {
+            bad += 1;
+            last = Some(e.to_string());
+        }
+    }
+    match last {
+        Some(last) if 2 * bad > n => Err(DataError::MostlyUnreadable {
+            dataset: ds.describe(),
+            bad,
+            sampled: n,
+            last,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Builds batches; one per thread, sharing only the set of known-unreadable items.
@@ -194,24 +224,6 @@ impl Builder {
         match self.bad.lock() {
             Ok(set) => set.contains(&idx),
             Err(poisoned) => poisoned.into_inner().contains(&idx),
-        }
-    }
-
-    /// The error for a dataset more than half of whose items were found unreadable so far.
-    fn too_few_readable(&self) -> Option<DataError> {
-        let (len, bad) = (self.ds.len(), self.bad_count());
-        (2 * bad > len).then(|| DataError::MostlyUnreadable {
-            dataset: self.ds.describe(),
-            readable: len - bad,
-            len,
-        })
-    }
-
-    /// How many items were found unreadable so far.
-    fn bad_count(&self) -> usize {
-        match self.bad.lock() {
-            Ok(set) => set.len(),
-            Err(poisoned) => poisoned.into_inner().len(),
         }
     }
 
@@ -265,9 +277,6 @@ impl Builder {
                 batch_size: b,
             }));
         }
-        if let Some(e) = self.too_few_readable() {
-            return Some(Err(e));
-        }
         let epoch = step / batches_per_epoch;
         let first = (step % batches_per_epoch) as usize * b;
         let perm = self.permutation(epoch);
@@ -314,10 +323,6 @@ impl Builder {
                 gram[row * splane..(row + 1) * splane].copy_from_slice(crop);
             }
             labels.push(sample.label);
-        }
-        // The batch just built may be where the unreadable items showed.
-        if let Some(e) = self.too_few_readable() {
-            return Some(Err(e));
         }
         let grid = self.cfg.grid();
         let mut mask_rng = Rng::derive(self.cfg.seed, &[step, MASK_STREAM]);

@@ -519,7 +519,7 @@ pub fn matmul_backward(
 }
 
 /// Checks the cooperative-matrix kernel on this device before anything relies on it: one product
-/// per layout, one split over K and two on the wide tile where it fits, with edges past its tile and K step, of small integers (exact
+/// per layout, one split over K and one per layout on the wide tile where it fits, with edges past its tile and K step, of small integers (exact
 /// in f16 and summed exactly in f32) against integer arithmetic. Where any output differs, or the
 /// GPU reports an error, the device goes back to the plain kernels and the reason is returned (and
 /// shown by `dinoscope info`). The kernel has been checked only on the adapters CI runs, so a
@@ -535,7 +535,7 @@ pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {
         return Ok(());
     }
     let t = 8 * side as usize;
-    let (m, n, k) = (t + 4, t + 4, 2 * side as usize + 4);
+    let (n, k) = (t + 4, 2 * side as usize + 4);
     // Values in -2..=2: every partial sum is an integer of magnitude ≤ 4k.
     let ints = |len: usize, seed: usize| -> Vec<i32> {
         (0..len)
@@ -554,11 +554,21 @@ pub fn probe_coop(gpu: &mut crate::gpu::Gpu) -> Result<(), String> {
         (true, false, split),
     ];
     // The wide tile moves twice the square one's share of op(A) an invocation (two vec4 where
-    // Apple's 32 lanes take one).
+    // Apple's 32 lanes take one), in every layout.
     if gpu.coop_wide() {
-        runs.extend([(false, false, Plan::CoopWide), (true, true, Plan::CoopWide)]);
+        runs.extend(
+            [false, true]
+                .into_iter()
+                .flat_map(|ta| [false, true].map(|tb| (ta, tb, Plan::CoopWide))),
+        );
     }
     for (layout, (ta, tb, plan)) in runs.into_iter().enumerate() {
+        // Past one tile and into a second row of tiles (the wide tile is twice as tall).
+        let m = if plan == Plan::CoopWide {
+            2 * t + 4
+        } else {
+            t + 4
+        };
         let mut d = MatmulDims::new(m, n, k);
         d.trans_a = ta;
         d.trans_b = tb;

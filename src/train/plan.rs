@@ -250,7 +250,8 @@ fn vulkan_device_local(_gpu: &Gpu) -> Option<u64> {
 }
 
 /// Parses "4GiB", "512 MiB", "4G", "4096M", "1.5e3M", "8GB" or a byte count (K, M and G count
-/// in 1,024s, alone or with "iB"; kB, MB and GB in 1,000s); a GPU's memory, so at least 1 MiB.
+/// in 1,024s, alone or with "iB"; kB, MB and GB in 1,000s); a GPU's memory, so at least 1 MiB
+/// and at most 1 PiB.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     // The unit is the letters at the end; the number before it may have an exponent.
@@ -274,11 +275,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("'{s}': a size must be positive"));
     }
-    let bytes = (v * mult) as u64;
-    if bytes < 1 << 20 {
+    let bytes = v * mult;
+    if bytes < (1u64 << 20) as f64 {
         return Err(format!("'{s}': less than 1 MiB, not a GPU's memory"));
     }
-    Ok(bytes)
+    // A float cast saturates: 1e30GiB would plan for 16 EiB without a word.
+    if bytes > (1u64 << 50) as f64 {
+        return Err(format!("'{s}': more than 1 PiB, not a GPU's memory"));
+    }
+    Ok(bytes as u64)
 }
 
 /// Bytes as GiB or MiB.
@@ -333,9 +338,17 @@ mod tests {
         assert_eq!(parse_size("8GB"), Ok(8_000_000_000));
         assert_eq!(parse_size("300 MB"), Ok(300_000_000));
         assert_eq!(parse_size("1.5e3M"), Ok(1500 << 20));
-        assert_eq!(parse_size("1e99GiB"), Ok(u64::MAX));
+        assert_eq!(parse_size("1048576GiB"), Ok(1 << 50));
         assert_eq!(parse_size("1073741824"), Ok(g));
-        for bad in ["1KiB", "4 apples", "GiB", "-1G", "NaN G"] {
+        for bad in [
+            "1KiB",
+            "4 apples",
+            "GiB",
+            "-1G",
+            "NaN G",
+            "1e99GiB",
+            "18446744073709551616",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }

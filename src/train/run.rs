@@ -206,26 +206,26 @@ fn civil_date(days: u64) -> (i64, u32, u32) {
 /// is left alone. Where links are unavailable, `root/latest.txt` names the folder instead.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn point_latest(root: &Path, dir: &Path) -> Result<(), String> {
-    let latest = root.join("latest");
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    if latest.exists() && !latest.is_symlink() {
-        let what = if latest.is_dir() {
-            "a run folder"
-        } else {
-            "a file"
-        };
-        log::warn!(
-            "{} is {what}, not a pointer; left as it is (the new run is {})",
-            latest.display(),
-            dir.display()
-        );
-        return Ok(());
-    }
     #[cfg(unix)]
     {
+        let latest = root.join("latest");
+        if latest.exists() && !latest.is_symlink() {
+            let what = if latest.is_dir() {
+                "a run folder"
+            } else {
+                "a file"
+            };
+            log::warn!(
+                "{} is {what}, not a pointer; left as it is (the new run is {})",
+                latest.display(),
+                dir.display()
+            );
+            return Ok(());
+        }
         let tmp = root.join(".latest.link");
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&name, &tmp)
@@ -542,10 +542,18 @@ pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<ResumedDa
             let v: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
             match v.get("data") {
+                // With --data given, that is the data, and the record is written anew.
+                None if given.is_some() => {
+                    log::warn!(
+                        "{}: no \"data\" field; the run continues on the --data given",
+                        p.display()
+                    );
+                    None
+                }
                 None => {
                     return Err(format!(
                         "{}: no \"data\" field (the run's data: a path, or null for the bundled \
-                         Fashion-MNIST)",
+                         Fashion-MNIST); give the run's data with --data",
                         p.display()
                     ))
                 }
@@ -684,6 +692,10 @@ mod tests {
                 "{text}: {err}"
             );
         }
+        // With --data given, that is the data; the broken record is written anew.
+        let given = std::path::Path::new("/pictures");
+        let r = resumed_data(&dir, Some(given)).expect("the data given");
+        assert!(r.data.as_deref() == Some(given) && !r.recorded);
         std::fs::write(dir.join(DATA_RECORD), r#"{"data": null}"#).expect("write");
         let r = resumed_data(&dir, None).expect("the bundled set");
         assert!(r.data.is_none() && r.recorded);

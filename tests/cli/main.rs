@@ -110,6 +110,43 @@ fn a_closed_pipe_ends_a_printing_command_quietly() {
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
 
+/// A printing command whose output cannot be written (a full disk) says so and exits 1: no
+/// panic.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unwritable_stdout_is_an_error_not_a_panic() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["completions", "bash"])
+        .stdout(full)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write to standard output") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+/// Timing repetitions past 100 are refused when the command is read, before any work.
+#[test]
+fn repetitions_past_a_hundred_are_refused() {
+    for args in [
+        &["bench", "kernels", "--reps", "101"][..],
+        &["tune", "--reps", "1000000"],
+    ] {
+        let out = dinoscope(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("at most 100"), "{args:?}: {err}");
+    }
+}
+
 /// `train --overwrite` into a folder whose own config is the one given would remove it with the
 /// rest of the old run: refused, and the file stays.
 #[test]

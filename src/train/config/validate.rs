@@ -127,6 +127,20 @@ impl TrainConfig {
                 return Err(format!("{name} is {v}; it must be a positive number"));
             }
         }
+        // Logits divided by a temperature near zero overflow (1e-45 turns the cosine logits
+        // into infinities), and the divergence that follows would be blamed on the rate.
+        for (name, v) in [
+            ("student_temp", self.student_temp),
+            ("teacher_temp (start)", self.teacher_temp.0),
+            ("teacher_temp (end)", self.teacher_temp.1),
+        ] {
+            if v < 1e-4 {
+                return Err(format!(
+                    "{name} is {v:e}; a temperature under 1e-4 overflows the softmax (DINOv2: \
+                     student 0.1, teacher 0.04 → 0.07)"
+                ));
+            }
+        }
         let non_negative = [
             ("min_lr", self.min_lr),
             ("weight_decay (start)", self.weight_decay.0),
