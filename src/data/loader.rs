@@ -162,7 +162,7 @@ fn check(ds: &dyn Dataset, cfg: &LoaderConfig) -> Result<(), DataError> {
             batch_size: cfg.batch_size,
         });
     }
-    sample_readable(ds, cfg)
+    Ok(())
 }
 
 /// Items decoded before the first batch, spread evenly over the dataset.
@@ -462,8 +462,9 @@ impl Drop for Workers {
 }
 
 enum Mode {
-    /// The config or dataset is unusable; every call reports why.
-    Invalid,
+    /// The config or dataset is unusable: the first call reports why (later ones the
+    /// settings' check, or that the loader did not start).
+    Invalid(Option<DataError>),
     /// Batches are built on the calling thread.
     Inline(Builder),
     /// Batches are built ahead on worker threads.
@@ -483,8 +484,10 @@ impl Loader {
     /// A loader whose first batch is `start_step`; a bad config surfaces from `next_batch`.
     pub fn new(ds: Arc<dyn Dataset>, cfg: LoaderConfig, start_step: u64) -> Self {
         let bad = Arc::new(Mutex::new(HashSet::new()));
-        let mode = match check(ds.as_ref(), &cfg) {
-            Err(_) => Mode::Invalid,
+        // The sample is decoded once, here, before any batch: not per batch.
+        let mode = match check(ds.as_ref(), &cfg).and_then(|()| sample_readable(ds.as_ref(), &cfg))
+        {
+            Err(e) => Mode::Invalid(Some(e)),
             Ok(()) => Self::start_mode(&ds, &cfg, start_step, bad),
         };
         Loader {
@@ -536,9 +539,14 @@ impl Loader {
     pub fn next_batch(&mut self) -> Result<Batch, DataError> {
         let step = self.next_step;
         let result = match &mut self.mode {
-            Mode::Invalid => match check(self.ds.as_ref(), &self.cfg) {
-                Err(e) => return Err(e),
-                Ok(()) => Err(DataError::Config("the loader did not start".into())),
+            // Why it did not start, once; then the settings' check again (the sample is not
+            // decoded twice).
+            Mode::Invalid(first) => match first.take() {
+                Some(e) => return Err(e),
+                None => match check(self.ds.as_ref(), &self.cfg) {
+                    Err(e) => return Err(e),
+                    Ok(()) => Err(DataError::Config("the loader did not start".into())),
+                },
             },
             Mode::Inline(builder) => builder
                 .build(step, None)

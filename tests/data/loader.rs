@@ -227,6 +227,37 @@ fn loader_refuses_a_mostly_unreadable_folder() {
         assert!(err.to_string().contains("7 of 12 items"), "{err}");
     }
     let _ = std::fs::remove_dir_all(dir);
+    // Past 32 items the sample is spread over the whole list: here the readable ones come
+    // first (30, then 40 that are not), so the first 32 alone would pass.
+    let dir = scratch("loader_broken_tail");
+    for (class, n, good) in [("a", 30, true), ("b", 40, false)] {
+        let sub = dir.join(class);
+        std::fs::create_dir_all(&sub).unwrap();
+        for i in 0..n {
+            let p = sub.join(format!("{i:02}.png"));
+            if good {
+                gradient(12, 12).save(p).unwrap();
+            } else {
+                std::fs::write(p, b"\x89PNG truncated").unwrap();
+            }
+        }
+    }
+    let ds: Arc<dyn Dataset> = Arc::new(ImageFolder::open(&dir).unwrap());
+    let Err(err) = Loader::new(ds, loader_config(0), 0).next_batch() else {
+        panic!("not refused")
+    };
+    assert!(
+        matches!(
+            err,
+            DataError::MostlyUnreadable {
+                bad: 18,
+                sampled: 32,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -12,6 +12,8 @@ fn out_of_range_settings_are_refused_with_their_name() {
         ("base_lr", Box::new(|c| c.base_lr = f32::NAN)),
         ("student_temp", Box::new(|c| c.student_temp = 0.0)),
         ("teacher_temp", Box::new(|c| c.teacher_temp.1 = -0.04)),
+        ("student_temp", Box::new(|c| c.student_temp = 1e-45)),
+        ("teacher_temp", Box::new(|c| c.teacher_temp.0 = 5e-5)),
         (
             "weight_decay",
             Box::new(|c| c.weight_decay.0 = f32::INFINITY),
