@@ -114,7 +114,7 @@ pub fn plan(
 
 /// A line of `tune`'s report on stdout. A reader that went away (`| head`) does not stop the
 /// tune: the cache it writes is what it is for.
-macro_rules! say {
+macro_rules! report {
     ($($t:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stdout(), $($t)*);
@@ -137,14 +137,14 @@ pub fn tune(
              DINOSCOPE_CACHE_DIR to a writable folder)"
         )
     })?;
-    say!(
+    report!(
         "adapter: {} ({:?}); {} products, {} repetitions each",
         gpu.info.name,
         gpu.info.backend,
         dims.len(),
         reps.max(1)
     );
-    say!(
+    report!(
         "{:<38} {:>16} {:>10} {:>18} {:>10}",
         "product (m,n,k,batch,ta,tb type)",
         "default",
@@ -186,7 +186,7 @@ pub fn tune(
     } else {
         String::new()
     };
-    say!(
+    report!(
         "all products{of}: {:.3} ms with the defaults, {:.3} ms tuned",
         before * 1e3,
         after * 1e3
@@ -194,7 +194,7 @@ pub fn tune(
     if stopping().is_break() {
         return interrupted(gpu, save_error, "attention passes not timed");
     }
-    say!(
+    report!(
         "{:<38} {:>16} {:>10} {:>18} {:>10}",
         "attention (pass heads,nq,nk,d type)",
         "default",
@@ -217,7 +217,7 @@ pub fn tune(
     } else {
         String::new()
     };
-    say!(
+    report!(
         "all attention passes{of}: {:.3} ms with the defaults, {:.3} ms tuned",
         before * 1e3,
         after * 1e3
@@ -229,7 +229,7 @@ pub fn tune(
         return Err(format!("the tuning cache could not be written: {e}"));
     }
     let path = dinoscope::tune::save(gpu)?;
-    say!("saved {}", path.display());
+    report!("saved {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -279,7 +279,7 @@ fn tune_targets(
 /// A product's line of `tune`'s report: its shape, the default plan and the fastest, timed.
 fn product_row(t: &dinoscope::tune::Tuned) {
     let d = &t.dims;
-    say!(
+    report!(
         "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
         format!(
             "{},{},{},{},{},{} {}",
@@ -310,7 +310,7 @@ fn attention_row(t: &dinoscope::tune::TunedAttention) {
     } else {
         "f32"
     };
-    say!(
+    report!(
         "{:<38} {:>16} {:>10.3} {:>18} {:>10.3}",
         format!(
             "{pass} {},{},{},{} {ty}",
@@ -333,7 +333,7 @@ fn interrupted(gpu: &Gpu, save_error: Option<String>, left: &str) -> Result<Exit
         return Err(format!("the tuning cache could not be written: {e}"));
     }
     let path = dinoscope::tune::save(gpu)?;
-    say!(
+    report!(
         "interrupted ({left}); what was timed is saved in {}",
         path.display()
     );

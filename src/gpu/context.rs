@@ -179,8 +179,7 @@ fn coop_config(adapter: &wgpu::Adapter) -> Option<Coop> {
 
 /// Whether the cooperative matmul's slices divide among eight subgroups of `lanes` with
 /// matrices of `side`: one to eight vec4 loads an invocation of op(A), one to four of op(B)
-/// (the shader's AV and BV), so side²/8 to
-/// side²/2 lanes, a power of two (shaders/matmul_coop.wgsl, AV and BV).
+/// (shaders/matmul_coop.wgsl, AV and BV), so side²/8 to side²/2 lanes, a power of two.
 pub(crate) fn coop_lanes_fit(side: u32, lanes: u32) -> bool {
     lanes.is_power_of_two() && lanes >= side * side / 8 && lanes <= side * side / 2
 }
