@@ -240,16 +240,19 @@ pub fn point_latest(root: &Path, dir: &Path) -> Result<(), String> {
 }
 
 /// The run `root/latest` points at: the link itself, or the folder `root/latest.txt` names
-/// where links are unavailable.
+/// where links are unavailable. There `latest.txt` comes first: a `latest` folder beside it
+/// is an earlier version's run, not the newest.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn latest_run(root: &Path) -> PathBuf {
     let link = root.join("latest");
-    if link.exists() {
-        return link;
-    }
-    match std::fs::read_to_string(root.join("latest.txt")) {
-        Ok(name) if !name.trim().is_empty() => root.join(name.trim()),
-        _ => link,
+    let named = || match std::fs::read_to_string(root.join("latest.txt")) {
+        Ok(name) if !name.trim().is_empty() => Some(root.join(name.trim())),
+        _ => None,
+    };
+    match named() {
+        Some(dir) if !cfg!(unix) && dir.is_dir() => dir,
+        _ if link.exists() => link,
+        named => named.unwrap_or(link),
     }
 }
 
@@ -675,7 +678,7 @@ pub async fn evaluate_async(
 
 #[cfg(all(test, unix))]
 mod tests {
-    use super::{point_latest, resumed_data, DATA_RECORD};
+    use super::{latest_run, point_latest, resumed_data, DATA_RECORD};
 
     /// A data record without its `data` field is refused, not read as the bundled set: a run
     /// trained on a folder would go on silently on other pictures.
@@ -732,6 +735,20 @@ mod tests {
         std::fs::create_dir(&latest).expect("mkdir");
         point_latest(&root, &root.join("a")).expect("left alone");
         assert!(latest.is_dir() && !latest.is_symlink());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_latest_run_is_the_link_here_and_the_named_folder_without_links() {
+        let root = std::env::temp_dir().join(format!("dinoscope-named-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("b")).expect("mkdir");
+        std::fs::write(root.join("latest.txt"), "b\n").expect("write");
+        assert_eq!(latest_run(&root), root.join("b"));
+        // An earlier version's `latest` folder beside the record.
+        std::fs::create_dir(root.join("latest")).expect("mkdir");
+        let want = if cfg!(unix) { "latest" } else { "b" };
+        assert_eq!(latest_run(&root), root.join(want));
         let _ = std::fs::remove_dir_all(&root);
     }
 }
