@@ -419,6 +419,7 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses the arguments, runs the command and turns its error into a message and exit status 1.
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();

@@ -12,7 +12,7 @@ use std::path::Path;
 /// Largest error of an f16 model's outputs, relative to the largest magnitude of each output
 /// (at least 1). f16 keeps 11 significant bits (relative rounding 2⁻¹¹ ≈ 4.9e-4) at every
 /// stored activation; through a few blocks of LayerNorm and attention that grows to about ten
-/// roundings. Measured on the fixtures: see README ("Precision").
+/// roundings. Measured on the fixtures: see README ("Half precision").
 pub const F16_TOLERANCE: f32 = 1e-2;
 
 /// The f16 row of a model folder: the same forward outputs from the model stored in f16, at
