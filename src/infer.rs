@@ -58,7 +58,8 @@ pub fn load_model_as(
     dtype: DType,
 ) -> Result<Vit, String> {
     use crate::model::config::VitConfig;
-    use crate::model::weights::{config_for_weights, load_backbone};
+    use crate::model::weights::{config_and_source, load_backbone};
+    let mut beside = None;
     let cfg = match config {
         // A path (a file, or a name that only a file has) is read as one; a missing one is
         // reported as missing, not as an unknown preset.
@@ -81,10 +82,20 @@ pub fn load_model_as(
             })?
         }
         Some(c) => VitConfig::preset(c).map_err(|e| e.to_string())?,
-        None => config_for_weights(weights).map_err(|e| e.to_string())?,
+        None => {
+            let (cfg, source) = config_and_source(weights).map_err(|e| e.to_string())?;
+            beside = source;
+            cfg
+        }
     };
     rgb_only(&cfg, &weights.display().to_string())?;
-    let w = load_backbone(weights, &cfg).map_err(|e| e.to_string())?;
+    let w = load_backbone(weights, &cfg).map_err(|e| match &beside {
+        Some(other) => format!(
+            "{e} (the config is {}, beside the weights)",
+            other.display()
+        ),
+        None => e.to_string(),
+    })?;
     Vit::new_as(gpu, cfg, &w, dtype).map_err(|e| format!("{}: {e}", weights.display()))
 }
 

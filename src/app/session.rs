@@ -297,7 +297,20 @@ impl Session {
     ///
     /// [`PendingStep::read`]: crate::train::trainer::PendingStep::read
     pub fn submit(&mut self) -> Result<(crate::train::trainer::PendingStep, usize), String> {
-        let batch = self.loader.next_batch().map_err(|e| e.to_string())?;
+        let batch = self.next_batch()?;
+        self.submit_batch(batch)
+    }
+
+    /// The next batch of crops; an error when the data no longer reads (a folder gone mid-run).
+    pub fn next_batch(&mut self) -> Result<crate::data::loader::Batch, String> {
+        self.loader.next_batch().map_err(|e| e.to_string())
+    }
+
+    /// Submits the step of `batch` (see [`Session::submit`]).
+    pub fn submit_batch(
+        &mut self,
+        batch: crate::data::loader::Batch,
+    ) -> Result<(crate::train::trainer::PendingStep, usize), String> {
         self.skipped_total += batch.skipped;
         let pending = self
             .trainer

@@ -234,7 +234,20 @@ fn run(
             .is_none_or(|f| !d.pauses(f.pending.step() + 1))
         {
             let since = web_time::Instant::now();
-            let (pending, skipped) = d.session.submit().map_err(|e| d.failed(e))?;
+            let batch = match d.session.next_batch() {
+                Ok(batch) => batch,
+                Err(e) => {
+                    // Only the data failed, not the run: the steps trained so far are saved.
+                    if let Some(step) = in_flight.take() {
+                        d.report(step, true)?;
+                    }
+                    if d.session.trainer.step > 0 {
+                        d.save();
+                    }
+                    return Err(d.failed(e));
+                }
+            };
+            let (pending, skipped) = d.session.submit_batch(batch).map_err(|e| d.failed(e))?;
             Some(InFlight {
                 pending,
                 skipped,

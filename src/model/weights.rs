@@ -37,7 +37,9 @@ mod config_inference;
 pub mod hf;
 mod names;
 
-pub use config_inference::{config_for_weights, infer_config, infer_config_from_bytes, CONFIG_KEY};
+pub use config_inference::{
+    config_and_source, config_for_weights, infer_config, infer_config_from_bytes, CONFIG_KEY,
+};
 use names::*;
 
 /// Head dimension of every released DINOv2 model (used to infer the head count).

@@ -9,9 +9,9 @@ use dinoscope::cpu::interp::InterpMode;
 use dinoscope::fixtures::{HostTensor, TensorFile};
 use dinoscope::model::config::{ConfigError, Ffn, VitConfig, PRESETS};
 use dinoscope::model::weights::{
-    config_for_weights, expected_tensors, from_bytes, hub_safetensors_bytes, infer_config,
-    infer_config_from_bytes, load_backbone, save_hub_safetensors, BackboneWeights, Naming,
-    WeightsError,
+    config_and_source, config_for_weights, expected_tensors, from_bytes, hub_safetensors_bytes,
+    infer_config, infer_config_from_bytes, load_backbone, save_hub_safetensors, BackboneWeights,
+    Naming, WeightsError,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -333,9 +333,12 @@ fn infer_config_matches_fixture_configs() {
         },
         cfg
     );
-    // A config.ron next to it wins.
+    // A config.ron next to it wins, and is named as the source.
     std::fs::write(dir.join("config.ron"), cfg.to_ron().unwrap()).unwrap();
-    assert_eq!(config_for_weights(&path).unwrap(), cfg);
+    assert_eq!(
+        config_and_source(&path).unwrap(),
+        (cfg.clone(), Some(dir.join("config.ron")))
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -360,6 +363,17 @@ fn a_config_carried_in_the_weights_wins_over_the_shapes() {
     std::fs::write(&path, with(cfg.to_ron().unwrap())).unwrap();
     assert_eq!(cfg.heads, 4);
     assert_eq!(config_for_weights(&path).unwrap(), cfg);
+    // A config beside the file that says otherwise (an export into the run's folder, a stale
+    // one) is left aside, as is one that does not read.
+    let stale = VitConfig {
+        heads: 2,
+        ..cfg.clone()
+    };
+    std::fs::write(dir.join("config.ron"), stale.to_ron().unwrap()).unwrap();
+    assert_eq!(config_and_source(&path).unwrap(), (cfg.clone(), None));
+    std::fs::write(dir.join("config.ron"), "(dim: oops)").unwrap();
+    assert_eq!(config_for_weights(&path).unwrap(), cfg);
+    std::fs::remove_file(dir.join("config.ron")).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(infer_config_from_bytes(&path, &bytes).unwrap(), cfg);
     std::fs::write(&path, with("(dim: oops)".into())).unwrap();

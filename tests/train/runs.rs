@@ -714,3 +714,51 @@ fn the_transformers_archive_holds_the_exports_files() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Pictures that stop reading part way through a run (a folder on a disk that was unplugged)
+/// end it with a checkpoint of the steps it trained, which resumes once they are back.
+#[test]
+fn data_that_goes_away_mid_run_stops_it_with_a_checkpoint() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut cfg = micro();
+    cfg.steps = 100;
+    cfg.checkpoint_every = 0;
+    let dir = tmp("data-gone");
+    let photos = dir.join("photos");
+    let make = || {
+        std::fs::create_dir_all(&photos).expect("mkdir");
+        for i in 0..12u32 {
+            let img = image::RgbImage::from_fn(24, 20, |x, y| {
+                image::Rgb([(x * 9 + i * 20) as u8, (y * 11) as u8, (x * y + i) as u8])
+            });
+            img.save(photos.join(format!("{i:02}.png"))).expect("png");
+        }
+    };
+    make();
+    let opts = RunOptions {
+        out_dir: dir.join("run"),
+        data: Some(photos.clone()),
+        ..Default::default()
+    };
+    let err = run(gpu, cfg.clone(), &opts, |m, _| {
+        if m.step == 1 {
+            std::fs::remove_dir_all(&photos).expect("the pictures go");
+        }
+    })
+    .expect_err("the data went away");
+    assert!(err.contains("photos"), "names the data: {err}");
+    assert!(
+        err.contains("the checkpoint of step") && err.contains("--resume"),
+        "{err}"
+    );
+    let saved = dinoscope::train::checkpoint::list(&dir.join("run"));
+    assert!(saved.first().is_some_and(|(s, _)| *s >= 2), "{saved:?}");
+    make();
+    let resumed = RunOptions {
+        resume: true,
+        stop_after: Some(1),
+        ..opts
+    };
+    run(gpu, cfg, &resumed, |_, _| {}).expect("resumes once the data is back");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -293,18 +293,45 @@ pub(super) fn infer_from_shapes(
     Ok(cfg)
 }
 
-/// The config for a weights file: `config.json` (Hugging Face) or `config.ron` in the same
-/// folder when present, else [`infer_config`].
+/// The config for a weights file: the one it carries ([`CONFIG_KEY`]), else `config.json`
+/// (Hugging Face) or `config.ron` in the same folder, else [`infer_config`].
 pub fn config_for_weights(path: &Path) -> Result<VitConfig, WeightsError> {
+    config_and_source(path).map(|(cfg, _)| cfg)
+}
+
+/// [`config_for_weights`] and the file beside the weights it came from, if it came from one
+/// (for messages: a stale config there is the likely cause of weights that do not fit it).
+/// The carried config was written with these very tensors, so it wins over a file beside
+/// them (an export into the run folder, or an earlier run's, may leave one that differs);
+/// one that differs is named in a warning.
+pub fn config_and_source(path: &Path) -> Result<(VitConfig, Option<PathBuf>), WeightsError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    for name in ["config.json", "config.ron"] {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return Ok(VitConfig::load(&candidate)?);
+    let beside = ["config.json", "config.ron"]
+        .into_iter()
+        .map(|name| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    let header = read_header_bytes(path)?;
+    match (embedded_config(path, &header)?, beside) {
+        (Some(carried), Some(other)) => {
+            match VitConfig::load(&other) {
+                Ok(c) if c == carried => {}
+                Ok(_) => log::warn!(
+                    "{}: left aside: it differs from the config {} carries, which is used",
+                    other.display(),
+                    path.display()
+                ),
+                Err(e) => log::warn!(
+                    "left aside ({e}): {} carries its own config, which is used",
+                    path.display()
+                ),
+            }
+            Ok((carried, None))
         }
+        (Some(carried), None) => Ok((carried, None)),
+        (None, Some(other)) => Ok((VitConfig::load(&other)?, Some(other))),
+        (None, None) => Ok((infer_from_shapes(path, parse_header(path, &header)?)?, None)),
     }
-    infer_config(path)
 }

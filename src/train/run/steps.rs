@@ -36,7 +36,16 @@ pub(super) fn run_steps(
     let mut r = StepLoop::open(gpu, cfg, opts)?;
     r.baseline()?;
     r.steps(&mut on_step)?;
-    r.close()
+    let unreadable = r.data_lost.take();
+    let summary = r.close()?;
+    match unreadable {
+        // The steps already trained are saved: only the data failed, not the run.
+        Some(e) => Err(format!(
+            "{e}; training stopped{} (continue with --resume once the data reads again)",
+            super::super::checkpoint::previous_note(&opts.out_dir)
+        )),
+        None => Ok(summary),
+    }
 }
 
 /// A run folder taken for training, and where its run stands.
@@ -69,6 +78,9 @@ struct StepLoop<'a> {
     /// The steps done when the checkpoint on disk was written.
     saved_at: u64,
     warned: bool,
+    /// Why the data stopped giving batches (a folder that went away mid-run): the run ends
+    /// there, as a stopped one does, with its checkpoint.
+    data_lost: Option<String>,
     t0: Instant,
 }
 
@@ -193,6 +205,7 @@ impl<'a> StepLoop<'a> {
             data_recorded: opts.resume,
             saved_at: start,
             warned: false,
+            data_lost: None,
             t0: Instant::now(),
         })
     }
@@ -282,9 +295,21 @@ impl<'a> StepLoop<'a> {
                 && in_flight
                     .as_ref()
                     .is_none_or(|(p, _)| !self.pauses(p.step() + 1));
-            let next = if submits {
+            let batch = if submits {
                 let w0 = Instant::now();
-                let batch = self.loader.next_batch().map_err(|e| e.to_string())?;
+                match self.loader.next_batch() {
+                    Ok(batch) => Some((batch, w0)),
+                    Err(e) => {
+                        // The step in flight is the last; it is read and saved below.
+                        self.data_lost = Some(e.to_string());
+                        self.end = self.trainer.step;
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let next = if let Some((batch, w0)) = batch {
                 self.summary.data_wait_s += w0.elapsed().as_secs_f64();
                 Some((
                     self.trainer
@@ -338,8 +363,9 @@ impl<'a> StepLoop<'a> {
         }
         let done = m.step + 1;
         // A stopping run skips the evaluation due at its last step and goes straight to its
-        // checkpoint: a SIGTERM's grace period may not hold an evaluation too.
-        let stopping = self.summary.interrupted && done == self.end;
+        // checkpoint: a SIGTERM's grace period may not hold an evaluation too, and data that
+        // stopped reading may take the evaluation's pictures with it.
+        let stopping = (self.summary.interrupted || self.data_lost.is_some()) && done == self.end;
         if self.evaluates(done) && !stopping {
             if let Some(ev) = self.evaluate_now()? {
                 line["knn"] = serde_json::json!(ev.knn);
@@ -376,7 +402,7 @@ impl<'a> StepLoop<'a> {
         let fitted = self
             .budget
             .as_mut()
-            .filter(|_| !self.summary.interrupted)
+            .filter(|_| !self.summary.interrupted && self.data_lost.is_none())
             .and_then(|b| b.after_step(done - start, done, &self.cfg, quiet));
         if let Some(fitted) = fitted {
             self.trainer.cfg = fitted.clone();
