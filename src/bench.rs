@@ -19,6 +19,9 @@ pub struct Row {
     /// Which program measured it: always `dinoscope` here (`bench/pytorch_reference.py` writes
     /// `pytorch`), so `--json` never replaces the other side's file.
     pub tool: &'static str,
+    /// Which benchmark: `kernels`, `vit`, `train` or `loader` (a rerun replaces only its own
+    /// benchmark's rows in a `--json` file).
+    pub bench: &'static str,
     /// What was measured, e.g. `matmul 4096x4096x4096`.
     pub name: String,
     /// Median seconds per repetition.
@@ -46,6 +49,7 @@ fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bo
     );
     rows.push(Row {
         tool: TOOL,
+        bench: "kernels",
         name,
         seconds: t,
         rate,
@@ -55,10 +59,11 @@ fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bo
     });
 }
 
-/// Whether `--json FILE` may be written, checked before a benchmark runs: its folder exists, and
-/// the file is new, empty or an earlier benchmark's rows (a rerun replaces its own output; any
-/// other file, PyTorch's rows from `bench/pytorch_reference.py` included, is kept).
-pub fn check_json_target(path: &std::path::Path) -> std::result::Result<(), String> {
+/// Whether `--json FILE` may be written by benchmark `bench`, checked before it runs: its
+/// folder exists, and the file is new, empty or an earlier run of the same benchmark's rows (a
+/// rerun replaces its own output; any other file, another benchmark's rows and PyTorch's from
+/// `bench/pytorch_reference.py` included, is kept).
+pub fn check_json_target(path: &std::path::Path, bench: &str) -> std::result::Result<(), String> {
     let shown = path.display();
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(dir) = parent.filter(|d| !d.is_dir()) {
@@ -80,27 +85,35 @@ pub fn check_json_target(path: &std::path::Path) -> std::result::Result<(), Stri
         ));
     }
     // An empty file (made by `touch` or `mktemp` for the rows) holds nothing to keep.
-    let ours = std::fs::read(path)
-        .ok()
-        .and_then(|b| {
-            if b.iter().all(u8::is_ascii_whitespace) {
-                return Some(serde_json::Value::Array(Vec::new()));
-            }
-            serde_json::from_slice::<serde_json::Value>(&b).ok()
+    let rows = std::fs::read(path).ok().and_then(|b| {
+        if b.iter().all(u8::is_ascii_whitespace) {
+            return Some(Vec::new());
+        }
+        serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok()
+    });
+    let ours = rows.as_ref().is_some_and(|rows| {
+        rows.iter().all(|r| {
+            // Rows written before the field existed have no `tool`.
+            let tool = r.get("tool").map_or(Some(TOOL), |t| t.as_str());
+            r.get("name").is_some() && r.get("rate").is_some() && tool == Some(TOOL)
         })
-        .is_some_and(|v| {
-            v.as_array().is_some_and(|rows| {
-                rows.iter().all(|r| {
-                    // Rows written before the field existed have no `tool`.
-                    let tool = r.get("tool").map_or(Some(TOOL), |t| t.as_str());
-                    r.get("name").is_some() && r.get("rate").is_some() && tool == Some(TOOL)
-                })
-            })
-        });
+    });
     if !ours {
         return Err(format!(
             "--json {shown}: the file exists and is not an earlier `dinoscope bench --json` \
              output; it is left as it is (choose another file, or remove it)"
+        ));
+    }
+    // Rows written before the field existed have no `bench`, and are replaced.
+    let other = rows
+        .iter()
+        .flatten()
+        .filter_map(|r| r.get("bench").and_then(|b| b.as_str()))
+        .find(|b| *b != bench);
+    if let Some(other) = other {
+        return Err(format!(
+            "--json {shown}: holds the rows of `dinoscope bench {other}`, which `bench {bench}` \
+             would replace; it is left as it is (choose another file, or remove it)"
         ));
     }
     Ok(())

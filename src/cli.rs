@@ -78,7 +78,7 @@ enum Command {
         #[arg(long)]
         revision: Option<String>,
         /// Config: a preset (vits14, vits14_reg, …), a config.json or a .ron file
-        /// (default: the config next to the weights, else inferred from them).
+        /// (default: the config the weights carry, else the one beside them, else inferred).
         #[arg(long)]
         config: Option<String>,
         /// Images (png, jpeg, webp) or folders of them (searched recursively).
@@ -112,7 +112,8 @@ enum Command {
         /// Branch, tag or commit of a repository id given as --weights [default: main].
         #[arg(long)]
         revision: Option<String>,
-        /// Config: preset name, config.json or .ron (default: next to the weights, or inferred).
+        /// Config: preset name, config.json or .ron (default: carried by the weights, beside
+        /// them, or inferred).
         #[arg(long)]
         config: Option<String>,
         /// The image.
@@ -186,11 +187,12 @@ enum Command {
         /// Branch, tag or commit of a repository id given as --weights [default: main].
         #[arg(long)]
         revision: Option<String>,
-        /// Config: preset name, config.json or .ron (default: next to the weights, or inferred).
+        /// Config: preset name, config.json or .ron (default: carried by the weights, beside
+        /// them, or inferred).
         #[arg(long)]
         config: Option<String>,
         /// Labelled training images: a folder with one subfolder per class, an IDX file, or
-        /// `fashion-mnist` for the bundled subset.
+        /// `fashion-mnist` for the bundled subset (unless a file or folder has that name).
         #[arg(long)]
         train: String,
         /// Labelled test images (same forms).

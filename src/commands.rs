@@ -353,7 +353,8 @@ fn labelled(
     spec: &str,
     test: bool,
 ) -> Result<std::sync::Arc<dyn dinoscope::data::dataset::Dataset>, String> {
-    if spec == "fashion-mnist" {
+    // A file or folder of that name is the user's own data, not the keyword.
+    if spec == "fashion-mnist" && !Path::new(spec).exists() {
         let (tr, te) =
             dinoscope::data::dataset::fashion_mnist_bundled().map_err(|e| e.to_string())?;
         return Ok(if test {

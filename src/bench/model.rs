@@ -124,6 +124,7 @@ pub fn vit(
         let peak = peak_bytes as f64 / (1u64 << 20) as f64;
         rows.push(Row {
             tool: TOOL,
+            bench: "vit",
             name: format!("vit {side}x{side} batch {batch}{tag}"),
             seconds: t,
             rate: batch as f64 / t,
@@ -273,6 +274,7 @@ pub fn train(
     }
     Ok(vec![Row {
         tool: TOOL,
+        bench: "train",
         name: format!(
             "train step batch {}{}",
             cfg.batch_size,
@@ -385,6 +387,7 @@ pub fn loader(
     );
     rows.push(Row {
         tool: TOOL,
+        bench: "loader",
         name: "loader 1 thread".into(),
         seconds: t1,
         rate: b / t1,
@@ -411,6 +414,7 @@ pub fn loader(
         );
         rows.push(Row {
             tool: TOOL,
+            bench: "loader",
             name: format!("loader {} worker threads", cfg.workers),
             seconds: t,
             rate: b / t,

@@ -135,14 +135,14 @@ fn written(
 
 /// `dinoscope bench …`: runs one benchmark and writes its rows as JSON where asked.
 fn bench(cli: &Cli, what: &BenchWhat) -> Result<ExitCode, String> {
-    let json = match what {
-        BenchWhat::Vit { json, .. }
-        | BenchWhat::Train { json, .. }
-        | BenchWhat::Loader { json, .. }
-        | BenchWhat::Kernels { json, .. } => json,
+    let (json, kind) = match what {
+        BenchWhat::Vit { json, .. } => (json, "vit"),
+        BenchWhat::Train { json, .. } => (json, "train"),
+        BenchWhat::Loader { json, .. } => (json, "loader"),
+        BenchWhat::Kernels { json, .. } => (json, "kernels"),
     };
     if let Some(j) = json {
-        dinoscope::bench::check_json_target(j)?;
+        dinoscope::bench::check_json_target(j, kind)?;
     }
     match what {
         BenchWhat::Vit {

@@ -543,6 +543,24 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
         !out.status.success() && err.contains("[\"apple\"] have no readable images in"),
         "{err}"
     );
+    // A folder named like the bundled set is the user's, and is the one read.
+    put("fashion-mnist", "zebra", &["chelsea", "coffee"]);
+    let weights = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tiny_dinov2/model.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+        .args(["knn", "--weights"])
+        .arg(&weights)
+        .args(["--train", "fashion-mnist", "--test", "same", "--size", "28"])
+        .args(["--k", "1"])
+        .current_dir(&dir)
+        .output()
+        .expect("run dinoscope");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("train: 2 images in 1 class;"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

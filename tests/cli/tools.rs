@@ -50,6 +50,15 @@ fn bench_loader_times_the_loader_and_names_a_bad_data_path() {
         ])
     };
     assert!(again(&json).status.success());
+    // Another benchmark's rows are not this one's to replace.
+    let before = std::fs::read(&json).expect("rows");
+    let out = dinoscope(&["bench", "vit", "--json", json.to_str().expect("utf-8 path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("holds the rows of `dinoscope bench loader`"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&json).expect("kept"), before);
     let mine = tmp("bench_mine.ron");
     std::fs::write(&mine, "(my: \"config\")").expect("write");
     let out = again(&mine);

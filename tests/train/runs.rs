@@ -10,6 +10,7 @@ fn out_of_range_settings_are_refused_with_their_name() {
     let cases: Vec<(&str, Change)> = vec![
         ("base_lr", Box::new(|c| c.base_lr = -1e-3)),
         ("base_lr", Box::new(|c| c.base_lr = f32::NAN)),
+        ("min_lr", Box::new(|c| c.min_lr = 1.0)),
         ("student_temp", Box::new(|c| c.student_temp = 0.0)),
         ("teacher_temp", Box::new(|c| c.teacher_temp.1 = -0.04)),
         ("student_temp", Box::new(|c| c.student_temp = 1e-45)),

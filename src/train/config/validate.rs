@@ -156,6 +156,14 @@ impl TrainConfig {
                 return Err(format!("{name} is {v}; it must be a number ≥ 0"));
             }
         }
+        // The cosine runs from the peak down to min_lr: above the peak it would climb instead.
+        let peak = self.base_lr as f64 * (self.batch_size as f64 / 1024.0).sqrt();
+        if self.batch_size > 0 && self.min_lr as f64 > peak {
+            return Err(format!(
+                "min_lr is {:e}, above the peak learning rate {peak:.3e} (base_lr {:e} ×                  √(batch {} / 1024)); the schedule would raise the rate instead of lowering it                  (DINOv2: min_lr 1e-6)",
+                self.min_lr, self.base_lr, self.batch_size
+            ));
+        }
         if let HeadInit::TruncNormal(std) = self.init.head {
             // Values fall within ±2 (PyTorch's bounds): a far wider normal is mostly redrawn.
             if !(std.is_finite() && std > 0.0 && std <= 1.0) {
