@@ -429,7 +429,12 @@ pub fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Unchecked: a terminal that hung up (SIGHUP) fails the write, and the exit
+            // status still says it.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("error: {e}\n").as_bytes(),
+            );
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,7 @@ pub use tools::{export, plan, tune};
 use pictures::at_least_a_patch;
 
 use dinoscope::gpu::Gpu;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -111,7 +112,11 @@ pub fn train(
         } else {
             "the time limit ran out"
         };
-        eprintln!("{why} before the first step; nothing was trained");
+        // Unchecked: after a SIGHUP the terminal is gone, and eprintln! would panic there.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{why} before the first step; nothing was trained"
+        );
         return Ok(if summary.interrupted {
             ExitCode::from(dinoscope::train::interrupt::EXIT_INTERRUPTED)
         } else {
@@ -121,7 +126,6 @@ pub fn train(
     let resume = resume_command((backend, adapter), data, &out);
     if opts.resume && summary.last.is_none() && summary.steps >= total {
         // Unchecked, as the report below.
-        use std::io::Write as _;
         let _ = writeln!(
             std::io::stdout(),
             "{}: the run is complete ({} of {total} steps); nothing to continue",
@@ -217,7 +221,7 @@ impl Progress {
                 );
                 // Written at once also when the bar is hidden (output to a file).
                 if bar.is_hidden() {
-                    eprintln!("{line}");
+                    let _ = writeln!(std::io::stderr(), "{line}");
                 } else {
                     bar.println(line);
                 }

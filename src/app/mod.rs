@@ -621,9 +621,9 @@ impl DinoscopeApp {
         ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(
             egui::ScreenshotCallback::new(move |img| {
                 let rgb: Vec<u8> = img.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect();
-                let saved = image::RgbImage::from_raw(img.size[0] as u32, img.size[1] as u32, rgb)
+                let png = image::RgbImage::from_raw(img.size[0] as u32, img.size[1] as u32, rgb)
                     .ok_or_else(|| "bad screenshot size".to_string())
-                    .and_then(|im| crate::viz::save_png(&im, &path).map_err(|e| e.to_string()));
+                    .and_then(|im| crate::viz::png_bytes(&im).map_err(|e| e.to_string()));
                 let meta = serde_json::json!({
                     "step": step,
                     "knn": knn,
@@ -631,11 +631,7 @@ impl DinoscopeApp {
                     "pixels_per_point": ppp,
                     "panels": rects.iter().map(|(n, r)| (n.clone(), r.to_vec())).collect::<std::collections::BTreeMap<_, _>>(),
                 });
-                let meta_path = path.with_extension("json");
-                let saved = saved.and_then(|()| {
-                    std::fs::write(&meta_path, meta.to_string())
-                        .map_err(|e| format!("{}: {e}", meta_path.display()))
-                });
+                let saved = png.and_then(|png| save_screenshot(&path, &png, &meta.to_string()));
                 match saved {
                     // Unchecked: a closed stdout must not end the run before its checkpoint.
                     Ok(()) => {
@@ -647,7 +643,8 @@ impl DinoscopeApp {
                         );
                     }
                     Err(e) => {
-                        eprintln!("screenshot failed: {e}");
+                        use std::io::Write as _;
+                        let _ = writeln!(std::io::stderr(), "screenshot failed: {e}");
                         failed.store(true, std::sync::atomic::Ordering::SeqCst);
                     }
                 }
@@ -655,6 +652,29 @@ impl DinoscopeApp {
             }),
         ));
     }
+}
+
+/// Writes the screenshot and its layout (`shot.png`, `shot.json`) both or neither, and only
+/// where neither exists: the run checked that before it started, and a file made since is
+/// still the user's.
+fn save_screenshot(path: &std::path::Path, png: &[u8], layout: &str) -> Result<(), String> {
+    let meta_path = path.with_extension("json");
+    let taken = |p: &&std::path::Path| p.exists() || p.is_symlink();
+    if let Some(there) = [path, meta_path.as_path()].into_iter().find(taken) {
+        return Err(format!("{}: exists now; left as it is", there.display()));
+    }
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("{}: not a UTF-8 file name", p.display()))
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let (png_name, meta_name) = (name(path)?, name(&meta_path)?);
+    crate::io::write_all_atomic(&dir, &[(&png_name, png), (&meta_name, layout.as_bytes())])
 }
 
 fn fmt_duration(s: f64) -> String {

@@ -98,6 +98,12 @@ fn screenshot_free(shot: &std::path::Path) -> Result<(), String> {
             shot.display()
         ));
     }
+    if shot.file_name().and_then(|n| n.to_str()).is_none() {
+        return Err(format!(
+            "--screenshot {}: name the picture with a UTF-8 file name",
+            shot.display()
+        ));
+    }
     for p in [shot.to_path_buf(), shot.with_extension("json")] {
         if p.exists() || p.is_symlink() {
             return Err(format!(

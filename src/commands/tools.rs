@@ -191,7 +191,8 @@ pub fn tune(
         before * 1e3,
         after * 1e3
     );
-    if stopping().is_break() {
+    // A stop during the last item still timed it: only what was left undone is interrupted.
+    if stopping().is_break() && (tuned.len() < dims.len() || !calls.is_empty()) {
         return interrupted(gpu, save_error, "attention passes not timed");
     }
     report!(
@@ -222,7 +223,7 @@ pub fn tune(
         before * 1e3,
         after * 1e3
     );
-    if stopping().is_break() {
+    if stopping().is_break() && attn.len() < calls.len() {
         return interrupted(gpu, save_error, "the remaining attention passes not timed");
     }
     if let Some(e) = save_error {

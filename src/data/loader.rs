@@ -535,7 +535,8 @@ impl Loader {
         })
     }
 
-    /// The next batch in step order; the step advances even when it fails.
+    /// The next batch in step order; the step advances even when the batch fails, but not
+    /// on a loader that never started (no step has a batch there).
     pub fn next_batch(&mut self) -> Result<Batch, DataError> {
         let step = self.next_step;
         let result = match &mut self.mode {

@@ -101,7 +101,18 @@ fn install(on: impl Fn(bool) + Send + 'static) -> Result<(), String> {
         .map_err(|e| format!("cannot install the Ctrl-C handler: {e}"))
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
+fn exit_now() -> ! {
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, TerminateProcess};
+    // SAFETY: the pseudo-handle of this process is always valid; TerminateProcess ends every
+    // thread at once and runs no DLL detach, which a driver thread stuck in a call could hang.
+    unsafe {
+        TerminateProcess(GetCurrentProcess(), u32::from(EXIT_INTERRUPTED));
+    }
+    std::process::exit(i32::from(EXIT_INTERRUPTED))
+}
+
+#[cfg(all(not(unix), not(windows)))]
 fn exit_now() -> ! {
     std::process::exit(i32::from(EXIT_INTERRUPTED))
 }
