@@ -266,8 +266,8 @@ pub fn save_files(run: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Pa
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
-    // A state file from before checkpoint folders is superseded once one exists.
-    let _ = std::fs::remove_file(run.join(STATE));
+    // A state file beside the checkpoints (the browser's Download checkpoint, or one from
+    // before checkpoint folders) is the user's: it stays, and the newer checkpoints come first.
     Ok(dest)
 }
 

@@ -152,7 +152,7 @@ fn resume_is_bit_exact() {
         .collect();
     let bytes = std::fs::read(step3.join(state)).expect("state");
     let carried = with_metadata(&bytes, "metrics_log", &before.join("\n"));
-    std::fs::write(lone.join(state), carried).expect("write");
+    std::fs::write(lone.join(state), &carried).expect("write");
     let from_file = RunOptions {
         out_dir: lone.clone(),
         resume: true,
@@ -169,6 +169,10 @@ fn resume_is_bit_exact() {
         .collect();
     assert_eq!(steps, [0, 1, 2, 3, 4, 5], "{lone_log}");
     assert!(lone_log.starts_with(&before.join("\n")), "{lone_log}");
+    // The downloaded file is the user's and stays; the run's newer checkpoint is the one read.
+    assert!(std::fs::read(lone.join(state)).is_ok_and(|b| b == carried));
+    let loaded = dinoscope::train::checkpoint::load(&lone).expect("loads");
+    assert_ne!(loaded.from, lone.join(state));
     let _ = std::fs::remove_dir_all(&lone);
     // A stop request (what Ctrl-C sets) ends the run after the step in flight, with a
     // checkpoint there, though the config saves only at the end; the run resumes from it
