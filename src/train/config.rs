@@ -267,6 +267,11 @@ impl TrainConfig {
             _ if Path::new(name).is_dir() => {
                 return Err(format!("{name}: is a folder, not a config file"));
             }
+            _ if Path::new(name).exists() => {
+                return Err(format!(
+                    "{name}: not a regular file (a device or pipe), not a config file"
+                ));
+            }
             _ if name.ends_with(".ron")
                 || name.contains(std::path::MAIN_SEPARATOR)
                 || name.contains('/') =>
