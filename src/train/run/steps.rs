@@ -37,8 +37,11 @@ pub(super) fn run_steps(
     r.baseline()?;
     r.steps(&mut on_step)?;
     let unreadable = r.data_lost.take();
+    let start = r.start;
     let summary = r.close()?;
     match unreadable {
+        // Before any step: nothing was trained, and there is nothing to continue.
+        Some(e) if summary.steps == start => Err(e),
         // The steps already trained are saved: only the data failed, not the run.
         Some(e) => Err(format!(
             "{e}; training stopped{} (continue with --resume once the data reads again)",
