@@ -369,6 +369,10 @@ pub fn overwrite_removes(dir: &Path, path: &Path) -> bool {
 #[cfg(not(target_arch = "wasm32"))]
 const SET_ASIDE: &str = ".overwritten";
 
+/// Made in the set-aside folder once every file is in it: without it, a process was killed
+/// part way through the moves, and what is still in the run folder is the earlier run's too.
+const SET_ASIDE_DONE: &str = ".complete";
+
 /// An earlier run's files, moved aside by `--overwrite`: the user asked to start over, and the
 /// old run's checkpoints must not outrank the new ones, nor its other files outlive them. They
 /// are removed once the new run has saved its first checkpoint ([`SetAside::discard`]); a run
@@ -433,6 +437,11 @@ impl SetAside {
                 return Err(format!("{}: cannot move aside: {e}", dir.join(f).display()));
             }
         }
+        if let Err(e) = std::fs::write(aside.join(SET_ASIDE_DONE), b"") {
+            // Without the mark a restore keeps whatever the folder holds (the new run's
+            // files among it), which loses nothing.
+            log::warn!("{}: cannot mark as complete: {e}", aside.display());
+        }
         Ok(SetAside(Some(aside)))
     }
 
@@ -454,21 +463,28 @@ impl Drop for SetAside {
     fn drop(&mut self) {
         let Some(aside) = self.0.take() else { return };
         let Some(dir) = aside.parent() else { return };
+        // Once every file was set aside, what the folder holds is the new run's; before that
+        // (a process killed among the moves) it is the earlier run's, not yet moved.
+        let complete = aside.join(SET_ASIDE_DONE).is_file();
         let mut kept = true;
         for f in RUN_FILES {
             let (from, to) = (aside.join(f), dir.join(f));
+            let set_aside = from.symlink_metadata().is_ok();
             // What the new run wrote goes, so that none of it (its data record, say) is taken
             // for the earlier run's.
-            if to.is_dir() && !to.is_symlink() {
-                let _ = std::fs::remove_dir_all(&to);
-            } else {
-                let _ = std::fs::remove_file(&to);
+            if complete || set_aside {
+                if to.is_dir() && !to.is_symlink() {
+                    let _ = std::fs::remove_dir_all(&to);
+                } else {
+                    let _ = std::fs::remove_file(&to);
+                }
             }
-            if from.symlink_metadata().is_ok() {
+            if set_aside {
                 kept &= std::fs::rename(&from, &to).is_ok();
             }
         }
         if kept {
+            let _ = std::fs::remove_file(aside.join(SET_ASIDE_DONE));
             let _ = std::fs::remove_dir(&aside);
         } else {
             log::warn!(

@@ -149,6 +149,7 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
             std::fs::rename(dir.join(f), aside.join(f)).expect("set aside");
         }
     }
+    std::fs::write(aside.join(".complete"), "").expect("every file set aside");
     std::fs::write(
         dir.join("metrics.jsonl"),
         "{\"steps_done\":0,\"knn\":0.1}\n",
@@ -161,6 +162,19 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
         "the earlier run is back, its log whole"
     );
     assert!(!aside.exists());
+    // Killed among the moves (the checkpoints set aside, the rest not yet): what the folder
+    // still holds is the earlier run's, and stays with the checkpoints put back.
+    let record = std::fs::read(dir.join("train.ron")).expect("the run's config");
+    std::fs::create_dir(&aside).expect("mkdir");
+    std::fs::rename(dir.join("checkpoints"), aside.join("checkpoints")).expect("set aside");
+    run(gpu, cfg.clone(), &zero, |_, _| {}).expect("the earlier run resumes");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics"),
+        metrics,
+        "the log never moved, and stays"
+    );
+    assert_eq!(std::fs::read(dir.join("train.ron")).expect("kept"), record);
+    assert!(dir.join("checkpoints").is_dir() && !aside.exists());
     // A live process's lock keeps others out; a dead one's is taken over.
     let lock = dir.join(".dinoscope.lock");
     std::fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");
