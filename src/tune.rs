@@ -19,7 +19,7 @@ use crate::train::config::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 mod calibrate;
 pub use calibrate::*;
@@ -89,6 +89,13 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
     let Some(path) = cache_path(gpu) else {
         return Ok(0);
     };
+    // A pipe or device is never read: one may not end.
+    if path.exists() && !path.is_file() {
+        return Err(format!(
+            "{}: not a regular file, so not a tuning cache",
+            path.display()
+        ));
+    }
     let text = match std::fs::read(&path) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
             format!(
@@ -411,11 +418,28 @@ pub fn tune(
 pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
     let path = cache_path(gpu).ok_or("no cache folder (set DINOSCOPE_CACHE_DIR)")?;
     let (adapter, driver) = identity(gpu);
-    let mut cache = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| ron::from_str::<TuneCache>(&t).ok())
-        .filter(|c| c.adapter == adapter && c.driver == driver && c.wgpu == WGPU_VERSION)
-        .unwrap_or_default();
+    let mut cache = match read_cache(&path) {
+        Ok(found) => found,
+        Err(why) => {
+            // A hand edit's typo must not cost every plan timed so far: the file is kept.
+            let kept = path.with_extension("ron.damaged");
+            std::fs::rename(&path, &kept).map_err(|e| {
+                format!(
+                    "{} ({why}) cannot be moved aside to {}: {e}",
+                    path.display(),
+                    kept.display()
+                )
+            })?;
+            log::warn!(
+                "{}: {why}; kept as {} and a new cache started",
+                path.display(),
+                kept.display()
+            );
+            None
+        }
+    }
+    .filter(|c| c.adapter == adapter && c.driver == driver && c.wgpu == WGPU_VERSION)
+    .unwrap_or_default();
     cache.adapter = adapter;
     cache.driver = driver;
     cache.wgpu = WGPU_VERSION.into();
@@ -431,6 +455,23 @@ pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
     crate::io::write_atomic(&path, text.as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// The cache file at `path`: `None` where there is none, an error saying why where a file is
+/// there but does not read as a cache.
+fn read_cache(path: &Path) -> Result<Option<TuneCache>, String> {
+    if path.exists() && !path.is_file() {
+        return Err("not a regular file".into());
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot be read ({e})")),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| "not text".to_string())?;
+    ron::from_str::<TuneCache>(&text)
+        .map(Some)
+        .map_err(|e| format!("not a tuning cache ({e})"))
 }
 
 /// One attention pass of a step: "forward" or "backward", its dims, its operands' type.

@@ -419,5 +419,15 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
     std::fs::write(&path, [0xff, 0xfe, 0x00]).expect("write");
     let err = dinoscope::tune::load(&fresh).expect_err("not text");
     assert!(err.contains("not UTF-8"), "{err}");
+    // Saving over a damaged cache (a calibration's first result, say) keeps it aside, whole.
+    std::fs::write(&path, "(adapter: \"typo\"").expect("write");
+    let saved = dinoscope::tune::save(&fresh).expect("saved");
+    assert_eq!(saved, path);
+    let kept = path.with_extension("ron.damaged");
+    assert_eq!(
+        std::fs::read_to_string(&kept).expect("kept aside"),
+        "(adapter: \"typo\""
+    );
+    assert!(dinoscope::tune::load(&fresh).expect("the new cache loads") > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
