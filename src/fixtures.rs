@@ -105,6 +105,9 @@ struct Settings {
 struct ManifestFile {
     #[serde(default)]
     tensors: Vec<ManifestEntry>,
+    /// Every file of the set (its configs too), with what the generator says of each.
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     settings: Option<Settings>,
 }
@@ -113,6 +116,8 @@ struct ManifestFile {
 #[derive(Default)]
 pub struct Manifest {
     entries: HashMap<(String, String), ManifestEntry>,
+    /// The files the manifest's `files` section lists.
+    listed: Vec<String>,
     /// Loss settings (the DINOv2 defaults when the manifest has none).
     pub losses: LossSettings,
 }
@@ -148,6 +153,7 @@ impl Manifest {
         let m: ManifestFile = serde_json::from_value(v)
             .map_err(|e| FixtureError::new(path, format!("not a valid manifest: {e}")))?;
         Ok(Manifest {
+            listed: m.files.into_keys().collect(),
             losses: m.settings.and_then(|s| s.losses).unwrap_or_default(),
             entries: m
                 .tensors
@@ -159,9 +165,25 @@ impl Manifest {
 
     /// The files the manifest lists tensors of, relative to its folder, sorted.
     pub fn files(&self) -> Vec<&str> {
-        let set: std::collections::BTreeSet<&str> =
-            self.entries.keys().map(|(f, _)| f.as_str()).collect();
+        let set: std::collections::BTreeSet<&str> = self
+            .entries
+            .keys()
+            .map(|(f, _)| f.as_str())
+            .chain(self.listed.iter().map(String::as_str))
+            .collect();
         set.into_iter().collect()
+    }
+
+    /// The tensors the manifest lists in `file`, sorted.
+    pub fn tensors_in(&self, file: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .entries
+            .keys()
+            .filter(|(f, _)| f == file)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names
     }
 
     /// The entry of `name` in `file`.
@@ -206,6 +228,33 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
+    /// The tensor names of the safetensors file at `path`, from its header alone.
+    pub fn header_names(path: &Path) -> Result<std::collections::BTreeSet<String>, FixtureError> {
+        use std::io::Read;
+        let bad = |what: String| FixtureError::new(path, what);
+        let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len)
+            .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+        let n = u64::from_le_bytes(len);
+        if n > 100_000_000 {
+            return Err(bad(format!(
+                "not a valid safetensors file (a {n}-byte header)"
+            )));
+        }
+        let mut header = Vec::new();
+        f.take(n)
+            .read_to_end(&mut header)
+            .map_err(|e| bad(format!("cannot read: {e}")))?;
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+        Ok(map
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k != "__metadata__")
+            .collect())
+    }
+
     /// Reads and decodes a whole file (F32, F16, BF16, F64, I32, I64, U8).
     pub fn open(path: &Path) -> Result<TensorFile, FixtureError> {
         let bytes = std::fs::read(path)

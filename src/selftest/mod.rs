@@ -279,6 +279,27 @@ fn walk_fixtures(
             "listed in manifest.json but missing (the fixtures folder is incomplete)",
         ));
     }
+    // So would a listed tensor missing from its file: its case would check nothing.
+    for f in manifest
+        .files()
+        .into_iter()
+        .filter(|f| f.ends_with(".safetensors"))
+    {
+        let held = TensorFile::header_names(&dir.join(f))?;
+        if let Some(name) = manifest
+            .tensors_in(f)
+            .into_iter()
+            .find(|n| !held.contains(*n))
+        {
+            return Err(FixtureError::new(
+                &dir.join(f),
+                format!(
+                    "tensor '{name}' is listed in manifest.json but not in the file (the \
+                     fixtures folder is incomplete)"
+                ),
+            ));
+        }
+    }
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| FixtureError::new(dir, format!("cannot list: {e}")))?
         .filter_map(|e| e.ok().map(|e| e.path()))

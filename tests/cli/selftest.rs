@@ -336,6 +336,35 @@ fn selftest_reports_missing_and_malformed_folders() {
         !out.status.success() && err.contains("losses.safetensors: listed in manifest.json"),
         "{err}"
     );
+    // So is one only its `files` section names (a model folder's config.json), and a listed
+    // tensor its file does not hold.
+    std::fs::write(
+        bad.join("manifest.json"),
+        r#"{"files": {"tiny/config.json": {}}}"#,
+    )
+    .expect("write");
+    let out = selftest(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("config.json: listed in manifest.json"),
+        "{err}"
+    );
+    write_safetensors(
+        &bad.join("ops.safetensors"),
+        &[("gelu.x".into(), vec![2], vec![0.5; 2])],
+    );
+    std::fs::write(
+        bad.join("manifest.json"),
+        r#"{"tensors": [{"file": "ops.safetensors", "name": "gelu.x"},
+                        {"file": "ops.safetensors", "name": "gelu.y"}]}"#,
+    )
+    .expect("write");
+    let out = selftest(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("tensor 'gelu.y' is listed in manifest.json"),
+        "{err}"
+    );
     // Cases of no kind this build knows, or with empty or wrongly ranked tensors: nothing is
     // checked, and the run fails saying so (never a pass, never a panic).
     std::fs::write(bad.join("manifest.json"), "{}").expect("write");
