@@ -622,7 +622,18 @@ pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<ResumedDa
             log::info!("continuing on {}, the run's data", name(&r));
             (r, None)
         }
-        (None, None) => (None, None),
+        (None, None) => {
+            // A desktop run records its data at its first step; without the record (removed,
+            // or a folder from before records) the bundled set is a guess worth saying.
+            if !super::checkpoint::list(dir).is_empty() {
+                log::warn!(
+                    "{}: missing, so the run's data is not known; it continues on the bundled \
+                     Fashion-MNIST (give --data to continue on other data)",
+                    p.display()
+                );
+            }
+            (None, None)
+        }
     };
     Ok(ResumedData {
         data,
