@@ -24,6 +24,13 @@ impl MetricsLog {
     /// before it (the evaluations and the steps before the checkpoint; the later ones are done
     /// again, identically); returns the log and the kept lines.
     pub fn open(path: &Path, start: u64) -> Result<(MetricsLog, Vec<Value>), String> {
+        // A pipe or device is never read (one may not end) nor written over.
+        if path.exists() && !path.is_file() {
+            return Err(format!(
+                "{}: not a regular file (a device or pipe); the metrics log goes there",
+                path.display()
+            ));
+        }
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -46,7 +53,10 @@ impl MetricsLog {
         for (i, line) in lines.iter().enumerate() {
             let Ok(v) = serde_json::from_slice::<Value>(line) else {
                 // A line cut short is dropped; any other is the user's and stays where it was.
-                if i + 1 < lines.len() || !cut_short {
+                // Every line the log writes is an object, so only one that starts as one can
+                // be its cut-short last line (a note added without a newline is not).
+                let ours = line.trim_ascii_start().starts_with(b"{");
+                if i + 1 < lines.len() || !cut_short || !ours {
                     unreadable += 1;
                     kept_text.extend_from_slice(line);
                     kept_text.push(b'\n');
@@ -186,6 +196,14 @@ mod tests {
         );
         // A whole last line that is not JSON is the user's too.
         std::fs::write(&path, b"{\"step\":0}\nmy note\n").expect("write");
+        MetricsLog::open(&path, 2).expect("open");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"{\"step\":0}\nmy note\n".to_vec()
+        );
+        // And so is one without its newline: only a line that starts as the log's do can be
+        // its cut-short last one.
+        std::fs::write(&path, b"{\"step\":0}\nmy note").expect("write");
         MetricsLog::open(&path, 2).expect("open");
         assert_eq!(
             std::fs::read(&path).expect("read"),
