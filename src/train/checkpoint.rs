@@ -296,8 +296,11 @@ pub fn previous_note(run: &Path) -> String {
     }
 }
 
-/// Checks a checkpoint folder's files against its manifest.
-fn verify(dir: &Path) -> Result<u64, String> {
+/// Checks a checkpoint folder's files against its manifest: its step, and a note for each
+/// copy beside the state that changed since (the run folder's `train.ron` is the same file as
+/// the checkpoint's, so an editor that writes in place changes both). Those copies are written
+/// from the state, which holds the run, so they do not make the checkpoint unusable.
+fn verify(dir: &Path) -> Result<(u64, Vec<String>), String> {
     let mp = dir.join(MANIFEST);
     let text = std::fs::read_to_string(&mp).map_err(|e| io_err(&mp, "read", e))?;
     let m: serde_json::Value =
@@ -319,6 +322,7 @@ fn verify(dir: &Path) -> Result<u64, String> {
     if !files.contains_key(STATE) {
         return Err(format!("{}: does not list {STATE}", mp.display()));
     }
+    let mut changed = Vec::new();
     for (name, want) in files {
         if name.contains('/') || name.contains('\\') || name.starts_with('.') {
             return Err(format!(
@@ -329,23 +333,30 @@ fn verify(dir: &Path) -> Result<u64, String> {
         let p = dir.join(name);
         let meta = std::fs::metadata(&p).map_err(|e| io_err(&p, "read", e))?;
         let bytes = want.get("bytes").and_then(|b| b.as_u64());
-        if bytes != Some(meta.len()) {
-            return Err(format!(
+        let problem = if bytes != Some(meta.len()) {
+            Some(format!(
                 "{}: {} bytes, the manifest says {}",
                 p.display(),
                 meta.len(),
                 bytes.map_or("nothing".to_string(), |b| b.to_string())
-            ));
-        }
-        let data = std::fs::read(&p).map_err(|e| io_err(&p, "read", e))?;
-        if want.get("crc32").and_then(|c| c.as_u64()) != Some(crate::io::crc32(&data) as u64) {
-            return Err(format!(
-                "{}: checksum mismatch (the file is damaged)",
-                p.display()
-            ));
+            ))
+        } else {
+            let data = std::fs::read(&p).map_err(|e| io_err(&p, "read", e))?;
+            let crc = want.get("crc32").and_then(|c| c.as_u64());
+            (crc != Some(crate::io::crc32(&data) as u64))
+                .then(|| format!("{}: checksum mismatch (the file is damaged)", p.display()))
+        };
+        match problem {
+            Some(e) if name == STATE => return Err(e),
+            Some(e) => changed.push(format!(
+                "{e}; changed since the checkpoint was saved (the run folder's copy is the same \
+                 file, so an edit there changes it): the checkpoint's state is used, and the \
+                 next checkpoint writes the file anew"
+            )),
+            None => {}
         }
     }
-    Ok(step)
+    Ok((step, changed))
 }
 
 /// Refuses a file whose format tag is not `want`, telling a later version of the format
@@ -566,10 +577,11 @@ pub fn load(run: &Path) -> Result<Loaded, String> {
     let mut skipped = Vec::new();
     for (step, from) in candidates {
         let r = match step {
-            Some(step) => verify(&from).and_then(|s| {
+            Some(step) => verify(&from).and_then(|(s, changed)| {
                 if s != step {
                     return Err(format!("{}: the manifest says step {s}", from.display()));
                 }
+                changed.iter().for_each(|c| log::warn!("{c}"));
                 read_state(&from.join(STATE))
             }),
             None => read_state(&from),

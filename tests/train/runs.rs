@@ -333,6 +333,27 @@ fn checkpoints_are_whole_verified_and_fall_back_when_damaged() {
         .all(|e| !e.file_name().to_string_lossy().ends_with(".partial")));
     assert_eq!(checkpoint::load(&dir).expect("load").state.step, 4);
 
+    // The run folder's train.ron edited in place (an editor that writes into the file, which
+    // is the checkpoint's too): the checkpoint stays usable, as its state holds the run.
+    let ron = dir.join("train.ron");
+    let mut perms = std::fs::metadata(&ron).expect("train.ron").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&ron, perms).expect("writable");
+    let mut edited = std::fs::read(&ron).expect("read");
+    edited.extend_from_slice(b"// my note\n");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ron)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &edited))
+        .expect("edited in place");
+    assert_eq!(
+        std::fs::read(latest.join("train.ron")).expect("read"),
+        edited
+    );
+    let loaded = checkpoint::load(&dir).expect("still loads");
+    assert!(loaded.state.step == 4 && loaded.skipped.is_empty());
+
     // Damaged bytes in the latest state: the checksum catches it, and loading falls back.
     damage(&latest.join("state.safetensors"));
     let fell_back = checkpoint::load(&dir).expect("fallback");
