@@ -169,6 +169,22 @@ fn resume_is_bit_exact() {
         .collect();
     assert_eq!(steps, [0, 1, 2, 3, 4, 5], "{lone_log}");
     assert!(lone_log.starts_with(&before.join("\n")), "{lone_log}");
+    // A train.ron written over the run's (a changed recipe) is kept before a checkpoint
+    // replaces it; the run goes on with its checkpoint's config.
+    let own = lone.join("train.ron");
+    let mut changed = cfg.clone();
+    changed.steps += 10;
+    std::fs::remove_file(&own).expect("the run's train.ron");
+    std::fs::write(&own, changed.to_ron()).expect("write");
+    let again = RunOptions {
+        stop_after: Some(0),
+        ..from_file.clone()
+    };
+    run(gpu, cfg.clone(), &again, |_, _| {}).expect("resumes");
+    assert_eq!(
+        std::fs::read_to_string(lone.join("train.ron.edited")).expect("kept"),
+        changed.to_ron()
+    );
     // The downloaded file is the user's and stays; the run's newer checkpoint is the one read.
     assert!(std::fs::read(lone.join(state)).is_ok_and(|b| b == carried));
     let loaded = dinoscope::train::checkpoint::load(&lone).expect("loads");

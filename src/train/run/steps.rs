@@ -11,7 +11,7 @@ use super::{
 };
 use crate::data::loader::Loader;
 use crate::gpu::Gpu;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Removes, when dropped armed, the metrics log that a new run created: the run failed before
@@ -154,6 +154,7 @@ impl<'a> StepLoop<'a> {
             if ck_cfg != cfg {
                 log::warn!("resuming with the checkpoint's own training config");
             }
+            keep_edited_config(&opts.out_dir, &ck_cfg);
             Trainer::from_state(gpu, ck_cfg, &st).map_err(|e| e.to_string())?
         } else {
             Trainer::new(gpu, cfg).map_err(|e| e.to_string())?
@@ -427,6 +428,38 @@ impl<'a> StepLoop<'a> {
         }
         self.summary.loop_s = self.t0.elapsed().as_secs_f64();
         Ok(std::mem::take(&mut self.summary))
+    }
+}
+
+/// A run folder's `train.ron` that is not its checkpoint's config (a file the user wrote in its
+/// place) would be replaced at the next checkpoint: it is copied beside it as
+/// `train.ron.edited` (or `.edited2`, …), and a warning says the run goes on with its own.
+fn keep_edited_config(dir: &Path, own: &TrainConfig) {
+    let path = dir.join("train.ron");
+    if !path.is_file() || TrainConfig::load(&path.to_string_lossy()).ok().as_ref() == Some(own) {
+        return;
+    }
+    let Some(kept) = (1u32..1000)
+        .map(|i| match i {
+            1 => dir.join("train.ron.edited"),
+            i => dir.join(format!("train.ron.edited{i}")),
+        })
+        .find(|p| p.symlink_metadata().is_err())
+    else {
+        return;
+    };
+    match std::fs::copy(&path, &kept) {
+        Ok(_) => log::warn!(
+            "{}: not the checkpoint's training config, which the run keeps (a changed recipe \
+             is a new run); kept as {}",
+            path.display(),
+            kept.display()
+        ),
+        Err(e) => log::warn!(
+            "{}: not the checkpoint's training config, and cannot be copied aside ({e}); the \
+             next checkpoint replaces it",
+            path.display()
+        ),
     }
 }
 
