@@ -577,6 +577,20 @@ pub(crate) fn resumed_data(dir: &Path, given: Option<&Path>) -> Result<ResumedDa
                     ))
                 }
                 Some(serde_json::Value::Null) => Some(None),
+                Some(serde_json::Value::String(s)) if s.trim().is_empty() && given.is_some() => {
+                    log::warn!(
+                        "{}: \"data\" is an empty path; the run continues on the --data given",
+                        p.display()
+                    );
+                    None
+                }
+                Some(serde_json::Value::String(s)) if s.trim().is_empty() => {
+                    return Err(format!(
+                        "{}: \"data\" is an empty path (the run's data: a path, or null for the \
+                         bundled Fashion-MNIST); give the run's data with --data",
+                        p.display()
+                    ))
+                }
                 Some(serde_json::Value::String(s)) => Some(Some(recorded_path(&v, s))),
                 Some(_) => {
                     return Err(format!(
@@ -724,6 +738,15 @@ mod tests {
         }
         // With --data given, that is the data; the broken record is written anew.
         let given = std::path::Path::new("/pictures");
+        let r = resumed_data(&dir, Some(given)).expect("the data given");
+        assert!(r.data.as_deref() == Some(given) && !r.recorded);
+        // An empty path is no record either.
+        std::fs::write(dir.join(DATA_RECORD), r#"{"data": " "}"#).expect("write");
+        let err = resumed_data(&dir, None).err().unwrap_or_default();
+        assert!(
+            err.contains("data.json: \"data\" is an empty path"),
+            "{err}"
+        );
         let r = resumed_data(&dir, Some(given)).expect("the data given");
         assert!(r.data.as_deref() == Some(given) && !r.recorded);
         std::fs::write(dir.join(DATA_RECORD), r#"{"data": null}"#).expect("write");
