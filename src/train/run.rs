@@ -371,6 +371,7 @@ const SET_ASIDE: &str = ".overwritten";
 
 /// Made in the set-aside folder once every file is in it: without it, a process was killed
 /// part way through the moves, and what is still in the run folder is the earlier run's too.
+#[cfg(not(target_arch = "wasm32"))]
 const SET_ASIDE_DONE: &str = ".complete";
 
 /// An earlier run's files, moved aside by `--overwrite`: the user asked to start over, and the
