@@ -103,7 +103,17 @@ pub fn train(
             let _ = std::fs::remove_dir(dir);
         }
     };
-    let summary = summary.inspect_err(|_| remove_created())?;
+    let resume = resume_command((backend, adapter), data, &out);
+    let summary = summary.map_err(|e| {
+        remove_created();
+        // A run stopped part way with its steps saved (its data gone, say): the command that
+        // continues it, `--out` and all, not only the flag.
+        if e.contains("once the data reads again") {
+            format!("{e}\n  continue with: {resume}")
+        } else {
+            e
+        }
+    })?;
     // A new run stopped before its first step: nothing trained, nothing kept.
     if !opts.resume && summary.last.is_none() {
         remove_created();
@@ -123,7 +133,6 @@ pub fn train(
             ExitCode::FAILURE
         });
     }
-    let resume = resume_command((backend, adapter), data, &out);
     if opts.resume && summary.last.is_none() && summary.steps >= total {
         // Unchecked, as the report below.
         let _ = writeln!(

@@ -422,7 +422,14 @@ pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
         Ok(found) => found,
         Err(why) => {
             // A hand edit's typo must not cost every plan timed so far: the file is kept.
-            let kept = path.with_extension("ron.damaged");
+            // An earlier damaged file kept here stays too.
+            let kept = (1u32..1000)
+                .map(|i| match i {
+                    1 => path.with_extension("ron.damaged"),
+                    i => path.with_extension(format!("ron.damaged{i}")),
+                })
+                .find(|p| p.symlink_metadata().is_err())
+                .ok_or_else(|| format!("{} ({why}): no free name to keep it", path.display()))?;
             std::fs::rename(&path, &kept).map_err(|e| {
                 format!(
                     "{} ({why}) cannot be moved aside to {}: {e}",

@@ -429,5 +429,16 @@ fn tune_caches_winners_per_adapter_and_they_load_back() {
         "(adapter: \"typo\""
     );
     assert!(dinoscope::tune::load(&fresh).expect("the new cache loads") > 0);
+    // A second damaged cache is kept beside the first, which stays as it was.
+    std::fs::write(&path, "(adapter: \"again\"").expect("write");
+    dinoscope::tune::save(&fresh).expect("saved");
+    assert_eq!(
+        std::fs::read_to_string(path.with_extension("ron.damaged2")).expect("kept aside"),
+        "(adapter: \"again\""
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kept).expect("the first stays"),
+        "(adapter: \"typo\""
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

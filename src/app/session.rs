@@ -184,6 +184,7 @@ impl Session {
             #[cfg(not(target_arch = "wasm32"))]
             Origin::Folder(dir) => {
                 let (cfg, st) = crate::train::run::load_checkpoint(dir)?;
+                crate::train::run::keep_edited_config(dir, &cfg);
                 let t = Trainer::from_state(gpu, cfg.clone(), &st).map_err(|e| e.to_string())?;
                 (t, cfg)
             }

@@ -241,7 +241,7 @@ fn run(
                     if let Some(step) = in_flight.take() {
                         d.report(step, true)?;
                     }
-                    if d.session.trainer.step > 0 {
+                    if d.session.trainer.step > d.started_at {
                         d.save();
                     }
                     return Err(d.failed(e));

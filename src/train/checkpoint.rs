@@ -256,7 +256,9 @@ pub fn save_files(run: &Path, step: u64, files: &[(&str, Vec<u8>)]) -> Result<Pa
             export(&dest.join(f), &run.join(f))?;
         }
     }
-    for (_, old) in list(run).into_iter().skip(KEEP) {
+    // Never the one just written: newer damaged folders (a run resumed from an older
+    // checkpoint past them) must not push it out.
+    for (_, old) in list(run).into_iter().skip(KEEP).filter(|(s, _)| *s != step) {
         let _ = std::fs::remove_dir_all(old);
     }
     // Leftovers of saves a crash interrupted (never listed, never loaded).
@@ -349,9 +351,9 @@ fn verify(dir: &Path) -> Result<(u64, Vec<String>), String> {
         match problem {
             Some(e) if name == STATE => return Err(e),
             Some(e) => changed.push(format!(
-                "{e}; changed since the checkpoint was saved (the run folder's copy is the same \
-                 file, so an edit there changes it): the checkpoint's state is used, and the \
-                 next checkpoint writes the file anew"
+                "{e}: changed since the checkpoint was saved (edited through the run folder's \
+                 copy, the same file, or damaged); the checkpoint's state, which holds the run, \
+                 is used, and a later checkpoint writes the file anew"
             )),
             None => {}
         }

@@ -25,7 +25,7 @@ impl MetricsLog {
     /// again, identically); returns the log and the kept lines.
     pub fn open(path: &Path, start: u64) -> Result<(MetricsLog, Vec<Value>), String> {
         // A pipe or device is never read (one may not end) nor written over.
-        if path.exists() && !path.is_file() {
+        if path.exists() && !path.is_file() && !path.is_dir() {
             return Err(format!(
                 "{}: not a regular file (a device or pipe); the metrics log goes there",
                 path.display()

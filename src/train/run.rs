@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod steps;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use steps::keep_edited_config;
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -393,7 +395,9 @@ impl SetAside {
         if !aside.is_dir() {
             return Ok(());
         }
-        if super::checkpoint::exists(dir) {
+        // The new run's checkpoint folders, once every earlier file was set aside (a state
+        // file beside them is the user's, not a checkpoint of the new run).
+        if aside.join(SET_ASIDE_DONE).is_file() && !super::checkpoint::list(dir).is_empty() {
             return std::fs::remove_dir_all(&aside)
                 .map_err(|e| format!("{}: cannot remove: {e}", aside.display()));
         }
@@ -467,6 +471,10 @@ impl Drop for SetAside {
         // Once every file was set aside, what the folder holds is the new run's; before that
         // (a process killed among the moves) it is the earlier run's, not yet moved.
         let complete = aside.join(SET_ASIDE_DONE).is_file();
+        // Gone before anything moves back: a process killed part way through the restore
+        // leaves a folder the next run restores the rest of, never one it takes for the new
+        // run's.
+        let _ = std::fs::remove_file(aside.join(SET_ASIDE_DONE));
         let mut kept = true;
         for f in RUN_FILES {
             let (from, to) = (aside.join(f), dir.join(f));
@@ -485,7 +493,6 @@ impl Drop for SetAside {
             }
         }
         if kept {
-            let _ = std::fs::remove_file(aside.join(SET_ASIDE_DONE));
             let _ = std::fs::remove_dir(&aside);
         } else {
             log::warn!(

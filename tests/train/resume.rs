@@ -160,6 +160,9 @@ fn resume_is_bit_exact() {
     };
     run(gpu, cfg.clone(), &from_file, |_, _| {}).expect("resumed from the state file");
     assert!(state_of(&lone) == a, "a lone state file resumed elsewhere");
+    // Its folder now records its data (the bundled set), as a new run's does.
+    let record = std::fs::read_to_string(lone.join("data.json")).expect("the data recorded");
+    assert!(record.contains("\"data\":null"), "{record}");
     // Its log became the folder's: the steps before the checkpoint as the split run logged
     // them, then the resumed ones.
     let lone_log = std::fs::read_to_string(lone.join("metrics.jsonl")).expect("log");

@@ -314,7 +314,15 @@ pub fn config_and_source(path: &Path) -> Result<(VitConfig, Option<PathBuf>), We
         .map(|name| dir.join(name))
         .find(|candidate| candidate.is_file());
     let header = read_header_bytes(path)?;
-    match (embedded_config(path, &header)?, beside) {
+    let carried = match (embedded_config(path, &header), &beside) {
+        // A carried config that does not read gives way to a config the user put beside it.
+        (Err(e @ WeightsError::Config(_)), Some(other)) => {
+            log::warn!("{e}; the config beside it, {}, is used", other.display());
+            None
+        }
+        (carried, _) => carried?,
+    };
+    match (carried, beside) {
         (Some(carried), Some(other)) => {
             match VitConfig::load(&other) {
                 Ok(c) if c == carried => {}

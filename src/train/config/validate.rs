@@ -160,7 +160,9 @@ impl TrainConfig {
         let peak = self.base_lr as f64 * (self.batch_size as f64 / 1024.0).sqrt();
         if self.batch_size > 0 && self.min_lr as f64 > peak {
             return Err(format!(
-                "min_lr is {:e}, above the peak learning rate {peak:.3e} (base_lr {:e} ×                  √(batch {} / 1024)); the schedule would raise the rate instead of lowering it                  (DINOv2: min_lr 1e-6)",
+                "min_lr is {:e}, above the peak learning rate {peak:.3e} (base_lr {:e} × \
+                 √(batch {} / 1024)); the schedule would raise the rate instead of lowering \
+                 it (DINOv2: min_lr 1e-6)",
                 self.min_lr, self.base_lr, self.batch_size
             ));
         }

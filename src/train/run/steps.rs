@@ -38,7 +38,11 @@ pub(super) fn run_steps(
     r.steps(&mut on_step)?;
     let unreadable = r.data_lost.take();
     let start = r.start;
-    let summary = r.close()?;
+    let summary = match (r.close(), &unreadable) {
+        // The data's failure is the cause; a failed last save (the same disk gone) follows it.
+        (Err(e), Some(lost)) => return Err(format!("{lost}; then {e}")),
+        (closed, _) => closed?,
+    };
     match unreadable {
         // Before any step: nothing was trained, and there is nothing to continue.
         Some(e) if summary.steps == start => Err(e),
@@ -125,14 +129,16 @@ impl<'a> StepLoop<'a> {
                 ));
             }
         }
-        let data = if opts.resume {
+        // A resumed folder without a record of its data (the browser's state file, an older
+        // run) gets one at its first step, as a new run does.
+        let (data, recorded) = if opts.resume {
             let r = resumed_data(&opts.out_dir, opts.data.as_deref())?;
             if let Some(w) = &r.warning {
                 log::warn!("{w} (--data)");
             }
-            r.data
+            (r.data, r.recorded)
         } else {
-            opts.data.clone()
+            (opts.data.clone(), false)
         };
         let (train_ds, eval) = datasets(data.as_deref())?;
         if !opts.resume {
@@ -206,7 +212,7 @@ impl<'a> StepLoop<'a> {
                 steps: start,
                 ..Default::default()
             },
-            data_recorded: opts.resume,
+            data_recorded: recorded,
             saved_at: start,
             warned: false,
             data_lost: None,
@@ -434,18 +440,33 @@ impl<'a> StepLoop<'a> {
 /// A run folder's `train.ron` that is not its checkpoint's config (a file the user wrote in its
 /// place) would be replaced at the next checkpoint: it is copied beside it as
 /// `train.ron.edited` (or `.edited2`, …), and a warning says the run goes on with its own.
-fn keep_edited_config(dir: &Path, own: &TrainConfig) {
+pub(crate) fn keep_edited_config(dir: &Path, own: &TrainConfig) {
     let path = dir.join("train.ron");
-    if !path.is_file() || TrainConfig::load(&path.to_string_lossy()).ok().as_ref() == Some(own) {
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let name = path.display().to_string();
+    if TrainConfig::from_ron(&text, &name).ok().as_ref() == Some(own) {
         return;
     }
-    let Some(kept) = (1u32..1000)
-        .map(|i| match i {
-            1 => dir.join("train.ron.edited"),
-            i => dir.join(format!("train.ron.edited{i}")),
-        })
-        .find(|p| p.symlink_metadata().is_err())
-    else {
+    let names = (1u32..1000).map(|i| match i {
+        1 => dir.join("train.ron.edited"),
+        i => dir.join(format!("train.ron.edited{i}")),
+    });
+    let mut kept = None;
+    for p in names {
+        match std::fs::read_to_string(&p) {
+            // Kept by an earlier resume that saved no checkpoint.
+            Ok(earlier) if earlier == text => return,
+            Ok(_) => {}
+            Err(_) if p.symlink_metadata().is_err() => {
+                kept = Some(p);
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    let Some(kept) = kept else {
         return;
     };
     match std::fs::copy(&path, &kept) {
