@@ -376,6 +376,10 @@ const SET_ASIDE: &str = ".overwritten";
 #[cfg(not(target_arch = "wasm32"))]
 const SET_ASIDE_DONE: &str = ".complete";
 
+/// A discarded set-aside folder, on its way out.
+#[cfg(not(target_arch = "wasm32"))]
+const SET_ASIDE_GONE: &str = ".overwritten.discarded";
+
 /// An earlier run's files, moved aside by `--overwrite`: the user asked to start over, and the
 /// old run's checkpoints must not outrank the new ones, nor its other files outlive them. They
 /// are removed once the new run has saved its first checkpoint ([`SetAside::discard`]); a run
@@ -392,12 +396,18 @@ impl SetAside {
     /// is its, and the set-aside files go as they would have.
     pub(super) fn recover(dir: &Path) -> Result<(), String> {
         let aside = dir.join(SET_ASIDE);
+        // What a discard could not finish removing is nobody's run.
+        let _ = std::fs::remove_dir_all(dir.join(SET_ASIDE_GONE));
         if !aside.is_dir() {
             return Ok(());
         }
-        // The new run's checkpoint folders, once every earlier file was set aside (a state
-        // file beside them is the user's, not a checkpoint of the new run).
-        if aside.join(SET_ASIDE_DONE).is_file() && !super::checkpoint::list(dir).is_empty() {
+        // Checkpoint folders in the run folder are the new run's once the earlier run's were
+        // set aside: they go first, so either they are in the set-aside folder, or every file
+        // is (the mark) and the earlier run had none. A state file beside them is the user's,
+        // not a checkpoint of the new run.
+        let moved = aside.join(SET_ASIDE_DONE).is_file()
+            || aside.join(super::checkpoint::CHECKPOINTS).exists();
+        if moved && !super::checkpoint::list(dir).is_empty() {
             return std::fs::remove_dir_all(&aside)
                 .map_err(|e| format!("{}: cannot remove: {e}", aside.display()));
         }
@@ -450,9 +460,16 @@ impl SetAside {
         Ok(SetAside(Some(aside)))
     }
 
-    /// The new run has a checkpoint: the old run's files go for good.
+    /// The new run has a checkpoint: the old run's files go for good. The folder is renamed
+    /// first, so that a removal that fails part way never leaves a set-aside folder a later
+    /// recovery could take for an earlier run to put back.
     pub(super) fn discard(&mut self) {
         if let Some(aside) = self.0.take() {
+            let gone = aside.with_file_name(SET_ASIDE_GONE);
+            let aside = match std::fs::rename(&aside, &gone) {
+                Ok(()) => gone,
+                Err(_) => aside,
+            };
             if let Err(e) = std::fs::remove_dir_all(&aside) {
                 log::warn!(
                     "{}: the replaced run's files stay here ({e})",
