@@ -89,34 +89,11 @@ pub fn load(gpu: &Gpu) -> Result<usize, String> {
     let Some(path) = cache_path(gpu) else {
         return Ok(0);
     };
-    // A pipe or device is never read: one may not end.
-    if path.exists() && !path.is_file() {
-        return Err(format!(
-            "{}: not a regular file, so not a tuning cache",
-            path.display()
-        ));
-    }
-    let text = match std::fs::read(&path) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| {
-            format!(
-                "{}: not a tuning cache (not UTF-8 text); run `dinoscope tune` again",
-                path.display()
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => {
-            return Err(format!(
-                "{}: cannot read the tuning cache: {e}",
-                path.display()
-            ))
-        }
+    let Some(cache) = read_cache(&path)
+        .map_err(|why| format!("{}: {why}; run `dinoscope tune` again", path.display()))?
+    else {
+        return Ok(0);
     };
-    let cache: TuneCache = ron::from_str(&text).map_err(|e| {
-        format!(
-            "{}: not a tuning cache ({e}); run `dinoscope tune` again",
-            path.display()
-        )
-    })?;
     let (adapter, driver) = identity(gpu);
     if cache.adapter != adapter || cache.driver != driver || cache.wgpu != WGPU_VERSION {
         return Ok(0);
@@ -467,15 +444,17 @@ pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
 /// The cache file at `path`: `None` where there is none, an error saying why where a file is
 /// there but does not read as a cache.
 fn read_cache(path: &Path) -> Result<Option<TuneCache>, String> {
+    // A pipe or device is never read: one may not end.
     if path.exists() && !path.is_file() {
-        return Err("not a regular file".into());
+        return Err("not a regular file, so not a tuning cache".into());
     }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot be read ({e})")),
+        Err(e) => return Err(format!("cannot read the tuning cache: {e}")),
     };
-    let text = String::from_utf8(bytes).map_err(|_| "not text".to_string())?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| "not a tuning cache (not UTF-8 text)".to_string())?;
     ron::from_str::<TuneCache>(&text)
         .map(Some)
         .map_err(|e| format!("not a tuning cache ({e})"))
