@@ -12,7 +12,7 @@ use pictures::at_least_a_patch;
 
 use dinoscope::gpu::Gpu;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub use dinoscope::infer::load_model_as;
@@ -415,6 +415,26 @@ fn unmatched<'a>(
         .collect()
 }
 
+/// "; DIR holds N pictures outside its class subfolders (e.g. FILE) …" where a folder of class
+/// subfolders also has pictures of its own, which leave it unlabelled; else nothing.
+fn loose_pictures(dir: &Path) -> String {
+    let Ok(files) = dinoscope::data::dataset::image_files(dir) else {
+        return String::new();
+    };
+    let (loose, filed): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        files.iter().partition(|f| f.parent() == Some(dir));
+    match loose.first() {
+        Some(first) if !filed.is_empty() => format!(
+            "; {} holds {} pictures outside its class subfolders (e.g. {}), and one such \
+             picture leaves the whole folder unlabelled: move them into a class folder",
+            dir.display(),
+            loose.len(),
+            first.display()
+        ),
+        _ => String::new(),
+    }
+}
+
 /// `dinoscope knn`.
 pub fn knn(
     gpu: &Gpu,
@@ -445,10 +465,11 @@ pub fn knn(
     let (tr, te) = (labelled(train, false)?, labelled(test, true)?);
     let (tr_names, te_names) = (tr.class_names(), te.class_names());
     if tr_names.is_empty() || te_names.is_empty() {
+        let side = if tr_names.is_empty() { train } else { test };
         return Err(format!(
-            "{}: k-NN needs labelled images on both sides (one subfolder per class, or an IDX \
-             file with labels)",
-            if tr_names.is_empty() { train } else { test }
+            "{side}: k-NN needs labelled images on both sides (one subfolder per class, or an \
+             IDX file with labels){}",
+            loose_pictures(Path::new(side))
         ));
     }
     // Test classes are matched to train classes by name, never by position.

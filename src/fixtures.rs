@@ -2,6 +2,7 @@
 //! (`ops.safetensors`, `losses.safetensors`, model folders). Shapes are read from the files;
 //! nothing assumes the sizes of one particular set.
 
+pub use crate::io::{decode_float, HostTensor};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -210,15 +211,6 @@ impl Manifest {
     }
 }
 
-/// A tensor read from a safetensors file, converted to f32 (or kept as integers).
-#[derive(Clone, Debug)]
-pub struct HostTensor {
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Values as f32 (integers converted).
-    pub data: Vec<f32>,
-}
-
 /// All tensors of one safetensors file.
 pub struct TensorFile {
     /// Where it came from.
@@ -324,30 +316,6 @@ impl TensorFile {
             .get(name)
             .ok_or_else(|| FixtureError::new(&self.path, format!("missing tensor '{name}'")))
     }
-}
-
-/// Floating-point safetensors data (F32, F64, F16, BF16) as f32; `None` for other dtypes.
-pub fn decode_float(dtype: safetensors::Dtype, raw: &[u8]) -> Option<Vec<f32>> {
-    use safetensors::Dtype;
-    Some(match dtype {
-        Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        Dtype::F16 => raw
-            .chunks_exact(2)
-            .map(|c| crate::half::to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        Dtype::BF16 => raw
-            .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-            .collect(),
-        _ => return None,
-    })
 }
 
 /// Largest |a − b| and whether every element is within `tol`, plus a note on the first misses.

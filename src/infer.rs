@@ -129,12 +129,7 @@ fn finite(vit: &Vit, tokens: Vec<f32>) -> Result<Vec<f32>, InferError> {
     if tokens.iter().all(|v| v.is_finite()) {
         return Ok(tokens);
     }
-    Err(InferError::Input(match vit.dtype() {
-        DType::F16 => "the model's output is not finite in f16 (an activation exceeded f16's \
-                       range of ±65,504): use f32 precision for this model"
-            .into(),
-        DType::F32 => "the model's output is not finite (NaN or infinite values)".into(),
-    }))
+    Err(InferError::Input(vit.not_finite_message().into()))
 }
 
 /// Image-level features of a batch of same-size images.

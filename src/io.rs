@@ -1,6 +1,7 @@
 //! Files written so that a crash never leaves a half-written one: a temporary file in the same
 //! folder, fsync, then rename over the target (and fsync of the folder where the OS allows);
-//! and the formats written whole in memory (safetensors, ZIP archives of stored files).
+//! and the formats written whole in memory (safetensors, ZIP archives of stored files), with
+//! safetensors' tensors read back as f32 host tensors.
 
 use std::io::Write;
 use std::path::Path;
@@ -22,6 +23,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     publish(&tmp, path)
 }
 
+/// [`write_atomic`] where nothing may be at `path` yet: a file made there while the caller
+/// worked (after it checked) is kept, and the write fails with `AlreadyExists`.
+pub fn write_new_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    check_target(path)?;
+    let tmp = stage(path, bytes)?;
+    if let Err(e) = place_new(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(&parent_of(path));
+    Ok(())
+}
+
+/// Moves a staged file to `path` only where nothing is there: a hard link refuses a taken name
+/// at once; where the file system has no hard links, a check just before the rename.
+fn place_new(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    let taken = || {
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "already exists (made while this command ran); pass --overwrite to replace it",
+        )
+    };
+    match std::fs::hard_link(tmp, path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(tmp);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(taken()),
+        Err(_) if std::fs::symlink_metadata(path).is_ok() => Err(taken()),
+        Err(_) => std::fs::rename(tmp, path),
+    }
+}
+
 /// Refuses a target that is a device or a pipe (`/dev/null`, a FIFO): a rename would put a
 /// file in its place.
 fn check_target(path: &Path) -> std::io::Result<()> {
@@ -38,6 +72,16 @@ fn check_target(path: &Path) -> std::io::Result<()> {
 /// whole, old or new) while the file it replaces is kept aside; a rename that fails puts the
 /// earlier ones back.
 pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), String> {
+    write_all(dir, files, true)
+}
+
+/// [`write_all_atomic`] where none of the files may exist yet: one made while the caller
+/// worked is kept, and nothing is written.
+pub fn write_all_new_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), String> {
+    write_all(dir, files, false)
+}
+
+fn write_all(dir: &Path, files: &[(&str, &[u8])], replace: bool) -> Result<(), String> {
     let mut names = std::collections::HashSet::new();
     if let Some((n, _)) = files.iter().find(|(n, _)| !names.insert(n.to_lowercase())) {
         return Err(format!("{}: given twice", dir.join(n).display()));
@@ -67,6 +111,14 @@ pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), Strin
     let mut placed: Vec<(&Path, Option<std::path::PathBuf>)> = Vec::new();
     let mut failure = None;
     for (tmp, path) in &staged {
+        if !replace {
+            if let Err(e) = place_new(tmp, path) {
+                failure = Some(format!("{}: {e}", path.display()));
+                break;
+            }
+            placed.push((path, None));
+            continue;
+        }
         let old = if std::fs::symlink_metadata(path).is_ok() {
             let old = unused_name(path, "old");
             let kept =
@@ -246,9 +298,69 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(1)
 }
 
+/// A tensor read from a safetensors file, converted to f32 (or kept as integers).
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values as f32 (integers converted).
+    pub data: Vec<f32>,
+}
+
+/// Floating-point safetensors data (F32, F64, F16, BF16) as f32; `None` for other dtypes.
+pub fn decode_float(dtype: safetensors::Dtype, raw: &[u8]) -> Option<Vec<f32>> {
+    use safetensors::Dtype;
+    Some(match dtype {
+        Dtype::F32 => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        Dtype::F16 => raw
+            .chunks_exact(2)
+            .map(|c| crate::half::to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        Dtype::BF16 => raw
+            .chunks_exact(2)
+            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+            .collect(),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::write_all_atomic;
+    use super::{write_all_atomic, write_all_new_atomic, write_new_atomic};
+
+    #[test]
+    fn a_new_file_never_replaces_one_made_meanwhile() {
+        let dir = std::env::temp_dir().join(format!("dinoscope-io-new-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let p = dir.join("features.safetensors");
+        write_new_atomic(&p, b"first").expect("nothing there yet");
+        let e = write_new_atomic(&p, b"second").expect_err("taken");
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&p).expect("kept"), b"first");
+        // A set: nothing of it is written, the file there is kept.
+        std::fs::write(dir.join("b.png"), b"the user's").expect("write");
+        let err = write_all_new_atomic(&dir, &[("a.png", b"a"), ("b.png", b"b")]).unwrap_err();
+        assert!(
+            err.contains("b.png") && err.contains("already exists"),
+            "{err}"
+        );
+        assert!(!dir.join("a.png").exists());
+        assert_eq!(std::fs::read(dir.join("b.png")).expect("b"), b"the user's");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_set_of_files_replaces_the_old_ones_and_leaves_nothing_aside() {

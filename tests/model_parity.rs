@@ -259,6 +259,17 @@ fn swiglu_backbone_gradient_matches_finite_differences() {
         .enumerate()
         .map(|(i, e)| (e.name.clone(), random(e.numel(), 500 + i as u64, -1.0, 1.0)))
         .collect();
+    // A value of another size than the config's is refused by name, not cut or padded.
+    let mut short = base.clone();
+    short.insert("blocks.1.mlp.w3.weight".into(), vec![0.0; 7]);
+    let err = dinoscope::model::vit::Vit::from_host(gpu, cfg.clone(), &short)
+        .err()
+        .expect("a short tensor is refused")
+        .to_string();
+    assert!(
+        err.contains("blocks.1.mlp.w3.weight") && err.contains("7 values"),
+        "{err}"
+    );
     let (b, hgt, wid) = (2, 28, 42);
     let px = random(b * 3 * hgt * wid, 7, -1.0, 1.0);
     let n = 1 + (hgt / 14) * (wid / 14);
@@ -303,6 +314,14 @@ fn f16_overflow_is_an_error_naming_the_cause() {
         .expect("an error")
         .to_string();
     assert!(err.contains("f16") && err.contains("f32"), "{err}");
+    // k-NN's features refuse the same way (they gave chance accuracy, and success).
+    let set = std::env::temp_dir().join(format!("dinoscope-f16-knn-{}", std::process::id()));
+    std::fs::create_dir_all(set.join("cat")).expect("mkdir");
+    std::fs::copy("assets/images/chelsea.png", set.join("cat/chelsea.png")).expect("copy");
+    let ds = dinoscope::data::dataset::ImageFolder::open(&set).expect("set");
+    let err = dinoscope::train::knn::features(gpu, &half, &ds, 0, 56, 4).expect_err("an error");
+    assert!(err.contains("f16") && err.contains("f32"), "{err}");
+    let _ = std::fs::remove_dir_all(&set);
 }
 
 /// DINOv3's training-time rotary coordinate rescaling: with a factor per block, the forward

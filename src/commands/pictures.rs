@@ -80,24 +80,30 @@ pub fn embed(
     read.extend(config.map(PathBuf::from));
     refuse_overwriting_inputs(&[output.to_path_buf()], &read)?;
     // Checked before the work, not after it.
-    if output.is_file() && !overwrite {
+    let folder_named = output
+        .as_os_str()
+        .as_encoded_bytes()
+        .last()
+        .is_some_and(|&b| std::path::is_separator(b as char));
+    if output.is_dir() || folder_named {
+        return Err(format!(
+            "{}: names a folder; -o takes a file name (e.g. {})",
+            output.display(),
+            output.join("features.safetensors").display()
+        ));
+    }
+    // Whatever is there, a link to nowhere included.
+    if std::fs::symlink_metadata(output).is_ok() && !overwrite {
         return Err(format!(
             "{}: already exists (pass --overwrite to replace it)",
             output.display()
         ));
     }
-    if output.is_dir() {
-        return Err(format!(
-            "{}: is a folder; -o takes a file name (e.g. {})",
-            output.display(),
-            output.join("features.safetensors").display()
-        ));
-    }
+    let vit = load_model_as(gpu, weights, config, dtype)?;
+    at_least_a_patch(size, &vit, weights)?;
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_folder(dir)?;
     }
-    let vit = load_model_as(gpu, weights, config, dtype)?;
-    at_least_a_patch(size, &vit, weights)?;
     let bar = indicatif::ProgressBar::new(files.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -156,8 +162,12 @@ pub fn embed(
         ],
         Some(meta),
     )?;
-    dinoscope::io::write_atomic(output, &bytes)
-        .map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
+    let written = if overwrite {
+        dinoscope::io::write_atomic(output, &bytes)
+    } else {
+        dinoscope::io::write_new_atomic(output, &bytes)
+    };
+    written.map_err(|e| format!("{}: cannot write: {e}", output.display()))?;
     dinoscope::say!(
         "{n} images → {} (cls and mean_patch, [{n}, {d}])",
         output.display()
@@ -198,7 +208,8 @@ pub fn attention(
     let mut read = vec![weights.to_path_buf(), image.to_path_buf()];
     read.extend(config.map(PathBuf::from));
     refuse_overwriting_inputs(&planned, &read)?;
-    if let Some(p) = planned.iter().find(|p| p.exists()).filter(|_| !overwrite) {
+    let taken = |p: &&PathBuf| std::fs::symlink_metadata(p).is_ok();
+    if let Some(p) = planned.iter().find(taken).filter(|_| !overwrite) {
         return Err(format!(
             "{}: already exists (pass --overwrite to replace the maps in {})",
             p.display(),
@@ -251,7 +262,11 @@ pub fn attention(
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
-    dinoscope::io::write_all_atomic(out_dir, &parts)?;
+    if overwrite {
+        dinoscope::io::write_all_atomic(out_dir, &parts)?;
+    } else {
+        dinoscope::io::write_all_new_atomic(out_dir, &parts)?;
+    }
     let written: Vec<PathBuf> = files.iter().map(|(n, _)| out_dir.join(n)).collect();
     // Replacing an earlier call's maps: those of heads this model does not have would otherwise
     // stay beside the new ones as if they were its.
@@ -281,11 +296,13 @@ fn remove_stale_head_maps(dir: &Path, heads: usize) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
+        // Only the names this command writes: `head{i}.png` and `head{i}_threshold.png`, with
+        // `i` as it prints a number (no sign, no leading zero).
         let head = name
             .strip_prefix("head")
             .and_then(|r| r.strip_suffix(".png"))
             .map(|r| r.strip_suffix("_threshold").unwrap_or(r))
-            .and_then(|i| i.parse::<usize>().ok());
+            .and_then(|i| i.parse::<usize>().ok().filter(|n| n.to_string() == i));
         if head.is_some_and(|i| i >= heads) {
             match std::fs::remove_file(e.path()) {
                 Ok(()) => eprintln!(

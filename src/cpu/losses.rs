@@ -212,9 +212,9 @@ pub fn gram_loss(
         for r in 0..rows {
             let row = &x[r * dim..(r + 1) * dim];
             let n = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
-            norms[r] = n.max(eps);
+            norms[r] = n;
             for c in 0..dim {
-                out[r * dim + c] = row[c] as f64 / norms[r];
+                out[r * dim + c] = row[c] as f64 / n.max(eps);
             }
         }
         (out, norms)
@@ -243,6 +243,14 @@ pub fn gram_loss(
     }
     let mut dx = vec![0.0f32; xs.len()];
     for r in 0..xs.len() / d {
+        // At or under eps the norm is the constant eps: no projection (as the kernel, and
+        // torch's normalize, differentiate x / max(‖x‖, eps)).
+        if ns[r] <= eps {
+            for c in 0..d {
+                dx[r * d + c] = (gh[r * d + c] / eps) as f32;
+            }
+            continue;
+        }
         let dot: f64 = (0..d).map(|c| gh[r * d + c] * xs[r * d + c]).sum();
         for c in 0..d {
             dx[r * d + c] = ((gh[r * d + c] - xs[r * d + c] * dot) / ns[r]) as f32;

@@ -150,8 +150,9 @@ impl<'g> Recorder<'g> {
         self.subgroups
     }
 
-    /// Turns the subgroup operations off (`false`) or back on where the device has them, for
-    /// what is recorded next.
+    /// Turns the GPU layouts' subgroup operations off (`false`) or back on where the device has
+    /// them, for what is recorded next. The CPU drivers' layouts keep theirs (broadcast reads
+    /// in attention's one-key forward and the direct products), which follow the device.
     pub fn set_subgroups(&mut self, on: bool) {
         self.subgroups = on && self.gpu.subgroups();
     }
@@ -260,12 +261,37 @@ impl<'g> Recorder<'g> {
             "{}: number of bindings",
             k.entry
         );
-        if grid.contains(&0) {
+        if !self.admits(k, bufs, grid) {
             return;
+        }
+        let types = dispatch_types(self.gpu, k, bufs);
+        if self.gpu.dry {
+            self.dispatches += 1;
+            return;
+        }
+        let pipeline = self.gpu.pipeline(k, types, overrides);
+        let bind_group = self.bind_group_of(k, &pipeline.layout, bytemuck::bytes_of(params), bufs);
+        if self.profile.is_some() {
+            // One pass per dispatch, so each gets its own begin and end timestamps.
+            self.end_pass();
+            self.open_profiled_pass(k.entry);
+        }
+        let pass = self.open_pass();
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+        self.dispatches += 1;
+    }
+
+    /// Whether a dispatch of `k` over `grid` is recorded: an empty grid is nothing to do, and
+    /// a grid or a binding past this adapter's limits is skipped and reported by `finish()`
+    /// (the model or batch does not fit), as is a dispatch the recorder refuses.
+    fn admits(&mut self, k: &'static Kernel, bufs: &[&Tensor], grid: [u32; 3]) -> bool {
+        if grid.contains(&0) {
+            return false;
         }
         let max = self.gpu.limits.max_compute_workgroups_per_dimension;
         if grid.iter().any(|&g| g > max) {
-            // Skipped and reported by finish(): a problem too large for this adapter's grids.
             if self.error.is_none() {
                 self.error = Some(super::GpuError::Limit(format!(
                     "{}: a grid of {grid:?} workgroups exceeds this adapter's \
@@ -273,11 +299,10 @@ impl<'g> Recorder<'g> {
                     k.entry
                 )));
             }
-            return;
+            return false;
         }
         let max_binding = self.gpu.limits.max_storage_buffer_binding_size;
         if let Some(t) = bufs.iter().find(|t| t.binding_bytes() > max_binding) {
-            // Skipped and reported by finish(): the model does not fit this adapter.
             if self.error.is_none() {
                 self.error = Some(super::GpuError::Limit(format!(
                     "{}: a tensor of shape {:?} takes {:.1} MiB, more than this adapter's \
@@ -288,10 +313,10 @@ impl<'g> Recorder<'g> {
                     max_binding as f64 / 1048576.0
                 )));
             }
-            return;
+            return false;
         }
         if self.refuses(k.entry, bufs) {
-            return;
+            return false;
         }
         if let Some((a, b)) = writable_alias(k, bufs) {
             panic!(
@@ -300,13 +325,19 @@ impl<'g> Recorder<'g> {
                 k.entry
             );
         }
-        let types = dispatch_types(self.gpu, k, bufs);
-        if self.gpu.dry {
-            self.dispatches += 1;
-            return;
-        }
-        let pipeline = self.gpu.pipeline(k, types, overrides);
-        let (chunk, offset) = self.params_slot(bytemuck::bytes_of(params));
+        true
+    }
+
+    /// The bind group of one dispatch: its params (binding 0, in the params arena) and its
+    /// tensors at the kernel's bindings.
+    fn bind_group_of(
+        &mut self,
+        k: &'static Kernel,
+        layout: &wgpu::BindGroupLayout,
+        params: &[u8],
+        bufs: &[&Tensor],
+    ) -> wgpu::BindGroup {
+        let (chunk, offset) = self.params_slot(params);
         let psize = (k.params_size as u64).div_ceil(16) * 16;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
@@ -322,19 +353,18 @@ impl<'g> Recorder<'g> {
                 resource: t.binding(),
             });
         }
-        let bind_group = self
-            .gpu
+        self.gpu
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(k.entry),
-                layout: &pipeline.layout,
+                layout,
                 entries: &entries,
-            });
-        if self.profile.is_some() {
-            // One pass per dispatch, so each gets its own begin and end timestamps.
-            self.end_pass();
-            self.open_profiled_pass(k.entry);
-        }
+            })
+    }
+
+    /// The compute pass dispatches go into, begun now if none is open (the first one of the
+    /// recording writes the step's begin and end timestamps, where they were asked for).
+    fn open_pass(&mut self) -> &mut wgpu::ComputePass<'static> {
         if self.pass.is_none() {
             let timestamp_writes = match &mut self.timestamps {
                 Some((qs, used)) if !*used => {
@@ -356,11 +386,7 @@ impl<'g> Recorder<'g> {
                 .forget_lifetime();
             self.pass = Some(pass);
         }
-        let pass = self.pass.as_mut().expect("pass just opened");
-        pass.set_pipeline(&pipeline.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
-        self.dispatches += 1;
+        self.pass.as_mut().expect("pass just opened")
     }
 
     fn open_profiled_pass(&mut self, entry: &'static str) {

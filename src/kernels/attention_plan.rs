@@ -11,7 +11,8 @@
 //! f16-rounded probabilities). A GPU's first run times the variants of each pass on one
 //! ViT-S-sized call and calls without a tuned choice take the fastest: for f16 the default
 //! against `coop` ([`F16_FORWARD`], [`F16_BACKWARD`]), for f32 the GPU layout's splits of a token
-//! ([`F32_FORWARD`], [`F32_BACKWARD`]).
+//! ([`F32_FORWARD`], [`F32_BACKWARD`]), and in both the register-tiled kernels where the
+//! adapter's workgroup memory holds them.
 
 use super::attention::{
     AttnDims, ATTENTION_BACKWARD_DKV, ATTENTION_BACKWARD_DKV2, ATTENTION_BACKWARD_DKV2_U,
@@ -209,8 +210,9 @@ impl Forward {
 
     /// What a first run times for calls of `d` with `dtype` operands in the recorder's layout
     /// (`tune::calibrate_attention`): the default first, then for f16 the cooperative-matrix
-    /// kernel (and in the GPUs' layout the crossed pairs), for f32 in the GPUs' layout the
-    /// splits over two and four invocations and the crossed pairs; those that run here.
+    /// kernel (and in the GPUs' layout the crossed pairs and the tiled kernel), for f32 in the
+    /// GPUs' layout the splits over two and four invocations, the crossed pairs and the tiled
+    /// kernel; those that run here.
     pub fn calibration_candidates(rec: &Recorder, d: &AttnDims, dtype: DType) -> Vec<Forward> {
         let default = Forward::default_for(rec);
         let others: &[Forward] = match (dtype, rec.cpu_layouts()) {
@@ -338,8 +340,9 @@ impl Backward {
     }
 
     /// What a first run times, as [`Forward::calibration_candidates`]: the default, then for
-    /// f16 the cooperative-matrix kernels, for f32 in the GPUs' layout the pairs (both
-    /// exchanges), the quads and one invocation a token; those that run here.
+    /// f16 the cooperative-matrix kernels (and in the GPUs' layout the tiled pair), for f32 in
+    /// the GPUs' layout the pairs (both exchanges), the quads, one invocation a token and the
+    /// tiled pair; those that run here.
     pub fn calibration_candidates(rec: &Recorder, d: &AttnDims, dtype: DType) -> Vec<Backward> {
         let default = Backward::default_for(rec);
         let others: &[Backward] = match (dtype, rec.cpu_layouts()) {

@@ -11,7 +11,7 @@
 //! [`VitConfig::load`] picks JSON or RON from the file extension. Every config that comes out of
 //! these functions has passed [`VitConfig::validate`].
 
-use crate::cpu::interp::InterpMode;
+use crate::kernels::interp::InterpMode;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

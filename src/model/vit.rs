@@ -214,7 +214,8 @@ impl Vit {
         Self::from_host_as(gpu, cfg, &values, dtype)
     }
 
-    /// Uploads named host values (torch-hub names); missing ones are zero.
+    /// Uploads named host values (torch-hub names); missing ones are zero, and one of another
+    /// size than the config's is refused.
     pub fn from_host(
         gpu: &Gpu,
         cfg: VitConfig,
@@ -236,18 +237,21 @@ impl Vit {
                 gpu.info.name
             )));
         }
-        if !cfg.dim.is_multiple_of(cfg.heads)
-            || cfg.dim / cfg.heads > kernels::attention::MAX_HEAD_DIM
-        {
-            return Err(ModelError::Unsupported(format!(
-                "head dim {} (dim {} / {} heads): the attention kernel supports up to {}",
-                cfg.dim / cfg.heads.max(1),
-                cfg.dim,
-                cfg.heads,
-                kernels::attention::MAX_HEAD_DIM
-            )));
-        }
+        cfg.validate()
+            .map_err(|e| ModelError::Unsupported(e.to_string()))?;
         let layout = ParamLayout::aligned(&expected_tensors(&cfg), dtype);
+        // A value of another size would be cut short or padded silently by the packing.
+        for e in &layout.entries {
+            if let Some(v) = values.get(&e.name).filter(|v| v.len() != e.numel()) {
+                return Err(ModelError::Input(format!(
+                    "parameter '{}' has {} values; the model's config needs {:?} ({})",
+                    e.name,
+                    v.len(),
+                    e.shape,
+                    e.numel()
+                )));
+            }
+        }
         let flat = layout.pack(values);
         Ok(Vit {
             params: ParamStore::upload_as(gpu, layout, &flat, dtype),
@@ -259,8 +263,27 @@ impl Vit {
         })
     }
 
-    /// A model over an existing parameter store (a view of a training buffer).
+    /// A model over an existing parameter store (a view of a training buffer), which must hold
+    /// `cfg`'s parameters by name and shape.
     pub fn from_store(cfg: VitConfig, params: ParamStore) -> Result<Vit, ModelError> {
+        cfg.validate()
+            .map_err(|e| ModelError::Unsupported(e.to_string()))?;
+        for (name, shape) in expected_tensors(&cfg) {
+            match params.layout.get(&name) {
+                Some(e) if e.shape == shape => {}
+                Some(e) => {
+                    return Err(ModelError::Input(format!(
+                    "parameter '{name}' of the store has shape {:?}; the config needs {shape:?}",
+                    e.shape
+                )))
+                }
+                None => {
+                    return Err(ModelError::Input(format!(
+                        "the parameter store has no '{name}', which the config needs"
+                    )))
+                }
+            }
+        }
         Ok(Vit {
             cfg,
             params,
@@ -278,6 +301,17 @@ impl Vit {
     /// The element type of the parameters and activations.
     pub fn dtype(&self) -> DType {
         self.params.flat.dtype()
+    }
+
+    /// What to tell a user whose outputs of this model hold NaN or infinite values.
+    pub fn not_finite_message(&self) -> &'static str {
+        match self.dtype() {
+            DType::F16 => {
+                "the model's output is not finite in f16 (an activation exceeded f16's range of \
+                 ±65,504): use f32 precision for this model"
+            }
+            DType::F32 => "the model's output is not finite (NaN or infinite values)",
+        }
     }
 
     /// The same model with its parameters stored in `dtype` (f16: rounded to nearest), for

@@ -27,7 +27,7 @@
 //! functions read files with `std::fs`; every one of them has a bytes-based twin for targets
 //! without a file system.
 
-use crate::fixtures::HostTensor;
+use crate::io::HostTensor;
 use crate::model::config::{ConfigError, Ffn, VitConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -335,7 +335,7 @@ fn decode(
     view: &safetensors::tensor::TensorView<'_>,
 ) -> Result<HostTensor, WeightsError> {
     let raw = view.data();
-    let data: Vec<f32> = match crate::fixtures::decode_float(view.dtype(), raw) {
+    let data: Vec<f32> = match crate::io::decode_float(view.dtype(), raw) {
         Some(v) => v,
         None => {
             let other = view.dtype();
@@ -365,14 +365,26 @@ fn decode(
     }
     let bad = data.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
-        return Err(format_err(
-            path,
+        // F64 values past f32's range become infinite in the conversion: they are not damage.
+        let too_large = view.dtype() == safetensors::Dtype::F64
+            && raw
+                .chunks_exact(8)
+                .filter_map(|c| c.try_into().ok().map(f64::from_le_bytes))
+                .any(|v| v.is_finite() && (v as f32).is_infinite());
+        let message = if too_large {
+            format!(
+                "tensor '{name}' holds values past f32's range of ±3.4e38, in which the runtime \
+                 computes ({bad} of {} values)",
+                data.len()
+            )
+        } else {
             format!(
                 "tensor '{name}' holds {bad} NaN or infinite values of {} (the weights are \
                  damaged, or come from a run that diverged)",
                 data.len()
-            ),
-        ));
+            )
+        };
+        return Err(format_err(path, message));
     }
     Ok(HostTensor { shape, data })
 }

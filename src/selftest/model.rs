@@ -292,7 +292,19 @@ fn compare_backward(
         let mask_t = mask.as_ref().map(|m| gpu.upload(m, &[m.len()]));
         let mut out = vit
             .forward(&mut rec, &pixels, b, h, w, mask_t.as_ref(), &opts)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{}: the inputs of '{tag}': {e}", io.path.display()))?;
+        let want = b * out.n_tokens * cfg.dim;
+        if up.data.len() != want {
+            return Err(format!(
+                "{}: {tag}.upstream has shape {:?} ({} values), but the model's tokens for \
+                 its input are [{b}, {}, {}] ({want} values)",
+                grads_file.path.display(),
+                up.shape,
+                up.data.len(),
+                out.n_tokens,
+                cfg.dim
+            ));
+        }
         let d_tokens = gpu.upload(&up.data, &up.shape);
         let grads = vit.zero_grads(&mut rec);
         let d_pixels = gpu.empty(&px.shape);
@@ -380,7 +392,7 @@ async fn compare_forward(
         let mask_t = mask.as_ref().map(|m| gpu.upload(m, &[m.len()]));
         let out = vit
             .forward(&mut rec, &pixels, b, h, w, mask_t.as_ref(), &opts)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{}: the inputs of '{tag}': {e}", io.path.display()))?;
         rec.finish().map_err(|e| e.to_string())?;
         let read =
             async |t: &crate::gpu::Tensor| gpu.read_async(t).await.map_err(|e| e.to_string());
@@ -454,7 +466,8 @@ fn case_input(
         .map_err(|e| e.to_string())?;
     if px.shape.len() != 4 {
         return Err(format!(
-            "{input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]",
+            "{}: {input_tag}.pixel_values has shape {:?}, expected [B, C, H, W]",
+            io.path.display(),
             px.shape
         ));
     }

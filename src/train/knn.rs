@@ -82,6 +82,9 @@ pub async fn features_async(
             .read_async(&out.tokens)
             .await
             .map_err(|e| e.to_string())?;
+        if !tokens.iter().all(|v| v.is_finite()) {
+            return Err(format!("{}: {}", ds.describe(), vit.not_finite_message()));
+        }
         let nt = out.n_tokens;
         let first_patch = 1 + vit.cfg.registers;
         for b in 0..count {

@@ -60,8 +60,9 @@ const RUN_FILES: [&str; 7] = [
     DATA_RECORD,
 ];
 
-/// A run folder held by this process: `.dinoscope.lock` with our pid, removed when dropped. A
-/// lock left by a process that no longer exists (killed) is taken over.
+/// A run folder held by this process: `.dinoscope.lock` with our pid and this machine's name,
+/// removed when dropped. A lock left on this machine by a process that no longer exists
+/// (killed) is taken over; one from another machine (a shared folder) is never guessed stale.
 #[cfg(not(target_arch = "wasm32"))]
 pub struct RunLock {
     path: PathBuf,
@@ -72,6 +73,7 @@ impl RunLock {
     /// Takes the lock of `dir`, or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock, String> {
         let path = dir.join(".dinoscope.lock");
+        let here = host_name();
         for _ in 0..2 {
             match std::fs::OpenOptions::new()
                 .write(true)
@@ -79,15 +81,26 @@ impl RunLock {
                 .open(&path)
             {
                 Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
+                    let _ = writeln!(f, "{}\n{here}", std::process::id());
                     return Ok(RunLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid: Option<u32> = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|t| t.trim().parse().ok());
-                    match pid {
-                        Some(pid) if process_alive(pid) => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let mut lines = text.lines().map(str::trim);
+                    let pid: Option<u32> = lines.next().and_then(|t| t.parse().ok());
+                    // A lock without a name is from this machine (as earlier versions wrote it).
+                    let host = lines.next().filter(|h| !h.is_empty() && *h != here);
+                    match (pid, host) {
+                        (Some(pid), Some(host)) => {
+                            return Err(format!(
+                                "{}: dinoscope (pid {pid}) on {host} is training into this \
+                                 folder; wait for it, or choose another --out (if no dinoscope \
+                                 runs there, remove {})",
+                                dir.display(),
+                                path.display()
+                            ))
+                        }
+                        (Some(pid), None) if process_alive(pid) => {
                             return Err(format!(
                                 "{}: another dinoscope (pid {pid}) is training into this folder; \
                                  wait for it, or choose another --out (if no dinoscope is \
@@ -106,6 +119,25 @@ impl RunLock {
             }
         }
         Err(format!("{}: cannot take the run lock", path.display()))
+    }
+}
+
+/// This machine's name as the run lock records it (empty where it cannot be read).
+#[cfg(not(target_arch = "wasm32"))]
+fn host_name() -> String {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+            return String::new();
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).trim().to_string()
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::var("COMPUTERNAME").unwrap_or_default()
     }
 }
 
@@ -258,16 +290,30 @@ pub fn latest_run(root: &Path) -> PathBuf {
     }
 }
 
-/// Whether a process with this pid exists (Linux: /proc; elsewhere assumed alive, so a stale
-/// lock must be removed by hand, as the message says).
+/// Whether a process with this pid exists on this machine (Unix: asked of the kernel; elsewhere
+/// assumed alive, so a stale lock must be removed by hand, as the message says).
 #[cfg(not(target_arch = "wasm32"))]
 fn process_alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return true;
     }
-    if cfg!(target_os = "linux") {
-        Path::new(&format!("/proc/{pid}")).exists()
-    } else {
+    #[cfg(unix)]
+    {
+        // Signal 0 checks that the process exists without touching it; a pid of 0 or past
+        // pid_t would name a process group, so such a lock is no process's.
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        if raw <= 0 {
+            return false;
+        }
+        // SAFETY: kill with signal 0 sends nothing; it only reports whether `raw` exists.
+        let r = unsafe { libc::kill(raw, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        // No lookup here: a stale lock is removed by hand, as the error says.
         true
     }
 }

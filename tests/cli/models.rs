@@ -87,7 +87,9 @@ fn attention_overwrite_leaves_no_stale_head_maps() {
     };
     run(&[]);
     assert!(maps.join("head3_threshold.png").is_file());
-    std::fs::write(maps.join("head_notes.png"), b"mine").expect("write");
+    for mine in ["head_notes.png", "head+2.png", "head03.png"] {
+        std::fs::write(maps.join(mine), b"mine").expect("write");
+    }
     run(&[
         "--config",
         two_path.to_str().expect("utf-8 path"),
@@ -99,6 +101,8 @@ fn attention_overwrite_leaves_no_stale_head_maps() {
         ("head2.png", false),
         ("head3_threshold.png", false),
         ("head_notes.png", true),
+        ("head+2.png", true),
+        ("head03.png", true),
     ] {
         assert_eq!(maps.join(name).is_file(), there, "{name}");
     }
@@ -186,12 +190,22 @@ fn embed_writes_features_and_skips_unreadable_images() {
             "{name}: two different images gave the same features"
         );
     }
-    // An output that is a folder, and a size below one patch, are refused before any work.
+    // An output that is or names a folder, one already there (a link to nowhere too), and a
+    // size below one patch, are refused before any work.
     let d = dir.to_str().expect("utf-8 path");
     let w = "tests/fixtures/tiny_dinov2/model.safetensors";
     let p = "assets/images/chelsea.png";
+    let slash = format!("{}/", dir.join("new").display());
+    let link = dir.join("link.safetensors");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(dir.join("nowhere"), &link).expect("link");
+    #[cfg(not(unix))]
+    std::fs::write(&link, b"the user's").expect("file");
+    let link = link.to_str().expect("utf-8 path");
     for (args, what) in [
-        (["--size", "28", "-o", d], "is a folder"),
+        (["--size", "28", "-o", d], "names a folder"),
+        (["--size", "28", "-o", &slash], "names a folder"),
+        (["--size", "28", "-o", link], "already exists"),
         (["--size", "13", "-o", "x.safetensors"], "--size 13"),
     ] {
         let out = dinoscope(&[&["embed", "--weights", w, p][..], &args[..]].concat());
@@ -201,6 +215,7 @@ fn embed_writes_features_and_skips_unreadable_images() {
             "{args:?}: {err}"
         );
     }
+    assert!(!dir.join("new").exists(), "a refused -o made a folder");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

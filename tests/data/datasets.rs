@@ -309,6 +309,23 @@ fn image_folder_classes_and_errors() {
         );
     }
 
+    // Class folders whose names differ only in bytes that are not UTF-8 stay two classes
+    // (a lossy name made them one).
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = scratch("raw_names");
+        for (i, byte) in [0xffu8, 0xfe].into_iter().enumerate() {
+            let sub = raw.join(std::ffi::OsStr::from_bytes(&[b'a', byte]));
+            std::fs::create_dir_all(&sub).unwrap();
+            gradient(8 + i as u32, 8).save(sub.join("p.png")).unwrap();
+        }
+        let ds = ImageFolder::open(&raw).unwrap();
+        assert_eq!(ds.classes(), ["a\\xFE", "a\\xFF"]);
+        assert_eq!((ds.label(0), ds.label(1)), (Some(0), Some(1)));
+        let _ = std::fs::remove_dir_all(raw);
+    }
+
     // No pictures at all.
     let empty = scratch("empty");
     let err = ImageFolder::open(&empty).err().unwrap().to_string();

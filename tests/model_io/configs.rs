@@ -280,3 +280,41 @@ fn asset_configs() {
     assert_eq!(tiny.head_dim(), 64);
     tiny.validate().unwrap();
 }
+
+/// A header is the file's to choose: a width or a block index far past any model's is answered
+/// at once (these looped for hours, over every candidate head count or block).
+#[test]
+fn config_inference_bounds_what_a_header_names() {
+    let file = |tensors: &[(&str, &str)]| {
+        let entries: Vec<String> = tensors
+            .iter()
+            .map(|(n, shape)| {
+                format!("\"{n}\":{{\"dtype\":\"F32\",\"shape\":{shape},\"data_offsets\":[0,0]}}")
+            })
+            .collect();
+        let header = format!("{{{}}}", entries.join(","));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes
+    };
+    let p = Path::new("crafted.safetensors");
+    let wide = file(&[
+        ("cls_token", "[0,1,1000000000000000]"),
+        ("blocks.0.norm1.weight", "[0]"),
+        ("patch_embed.proj.weight", "[0,3,14,14]"),
+        ("pos_embed", "[0,5,0]"),
+        ("blocks.0.mlp.fc1.weight", "[0,0]"),
+    ]);
+    // The width is refused by the config's own check, after heads were chosen in 64 steps.
+    assert!(infer_config_from_bytes(p, &wide).is_err());
+    let deep = file(&[
+        ("cls_token", "[0,1,384]"),
+        ("blocks.99999999999999.norm1.weight", "[0]"),
+        ("patch_embed.proj.weight", "[0,3,14,14]"),
+    ]);
+    let err = infer_config_from_bytes(p, &deep).unwrap_err().to_string();
+    assert!(
+        err.contains("crafted.safetensors") && err.contains("99999999999999"),
+        "{err}"
+    );
+}

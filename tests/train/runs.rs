@@ -180,11 +180,15 @@ fn a_run_folder_is_never_restarted_silently_and_one_process_trains_into_it() {
     std::fs::write(&lock, format!("{}\n", std::process::id())).expect("lock");
     let err = run(gpu, cfg.clone(), &opts(false, true), |_, _| {}).expect_err("locked");
     assert!(err.contains("another dinoscope"), "{err}");
-    if cfg!(target_os = "linux") {
+    if cfg!(unix) {
         // Elsewhere a process cannot be looked up, so a stale lock is removed by hand.
         let mut gone = std::process::Command::new("true").spawn().expect("spawn");
         let dead = gone.id();
         gone.wait().expect("wait");
+        // Another machine's process cannot be looked up either (a shared folder): kept.
+        std::fs::write(&lock, format!("{dead}\nanother-machine.example\n")).expect("lock");
+        let err = run(gpu, cfg.clone(), &opts(false, true), |_, _| {}).expect_err("locked");
+        assert!(err.contains("on another-machine.example"), "{err}");
         std::fs::write(&lock, format!("{dead}\n")).expect("stale lock");
         run(gpu, cfg, &opts(false, true), |_, _| {}).expect("overwrite takes a stale lock");
         assert!(!lock.exists(), "the lock is released at the end");

@@ -19,7 +19,10 @@ const out = process.env.OUT_DIR || path.resolve(here, "out");
 const steps = Number(process.env.STEPS || 20);
 // Training settings in the page's link: small enough for a software adapter on two cores.
 const trainQuery = process.env.TRAIN_QUERY || "batch=8&depth=2&maps=4&eval=10";
-const trainTimeout = Number(process.env.TRAIN_TIMEOUT_S || 1500) * 1000;
+// Every wait below ends when what it waits for happens. This only ends one that would
+// otherwise never end: nothing it watches has moved for this long (a hung page), which no slow
+// machine comes near.
+const patience = Number(process.env.HANG_S || 1800) * 1000;
 // A safetensors file's header: its tensors by name (and `__metadata__`).
 const header = (buf) => {
   const n = Number(buf.readBigUInt64LE(0));
@@ -49,6 +52,23 @@ function check(name, ok, detail = "") {
   else { failed++; console.log(`FAIL ${name} ${detail}`); }
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// The app's status (JSON from the page), read every `every` ms until `done` holds for it, then
+// returned. `progress` names what counts as movement: while it changes (a training step, say),
+// the wait goes on; only `patience` without a change gives up, returning the last status.
+async function until(page, done, { every = 200, progress = () => 0 } = {}) {
+  let last, moved = Date.now();
+  for (;;) {
+    const st = JSON.parse(await page.evaluate(() => window.dinoscope?.status() || "{}"));
+    if (done(st)) return st;
+    const p = JSON.stringify(progress(st));
+    if (p !== last) { last = p; moved = Date.now(); }
+    if (Date.now() - moved > patience) {
+      console.log(`gave up waiting: nothing moved for ${patience / 1000} s`);
+      return st;
+    }
+    await sleep(every);
+  }
+}
 
 // A PNG decoder for 8-bit RGB/RGBA screenshots (no dependencies).
 function decodePng(buf) {
@@ -105,7 +125,8 @@ let browser;
 // The page's console, printed after a failure (empty if the browser never started).
 const logs = [];
 try {
-  for (let i = 0; i < 50; i++) {
+  const tServe = Date.now();
+  while (Date.now() - tServe < patience) {
     try { if ((await fetch(url)).ok) break; } catch { /* not up yet */ }
     await sleep(200);
   }
@@ -122,17 +143,12 @@ try {
   // device (so it reuses the pipelines the checks built: a software adapter takes seconds each).
   await page.goto(url + "?train=0&" + trainQuery);
   await page.waitForFunction(() => window.dinoscope || document.getElementById("message")?.className === "shown",
-    null, { timeout: 180000 });
+    null, { timeout: patience });
   const message = await page.evaluate(() => document.getElementById("message")?.textContent || "");
   check("page starts on WebGPU", message === "", message);
   // The first frame publishes the status (the backend is always named; browsers withhold the
   // adapter's name, which the app then names itself).
-  let status = {};
-  for (let i = 0; i < 600; i++) {
-    status = JSON.parse(await page.evaluate(() => window.dinoscope?.status() || "{}"));
-    if (status.backend) break;
-    await sleep(100);
-  }
+  let status = message ? {} : await until(page, (st) => st.backend, { every: 100 });
   check("the app draws its first frame", Boolean(status.backend), JSON.stringify(status.adapter));
   const firstPaint = Date.now() - t0;
   console.log(`adapter: ${status.adapter} (${status.backend}); app running after ${firstPaint} ms`);
@@ -177,48 +193,35 @@ try {
   };
   await drop("fixtures/tiny_dinov2/model.safetensors", "model.safetensors");
   await drop("fixtures/chelsea.png", "chelsea.png");
-  let inspect = {};
-  for (let i = 0; i < 300; i++) {
-    const st = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
-    inspect = st.inspect || {};
-    if (inspect.heads || inspect.error) break;
-    await sleep(500);
-  }
+  const inspected = (done) => until(page, (st) => done(st.inspect || {}), { every: 500 })
+    .then((st) => st.inspect || {});
+  let inspect = await inspected((i) => i.heads || i.error);
   check("inspect: dropped weights and photo give attention maps", inspect.heads > 0 && !inspect.error,
     JSON.stringify(inspect));
   await page.screenshot({ path: path.join(out, "browser_inspect.png") });
 
   // DINOv3 weights dropped on the same photo.
   await drop("fixtures/tiny_dinov3/model.safetensors", "dinov3.safetensors");
-  inspect = {};
-  for (let i = 0; i < 300; i++) {
-    const st = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
-    inspect = st.inspect || {};
-    if (inspect.error || (String(inspect.model || "").includes("dinov3") && inspect.heads)) break;
-    await sleep(500);
-  }
+  inspect = await inspected((i) => i.error || (String(i.model || "").includes("dinov3") && i.heads));
   check("inspect: dropped DINOv3 weights give attention maps",
     String(inspect.model || "").includes("dinov3") && inspect.heads > 0 && !inspect.error, JSON.stringify(inspect));
 
   // Training in the page, with the link's settings, started as the Start button starts it.
   const asked = await page.evaluate(() => window.dinoscope.start_training());
-  for (let i = 0; asked && i < 300; i++) {
-    status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
-    if (status.state !== "Idle" || (status.errors || []).length) break;
-    await sleep(200);
-  }
+  if (asked) status = await until(page, (st) => st.state !== "Idle" || (st.errors || []).length);
   check("training starts", asked && status.state !== "Idle", `${status.state} ${JSON.stringify(status.errors)}`);
   const tTrain = Date.now();
-  while (Date.now() - tTrain < trainTimeout) {
-    status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
-    if ((status.step || 0) >= steps && (status.last_snapshot_step || 0) >= steps - 5 &&
-      (status.knn || []).some(([s]) => s >= 10)) break;
-    if (status.state === "Ended" || status.state === "Failed" || status.state === "Idle") break;
-    if (Math.floor((Date.now() - tTrain) / 2000) % 15 === 0) {
-      console.log(`  … step ${status.step}, ${status.snapshots} snapshots, ${((Date.now() - tTrain) / 1000).toFixed(0)} s`);
+  let told = 0;
+  status = await until(page, (st) => {
+    const secs = (Date.now() - tTrain) / 1000;
+    if (secs >= told + 30) {
+      told = secs;
+      console.log(`  … step ${st.step}, ${st.snapshots} snapshots, ${secs.toFixed(0)} s`);
     }
-    await sleep(2000);
-  }
+    return ((st.step || 0) >= steps && (st.last_snapshot_step || 0) >= steps - 5 &&
+      (st.knn || []).some(([s]) => s >= 10)) ||
+      st.state === "Ended" || st.state === "Failed" || st.state === "Idle";
+  }, { every: 2000, progress: (st) => [st.step, st.snapshots, (st.knn || []).length] });
   const secs = (Date.now() - tTrain) / 1000;
   const losses = status.losses || [];
   console.log(`trained ${status.step} steps in ${secs.toFixed(0)} s; snapshots ${status.snapshots}`);
@@ -248,7 +251,7 @@ try {
     let detail = "";
     try {
       const [dl] = await Promise.all([
-        page.waitForEvent("download", { timeout: 120000 }),
+        page.waitForEvent("download", { timeout: patience }),
         page.evaluate((w) => window.dinoscope.control(w), what),
       ]);
       const file = path.join(out, dl.suggestedFilename());
@@ -299,7 +302,7 @@ try {
     let detail = "";
     try {
       const [dl] = await Promise.all([
-        page.waitForEvent("download", { timeout: 120000 }),
+        page.waitForEvent("download", { timeout: patience }),
         page.evaluate(() => window.dinoscope.control("download hf")),
       ]);
       const file = path.join(out, dl.suggestedFilename());
@@ -330,7 +333,7 @@ try {
   for (let i = 0; i < 3; i++) {
     await page.mouse.move(640 + 5 * i, 790);
     await page.waitForFunction((f) => JSON.parse(window.dinoscope.status()).frame > f,
-      before + i, { timeout: 60000 });
+      before + i, { timeout: patience });
   }
   const shotPath = path.join(out, "browser.png");
   const png = await page.screenshot({ path: shotPath });
@@ -350,11 +353,7 @@ try {
     const saved = readFileSync(path.join(out, "state.safetensors"));
     const savedStep = Number(header(saved).__metadata__.step);
     await page.evaluate(() => window.dinoscope.control("stop"));
-    for (let i = 0; i < 100; i++) {
-      status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
-      if (status.state === "Ended") break;
-      await sleep(200);
-    }
+    await until(page, (st) => st.state === "Ended");
     const dt = await page.evaluateHandle(([bytes, n]) => {
       const d = new DataTransfer();
       d.items.add(new File([new Uint8Array(bytes)], n));
@@ -362,13 +361,9 @@ try {
     }, [Array.from(saved), "state.safetensors"]);
     await page.dispatchEvent("canvas", "dragover", { dataTransfer: dt });
     await page.dispatchEvent("canvas", "drop", { dataTransfer: dt });
-    const t0 = Date.now();
-    while (Date.now() - t0 < 300000) {
-      status = JSON.parse(await page.evaluate(() => window.dinoscope.status()));
-      if (status.state === "Running" && (status.losses || []).length >= savedStep + 2) break;
-      if ((status.errors || []).length) break;
-      await sleep(1000);
-    }
+    status = await until(page, (st) => (st.state === "Running" &&
+      (st.losses || []).length >= savedStep + 2) || (st.errors || []).length,
+    { every: 1000, progress: (st) => [st.state, (st.losses || []).length] });
     // The resumed run's curve holds the steps before the checkpoint (from the log its state
     // file carries) and the ones after it, and its evaluations the ones before it.
     const losses = status.losses || [];
@@ -389,7 +384,7 @@ try {
   await bare.addInitScript(() => { delete Navigator.prototype.gpu; });
   await bare.goto(url);
   await bare.waitForFunction(() => document.getElementById("message")?.className === "shown",
-    null, { timeout: 30000 }).catch(() => {});
+    null, { timeout: patience }).catch(() => {});
   const text = await bare.evaluate(() => document.getElementById("message")?.textContent || "");
   check("a browser without WebGPU gets a message", text.includes("WebGPU"), JSON.stringify(text.slice(0, 60)));
   if (failed) console.log(logs.slice(-40).join("\n"));

@@ -44,7 +44,7 @@ impl ImageFolder {
             let first = parts.next()?;
             // A file directly in the root has nothing after its one component.
             parts.next()?;
-            Some(first.as_os_str().to_string_lossy().into_owned())
+            Some(class_name(first.as_os_str()))
         };
         let per_file: Option<Vec<String>> = files.iter().map(class_of).collect();
         let (labels, classes) = match per_file {
@@ -81,6 +81,30 @@ impl ImageFolder {
     /// The class names (subfolder names, sorted), empty when unlabelled.
     pub fn classes(&self) -> &[String] {
         &self.classes
+    }
+}
+
+/// A class folder's name as text: as it is where it is UTF-8, else with each byte that is not
+/// written `\xNN`, so that two folders never become one class.
+fn class_name(name: &std::ffi::OsStr) -> String {
+    if let Some(s) = name.to_str() {
+        return s.to_string();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in name.as_bytes().utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02X}"));
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    {
+        format!("{name:?}")
     }
 }
 

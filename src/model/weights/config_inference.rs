@@ -126,9 +126,11 @@ fn read_header_bytes(path: &Path) -> Result<Vec<u8>, WeightsError> {
 ///
 /// Inferred: `dim` (cls_token), `depth` (block count), `registers`, `patch` and `in_chans`
 /// (patch_embed weight), `pos_grid` (pos_embed), `ffn` and `mlp_hidden` (fc1 or w12),
-/// `qkv_bias`, `layerscale`. Not inferable, so assumed: `heads` = dim / 64 (the head dim of every
-/// DINOv2 model; for other widths the fewest heads with head dim ≤ 64), `ln_eps` = 1e-6, and
-/// `interp` = antialiased iff the model has registers (Hugging Face's choice).
+/// `qkv_bias`, `layerscale`, and `rope` (no position table: a DINOv3 backbone, rotary positions
+/// of base 100, with no key bias). Not inferable, so assumed: `heads` = dim / 64 (the head dim
+/// of every DINOv2 and DINOv3 model; for other widths the fewest heads with head dim ≤ 64),
+/// `ln_eps` = 1e-6 (1e-5 for DINOv3), and `interp` = antialiased iff the model has registers and
+/// a position table (Hugging Face's choice for DINOv2; DINOv3 resizes no table).
 pub fn infer_config(path: &Path) -> Result<VitConfig, WeightsError> {
     config_from_header(path, &read_header_bytes(path)?)
 }
@@ -147,35 +149,8 @@ pub(super) fn infer_from_shapes(
     path: &Path,
     entries: Vec<(String, Vec<usize>)>,
 ) -> Result<VitConfig, WeightsError> {
-    let (_, plan) = plan(entries.iter().map(|(n, _)| n.as_str()));
-    let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for ((_, target), (_, shape)) in plan.into_iter().zip(entries) {
-        match target {
-            Target::Hub(h) => {
-                shapes.insert(h, shape);
-            }
-            Target::Part {
-                hub,
-                part: 0,
-                parts,
-            } => {
-                let mut s = shape;
-                if let Some(r) = s.first_mut() {
-                    *r = r.saturating_mul(parts);
-                }
-                shapes.insert(hub, s);
-            }
-            _ => {}
-        }
-    }
-    let need = |name: &str| {
-        shapes.get(name).ok_or_else(|| {
-            infer_err(
-                path,
-                format!("no '{name}' tensor (or its Hugging Face name)"),
-            )
-        })
-    };
+    let shapes = hub_shapes(entries);
+    let need = |name: &str| need(path, &shapes, name);
     let dim = need("cls_token")?.last().copied().unwrap_or(0);
     if dim == 0 {
         return Err(infer_err(path, "cls_token has no width"));
@@ -187,9 +162,22 @@ pub(super) fn infer_from_shapes(
         .max()
         .map(|m| m + 1)
         .ok_or_else(|| infer_err(path, "no transformer blocks"))?;
-    let heads = (1..=dim)
-        .find(|&h| dim.is_multiple_of(h) && dim / h <= DINOV2_HEAD_DIM)
-        .unwrap_or(dim);
+    // Before anything loops over the blocks: a header may name any index.
+    let max_depth = crate::model::config::MAX_DEPTH;
+    if depth > max_depth {
+        return Err(infer_err(
+            path,
+            format!(
+                "a block index of {} is past the {max_depth} blocks a model may have",
+                depth - 1
+            ),
+        ));
+    }
+    // The fewest heads: the largest head width up to 64 that divides the width (1 always does).
+    let head_dim = (1..=DINOV2_HEAD_DIM)
+        .rev()
+        .find(|&hd| dim.is_multiple_of(hd))
+        .unwrap_or(1);
     let registers = match shapes.get("register_tokens") {
         Some(s) if s.len() == 3 => s[1],
         Some(s) => {
@@ -221,57 +209,21 @@ pub(super) fn infer_from_shapes(
     let pos_grid = if rope {
         0
     } else {
-        let pe = need("pos_embed")?;
-        let tokens = match pe.as_slice() {
-            [1, n, _] if *n >= 2 => n - 1,
-            _ => {
-                return Err(infer_err(
-                    path,
-                    format!(
-                        "pos_embed has shape {}, expected [1, 1 + M², D]",
-                        shape_str(pe)
-                    ),
-                ))
-            }
-        };
-        let root = (tokens as f64).sqrt().round() as usize;
-        (root.saturating_sub(1)..=root.saturating_add(1))
-            .find(|&m| m > 0 && m.checked_mul(m) == Some(tokens))
-            .ok_or_else(|| {
-                infer_err(
-                    path,
-                    format!("pos_embed has {tokens} patch entries, not a square grid"),
-                )
-            })?
-    };
-    // The MLP width most blocks have: one damaged block then shows as the one mis-shaped
-    // tensor it is, not as every other block's.
-    let voted_width = |tensor: &str, per_row: usize| {
-        let mut votes: BTreeMap<usize, usize> = BTreeMap::new();
-        for b in 0..depth {
-            if let Some(rows) = shapes
-                .get(&format!("blocks.{b}.mlp.{tensor}.weight"))
-                .and_then(|s| s.first())
-            {
-                *votes.entry(rows / per_row).or_default() += 1;
-            }
-        }
-        // Most votes, the smaller width on a tie.
-        votes
-            .into_iter()
-            .max_by_key(|&(w, n)| (n, std::cmp::Reverse(w)))
-            .map(|(w, _)| w)
+        pos_grid_of(path, need("pos_embed")?)?
     };
     let (ffn, mlp_hidden) = if shapes.contains_key("blocks.0.mlp.w12.weight") {
-        (Ffn::SwiGlu, voted_width("w12", 2).unwrap_or(0))
+        (
+            Ffn::SwiGlu,
+            voted_width(&shapes, depth, "w12", 2).unwrap_or(0),
+        )
     } else {
         need("blocks.0.mlp.fc1.weight")?;
-        (Ffn::Mlp, voted_width("fc1", 1).unwrap_or(0))
+        (Ffn::Mlp, voted_width(&shapes, depth, "fc1", 1).unwrap_or(0))
     };
     let cfg = VitConfig {
         dim,
         depth,
-        heads,
+        heads: dim / head_dim,
         mlp_hidden,
         ffn,
         patch,
@@ -280,9 +232,9 @@ pub(super) fn infer_from_shapes(
         pos_grid,
         ln_eps: if rope { 1e-5 } else { 1e-6 },
         interp: if registers > 0 && !rope {
-            crate::cpu::interp::InterpMode::BicubicAntialias
+            crate::kernels::interp::InterpMode::BicubicAntialias
         } else {
-            crate::cpu::interp::InterpMode::Bicubic
+            crate::kernels::interp::InterpMode::Bicubic
         },
         qkv_bias: shapes.contains_key("blocks.0.attn.qkv.bias"),
         layerscale: shapes.contains_key("blocks.0.ls1.gamma"),
@@ -291,6 +243,96 @@ pub(super) fn infer_from_shapes(
     };
     cfg.validate_named(&path.display().to_string())?;
     Ok(cfg)
+}
+
+/// The shapes of a file's tensors under their torch-hub names; a tensor stored in parts
+/// (Hugging Face's query, key and value) counts as its first part's shape with its rows
+/// multiplied by the parts.
+fn hub_shapes(entries: Vec<(String, Vec<usize>)>) -> BTreeMap<String, Vec<usize>> {
+    let (_, plan) = plan(entries.iter().map(|(n, _)| n.as_str()));
+    let mut shapes = BTreeMap::new();
+    for ((_, target), (_, shape)) in plan.into_iter().zip(entries) {
+        match target {
+            Target::Hub(h) => {
+                shapes.insert(h, shape);
+            }
+            Target::Part {
+                hub,
+                part: 0,
+                parts,
+            } => {
+                let mut s = shape;
+                if let Some(r) = s.first_mut() {
+                    *r = r.saturating_mul(parts);
+                }
+                shapes.insert(hub, s);
+            }
+            _ => {}
+        }
+    }
+    shapes
+}
+
+/// The shape of tensor `name`, or an error naming it (by either of its names).
+fn need<'a>(
+    path: &Path,
+    shapes: &'a BTreeMap<String, Vec<usize>>,
+    name: &str,
+) -> Result<&'a Vec<usize>, WeightsError> {
+    shapes.get(name).ok_or_else(|| {
+        infer_err(
+            path,
+            format!("no '{name}' tensor (or its Hugging Face name)"),
+        )
+    })
+}
+
+/// The side of the square patch grid a position table `[1, 1 + M², D]` was trained at.
+fn pos_grid_of(path: &Path, pe: &[usize]) -> Result<usize, WeightsError> {
+    let tokens = match pe {
+        [1, n, _] if *n >= 2 => n - 1,
+        _ => {
+            return Err(infer_err(
+                path,
+                format!(
+                    "pos_embed has shape {}, expected [1, 1 + M², D]",
+                    shape_str(pe)
+                ),
+            ))
+        }
+    };
+    let root = (tokens as f64).sqrt().round() as usize;
+    (root.saturating_sub(1)..=root.saturating_add(1))
+        .find(|&m| m > 0 && m.checked_mul(m) == Some(tokens))
+        .ok_or_else(|| {
+            infer_err(
+                path,
+                format!("pos_embed has {tokens} patch entries, not a square grid"),
+            )
+        })
+}
+
+/// The MLP width most blocks have (`tensor`'s rows over `per_row`; the smaller on a tie): one
+/// damaged block then shows as the one mis-shaped tensor it is, not as every other block's.
+fn voted_width(
+    shapes: &BTreeMap<String, Vec<usize>>,
+    depth: usize,
+    tensor: &str,
+    per_row: usize,
+) -> Option<usize> {
+    let mut votes: BTreeMap<usize, usize> = BTreeMap::new();
+    for b in 0..depth {
+        if let Some(rows) = shapes
+            .get(&format!("blocks.{b}.mlp.{tensor}.weight"))
+            .and_then(|s| s.first())
+        {
+            *votes.entry(rows / per_row).or_default() += 1;
+        }
+    }
+    votes
+        .into_iter()
+        .max_by_key(|&(w, n)| (n, std::cmp::Reverse(w)))
+        .map(|(w, _)| w)
 }
 
 /// The config for a weights file: the one it carries ([`CONFIG_KEY`]), else `config.json`
@@ -340,6 +382,18 @@ pub fn config_and_source(path: &Path) -> Result<(VitConfig, Option<PathBuf>), We
         }
         (Some(carried), None) => Ok((carried, None)),
         (None, Some(other)) => Ok((VitConfig::load(&other)?, Some(other))),
-        (None, None) => Ok((infer_from_shapes(path, parse_header(path, &header)?)?, None)),
+        (None, None) => {
+            let cfg = infer_from_shapes(path, parse_header(path, &header)?)?;
+            // The one guess shapes cannot settle, and a wrong one gives other features.
+            log::warn!(
+                "{}: no config in or beside it; read from its tensors, with {} heads of width {} \
+                 assumed (DINOv2's and DINOv3's; put the model's config.json beside it if it has \
+                 others)",
+                path.display(),
+                cfg.heads,
+                cfg.head_dim()
+            );
+            Ok((cfg, None))
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! DINO layers always scale).
 
 use super::expected_tensors;
-use crate::cpu::interp::InterpMode;
+use crate::kernels::interp::InterpMode;
 use crate::model::config::{Ffn, VitConfig};
 use std::collections::BTreeMap;
 

@@ -4,13 +4,13 @@
 //! phase's own intermediates go back to the pool as soon as it has recorded them.
 
 use super::{PendingStep, StepMetrics, TrainError, Trainer, METRIC_NORMS};
-use crate::cpu::interp::InterpMode;
 use crate::data::loader::Batch;
 use crate::gpu::{DType, Recorder, Tensor};
 use crate::kernels;
 use crate::kernels::adamw::AdamWStep;
 use crate::kernels::cross_entropy::CrossEntropy;
 use crate::kernels::gram::{GramDims, GramSaved};
+use crate::kernels::interp::InterpMode;
 use crate::kernels::interp::{GridLayout, InterpDims, InterpWeights};
 use crate::kernels::loss_scale::{SCALE, SKIP};
 use crate::kernels::losses::DinoPairs;
