@@ -18,7 +18,11 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            return Err(format!("{}: no such file or folder", p.display()));
+            // A link to nowhere, or one in a loop, is there, but cannot be followed.
+            return Err(match (std::fs::symlink_metadata(p), std::fs::metadata(p)) {
+                (Ok(_), Err(e)) => format!("{}: a link that cannot be followed ({e})", p.display()),
+                _ => format!("{}: no such file or folder", p.display()),
+            });
         }
     }
     Ok(out)

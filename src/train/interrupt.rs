@@ -121,7 +121,7 @@ fn exit_now() -> ! {
 /// nothing handles or ignores it) moves a file aside before the process ends; see
 /// [`move_on_signal`].
 pub struct MoveOnSignal {
-    #[cfg(unix)]
+    #[cfg(any(unix, windows))]
     active: bool,
 }
 
@@ -129,7 +129,9 @@ pub struct MoveOnSignal {
 /// that says a process died mid-way becomes one that says it was interrupted (which may be a
 /// hung driver, or just a user). Signals that something else handles (the training run's
 /// Ctrl-C) or that are ignored are left alone, and so is a crash. One path at a time: a guard
-/// made while another's lives does nothing. Unix only; elsewhere the guard does nothing.
+/// made while another's lives does nothing. On Windows a console handler (Ctrl-C, Ctrl-Break,
+/// the console closing) moves it before the handlers after it run, which may end the process or
+/// not; a guard that ends without the process ending removes both names anyway.
 pub fn move_on_signal(path: &std::path::Path, to: &std::path::Path) -> MoveOnSignal {
     #[cfg(unix)]
     {
@@ -137,7 +139,13 @@ pub fn move_on_signal(path: &std::path::Path, to: &std::path::Path) -> MoveOnSig
             active: unix_move::hold(path, to),
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        MoveOnSignal {
+            active: windows_move::hold(path, to),
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = (path, to);
         MoveOnSignal {}
@@ -149,6 +157,67 @@ impl Drop for MoveOnSignal {
         #[cfg(unix)]
         if self.active {
             unix_move::release();
+        }
+        #[cfg(windows)]
+        if self.active {
+            windows_move::release();
+        }
+    }
+}
+
+/// [`move_on_signal`] on Windows: a console control handler, added once, in front of the others
+/// (Windows calls the last added first), that renames the held path and passes the event on.
+#[cfg(windows)]
+mod windows_move {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    /// The path and where it goes, and how many guards hold them.
+    static HELD: Mutex<Option<((PathBuf, PathBuf), usize)>> = Mutex::new(None);
+    static ADDED: std::sync::Once = std::sync::Once::new();
+
+    /// Windows runs it on a thread of its own, so plain file calls are fine here.
+    unsafe extern "system" fn on_console_event(_kind: u32) -> windows_sys::core::BOOL {
+        if let Ok(held) = HELD.try_lock() {
+            if let Some(((from, to), _)) = held.as_ref() {
+                let _ = std::fs::rename(from, to);
+            }
+        }
+        // Not handled here: the next handler (a run's stop, or the default end) follows.
+        0
+    }
+
+    pub(super) fn hold(path: &Path, to: &Path) -> bool {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        let paths = (path.to_path_buf(), to.to_path_buf());
+        match held.as_mut() {
+            Some((p, guards)) if *p == paths => {
+                *guards += 1;
+                return true;
+            }
+            Some(_) => return false,
+            None => {}
+        }
+        ADDED.call_once(|| {
+            // SAFETY: the handler is a plain function that lives as long as the process.
+            unsafe {
+                windows_sys::Win32::System::Console::SetConsoleCtrlHandler(
+                    Some(on_console_event),
+                    1,
+                );
+            }
+        });
+        *held = Some((paths, 1));
+        true
+    }
+
+    pub(super) fn release() {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, guards)) = held.as_mut() {
+            *guards -= 1;
+            if *guards == 0 {
+                *held = None;
+            }
         }
     }
 }
