@@ -175,6 +175,22 @@ fn write_all(dir: &Path, files: &[(&str, &[u8])], replace: bool) -> Result<(), S
     Ok(())
 }
 
+/// `path` with `.TAG` added to its file name, then `.TAG2`, `.TAG3`, … (999 names in all): the
+/// names a copy of a file kept beside it can take.
+pub fn tagged_names<'a>(
+    path: &'a Path,
+    tag: &'a str,
+) -> impl Iterator<Item = std::path::PathBuf> + 'a {
+    (1u32..1000).map(move |i| {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(match i {
+            1 => format!(".{tag}"),
+            i => format!(".{tag}{i}"),
+        });
+        path.with_file_name(name)
+    })
+}
+
 /// A hidden name beside `path` that nothing has yet: `.NAME.TAGn`.
 fn unused_name(path: &Path, tag: &str) -> std::path::PathBuf {
     (0u32..)
@@ -338,6 +354,7 @@ mod tests {
     #[test]
     fn a_new_file_never_replaces_one_made_meanwhile() {
         let dir = std::env::temp_dir().join(format!("dinoscope-io-new-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let p = dir.join("features.safetensors");
         write_new_atomic(&p, b"first").expect("nothing there yet");

@@ -400,11 +400,7 @@ pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
         Err(why) => {
             // A hand edit's typo must not cost every plan timed so far: the file is kept.
             // An earlier damaged file kept here stays too.
-            let kept = (1u32..1000)
-                .map(|i| match i {
-                    1 => path.with_extension("ron.damaged"),
-                    i => path.with_extension(format!("ron.damaged{i}")),
-                })
+            let kept = crate::io::tagged_names(&path, "damaged")
                 .find(|p| p.symlink_metadata().is_err())
                 .ok_or_else(|| format!("{} ({why}): no free name to keep it", path.display()))?;
             std::fs::rename(&path, &kept).map_err(|e| {

@@ -62,6 +62,18 @@ fn create_folder(dir: &Path) -> Result<(), String> {
     })
 }
 
+/// The error for an output path that is a device or a pipe, which no file is written over.
+fn device_or_pipe(p: &Path) -> Option<String> {
+    std::fs::metadata(p)
+        .is_ok_and(|m| !m.is_file() && !m.is_dir())
+        .then(|| {
+            format!(
+                "{}: is a device or a pipe, not a file to write",
+                p.display()
+            )
+        })
+}
+
 /// `dinoscope embed`.
 pub fn embed(
     gpu: &Gpu,
@@ -95,6 +107,9 @@ pub fn embed(
             output.display(),
             output.join("features.safetensors").display()
         ));
+    }
+    if let Some(e) = device_or_pipe(output) {
+        return Err(e);
     }
     // Whatever is there, a link to nowhere included.
     if std::fs::symlink_metadata(output).is_ok() && !overwrite {
@@ -212,6 +227,9 @@ pub fn attention(
     let mut read = vec![weights.to_path_buf(), image.to_path_buf()];
     read.extend(config.map(PathBuf::from));
     refuse_overwriting_inputs(&planned, &read)?;
+    if let Some(e) = planned.iter().find_map(|p| device_or_pipe(p)) {
+        return Err(e);
+    }
     let taken = |p: &&PathBuf| std::fs::symlink_metadata(p).is_ok();
     if let Some(p) = planned.iter().find(taken).filter(|_| !overwrite) {
         return Err(format!(

@@ -61,11 +61,40 @@ const RUN_FILES: [&str; 7] = [
 ];
 
 /// A run folder held by this process: `.dinoscope.lock` with our pid and this machine's name,
-/// removed when dropped. A lock left on this machine by a process that no longer exists
-/// (killed) is taken over; one from another machine (a shared folder) is never guessed stale.
+/// refreshed every minute while held and removed when dropped. A lock left on this machine by
+/// a process that no longer exists (killed) is taken over; one from another machine (a shared
+/// folder, or a container since replaced) only once it has gone unrefreshed for
+/// [`LOCK_STALE`].
 #[cfg(not(target_arch = "wasm32"))]
 pub struct RunLock {
     path: PathBuf,
+    /// Ends the refreshing thread when dropped.
+    beat: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// How long a lock from another machine must have gone unrefreshed before it is taken over.
+#[cfg(not(target_arch = "wasm32"))]
+pub const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Touches the lock file every minute until the sender is dropped, so that another machine can
+/// tell a live run's lock from a dead one's.
+#[cfg(not(target_arch = "wasm32"))]
+fn refresh_lock(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let path = path.to_path_buf();
+    let every = std::time::Duration::from_secs(60);
+    std::thread::Builder::new()
+        .name("run-lock".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                // Never created again: a lock removed by hand stays removed.
+                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+            }
+        })
+        .ok()?;
+    Some(tx)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -82,7 +111,8 @@ impl RunLock {
             {
                 Ok(mut f) => {
                     let _ = writeln!(f, "{}\n{here}", std::process::id());
-                    return Ok(RunLock { path });
+                    let beat = refresh_lock(&path);
+                    return Ok(RunLock { path, beat });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -90,13 +120,31 @@ impl RunLock {
                     let pid: Option<u32> = lines.next().and_then(|t| t.parse().ok());
                     // A lock without a name is from this machine (as earlier versions wrote it).
                     let host = lines.next().filter(|h| !h.is_empty() && *h != here);
+                    // Unknown (no time, or one ahead of this clock): fresh.
+                    let unrefreshed = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
                     match (pid, host) {
+                        (Some(pid), Some(host))
+                            if unrefreshed.is_some_and(|age| age > LOCK_STALE) =>
+                        {
+                            log::warn!(
+                                "{}: taking over the lock of dinoscope (pid {pid}) on {host}, \
+                                 not refreshed for {} minutes",
+                                path.display(),
+                                unrefreshed.map_or(0, |a| a.as_secs() / 60)
+                            );
+                            let _ = std::fs::remove_file(&path);
+                        }
                         (Some(pid), Some(host)) => {
                             return Err(format!(
                                 "{}: dinoscope (pid {pid}) on {host} is training into this \
-                                 folder; wait for it, or choose another --out (if no dinoscope \
-                                 runs there, remove {})",
+                                 folder; wait for it, or choose another --out (a lock that has \
+                                 not been refreshed for {} minutes, as one whose process \
+                                 ended, is taken over; or remove {})",
                                 dir.display(),
+                                LOCK_STALE.as_secs() / 60,
                                 path.display()
                             ))
                         }
@@ -144,6 +192,7 @@ fn host_name() -> String {
 #[cfg(not(target_arch = "wasm32"))]
 impl Drop for RunLock {
     fn drop(&mut self) {
+        drop(self.beat.take());
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -146,8 +146,10 @@ pub fn calibrate_split(gpu: &Gpu) -> Result<Option<CalibratedSplit>, String> {
     let _marker = UnderWay::new(gpu);
     let checked = passing(gpu, &plans, &d, DType::F16, "f16 split");
     if checked.is_empty() {
-        log::warn!("neither split passed its check: f16 products keep the default, uncached");
-        return Ok(None);
+        // Never the cooperative split that just failed (the default otherwise).
+        log::warn!("neither split passed its check: f16 products take the vec4 split");
+        keep(gpu, SPLIT_F16, "vec4");
+        return Ok(Some(("vec4".to_string(), Vec::new())));
     }
     let (a_len, b_len) = d.operand_lens();
     let a = gpu.upload_as(&random(a_len, 1, -1.0, 1.0), &[a_len], DType::F16);

@@ -323,6 +323,15 @@ fn image_folder_classes_and_errors() {
         let ds = ImageFolder::open(&raw).unwrap();
         assert_eq!(ds.classes(), ["a\\xFE", "a\\xFF"]);
         assert_eq!((ds.label(0), ds.label(1)), (Some(0), Some(1)));
+        // A folder whose UTF-8 name reads as another's escaped one is refused, naming both.
+        let twin = raw.join("a\\xFF");
+        std::fs::create_dir_all(&twin).unwrap();
+        gradient(8, 8).save(twin.join("p.png")).unwrap();
+        let err = ImageFolder::open(&raw).err().unwrap().to_string();
+        assert!(
+            err.contains("same name") && err.contains("rename one"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(raw);
     }
 

@@ -19,10 +19,12 @@ const out = process.env.OUT_DIR || path.resolve(here, "out");
 const steps = Number(process.env.STEPS || 20);
 // Training settings in the page's link: small enough for a software adapter on two cores.
 const trainQuery = process.env.TRAIN_QUERY || "batch=8&depth=2&maps=4&eval=10";
-// Every wait below ends when what it waits for happens. This only ends one that would
-// otherwise never end: nothing it watches has moved for this long (a hung page), which no slow
-// machine comes near.
-const patience = Number(process.env.HANG_S || 1800) * 1000;
+// Every wait below ends when what it waits for happens, or when the page reports a failure.
+// Two limits end what would otherwise never end, far past what a slow machine needs: a wait
+// whose page has shown no movement for WAIT_S, and the whole test at HANG_S (a page that stops
+// answering, whose calls never return).
+const patience = Number(process.env.WAIT_S || 900) * 1000;
+const budget = Number(process.env.HANG_S || 3600) * 1000;
 // A safetensors file's header: its tensors by name (and `__metadata__`).
 const header = (buf) => {
   const n = Number(buf.readBigUInt64LE(0));
@@ -60,6 +62,10 @@ async function until(page, done, { every = 200, progress = () => 0 } = {}) {
   for (;;) {
     const st = JSON.parse(await page.evaluate(() => window.dinoscope?.status() || "{}"));
     if (done(st)) return st;
+    if (broken) {
+      console.log(`stopped waiting: ${broken}`);
+      return st;
+    }
     const p = JSON.stringify(progress(st));
     if (p !== last) { last = p; moved = Date.now(); }
     if (Date.now() - moved > patience) {
@@ -124,9 +130,18 @@ const url = `http://127.0.0.1:${port}/`;
 let browser;
 // The page's console, printed after a failure (empty if the browser never started).
 const logs = [];
+// Set when the page crashes or throws: the waits end at once.
+let broken = "";
+const watchdog = setTimeout(() => {
+  console.log(`FAIL the browser test did not end within ${budget / 1000} s`);
+  console.log(logs.slice(-40).join("\n"));
+  server.kill();
+  process.exit(1);
+}, budget);
+watchdog.unref();
 try {
-  const tServe = Date.now();
-  while (Date.now() - tServe < patience) {
+  for (;;) {
+    if (server.exitCode !== null) throw new Error(`python3 -m http.server ended (${server.exitCode})`);
     try { if ((await fetch(url)).ok) break; } catch { /* not up yet */ }
     await sleep(200);
   }
@@ -135,8 +150,8 @@ try {
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
-  page.on("crash", () => logs.push("the page crashed"));
+  page.on("pageerror", (e) => { logs.push(`pageerror: ${e}`); broken ||= `${e}`; });
+  page.on("crash", () => { logs.push("the page crashed"); broken ||= "the page crashed"; });
   const t0 = Date.now();
   // The golden check first, with training off so it has the adapter to itself; the training
   // settings come with the link and apply when training starts after the checks, on the same

@@ -39,14 +39,35 @@ impl ImageFolder {
         // keeps each class's files together.
         files.sort();
 
-        let class_of = |f: &PathBuf| -> Option<String> {
+        let class_of = |f: &PathBuf| -> Option<(String, std::ffi::OsString)> {
             let mut parts = f.strip_prefix(root).ok()?.components();
             let first = parts.next()?;
             // A file directly in the root has nothing after its one component.
             parts.next()?;
-            Some(class_name(first.as_os_str()))
+            Some((
+                class_name(first.as_os_str()),
+                first.as_os_str().to_os_string(),
+            ))
         };
-        let per_file: Option<Vec<String>> = files.iter().map(class_of).collect();
+        let per_file: Option<Vec<(String, std::ffi::OsString)>> =
+            files.iter().map(class_of).collect();
+        // Two folders whose names read the same as text would become one class.
+        let mut folder_of = std::collections::BTreeMap::new();
+        for (name, raw) in per_file.iter().flatten() {
+            if let Some(other) = folder_of.insert(name, raw).filter(|o| *o != raw) {
+                return Err(DataError::NotADataset {
+                    path: root.display().to_string(),
+                    detail: format!(
+                        "the class folders {} and {} have the same name as text ({name}); \
+                         rename one",
+                        root.join(other).display(),
+                        root.join(raw).display()
+                    ),
+                });
+            }
+        }
+        let per_file: Option<Vec<String>> =
+            per_file.map(|v| v.into_iter().map(|(name, _)| name).collect());
         let (labels, classes) = match per_file {
             Some(names) => {
                 let mut classes = names.clone();
@@ -85,7 +106,8 @@ impl ImageFolder {
 }
 
 /// A class folder's name as text: as it is where it is UTF-8, else with each byte that is not
-/// written `\xNN`, so that two folders never become one class.
+/// written `\xNN` (a lossy name made two such folders one class; a name that still reads as
+/// another's is refused by the caller).
 fn class_name(name: &std::ffi::OsStr) -> String {
     if let Some(s) = name.to_str() {
         return s.to_string();

@@ -155,24 +155,21 @@ pub(super) fn infer_from_shapes(
     if dim == 0 {
         return Err(infer_err(path, "cls_token has no width"));
     }
-    let depth = shapes
+    let last = shapes
         .keys()
         .filter_map(|n| n.strip_prefix("blocks."))
         .filter_map(|r| r.split_once('.').and_then(|(i, _)| parse_index(i)))
         .max()
-        .map(|m| m + 1)
         .ok_or_else(|| infer_err(path, "no transformer blocks"))?;
     // Before anything loops over the blocks: a header may name any index.
     let max_depth = crate::model::config::MAX_DEPTH;
-    if depth > max_depth {
+    if last >= max_depth {
         return Err(infer_err(
             path,
-            format!(
-                "a block index of {} is past the {max_depth} blocks a model may have",
-                depth - 1
-            ),
+            format!("a block index of {last} is past the {max_depth} blocks a model may have"),
         ));
     }
+    let depth = last + 1;
     // The fewest heads: the largest head width up to 64 that divides the width (1 always does).
     let head_dim = (1..=DINOV2_HEAD_DIM)
         .rev()

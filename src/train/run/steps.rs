@@ -255,7 +255,15 @@ impl<'a> StepLoop<'a> {
             return Ok(None);
         };
         let e0 = Instant::now();
-        let ev = evaluate(self.gpu, &self.trainer, tr.as_ref(), te.as_ref(), &self.cfg)?;
+        let ev = evaluate(self.gpu, &self.trainer, tr.as_ref(), te.as_ref(), &self.cfg).map_err(
+            |e| {
+                format!(
+                    "the evaluation after step {} failed: {e}; training stopped{}",
+                    self.trainer.step,
+                    super::super::checkpoint::previous_note(&self.opts.out_dir)
+                )
+            },
+        )?;
         if let Some(b) = &mut self.budget {
             b.paused(e0.elapsed().as_secs_f64(), true);
         }
@@ -449,12 +457,8 @@ pub(crate) fn keep_edited_config(dir: &Path, own: &TrainConfig) {
     if TrainConfig::from_ron(&text, &name).ok().as_ref() == Some(own) {
         return;
     }
-    let names = (1u32..1000).map(|i| match i {
-        1 => dir.join("train.ron.edited"),
-        i => dir.join(format!("train.ron.edited{i}")),
-    });
     let mut kept = None;
-    for p in names {
+    for p in crate::io::tagged_names(&path, "edited") {
         match std::fs::read_to_string(&p) {
             // Kept by an earlier resume that saved no checkpoint.
             Ok(earlier) if earlier == text => return,
