@@ -191,6 +191,30 @@ pub fn tagged_names<'a>(
     })
 }
 
+/// A name or path as text: as it is where it is UTF-8, else with each byte that is not written
+/// `\xNN` (a lossy `?` would make two names one: two class folders, two files in a list).
+pub fn text_of(name: &std::ffi::OsStr) -> String {
+    if let Some(s) = name.to_str() {
+        return s.to_string();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in name.as_bytes().utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("\\x{b:02X}"));
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    {
+        format!("{name:?}")
+    }
+}
+
 /// A hidden name beside `path` that nothing has yet: `.NAME.TAGn`.
 fn unused_name(path: &Path, tag: &str) -> std::path::PathBuf {
     (0u32..)

@@ -148,7 +148,7 @@ pub fn embed(
             match p {
                 Ok(p) => {
                     imgs.push(p);
-                    names.push(f.display().to_string());
+                    names.push(dinoscope::io::text_of(f.as_os_str()));
                 }
                 Err(e) => {
                     bar.suspend(|| eprintln!("skipped: {e}"));

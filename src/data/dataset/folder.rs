@@ -45,7 +45,7 @@ impl ImageFolder {
             // A file directly in the root has nothing after its one component.
             parts.next()?;
             Some((
-                class_name(first.as_os_str()),
+                crate::io::text_of(first.as_os_str()),
                 first.as_os_str().to_os_string(),
             ))
         };
@@ -102,31 +102,6 @@ impl ImageFolder {
     /// The class names (subfolder names, sorted), empty when unlabelled.
     pub fn classes(&self) -> &[String] {
         &self.classes
-    }
-}
-
-/// A class folder's name as text: as it is where it is UTF-8, else with each byte that is not
-/// written `\xNN` (a lossy name made two such folders one class; a name that still reads as
-/// another's is refused by the caller).
-fn class_name(name: &std::ffi::OsStr) -> String {
-    if let Some(s) = name.to_str() {
-        return s.to_string();
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let mut out = String::new();
-        for chunk in name.as_bytes().utf8_chunks() {
-            out.push_str(chunk.valid());
-            for b in chunk.invalid() {
-                out.push_str(&format!("\\x{b:02X}"));
-            }
-        }
-        out
-    }
-    #[cfg(not(unix))]
-    {
-        format!("{name:?}")
     }
 }
 
