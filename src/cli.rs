@@ -70,8 +70,8 @@ enum Command {
     /// Image features (CLS and mean patch token) of images or folders, into a safetensors file.
     Embed {
         /// Backbone weights (safetensors, Hugging Face or torch-hub names).
-        /// A file, or a Hugging Face repository id (facebook/dinov2-small) found in the
-        /// Hugging Face cache.
+        /// A file, or a Hugging Face repository id (facebook/dinov2-small): from the Hugging
+        /// Face cache, downloaded into it when not there.
         #[arg(long)]
         weights: PathBuf,
         /// Branch, tag or commit of a repository id given as --weights [default: main].
@@ -105,8 +105,8 @@ enum Command {
     /// map of the patch features, as PNG files.
     Attention {
         /// Backbone weights (safetensors).
-        /// A file, or a Hugging Face repository id (facebook/dinov2-small) found in the
-        /// Hugging Face cache.
+        /// A file, or a Hugging Face repository id (facebook/dinov2-small): from the Hugging
+        /// Face cache, downloaded into it when not there.
         #[arg(long)]
         weights: PathBuf,
         /// Branch, tag or commit of a repository id given as --weights [default: main].
@@ -177,11 +177,11 @@ enum Command {
     },
     /// k-NN accuracy (k = 20, T = 0.07) of a backbone's CLS features and a linear probe on
     /// its CLS and mean patch tokens.
-    #[command(alias = "eval")]
+    #[command(visible_alias = "eval")]
     Knn {
         /// Backbone weights (safetensors; ours or Hugging Face's).
-        /// A file, or a Hugging Face repository id (facebook/dinov2-small) found in the
-        /// Hugging Face cache.
+        /// A file, or a Hugging Face repository id (facebook/dinov2-small): from the Hugging
+        /// Face cache, downloaded into it when not there.
         #[arg(long)]
         weights: PathBuf,
         /// Branch, tag or commit of a repository id given as --weights [default: main].

@@ -78,7 +78,8 @@ pub fn cached_file_in(
     if !dir.is_dir() {
         return Err(format!(
             "{repo}: not in the Hugging Face cache ({} does not exist; the cache is HF_HUB_CACHE, \
-             else HF_HOME/hub, else ~/.cache/huggingface/hub); {fetch}",
+             else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub, else \
+             ~/.cache/huggingface/hub); {fetch}",
             dir.display()
         ));
     }

@@ -119,7 +119,10 @@ pub enum ConfigError {
         message: String,
     },
     /// [`VitConfig::preset`] with a name that is not a preset.
-    #[error("unknown model preset '{name}' (known: {known})")]
+    #[error(
+        "unknown model preset '{name}' (known: {known}; DINOv2's also with a dinov2_ prefix, \
+         DINOv3's with dinov3_)"
+    )]
     UnknownPreset {
         /// The name asked for.
         name: String,

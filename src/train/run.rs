@@ -2,8 +2,8 @@
 //! atomic checkpoints and exact resume.
 //!
 //! A run folder holds `checkpoints/step-N/` (the newest two; see [`super::checkpoint`]),
-//! `teacher_backbone.safetensors` (torch-hub names: loads into PyTorch's `dinov2_vits14` with
-//! strict=True), `config.ron` (the backbone config, so the other commands find it next to the
+//! `teacher_backbone.safetensors` (torch-hub names: loads into PyTorch's `dinov2_vits14`, built
+//! with `img_size` the run's crop size, with strict=True), `config.ron` (the backbone config, so the other commands find it next to the
 //! weights) and `train.ron` (links to the latest checkpoint's files), and `metrics.jsonl`.
 
 use super::config::TrainConfig;
