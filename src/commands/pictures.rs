@@ -208,6 +208,9 @@ pub fn attention(
     size: usize,
     keep: f32,
 ) -> Result<ExitCode, String> {
+    if let Some(e) = device_or_pipe(out_dir) {
+        return Err(e);
+    }
     if out_dir.exists() && !out_dir.is_dir() {
         return Err(format!(
             "{}: is a file; -o takes a folder for the maps",

@@ -11,13 +11,16 @@ use super::trainer::{StepMetrics, TrainState, Trainer};
 use crate::data::dataset::{fashion_mnist_bundled, open_dataset, Dataset};
 use crate::gpu::Gpu;
 use serde::Serialize;
-#[cfg(not(target_arch = "wasm32"))]
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[cfg(not(target_arch = "wasm32"))]
+mod lock;
+#[cfg(not(target_arch = "wasm32"))]
 mod steps;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use lock::RunLock;
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) use steps::keep_edited_config;
 
@@ -59,143 +62,6 @@ const RUN_FILES: [&str; 7] = [
     "config.ron",
     DATA_RECORD,
 ];
-
-/// A run folder held by this process: `.dinoscope.lock` with our pid and this machine's name,
-/// refreshed every minute while held and removed when dropped. A lock left on this machine by
-/// a process that no longer exists (killed) is taken over; one from another machine (a shared
-/// folder, or a container since replaced) only once it has gone unrefreshed for
-/// [`LOCK_STALE`].
-#[cfg(not(target_arch = "wasm32"))]
-pub struct RunLock {
-    path: PathBuf,
-    /// Ends the refreshing thread when dropped.
-    beat: Option<std::sync::mpsc::Sender<()>>,
-}
-
-/// How long a lock from another machine must have gone unrefreshed before it is taken over.
-#[cfg(not(target_arch = "wasm32"))]
-pub const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Touches the lock file every minute until the sender is dropped, so that another machine can
-/// tell a live run's lock from a dead one's.
-#[cfg(not(target_arch = "wasm32"))]
-fn refresh_lock(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let path = path.to_path_buf();
-    let every = std::time::Duration::from_secs(60);
-    std::thread::Builder::new()
-        .name("run-lock".into())
-        .spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                // Never created again: a lock removed by hand stays removed.
-                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
-                    let _ = f.set_modified(std::time::SystemTime::now());
-                }
-            }
-        })
-        .ok()?;
-    Some(tx)
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl RunLock {
-    /// Takes the lock of `dir`, or says which process holds it.
-    pub fn acquire(dir: &Path) -> Result<RunLock, String> {
-        let path = dir.join(".dinoscope.lock");
-        let here = host_name();
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}\n{here}", std::process::id());
-                    let beat = refresh_lock(&path);
-                    return Ok(RunLock { path, beat });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let mut lines = text.lines().map(str::trim);
-                    let pid: Option<u32> = lines.next().and_then(|t| t.parse().ok());
-                    // A lock without a name is from this machine (as earlier versions wrote it).
-                    let host = lines.next().filter(|h| !h.is_empty() && *h != here);
-                    // Unknown (no time, or one ahead of this clock): fresh.
-                    let unrefreshed = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok());
-                    match (pid, host) {
-                        (Some(pid), Some(host))
-                            if unrefreshed.is_some_and(|age| age > LOCK_STALE) =>
-                        {
-                            log::warn!(
-                                "{}: taking over the lock of dinoscope (pid {pid}) on {host}, \
-                                 not refreshed for {} minutes",
-                                path.display(),
-                                unrefreshed.map_or(0, |a| a.as_secs() / 60)
-                            );
-                            let _ = std::fs::remove_file(&path);
-                        }
-                        (Some(pid), Some(host)) => {
-                            return Err(format!(
-                                "{}: dinoscope (pid {pid}) on {host} is training into this \
-                                 folder; wait for it, or choose another --out (a lock that has \
-                                 not been refreshed for {} minutes, as one whose process \
-                                 ended, is taken over; or remove {})",
-                                dir.display(),
-                                LOCK_STALE.as_secs() / 60,
-                                path.display()
-                            ))
-                        }
-                        (Some(pid), None) if process_alive(pid) => {
-                            return Err(format!(
-                                "{}: another dinoscope (pid {pid}) is training into this folder; \
-                                 wait for it, or choose another --out (if no dinoscope is \
-                                 running, process {pid} is another program: remove {})",
-                                dir.display(),
-                                path.display()
-                            ))
-                        }
-                        // Stale (its process is gone) or unreadable: take it over.
-                        _ => {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                    }
-                }
-                Err(e) => return Err(format!("{}: cannot create: {e}", path.display())),
-            }
-        }
-        Err(format!("{}: cannot take the run lock", path.display()))
-    }
-}
-
-/// This machine's name as the run lock records it (empty where it cannot be read).
-#[cfg(not(target_arch = "wasm32"))]
-fn host_name() -> String {
-    #[cfg(unix)]
-    {
-        let mut buf = [0u8; 256];
-        // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
-        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-            return String::new();
-        }
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).trim().to_string()
-    }
-    #[cfg(not(unix))]
-    {
-        std::env::var("COMPUTERNAME").unwrap_or_default()
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        drop(self.beat.take());
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
 
 /// Whether a folder holds a training run (a checkpoint, metrics or a training config).
 #[cfg(not(target_arch = "wasm32"))]
@@ -336,34 +202,6 @@ pub fn latest_run(root: &Path) -> PathBuf {
         Some(dir) if !cfg!(unix) && dir.is_dir() => dir,
         _ if link.exists() => link,
         named => named.unwrap_or(link),
-    }
-}
-
-/// Whether a process with this pid exists on this machine (Unix: asked of the kernel; elsewhere
-/// assumed alive, so a stale lock must be removed by hand, as the message says).
-#[cfg(not(target_arch = "wasm32"))]
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    #[cfg(unix)]
-    {
-        // Signal 0 checks that the process exists without touching it; a pid of 0 or past
-        // pid_t would name a process group, so such a lock is no process's.
-        let Ok(raw) = libc::pid_t::try_from(pid) else {
-            return false;
-        };
-        if raw <= 0 {
-            return false;
-        }
-        // SAFETY: kill with signal 0 sends nothing; it only reports whether `raw` exists.
-        let r = unsafe { libc::kill(raw, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        // No lookup here: a stale lock is removed by hand, as the error says.
-        true
     }
 }
 

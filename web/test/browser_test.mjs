@@ -130,8 +130,15 @@ const url = `http://127.0.0.1:${port}/`;
 let browser;
 // The page's console, printed after a failure (empty if the browser never started).
 const logs = [];
-// Set when the page crashes or throws: the waits end at once.
+// Set when the page crashes or throws: the waits end at once (`until` returns, and a wait
+// wrapped in `orBroken` fails).
 let broken = "";
+let onBroken;
+const brokenSignal = new Promise((_, reject) => { onBroken = reject; });
+brokenSignal.catch(() => {});
+const setBroken = (why) => { if (!broken) { broken = why; onBroken(new Error(`the page failed: ${why}`)); } };
+// (Handled here too, so that one left behind by a failed Promise.all never goes unhandled.)
+const orBroken = (p) => { const r = Promise.race([p, brokenSignal]); r.catch(() => {}); return r; };
 const watchdog = setTimeout(() => {
   console.log(`FAIL the browser test did not end within ${budget / 1000} s`);
   console.log(logs.slice(-40).join("\n"));
@@ -150,15 +157,16 @@ try {
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => { logs.push(`pageerror: ${e}`); broken ||= `${e}`; });
-  page.on("crash", () => { logs.push("the page crashed"); broken ||= "the page crashed"; });
+  page.on("pageerror", (e) => { logs.push(`pageerror: ${e}`); setBroken(`${e}`); });
+  page.on("crash", () => { logs.push("the page crashed"); setBroken("the page crashed"); });
   const t0 = Date.now();
   // The golden check first, with training off so it has the adapter to itself; the training
   // settings come with the link and apply when training starts after the checks, on the same
   // device (so it reuses the pipelines the checks built: a software adapter takes seconds each).
   await page.goto(url + "?train=0&" + trainQuery);
-  await page.waitForFunction(() => window.dinoscope || document.getElementById("message")?.className === "shown",
-    null, { timeout: patience });
+  await orBroken(page.waitForFunction(
+    () => window.dinoscope || document.getElementById("message")?.className === "shown",
+    null, { timeout: patience }));
   const message = await page.evaluate(() => document.getElementById("message")?.textContent || "");
   check("page starts on WebGPU", message === "", message);
   // The first frame publishes the status (the backend is always named; browsers withhold the
@@ -266,7 +274,7 @@ try {
     let detail = "";
     try {
       const [dl] = await Promise.all([
-        page.waitForEvent("download", { timeout: patience }),
+        orBroken(page.waitForEvent("download", { timeout: patience })),
         page.evaluate((w) => window.dinoscope.control(w), what),
       ]);
       const file = path.join(out, dl.suggestedFilename());
@@ -317,7 +325,7 @@ try {
     let detail = "";
     try {
       const [dl] = await Promise.all([
-        page.waitForEvent("download", { timeout: patience }),
+        orBroken(page.waitForEvent("download", { timeout: patience })),
         page.evaluate(() => window.dinoscope.control("download hf")),
       ]);
       const file = path.join(out, dl.suggestedFilename());
@@ -347,8 +355,8 @@ try {
   const before = await frame();
   for (let i = 0; i < 3; i++) {
     await page.mouse.move(640 + 5 * i, 790);
-    await page.waitForFunction((f) => JSON.parse(window.dinoscope.status()).frame > f,
-      before + i, { timeout: patience });
+    await orBroken(page.waitForFunction((f) => JSON.parse(window.dinoscope.status()).frame > f,
+      before + i, { timeout: patience }));
   }
   const shotPath = path.join(out, "browser.png");
   const png = await page.screenshot({ path: shotPath });
