@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 /// A run folder held by this process: `.dinoscope.lock` with our pid and this machine's name
 /// (on Linux with its pid namespace, so that a container counts as a machine of its own),
 /// removed when dropped if it is still ours. A lock left on this machine by a process that no
-/// longer exists (killed) is taken over; one from another machine or container (a shared
+/// longer exists (killed) is taken over on Unix; one from another machine or container (a shared
 /// folder) is never guessed stale, since its process cannot be looked up from here: the error
 /// says to remove it.
 pub struct RunLock {
@@ -21,54 +21,110 @@ impl RunLock {
         let path = dir.join(".dinoscope.lock");
         let here = machine_name();
         let text = format!("{}\n{here}\n", std::process::id());
-        for _ in 0..2 {
+        let mut last = String::new();
+        for _ in 0..3 {
             match create_whole(&path, &text) {
                 Ok(()) => return Ok(RunLock { path, text }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let found = std::fs::read_to_string(&path).unwrap_or_default();
-                    let mut lines = found.lines().map(str::trim);
-                    let pid: Option<u32> = lines.next().and_then(|t| t.parse().ok());
-                    // A lock without a name is from this machine (as earlier versions wrote it).
-                    let host = lines.next().filter(|h| !h.is_empty() && *h != here);
-                    match (pid, host) {
-                        (Some(pid), Some(host)) => {
-                            return Err(format!(
-                                "{}: dinoscope (pid {pid}) on {host} is training into this \
-                                 folder; wait for it, or choose another --out (a process of \
-                                 another machine or container cannot be looked up from here: \
-                                 if none runs there, remove {})",
-                                dir.display(),
-                                path.display()
-                            ))
-                        }
-                        (Some(pid), None) if process_alive(pid) => {
-                            return Err(format!(
-                                "{}: another dinoscope (pid {pid}) is training into this folder; \
-                                 wait for it, or choose another --out (if no dinoscope is \
-                                 running, process {pid} is another program: remove {})",
-                                dir.display(),
-                                path.display()
-                            ))
-                        }
-                        // Stale (its process is gone) or unreadable: take it over.
-                        _ => {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                    }
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(format!("{}: cannot create: {e}", path.display())),
             }
+            let found = match std::fs::read_to_string(&path) {
+                Ok(found) => found,
+                // Gone since (its run ended): try again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+            };
+            let mut lines = found.lines().map(str::trim);
+            let pid: Option<u32> = lines.next().and_then(|t| t.parse().ok());
+            // A lock without a name is from this machine (as earlier versions wrote it).
+            let host = lines.next().filter(|h| !h.is_empty() && *h != here);
+            match (pid, host) {
+                (None, _) => {
+                    // Being written where links are not to be had, or cut short by a crash:
+                    // never guessed stale.
+                    return Err(format!(
+                        "{}: names no process (another dinoscope may be starting into this \
+                         folder); if none is, remove it",
+                        path.display()
+                    ));
+                }
+                (Some(pid), Some(host)) => {
+                    return Err(format!(
+                        "{}: dinoscope (pid {pid}) on {host} is training into this folder; wait \
+                         for it, or choose another --out (a process of another machine or \
+                         container cannot be looked up from here: if none runs there, remove {})",
+                        dir.display(),
+                        path.display()
+                    ))
+                }
+                (Some(pid), None) if process_alive(pid) => {
+                    return Err(format!(
+                        "{}: another dinoscope (pid {pid}) is training into this folder; wait \
+                         for it, or choose another --out (if no dinoscope is running, process \
+                         {pid} is another program, or on Windows none: remove {})",
+                        dir.display(),
+                        path.display()
+                    ))
+                }
+                // Stale: its process is gone.
+                (Some(_), None) => {
+                    if let Err(e) = take_over(&path, &found) {
+                        last = e;
+                    }
+                }
+            }
         }
-        Err(format!("{}: cannot take the run lock", path.display()))
+        Err(format!(
+            "{}: cannot take the run lock{last}",
+            path.display()
+        ))
     }
 }
 
-/// Creates `path` holding `text`, whole from its first moment: written aside, then linked into
-/// place (which fails where the name is taken), so that no other process reads it empty and
-/// takes it for a dead one's. Where the file system has no hard links, created, then written.
+/// Removes the stale lock `path` that held `found`: moved to a name of this process's first, so
+/// that a lock another process made in its place since is never the one removed (it is put
+/// back).
+fn take_over(path: &Path, found: &str) -> Result<(), String> {
+    let gone = unique_beside(path, "stale");
+    if let Err(e) = std::fs::rename(path, &gone) {
+        return match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(format!(" (cannot move the stale lock aside: {e})")),
+        };
+    }
+    if std::fs::read_to_string(&gone).is_ok_and(|t| t == found) {
+        let _ = std::fs::remove_file(&gone);
+        return Ok(());
+    }
+    // Another process's new lock: back in place (never over a newer one), then retried.
+    let _ = std::fs::hard_link(&gone, path);
+    let _ = std::fs::remove_file(&gone);
+    Ok(())
+}
+
+/// `.dinoscope.lock.TAG-PID-NANOS` beside `path`: a name no other process uses, on this machine
+/// or another sharing the folder.
+fn unique_beside(path: &Path, tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    path.with_file_name(format!(
+        ".dinoscope.lock.{tag}-{}-{nanos}",
+        std::process::id()
+    ))
+}
+
+/// Creates `path` holding `text`, whole from its first moment: written to a new file of its
+/// own, then linked into place (which fails where the name is taken), so that no other process
+/// reads it empty. Where the file system has no hard links, created, then written.
 fn create_whole(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_file_name(format!(".dinoscope.lock.{}", std::process::id()));
-    if std::fs::write(&tmp, text).is_ok() {
+    let tmp = unique_beside(path, "new");
+    let staged = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    if staged.is_ok() {
         let linked = std::fs::hard_link(&tmp, path);
         let _ = std::fs::remove_file(&tmp);
         match linked {
@@ -76,20 +132,25 @@ fn create_whole(path: &Path, text: &str) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(e),
             Err(_) => {}
         }
+    } else {
+        let _ = std::fs::remove_file(&tmp);
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)?;
-    f.write_all(text.as_bytes())
+    f.write_all(text.as_bytes()).inspect_err(|_| {
+        let _ = std::fs::remove_file(path);
+    })
 }
 
 /// This machine as the run lock records it: its name, and on Linux its pid namespace (each
 /// container has its own, and pids are looked up only within one); empty where unknown.
 fn machine_name() -> String {
     let host = host_name();
+    // Trimmed as the lock's lines are read back (a host without a name included).
     match std::fs::read_link("/proc/self/ns/pid") {
-        Ok(ns) if cfg!(target_os = "linux") => format!("{host} {}", ns.display()),
+        Ok(ns) if cfg!(target_os = "linux") => format!("{host} {}", ns.display()).trim().into(),
         _ => host,
     }
 }
@@ -108,7 +169,9 @@ fn host_name() -> String {
     }
     #[cfg(not(unix))]
     {
-        std::env::var("COMPUTERNAME").unwrap_or_default()
+        std::env::var("COMPUTERNAME")
+            .map(|n| n.trim().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -175,6 +238,24 @@ mod tests {
         std::fs::write(&path, "1\nanother-machine.example\n").expect("another run's");
         drop(lock);
         assert!(path.exists());
+        // A lock that names no process is never guessed stale.
+        std::fs::write(&path, "").expect("empty");
+        let err = RunLock::acquire(&dir).err().expect("refused");
+        assert!(err.contains("names no process"), "{err}");
+        // This machine's own lock, as this version writes it, is taken over once its process
+        // is gone; nothing is left beside it.
+        #[cfg(unix)]
+        {
+            let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+            let dead = gone.id();
+            gone.wait().expect("wait");
+            std::fs::write(&path, format!("{dead}\n{}\n", super::machine_name())).expect("lock");
+            let lock = RunLock::acquire(&dir).expect("a dead process's lock is taken over");
+            let names: Vec<_> = std::fs::read_dir(&dir).expect("list").flatten().collect();
+            assert_eq!(names.len(), 1, "only the lock: {names:?}");
+            drop(lock);
+            assert!(!path.exists());
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
