@@ -150,7 +150,7 @@ pub(super) fn infer_from_shapes(
     entries: Vec<(String, Vec<usize>)>,
 ) -> Result<VitConfig, WeightsError> {
     let shapes = hub_shapes(entries);
-    let need = |name: &str| need(path, &shapes, name);
+    let need = |name: &str| required_shape(path, &shapes, name);
     let dim = need("cls_token")?.last().copied().unwrap_or(0);
     if dim == 0 {
         return Err(infer_err(path, "cls_token has no width"));
@@ -271,7 +271,7 @@ fn hub_shapes(entries: Vec<(String, Vec<usize>)>) -> BTreeMap<String, Vec<usize>
 }
 
 /// The shape of tensor `name`, or an error naming it (by either of its names).
-fn need<'a>(
+fn required_shape<'a>(
     path: &Path,
     shapes: &'a BTreeMap<String, Vec<usize>>,
     name: &str,
