@@ -56,15 +56,20 @@ fn place_new(tmp: &Path, path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Refuses a target that is a device or a pipe (`/dev/null`, a FIFO): a rename would put a
-/// file in its place.
+/// Whether `path` names a device or a pipe (`/dev/null`, a FIFO): never read (one may not
+/// end) nor written over (a rename would put a file in its place).
+pub fn is_device_or_pipe(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Refuses a target that is a device or a pipe.
 fn check_target(path: &Path) -> std::io::Result<()> {
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() && !m.is_dir() => Err(std::io::Error::other(
+    if is_device_or_pipe(path) {
+        return Err(std::io::Error::other(
             "not a regular file (a device or pipe); name a file to write",
-        )),
-        _ => Ok(()),
+        ));
     }
+    Ok(())
 }
 
 /// Writes every one of `files` (name, bytes) into `dir`, or none: all are written and synced

@@ -440,8 +440,7 @@ pub fn save(gpu: &Gpu) -> Result<PathBuf, String> {
 /// The cache file at `path`: `None` where there is none, an error saying why where a file is
 /// there but does not read as a cache.
 fn read_cache(path: &Path) -> Result<Option<TuneCache>, String> {
-    // A pipe or device is never read: one may not end.
-    if path.exists() && !path.is_file() {
+    if crate::io::is_device_or_pipe(path) {
         return Err("not a regular file, so not a tuning cache".into());
     }
     let bytes = match std::fs::read(path) {

@@ -64,14 +64,12 @@ fn create_folder(dir: &Path) -> Result<(), String> {
 
 /// The error for an output path that is a device or a pipe, which no file is written over.
 fn device_or_pipe(p: &Path) -> Option<String> {
-    std::fs::metadata(p)
-        .is_ok_and(|m| !m.is_file() && !m.is_dir())
-        .then(|| {
-            format!(
-                "{}: is a device or a pipe, not a file to write",
-                p.display()
-            )
-        })
+    dinoscope::io::is_device_or_pipe(p).then(|| {
+        format!(
+            "{}: is a device or a pipe, not a file to write",
+            p.display()
+        )
+    })
 }
 
 /// `dinoscope embed`.

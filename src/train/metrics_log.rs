@@ -24,8 +24,7 @@ impl MetricsLog {
     /// before it (the evaluations and the steps before the checkpoint; the later ones are done
     /// again, identically); returns the log and the kept lines.
     pub fn open(path: &Path, start: u64) -> Result<(MetricsLog, Vec<Value>), String> {
-        // A pipe or device is never read (one may not end) nor written over.
-        if path.exists() && !path.is_file() && !path.is_dir() {
+        if crate::io::is_device_or_pipe(path) {
             return Err(format!(
                 "{}: not a regular file (a device or pipe); the metrics log goes there",
                 path.display()
