@@ -20,26 +20,45 @@ const OP_CASES: &[&str] = &[
     "linear",
     "cross_entropy",
     "patch_embed",
-    "interp.5x6",
-    "interp.3x7",
-    "interp.2x2",
-    "interp.aa_5x6",
-    "interp.aa_3x7",
-    "interp.aa_2x2",
     "dino",
     "ibot",
     "koleo",
 ];
+
+/// The resize cases of the fixture set, plain and antialiased: one per target size the
+/// manifest's settings name (`settings.ops.interp`: the input shape, then the targets).
+fn interp_cases() -> (Vec<String>, Vec<String>) {
+    let path = common::fixtures_dir().join("manifest.json");
+    let text = std::fs::read_to_string(&path).expect("manifest");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("manifest JSON");
+    let targets = json["settings"]["ops"]["interp"][1]
+        .as_array()
+        .expect("settings.ops.interp targets");
+    let sizes: Vec<String> = targets
+        .iter()
+        .map(|t| format!("{}x{}", t[0], t[1]))
+        .collect();
+    assert!(!sizes.is_empty(), "no resize targets in the manifest");
+    let plain = sizes.iter().map(|s| format!("interp.{s}")).collect();
+    let aa = sizes.iter().map(|s| format!("interp.aa_{s}")).collect();
+    (plain, aa)
+}
 
 fn check_all(exec: &Exec) {
     let rows = run_fixtures(exec, &common::fixtures_dir()).expect("fixtures load");
     for r in &rows {
         eprintln!("{}", r.row());
     }
-    for name in OP_CASES {
+    let (plain, aa) = interp_cases();
+    let cases = OP_CASES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(plain)
+        .chain(aa);
+    for name in cases {
         let r = rows
             .iter()
-            .find(|r| r.name == *name)
+            .find(|r| r.name == name)
             .unwrap_or_else(|| panic!("op case {name} not run"));
         assert_eq!(r.status, Status::Pass, "{}", r.row());
     }
@@ -69,15 +88,9 @@ fn only_and_skip_pick_cases_by_name() {
     let listed = list_fixtures(&Exec::Cpu, &common::fixtures_dir(), &filter).expect("list");
     assert_eq!(listed, names, "the list is the run's cases, in its order");
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "interp.aa_2x2",
-            "interp.aa_3x7",
-            "interp.aa_5x6",
-            "layer_norm",
-            "layer_norm_small_var"
-        ]
-    );
+    let mut want = interp_cases().1;
+    want.extend(["layer_norm".to_string(), "layer_norm_small_var".to_string()]);
+    want.sort();
+    assert_eq!(names, want);
     assert!(rows.iter().all(|r| r.status == Status::Pass));
 }

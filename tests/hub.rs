@@ -73,6 +73,12 @@ fn weights_by_repository_id_come_from_the_hugging_face_cache() {
     let _ = std::fs::remove_dir_all(&root);
     make_cache(&root.join("home/hub"));
     let out = root.join("f.safetensors");
+    let dim = dinoscope::model::config::VitConfig::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tiny_dinov3/config.json"
+    )))
+    .expect("config")
+    .dim;
     // HF_HOME/hub with the default revision (main), HF_HUB_CACHE with a tag, and a commit.
     for (env, args) in [
         (
@@ -93,7 +99,7 @@ fn weights_by_repository_id_come_from_the_hugging_face_cache() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{args:?}: {err}");
         let f = dinoscope::fixtures::TensorFile::open(&out).expect("features");
-        assert_eq!(f.get("cls").expect("cls").shape, vec![1, 64]);
+        assert_eq!(f.get("cls").expect("cls").shape, vec![1, dim]);
     }
     // What is not there is named, with where it was looked for.
     let hub = root.join("home/hub");

@@ -2,6 +2,23 @@
 
 use super::*;
 
+/// A fixture model's config (the sizes differ between fixture sets).
+fn fixture_config(model: &str) -> dinoscope::model::config::VitConfig {
+    dinoscope::model::config::VitConfig::load(Path::new(&format!(
+        "tests/fixtures/{model}/config.json"
+    )))
+    .expect("config")
+}
+
+/// The size of `chelsea.png`'s maps at `--size size` for a model of this patch: its shorter
+/// side resized to `size`, both sides cut to whole patches.
+fn map_size(patch: usize, size: usize) -> (u32, u32) {
+    use dinoscope::data::image::{load_image, preprocess, Resize};
+    let photo = load_image(Path::new("assets/images/chelsea.png")).expect("photo");
+    let img = preprocess(&photo, Resize::ShorterSide(size), patch).expect("preprocess");
+    (img.width as u32, img.height as u32)
+}
+
 #[test]
 fn attention_writes_maps_of_the_right_size_that_are_not_constant() {
     if common::gpu().is_none() {
@@ -24,11 +41,13 @@ fn attention_writes_maps_of_the_right_size_that_are_not_constant() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success());
-    // chelsea.png is 451×300: shorter side 224 → 336×224 after cropping to multiples of 14.
+    let cfg = fixture_config("tiny_dinov2_reg");
+    let (w, h) = map_size(cfg.patch, 224);
+    let last = format!("head{}_threshold.png", cfg.heads - 1);
     for name in [
         "input.png",
         "head0.png",
-        "head3_threshold.png",
+        &last,
         "mean.png",
         "mean_overlay.png",
         "pca.png",
@@ -36,7 +55,7 @@ fn attention_writes_maps_of_the_right_size_that_are_not_constant() {
         let img = image::open(out_dir.join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .to_rgb8();
-        assert_eq!((img.width(), img.height()), (336, 224), "{name} size");
+        assert_eq!((img.width(), img.height()), (w, h), "{name} size");
         let first = *img.get_pixel(0, 0);
         assert!(img.pixels().any(|p| *p != first), "{name} is constant");
     }
@@ -44,8 +63,8 @@ fn attention_writes_maps_of_the_right_size_that_are_not_constant() {
         .expect("heads.png")
         .to_rgb8();
     assert!(
-        heads.width() > 336 * 2,
-        "the head grid holds the four heads side by side"
+        heads.width() as usize * heads.height() as usize >= (w * h) as usize * cfg.heads,
+        "the head grid holds every head"
     );
     let _ = std::fs::remove_dir_all(&out_dir);
 }
@@ -60,14 +79,15 @@ fn attention_overwrite_leaves_no_stale_head_maps() {
     let dir = tmp("attention_stale");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let weights = "tests/fixtures/tiny_dinov2_reg/model.safetensors";
-    let mut two = dinoscope::model::config::VitConfig::load(Path::new(
-        "tests/fixtures/tiny_dinov2_reg/config.json",
-    ))
-    .expect("config");
-    assert_eq!(two.heads, 4);
-    two.heads = 2;
-    let two_path = dir.join("two_heads.ron");
-    std::fs::write(&two_path, two.to_ron().expect("ron")).expect("write");
+    let own = fixture_config("tiny_dinov2_reg");
+    // First maps of the same weights read with more heads (any divisor of the width splits
+    // the same projections), then the model's own maps over them.
+    let mut more = own.clone();
+    more.heads = (own.heads + 1..=own.dim)
+        .find(|h| own.dim.is_multiple_of(*h))
+        .expect("a head count above the model's");
+    let more_path = dir.join("more_heads.ron");
+    std::fs::write(&more_path, more.to_ron().expect("ron")).expect("write");
     let maps = dir.join("maps");
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -85,26 +105,24 @@ fn attention_overwrite_leaves_no_stale_head_maps() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    run(&[]);
-    assert!(maps.join("head3_threshold.png").is_file());
+    run(&["--config", more_path.to_str().expect("utf-8 path")]);
+    let last = more.heads - 1;
+    assert!(maps.join(format!("head{last}_threshold.png")).is_file());
     for mine in ["head_notes.png", "head+2.png", "head03.png"] {
         std::fs::write(maps.join(mine), b"mine").expect("write");
     }
-    run(&[
-        "--config",
-        two_path.to_str().expect("utf-8 path"),
-        "--overwrite",
-    ]);
-    for (name, there) in [
-        ("head0.png", true),
-        ("head1_threshold.png", true),
-        ("head2.png", false),
-        ("head3_threshold.png", false),
-        ("head_notes.png", true),
-        ("head+2.png", true),
-        ("head03.png", true),
-    ] {
-        assert_eq!(maps.join(name).is_file(), there, "{name}");
+    run(&["--overwrite"]);
+    let mut expected: Vec<(String, bool)> = vec![
+        ("head0.png".into(), true),
+        (format!("head{}_threshold.png", own.heads - 1), true),
+        (format!("head{}.png", own.heads), false),
+        (format!("head{last}_threshold.png"), false),
+    ];
+    for mine in ["head_notes.png", "head+2.png", "head03.png"] {
+        expected.push((mine.into(), true));
+    }
+    for (name, there) in expected {
+        assert_eq!(maps.join(&name).is_file(), there, "{name}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -176,9 +194,10 @@ fn embed_writes_features_and_skips_unreadable_images() {
     );
     let bytes = std::fs::read(&out_file).expect("features file");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let d = fixture_config("tiny_dinov2").dim;
     for name in ["cls", "mean_patch"] {
         let t = st.tensor(name).expect("tensor");
-        assert_eq!(t.shape(), &[3, 64]);
+        assert_eq!(t.shape(), &[3, d]);
         let v: Vec<f32> = t
             .data()
             .chunks_exact(4)
@@ -186,7 +205,7 @@ fn embed_writes_features_and_skips_unreadable_images() {
             .collect();
         assert!(v.iter().all(|x| x.is_finite()));
         assert!(
-            v[..64] != v[64..128],
+            v[..d] != v[d..2 * d],
             "{name}: two different images gave the same features"
         );
     }
@@ -601,12 +620,15 @@ fn dinov3_weights_give_attention_maps_and_features() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success());
-    // 451×300 → shorter side 224 → 336×224 (multiples of 16); the storage tokens are not drawn.
-    for name in ["head3.png", "mean_overlay.png", "pca.png"] {
+    // The storage tokens are not drawn: the maps are the patch grid's.
+    let cfg = fixture_config("tiny_dinov3");
+    let (w, h) = map_size(cfg.patch, 224);
+    let last = format!("head{}.png", cfg.heads - 1);
+    for name in [last.as_str(), "mean_overlay.png", "pca.png"] {
         let img = image::open(out_dir.join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .to_rgb8();
-        assert_eq!((img.width(), img.height()), (336, 224), "{name} size");
+        assert_eq!((img.width(), img.height()), (w, h), "{name} size");
         let first = *img.get_pixel(0, 0);
         assert!(img.pixels().any(|p| *p != first), "{name} is constant");
     }
@@ -630,7 +652,7 @@ fn dinov3_weights_give_attention_maps_and_features() {
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success());
     let f = dinoscope::fixtures::TensorFile::open(&features).expect("features");
-    assert_eq!(f.get("cls").expect("cls").shape, vec![2, 64]);
+    assert_eq!(f.get("cls").expect("cls").shape, vec![2, cfg.dim]);
     let _ = std::fs::remove_dir_all(&out_dir);
     let _ = std::fs::remove_dir_all(&lone);
 }

@@ -54,40 +54,70 @@ fn unknown_preset_lists_known_names() {
     }
 }
 
+/// A fixture's config.json as JSON, to read the expected values from (the sizes differ
+/// between fixture sets).
+fn hf_json(dir: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(dir, "config.json")).expect("config.json");
+    serde_json::from_str(&text).expect("config.json is JSON")
+}
+
+fn count(j: &serde_json::Value, key: &str) -> usize {
+    j[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in config.json")) as usize
+}
+
+/// What a DINOv2 config.json describes, read field by field.
+fn dinov2_from(j: &serde_json::Value, interp: InterpMode) -> VitConfig {
+    let dim = count(j, "hidden_size");
+    let patch = count(j, "patch_size");
+    let swiglu = j["use_swiglu_ffn"].as_bool() == Some(true);
+    let hidden = dim * count(j, "mlp_ratio");
+    VitConfig {
+        dim,
+        depth: count(j, "num_hidden_layers"),
+        heads: count(j, "num_attention_heads"),
+        // The official SwiGLU width: two thirds, rounded up to a multiple of 8.
+        mlp_hidden: if swiglu {
+            (hidden * 2 / 3).div_ceil(8) * 8
+        } else {
+            hidden
+        },
+        ffn: if swiglu { Ffn::SwiGlu } else { Ffn::Mlp },
+        patch,
+        in_chans: count(j, "num_channels"),
+        registers: j["num_register_tokens"].as_u64().unwrap_or(0) as usize,
+        pos_grid: count(j, "image_size") / patch,
+        ln_eps: j["layer_norm_eps"].as_f64().expect("layer_norm_eps") as f32,
+        interp,
+        qkv_bias: j["qkv_bias"].as_bool().unwrap_or(true),
+        layerscale: true,
+        rope: None,
+        key_bias: true,
+    }
+}
+
 #[test]
 fn hf_json_fixture_configs() {
     let plain = fixture_config("tiny_dinov2");
     assert_eq!(
         plain,
-        VitConfig {
-            dim: 64,
-            depth: 2,
-            heads: 4,
-            mlp_hidden: 256,
-            ffn: Ffn::Mlp,
-            patch: 14,
-            in_chans: 3,
-            registers: 0,
-            pos_grid: 4,
-            ln_eps: 1e-6,
-            interp: InterpMode::Bicubic,
-            qkv_bias: true,
-            layerscale: true,
-            rope: None,
-            key_bias: true,
-        }
+        dinov2_from(&hf_json("tiny_dinov2"), InterpMode::Bicubic)
     );
-    assert_eq!(plain.head_dim(), 16);
+    assert_eq!(plain.head_dim() * plain.heads, plain.dim);
     let reg = fixture_config("tiny_dinov2_reg");
+    let j = hf_json("tiny_dinov2_reg");
+    assert_eq!(reg, dinov2_from(&j, InterpMode::BicubicAntialias));
+    assert!(reg.registers > 0, "the register model has registers");
+    // Registers add their tokens' parameters to a model of the same sizes.
+    let without = VitConfig {
+        registers: 0,
+        ..reg.clone()
+    };
     assert_eq!(
-        reg,
-        VitConfig {
-            registers: 4,
-            interp: InterpMode::BicubicAntialias,
-            ..plain.clone()
-        }
+        reg.num_params(),
+        without.num_params() + (reg.registers * reg.dim) as u64
     );
-    assert_eq!(reg.num_params(), plain.num_params() + 4 * 64);
 }
 
 #[test]
@@ -119,33 +149,41 @@ fn hf_json_small_and_giant_like_hub_configs() {
 #[test]
 fn hf_json_dinov3_config() {
     let v3 = fixture_config("tiny_dinov3");
+    let j = hf_json("tiny_dinov3");
+    let gated = j["use_gated_mlp"].as_bool() == Some(true);
     assert_eq!(
         v3,
         VitConfig {
-            dim: 64,
-            depth: 2,
-            heads: 4,
-            mlp_hidden: 256,
-            ffn: Ffn::Mlp,
-            patch: 16,
-            in_chans: 3,
-            registers: 4,
+            dim: count(&j, "hidden_size"),
+            depth: count(&j, "num_hidden_layers"),
+            heads: count(&j, "num_attention_heads"),
+            mlp_hidden: count(&j, "intermediate_size"),
+            ffn: if gated { Ffn::SwiGlu } else { Ffn::Mlp },
+            patch: count(&j, "patch_size"),
+            in_chans: count(&j, "num_channels"),
+            registers: count(&j, "num_register_tokens"),
             pos_grid: 0,
-            ln_eps: 1e-5,
+            ln_eps: j["layer_norm_eps"].as_f64().expect("layer_norm_eps") as f32,
             interp: InterpMode::Bicubic,
-            qkv_bias: true,
+            qkv_bias: j["query_bias"].as_bool().expect("query_bias"),
             layerscale: true,
-            rope: Some(dinoscope::model::config::Rope { base: 100.0 }),
-            key_bias: false,
+            rope: Some(dinoscope::model::config::Rope {
+                base: j["rope_theta"].as_f64().expect("rope_theta") as f32,
+            }),
+            key_bias: j["key_bias"].as_bool().expect("key_bias"),
         }
     );
     // No position table in the parameter count.
-    let d = 64u64;
-    let block = 4 * d * d + 3 * d + d + 2 * 64 * 256 + 256 + d + 4 * d + 2 * d;
-    assert_eq!(
-        v3.num_params(),
-        d * 3 * 256 + d + 2 * d + 4 * d + 2 * block + 2 * d
-    );
+    if !gated {
+        let (d, h) = (v3.dim as u64, v3.mlp_hidden as u64);
+        let p = (v3.patch * v3.patch * v3.in_chans) as u64;
+        let block = 4 * d * d + 3 * d + d + 2 * d * h + h + d + 4 * d + 2 * d;
+        let tokens = 2 * d + v3.registers as u64 * d;
+        assert_eq!(
+            v3.num_params(),
+            d * p + d + tokens + v3.depth as u64 * block + 2 * d
+        );
+    }
     let text = std::fs::read_to_string(fixture("tiny_dinov3", "config.json")).unwrap();
     // A gated MLP must name SiLU; the runtime's qkv bias is on q and v together or on neither.
     let gated = text.replace("\"use_gated_mlp\": false", "\"use_gated_mlp\": true");
@@ -187,7 +225,15 @@ fn hf_json_errors() {
         "{msg}"
     );
 
-    let no_dim = base.replace("\"hidden_size\": 64,", "");
+    let json: serde_json::Value = serde_json::from_str(&base).unwrap();
+    let edited = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut j = json.clone();
+        f(j.as_object_mut().expect("an object"));
+        j.to_string()
+    };
+    let no_dim = edited(&|j| {
+        j.remove("hidden_size");
+    });
     let msg = VitConfig::from_hf_json(&no_dim, "nodim.json")
         .unwrap_err()
         .to_string();
@@ -196,7 +242,13 @@ fn hf_json_errors() {
         "{msg}"
     );
 
-    let bad_heads = base.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 3");
+    let dim = count(&json, "hidden_size");
+    let heads = (2..)
+        .find(|h| !dim.is_multiple_of(*h))
+        .expect("a count that does not divide");
+    let bad_heads = edited(&|j| {
+        j.insert("num_attention_heads".into(), heads.into());
+    });
     let err = VitConfig::from_hf_json(&bad_heads, "heads.json").unwrap_err();
     assert!(matches!(err, ConfigError::Invalid { .. }));
     assert!(err.to_string().contains("not divisible"), "{err}");

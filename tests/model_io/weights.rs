@@ -172,20 +172,24 @@ fn mismatch_lists_every_problem() {
     let dir = temp_dir("mismatch");
 
     // Hub names: one missing, one mis-shaped, one unexpected.
+    let d = cfg.dim;
+    let last = cfg.depth - 1;
+    let past = cfg.depth + 5;
+    let tokens = 1 + cfg.pos_grid * cfg.pos_grid;
     let mut t = w.tensors.clone();
-    t.remove("blocks.1.mlp.fc2.bias");
+    t.remove(&format!("blocks.{last}.mlp.fc2.bias"));
     t.insert(
         "pos_embed".into(),
         HostTensor {
-            shape: vec![1, 10, 64],
-            data: vec![0.0; 640],
+            shape: vec![1, tokens + 3, d],
+            data: vec![0.0; (tokens + 3) * d],
         },
     );
     t.insert(
-        "blocks.7.norm1.weight".into(),
+        format!("blocks.{past}.norm1.weight"),
         HostTensor {
-            shape: vec![64],
-            data: vec![0.0; 64],
+            shape: vec![d],
+            data: vec![0.0; d],
         },
     );
     let path = dir.join("broken.safetensors");
@@ -194,12 +198,21 @@ fn mismatch_lists_every_problem() {
     let msg = err.to_string();
     assert!(matches!(err, WeightsError::Mismatch { .. }), "{msg}");
     assert!(msg.contains("broken.safetensors"), "{msg}");
-    assert!(msg.contains("blocks.1.mlp.fc2.bias [64]"), "{msg}");
     assert!(
-        msg.contains("pos_embed: expected [1, 17, 64], found [1, 10, 64]"),
+        msg.contains(&format!("blocks.{last}.mlp.fc2.bias [{d}]")),
         "{msg}"
     );
-    assert!(msg.contains("blocks.7.norm1.weight [64]"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "pos_embed: expected [1, {tokens}, {d}], found [1, {}, {d}]",
+            tokens + 3
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("blocks.{past}.norm1.weight [{d}]")),
+        "{msg}"
+    );
 
     // Hugging Face names: a missing key projection and a mis-shaped fc1.
     let raw = TensorFile::open(&fixture("tiny_dinov2", "model.safetensors")).unwrap();
@@ -208,11 +221,12 @@ fn mismatch_lists_every_problem() {
         t.insert(name.clone(), raw.get(name).unwrap().clone());
     }
     t.remove("encoder.layer.0.attention.attention.key.weight");
+    let (h, short) = (cfg.mlp_hidden, cfg.mlp_hidden / 2);
     t.insert(
-        "encoder.layer.1.mlp.fc1.weight".into(),
+        format!("encoder.layer.{last}.mlp.fc1.weight"),
         HostTensor {
-            shape: vec![128, 64],
-            data: vec![0.0; 128 * 64],
+            shape: vec![short, d],
+            data: vec![0.0; short * d],
         },
     );
     let path = dir.join("broken_hf.safetensors");
@@ -224,8 +238,9 @@ fn mismatch_lists_every_problem() {
         "{msg}"
     );
     assert!(
-        msg.contains("blocks.1.mlp.fc1.weight: expected [256, 64], found [128, 64]")
-            && msg.contains("encoder.layer.1.mlp.fc1.weight"),
+        msg.contains(&format!(
+            "blocks.{last}.mlp.fc1.weight: expected [{h}, {d}], found [{short}, {d}]"
+        )) && msg.contains(&format!("encoder.layer.{last}.mlp.fc1.weight")),
         "{msg}"
     );
 
@@ -235,7 +250,10 @@ fn mismatch_lists_every_problem() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("register_tokens [1, 4, 64]") && msg.contains("embeddings.register_tokens"),
+        msg.contains(&format!(
+            "register_tokens [1, {}, {}]",
+            reg.registers, reg.dim
+        )) && msg.contains("embeddings.register_tokens"),
         "{msg}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -303,12 +321,17 @@ fn infer_config_matches_fixture_configs() {
         let cfg = fixture_config(dir);
         let path = fixture(dir, "model.safetensors");
         let inferred = infer_config(&path).unwrap();
-        // Heads cannot be inferred: DINOv2's head dim 64 gives 1 head for dim 64 (the fixture
-        // has 4). ln_eps cannot be inferred either (1e-6 assumed, as the fixture).
-        assert_eq!(inferred.heads, 1);
+        // Heads cannot be inferred: the fewest heads of head dim at most 64 (DINOv2's) are
+        // assumed. ln_eps cannot be inferred either (1e-6 assumed).
+        let assumed = (1..=cfg.dim)
+            .find(|h| cfg.dim.is_multiple_of(*h) && cfg.dim / h <= 64)
+            .unwrap();
+        assert_eq!(inferred.heads, assumed);
+        assert_eq!(inferred.ln_eps, 1e-6);
         assert_eq!(
             VitConfig {
                 heads: cfg.heads,
+                ln_eps: cfg.ln_eps,
                 ..inferred.clone()
             },
             cfg,
@@ -361,12 +384,13 @@ fn a_config_carried_in_the_weights_wins_over_the_shapes() {
     let dir = temp_dir("carried");
     let path = dir.join("w.safetensors");
     std::fs::write(&path, with(cfg.to_ron().unwrap())).unwrap();
-    assert_eq!(cfg.heads, 4);
     assert_eq!(config_for_weights(&path).unwrap(), cfg);
     // A config beside the file that says otherwise (an export into the run's folder, a stale
     // one) is left aside, as is one that does not read.
     let stale = VitConfig {
-        heads: 2,
+        heads: (1..=cfg.dim)
+            .find(|h| cfg.dim.is_multiple_of(*h) && *h != cfg.heads)
+            .unwrap(),
         ..cfg.clone()
     };
     std::fs::write(dir.join("config.ron"), stale.to_ron().unwrap()).unwrap();
@@ -566,7 +590,7 @@ fn dinov3_style_mask_token_is_accepted() {
     let cfg = fixture_config("tiny_dinov2");
     let w = load_backbone(&fixture("tiny_dinov2", "model.safetensors"), &cfg).unwrap();
     let mut t = w.tensors.clone();
-    t.get_mut("mask_token").unwrap().shape = vec![1, 1, 64];
+    t.get_mut("mask_token").unwrap().shape = vec![1, 1, cfg.dim];
     let bytes = hub_safetensors_bytes(Path::new("m.safetensors"), &t).unwrap();
     let back = from_bytes(Path::new("m.safetensors"), &bytes, &cfg).unwrap();
     assert_same_weights(&w, &back);
@@ -626,15 +650,16 @@ fn dinov3_official_and_hf_names_agree() {
     let hf = load_backbone(&hf_path, &cfg).unwrap();
     assert_eq!(hf.naming, Naming::HuggingFace);
     // The key third of the bias is zero: Hugging Face has none.
+    let d = cfg.dim;
     let bias = &hf.tensors["blocks.0.attn.qkv.bias"].data;
-    assert!(bias[64..128].iter().all(|v| *v == 0.0));
-    assert!(bias[..64].iter().any(|v| *v != 0.0));
+    assert!(bias[d..2 * d].iter().all(|v| *v == 0.0));
+    assert!(bias[..d].iter().any(|v| *v != 0.0));
     let file = TensorFile::open(&hf_path).unwrap();
     let get = |n: &str| file.get(n).unwrap().clone();
     let mut official = BTreeMap::new();
     official.insert("cls_token".into(), get("embeddings.cls_token"));
     let mut mask = get("embeddings.mask_token");
-    mask.shape = vec![1, 64];
+    mask.shape = vec![1, d];
     official.insert("mask_token".into(), mask);
     official.insert("storage_tokens".into(), get("embeddings.register_tokens"));
     for p in ["weight", "bias"] {
@@ -644,7 +669,7 @@ fn dinov3_official_and_hf_names_agree() {
         );
         official.insert(format!("norm.{p}"), get(&format!("norm.{p}")));
     }
-    official.insert("rope_embed.periods".into(), host(&[4], 1));
+    official.insert("rope_embed.periods".into(), host(&[cfg.head_dim() / 4], 1));
     for i in 0..cfg.depth {
         let l = |s: &str| get(&format!("layer.{i}.{s}"));
         let b = |s: &str| format!("blocks.{i}.{s}");
@@ -656,12 +681,12 @@ fn dinov3_official_and_hf_names_agree() {
         // A nonzero key bias that the official bias_mask switches off.
         let qkv_b = cat(&[
             &l("attention.q_proj.bias"),
-            &host(&[64], 2),
+            &host(&[d], 2),
             &l("attention.v_proj.bias"),
         ]);
         official.insert(b("attn.qkv.weight"), qkv_w);
         official.insert(b("attn.qkv.bias"), qkv_b);
-        official.insert(b("attn.qkv.bias_mask"), host(&[192], 3));
+        official.insert(b("attn.qkv.bias_mask"), host(&[3 * d], 3));
         for p in ["weight", "bias"] {
             official.insert(
                 b(&format!("attn.proj.{p}")),
