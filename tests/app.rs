@@ -411,6 +411,45 @@ fn pause_resume_and_stop_control_the_worker() {
     );
 }
 
+/// The run folder is the run's alone: one another process trains in (its lock held) is
+/// refused before anything is written there, and the app's own lock goes with its run. The
+/// run's last step is evaluated, as `dinoscope train` does, whatever the evaluation interval.
+#[test]
+fn a_locked_run_folder_is_refused_and_the_last_step_is_evaluated() {
+    let Some(mut app) = app() else { return };
+    let ctx = egui::Context::default();
+    let dir = tmp("locked");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).expect("mkdir");
+    let held = dinoscope::train::run::RunLock::acquire(&run).expect("lock");
+    app.settings.train = TrainSettings {
+        batch_size: 8,
+        steps: 2,
+        eval_every: 1000,
+        snapshot_every: 1000,
+        checkpoint_every: 0,
+        run_dir: run.clone(),
+        ..TrainSettings::default()
+    };
+    app.start(None);
+    assert!(frames_until(&ctx, &mut app, |a| a.state == RunState::Ended));
+    let errs = errors(&app);
+    assert!(
+        errs.last().is_some_and(|e| e.contains(".dinoscope.lock")),
+        "{errs:?}"
+    );
+    assert!(!dinoscope::train::run::holds_run(&run));
+    drop(held);
+    app.start(None);
+    assert!(frames_until(&ctx, &mut app, |a| a.state == RunState::Ended));
+    assert!(errors(&app).len() == errs.len(), "{:?}", errors(&app));
+    assert_eq!(app.progress.0, 2);
+    let evaluated: Vec<u64> = app.history.knn.iter().map(|(s, _)| *s).collect();
+    assert_eq!(evaluated, [0, 2]);
+    assert!(dinoscope::train::checkpoint::exists(&run));
+    assert!(!run.join(".dinoscope.lock").exists());
+}
+
 #[test]
 fn a_time_limit_fits_the_runs_schedule_and_its_progress() {
     use dinoscope::train::budget::FIT_AFTER;

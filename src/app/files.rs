@@ -22,6 +22,14 @@ impl DinoscopeApp {
                 self.tab = Tab::Inspect;
                 self.image_field = name.clone();
                 self.load_image(&path, bytes);
+            } else if cfg!(target_arch = "wasm32") && lower.contains("-ubyte") {
+                self.notify(
+                    format!(
+                        "{name}: the browser trains on the bundled Fashion-MNIST subset; image \
+                         folders and IDX files are for the desktop app"
+                    ),
+                    true,
+                );
             } else if path.is_dir() || lower.contains("-ubyte") {
                 self.tab = Tab::Train;
                 self.data_field = name;
@@ -57,6 +65,17 @@ impl DinoscopeApp {
         self.tab = Tab::Train;
         #[cfg(not(target_arch = "wasm32"))]
         {
+            // The run under way keeps its folder.
+            if self.running() {
+                self.notify(
+                    format!(
+                        "{}: stop the current run to resume this one",
+                        path.display()
+                    ),
+                    true,
+                );
+                return true;
+            }
             // A state this build cannot resume is named now, not when Resume is pressed.
             if let Err(e) = crate::train::checkpoint::check_state_file(path) {
                 self.notify(e, true);
@@ -66,6 +85,23 @@ impl DinoscopeApp {
                 .parent()
                 .unwrap_or(std::path::Path::new("."))
                 .to_path_buf();
+            // One of a run's own checkpoints: the run is the folder that holds them (a run
+            // resumed inside a checkpoint would be removed with it when that one is pruned).
+            let dir = match crate::train::checkpoint::run_of_checkpoint(&dir) {
+                Some(run) => {
+                    self.notify(
+                        format!(
+                            "{} is a checkpoint of the run in {}; Resume run folder continues \
+                             that run from its newest intact checkpoint",
+                            dir.display(),
+                            run.display()
+                        ),
+                        false,
+                    );
+                    run
+                }
+                None => dir,
+            };
             self.notify(
                 format!(
                     "run folder set to {}; Resume run folder continues the run there, writing \

@@ -176,8 +176,6 @@ pub struct DinoscopeApp {
     pub saved_at: Option<u64>,
     /// Whether the current run measures k-NN accuracy.
     knn_expected: bool,
-    run_started: Option<web_time::Instant>,
-    steps_at_start: u64,
     /// The inspect view.
     pub inspect: Inspect,
     /// Path typed in the weights field.
@@ -268,8 +266,6 @@ impl DinoscopeApp {
             paused_at: None,
             saved_at: None,
             knn_expected: true,
-            run_started: None,
-            steps_at_start: 0,
             inspect: Inspect::default(),
             weights_field,
             image_field,
@@ -523,13 +519,12 @@ impl DinoscopeApp {
                 let ips = self.throughput();
                 ui.separator();
                 ui.label(format!("{ips:.1} img/s"));
-                if let Some(t0) = self.run_started {
-                    let did = done.saturating_sub(self.steps_at_start);
-                    if did > 0 && total > done {
-                        let per = t0.elapsed().as_secs_f64() / did as f64;
-                        ui.separator();
-                        ui.label(format!("ETA {}", fmt_duration(per * (total - done) as f64)));
-                    }
+                // From the recent steps' pace: pauses, evaluations and checkpoints left out.
+                let batch = self.judge.as_ref().map_or(0, |c| c.batch_size);
+                if ips > 0.0 && batch > 0 && total > done {
+                    let per = batch as f64 / ips as f64;
+                    ui.separator();
+                    ui.label(format!("ETA {}", fmt_duration(per * (total - done) as f64)));
                 }
             }
             if let Some(scale) = self

@@ -9,13 +9,23 @@ impl DinoscopeApp {
         if self.running() {
             return;
         }
+        // A download of the finished run would go with it.
+        #[cfg(target_arch = "wasm32")]
+        if self.web.as_ref().is_some_and(|r| r.saving()) {
+            self.notify(
+                "a download is being prepared; start again once it is done".to_string(),
+                true,
+            );
+            return;
+        }
         self.settings.train.data = if self.data_field.trim().is_empty() {
             DataSource::Bundled
         } else {
             DataSource::Path(self.data_field.trim().into())
         };
         self.diagnosis = None;
-        self.judge = self.settings.train.to_config().ok();
+        // The run's own config judges it, once it has started (a resumed run's is its own).
+        self.judge = None;
         if resume_from.is_none() {
             let cfg = match self.settings.train.to_config() {
                 Ok(c) => c,
@@ -93,6 +103,8 @@ impl DinoscopeApp {
                 return;
             }
         };
+        // The finished run's buffers go before the new run's are made.
+        self.web = None;
         match web::WebRun::start(self.gpu, &self.settings.train, origin, log) {
             Ok(mut run) => {
                 // The curve starts with the steps the checkpoint's log holds.
@@ -106,7 +118,8 @@ impl DinoscopeApp {
                 let desc = run.session.data_description.clone();
                 self.probe_images = run.session.probes.iter().map(|p| p.rgb.clone()).collect();
                 let knn = run.session.has_knn();
-                self.on_started(step, total, &desc, knn);
+                let cfg = run.session.config().clone();
+                self.on_started(step, total, &desc, knn, cfg);
                 self.web = Some(run);
             }
             Err(e) => {
@@ -145,7 +158,8 @@ impl DinoscopeApp {
             }
         }
         if let Some(f) = p.fitted {
-            self.on_fitted(f.steps, f.step_s);
+            let cfg = self.web.as_ref().map(|r| r.session.config().clone());
+            self.on_fitted(f.steps, f.step_s, cfg);
         }
         if let Some(n) = p.notice {
             self.notify(n, false);
@@ -170,26 +184,49 @@ impl DinoscopeApp {
             }
             self.notify(format!("training ended at step {step}"), false);
         }
-        ctx.request_repaint();
+        // Frames go on while the run steps or a download waits for one; readbacks ask for a
+        // frame when they finish.
+        if self
+            .web
+            .as_ref()
+            .is_some_and(|r| (!r.done && !r.paused) || r.saving())
+        {
+            ctx.request_repaint();
+        }
     }
 
-    pub(super) fn on_started(&mut self, step: u64, total: u64, data: &str, knn: bool) {
+    pub(super) fn on_started(
+        &mut self,
+        step: u64,
+        total: u64,
+        data: &str,
+        knn: bool,
+        cfg: crate::train::config::TrainConfig,
+    ) {
+        self.judge = Some(cfg);
         self.state = RunState::Running;
         self.progress = (step, total);
-        self.steps_at_start = step;
-        self.run_started = Some(web_time::Instant::now());
         self.knn_expected = knn;
         let note = if knn {
             ""
         } else {
-            " (k-NN is measured on the bundled set only)"
+            " (no k-NN: it needs labelled test pictures, as the bundled set has, or an IDX \
+             file's test split beside it)"
         };
         self.notify(format!("training on {data}{note}"), false);
     }
 
     /// The time limit fitted the schedule: the progress bar's end moves to it.
-    pub(super) fn on_fitted(&mut self, total: u64, step_s: f64) {
+    pub(super) fn on_fitted(
+        &mut self,
+        total: u64,
+        step_s: f64,
+        cfg: Option<crate::train::config::TrainConfig>,
+    ) {
         self.progress.1 = total;
+        if cfg.is_some() {
+            self.judge = cfg;
+        }
         self.notify(
             format!(
                 "time limit: {:.0} ms a step, so the schedule now spans {total} steps",
@@ -251,9 +288,10 @@ impl DinoscopeApp {
                         params,
                         knn,
                         probes,
+                        config,
                     } => {
                         self.probe_images = probes;
-                        self.on_started(step, total, &data, knn);
+                        self.on_started(step, total, &data, knn, *config);
                         self.notify(format!("{params} parameters"), false);
                     }
                     worker::Event::Earlier { points, evals } => {
@@ -284,8 +322,13 @@ impl DinoscopeApp {
                         )
                     }
                     worker::Event::Paused { step } => self.paused_at = Some(step),
-                    worker::Event::Fitted { total, step_s } => self.on_fitted(total, step_s),
+                    worker::Event::Fitted {
+                        total,
+                        step_s,
+                        config,
+                    } => self.on_fitted(total, step_s, Some(*config)),
                     worker::Event::Notice(t) => self.notify(t, false),
+                    worker::Event::Warning(t) => self.notify(t, true),
                     worker::Event::Ended { step, error } => {
                         self.state = RunState::Ended;
                         match error {
@@ -338,6 +381,12 @@ impl DinoscopeApp {
         }
         #[cfg(target_arch = "wasm32")]
         if let Some(run) = &mut self.web {
+            // The run steps, and a download starts, in the frames that follow.
+            self.wake
+                .lock()
+                .ok()
+                .and_then(|w| w.clone())
+                .inspect(|c| c.request_repaint());
             if what == "stop" {
                 self.state = RunState::Ended;
                 run.done = true;

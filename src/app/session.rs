@@ -97,6 +97,8 @@ pub struct Session {
     data_recorded: std::cell::Cell<bool>,
     /// Said when the run starts: the data is not what the run was trained on.
     pub data_warning: Option<String>,
+    /// Said when the run starts: damaged newer checkpoints of the run folder, skipped.
+    pub skipped_checkpoints: Vec<String>,
 }
 
 /// The data a run trains on (`None`: the bundled set), whether its folder already records it,
@@ -180,13 +182,13 @@ impl Session {
             .then(|| std::time::Duration::try_from_secs_f64(settings.minutes as f64 * 60.0).ok())
             .flatten()
             .map(Budget::new);
-        let (trainer, cfg) = match &origin {
+        let (trainer, cfg, skipped_checkpoints) = match &origin {
             #[cfg(not(target_arch = "wasm32"))]
             Origin::Folder(dir) => {
-                let (cfg, st) = crate::train::run::load_checkpoint(dir)?;
+                let (cfg, st, skipped) = crate::train::run::load_checkpoint_noting(dir)?;
                 crate::train::run::keep_edited_config(dir, &cfg);
                 let t = Trainer::from_state(gpu, cfg.clone(), &st).map_err(|e| e.to_string())?;
-                (t, cfg)
+                (t, cfg, skipped)
             }
             #[cfg(target_arch = "wasm32")]
             Origin::Folder(_) => {
@@ -195,13 +197,13 @@ impl Session {
             Origin::State(state) => {
                 let (cfg, st) = state.as_ref();
                 let t = Trainer::from_state(gpu, cfg.clone(), st).map_err(|e| e.to_string())?;
-                (t, cfg.clone())
+                (t, cfg.clone(), Vec::new())
             }
             Origin::Fresh => {
                 let cfg = settings.to_config()?;
                 crate::train::plan::check_capacity(gpu, &cfg)?;
                 let t = Trainer::new(gpu, cfg.clone()).map_err(|e| e.to_string())?;
-                (t, cfg)
+                (t, cfg, Vec::new())
             }
         };
         let (data, recorded, data_warning) = chosen_data(&settings.data, &origin)?;
@@ -244,6 +246,7 @@ impl Session {
             #[cfg(not(target_arch = "wasm32"))]
             data_recorded: std::cell::Cell::new(recorded),
             data_warning,
+            skipped_checkpoints,
         })
     }
 

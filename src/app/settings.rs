@@ -119,9 +119,10 @@ impl TrainSettings {
             m.dim = self.dim;
             // Every DINOv2 model keeps 64 channels per head; narrower models keep two heads.
             m.heads = (self.dim / 64).max(2).min(self.dim.max(1));
+            // Saturating: a width past any model's is refused by validation, not an overflow.
             m.mlp_hidden = match m.ffn {
-                Ffn::Mlp => 4 * self.dim,
-                Ffn::SwiGlu => m.mlp_hidden * self.dim / old,
+                Ffn::Mlp => self.dim.saturating_mul(4),
+                Ffn::SwiGlu => m.mlp_hidden.saturating_mul(self.dim) / old,
             };
         }
         let m = &mut cfg.model;

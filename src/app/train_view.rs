@@ -59,18 +59,23 @@ impl DinoscopeApp {
     /// The training data: a folder or IDX file, or the bundled set.
     fn data_settings(&mut self, ui: &mut egui::Ui, idle: bool) {
         ui.heading("Data");
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = idle;
+            ui.label(
+                "The bundled Fashion-MNIST subset (image folders and IDX files: desktop app).",
+            );
+        }
+        #[cfg(not(target_arch = "wasm32"))]
         ui.add_enabled_ui(idle, |ui| {
             ui.label("Image folder or IDX file (empty: bundled Fashion-MNIST). Drop one here.");
             ui.text_edit_singleline(&mut self.data_field);
             ui.horizontal_wrapped(|ui| {
-                #[cfg(not(target_arch = "wasm32"))]
-                {
-                    if ui.button("Folder…").clicked() {
-                        self.browse(dialogs::Pick::DataFolder);
-                    }
-                    if ui.button("IDX file…").clicked() {
-                        self.browse(dialogs::Pick::DataFile);
-                    }
+                if ui.button("Folder…").clicked() {
+                    self.browse(dialogs::Pick::DataFolder);
+                }
+                if ui.button("IDX file…").clicked() {
+                    self.browse(dialogs::Pick::DataFile);
                 }
                 if ui.button("Use bundled Fashion-MNIST").clicked() {
                     self.data_field.clear();
@@ -252,7 +257,7 @@ impl DinoscopeApp {
                                         ui.label(if cfg!(target_arch = "wasm32") {
                                             "k-NN and linear-probe accuracy are measured in the desktop app."
                                         } else {
-                                            "k-NN and linear-probe accuracy are measured on the bundled Fashion-MNIST set."
+                                            "k-NN and linear-probe accuracy need labelled test pictures: the bundled Fashion-MNIST set, or an IDX file with its test split beside it."
                                         });
                                     });
                                     return;
@@ -391,6 +396,11 @@ impl DinoscopeApp {
     }
 
     pub(super) fn export_csv(&mut self) {
+        // An empty history would only replace an earlier export with a header.
+        if self.history.points.is_empty() {
+            self.notify("no curve to export yet".to_string(), false);
+            return;
+        }
         #[cfg(not(target_arch = "wasm32"))]
         {
             let path = self.settings.train.run_dir.join("curves.csv");
@@ -503,13 +513,17 @@ fn recipe_grid(ui: &mut egui::Ui, t: &mut super::settings::TrainSettings, has_f1
             ui.end_row();
         }
         ui.label("precision");
-        ui.add_enabled(has_f16, egui::Checkbox::new(&mut t.mixed, "mixed (f16)"))
-            .on_hover_text(
-                "f16 forward passes, saved activations and backward products with a \
+        // Left on from another adapter, it can still be turned off here.
+        ui.add_enabled(
+            has_f16 || t.mixed,
+            egui::Checkbox::new(&mut t.mixed, "mixed (f16)"),
+        )
+        .on_hover_text(
+            "f16 forward passes, saved activations and backward products with a \
                      dynamic loss scale; f32 gradients and weights: less memory per step, \
                      and faster where the GPU has fast f16",
-            )
-            .on_disabled_hover_text("this adapter has no SHADER_F16");
+        )
+        .on_disabled_hover_text("this adapter has no SHADER_F16");
         ui.end_row();
     });
 }

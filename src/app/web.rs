@@ -47,7 +47,7 @@ pub struct WebRun {
     evaluated_s: f64,
     saving: Option<Saving>,
     /// Which of the checkpoint's files the user asked to download, until a save starts.
-    save_due: Option<&'static [&'static str]>,
+    save_due: Vec<&'static str>,
     /// The run has ended or was stopped; it stays for downloads and takes no more steps.
     pub done: bool,
     /// Whether stepping is paused.
@@ -118,7 +118,7 @@ impl WebRun {
             evaluation_due: None,
             evaluated_s: 0.0,
             saving: None,
-            save_due: None,
+            save_due: Vec::new(),
             done: false,
             paused: false,
             paused_since: None,
@@ -146,28 +146,24 @@ impl WebRun {
         }
         self.collect(&mut out);
         if self.done {
-            self.start_save(ctx);
+            // A step in flight when the run was stopped is read (logged and checked) before
+            // any download holds the state.
+            if let Err(e) = self.read_in_flight(snapshot_every, &mut out) {
+                out.error = Some(e);
+                return out;
+            }
+            if self.in_flight.is_none() {
+                self.start_save(ctx);
+            }
             return out;
         }
         loop {
-            if let Some((task, started, skipped)) = &self.in_flight {
-                let (started, skipped) = (*started, *skipped);
-                match task.take() {
-                    None => break,
-                    Some(Err(e)) => {
-                        self.in_flight = None;
-                        out.error = Some(e);
-                        return out;
-                    }
-                    Some(Ok(m)) => {
-                        self.in_flight = None;
-                        let dt = started.elapsed().as_secs_f64();
-                        if let Err(e) = self.read_step(m, dt, skipped, snapshot_every, &mut out) {
-                            out.error = Some(e);
-                            return out;
-                        }
-                    }
-                }
+            if let Err(e) = self.read_in_flight(snapshot_every, &mut out) {
+                out.error = Some(e);
+                return out;
+            }
+            if self.in_flight.is_some() {
+                break;
             }
             if self.snapshot_due && self.snapshot.is_none() {
                 self.snapshot_due = false;
@@ -182,12 +178,18 @@ impl WebRun {
             }
             self.start_save(ctx);
             if self.paused || self.session.finished() {
-                out.finished = self.session.finished()
+                // While paused the time limit is not looked at: the pause is added to it when
+                // it ends.
+                let finished = match self.paused {
+                    true => self.session.trainer.step >= self.session.config().steps,
+                    false => self.session.finished(),
+                };
+                out.finished = finished
                     && self.snapshot.is_none()
                     && self.evaluation.is_none()
                     && self.evaluation_due.is_none()
                     && self.saving.is_none()
-                    && self.save_due.is_none();
+                    && self.save_due.is_empty();
                 break;
             }
             if t0.elapsed().as_secs_f64() * 1000.0 > FRAME_BUDGET_MS {
@@ -204,6 +206,26 @@ impl WebRun {
             }
         }
         out
+    }
+
+    /// Reads the step in flight if its metrics are back.
+    fn read_in_flight(&mut self, snapshot_every: u64, out: &mut Progress) -> Result<(), String> {
+        let Some((task, started, skipped)) = &self.in_flight else {
+            return Ok(());
+        };
+        let (started, skipped) = (*started, *skipped);
+        let Some(r) = task.take() else {
+            return Ok(());
+        };
+        self.in_flight = None;
+        let m = r?;
+        let dt = started.elapsed().as_secs_f64();
+        self.read_step(m, dt, skipped, snapshot_every, out)
+    }
+
+    /// Whether a download is asked for or being read.
+    pub fn saving(&self) -> bool {
+        self.saving.is_some() || !self.save_due.is_empty()
     }
 
     /// Hands over the snapshot, evaluation and save that finished since the last frame, and
@@ -287,8 +309,12 @@ impl WebRun {
         if snapshot_every > 0 && done.is_multiple_of(snapshot_every) {
             self.snapshot_due = true;
         }
-        let eval_every = self.session.config().eval_every;
-        if eval_every > 0 && done.is_multiple_of(eval_every) {
+        let (eval_every, steps) = {
+            let c = self.session.config();
+            (c.eval_every, c.steps)
+        };
+        // The run's last step is measured too, as `dinoscope train` does.
+        if (eval_every > 0 && done.is_multiple_of(eval_every)) || done == steps {
             self.evaluation_due = Some(done);
         }
         Ok(())
@@ -327,7 +353,11 @@ impl WebRun {
     /// `teacher_backbone.safetensors`, `export-hf.zip`), handed over in a later frame's [`Progress::saved`]. They
     /// are read between steps (a step still in flight is part of them).
     pub fn request_save(&mut self, files: &'static [&'static str]) {
-        self.save_due = Some(files);
+        for f in files {
+            if !self.save_due.contains(f) {
+                self.save_due.push(f);
+            }
+        }
     }
 
     /// Starts the asked-for save unless one is running. It holds the session until its reads
@@ -336,9 +366,10 @@ impl WebRun {
         if self.saving.is_some() {
             return;
         }
-        let Some(files) = self.save_due.take() else {
+        if self.save_due.is_empty() {
             return;
-        };
+        }
+        let files = std::mem::take(&mut self.save_due);
         let s = self.session.clone();
         // No step is in flight here, so the log holds every step the state has taken.
         let log: String = self.log.iter().map(|l| format!("{l}\n")).collect();
@@ -348,7 +379,7 @@ impl WebRun {
             };
             let (cfg, trainer) = (s.config(), &s.trainer);
             let mut out = Vec::new();
-            for &name in files {
+            for name in files {
                 let bytes = if name == STATE {
                     state_file(cfg, trainer, Some(log.clone())).await?
                 } else if name == HF_ARCHIVE {

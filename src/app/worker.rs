@@ -39,6 +39,8 @@ pub enum Event {
         knn: bool,
         /// The probe pictures the snapshots' maps are drawn over.
         probes: Vec<image::RgbImage>,
+        /// The run's training config (a resumed run's is its checkpoint's).
+        config: Box<crate::train::config::TrainConfig>,
     },
     /// A resumed run's steps and evaluations from before its start, from its metrics log:
     /// (steps done, k-NN, probe accuracy) for each evaluation.
@@ -79,9 +81,13 @@ pub enum Event {
         total: u64,
         /// Seconds a timed step took.
         step_s: f64,
+        /// The fitted training config.
+        config: Box<crate::train::config::TrainConfig>,
     },
     /// Something the user should know that did not stop the run.
     Notice(String),
+    /// Something that went wrong without stopping the run (a checkpoint not written).
+    Warning(String),
     /// The run ended (finished, stopped, or failed with the message).
     Ended {
         /// Steps done.
@@ -214,20 +220,18 @@ fn run(
                     d.paused_s += t.elapsed().as_secs_f64();
                 }
             }
-            Some(Command::Save) => d.save(),
-            Some(Command::Stop) => {
-                if d.session.trainer.step > 0 {
-                    d.save();
-                }
-                return Ok(d.session.trainer.step);
+            Some(Command::Save) => {
+                // A failure is said; the run goes on.
+                let _ = d.save();
             }
+            Some(Command::Stop) => return d.close(),
             None => {}
         }
         if paused {
             continue;
         }
         if d.session.finished() {
-            return Ok(d.finish());
+            return d.finish();
         }
         let next = if in_flight
             .as_ref()
@@ -241,8 +245,8 @@ fn run(
                     if let Some(step) = in_flight.take() {
                         d.report(step, true)?;
                     }
-                    if d.session.trainer.step > d.started_at {
-                        d.save();
+                    if d.session.trainer.step > d.saved_step {
+                        let _ = d.save();
                     }
                     return Err(d.failed(e));
                 }
@@ -268,8 +272,6 @@ struct Driver<'a> {
     session: Session,
     log: RunLog,
     send: &'a dyn Fn(Event),
-    /// Steps done when this start began.
-    started_at: u64,
     /// Time the user paused the run: left out of the log's wall time.
     paused_s: f64,
     /// When the last step was read: with steps overlapping, a step's time runs from there.
@@ -278,6 +280,12 @@ struct Driver<'a> {
     warned_skips: usize,
     /// The throughput over the last steps.
     rate: crate::train::rate::StepRate,
+    /// Steps done at the last checkpoint (this start's, for a resumed run).
+    saved_step: u64,
+    /// Whether the collapse diagnosis was logged.
+    warned: bool,
+    /// The run folder's lock, held while the run trains (dropped last).
+    _folder: FolderLock,
 }
 
 impl<'a> Driver<'a> {
@@ -293,6 +301,8 @@ impl<'a> Driver<'a> {
             None => super::session::Origin::Fresh,
         };
         let run_dir = Some(job.settings.run_dir.clone());
+        let folder = job.resume_from.as_ref().unwrap_or(&job.settings.run_dir);
+        let folder = FolderLock::take(folder, job.resume_from.is_none()).map_err(|e| (0, e))?;
         let session = Session::start(gpu, &job.settings, origin, run_dir).map_err(|e| (0, e))?;
         let cfg = session.config();
         let started_at = session.trainer.step;
@@ -303,7 +313,11 @@ impl<'a> Driver<'a> {
             params: session.trainer.layout.total,
             knn: session.has_knn(),
             probes: session.probes.iter().map(|p| p.rgb.clone()).collect(),
+            config: Box::new(cfg.clone()),
         });
+        for skipped in &session.skipped_checkpoints {
+            send(Event::Warning(skipped.clone()));
+        }
         if let Some(w) = &session.data_warning {
             send(Event::Notice(w.clone()));
         }
@@ -313,11 +327,13 @@ impl<'a> Driver<'a> {
             session,
             log,
             send,
-            started_at,
             paused_s: 0.0,
             last_read: None,
             warned_skips: 0,
             rate: Default::default(),
+            saved_step: started_at,
+            warned: false,
+            _folder: folder,
         };
         d.snapshot();
         Ok(d)
@@ -330,19 +346,39 @@ impl<'a> Driver<'a> {
         }
     }
 
-    fn save(&self) {
+    /// Writes a checkpoint; a failure is reported (and logged, for a window already closed)
+    /// and returned.
+    fn save(&mut self) -> Result<(), String> {
+        let step = self.session.trainer.step;
         match self.session.save() {
             Ok((dir, warning)) => {
                 if let Some(w) = warning {
                     (self.send)(Event::Notice(w));
                 }
-                (self.send)(Event::Saved {
-                    step: self.session.trainer.step,
-                    dir,
-                })
+                self.saved_step = step;
+                (self.send)(Event::Saved { step, dir });
+                Ok(())
             }
-            Err(e) => (self.send)(Event::Notice(format!("checkpoint not written: {e}"))),
+            Err(e) => {
+                let e = format!(
+                    "the checkpoint of step {step} was not written: {e}{}",
+                    self.session.last_checkpoint_note()
+                );
+                log::error!("{e}");
+                (self.send)(Event::Warning(e.clone()));
+                Err(e)
+            }
         }
+    }
+
+    /// Ends the run where it stands: its checkpoint, unless the last one holds these steps;
+    /// the steps done, or why they are not saved.
+    fn close(&mut self) -> Result<u64, (u64, String)> {
+        let step = self.session.trainer.step;
+        if step > self.saved_step {
+            self.save().map_err(|e| (step, e))?;
+        }
+        Ok(step)
     }
 
     /// A failure at the current step, with where the last checkpoint stands.
@@ -416,16 +452,26 @@ impl<'a> Driver<'a> {
         let done = point.metrics.step + 1;
         log::debug!("step {done} done: loss {:.4}", point.metrics.loss);
         let mut line = serde_json::to_value(&point.metrics).unwrap_or_default();
+        // The collapse diagnosis in the log, as `dinoscope train` writes it.
+        if let Some(d) = crate::train::diagnose::diagnose(&point.metrics, self.session.config()) {
+            if !self.warned {
+                log::warn!("{}", d.message);
+                self.warned = true;
+            }
+            line["warning"] = Value::String(d.message);
+            line["remedy"] = serde_json::json!(d.remedy);
+        }
         (self.send)(Event::Step(point));
         let every = self.job.snapshot_every;
         if every > 0 && done.is_multiple_of(every) {
             self.snapshot();
         }
-        let (eval_every, checkpoint_every) = {
+        let (eval_every, checkpoint_every, steps) = {
             let c = self.session.config();
-            (c.eval_every, c.checkpoint_every)
+            (c.eval_every, c.checkpoint_every, c.steps)
         };
-        if eval_every > 0 && done.is_multiple_of(eval_every) {
+        // The run's last step is measured too, as `dinoscope train` does.
+        if (eval_every > 0 && done.is_multiple_of(eval_every)) || done == steps {
             match self.evaluate() {
                 Some(Ok(e)) => {
                     line["knn"] = serde_json::json!(e.knn);
@@ -444,21 +490,23 @@ impl<'a> Driver<'a> {
         self.log.write(line, self.send);
         if checkpoint_every > 0 && done.is_multiple_of(checkpoint_every) {
             let t = web_time::Instant::now();
-            self.save();
+            // A failure is said; the run goes on, and the next checkpoint tries again.
+            let _ = self.save();
             self.session.paused_for(t.elapsed().as_secs_f64(), false);
         }
         if let Some(f) = self.session.after_step(done, quiet) {
             (self.send)(Event::Fitted {
                 total: f.steps,
                 step_s: f.step_s,
+                config: Box::new(self.session.config().clone()),
             });
         }
         Ok(())
     }
 
     /// The run reached its end (its schedule or a time limit): its last checkpoint, if it
-    /// stepped; the steps done.
-    fn finish(&self) -> u64 {
+    /// stepped since the last one; the steps done.
+    fn finish(&mut self) -> Result<u64, (u64, String)> {
         if self.session.out_of_time() {
             (self.send)(Event::Notice(format!(
                 "the time limit ended the run at step {} of {}",
@@ -466,10 +514,44 @@ impl<'a> Driver<'a> {
                 self.session.config().steps
             )));
         }
-        if self.session.trainer.step > self.started_at {
-            self.save();
+        self.close()
+    }
+}
+
+/// A run folder held for one run: its lock ([`crate::train::run::RunLock`]), so that no other
+/// process (`dinoscope train`, another window) trains into it meanwhile, and a folder made for
+/// a new run is removed again if the run leaves nothing in it.
+struct FolderLock {
+    lock: Option<crate::train::run::RunLock>,
+    made: Option<PathBuf>,
+}
+
+impl FolderLock {
+    /// Takes `dir`'s lock (making the folder for a new run); a new run is refused where
+    /// another process has put a run since the folder was chosen.
+    fn take(dir: &std::path::Path, fresh: bool) -> Result<FolderLock, String> {
+        let made = (!dir.exists()).then(|| dir.to_path_buf());
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        let mut folder = FolderLock { lock: None, made };
+        folder.lock = Some(crate::train::run::RunLock::acquire(dir)?);
+        if fresh && crate::train::run::holds_run(dir) {
+            return Err(format!(
+                "{}: another process started a run there; start again for a new folder",
+                dir.display()
+            ));
         }
-        self.session.trainer.step
+        Ok(folder)
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        if let Some(dir) = &self.made {
+            // Only an empty folder goes: one the run wrote into is the run's.
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

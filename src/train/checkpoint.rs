@@ -69,6 +69,22 @@ pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
     v
 }
 
+/// The run folder that `dir` is a checkpoint of (`RUN/checkpoints/step-N`), if it is one.
+pub fn run_of_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let step = dir.file_name()?.to_str()?.strip_prefix("step-")?;
+    step.parse::<u64>().ok()?;
+    let parent = dir.parent()?;
+    if parent.file_name()? != CHECKPOINTS {
+        return None;
+    }
+    let run = parent.parent()?;
+    Some(if run.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        run.to_path_buf()
+    })
+}
+
 /// Whether a run folder holds any checkpoint (new layout or a single legacy state file).
 pub fn exists(run: &Path) -> bool {
     !list(run).is_empty() || run.join(STATE).is_file()
@@ -621,6 +637,19 @@ pub fn load(run: &Path) -> Result<Loaded, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_folder_names_its_run() {
+        let run = |p: &str| run_of_checkpoint(Path::new(p));
+        assert_eq!(
+            run("runs/x/checkpoints/step-00000400"),
+            Some(PathBuf::from("runs/x"))
+        );
+        assert_eq!(run("checkpoints/step-00000001"), Some(PathBuf::from(".")));
+        assert_eq!(run("runs/x"), None);
+        assert_eq!(run("runs/x/other/step-00000400"), None);
+        assert_eq!(run("runs/x/checkpoints/step-latest"), None);
+    }
 
     #[test]
     fn a_state_carries_the_log_of_the_steps_before_its_own() {

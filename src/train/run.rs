@@ -277,11 +277,24 @@ pub fn save_checkpoint(dir: &Path, cfg: &TrainConfig, trainer: &Trainer) -> Resu
 /// Reads a run folder's newest intact checkpoint: its training config and state. Damaged newer
 /// checkpoints are skipped with a warning.
 pub fn load_checkpoint(dir: &Path) -> Result<(TrainConfig, TrainState), String> {
+    load_checkpoint_noting(dir).map(|(cfg, state, _)| (cfg, state))
+}
+
+/// [`load_checkpoint`], with a line for each damaged newer checkpoint it skipped (for a
+/// window to show; each is logged as well).
+pub fn load_checkpoint_noting(
+    dir: &Path,
+) -> Result<(TrainConfig, TrainState, Vec<String>), String> {
     let l = super::checkpoint::load(dir)?;
-    for s in &l.skipped {
-        log::warn!("{s}; falling back to {}", l.from.display());
+    let skipped: Vec<String> = l
+        .skipped
+        .iter()
+        .map(|s| format!("{s}; falling back to {}", l.from.display()))
+        .collect();
+    for s in &skipped {
+        log::warn!("{s}");
     }
-    Ok((l.cfg, l.state))
+    Ok((l.cfg, l.state, skipped))
 }
 
 /// Whether `--overwrite` into the run folder `dir` would remove `path` (a file a command reads,
