@@ -97,6 +97,11 @@ grep -q "COOP_MATRIX     f16" <<<"$info" || {
   echo "coop_root: the adapter in $root offers no f16 cooperative matrices" >&2
   exit 1
 }
+# The attention kernels need the matrices at their subgroup size: without it they go untested.
+! grep -q "not in attention" <<<"$info" || {
+  echo "coop_root: the adapter in $root runs no attention on cooperative matrices" >&2
+  exit 1
+}
 # The f16, cooperative-matrix and loss-scale cases; the rest ran on the host's lavapipe, and
 # compiling their pipelines again with this LLVM took minutes of CI.
 in_root target/release/dinoscope selftest --only f16 --only coop --only loss_scale

@@ -38,7 +38,7 @@ fn make_cache(hub: &Path) {
 
 /// `dinoscope embed ARGS` of one picture into `out` (replaced), run in the crate's folder.
 fn embed_command(args: &[&str], out: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dinoscope"));
+    let mut c = common::command(env!("CARGO_BIN_EXE_dinoscope"));
     c.arg("embed")
         .args(args)
         .args([

@@ -285,6 +285,11 @@ fn check_coop(name: &str, attention: bool) {
         "DINOSCOPE_EXPECT_COOP is set, but {} offers no f16 cooperative matrices",
         gpu.info.name
     );
+    assert!(
+        !attention || gpu.coop_attention() || std::env::var("DINOSCOPE_EXPECT_COOP").is_err(),
+        "DINOSCOPE_EXPECT_COOP is set, but {} runs no attention on cooperative matrices",
+        gpu.info.name
+    );
     if gpu.coop_side().is_some() && (gpu.coop_attention() || !attention) {
         check(name);
     } else {

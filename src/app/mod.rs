@@ -225,17 +225,6 @@ impl DinoscopeApp {
     /// An app on a device (leaked: it lives as long as the program, and the training thread
     /// borrows it).
     pub fn new(gpu: Gpu, settings: AppSettings, automation: Automation) -> Self {
-        // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it, and its tile for
-        // large products and f16 attention (`tune::calibrate_first_run`).
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Err(e) = crate::tune::load(&gpu) {
-            log::warn!("{e}");
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        match crate::tune::calibrate_first_run(&gpu) {
-            Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
-            Err(e) => log::warn!("{e}"),
-        }
         let gpu: &'static Gpu = Box::leak(Box::new(gpu));
         let data_field = match &settings.train.data {
             DataSource::Bundled => String::new(),
@@ -306,6 +295,17 @@ impl DinoscopeApp {
             .as_ref()
             .ok_or("the window has no wgpu renderer")?;
         let gpu = compute_gpu(rs)?;
+        // Tuned matmul plans of this adapter, if `dinoscope tune` ran on it, and its tile for
+        // large products and f16 attention (`tune::calibrate_first_run`).
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Err(e) = crate::tune::load(&gpu) {
+            log::warn!("{e}");
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        match crate::tune::calibrate_first_run(&gpu) {
+            Ok(lines) => lines.iter().for_each(|l| log::info!("{l}")),
+            Err(e) => log::warn!("{e}"),
+        }
         let settings = if reset || !automation.params.is_empty() {
             None
         } else {

@@ -69,7 +69,10 @@ fn bundled_fixtures() -> Result<PathBuf, String> {
         std::env::temp_dir().join(format!("dinoscope-fixtures-{}", env!("CARGO_PKG_VERSION")));
     for (name, bytes) in EMBEDDED_FIXTURES {
         let path = dir.join(name);
-        let same = std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64);
+        // The bytes, not only the size: a copy left by another build of this version (other
+        // fixtures of the same shapes) is written over.
+        let same = std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64)
+            && std::fs::read(&path).is_ok_and(|b| b == *bytes);
         if same {
             continue;
         }

@@ -186,7 +186,8 @@ fn matmul(gpu: &Gpu) -> CaseResult {
         (197, 257, 7),
         (261, 1, 65),
         (1, 261, 257),
-        // These two take the 128×128 tile (M, N ≥ 256), with partial edge tiles.
+        // These two also run the general kernel's 128×128 tile (M, N ≥ 256; `bench kernels
+        // --general` times it), with partial edge tiles.
         (261, 257, 33),
         (300, 513, 17),
         // Contiguous dimensions that are multiples of 4 take the vec4 kernels: 64×64 tiles with
@@ -214,8 +215,14 @@ fn matmul(gpu: &Gpu) -> CaseResult {
             );
             let want = cpu::matmul::matmul(&a, &b, d);
             // Every plan the runtime or the tuner may pick for this product: the general
-            // kernel, both vec4 tiles, and each split of K.
-            for plan in kernels::matmul::Plan::candidates(&d) {
+            // kernel, the vec4 tiles, and each split of K; and the general kernel's large tile.
+            let mut plans = kernels::matmul::Plan::candidates(&d);
+            let large = kernels::matmul::Plan::General(kernels::matmul::Tile::for_problem(m, n));
+            let extra = !plans.contains(&large);
+            if extra {
+                plans.push(large);
+            }
+            for plan in plans {
                 if let Some(out) = run(gpu, &mut j, |rec| {
                     let (ta_, tb_) = (gpu.upload(&a, &[a.len()]), gpu.upload(&b, &[b.len()]));
                     let c = gpu.empty(&[want.len()]);
@@ -232,8 +239,12 @@ fn matmul(gpu: &Gpu) -> CaseResult {
                     );
                     vec![c]
                 }) {
+                    let label = match extra && plan == large {
+                        true => format!("{} large tile", plan.name()),
+                        false => plan.name(),
+                    };
                     j.check(
-                        &format!("{m}x{n}x{k} ta={ta} tb={tb} batch={batch} {}", plan.name()),
+                        &format!("{m}x{n}x{k} ta={ta} tb={tb} batch={batch} {label}"),
                         &out[0],
                         &want,
                         tol(&want, 2e-6),

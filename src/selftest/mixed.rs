@@ -177,11 +177,16 @@ fn loss_scale(gpu: &Gpu) -> CaseResult {
             }
             let t = gpu.upload(&g, &[g.len()]);
             ls.unscale(rec, &t);
-            vec![t, ls.state.clone(), ls.overflow.clone()]
+            // The next step's upstream gradient, scaled by the scale just decided.
+            let up = gpu.upload(&grads[..2], &[2]);
+            ls.scale(rec, &up);
+            vec![t, ls.state.clone(), ls.overflow.clone(), up]
         }) {
             j.check(&format!("state after step {step}"), &out[1], &twin, 0.0);
             j.check(&format!("unscaled, step {step}"), &out[0], &unscaled, 0.0);
             j.check(&format!("flag cleared, step {step}"), &out[2], &[0.0], 0.0);
+            let scaled: Vec<f32> = grads[..2].iter().map(|v| v * twin[0]).collect();
+            j.check(&format!("scaled, after step {step}"), &out[3], &scaled, 0.0);
         }
     }
     // AdamW with the gate: a skipped step changes nothing, a finite one is the plain step.

@@ -86,11 +86,21 @@ pub fn run_op_case(
             return judge.finish();
         }
     };
+    let mut checked = std::collections::HashSet::new();
     for (suffix, got) in outputs {
         let name = format!("{case}.{suffix}");
         if let Ok(want) = file.get(&name) {
             let tol = manifest.tolerance(rel, &name, &want.data);
             judge.check(&name, &got, &want.data, tol);
+            checked.insert(name);
+        }
+    }
+    // Every output and gradient the file holds for the case is one we compare.
+    let prefix = format!("{case}.");
+    for name in file.names().iter().filter(|n| n.starts_with(&prefix)) {
+        let role = manifest.get(rel, name).map(|e| e.role.as_str());
+        if matches!(role, Some("output" | "grad")) && !checked.contains(name) {
+            judge.fail(format!("{name}: in {rel}, but not computed"));
         }
     }
     judge.finish()

@@ -267,7 +267,66 @@ pub(super) fn reduce(gpu: &Gpu) -> CaseResult {
             }
         }
     }
+    clip_case(gpu, &mut j);
+    gather_case(gpu, &mut j);
     j.finish()
+}
+
+/// Clipping to a norm (torch's clip_grad_norm_: x · min(1, max / (‖x‖ + 1e-6))), over a
+/// vector longer than one workgroup's.
+fn clip_case(gpu: &Gpu, j: &mut Judge) {
+    let x = random(3001, 125, -1.0, 1.0);
+    let ss = cpu::elementwise::sum_squares(&x);
+    let norm = ss.sqrt();
+    for max in [norm * 0.25, norm * 4.0] {
+        let factor = (max / (norm + 1e-6)).min(1.0);
+        let want: Vec<f32> = x.iter().map(|v| v * factor).collect();
+        if let Some(out) = run(gpu, j, |rec| {
+            let t = gpu.upload(&x, &[x.len()]);
+            let s = kernels::reduce::clip_grad_norm(rec, &t, max);
+            vec![t, s]
+        }) {
+            let tag = format!("clip to {:.2} of the norm", max / norm);
+            j.check(
+                &format!("{tag}: sum of squares"),
+                &out[1],
+                &[ss],
+                tol(&[ss], 1e-5),
+            );
+            j.check(&tag, &out[0], &want, tol(&want, 1e-5));
+        }
+    }
+}
+
+/// Row gather and its backward, the scatter-add, against the CPU: rows picked out of order,
+/// a row width that is not a multiple of the workgroup's.
+fn gather_case(gpu: &Gpu, j: &mut Judge) {
+    let (rows, cols) = (37, 67);
+    let src = random(rows * cols, 126, -1.0, 1.0);
+    let idx: Vec<usize> = vec![36, 0, 5, 17, 4, 30, 1];
+    let idx_f: Vec<f32> = idx.iter().map(|&r| r as f32).collect();
+    let want = cpu::losses::gather_rows(&src, &idx, cols);
+    let dst0 = random(rows * cols, 127, -1.0, 1.0);
+    let add = random(idx.len() * cols, 128, -1.0, 1.0);
+    let mut scattered = dst0.clone();
+    for (i, &r) in idx.iter().enumerate() {
+        for c in 0..cols {
+            scattered[r * cols + c] += add[i * cols + c];
+        }
+    }
+    if let Some(out) = run(gpu, j, |rec| {
+        let s = gpu.upload(&src, &[rows, cols]);
+        let ti = gpu.upload(&idx_f, &[idx.len()]);
+        let o = gpu.empty(&[idx.len(), cols]);
+        kernels::gather::gather_rows(rec, &o, &s, &ti, cols);
+        let d = gpu.upload(&dst0, &[rows, cols]);
+        let a = gpu.upload(&add, &[idx.len(), cols]);
+        kernels::gather::scatter_add_rows(rec, &d, &a, &ti, cols);
+        vec![o, d]
+    }) {
+        j.check("gather_rows", &out[0], &want, 0.0);
+        j.check("scatter_add_rows", &out[1], &scattered, 0.0);
+    }
 }
 
 pub(super) fn adamw(gpu: &Gpu) -> CaseResult {

@@ -25,7 +25,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn dinoscope(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -37,7 +37,7 @@ fn info_prints_adapter_limits_and_features() {
     if common::gpu().is_none() {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .arg("info")
         .output()
         .expect("run");
@@ -57,7 +57,7 @@ fn info_prints_adapter_limits_and_features() {
 
 #[test]
 fn unknown_backend_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(["info", "--backend", "banana"])
         .output()
         .expect("run");
@@ -98,7 +98,7 @@ fn version_and_shell_completions() {
 fn a_closed_pipe_ends_a_printing_command_quietly() {
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(["completions", "bash"])
         .stdout(writer)
         .stderr(std::process::Stdio::piped())
@@ -119,7 +119,7 @@ fn an_unwritable_stdout_is_an_error_not_a_panic() {
         .write(true)
         .open("/dev/full")
         .expect("/dev/full");
-    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(["completions", "bash"])
         .stdout(full)
         .stderr(std::process::Stdio::piped())

@@ -581,7 +581,7 @@ fn knn_matches_classes_by_name_and_refuses_unseen_ones() {
     put("fashion-mnist", "zebra", &["chelsea", "coffee"]);
     let weights = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/tiny_dinov2/model.safetensors");
-    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(["knn", "--weights"])
         .arg(&weights)
         .args(["--train", "fashion-mnist", "--test", "same", "--size", "28"])

@@ -164,7 +164,7 @@ fn other_sizes(dir: &Path, break_matmul: bool) {
 }
 
 fn selftest(dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(["selftest", "--fixtures-only", "--fixtures"])
         .arg(dir)
         .output()
@@ -401,7 +401,7 @@ fn selftest_runs_the_fixtures_built_into_the_binary() {
     if common::gpu().is_none() {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(["selftest", "--fixtures-only"])
         .env("DINOSCOPE_EMBEDDED_FIXTURES", "1")
         .current_dir(std::env::temp_dir())

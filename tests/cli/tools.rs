@@ -119,7 +119,7 @@ fn tune_keeps_what_it_measured_when_stopped_part_way() {
         return;
     }
     let dir = tmp("tune_stopped");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dinoscope"));
+    let mut cmd = common::command(env!("CARGO_BIN_EXE_dinoscope"));
     cmd.args(["tune", "--config", "debug", "--reps", "1"])
         .env("DINOSCOPE_CACHE_DIR", &dir)
         .stdout(std::process::Stdio::piped())
@@ -187,7 +187,7 @@ fn tune_refuses_an_unwritable_cache_before_timing() {
     }
     let file = tmp("tune_cache_is_a_file");
     std::fs::write(&file, b"the user's file").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(["tune", "--config", "debug", "--reps", "1"])
         .env("DINOSCOPE_CACHE_DIR", &file)
         .output()
@@ -225,7 +225,7 @@ fn ctrl_c_during_the_first_run_calibrations_retries_them_once() {
     }
     let dir = tmp("calibration_interrupted");
     let info = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dinoscope"));
+        let mut c = common::command(env!("CARGO_BIN_EXE_dinoscope"));
         c.arg("info")
             .env("DINOSCOPE_CACHE_DIR", &dir)
             .env("DINOSCOPE_CALIBRATE", "1")
@@ -432,7 +432,7 @@ fn bench_vit_refuses_a_model_past_the_adapters_memory() {
     if common::gpu().is_none() {
         return;
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args([
             "bench", "vit", "--config", "vitl14", "--runs", "28x1", "--reps", "1",
         ])

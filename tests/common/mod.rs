@@ -12,6 +12,26 @@ pub fn gpu() -> Option<&'static Gpu> {
     let g = GPU.get_or_init(|| match Gpu::new_blocking(&AdapterChoice::from_env()) {
         Ok(mut g) => {
             eprintln!("test adapter: {} ({:?})", g.info.name, g.info.backend);
+            // Where CI's adapter has them, the subgroup kernels and the timed profiles must
+            // run: a driver or wgpu update that lost a feature fails instead of skipping them.
+            for (var, feature, what) in [
+                (
+                    "DINOSCOPE_EXPECT_SUBGROUPS",
+                    wgpu::Features::SUBGROUP,
+                    "SUBGROUP",
+                ),
+                (
+                    "DINOSCOPE_EXPECT_TIMESTAMPS",
+                    wgpu::Features::TIMESTAMP_QUERY,
+                    "TIMESTAMP_QUERY",
+                ),
+            ] {
+                assert!(
+                    std::env::var_os(var).is_none() || g.features.contains(feature),
+                    "{var} is set, but {} has no {what}",
+                    g.info.name
+                );
+            }
             // As the CLI and the app do; a failure leaves coop_side() None, which the coop
             // tests report (and fail on where DINOSCOPE_EXPECT_COOP is set).
             if let Err(e) = dinoscope::kernels::matmul::probe_coop(&mut g) {
@@ -44,6 +64,19 @@ pub fn f16(gpu: &Gpu, test: &str) -> bool {
     );
     eprintln!("{test}: skipped, no SHADER_F16 on {}", gpu.info.name);
     false
+}
+
+/// A command running `program` with a tuning cache of the test run's own (`DINOSCOPE_CACHE_DIR`):
+/// the tests neither take the plans `dinoscope tune` cached on this machine nor write there.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.env("DINOSCOPE_CACHE_DIR", test_cache());
+    c
+}
+
+/// The test run's tuning cache folder (under the temporary folder, one per test process).
+pub fn test_cache() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("dinoscope-test-cache-{}", std::process::id()))
 }
 
 /// The bundled golden fixtures.

@@ -76,7 +76,7 @@ fn a_dinov3_backbone_trains_and_its_export_loads_back() {
     assert_eq!(forward(&from_state), forward(&from_file));
     // `export --to hf`: transformers' DINOv3ViTModel folder, which gives the same tokens (its
     // LayerScale γ = 1 where the run has none).
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"))
+    let out = common::command(env!("CARGO_BIN_EXE_dinoscope"))
         .args(["export", dir.to_str().expect("utf-8 path"), "--to", "hf"])
         .output()
         .expect("run dinoscope");

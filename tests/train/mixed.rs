@@ -99,6 +99,11 @@ fn mixed_precision_follows_the_f32_run_and_needs_less_memory() {
     // With attention on cooperative matrices (where the adapter has them: CI's Mesa 26.1
     // root): the forward, then the backward too, each run on a device of its own so that its
     // choices reach no other test. Each must change the losses, so each kernel ran.
+    assert!(
+        gpu.coop_attention() || std::env::var("DINOSCOPE_EXPECT_COOP").is_err(),
+        "DINOSCOPE_EXPECT_COOP is set, but {} runs no attention on cooperative matrices",
+        gpu.info.name
+    );
     if gpu.coop_attention() {
         use dinoscope::kernels::attention_plan::{F16_BACKWARD, F16_FORWARD};
         let mut before = mixed.clone();

@@ -487,7 +487,7 @@ fn a_resumed_run_continues_on_its_own_data() {
 
 /// `dinoscope train --config CFG --out OUT EXTRA…`.
 fn cli_train(cfg: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dinoscope"));
+    let mut c = common::command(env!("CARGO_BIN_EXE_dinoscope"));
     c.args(["train", "--config"])
         .arg(cfg)
         .arg("--out")
@@ -583,7 +583,7 @@ fn ctrl_c_saves_a_checkpoint_and_an_ignored_sighup_stays_ignored() {
     let file = |p: &Path| std::fs::File::create(p).expect("log file");
     // Started as `nohup` starts it, with SIGHUP ignored; SIGINT as a terminal's foreground
     // command has it, whatever this test inherited (a background job ignores it).
-    let mut sh = std::process::Command::new("sh");
+    let mut sh = common::command("sh");
     sh.args([
         "-c",
         "trap '' HUP; exec \"$0\" \"$@\"",

@@ -565,7 +565,7 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
     std::fs::write(cwd.join("micro.ron"), cfg.to_ron()).expect("config");
     let exe = env!("CARGO_BIN_EXE_dinoscope");
     let train = |extra: &[&str]| {
-        let out = std::process::Command::new(exe)
+        let out = common::command(exe)
             .current_dir(&cwd)
             .args(["train", "--config", "micro.ron"])
             .args(extra)
@@ -601,7 +601,7 @@ fn train_makes_a_new_folder_per_run_and_latest_points_at_it() {
     assert_eq!(state_of(&latest).step, 3);
     assert!(state_of(&runs[0]) == first);
     let cli = |args: &[&str]| {
-        let o = std::process::Command::new(exe)
+        let o = common::command(exe)
             .current_dir(&cwd)
             .args(args)
             .output()
