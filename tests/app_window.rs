@@ -3,8 +3,81 @@
 
 #![cfg(all(feature = "app", target_os = "linux"))]
 
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// The longest the app may print nothing before it counts as hung: every step logs a line
+/// (`dinoscope::app=debug`), so only a hang is this quiet, however slow the machine.
+const NO_PROGRESS: Duration = Duration::from_secs(900);
+
+/// The app under Xvfb in a process group of its own, its stderr read line by line; a silence of
+/// [`NO_PROGRESS`] kills the group and fails the test.
+struct Watched {
+    child: std::process::Child,
+    rx: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Watched {
+    fn spawn(cmd: &mut Command) -> Watched {
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .process_group(0)
+            .env("RUST_LOG", "warn,dinoscope::app=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run xvfb-run");
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Watched {
+            child,
+            rx,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one satisfies `done` (true), or until stderr ends (false).
+    fn until(&mut self, done: impl Fn(&str) -> bool) -> bool {
+        loop {
+            match self.rx.recv_timeout(NO_PROGRESS) {
+                Ok(l) => {
+                    let hit = done(&l);
+                    self.log.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return false,
+                Err(RecvTimeoutError::Timeout) => {
+                    let group = format!("-{}", self.child.id());
+                    let _ = Command::new("kill").args(["-KILL", &group]).status();
+                    panic!(
+                        "the app printed nothing for {NO_PROGRESS:?}:\n{}",
+                        self.log.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// The app's exit status and everything it printed.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        self.until(|_| false);
+        let status = self.child.wait().expect("wait");
+        (status, self.log.join("\n"))
+    }
+}
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -50,26 +123,22 @@ fn the_app_trains_under_xvfb_and_its_screenshot_shows_curves_and_attention() {
         let _ = std::fs::set_permissions(dir.join("xdg"), std::fs::Permissions::from_mode(0o700));
     }
     let shot = dir.join("shot.png");
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg("xvfb-run")
-        .args(["-a", "-s", "-screen 0 1280x800x24"])
-        .arg(env!("CARGO_BIN_EXE_dinoscope"))
-        .args(["app", "--reset", "--after-steps", "3", "--screenshot"])
-        .arg(&shot)
-        .current_dir(&dir)
-        .env("DINOSCOPE_CACHE_DIR", dir.join("cache"))
-        .env("XDG_DATA_HOME", dir.join("data"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("XDG_RUNTIME_DIR", dir.join("xdg"))
-        .output()
-        .expect("run xvfb-run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (status, stderr) = Watched::spawn(
+        Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1280x800x24"])
+            .arg(env!("CARGO_BIN_EXE_dinoscope"))
+            .args(["app", "--reset", "--after-steps", "3", "--screenshot"])
+            .arg(&shot)
+            .current_dir(&dir)
+            .env("DINOSCOPE_CACHE_DIR", dir.join("cache"))
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_RUNTIME_DIR", dir.join("xdg")),
+    )
+    .finish();
     assert!(
-        out.status.success() && shot.is_file(),
-        "app failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
+        status.success() && shot.is_file(),
+        "app failed ({status:?})\nstderr:\n{stderr}"
     );
     let meta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(shot.with_extension("json")).expect("screenshot metadata"),
@@ -138,7 +207,6 @@ fn a_bad_setting_on_the_command_line_is_refused() {
 
 #[test]
 fn ctrl_c_closes_the_app_and_its_training_run_saves_first() {
-    use std::io::BufRead;
     if !have("xvfb-run") {
         assert!(!ci(), "CI=true but xvfb-run is not installed");
         eprintln!("skipping: xvfb-run is not installed");
@@ -153,43 +221,28 @@ fn ctrl_c_closes_the_app_and_its_training_run_saves_first() {
     }
     // The app's own process id, for the signal: xvfb-run does not pass one on.
     let pid_file = dir.join("pid");
-    let mut child = Command::new("timeout")
-        .arg("600")
-        .arg("xvfb-run")
-        .args(["-a", "-s", "-screen 0 1280x800x24"])
-        .args(["sh", "-c", "echo $$ > \"$0\"; exec \"$1\" app --reset"])
-        .arg(&pid_file)
-        .arg(env!("CARGO_BIN_EXE_dinoscope"))
-        .current_dir(&dir)
-        .env("DINOSCOPE_CACHE_DIR", dir.join("cache"))
-        .env("XDG_DATA_HOME", dir.join("data"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("XDG_RUNTIME_DIR", dir.join("xdg"))
-        .env("RUST_LOG", "warn,dinoscope::app=debug")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run xvfb-run");
-    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr"))
-        .lines()
-        .map_while(Result::ok);
+    let mut app = Watched::spawn(
+        Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1280x800x24"])
+            .args(["sh", "-c", "echo $$ > \"$0\"; exec \"$1\" app --reset"])
+            .arg(&pid_file)
+            .arg(env!("CARGO_BIN_EXE_dinoscope"))
+            .current_dir(&dir)
+            .env("DINOSCOPE_CACHE_DIR", dir.join("cache"))
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_RUNTIME_DIR", dir.join("xdg")),
+    );
     // The event: the worker's log line for its second step.
-    let mut log = Vec::new();
-    for l in lines.by_ref() {
-        let second = l.contains("step 2 done");
-        log.push(l);
-        if second {
-            break;
-        }
-    }
+    let second = app.until(|l| l.contains("step 2 done"));
+    assert!(second, "{}", app.log.join("\n"));
     let pid = std::fs::read_to_string(&pid_file).expect("pid file");
     let sent = Command::new("kill")
         .args(["-INT", pid.trim()])
         .status()
         .expect("kill -INT");
-    assert!(sent.success(), "{}", log.join("\n"));
-    log.extend(lines);
-    let status = child.wait().expect("wait");
-    let log = log.join("\n");
+    assert!(sent.success(), "{}", app.log.join("\n"));
+    let (status, log) = app.finish();
     assert_eq!(status.code(), Some(130), "{log}");
     assert!(log.contains("interrupted: closing the window"), "{log}");
     // The run folder holds a whole checkpoint of at least the two steps seen.

@@ -21,8 +21,9 @@ const steps = Number(process.env.STEPS || 20);
 const trainQuery = process.env.TRAIN_QUERY || "batch=8&depth=2&maps=4&eval=10";
 // Every wait below ends when what it waits for happens, or when the page reports a failure.
 // Two limits end what would otherwise never end, far past what a slow machine needs: a wait
-// whose page has shown no movement for WAIT_S, and the whole test at HANG_S (a page that stops
-// answering, whose calls never return).
+// whose page has shown no movement for WAIT_S, and the whole test once nothing at all has moved
+// for HANG_S (a page that stops answering, whose calls never return): every check, every change
+// a wait sees and every line the page logs count as movement.
 const patience = Number(process.env.WAIT_S || 900) * 1000;
 const budget = Number(process.env.HANG_S || 3600) * 1000;
 // A safetensors file's header: its tensors by name (and `__metadata__`).
@@ -50,6 +51,7 @@ mkdirSync(out, { recursive: true });
 
 let passed = 0, failed = 0;
 function check(name, ok, detail = "") {
+  moved();
   if (ok) { passed++; console.log(`ok   ${name} ${detail}`); }
   else { failed++; console.log(`FAIL ${name} ${detail}`); }
 }
@@ -58,7 +60,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // returned. `progress` names what counts as movement: while it changes (a training step, say),
 // the wait goes on; only `patience` without a change gives up, returning the last status.
 async function until(page, done, { every = 200, progress = () => 0 } = {}) {
-  let last, moved = Date.now();
+  let last, since = Date.now();
   for (;;) {
     const st = JSON.parse(await page.evaluate(() => window.dinoscope?.status() || "{}"));
     if (done(st)) return st;
@@ -67,8 +69,8 @@ async function until(page, done, { every = 200, progress = () => 0 } = {}) {
       return st;
     }
     const p = JSON.stringify(progress(st));
-    if (p !== last) { last = p; moved = Date.now(); }
-    if (Date.now() - moved > patience) {
+    if (p !== last) { last = p; since = Date.now(); moved(); }
+    if (Date.now() - since > patience) {
       console.log(`gave up waiting: nothing moved for ${patience / 1000} s`);
       return st;
     }
@@ -140,12 +142,14 @@ const setBroken = (why) => { if (!broken) { broken = why; onBroken(new Error(`th
 // (Handled here too, so that one left behind by a failed Promise.all never goes unhandled.)
 const orBroken = (p) => { const r = Promise.race([p, brokenSignal]); r.catch(() => {}); return r; };
 const watchdog = setTimeout(() => {
-  console.log(`FAIL the browser test did not end within ${budget / 1000} s`);
+  console.log(`FAIL the browser test: nothing moved for ${budget / 1000} s`);
   console.log(logs.slice(-40).join("\n"));
   server.kill();
   process.exit(1);
 }, budget);
 watchdog.unref();
+// Movement: the watchdog starts over.
+function moved() { watchdog.refresh(); }
 try {
   for (;;) {
     if (server.exitCode !== null) throw new Error(`python3 -m http.server ended (${server.exitCode})`);
@@ -156,7 +160,7 @@ try {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: false, args: flags,
   });
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on("console", (m) => { logs.push(`${m.type()}: ${m.text()}`); moved(); });
   page.on("pageerror", (e) => { logs.push(`pageerror: ${e}`); setBroken(`${e}`); });
   page.on("crash", () => { logs.push("the page crashed"); setBroken("the page crashed"); });
   const t0 = Date.now();
