@@ -1,6 +1,7 @@
 // Batched matmul with optional transposes and a fused epilogue:
 //   C[z] = alpha · op(A[z]) · op(B[z])  (+ C[z] if accumulate)  (+ bias[n] if epilogue ≥ 1)
-//   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation).
+//   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation);
+//   epilogue 3 writes the same C without storing the pre-activation (no backward reads it).
 // op(A) is [M, K]: A stored [M, K], or [K, M] when trans_a = 1. op(B) is [K, N]: B stored
 // [K, N], or [N, K] when trans_b = 1 (the linear layer's y = x·Wᵀ). A batch stride of 0
 // broadcasts an operand (one weight for every batch).
@@ -126,8 +127,8 @@ fn put(c_base: u32, gm: u32, gn: u32, acc: f32) {
     var v = p.alpha * acc;
     if (p.accumulate != 0u) { v += f32(c[idx]); }
     if (p.epilogue >= 1u) { v += f32(bias[gn]); }
-    if (p.epilogue == 2u) {
-        aux[idx] = O(v);
+    if (p.epilogue >= 2u) {
+        if (p.epilogue == 2u) { aux[idx] = O(v); }
         v = gelu_f32(v);
     }
     c[idx] = O(v);

@@ -8,7 +8,8 @@ enable wgpu_cooperative_matrix;
 // workgroup memory and products accumulate in f32, so it serves the f16 paths, whose operands
 // are f16 already.
 //   C[z] = alpha · op(A[z]) · op(B[z])  (+ C[z] if accumulate)  (+ bias[n] if epilogue ≥ 1)
-//   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation).
+//   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation);
+//   epilogue 3 writes the same C without storing the pre-activation (no backward reads it).
 //
 // Layout. A workgroup is eight subgroups (WG = 8 × the adapter's fixed subgroup size: 32 with
 // NVIDIA's 16×16 matrices, 8 with lavapipe's 8×8, 32 with Apple's 8×8) and owns a TM × TN tile of C.
@@ -241,8 +242,8 @@ fn finish(slot: u32, lane: u32, lanes: u32, gm0: u32, gn0: u32, c_base: u32) {
             var v = p.alpha * Cs[slot * MS * MS + e];
             if (p.accumulate != 0u) { v += f32(c[idx]); }
             if (p.epilogue >= 1u) { v += f32(bias[gn]); }
-            if (p.epilogue == 2u) {
-                aux[idx] = O(v);
+            if (p.epilogue >= 2u) {
+                if (p.epilogue == 2u) { aux[idx] = O(v); }
                 v = gelu_f32(v);
             }
             c[idx] = O(v);

@@ -1,7 +1,8 @@
 // The fast matmul: the same product, epilogues and batching as matmul.wgsl, for operands whose
 // contiguous dimension is a multiple of 4 (the launcher checks), read as vec4.
 //   C[z] = alpha · op(A[z]) · op(B[z])  (+ C[z] if accumulate)  (+ bias[n] if epilogue ≥ 1)
-//   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation).
+//   epilogue 2 then stores that pre-activation in `aux` and writes C = gelu(pre-activation);
+//   epilogue 3 writes the same C without storing the pre-activation (no backward reads it).
 // op(A) is [M, K] (A stored [M, K], or [K, M] with TA); op(B) is [K, N] (B stored [K, N], or
 // [N, K] with TB). The transposes are pipeline constants, so each is its own compiled variant and
 // nothing in the inner loop depends on them.
@@ -182,8 +183,8 @@ fn put(z: u32, gm: u32, gn: u32, acc: f32) {
     var v = p.alpha * acc;
     if (p.accumulate != 0u) { v += f32(c[idx]); }
     if (p.epilogue >= 1u) { v += f32(bias[gn]); }
-    if (p.epilogue == 2u) {
-        aux[idx] = O(v);
+    if (p.epilogue >= 2u) {
+        if (p.epilogue == 2u) { aux[idx] = O(v); }
         v = gelu_f32(v);
     }
     c[idx] = O(v);
@@ -589,8 +590,8 @@ fn matmul_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     var v = p.alpha * s;
     if (p.accumulate != 0u) { v += f32(c[i]); }
     if (p.epilogue >= 1u) { v += f32(bias[i % p.n]); }
-    if (p.epilogue == 2u) {
-        aux[i] = O(v);
+    if (p.epilogue >= 2u) {
+        if (p.epilogue == 2u) { aux[i] = O(v); }
         v = gelu_f32(v);
     }
     c[i] = O(v);

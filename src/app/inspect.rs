@@ -135,7 +135,7 @@ impl Inspect {
             return;
         };
         let (vit, img, layer) = (vit.clone(), img.clone(), self.layer);
-        let task = Task::spawn(ctx, async move {
+        let task = Task::spawn_off(ctx, async move {
             layer_view(gpu, &vit, &img, layer)
                 .await
                 .map_err(|e| e.to_string())

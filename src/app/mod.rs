@@ -82,6 +82,50 @@ impl<T: 'static> Task<T> {
         Task(slot)
     }
 
+    /// Runs a future off the UI thread: on native on a thread of its own (a forward pass of a
+    /// large model takes seconds, and the device may be busy with training steps), in the
+    /// browser as [`Task::spawn`] does. The UI is asked to repaint when it is done.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn spawn_off(
+        ctx: &egui::Context,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Self
+    where
+        T: Send,
+    {
+        let slot = Arc::new(Mutex::new(None));
+        let (s2, ctx) = (slot.clone(), ctx.clone());
+        type Job = Box<dyn FnOnce() + Send>;
+        let run: Job = Box::new(move || {
+            let v = pollster::block_on(fut);
+            if let Ok(mut s) = s2.lock() {
+                *s = Some(v);
+            }
+            ctx.request_repaint();
+        });
+        // Kept here too, so that a thread that cannot be made leaves the work to this one.
+        let job = Arc::new(Mutex::new(Some(run)));
+        let take = |j: &Mutex<Option<Job>>| j.lock().ok().and_then(|mut g| g.take());
+        let theirs = job.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dinoscope-work".into())
+            .spawn(move || take(&theirs).into_iter().for_each(|f| f()));
+        if let Err(e) = spawned {
+            log::warn!("no thread for the work ({e}); it runs on the UI thread");
+            take(&job).into_iter().for_each(|f| f());
+        }
+        Task(slot)
+    }
+
+    /// [`Task::spawn`] (the browser has no threads to move work to).
+    #[cfg(target_arch = "wasm32")]
+    pub fn spawn_off(
+        ctx: &egui::Context,
+        fut: impl std::future::Future<Output = T> + 'static,
+    ) -> Self {
+        Task::spawn(ctx, fut)
+    }
+
     /// The result, once (None while running).
     pub fn take(&self) -> Option<T> {
         self.0.lock().ok()?.take()

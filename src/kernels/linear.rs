@@ -34,6 +34,21 @@ pub fn linear_forward(
     matmul(rec, y, x, w, d, 1.0, false, epi);
 }
 
+/// y = gelu(x·Wᵀ + b), the pre-activation not kept: [`linear_forward`] with a GELU epilogue
+/// for a forward pass that no backward pass follows.
+pub fn linear_gelu_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, w: &Tensor, b: &Tensor) {
+    let out_f = w.shape()[0];
+    let in_f = w.numel() / out_f;
+    let rows = x.numel() / in_f;
+    assert_eq!(
+        rows * in_f,
+        x.numel(),
+        "linear_gelu_forward: x width is not {in_f}"
+    );
+    let d = MatmulDims::new(rows, out_f, in_f).tb();
+    matmul(rec, y, x, w, d, 1.0, false, Epilogue::BiasGeluOnly(b));
+}
+
 /// Gradients of y = x·Wᵀ + b: dx (+)= dy·W, dW (+)= dyᵀ·x, db (+)= Σ_rows dy.
 /// `accumulate_params` adds into dW and db (gradients summed over uses); dx is overwritten
 /// unless `accumulate_dx`.

@@ -114,6 +114,9 @@ pub enum Epilogue<'a> {
     Bias(&'a Tensor),
     /// + `bias[n]`, store the pre-activation in the second tensor, then GELU.
     BiasGelu(&'a Tensor, &'a Tensor),
+    /// Bias and GELU as `BiasGelu`, the pre-activation not kept (a forward pass that no
+    /// backward pass follows: the teacher's, inference).
+    BiasGeluOnly(&'a Tensor),
 }
 
 /// C (+)= alpha·op(A)·op(B) with an epilogue. `accumulate` adds into C before the epilogue.
@@ -206,6 +209,7 @@ fn launch(
             assert_eq!(pre.numel(), c.numel(), "matmul: pre-activation size");
             (bias.clone(), pre.clone(), 2)
         }
+        Epilogue::BiasGeluOnly(bias) => (bias.clone(), gpu.dummy_write.clone(), 3),
     };
     if mode >= 1 {
         assert_eq!(bias.numel(), d.n, "matmul: bias must have N elements");

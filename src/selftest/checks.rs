@@ -303,17 +303,22 @@ fn matmul_epilogue_case(gpu: &Gpu, j: &mut Judge, m: usize, n: usize, k: usize) 
         );
         let c = gpu.upload(&c0, &[m, n]);
         let p = gpu.empty(&[m, n]);
+        let d = MatmulDims::new(m, n, k);
         kernels::matmul::matmul(
             rec,
             &c,
             &ta,
             &tb,
-            MatmulDims::new(m, n, k),
+            d,
             0.5,
             true,
             Epilogue::BiasGelu(&tbias, &p),
         );
-        vec![c, p]
+        // The same GELU without keeping the pre-activation.
+        let c2 = gpu.upload(&c0, &[m, n]);
+        let e = Epilogue::BiasGeluOnly(&tbias);
+        kernels::matmul::matmul(rec, &c2, &ta, &tb, d, 0.5, true, e);
+        vec![c, p, c2]
     }) {
         let tag = format!("{m}x{n}x{k}");
         j.check(
@@ -327,6 +332,12 @@ fn matmul_epilogue_case(gpu: &Gpu, j: &mut Judge, m: usize, n: usize, k: usize) 
             &out[1],
             &pre,
             tol(&pre, 2e-6),
+        );
+        j.check(
+            &format!("{tag} gelu, pre-activation not kept"),
+            &out[2],
+            &out[0],
+            0.0,
         );
     }
 }

@@ -46,7 +46,7 @@ impl Vit {
         let h2 = gpu.empty_as(&[rows, cfg.dim], self.dtype());
         let (w, bias) = (b("norm2.weight"), b("norm2.bias"));
         let ln2 = kernels::layernorm::layernorm_forward(rec, &h2, &x_mid, &w, &bias, cfg.ln_eps);
-        let (pre, act, mlp) = self.mlp_branch(rec, i, &h2, rows);
+        let (pre, act, mlp) = self.mlp_branch(rec, i, &h2, rows, save);
         let s2 = drop.as_ref().map(|(_, s2)| s2);
         let (mlp, x_out) = self.residual(rec, (i, "ls2"), shape, &x_mid, mlp, s2);
         let acts = save.then(|| BlockActs {
@@ -103,13 +103,15 @@ impl Vit {
     }
 
     /// The MLP branch on the normed input `h2` [rows, D]: (the pre-activation, or SwiGLU's two
-    /// halves; the activation; the output).
+    /// halves; the activation; the output). Without `save`, a plain MLP's pre-activation is
+    /// not written (an empty tensor stands for it).
     fn mlp_branch(
         &self,
         rec: &mut Recorder,
         i: usize,
         h2: &Tensor,
         rows: usize,
+        save: bool,
     ) -> (Tensor, Tensor, Tensor) {
         let cfg = &self.cfg;
         let gpu = rec.gpu();
@@ -125,14 +127,17 @@ impl Vit {
         } else {
             cfg.mlp_hidden
         };
-        let pre = gpu.empty_as(&[rows, pre_width], self.dtype());
+        let pre_rows = if save || swiglu { rows } else { 0 };
+        let pre = gpu.empty_as(&[pre_rows, pre_width], self.dtype());
         let act = gpu.empty_as(&[rows, cfg.mlp_hidden], self.dtype());
         let (w1, b1) = (b(&format!("{fc1}.weight")), b(&format!("{fc1}.bias")));
         if swiglu {
             kernels::linear::linear_forward(rec, &pre, h2, &w1, Some(&b1), None);
             kernels::gelu::swiglu_forward(rec, &act, &pre, cfg.mlp_hidden);
-        } else {
+        } else if save {
             kernels::linear::linear_forward(rec, &act, h2, &w1, Some(&b1), Some(&pre));
+        } else {
+            kernels::linear::linear_gelu_forward(rec, &act, h2, &w1, &b1);
         }
         let mlp = gpu.empty_as(&[rows, cfg.dim], self.dtype());
         let (w2, b2) = (b(&format!("{fc2}.weight")), b(&format!("{fc2}.bias")));
