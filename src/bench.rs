@@ -35,6 +35,10 @@ pub struct Row {
     pub peak_bytes: Option<u64>,
     /// GPU timestamps or wall clock.
     pub clock: String,
+    /// The model or training config measured (`bench vit` and `bench train`: the preset's name
+    /// or the file given), so rows of different configs in one file are told apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 /// The `tool` field of every row this program writes.
@@ -56,13 +60,15 @@ fn emit(rows: &mut Vec<Row>, name: String, t: f64, rate: f64, unit: &str, ts: bo
         unit: unit.into(),
         peak_bytes: None,
         clock: clock.into(),
+        config: None,
     });
 }
 
 /// Whether `--json FILE` may be written by benchmark `bench`, checked before it runs: its
 /// folder exists, and the file is new, empty or an earlier run of the same benchmark's rows (a
-/// rerun replaces its own output; any other file, another benchmark's rows and PyTorch's from
-/// `bench/pytorch_reference.py` included, is kept).
+/// rerun replaces its own rows of the same name and config and keeps the others; any other
+/// file, another benchmark's rows and PyTorch's from `bench/pytorch_reference.py` included, is
+/// kept as it is).
 pub fn check_json_target(path: &std::path::Path, bench: &str) -> std::result::Result<(), String> {
     let shown = path.display();
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -119,9 +125,33 @@ pub fn check_json_target(path: &std::path::Path, bench: &str) -> std::result::Re
     Ok(())
 }
 
-/// Writes rows as JSON (for `--json FILE`).
+/// Writes rows as JSON (for `--json FILE`): an earlier run's rows of the same name and config
+/// are replaced, its others kept ([`check_json_target`] has made sure they are this
+/// benchmark's).
 pub fn write_json(path: &std::path::Path, rows: &[Row]) -> std::result::Result<(), String> {
-    let text = serde_json::to_string_pretty(rows).map_err(|e| e.to_string())?;
+    let key = |v: &serde_json::Value| {
+        (
+            v.get("name").and_then(|n| n.as_str()).map(str::to_string),
+            v.get("config").and_then(|c| c.as_str()).map(str::to_string),
+        )
+    };
+    let new: Vec<serde_json::Value> = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut all: Vec<serde_json::Value> = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|old| {
+            // Rows from before the fields existed are this benchmark's and are replaced.
+            old.get("bench").is_some() && !new.iter().any(|n| key(n) == key(old))
+        })
+        .collect();
+    all.extend(new);
+    let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
     crate::io::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -144,4 +174,48 @@ pub fn time(gpu: &Gpu, reps: usize, mut record: impl FnMut(&mut Recorder)) -> Re
     }
     times.sort_by(|a, b| a.total_cmp(b));
     Ok((times[times.len() / 2], gpu_ts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{write_json, Row, TOOL};
+
+    fn row(name: &str, config: &str, rate: f64) -> Row {
+        Row {
+            tool: TOOL,
+            bench: "train",
+            name: name.into(),
+            seconds: 1.0,
+            rate,
+            unit: "img/s".into(),
+            peak_bytes: None,
+            clock: "wall".into(),
+            config: Some(config.into()),
+        }
+    }
+
+    /// A rerun replaces its own rows of the same name and config; other configs' rows stay.
+    #[test]
+    fn a_rerun_replaces_only_rows_of_its_name_and_config() {
+        let dir = std::env::temp_dir().join(format!("dinoscope-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("rows.json");
+        write_json(&path, &[row("train step batch 32", "debug", 1.0)]).expect("write");
+        write_json(&path, &[row("train step batch 32", "tiny", 2.0)]).expect("write");
+        write_json(&path, &[row("train step batch 32", "debug", 3.0)]).expect("write");
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let seen: Vec<(&str, f64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["config"].as_str().unwrap_or(""),
+                    r["rate"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        assert_eq!(seen, [("tiny", 2.0), ("debug", 3.0)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -166,7 +166,8 @@ enum Command {
         #[arg(long, conflicts_with = "resume")]
         overwrite: bool,
         /// Length of a new run in steps, replacing the config's: the cosine schedules span
-        /// it, and a shorter run scales its warm-ups with it; a resumed run keeps its own.
+        /// it, and a shorter run scales its warm-ups with it (not with --resume: a resumed run
+        /// keeps its checkpoint's length; --stop-after ends this invocation sooner).
         #[arg(long, conflicts_with = "resume")]
         steps: Option<u64>,
         /// Fit a new run into this wall time (900s, 15m, 1.5h): the first steps are timed,

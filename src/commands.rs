@@ -321,12 +321,22 @@ fn train_report(
         );
     }
     if summary.stopped_at_limit {
-        let _ = writeln!(
-            r,
-            "the time limit stopped the run at step {} before its schedule's end; continue it \
-             with --resume",
-            summary.steps
-        );
+        let ended = summary.fit.is_some_and(|f| f.steps <= summary.steps);
+        let _ = match ended {
+            // Stopped before its pace was timed: its schedule ends here.
+            true => writeln!(
+                r,
+                "the time limit ended the run at step {} before its steps were timed; a longer \
+                 limit trains a fitted schedule",
+                summary.steps
+            ),
+            false => writeln!(
+                r,
+                "the time limit stopped the run at step {} before its schedule's end; continue \
+                 it with --resume",
+                summary.steps
+            ),
+        };
     }
     for (s, e) in &summary.evals {
         let _ = writeln!(

@@ -245,11 +245,15 @@ fn parent_of(path: &Path) -> std::path::PathBuf {
     }
 }
 
-/// Writes `bytes` to a new hidden file beside `path` and syncs it; returns its path.
+/// Writes `bytes` to a new hidden file beside `path` (`.NAME.tmp-PID-n`) and syncs it; returns
+/// its path. Staged files of `path` that a process no longer running left (killed while it
+/// wrote) go first: they would otherwise stay, hidden, as large as what they held.
 fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
+    remove_stale_stages(path);
+    let tag = format!("tmp-{}-", std::process::id());
     let mut attempt = 0u32;
     let (tmp, file) = loop {
-        let tmp = beside(path, "tmp", attempt);
+        let tmp = beside(path, &tag, attempt);
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -272,6 +276,54 @@ fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
         return Err(e);
     }
     Ok(tmp)
+}
+
+/// Removes `path`'s staged files (`.NAME.tmp-PID-n`) whose process is not running.
+fn remove_stale_stages(path: &Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(parent_of(path)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().to_string();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('-'))
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !process_alive(pid)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Whether a process with this pid exists on this machine (Unix: asked of the kernel; elsewhere
+/// assumed alive, so that nothing of a running process is ever taken for a leftover).
+pub fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        // Signal 0 checks that the process exists without touching it; a pid of 0 or past
+        // pid_t would name a process group, so no process has it.
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        if raw <= 0 {
+            return false;
+        }
+        // SAFETY: kill with signal 0 sends nothing; it only reports whether `raw` exists.
+        let r = unsafe { libc::kill(raw, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
 }
 
 /// Renames a staged file over `path` and syncs the folder; the staged file goes on failure.
@@ -379,6 +431,37 @@ pub fn decode_float(dtype: safetensors::Dtype, raw: &[u8]) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::{write_all_atomic, write_all_new_atomic, write_new_atomic};
+
+    /// A staged file of a process that is gone (killed as it wrote) is removed by the next
+    /// write of the same name; one of a running process, another name's, and an older version's
+    /// unnumbered one stay.
+    #[cfg(unix)]
+    #[test]
+    fn a_dead_writers_staged_file_goes_with_the_next_write() {
+        let dir = std::env::temp_dir().join(format!("dinoscope-io-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let me = std::process::id();
+        let dead = ".w.safetensors.tmp-2147483000-0";
+        let kept = [
+            format!(".w.safetensors.tmp-{me}-7"),
+            ".x.safetensors.tmp-2147483000-0".to_string(),
+            ".w.safetensors.tmp0".to_string(),
+        ];
+        for name in kept.iter().map(String::as_str).chain([dead]) {
+            std::fs::write(dir.join(name), b"partial").expect("write");
+        }
+        super::write_atomic(&dir.join("w.safetensors"), b"whole").expect("write");
+        assert!(!dir.join(dead).exists());
+        for name in &kept {
+            assert!(dir.join(name).exists(), "{name}");
+        }
+        assert_eq!(
+            std::fs::read(dir.join("w.safetensors")).expect("read"),
+            b"whole"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_new_file_never_replaces_one_made_meanwhile() {

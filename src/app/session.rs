@@ -297,6 +297,21 @@ impl Session {
         b.fit
     }
 
+    /// A time-limited run that ends before its schedule was fitted (stopped, or out of time
+    /// before its steps were timed): its schedule fitted from the pace so far, which the
+    /// checkpoint then holds and a resumption follows ([`Budget::fit_early`]). Call with no
+    /// step in flight.
+    pub fn fit_early(&mut self) -> Option<Fit> {
+        let done = self.trainer.step;
+        if done >= self.trainer.cfg.steps {
+            return None;
+        }
+        let b = self.budget.as_mut()?;
+        let fitted = b.fit_early(done - self.start_step, done, &self.trainer.cfg)?;
+        self.trainer.cfg = fitted;
+        b.fit
+    }
+
     /// Builds the next batch and submits its step; the metrics come from [`PendingStep::read`].
     ///
     /// [`PendingStep::read`]: crate::train::trainer::PendingStep::read

@@ -153,6 +153,11 @@ impl WebRun {
                 return out;
             }
             if self.in_flight.is_none() {
+                // A time-limited run stopped before its fit keeps a schedule fitted from its
+                // pace, which a download then holds.
+                if let Some(s) = Rc::get_mut(&mut self.session) {
+                    out.fitted = s.fit_early().or(out.fitted);
+                }
                 self.start_save(ctx);
             }
             return out;

@@ -375,7 +375,16 @@ impl<'a> Driver<'a> {
     /// the steps done, or why they are not saved.
     fn close(&mut self) -> Result<u64, (u64, String)> {
         let step = self.session.trainer.step;
-        if step > self.saved_step {
+        let fit = self.session.fit_early();
+        if let Some(f) = fit {
+            (self.send)(Event::Fitted {
+                total: f.steps,
+                step_s: f.step_s,
+                config: Box::new(self.session.config().clone()),
+            });
+        }
+        // A schedule fitted just now goes into the checkpoint even if one holds these steps.
+        if step > self.saved_step || (fit.is_some() && step > 0) {
             self.save().map_err(|e| (step, e))?;
         }
         Ok(step)

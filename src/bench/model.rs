@@ -131,6 +131,7 @@ pub fn vit(
             unit: "img/s".into(),
             peak_bytes: Some(peak_bytes),
             clock: if ts { "gpu" } else { "wall" }.into(),
+            config: None,
         });
         crate::say!(
             "{:<28} {:>9.1} ms {:>12.2} {:>10.1} MiB  {}",
@@ -288,6 +289,7 @@ pub fn train(
         unit: "img/s".into(),
         peak_bytes: Some(gpu.pool_stats().peak_bytes),
         clock: "wall".into(),
+        config: None,
     }])
 }
 
@@ -394,6 +396,7 @@ pub fn loader(
         unit: "img/s".into(),
         peak_bytes: None,
         clock: "wall".into(),
+        config: None,
     });
     if cfg.workers > 0 {
         let mut loader = Loader::new(ds, lc, 0);
@@ -421,6 +424,7 @@ pub fn loader(
             unit: "img/s".into(),
             peak_bytes: None,
             clock: "wall".into(),
+            config: None,
         });
     } else {
         crate::say!("0 worker threads: training builds each batch itself, at the 1-thread rate");

@@ -182,7 +182,7 @@ fn bench(cli: &Cli, what: &BenchWhat) -> Result<ExitCode, String> {
                 }
                 parsed.push((size, batch));
             }
-            let rows = dinoscope::bench::vit(
+            let mut rows = dinoscope::bench::vit(
                 &gpu,
                 &cfg,
                 &parsed,
@@ -191,6 +191,8 @@ fn bench(cli: &Cli, what: &BenchWhat) -> Result<ExitCode, String> {
                 *profile,
             )
             .map_err(|e| e.to_string())?;
+            rows.iter_mut()
+                .for_each(|r| r.config = Some(config.clone()));
             written(&rows, json.as_deref())
         }),
         BenchWhat::Train {
@@ -208,7 +210,9 @@ fn bench(cli: &Cli, what: &BenchWhat) -> Result<ExitCode, String> {
                 checkpoint.as_deref(),
                 precision.as_deref(),
             )?;
-            let rows = dinoscope::bench::train(&gpu, &cfg, data.as_deref(), *steps, *profile)?;
+            let mut rows = dinoscope::bench::train(&gpu, &cfg, data.as_deref(), *steps, *profile)?;
+            rows.iter_mut()
+                .for_each(|r| r.config = Some(config.clone()));
             written(&rows, json.as_deref())
         }),
         BenchWhat::Loader {

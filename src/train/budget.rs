@@ -244,6 +244,52 @@ impl Budget {
         Some(c)
     }
 
+    /// The schedule of a run that ends before its first fit (a signal, `--stop-after`, data
+    /// that stopped reading, or a limit too short for the timed steps), so that the checkpoint
+    /// a resumption continues from holds a fitted schedule rather than the config's own: the
+    /// length that fits the time left at the pace of the steps so far (those after the warm-up
+    /// where there are any), or the steps done where no time is left. None once fitted, or
+    /// before any step.
+    pub fn fit_early(&mut self, here: u64, done: u64, cfg: &TrainConfig) -> Option<TrainConfig> {
+        self.fit_early_at(here, done, cfg, Instant::now())
+    }
+
+    /// [`Budget::fit_early`] at the instant `now`.
+    fn fit_early_at(
+        &mut self,
+        here: u64,
+        done: u64,
+        cfg: &TrainConfig,
+        now: Instant,
+    ) -> Option<TrainConfig> {
+        if self.fit.is_some() || here == 0 {
+            return None;
+        }
+        let (t0, paused0, here0) = match self.window {
+            Some(w) if here > w.2 => w,
+            _ => (self.started, 0.0, 0),
+        };
+        let window_s = now.saturating_duration_since(t0).as_secs_f64();
+        let step_s = (window_s - (self.paused_s - paused0)).max(0.0) / (here - here0) as f64;
+        let left_s =
+            self.limit.as_secs_f64() - now.saturating_duration_since(self.started).as_secs_f64();
+        let c = if left_s > 0.0 {
+            fitted(cfg, done, step_s.max(1e-6), self.eval_s, left_s)
+        } else {
+            let mut c = cfg.clone();
+            c.shrink_warm_ups(done.max(1), done, |w| w.saturating_mul(2) > done);
+            c.steps = done.max(1);
+            c
+        };
+        self.fit = Some(Fit {
+            steps: c.steps,
+            planned_steps: cfg.steps,
+            step_s,
+            eval_s: self.eval_s,
+        });
+        Some(c)
+    }
+
     /// A new length from the pace since the first fit, at a quiet point at least
     /// [`REFIT_STEPS`] steps after the last fit; the evaluations keep their interval.
     fn refit(
@@ -346,6 +392,36 @@ mod tests {
         assert!((1..400).contains(&ramp), "{ramp} of {}", c.steps);
         let c = fitted(&gram, 150, 0.5, 0.0, 20.0);
         assert_eq!(c.gram.as_ref().map(|g| g.ramp), Some(400));
+    }
+
+    #[test]
+    fn a_run_ended_before_its_fit_gets_a_schedule_from_its_pace() {
+        let cfg = TrainConfig::preset("fmnist").unwrap();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // Stopped (a signal) after 10 steps of 1 s, 3 of them warm-up, with 100 s left.
+        let mut b = Budget::starting_at(s(110), t0);
+        for here in 1..=10u64 {
+            assert_eq!(b.after_step_at(here, here, &cfg, true, t0 + s(here)), None);
+        }
+        let c = b
+            .fit_early_at(10, 10, &cfg, t0 + s(10))
+            .expect("a schedule");
+        assert_eq!(c.steps, 10 + (100.0 * PLANNED) as u64);
+        assert!(c.steps < cfg.steps);
+        assert_eq!(b.fit.map(|f| f.steps), Some(c.steps));
+        // Once fitted, no second schedule.
+        assert_eq!(b.fit_early_at(10, 10, &cfg, t0 + s(10)), None);
+        // Stopped by the limit itself before the timing ended: the schedule ends where it is.
+        let mut b = Budget::starting_at(s(5), t0);
+        let c = b.fit_early_at(7, 7, &cfg, t0 + s(6)).expect("a schedule");
+        assert_eq!(c.steps, 7);
+        assert!(c.warmup_steps <= c.steps);
+        // No step, no schedule.
+        assert_eq!(
+            Budget::starting_at(s(5), t0).fit_early_at(0, 0, &cfg, t0),
+            None
+        );
     }
 
     #[test]

@@ -331,11 +331,12 @@ impl TrainConfig {
         Ok(self)
     }
 
-    /// A warning for a run whose learning-rate warm-up lasts as long as the run itself.
+    /// A warning for a run whose learning-rate warm-up outlasts the run (the warm-up reaches
+    /// base_lr at its last step, so one as long as the run still does).
     pub fn warm_up_warning(&self) -> Option<String> {
-        (self.warmup_steps >= self.steps).then(|| {
+        (self.warmup_steps > self.steps).then(|| {
             format!(
-                "warmup_steps {} is not below steps {}: the learning rate never reaches base_lr",
+                "warmup_steps {} is past steps {}: the learning rate never reaches base_lr",
                 self.warmup_steps, self.steps
             )
         })

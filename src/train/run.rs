@@ -265,7 +265,29 @@ fn idx_eval_sets(path: &Path, train: Arc<dyn Dataset>) -> Result<EvalSets, Strin
         return Ok(None);
     }
     let test: Arc<dyn Dataset> = Arc::from(open_dataset(&test_path).map_err(|e| e.to_string())?);
-    Ok(labelled(test.as_ref()).then_some((train, test)))
+    if !labelled(test.as_ref()) {
+        return Ok(None);
+    }
+    // A test class the training file lacks can never be predicted: the accuracies would be
+    // wrong with nothing to say so (`dinoscope knn` refuses such a pair the same way).
+    let labels = |d: &dyn Dataset| -> std::collections::BTreeSet<u32> {
+        (0..d.len()).filter_map(|i| d.label(i)).collect()
+    };
+    let seen = labels(train.as_ref());
+    let missing: Vec<u32> = labels(test.as_ref())
+        .into_iter()
+        .filter(|l| !seen.contains(l))
+        .collect();
+    if !missing.is_empty() {
+        log::warn!(
+            "{}: test labels {missing:?} have no images in {}; k-NN and the linear probe are \
+             not measured",
+            test_path.display(),
+            path.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some((train, test)))
 }
 
 /// Writes a checkpoint into `dir/checkpoints/` as one unit (see [`super::checkpoint`]).

@@ -68,6 +68,13 @@ fn an_idx_training_file_is_evaluated_on_its_test_split() {
     assert!(eval.is_none(), "no lone-t10k/test split and no labels");
     let (_, eval) = datasets(Some(&dir.join("test-images-idx3-ubyte"))).unwrap();
     assert!(eval.is_none(), "a test file is not a training file");
+    // A test class the training file lacks (labels one up): no k-NN, rather than accuracies
+    // that cannot be right.
+    let mut shifted = labels.clone();
+    shifted[8..].iter_mut().for_each(|l| *l += 1);
+    std::fs::write(dir.join("test-labels-idx1-ubyte"), &shifted).unwrap();
+    let (_, eval) = datasets(Some(&dir.join("train-images-idx3-ubyte"))).unwrap();
+    assert!(eval.is_none(), "test classes the training file lacks");
     std::fs::remove_file(dir.join("test-labels-idx1-ubyte")).unwrap();
     let (_, eval) = datasets(Some(&dir.join("train-images-idx3-ubyte"))).unwrap();
     assert!(eval.is_none(), "an unlabelled test split");

@@ -76,7 +76,7 @@ fn a_time_limit_fits_the_schedule_and_resumes_on_it() {
     let passed = tmp("time-limit-passed");
     let summary = run(
         gpu,
-        cfg,
+        cfg.clone(),
         &RunOptions {
             out_dir: passed.clone(),
             time_limit: Some(std::time::Duration::from_nanos(1)),
@@ -89,6 +89,27 @@ fn a_time_limit_fits_the_schedule_and_resumes_on_it() {
     // Nothing trained, nothing kept: not even the folder the run made.
     assert!(!passed.exists());
     let _ = std::fs::remove_dir_all(&passed);
+    // A run that ends before its steps were timed saves a schedule fitted from the pace of the
+    // steps it took (the hour left holds more than the config's 40), not the config's own.
+    let early = tmp("time-limit-early");
+    let summary = run(
+        gpu,
+        cfg,
+        &RunOptions {
+            out_dir: early.clone(),
+            stop_after: Some(5),
+            time_limit: Some(std::time::Duration::from_secs(3600)),
+            ..Default::default()
+        },
+        |_, _| {},
+    )
+    .expect("runs");
+    let fit = summary.fit.expect("fitted when it ended");
+    let (saved, state) = load_checkpoint(&early).expect("checkpoint");
+    assert_eq!(state.step, 5);
+    assert_eq!(saved.steps, fit.steps);
+    assert!(fit.steps > 40 && fit.planned_steps == 40, "{fit:?}");
+    let _ = std::fs::remove_dir_all(&early);
 }
 
 #[test]

@@ -175,6 +175,14 @@ fn list_images(
             continue;
         };
         if meta.is_dir() {
+            // A subfolder this user may not read (a disk's `lost+found`) is passed over, as an
+            // unreadable picture is; the folder given itself must read.
+            if let Err(e) = std::fs::read_dir(&path) {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    log::warn!("{}: skipped, cannot read: {e}", path.display());
+                    continue;
+                }
+            }
             if depth < MAX_FOLDER_DEPTH {
                 list_images(&path, depth + 1, seen, out)?;
             }

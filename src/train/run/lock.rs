@@ -57,7 +57,7 @@ impl RunLock {
                         path.display()
                     ))
                 }
-                (Some(pid), None) if process_alive(pid) => {
+                (Some(pid), None) if crate::io::process_alive(pid) => {
                     return Err(format!(
                         "{}: another dinoscope (pid {pid}) is training into this folder; wait \
                          for it, or choose another --out (if no dinoscope is running, process \
@@ -181,33 +181,6 @@ impl Drop for RunLock {
         if std::fs::read_to_string(&self.path).is_ok_and(|t| t == self.text) {
             let _ = std::fs::remove_file(&self.path);
         }
-    }
-}
-
-/// Whether a process with this pid exists on this machine (Unix: asked of the kernel; elsewhere
-/// assumed alive, so a stale lock must be removed by hand, as the message says).
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    #[cfg(unix)]
-    {
-        // Signal 0 checks that the process exists without touching it; a pid of 0 or past
-        // pid_t would name a process group, so such a lock is no process's.
-        let Ok(raw) = libc::pid_t::try_from(pid) else {
-            return false;
-        };
-        if raw <= 0 {
-            return false;
-        }
-        // SAFETY: kill with signal 0 sends nothing; it only reports whether `raw` exists.
-        let r = unsafe { libc::kill(raw, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-    #[cfg(not(unix))]
-    {
-        // No lookup here: a stale lock is removed by hand, as the error says.
-        true
     }
 }
 

@@ -404,6 +404,20 @@ impl<'a> StepLoop<'a> {
         }
         log::debug!("step {done} done: loss {:.4}", m.loss);
         on_step(&m, self.cfg.steps);
+        // A time-limited run that ends before its schedule was fitted saves one fitted from its
+        // pace, which a resumption then follows.
+        if done == self.end && done < self.cfg.steps {
+            let here = done - self.start;
+            if let Some(c) = self
+                .budget
+                .as_mut()
+                .and_then(|b| b.fit_early(here, done, &self.cfg))
+            {
+                self.trainer.cfg = c.clone();
+                self.cfg = c;
+                self.summary.fit = self.budget.as_ref().and_then(|b| b.fit);
+            }
+        }
         if self.saves(done) {
             let c0 = Instant::now();
             save_checkpoint(out_dir, &self.cfg, &self.trainer)?;
