@@ -146,8 +146,14 @@ pub fn write_json(path: &std::path::Path, rows: &[Row]) -> std::result::Result<(
         .unwrap_or_default()
         .into_iter()
         .filter(|old| {
-            // Rows from before the fields existed are this benchmark's and are replaced.
-            old.get("bench").is_some() && !new.iter().any(|n| key(n) == key(old))
+            // Rows from before the fields existed are this benchmark's and are replaced (one
+            // without a config by a new row of its name).
+            let (name, config) = key(old);
+            let replaced = |n: &serde_json::Value| {
+                let (new_name, new_config) = key(n);
+                new_name == name && (config.is_none() || new_config == config)
+            };
+            old.get("bench").is_some() && !new.iter().any(replaced)
         })
         .collect();
     all.extend(new);

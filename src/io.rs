@@ -245,12 +245,20 @@ fn parent_of(path: &Path) -> std::path::PathBuf {
     }
 }
 
-/// Writes `bytes` to a new hidden file beside `path` (`.NAME.tmp-PID-n`) and syncs it; returns
-/// its path. Staged files of `path` that a process no longer running left (killed while it
-/// wrote) go first: they would otherwise stay, hidden, as large as what they held.
+/// Writes `bytes` to a new hidden file beside `path` (`.NAME.tmp-MACHINE-PID-n`) and syncs it;
+/// returns its path. Staged files of `path` that a process of this machine no longer running
+/// left (killed while it wrote) go first: they would otherwise stay, hidden, as large as what
+/// they held.
 fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
-    remove_stale_stages(path);
-    let tag = format!("tmp-{}-", std::process::id());
+    let here = machine_tag();
+    if let Some(here) = &here {
+        remove_stale_stages(path, here);
+    }
+    let tag = format!(
+        "tmp-{}-{}-",
+        here.as_deref().unwrap_or("0"),
+        std::process::id()
+    );
     let mut attempt = 0u32;
     let (tmp, file) = loop {
         let tmp = beside(path, &tag, attempt);
@@ -278,12 +286,27 @@ fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
     Ok(tmp)
 }
 
-/// Removes `path`'s staged files (`.NAME.tmp-PID-n`) whose process is not running.
-fn remove_stale_stages(path: &Path) {
+/// This machine's name as eight hex digits (FNV-1a), for staged files' names; `None` where the
+/// name is unknown (then no staged file is ever taken for a leftover).
+fn machine_tag() -> Option<String> {
+    let name = machine_name();
+    if name.is_empty() {
+        return None;
+    }
+    let h = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    Some(format!("{h:08x}"))
+}
+
+/// Removes `path`'s staged files (`.NAME.tmp-MACHINE-PID-n`) made on this machine (`here`) by
+/// a process that is no longer running. Another machine's (a shared folder) are never touched:
+/// their processes cannot be looked up from here.
+fn remove_stale_stages(path: &Path, here: &str) {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().to_string()) else {
         return;
     };
-    let prefix = format!(".{name}.tmp-");
+    let prefix = format!(".{name}.tmp-{here}-");
     let Ok(entries) = std::fs::read_dir(parent_of(path)) else {
         return;
     };
@@ -297,6 +320,38 @@ fn remove_stale_stages(path: &Path) {
         if pid.is_some_and(|pid| !process_alive(pid)) {
             let _ = std::fs::remove_file(e.path());
         }
+    }
+}
+
+/// This machine as the run lock and the staged files record it: its name, and on Linux its pid
+/// namespace (each container has its own, and pids are looked up only within one); empty where
+/// unknown.
+pub fn machine_name() -> String {
+    let host = host_name();
+    // Trimmed as the lock's lines are read back (a host without a name included).
+    match std::fs::read_link("/proc/self/ns/pid") {
+        Ok(ns) if cfg!(target_os = "linux") => format!("{host} {}", ns.display()).trim().into(),
+        _ => host,
+    }
+}
+
+/// This machine's name (empty where it cannot be read).
+fn host_name() -> String {
+    #[cfg(unix)]
+    {
+        let mut buf = [0u8; 256];
+        // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+            return String::new();
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).trim().to_string()
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::var("COMPUTERNAME")
+            .map(|n| n.trim().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -433,8 +488,8 @@ mod tests {
     use super::{write_all_atomic, write_all_new_atomic, write_new_atomic};
 
     /// A staged file of a process that is gone (killed as it wrote) is removed by the next
-    /// write of the same name; one of a running process, another name's, and an older version's
-    /// unnumbered one stay.
+    /// write of the same name; one of a running process, another name's, another machine's
+    /// (a shared folder) and an older version's unnumbered one stay.
     #[cfg(unix)]
     #[test]
     fn a_dead_writers_staged_file_goes_with_the_next_write() {
@@ -442,17 +497,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let me = std::process::id();
-        let dead = ".w.safetensors.tmp-2147483000-0";
+        let here = super::machine_tag().expect("this machine has a name");
+        let dead = format!(".w.safetensors.tmp-{here}-2147483000-0");
+        let elsewhere = if here == "00000000" {
+            "00000001"
+        } else {
+            "00000000"
+        };
         let kept = [
-            format!(".w.safetensors.tmp-{me}-7"),
-            ".x.safetensors.tmp-2147483000-0".to_string(),
+            format!(".w.safetensors.tmp-{here}-{me}-7"),
+            format!(".x.safetensors.tmp-{here}-2147483000-0"),
+            format!(".w.safetensors.tmp-{elsewhere}-2147483000-0"),
             ".w.safetensors.tmp0".to_string(),
         ];
-        for name in kept.iter().map(String::as_str).chain([dead]) {
+        for name in kept.iter().map(String::as_str).chain([dead.as_str()]) {
             std::fs::write(dir.join(name), b"partial").expect("write");
         }
         super::write_atomic(&dir.join("w.safetensors"), b"whole").expect("write");
-        assert!(!dir.join(dead).exists());
+        assert!(!dir.join(&dead).exists());
         for name in &kept {
             assert!(dir.join(name).exists(), "{name}");
         }

@@ -19,6 +19,7 @@ struct Watched {
     child: std::process::Child,
     rx: Receiver<String>,
     log: Vec<String>,
+    waited: bool,
 }
 
 impl Watched {
@@ -44,6 +45,7 @@ impl Watched {
             child,
             rx,
             log: Vec::new(),
+            waited: false,
         }
     }
 
@@ -59,23 +61,49 @@ impl Watched {
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return false,
-                Err(RecvTimeoutError::Timeout) => {
-                    let group = format!("-{}", self.child.id());
-                    let _ = Command::new("kill").args(["-KILL", &group]).status();
-                    panic!(
-                        "the app printed nothing for {NO_PROGRESS:?}:\n{}",
-                        self.log.join("\n")
-                    );
-                }
+                Err(RecvTimeoutError::Timeout) => self.fail("printed nothing for 15 minutes"),
             }
         }
     }
 
-    /// The app's exit status and everything it printed.
-    fn finish(mut self) -> (std::process::ExitStatus, String) {
-        self.until(|_| false);
+    /// Kills the app's process group and fails with its log.
+    fn fail(&mut self, why: &str) -> ! {
+        self.kill();
+        panic!("the app {why}:\n{}", self.log.join("\n"));
+    }
+
+    fn kill(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", &group]).status();
+    }
+
+    /// The app's exit status and everything it printed, once it ends; a step logged past
+    /// `last_step` means it did not stop when it should have (the event that fails the test,
+    /// rather than a deadline).
+    fn finish(mut self, last_step: u64) -> (std::process::ExitStatus, String) {
+        let past = |l: &str| {
+            l.split("step ")
+                .nth(1)
+                .and_then(|r| r.strip_suffix(" done").or_else(|| r.split(" done").next()))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > last_step)
+        };
+        if self.until(past) {
+            self.fail(&format!("went on past step {last_step}"));
+        }
         let status = self.child.wait().expect("wait");
+        self.waited = true;
         (status, self.log.join("\n"))
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // A test that failed part way leaves no app running.
+        if !self.waited {
+            self.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -135,7 +163,8 @@ fn the_app_trains_under_xvfb_and_its_screenshot_shows_curves_and_attention() {
             .env("XDG_CONFIG_HOME", dir.join("config"))
             .env("XDG_RUNTIME_DIR", dir.join("xdg")),
     )
-    .finish();
+    // Asked to stop after 3 steps; the steps in flight and a margin are allowed.
+    .finish(20);
     assert!(
         status.success() && shot.is_file(),
         "app failed ({status:?})\nstderr:\n{stderr}"
@@ -242,7 +271,8 @@ fn ctrl_c_closes_the_app_and_its_training_run_saves_first() {
         .status()
         .expect("kill -INT");
     assert!(sent.success(), "{}", app.log.join("\n"));
-    let (status, log) = app.finish();
+    // Interrupted after step 2: it stops at its next step.
+    let (status, log) = app.finish(20);
     assert_eq!(status.code(), Some(130), "{log}");
     assert!(log.contains("interrupted: closing the window"), "{log}");
     // The run folder holds a whole checkpoint of at least the two steps seen.

@@ -50,6 +50,8 @@ pub struct WebRun {
     save_due: Vec<&'static str>,
     /// The run has ended or was stopped; it stays for downloads and takes no more steps.
     pub done: bool,
+    /// Whether the ended run's time-limit schedule was settled ([`Session::fit_early`]).
+    early_fit_tried: bool,
     /// Whether stepping is paused.
     pub paused: bool,
     /// Since when, while it is (a pause does not count toward a time limit).
@@ -120,6 +122,7 @@ impl WebRun {
             saving: None,
             save_due: Vec::new(),
             done: false,
+            early_fit_tried: false,
             paused: false,
             paused_since: None,
             held_s: 0.0,
@@ -152,14 +155,20 @@ impl WebRun {
                 out.error = Some(e);
                 return out;
             }
-            if self.in_flight.is_none() {
-                // A time-limited run stopped before its fit keeps a schedule fitted from its
-                // pace, which a download then holds.
-                if let Some(s) = Rc::get_mut(&mut self.session) {
-                    out.fitted = s.fit_early().or(out.fitted);
-                }
-                self.start_save(ctx);
+            if self.in_flight.is_some() {
+                return out;
             }
+            // A time-limited run stopped before its fit takes a schedule fitted from its pace,
+            // which a download then holds: no download starts before that is settled (a
+            // snapshot or evaluation still holding the session ends in a later frame).
+            if !self.early_fit_tried {
+                let Some(s) = Rc::get_mut(&mut self.session) else {
+                    return out;
+                };
+                out.fitted = s.fit_early().or(out.fitted);
+                self.early_fit_tried = true;
+            }
+            self.start_save(ctx);
             return out;
         }
         loop {

@@ -224,7 +224,14 @@ fn run(
                 // A failure is said; the run goes on.
                 let _ = d.save();
             }
-            Some(Command::Stop) => return d.close(),
+            Some(Command::Stop) => {
+                // A pause under way at the stop is no training time either.
+                if let Some(t) = paused_since.take() {
+                    d.session.hold(t.elapsed().as_secs_f64());
+                    d.paused_s += t.elapsed().as_secs_f64();
+                }
+                return d.close();
+            }
             None => {}
         }
         if paused {
@@ -244,6 +251,9 @@ fn run(
                     // Only the data failed, not the run: the steps trained so far are saved.
                     if let Some(step) = in_flight.take() {
                         d.report(step, true)?;
+                    }
+                    if let Some(f) = d.session.fit_early() {
+                        d.fitted(f);
                     }
                     if d.session.trainer.step > d.saved_step {
                         let _ = d.save();
@@ -371,17 +381,22 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// Tells the UI of a time limit's schedule.
+    fn fitted(&self, f: crate::train::budget::Fit) {
+        (self.send)(Event::Fitted {
+            total: f.steps,
+            step_s: f.step_s,
+            config: Box::new(self.session.config().clone()),
+        });
+    }
+
     /// Ends the run where it stands: its checkpoint, unless the last one holds these steps;
     /// the steps done, or why they are not saved.
     fn close(&mut self) -> Result<u64, (u64, String)> {
         let step = self.session.trainer.step;
         let fit = self.session.fit_early();
         if let Some(f) = fit {
-            (self.send)(Event::Fitted {
-                total: f.steps,
-                step_s: f.step_s,
-                config: Box::new(self.session.config().clone()),
-            });
+            self.fitted(f);
         }
         // A schedule fitted just now goes into the checkpoint even if one holds these steps.
         if step > self.saved_step || (fit.is_some() && step > 0) {
@@ -504,11 +519,7 @@ impl<'a> Driver<'a> {
             self.session.paused_for(t.elapsed().as_secs_f64(), false);
         }
         if let Some(f) = self.session.after_step(done, quiet) {
-            (self.send)(Event::Fitted {
-                total: f.steps,
-                step_s: f.step_s,
-                config: Box::new(self.session.config().clone()),
-            });
+            self.fitted(f);
         }
         Ok(())
     }

@@ -248,7 +248,11 @@ fn coop_matmul(gpu: &Gpu) -> CaseResult {
             let hbias = half(gpu, &bias, &[n]);
             let e = Epilogue::BiasGelu(&hbias, &p);
             kernels::matmul::matmul_planned(rec, &g, &ha, &hb, d, 1.0, false, e, plan);
-            vec![c, g, p]
+            // The same without keeping the pre-activation.
+            let g2 = gpu.empty_as(&[batch * m * n], DType::F16);
+            let e = Epilogue::BiasGeluOnly(&hbias);
+            kernels::matmul::matmul_planned(rec, &g2, &ha, &hb, d, 1.0, false, e, plan);
+            vec![c, g, p, g2]
         }) else {
             continue;
         };
@@ -270,6 +274,12 @@ fn coop_matmul(gpu: &Gpu) -> CaseResult {
             &out[2],
             &pre,
             tol(&pre, OUT_TOL),
+        );
+        j.check(
+            &format!("{name} + bias → GELU, pre-activation not kept"),
+            &out[3],
+            &out[1],
+            0.0,
         );
     }
     coop_split(gpu, &mut j, side as usize);

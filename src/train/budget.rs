@@ -247,9 +247,9 @@ impl Budget {
     /// The schedule of a run that ends before its first fit (a signal, `--stop-after`, data
     /// that stopped reading, or a limit too short for the timed steps), so that the checkpoint
     /// a resumption continues from holds a fitted schedule rather than the config's own: the
-    /// length that fits the time left at the pace of the steps so far (those after the warm-up
-    /// where there are any), or the steps done where no time is left. None once fitted, or
-    /// before any step.
+    /// length that fits the time left at the pace of the steps after the warm-up, or the steps
+    /// done where no time is left. None once fitted, before any step, and for a run with time
+    /// left that took no step past the warm-up (no pace to go by: the config's schedule stays).
     pub fn fit_early(&mut self, here: u64, done: u64, cfg: &TrainConfig) -> Option<TrainConfig> {
         self.fit_early_at(here, done, cfg, Instant::now())
     }
@@ -265,21 +265,29 @@ impl Budget {
         if self.fit.is_some() || here == 0 {
             return None;
         }
-        let (t0, paused0, here0) = match self.window {
-            Some(w) if here > w.2 => w,
-            _ => (self.started, 0.0, 0),
-        };
-        let window_s = now.saturating_duration_since(t0).as_secs_f64();
-        let step_s = (window_s - (self.paused_s - paused0)).max(0.0) / (here - here0) as f64;
         let left_s =
             self.limit.as_secs_f64() - now.saturating_duration_since(self.started).as_secs_f64();
+        // The pace counts only steps after the warm-up (the first build pipelines, and the
+        // budget started before the data and the model were ready): without one, a run with
+        // time left keeps the config's schedule.
+        let timed = self.window.filter(|w| here > w.2);
         let c = if left_s > 0.0 {
+            let (t0, paused0, here0) = timed?;
+            let window_s = now.saturating_duration_since(t0).as_secs_f64();
+            let step_s = (window_s - (self.paused_s - paused0)).max(0.0) / (here - here0) as f64;
             fitted(cfg, done, step_s.max(1e-6), self.eval_s, left_s)
         } else {
             let mut c = cfg.clone();
             c.shrink_warm_ups(done.max(1), done, |w| w.saturating_mul(2) > done);
             c.steps = done.max(1);
             c
+        };
+        let step_s = match timed {
+            Some((t0, paused0, here0)) => {
+                let window_s = now.saturating_duration_since(t0).as_secs_f64();
+                (window_s - (self.paused_s - paused0)).max(0.0) / (here - here0) as f64
+            }
+            None => 0.0,
         };
         self.fit = Some(Fit {
             steps: c.steps,
@@ -422,6 +430,13 @@ mod tests {
             Budget::starting_at(s(5), t0).fit_early_at(0, 0, &cfg, t0),
             None
         );
+        // Stopped with time left before a step past the warm-up: no pace, the config's stays.
+        let mut b = Budget::starting_at(s(110), t0);
+        for here in 1..=3u64 {
+            assert_eq!(b.after_step_at(here, here, &cfg, true, t0 + s(here)), None);
+        }
+        assert_eq!(b.fit_early_at(3, 3, &cfg, t0 + s(3)), None);
+        assert_eq!(b.fit, None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ impl RunLock {
     /// Takes the lock of `dir`, or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock, String> {
         let path = dir.join(".dinoscope.lock");
-        let here = machine_name();
+        let here = crate::io::machine_name();
         let text = format!("{}\n{here}\n", std::process::id());
         let mut last = String::new();
         for _ in 0..3 {
@@ -51,7 +51,7 @@ impl RunLock {
                 (Some(pid), Some(host)) => {
                     return Err(format!(
                         "{}: dinoscope (pid {pid}) on {host} is training into this folder; wait \
-                         for it, or choose another --out (a process of another machine or \
+                         for it, or choose another run folder (a process of another machine or \
                          container cannot be looked up from here: if none runs there, remove {})",
                         dir.display(),
                         path.display()
@@ -60,7 +60,7 @@ impl RunLock {
                 (Some(pid), None) if crate::io::process_alive(pid) => {
                     return Err(format!(
                         "{}: another dinoscope (pid {pid}) is training into this folder; wait \
-                         for it, or choose another --out (if no dinoscope is running, process \
+                         for it, or choose another run folder (if no dinoscope is running, process \
                          {pid} is another program, or on Windows none: remove {})",
                         dir.display(),
                         path.display()
@@ -144,37 +144,6 @@ fn create_whole(path: &Path, text: &str) -> std::io::Result<()> {
     })
 }
 
-/// This machine as the run lock records it: its name, and on Linux its pid namespace (each
-/// container has its own, and pids are looked up only within one); empty where unknown.
-fn machine_name() -> String {
-    let host = host_name();
-    // Trimmed as the lock's lines are read back (a host without a name included).
-    match std::fs::read_link("/proc/self/ns/pid") {
-        Ok(ns) if cfg!(target_os = "linux") => format!("{host} {}", ns.display()).trim().into(),
-        _ => host,
-    }
-}
-
-/// This machine's name (empty where it cannot be read).
-fn host_name() -> String {
-    #[cfg(unix)]
-    {
-        let mut buf = [0u8; 256];
-        // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
-        if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-            return String::new();
-        }
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).trim().to_string()
-    }
-    #[cfg(not(unix))]
-    {
-        std::env::var("COMPUTERNAME")
-            .map(|n| n.trim().to_string())
-            .unwrap_or_default()
-    }
-}
-
 impl Drop for RunLock {
     fn drop(&mut self) {
         // Only while it is ours: a lock removed by hand may since be another run's.
@@ -222,7 +191,8 @@ mod tests {
             let mut gone = std::process::Command::new("true").spawn().expect("spawn");
             let dead = gone.id();
             gone.wait().expect("wait");
-            std::fs::write(&path, format!("{dead}\n{}\n", super::machine_name())).expect("lock");
+            std::fs::write(&path, format!("{dead}\n{}\n", crate::io::machine_name()))
+                .expect("lock");
             let lock = RunLock::acquire(&dir).expect("a dead process's lock is taken over");
             let names: Vec<_> = std::fs::read_dir(&dir).expect("list").flatten().collect();
             assert_eq!(names.len(), 1, "only the lock: {names:?}");

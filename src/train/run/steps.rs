@@ -404,19 +404,8 @@ impl<'a> StepLoop<'a> {
         }
         log::debug!("step {done} done: loss {:.4}", m.loss);
         on_step(&m, self.cfg.steps);
-        // A time-limited run that ends before its schedule was fitted saves one fitted from its
-        // pace, which a resumption then follows.
-        if done == self.end && done < self.cfg.steps {
-            let here = done - self.start;
-            if let Some(c) = self
-                .budget
-                .as_mut()
-                .and_then(|b| b.fit_early(here, done, &self.cfg))
-            {
-                self.trainer.cfg = c.clone();
-                self.cfg = c;
-                self.summary.fit = self.budget.as_ref().and_then(|b| b.fit);
-            }
+        if done == self.end {
+            self.fit_early(done);
         }
         if self.saves(done) {
             let c0 = Instant::now();
@@ -445,12 +434,36 @@ impl<'a> StepLoop<'a> {
         Ok(())
     }
 
+    /// A time-limited run that ends before its schedule was fitted takes one fitted from its
+    /// pace (see [`super::super::budget::Budget::fit_early`]), which its checkpoint then holds
+    /// and a resumption follows; whether it did.
+    fn fit_early(&mut self, done: u64) -> bool {
+        if done >= self.cfg.steps || done <= self.start {
+            return false;
+        }
+        let here = done - self.start;
+        let Some(c) = self
+            .budget
+            .as_mut()
+            .and_then(|b| b.fit_early(here, done, &self.cfg))
+        else {
+            return false;
+        };
+        self.trainer.cfg = c.clone();
+        self.cfg = c;
+        self.summary.fit = self.budget.as_ref().and_then(|b| b.fit);
+        true
+    }
+
     /// The last checkpoint, if the steps since the last one are not saved yet (a run the limit
     /// stopped right after a pause has no step in flight to save with), and the summary. A new
     /// run stopped before its first step (a time limit, a signal) trained nothing: its metrics
     /// log stays armed and goes with `unused_log`, so the folder holds no run.
     fn close(mut self) -> Result<RunSummary, String> {
-        if self.summary.steps > self.saved_at {
+        // Stopped at a pause (an evaluation, a checkpoint) with nothing in flight: the step
+        // read last did not know it was the last.
+        let fitted = self.fit_early(self.summary.steps);
+        if self.summary.steps > self.saved_at || (fitted && self.summary.steps > self.start) {
             save_checkpoint(&self.opts.out_dir, &self.cfg, &self.trainer)?;
             self.set_aside.discard();
         }
