@@ -74,9 +74,11 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     c
 }
 
-/// The test run's tuning cache folder (under the temporary folder, one per test process).
+/// The test run's tuning cache folder (one per test process, under the target folder, which
+/// `cargo clean` empties).
 pub fn test_cache() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("dinoscope-test-cache-{}", std::process::id()))
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tune-cache-{}", std::process::id()))
 }
 
 /// The bundled golden fixtures.
