@@ -222,6 +222,15 @@ mod tests {
             })
             .collect();
         assert_eq!(seen, [("tiny", 2.0), ("debug", 3.0)]);
+        // A row written before rows named their config is replaced by a new row of its name.
+        let old = r#"[{"tool": "dinoscope", "bench": "train", "name": "train step batch 32",
+            "seconds": 1, "rate": 9, "unit": "img/s", "clock": "wall"}]"#;
+        std::fs::write(&path, old).expect("write");
+        write_json(&path, &[row("train step batch 32", "debug", 4.0)]).expect("write");
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["rate"], 4.0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -309,7 +309,8 @@ fn train_report(
             summary.steps, m.loss, m.dino, m.ibot, m.koleo
         );
     }
-    if let Some(f) = &summary.fit {
+    // A limit that ended the run before any step was timed has no pace to tell.
+    if let Some(f) = summary.fit.as_ref().filter(|f| f.step_s > 0.0) {
         let _ = writeln!(
             r,
             "time limit: {:.1} ms a step and {:.1} s an evaluation; {} steps planned (the \

@@ -227,13 +227,15 @@ impl DinoscopeApp {
         if cfg.is_some() {
             self.judge = cfg;
         }
-        self.notify(
+        let text = if step_s > 0.0 {
             format!(
                 "time limit: {:.0} ms a step, so the schedule now spans {total} steps",
                 step_s * 1e3
-            ),
-            false,
-        );
+            )
+        } else {
+            format!("time limit: it ended the run at step {total}, before any step was timed")
+        };
+        self.notify(text, false);
     }
 
     /// Takes one step's metrics: progress, the curves, and the collapse diagnosis.

@@ -252,10 +252,13 @@ fn run(
                     if let Some(step) = in_flight.take() {
                         d.report(step, true)?;
                     }
-                    if let Some(f) = d.session.fit_early() {
+                    let fit = d.session.fit_early();
+                    if let Some(f) = fit {
                         d.fitted(f);
                     }
-                    if d.session.trainer.step > d.saved_step {
+                    // A schedule fitted just now goes into the checkpoint even if one holds
+                    // these steps.
+                    if d.session.trainer.step > d.saved_step || fit.is_some() {
                         let _ = d.save();
                     }
                     return Err(d.failed(e));

@@ -140,7 +140,7 @@ fn matmul(gpu: &Gpu) -> CaseResult {
             }
         }
     }
-    // A linear layer y = x·Wᵀ + b, then with GELU (pre-activation kept).
+    // A linear layer y = x·Wᵀ + b, then with GELU (pre-activation kept, and not).
     let (rows, in_f, out_f) = (65, 36, 132);
     let x = round_trip(&random(rows * in_f, 90, -1.0, 1.0));
     let w = round_trip(&random(out_f * in_f, 91, -0.5, 0.5));
@@ -160,7 +160,9 @@ fn matmul(gpu: &Gpu) -> CaseResult {
             gpu.empty_as(&[rows, out_f], DType::F16),
         );
         kernels::linear::linear_forward(rec, &g, &tx, &tw, Some(&tb), Some(&p));
-        vec![y, g, p]
+        let g2 = gpu.empty_as(&[rows, out_f], DType::F16);
+        kernels::linear::linear_gelu_forward(rec, &g2, &tx, &tw, &tb);
+        vec![y, g, p, g2]
     }) {
         j.check("linear + bias", &out[0], &pre, tol(&pre, OUT_TOL));
         j.check(
@@ -170,6 +172,12 @@ fn matmul(gpu: &Gpu) -> CaseResult {
             tol(&act, 2.0 * OUT_TOL),
         );
         j.check("pre-activation", &out[2], &pre, tol(&pre, OUT_TOL));
+        j.check(
+            "linear + bias + GELU, pre-activation not kept",
+            &out[3],
+            &out[1],
+            0.0,
+        );
     }
     j.finish()
 }

@@ -74,11 +74,10 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     c
 }
 
-/// The test run's tuning cache folder (one per test process, under the target folder, which
-/// `cargo clean` empties).
+/// The tests' tuning cache folder, under the target folder (`cargo clean` empties it); the
+/// cache's writes are whole files, so test processes may share it.
 pub fn test_cache() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("tune-cache-{}", std::process::id()))
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tune-cache")
 }
 
 /// The bundled golden fixtures.

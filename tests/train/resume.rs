@@ -94,7 +94,7 @@ fn a_time_limit_fits_the_schedule_and_resumes_on_it() {
     let early = tmp("time-limit-early");
     let summary = run(
         gpu,
-        cfg,
+        cfg.clone(),
         &RunOptions {
             out_dir: early.clone(),
             stop_after: Some(5),
@@ -110,6 +110,35 @@ fn a_time_limit_fits_the_schedule_and_resumes_on_it() {
     assert_eq!(saved.steps, fit.steps);
     assert!(fit.steps > 40 && fit.planned_steps == 40, "{fit:?}");
     let _ = std::fs::remove_dir_all(&early);
+    // The same when a stop request lands at a checkpoint (nothing in flight there): the
+    // checkpoint written at that step is written again with the fitted schedule.
+    let quiet = tmp("time-limit-quiet");
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut at_checkpoint = cfg.clone();
+    at_checkpoint.checkpoint_every = 5;
+    let summary = run(
+        gpu,
+        at_checkpoint,
+        &RunOptions {
+            out_dir: quiet.clone(),
+            time_limit: Some(std::time::Duration::from_secs(3600)),
+            stop: Some(flag.clone()),
+            ..Default::default()
+        },
+        |m, _| {
+            if m.step + 1 == 5 {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        },
+    )
+    .expect("runs");
+    assert!(summary.interrupted && summary.steps == 5, "{summary:?}");
+    let fit = summary.fit.expect("fitted when it stopped");
+    let (saved, state) = load_checkpoint(&quiet).expect("checkpoint");
+    assert_eq!(state.step, 5);
+    assert_eq!(saved.steps, fit.steps);
+    assert!(fit.steps > 40, "{fit:?}");
+    let _ = std::fs::remove_dir_all(&quiet);
 }
 
 #[test]
