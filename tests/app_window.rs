@@ -25,6 +25,15 @@ struct Watched {
 impl Watched {
     fn spawn(cmd: &mut Command) -> Watched {
         use std::os::unix::process::CommandExt;
+        // SIGINT as a terminal's foreground command has it, whatever this test inherited (a
+        // background job, as CI runs the tests, ignores it, and the exec'd app would too).
+        // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let mut child = cmd
             .process_group(0)
             .env("RUST_LOG", "warn,dinoscope::app=debug")
@@ -73,8 +82,11 @@ impl Watched {
     }
 
     fn kill(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-KILL", &group]).status();
+        // The whole group: xvfb-run, Xvfb and the app.
+        if let Ok(group) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill sends a signal to the process group this test made; nothing else.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
     }
 
     /// The app's exit status and everything it printed, once it ends; a step logged past
