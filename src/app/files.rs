@@ -63,19 +63,19 @@ impl DinoscopeApp {
             return false;
         }
         self.tab = Tab::Train;
+        // The run under way keeps its folder (and, in the browser, its session).
+        if self.running() {
+            self.notify(
+                format!(
+                    "{}: stop the current run to resume this one",
+                    path.display()
+                ),
+                true,
+            );
+            return true;
+        }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            // The run under way keeps its folder.
-            if self.running() {
-                self.notify(
-                    format!(
-                        "{}: stop the current run to resume this one",
-                        path.display()
-                    ),
-                    true,
-                );
-                return true;
-            }
             // A state this build cannot resume is named now, not when Resume is pressed.
             if let Err(e) = crate::train::checkpoint::check_state_file(path) {
                 self.notify(e, true);
@@ -114,16 +114,6 @@ impl DinoscopeApp {
         }
         #[cfg(target_arch = "wasm32")]
         {
-            if self.running() {
-                self.notify(
-                    format!(
-                        "{}: stop the current run to resume this one",
-                        path.display()
-                    ),
-                    true,
-                );
-                return true;
-            }
             let Some(b) = bytes else {
                 return true;
             };

@@ -16,15 +16,7 @@ pub fn linear_forward(
     b: Option<&Tensor>,
     pre: Option<&Tensor>,
 ) {
-    let out_f = w.shape()[0];
-    let in_f = w.numel() / out_f;
-    let rows = x.numel() / in_f;
-    assert_eq!(
-        rows * in_f,
-        x.numel(),
-        "linear_forward: x width is not {in_f}"
-    );
-    let d = MatmulDims::new(rows, out_f, in_f).tb();
+    let d = linear_dims(x, w, "linear_forward");
     let epi = match (b, pre) {
         (Some(b), Some(pre)) => Epilogue::BiasGelu(b, pre),
         (Some(b), None) => Epilogue::Bias(b),
@@ -37,16 +29,17 @@ pub fn linear_forward(
 /// y = gelu(x·Wᵀ + b), the pre-activation not kept: [`linear_forward`] with a GELU epilogue
 /// for a forward pass that no backward pass follows.
 pub fn linear_gelu_forward(rec: &mut Recorder, y: &Tensor, x: &Tensor, w: &Tensor, b: &Tensor) {
+    let d = linear_dims(x, w, "linear_gelu_forward");
+    matmul(rec, y, x, w, d, 1.0, false, Epilogue::BiasGeluOnly(b));
+}
+
+/// The product x·Wᵀ of a linear layer: x [rows, in], W [out, in].
+fn linear_dims(x: &Tensor, w: &Tensor, what: &str) -> MatmulDims {
     let out_f = w.shape()[0];
     let in_f = w.numel() / out_f;
     let rows = x.numel() / in_f;
-    assert_eq!(
-        rows * in_f,
-        x.numel(),
-        "linear_gelu_forward: x width is not {in_f}"
-    );
-    let d = MatmulDims::new(rows, out_f, in_f).tb();
-    matmul(rec, y, x, w, d, 1.0, false, Epilogue::BiasGeluOnly(b));
+    assert_eq!(rows * in_f, x.numel(), "{what}: x width is not {in_f}");
+    MatmulDims::new(rows, out_f, in_f).tb()
 }
 
 /// Gradients of y = x·Wᵀ + b: dx (+)= dy·W, dW (+)= dyᵀ·x, db (+)= Σ_rows dy.
